@@ -1,0 +1,166 @@
+"""The one validated settings object. Nothing else in the project reads the environment.
+
+Every field's alias is the environment variable (or `.env` key) that sets it; `.env.sample` and the
+README's configuration table list them all.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+BOTFRAMEWORK_OPENID_METADATA = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+
+
+class BotAppType(StrEnum):
+    MULTI_TENANT = "MultiTenant"
+    SINGLE_TENANT = "SingleTenant"
+    USER_ASSIGNED_MSI = "UserAssignedMSI"
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None,
+        populate_by_name=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- server
+    host: str = Field("127.0.0.1", alias="HOST")
+    port: int = Field(3978, alias="PORT", ge=0, le=65535)
+    public_base_url: str = Field("", alias="PUBLIC_BASE_URL")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_message_text: bool = Field(False, alias="LOG_MESSAGE_TEXT")
+
+    # --- Bot Framework identity (empty app id = anonymous mode, like the Emulator)
+    microsoft_app_id: str = Field("", alias="MicrosoftAppId")
+    microsoft_app_password: SecretStr = Field(SecretStr(""), alias="MicrosoftAppPassword")
+    microsoft_app_type: BotAppType = Field(BotAppType.MULTI_TENANT, alias="MicrosoftAppType")
+    microsoft_app_tenant_id: str = Field("", alias="MicrosoftAppTenantId")
+    bot_openid_metadata_url: str = Field(
+        BOTFRAMEWORK_OPENID_METADATA,
+        alias="BOT_OPENID_METADATA_URL",
+        validation_alias=AliasChoices(
+            "BOT_OPENID_METADATA_URL", "TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL"
+        ),
+    )
+    bot_token_issuer: str = Field("https://api.botframework.com", alias="BOT_TOKEN_ISSUER")
+    bot_login_authority: str = Field(
+        "https://login.microsoftonline.com", alias="BOT_LOGIN_AUTHORITY"
+    )
+
+    # --- Azure OpenAI (empty endpoint = the built-in simulator)
+    azure_openai_endpoint: str = Field("", alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_deployment: str = Field("gpt-4o", alias="AZURE_OPENAI_DEPLOYMENT")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    azure_openai_api_key: SecretStr = Field(SecretStr(""), alias="AZURE_OPENAI_API_KEY")
+    azure_openai_model: str = Field("gpt-4o", alias="AZURE_OPENAI_MODEL")
+    azure_client_id: str = Field("", alias="AZURE_CLIENT_ID")
+    model_timeout_seconds: float = Field(60.0, alias="MODEL_TIMEOUT_SECONDS", gt=0)
+    max_output_tokens: int = Field(1024, alias="MAX_OUTPUT_TOKENS", gt=0)
+    history_token_budget: int = Field(6000, alias="HISTORY_TOKEN_BUDGET", gt=0)
+    history_max_messages: int = Field(40, alias="HISTORY_MAX_MESSAGES", gt=0, le=500)
+    max_message_chars: int = Field(8000, alias="MAX_MESSAGE_CHARS", gt=0)
+
+    # --- prompts
+    system_prompt_file: Path = Field(
+        PROJECT_ROOT / "chat" / "prompts" / "system.md.j2", alias="SYSTEM_PROMPT_FILE"
+    )
+    organization_name: str = Field("Contoso", alias="ORGANIZATION_NAME")
+    assistant_name: str = Field("Contoso Assistant", alias="ASSISTANT_NAME")
+
+    # --- embedded simulator (used only when AZURE_OPENAI_ENDPOINT is empty)
+    simulator_ttft_ms: float = Field(300.0, alias="SIMULATOR_TTFT_MS", ge=0)
+    simulator_tokens_per_second: float = Field(60.0, alias="SIMULATOR_TOKENS_PER_SECOND", ge=0)
+
+    # --- storage (SQLite under DATA_DIR unless COSMOS_ENDPOINT is set)
+    data_dir: Path = Field(PROJECT_ROOT / "data", alias="DATA_DIR")
+    sqlite_path: Path | None = Field(None, alias="SQLITE_PATH")
+
+    # --- turn processing
+    turn_concurrency: int = Field(64, alias="TURN_CONCURRENCY", gt=0)
+    turn_deadline_seconds: float = Field(120.0, alias="TURN_DEADLINE_SECONDS", gt=0)
+    shutdown_grace_seconds: float = Field(20.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
+    dedupe_window: int = Field(10_000, alias="DEDUPE_WINDOW", gt=0)
+
+    # Trusted reply targets. In anonymous mode nothing vouches for an activity's serviceUrl,
+    # so replies only go to these hosts (loopback by default: Emulator, tests, Direct Line).
+    anonymous_service_url_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        alias="ANONYMOUS_SERVICE_URL_HOSTS",
+    )
+
+    @field_validator("anonymous_service_url_hosts", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("azure_openai_endpoint")
+    @classmethod
+    def _endpoint_is_https_or_loopback(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value.rstrip("/")
+        if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
+            return value.rstrip("/")
+        raise ValueError(
+            "AZURE_OPENAI_ENDPOINT must be an https:// URL "
+            "(plain http is accepted only on loopback, for simulators)"
+        )
+
+    @model_validator(mode="after")
+    def _bot_identity_is_complete(self) -> Settings:
+        if not self.microsoft_app_id:
+            return self
+        if self.microsoft_app_type is BotAppType.USER_ASSIGNED_MSI:
+            if self.microsoft_app_password.get_secret_value():
+                raise ValueError(
+                    "MicrosoftAppPassword must be empty when MicrosoftAppType is "
+                    "UserAssignedMSI (the managed identity is the credential)"
+                )
+        elif not self.microsoft_app_password.get_secret_value():
+            raise ValueError(
+                f"MicrosoftAppType {self.microsoft_app_type} needs MicrosoftAppPassword"
+            )
+        if (
+            self.microsoft_app_type is not BotAppType.MULTI_TENANT
+            and not self.microsoft_app_tenant_id
+        ):
+            raise ValueError(
+                f"MicrosoftAppType {self.microsoft_app_type} needs MicrosoftAppTenantId"
+            )
+        return self
+
+    # --- derived values: one place decides, everyone else asks
+
+    @property
+    def uses_simulator(self) -> bool:
+        return not self.azure_openai_endpoint
+
+    @property
+    def bot_auth_enabled(self) -> bool:
+        return bool(self.microsoft_app_id)
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path or (self.data_dir / "chat.db")
+
+
+def load_settings() -> Settings:
+    """Settings for the running app: environment variables, then a `.env` file if present."""
+    return Settings(_env_file=PROJECT_ROOT / ".env")  # type: ignore[call-arg]

@@ -1,0 +1,144 @@
+"""Store interfaces. Implementations: `storage.sqlite` (embedded default) and `storage.cosmos`.
+
+No query language leaks out of this package; callers speak in these methods only. Every method
+may raise `StoreError` (or a subclass) when the backing service fails after its own retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from storage.models import (
+    AuditRecord,
+    ConversationSummary,
+    CounterResult,
+    Feedback,
+    Message,
+    Page,
+    SummaryDelta,
+    SummaryQuery,
+)
+
+
+class StoreError(Exception):
+    """The store could not complete an operation (after the client's own retries)."""
+
+
+class StoreThrottled(StoreError):
+    """The store is throttling (HTTP 429 in Cosmos DB) and retries were exhausted."""
+
+
+class ETagMismatch(StoreError):
+    """A conditional write lost a race."""
+
+
+class MessageStore(Protocol):
+    async def add_message(self, message: Message) -> bool:
+        """Insert; False (and no change) when a message with that id already exists."""
+        ...
+
+    async def replace_message(self, message: Message) -> None:
+        """Overwrite an existing message (status/feedback/text updates of that message)."""
+        ...
+
+    async def get_message(self, conversation_id: str, message_id: str) -> Message | None: ...
+
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+        """The newest `limit` messages of one conversation, oldest first. One single-partition
+        query; callers stop at a `context_reset` marker."""
+        ...
+
+    async def conversation_messages(self, conversation_id: str) -> list[Message]:
+        """Every message of one conversation, oldest first (transcripts, export)."""
+        ...
+
+    async def set_feedback(
+        self, conversation_id: str, message_id: str, feedback: Feedback
+    ) -> Message | None:
+        """Store feedback on a message; None when that message does not exist."""
+        ...
+
+
+class SummaryStore(Protocol):
+    async def apply_summary_delta(self, delta: SummaryDelta) -> None:
+        """Create or atomically update the summary of one conversation."""
+        ...
+
+    async def get_summary(
+        self, user_id: str, conversation_id: str
+    ) -> ConversationSummary | None: ...
+
+    async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
+        """Summary by conversation id alone (admin; may cross partitions)."""
+        ...
+
+    async def list_summaries(
+        self, query: SummaryQuery, page_size: int, continuation: str | None = None
+    ) -> Page:
+        """Newest activity first, paged with an opaque continuation token (never OFFSET)."""
+        ...
+
+
+class CounterStore(Protocol):
+    async def add_to_counter(
+        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+    ) -> CounterResult:
+        """Atomically add `amount` to the counter (scope, window) unless that would exceed
+        `limit` (0 = unlimited); negative amounts always apply. Counters expire after ttl."""
+        ...
+
+    async def read_counter(self, scope: str, window: str) -> int: ...
+
+
+class AuditStore(Protocol):
+    async def append_audit(self, record: AuditRecord) -> None: ...
+
+    async def list_audit(
+        self, limit: int, continuation: str | None = None
+    ) -> tuple[list[AuditRecord], str | None]:
+        """Newest first."""
+        ...
+
+
+class StateStore(Protocol):
+    """Key/value documents with ETags, behind botbuilder's `Storage` (see storage.botstate)."""
+
+    async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+        """Existing keys only, each with its document and current ETag."""
+        ...
+
+    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+        """Write; with an etag other than "*" the write is conditional (ETagMismatch)."""
+        ...
+
+    async def delete_state(self, keys: list[str]) -> None: ...
+
+
+class UserDataStore(Protocol):
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about one user: conversations, messages, feedback."""
+        ...
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete everything of one user; counts of what was deleted."""
+        ...
+
+
+class Store(
+    MessageStore, SummaryStore, CounterStore, AuditStore, StateStore, UserDataStore, Protocol
+):
+    """Everything the app needs from its persistence, opened and closed as one resource."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError if the store is unreachable (readiness)."""
+        ...
+
+    async def purge_expired(self) -> int:
+        """Delete what retention says has expired (a no-op where the service does it)."""
+        ...

@@ -1,0 +1,163 @@
+"""Stored documents. Each has a `type` and a `schema_version`; field aliases are the camelCase
+names the documents carry in Cosmos DB (SQLite stores the same JSON)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    # A marker written by `/new`: the history window stops here.
+    CONTEXT_RESET = "context_reset"
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    FILTERED = "filtered"
+    ERROR = "error"
+
+
+class Usage(Document):
+    prompt: int = 0
+    completion: int = 0
+
+
+class Feedback(Document):
+    reaction: Literal["like", "dislike"] | None = None
+    text: str = ""
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Message(Document):
+    """One message of a conversation (container `messages`, partition key `/conversationId`)."""
+
+    type: Literal["message"] = "message"
+    schema_version: int = 1
+    id: str
+    conversation_id: str
+    seq: int
+    role: Role
+    text: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    activity_id: str | None = None
+    reply_to_id: str | None = None
+    user_id: str = ""
+    tenant_id: str = ""
+    channel_id: str = ""
+    locale: str = ""
+    status: MessageStatus = MessageStatus.COMPLETE
+    # Token count of `text` for the model family in use, stored so the window never recounts.
+    tokens: int = 0
+    usage: Usage | None = None
+    deployment: str | None = None
+    latency_ms: int | None = None
+    finish_reason: str | None = None
+    # Content-filter verdict from chat.filters, as JSON: storage knows no chat types.
+    filter: dict[str, Any] | None = None
+    # Text that was withheld from the user (filtered output), for reviewers only.
+    withheld_text: str | None = None
+    error: str | None = None
+    correlation_id: str | None = None
+    feedback: Feedback | None = None
+    ttl: int | None = None
+
+
+class ConversationSummary(Document):
+    """One per conversation (container `conversations`, partition key `/userId`)."""
+
+    type: Literal["conversation"] = "conversation"
+    schema_version: int = 1
+    id: str
+    user_id: str
+    conversation_id: str
+    channel_id: str = ""
+    tenant_id: str = ""
+    title: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    last_activity_at: datetime = Field(default_factory=utcnow)
+    message_count: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    filtered_count: int = 0
+    error_count: int = 0
+    negative_feedback_count: int = 0
+    flagged: bool = False
+    flag_reasons: list[str] = Field(default_factory=list)
+    ttl: int | None = None
+
+
+class SummaryDelta(BaseModel):
+    """What one turn adds to a conversation summary; applied atomically by the store."""
+
+    conversation_id: str
+    user_id: str
+    channel_id: str = ""
+    tenant_id: str = ""
+    title: str = ""
+    at: datetime = Field(default_factory=utcnow)
+    messages: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    filtered: int = 0
+    errors: int = 0
+    negative_feedback: int = 0
+    flag_reasons: list[str] = Field(default_factory=list)
+
+
+class SummaryQuery(BaseModel):
+    """Filters of the admin conversation list. All optional; combined with AND."""
+
+    user_id: str | None = None
+    tenant_id: str | None = None
+    channel_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    flagged: bool | None = None
+    flag_reason: str | None = None
+    negative_feedback: bool | None = None
+    has_errors: bool | None = None
+    title_contains: str | None = None
+
+
+class Page(BaseModel):
+    items: list[ConversationSummary]
+    continuation: str | None = None
+
+
+class AuditRecord(Document):
+    """Append-only record of an admin action (container `audit`, partition key `/day`)."""
+
+    type: Literal["audit"] = "audit"
+    schema_version: int = 1
+    id: str
+    day: str
+    at: datetime = Field(default_factory=utcnow)
+    actor: str
+    action: str
+    target: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+    client_ip: str = ""
+
+
+class CounterResult(BaseModel):
+    value: int
+    allowed: bool

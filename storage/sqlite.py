@@ -1,0 +1,518 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+sqlite3 is blocking, so every call runs on one dedicated worker thread that owns the connection:
+the event loop never waits on disk, and statements are serialized the way SQLite wants writers to
+be. Read-modify-write updates run inside `BEGIN IMMEDIATE`, which keeps them atomic even when
+several app processes share the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.base import ETagMismatch, StoreError
+from storage.models import (
+    AuditRecord,
+    ConversationSummary,
+    CounterResult,
+    Feedback,
+    Message,
+    Page,
+    SummaryDelta,
+    SummaryQuery,
+)
+from storage.summaries import apply_delta, matches
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    expires_at REAL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (conversation_id, seq);
+CREATE INDEX IF NOT EXISTS messages_by_user ON messages (user_id);
+CREATE TABLE IF NOT EXISTS conversations (
+    conversation_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    last_activity_at TEXT NOT NULL,
+    expires_at REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_activity
+    ON conversations (last_activity_at DESC, conversation_id DESC);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id);
+CREATE TABLE IF NOT EXISTS counters (
+    scope TEXT NOT NULL,
+    window TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (scope, window)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS botstate (
+    key TEXT PRIMARY KEY,
+    etag TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+"""
+
+
+def _encode_cursor(*values: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+def _decode_cursor(token: str, size: int) -> list[str]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid continuation token") from exc
+    if not isinstance(values, list) or len(values) != size:
+        raise ValueError("invalid continuation token")
+    return [str(v) for v in values]
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path, retention_days: int = 0) -> None:
+        self._path = path
+        self._retention_seconds = retention_days * 86400
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # --- lifecycle
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        await self._run(self._connect)
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        return self._conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    def _expires_at(self) -> float | None:
+        return time.time() + self._retention_seconds if self._retention_seconds else None
+
+    def _ttl(self) -> int | None:
+        return self._retention_seconds or None
+
+    # --- messages
+
+    async def add_message(self, message: Message) -> bool:
+        message = message.model_copy(update={"ttl": self._ttl()})
+
+        def insert() -> bool:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO messages"
+                " (conversation_id, id, seq, user_id, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message.conversation_id,
+                    message.id,
+                    message.seq,
+                    message.user_id,
+                    self._expires_at(),
+                    json.dumps(message.to_doc()),
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(insert)
+
+    async def replace_message(self, message: Message) -> None:
+        message = message.model_copy(update={"ttl": self._ttl()})
+
+        def replace() -> None:
+            self._db.execute(
+                "UPDATE messages SET doc = ?, seq = ? WHERE conversation_id = ? AND id = ?",
+                (json.dumps(message.to_doc()), message.seq, message.conversation_id, message.id),
+            )
+
+        await self._run(replace)
+
+    async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
+                (conversation_id, message_id),
+            ).fetchone()
+        )
+        return Message.model_validate_json(row[0]) if row else None
+
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT doc FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                (conversation_id, limit),
+            ).fetchall()
+        )
+        return [Message.model_validate_json(row[0]) for row in reversed(rows)]
+
+    async def conversation_messages(self, conversation_id: str) -> list[Message]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT doc FROM messages WHERE conversation_id = ? ORDER BY seq",
+                (conversation_id,),
+            ).fetchall()
+        )
+        return [Message.model_validate_json(row[0]) for row in rows]
+
+    async def set_feedback(
+        self, conversation_id: str, message_id: str, feedback: Feedback
+    ) -> Message | None:
+        def update(db: sqlite3.Connection) -> Message | None:
+            row = db.execute(
+                "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
+                (conversation_id, message_id),
+            ).fetchone()
+            if row is None:
+                return None
+            message = Message.model_validate_json(row[0]).model_copy(update={"feedback": feedback})
+            db.execute(
+                "UPDATE messages SET doc = ? WHERE conversation_id = ? AND id = ?",
+                (json.dumps(message.to_doc()), conversation_id, message_id),
+            )
+            return message
+
+        return await self._run(lambda: self._transaction(update))
+
+    # --- conversation summaries
+
+    async def apply_summary_delta(self, delta: SummaryDelta) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT doc FROM conversations WHERE conversation_id = ?",
+                (delta.conversation_id,),
+            ).fetchone()
+            if row is None:
+                summary = ConversationSummary(
+                    id=delta.conversation_id,
+                    conversation_id=delta.conversation_id,
+                    user_id=delta.user_id,
+                    channel_id=delta.channel_id,
+                    tenant_id=delta.tenant_id,
+                    title=delta.title,
+                    created_at=delta.at,
+                    last_activity_at=delta.at,
+                )
+            else:
+                summary = ConversationSummary.model_validate_json(row[0])
+            summary = apply_delta(summary, delta).model_copy(update={"ttl": self._ttl()})
+            db.execute(
+                "INSERT INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
+                " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (conversation_id) DO UPDATE SET last_activity_at ="
+                " excluded.last_activity_at, expires_at = excluded.expires_at, doc = excluded.doc",
+                (
+                    summary.conversation_id,
+                    summary.user_id,
+                    summary.tenant_id,
+                    summary.channel_id,
+                    _iso(summary.last_activity_at),
+                    self._expires_at(),
+                    json.dumps(summary.to_doc()),
+                ),
+            )
+
+        await self._run(lambda: self._transaction(apply))
+
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        summary = await self.find_summary(conversation_id)
+        return summary if summary is not None and summary.user_id == user_id else None
+
+    async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return ConversationSummary.model_validate_json(row[0]) if row else None
+
+    async def list_summaries(
+        self, query: SummaryQuery, page_size: int, continuation: str | None = None
+    ) -> Page:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("user_id", query.user_id),
+            ("tenant_id", query.tenant_id),
+            ("channel_id", query.channel_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            clauses.append("last_activity_at >= ?")
+            params.append(_iso(query.since))
+        if query.until is not None:
+            clauses.append("last_activity_at < ?")
+            params.append(_iso(query.until))
+        if continuation:
+            at, conversation_id = _decode_cursor(continuation, 2)
+            clauses.append(
+                "(last_activity_at < ? OR (last_activity_at = ? AND conversation_id < ?))"
+            )
+            params.extend([at, at, conversation_id])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT doc FROM conversations {where} "  # noqa: S608 - clauses are fixed strings
+            "ORDER BY last_activity_at DESC, conversation_id DESC"
+        )
+
+        def scan() -> Page:
+            # JSON fields are filtered in Python; the keyset cursor keeps pages stable anyway.
+            items: list[ConversationSummary] = []
+            last: ConversationSummary | None = None
+            for (doc,) in self._db.execute(sql, params):
+                summary = ConversationSummary.model_validate_json(doc)
+                last = summary
+                if matches(summary, query):
+                    items.append(summary)
+                    if len(items) == page_size:
+                        break
+            else:
+                return Page(items=items, continuation=None)
+            assert last is not None
+            token = _encode_cursor(_iso(last.last_activity_at), last.conversation_id)
+            return Page(items=items, continuation=token)
+
+        return await self._run(scan)
+
+    # --- counters (quotas and rate limits)
+
+    async def add_to_counter(
+        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+    ) -> CounterResult:
+        def add(db: sqlite3.Connection) -> CounterResult:
+            now = time.time()
+            row = db.execute(
+                "SELECT value, expires_at FROM counters WHERE scope = ? AND window = ?",
+                (scope, window),
+            ).fetchone()
+            current = int(row[0]) if row and row[1] > now else 0
+            if amount > 0 and limit and current + amount > limit:
+                return CounterResult(value=current, allowed=False)
+            value = current + amount
+            db.execute(
+                "INSERT INTO counters (scope, window, value, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope, window) DO UPDATE SET value = excluded.value,"
+                " expires_at = excluded.expires_at",
+                (scope, window, value, now + ttl_seconds),
+            )
+            return CounterResult(value=value, allowed=True)
+
+        return await self._run(lambda: self._transaction(add))
+
+    async def read_counter(self, scope: str, window: str) -> int:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT value FROM counters WHERE scope = ? AND window = ? AND expires_at > ?",
+                (scope, window, time.time()),
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    # --- audit
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        await self._run(
+            lambda: self._db.execute(
+                "INSERT INTO audit (id, at, doc) VALUES (?, ?, ?)",
+                (record.id, _iso(record.at), json.dumps(record.to_doc())),
+            )
+        )
+
+    async def list_audit(
+        self, limit: int, continuation: str | None = None
+    ) -> tuple[list[AuditRecord], str | None]:
+        params: list[Any] = []
+        where = ""
+        if continuation:
+            at, record_id = _decode_cursor(continuation, 2)
+            where = "WHERE at < ? OR (at = ? AND id < ?)"
+            params = [at, at, record_id]
+        rows = await self._run(
+            lambda: self._db.execute(
+                f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608
+                [*params, limit + 1],
+            ).fetchall()
+        )
+        records = [AuditRecord.model_validate_json(row[0]) for row in rows[:limit]]
+        token = None
+        if len(rows) > limit:
+            token = _encode_cursor(_iso(records[-1].at), records[-1].id)
+        return records, token
+
+    # --- bot state
+
+    async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = await self._run(
+            lambda: self._db.execute(
+                f"SELECT key, doc, etag FROM botstate WHERE key IN ({marks})",  # noqa: S608
+                keys,
+            ).fetchall()
+        )
+        return {key: (json.loads(doc), etag) for key, doc, etag in rows}
+
+    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+        def write(db: sqlite3.Connection) -> str:
+            row = db.execute("SELECT etag FROM botstate WHERE key = ?", (key,)).fetchone()
+            if etag not in (None, "*") and (row is None or row[0] != etag):
+                raise ETagMismatch(f"ETag mismatch for state key {key!r}")
+            new_etag = str(time.time_ns())
+            db.execute(
+                "INSERT INTO botstate (key, etag, doc) VALUES (?, ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET etag = excluded.etag, doc = excluded.doc",
+                (key, new_etag, json.dumps(document)),
+            )
+            return new_etag
+
+        return await self._run(lambda: self._transaction(write))
+
+    async def delete_state(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        marks = ",".join("?" * len(keys))
+        await self._run(
+            lambda: self._db.execute(
+                f"DELETE FROM botstate WHERE key IN ({marks})",  # noqa: S608 - placeholders only
+                keys,
+            )
+        )
+
+    # --- user data lifecycle
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        def export() -> dict[str, Any]:
+            conversations = [
+                json.loads(doc)
+                for (doc,) in self._db.execute(
+                    "SELECT doc FROM conversations WHERE user_id = ?"
+                    " ORDER BY last_activity_at DESC",
+                    (user_id,),
+                )
+            ]
+            messages = [
+                json.loads(doc)
+                for (doc,) in self._db.execute(
+                    "SELECT doc FROM messages WHERE user_id = ? ORDER BY conversation_id, seq",
+                    (user_id,),
+                )
+            ]
+            return {"userId": user_id, "conversations": conversations, "messages": messages}
+
+        return await self._run(export)
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        def delete(db: sqlite3.Connection) -> dict[str, int]:
+            conversation_ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT conversation_id FROM conversations WHERE user_id = ?", (user_id,)
+                )
+            ]
+            messages = db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,)).rowcount
+            for conversation_id in conversation_ids:
+                # Assistant messages carry the user's id too, but be thorough about strays.
+                messages += db.execute(
+                    "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
+                ).rowcount
+            conversations = db.execute(
+                "DELETE FROM conversations WHERE user_id = ?", (user_id,)
+            ).rowcount
+            return {"conversations": conversations, "messages": messages}
+
+        return await self._run(lambda: self._transaction(delete))
+
+    # --- retention
+
+    async def purge_expired(self) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            now = time.time()
+            removed = db.execute(
+                "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM conversations WHERE expires_at IS NOT NULL AND expires_at < ?",
+                (now,),
+            ).rowcount
+            db.execute("DELETE FROM counters WHERE expires_at < ?", (now,))
+            return int(removed)
+
+        removed = await self._run(lambda: self._transaction(purge))
+        if removed:
+            log.info("retention purge removed %d items", removed)
+        return removed

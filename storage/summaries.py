@@ -1,0 +1,41 @@
+"""Summary arithmetic and list filters shared by every store, so they agree."""
+
+from __future__ import annotations
+
+from storage.models import ConversationSummary, SummaryDelta, SummaryQuery
+
+
+def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> ConversationSummary:
+    """The summary after one turn; shared by every store so they agree on the arithmetic."""
+    reasons = list(dict.fromkeys([*summary.flag_reasons, *delta.flag_reasons]))
+    return summary.model_copy(
+        update={
+            "title": summary.title or delta.title,
+            "last_activity_at": max(summary.last_activity_at, delta.at),
+            "message_count": summary.message_count + delta.messages,
+            "prompt_tokens": summary.prompt_tokens + delta.prompt_tokens,
+            "completion_tokens": summary.completion_tokens + delta.completion_tokens,
+            "filtered_count": summary.filtered_count + delta.filtered,
+            "error_count": summary.error_count + delta.errors,
+            "negative_feedback_count": summary.negative_feedback_count + delta.negative_feedback,
+            "flag_reasons": reasons,
+            "flagged": bool(reasons),
+        }
+    )
+
+
+def matches(summary: ConversationSummary, query: SummaryQuery) -> bool:
+    """Whether a summary passes the admin list filters (the non-indexed part)."""
+    if query.flagged is not None and summary.flagged != query.flagged:
+        return False
+    if query.flag_reason is not None and query.flag_reason not in summary.flag_reasons:
+        return False
+    if query.negative_feedback is not None and (
+        (summary.negative_feedback_count > 0) != query.negative_feedback
+    ):
+        return False
+    if query.has_errors is not None and (summary.error_count > 0) != query.has_errors:
+        return False
+    return not (
+        query.title_contains and query.title_contains.casefold() not in summary.title.casefold()
+    )
