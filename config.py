@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     # --- storage (SQLite under DATA_DIR unless COSMOS_ENDPOINT is set)
     data_dir: Path = Field(PROJECT_ROOT / "data", alias="DATA_DIR")
     sqlite_path: Path | None = Field(None, alias="SQLITE_PATH")
+    retention_days: int = Field(0, alias="RETENTION_DAYS", ge=0)
+    cosmos_endpoint: str = Field("", alias="COSMOS_ENDPOINT")
+    cosmos_key: SecretStr = Field(SecretStr(""), alias="COSMOS_KEY")
+    cosmos_database: str = Field("chat", alias="COSMOS_DATABASE")
+    cosmos_messages_container: str = Field("messages", alias="COSMOS_MESSAGES_CONTAINER")
+    cosmos_conversations_container: str = Field(
+        "conversations", alias="COSMOS_CONVERSATIONS_CONTAINER"
+    )
+    cosmos_botstate_container: str = Field("botstate", alias="COSMOS_BOTSTATE_CONTAINER")
+    cosmos_usage_container: str = Field("usage", alias="COSMOS_USAGE_CONTAINER")
+    cosmos_audit_container: str = Field("audit", alias="COSMOS_AUDIT_CONTAINER")
+    # None = decide by auth: on for a key-authenticated emulator, off with Entra ID (RBAC cannot
+    # create containers; the infrastructure does).
+    cosmos_create_containers: bool | None = Field(None, alias="COSMOS_CREATE_CONTAINERS")
+    # Only for local emulators/protocol servers with self-signed certificates.
+    cosmos_verify_tls: bool = Field(True, alias="COSMOS_VERIFY_TLS")
 
     # --- turn processing
     turn_concurrency: int = Field(64, alias="TURN_CONCURRENCY", gt=0)
@@ -155,6 +171,16 @@ class Settings(BaseSettings):
     @property
     def bot_auth_enabled(self) -> bool:
         return bool(self.microsoft_app_id)
+
+    @property
+    def uses_cosmos(self) -> bool:
+        return bool(self.cosmos_endpoint)
+
+    @property
+    def cosmos_should_create_containers(self) -> bool:
+        if self.cosmos_create_containers is not None:
+            return self.cosmos_create_containers
+        return bool(self.cosmos_key.get_secret_value())
 
     @property
     def sqlite_file(self) -> Path:
