@@ -1,0 +1,78 @@
+"""Token counting with the real tokenizer, offline.
+
+tiktoken downloads its encoding files on first use; production has no egress, so the files ship
+in `chat/tokenizer_data/` under tiktoken's cache names and `TIKTOKEN_CACHE_DIR` points there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+
+TOKENIZER_DATA_DIR = Path(__file__).resolve().parent.parent / "chat" / "tokenizer_data"
+
+# Chat format overhead for gpt-4 and gpt-4o families (OpenAI cookbook "How to count tokens").
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING_TOKENS = 3
+
+# The simulator cannot see image sizes without decoding them; Azure bills `detail: low` images at
+# a flat 85 tokens, which is what every image part counts here.
+IMAGE_PART_TOKENS = 85
+
+
+def encoding_name_for(model: str) -> str:
+    """gpt-4 and gpt-35-turbo use cl100k_base; gpt-4o and everything newer use o200k_base."""
+    family = model.lower()
+    if family.startswith(("gpt-35", "gpt-3.5")) or (
+        family.startswith("gpt-4") and not family.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5"))
+    ):
+        return "cl100k_base"
+    return "o200k_base"
+
+
+def load_encoding(model: str) -> tiktoken.Encoding:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZER_DATA_DIR)
+    return tiktoken.get_encoding(encoding_name_for(model))
+
+
+def content_text(content: Any) -> str:
+    """The text of a message `content`: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        ]
+        return "\n".join(texts)
+    return ""
+
+
+def _image_parts(content: Any) -> int:
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+
+
+def count_prompt_tokens(encoding: tiktoken.Encoding, messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens as the service counts them: per-message overhead, role, content, name."""
+    total = REPLY_PRIMING_TOKENS
+    for message in messages:
+        total += TOKENS_PER_MESSAGE
+        total += len(encoding.encode(str(message.get("role", "")), disallowed_special=()))
+        text = content_text(message.get("content"))
+        total += len(encoding.encode(text, disallowed_special=()))
+        total += IMAGE_PART_TOKENS * _image_parts(message.get("content"))
+        name = message.get("name")
+        if isinstance(name, str):
+            total += TOKENS_PER_NAME + len(encoding.encode(name, disallowed_special=()))
+        tool_calls = message.get("tool_calls")
+        if tool_calls:
+            total += len(encoding.encode(json.dumps(tool_calls), disallowed_special=()))
+    return total
