@@ -1,0 +1,274 @@
+"""Calls to an Azure OpenAI (or compatible) chat-completions deployment through the openai SDK.
+
+The SDK's own retries are off: retry and spill-over policy belongs to the caller (the router),
+which needs to see every 429 and its retry-after to decide where the next attempt goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import openai
+from openai import AsyncAzureOpenAI, AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+ApiStyle = Literal["azure", "v1", "openai-compatible"]
+TokenProvider = Callable[[], Awaitable[str]]
+TextListener = Callable[[str], Awaitable[None]]
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    endpoint: str
+    deployment: str
+    model: str = "gpt-4o"
+    api: ApiStyle = "azure"
+    api_version: str = "2024-10-21"
+    type: str = "Standard"
+    priority: int = 1
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    deployment: str
+    latency_ms: int
+    # Raw content-filter annotations as Azure sent them; chat.filters turns them into verdicts.
+    prompt_filter_results: list[dict[str, Any]] = field(default_factory=list)
+    output_filter_results: list[dict[str, Any]] = field(default_factory=list)
+    usage_reported: bool = True
+
+
+class ModelError(Exception):
+    """A model call failed. `retryable` errors may succeed on another deployment or later."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        deployment: str,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(f"model call to {deployment} failed: {kind} (status {status})")
+        self.kind = kind
+        self.deployment = deployment
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.body = body or {}
+        self.partial_text = partial_text
+
+
+class ChatModel(Protocol):
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        on_text: TextListener | None = None,
+    ) -> Completion: ...
+
+    async def close(self) -> None: ...
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Azure sends `retry-after-ms` (preferred, finer) and/or `retry-after` in seconds."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            continue
+    return None
+
+
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class DeploymentClient:
+    """One deployment, one SDK client (and its connection pool), reused for every call."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        token_provider: TokenProvider | None,
+        timeout_seconds: float,
+    ) -> None:
+        self.deployment = deployment
+        self._client: AsyncOpenAI
+        if deployment.api == "azure":
+            self._client = AsyncAzureOpenAI(
+                azure_endpoint=deployment.endpoint,
+                api_version=deployment.api_version,
+                api_key=deployment.api_key,
+                azure_ad_token_provider=None if deployment.api_key else token_provider,
+                max_retries=0,
+                timeout=timeout_seconds,
+            )
+        else:
+            base_url = (
+                f"{deployment.endpoint.rstrip('/')}/openai/v1/"
+                if deployment.api == "v1"
+                else deployment.endpoint
+            )
+            api_key: str | TokenProvider | None = deployment.api_key or token_provider
+            if api_key is None:
+                raise ValueError(f"deployment {deployment.name} has neither a key nor Entra ID")
+            self._client = AsyncOpenAI(
+                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+            )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        on_text: TextListener | None = None,
+    ) -> Completion:
+        started = time.monotonic()
+        payload: list[ChatCompletionMessageParam] = messages  # type: ignore[assignment]
+        text = ""
+        try:
+            if on_text is None:
+                return await self._complete_once(payload, max_tokens, started)
+            return await self._complete_streaming(payload, max_tokens, started, on_text)
+        except openai.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            raise ModelError(
+                "status",
+                deployment=self.deployment.name,
+                status=exc.status_code,
+                retryable=exc.status_code in _RETRYABLE_STATUS,
+                retry_after=_retry_after(exc.response.headers),
+                body=body,
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise ModelError(
+                "timeout", deployment=self.deployment.name, retryable=True, partial_text=text
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ModelError(
+                "connection", deployment=self.deployment.name, retryable=True, partial_text=text
+            ) from exc
+        except openai.APIError as exc:
+            # An error event inside a stream, or a response the SDK could not parse.
+            body = exc.body if isinstance(exc.body, dict) else {}
+            raise ModelError(
+                "stream_error", deployment=self.deployment.name, retryable=True, body=body
+            ) from exc
+
+    async def _complete_once(
+        self, messages: list[ChatCompletionMessageParam], max_tokens: int, started: float
+    ) -> Completion:
+        response = await self._client.chat.completions.create(
+            model=self.deployment.deployment, messages=messages, max_tokens=max_tokens
+        )
+        extras = response.model_extra or {}
+        choice = response.choices[0] if response.choices else None
+        choice_extras = (choice.model_extra or {}) if choice else {}
+        output_filters = choice_extras.get("content_filter_results")
+        return Completion(
+            text=(choice.message.content or "") if choice else "",
+            finish_reason=choice.finish_reason if choice else None,
+            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
+            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            deployment=self.deployment.name,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            prompt_filter_results=_prompt_filters(extras),
+            output_filter_results=[output_filters] if isinstance(output_filters, dict) else [],
+            usage_reported=response.usage is not None,
+        )
+
+    async def _complete_streaming(
+        self,
+        messages: list[ChatCompletionMessageParam],
+        max_tokens: int,
+        started: float,
+        on_text: TextListener,
+    ) -> Completion:
+        stream = await self._client.chat.completions.create(
+            model=self.deployment.deployment,
+            messages=messages,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        parts: list[str] = []
+        finish_reason: str | None = None
+        prompt_filters: list[dict[str, Any]] = []
+        output_filters: list[dict[str, Any]] = []
+        prompt_tokens = completion_tokens = 0
+        usage_reported = False
+        try:
+            async for chunk in stream:
+                prompt_filters += _prompt_filters(chunk.model_extra or {})
+                if chunk.usage is not None:
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    completion_tokens = chunk.usage.completion_tokens
+                    usage_reported = True
+                for choice in chunk.choices:
+                    results = (choice.model_extra or {}).get("content_filter_results")
+                    if isinstance(results, dict) and results:
+                        annotated = dict(results)
+                        offsets = (choice.model_extra or {}).get("content_filter_offsets")
+                        if offsets:
+                            annotated["_offsets"] = offsets
+                        output_filters.append(annotated)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    # Asynchronous-filter annotation chunks have no delta at all.
+                    if choice.delta is not None and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        await on_text("".join(parts))
+        except openai.APIError as exc:
+            raise ModelError(
+                "stream_error",
+                deployment=self.deployment.name,
+                retryable=not parts,
+                body=exc.body if isinstance(exc.body, dict) else {},
+                partial_text="".join(parts),
+            ) from exc
+        except (openai.APITimeoutError, openai.APIConnectionError, OSError) as exc:
+            raise ModelError(
+                "stream_cut",
+                deployment=self.deployment.name,
+                retryable=not parts,
+                partial_text="".join(parts),
+            ) from exc
+        finally:
+            await stream.close()
+        return Completion(
+            text="".join(parts),
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            deployment=self.deployment.name,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            prompt_filter_results=prompt_filters,
+            output_filter_results=output_filters,
+            usage_reported=usage_reported,
+        )
+
+
+def _prompt_filters(extras: dict[str, Any]) -> list[dict[str, Any]]:
+    # Very old previews called it `prompt_annotations`.
+    found = extras.get("prompt_filter_results") or extras.get("prompt_annotations") or []
+    return [item for item in found if isinstance(item, dict)]

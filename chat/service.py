@@ -1,0 +1,383 @@
+"""One chat turn: persist the prompt, build the window, call the model, reply, persist the answer.
+
+Channel-agnostic: the bot layer hands in a `TurnInput` and a `ReplyChannel` that knows how to
+show text to the user (one message, or a stream of updates then a final message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol
+
+from chat.model import ChatModel, Completion, ModelError
+from chat.prompts import PromptBuilder
+from chat.texts import localize
+from chat.tokens import TokenCounter
+from chat.window import MessageTooLong, build_window
+from storage.base import MessageStore, StoreError, SummaryStore
+from storage.ids import message_id, safe_id
+from storage.models import Message, MessageStatus, Role, SummaryDelta, Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnInput:
+    """What the bot layer knows about an incoming user message, already made channel-neutral."""
+
+    conversation_key: str
+    activity_id: str
+    text: str
+    user_id: str
+    tenant_id: str = ""
+    channel_id: str = ""
+    locale: str = "en-US"
+    has_attachments: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    # Model output gets the "AI generated" label and feedback buttons; notices do not.
+    ai_generated: bool = False
+    is_notice: bool = False
+
+
+class ReplyChannel(Protocol):
+    @property
+    def streams(self) -> bool:
+        """Whether this channel shows partial text as it is generated."""
+        ...
+
+    async def informative(self, text: str) -> None:
+        """A short status such as "Thinking..." before the first token (streaming channels)."""
+        ...
+
+    async def update(self, text_so_far: str) -> None:
+        """The whole text so far (cumulative), while streaming."""
+        ...
+
+    async def final(self, reply: Reply) -> str | None:
+        """The final message; replaces any streamed text. Returns the sent activity's id."""
+        ...
+
+
+@dataclass
+class TurnOutcome:
+    """What happened, for the bot layer, telemetry and tests."""
+
+    duplicate: bool = False
+    replied: bool = False
+    status: str = "complete"
+    correlation_id: str = ""
+    user_message_id: str = ""
+    assistant_message_id: str | None = None
+    reply_activity_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    store_ops: list[str] = field(default_factory=list)
+
+
+def conversation_ref(conversation_id: str) -> str:
+    """A non-reversible reference to a conversation for logs and telemetry."""
+    return hashlib.sha256(conversation_id.encode()).hexdigest()[:16]
+
+
+class _SeqClock:
+    """Per-process monotonic sequence numbers (microseconds). Turns of one conversation run in
+    order, so this keeps each conversation's `seq` increasing without reading the store."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        value = max(time.time_ns() // 1000, self._last + 1)
+        self._last = value
+        return value
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        messages: MessageStore,
+        summaries: SummaryStore,
+        model: ChatModel,
+        counter: TokenCounter,
+        prompts: PromptBuilder,
+        token_budget: int,
+        max_history_messages: int,
+        max_output_tokens: int,
+        max_message_chars: int,
+        log_message_text: bool = False,
+    ) -> None:
+        self._messages = messages
+        self._summaries = summaries
+        self._model = model
+        self._counter = counter
+        self._prompts = prompts
+        self._token_budget = token_budget
+        self._max_history = max_history_messages
+        self._max_output_tokens = max_output_tokens
+        self._max_chars = max_message_chars
+        self._log_text = log_message_text
+        self._seq = _SeqClock()
+        self._system_cache: dict[tuple[date, str], tuple[str, int]] = {}
+
+    async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
+        outcome = TurnOutcome(correlation_id=uuid.uuid4().hex[:12])
+        ref = outcome.correlation_id
+        conversation_id = safe_id(turn.conversation_key)
+        text = turn.text.strip()
+        if not text:
+            key = "unsupported_attachment" if turn.has_attachments else "empty_message"
+            await channel.final(Reply(localize(key, turn.locale), is_notice=True))
+            outcome.replied, outcome.status = True, "rejected"
+            return outcome
+        if len(text) > self._max_chars:
+            await channel.final(
+                Reply(
+                    localize(
+                        "message_too_long", turn.locale, length=len(text), limit=self._max_chars
+                    ),
+                    is_notice=True,
+                )
+            )
+            outcome.replied, outcome.status = True, "rejected"
+            return outcome
+
+        user_message = Message(
+            id=message_id(conversation_id, turn.activity_id, "user") or f"user|{uuid.uuid4()}",
+            conversation_id=conversation_id,
+            seq=self._seq.next(),
+            role=Role.USER,
+            text=text,
+            activity_id=turn.activity_id or None,
+            user_id=turn.user_id,
+            tenant_id=turn.tenant_id,
+            channel_id=turn.channel_id,
+            locale=turn.locale,
+            tokens=self._counter.count_text(text),
+            correlation_id=ref,
+        )
+        outcome.user_message_id = user_message.id
+        delta = SummaryDelta(
+            conversation_id=conversation_id,
+            user_id=turn.user_id,
+            channel_id=turn.channel_id,
+            tenant_id=turn.tenant_id,
+            title=_title(text),
+        )
+        log_fields = {"ref": ref, "conversation": conversation_ref(conversation_id)}
+
+        # 1. The prompt is stored before anything else: whatever happens next, it is not lost.
+        try:
+            inserted = await self._messages.add_message(user_message)
+            outcome.store_ops.append("write:user_message")
+        except StoreError:
+            log.exception("storing the user message failed", extra=log_fields)
+            await channel.final(
+                Reply(localize("store_unavailable", turn.locale, ref=ref), is_notice=True)
+            )
+            outcome.replied, outcome.status = True, "store_error"
+            return outcome
+        if not inserted:
+            log.info("redelivered activity ignored", extra=log_fields)
+            outcome.duplicate = True
+            return outcome
+        delta.messages += 1
+
+        try:
+            await self._answer(turn, user_message, channel, delta, outcome)
+        finally:
+            # 3. One summary update per turn, whatever happened.
+            try:
+                await self._summaries.apply_summary_delta(delta)
+                outcome.store_ops.append("write:summary")
+            except StoreError:
+                log.exception("updating the conversation summary failed", extra=log_fields)
+        return outcome
+
+    async def _answer(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        ref = outcome.correlation_id
+        log_fields = {"ref": ref, "conversation": conversation_ref(user_message.conversation_id)}
+        try:
+            history = await self._messages.recent_messages(
+                user_message.conversation_id, self._max_history
+            )
+            outcome.store_ops.append("query:window")
+        except StoreError:
+            log.exception("reading the history window failed", extra=log_fields)
+            await self._fail(turn, user_message, channel, delta, outcome, "store_unavailable")
+            return
+        if not history or history[-1].id != user_message.id:
+            # A concurrent writer or a clock step put something after our prompt; keep ours last.
+            history = [m for m in history if m.id != user_message.id] + [user_message]
+
+        system_prompt, system_tokens = self._system_prompt(turn.locale)
+        try:
+            window = build_window(
+                system_prompt, system_tokens, history, self._counter, self._token_budget
+            )
+        except MessageTooLong:
+            await self._fail(turn, user_message, channel, delta, outcome, "message_too_long")
+            return
+
+        if channel.streams:
+            await channel.informative(localize("thinking", turn.locale))
+        try:
+            completion = await self._model.complete(
+                window.messages,
+                self._max_output_tokens,
+                on_text=channel.update if channel.streams else None,
+            )
+        except ModelError as exc:
+            log.warning(
+                "model call failed",
+                extra={
+                    **log_fields,
+                    "deployment": exc.deployment,
+                    "kind": exc.kind,
+                    "status": exc.status,
+                },
+            )
+            await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
+            return
+
+        if not completion.usage_reported:
+            completion.prompt_tokens = window.prompt_tokens
+            completion.completion_tokens = self._counter.count_text(completion.text)
+        outcome.prompt_tokens = completion.prompt_tokens
+        outcome.completion_tokens = completion.completion_tokens
+        activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+        outcome.replied = True
+        outcome.reply_activity_id = activity_id
+        await self._store_answer(user_message, completion, activity_id, delta, outcome)
+        if self._log_text:
+            log.info(
+                "turn text",
+                extra={**log_fields, "prompt": user_message.text, "answer": completion.text},
+            )
+
+    async def _store_answer(
+        self,
+        user_message: Message,
+        completion: Completion,
+        activity_id: str | None,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        status = (
+            MessageStatus.PARTIAL
+            if completion.finish_reason == "length"
+            else (MessageStatus.COMPLETE)
+        )
+        answer = Message(
+            id=_assistant_id(user_message),
+            conversation_id=user_message.conversation_id,
+            seq=self._seq.next(),
+            role=Role.ASSISTANT,
+            text=completion.text,
+            activity_id=activity_id,
+            reply_to_id=user_message.id,
+            user_id=user_message.user_id,
+            tenant_id=user_message.tenant_id,
+            channel_id=user_message.channel_id,
+            locale=user_message.locale,
+            status=status,
+            tokens=completion.completion_tokens or self._counter.count_text(completion.text),
+            usage=Usage(prompt=completion.prompt_tokens, completion=completion.completion_tokens),
+            deployment=completion.deployment,
+            latency_ms=completion.latency_ms,
+            finish_reason=completion.finish_reason,
+            correlation_id=outcome.correlation_id,
+        )
+        try:
+            await self._messages.add_message(answer)
+            outcome.store_ops.append("write:assistant_message")
+            outcome.assistant_message_id = answer.id
+        except StoreError:
+            # The user has the answer; only the record is missing. Say so loudly in the logs.
+            log.exception(
+                "storing the assistant message failed",
+                extra={
+                    "ref": outcome.correlation_id,
+                    "conversation": conversation_ref(user_message.conversation_id),
+                },
+            )
+            return
+        delta.messages += 1
+        delta.prompt_tokens += completion.prompt_tokens
+        delta.completion_tokens += completion.completion_tokens
+
+    async def _fail(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+        text_key: str,
+    ) -> None:
+        ref = outcome.correlation_id
+        values: dict[str, object] = {"ref": ref}
+        if text_key == "message_too_long":
+            values = {"length": len(user_message.text), "limit": self._max_chars}
+        notice = localize(text_key, turn.locale, **values)
+        await channel.final(Reply(notice, is_notice=True))
+        outcome.replied, outcome.status = True, "error"
+        delta.errors += 1
+        record = Message(
+            id=_assistant_id(user_message),
+            conversation_id=user_message.conversation_id,
+            seq=self._seq.next(),
+            role=Role.ASSISTANT,
+            text="",
+            reply_to_id=user_message.id,
+            user_id=user_message.user_id,
+            tenant_id=user_message.tenant_id,
+            channel_id=user_message.channel_id,
+            locale=user_message.locale,
+            status=MessageStatus.ERROR,
+            error=text_key,
+            correlation_id=ref,
+        )
+        try:
+            await self._messages.add_message(record)
+            outcome.store_ops.append("write:assistant_message")
+            delta.messages += 1
+        except StoreError:
+            log.exception("storing the error record failed", extra={"ref": ref})
+
+    def _system_prompt(self, locale: str) -> tuple[str, int]:
+        """Rendered and counted once per (day, locale), not once per turn."""
+        today = date.today()
+        cached = self._system_cache.get((today, locale))
+        if cached is None:
+            if len(self._system_cache) > 64:
+                self._system_cache.clear()
+            text = self._prompts.system_prompt(locale, today)
+            cached = (text, self._counter.count_text(text))
+            self._system_cache[(today, locale)] = cached
+        return cached
+
+
+def _assistant_id(user_message: Message) -> str:
+    return safe_id(f"assistant|{user_message.id}")
+
+
+def _title(text: str) -> str:
+    first_line = text.splitlines()[0] if text else ""
+    return first_line[:80]

@@ -1,0 +1,60 @@
+"""The history window: the newest messages of a conversation that fit a token budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chat.tokens import TokenCounter
+from storage.models import Message, MessageStatus, Role
+
+# Messages that carry conversation context. Filtered prompts and withheld answers are left out:
+# re-sending them would trip the filter again, and errors carry no content.
+_CONTEXT_STATUSES = {MessageStatus.COMPLETE, MessageStatus.PARTIAL}
+
+
+class MessageTooLong(Exception):
+    """The current message alone does not fit the budget next to the system prompt."""
+
+
+@dataclass(frozen=True)
+class Window:
+    messages: list[dict[str, str]]
+    prompt_tokens: int
+    dropped: int
+
+
+def build_window(
+    system_prompt: str,
+    system_tokens: int,
+    history: list[Message],
+    counter: TokenCounter,
+    budget: int,
+) -> Window:
+    """System prompt first, then as many of the newest messages as fit within `budget` tokens.
+
+    `history` is oldest first and ends with the current user message, which is always kept (or
+    MessageTooLong is raised). Stored token counts are used, so nothing is re-tokenized here.
+    """
+    used = counter.family.reply_priming + counter.message_tokens(system_tokens)
+    chosen: list[Message] = []
+    dropped = 0
+    for index, message in enumerate(reversed(history)):
+        if message.role is Role.CONTEXT_RESET:
+            dropped += len(history) - index - 1
+            break
+        if message.status not in _CONTEXT_STATUSES or not message.text:
+            if index == 0:
+                raise ValueError("the newest message of the window must be the current prompt")
+            continue
+        cost = counter.message_tokens(message.tokens)
+        if used + cost > budget:
+            if index == 0:
+                raise MessageTooLong
+            dropped += len(history) - index
+            break
+        used += cost
+        chosen.append(message)
+    chosen.reverse()
+    messages = [{"role": "system", "content": system_prompt}]
+    messages += [{"role": m.role.value, "content": m.text} for m in chosen]
+    return Window(messages=messages, prompt_tokens=used, dropped=dropped)
