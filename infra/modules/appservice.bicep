@@ -1,0 +1,365 @@
+// App Service plan and the Linux web app (Python 3.11) that hosts the bot.
+// Outbound: everything through the VNet (private endpoints, private DNS).
+// Inbound: only the Bot Service messaging endpoint from the AzureBotService service tag (plus
+// listed ranges), or nothing public at all when the Application Gateway fronts the app.
+
+param location string
+param tags object
+param resourceToken string
+param logAnalyticsWorkspaceId string
+param appSubnetId string
+param privateEndpointSubnetId string
+
+param identityId string
+param identityClientId string
+param tenantId string
+
+param appInsightsName string
+param keyVaultName string
+@description('Name of the Key Vault secret that holds the Direct Line secret (written by bot.bicep).')
+param directLineSecretName string
+
+param openAiEndpoint string
+param openAiDeployment string
+param openAiApiVersion string
+param cosmosEndpoint string
+param cosmosDatabase string
+param retentionDays int
+
+@allowed([
+  'appservice'
+  'oidc'
+  'local'
+])
+param adminAuthMode string
+@allowed([
+  'appservice'
+  'local'
+])
+param webchatAuthMode string
+
+@description('Entra ID app registration (client id) for App Service Authentication; empty leaves it off.')
+param authClientId string = ''
+
+@description('True when the Application Gateway fronts the app: the app then has no public endpoint.')
+param behindAppGateway bool
+
+@description('Extra source ranges (CIDR) allowed to reach the app directly, for example intranet egress ranges.')
+param allowedInboundCidrs array = []
+
+param skuName string = 'P0v3'
+@minValue(1)
+param instanceCount int = 2
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  //checkov:skip=CKV_AZURE_225:Zone redundancy depends on the region and triples the minimum instance count; it is a sizing decision left to the deployer (see docs/deploy.md).
+  name: 'asp-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'linux'
+  sku: {
+    name: skuName
+    capacity: instanceCount
+  }
+  properties: {
+    reserved: true
+    // Zone redundancy needs a zonal region and at least three instances; it is a sizing choice.
+    zoneRedundant: false
+  }
+}
+
+// Bot Service reaches /api/messages from the AzureBotService service tag. Everything else is
+// denied (ipSecurityRestrictionsDefaultAction). The SCM site is never public.
+var botServiceRule = {
+  name: 'allow-azure-bot-service'
+  action: 'Allow'
+  tag: 'ServiceTag'
+  ipAddress: 'AzureBotService'
+  priority: 100
+}
+
+var listedRangeRules = [for (cidr, i) in allowedInboundCidrs: {
+  name: 'allow-listed-${i}'
+  action: 'Allow'
+  ipAddress: cidr
+  priority: 200 + i
+}]
+
+var platformSettings = [
+  {
+    name: 'SCM_DO_BUILD_DURING_DEPLOYMENT'
+    value: 'true'
+  }
+]
+
+// Names match config.Settings (tests/infra checks this).
+var appSettings = [
+  {
+    name: 'MicrosoftAppId'
+    value: identityClientId
+  }
+  {
+    name: 'MicrosoftAppType'
+    value: 'UserAssignedMSI'
+  }
+  {
+    name: 'MicrosoftAppTenantId'
+    value: tenantId
+  }
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identityClientId
+  }
+  {
+    name: 'AZURE_OPENAI_ENDPOINT'
+    value: openAiEndpoint
+  }
+  {
+    name: 'AZURE_OPENAI_DEPLOYMENT'
+    value: openAiDeployment
+  }
+  {
+    name: 'AZURE_OPENAI_API_VERSION'
+    value: openAiApiVersion
+  }
+  {
+    name: 'COSMOS_ENDPOINT'
+    value: cosmosEndpoint
+  }
+  {
+    name: 'COSMOS_DATABASE'
+    value: cosmosDatabase
+  }
+  {
+    name: 'COSMOS_MESSAGES_CONTAINER'
+    value: 'messages'
+  }
+  {
+    name: 'COSMOS_CONVERSATIONS_CONTAINER'
+    value: 'conversations'
+  }
+  {
+    name: 'COSMOS_BOTSTATE_CONTAINER'
+    value: 'botstate'
+  }
+  {
+    name: 'COSMOS_USAGE_CONTAINER'
+    value: 'usage'
+  }
+  {
+    name: 'COSMOS_AUDIT_CONTAINER'
+    value: 'audit'
+  }
+  {
+    // Containers, TTL and indexing are owned by cosmos.bicep; the identity has no
+    // management-plane rights to create them anyway.
+    name: 'COSMOS_CREATE_CONTAINERS'
+    value: 'false'
+  }
+  {
+    name: 'RETENTION_DAYS'
+    value: string(retentionDays)
+  }
+  {
+    name: 'DIRECT_LINE_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${directLineSecretName}/)'
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: appInsights.properties.ConnectionString
+  }
+  {
+    name: 'ADMIN_AUTH_MODE'
+    value: adminAuthMode
+  }
+  {
+    name: 'WEBCHAT_AUTH_MODE'
+    value: webchatAuthMode
+  }
+]
+
+// App Service Authentication signs the admin pages and the web chat in with Entra ID, using
+// the managed identity as a federated credential of the app registration (no client secret).
+var easyAuthSettings = empty(authClientId) ? [] : [
+  {
+    name: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+    value: identityClientId
+  }
+]
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  //checkov:skip=CKV_AZURE_222:Teams can only reach the bot through Azure Bot Service, which needs a public messaging endpoint; inbound is limited to the AzureBotService service tag (default deny), and the app is fully private when enableAppGateway is true.
+  //checkov:skip=CKV_AZURE_17:Azure Bot Service does not present client certificates; callers are authenticated by the Bot Framework JWT (and by App Service Authentication for people).
+  name: 'app-${resourceToken}'
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'bot'
+  })
+  kind: 'app,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    virtualNetworkSubnetId: appSubnetId
+    keyVaultReferenceIdentity: identityId
+    publicNetworkAccess: behindAppGateway ? 'Disabled' : 'Enabled'
+    siteConfig: {
+      linuxFxVersion: 'PYTHON|3.11'
+      appCommandLine: 'python app.py'
+      alwaysOn: true
+      numberOfWorkers: instanceCount
+      http20Enabled: true
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      vnetRouteAllEnabled: true
+      healthCheckPath: '/healthz'
+      detailedErrorLoggingEnabled: true
+      httpLoggingEnabled: true
+      requestTracingEnabled: true
+      remoteDebuggingEnabled: false
+      webSocketsEnabled: true
+      ipSecurityRestrictionsDefaultAction: 'Deny'
+      ipSecurityRestrictions: behindAppGateway ? [] : concat([
+        botServiceRule
+      ], listedRangeRules)
+      scmIpSecurityRestrictionsDefaultAction: 'Deny'
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictions: []
+      appSettings: concat(appSettings, platformSettings, easyAuthSettings)
+    }
+  }
+}
+
+resource ftpPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  // checkov applies the checks meant for the site's 'web' config to every sites/config
+  // resource. Logging, tracing, HTTPS only and public access are set on the site above.
+  //checkov:skip=CKV_AZURE_63:HTTP logging is on in the site's siteConfig; this is the authentication config.
+  //checkov:skip=CKV_AZURE_65:Detailed error logging is on in the site's siteConfig; this is the authentication config.
+  //checkov:skip=CKV_AZURE_66:Failed request tracing is on in the site's siteConfig; this is the authentication config.
+  //checkov:skip=CKV_AZURE_70:httpsOnly is set on the site; this is the authentication config.
+  parent: site
+  name: 'authsettingsV2'
+  //checkov:skip=CKV_AZURE_222:Public network access is a site property, set on the site above.
+  //checkov:skip=CKV_AZURE_80:Not a .NET app.
+  //checkov:skip=CKV_AZURE_88:No shared file storage is needed: all state is in Cosmos DB.
+  //checkov:skip=CKV_AZURE_13:This is the authentication config itself; checkov cannot read it through the deployment condition.
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      // Bot Service authenticates itself with a Bot Framework JWT that the app checks.
+      excludedPaths: [
+        '/api/messages'
+        '/healthz'
+      ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: true
+      }
+    }
+  }
+}
+
+module siteEndpoint 'private-endpoint.bicep' = if (behindAppGateway) {
+  name: 'pe-webapp'
+  params: {
+    location: location
+    tags: tags
+    name: 'pe-app-${resourceToken}'
+    subnetId: privateEndpointSubnetId
+    serviceId: site.id
+    groupId: 'sites'
+    dnsZoneNames: [
+      'privatelink.azurewebsites.net'
+    ]
+  }
+}
+
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource planDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: plan
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
+output id string = site.id
