@@ -1,12 +1,13 @@
-// The app's user-assigned managed identity: the web app runs as it, the Azure Bot authenticates
-// as it (msaAppType UserAssignedMSI), and it is the only principal with data access.
+// A user-assigned managed identity. The bot's identity: the web app runs as it, the Azure Bot
+// authenticates as it (msaAppType UserAssignedMSI), and it is the only principal with data
+// access. The optional Application Gateway gets its own, which can only read its certificate.
 
 param location string
 param tags object
-param resourceToken string
+param name string
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-bot-${resourceToken}'
+  name: name
   location: location
   tags: tags
 }

@@ -1,12 +1,11 @@
-// Log Analytics workspace, workspace-based Application Insights and (optionally) an Azure Monitor
-// Private Link Scope so that telemetry ingestion also stays on private endpoints.
+// Log Analytics workspace and workspace-based Application Insights. When the Azure Monitor
+// private link scope is on (monitor-private-link.bicep), ingestion is private only.
 
 param location string
 param tags object
 param resourceToken string
 param retentionInDays int = 30
 param enableMonitorPrivateLink bool
-param privateEndpointSubnetId string = ''
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${resourceToken}'
@@ -42,57 +41,6 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
     // that can read data). Entra-only ingestion would need an extra role for the app's identity.
     DisableLocalAuth: false
   }
-}
-
-resource privateLinkScope 'Microsoft.Insights/privateLinkScopes@2021-07-01-preview' = if (enableMonitorPrivateLink) {
-  name: 'ampls-${resourceToken}'
-  location: 'global'
-  tags: tags
-  properties: {
-    accessModeSettings: {
-      ingestionAccessMode: 'PrivateOnly'
-      queryAccessMode: 'Open'
-    }
-  }
-}
-
-resource scopedWorkspace 'Microsoft.Insights/privateLinkScopes/scopedResources@2021-07-01-preview' = if (enableMonitorPrivateLink) {
-  parent: privateLinkScope
-  name: 'workspace'
-  properties: {
-    linkedResourceId: workspace.id
-  }
-}
-
-resource scopedAppInsights 'Microsoft.Insights/privateLinkScopes/scopedResources@2021-07-01-preview' = if (enableMonitorPrivateLink) {
-  parent: privateLinkScope
-  name: 'app-insights'
-  properties: {
-    linkedResourceId: appInsights.id
-  }
-}
-
-module monitorEndpoint 'private-endpoint.bicep' = if (enableMonitorPrivateLink) {
-  name: 'pe-monitor'
-  params: {
-    location: location
-    tags: tags
-    name: 'pe-ampls-${resourceToken}'
-    subnetId: privateEndpointSubnetId
-    serviceId: privateLinkScope.id
-    groupId: 'azuremonitor'
-    dnsZoneNames: [
-      'privatelink.monitor.azure.com'
-      'privatelink.oms.opinsights.azure.com'
-      'privatelink.ods.opinsights.azure.com'
-      'privatelink.agentsvc.azure-automation.net'
-      'privatelink.blob.${environment().suffixes.storage}'
-    ]
-  }
-  dependsOn: [
-    scopedWorkspace
-    scopedAppInsights
-  ]
 }
 
 resource workspaceDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
@@ -132,3 +80,4 @@ resource appInsightsDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-0
 output workspaceId string = workspace.id
 output workspaceName string = workspace.name
 output appInsightsName string = appInsights.name
+output appInsightsId string = appInsights.id

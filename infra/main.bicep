@@ -1,0 +1,339 @@
+// Entry point for `azd up`: one resource group with the whole chat assistant, private by default.
+// Module map: network -> data services (Cosmos DB, Azure OpenAI, Key Vault) behind private
+// endpoints -> App Service (VNet integrated) -> Azure Bot (Teams, Direct Line), with optional
+// API Management AI gateway and Application Gateway WAF in front.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Region for all resources (except the global ones).')
+param location string
+
+@description('Region for Azure OpenAI, where the chosen models and SKUs have quota. Defaults to location.')
+param openAiLocation string = ''
+
+@description('Model deployments in priority order. sku: Standard, GlobalStandard, DataZoneStandard or ProvisionedManaged; capacity in thousands of tokens per minute (or PTUs).')
+param modelDeployments array = [
+  {
+    name: 'chat'
+    model: 'gpt-4o-mini'
+    version: '2024-07-18'
+    sku: 'GlobalStandard'
+    capacity: 50
+  }
+]
+
+param openAiApiVersion string = '2024-10-21'
+
+@allowed([
+  'Low'
+  'Medium'
+  'High'
+])
+param contentFilterSeverityThreshold string = 'Medium'
+
+@allowed([
+  'Default'
+  'Asynchronous_filter'
+])
+param contentFilterMode string = 'Default'
+
+@description('Terms for the custom content filter blocklist; empty means no blocklist.')
+param customBlocklistTerms array = []
+
+@allowed([
+  'Serverless'
+  'Provisioned'
+])
+param cosmosCapacityMode string = 'Serverless'
+
+@minValue(1000)
+param cosmosAutoscaleMaxThroughput int = 1000
+
+@minValue(0)
+@description('Days messages and conversations are kept; 0 keeps them forever.')
+param retentionDays int = 0
+
+param appServiceSku string = 'P0v3'
+
+@minValue(1)
+param appServiceInstanceCount int = 2
+
+@description('Extra CIDR ranges (e.g. intranet egress) allowed to reach the web chat and admin pages.')
+param allowedInboundCidrs array = []
+
+@description('Entra ID app registration (client id) used by App Service Authentication; empty disables it.')
+param authClientId string = ''
+
+@description('appservice | oidc | local; empty chooses appservice when authClientId is set, else local.')
+param adminAuthMode string = ''
+
+@description('appservice | local; empty chooses appservice when authClientId is set, else local.')
+param webchatAuthMode string = ''
+
+@description('Origins allowed to use Direct Line tokens (enhanced authentication).')
+param directLineTrustedOrigins array = []
+
+@allowed([
+  'F0'
+  'S1'
+])
+param botSku string = 'S1'
+
+@description('Keep Application Insights and Log Analytics ingestion on private endpoints.')
+param enableMonitorPrivateLink bool = true
+
+param logRetentionInDays int = 90
+
+@description('Put an Application Gateway WAF_v2 in front; the web app then has no public endpoint.')
+param enableAppGateway bool = false
+param appGatewayHostName string = ''
+@description('Versionless Key Vault secret id of the gateway\'s PFX certificate.')
+param appGatewayCertificateSecretId string = ''
+
+@description('Put API Management (AI gateway) between the bot and Azure OpenAI.')
+param enableApim bool = false
+param apimPublisherEmail string = 'platform@example.com'
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param apimPublicNetworkAccess string = 'Enabled'
+param apimTokensPerMinutePerUser int = 20000
+param apimTokensPerMinutePerTenant int = 200000
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var directLineSecretName = 'direct-line-secret'
+var effectiveAdminAuthMode = empty(adminAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : adminAuthMode
+var effectiveWebchatAuthMode = empty(webchatAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : webchatAuthMode
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    retentionInDays: logRetentionInDays
+    enableMonitorPrivateLink: enableMonitorPrivateLink
+  }
+}
+
+module appIdentity 'modules/identity.bicep' = {
+  name: 'identity-bot'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'id-bot-${resourceToken}'
+  }
+}
+
+module gatewayIdentity 'modules/identity.bicep' = if (enableAppGateway) {
+  name: 'identity-agw'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'id-agw-${resourceToken}'
+  }
+}
+
+module network 'modules/network.bicep' = {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    enableAppGateway: enableAppGateway
+    enableApim: enableApim
+    enableMonitorPrivateLink: enableMonitorPrivateLink
+    allowedInboundCidrs: allowedInboundCidrs
+  }
+}
+
+module monitorPrivateLink 'modules/monitor-private-link.bicep' = if (enableMonitorPrivateLink) {
+  name: 'monitor-private-link'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    workspaceId: monitoring.outputs.workspaceId
+    appInsightsId: monitoring.outputs.appInsightsId
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    appPrincipalId: appIdentity.outputs.principalId
+    capacityMode: cosmosCapacityMode
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    retentionDays: retentionDays
+  }
+}
+
+module openAi 'modules/openai.bicep' = {
+  name: 'openai'
+  scope: rg
+  params: {
+    location: empty(openAiLocation) ? location : openAiLocation
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    appPrincipalId: appIdentity.outputs.principalId
+    deployments: modelDeployments
+    severityThreshold: contentFilterSeverityThreshold
+    filterMode: contentFilterMode
+    customBlocklistTerms: customBlocklistTerms
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    appPrincipalId: appIdentity.outputs.principalId
+    extraSecretReaderPrincipalIds: enableAppGateway ? [
+      gatewayIdentity.outputs.principalId
+    ] : []
+  }
+}
+
+module apim 'modules/apim.bicep' = if (enableApim) {
+  name: 'apim'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    apimSubnetId: network.outputs.apimSubnetId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    publisherEmail: apimPublisherEmail
+    publicNetworkAccess: apimPublicNetworkAccess
+    openAiEndpoint: openAi.outputs.endpoint
+    openAiAccountId: openAi.outputs.id
+    primaryDeployment: first(modelDeployments).name
+    spilloverDeployment: last(modelDeployments).name
+    appClientId: appIdentity.outputs.clientId
+    tenantId: appIdentity.outputs.tenantId
+    appInsightsName: monitoring.outputs.appInsightsName
+    tokensPerMinutePerUser: apimTokensPerMinutePerUser
+    tokensPerMinutePerTenant: apimTokensPerMinutePerTenant
+  }
+}
+
+module app 'modules/appservice.bicep' = {
+  name: 'appservice'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    appSubnetId: network.outputs.appSubnetId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    identityId: appIdentity.outputs.id
+    identityClientId: appIdentity.outputs.clientId
+    tenantId: appIdentity.outputs.tenantId
+    appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
+    directLineSecretName: directLineSecretName
+    openAiEndpoint: enableApim ? '${apim.outputs.gatewayUrl}/' : openAi.outputs.endpoint
+    openAiDeployment: first(modelDeployments).name
+    openAiApiVersion: openAiApiVersion
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabase: cosmos.outputs.databaseName
+    retentionDays: retentionDays
+    adminAuthMode: effectiveAdminAuthMode
+    webchatAuthMode: effectiveWebchatAuthMode
+    authClientId: authClientId
+    behindAppGateway: enableAppGateway
+    allowedInboundCidrs: allowedInboundCidrs
+    skuName: appServiceSku
+    instanceCount: appServiceInstanceCount
+  }
+}
+
+module appGateway 'modules/appgateway.bicep' = if (enableAppGateway) {
+  name: 'appgateway'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    subnetId: network.outputs.appGatewaySubnetId
+    hostName: appGatewayHostName
+    certificateSecretId: appGatewayCertificateSecretId
+    gatewayIdentityId: gatewayIdentity.outputs.id
+    backendHostName: app.outputs.defaultHostName
+  }
+  dependsOn: [
+    keyVault
+  ]
+}
+
+module bot 'modules/bot.bicep' = {
+  name: 'bot'
+  scope: rg
+  params: {
+    tags: tags
+    resourceToken: resourceToken
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    identityId: appIdentity.outputs.id
+    identityClientId: appIdentity.outputs.clientId
+    tenantId: appIdentity.outputs.tenantId
+    messagingEndpoint: enableAppGateway ? 'https://${appGatewayHostName}/api/messages' : 'https://${app.outputs.defaultHostName}/api/messages'
+    keyVaultName: keyVault.outputs.name
+    directLineSecretName: directLineSecretName
+    directLineTrustedOrigins: directLineTrustedOrigins
+    sku: botSku
+  }
+}
+
+// azd stores these in .azure/<env>/.env. None of them is a credential.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_CLIENT_ID string = appIdentity.outputs.clientId
+output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+output AZURE_OPENAI_DEPLOYMENT string = first(modelDeployments).name
+output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output BOT_NAME string = bot.outputs.name
+output BOT_APP_ID string = appIdentity.outputs.clientId
+output WEB_APP_NAME string = app.outputs.name
+output WEB_APP_URL string = 'https://${app.outputs.defaultHostName}'
+output MESSAGING_ENDPOINT string = enableAppGateway ? 'https://${appGatewayHostName}/api/messages' : 'https://${app.outputs.defaultHostName}/api/messages'
