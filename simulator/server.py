@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,13 +17,28 @@ import tiktoken
 from aiohttp import web
 
 from simulator import wire
-from simulator.replies import Templates, compose_reply, load_templates
+from simulator.faults import (
+    STREAM_FAULTS,
+    Fault,
+    FaultControl,
+    TokenBudget,
+    marker_fault,
+    parse_fault_request,
+)
+from simulator.filters import Trigger, Verdict, judge, load_triggers
+from simulator.replies import Templates, compose_reply, last_user_text, load_templates
 from simulator.tokens import count_prompt_tokens, load_encoding
 
 log = logging.getLogger(__name__)
 
 # Azure buffers the model output and sends several tokens per chunk.
 TOKENS_PER_CHUNK = 4
+# Asynchronous filter mode: one annotation chunk per this many content chunks.
+CHUNKS_PER_ANNOTATION = 3
+# Stream faults strike after this many content chunks (fewer if the reply is shorter).
+FAULT_AFTER_CHUNKS = 2
+# Azure's rate limiter assumes the largest reply when a request gives no max_tokens.
+DEFAULT_MAX_TOKENS_COST = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,9 @@ class Stats:
 class SimulatorState:
     encoding: tiktoken.Encoding
     templates: dict[str, Templates]
+    triggers: list[Trigger]
+    budget: TokenBudget | None
+    faults: FaultControl = field(default_factory=FaultControl)
     stats: Stats = field(default_factory=Stats)
 
 
@@ -70,12 +89,19 @@ class Piece:
 @dataclass(frozen=True)
 class Reply:
     pieces: list[Piece]
-    completion_tokens: int
     finish_reason: str
 
     @property
     def text(self) -> str:
         return "".join(piece.text for piece in self.pieces)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(piece.tokens for piece in self.pieces)
+
+    def cut_by_filter(self) -> Reply:
+        """The part generated before the output filter stopped it: the first half."""
+        return Reply(self.pieces[: max(1, len(self.pieces) // 2)], "content_filter")
 
 
 def make_reply(encoding: tiktoken.Encoding, text: str, max_tokens: int | None) -> Reply:
@@ -91,12 +117,28 @@ def make_reply(encoding: tiktoken.Encoding, text: str, max_tokens: int | None) -
     pieces: list[Piece] = []
     for start in range(0, len(tokens), TOKENS_PER_CHUNK):
         group = tokens[start : start + TOKENS_PER_CHUNK]
+        data = b"".join(encoding.decode_single_token_bytes(t) for t in group)
         last = start + TOKENS_PER_CHUNK >= len(tokens)
-        text_part = decoder.decode(
-            b"".join(encoding.decode_single_token_bytes(t) for t in group), final=last
-        )
-        pieces.append(Piece(text_part, len(group)))
-    return Reply(pieces=pieces, completion_tokens=len(tokens), finish_reason=finish_reason)
+        pieces.append(Piece(decoder.decode(data, final=last), len(group)))
+    return Reply(pieces=pieces, finish_reason=finish_reason)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    deployment: str
+    api_version: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+
+
+class RequestRefused(Exception):
+    """The request gets this error response instead of a completion."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def json_response(
@@ -114,112 +156,266 @@ def json_response(
     )
 
 
+def invalid(message: str, param: str | None = None) -> RequestRefused:
+    return RequestRefused(json_response(wire.error_invalid_request(message, param), status=400))
+
+
 def is_authorized(request: web.Request, api_key: str | None) -> bool:
     key = request.headers.get("api-key")
     if key:
         return api_key is None or key == api_key
     # Entra ID tokens cannot be validated offline: any non-empty bearer token passes.
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, token = authorization.partition(" ")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
-async def send_event(response: web.StreamResponse, payload: wire.JSON) -> None:
-    await response.write(
-        b"data: "
-        + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        + b"\n\n"
-    )
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    state = request.app[STATE]
+async def read_chat_request(request: web.Request, config: SimulatorConfig) -> ChatRequest:
+    """Check auth, path and body in Azure's order; raise RequestRefused at the first fault."""
     if not is_authorized(request, config.api_key):
-        return json_response(wire.error_401(), status=401, reason="PermissionDenied")
+        raise RequestRefused(json_response(wire.error_401(), status=401))
     deployment = request.match_info.get("deployment")
-    if deployment is not None and not request.query.get("api-version"):
-        return json_response(wire.error_missing_api_version(), status=400)
+    api_version = request.query.get("api-version", "")
+    if deployment is not None and not api_version:
+        raise RequestRefused(json_response(wire.error_missing_api_version(), status=400))
     try:
         body = await request.json()
     except ValueError:
-        return json_response(
-            wire.error_invalid_request("The request body is not valid JSON."), status=400
-        )
+        raise invalid("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
-        return json_response(
-            wire.error_invalid_request("The request body must be a JSON object."), status=400
-        )
+        raise invalid("The request body must be a JSON object.")
     messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) for m in messages)
-    ):
-        return json_response(
-            wire.error_invalid_request("'messages' must be a non-empty array.", "messages"),
-            status=400,
-        )
+    if not isinstance(messages, list) or not messages:
+        raise invalid("'messages' must be a non-empty array.", "messages")
+    if not all(isinstance(message, dict) for message in messages):
+        raise invalid("Each message must be an object.", "messages")
     if deployment is None:
         deployment = body.get("model")
         if not isinstance(deployment, str) or not deployment:
-            return json_response(
-                wire.error_invalid_request("'model' is required.", "model"), status=400
-            )
-    state.stats.by_deployment[deployment] = state.stats.by_deployment.get(deployment, 0) + 1
-
+            raise invalid("'model' is required.", "model")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        return json_response(
-            wire.error_invalid_request("max_tokens must be a positive integer.", "max_tokens"),
-            status=400,
-        )
-
-    prompt_tokens = count_prompt_tokens(state.encoding, messages)
-    reply = make_reply(state.encoding, compose_reply(state.templates, messages), max_tokens)
-    completion_id = f"chatcmpl-sim{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    prompt_results = wire.safe_prompt_results()
-    output_results = wire.safe_output_results()
-
-    if not body.get("stream"):
-        await asyncio.sleep(config.time_to_first_token_ms / 1000)
-        payload = wire.completion(
-            completion_id=completion_id,
-            created=created,
-            model=config.model,
-            content=reply.text,
-            finish_reason=reply.finish_reason,
-            prompt_results=prompt_results,
-            output_results=output_results,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
-        return json_response(payload)
-
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise invalid("max_tokens must be a positive integer.", "max_tokens")
     stream_options = body.get("stream_options")
-    include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
+    return ChatRequest(
+        deployment=deployment,
+        api_version=api_version or "v1",
+        messages=messages,
+        stream=bool(body.get("stream")),
+        include_usage=isinstance(stream_options, dict)
+        and bool(stream_options.get("include_usage")),
+        max_tokens=max_tokens,
+    )
+
+
+def throttled(
+    api_version: str, retry_after: tuple[int, int], remaining: dict[str, str]
+) -> web.Response:
+    seconds, milliseconds = retry_after
+    headers = {"retry-after": str(seconds), "retry-after-ms": str(milliseconds), **remaining}
+    body = wire.error_429(api_version=api_version, retry_after_s=seconds)
+    return json_response(body, status=429, headers=headers)
+
+
+def status_fault_response(fault: Fault, api_version: str) -> web.Response | None:
+    if fault.mode == "429":
+        exhausted = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
+        return throttled(api_version, fault.retry_after(), exhausted)
+    bodies = {"500": wire.error_500, "503": wire.error_503, "408": wire.error_408}
+    if fault.mode in bodies:
+        return json_response(bodies[fault.mode](), status=int(fault.mode))
+    return None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One SSE event to send; `tokens` > 0 marks a content chunk (paced, counted for faults)."""
+
+    data: str
+    tokens: int = 0
+
+
+def event(payload: wire.JSON, tokens: int = 0) -> Event:
+    return Event(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), tokens)
+
+
+def stream_events(
+    ids: wire.StreamIds, chat: ChatRequest, reply: Reply, verdict: Verdict, prompt_tokens: int
+) -> list[Event]:
+    """Every event of one stream, in Azure's order (shared/reference/azure-openai-wire.md)."""
+    blocked = verdict.blocked_output_results
+    sent = reply.cut_by_filter() if blocked is not None else reply
+    # In asynchronous filter mode the text chunks carry no filter results: annotations follow.
+    results = None if verdict.async_mode else verdict.output_results
+    events = [event(wire.first_stream_event(verdict.prompt_results))]
+    role_results: wire.JSON | None = None if verdict.async_mode else {}
+    role = wire.delta_choice({"role": "assistant", "content": ""}, results=role_results)
+    events.append(event(ids.chunk(role)))
+    for piece in sent.pieces:
+        content = wire.delta_choice({"content": piece.text}, results=results)
+        events.append(event(ids.chunk(content), piece.tokens))
+    if not verdict.async_mode:
+        final = wire.delta_choice({}, finish_reason=sent.finish_reason, results=blocked or {})
+        events.append(event(ids.chunk(final)))
+    else:
+        if blocked is None:
+            events.append(event(ids.chunk(wire.delta_choice({}, finish_reason=sent.finish_reason))))
+        events.extend(annotation_events(sent, verdict))
+    if chat.include_usage:
+        events.append(event(ids.usage_chunk(prompt_tokens, sent.completion_tokens)))
+    events.append(Event("[DONE]"))
+    return events
+
+
+def annotation_events(sent: Reply, verdict: Verdict) -> list[Event]:
+    """Asynchronous filter mode: one annotation per few chunks, with the character offsets it
+    judged; when the output is blocked the last one carries the verdict and the cut."""
+    events: list[Event] = []
+    start = 0
+    groups = range(0, len(sent.pieces), CHUNKS_PER_ANNOTATION)
+    for index, first in enumerate(groups):
+        end = start + sum(len(p.text) for p in sent.pieces[first : first + CHUNKS_PER_ANNOTATION])
+        blocked = verdict.blocked_output_results if index == len(groups) - 1 else None
+        annotation = wire.annotation_chunk(
+            results=blocked if blocked is not None else verdict.output_results,
+            check_offset=start,
+            start_offset=start,
+            end_offset=end,
+            finish_reason="content_filter" if blocked is not None else None,
+        )
+        events.append(event(annotation))
+        start = end
+    return events
+
+
+async def send_stream(
+    request: web.Request,
+    events: list[Event],
+    first_token_delay_s: float,
+    tokens_per_second: float,
+    fault: Fault | None,
+    headers: dict[str, str],
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        | headers
     )
     await response.prepare(request)
-    await send_event(response, wire.first_stream_event(prompt_results))
-    ids = wire.StreamIds(completion_id, created, config.model)
-    role = {"role": "assistant", "content": ""}
-    await send_event(response, ids.chunk(wire.delta_choice(role, results={})))
-    await asyncio.sleep(config.time_to_first_token_ms / 1000)
-    for index, piece in enumerate(reply.pieces):
-        if index and config.tokens_per_second > 0:
-            await asyncio.sleep(piece.tokens / config.tokens_per_second)
-        content = {"content": piece.text}
-        await send_event(response, ids.chunk(wire.delta_choice(content, results=output_results)))
-    final = wire.delta_choice({}, finish_reason=reply.finish_reason, results={})
-    await send_event(response, ids.chunk(final))
-    if include_usage:
-        await send_event(response, ids.usage_chunk(prompt_tokens, reply.completion_tokens))
-    await response.write(b"data: [DONE]\n\n")
+    content_total = sum(1 for e in events if e.tokens)
+    fault_at = min(FAULT_AFTER_CHUNKS, max(0, content_total - 1))
+    content_sent = 0
+    for item in events:
+        if item.tokens:
+            if fault is not None and fault.mode in STREAM_FAULTS and content_sent == fault_at:
+                return await break_stream(request, response, fault)
+            if content_sent == 0:
+                await asyncio.sleep(first_token_delay_s)
+            elif tokens_per_second > 0:
+                await asyncio.sleep(item.tokens / tokens_per_second)
+            content_sent += 1
+        await response.write(f"data: {item.data}\n\n".encode())
     await response.write_eof()
     return response
+
+
+async def break_stream(
+    request: web.Request, response: web.StreamResponse, fault: Fault
+) -> web.StreamResponse:
+    if fault.mode == "drop_mid_stream":
+        # No [DONE], no end of the chunked body: the client sees the connection die.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    if fault.mode == "malformed_sse":
+        await response.write(b'data: {"choices":[{"delta":{"content":"trunc\n\n')
+    else:
+        payload = json.dumps(wire.error_500(), separators=(",", ":"))
+        await response.write(f"data: {payload}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+def broken_reply(request: web.Request, fault: Fault) -> web.Response | None:
+    """Stream faults on a non-streaming request: the closest non-streaming failure."""
+    if fault.mode == "drop_mid_stream":
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=200)
+    if fault.mode == "malformed_sse":
+        return web.Response(
+            text='{"id": "chatcmpl-sim", "choices": [', content_type="application/json"
+        )
+    if fault.mode == "error_event":
+        return json_response(wire.error_500(), status=500)
+    return None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config, state = request.app[CONFIG], request.app[STATE]
+    try:
+        chat = await read_chat_request(request, config)
+    except RequestRefused as refused:
+        return refused.response
+    state.stats.by_deployment[chat.deployment] = (
+        state.stats.by_deployment.get(chat.deployment, 0) + 1
+    )
+    question = last_user_text(chat.messages)
+    fault = state.faults.take() or marker_fault(question)
+    if fault is not None:
+        faulted = status_fault_response(fault, chat.api_version)
+        if faulted is not None:
+            return faulted
+
+    prompt_tokens = count_prompt_tokens(state.encoding, chat.messages)
+    headers: dict[str, str] = {}
+    if state.budget is not None:
+        wait = state.budget.try_spend(prompt_tokens + (chat.max_tokens or DEFAULT_MAX_TOKENS_COST))
+        headers = state.budget.headers()
+        if wait is not None:
+            return throttled(chat.api_version, (math.ceil(wait), math.ceil(wait * 1000)), headers)
+
+    verdict = judge(state.triggers, question)
+    if verdict.blocked_prompt is not None:
+        log.info("prompt filtered", extra={"deployment": chat.deployment})
+        # The reason phrase is what Azure sends with a filtered prompt.
+        return json_response(
+            verdict.prompt_error(), status=400, reason="model_error", headers=headers
+        )
+
+    reply = make_reply(
+        state.encoding, compose_reply(state.templates, chat.messages), chat.max_tokens
+    )
+    first_token_delay_ms = config.time_to_first_token_ms
+    if fault is not None and fault.mode == "slow_first_token":
+        first_token_delay_ms += fault.delay_ms
+    ids = wire.StreamIds(f"chatcmpl-sim{uuid.uuid4().hex[:24]}", int(time.time()), config.model)
+
+    if chat.stream:
+        events = stream_events(ids, chat, reply, verdict, prompt_tokens)
+        return await send_stream(
+            request, events, first_token_delay_ms / 1000, config.tokens_per_second, fault, headers
+        )
+
+    await asyncio.sleep(first_token_delay_ms / 1000)
+    if fault is not None:
+        broken = broken_reply(request, fault)
+        if broken is not None:
+            return broken
+    blocked = verdict.blocked_output_results
+    final = reply.cut_by_filter() if blocked is not None else reply
+    payload = wire.completion(
+        completion_id=ids.completion_id,
+        created=ids.created,
+        model=ids.model,
+        content=None if blocked is not None else final.text,
+        finish_reason=final.finish_reason,
+        prompt_results=verdict.prompt_results,
+        output_results=blocked or verdict.output_results,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=final.completion_tokens,
+    )
+    return json_response(payload, headers=headers)
 
 
 @web.middleware
@@ -252,15 +448,43 @@ async def reset_stats(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def get_faults(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE].faults.as_json())
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    try:
+        fault, count = parse_fault_request(await request.json())
+    except ValueError as exc:
+        return json_response({"error": {"code": "BadRequest", "message": str(exc)}}, status=400)
+    faults = request.app[STATE].faults
+    faults.set(fault, count)
+    log.info("fault set", extra={"mode": fault.mode, "count": count})
+    return json_response(faults.as_json())
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[STATE].faults.clear()
+    return web.Response(status=204)
+
+
 def create_simulator_app(config: SimulatorConfig) -> web.Application:
     app = web.Application(middlewares=[count_requests])
     app[CONFIG] = config
-    app[STATE] = SimulatorState(encoding=load_encoding(config.model), templates=load_templates())
+    app[STATE] = SimulatorState(
+        encoding=load_encoding(config.model),
+        templates=load_templates(),
+        triggers=load_triggers(config.triggers_file),
+        budget=TokenBudget(config.tokens_per_minute) if config.tokens_per_minute > 0 else None,
+    )
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat_completions)
     app.router.add_post("/openai/v1/chat/completions", chat_completions)
     if config.control_enabled:
         app.router.add_get("/_sim/stats", get_stats)
         app.router.add_delete("/_sim/stats", reset_stats)
+        app.router.add_get("/_sim/faults", get_faults)
+        app.router.add_post("/_sim/faults", set_faults)
+        app.router.add_delete("/_sim/faults", clear_faults)
     return app
 
 
