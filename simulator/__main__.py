@@ -47,8 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(config: SimulatorConfig, host: str, port: int) -> None:
-    runner, url = await run_simulator(config, host, port)
-    log.info("simulator ready at %s", url)
+    runner, _url = await run_simulator(config, host, port)
     try:
         await asyncio.Event().wait()
     finally:

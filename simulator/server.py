@@ -377,7 +377,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     verdict = judge(state.triggers, question)
     if verdict.blocked_prompt is not None:
-        log.info("prompt filtered", extra={"deployment": chat.deployment})
+        log.info("prompt filtered (deployment %s)", chat.deployment)
         # The reason phrase is what Azure sends with a filtered prompt.
         return json_response(
             verdict.prompt_error(), status=400, reason="model_error", headers=headers
@@ -436,7 +436,7 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
         raise
     finally:
         stats.by_status[str(status)] = stats.by_status.get(str(status), 0) + 1
-        log.info("chat request", extra={"path": request.path, "status": status})
+        log.info("chat request %s -> %d", request.path, status)
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -459,7 +459,7 @@ async def set_faults(request: web.Request) -> web.Response:
         return json_response({"error": {"code": "BadRequest", "message": str(exc)}}, status=400)
     faults = request.app[STATE].faults
     faults.set(fault, count)
-    log.info("fault set", extra={"mode": fault.mode, "count": count})
+    log.info("fault set: mode %s, count %s", fault.mode, count)
     return json_response(faults.as_json())
 
 
@@ -498,5 +498,5 @@ async def run_simulator(
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     url = f"http://{bound_host}:{bound_port}"
-    log.info("simulator listening", extra={"url": url, "model": config.model})
+    log.info("simulator listening on %s (model %s)", url, config.model)
     return runner, url
