@@ -60,7 +60,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_225:Zone redundancy depends on the region and triples the minimum instance count; it is a sizing decision left to the deployer (see docs/deploy.md).
+  //checkov:skip=CKV_AZURE_225:Zone redundancy needs a region with availability zones and a higher minimum instance count; it is a sizing decision left to the deployer (docs/deploy.md).
   name: 'asp-${resourceToken}'
   location: location
   tags: tags
