@@ -54,10 +54,8 @@ async def serve(config: SimulatorConfig, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = SimulatorConfig(
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
         time_to_first_token_ms=args.ttft_ms,
         tokens_per_second=args.tokens_per_second,
         api_key=args.api_key,
@@ -65,6 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         tokens_per_minute=args.tpm,
         model=args.model,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = config_from_args(args)
     try:
         asyncio.run(serve(config, args.host, args.port))
     except KeyboardInterrupt:

@@ -337,3 +337,44 @@ async def test_simulators_answer_concurrent_requests(azure_client: openai.AsyncA
         *(azure_client.chat.completions.create(model="chat", messages=QUESTION) for _ in range(5))
     )
     assert len({reply.choices[0].message.content for reply in replies}) == 1
+
+
+async def test_gpt4_model_family_counts_with_cl100k(
+    start_simulator: StartSimulator, azure_client_for: ClientFor
+) -> None:
+    client = azure_client_for(await start_simulator(SimulatorConfig(model="gpt-4")))
+    completion = await client.chat.completions.create(model="chat", messages=QUESTION)
+
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZER_DATA_DIR)
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    assert completion.model == "gpt-4"
+    assert completion.usage is not None
+    content = completion.choices[0].message.content or ""
+    assert completion.usage.completion_tokens == len(cl100k.encode(content))
+
+
+def test_command_line_options_build_the_config() -> None:
+    from simulator.__main__ import config_from_args, parse_args
+
+    args = parse_args(["--port", "9000", "--ttft-ms", "250", "--tpm", "30000", "--api-key", "s"])
+    config = config_from_args(args)
+    assert args.port == 9000
+    assert config == SimulatorConfig(
+        time_to_first_token_ms=250, tokens_per_minute=30000, api_key="s"
+    )
+
+
+def test_simulator_imports_nothing_else_of_the_project() -> None:
+    import ast
+    from pathlib import Path
+
+    ours = {"app", "config", "bot", "dialogs", "chat", "controls", "storage", "webchat", "admin"}
+    package = Path(__file__).resolve().parents[2] / "simulator"
+    imported: set[str] = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert imported & ours == set()
