@@ -48,6 +48,10 @@ class Reply:
     is_notice: bool = False
 
 
+class DeliveryFailed(Exception):
+    """The channel did not accept a reply (its connector refused or was unreachable)."""
+
+
 class ReplyChannel(Protocol):
     @property
     def streams(self) -> bool:
@@ -136,19 +140,15 @@ class ChatService:
         text = turn.text.strip()
         if not text:
             key = "unsupported_attachment" if turn.has_attachments else "empty_message"
-            await channel.final(Reply(localize(key, turn.locale), is_notice=True))
-            outcome.replied, outcome.status = True, "rejected"
+            outcome.status = "rejected"
+            await _notify(channel, localize(key, turn.locale), outcome)
             return outcome
         if len(text) > self._max_chars:
-            await channel.final(
-                Reply(
-                    localize(
-                        "message_too_long", turn.locale, length=len(text), limit=self._max_chars
-                    ),
-                    is_notice=True,
-                )
+            outcome.status = "rejected"
+            notice = localize(
+                "message_too_long", turn.locale, length=len(text), limit=self._max_chars
             )
-            outcome.replied, outcome.status = True, "rejected"
+            await _notify(channel, notice, outcome)
             return outcome
 
         user_message = Message(
@@ -181,10 +181,8 @@ class ChatService:
             outcome.store_ops.append("write:user_message")
         except StoreError:
             log.exception("storing the user message failed", extra=log_fields)
-            await channel.final(
-                Reply(localize("store_unavailable", turn.locale, ref=ref), is_notice=True)
-            )
-            outcome.replied, outcome.status = True, "store_error"
+            outcome.status = "store_error"
+            await _notify(channel, localize("store_unavailable", turn.locale, ref=ref), outcome)
             return outcome
         if not inserted:
             log.info("redelivered activity ignored", extra=log_fields)
@@ -261,10 +259,17 @@ class ChatService:
             completion.completion_tokens = self._counter.count_text(completion.text)
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
-        activity_id = await channel.final(Reply(completion.text, ai_generated=True))
-        outcome.replied = True
+        delivered = True
+        activity_id: str | None = None
+        try:
+            activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+        except DeliveryFailed:
+            # Keep the answer for the record; the user did not see it (status error).
+            log.warning("the channel refused the reply", extra=log_fields)
+            delivered = False
+        outcome.replied = delivered
         outcome.reply_activity_id = activity_id
-        await self._store_answer(user_message, completion, activity_id, delta, outcome)
+        await self._store_answer(user_message, completion, activity_id, delta, outcome, delivered)
         if self._log_text:
             log.info(
                 "turn text",
@@ -278,12 +283,16 @@ class ChatService:
         activity_id: str | None,
         delta: SummaryDelta,
         outcome: TurnOutcome,
+        delivered: bool,
     ) -> None:
-        status = (
-            MessageStatus.PARTIAL
-            if completion.finish_reason == "length"
-            else (MessageStatus.COMPLETE)
-        )
+        if not delivered:
+            status = MessageStatus.ERROR
+            outcome.status = "delivery_failed"
+            delta.errors += 1
+        elif completion.finish_reason == "length":
+            status = MessageStatus.PARTIAL
+        else:
+            status = MessageStatus.COMPLETE
         answer = Message(
             id=_assistant_id(user_message),
             conversation_id=user_message.conversation_id,
@@ -302,6 +311,7 @@ class ChatService:
             deployment=completion.deployment,
             latency_ms=completion.latency_ms,
             finish_reason=completion.finish_reason,
+            error=None if delivered else "delivery_failed",
             correlation_id=outcome.correlation_id,
         )
         try:
@@ -336,8 +346,8 @@ class ChatService:
         if text_key == "message_too_long":
             values = {"length": len(user_message.text), "limit": self._max_chars}
         notice = localize(text_key, turn.locale, **values)
-        await channel.final(Reply(notice, is_notice=True))
-        outcome.replied, outcome.status = True, "error"
+        outcome.status = "error"
+        await _notify(channel, notice, outcome)
         delta.errors += 1
         record = Message(
             id=_assistant_id(user_message),
@@ -372,6 +382,14 @@ class ChatService:
             cached = (text, self._counter.count_text(text))
             self._system_cache[(today, locale)] = cached
         return cached
+
+
+async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> None:
+    try:
+        await channel.final(Reply(text, is_notice=True))
+        outcome.replied = True
+    except DeliveryFailed:
+        log.warning("the channel refused a notice", extra={"ref": outcome.correlation_id})
 
 
 def _assistant_id(user_message: Message) -> str:

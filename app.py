@@ -1,0 +1,313 @@
+"""The app factory: builds clients, routes and sub-apps. Wiring only; `python app.py` runs it.
+
+Resources open in dependency order through aiohttp cleanup contexts (HTTP session -> Azure
+credential -> model endpoint -> model client -> store -> services) and close in reverse: the turn
+queue drains before the store and model clients it uses are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.adapter import ChannelAdapter
+from bot.auth import ChannelAuthenticator, SigningKeys, accepted_issuers
+from bot.connector import (
+    ClientSecretToken,
+    ConnectorClient,
+    ManagedIdentityToken,
+    NoToken,
+    TokenSource,
+)
+from bot.handler import AssistantBot
+from bot.routes import MessagesEndpoint
+from bot.turns import TurnQueue
+from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
+from chat.prompts import PromptBuilder
+from chat.service import ChatService
+from chat.tokens import TokenCounter
+from config import BotAppType, Settings, load_settings
+from storage.base import Store
+from storage.sqlite import SqliteStore
+
+log = logging.getLogger("app")
+
+SETTINGS = web.AppKey("settings", Settings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+CREDENTIAL = web.AppKey("credential", object)
+MODEL_ENDPOINT = web.AppKey("model_endpoint", str)
+MODEL = web.AppKey("model", ChatModel)
+STORE = web.AppKey("store", Store)
+TURNS = web.AppKey("turns", TurnQueue)
+MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
+RETENTION_PURGE_SECONDS = 3600
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=256 * 1024)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend(
+        [_http_session, _azure_credential, _model_endpoint, _model, _store, _services]
+    )
+    app.router.add_post("/api/messages", _messages)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+# --- resources, in dependency order
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=60)
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _azure_credential(app: web.Application) -> AsyncIterator[None]:
+    """Entra ID for Azure OpenAI and Cosmos DB, only when some Azure service needs it."""
+    settings = app[SETTINGS]
+    needs_credential = (
+        not settings.uses_simulator and not settings.azure_openai_api_key.get_secret_value()
+    )
+    if not needs_credential:
+        yield
+        return
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    credential: Any
+    if settings.azure_client_id:
+        credential = ManagedIdentityCredential(client_id=settings.azure_client_id)
+        log.info("Azure credential: managed identity (user-assigned)")
+    else:
+        credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        log.info("Azure credential: DefaultAzureCredential")
+    app[CREDENTIAL] = credential
+    try:
+        yield
+    finally:
+        await credential.close()
+
+
+async def _model_endpoint(app: web.Application) -> AsyncIterator[None]:
+    """The configured Azure OpenAI endpoint, or the built-in simulator started right here."""
+    settings = app[SETTINGS]
+    if not settings.uses_simulator:
+        app[MODEL_ENDPOINT] = settings.azure_openai_endpoint
+        yield
+        return
+    from simulator import SimulatorConfig, run_simulator
+
+    runner, url = await run_simulator(
+        SimulatorConfig(
+            time_to_first_token_ms=settings.simulator_ttft_ms,
+            tokens_per_second=settings.simulator_tokens_per_second,
+            model=settings.azure_openai_model,
+        )
+    )
+    app[MODEL_ENDPOINT] = url
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _model(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    token_provider = None
+    if CREDENTIAL in app:
+        from azure.identity.aio import get_bearer_token_provider
+
+        token_provider = get_bearer_token_provider(app[CREDENTIAL], COGNITIVE_SERVICES_SCOPE)  # type: ignore[arg-type]
+    api_key = settings.azure_openai_api_key.get_secret_value() or None
+    if settings.uses_simulator:
+        api_key = "simulator"
+    client = DeploymentClient(
+        Deployment(
+            name="default" if not settings.uses_simulator else "simulator",
+            endpoint=app[MODEL_ENDPOINT],
+            deployment=settings.azure_openai_deployment,
+            api_version=settings.azure_openai_api_version,
+            model=settings.azure_openai_model,
+            api_key=api_key,
+        ),
+        token_provider,
+        settings.model_timeout_seconds,
+    )
+    app[MODEL] = client
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = SqliteStore(settings.sqlite_file, retention_days=settings.retention_days)
+    await store.open()
+    app[STORE] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store: Store = app[STORE]
+    model: ChatModel = app[MODEL]
+    chat = ChatService(
+        messages=store,
+        summaries=store,
+        model=model,
+        counter=TokenCounter(settings.azure_openai_model),
+        prompts=PromptBuilder(
+            settings.system_prompt_file, settings.organization_name, settings.assistant_name
+        ),
+        token_budget=settings.history_token_budget,
+        max_history_messages=settings.history_max_messages,
+        max_output_tokens=settings.max_output_tokens,
+        max_message_chars=settings.max_message_chars,
+        log_message_text=settings.log_message_text,
+    )
+    tokens: TokenSource
+    authenticator: ChannelAuthenticator | None = None
+    signing_keys: SigningKeys | None = None
+    if settings.bot_auth_enabled:
+        if settings.microsoft_app_type is BotAppType.USER_ASSIGNED_MSI:
+            tokens = ManagedIdentityToken(settings.microsoft_app_id)
+        else:
+            tokens = ClientSecretToken(app[HTTP], settings)
+        signing_keys = SigningKeys(app[HTTP], settings.bot_openid_metadata_url)
+        await signing_keys.start()
+        authenticator = ChannelAuthenticator(
+            signing_keys,
+            settings.microsoft_app_id,
+            accepted_issuers(settings.bot_token_issuer, settings.microsoft_app_tenant_id),
+        )
+    else:
+        tokens = NoToken()
+    connector = ConnectorClient(
+        app[HTTP],
+        tokens,
+        allowed_hosts=None if settings.bot_auth_enabled else settings.anonymous_service_url_hosts,
+    )
+    queue = TurnQueue(
+        settings.turn_concurrency, settings.dedupe_window, settings.turn_deadline_seconds
+    )
+    app[TURNS] = queue
+    app[MESSAGES] = MessagesEndpoint(
+        ChannelAdapter(connector), AssistantBot(chat), queue, connector, authenticator
+    )
+    purge = asyncio.create_task(_purge_periodically(store), name="retention-purge")
+    _log_configuration(app)
+    try:
+        yield
+    finally:
+        await queue.drain(settings.shutdown_grace_seconds)
+        purge.cancel()
+        await asyncio.gather(purge, return_exceptions=True)
+        if signing_keys is not None:
+            await signing_keys.stop()
+        await tokens.close()
+
+
+async def _purge_periodically(store: Store) -> None:
+    while True:
+        try:
+            await store.purge_expired()
+        except Exception:
+            log.warning("retention purge failed; will retry", exc_info=True)
+        await asyncio.sleep(RETENTION_PURGE_SECONDS)
+
+
+def _log_configuration(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    model = (
+        f"built-in Azure OpenAI simulator at {app[MODEL_ENDPOINT]} (no real model is called)"
+        if settings.uses_simulator
+        else f"Azure OpenAI {settings.azure_openai_endpoint} "
+        f"deployment {settings.azure_openai_deployment} "
+        f"({'API key' if settings.azure_openai_api_key.get_secret_value() else 'Entra ID'})"
+    )
+    store = f"SQLite at {settings.sqlite_file}"
+    auth = (
+        f"Bot Framework JWT ({settings.microsoft_app_type}, app id {settings.microsoft_app_id})"
+        if settings.bot_auth_enabled
+        else "anonymous (no MicrosoftAppId: like the Bot Framework Emulator; replies only "
+        f"to {', '.join(settings.anonymous_service_url_hosts)})"
+    )
+    log.info("model: %s", model)
+    log.info("store: %s", store)
+    log.info("channel auth: %s", auth)
+
+
+# --- handlers
+
+
+async def _messages(request: web.Request) -> web.StreamResponse:
+    return await request.app[MESSAGES].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+# --- running
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; structured fields from `extra=` are kept as fields."""
+
+    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # The SDKs log request details (including URLs with ids) at INFO; keep them quiet.
+    for noisy in ("azure", "openai", "httpx", "httpx2", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    log.info("starting on http://%s:%d", settings.host, settings.port)
+    # run_app handles SIGINT/SIGTERM: cleanup contexts then drain the turn queue and close clients.
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+            shutdown_timeout=settings.shutdown_grace_seconds,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""A lean Bot Framework adapter: botbuilder-core's programming model (TurnContext, middleware,
+ActivityHandler, dialogs) on top of our own transport.
+
+botbuilder's CloudAdapter builds a ConnectorClient per turn and replies through `requests` in a
+thread pool; this adapter sends through one shared `ConnectorClient` (aiohttp, keep-alive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
+from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
+
+from bot.connector import ConnectorClient
+
+log = logging.getLogger(__name__)
+TurnLogic = Callable[[TurnContext], Awaitable[Any]]
+INVOKE_RESPONSE_KEY = BotAdapter._INVOKE_RESPONSE_KEY
+
+
+class ChannelAdapter(BotAdapter):  # type: ignore[misc]
+    def __init__(self, connector: ConnectorClient) -> None:
+        super().__init__(on_turn_error=self._on_turn_error)
+        self._connector = connector
+
+    async def process_activity(self, activity: Activity, logic: TurnLogic) -> InvokeResponse | None:
+        context = TurnContext(self, activity)
+        await self.run_pipeline(context, logic)
+        if activity.type == ActivityTypes.invoke:
+            response = context.turn_state.get(INVOKE_RESPONSE_KEY)
+            return response.value if response is not None else InvokeResponse(status=501)
+        return None
+
+    async def send_activities(
+        self, context: TurnContext, activities: list[Activity]
+    ) -> list[ResourceResponse]:
+        responses: list[ResourceResponse] = []
+        for activity in activities:
+            if activity.type == "delay":
+                await asyncio.sleep((activity.value or 1000) / 1000)
+                responses.append(ResourceResponse(id=""))
+                continue
+            if activity.type == ActivityTypes.invoke_response:
+                context.turn_state[INVOKE_RESPONSE_KEY] = activity
+                responses.append(ResourceResponse(id=""))
+                continue
+            body = activity.serialize()
+            result = await self._connector.send(
+                activity.service_url,
+                activity.conversation.id,
+                body,
+                reply_to_id=activity.reply_to_id,
+            )
+            responses.append(ResourceResponse(id=str(result.get("id", ""))))
+        return responses
+
+    async def update_activity(self, context: TurnContext, activity: Activity) -> ResourceResponse:
+        result = await self._connector.update(
+            activity.service_url, activity.conversation.id, activity.id, activity.serialize()
+        )
+        return ResourceResponse(id=str(result.get("id", activity.id)))
+
+    async def delete_activity(self, context: TurnContext, reference: ConversationReference) -> None:
+        await self._connector.delete(
+            reference.service_url, reference.conversation.id, reference.activity_id
+        )
+
+    @staticmethod
+    async def _on_turn_error(context: TurnContext, error: Exception) -> None:
+        # Reaching here means a bug: the chat service handles every expected failure itself.
+        log.error("unhandled error in a turn", exc_info=error)

@@ -1,0 +1,168 @@
+"""Inbound authentication: the JWT a Bot Framework channel puts on every request to the bot.
+
+botbuilder-python validates these with blocking HTTP calls on the event loop, and answers 500 for
+several failures. This validator fetches the OpenID metadata and signing keys asynchronously,
+caches them, refreshes them in the background, and turns every failure into `AuthError` (401).
+Rules: https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+from jwt.algorithms import RSAAlgorithm
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW_SECONDS = 300
+KEYS_REFRESH_SECONDS = 24 * 3600
+# An unknown key id may mean keys were rotated; refetch, but not more often than this.
+UNKNOWN_KID_REFETCH_SECONDS = 60
+
+
+class AuthError(Exception):
+    """The request is not authenticated. The message is safe to log, never shown in detail."""
+
+
+@dataclass(frozen=True)
+class ChannelIdentity:
+    app_id: str
+    service_url: str
+    claims: dict[str, Any]
+
+
+@dataclass
+class _SigningKey:
+    key: Any
+    endorsements: list[str] | None
+
+
+class SigningKeys:
+    """OpenID metadata + JWKS, fetched with aiohttp and cached."""
+
+    def __init__(self, session: aiohttp.ClientSession, metadata_url: str) -> None:
+        self._session = session
+        self._metadata_url = metadata_url
+        self._keys: dict[str, _SigningKey] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Fetch once in the background and keep the keys fresh; failures are retried later."""
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="jwks-refresh")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+                await asyncio.sleep(KEYS_REFRESH_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("fetching bot signing keys failed; retrying in 30 s", exc_info=True)
+                await asyncio.sleep(30)
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with self._session.get(self._metadata_url, timeout=timeout) as response:
+                response.raise_for_status()
+                metadata = await response.json(content_type=None)
+            async with self._session.get(metadata["jwks_uri"], timeout=timeout) as response:
+                response.raise_for_status()
+                jwks = await response.json(content_type=None)
+            keys: dict[str, _SigningKey] = {}
+            for jwk in jwks.get("keys", []):
+                if jwk.get("kty") != "RSA" or "kid" not in jwk:
+                    continue
+                keys[jwk["kid"]] = _SigningKey(
+                    key=RSAAlgorithm.from_jwk(json.dumps(jwk)),
+                    endorsements=jwk.get("endorsements"),
+                )
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+            log.info("bot signing keys loaded", extra={"keys": len(keys)})
+
+    async def get(self, kid: str) -> _SigningKey:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if time.monotonic() - self._fetched_at > UNKNOWN_KID_REFETCH_SECONDS or not self._keys:
+            try:
+                await self.refresh()
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                raise AuthError("signing keys unavailable") from exc
+        key = self._keys.get(kid)
+        if key is None:
+            raise AuthError("unknown signing key")
+        return key
+
+
+class ChannelAuthenticator:
+    def __init__(self, keys: SigningKeys, app_id: str, issuers: list[str]) -> None:
+        self._keys = keys
+        self._app_id = app_id
+        self._issuers = issuers
+
+    async def authenticate(
+        self, authorization: str | None, channel_id: str, service_url: str
+    ) -> ChannelIdentity:
+        if not authorization:
+            raise AuthError("missing Authorization header")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("Authorization is not a bearer token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError("malformed token") from exc
+        # Only RS256 is issued by Bot Framework; refusing the rest rules out `none` and
+        # HMAC-with-the-public-key confusion before any key is touched.
+        if header.get("alg") != "RS256":
+            raise AuthError("unexpected signing algorithm")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise AuthError("token has no key id")
+        signing_key = await self._keys.get(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=signing_key.key,
+                algorithms=["RS256"],
+                audience=self._app_id,
+                issuer=self._issuers,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"token rejected: {type(exc).__name__}") from exc
+        if signing_key.endorsements is not None and channel_id not in signing_key.endorsements:
+            raise AuthError("signing key is not endorsed for this channel")
+        claimed_url = claims.get("serviceurl") or claims.get("serviceUrl")
+        if not claimed_url or claimed_url.rstrip("/") != service_url.rstrip("/"):
+            raise AuthError("serviceurl claim does not match the activity")
+        return ChannelIdentity(app_id=self._app_id, service_url=service_url, claims=claims)
+
+
+def accepted_issuers(bot_token_issuer: str, tenant_id: str) -> list[str]:
+    issuers = [bot_token_issuer]
+    if tenant_id:
+        # Single-tenant bots also receive tokens minted by their own Entra tenant.
+        issuers += [
+            f"https://sts.windows.net/{tenant_id}/",
+            f"https://login.microsoftonline.com/{tenant_id}/v2.0",
+        ]
+    return issuers

@@ -1,0 +1,183 @@
+"""Outbound calls to a channel's connector service (replies, updates), on one shared session.
+
+botbuilder's ConnectorClient is built per turn and sends through `requests` in a thread pool on a
+new TCP connection each time; this client keeps one aiohttp session with keep-alive for every
+serviceUrl, and one cached outbound token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from config import BotAppType, Settings
+
+log = logging.getLogger(__name__)
+
+BOTFRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+_TOKEN_REFRESH_MARGIN_SECONDS = 300
+
+
+class ConnectorError(Exception):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TokenSource(Protocol):
+    async def token(self) -> str | None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoToken:
+    """Anonymous mode: replies carry no token (the Emulator and the built-in Direct Line)."""
+
+    async def token(self) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class ClientSecretToken:
+    """OAuth2 client credentials for the bot's app registration, cached until near expiry."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        tenant = (
+            "botframework.com"
+            if settings.microsoft_app_type is BotAppType.MULTI_TENANT
+            else settings.microsoft_app_tenant_id
+        )
+        self._url = f"{settings.bot_login_authority.rstrip('/')}/{tenant}/oauth2/v2.0/token"
+        self._session = session
+        self._client_id = settings.microsoft_app_id
+        self._secret = settings.microsoft_app_password
+        self._cached: tuple[str, float] | None = None
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> str | None:
+        cached = self._cached
+        if cached and cached[1] - _TOKEN_REFRESH_MARGIN_SECONDS > time.time():
+            return cached[0]
+        async with self._lock:
+            cached = self._cached
+            if cached and cached[1] - _TOKEN_REFRESH_MARGIN_SECONDS > time.time():
+                return cached[0]
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._secret.get_secret_value(),
+                "scope": BOTFRAMEWORK_SCOPE,
+            }
+            try:
+                async with self._session.post(
+                    self._url, data=form, timeout=aiohttp.ClientTimeout(total=15)
+                ) as response:
+                    if response.status != 200:
+                        raise ConnectorError("token request refused", response.status)
+                    body = await response.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ConnectorError("token endpoint unreachable") from exc
+            token = str(body["access_token"])
+            self._cached = (token, time.time() + float(body.get("expires_in", 3600)))
+            return token
+
+    async def close(self) -> None:
+        return None
+
+
+class ManagedIdentityToken:
+    """UserAssignedMSI bots: the managed identity is the bot's credential."""
+
+    def __init__(self, client_id: str) -> None:
+        from azure.identity.aio import ManagedIdentityCredential
+
+        self._credential = ManagedIdentityCredential(client_id=client_id)
+
+    async def token(self) -> str | None:
+        # azure-identity caches the token and refreshes it before expiry.
+        access = await self._credential.get_token(BOTFRAMEWORK_SCOPE)
+        return str(access.token)
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+
+class ConnectorClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tokens: TokenSource,
+        allowed_hosts: list[str] | None,
+        timeout_seconds: float = 15.0,
+    ) -> None:
+        self._session = session
+        self._tokens = tokens
+        # None = any host (auth mode: the JWT's serviceurl claim vouched for it).
+        self._allowed_hosts = allowed_hosts
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    def service_url_allowed(self, service_url: str) -> bool:
+        parts = urlsplit(service_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            return False
+        return self._allowed_hosts is None or parts.hostname in self._allowed_hosts
+
+    async def send(
+        self,
+        service_url: str,
+        conversation_id: str,
+        activity: dict[str, Any],
+        reply_to_id: str | None = None,
+    ) -> dict[str, Any]:
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/activities"
+        if reply_to_id:
+            path += f"/{quote(reply_to_id, safe='')}"
+        return await self._call("POST", service_url, path, activity)
+
+    async def update(
+        self, service_url: str, conversation_id: str, activity_id: str, activity: dict[str, Any]
+    ) -> dict[str, Any]:
+        path = (
+            f"v3/conversations/{quote(conversation_id, safe='')}"
+            f"/activities/{quote(activity_id, safe='')}"
+        )
+        return await self._call("PUT", service_url, path, activity)
+
+    async def delete(self, service_url: str, conversation_id: str, activity_id: str) -> None:
+        path = (
+            f"v3/conversations/{quote(conversation_id, safe='')}"
+            f"/activities/{quote(activity_id, safe='')}"
+        )
+        await self._call("DELETE", service_url, path, None)
+
+    async def _call(
+        self, method: str, service_url: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        if not self.service_url_allowed(service_url):
+            raise ConnectorError("serviceUrl is not a trusted reply target")
+        url = f"{service_url.rstrip('/')}/{path}"
+        headers = {}
+        token = await self._tokens.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            async with self._session.request(
+                method, url, json=body, headers=headers, timeout=self._timeout
+            ) as response:
+                if response.status >= 400:
+                    raise ConnectorError(
+                        f"{method} to the channel failed with {response.status}", response.status
+                    )
+                if response.content_length == 0 or response.status == 204:
+                    return {}
+                payload = await response.json(content_type=None)
+                return payload if isinstance(payload, dict) else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ConnectorError(f"{method} to the channel failed: {type(exc).__name__}") from exc

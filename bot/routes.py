@@ -1,0 +1,164 @@
+"""`POST /api/messages`: the Bot Framework messaging endpoint.
+
+A message is acknowledged before the model is called (Teams redelivers after 15 s without an
+answer); the turn runs on the turn queue. Invokes need their response in the HTTP reply, so they
+run inline. Every authentication failure is a 401, every malformed request a 4xx with a short
+JSON error; nothing leaks exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from botbuilder.core import ActivityHandler, TurnContext
+from botbuilder.schema import Activity, ActivityTypes
+
+from bot.adapter import ChannelAdapter
+from bot.auth import AuthError, ChannelAuthenticator
+from bot.connector import ConnectorClient
+from bot.handler import RAW_ACTIVITY_KEY, conversation_key
+from bot.turns import ShuttingDown, TurnQueue
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 1024
+_QUEUED_TYPES = {
+    ActivityTypes.message,
+    ActivityTypes.conversation_update,
+    ActivityTypes.message_reaction,
+    ActivityTypes.event,
+    ActivityTypes.installation_update,
+}
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class BadActivity(ValueError):
+    pass
+
+
+def _require_str(raw: dict[str, Any], *path: str, required: bool = True) -> str | None:
+    value: Any = raw
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        if required:
+            raise BadActivity(f"'{'.'.join(path)}' is required")
+        return None
+    if not isinstance(value, str):
+        raise BadActivity(f"'{'.'.join(path)}' must be a string")
+    if len(value) > MAX_ID_LENGTH and path[-1] in {"id", "serviceUrl", "channelId", "replyToId"}:
+        raise BadActivity(f"'{'.'.join(path)}' is too long")
+    return value
+
+
+def validate_activity(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise BadActivity("the body must be a JSON object (a Bot Framework activity)")
+    _require_str(raw, "type")
+    _require_str(raw, "id", required=False)
+    _require_str(raw, "channelId")
+    _require_str(raw, "serviceUrl")
+    _require_str(raw, "conversation", "id")
+    _require_str(raw, "replyToId", required=False)
+    _require_str(raw, "locale", required=False)
+    if raw.get("type") == ActivityTypes.message:
+        _require_str(raw, "text", required=False)
+        _require_str(raw, "from", "id")
+    attachments = raw.get("attachments")
+    if attachments is not None and not isinstance(attachments, list):
+        raise BadActivity("'attachments' must be a list")
+    entities = raw.get("entities")
+    if entities is not None and not (
+        isinstance(entities, list) and all(isinstance(e, dict) for e in entities)
+    ):
+        raise BadActivity("'entities' must be a list of objects")
+    return raw
+
+
+class MessagesEndpoint:
+    def __init__(
+        self,
+        adapter: ChannelAdapter,
+        bot: ActivityHandler,
+        queue: TurnQueue,
+        connector: ConnectorClient,
+        authenticator: ChannelAuthenticator | None,
+        invoke_timeout: float = 10.0,
+    ) -> None:
+        self._adapter = adapter
+        self._bot = bot
+        self._queue = queue
+        self._connector = connector
+        self._authenticator = authenticator
+        self._invoke_timeout = invoke_timeout
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            return json_error(
+                415, "unsupported_media_type", "Send the activity as application/json."
+            )
+        try:
+            raw = validate_activity(json.loads(await request.read()))
+        except (ValueError, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, BadActivity) else "The body is not valid JSON."
+            return json_error(400, "bad_request", message)
+
+        if self._authenticator is not None:
+            try:
+                await self._authenticator.authenticate(
+                    request.headers.get("Authorization"), raw["channelId"], raw["serviceUrl"]
+                )
+            except AuthError as exc:
+                log.warning("request rejected: %s", exc)
+                return json_error(401, "unauthorized", "Authentication failed.")
+        elif not self._connector.service_url_allowed(raw["serviceUrl"]):
+            # Anonymous mode: refuse to send replies to arbitrary hosts.
+            return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
+
+        try:
+            activity = Activity().deserialize(raw)
+        except Exception:  # msrest raises several types for malformed shapes
+            return json_error(400, "bad_request", "The activity could not be read.")
+
+        if activity.type == ActivityTypes.invoke:
+            return await self._invoke(activity, raw)
+        if activity.type not in _QUEUED_TYPES:
+            return web.Response(status=200)
+
+        key = conversation_key(activity)
+        dedupe = f"{key}|{activity.id}" if activity.id else None
+        try:
+            accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw))
+        except ShuttingDown:
+            return json_error(503, "shutting_down", "The bot is restarting; retry shortly.")
+        if not accepted:
+            log.info("duplicate delivery acknowledged without a second turn")
+        return web.Response(status=202)
+
+    async def _run(self, activity: Activity, raw: dict[str, Any]) -> None:
+        async def logic(context: TurnContext) -> None:
+            context.turn_state[RAW_ACTIVITY_KEY] = raw
+            await self._bot.on_turn(context)
+
+        await self._adapter.process_activity(activity, logic)
+
+    async def _invoke(self, activity: Activity, raw: dict[str, Any]) -> web.Response:
+        async def logic(context: TurnContext) -> None:
+            context.turn_state[RAW_ACTIVITY_KEY] = raw
+            await self._bot.on_turn(context)
+
+        response = await self._adapter.process_activity(activity, logic)
+        if response is None:
+            return web.Response(status=501)
+        body = response.body
+        if body is None:
+            return web.Response(status=response.status)
+        if hasattr(body, "serialize"):
+            body = body.serialize()
+        return web.json_response(body, status=response.status)

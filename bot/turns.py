@@ -1,0 +1,83 @@
+"""The turn queue: acknowledged activities run in the background, in order per conversation,
+with bounded concurrency, deduplicated by activity id, and drained on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+Job = Callable[[], Awaitable[None]]
+
+
+class ShuttingDown(Exception):
+    """The queue no longer accepts work."""
+
+
+class TurnQueue:
+    def __init__(self, concurrency: int, dedupe_window: int, turn_deadline: float) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._dedupe_window = dedupe_window
+        self._deadline = turn_deadline
+        self._pending: dict[str, deque[Job]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._accepting = True
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(jobs) for jobs in self._pending.values())
+
+    def seen(self, dedupe_key: str) -> bool:
+        return dedupe_key in self._seen
+
+    def submit(self, conversation_key: str, dedupe_key: str | None, job: Job) -> bool:
+        """Queue a job; False when this activity was already accepted (a redelivery)."""
+        if not self._accepting:
+            raise ShuttingDown
+        if dedupe_key:
+            if dedupe_key in self._seen:
+                return False
+            self._seen[dedupe_key] = None
+            if len(self._seen) > self._dedupe_window:
+                self._seen.popitem(last=False)
+        jobs = self._pending.get(conversation_key)
+        if jobs is not None:
+            jobs.append(job)
+            return True
+        self._pending[conversation_key] = deque([job])
+        worker = asyncio.create_task(self._drain_conversation(conversation_key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+        return True
+
+    async def _drain_conversation(self, conversation_key: str) -> None:
+        jobs = self._pending[conversation_key]
+        while jobs:
+            job = jobs[0]
+            async with self._slots:
+                try:
+                    await asyncio.wait_for(job(), timeout=self._deadline)
+                except TimeoutError:
+                    log.error("turn exceeded its deadline", extra={"deadline": self._deadline})
+                except Exception:
+                    log.exception("turn failed")
+            jobs.popleft()
+        del self._pending[conversation_key]
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Stop accepting and wait for queued turns; True when everything finished in time."""
+        self._accepting = False
+        if not self._workers:
+            return True
+        _, pending = await asyncio.wait(set(self._workers), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.error(
+                "shutdown deadline passed with turns still running",
+                extra={"cancelled": len(pending)},
+            )
+        return not pending

@@ -1,0 +1,70 @@
+"""Shared fixtures: the simulator, a recording connector, a token issuer, and the app built by
+`create_app(settings)` and served over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from app import create_app
+from config import Settings
+from simulator import SimulatorConfig, run_simulator
+from tests.support import RecordingConnector, TokenIssuer
+
+AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def simulator_url() -> AsyncIterator[str]:
+    runner, url = await run_simulator(SimulatorConfig(api_key="test-key"))
+    yield url
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def connector(aiohttp_server: Any) -> RecordingConnector:
+    recorder = RecordingConnector()
+    server: TestServer = await aiohttp_server(recorder.app())
+    recorder.url = str(server.make_url("")).rstrip("/")
+    return recorder
+
+
+@pytest.fixture
+async def token_issuer(aiohttp_server: Any) -> TokenIssuer:
+    issuer = TokenIssuer()
+    server: TestServer = await aiohttp_server(issuer.app())
+    issuer.url = str(server.make_url("")).rstrip("/")
+    return issuer
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, simulator_url: str) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "DATA_DIR": tmp_path / "data",
+            "AZURE_OPENAI_ENDPOINT": simulator_url,
+            "AZURE_OPENAI_API_KEY": "test-key",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@pytest.fixture
+def make_app(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> AppFactory:
+    async def build(**overrides: Any) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(**overrides)))
+        return client
+
+    return build
+
+
+@pytest.fixture
+async def bot(make_app: AppFactory) -> TestClient[Any, Any]:
+    return await make_app()

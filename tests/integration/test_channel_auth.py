@@ -1,0 +1,166 @@
+"""`/api/messages` with a Bot Framework identity: the channel's JWT is validated against a local
+OpenID/JWKS server; every failure is a 401, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
+
+from tests.support import RecordingConnector, TokenIssuer, message_activity
+
+APP_ID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.fixture
+async def secured_bot(make_app: Any, token_issuer: TokenIssuer) -> TestClient[Any, Any]:
+    bot: TestClient[Any, Any] = await make_app(
+        MicrosoftAppId=APP_ID,
+        MicrosoftAppPassword="app-password-value",
+        MicrosoftAppType="MultiTenant",
+        BOT_OPENID_METADATA_URL=f"{token_issuer.url}/.well-known/openidconfiguration",
+        BOT_LOGIN_AUTHORITY=token_issuer.url,
+    )
+    return bot
+
+
+async def send(bot: TestClient[Any, Any], activity: dict[str, Any], token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    response = await bot.post("/api/messages", json=activity, headers=headers)
+    if response.status == 401:
+        body = await response.json()
+        assert body == {"error": {"code": "unauthorized", "message": "Authentication failed."}}
+    return response.status
+
+
+async def test_valid_channel_token_is_accepted_and_reply_carries_outbound_token(
+    secured_bot: TestClient[Any, Any], connector: RecordingConnector, token_issuer: TokenIssuer
+) -> None:
+    activity = message_activity(connector.url, "hello")
+    token = token_issuer.mint(APP_ID, connector.url)
+
+    assert await send(secured_bot, activity, token) == 202
+    await connector.wait_for_messages(1)
+
+    auth = connector.calls[-1].headers["Authorization"]
+    assert auth.startswith("Bearer out-")
+    [request] = token_issuer.token_requests
+    assert request["client_id"] == APP_ID
+    assert request["scope"] == "https://api.botframework.com/.default"
+
+
+async def test_outbound_token_is_reused_across_turns(
+    secured_bot: TestClient[Any, Any], connector: RecordingConnector, token_issuer: TokenIssuer
+) -> None:
+    for n in range(3):
+        activity = message_activity(connector.url, f"turn {n}")
+        await send(secured_bot, activity, token_issuer.mint(APP_ID, connector.url))
+    await connector.wait_for_messages(3)
+    assert len(token_issuer.token_requests) == 1
+
+
+def _unsigned(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "not_bearer",
+        "garbage",
+        "expired",
+        "not_yet_valid",
+        "wrong_issuer",
+        "wrong_audience",
+        "wrong_serviceurl",
+        "no_serviceurl",
+        "unknown_kid",
+        "alg_none",
+        "hs256_with_public_key",
+        "signed_by_another_key",
+        "channel_not_endorsed",
+    ],
+)
+async def test_every_authentication_failure_is_401(
+    case: str,
+    secured_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    url = connector.url
+    now = int(time.time())
+    activity = message_activity(url, "hello")
+    token: str | None
+    if case == "missing":
+        token = None
+    elif case == "not_bearer":
+        response = await secured_bot.post(
+            "/api/messages", json=activity, headers={"Authorization": "Basic dXNlcjpwYXNz"}
+        )
+        assert response.status == 401
+        return
+    elif case == "garbage":
+        token = "not.a.jwt"
+    elif case == "expired":
+        token = token_issuer.mint(APP_ID, url, exp=now - 3600, nbf=now - 7200, iat=now - 7200)
+    elif case == "not_yet_valid":
+        token = token_issuer.mint(APP_ID, url, nbf=now + 3600, iat=now + 3600)
+    elif case == "wrong_issuer":
+        token = token_issuer.mint(APP_ID, url, iss="https://evil.example.com")
+    elif case == "wrong_audience":
+        token = token_issuer.mint("another-app-id", url)
+    elif case == "wrong_serviceurl":
+        token = token_issuer.mint(APP_ID, "https://smba.trafficmanager.net/evil/")
+    elif case == "no_serviceurl":
+        token = token_issuer.mint(APP_ID, url, serviceurl=None)
+    elif case == "unknown_kid":
+        token = token_issuer.mint(APP_ID, url, kid="rotated-away")
+    elif case == "alg_none":
+        token = _unsigned(
+            {"iss": token_issuer.issuer, "aud": APP_ID, "serviceurl": url, "exp": now + 600}
+        )
+    elif case == "hs256_with_public_key":
+        public_pem = token_issuer.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        claims = {"iss": token_issuer.issuer, "aud": APP_ID, "serviceurl": url, "exp": now + 600}
+        header = {"alg": "HS256", "kid": token_issuer.kid, "typ": "JWT"}
+        signing_input = ".".join(
+            base64.urlsafe_b64encode(json.dumps(v).encode()).rstrip(b"=").decode()
+            for v in (header, claims)
+        )
+        import hashlib
+        import hmac
+
+        signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+        token = f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    elif case == "signed_by_another_key":
+        other = TokenIssuer()
+        token = other.mint(APP_ID, url, kid=token_issuer.kid)
+    elif case == "channel_not_endorsed":
+        activity = message_activity(url, "hello", channel_id="unendorsed-channel")
+        token = token_issuer.mint(APP_ID, url)
+    else:  # pragma: no cover
+        raise AssertionError(case)
+
+    assert await send(secured_bot, activity, token) == 401
+    assert connector.calls == []
+
+
+async def test_anonymous_mode_refuses_reply_targets_outside_loopback(
+    bot: TestClient[Any, Any],
+) -> None:
+    activity = message_activity("https://smba.trafficmanager.net/amer/", "hi")
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"]["message"] == "serviceUrl is not an allowed reply target."

@@ -1,0 +1,190 @@
+"""A chat turn end to end over real HTTP: app + simulator + recording connector + SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from storage.ids import safe_id
+from storage.models import MessageStatus, Role
+from tests.support import RecordingConnector, message_activity
+
+
+async def post(client: TestClient[Any, Any], activity: dict[str, Any], **headers: str) -> int:
+    response = await client.post("/api/messages", json=activity, headers=headers)
+    return response.status
+
+
+async def test_message_is_acknowledged_then_answered_and_both_messages_are_stored(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    activity = message_activity(connector.url, "What is the capital of France?")
+
+    assert await post(bot, activity) == 202
+    [reply] = await connector.wait_for_messages(1)
+
+    assert "What is the capital of France?" in reply["text"]
+    assert reply["replyToId"] == activity["id"]
+    assert reply["conversation"]["id"] == "conv-1"
+    call = connector.calls[-1]
+    assert call.activity_id == activity["id"]  # POST .../activities/{replyToId}
+
+    store = bot.server.app[STORE]
+    stored = await store.conversation_messages(safe_id("test:conv-1"))
+    assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT]
+    user, answer = stored
+    assert user.text == "What is the capital of France?"
+    assert user.activity_id == activity["id"]
+    assert answer.text == reply["text"]
+    assert answer.status is MessageStatus.COMPLETE
+    assert answer.usage is not None and answer.usage.prompt > 0 and answer.usage.completion > 0
+    assert answer.deployment == "default"
+    assert answer.finish_reason == "stop"
+    assert answer.latency_ms is not None
+    assert answer.reply_to_id == user.id
+
+
+async def test_redelivered_activity_gets_no_second_answer(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    activity = message_activity(connector.url, "Tell me a joke", activity_id="same-id")
+
+    assert await post(bot, activity) == 202
+    await connector.wait_for_messages(1)
+    assert await post(bot, activity) == 202
+    await asyncio.sleep(0.5)
+
+    assert len(connector.messages()) == 1
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert len(stored) == 2
+
+
+async def test_redelivery_after_a_restart_is_recognised_by_the_store(
+    make_app: Any, connector: RecordingConnector
+) -> None:
+    activity = message_activity(connector.url, "Hello there", activity_id="persisted-id")
+    first = await make_app()
+    await post(first, activity)
+    await connector.wait_for_messages(1)
+    await first.close()
+
+    second = await make_app()  # same SQLite file, fresh in-memory dedupe
+    assert await post(second, activity) == 202
+    await asyncio.sleep(0.5)
+    assert len(connector.messages()) == 1
+
+
+async def test_turns_of_one_conversation_are_answered_in_order(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    questions = [f"question number {n}" for n in range(5)]
+    for question in questions:
+        assert await post(bot, message_activity(connector.url, question)) == 202
+
+    replies = await connector.wait_for_messages(5)
+
+    for question, reply in zip(questions, replies, strict=True):
+        assert question in reply["text"]
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert [m.text for m in stored if m.role is Role.USER] == questions
+    assert [m.seq for m in stored] == sorted(m.seq for m in stored)
+
+
+async def test_history_of_the_conversation_reaches_the_model(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    await post(bot, message_activity(connector.url, "My name is Ada."))
+    await connector.wait_for_messages(1)
+    await post(bot, message_activity(connector.url, "What is my name?"))
+    await connector.wait_for_messages(2)
+
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    second_answer = stored[-1]
+    first_answer = stored[1]
+    # The simulator's usage counts the whole prompt: the second turn carries the first.
+    assert second_answer.usage is not None and first_answer.usage is not None
+    assert second_answer.usage.prompt > first_answer.usage.prompt + first_answer.tokens
+
+
+async def test_conversations_are_kept_apart(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    await post(bot, message_activity(connector.url, "alpha", conversation_id="a"))
+    await post(bot, message_activity(connector.url, "beta", conversation_id="b", user_id="u2"))
+    await connector.wait_for_messages(2)
+
+    store = bot.server.app[STORE]
+    a = await store.conversation_messages(safe_id("test:a"))
+    b = await store.conversation_messages(safe_id("test:b"))
+    assert [m.text for m in a if m.role is Role.USER] == ["alpha"]
+    assert [m.text for m in b if m.role is Role.USER] == ["beta"]
+    summary = await store.get_summary("u2", safe_id("test:b"))
+    assert summary is not None and summary.message_count == 2 and summary.title == "beta"
+
+
+async def test_japanese_user_gets_japanese_notice_when_the_model_is_unreachable(
+    make_app: Any, connector: RecordingConnector
+) -> None:
+    bot = await make_app(AZURE_OPENAI_ENDPOINT="http://127.0.0.1:9", MODEL_TIMEOUT_SECONDS=2)
+    activity = message_activity(connector.url, "こんにちは", locale="ja-JP")
+
+    assert await post(bot, activity) == 202
+    [reply] = await connector.wait_for_messages(1)
+
+    assert "申し訳ありません" in reply["text"]
+    assert "参照番号" in reply["text"]
+    assert "Traceback" not in reply["text"] and "127.0.0.1" not in reply["text"]
+    assert not reply.get("entities"), "a notice is not labelled as AI content"
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT]
+    assert stored[0].text == "こんにちは", "the user's message is kept"
+    assert stored[1].status is MessageStatus.ERROR
+
+
+async def test_english_user_gets_english_notice_when_the_model_rejects_the_key(
+    make_app: Any, connector: RecordingConnector
+) -> None:
+    bot = await make_app(AZURE_OPENAI_API_KEY="wrong-key")
+    await post(bot, message_activity(connector.url, "hello"))
+    [reply] = await connector.wait_for_messages(1)
+    assert reply["text"].startswith("Sorry, the assistant could not answer right now.")
+    assert "wrong-key" not in reply["text"]
+
+
+async def test_model_reply_carries_ai_label_and_feedback_flag(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    await post(bot, message_activity(connector.url, "hi"))
+    [reply] = await connector.wait_for_messages(1)
+    assert reply["entities"] == [
+        {
+            "type": "https://schema.org/Message",
+            "@type": "Message",
+            "@context": "https://schema.org",
+            "@id": "",
+            "additionalType": ["AIGeneratedContent"],
+        }
+    ]
+    assert reply["channelData"] == {"feedbackLoopEnabled": True}
+
+
+async def test_reply_that_the_channel_refuses_is_kept_with_error_status(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    connector.fail_with = 502
+    await post(bot, message_activity(connector.url, "anyone there?"))
+    await connector.wait_for_messages(1)
+    await asyncio.sleep(0.3)
+
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert stored[0].text == "anyone there?"
+    assert stored[1].status is MessageStatus.ERROR and stored[1].error == "delivery_failed"
+    assert stored[1].text, "the undelivered answer is kept for the record"
+
+
+async def test_health_endpoint_answers(bot: TestClient[Any, Any]) -> None:
+    response = await bot.get("/healthz")
+    assert response.status == 200

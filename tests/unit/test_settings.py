@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from config import PROJECT_ROOT, Settings
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    s = settings()
+    assert s.uses_simulator and not s.uses_cosmos and not s.bot_auth_enabled
+    assert s.port == 3978 and s.host == "127.0.0.1"
+    assert s.sqlite_file == PROJECT_ROOT / "data" / "chat.db"
+
+
+def test_every_setting_is_documented_in_readme_and_env_sample() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    sample = (PROJECT_ROOT / ".env.sample").read_text(encoding="utf-8")
+    for field in Settings.model_fields.values():
+        assert f"`{field.alias}`" in readme, field.alias
+        assert re.search(rf"^#? ?{re.escape(str(field.alias))}=", sample, re.M), field.alias
+
+
+@pytest.mark.parametrize("endpoint", ["http://contoso.openai.azure.com", "ftp://x", "not a url"])
+def test_model_endpoint_must_be_https_except_loopback(endpoint: str) -> None:
+    with pytest.raises(ValidationError, match="AZURE_OPENAI_ENDPOINT"):
+        settings(AZURE_OPENAI_ENDPOINT=endpoint)
+    assert settings(AZURE_OPENAI_ENDPOINT="http://127.0.0.1:8000/").azure_openai_endpoint == (
+        "http://127.0.0.1:8000"
+    )
+
+
+def test_bot_identity_must_be_complete() -> None:
+    with pytest.raises(ValidationError, match="needs MicrosoftAppPassword"):
+        settings(MicrosoftAppId="app")
+    with pytest.raises(ValidationError, match="needs MicrosoftAppTenantId"):
+        settings(MicrosoftAppId="app", MicrosoftAppPassword="p", MicrosoftAppType="SingleTenant")
+    with pytest.raises(ValidationError, match="must be empty"):
+        settings(
+            MicrosoftAppId="app",
+            MicrosoftAppPassword="p",
+            MicrosoftAppType="UserAssignedMSI",
+            MicrosoftAppTenantId="t",
+        )
+    msi = settings(
+        MicrosoftAppId="app", MicrosoftAppType="UserAssignedMSI", MicrosoftAppTenantId="t"
+    )
+    assert msi.bot_auth_enabled
+
+
+def test_secrets_are_not_shown_in_repr() -> None:
+    s = settings(AZURE_OPENAI_API_KEY="sk-very-secret", COSMOS_KEY="cosmos-secret")
+    assert "sk-very-secret" not in repr(s) and "cosmos-secret" not in repr(s)
+
+
+def test_comma_separated_hosts(tmp_path: Path) -> None:
+    assert settings(ANONYMOUS_SERVICE_URL_HOSTS="a, b,,c").anonymous_service_url_hosts == [
+        "a",
+        "b",
+        "c",
+    ]

@@ -1,0 +1,116 @@
+"""Token counting with the shipped tokenizer data, and the history window's budget rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.tokens import TokenCounter, model_family
+from chat.window import MessageTooLong, build_window
+from storage.models import Message, MessageStatus, Role
+
+counter = TokenCounter("gpt-4o")
+
+
+def test_gpt4o_counts_with_o200k_base_offline() -> None:
+    assert counter.family.encoding == "o200k_base"
+    # Known o200k_base encoding of "Hello, world!": [13225, 11, 2375, 0]
+    assert counter.count_text("Hello, world!") == 4
+
+
+def test_gpt4_family_uses_cl100k_base() -> None:
+    gpt4 = TokenCounter("gpt-4")
+    assert gpt4.family.encoding == "cl100k_base"
+    assert gpt4.count_text("Hello, world!") == 4
+    assert TokenCounter("gpt-35-turbo").family.encoding == "cl100k_base"
+
+
+def test_longest_family_prefix_wins_and_unknown_models_get_the_default() -> None:
+    assert model_family("gpt-4o-mini-2024-07-18").name == "gpt-4o-mini"
+    assert model_family("gpt-4o-2024-11-20").name == "gpt-4o"
+    assert model_family("Phi-4").name == "default"
+
+
+def test_special_token_text_is_counted_not_rejected() -> None:
+    assert counter.count_text("<|endoftext|>") > 1
+
+
+def test_chat_format_overhead_matches_openai_rule() -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    content = sum(counter.count_text(v) for m in messages for v in m.values())
+    assert counter.count_messages(messages) == content + 3 * 2 + 3
+
+
+@pytest.mark.parametrize(
+    ("size", "detail", "expected"),
+    [((2048, 4096), "high", 1105), ((1024, 1024), "high", 765), ((4096, 8192), "low", 85)],
+)
+def test_image_tokens_follow_azure_examples(
+    size: tuple[int, int], detail: str, expected: int
+) -> None:
+    assert counter.image_tokens(*size, detail=detail) == expected
+
+
+def _history(texts: list[str], **overrides: object) -> list[Message]:
+    messages = []
+    for n, text in enumerate(texts):
+        role = Role.USER if n % 2 == 0 else Role.ASSISTANT
+        messages.append(
+            Message(
+                id=f"m{n}",
+                conversation_id="c",
+                seq=n,
+                role=role,
+                text=text,
+                tokens=counter.count_text(text),
+                **overrides,  # type: ignore[arg-type]
+            )
+        )
+    return messages
+
+
+SYSTEM = "You are a helpful assistant."
+SYSTEM_TOKENS = counter.count_text(SYSTEM)
+
+
+def test_window_keeps_everything_when_it_fits() -> None:
+    history = _history(["one", "two", "three"])
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+    assert window.messages[0] == {"role": "system", "content": SYSTEM}
+    assert [m["content"] for m in window.messages[1:]] == ["one", "two", "three"]
+    assert window.prompt_tokens == counter.count_messages(window.messages)
+    assert window.dropped == 0
+
+
+def test_window_never_exceeds_budget_and_keeps_newest_and_system_prompt() -> None:
+    history = _history([f"message number {n} " * 10 for n in range(41)])
+    for budget in (80, 150, 300, 600, 1200):
+        window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=budget)
+        assert counter.count_messages(window.messages) <= budget
+        assert window.messages[0]["role"] == "system"
+        kept = [m["content"] for m in window.messages[1:]]
+        assert kept == [m.text for m in history[len(history) - len(kept) :]], "newest, in order"
+        assert kept[-1] == history[-1].text, "the current prompt is always kept"
+        assert window.dropped == len(history) - len(kept)
+
+
+def test_window_stops_at_a_context_reset() -> None:
+    history = _history(["old question", "old answer"])
+    history.append(Message(id="r", conversation_id="c", seq=2, role=Role.CONTEXT_RESET))
+    history += _history(["new question"])
+    history[-1] = history[-1].model_copy(update={"seq": 3, "id": "m3"})
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+    assert [m["content"] for m in window.messages[1:]] == ["new question"]
+
+
+def test_window_leaves_out_filtered_and_failed_messages() -> None:
+    history = _history(["bad prompt", "", "good prompt"])
+    history[0] = history[0].model_copy(update={"status": MessageStatus.FILTERED})
+    history[1] = history[1].model_copy(update={"status": MessageStatus.ERROR})
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+    assert [m["content"] for m in window.messages[1:]] == ["good prompt"]
+
+
+def test_current_prompt_that_cannot_fit_is_refused() -> None:
+    history = _history(["word " * 500])
+    with pytest.raises(MessageTooLong):
+        build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=100)
