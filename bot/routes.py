@@ -120,7 +120,11 @@ class MessagesEndpoint:
         elif not self._connector.service_url_allowed(raw["serviceUrl"]):
             # Anonymous mode: refuse to send replies to arbitrary hosts.
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
+        return await self.accept(raw)
 
+    async def accept(self, raw: dict[str, Any]) -> web.Response:
+        """Run an activity that is already authenticated and validated (`validate_activity`):
+        from `handle`, or from an in-process channel such as the built-in Direct Line."""
         try:
             activity = Activity().deserialize(raw)
         except Exception:  # msrest raises several types for malformed shapes

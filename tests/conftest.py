@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from app import create_app
 from config import Settings
 from simulator import SimulatorConfig, run_simulator
+from tests.browser import browser  # noqa: F401  (fixture)
 from tests.support import RecordingConnector, TokenIssuer
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
