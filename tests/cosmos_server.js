@@ -1,0 +1,52 @@
+// Starts the Cosmos DB protocol server (@vercel/cosmosdb-server) for tests and local runs.
+// Usage: node tests/cosmos_server.js [port] [host]   (port 0 = any free port)
+// Prints one JSON line {"ready": true, "endpoint": ...} once it listens; exits when stdin closes,
+// so a crashed parent test run never leaves it behind.
+"use strict";
+
+// Work around a protocol-server bug before its routes are built: reading a document that does
+// not exist crashes the handler (HTTP 500, "Cannot read properties of undefined") where Cosmos DB
+// answers 404. The routes table picks up `default` when it loads, so patch the module first.
+const readDocument = require("@vercel/cosmosdb-server/lib/handler/read-document");
+const partitionHeader = require("@vercel/cosmosdb-server/lib/utils/get-partition-from-header");
+
+const originalReadDocument = readDocument.default;
+readDocument.default = (account, req, res, params) => {
+  const collection = account.database(params.dbId).collection(params.collId);
+  const header = partitionHeader.default(req);
+  if (collection.read() && header !== undefined) {
+    let partitionKey;
+    try {
+      partitionKey = partitionHeader.parsePartitionKey(header, params.docId);
+    } catch {
+      partitionKey = undefined;
+    }
+    if (partitionKey !== undefined && !collection.document(params.docId, partitionKey).read()) {
+      res.statusCode = 404;
+      return { code: "NotFound", message: "Entity with the specified id does not exist in the system." };
+    }
+  }
+  return originalReadDocument(account, req, res, params);
+};
+
+const { createHttpsServer } = require("@vercel/cosmosdb-server");
+
+const port = Number.parseInt(process.argv[2] || "0", 10);
+const host = process.argv[3] || "127.0.0.1";
+
+const server = createHttpsServer({ keepAlive: true }).listen(port, host, () => {
+  const address = server.address();
+  const endpoint = `https://${host}:${address.port}/`;
+  process.stdout.write(`${JSON.stringify({ ready: true, endpoint, port: address.port })}\n`);
+});
+
+const stop = () => {
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
+if (!process.stdin.isTTY) {
+  process.stdin.on("end", stop);
+  process.stdin.resume();
+}
