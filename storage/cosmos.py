@@ -1,0 +1,987 @@
+"""The production store: Azure Cosmos DB for NoSQL through the async azure-cosmos SDK.
+
+Containers and partition keys (see /work/shared/DESIGN.md, "Data model"):
+
+| container       | partition key      | what                                         |
+|-----------------|--------------------|----------------------------------------------|
+| messages        | /conversationId    | one item per message                         |
+| conversations   | /userId            | one summary per conversation (admin list)    |
+| botstate        | /id                | botbuilder dialog/user/conversation state    |
+| usage           | /scope             | quota and rate counters                      |
+| audit           | /day               | append-only admin audit records              |
+
+With data-plane RBAC (Entra ID) the app cannot create databases or containers: the
+infrastructure does, and `open()` only checks they exist. Containers are created only when
+asked to (`create_containers`, on by default for a key-authenticated emulator).
+
+Query rules: the turn's hot path is point reads/writes plus one single-partition query
+(`recent_messages`); admin lists may cross partitions. Admin lists page with a keyset cursor
+(last sort key + id) rather than the SDK's continuation token: the Python SDK cannot resume
+cross-partition ORDER BY queries from a continuation token
+(https://github.com/Azure/azure-sdk-for-python/issues/41434, #37230), and OFFSET/LIMIT costs
+grow with the page number. The keyset cursor needs a composite index (sort key DESC, id DESC),
+which `CONTAINER_SPECS` declares and the Bicep module must declare too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from azure.core import MatchConditions
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import CosmosHttpResponseError
+
+from storage.base import ETagMismatch, Store, StoreError, StoreThrottled
+from storage.ids import safe_id
+from storage.models import (
+    AuditRecord,
+    ConversationSummary,
+    CounterResult,
+    Feedback,
+    Message,
+    Page,
+    SummaryDelta,
+    SummaryQuery,
+)
+from storage.summaries import apply_delta, matches
+
+log = logging.getLogger(__name__)
+
+# Ids Cosmos accepts in a URL path without surprises; anything else goes through `safe_id`.
+_COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
+# Read-modify-write loops (summaries, counters) give up after this many lost races.
+_MAX_RACES = 20
+# Deletes of one user's data run with this much concurrency.
+_DELETE_CONCURRENCY = 16
+_SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts", "rawId")
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class CosmosSettings(Protocol):
+    """The part of the app's `Settings` this store reads (storage imports nothing of ours)."""
+
+    @property
+    def cosmos_endpoint(self) -> str: ...
+    @property
+    def cosmos_key(self) -> _Secret: ...
+    @property
+    def cosmos_database(self) -> str: ...
+    @property
+    def cosmos_messages_container(self) -> str: ...
+    @property
+    def cosmos_conversations_container(self) -> str: ...
+    @property
+    def cosmos_botstate_container(self) -> str: ...
+    @property
+    def cosmos_usage_container(self) -> str: ...
+    @property
+    def cosmos_audit_container(self) -> str: ...
+    @property
+    def cosmos_should_create_containers(self) -> bool: ...
+    @property
+    def cosmos_verify_tls(self) -> bool: ...
+    @property
+    def retention_days(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class CosmosConfig:
+    """Everything `CosmosStore` needs; build it with `CosmosConfig.from_settings(settings)`."""
+
+    endpoint: str
+    database: str = "chat"
+    # Account key: only for emulators and the local protocol server. Empty = Entra ID.
+    key: str = field(default="", repr=False)
+    messages_container: str = "messages"
+    conversations_container: str = "conversations"
+    botstate_container: str = "botstate"
+    usage_container: str = "usage"
+    audit_container: str = "audit"
+    create_containers: bool = False
+    verify_tls: bool = True
+    retention_days: int = 0
+    # Throttling (429): the SDK waits what the service says (x-ms-retry-after-ms) up to this
+    # many times and this many seconds in total, then the store raises StoreThrottled. Kept well
+    # under the turn deadline so a throttled turn fails with a notice instead of hanging.
+    throttle_retries: int = 6
+    throttle_max_wait_seconds: int = 15
+    # Connection-level failures (refused, reset, read timeout, 5xx on reads).
+    connection_retries: int = 3
+    connection_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: CosmosSettings) -> CosmosConfig:
+        return cls(
+            endpoint=settings.cosmos_endpoint,
+            database=settings.cosmos_database,
+            key=settings.cosmos_key.get_secret_value(),
+            messages_container=settings.cosmos_messages_container,
+            conversations_container=settings.cosmos_conversations_container,
+            botstate_container=settings.cosmos_botstate_container,
+            usage_container=settings.cosmos_usage_container,
+            audit_container=settings.cosmos_audit_container,
+            create_containers=settings.cosmos_should_create_containers,
+            verify_tls=settings.cosmos_verify_tls,
+            retention_days=settings.retention_days,
+        )
+
+    @property
+    def retention_seconds(self) -> int:
+        return self.retention_days * 86400
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    role: str
+    partition_key: str
+    # "retention" = the retention period (None when it is 0); -1 = per-item ttl only.
+    default_ttl: str | int | None = None
+    composite: tuple[tuple[str, str], ...] = ()
+    excluded_paths: tuple[str, ...] = ()
+
+    def indexing_policy(self) -> dict[str, Any]:
+        policy: dict[str, Any] = {
+            "indexingMode": "consistent",
+            "automatic": True,
+            "includedPaths": [{"path": "/*"}],
+            "excludedPaths": [{"path": '/"_etag"/?'}, *({"path": p} for p in self.excluded_paths)],
+        }
+        if self.composite:
+            policy["compositeIndexes"] = [
+                [{"path": path, "order": order} for path, order in self.composite]
+            ]
+        return policy
+
+
+# What `open()` creates (when allowed) and checks. infra/ must declare the same.
+CONTAINER_SPECS: tuple[ContainerSpec, ...] = (
+    # Message text is never filtered on: keep it out of the index (cheaper writes).
+    ContainerSpec("messages", "/conversationId", "retention", (), ("/text/?", "/withheldText/?")),
+    ContainerSpec(
+        "conversations",
+        "/userId",
+        "retention",
+        (("/lastActivityAt", "descending"), ("/id", "descending")),
+    ),
+    ContainerSpec("botstate", "/id"),
+    ContainerSpec("usage", "/scope", -1),
+    ContainerSpec("audit", "/day", None, (("/at", "descending"), ("/id", "descending"))),
+)
+
+
+def _stamp(value: datetime) -> str:
+    """Fixed-width UTC timestamps, so string order is time order in queries and cursors
+    (pydantic writes `...:05Z` and `...:05.250000Z`, which do not sort)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cosmos_id(raw: str) -> str:
+    """`raw` when Cosmos accepts it as an id as it is, else its `safe_id`."""
+    return raw if _COSMOS_ID.fullmatch(raw) else safe_id(raw)
+
+
+def _with_id(doc: dict[str, Any], raw: str) -> dict[str, Any]:
+    """Store `raw` as the document id, keeping the original in `rawId` when it was unsafe."""
+    doc["id"] = cosmos_id(raw)
+    if doc["id"] != raw:
+        doc["rawId"] = raw
+    return doc
+
+
+def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored item as our document: the original id back, Cosmos system fields gone."""
+    clean = {k: v for k, v in doc.items() if k not in _SYSTEM_FIELDS}
+    if "rawId" in doc:
+        clean["id"] = doc["rawId"]
+    return clean
+
+
+def _encode_cursor(*values: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+def _decode_cursor(token: str, size: int) -> list[str]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid continuation token") from exc
+    if not isinstance(values, list) or len(values) != size:
+        raise ValueError("invalid continuation token")
+    return [str(v) for v in values]
+
+
+def _status(exc: CosmosHttpResponseError) -> int:
+    return int(exc.status_code or 0)
+
+
+class CosmosStore:
+    name = "cosmos"
+
+    def __init__(self, config: CosmosConfig, credential: AsyncTokenCredential | None = None):
+        self._config = config
+        self._credential = credential
+        self._client: CosmosClient | None = None
+        self._database: DatabaseProxy | None = None
+        self._containers: dict[str, ContainerProxy] = {}
+        # Request units per operation name, summed since start (read by metrics/telemetry).
+        self.request_charges: dict[str, float] = {}
+        self.request_counts: dict[str, int] = {}
+
+    # --- lifecycle
+
+    def _container_names(self) -> dict[str, str]:
+        c = self._config
+        return {
+            "messages": c.messages_container,
+            "conversations": c.conversations_container,
+            "botstate": c.botstate_container,
+            "usage": c.usage_container,
+            "audit": c.audit_container,
+        }
+
+    async def open(self) -> None:
+        config = self._config
+        if not config.endpoint:
+            raise StoreError("the Cosmos DB store needs an endpoint (COSMOS_ENDPOINT)")
+        auth: str | AsyncTokenCredential
+        if config.key:
+            auth = config.key
+            log.info("cosmos auth: account key (emulator/protocol server)")
+        elif self._credential is not None:
+            auth = self._credential
+            log.info("cosmos auth: Entra ID via %s", type(self._credential).__name__)
+        else:
+            raise StoreError("the Cosmos DB store needs a key or an Entra ID credential")
+        if not config.verify_tls:
+            log.warning("cosmos TLS certificate checks are off (local protocol server only)")
+        self._client = CosmosClient(
+            config.endpoint,
+            auth,
+            connection_verify=config.verify_tls,
+            retry_throttle_total=config.throttle_retries,
+            retry_throttle_backoff_max=config.throttle_max_wait_seconds,
+            retry_total=config.connection_retries,
+            retry_connect=config.connection_retries,
+            retry_read=config.connection_retries,
+            retry_backoff_max=5,
+            connection_timeout=config.connection_timeout_seconds,
+            read_timeout=config.read_timeout_seconds,
+        )
+        try:
+            async with self._guard("open"):
+                if config.create_containers:
+                    await self._create_containers()
+                else:
+                    await self._check_containers()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _create_containers(self) -> None:
+        assert self._client is not None
+        database = await self._client.create_database_if_not_exists(self._config.database)
+        self._database = database
+        names = self._container_names()
+        for spec in CONTAINER_SPECS:
+            ttl = self._default_ttl(spec)
+            extra: dict[str, Any] = {} if ttl is None else {"default_ttl": ttl}
+            container = await database.create_container_if_not_exists(
+                names[spec.role],
+                PartitionKey(path=spec.partition_key),
+                indexing_policy=spec.indexing_policy(),
+                **extra,
+            )
+            self._check_properties(spec, names[spec.role], await container.read())
+            self._containers[spec.role] = container
+        log.info("cosmos containers ready in database %s", self._config.database)
+
+    def _default_ttl(self, spec: ContainerSpec) -> int | None:
+        if spec.default_ttl == "retention":
+            return self._config.retention_seconds or None
+        return spec.default_ttl if isinstance(spec.default_ttl, int) else None
+
+    async def _check_containers(self) -> None:
+        assert self._client is not None
+        database = self._client.get_database_client(self._config.database)
+        self._database = database
+        names = self._container_names()
+        missing: list[str] = []
+        for spec in CONTAINER_SPECS:
+            container = database.get_container_client(names[spec.role])
+            try:
+                properties = await container.read()
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                missing.append(names[spec.role])
+                continue
+            self._check_properties(spec, names[spec.role], properties)
+            self._containers[spec.role] = container
+        if missing:
+            message = (
+                f"Cosmos DB database {self._config.database!r} lacks the container(s) "
+                f"{', '.join(missing)} (or the database itself). With Entra ID the app cannot "
+                "create them: deploy them with the infrastructure (infra/), or set "
+                "COSMOS_CREATE_CONTAINERS=true where the app authenticates with a key."
+            )
+            log.error(message)
+            raise StoreError(message)
+
+    def _check_properties(
+        self, spec: ContainerSpec, name: str, properties: Mapping[str, Any]
+    ) -> None:
+        paths = (properties.get("partitionKey") or {}).get("paths") or []
+        if paths != [spec.partition_key]:
+            message = (
+                f"Cosmos DB container {name!r} is partitioned by {paths}, "
+                f"expected [{spec.partition_key!r}]"
+            )
+            log.error(message)
+            raise StoreError(message)
+        wants_ttl = spec.default_ttl == -1 or (
+            spec.default_ttl == "retention" and self._config.retention_days
+        )
+        if wants_ttl and properties.get("defaultTtl") is None:
+            # Per-item ttl is ignored while the container has TTL off.
+            log.warning("cosmos container %s has TTL off: its items will never expire", name)
+
+    async def close(self) -> None:
+        # The credential belongs to the app (it closes it after the store).
+        if self._client is not None:
+            await self._client.close()
+        self._client = None
+        self._database = None
+        self._containers = {}
+
+    async def ping(self) -> None:
+        if self._database is None:
+            raise StoreError("the Cosmos DB store is not open")
+        async with self._guard("ping"):
+            await self._database.read(response_hook=self._hook("ping"))
+
+    async def purge_expired(self) -> int:
+        # Cosmos DB deletes expired items itself (container defaultTtl + item ttl).
+        return 0
+
+    def _container(self, role: str) -> ContainerProxy:
+        try:
+            return self._containers[role]
+        except KeyError:
+            raise StoreError("the Cosmos DB store is not open") from None
+
+    def _ttl(self) -> int | None:
+        return self._config.retention_seconds or None
+
+    # --- errors and request charges
+
+    @asynccontextmanager
+    async def _guard(self, op: str) -> AsyncIterator[None]:
+        """SDK failures (after the SDK's own retries) as StoreError; never the SDK's message,
+        which may quote a document or a query."""
+        try:
+            yield
+        except CosmosHttpResponseError as exc:
+            self._record(op, exc.headers)
+            status, sub_status = _status(exc), exc.sub_status
+            if status == 429:
+                log.warning("cosmos %s throttled after retries", op)
+                raise StoreThrottled(f"Cosmos DB is throttling {op} (429)") from exc
+            log.warning("cosmos %s failed: HTTP %s/%s", op, status, sub_status)
+            hint = " (check the managed identity's data-plane role)" if status in (401, 403) else ""
+            raise StoreError(f"Cosmos DB {op} failed with HTTP {status}{hint}") from exc
+        except (AzureError, TimeoutError) as exc:
+            log.warning("cosmos %s failed: %s", op, type(exc).__name__)
+            raise StoreError(f"Cosmos DB {op} failed: {type(exc).__name__}") from exc
+
+    def _hook(self, op: str) -> Callable[[Mapping[str, str], Any], None]:
+        def hook(headers: Mapping[str, str], _body: Any) -> None:
+            self._record(op, headers)
+
+        return hook
+
+    def _record(self, op: str, headers: Mapping[str, str] | None) -> None:
+        raw = headers.get("x-ms-request-charge") if headers else None
+        if raw is None:
+            return
+        try:
+            charge = float(raw)
+        except ValueError:
+            return
+        self.request_charges[op] = self.request_charges.get(op, 0.0) + charge
+        self.request_counts[op] = self.request_counts.get(op, 0) + 1
+        log.debug("cosmos %s request charge %.2f RU", op, charge)
+
+    async def _query(
+        self,
+        container: ContainerProxy,
+        op: str,
+        query: str,
+        parameters: list[dict[str, Any]],
+        partition_key: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Items of a parameterized query; cross-partition when no partition key is given."""
+        kwargs: dict[str, Any] = {}
+        if partition_key is not None:
+            kwargs["partition_key"] = partition_key
+        if page_size is not None:
+            kwargs["max_item_count"] = page_size
+        items = container.query_items(
+            query, parameters=parameters, response_hook=self._hook(op), **kwargs
+        )
+        async for item in items:
+            yield item
+
+    # --- messages
+
+    def _message_doc(self, message: Message) -> dict[str, Any]:
+        message = message.model_copy(update={"ttl": self._ttl()})
+        doc = _with_id(message.to_doc(), message.id)
+        doc["createdAt"] = _stamp(message.created_at)
+        return doc
+
+    async def add_message(self, message: Message) -> bool:
+        op = "add_message"
+        async with self._guard(op):
+            try:
+                await self._container("messages").create_item(
+                    self._message_doc(message), response_hook=self._hook(op)
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 409:
+                    raise
+                self._record(op, exc.headers)
+                return False  # redelivery of a message we already have
+        return True
+
+    async def replace_message(self, message: Message) -> None:
+        op = "replace_message"
+        doc = self._message_doc(message)
+        async with self._guard(op):
+            try:
+                await self._container("messages").replace_item(
+                    doc["id"], doc, response_hook=self._hook(op)
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                # Same as SQLite: replacing a message that is not there changes nothing.
+                self._record(op, exc.headers)
+                log.debug("cosmos replace_message: no such message")
+
+    async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
+        op = "get_message"
+        async with self._guard(op):
+            try:
+                doc = await self._container("messages").read_item(
+                    cosmos_id(message_id), conversation_id, response_hook=self._hook(op)
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                self._record(op, exc.headers)
+                return None
+        return Message.model_validate(_clean(doc))
+
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+        op = "recent_messages"
+        if limit <= 0:
+            return []
+        async with self._guard(op):
+            docs = [
+                doc
+                async for doc in self._query(
+                    self._container("messages"),
+                    op,
+                    "SELECT TOP @n * FROM c WHERE c.conversationId = @cid ORDER BY c.seq DESC",
+                    [{"name": "@n", "value": limit}, {"name": "@cid", "value": conversation_id}],
+                    partition_key=conversation_id,
+                    page_size=limit,
+                )
+            ]
+        return [Message.model_validate(_clean(doc)) for doc in reversed(docs)]
+
+    async def conversation_messages(self, conversation_id: str) -> list[Message]:
+        op = "conversation_messages"
+        async with self._guard(op):
+            docs = [
+                doc
+                async for doc in self._query(
+                    self._container("messages"),
+                    op,
+                    "SELECT * FROM c WHERE c.conversationId = @cid ORDER BY c.seq ASC",
+                    [{"name": "@cid", "value": conversation_id}],
+                    partition_key=conversation_id,
+                )
+            ]
+        return [Message.model_validate(_clean(doc)) for doc in docs]
+
+    async def set_feedback(
+        self, conversation_id: str, message_id: str, feedback: Feedback
+    ) -> Message | None:
+        op = "set_feedback"
+        async with self._guard(op):
+            try:
+                # One atomic patch: no read-modify-write race with a concurrent replace.
+                doc = await self._container("messages").patch_item(
+                    cosmos_id(message_id),
+                    conversation_id,
+                    [{"op": "set", "path": "/feedback", "value": feedback.to_doc()}],
+                    response_hook=self._hook(op),
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                self._record(op, exc.headers)
+                return None
+        return Message.model_validate(_clean(doc))
+
+    # --- conversation summaries
+
+    def _summary_doc(self, summary: ConversationSummary) -> dict[str, Any]:
+        summary = summary.model_copy(update={"ttl": self._ttl()})
+        doc = _with_id(summary.to_doc(), summary.conversation_id)
+        doc["createdAt"] = _stamp(summary.created_at)
+        doc["lastActivityAt"] = _stamp(summary.last_activity_at)
+        return doc
+
+    async def apply_summary_delta(self, delta: SummaryDelta) -> None:
+        """Read, apply the shared arithmetic (`storage.summaries.apply_delta`), write back with
+        the read's ETag; a lost race (412, or 409 on a concurrent first write) reads again.
+        A patch cannot express this: it needs max(lastActivityAt), a set union of flag reasons
+        and more than the 10 operations one patch allows."""
+        op = "apply_summary_delta"
+        container = self._container("conversations")
+        item_id = cosmos_id(delta.conversation_id)
+        async with self._guard(op):
+            for _ in range(_MAX_RACES):
+                try:
+                    current = await container.read_item(
+                        item_id, delta.user_id, response_hook=self._hook(op)
+                    )
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    self._record(op, exc.headers)
+                    current = None
+                try:
+                    if current is None:
+                        fresh = ConversationSummary(
+                            id=delta.conversation_id,
+                            conversation_id=delta.conversation_id,
+                            user_id=delta.user_id,
+                            channel_id=delta.channel_id,
+                            tenant_id=delta.tenant_id,
+                            title=delta.title,
+                            created_at=delta.at,
+                            last_activity_at=delta.at,
+                        )
+                        await container.create_item(
+                            self._summary_doc(apply_delta(fresh, delta)),
+                            response_hook=self._hook(op),
+                        )
+                    else:
+                        summary = ConversationSummary.model_validate(_clean(current))
+                        await container.replace_item(
+                            item_id,
+                            self._summary_doc(apply_delta(summary, delta)),
+                            etag=current["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                            response_hook=self._hook(op),
+                        )
+                    return
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (409, 412):
+                        raise
+                    self._record(op, exc.headers)
+            raise ETagMismatch(f"summary update lost {_MAX_RACES} races in a row")
+
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        op = "get_summary"
+        async with self._guard(op):
+            try:
+                doc = await self._container("conversations").read_item(
+                    cosmos_id(conversation_id), user_id, response_hook=self._hook(op)
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                self._record(op, exc.headers)
+                return None
+        return ConversationSummary.model_validate(_clean(doc))
+
+    async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
+        op = "find_summary"  # admin only: crosses the /userId partitions
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("conversations"),
+                op,
+                "SELECT * FROM c WHERE c.conversationId = @cid",
+                [{"name": "@cid", "value": conversation_id}],
+            ):
+                return ConversationSummary.model_validate(_clean(doc))
+        return None
+
+    async def list_summaries(
+        self, query: SummaryQuery, page_size: int, continuation: str | None = None
+    ) -> Page:
+        op = "list_summaries"
+        clauses: list[str] = []
+        params: list[dict[str, Any]] = []
+
+        def where(clause: str, name: str | None = None, value: Any = None) -> None:
+            clauses.append(clause)
+            if name is not None:
+                params.append({"name": name, "value": value})
+
+        if query.user_id is not None:
+            where("c.userId = @user", "@user", query.user_id)
+        if query.tenant_id is not None:
+            where("c.tenantId = @tenant", "@tenant", query.tenant_id)
+        if query.channel_id is not None:
+            where("c.channelId = @channel", "@channel", query.channel_id)
+        if query.since is not None:
+            where("c.lastActivityAt >= @since", "@since", _stamp(query.since))
+        if query.until is not None:
+            where("c.lastActivityAt < @until", "@until", _stamp(query.until))
+        if query.flagged is not None:
+            where("c.flagged = @flagged", "@flagged", query.flagged)
+        if query.flag_reason is not None:
+            where("ARRAY_CONTAINS(c.flagReasons, @reason)", "@reason", query.flag_reason)
+        if query.negative_feedback is not None:
+            where(f"c.negativeFeedbackCount {'>' if query.negative_feedback else '<='} 0")
+        if query.has_errors is not None:
+            where(f"c.errorCount {'>' if query.has_errors else '<='} 0")
+        if query.title_contains:
+            # Narrows the scan; `matches` below has the final (casefold) word.
+            where("CONTAINS(LOWER(c.title), @title)", "@title", query.title_contains.lower())
+        if continuation:
+            at, item_id = _decode_cursor(continuation, 2)
+            where(
+                "(c.lastActivityAt < @at OR (c.lastActivityAt = @at AND c.id < @id))",
+                "@at",
+                at,
+            )
+            params.append({"name": "@id", "value": item_id})
+        sql = "SELECT * FROM c"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY c.lastActivityAt DESC, c.id DESC"
+
+        items: list[ConversationSummary] = []
+        last: dict[str, Any] | None = None
+        more = False
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("conversations"),
+                op,
+                sql,
+                params,
+                partition_key=query.user_id,
+                page_size=page_size + 1,
+            ):
+                summary = ConversationSummary.model_validate(_clean(doc))
+                if not matches(summary, query):
+                    continue
+                if len(items) == page_size:
+                    more = True
+                    break
+                items.append(summary)
+                last = doc
+        token = None
+        if more and last is not None:
+            token = _encode_cursor(str(last["lastActivityAt"]), str(last["id"]))
+        return Page(items=items, continuation=token)
+
+    # --- counters (quotas and rate limits)
+
+    async def add_to_counter(
+        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+    ) -> CounterResult:
+        """One conditional patch: `incr` applies only while the filter predicate holds, and the
+        service evaluates both atomically, so concurrent app instances never pass the limit.
+        (Filter predicates take no parameters; the numbers are ints we format ourselves.)"""
+        op = "add_to_counter"
+        container = self._container("usage")
+        item_id = safe_id(f"{scope}|{window}")
+        ttl = max(1, int(ttl_seconds))
+        amount, limit = int(amount), int(limit)
+        guarded = amount > 0 and limit > 0
+        predicate = f"FROM c WHERE c.total + {amount} <= {limit}" if guarded else None
+        patch = [
+            {"op": "incr", "path": "/total", "value": amount},
+            {"op": "set", "path": "/ttl", "value": ttl},
+        ]
+        async with self._guard(op):
+            for _ in range(_MAX_RACES):
+                try:
+                    doc = await container.patch_item(
+                        item_id,
+                        scope,
+                        patch,
+                        filter_predicate=predicate,
+                        response_hook=self._hook(op),
+                    )
+                    return CounterResult(value=int(doc["total"]), allowed=True)
+                except CosmosHttpResponseError as exc:
+                    status = _status(exc)
+                    if status not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                if status == 412:
+                    # The predicate failed: the limit would be exceeded.
+                    current = await self._read_counter(container, item_id, scope, op)
+                    if current is not None:
+                        return CounterResult(value=current, allowed=False)
+                    continue  # it expired meanwhile: start again
+                if guarded and amount > limit:
+                    return CounterResult(value=0, allowed=False)
+                try:
+                    await container.create_item(
+                        {
+                            "id": item_id,
+                            "type": "counter",
+                            "schemaVersion": 1,
+                            "scope": scope,
+                            "window": window,
+                            "total": amount,
+                            "ttl": ttl,
+                        },
+                        response_hook=self._hook(op),
+                    )
+                    return CounterResult(value=amount, allowed=True)
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) != 409:
+                        raise
+                    self._record(op, exc.headers)  # another instance created it: patch it
+            raise StoreError(f"counter update lost {_MAX_RACES} races in a row")
+
+    async def _read_counter(
+        self, container: ContainerProxy, item_id: str, scope: str, op: str
+    ) -> int | None:
+        try:
+            doc = await container.read_item(item_id, scope, response_hook=self._hook(op))
+        except CosmosHttpResponseError as exc:
+            if _status(exc) != 404:
+                raise
+            self._record(op, exc.headers)
+            return None
+        return int(doc.get("total", 0))
+
+    async def read_counter(self, scope: str, window: str) -> int:
+        op = "read_counter"
+        async with self._guard(op):
+            value = await self._read_counter(
+                self._container("usage"), safe_id(f"{scope}|{window}"), scope, op
+            )
+        return value or 0
+
+    # --- audit
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        op = "append_audit"
+        doc = _with_id(record.to_doc(), record.id)
+        doc["at"] = _stamp(record.at)
+        async with self._guard(op):
+            await self._container("audit").create_item(doc, response_hook=self._hook(op))
+
+    async def list_audit(
+        self, limit: int, continuation: str | None = None
+    ) -> tuple[list[AuditRecord], str | None]:
+        op = "list_audit"  # admin only: crosses the /day partitions
+        sql = "SELECT * FROM c"
+        params: list[dict[str, Any]] = []
+        if continuation:
+            at, item_id = _decode_cursor(continuation, 2)
+            sql += " WHERE (c.at < @at OR (c.at = @at AND c.id < @id))"
+            params = [{"name": "@at", "value": at}, {"name": "@id", "value": item_id}]
+        sql += " ORDER BY c.at DESC, c.id DESC"
+        docs: list[dict[str, Any]] = []
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("audit"), op, sql, params, page_size=limit + 1
+            ):
+                docs.append(doc)
+                if len(docs) > limit:
+                    break
+        records = [AuditRecord.model_validate(_clean(doc)) for doc in docs[:limit]]
+        token = None
+        if len(docs) > limit:
+            last = docs[limit - 1]
+            token = _encode_cursor(str(last["at"]), str(last["id"]))
+        return records, token
+
+    # --- bot state
+
+    async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+        op = "read_state"
+        container = self._container("botstate")
+
+        async def read(key: str) -> tuple[str, dict[str, Any]] | None:
+            item_id = cosmos_id(key)
+            try:
+                doc = await container.read_item(item_id, item_id, response_hook=self._hook(op))
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                self._record(op, exc.headers)
+                return None
+            return key, doc
+
+        async with self._guard(op):
+            found = await asyncio.gather(*(read(key) for key in dict.fromkeys(keys)))
+        return {
+            key: (dict(doc.get("document") or {}), str(doc["_etag"]))
+            for key, doc in (entry for entry in found if entry is not None)
+        }
+
+    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+        op = "write_state"
+        container = self._container("botstate")
+        doc = _with_id({"type": "state", "schemaVersion": 1, "document": document}, key)
+        async with self._guard(op):
+            if etag in (None, "*"):
+                written = await container.upsert_item(doc, response_hook=self._hook(op))
+            else:
+                try:
+                    written = await container.replace_item(
+                        doc["id"],
+                        doc,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                    raise ETagMismatch(f"ETag mismatch for state key {key!r}") from None
+        return str(written["_etag"])
+
+    async def delete_state(self, keys: list[str]) -> None:
+        op = "delete_state"
+        container = self._container("botstate")
+
+        async def delete(key: str) -> None:
+            item_id = cosmos_id(key)
+            try:
+                await container.delete_item(item_id, item_id, response_hook=self._hook(op))
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 404:
+                    raise
+                self._record(op, exc.headers)
+
+        async with self._guard(op):
+            await asyncio.gather(*(delete(key) for key in dict.fromkeys(keys)))
+
+    # --- user data lifecycle (admin: export and erasure)
+
+    async def _user_conversations(self, user_id: str, op: str) -> list[dict[str, Any]]:
+        return [
+            doc
+            async for doc in self._query(
+                self._container("conversations"),
+                op,
+                "SELECT * FROM c WHERE c.userId = @uid",
+                [{"name": "@uid", "value": user_id}],
+                partition_key=user_id,
+            )
+        ]
+
+    async def _user_messages(
+        self, user_id: str, conversation_ids: list[str], op: str
+    ) -> list[dict[str, Any]]:
+        """Messages of the user's conversations (one partition each) plus the user's messages
+        anywhere else (group chats owned by someone else; one cross-partition query)."""
+        container = self._container("messages")
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for conversation_id in conversation_ids:
+            async for doc in self._query(
+                container,
+                op,
+                "SELECT * FROM c WHERE c.conversationId = @cid",
+                [{"name": "@cid", "value": conversation_id}],
+                partition_key=conversation_id,
+            ):
+                seen[(doc["conversationId"], doc["id"])] = doc
+        async for doc in self._query(
+            container,
+            op,
+            "SELECT * FROM c WHERE c.userId = @uid",
+            [{"name": "@uid", "value": user_id}],
+        ):
+            seen.setdefault((doc["conversationId"], doc["id"]), doc)
+        return sorted(seen.values(), key=lambda d: (d["conversationId"], d.get("seq", 0)))
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        op = "export_user"
+        async with self._guard(op):
+            summaries = await self._user_conversations(user_id, op)
+            messages = await self._user_messages(
+                user_id, [doc["conversationId"] for doc in summaries], op
+            )
+        conversations = sorted(
+            (ConversationSummary.model_validate(_clean(doc)) for doc in summaries),
+            key=lambda s: s.last_activity_at,
+            reverse=True,
+        )
+        return {
+            "userId": user_id,
+            "conversations": [summary.to_doc() for summary in conversations],
+            "messages": [Message.model_validate(_clean(doc)).to_doc() for doc in messages],
+        }
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Messages first, summaries last: if this fails halfway, the summaries are still there
+        to find the rest on the next attempt."""
+        op = "delete_user"
+        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def delete(container: ContainerProxy, item_id: str, partition: str) -> int:
+            async with gate:
+                try:
+                    await container.delete_item(item_id, partition, response_hook=self._hook(op))
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    self._record(op, exc.headers)
+                    return 0
+                return 1
+
+        async with self._guard(op):
+            summaries = await self._user_conversations(user_id, op)
+            messages = await self._user_messages(
+                user_id, [doc["conversationId"] for doc in summaries], op
+            )
+            message_container = self._container("messages")
+            deleted_messages = await asyncio.gather(
+                *(delete(message_container, d["id"], d["conversationId"]) for d in messages)
+            )
+            summary_container = self._container("conversations")
+            deleted_summaries = await asyncio.gather(
+                *(delete(summary_container, d["id"], user_id) for d in summaries)
+            )
+        return {"conversations": sum(deleted_summaries), "messages": sum(deleted_messages)}
+
+
+if TYPE_CHECKING:
+    # mypy proves the class satisfies every store interface.
+    _IS_A_STORE: type[Store] = CosmosStore
