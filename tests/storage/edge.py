@@ -1,0 +1,104 @@
+"""A recording, fault-injecting HTTPS proxy in front of the Cosmos DB protocol server.
+
+The fake sits at the network edge only: the real SDK talks real HTTP to it, and it forwards to
+the real protocol server unless told to answer 429 (throttling) for document operations.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from tests.cosmos_server import CERT_FILE, KEY_FILE
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "host",
+}
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+@dataclass
+class CosmosEdge:
+    """What the proxy saw, and switches for what it does."""
+
+    endpoint: str = ""
+    requests: list[Seen] = field(default_factory=list)
+    throttle_documents: bool = False
+    retry_after_ms: int = 10
+
+    def document_requests(self) -> list[Seen]:
+        return [seen for seen in self.requests if "/docs" in seen.path]
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+
+@asynccontextmanager
+async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
+    edge = CosmosEdge()
+    upstream_netloc = urlsplit(upstream).netloc
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False))
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if edge.throttle_documents and "/docs" in request.path:
+            edge.requests.append(Seen(request.method, request.path, headers, 429))
+            return web.json_response(
+                {"code": "TooManyRequests", "message": "Request rate is large."},
+                status=429,
+                headers={
+                    "x-ms-retry-after-ms": str(edge.retry_after_ms),
+                    "x-ms-substatus": "3200",
+                    "x-ms-request-charge": "0.5",
+                },
+            )
+        body = await request.read()
+        forward = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with session.request(
+            request.method, upstream.rstrip("/") + request.path_qs, headers=forward, data=body
+        ) as upstream_response:
+            payload = await upstream_response.read()
+            status = upstream_response.status
+            reply_headers = {
+                k: v for k, v in upstream_response.headers.items() if k.lower() not in _HOP_BY_HOP
+            }
+        edge.requests.append(Seen(request.method, request.path, headers, status))
+        if request.path == "/":
+            # The account document names the endpoints the SDK then uses: keep it on the proxy.
+            proxy_netloc = urlsplit(edge.endpoint).netloc
+            payload = payload.replace(upstream_netloc.encode(), proxy_netloc.encode())
+        return web.Response(body=payload, status=status, headers=reply_headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(CERT_FILE, KEY_FILE)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    edge.endpoint = f"https://127.0.0.1:{port}/"
+    try:
+        yield edge
+    finally:
+        await runner.cleanup()
+        await session.close()

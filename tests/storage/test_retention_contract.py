@@ -1,0 +1,36 @@
+"""Retention: RETENTION_DAYS becomes a per-item `ttl` (seconds) on messages and summaries;
+0 keeps them forever. (The protocol server never expires items, so the ttl itself is checked.)"""
+
+from __future__ import annotations
+
+from storage.base import Store
+from tests.storage.support import MakeStore, delta, message
+
+
+async def test_retention_sets_ttl_on_messages_and_summaries(make_store: MakeStore) -> None:
+    store = await make_store(retention_days=30)
+    await store.add_message(message("conv-1", 1))
+    await store.apply_summary_delta(delta("conv-1", messages=1))
+    stored = await store.get_message("conv-1", "user-1")
+    summary = await store.get_summary("user-1", "conv-1")
+    assert stored is not None
+    assert summary is not None
+    assert stored.ttl == summary.ttl == 30 * 86400
+
+
+async def test_no_retention_means_no_ttl(store: Store) -> None:
+    await store.add_message(message("conv-1", 1))
+    await store.apply_summary_delta(delta("conv-1", messages=1))
+    stored = await store.get_message("conv-1", "user-1")
+    summary = await store.get_summary("user-1", "conv-1")
+    assert stored is not None
+    assert summary is not None
+    assert stored.ttl is None
+    assert summary.ttl is None
+
+
+async def test_purge_keeps_what_has_not_expired(make_store: MakeStore) -> None:
+    store = await make_store(retention_days=30)
+    await store.add_message(message("conv-1", 1))
+    assert await store.purge_expired() == 0
+    assert len(await store.conversation_messages("conv-1")) == 1

@@ -1,0 +1,63 @@
+"""UserDataStore contract: export and erasure of everything stored about one user."""
+
+from __future__ import annotations
+
+from storage.base import Store
+from storage.models import Feedback, Role
+from tests.storage.support import delta, message
+
+
+async def _seed(store: Store) -> None:
+    for conv in ("alice-1", "alice-2"):
+        for seq in (1, 2, 3):
+            role = Role.USER if seq % 2 else Role.ASSISTANT
+            await store.add_message(message(conv, seq, role=role, user_id="alice"))
+        await store.apply_summary_delta(delta(conv, user_id="alice", title=conv, messages=3))
+    await store.set_feedback("alice-1", "assistant-2", Feedback(reaction="like"))
+    await store.add_message(message("bob-1", 1, user_id="bob"))
+    await store.apply_summary_delta(delta("bob-1", user_id="bob", messages=1))
+
+
+async def test_export_has_the_users_conversations_and_messages(store: Store) -> None:
+    await _seed(store)
+    exported = await store.export_user("alice")
+    assert exported["userId"] == "alice"
+    assert sorted(c["conversationId"] for c in exported["conversations"]) == [
+        "alice-1",
+        "alice-2",
+    ]
+    assert all(c["userId"] == "alice" for c in exported["conversations"])
+    keys = [(m["conversationId"], m["seq"]) for m in exported["messages"]]
+    assert keys == [(c, s) for c in ("alice-1", "alice-2") for s in (1, 2, 3)]
+    liked = [m for m in exported["messages"] if m.get("feedback")]
+    assert [(m["conversationId"], m["feedback"]["reaction"]) for m in liked] == [
+        ("alice-1", "like")
+    ]
+    # Exports are our documents, not Cosmos items: no system properties.
+    for doc in exported["conversations"] + exported["messages"]:
+        assert not [key for key in doc if key.startswith("_")]
+
+
+async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
+    assert await store.export_user("nobody") == {
+        "userId": "nobody",
+        "conversations": [],
+        "messages": [],
+    }
+
+
+async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
+    await _seed(store)
+    assert await store.delete_user("alice") == {"conversations": 2, "messages": 6}
+    assert await store.export_user("alice") == {
+        "userId": "alice",
+        "conversations": [],
+        "messages": [],
+    }
+    assert await store.conversation_messages("alice-1") == []
+    assert await store.get_summary("alice", "alice-1") is None
+    assert await store.find_summary("alice-2") is None
+    # Bob is untouched.
+    assert len(await store.conversation_messages("bob-1")) == 1
+    assert await store.get_summary("bob", "bob-1") is not None
+    assert await store.delete_user("alice") == {"conversations": 0, "messages": 0}
