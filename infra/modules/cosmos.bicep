@@ -29,7 +29,7 @@ param autoscaleMaxThroughput int = 1000
 param retentionDays int = 0
 
 // Cosmos semantics: -1 turns TTL on without expiring items that carry no ttl of their own.
-var conversationTtl = retentionDays == 0 ? -1 : retentionDays * 86400
+var conversationTtl = (retentionDays == 0) ? -1 : retentionDays * 86400
 
 // Everything is indexed except free text (message bodies are never filtered or sorted on);
 // botstate is only read by id, so it indexes nothing.

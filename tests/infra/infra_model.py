@@ -1,0 +1,615 @@
+"""A small model of the Bicep in infra/, parsed with pycep (the parser checkov uses), and the
+invariants the deployment must keep. Each `check_*` function returns a list of violations so a
+test can show both that the real templates pass and that a mutated copy is caught."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycep import BicepParser
+
+INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
+
+# Built-in role definition ids (stable across tenants).
+OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"  # Cognitive Services OpenAI User
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"  # Cosmos DB data plane
+FORBIDDEN_ROLES = {
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+    "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
+    "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+    "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68": "Cognitive Services Contributor",
+    "a001fd3d-188f-4b5d-821b-7da978bf7442": "Cognitive Services OpenAI Contributor",
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483": "Key Vault Administrator",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+    "5bd9cd88-fe45-4216-938b-f97437e15450": "DocumentDB Account Contributor",
+    "230815da-be43-4aae-9cb4-875f7bd000aa": "Cosmos DB Operator",
+    "00000000-0000-0000-0000-000000000001": "Cosmos DB Built-in Data Reader",
+}
+# Every management-plane role assignment in the templates must be one of these.
+ALLOWED_ROLES = {OPENAI_USER, KEY_VAULT_SECRETS_USER}
+
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# (resource type, private link group id, private DNS zone, extra literal properties)
+DATA_SERVICES: list[tuple[str, str, str, dict[str, Any]]] = [
+    (
+        "Microsoft.DocumentDB/databaseAccounts",
+        "Sql",
+        "privatelink.documents.azure.com",
+        {"publicNetworkAccess": "Disabled", "disableLocalAuth": True},
+    ),
+    (
+        "Microsoft.CognitiveServices/accounts",
+        "account",
+        "privatelink.openai.azure.com",
+        {"publicNetworkAccess": "Disabled", "disableLocalAuth": True},
+    ),
+    (
+        "Microsoft.KeyVault/vaults",
+        "vault",
+        "privatelink.vaultcore.azure.net",
+        {"publicNetworkAccess": "Disabled", "enableRbacAuthorization": True, "enablePurgeProtection": True},
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and a minimal evaluator for the expression forms the templates use
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """A reference to a template parameter (value unknown at analysis time)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A dotted reference such as `account.id` or `appIdentity.outputs.principalId`."""
+
+    path: str
+
+
+@dataclass
+class Resource:
+    file: str
+    symbol: str
+    type: str
+    existing: bool
+    conditional: bool
+    body: dict[str, Any]
+
+
+@dataclass
+class Template:
+    file: str
+    raw: dict[str, Any]
+    resources: list[Resource] = field(default_factory=list)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return {k: v.get("value") for k, v in (self.raw.get("variables") or {}).items()}
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.raw.get("parameters") or {}
+
+    @property
+    def modules(self) -> dict[str, dict[str, Any]]:
+        return self.raw.get("modules") or {}
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.raw.get("outputs") or {}
+
+    def evaluate(self, expr: Any, *, guaranteed: bool = False) -> Any:
+        return _Evaluator(self, guaranteed).eval(expr, {})
+
+
+def _unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Strip pycep's wrappers for `= if (...) {}` and `= [for ...: {}]`."""
+    conditional = False
+    while isinstance(config, dict) and "config" in config and ("condition" in config or "loop_type" in config):
+        conditional = conditional or config.get("condition") is not None
+        config = config["config"]
+    return config, conditional
+
+
+def parse_texts(texts: Mapping[str, str]) -> dict[str, Template]:
+    parser = BicepParser()
+    model: dict[str, Template] = {}
+    for name, text in texts.items():
+        raw = parser.parse(text=text)
+        template = Template(name, raw)
+        for symbol, res in (raw.get("resources") or {}).items():
+            body, conditional = _unwrap(res["config"])
+            template.resources.append(
+                Resource(name, symbol, res["type"], bool(res.get("existing")), conditional, body)
+            )
+        model[name] = template
+    return model
+
+
+def read_texts() -> dict[str, str]:
+    return {
+        str(path.relative_to(INFRA_DIR)): path.read_text(encoding="utf-8")
+        for path in sorted(INFRA_DIR.rglob("*.bicep"))
+    }
+
+
+def load_model() -> dict[str, Template]:
+    return parse_texts(read_texts())
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Evaluator:
+    def __init__(self, template: Template, guaranteed: bool) -> None:
+        self.template = template
+        self.variables = template.variables
+        self.parameters = template.parameters
+        self.guaranteed = guaranteed
+
+    def _interpolate(self, name: str, env: dict[str, Any]) -> str:
+        value = self.eval(name, env)
+        return value if isinstance(value, str) else "${" + name + "}"
+
+    def eval(self, expr: Any, env: dict[str, Any]) -> Any:
+        if isinstance(expr, str):
+            if "${" in expr:
+                return _INTERPOLATION.sub(lambda m: self._interpolate(m.group(1), env), expr)
+            if expr in env:
+                return env[expr]
+            if expr in self.variables:
+                return self.eval(self.variables[expr], env)
+            if expr in self.parameters:
+                return Param(expr)
+            return expr
+        if isinstance(expr, list):
+            return [self.eval(item, env) for item in expr]
+        if not isinstance(expr, dict):
+            return expr
+        if "loop_type" in expr and "config" in expr:
+            detail = expr["loop_type"].get("detail") or {}
+            items = self.eval(detail.get("array_name"), env)
+            if not isinstance(items, list) or "item_name" not in detail:
+                return Param("<loop>")
+            return [self.eval(expr["config"], {**env, detail["item_name"]: item}) for item in items]
+        if "function" in expr:
+            function = expr["function"]
+            args = [self.eval(a, env) for a in (function.get("parameters") or {}).values() if a is not None]
+            kind = function.get("type")
+            if kind == "concat" and all(isinstance(a, list) for a in args):
+                return [x for a in args for x in a]
+            if kind == "flatten" and len(args) == 1 and isinstance(args[0], list):
+                return [x for a in args[0] for x in (a if isinstance(a, list) else [a])]
+            return {"function": kind, "args": args}
+        if "operator" in expr:
+            operator = expr["operator"]
+            operands = operator.get("operands") or {}
+            if operator.get("type") == "property_accessor":
+                path = _dotted(expr).split(".")
+                base = self.eval(path[0], env)
+                if isinstance(base, dict) and path[0] != base:
+                    for key in path[1:]:
+                        base = base.get(key) if isinstance(base, dict) else None
+                    return base
+                return Ref(".".join(path))
+            if operator.get("type") == "conditional":
+                yes = self.eval(operands.get("true_value"), env)
+                no = self.eval(operands.get("false_value"), env)
+                if yes == no:
+                    return yes
+                if isinstance(yes, list) and isinstance(no, list):
+                    if self.guaranteed:
+                        return [x for x in yes if x in no]
+                    return yes + [x for x in no if x not in yes]
+                if self.guaranteed:
+                    return Param("<conditional>")
+                return {"conditional": [self.eval(operands.get("condition"), env), yes, no]}
+            return {"operator": operator.get("type"), "operands": [self.eval(v, env) for v in operands.values()]}
+        return {k: self.eval(v, env) for k, v in expr.items()}
+
+
+def _dotted(expr: Any) -> str:
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, dict) and "operator" in expr:
+        operator = expr["operator"]
+        operands = operator.get("operands") or {}
+        if operator.get("type") == "property_accessor":
+            return f"{_dotted(operands.get('operand_1'))}.{_dotted(operands.get('operand_2'))}"
+        if operator.get("type") == "function_accessor":
+            return f"{_dotted(operands.get('operand_1'))}.{operands.get('func_name')}()"
+        if operator.get("type") == "index_accessor":
+            return f"{_dotted(operands.get('operand_1'))}[{operands.get('operand_2')}]"
+    return json.dumps(expr, sort_keys=True, default=str)
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+
+
+def _get(mapping: Any, path: str) -> Any:
+    for key in path.split("/"):
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def resources_of(model: Mapping[str, Template], rtype: str) -> list[tuple[Template, Resource]]:
+    return [(t, r) for t in model.values() for r in t.resources if r.type.lower() == rtype.lower()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Invariants
+# ---------------------------------------------------------------------------------------------
+
+
+def check_data_services_private(model: Mapping[str, Template]) -> list[str]:
+    """Public access off, local auth off, a private endpoint, and a DNS zone linked to the VNet."""
+    problems: list[str] = []
+    linked = linked_dns_zones(model)
+    for rtype, group_id, zone, literals in DATA_SERVICES:
+        declared = [(t, r) for t, r in resources_of(model, rtype) if not r.existing]
+        if not declared:
+            problems.append(f"no {rtype} is declared")
+        for template, res in declared:
+            where = f"{template.file}:{res.symbol}"
+            if res.conditional:
+                problems.append(f"{where} is conditional; data services must always be deployed")
+            for key, expected in literals.items():
+                actual = _get(res.body, f"properties/{key}")
+                if actual != expected:
+                    problems.append(f"{where} properties.{key} is {actual!r}, expected {expected!r}")
+            if rtype == "Microsoft.KeyVault/vaults" and _get(res.body, "properties/networkAcls/defaultAction") != "Deny":
+                problems.append(f"{where} networkAcls.defaultAction must be Deny")
+            if not _has_private_endpoint(template, res.symbol, group_id, zone):
+                problems.append(f"{where} has no unconditional private endpoint ({group_id}) registered in {zone}")
+            if zone not in linked:
+                problems.append(f"private DNS zone {zone} is not always created and linked to the VNet")
+    problems.extend(_check_private_endpoint_module(model))
+    return problems
+
+
+def _has_private_endpoint(template: Template, symbol: str, group_id: str, zone: str) -> bool:
+    for module in template.modules.values():
+        if not module["detail"]["path"].endswith("private-endpoint.bicep"):
+            continue
+        config, conditional = _unwrap(module["config"])
+        params = config.get("params") or {}
+        service = template.evaluate(params.get("serviceId"))
+        zones = template.evaluate(params.get("dnsZoneNames"), guaranteed=True)
+        if (
+            not conditional
+            and service == Ref(f"{symbol}.id")
+            and template.evaluate(params.get("groupId")) == group_id
+            and isinstance(zones, list)
+            and zone in zones
+        ):
+            return True
+    return False
+
+
+def _check_private_endpoint_module(model: Mapping[str, Template]) -> list[str]:
+    template = model.get("modules/private-endpoint.bicep")
+    if template is None:
+        return ["modules/private-endpoint.bicep is missing"]
+    endpoints = [r for r in template.resources if r.type == "Microsoft.Network/privateEndpoints"]
+    groups = [r for r in template.resources if r.type == "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"]
+    problems = []
+    if len(endpoints) != 1 or endpoints[0].conditional:
+        problems.append("private-endpoint.bicep must declare exactly one unconditional private endpoint")
+    elif not any(g.body.get("parent") == endpoints[0].symbol and not g.conditional for g in groups):
+        problems.append("private-endpoint.bicep must register the endpoint in its DNS zones (privateDnsZoneGroups)")
+    return problems
+
+
+def linked_dns_zones(model: Mapping[str, Template]) -> set[str]:
+    """Zone names that are always created with a virtualNetworkLink to the VNet."""
+    linked: set[str] = set()
+    for template in model.values():
+        zones = {r.symbol: r for r in template.resources if r.type == "Microsoft.Network/privateDnsZones"}
+        for link in template.resources:
+            if link.type != "Microsoft.Network/privateDnsZones/virtualNetworkLinks" or link.conditional:
+                continue
+            if template.evaluate(_get(link.body, "properties/virtualNetwork/id")) is None:
+                continue
+            zone = zones.get(_dotted(link.body.get("parent")).split("[")[0])
+            if zone is None or zone.conditional:
+                continue
+            zone_config = template.raw["resources"][zone.symbol]["config"]
+            link_config = template.raw["resources"][link.symbol]["config"]
+            if "loop_type" in zone_config:
+                # The links loop over the same list as the zones (parent: zones[i]).
+                same_list = (
+                    "loop_type" in link_config
+                    and link_config["loop_type"]["detail"].get("array_name")
+                    == zone_config["loop_type"]["detail"].get("array_name")
+                )
+                names = template.evaluate(zone_config["loop_type"]["detail"]["array_name"], guaranteed=True)
+                if same_list and isinstance(names, list):
+                    linked.update(n for n in names if isinstance(n, str))
+            else:
+                name = template.evaluate(zone.body.get("name"))
+                if isinstance(name, str):
+                    linked.add(name)
+    return linked
+
+
+REQUIRED_FILTERS = {(c, s) for c in ("Hate", "Sexual", "Violence", "Selfharm") for s in ("Prompt", "Completion")} | {
+    ("Jailbreak", "Prompt"),
+    ("Indirect Attack", "Prompt"),
+    ("Protected Material Text", "Completion"),
+    ("Protected Material Code", "Completion"),
+}
+
+
+def check_content_filter(model: Mapping[str, Template]) -> list[str]:
+    """Every model deployment references a content filter policy that blocks every category."""
+    problems: list[str] = []
+    deployments = resources_of(model, "Microsoft.CognitiveServices/accounts/deployments")
+    if not deployments:
+        problems.append("no model deployment is declared")
+    for template, res in deployments:
+        where = f"{template.file}:{res.symbol}"
+        policy_ref = template.evaluate(_get(res.body, "properties/raiPolicyName"))
+        policies = {r.symbol: r for r in template.resources if r.type == "Microsoft.CognitiveServices/accounts/raiPolicies"}
+        if not isinstance(policy_ref, Ref) or policy_ref.path.split(".")[0] not in policies:
+            problems.append(f"{where} does not reference a raiPolicies resource of this template (raiPolicyName)")
+            continue
+        policy = policies[policy_ref.path.split(".")[0]]
+        if policy.conditional:
+            problems.append(f"{template.file}:{policy.symbol} must not be conditional")
+        filters = template.evaluate(_get(policy.body, "properties/contentFilters"))
+        if not isinstance(filters, list):
+            problems.append(f"{template.file}:{policy.symbol} contentFilters cannot be evaluated")
+            continue
+        active = {
+            (f.get("name"), f.get("source"))
+            for f in filters
+            if isinstance(f, dict) and f.get("blocking") is True and f.get("enabled") is True
+        }
+        missing = sorted(REQUIRED_FILTERS - active)
+        if missing:
+            problems.append(f"{template.file}:{policy.symbol} does not block: {missing}")
+    return problems
+
+
+def check_roles(model: Mapping[str, Template]) -> list[str]:
+    """The app identity holds exactly its three data roles; nobody gets a broad role."""
+    problems: list[str] = []
+    app_roles: set[str] = set()
+    for template, res in resources_of(model, "Microsoft.Authorization/roleAssignments"):
+        where = f"{template.file}:{res.symbol}"
+        role = json.dumps(template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str)
+        guids = set(GUID.findall(role))
+        if len(guids) != 1:
+            problems.append(f"{where} role definition is not one literal built-in role: {role}")
+            continue
+        (guid,) = guids
+        if guid in FORBIDDEN_ROLES:
+            problems.append(f"{where} assigns {FORBIDDEN_ROLES[guid]}")
+        elif guid not in ALLOWED_ROLES:
+            problems.append(f"{where} assigns a role outside the allowed set: {guid}")
+        if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
+            app_roles.add(guid)
+    if app_roles != ALLOWED_ROLES:
+        problems.append(f"app identity management-plane roles are {sorted(app_roles)}, expected {sorted(ALLOWED_ROLES)}")
+
+    cosmos_roles: set[str] = set()
+    for template, res in resources_of(model, "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"):
+        role = json.dumps(template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str)
+        guids = set(GUID.findall(role))
+        if guids != {COSMOS_DATA_CONTRIBUTOR}:
+            problems.append(f"{template.file}:{res.symbol} Cosmos data role is {sorted(guids)}, expected Built-in Data Contributor")
+        if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
+            cosmos_roles.update(guids)
+    if COSMOS_DATA_CONTRIBUTOR not in cosmos_roles:
+        problems.append("app identity has no Cosmos DB Built-in Data Contributor assignment")
+
+    # In main.bicep the parameter appPrincipalId must always be the app identity, and the app
+    # identity must not be handed to any other principal parameter.
+    main = model.get("main.bicep")
+    if main is None:
+        return problems + ["main.bicep is missing"]
+    for name, module in main.modules.items():
+        params = _unwrap(module["config"])[0].get("params") or {}
+        for key, value in params.items():
+            ref = main.evaluate(value)
+            if key == "appPrincipalId" and ref != Ref("appIdentity.outputs.principalId"):
+                problems.append(f"main.bicep module {name}: appPrincipalId is not the app identity")
+            if key != "appPrincipalId" and "appIdentity.outputs.principalId" in json.dumps(value, default=str) + str(ref):
+                problems.append(f"main.bicep module {name}: app identity principal passed as {key}")
+    return problems
+
+
+SECRET_NAME = re.compile(r"secret|password|passwd|connection_?string|token|credential|key(?![-_]?vault)", re.I)
+SECRET_VALUE = re.compile(
+    r"\blist[A-Z]\w*|connectionstring|instrumentationkey|primarykey|secondarykey|masterkey|password|secret",
+    re.I,
+)
+
+
+def check_outputs(model: Mapping[str, Template]) -> list[str]:
+    """No output carries or names a key, secret, password or connection string."""
+    problems: list[str] = []
+    for template in model.values():
+        for name, output in template.outputs.items():
+            text = json.dumps(output.get("value"), default=str)
+            if SECRET_NAME.search(name):
+                problems.append(f"{template.file}: output {name} is named like a secret")
+            if SECRET_VALUE.search(text):
+                problems.append(f"{template.file}: output {name} exposes a secret-like value: {text[:120]}")
+        for name, param in template.parameters.items():
+            secure = any(d.get("type") == "secure" for d in param.get("decorators") or [])
+            if secure and param.get("default") not in (None, ""):
+                problems.append(f"{template.file}: secure parameter {name} has a default value")
+    return problems
+
+
+# Settings the platform or an SDK reads directly, not config.Settings.
+PLATFORM_SETTINGS = {
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
+}
+
+# The names the infrastructure must set (issue 9).
+REQUIRED_APP_SETTINGS = {
+    "MicrosoftAppId",
+    "MicrosoftAppType",
+    "MicrosoftAppTenantId",
+    "AZURE_CLIENT_ID",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_DEPLOYMENT",
+    "AZURE_OPENAI_API_VERSION",
+    "COSMOS_ENDPOINT",
+    "COSMOS_DATABASE",
+    "COSMOS_MESSAGES_CONTAINER",
+    "COSMOS_CONVERSATIONS_CONTAINER",
+    "COSMOS_BOTSTATE_CONTAINER",
+    "COSMOS_USAGE_CONTAINER",
+    "COSMOS_AUDIT_CONTAINER",
+    "COSMOS_CREATE_CONTAINERS",
+    "RETENTION_DAYS",
+    "DIRECT_LINE_SECRET",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "ADMIN_AUTH_MODE",
+    "WEBCHAT_AUTH_MODE",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+}
+
+
+def web_apps(model: Mapping[str, Template]) -> list[tuple[Template, Resource]]:
+    return [(t, r) for t, r in resources_of(model, "Microsoft.Web/sites") if not r.existing]
+
+
+def app_settings(model: Mapping[str, Template]) -> dict[str, Any]:
+    """Every app setting any deployment variant may set, name -> evaluated value."""
+    settings: dict[str, Any] = {}
+    for template, site in web_apps(model):
+        values = template.evaluate(_get(site.body, "properties/siteConfig/appSettings"))
+        if not isinstance(values, list):
+            raise AssertionError(f"{template.file}:{site.symbol} appSettings cannot be evaluated")
+        for item in values:
+            settings[item["name"]] = item.get("value")
+    return settings
+
+
+def check_app_settings(model: Mapping[str, Template], known_names: set[str]) -> list[str]:
+    problems: list[str] = []
+    settings = app_settings(model)
+    for name in sorted(settings):
+        if name not in known_names and name not in PLATFORM_SETTINGS and not name.startswith("WEBSITE_"):
+            problems.append(f"app setting {name} is not read by config.Settings and is no platform setting")
+    for name in sorted(REQUIRED_APP_SETTINGS - settings.keys()):
+        problems.append(f"app setting {name} is missing")
+    secret = str(settings.get("DIRECT_LINE_SECRET", ""))
+    if not secret.startswith("@Microsoft.KeyVault(SecretUri="):
+        problems.append("DIRECT_LINE_SECRET must be a Key Vault reference")
+    for name, value in settings.items():
+        if name != "DIRECT_LINE_SECRET" and isinstance(value, str) and re.search(r"(?i)(password|accountkey|api-?key)=", value):
+            problems.append(f"app setting {name} embeds a credential")
+    if settings.get("MicrosoftAppType") != "UserAssignedMSI":
+        problems.append("MicrosoftAppType must be UserAssignedMSI")
+    if settings.get("COSMOS_CREATE_CONTAINERS") != "false":
+        problems.append("COSMOS_CREATE_CONTAINERS must be 'false' (containers are owned by the Bicep)")
+    return problems
+
+
+def check_web_app_hardening(model: Mapping[str, Template]) -> list[str]:
+    problems: list[str] = []
+    expected = {
+        "properties/httpsOnly": True,
+        "properties/siteConfig/minTlsVersion": "1.2",
+        "properties/siteConfig/ftpsState": "Disabled",
+        "properties/siteConfig/vnetRouteAllEnabled": True,
+        "properties/siteConfig/healthCheckPath": "/healthz",
+        "properties/siteConfig/appCommandLine": "python app.py",
+        "properties/siteConfig/linuxFxVersion": "PYTHON|3.11",
+        "properties/siteConfig/ipSecurityRestrictionsDefaultAction": "Deny",
+        "properties/siteConfig/scmIpSecurityRestrictionsDefaultAction": "Deny",
+        "identity/type": "UserAssigned",
+    }
+    sites = web_apps(model)
+    if len(sites) != 1:
+        problems.append(f"expected one web app, found {len(sites)}")
+    for template, site in sites:
+        for path, value in expected.items():
+            actual = _get(site.body, path)
+            if actual != value:
+                problems.append(f"{template.file}:{site.symbol} {path} is {actual!r}, expected {value!r}")
+        if not _get(site.body, "properties/virtualNetworkSubnetId"):
+            problems.append(f"{template.file}:{site.symbol} is not VNet integrated")
+        rules = json.dumps(template.evaluate(_get(site.body, "properties/siteConfig/ipSecurityRestrictions")), default=str)
+        if "AzureBotService" not in rules:
+            problems.append(f"{template.file}:{site.symbol} does not admit the AzureBotService service tag")
+        policies = {
+            r.body.get("name"): _get(r.body, "properties/allow")
+            for r in template.resources
+            if r.type == "Microsoft.Web/sites/basicPublishingCredentialsPolicies" and r.body.get("parent") == site.symbol
+        }
+        if policies != {"ftp": False, "scm": False}:
+            problems.append(f"{template.file}:{site.symbol} basic publishing credentials must be off for ftp and scm: {policies}")
+    return problems
+
+
+EXPECTED_CONTAINERS = {
+    "messages": "/conversationId",
+    "conversations": "/userId",
+    "botstate": "/id",
+    "usage": "/scope",
+    "audit": "/day",
+}
+
+
+def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
+    problems: list[str] = []
+    found: dict[str, Any] = {}
+    ttl: dict[str, Any] = {}
+    for template, res in resources_of(model, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"):
+        loop = template.raw["resources"][res.symbol]["config"]
+        bodies = template.evaluate(loop) if "loop_type" in loop else [template.evaluate(res.body)]
+        for body in bodies if isinstance(bodies, list) else []:
+            name = _get(body, "properties/resource/id")
+            found[name] = _get(body, "properties/resource/partitionKey/paths")
+            ttl[name] = _get(body, "properties/resource/defaultTtl")
+    for name, key in EXPECTED_CONTAINERS.items():
+        if found.get(name) != [key]:
+            problems.append(f"container {name} partition key is {found.get(name)!r}, expected [{key!r}]")
+    for template in model.values():
+        if not any(r.type == "Microsoft.DocumentDB/databaseAccounts" for r in template.resources):
+            continue
+        retention = template.evaluate("conversationTtl")
+        for name in ("messages", "conversations"):
+            if ttl.get(name) != retention:
+                problems.append(f"container {name} defaultTtl must be the retentionDays TTL, is {ttl.get(name)!r}")
+        ttl_expr = template.variables.get("conversationTtl") or {}
+        operands = _get(ttl_expr, "operator/operands") or {}
+        minus_one = {"operator": {"type": "minus", "operands": {"integer_value": 1}}}
+        if (
+            _get(ttl_expr, "operator/type") != "conditional"
+            or "retentionDays" not in json.dumps(operands.get("condition"))
+            or operands.get("true_value") not in (-1, minus_one)
+            or "retentionDays" not in json.dumps(operands.get("false_value"))
+        ):
+            problems.append("conversation TTL must be (retentionDays == 0) ? -1 : retentionDays in seconds")
+    return problems

@@ -1,0 +1,245 @@
+"""Invariants of the infrastructure in infra/: private data services, content filters on every
+model deployment, least-privilege roles, no secrets in outputs, app settings that config.py reads.
+
+Each invariant is checked on the real templates and, to prove the check can fail, on a copy with
+one deliberate mistake."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+import infra_model as im
+
+MainCheck = Callable[[Mapping[str, im.Template]], list[str]]
+
+
+@pytest.fixture(scope="module")
+def texts() -> dict[str, str]:
+    return im.read_texts()
+
+
+@pytest.fixture(scope="module")
+def model(texts: dict[str, str]) -> dict[str, im.Template]:
+    return im.parse_texts(texts)
+
+
+def settings_names() -> set[str]:
+    """Environment names config.Settings reads: each field's alias, validation alias(es) or name."""
+    config = importlib.import_module("config")
+    names: set[str] = set()
+    for field_name, info in config.Settings.model_fields.items():
+        names.add(info.alias or field_name.upper())
+        choices = getattr(info.validation_alias, "choices", None)
+        if isinstance(info.validation_alias, str):
+            names.add(info.validation_alias)
+        elif choices:
+            names.update(c for c in choices if isinstance(c, str))
+    return names
+
+
+def mutate(texts: Mapping[str, str], file: str, old: str, new: str) -> dict[str, im.Template]:
+    assert old in texts[file], f"mutation anchor not found in {file}: {old!r}"
+    changed = dict(texts)
+    changed[file] = texts[file].replace(old, new, 1)
+    return im.parse_texts(changed)
+
+
+def test_every_bicep_file_parses_with_checkovs_parser(texts: dict[str, str]) -> None:
+    assert {"main.bicep", "modules/cosmos.bicep", "modules/openai.bicep", "modules/keyvault.bicep"} <= texts.keys()
+    im.parse_texts(texts)  # raises on any syntax pycep (and so checkov) cannot read
+
+
+def test_parameters_file_names_only_main_parameters(texts: dict[str, str], model: dict[str, im.Template]) -> None:
+    parameters = json.loads((im.INFRA_DIR / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert set(parameters) <= set(model["main.bicep"].parameters)
+    assert parameters["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert parameters["location"]["value"] == "${AZURE_LOCATION}"
+
+
+def test_azure_yaml_deploys_the_bot_to_app_service() -> None:
+    text = (im.INFRA_DIR.parent / "azure.yaml").read_text(encoding="utf-8")
+    assert "provider: bicep" in text
+    assert "host: appservice" in text
+    assert "language: py" in text
+    assert "'azd-service-name': 'bot'" in (im.INFRA_DIR / "modules" / "appservice.bicep").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        im.check_data_services_private,
+        im.check_content_filter,
+        im.check_roles,
+        im.check_outputs,
+        im.check_web_app_hardening,
+        im.check_cosmos_containers,
+    ],
+)
+def test_invariant_holds(model: dict[str, im.Template], check: MainCheck) -> None:
+    assert check(model) == []
+
+
+def test_app_settings_are_the_names_config_reads(model: dict[str, im.Template]) -> None:
+    assert im.check_app_settings(model, settings_names()) == []
+
+
+# --- the checks catch mistakes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/cosmos.bicep",
+            "publicNetworkAccess: 'Disabled'",
+            "publicNetworkAccess: 'Enabled'",
+            "publicNetworkAccess is 'Enabled'",
+        ),
+        (
+            "modules/openai.bicep",
+            "disableLocalAuth: true",
+            "disableLocalAuth: false",
+            "disableLocalAuth is False",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "groupId: 'vault'",
+            "groupId: 'vaults'",
+            "has no unconditional private endpoint (vault)",
+        ),
+        (
+            "modules/cosmos.bicep",
+            "module cosmosEndpoint 'private-endpoint.bicep' = {",
+            "module cosmosEndpoint 'private-endpoint.bicep' = if (false) {",
+            "has no unconditional private endpoint (Sql)",
+        ),
+        (
+            "modules/network.bicep",
+            "  'privatelink.openai.azure.com'\n  'privatelink.vaultcore.azure.net'\n], enableAppGateway",
+            "  'privatelink.vaultcore.azure.net'\n], enableAppGateway",
+            "privatelink.openai.azure.com is not always created",
+        ),
+    ],
+)
+def test_private_access_check_catches(file: str, old: str, new: str, expected: str, texts: dict[str, str]) -> None:
+    problems = im.check_data_services_private(mutate(texts, file, old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_content_filter_check_catches_a_deployment_without_policy(texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/openai.bicep", "    raiPolicyName: contentFilter.name\n", "")
+    assert any("raiPolicyName" in p for p in im.check_content_filter(broken))
+
+
+def test_content_filter_check_catches_an_unblocked_category(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/openai.bicep",
+        "    name: 'Indirect Attack'\n    blocking: true",
+        "    name: 'Indirect Attack'\n    blocking: false",
+    )
+    assert any("Indirect Attack" in p for p in im.check_content_filter(broken))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "var openAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'",
+            "var openAiUserRoleId = 'b24988ac-6180-42a0-ab88-20f7382dd24c'",
+            "assigns Contributor",
+        ),
+        (
+            "var openAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'",
+            "var openAiUserRoleId = 'a97b65f3-24c7-4388-baec-2e87135dc908'",
+            "outside the allowed set",
+        ),
+    ],
+)
+def test_role_check_catches_broad_roles(old: str, new: str, expected: str, texts: dict[str, str]) -> None:
+    problems = im.check_roles(mutate(texts, "modules/openai.bicep", old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_role_check_catches_a_missing_cosmos_data_role(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/cosmos.bicep",
+        "var dataContributorRoleId = '00000000-0000-0000-0000-000000000002'",
+        "var dataContributorRoleId = '00000000-0000-0000-0000-000000000001'",
+    )
+    assert any("Cosmos" in p for p in im.check_roles(broken))
+
+
+def test_role_check_catches_the_app_identity_given_to_another_parameter(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "main.bicep",
+        "    extraSecretReaderPrincipalIds: enableAppGateway ? [\n      gatewayIdentity.outputs.principalId",
+        "    extraSecretReaderPrincipalIds: enableAppGateway ? [\n      appIdentity.outputs.principalId",
+    )
+    assert any("extraSecretReaderPrincipalIds" in p for p in im.check_roles(broken))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "output cosmosKeys string = account.listKeys().primaryMasterKey\n",
+        "output primary string = account.listKeys().primaryMasterKey\n",
+        "output dbPassword string = account.name\n",
+    ],
+)
+def test_output_check_catches_secrets(extra: str, texts: dict[str, str]) -> None:
+    changed = dict(texts)
+    changed["modules/cosmos.bicep"] = texts["modules/cosmos.bicep"] + extra
+    assert im.check_outputs(im.parse_texts(changed))
+
+
+def test_app_settings_check_catches_an_unknown_name(texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/appservice.bicep", "name: 'COSMOS_DATABASE'", "name: 'COSMOS_DB_NAME'")
+    problems = im.check_app_settings(broken, settings_names())
+    assert any("COSMOS_DB_NAME is not read" in p for p in problems), problems
+    assert any("COSMOS_DATABASE is missing" in p for p in problems), problems
+
+
+def test_app_settings_check_catches_a_plain_direct_line_secret(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/appservice.bicep",
+        "value: '@Microsoft.KeyVault(SecretUri=",
+        "value: 'plain@Microsoft.KeyVault(SecretUri=",
+    )
+    assert "DIRECT_LINE_SECRET must be a Key Vault reference" in im.check_app_settings(broken, settings_names())
+
+
+def test_web_app_check_catches_ftp_publishing(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/appservice.bicep",
+        "  name: 'ftp'\n  properties: {\n    allow: false",
+        "  name: 'ftp'\n  properties: {\n    allow: true",
+    )
+    assert any("basic publishing" in p for p in im.check_web_app_hardening(broken))
+
+
+def test_cosmos_check_catches_a_wrong_partition_key(texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/cosmos.bicep", "partitionKey: '/scope'", "partitionKey: '/id'")
+    assert any("container usage" in p for p in im.check_cosmos_containers(broken))
+
+
+def test_monitoring_queries_use_the_apps_telemetry_names() -> None:
+    queries = {p.name: p.read_text(encoding="utf-8") for p in (im.INFRA_DIR / "monitoring").glob("*.kql")}
+    assert len(queries) >= 5
+    text = "\n".join(queries.values())
+    for name in ("chat.tokens", "chat.filter_events", "chat.model_throttled", "chat.spillover", "chat.turn", "content_filter", "conversation_flagged"):
+        assert name in text, name
+
+
+def test_deploy_doc_exists() -> None:
+    doc = Path(im.INFRA_DIR.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "azd up" in doc
