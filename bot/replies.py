@@ -21,7 +21,10 @@ class MessageReplyChannel:
         return False
 
     async def informative(self, text: str) -> None:
-        await self._context.send_activity(Activity(type=ActivityTypes.typing))
+        try:
+            await self._context.send_activity(Activity(type=ActivityTypes.typing))
+        except ConnectorError as exc:
+            raise DeliveryFailed(str(exc)) from exc
 
     async def update(self, text_so_far: str) -> None:
         return None

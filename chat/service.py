@@ -52,6 +52,14 @@ class DeliveryFailed(Exception):
     """The channel did not accept a reply (its connector refused or was unreachable)."""
 
 
+class StreamStopped(Exception):
+    """The channel ended the stream (Teams: the user pressed Stop, or the 2-minute limit)."""
+
+    def __init__(self, shown_text: str) -> None:
+        super().__init__("the channel stopped the stream")
+        self.shown_text = shown_text
+
+
 class ReplyChannel(Protocol):
     @property
     def streams(self) -> bool:
@@ -59,11 +67,11 @@ class ReplyChannel(Protocol):
         ...
 
     async def informative(self, text: str) -> None:
-        """A short status such as "Thinking..." before the first token (streaming channels)."""
+        """Shown while waiting for the model: "Thinking..." when streaming, else typing."""
         ...
 
     async def update(self, text_so_far: str) -> None:
-        """The whole text so far (cumulative), while streaming."""
+        """The whole text so far (cumulative), while streaming. May raise StreamStopped."""
         ...
 
     async def final(self, reply: Reply) -> str | None:
@@ -233,14 +241,20 @@ class ChatService:
             await self._fail(turn, user_message, channel, delta, outcome, "message_too_long")
             return
 
-        if channel.streams:
+        try:
             await channel.informative(localize("thinking", turn.locale))
+        except DeliveryFailed:
+            log.info("the channel refused the informative update", extra=log_fields)
+        started = time.monotonic()
         try:
             completion = await self._model.complete(
                 window.messages,
                 self._max_output_tokens,
                 on_text=channel.update if channel.streams else None,
             )
+        except StreamStopped as stopped:
+            await self._store_stopped(user_message, stopped, started, delta, outcome)
+            return
         except ModelError as exc:
             log.warning(
                 "model call failed",
@@ -285,15 +299,25 @@ class ChatService:
         outcome: TurnOutcome,
         delivered: bool,
     ) -> None:
+        answer = self._answer_message(user_message, completion, activity_id, outcome)
         if not delivered:
-            status = MessageStatus.ERROR
             outcome.status = "delivery_failed"
             delta.errors += 1
+            answer = answer.model_copy(
+                update={"status": MessageStatus.ERROR, "error": "delivery_failed"}
+            )
         elif completion.finish_reason == "length":
-            status = MessageStatus.PARTIAL
-        else:
-            status = MessageStatus.COMPLETE
-        answer = Message(
+            answer = answer.model_copy(update={"status": MessageStatus.PARTIAL})
+        await self._add_answer(answer, completion, delta, outcome)
+
+    def _answer_message(
+        self,
+        user_message: Message,
+        completion: Completion,
+        activity_id: str | None,
+        outcome: TurnOutcome,
+    ) -> Message:
+        return Message(
             id=_assistant_id(user_message),
             conversation_id=user_message.conversation_id,
             seq=self._seq.next(),
@@ -305,15 +329,18 @@ class ChatService:
             tenant_id=user_message.tenant_id,
             channel_id=user_message.channel_id,
             locale=user_message.locale,
-            status=status,
+            status=MessageStatus.COMPLETE,
             tokens=completion.completion_tokens or self._counter.count_text(completion.text),
             usage=Usage(prompt=completion.prompt_tokens, completion=completion.completion_tokens),
             deployment=completion.deployment,
             latency_ms=completion.latency_ms,
             finish_reason=completion.finish_reason,
-            error=None if delivered else "delivery_failed",
             correlation_id=outcome.correlation_id,
         )
+
+    async def _add_answer(
+        self, answer: Message, completion: Completion, delta: SummaryDelta, outcome: TurnOutcome
+    ) -> None:
         try:
             await self._messages.add_message(answer)
             outcome.store_ops.append("write:assistant_message")
@@ -324,13 +351,35 @@ class ChatService:
                 "storing the assistant message failed",
                 extra={
                     "ref": outcome.correlation_id,
-                    "conversation": conversation_ref(user_message.conversation_id),
+                    "conversation": conversation_ref(answer.conversation_id),
                 },
             )
             return
         delta.messages += 1
         delta.prompt_tokens += completion.prompt_tokens
         delta.completion_tokens += completion.completion_tokens
+
+    async def _store_stopped(
+        self,
+        user_message: Message,
+        stopped: StreamStopped,
+        started: float,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        """The user stopped the stream: keep what they saw, as a partial answer."""
+        outcome.status = "stopped"
+        completion = Completion(
+            text=stopped.shown_text,
+            finish_reason="stopped",
+            prompt_tokens=0,
+            completion_tokens=self._counter.count_text(stopped.shown_text),
+            deployment="",
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
+        answer = self._answer_message(user_message, completion, None, outcome)
+        answer = answer.model_copy(update={"status": MessageStatus.PARTIAL, "deployment": None})
+        await self._add_answer(answer, completion, delta, outcome)
 
     async def _fail(
         self,
