@@ -362,6 +362,16 @@ class CosmosStore:
         if wants_ttl and properties.get("defaultTtl") is None:
             # Per-item ttl is ignored while the container has TTL off.
             log.warning("cosmos container %s has TTL off: its items will never expire", name)
+        if spec.composite:
+            wanted = [{"path": path, "order": order} for path, order in spec.composite]
+            composites = (properties.get("indexingPolicy") or {}).get("compositeIndexes") or []
+            if wanted not in composites:
+                # Cosmos DB rejects the admin list's two-key ORDER BY without it (HTTP 400).
+                log.warning(
+                    "cosmos container %s lacks the composite index %s: admin lists will fail",
+                    name,
+                    " + ".join(f"{path} {order}" for path, order in spec.composite),
+                )
 
     async def close(self) -> None:
         # The credential belongs to the app (it closes it after the store).

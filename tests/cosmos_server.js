@@ -1,7 +1,8 @@
 // Starts the Cosmos DB protocol server (@vercel/cosmosdb-server) for tests and local runs.
-// Usage: node tests/cosmos_server.js [port] [host]   (port 0 = any free port)
-// Prints one JSON line {"ready": true, "endpoint": ...} once it listens; exits when stdin closes,
-// so a crashed parent test run never leaves it behind.
+// Usage: node tests/cosmos_server.js [port] [host] [--exit-with-stdin]   (port 0 = any free port)
+// Prints one JSON line {"ready": true, "endpoint": ...} once it listens. With --exit-with-stdin
+// (what tests/cosmos_server.py passes) it exits when its stdin closes, so a crashed test run never
+// leaves it behind; without it, it runs until SIGINT/SIGTERM (for `make run` in another shell).
 "use strict";
 
 // Work around a protocol-server bug before its routes are built: reading a document that does
@@ -31,8 +32,10 @@ readDocument.default = (account, req, res, params) => {
 
 const { createHttpsServer } = require("@vercel/cosmosdb-server");
 
-const port = Number.parseInt(process.argv[2] || "0", 10);
-const host = process.argv[3] || "127.0.0.1";
+const args = process.argv.slice(2).filter((arg) => !arg.startsWith("--"));
+const exitWithStdin = process.argv.includes("--exit-with-stdin");
+const port = Number.parseInt(args[0] || "0", 10);
+const host = args[1] || "127.0.0.1";
 
 const server = createHttpsServer({ keepAlive: true }).listen(port, host, () => {
   const address = server.address();
@@ -46,7 +49,7 @@ const stop = () => {
 };
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
-if (!process.stdin.isTTY) {
+if (exitWithStdin) {
   process.stdin.on("end", stop);
   process.stdin.resume();
 }

@@ -76,7 +76,7 @@ def run_cosmos_server(timeout: float = 30.0) -> Iterator[CosmosServer]:
     # Port 0: the OS picks a free port and the launcher reports it, so there is no race.
     # stdin stays open: when this process dies, the launcher sees EOF and exits.
     process = subprocess.Popen(  # noqa: S603 - our launcher, fixed arguments
-        [node, str(LAUNCHER), "0", "127.0.0.1"],
+        [node, str(LAUNCHER), "0", "127.0.0.1", "--exit-with-stdin"],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

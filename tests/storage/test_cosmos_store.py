@@ -110,6 +110,23 @@ async def test_a_container_with_the_wrong_partition_key_is_refused(
         await _open(config)
 
 
+async def test_infrastructure_drift_is_logged(
+    cosmos_server: CosmosServer, raw_client: CosmosClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Containers as an older Bicep made them: right keys, no TTL, no composite indexes.
+    config = cosmos_config(cosmos_server, create_containers=False, retention_days=30)
+    database = await raw_client.create_database_if_not_exists(config.database)
+    for spec in CONTAINER_SPECS:
+        await database.create_container(spec.role, PartitionKey(spec.partition_key))
+    with caplog.at_level(logging.WARNING, logger="storage.cosmos"):
+        store = await _open(config)
+    await store.close()
+    assert "messages has TTL off" in caplog.text
+    assert "usage has TTL off" in caplog.text
+    assert "conversations lacks the composite index /lastActivityAt descending" in caplog.text
+    assert "audit lacks the composite index /at descending" in caplog.text
+
+
 async def test_created_containers_carry_keys_ttl_and_indexes(
     cosmos_server: CosmosServer, raw_client: CosmosClient
 ) -> None:
