@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core import MatchConditions
+from azure.core.async_paging import AsyncItemPaged
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
@@ -439,7 +440,7 @@ class CosmosStore:
         self.request_counts[op] = self.request_counts.get(op, 0) + 1
         log.debug("cosmos %s request charge %.2f RU", op, charge)
 
-    async def _query(
+    def _query(
         self,
         container: ContainerProxy,
         op: str,
@@ -447,18 +448,17 @@ class CosmosStore:
         parameters: list[dict[str, Any]],
         partition_key: str | None = None,
         page_size: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Items of a parameterized query; cross-partition when no partition key is given."""
+    ) -> AsyncItemPaged[dict[str, Any]]:
+        """Items of a parameterized query; cross-partition when no partition key is given.
+        Pages are fetched lazily, so a caller that stops early reads no further pages."""
         kwargs: dict[str, Any] = {}
         if partition_key is not None:
             kwargs["partition_key"] = partition_key
         if page_size is not None:
             kwargs["max_item_count"] = page_size
-        items = container.query_items(
+        return container.query_items(
             query, parameters=parameters, response_hook=self._hook(op), **kwargs
         )
-        async for item in items:
-            yield item
 
     # --- messages
 

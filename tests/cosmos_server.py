@@ -95,8 +95,11 @@ def _wait_ready(process: subprocess.Popen[str], timeout: float) -> str:
     stdout = process.stdout
 
     def read() -> None:
-        for line in stdout:
-            lines.put(line)
+        try:
+            for line in stdout:
+                lines.put(line)
+        except (OSError, ValueError):
+            pass  # closed by _stop
 
     threading.Thread(target=read, name="cosmos-server-stdout", daemon=True).start()
     try:
@@ -124,6 +127,8 @@ def _stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def cosmos_server_or_skip() -> Iterator[CosmosServer]:
