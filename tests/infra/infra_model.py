@@ -55,7 +55,11 @@ DATA_SERVICES: list[tuple[str, str, str, dict[str, Any]]] = [
         "Microsoft.KeyVault/vaults",
         "vault",
         "privatelink.vaultcore.azure.net",
-        {"publicNetworkAccess": "Disabled", "enableRbacAuthorization": True, "enablePurgeProtection": True},
+        {
+            "publicNetworkAccess": "Disabled",
+            "enableRbacAuthorization": True,
+            "enablePurgeProtection": True,
+        },
     ),
 ]
 
@@ -118,7 +122,11 @@ class Template:
 def _unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Strip pycep's wrappers for `= if (...) {}` and `= [for ...: {}]`."""
     conditional = False
-    while isinstance(config, dict) and "config" in config and ("condition" in config or "loop_type" in config):
+    while (
+        isinstance(config, dict)
+        and "config" in config
+        and ("condition" in config or "loop_type" in config)
+    ):
         conditional = conditional or config.get("condition") is not None
         config = config["config"]
     return config, conditional
@@ -187,7 +195,11 @@ class _Evaluator:
             return [self.eval(expr["config"], {**env, detail["item_name"]: item}) for item in items]
         if "function" in expr:
             function = expr["function"]
-            args = [self.eval(a, env) for a in (function.get("parameters") or {}).values() if a is not None]
+            args = [
+                self.eval(a, env)
+                for a in (function.get("parameters") or {}).values()
+                if a is not None
+            ]
             kind = function.get("type")
             if kind == "concat" and all(isinstance(a, list) for a in args):
                 return [x for a in args for x in a]
@@ -217,7 +229,10 @@ class _Evaluator:
                 if self.guaranteed:
                     return Param("<conditional>")
                 return {"conditional": [self.eval(operands.get("condition"), env), yes, no]}
-            return {"operator": operator.get("type"), "operands": [self.eval(v, env) for v in operands.values()]}
+            return {
+                "operator": operator.get("type"),
+                "operands": [self.eval(v, env) for v in operands.values()],
+            }
         return {k: self.eval(v, env) for k, v in expr.items()}
 
 
@@ -278,13 +293,23 @@ def check_data_services_private(model: Mapping[str, Template]) -> list[str]:
             for key, expected in literals.items():
                 actual = _get(res.body, f"properties/{key}")
                 if actual != expected:
-                    problems.append(f"{where} properties.{key} is {actual!r}, expected {expected!r}")
-            if rtype == "Microsoft.KeyVault/vaults" and _get(res.body, "properties/networkAcls/defaultAction") != "Deny":
+                    problems.append(
+                        f"{where} properties.{key} is {actual!r}, expected {expected!r}"
+                    )
+            if (
+                rtype == "Microsoft.KeyVault/vaults"
+                and _get(res.body, "properties/networkAcls/defaultAction") != "Deny"
+            ):
                 problems.append(f"{where} networkAcls.defaultAction must be Deny")
             if not _has_private_endpoint(template, res.symbol, group_id, zone):
-                problems.append(f"{where} has no unconditional private endpoint ({group_id}) registered in {zone}")
+                problems.append(
+                    f"{where} has no unconditional private endpoint ({group_id}) "
+                    f"registered in {zone}"
+                )
             if zone not in linked:
-                problems.append(f"private DNS zone {zone} is not always created and linked to the VNet")
+                problems.append(
+                    f"private DNS zone {zone} is not always created and linked to the VNet"
+                )
     problems.extend(_check_private_endpoint_module(model))
     return problems
 
@@ -313,12 +338,21 @@ def _check_private_endpoint_module(model: Mapping[str, Template]) -> list[str]:
     if template is None:
         return ["modules/private-endpoint.bicep is missing"]
     endpoints = [r for r in template.resources if r.type == "Microsoft.Network/privateEndpoints"]
-    groups = [r for r in template.resources if r.type == "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"]
+    groups = [
+        r
+        for r in template.resources
+        if r.type == "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"
+    ]
     problems = []
     if len(endpoints) != 1 or endpoints[0].conditional:
-        problems.append("private-endpoint.bicep must declare exactly one unconditional private endpoint")
+        problems.append(
+            "private-endpoint.bicep must declare exactly one unconditional private endpoint"
+        )
     elif not any(g.body.get("parent") == endpoints[0].symbol and not g.conditional for g in groups):
-        problems.append("private-endpoint.bicep must register the endpoint in its DNS zones (privateDnsZoneGroups)")
+        problems.append(
+            "private-endpoint.bicep must register the endpoint in its DNS zones "
+            "(privateDnsZoneGroups)"
+        )
     return problems
 
 
@@ -326,9 +360,14 @@ def linked_dns_zones(model: Mapping[str, Template]) -> set[str]:
     """Zone names that are always created with a virtualNetworkLink to the VNet."""
     linked: set[str] = set()
     for template in model.values():
-        zones = {r.symbol: r for r in template.resources if r.type == "Microsoft.Network/privateDnsZones"}
+        zones = {
+            r.symbol: r for r in template.resources if r.type == "Microsoft.Network/privateDnsZones"
+        }
         for link in template.resources:
-            if link.type != "Microsoft.Network/privateDnsZones/virtualNetworkLinks" or link.conditional:
+            if (
+                link.type != "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
+                or link.conditional
+            ):
                 continue
             if template.evaluate(_get(link.body, "properties/virtualNetwork/id")) is None:
                 continue
@@ -339,12 +378,12 @@ def linked_dns_zones(model: Mapping[str, Template]) -> set[str]:
             link_config = template.raw["resources"][link.symbol]["config"]
             if "loop_type" in zone_config:
                 # The links loop over the same list as the zones (parent: zones[i]).
-                same_list = (
-                    "loop_type" in link_config
-                    and link_config["loop_type"]["detail"].get("array_name")
-                    == zone_config["loop_type"]["detail"].get("array_name")
+                same_list = "loop_type" in link_config and link_config["loop_type"]["detail"].get(
+                    "array_name"
+                ) == zone_config["loop_type"]["detail"].get("array_name")
+                names = template.evaluate(
+                    zone_config["loop_type"]["detail"]["array_name"], guaranteed=True
                 )
-                names = template.evaluate(zone_config["loop_type"]["detail"]["array_name"], guaranteed=True)
                 if same_list and isinstance(names, list):
                     linked.update(n for n in names if isinstance(n, str))
             else:
@@ -354,7 +393,9 @@ def linked_dns_zones(model: Mapping[str, Template]) -> set[str]:
     return linked
 
 
-REQUIRED_FILTERS = {(c, s) for c in ("Hate", "Sexual", "Violence", "Selfharm") for s in ("Prompt", "Completion")} | {
+REQUIRED_FILTERS = {
+    (c, s) for c in ("Hate", "Sexual", "Violence", "Selfharm") for s in ("Prompt", "Completion")
+} | {
     ("Jailbreak", "Prompt"),
     ("Indirect Attack", "Prompt"),
     ("Protected Material Text", "Completion"),
@@ -371,9 +412,16 @@ def check_content_filter(model: Mapping[str, Template]) -> list[str]:
     for template, res in deployments:
         where = f"{template.file}:{res.symbol}"
         policy_ref = template.evaluate(_get(res.body, "properties/raiPolicyName"))
-        policies = {r.symbol: r for r in template.resources if r.type == "Microsoft.CognitiveServices/accounts/raiPolicies"}
+        policies = {
+            r.symbol: r
+            for r in template.resources
+            if r.type == "Microsoft.CognitiveServices/accounts/raiPolicies"
+        }
         if not isinstance(policy_ref, Ref) or policy_ref.path.split(".")[0] not in policies:
-            problems.append(f"{where} does not reference a raiPolicies resource of this template (raiPolicyName)")
+            problems.append(
+                f"{where} does not reference a raiPolicies resource of this template "
+                "(raiPolicyName)"
+            )
             continue
         policy = policies[policy_ref.path.split(".")[0]]
         if policy.conditional:
@@ -399,7 +447,9 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
     app_roles: set[str] = set()
     for template, res in resources_of(model, "Microsoft.Authorization/roleAssignments"):
         where = f"{template.file}:{res.symbol}"
-        role = json.dumps(template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str)
+        role = json.dumps(
+            template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str
+        )
         guids = set(GUID.findall(role))
         if len(guids) != 1:
             problems.append(f"{where} role definition is not one literal built-in role: {role}")
@@ -412,14 +462,24 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
         if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
             app_roles.add(guid)
     if app_roles != ALLOWED_ROLES:
-        problems.append(f"app identity management-plane roles are {sorted(app_roles)}, expected {sorted(ALLOWED_ROLES)}")
+        problems.append(
+            f"app identity management-plane roles are {sorted(app_roles)}, "
+            f"expected {sorted(ALLOWED_ROLES)}"
+        )
 
     cosmos_roles: set[str] = set()
-    for template, res in resources_of(model, "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"):
-        role = json.dumps(template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str)
+    for template, res in resources_of(
+        model, "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+    ):
+        role = json.dumps(
+            template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str
+        )
         guids = set(GUID.findall(role))
         if guids != {COSMOS_DATA_CONTRIBUTOR}:
-            problems.append(f"{template.file}:{res.symbol} Cosmos data role is {sorted(guids)}, expected Built-in Data Contributor")
+            problems.append(
+                f"{template.file}:{res.symbol} Cosmos data role is {sorted(guids)}, "
+                "expected Built-in Data Contributor"
+            )
         if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
             cosmos_roles.update(guids)
     if COSMOS_DATA_CONTRIBUTOR not in cosmos_roles:
@@ -429,19 +489,23 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
     # identity must not be handed to any other principal parameter.
     main = model.get("main.bicep")
     if main is None:
-        return problems + ["main.bicep is missing"]
+        return [*problems, "main.bicep is missing"]
     for name, module in main.modules.items():
         params = _unwrap(module["config"])[0].get("params") or {}
         for key, value in params.items():
             ref = main.evaluate(value)
             if key == "appPrincipalId" and ref != Ref("appIdentity.outputs.principalId"):
                 problems.append(f"main.bicep module {name}: appPrincipalId is not the app identity")
-            if key != "appPrincipalId" and "appIdentity.outputs.principalId" in json.dumps(value, default=str) + str(ref):
+            if key != "appPrincipalId" and "appIdentity.outputs.principalId" in json.dumps(
+                value, default=str
+            ) + str(ref):
                 problems.append(f"main.bicep module {name}: app identity principal passed as {key}")
     return problems
 
 
-SECRET_NAME = re.compile(r"secret|password|passwd|connection_?string|token|credential|key(?![-_]?vault)", re.I)
+SECRET_NAME = re.compile(
+    r"secret|password|passwd|connection_?string|token|credential|key(?![-_]?vault)", re.I
+)
 SECRET_VALUE = re.compile(
     r"\blist[A-Z]\w*|connectionstring|instrumentationkey|primarykey|secondarykey|masterkey|password|secret",
     re.I,
@@ -457,7 +521,9 @@ def check_outputs(model: Mapping[str, Template]) -> list[str]:
             if SECRET_NAME.search(name):
                 problems.append(f"{template.file}: output {name} is named like a secret")
             if SECRET_VALUE.search(text):
-                problems.append(f"{template.file}: output {name} exposes a secret-like value: {text[:120]}")
+                problems.append(
+                    f"{template.file}: output {name} exposes a secret-like value: {text[:120]}"
+                )
         for name, param in template.parameters.items():
             secure = any(d.get("type") == "secure" for d in param.get("decorators") or [])
             if secure and param.get("default") not in (None, ""):
@@ -518,20 +584,32 @@ def check_app_settings(model: Mapping[str, Template], known_names: set[str]) -> 
     problems: list[str] = []
     settings = app_settings(model)
     for name in sorted(settings):
-        if name not in known_names and name not in PLATFORM_SETTINGS and not name.startswith("WEBSITE_"):
-            problems.append(f"app setting {name} is not read by config.Settings and is no platform setting")
+        if (
+            name not in known_names
+            and name not in PLATFORM_SETTINGS
+            and not name.startswith("WEBSITE_")
+        ):
+            problems.append(
+                f"app setting {name} is not read by config.Settings and is no platform setting"
+            )
     for name in sorted(REQUIRED_APP_SETTINGS - settings.keys()):
         problems.append(f"app setting {name} is missing")
     secret = str(settings.get("DIRECT_LINE_SECRET", ""))
     if not secret.startswith("@Microsoft.KeyVault(SecretUri="):
         problems.append("DIRECT_LINE_SECRET must be a Key Vault reference")
     for name, value in settings.items():
-        if name != "DIRECT_LINE_SECRET" and isinstance(value, str) and re.search(r"(?i)(password|accountkey|api-?key)=", value):
+        if (
+            name != "DIRECT_LINE_SECRET"
+            and isinstance(value, str)
+            and re.search(r"(?i)(password|accountkey|api-?key)=", value)
+        ):
             problems.append(f"app setting {name} embeds a credential")
     if settings.get("MicrosoftAppType") != "UserAssignedMSI":
         problems.append("MicrosoftAppType must be UserAssignedMSI")
     if settings.get("COSMOS_CREATE_CONTAINERS") != "false":
-        problems.append("COSMOS_CREATE_CONTAINERS must be 'false' (containers are owned by the Bicep)")
+        problems.append(
+            "COSMOS_CREATE_CONTAINERS must be 'false' (containers are owned by the Bicep)"
+        )
     return problems
 
 
@@ -556,19 +634,30 @@ def check_web_app_hardening(model: Mapping[str, Template]) -> list[str]:
         for path, value in expected.items():
             actual = _get(site.body, path)
             if actual != value:
-                problems.append(f"{template.file}:{site.symbol} {path} is {actual!r}, expected {value!r}")
+                problems.append(
+                    f"{template.file}:{site.symbol} {path} is {actual!r}, expected {value!r}"
+                )
         if not _get(site.body, "properties/virtualNetworkSubnetId"):
             problems.append(f"{template.file}:{site.symbol} is not VNet integrated")
-        rules = json.dumps(template.evaluate(_get(site.body, "properties/siteConfig/ipSecurityRestrictions")), default=str)
+        rules = json.dumps(
+            template.evaluate(_get(site.body, "properties/siteConfig/ipSecurityRestrictions")),
+            default=str,
+        )
         if "AzureBotService" not in rules:
-            problems.append(f"{template.file}:{site.symbol} does not admit the AzureBotService service tag")
+            problems.append(
+                f"{template.file}:{site.symbol} does not admit the AzureBotService service tag"
+            )
         policies = {
             r.body.get("name"): _get(r.body, "properties/allow")
             for r in template.resources
-            if r.type == "Microsoft.Web/sites/basicPublishingCredentialsPolicies" and r.body.get("parent") == site.symbol
+            if r.type == "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+            and r.body.get("parent") == site.symbol
         }
         if policies != {"ftp": False, "scm": False}:
-            problems.append(f"{template.file}:{site.symbol} basic publishing credentials must be off for ftp and scm: {policies}")
+            problems.append(
+                f"{template.file}:{site.symbol} basic publishing credentials must be off "
+                f"for ftp and scm: {policies}"
+            )
     return problems
 
 
@@ -585,7 +674,9 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
     problems: list[str] = []
     found: dict[str, Any] = {}
     ttl: dict[str, Any] = {}
-    for template, res in resources_of(model, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"):
+    for template, res in resources_of(
+        model, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
+    ):
         loop = template.raw["resources"][res.symbol]["config"]
         bodies = template.evaluate(loop) if "loop_type" in loop else [template.evaluate(res.body)]
         for body in bodies if isinstance(bodies, list) else []:
@@ -594,14 +685,19 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
             ttl[name] = _get(body, "properties/resource/defaultTtl")
     for name, key in EXPECTED_CONTAINERS.items():
         if found.get(name) != [key]:
-            problems.append(f"container {name} partition key is {found.get(name)!r}, expected [{key!r}]")
+            problems.append(
+                f"container {name} partition key is {found.get(name)!r}, expected [{key!r}]"
+            )
     for template in model.values():
         if not any(r.type == "Microsoft.DocumentDB/databaseAccounts" for r in template.resources):
             continue
         retention = template.evaluate("conversationTtl")
         for name in ("messages", "conversations"):
             if ttl.get(name) != retention:
-                problems.append(f"container {name} defaultTtl must be the retentionDays TTL, is {ttl.get(name)!r}")
+                problems.append(
+                    f"container {name} defaultTtl must be the retentionDays TTL, "
+                    f"is {ttl.get(name)!r}"
+                )
         ttl_expr = template.variables.get("conversationTtl") or {}
         operands = _get(ttl_expr, "operator/operands") or {}
         minus_one = {"operator": {"type": "minus", "operands": {"integer_value": 1}}}
@@ -611,5 +707,7 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
             or operands.get("true_value") not in (-1, minus_one)
             or "retentionDays" not in json.dumps(operands.get("false_value"))
         ):
-            problems.append("conversation TTL must be (retentionDays == 0) ? -1 : retentionDays in seconds")
+            problems.append(
+                "conversation TTL must be (retentionDays == 0) ? -1 : retentionDays in seconds"
+            )
     return problems
