@@ -32,7 +32,7 @@ from bot.routes import MessagesEndpoint
 from bot.turns import TurnQueue
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder
-from chat.service import ChatService
+from chat.service import ChatService, FilterPolicy
 from chat.tokens import TokenCounter
 from config import BotAppType, Settings, load_settings
 from storage.base import Store
@@ -78,7 +78,7 @@ async def _azure_credential(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     needs_credential = (
         not settings.uses_simulator and not settings.azure_openai_api_key.get_secret_value()
-    )
+    ) or (settings.uses_cosmos and not settings.cosmos_key.get_secret_value())
     if not needs_credential:
         yield
         return
@@ -152,7 +152,14 @@ async def _model(app: web.Application) -> AsyncIterator[None]:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteStore(settings.sqlite_file, retention_days=settings.retention_days)
+    store: Store
+    if settings.uses_cosmos:
+        from storage.cosmos import CosmosConfig, CosmosStore
+
+        credential: Any = app.get(CREDENTIAL)
+        store = CosmosStore(CosmosConfig.from_settings(settings), credential=credential)
+    else:
+        store = SqliteStore(settings.sqlite_file, retention_days=settings.retention_days)
     await store.open()
     app[STORE] = store
     try:
@@ -177,6 +184,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         max_history_messages=settings.history_max_messages,
         max_output_tokens=settings.max_output_tokens,
         max_message_chars=settings.max_message_chars,
+        filters=FilterPolicy(
+            review_severity=settings.filter_review_severity,
+            error_policy=settings.filter_error_policy,
+        ),
         log_message_text=settings.log_message_text,
     )
     tokens: TokenSource
@@ -239,7 +250,12 @@ def _log_configuration(app: web.Application) -> None:
         f"deployment {settings.azure_openai_deployment} "
         f"({'API key' if settings.azure_openai_api_key.get_secret_value() else 'Entra ID'})"
     )
-    store = f"SQLite at {settings.sqlite_file}"
+    store = (
+        f"Cosmos DB {settings.cosmos_endpoint} database {settings.cosmos_database} "
+        f"({'key' if settings.cosmos_key.get_secret_value() else 'Entra ID'})"
+        if settings.uses_cosmos
+        else f"SQLite at {settings.sqlite_file}"
+    )
     auth = (
         f"Bot Framework JWT ({settings.microsoft_app_type}, app id {settings.microsoft_app_id})"
         if settings.bot_auth_enabled

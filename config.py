@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     history_token_budget: int = Field(6000, alias="HISTORY_TOKEN_BUDGET", gt=0)
     history_max_messages: int = Field(40, alias="HISTORY_MAX_MESSAGES", gt=0, le=500)
     max_message_chars: int = Field(8000, alias="MAX_MESSAGE_CHARS", gt=0)
+
+    # --- content filters
+    # Annotations at or above this severity flag the conversation for review even when Azure did
+    # not block anything (safe | low | medium | high).
+    filter_review_severity: Literal["safe", "low", "medium", "high"] = Field(
+        "medium", alias="FILTER_REVIEW_SEVERITY"
+    )
+    # When Azure says "the contents are not filtered" (the filter itself failed): deliver the
+    # answer and flag the conversation, or withhold the answer.
+    filter_error_policy: Literal["deliver", "withhold"] = Field(
+        "deliver", alias="FILTER_ERROR_POLICY"
+    )
 
     # --- prompts
     system_prompt_file: Path = Field(

@@ -25,6 +25,8 @@ class TurnQueue:
         self._pending: dict[str, deque[Job]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def in_flight(self) -> int:
@@ -48,6 +50,7 @@ class TurnQueue:
             jobs.append(job)
             return True
         self._pending[conversation_key] = deque([job])
+        self._idle.clear()
         worker = asyncio.create_task(self._drain_conversation(conversation_key))
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
@@ -66,6 +69,12 @@ class TurnQueue:
                     log.exception("turn failed")
             jobs.popleft()
         del self._pending[conversation_key]
+        if not self._pending:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until every accepted turn has finished (tests, benchmarks, shutdown)."""
+        await self._idle.wait()
 
     async def drain(self, grace_seconds: float) -> bool:
         """Stop accepting and wait for queued turns; True when everything finished in time."""

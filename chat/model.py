@@ -15,6 +15,8 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat.filters import is_prompt_filter_error
+
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
 TextListener = Callable[[str], Awaitable[None]]
@@ -43,8 +45,9 @@ class Completion:
     deployment: str
     latency_ms: int
     # Raw content-filter annotations as Azure sent them; chat.filters turns them into verdicts.
+    # Output entries are {"content_filter_results": {...}, "content_filter_offsets": {...}?}.
     prompt_filter_results: list[dict[str, Any]] = field(default_factory=list)
-    output_filter_results: list[dict[str, Any]] = field(default_factory=list)
+    output_annotations: list[dict[str, Any]] = field(default_factory=list)
     usage_reported: bool = True
 
 
@@ -70,6 +73,13 @@ class ModelError(Exception):
         self.retry_after = retry_after
         self.body = body or {}
         self.partial_text = partial_text
+
+
+class PromptFiltered(ModelError):
+    """Azure refused the prompt (HTTP 400 `content_filter`): not retryable anywhere."""
+
+    def __init__(self, *, deployment: str, body: dict[str, Any]) -> None:
+        super().__init__("prompt_filtered", deployment=deployment, status=400, body=body)
 
 
 class ChatModel(Protocol):
@@ -152,6 +162,8 @@ class DeploymentClient:
             return await self._complete_streaming(payload, max_tokens, started, on_text)
         except openai.APIStatusError as exc:
             body = exc.body if isinstance(exc.body, dict) else {}
+            if exc.status_code == 400 and is_prompt_filter_error(body):
+                raise PromptFiltered(deployment=self.deployment.name, body=body) from exc
             raise ModelError(
                 "status",
                 deployment=self.deployment.name,
@@ -185,6 +197,9 @@ class DeploymentClient:
         choice = response.choices[0] if response.choices else None
         choice_extras = (choice.model_extra or {}) if choice else {}
         output_filters = choice_extras.get("content_filter_results")
+        output_annotations = (
+            [{"content_filter_results": output_filters}] if isinstance(output_filters, dict) else []
+        )
         return Completion(
             text=(choice.message.content or "") if choice else "",
             finish_reason=choice.finish_reason if choice else None,
@@ -193,7 +208,7 @@ class DeploymentClient:
             deployment=self.deployment.name,
             latency_ms=int((time.monotonic() - started) * 1000),
             prompt_filter_results=_prompt_filters(extras),
-            output_filter_results=[output_filters] if isinstance(output_filters, dict) else [],
+            output_annotations=output_annotations,
             usage_reported=response.usage is not None,
         )
 
@@ -214,7 +229,7 @@ class DeploymentClient:
         parts: list[str] = []
         finish_reason: str | None = None
         prompt_filters: list[dict[str, Any]] = []
-        output_filters: list[dict[str, Any]] = []
+        output_annotations: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         usage_reported = False
         try:
@@ -225,13 +240,13 @@ class DeploymentClient:
                     completion_tokens = chunk.usage.completion_tokens
                     usage_reported = True
                 for choice in chunk.choices:
-                    results = (choice.model_extra or {}).get("content_filter_results")
+                    extras = choice.model_extra or {}
+                    results = extras.get("content_filter_results")
                     if isinstance(results, dict) and results:
-                        annotated = dict(results)
-                        offsets = (choice.model_extra or {}).get("content_filter_offsets")
-                        if offsets:
-                            annotated["_offsets"] = offsets
-                        output_filters.append(annotated)
+                        annotation: dict[str, Any] = {"content_filter_results": results}
+                        if isinstance(extras.get("content_filter_offsets"), dict):
+                            annotation["content_filter_offsets"] = extras["content_filter_offsets"]
+                        output_annotations.append(annotation)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
                     # Asynchronous-filter annotation chunks have no delta at all.
@@ -263,7 +278,7 @@ class DeploymentClient:
             deployment=self.deployment.name,
             latency_ms=int((time.monotonic() - started) * 1000),
             prompt_filter_results=prompt_filters,
-            output_filter_results=output_filters,
+            output_annotations=output_annotations,
             usage_reported=usage_reported,
         )
 

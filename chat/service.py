@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
-from chat.model import ChatModel, Completion, ModelError
+from chat.filters import (
+    Verdict,
+    parse_output_annotations,
+    parse_prompt_annotations,
+    parse_prompt_error,
+)
+from chat.model import ChatModel, Completion, ModelError, PromptFiltered
 from chat.prompts import PromptBuilder
-from chat.texts import localize
+from chat.texts import all_texts, localize
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
 from storage.base import MessageStore, StoreError, SummaryStore
@@ -79,6 +85,12 @@ class ReplyChannel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FilterPolicy:
+    review_severity: str = "medium"
+    error_policy: str = "deliver"
+
+
 @dataclass
 class TurnOutcome:
     """What happened, for the bot layer, telemetry and tests."""
@@ -126,6 +138,7 @@ class ChatService:
         max_history_messages: int,
         max_output_tokens: int,
         max_message_chars: int,
+        filters: FilterPolicy | None = None,
         log_message_text: bool = False,
     ) -> None:
         self._messages = messages
@@ -138,6 +151,7 @@ class ChatService:
         self._max_output_tokens = max_output_tokens
         self._max_chars = max_message_chars
         self._log_text = log_message_text
+        self._filters = filters or FilterPolicy()
         self._seq = _SeqClock()
         self._system_cache: dict[tuple[date, str], tuple[str, int]] = {}
 
@@ -255,6 +269,11 @@ class ChatService:
         except StreamStopped as stopped:
             await self._store_stopped(user_message, stopped, started, delta, outcome)
             return
+        except PromptFiltered as exc:
+            verdict = parse_prompt_error(exc.body)
+            self._log_filter_events(verdict, exc.deployment, user_message.conversation_id)
+            await self._prompt_filtered(turn, user_message, verdict, channel, delta, outcome)
+            return
         except ModelError as exc:
             log.warning(
                 "model call failed",
@@ -273,17 +292,32 @@ class ChatService:
             completion.completion_tokens = self._counter.count_text(completion.text)
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
+        verdict = parse_prompt_annotations(completion.prompt_filter_results).add(
+            parse_output_annotations(completion.output_annotations)
+        )
+        self._log_filter_events(verdict, completion.deployment, user_message.conversation_id)
+        delta.flag_reasons += verdict.review_reasons(self._filters.review_severity)
+        if self._must_withhold(completion, verdict):
+            await self._answer_filtered(
+                turn, user_message, completion, verdict, channel, delta, outcome
+            )
+            return
+
+        shown_text = completion.text + self._citation_text(verdict, turn.locale)
+        completion.text = shown_text
         delivered = True
         activity_id: str | None = None
         try:
-            activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+            activity_id = await channel.final(Reply(shown_text, ai_generated=True))
         except DeliveryFailed:
             # Keep the answer for the record; the user did not see it (status error).
             log.warning("the channel refused the reply", extra=log_fields)
             delivered = False
         outcome.replied = delivered
         outcome.reply_activity_id = activity_id
-        await self._store_answer(user_message, completion, activity_id, delta, outcome, delivered)
+        await self._store_answer(
+            user_message, completion, activity_id, delta, outcome, delivered, verdict
+        )
         if self._log_text:
             log.info(
                 "turn text",
@@ -298,8 +332,11 @@ class ChatService:
         delta: SummaryDelta,
         outcome: TurnOutcome,
         delivered: bool,
+        verdict: Verdict,
     ) -> None:
         answer = self._answer_message(user_message, completion, activity_id, outcome)
+        if verdict.notable:
+            answer = answer.model_copy(update={"filter": verdict.to_json()})
         if not delivered:
             outcome.status = "delivery_failed"
             delta.errors += 1
@@ -358,6 +395,115 @@ class ChatService:
         delta.messages += 1
         delta.prompt_tokens += completion.prompt_tokens
         delta.completion_tokens += completion.completion_tokens
+
+    def _must_withhold(self, completion: Completion, verdict: Verdict) -> bool:
+        if completion.finish_reason == "content_filter" or verdict.filtered_categories("output"):
+            return True
+        return bool(verdict.errors) and self._filters.error_policy == "withhold"
+
+    async def _prompt_filtered(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        verdict: Verdict,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        """Azure refused the prompt: say why, mark the prompt, store no answer."""
+        outcome.status = "prompt_filtered"
+        delta.filtered += 1
+        delta.flag_reasons += verdict.review_reasons(self._filters.review_severity)
+        reasons = _reasons_text(verdict.filtered_categories("prompt"), turn.locale)
+        await _notify(channel, localize("filtered_prompt", turn.locale, reasons=reasons), outcome)
+        filtered = user_message.model_copy(
+            update={"status": MessageStatus.FILTERED, "filter": verdict.to_json()}
+        )
+        try:
+            await self._messages.replace_message(filtered)
+            outcome.store_ops.append("write:user_message_status")
+        except StoreError:
+            log.exception(
+                "marking the prompt as filtered failed", extra={"ref": outcome.correlation_id}
+            )
+
+    async def _answer_filtered(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        completion: Completion,
+        verdict: Verdict,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        """The answer was blocked (whole, or part-way through a stream): the notice replaces
+        anything already shown; the blocked text is kept for reviewers only."""
+        outcome.status = "answer_filtered"
+        delta.filtered += 1
+        categories = verdict.filtered_categories("output")
+        if categories or completion.finish_reason == "content_filter":
+            reasons = _reasons_text(categories, turn.locale)
+            notice = localize("filtered_answer", turn.locale, reasons=reasons)
+        else:
+            notice = localize("filter_unavailable", turn.locale, ref=outcome.correlation_id)
+        await _notify(channel, notice, outcome)
+        answer = self._answer_message(user_message, completion, None, outcome).model_copy(
+            update={
+                "status": MessageStatus.FILTERED,
+                "text": "",
+                "tokens": 0,
+                "withheld_text": completion.text or None,
+                "filter": verdict.to_json(),
+            }
+        )
+        await self._add_answer(answer, completion, delta, outcome)
+
+    def _log_filter_events(self, verdict: Verdict, deployment: str, conversation_id: str) -> None:
+        """One structured event per notable category; never the text."""
+        reference = conversation_ref(conversation_id)
+        for result in verdict.results:
+            if not (
+                result.filtered
+                or result.detected
+                or result.blocklist_ids
+                or result.severity not in (None, "safe")
+            ):
+                continue
+            log.info(
+                "content_filter",
+                extra={
+                    "event": "content_filter",
+                    "category": result.category,
+                    "severity": result.severity,
+                    "detected": result.detected,
+                    "filtered": result.filtered,
+                    "source": result.source,
+                    "deployment": deployment,
+                    "conversation_ref": reference,
+                },
+            )
+        for error in verdict.errors:
+            log.warning(
+                "content_filter",
+                extra={
+                    "event": "content_filter",
+                    "category": "filter_error",
+                    "source": error.source,
+                    "code": error.code,
+                    "deployment": deployment,
+                    "conversation_ref": reference,
+                },
+            )
+
+    @staticmethod
+    def _citation_text(verdict: Verdict, locale: str) -> str:
+        lines = [
+            localize("protected_code_citation", locale, url=c.url, license=c.license)
+            for c in verdict.citations()
+            if c.url
+        ]
+        return "".join(f"\n\n{line}" for line in lines)
 
     async def _store_stopped(
         self,
@@ -439,6 +585,15 @@ async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> Non
         outcome.replied = True
     except DeliveryFailed:
         log.warning("the channel refused a notice", extra={"ref": outcome.correlation_id})
+
+
+def _reasons_text(categories: list[str], locale: str) -> str:
+    known = set(all_texts())
+    names = [
+        localize(f"category_{c}" if f"category_{c}" in known else "category_unknown", locale)
+        for c in categories or ["unknown"]
+    ]
+    return localize("reason_separator", locale).join(dict.fromkeys(names))
 
 
 def _assistant_id(user_message: Message) -> str:

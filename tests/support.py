@@ -166,3 +166,10 @@ def message_activity(
     }
     activity.update(extra)
     return activity
+
+
+async def settle(client: Any, within: float = 15.0) -> None:
+    """Wait until the app under test has finished every accepted turn."""
+    from app import TURNS
+
+    await asyncio.wait_for(client.server.app[TURNS].wait_idle(), timeout=within)

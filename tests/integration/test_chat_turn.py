@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -10,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from app import STORE
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role
-from tests.support import RecordingConnector, message_activity
+from tests.support import RecordingConnector, message_activity, settle
 
 
 async def post(client: TestClient[Any, Any], activity: dict[str, Any], **headers: str) -> int:
@@ -25,6 +24,7 @@ async def test_message_is_acknowledged_then_answered_and_both_messages_are_store
 
     assert await post(bot, activity) == 202
     [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
 
     assert "What is the capital of France?" in reply["text"]
     assert reply["replyToId"] == activity["id"]
@@ -55,7 +55,7 @@ async def test_redelivered_activity_gets_no_second_answer(
     assert await post(bot, activity) == 202
     await connector.wait_for_messages(1)
     assert await post(bot, activity) == 202
-    await asyncio.sleep(0.5)
+    await settle(bot)
 
     assert len(connector.messages()) == 1
     stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
@@ -69,11 +69,12 @@ async def test_redelivery_after_a_restart_is_recognised_by_the_store(
     first = await make_app()
     await post(first, activity)
     await connector.wait_for_messages(1)
+    await settle(first)
     await first.close()
 
     second = await make_app()  # same SQLite file, fresh in-memory dedupe
     assert await post(second, activity) == 202
-    await asyncio.sleep(0.5)
+    await settle(second)
     assert len(connector.messages()) == 1
 
 
@@ -85,6 +86,7 @@ async def test_turns_of_one_conversation_are_answered_in_order(
         assert await post(bot, message_activity(connector.url, question)) == 202
 
     replies = await connector.wait_for_messages(5)
+    await settle(bot)
 
     for question, reply in zip(questions, replies, strict=True):
         assert question in reply["text"]
@@ -100,6 +102,7 @@ async def test_history_of_the_conversation_reaches_the_model(
     await connector.wait_for_messages(1)
     await post(bot, message_activity(connector.url, "What is my name?"))
     await connector.wait_for_messages(2)
+    await settle(bot)
 
     stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
     second_answer = stored[-1]
@@ -115,6 +118,7 @@ async def test_conversations_are_kept_apart(
     await post(bot, message_activity(connector.url, "alpha", conversation_id="a"))
     await post(bot, message_activity(connector.url, "beta", conversation_id="b", user_id="u2"))
     await connector.wait_for_messages(2)
+    await settle(bot)
 
     store = bot.server.app[STORE]
     a = await store.conversation_messages(safe_id("test:a"))
@@ -133,6 +137,7 @@ async def test_japanese_user_gets_japanese_notice_when_the_model_is_unreachable(
 
     assert await post(bot, activity) == 202
     [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
 
     assert "申し訳ありません" in reply["text"]
     assert "参照番号" in reply["text"]
@@ -177,7 +182,7 @@ async def test_reply_that_the_channel_refuses_is_kept_with_error_status(
     connector.fail_with = 502
     await post(bot, message_activity(connector.url, "anyone there?"))
     await connector.wait_for_messages(1)
-    await asyncio.sleep(0.3)
+    await settle(bot)
 
     stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
     assert stored[0].text == "anyone there?"

@@ -18,7 +18,8 @@ def test_every_text_exists_in_english_and_japanese_with_the_same_placeholders(ke
         for lang, text in texts.items()
     }
     assert fields["en"] == fields["ja"]
-    assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", texts["ja"]), "Japanese text is Japanese"
+    japanese = r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]"
+    assert re.search(japanese, texts["ja"]), "Japanese text is Japanese"
 
 
 def test_locale_picks_the_language() -> None:

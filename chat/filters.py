@@ -1,0 +1,294 @@
+"""Azure OpenAI content-filter annotations, from every shape the service has sent, as one verdict.
+
+Shapes accepted (see shared/reference/azure-openai-wire.md): severity categories
+(`{filtered, severity}`), detection categories (`{filtered, detected}`, code with a `citation`
+whose key is upper-case `URL`), custom blocklists as `{filtered, details: [...]}` or as a bare list,
+ungrounded material with offsets, an `error` object ("The contents are not filtered") whose code is
+a string or an integer, unknown future categories, `prompt_filter_results` and the old
+`prompt_annotations`, and the prompt 400 with `innererror.content_filter_result` (real wire),
+`inner_error`/`content_filter_results` (spec), or no inner error at all (old responses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+Source = Literal["prompt", "output"]
+SEVERITIES = ("safe", "low", "medium", "high")
+SEVERITY_CATEGORIES = frozenset({"hate", "sexual", "violence", "self_harm"})
+# Categories whose detection alone means a reviewer should look, even when nothing was blocked.
+REVIEW_DETECTIONS = frozenset(
+    {"jailbreak", "indirect_attack", "protected_material_text", "protected_material_code"}
+)
+BLOCKLIST = "blocklist"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Citation:
+    url: str
+    license: str
+
+
+@dataclass(frozen=True)
+class CategoryResult:
+    category: str
+    source: Source
+    filtered: bool = False
+    severity: str | None = None
+    detected: bool | None = None
+    blocklist_ids: tuple[str, ...] = ()
+    citation: Citation | None = None
+
+    def severity_rank(self) -> int:
+        return SEVERITIES.index(self.severity) if self.severity in SEVERITIES else 0
+
+    def merged(self, other: CategoryResult) -> CategoryResult:
+        severity = self.severity
+        if other.severity_rank() > self.severity_rank() or severity is None:
+            severity = other.severity or severity
+        detected = self.detected
+        if other.detected is not None:
+            detected = bool(detected) or other.detected
+        return replace(
+            self,
+            filtered=self.filtered or other.filtered,
+            severity=severity,
+            detected=detected,
+            blocklist_ids=tuple(dict.fromkeys(self.blocklist_ids + other.blocklist_ids)),
+            citation=self.citation or other.citation,
+        )
+
+
+@dataclass(frozen=True)
+class FilterError:
+    source: Source
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StreamOffsets:
+    check_offset: int
+    start_offset: int
+    end_offset: int
+
+
+@dataclass
+class Verdict:
+    results: list[CategoryResult] = field(default_factory=list)
+    errors: list[FilterError] = field(default_factory=list)
+    offsets: list[StreamOffsets] = field(default_factory=list)
+
+    @property
+    def filtered(self) -> bool:
+        return any(r.filtered for r in self.results)
+
+    def filtered_categories(self, source: Source | None = None) -> list[str]:
+        return list(
+            dict.fromkeys(
+                r.category
+                for r in self.results
+                if r.filtered and (source is None or r.source == source)
+            )
+        )
+
+    def citations(self) -> list[Citation]:
+        return [r.citation for r in self.results if r.citation is not None and r.detected]
+
+    def add(self, other: Verdict) -> Verdict:
+        merged: dict[tuple[str, Source], CategoryResult] = {
+            (r.category, r.source): r for r in self.results
+        }
+        for result in other.results:
+            key = (result.category, result.source)
+            merged[key] = merged[key].merged(result) if key in merged else result
+        self.results = list(merged.values())
+        self.errors = list(dict.fromkeys([*self.errors, *other.errors]))
+        self.offsets = [*self.offsets, *other.offsets]
+        return self
+
+    def review_reasons(self, review_severity: str) -> list[str]:
+        """Why a reviewer should look at this turn (flag reasons), blocked or not."""
+        threshold = SEVERITIES.index(review_severity) if review_severity in SEVERITIES else 2
+        reasons: list[str] = []
+        for r in self.results:
+            if (
+                r.filtered
+                or (r.detected and r.category in REVIEW_DETECTIONS)
+                or (r.severity in SEVERITIES and r.severity_rank() >= threshold)
+                or (r.category == BLOCKLIST and r.blocklist_ids)
+            ):
+                reasons.append(r.category)
+        if self.errors:
+            reasons.append("filter_error")
+        return list(dict.fromkeys(reasons))
+
+    @property
+    def notable(self) -> bool:
+        """Worth storing: anything but all-safe, nothing detected, no errors."""
+        return bool(self.errors) or any(
+            r.filtered or r.detected or r.severity not in (None, "safe") or r.blocklist_ids
+            for r in self.results
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filtered": self.filtered,
+            "results": [
+                {
+                    "category": r.category,
+                    "source": r.source,
+                    "filtered": r.filtered,
+                    "severity": r.severity,
+                    "detected": r.detected,
+                    "blocklist_ids": list(r.blocklist_ids),
+                    "citation": (
+                        {"url": r.citation.url, "license": r.citation.license}
+                        if r.citation
+                        else None
+                    ),
+                }
+                for r in self.results
+            ],
+            "errors": [
+                {"source": e.source, "code": e.code, "message": e.message} for e in self.errors
+            ],
+            "offsets": [
+                {"check": o.check_offset, "start": o.start_offset, "end": o.end_offset}
+                for o in self.offsets
+            ],
+        }
+
+
+def _blocklist(value: Any, source: Source) -> CategoryResult | None:
+    # Current shape: {"filtered": bool, "details": [{"filtered": bool, "id": "name"}]};
+    # older responses: a bare list [{"filtered": true, "id": "name"}] (or []).
+    if isinstance(value, dict):
+        entries = value.get("details") or []
+        filtered = bool(value.get("filtered"))
+    elif isinstance(value, list):
+        entries = value
+        filtered = False
+    else:
+        return None
+    ids: list[str] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            filtered = filtered or bool(entry.get("filtered"))
+            if entry.get("id") is not None:
+                ids.append(str(entry["id"]))
+    if not ids and not filtered:
+        return None
+    return CategoryResult(BLOCKLIST, source, filtered=filtered, blocklist_ids=tuple(ids))
+
+
+def _citation(value: dict[str, Any]) -> Citation | None:
+    citation = value.get("citation")
+    if not isinstance(citation, dict):
+        return None
+    url = citation.get("URL") or citation.get("url") or ""
+    return Citation(url=str(url), license=str(citation.get("license") or ""))
+
+
+def parse_results(results: Any, source: Source) -> Verdict:
+    """One `content_filter_results` (or `content_filter_result`) object."""
+    verdict = Verdict()
+    if not isinstance(results, dict):
+        return verdict
+    for name, value in results.items():
+        if name == "error":
+            if isinstance(value, dict):
+                verdict.errors.append(
+                    FilterError(source, str(value.get("code", "")), str(value.get("message", "")))
+                )
+            continue
+        if name == "custom_blocklists":
+            blocklist = _blocklist(value, source)
+            if blocklist is not None:
+                verdict.add(Verdict(results=[blocklist]))
+            continue
+        if not isinstance(value, dict):
+            continue
+        severity = value.get("severity")
+        detected = value.get("detected")
+        ids: tuple[str, ...] = ()
+        details = value.get("details")
+        if isinstance(details, list):  # custom topics and similar future list-bearing shapes
+            ids = tuple(str(d["id"]) for d in details if isinstance(d, dict) and "id" in d)
+        verdict.add(
+            Verdict(
+                results=[
+                    CategoryResult(
+                        category=str(name),
+                        source=source,
+                        filtered=bool(value.get("filtered")),
+                        severity=str(severity) if isinstance(severity, str) else None,
+                        detected=bool(detected) if isinstance(detected, bool) else None,
+                        blocklist_ids=ids,
+                        citation=_citation(value),
+                    )
+                ]
+            )
+        )
+    return verdict
+
+
+def parse_prompt_annotations(items: Iterable[Any]) -> Verdict:
+    """`prompt_filter_results` (or the old `prompt_annotations`) entries."""
+    verdict = Verdict()
+    for item in items:
+        if isinstance(item, dict):
+            verdict.add(parse_results(item.get("content_filter_results"), "prompt"))
+    return verdict
+
+
+def parse_output_annotations(items: Iterable[Any]) -> Verdict:
+    """Choice-level `content_filter_results`, optionally with `content_filter_offsets`."""
+    verdict = Verdict()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        verdict.add(parse_results(item.get("content_filter_results"), "output"))
+        offsets = item.get("content_filter_offsets")
+        if isinstance(offsets, dict):
+            with contextlib.suppress(TypeError, ValueError):
+                verdict.offsets.append(
+                    StreamOffsets(
+                        int(offsets.get("check_offset", 0)),
+                        int(offsets.get("start_offset", 0)),
+                        int(offsets.get("end_offset", 0)),
+                    )
+                )
+    return verdict
+
+
+def is_prompt_filter_error(body: Any) -> bool:
+    error = _inner_error_dict(body)
+    return error is not None and error.get("code") == "content_filter"
+
+
+def parse_prompt_error(body: Any) -> Verdict:
+    """The HTTP 400 `content_filter` body (the SDK's `e.body` or the whole response JSON)."""
+    error = _inner_error_dict(body) or {}
+    inner = error.get("innererror") or error.get("inner_error") or {}
+    results = None
+    if isinstance(inner, dict):
+        results = inner.get("content_filter_result") or inner.get("content_filter_results")
+    verdict = parse_results(results, "prompt")
+    if not verdict.filtered:
+        # Old responses carry no inner error: the prompt was blocked, the reason is unknown.
+        verdict.add(Verdict(results=[CategoryResult(UNKNOWN, "prompt", filtered=True)]))
+    return verdict
+
+
+def _inner_error_dict(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error
+    return body
