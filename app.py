@@ -29,6 +29,7 @@ from bot.connector import (
 )
 from bot.handler import AssistantBot
 from bot.routes import MessagesEndpoint
+from bot.teams import BotProfile
 from bot.turns import TurnQueue
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder
@@ -217,7 +218,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[TURNS] = queue
     app[MESSAGES] = MessagesEndpoint(
-        ChannelAdapter(connector), AssistantBot(chat), queue, connector, authenticator
+        ChannelAdapter(connector),
+        AssistantBot(chat, store, BotProfile(settings.assistant_name, settings.organization_name)),
+        queue,
+        connector,
+        authenticator,
     )
     purge = asyncio.create_task(_purge_periodically(store), name="retention-purge")
     _log_configuration(app)

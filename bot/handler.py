@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
-from botbuilder.core import ActivityHandler, TurnContext
-from botbuilder.schema import Activity
+from botbuilder.core import ActivityHandler, InvokeResponse, TurnContext
+from botbuilder.schema import Activity, ActivityTypes
 
-from bot.replies import MessageReplyChannel
+from bot.connector import ConnectorError
+from bot.feedback import SUBMIT_ACTION_INVOKE, FeedbackRecorder, parse_feedback
+from bot.streaming import reply_channel_for
+from bot.teams import (
+    BotProfile,
+    activity_locale,
+    bot_was_added,
+    bot_was_removed,
+    install_key,
+    is_teams,
+    is_teams_shared,
+    remove_bot_mentions,
+)
 from chat.service import ChatService, TurnInput
+from chat.texts import localize
+from storage.base import Store, StoreError
+from storage.ids import safe_id
+
+log = logging.getLogger(__name__)
 
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
 
@@ -38,22 +57,105 @@ def tenant_key(activity: Activity, raw: dict[str, Any]) -> str:
     return ""
 
 
+def welcome_state_key(activity: Activity, raw: dict[str, Any]) -> str:
+    return safe_id(f"welcome|{install_key(activity, raw)}")
+
+
 class AssistantBot(ActivityHandler):  # type: ignore[misc]
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, store: Store, profile: BotProfile) -> None:
         super().__init__()
         self._chat = chat
+        self._store = store
+        self._profile = profile
+        self._feedback = FeedbackRecorder(store, store)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        text = activity.text or ""
+        if is_teams(activity):
+            text, mentioned = remove_bot_mentions(text, raw)
+            if is_teams_shared(activity) and not mentioned:
+                return  # group chats and channels: only messages that @mention the bot
         turn = TurnInput(
             conversation_key=conversation_key(activity),
             activity_id=activity.id or "",
-            text=activity.text or "",
+            text=text,
             user_id=user_key(activity),
             tenant_id=tenant_key(activity, raw),
             channel_id=activity.channel_id or "",
             locale=activity.locale or "en-US",
-            has_attachments=bool(activity.attachments),
+            has_attachments=_has_user_attachments(activity),
         )
-        await self._chat.handle(turn, MessageReplyChannel(turn_context))
+        await self._chat.handle(turn, reply_channel_for(turn_context))
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
+        # botbuilder's ActivityHandler answers every invoke it does not know with 501.
+        activity: Activity = turn_context.activity
+        if activity.name != SUBMIT_ACTION_INVOKE:
+            return await super().on_invoke_activity(turn_context)
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        submission = parse_feedback(raw)
+        if submission is None:
+            return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
+        try:
+            await self._feedback.record(conversation_key(activity), submission)
+        except StoreError:
+            # Teams shows an error for anything but 200; the rating is lost either way.
+            log.exception("storing feedback failed")
+            return InvokeResponse(status=500, body={})
+        return InvokeResponse(status=200, body={})
+
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
+        activity: Activity = turn_context.activity
+        if not is_teams(activity):
+            return
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        if bot_was_added(activity):
+            await self._welcome(turn_context, raw)
+        elif bot_was_removed(activity):
+            await self._forget_install(activity, raw)
+
+    async def on_installation_update_remove(self, turn_context: TurnContext) -> None:
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        if is_teams(turn_context.activity):
+            await self._forget_install(turn_context.activity, raw)
+
+    async def _welcome(self, turn_context: TurnContext, raw: dict[str, Any]) -> None:
+        """A short welcome when the bot is installed (1:1 chat, group chat or team); once per
+        install: Teams may send the update again and a reinstall first says goodbye."""
+        activity: Activity = turn_context.activity
+        key = welcome_state_key(activity, raw)
+        try:
+            if await self._store.read_state([key]):
+                return
+            # The marker goes first: a failure below means no welcome rather than two.
+            marker = {"welcomed_at": datetime.now(UTC).isoformat()}
+            await self._store.write_state(key, marker, None)
+        except StoreError:
+            log.exception("the welcome marker could not be read or written")
+            return
+        text = localize(
+            "welcome",
+            activity_locale(activity, raw),
+            assistant=self._profile.assistant_name,
+            organization=self._profile.organization_name,
+        )
+        welcome = Activity(type=ActivityTypes.message, text=text, text_format="markdown")
+        try:
+            await turn_context.send_activity(welcome)
+        except ConnectorError:
+            log.warning("the welcome message was refused by the channel")
+            await self._forget_install(activity, raw)  # let a redelivery try again
+
+    async def _forget_install(self, activity: Activity, raw: dict[str, Any]) -> None:
+        """The bot was removed: a later install is a new one and gets its welcome."""
+        try:
+            await self._store.delete_state([welcome_state_key(activity, raw)])
+        except StoreError:
+            log.exception("the welcome marker could not be deleted")
+
+
+def _has_user_attachments(activity: Activity) -> bool:
+    # Teams attaches an HTML copy of every formatted message; only real files count.
+    return any((a.content_type or "") != "text/html" for a in (activity.attachments or []))

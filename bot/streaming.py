@@ -8,6 +8,7 @@ replaces whatever was streamed, which is also how a filtered answer is withdrawn
 
 from __future__ import annotations
 
+import logging
 import time
 
 from botbuilder.core import TurnContext
@@ -15,11 +16,30 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot.connector import ConnectorError
 from bot.entities import StreamInfo
-from bot.replies import reply_activity
-from chat.service import DeliveryFailed, Reply, StreamStopped
+from bot.replies import MessageReplyChannel, reply_activity
+from bot.teams import is_teams, is_teams_personal
+from chat.service import DeliveryFailed, Reply, ReplyChannel, StreamStopped
+
+log = logging.getLogger(__name__)
 
 # Teams documents about one update per second; faster updates are throttled by the service.
 MIN_UPDATE_INTERVAL_SECONDS = 1.0
+# Direct Line (Azure's and the built-in one) carries typing activities to Web Chat, which renders
+# streaminfo; other channels (Emulator, test clients) get one message.
+STREAMING_CHANNELS = frozenset({"directline", "webchat"})
+
+
+def reply_channel_for(context: TurnContext) -> ReplyChannel:
+    """Teams streams only in 1:1 chats (its rule); group chats and channels get one message with
+    a typing indicator while waiting."""
+    activity = context.activity
+    if is_teams(activity):
+        if is_teams_personal(activity):
+            return StreamingReplyChannel(context)
+        return MessageReplyChannel(context)
+    if activity.channel_id in STREAMING_CHANNELS:
+        return StreamingReplyChannel(context)
+    return MessageReplyChannel(context)
 
 
 class StreamingReplyChannel:
@@ -48,6 +68,8 @@ class StreamingReplyChannel:
             text=text,
             entities=[StreamInfo("informative", stream_sequence=self._sequence)],
         )
+        # A refusal here (DeliveryFailed) leaves no stream id: updates are skipped and the final
+        # message carries the whole text as a plain message.
         response = await self._send(activity)
         self._stream_id = response or None
         self._last_sent = time.monotonic()
@@ -65,7 +87,14 @@ class StreamingReplyChannel:
                 StreamInfo("streaming", stream_id=self._stream_id, stream_sequence=self._sequence)
             ],
         )
-        await self._send(activity)
+        try:
+            await self._send(activity)
+        except DeliveryFailed:
+            # One lost update (throttled, a network blip) is not fatal: the next update or the
+            # final message carries the whole text. Only a 403 (stopped) ends the stream.
+            log.info("a streaming update was refused; continuing")
+            self._last_sent = time.monotonic()  # back off one interval (Teams throttles)
+            return
         self._shown = text_so_far
         self._last_sent = time.monotonic()
 
@@ -83,7 +112,9 @@ class StreamingReplyChannel:
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
-            if exc.status == 403:
+            # 403 on a stream: the user pressed Stop, the 2-minute limit passed, or the stream
+            # was already finished. Without a stream a 403 is an ordinary refusal.
+            if exc.status == 403 and self._stream_id is not None:
                 raise StreamStopped(self._shown) from exc
             raise DeliveryFailed(str(exc)) from exc
         return str(response.id) if response is not None and response.id else ""

@@ -309,6 +309,10 @@ class ChatService:
         activity_id: str | None = None
         try:
             activity_id = await channel.final(Reply(shown_text, ai_generated=True))
+        except StreamStopped as stopped:
+            # Stopped after the last update (Teams: Stop pressed, or the 2-minute limit).
+            await self._store_stopped(user_message, stopped, started, delta, outcome)
+            return
         except DeliveryFailed:
             # Keep the answer for the record; the user did not see it (status error).
             log.warning("the channel refused the reply", extra=log_fields)
@@ -583,7 +587,7 @@ async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> Non
     try:
         await channel.final(Reply(text, is_notice=True))
         outcome.replied = True
-    except DeliveryFailed:
+    except (DeliveryFailed, StreamStopped):
         log.warning("the channel refused a notice", extra={"ref": outcome.correlation_id})
 
 

@@ -1,0 +1,108 @@
+"""Teams' feedback buttons: the `message/submitAction` invoke, stored on the rated message.
+
+Teams sends `value: {"actionName": "feedback", "actionValue": {"reaction": "like"|"dislike",
+"feedback": "{\\"feedbackText\\": \\"...\\"}"}}` (`feedback` is a JSON *string*) with `replyToId`
+= the bot message that was rated, and expects 200 with body `{}`. Teams keeps nothing: this is
+the only record. Facts: shared/reference/bot-framework-teams-directline.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storage.base import MessageStore, SummaryStore
+from storage.ids import safe_id
+from storage.models import Feedback, Message, Role, SummaryDelta
+
+log = logging.getLogger(__name__)
+
+SUBMIT_ACTION_INVOKE = "message/submitAction"
+MAX_FEEDBACK_CHARS = 2000
+# Stored messages searched for the rated one: one single-partition query, newest first.
+SEARCH_DEPTH = 200
+
+Reaction = Literal["like", "dislike"]
+
+
+@dataclass(frozen=True)
+class FeedbackSubmission:
+    rated_activity_id: str
+    reaction: Reaction
+    text: str
+
+
+def parse_feedback(raw: dict[str, Any]) -> FeedbackSubmission | None:
+    """The rating in a `message/submitAction` invoke, or None when it is not a feedback action."""
+    value = raw.get("value")
+    if not isinstance(value, dict) or value.get("actionName") != "feedback":
+        return None
+    action = value.get("actionValue")
+    reply_to = raw.get("replyToId")
+    if not isinstance(action, dict) or not isinstance(reply_to, str) or not reply_to:
+        return None
+    reaction = action.get("reaction")
+    if reaction not in ("like", "dislike"):
+        return None
+    return FeedbackSubmission(reply_to, reaction, _feedback_text(action.get("feedback")))
+
+
+def _feedback_text(feedback: Any) -> str:
+    if isinstance(feedback, str):
+        plain: str = feedback
+        try:
+            feedback = json.loads(plain)
+        except ValueError:
+            return plain.strip()[:MAX_FEEDBACK_CHARS]  # a client that sends plain text
+    if isinstance(feedback, dict):
+        text = feedback.get("feedbackText")
+        return text.strip()[:MAX_FEEDBACK_CHARS] if isinstance(text, str) else ""
+    return ""
+
+
+class FeedbackRecorder:
+    def __init__(self, messages: MessageStore, summaries: SummaryStore) -> None:
+        self._messages = messages
+        self._summaries = summaries
+
+    async def record(self, conversation_key: str, submission: FeedbackSubmission) -> Message | None:
+        """Store the rating on the rated assistant message; None when that message is unknown.
+
+        A dislike counts once per message toward the conversation's negative-feedback total and
+        flags the conversation for review (admin page filter `negative_feedback`).
+        """
+        conversation_id = safe_id(conversation_key)
+        recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)
+        rated = next(
+            (
+                m
+                for m in reversed(recent)
+                if m.role is Role.ASSISTANT and m.activity_id == submission.rated_activity_id
+            ),
+            None,
+        )
+        if rated is None:
+            log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
+            return None
+        already_disliked = rated.feedback is not None and rated.feedback.reaction == "dislike"
+        updated = await self._messages.set_feedback(
+            conversation_id, rated.id, Feedback(reaction=submission.reaction, text=submission.text)
+        )
+        if submission.reaction == "dislike" and not already_disliked:
+            await self._summaries.apply_summary_delta(
+                SummaryDelta(
+                    conversation_id=conversation_id,
+                    user_id=rated.user_id,
+                    channel_id=rated.channel_id,
+                    tenant_id=rated.tenant_id,
+                    negative_feedback=1,
+                    flag_reasons=["negative_feedback"],
+                )
+            )
+        log.info(
+            "feedback stored",
+            extra={"reaction": submission.reaction, "with_text": bool(submission.text)},
+        )
+        return updated

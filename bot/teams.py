@@ -1,0 +1,160 @@
+"""Microsoft Teams specifics: conversation kinds, @mention removal, install keys and the welcome.
+
+botbuilder's schema drops most entity fields (`mentioned` included) and `TurnContext`'s
+`remove_recipient_mention` uses the bot's display name as a regex, so mentions are read from the
+raw activity JSON and removed as literal text.
+Facts: shared/reference/bot-framework-teams-directline.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from botbuilder.schema import Activity
+
+TEAMS_CHANNEL = "msteams"
+PERSONAL = "personal"
+
+# Spaces and tabs (and Teams' &nbsp;) next to a removed mention; newlines are kept.
+_BLANKS = "[ \t\u00a0]*"
+_AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class BotProfile:
+    """How the assistant introduces itself (the welcome message)."""
+
+    assistant_name: str
+    organization_name: str
+
+
+def is_teams(activity: Activity) -> bool:
+    return bool(activity.channel_id == TEAMS_CHANNEL)
+
+
+def conversation_type(activity: Activity) -> str:
+    conversation = activity.conversation
+    kind = getattr(conversation, "conversation_type", None) if conversation else None
+    if kind:
+        return str(kind)
+    # Older payloads only say `isGroup`.
+    return "groupChat" if conversation is not None and conversation.is_group else PERSONAL
+
+
+def is_teams_personal(activity: Activity) -> bool:
+    return is_teams(activity) and conversation_type(activity) == PERSONAL
+
+
+def is_teams_shared(activity: Activity) -> bool:
+    """A group chat or a channel thread: the bot answers only when @mentioned."""
+    return is_teams(activity) and conversation_type(activity) != PERSONAL
+
+
+def _mention_entities(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    entities = raw.get("entities")
+    if not isinstance(entities, list):
+        return []
+    return [
+        e
+        for e in entities
+        if isinstance(e, dict) and e.get("type") == "mention" and isinstance(e.get("text"), str)
+    ]
+
+
+def _mentioned_id(entity: dict[str, Any]) -> str:
+    mentioned = entity.get("mentioned")
+    if isinstance(mentioned, dict) and isinstance(mentioned.get("id"), str):
+        return str(mentioned["id"])
+    return ""
+
+
+def _bot_ids(raw: dict[str, Any]) -> set[str]:
+    recipient = raw.get("recipient")
+    bot_id = recipient.get("id") if isinstance(recipient, dict) else None
+    if not isinstance(bot_id, str) or not bot_id:
+        return set()
+    # Teams uses `28:<app id>`; some clients mention the bare app id.
+    return {bot_id, bot_id.removeprefix("28:")}
+
+
+def _remove(text: str, mention: str) -> tuple[str, int]:
+    """Remove every occurrence of `mention` (literal text, never a pattern), joining the text on
+    either side with one space. Falls back to the `<at>` tag with the same inner name when the
+    entity's text is not found verbatim (clients differ in spacing and case)."""
+    pattern = re.compile(_BLANKS + re.escape(mention) + _BLANKS)
+    result, count = pattern.subn(" ", text)
+    if count == 0:
+        inner = _AT_TAG.fullmatch(mention.strip())
+        if inner is not None:
+            loose = re.compile(
+                _BLANKS
+                + r"<at[^>]*>\s*"
+                + re.escape(inner.group(1).strip())
+                + r"\s*</at>"
+                + _BLANKS,
+                re.IGNORECASE,
+            )
+            result, count = loose.subn(" ", text)
+    return result, count
+
+
+def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
+    """The message text without the bot's @mentions, and whether the bot was mentioned.
+
+    Mentions of other people stay in the text as their plain names ("ask <at>Bob</at>" becomes
+    "ask Bob"), so the model reads the sentence as the user wrote it.
+    """
+    bot_ids = _bot_ids(raw)
+    mentioned = False
+    for entity in _mention_entities(raw):
+        mention = str(entity["text"])
+        if not mention:
+            continue
+        if _mentioned_id(entity) in bot_ids:
+            text, _ = _remove(text, mention)
+            mentioned = True
+        else:
+            inner = _AT_TAG.fullmatch(mention.strip())
+            if inner is not None:
+                text = text.replace(mention, inner.group(1))
+    lines = [line.strip(" \t\u00a0") for line in text.split("\n")]
+    return "\n".join(lines).strip(), mentioned
+
+
+def install_key(activity: Activity, raw: dict[str, Any]) -> str:
+    """One key per installation: the team for a team install, else the conversation (a personal
+    chat's id is stable for one user and the bot; a group chat's for that chat)."""
+    channel_data = raw.get("channelData")
+    if isinstance(channel_data, dict):
+        team = channel_data.get("team")
+        if isinstance(team, dict) and isinstance(team.get("id"), str):
+            return f"{activity.channel_id}:team:{team['id']}"
+    conversation_id = activity.conversation.id if activity.conversation else ""
+    return f"{activity.channel_id}:{conversation_id}"
+
+
+def bot_was_added(activity: Activity) -> bool:
+    bot_id = activity.recipient.id if activity.recipient else None
+    return bool(bot_id) and any(m.id == bot_id for m in activity.members_added or [])
+
+
+def bot_was_removed(activity: Activity) -> bool:
+    bot_id = activity.recipient.id if activity.recipient else None
+    return bool(bot_id) and any(m.id == bot_id for m in activity.members_removed or [])
+
+
+def activity_locale(activity: Activity, raw: dict[str, Any]) -> str:
+    """The activity's locale; Teams' conversation updates often carry it only in clientInfo."""
+    if activity.locale:
+        return str(activity.locale)
+    entities = raw.get("entities")
+    for entity in entities if isinstance(entities, list) else []:
+        if (
+            isinstance(entity, dict)
+            and entity.get("type") == "clientInfo"
+            and isinstance(entity.get("locale"), str)
+        ):
+            return str(entity["locale"])
+    return "en-US"
