@@ -31,61 +31,73 @@ param retentionDays int = 0
 // Cosmos semantics: -1 turns TTL on without expiring items that carry no ttl of their own.
 var conversationTtl = (retentionDays == 0) ? -1 : retentionDays * 86400
 
-// Everything is indexed except free text (message bodies are never filtered or sorted on);
-// botstate is only read by id, so it indexes nothing.
+// Mirrors storage/cosmos.py CONTAINER_SPECS (the app checks for drift at start-up): everything
+// is indexed except message text; the admin lists page with keyset cursors that need the
+// composite indexes. botstate and audit have no TTL at all (audit is append-only, kept forever);
+// usage counters expire by their own per-item ttl.
 var containers = [
   {
     name: 'messages'
     partitionKey: '/conversationId'
     defaultTtl: conversationTtl
-    includedPaths: [
-      '/*'
-    ]
     excludedPaths: [
-      '/text/?'
-      '/"_etag"/?'
+      {
+        path: '/text/?'
+      }
+      {
+        path: '/withheldText/?'
+      }
     ]
+    compositeIndexes: []
   }
   {
     name: 'conversations'
     partitionKey: '/userId'
     defaultTtl: conversationTtl
-    includedPaths: [
-      '/*'
-    ]
-    excludedPaths: [
-      '/"_etag"/?'
+    excludedPaths: []
+    compositeIndexes: [
+      [
+        {
+          path: '/lastActivityAt'
+          order: 'descending'
+        }
+        {
+          path: '/id'
+          order: 'descending'
+        }
+      ]
     ]
   }
   {
     name: 'botstate'
     partitionKey: '/id'
-    defaultTtl: -1
-    includedPaths: []
-    excludedPaths: [
-      '/*'
-    ]
+    defaultTtl: null
+    excludedPaths: []
+    compositeIndexes: []
   }
   {
     name: 'usage'
     partitionKey: '/scope'
     defaultTtl: -1
-    includedPaths: [
-      '/*'
-    ]
-    excludedPaths: [
-      '/"_etag"/?'
-    ]
+    excludedPaths: []
+    compositeIndexes: []
   }
   {
     name: 'audit'
     partitionKey: '/day'
-    defaultTtl: -1
-    includedPaths: [
-      '/*'
-    ]
-    excludedPaths: [
-      '/"_etag"/?'
+    defaultTtl: null
+    excludedPaths: []
+    compositeIndexes: [
+      [
+        {
+          path: '/at'
+          order: 'descending'
+        }
+        {
+          path: '/id'
+          order: 'descending'
+        }
+      ]
     ]
   }
 ]
@@ -160,12 +172,17 @@ resource sqlContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/conta
       indexingPolicy: {
         indexingMode: 'consistent'
         automatic: true
-        includedPaths: [for p in c.includedPaths: {
-          path: p
-        }]
-        excludedPaths: [for p in c.excludedPaths: {
-          path: p
-        }]
+        includedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+        excludedPaths: concat([
+          {
+            path: '/"_etag"/?'
+          }
+        ], c.excludedPaths)
+        compositeIndexes: c.compositeIndexes
       }
     }
   }

@@ -217,6 +217,8 @@ class _Evaluator:
                         base = base.get(key) if isinstance(base, dict) else None
                     return base
                 return Ref(".".join(path))
+            if operator.get("type") == "minus" and isinstance(operands.get("integer_value"), int):
+                return -operands["integer_value"]
             if operator.get("type") == "conditional":
                 yes = self.eval(operands.get("true_value"), env)
                 no = self.eval(operands.get("false_value"), env)
@@ -661,6 +663,11 @@ def check_web_app_hardening(model: Mapping[str, Template]) -> list[str]:
     return problems
 
 
+# Composite indexes the admin lists' keyset cursors need (storage/cosmos.py CONTAINER_SPECS).
+EXPECTED_COMPOSITES = {
+    "conversations": [[("/lastActivityAt", "descending"), ("/id", "descending")]],
+    "audit": [[("/at", "descending"), ("/id", "descending")]],
+}
 EXPECTED_CONTAINERS = {
     "messages": "/conversationId",
     "conversations": "/userId",
@@ -674,6 +681,7 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
     problems: list[str] = []
     found: dict[str, Any] = {}
     ttl: dict[str, Any] = {}
+    composites: dict[str, Any] = {}
     for template, res in resources_of(
         model, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
     ):
@@ -683,11 +691,20 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
             name = _get(body, "properties/resource/id")
             found[name] = _get(body, "properties/resource/partitionKey/paths")
             ttl[name] = _get(body, "properties/resource/defaultTtl")
+            composites[name] = [
+                [(c.get("path"), c.get("order")) for c in group]
+                for group in _get(body, "properties/resource/indexingPolicy/compositeIndexes") or []
+            ]
     for name, key in EXPECTED_CONTAINERS.items():
         if found.get(name) != [key]:
             problems.append(
                 f"container {name} partition key is {found.get(name)!r}, expected [{key!r}]"
             )
+    for name, expected in EXPECTED_COMPOSITES.items():
+        if composites.get(name) != expected:
+            problems.append(f"container {name} composite indexes are {composites.get(name)!r}")
+    if ttl.get("usage") != -1:
+        problems.append("container usage needs defaultTtl -1 (per-item expiry of counters)")
     for template in model.values():
         if not any(r.type == "Microsoft.DocumentDB/databaseAccounts" for r in template.resources):
             continue

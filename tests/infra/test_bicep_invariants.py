@@ -256,6 +256,11 @@ def test_cosmos_check_catches_a_wrong_partition_key(texts: dict[str, str]) -> No
     assert any("container usage" in p for p in im.check_cosmos_containers(broken))
 
 
+def test_cosmos_check_catches_a_missing_composite_index(texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/cosmos.bicep", "path: '/lastActivityAt'", "path: '/createdAt'")
+    assert any("conversations composite" in p for p in im.check_cosmos_containers(broken))
+
+
 def test_monitoring_queries_use_the_apps_telemetry_names() -> None:
     queries = {
         p.name: p.read_text(encoding="utf-8") for p in (im.INFRA_DIR / "monitoring").glob("*.kql")
