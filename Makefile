@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.setup-stamp
 NODE_STAMP := node_modules/.setup-stamp
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean infra-check
 
 NODE_DEPS := $(if $(wildcard package.json),$(NODE_STAMP))
 
@@ -26,8 +26,12 @@ $(NODE_STAMP): package.json package-lock.json
 run: setup
 	$(BIN)/python app.py
 
-test: setup lint
+test: setup lint infra-check
 	$(BIN)/python -m pytest
+
+# checkov on the Bicep (pinned, offline, its own venv: its dependencies clash with the app's).
+infra-check:
+	bash infra/check.sh
 
 lint: setup
 	$(BIN)/ruff check .
