@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from admin import AdminSettings, AuthMode, create_admin_app
 from bot.adapter import ChannelAdapter
 from bot.auth import ChannelAuthenticator, SigningKeys, accepted_issuers
 from bot.connector import (
@@ -60,7 +61,28 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
+    # The store opens in a cleanup context, after this: the admin reads it per request.
+    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
     return app
+
+
+def _admin_settings(settings: Settings) -> AdminSettings:
+    session_secret = settings.admin_session_secret.get_secret_value().encode()
+    pseudonym_key = settings.admin_pseudonym_key.get_secret_value().encode()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    defaults = AdminSettings()
+    return AdminSettings(
+        mode=AuthMode(settings.admin_auth_mode.value),
+        public_base_url=settings.public_base_url,
+        link_base_url=settings.public_base_url or f"http://{host}:{settings.port}",
+        oidc_metadata_url=settings.admin_oidc_metadata,
+        oidc_client_id=settings.admin_oidc_client_id,
+        oidc_client_secret=settings.admin_oidc_client_secret.get_secret_value(),
+        session_secret=session_secret or defaults.session_secret,
+        pseudonymize=settings.admin_pseudonymize,
+        pseudonym_key=pseudonym_key or defaults.pseudonym_key,
+        pseudonym_key_ephemeral=not pseudonym_key,
+    )
 
 
 # --- resources, in dependency order

@@ -18,6 +18,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 BOTFRAMEWORK_OPENID_METADATA = "https://login.botframework.com/v1/.well-known/openidconfiguration"
 
 
+class AdminAuthMode(StrEnum):
+    LOCAL = "local"
+    APPSERVICE = "appservice"
+    OIDC = "oidc"
+
+
+ENTRA_OPENID_METADATA = (
+    "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
+)
+
+
 class BotAppType(StrEnum):
     MULTI_TENANT = "MultiTenant"
     SINGLE_TENANT = "SingleTenant"
@@ -124,6 +135,18 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(20.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     dedupe_window: int = Field(10_000, alias="DEDUPE_WINDOW", gt=0)
 
+    # --- admin review sub-app (/admin)
+    admin_auth_mode: AdminAuthMode = Field(AdminAuthMode.LOCAL, alias="ADMIN_AUTH_MODE")
+    admin_oidc_metadata_url: str = Field(ENTRA_OPENID_METADATA, alias="ADMIN_OIDC_METADATA_URL")
+    admin_oidc_client_id: str = Field("", alias="ADMIN_OIDC_CLIENT_ID")
+    admin_oidc_tenant_id: str = Field("", alias="ADMIN_OIDC_TENANT_ID")
+    admin_oidc_client_secret: SecretStr = Field(SecretStr(""), alias="ADMIN_OIDC_CLIENT_SECRET")
+    # Empty = random per process: sessions end on restart.
+    admin_session_secret: SecretStr = Field(SecretStr(""), alias="ADMIN_SESSION_SECRET")
+    admin_pseudonymize: bool = Field(True, alias="ADMIN_PSEUDONYMIZE")
+    # Empty = random per process: pseudonyms change on restart.
+    admin_pseudonym_key: SecretStr = Field(SecretStr(""), alias="ADMIN_PSEUDONYM_KEY")
+
     # Trusted reply targets. In anonymous mode nothing vouches for an activity's serviceUrl,
     # so replies only go to these hosts (loopback by default: Emulator, tests, Direct Line).
     anonymous_service_url_hosts: Annotated[list[str], NoDecode] = Field(
@@ -174,6 +197,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _admin_oidc_is_complete(self) -> Settings:
+        if self.admin_auth_mode is not AdminAuthMode.OIDC:
+            return self
+        if not self.admin_oidc_client_id:
+            raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_CLIENT_ID")
+        if "{tenant}" in self.admin_oidc_metadata_url and not self.admin_oidc_tenant_id:
+            raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_TENANT_ID")
+        return self
+
     # --- derived values: one place decides, everyone else asks
 
     @property
@@ -193,6 +226,10 @@ class Settings(BaseSettings):
         if self.cosmos_create_containers is not None:
             return self.cosmos_create_containers
         return bool(self.cosmos_key.get_secret_value())
+
+    @property
+    def admin_oidc_metadata(self) -> str:
+        return self.admin_oidc_metadata_url.replace("{tenant}", self.admin_oidc_tenant_id)
 
     @property
     def sqlite_file(self) -> Path:

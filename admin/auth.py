@@ -1,0 +1,203 @@
+"""Who is asking: principals, roles, the signed session cookie, App Service's principal header
+and the local one-time sign-in link. OpenID Connect token validation lives in `oidc.py`.
+
+Roles come from the Entra ID app roles in the token's `roles` claim: `Reviewer` reads, `Admin`
+also exports, deletes, reveals users and reads the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class AuthError(Exception):
+    """Not authenticated. The message is safe to log, never shown in detail."""
+
+
+class Role(StrEnum):
+    REVIEWER = "Reviewer"
+    ADMIN = "Admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    name: str
+    roles: frozenset[Role]
+    # session | appservice | bearer
+    via: str
+    # The CSRF token this principal must send with state-changing requests (None for bearer
+    # tokens: a browser never attaches an Authorization header by itself).
+    csrf: str | None = None
+    session_id: str | None = None
+
+    def has(self, role: Role) -> bool:
+        if role is Role.REVIEWER:
+            return bool(self.roles & {Role.REVIEWER, Role.ADMIN})
+        return role in self.roles
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+
+def roles_from(values: Any) -> frozenset[Role]:
+    """App roles from a `roles` claim; unknown roles are ignored."""
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list):
+        return frozenset()
+    known = {role.value: role for role in Role}
+    return frozenset(known[v] for v in values if isinstance(v, str) and v in known)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """HMAC-SHA256 signed, expiring JSON values for cookies (the session, the OIDC flow)."""
+
+    def __init__(self, secret: bytes, purpose: str) -> None:
+        self._key = hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
+
+    def _mac(self, body: str) -> str:
+        return _b64encode(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest())
+
+    def sign(self, payload: dict[str, Any], ttl_seconds: float) -> str:
+        value = {**payload, "exp": int(time.time() + ttl_seconds)}
+        body = _b64encode(json.dumps(value, separators=(",", ":")).encode())
+        return f"{body}.{self._mac(body)}"
+
+    def unsign(self, token: str) -> dict[str, Any]:
+        body, _, mac = token.partition(".")
+        if not body or not hmac.compare_digest(mac, self._mac(body)):
+            raise AuthError("bad signature")
+        try:
+            value = json.loads(_b64decode(body))
+        except (ValueError, binascii.Error) as exc:
+            raise AuthError("malformed signed value") from exc
+        if not isinstance(value, dict) or not isinstance(value.get("exp"), int):
+            raise AuthError("malformed signed value")
+        if value["exp"] < time.time():
+            raise AuthError("expired")
+        return value
+
+
+@dataclass
+class Sessions:
+    """The admin session cookie: a signed principal with its CSRF token. Stateless, so signing
+    out also remembers the session id as revoked for as long as sessions can live."""
+
+    secret: bytes
+    hours: float
+    _signer: Signer = field(init=False)
+    _revoked: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._signer = Signer(self.secret, "admin-session")
+
+    def issue(self, subject: str, name: str, roles: frozenset[Role]) -> str:
+        payload = {
+            "sid": secrets.token_urlsafe(16),
+            "sub": subject,
+            "name": name,
+            "roles": sorted(r.value for r in roles),
+            "csrf": secrets.token_urlsafe(24),
+        }
+        return self._signer.sign(payload, self.hours * 3600)
+
+    def read(self, cookie: str) -> Principal:
+        value = self._signer.unsign(cookie)
+        sid = str(value.get("sid", ""))
+        if sid in self._revoked:
+            raise AuthError("signed out")
+        return Principal(
+            id=str(value.get("sub", "")),
+            name=str(value.get("name", "")),
+            roles=roles_from(value.get("roles")),
+            via="session",
+            csrf=str(value.get("csrf", "")),
+            session_id=sid,
+        )
+
+    def revoke(self, session_id: str) -> None:
+        now = time.time()
+        self._revoked = {s: t for s, t in self._revoked.items() if t > now}
+        self._revoked[session_id] = now + self.hours * 3600
+
+
+# App Service Authentication puts the signed-in user in these headers after validating the
+# token itself, and strips any copy a client sent. They are trusted only in `appservice` mode.
+# https://learn.microsoft.com/azure/app-service/configure-authentication-user-identities
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+PRINCIPAL_ID_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
+PRINCIPAL_NAME_HEADER = "X-MS-CLIENT-PRINCIPAL-NAME"
+_OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+_ROLE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+_NAME = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
+
+
+def appservice_principal(headers: Any, csrf_secret: bytes) -> Principal:
+    raw = headers.get(PRINCIPAL_HEADER)
+    if not raw:
+        raise AuthError("no App Service principal")
+    try:
+        document = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise AuthError("malformed App Service principal") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise AuthError("malformed App Service principal")
+    role_type = document.get("role_typ") or _ROLE
+    name_type = document.get("name_typ") or _NAME
+    claims: dict[str, list[str]] = {}
+    for claim in document["claims"]:
+        if isinstance(claim, dict) and isinstance(claim.get("val"), str):
+            claims.setdefault(str(claim.get("typ")), []).append(claim["val"])
+    roles = roles_from(claims.get("roles", []) + claims.get(role_type, []))
+    subject = (
+        (claims.get(_OID) or claims.get("oid") or [""])[0]
+        or headers.get(PRINCIPAL_ID_HEADER, "")
+        or (claims.get("sub") or [""])[0]
+    )
+    if not subject:
+        raise AuthError("App Service principal has no id")
+    name = (
+        (claims.get(name_type) or claims.get("name") or claims.get("preferred_username") or [""])[0]
+        or headers.get(PRINCIPAL_NAME_HEADER, "")
+        or subject
+    )
+    # No session of ours: the CSRF token is bound to the identity instead.
+    csrf = _b64encode(hmac.new(csrf_secret, f"csrf|{subject}".encode(), hashlib.sha256).digest())
+    return Principal(id=subject, name=name, roles=roles, via="appservice", csrf=csrf)
+
+
+class LocalSignIn:
+    """The one-time sign-in link for `make run`: a random token, usable once."""
+
+    def __init__(self) -> None:
+        self._token: str | None = secrets.token_urlsafe(32)
+
+    @property
+    def pending_token(self) -> str | None:
+        return self._token
+
+    def redeem(self, token: str) -> bool:
+        expected = self._token
+        if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            return False
+        self._token = None
+        return True

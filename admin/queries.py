@@ -1,0 +1,296 @@
+"""Reading the store for reviewers: list filters, the bounded text search, and the views of
+summaries and messages that pages, the JSON API and exports all share (so they agree)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from admin.pseudonyms import Pseudonyms
+from storage.base import Store
+from storage.models import ConversationSummary, Message, SummaryQuery
+
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+# The text search reads messages, so it is bounded: one request scans at most this many
+# conversations (newest first, after the other filters) and their newest messages; the
+# continuation token goes on from there.
+SEARCH_MAX_CONVERSATIONS = 200
+SEARCH_MESSAGES_PER_CONVERSATION = 20
+MAX_QUERY_CHARS = 200
+# Flag categories the chat service writes into summaries (chat/filters.py), for the filter menu.
+FLAG_CATEGORIES = [
+    "violence",
+    "hate",
+    "sexual",
+    "self_harm",
+    "jailbreak",
+    "indirect_attack",
+    "protected_material_text",
+    "protected_material_code",
+    "profanity",
+    "blocklist",
+    "filter_error",
+    "negative_feedback",
+]
+SEVERITIES = {"safe", "low", "medium", "high"}
+
+
+class BadRequest(ValueError):
+    """A filter or parameter the caller sent is invalid; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    query: SummaryQuery
+    text: str | None
+    page_size: int
+    continuation: str | None
+    # The filters as given (for links to the next page and to exports).
+    echo: dict[str, str]
+
+
+def _flag(params: Mapping[str, str], name: str) -> bool | None:
+    value = params.get(name, "").strip().lower()
+    if value in ("", "any"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"{name} must be true or false")
+
+
+def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime | None:
+    value = params.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an ISO date or date-time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end_of_day and len(value) == 10:
+        # `until=2026-11-21` means up to the end of that day.
+        moment += timedelta(days=1)
+    return moment
+
+
+def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
+    names = [
+        "since",
+        "until",
+        "user",
+        "tenant",
+        "channel",
+        "flagged",
+        "category",
+        "negative_feedback",
+        "errors",
+        "q",
+        "page_size",
+    ]
+    echo = {k: params[k].strip() for k in names if params.get(k, "").strip()}
+    try:
+        page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)
+    except ValueError as exc:
+        raise BadRequest("page_size must be a number") from exc
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+    category = params.get("category", "").strip() or None
+    if category is not None and category not in FLAG_CATEGORIES:
+        raise BadRequest("unknown category")
+    text = params.get("q", "").strip() or None
+    if text is not None and len(text) > MAX_QUERY_CHARS:
+        raise BadRequest(f"the search text is limited to {MAX_QUERY_CHARS} characters")
+    user = params.get("user", "").strip()
+    query = SummaryQuery(
+        user_id=pseudonyms.user_id(user) if user else None,
+        tenant_id=params.get("tenant", "").strip() or None,
+        channel_id=params.get("channel", "").strip() or None,
+        since=_moment(params, "since", end_of_day=False),
+        until=_moment(params, "until", end_of_day=True),
+        flagged=True if category else _flag(params, "flagged"),
+        flag_reason=category,
+        negative_feedback=_flag(params, "negative_feedback"),
+        has_errors=_flag(params, "errors"),
+    )
+    continuation = params.get("continuation", "").strip() or None
+    return Filters(query, text, page_size, continuation, echo)
+
+
+@dataclass
+class ListResult:
+    items: list[ConversationSummary]
+    continuation: str | None
+    # Conversations whose messages the text search read (0 without a search).
+    scanned: int = 0
+
+
+async def _text_matches(store: Store, summary: ConversationSummary, needle: str) -> bool:
+    if needle in summary.title.casefold():
+        return True
+    messages = await store.recent_messages(
+        summary.conversation_id, SEARCH_MESSAGES_PER_CONVERSATION
+    )
+    return any(needle in (m.text or "").casefold() for m in messages)
+
+
+async def list_conversations(store: Store, filters: Filters) -> ListResult:
+    """One page of the list, newest first. The store's continuation tokens stay opaque: with a
+    text search a page holds the matches of whole store pages, so it may be a little longer or
+    shorter than page_size, and a page with no match may still have a continuation."""
+    try:
+        if filters.text is None:
+            page = await store.list_summaries(
+                filters.query, filters.page_size, filters.continuation
+            )
+            return ListResult(page.items, page.continuation)
+        needle = filters.text.casefold()
+        found: list[ConversationSummary] = []
+        scanned = 0
+        continuation = filters.continuation
+        while True:
+            page = await store.list_summaries(filters.query, filters.page_size, continuation)
+            for summary in page.items:
+                scanned += 1
+                if await _text_matches(store, summary, needle):
+                    found.append(summary)
+            continuation = page.continuation
+            if (
+                continuation is None
+                or len(found) >= filters.page_size
+                or scanned >= SEARCH_MAX_CONVERSATIONS
+            ):
+                return ListResult(found, continuation, scanned)
+    except ValueError as exc:
+        # The stores raise ValueError for a continuation token that is not theirs.
+        raise BadRequest("invalid continuation token") from exc
+
+
+async def all_conversations(
+    store: Store, filters: Filters, limit: int
+) -> AsyncIterator[ConversationSummary]:
+    """Every conversation matching the filters, up to `limit` (exports)."""
+    count = 0
+    continuation = filters.continuation
+    while True:
+        batch = Filters(filters.query, filters.text, MAX_PAGE_SIZE, continuation, filters.echo)
+        result = await list_conversations(store, batch)
+        for summary in result.items:
+            yield summary
+            count += 1
+            if count >= limit:
+                return
+        continuation = result.continuation
+        if continuation is None:
+            return
+
+
+def summary_view(summary: ConversationSummary, pseudonyms: Pseudonyms) -> dict[str, Any]:
+    return {
+        "id": summary.conversation_id,
+        "user": pseudonyms.display(summary.user_id),
+        "tenant": summary.tenant_id,
+        "channel": summary.channel_id,
+        "title": summary.title,
+        "createdAt": summary.created_at.isoformat(),
+        "lastActivityAt": summary.last_activity_at.isoformat(),
+        "messageCount": summary.message_count,
+        "promptTokens": summary.prompt_tokens,
+        "completionTokens": summary.completion_tokens,
+        "filteredCount": summary.filtered_count,
+        "errorCount": summary.error_count,
+        "negativeFeedbackCount": summary.negative_feedback_count,
+        "flagged": summary.flagged,
+        "flagReasons": list(summary.flag_reasons),
+    }
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Badges from a stored filter verdict (chat/filters.py's JSON). Tolerant: missing or
+    unknown keys are skipped, never an error; only results worth a reviewer's eye are kept."""
+    if not isinstance(verdict, dict):
+        return [], []
+    badges: list[dict[str, Any]] = []
+    results = verdict.get("results")
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict):
+            continue
+        severity = _str(result.get("severity"))
+        severity = severity if severity in SEVERITIES else None
+        filtered = result.get("filtered") is True
+        detected = result.get("detected") is True
+        if not (filtered or detected or severity in ("low", "medium", "high")):
+            continue
+        citation = result.get("citation")
+        ids = result.get("blocklist_ids")
+        badges.append(
+            {
+                "category": _str(result.get("category")) or "unknown",
+                "source": _str(result.get("source")) or "unknown",
+                "severity": severity,
+                "filtered": filtered,
+                "detected": detected,
+                "blocklistIds": [str(i) for i in ids] if isinstance(ids, list) else [],
+                "citation": {
+                    "url": _str(citation.get("url")),
+                    "license": _str(citation.get("license")),
+                }
+                if isinstance(citation, dict)
+                else None,
+            }
+        )
+    errors: list[dict[str, Any]] = []
+    raw_errors = verdict.get("errors")
+    for error in raw_errors if isinstance(raw_errors, list) else []:
+        if isinstance(error, dict):
+            errors.append(
+                {
+                    "source": _str(error.get("source")) or "unknown",
+                    "code": _str(error.get("code")) or "unknown",
+                    "message": _str(error.get("message")) or "",
+                }
+            )
+    return badges, errors
+
+
+def message_view(message: Message, pseudonyms: Pseudonyms) -> dict[str, Any]:
+    badges, filter_errors = _badges(message.filter)
+    feedback = message.feedback
+    return {
+        "id": message.id,
+        "seq": message.seq,
+        "role": message.role.value,
+        "user": pseudonyms.display(message.user_id),
+        "text": message.text,
+        "withheldText": message.withheld_text,
+        "createdAt": message.created_at.isoformat(),
+        "status": message.status.value,
+        "tokens": message.tokens,
+        "usage": {"prompt": message.usage.prompt, "completion": message.usage.completion}
+        if message.usage
+        else None,
+        "deployment": message.deployment,
+        "latencyMs": message.latency_ms,
+        "finishReason": message.finish_reason,
+        "filtered": bool(isinstance(message.filter, dict) and message.filter.get("filtered")),
+        "badges": badges,
+        "filterErrors": filter_errors,
+        "feedback": {
+            "reaction": feedback.reaction,
+            "text": feedback.text,
+            "at": feedback.at.isoformat(),
+        }
+        if feedback
+        else None,
+        "error": message.error,
+        "correlationId": message.correlation_id,
+    }

@@ -1,0 +1,770 @@
+"""The admin review sub-app: `create_admin_app(store_provider, settings)`, mounted at /admin/.
+
+Its own middlewares: security headers and errors (outermost), then sign-in and CSRF. Roles are
+checked per handler with `@requires`. Pages are server-rendered with Jinja2 (autoescape on; no
+scripts at all) from the same view functions that the JSON API under /admin/api/ returns.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from admin import export
+from admin.auth import (
+    AuthError,
+    LocalSignIn,
+    Principal,
+    Role,
+    Sessions,
+    Signer,
+    appservice_principal,
+    roles_from,
+)
+from admin.oidc import OidcClient
+from admin.pseudonyms import Pseudonyms
+from admin.queries import (
+    FLAG_CATEGORIES,
+    SEARCH_MAX_CONVERSATIONS,
+    SEARCH_MESSAGES_PER_CONVERSATION,
+    BadRequest,
+    Filters,
+    all_conversations,
+    list_conversations,
+    message_view,
+    parse_filters,
+    summary_view,
+)
+from admin.settings import AdminSettings, AuthMode
+from storage.base import Store, StoreError
+from storage.models import AuditRecord, SummaryQuery
+
+# Start-up lines go through the app's logger, like the other "what is in use" lines.
+startup_log = logging.getLogger("app")
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "admin_session"
+FLOW_COOKIE = "admin_oidc_flow"
+COOKIE_PATH = "/admin/"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf"
+EXPORT_MAX_CONVERSATIONS = 5000
+MAX_REASON_CHARS = 500
+CSP = (
+    "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+StoreProvider = Callable[[], Store]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminError(Exception):
+    """An error answer: JSON for the API, a page for browsers. The message is safe to show."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class AdminContext:
+    settings: AdminSettings
+    store_provider: StoreProvider
+    templates: jinja2.Environment
+    sessions: Sessions
+    pseudonyms: Pseudonyms
+    flow_signer: Signer
+    local: LocalSignIn | None = None
+    oidc: OidcClient | None = None
+    http: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> Store:
+        return self.store_provider()
+
+
+CONTEXT = web.AppKey("admin_context", AdminContext)
+PRINCIPAL = web.RequestKey("admin_principal", Principal)
+
+
+def create_admin_app(store_provider: StoreProvider, settings: AdminSettings) -> web.Application:
+    """The store is opened in the parent's cleanup context, so it is read lazily per request."""
+    app = web.Application(middlewares=[_errors_and_headers, _sign_in])
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    app[CONTEXT] = AdminContext(
+        settings=settings,
+        store_provider=store_provider,
+        templates=templates,
+        sessions=Sessions(settings.session_secret, settings.session_hours),
+        pseudonyms=Pseudonyms(settings.pseudonym_key, settings.pseudonymize),
+        flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
+        local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
+    )
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    r = app.router
+    r.add_get("/", list_page, name="list")
+    r.add_get("/conversations/{id}", transcript_page, name="transcript")
+    r.add_post("/reveal", reveal_page, name="reveal")
+    r.add_get("/users/delete", delete_confirm_page, name="delete_confirm")
+    r.add_post("/users/delete", delete_page, name="delete")
+    r.add_get("/audit", audit_page, name="audit")
+    r.add_get("/login", login, name="login")
+    r.add_get("/auth/callback", oidc_callback, name="callback")
+    r.add_post("/logout", logout, name="logout")
+    r.add_get("/api/me", api_me)
+    r.add_get("/api/conversations", api_list)
+    r.add_get("/api/conversations/{id}", api_transcript)
+    r.add_get("/api/export/conversations", api_export_list)
+    r.add_get("/api/export/conversations/{id}", api_export_conversation)
+    r.add_post("/api/reveal", api_reveal)
+    r.add_post("/api/users/delete", api_delete_user)
+    r.add_get("/api/audit", api_audit)
+    r.add_static("/static/", HERE / "static", name="static")
+    return app
+
+
+PUBLIC_ROUTES = {"login", "callback", "static"}
+
+
+async def _startup(app: web.Application) -> None:
+    context = app[CONTEXT]
+    settings = context.settings
+    if settings.mode is AuthMode.OIDC:
+        context.http = aiohttp.ClientSession()
+        context.oidc = OidcClient(
+            context.http,
+            settings.oidc_metadata_url,
+            settings.oidc_client_id,
+            settings.oidc_client_secret,
+        )
+    if context.local is not None and context.local.pending_token:
+        # The one secret this app ever logs, on purpose: it is the local admin's way in, shown
+        # once at start-up and usable once.
+        base = settings.link_base_url.rstrip("/")
+        link = f"{base}/admin/login?token={context.local.pending_token}"
+        startup_log.info("admin: one-time local sign-in link (valid once): %s", link)
+    else:
+        startup_log.info("admin: sign-in through %s", settings.mode.value)
+    if settings.pseudonymize and settings.pseudonym_key_ephemeral:
+        startup_log.info(
+            "admin: user pseudonyms change on restart (set ADMIN_PSEUDONYM_KEY to keep them)"
+        )
+
+
+async def _cleanup(app: web.Application) -> None:
+    http = app[CONTEXT].http
+    if http is not None:
+        await http.close()
+
+
+# --- middlewares
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/admin/api/")
+
+
+def _secure_headers(response: web.StreamResponse) -> None:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def _errors_and_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except AdminError as error:
+        response = _problem(request, error)
+    except BadRequest as error:
+        response = _problem(request, AdminError(400, "bad_request", str(error)))
+    except StoreError:
+        log.exception("admin: the store failed", extra={"path": request.path})
+        response = _problem(
+            request, AdminError(503, "store_unavailable", "The store is unavailable; try again.")
+        )
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            response = _problem(request, AdminError(exc.status, "http_error", exc.reason))
+        else:
+            response = exc
+    _secure_headers(response)
+    return response
+
+
+def _problem(request: web.Request, error: AdminError) -> web.Response:
+    if _is_api(request):
+        return web.json_response(
+            {"error": error.code, "message": error.message}, status=error.status
+        )
+    if error.status == 401:
+        return _render(request, "signin.html", status=401, failed=error.code != "signed_out")
+    return _render(request, "error.html", status=error.status, error=error)
+
+
+async def _principal(request: web.Request, context: AdminContext) -> Principal | None:
+    settings = context.settings
+    if settings.mode is AuthMode.APPSERVICE:
+        # Only here: App Service Authentication sets this header and strips a client's copy.
+        if "X-MS-CLIENT-PRINCIPAL" not in request.headers:
+            return None
+        return appservice_principal(request.headers, settings.session_secret)
+    authorization = request.headers.get("Authorization", "")
+    if settings.mode is AuthMode.OIDC and authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or context.oidc is None:
+            raise AuthError("Authorization is not a bearer token")
+        claims = await context.oidc.validate(token.strip())
+        return _principal_from_claims(claims, via="bearer")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    return context.sessions.read(cookie)
+
+
+def _principal_from_claims(claims: Mapping[str, Any], via: str) -> Principal:
+    subject = str(claims.get("oid") or claims.get("sub") or "")
+    name = str(claims.get("name") or claims.get("preferred_username") or subject)
+    return Principal(id=subject, name=name, roles=roles_from(claims.get("roles")), via=via)
+
+
+def _origin_allowed(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.host
+
+
+async def _csrf_ok(request: web.Request, principal: Principal) -> bool:
+    if principal.csrf is None:
+        # A bearer token is never attached by a browser on its own: nothing to forge.
+        return True
+    if not _origin_allowed(request):
+        return False
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        form = await request.post()
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else ""
+    return bool(sent) and hmac.compare_digest(sent.encode(), principal.csrf.encode())
+
+
+@web.middleware
+async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    route_name = request.match_info.route.name
+    if route_name in PUBLIC_ROUTES:
+        return await handler(request)
+    try:
+        principal = await _principal(request, context)
+    except AuthError as exc:
+        log.info("admin: sign-in refused", extra={"reason": str(exc), "path": request.path})
+        principal = None
+    if principal is None or not principal.id:
+        raise AdminError(401, "unauthenticated", "Sign in to use the admin review.")
+    request[PRINCIPAL] = principal
+    if not principal.has(Role.REVIEWER):
+        raise AdminError(403, "forbidden", "Your account has no Reviewer or Admin role.")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not await _csrf_ok(request, principal):
+        raise AdminError(403, "csrf", "The request was refused (missing or invalid CSRF token).")
+    return await handler(request)
+
+
+def requires(role: Role) -> Callable[[Handler], Handler]:
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not principal_of(request).has(role):
+                raise AdminError(403, "forbidden", f"This needs the {role.value} role.")
+            return await handler(request)
+
+        guarded.__name__ = handler.__name__
+        guarded.__doc__ = handler.__doc__
+        return guarded
+
+    return wrap
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    return principal
+
+
+# --- shared helpers
+
+
+def _client_ip(request: web.Request) -> str:
+    context = request.app[CONTEXT]
+    if context.settings.mode is AuthMode.APPSERVICE:
+        # Behind App Service's front ends the first X-Forwarded-For hop is the client,
+        # written as address:port.
+        first = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if first:
+            if first.startswith("["):
+                return first[1:].split("]")[0]
+            return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
+    return request.remote or ""
+
+
+async def _audit(
+    request: web.Request, action: str, target: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Append the audit record first: no record, no data."""
+    principal = principal_of(request)
+    at = datetime.now(UTC)
+    record = AuditRecord(
+        id=f"{at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}",
+        day=f"{at:%Y-%m-%d}",
+        at=at,
+        actor=principal.id,
+        action=action,
+        target=target,
+        detail={"actorName": principal.name, "via": principal.via, **(detail or {})},
+        client_ip=_client_ip(request),
+    )
+    try:
+        await request.app[CONTEXT].store.append_audit(record)
+    except StoreError as exc:
+        log.exception("admin: audit append failed", extra={"action": action})
+        raise AdminError(
+            503, "audit_unavailable", "The audit log is unavailable, so this is refused."
+        ) from exc
+
+
+def _render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+    context = request.app[CONTEXT]
+    principal: Principal | None = request.get(PRINCIPAL)
+    html = context.templates.get_template(template).render(
+        principal=principal,
+        csrf=principal.csrf if principal else "",
+        mode=context.settings.mode.value,
+        pseudonymized=context.pseudonyms.enabled,
+        **values,
+    )
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+def _filters(request: web.Request) -> Filters:
+    return parse_filters(request.query, request.app[CONTEXT].pseudonyms)
+
+
+def _attachment(body: str, content_type: str, filename: str) -> web.Response:
+    response = web.Response(text=body, content_type=content_type, charset="utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _export_format(request: web.Request) -> str:
+    value = request.query.get("format", "json")
+    if value not in ("json", "csv"):
+        raise BadRequest("format must be json or csv")
+    return value
+
+
+async def _transcript(request: web.Request) -> dict[str, Any]:
+    context = request.app[CONTEXT]
+    conversation_id = request.match_info["id"]
+    summary = await context.store.find_summary(conversation_id)
+    messages = await context.store.conversation_messages(conversation_id)
+    if summary is None and not messages:
+        raise AdminError(404, "not_found", "No such conversation.")
+    return {
+        "conversation": summary_view(summary, context.pseudonyms) if summary else None,
+        "conversationId": conversation_id,
+        "messages": [message_view(m, context.pseudonyms) for m in messages],
+    }
+
+
+async def _list(request: web.Request) -> tuple[Filters, dict[str, Any]]:
+    context = request.app[CONTEXT]
+    filters = _filters(request)
+    result = await list_conversations(context.store, filters)
+    body: dict[str, Any] = {
+        "items": [summary_view(s, context.pseudonyms) for s in result.items],
+        "continuation": result.continuation,
+    }
+    if filters.text is not None:
+        body["search"] = {
+            "text": filters.text,
+            "scannedConversations": result.scanned,
+            "maxConversations": SEARCH_MAX_CONVERSATIONS,
+            "messagesPerConversation": SEARCH_MESSAGES_PER_CONVERSATION,
+        }
+    return filters, body
+
+
+async def _reveal(request: web.Request, reference: str, reason: str) -> str:
+    context = request.app[CONTEXT]
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise BadRequest(f"give a reason (up to {MAX_REASON_CHARS} characters) to reveal a user")
+    user_id = context.pseudonyms.resolve(reference)
+    if user_id is None:
+        raise AdminError(404, "not_found", "That is not a user pseudonym of this deployment.")
+    await _audit(request, "reveal_user", reference, {"reason": reason})
+    return user_id
+
+
+async def _delete_user(request: web.Request, reference: str, confirm: str) -> dict[str, int]:
+    context = request.app[CONTEXT]
+    reference = reference.strip()
+    if not reference:
+        raise BadRequest("name the user to delete")
+    if confirm.strip() != reference:
+        raise BadRequest("the confirmation must repeat the user exactly")
+    user_id = context.pseudonyms.user_id(reference)
+    counts = await context.store.delete_user(user_id)
+    # Recorded under the pseudonym: the audit log outlives the data and should not bring the
+    # user id back; an admin can still reveal it with the same key.
+    target = context.pseudonyms.pseudonym(user_id)
+    try:
+        await _audit(request, "delete_user", target, {"deleted": counts})
+    except AdminError:
+        log.error(
+            "admin: user data deleted but the audit record failed",
+            extra={"actor": principal_of(request).id, "target": target, "deleted": counts},
+        )
+        raise
+    return counts
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/admin/") and not value.startswith("//"):
+        return value
+    return "/admin/"
+
+
+def _base_url(request: web.Request) -> str:
+    base = request.app[CONTEXT].settings.public_base_url
+    return base.rstrip("/") if base else f"{request.scheme}://{request.host}"
+
+
+def _cookie_secure(request: web.Request) -> bool:
+    # Secure cookies need https; `make run` serves plain http on loopback, where a Secure
+    # cookie would never come back. Behind a TLS-terminating front end PUBLIC_BASE_URL says so.
+    base = request.app[CONTEXT].settings.public_base_url
+    return request.secure or base.startswith("https://")
+
+
+def _set_session(
+    request: web.Request, response: web.StreamResponse, subject: str, name: str, roles: Any
+) -> None:
+    context = request.app[CONTEXT]
+    response.set_cookie(
+        SESSION_COOKIE,
+        context.sessions.issue(subject, name, roles),
+        max_age=int(context.settings.session_hours * 3600),
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=_cookie_secure(request),
+        samesite="Strict",
+    )
+
+
+# --- sign-in
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    mode = context.settings.mode
+    if mode is AuthMode.LOCAL:
+        token = request.query.get("token", "")
+        if not token:
+            return _render(request, "signin.html", status=401, failed=False)
+        if context.local is None or not context.local.redeem(token):
+            log.warning("admin: a local sign-in link was refused", extra={"ip": request.remote})
+            return _render(request, "signin.html", status=401, failed=True)
+        response = _redirect("/admin/")
+        _set_session(request, response, "local-admin", "Local admin", frozenset({Role.ADMIN}))
+        startup_log.info("admin: local admin signed in")
+        return response
+    if mode is AuthMode.OIDC and context.oidc is not None:
+        try:
+            flow = await context.oidc.start(f"{_base_url(request)}/admin/auth/callback")
+        except AuthError as exc:
+            raise AdminError(
+                503, "idp_unavailable", "The identity provider is unreachable."
+            ) from exc
+        response = _redirect(flow.redirect_to)
+        response.set_cookie(
+            FLOW_COOKIE,
+            context.flow_signer.sign(
+                {
+                    "state": flow.state,
+                    "nonce": flow.nonce,
+                    "verifier": flow.verifier,
+                    "next": _safe_next(request.query.get("next")),
+                },
+                600,
+            ),
+            max_age=600,
+            path=COOKIE_PATH,
+            httponly=True,
+            secure=_cookie_secure(request),
+            # Lax: the identity provider's redirect back is a cross-site top-level navigation.
+            samesite="Lax",
+        )
+        return response
+    # App Service Authentication signs people in before the request reaches us.
+    return _render(request, "signin.html", status=401, failed=False)
+
+
+async def oidc_callback(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    if context.oidc is None:
+        raise AdminError(404, "not_found", "Not found.")
+    try:
+        flow = context.flow_signer.unsign(request.cookies.get(FLOW_COOKIE, ""))
+        state = request.query.get("state", "")
+        if not state or not hmac.compare_digest(state.encode(), str(flow["state"]).encode()):
+            raise AuthError("state mismatch")
+        if "code" not in request.query:
+            raise AuthError(f"identity provider error: {request.query.get('error', 'none')}")
+        claims = await context.oidc.redeem(
+            request.query["code"],
+            f"{_base_url(request)}/admin/auth/callback",
+            str(flow["verifier"]),
+            str(flow["nonce"]),
+        )
+    except (AuthError, KeyError) as exc:
+        log.info("admin: OpenID sign-in failed", extra={"reason": str(exc)})
+        return _render(request, "signin.html", status=401, failed=True)
+    principal = _principal_from_claims(claims, via="session")
+    response = _redirect(_safe_next(str(flow.get("next"))))
+    _set_session(request, response, principal.id, principal.name, principal.roles)
+    response.del_cookie(FLOW_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    principal = principal_of(request)
+    if principal.session_id:
+        context.sessions.revoke(principal.session_id)
+    response = _redirect("/admin/login")
+    response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+# --- pages
+
+
+async def list_page(request: web.Request) -> web.StreamResponse:
+    filters, body = await _list(request)
+    echo = dict(filters.echo)
+    next_link = (
+        "/admin/?" + urlencode({**echo, "continuation": body["continuation"]})
+        if body["continuation"]
+        else None
+    )
+    return _render(
+        request,
+        "list.html",
+        items=body["items"],
+        search=body.get("search"),
+        filters=echo,
+        categories=FLAG_CATEGORIES,
+        next_link=next_link,
+        export_query=urlencode(echo),
+    )
+
+
+async def transcript_page(request: web.Request) -> web.StreamResponse:
+    transcript = await _transcript(request)
+    await _audit(request, "view_transcript", transcript["conversationId"], {"page": True})
+    return _render(request, "transcript.html", **transcript)
+
+
+@requires(Role.ADMIN)
+async def reveal_page(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    reference = str(form.get("user", ""))
+    user_id = await _reveal(request, reference, str(form.get("reason", "")))
+    back = str(form.get("conversation", ""))
+    return _render(request, "reveal.html", reference=reference, user_id=user_id, back=back)
+
+
+@requires(Role.ADMIN)
+async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    reference = request.query.get("user", "").strip()
+    if not reference:
+        raise BadRequest("name the user to delete")
+    page = await context.store.list_summaries(
+        SummaryQuery(user_id=context.pseudonyms.user_id(reference)), 100
+    )
+    return _render(
+        request,
+        "delete_confirm.html",
+        reference=reference,
+        conversations=len(page.items),
+        more=page.continuation is not None,
+        error=None,
+    )
+
+
+@requires(Role.ADMIN)
+async def delete_page(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    reference = str(form.get("user", ""))
+    try:
+        counts = await _delete_user(request, reference, str(form.get("confirm", "")))
+    except BadRequest as exc:
+        return _render(
+            request,
+            "delete_confirm.html",
+            status=400,
+            reference=reference,
+            conversations=None,
+            more=False,
+            error=str(exc),
+        )
+    return _render(request, "deleted.html", reference=reference, counts=counts)
+
+
+@requires(Role.ADMIN)
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    records, continuation = await _audit_records(request)
+    next_link = (
+        "/admin/audit?" + urlencode({"continuation": continuation}) if continuation else None
+    )
+    return _render(request, "audit.html", records=records, next_link=next_link)
+
+
+async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
+    try:
+        limit = int(request.query.get("limit") or 50)
+    except ValueError as exc:
+        raise BadRequest("limit must be a number") from exc
+    if not 1 <= limit <= 200:
+        raise BadRequest("limit must be between 1 and 200")
+    try:
+        records, continuation = await request.app[CONTEXT].store.list_audit(
+            limit, request.query.get("continuation") or None
+        )
+    except ValueError as exc:
+        raise BadRequest("invalid continuation token") from exc
+    return [r.to_doc() for r in records], continuation
+
+
+# --- JSON API
+
+
+async def api_me(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    return web.json_response(
+        {
+            "id": principal.id,
+            "name": principal.name,
+            "roles": sorted(r.value for r in principal.roles),
+            "via": principal.via,
+            "csrfToken": principal.csrf,
+            "pseudonymized": request.app[CONTEXT].pseudonyms.enabled,
+        }
+    )
+
+
+async def api_list(request: web.Request) -> web.StreamResponse:
+    _, body = await _list(request)
+    return web.json_response(body)
+
+
+async def api_transcript(request: web.Request) -> web.StreamResponse:
+    transcript = await _transcript(request)
+    await _audit(request, "view_transcript", transcript["conversationId"])
+    return web.json_response(transcript)
+
+
+@requires(Role.ADMIN)
+async def api_export_conversation(request: web.Request) -> web.StreamResponse:
+    fmt = _export_format(request)
+    transcript = await _transcript(request)
+    conversation_id = transcript["conversationId"]
+    await _audit(request, "export_conversation", conversation_id, {"format": fmt})
+    name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}"
+    if fmt == "csv":
+        rows = [export.message_row(conversation_id, m) for m in transcript["messages"]]
+        return _attachment(export.to_csv(export.MESSAGE_COLUMNS, rows), "text/csv", f"{name}.csv")
+    return _attachment(export.to_json(transcript), "application/json", f"{name}.json")
+
+
+@requires(Role.ADMIN)
+async def api_export_list(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    fmt = _export_format(request)
+    filters = _filters(request)
+    items = [
+        summary_view(s, context.pseudonyms)
+        async for s in all_conversations(context.store, filters, EXPORT_MAX_CONVERSATIONS)
+    ]
+    await _audit(
+        request,
+        "export_list",
+        "",
+        {"format": fmt, "filters": filters.echo, "count": len(items)},
+    )
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    if fmt == "csv":
+        return _attachment(
+            export.to_csv(export.CONVERSATION_COLUMNS, items),
+            "text/csv",
+            f"conversations-{stamp}.csv",
+        )
+    body = {"filters": filters.echo, "limit": EXPORT_MAX_CONVERSATIONS, "items": items}
+    return _attachment(export.to_json(body), "application/json", f"conversations-{stamp}.json")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest("the body must be JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+@requires(Role.ADMIN)
+async def api_reveal(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    reference = str(body.get("user", ""))
+    user_id = await _reveal(request, reference, str(body.get("reason", "")))
+    return web.json_response({"user": reference, "userId": user_id})
+
+
+@requires(Role.ADMIN)
+async def api_delete_user(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    counts = await _delete_user(request, str(body.get("user", "")), str(body.get("confirm", "")))
+    return web.json_response({"deleted": counts})
+
+
+@requires(Role.ADMIN)
+async def api_audit(request: web.Request) -> web.StreamResponse:
+    records, continuation = await _audit_records(request)
+    return web.json_response({"items": records, "continuation": continuation})

@@ -1,0 +1,340 @@
+"""Sign-in and roles in each mode, over real HTTP: the local one-time link, App Service
+Authentication's principal header (and a spoofed one), Entra ID bearer tokens and the
+authorization code flow with PKCE against a local OpenID server, CSRF on state changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
+
+from config import Settings
+from tests.admin.conftest import seeded
+from tests.admin.helpers import (
+    EntraStub,
+    appservice_header,
+    local_link_token,
+    sign_in_locally,
+)
+from tests.conftest import AppFactory
+
+API = "/admin/api/conversations"
+
+
+async def test_local_admin_is_closed_until_the_one_time_link_is_used(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await seeded(await make_app())
+
+    api = await client.get(API)
+    assert api.status == 401
+    assert (await api.json())["error"] == "unauthenticated"
+    page = await client.get("/admin/")
+    assert page.status == 401
+    assert "one-time" in await page.text()
+    assert page.headers["Content-Type"].startswith("text/html")
+
+    token = local_link_token(caplog)
+    signed_in = await client.get(f"/admin/login?token={token}", allow_redirects=False)
+    assert signed_in.status == 303 and signed_in.headers["Location"] == "/admin/"
+    cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin/" in cookie
+    assert "Secure" not in cookie  # plain http on loopback: a Secure cookie would never return
+
+    listed = await client.get(API)
+    assert listed.status == 200
+    assert len((await listed.json())["items"]) == 4
+    me = await (await client.get("/admin/api/me")).json()
+    assert me["roles"] == ["Admin"] and me["via"] == "session"
+
+
+async def test_local_link_works_once_and_a_guessed_token_fails(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture, aiohttp_client: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    token = local_link_token(caplog)
+
+    guessed = await client.get("/admin/login?token=not-the-token", allow_redirects=False)
+    assert guessed.status == 401
+    assert (await client.get(f"/admin/login?token={token}", allow_redirects=False)).status == 303
+    client.session.cookie_jar.clear()
+    again = await client.get(f"/admin/login?token={token}", allow_redirects=False)
+    assert again.status == 401
+    assert (await client.get(API)).status == 401
+
+
+async def test_sign_out_ends_the_session(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    csrf = await sign_in_locally(client, caplog)
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/admin/"))
+    stolen = cookie["admin_session"].value
+
+    out = await client.post("/admin/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert out.status == 303
+    assert (await client.get(API)).status == 401
+    replayed = await client.get(API, headers={"Cookie": f"admin_session={stolen}"})
+    assert replayed.status == 401
+
+
+async def test_tampered_session_cookie_is_refused(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    await sign_in_locally(client, caplog)
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/admin/"))
+    body, _, mac = cookie["admin_session"].value.partition(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+    client.session.cookie_jar.clear()
+    assert (await client.get(API, headers={"Cookie": f"admin_session={forged}"})).status == 401
+
+
+@pytest.mark.parametrize("mode", ["local", "oidc"])
+async def test_spoofed_app_service_header_grants_nothing_outside_appservice_mode(
+    make_app: AppFactory, mode: str, oidc_settings: dict[str, Any]
+) -> None:
+    client = await make_app(**(oidc_settings if mode == "oidc" else {}))
+    headers = {
+        "X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"]),
+        "X-MS-CLIENT-PRINCIPAL-ID": "oid-1",
+        "X-MS-CLIENT-PRINCIPAL-NAME": "mallory",
+    }
+    assert (await client.get(API, headers=headers)).status == 401
+    assert (await client.get("/admin/api/audit", headers=headers)).status == 401
+
+
+async def test_appservice_mode_takes_roles_from_the_principal_header(
+    make_app: AppFactory,
+) -> None:
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    reviewer = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Reviewer"])}
+    admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-2", name="Ada")}
+    nobody = {"X-MS-CLIENT-PRINCIPAL": appservice_header([], oid="oid-3")}
+
+    assert (await client.get(API, headers=reviewer)).status == 200
+    assert (await client.get("/admin/api/conversations/conv-plain", headers=reviewer)).status == 200
+    for path in ("/admin/api/audit", "/admin/api/export/conversations?format=csv"):
+        assert (await client.get(path, headers=reviewer)).status == 403
+        assert (await client.get(path, headers=admin)).status == 200
+    assert (await client.get(API, headers=nobody)).status == 403
+    assert (await client.get(API)).status == 401
+    me = await (await client.get("/admin/api/me", headers=admin)).json()
+    assert me == {
+        "id": "oid-2",
+        "name": "Ada",
+        "roles": ["Admin"],
+        "via": "appservice",
+        "csrfToken": me["csrfToken"],
+        "pseudonymized": True,
+    }
+    signin = await client.get("/admin/")
+    assert signin.status == 401
+    assert "/.auth/login/aad" in await signin.text()
+    malformed = {"X-MS-CLIENT-PRINCIPAL": "%%%not-base64"}
+    assert (await client.get(API, headers=malformed)).status == 401
+
+
+async def test_appservice_mode_records_the_client_address_from_x_forwarded_for(
+    make_app: AppFactory,
+) -> None:
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    headers = {
+        "X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"]),
+        "X-Forwarded-For": "203.0.113.7:51234, 10.0.0.4",
+    }
+    assert (await client.get("/admin/api/conversations/conv-plain", headers=headers)).status == 200
+    audit = await (await client.get("/admin/api/audit", headers=headers)).json()
+    assert audit["items"][0]["clientIp"] == "203.0.113.7"
+
+
+async def test_appservice_mode_needs_the_csrf_token_for_state_changes(
+    make_app: AppFactory,
+) -> None:
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
+    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    refused = await client.post("/admin/api/users/delete", json=body, headers=admin)
+    assert refused.status == 403 and (await refused.json())["error"] == "csrf"
+    csrf = (await (await client.get("/admin/api/me", headers=admin)).json())["csrfToken"]
+    done = await client.post(
+        "/admin/api/users/delete", json=body, headers={**admin, "X-CSRF-Token": csrf}
+    )
+    assert done.status == 200
+
+
+@pytest.mark.parametrize(
+    ("roles", "list_status", "audit_status"),
+    [(["Reviewer"], 200, 403), (["Admin"], 200, 200), ([], 403, 403), (["Other"], 403, 403)],
+)
+async def test_bearer_token_roles_decide_what_is_allowed(
+    make_app: AppFactory,
+    entra: EntraStub,
+    oidc_settings: dict[str, Any],
+    roles: list[str],
+    list_status: int,
+    audit_status: int,
+) -> None:
+    client = await seeded(await make_app(**oidc_settings))
+    auth = {"Authorization": f"Bearer {entra.mint(roles=roles)}"}
+    assert (await client.get(API, headers=auth)).status == list_status
+    assert (await client.get("/admin/api/audit", headers=auth)).status == audit_status
+
+
+@pytest.mark.parametrize(
+    "case", ["expired", "wrong_audience", "wrong_issuer", "other_key", "not_yet_valid", "hs256"]
+)
+async def test_invalid_bearer_tokens_are_refused(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any], case: str
+) -> None:
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    client = await make_app(**oidc_settings)
+    now = int(time.time())
+    tokens = {
+        "expired": lambda: entra.mint(roles=["Admin"], exp=now - 3600, iat=now - 7200),
+        "wrong_audience": lambda: entra.mint(roles=["Admin"], aud="some-other-app"),
+        "wrong_issuer": lambda: entra.mint(roles=["Admin"], iss="https://evil.example/v2.0"),
+        "other_key": lambda: entra.mint(key=rsa.generate_private_key(65537, 2048), roles=["Admin"]),
+        "not_yet_valid": lambda: entra.mint(roles=["Admin"], nbf=now + 3600),
+        "hs256": lambda: jwt.encode(
+            {"iss": entra.issuer, "aud": entra.client_id, "exp": now + 60, "roles": ["Admin"]},
+            "x" * 32,
+            algorithm="HS256",
+            headers={"kid": entra.kid},
+        ),
+    }
+    response = await client.get(API, headers={"Authorization": f"Bearer {tokens[case]()}"})
+    assert response.status == 401
+    assert (await response.json())["error"] == "unauthenticated"
+
+
+async def test_bearer_token_for_the_api_uri_audience_is_accepted(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    client = await make_app(**oidc_settings)
+    token = entra.mint(roles=["Reviewer"], aud=f"api://{entra.client_id}")
+    assert (await client.get(API, headers={"Authorization": f"Bearer {token}"})).status == 200
+
+
+async def test_bearer_requests_need_no_csrf_token(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    client = await seeded(await make_app(**oidc_settings))
+    auth = {"Authorization": f"Bearer {entra.mint(roles=['Admin'])}"}
+    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    response = await client.post("/admin/api/users/delete", json=body, headers=auth)
+    assert response.status == 200
+
+
+async def _code_flow(client: TestClient[Any, Any], entra: EntraStub) -> Any:
+    start = await client.get("/admin/login?next=/admin/audit", allow_redirects=False)
+    assert start.status == 303
+    authorize = start.headers["Location"]
+    assert authorize.startswith(f"{entra.url}/authorize?")
+    params = parse_qs(urlsplit(authorize).query)
+    assert params["code_challenge_method"] == ["S256"] and params["scope"] == ["openid profile"]
+    flow_cookie = start.headers["Set-Cookie"]
+    assert "SameSite=Lax" in flow_cookie and "HttpOnly" in flow_cookie
+    # The browser goes to the identity provider, which sends it back with a code.
+    async with client.session.get(authorize, allow_redirects=False) as idp:
+        assert idp.status == 302
+        callback = urlsplit(idp.headers["Location"])
+    return await client.get(f"{callback.path}?{callback.query}", allow_redirects=False)
+
+
+async def test_oidc_code_flow_with_pkce_signs_a_browser_in(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    client = await make_app(**oidc_settings, ADMIN_OIDC_CLIENT_SECRET="s3cret")
+    page = await client.get("/admin/")
+    assert page.status == 401 and "Sign in with Microsoft Entra ID" in await page.text()
+
+    done = await _code_flow(client, entra)
+
+    assert done.status == 303 and done.headers["Location"] == "/admin/audit"
+    assert entra.token_requests[0]["client_secret"] == "s3cret"
+    assert entra.token_requests[0]["grant_type"] == "authorization_code"
+    me = await (await client.get("/admin/api/me")).json()
+    assert (me["id"], me["name"], me["roles"], me["via"]) == (
+        "oid-admin",
+        "Ada Admin",
+        ["Admin"],
+        "session",
+    )
+    assert (await client.get("/admin/audit")).status == 200
+
+
+async def test_oidc_callback_with_a_forged_state_is_refused(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    client = await make_app(**oidc_settings)
+    start = await client.get("/admin/login", allow_redirects=False)
+    assert start.status == 303
+    forged = await client.get("/admin/auth/callback?code=abc&state=forged", allow_redirects=False)
+    assert forged.status == 401
+    assert (await client.get(API)).status == 401
+
+
+async def test_oidc_user_without_a_role_signs_in_but_is_forbidden(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    entra.user = {"oid": "oid-x", "name": "No Role", "roles": None}
+    client = await make_app(**oidc_settings)
+    assert (await _code_flow(client, entra)).status == 303
+    response = await client.get("/admin/")
+    assert response.status == 403
+    assert "no Reviewer or Admin role" in await response.text()
+
+
+async def test_state_changes_need_the_session_csrf_token_and_a_same_origin(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await seeded(await make_app())
+    csrf = await sign_in_locally(client, caplog)
+    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+
+    missing = await client.post("/admin/api/users/delete", json=body)
+    assert missing.status == 403
+    wrong = await client.post("/admin/api/users/delete", json=body, headers={"X-CSRF-Token": "x"})
+    assert wrong.status == 403
+    cross_site = await client.post(
+        "/admin/api/users/delete",
+        json=body,
+        headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+    )
+    assert cross_site.status == 403
+    form = await client.post(
+        "/admin/users/delete", data={**body, "csrf": "nope"}, allow_redirects=False
+    )
+    assert form.status == 403
+    assert (await client.get(API + "?user=carol@contoso.com")).status == 200
+    assert len((await (await client.get(API + "?user=carol@contoso.com")).json())["items"]) == 1
+
+    ok = await client.post("/admin/api/users/delete", json=body, headers={"X-CSRF-Token": csrf})
+    assert ok.status == 200
+
+
+def test_oidc_mode_needs_a_client_and_tenant(make_settings: Any) -> None:
+    with pytest.raises(ValidationError, match="ADMIN_OIDC_CLIENT_ID"):
+        make_settings(ADMIN_AUTH_MODE="oidc", ADMIN_OIDC_TENANT_ID="t")
+    with pytest.raises(ValidationError, match="ADMIN_OIDC_TENANT_ID"):
+        make_settings(ADMIN_AUTH_MODE="oidc", ADMIN_OIDC_CLIENT_ID="c")
+    settings: Settings = make_settings(
+        ADMIN_AUTH_MODE="oidc", ADMIN_OIDC_CLIENT_ID="c", ADMIN_OIDC_TENANT_ID="contoso-tid"
+    )
+    assert settings.admin_oidc_metadata == (
+        "https://login.microsoftonline.com/contoso-tid/v2.0/.well-known/openid-configuration"
+    )
