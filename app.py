@@ -39,6 +39,7 @@ from chat.tokens import TokenCounter
 from config import BotAppType, Settings, load_settings
 from storage.base import Store
 from storage.sqlite import SqliteStore
+from webchat import setup_webchat
 
 log = logging.getLogger("app")
 
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
+    # The chat page, the Direct Line token endpoint and the built-in Direct Line.
+    setup_webchat(app, settings, MESSAGES)
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
     return app

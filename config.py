@@ -29,6 +29,11 @@ ENTRA_OPENID_METADATA = (
 )
 
 
+class WebChatAuthMode(StrEnum):
+    LOCAL = "local"
+    APPSERVICE = "appservice"
+
+
 class BotAppType(StrEnum):
     MULTI_TENANT = "MultiTenant"
     SINGLE_TENANT = "SingleTenant"
@@ -147,6 +152,20 @@ class Settings(BaseSettings):
     # Empty = random per process: pseudonyms change on restart.
     admin_pseudonym_key: SecretStr = Field(SecretStr(""), alias="ADMIN_PSEUDONYM_KEY")
 
+    # --- web chat widget and Direct Line
+    # local = one fixed development user; appservice = App Service Authentication (Entra ID).
+    webchat_auth_mode: WebChatAuthMode = Field(WebChatAuthMode.LOCAL, alias="WEBCHAT_AUTH_MODE")
+    # Empty = random per process: open web chat sessions end on restart (set it on many instances).
+    webchat_token_secret: SecretStr = Field(SecretStr(""), alias="WEBCHAT_TOKEN_SECRET")
+    webchat_trusted_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="WEBCHAT_TRUSTED_ORIGINS"
+    )
+    # Set = the page talks to Azure Bot Service's Direct Line instead of the built-in endpoint.
+    direct_line_secret: SecretStr = Field(SecretStr(""), alias="DIRECT_LINE_SECRET")
+    direct_line_endpoint: str = Field(
+        "https://directline.botframework.com/v3/directline", alias="DIRECT_LINE_ENDPOINT"
+    )
+
     # Trusted reply targets. In anonymous mode nothing vouches for an activity's serviceUrl,
     # so replies only go to these hosts (loopback by default: Emulator, tests, Direct Line).
     anonymous_service_url_hosts: Annotated[list[str], NoDecode] = Field(
@@ -158,6 +177,29 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("webchat_trusted_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("webchat_token_secret")
+    @classmethod
+    def _token_secret_is_long(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("WEBCHAT_TOKEN_SECRET must be at least 32 characters")
+        return value
+
+    @field_validator("direct_line_endpoint")
+    @classmethod
+    def _direct_line_is_https_or_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+        if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+            return value.rstrip("/")
+        raise ValueError(
+            "DIRECT_LINE_ENDPOINT must be an https:// URL (http only on loopback, for tests)"
+        )
 
     @field_validator("azure_openai_endpoint")
     @classmethod
@@ -230,6 +272,10 @@ class Settings(BaseSettings):
     @property
     def admin_oidc_metadata(self) -> str:
         return self.admin_oidc_metadata_url.replace("{tenant}", self.admin_oidc_tenant_id)
+
+    @property
+    def uses_azure_direct_line(self) -> bool:
+        return bool(self.direct_line_secret.get_secret_value())
 
     @property
     def sqlite_file(self) -> Path:

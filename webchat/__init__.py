@@ -1,0 +1,47 @@
+"""The web chat widget: the page, the embed script, the Web Chat bundle served by the app, the
+Direct Line token endpoint (Azure Bot Service) and the built-in Direct Line endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot.routes import MessagesEndpoint
+from config import Settings
+from webchat.connector import LoopbackConnector
+from webchat.directline import BuiltinDirectLine
+from webchat.page import WebChatPage
+
+DIRECT_LINE = web.AppKey("builtin_directline", BuiltinDirectLine)
+
+__all__ = ["DIRECT_LINE", "setup_webchat"]
+
+
+def setup_webchat(
+    app: web.Application, settings: Settings, messages: web.AppKey[MessagesEndpoint]
+) -> None:
+    """Routes and one cleanup context; the messages endpoint is read when a turn starts (it is
+    built by an earlier cleanup context)."""
+    directline = BuiltinDirectLine(settings, lambda: app[messages])
+    page = WebChatPage(settings, directline)
+    app[DIRECT_LINE] = directline
+    directline.add_routes(app.router)
+    LoopbackConnector(directline).add_routes(app.router)
+    page.add_routes(app.router)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await directline.start()
+        await page.start()
+        try:
+            yield
+        finally:
+            await page.stop()
+            await directline.stop()
+
+    async def close_sockets(app: web.Application) -> None:
+        # Open WebSockets would hold the server's shutdown until its timeout.
+        directline.conversations.close_all()
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(close_sockets)

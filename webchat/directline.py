@@ -1,0 +1,461 @@
+"""The built-in Direct Line 3.0 endpoint (`/v3/directline/...`) that stock Web Chat reaches
+through its `domain` option, so the widget works with no Azure Bot Service at all.
+
+The client side speaks Direct Line 3.0 (start, reconnect, post, get with watermark, token
+refresh, WebSocket stream of ActivitySets and keep-alives). Each user activity becomes a Bot
+Framework activity built here: channel `directline`, `from` taken from the token (never from the
+browser), an id assigned here, and `serviceUrl` = this process's own loopback connector
+(`webchat/connector.py`) with a per-process key in its path. It runs through
+`MessagesEndpoint.accept`, the same pipeline as every channel. Facts:
+shared/reference/bot-framework-teams-directline.md; https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-direct-line-3-0-api-reference
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bot.routes import BadActivity, MessagesEndpoint, json_error, validate_activity
+from config import Settings
+from webchat.activities import FEEDBACK_EVENT, feedback_from_event, now_iso, public_copy
+from webchat.conversations import Conversation, ConversationRegistry, Participant
+from webchat.tokens import Grant, TokenError, TokenSigner, bearer
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v3/directline"
+CONNECTOR_PREFIX = "/webchat/connector"
+CHANNEL_ID = "directline"
+BOT_ACCOUNT = {"id": "assistant", "name": "Assistant", "role": "bot"}
+KEEPALIVE_SECONDS = 20.0
+SWEEP_SECONDS = 300.0
+_CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
+_MAX_LOCALE = 20
+_MAX_CLIENT_ID = 128
+
+
+class DirectLineError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BuiltinDirectLine:
+    def __init__(
+        self,
+        settings: Settings,
+        messages: Callable[[], MessagesEndpoint],
+        signer: TokenSigner | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._messages = messages
+        self.signer = signer or TokenSigner(settings.webchat_token_secret.get_secret_value())
+        self.conversations = ConversationRegistry()
+        # The connector routes accept only calls whose path carries this key: only this process
+        # knows it (it reaches the bot inside serviceUrl and is stripped from all that the
+        # browser sees), so no one else can post into a conversation, even with its id.
+        self.connector_key = secrets.token_urlsafe(32)
+        self._keepalive = keepalive_seconds
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="directline-sweep")
+
+    async def stop(self) -> None:
+        self.conversations.close_all()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.conversations.sweep()
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("OPTIONS", PREFIX + "/{tail:.*}", self._preflight)
+        router.add_post(PREFIX + "/conversations", self._start)
+        router.add_get(PREFIX + "/conversations/{conversation}", self._reconnect)
+        router.add_post(PREFIX + "/conversations/{conversation}/activities", self._post)
+        router.add_get(PREFIX + "/conversations/{conversation}/activities", self._get)
+        router.add_post(PREFIX + "/conversations/{conversation}/upload", self._upload)
+        router.add_get(PREFIX + "/conversations/{conversation}/stream", self._stream)
+        router.add_post(PREFIX + "/tokens/refresh", self._refresh)
+
+    # --- tokens and conversations
+
+    def open_conversation(self, participant: Participant) -> tuple[str, Grant]:
+        conversation = self.conversations.create(participant)
+        return self.signer.issue(
+            Grant(
+                conversation.id,
+                participant.user_id,
+                participant.user_name,
+                participant.aad_object_id,
+                participant.tenant_id,
+            )
+        )
+
+    def _authorize(self, request: web.Request, conversation_id: str | None) -> Grant:
+        try:
+            return self.signer.verify(bearer(request.headers.get("Authorization")), conversation_id)
+        except TokenError as exc:
+            raise DirectLineError(403, "TokenInvalid", "The token is not valid.") from exc
+
+    def _conversation(self, grant: Grant) -> Conversation:
+        conversation = self.conversations.get(grant.conversation_id)
+        if conversation is None:
+            # A valid token for a conversation this process does not know (a restart, or
+            # another instance): open it again under the same id; the history is in the store.
+            conversation = self.conversations.create(
+                Participant(grant.user_id, grant.user_name, grant.aad_object_id, grant.tenant_id)
+            )
+            self.conversations.rekey(conversation, grant.conversation_id)
+        return conversation
+
+    def _owner_matches(self, conversation: Conversation, grant: Grant) -> None:
+        if not secrets.compare_digest(conversation.owner.user_id, grant.user_id):
+            raise DirectLineError(403, "TokenInvalid", "The token is not valid.")
+
+    # --- URLs
+
+    def base_url(self, request: web.Request) -> str:
+        if self._settings.public_base_url:
+            return self._settings.public_base_url.rstrip("/")
+        scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+        return f"{scheme if scheme in ('http', 'https') else 'http'}://{request.host}"
+
+    def _stream_url(self, request: web.Request, conversation: str, token: str, mark: int) -> str:
+        base = self.base_url(request)
+        ws = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
+        return f"{ws}{PREFIX}/conversations/{conversation}/stream?t={token}&watermark={mark}"
+
+    def service_url(self, request: web.Request) -> str:
+        """This process's own connector, over loopback: the bound port of this very connection
+        (the socket's local address), on 127.0.0.1 unless HOST names one specific interface."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        port = port or self._settings.port
+        host = self._settings.host
+        if host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 (a comparison)
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}{CONNECTOR_PREFIX}/{self.connector_key}"
+
+    # --- handlers
+
+    async def _run(self, request: web.Request, handler: Callable[[], Any]) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler()
+        except DirectLineError as exc:
+            response = json_error(exc.status, exc.code, str(exc))
+        self._cors(request, response)
+        return response
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin and origin in self._settings.webchat_trusted_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        response = web.Response(status=204)
+        self._cors(request, response)
+        if "Access-Control-Allow-Origin" in response.headers:
+            response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    async def _start(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            grant = self._authorize(request, None)
+            token = bearer(request.headers.get("Authorization"))
+            conversation = self._conversation(grant)
+            self._owner_matches(conversation, grant)
+            if not conversation.started:
+                conversation.started = True
+                await self._conversation_update(request, conversation, grant)
+            return web.json_response(
+                {
+                    "conversationId": conversation.id,
+                    "token": token,
+                    "expires_in": max(0, grant.expires_at - _now()),
+                    "streamUrl": self._stream_url(request, conversation.id, token, 0),
+                    "referenceGrammarId": "",
+                },
+                status=201,
+            )
+
+        return await self._run(request, handle)
+
+    async def _reconnect(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            conversation_id = request.match_info["conversation"]
+            grant = self._authorize(request, conversation_id)
+            token = bearer(request.headers.get("Authorization"))
+            conversation = self._conversation(grant)
+            mark = _watermark(request.query.get("watermark"))
+            return web.json_response(
+                {
+                    "conversationId": conversation.id,
+                    "token": token,
+                    "expires_in": max(0, grant.expires_at - _now()),
+                    "streamUrl": self._stream_url(
+                        request, conversation.id, token, mark if mark is not None else 0
+                    ),
+                }
+            )
+
+        return await self._run(request, handle)
+
+    async def _refresh(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            grant = self._authorize(request, None)
+            token, fresh = self.signer.issue(grant)
+            return web.json_response(
+                {
+                    "conversationId": fresh.conversation_id,
+                    "token": token,
+                    "expires_in": self.signer.lifetime,
+                }
+            )
+
+        return await self._run(request, handle)
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            grant = self._authorize(request, request.match_info["conversation"])
+            conversation = self._conversation(grant)
+            mark = _watermark(request.query.get("watermark")) or 0
+            activities = conversation.after(mark)
+            conversation.touch()
+            return web.json_response(
+                {"activities": activities, "watermark": str(conversation.watermark)}
+            )
+
+        return await self._run(request, handle)
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            self._authorize(request, request.match_info["conversation"])
+            raise DirectLineError(
+                415, "NotSupported", "This assistant does not accept file uploads."
+            )
+
+        return await self._run(request, handle)
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            grant = self._authorize(request, request.match_info["conversation"])
+            conversation = self._conversation(grant)
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                raise DirectLineError(400, "BadArgument", "The body is not valid JSON.") from None
+            if not isinstance(body, dict):
+                raise DirectLineError(400, "BadArgument", "The body must be an activity.")
+            kind = body.get("type")
+            if kind == "typing":
+                return web.json_response({"id": conversation.next_activity_id()})
+            if kind not in ("message", "event"):
+                raise DirectLineError(400, "BadArgument", "Unsupported activity type.")
+            raw = self._user_activity(request, conversation, grant, body)
+            if kind == "event" and body.get("name") == FEEDBACK_EVENT:
+                await self._feedback(request, conversation, grant, body)
+            else:
+                await self._accept(raw)
+            # Echo it like Direct Line does; Web Chat matches it by channelData.clientActivityID.
+            conversation.deliver(public_copy(raw))
+            return web.json_response({"id": raw["id"]})
+
+        return await self._run(request, handle)
+
+    async def _accept(self, raw: dict[str, Any]) -> web.Response:
+        try:
+            validate_activity(raw)
+        except BadActivity as exc:
+            raise DirectLineError(400, "BadArgument", str(exc)) from None
+        response = await self._messages().accept(raw)
+        if response.status >= 400:
+            status = 503 if response.status >= 500 else 400
+            raise DirectLineError(status, "BotError", "The assistant could not take the message.")
+        return response
+
+    async def _feedback(
+        self,
+        request: web.Request,
+        conversation: Conversation,
+        grant: Grant,
+        body: dict[str, Any],
+    ) -> None:
+        """Web Chat's thumbs: the same `message/submitAction` invoke that Teams sends."""
+        parsed = feedback_from_event(body)
+        if parsed is None or parsed[0] not in conversation.rateable:
+            raise DirectLineError(400, "BadArgument", "That message cannot be rated.")
+        rated, reaction, text = parsed
+        invoke = self._base_activity(request, conversation, grant)
+        invoke.update(
+            {
+                "type": "invoke",
+                "name": "message/submitAction",
+                "replyToId": rated,
+                "value": {
+                    "actionName": "feedback",
+                    "actionValue": {
+                        "reaction": reaction,
+                        "feedback": json.dumps({"feedbackText": text}),
+                    },
+                },
+            }
+        )
+        response = await self._accept(invoke)
+        if response.status != 200:
+            raise DirectLineError(502, "BotError", "The rating could not be stored.")
+
+    async def _conversation_update(
+        self, request: web.Request, conversation: Conversation, grant: Grant
+    ) -> None:
+        update = self._base_activity(request, conversation, grant)
+        update.update(
+            {
+                "type": "conversationUpdate",
+                "membersAdded": [dict(BOT_ACCOUNT), self._from(grant)],
+            }
+        )
+        try:
+            await self._accept(update)
+        except DirectLineError:
+            log.warning("the bot did not take the conversation start")
+
+    def _from(self, grant: Grant) -> dict[str, Any]:
+        account: dict[str, Any] = {"id": grant.user_id, "name": grant.user_name, "role": "user"}
+        if grant.aad_object_id:
+            account["aadObjectId"] = grant.aad_object_id
+        return account
+
+    def _base_activity(
+        self, request: web.Request, conversation: Conversation, grant: Grant
+    ) -> dict[str, Any]:
+        conversation_ref: dict[str, Any] = {"id": conversation.id}
+        channel_data: dict[str, Any] = {}
+        if grant.tenant_id:
+            conversation_ref["tenantId"] = grant.tenant_id
+            channel_data["tenant"] = {"id": grant.tenant_id}
+        return {
+            "id": conversation.next_activity_id(),
+            "channelId": CHANNEL_ID,
+            "serviceUrl": self.service_url(request),
+            "timestamp": now_iso(),
+            "conversation": conversation_ref,
+            # The user is who the token says, whatever the browser put in `from`.
+            "from": self._from(grant),
+            "recipient": dict(BOT_ACCOUNT),
+            "channelData": channel_data,
+        }
+
+    def _user_activity(
+        self,
+        request: web.Request,
+        conversation: Conversation,
+        grant: Grant,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        raw = self._base_activity(request, conversation, grant)
+        raw["type"] = body["type"]
+        text = body.get("text")
+        if raw["type"] == "message":
+            raw["text"] = text if isinstance(text, str) else ""
+            raw["textFormat"] = "plain"
+            attachments = body.get("attachments")
+            if isinstance(attachments, list) and attachments:
+                # Not read (uploads are refused); kept only so the bot can say so.
+                raw["attachments"] = [
+                    {"contentType": str(a.get("contentType", ""))[:100]}
+                    for a in attachments[:10]
+                    if isinstance(a, dict)
+                ]
+        else:
+            name = body.get("name")
+            raw["name"] = name[:200] if isinstance(name, str) else ""
+        locale = body.get("locale")
+        if isinstance(locale, str) and 0 < len(locale) <= _MAX_LOCALE:
+            raw["locale"] = locale
+        channel_data = body.get("channelData")
+        client_id = channel_data.get("clientActivityID") if isinstance(channel_data, dict) else None
+        if isinstance(client_id, str) and len(client_id) <= _MAX_CLIENT_ID:
+            raw["channelData"]["clientActivityID"] = client_id
+        if raw["type"] == "event" and isinstance(body.get("entities"), list):
+            raw["entities"] = [e for e in body["entities"] if isinstance(e, dict)][:5]
+        return raw
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        conversation_id = request.match_info["conversation"]
+        try:
+            grant = self.signer.verify(request.query.get("t", ""), conversation_id)
+        except TokenError:
+            return json_error(403, "TokenInvalid", "The token is not valid.")
+        conversation = self._conversation(grant)
+        socket = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
+        await socket.prepare(request)
+        subscriber, backlog = conversation.subscribe(_watermark(request.query.get("watermark")))
+        reader = asyncio.create_task(_drain_incoming(socket))
+        try:
+            if backlog:
+                await socket.send_json(
+                    {"activities": backlog, "watermark": str(conversation.watermark)}
+                )
+            while not socket.closed and not reader.done():
+                try:
+                    frame = await asyncio.wait_for(subscriber.frames.get(), self._keepalive)
+                except TimeoutError:
+                    await socket.send_str("")  # Direct Line's keep-alive: an empty frame
+                    continue
+                if frame is None:
+                    break
+                await socket.send_json(frame)
+        except (ConnectionResetError, RuntimeError):
+            pass  # the browser went away
+        finally:
+            conversation.unsubscribe(subscriber)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await socket.close()
+        return socket
+
+
+async def _drain_incoming(socket: web.WebSocketResponse) -> None:
+    """Clients send nothing useful over the stream; read to notice when it closes."""
+    async for message in socket:
+        if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break
+
+
+def _watermark(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        mark = int(value)
+    except ValueError:
+        raise DirectLineError(400, "BadArgument", "The watermark is not valid.") from None
+    if mark < 0:
+        raise DirectLineError(400, "BadArgument", "The watermark is not valid.")
+    return mark
+
+
+def _now() -> int:
+    return int(time.time())

@@ -1,0 +1,222 @@
+"""The chat page, the embed script, the Web Chat bundle (from node_modules: no CDN) and the
+token endpoint the page calls first.
+
+`POST /api/directline/token` answers for the signed-in user: with `DIRECT_LINE_SECRET` it asks
+Azure Bot Service's Direct Line for a token bound to `dl_<user id>` (the secret never leaves the
+server: not in a response, a log line or an error); otherwise it opens a conversation on the
+built-in endpoint. The page then hands the token and `domain` to stock Web Chat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from bot.routes import json_error
+from config import PROJECT_ROOT, Settings
+from webchat.conversations import Participant
+from webchat.directline import PREFIX, BuiltinDirectLine
+from webchat.identity import NotSignedIn, current_user
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+BUNDLE = PROJECT_ROOT / "node_modules" / "botframework-webchat" / "dist" / "webchat.js"
+_STATIC_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
+_TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+class WebChatPage:
+    def __init__(self, settings: Settings, directline: BuiltinDirectLine) -> None:
+        self._settings = settings
+        self._directline = directline
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if not BUNDLE.is_file():
+            log.error(
+                "the web chat bundle is missing: run `make setup` (npm ci) to install "
+                "botframework-webchat; the chat page shows an error until then",
+                extra={"path": str(BUNDLE)},
+            )
+        if self._settings.uses_azure_direct_line:
+            self._http = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/", self._index)
+        router.add_get("/webchat/embed.js", self._embed)
+        router.add_get("/webchat/config.json", self._config)
+        router.add_get("/webchat/static/{name}", self._static)
+        router.add_get("/webchat/vendor/webchat.js", self._bundle)
+        router.add_post("/api/directline/token", self._token)
+
+    # --- page and assets
+
+    def _csp(self, nonce: str) -> str:
+        connect = ["'self'"]
+        if self._settings.uses_azure_direct_line:
+            parts = urlsplit(self._settings.direct_line_endpoint)
+            host = parts.netloc
+            connect += [
+                f"{parts.scheme}://{host}",
+                f"{'wss' if parts.scheme == 'https' else 'ws'}://{host}",
+            ]
+        ancestors = " ".join(["'self'", *self._settings.webchat_trusted_origins])
+        return "; ".join(
+            [
+                "default-src 'self'",
+                "script-src 'self'",
+                # Web Chat inserts its styles at run time; the nonce lets only those in.
+                f"style-src 'self' 'nonce-{nonce}'",
+                "img-src 'self' data: blob:",
+                "media-src 'self' blob:",
+                "font-src 'self' data:",
+                f"connect-src {' '.join(connect)}",
+                "object-src 'none'",
+                "base-uri 'none'",
+                "form-action 'self'",
+                f"frame-ancestors {ancestors}",
+            ]
+        )
+
+    async def _index(self, request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(16)
+        if not BUNDLE.is_file():
+            html = (STATIC_DIR / "missing.html").read_text(encoding="utf-8")
+            status = 503
+        else:
+            html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+            status = 200
+        response = web.Response(
+            text=html.replace("{{nonce}}", nonce), content_type="text/html", status=status
+        )
+        response.headers["Content-Security-Policy"] = self._csp(nonce)
+        response.headers["Cache-Control"] = "no-store"
+        _hardening(response)
+        return response
+
+    async def _embed(self, request: web.Request) -> web.FileResponse:
+        response = web.FileResponse(STATIC_DIR / "embed.js")
+        response.content_type = "text/javascript"
+        response.headers["Cache-Control"] = "no-cache"
+        _hardening(response)
+        return response
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in _STATIC_FILES:
+            raise web.HTTPNotFound()
+        response = web.FileResponse(STATIC_DIR / name)
+        response.content_type = _STATIC_FILES[name]
+        response.headers["Cache-Control"] = "no-cache"
+        _hardening(response)
+        return response
+
+    async def _bundle(self, request: web.Request) -> web.StreamResponse:
+        if not BUNDLE.is_file():
+            return json_error(503, "not_installed", "botframework-webchat is not installed.")
+        response = web.FileResponse(BUNDLE)
+        response.content_type = "text/javascript"
+        response.headers["Cache-Control"] = "no-cache"
+        _hardening(response)
+        return response
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "assistantName": self._settings.assistant_name,
+                "simulator": self._settings.uses_simulator,
+                "mode": "azure" if self._settings.uses_azure_direct_line else "builtin",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    # --- tokens
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            # A JSON content type makes cross-site form posts impossible (CORS preflight).
+            return json_error(415, "unsupported_media_type", "Send application/json.")
+        try:
+            user = current_user(request, self._settings.webchat_auth_mode)
+        except NotSignedIn:
+            return json_error(401, "unauthorized", "Sign in to use the assistant.")
+        participant = Participant(
+            user.channel_user_id, user.name, user.aad_object_id, user.tenant_id
+        )
+        if self._settings.uses_azure_direct_line:
+            return await self._azure_token(request, participant)
+        token, grant = self._directline.open_conversation(participant)
+        return web.json_response(
+            {
+                "mode": "builtin",
+                "token": token,
+                "conversationId": grant.conversation_id,
+                "expires_in": self._directline.signer.lifetime,
+                "domain": self._directline.base_url(request) + PREFIX,
+                "userId": participant.user_id,
+                "userName": participant.user_name,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _azure_token(self, request: web.Request, user: Participant) -> web.Response:
+        assert self._http is not None
+        origins = list(self._settings.webchat_trusted_origins)
+        if self._settings.public_base_url:
+            origins.append(self._settings.public_base_url.rstrip("/"))
+        endpoint = self._settings.direct_line_endpoint
+        secret = self._settings.direct_line_secret.get_secret_value()
+        unavailable = json_error(
+            502, "directline_unavailable", "The chat service is not available right now."
+        )
+        try:
+            async with self._http.post(
+                f"{endpoint}/tokens/generate",
+                headers={"Authorization": f"Bearer {secret}"},
+                json={
+                    "user": {"id": user.user_id, "name": user.user_name},
+                    "trustedOrigins": origins,
+                },
+                timeout=_TOKEN_TIMEOUT,
+            ) as response:
+                if response.status != 200:
+                    log.warning(
+                        "Direct Line refused the token request", extra={"status": response.status}
+                    )
+                    return unavailable
+                body = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # The exception type only: aiohttp messages can carry the request's URL and headers.
+            log.warning("Direct Line token request failed", extra={"error": type(exc).__name__})
+            return unavailable
+        if not isinstance(body, dict) or not isinstance(body.get("token"), str):
+            log.warning("Direct Line answered without a token")
+            return unavailable
+        return web.json_response(
+            {
+                "mode": "azure",
+                "token": body["token"],
+                "conversationId": body.get("conversationId"),
+                "expires_in": body.get("expires_in"),
+                "domain": endpoint,
+                "userId": user.user_id,
+                "userName": user.user_name,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+def _hardening(response: web.StreamResponse) -> None:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
