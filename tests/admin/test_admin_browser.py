@@ -1,0 +1,136 @@
+"""The admin review in headless Chromium against the app on a real port: sign in with the
+printed one-time link, filter flagged conversations, open a transcript whose messages hold
+`<script>` and `<img onerror>` and prove nothing runs, export, delete a user and find the
+deletion in the audit log. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from app import STORE, create_app
+from config import Settings
+from tests.admin.helpers import XSS_PROMPT, XSS_WITHHELD, local_link_token, seed
+from tests.browser import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+async def served(
+    aiohttp_server: Any,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[str, str]:
+    """The app on a real port with seeded conversations; (base URL, one-time sign-in token)."""
+    caplog.set_level(logging.INFO, logger="app")
+    server: TestServer = await aiohttp_server(create_app(make_settings()))
+    await seed(server.app[STORE])
+    return str(server.make_url("")).rstrip("/"), local_link_token(caplog)
+
+
+async def new_page(browser: Any) -> tuple[Any, Any, list[str]]:
+    context = await browser.new_context(accept_downloads=True)
+    page = await context.new_page()
+    events: list[str] = []
+    page.on("dialog", lambda dialog: events.append(f"dialog: {dialog.message}"))
+    page.on("console", lambda message: events.append(f"console: {message.text}"))
+    page.on("pageerror", lambda error: events.append(f"pageerror: {error}"))
+    return context, page, events
+
+
+async def test_reviewer_flow_in_a_real_browser_runs_no_message_script(
+    browser: Any, served: tuple[str, str]
+) -> None:
+    base, token = served
+    context, page, events = await new_page(browser)
+    try:
+        await page.goto(f"{base}/admin/")
+        assert "one-time" in await page.locator("main").inner_text()
+
+        await page.goto(f"{base}/admin/login?token={token}")
+        assert page.url == f"{base}/admin/"
+        assert await page.get_by_test_id("signed-in-as").inner_text() == "Local admin"
+        assert await page.locator("[data-conversation]").count() == 4
+
+        await page.select_option("select[name=flagged]", "true")
+        await page.select_option("select[name=category]", "violence")
+        await page.get_by_role("button", name="Filter").click()
+        await page.wait_for_url("**category=violence**")
+        rows = page.locator("[data-conversation]")
+        assert await rows.count() == 1
+        assert await rows.first.get_attribute("data-conversation") == "conv-flagged"
+        await page.screenshot(path=str(ARTIFACTS / "admin-list-flagged.png"), full_page=True)
+
+        await page.get_by_role("link", name="Violent request").click()
+        await page.wait_for_url("**/admin/conversations/conv-flagged")
+        texts = page.get_by_test_id("message-text")
+        assert await texts.first.inner_text() == XSS_PROMPT
+        await page.locator("details.withheld summary").click()
+        assert await page.locator("details.withheld .text").inner_text() == XSS_WITHHELD
+        verdicts = await page.get_by_test_id("verdict").all_inner_texts()
+        assert "prompt: violence (medium) · filtered" in verdicts
+        assert "output: violence (high) · filtered" in verdicts
+        # Nothing from the messages ran: no global set, no element created, no dialog.
+        assert await page.evaluate("typeof window.__xss") == "undefined"
+        assert await page.locator("main img").count() == 0
+        assert await page.locator("main script").count() == 0
+        assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
+        await page.screenshot(path=str(ARTIFACTS / "admin-transcript.png"), full_page=True)
+    finally:
+        await context.close()
+
+
+async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
+    browser: Any, served: tuple[str, str]
+) -> None:
+    base, token = served
+    context, page, _ = await new_page(browser)
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        await page.goto(f"{base}/admin/conversations/conv-flagged")
+
+        async with page.expect_download() as download_info:
+            await page.get_by_role("link", name="CSV").click()
+        download = await download_info.value
+        path = await download.path()
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        assert [r["role"] for r in rows] == ["user", "assistant"]
+        assert rows[0]["text"] == XSS_PROMPT
+
+        pseudonym = await page.get_by_test_id("conversation-user").inner_text()
+        assert pseudonym.startswith("p-")
+        await page.get_by_role("link", name="Delete all data of this user…").click()
+        await page.wait_for_url("**/admin/users/delete**")
+        assert await page.get_by_test_id("delete-user").inner_text() == pseudonym
+        # A wrong confirmation deletes nothing.
+        await page.fill("input[name=confirm]", "someone else")
+        await page.get_by_role("button", name="Delete").click()
+        assert "repeat the user exactly" in await page.locator("[role=alert]").inner_text()
+        await page.fill("input[name=confirm]", pseudonym)
+        await page.get_by_role("button", name="Delete").click()
+        deleted = await page.get_by_test_id("deleted").inner_text()
+        assert "Deleted 2 conversations and 4 messages" in deleted
+        await page.screenshot(path=str(ARTIFACTS / "admin-deleted.png"), full_page=True)
+
+        await page.goto(f"{base}/admin/")
+        assert await page.locator("[data-conversation]").count() == 2
+
+        await page.get_by_role("link", name="Audit log").click()
+        await page.wait_for_url("**/admin/audit")
+        first = page.locator("tr[data-action]").first
+        assert await first.get_attribute("data-action") == "delete_user"
+        assert pseudonym in await first.inner_text()
+        actions = await page.locator("tr[data-action]").evaluate_all(
+            "rows => rows.map(r => r.dataset.action)"
+        )
+        assert actions == ["delete_user", "export_conversation", "view_transcript"]
+        await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
+    finally:
+        await context.close()

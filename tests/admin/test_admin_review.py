@@ -1,0 +1,408 @@
+"""What reviewers and admins do, over real HTTP on real SQLite: list filters and the bounded
+search, paging, transcripts with verdict badges, pseudonyms and audited reveals, exports (CSV safe
+against formulas), deleting a user's data, and the audit log. Conversations are written through
+the store API (tests/admin/helpers.py) except where noted: one test drives the real bot."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from tests.admin.conftest import seeded
+from tests.admin.helpers import (
+    FORMULA_FEEDBACK,
+    XSS_PROMPT,
+    XSS_WITHHELD,
+    EntraStub,
+    sign_in_locally,
+)
+from tests.conftest import AppFactory
+from tests.support import RecordingConnector, message_activity
+
+API = "/admin/api/conversations"
+
+
+@pytest.fixture
+async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
+    """A locally signed-in Admin on seeded data; the CSRF token is in the default headers."""
+    caplog.set_level(logging.INFO, logger="app")
+    client = await seeded(await make_app())
+    csrf = await sign_in_locally(client, caplog)
+    client.session.headers["X-CSRF-Token"] = csrf
+    return client
+
+
+@pytest.fixture
+async def reviewer(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> TestClient[Any, Any]:
+    client = await seeded(await make_app(**oidc_settings))
+    client.session.headers["Authorization"] = f"Bearer {entra.mint(roles=['Reviewer'])}"
+    return client
+
+
+async def titles(client: TestClient[Any, Any], query: str = "") -> list[str]:
+    response = await client.get(f"{API}?{query}")
+    assert response.status == 200, await response.text()
+    return [item["title"] for item in (await response.json())["items"]]
+
+
+async def test_list_is_newest_first_and_each_filter_narrows_it(
+    admin: TestClient[Any, Any],
+) -> None:
+    assert await titles(admin) == [
+        "Quarterly report",
+        "Expense question",
+        "Travel policy",
+        "Violent request",
+    ]
+    assert await titles(admin, "flagged=true") == ["Travel policy", "Violent request"]
+    assert await titles(admin, "flagged=false") == ["Quarterly report", "Expense question"]
+    assert await titles(admin, "category=violence") == ["Violent request"]
+    assert await titles(admin, "negative_feedback=true") == ["Travel policy"]
+    assert await titles(admin, "errors=true") == ["Expense question"]
+    assert await titles(admin, "tenant=tenant-b") == ["Travel policy"]
+    assert await titles(admin, "channel=msteams") == ["Expense question", "Violent request"]
+    assert await titles(admin, "user=alice@contoso.com") == ["Expense question", "Violent request"]
+    assert await titles(admin, "since=2026-11-02&until=2026-11-03") == [
+        "Expense question",
+        "Travel policy",
+    ]
+    assert await titles(admin, "tenant=tenant-a&flagged=true") == ["Violent request"]
+
+
+async def test_text_search_finds_titles_and_recent_message_text_and_says_it_is_bounded(
+    admin: TestClient[Any, Any],
+) -> None:
+    assert await titles(admin, "q=quarterly") == ["Quarterly report"]
+    assert await titles(admin, "q=BUDGET%20spreadsheet") == ["Quarterly report"]
+    assert await titles(admin, "q=portal") == ["Travel policy"]
+    assert await titles(admin, "q=nothing-like-this") == []
+    body = await (await admin.get(f"{API}?q=portal")).json()
+    assert body["search"] == {
+        "text": "portal",
+        "scannedConversations": 4,
+        "maxConversations": 200,
+        "messagesPerConversation": 20,
+    }
+
+
+async def test_paging_with_continuation_tokens_visits_every_conversation_once(
+    admin: TestClient[Any, Any],
+) -> None:
+    seen: list[str] = []
+    continuation = ""
+    for _ in range(10):
+        body = await (
+            await admin.get(API, params={"page_size": "1", "continuation": continuation})
+        ).json()
+        seen += [item["id"] for item in body["items"]]
+        if not body["continuation"]:
+            break
+        continuation = body["continuation"]
+    assert seen == ["conv-plain", "conv-error", "conv-feedback", "conv-flagged"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["continuation=not-a-token", "flagged=maybe", "since=yesterday", "page_size=0", "category=x"],
+)
+async def test_bad_filters_are_a_400_with_a_safe_message(
+    admin: TestClient[Any, Any], query: str
+) -> None:
+    response = await admin.get(f"{API}?{query}")
+    assert response.status == 400
+    assert (await response.json())["error"] == "bad_request"
+
+
+async def test_transcript_shows_status_verdicts_usage_and_feedback_and_is_audited(
+    admin: TestClient[Any, Any],
+) -> None:
+    flagged = await (await admin.get(f"{API}/conv-flagged")).json()
+    prompt, answer = flagged["messages"]
+    assert prompt["role"] == "user" and prompt["text"] == XSS_PROMPT
+    assert prompt["badges"] == [
+        {
+            "category": "violence",
+            "source": "prompt",
+            "severity": "medium",
+            "filtered": True,
+            "detected": False,
+            "blocklistIds": [],
+            "citation": None,
+        }
+    ]
+    assert answer["status"] == "filtered" and answer["withheldText"] == XSS_WITHHELD
+    assert answer["badges"][0]["source"] == "output"
+    assert answer["badges"][0]["severity"] == "high"
+    assert answer["usage"] == {"prompt": 40, "completion": 12}
+    assert (answer["deployment"], answer["latencyMs"]) == ("gpt-4o-eastus", 812)
+    assert flagged["conversation"]["flagReasons"] == ["violence"]
+
+    feedback = await (await admin.get(f"{API}/conv-feedback")).json()
+    assert feedback["messages"][1]["feedback"]["reaction"] == "dislike"
+    assert feedback["messages"][1]["feedback"]["text"] == FORMULA_FEEDBACK
+    error = await (await admin.get(f"{API}/conv-error")).json()
+    assert error["messages"][1]["status"] == "error"
+    assert error["messages"][1]["error"] == "model_unavailable"
+
+    audit = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert [(r["action"], r["target"]) for r in audit[:3]] == [
+        ("view_transcript", "conv-error"),
+        ("view_transcript", "conv-feedback"),
+        ("view_transcript", "conv-flagged"),
+    ]
+    record = audit[0]
+    assert record["actor"] == "local-admin" and record["detail"]["actorName"] == "Local admin"
+    assert record["clientIp"] == "127.0.0.1" and record["day"] == record["at"][:10]
+    assert (await admin.get(f"{API}/no-such-conversation")).status == 404
+
+
+async def test_verdicts_of_unknown_shape_are_tolerated(admin: TestClient[Any, Any]) -> None:
+    store = admin.server.app[STORE]
+    [message, _] = await store.conversation_messages("conv-plain")
+    odd = {
+        "filtered": "yes",
+        "results": [None, 7, {"category": 5, "severity": "extreme", "detected": True}],
+        "errors": [{"source": "output", "code": "Timeout"}, "x"],
+        "new_field": [1, 2],
+    }
+    await store.replace_message(message.model_copy(update={"filter": odd}))
+    body = await (await admin.get(f"{API}/conv-plain")).json()
+    view = body["messages"][0]
+    assert view["badges"] == [
+        {
+            "category": "unknown",
+            "source": "unknown",
+            "severity": None,
+            "filtered": False,
+            "detected": True,
+            "blocklistIds": [],
+            "citation": None,
+        }
+    ]
+    assert view["filterErrors"] == [{"source": "output", "code": "Timeout", "message": ""}]
+    page = await admin.get("/admin/conversations/conv-plain")
+    assert page.status == 200 and "output filter error: Timeout" in await page.text()
+
+
+async def test_reviewers_see_stable_pseudonyms_and_never_user_ids(
+    reviewer: TestClient[Any, Any],
+) -> None:
+    listing = await (await reviewer.get(API)).text()
+    transcript = await (await reviewer.get(f"{API}/conv-flagged")).text()
+    page = await (await reviewer.get("/admin/conversations/conv-flagged")).text()
+    for text in (listing, transcript, page):
+        assert "alice@contoso.com" not in text and "bob@contoso.com" not in text
+    items = json.loads(listing)["items"]
+    alice = {item["user"] for item in items if item["id"] in ("conv-flagged", "conv-error")}
+    assert len(alice) == 1 and next(iter(alice)).startswith("p-")
+    assert len({item["user"] for item in items}) == 3
+    # The pseudonym works as a filter.
+    assert await titles(reviewer, f"user={next(iter(alice))}") == [
+        "Expense question",
+        "Violent request",
+    ]
+    # Reviewers cannot reveal, export, delete or read the audit log.
+    pseudonym = next(iter(alice))
+    reveal = await reviewer.post("/admin/api/reveal", json={"user": pseudonym, "reason": "x"})
+    assert reveal.status == 403
+    assert (await reviewer.get("/admin/api/export/conversations/conv-flagged")).status == 403
+    delete = await reviewer.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+    assert delete.status == 403
+    assert "Reveal user" not in page and "Delete all data" not in page
+
+
+async def test_pseudonyms_are_stable_across_restarts_with_a_configured_key(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
+) -> None:
+    async def alice_pseudonym(**settings: Any) -> str:
+        client = await seeded(await make_app(**oidc_settings, **settings))
+        token = entra.mint(roles=["Reviewer"])
+        response = await client.get(
+            f"{API}/conv-flagged", headers={"Authorization": f"Bearer {token}"}
+        )
+        user: str = (await response.json())["conversation"]["user"]
+        await client.close()
+        return user
+
+    keyed = [await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k1") for _ in range(2)]
+    assert keyed[0] == keyed[1]
+    assert await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k2") != keyed[0]
+    assert await alice_pseudonym(ADMIN_PSEUDONYMIZE="false") == "alice@contoso.com"
+
+
+async def test_admin_reveals_a_user_with_a_reason_and_the_reveal_is_audited(
+    admin: TestClient[Any, Any],
+) -> None:
+    transcript = await (await admin.get(f"{API}/conv-flagged")).json()
+    pseudonym = transcript["conversation"]["user"]
+    assert pseudonym.startswith("p-")
+
+    no_reason = await admin.post("/admin/api/reveal", json={"user": pseudonym, "reason": " "})
+    assert no_reason.status == 400
+    not_ours = await admin.post("/admin/api/reveal", json={"user": "p-aaaa", "reason": "t"})
+    assert not_ours.status == 404
+    revealed = await admin.post(
+        "/admin/api/reveal", json={"user": pseudonym, "reason": "complaint #42"}
+    )
+    assert revealed.status == 200
+    assert (await revealed.json())["userId"] == "alice@contoso.com"
+
+    [last, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert (last["action"], last["target"]) == ("reveal_user", pseudonym)
+    assert last["detail"]["reason"] == "complaint #42"
+
+
+async def test_conversation_export_as_json_and_formula_safe_csv_is_audited(
+    admin: TestClient[Any, Any],
+) -> None:
+    as_json = await admin.get("/admin/api/export/conversations/conv-feedback?format=json")
+    assert as_json.status == 200
+    assert "attachment" in as_json.headers["Content-Disposition"]
+    exported = json.loads(await as_json.text())
+    assert [m["text"] for m in exported["messages"]] == [
+        "What is the travel policy?",
+        "Book through the portal.",
+    ]
+
+    as_csv = await admin.get("/admin/api/export/conversations/conv-feedback?format=csv")
+    assert as_csv.status == 200 and as_csv.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(await as_csv.text())))
+    assert [r["role"] for r in rows] == ["user", "assistant"]
+    assert rows[1]["feedbackReaction"] == "dislike"
+    # A spreadsheet must not run the user's feedback as a formula.
+    assert rows[1]["feedbackText"] == "'" + FORMULA_FEEDBACK
+    assert rows[1]["promptTokens"] == "30" and rows[1]["deployment"] == "gpt-4o-eastus"
+
+    flagged = await admin.get("/admin/api/export/conversations/conv-flagged?format=csv")
+    flagged_rows = list(csv.DictReader(io.StringIO(await flagged.text())))
+    assert flagged_rows[0]["filters"] == "prompt:violence:medium:filtered"
+    assert flagged_rows[1]["withheldText"] == XSS_WITHHELD
+
+    audit = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert [(r["action"], r["target"], r["detail"]["format"]) for r in audit[:3]] == [
+        ("export_conversation", "conv-flagged", "csv"),
+        ("export_conversation", "conv-feedback", "csv"),
+        ("export_conversation", "conv-feedback", "json"),
+    ]
+    bad = await admin.get("/admin/api/export/conversations/conv-feedback?format=xlsx")
+    assert bad.status == 400
+
+
+async def test_filtered_list_export_has_exactly_the_filtered_conversations(
+    admin: TestClient[Any, Any],
+) -> None:
+    response = await admin.get("/admin/api/export/conversations?flagged=true&format=csv")
+    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [r["id"] for r in rows] == ["conv-feedback", "conv-flagged"]
+    assert rows[1]["flagReasons"] == "violence" and rows[1]["user"].startswith("p-")
+    as_json = json.loads(
+        await (await admin.get("/admin/api/export/conversations?format=json&q=budget")).text()
+    )
+    assert [c["id"] for c in as_json["items"]] == ["conv-plain"]
+    [last, previous, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert last["action"] == "export_list" and last["detail"]["filters"] == {"q": "budget"}
+    assert last["detail"]["count"] == 1
+    assert previous["detail"]["filters"] == {"flagged": "true"}
+    assert previous["detail"]["count"] == 2
+
+
+async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audited(
+    admin: TestClient[Any, Any],
+) -> None:
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+
+    unconfirmed = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": "p-other"}
+    )
+    assert unconfirmed.status == 400
+    assert len(await titles(admin, f"user={pseudonym}")) == 2
+
+    done = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+    assert done.status == 200
+    assert (await done.json())["deleted"] == {"conversations": 2, "messages": 4}
+    assert await titles(admin, f"user={pseudonym}") == []
+    assert (await admin.get(f"{API}/conv-flagged")).status == 404
+    assert await titles(admin) == ["Quarterly report", "Travel policy"]
+    store = admin.server.app[STORE]
+    assert (await store.export_user("alice@contoso.com"))["messages"] == []
+
+    [record, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert (record["action"], record["target"]) == ("delete_user", pseudonym)
+    assert record["detail"]["deleted"] == {"conversations": 2, "messages": 4}
+    # The audit log keeps the pseudonym, never the deleted user id.
+    audit_text = await (await admin.get("/admin/api/audit")).text()
+    assert "alice@contoso.com" not in audit_text
+
+
+async def test_pages_escape_message_html_and_carry_a_strict_csp(
+    admin: TestClient[Any, Any],
+) -> None:
+    page = await admin.get("/admin/conversations/conv-flagged")
+    html = await page.text()
+    assert page.status == 200
+    assert "&lt;script&gt;window.__xss" in html and "<script>window" not in html
+    assert "&lt;img src=&#34;x&#34; onerror=" in html and '<img src="x"' not in html
+    assert "<script" not in html  # the admin pages carry no scripts at all
+    csp = page.headers["Content-Security-Policy"]
+    for directive in (
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ):
+        assert directive in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Cache-Control"] == "no-store"
+    api = await admin.get(API)
+    assert "Content-Security-Policy" in api.headers
+    assert "token=" not in html and "admin_session" not in html
+
+
+async def test_conversations_from_the_real_bot_show_up_flagged_with_their_verdicts(
+    make_app: AppFactory, connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Data written by the real turn pipeline (bot -> chat -> simulator -> store)."""
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    csrf = await sign_in_locally(client, caplog)
+    assert csrf
+    for conversation, text in (("c-ok", "Hello there"), ("c-bad", "[cf:violence] hit him")):
+        activity = message_activity(
+            connector.url, text, conversation_id=conversation, user_id="dave"
+        )
+        assert (await client.post("/api/messages", json=activity)).status == 202
+    await connector.wait_for_messages(2)
+
+    body: dict[str, Any] = {}
+    for _ in range(50):
+        body = await (await client.get(f"{API}?category=violence")).json()
+        if body["items"]:
+            break
+        await asyncio.sleep(0.1)
+    [flagged] = body["items"]
+    assert flagged["channel"] == "test" and flagged["user"].startswith("p-")
+    transcript = await (await client.get(f"{API}/{flagged['id']}")).json()
+    prompt = transcript["messages"][0]
+    assert prompt["text"] == "[cf:violence] hit him"
+    assert any(
+        b["category"] == "violence" and b["source"] == "prompt" and b["filtered"]
+        for b in prompt["badges"]
+    )
+    everything = await (await client.get(API)).json()
+    assert len(everything["items"]) == 2
