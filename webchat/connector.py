@@ -79,6 +79,9 @@ class LoopbackConnector:
         if body is None or not isinstance(body.get("type"), str):
             return json_error(400, "BadArgument", "The body must be an activity.")
         activity = self._outgoing(conversation, body)
+        reply_to = request.match_info.get("activity")
+        if reply_to and not activity.get("replyToId"):
+            activity["replyToId"] = reply_to  # POST .../activities/{replyToId}
         info = stream_info(body)
         stream_id = str(info.get("streamId") or "") if info else ""
         if stream_id and stream_id in conversation.finished_streams:

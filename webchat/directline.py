@@ -65,7 +65,7 @@ class BuiltinDirectLine:
         # knows it (it reaches the bot inside serviceUrl and is stripped from all that the
         # browser sees), so no one else can post into a conversation, even with its id.
         self.connector_key = secrets.token_urlsafe(32)
-        self._keepalive = keepalive_seconds
+        self.keepalive_seconds = keepalive_seconds
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifecycle
@@ -420,7 +420,7 @@ class BuiltinDirectLine:
                 )
             while not socket.closed and not reader.done():
                 try:
-                    frame = await asyncio.wait_for(subscriber.frames.get(), self._keepalive)
+                    frame = await asyncio.wait_for(subscriber.frames.get(), self.keepalive_seconds)
                 except TimeoutError:
                     await socket.send_str("")  # Direct Line's keep-alive: an empty frame
                     continue
