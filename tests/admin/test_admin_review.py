@@ -406,3 +406,32 @@ async def test_conversations_from_the_real_bot_show_up_flagged_with_their_verdic
     )
     everything = await (await client.get(API)).json()
     assert len(everything["items"]) == 2
+
+
+async def test_reveal_form_on_the_transcript_page_shows_the_user_and_is_audited(
+    admin: TestClient[Any, Any],
+) -> None:
+    pseudonym = (await (await admin.get(f"{API}/conv-feedback")).json())["conversation"]["user"]
+    csrf = admin.session.headers["X-CSRF-Token"]
+    del admin.session.headers["X-CSRF-Token"]  # a browser form sends the field, not the header
+    page = await admin.post(
+        "/admin/reveal",
+        data={"csrf": csrf, "user": pseudonym, "reason": "HR case 7", "conversation": "x"},
+    )
+    assert page.status == 200
+    assert '<code data-testid="revealed-user">bob@contoso.com</code>' in await page.text()
+    [record, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert (record["action"], record["detail"]["reason"]) == ("reveal_user", "HR case 7")
+
+
+async def test_reviewer_pages_hide_admin_actions_and_refuse_admin_pages(
+    reviewer: TestClient[Any, Any],
+) -> None:
+    listing = await reviewer.get("/admin/")
+    assert listing.status == 200
+    html = await listing.text()
+    assert "Export this list" not in html and "Audit log" not in html
+    audit = await reviewer.get("/admin/audit")
+    assert audit.status == 403 and "needs the Admin role" in await audit.text()
+    delete = await reviewer.get("/admin/users/delete?user=p-x")
+    assert delete.status == 403
