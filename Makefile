@@ -44,3 +44,9 @@ format: setup
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# The Microsoft Teams app package (manifest + icons) for MicrosoftAppId and PUBLIC_BASE_URL from
+# the environment or .env; see infra/teams/build_package.py.
+.PHONY: teams-package
+teams-package: setup
+	$(BIN)/python -m infra.teams.build_package
