@@ -37,6 +37,12 @@ from chat.prompts import PromptBuilder
 from chat.service import ChatService, FilterPolicy
 from chat.tokens import TokenCounter
 from config import BotAppType, Settings, load_settings
+from controls.audit import RefusalLog
+from controls.clock import Clock, utc_now
+from controls.policy import AccessPolicy, PolicyFiles, load_tenant_policies, load_usage_policy
+from controls.quotas import QuotaLimits, Quotas
+from dialogs.gate import ConversationGate, GateConfig
+from dialogs.guard import QuotaGuard
 from storage.base import Store
 from storage.sqlite import SqliteStore
 from webchat import setup_webchat
@@ -49,14 +55,23 @@ CREDENTIAL = web.AppKey("credential", object)
 MODEL_ENDPOINT = web.AppKey("model_endpoint", str)
 MODEL = web.AppKey("model", ChatModel)
 STORE = web.AppKey("store", Store)
+POLICIES = web.AppKey("policies", PolicyFiles)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+QUOTAS = web.AppKey("quotas", Quotas)
 TURNS = web.AppKey("turns", TurnQueue)
 MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
 RETENTION_PURGE_SECONDS = 3600
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
+    # Policy files are read now: a bad file stops the app here, loudly, before it serves.
+    app[POLICIES] = PolicyFiles(
+        load_tenant_policies(settings.tenant_policy_file),
+        load_usage_policy(settings.usage_policy_file),
+    )
+    app[CLOCK] = clock or utc_now  # quotas and consent; tests move time
     app.cleanup_ctx.extend(
         [_http_session, _azure_credential, _model_endpoint, _model, _store, _services]
     )
@@ -198,13 +213,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store: Store = app[STORE]
     model: ChatModel = app[MODEL]
+    quotas, gate = _controls(app)
     chat = ChatService(
         messages=store,
         summaries=store,
         model=model,
         counter=TokenCounter(settings.azure_openai_model),
         prompts=PromptBuilder(
-            settings.system_prompt_file, settings.organization_name, settings.assistant_name
+            settings.system_prompt_file,
+            settings.organization_name,
+            settings.assistant_name,
+            app[POLICIES].tenants.prompt_templates(),
         ),
         token_budget=settings.history_token_budget,
         max_history_messages=settings.history_max_messages,
@@ -215,6 +234,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             error_policy=settings.filter_error_policy,
         ),
         log_message_text=settings.log_message_text,
+        guard=QuotaGuard(quotas),
     )
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
@@ -244,7 +264,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TURNS] = queue
     app[MESSAGES] = MessagesEndpoint(
         ChannelAdapter(connector),
-        AssistantBot(chat, store, BotProfile(settings.assistant_name, settings.organization_name)),
+        AssistantBot(
+            chat,
+            store,
+            BotProfile(settings.assistant_name, settings.organization_name),
+            gate,
+        ),
         queue,
         connector,
         authenticator,
@@ -260,6 +285,25 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if signing_keys is not None:
             await signing_keys.stop()
         await tokens.close()
+
+
+def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
+    """Quotas, rate limits, tenant/channel policy, consent and commands (controls/, dialogs/)."""
+    settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
+    refusals = RefusalLog(store, clock)
+    limits = QuotaLimits(
+        user_requests_per_minute=settings.quota_user_requests_per_minute,
+        user_tokens_per_day=settings.quota_user_tokens_per_day,
+        tenant_tokens_per_day=settings.quota_tenant_tokens_per_day,
+    )
+    quotas = Quotas(store, refusals, limits, app[POLICIES].tenants, clock)
+    app[QUOTAS] = quotas
+    config = GateConfig(
+        access=AccessPolicy.of(settings.allowed_tenant_ids, settings.allowed_channels),
+        usage_policy=app[POLICIES].usage,
+        organization_name=settings.organization_name,
+    )
+    return quotas, ConversationGate(store, quotas, refusals, config, clock)
 
 
 async def _purge_periodically(store: Store) -> None:

@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     organization_name: str = Field("Contoso", alias="ORGANIZATION_NAME")
     assistant_name: str = Field("Contoso Assistant", alias="ASSISTANT_NAME")
 
+    # --- enterprise controls (controls/, dialogs/); quotas: 0 = unlimited
+    quota_user_requests_per_minute: int = Field(30, alias="QUOTA_USER_REQUESTS_PER_MINUTE", ge=0)
+    quota_user_tokens_per_day: int = Field(1_000_000, alias="QUOTA_USER_TOKENS_PER_DAY", ge=0)
+    quota_tenant_tokens_per_day: int = Field(0, alias="QUOTA_TENANT_TOKENS_PER_DAY", ge=0)
+    # Empty allow-list = allow all.
+    allowed_tenant_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ALLOWED_TENANT_IDS"
+    )
+    allowed_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ALLOWED_CHANNELS"
+    )
+    # Per-tenant quotas and system prompt (YAML); validated at start-up.
+    tenant_policy_file: Path | None = Field(None, alias="TENANT_POLICY_FILE")
+    # The usage policy users must accept (YAML: version, text.en, text.ja); none = no consent step.
+    usage_policy_file: Path | None = Field(None, alias="USAGE_POLICY_FILE")
+
     # --- embedded simulator (used only when AZURE_OPENAI_ENDPOINT is empty)
     simulator_ttft_ms: float = Field(300.0, alias="SIMULATOR_TTFT_MS", ge=0)
     simulator_tokens_per_second: float = Field(60.0, alias="SIMULATOR_TOKENS_PER_SECOND", ge=0)
@@ -182,6 +198,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("allowed_tenant_ids", "allowed_channels", mode="before")
+    @classmethod
+    def _split_allow_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("tenant_policy_file", "usage_policy_file", mode="before")
+    @classmethod
+    def _empty_file_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("webchat_token_secret")
     @classmethod

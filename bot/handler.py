@@ -24,6 +24,7 @@ from bot.teams import (
 )
 from chat.service import ChatService, TurnInput
 from chat.texts import localize
+from dialogs.gate import ConversationGate
 from storage.base import Store, StoreError
 from storage.ids import safe_id
 
@@ -62,12 +63,20 @@ def welcome_state_key(activity: Activity, raw: dict[str, Any]) -> str:
 
 
 class AssistantBot(ActivityHandler):  # type: ignore[misc]
-    def __init__(self, chat: ChatService, store: Store, profile: BotProfile) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        store: Store,
+        profile: BotProfile,
+        gate: ConversationGate | None = None,
+    ) -> None:
         super().__init__()
         self._chat = chat
         self._store = store
         self._profile = profile
         self._feedback = FeedbackRecorder(store, store)
+        # Enterprise controls and commands (tenant/channel policy, /commands, consent, rate).
+        self._gate = gate
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity
@@ -87,6 +96,11 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             locale=activity.locale or "en-US",
             has_attachments=_has_user_attachments(activity),
         )
+        if self._gate is not None:
+            gated = await self._gate.before_turn(turn_context, turn)
+            if gated is None:
+                return  # answered by the gate: a refusal, a command or the consent question
+            turn = gated
         await self._chat.handle(turn, reply_channel_for(turn_context))
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
@@ -86,6 +87,24 @@ class ReplyChannel(Protocol):
 
 
 @dataclass(frozen=True)
+class Admission:
+    """A `TurnGuard`'s answer before the model call."""
+
+    # Set: a localized notice shown instead of calling the model.
+    refusal: str | None = None
+    # Called once when the turn ends, with the tokens it used (None: keep the reservation).
+    settle: Callable[[int | None], Awaitable[None]] | None = None
+
+
+class TurnGuard(Protocol):
+    """Enterprise controls around the model call (token quotas: reserve, then settle)."""
+
+    async def admit(self, turn: TurnInput, estimated_tokens: int) -> Admission:
+        """Reserve `estimated_tokens` (prompt + max output tokens) or refuse."""
+        ...
+
+
+@dataclass(frozen=True)
 class FilterPolicy:
     review_severity: str = "medium"
     error_policy: str = "deliver"
@@ -105,6 +124,7 @@ class TurnOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     store_ops: list[str] = field(default_factory=list)
+    settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
 
 
 def conversation_ref(conversation_id: str) -> str:
@@ -140,6 +160,7 @@ class ChatService:
         max_message_chars: int,
         filters: FilterPolicy | None = None,
         log_message_text: bool = False,
+        guard: TurnGuard | None = None,
     ) -> None:
         self._messages = messages
         self._summaries = summaries
@@ -153,7 +174,8 @@ class ChatService:
         self._log_text = log_message_text
         self._filters = filters or FilterPolicy()
         self._seq = _SeqClock()
-        self._system_cache: dict[tuple[date, str], tuple[str, int]] = {}
+        self._system_cache: dict[tuple[date, str, str], tuple[str, int]] = {}
+        self._guard = guard
 
     async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
         outcome = TurnOutcome(correlation_id=uuid.uuid4().hex[:12])
@@ -215,6 +237,10 @@ class ChatService:
         try:
             await self._answer(turn, user_message, channel, delta, outcome)
         finally:
+            if outcome.settle is not None:
+                # A stopped stream has no reported usage: the reservation stands.
+                used = outcome.prompt_tokens + outcome.completion_tokens
+                await outcome.settle(None if outcome.status == "stopped" else used)
             # 3. One summary update per turn, whatever happened.
             try:
                 await self._summaries.apply_summary_delta(delta)
@@ -246,7 +272,7 @@ class ChatService:
             # A concurrent writer or a clock step put something after our prompt; keep ours last.
             history = [m for m in history if m.id != user_message.id] + [user_message]
 
-        system_prompt, system_tokens = self._system_prompt(turn.locale)
+        system_prompt, system_tokens = self._system_prompt(turn.locale, turn.tenant_id)
         try:
             window = build_window(
                 system_prompt, system_tokens, history, self._counter, self._token_budget
@@ -254,6 +280,15 @@ class ChatService:
         except MessageTooLong:
             await self._fail(turn, user_message, channel, delta, outcome, "message_too_long")
             return
+
+        if self._guard is not None:
+            estimate = window.prompt_tokens + self._max_output_tokens
+            admission = await self._guard.admit(turn, estimate)
+            if admission.refusal is not None:
+                outcome.status = "quota_exceeded"
+                await _notify(channel, admission.refusal, outcome)
+                return
+            outcome.settle = admission.settle
 
         try:
             await channel.informative(localize("thinking", turn.locale))
@@ -570,16 +605,17 @@ class ChatService:
         except StoreError:
             log.exception("storing the error record failed", extra={"ref": ref})
 
-    def _system_prompt(self, locale: str) -> tuple[str, int]:
-        """Rendered and counted once per (day, locale), not once per turn."""
+    def _system_prompt(self, locale: str, tenant_id: str = "") -> tuple[str, int]:
+        """Rendered and counted once per (day, locale, template), not once per turn."""
         today = date.today()
-        cached = self._system_cache.get((today, locale))
+        key = (today, locale, self._prompts.template_key(tenant_id))
+        cached = self._system_cache.get(key)
         if cached is None:
             if len(self._system_cache) > 64:
                 self._system_cache.clear()
-            text = self._prompts.system_prompt(locale, today)
+            text = self._prompts.system_prompt(locale, today, tenant_id)
             cached = (text, self._counter.count_text(text))
-            self._system_cache[(today, locale)] = cached
+            self._system_cache[key] = cached
         return cached
 
 

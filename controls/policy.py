@@ -1,0 +1,179 @@
+"""Policy files and allow-lists, validated at start-up: a bad file stops the app with a clear
+message instead of being half-applied.
+
+`TENANT_POLICY_FILE` (YAML) holds per-tenant overrides::
+
+    tenants:
+      "72f988bf-86f1-41af-91ab-2d7cd011db47":
+        tokens_per_day: 5000000          # the whole tenant, per UTC day
+        user_tokens_per_day: 200000      # each user of that tenant
+        user_requests_per_minute: 10
+        system_prompt_file: prompts/fabrikam.md.j2   # relative to this file
+
+`USAGE_POLICY_FILE` (YAML) is the usage policy users must accept before their first model call::
+
+    version: "2026-11"
+    text:
+      en: "..."
+      ja: "..."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing, unreadable or invalid; the message says which and where."""
+
+
+def normalize_tenant(tenant_id: str) -> str:
+    # Entra tenant ids are GUIDs; channels send them in either case.
+    return tenant_id.strip().lower()
+
+
+class TenantPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens_per_day: int | None = Field(None, ge=0)
+    user_tokens_per_day: int | None = Field(None, ge=0)
+    user_requests_per_minute: int | None = Field(None, ge=0)
+    system_prompt_file: Path | None = None
+
+
+class TenantPolicies(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant_id: str) -> TenantPolicy | None:
+        return self.tenants.get(normalize_tenant(tenant_id)) if tenant_id else None
+
+    def prompt_templates(self) -> dict[str, Path]:
+        """Tenant id -> system prompt template, for tenants that have their own."""
+        return {
+            tenant: policy.system_prompt_file
+            for tenant, policy in self.tenants.items()
+            if policy.system_prompt_file is not None
+        }
+
+
+def _version(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) else value
+
+
+class PolicyText(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    en: str = Field(min_length=1)
+    ja: str = Field(min_length=1)
+
+
+class UsagePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[str, BeforeValidator(_version)] = Field(min_length=1)
+    text: PolicyText
+
+    def text_for(self, language: str) -> str:
+        return self.text.ja if language == "ja" else self.text.en
+
+
+def _read_yaml(path: Path, setting: str) -> Any:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyFileError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise PolicyFileError(f"{setting}: {path} is not valid YAML{where}") from exc
+
+
+def _explain(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or '(top level)'}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
+def load_tenant_policies(path: Path | None) -> TenantPolicies:
+    if path is None:
+        return TenantPolicies()
+    setting = "TENANT_POLICY_FILE"
+    data = _read_yaml(path, setting)
+    try:
+        policies = TenantPolicies.model_validate(data or {})
+    except ValidationError as exc:
+        raise PolicyFileError(f"{setting}: {path} is invalid: {_explain(exc)}") from exc
+    tenants: dict[str, TenantPolicy] = {}
+    for tenant, policy in policies.tenants.items():
+        key = normalize_tenant(tenant)
+        if not key:
+            raise PolicyFileError(f"{setting}: {path} has an empty tenant id")
+        if key in tenants:
+            raise PolicyFileError(f"{setting}: {path} lists tenant {tenant} twice")
+        template = policy.system_prompt_file
+        if template is not None:
+            template = template if template.is_absolute() else path.parent / template
+            if not template.is_file():
+                raise PolicyFileError(
+                    f"{setting}: {path}: tenants.{tenant}.system_prompt_file: "
+                    f"{template} does not exist"
+                )
+            policy = policy.model_copy(update={"system_prompt_file": template.resolve()})
+        tenants[key] = policy
+    return TenantPolicies(tenants=tenants)
+
+
+def load_usage_policy(path: Path | None) -> UsagePolicy | None:
+    """None when no file is configured: then there is no consent step."""
+    if path is None:
+        return None
+    setting = "USAGE_POLICY_FILE"
+    data = _read_yaml(path, setting)
+    try:
+        return UsagePolicy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyFileError(f"{setting}: {path} is invalid: {_explain(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Allow-lists of Entra tenant ids and channel ids; an empty list allows everything."""
+
+    allowed_tenants: frozenset[str] = frozenset()
+    allowed_channels: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, tenants: Iterable[str], channels: Iterable[str]) -> AccessPolicy:
+        return cls(
+            frozenset(normalize_tenant(t) for t in tenants if t.strip()),
+            frozenset(c.strip().lower() for c in channels if c.strip()),
+        )
+
+    def refusal(self, tenant_id: str, channel_id: str) -> str | None:
+        """The refusal event for a message from elsewhere, or None when it may go on."""
+        if self.allowed_channels and channel_id.lower() not in self.allowed_channels:
+            return "channel_refused"
+        if self.allowed_tenants and normalize_tenant(tenant_id) not in self.allowed_tenants:
+            return "tenant_refused"
+        return None
+
+
+@dataclass(frozen=True)
+class PolicyFiles:
+    """What the policy files say, read once at start-up."""
+
+    tenants: TenantPolicies
+    usage: UsagePolicy | None

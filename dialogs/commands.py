@@ -1,0 +1,166 @@
+"""Slash commands: `/new`, `/help`, `/usage`, `/feedback <text>`, with Japanese aliases.
+
+A command is a message whose first word is a known command after Unicode NFKC normalization, so a
+full-width `／ｎｅｗ` from a Japanese IME works like `/new`. Text like `/usr/bin/env` is not a
+command and goes to the assistant.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from chat.service import TurnInput
+from chat.texts import localize
+from controls.quotas import Quotas
+from storage.base import MessageStore
+from storage.ids import safe_id
+from storage.models import Feedback, Message, Role
+
+log = logging.getLogger(__name__)
+
+MAX_FEEDBACK_CHARS = 2000
+FEEDBACK_SEARCH_DEPTH = 50
+
+
+class Command(StrEnum):
+    NEW = "new"
+    HELP = "help"
+    USAGE = "usage"
+    FEEDBACK = "feedback"
+
+
+_NAMES: dict[str, Command] = {
+    "new": Command.NEW,
+    "新規": Command.NEW,
+    "help": Command.HELP,
+    "ヘルプ": Command.HELP,
+    "usage": Command.USAGE,
+    "使用量": Command.USAGE,
+    "利用状況": Command.USAGE,
+    "feedback": Command.FEEDBACK,
+    "フィードバック": Command.FEEDBACK,
+}
+# One word after the slash; anything with another slash (a path) is not a command.
+_COMMAND = re.compile(r"^/(?P<name>[^\s/]{1,30})(?:\s+(?P<args>.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    command: Command | None  # None: it looks like a command but is not one we know
+    name: str
+    args: str = ""
+
+
+def parse_command(text: str) -> ParsedCommand | None:
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "/／":
+        return None
+    head = re.match(r"(\S+)\s*(.*)", stripped, re.DOTALL)
+    if head is None:
+        return None
+    first = unicodedata.normalize("NFKC", head[1]).lower()
+    match = _COMMAND.match(f"{first} {head[2]}".strip())
+    if match is None:
+        return None
+    name = match["name"]
+    command = _NAMES.get(name)
+    if command is None and not name.isascii():
+        return None  # e.g. "／はい": probably not meant as a command
+    return ParsedCommand(command, f"/{name}", (match["args"] or "").strip())
+
+
+class _SeqAfter:
+    """Sequence numbers in the chat service's unit (microseconds), above a conversation's last."""
+
+    @staticmethod
+    def next(last: int) -> int:
+        return max(time.time_ns() // 1000, last + 1)
+
+
+class Commands:
+    def __init__(self, messages: MessageStore, quotas: Quotas) -> None:
+        self._messages = messages
+        self._quotas = quotas
+
+    async def run(self, parsed: ParsedCommand, turn: TurnInput) -> str:
+        """Carry out a command; the localized reply to show."""
+        locale = turn.locale
+        if parsed.command is None:
+            return localize("unknown_command", locale, command=parsed.name)
+        log.info("command", extra={"event": "command", "command": parsed.command.value})
+        if parsed.command is Command.NEW:
+            await self._new_context(turn)
+            return localize("context_reset", locale)
+        if parsed.command is Command.USAGE:
+            return await self._usage(turn)
+        if parsed.command is Command.FEEDBACK:
+            return await self._feedback(turn, parsed.args)
+        return localize("help", locale)
+
+    async def _new_context(self, turn: TurnInput) -> None:
+        """A marker the history window stops at; earlier messages stay stored."""
+        conversation_id = safe_id(turn.conversation_key)
+        last = await self._messages.recent_messages(conversation_id, 1)
+        marker = Message(
+            id=safe_id(f"context_reset|{turn.activity_id or time.time_ns()}"),
+            conversation_id=conversation_id,
+            seq=_SeqAfter.next(last[-1].seq if last else 0),
+            role=Role.CONTEXT_RESET,
+            activity_id=turn.activity_id or None,
+            user_id=turn.user_id,
+            tenant_id=turn.tenant_id,
+            channel_id=turn.channel_id,
+            locale=turn.locale,
+        )
+        await self._messages.add_message(marker)  # False on a redelivery: already done
+
+    async def _usage(self, turn: TurnInput) -> str:
+        # Tenant totals are for administrators, not shown to users.
+        report = await self._quotas.usage(turn.user_id, turn.tenant_id)
+        locale = turn.locale
+        unlimited = localize("usage_unlimited", locale)
+        lines = [
+            localize("usage_title", locale),
+            localize(
+                "usage_tokens",
+                locale,
+                used=report.tokens_today,
+                limit=report.limits.user_tokens_per_day or unlimited,
+                reset=format_reset(report.day_resets_at),
+            ),
+            localize(
+                "usage_requests",
+                locale,
+                used=report.requests_this_minute,
+                limit=report.limits.user_requests_per_minute or unlimited,
+            ),
+        ]
+        return "\n\n".join(lines)
+
+    async def _feedback(self, turn: TurnInput, text: str) -> str:
+        locale = turn.locale
+        text = text.strip()[:MAX_FEEDBACK_CHARS]
+        if not text:
+            return localize("feedback_empty", locale)
+        conversation_id = safe_id(turn.conversation_key)
+        recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
+        answer = next((m for m in reversed(recent) if m.role is Role.ASSISTANT), None)
+        if answer is None:
+            return localize("feedback_no_answer", locale)
+        # A like/dislike given with a button stays; the comment is added to it.
+        reaction = answer.feedback.reaction if answer.feedback is not None else None
+        await self._messages.set_feedback(
+            conversation_id, answer.id, Feedback(reaction=reaction, text=text)
+        )
+        log.info("feedback stored", extra={"reaction": reaction, "with_text": True})
+        return localize("feedback_thanks", locale)
+
+
+def format_reset(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M} UTC"

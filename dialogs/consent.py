@@ -1,0 +1,139 @@
+"""Consent to the organization's usage policy, before a user's first model call.
+
+A `ComponentDialog`: a waterfall that shows the policy and asks with a text prompt (suggested
+actions "I accept" / "I decline" where the channel shows them; typed answers in English or
+Japanese work everywhere, including Teams group chats). Acceptance is stored in user state with
+its time and policy version; a new version asks again. The message that triggered the question
+is kept in the dialog and answered right after acceptance, so nothing has to be typed twice.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
+from botbuilder.dialogs import (
+    ComponentDialog,
+    DialogTurnResult,
+    PromptOptions,
+    PromptValidatorContext,
+    TextPrompt,
+    WaterfallDialog,
+    WaterfallStepContext,
+)
+from botbuilder.schema import ActionTypes, Activity, CardAction, SuggestedActions
+
+from chat.texts import language_of, localize
+from controls.clock import Clock
+from controls.policy import UsagePolicy
+
+CONSENT_DIALOG = "consent"
+_STEPS = "consent.steps"
+_ANSWER = "consent.answer"
+
+_ACCEPT = {"i accept", "accept", "yes", "y", "ok", "agree", "i agree"}
+_DECLINE = {"i decline", "decline", "no", "n", "i do not accept", "i don't accept"}
+_ACCEPT_JA = {"同意する", "同意します", "同意", "はい", "承諾", "承諾します"}
+_DECLINE_JA = {"同意しない", "同意しません", "いいえ", "拒否", "拒否します"}
+
+
+def consent_answer(text: str | None) -> bool | None:
+    """True = accepted, False = declined, None = not an answer."""
+    normalized = unicodedata.normalize("NFKC", text or "").strip().lower()
+    normalized = re.sub(r"[.!。]+$", "", normalized).strip()
+    if normalized in _ACCEPT or normalized in _ACCEPT_JA:
+        return True
+    if normalized in _DECLINE or normalized in _DECLINE_JA:
+        return False
+    return None
+
+
+def accepted_version(record: Any) -> str | None:
+    return str(record.get("version")) if isinstance(record, dict) else None
+
+
+class ConsentDialog(ComponentDialog):  # type: ignore[misc]
+    def __init__(
+        self,
+        policy: UsagePolicy,
+        acceptance: StatePropertyAccessor,
+        organization_name: str,
+        clock: Clock,
+    ) -> None:
+        super().__init__(CONSENT_DIALOG)
+        self._policy = policy
+        self._acceptance = acceptance
+        self._organization = organization_name
+        self._clock = clock
+        self.add_dialog(TextPrompt(_ANSWER, _is_answer))
+        self.add_dialog(WaterfallDialog(_STEPS, [self._ask, self._decide]))
+        self.initial_dialog_id = _STEPS
+
+    async def _ask(self, step: WaterfallStepContext) -> DialogTurnResult:
+        locale = step.context.activity.locale
+        accept, decline = _labels(locale)
+        text = "\n\n".join(
+            [
+                localize(
+                    "consent_intro",
+                    locale,
+                    organization=self._organization,
+                    version=self._policy.version,
+                ),
+                self._policy.text_for(language_of(locale)),
+                localize("consent_question", locale, accept=accept, decline=decline),
+            ]
+        )
+        retry = localize("consent_retry", locale, accept=accept, decline=decline)
+        options = PromptOptions(
+            prompt=_with_buttons(text, accept, decline),
+            retry_prompt=_with_buttons(retry, accept, decline),
+        )
+        return await step.prompt(_ANSWER, options)
+
+    async def _decide(self, step: WaterfallStepContext) -> DialogTurnResult:
+        context: TurnContext = step.context
+        locale = context.activity.locale
+        accepted = bool(consent_answer(step.result))
+        pending = (step.options or {}).get("pending")
+        if accepted:
+            await self._acceptance.set(
+                context,
+                {"version": self._policy.version, "accepted_at": self._clock().isoformat()},
+            )
+            key = "consent_accepted_pending" if pending else "consent_accepted"
+            await context.send_activity(_markdown(localize(key, locale)))
+        else:
+            accept, _ = _labels(locale)
+            await context.send_activity(
+                _markdown(localize("consent_declined", locale, accept=accept))
+            )
+        result = {"accepted": accepted, "pending": pending if accepted else None}
+        return await step.end_dialog(result)
+
+
+async def _is_answer(prompt: PromptValidatorContext) -> bool:
+    return bool(prompt.recognized.succeeded) and consent_answer(prompt.recognized.value) is not None
+
+
+def _labels(locale: str | None) -> tuple[str, str]:
+    return localize("consent_accept_label", locale), localize("consent_decline_label", locale)
+
+
+def _markdown(text: str) -> Activity:
+    activity = MessageFactory.text(text)
+    activity.text_format = "markdown"
+    return activity
+
+
+def _with_buttons(text: str, accept: str, decline: str) -> Activity:
+    activity = _markdown(text)
+    activity.suggested_actions = SuggestedActions(
+        actions=[
+            CardAction(type=ActionTypes.im_back, title=accept, value=accept),
+            CardAction(type=ActionTypes.im_back, title=decline, value=decline),
+        ]
+    )
+    return activity

@@ -1,0 +1,159 @@
+"""What runs before a chat turn: tenant/channel policy, commands, consent, the request rate.
+
+`ConversationGate.before_turn` either handles the message itself (a refusal, a command, the
+consent question) and returns None, or returns the `TurnInput` the chat service should answer:
+the message itself, or, right after consent, the message that was waiting for it. The token
+quota runs later, inside the chat turn (`dialogs.guard.QuotaGuard`), where the prompt size is
+known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.dialogs import DialogSet, DialogTurnStatus
+
+from chat.service import TurnInput
+from chat.texts import localize
+from controls.audit import RefusalLog
+from controls.clock import Clock, utc_now
+from controls.policy import AccessPolicy, UsagePolicy
+from controls.quotas import Quotas, tenant_scope
+from dialogs.commands import Commands, parse_command
+from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version
+from dialogs.guard import refusal_text
+from dialogs.state import DialogStates
+from storage.base import Store, StoreError
+from storage.ids import safe_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    access: AccessPolicy
+    usage_policy: UsagePolicy | None
+    organization_name: str
+
+
+class ConversationGate:
+    def __init__(
+        self,
+        store: Store,
+        quotas: Quotas,
+        refusals: RefusalLog,
+        config: GateConfig,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._quotas = quotas
+        self._refusals = refusals
+        self._access = config.access
+        self._policy = config.usage_policy
+        self._commands = Commands(store, quotas)
+        self._states = DialogStates(store)
+        self._acceptance = self._states.user.create_property("usage_policy")
+        self._dialogs = DialogSet(self._states.dialogs.create_property("dialog_state"))
+        if config.usage_policy is not None:
+            self._dialogs.add(
+                ConsentDialog(
+                    config.usage_policy, self._acceptance, config.organization_name, clock
+                )
+            )
+
+    async def before_turn(self, context: TurnContext, turn: TurnInput) -> TurnInput | None:
+        refusal = self._access.refusal(turn.tenant_id, turn.channel_id)
+        if refusal is not None:
+            await self._refuse(context, turn, refusal)
+            return None
+        try:
+            parsed = parse_command(turn.text)
+            if parsed is not None:
+                await _say(context, await self._commands.run(parsed, turn))
+                return None
+            if self._policy is not None:
+                consented = await self._consent(context, turn)
+                if consented is None:
+                    return None
+                turn = consented
+        except StoreError:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("the store failed before the chat turn", extra={"ref": ref})
+            await _say(context, localize("store_unavailable", turn.locale, ref=ref))
+            return None
+        try:
+            exceeded = await self._quotas.count_request(turn.user_id, turn.tenant_id)
+        except StoreError:
+            log.exception("the request rate could not be checked; the turn goes ahead uncounted")
+            exceeded = None
+        if exceeded is not None:
+            await _say(context, refusal_text(exceeded, turn.locale))
+            return None
+        return turn
+
+    async def _refuse(self, context: TurnContext, turn: TurnInput, event: str) -> None:
+        if event == "channel_refused":
+            scope = safe_id(f"channel:{turn.channel_id}")
+        else:
+            scope = tenant_scope(turn.tenant_id) or "tenant:none"
+        await self._refusals.record(event, scope, channel=turn.channel_id)
+        await _say(context, localize(event, turn.locale))
+
+    async def _consent(self, context: TurnContext, turn: TurnInput) -> TurnInput | None:
+        """The turn to answer now, or None while the usage policy is not accepted."""
+        assert self._policy is not None
+        # The prompt reads the activity; give it the text without Teams' <at> mention.
+        context.activity.text = turn.text
+        try:
+            dialog_context = await self._dialogs.create_context(context)
+            if dialog_context.active_dialog is not None:
+                result = await dialog_context.continue_dialog()
+                if result.status is not DialogTurnStatus.Complete:
+                    return None
+                outcome: dict[str, Any] = result.result or {}
+                pending = outcome.get("pending")
+                if not outcome.get("accepted"):
+                    return None
+                return _pending_turn(turn, pending) if isinstance(pending, dict) else None
+            record = await self._acceptance.get(context)
+            if accepted_version(record) == self._policy.version:
+                return turn
+            log.info(
+                "usage policy consent asked",
+                extra={"event": "consent_asked", "version": self._policy.version},
+            )
+            await dialog_context.begin_dialog(CONSENT_DIALOG, {"pending": _pending(turn)})
+            return None
+        finally:
+            await self._states.dialogs.save_changes(context)
+            await self._states.user.save_changes(context)
+
+
+def _pending(turn: TurnInput) -> dict[str, Any]:
+    return {
+        "text": turn.text,
+        "activity_id": turn.activity_id,
+        "locale": turn.locale,
+        "has_attachments": turn.has_attachments,
+    }
+
+
+def _pending_turn(turn: TurnInput, pending: dict[str, Any]) -> TurnInput:
+    """The message that waited for consent, answered in the current turn."""
+    return dataclasses.replace(
+        turn,
+        text=str(pending.get("text") or ""),
+        activity_id=str(pending.get("activity_id") or turn.activity_id),
+        locale=str(pending.get("locale") or turn.locale),
+        has_attachments=bool(pending.get("has_attachments")),
+    )
+
+
+async def _say(context: TurnContext, text: str) -> None:
+    activity = MessageFactory.text(text)
+    activity.text_format = "markdown"
+    await context.send_activity(activity)

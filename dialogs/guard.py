@@ -1,0 +1,69 @@
+"""The token quota around the chat service's model call (`chat.service.TurnGuard`), and the
+localized sentences for every quota refusal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from chat.service import Admission, TurnInput
+from chat.texts import localize
+from controls.quotas import LimitKind, QuotaExceeded, Quotas, TokenReservation
+from dialogs.commands import format_reset
+from storage.base import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
+    if exceeded.kind is LimitKind.USER_REQUESTS_PER_MINUTE:
+        return localize(
+            "quota_requests_per_minute",
+            locale,
+            limit=exceeded.limit,
+            seconds=exceeded.seconds_left,
+        )
+    minutes_left = (exceeded.seconds_left + 59) // 60
+    key = (
+        "quota_user_tokens_per_day"
+        if exceeded.kind is LimitKind.USER_TOKENS_PER_DAY
+        else "quota_tenant_tokens_per_day"
+    )
+    return localize(
+        key,
+        locale,
+        limit=exceeded.limit,
+        reset=format_reset(exceeded.resets_at),
+        hours=minutes_left // 60,
+        minutes=minutes_left % 60,
+    )
+
+
+class QuotaGuard:
+    def __init__(self, quotas: Quotas) -> None:
+        self._quotas = quotas
+
+    async def admit(self, turn: TurnInput, estimated_tokens: int) -> Admission:
+        try:
+            result = await self._quotas.reserve_tokens(
+                turn.user_id, turn.tenant_id, estimated_tokens
+            )
+        except StoreError:
+            # Counting failed, the prompt is already stored: answer rather than fail the user
+            # over bookkeeping (the quota is a cost control, not a security boundary).
+            log.exception("token quota could not be checked; the turn goes ahead uncounted")
+            return Admission()
+        if isinstance(result, QuotaExceeded):
+            return Admission(refusal=refusal_text(result, turn.locale))
+        return Admission(settle=self._settler(result))
+
+    def _settler(self, reservation: TokenReservation) -> Callable[[int | None], Awaitable[None]]:
+        async def settle(used_tokens: int | None) -> None:
+            if used_tokens is None:
+                return
+            try:
+                await self._quotas.settle(reservation, used_tokens)
+            except StoreError:
+                log.exception("settling the token reservation failed; the estimate stays")
+
+        return settle

@@ -1,0 +1,83 @@
+"""Bot state for dialogs: user state (consent) and per-user conversation state (dialog stacks).
+
+botbuilder keeps live objects in state (`DialogState`, prompt options with activities) and
+expects the storage to serialize them, as its own Blob and Cosmos storages do with jsonpickle.
+`storage.botstate.BotStateStorage` stores plain JSON documents, so this wrapper flattens values
+with jsonpickle on the way in and restores them on the way out, refusing any class outside
+botbuilder (the documents come from our own store, but a restore must never import arbitrary
+code).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botbuilder.core import PrivateConversationState, Storage, UserState
+from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
+from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
+
+from storage.base import StateStore
+from storage.botstate import BotStateStorage
+
+_ETAG = "e_tag"
+_CLASS_TAGS = ("py/object", "py/type", "py/function", "py/reduce", "py/newobj", "py/repr")
+_ALLOWED_MODULES = ("botbuilder.", "botframework.", "datetime.", "builtins.")
+
+
+class UnsafeState(ValueError):
+    """A stored state document names a class that dialogs never store."""
+
+
+def _check(value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _CLASS_TAGS:
+                name = item if isinstance(item, str) else ""
+                if key != "py/object" or not name.startswith(_ALLOWED_MODULES):
+                    raise UnsafeState(f"state names a disallowed class or tag: {key}")
+            _check(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item)
+
+
+class PickledStorage(Storage):  # type: ignore[misc]
+    def __init__(self, inner: Storage) -> None:
+        super().__init__()
+        self._inner = inner
+
+    async def read(self, keys: list[str]) -> dict[str, Any]:
+        found = await self._inner.read(keys)
+        restored: dict[str, Any] = {}
+        for key, document in found.items():
+            _check(document)
+            restored[key] = {
+                k: v if k == _ETAG else Unpickler().restore(v, reset=True)
+                for k, v in document.items()
+            }
+        return restored
+
+    async def write(self, changes: dict[str, Any]) -> None:
+        flattened: dict[str, Any] = {}
+        for key, change in changes.items():
+            values = change if isinstance(change, dict) else vars(change)
+            flattened[key] = {
+                k: v if k == _ETAG else Pickler(unpicklable=True, make_refs=False).flatten(v)
+                for k, v in values.items()
+            }
+        await self._inner.write(flattened)
+
+    async def delete(self, keys: list[str]) -> None:
+        await self._inner.delete(keys)
+
+
+class DialogStates:
+    """The two state scopes the dialogs use, over the app's store."""
+
+    def __init__(self, store: StateStore) -> None:
+        storage = PickledStorage(BotStateStorage(store))
+        # Consent is a person's decision: kept per user (and channel, botbuilder's user key).
+        self.user = UserState(storage)
+        # Dialog stacks per user per conversation: in a group chat, one person's pending
+        # consent question is not answered by another.
+        self.dialogs = PrivateConversationState(storage)

@@ -1,0 +1,174 @@
+"""Fixtures for the enterprise-control and dialog tests: the app over real HTTP with a movable
+clock, on SQLite and on the Cosmos DB protocol server (selected only through settings)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import STORE, create_app
+from config import Settings
+from storage.base import Store
+from tests.cosmos_server import EMULATOR_KEY, CosmosServer, cosmos_server_or_skip
+from tests.support import RecordingConnector, message_activity, settle
+
+
+@dataclass
+class FakeClock:
+    """Frozen UTC time that tests move on purpose (minute buckets, day windows)."""
+
+    now: datetime = field(
+        default_factory=lambda: datetime.now(UTC).replace(second=10, microsecond=0)
+    )
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+    def next_day(self) -> None:
+        self.now = (self.now + timedelta(days=1)).replace(hour=0, minute=0, second=5)
+
+
+ControlledApp = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture(scope="session")
+def cosmos_server() -> Iterator[CosmosServer]:
+    yield from cosmos_server_or_skip()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("cosmos", marks=pytest.mark.cosmos)])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def controlled_settings(
+    tmp_path: Path, simulator_url: str, store_backend: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    database = f"controls-{uuid.uuid4().hex[:12]}"
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "DATA_DIR": tmp_path / "data",
+            "AZURE_OPENAI_ENDPOINT": simulator_url,
+            "AZURE_OPENAI_API_KEY": "test-key",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
+        }
+        if store_backend == "cosmos":
+            server: CosmosServer = request.getfixturevalue("cosmos_server")
+            values |= {
+                "COSMOS_ENDPOINT": server.endpoint,
+                "COSMOS_KEY": EMULATOR_KEY,
+                "COSMOS_DATABASE": database,
+                "COSMOS_VERIFY_TLS": False,
+            }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@pytest.fixture
+def controlled_app(
+    aiohttp_client: Any, controlled_settings: Callable[..., Settings], clock: FakeClock
+) -> ControlledApp:
+    """`await controlled_app(**settings)`: another app instance over the same store each call."""
+
+    async def build(**overrides: Any) -> TestClient[Any, Any]:
+        app = create_app(controlled_settings(**overrides), clock=clock)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return build
+
+
+class Chat:
+    """One user talking to one app instance over HTTP, reading replies from the connector."""
+
+    def __init__(
+        self,
+        client: TestClient[Any, Any],
+        connector: RecordingConnector,
+        *,
+        conversation_id: str = "conv-1",
+        user_id: str = "user-1",
+        locale: str = "en-US",
+        **extra: Any,
+    ) -> None:
+        self.client = client
+        self.connector = connector
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.locale = locale
+        self.extra = extra
+
+    @property
+    def store(self) -> Store:
+        return self.client.server.app[STORE]
+
+    async def send(self, text: str, **extra: Any) -> dict[str, Any]:
+        """Send a message; the one new reply message (a typing indicator is not counted)."""
+        before = len(self.connector.messages(self.conversation_id))
+        activity = message_activity(
+            self.connector.url,
+            text,
+            conversation_id=self.conversation_id,
+            user_id=self.user_id,
+            locale=self.locale,
+            **(self.extra | extra),
+        )
+        response = await self.client.post("/api/messages", json=activity)
+        assert response.status == 202
+        await settle(self.client)
+        replies = self.connector.messages(self.conversation_id)[before:]
+        assert len(replies) == 1, replies
+        return replies[0]
+
+    async def send_expecting(self, text: str, count: int) -> list[dict[str, Any]]:
+        before = len(self.connector.messages(self.conversation_id))
+        activity = message_activity(
+            self.connector.url,
+            text,
+            conversation_id=self.conversation_id,
+            user_id=self.user_id,
+            locale=self.locale,
+            **self.extra,
+        )
+        response = await self.client.post("/api/messages", json=activity)
+        assert response.status == 202
+        await settle(self.client)
+        replies = self.connector.messages(self.conversation_id)[before:]
+        assert len(replies) == count, replies
+        return replies
+
+
+async def model_calls(simulator_url: str) -> int:
+    """How many chat requests the simulator has answered (the model was called)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{simulator_url}/_sim/stats") as response,
+    ):
+        stats: dict[str, Any] = await response.json()
+    return int(stats["total"])
+
+
+def conversation(chat: Chat) -> str:
+    from storage.ids import safe_id
+
+    return safe_id(f"test:{chat.conversation_id}")

@@ -1,0 +1,178 @@
+"""Quotas and rate limits end to end: the app over real HTTP, the simulator as the model, the
+recording connector as the channel, counters in the real store (SQLite and Cosmos DB)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from controls.quotas import user_scope
+from controls.windows import day_window, minute_window
+from storage.models import Role
+from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
+from tests.support import RecordingConnector
+
+
+async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_next_day(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    simulator_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Estimate = prompt (~100) + 300 max output: the first turn fits, the second cannot.
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=700, MAX_OUTPUT_TOKENS=300)
+    chat = Chat(client, connector)
+
+    first = await chat.send("What is the capital of France?")
+    assert "capital of France" in first["text"]
+    stored = await chat.store.conversation_messages(conversation(chat))
+    answer = stored[-1]
+    assert answer.usage is not None
+    used = answer.usage.prompt + answer.usage.completion
+    # Settled: the counter holds the real usage, not the reservation.
+    day = day_window(clock())
+    assert await chat.store.read_counter(user_scope("user-1"), day.key) == used
+
+    calls = await model_calls(simulator_url)
+    with caplog.at_level(logging.WARNING, logger="controls"):
+        refused = await chat.send("And the capital of Germany?")
+    assert "today's allowance of 700 tokens" in refused["text"]
+    assert f"{day.resets_at:%Y-%m-%d} 00:00 UTC" in refused["text"]
+    assert "entities" not in refused or not refused["entities"]  # a notice, not model output
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.read_counter(user_scope("user-1"), day.key) == used
+
+    [event] = [r for r in caplog.records if getattr(r, "event", None) == "quota_exceeded"]
+    assert event.scope == user_scope("user-1")  # type: ignore[attr-defined]
+    assert event.limit == "user_tokens_per_day"  # type: ignore[attr-defined]
+    assert "Germany" not in event.getMessage() and "Germany" not in str(vars(event))
+    records, _ = await chat.store.list_audit(10)
+    [audit] = [r for r in records if r.action == "quota_exceeded"]
+    assert audit.actor == "system" and audit.target == user_scope("user-1")
+    assert audit.detail["limit"] == "user_tokens_per_day"
+
+    clock.next_day()
+    answered = await chat.send("And the capital of Spain?")
+    assert "capital of Spain" in answered["text"]
+    assert await model_calls(simulator_url) == calls + 1
+
+
+async def test_japanese_user_gets_the_quota_notice_in_japanese(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=50)
+    chat = Chat(client, connector, locale="ja-JP")
+
+    refused = await chat.send("こんにちは")
+
+    assert "本日の利用上限(50 トークン)" in refused["text"]
+    assert "UTC" in refused["text"]
+
+
+async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_next_minute(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    simulator_url: str,
+) -> None:
+    client = await controlled_app(QUOTA_USER_REQUESTS_PER_MINUTE=2)
+    chat = Chat(client, connector)
+    await chat.send("one")
+    await chat.send("two")
+    calls = await model_calls(simulator_url)
+
+    refused = await chat.send("three")
+
+    assert "faster than allowed (2 per minute)" in refused["text"]
+    assert "wait 50 seconds" in refused["text"]  # the clock stands at hh:mm:10
+    assert await model_calls(simulator_url) == calls
+    # The refused message was neither stored nor counted.
+    texts = [m.text for m in await chat.store.conversation_messages(conversation(chat))]
+    assert "three" not in texts
+    minute = minute_window(clock())
+    assert await chat.store.read_counter(user_scope("user-1"), minute.key) == 2
+    # Another user is not affected.
+    other = Chat(client, connector, conversation_id="conv-2", user_id="user-2")
+    assert "three" in (await other.send("three"))["text"]
+
+    clock.advance(minutes=1)
+    assert "four" in (await chat.send("four"))["text"]
+
+
+async def test_tenant_daily_quota_applies_to_all_its_users_and_gives_the_user_share_back(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    client = await controlled_app(QUOTA_TENANT_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300)
+    tenant = {"channelData": {"tenant": {"id": "AAAA-1111"}}}
+    alice = Chat(client, connector, conversation_id="a", user_id="alice", **tenant)
+    bob = Chat(client, connector, conversation_id="b", user_id="bob", **tenant)
+    outsider = Chat(client, connector, conversation_id="c", user_id="carol")
+
+    await alice.send("Hello from Alice")
+    await alice.send("Hello again from Alice")
+    bob_before = await bob.store.read_counter(user_scope("bob"), day_window(clock()).key)
+    refused = await bob.send("Hello from Bob, " + "with many words " * 40)
+
+    assert "Your organization has used today's allowance" in refused["text"]
+    # Bob's reservation was returned when the tenant refused it.
+    day = day_window(clock())
+    assert await bob.store.read_counter(user_scope("bob"), day.key) == bob_before
+    assert "Carol" in (await outsider.send("Hello from Carol"))["text"]
+
+
+async def test_tenant_policy_file_overrides_the_quota_of_one_tenant(
+    controlled_app: ControlledApp, connector: RecordingConnector, tmp_path: Any
+) -> None:
+    policy = tmp_path / "tenants.yaml"
+    policy.write_text(
+        "tenants:\n"
+        "  '0F0F0000-AAAA-BBBB-CCCC-000000000001':\n"
+        "    user_requests_per_minute: 1\n",
+        encoding="utf-8",
+    )
+    client = await controlled_app(TENANT_POLICY_FILE=str(policy))
+    limited = Chat(
+        client,
+        connector,
+        conversation_id="l",
+        channelData={"tenant": {"id": "0f0f0000-aaaa-bbbb-cccc-000000000001"}},
+    )
+    free = Chat(client, connector, conversation_id="f", user_id="user-2")
+
+    await limited.send("first")
+    assert "1 per minute" in (await limited.send("second"))["text"]
+    await free.send("first")
+    assert "second" in (await free.send("second"))["text"]
+
+
+async def test_counters_are_shared_by_two_app_instances_on_one_store(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    settings: dict[str, Any] = {"QUOTA_USER_REQUESTS_PER_MINUTE": 3, "MAX_OUTPUT_TOKENS": 300}
+    first = await controlled_app(**settings, QUOTA_USER_TOKENS_PER_DAY=100_000)
+    second = await controlled_app(**settings, QUOTA_USER_TOKENS_PER_DAY=100_000)
+    on_first = Chat(first, connector)
+    on_second = Chat(second, connector)
+
+    await on_first.send("one")
+    await on_second.send("two")
+    usage = await on_second.send("/usage")
+    used = sum(
+        m.usage.prompt + m.usage.completion
+        for m in await on_first.store.conversation_messages(conversation(on_first))
+        if m.role is Role.ASSISTANT and m.usage is not None
+    )
+    assert f"Tokens today: {used} (daily limit: 100000;" in usage["text"]
+    assert "Messages this minute: 2 (limit per minute: 3)" in usage["text"]
+
+    await on_first.send("three")
+    refused = await on_second.send("four")
+    assert "faster than allowed (3 per minute)" in refused["text"]
+
+    # A third instance with a tight daily limit sees what the other two spent.
+    tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50)
+    clock.advance(minutes=1)
+    assert "today's allowance" in (await Chat(tight, connector).send("five"))["text"]

@@ -1,0 +1,178 @@
+"""A Teams channel double at the network edge: the connector service the bot replies to.
+
+It answers the way Teams does (facts: shared/reference/bot-framework-teams-directline.md): the
+informative streaming `typing` gets 201 with the new stream id, later updates 202, the final
+message 201 with the stream id; a stopped stream gets 403. It also checks Teams' streaming rules
+on every request and answers 400 to a violation (as Teams does), keeping the reasons in
+`violations` so a test can show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    conversation_id: str
+    reply_to: str | None
+    body: dict[str, Any]
+    at: float  # monotonic receipt time
+    status: int = 0
+    response_id: str | None = None
+
+
+def streaminfo(body: dict[str, Any]) -> dict[str, Any] | None:
+    for entity in body.get("entities") or []:
+        if entity.get("type") == "streaminfo":
+            return dict(entity)
+    return None
+
+
+@dataclass
+class _Stream:
+    last_sequence: int
+    last_text: str
+    finished: bool = False
+
+
+@dataclass
+class TeamsChannel:
+    url: str = ""
+    calls: list[Call] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    # Behaviour switches for the Stop button and refusals.
+    stop_after_updates: int | None = None  # 403 for stream requests after this many updates
+    stop_on_final: bool = False
+    refuse_stream_start: bool = False
+    _streams: dict[str, _Stream] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        base = "/v3/conversations/{conversation}/activities"
+        app.router.add_post(base, self._post)
+        app.router.add_post(base + "/{activity}", self._post)
+        return app
+
+    async def _post(self, request: web.Request) -> web.Response:
+        call = Call(
+            conversation_id=request.match_info["conversation"],
+            reply_to=request.match_info.get("activity"),
+            body=await request.json(),
+            at=time.monotonic(),
+        )
+        self.calls.append(call)
+        response = self._answer(call.body)
+        call.status = response.status
+        if response.text and response.text.startswith("{"):
+            call.response_id = json.loads(response.text).get("id")
+        self._changed.set()
+        return response
+
+    def _answer(self, body: dict[str, Any]) -> web.Response:
+        info = streaminfo(body)
+        if info is None:
+            if body.get("type") == "typing":
+                return web.json_response({}, status=200)
+            return web.json_response({"id": f"msg-{next(self._ids)}"}, status=201)
+        kind = info.get("streamType")
+        if kind == "informative" and "streamId" not in info:
+            if self.refuse_stream_start:
+                return _forbidden("ContentStreamNotAllowed")
+            return self._start(body, info)
+        stream = self._streams.get(str(info.get("streamId")))
+        if stream is None:
+            return self._violation(f"unknown streamId {info.get('streamId')!r}")
+        if stream.finished:
+            return _forbidden("ContentStreamNotAllowed")
+        if kind == "final":
+            return self._finish(body, info, stream)
+        return self._update(body, info, stream)
+
+    def _start(self, body: dict[str, Any], info: dict[str, Any]) -> web.Response:
+        if body.get("type") != "typing":
+            return self._violation("a stream starts with a typing activity")
+        if info.get("streamSequence") != 1:
+            return self._violation("the first streamSequence must be 1")
+        stream_id = f"stream-{next(self._ids)}"
+        self._streams[stream_id] = _Stream(1, str(body.get("text") or ""))
+        return web.json_response({"id": stream_id}, status=201)
+
+    def _update(self, body: dict[str, Any], info: dict[str, Any], stream: _Stream) -> web.Response:
+        updates = sum(
+            1 for c in self.calls if (streaminfo(c.body) or {}).get("streamType") == "streaming"
+        )
+        if self.stop_after_updates is not None and updates > self.stop_after_updates:
+            stream.finished = True  # the user pressed Stop
+            return _forbidden("ContentStreamNotAllowed")
+        if body.get("type") != "typing" or info.get("streamType") != "streaming":
+            return self._violation("a streaming update is a typing activity, streamType streaming")
+        sequence = info.get("streamSequence")
+        if not isinstance(sequence, int) or sequence <= stream.last_sequence:
+            return self._violation(f"streamSequence {sequence!r} after {stream.last_sequence}")
+        text = str(body.get("text") or "")
+        stream.last_sequence = sequence
+        stream.last_text = text
+        return web.Response(status=202)
+
+    def _finish(self, body: dict[str, Any], info: dict[str, Any], stream: _Stream) -> web.Response:
+        if self.stop_on_final:
+            stream.finished = True
+            return _forbidden("ContentStreamNotAllowed")
+        if body.get("type") != "message":
+            return self._violation("the final is a message activity")
+        if "streamSequence" in info:
+            return self._violation("the final message has no streamSequence")
+        stream.finished = True
+        return web.json_response({"id": info["streamId"]}, status=201)
+
+    def _violation(self, reason: str) -> web.Response:
+        self.violations.append(reason)
+        return web.json_response({"error": {"code": "BadArgument", "message": reason}}, status=400)
+
+    # --- what tests read
+
+    def bodies(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            c.body
+            for c in self.calls
+            if conversation_id is None or c.conversation_id == conversation_id
+        ]
+
+    def messages(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        return [b for b in self.bodies(conversation_id) if b.get("type") == "message"]
+
+    def stream_calls(self, stream_type: str) -> list[Call]:
+        return [
+            c for c in self.calls if (streaminfo(c.body) or {}).get("streamType") == stream_type
+        ]
+
+    async def wait_for(self, predicate: Any, within: float = 20.0) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; calls so far: {[c.body for c in self.calls]}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+
+    async def wait_for_messages(
+        self, count: int, conversation_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        await self.wait_for(lambda: len(self.messages(conversation_id)) >= count)
+        return self.messages(conversation_id)
+
+
+def _forbidden(code: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": "stream stopped"}}, status=403)

@@ -1,0 +1,224 @@
+"""Teams group chats and channels: @mention rules, mention removal, one reply per message with a
+typing indicator, thread conversations, and the welcome on install."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from bot.teams import remove_bot_mentions
+from storage.ids import safe_id
+from tests.teams.activities import (
+    BOT_ID,
+    CHANNEL_ID,
+    GROUP_CHAT,
+    PERSONAL_CONVERSATION,
+    TEAM_ID,
+    bot_installed_personal,
+    channel_message,
+    group_message,
+    mention,
+    personal_message,
+    team_update,
+)
+from tests.teams.channel import TeamsChannel, streaminfo
+from tests.teams.test_teams_streaming import AI_LABEL, assert_matches_snapshot
+
+
+async def post(bot: TestClient[Any, Any], activity: dict[str, Any]) -> int:
+    response = await bot.post("/api/messages", json=activity)
+    return response.status
+
+
+async def stored_user_texts(bot: TestClient[Any, Any], conversation: str) -> list[str]:
+    messages = await bot.server.app[STORE].conversation_messages(safe_id(conversation))
+    return [m.text for m in messages if m.role == "user"]
+
+
+async def test_channel_mention_gets_typing_then_one_labelled_reply_in_the_thread(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    activity = channel_message(teams.url, "<at>Contoso Assistant</at> summarize our Q3 plan\n")
+    activity["id"] = "1763719288888"
+    thread = f"{CHANNEL_ID};messageid=1763719100000"
+
+    assert await post(bot, activity) == 202
+    [reply] = await teams.wait_for_messages(1)
+
+    typing, message = teams.calls
+    assert typing.body["type"] == "typing" and "entities" not in typing.body  # no stream
+    assert streaminfo(message.body) is None
+    assert reply["entities"] == [AI_LABEL]
+    assert reply["channelData"] == {"feedbackLoopEnabled": True}
+    assert {typing.conversation_id, message.conversation_id} == {thread}
+    assert message.reply_to == activity["id"]
+    assert "«summarize our Q3 plan»" in reply["text"]  # the model saw no <at> tag
+    assert await stored_user_texts(bot, f"msteams:{thread}") == ["summarize our Q3 plan"]
+    assert_matches_snapshot("channel_reply", [typing.body, message.body], teams.url)
+
+
+async def test_each_channel_thread_is_its_own_conversation(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    first = channel_message(teams.url, "<at>Contoso Assistant</at> first", root_message_id="111")
+    second = channel_message(teams.url, "<at>Contoso Assistant</at> second", root_message_id="222")
+
+    await post(bot, first)
+    await post(bot, second)
+    await teams.wait_for_messages(2)
+
+    assert await stored_user_texts(bot, f"msteams:{CHANNEL_ID};messageid=111") == ["first"]
+    assert await stored_user_texts(bot, f"msteams:{CHANNEL_ID};messageid=222") == ["second"]
+
+
+async def test_group_chat_message_without_a_mention_of_the_bot_is_ignored(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    other = mention("Bob Smith", "29:bob")
+    assert await post(bot, group_message(teams.url, "<at>Bob Smith</at> lunch?", [other])) == 202
+    assert await post(bot, group_message(teams.url, "<at>Contoso Assistant</at> hi", [mention()]))
+    await teams.wait_for_messages(1)
+    await asyncio.sleep(0.3)
+
+    assert len(teams.messages()) == 1
+    assert await stored_user_texts(bot, f"msteams:{GROUP_CHAT}") == ["hi"]
+
+
+async def test_mention_of_a_bot_named_with_regex_characters_is_removed_everywhere(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    name = "C++ Helper (Beta) $1.0*"
+    text = f"Hey <at>{name}</at>, ask <at>Bob</at> about <at>{name}</at> pricing"
+    activity = channel_message(
+        teams.url,
+        text,
+        mentions=[mention(name), mention("Bob", "29:bob"), mention(name)],
+        recipient_name=name,
+    )
+
+    await post(bot, activity)
+    await teams.wait_for_messages(1)
+
+    thread = f"msteams:{CHANNEL_ID};messageid=1763719100000"
+    assert await stored_user_texts(bot, thread) == ["Hey , ask Bob about pricing"]
+
+
+async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, channel_message(teams.url, "<at>Contoso Assistant</at>"))
+    [notice] = await teams.wait_for_messages(1)
+
+    assert notice["text"] == "I received an empty message. Please type your question."
+    assert "entities" not in notice and "channelData" not in notice
+
+
+@pytest.mark.parametrize(
+    ("text", "entities", "expected", "mentioned"),
+    [
+        ("<at>Bot</at> hello", [mention("Bot")], "hello", True),
+        ("hello <at>Bot</at>", [mention("Bot")], "hello", True),
+        ("tell <at>Bot</at> a joke", [mention("Bot")], "tell a joke", True),
+        ("<at>Bot</at> <at>Bot</at> twice", [mention("Bot"), mention("Bot")], "twice", True),
+        ("line one\n<at>Bot</at> line two", [mention("Bot")], "line one\nline two", True),
+        ("<at>Bot</at>\u00a0hi", [mention("Bot")], "hi", True),
+        ("<at>a.*b</at> hi <at>ab</at>", [mention("a.*b")], "hi <at>ab</at>", True),
+        ("<at>[x](y)</at> go", [mention("[x](y)")], "go", True),
+        ("<at>bot</at> case", [mention("Bot")], "case", True),  # client spelled it differently
+        ("ask <at>Ann</at>", [mention("Ann", "29:ann")], "ask Ann", False),
+        ("no mention", [], "no mention", False),
+    ],
+)
+def test_bot_mentions_are_removed_as_literal_text(
+    text: str, entities: list[dict[str, Any]], expected: str, mentioned: bool
+) -> None:
+    raw = {"recipient": {"id": BOT_ID}, "entities": entities}
+
+    assert remove_bot_mentions(text, raw) == (expected, mentioned)
+
+
+async def test_bot_installed_in_a_personal_chat_welcomes_once_even_when_teams_repeats_it(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    assert await post(bot, bot_installed_personal(teams.url)) == 202
+    [welcome] = await teams.wait_for_messages(1)
+    assert await post(bot, bot_installed_personal(teams.url)) == 202  # a new id: not a redelivery
+    await asyncio.sleep(0.5)
+
+    assert len(teams.messages()) == 1
+    assert teams.calls[0].conversation_id == PERSONAL_CONVERSATION
+    assert "Contoso Assistant" in welcome["text"] and "/help" in welcome["text"]
+    assert "Usage policy" in welcome["text"]
+    assert "entities" not in welcome and "channelData" not in welcome  # not AI content
+
+
+async def test_welcome_follows_the_users_language(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, bot_installed_personal(teams.url, locale="ja-JP"))
+    [welcome] = await teams.wait_for_messages(1)
+
+    assert welcome["text"].startswith("こんにちは。")
+    assert "利用ポリシー" in welcome["text"]
+
+
+async def test_bot_added_to_a_team_welcomes_the_team_once_and_new_members_get_nothing(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, team_update(teams.url, added=[BOT_ID]))
+    [welcome] = await teams.wait_for_messages(1)
+    await post(bot, team_update(teams.url, added=["29:new-colleague"]))
+    await post(bot, team_update(teams.url, added=[BOT_ID]))
+    await asyncio.sleep(0.5)
+
+    assert len(teams.messages()) == 1
+    assert teams.calls[0].conversation_id == TEAM_ID
+    assert "/help" in welcome["text"]
+
+
+async def test_reinstalled_bot_welcomes_again_after_it_was_removed(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, team_update(teams.url, added=[BOT_ID]))
+    await teams.wait_for_messages(1)
+    await post(bot, team_update(teams.url, removed=[BOT_ID]))
+    await post(bot, team_update(teams.url, added=[BOT_ID]))
+
+    await teams.wait_for_messages(2)
+
+
+async def test_personal_chat_welcome_is_independent_of_team_installs(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, team_update(teams.url, added=[BOT_ID]))
+    await post(bot, bot_installed_personal(teams.url))
+
+    messages = await teams.wait_for_messages(2)
+    assert {c.conversation_id for c in teams.calls} == {TEAM_ID, PERSONAL_CONVERSATION}
+    assert len(messages) == 2
+
+
+async def test_other_channels_keep_one_message_per_turn_and_direct_line_streams(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    plain = personal_message(teams.url, "hello", channelId="emulator")
+    plain["conversation"] = {"id": "emulator-conv"}
+    direct = personal_message(teams.url, "hello", channelId="directline")
+    direct["conversation"] = {"id": "dl-conv"}
+
+    await post(bot, plain)
+    await post(bot, direct)
+    await teams.wait_for_messages(2)
+
+    emulator_calls = [c.body for c in teams.calls if c.conversation_id == "emulator-conv"]
+    direct_calls = [c.body for c in teams.calls if c.conversation_id == "dl-conv"]
+    assert [streaminfo(b) for b in emulator_calls if b["type"] == "typing"] == [None]
+    assert streaminfo(direct_calls[0]) == {
+        "type": "streaminfo",
+        "streamType": "informative",
+        "streamSequence": 1,
+    }

@@ -1,0 +1,123 @@
+"""Feedback buttons: `message/submitAction` invokes are answered 200 `{}` and stored on the rated
+message; a dislike flags the conversation for review."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from storage.ids import safe_id
+from storage.models import SummaryQuery
+from tests.teams.activities import (
+    CHANNEL_ID,
+    channel_message,
+    feedback_invoke,
+    personal_message,
+)
+from tests.teams.channel import TeamsChannel
+from tests.teams.test_teams_streaming import CONVERSATION_ID
+
+
+async def ask(bot: TestClient[Any, Any], teams: TeamsChannel, text: str) -> str:
+    """One streamed answer in the personal chat; returns the id Teams gave the final message."""
+    count = len(teams.messages())
+    await bot.post("/api/messages", json=personal_message(teams.url, text))
+    await teams.wait_for_messages(count + 1)
+    final = teams.calls[-1]
+    assert final.body["type"] == "message" and final.status == 201
+    return str(final.body["entities"][0]["streamId"])
+
+
+async def submit(bot: TestClient[Any, Any], activity: dict[str, Any]) -> tuple[int, str]:
+    response = await bot.post("/api/messages", json=activity)
+    return response.status, await response.text()
+
+
+async def test_dislike_with_text_is_answered_200_empty_and_stored_on_the_rated_message(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    first = await ask(bot, teams, "First question")
+    await ask(bot, teams, "Second question")
+
+    status, body = await submit(
+        bot, feedback_invoke(teams.url, first, "dislike", 'Wrong year "2019"')
+    )
+
+    assert (status, body) == (200, "{}")
+    store = bot.server.app[STORE]
+    messages = await store.conversation_messages(CONVERSATION_ID)
+    rated = [m for m in messages if m.feedback is not None]
+    assert [m.activity_id for m in rated] == [first]
+    assert rated[0].feedback.reaction == "dislike"
+    assert rated[0].feedback.text == 'Wrong year "2019"'
+    summary = await store.find_summary(CONVERSATION_ID)
+    assert summary is not None
+    assert summary.negative_feedback_count == 1
+    assert "negative_feedback" in summary.flag_reasons
+    page = await store.list_summaries(SummaryQuery(negative_feedback=True), 10)
+    assert [s.conversation_id for s in page.items] == [CONVERSATION_ID]  # the admin list filter
+
+
+async def test_like_is_stored_and_does_not_flag_the_conversation(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    rated = await ask(bot, teams, "Question")
+
+    assert await submit(bot, feedback_invoke(teams.url, rated, "like")) == (200, "{}")
+
+    store = bot.server.app[STORE]
+    _, answer = await store.conversation_messages(CONVERSATION_ID)
+    assert answer.feedback is not None
+    assert (answer.feedback.reaction, answer.feedback.text) == ("like", "")
+    summary = await store.find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.negative_feedback_count == 0 and not summary.flagged
+
+
+async def test_repeated_dislike_of_one_message_counts_once(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    rated = await ask(bot, teams, "Question")
+
+    await submit(bot, feedback_invoke(teams.url, rated, "dislike", "bad"))
+    await submit(bot, feedback_invoke(teams.url, rated, "dislike", "still bad"))
+
+    store = bot.server.app[STORE]
+    _, answer = await store.conversation_messages(CONVERSATION_ID)
+    assert answer.feedback is not None and answer.feedback.text == "still bad"
+    summary = await store.find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.negative_feedback_count == 1
+
+
+async def test_feedback_on_a_channel_reply_finds_the_message_by_its_activity_id(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await bot.post("/api/messages", json=channel_message(teams.url, "<at>Contoso Assistant</at> q"))
+    await teams.wait_for_messages(1)
+    reply_id = teams.calls[-1].response_id
+    assert reply_id
+    thread = f"{CHANNEL_ID};messageid=1763719100000"
+
+    invoke = feedback_invoke(teams.url, reply_id, "like", conversation_id=thread)
+    assert await submit(bot, invoke) == (200, "{}")
+
+    messages = await bot.server.app[STORE].conversation_messages(safe_id(f"msteams:{thread}"))
+    assert [m.feedback.reaction for m in messages if m.feedback] == ["like"]
+
+
+async def test_feedback_for_an_unknown_message_is_still_acknowledged(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    assert await submit(bot, feedback_invoke(teams.url, "no-such-id", "like")) == (200, "{}")
+
+
+async def test_other_invokes_are_still_not_implemented(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    invoke = feedback_invoke(teams.url, "x", "like")
+    invoke["name"] = "composeExtension/query"
+
+    status, _ = await submit(bot, invoke)
+
+    assert status == 501

@@ -1,0 +1,216 @@
+"""Teams 1:1 chats stream: informative update, throttled cumulative updates, final message.
+
+Real HTTP throughout: activities are POSTed to the app, which calls the simulator through the
+openai SDK and replies to the Teams channel double (`tests/teams/channel.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from storage.ids import safe_id
+from storage.models import MessageStatus, Role
+from tests.teams.activities import PERSONAL_CONVERSATION, TENANT, USER_AAD, personal_message
+from tests.teams.channel import TeamsChannel, streaminfo
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+AI_LABEL = {
+    "type": "https://schema.org/Message",
+    "@type": "Message",
+    "@context": "https://schema.org",
+    "@id": "",
+    "additionalType": ["AIGeneratedContent"],
+}
+CONVERSATION_ID = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
+
+
+def assert_matches_snapshot(name: str, payloads: list[dict[str, Any]], service_url: str) -> None:
+    """The exact wire payloads, with the test server's URL made stable. A change of shape shows
+    as a diff; `UPDATE_SNAPSHOTS=1` rewrites the file after a deliberate change."""
+    text = json.dumps(payloads, indent=2, ensure_ascii=False, sort_keys=True)
+    text = text.replace(service_url, "{serviceUrl}") + "\n"
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 once"
+    assert text == path.read_text(encoding="utf-8")
+
+
+async def paced_bot(make_app: Any, url: str) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = await make_app(AZURE_OPENAI_ENDPOINT=url)
+    return client
+
+
+async def test_personal_chat_streams_thinking_then_cumulative_updates_then_labelled_final(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    bot = await paced_bot(make_app, paced_simulator_url)
+    activity = personal_message(teams.url, "Explain streaming [sim:long]")
+
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 202
+    [final] = await teams.wait_for_messages(1)
+
+    assert teams.violations == []
+    informative, *updates, last = teams.calls
+    assert last.body is final
+    # 1. The informative update opens the stream: typing, localized "Thinking...", sequence 1.
+    assert informative.body["type"] == "typing"
+    assert informative.body["text"] == "Thinking..."
+    assert streaminfo(informative.body) == {
+        "type": "streaminfo",
+        "streamType": "informative",
+        "streamSequence": 1,
+    }
+    assert informative.status == 201
+    stream_id = "stream-1"
+    # 2. Cumulative updates with increasing sequences, at most about one per second.
+    assert len(updates) >= 2, "a several-second answer streams in several updates"
+    sequences = [streaminfo(u.body)["streamSequence"] for u in updates]  # type: ignore[index]
+    assert sequences == list(range(2, 2 + len(updates)))
+    texts = [u.body["text"] for u in updates]
+    for before, after in itertools.pairwise(texts):
+        assert after.startswith(before) and len(after) > len(before)
+    for u in updates:
+        assert u.body["type"] == "typing"
+        assert streaminfo(u.body) == {
+            "type": "streaminfo",
+            "streamId": stream_id,
+            "streamType": "streaming",
+            "streamSequence": streaminfo(u.body)["streamSequence"],  # type: ignore[index]
+        }
+        assert u.status == 202
+        assert "channelData" not in u.body  # feedback and AI label belong on the final only
+    sent_at = [c.at for c in [informative, *updates]]
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert min(gaps) >= 0.9, gaps  # throttled to about one update per second
+    # 3. The final message: whole text, streaminfo final with the stream id and no sequence,
+    #    the AI label and the feedback buttons.
+    assert final["type"] == "message"
+    assert final["text"].startswith(texts[-1])
+    assert final["entities"] == [
+        {"type": "streaminfo", "streamId": stream_id, "streamType": "final"},
+        AI_LABEL,
+    ]
+    assert final["channelData"] == {"feedbackLoopEnabled": True}
+    assert all(c.body["replyToId"] == activity["id"] for c in teams.calls)
+
+    store = bot.server.app[STORE]
+    user, answer = await store.conversation_messages(CONVERSATION_ID)
+    assert (user.role, answer.role) == (Role.USER, Role.ASSISTANT)
+    assert user.user_id == USER_AAD  # the Entra object id, not the per-bot `29:` id
+    assert user.tenant_id == TENANT  # from channelData.tenant.id
+    assert answer.text == final["text"]
+    assert answer.status is MessageStatus.COMPLETE
+    assert answer.activity_id == stream_id  # what a feedback invoke's replyToId names
+
+
+async def test_streamed_reply_wire_payloads_match_the_snapshot(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    bot = await paced_bot(make_app, paced_simulator_url)
+    activity = personal_message(teams.url, "What is a stream? [sim:long]")
+    activity["id"] = "1763719299999"
+
+    await bot.post("/api/messages", json=activity)
+    await teams.wait_for_messages(1)
+
+    informative, first_update, *_, final = [c.body for c in teams.calls]
+    # How many updates and how much text each carries depends on timing; their shape does not.
+    update = {**first_update, "text": "<the text so far>"}
+    payloads = [informative, update, final]
+    assert_matches_snapshot("personal_stream", payloads, teams.url)
+
+
+async def test_japanese_user_sees_a_japanese_thinking_update(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await bot.post("/api/messages", json=personal_message(teams.url, "こんにちは", "ja-JP"))
+    await teams.wait_for_messages(1)
+
+    assert teams.calls[0].body["text"] == "考えています..."
+
+
+async def test_user_pressing_stop_ends_the_stream_and_keeps_what_was_shown_as_partial(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    bot = await paced_bot(make_app, paced_simulator_url)
+    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
+    await bot.post("/api/messages", json=personal_message(teams.url, "Write a lot [sim:long]"))
+
+    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
+    store = bot.server.app[STORE]
+    await _wait_for_answer(store)
+
+    assert teams.messages() == []  # nothing after the 403: no final message
+    shown = teams.stream_calls("streaming")[0].body["text"]
+    _, answer = await store.conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.PARTIAL
+    assert answer.text == shown
+    summary = await store.find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.message_count == 2
+
+
+async def test_stop_just_before_the_final_message_keeps_what_was_shown_as_partial(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    bot = await paced_bot(make_app, paced_simulator_url)
+    teams.stop_on_final = True
+    await bot.post("/api/messages", json=personal_message(teams.url, "Write a lot [sim:long]"))
+
+    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
+    store = bot.server.app[STORE]
+    await _wait_for_answer(store)
+
+    last_update = teams.stream_calls("streaming")[-1].body["text"]
+    _, answer = await store.conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.PARTIAL
+    assert answer.text == last_update
+
+
+async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled_message(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    teams.refuse_stream_start = True
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hello"))
+    [final] = await teams.wait_for_messages(1)
+
+    assert [c.status for c in teams.calls] == [403, 201]
+    assert final["entities"] == [AI_LABEL]
+    assert final["channelData"] == {"feedbackLoopEnabled": True}
+    assert "Hello" in final["text"]
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.COMPLETE
+
+
+async def test_filtered_prompt_notice_closes_the_stream_without_ai_label_or_feedback(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await bot.post("/api/messages", json=personal_message(teams.url, "Say it [cf:hate]"))
+    [notice] = await teams.wait_for_messages(1)
+
+    assert notice["entities"] == [
+        {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"}
+    ]
+    assert "channelData" not in notice
+    assert teams.violations == []
+
+
+async def _wait_for_answer(store: Any) -> None:
+    import asyncio
+
+    for _ in range(200):
+        messages = await store.conversation_messages(CONVERSATION_ID)
+        if len(messages) == 2:
+            summary = await store.find_summary(CONVERSATION_ID)
+            if summary is not None and summary.message_count == 2:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the turn did not finish")
