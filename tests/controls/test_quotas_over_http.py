@@ -128,9 +128,7 @@ async def test_tenant_policy_file_overrides_the_quota_of_one_tenant(
 ) -> None:
     policy = tmp_path / "tenants.yaml"
     policy.write_text(
-        "tenants:\n"
-        "  '0F0F0000-AAAA-BBBB-CCCC-000000000001':\n"
-        "    user_requests_per_minute: 1\n",
+        "tenants:\n  '0F0F0000-AAAA-BBBB-CCCC-000000000001':\n    user_requests_per_minute: 1\n",
         encoding="utf-8",
     )
     client = await controlled_app(TENANT_POLICY_FILE=str(policy))
