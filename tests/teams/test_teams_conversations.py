@@ -222,3 +222,32 @@ async def test_other_channels_keep_one_message_per_turn_and_direct_line_streams(
         "streamType": "informative",
         "streamSequence": 1,
     }
+
+
+async def test_bot_added_to_a_group_chat_welcomes_that_chat(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    added = group_message(teams.url, "")
+    added.update(type="conversationUpdate", membersAdded=[{"id": BOT_ID}])
+    del added["text"]
+
+    await post(bot, added)
+    [welcome] = await teams.wait_for_messages(1)
+
+    assert teams.calls[0].conversation_id == GROUP_CHAT
+    assert "@mention" in welcome["text"]
+
+
+async def test_uninstall_reported_as_installation_update_allows_a_new_welcome(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, bot_installed_personal(teams.url))
+    await teams.wait_for_messages(1)
+    removed = bot_installed_personal(teams.url)
+    removed.update(type="installationUpdate", action="remove")
+    del removed["membersAdded"]
+
+    await post(bot, removed)
+    await post(bot, bot_installed_personal(teams.url))
+
+    await teams.wait_for_messages(2)

@@ -3,13 +3,17 @@ message; a dislike flags the conversation for review."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import quote
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from app import STORE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
+from tests.admin.helpers import sign_in_locally
 from tests.teams.activities import (
     CHANNEL_ID,
     channel_message,
@@ -121,3 +125,22 @@ async def test_other_invokes_are_still_not_implemented(
     status, _ = await submit(bot, invoke)
 
     assert status == 501
+
+
+async def test_rating_shows_on_the_admin_transcript_and_in_the_negative_feedback_list(
+    make_app: Any, teams: TeamsChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    bot = await make_app()
+    await sign_in_locally(bot, caplog)
+    rated = await ask(bot, teams, "Question")
+
+    await submit(bot, feedback_invoke(teams.url, rated, "dislike", "Out of date"))
+
+    page = await bot.get(f"/admin/conversations/{quote(CONVERSATION_ID, safe='')}")
+    assert page.status == 200
+    html = await page.text()
+    assert 'data-testid="feedback"' in html
+    assert "dislike" in html and "Out of date" in html
+    listed = await bot.get("/admin/api/conversations?negative_feedback=true")
+    assert CONVERSATION_ID in await listed.text()
