@@ -30,6 +30,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 BUNDLE = PROJECT_ROOT / "node_modules" / "botframework-webchat" / "dist" / "webchat.js"
 _STATIC_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
 _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15)
+_EMPTY_STYLE_HASH = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
 
 class WebChatPage:
@@ -76,8 +77,14 @@ class WebChatPage:
             [
                 "default-src 'self'",
                 "script-src 'self'",
-                # Web Chat inserts its styles at run time; the nonce lets only those in.
+                # Web Chat inserts its style sheets at run time; the nonce lets only those in.
+                # Style *attributes* (set in rendered markup) cannot carry a nonce and cannot
+                # run script, so only they are allowed inline.
                 f"style-src 'self' 'nonce-{nonce}'",
+                # Some Web Chat parts create an empty <style> and fill it through CSSOM
+                # (which CSP does not govern): the hash of the empty string lets only that in.
+                f"style-src-elem 'self' 'nonce-{nonce}' '{_EMPTY_STYLE_HASH}'",
+                "style-src-attr 'unsafe-inline'",
                 "img-src 'self' data: blob:",
                 "media-src 'self' blob:",
                 "font-src 'self' data:",

@@ -146,6 +146,8 @@
         username: grant.userName,
         styleOptions: {
           hideUploadButton: true,
+          // Model output is Markdown only: HTML in it is shown as text, never parsed.
+          markdownRenderHTML: false,
           botAvatarInitials: 'AI',
           bubbleMaxWidth: 720
         }

@@ -1,0 +1,214 @@
+"""The chat page in headless Chromium (Debian's package, driven by Playwright): stock Web Chat
+served by the app, against the built-in Direct Line, the real bot and the embedded simulator.
+Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from app import STORE, create_app
+from chat.texts import localize
+from config import Settings
+from storage.ids import safe_id
+from tests.browser import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+BOT_TEXT = ".webchat__bubble:not(.webchat__bubble--from-user) .webchat__bubble__content"
+SEND_BOX = '[data-id="webchat-sendbox-input"]'
+
+
+@pytest.fixture
+async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
+    # The embedded simulator (the page then shows its note), slow enough to see streaming.
+    settings = make_settings(
+        AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="120", SIMULATOR_TTFT_MS="100"
+    )
+    served: TestServer = await aiohttp_server(create_app(settings))
+    return served
+
+
+async def open_page(browser: Any, server: TestServer, locale: str = "en-US") -> tuple[Any, dict]:
+    context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
+    page = await context.new_page()
+    grant: dict[str, Any] = {}
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
+
+    async def remember(response: Any) -> None:
+        if response.url.endswith("/api/directline/token"):
+            grant.update(await response.json())
+
+    page.on("response", remember)
+    await page.goto(str(server.make_url("/")))
+    await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    grant["errors"] = errors
+    return page, grant
+
+
+async def send(page: Any, text: str) -> None:
+    await page.fill(SEND_BOX, text)
+    await page.keyboard.press("Enter")
+
+
+async def bot_texts(page: Any) -> list[str]:
+    texts: list[str] = await page.locator(BOT_TEXT).all_inner_texts()
+    return texts
+
+
+async def wait_until(condition: Callable[[], Any], within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "the page did not get there in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_reply_streams_into_the_page_then_the_final_message_replaces_it(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server)
+    note = page.locator("#simulator-note")
+    assert await note.is_visible()
+    assert await note.inner_text() == "Replies come from a local simulator, not a real model."
+    assert await page.title() == "Contoso Assistant"
+
+    await send(page, "How does streaming work? [sim:long]")
+
+    async def partial() -> str | None:
+        texts = await bot_texts(page)
+        streaming = texts and "Simulated reply" in texts[-1] and "Tip: remove" not in texts[-1]
+        return texts[-1] if streaming else None
+
+    partial_text = await wait_until(partial)
+    await page.screenshot(path=str(ARTIFACTS / "webchat-streaming.png"))
+
+    async def final() -> str | None:
+        texts = await bot_texts(page)
+        return texts[-1] if texts and "Tip: remove the marker" in texts[-1] else None
+
+    final_text = await wait_until(final)
+    await page.locator("button.webchat__thumb-button").first.wait_for()
+    await page.screenshot(path=str(ARTIFACTS / "webchat-final.png"))
+    # One bubble: the final message took the streamed one's place, it was not added below it.
+    assert len(await bot_texts(page)) == 1
+    assert final_text.startswith(partial_text.split("\n")[0])
+    assert len(final_text) > len(partial_text)
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_model_html_is_shown_as_text_and_never_runs(browser: Any, server: TestServer) -> None:
+    page, grant = await open_page(browser, server)
+    payload = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**'
+    await send(page, payload)  # the simulator quotes the question back in its answer
+    await wait_until(
+        lambda: page.locator(BOT_TEXT).filter(has_text="Connect the app").count(),
+    )
+    await page.screenshot(path=str(ARTIFACTS / "webchat-markdown.png"))
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator("#webchat [onerror]").count() == 0
+    assert await page.locator("#webchat script").count() == 0
+    assert await page.locator(f"{BOT_TEXT} strong").count() >= 1  # Markdown still renders
+    assert "<script>window.__pwned=2</script>" in (await bot_texts(page))[-1]  # shown as text
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_japanese_page_shows_a_localized_notice_in_place_of_a_filtered_stream(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server, locale="ja-JP")
+    assert "シミュレーター" in await page.locator("#simulator-note").inner_text()
+    assert await page.get_attribute(SEND_BOX, "placeholder") == "メッセージを入力してください"
+
+    await send(page, "長い説明をお願いします [sim:long] [cf:stream-cut:violence]")
+
+    async def notice() -> str | None:
+        texts = await bot_texts(page)
+        return texts[-1] if texts and "シミュレーター" not in texts[-1] and texts[-1] else None
+
+    shown = await wait_until(notice)
+    await page.wait_for_timeout(500)  # nothing else may replace it
+    await page.screenshot(path=str(ARTIFACTS / "webchat-filtered-ja.png"))
+    texts = await bot_texts(page)
+    assert len(texts) == 1 and texts[0] == shown
+    # Whatever the filter handling says, it is one of the bot's Japanese notices, not model text.
+    notices = [
+        localize(key, "ja-JP", reasons="", ref="")
+        for key in ("filtered_answer", "filtered_prompt", "model_unavailable", "internal_error")
+    ]
+    prefixes = [n.split("(")[0].split("（")[0][:12] for n in notices]
+    assert any(shown.startswith(prefix) for prefix in prefixes), shown
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_thumbs_down_with_a_comment_is_stored_on_the_rated_message(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server)
+    await send(page, "What is our travel policy?")
+    dislike = page.locator("button.webchat__thumb-button[aria-label='Dislike']")
+    await dislike.wait_for(timeout=30_000)
+    await dislike.click()
+    await page.locator("#feedback").wait_for(state="visible")
+    await page.fill("#feedback-text", "It did not mention the approval step.")
+    await page.screenshot(path=str(ARTIFACTS / "webchat-feedback.png"))
+    await page.click("#feedback-send")
+
+    store = server.app[STORE]
+    conversation = safe_id(f"directline:{grant['conversationId']}")
+
+    async def rated() -> Any:
+        messages = await store.conversation_messages(conversation)
+        answer = messages[-1]
+        return answer if answer.feedback and answer.feedback.text else None
+
+    answer = await wait_until(rated)
+    assert answer.role.value == "assistant"
+    assert answer.feedback.reaction == "dislike"
+    assert answer.feedback.text == "It did not mention the approval step."
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_a_second_browser_context_cannot_read_the_first_conversation(
+    browser: Any, server: TestServer
+) -> None:
+    first, first_grant = await open_page(browser, server)
+    await send(first, "Confidential: the merger closes in May")
+    await wait_until(lambda: first.locator(BOT_TEXT).filter(has_text="Connect the app").count())
+
+    second, second_grant = await open_page(browser, server)
+    assert second_grant["conversationId"] != first_grant["conversationId"]
+    await second.screenshot(path=str(ARTIFACTS / "webchat-second-context.png"))
+    assert "merger" not in await second.locator("#webchat").inner_text()
+    statuses = await second.evaluate(
+        """async ([conversation, token]) => {
+            const headers = {
+                Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'
+            };
+            const base = '/v3/directline/conversations/' + conversation;
+            const read = await fetch(base + '/activities', { headers });
+            const write = await fetch(base + '/activities', {
+                method: 'POST', headers, body: JSON.stringify({ type: 'message', text: 'hi' })
+            });
+            return [read.status, write.status, await read.text()];
+        }""",
+        [first_grant["conversationId"], second_grant["token"]],
+    )
+    assert statuses[:2] == [403, 403]
+    assert "merger" not in statuses[2]
+    await first.context.close()
+    await second.context.close()
