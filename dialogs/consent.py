@@ -23,7 +23,7 @@ from botbuilder.dialogs import (
     WaterfallDialog,
     WaterfallStepContext,
 )
-from botbuilder.schema import ActionTypes, Activity, CardAction, SuggestedActions
+from botbuilder.schema import Activity, CardAction, SuggestedActions
 
 from chat.texts import language_of, localize
 from controls.clock import Clock
@@ -32,6 +32,8 @@ from controls.policy import UsagePolicy
 CONSENT_DIALOG = "consent"
 _STEPS = "consent.steps"
 _ANSWER = "consent.answer"
+# A plain string, not the ActionTypes enum: the prompt is kept in dialog state as JSON.
+_IM_BACK = "imBack"
 
 _ACCEPT = {"i accept", "accept", "yes", "y", "ok", "agree", "i agree"}
 _DECLINE = {"i decline", "decline", "no", "n", "i do not accept", "i don't accept"}
@@ -132,8 +134,8 @@ def _with_buttons(text: str, accept: str, decline: str) -> Activity:
     activity = _markdown(text)
     activity.suggested_actions = SuggestedActions(
         actions=[
-            CardAction(type=ActionTypes.im_back, title=accept, value=accept),
-            CardAction(type=ActionTypes.im_back, title=decline, value=decline),
+            CardAction(type=_IM_BACK, title=accept, value=accept),
+            CardAction(type=_IM_BACK, title=decline, value=decline),
         ]
     )
     return activity

@@ -20,21 +20,25 @@ from storage.base import StateStore
 from storage.botstate import BotStateStorage
 
 _ETAG = "e_tag"
-_CLASS_TAGS = ("py/object", "py/type", "py/function", "py/reduce", "py/newobj", "py/repr")
-_ALLOWED_MODULES = ("botbuilder.", "botframework.", "datetime.", "builtins.")
+# Tags that name a class (checked against the allowed modules) and tags never allowed at all.
+_CLASS_TAGS = ("py/object", "py/type")
+_DENIED_TAGS = ("py/function", "py/repr", "py/mod", "py/module", "py/iterator")
+_ALLOWED_MODULES = ("botbuilder.", "botframework.", "datetime.")
 
 
 class UnsafeState(ValueError):
-    """A stored state document names a class that dialogs never store."""
+    """A stored state document names a class or construct that dialogs never store."""
 
 
 def _check(value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in _CLASS_TAGS:
-                name = item if isinstance(item, str) else ""
-                if key != "py/object" or not name.startswith(_ALLOWED_MODULES):
-                    raise UnsafeState(f"state names a disallowed class or tag: {key}")
+            if key in _DENIED_TAGS:
+                raise UnsafeState(f"state holds a disallowed tag: {key}")
+            if key in _CLASS_TAGS and not (
+                isinstance(item, str) and item.startswith(_ALLOWED_MODULES)
+            ):
+                raise UnsafeState(f"state names a disallowed class: {item!r}")
             _check(item)
     elif isinstance(value, list):
         for item in value:

@@ -1,0 +1,168 @@
+"""Usage-policy consent end to end: asked before the first model call, stored with its version
+and time, asked again for a new version; declining means no model call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.botstate import BotStateStorage
+from storage.models import Role
+from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
+from tests.support import RecordingConnector
+
+
+def policy_file(tmp_path: Path, version: str) -> Path:
+    path = tmp_path / f"policy-{version}.yaml"
+    path.write_text(
+        f"version: {version}\n"
+        "text:\n"
+        f"  en: 'Use the assistant for work only (policy {version}).'\n"
+        f"  ja: 'アシスタントは業務にのみ使用してください(ポリシー {version})。'\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def policy_v1(tmp_path: Path) -> Path:
+    return policy_file(tmp_path, "1")
+
+
+async def test_first_message_asks_for_consent_and_acceptance_answers_it(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+    clock: FakeClock,
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector)
+    calls = await model_calls(simulator_url)
+
+    question = await chat.send("What is the capital of France?")
+
+    assert "usage policy of Contoso (version 1)" in question["text"]
+    assert "Use the assistant for work only (policy 1)." in question["text"]
+    buttons = question["suggestedActions"]["actions"]
+    assert [(b["type"], b["value"]) for b in buttons] == [
+        ("imBack", "I accept"),
+        ("imBack", "I decline"),
+    ]
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.conversation_messages(conversation(chat)) == []
+
+    thanks, answer = await chat.send_expecting("I accept", 2)
+
+    assert "Here is the answer to the message you sent before" in thanks["text"]
+    assert "capital of France" in answer["text"]
+    assert await model_calls(simulator_url) == calls + 1
+    stored = await chat.store.conversation_messages(conversation(chat))
+    assert next((m.role, m.text) for m in stored) == (Role.USER, "What is the capital of France?")
+    # Accepted once: the next message goes straight to the assistant.
+    assert "Germany" in (await chat.send("And Germany?"))["text"]
+
+
+async def test_acceptance_is_stored_with_version_and_time_and_a_new_version_asks_again(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "1")))
+    chat = Chat(first, connector)
+    await chat.send("Hello")
+    await chat.send_expecting("I accept", 2)
+    # User state, under botbuilder's key "{channel}/users/{user id}".
+    states = await BotStateStorage(chat.store).read(["test/users/user-1"])
+    document = states["test/users/user-1"]
+    assert document["usage_policy"]["version"] == "1"
+    assert document["usage_policy"]["accepted_at"] == clock().isoformat()
+
+    # Version 2 on a new instance over the same store: asked again, even in another conversation.
+    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2")))
+    again = Chat(second, connector, conversation_id="conv-2")
+    calls = await model_calls(simulator_url)
+    question = await again.send("Hello again")
+    assert "(version 2)" in question["text"] and "(policy 2)" in question["text"]
+    assert await model_calls(simulator_url) == calls
+    await again.send_expecting("I accept", 2)
+    assert "Third" in (await Chat(second, connector).send("Third"))["text"]
+
+
+async def test_declining_means_no_model_call_and_says_how_to_accept_later(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector)
+    calls = await model_calls(simulator_url)
+    await chat.send("Summarize our strategy")
+
+    declined = await chat.send("I decline")
+
+    assert "You declined the usage policy" in declined["text"]
+    assert "reply **I accept**" in declined["text"]
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.conversation_messages(conversation(chat)) == []
+    # Asked again next time; a non-answer gets the retry prompt, then acceptance works.
+    assert "usage policy of Contoso" in (await chat.send("Hello?"))["text"]
+    retry = await chat.send("maybe")
+    assert "Please reply **I accept** or **I decline**" in retry["text"]
+    assert await model_calls(simulator_url) == calls
+    _thanks, answer = await chat.send_expecting("i accept.", 2)
+    assert "Hello?" in answer["text"]
+
+
+async def test_japanese_user_sees_the_japanese_policy_and_accepts_in_japanese(
+    controlled_app: ControlledApp, connector: RecordingConnector, policy_v1: Path
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector, locale="ja-JP")
+
+    question = await chat.send("日本の首都はどこですか?")
+    assert "アシスタントは業務にのみ使用してください(ポリシー 1)。" in question["text"]
+    assert [b["value"] for b in question["suggestedActions"]["actions"]] == [
+        "同意する",
+        "同意しない",
+    ]
+    thanks, answer = await chat.send_expecting("同意する", 2)
+    assert "先ほどのメッセージにお答えします" in thanks["text"]
+    assert "日本の首都" in answer["text"]
+
+
+async def test_commands_work_before_consent_and_do_not_cancel_the_question(
+    controlled_app: ControlledApp, connector: RecordingConnector, policy_v1: Path
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector)
+    await chat.send("Hello")
+
+    assert "/new" in (await chat.send("/help"))["text"]
+    _thanks, answer = await chat.send_expecting("I accept", 2)
+    assert "Hello" in answer["text"]
+
+
+async def test_without_a_policy_file_there_is_no_consent_step(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    client = await controlled_app()
+    assert "Hello" in (await Chat(client, connector).send("Hello"))["text"]
+
+
+async def test_consent_is_per_user_in_a_shared_conversation(
+    controlled_app: ControlledApp, connector: RecordingConnector, policy_v1: Path
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    alice = Chat(client, connector, conversation_id="group", user_id="alice")
+    bob = Chat(client, connector, conversation_id="group", user_id="bob")
+    await alice.send("Alice asks")
+    # Bob saying "I accept" does not answer Alice's question: he gets his own.
+    bob_reply = await bob.send("I accept")
+    assert "usage policy of Contoso" in bob_reply["text"]
+    _, answer = await alice.send_expecting("I accept", 2)
+    assert "Alice asks" in answer["text"]
