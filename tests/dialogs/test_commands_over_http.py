@@ -1,0 +1,156 @@
+"""Slash commands end to end: none of them calls the model or is stored as a chat message."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.models import Role
+from tests.controls.support import Chat, ControlledApp, conversation, model_calls
+from tests.support import RecordingConnector
+
+
+async def test_new_starts_a_fresh_context_and_keeps_earlier_messages(
+    controlled_app: ControlledApp, connector: RecordingConnector, simulator_url: str
+) -> None:
+    chat = Chat(await controlled_app(), connector)
+    await chat.send("Hello there")
+    await chat.send("Hello there")
+    calls = await model_calls(simulator_url)
+
+    reply = await chat.send("/new")
+
+    assert "Started a new conversation" in reply["text"]
+    assert await model_calls(simulator_url) == calls
+    await chat.send("Hello there")
+    stored = await chat.store.conversation_messages(conversation(chat))
+    assert [m.role for m in stored] == [
+        Role.USER,
+        Role.ASSISTANT,
+        Role.USER,
+        Role.ASSISTANT,
+        Role.CONTEXT_RESET,
+        Role.USER,
+        Role.ASSISTANT,
+    ]
+    assert stored[4].seq > stored[3].seq and stored[5].seq > stored[4].seq
+    first, second, after_reset = (
+        m.usage.prompt for m in stored if m.role is Role.ASSISTANT and m.usage is not None
+    )
+    # The same question with the history gone costs exactly what it cost the first time.
+    assert second > first
+    assert after_reset == first
+
+
+@pytest.mark.parametrize(
+    ("text", "locale", "expected"),
+    [
+        ("/help", "en-US", "**/usage**: your usage today"),
+        ("/HELP", "en-US", "**/feedback** *your comment*"),
+        ("/ヘルプ", "ja-JP", "**/usage** または **/使用量**"),
+        ("／ｈｅｌｐ", "ja-JP", "全角の ／ でも使えます"),
+    ],
+)
+async def test_help_lists_the_commands_in_the_users_language(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    text: str,
+    locale: str,
+    expected: str,
+) -> None:
+    chat = Chat(await controlled_app(), connector, locale=locale)
+    calls = await model_calls(simulator_url)
+
+    reply = await chat.send(text)
+
+    assert expected in reply["text"]
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.conversation_messages(conversation(chat)) == []
+
+
+async def test_usage_shows_the_users_consumption_against_the_limits(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    chat = Chat(
+        await controlled_app(QUOTA_USER_TOKENS_PER_DAY=50_000, QUOTA_USER_REQUESTS_PER_MINUTE=7),
+        connector,
+    )
+    await chat.send("Hello there")
+    [answer] = [m for m in await chat.store.conversation_messages(conversation(chat)) if m.usage]
+    assert answer.usage is not None
+    used = answer.usage.prompt + answer.usage.completion
+
+    reply = await chat.send("/usage")
+
+    assert f"Tokens today: {used} (daily limit: 50000; resets at " in reply["text"]
+    assert "00:00 UTC" in reply["text"]
+    assert "Messages this minute: 1 (limit per minute: 7)" in reply["text"]
+    assert "tenant" not in reply["text"].lower()
+
+
+async def test_usage_in_japanese_with_unlimited_quotas(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    chat = Chat(
+        await controlled_app(QUOTA_USER_TOKENS_PER_DAY=0, QUOTA_USER_REQUESTS_PER_MINUTE=0),
+        connector,
+        locale="ja-JP",
+    )
+    reply = await chat.send("／使用量")
+    assert "本日のトークン: 0(1日の上限: なし、" in reply["text"]
+    assert "この1分間のメッセージ: 0(1分あたりの上限: なし)" in reply["text"]
+
+
+async def test_feedback_is_stored_on_the_last_answer_and_keeps_a_button_reaction(
+    controlled_app: ControlledApp, connector: RecordingConnector, simulator_url: str
+) -> None:
+    chat = Chat(await controlled_app(), connector)
+    await chat.send("First question")
+    await chat.send("Second question")
+    calls = await model_calls(simulator_url)
+
+    reply = await chat.send("/feedback The answer was too long.")
+
+    assert "Thank you for your feedback" in reply["text"]
+    assert await model_calls(simulator_url) == calls
+    answers = [
+        m
+        for m in await chat.store.conversation_messages(conversation(chat))
+        if m.role is Role.ASSISTANT
+    ]
+    assert answers[0].feedback is None
+    assert answers[1].feedback is not None
+    assert answers[1].feedback.text == "The answer was too long."
+    assert answers[1].feedback.reaction is None  # neutral for reviewers
+
+    await chat.send("/フィードバック 分かりやすかったです")
+    answers = [
+        m
+        for m in await chat.store.conversation_messages(conversation(chat))
+        if m.role is Role.ASSISTANT
+    ]
+    assert answers[1].feedback is not None
+    assert answers[1].feedback.text == "分かりやすかったです"
+
+
+async def test_feedback_without_text_or_without_an_answer_explains_what_to_do(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    chat = Chat(await controlled_app(), connector, locale="ja-JP")
+    assert "コマンドの後にフィードバックを書いてください" in (await chat.send("/feedback"))["text"]
+    assert "まだフィードバックできる回答がありません" in (await chat.send("/feedback 良い"))["text"]
+
+
+async def test_unknown_command_is_answered_and_a_path_goes_to_the_assistant(
+    controlled_app: ControlledApp, connector: RecordingConnector, simulator_url: str
+) -> None:
+    chat = Chat(await controlled_app(), connector)
+    calls = await model_calls(simulator_url)
+
+    unknown = await chat.send("/hlep")
+    assert "I don't know the command /hlep. Type /help" in unknown["text"]
+    assert await model_calls(simulator_url) == calls
+
+    path = await chat.send("/usr/bin/env python fails, why?")
+    assert "/usr/bin/env python fails" in path["text"]
+    assert await model_calls(simulator_url) == calls + 1
