@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
 from admin import AdminSettings, AuthMode, create_admin_app
 from bot.adapter import ChannelAdapter
@@ -34,9 +35,10 @@ from bot.teams import BotProfile
 from bot.turns import TurnQueue
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder
+from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
 from chat.tokens import TokenCounter
-from config import BotAppType, Settings, load_settings
+from config import BotAppType, DeploymentSpec, Settings, load_settings
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, PolicyFiles, load_tenant_policies, load_usage_policy
@@ -54,6 +56,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 CREDENTIAL = web.AppKey("credential", object)
 MODEL_ENDPOINT = web.AppKey("model_endpoint", str)
 MODEL = web.AppKey("model", ChatModel)
+ROUTER = web.AppKey("router", DeploymentRouter)
 STORE = web.AppKey("store", Store)
 POLICIES = web.AppKey("policies", PolicyFiles)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -77,10 +80,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
-    # The chat page, the Direct Line token endpoint and the built-in Direct Line.
-    setup_webchat(app, settings, MESSAGES)
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
+    # The chat page, the Direct Line token endpoint and the built-in Direct Line.
+    setup_webchat(app, settings, MESSAGES)
     return app
 
 
@@ -117,9 +120,9 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 async def _azure_credential(app: web.Application) -> AsyncIterator[None]:
     """Entra ID for Azure OpenAI and Cosmos DB, only when some Azure service needs it."""
     settings = app[SETTINGS]
-    needs_credential = (
-        not settings.uses_simulator and not settings.azure_openai_api_key.get_secret_value()
-    ) or (settings.uses_cosmos and not settings.cosmos_key.get_secret_value())
+    needs_credential = any(spec.api_key is None for spec in settings.deployments) or (
+        settings.uses_cosmos and not settings.cosmos_key.get_secret_value()
+    )
     if not needs_credential:
         yield
         return
@@ -163,32 +166,53 @@ async def _model_endpoint(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _model(app: web.Application) -> AsyncIterator[None]:
+    """One SDK client per deployment behind the router, which owns retries and spill-over."""
     settings = app[SETTINGS]
     token_provider = None
     if CREDENTIAL in app:
         from azure.identity.aio import get_bearer_token_provider
 
         token_provider = get_bearer_token_provider(app[CREDENTIAL], COGNITIVE_SERVICES_SCOPE)  # type: ignore[arg-type]
-    api_key = settings.azure_openai_api_key.get_secret_value() or None
-    if settings.uses_simulator:
-        api_key = "simulator"
-    client = DeploymentClient(
-        Deployment(
-            name="default" if not settings.uses_simulator else "simulator",
+    specs = settings.deployments or [
+        DeploymentSpec(
+            name="simulator",
             endpoint=app[MODEL_ENDPOINT],
             deployment=settings.azure_openai_deployment,
-            api_version=settings.azure_openai_api_version,
             model=settings.azure_openai_model,
-            api_key=api_key,
-        ),
-        token_provider,
-        settings.model_timeout_seconds,
+            api_key=SecretStr("simulator"),  # the local simulator accepts any key
+        )
+    ]
+    clients = [
+        DeploymentClient(
+            Deployment(
+                name=spec.name,
+                endpoint=spec.endpoint,
+                deployment=spec.deployment,
+                model=spec.model,
+                api=spec.api,
+                api_version=spec.api_version,
+                type=spec.type,
+                priority=spec.priority,
+                api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+            ),
+            token_provider,
+            settings.model_timeout_seconds,
+        )
+        for spec in specs
+    ]
+    router = DeploymentRouter(
+        clients,
+        breaker_failures=settings.router_breaker_failures,
+        breaker_open_seconds=settings.router_breaker_open_seconds,
+        default_cooldown_seconds=settings.router_default_cooldown_seconds,
+        deadline_seconds=settings.model_deadline_seconds,
     )
-    app[MODEL] = client
+    app[MODEL] = router
+    app[ROUTER] = router
     try:
         yield
     finally:
-        await client.close()
+        await router.close()
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -320,9 +344,12 @@ def _log_configuration(app: web.Application) -> None:
     model = (
         f"built-in Azure OpenAI simulator at {app[MODEL_ENDPOINT]} (no real model is called)"
         if settings.uses_simulator
-        else f"Azure OpenAI {settings.azure_openai_endpoint} "
-        f"deployment {settings.azure_openai_deployment} "
-        f"({'API key' if settings.azure_openai_api_key.get_secret_value() else 'Entra ID'})"
+        else "; ".join(
+            f"{spec.name}: {spec.endpoint} deployment {spec.deployment} ({spec.api} API, "
+            f"{spec.type}, priority {spec.priority}, "
+            f"{'API key' if spec.api_key else 'Entra ID'})"
+            for spec in settings.deployments
+        )
     )
     store = (
         f"Cosmos DB {settings.cosmos_endpoint} database {settings.cosmos_database} "

@@ -6,12 +6,23 @@ README's configuration table list them all.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -34,6 +45,68 @@ class WebChatAuthMode(StrEnum):
     APPSERVICE = "appservice"
 
 
+ApiStyle = Literal["azure", "v1", "openai-compatible"]
+DeploymentType = Literal["Standard", "GlobalStandard", "DataZoneStandard", "ProvisionedManaged"]
+
+
+def _https_or_loopback(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value.rstrip("/")
+    if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
+        return value.rstrip("/")
+    raise ValueError(
+        f"{name} must be an https:// URL (plain http is accepted only on loopback, for simulators)"
+    )
+
+
+class DeploymentSpec(BaseModel):
+    """One entry of DEPLOYMENTS_FILE (see README, "Model deployments")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    endpoint: str
+    api: ApiStyle = "azure"
+    deployment: str = Field(min_length=1)
+    api_version: str = "2024-10-21"
+    type: DeploymentType = "Standard"
+    priority: int = 1
+    model: str = "gpt-4o"
+    api_key_env: str | None = None
+    # Resolved from `api_key_env` when the file is loaded; never written in the file itself.
+    api_key: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _https_or_loopback(value, "endpoint")
+
+
+def load_deployments(path: Path) -> list[DeploymentSpec]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"DEPLOYMENTS_FILE {path} cannot be read: {exc}") from exc
+    entries = raw.get("deployments") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"DEPLOYMENTS_FILE {path} needs a non-empty `deployments:` list")
+    specs = [DeploymentSpec.model_validate(entry) for entry in entries]
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"DEPLOYMENTS_FILE {path}: deployment names must be unique")
+    for index, spec in enumerate(specs):
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise ValueError(
+                    f"DEPLOYMENTS_FILE {path}: deployment {spec.name} names api_key_env "
+                    f"{spec.api_key_env}, which is not set"
+                )
+            specs[index] = spec.model_copy(update={"api_key": SecretStr(key)})
+    return sorted(specs, key=lambda spec: spec.priority)
+
+
 class BotAppType(StrEnum):
     MULTI_TENANT = "MultiTenant"
     SINGLE_TENANT = "SingleTenant"
@@ -53,6 +126,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+    _deployments: list[DeploymentSpec] = PrivateAttr(default_factory=list)
 
     # --- server
     host: str = Field("127.0.0.1", alias="HOST")
@@ -102,6 +177,15 @@ class Settings(BaseSettings):
     filter_error_policy: Literal["deliver", "withhold"] = Field(
         "deliver", alias="FILTER_ERROR_POLICY"
     )
+
+    # --- model deployments and routing
+    deployments_file: Path | None = Field(None, alias="DEPLOYMENTS_FILE")
+    router_breaker_failures: int = Field(3, alias="ROUTER_BREAKER_FAILURES", gt=0)
+    router_breaker_open_seconds: float = Field(30.0, alias="ROUTER_BREAKER_OPEN_SECONDS", gt=0)
+    router_default_cooldown_seconds: float = Field(
+        10.0, alias="ROUTER_DEFAULT_COOLDOWN_SECONDS", ge=0
+    )
+    model_deadline_seconds: float = Field(90.0, alias="MODEL_DEADLINE_SECONDS", gt=0)
 
     # --- prompts
     system_prompt_file: Path = Field(
@@ -230,17 +314,7 @@ class Settings(BaseSettings):
     @field_validator("azure_openai_endpoint")
     @classmethod
     def _endpoint_is_https_or_loopback(cls, value: str) -> str:
-        if not value:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme == "https" and parts.hostname:
-            return value.rstrip("/")
-        if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
-            return value.rstrip("/")
-        raise ValueError(
-            "AZURE_OPENAI_ENDPOINT must be an https:// URL "
-            "(plain http is accepted only on loopback, for simulators)"
-        )
+        return _https_or_loopback(value, "AZURE_OPENAI_ENDPOINT") if value else value
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:
@@ -277,9 +351,34 @@ class Settings(BaseSettings):
 
     # --- derived values: one place decides, everyone else asks
 
+    @model_validator(mode="after")
+    def _deployments_file_is_valid(self) -> Settings:
+        self._deployments = load_deployments(self.deployments_file) if self.deployments_file else []
+        return self
+
+    @property
+    def deployments(self) -> list[DeploymentSpec]:
+        """The model deployments in priority order: from DEPLOYMENTS_FILE, else the single
+        AZURE_OPENAI_* deployment (empty when the built-in simulator is used)."""
+        if self._deployments:
+            return self._deployments
+        if not self.azure_openai_endpoint:
+            return []
+        key = self.azure_openai_api_key.get_secret_value()
+        return [
+            DeploymentSpec(
+                name="default",
+                endpoint=self.azure_openai_endpoint,
+                deployment=self.azure_openai_deployment,
+                api_version=self.azure_openai_api_version,
+                model=self.azure_openai_model,
+                api_key=SecretStr(key) if key else None,
+            )
+        ]
+
     @property
     def uses_simulator(self) -> bool:
-        return not self.azure_openai_endpoint
+        return not self.azure_openai_endpoint and not self.deployments_file
 
     @property
     def bot_auth_enabled(self) -> bool:

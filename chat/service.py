@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from chat.filters import (
 )
 from chat.model import ChatModel, Completion, ModelError, PromptFiltered
 from chat.prompts import PromptBuilder
+from chat.router import AllDeploymentsBusy
 from chat.texts import all_texts, localize
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
@@ -319,7 +321,13 @@ class ChatService:
                     "status": exc.status,
                 },
             )
-            await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
+            if isinstance(exc, AllDeploymentsBusy) and exc.throttled:
+                minutes = max(1, math.ceil((exc.retry_after or 0) / 60))
+                await self._fail(
+                    turn, user_message, channel, delta, outcome, "model_busy", minutes=minutes
+                )
+            else:
+                await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
             return
 
         if not completion.usage_reported:
@@ -574,9 +582,10 @@ class ChatService:
         delta: SummaryDelta,
         outcome: TurnOutcome,
         text_key: str,
+        **extra: object,
     ) -> None:
         ref = outcome.correlation_id
-        values: dict[str, object] = {"ref": ref}
+        values: dict[str, object] = {"ref": ref, **extra}
         if text_key == "message_too_long":
             values = {"length": len(user_message.text), "limit": self._max_chars}
         notice = localize(text_key, turn.locale, **values)

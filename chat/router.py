@@ -1,0 +1,195 @@
+"""Routing between model deployments: priority order, spill-over, cooldowns, a circuit breaker.
+
+The usual set-up is a provisioned (PTU) deployment first and pay-as-you-go behind it. A 429 or
+503 names how long to wait (`retry-after-ms` / `retry-after`): that deployment cools down for that
+long and the turn spills over to the next one. Quota exhaustion (a retry-after of hours) parks a
+deployment until then the same way. Errors without such a hint (500s, timeouts, dropped
+connections) count towards a circuit breaker that stops sending to a failing deployment for a
+while, then lets one trial request through. A whole model call has a deadline across attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from chat.model import Completion, DeploymentClient, ModelError, TextListener
+
+log = logging.getLogger(__name__)
+
+# Above this, a retry-after means a spent quota rather than a burst: log it as parked.
+PARKED_AFTER_SECONDS = 300.0
+
+
+class AllDeploymentsBusy(ModelError):
+    """No deployment could answer; `retry_after` says when the first one should be back.
+    `throttled` tells capacity limits (429/503 with a wait) from failures (5xx, unreachable)."""
+
+    def __init__(self, retry_after: float, last_error: ModelError | None, throttled: bool) -> None:
+        super().__init__(
+            "all_deployments_busy",
+            deployment=last_error.deployment if last_error else "",
+            status=last_error.status if last_error else None,
+            retry_after=retry_after,
+        )
+        self.throttled = throttled
+
+
+@dataclass
+class DeploymentHealth:
+    cooldown_until: float = 0.0
+    consecutive_failures: int = 0
+    breaker_open_until: float = 0.0
+    # While half-open, one trial request is in flight; others skip this deployment.
+    trial_in_flight: bool = False
+
+    def available_at(self) -> float:
+        return max(self.cooldown_until, self.breaker_open_until)
+
+
+class DeploymentRouter:
+    def __init__(
+        self,
+        clients: list[DeploymentClient],
+        *,
+        breaker_failures: int = 3,
+        breaker_open_seconds: float = 30.0,
+        default_cooldown_seconds: float = 10.0,
+        deadline_seconds: float = 90.0,
+    ) -> None:
+        if not clients:
+            raise ValueError("at least one deployment is required")
+        self._clients = sorted(clients, key=lambda c: c.deployment.priority)
+        self._health = {c.deployment.name: DeploymentHealth() for c in self._clients}
+        self._breaker_failures = breaker_failures
+        self._breaker_open_seconds = breaker_open_seconds
+        self._default_cooldown = default_cooldown_seconds
+        self._deadline = deadline_seconds
+
+    @property
+    def deployment_names(self) -> list[str]:
+        return [c.deployment.name for c in self._clients]
+
+    def health(self, name: str) -> DeploymentHealth:
+        return self._health[name]
+
+    def usable(self) -> bool:
+        """At least one deployment is not cooling down or broken (readiness)."""
+        now = time.monotonic()
+        return any(h.available_at() <= now for h in self._health.values())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._clients))
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        on_text: TextListener | None = None,
+    ) -> Completion:
+        deadline = time.monotonic() + self._deadline
+        last_error: ModelError | None = None
+        previous: str | None = None
+        for client in self._clients:
+            name = client.deployment.name
+            health = self._health[name]
+            now = time.monotonic()
+            if health.available_at() > now or health.trial_in_flight:
+                continue
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            if previous is not None:
+                log.warning(
+                    "spilling over", extra={"event": "spillover", "from": previous, "to": name}
+                )
+            half_open = health.breaker_open_until > 0
+            health.trial_in_flight = half_open
+            try:
+                completion = await asyncio.wait_for(
+                    client.complete(messages, max_tokens, on_text), timeout=remaining
+                )
+            except TimeoutError:
+                last_error = ModelError("deadline", deployment=name, retryable=False)
+                self._record_failure(health, name, last_error)
+                break
+            except ModelError as exc:
+                last_error = exc
+                if not exc.retryable:
+                    # Not a deployment problem (a filtered prompt, a bad request) or text was
+                    # already shown to the user: trying elsewhere would not help.
+                    self._record_outcome_without_penalty(health)
+                    raise
+                self._record_failure(health, name, exc)
+                previous = name
+                continue
+            finally:
+                health.trial_in_flight = False
+            self._record_success(health, name)
+            return completion
+        now = time.monotonic()
+        throttled = any(h.cooldown_until > now for h in self._health.values())
+        raise AllDeploymentsBusy(self._seconds_until_available(), last_error, throttled)
+
+    def _seconds_until_available(self) -> float:
+        now = time.monotonic()
+        soonest = min(h.available_at() for h in self._health.values())
+        return max(0.0, soonest - now)
+
+    def _record_success(self, health: DeploymentHealth, name: str) -> None:
+        if health.breaker_open_until:
+            log.info(
+                "circuit breaker closed", extra={"event": "breaker_closed", "deployment": name}
+            )
+        health.consecutive_failures = 0
+        health.breaker_open_until = 0.0
+
+    @staticmethod
+    def _record_outcome_without_penalty(health: DeploymentHealth) -> None:
+        health.consecutive_failures = 0
+
+    def _record_failure(self, health: DeploymentHealth, name: str, error: ModelError) -> None:
+        now = time.monotonic()
+        if error.retry_after is not None:
+            # The service told us how long: that is a cooldown, not a sign of a broken backend.
+            health.cooldown_until = now + error.retry_after
+            event = "parked" if error.retry_after >= PARKED_AFTER_SECONDS else "throttled"
+            log.warning(
+                "deployment %s",
+                event,
+                extra={
+                    "event": f"model_{event}",
+                    "deployment": name,
+                    "status": error.status,
+                    "retry_after_s": math.ceil(error.retry_after),
+                },
+            )
+            return
+        health.consecutive_failures += 1
+        if error.status == 429:
+            health.cooldown_until = now + self._default_cooldown
+        if health.consecutive_failures >= self._breaker_failures or health.breaker_open_until:
+            health.breaker_open_until = now + self._breaker_open_seconds
+            log.error(
+                "circuit breaker open",
+                extra={
+                    "event": "breaker_open",
+                    "deployment": name,
+                    "kind": error.kind,
+                    "status": error.status,
+                    "open_s": self._breaker_open_seconds,
+                },
+            )
+        else:
+            log.warning(
+                "model call failed",
+                extra={
+                    "event": "model_error",
+                    "deployment": name,
+                    "kind": error.kind,
+                    "status": error.status,
+                },
+            )

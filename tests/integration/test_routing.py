@@ -1,0 +1,248 @@
+"""Routing between two deployments (two simulator instances over real HTTP): spill-over on 429,
+retry-after respected, the circuit breaker opening and closing, every deployment down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+
+from app import ROUTER, STORE
+from simulator import SimulatorConfig, run_simulator
+from storage.ids import safe_id
+from storage.models import MessageStatus, Role
+from tests.support import RecordingConnector, message_activity, settle
+
+
+@pytest.fixture
+async def two_simulators() -> AsyncIterator[tuple[str, str]]:
+    primary, primary_url = await run_simulator(SimulatorConfig(api_key="primary-key"))
+    secondary, secondary_url = await run_simulator(SimulatorConfig(api_key="secondary-key"))
+    yield primary_url, secondary_url
+    await primary.cleanup()
+    await secondary.cleanup()
+
+
+@pytest.fixture
+def deployments_file(
+    tmp_path: Path, two_simulators: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    primary_url, secondary_url = two_simulators
+    monkeypatch.setenv("TEST_PRIMARY_KEY", "primary-key")
+    monkeypatch.setenv("TEST_SECONDARY_KEY", "secondary-key")
+    path = tmp_path / "deployments.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "deployments": [
+                    {
+                        "name": "paygo",
+                        "endpoint": secondary_url,
+                        "api": "v1",
+                        "deployment": "gpt-4o",
+                        "type": "GlobalStandard",
+                        "priority": 2,
+                        "model": "gpt-4o",
+                        "api_key_env": "TEST_SECONDARY_KEY",
+                    },
+                    {
+                        "name": "ptu",
+                        "endpoint": primary_url,
+                        "api": "azure",
+                        "deployment": "gpt-4o",
+                        "api_version": "2024-10-21",
+                        "type": "ProvisionedManaged",
+                        "priority": 1,
+                        "model": "gpt-4o",
+                        "api_key_env": "TEST_PRIMARY_KEY",
+                    },
+                ]
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+async def routed_bot(make_app: Any, deployments_file: Path) -> TestClient[Any, Any]:
+    bot: TestClient[Any, Any] = await make_app(
+        DEPLOYMENTS_FILE=deployments_file,
+        AZURE_OPENAI_ENDPOINT="",
+        ROUTER_BREAKER_FAILURES=2,
+        ROUTER_BREAKER_OPEN_SECONDS=0.6,
+    )
+    return bot
+
+
+async def control(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{url}{path}", json=body) as response,
+    ):
+        return await response.json() if response.content_type == "application/json" else None
+
+
+async def calls_to(url: str) -> int:
+    return int((await control(url, "GET", "/_sim/stats"))["total"])
+
+
+async def ask(bot: TestClient[Any, Any], connector: RecordingConnector, text: str) -> Any:
+    before = len(connector.messages())
+    await bot.post("/api/messages", json=message_activity(connector.url, text))
+    replies = await connector.wait_for_messages(before + 1)
+    await settle(bot)
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    return replies[-1], stored[-1]
+
+
+async def test_provisioned_deployment_answers_first(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, secondary = two_simulators
+    _, answer = await ask(routed_bot, connector, "hello")
+    assert answer.deployment == "ptu"
+    assert await calls_to(primary) == 1 and await calls_to(secondary) == 0
+
+
+async def test_primary_429_spills_over_and_its_retry_after_is_respected(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, _secondary = two_simulators
+    await control(
+        primary,
+        "POST",
+        "/_sim/faults",
+        {"mode": "429", "count": 1, "retry_after_s": 1, "retry_after_ms": 700},
+    )
+
+    reply, answer = await ask(routed_bot, connector, "first question")
+    assert "first question" in reply["text"]
+    assert answer.deployment == "paygo" and answer.status is MessageStatus.COMPLETE
+
+    # Cooling down for retry-after-ms (preferred over retry-after): the primary is not tried.
+    _, answer = await ask(routed_bot, connector, "second question")
+    assert answer.deployment == "paygo"
+    assert await calls_to(primary) == 1
+
+    await asyncio.sleep(0.8)
+    _, answer = await ask(routed_bot, connector, "third question")
+    assert answer.deployment == "ptu", "back to the provisioned deployment after the cooldown"
+
+
+async def test_breaker_opens_after_repeated_failures_then_closes_after_a_good_trial(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, _ = two_simulators
+    await control(primary, "POST", "/_sim/faults", {"mode": "500"})
+
+    for n in range(2):
+        _, answer = await ask(routed_bot, connector, f"during the outage {n}")
+        assert answer.deployment == "paygo"
+    health = routed_bot.server.app[ROUTER].health("ptu")
+    assert health.breaker_open_until > 0, "open after ROUTER_BREAKER_FAILURES failures"
+    primary_calls = await calls_to(primary)
+
+    _, answer = await ask(routed_bot, connector, "while open")
+    assert answer.deployment == "paygo"
+    assert await calls_to(primary) == primary_calls, "an open breaker sends nothing"
+
+    await control(primary, "DELETE", "/_sim/faults")
+    await asyncio.sleep(0.7)
+    _, answer = await ask(routed_bot, connector, "after the outage")
+    assert answer.deployment == "ptu", "the half-open trial succeeded"
+    assert health.breaker_open_until == 0
+
+
+async def test_every_deployment_down_gives_a_busy_notice_and_an_error_record(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, secondary = two_simulators
+    await control(primary, "POST", "/_sim/faults", {"mode": "429", "retry_after_s": 150})
+    await control(secondary, "POST", "/_sim/faults", {"mode": "429", "retry_after_s": 200})
+
+    reply, answer = await ask(routed_bot, connector, "is anyone there?")
+
+    assert "very busy" in reply["text"] and "3 minute" in reply["text"]
+    assert not reply.get("entities")
+    stored = await routed_bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT]
+    assert stored[0].text == "is anyone there?", "the prompt is kept"
+    assert answer.status is MessageStatus.ERROR
+
+
+async def test_every_deployment_failing_gives_the_could_not_answer_notice(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    for url in two_simulators:
+        await control(url, "POST", "/_sim/faults", {"mode": "500"})
+    reply, answer = await ask(routed_bot, connector, "hello?")
+    assert reply["text"].startswith("Sorry, the assistant could not answer right now.")
+    assert answer.status is MessageStatus.ERROR
+
+
+async def test_quota_exhaustion_parks_the_deployment(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, _ = two_simulators
+    await control(
+        primary, "POST", "/_sim/faults", {"mode": "429", "count": 1, "retry_after_s": 86400}
+    )
+    _, answer = await ask(routed_bot, connector, "q1")
+    assert answer.deployment == "paygo"
+    for n in range(3):
+        _, answer = await ask(routed_bot, connector, f"q{n + 2}")
+        assert answer.deployment == "paygo"
+    assert await calls_to(primary) == 1
+    health = routed_bot.server.app[ROUTER].health("ptu")
+    assert health.cooldown_until - asyncio.get_running_loop().time() > 80000
+
+
+async def test_filtered_prompt_does_not_spill_over(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, secondary = two_simulators
+    reply, _ = await ask(routed_bot, connector, "[cf:violence]")
+    assert "violence" in reply["text"]
+    assert await calls_to(primary) == 1 and await calls_to(secondary) == 0
+
+
+def test_deployments_file_errors_are_clear(tmp_path: Path) -> None:
+    from config import Settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "deployments:\n  - name: x\n    endpoint: http://example.com\n    deployment: d\n"
+    )
+    with pytest.raises(ValueError, match="https"):
+        Settings(_env_file=None, DEPLOYMENTS_FILE=bad)  # type: ignore[call-arg]
+    missing_key = tmp_path / "key.yaml"
+    missing_key.write_text(
+        "deployments:\n  - name: x\n    endpoint: https://a.openai.azure.com\n"
+        "    deployment: d\n    api_key_env: NOT_SET_ANYWHERE_123\n"
+    )
+    with pytest.raises(ValueError, match="NOT_SET_ANYWHERE_123"):
+        Settings(_env_file=None, DEPLOYMENTS_FILE=missing_key)  # type: ignore[call-arg]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("deployments: []\n")
+    with pytest.raises(ValueError, match="non-empty"):
+        Settings(_env_file=None, DEPLOYMENTS_FILE=empty)  # type: ignore[call-arg]
