@@ -4,6 +4,11 @@ An informative `typing` activity first ("Thinking...", sequence 1; its id become
 then cumulative `typing` updates with increasing `streamSequence`, at most about one per second,
 then the final `message` with `streamType: final`, the stream id and no sequence. The final text
 replaces whatever was streamed, which is also how a filtered answer is withdrawn.
+
+A 403 on an open stream (Teams: the user pressed Stop, or the 2-minute limit) raises
+`StreamStopped` with the text shown so far, which the chat service stores as a partial answer; any
+other refused update is skipped (the next update or the final carries the whole text). When the
+channel refuses to open a stream, the final message goes out as a plain message.
 """
 
 from __future__ import annotations

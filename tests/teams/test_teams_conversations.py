@@ -251,3 +251,15 @@ async def test_uninstall_reported_as_installation_update_allows_a_new_welcome(
     await post(bot, bot_installed_personal(teams.url))
 
     await teams.wait_for_messages(2)
+
+
+async def test_command_after_a_mention_in_a_channel_is_run_as_a_command(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(bot, channel_message(teams.url, "<at>Contoso Assistant</at> /help"))
+    [reply] = await teams.wait_for_messages(1)
+
+    assert "/new" in reply["text"] and "/usage" in reply["text"]
+    assert "entities" not in reply and "channelData" not in reply  # not AI content
+    thread = f"msteams:{CHANNEL_ID};messageid=1763719100000"
+    assert await stored_user_texts(bot, thread) == []  # no model turn
