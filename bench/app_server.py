@@ -1,0 +1,114 @@
+"""Our app, as `python app.py` runs it, plus one benchmark route: `GET /bench/stats` answers the
+store operations counted at the store boundary (every call into the SQLite store, whoever made
+it: chat service, controls, dialogs) and the process's peak RSS.
+
+    python -m bench.app_server      (settings from the environment, like app.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+import app as app_module
+from storage.sqlite import SqliteStore
+
+# Store methods that only read; every other data method writes.
+READS = {
+    "get_message",
+    "recent_messages",
+    "conversation_messages",
+    "get_summary",
+    "find_summary",
+    "list_summaries",
+    "read_counter",
+    "list_audit",
+    "read_state",
+    "export_user",
+}
+NOT_OPERATIONS = {"open", "close", "ping", "purge_expired"}
+
+
+class CountingSqliteStore(SqliteStore):
+    """SqliteStore whose public coroutine methods count their calls (no behaviour change)."""
+
+    def __init__(self, path: Path, retention_days: int = 0) -> None:
+        super().__init__(path, retention_days)
+        self.calls: Counter[str] = Counter()
+        for name, _ in inspect.getmembers(SqliteStore, inspect.iscoroutinefunction):
+            if name.startswith("_") or name in NOT_OPERATIONS:
+                continue
+            setattr(self, name, self._counted(name, getattr(self, name)))
+
+    def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+STORES: list[CountingSqliteStore] = []
+
+
+class _Factory(CountingSqliteStore):
+    def __init__(self, path: Path, retention_days: int = 0) -> None:
+        super().__init__(path, retention_days)
+        STORES.append(self)
+
+
+def rss_kib() -> dict[str, int]:
+    """Current and peak resident set size of this process (Linux /proc)."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in {"VmRSS", "VmHWM"}:
+                values[key] = int(rest.split()[0])
+    return values
+
+
+async def stats(request: web.Request) -> web.Response:
+    calls: Counter[str] = Counter()
+    for store in STORES:
+        calls.update(store.calls)
+    queue = request.app[app_module.TURNS]
+    return web.json_response(
+        {
+            "store_calls": dict(calls),
+            "reads": sum(v for k, v in calls.items() if k in READS),
+            "writes": sum(v for k, v in calls.items() if k not in READS),
+            "rss_kib": rss_kib(),
+            "turns_in_flight": queue.in_flight,
+        }
+    )
+
+
+def main() -> None:
+    settings = app_module.load_settings()
+    app_module.configure_logging(settings.log_level)
+    # The counting store is the app's own SqliteStore with a call counter around each method.
+    app_module.SqliteStore = _Factory  # type: ignore[misc]
+    application = app_module.create_app(settings)
+    application.router.add_get("/bench/stats", stats)
+    web.run_app(
+        application,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The load generator: C concurrent conversations of T turns each, closed loop (a conversation sends
+its next turn when the reply to the previous one reached the recording connector), bounded in
+count and in time. Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bench.channel import Channel, message_activity
+
+
+@dataclass
+class Turn:
+    conversation_id: str
+    activity_id: str
+    index: int
+    sent_at: float
+    latency_ms: float
+
+
+@dataclass
+class LoadResult:
+    target: str
+    concurrency: int
+    turns_per_conversation: int
+    turns: list[Turn] = field(default_factory=list)
+    failed: int = 0
+    rejected: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return len(self.turns)
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.finished - self.started, 1e-9)
+
+    @property
+    def turns_per_second(self) -> float:
+        return self.completed / self.elapsed
+
+
+def default_text(conversation: int, turn: int) -> str:
+    return f"Question {turn + 1} about the quarterly travel report: what should I check first?"
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    bot_url: str,
+    *,
+    target: str,
+    concurrency: int,
+    turns: int,
+    run_id: str,
+    time_limit: float = 60.0,
+    reply_timeout: float = 30.0,
+    text: Callable[[int, int], str] = default_text,
+) -> LoadResult:
+    """Run the load and return every completed turn with its reply latency."""
+    result = LoadResult(target, concurrency, turns)
+    token = channel.mint()
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + time_limit
+
+    async def conversation(number: int) -> None:
+        conversation_id = f"{run_id}-c{number}"
+        for index in range(turns):
+            if time.monotonic() > deadline:
+                return
+            activity_id = f"{conversation_id}-t{index}"
+            body = message_activity(
+                channel.url, conversation_id, activity_id, text(number, index), f"user-{number}"
+            )
+            arrival = channel.expect(activity_id)
+            sent = time.monotonic()
+            try:
+                async with session.post(bot_url, json=body, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            if status not in (200, 201, 202):
+                channel.forget(activity_id)
+                result.rejected += 1
+                return
+            try:
+                reply = await asyncio.wait_for(arrival, timeout=reply_timeout)
+            except TimeoutError:
+                channel.forget(activity_id)
+                result.failed += 1
+                return
+            result.turns.append(
+                Turn(conversation_id, activity_id, index, sent, (reply.at - sent) * 1000)
+            )
+
+    result.started = time.monotonic()
+    await asyncio.gather(*(conversation(n) for n in range(concurrency)))
+    result.finished = max(
+        (t.sent_at + t.latency_ms / 1000 for t in result.turns), default=time.monotonic()
+    )
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]

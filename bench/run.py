@@ -1,0 +1,626 @@
+"""`python -m bench`: the full turn over real HTTP, against stock botbuilder, in one run.
+
+Starts, all on loopback: the channel (local OpenID provider + recording connector, in this
+process), the simulator in its own process, our app (`bench.app_server`: app.py plus a store call
+counter) and the stock botbuilder echo bot (`bench.stock_echo_bot`). Then:
+
+1. stock echo bot, closed-loop load at each concurrency of the sweep;
+2. our app with a 0 ms model: the same sweep (full turn: history, model call, persistence, reply),
+   optionally under py-spy; then one long conversation (prompt tokens at turn 1 .. N);
+3. our app with the simulated model latency: bot overhead at the latency concurrency, store
+   operations per turn, then `--memory-conversations` conversations at once for peak RSS.
+
+Writes `<out>/<name>.json` and `<out>/<name>.png`. Targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.channel import BENCH_APP_ID, BENCH_APP_PASSWORD, Channel
+from bench.load import LoadResult, drive, percentile
+from bench.processes import PROJECT_ROOT, Service, free_port, machine, process_rss_kib
+from storage.ids import safe_id
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+LONG_TEXT = (
+    "Please summarise our travel policy for a trip to the Osaka office, including per diem, "
+    "hotel limits and how to book trains. [sim:long]"
+)
+
+
+@dataclass
+class Options:
+    sweep: list[int] = field(default_factory=lambda: [1, 8, 32, 64])
+    turns: int = 15
+    stock_turns: int = 8
+    ratio_concurrency: int = 32
+    latency_concurrency: int = 32
+    latency_turns: int = 10
+    model_latency_ms: float = 300.0
+    tokens_per_second: float = 0.0
+    memory_conversations: int = 1000
+    memory_turns: int = 2
+    long_turns: int = 200
+    time_limit: float = 60.0
+    profile: bool = False
+    out: Path = RESULTS_DIR
+    name: str = "latest"
+    chart: bool = True
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sweep", default=env("BENCH_SWEEP", "1,8,32,64"))
+    parser.add_argument("--turns", type=int, default=int(env("BENCH_TURNS", "15")))
+    parser.add_argument("--stock-turns", type=int, default=int(env("BENCH_STOCK_TURNS", "8")))
+    parser.add_argument("--ratio-concurrency", type=int, default=32)
+    parser.add_argument("--latency-concurrency", type=int, default=32)
+    parser.add_argument("--latency-turns", type=int, default=int(env("BENCH_LATENCY_TURNS", "10")))
+    parser.add_argument(
+        "--model-latency-ms", type=float, default=float(env("BENCH_MODEL_LATENCY_MS", "300"))
+    )
+    parser.add_argument(
+        "--tokens-per-second", type=float, default=float(env("BENCH_TOKENS_PER_SECOND", "0"))
+    )
+    parser.add_argument(
+        "--memory-conversations",
+        type=int,
+        default=int(env("BENCH_MEMORY_CONVERSATIONS", "1000")),
+    )
+    parser.add_argument("--memory-turns", type=int, default=2)
+    parser.add_argument("--long-turns", type=int, default=int(env("BENCH_LONG_TURNS", "200")))
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per phase")
+    parser.add_argument(
+        "--profile", action="store_true", default=env("BENCH_PROFILE", "") not in ("", "0")
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="latest")
+    parser.add_argument("--no-chart", dest="chart", action="store_false")
+    args = parser.parse_args(argv)
+    sweep = sorted({int(c) for c in str(args.sweep).split(",") if c.strip()})
+    return Options(
+        sweep=sweep,
+        turns=args.turns,
+        stock_turns=args.stock_turns,
+        ratio_concurrency=args.ratio_concurrency,
+        latency_concurrency=args.latency_concurrency,
+        latency_turns=args.latency_turns,
+        model_latency_ms=args.model_latency_ms,
+        tokens_per_second=args.tokens_per_second,
+        memory_conversations=args.memory_conversations,
+        memory_turns=args.memory_turns,
+        long_turns=args.long_turns,
+        time_limit=args.time_limit,
+        profile=args.profile,
+        out=args.out,
+        name=args.name,
+        chart=args.chart,
+    )
+
+
+# --- the stacks under test
+
+
+class OurStack:
+    """Simulator process + our app process over a fresh SQLite file."""
+
+    def __init__(self, label: str, channel: Channel, workdir: Path, opts: Options, ttft: float):
+        self.label = label
+        self.data_dir = workdir / label
+        sim_port, self.port = free_port(), free_port()
+        self.sim_url = f"http://127.0.0.1:{sim_port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.simulator = Service(
+            f"simulator-{label}",
+            [
+                "-m",
+                "simulator",
+                "--port",
+                str(sim_port),
+                "--ttft-ms",
+                str(ttft),
+                "--tokens-per-second",
+                str(opts.tokens_per_second),
+            ],
+            workdir,
+        )
+        self.app = Service(
+            f"app-{label}",
+            ["-m", "bench.app_server"],
+            workdir,
+            env={
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "LOG_LEVEL": "WARNING",
+                "MicrosoftAppId": BENCH_APP_ID,
+                "MicrosoftAppPassword": BENCH_APP_PASSWORD,
+                "MicrosoftAppType": "MultiTenant",
+                "BOT_OPENID_METADATA_URL": f"{channel.url}/.well-known/openidconfiguration",
+                "BOT_LOGIN_AUTHORITY": channel.url,
+                "AZURE_OPENAI_ENDPOINT": self.sim_url,
+                "AZURE_OPENAI_API_KEY": "bench-key",
+                "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
+                "DATA_DIR": str(self.data_dir),
+                # Counted (the store operations include them) but not limiting: one bench user
+                # sends far more than a person's 30 messages a minute.
+                "QUOTA_USER_REQUESTS_PER_MINUTE": "0",
+                "QUOTA_USER_TOKENS_PER_DAY": "0",
+            },
+        )
+
+    async def start(self) -> None:
+        await self.simulator.start(f"{self.sim_url}/healthz")
+        await self.app.start(f"{self.url}/healthz")
+
+    async def stop(self) -> dict[str, int | None]:
+        app_exit = await self.app.stop()
+        sim_exit = await self.simulator.stop()
+        return {"app_exit_code": app_exit, "simulator_exit_code": sim_exit}
+
+    async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        """Store call counters; waits until the app has finished every accepted turn."""
+        for _ in range(300):
+            async with session.get(f"{self.url}/bench/stats") as response:
+                body: dict[str, Any] = await response.json()
+            if body["turns_in_flight"] == 0:
+                return body
+            await asyncio.sleep(0.1)
+        return body
+
+    def stored_turns(self, conversation_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Per incoming activity id: the answer's prompt tokens and model latency."""
+        keys = [safe_id(f"test:{c}") for c in conversation_ids]
+        db = sqlite3.connect(f"file:{self.data_dir / 'chat.db'}?mode=ro", uri=True)
+        try:
+            docs = []
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT doc FROM messages WHERE conversation_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+                docs += [json.loads(row[0]) for row in rows]
+        finally:
+            db.close()
+        users = {d["id"]: d for d in docs if d.get("role") == "user"}
+        turns: dict[str, dict[str, Any]] = {}
+        for doc in docs:
+            if doc.get("role") != "assistant" or doc.get("replyToId") not in users:
+                continue
+            activity_id = users[doc["replyToId"]].get("activityId")
+            turns[str(activity_id)] = {
+                "prompt_tokens": (doc.get("usage") or {}).get("prompt", 0),
+                "model_ms": doc.get("latencyMs"),
+            }
+        return turns
+
+
+class StockStack:
+    def __init__(self, channel: Channel, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        assert channel.ca_file is not None
+        self.service = Service(
+            "stock-echo-bot",
+            [
+                "-m",
+                "bench.stock_echo_bot",
+                "--port",
+                str(self.port),
+                "--channel-url",
+                channel.url,
+                "--tls-url",
+                channel.tls_url,
+            ],
+            workdir,
+            env={"REQUESTS_CA_BUNDLE": str(channel.ca_file)},
+        )
+
+    async def start(self) -> None:
+        await self.service.start(f"{self.url}/healthz")
+
+
+# --- summaries
+
+
+def summarize(result: LoadResult, model_ms: dict[str, float] | None = None) -> dict[str, Any]:
+    latencies = [t.latency_ms for t in result.turns]
+    summary: dict[str, Any] = {
+        "target": result.target,
+        "concurrency": result.concurrency,
+        "turns_per_conversation": result.turns_per_conversation,
+        "completed_turns": result.completed,
+        "failed_turns": result.failed,
+        "rejected_requests": result.rejected,
+        "elapsed_s": round(result.elapsed, 3),
+        "turns_per_second": round(result.turns_per_second, 1),
+        "reply_latency_ms": _percentiles(latencies),
+    }
+    if model_ms is not None:
+        summary["bot_overhead_ms"] = _percentiles(
+            [t.latency_ms - model_ms.get(t.activity_id, 0.0) for t in result.turns]
+        )
+    return summary
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        f"p{q}": round(percentile(values, q), 2) if values else float("nan") for q in (50, 95, 99)
+    } | {"max": round(max(values), 2) if values else float("nan")}
+
+
+def store_ops_per_turn(before: dict[str, Any], after: dict[str, Any], turns: int) -> dict[str, Any]:
+    calls = Counter(after["store_calls"])
+    calls.subtract(Counter(before["store_calls"]))
+    per_method = {k: round(v / max(turns, 1), 2) for k, v in sorted(calls.items()) if v}
+    return {
+        "turns": turns,
+        "queries_per_turn": round((after["reads"] - before["reads"]) / max(turns, 1), 2),
+        "writes_per_turn": round((after["writes"] - before["writes"]) / max(turns, 1), 2),
+        "per_method": per_method,
+    }
+
+
+# --- profiling
+
+
+class Profiler:
+    """py-spy sampling the app process (idle excluded); summarized by package and function."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Profiler:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.process = await asyncio.create_subprocess_exec(
+            py_spy,
+            "record",
+            "--pid",
+            str(self.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--output",
+            str(self.out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(1.0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), timeout=30)
+
+
+def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Collapsed stacks -> share of samples by the package of the innermost frame (self time),
+    by area anywhere on the stack (inclusive), and the top functions by self time."""
+    if not raw.exists():
+        return {"error": "py-spy produced no profile (is ptrace allowed here?)"}
+    by_package: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        leaf = frames[-1]
+        by_function[leaf] += count
+        by_package[_package(leaf)] += count
+        for area in {_package(f) for f in frames}:
+            inclusive[area] += count
+    if not total:
+        return {"error": "no samples"}
+
+    def share(counter: Counter[str], n: int) -> list[list[Any]]:
+        return [[k, round(100 * v / total, 1)] for k, v in counter.most_common(n)]
+
+    return {
+        "samples": total,
+        "self_by_package_pct": share(by_package, 20),
+        "inclusive_by_package_pct": share(inclusive, 25),
+        "top_functions_self_pct": share(by_function, top),
+    }
+
+
+def _package(frame: str) -> str:
+    """'func (path/to/file.py:12)' -> the top-level package or project folder of that file."""
+    _, _, location = frame.rpartition("(")
+    path = location.split(":")[0]
+    if "site-packages/" in path:
+        return path.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if "/lib/python3" in path:
+        return "stdlib:" + path.rsplit("/", 1)[-1].removesuffix(".py")
+    rel = path.removeprefix(str(PROJECT_ROOT) + "/")
+    return rel.split("/")[0].removesuffix(".py") if "/" in rel else rel.removesuffix(".py")
+
+
+# --- the run
+
+
+async def run(opts: Options) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    opts.out.mkdir(parents=True, exist_ok=True)
+    channel = Channel()
+    await channel.start(workdir)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+    report: dict[str, Any] = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+    }
+    run_id = f"r{int(time.time())}"
+    stack0: OurStack | None = None
+    stack_latency: OurStack | None = None
+    stock: StockStack | None = None
+    try:
+        # 1. stock botbuilder echo bot
+        stock = StockStack(channel, workdir)
+        await stock.start()
+        bot = f"{stock.url}/api/messages"
+        await drive(
+            session,
+            channel,
+            bot,
+            target="stock",
+            concurrency=1,
+            turns=3,
+            run_id=f"{run_id}-stock-warm",
+        )
+        stock_sweep = []
+        for c in opts.sweep:
+            result = await drive(
+                session,
+                channel,
+                bot,
+                target="stock",
+                concurrency=c,
+                turns=opts.stock_turns,
+                run_id=f"{run_id}-stock-{c}",
+                time_limit=opts.time_limit,
+            )
+            stock_sweep.append(summarize(result))
+            print(_line("stock echo", stock_sweep[-1]))
+        report["stock"] = {
+            "sweep": stock_sweep,
+            "rss_kib": process_rss_kib(stock.service.pid),
+            "exit_code": await stock.service.stop(),
+        }
+
+        # 2. ours, 0 ms model: throughput sweep, profile, long conversation
+        stack0 = OurStack("model-0ms", channel, workdir, opts, ttft=0)
+        await stack0.start()
+        bot = f"{stack0.url}/api/messages"
+        await drive(
+            session, channel, bot, target="ours", concurrency=4, turns=3, run_id=f"{run_id}-warm"
+        )
+        ours_sweep = []
+        for c in opts.sweep:
+            profiling = opts.profile and c == opts.ratio_concurrency
+            raw_profile = workdir / "profile.raw"
+            async with (
+                Profiler(stack0.app.pid, raw_profile) if profiling else contextlib.nullcontext()
+            ):
+                result = await drive(
+                    session,
+                    channel,
+                    bot,
+                    target="ours",
+                    concurrency=c,
+                    turns=opts.turns,
+                    run_id=f"{run_id}-ours-{c}",
+                    time_limit=opts.time_limit,
+                )
+            ours_sweep.append(summarize(result))
+            print(_line("ours (0 ms model)", ours_sweep[-1]))
+            if profiling:
+                report["profile"] = summarize_profile(raw_profile)
+                report["profile"]["phase"] = f"ours, 0 ms model, {c} conversations"
+        report["ours_model_0ms"] = {"sweep": ours_sweep}
+        report["long_conversation"] = await long_conversation(
+            session, channel, stack0, opts, run_id
+        )
+        report["ours_model_0ms"]["rss_kib"] = (await stack0.stats(session))["rss_kib"]
+        report["ours_model_0ms"] |= await stack0.stop()
+        stack0 = None
+
+        # 3. ours, simulated model latency: overhead, store operations, memory
+        stack_latency = OurStack(
+            f"model-{int(opts.model_latency_ms)}ms", channel, workdir, opts, opts.model_latency_ms
+        )
+        await stack_latency.start()
+        bot = f"{stack_latency.url}/api/messages"
+        await drive(
+            session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
+        )
+        before = await stack_latency.stats(session)
+        result = await drive(
+            session,
+            channel,
+            bot,
+            target="ours",
+            concurrency=opts.latency_concurrency,
+            turns=opts.latency_turns,
+            run_id=f"{run_id}-lat",
+            time_limit=opts.time_limit,
+        )
+        after = await stack_latency.stats(session)
+        stored = stack_latency.stored_turns({t.conversation_id for t in result.turns})
+        measured = {a: float(v["model_ms"] or 0) for a, v in stored.items()}
+        configured = dict.fromkeys((t.activity_id for t in result.turns), opts.model_latency_ms)
+        latency = summarize(result, measured)
+        latency["bot_overhead_vs_configured_model_ms"] = summarize(result, configured)[
+            "bot_overhead_ms"
+        ]
+        latency["model_latency_ms_measured_by_bot"] = _percentiles(list(measured.values()))
+        latency["overhead_samples_ms"] = sorted(
+            round(t.latency_ms - measured.get(t.activity_id, 0.0), 2) for t in result.turns
+        )
+        report["ours_model_latency"] = latency
+        report["store_ops"] = store_ops_per_turn(before, after, result.completed)
+        print(_line(f"ours ({opts.model_latency_ms:.0f} ms model)", latency))
+
+        memory = await drive(
+            session,
+            channel,
+            bot,
+            target="ours",
+            concurrency=opts.memory_conversations,
+            turns=opts.memory_turns,
+            run_id=f"{run_id}-mem",
+            time_limit=max(opts.time_limit, 120),
+            reply_timeout=120,
+        )
+        stats = await stack_latency.stats(session)
+        report["memory"] = summarize(memory) | {"app_rss_kib": stats["rss_kib"]}
+        print(_line(f"ours ({opts.memory_conversations} conversations)", report["memory"]))
+        report["ours_model_latency"] |= await stack_latency.stop()
+        stack_latency = None
+    finally:
+        for stack in (stack0, stack_latency):
+            if stack is not None:
+                await stack.stop()
+        if stock is not None:
+            await stock.service.stop()
+        await session.close()
+        await channel.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # kept (logs) when the run failed
+    report["summary"] = headline(report, opts)
+    return report
+
+
+async def long_conversation(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    stack: OurStack,
+    opts: Options,
+    run_id: str,
+) -> dict[str, Any]:
+    result = await drive(
+        session,
+        channel,
+        f"{stack.url}/api/messages",
+        target="ours",
+        concurrency=1,
+        turns=opts.long_turns,
+        run_id=f"{run_id}-long",
+        time_limit=max(opts.time_limit, 300),
+        text=lambda _c, t: f"({t + 1}) {LONG_TEXT}",
+    )
+    await stack.stats(session)  # until the last answer is stored
+    stored = stack.stored_turns({t.conversation_id for t in result.turns})
+    by_index = {t.index + 1: stored.get(t.activity_id, {}) for t in result.turns}
+    prompt = {i: int(v.get("prompt_tokens") or 0) for i, v in sorted(by_index.items())}
+    marks = sorted({1, 2, 10, 50, 100, 200, len(prompt)} & set(prompt))
+    window = 10 if len(result.turns) >= 20 else 1
+    first = [t.latency_ms for t in result.turns[:window]]
+    last = [t.latency_ms for t in result.turns[-window:]]
+    return {
+        "turns": result.completed,
+        "failed_turns": result.failed,
+        "prompt_tokens_at_turn": {str(i): prompt[i] for i in marks},
+        "prompt_tokens_max": max(prompt.values(), default=0),
+        "history_token_budget": 6000,
+        "history_max_messages": 40,
+        "reply_latency_ms_first_turns_p50": round(percentile(first, 50), 2),
+        "reply_latency_ms_last_turns_p50": round(percentile(last, 50), 2),
+        "prompt_tokens_by_turn": list(prompt.values()),
+    }
+
+
+def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
+    # The ratio at --ratio-concurrency, or at the highest swept concurrency below it.
+    ratio_at = max((c for c in opts.sweep if c <= opts.ratio_concurrency), default=opts.sweep[0])
+
+    def at(sweep: list[dict[str, Any]]) -> float:
+        return float(next(s["turns_per_second"] for s in sweep if s["concurrency"] == ratio_at))
+
+    ours = at(report["ours_model_0ms"]["sweep"])
+    stock = at(report["stock"]["sweep"])
+    latency = report["ours_model_latency"]
+    long = report["long_conversation"]
+    peak_rss_mib = report["memory"]["app_rss_kib"].get("VmHWM", 0) / 1024
+    ops = report["store_ops"]
+    return {
+        "ratio_concurrency": ratio_at,
+        "ours_turns_per_second": ours,
+        "stock_turns_per_second": stock,
+        "throughput_ratio": round(ours / stock, 1) if stock else None,
+        "bot_overhead_p99_ms": latency["bot_overhead_ms"]["p99"],
+        "bot_overhead_p99_ms_vs_configured_model": latency["bot_overhead_vs_configured_model_ms"][
+            "p99"
+        ],
+        "peak_rss_mib": round(peak_rss_mib, 1),
+        "memory_conversations": opts.memory_conversations,
+        "prompt_tokens_turn_1": long["prompt_tokens_at_turn"].get("1"),
+        "prompt_tokens_last_turn": long["prompt_tokens_at_turn"].get(str(long["turns"])),
+        "prompt_tokens_max": long["prompt_tokens_max"],
+        "store_queries_per_turn": ops["queries_per_turn"],
+        "store_writes_per_turn": ops["writes_per_turn"],
+        "targets": {
+            "throughput_ratio_at_least_10": bool(stock) and ours / stock >= 10,
+            "overhead_p99_at_most_20_ms": latency["bot_overhead_ms"]["p99"] <= 20,
+            "peak_rss_at_most_300_mib": peak_rss_mib <= 300,
+            "prompt_tokens_within_budget": long["prompt_tokens_max"] <= 6000,
+            "store_at_most_1_query_3_writes": ops["queries_per_turn"] <= 1
+            and ops["writes_per_turn"] <= 3,
+        },
+    }
+
+
+def _line(label: str, summary: dict[str, Any]) -> str:
+    lat = summary["reply_latency_ms"]
+    extra = ""
+    if "bot_overhead_ms" in summary:
+        o = summary["bot_overhead_ms"]
+        extra = f"  overhead p50/p95/p99 {o['p50']}/{o['p95']}/{o['p99']} ms"
+    return (
+        f"{label:>28}: C={summary['concurrency']:<5} {summary['completed_turns']:>5} turns "
+        f"{summary['turns_per_second']:>7} turns/s  reply p50/p99 {lat['p50']}/{lat['p99']} ms"
+        f"  failed {summary['failed_turns']}{extra}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    report = asyncio.run(run(opts))
+    path = opts.out / f"{opts.name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {path}")
+    if opts.chart:
+        from bench.chart import draw
+
+        png = draw(report, opts.out / f"{opts.name}.png")
+        print(f"chart: {png}")
+    print(json.dumps(report["summary"], indent=2))
