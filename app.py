@@ -37,6 +37,7 @@ from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, Deployme
 from chat.prompts import PromptBuilder
 from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
+from chat.telemetry import ChatTelemetry, correlation_id
 from chat.tokens import TokenCounter
 from config import BotAppType, DeploymentSpec, Settings, load_settings
 from controls.audit import RefusalLog
@@ -63,12 +64,15 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 QUOTAS = web.AppKey("quotas", Quotas)
 TURNS = web.AppKey("turns", TurnQueue)
 MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
+TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
+READINESS_TIMEOUT_SECONDS = 5.0
 RETENTION_PURGE_SECONDS = 3600
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
+    app[TELEMETRY] = ChatTelemetry()
     # Policy files are read now: a bad file stops the app here, loudly, before it serves.
     app[POLICIES] = PolicyFiles(
         load_tenant_policies(settings.tenant_policy_file),
@@ -80,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
@@ -206,6 +211,7 @@ async def _model(app: web.Application) -> AsyncIterator[None]:
         breaker_open_seconds=settings.router_breaker_open_seconds,
         default_cooldown_seconds=settings.router_default_cooldown_seconds,
         deadline_seconds=settings.model_deadline_seconds,
+        telemetry=app[TELEMETRY],
     )
     app[MODEL] = router
     app[ROUTER] = router
@@ -258,6 +264,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             error_policy=settings.filter_error_policy,
         ),
         log_message_text=settings.log_message_text,
+        telemetry=app[TELEMETRY],
         guard=QuotaGuard(quotas),
     )
     tokens: TokenSource
@@ -379,6 +386,26 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready = the store answers, at least one model deployment is usable, and the app is not
+    draining. Details stay generic: this endpoint is unauthenticated."""
+    app = request.app
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(app[STORE].ping(), timeout=READINESS_TIMEOUT_SECONDS)
+        checks["store"] = "ok"
+    except Exception:
+        log.warning("readiness: the store did not answer", exc_info=True)
+        checks["store"] = "unavailable"
+    checks["model"] = "ok" if app[ROUTER].usable() else "unavailable"
+    checks["turns"] = "ok" if app[TURNS].accepting else "draining"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
 # --- running
 
 
@@ -394,6 +421,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        turn = correlation_id.get()
+        if turn is not None:
+            entry["correlation_id"] = turn
         entry.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -409,9 +439,23 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def configure_telemetry(settings: Settings) -> None:
+    """Export spans, metrics and logs to Application Insights when a connection string is set;
+    otherwise the OpenTelemetry API stays a no-op and nothing leaves the process."""
+    connection_string = settings.applicationinsights_connection_string.get_secret_value()
+    if not connection_string:
+        log.info("telemetry: off (no APPLICATIONINSIGHTS_CONNECTION_STRING)")
+        return
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    configure_azure_monitor(connection_string=connection_string)
+    log.info("telemetry: Azure Monitor (Application Insights)")
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
+    configure_telemetry(settings)
     log.info("starting on http://%s:%d", settings.host, settings.port)
     # run_app handles SIGINT/SIGTERM: cleanup contexts then drain the turn queue and close clients.
     with contextlib.suppress(KeyboardInterrupt):

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     public_base_url: str = Field("", alias="PUBLIC_BASE_URL")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_message_text: bool = Field(False, alias="LOG_MESSAGE_TEXT")
+    # Secret-bearing (it holds the instrumentation key); empty = telemetry stays in-process.
+    applicationinsights_connection_string: SecretStr = Field(
+        SecretStr(""), alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
 
     # --- Bot Framework identity (empty app id = anonymous mode, like the Emulator)
     microsoft_app_id: str = Field("", alias="MicrosoftAppId")

@@ -29,6 +29,10 @@ class TurnQueue:
         self._idle.set()
 
     @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
     def in_flight(self) -> int:
         return sum(len(jobs) for jobs in self._pending.values())
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from chat.model import Completion, DeploymentClient, ModelError, TextListener
+from chat.telemetry import ChatTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class DeploymentRouter:
         breaker_open_seconds: float = 30.0,
         default_cooldown_seconds: float = 10.0,
         deadline_seconds: float = 90.0,
+        telemetry: ChatTelemetry | None = None,
     ) -> None:
         if not clients:
             raise ValueError("at least one deployment is required")
@@ -68,6 +70,7 @@ class DeploymentRouter:
         self._breaker_open_seconds = breaker_open_seconds
         self._default_cooldown = default_cooldown_seconds
         self._deadline = deadline_seconds
+        self._telemetry = telemetry or ChatTelemetry()
 
     @property
     def deployment_names(self) -> list[str]:
@@ -103,15 +106,17 @@ class DeploymentRouter:
             if remaining <= 0:
                 break
             if previous is not None:
+                self._telemetry.spillover.add(1, {"from": previous, "to": name})
                 log.warning(
                     "spilling over", extra={"event": "spillover", "from": previous, "to": name}
                 )
             half_open = health.breaker_open_until > 0
             health.trial_in_flight = half_open
             try:
-                completion = await asyncio.wait_for(
-                    client.complete(messages, max_tokens, on_text), timeout=remaining
-                )
+                with self._telemetry.span("chat.model_attempt", deployment=name):
+                    completion = await asyncio.wait_for(
+                        client.complete(messages, max_tokens, on_text), timeout=remaining
+                    )
             except TimeoutError:
                 last_error = ModelError("deadline", deployment=name, retryable=False)
                 self._record_failure(health, name, last_error)
@@ -153,6 +158,8 @@ class DeploymentRouter:
 
     def _record_failure(self, health: DeploymentHealth, name: str, error: ModelError) -> None:
         now = time.monotonic()
+        if error.status in (429, 503):
+            self._telemetry.throttled.add(1, {"deployment": name, "status": error.status})
         if error.retry_after is not None:
             # The service told us how long: that is a cooldown, not a sign of a broken backend.
             health.cooldown_until = now + error.retry_after

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from chat.filters import (
     Verdict,
     parse_output_annotations,
@@ -25,6 +28,7 @@ from chat.filters import (
 from chat.model import ChatModel, Completion, ModelError, PromptFiltered
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
+from chat.telemetry import ChatTelemetry, correlation_id
 from chat.texts import all_texts, localize
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
@@ -116,6 +120,8 @@ class FilterPolicy:
 class TurnOutcome:
     """What happened, for the bot layer, telemetry and tests."""
 
+    deployment: str = ""
+
     duplicate: bool = False
     replied: bool = False
     status: str = "complete"
@@ -163,6 +169,7 @@ class ChatService:
         filters: FilterPolicy | None = None,
         log_message_text: bool = False,
         guard: TurnGuard | None = None,
+        telemetry: ChatTelemetry | None = None,
     ) -> None:
         self._messages = messages
         self._summaries = summaries
@@ -178,10 +185,43 @@ class ChatService:
         self._seq = _SeqClock()
         self._system_cache: dict[tuple[date, str, str], tuple[str, int]] = {}
         self._guard = guard
+        self._telemetry = telemetry or ChatTelemetry()
 
     async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
-        outcome = TurnOutcome(correlation_id=uuid.uuid4().hex[:12])
-        ref = outcome.correlation_id
+        """One turn, in a `chat.turn` span; its correlation id tags every log line inside."""
+        ref = uuid.uuid4().hex[:12]
+        token = correlation_id.set(ref)
+        started = time.monotonic()
+        reference = conversation_ref(safe_id(turn.conversation_key))
+        try:
+            with self._telemetry.span(
+                "chat.turn",
+                channel=turn.channel_id,
+                conversation_ref=reference,
+                correlation_id=ref,
+            ) as span:
+                outcome = await self._handle(turn, channel, ref)
+                span.set_attribute("turn.status", outcome.status)
+                if outcome.status not in {"complete", "duplicate"}:
+                    span.set_attribute("turn.notice", True)
+        finally:
+            correlation_id.reset(token)
+        if outcome.duplicate:
+            return outcome
+        self._telemetry.turn_latency.record(
+            (time.monotonic() - started) * 1000,
+            {"channel": turn.channel_id, "status": outcome.status},
+        )
+        if outcome.prompt_tokens or outcome.completion_tokens:
+            dimensions = {"deployment": outcome.deployment, "tenant": turn.tenant_id}
+            self._telemetry.tokens.add(outcome.prompt_tokens, {**dimensions, "kind": "prompt"})
+            self._telemetry.tokens.add(
+                outcome.completion_tokens, {**dimensions, "kind": "completion"}
+            )
+        return outcome
+
+    async def _handle(self, turn: TurnInput, channel: ReplyChannel, ref: str) -> TurnOutcome:
+        outcome = TurnOutcome(correlation_id=ref)
         conversation_id = safe_id(turn.conversation_key)
         text = turn.text.strip()
         if not text:
@@ -223,7 +263,8 @@ class ChatService:
 
         # 1. The prompt is stored before anything else: whatever happens next, it is not lost.
         try:
-            inserted = await self._messages.add_message(user_message)
+            with self._telemetry.span("store.add_message", role="user"):
+                inserted = await self._messages.add_message(user_message)
             outcome.store_ops.append("write:user_message")
         except StoreError:
             log.exception("storing the user message failed", extra=log_fields)
@@ -245,7 +286,8 @@ class ChatService:
                 await outcome.settle(None if outcome.status == "stopped" else used)
             # 3. One summary update per turn, whatever happened.
             try:
-                await self._summaries.apply_summary_delta(delta)
+                with self._telemetry.span("store.apply_summary_delta"):
+                    await self._summaries.apply_summary_delta(delta)
                 outcome.store_ops.append("write:summary")
             except StoreError:
                 log.exception("updating the conversation summary failed", extra=log_fields)
@@ -262,9 +304,10 @@ class ChatService:
         ref = outcome.correlation_id
         log_fields = {"ref": ref, "conversation": conversation_ref(user_message.conversation_id)}
         try:
-            history = await self._messages.recent_messages(
-                user_message.conversation_id, self._max_history
-            )
+            with self._telemetry.span("store.recent_messages"):
+                history = await self._messages.recent_messages(
+                    user_message.conversation_id, self._max_history
+                )
             outcome.store_ops.append("query:window")
         except StoreError:
             log.exception("reading the history window failed", extra=log_fields)
@@ -297,12 +340,11 @@ class ChatService:
         except DeliveryFailed:
             log.info("the channel refused the informative update", extra=log_fields)
         started = time.monotonic()
+        model_span = self._telemetry.tracer.start_span(
+            "chat.model_call", attributes={"tokens.window": window.prompt_tokens}
+        )
         try:
-            completion = await self._model.complete(
-                window.messages,
-                self._max_output_tokens,
-                on_text=channel.update if channel.streams else None,
-            )
+            completion = await self._call_model(model_span, window.messages, channel)
         except StreamStopped as stopped:
             await self._store_stopped(user_message, stopped, started, delta, outcome)
             return
@@ -338,6 +380,19 @@ class ChatService:
         verdict = parse_prompt_annotations(completion.prompt_filter_results).add(
             parse_output_annotations(completion.output_annotations)
         )
+        outcome.deployment = completion.deployment
+        model_span.set_attributes(
+            {
+                "deployment": completion.deployment,
+                "tokens.prompt": completion.prompt_tokens,
+                "tokens.completion": completion.completion_tokens,
+                "finish_reason": completion.finish_reason or "",
+                "filter.outcome": "filtered"
+                if verdict.filtered or completion.finish_reason == "content_filter"
+                else ("flagged" if verdict.notable else "none"),
+            }
+        )
+        model_span.end()
         self._log_filter_events(verdict, completion.deployment, user_message.conversation_id)
         delta.flag_reasons += verdict.review_reasons(self._filters.review_severity)
         if self._must_withhold(completion, verdict):
@@ -351,7 +406,8 @@ class ChatService:
         delivered = True
         activity_id: str | None = None
         try:
-            activity_id = await channel.final(Reply(shown_text, ai_generated=True))
+            with self._telemetry.span("chat.reply", streamed=channel.streams):
+                activity_id = await channel.final(Reply(shown_text, ai_generated=True))
         except StreamStopped as stopped:
             # Stopped after the last update (Teams: Stop pressed, or the 2-minute limit).
             await self._store_stopped(user_message, stopped, started, delta, outcome)
@@ -443,6 +499,26 @@ class ChatService:
         delta.prompt_tokens += completion.prompt_tokens
         delta.completion_tokens += completion.completion_tokens
 
+    async def _call_model(
+        self, span: Span, messages: list[dict[str, str]], channel: ReplyChannel
+    ) -> Completion:
+        """The routed model call inside its span; on failure the span records why and ends."""
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                return await self._model.complete(
+                    messages,
+                    self._max_output_tokens,
+                    on_text=channel.update if channel.streams else None,
+                )
+        except BaseException as exc:
+            span.set_attribute("error.kind", str(getattr(exc, "kind", type(exc).__name__)))
+            if isinstance(exc, PromptFiltered):
+                span.set_attribute("filter.outcome", "prompt_filtered")
+            else:
+                self._telemetry.fail(span, type(exc).__name__)
+            span.end()
+            raise
+
     def _must_withhold(self, completion: Completion, verdict: Verdict) -> bool:
         if completion.finish_reason == "content_filter" or verdict.filtered_categories("output"):
             return True
@@ -517,6 +593,15 @@ class ChatService:
                 or result.severity not in (None, "safe")
             ):
                 continue
+            self._telemetry.filter_events.add(
+                1,
+                {
+                    "category": result.category,
+                    "severity": result.severity or "",
+                    "source": result.source,
+                    "deployment": deployment,
+                },
+            )
             log.info(
                 "content_filter",
                 extra={
