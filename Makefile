@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.setup-stamp
 NODE_STAMP := node_modules/.setup-stamp
 
-.PHONY: setup run test lint format clean infra-check
+.PHONY: setup run test lint format clean infra-check cosmos-server
 
 NODE_DEPS := $(if $(wildcard package.json),$(NODE_STAMP))
 
@@ -28,6 +28,10 @@ run: setup
 
 test: setup lint infra-check
 	$(BIN)/python -m pytest
+
+# A local Cosmos DB protocol server for `COSMOS_ENDPOINT=https://127.0.0.1:8081 make run`.
+cosmos-server: setup
+	node tests/cosmos_server.js 8081
 
 # checkov on the Bicep (pinned, offline, its own venv: its dependencies clash with the app's).
 infra-check:
