@@ -91,10 +91,12 @@ class FeedbackRecorder:
             conversation_id, rated.id, Feedback(reaction=submission.reaction, text=submission.text)
         )
         if submission.reaction == "dislike" and not already_disliked:
+            # The summary's owner (a user, or the group of a shared conversation) is its key.
+            summary = await self._summaries.find_summary(conversation_id)
             await self._summaries.apply_summary_delta(
                 SummaryDelta(
                     conversation_id=conversation_id,
-                    user_id=rated.user_id,
+                    user_id=summary.user_id if summary is not None else rated.user_id,
                     channel_id=rated.channel_id,
                     tenant_id=rated.tenant_id,
                     negative_feedback=1,

@@ -95,6 +95,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             channel_id=activity.channel_id or "",
             locale=activity.locale or "en-US",
             has_attachments=_has_user_attachments(activity),
+            shared=is_teams_shared(activity),
         )
         if self._gate is not None:
             gated = await self._gate.before_turn(turn_context, turn)

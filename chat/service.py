@@ -51,6 +51,13 @@ class TurnInput:
     channel_id: str = ""
     locale: str = "en-US"
     has_attachments: bool = False
+    # Several people write in this conversation (a Teams group chat or channel thread): its
+    # summary belongs to the conversation, not to whoever happened to write first.
+    shared: bool = False
+
+    @property
+    def summary_owner(self) -> str:
+        return f"shared:{self.conversation_key}" if self.shared else self.user_id
 
 
 @dataclass(frozen=True)
@@ -254,7 +261,7 @@ class ChatService:
         outcome.user_message_id = user_message.id
         delta = SummaryDelta(
             conversation_id=conversation_id,
-            user_id=turn.user_id,
+            user_id=turn.summary_owner,
             channel_id=turn.channel_id,
             tenant_id=turn.tenant_id,
             title=_title(text),
