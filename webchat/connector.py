@@ -51,7 +51,7 @@ class LoopbackConnector:
     async def _body(self, request: web.Request) -> dict[str, Any] | None:
         try:
             body = json.loads(await request.read())
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
             return None
         return body if isinstance(body, dict) else None
 

@@ -264,7 +264,7 @@ class BuiltinDirectLine:
             conversation = self._conversation(grant)
             try:
                 body = json.loads(await request.read())
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
                 raise DirectLineError(400, "BadArgument", "The body is not valid JSON.") from None
             if not isinstance(body, dict):
                 raise DirectLineError(400, "BadArgument", "The body must be an activity.")
