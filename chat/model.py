@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import openai
-from openai import AsyncAzureOpenAI, AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from chat.filters import is_prompt_filter_error
 
@@ -110,6 +110,14 @@ def _retry_after(headers: Any) -> float | None:
 
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
+# Posted through the client's public `post`, not `chat.completions.create`: create() runs every
+# message through the SDK's TypedDict transform (a recursive pass per union member, about 0.5 ms
+# per message: 20 ms of CPU for a 40-message window, measured with bench/). Our messages are
+# already wire-format dicts of strings; the URL (Azure deployment path), auth headers, timeout
+# and error types are the same as create()'s.
+_CHAT_PATH = "/chat/completions"
+_CHAT_OPTIONS: RequestOptions = {"security": {"bearer_auth": True}}
+
 
 class DeploymentClient:
     """One deployment, one SDK client (and its connection pool), reused for every call."""
@@ -190,8 +198,15 @@ class DeploymentClient:
     async def _complete_once(
         self, messages: list[ChatCompletionMessageParam], max_tokens: int, started: float
     ) -> Completion:
-        response = await self._client.chat.completions.create(
-            model=self.deployment.deployment, messages=messages, max_tokens=max_tokens
+        response = await self._client.post(
+            _CHAT_PATH,
+            cast_to=ChatCompletion,
+            body={
+                "model": self.deployment.deployment,
+                "messages": messages,
+                "max_tokens": max_tokens,
+            },
+            options=_CHAT_OPTIONS,
         )
         extras = response.model_extra or {}
         choice = response.choices[0] if response.choices else None
@@ -219,12 +234,19 @@ class DeploymentClient:
         started: float,
         on_text: TextListener,
     ) -> Completion:
-        stream = await self._client.chat.completions.create(
-            model=self.deployment.deployment,
-            messages=messages,
-            max_tokens=max_tokens,
+        stream = await self._client.post(
+            _CHAT_PATH,
+            cast_to=ChatCompletion,
+            body={
+                "model": self.deployment.deployment,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            options=_CHAT_OPTIONS,
             stream=True,
-            stream_options={"include_usage": True},
+            stream_cls=AsyncStream[ChatCompletionChunk],
         )
         parts: list[str] = []
         finish_reason: str | None = None
