@@ -744,7 +744,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
         raise BadRequest("the body must be JSON") from exc
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")

@@ -21,12 +21,17 @@ log = logging.getLogger(__name__)
 
 BOTFRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 _TOKEN_REFRESH_MARGIN_SECONDS = 300
+_SEND_ATTEMPTS = 3
+_MAX_RETRY_WAIT_SECONDS = 5.0
 
 
 class ConnectorError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class TokenSource(Protocol):
@@ -139,7 +144,21 @@ class ConnectorClient:
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities"
         if reply_to_id:
             path += f"/{quote(reply_to_id, safe='')}"
-        return await self._call("POST", service_url, path, activity)
+        if activity.get("type") != "message":
+            return await self._call("POST", service_url, path, activity)
+        # A message (an answer or a notice) is worth a short wait: the connector throttles with
+        # 429 + Retry-After, and 429/503 mean the activity was not taken, so a retry cannot make
+        # a second copy. Typing/stream updates are not retried: the next update carries the text.
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return await self._call("POST", service_url, path, activity)
+            except ConnectorError as exc:
+                if exc.status not in (429, 503) or attempt + 1 == _SEND_ATTEMPTS:
+                    raise
+                wait = min(_MAX_RETRY_WAIT_SECONDS, exc.retry_after or 0.5 * 2**attempt)
+                log.info("the channel refused a message; retrying", extra={"status": exc.status})
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def update(
         self, service_url: str, conversation_id: str, activity_id: str, activity: dict[str, Any]
@@ -173,7 +192,9 @@ class ConnectorClient:
             ) as response:
                 if response.status >= 400:
                     raise ConnectorError(
-                        f"{method} to the channel failed with {response.status}", response.status
+                        f"{method} to the channel failed with {response.status}",
+                        response.status,
+                        _retry_after(response.headers.get("Retry-After")),
                     )
                 if response.content_length == 0 or response.status == 204:
                     return {}
@@ -181,3 +202,12 @@ class ConnectorClient:
                 return payload if isinstance(payload, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ConnectorError(f"{method} to the channel failed: {type(exc).__name__}") from exc
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not used by the Bot Connector)."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -19,12 +20,13 @@ from botbuilder.schema import Activity, ActivityTypes
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import RAW_ACTIVITY_KEY, conversation_key
+from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
 from bot.turns import ShuttingDown, TurnQueue
 
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 1024
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _QUEUED_TYPES = {
     ActivityTypes.message,
     ActivityTypes.conversation_update,
@@ -57,9 +59,27 @@ def _require_str(raw: dict[str, Any], *path: str, required: bool = True) -> str 
     return value
 
 
+def _without_lone_surrogates(value: Any, depth: int = 0) -> Any:
+    """JSON may escape half a surrogate pair (`"\\ud800"`); Python accepts it, but it cannot be
+    encoded as UTF-8 and a stored copy could not be read back. Each becomes U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if depth > 32:
+        return value
+    if isinstance(value, dict):
+        return {
+            _without_lone_surrogates(k, depth + 1): _without_lone_surrogates(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v, depth + 1) for v in value]
+    return value
+
+
 def validate_activity(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadActivity("the body must be a JSON object (a Bot Framework activity)")
+    raw.update(_without_lone_surrogates(raw))
     _require_str(raw, "type")
     _require_str(raw, "id", required=False)
     _require_str(raw, "channelId")
@@ -122,9 +142,13 @@ class MessagesEndpoint:
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
         return await self.accept(raw)
 
-    async def accept(self, raw: dict[str, Any]) -> web.Response:
+    async def accept(
+        self, raw: dict[str, Any], *, identity_from_server: bool = False
+    ) -> web.Response:
         """Run an activity that is already authenticated and validated (`validate_activity`):
-        from `handle`, or from an in-process channel such as the built-in Direct Line."""
+        from `handle`, or from an in-process channel such as the built-in Direct Line, which
+        builds `from` and the tenant itself (`identity_from_server`)."""
+        raw = {**raw, IDENTITY_FROM_SERVER: identity_from_server}
         try:
             activity = Activity().deserialize(raw)
         except Exception:  # msrest raises several types for malformed shapes

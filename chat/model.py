@@ -194,6 +194,9 @@ class DeploymentClient:
             raise ModelError(
                 "stream_error", deployment=self.deployment.name, retryable=True, body=body
             ) from exc
+        except ValueError as exc:
+            # A truncated or broken JSON body: the SDK's json.loads error escapes unwrapped.
+            raise ModelError("malformed", deployment=self.deployment.name, retryable=True) from exc
 
     async def _complete_once(
         self, messages: list[ChatCompletionMessageParam], max_tokens: int, started: float
@@ -283,7 +286,8 @@ class DeploymentClient:
                 body=exc.body if isinstance(exc.body, dict) else {},
                 partial_text="".join(parts),
             ) from exc
-        except (openai.APITimeoutError, openai.APIConnectionError, OSError) as exc:
+        except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
+            # ValueError: an event whose JSON is broken (the SDK parses each one with json.loads).
             raise ModelError(
                 "stream_cut",
                 deployment=self.deployment.name,

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Above this, a retry-after means a spent quota rather than a burst: log it as parked.
 PARKED_AFTER_SECONDS = 300.0
+# Cooldowns this short are waited out within the turn's deadline, up to this much in total.
+WAIT_OUT_COOLDOWN_SECONDS = 3.0
+_MAX_ROUNDS = 10
 
 
 class AllDeploymentsBusy(ModelError):
@@ -96,48 +99,79 @@ class DeploymentRouter:
         deadline = time.monotonic() + self._deadline
         last_error: ModelError | None = None
         previous: str | None = None
-        for client in self._clients:
-            name = client.deployment.name
-            health = self._health[name]
-            now = time.monotonic()
-            if health.available_at() > now or health.trial_in_flight:
-                continue
-            remaining = deadline - now
-            if remaining <= 0:
-                break
-            if previous is not None:
-                self._telemetry.spillover.add(1, {"from": previous, "to": name})
-                log.warning(
-                    "spilling over", extra={"event": "spillover", "from": previous, "to": name}
-                )
-            half_open = health.breaker_open_until > 0
-            health.trial_in_flight = half_open
-            try:
-                with self._telemetry.span("chat.model_attempt", deployment=name):
-                    completion = await asyncio.wait_for(
-                        client.complete(messages, max_tokens, on_text), timeout=remaining
+        out_of_time = False
+        waited = 0.0
+        for _round in range(_MAX_ROUNDS):
+            for client in self._clients:
+                name = client.deployment.name
+                health = self._health[name]
+                now = time.monotonic()
+                if health.available_at() > now or health.trial_in_flight:
+                    continue
+                remaining = deadline - now
+                if remaining <= 0:
+                    out_of_time = True
+                    break
+                if previous is not None:
+                    self._telemetry.spillover.add(1, {"from": previous, "to": name})
+                    log.warning(
+                        "spilling over", extra={"event": "spillover", "from": previous, "to": name}
                     )
-            except TimeoutError:
-                last_error = ModelError("deadline", deployment=name, retryable=False)
-                self._record_failure(health, name, last_error)
+                half_open = health.breaker_open_until > 0
+                health.trial_in_flight = half_open
+                try:
+                    with self._telemetry.span("chat.model_attempt", deployment=name):
+                        completion = await asyncio.wait_for(
+                            client.complete(messages, max_tokens, on_text), timeout=remaining
+                        )
+                except TimeoutError:
+                    last_error = ModelError("deadline", deployment=name, retryable=False)
+                    self._record_failure(health, name, last_error)
+                    out_of_time = True
+                    break
+                except ModelError as exc:
+                    last_error = exc
+                    if not exc.retryable:
+                        # Not a deployment problem (a filtered prompt, a bad request) or text was
+                        # already shown to the user: trying elsewhere would not help.
+                        self._record_outcome_without_penalty(health)
+                        raise
+                    self._record_failure(health, name, exc)
+                    previous = name
+                    continue
+                finally:
+                    health.trial_in_flight = False
+                self._record_success(health, name)
+                return completion
+            # Every deployment is cooling down: wait out a short cooldown (a burst of 429s with
+            # a retry-after of a second or two) instead of telling the user to come back later.
+            wait = self._short_cooldown_left()
+            if (
+                out_of_time
+                or wait is None
+                or waited + wait > WAIT_OUT_COOLDOWN_SECONDS
+                or time.monotonic() + wait >= deadline
+            ):
                 break
-            except ModelError as exc:
-                last_error = exc
-                if not exc.retryable:
-                    # Not a deployment problem (a filtered prompt, a bad request) or text was
-                    # already shown to the user: trying elsewhere would not help.
-                    self._record_outcome_without_penalty(health)
-                    raise
-                self._record_failure(health, name, exc)
-                previous = name
-                continue
-            finally:
-                health.trial_in_flight = False
-            self._record_success(health, name)
-            return completion
+            waited += wait
+            await asyncio.sleep(wait)
+            previous = None
         now = time.monotonic()
         throttled = any(h.cooldown_until > now for h in self._health.values())
         raise AllDeploymentsBusy(self._seconds_until_available(), last_error, throttled)
+
+    def _short_cooldown_left(self) -> float | None:
+        """Seconds until the first deployment whose only obstacle is a cooldown of at most
+        WAIT_OUT_COOLDOWN_SECONDS is back; None when there is none (failures, open breakers,
+        long waits: those get the busy notice now)."""
+        now = time.monotonic()
+        waits = [
+            h.cooldown_until - now
+            for h in self._health.values()
+            if h.breaker_open_until <= now and not h.trial_in_flight
+        ]
+        short = [w for w in waits if 0 < w <= WAIT_OUT_COOLDOWN_SECONDS]
+        return min(short) if short else None
 
     def _seconds_until_available(self) -> float:
         now = time.monotonic()

@@ -289,7 +289,7 @@ class BuiltinDirectLine:
             validate_activity(raw)
         except BadActivity as exc:
             raise DirectLineError(400, "BadArgument", str(exc)) from None
-        response = await self._messages().accept(raw)
+        response = await self._messages().accept(raw, identity_from_server=True)
         if response.status >= 400:
             status = 503 if response.status >= 500 else 400
             raise DirectLineError(status, "BotError", "The assistant could not take the message.")
