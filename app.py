@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -66,10 +66,17 @@ TURNS = web.AppKey("turns", TurnQueue)
 MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
 TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
 READINESS_TIMEOUT_SECONDS = 5.0
+# Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
+STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
 RETENTION_PURGE_SECONDS = 3600
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    store_wrapper: Callable[[Store], Store] | None = None,
+) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
     app[TELEMETRY] = ChatTelemetry()
@@ -79,6 +86,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         load_usage_policy(settings.usage_policy_file),
     )
     app[CLOCK] = clock or utc_now  # quotas and consent; tests move time
+    if store_wrapper is not None:
+        app[STORE_WRAPPER] = store_wrapper
     app.cleanup_ctx.extend(
         [_http_session, _azure_credential, _model_endpoint, _model, _store, _services]
     )
@@ -232,7 +241,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     else:
         store = SqliteStore(settings.sqlite_file, retention_days=settings.retention_days)
     await store.open()
-    app[STORE] = store
+    wrapper = app.get(STORE_WRAPPER)
+    app[STORE] = wrapper(store) if wrapper is not None else store
     try:
         yield
     finally:

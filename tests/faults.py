@@ -1,0 +1,324 @@
+"""A fault-injecting wrapper around a `Store`: errors, throttling, timeouts and slowness on chosen
+operations, the way a real store fails after its client's own retries (`StoreError`,
+`StoreThrottled`). Injected through `create_app(settings, store_wrapper=...)`, never by
+monkeypatching; the wrapped store is the real SQLite (or Cosmos) store.
+
+Used by tests/reliability and bench/soak.py (so it is typed strictly, unlike the rest of tests/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from storage.base import Store, StoreError, StoreThrottled
+from storage.models import (
+    AuditRecord,
+    ConversationSummary,
+    CounterResult,
+    Feedback,
+    Message,
+    Page,
+    SummaryDelta,
+    SummaryQuery,
+)
+
+T = TypeVar("T")
+
+READS = frozenset(
+    {
+        "get_message",
+        "recent_messages",
+        "conversation_messages",
+        "get_summary",
+        "find_summary",
+        "list_summaries",
+        "read_counter",
+        "list_audit",
+        "read_state",
+        "export_user",
+        "ping",
+    }
+)
+WRITES = frozenset(
+    {
+        "add_message",
+        "replace_message",
+        "set_feedback",
+        "apply_summary_delta",
+        "add_to_counter",
+        "append_audit",
+        "write_state",
+        "delete_state",
+        "delete_user",
+        "purge_expired",
+    }
+)
+
+
+class FaultKind(StrEnum):
+    ERROR = "error"  # HTTP 503 / 500 from the service: StoreError
+    THROTTLED = "throttled"  # 429 after the client's retries: StoreThrottled
+    TIMEOUT = "timeout"  # nothing came back in time: StoreError after a wait
+    LOST_RESPONSE = "lost_response"  # the write happened, the answer timed out: StoreError
+    SLOW = "slow"  # it works, late
+
+
+# (operation, positional arguments) -> whether this call is a target.
+Matcher = Callable[[str, tuple[Any, ...]], bool]
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    operations: frozenset[str]
+    remaining: int | None = None  # None: until cleared
+    delay: float = 0.05
+    probability: float = 1.0
+    when: Matcher | None = None
+
+
+def user_message_writes(operation: str, args: tuple[Any, ...]) -> bool:
+    """Matches writes of user prompts (not the assistant's answers or error records)."""
+    return bool(args) and isinstance(args[0], Message) and args[0].role.value == "user"
+
+
+def assistant_message_writes(operation: str, args: tuple[Any, ...]) -> bool:
+    return bool(args) and isinstance(args[0], Message) and args[0].role.value == "assistant"
+
+
+class FaultyStore:
+    """Delegates every `Store` method to `inner`, failing the ones a fault is armed for."""
+
+    def __init__(self, inner: Store, *, seed: int = 0) -> None:
+        self.inner = inner
+        self.name = f"faulty-{inner.name}"
+        self._faults: list[Fault] = []
+        self._random = random.Random(seed)
+        # (operation, kind) -> how many calls were failed or slowed that way.
+        self.injected: Counter[tuple[str, str]] = Counter()
+        self.calls: Counter[str] = Counter()
+
+    # --- arming
+
+    def fail(
+        self,
+        kind: FaultKind | str,
+        operations: str | frozenset[str] | set[str] = "all",
+        *,
+        count: int | None = None,
+        delay: float = 0.05,
+        probability: float = 1.0,
+        when: Matcher | None = None,
+    ) -> Fault:
+        """Arm a fault on `operations` ("read", "write", "all", one name or a set of names)
+        for the next `count` matching calls (None: until `clear`)."""
+        if isinstance(operations, str):
+            names = {"read": READS, "write": WRITES, "all": READS | WRITES}.get(
+                operations, frozenset({operations})
+            )
+        else:
+            names = frozenset(operations)
+        unknown = names - READS - WRITES
+        if unknown:
+            raise ValueError(f"not store operations: {sorted(unknown)}")
+        fault = Fault(FaultKind(kind), names, count, delay, probability, when)
+        self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    @property
+    def injected_total(self) -> int:
+        return sum(self.injected.values())
+
+    # --- the wrapper
+
+    def _pick(self, operation: str, args: tuple[Any, ...]) -> Fault | None:
+        for fault in self._faults:
+            if operation not in fault.operations:
+                continue
+            if fault.remaining is not None and fault.remaining <= 0:
+                continue
+            if fault.when is not None and not fault.when(operation, args):
+                continue
+            if fault.probability < 1.0 and self._random.random() >= fault.probability:
+                continue
+            if fault.remaining is not None:
+                fault.remaining -= 1
+            return fault
+        return None
+
+    async def _call(
+        self, operation: str, args: tuple[Any, ...], run: Callable[[], Awaitable[T]]
+    ) -> T:
+        self.calls[operation] += 1
+        fault = self._pick(operation, args)
+        if fault is None:
+            return await run()
+        self.injected[(operation, fault.kind.value)] += 1
+        if fault.kind is FaultKind.ERROR:
+            raise StoreError(f"injected: {operation} failed with HTTP 503")
+        if fault.kind is FaultKind.THROTTLED:
+            raise StoreThrottled(f"injected: the store is throttling {operation} (429)")
+        await asyncio.sleep(fault.delay)
+        if fault.kind is FaultKind.TIMEOUT:
+            raise StoreError(f"injected: {operation} failed: TimeoutError")
+        result = await run()
+        if fault.kind is FaultKind.LOST_RESPONSE:
+            raise StoreError(f"injected: {operation} failed: TimeoutError (after the write)")
+        return result
+
+    # --- lifecycle (never faulted: the app must start)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> None:
+        await self._call("ping", (), self.inner.ping)
+
+    async def purge_expired(self) -> int:
+        return await self._call("purge_expired", (), self.inner.purge_expired)
+
+    # --- messages
+
+    async def add_message(self, message: Message) -> bool:
+        return await self._call("add_message", (message,), lambda: self.inner.add_message(message))
+
+    async def replace_message(self, message: Message) -> None:
+        await self._call("replace_message", (message,), lambda: self.inner.replace_message(message))
+
+    async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
+        return await self._call(
+            "get_message",
+            (conversation_id, message_id),
+            lambda: self.inner.get_message(conversation_id, message_id),
+        )
+
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+        return await self._call(
+            "recent_messages",
+            (conversation_id, limit),
+            lambda: self.inner.recent_messages(conversation_id, limit),
+        )
+
+    async def conversation_messages(self, conversation_id: str) -> list[Message]:
+        return await self._call(
+            "conversation_messages",
+            (conversation_id,),
+            lambda: self.inner.conversation_messages(conversation_id),
+        )
+
+    async def set_feedback(
+        self, conversation_id: str, message_id: str, feedback: Feedback
+    ) -> Message | None:
+        return await self._call(
+            "set_feedback",
+            (conversation_id, message_id, feedback),
+            lambda: self.inner.set_feedback(conversation_id, message_id, feedback),
+        )
+
+    # --- summaries
+
+    async def apply_summary_delta(self, delta: SummaryDelta) -> None:
+        await self._call(
+            "apply_summary_delta", (delta,), lambda: self.inner.apply_summary_delta(delta)
+        )
+
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        return await self._call(
+            "get_summary",
+            (user_id, conversation_id),
+            lambda: self.inner.get_summary(user_id, conversation_id),
+        )
+
+    async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
+        return await self._call(
+            "find_summary", (conversation_id,), lambda: self.inner.find_summary(conversation_id)
+        )
+
+    async def list_summaries(
+        self, query: SummaryQuery, page_size: int, continuation: str | None = None
+    ) -> Page:
+        return await self._call(
+            "list_summaries",
+            (query, page_size, continuation),
+            lambda: self.inner.list_summaries(query, page_size, continuation),
+        )
+
+    # --- counters
+
+    async def add_to_counter(
+        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+    ) -> CounterResult:
+        return await self._call(
+            "add_to_counter",
+            (scope, window, amount, limit, ttl_seconds),
+            lambda: self.inner.add_to_counter(scope, window, amount, limit, ttl_seconds),
+        )
+
+    async def read_counter(self, scope: str, window: str) -> int:
+        return await self._call(
+            "read_counter", (scope, window), lambda: self.inner.read_counter(scope, window)
+        )
+
+    # --- audit
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        await self._call("append_audit", (record,), lambda: self.inner.append_audit(record))
+
+    async def list_audit(
+        self, limit: int, continuation: str | None = None
+    ) -> tuple[list[AuditRecord], str | None]:
+        return await self._call(
+            "list_audit", (limit, continuation), lambda: self.inner.list_audit(limit, continuation)
+        )
+
+    # --- bot state
+
+    async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+        return await self._call("read_state", (keys,), lambda: self.inner.read_state(keys))
+
+    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+        return await self._call(
+            "write_state",
+            (key, document, etag),
+            lambda: self.inner.write_state(key, document, etag),
+        )
+
+    async def delete_state(self, keys: list[str]) -> None:
+        await self._call("delete_state", (keys,), lambda: self.inner.delete_state(keys))
+
+    # --- user data
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        return await self._call("export_user", (user_id,), lambda: self.inner.export_user(user_id))
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        return await self._call("delete_user", (user_id,), lambda: self.inner.delete_user(user_id))
+
+
+def faulty(seed: int = 0) -> tuple[Callable[[Store], Store], Callable[[], FaultyStore]]:
+    """A `store_wrapper` for `create_app` and a getter for the FaultyStore it made."""
+    made: list[FaultyStore] = []
+
+    def wrap(inner: Store) -> Store:
+        store = FaultyStore(inner, seed=seed)
+        made.append(store)
+        return store
+
+    def get() -> FaultyStore:
+        if not made:
+            raise RuntimeError("the app has not opened its store yet")
+        return made[-1]
+
+    return wrap, get
