@@ -54,3 +54,9 @@ clean:
 .PHONY: teams-package
 teams-package: setup
 	$(BIN)/python -m infra.teams.build_package
+
+# Load benchmark of the full turn against stock botbuilder (a few minutes on 2 cores); figures
+# and chart in bench/results/latest.{json,png}. Bigger runs: make bench BENCH_ARGS="--turns 50".
+.PHONY: bench
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -7,9 +7,11 @@ it: chat service, controls, dialogs) and the process's peak RSS.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ class CountingSqliteStore(SqliteStore):
     def __init__(self, path: Path, retention_days: int = 0) -> None:
         super().__init__(path, retention_days)
         self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
         for name, _ in inspect.getmembers(SqliteStore, inspect.iscoroutinefunction):
             if name.startswith("_") or name in NOT_OPERATIONS:
                 continue
@@ -51,7 +54,11 @@ class CountingSqliteStore(SqliteStore):
         @functools.wraps(method)
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
-            return await method(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - started
 
         return counted
 
@@ -63,6 +70,24 @@ class _Factory(CountingSqliteStore):
     def __init__(self, path: Path, retention_days: int = 0) -> None:
         super().__init__(path, retention_days)
         STORES.append(self)
+
+
+LAGS: list[tuple[float, float]] = []  # (time.monotonic(), lag ms)
+
+
+async def _watch_loop_lag(app: web.Application) -> Any:
+    """Event-loop lag: how late a 10 ms sleep wakes up (a blocked or saturated loop shows)."""
+
+    async def watch() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            LAGS.append((time.monotonic(), (time.perf_counter() - started - 0.01) * 1000))
+            del LAGS[:-100_000]
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
 
 
 def rss_kib() -> dict[str, int]:
@@ -78,27 +103,50 @@ def rss_kib() -> dict[str, int]:
 
 async def stats(request: web.Request) -> web.Response:
     calls: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
     for store in STORES:
         calls.update(store.calls)
+        seconds.update(store.seconds)
     queue = request.app[app_module.TURNS]
     return web.json_response(
         {
             "store_calls": dict(calls),
+            "store_seconds": dict(seconds),
             "reads": sum(v for k, v in calls.items() if k in READS),
             "writes": sum(v for k, v in calls.items() if k not in READS),
             "rss_kib": rss_kib(),
             "turns_in_flight": queue.in_flight,
+            # Since `?since=` (time.monotonic(): the same clock in every process on Linux).
+            "loop_lag_ms": _lag_summary(float(request.query.get("since", "0"))),
         }
     )
 
 
+def _lag_summary(since: float) -> dict[str, float]:
+    lags = sorted(lag for at, lag in LAGS if at >= since)
+    if not lags:
+        return {}
+    return {
+        "samples": len(lags),
+        "p50": round(lags[len(lags) // 2], 2),
+        "p99": round(lags[int(len(lags) * 0.99)], 2),
+        "max": round(lags[-1], 2),
+    }
+
+
 def main() -> None:
+    import os
+    import sys
+
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     settings = app_module.load_settings()
     app_module.configure_logging(settings.log_level)
     # The counting store is the app's own SqliteStore with a call counter around each method.
     app_module.SqliteStore = _Factory  # type: ignore[misc]
     application = app_module.create_app(settings)
     application.router.add_get("/bench/stats", stats)
+    application.cleanup_ctx.append(_watch_loop_lag)
     web.run_app(
         application,
         host=settings.host,

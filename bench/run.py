@@ -35,7 +35,14 @@ import aiohttp
 
 from bench.channel import BENCH_APP_ID, BENCH_APP_PASSWORD, Channel
 from bench.load import LoadResult, drive, percentile
-from bench.processes import PROJECT_ROOT, Service, free_port, machine, process_rss_kib
+from bench.processes import (
+    PROJECT_ROOT,
+    Service,
+    free_port,
+    machine,
+    process_cpu_seconds,
+    process_rss_kib,
+)
 from storage.ids import safe_id
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -175,10 +182,10 @@ class OurStack:
         sim_exit = await self.simulator.stop()
         return {"app_exit_code": app_exit, "simulator_exit_code": sim_exit}
 
-    async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+    async def stats(self, session: aiohttp.ClientSession, since: float = 0.0) -> dict[str, Any]:
         """Store call counters; waits until the app has finished every accepted turn."""
         for _ in range(300):
-            async with session.get(f"{self.url}/bench/stats") as response:
+            async with session.get(f"{self.url}/bench/stats?since={since}") as response:
                 body: dict[str, Any] = await response.json()
             if body["turns_in_flight"] == 0:
                 return body
@@ -262,6 +269,22 @@ def summarize(result: LoadResult, model_ms: dict[str, float] | None = None) -> d
     return summary
 
 
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """CPU seconds so far of each process under test and of this one (load + channel)."""
+    pids = pids | {"load_generator_and_channel": os.getpid()}
+    return {name: (pid, process_cpu_seconds(pid)) for name, pid in pids.items()}
+
+
+def cpu_per_turn(before: dict[str, tuple[int, float]], turns: int) -> dict[str, Any]:
+    """CPU milliseconds per completed turn, per process, since `before`."""
+    return {
+        "cpu_ms_per_turn": {
+            name: round(1000 * (process_cpu_seconds(pid) - seconds) / max(turns, 1), 2)
+            for name, (pid, seconds) in before.items()
+        }
+    }
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     return {
         f"p{q}": round(percentile(values, q), 2) if values else float("nan") for q in (50, 95, 99)
@@ -272,11 +295,17 @@ def store_ops_per_turn(before: dict[str, Any], after: dict[str, Any], turns: int
     calls = Counter(after["store_calls"])
     calls.subtract(Counter(before["store_calls"]))
     per_method = {k: round(v / max(turns, 1), 2) for k, v in sorted(calls.items()) if v}
+    seconds = Counter(after.get("store_seconds", {}))
+    seconds.subtract(Counter(before.get("store_seconds", {})))
+    # Mean time from the call to its result (queue behind the one SQLite thread + the work).
+    mean_ms = {k: round(1000 * seconds[k] / v, 2) for k, v in sorted(calls.items()) if v > 0}
     return {
         "turns": turns,
         "queries_per_turn": round((after["reads"] - before["reads"]) / max(turns, 1), 2),
         "writes_per_turn": round((after["writes"] - before["writes"]) / max(turns, 1), 2),
         "per_method": per_method,
+        "mean_call_ms": mean_ms,
+        "event_loop_lag_ms": after.get("loop_lag_ms", {}),
     }
 
 
@@ -377,7 +406,8 @@ async def run(opts: Options) -> dict[str, Any]:
     session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        # Other work on the machine skews latency: the load average says how busy it was.
+        "machine": machine() | {"load_average_at_start": os.getloadavg()},
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
     }
     run_id = f"r{int(time.time())}"
@@ -400,6 +430,7 @@ async def run(opts: Options) -> dict[str, Any]:
         )
         stock_sweep = []
         for c in opts.sweep:
+            cpu = cpu_snapshot({"bot": stock.service.pid})
             result = await drive(
                 session,
                 channel,
@@ -410,7 +441,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 run_id=f"{run_id}-stock-{c}",
                 time_limit=opts.time_limit,
             )
-            stock_sweep.append(summarize(result))
+            stock_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
             print(_line("stock echo", stock_sweep[-1]))
         report["stock"] = {
             "sweep": stock_sweep,
@@ -429,6 +460,7 @@ async def run(opts: Options) -> dict[str, Any]:
         for c in opts.sweep:
             profiling = opts.profile and c == opts.ratio_concurrency
             raw_profile = workdir / "profile.raw"
+            cpu = cpu_snapshot({"bot": stack0.app.pid, "simulator": stack0.simulator.pid})
             async with (
                 Profiler(stack0.app.pid, raw_profile) if profiling else contextlib.nullcontext()
             ):
@@ -442,10 +474,11 @@ async def run(opts: Options) -> dict[str, Any]:
                     run_id=f"{run_id}-ours-{c}",
                     time_limit=opts.time_limit,
                 )
-            ours_sweep.append(summarize(result))
+            ours_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
             print(_line("ours (0 ms model)", ours_sweep[-1]))
             if profiling:
                 report["profile"] = summarize_profile(raw_profile)
+                shutil.copy(raw_profile, opts.out / f"{opts.name}-profile.txt")
                 report["profile"]["phase"] = f"ours, 0 ms model, {c} conversations"
         report["ours_model_0ms"] = {"sweep": ours_sweep}
         report["long_conversation"] = await long_conversation(
@@ -465,6 +498,8 @@ async def run(opts: Options) -> dict[str, Any]:
             session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
         )
         before = await stack_latency.stats(session)
+        phase_started = time.monotonic()
+        cpu = cpu_snapshot({"bot": stack_latency.app.pid, "simulator": stack_latency.simulator.pid})
         result = await drive(
             session,
             channel,
@@ -475,11 +510,11 @@ async def run(opts: Options) -> dict[str, Any]:
             run_id=f"{run_id}-lat",
             time_limit=opts.time_limit,
         )
-        after = await stack_latency.stats(session)
+        after = await stack_latency.stats(session, since=phase_started)
         stored = stack_latency.stored_turns({t.conversation_id for t in result.turns})
         measured = {a: float(v["model_ms"] or 0) for a, v in stored.items()}
         configured = dict.fromkeys((t.activity_id for t in result.turns), opts.model_latency_ms)
-        latency = summarize(result, measured)
+        latency = summarize(result, measured) | cpu_per_turn(cpu, result.completed)
         latency["bot_overhead_vs_configured_model_ms"] = summarize(result, configured)[
             "bot_overhead_ms"
         ]
@@ -516,6 +551,7 @@ async def run(opts: Options) -> dict[str, Any]:
         await session.close()
         await channel.stop()
     shutil.rmtree(workdir, ignore_errors=True)  # kept (logs) when the run failed
+    report["machine"]["load_average_at_end"] = os.getloadavg()
     report["summary"] = headline(report, opts)
     return report
 

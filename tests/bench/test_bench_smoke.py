@@ -1,0 +1,91 @@
+"""`python -m bench` end to end with tiny numbers: every process starts, every turn is answered
+through JWT auth and the recording connector, and the JSON and PNG are written. Nothing here
+asserts speed; the figures are `make bench`'s business."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from bench.processes import PROJECT_ROOT
+
+
+def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
+    args = [
+        "--sweep=1,2",
+        "--turns=2",
+        "--stock-turns=2",
+        "--ratio-concurrency=2",
+        "--latency-concurrency=2",
+        "--latency-turns=2",
+        "--model-latency-ms=50",
+        "--memory-conversations=5",
+        "--memory-turns=1",
+        "--long-turns=4",
+        "--time-limit=60",
+        f"--out={tmp_path}",
+        "--name=smoke",
+    ]
+    run = subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "bench", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+
+    for target in ("stock", "ours_model_0ms"):
+        sweep = report[target]["sweep"]
+        assert [s["concurrency"] for s in sweep] == [1, 2]
+        for phase in sweep:
+            assert phase["failed_turns"] == 0 and phase["rejected_requests"] == 0
+            assert (
+                phase["completed_turns"] == phase["concurrency"] * phase["turns_per_conversation"]
+            )
+            assert phase["turns_per_second"] > 0
+            assert phase["cpu_ms_per_turn"]["bot"] > 0
+
+    latency = report["ours_model_latency"]
+    assert latency["completed_turns"] == 4
+    # The bot measured the simulated model latency on every turn, and it is subtracted.
+    assert latency["model_latency_ms_measured_by_bot"]["p50"] >= 50
+    assert latency["bot_overhead_ms"]["p50"] < latency["reply_latency_ms"]["p50"]
+    assert len(latency["overhead_samples_ms"]) == 4
+    # Clean shutdowns: SIGTERM drained and closed everything.
+    assert latency["app_exit_code"] == 0
+    assert report["ours_model_0ms"]["app_exit_code"] == 0
+
+    ops = report["store_ops"]
+    assert ops["per_method"]["recent_messages"] == 1  # the window: one query per turn
+    assert ops["per_method"]["add_message"] == 2  # the prompt and the answer
+    assert ops["queries_per_turn"] == 1
+
+    memory = report["memory"]
+    assert memory["completed_turns"] == 5
+    assert memory["app_rss_kib"]["VmHWM"] > 0
+
+    long = report["long_conversation"]
+    tokens = long["prompt_tokens_by_turn"]
+    assert long["turns"] == 4 and len(tokens) == 4
+    assert 0 < tokens[0] < tokens[-1] <= long["history_token_budget"]
+
+    summary = report["summary"]
+    assert summary["ratio_concurrency"] == 2
+    assert summary["throughput_ratio"] > 0
+    assert set(summary["targets"]) == {
+        "throughput_ratio_at_least_10",
+        "overhead_p99_at_most_20_ms",
+        "peak_rss_at_most_300_mib",
+        "prompt_tokens_within_budget",
+        "store_at_most_1_query_3_writes",
+    }
+
+    with Image.open(tmp_path / "smoke.png") as chart:
+        assert chart.format == "PNG" and chart.width > 600

@@ -1,0 +1,159 @@
+"""SIGTERM under load: `python app.py` stops accepting, finishes every acknowledged turn (reply sent
+and answer stored) within the grace period, closes its clients and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.processes import PROJECT_ROOT, free_port
+from simulator import SimulatorConfig, run_simulator
+from tests.support import RecordingConnector, TokenIssuer, message_activity
+
+APP_ID = "drain-test-bot"
+TTFT_MS = 1200  # every turn is still waiting for the model when SIGTERM arrives
+CONVERSATIONS = 6
+TURNS_EACH = 2  # turns of one conversation run in order: the second waits for the first
+
+
+@pytest.fixture
+async def slow_simulator_url() -> AsyncIterator[str]:
+    runner, url = await run_simulator(SimulatorConfig(time_to_first_token_ms=TTFT_MS))
+    yield url
+    await runner.cleanup()
+
+
+async def start_app(
+    tmp_path: Path, port: int, simulator: str, issuer: TokenIssuer
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MicrosoftAppId": APP_ID,
+        "MicrosoftAppPassword": "drain-test-secret",
+        "MicrosoftAppType": "MultiTenant",
+        "BOT_OPENID_METADATA_URL": f"{issuer.url}/.well-known/openidconfiguration",
+        "BOT_LOGIN_AUTHORITY": issuer.url,
+        "AZURE_OPENAI_ENDPOINT": simulator,
+        "AZURE_OPENAI_API_KEY": "test-key",
+        "DATA_DIR": str(tmp_path / "data"),
+        "SHUTDOWN_GRACE_SECONDS": "30",
+        "LOG_LEVEL": "INFO",
+    }
+    log = (tmp_path / "app.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "app.py",
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return process
+            except aiohttp.ClientError:
+                pass
+            if process.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"app did not start: {(tmp_path / 'app.log').read_text()[-2000:]}")
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, activity: dict[str, Any], token: str
+) -> int:
+    try:
+        async with session.post(
+            url, json=activity, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0  # refused: the listener is closed
+
+
+def stored_answers(db_file: Path) -> dict[str, dict[str, Any]]:
+    """Answers in the app's SQLite file, keyed by the activity id of the message they answer."""
+    db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    try:
+        docs = [json.loads(row[0]) for row in db.execute("SELECT doc FROM messages")]
+    finally:
+        db.close()
+    users = {d["id"]: d["activityId"] for d in docs if d["role"] == "user"}
+    return {users[d["replyToId"]]: d for d in docs if d["role"] == "assistant"}
+
+
+async def test_sigterm_under_load_loses_no_acknowledged_turn(
+    tmp_path: Path,
+    slow_simulator_url: str,
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    port = free_port()
+    process = await start_app(tmp_path, port, slow_simulator_url, token_issuer)
+    url = f"http://127.0.0.1:{port}/api/messages"
+    token = token_issuer.mint(APP_ID, connector.url)
+    activities = [
+        message_activity(
+            connector.url,
+            f"Question {turn} in conversation {c}",
+            activity_id=f"drain-{c}-{turn}",
+            conversation_id=f"drain-conv-{c}",
+            user_id=f"drain-user-{c}",
+        )
+        for turn in range(TURNS_EACH)
+        for c in range(CONVERSATIONS)
+    ]
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
+        assert statuses == [202] * len(activities)
+        acknowledged = [a["id"] for a in activities]
+
+        process.send_signal(signal.SIGTERM)
+        # Whatever still reaches the app while it shuts down is refused, or, if it was
+        # acknowledged, it is owed a reply like the others.
+        await asyncio.sleep(0.3)
+        late = message_activity(
+            connector.url, "A late question", activity_id="drain-late", conversation_id="late"
+        )
+        late_status = await post(session, url, late, token)
+        assert late_status in (0, 202, 503), late_status
+        if late_status == 202:
+            acknowledged.append("drain-late")
+
+    exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+    log = (tmp_path / "app.log").read_text()
+    assert exit_code == 0, log[-3000:]
+    assert "shutdown deadline passed" not in log
+
+    replied = {
+        call.activity_id
+        for call in connector.calls
+        if call.method == "POST" and call.body.get("type") == "message"
+    }
+    assert set(acknowledged) <= replied, sorted(set(acknowledged) - replied)
+    answers = stored_answers(tmp_path / "data" / "chat.db")
+    assert set(acknowledged) <= set(answers), sorted(set(acknowledged) - set(answers))
+    # Real model answers, not error notices: every drained turn reached the (slow) model.
+    assert all(answers[a]["status"] == "complete" for a in acknowledged)
+    assert all(answers[a]["latencyMs"] >= TTFT_MS for a in acknowledged)
+    # Per conversation, the second turn was answered after the first.
+    order = [c.activity_id for c in connector.calls if c.body.get("type") == "message"]
+    for c in range(CONVERSATIONS):
+        assert order.index(f"drain-{c}-0") < order.index(f"drain-{c}-1")
