@@ -30,6 +30,8 @@ from storage.ids import safe_id
 
 log = logging.getLogger(__name__)
 
+# Set by `MessagesEndpoint.accept` on activities whose identity the app built itself.
+IDENTITY_FROM_SERVER = "_identityFromServer"
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
 
 
@@ -37,15 +39,33 @@ def conversation_key(activity: Activity) -> str:
     return f"{activity.channel_id}:{activity.conversation.id}"
 
 
-def user_key(activity: Activity) -> str:
+# Channels whose clients (browsers) write `from` and channelData themselves.
+_CLIENT_WRITTEN_CHANNELS = frozenset({"directline", "webchat"})
+
+
+def identity_is_vouched(activity: Activity, raw: dict[str, Any]) -> bool:
+    """Whether `from.aadObjectId` and the tenant in channelData can be believed. Channel
+    services such as Teams set them (and Bot Service authenticates the channel); the built-in
+    Direct Line sets them from the sign-in. Through Azure's Direct Line they come from the
+    browser, so they identify nobody."""
+    if raw.get(IDENTITY_FROM_SERVER) is True:
+        return True
+    return activity.channel_id not in _CLIENT_WRITTEN_CHANNELS
+
+
+def user_key(activity: Activity, raw: dict[str, Any] | None = None) -> str:
     account = activity.from_property
     if account is None:
         return ""
+    if not identity_is_vouched(activity, raw or {}):
+        return str(account.id or "")
     # Teams: the Entra object id is the stable identity; `from.id` is per bot registration.
     return str(account.aad_object_id or account.id or "")
 
 
 def tenant_key(activity: Activity, raw: dict[str, Any]) -> str:
+    if not identity_is_vouched(activity, raw):
+        return ""
     # botbuilder's schema drops `conversation.tenantId`; Teams puts the tenant in channelData.
     channel_data = raw.get("channelData")
     if isinstance(channel_data, dict):
@@ -90,7 +110,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             conversation_key=conversation_key(activity),
             activity_id=activity.id or "",
             text=text,
-            user_id=user_key(activity),
+            user_id=user_key(activity, raw),
             tenant_id=tenant_key(activity, raw),
             channel_id=activity.channel_id or "",
             locale=activity.locale or "en-US",

@@ -20,7 +20,7 @@ from botbuilder.schema import Activity, ActivityTypes
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import RAW_ACTIVITY_KEY, conversation_key
+from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
 from bot.turns import ShuttingDown, TurnQueue
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,13 @@ class MessagesEndpoint:
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
         return await self.accept(raw)
 
-    async def accept(self, raw: dict[str, Any]) -> web.Response:
+    async def accept(
+        self, raw: dict[str, Any], *, identity_from_server: bool = False
+    ) -> web.Response:
         """Run an activity that is already authenticated and validated (`validate_activity`):
-        from `handle`, or from an in-process channel such as the built-in Direct Line."""
+        from `handle`, or from an in-process channel such as the built-in Direct Line, which
+        builds `from` and the tenant itself (`identity_from_server`)."""
+        raw = {**raw, IDENTITY_FROM_SERVER: identity_from_server}
         try:
             activity = Activity().deserialize(raw)
         except Exception:  # msrest raises several types for malformed shapes

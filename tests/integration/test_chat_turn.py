@@ -193,3 +193,23 @@ async def test_reply_that_the_channel_refuses_is_kept_with_error_status(
 async def test_health_endpoint_answers(bot: TestClient[Any, Any]) -> None:
     response = await bot.get("/healthz")
     assert response.status == 200
+
+
+async def test_identity_claimed_by_a_browser_through_azure_direct_line_is_not_believed(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    # Through Azure's Direct Line, `from.aadObjectId` and channelData come from the browser.
+    activity = message_activity(
+        connector.url,
+        "who am I?",
+        channel_id="directline",
+        user_id="dl_opaque-user",
+        channelData={"tenant": {"id": "someone-elses-tenant"}},
+        **{"from": {"id": "dl_opaque-user", "aadObjectId": "victim-object-id"}},
+    )
+    assert await post(bot, activity) == 202
+    await connector.wait_for_messages(1)
+    await settle(bot)
+    [user, _] = await bot.server.app[STORE].conversation_messages(safe_id("directline:conv-1"))
+    assert user.user_id == "dl_opaque-user"
+    assert user.tenant_id == ""
