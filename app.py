@@ -258,7 +258,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         messages=store,
         summaries=store,
         model=model,
-        counter=TokenCounter(settings.azure_openai_model),
+        # The window is counted with the first deployment's tokenizer; spill-over targets of
+        # another family are close enough for a budget (they report their real usage).
+        counter=TokenCounter(
+            settings.deployments[0].model if settings.deployments else settings.azure_openai_model
+        ),
         prompts=PromptBuilder(
             settings.system_prompt_file,
             settings.organization_name,
