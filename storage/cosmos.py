@@ -26,8 +26,6 @@ which `CONTAINER_SPECS` declares and the Bicep module must declare too.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -45,6 +43,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from storage.base import ETagMismatch, Store, StoreError, StoreThrottled
+from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.models import (
     AuditRecord,
@@ -213,20 +212,6 @@ def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
     if "rawId" in doc:
         clean["id"] = doc["rawId"]
     return clean
-
-
-def _encode_cursor(*values: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
-
-
-def _decode_cursor(token: str, size: int) -> list[str]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("invalid continuation token") from exc
-    if not isinstance(values, list) or len(values) != size:
-        raise ValueError("invalid continuation token")
-    return [str(v) for v in values]
 
 
 def _status(exc: CosmosHttpResponseError) -> int:
@@ -684,7 +669,7 @@ class CosmosStore:
             # Narrows the scan; `matches` below has the final (casefold) word.
             where("CONTAINS(LOWER(c.title), @title)", "@title", query.title_contains.lower())
         if continuation:
-            at, item_id = _decode_cursor(continuation, 2)
+            at, item_id = decode_cursor(continuation, 2)
             where(
                 "(c.lastActivityAt < @at OR (c.lastActivityAt = @at AND c.id < @id))",
                 "@at",
@@ -718,7 +703,7 @@ class CosmosStore:
                 last = doc
         token = None
         if more and last is not None:
-            token = _encode_cursor(str(last["lastActivityAt"]), str(last["id"]))
+            token = encode_cursor(str(last["lastActivityAt"]), str(last["id"]))
         return Page(items=items, continuation=token)
 
     # --- counters (quotas and rate limits)
@@ -820,7 +805,7 @@ class CosmosStore:
         sql = "SELECT * FROM c"
         params: list[dict[str, Any]] = []
         if continuation:
-            at, item_id = _decode_cursor(continuation, 2)
+            at, item_id = decode_cursor(continuation, 2)
             sql += " WHERE (c.at < @at OR (c.at = @at AND c.id < @id))"
             params = [{"name": "@at", "value": at}, {"name": "@id", "value": item_id}]
         sql += " ORDER BY c.at DESC, c.id DESC"
@@ -836,7 +821,7 @@ class CosmosStore:
         token = None
         if len(docs) > limit:
             last = docs[limit - 1]
-            token = _encode_cursor(str(last["at"]), str(last["id"]))
+            token = encode_cursor(str(last["at"]), str(last["id"]))
         return records, token
 
     # --- bot state

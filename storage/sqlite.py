@@ -9,7 +9,6 @@ several app processes share the file.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import sqlite3
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from storage.base import ETagMismatch, StoreError
+from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
     AuditRecord,
     ConversationSummary,
@@ -79,20 +79,6 @@ CREATE TABLE IF NOT EXISTS botstate (
     doc TEXT NOT NULL
 );
 """
-
-
-def _encode_cursor(*values: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
-
-
-def _decode_cursor(token: str, size: int) -> list[str]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("invalid continuation token") from exc
-    if not isinstance(values, list) or len(values) != size:
-        raise ValueError("invalid continuation token")
-    return [str(v) for v in values]
 
 
 def _iso(value: datetime) -> str:
@@ -318,7 +304,7 @@ class SqliteStore:
             clauses.append("last_activity_at < ?")
             params.append(_iso(query.until))
         if continuation:
-            at, conversation_id = _decode_cursor(continuation, 2)
+            at, conversation_id = decode_cursor(continuation, 2)
             clauses.append(
                 "(last_activity_at < ? OR (last_activity_at = ? AND conversation_id < ?))"
             )
@@ -343,7 +329,7 @@ class SqliteStore:
             else:
                 return Page(items=items, continuation=None)
             assert last is not None
-            token = _encode_cursor(_iso(last.last_activity_at), last.conversation_id)
+            token = encode_cursor(_iso(last.last_activity_at), last.conversation_id)
             return Page(items=items, continuation=token)
 
         return await self._run(scan)
@@ -398,7 +384,7 @@ class SqliteStore:
         params: list[Any] = []
         where = ""
         if continuation:
-            at, record_id = _decode_cursor(continuation, 2)
+            at, record_id = decode_cursor(continuation, 2)
             where = "WHERE at < ? OR (at = ? AND id < ?)"
             params = [at, at, record_id]
         rows = await self._run(
@@ -410,7 +396,7 @@ class SqliteStore:
         records = [AuditRecord.model_validate_json(row[0]) for row in rows[:limit]]
         token = None
         if len(rows) > limit:
-            token = _encode_cursor(_iso(records[-1].at), records[-1].id)
+            token = encode_cursor(_iso(records[-1].at), records[-1].id)
         return records, token
 
     # --- bot state
