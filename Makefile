@@ -60,3 +60,11 @@ teams-package: setup
 .PHONY: bench
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Ten minutes of mixed load with injected faults (store, model, channel) on loopback; prints and
+# writes bench/results/soak.json (attempted, answered, notices, lost, duplicates, errors by kind)
+# and fails when anything was lost or answered twice. Shorter: make soak SOAK_SECONDS=60.
+.PHONY: soak
+SOAK_SECONDS ?= 600
+soak: setup
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m bench.soak
