@@ -66,7 +66,7 @@ class Options:
     memory_turns: int = 2
     long_turns: int = 200
     time_limit: float = 60.0
-    profile: bool = False
+    profile: bool = True
     out: Path = RESULTS_DIR
     name: str = "latest"
     chart: bool = True
@@ -96,7 +96,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--long-turns", type=int, default=int(env("BENCH_LONG_TURNS", "200")))
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per phase")
     parser.add_argument(
-        "--profile", action="store_true", default=env("BENCH_PROFILE", "") not in ("", "0")
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        default=env("BENCH_PROFILE", "1") not in ("", "0"),
+        help="skip the py-spy run (it needs ptrace)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="latest")
@@ -458,28 +462,39 @@ async def run(opts: Options) -> dict[str, Any]:
         )
         ours_sweep = []
         for c in opts.sweep:
-            profiling = opts.profile and c == opts.ratio_concurrency
-            raw_profile = workdir / "profile.raw"
             cpu = cpu_snapshot({"bot": stack0.app.pid, "simulator": stack0.simulator.pid})
-            async with (
-                Profiler(stack0.app.pid, raw_profile) if profiling else contextlib.nullcontext()
-            ):
-                result = await drive(
+            result = await drive(
+                session,
+                channel,
+                bot,
+                target="ours",
+                concurrency=c,
+                turns=opts.turns,
+                run_id=f"{run_id}-ours-{c}",
+                time_limit=opts.time_limit,
+            )
+            ours_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
+            print(_line("ours (0 ms model)", ours_sweep[-1]))
+        if opts.profile:
+            # A separate run under py-spy, so sampling does not slow the measured sweep.
+            raw_profile = workdir / "profile.raw"
+            async with Profiler(stack0.app.pid, raw_profile):
+                await drive(
                     session,
                     channel,
                     bot,
                     target="ours",
-                    concurrency=c,
+                    concurrency=opts.ratio_concurrency,
                     turns=opts.turns,
-                    run_id=f"{run_id}-ours-{c}",
+                    run_id=f"{run_id}-profile",
                     time_limit=opts.time_limit,
                 )
-            ours_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
-            print(_line("ours (0 ms model)", ours_sweep[-1]))
-            if profiling:
-                report["profile"] = summarize_profile(raw_profile)
+            report["profile"] = summarize_profile(raw_profile)
+            report["profile"]["phase"] = (
+                f"ours, 0 ms model, {opts.ratio_concurrency} conversations x {opts.turns} turns"
+            )
+            if raw_profile.exists():
                 shutil.copy(raw_profile, opts.out / f"{opts.name}-profile.txt")
-                report["profile"]["phase"] = f"ours, 0 ms model, {c} conversations"
         report["ours_model_0ms"] = {"sweep": ours_sweep}
         report["long_conversation"] = await long_conversation(
             session, channel, stack0, opts, run_id
