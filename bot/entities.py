@@ -18,6 +18,8 @@ class AIGeneratedLabel(Entity):  # type: ignore[misc]
         "at_id": {"key": "@id", "type": "str"},
         "additional_type": {"key": "additionalType", "type": "[str]"},
         "citation": {"key": "citation", "type": "[object]"},
+        # Web Chat shows thumbs up/down when these are present (bot/webchat_shapes.py).
+        "potential_action": {"key": "potentialAction", "type": "[object]"},
     }
 
     def __init__(self, citation: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
@@ -27,6 +29,7 @@ class AIGeneratedLabel(Entity):  # type: ignore[misc]
         self.at_id = ""
         self.additional_type = ["AIGeneratedContent"]
         self.citation = citation or None
+        self.potential_action: list[dict[str, Any]] | None = None
 
 
 class StreamInfo(Entity):  # type: ignore[misc]

@@ -10,7 +10,12 @@ from botbuilder.core import ActivityHandler, InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
 from bot.connector import ConnectorError
-from bot.feedback import SUBMIT_ACTION_INVOKE, FeedbackRecorder, parse_feedback
+from bot.feedback import (
+    SUBMIT_ACTION_INVOKE,
+    FeedbackRecorder,
+    FeedbackSubmission,
+    parse_feedback,
+)
 from bot.streaming import reply_channel_for
 from bot.teams import (
     BotProfile,
@@ -22,6 +27,7 @@ from bot.teams import (
     is_teams_shared,
     remove_bot_mentions,
 )
+from bot.webchat_shapes import FEEDBACK_EVENT, WEB_CHAT_CHANNELS, feedback_from_event
 from chat.service import ChatService, TurnInput
 from chat.texts import localize
 from dialogs.gate import ConversationGate
@@ -123,6 +129,26 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
                 return  # answered by the gate: a refusal, a command or the consent question
             turn = gated
         await self._chat.handle(turn, reply_channel_for(turn_context))
+
+    async def on_event_activity(self, turn_context: TurnContext) -> None:
+        """Web Chat's thumbs arrive as an event (through Azure's Direct Line; the built-in one
+        turns them into the `message/submitAction` invoke first)."""
+        activity: Activity = turn_context.activity
+        if activity.name != FEEDBACK_EVENT or activity.channel_id not in WEB_CHAT_CHANNELS:
+            return
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        parsed = feedback_from_event(raw)
+        if parsed is None:
+            log.info("a feedback event without a rating was ignored")
+            return
+        rated, reaction, text = parsed
+        try:
+            await self._feedback.record(
+                conversation_key(activity),
+                FeedbackSubmission(rated, "like" if reaction == "like" else "dislike", text),
+            )
+        except StoreError:
+            log.exception("storing feedback failed")
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         # botbuilder's ActivityHandler answers every invoke it does not know with 501.

@@ -20,9 +20,10 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
 from bot.connector import ConnectorError
-from bot.entities import StreamInfo
+from bot.entities import AIGeneratedLabel, StreamInfo
 from bot.replies import MessageReplyChannel, reply_activity
 from bot.teams import is_teams, is_teams_personal
+from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
 from chat.service import DeliveryFailed, Reply, ReplyChannel, StreamStopped
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 MIN_UPDATE_INTERVAL_SECONDS = 1.0
 # Direct Line (Azure's and the built-in one) carries typing activities to Web Chat, which renders
 # streaminfo; other channels (Emulator, test clients) get one message.
-STREAMING_CHANNELS = frozenset({"directline", "webchat"})
+STREAMING_CHANNELS = WEB_CHAT_CHANNELS
 
 
 def reply_channel_for(context: TurnContext) -> ReplyChannel:
@@ -57,6 +58,8 @@ class StreamingReplyChannel:
         self._sequence = 0
         self._last_sent = 0.0
         self._shown = ""
+        # Web Chat reads the stream from channelData and wants its thumbs on the AI label.
+        self._web_chat = context.activity.channel_id in WEB_CHAT_CHANNELS
 
     @property
     def streams(self) -> bool:
@@ -110,10 +113,17 @@ class StreamingReplyChannel:
                 StreamInfo("final", stream_id=self._stream_id),
                 *(activity.entities or []),
             ]
+            if self._web_chat:
+                # The stream id is what the stored answer's activity id is: a click rates it.
+                for entity in activity.entities:
+                    if isinstance(entity, AIGeneratedLabel):
+                        entity.potential_action = feedback_actions(self._stream_id)
         await self._send(activity)
         return self._stream_id
 
     async def _send(self, activity: Activity) -> str:
+        if self._web_chat:
+            _mirror_stream_info(activity)
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
@@ -123,3 +133,17 @@ class StreamingReplyChannel:
                 raise StreamStopped(self._shown) from exc
             raise DeliveryFailed(str(exc)) from exc
         return str(response.id) if response is not None and response.id else ""
+
+
+def _mirror_stream_info(activity: Activity) -> None:
+    """Copy the streaminfo entity into channelData, where Web Chat looks for it."""
+    for entity in activity.entities or []:
+        if isinstance(entity, StreamInfo):
+            data = dict(activity.channel_data or {})
+            data["streamType"] = entity.stream_type
+            if entity.stream_id:
+                data["streamId"] = entity.stream_id
+            if entity.stream_sequence is not None:
+                data["streamSequence"] = entity.stream_sequence
+            activity.channel_data = data
+            return

@@ -18,14 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.routes import json_error
-from webchat.activities import (
-    add_feedback_actions,
-    mirror_stream_info,
-    now_iso,
-    public_copy,
-    stream_info,
-    wants_feedback,
-)
+from bot.webchat_shapes import add_feedback_actions, mirror_stream_info, stream_info
+from webchat.activities import now_iso, public_copy, wants_feedback
 from webchat.conversations import Conversation
 from webchat.directline import BOT_ACCOUNT, CHANNEL_ID, CONNECTOR_PREFIX, BuiltinDirectLine
 

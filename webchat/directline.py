@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.routes import BadActivity, MessagesEndpoint, json_error, validate_activity
+from bot.webchat_shapes import FEEDBACK_EVENT, feedback_from_event
 from config import Settings
-from webchat.activities import FEEDBACK_EVENT, feedback_from_event, now_iso, public_copy
+from webchat.activities import now_iso, public_copy
 from webchat.conversations import Conversation, ConversationRegistry, Participant
 from webchat.tokens import Grant, TokenError, TokenSigner, bearer
 
