@@ -134,7 +134,9 @@ class Quotas:
                 window,
                 now,
             )
-        tenant = tenant_scope(tenant_id)
+        # An unlimited tenant is not counted: nothing reads that total, and it would cost two
+        # more store writes per turn (reserve and settle).
+        tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
         if tenant is not None:
             theirs = await self._counters.add_to_counter(
                 tenant, window.key, amount, limits.tenant_tokens_per_day, window.ttl_seconds
