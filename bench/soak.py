@@ -143,7 +143,9 @@ class Soak:
             DATA_DIR=self.data_dir,
             SIMULATOR_TTFT_MS=20,
             SIMULATOR_TOKENS_PER_SECOND=2000,
+            # Quotas off (0 = unlimited): ten minutes of load is far beyond a person's daily tokens.
             QUOTA_USER_REQUESTS_PER_MINUTE=0,
+            QUOTA_USER_TOKENS_PER_DAY=0,
             MODEL_DEADLINE_SECONDS=20,
             ROUTER_BREAKER_FAILURES=5,
             ROUTER_BREAKER_OPEN_SECONDS=1,
