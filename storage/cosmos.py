@@ -54,6 +54,7 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    readable_messages,
 )
 from storage.summaries import apply_delta, matches
 
@@ -512,7 +513,7 @@ class CosmosStore:
                     page_size=limit,
                 )
             ]
-        return [Message.model_validate(_clean(doc)) for doc in reversed(docs)]
+        return readable_messages(_clean(doc) for doc in reversed(docs))
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         op = "conversation_messages"
@@ -527,7 +528,7 @@ class CosmosStore:
                     partition_key=conversation_id,
                 )
             ]
-        return [Message.model_validate(_clean(doc)) for doc in docs]
+        return readable_messages(_clean(doc) for doc in docs)
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback

@@ -3,12 +3,16 @@ names the documents carry in Cosmos DB (SQLite stores the same JSON)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -161,3 +165,21 @@ class AuditRecord(Document):
 class CounterResult(BaseModel):
     value: int
     allowed: bool
+
+
+def readable_messages(documents: Iterable[str | dict[str, Any]]) -> list[Message]:
+    """The messages among stored documents (JSON text or dicts) that can be read. A document that
+    cannot (corrupted, or written by an incompatible version) is skipped and logged: one bad row
+    must not make every later turn of its conversation fail."""
+    messages: list[Message] = []
+    for document in documents:
+        try:
+            if isinstance(document, str):
+                messages.append(Message.model_validate_json(document))
+            else:
+                messages.append(Message.model_validate(document))
+        except ValidationError as exc:
+            log.error(
+                "an unreadable stored message was skipped", extra={"errors": exc.error_count()}
+            )
+    return messages

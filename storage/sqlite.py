@@ -30,6 +30,7 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    readable_messages,
 )
 from storage.summaries import apply_delta, matches
 
@@ -202,7 +203,7 @@ class SqliteStore:
                 (conversation_id, limit),
             ).fetchall()
         )
-        return [Message.model_validate_json(row[0]) for row in reversed(rows)]
+        return readable_messages(row[0] for row in reversed(rows))
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         rows = await self._run(
@@ -211,7 +212,7 @@ class SqliteStore:
                 (conversation_id,),
             ).fetchall()
         )
-        return [Message.model_validate_json(row[0]) for row in rows]
+        return readable_messages(row[0] for row in rows)
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback

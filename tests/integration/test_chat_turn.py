@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from app import STORE
@@ -213,3 +214,30 @@ async def test_identity_claimed_by_a_browser_through_azure_direct_line_is_not_be
     [user, _] = await bot.server.app[STORE].conversation_messages(safe_id("directline:conv-1"))
     assert user.user_id == "dl_opaque-user"
     assert user.tenant_id == ""
+
+
+async def test_an_unreadable_stored_message_does_not_break_the_conversation(
+    bot: TestClient[Any, Any], connector: RecordingConnector, store_backend: str, tmp_path: Any
+) -> None:
+    import json
+    import sqlite3
+
+    if store_backend != "sqlite":
+        pytest.skip("writes a corrupt row straight into the SQLite file")
+    await post(bot, message_activity(connector.url, "first"))
+    await connector.wait_for_messages(1)
+    await settle(bot)
+    conversation = safe_id("test:conv-1")
+    with sqlite3.connect(tmp_path / "data" / "chat.db") as db:
+        db.execute(
+            "INSERT INTO messages (conversation_id, id, seq, user_id, expires_at, doc)"
+            " VALUES (?, 'corrupt', 1, 'user-1', NULL, ?)",
+            (conversation, json.dumps({"id": "corrupt", "role": "not-a-role"})),
+        )
+
+    await post(bot, message_activity(connector.url, "second"))
+    replies = await connector.wait_for_messages(2)
+    await settle(bot)
+    assert "second" in replies[-1]["text"]
+    stored = await bot.server.app[STORE].conversation_messages(conversation)
+    assert [m.text for m in stored if m.role is Role.USER] == ["first", "second"]
