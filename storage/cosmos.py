@@ -41,6 +41,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
+from opentelemetry import metrics
 
 from storage.base import ETagMismatch, Store, StoreError, StoreThrottled
 from storage.cursors import decode_cursor, encode_cursor
@@ -231,6 +232,10 @@ class CosmosStore:
         # Request units per operation name, summed since start (read by metrics/telemetry).
         self.request_charges: dict[str, float] = {}
         self.request_counts: dict[str, int] = {}
+        # The same as an OpenTelemetry metric (a no-op unless the app configured a provider).
+        self._charge_metric = metrics.get_meter("enterprise_chat.storage").create_counter(
+            "store.request_charge", unit="RU", description="Cosmos DB request units by operation"
+        )
 
     # --- lifecycle
 
@@ -424,6 +429,7 @@ class CosmosStore:
             return
         self.request_charges[op] = self.request_charges.get(op, 0.0) + charge
         self.request_counts[op] = self.request_counts.get(op, 0) + 1
+        self._charge_metric.add(charge, {"operation": op})
         log.debug("cosmos %s request charge %.2f RU", op, charge)
 
     def _query(

@@ -78,6 +78,7 @@ async def test_a_turn_emits_spans_and_metrics_without_message_text(
     telemetry: tuple[InMemorySpanExporter, InMemoryMetricReader],
     bot: TestClient[Any, Any],
     connector: RecordingConnector,
+    store_backend: str,
 ) -> None:
     spans, reader = telemetry
     spans.clear()
@@ -123,6 +124,9 @@ async def test_a_turn_emits_spans_and_metrics_without_message_text(
     assert {"chat.tokens", "chat.filter_events", "chat.turn_latency_ms"} <= set(points)
     assert any(p.attributes.get("category") == "violence" for p in points["chat.filter_events"])
     assert any(p.attributes.get("deployment") == "default" for p in points["chat.tokens"])
+    if store_backend == "cosmos":
+        charges = {p.attributes.get("operation") for p in points["store.request_charge"]}
+        assert {"add_message", "recent_messages"} <= charges
 
 
 async def test_every_log_line_of_a_turn_carries_its_correlation_id_and_the_notice_names_it(
