@@ -96,7 +96,6 @@ def create_app(
     app.router.add_get("/readyz", _readyz)
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
-    app.router.add_get("/admin", _to_admin)  # a sub-app owns only the path with the slash
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     setup_webchat(app, settings, MESSAGES)
     return app
@@ -395,10 +394,6 @@ def _log_configuration(app: web.Application) -> None:
 
 async def _messages(request: web.Request) -> web.StreamResponse:
     return await request.app[MESSAGES].handle(request)
-
-
-async def _to_admin(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/admin/")
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -30,9 +30,3 @@ async def test_closing_the_app_closes_every_resource_it_opened(
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"{simulator}/_sim/stats")
-
-
-async def test_admin_without_the_trailing_slash_redirects(make_app: Any) -> None:
-    client = await make_app()
-    response = await client.get("/admin", allow_redirects=False)
-    assert response.status == 302 and response.headers["Location"] == "/admin/"
