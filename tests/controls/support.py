@@ -3,11 +3,9 @@ clock, on SQLite and on the Cosmos DB protocol server (selected only through set
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +15,6 @@ from aiohttp.test_utils import TestClient
 from app import STORE, create_app
 from config import Settings
 from storage.base import Store
-from tests.cosmos_server import EMULATOR_KEY, CosmosServer, cosmos_server_or_skip
 from tests.support import RecordingConnector, message_activity, settle
 
 
@@ -42,46 +39,14 @@ class FakeClock:
 ControlledApp = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-@pytest.fixture(scope="session")
-def cosmos_server() -> Iterator[CosmosServer]:
-    yield from cosmos_server_or_skip()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("cosmos", marks=pytest.mark.cosmos)])
-def store_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-def controlled_settings(
-    tmp_path: Path, simulator_url: str, store_backend: str, request: pytest.FixtureRequest
-) -> Callable[..., Settings]:
-    database = f"controls-{uuid.uuid4().hex[:12]}"
-
-    def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "DATA_DIR": tmp_path / "data",
-            "AZURE_OPENAI_ENDPOINT": simulator_url,
-            "AZURE_OPENAI_API_KEY": "test-key",
-            "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
-        }
-        if store_backend == "cosmos":
-            server: CosmosServer = request.getfixturevalue("cosmos_server")
-            values |= {
-                "COSMOS_ENDPOINT": server.endpoint,
-                "COSMOS_KEY": EMULATOR_KEY,
-                "COSMOS_DATABASE": database,
-                "COSMOS_VERIFY_TLS": False,
-            }
-        values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-    return build
+def controlled_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:
+    return settings_on_store
 
 
 @pytest.fixture

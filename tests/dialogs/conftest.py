@@ -2,6 +2,5 @@ from tests.controls.support import (  # noqa: F401  (fixtures)
     clock,
     controlled_app,
     controlled_settings,
-    cosmos_server,
-    store_backend,
 )
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401

@@ -1,51 +1,15 @@
-"""The end-to-end chat tests run on both stores: the embedded SQLite file and Cosmos DB (the
-protocol server, a fresh database per test), selected only through settings, as in production."""
+"""The end-to-end chat tests run on both stores (tests/stores.py)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from config import Settings
-from tests.cosmos_server import EMULATOR_KEY, CosmosServer, cosmos_server_or_skip
-
-
-@pytest.fixture(scope="session")
-def cosmos_server() -> Iterator[CosmosServer]:
-    yield from cosmos_server_or_skip()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("cosmos", marks=pytest.mark.cosmos)])
-def store_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
 
 @pytest.fixture
-def make_settings(
-    tmp_path: Path, simulator_url: str, store_backend: str, request: pytest.FixtureRequest
-) -> Callable[..., Settings]:
-    database = f"e2e-{uuid.uuid4().hex[:12]}"
-
-    def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "DATA_DIR": tmp_path / "data",
-            "AZURE_OPENAI_ENDPOINT": simulator_url,
-            "AZURE_OPENAI_API_KEY": "test-key",
-            "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
-        }
-        if store_backend == "cosmos":
-            server: CosmosServer = request.getfixturevalue("cosmos_server")
-            values |= {
-                "COSMOS_ENDPOINT": server.endpoint,
-                "COSMOS_KEY": EMULATOR_KEY,
-                "COSMOS_DATABASE": database,
-                "COSMOS_VERIFY_TLS": False,
-            }
-        values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-    return build
+def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
+    return settings_on_store
