@@ -124,7 +124,13 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             shared=is_teams_shared(activity),
         )
         if self._gate is not None:
-            gated = await self._gate.before_turn(turn_context, turn)
+            try:
+                gated = await self._gate.before_turn(turn_context, turn)
+            except ConnectorError as exc:
+                # A command answer, refusal or consent question the channel would not take:
+                # nothing more can reach the user in this turn.
+                log.warning("the channel refused the gate's reply", extra={"status": exc.status})
+                return
             if gated is None:
                 return  # answered by the gate: a refusal, a command or the consent question
             turn = gated

@@ -241,3 +241,14 @@ async def test_an_unreadable_stored_message_does_not_break_the_conversation(
     assert "second" in replies[-1]["text"]
     stored = await bot.server.app[STORE].conversation_messages(conversation)
     assert [m.text for m in stored if m.role is Role.USER] == ["first", "second"]
+
+
+async def test_a_command_answer_the_channel_refuses_ends_the_turn_cleanly(
+    bot: TestClient[Any, Any], connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    connector.fail_with = 502
+    assert await post(bot, message_activity(connector.url, "/help")) == 202
+    await connector.wait_for_messages(1)
+    await settle(bot)
+    assert not [r for r in caplog.records if r.getMessage() == "unhandled error in a turn"]
+    assert [r for r in caplog.records if r.getMessage() == "the channel refused the gate's reply"]
