@@ -124,7 +124,11 @@ class MessagesEndpoint:
                 415, "unsupported_media_type", "Send the activity as application/json."
             )
         try:
-            raw = validate_activity(json.loads(await request.read()))
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, "too_large", "The activity is larger than the size limit.")
+        try:
+            raw = validate_activity(json.loads(body))
         except (ValueError, RecursionError) as exc:
             message = str(exc) if isinstance(exc, BadActivity) else "The body is not valid JSON."
             return json_error(400, "bad_request", message)

@@ -252,3 +252,12 @@ async def test_a_command_answer_the_channel_refuses_ends_the_turn_cleanly(
     await settle(bot)
     assert not [r for r in caplog.records if r.getMessage() == "unhandled error in a turn"]
     assert [r for r in caplog.records if r.getMessage() == "the channel refused the gate's reply"]
+
+
+async def test_an_activity_over_the_size_limit_gets_a_json_413(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    activity = message_activity(connector.url, "x" * 300_000)
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "too_large"
