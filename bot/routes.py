@@ -109,14 +109,12 @@ class MessagesEndpoint:
         queue: TurnQueue,
         connector: ConnectorClient,
         authenticator: ChannelAuthenticator | None,
-        invoke_timeout: float = 10.0,
     ) -> None:
         self._adapter = adapter
         self._bot = bot
         self._queue = queue
         self._connector = connector
         self._authenticator = authenticator
-        self._invoke_timeout = invoke_timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":

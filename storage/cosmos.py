@@ -413,6 +413,21 @@ class CosmosStore:
             log.warning("cosmos %s failed: %s", op, type(exc).__name__)
             raise StoreError(f"Cosmos DB {op} failed: {type(exc).__name__}") from exc
 
+    async def _read_or_none(
+        self, container: ContainerProxy, item_id: str, partition_key: str, op: str
+    ) -> dict[str, Any] | None:
+        """A point read; None when the item does not exist (404 is an answer, not a failure)."""
+        try:
+            doc: dict[str, Any] = await container.read_item(
+                item_id, partition_key, response_hook=self._hook(op)
+            )
+        except CosmosHttpResponseError as exc:
+            if _status(exc) != 404:
+                raise
+            self._record(op, exc.headers)
+            return None
+        return doc
+
     def _hook(self, op: str) -> Callable[[Mapping[str, str], Any], None]:
         def hook(headers: Mapping[str, str], _body: Any) -> None:
             self._record(op, headers)
@@ -492,16 +507,10 @@ class CosmosStore:
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         op = "get_message"
         async with self._guard(op):
-            try:
-                doc = await self._container("messages").read_item(
-                    cosmos_id(message_id), conversation_id, response_hook=self._hook(op)
-                )
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise
-                self._record(op, exc.headers)
-                return None
-        return Message.model_validate(_clean(doc))
+            doc = await self._read_or_none(
+                self._container("messages"), cosmos_id(message_id), conversation_id, op
+            )
+        return Message.model_validate(_clean(doc)) if doc is not None else None
 
     async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
         op = "recent_messages"
@@ -575,15 +584,7 @@ class CosmosStore:
         item_id = cosmos_id(delta.conversation_id)
         async with self._guard(op):
             for _ in range(_MAX_RACES):
-                try:
-                    current = await container.read_item(
-                        item_id, delta.user_id, response_hook=self._hook(op)
-                    )
-                except CosmosHttpResponseError as exc:
-                    if _status(exc) != 404:
-                        raise
-                    self._record(op, exc.headers)
-                    current = None
+                current = await self._read_or_none(container, item_id, delta.user_id, op)
                 try:
                     if current is None:
                         fresh = ConversationSummary(
@@ -619,16 +620,10 @@ class CosmosStore:
     async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
         op = "get_summary"
         async with self._guard(op):
-            try:
-                doc = await self._container("conversations").read_item(
-                    cosmos_id(conversation_id), user_id, response_hook=self._hook(op)
-                )
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise
-                self._record(op, exc.headers)
-                return None
-        return ConversationSummary.model_validate(_clean(doc))
+            doc = await self._read_or_none(
+                self._container("conversations"), cosmos_id(conversation_id), user_id, op
+            )
+        return ConversationSummary.model_validate(_clean(doc)) if doc is not None else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
         op = "find_summary"  # admin only: crosses the /userId partitions
@@ -779,14 +774,8 @@ class CosmosStore:
     async def _read_counter(
         self, container: ContainerProxy, item_id: str, scope: str, op: str
     ) -> int | None:
-        try:
-            doc = await container.read_item(item_id, scope, response_hook=self._hook(op))
-        except CosmosHttpResponseError as exc:
-            if _status(exc) != 404:
-                raise
-            self._record(op, exc.headers)
-            return None
-        return int(doc.get("total", 0))
+        doc = await self._read_or_none(container, item_id, scope, op)
+        return int(doc.get("total", 0)) if doc is not None else None
 
     async def read_counter(self, scope: str, window: str) -> int:
         op = "read_counter"
@@ -839,14 +828,8 @@ class CosmosStore:
 
         async def read(key: str) -> tuple[str, dict[str, Any]] | None:
             item_id = cosmos_id(key)
-            try:
-                doc = await container.read_item(item_id, item_id, response_hook=self._hook(op))
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise
-                self._record(op, exc.headers)
-                return None
-            return key, doc
+            doc = await self._read_or_none(container, item_id, item_id, op)
+            return (key, doc) if doc is not None else None
 
         async with self._guard(op):
             found = await asyncio.gather(*(read(key) for key in dict.fromkeys(keys)))
