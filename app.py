@@ -471,10 +471,15 @@ def main() -> None:
     configure_logging(settings.log_level)
     configure_telemetry(settings)
     log.info("starting on http://%s:%d", settings.host, settings.port)
-    # run_app handles SIGINT/SIGTERM: cleanup contexts then drain the turn queue and close clients.
+    serve(create_app(settings), settings)
+
+
+def serve(app: web.Application, settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM; then the cleanup contexts drain the turn queue and close
+    every client, within SHUTDOWN_GRACE_SECONDS."""
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             print=None,

@@ -13,14 +13,13 @@ import functools
 import inspect
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 import app as app_module
-from storage.sqlite import SqliteStore
+from storage.base import Store
 
 # Store methods that only read; every other data method writes.
 READS = {
@@ -38,38 +37,39 @@ READS = {
 NOT_OPERATIONS = {"open", "close", "ping", "purge_expired"}
 
 
-class CountingSqliteStore(SqliteStore):
-    """SqliteStore whose public coroutine methods count their calls (no behaviour change)."""
+class CountingStore:
+    """Wraps the app's store (through `create_app(store_wrapper=...)`): counts the calls and time
+    of every store operation, whoever makes it (chat service, controls, dialogs), and forwards
+    everything unchanged."""
 
-    def __init__(self, path: Path, retention_days: int = 0) -> None:
-        super().__init__(path, retention_days)
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
         self.calls: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
-        for name, _ in inspect.getmembers(SqliteStore, inspect.iscoroutinefunction):
-            if name.startswith("_") or name in NOT_OPERATIONS:
-                continue
-            setattr(self, name, self._counted(name, getattr(self, name)))
+        STORES.append(self)
 
-    def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if (
+            name.startswith("_")
+            or name in NOT_OPERATIONS
+            or not inspect.iscoroutinefunction(attribute)
+        ):
+            return attribute
+
+        @functools.wraps(attribute)
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
             started = time.perf_counter()
             try:
-                return await method(*args, **kwargs)
+                return await attribute(*args, **kwargs)
             finally:
                 self.seconds[name] += time.perf_counter() - started
 
         return counted
 
 
-STORES: list[CountingSqliteStore] = []
-
-
-class _Factory(CountingSqliteStore):
-    def __init__(self, path: Path, retention_days: int = 0) -> None:
-        super().__init__(path, retention_days)
-        STORES.append(self)
+STORES: list[CountingStore] = []
 
 
 LAGS: list[tuple[float, float]] = []  # (time.monotonic(), lag ms)
@@ -142,20 +142,10 @@ def main() -> None:
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     settings = app_module.load_settings()
     app_module.configure_logging(settings.log_level)
-    # The counting store is the app's own SqliteStore with a call counter around each method.
-    app_module.SqliteStore = _Factory  # type: ignore[misc]
-    application = app_module.create_app(settings)
+    application = app_module.create_app(settings, store_wrapper=CountingStore)
     application.router.add_get("/bench/stats", stats)
     application.cleanup_ctx.append(_watch_loop_lag)
-    web.run_app(
-        application,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-    )
+    app_module.serve(application, settings)
 
 
 if __name__ == "__main__":
