@@ -198,17 +198,17 @@ class DeploymentClient:
             # A truncated or broken JSON body: the SDK's json.loads error escapes unwrapped.
             raise ModelError("malformed", deployment=self.deployment.name, retryable=True) from exc
 
+    def _body(self, messages: list[ChatCompletionMessageParam], max_tokens: int) -> dict[str, Any]:
+        # `model` is the deployment: the Azure client maps it into the deployment's URL path.
+        return {"model": self.deployment.deployment, "messages": messages, "max_tokens": max_tokens}
+
     async def _complete_once(
         self, messages: list[ChatCompletionMessageParam], max_tokens: int, started: float
     ) -> Completion:
         response = await self._client.post(
             _CHAT_PATH,
             cast_to=ChatCompletion,
-            body={
-                "model": self.deployment.deployment,
-                "messages": messages,
-                "max_tokens": max_tokens,
-            },
+            body=self._body(messages, max_tokens),
             options=_CHAT_OPTIONS,
         )
         extras = response.model_extra or {}
@@ -241,9 +241,7 @@ class DeploymentClient:
             _CHAT_PATH,
             cast_to=ChatCompletion,
             body={
-                "model": self.deployment.deployment,
-                "messages": messages,
-                "max_tokens": max_tokens,
+                **self._body(messages, max_tokens),
                 "stream": True,
                 "stream_options": {"include_usage": True},
             },

@@ -65,14 +65,24 @@ class LoopbackConnector:
         activity["timestamp"] = now_iso()
         return activity
 
-    async def _post(self, request: web.Request) -> web.Response:
+    async def _addressed_activity(
+        self, request: web.Request
+    ) -> tuple[Conversation, dict[str, Any], dict[str, Any]] | web.Response:
+        """The open conversation named in the path, the bot's activity, and the copy the browser
+        will see; or the error response."""
         conversation = self._conversation(request)
         if conversation is None:
             return json_error(404, "NotFound", "No such conversation.")
         body = await self._body(request)
         if body is None or not isinstance(body.get("type"), str):
             return json_error(400, "BadArgument", "The body must be an activity.")
-        activity = self._outgoing(conversation, body)
+        return conversation, body, self._outgoing(conversation, body)
+
+    async def _post(self, request: web.Request) -> web.Response:
+        found = await self._addressed_activity(request)
+        if isinstance(found, web.Response):
+            return found
+        conversation, body, activity = found
         reply_to = request.match_info.get("activity")
         if reply_to and not activity.get("replyToId"):
             activity["replyToId"] = reply_to  # POST .../activities/{replyToId}
@@ -105,13 +115,10 @@ class LoopbackConnector:
         return web.json_response({"id": activity_id}, status=status)
 
     async def _put(self, request: web.Request) -> web.Response:
-        conversation = self._conversation(request)
-        if conversation is None:
-            return json_error(404, "NotFound", "No such conversation.")
-        body = await self._body(request)
-        if body is None or not isinstance(body.get("type"), str):
-            return json_error(400, "BadArgument", "The body must be an activity.")
-        activity = self._outgoing(conversation, body)
+        found = await self._addressed_activity(request)
+        if isinstance(found, web.Response):
+            return found
+        conversation, _, activity = found
         activity["id"] = request.match_info["activity"]
         # Web Chat replaces an activity it already shows when one with the same id arrives.
         conversation.deliver(activity, keep=activity["type"] != "typing")
