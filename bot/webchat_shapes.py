@@ -28,18 +28,6 @@ def stream_info(activity: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def mirror_stream_info(activity: dict[str, Any], info: dict[str, Any], stream_id: str) -> None:
-    channel_data = activity.get("channelData")
-    if not isinstance(channel_data, dict):
-        channel_data = {}
-    channel_data["streamType"] = info.get("streamType")
-    if stream_id:
-        channel_data["streamId"] = stream_id
-    if isinstance(info.get("streamSequence"), int):
-        channel_data["streamSequence"] = info["streamSequence"]
-    activity["channelData"] = channel_data
-
-
 def add_feedback_actions(activity: dict[str, Any], activity_id: str) -> bool:
     """Thumbs up/down on the message's root schema.org entity (the AI label); False when the
     message has none (Web Chat shows feedback buttons only there)."""

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.routes import json_error
-from bot.webchat_shapes import add_feedback_actions, mirror_stream_info, stream_info
+from bot.webchat_shapes import add_feedback_actions, stream_info
 from webchat.activities import now_iso, public_copy, wants_feedback
 from webchat.conversations import Conversation
 from webchat.directline import BOT_ACCOUNT, CHANNEL_ID, CONNECTOR_PREFIX, BuiltinDirectLine
@@ -103,8 +103,7 @@ class LoopbackConnector:
             if activity["type"] == "typing" and info:
                 status = 202 if stream_id else 201
         activity["id"] = activity_id
-        if info:
-            mirror_stream_info(activity, info, stream_id)
+        # The bot already mirrors the stream into channelData for Web Chat (bot/streaming.py).
         if (
             activity["type"] == "message"
             and wants_feedback(body)
