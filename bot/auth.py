@@ -25,6 +25,9 @@ CLOCK_SKEW_SECONDS = 300
 KEYS_REFRESH_SECONDS = 24 * 3600
 # An unknown key id may mean keys were rotated; refetch, but not more often than this.
 UNKNOWN_KID_REFETCH_SECONDS = 60
+# A channel reuses its token for many requests (about an hour): the signature check (the costly
+# part) is done once per token; expiry, key, endorsement and service URL are checked every time.
+VERIFIED_TOKENS_MAX = 1024
 
 
 class AuthError(Exception):
@@ -96,6 +99,10 @@ class SigningKeys:
             self._fetched_at = time.monotonic()
             log.info("bot signing keys loaded", extra={"keys": len(keys)})
 
+    def current(self, kid: str) -> _SigningKey | None:
+        """The key with this id in the key set as it is now (None once rotated out)."""
+        return self._keys.get(kid)
+
     async def get(self, kid: str) -> _SigningKey:
         key = self._keys.get(kid)
         if key is not None:
@@ -116,6 +123,9 @@ class ChannelAuthenticator:
         self._keys = keys
         self._app_id = app_id
         self._issuers = issuers
+        # token -> (key id, key, claims) of a token whose signature, issuer and audience checked
+        # out with that key; a refresh of the key set makes new key objects, so it re-verifies.
+        self._verified: dict[str, tuple[str, _SigningKey, dict[str, Any]]] = {}
 
     async def authenticate(
         self, authorization: str | None, channel_id: str, service_url: str
@@ -125,6 +135,13 @@ class ChannelAuthenticator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("Authorization is not a bearer token")
+        verified = self._verified.get(token)
+        if verified is not None:
+            kid, verified_with, claims = verified
+            fresh = claims["exp"] + CLOCK_SKEW_SECONDS > time.time()
+            if fresh and self._keys.current(kid) is verified_with:
+                return self._identity(claims, verified_with, channel_id, service_url)
+            del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -149,6 +166,15 @@ class ChannelAuthenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {type(exc).__name__}") from exc
+        identity = self._identity(claims, signing_key, channel_id, service_url)
+        if len(self._verified) >= VERIFIED_TOKENS_MAX:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (kid, signing_key, claims)
+        return identity
+
+    def _identity(
+        self, claims: dict[str, Any], signing_key: _SigningKey, channel_id: str, service_url: str
+    ) -> ChannelIdentity:
         if signing_key.endorsements is not None and channel_id not in signing_key.endorsements:
             raise AuthError("signing key is not endorsed for this channel")
         claimed_url = claims.get("serviceurl") or claims.get("serviceUrl")

@@ -129,6 +129,10 @@ class DeploymentClient:
         timeout_seconds: float,
     ) -> None:
         self.deployment = deployment
+        # The SDK's aiohttp transport instead of its default httpx one: same requests, errors and
+        # timeouts, about a millisecond less CPU per call (httpcore's pool checks every pooled
+        # connection through anyio on each request; aiohttp's C parser reads the response).
+        http_client = openai.DefaultAioHttpClient(timeout=timeout_seconds)
         self._client: AsyncOpenAI
         if deployment.api == "azure":
             self._client = AsyncAzureOpenAI(
@@ -138,6 +142,7 @@ class DeploymentClient:
                 azure_ad_token_provider=None if deployment.api_key else token_provider,
                 max_retries=0,
                 timeout=timeout_seconds,
+                http_client=http_client,
             )
         else:
             base_url = (
@@ -149,7 +154,11 @@ class DeploymentClient:
             if api_key is None:
                 raise ValueError(f"deployment {deployment.name} has neither a key nor Entra ID")
             self._client = AsyncOpenAI(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+                base_url=base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=timeout_seconds,
+                http_client=http_client,
             )
 
     async def close(self) -> None:

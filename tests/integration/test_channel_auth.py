@@ -164,3 +164,36 @@ async def test_anonymous_mode_refuses_reply_targets_outside_loopback(
     assert response.status == 400
     body = await response.json()
     assert body["error"]["message"] == "serviceUrl is not an allowed reply target."
+
+
+async def test_a_token_accepted_before_is_still_checked_against_each_activity(
+    secured_bot: TestClient[Any, Any], connector: RecordingConnector, token_issuer: TokenIssuer
+) -> None:
+    # The signature of a reused token is verified once; what it must match is checked every time.
+    token = token_issuer.mint(APP_ID, connector.url)
+    assert await send(secured_bot, message_activity(connector.url, "first"), token) == 202
+    await connector.wait_for_messages(1)
+
+    elsewhere = message_activity("https://smba.trafficmanager.net/evil/", "second")
+    assert await send(secured_bot, elsewhere, token) == 401
+    unendorsed = message_activity(connector.url, "third", channel_id="unendorsed-channel")
+    assert await send(secured_bot, unendorsed, token) == 401
+    assert await send(secured_bot, message_activity(connector.url, "fourth"), token) == 202
+    await connector.wait_for_messages(2)
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    secured_bot: TestClient[Any, Any], connector: RecordingConnector, token_issuer: TokenIssuer
+) -> None:
+    import asyncio
+
+    from bot.auth import CLOCK_SKEW_SECONDS
+
+    # Expired, but still inside the accepted clock skew for three more seconds.
+    expires = time.time() - CLOCK_SKEW_SECONDS + 3
+    token = token_issuer.mint(APP_ID, connector.url, exp=int(expires))
+    assert await send(secured_bot, message_activity(connector.url, "first"), token) == 202
+    await connector.wait_for_messages(1)
+
+    await asyncio.sleep(max(0.0, int(expires) + CLOCK_SKEW_SECONDS - time.time()) + 0.5)
+    assert await send(secured_bot, message_activity(connector.url, "second"), token) == 401
