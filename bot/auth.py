@@ -137,10 +137,10 @@ class ChannelAuthenticator:
             raise AuthError("Authorization is not a bearer token")
         verified = self._verified.get(token)
         if verified is not None:
-            kid, verified_with, claims = verified
-            fresh = claims["exp"] + CLOCK_SKEW_SECONDS > time.time()
-            if fresh and self._keys.current(kid) is verified_with:
-                return self._identity(claims, verified_with, channel_id, service_url)
+            verified_kid, verified_with, verified_claims = verified
+            fresh = verified_claims["exp"] + CLOCK_SKEW_SECONDS > time.time()
+            if fresh and self._keys.current(verified_kid) is verified_with:
+                return self._identity(verified_claims, verified_with, channel_id, service_url)
             del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
