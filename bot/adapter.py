@@ -16,6 +16,7 @@ from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
 
 from bot.connector import ConnectorClient
+from bot.wire import activity_to_wire
 
 log = logging.getLogger(__name__)
 TurnLogic = Callable[[TurnContext], Awaitable[Any]]
@@ -48,7 +49,7 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
                 context.turn_state[INVOKE_RESPONSE_KEY] = activity
                 responses.append(ResourceResponse(id=""))
                 continue
-            body = activity.serialize()
+            body = activity_to_wire(activity)
             result = await self._connector.send(
                 activity.service_url,
                 activity.conversation.id,
@@ -60,7 +61,7 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
 
     async def update_activity(self, context: TurnContext, activity: Activity) -> ResourceResponse:
         result = await self._connector.update(
-            activity.service_url, activity.conversation.id, activity.id, activity.serialize()
+            activity.service_url, activity.conversation.id, activity.id, activity_to_wire(activity)
         )
         return ResourceResponse(id=str(result.get("id", activity.id)))
 

@@ -22,6 +22,7 @@ from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
 from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
 from bot.turns import ShuttingDown, TurnQueue
+from bot.wire import activity_from_wire, model_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class MessagesEndpoint:
         builds `from` and the tenant itself (`identity_from_server`)."""
         raw = {**raw, IDENTITY_FROM_SERVER: identity_from_server}
         try:
-            activity = Activity().deserialize(raw)
+            activity = activity_from_wire(raw)
         except Exception:  # msrest raises several types for malformed shapes
             return json_error(400, "bad_request", "The activity could not be read.")
 
@@ -190,5 +191,5 @@ class MessagesEndpoint:
         if body is None:
             return web.Response(status=response.status)
         if hasattr(body, "serialize"):
-            body = body.serialize()
+            body = model_to_wire(body)
         return web.json_response(body, status=response.status)
