@@ -17,6 +17,9 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    UsageChange,
+    UsageCounts,
+    UsageResult,
 )
 
 
@@ -88,6 +91,18 @@ class CounterStore(Protocol):
         ...
 
     async def read_counter(self, scope: str, window: str) -> int: ...
+
+    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+        """One atomic update of the usage document (scope, day): the request count of
+        `change.minute` and the day's tokens together, or nothing (`storage.models.apply_usage`
+        is the rule). One request to the service in the usual case: a Cosmos DB conditional
+        patch; the first update of a day, a minute another instance rolled over, a lost race or
+        a refusal add a read or a create. Documents expire after `change.ttl_seconds`."""
+        ...
+
+    async def read_usage(self, scope: str, day: str) -> UsageCounts:
+        """The usage document (scope, day); zeros when there is none."""
+        ...
 
 
 class AuditStore(Protocol):

@@ -55,6 +55,10 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    UsageChange,
+    UsageCounts,
+    UsageResult,
+    apply_usage,
     readable_messages,
 )
 from storage.summaries import apply_delta, matches
@@ -65,6 +69,8 @@ log = logging.getLogger(__name__)
 _COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
 # Read-modify-write loops (summaries, counters) give up after this many lost races.
 _MAX_RACES = 20
+# Usage documents whose minute this instance remembers (a hint for the next patch).
+_USAGE_MINUTES_KEPT = 50_000
 # Deletes of one user's data run with this much concurrency.
 _DELETE_CONCURRENCY = 16
 _SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts", "rawId")
@@ -220,6 +226,31 @@ def _status(exc: CosmosHttpResponseError) -> int:
     return int(exc.status_code or 0)
 
 
+def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """The patch operations of `change` and the filter predicate that makes them atomic with
+    its limits (`storage.models.apply_usage` is the rule). Predicates take no parameters: the
+    numbers are ints formatted here, and property names stay lowercase."""
+    operations: list[dict[str, Any]] = []
+    conditions: list[str] = []
+    if change.requests:
+        if same_minute:
+            conditions.append(f"c.minute >= {int(change.minute)}")
+            if change.request_limit:
+                limit = int(change.request_limit) - int(change.requests)
+                conditions.append(f"c.requests <= {limit}")
+            operations.append({"op": "incr", "path": "/requests", "value": int(change.requests)})
+        else:
+            conditions.append(f"c.minute < {int(change.minute)}")
+            operations.append({"op": "set", "path": "/minute", "value": int(change.minute)})
+            operations.append({"op": "set", "path": "/requests", "value": int(change.requests)})
+    if change.tokens:
+        if change.tokens > 0 and change.token_limit:
+            conditions.append(f"c.tokens <= {int(change.token_limit) - int(change.tokens)}")
+        operations.append({"op": "incr", "path": "/tokens", "value": int(change.tokens)})
+    operations.append({"op": "set", "path": "/ttl", "value": max(1, int(change.ttl_seconds))})
+    return operations, ("FROM c WHERE " + " AND ".join(conditions)) if conditions else None
+
+
 class CosmosStore:
     name = "cosmos"
 
@@ -231,6 +262,8 @@ class CosmosStore:
         self._containers: dict[str, ContainerProxy] = {}
         # Request units per operation name, summed since start (read by metrics/telemetry).
         self.request_charges: dict[str, float] = {}
+        # Usage document id -> the minute it last counted, as this instance saw it.
+        self._usage_minutes: dict[str, int] = {}
         self.request_counts: dict[str, int] = {}
         # The same as an OpenTelemetry metric (a no-op unless the app configured a provider).
         self._charge_metric = metrics.get_meter("enterprise_chat.storage").create_counter(
@@ -784,6 +817,106 @@ class CosmosStore:
                 self._container("usage"), safe_id(f"{scope}|{window}"), scope, op
             )
         return value or 0
+
+    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+        """One conditional patch in the usual case: its filter predicate carries the limits, and
+        the service checks it and applies the operations atomically, so concurrent app instances
+        never pass a limit (https://learn.microsoft.com/azure/cosmos-db/partial-document-update).
+
+        A patch cannot pick its operations by the document's state, so a request in the minute
+        the document counts (`incr`) and one in a later minute (`set` the minute, count from 1)
+        are different patches. The one tried first is the one this instance's last look at the
+        document points to; when that is the wrong one, the 412 costs one read, which decides.
+        The first update of a day creates the document (404, then create)."""
+        op = "add_usage"
+        container = self._container("usage")
+        item_id = safe_id(f"{scope}|usage|{day}")
+        known = self._usage_minutes.get(item_id)
+        same_minute = known is not None and known >= change.minute
+        async with self._guard(op):
+            if not apply_usage(UsageCounts(), change).allowed:
+                # More than a limit on its own: it cannot fit whatever is stored.
+                return apply_usage(await self._usage_counts(container, item_id, scope, op), change)
+            for _ in range(_MAX_RACES):
+                operations, predicate = _usage_patch(change, same_minute)
+                try:
+                    doc = await container.patch_item(
+                        item_id,
+                        scope,
+                        operations,
+                        filter_predicate=predicate,
+                        response_hook=self._hook(op),
+                    )
+                    return UsageResult(allowed=True, counts=self._usage_seen(item_id, doc))
+                except CosmosHttpResponseError as exc:
+                    status = _status(exc)
+                    if status not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                stored = None
+                if status == 412:
+                    stored = await self._read_or_none(container, item_id, scope, op)
+                if stored is not None:
+                    current = self._usage_seen(item_id, stored)
+                    result = apply_usage(current, change)
+                    if not result.allowed:
+                        return result
+                    # The other patch, or the same one after a lost race.
+                    same_minute = current.minute >= change.minute
+                    continue
+                result = apply_usage(UsageCounts(), change)
+                if not change.requests and change.tokens <= 0:
+                    return result  # a settlement of a day that is gone: nothing to correct
+                counts = result.counts
+                try:
+                    await container.create_item(
+                        {
+                            "id": item_id,
+                            "type": "usage",
+                            "schemaVersion": 1,
+                            "scope": scope,
+                            "day": day,
+                            "tokens": counts.tokens,
+                            "minute": counts.minute,
+                            "requests": counts.requests,
+                            "ttl": max(1, int(change.ttl_seconds)),
+                        },
+                        response_hook=self._hook(op),
+                    )
+                    self._usage_seen(item_id, counts.model_dump())
+                    return result
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) != 409:
+                        raise
+                    self._record(op, exc.headers)  # another instance created it: patch it
+                    same_minute = True
+            raise StoreError(f"usage update lost {_MAX_RACES} races in a row")
+
+    async def read_usage(self, scope: str, day: str) -> UsageCounts:
+        op = "read_usage"
+        async with self._guard(op):
+            return await self._usage_counts(
+                self._container("usage"), safe_id(f"{scope}|usage|{day}"), scope, op
+            )
+
+    async def _usage_counts(
+        self, container: ContainerProxy, item_id: str, scope: str, op: str
+    ) -> UsageCounts:
+        doc = await self._read_or_none(container, item_id, scope, op)
+        return self._usage_seen(item_id, doc) if doc is not None else UsageCounts()
+
+    def _usage_seen(self, item_id: str, doc: Mapping[str, Any]) -> UsageCounts:
+        """The counts of a usage document, remembering its minute for the next patch's choice
+        (a hint only: a wrong one costs a read, never a wrong count)."""
+        counts = UsageCounts(
+            tokens=int(doc.get("tokens", 0)),
+            minute=int(doc.get("minute", 0)),
+            requests=int(doc.get("requests", 0)),
+        )
+        if len(self._usage_minutes) >= _USAGE_MINUTES_KEPT:
+            self._usage_minutes.clear()
+        self._usage_minutes[item_id] = counts.minute
+        return counts
 
     # --- audit
 

@@ -167,6 +167,68 @@ class CounterResult(BaseModel):
     allowed: bool
 
 
+class UsageCounts(BaseModel):
+    """One scope's usage for one UTC day (one document, or one SQLite row): the day's tokens,
+    and the requests of the latest minute it counted (minutes since the Unix epoch, UTC)."""
+
+    tokens: int = 0
+    minute: int = 0
+    requests: int = 0
+
+    def requests_in(self, minute: int) -> int:
+        """Requests counted in `minute`. A count kept for a later minute (an instance whose clock
+        runs ahead) counts as this minute's too: stricter, never looser."""
+        return self.requests if self.minute >= minute else 0
+
+
+class UsageChange(BaseModel):
+    """One atomic update of a usage document: `requests` more in `minute` (limit
+    `request_limit`) and `tokens` more today (limit `token_limit`); 0 = unlimited. Both apply
+    or neither does. Negative tokens (a settlement giving back part of a reservation) are never
+    refused; `requests` = 0 leaves the minute and its count alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    minute: int
+    ttl_seconds: int
+    requests: int = 0
+    request_limit: int = 0
+    tokens: int = 0
+    token_limit: int = 0
+
+
+class UsageResult(BaseModel):
+    allowed: bool
+    # After the update when allowed; as found when refused.
+    counts: UsageCounts
+    # What refused it: the request rate is checked first.
+    refused: Literal["requests", "tokens"] | None = None
+
+
+def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
+    """The rule every store applies atomically (SQLite in one transaction; Cosmos DB as the
+    filter predicate of one conditional patch, and here when a read decides after a 412)."""
+    same_minute = current.minute >= change.minute
+    requests = current.requests if same_minute else 0
+    if (
+        change.requests > 0
+        and change.request_limit
+        and requests + change.requests > change.request_limit
+    ):
+        return UsageResult(allowed=False, counts=current, refused="requests")
+    if (
+        change.tokens > 0
+        and change.token_limit
+        and current.tokens + change.tokens > change.token_limit
+    ):
+        return UsageResult(allowed=False, counts=current, refused="tokens")
+    counts = current.model_copy(update={"tokens": current.tokens + change.tokens})
+    if change.requests:
+        counts.minute = max(current.minute, change.minute)
+        counts.requests = requests + change.requests
+    return UsageResult(allowed=True, counts=counts)
+
+
 def readable_messages(documents: Iterable[str | dict[str, Any]]) -> list[Message]:
     """The messages among stored documents (JSON text or dicts) that can be read. A document that
     cannot (corrupted, or written by an incompatible version) is skipped and logged: one bad row

@@ -30,6 +30,10 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    UsageChange,
+    UsageCounts,
+    UsageResult,
+    apply_usage,
     readable_messages,
 )
 from storage.summaries import apply_delta, matches
@@ -67,6 +71,15 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (scope, window)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    scope TEXT NOT NULL,
+    day TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (scope, day)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id TEXT PRIMARY KEY,
@@ -369,6 +382,48 @@ class SqliteStore:
         )
         return int(row[0]) if row else 0
 
+    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+        def add(db: sqlite3.Connection) -> UsageResult:
+            now = time.time()
+            current = self._usage_row(db, scope, day, now)
+            result = apply_usage(current or UsageCounts(), change)
+            # A settlement of a day whose document is gone has nothing left to correct.
+            if result.allowed and (current is not None or change.requests or change.tokens > 0):
+                counts = result.counts
+                db.execute(
+                    "INSERT INTO usage (scope, day, tokens, minute, requests, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, day) DO UPDATE SET"
+                    " tokens = excluded.tokens, minute = excluded.minute,"
+                    " requests = excluded.requests, expires_at = excluded.expires_at",
+                    (
+                        scope,
+                        day,
+                        counts.tokens,
+                        counts.minute,
+                        counts.requests,
+                        now + change.ttl_seconds,
+                    ),
+                )
+            return result
+
+        # BEGIN IMMEDIATE: the read and the write are one atomic step across processes too.
+        return await self._run(lambda: self._transaction(add))
+
+    async def read_usage(self, scope: str, day: str) -> UsageCounts:
+        counts = await self._run(lambda: self._usage_row(self._db, scope, day, time.time()))
+        return counts or UsageCounts()
+
+    @staticmethod
+    def _usage_row(db: sqlite3.Connection, scope: str, day: str, now: float) -> UsageCounts | None:
+        row = db.execute(
+            "SELECT tokens, minute, requests FROM usage"
+            " WHERE scope = ? AND day = ? AND expires_at > ?",
+            (scope, day, now),
+        ).fetchone()
+        if row is None:
+            return None
+        return UsageCounts(tokens=int(row[0]), minute=int(row[1]), requests=int(row[2]))
+
     # --- audit
 
     async def append_audit(self, record: AuditRecord) -> None:
@@ -497,6 +552,7 @@ class SqliteStore:
                 (now,),
             ).rowcount
             db.execute("DELETE FROM counters WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM usage WHERE expires_at < ?", (now,))
             return int(removed)
 
         removed = await self._run(lambda: self._transaction(purge))
