@@ -134,7 +134,11 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             if gated is None:
                 return  # answered by the gate: a refusal, a command or the consent question
             turn = gated
-        await self._chat.handle(turn, reply_channel_for(turn_context))
+        channel = reply_channel_for(turn_context)
+        try:
+            await self._chat.handle(turn, channel)
+        finally:
+            await channel.close()
 
     async def on_event_activity(self, turn_context: TurnContext) -> None:
         """Web Chat's thumbs arrive as an event (through Azure's Direct Line; the built-in one

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
@@ -9,33 +13,66 @@ from bot.connector import ConnectorError
 from bot.entities import AIGeneratedLabel
 from chat.service import DeliveryFailed, Reply
 
+log = logging.getLogger(__name__)
+
+# As botbuilder's ShowTypingMiddleware: no indicator for an answer that comes quickly (it would
+# only flash), then one every two seconds while the user waits.
+TYPING_DELAY_SECONDS = 0.5
+TYPING_PERIOD_SECONDS = 2.0
+
 
 class MessageReplyChannel:
-    """One reply message per turn (channels without streaming)."""
+    """One reply message per turn (channels without streaming), with a typing indicator while
+    the answer takes longer than `typing_delay` seconds."""
 
-    def __init__(self, context: TurnContext) -> None:
+    def __init__(
+        self,
+        context: TurnContext,
+        typing_delay: float = TYPING_DELAY_SECONDS,
+        typing_period: float = TYPING_PERIOD_SECONDS,
+    ) -> None:
         self._context = context
+        self._typing_delay = typing_delay
+        self._typing_period = typing_period
+        self._typing: asyncio.Task[None] | None = None
 
     @property
     def streams(self) -> bool:
         return False
 
     async def informative(self, text: str) -> None:
-        try:
-            await self._context.send_activity(Activity(type=ActivityTypes.typing))
-        except ConnectorError as exc:
-            raise DeliveryFailed(str(exc)) from exc
+        if self._typing is None:
+            self._typing = asyncio.create_task(self._keep_typing(), name="typing")
 
     async def update(self, text_so_far: str) -> None:
         return None
 
     async def final(self, reply: Reply) -> str | None:
+        await self.close()
         activity = reply_activity(reply)
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
             raise DeliveryFailed(str(exc)) from exc
         return response.id if response is not None and response.id else None
+
+    async def close(self) -> None:
+        """Stop the typing indicator (the turn's answer is going out, or the turn is over)."""
+        typing, self._typing = self._typing, None
+        if typing is not None and not typing.done():
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+
+    async def _keep_typing(self) -> None:
+        await asyncio.sleep(self._typing_delay)
+        while True:
+            try:
+                await self._context.send_activity(Activity(type=ActivityTypes.typing))
+            except ConnectorError as exc:
+                log.info("the channel refused a typing indicator", extra={"status": exc.status})
+                return
+            await asyncio.sleep(self._typing_period)
 
 
 def reply_activity(reply: Reply) -> Activity:

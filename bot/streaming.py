@@ -24,7 +24,7 @@ from bot.entities import AIGeneratedLabel, StreamInfo
 from bot.replies import MessageReplyChannel, reply_activity
 from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
-from chat.service import DeliveryFailed, Reply, ReplyChannel, StreamStopped
+from chat.service import DeliveryFailed, Reply, StreamStopped
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ MIN_UPDATE_INTERVAL_SECONDS = 1.0
 STREAMING_CHANNELS = WEB_CHAT_CHANNELS
 
 
-def reply_channel_for(context: TurnContext) -> ReplyChannel:
+def reply_channel_for(context: TurnContext) -> MessageReplyChannel | StreamingReplyChannel:
     """Teams streams only in 1:1 chats (its rule); group chats and channels get one message with
     a typing indicator while waiting."""
     activity = context.activity
@@ -120,6 +120,10 @@ class StreamingReplyChannel:
                         entity.potential_action = feedback_actions(self._stream_id)
         await self._send(activity)
         return self._stream_id
+
+    async def close(self) -> None:
+        """Nothing runs between updates: the stream is driven by the model's output."""
+        return None
 
     async def _send(self, activity: Activity) -> str:
         if self._web_chat:

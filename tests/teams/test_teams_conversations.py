@@ -1,15 +1,17 @@
 """Teams group chats and channels: @mention rules, mention removal, one reply per message with a
-typing indicator, thread conversations, and the welcome on install."""
+typing indicator while the answer takes a while, thread conversations, and the welcome on install."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from app import STORE
+from bot.replies import TYPING_DELAY_SECONDS, TYPING_PERIOD_SECONDS
 from bot.teams import remove_bot_mentions
 from storage.ids import safe_id
 from tests.teams.activities import (
@@ -39,12 +41,20 @@ async def stored_user_texts(bot: TestClient[Any, Any], conversation: str) -> lis
     return [m.text for m in messages if m.role == "user"]
 
 
-async def test_channel_mention_gets_typing_then_one_labelled_reply_in_the_thread(
-    bot: TestClient[Any, Any], teams: TeamsChannel
+async def slow_next_answer(simulator_url: str, delay_ms: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        body = {"mode": "slow_first_token", "count": 1, "delay_ms": delay_ms}
+        async with session.post(f"{simulator_url}/_sim/faults", json=body) as response:
+            assert response.status == 200
+
+
+async def test_channel_mention_gets_typing_while_waiting_then_one_labelled_reply_in_the_thread(
+    bot: TestClient[Any, Any], teams: TeamsChannel, simulator_url: str
 ) -> None:
     activity = channel_message(teams.url, "<at>Contoso Assistant</at> summarize our Q3 plan\n")
     activity["id"] = "1763719288888"
     thread = f"{CHANNEL_ID};messageid=1763719100000"
+    await slow_next_answer(simulator_url, 1200)
 
     assert await post(bot, activity) == 202
     [reply] = await teams.wait_for_messages(1)
@@ -59,6 +69,34 @@ async def test_channel_mention_gets_typing_then_one_labelled_reply_in_the_thread
     assert "«summarize our Q3 plan»" in reply["text"]  # the model saw no <at> tag
     assert await stored_user_texts(bot, f"msteams:{thread}") == ["summarize our Q3 plan"]
     assert_matches_snapshot("channel_reply", [typing.body, message.body], teams.url)
+
+
+async def test_a_quick_answer_comes_without_a_typing_indicator(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    assert (
+        await post(bot, group_message(teams.url, "<at>Contoso Assistant</at> hi", [mention()]))
+        == 202
+    )
+    await teams.wait_for_messages(1)
+    await asyncio.sleep(TYPING_DELAY_SECONDS + 0.2)
+
+    assert [call.body["type"] for call in teams.calls] == ["message"]
+
+
+async def test_a_long_wait_repeats_the_typing_indicator_until_the_answer(
+    bot: TestClient[Any, Any], teams: TeamsChannel, simulator_url: str
+) -> None:
+    await slow_next_answer(simulator_url, 2800)  # typing at 0.5 s and 2.5 s, the answer at 2.8 s
+
+    assert (
+        await post(bot, group_message(teams.url, "<at>Contoso Assistant</at> hi", [mention()]))
+        == 202
+    )
+    await teams.wait_for_messages(1)
+    await asyncio.sleep(TYPING_PERIOD_SECONDS)
+
+    assert [call.body["type"] for call in teams.calls] == ["typing", "typing", "message"]
 
 
 async def test_each_channel_thread_is_its_own_conversation(
@@ -216,7 +254,8 @@ async def test_other_channels_keep_one_message_per_turn_and_direct_line_streams(
 
     emulator_calls = [c.body for c in teams.calls if c.conversation_id == "emulator-conv"]
     direct_calls = [c.body for c in teams.calls if c.conversation_id == "dl-conv"]
-    assert [streaminfo(b) for b in emulator_calls if b["type"] == "typing"] == [None]
+    assert [b["type"] for b in emulator_calls] == ["message"]  # a quick answer: no typing
+    assert all(streaminfo(b) is None for b in emulator_calls)
     assert streaminfo(direct_calls[0]) == {
         "type": "streaminfo",
         "streamType": "informative",
