@@ -89,7 +89,15 @@ def create_app(
     if store_wrapper is not None:
         app[STORE_WRAPPER] = store_wrapper
     app.cleanup_ctx.extend(
-        [_http_session, _azure_credential, _model_endpoint, _model, _store, _services]
+        [
+            _http_session,
+            _azure_credential,
+            _model_endpoint,
+            _model,
+            _store,
+            _services,
+            _quota_settlements,
+        ]
     )
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
@@ -330,6 +338,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if signing_keys is not None:
             await signing_keys.stop()
         await tokens.close()
+
+
+async def _quota_settlements(app: web.Application) -> AsyncIterator[None]:
+    """Quota accounting in one store write per turn (controls.quotas): the gate's request count
+    reserves an upper bound of the turn's tokens, and settlements are written later. On
+    shutdown the turns drain first (they settle as they finish; the services' own drain then
+    finds nothing left), then everything still pending is written before the store closes."""
+    settings, quotas = app[SETTINGS], app[QUOTAS]
+    quotas.set_upfront_tokens(settings.history_token_budget + settings.max_output_tokens)
+    try:
+        yield
+    finally:
+        await app[TURNS].drain(settings.shutdown_grace_seconds)
+        await quotas.close()
 
 
 def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:

@@ -30,6 +30,7 @@ READS = {
     "find_summary",
     "list_summaries",
     "read_counter",
+    "read_usage",
     "list_audit",
     "read_state",
     "export_user",

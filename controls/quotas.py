@@ -1,13 +1,41 @@
 """Per-user request rate and daily tokens, per-tenant daily tokens, on the store's atomic
 counters: several app instances over one store share them.
 
-Tokens are reserved before the model call (prompt estimate + max output tokens) and settled
-after it with the real usage, so concurrent turns cannot overshoot a limit by more than one
-turn's estimate and the day's total ends up exact.
+What a chat turn costs with user limits on (the default): ONE store write.
+
+- The gate counts the request (`count_request`): +1 in this UTC minute (limit R) and an upfront
+  token reservation (+U today, limit T), together or not at all, in one atomic update of the
+  user's usage document for the day. U is an upper bound of any turn's estimate (prompt budget
+  + max output tokens), so a refused message is refused before it is stored, and the turn's
+  exact estimate (`reserve_tokens`, once the prompt is built) fits inside U: no second write.
+- Settlement is deferred. The difference between the reservation and the real usage is kept in
+  memory per (scope, day) and folded into that scope's next counter update; a background
+  flusher writes what is still pending after a few seconds without turns for that scope, and
+  everything on shutdown (`close`). A failed write keeps the amount and retries.
+
+Why no limit is passed, across instances: every admission is one conditional update of the
+stored counts. A reservation over-estimates (U, or the estimate with max output tokens), so a
+pending settlement is negative: until it is written the stored total is higher than the real
+one, which makes a limit stricter for a moment (a few seconds), never looser. The rare positive
+settlement (a turn that used more than it reserved) is written at once, not deferred. One caveat
+shared with every retried increment: a settlement write whose answer was lost (the store applied
+it, the client saw an error) is applied again on retry.
+
+Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
+request alone and the exact estimate is reserved before the model call, as before (two writes;
+the last few thousand tokens of a day). A user with both user limits at 0 is not counted at all
+(no write; `/usage` says no limit applies); with one of them set, both are counted in the same
+write. A tenant without a limit is not counted; with one, its counter costs one more write per
+turn (the exact estimate), settled the same deferred way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -15,9 +43,21 @@ from enum import StrEnum
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import TenantPolicies, normalize_tenant
-from controls.windows import Window, day_window, minute_window
-from storage.base import CounterStore
+from controls.windows import Window, day_window, minute_number, minute_window
+from storage.base import CounterStore, StoreError
 from storage.ids import safe_id
+from storage.models import UsageChange, UsageResult
+
+log = logging.getLogger(__name__)
+
+# A scope's pending settlement is written after this long without a new one.
+SETTLE_AFTER_SECONDS = 3.0
+# An upfront reservation no turn claimed by then goes back (the turn ended before its model
+# call: an empty or duplicate message, a store failure).
+UPFRONT_CLAIM_SECONDS = 60.0
+_FLUSH_EVERY_SECONDS = 1.0
+_RETRY_AT_MOST_SECONDS = 30.0
+_FLUSH_CONCURRENCY = 16
 
 
 class LimitKind(StrEnum):
@@ -28,11 +68,15 @@ class LimitKind(StrEnum):
 
 @dataclass(frozen=True)
 class QuotaLimits:
-    """0 = unlimited (still counted, for `/usage`)."""
+    """0 = unlimited. A user is counted when either user limit is set (both, in one write)."""
 
     user_requests_per_minute: int = 0
     user_tokens_per_day: int = 0
     tenant_tokens_per_day: int = 0
+
+    @property
+    def counts_user(self) -> bool:
+        return bool(self.user_requests_per_minute or self.user_tokens_per_day)
 
 
 @dataclass(frozen=True)
@@ -47,15 +91,17 @@ class QuotaExceeded:
 
 @dataclass(frozen=True)
 class TokenReservation:
-    user_scope: str
-    tenant_scope: str | None
+    user_scope: str | None  # None: the user is not counted
+    tenant_scope: str | None  # None: the tenant is not counted
     window: Window
-    amount: int
+    amount: int  # the turn's estimate (what the tenant's counter holds)
+    user_amount: int = 0  # what the user's counter holds for the turn (the upfront U, or more)
 
 
 @dataclass(frozen=True)
 class UsageReport:
     limits: QuotaLimits
+    counted: bool  # False: no user limit applies, and nothing is counted
     requests_this_minute: int
     minute_resets_at: datetime
     tokens_today: int
@@ -71,6 +117,29 @@ def tenant_scope(tenant_id: str) -> str | None:
     return safe_id(f"tenant:{normalize_tenant(tenant_id)}") if tenant_id.strip() else None
 
 
+# (is a tenant counter, scope, day window key)
+_Key = tuple[bool, str, str]
+
+
+@dataclass
+class _Pending:
+    """Tokens to add to a counter later (negative: what a reservation did not use)."""
+
+    tenant: bool
+    scope: str
+    window: Window
+    amount: int = 0
+    touched: float = 0.0  # monotonic time of the latest amount
+
+
+@dataclass(frozen=True)
+class _Upfront:
+    scope: str
+    window: Window
+    amount: int
+    at: float  # monotonic
+
+
 class Quotas:
     def __init__(
         self,
@@ -79,12 +148,30 @@ class Quotas:
         defaults: QuotaLimits,
         tenants: TenantPolicies | None = None,
         clock: Clock = utc_now,
+        *,
+        upfront_tokens: int = 0,
+        settle_after_seconds: float = SETTLE_AFTER_SECONDS,
+        upfront_claim_seconds: float = UPFRONT_CLAIM_SECONDS,
     ) -> None:
         self._counters = counters
         self._refusals = refusals
         self._defaults = defaults
         self._tenants = tenants or TenantPolicies()
         self._clock = clock
+        self._upfront_tokens = max(0, upfront_tokens)
+        self._settle_after = settle_after_seconds
+        self._claim_within = upfront_claim_seconds
+        self._pending: dict[_Key, _Pending] = {}
+        self._held: dict[Hashable, list[_Upfront]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._closed = False
+
+    def set_upfront_tokens(self, tokens: int) -> None:
+        """Tokens reserved with each counted request, before the prompt is built: at least any
+        turn's estimate (the prompt budget + max output tokens). 0 = reserve only the estimate,
+        in a second write."""
+        self._upfront_tokens = max(0, tokens)
 
     def limits_for(self, tenant_id: str) -> QuotaLimits:
         policy = self._tenants.for_tenant(tenant_id)
@@ -99,96 +186,335 @@ class Quotas:
             tenant_tokens_per_day=_pick(policy.tokens_per_day, d.tenant_tokens_per_day),
         )
 
-    async def count_request(self, user_id: str, tenant_id: str) -> QuotaExceeded | None:
-        """One more request in this minute, unless that goes over the limit (then not counted)."""
-        now = self._clock()
-        window = minute_window(now)
-        limit = self.limits_for(tenant_id).user_requests_per_minute
-        scope = user_scope(user_id)
-        result = await self._counters.add_to_counter(
-            scope, window.key, 1, limit, window.ttl_seconds
-        )
-        if result.allowed:
+    # --- the turn: count, reserve, settle
+
+    async def count_request(
+        self, user_id: str, tenant_id: str, turn: Hashable | None = None
+    ) -> QuotaExceeded | None:
+        """One more request in this minute, unless that goes over the limit (then not counted).
+        With `turn`, the same write reserves the upfront tokens `reserve_tokens` claims for it."""
+        limits = self.limits_for(tenant_id)
+        if not limits.counts_user:
             return None
+        now = self._clock()
+        minute, day = minute_window(now), day_window(now)
+        scope = user_scope(user_id)
+        upfront = self._upfront_tokens if turn is not None else 0
+        change = UsageChange(
+            minute=minute_number(minute),
+            ttl_seconds=day.ttl_seconds,
+            requests=1,
+            request_limit=limits.user_requests_per_minute,
+            tokens=upfront,
+            token_limit=limits.user_tokens_per_day,
+        )
+        result = await self._update_user(scope, day, change)
+        if not result.allowed and result.refused == "tokens" and upfront:
+            # Less than the upfront reservation is left today: count the request alone; the
+            # turn's exact estimate is reserved once the prompt is known.
+            upfront = 0
+            result = await self._update_user(scope, day, change.model_copy(update={"tokens": 0}))
+        if result.allowed:
+            if upfront and turn is not None:
+                self._held.setdefault(turn, []).append(
+                    _Upfront(scope, day, upfront, time.monotonic())
+                )
+                self._ensure_flusher()
+            return None
+        used = result.counts.requests_in(change.minute)
         return await self._exceeded(
-            LimitKind.USER_REQUESTS_PER_MINUTE, scope, limit, result.value, window, now
+            LimitKind.USER_REQUESTS_PER_MINUTE,
+            scope,
+            limits.user_requests_per_minute,
+            used,
+            minute,
+            now,
         )
 
     async def reserve_tokens(
-        self, user_id: str, tenant_id: str, amount: int
+        self, user_id: str, tenant_id: str, amount: int, turn: Hashable | None = None
     ) -> TokenReservation | QuotaExceeded:
+        """Reserve the turn's estimate: inside the upfront reservation `count_request` made
+        for `turn` (no write), or on the counter when there is none or it is too small."""
         now = self._clock()
-        window = day_window(now)
         limits = self.limits_for(tenant_id)
         amount = max(0, amount)
-        user = user_scope(user_id)
-        mine = await self._counters.add_to_counter(
-            user, window.key, amount, limits.user_tokens_per_day, window.ttl_seconds
-        )
-        if not mine.allowed:
-            return await self._exceeded(
-                LimitKind.USER_TOKENS_PER_DAY,
-                user,
-                limits.user_tokens_per_day,
-                mine.value,
-                window,
-                now,
-            )
-        # An unlimited tenant is not counted: nothing reads that total, and it would cost two
-        # more store writes per turn (reserve and settle).
-        tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
-        if tenant is not None:
-            theirs = await self._counters.add_to_counter(
-                tenant, window.key, amount, limits.tenant_tokens_per_day, window.ttl_seconds
-            )
-            if not theirs.allowed:
-                # Give the user's share back: nothing was spent.
-                await self._counters.add_to_counter(
-                    user, window.key, -amount, 0, window.ttl_seconds
+        held = self._claim(turn)
+        # A turn that crosses midnight counts for the day its reservation was made.
+        window = held.window if held is not None else day_window(now)
+        user: str | None = None
+        user_amount = 0
+        if held is not None or limits.counts_user:
+            user = held.scope if held is not None else user_scope(user_id)
+            user_amount = held.amount if held is not None else 0
+        try:
+            if user is not None and amount > user_amount:
+                change = UsageChange(
+                    minute=minute_number(minute_window(now)),
+                    ttl_seconds=window.ttl_seconds,
+                    tokens=amount - user_amount,
+                    token_limit=limits.user_tokens_per_day,
                 )
-                return await self._exceeded(
-                    LimitKind.TENANT_TOKENS_PER_DAY,
-                    tenant,
-                    limits.tenant_tokens_per_day,
-                    theirs.value,
-                    window,
-                    now,
-                )
-        return TokenReservation(user, tenant, window, amount)
+                mine = await self._update_user(user, window, change)
+                if not mine.allowed:
+                    self._defer(False, user, window, -user_amount)
+                    return await self._exceeded(
+                        LimitKind.USER_TOKENS_PER_DAY,
+                        user,
+                        limits.user_tokens_per_day,
+                        mine.counts.tokens,
+                        window,
+                        now,
+                    )
+                user_amount = amount
+            tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
+            if tenant is not None:
+                key = (True, tenant, window.key)
+                settled = self._take(key)
+                try:
+                    theirs = await self._counters.add_to_counter(
+                        tenant,
+                        window.key,
+                        amount + settled,
+                        limits.tenant_tokens_per_day,
+                        window.ttl_seconds,
+                    )
+                except Exception:
+                    self._defer(True, tenant, window, settled)
+                    raise
+                if not theirs.allowed:
+                    self._defer(True, tenant, window, settled)
+                    # Give the user's share back: nothing was spent.
+                    if user is not None:
+                        self._defer(False, user, window, -user_amount)
+                    return await self._exceeded(
+                        LimitKind.TENANT_TOKENS_PER_DAY,
+                        tenant,
+                        limits.tenant_tokens_per_day,
+                        theirs.value,
+                        window,
+                        now,
+                    )
+        except StoreError:
+            # The turn goes ahead uncounted (the caller decides): give back what it holds.
+            if user is not None:
+                self._defer(False, user, window, -user_amount)
+            raise
+        return TokenReservation(user, tenant, window, amount, user_amount)
 
     async def settle(self, reservation: TokenReservation, used_tokens: int) -> None:
-        """Replace the estimate by the real usage, in the window it was reserved in (a turn
-        that crosses midnight counts for the day it started). Always applies (limit 0)."""
-        delta = max(0, used_tokens) - reservation.amount
-        if delta == 0:
-            return
+        """Replace the reservation by the real usage, in the window it was reserved in. What a
+        reservation did not use is written later (see the module docstring); more than it
+        reserved is written now."""
+        used = max(0, used_tokens)
         window = reservation.window
-        await self._counters.add_to_counter(
-            reservation.user_scope, window.key, delta, 0, window.ttl_seconds
-        )
-        if reservation.tenant_scope is not None:
-            await self._counters.add_to_counter(
-                reservation.tenant_scope, window.key, delta, 0, window.ttl_seconds
+        if reservation.user_scope is not None:
+            await self._settle(
+                False, reservation.user_scope, window, used - reservation.user_amount
             )
+        if reservation.tenant_scope is not None:
+            await self._settle(True, reservation.tenant_scope, window, used - reservation.amount)
 
     async def usage(
         self, user_id: str, tenant_id: str, *, with_tenant: bool = False
     ) -> UsageReport:
+        """What `/usage` shows: the stored counts with this instance's pending settlements."""
         now = self._clock()
         minute, day = minute_window(now), day_window(now)
-        scope = user_scope(user_id)
+        limits = self.limits_for(tenant_id)
         tenant = tenant_scope(tenant_id)
         tenant_tokens = None
         if with_tenant and tenant is not None:
-            tenant_tokens = await self._counters.read_counter(tenant, day.key)
+            stored = await self._counters.read_counter(tenant, day.key)
+            tenant_tokens = max(0, stored + self._peek((True, tenant, day.key)))
+        requests = tokens = 0
+        if limits.counts_user:
+            scope = user_scope(user_id)
+            counts = await self._counters.read_usage(scope, day.key)
+            requests = counts.requests_in(minute_number(minute))
+            tokens = max(0, counts.tokens + self._peek((False, scope, day.key)))
         return UsageReport(
-            limits=self.limits_for(tenant_id),
-            requests_this_minute=await self._counters.read_counter(scope, minute.key),
+            limits=limits,
+            counted=limits.counts_user,
+            requests_this_minute=requests,
             minute_resets_at=minute.resets_at,
-            tokens_today=await self._counters.read_counter(scope, day.key),
+            tokens_today=tokens,
             day_resets_at=day.resets_at,
             tenant_tokens_today=tenant_tokens,
         )
+
+    # --- deferred settlement
+
+    async def flush(self) -> int:
+        """Write every pending settlement now; how many could not be written (kept)."""
+        return await self._flush(idle_for=0.0)
+
+    async def close(self) -> None:
+        """Shutdown, once the turns have drained: upfront reservations no turn claimed go back
+        and everything pending is written. Later settlements are written at once."""
+        self._closed = True
+        self._stopping.set()
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self._expire_held(math.inf)
+        for attempt in range(3):
+            if not await self.flush():
+                return
+            await asyncio.sleep(0.2 * (attempt + 1))
+        log.error(
+            "quota settlements could not be written at shutdown",
+            extra={
+                "event": "quota_settlement_lost",
+                "scopes": len(self._pending),
+                "tokens": sum(p.amount for p in self._pending.values()),
+            },
+        )
+
+    async def _settle(self, tenant: bool, scope: str, window: Window, delta: int) -> None:
+        if delta == 0:
+            return
+        if delta < 0 and not self._closed:
+            self._defer(tenant, scope, window, delta)
+            return
+        # More than was reserved: written now, so no other instance admits a turn past the
+        # limit meanwhile. (Or the app is shutting down and nothing would flush it.)
+        try:
+            await self._write(tenant, scope, window, delta)
+        except StoreError:
+            log.warning("a quota settlement could not be written; kept for a retry")
+            self._defer(tenant, scope, window, delta)
+
+    async def _update_user(self, scope: str, window: Window, change: UsageChange) -> UsageResult:
+        """One usage update with the scope's pending settlement folded in (no write of its own);
+        the settlement stays pending when the update fails or is refused."""
+        key = (False, scope, window.key)
+        settled = self._take(key)
+        try:
+            result = await self._counters.add_usage(
+                scope,
+                window.key,
+                change.model_copy(update={"tokens": change.tokens + settled}),
+            )
+        except Exception:
+            # Kept for later. (Not after a cancellation: the update may have been applied, and
+            # applying a settlement twice would make the limit looser.)
+            self._defer(False, scope, window, settled)
+            raise
+        if not result.allowed:
+            self._defer(False, scope, window, settled)
+        return result
+
+    async def _write(self, tenant: bool, scope: str, window: Window, amount: int) -> None:
+        if tenant:
+            await self._counters.add_to_counter(scope, window.key, amount, 0, window.ttl_seconds)
+        else:
+            change = UsageChange(minute=0, ttl_seconds=window.ttl_seconds, tokens=amount)
+            await self._counters.add_usage(scope, window.key, change)
+
+    def _take(self, key: _Key) -> int:
+        pending = self._pending.pop(key, None)
+        return pending.amount if pending is not None else 0
+
+    def _peek(self, key: _Key) -> int:
+        pending = self._pending.get(key)
+        return pending.amount if pending is not None else 0
+
+    def _defer(self, tenant: bool, scope: str, window: Window, amount: int) -> None:
+        if amount == 0:
+            return
+        key = (tenant, scope, window.key)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending(tenant, scope, window)
+        pending.amount += amount
+        pending.touched = time.monotonic()
+        if pending.amount == 0:
+            del self._pending[key]
+        self._ensure_flusher()
+
+    def _claim(self, turn: Hashable | None) -> _Upfront | None:
+        if turn is None:
+            return None
+        held = self._held.get(turn)
+        if not held:
+            return None
+        upfront = held.pop(0)
+        if not held:
+            del self._held[turn]
+        return upfront
+
+    def _expire_held(self, now: float) -> None:
+        for turn, held in list(self._held.items()):
+            kept: list[_Upfront] = []
+            for upfront in held:
+                if now - upfront.at >= self._claim_within:
+                    self._defer(False, upfront.scope, upfront.window, -upfront.amount)
+                else:
+                    kept.append(upfront)
+            if kept:
+                self._held[turn] = kept
+            else:
+                del self._held[turn]
+
+    def _ensure_flusher(self) -> None:
+        if self._closed or (self._flusher is not None and not self._flusher.done()):
+            return
+        self._flusher = asyncio.get_running_loop().create_task(
+            self._flush_periodically(), name="quota-settlements"
+        )
+
+    async def _flush_periodically(self) -> None:
+        """Runs while something is pending or held; a failed write is retried, backing off."""
+        wait = _FLUSH_EVERY_SECONDS
+        while (self._pending or self._held) and not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+                return  # close() takes over
+            except TimeoutError:
+                pass
+            self._expire_held(time.monotonic())
+            failed = await self._flush(idle_for=self._settle_after)
+            wait = min(wait * 2, _RETRY_AT_MOST_SECONDS) if failed else _FLUSH_EVERY_SECONDS
+
+    async def _flush(self, idle_for: float) -> int:
+        now = time.monotonic()
+        due = [
+            self._pending.pop(key)
+            for key, pending in list(self._pending.items())
+            if now - pending.touched >= idle_for
+        ]
+        if not due:
+            return 0
+        limit = asyncio.Semaphore(_FLUSH_CONCURRENCY)
+
+        async def write(pending: _Pending) -> bool:
+            async with limit:
+                try:
+                    await self._write(pending.tenant, pending.scope, pending.window, pending.amount)
+                    return True
+                except Exception:
+                    # Kept (merged with anything deferred meanwhile) for the next round.
+                    self._restore(pending)
+                    return False
+
+        written = await asyncio.gather(*(write(p) for p in due))
+        failed = written.count(False)
+        if failed:
+            log.warning(
+                "quota settlements could not be written; kept for a retry",
+                extra={"event": "quota_settlement_retry", "failed": failed},
+            )
+        return failed
+
+    def _restore(self, pending: _Pending) -> None:
+        key = (pending.tenant, pending.scope, pending.window.key)
+        current = self._pending.get(key)
+        if current is None:
+            self._pending[key] = pending
+            return
+        current.amount += pending.amount
+        if current.amount == 0:
+            del self._pending[key]
 
     async def _exceeded(
         self, kind: LimitKind, scope: str, limit: int, used: int, window: Window, now: datetime

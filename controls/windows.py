@@ -37,3 +37,8 @@ def minute_window(now: datetime) -> Window:
 def day_window(now: datetime) -> Window:
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return Window(f"d:{start:%Y-%m-%d}", start, start + timedelta(days=1), DAY_TTL_SECONDS)
+
+
+def minute_number(window: Window) -> int:
+    """A minute window as minutes since the Unix epoch: what the store's usage document keeps."""
+    return int(window.starts_at.timestamp()) // 60

@@ -124,6 +124,11 @@ class Commands:
         # Tenant totals are for administrators, not shown to users.
         report = await self._quotas.usage(turn.user_id, turn.tenant_id)
         locale = turn.locale
+        if not report.counted:
+            # Neither user limit is set, so nothing is counted: no numbers to show.
+            return "\n\n".join(
+                [localize("usage_title", locale), localize("usage_no_limits", locale)]
+            )
         unlimited = localize("usage_unlimited", locale)
         lines = [
             localize("usage_title", locale),

@@ -86,7 +86,8 @@ class ConversationGate:
             await _say(context, localize("store_unavailable", turn.locale, ref=ref))
             return None
         try:
-            exceeded = await self._quotas.count_request(turn.user_id, turn.tenant_id)
+            # The same write reserves the turn's tokens upfront (claimed by dialogs.guard).
+            exceeded = await self._quotas.count_request(turn.user_id, turn.tenant_id, turn)
         except StoreError:
             log.exception("the request rate could not be checked; the turn goes ahead uncounted")
             exceeded = None

@@ -45,8 +45,9 @@ class QuotaGuard:
 
     async def admit(self, turn: TurnInput, estimated_tokens: int) -> Admission:
         try:
+            # Usually inside what the gate reserved upfront for this turn: no store write.
             result = await self._quotas.reserve_tokens(
-                turn.user_id, turn.tenant_id, estimated_tokens
+                turn.user_id, turn.tenant_id, estimated_tokens, turn
             )
         except StoreError:
             # Counting failed, the prompt is already stored: answer rather than fail the user
@@ -55,14 +56,16 @@ class QuotaGuard:
             return Admission()
         if isinstance(result, QuotaExceeded):
             return Admission(refusal=refusal_text(result, turn.locale))
-        return Admission(settle=self._settler(result))
+        return Admission(settle=self._settler(result, estimated_tokens))
 
-    def _settler(self, reservation: TokenReservation) -> Callable[[int | None], Awaitable[None]]:
+    def _settler(
+        self, reservation: TokenReservation, estimated_tokens: int
+    ) -> Callable[[int | None], Awaitable[None]]:
         async def settle(used_tokens: int | None) -> None:
-            if used_tokens is None:
-                return
+            # No reported usage (a stopped stream): the estimate stands.
+            used = estimated_tokens if used_tokens is None else used_tokens
             try:
-                await self._quotas.settle(reservation, used_tokens)
+                await self._quotas.settle(reservation, used)
             except StoreError:
                 log.exception("settling the token reservation failed; the estimate stays")
 

@@ -26,6 +26,9 @@ from storage.models import (
     Page,
     SummaryDelta,
     SummaryQuery,
+    UsageChange,
+    UsageCounts,
+    UsageResult,
 )
 
 T = TypeVar("T")
@@ -39,6 +42,7 @@ READS = frozenset(
         "find_summary",
         "list_summaries",
         "read_counter",
+        "read_usage",
         "list_audit",
         "read_state",
         "export_user",
@@ -52,6 +56,7 @@ WRITES = frozenset(
         "set_feedback",
         "apply_summary_delta",
         "add_to_counter",
+        "add_usage",
         "append_audit",
         "write_state",
         "delete_state",
@@ -269,6 +274,16 @@ class FaultyStore:
     async def read_counter(self, scope: str, window: str) -> int:
         return await self._call(
             "read_counter", (scope, window), lambda: self.inner.read_counter(scope, window)
+        )
+
+    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+        return await self._call(
+            "add_usage", (scope, day, change), lambda: self.inner.add_usage(scope, day, change)
+        )
+
+    async def read_usage(self, scope: str, day: str) -> UsageCounts:
+        return await self._call(
+            "read_usage", (scope, day), lambda: self.inner.read_usage(scope, day)
         )
 
     # --- audit

@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import STORE, create_app
+from app import QUOTAS, STORE, create_app
 from config import Settings
+from controls.quotas import Quotas
 from storage.base import Store
 from tests.support import RecordingConnector, message_activity, settle
 
@@ -86,6 +87,11 @@ class Chat:
     @property
     def store(self) -> Store:
         return self.client.server.app[STORE]
+
+    @property
+    def quotas(self) -> Quotas:
+        """This instance's quotas (its deferred settlements: `await chat.quotas.flush()`)."""
+        return self.client.server.app[QUOTAS]
 
     async def send(self, text: str, **extra: Any) -> dict[str, Any]:
         """Send a message; the one new reply message (a typing indicator is not counted)."""

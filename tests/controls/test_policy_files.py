@@ -126,8 +126,9 @@ async def test_reservation_is_settled_to_the_real_usage_in_its_own_day(
     assert isinstance(reservation, TokenReservation)
     clock.advance(seconds=20)  # the answer arrives after midnight
     await quotas.settle(reservation, 120)
-    assert await store.read_counter(user_scope("u"), "d:2026-11-21") == 120
-    assert await store.read_counter(user_scope("u"), "d:2026-11-22") == 0
+    await quotas.close()  # writes the deferred settlement
+    assert (await store.read_usage(user_scope("u"), "d:2026-11-21")).tokens == 120
+    assert (await store.read_usage(user_scope("u"), "d:2026-11-22")).tokens == 0
 
 
 async def test_estimate_over_the_remaining_allowance_is_refused_with_the_reset_time(

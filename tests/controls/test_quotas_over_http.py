@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controls.quotas import user_scope
-from controls.windows import day_window, minute_window
+from controls.windows import day_window, minute_number, minute_window
 from storage.models import Role
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
 from tests.support import RecordingConnector
@@ -32,9 +32,11 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     answer = stored[-1]
     assert answer.usage is not None
     used = answer.usage.prompt + answer.usage.completion
-    # Settled: the counter holds the real usage, not the reservation.
+    # Settled: once the deferred settlement is written, the counter holds the real usage.
     day = day_window(clock())
-    assert await chat.store.read_counter(user_scope("user-1"), day.key) == used
+    assert await stored_tokens(chat, day.key) > used  # still the reservation
+    await chat.quotas.flush()
+    assert await stored_tokens(chat, day.key) == used
 
     calls = await model_calls(simulator_url)
     with caplog.at_level(logging.WARNING, logger="controls"):
@@ -43,7 +45,7 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     assert f"{day.resets_at:%Y-%m-%d} 00:00 UTC" in refused["text"]
     assert "entities" not in refused or not refused["entities"]  # a notice, not model output
     assert await model_calls(simulator_url) == calls
-    assert await chat.store.read_counter(user_scope("user-1"), day.key) == used
+    assert await stored_tokens(chat, day.key) == used
 
     [event] = [r for r in caplog.records if getattr(r, "event", None) == "quota_exceeded"]
     assert event.scope == user_scope("user-1")  # type: ignore[attr-defined]
@@ -92,8 +94,8 @@ async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_nex
     # The refused message was neither stored nor counted.
     texts = [m.text for m in await chat.store.conversation_messages(conversation(chat))]
     assert "three" not in texts
-    minute = minute_window(clock())
-    assert await chat.store.read_counter(user_scope("user-1"), minute.key) == 2
+    counts = await chat.store.read_usage(user_scope("user-1"), day_window(clock()).key)
+    assert counts.requests_in(minute_number(minute_window(clock()))) == 2
     # Another user is not affected.
     other = Chat(client, connector, conversation_id="conv-2", user_id="user-2")
     assert "three" in (await other.send("three"))["text"]
@@ -113,13 +115,14 @@ async def test_tenant_daily_quota_applies_to_all_its_users_and_gives_the_user_sh
 
     await alice.send("Hello from Alice")
     await alice.send("Hello again from Alice")
-    bob_before = await bob.store.read_counter(user_scope("bob"), day_window(clock()).key)
+    day = day_window(clock())
+    bob_before = await stored_tokens(bob, day.key, user_id="bob")
     refused = await bob.send("Hello from Bob, " + "with many words " * 40)
 
     assert "Your organization has used today's allowance" in refused["text"]
-    # Bob's reservation was returned when the tenant refused it.
-    day = day_window(clock())
-    assert await bob.store.read_counter(user_scope("bob"), day.key) == bob_before
+    # Bob's reservation (the gate's upfront one) is given back when the tenant refuses.
+    await bob.quotas.flush()
+    assert await stored_tokens(bob, day.key, user_id="bob") == bob_before
     assert "Carol" in (await outsider.send("Hello from Carol"))["text"]
 
 
@@ -157,6 +160,8 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
 
     await on_first.send("one")
     await on_second.send("two")
+    # Another instance sees the first one's reservation until its settlement is written.
+    await on_first.quotas.flush()
     usage = await on_second.send("/usage")
     used = sum(
         m.usage.prompt + m.usage.completion
@@ -174,3 +179,8 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
     tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50)
     clock.advance(minutes=1)
     assert "today's allowance" in (await Chat(tight, connector).send("five"))["text"]
+
+
+async def stored_tokens(chat: Chat, day: str, *, user_id: str = "user-1") -> int:
+    """The day's tokens as the store holds them (without any instance's pending settlement)."""
+    return (await chat.store.read_usage(user_scope(user_id), day)).tokens

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from storage.models import Role
-from tests.controls.support import Chat, ControlledApp, conversation, model_calls
+from controls.quotas import user_scope
+from controls.windows import day_window
+from storage.models import Role, UsageCounts
+from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
 from tests.support import RecordingConnector
 
 
@@ -88,17 +90,62 @@ async def test_usage_shows_the_users_consumption_against_the_limits(
     assert "tenant" not in reply["text"].lower()
 
 
-async def test_usage_in_japanese_with_unlimited_quotas(
-    controlled_app: ControlledApp, connector: RecordingConnector
+@pytest.mark.parametrize(
+    ("locale", "usage", "expected"),
+    [
+        ("en-US", "/usage", "No usage limits apply to you"),
+        ("ja-JP", "／使用量", "あなたには利用上限がありません。"),
+    ],
+)
+async def test_usage_says_no_limit_applies_to_a_user_without_limits_and_counts_nothing(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    locale: str,
+    usage: str,
+    expected: str,
 ) -> None:
     chat = Chat(
         await controlled_app(QUOTA_USER_TOKENS_PER_DAY=0, QUOTA_USER_REQUESTS_PER_MINUTE=0),
         connector,
+        locale=locale,
+    )
+    await chat.send("Hello there")
+
+    reply = await chat.send(usage)
+
+    assert expected in reply["text"]
+    # No numbers to show: neither the token nor the request line.
+    for line in (
+        "Tokens today",
+        "Messages this minute",
+        "本日のトークン:",
+        "この1分間のメッセージ:",
+    ):
+        assert line not in reply["text"]
+    # Nothing is counted (and nothing is written) for a user without limits.
+    await chat.quotas.flush()
+    day = day_window(clock()).key
+    assert await chat.store.read_usage(user_scope("user-1"), day) == UsageCounts()
+
+
+async def test_usage_with_one_user_limit_counts_both(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    chat = Chat(
+        await controlled_app(QUOTA_USER_TOKENS_PER_DAY=0, QUOTA_USER_REQUESTS_PER_MINUTE=5),
+        connector,
         locale="ja-JP",
     )
+    await chat.send("こんにちは")
+    [answer] = [m for m in await chat.store.conversation_messages(conversation(chat)) if m.usage]
+    assert answer.usage is not None
+
     reply = await chat.send("／使用量")
-    assert "本日のトークン: 0(1日の上限: なし、" in reply["text"]
-    assert "この1分間のメッセージ: 0(1分あたりの上限: なし)" in reply["text"]
+
+    used = answer.usage.prompt + answer.usage.completion
+    assert f"本日のトークン: {used}(1日の上限: なし、" in reply["text"]
+    assert "この1分間のメッセージ: 1(1分あたりの上限: 5)" in reply["text"]
 
 
 async def test_feedback_is_stored_on_the_last_answer_and_keeps_a_button_reaction(
