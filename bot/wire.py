@@ -94,11 +94,11 @@ def _read_float(value: Any) -> Any:
     raise Unsupported("float")
 
 
-# The form channels send; anything else (lower case, comma fractions, seven digits, basic
-# format, 24:00...) goes through msrest's own parser. [0-9], not \d: \d matches other scripts.
+# The form channels send (Teams and Azure's Direct Line write .NET's seven fraction digits, which
+# msrest cuts to six); anything else (lower case, comma fractions, basic format, 24:00...) goes
+# through msrest's own parser. [0-9], not \d: \d matches digits of other scripts too.
 _ISO_DATETIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})?"
 )
 _OFFSETS: dict[str, Any] = {}
 
@@ -117,33 +117,23 @@ def _offset(name: str) -> Any:
 
 
 def _read_iso(value: Any) -> Any:
+    """msrest's `deserialize_iso` (isodate underneath) for the common form."""
     if type(value) is not str:
         raise Unsupported("iso-8601")
     match = _ISO_DATETIME.fullmatch(value)
-    if match is None:
+    if match is None or value.startswith(("0001", "9999")):
+        # Other forms, and msrest's year-range check in UTC: msrest decides.
         raise Unsupported("iso-8601")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    if year in ("0001", "9999"):
-        raise Unsupported("iso-8601")  # msrest's year-range check in UTC: leave it to msrest
-    if zone is None:
-        tz = None
-    elif zone == "Z":
-        tz = ISODATE_UTC
-    else:
-        tz = _offset(zone)
+    fraction, zone = match.groups()
+    # msrest keeps six fraction digits (cut, not rounded); isodate reads them as microseconds.
+    end = 19 if fraction is None else 20 + min(len(fraction), 6)
     try:
-        return datetime.datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            int(fraction.ljust(6, "0")) if fraction else 0,
-            tz,
-        )
+        parsed = datetime.datetime.fromisoformat(value[:end])
     except ValueError as exc:  # month 13, second 60...: msrest raises DeserializationError
         raise Unsupported("iso-8601") from exc
+    if zone is None:
+        return parsed
+    return parsed.replace(tzinfo=ISODATE_UTC if zone == "Z" else _offset(zone))
 
 
 def _copy_json(value: Any, depth: int) -> Any:
