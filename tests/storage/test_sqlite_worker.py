@@ -1,0 +1,48 @@
+"""The SQLite store's worker thread: calls run one at a time in submission order, errors reach
+the caller, and a call whose caller gave up before it started is not run."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from storage.sqlite import _Worker
+
+
+async def test_calls_run_in_order_and_errors_reach_the_caller() -> None:
+    worker = _Worker("test-sqlite")
+    ran: list[int] = []
+    try:
+        results = await asyncio.gather(
+            *(worker.run(lambda n=n: ran.append(n) or n * 2) for n in range(50))
+        )
+        assert results == [n * 2 for n in range(50)]
+        assert ran == list(range(50))
+
+        def fail() -> None:
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            await worker.run(fail)
+        assert await worker.run(lambda: "still serving") == "still serving"
+    finally:
+        worker.stop()
+
+
+async def test_a_call_cancelled_before_it_started_is_skipped() -> None:
+    worker = _Worker("test-sqlite")
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        blocker = worker.run(lambda: release.wait(5))
+        abandoned = asyncio.ensure_future(worker.run(lambda: ran.append("abandoned")))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        release.set()
+        assert await blocker is True
+        assert await worker.run(lambda: ran.append("next")) is None
+        assert ran == ["next"]
+    finally:
+        worker.stop()
