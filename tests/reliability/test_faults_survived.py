@@ -190,7 +190,7 @@ STORE_CASES = {
     "window_read": ("recent_messages", None),
     "answer_write": ("add_message", assistant_message_writes),
     "summary_write": ("apply_summary_delta", None),
-    "counters": ({"add_to_counter", "read_counter"}, None),
+    "counters": ({"add_usage", "read_usage", "add_to_counter", "read_counter"}, None),
     "every_write": ("write", None),
     "every_read": ("read", None),
 }

@@ -1,0 +1,421 @@
+"""Quota accounting in one store write per turn, on the real stores (SQLite and the Cosmos DB
+protocol server): the gate's request count reserves the turn's tokens upfront, the estimate fits
+inside it, settlements are deferred and written later, and no limit is ever passed, also with
+two app instances (two stores over the same data) racing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import QUOTAS, STORE, create_app
+from config import Settings
+from controls.audit import RefusalLog
+from controls.quotas import (
+    LimitKind,
+    QuotaExceeded,
+    QuotaLimits,
+    Quotas,
+    TokenReservation,
+    user_scope,
+)
+from controls.windows import day_window
+from storage.base import Store, StoreError
+from storage.cosmos import CosmosConfig, CosmosStore
+from storage.models import UsageCounts
+from storage.sqlite import SqliteStore
+from tests.controls.support import Chat, FakeClock, conversation
+from tests.faults import FaultyStore
+from tests.support import RecordingConnector
+
+UPFRONT = 7000
+USER = user_scope("u")
+NOW = datetime(2026, 11, 21, 10, 5, 10, tzinfo=UTC)
+DAY = day_window(NOW).key
+NOW_MINUTE = int(NOW.timestamp()) // 60
+
+OpenStore = Callable[[], Awaitable[Store]]
+MakeQuotas = Callable[..., Awaitable[Quotas]]
+
+
+@pytest.fixture
+async def open_store(settings_on_store: Callable[..., Settings]) -> AsyncIterator[OpenStore]:
+    """Open a store of the test's backend; again = a second app instance over the same data."""
+    settings = settings_on_store()
+    opened: list[Store] = []
+
+    async def open_one() -> Store:
+        store: Store
+        if settings.uses_cosmos:
+            store = CosmosStore(CosmosConfig.from_settings(settings))
+        else:
+            store = SqliteStore(settings.sqlite_file)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def make_quotas(open_store: OpenStore) -> AsyncIterator[MakeQuotas]:
+    """`await make_quotas(store, **limits_and_options)`: Quotas as the app builds them (closed,
+    so their pending settlements written, at the end of the test)."""
+    made: list[Quotas] = []
+
+    async def make(store: Store | None = None, **options: Any) -> Quotas:
+        store = store or await open_store()
+        limits = QuotaLimits(
+            user_requests_per_minute=options.pop("requests", 30),
+            user_tokens_per_day=options.pop("tokens", 1_000_000),
+            tenant_tokens_per_day=options.pop("tenant_tokens", 0),
+        )
+        clock = options.pop("clock", lambda: NOW)
+        options.setdefault("upfront_tokens", UPFRONT)
+        quotas = Quotas(store, RefusalLog(store, clock), limits, None, clock, **options)
+        made.append(quotas)
+        return quotas
+
+    yield make
+    for quotas in made:
+        await quotas.close()
+
+
+async def stored(store: Store, scope: str = USER) -> UsageCounts:
+    return await store.read_usage(scope, DAY)
+
+
+async def one_turn(quotas: Quotas, key: str, estimate: int, used: int) -> bool:
+    """The gate, the guard and the settlement of one chat turn; whether it was admitted."""
+    if await quotas.count_request("u", "", key) is not None:
+        return False
+    reservation = await quotas.reserve_tokens("u", "", estimate, key)
+    if isinstance(reservation, QuotaExceeded):
+        return False
+    await quotas.settle(reservation, used)
+    return True
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 8.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "did not happen in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_turn_costs_one_counter_write_and_the_next_turn_carries_its_settlement(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store)
+
+    assert await quotas.count_request("u", "", "turn-1") is None
+    reservation = await quotas.reserve_tokens("u", "", 1500, "turn-1")
+    assert isinstance(reservation, TokenReservation)
+    await quotas.settle(reservation, 400)
+
+    assert store.calls["add_usage"] == 1  # the gate's write; the guard and settle wrote nothing
+    assert await stored(store) == UsageCounts(tokens=UPFRONT, minute=NOW_MINUTE, requests=1)
+    assert (await quotas.usage("u", "")).tokens_today == 400  # /usage counts what is pending
+
+    assert await one_turn(quotas, "turn-2", 1600, 500)
+    assert store.calls["add_usage"] == 2
+    # The first turn's settlement rode along with the second turn's write.
+    assert await stored(store) == UsageCounts(tokens=400 + UPFRONT, minute=NOW_MINUTE, requests=2)
+    assert store.calls["add_to_counter"] == 0
+
+    await quotas.flush()
+    assert await stored(store) == UsageCounts(tokens=900, minute=NOW_MINUTE, requests=2)
+
+
+async def test_a_user_without_limits_costs_no_counter_write(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, requests=0, tokens=0)
+
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    await quotas.flush()
+
+    assert store.calls["add_usage"] == store.calls["add_to_counter"] == 0
+    report = await quotas.usage("u", "")
+    assert not report.counted
+    assert store.calls["read_usage"] == 0
+
+
+async def test_one_user_limit_counts_both_in_the_one_write(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, requests=0)  # only the daily tokens are limited
+
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    await quotas.flush()
+
+    assert store.calls["add_usage"] == 2  # the turn's write and the flush
+    assert await stored(store) == UsageCounts(tokens=400, minute=NOW_MINUTE, requests=1)
+
+
+async def test_a_tenant_limit_adds_one_write_and_its_settlement_is_deferred_too(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, tenant_tokens=100_000)
+
+    assert await quotas.count_request("u", "T1", "turn-1") is None
+    reservation = await quotas.reserve_tokens("u", "T1", 1500, "turn-1")
+    assert isinstance(reservation, TokenReservation)
+    await quotas.settle(reservation, 400)
+
+    assert (store.calls["add_usage"], store.calls["add_to_counter"]) == (1, 1)
+    assert await store.read_counter("tenant:t1", DAY) == 1500
+    await quotas.flush()
+    assert await store.read_counter("tenant:t1", DAY) == 400
+    assert (await stored(store)).tokens == 400
+
+
+async def test_near_the_daily_limit_the_request_is_counted_alone_and_the_estimate_exactly(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, tokens=2000)  # less than the upfront reservation
+
+    assert await quotas.count_request("u", "", "turn-1") is None
+    assert await stored(store) == UsageCounts(tokens=0, minute=NOW_MINUTE, requests=1)
+    reservation = await quotas.reserve_tokens("u", "", 1500, "turn-1")
+    assert isinstance(reservation, TokenReservation)
+    assert await stored(store) == UsageCounts(tokens=1500, minute=NOW_MINUTE, requests=1)
+    await quotas.settle(reservation, 900)
+
+    # The settlement (-600) makes room: the next estimate of 1500 fits only with it.
+    assert await quotas.count_request("u", "", "turn-2") is None
+    refused = await quotas.reserve_tokens("u", "", 1101, "turn-2")
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.kind, refused.used) == (LimitKind.USER_TOKENS_PER_DAY, 900)
+    assert isinstance(await quotas.reserve_tokens("u", "", 1100, "turn-3"), TokenReservation)
+    assert await stored(store) == UsageCounts(tokens=2000, minute=NOW_MINUTE, requests=2)
+
+
+async def test_the_request_rate_refuses_before_anything_is_reserved(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    quotas = await make_quotas(store, requests=2)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    assert await one_turn(quotas, "turn-2", 1500, 400)
+
+    refused = await quotas.count_request("u", "", "turn-3")
+
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.kind, refused.used, refused.seconds_left) == (
+        LimitKind.USER_REQUESTS_PER_MINUTE,
+        2,
+        50,
+    )
+    # Not counted, nothing reserved, and the pending settlement is still pending.
+    assert await stored(store) == UsageCounts(tokens=400 + UPFRONT, minute=NOW_MINUTE, requests=2)
+    assert (await quotas.usage("u", "")).tokens_today == 800
+
+
+async def test_an_upfront_reservation_no_turn_claims_goes_back(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    # The chat service refused the message (empty, too long, a duplicate) before its model call.
+    store = await open_store()
+    quotas = await make_quotas(store, upfront_claim_seconds=0.1, settle_after_seconds=0.0)
+
+    assert await quotas.count_request("u", "", "turn-1") is None
+    assert (await stored(store)).tokens == UPFRONT
+
+    async def given_back() -> bool:
+        return (await stored(store)).tokens == 0
+
+    await eventually(given_back)
+    assert (await stored(store)).requests == 1  # the request itself stays counted
+    # A turn that claims it after that reserves its estimate itself.
+    assert isinstance(await quotas.reserve_tokens("u", "", 1500, "turn-1"), TokenReservation)
+    assert (await stored(store)).tokens == 1500
+
+
+async def test_a_pending_settlement_is_written_once_the_user_goes_quiet(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    quotas = await make_quotas(store, settle_after_seconds=0.2)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+
+    async def settled() -> bool:
+        return (await stored(store)).tokens == 400
+
+    await eventually(settled)
+
+
+async def test_a_failed_flush_keeps_the_settlement_and_retries(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    store.fail("error", "add_usage", count=1)
+
+    assert await quotas.flush() == 1
+    assert (await stored(store)).tokens == UPFRONT
+    assert (await quotas.usage("u", "")).tokens_today == 400
+
+    assert await quotas.flush() == 0
+    assert (await stored(store)).tokens == 400
+
+
+async def test_a_failed_turn_update_keeps_the_settlement_it_carried(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    store.fail("throttled", "add_usage", count=1)
+
+    with pytest.raises(StoreError):
+        await quotas.count_request("u", "", "turn-2")
+
+    await quotas.flush()
+    assert (await stored(store)).tokens == 400
+
+
+async def test_usage_over_the_reservation_is_written_at_once(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    quotas = await make_quotas(store, upfront_tokens=0)
+    assert await quotas.count_request("u", "", "turn-1") is None
+    reservation = await quotas.reserve_tokens("u", "", 100, "turn-1")
+    assert isinstance(reservation, TokenReservation)
+
+    await quotas.settle(reservation, 130)  # the service counted more than the estimate
+
+    assert (await stored(store)).tokens == 130  # no flush needed: another instance sees it
+
+
+async def test_a_pending_settlement_makes_a_limit_stricter_for_a_moment_never_looser(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    first = await make_quotas(await open_store(), tokens=9000)
+    second = await make_quotas(await open_store(), tokens=9000)
+    assert await one_turn(first, "turn-1", 1500, 100)  # holds 7000 on the store until flushed
+
+    # Really 100 used: 100 + 2500 would fit, but the other instance still sees the reservation.
+    assert await second.count_request("u", "", "turn-2") is None
+    refused = await second.reserve_tokens("u", "", 2500, "turn-2")
+    assert isinstance(refused, QuotaExceeded)
+
+    await first.flush()
+    assert isinstance(await second.reserve_tokens("u", "", 2500, "turn-3"), TokenReservation)
+
+
+async def test_concurrent_turns_on_two_instances_never_pass_the_daily_limit(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    limit = 20_000
+    instances = [
+        await make_quotas(await open_store(), tokens=limit, upfront_tokens=2000) for _ in range(2)
+    ]
+
+    admitted = await asyncio.gather(
+        *(one_turn(instances[i % 2], f"turn-{i}", 1500, 1000) for i in range(30))
+    )
+
+    for quotas in instances:
+        await quotas.close()
+    counts = await stored(await open_store())
+    assert 0 < sum(admitted) <= 20
+    assert counts.tokens == 1000 * sum(admitted) <= limit
+    assert counts.requests == 30  # a request refused for tokens was still a request
+
+
+async def test_concurrent_turns_on_two_instances_never_pass_the_request_rate(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    instances = [await make_quotas(await open_store(), requests=10) for _ in range(2)]
+
+    admitted = await asyncio.gather(
+        *(one_turn(instances[i % 2], f"turn-{i}", 1500, 400) for i in range(30))
+    )
+
+    for quotas in instances:
+        await quotas.close()
+    assert sum(admitted) == 10
+    assert await stored(await open_store()) == UsageCounts(
+        tokens=4000, minute=NOW_MINUTE, requests=10
+    )
+
+
+# --- the app: what a chat turn writes, and shutdown
+
+
+async def test_a_chat_turn_makes_one_counter_write_and_none_without_user_limits(
+    aiohttp_client: Any,
+    controlled_settings: Callable[..., Settings],
+    clock: FakeClock,
+    connector: RecordingConnector,
+) -> None:
+    async def counted_app(**overrides: Any) -> tuple[TestClient[Any, Any], FaultyStore]:
+        wrapped: list[FaultyStore] = []
+
+        def wrap(store: Store) -> Store:
+            wrapped.append(FaultyStore(store))
+            return wrapped[0]
+
+        app = create_app(controlled_settings(**overrides), clock=clock, store_wrapper=wrap)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client, wrapped[0]
+
+    limited, limited_store = await counted_app()  # the defaults: 30 a minute, 1,000,000 a day
+    unlimited, unlimited_store = await counted_app(
+        QUOTA_USER_REQUESTS_PER_MINUTE=0, QUOTA_USER_TOKENS_PER_DAY=0
+    )
+    for client, user in ((limited, "user-1"), (unlimited, "user-2")):
+        chat = Chat(client, connector, conversation_id=user, user_id=user)
+        for text in ("one", "two", "three"):
+            await chat.send(text)
+
+    assert limited_store.calls["add_usage"] == 3
+    assert unlimited_store.calls["add_usage"] == 0
+    for store in (limited_store, unlimited_store):
+        assert store.calls["add_to_counter"] == 0
+        # The chat path itself: two messages and a summary per turn, one window query.
+        assert store.calls["add_message"] == 6
+        assert store.calls["apply_summary_delta"] == 3
+        assert store.calls["recent_messages"] == 3
+
+
+async def test_shutdown_writes_the_pending_settlements_before_the_store_closes(
+    aiohttp_client: Any,
+    controlled_settings: Callable[..., Settings],
+    clock: FakeClock,
+    connector: RecordingConnector,
+) -> None:
+    settings = controlled_settings()
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
+    chat = Chat(client, connector)
+    await chat.send("Hello there")
+    used = sum(
+        m.usage.prompt + m.usage.completion
+        for m in await chat.store.conversation_messages(conversation(chat))
+        if m.usage is not None
+    )
+    day = day_window(clock()).key
+    assert (await chat.store.read_usage(user_scope("user-1"), day)).tokens > used
+    assert client.server.app[QUOTAS] is chat.quotas
+
+    await client.close()
+
+    reopened: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
+    counts = await reopened.server.app[STORE].read_usage(user_scope("user-1"), day)
+    assert counts.tokens == used
