@@ -170,10 +170,11 @@ class OurStack:
                 "AZURE_OPENAI_API_KEY": "bench-key",
                 "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
                 "DATA_DIR": str(self.data_dir),
-                # Counted (the store operations include them) but not limiting: one bench user
-                # sends far more than a person's 30 messages a minute.
-                "QUOTA_USER_REQUESTS_PER_MINUTE": "0",
-                "QUOTA_USER_TOKENS_PER_DAY": "0",
+                # Counted, the realistic path (the store operations include it), but not
+                # limiting: one bench user sends far more than a person's 30 messages a minute.
+                # (0 would mean unlimited, and an unlimited user is not counted at all.)
+                "QUOTA_USER_REQUESTS_PER_MINUTE": "100000000",
+                "QUOTA_USER_TOKENS_PER_DAY": "100000000",
             },
         )
 
