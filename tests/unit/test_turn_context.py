@@ -1,0 +1,92 @@
+"""`ChannelTurnContext` sends like botbuilder's TurnContext (addressing, defaults, handlers,
+`responded`) without deep-copying each activity, and never changes the caller's activity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botbuilder.core import BotAdapter, TurnContext
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    ChannelAccount,
+    ConversationAccount,
+    ResourceResponse,
+)
+
+from bot.adapter import ChannelTurnContext
+
+
+class Recording(BotAdapter):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Activity] = []
+
+    async def send_activities(
+        self, context: TurnContext, activities: list[Activity]
+    ) -> list[ResourceResponse]:
+        self.sent += activities
+        return [ResourceResponse(id=f"r{len(self.sent)}") for _ in activities]
+
+    async def update_activity(self, context: TurnContext, activity: Activity) -> Any:
+        raise NotImplementedError
+
+    async def delete_activity(self, context: TurnContext, reference: Any) -> None:
+        raise NotImplementedError
+
+
+def incoming() -> Activity:
+    return Activity(
+        type=ActivityTypes.message,
+        id="in-1",
+        channel_id="msteams",
+        service_url="https://smba.example/",
+        locale="ja-JP",
+        conversation=ConversationAccount(id="conv-1"),
+        from_property=ChannelAccount(id="user-1", name="User"),
+        recipient=ChannelAccount(id="bot-1", name="Bot"),
+        text="hi",
+    )
+
+
+async def test_outbound_activities_are_addressed_like_botbuilder_does_it() -> None:
+    stock_adapter, ours_adapter = Recording(), Recording()
+    reply = Activity(text="answer", id="caller-set-id")
+    await TurnContext(stock_adapter, incoming()).send_activity(reply)
+    await ChannelTurnContext(ours_adapter, incoming()).send_activity(reply)
+
+    [stock], [ours] = stock_adapter.sent, ours_adapter.sent
+    assert ours.serialize() == stock.serialize()
+    assert ours.reply_to_id == "in-1" and ours.id is None and ours.type == "message"
+    assert ours.from_property.id == "bot-1" and ours.recipient.id == "user-1"
+
+
+async def test_the_callers_activity_is_left_as_it_was_and_can_be_sent_again() -> None:
+    adapter = Recording()
+    context = ChannelTurnContext(adapter, incoming())
+    reply = Activity(text="answer", id="caller-set-id", entities=[])
+    before = reply.serialize()
+
+    await context.send_activity(reply)
+    await context.send_activity(reply)
+
+    assert reply.serialize() == before
+    assert [a.text for a in adapter.sent] == ["answer", "answer"]
+    assert adapter.sent[0] is not reply and adapter.sent[0] is not adapter.sent[1]
+
+
+async def test_send_handlers_see_the_activities_and_trace_alone_is_not_a_response() -> None:
+    adapter = Recording()
+    context = ChannelTurnContext(adapter, incoming())
+    seen: list[str] = []
+
+    async def handler(ctx: TurnContext, activities: list[Activity], next_send: Any) -> Any:
+        seen.extend(a.type for a in activities)
+        return await next_send()
+
+    context.on_send_activities(handler)
+    await context.send_activity(Activity(type=ActivityTypes.trace, name="debug"))
+    assert context.responded is False
+    await context.send_activity("hello")
+    assert context.responded is True
+    assert seen == ["trace", "message"]
