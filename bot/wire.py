@@ -20,6 +20,9 @@ What msrest does that the plans keep (msrest 0.7.1, `msrest/serialization.py`):
   offset), and datetimes go out in UTC as `YYYY-MM-DDTHH:MM:SS.fffZ` (at least three digits);
 - `str` fields go out as `value.value` when there is one (enums such as `ActivityTypes`), else
   `str(value)`; None fields are left out.
+
+Plans are built on first use and kept: a model class whose `_attribute_map` changes at run time
+(msrest's `enable_additional_properties_sending`) must do so before its first activity.
 """
 
 from __future__ import annotations
