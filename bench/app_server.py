@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import inspect
 import time
 from collections import Counter
@@ -74,6 +75,19 @@ STORES: list[CountingStore] = []
 
 
 LAGS: list[tuple[float, float]] = []  # (time.monotonic(), lag ms)
+GC_PAUSES: list[tuple[float, int, float]] = []  # (time.monotonic(), generation, pause ms)
+_gc_started = 0.0
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    """Garbage collector pauses stop the whole process: they show as bot overhead."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        pause = (time.perf_counter() - _gc_started) * 1000
+        GC_PAUSES.append((time.monotonic(), info["generation"], pause))
+        del GC_PAUSES[:-100_000]
 
 
 async def _watch_loop_lag(app: web.Application) -> Any:
@@ -119,6 +133,7 @@ async def stats(request: web.Request) -> web.Response:
             "turns_in_flight": queue.in_flight,
             # Since `?since=` (time.monotonic(): the same clock in every process on Linux).
             "loop_lag_ms": _lag_summary(float(request.query.get("since", "0"))),
+            "gc_pauses": _gc_summary(float(request.query.get("since", "0"))),
         }
     )
 
@@ -135,6 +150,19 @@ def _lag_summary(since: float) -> dict[str, float]:
     }
 
 
+def _gc_summary(since: float) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for generation in (0, 1, 2):
+        pauses = [p for at, g, p in GC_PAUSES if at >= since and g == generation]
+        if pauses:
+            summary[f"gen{generation}"] = {
+                "count": len(pauses),
+                "total_ms": round(sum(pauses), 1),
+                "max_ms": round(max(pauses), 2),
+            }
+    return summary
+
+
 def main() -> None:
     import os
     import sys
@@ -146,6 +174,7 @@ def main() -> None:
     application = app_module.create_app(settings, store_wrapper=CountingStore)
     application.router.add_get("/bench/stats", stats)
     application.cleanup_ctx.append(_watch_loop_lag)
+    gc.callbacks.append(_time_gc)
     app_module.serve(application, settings)
 
 

@@ -311,6 +311,7 @@ def store_ops_per_turn(before: dict[str, Any], after: dict[str, Any], turns: int
         "per_method": per_method,
         "mean_call_ms": mean_ms,
         "event_loop_lag_ms": after.get("loop_lag_ms", {}),
+        "gc_pauses": after.get("gc_pauses", {}),
     }
 
 
