@@ -6,6 +6,8 @@ show text to the user (one message, or a stream of updates then a final message)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -14,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -269,23 +271,31 @@ class ChatService:
         log_fields = {"ref": ref, "conversation": conversation_ref(conversation_id)}
 
         # 1. The prompt is stored before anything else: whatever happens next, it is not lost.
+        # The history window is read at the same time (one round trip less before the model
+        # call); a window that does not end with the prompt yet gets it appended.
+        history = asyncio.ensure_future(self._recent_history(conversation_id))
         try:
             with self._telemetry.span("store.add_message", role="user"):
                 inserted = await self._messages.add_message(user_message)
             outcome.store_ops.append("write:user_message")
+        except asyncio.CancelledError:
+            history.cancel()
+            raise
         except StoreError:
+            await _abandon(history)
             log.exception("storing the user message failed", extra=log_fields)
             outcome.status = "store_error"
             await _notify(channel, localize("store_unavailable", turn.locale, ref=ref), outcome)
             return outcome
         if not inserted:
+            await _abandon(history)
             log.info("redelivered activity ignored", extra=log_fields)
             outcome.duplicate = True
             return outcome
         delta.messages += 1
 
         try:
-            await self._answer(turn, user_message, channel, delta, outcome)
+            await self._answer(turn, user_message, history, channel, delta, outcome)
         finally:
             if outcome.settle is not None:
                 # A stopped stream has no reported usage: the reservation stands.
@@ -300,10 +310,15 @@ class ChatService:
                 log.exception("updating the conversation summary failed", extra=log_fields)
         return outcome
 
+    async def _recent_history(self, conversation_id: str) -> list[Message]:
+        with self._telemetry.span("store.recent_messages"):
+            return await self._messages.recent_messages(conversation_id, self._max_history)
+
     async def _answer(
         self,
         turn: TurnInput,
         user_message: Message,
+        recent_history: Awaitable[list[Message]],
         channel: ReplyChannel,
         delta: SummaryDelta,
         outcome: TurnOutcome,
@@ -311,10 +326,7 @@ class ChatService:
         ref = outcome.correlation_id
         log_fields = {"ref": ref, "conversation": conversation_ref(user_message.conversation_id)}
         try:
-            with self._telemetry.span("store.recent_messages"):
-                history = await self._messages.recent_messages(
-                    user_message.conversation_id, self._max_history
-                )
+            history = await recent_history
             outcome.store_ops.append("query:window")
         except StoreError:
             log.exception("reading the history window failed", extra=log_fields)
@@ -718,6 +730,13 @@ class ChatService:
             cached = (text, self._counter.count_text(text))
             self._system_cache[key] = cached
         return cached
+
+
+async def _abandon(pending: asyncio.Future[Any]) -> None:
+    """Cancel a store read nobody needs any more and swallow whatever it ended with."""
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StoreError):
+        await pending
 
 
 async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> None:
