@@ -200,6 +200,8 @@ class Quotas:
         minute, day = minute_window(now), day_window(now)
         scope = user_scope(user_id)
         upfront = self._upfront_tokens if turn is not None else 0
+        if limits.user_tokens_per_day and upfront > limits.user_tokens_per_day:
+            upfront = 0  # it could never fit: reserve the estimate alone, later
         change = UsageChange(
             minute=minute_number(minute),
             ttl_seconds=day.ttl_seconds,
@@ -221,12 +223,22 @@ class Quotas:
                 )
                 self._ensure_flusher()
             return None
-        used = result.counts.requests_in(change.minute)
+        if result.refused == "tokens":
+            # Only when a settlement that failed to be written is carried along: the user
+            # really is over the daily limit.
+            return await self._exceeded(
+                LimitKind.USER_TOKENS_PER_DAY,
+                scope,
+                limits.user_tokens_per_day,
+                result.counts.tokens,
+                day,
+                now,
+            )
         return await self._exceeded(
             LimitKind.USER_REQUESTS_PER_MINUTE,
             scope,
             limits.user_requests_per_minute,
-            used,
+            result.counts.requests_in(change.minute),
             minute,
             now,
         )

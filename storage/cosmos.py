@@ -229,7 +229,9 @@ def _status(exc: CosmosHttpResponseError) -> int:
 def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str, Any]], str | None]:
     """The patch operations of `change` and the filter predicate that makes them atomic with
     its limits (`storage.models.apply_usage` is the rule). Predicates take no parameters: the
-    numbers are ints formatted here, and property names stay lowercase."""
+    numbers are ints formatted here. Property names stay lowercase and the predicate holds no
+    strings: the local protocol server (tests/cosmos_server.js) lowercases the whole predicate
+    before it evaluates it, where Azure keeps it as written."""
     operations: list[dict[str, Any]] = []
     conditions: list[str] = []
     if change.requests:

@@ -204,6 +204,25 @@ async def test_near_the_daily_limit_the_request_is_counted_alone_and_the_estimat
     assert await stored(store) == UsageCounts(tokens=2000, minute=NOW_MINUTE, requests=2)
 
 
+async def test_with_less_than_the_upfront_reservation_left_the_gate_counts_the_request_alone(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, tokens=10_000)
+    assert await one_turn(quotas, "turn-1", 5000, 5000)
+    await quotas.flush()
+    writes = store.calls["add_usage"]
+
+    assert await quotas.count_request("u", "", "turn-2") is None  # 5000 + 7000 > 10,000
+    assert await stored(store) == UsageCounts(tokens=5000, minute=NOW_MINUTE, requests=2)
+    reservation = await quotas.reserve_tokens("u", "", 4000, "turn-2")
+    assert isinstance(reservation, TokenReservation)
+
+    assert await stored(store) == UsageCounts(tokens=9000, minute=NOW_MINUTE, requests=2)
+    # The refused combined update wrote nothing; then the request alone, then the estimate.
+    assert store.calls["add_usage"] - writes == 3
+
+
 async def test_the_request_rate_refuses_before_anything_is_reserved(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:
