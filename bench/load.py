@@ -63,8 +63,12 @@ async def drive(
     time_limit: float = 60.0,
     reply_timeout: float = 30.0,
     text: Callable[[int, int], str] = default_text,
+    start_spread: float = 0.0,
 ) -> LoadResult:
-    """Run the load and return every completed turn with its reply latency."""
+    """Run the load and return every completed turn with its reply latency. With
+    `start_spread` seconds, conversation n starts n/concurrency of it late, as independent
+    users do; 0 starts them together, and with a constant model latency they then stay in
+    step, every round arriving as one burst."""
     result = LoadResult(target, concurrency, turns)
     token = channel.mint()
     headers = {"Authorization": f"Bearer {token}"}
@@ -72,6 +76,7 @@ async def drive(
 
     async def conversation(number: int) -> None:
         conversation_id = f"{run_id}-c{number}"
+        await asyncio.sleep(start_spread * number / concurrency)
         for index in range(turns):
             if time.monotonic() > deadline:
                 return

@@ -61,6 +61,7 @@ class Options:
     latency_concurrency: int = 32
     latency_turns: int = 10
     model_latency_ms: float = 300.0
+    start_spread_ms: float = 300.0
     tokens_per_second: float = 0.0
     memory_conversations: int = 1000
     memory_turns: int = 2
@@ -83,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--latency-turns", type=int, default=int(env("BENCH_LATENCY_TURNS", "10")))
     parser.add_argument(
         "--model-latency-ms", type=float, default=float(env("BENCH_MODEL_LATENCY_MS", "300"))
+    )
+    parser.add_argument(
+        "--start-spread-ms",
+        type=float,
+        default=None,
+        help="the latency phase's conversations start spread over this (default: the model "
+        "latency); a second run starts them all at once",
     )
     parser.add_argument(
         "--tokens-per-second", type=float, default=float(env("BENCH_TOKENS_PER_SECOND", "0"))
@@ -115,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         latency_concurrency=args.latency_concurrency,
         latency_turns=args.latency_turns,
         model_latency_ms=args.model_latency_ms,
+        start_spread_ms=(
+            args.model_latency_ms if args.start_spread_ms is None else args.start_spread_ms
+        ),
         tokens_per_second=args.tokens_per_second,
         memory_conversations=args.memory_conversations,
         memory_turns=args.memory_turns,
@@ -515,33 +526,21 @@ async def run(opts: Options) -> dict[str, Any]:
             session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
         )
         before = await stack_latency.stats(session)
-        phase_started = time.monotonic()
         cpu = cpu_snapshot({"bot": stack_latency.app.pid, "simulator": stack_latency.simulator.pid})
-        result = await drive(
-            session,
-            channel,
-            bot,
-            target="ours",
-            concurrency=opts.latency_concurrency,
-            turns=opts.latency_turns,
-            run_id=f"{run_id}-lat",
-            time_limit=opts.time_limit,
+        latency, after = await latency_phase(
+            session, channel, stack_latency, opts, f"{run_id}-lat", opts.start_spread_ms / 1000
         )
-        after = await stack_latency.stats(session, since=phase_started)
-        stored = stack_latency.stored_turns({t.conversation_id for t in result.turns})
-        measured = {a: float(v["model_ms"] or 0) for a, v in stored.items()}
-        configured = dict.fromkeys((t.activity_id for t in result.turns), opts.model_latency_ms)
-        latency = summarize(result, measured) | cpu_per_turn(cpu, result.completed)
-        latency["bot_overhead_vs_configured_model_ms"] = summarize(result, configured)[
-            "bot_overhead_ms"
-        ]
-        latency["model_latency_ms_measured_by_bot"] = _percentiles(list(measured.values()))
-        latency["overhead_samples_ms"] = sorted(
-            round(t.latency_ms - measured.get(t.activity_id, 0.0), 2) for t in result.turns
-        )
+        latency |= cpu_per_turn(cpu, latency["completed_turns"])
         report["ours_model_latency"] = latency
-        report["store_ops"] = store_ops_per_turn(before, after, result.completed)
-        print(_line(f"ours ({opts.model_latency_ms:.0f} ms model)", latency))
+        report["store_ops"] = store_ops_per_turn(before, after, latency["completed_turns"])
+        print(_line(f"ours ({opts.model_latency_ms:.0f} ms model, starts spread)", latency))
+        # The same load with every conversation starting at once: in step with a constant
+        # model latency, each round arrives as one burst of `latency_concurrency` turns.
+        burst, _ = await latency_phase(
+            session, channel, stack_latency, opts, f"{run_id}-burst", start_spread=0.0
+        )
+        report["ours_model_latency_burst"] = burst
+        print(_line(f"ours ({opts.model_latency_ms:.0f} ms model, one burst)", burst))
 
         memory = await drive(
             session,
@@ -612,6 +611,45 @@ async def long_conversation(
     }
 
 
+async def latency_phase(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    stack: OurStack,
+    opts: Options,
+    run_id: str,
+    start_spread: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The latency load on `stack`: its summary (overhead against the model time the bot
+    measured and against the configured one) and the app's stats since it started."""
+    started = time.monotonic()
+    result = await drive(
+        session,
+        channel,
+        f"{stack.url}/api/messages",
+        target="ours",
+        concurrency=opts.latency_concurrency,
+        turns=opts.latency_turns,
+        run_id=run_id,
+        time_limit=opts.time_limit,
+        start_spread=start_spread,
+    )
+    after = await stack.stats(session, since=started)
+    stored = stack.stored_turns({t.conversation_id for t in result.turns})
+    measured = {a: float(v["model_ms"] or 0) for a, v in stored.items()}
+    configured = dict.fromkeys((t.activity_id for t in result.turns), opts.model_latency_ms)
+    summary = summarize(result, measured)
+    summary["start_spread_ms"] = round(start_spread * 1000, 1)
+    summary["bot_overhead_vs_configured_model_ms"] = summarize(result, configured)[
+        "bot_overhead_ms"
+    ]
+    summary["model_latency_ms_measured_by_bot"] = _percentiles(list(measured.values()))
+    summary["overhead_samples_ms"] = sorted(
+        round(t.latency_ms - measured.get(t.activity_id, 0.0), 2) for t in result.turns
+    )
+    summary["event_loop_lag_ms"] = after.get("loop_lag_ms", {})
+    return summary, after
+
+
 def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
     # The ratio at --ratio-concurrency, or at the highest swept concurrency below it.
     ratio_at = max((c for c in opts.sweep if c <= opts.ratio_concurrency), default=opts.sweep[0])
@@ -632,6 +670,9 @@ def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
         "throughput_ratio": round(ours / stock, 1) if stock else None,
         "bot_overhead_p99_ms": latency["bot_overhead_ms"]["p99"],
         "bot_overhead_p99_ms_vs_configured_model": latency["bot_overhead_vs_configured_model_ms"][
+            "p99"
+        ],
+        "bot_overhead_p99_ms_one_burst": report["ours_model_latency_burst"]["bot_overhead_ms"][
             "p99"
         ],
         "peak_rss_mib": round(peak_rss_mib, 1),

@@ -1,5 +1,6 @@
 """Teams group chats and channels: @mention rules, mention removal, one reply per message with a
-typing indicator while the answer takes a while, thread conversations, and the welcome on install."""
+typing indicator while the answer takes a while, thread conversations, and the welcome on
+install."""
 
 from __future__ import annotations
 
