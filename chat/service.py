@@ -141,6 +141,7 @@ class TurnOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     store_ops: list[str] = field(default_factory=list)
+    summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
 
 
@@ -301,14 +302,26 @@ class ChatService:
                 # A stopped stream has no reported usage: the reservation stands.
                 used = outcome.prompt_tokens + outcome.completion_tokens
                 await outcome.settle(None if outcome.status == "stopped" else used)
-            # 3. One summary update per turn, whatever happened.
-            try:
-                with self._telemetry.span("store.apply_summary_delta"):
-                    await self._summaries.apply_summary_delta(delta)
-                outcome.store_ops.append("write:summary")
-            except StoreError:
-                log.exception("updating the conversation summary failed", extra=log_fields)
+            # 3. One summary update per turn, whatever happened (written with the answer when
+            # there is one).
+            if not outcome.summary_written:
+                await self._write_summary(delta, outcome)
         return outcome
+
+    async def _write_summary(self, delta: SummaryDelta, outcome: TurnOutcome) -> None:
+        outcome.summary_written = True
+        try:
+            with self._telemetry.span("store.apply_summary_delta"):
+                await self._summaries.apply_summary_delta(delta)
+            outcome.store_ops.append("write:summary")
+        except StoreError:
+            log.exception(
+                "updating the conversation summary failed",
+                extra={
+                    "ref": outcome.correlation_id,
+                    "conversation": conversation_ref(delta.conversation_id),
+                },
+            )
 
     async def _recent_history(self, conversation_id: str) -> list[Message]:
         with self._telemetry.span("store.recent_messages"):
@@ -500,6 +513,19 @@ class ChatService:
     async def _add_answer(
         self, answer: Message, completion: Completion, delta: SummaryDelta, outcome: TurnOutcome
     ) -> None:
+        # The answer and the turn's summary update are written at the same time (the next turn
+        # of this conversation waits for both). The summary counts the answer the user has even
+        # if its record could not be written; that failure is logged loudly.
+        delta.messages += 1
+        delta.prompt_tokens += completion.prompt_tokens
+        delta.completion_tokens += completion.completion_tokens
+        summary = asyncio.ensure_future(self._write_summary(delta, outcome))
+        try:
+            await self._write_answer(answer, outcome)
+        finally:
+            await summary
+
+    async def _write_answer(self, answer: Message, outcome: TurnOutcome) -> None:
         try:
             await self._messages.add_message(answer)
             outcome.store_ops.append("write:assistant_message")
@@ -513,10 +539,6 @@ class ChatService:
                     "conversation": conversation_ref(answer.conversation_id),
                 },
             )
-            return
-        delta.messages += 1
-        delta.prompt_tokens += completion.prompt_tokens
-        delta.completion_tokens += completion.completion_tokens
 
     async def _call_model(
         self, span: Span, messages: list[dict[str, str]], channel: ReplyChannel

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from app import STORE
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role
+from tests.support import settle
 from tests.teams.activities import PERSONAL_CONVERSATION, TENANT, USER_AAD, personal_message
 from tests.teams.channel import TeamsChannel, streaminfo
 
@@ -102,6 +103,7 @@ async def test_personal_chat_streams_thinking_then_cumulative_updates_then_label
     assert final["channelData"] == {"feedbackLoopEnabled": True}
     assert all(c.body["replyToId"] == activity["id"] for c in teams.calls)
 
+    await settle(bot)  # the answer is stored after it was sent
     store = bot.server.app[STORE]
     user, answer = await store.conversation_messages(CONVERSATION_ID)
     assert (user.role, answer.role) == (Role.USER, Role.ASSISTANT)
@@ -186,6 +188,7 @@ async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled
     assert final["entities"] == [AI_LABEL]
     assert final["channelData"] == {"feedbackLoopEnabled": True}
     assert "Hello" in final["text"]
+    await settle(bot)
     _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.status is MessageStatus.COMPLETE
 
