@@ -12,7 +12,10 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -492,9 +495,13 @@ def configure_telemetry(settings: Settings) -> None:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
-    configure_telemetry(settings)
-    log.info("starting on http://%s:%d", settings.host, settings.port)
-    serve(create_app(settings), settings)
+    log.info(
+        "starting on http://%s:%d with %d worker(s)",
+        settings.host,
+        settings.port,
+        settings.app_workers,
+    )
+    serve(lambda: create_app(settings), settings)
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a turn allocates
@@ -513,20 +520,102 @@ async def _settle_garbage_collector(app: web.Application) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def serve(app: web.Application, settings: Settings) -> None:
+def serve(build: Callable[[], web.Application], settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; then the cleanup contexts drain the turn queue and close
-    every client, within SHUTDOWN_GRACE_SECONDS."""
+    every client, within SHUTDOWN_GRACE_SECONDS. With APP_WORKERS > 1 a parent process binds
+    the port and forks the workers; each builds its own app after the fork, so no event loop,
+    thread or connection crosses it."""
+    if settings.app_workers == 1:
+        configure_telemetry(settings)
+        _run(build(), settings)
+    else:
+        Workers(build, settings).run()
+
+
+def _run(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
     app.on_startup.append(_settle_garbage_collector)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,
             host=settings.host,
             port=settings.port,
+            reuse_port=reuse_port or None,
             print=None,
             access_log=None,
             handle_signals=True,
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
+
+
+class Workers:
+    """The parent of APP_WORKERS processes listening on the same port (SO_REUSEPORT: the kernel
+    spreads new connections over them evenly; one shared socket would let whichever worker
+    wakes first take a whole burst). A worker that dies is replaced; SIGTERM or SIGINT stops
+    them all (each drains its own turns) and then the parent."""
+
+    # A worker that dies this soon after it started, this many times in a row, will not start.
+    QUICK_EXIT_SECONDS = 10.0
+    QUICK_EXITS_TO_GIVE_UP = 3
+
+    def __init__(self, build: Callable[[], web.Application], settings: Settings) -> None:
+        self._build = build
+        self._settings = settings
+        self._running: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started at)
+        self._stopping = False
+        self._quick_exits = 0
+
+    def run(self) -> None:
+        # What the parent loaded (modules, tables) is shared with the workers until written:
+        # frozen, the collector in a worker never touches (and so never copies) those pages.
+        gc.collect()
+        gc.freeze()
+        for number in range(self._settings.app_workers):
+            self._start(number)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        while self._running:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            number, started = self._running.pop(pid, (-1, 0.0))
+            if number < 0 or self._stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            quick = time.monotonic() - started < self.QUICK_EXIT_SECONDS
+            self._quick_exits = self._quick_exits + 1 if quick else 0
+            if self._quick_exits >= self.QUICK_EXITS_TO_GIVE_UP:
+                log.error("workers keep exiting at start (last exit code %d): stopping", code)
+                self._stop(signal.SIGTERM, None)
+                continue
+            log.error("worker %d exited with code %d; starting a new one", number, code)
+            self._start(number)
+        if self._quick_exits >= self.QUICK_EXITS_TO_GIVE_UP:
+            raise SystemExit(1)
+
+    def _start(self, number: int) -> None:
+        pid = os.fork()
+        if pid:
+            self._running[pid] = (number, time.monotonic())
+            return
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            configure_telemetry(self._settings)
+            _run(self._build(), self._settings, reuse_port=True)
+        except BaseException:
+            log.exception("worker %d failed", number)
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self._stopping = True
+        for pid in list(self._running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -239,6 +239,10 @@ class Settings(BaseSettings):
     cosmos_verify_tls: bool = Field(True, alias="COSMOS_VERIFY_TLS")
 
     # --- turn processing
+    # Processes serving the port (forked from one parent). More than one uses more cores; state
+    # that lives in one process (built-in Direct Line, local admin link, random secrets) must
+    # then live outside it: see `_workers_share_no_process_state`.
+    app_workers: int = Field(1, alias="APP_WORKERS", ge=1, le=32)
     turn_concurrency: int = Field(64, alias="TURN_CONCURRENCY", gt=0)
     turn_deadline_seconds: float = Field(120.0, alias="TURN_DEADLINE_SECONDS", gt=0)
     shutdown_grace_seconds: float = Field(20.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
@@ -351,6 +355,27 @@ class Settings(BaseSettings):
             raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_CLIENT_ID")
         if "{tenant}" in self.admin_oidc_metadata_url and not self.admin_oidc_tenant_id:
             raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_TENANT_ID")
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_no_process_state(self) -> Settings:
+        """Several workers answer requests at random: whatever one process keeps for a user
+        must not be needed by the next request."""
+        if self.app_workers == 1:
+            return self
+        needs = []
+        if not self.direct_line_secret.get_secret_value():
+            needs.append("DIRECT_LINE_SECRET (the built-in Direct Line keeps chats in memory)")
+        if not self.webchat_token_secret.get_secret_value():
+            needs.append("WEBCHAT_TOKEN_SECRET")
+        if self.admin_auth_mode is AdminAuthMode.LOCAL:
+            needs.append("ADMIN_AUTH_MODE appservice or oidc (the local link is per process)")
+        if not self.admin_session_secret.get_secret_value():
+            needs.append("ADMIN_SESSION_SECRET")
+        if self.admin_pseudonymize and not self.admin_pseudonym_key.get_secret_value():
+            needs.append("ADMIN_PSEUDONYM_KEY")
+        if needs:
+            raise ValueError(f"APP_WORKERS={self.app_workers} needs " + "; ".join(needs))
         return self
 
     # --- derived values: one place decides, everyone else asks

@@ -171,11 +171,15 @@ def main() -> None:
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     settings = app_module.load_settings()
     app_module.configure_logging(settings.log_level)
-    application = app_module.create_app(settings, store_wrapper=CountingStore)
-    application.router.add_get("/bench/stats", stats)
-    application.cleanup_ctx.append(_watch_loop_lag)
+
+    def build() -> web.Application:
+        application = app_module.create_app(settings, store_wrapper=CountingStore)
+        application.router.add_get("/bench/stats", stats)
+        application.cleanup_ctx.append(_watch_loop_lag)
+        return application
+
     gc.callbacks.append(_time_gc)
-    app_module.serve(application, settings)
+    app_module.serve(build, settings)
 
 
 if __name__ == "__main__":

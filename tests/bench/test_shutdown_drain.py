@@ -34,7 +34,7 @@ async def slow_simulator_url() -> AsyncIterator[str]:
 
 
 async def start_app(
-    tmp_path: Path, port: int, simulator: str, issuer: TokenIssuer
+    tmp_path: Path, port: int, simulator: str, issuer: TokenIssuer, **extra_env: str
 ) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
@@ -50,6 +50,7 @@ async def start_app(
         "DATA_DIR": str(tmp_path / "data"),
         "SHUTDOWN_GRACE_SECONDS": "30",
         "LOG_LEVEL": "INFO",
+        **extra_env,
     }
     log = (tmp_path / "app.log").open("wb")
     process = await asyncio.create_subprocess_exec(

@@ -66,3 +66,25 @@ def test_comma_separated_hosts(tmp_path: Path) -> None:
         "b",
         "c",
     ]
+
+
+WORKER_SAFE = {
+    "APP_WORKERS": 2,
+    "DIRECT_LINE_SECRET": "direct-line-secret-value",
+    "WEBCHAT_TOKEN_SECRET": "w" * 32,
+    "ADMIN_AUTH_MODE": "appservice",
+    "ADMIN_SESSION_SECRET": "s" * 32,
+    "ADMIN_PSEUDONYM_KEY": "p" * 32,
+}
+
+
+def test_several_workers_need_every_per_process_state_set_from_outside() -> None:
+    assert settings(**WORKER_SAFE).app_workers == 2
+    for name in ("DIRECT_LINE_SECRET", "WEBCHAT_TOKEN_SECRET", "ADMIN_SESSION_SECRET"):
+        with pytest.raises(ValidationError, match=f"APP_WORKERS=2 needs {name}"):
+            settings(**{**WORKER_SAFE, name: ""})
+    with pytest.raises(ValidationError, match="ADMIN_AUTH_MODE appservice or oidc"):
+        settings(**{**WORKER_SAFE, "ADMIN_AUTH_MODE": "local"})
+    assert settings(**{**WORKER_SAFE, "ADMIN_PSEUDONYMIZE": False, "ADMIN_PSEUDONYM_KEY": ""})
+    with pytest.raises(ValidationError, match="needs DIRECT_LINE_SECRET"):
+        settings(APP_WORKERS=2)

@@ -1,0 +1,103 @@
+"""`python app.py` with APP_WORKERS=2: two worker processes share the port and both take turns,
+a worker that dies is replaced, and SIGTERM stops them all without losing an acknowledged turn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from bench.processes import free_port, process_cpu_seconds
+from tests.bench.test_shutdown_drain import APP_ID, post, start_app, stored_answers
+from tests.support import RecordingConnector, TokenIssuer, message_activity
+
+WORKERS = {
+    "APP_WORKERS": "2",
+    "DIRECT_LINE_SECRET": "workers-test-direct-line-secret",
+    "WEBCHAT_TOKEN_SECRET": "w" * 32,
+    "ADMIN_AUTH_MODE": "appservice",
+    "ADMIN_SESSION_SECRET": "s" * 32,
+    "ADMIN_PSEUDONYM_KEY": "p" * 32,
+}
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_for_workers(
+    pid: int, count: int, other_than: frozenset[int] = frozenset()
+) -> list[int]:
+    for _ in range(300):
+        workers = [child for child in children(pid) if child not in other_than]
+        if len(workers) == count:
+            return workers
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"workers of {pid}: {children(pid)}")
+
+
+async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(
+    tmp_path: Path,
+    simulator_url: str,
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    port = free_port()
+    process = await start_app(tmp_path, port, simulator_url, token_issuer, **WORKERS)
+    url = f"http://127.0.0.1:{port}/api/messages"
+    token = token_issuer.mint(APP_ID, connector.url)
+    first, second = await wait_for_workers(process.pid, 2)
+    busy_before = {pid: process_cpu_seconds(pid) for pid in (first, second)}
+
+    def activity(n: int) -> dict[str, object]:
+        return message_activity(
+            connector.url,
+            f"Question {n}",
+            activity_id=f"workers-{n}",
+            conversation_id=f"workers-conv-{n}",
+            user_id=f"workers-user-{n}",
+        )
+
+    # A new connection per request: the kernel spreads connections over the workers.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        statuses = await asyncio.gather(
+            *(post(session, url, activity(n), token) for n in range(40))
+        )
+    assert statuses == [202] * 40
+    await connector.wait_for_messages(40)
+    assert all(process_cpu_seconds(pid) > busy_before[pid] + 0.02 for pid in (first, second))
+    # Answers are stored after they are sent: wait for them before killing a worker.
+    for _ in range(100):
+        if len(stored_answers(tmp_path / "data" / "chat.db")) == 40:
+            break
+        await asyncio.sleep(0.1)
+
+    os.kill(first, signal.SIGKILL)
+    [replacement] = await wait_for_workers(process.pid, 1, other_than=frozenset({first, second}))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        statuses = await asyncio.gather(
+            *(post(session, url, activity(n), token) for n in range(40, 60))
+        )
+    assert statuses == [202] * 20
+
+    process.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+    log = (tmp_path / "app.log").read_text()
+    assert exit_code == 0, log[-3000:]
+    assert re.search(r"worker \d exited with code -9; starting a new one", log)
+    answers = stored_answers(tmp_path / "data" / "chat.db")
+    assert {f"workers-{n}" for n in range(60)} <= set(answers)
+    assert not any(alive(pid) for pid in (second, replacement))
