@@ -101,6 +101,16 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its living descendants (APP_WORKERS' workers)."""
+    total = process_cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(process_tree_cpu_seconds(int(child)) for child in children)
+
+
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     cpu = "unknown"

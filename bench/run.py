@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -42,6 +43,7 @@ from bench.processes import (
     machine,
     process_cpu_seconds,
     process_rss_kib,
+    process_tree_cpu_seconds,
 )
 from storage.ids import safe_id
 
@@ -59,9 +61,10 @@ class Options:
     stock_turns: int = 8
     ratio_concurrency: int = 32
     latency_concurrency: int = 32
-    latency_turns: int = 10
+    latency_turns: int = 20
     model_latency_ms: float = 300.0
     start_spread_ms: float = 300.0
+    workers: int = 2
     tokens_per_second: float = 0.0
     memory_conversations: int = 1000
     memory_turns: int = 2
@@ -81,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--stock-turns", type=int, default=int(env("BENCH_STOCK_TURNS", "8")))
     parser.add_argument("--ratio-concurrency", type=int, default=32)
     parser.add_argument("--latency-concurrency", type=int, default=32)
-    parser.add_argument("--latency-turns", type=int, default=int(env("BENCH_LATENCY_TURNS", "10")))
+    parser.add_argument("--latency-turns", type=int, default=int(env("BENCH_LATENCY_TURNS", "20")))
     parser.add_argument(
         "--model-latency-ms", type=float, default=float(env("BENCH_MODEL_LATENCY_MS", "300"))
     )
@@ -91,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=None,
         help="the latency phase's conversations start spread over this (default: the model "
         "latency); a second run starts them all at once",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("BENCH_WORKERS", "2")),
+        help="also measure the app with this many APP_WORKERS (1: skip)",
     )
     parser.add_argument(
         "--tokens-per-second", type=float, default=float(env("BENCH_TOKENS_PER_SECOND", "0"))
@@ -126,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         start_spread_ms=(
             args.model_latency_ms if args.start_spread_ms is None else args.start_spread_ms
         ),
+        workers=args.workers,
         tokens_per_second=args.tokens_per_second,
         memory_conversations=args.memory_conversations,
         memory_turns=args.memory_turns,
@@ -140,11 +150,29 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 # --- the stacks under test
 
+# What several workers must share instead of keeping per process (see config.py); local values
+# for this run only.
+WORKER_SECRETS = {
+    "DIRECT_LINE_SECRET": "bench-direct-line-secret",
+    "WEBCHAT_TOKEN_SECRET": secrets.token_urlsafe(32),
+    "ADMIN_AUTH_MODE": "appservice",
+    "ADMIN_SESSION_SECRET": secrets.token_urlsafe(32),
+    "ADMIN_PSEUDONYM_KEY": secrets.token_urlsafe(32),
+}
+
 
 class OurStack:
     """Simulator process + our app process over a fresh SQLite file."""
 
-    def __init__(self, label: str, channel: Channel, workdir: Path, opts: Options, ttft: float):
+    def __init__(
+        self,
+        label: str,
+        channel: Channel,
+        workdir: Path,
+        opts: Options,
+        ttft: float,
+        workers: int = 1,
+    ):
         self.label = label
         self.data_dir = workdir / label
         sim_port, self.port = free_port(), free_port()
@@ -186,6 +214,8 @@ class OurStack:
                 # (0 would mean unlimited, and an unlimited user is not counted at all.)
                 "QUOTA_USER_REQUESTS_PER_MINUTE": "100000000",
                 "QUOTA_USER_TOKENS_PER_DAY": "100000000",
+                "APP_WORKERS": str(workers),
+                **(WORKER_SECRETS if workers > 1 else {}),
             },
         )
 
@@ -558,6 +588,10 @@ async def run(opts: Options) -> dict[str, Any]:
         print(_line(f"ours ({opts.memory_conversations} conversations)", report["memory"]))
         report["ours_model_latency"] |= await stack_latency.stop()
         stack_latency = None
+
+        # 4. the same app with APP_WORKERS processes: throughput and overhead again
+        if opts.workers > 1:
+            report["ours_workers"] = await workers_phases(session, channel, workdir, opts, run_id)
     finally:
         for stack in (stack0, stack_latency):
             if stack is not None:
@@ -650,6 +684,59 @@ async def latency_phase(
     return summary, after
 
 
+async def workers_phases(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    workdir: Path,
+    opts: Options,
+    run_id: str,
+) -> dict[str, Any]:
+    """Throughput with a 0 ms model and overhead with the simulated latency (starts spread), on
+    the app with `opts.workers` worker processes. CPU is the whole process tree's."""
+    report: dict[str, Any] = {"workers": opts.workers}
+    for label, ttft in (("0ms", 0.0), ("latency", opts.model_latency_ms)):
+        stack = OurStack(f"workers-{label}", channel, workdir, opts, ttft, workers=opts.workers)
+        await stack.start()
+        try:
+            bot = f"{stack.url}/api/messages"
+            await drive(
+                session, channel, bot, target="ours", concurrency=8, turns=2, run_id=f"{run_id}-w"
+            )
+            cpu = {"bot": (stack.app.pid, process_tree_cpu_seconds(stack.app.pid))}
+            if ttft == 0:
+                result = await drive(
+                    session,
+                    channel,
+                    bot,
+                    target="ours",
+                    concurrency=opts.ratio_concurrency,
+                    turns=opts.turns,
+                    run_id=f"{run_id}-w0",
+                    time_limit=opts.time_limit,
+                )
+                summary = summarize(result)
+                turns = result.completed
+            else:
+                summary, _ = await latency_phase(
+                    session,
+                    channel,
+                    stack,
+                    opts,
+                    f"{run_id}-wlat",
+                    start_spread=opts.start_spread_ms / 1000,
+                )
+                turns = summary["completed_turns"]
+            pid, before = cpu["bot"]
+            summary["cpu_ms_per_turn"] = {
+                "bot": round(1000 * (process_tree_cpu_seconds(pid) - before) / max(turns, 1), 2)
+            }
+            report[label] = summary
+            print(_line(f"ours, {opts.workers} workers ({ttft:.0f} ms model)", summary))
+        finally:
+            await stack.stop()
+    return report
+
+
 def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
     # The ratio at --ratio-concurrency, or at the highest swept concurrency below it.
     ratio_at = max((c for c in opts.sweep if c <= opts.ratio_concurrency), default=opts.sweep[0])
@@ -675,6 +762,7 @@ def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
         "bot_overhead_p99_ms_one_burst": report["ours_model_latency_burst"]["bot_overhead_ms"][
             "p99"
         ],
+        **_workers_headline(report, stock),
         "peak_rss_mib": round(peak_rss_mib, 1),
         "memory_conversations": opts.memory_conversations,
         "prompt_tokens_turn_1": long["prompt_tokens_at_turn"].get("1"),
@@ -690,6 +778,19 @@ def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
             "store_at_most_1_query_3_writes": ops["queries_per_turn"] <= 1
             and ops["writes_per_turn"] <= 3,
         },
+    }
+
+
+def _workers_headline(report: dict[str, Any], stock: float) -> dict[str, Any]:
+    workers = report.get("ours_workers")
+    if not workers:
+        return {}
+    ours = float(workers["0ms"]["turns_per_second"])
+    return {
+        "workers": workers["workers"],
+        "workers_turns_per_second": ours,
+        "workers_throughput_ratio": round(ours / stock, 1) if stock else None,
+        "workers_bot_overhead_p99_ms": workers["latency"]["bot_overhead_ms"]["p99"],
     }
 
 

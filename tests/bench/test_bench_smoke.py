@@ -26,6 +26,7 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
         "--memory-conversations=5",
         "--memory-turns=1",
         "--long-turns=4",
+        "--workers=2",
         "--time-limit=60",
         f"--out={tmp_path}",
         "--name=smoke",
@@ -66,6 +67,11 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     assert ops["per_method"]["recent_messages"] == 1  # the window: one query per turn
     assert ops["per_method"]["add_message"] == 2  # the prompt and the answer
     assert ops["queries_per_turn"] == 1
+
+    workers = report["ours_workers"]
+    assert workers["workers"] == 2
+    assert workers["0ms"]["completed_turns"] == 4 and workers["latency"]["completed_turns"] == 4
+    assert workers["0ms"]["cpu_ms_per_turn"]["bot"] > 0
 
     memory = report["memory"]
     assert memory["completed_turns"] == 5
