@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 from pydantic import SecretStr
 
 from admin import AdminSettings, AuthMode, create_admin_app
@@ -522,9 +523,9 @@ async def _settle_garbage_collector(app: web.Application) -> None:
 
 def serve(build: Callable[[], web.Application], settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; then the cleanup contexts drain the turn queue and close
-    every client, within SHUTDOWN_GRACE_SECONDS. With APP_WORKERS > 1 a parent process binds
-    the port and forks the workers; each builds its own app after the fork, so no event loop,
-    thread or connection crosses it."""
+    every client, within SHUTDOWN_GRACE_SECONDS. With APP_WORKERS > 1 a parent process forks
+    the workers, and each binds the port itself and builds its own app after the fork, so no
+    event loop, thread or connection crosses it."""
     if settings.app_workers == 1:
         configure_telemetry(settings)
         _run(build(), settings)
@@ -532,90 +533,159 @@ def serve(build: Callable[[], web.Application], settings: Settings) -> None:
         Workers(build, settings).run()
 
 
-def _run(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> None:
     app.on_startup.append(_settle_garbage_collector)
+    if worker:
+        app.on_startup.append(_stop_once_on_signal)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,
             host=settings.host,
             port=settings.port,
-            reuse_port=reuse_port or None,
+            reuse_port=worker or None,
             print=None,
             access_log=None,
-            handle_signals=True,
+            handle_signals=not worker,
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
 
 
+async def _stop_once_on_signal(app: web.Application) -> None:
+    """A worker may get the same stop twice: Ctrl-C reaches the whole process group and the
+    parent passes it on, and systemd signals every process of a service. The first starts the
+    graceful stop; later ones must not cut its drain short."""
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal(signum: int) -> None:
+        # Both signals can be waiting in the same loop iteration: only the first one stops.
+        nonlocal stopping
+        if stopping:
+            log.info("already stopping", extra={"signal": signum})
+            return
+        stopping = True
+        raise GracefulExit
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(each, on_signal, each)
+
+
 class Workers:
-    """The parent of APP_WORKERS processes listening on the same port (SO_REUSEPORT: the kernel
-    spreads new connections over them evenly; one shared socket would let whichever worker
-    wakes first take a whole burst). A worker that dies is replaced; SIGTERM or SIGINT stops
-    them all (each drains its own turns) and then the parent."""
+    """The parent of APP_WORKERS processes listening on the same port with SO_REUSEPORT: the
+    kernel spreads new connections over them by hash (one socket shared by all would let
+    whichever worker wakes first take a whole burst). Connections still queued on a worker
+    that dies are reset; channels retry. A dead worker is replaced; SIGTERM or SIGINT stops
+    them all (each drains its own turns), a worker still draining after the grace period is
+    killed, and the parent exits non-zero if any worker failed."""
 
     # A worker that dies this soon after it started, this many times in a row, will not start.
     QUICK_EXIT_SECONDS = 10.0
     QUICK_EXITS_TO_GIVE_UP = 3
+    STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
     def __init__(self, build: Callable[[], web.Application], settings: Settings) -> None:
         self._build = build
         self._settings = settings
         self._running: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started at)
-        self._stopping = False
+        self._stop_deadline: float | None = None
         self._quick_exits = 0
+        self._failed = False
 
     def run(self) -> None:
+        log.warning(
+            "%d workers: turns of one conversation are in order within a worker only",
+            self._settings.app_workers,
+        )
         # What the parent loaded (modules, tables) is shared with the workers until written:
         # frozen, the collector in a worker never touches (and so never copies) those pages.
         gc.collect()
         gc.freeze()
-        for number in range(self._settings.app_workers):
-            self._start(number)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        for number in range(self._settings.app_workers):
+            self._start(number)
         while self._running:
             try:
-                pid, status = os.wait()
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            number, started = self._running.pop(pid, (-1, 0.0))
-            if number < 0 or self._stopping:
+            if pid == 0:
+                self._kill_late_workers()
+                time.sleep(0.1)
                 continue
+            number, started = self._running.pop(pid, (-1, 0.0))
             code = os.waitstatus_to_exitcode(status)
+            if number < 0:
+                continue
+            if self._stop_deadline is not None:
+                # Killed by the stop signal itself: it came before the worker was serving.
+                stopped = code in (0, -signal.SIGTERM, -signal.SIGINT)
+                self._failed = self._failed or not stopped
+                continue
             quick = time.monotonic() - started < self.QUICK_EXIT_SECONDS
             self._quick_exits = self._quick_exits + 1 if quick else 0
             if self._quick_exits >= self.QUICK_EXITS_TO_GIVE_UP:
                 log.error("workers keep exiting at start (last exit code %d): stopping", code)
+                self._failed = True
                 self._stop(signal.SIGTERM, None)
                 continue
             log.error("worker %d exited with code %d; starting a new one", number, code)
             self._start(number)
-        if self._quick_exits >= self.QUICK_EXITS_TO_GIVE_UP:
+        if self._failed:
             raise SystemExit(1)
 
     def _start(self, number: int) -> None:
+        # Signals wait until the child has its own handlers and the parent knows the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.STOP_SIGNALS)
         pid = os.fork()
         if pid:
             self._running[pid] = (number, time.monotonic())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.STOP_SIGNALS)
             return
         code = 0
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.STOP_SIGNALS)
             configure_telemetry(self._settings)
-            _run(self._build(), self._settings, reuse_port=True)
+            _run(self._build(), self._settings, worker=True)
         except BaseException:
             log.exception("worker %d failed", number)
             code = 1
         finally:
+            _flush_telemetry()
             logging.shutdown()
-            os._exit(code)
+            os._exit(code)  # not the parent's atexit handlers: they are not this process's
 
     def _stop(self, signum: int, frame: object) -> None:
-        self._stopping = True
+        if self._stop_deadline is not None:
+            return
+        grace = self._settings.shutdown_grace_seconds
+        self._stop_deadline = time.monotonic() + grace + 10.0
         for pid in list(self._running):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+    def _kill_late_workers(self) -> None:
+        if self._stop_deadline is None or time.monotonic() < self._stop_deadline:
+            return
+        for pid, (number, _) in self._running.items():
+            log.error("worker %d still running after the grace period: killed", number)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._failed = True
+        self._stop_deadline = float("inf")
+
+
+def _flush_telemetry() -> None:
+    """A worker ends with os._exit (no atexit): hand what the exporters still hold over now."""
+    from opentelemetry import metrics, trace
+
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):
+                shutdown()
 
 
 if __name__ == "__main__":

@@ -360,7 +360,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _workers_share_no_process_state(self) -> Settings:
         """Several workers answer requests at random: whatever one process keeps for a user
-        must not be needed by the next request."""
+        must not be needed by the next request. (What stays per worker, as it does per
+        instance: the order of one conversation's turns and the redelivery cache.)"""
         if self.app_workers == 1:
             return self
         needs = []
@@ -368,8 +369,9 @@ class Settings(BaseSettings):
             needs.append("DIRECT_LINE_SECRET (the built-in Direct Line keeps chats in memory)")
         if not self.webchat_token_secret.get_secret_value():
             needs.append("WEBCHAT_TOKEN_SECRET")
-        if self.admin_auth_mode is AdminAuthMode.LOCAL:
-            needs.append("ADMIN_AUTH_MODE appservice or oidc (the local link is per process)")
+        if self.admin_auth_mode is not AdminAuthMode.APPSERVICE:
+            # The local one-time link and OIDC sign-outs are remembered per process.
+            needs.append("ADMIN_AUTH_MODE=appservice")
         if not self.admin_session_secret.get_secret_value():
             needs.append("ADMIN_SESSION_SECRET")
         if self.admin_pseudonymize and not self.admin_pseudonym_key.get_secret_value():

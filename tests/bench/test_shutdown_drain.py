@@ -34,7 +34,13 @@ async def slow_simulator_url() -> AsyncIterator[str]:
 
 
 async def start_app(
-    tmp_path: Path, port: int, simulator: str, issuer: TokenIssuer, **extra_env: str
+    tmp_path: Path,
+    port: int,
+    simulator: str,
+    issuer: TokenIssuer,
+    *,
+    own_process_group: bool = False,
+    **extra_env: str,
 ) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
@@ -61,6 +67,7 @@ async def start_app(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=log,
         stderr=log,
+        start_new_session=own_process_group,
     )
     async with aiohttp.ClientSession() as session:
         for _ in range(300):

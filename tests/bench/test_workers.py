@@ -4,15 +4,24 @@ a worker that dies is replaced, and SIGTERM stops them all without losing an ack
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 
 from bench.processes import free_port, process_cpu_seconds
-from tests.bench.test_shutdown_drain import APP_ID, post, start_app, stored_answers
+from tests.bench.test_shutdown_drain import (
+    APP_ID,
+    TTFT_MS,
+    post,
+    slow_simulator_url,
+    start_app,
+    stored_answers,
+)
 from tests.support import RecordingConnector, TokenIssuer, message_activity
 
 WORKERS = {
@@ -25,9 +34,23 @@ WORKERS = {
 }
 
 
+__all__ = ["slow_simulator_url"]  # a fixture used below
+
+
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()]
+
+
+@contextlib.asynccontextmanager
+async def killed_if_left_running(process: asyncio.subprocess.Process) -> AsyncIterator[None]:
+    """A failed test must not leave the parent and its workers behind."""
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
 
 
 def alive(pid: int) -> bool:
@@ -56,48 +79,99 @@ async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(
     token_issuer: TokenIssuer,
 ) -> None:
     port = free_port()
-    process = await start_app(tmp_path, port, simulator_url, token_issuer, **WORKERS)
-    url = f"http://127.0.0.1:{port}/api/messages"
-    token = token_issuer.mint(APP_ID, connector.url)
-    first, second = await wait_for_workers(process.pid, 2)
-    busy_before = {pid: process_cpu_seconds(pid) for pid in (first, second)}
+    process = await start_app(
+        tmp_path, port, simulator_url, token_issuer, own_process_group=True, **WORKERS
+    )
+    async with killed_if_left_running(process):
+        url = f"http://127.0.0.1:{port}/api/messages"
+        token = token_issuer.mint(APP_ID, connector.url)
+        first, second = await wait_for_workers(process.pid, 2)
+        busy_before = {pid: process_cpu_seconds(pid) for pid in (first, second)}
 
-    def activity(n: int) -> dict[str, object]:
-        return message_activity(
-            connector.url,
-            f"Question {n}",
-            activity_id=f"workers-{n}",
-            conversation_id=f"workers-conv-{n}",
-            user_id=f"workers-user-{n}",
+        def activity(n: int) -> dict[str, object]:
+            return message_activity(
+                connector.url,
+                f"Question {n}",
+                activity_id=f"workers-{n}",
+                conversation_id=f"workers-conv-{n}",
+                user_id=f"workers-user-{n}",
+            )
+
+        # A new connection per request: the kernel spreads connections over the workers.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as session:
+            statuses = await asyncio.gather(
+                *(post(session, url, activity(n), token) for n in range(40))
+            )
+        assert statuses == [202] * 40
+        await connector.wait_for_messages(40)
+        assert all(process_cpu_seconds(pid) > busy_before[pid] + 0.02 for pid in (first, second))
+        # Answers are stored after they are sent: wait for them before killing a worker.
+        for _ in range(100):
+            if len(stored_answers(tmp_path / "data" / "chat.db")) == 40:
+                break
+            await asyncio.sleep(0.1)
+
+        os.kill(first, signal.SIGKILL)
+        [replacement] = await wait_for_workers(
+            process.pid, 1, other_than=frozenset({first, second})
         )
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as session:
+            statuses = await asyncio.gather(
+                *(post(session, url, activity(n), token) for n in range(40, 60))
+            )
+        assert statuses == [202] * 20
 
-    # A new connection per request: the kernel spreads connections over the workers.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        statuses = await asyncio.gather(
-            *(post(session, url, activity(n), token) for n in range(40))
-        )
-    assert statuses == [202] * 40
-    await connector.wait_for_messages(40)
-    assert all(process_cpu_seconds(pid) > busy_before[pid] + 0.02 for pid in (first, second))
-    # Answers are stored after they are sent: wait for them before killing a worker.
-    for _ in range(100):
-        if len(stored_answers(tmp_path / "data" / "chat.db")) == 40:
-            break
-        await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+        log = (tmp_path / "app.log").read_text()
+        assert exit_code == 0, log[-3000:]
+        assert re.search(r"worker \d exited with code -9; starting a new one", log)
+        answers = stored_answers(tmp_path / "data" / "chat.db")
+        assert {f"workers-{n}" for n in range(60)} <= set(answers)
+        assert not any(alive(pid) for pid in (second, replacement))
 
-    os.kill(first, signal.SIGKILL)
-    [replacement] = await wait_for_workers(process.pid, 1, other_than=frozenset({first, second}))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        statuses = await asyncio.gather(
-            *(post(session, url, activity(n), token) for n in range(40, 60))
-        )
-    assert statuses == [202] * 20
 
-    process.send_signal(signal.SIGTERM)
-    exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_turn(
+    tmp_path: Path,
+    slow_simulator_url: str,
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    """Ctrl-C signals the whole process group and the parent passes the stop on: each worker
+    gets it twice and must still finish its turns."""
+    port = free_port()
+    process = await start_app(
+        tmp_path, port, slow_simulator_url, token_issuer, own_process_group=True, **WORKERS
+    )
+    async with killed_if_left_running(process):
+        await wait_for_workers(process.pid, 2)
+        url = f"http://127.0.0.1:{port}/api/messages"
+        token = token_issuer.mint(APP_ID, connector.url)
+        activities = [
+            message_activity(
+                connector.url,
+                f"Question {n}",
+                activity_id=f"ctrl-c-{n}",
+                conversation_id=f"ctrl-c-conv-{n}",
+                user_id=f"ctrl-c-user-{n}",
+            )
+            for n in range(12)
+        ]
+        tcp = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=tcp) as session:
+            statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
+        assert statuses == [202] * 12
+        await asyncio.sleep(TTFT_MS / 4000)  # every turn is waiting for the model
+
+        os.killpg(process.pid, signal.SIGINT)
+        exit_code = await asyncio.wait_for(process.wait(), timeout=60)
     log = (tmp_path / "app.log").read_text()
     assert exit_code == 0, log[-3000:]
-    assert re.search(r"worker \d exited with code -9; starting a new one", log)
+    assert "failed" not in log, log[-3000:]
     answers = stored_answers(tmp_path / "data" / "chat.db")
-    assert {f"workers-{n}" for n in range(60)} <= set(answers)
-    assert not any(alive(pid) for pid in (second, replacement))
+    assert {a["id"] for a in activities} <= set(answers)
+    assert all(answers[a["id"]]["status"] == "complete" for a in activities)
