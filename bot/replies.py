@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from botbuilder.core import TurnContext
@@ -59,10 +58,16 @@ class MessageReplyChannel:
     async def close(self) -> None:
         """Stop the typing indicator (the turn's answer is going out, or the turn is over)."""
         typing, self._typing = self._typing, None
-        if typing is not None and not typing.done():
-            typing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await typing
+        if typing is None:
+            return
+        typing.cancel()
+        # Awaited even when it already ended, so an unexpected error is logged, not lost.
+        try:
+            await typing
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the typing indicator failed")
 
     async def _keep_typing(self) -> None:
         await asyncio.sleep(self._typing_delay)

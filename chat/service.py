@@ -279,10 +279,10 @@ class ChatService:
             with self._telemetry.span("store.add_message", role="user"):
                 inserted = await self._messages.add_message(user_message)
             outcome.store_ops.append("write:user_message")
-        except asyncio.CancelledError:
-            history.cancel()
-            raise
-        except StoreError:
+        except BaseException as exc:
+            if not isinstance(exc, StoreError):
+                history.cancel()  # cancelled, or a bug: nobody will read the window
+                raise
             await _abandon(history)
             log.exception("storing the user message failed", extra=log_fields)
             outcome.status = "store_error"
@@ -757,7 +757,7 @@ class ChatService:
 async def _abandon(pending: asyncio.Future[Any]) -> None:
     """Cancel a store read nobody needs any more and swallow whatever it ended with."""
     pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError, StoreError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await pending
 
 

@@ -407,10 +407,12 @@ class Quotas:
                 window.key,
                 change.model_copy(update={"tokens": change.tokens + settled}),
             )
-        except Exception:
-            # Kept for later. (Not after a cancellation: the update may have been applied, and
-            # applying a settlement twice would make the limit looser.)
-            self._defer(False, scope, window, settled)
+        except BaseException as exc:
+            # Kept for later. After a cancellation the update may have been applied: applying a
+            # negative settlement twice would make the limit looser, so only a positive one
+            # (which can only make it stricter) is kept then.
+            if isinstance(exc, Exception) or settled > 0:
+                self._defer(False, scope, window, settled)
             raise
         if not result.allowed:
             self._defer(False, scope, window, settled)

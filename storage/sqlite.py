@@ -120,10 +120,11 @@ class _Worker:
         self._calls.put((fn, future, loop))
         return future
 
-    def stop(self) -> None:
-        """Let the calls already submitted finish, then end the thread."""
+    async def stop(self) -> None:
+        """Let the calls already submitted finish, then end the thread (waited for off the
+        loop: a last statement may wait for another process's write lock)."""
         self._calls.put(None)
-        self._thread.join()
+        await asyncio.to_thread(self._thread.join)
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
@@ -132,7 +133,7 @@ class _Worker:
                 continue
             try:
                 result = fn()
-            except Exception as exc:
+            except BaseException as exc:  # whatever it is, the caller gets it; the thread lives
                 _answer(loop, future, None, exc)
             else:
                 _answer(loop, future, result, None)
@@ -142,7 +143,7 @@ def _answer(
     loop: asyncio.AbstractEventLoop,
     future: asyncio.Future[Any],
     result: Any,
-    error: Exception | None,
+    error: BaseException | None,
 ) -> None:
     def settle() -> None:
         if future.cancelled():
@@ -187,7 +188,7 @@ class SqliteStore:
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
-        self._worker.stop()
+        await self._worker.stop()
         self._worker = None
 
     async def ping(self) -> None:

@@ -28,7 +28,7 @@ async def test_calls_run_in_order_and_errors_reach_the_caller() -> None:
             await worker.run(fail)
         assert await worker.run(lambda: "still serving") == "still serving"
     finally:
-        worker.stop()
+        await worker.stop()
 
 
 async def test_a_call_cancelled_before_it_started_is_skipped() -> None:
@@ -45,4 +45,4 @@ async def test_a_call_cancelled_before_it_started_is_skipped() -> None:
         assert await worker.run(lambda: ran.append("next")) is None
         assert ran == ["next"]
     finally:
-        worker.stop()
+        await worker.stop()
