@@ -197,3 +197,32 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(
 
     await asyncio.sleep(max(0.0, int(expires) + CLOCK_SKEW_SECONDS - time.time()) + 0.5)
     assert await send(secured_bot, message_activity(connector.url, "second"), token) == 401
+
+
+async def test_a_token_accepted_before_is_verified_again_once_its_key_is_replaced(
+    token_issuer: TokenIssuer, connector: RecordingConnector
+) -> None:
+    """The signing key behind a cached verification is withdrawn (same key id, new key): the
+    next refresh of the key set makes the old token fail its signature check."""
+    import aiohttp
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bot.auth import AuthError, ChannelAuthenticator, SigningKeys
+
+    url = connector.url
+    async with aiohttp.ClientSession() as session:
+        keys = SigningKeys(session, f"{token_issuer.url}/.well-known/openidconfiguration")
+        await keys.refresh()
+        authenticator = ChannelAuthenticator(keys, APP_ID, [token_issuer.issuer])
+        old_token = token_issuer.mint(APP_ID, url)
+        await authenticator.authenticate(f"Bearer {old_token}", "test", url)
+        await authenticator.authenticate(f"Bearer {old_token}", "test", url)  # from the cache
+
+        token_issuer.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        await keys.refresh()
+
+        with pytest.raises(AuthError, match="token rejected"):
+            await authenticator.authenticate(f"Bearer {old_token}", "test", url)
+        new_token = token_issuer.mint(APP_ID, url)
+        identity = await authenticator.authenticate(f"Bearer {new_token}", "test", url)
+        assert identity.service_url == url

@@ -88,7 +88,8 @@ async def test_a_quick_answer_comes_without_a_typing_indicator(
 async def test_a_long_wait_repeats_the_typing_indicator_until_the_answer(
     bot: TestClient[Any, Any], teams: TeamsChannel, simulator_url: str
 ) -> None:
-    await slow_next_answer(simulator_url, 2800)  # typing at 0.5 s and 2.5 s, the answer at 2.8 s
+    # Typing at 0.5 s and 2.5 s, the answer at 3.5 s (a second clear of each).
+    await slow_next_answer(simulator_url, 3500)
 
     assert (
         await post(bot, group_message(teams.url, "<at>Contoso Assistant</at> hi", [mention()]))
