@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -43,6 +44,7 @@ from storage.summaries import apply_delta, matches
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_OPEN_ATTEMPTS = 50
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -175,12 +177,24 @@ class SqliteStore:
         await self._run(self._connect)
 
     def _connect(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        # Several processes opening a new file at once (APP_WORKERS): switching it to WAL and
+        # creating the schema need the write lock, and SQLite answers "locked" at once, without
+        # waiting, to one of two connections that try to upgrade their locks together.
+        for attempt in range(_OPEN_ATTEMPTS):
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
+                continue
+            self._conn = conn
+            return
 
     async def close(self) -> None:
         if self._worker is None:

@@ -53,6 +53,28 @@ async def killed_if_left_running(process: asyncio.subprocess.Process) -> AsyncIt
             await process.wait()
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether the process holds a socket listening on the port (/proc/net/tcp, state 0A)."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            listening.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) in listening for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+async def wait_until_listening(pids: list[int], port: int) -> None:
+    for _ in range(300):
+        if all(listens_on(pid, port) for pid in pids):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not every worker listens on {port}")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -86,6 +108,7 @@ async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(
         url = f"http://127.0.0.1:{port}/api/messages"
         token = token_issuer.mint(APP_ID, connector.url)
         first, second = await wait_for_workers(process.pid, 2)
+        await wait_until_listening([first, second], port)
         busy_before = {pid: process_cpu_seconds(pid) for pid in (first, second)}
 
         def activity(n: int) -> dict[str, object]:
@@ -148,7 +171,7 @@ async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_tur
         tmp_path, port, slow_simulator_url, token_issuer, own_process_group=True, **WORKERS
     )
     async with killed_if_left_running(process):
-        await wait_for_workers(process.pid, 2)
+        await wait_until_listening(await wait_for_workers(process.pid, 2), port)
         url = f"http://127.0.0.1:{port}/api/messages"
         token = token_issuer.mint(APP_ID, connector.url)
         activities = [

@@ -4,7 +4,10 @@ the caller, and a call whose caller gave up before it started is not run."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +49,33 @@ async def test_a_call_cancelled_before_it_started_is_skipped() -> None:
         assert ran == ["next"]
     finally:
         await worker.stop()
+
+
+def _open_when_all_are_ready(path: str, ready: Any) -> None:
+    async def run() -> None:
+        from storage.sqlite import SqliteStore
+
+        store = SqliteStore(Path(path))
+        ready.wait()
+        await store.open()
+        await store.ping()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_several_processes_can_open_one_new_file_at_the_same_time(tmp_path: Path) -> None:
+    """APP_WORKERS start together on a file that does not exist yet: each one's switch to WAL
+    and schema creation must wait for the others instead of failing with "locked"."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = str(tmp_path / f"round-{round_}.db")
+        ready = context.Barrier(8)
+        processes = [
+            context.Process(target=_open_when_all_are_ready, args=(path, ready)) for _ in range(8)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(30)
+        assert [p.exitcode for p in processes] == [0] * 8, f"round {round_}"
