@@ -17,7 +17,7 @@ from bench.processes import PROJECT_ROOT
 def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     args = [
         "--sweep=1,2",
-        "--turns=2",
+        "--turns=4",
         "--stock-turns=2",
         "--ratio-concurrency=2",
         "--latency-concurrency=2",
@@ -51,7 +51,10 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
                 phase["completed_turns"] == phase["concurrency"] * phase["turns_per_conversation"]
             )
             assert phase["turns_per_second"] > 0
-            assert phase["cpu_ms_per_turn"]["bot"] > 0
+            assert phase["cpu_ms_per_turn"]["bot"] >= 0
+        # CPU time comes from /proc in 10 ms ticks: a few fast turns may round to none, the
+        # whole sweep does not.
+        assert sum(phase["cpu_ms_per_turn"]["bot"] for phase in sweep) > 0
 
     latency = report["ours_model_latency"]
     assert latency["completed_turns"] == 4
@@ -70,8 +73,8 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
 
     workers = report["ours_workers"]
     assert workers["workers"] == 2
-    assert workers["0ms"]["completed_turns"] == 4 and workers["latency"]["completed_turns"] == 4
-    assert workers["0ms"]["cpu_ms_per_turn"]["bot"] > 0
+    assert workers["0ms"]["completed_turns"] == 8 and workers["latency"]["completed_turns"] == 4
+    assert workers["0ms"]["cpu_ms_per_turn"]["bot"] >= 0
 
     memory = report["memory"]
     assert memory["completed_turns"] == 5
