@@ -33,7 +33,7 @@ async def slow_simulator_url() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def start_app(
+async def launch_app(
     tmp_path: Path,
     port: int,
     simulator: str,
@@ -42,6 +42,7 @@ async def start_app(
     own_process_group: bool = False,
     **extra_env: str,
 ) -> asyncio.subprocess.Process:
+    """`python app.py` as a child process, its output in tmp_path/app.log; not waited for."""
     env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -58,16 +59,31 @@ async def start_app(
         "LOG_LEVEL": "INFO",
         **extra_env,
     }
-    log = (tmp_path / "app.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "app.py",
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=own_process_group,
+    with (tmp_path / "app.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "app.py",
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=own_process_group,
+        )
+
+
+async def start_app(
+    tmp_path: Path,
+    port: int,
+    simulator: str,
+    issuer: TokenIssuer,
+    *,
+    own_process_group: bool = False,
+    **extra_env: str,
+) -> asyncio.subprocess.Process:
+    """`launch_app`, then wait until it answers /healthz."""
+    process = await launch_app(
+        tmp_path, port, simulator, issuer, own_process_group=own_process_group, **extra_env
     )
     async with aiohttp.ClientSession() as session:
         for _ in range(300):

@@ -8,16 +8,16 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 
-from bench.processes import PROJECT_ROOT, free_port, process_cpu_seconds
+from bench.processes import free_port, process_cpu_seconds
 from tests.bench.test_shutdown_drain import (
     APP_ID,
     TTFT_MS,
+    launch_app,
     post,
     slow_simulator_url,
     start_app,
@@ -202,33 +202,21 @@ async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_tur
 
 
 async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
-    tmp_path: Path, simulator_url: str
+    tmp_path: Path, simulator_url: str, token_issuer: TokenIssuer
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the data directory should be")
-    env = {
-        **os.environ,
+    process = await launch_app(
+        tmp_path,
+        free_port(),
+        simulator_url,
+        token_issuer,
+        own_process_group=True,
         **WORKERS,
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "AZURE_OPENAI_ENDPOINT": simulator_url,
-        "AZURE_OPENAI_API_KEY": "test-key",
-        "DATA_DIR": str(blocker / "data"),  # every worker fails to open its store
-    }
-    log_file = tmp_path / "app.log"
-    with log_file.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "app.py",
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        DATA_DIR=str(blocker / "data"),  # every worker fails to open its store
+    )
     async with killed_if_left_running(process):
         exit_code = await asyncio.wait_for(process.wait(), timeout=60)
-    log_text = log_file.read_text()
-    assert exit_code == 1, log_text[-3000:]
-    assert "workers keep exiting at start" in log_text
+    log = (tmp_path / "app.log").read_text()
+    assert exit_code == 1, log[-3000:]
+    assert "workers keep exiting at start" in log
