@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import inspect
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,23 +19,10 @@ from typing import Any
 from aiohttp import web
 
 import app as app_module
-from storage.base import Store
+from storage.base import READ_OPERATIONS, WRITE_OPERATIONS, Store
 
-# Store methods that only read; every other data method writes.
-READS = {
-    "get_message",
-    "recent_messages",
-    "conversation_messages",
-    "get_summary",
-    "find_summary",
-    "list_summaries",
-    "read_counter",
-    "read_usage",
-    "list_audit",
-    "read_state",
-    "export_user",
-}
-NOT_OPERATIONS = {"open", "close", "ping", "purge_expired"}
+# Counted per turn: the data operations, less the hourly retention purge.
+OPERATIONS = (READ_OPERATIONS | WRITE_OPERATIONS) - {"purge_expired"}
 
 
 class CountingStore:
@@ -52,11 +38,7 @@ class CountingStore:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
-        if (
-            name.startswith("_")
-            or name in NOT_OPERATIONS
-            or not inspect.iscoroutinefunction(attribute)
-        ):
+        if name not in OPERATIONS:
             return attribute
 
         @functools.wraps(attribute)
@@ -127,8 +109,8 @@ async def stats(request: web.Request) -> web.Response:
         {
             "store_calls": dict(calls),
             "store_seconds": dict(seconds),
-            "reads": sum(v for k, v in calls.items() if k in READS),
-            "writes": sum(v for k, v in calls.items() if k not in READS),
+            "reads": sum(v for k, v in calls.items() if k in READ_OPERATIONS),
+            "writes": sum(v for k, v in calls.items() if k in WRITE_OPERATIONS),
             "rss_kib": rss_kib(),
             "turns_in_flight": queue.in_flight,
             # Since `?since=` (time.monotonic(): the same clock in every process on Linux).

@@ -157,3 +157,37 @@ class Store(
     async def purge_expired(self) -> int:
         """Delete what retention says has expired (a no-op where the service does it)."""
         ...
+
+
+# The data operations of `Store` by whether they change anything (open, close and ping are
+# neither): the benchmark's operation counts and the tests' fault injection both use these.
+READ_OPERATIONS = frozenset(
+    {
+        "get_message",
+        "recent_messages",
+        "conversation_messages",
+        "get_summary",
+        "find_summary",
+        "list_summaries",
+        "read_counter",
+        "read_usage",
+        "list_audit",
+        "read_state",
+        "export_user",
+    }
+)
+WRITE_OPERATIONS = frozenset(
+    {
+        "add_message",
+        "replace_message",
+        "set_feedback",
+        "apply_summary_delta",
+        "add_to_counter",
+        "add_usage",
+        "append_audit",
+        "write_state",
+        "delete_state",
+        "delete_user",
+        "purge_expired",
+    }
+)

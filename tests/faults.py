@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from storage.base import Store, StoreError, StoreThrottled
+from storage.base import (
+    READ_OPERATIONS,
+    WRITE_OPERATIONS,
+    Store,
+    StoreError,
+    StoreThrottled,
+)
 from storage.models import (
     AuditRecord,
     ConversationSummary,
@@ -33,37 +39,8 @@ from storage.models import (
 
 T = TypeVar("T")
 
-READS = frozenset(
-    {
-        "get_message",
-        "recent_messages",
-        "conversation_messages",
-        "get_summary",
-        "find_summary",
-        "list_summaries",
-        "read_counter",
-        "read_usage",
-        "list_audit",
-        "read_state",
-        "export_user",
-        "ping",
-    }
-)
-WRITES = frozenset(
-    {
-        "add_message",
-        "replace_message",
-        "set_feedback",
-        "apply_summary_delta",
-        "add_to_counter",
-        "add_usage",
-        "append_audit",
-        "write_state",
-        "delete_state",
-        "delete_user",
-        "purge_expired",
-    }
-)
+READS = READ_OPERATIONS | {"ping"}  # a failing ping is how readiness sees an outage
+WRITES = WRITE_OPERATIONS
 
 
 class FaultKind(StrEnum):
