@@ -219,6 +219,10 @@ class OurStack:
             },
         )
 
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"bot": self.app.pid, "simulator": self.simulator.pid}
+
     async def start(self) -> None:
         await self.simulator.start(f"{self.sim_url}/healthz")
         await self.app.start(f"{self.url}/healthz")
@@ -315,20 +319,45 @@ def summarize(result: LoadResult, model_ms: dict[str, float] | None = None) -> d
     return summary
 
 
+LOAD_GENERATOR = "load_generator_and_channel"
+
+
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, tuple[int, float]]:
-    """CPU seconds so far of each process under test and of this one (load + channel)."""
-    pids = pids | {"load_generator_and_channel": os.getpid()}
-    return {name: (pid, process_cpu_seconds(pid)) for name, pid in pids.items()}
+    """CPU seconds so far of each process under test (with its workers, if any) and of this
+    one (load + channel; not its children, which are the processes under test)."""
+    return {name: (pid, _cpu_seconds(name, pid)) for name, pid in pids.items()} | {
+        LOAD_GENERATOR: (os.getpid(), _cpu_seconds(LOAD_GENERATOR, os.getpid()))
+    }
 
 
 def cpu_per_turn(before: dict[str, tuple[int, float]], turns: int) -> dict[str, Any]:
     """CPU milliseconds per completed turn, per process, since `before`."""
     return {
         "cpu_ms_per_turn": {
-            name: round(1000 * (process_cpu_seconds(pid) - seconds) / max(turns, 1), 2)
+            name: round(1000 * (_cpu_seconds(name, pid) - seconds) / max(turns, 1), 2)
             for name, (pid, seconds) in before.items()
         }
     }
+
+
+def _cpu_seconds(name: str, pid: int) -> float:
+    return process_cpu_seconds(pid) if name == LOAD_GENERATOR else process_tree_cpu_seconds(pid)
+
+
+async def measured_load(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    bot: str,
+    pids: dict[str, int],
+    label: str,
+    **load: Any,
+) -> dict[str, Any]:
+    """One closed-loop load on `bot`: its summary with the CPU per turn of `pids`, printed."""
+    cpu = cpu_snapshot(pids)
+    result = await drive(session, channel, bot, **load)
+    summary = summarize(result) | cpu_per_turn(cpu, result.completed)
+    print(_line(label, summary))
+    return summary
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -475,21 +504,21 @@ async def run(opts: Options) -> dict[str, Any]:
             turns=3,
             run_id=f"{run_id}-stock-warm",
         )
-        stock_sweep = []
-        for c in opts.sweep:
-            cpu = cpu_snapshot({"bot": stock.service.pid})
-            result = await drive(
+        stock_sweep = [
+            await measured_load(
                 session,
                 channel,
                 bot,
+                {"bot": stock.service.pid},
+                "stock echo",
                 target="stock",
                 concurrency=c,
                 turns=opts.stock_turns,
                 run_id=f"{run_id}-stock-{c}",
                 time_limit=opts.time_limit,
             )
-            stock_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
-            print(_line("stock echo", stock_sweep[-1]))
+            for c in opts.sweep
+        ]
         report["stock"] = {
             "sweep": stock_sweep,
             "rss_kib": process_rss_kib(stock.service.pid),
@@ -503,21 +532,21 @@ async def run(opts: Options) -> dict[str, Any]:
         await drive(
             session, channel, bot, target="ours", concurrency=4, turns=3, run_id=f"{run_id}-warm"
         )
-        ours_sweep = []
-        for c in opts.sweep:
-            cpu = cpu_snapshot({"bot": stack0.app.pid, "simulator": stack0.simulator.pid})
-            result = await drive(
+        ours_sweep = [
+            await measured_load(
                 session,
                 channel,
                 bot,
+                stack0.pids,
+                "ours (0 ms model)",
                 target="ours",
                 concurrency=c,
                 turns=opts.turns,
                 run_id=f"{run_id}-ours-{c}",
                 time_limit=opts.time_limit,
             )
-            ours_sweep.append(summarize(result) | cpu_per_turn(cpu, result.completed))
-            print(_line("ours (0 ms model)", ours_sweep[-1]))
+            for c in opts.sweep
+        ]
         if opts.profile:
             # A separate run under py-spy, so sampling does not slow the measured sweep.
             raw_profile = workdir / "profile.raw"
@@ -556,7 +585,7 @@ async def run(opts: Options) -> dict[str, Any]:
             session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
         )
         before = await stack_latency.stats(session)
-        cpu = cpu_snapshot({"bot": stack_latency.app.pid, "simulator": stack_latency.simulator.pid})
+        cpu = cpu_snapshot(stack_latency.pids)
         latency, after = await latency_phase(
             session, channel, stack_latency, opts, f"{run_id}-lat", opts.start_spread_ms / 1000
         )
@@ -702,38 +731,29 @@ async def workers_phases(
             await drive(
                 session, channel, bot, target="ours", concurrency=8, turns=2, run_id=f"{run_id}-w"
             )
-            cpu = {"bot": (stack.app.pid, process_tree_cpu_seconds(stack.app.pid))}
+            label_line = f"ours, {opts.workers} workers ({ttft:.0f} ms model)"
             if ttft == 0:
-                result = await drive(
+                report[label] = await measured_load(
                     session,
                     channel,
                     bot,
+                    stack.pids,
+                    label_line,
                     target="ours",
                     concurrency=opts.ratio_concurrency,
                     turns=opts.turns,
                     run_id=f"{run_id}-w0",
                     time_limit=opts.time_limit,
                 )
-                summary = summarize(result)
-                turns = result.completed
-            else:
-                summary, _ = await latency_phase(
-                    session,
-                    channel,
-                    stack,
-                    opts,
-                    f"{run_id}-wlat",
-                    start_spread=opts.start_spread_ms / 1000,
-                )
-                turns = summary["completed_turns"]
-                # /bench/stats answers from one worker: its loop lag is not the app's.
-                summary.pop("event_loop_lag_ms", None)
-            pid, before = cpu["bot"]
-            summary["cpu_ms_per_turn"] = {
-                "bot": round(1000 * (process_tree_cpu_seconds(pid) - before) / max(turns, 1), 2)
-            }
-            report[label] = summary
-            print(_line(f"ours, {opts.workers} workers ({ttft:.0f} ms model)", summary))
+                continue
+            cpu = cpu_snapshot(stack.pids)
+            summary, _ = await latency_phase(
+                session, channel, stack, opts, f"{run_id}-wlat", opts.start_spread_ms / 1000
+            )
+            # /bench/stats answers from one worker: its loop lag is not the app's.
+            summary.pop("event_loop_lag_ms", None)
+            report[label] = summary | cpu_per_turn(cpu, summary["completed_turns"])
+            print(_line(label_line, report[label]))
         finally:
             await stack.stop()
     return report
