@@ -709,6 +709,11 @@ async def latency_phase(
     summary["overhead_samples_ms"] = sorted(
         round(t.latency_ms - measured.get(t.activity_id, 0.0), 2) for t in result.turns
     )
+    # Round n = every conversation's turn n: shows whether a tail is a cold start or steady.
+    by_round: dict[int, list[float]] = {}
+    for t in result.turns:
+        by_round.setdefault(t.index, []).append(t.latency_ms - measured.get(t.activity_id, 0.0))
+    summary["overhead_max_ms_by_round"] = [round(max(by_round[n]), 1) for n in sorted(by_round)]
     summary["event_loop_lag_ms"] = after.get("loop_lag_ms", {})
     return summary, after
 

@@ -62,6 +62,10 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     assert latency["model_latency_ms_measured_by_bot"]["p50"] >= 50
     assert latency["bot_overhead_ms"]["p50"] < latency["reply_latency_ms"]["p50"]
     assert len(latency["overhead_samples_ms"]) == 4
+    # One tail per round (2 turns per conversation), each the worst of that round's samples.
+    by_round = latency["overhead_max_ms_by_round"]
+    assert len(by_round) == 2
+    assert abs(max(by_round) - max(latency["overhead_samples_ms"])) <= 0.1  # both rounded
     # Clean shutdowns: SIGTERM drained and closed everything.
     assert latency["app_exit_code"] == 0
     assert report["ours_model_0ms"]["app_exit_code"] == 0
