@@ -3,7 +3,8 @@
 Each conversation keeps what a Direct Line client may fetch again (its activity log with
 watermarks) and the WebSockets to push to. The store keeps the transcript; this keeps only what is
 needed to deliver activities, so a restart ends open Web Chat sessions (the page starts a new
-conversation) but loses no stored message.
+conversation) but loses no stored message. With a lasting WEBCHAT_TOKEN_SECRET a page's token
+outlives the restart and reopens its conversation (`ConversationRegistry.reopen`).
 """
 
 from __future__ import annotations
@@ -67,14 +68,16 @@ class Conversation:
     rateable: OrderedDict[str, None] = field(default_factory=OrderedDict)
     finished_streams: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Set when the conversation is reopened (see ConversationRegistry.reopen).
+    id_tag: str = ""
 
     @property
     def watermark(self) -> int:
         return self.offset + len(self.entries)
 
     def next_activity_id(self) -> str:
-        # Azure's Direct Line shape: "<conversation id>|0000001".
-        return f"{self.id}|{next(self._ids):07d}"
+        # Azure's Direct Line shape: "<conversation id>|0000001" ("|<tag>.0000001" reopened).
+        return f"{self.id}|{self.id_tag}{next(self._ids):07d}"
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -141,18 +144,33 @@ class ConversationRegistry:
 
     def create(self, owner: Participant) -> Conversation:
         conversation = Conversation(id=secrets.token_urlsafe(18), owner=owner)
+        self._add(conversation)
+        return conversation
+
+    def _add(self, conversation: Conversation) -> None:
         self._conversations[conversation.id] = conversation
         while len(self._conversations) > self._max:
             _, evicted = self._conversations.popitem(last=False)
             self._close(evicted)
-        return conversation
 
-    def rekey(self, conversation: Conversation, conversation_id: str) -> None:
-        """Reopen a conversation under the id its (still valid) token names."""
-        self._conversations.pop(conversation.id, None)
-        conversation.id = conversation_id
-        conversation.started = True
-        self._conversations[conversation_id] = conversation
+    def reopen(self, conversation_id: str, owner: Participant) -> Conversation:
+        """Open again, under the id its still valid token names, a conversation this process
+        does not hold: after a restart, an eviction, or on another instance. Its earlier life
+        handed out activity ids and watermarks, so this one must not repeat them:
+        - its activity ids carry a random tag: a stored message's id derives from its activity
+          id, and a repeated one would be dropped as a redelivery;
+        - its watermarks start at the current time in milliseconds, beyond any an earlier life
+          handed out (that would take more activities than milliseconds), so a client resuming
+          with an old one gets everything this life has, not nothing until it catches up."""
+        conversation = Conversation(
+            id=conversation_id,
+            owner=owner,
+            started=True,
+            offset=int(time.time() * 1000),
+            id_tag=f"{secrets.token_hex(4)}.",
+        )
+        self._add(conversation)
+        return conversation
 
     def get(self, conversation_id: str) -> Conversation | None:
         conversation = self._conversations.get(conversation_id)

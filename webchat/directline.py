@@ -118,12 +118,13 @@ class BuiltinDirectLine:
     def _conversation(self, grant: Grant) -> Conversation:
         conversation = self.conversations.get(grant.conversation_id)
         if conversation is None:
-            # A valid token for a conversation this process does not know (a restart, or
-            # another instance): open it again under the same id; the history is in the store.
-            conversation = self.conversations.create(
-                Participant(grant.user_id, grant.user_name, grant.aad_object_id, grant.tenant_id)
+            # A valid token for a conversation this process does not hold (a restart, an
+            # eviction, another instance): open it again under the same id; the history is in
+            # the store.
+            conversation = self.conversations.reopen(
+                grant.conversation_id,
+                Participant(grant.user_id, grant.user_name, grant.aad_object_id, grant.tenant_id),
             )
-            self.conversations.rekey(conversation, grant.conversation_id)
         return conversation
 
     def _owner_matches(self, conversation: Conversation, grant: Grant) -> None:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import AppFactory
 from tests.webchat.support import DirectLineSession, is_final, open_session, stored_messages
 from webchat import DIRECT_LINE
+from webchat.conversations import ConversationRegistry
 from webchat.tokens import Grant, TokenSigner
 
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
@@ -192,6 +193,63 @@ async def test_reconnect_gives_a_stream_that_replays_what_came_after_the_waterma
     assert replayed[0].get("text") == "second"
     assert all(a.get("text") != "first" for a in replayed)
     assert session.frames[0]["watermark"] == (await session.get())["watermark"]
+
+
+async def test_a_token_that_outlives_a_restart_reopens_its_conversation_and_loses_nothing(
+    make_app: AppFactory,
+) -> None:
+    before = await make_app(WEBCHAT_TOKEN_SECRET=TOKEN_SECRET)
+    session = await open_session(before)
+    for count, text in enumerate(["one", "two", "three"], start=1):
+        await session.say(text)
+        await session.wait_for_bot_messages(count)
+    old = await session.get()
+    await before.close()
+
+    # The same secret and data directory: the page's token is still good after the restart.
+    after = await make_app(WEBCHAT_TOKEN_SECRET=TOKEN_SECRET)
+    session.client = after
+    response = await after.get(
+        f"/v3/directline/conversations/{session.conversation_id}?watermark={old['watermark']}",
+        headers=session.headers,
+    )
+    assert response.status == 200
+    new_ids = [await session.say(text) for text in ["four", "five", "six", "seven"]]
+    await session.wait_for_bot_messages(4)
+
+    # Every message after the restart was stored and answered: none was taken for a
+    # redelivery of an earlier one, as it would have been had its activity id come again.
+    old_ids = {a["id"] for a in old["activities"]}
+    assert not old_ids & set(new_ids)
+    stored = await stored_messages(after, session.conversation_id)
+    assert [m.text for m in stored if m.role.value == "user"] == [
+        "one", "two", "three", "four", "five", "six", "seven"
+    ]  # fmt: skip
+    assert [m.role.value for m in stored].count("assistant") == 7
+    # A client resuming with its old watermark gets what came since, not nothing.
+    resumed = await session.get(old["watermark"])
+    texts = [a.get("text") for a in resumed["activities"] if a["from"].get("role") == "user"]
+    assert texts == ["four", "five", "six", "seven"]
+
+
+async def test_a_conversation_evicted_from_memory_reopens_without_reusing_activity_ids(
+    client: TestClient[Any, Any],
+) -> None:
+    # Two open chats at most: the third evicts the least recently used one.
+    client.server.app[DIRECT_LINE].conversations = ConversationRegistry(max_conversations=2)
+    first = await open_session(client)
+    earlier = [await first.say("one"), await first.say("two")]
+    await first.wait_for_bot_messages(2)
+    await open_session(client)
+    await open_session(client)
+
+    later = [await first.say(text) for text in ["three", "four", "five"]]
+    await first.wait_for_bot_messages(3)
+    assert not set(earlier) & set(later)
+    stored = await stored_messages(client, first.conversation_id)
+    assert [m.text for m in stored if m.role.value == "user"] == [
+        "one", "two", "three", "four", "five"
+    ]  # fmt: skip
 
 
 async def test_an_idle_stream_gets_empty_keepalive_frames(client: TestClient[Any, Any]) -> None:
