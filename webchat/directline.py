@@ -410,10 +410,15 @@ class BuiltinDirectLine:
             grant = self.signer.verify(request.query.get("t", ""), conversation_id)
         except TokenError:
             return json_error(403, "TokenInvalid", "The token is not valid.")
+        try:
+            # Before the upgrade: once the socket is open, a 400 can no longer be sent.
+            watermark = _watermark(request.query.get("watermark"))
+        except DirectLineError as exc:
+            return json_error(exc.status, exc.code, str(exc))
         conversation = self._conversation(grant)
         socket = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
         await socket.prepare(request)
-        subscriber, backlog = conversation.subscribe(_watermark(request.query.get("watermark")))
+        subscriber, backlog = conversation.subscribe(watermark)
         reader = asyncio.create_task(_drain_incoming(socket))
         try:
             if backlog:

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -250,6 +251,19 @@ async def test_a_conversation_evicted_from_memory_reopens_without_reusing_activi
     assert [m.text for m in stored if m.role.value == "user"] == [
         "one", "two", "three", "four", "five"
     ]  # fmt: skip
+
+
+async def test_a_stream_asked_for_with_a_bad_watermark_is_refused_before_the_upgrade(
+    client: TestClient[Any, Any],
+) -> None:
+    session = await open_session(client)
+    url = session.stream_url.split("&watermark=")[0]
+    for bad in ("abc", "-1", "9" * 5000):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.session.ws_connect(f"{url}&watermark={bad}")
+        assert refused.value.status == 400
+    await session.connect(f"{url}&watermark=0")  # a good one still opens the stream
+    await session.close()
 
 
 async def test_an_idle_stream_gets_empty_keepalive_frames(client: TestClient[Any, Any]) -> None:
