@@ -25,7 +25,7 @@ from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
 from controls.quotas import Quotas, tenant_scope
 from dialogs.commands import Commands, parse_command
-from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version
+from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version, consent_answer
 from dialogs.guard import refusal_text
 from dialogs.state import DialogStates
 from storage.base import Store, StoreError
@@ -111,6 +111,21 @@ class ConversationGate:
         context.activity.text = turn.text
         try:
             dialog_context = await self._dialogs.create_context(context)
+            record = await self._acceptance.get(context)
+            accepted = accepted_version(record) == self._policy.version
+            if (
+                dialog_context.active_dialog is not None
+                and accepted
+                and consent_answer(turn.text) is not True
+            ):
+                # The question here went stale: the user accepted this version in another
+                # conversation. Holding the message for an answer, or taking "no" as a decline
+                # of a policy still on record, would be wrong; the turn is an ordinary one. The
+                # message that waited here is dropped: the user has written a newer one since,
+                # and answering an old question in its place would surprise more. An "I accept"
+                # (the question's own buttons) still completes the dialog and answers it.
+                await dialog_context.cancel_all_dialogs()
+                return turn
             if dialog_context.active_dialog is not None:
                 result = await dialog_context.continue_dialog()
                 if result.status is not DialogTurnStatus.Complete:
@@ -120,8 +135,7 @@ class ConversationGate:
                 if not outcome.get("accepted"):
                     return None
                 return _pending_turn(turn, pending) if isinstance(pending, dict) else None
-            record = await self._acceptance.get(context)
-            if accepted_version(record) == self._policy.version:
+            if accepted:
                 return turn
             log.info(
                 "usage policy consent asked",

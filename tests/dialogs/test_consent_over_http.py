@@ -166,3 +166,44 @@ async def test_consent_is_per_user_in_a_shared_conversation(
     assert "usage policy of Contoso" in bob_reply["text"]
     _, answer = await alice.send_expecting("I accept", 2)
     assert "Alice asks" in answer["text"]
+
+
+async def test_after_accepting_in_another_conversation_a_stale_question_no_longer_holds_messages(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    a = Chat(client, connector, conversation_id="conv-A")
+    b = Chat(client, connector, conversation_id="conv-B")
+    assert "usage policy of Contoso" in (await a.send("First question in A"))["text"]
+    await b.send("Question in B")
+    await b.send_expecting("I accept", 2)
+    calls = await model_calls(simulator_url)
+
+    # The question left open in A is over: a new message there is stored and answered.
+    answer = await a.send("What is 2+2?")
+
+    assert "2+2" in answer["text"]
+    assert await model_calls(simulator_url) == calls + 1
+    stored = await a.store.conversation_messages(conversation(a))
+    assert next((m.role, m.text) for m in stored) == (Role.USER, "What is 2+2?")
+    # A "no" is an ordinary message now, not a decline of a policy the user has accepted.
+    assert "You declined" not in (await a.send("no"))["text"]
+
+
+async def test_accepting_a_stale_question_after_accepting_elsewhere_answers_its_message(
+    controlled_app: ControlledApp, connector: RecordingConnector, policy_v1: Path
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    a = Chat(client, connector, conversation_id="conv-A")
+    b = Chat(client, connector, conversation_id="conv-B")
+    await a.send("First question in A")
+    await b.send("Question in B")
+    await b.send_expecting("I accept", 2)
+
+    # The buttons under A's question still work: they answer the message that waited there.
+    _thanks, answer = await a.send_expecting("I accept", 2)
+
+    assert "First question in A" in answer["text"]
