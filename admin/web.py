@@ -436,19 +436,31 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     if confirm.strip() != reference:
         raise BadRequest("the confirmation must repeat the user exactly")
     user_id = context.pseudonyms.user_id(reference)
-    counts = await context.store.delete_user(user_id)
     # Recorded under the pseudonym: the audit log outlives the data and should not bring the
     # user id back; an admin can still reveal it with the same key.
     target = context.pseudonyms.pseudonym(user_id)
+    # No record, no deletion: the request is recorded before anything is deleted (a 503 here
+    # deletes nothing), because a deletion can fail part-way and still have removed data.
+    await _audit(request, "delete_user", target, {"outcome": "requested"})
     try:
-        await _audit(request, "delete_user", target, {"deleted": counts})
+        counts = await context.store.delete_user(user_id)
+    except StoreError:
+        await _audit_outcome(request, target, {"outcome": "failed_part_way"})
+        raise
+    await _audit_outcome(request, target, {"outcome": "deleted", "deleted": counts})
+    return counts
+
+
+async def _audit_outcome(request: web.Request, target: str, detail: dict[str, Any]) -> None:
+    """The second record of a deletion. The request is already on record, so a failure here is
+    logged and does not hide the deletion's own result from the admin."""
+    try:
+        await _audit(request, "delete_user", target, detail)
     except AdminError:
         log.error(
-            "admin: user data deleted but the audit record failed",
-            extra={"actor": principal_of(request).id, "target": target, "deleted": counts},
+            "admin: the outcome of a user deletion could not be recorded",
+            extra={"actor": principal_of(request).id, "target": target, **detail},
         )
-        raise
-    return counts
 
 
 def _redirect(location: str) -> web.Response:

@@ -10,12 +10,14 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import STORE
+from app import STORE, create_app
+from config import Settings
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
     FORMULA_FEEDBACK,
@@ -25,6 +27,7 @@ from tests.admin.helpers import (
     sign_in_locally,
 )
 from tests.conftest import AppFactory
+from tests.faults import FaultKind, FaultyStore, faulty
 from tests.support import RecordingConnector, message_activity
 
 API = "/admin/api/conversations"
@@ -346,6 +349,57 @@ async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audi
     # The audit log keeps the pseudonym, never the deleted user id.
     audit_text = await (await admin.get("/admin/api/audit")).text()
     assert "alice@contoso.com" not in audit_text
+
+
+@pytest.fixture
+async def faulty_admin(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[TestClient[Any, Any], FaultyStore]:
+    """`admin`, on a store that fails the operations a test arms (tests/faults.py)."""
+    caplog.set_level(logging.INFO, logger="app")
+    wrap, get = faulty()
+    client = await seeded(await aiohttp_client(create_app(make_settings(), store_wrapper=wrap)))
+    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
+    return client, get()
+
+
+async def test_a_deletion_whose_audit_record_cannot_be_written_deletes_nothing(
+    faulty_admin: tuple[TestClient[Any, Any], FaultyStore],
+) -> None:
+    admin, store = faulty_admin
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    store.fail(FaultKind.ERROR, "append_audit", count=1)
+
+    refused = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+    assert refused.status == 503
+    assert (await refused.json())["error"] == "audit_unavailable"
+    assert store.calls["delete_user"] == 0
+    assert len(await titles(admin, f"user={pseudonym}")) == 2
+    assert len(await store.conversation_messages("conv-flagged")) == 2
+
+
+async def test_a_deletion_that_fails_part_way_is_on_the_audit_log(
+    faulty_admin: tuple[TestClient[Any, Any], FaultyStore],
+) -> None:
+    admin, store = faulty_admin
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    # The deletion happens, then the store fails (a Cosmos delete can stop part-way).
+    store.fail(FaultKind.LOST_RESPONSE, "delete_user", count=1)
+
+    failed = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+    assert failed.status == 503
+    assert await titles(admin, f"user={pseudonym}") == []
+    [outcome, request, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert (request["action"], request["target"]) == ("delete_user", pseudonym)
+    assert request["detail"]["outcome"] == "requested"
+    assert (outcome["action"], outcome["target"]) == ("delete_user", pseudonym)
+    assert outcome["detail"]["outcome"] == "failed_part_way"
 
 
 async def test_pages_escape_message_html_and_carry_a_strict_csp(
