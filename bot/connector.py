@@ -87,10 +87,15 @@ class ClientSecretToken:
                     if response.status != 200:
                         raise ConnectorError("token request refused", response.status)
                     body = await response.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise ConnectorError("token endpoint unreachable") from exc
-            token = str(body["access_token"])
-            self._cached = (token, time.time() + float(body.get("expires_in", 3600)))
+            # A 200 without a usable token (a proxy's page, a changed format) is a refusal too.
+            try:
+                token = str(body["access_token"])
+                expires_at = time.time() + float(body.get("expires_in", 3600))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ConnectorError("token endpoint answered without a token") from exc
+            self._cached = (token, expires_at)
             return token
 
     async def close(self) -> None:
@@ -183,7 +188,7 @@ class ConnectorClient:
             raise ConnectorError("serviceUrl is not a trusted reply target")
         url = f"{service_url.rstrip('/')}/{path}"
         headers = {}
-        token = await self._tokens.token()
+        token = await self._outbound_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -202,6 +207,19 @@ class ConnectorClient:
                 return payload if isinstance(payload, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ConnectorError(f"{method} to the channel failed: {type(exc).__name__}") from exc
+
+    async def _outbound_token(self) -> str | None:
+        """Any failure to get a token is a refused delivery: the reply channels turn a
+        ConnectorError into DeliveryFailed, so the turn still stores its answer. The token source
+        is pluggable (azure-identity raises its own errors), hence the broad except."""
+        try:
+            return await self._tokens.token()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            # The type only: an identity error's text may carry endpoints or request details.
+            log.warning("no outbound token for the channel", extra={"error": type(exc).__name__})
+            raise ConnectorError(f"no outbound token: {type(exc).__name__}") from exc
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -9,10 +9,14 @@ import time
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.support import RecordingConnector, TokenIssuer, message_activity
+from app import STORE
+from storage.ids import safe_id
+from storage.models import MessageStatus, Role
+from tests.support import RecordingConnector, TokenIssuer, message_activity, settle
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -226,3 +230,65 @@ async def test_a_token_accepted_before_is_verified_again_once_its_key_is_replace
         new_token = token_issuer.mint(APP_ID, url)
         identity = await authenticator.authenticate(f"Bearer {new_token}", "test", url)
         assert identity.service_url == url
+
+
+class _BrokenTokenIssuer(TokenIssuer):
+    """The token endpoint answers 200 with a body that holds no token (a proxy's page, a bug)."""
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.token_requests.append({k: str(v) for k, v in (await request.post()).items()})
+        return web.json_response({"token_type": "Bearer", "expires_in": 3600})
+
+
+@pytest.mark.parametrize("source", ["managed identity refuses", "token endpoint 200 without token"])
+async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answer(
+    make_app: Any,
+    connector: RecordingConnector,
+    aiohttp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    """No outbound token means no reply can go out; the answer is still kept, marked as not
+    delivered, instead of the turn dying with nothing stored."""
+    issuer = _BrokenTokenIssuer()
+    issuer.url = str((await aiohttp_server(issuer.app())).make_url("")).rstrip("/")
+    settings: dict[str, Any] = {
+        "MicrosoftAppId": APP_ID,
+        "BOT_OPENID_METADATA_URL": f"{issuer.url}/.well-known/openidconfiguration",
+        "BOT_LOGIN_AUTHORITY": issuer.url,
+    }
+    if source == "managed identity refuses":
+        # The real ManagedIdentityCredential, pointed at a local identity endpoint (the App
+        # Service protocol) that refuses: azure-identity raises its own errors, not ours.
+        identity_calls: list[str] = []
+
+        async def refuse(request: web.Request) -> web.Response:
+            identity_calls.append(request.path)
+            return web.json_response({"error": "identity not assigned"}, status=400)
+
+        identity = web.Application()
+        identity.router.add_get("/msi/token", refuse)
+        identity_url = str((await aiohttp_server(identity)).make_url("/msi/token"))
+        monkeypatch.setenv("IDENTITY_ENDPOINT", identity_url)
+        monkeypatch.setenv("IDENTITY_HEADER", "local-test-header")
+        settings.update(
+            MicrosoftAppType="UserAssignedMSI",
+            MicrosoftAppTenantId="22222222-3333-4444-5555-666666666666",
+        )
+    else:
+        settings.update(MicrosoftAppType="MultiTenant", MicrosoftAppPassword="app-password-value")
+    bot = await make_app(**settings)
+
+    activity = message_activity(connector.url, "hello there")
+    assert await send(bot, activity, issuer.mint(APP_ID, connector.url)) == 202
+    await settle(bot)
+
+    if source == "managed identity refuses":
+        assert identity_calls, "the managed identity was asked for a token"
+    else:
+        assert issuer.token_requests, "the token endpoint was asked for a token"
+    assert connector.calls == [], "nothing goes out without a token"
+    user, answer = await bot.server.app[STORE].recent_messages(safe_id("test:conv-1"), 10)
+    assert (user.role, user.status) == (Role.USER, MessageStatus.COMPLETE)
+    assert answer.role is Role.ASSISTANT and answer.text, "the answer is kept for the record"
+    assert (answer.status, answer.error) == (MessageStatus.ERROR, "delivery_failed")
