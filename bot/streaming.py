@@ -118,8 +118,9 @@ class StreamingReplyChannel:
                 for entity in activity.entities:
                     if isinstance(entity, AIGeneratedLabel):
                         entity.potential_action = feedback_actions(self._stream_id)
-        await self._send(activity)
-        return self._stream_id
+        sent_id = await self._send(activity)
+        # Without a stream the plain message's own id is what a rating of it refers to.
+        return self._stream_id or sent_id or None
 
     async def close(self) -> None:
         """Nothing runs between updates: the stream is driven by the model's output."""

@@ -14,6 +14,7 @@ from app import STORE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
 from tests.admin.helpers import sign_in_locally
+from tests.support import settle
 from tests.teams.activities import (
     CHANNEL_ID,
     channel_message,
@@ -108,6 +109,24 @@ async def test_feedback_on_a_channel_reply_finds_the_message_by_its_activity_id(
 
     messages = await bot.server.app[STORE].conversation_messages(safe_id(f"msteams:{thread}"))
     assert [m.feedback.reaction for m in messages if m.feedback] == ["like"]
+
+
+async def test_a_rating_of_an_answer_sent_without_a_stream_is_stored_on_that_answer(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    # Teams refused to open a stream: the answer went out as one plain message, with thumbs.
+    teams.refuse_stream_start = True
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hello"))
+    await teams.wait_for_messages(1)
+    await settle(bot)
+    reply_id = teams.calls[-1].response_id
+    assert reply_id
+
+    assert await submit(bot, feedback_invoke(teams.url, reply_id, "dislike")) == (200, "{}")
+
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.activity_id == reply_id
+    assert answer.feedback is not None and answer.feedback.reaction == "dislike"
 
 
 async def test_feedback_for_an_unknown_message_is_still_acknowledged(
