@@ -61,7 +61,7 @@ from storage.models import (
     apply_usage,
     readable_messages,
 )
-from storage.summaries import apply_delta, matches
+from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
 
 log = logging.getLogger(__name__)
 
@@ -1069,6 +1069,47 @@ class CosmosStore:
             "messages": [Message.model_validate(_clean(doc)).to_doc() for doc in messages],
         }
 
+    async def _clear_titles_from(
+        self, user_id: str, prompts: dict[str, list[str]], op: str
+    ) -> None:
+        """Clears the title of each conversation owned by someone else (a shared one) whose title
+        is the start of one of the user's prompts there (`storage.summaries.title_from`)."""
+        container = self._container("conversations")
+        for conversation_id, texts in prompts.items():
+            for _ in range(_MAX_RACES):
+                current = None
+                async for doc in self._query(
+                    container,
+                    op,
+                    "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
+                    [
+                        {"name": "@cid", "value": conversation_id},
+                        {"name": "@uid", "value": user_id},
+                    ],
+                ):
+                    current = doc
+                    break
+                if current is None:
+                    break
+                summary = ConversationSummary.model_validate(_clean(current))
+                if not title_from(summary, texts):
+                    break
+                try:
+                    await container.replace_item(
+                        current["id"],
+                        self._summary_doc(summary.model_copy(update={"title": ""})),
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                    break
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+            else:
+                raise ETagMismatch(f"clearing a title lost {_MAX_RACES} races in a row")
+
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Messages first, summaries last: if this fails halfway, the summaries are still there
         to find the rest on the next attempt."""
@@ -1090,6 +1131,17 @@ class CosmosStore:
             summaries = await self._user_conversations(user_id, op)
             messages = await self._user_messages(
                 user_id, [doc["conversationId"] for doc in summaries], op
+            )
+            # Before the messages go: they are how a retry finds these conversations again.
+            owned = {doc["conversationId"] for doc in summaries}
+            await self._clear_titles_from(
+                user_id,
+                prompts_by_conversation(
+                    Message.model_validate(_clean(doc))
+                    for doc in messages
+                    if doc.get("userId") == user_id and doc["conversationId"] not in owned
+                ),
+                op,
             )
             message_container = self._container("messages")
             deleted_messages = await asyncio.gather(

@@ -40,7 +40,7 @@ from storage.models import (
     apply_usage,
     readable_messages,
 )
-from storage.summaries import apply_delta, matches
+from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -598,6 +598,25 @@ class SqliteStore:
                     "SELECT conversation_id FROM conversations WHERE user_id = ?", (user_id,)
                 )
             ]
+            # Conversations owned by someone else (shared ones) whose title is the user's words.
+            written = prompts_by_conversation(
+                Message.model_validate_json(doc)
+                for (doc,) in db.execute("SELECT doc FROM messages WHERE user_id = ?", (user_id,))
+            )
+            for conversation_id, prompts in written.items():
+                row = db.execute(
+                    "SELECT doc FROM conversations WHERE conversation_id = ? AND user_id != ?",
+                    (conversation_id, user_id),
+                ).fetchone()
+                if row is None:
+                    continue
+                summary = ConversationSummary.model_validate_json(row[0])
+                if title_from(summary, prompts):
+                    untitled = summary.model_copy(update={"title": ""})
+                    db.execute(
+                        "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                        (json.dumps(untitled.to_doc()), conversation_id),
+                    )
             messages = db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,)).rowcount
             for conversation_id in conversation_ids:
                 # Assistant messages carry the user's id too, but be thorough about strays.

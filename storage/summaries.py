@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from storage.models import ConversationSummary, SummaryDelta, SummaryQuery
+from collections.abc import Iterable
+
+from storage.models import ConversationSummary, Message, Role, SummaryDelta, SummaryQuery
 
 
 def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> ConversationSummary:
@@ -39,3 +41,21 @@ def matches(summary: ConversationSummary, query: SummaryQuery) -> bool:
     return not (
         query.title_contains and query.title_contains.casefold() not in summary.title.casefold()
     )
+
+
+def prompts_by_conversation(messages: Iterable[Message]) -> dict[str, list[str]]:
+    """The texts of the user prompts among `messages`, by conversation."""
+    found: dict[str, list[str]] = {}
+    for message in messages:
+        if message.role is Role.USER and message.text:
+            found.setdefault(message.conversation_id, []).append(message.text)
+    return found
+
+
+def title_from(summary: ConversationSummary, prompts: Iterable[str]) -> bool:
+    """Whether the summary's title is the start of one of these prompts. A title is the start of
+    a conversation's first prompt, whoever wrote it; in a shared conversation (group chat,
+    channel) that may be someone other than the summary's owner, so erasing a user must find
+    their words here too. Matching on the text rather than on the title rule keeps that rule in
+    one place (chat/service.py)."""
+    return bool(summary.title) and any(text.startswith(summary.title) for text in prompts)

@@ -61,3 +61,32 @@ async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
     assert len(await store.conversation_messages("bob-1")) == 1
     assert await store.get_summary("bob", "bob-1") is not None
     assert await store.delete_user("alice") == {"conversations": 0, "messages": 0}
+
+
+async def test_deleting_a_user_clears_the_title_their_words_gave_a_shared_conversation(
+    store: Store,
+) -> None:
+    """A group chat's summary belongs to `shared:<conversation>`, and its title is the start of
+    its first message, whoever wrote it (chat/service.py)."""
+    words = "My salary is 1234 and my SSN is 078-05-1120"
+    for conv, first_writer in (("group-a", "alice"), ("group-b", "bob")):
+        await store.add_message(
+            message(conv, 1, user_id=first_writer, text=f"{first_writer}: {words}")
+        )
+        title = f"{first_writer}: {words}"[:20]
+        await store.apply_summary_delta(
+            delta(conv, user_id=f"shared:{conv}", title=title, messages=1)
+        )
+        await store.add_message(message(conv, 2, role=Role.ASSISTANT, user_id=first_writer))
+    await store.add_message(message("group-a", 3, user_id="bob", text="bob here"))
+    await store.add_message(message("group-b", 3, user_id="alice", text="alice here"))
+
+    await store.delete_user("alice")
+
+    cleared = await store.find_summary("group-a")
+    assert cleared is not None and cleared.title == ""
+    assert cleared.user_id == "shared:group-a" and cleared.message_count == 1
+    # Bob's words stay the title of the group chat he opened.
+    kept = await store.find_summary("group-b")
+    assert kept is not None and kept.title == "bob: My salary is 12"
+    assert [m.user_id for m in await store.conversation_messages("group-a")] == ["bob"]
