@@ -83,6 +83,10 @@ class Signer:
         return f"{body}.{self._mac(body)}"
 
     def unsign(self, token: str) -> dict[str, Any]:
+        # Signed values are base64url: anything else is forged or mangled, and would make the
+        # ASCII encoding and compare_digest raise (a 500) instead of refusing.
+        if not token.isascii():
+            raise AuthError("malformed signed value")
         body, _, mac = token.partition(".")
         if not body or not hmac.compare_digest(mac, self._mac(body)):
             raise AuthError("bad signature")

@@ -98,6 +98,18 @@ async def test_tampered_session_cookie_is_refused(
     assert (await client.get(API, headers={"Cookie": f"admin_session={forged}"})).status == 401
 
 
+@pytest.mark.parametrize("value", ["\u00e9t\u00e9.x", "abc.\u00e9", "\u00e9t\u00e9"])
+async def test_a_session_cookie_with_non_ascii_characters_is_refused_as_invalid(
+    make_app: AppFactory, value: str
+) -> None:
+    client = await make_app()
+    # Raw bytes on the wire, as a browser or a script could send them.
+    cookie = f"admin_session={value}".encode().decode("latin-1")
+    refused = await client.get(API, headers={"Cookie": cookie})
+    assert refused.status == 401
+    assert (await refused.json())["error"] == "unauthenticated"
+
+
 @pytest.mark.parametrize("mode", ["local", "oidc"])
 async def test_spoofed_app_service_header_grants_nothing_outside_appservice_mode(
     make_app: AppFactory, mode: str, oidc_settings: dict[str, Any]
