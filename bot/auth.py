@@ -25,6 +25,9 @@ CLOCK_SKEW_SECONDS = 300
 KEYS_REFRESH_SECONDS = 24 * 3600
 # An unknown key id may mean keys were rotated; refetch, but not more often than this.
 UNKNOWN_KID_REFETCH_SECONDS = 60
+# With no keys at all (the key endpoint was down) nothing authenticates: retry sooner, but still
+# not once per request, or every unauthenticated request would cost a fetch.
+EMPTY_KEYS_REFETCH_SECONDS = 5
 # A channel reuses its token for many requests (about an hour): the signature check (the costly
 # part) is done once per token; expiry, key, endorsement and service URL are checked every time.
 VERIFIED_TOKENS_MAX = 1024
@@ -54,7 +57,8 @@ class SigningKeys:
         self._session = session
         self._metadata_url = metadata_url
         self._keys: dict[str, _SigningKey] = {}
-        self._fetched_at = 0.0
+        # The last fetch attempt, successful or not: the refetch throttle counts from it.
+        self._attempted_at = float("-inf")
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
 
@@ -80,24 +84,32 @@ class SigningKeys:
 
     async def refresh(self) -> None:
         async with self._lock:
-            timeout = aiohttp.ClientTimeout(total=10)
-            async with self._session.get(self._metadata_url, timeout=timeout) as response:
-                response.raise_for_status()
-                metadata = await response.json(content_type=None)
-            async with self._session.get(metadata["jwks_uri"], timeout=timeout) as response:
-                response.raise_for_status()
-                jwks = await response.json(content_type=None)
-            keys: dict[str, _SigningKey] = {}
-            for jwk in jwks.get("keys", []):
-                if jwk.get("kty") != "RSA" or "kid" not in jwk:
-                    continue
-                keys[jwk["kid"]] = _SigningKey(
-                    key=RSAAlgorithm.from_jwk(json.dumps(jwk)),
-                    endorsements=jwk.get("endorsements"),
-                )
-            self._keys = keys
-            self._fetched_at = time.monotonic()
-            log.info("bot signing keys loaded", extra={"keys": len(keys)})
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        """Metadata + JWKS; the caller holds the lock."""
+        self._attempted_at = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self._session.get(self._metadata_url, timeout=timeout) as response:
+            response.raise_for_status()
+            metadata = await response.json(content_type=None)
+        async with self._session.get(metadata["jwks_uri"], timeout=timeout) as response:
+            response.raise_for_status()
+            jwks = await response.json(content_type=None)
+        keys: dict[str, _SigningKey] = {}
+        for jwk in jwks.get("keys", []):
+            if jwk.get("kty") != "RSA" or "kid" not in jwk:
+                continue
+            keys[jwk["kid"]] = _SigningKey(
+                key=RSAAlgorithm.from_jwk(json.dumps(jwk)),
+                endorsements=jwk.get("endorsements"),
+            )
+        self._keys = keys
+        log.info("bot signing keys loaded", extra={"keys": len(keys)})
+
+    def _refetch_due(self) -> bool:
+        interval = UNKNOWN_KID_REFETCH_SECONDS if self._keys else EMPTY_KEYS_REFETCH_SECONDS
+        return time.monotonic() - self._attempted_at > interval
 
     def current(self, kid: str) -> _SigningKey | None:
         """The key with this id in the key set as it is now (None once rotated out)."""
@@ -107,11 +119,16 @@ class SigningKeys:
         key = self._keys.get(kid)
         if key is not None:
             return key
-        if time.monotonic() - self._fetched_at > UNKNOWN_KID_REFETCH_SECONDS or not self._keys:
-            try:
-                await self.refresh()
-            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
-                raise AuthError("signing keys unavailable") from exc
+        # A fetch in flight (the one at start-up, or another request's) is waited for.
+        if self._refetch_due() or self._lock.locked():
+            async with self._lock:
+                # Checked again under the lock: the requests that queued behind a fetch find the
+                # key it loaded (or a fresh attempt) instead of each fetching in turn.
+                if kid not in self._keys and self._refetch_due():
+                    try:
+                        await self._fetch()
+                    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                        raise AuthError("signing keys unavailable") from exc
         key = self._keys.get(kid)
         if key is None:
             raise AuthError("unknown signing key")

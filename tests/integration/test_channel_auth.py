@@ -3,6 +3,7 @@ OpenID/JWKS server; every failure is a 401, never a 500."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -292,3 +293,91 @@ async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answ
     assert (user.role, user.status) == (Role.USER, MessageStatus.COMPLETE)
     assert answer.role is Role.ASSISTANT and answer.text, "the answer is kept for the record"
     assert (answer.status, answer.error) == (MessageStatus.ERROR, "delivery_failed")
+
+
+class _CountingIssuer(TokenIssuer):
+    """Counts key-set fetches; `keys_down` makes the JWKS endpoint fail (an outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_fetches = 0
+        self.keys_down = False
+
+    async def _keys(self, request: web.Request) -> web.Response:
+        self.key_fetches += 1
+        if self.keys_down:
+            return web.json_response({"error": "unavailable"}, status=503)
+        return await super()._keys(request)
+
+
+async def _counting_issuer(aiohttp_server: Any) -> _CountingIssuer:
+    issuer = _CountingIssuer()
+    issuer.url = str((await aiohttp_server(issuer.app())).make_url("")).rstrip("/")
+    return issuer
+
+
+async def test_a_burst_of_tokens_from_a_rotated_key_fetches_the_key_set_once(
+    aiohttp_server: Any, connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first token signed with a new key refetches the keys at once; the requests that came
+    with it wait for that fetch instead of each fetching again."""
+    import aiohttp
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bot import auth
+    from bot.auth import ChannelAuthenticator, SigningKeys
+
+    issuer = await _counting_issuer(aiohttp_server)
+    monkeypatch.setattr(auth, "UNKNOWN_KID_REFETCH_SECONDS", 0.2)  # not a minute of waiting
+    url = connector.url
+    async with aiohttp.ClientSession() as session:
+        keys = SigningKeys(session, f"{issuer.url}/.well-known/openidconfiguration")
+        await keys.refresh()
+        authenticator = ChannelAuthenticator(keys, APP_ID, [issuer.issuer])
+        await asyncio.sleep(0.3)  # the last fetch is older than the refetch interval
+        issuer.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        issuer.kid = "rotated-in"
+        fetches_before = issuer.key_fetches
+
+        tokens = [issuer.mint(APP_ID, url, jti=str(n)) for n in range(20)]
+        identities = await asyncio.gather(
+            *(authenticator.authenticate(f"Bearer {t}", "test", url) for t in tokens)
+        )
+
+        assert all(identity.service_url == url for identity in identities)
+        assert issuer.key_fetches - fetches_before == 1
+
+
+async def test_requests_while_the_signing_keys_are_unavailable_do_not_each_fetch_them(
+    aiohttp_server: Any, connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no keys loaded (the key endpoint is down) every request fails; the key set is tried
+    again at a bounded rate, not once per request, and is used as soon as it is back."""
+    import aiohttp
+
+    from bot import auth
+    from bot.auth import AuthError, ChannelAuthenticator, SigningKeys
+
+    issuer = await _counting_issuer(aiohttp_server)
+    issuer.keys_down = True
+    url = connector.url
+    async with aiohttp.ClientSession() as session:
+        keys = SigningKeys(session, f"{issuer.url}/.well-known/openidconfiguration")
+        authenticator = ChannelAuthenticator(keys, APP_ID, [issuer.issuer])
+        token = issuer.mint(APP_ID, url)
+
+        async def attempt() -> None:
+            with pytest.raises(AuthError):
+                await authenticator.authenticate(f"Bearer {token}", "test", url)
+
+        await asyncio.gather(*(attempt() for _ in range(20)))
+        for _ in range(5):
+            await attempt()
+        assert issuer.key_fetches == 1
+
+        issuer.keys_down = False
+        monkeypatch.setattr(auth, "EMPTY_KEYS_REFETCH_SECONDS", 0.2)  # not seconds of waiting
+        await asyncio.sleep(0.3)
+        identity = await authenticator.authenticate(f"Bearer {token}", "test", url)
+        assert identity.service_url == url
+        assert issuer.key_fetches == 2
