@@ -351,7 +351,10 @@ async def _quota_settlements(app: web.Application) -> AsyncIterator[None]:
     shutdown the turns drain first (they settle as they finish; the services' own drain then
     finds nothing left), then everything still pending is written before the store closes."""
     settings, quotas = app[SETTINGS], app[QUOTAS]
-    quotas.set_upfront_tokens(settings.history_token_budget + settings.max_output_tokens)
+    # Every estimate is a non-empty prompt plus max output tokens: no turn is smaller.
+    quotas.set_upfront_tokens(
+        settings.history_token_budget + settings.max_output_tokens, settings.max_output_tokens
+    )
     try:
         yield
     finally:

@@ -22,11 +22,15 @@ shared with every retried increment: a settlement write whose answer was lost (t
 it, the client saw an error) is applied again on retry.
 
 Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
-request alone and the exact estimate is reserved before the model call, as before (two writes;
-the last few thousand tokens of a day). A user with both user limits at 0 is not counted at all
-(no write; `/usage` says no limit applies); with one of them set, both are counted in the same
-write. A tenant without a limit is not counted; with one, its counter costs one more write per
-turn (the exact estimate), settled the same deferred way.
+request with only the smallest turn reserved (S: max output tokens, which every estimate adds to
+a non-empty prompt), and the rest of the exact estimate is reserved before the model call (two
+writes; the last few thousand tokens of a day). With less than S left no turn can fit, so the
+gate refuses: the message is neither stored nor counted.
+
+A user with both user limits at 0 is not counted at all (no write; `/usage` says no limit
+applies); with one of them set, both are counted in the same write. A tenant without a limit
+is not counted; with one, its counter costs one more write per turn (the exact estimate),
+settled the same deferred way.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ class Quotas:
         clock: Clock = utc_now,
         *,
         upfront_tokens: int = 0,
+        smallest_turn_tokens: int = 0,
         settle_after_seconds: float = SETTLE_AFTER_SECONDS,
         upfront_claim_seconds: float = UPFRONT_CLAIM_SECONDS,
     ) -> None:
@@ -159,6 +164,7 @@ class Quotas:
         self._tenants = tenants or TenantPolicies()
         self._clock = clock
         self._upfront_tokens = max(0, upfront_tokens)
+        self._smallest_turn = min(self._upfront_tokens, max(0, smallest_turn_tokens))
         self._settle_after = settle_after_seconds
         self._claim_within = upfront_claim_seconds
         self._pending: dict[_Key, _Pending] = {}
@@ -167,11 +173,14 @@ class Quotas:
         self._stopping = asyncio.Event()
         self._closed = False
 
-    def set_upfront_tokens(self, tokens: int) -> None:
+    def set_upfront_tokens(self, tokens: int, smallest_turn: int = 0) -> None:
         """Tokens reserved with each counted request, before the prompt is built: at least any
         turn's estimate (the prompt budget + max output tokens). 0 = reserve only the estimate,
-        in a second write."""
+        in a second write. `smallest_turn`: no estimate is ever below it (max output tokens);
+        reserved instead when the upfront amount does not fit, so a user who has less than
+        that left is refused at the gate."""
         self._upfront_tokens = max(0, tokens)
+        self._smallest_turn = min(self._upfront_tokens, max(0, smallest_turn))
 
     def limits_for(self, tenant_id: str) -> QuotaLimits:
         policy = self._tenants.for_tenant(tenant_id)
@@ -200,8 +209,9 @@ class Quotas:
         minute, day = minute_window(now), day_window(now)
         scope = user_scope(user_id)
         upfront = self._upfront_tokens if turn is not None else 0
+        smallest = self._smallest_turn if turn is not None else 0
         if limits.user_tokens_per_day and upfront > limits.user_tokens_per_day:
-            upfront = 0  # it could never fit: reserve the estimate alone, later
+            upfront = smallest  # it could never fit: the rest of the estimate comes later
         change = UsageChange(
             minute=minute_number(minute),
             ttl_seconds=day.ttl_seconds,
@@ -211,11 +221,13 @@ class Quotas:
             token_limit=limits.user_tokens_per_day,
         )
         result = await self._update_user(scope, day, change)
-        if not result.allowed and result.refused == "tokens" and upfront:
-            # Less than the upfront reservation is left today: count the request alone; the
-            # turn's exact estimate is reserved once the prompt is known.
-            upfront = 0
-            result = await self._update_user(scope, day, change.model_copy(update={"tokens": 0}))
+        if not result.allowed and result.refused == "tokens" and upfront > smallest:
+            # Less than the upfront reservation is left today: count the request with the
+            # smallest turn reserved (refused if even that does not fit, before the message is
+            # stored); the rest of the exact estimate is reserved once the prompt is known.
+            upfront = smallest
+            change = change.model_copy(update={"tokens": smallest})
+            result = await self._update_user(scope, day, change)
         if result.allowed:
             if upfront and turn is not None:
                 self._held.setdefault(turn, []).append(
@@ -224,8 +236,8 @@ class Quotas:
                 self._ensure_flusher()
             return None
         if result.refused == "tokens":
-            # Only when a settlement that failed to be written is carried along: the user
-            # really is over the daily limit.
+            # Less than the smallest turn is left today (counting any settlement carried
+            # along): no message of this user can be answered before the day resets.
             return await self._exceeded(
                 LimitKind.USER_TOKENS_PER_DAY,
                 scope,

@@ -223,6 +223,32 @@ async def test_with_less_than_the_upfront_reservation_left_the_gate_counts_the_r
     assert store.calls["add_usage"] - writes == 3
 
 
+async def test_with_less_than_the_smallest_turn_left_the_gate_refuses_without_counting(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, tokens=10_000, smallest_turn_tokens=1000)
+    assert await one_turn(quotas, "turn-1", 8500, 8500)
+
+    # 1500 left: the smallest turn fits, so the request is counted with it held for the turn,
+    # and the turn's estimate is topped up in a second write.
+    assert await quotas.count_request("u", "", "turn-2") is None
+    assert await stored(store) == UsageCounts(tokens=9500, minute=NOW_MINUTE, requests=2)
+    reservation = await quotas.reserve_tokens("u", "", 1200, "turn-2")
+    assert isinstance(reservation, TokenReservation)
+    await quotas.settle(reservation, 1200)
+    await quotas.flush()
+    writes = store.calls["add_usage"]
+
+    # 300 left: no turn can fit. Refused at the gate, nothing counted.
+    refused = await quotas.count_request("u", "", "turn-3")
+
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.kind, refused.used) == (LimitKind.USER_TOKENS_PER_DAY, 9700)
+    assert await stored(store) == UsageCounts(tokens=9700, minute=NOW_MINUTE, requests=2)
+    assert store.calls["add_usage"] - writes == 2  # both refused: nothing written
+
+
 async def test_the_request_rate_refuses_before_anything_is_reserved(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:

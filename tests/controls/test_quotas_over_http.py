@@ -10,7 +10,7 @@ import pytest
 
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
-from storage.models import Role
+from storage.models import Role, UsageChange
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
 from tests.support import RecordingConnector
 
@@ -45,6 +45,8 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     assert f"{day.resets_at:%Y-%m-%d} 00:00 UTC" in refused["text"]
     assert "entities" not in refused or not refused["entities"]  # a notice, not model output
     assert await model_calls(simulator_url) == calls
+    # What the gate reserved for the refused turn is given back (deferred, like a settlement).
+    await chat.quotas.flush()
     assert await stored_tokens(chat, day.key) == used
 
     [event] = [r for r in caplog.records if getattr(r, "event", None) == "quota_exceeded"]
@@ -179,6 +181,32 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
     tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50)
     clock.advance(minutes=1)
     assert "today's allowance" in (await Chat(tight, connector).send("five"))["text"]
+
+
+async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_stored_or_counted(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    simulator_url: str,
+) -> None:
+    client = await controlled_app(
+        QUOTA_USER_TOKENS_PER_DAY=5000, QUOTA_USER_REQUESTS_PER_MINUTE=5, MAX_OUTPUT_TOKENS=300
+    )
+    chat = Chat(client, connector)
+    day = day_window(clock())
+    # Earlier today the user spent all but 200 tokens: less than any turn (300 output alone).
+    spent = UsageChange(minute=0, ttl_seconds=day.ttl_seconds, tokens=4800)
+    await chat.store.add_usage(user_scope("user-1"), day.key, spent)
+    calls = await model_calls(simulator_url)
+
+    refused = await chat.send("A question with some private text")
+
+    assert "today's allowance of 5000 tokens" in refused["text"]
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.conversation_messages(conversation(chat)) == []
+    counts = await chat.store.read_usage(user_scope("user-1"), day.key)
+    assert counts.requests_in(minute_number(minute_window(clock()))) == 0
+    assert counts.tokens == 4800
 
 
 async def stored_tokens(chat: Chat, day: str, *, user_id: str = "user-1") -> int:
