@@ -18,7 +18,6 @@ from botbuilder.schema import (
     Activity,
     ActivityTypes,
     ConversationReference,
-    DeliveryModes,
     ResourceResponse,
 )
 
@@ -34,12 +33,14 @@ class ChannelTurnContext(TurnContext):  # type: ignore[misc]
     """botbuilder's TurnContext, except that an outbound activity is copied shallowly before the
     conversation reference is applied to it. botbuilder deep-copies every outbound activity
     (about 5% of a turn's CPU) so that the caller's object stays as it was; a shallow copy does
-    that already, because applying the reference only assigns attributes of the copy."""
+    that already, because applying the reference only assigns attributes of the copy.
+
+    `deliveryMode: expectReplies` is not honoured: botbuilder would buffer the replies for the
+    HTTP response, but a message is acknowledged (202) before its turn runs (channels retry a
+    delivery not acknowledged within 15 s), so buffered replies would reach nobody. Every reply
+    goes to the serviceUrl, and the stored answer says whether it was delivered."""
 
     async def send_activities(self, activities: list[Activity]) -> list[ResourceResponse]:
-        if self.activity.delivery_mode == DeliveryModes.expect_replies:
-            buffered: list[ResourceResponse] = await super().send_activities(activities)
-            return buffered  # replies collected for the caller: rare, the stock path
         reference = TurnContext.get_conversation_reference(self.activity)
         outgoing: list[Activity] = []
         for activity in activities:

@@ -48,6 +48,22 @@ async def test_message_is_acknowledged_then_answered_and_both_messages_are_store
     assert answer.reply_to_id == user.id
 
 
+async def test_a_message_asking_for_replies_in_the_response_is_answered_through_the_channel(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    """`deliveryMode: expectReplies` wants the replies in the HTTP response, but every message is
+    acknowledged (202) before its turn runs; the answer goes to the serviceUrl like any other."""
+    activity = message_activity(connector.url, "hello", deliveryMode="expectReplies")
+
+    assert await post(bot, activity) == 202
+    [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
+
+    _, answer = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert answer.text == reply["text"]
+    assert answer.status is MessageStatus.COMPLETE
+
+
 async def test_redelivered_activity_gets_no_second_answer(
     bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
