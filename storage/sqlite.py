@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,7 +101,14 @@ CREATE TABLE IF NOT EXISTS botstate (
 
 
 def _iso(value: datetime) -> str:
-    return value.isoformat()
+    """Times as compared in SQL (list filters, cursors, audit order): always UTC, so string
+    order is time order (`+09:00` times compared as strings are hours off). UTC isoformat sorts
+    correctly although it drops zero microseconds (`...:05+00:00` < `...:05.250000+00:00`,
+    as `+` < `.`), and it is the form rows have always been written in from UTC times, so
+    existing rows need no rewrite. Naive times are taken as UTC, as the Cosmos store does."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
 
 
 class _Worker:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -210,6 +210,35 @@ async def test_list_filters(store: Store, query: SummaryQuery, expected: set[str
     ids = [s.conversation_id for s in items]
     assert set(ids) == expected
     assert len(ids) == len(expected)
+
+
+async def test_since_and_until_given_with_a_utc_offset_mean_the_same_moments(
+    store: Store,
+) -> None:
+    await _seed(store)
+    tokyo = timezone(timedelta(hours=9))
+    query = SummaryQuery(
+        since=(T0 + timedelta(minutes=3)).astimezone(tokyo),
+        until=(T0 + timedelta(minutes=6)).astimezone(tokyo),
+    )
+    items, _ = await _all_pages(store, query, 2)
+    assert sorted(s.conversation_id for s in items) == ["c03", "c04", "c05"]
+
+
+async def test_activity_written_with_a_utc_offset_sorts_and_filters_by_its_moment(
+    store: Store,
+) -> None:
+    await _seed(store)
+    # 09:06:30 UTC, written as 04:06:30-05:00: between c06 (09:06) and c07 (09:07).
+    new_york = timezone(timedelta(hours=-5))
+    await store.apply_summary_delta(
+        delta("c10", at=(T0 + timedelta(minutes=6, seconds=30)).astimezone(new_york))
+    )
+    page = await store.list_summaries(SummaryQuery(), 100)
+    assert [s.conversation_id for s in page.items][3:5] == ["c10", "c06"]
+    since = SummaryQuery(since=T0 + timedelta(minutes=6, seconds=15))
+    items, _ = await _all_pages(store, since, 2)
+    assert sorted(s.conversation_id for s in items) == ["c07", "c08", "c09", "c10"]
 
 
 async def test_filtered_list_pages_exactly_once(store: Store) -> None:
