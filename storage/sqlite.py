@@ -410,20 +410,19 @@ class SqliteStore:
 
         def scan() -> Page:
             # JSON fields are filtered in Python; the keyset cursor keeps pages stable anyway.
+            # One match past a full page is looked for, so a page that ends with the last match
+            # has no continuation (as in the Cosmos store, which reads one item ahead).
             items: list[ConversationSummary] = []
-            last: ConversationSummary | None = None
             for (doc,) in self._db.execute(sql, params):
                 summary = ConversationSummary.model_validate_json(doc)
-                last = summary
-                if matches(summary, query):
-                    items.append(summary)
-                    if len(items) == page_size:
-                        break
-            else:
-                return Page(items=items, continuation=None)
-            assert last is not None
-            token = encode_cursor(_iso(last.last_activity_at), last.conversation_id)
-            return Page(items=items, continuation=token)
+                if not matches(summary, query):
+                    continue
+                if len(items) == page_size:
+                    last = items[-1]
+                    token = encode_cursor(_iso(last.last_activity_at), last.conversation_id)
+                    return Page(items=items, continuation=token)
+                items.append(summary)
+            return Page(items=items, continuation=None)
 
         return await self._run(scan)
 

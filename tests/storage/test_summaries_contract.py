@@ -247,6 +247,21 @@ async def test_filtered_list_pages_exactly_once(store: Store) -> None:
     assert sorted(s.conversation_id for s in items) == ["c01", "c03", "c06", "c07", "c08", "c09"]
 
 
+async def test_a_page_that_holds_the_last_match_has_no_continuation(store: Store) -> None:
+    await _seed(store)
+    page = await store.list_summaries(SummaryQuery(), 9)
+    assert len(page.items) == 9 and page.continuation is None
+    # Filtered: the last match (c02) is followed by a row that does not match (c01).
+    webchat = await store.list_summaries(SummaryQuery(channel_id="webchat"), 2)
+    assert [s.conversation_id for s in webchat.items] == ["c05", "c02"]
+    assert webchat.continuation is None
+    flagged = await store.list_summaries(SummaryQuery(flagged=True), 2)
+    assert [s.conversation_id for s in flagged.items] == ["c05", "c04"]
+    assert flagged.continuation is not None
+    rest = await store.list_summaries(SummaryQuery(flagged=True), 2, flagged.continuation)
+    assert [s.conversation_id for s in rest.items] == ["c02"] and rest.continuation is None
+
+
 async def test_invalid_continuation_token_is_rejected(store: Store) -> None:
     with pytest.raises(ValueError, match="continuation"):
         await store.list_summaries(SummaryQuery(), 2, "not-a-token")
