@@ -641,6 +641,21 @@ class SqliteStore:
     async def purge_expired(self) -> int:
         def purge(db: sqlite3.Connection) -> int:
             now = time.time()
+            if self._retention_seconds:
+                # Rows written while retention was off have no expiry. A Cosmos container's
+                # defaultTtl covers such items too (from their last write), so give them one
+                # from their stored time: a summary's last activity, a message's creation
+                # (a time that cannot be read leaves the row without expiry: kept, not lost).
+                for table, written in (
+                    ("messages", "json_extract(doc, '$.createdAt')"),
+                    ("conversations", "last_activity_at"),
+                ):
+                    db.execute(
+                        f"UPDATE {table} SET expires_at ="  # noqa: S608 - fixed strings only
+                        f" (julianday({written}) - 2440587.5) * 86400.0 + ?"
+                        " WHERE expires_at IS NULL",
+                        (self._retention_seconds,),
+                    )
             removed = db.execute(
                 "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount

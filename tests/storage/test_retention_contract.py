@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 from storage.base import Store
+from storage.models import Role
+from storage.sqlite import SqliteStore
 from tests.storage.support import MakeStore, delta, message
 
 
@@ -34,3 +39,30 @@ async def test_purge_keeps_what_has_not_expired(make_store: MakeStore) -> None:
     await store.add_message(message("conv-1", 1))
     assert await store.purge_expired() == 0
     assert len(await store.conversation_messages("conv-1")) == 1
+
+
+async def test_sqlite_purges_what_was_written_before_retention_was_turned_on(
+    tmp_path: Path,
+) -> None:
+    """Like a Cosmos container's defaultTtl, which also covers items written without a ttl."""
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    recently = datetime.now(UTC) - timedelta(days=2)
+    forever = SqliteStore(tmp_path / "chat.db", retention_days=0)
+    await forever.open()
+    for conv, at in (("old-conv", long_ago), ("new-conv", recently)):
+        await forever.add_message(message(conv, 1, created_at=at))
+        await forever.add_message(message(conv, 2, role=Role.ASSISTANT, created_at=at))
+        await forever.apply_summary_delta(delta(conv, at=at, messages=2))
+    await forever.close()
+
+    store = SqliteStore(tmp_path / "chat.db", retention_days=30)
+    await store.open()
+    try:
+        assert await store.purge_expired() == 3
+        assert await store.conversation_messages("old-conv") == []
+        assert await store.find_summary("old-conv") is None
+        assert len(await store.conversation_messages("new-conv")) == 2
+        assert await store.find_summary("new-conv") is not None
+        assert await store.purge_expired() == 0
+    finally:
+        await store.close()
