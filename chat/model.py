@@ -303,6 +303,15 @@ class DeploymentClient:
             ) from exc
         finally:
             await stream.close()
+        if finish_reason is None:
+            # Azure ends every stream with a chunk that carries finish_reason; a body that ends
+            # cleanly without one was cut short (a gateway or proxy closed it): not an answer.
+            raise ModelError(
+                "stream_cut",
+                deployment=self.deployment.name,
+                retryable=not parts,
+                partial_text="".join(parts),
+            )
         return Completion(
             text="".join(parts),
             finish_reason=finish_reason,

@@ -11,9 +11,12 @@ agree with what the user saw; and afterwards the process still answers."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app import STORE
@@ -116,6 +119,60 @@ async def test_stream_cut_in_the_middle_replaces_the_streamed_text_with_the_noti
     ]
     assert final_info["streamType"] == "final", "the notice closes the open stream"
     assert not stream_ids or final_info["streamId"] in stream_ids
+
+
+class FinalChunkDroppingGateway:
+    """A gateway between the app and the simulator (the network edge) that ends a streamed
+    answer cleanly just before its final chunk (the one with finish_reason): no error, no
+    [DONE], a well-formed end of the response body."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.streams_cut = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, f"{self.upstream}{request.rel_url}", data=body, headers=headers
+            ) as upstream,
+        ):
+            response = web.StreamResponse(status=upstream.status)
+            response.content_type = upstream.content_type
+            await response.prepare(request)
+            async for line in upstream.content:
+                data = line.removeprefix(b"data: ").strip()
+                if data.startswith(b"{") and any(
+                    choice.get("finish_reason") for choice in json.loads(data).get("choices", [])
+                ):
+                    self.streams_cut += 1
+                    break
+                await response.write(line)
+            await response.write_eof()
+            return response
+
+
+async def test_a_stream_that_ends_without_its_final_chunk_gets_the_notice_not_half_an_answer(
+    make_app: AppFactory, connector: RecordingConnector, simulator_url: str, aiohttp_server: Any
+) -> None:
+    gateway = FinalChunkDroppingGateway(simulator_url)
+    gateway_url = str((await aiohttp_server(gateway.app())).make_url("")).rstrip("/")
+    client = await make_app(AZURE_OPENAI_ENDPOINT=gateway_url)
+
+    sent = await run_turns(client, [teams_personal(connector, "tell me a long story")])
+
+    [verdict] = await check_turns(client, connector, sent)
+    assert gateway.streams_cut == 1
+    assert verdict.notice == "model_unavailable", verdict.finals
+    [record] = verdict.stored_answers
+    assert record.status is not MessageStatus.COMPLETE
 
 
 async def test_429_storm_gets_busy_notices_then_answers_when_it_passes(
