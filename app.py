@@ -25,6 +25,7 @@ from aiohttp.web_runner import GracefulExit
 from pydantic import SecretStr
 
 from admin import AdminSettings, AuthMode, create_admin_app
+from admin.pseudonyms import Pseudonyms
 from bot.adapter import ChannelAdapter
 from bot.auth import ChannelAuthenticator, SigningKeys, accepted_issuers
 from bot.connector import (
@@ -70,6 +71,8 @@ QUOTAS = web.AppKey("quotas", Quotas)
 TURNS = web.AppKey("turns", TurnQueue)
 MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
 TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
+# The admin's user pseudonyms (same key): refusal audit records name users by them.
+PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)
 READINESS_TIMEOUT_SECONDS = 5.0
 # Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
 STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
@@ -107,8 +110,10 @@ def create_app(
     app.router.add_post("/api/messages", _messages)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    admin_settings = _admin_settings(settings)
+    app[PSEUDONYMS] = Pseudonyms(admin_settings.pseudonym_key, admin_settings.pseudonymize)
     # The store opens in a cleanup context, after this: the admin reads it per request.
-    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], _admin_settings(settings)))
+    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], admin_settings))
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     setup_webchat(app, settings, MESSAGES)
     return app
@@ -365,7 +370,8 @@ async def _quota_settlements(app: web.Application) -> AsyncIterator[None]:
 def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
     """Quotas, rate limits, tenant/channel policy, consent and commands (controls/, dialogs/)."""
     settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
-    refusals = RefusalLog(store, clock)
+    # A refusal about a user is recorded under the user's admin pseudonym, like a deletion.
+    refusals = RefusalLog(store, clock, name_user=app[PSEUDONYMS].pseudonym)
     limits = QuotaLimits(
         user_requests_per_minute=settings.quota_user_requests_per_minute,
         user_tokens_per_day=settings.quota_user_tokens_per_day,

@@ -245,6 +245,7 @@ class Quotas:
                 result.counts.tokens,
                 day,
                 now,
+                user_id=user_id,
             )
         return await self._exceeded(
             LimitKind.USER_REQUESTS_PER_MINUTE,
@@ -253,6 +254,7 @@ class Quotas:
             result.counts.requests_in(change.minute),
             minute,
             now,
+            user_id=user_id,
         )
 
     async def reserve_tokens(
@@ -289,6 +291,7 @@ class Quotas:
                         mine.counts.tokens,
                         window,
                         now,
+                        user_id=user_id,
                     )
                 user_amount = amount
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
@@ -543,10 +546,24 @@ class Quotas:
             del self._pending[key]
 
     async def _exceeded(
-        self, kind: LimitKind, scope: str, limit: int, used: int, window: Window, now: datetime
+        self,
+        kind: LimitKind,
+        scope: str,
+        limit: int,
+        used: int,
+        window: Window,
+        now: datetime,
+        *,
+        user_id: str = "",
     ) -> QuotaExceeded:
+        """`user_id` for a user's limit: the audit record names the user (RefusalLog)."""
         await self._refusals.record(
-            "quota_exceeded", scope, limit=kind.value, window=window.key, value=used
+            "quota_exceeded",
+            scope,
+            user_id=user_id,
+            limit=kind.value,
+            window=window.key,
+            value=used,
         )
         return QuotaExceeded(kind, scope, limit, used, window.resets_at, window.seconds_left(now))
 

@@ -3,6 +3,7 @@ recording connector as the channel, counters in the real store (SQLite and Cosmo
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
 from storage.models import Role, UsageChange
+from tests.admin.helpers import appservice_header
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
 from tests.support import RecordingConnector
 
@@ -55,7 +57,8 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     assert "Germany" not in event.getMessage() and "Germany" not in str(vars(event))
     records, _ = await chat.store.list_audit(10)
     [audit] = [r for r in records if r.action == "quota_exceeded"]
-    assert audit.actor == "system" and audit.target == user_scope("user-1")
+    # Named by the admin pseudonym of the user, not the user id (see the test below).
+    assert audit.actor == "system" and audit.target.startswith("p-")
     assert audit.detail["limit"] == "user_tokens_per_day"
 
     clock.next_day()
@@ -104,6 +107,44 @@ async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_nex
 
     clock.advance(minutes=1)
     assert "four" in (await chat.send("four"))["text"]
+
+
+async def test_a_quota_refusal_is_audited_under_the_user_pseudonym_and_never_the_user_id(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    """Like a deletion, a refusal record names the user by the admin pseudonym: an admin can
+    reveal it, and the audit log does not bring the user id back after the user is deleted."""
+    alice = "aad-object-id-of-alice"
+    client = await controlled_app(QUOTA_USER_REQUESTS_PER_MINUTE=1, ADMIN_AUTH_MODE="appservice")
+    chat = Chat(client, connector, user_id=alice)
+    await chat.send("hello")
+    assert "faster than allowed (1 per minute)" in (await chat.send("again"))["text"]
+
+    admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
+    admin["X-CSRF-Token"] = (await (await client.get("/admin/api/me", headers=admin)).json())[
+        "csrfToken"
+    ]
+    audit = await (await client.get("/admin/api/audit", headers=admin)).json()
+    [refusal] = [r for r in audit["items"] if r["action"] == "quota_exceeded"]
+    pseudonym = refusal["target"]
+    assert pseudonym.startswith("p-") and refusal["actor"] == "system"
+    assert refusal["detail"]["limit"] == "user_requests_per_minute"
+    # The admin app's key: its audited reveal turns the target back into the user id.
+    revealed = await client.post(
+        "/admin/api/reveal", json={"user": pseudonym, "reason": "quota complaint"}, headers=admin
+    )
+    assert revealed.status == 200 and (await revealed.json())["userId"] == alice
+
+    deleted = await client.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}, headers=admin
+    )
+    assert deleted.status == 200
+    audit_text = await (await client.get("/admin/api/audit", headers=admin)).text()
+    assert "quota_exceeded" in audit_text and "delete_user" in audit_text
+    assert alice not in audit_text
+    records, _ = await chat.store.list_audit(100)
+    assert {r.action for r in records} >= {"quota_exceeded", "reveal_user", "delete_user"}
+    assert not any(alice in json.dumps(r.to_doc(), default=str) for r in records)
 
 
 async def test_tenant_daily_quota_applies_to_all_its_users_and_gives_the_user_share_back(
