@@ -219,3 +219,46 @@ class FlakyConnector(RecordingConnector):
         if not hasattr(self, "_refused"):
             self._refused: list[dict[str, Any]] = []
         return self._refused
+
+
+class ModelGateway:
+    """Stands between the app and the simulator (the network edge) and forwards every request.
+    `seen` is shown each request body; `relay` each line of the answer's body, which it passes
+    on (possibly changed) or stops with None, ending the body cleanly there."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    def seen(self, body: bytes) -> None:
+        return None
+
+    def relay(self, line: bytes) -> bytes | None:
+        return line
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen(body)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, f"{self.upstream}{request.rel_url}", data=body, headers=headers
+            ) as upstream,
+        ):
+            response = web.StreamResponse(status=upstream.status)
+            for name in ("Content-Type", "retry-after", "retry-after-ms"):
+                if name in upstream.headers:
+                    response.headers[name] = upstream.headers[name]
+            await response.prepare(request)
+            async for line in upstream.content:
+                relayed = self.relay(line)
+                if relayed is None:
+                    break
+                await response.write(relayed)
+            await response.write_eof()
+            return response

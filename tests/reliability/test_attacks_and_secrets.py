@@ -16,14 +16,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app import JsonLogFormatter
 from simulator import SimulatorConfig, run_simulator
 from tests.admin.helpers import appservice_header
 from tests.conftest import AppFactory
-from tests.reliability.support import is_answer, notice_key
+from tests.reliability.support import ModelGateway, is_answer, notice_key
 from tests.support import RecordingConnector, TokenIssuer, message_activity, settle
 
 APP_ID = "99999999-aaaa-bbbb-cccc-000000000001"
@@ -39,39 +38,16 @@ SECRETS = {
 WRONG_MODEL_KEY = "sk-canary-wrong-model-key-Pp0Oo9Ii8"
 
 
-class RecordingModelProxy:
-    """Stands between the app and the simulator (the network edge) and records what the model
-    is sent: the whole prompt of every call."""
+class RecordingModelProxy(ModelGateway):
+    """Records what the model is sent: the whole prompt of every call."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.requests: list[dict[str, Any]] = []
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        return app
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+    def seen(self, body: bytes) -> None:
         if body:
             self.requests.append(json.loads(body))
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method, f"{self.upstream}{request.rel_url}", data=body, headers=headers
-            ) as upstream,
-        ):
-            response = web.StreamResponse(status=upstream.status)
-            for name in ("Content-Type", "retry-after", "retry-after-ms"):
-                if name in upstream.headers:
-                    response.headers[name] = upstream.headers[name]
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app import STORE
@@ -26,6 +24,7 @@ from tests.faults import FaultKind, assistant_message_writes, user_message_write
 from tests.reliability.conftest import FaultyAppFactory
 from tests.reliability.support import (
     FlakyConnector,
+    ModelGateway,
     Sent,
     check_turns,
     conversation_of,
@@ -121,42 +120,22 @@ async def test_stream_cut_in_the_middle_replaces_the_streamed_text_with_the_noti
     assert not stream_ids or final_info["streamId"] in stream_ids
 
 
-class FinalChunkDroppingGateway:
-    """A gateway between the app and the simulator (the network edge) that ends a streamed
-    answer cleanly just before its final chunk (the one with finish_reason): no error, no
-    [DONE], a well-formed end of the response body."""
+class FinalChunkDroppingGateway(ModelGateway):
+    """Ends a streamed answer cleanly just before its final chunk (the one with finish_reason):
+    no error, no [DONE], a well-formed end of the response body."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.streams_cut = 0
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        return app
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method, f"{self.upstream}{request.rel_url}", data=body, headers=headers
-            ) as upstream,
+    def relay(self, line: bytes) -> bytes | None:
+        data = line.removeprefix(b"data: ").strip()
+        if data.startswith(b"{") and any(
+            choice.get("finish_reason") for choice in json.loads(data).get("choices", [])
         ):
-            response = web.StreamResponse(status=upstream.status)
-            response.content_type = upstream.content_type
-            await response.prepare(request)
-            async for line in upstream.content:
-                data = line.removeprefix(b"data: ").strip()
-                if data.startswith(b"{") and any(
-                    choice.get("finish_reason") for choice in json.loads(data).get("choices", [])
-                ):
-                    self.streams_cut += 1
-                    break
-                await response.write(line)
-            await response.write_eof()
-            return response
+            self.streams_cut += 1
+            return None
+        return line
 
 
 async def test_a_stream_that_ends_without_its_final_chunk_gets_the_notice_not_half_an_answer(
