@@ -14,12 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
-from botbuilder.schema import (
-    Activity,
-    ActivityTypes,
-    ConversationReference,
-    ResourceResponse,
-)
+from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
 
 from bot.connector import ConnectorClient
 from bot.wire import activity_to_wire

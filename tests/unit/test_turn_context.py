@@ -5,34 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from botbuilder.core import BotAdapter, TurnContext
+from botbuilder.core import TurnContext
 from botbuilder.schema import (
     Activity,
     ActivityTypes,
     ChannelAccount,
     ConversationAccount,
-    ResourceResponse,
 )
 
 from bot.adapter import ChannelTurnContext
-
-
-class Recording(BotAdapter):  # type: ignore[misc]
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[Activity] = []
-
-    async def send_activities(
-        self, context: TurnContext, activities: list[Activity]
-    ) -> list[ResourceResponse]:
-        self.sent += activities
-        return [ResourceResponse(id=f"r{len(self.sent)}") for _ in activities]
-
-    async def update_activity(self, context: TurnContext, activity: Activity) -> Any:
-        raise NotImplementedError
-
-    async def delete_activity(self, context: TurnContext, reference: Any) -> None:
-        raise NotImplementedError
+from tests.unit.adapters import RecordingAdapter
 
 
 def incoming() -> Activity:
@@ -50,7 +32,7 @@ def incoming() -> Activity:
 
 
 async def test_outbound_activities_are_addressed_like_botbuilder_does_it() -> None:
-    stock_adapter, ours_adapter = Recording(), Recording()
+    stock_adapter, ours_adapter = RecordingAdapter(), RecordingAdapter()
     reply = Activity(text="answer", id="caller-set-id")
     await TurnContext(stock_adapter, incoming()).send_activity(reply)
     await ChannelTurnContext(ours_adapter, incoming()).send_activity(reply)
@@ -62,7 +44,7 @@ async def test_outbound_activities_are_addressed_like_botbuilder_does_it() -> No
 
 
 async def test_the_callers_activity_is_left_as_it_was_and_can_be_sent_again() -> None:
-    adapter = Recording()
+    adapter = RecordingAdapter()
     context = ChannelTurnContext(adapter, incoming())
     reply = Activity(text="answer", id="caller-set-id", entities=[])
     before = reply.serialize()
@@ -76,7 +58,7 @@ async def test_the_callers_activity_is_left_as_it_was_and_can_be_sent_again() ->
 
 
 async def test_send_handlers_see_the_activities_and_trace_alone_is_not_a_response() -> None:
-    adapter = Recording()
+    adapter = RecordingAdapter()
     context = ChannelTurnContext(adapter, incoming())
     seen: list[str] = []
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botbuilder.core import BotAdapter, MessageFactory, TurnContext
+from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.schema import (
     Activity,
     ActivityImportance,
@@ -61,6 +61,7 @@ from bot.webchat_shapes import feedback_actions
 from chat.service import Reply
 from tests.support import message_activity
 from tests.teams import activities as teams
+from tests.unit.adapters import RecordingAdapter
 
 SERVICE_URL = "https://smba.trafficmanager.net/amer/"
 # shared/ sits beside the repository (here and in CI's fresh clone).
@@ -521,26 +522,6 @@ def test_timestamps_of_every_form_parse_as_msrest_parses_them() -> None:
 
 
 # --- outbound ---------------------------------------------------------------------------------
-
-
-class RecordingAdapter(BotAdapter):  # type: ignore[misc]
-    """The connector's place: keeps what the bot sends, answers with ids."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[Activity] = []
-
-    async def send_activities(
-        self, context: TurnContext, activities: list[Activity]
-    ) -> list[ResourceResponse]:
-        self.sent.extend(activities)
-        return [ResourceResponse(id=f"sent-{len(self.sent)}") for _ in activities]
-
-    async def update_activity(self, context: TurnContext, activity: Activity) -> None:
-        self.sent.append(activity)
-
-    async def delete_activity(self, context: TurnContext, reference: Any) -> None:
-        return None
 
 
 def _inbound(raw: dict[str, Any]) -> Activity:
