@@ -31,7 +31,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core import MatchConditions
@@ -59,6 +59,7 @@ from storage.models import (
     UsageCounts,
     UsageResult,
     apply_usage,
+    as_utc,
     readable_messages,
 )
 from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
@@ -196,9 +197,7 @@ CONTAINER_SPECS: tuple[ContainerSpec, ...] = (
 def _stamp(value: datetime) -> str:
     """Fixed-width UTC timestamps, so string order is time order in queries and cursors
     (pydantic writes `...:05Z` and `...:05.250000Z`, which do not sort)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def cosmos_id(raw: str) -> str:

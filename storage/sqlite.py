@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from storage.models import (
     UsageCounts,
     UsageResult,
     apply_usage,
+    as_utc,
     readable_messages,
 )
 from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
@@ -105,10 +106,8 @@ def _iso(value: datetime) -> str:
     order is time order (`+09:00` times compared as strings are hours off). UTC isoformat sorts
     correctly although it drops zero microseconds (`...:05+00:00` < `...:05.250000+00:00`,
     as `+` < `.`), and it is the form rows have always been written in from UTC times, so
-    existing rows need no rewrite. Naive times are taken as UTC, as the Cosmos store does."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    existing rows need no rewrite."""
+    return as_utc(value).isoformat()
 
 
 class _Worker:
@@ -201,7 +200,26 @@ class SqliteStore:
                 time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
                 continue
             self._conn = conn
+            if self._retention_seconds:
+                self._transaction(self._expire_rows_written_without_retention)
             return
+
+    def _expire_rows_written_without_retention(self, db: sqlite3.Connection) -> None:
+        """Rows written while retention was off have no expiry. A Cosmos container's defaultTtl
+        covers such items too (from their last write), so give them one from their stored time:
+        a summary's last activity, a message's creation (a time that cannot be read leaves the
+        row without expiry: kept, not lost). Once, at open: from then on every write sets one,
+        so the hourly purge need not scan for them."""
+        for table, written in (
+            ("messages", "json_extract(doc, '$.createdAt')"),
+            ("conversations", "last_activity_at"),
+        ):
+            db.execute(
+                f"UPDATE {table} SET expires_at ="  # noqa: S608 - fixed strings only
+                f" (julianday({written}) - 2440587.5) * 86400.0 + ?"
+                " WHERE expires_at IS NULL",
+                (self._retention_seconds,),
+            )
 
     async def close(self) -> None:
         if self._worker is None:
@@ -641,21 +659,6 @@ class SqliteStore:
     async def purge_expired(self) -> int:
         def purge(db: sqlite3.Connection) -> int:
             now = time.time()
-            if self._retention_seconds:
-                # Rows written while retention was off have no expiry. A Cosmos container's
-                # defaultTtl covers such items too (from their last write), so give them one
-                # from their stored time: a summary's last activity, a message's creation
-                # (a time that cannot be read leaves the row without expiry: kept, not lost).
-                for table, written in (
-                    ("messages", "json_extract(doc, '$.createdAt')"),
-                    ("conversations", "last_activity_at"),
-                ):
-                    db.execute(
-                        f"UPDATE {table} SET expires_at ="  # noqa: S608 - fixed strings only
-                        f" (julianday({written}) - 2440587.5) * 86400.0 + ?"
-                        " WHERE expires_at IS NULL",
-                        (self._retention_seconds,),
-                    )
             removed = db.execute(
                 "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount

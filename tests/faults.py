@@ -40,7 +40,6 @@ from storage.models import (
 T = TypeVar("T")
 
 READS = READ_OPERATIONS | {"ping"}  # a failing ping is how readiness sees an outage
-WRITES = WRITE_OPERATIONS
 
 
 class FaultKind(StrEnum):
@@ -101,12 +100,12 @@ class FaultyStore:
         """Arm a fault on `operations` ("read", "write", "all", one name or a set of names)
         for the next `count` matching calls (None: until `clear`)."""
         if isinstance(operations, str):
-            names = {"read": READS, "write": WRITES, "all": READS | WRITES}.get(
+            names = {"read": READS, "write": WRITE_OPERATIONS, "all": READS | WRITE_OPERATIONS}.get(
                 operations, frozenset({operations})
             )
         else:
             names = frozenset(operations)
-        unknown = names - READS - WRITES
+        unknown = names - READS - WRITE_OPERATIONS
         if unknown:
             raise ValueError(f"not store operations: {sorted(unknown)}")
         fault = Fault(FaultKind(kind), names, count, delay, probability, when)
