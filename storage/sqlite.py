@@ -622,19 +622,22 @@ class SqliteStore:
                     "SELECT conversation_id FROM conversations WHERE user_id = ?", (user_id,)
                 )
             ]
-            # Conversations owned by someone else (shared ones) whose title is the user's words.
+            # Conversations owned by someone else (shared ones) whose title is the user's words:
+            # only the user's messages in those are read.
             written = prompts_by_conversation(
                 Message.model_validate_json(doc)
-                for (doc,) in db.execute("SELECT doc FROM messages WHERE user_id = ?", (user_id,))
+                for (doc,) in db.execute(
+                    "SELECT m.doc FROM messages m JOIN conversations c"
+                    " ON c.conversation_id = m.conversation_id"
+                    " WHERE m.user_id = ? AND c.user_id != ?",
+                    (user_id, user_id),
+                )
             )
             for conversation_id, prompts in written.items():
-                row = db.execute(
-                    "SELECT doc FROM conversations WHERE conversation_id = ? AND user_id != ?",
-                    (conversation_id, user_id),
+                (doc,) = db.execute(
+                    "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
                 ).fetchone()
-                if row is None:
-                    continue
-                summary = ConversationSummary.model_validate_json(row[0])
+                summary = ConversationSummary.model_validate_json(doc)
                 if title_from(summary, prompts):
                     untitled = summary.model_copy(update={"title": ""})
                     db.execute(
