@@ -104,7 +104,6 @@ def create_app(
             _model,
             _store,
             _services,
-            _quota_settlements,
         ]
     )
     app.router.add_post("/api/messages", _messages)
@@ -343,28 +342,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await queue.drain(settings.shutdown_grace_seconds)
+        # The drained turns settled their quota as they finished; what is still pending is
+        # written now, before the store closes.
+        await quotas.close()
         purge.cancel()
         await asyncio.gather(purge, return_exceptions=True)
         if signing_keys is not None:
             await signing_keys.stop()
         await tokens.close()
-
-
-async def _quota_settlements(app: web.Application) -> AsyncIterator[None]:
-    """Quota accounting in one store write per turn (controls.quotas): the gate's request count
-    reserves an upper bound of the turn's tokens, and settlements are written later. On
-    shutdown the turns drain first (they settle as they finish; the services' own drain then
-    finds nothing left), then everything still pending is written before the store closes."""
-    settings, quotas = app[SETTINGS], app[QUOTAS]
-    # Every estimate is a non-empty prompt plus max output tokens: no turn is smaller.
-    quotas.set_upfront_tokens(
-        settings.history_token_budget + settings.max_output_tokens, settings.max_output_tokens
-    )
-    try:
-        yield
-    finally:
-        await app[TURNS].drain(settings.shutdown_grace_seconds)
-        await quotas.close()
 
 
 def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
@@ -377,7 +362,18 @@ def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
         user_tokens_per_day=settings.quota_user_tokens_per_day,
         tenant_tokens_per_day=settings.quota_tenant_tokens_per_day,
     )
-    quotas = Quotas(store, refusals, limits, app[POLICIES].tenants, clock)
+    # Quota accounting in one store write per turn (controls.quotas): the gate's request count
+    # reserves an upper bound of the turn's tokens (prompt budget + max output), settled later.
+    # Every estimate is a non-empty prompt plus max output tokens: no turn is smaller.
+    quotas = Quotas(
+        store,
+        refusals,
+        limits,
+        app[POLICIES].tenants,
+        clock,
+        upfront_tokens=settings.history_token_budget + settings.max_output_tokens,
+        smallest_turn_tokens=settings.max_output_tokens,
+    )
     app[QUOTAS] = quotas
     config = GateConfig(
         access=AccessPolicy.of(settings.allowed_tenant_ids, settings.allowed_channels),

@@ -173,15 +173,6 @@ class Quotas:
         self._stopping = asyncio.Event()
         self._closed = False
 
-    def set_upfront_tokens(self, tokens: int, smallest_turn: int = 0) -> None:
-        """Tokens reserved with each counted request, before the prompt is built: at least any
-        turn's estimate (the prompt budget + max output tokens). 0 = reserve only the estimate,
-        in a second write. `smallest_turn`: no estimate is ever below it (max output tokens);
-        reserved instead when the upfront amount does not fit, so a user who has less than
-        that left is refused at the gate."""
-        self._upfront_tokens = max(0, tokens)
-        self._smallest_turn = min(self._upfront_tokens, max(0, smallest_turn))
-
     def limits_for(self, tenant_id: str) -> QuotaLimits:
         policy = self._tenants.for_tenant(tenant_id)
         if policy is None:
