@@ -112,7 +112,7 @@ def create_app(
     admin_settings = _admin_settings(settings)
     app[PSEUDONYMS] = Pseudonyms(admin_settings.pseudonym_key, admin_settings.pseudonymize)
     # The store opens in a cleanup context, after this: the admin reads it per request.
-    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], admin_settings))
+    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], admin_settings, app[PSEUDONYMS]))
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     setup_webchat(app, settings, MESSAGES)
     return app

@@ -365,7 +365,7 @@ class Settings(BaseSettings):
         if self.app_workers == 1:
             return self
         needs = []
-        if not self.direct_line_secret.get_secret_value():
+        if not self.uses_azure_direct_line:
             needs.append("DIRECT_LINE_SECRET (the built-in Direct Line keeps chats in memory)")
         if not self.webchat_token_secret.get_secret_value():
             needs.append("WEBCHAT_TOKEN_SECRET")

@@ -1,4 +1,4 @@
-"""The admin review sub-app: `create_admin_app(store_provider, settings)`, mounted at /admin/.
+"""The admin review sub-app: `create_admin_app(store_provider, settings, pseudonyms)`, at /admin/.
 
 Its own middlewares: security headers and errors (outermost), then sign-in and CSRF. Roles are
 checked per handler with `@requires`. Pages are server-rendered with Jinja2 (autoescape on; no
@@ -99,8 +99,11 @@ CONTEXT = web.AppKey("admin_context", AdminContext)
 PRINCIPAL = web.RequestKey("admin_principal", Principal)
 
 
-def create_admin_app(store_provider: StoreProvider, settings: AdminSettings) -> web.Application:
-    """The store is opened in the parent's cleanup context, so it is read lazily per request."""
+def create_admin_app(
+    store_provider: StoreProvider, settings: AdminSettings, pseudonyms: Pseudonyms
+) -> web.Application:
+    """The store is opened in the parent's cleanup context, so it is read lazily per request.
+    `pseudonyms` are the parent's (it records refusals under them too): one key, one source."""
     app = web.Application(middlewares=[_errors_and_headers, _sign_in])
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -112,7 +115,7 @@ def create_admin_app(store_provider: StoreProvider, settings: AdminSettings) -> 
         store_provider=store_provider,
         templates=templates,
         sessions=Sessions(settings.session_secret, settings.session_hours),
-        pseudonyms=Pseudonyms(settings.pseudonym_key, settings.pseudonymize),
+        pseudonyms=pseudonyms,
         flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
     )
