@@ -101,14 +101,19 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The living children of a process (Linux; none once it is gone)."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
 def process_tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and of its living descendants (APP_WORKERS' workers)."""
-    total = process_cpu_seconds(pid)
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return total
-    return total + sum(process_tree_cpu_seconds(int(child)) for child in children)
+    return process_cpu_seconds(pid) + sum(process_tree_cpu_seconds(c) for c in child_pids(pid))
 
 
 def machine() -> dict[str, object]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.processes import free_port, process_cpu_seconds
+from bench.processes import child_pids, free_port, process_cpu_seconds
+from bench.run import WORKER_SECRETS
 from tests.bench.test_shutdown_drain import (
     APP_ID,
     TTFT_MS,
@@ -25,22 +26,10 @@ from tests.bench.test_shutdown_drain import (
 )
 from tests.support import RecordingConnector, TokenIssuer, message_activity
 
-WORKERS = {
-    "APP_WORKERS": "2",
-    "DIRECT_LINE_SECRET": "workers-test-direct-line-secret",
-    "WEBCHAT_TOKEN_SECRET": "w" * 32,
-    "ADMIN_AUTH_MODE": "appservice",
-    "ADMIN_SESSION_SECRET": "s" * 32,
-    "ADMIN_PSEUDONYM_KEY": "p" * 32,
-}
+WORKERS = {**WORKER_SECRETS, "APP_WORKERS": "2"}
 
 
 __all__ = ["slow_simulator_url"]  # a fixture used below
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()]
 
 
 @contextlib.asynccontextmanager
@@ -88,11 +77,11 @@ async def wait_for_workers(
     pid: int, count: int, other_than: frozenset[int] = frozenset()
 ) -> list[int]:
     for _ in range(300):
-        workers = [child for child in children(pid) if child not in other_than]
+        workers = [child for child in child_pids(pid) if child not in other_than]
         if len(workers) == count:
             return workers
         await asyncio.sleep(0.1)
-    raise AssertionError(f"workers of {pid}: {children(pid)}")
+    raise AssertionError(f"workers of {pid}: {child_pids(pid)}")
 
 
 async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(

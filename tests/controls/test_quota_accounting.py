@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import QUOTAS, STORE, create_app
+from app import STORE, create_app
 from config import Settings
 from controls.audit import RefusalLog
 from controls.quotas import (
@@ -457,7 +457,6 @@ async def test_shutdown_writes_the_pending_settlements_before_the_store_closes(
     )
     day = day_window(clock()).key
     assert (await chat.store.read_usage(user_scope("user-1"), day)).tokens > used
-    assert client.server.app[QUOTAS] is chat.quotas
 
     await client.close()
 
