@@ -170,8 +170,7 @@ class Quotas:
         self._pending: dict[_Key, _Pending] = {}
         self._held: dict[Hashable, list[_Upfront]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._closed = False
+        self._stopping = asyncio.Event()  # set by close(): nothing is deferred any more
 
     def limits_for(self, tenant_id: str) -> QuotaLimits:
         policy = self._tenants.for_tenant(tenant_id)
@@ -189,18 +188,17 @@ class Quotas:
     # --- the turn: count, reserve, settle
 
     async def count_request(
-        self, user_id: str, tenant_id: str, turn: Hashable | None = None
+        self, user_id: str, tenant_id: str, turn: Hashable
     ) -> QuotaExceeded | None:
         """One more request in this minute, unless that goes over the limit (then not counted).
-        With `turn`, the same write reserves the upfront tokens `reserve_tokens` claims for it."""
+        The same write reserves the upfront tokens `reserve_tokens` claims for `turn`."""
         limits = self.limits_for(tenant_id)
         if not limits.counts_user:
             return None
         now = self._clock()
         minute, day = minute_window(now), day_window(now)
         scope = user_scope(user_id)
-        upfront = self._upfront_tokens if turn is not None else 0
-        smallest = self._smallest_turn if turn is not None else 0
+        upfront, smallest = self._upfront_tokens, self._smallest_turn
         if limits.user_tokens_per_day and upfront > limits.user_tokens_per_day:
             upfront = smallest  # it could never fit: the rest of the estimate comes later
         change = UsageChange(
@@ -220,7 +218,7 @@ class Quotas:
             change = change.model_copy(update={"tokens": smallest})
             result = await self._update_user(scope, day, change)
         if result.allowed:
-            if upfront and turn is not None:
+            if upfront:
                 self._held.setdefault(turn, []).append(
                     _Upfront(scope, day, upfront, time.monotonic())
                 )
@@ -370,7 +368,6 @@ class Quotas:
     async def close(self) -> None:
         """Shutdown, once the turns have drained: upfront reservations no turn claimed go back
         and everything pending is written. Later settlements are written at once."""
-        self._closed = True
         self._stopping.set()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -391,7 +388,7 @@ class Quotas:
     async def _settle(self, tenant: bool, scope: str, window: Window, delta: int) -> None:
         if delta == 0:
             return
-        if delta < 0 and not self._closed:
+        if delta < 0 and not self._stopping.is_set():
             self._defer(tenant, scope, window, delta)
             return
         # More than was reserved: written now, so no other instance admits a turn past the
@@ -477,7 +474,7 @@ class Quotas:
                 del self._held[turn]
 
     def _ensure_flusher(self) -> None:
-        if self._closed or (self._flusher is not None and not self._flusher.done()):
+        if self._stopping.is_set() or (self._flusher is not None and not self._flusher.done()):
             return
         self._flusher = asyncio.get_running_loop().create_task(
             self._flush_periodically(), name="quota-settlements"

@@ -56,14 +56,12 @@ class QuotaGuard:
             return Admission()
         if isinstance(result, QuotaExceeded):
             return Admission(refusal=refusal_text(result, turn.locale))
-        return Admission(settle=self._settler(result, estimated_tokens))
+        return Admission(settle=self._settler(result))
 
-    def _settler(
-        self, reservation: TokenReservation, estimated_tokens: int
-    ) -> Callable[[int | None], Awaitable[None]]:
+    def _settler(self, reservation: TokenReservation) -> Callable[[int | None], Awaitable[None]]:
         async def settle(used_tokens: int | None) -> None:
             # No reported usage (a stopped stream): the estimate stands.
-            used = estimated_tokens if used_tokens is None else used_tokens
+            used = reservation.amount if used_tokens is None else used_tokens
             try:
                 await self._quotas.settle(reservation, used)
             except StoreError:
