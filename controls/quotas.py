@@ -39,10 +39,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
@@ -50,9 +51,12 @@ from controls.policy import TenantPolicies, normalize_tenant
 from controls.windows import Window, day_window, minute_number, minute_window
 from storage.base import CounterStore, StoreError
 from storage.ids import safe_id
-from storage.models import UsageChange, UsageResult
+from storage.models import CounterResult, UsageChange, UsageResult
 
 log = logging.getLogger(__name__)
+
+# What a counter update answers (the user's usage document, or a tenant's counter).
+_Counted = TypeVar("_Counted", UsageResult, CounterResult)
 
 # A scope's pending settlement is written after this long without a new one.
 SETTLE_AFTER_SECONDS = 3.0
@@ -285,21 +289,10 @@ class Quotas:
                 user_amount = amount
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
             if tenant is not None:
-                key = (True, tenant, window.key)
-                settled = self._take(key)
-                try:
-                    theirs = await self._counters.add_to_counter(
-                        tenant,
-                        window.key,
-                        amount + settled,
-                        limits.tenant_tokens_per_day,
-                        window.ttl_seconds,
-                    )
-                except Exception:
-                    self._defer(True, tenant, window, settled)
-                    raise
+                theirs = await self._update_tenant(
+                    tenant, window, amount, limits.tenant_tokens_per_day
+                )
                 if not theirs.allowed:
-                    self._defer(True, tenant, window, settled)
                     # Give the user's share back: nothing was spent.
                     if user is not None:
                         self._defer(False, user, window, -user_amount)
@@ -400,25 +393,45 @@ class Quotas:
             self._defer(tenant, scope, window, delta)
 
     async def _update_user(self, scope: str, window: Window, change: UsageChange) -> UsageResult:
-        """One usage update with the scope's pending settlement folded in (no write of its own);
-        the settlement stays pending when the update fails or is refused."""
-        key = (False, scope, window.key)
-        settled = self._take(key)
-        try:
-            result = await self._counters.add_usage(
-                scope,
-                window.key,
-                change.model_copy(update={"tokens": change.tokens + settled}),
+        async def update(settled: int) -> UsageResult:
+            tokens = change.tokens + settled
+            return await self._counters.add_usage(
+                scope, window.key, change.model_copy(update={"tokens": tokens})
             )
+
+        return await self._folded(False, scope, window, update)
+
+    async def _update_tenant(
+        self, scope: str, window: Window, amount: int, limit: int
+    ) -> CounterResult:
+        async def update(settled: int) -> CounterResult:
+            return await self._counters.add_to_counter(
+                scope, window.key, amount + settled, limit, window.ttl_seconds
+            )
+
+        return await self._folded(True, scope, window, update)
+
+    async def _folded(
+        self,
+        tenant: bool,
+        scope: str,
+        window: Window,
+        update: Callable[[int], Awaitable[_Counted]],
+    ) -> _Counted:
+        """One counter update with the scope's pending settlement folded in (no write of its
+        own); the settlement stays pending when the update fails or is refused."""
+        settled = self._take((tenant, scope, window.key))
+        try:
+            result = await update(settled)
         except BaseException as exc:
             # Kept for later. After a cancellation the update may have been applied: applying a
             # negative settlement twice would make the limit looser, so only a positive one
             # (which can only make it stricter) is kept then.
             if isinstance(exc, Exception) or settled > 0:
-                self._defer(False, scope, window, settled)
+                self._defer(tenant, scope, window, settled)
             raise
         if not result.allowed:
-            self._defer(False, scope, window, settled)
+            self._defer(tenant, scope, window, settled)
         return result
 
     async def _write(self, tenant: bool, scope: str, window: Window, amount: int) -> None:
