@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -585,19 +586,18 @@ async def run(opts: Options) -> dict[str, Any]:
             session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
         )
         before = await stack_latency.stats(session)
-        cpu = cpu_snapshot(stack_latency.pids)
         latency, after = await latency_phase(
             session, channel, stack_latency, opts, f"{run_id}-lat", opts.start_spread_ms / 1000
         )
-        latency |= cpu_per_turn(cpu, latency["completed_turns"])
         report["ours_model_latency"] = latency
         report["store_ops"] = store_ops_per_turn(before, after, latency["completed_turns"])
         print(_line(f"ours ({opts.model_latency_ms:.0f} ms model, starts spread)", latency))
         # The same load with every conversation starting at once: in step with a constant
         # model latency, each round arrives as one burst of `latency_concurrency` turns.
-        burst, _ = await latency_phase(
+        burst, after_burst = await latency_phase(
             session, channel, stack_latency, opts, f"{run_id}-burst", start_spread=0.0
         )
+        burst["event_loop_lag_ms"] = after_burst.get("loop_lag_ms", {})
         report["ours_model_latency_burst"] = burst
         print(_line(f"ours ({opts.model_latency_ms:.0f} ms model, one burst)", burst))
 
@@ -683,8 +683,10 @@ async def latency_phase(
     start_spread: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The latency load on `stack`: its summary (overhead against the model time the bot
-    measured and against the configured one) and the app's stats since it started."""
+    measured and against the configured one, CPU per turn) and the app's stats since it
+    started."""
     started = time.monotonic()
+    cpu = cpu_snapshot(stack.pids)
     result = await drive(
         session,
         channel,
@@ -700,7 +702,7 @@ async def latency_phase(
     stored = stack.stored_turns({t.conversation_id for t in result.turns})
     measured = {a: float(v["model_ms"] or 0) for a, v in stored.items()}
     configured = dict.fromkeys((t.activity_id for t in result.turns), opts.model_latency_ms)
-    summary = summarize(result, measured)
+    summary = summarize(result, measured) | cpu_per_turn(cpu, result.completed)
     summary["start_spread_ms"] = round(start_spread * 1000, 1)
     summary["bot_overhead_vs_configured_model_ms"] = summarize(result, configured)[
         "bot_overhead_ms"
@@ -714,7 +716,6 @@ async def latency_phase(
     for t in result.turns:
         by_round.setdefault(t.index, []).append(t.latency_ms - measured.get(t.activity_id, 0.0))
     summary["overhead_max_ms_by_round"] = [round(max(by_round[n]), 1) for n in sorted(by_round)]
-    summary["event_loop_lag_ms"] = after.get("loop_lag_ms", {})
     return summary, after
 
 
@@ -728,39 +729,49 @@ async def workers_phases(
     """Throughput with a 0 ms model and overhead with the simulated latency (starts spread), on
     the app with `opts.workers` worker processes. CPU is the whole process tree's."""
     report: dict[str, Any] = {"workers": opts.workers}
-    for label, ttft in (("0ms", 0.0), ("latency", opts.model_latency_ms)):
+
+    @contextlib.asynccontextmanager
+    async def warm_stack(label: str, ttft: float) -> AsyncIterator[OurStack]:
         stack = OurStack(f"workers-{label}", channel, workdir, opts, ttft, workers=opts.workers)
         await stack.start()
         try:
-            bot = f"{stack.url}/api/messages"
             await drive(
-                session, channel, bot, target="ours", concurrency=8, turns=2, run_id=f"{run_id}-w"
+                session,
+                channel,
+                f"{stack.url}/api/messages",
+                target="ours",
+                concurrency=8,
+                turns=2,
+                run_id=f"{run_id}-w",
             )
-            label_line = f"ours, {opts.workers} workers ({ttft:.0f} ms model)"
-            if ttft == 0:
-                report[label] = await measured_load(
-                    session,
-                    channel,
-                    bot,
-                    stack.pids,
-                    label_line,
-                    target="ours",
-                    concurrency=opts.ratio_concurrency,
-                    turns=opts.turns,
-                    run_id=f"{run_id}-w0",
-                    time_limit=opts.time_limit,
-                )
-                continue
-            cpu = cpu_snapshot(stack.pids)
-            summary, _ = await latency_phase(
-                session, channel, stack, opts, f"{run_id}-wlat", opts.start_spread_ms / 1000
-            )
-            # /bench/stats answers from one worker: its loop lag is not the app's.
-            summary.pop("event_loop_lag_ms", None)
-            report[label] = summary | cpu_per_turn(cpu, summary["completed_turns"])
-            print(_line(label_line, report[label]))
+            yield stack
         finally:
             await stack.stop()
+
+    async with warm_stack("0ms", 0.0) as stack:
+        report["0ms"] = await measured_load(
+            session,
+            channel,
+            f"{stack.url}/api/messages",
+            stack.pids,
+            f"ours, {opts.workers} workers (0 ms model)",
+            target="ours",
+            concurrency=opts.ratio_concurrency,
+            turns=opts.turns,
+            run_id=f"{run_id}-w0",
+            time_limit=opts.time_limit,
+        )
+    async with warm_stack("latency", opts.model_latency_ms) as stack:
+        # (/bench/stats answers from one worker: its loop lag would not be the app's.)
+        report["latency"], _ = await latency_phase(
+            session, channel, stack, opts, f"{run_id}-wlat", opts.start_spread_ms / 1000
+        )
+        print(
+            _line(
+                f"ours, {opts.workers} workers ({opts.model_latency_ms:.0f} ms model)",
+                report["latency"],
+            )
+        )
     return report
 
 
