@@ -14,9 +14,11 @@ from app import create_app
 from config import Settings
 from simulator import SimulatorConfig, run_simulator
 from tests.browser import browser  # noqa: F401  (fixture)
+from tests.faults import FaultyStore, faulty
 from tests.support import RecordingConnector, TokenIssuer
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+FaultyAppFactory = Callable[..., Awaitable[tuple[TestClient[Any, Any], FaultyStore]]]
 
 
 @pytest.fixture
@@ -69,3 +71,18 @@ def make_app(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> App
 @pytest.fixture
 async def bot(make_app: AppFactory) -> TestClient[Any, Any]:
     return await make_app()
+
+
+@pytest.fixture
+def make_faulty_app(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> FaultyAppFactory:
+    """`make_app`, with the store wrapped in a FaultyStore (returned alongside the client)."""
+
+    async def build(**overrides: Any) -> tuple[TestClient[Any, Any], FaultyStore]:
+        wrap, get = faulty()
+        app = create_app(make_settings(**overrides), store_wrapper=wrap)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client, get()
+
+    return build

@@ -10,14 +10,12 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import STORE, create_app
-from config import Settings
+from app import STORE
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
     FORMULA_FEEDBACK,
@@ -26,21 +24,27 @@ from tests.admin.helpers import (
     EntraStub,
     sign_in_locally,
 )
-from tests.conftest import AppFactory
-from tests.faults import FaultKind, FaultyStore, faulty
+from tests.conftest import AppFactory, FaultyAppFactory
+from tests.faults import FaultKind, FaultyStore
 from tests.support import RecordingConnector, message_activity
 
 API = "/admin/api/conversations"
 
 
+async def signed_in_admin(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> TestClient[Any, Any]:
+    """A locally signed-in Admin on seeded data; the CSRF token is in the default headers. The
+    app must have been built with `caplog` at INFO for "app" (the sign-in link is logged)."""
+    client = await seeded(client)
+    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
+    return client
+
+
 @pytest.fixture
 async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
-    """A locally signed-in Admin on seeded data; the CSRF token is in the default headers."""
     caplog.set_level(logging.INFO, logger="app")
-    client = await seeded(await make_app())
-    csrf = await sign_in_locally(client, caplog)
-    client.session.headers["X-CSRF-Token"] = csrf
-    return client
+    return await signed_in_admin(await make_app(), caplog)
 
 
 @pytest.fixture
@@ -353,16 +357,12 @@ async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audi
 
 @pytest.fixture
 async def faulty_admin(
-    aiohttp_client: Any,
-    make_settings: Callable[..., Settings],
-    caplog: pytest.LogCaptureFixture,
+    make_faulty_app: FaultyAppFactory, caplog: pytest.LogCaptureFixture
 ) -> tuple[TestClient[Any, Any], FaultyStore]:
     """`admin`, on a store that fails the operations a test arms (tests/faults.py)."""
     caplog.set_level(logging.INFO, logger="app")
-    wrap, get = faulty()
-    client = await seeded(await aiohttp_client(create_app(make_settings(), store_wrapper=wrap)))
-    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
-    return client, get()
+    client, store = await make_faulty_app()
+    return await signed_in_admin(client, caplog), store
 
 
 async def test_a_deletion_whose_audit_record_cannot_be_written_deletes_nothing(

@@ -19,9 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from app import STORE
 from storage.models import MessageStatus, Role
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, FaultyAppFactory
 from tests.faults import FaultKind, assistant_message_writes, user_message_writes
-from tests.reliability.conftest import FaultyAppFactory
 from tests.reliability.support import (
     FlakyConnector,
     ModelGateway,
