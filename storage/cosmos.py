@@ -1075,19 +1075,20 @@ class CosmosStore:
         is the start of one of the user's prompts there (`storage.summaries.title_from`)."""
         container = self._container("conversations")
         for conversation_id, texts in prompts.items():
+            # Found across partitions once; a lost race re-reads it with a point read.
+            current: dict[str, Any] | None = None
+            async for doc in self._query(
+                container,
+                op,
+                "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
+                [
+                    {"name": "@cid", "value": conversation_id},
+                    {"name": "@uid", "value": user_id},
+                ],
+            ):
+                current = doc
+                break
             for _ in range(_MAX_RACES):
-                current = None
-                async for doc in self._query(
-                    container,
-                    op,
-                    "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
-                    [
-                        {"name": "@cid", "value": conversation_id},
-                        {"name": "@uid", "value": user_id},
-                    ],
-                ):
-                    current = doc
-                    break
                 if current is None:
                     break
                 summary = ConversationSummary.model_validate(_clean(current))
@@ -1106,6 +1107,7 @@ class CosmosStore:
                     if _status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)
+                current = await self._read_or_none(container, current["id"], current["userId"], op)
             else:
                 raise ETagMismatch(f"clearing a title lost {_MAX_RACES} races in a row")
 
