@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -30,6 +31,30 @@ WORKERS = {**WORKER_SECRETS, "APP_WORKERS": "2"}
 
 
 __all__ = ["slow_simulator_url"]  # a fixture used below
+
+
+def one_turn_conversations(service_url: str, prefix: str, numbers: range) -> list[dict[str, Any]]:
+    """One message each from as many users, in as many conversations."""
+    return [
+        message_activity(
+            service_url,
+            f"Question {n}",
+            activity_id=f"{prefix}-{n}",
+            conversation_id=f"{prefix}-conv-{n}",
+            user_id=f"{prefix}-user-{n}",
+        )
+        for n in numbers
+    ]
+
+
+async def post_on_new_connections(
+    url: str, activities: list[dict[str, Any]], token: str
+) -> list[int]:
+    """All at once, each on a connection of its own (the kernel spreads connections over the
+    workers, not requests)."""
+    tcp = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=tcp) as session:
+        return list(await asyncio.gather(*(post(session, url, a, token) for a in activities)))
 
 
 @contextlib.asynccontextmanager
@@ -101,23 +126,9 @@ async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(
         await wait_until_listening([first, second], port)
         busy_before = {pid: process_cpu_seconds(pid) for pid in (first, second)}
 
-        def activity(n: int) -> dict[str, object]:
-            return message_activity(
-                connector.url,
-                f"Question {n}",
-                activity_id=f"workers-{n}",
-                conversation_id=f"workers-conv-{n}",
-                user_id=f"workers-user-{n}",
-            )
-
         # A new connection per request: the kernel spreads connections over the workers.
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True)
-        ) as session:
-            statuses = await asyncio.gather(
-                *(post(session, url, activity(n), token) for n in range(40))
-            )
-        assert statuses == [202] * 40
+        activities = one_turn_conversations(connector.url, "workers", range(40))
+        assert await post_on_new_connections(url, activities, token) == [202] * 40
         await connector.wait_for_messages(40)
         assert all(process_cpu_seconds(pid) > busy_before[pid] + 0.02 for pid in (first, second))
         # Answers are stored after they are sent: wait for them before killing a worker.
@@ -130,13 +141,8 @@ async def test_two_workers_share_the_port_are_replaced_and_stop_on_sigterm(
         [replacement] = await wait_for_workers(
             process.pid, 1, other_than=frozenset({first, second})
         )
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True)
-        ) as session:
-            statuses = await asyncio.gather(
-                *(post(session, url, activity(n), token) for n in range(40, 60))
-            )
-        assert statuses == [202] * 20
+        activities = one_turn_conversations(connector.url, "workers", range(40, 60))
+        assert await post_on_new_connections(url, activities, token) == [202] * 20
 
         process.send_signal(signal.SIGTERM)
         exit_code = await asyncio.wait_for(process.wait(), timeout=60)
@@ -164,20 +170,8 @@ async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_tur
         await wait_until_listening(await wait_for_workers(process.pid, 2), port)
         url = f"http://127.0.0.1:{port}/api/messages"
         token = token_issuer.mint(APP_ID, connector.url)
-        activities = [
-            message_activity(
-                connector.url,
-                f"Question {n}",
-                activity_id=f"ctrl-c-{n}",
-                conversation_id=f"ctrl-c-conv-{n}",
-                user_id=f"ctrl-c-user-{n}",
-            )
-            for n in range(12)
-        ]
-        tcp = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(connector=tcp) as session:
-            statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
-        assert statuses == [202] * 12
+        activities = one_turn_conversations(connector.url, "ctrl-c", range(12))
+        assert await post_on_new_connections(url, activities, token) == [202] * 12
         await asyncio.sleep(TTFT_MS / 4000)  # every turn is waiting for the model
 
         os.killpg(process.pid, signal.SIGINT)
