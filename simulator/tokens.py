@@ -6,6 +6,7 @@ in `chat/tokenizer_data/` under tiktoken's cache names and `TIKTOKEN_CACHE_DIR` 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -60,19 +61,26 @@ def _image_parts(content: Any) -> int:
     return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
 
 
+# A chat client resends the whole history every turn, so most texts were counted before:
+# recounting them cost the simulator more CPU than the app under test spends on some steps of
+# a turn, on the same cores the benchmark measures.
+@functools.lru_cache(maxsize=4096)
+def _text_tokens(encoding: tiktoken.Encoding, text: str) -> int:
+    return len(encoding.encode(text, disallowed_special=()))
+
+
 def count_prompt_tokens(encoding: tiktoken.Encoding, messages: list[dict[str, Any]]) -> int:
     """Prompt tokens as the service counts them: per-message overhead, role, content, name."""
     total = REPLY_PRIMING_TOKENS
     for message in messages:
         total += TOKENS_PER_MESSAGE
-        total += len(encoding.encode(str(message.get("role", "")), disallowed_special=()))
-        text = content_text(message.get("content"))
-        total += len(encoding.encode(text, disallowed_special=()))
+        total += _text_tokens(encoding, str(message.get("role", "")))
+        total += _text_tokens(encoding, content_text(message.get("content")))
         total += IMAGE_PART_TOKENS * _image_parts(message.get("content"))
         name = message.get("name")
         if isinstance(name, str):
-            total += TOKENS_PER_NAME + len(encoding.encode(name, disallowed_special=()))
+            total += TOKENS_PER_NAME + _text_tokens(encoding, name)
         tool_calls = message.get("tool_calls")
         if tool_calls:
-            total += len(encoding.encode(json.dumps(tool_calls), disallowed_special=()))
+            total += _text_tokens(encoding, json.dumps(tool_calls))
     return total
