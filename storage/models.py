@@ -59,7 +59,13 @@ class Feedback(Document):
 
 
 class Message(Document):
-    """One message of a conversation (container `messages`, partition key `/conversationId`)."""
+    """One message of a conversation (container `messages`, partition key `/conversationId`).
+    Frozen: a read message may be shared between turns (`MessageDecoder`); a change is a
+    `model_copy(update=...)`."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
 
     type: Literal["message"] = "message"
     schema_version: int = 1
@@ -240,15 +246,42 @@ def readable_messages(documents: Iterable[str | dict[str, Any]]) -> list[Message
     """The messages among stored documents (JSON text or dicts) that can be read. A document that
     cannot (corrupted, or written by an incompatible version) is skipped and logged: one bad row
     must not make every later turn of its conversation fail."""
-    messages: list[Message] = []
-    for document in documents:
-        try:
-            if isinstance(document, str):
-                messages.append(Message.model_validate_json(document))
-            else:
-                messages.append(Message.model_validate(document))
-        except ValidationError as exc:
-            log.error(
-                "an unreadable stored message was skipped", extra={"errors": exc.error_count()}
-            )
-    return messages
+    return [m for m in map(_readable_message, documents) if m is not None]
+
+
+def _readable_message(document: str | dict[str, Any]) -> Message | None:
+    try:
+        if isinstance(document, str):
+            return Message.model_validate_json(document)
+        return Message.model_validate(document)
+    except ValidationError as exc:
+        log.error("an unreadable stored message was skipped", extra={"errors": exc.error_count()})
+        return None
+
+
+class MessageDecoder:
+    """`readable_messages` for JSON text, remembering the messages it read by their text.
+
+    The history window reads a conversation's last messages again every turn, and parsing them
+    was the largest single cost of a turn on the event loop (py-spy). The stored text is the key,
+    so a message whose document changed (feedback, an edit) is read again; `Message` is frozen,
+    so one instance can serve every turn. Oldest entries go first once `capacity` is reached.
+    Used on the event loop only."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._by_text: dict[str, Message] = {}
+
+    def readable(self, documents: Iterable[str]) -> list[Message]:
+        messages: list[Message] = []
+        for document in documents:
+            message = self._by_text.get(document)
+            if message is None:
+                message = _readable_message(document)
+                if message is None:
+                    continue
+                if len(self._by_text) >= self._capacity:
+                    del self._by_text[next(iter(self._by_text))]
+                self._by_text[document] = message
+            messages.append(message)
+        return messages

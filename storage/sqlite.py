@@ -31,6 +31,7 @@ from storage.models import (
     CounterResult,
     Feedback,
     Message,
+    MessageDecoder,
     Page,
     SummaryDelta,
     SummaryQuery,
@@ -46,6 +47,9 @@ from storage.summaries import apply_delta, matches, prompts_by_conversation, tit
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _OPEN_ATTEMPTS = 50
+# Parsed window messages kept by their stored text: a full window (40 messages) for each of about
+# a hundred conversations in use at once; a few kB each.
+_DECODED_MESSAGES = 4096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -174,6 +178,7 @@ class SqliteStore:
         self._retention_seconds = retention_days * 86400
         self._worker: _Worker | None = None
         self._conn: sqlite3.Connection | None = None
+        self._window_messages = MessageDecoder(_DECODED_MESSAGES)
 
     # --- lifecycle
 
@@ -313,7 +318,7 @@ class SqliteStore:
                 (conversation_id, limit),
             ).fetchall()
         )
-        return readable_messages(row[0] for row in reversed(rows))
+        return self._window_messages.readable(row[0] for row in reversed(rows))
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         rows = await self._run(

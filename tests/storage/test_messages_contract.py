@@ -103,3 +103,22 @@ async def test_replace_overwrites_status_and_text(store: Store) -> None:
 async def test_replace_of_a_missing_message_changes_nothing(store: Store) -> None:
     await store.replace_message(message("conv-1", 1))
     assert await store.conversation_messages("conv-1") == []
+
+
+async def test_the_window_read_again_shows_changes_made_since_the_last_read(store: Store) -> None:
+    answer = message("conv-1", 2, role=Role.ASSISTANT, status=MessageStatus.PARTIAL, text="Hel")
+    await store.add_message(message("conv-1", 1))
+    await store.add_message(answer)
+    assert [m.text for m in await store.recent_messages("conv-1", 10)] == ["text 1", "Hel"]
+
+    await store.replace_message(
+        answer.model_copy(update={"status": MessageStatus.COMPLETE, "text": "Hello!"})
+    )
+    await store.set_feedback("conv-1", answer.id, Feedback(reaction="like"))
+    window = await store.recent_messages("conv-1", 10)
+    assert [(m.text, m.status) for m in window] == [
+        ("text 1", MessageStatus.COMPLETE),
+        ("Hello!", MessageStatus.COMPLETE),
+    ]
+    assert window[1].feedback is not None
+    assert window[1].feedback.reaction == "like"
