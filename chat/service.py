@@ -140,6 +140,8 @@ class TurnOutcome:
     reply_activity_id: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # What the model streamed so far: kept for the quota when the call breaks off after it.
+    streamed_text: str = ""
     store_ops: list[str] = field(default_factory=list)
     summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
@@ -376,7 +378,7 @@ class ChatService:
             "chat.model_call", attributes={"tokens.window": window.prompt_tokens}
         )
         try:
-            completion = await self._call_model(model_span, window.messages, channel)
+            completion = await self._call_model(model_span, window.messages, channel, outcome)
         except StreamStopped as stopped:
             await self._store_stopped(user_message, stopped, started, delta, outcome)
             return
@@ -386,6 +388,11 @@ class ChatService:
             await self._prompt_filtered(turn, user_message, verdict, channel, delta, outcome)
             return
         except ModelError as exc:
+            if outcome.streamed_text:
+                # Azure bills what it generated before the stream broke off: the quota is charged
+                # that, as the usage it would have reported, instead of getting it all back.
+                outcome.prompt_tokens = window.prompt_tokens
+                outcome.completion_tokens = self._counter.count_text(outcome.streamed_text)
             log.warning(
                 "model call failed",
                 extra={
@@ -541,15 +548,22 @@ class ChatService:
             )
 
     async def _call_model(
-        self, span: Span, messages: list[dict[str, str]], channel: ReplyChannel
+        self,
+        span: Span,
+        messages: list[dict[str, str]],
+        channel: ReplyChannel,
+        outcome: TurnOutcome,
     ) -> Completion:
         """The routed model call inside its span; on failure the span records why and ends."""
+
+        async def on_text(text_so_far: str) -> None:
+            outcome.streamed_text = text_so_far
+            await channel.update(text_so_far)
+
         try:
             with trace.use_span(span, end_on_exit=False):
                 return await self._model.complete(
-                    messages,
-                    self._max_output_tokens,
-                    on_text=channel.update if channel.streams else None,
+                    messages, self._max_output_tokens, on_text=on_text if channel.streams else None
                 )
         except BaseException as exc:
             span.set_attribute("error.kind", str(getattr(exc, "kind", type(exc).__name__)))

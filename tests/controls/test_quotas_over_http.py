@@ -11,10 +11,12 @@ import pytest
 
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
+from storage.ids import safe_id
 from storage.models import Role, UsageChange
 from tests.admin.helpers import appservice_header
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
-from tests.support import RecordingConnector
+from tests.support import RecordingConnector, settle
+from tests.teams.activities import USER_AAD, personal_message
 
 
 async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_next_day(
@@ -253,3 +255,33 @@ async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_store
 async def stored_tokens(chat: Chat, day: str, *, user_id: str = "user-1") -> int:
     """The day's tokens as the store holds them (without any instance's pending settlement)."""
     return (await chat.store.read_usage(user_scope(user_id), day)).tokens
+
+
+async def test_a_stream_that_breaks_off_is_charged_what_the_model_generated_before_it(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    # Azure bills the prompt and the tokens it streamed before the connection dropped.
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=100_000, MAX_OUTPUT_TOKENS=2000)
+    chat, day = Chat(client, connector), day_window(clock()).key
+
+    async def charged_for(text: str, conversation_id: str) -> int:
+        before = await stored_tokens(chat, day, user_id=USER_AAD)
+        activity = personal_message(connector.url, text)
+        activity["conversation"]["id"] = conversation_id
+        response = await client.post("/api/messages", json=activity)
+        assert response.status == 202
+        await settle(client)
+        await chat.quotas.flush()
+        return await stored_tokens(chat, day, user_id=USER_AAD) - before
+
+    broken = await charged_for("tell me a long story [sim:long] [sim:drop]", "a:broken")
+    assert "try again" in connector.messages("a:broken")[-1]["text"].lower()
+    whole = await charged_for("tell me a long story [sim:long]", "a:whole")
+    [answer] = [
+        m
+        for m in await chat.store.conversation_messages(safe_id("msteams:a:whole"))
+        if m.role is Role.ASSISTANT
+    ]
+    assert answer.usage is not None and whole == answer.usage.prompt + answer.usage.completion
+    # More than the prompt (part of the answer), less than the whole answer.
+    assert answer.usage.prompt < broken < whole
