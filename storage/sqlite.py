@@ -295,9 +295,17 @@ class SqliteStore:
         message = message.model_copy(update={"ttl": self._ttl()})
 
         def replace() -> None:
+            # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
             self._db.execute(
-                "UPDATE messages SET doc = ?, seq = ? WHERE conversation_id = ? AND id = ?",
-                (json.dumps(message.to_doc()), message.seq, message.conversation_id, message.id),
+                "UPDATE messages SET doc = ?, seq = ?, expires_at = ?"
+                " WHERE conversation_id = ? AND id = ?",
+                (
+                    json.dumps(message.to_doc()),
+                    message.seq,
+                    self._expires_at(),
+                    message.conversation_id,
+                    message.id,
+                ),
             )
 
         await self._run(replace)
@@ -340,9 +348,10 @@ class SqliteStore:
             if row is None:
                 return None
             message = Message.model_validate_json(row[0]).model_copy(update={"feedback": feedback})
+            # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
             db.execute(
-                "UPDATE messages SET doc = ? WHERE conversation_id = ? AND id = ?",
-                (json.dumps(message.to_doc()), conversation_id, message_id),
+                "UPDATE messages SET doc = ?, expires_at = ? WHERE conversation_id = ? AND id = ?",
+                (json.dumps(message.to_doc()), self._expires_at(), conversation_id, message_id),
             )
             return message
 

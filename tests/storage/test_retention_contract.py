@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storage.base import Store
-from storage.models import Role
+from storage.models import Feedback, Role
 from storage.sqlite import SqliteStore
 from tests.storage.support import MakeStore, delta, message
 
@@ -64,5 +64,30 @@ async def test_sqlite_purges_what_was_written_before_retention_was_turned_on(
         assert len(await store.conversation_messages("new-conv")) == 2
         assert await store.find_summary("new-conv") is not None
         assert await store.purge_expired() == 0
+    finally:
+        await store.close()
+
+
+async def test_sqlite_counts_the_retention_from_a_message_s_last_write(tmp_path: Path) -> None:
+    """As a Cosmos item's ttl counts from its last write (`_ts`): feedback or a replaced answer
+    renews the expiry of a message that would otherwise have expired."""
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    forever = SqliteStore(tmp_path / "chat.db", retention_days=0)
+    await forever.open()
+    rated = message("conv", 1, role=Role.ASSISTANT, created_at=long_ago)
+    edited = message("conv", 2, role=Role.ASSISTANT, created_at=long_ago)
+    untouched = message("conv", 3, role=Role.ASSISTANT, created_at=long_ago)
+    for stored in (rated, edited, untouched):
+        await forever.add_message(stored)
+    await forever.close()
+
+    store = SqliteStore(tmp_path / "chat.db", retention_days=30)
+    await store.open()
+    try:
+        await store.set_feedback("conv", rated.id, Feedback(reaction="like"))
+        await store.replace_message(edited.model_copy(update={"text": "edited"}))
+        assert await store.purge_expired() == 1
+        kept = await store.conversation_messages("conv")
+        assert [m.id for m in kept] == [rated.id, edited.id]
     finally:
         await store.close()
