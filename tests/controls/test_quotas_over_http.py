@@ -252,11 +252,6 @@ async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_store
     assert counts.tokens == 4800
 
 
-async def stored_tokens(chat: Chat, day: str, *, user_id: str = "user-1") -> int:
-    """The day's tokens as the store holds them (without any instance's pending settlement)."""
-    return (await chat.store.read_usage(user_scope(user_id), day)).tokens
-
-
 async def test_a_stream_that_breaks_off_is_charged_what_the_model_generated_before_it(
     controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
 ) -> None:
@@ -285,3 +280,8 @@ async def test_a_stream_that_breaks_off_is_charged_what_the_model_generated_befo
     assert answer.usage is not None and whole == answer.usage.prompt + answer.usage.completion
     # More than the prompt (part of the answer), less than the whole answer.
     assert answer.usage.prompt < broken < whole
+
+
+async def stored_tokens(chat: Chat, day: str, *, user_id: str = "user-1") -> int:
+    """The day's tokens as the store holds them (without any instance's pending settlement)."""
+    return (await chat.store.read_usage(user_scope(user_id), day)).tokens

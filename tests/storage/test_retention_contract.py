@@ -68,7 +68,7 @@ async def test_sqlite_purges_what_was_written_before_retention_was_turned_on(
         await store.close()
 
 
-async def test_sqlite_counts_the_retention_from_a_message_s_last_write(tmp_path: Path) -> None:
+async def test_sqlite_renews_the_expiry_of_a_rated_or_edited_message(tmp_path: Path) -> None:
     """As a Cosmos item's ttl counts from its last write (`_ts`): feedback or a replaced answer
     renews the expiry of a message that would otherwise have expired."""
     long_ago = datetime.now(UTC) - timedelta(days=400)
