@@ -144,8 +144,7 @@ class ConversationGate:
             await dialog_context.begin_dialog(CONSENT_DIALOG, {"pending": _pending(turn)})
             return None
         finally:
-            await self._states.dialogs.save_changes(context)
-            await self._states.user.save_changes(context)
+            await self._states.save_changes(context, owner=turn.user_id)
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:

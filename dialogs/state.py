@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from botbuilder.core import PrivateConversationState, Storage, UserState
+from botbuilder.core import PrivateConversationState, Storage, TurnContext, UserState
 from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
 from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
 
 from storage.base import StateStore
-from storage.botstate import BotStateStorage
+from storage.botstate import OWNER_PROPERTY, BotStateStorage
 
 _ETAG = "e_tag"
 # Tags that name a class (checked against the allowed modules) and tags never allowed at all.
@@ -79,9 +79,20 @@ class DialogStates:
     """The two state scopes the dialogs use, over the app's store."""
 
     def __init__(self, store: StateStore) -> None:
-        storage = PickledStorage(BotStateStorage(store))
         # Consent is a person's decision: kept per user (and channel, botbuilder's user key).
-        self.user = UserState(storage)
+        self.user = UserState(PickledStorage(BotStateStorage(store)))
         # Dialog stacks per user per conversation: in a group chat, one person's pending
-        # consent question is not answered by another.
-        self.dialogs = PrivateConversationState(storage)
+        # consent question is not answered by another. The stack holds the message that waits
+        # for consent, so it expires with the retention period like the stored messages.
+        self.dialogs = PrivateConversationState(
+            PickledStorage(BotStateStorage(store, expires=True))
+        )
+
+    async def save_changes(self, context: TurnContext, owner: str) -> None:
+        """Writes the scopes that changed in this turn, each stamped with the user whose data it
+        holds, so that it is exported and deleted with the user's messages."""
+        for state in (self.dialogs, self.user):
+            cached = state.get_cached_state(context)
+            if owner and cached is not None and cached.is_changed:
+                cached.state[OWNER_PROPERTY] = owner
+            await state.save_changes(context)

@@ -122,8 +122,20 @@ class StateStore(Protocol):
         """Existing keys only, each with its document and current ETag."""
         ...
 
-    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
-        """Write; with an etag other than "*" the write is conditional (ETagMismatch)."""
+    async def write_state(
+        self,
+        key: str,
+        document: dict[str, Any],
+        etag: str | None,
+        *,
+        owner: str | None = None,
+        expires: bool = False,
+    ) -> str:
+        """Write; with an etag other than "*" the write is conditional (ETagMismatch).
+
+        `owner` is the user whose data the document holds (the `userId` of their messages): it is
+        exported and deleted with that user. With `expires` the document expires with the
+        retention period counted from this write, as messages do (when retention is on)."""
         ...
 
     async def delete_state(self, keys: list[str]) -> None: ...
@@ -131,7 +143,8 @@ class StateStore(Protocol):
 
 class UserDataStore(Protocol):
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about one user: conversations, messages, feedback."""
+        """Everything stored about one user: conversations, messages, feedback, and the state
+        documents they own (consent, a message waiting for consent)."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:

@@ -13,12 +13,19 @@ from storage.base import StateStore
 from storage.ids import safe_id
 
 _ETAG = "e_tag"
+# The state property that names the user whose data a document holds (the `userId` of their
+# messages): such a document is exported and deleted with that user (storage.base.StateStore).
+OWNER_PROPERTY = "owner"
 
 
 class BotStateStorage(Storage):  # type: ignore[misc]
-    def __init__(self, store: StateStore) -> None:
+    """With `expires`, every document written expires with the retention period, as messages
+    do: for state that can hold a user's words."""
+
+    def __init__(self, store: StateStore, *, expires: bool = False) -> None:
         super().__init__()
         self._store = store
+        self._expires = expires
 
     async def read(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
@@ -45,7 +52,14 @@ class BotStateStorage(Storage):  # type: ignore[misc]
             else:
                 document = {k: v for k, v in dict(change).items() if k != _ETAG}
                 etag = change.get(_ETAG) if isinstance(change, dict) else None
-            await self._store.write_state(safe_id(key), document, etag or None)
+            owner = document.get(OWNER_PROPERTY)
+            await self._store.write_state(
+                safe_id(key),
+                document,
+                etag or None,
+                owner=owner if isinstance(owner, str) and owner else None,
+                expires=self._expires,
+            )
 
     async def delete(self, keys: list[str]) -> None:
         await self._store.delete_state([safe_id(key) for key in keys])

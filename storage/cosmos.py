@@ -188,7 +188,8 @@ CONTAINER_SPECS: tuple[ContainerSpec, ...] = (
         "retention",
         (("/lastActivityAt", "descending"), ("/id", "descending")),
     ),
-    ContainerSpec("botstate", "/id"),
+    # TTL on without a default: only the state documents written with `expires` carry a ttl.
+    ContainerSpec("botstate", "/id", -1),
     ContainerSpec("usage", "/scope", -1),
     ContainerSpec("audit", "/day", None, (("/at", "descending"), ("/id", "descending"))),
 )
@@ -972,10 +973,23 @@ class CosmosStore:
             for key, doc in (entry for entry in found if entry is not None)
         }
 
-    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+    async def write_state(
+        self,
+        key: str,
+        document: dict[str, Any],
+        etag: str | None,
+        *,
+        owner: str | None = None,
+        expires: bool = False,
+    ) -> str:
         op = "write_state"
         container = self._container("botstate")
         doc = _with_id({"type": "state", "schemaVersion": 1, "document": document}, key)
+        if owner:
+            doc["owner"] = owner
+        ttl = self._ttl() if expires else None
+        if ttl is not None:
+            doc["ttl"] = ttl  # the container has TTL on (-1): items without one never expire
         async with self._guard(op):
             if etag in (None, "*"):
                 written = await container.upsert_item(doc, response_hook=self._hook(op))
@@ -1050,6 +1064,19 @@ class CosmosStore:
             seen.setdefault((doc["conversationId"], doc["id"]), doc)
         return sorted(seen.values(), key=lambda d: (d["conversationId"], d.get("seq", 0)))
 
+    async def _user_states(self, user_id: str, op: str) -> list[dict[str, Any]]:
+        """The state documents the user owns (one cross-partition query: keyed by id)."""
+        found = [
+            doc
+            async for doc in self._query(
+                self._container("botstate"),
+                op,
+                "SELECT * FROM c WHERE c.owner = @uid",
+                [{"name": "@uid", "value": user_id}],
+            )
+        ]
+        return sorted(found, key=lambda doc: str(doc["id"]))
+
     async def export_user(self, user_id: str) -> dict[str, Any]:
         op = "export_user"
         async with self._guard(op):
@@ -1057,6 +1084,7 @@ class CosmosStore:
             messages = await self._user_messages(
                 user_id, [doc["conversationId"] for doc in summaries], op
             )
+            states = await self._user_states(user_id, op)
         conversations = sorted(
             (ConversationSummary.model_validate(_clean(doc)) for doc in summaries),
             key=lambda s: s.last_activity_at,
@@ -1066,6 +1094,7 @@ class CosmosStore:
             "userId": user_id,
             "conversations": [summary.to_doc() for summary in conversations],
             "messages": [Message.model_validate(_clean(doc)).to_doc() for doc in messages],
+            "states": [dict(doc.get("document") or {}) for doc in states],
         }
 
     async def _clear_titles_from(
@@ -1129,6 +1158,13 @@ class CosmosStore:
                 return 1
 
         async with self._guard(op):
+            state_container = self._container("botstate")
+            deleted_states = await asyncio.gather(
+                *(
+                    delete(state_container, d["id"], d["id"])
+                    for d in await self._user_states(user_id, op)
+                )
+            )
             summaries = await self._user_conversations(user_id, op)
             messages = await self._user_messages(
                 user_id, [doc["conversationId"] for doc in summaries], op
@@ -1152,7 +1188,11 @@ class CosmosStore:
             deleted_summaries = await asyncio.gather(
                 *(delete(summary_container, d["id"], user_id) for d in summaries)
             )
-        return {"conversations": sum(deleted_summaries), "messages": sum(deleted_messages)}
+        return {
+            "conversations": sum(deleted_summaries),
+            "messages": sum(deleted_messages),
+            "states": sum(deleted_states),
+        }
 
 
 if TYPE_CHECKING:

@@ -100,9 +100,25 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS botstate (
     key TEXT PRIMARY KEY,
     etag TEXT NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    owner TEXT,
+    expires_at REAL
 );
 """
+# Columns added to tables after their first release (files created before have the table without
+# them): (table, column, type).
+_ADDED_COLUMNS = (("botstate", "owner", "TEXT"), ("botstate", "expires_at", "REAL"))
+_INDEXES_ON_ADDED_COLUMNS = "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner);"
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Brings a file written by an earlier release up to the schema (inside the write lock, so
+    several workers opening it at once add each column once)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    db.execute(_INDEXES_ON_ADDED_COLUMNS)
 
 
 def _iso(value: datetime) -> str:
@@ -205,6 +221,7 @@ class SqliteStore:
                 time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
                 continue
             self._conn = conn
+            self._transaction(_add_missing_columns)
             if self._retention_seconds:
                 self._transaction(self._expire_rows_written_without_retention)
             return
@@ -579,16 +596,27 @@ class SqliteStore:
         )
         return {key: (json.loads(doc), etag) for key, doc, etag in rows}
 
-    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+    async def write_state(
+        self,
+        key: str,
+        document: dict[str, Any],
+        etag: str | None,
+        *,
+        owner: str | None = None,
+        expires: bool = False,
+    ) -> str:
+        expires_at = self._expires_at() if expires else None
+
         def write(db: sqlite3.Connection) -> str:
             row = db.execute("SELECT etag FROM botstate WHERE key = ?", (key,)).fetchone()
             if etag not in (None, "*") and (row is None or row[0] != etag):
                 raise ETagMismatch(f"ETag mismatch for state key {key!r}")
             new_etag = str(time.time_ns())
             db.execute(
-                "INSERT INTO botstate (key, etag, doc) VALUES (?, ?, ?) ON CONFLICT (key)"
-                " DO UPDATE SET etag = excluded.etag, doc = excluded.doc",
-                (key, new_etag, json.dumps(document)),
+                "INSERT INTO botstate (key, etag, doc, owner, expires_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, doc = excluded.doc,"
+                " owner = excluded.owner, expires_at = excluded.expires_at",
+                (key, new_etag, json.dumps(document), owner, expires_at),
             )
             return new_etag
 
@@ -624,7 +652,18 @@ class SqliteStore:
                     (user_id,),
                 )
             ]
-            return {"userId": user_id, "conversations": conversations, "messages": messages}
+            states = [
+                json.loads(doc)
+                for (doc,) in self._db.execute(
+                    "SELECT doc FROM botstate WHERE owner = ? ORDER BY key", (user_id,)
+                )
+            ]
+            return {
+                "userId": user_id,
+                "conversations": conversations,
+                "messages": messages,
+                "states": states,
+            }
 
         return await self._run(export)
 
@@ -667,7 +706,8 @@ class SqliteStore:
             conversations = db.execute(
                 "DELETE FROM conversations WHERE user_id = ?", (user_id,)
             ).rowcount
-            return {"conversations": conversations, "messages": messages}
+            states = db.execute("DELETE FROM botstate WHERE owner = ?", (user_id,)).rowcount
+            return {"conversations": conversations, "messages": messages, "states": states}
 
         return await self._run(lambda: self._transaction(delete))
 
@@ -682,6 +722,9 @@ class SqliteStore:
             removed += db.execute(
                 "DELETE FROM conversations WHERE expires_at IS NOT NULL AND expires_at < ?",
                 (now,),
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM botstate WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount
             db.execute("DELETE FROM counters WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM usage WHERE expires_at < ?", (now,))

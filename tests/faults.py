@@ -279,11 +279,19 @@ class FaultyStore:
     async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
         return await self._call("read_state", (keys,), lambda: self.inner.read_state(keys))
 
-    async def write_state(self, key: str, document: dict[str, Any], etag: str | None) -> str:
+    async def write_state(
+        self,
+        key: str,
+        document: dict[str, Any],
+        etag: str | None,
+        *,
+        owner: str | None = None,
+        expires: bool = False,
+    ) -> str:
         return await self._call(
             "write_state",
             (key, document, etag),
-            lambda: self.inner.write_state(key, document, etag),
+            lambda: self.inner.write_state(key, document, etag, owner=owner, expires=expires),
         )
 
     async def delete_state(self, keys: list[str]) -> None:

@@ -33,8 +33,9 @@ var conversationTtl = (retentionDays == 0) ? -1 : retentionDays * 86400
 
 // Mirrors storage/cosmos.py CONTAINER_SPECS (the app checks for drift at start-up): everything
 // is indexed except message text; the admin lists page with keyset cursors that need the
-// composite indexes. botstate and audit have no TTL at all (audit is append-only, kept forever);
-// usage counters expire by their own per-item ttl.
+// composite indexes. audit has no TTL at all (append-only, kept forever); usage counters and the
+// botstate documents that hold a user's words (a message waiting for consent) expire by their
+// own per-item ttl.
 var containers = [
   {
     name: 'messages'
@@ -71,7 +72,7 @@ var containers = [
   {
     name: 'botstate'
     partitionKey: '/id'
-    defaultTtl: null
+    defaultTtl: -1
     excludedPaths: []
     compositeIndexes: []
   }

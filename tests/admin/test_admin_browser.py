@@ -116,7 +116,7 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         await page.fill("input[name=confirm]", pseudonym)
         await page.get_by_role("button", name="Delete").click()
         deleted = await page.get_by_test_id("deleted").inner_text()
-        assert "Deleted 2 conversations and 4 messages" in deleted
+        assert "Deleted 2 conversations, 4 messages and 0 saved dialog states" in deleted
         await page.screenshot(path=str(ARTIFACTS / "admin-deleted.png"), full_page=True)
 
         await page.goto(f"{base}/admin/")

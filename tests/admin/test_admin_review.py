@@ -340,7 +340,7 @@ async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audi
         "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
     )
     assert done.status == 200
-    assert (await done.json())["deleted"] == {"conversations": 2, "messages": 4}
+    assert (await done.json())["deleted"] == {"conversations": 2, "messages": 4, "states": 0}
     assert await titles(admin, f"user={pseudonym}") == []
     assert (await admin.get(f"{API}/conv-flagged")).status == 404
     assert await titles(admin) == ["Quarterly report", "Travel policy"]
@@ -349,7 +349,7 @@ async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audi
 
     [record, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
     assert (record["action"], record["target"]) == ("delete_user", pseudonym)
-    assert record["detail"]["deleted"] == {"conversations": 2, "messages": 4}
+    assert record["detail"]["deleted"] == {"conversations": 2, "messages": 4, "states": 0}
     # The audit log keeps the pseudonym, never the deleted user id.
     audit_text = await (await admin.get("/admin/api/audit")).text()
     assert "alice@contoso.com" not in audit_text

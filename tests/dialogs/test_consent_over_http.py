@@ -3,6 +3,8 @@ and time, asked again for a new version; declining means no model call."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,40 @@ async def test_first_message_asks_for_consent_and_acceptance_answers_it(
     assert next((m.role, m.text) for m in stored) == (Role.USER, "What is the capital of France?")
     # Accepted once: the next message goes straight to the assistant.
     assert "Germany" in (await chat.send("And Germany?"))["text"]
+
+
+async def test_a_message_waiting_for_consent_is_exported_and_deleted_with_its_user(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    policy_v1: Path,
+    tmp_path: Path,
+    store_backend: str,
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1), RETENTION_DAYS=30)
+    chat = Chat(client, connector)
+    await chat.send("My salary is 123,456 and I want advice")
+    waiting = [d for d in (await chat.store.export_user("user-1"))["states"] if "123,456" in str(d)]
+    assert len(waiting) == 1
+    if store_backend == "sqlite":
+        # The dialog state holding the words expires with the retention period, like messages;
+        # the user's own state (where acceptance goes) does not.
+        with sqlite3.connect(tmp_path / "data" / "chat.db") as db:
+            rows = db.execute("SELECT doc, owner, expires_at FROM botstate").fetchall()
+        expiry = {("123,456" in doc, owner): expires_at for doc, owner, expires_at in rows}
+        assert set(expiry) == {(True, "user-1"), (False, "user-1")}
+        assert expiry[True, "user-1"] > time.time() + 29 * 86400
+        assert expiry[False, "user-1"] is None
+
+    # Another user accepts; only user-1 is deleted.
+    other = Chat(client, connector, conversation_id="conv-2", user_id="user-2")
+    await other.send("Hello")
+    await other.send_expecting("I accept", 2)
+    assert (await chat.store.delete_user("user-1"))["states"] == 2  # dialog + user state
+
+    assert (await chat.store.export_user("user-1"))["states"] == []
+    assert len((await chat.store.export_user("user-2"))["states"]) == 2  # consent + dialog
+    # Nothing waits any more: an answer to the old question asks the question again.
+    assert "usage policy of Contoso" in (await chat.send("I accept"))["text"]
 
 
 async def test_acceptance_is_stored_with_version_and_time_and_a_new_version_asks_again(

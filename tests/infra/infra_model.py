@@ -705,6 +705,11 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
             problems.append(f"container {name} composite indexes are {composites.get(name)!r}")
     if ttl.get("usage") != -1:
         problems.append("container usage needs defaultTtl -1 (per-item expiry of counters)")
+    if ttl.get("botstate") != -1:
+        problems.append(
+            "container botstate needs defaultTtl -1 (per-item expiry of a message waiting for"
+            " consent)"
+        )
     for template in model.values():
         if not any(r.type == "Microsoft.DocumentDB/databaseAccounts" for r in template.resources):
             continue

@@ -256,6 +256,16 @@ def test_cosmos_check_catches_a_wrong_partition_key(texts: dict[str, str]) -> No
     assert any("container usage" in p for p in im.check_cosmos_containers(broken))
 
 
+def test_cosmos_check_catches_botstate_without_ttl(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/cosmos.bicep",
+        "partitionKey: '/id'\n    defaultTtl: -1",
+        "partitionKey: '/id'\n    defaultTtl: null",
+    )
+    assert any("container botstate" in p for p in im.check_cosmos_containers(broken))
+
+
 def test_cosmos_check_catches_a_missing_composite_index(texts: dict[str, str]) -> None:
     broken = mutate(texts, "modules/cosmos.bicep", "path: '/lastActivityAt'", "path: '/createdAt'")
     assert any("conversations composite" in p for p in im.check_cosmos_containers(broken))

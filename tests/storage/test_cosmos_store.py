@@ -123,6 +123,7 @@ async def test_infrastructure_drift_is_logged(
     await store.close()
     assert "messages has TTL off" in caplog.text
     assert "usage has TTL off" in caplog.text
+    assert "botstate has TTL off" in caplog.text
     assert "conversations lacks the composite index /lastActivityAt descending" in caplog.text
     assert "audit lacks the composite index /at descending" in caplog.text
 
@@ -137,7 +138,7 @@ async def test_created_containers_carry_keys_ttl_and_indexes(
         "messages": 30 * 86400,
         "conversations": 30 * 86400,
         "usage": -1,
-        "botstate": None,
+        "botstate": -1,
         "audit": None,
     }
     for spec in CONTAINER_SPECS:
@@ -176,6 +177,8 @@ async def test_stored_items_carry_ttl_and_cosmos_safe_ids(
         await store.add_message(message(conversation, 1, id=conversation))
         await store.apply_summary_delta(delta(conversation, messages=1))
         await store.add_to_counter("user:u1", "2025-03-01", 3, 10, 3600)
+        await store.write_state("waiting", {"text": "hi"}, None, owner="user-1", expires=True)
+        await store.write_state("consent", {"version": "1"}, None, owner="user-1")
     finally:
         await store.close()
     database = raw_client.get_database_client(config.database)
@@ -193,6 +196,11 @@ async def test_stored_items_carry_ttl_and_cosmos_safe_ids(
     stored_message = await items("messages", "conversationId", conversation)
     summaries = await items("conversations", "userId", "user-1")
     counters = await items("usage", "scope", "user:u1")
+    waiting = (await items("botstate", "id", "waiting"))[0]
+    consent = (await items("botstate", "id", "consent"))[0]
+    assert (waiting["owner"], waiting["ttl"]) == ("user-1", 7 * 86400)
+    assert consent["owner"] == "user-1"
+    assert "ttl" not in consent  # never expires: the container's default is -1
     for item in (stored_message[0], summaries[0]):
         assert item["ttl"] == 7 * 86400
         assert len(item["id"]) <= 255

@@ -55,7 +55,7 @@ async def test_messages_and_summaries_take_raw_channel_ids(store: Store) -> None
 
     exported = await store.export_user(USER)
     assert [m["id"] for m in exported["messages"]] == [user_message.id, reply.id]
-    assert await store.delete_user(USER) == {"conversations": 1, "messages": 2}
+    assert await store.delete_user(USER) == {"conversations": 1, "messages": 2, "states": 0}
 
 
 async def test_state_audit_and_counters_take_raw_ids(store: Store) -> None:

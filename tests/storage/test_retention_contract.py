@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,5 +90,41 @@ async def test_sqlite_renews_the_expiry_of_a_rated_or_edited_message(tmp_path: P
         assert await store.purge_expired() == 1
         kept = await store.conversation_messages("conv")
         assert [m.id for m in kept] == [rated.id, edited.id]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_purges_expired_state_that_holds_a_users_words(tmp_path: Path) -> None:
+    """A message waiting for consent (state written with `expires`) goes with the retention
+    period; a consent record or an install marker (no `expires`) stays."""
+    store = SqliteStore(tmp_path / "chat.db", retention_days=30)
+    await store.open()
+    try:
+        await store.write_state("waiting", {"text": "Hi"}, None, owner="alice", expires=True)
+        await store.write_state("consent", {"version": "1"}, None, owner="alice")
+        await store.write_state("install", {"welcomed_at": "2026-11-01"}, None)
+        assert await store.purge_expired() == 0
+        with sqlite3.connect(tmp_path / "chat.db") as db:
+            db.execute("UPDATE botstate SET expires_at = expires_at - 31 * 86400")
+        assert await store.purge_expired() == 1
+        assert sorted(await store.read_state(["waiting", "consent", "install"])) == [
+            "consent",
+            "install",
+        ]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_from_before_state_owners_gains_the_columns(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        db.execute("CREATE TABLE botstate (key TEXT PRIMARY KEY, etag TEXT NOT NULL, doc TEXT)")
+        db.execute("INSERT INTO botstate VALUES ('old', '1', '{\"v\": 1}')")
+    store = SqliteStore(tmp_path / "chat.db", retention_days=30)
+    await store.open()
+    try:
+        assert (await store.read_state(["old"]))["old"][0] == {"v": 1}
+        await store.write_state("new", {"v": 2}, None, owner="alice", expires=True)
+        assert (await store.delete_user("alice"))["states"] == 1
+        assert list(await store.read_state(["old", "new"])) == ["old"]
     finally:
         await store.close()

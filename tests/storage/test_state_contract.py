@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from storage.base import ETagMismatch, Store
-from storage.botstate import BotStateStorage
+from storage.botstate import OWNER_PROPERTY, BotStateStorage
+from tests.storage.support import MakeStore
 
 
 async def test_write_then_read_with_etag(store: Store) -> None:
@@ -58,3 +59,47 @@ async def test_botbuilder_storage_round_trip(store: Store) -> None:
         await storage.write({key: {**item, "dialogStack": [1]}})  # item's etag is now stale
     await storage.delete([key])
     assert await storage.read([key]) == {}
+
+
+async def test_owned_state_is_exported_and_deleted_with_its_user(store: Store) -> None:
+    await store.write_state(
+        "test/users/a1", {"usage_policy": {"version": "1"}}, None, owner="alice"
+    )
+    await store.write_state("test/conv/a1", {"waiting": "Hi"}, None, owner="alice", expires=True)
+    await store.write_state("test/users/b1", {"usage_policy": {"version": "1"}}, None, owner="bob")
+    await store.write_state("install/team-1", {"welcomed_at": "2026-11-01"}, None)
+
+    exported = await store.export_user("alice")
+    assert sorted(exported["states"], key=str) == [
+        {"usage_policy": {"version": "1"}},
+        {"waiting": "Hi"},
+    ]
+    deleted = await store.delete_user("alice")
+    assert deleted["states"] == 2
+    assert list(await store.read_state(["test/users/a1", "test/conv/a1"])) == []
+    assert (await store.export_user("alice"))["states"] == []
+    # Other users' state and state that belongs to nobody stay.
+    assert sorted(await store.read_state(["test/users/b1", "install/team-1"])) == [
+        "install/team-1",
+        "test/users/b1",
+    ]
+
+
+async def test_a_rewrite_without_owner_drops_the_owner(store: Store) -> None:
+    await store.write_state("k", {"v": 1}, None, owner="alice")
+    await store.write_state("k", {"v": 2}, None)
+    assert (await store.delete_user("alice"))["states"] == 0
+    assert list(await store.read_state(["k"])) == ["k"]
+
+
+async def test_botbuilder_storage_passes_the_documents_owner_and_its_expiry(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store(retention_days=30)
+    await BotStateStorage(store, expires=True).write(
+        {"conv/users/u1": {OWNER_PROPERTY: "alice", "dialogStack": []}}
+    )
+    await BotStateStorage(store).write({"conv/users/u2": {OWNER_PROPERTY: 7, "dialogStack": []}})
+    exported = await store.export_user("alice")
+    assert exported["states"] == [{OWNER_PROPERTY: "alice", "dialogStack": []}]
+    assert (await store.delete_user("7"))["states"] == 0  # not a user id: no owner

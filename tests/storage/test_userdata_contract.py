@@ -43,16 +43,18 @@ async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
         "userId": "nobody",
         "conversations": [],
         "messages": [],
+        "states": [],
     }
 
 
 async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
     await _seed(store)
-    assert await store.delete_user("alice") == {"conversations": 2, "messages": 6}
+    assert await store.delete_user("alice") == {"conversations": 2, "messages": 6, "states": 0}
     assert await store.export_user("alice") == {
         "userId": "alice",
         "conversations": [],
         "messages": [],
+        "states": [],
     }
     assert await store.conversation_messages("alice-1") == []
     assert await store.get_summary("alice", "alice-1") is None
@@ -60,7 +62,7 @@ async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
     # Bob is untouched.
     assert len(await store.conversation_messages("bob-1")) == 1
     assert await store.get_summary("bob", "bob-1") is not None
-    assert await store.delete_user("alice") == {"conversations": 0, "messages": 0}
+    assert await store.delete_user("alice") == {"conversations": 0, "messages": 0, "states": 0}
 
 
 async def test_deleting_a_user_clears_the_title_their_words_gave_a_shared_conversation(
