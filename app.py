@@ -331,6 +331,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store,
             BotProfile(settings.assistant_name, settings.organization_name),
             gate,
+            turns_settled=queue.wait_conversation,
         ),
         queue,
         connector,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,22 +68,25 @@ class FeedbackRecorder:
         self._messages = messages
         self._summaries = summaries
 
-    async def record(self, conversation_key: str, submission: FeedbackSubmission) -> Message | None:
+    async def record(
+        self,
+        conversation_key: str,
+        submission: FeedbackSubmission,
+        turns_settled: Callable[[], Awaitable[None]] | None = None,
+    ) -> Message | None:
         """Store the rating on the rated assistant message; None when that message is unknown.
 
         A dislike counts once per message toward the conversation's negative-feedback total and
-        flags the conversation for review (admin page filter `negative_feedback`).
+        flags the conversation for review (admin page filter `negative_feedback`). When the
+        message is not found and `turns_settled` is given, it is awaited and the message looked
+        for once more: a channel shows an answer (with its buttons) before the turn stores it,
+        so a quick rating can arrive while that write is still under way.
         """
         conversation_id = safe_id(conversation_key)
-        recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)
-        rated = next(
-            (
-                m
-                for m in reversed(recent)
-                if m.role is Role.ASSISTANT and m.activity_id == submission.rated_activity_id
-            ),
-            None,
-        )
+        rated = await self._find(conversation_id, submission)
+        if rated is None and turns_settled is not None:
+            await turns_settled()
+            rated = await self._find(conversation_id, submission)
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None
@@ -108,3 +112,14 @@ class FeedbackRecorder:
             extra={"reaction": submission.reaction, "with_text": bool(submission.text)},
         )
         return updated
+
+    async def _find(self, conversation_id: str, submission: FeedbackSubmission) -> Message | None:
+        recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)
+        return next(
+            (
+                m
+                for m in reversed(recent)
+                if m.role is Role.ASSISTANT and m.activity_id == submission.rated_activity_id
+            ),
+            None,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 # Set by `MessagesEndpoint.accept` on activities whose identity the app built itself.
 IDENTITY_FROM_SERVER = "_identityFromServer"
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
+# How long a rating of a message not stored yet waits for the conversation's turn (Teams waits
+# 15 s for the invoke's answer).
+FEEDBACK_WAIT_SECONDS = 5.0
 
 
 def conversation_key(activity: Activity) -> str:
@@ -95,12 +99,16 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         store: Store,
         profile: BotProfile,
         gate: ConversationGate | None = None,
+        turns_settled: Callable[[str, float], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self._chat = chat
         self._store = store
         self._profile = profile
         self._feedback = FeedbackRecorder(store, store)
+        # Waits (up to a time) until a conversation's queued turns are done: invokes are answered
+        # at once, outside the turn queue, and may overtake the turn that stores what they rate.
+        self._turns_settled = turns_settled
         # Enterprise controls and commands (tenant/channel policy, /commands, consent, rate).
         self._gate = gate
 
@@ -169,8 +177,14 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         submission = parse_feedback(raw)
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
+        key = conversation_key(activity)
+        settled = self._turns_settled
         try:
-            await self._feedback.record(conversation_key(activity), submission)
+            await self._feedback.record(
+                key,
+                submission,
+                (lambda: settled(key, FEEDBACK_WAIT_SECONDS)) if settled is not None else None,
+            )
         except StoreError:
             # Teams shows an error for anything but 200; the rating is lost either way.
             log.exception("storing feedback failed")

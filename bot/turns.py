@@ -24,6 +24,7 @@ class TurnQueue:
         self._deadline = turn_deadline
         self._pending: dict[str, deque[Job]] = {}
         self._workers: set[asyncio.Task[None]] = set()
+        self._worker_of: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -57,8 +58,16 @@ class TurnQueue:
         self._idle.clear()
         worker = asyncio.create_task(self._drain_conversation(conversation_key))
         self._workers.add(worker)
+        self._worker_of[conversation_key] = worker
         worker.add_done_callback(self._workers.discard)
         return True
+
+    async def wait_conversation(self, conversation_key: str, at_most_seconds: float) -> None:
+        """Until this conversation has no queued or running turn, or `at_most_seconds` passed.
+        Not for a turn of that conversation itself: it would wait for its own end."""
+        worker = self._worker_of.get(conversation_key)
+        if worker is not None:
+            await asyncio.wait({worker}, timeout=at_most_seconds)
 
     async def _drain_conversation(self, conversation_key: str) -> None:
         jobs = self._pending[conversation_key]
@@ -73,6 +82,7 @@ class TurnQueue:
                     log.exception("turn failed")
             jobs.popleft()
         del self._pending[conversation_key]
+        del self._worker_of[conversation_key]
         if not self._pending:
             self._idle.set()
 

@@ -14,6 +14,8 @@ from app import STORE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
 from tests.admin.helpers import sign_in_locally
+from tests.conftest import FaultyAppFactory
+from tests.faults import assistant_message_writes
 from tests.support import settle
 from tests.teams.activities import (
     CHANNEL_ID,
@@ -127,6 +129,25 @@ async def test_a_rating_of_an_answer_sent_without_a_stream_is_stored_on_that_ans
     _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.activity_id == reply_id
     assert answer.feedback is not None and answer.feedback.reaction == "dislike"
+
+
+async def test_a_rating_that_overtakes_the_answers_slow_write_is_stored_on_that_answer(
+    make_faulty_app: FaultyAppFactory, teams: TeamsChannel
+) -> None:
+    # Teams shows the answer (with its buttons) before the turn stores it; a slow store leaves
+    # a window in which the rating arrives first.
+    bot, store = await make_faulty_app()
+    store.fail("slow", "add_message", when=assistant_message_writes, delay=1.0, count=1)
+    rated = await ask(bot, teams, "Question")
+    assert len(await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)) == 1
+
+    assert await submit(bot, feedback_invoke(teams.url, rated, "dislike", "late")) == (200, "{}")
+
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.activity_id == rated
+    assert answer.feedback is not None and answer.feedback.text == "late"
+    summary = await bot.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.negative_feedback_count == 1
 
 
 async def test_feedback_for_an_unknown_message_is_still_acknowledged(

@@ -1,0 +1,59 @@
+"""TurnQueue.wait_conversation: what an invoke (answered outside the queue) waits for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.turns import TurnQueue
+
+
+def queue() -> TurnQueue:
+    return TurnQueue(concurrency=4, dedupe_window=100, turn_deadline=30)
+
+
+async def test_waiting_for_a_conversation_returns_when_its_turns_are_done() -> None:
+    turns = queue()
+    done: list[str] = []
+    release = asyncio.Event()
+
+    async def turn(name: str) -> None:
+        await release.wait()
+        done.append(name)
+
+    turns.submit("conv-a", None, lambda: turn("a1"))
+    turns.submit("conv-a", None, lambda: turn("a2"))
+    waiting = asyncio.create_task(turns.wait_conversation("conv-a", 5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+
+    release.set()
+    await waiting
+    assert done == ["a1", "a2"]
+
+
+async def test_waiting_for_an_idle_or_other_conversation_does_not_wait() -> None:
+    turns = queue()
+    blocked = asyncio.Event()
+    turns.submit("conv-b", None, blocked.wait)
+
+    started = time.monotonic()
+    await turns.wait_conversation("conv-a", 5)
+    assert time.monotonic() - started < 1
+    blocked.set()
+    await turns.wait_idle()
+    await turns.wait_conversation("conv-b", 5)  # finished: nothing left to wait for
+
+
+async def test_waiting_stops_at_its_limit_while_the_turn_goes_on() -> None:
+    turns = queue()
+    release = asyncio.Event()
+    turns.submit("conv-a", None, release.wait)
+
+    started = time.monotonic()
+    await turns.wait_conversation("conv-a", 0.1)
+    assert time.monotonic() - started < 2
+    assert turns.in_flight == 1
+    release.set()
+    await turns.wait_idle()
+    assert turns.in_flight == 0
