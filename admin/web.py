@@ -62,6 +62,7 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 EXPORT_MAX_CONVERSATIONS = 5000
 MAX_REASON_CHARS = 500
+_DIRECT_LINE_PREFIX = "dl_"
 CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
@@ -431,6 +432,14 @@ async def _reveal(request: web.Request, reference: str, reason: str) -> str:
     return user_id
 
 
+def stored_ids_of(user_id: str) -> list[str]:
+    """Every id one person's data is stored under. Teams and the built-in web chat store the
+    Entra object id; through Azure's Direct Line the same person is `dl_<object id>` (the prefix
+    Direct Line reserves for ids the server binds into a token, see webchat/identity.py)."""
+    base = user_id.removeprefix(_DIRECT_LINE_PREFIX)
+    return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
+
+
 async def _delete_user(request: web.Request, reference: str, confirm: str) -> dict[str, int]:
     context = request.app[CONTEXT]
     reference = reference.strip()
@@ -445,8 +454,11 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     # No record, no deletion: the request is recorded before anything is deleted (a 503 here
     # deletes nothing), because a deletion can fail part-way and still have removed data.
     await _audit(request, "delete_user", target, {"outcome": "requested"})
+    counts: dict[str, int] = {}
     try:
-        counts = await context.store.delete_user(user_id)
+        for stored_id in stored_ids_of(user_id):
+            for kind, deleted in (await context.store.delete_user(stored_id)).items():
+                counts[kind] = counts.get(kind, 0) + deleted
     except StoreError:
         await _audit_outcome(request, target, {"outcome": "failed_part_way"})
         raise
@@ -632,15 +644,16 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     reference = request.query.get("user", "").strip()
     if not reference:
         raise BadRequest("name the user to delete")
-    page = await context.store.list_summaries(
-        SummaryQuery(user_id=context.pseudonyms.user_id(reference)), 100
-    )
+    pages = [
+        await context.store.list_summaries(SummaryQuery(user_id=stored_id), 100)
+        for stored_id in stored_ids_of(context.pseudonyms.user_id(reference))
+    ]
     return _render(
         request,
         "delete_confirm.html",
         reference=reference,
-        conversations=len(page.items),
-        more=page.continuation is not None,
+        conversations=sum(len(page.items) for page in pages),
+        more=any(page.continuation is not None for page in pages),
         error=None,
     )
 

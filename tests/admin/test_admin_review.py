@@ -16,12 +16,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app import STORE
+from storage.models import Role
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
     FORMULA_FEEDBACK,
+    T0,
     XSS_PROMPT,
     XSS_WITHHELD,
     EntraStub,
+    _conversation,
+    _msg,
     sign_in_locally,
 )
 from tests.conftest import AppFactory, FaultyAppFactory
@@ -489,3 +493,42 @@ async def test_reviewer_pages_hide_admin_actions_and_refuse_admin_pages(
     assert audit.status == 403 and "needs the Admin role" in await audit.text()
     delete = await reviewer.get("/admin/users/delete?user=p-x")
     assert delete.status == 403
+
+
+async def test_deleting_a_user_also_deletes_their_data_from_azures_direct_line(
+    admin: TestClient[Any, Any],
+) -> None:
+    # The same person through Azure's Direct Line is stored as `dl_<object id>`.
+    store = admin.server.app[STORE]
+    await _conversation(
+        store,
+        "conv-web",
+        "dl_alice@contoso.com",
+        tenant="tenant-a",
+        channel="directline",
+        title="Web question",
+        at=T0,
+        messages=[_msg(Role.USER, "Asked on the intranet", tokens=4)],
+    )
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    confirm = await admin.get(f"/admin/users/delete?user={pseudonym}")
+    assert "3 conversations" in await confirm.text()
+
+    done = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+
+    assert (await done.json())["deleted"] == {"conversations": 3, "messages": 5, "states": 0}
+    assert (await store.export_user("dl_alice@contoso.com"))["messages"] == []
+    assert await store.find_summary("conv-web") is None
+    assert await titles(admin) == ["Quarterly report", "Travel policy"]
+
+
+async def test_deleting_the_direct_line_id_also_deletes_the_object_ids_data(
+    admin: TestClient[Any, Any],
+) -> None:
+    await admin.post(
+        "/admin/api/users/delete",
+        json={"user": "dl_alice@contoso.com", "confirm": "dl_alice@contoso.com"},
+    )
+    assert (await admin.server.app[STORE].export_user("alice@contoso.com"))["messages"] == []
