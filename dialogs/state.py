@@ -90,9 +90,15 @@ class DialogStates:
 
     async def save_changes(self, context: TurnContext, owner: str) -> None:
         """Writes the scopes that changed in this turn, each stamped with the user whose data it
-        holds, so that it is exported and deleted with the user's messages."""
+        holds, so that it is exported and deleted with the user's messages. A document stored
+        before owners were recorded (or under another owner) is stamped and written once."""
         for state in (self.dialogs, self.user):
             cached = state.get_cached_state(context)
-            if owner and cached is not None and cached.is_changed:
+            if (
+                owner
+                and cached is not None
+                and cached.state.get(OWNER_PROPERTY) != owner
+                and (cached.is_changed or set(cached.state) - {_ETAG, OWNER_PROPERTY})
+            ):
                 cached.state[OWNER_PROPERTY] = owner
             await state.save_changes(context)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -98,6 +99,31 @@ async def test_a_message_waiting_for_consent_is_exported_and_deleted_with_its_us
     assert len((await chat.store.export_user("user-2"))["states"]) == 2  # consent + dialog
     # Nothing waits any more: an answer to the old question asks the question again.
     assert "usage policy of Contoso" in (await chat.send("I accept"))["text"]
+
+
+async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_message(
+    controlled_app: ControlledApp, connector: RecordingConnector, policy_v1: Path
+) -> None:
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector)
+    await chat.send("Hello")
+    await chat.send_expecting("I accept", 2)
+    # As a release before owners were recorded wrote it.
+    storage = BotStateStorage(chat.store)
+    record = (await storage.read(["test/users/user-1"]))["test/users/user-1"]
+    del record["owner"]
+    await storage.write({"test/users/user-1": record})
+    exported = (await chat.store.export_user("user-1"))["states"]
+    assert exported == [{"dialog_state": ANY, "owner": "user-1"}]  # the dialog only
+
+    await chat.send("Next question")
+
+    assert await chat.store.delete_user("user-1") == {
+        "conversations": 1,
+        "messages": 4,
+        "states": 2,
+    }
+    assert await storage.read(["test/users/user-1"]) == {}
 
 
 async def test_acceptance_is_stored_with_version_and_time_and_a_new_version_asks_again(
