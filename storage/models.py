@@ -4,7 +4,7 @@ names the documents carry in Cosmos DB (SQLite stores the same JSON)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -285,3 +285,11 @@ class MessageDecoder:
                 self._by_text[document] = message
             messages.append(message)
         return messages
+
+    def forget(self, gone: Callable[[Message], bool]) -> None:
+        """Drops the messages for which `gone` is true: a deleted user's words must not stay
+        in memory until they happen to be pushed out."""
+        self._by_text = {text: m for text, m in self._by_text.items() if not gone(m)}
+
+    def clear(self) -> None:
+        self._by_text = {}

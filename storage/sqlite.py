@@ -668,7 +668,7 @@ class SqliteStore:
         return await self._run(export)
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
-        def delete(db: sqlite3.Connection) -> dict[str, int]:
+        def delete(db: sqlite3.Connection) -> tuple[dict[str, int], set[str]]:
             conversation_ids = [
                 row[0]
                 for row in db.execute(
@@ -707,9 +707,14 @@ class SqliteStore:
                 "DELETE FROM conversations WHERE user_id = ?", (user_id,)
             ).rowcount
             states = db.execute("DELETE FROM botstate WHERE owner = ?", (user_id,)).rowcount
-            return {"conversations": conversations, "messages": messages, "states": states}
+            counts = {"conversations": conversations, "messages": messages, "states": states}
+            return counts, set(conversation_ids)
 
-        return await self._run(lambda: self._transaction(delete))
+        counts, conversation_ids = await self._run(lambda: self._transaction(delete))
+        self._window_messages.forget(
+            lambda m: m.user_id == user_id or m.conversation_id in conversation_ids
+        )
+        return counts
 
     # --- retention
 
@@ -732,5 +737,7 @@ class SqliteStore:
 
         removed = await self._run(lambda: self._transaction(purge))
         if removed:
+            # Which of the remembered messages expired is not worth working out hourly.
+            self._window_messages.clear()
             log.info("retention purge removed %d items", removed)
         return removed

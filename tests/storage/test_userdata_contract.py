@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+
 from storage.base import Store
-from storage.models import Feedback, Role
+from storage.models import Feedback, Message, Role
 from tests.storage.support import delta, message
 
 
@@ -92,3 +94,19 @@ async def test_deleting_a_user_clears_the_title_their_words_gave_a_shared_conver
     kept = await store.find_summary("group-b")
     assert kept is not None and kept.title == "bob: My salary is 12"
     assert [m.user_id for m in await store.conversation_messages("group-a")] == ["bob"]
+
+
+async def test_a_deleted_users_messages_are_not_kept_in_memory(store: Store) -> None:
+    # The window read remembers parsed messages (SQLite); erasure must not leave them there.
+    for seq in (1, 2):
+        await store.add_message(message("alice-9", seq, user_id="alice", text=f"secret-{seq}"))
+        await store.add_message(message("bob-9", seq, user_id="bob", text=f"kept-{seq}"))
+    assert len(await store.recent_messages("alice-9", 10)) == 2
+    assert len(await store.recent_messages("bob-9", 10)) == 2
+
+    await store.delete_user("alice")
+    gc.collect()
+    in_memory = [m.text for m in gc.get_objects() if isinstance(m, Message)]
+    assert not [text for text in in_memory if text.startswith("secret-")]
+    # Other users' remembered messages stay (they are the point of remembering).
+    assert await store.recent_messages("bob-9", 10)

@@ -62,3 +62,12 @@ def test_the_oldest_documents_are_forgotten_beyond_the_capacity() -> None:
     decoder.readable([stored(3)])
     assert decoder.readable([stored(2)])[0] is kept
     assert decoder.readable([stored(1)])[0] is not oldest
+
+
+def test_forgotten_messages_are_read_anew_and_the_others_are_still_remembered() -> None:
+    decoder = MessageDecoder(capacity=10)
+    first, second = decoder.readable([stored(1), stored(2)])
+    decoder.forget(lambda m: m.seq == 1)
+    again_first, again_second = decoder.readable([stored(1), stored(2)])
+    assert again_first is not first
+    assert again_second is second
