@@ -5,6 +5,13 @@ the event loop never waits on disk, and statements are serialized the way SQLite
 be. The hand-off is a queue and one `call_soon_threadsafe` back: a ThreadPoolExecutor hop cost
 more CPU than the statements themselves. Read-modify-write updates run inside `BEGIN IMMEDIATE`,
 which keeps them atomic even when several app processes share the file.
+
+Committed pages go to the write-ahead log; copying them into the database file (a checkpoint,
+which ends with an fsync) is done by a second thread with its own connection, a few times a
+second. Left to the worker (SQLite checkpoints in the commit that fills the log past 1,000
+pages), it stalled the worker, and every store call queued behind it, for 5-20 ms every second
+or so under load. The worker still checkpoints at 1,000 pages, but finds the pages already
+copied: that is what lets its next write start the log over, which only a writer can do.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ _OPEN_ATTEMPTS = 50
 # Parsed window messages kept by their stored text: a full window (40 messages) for each of about
 # a hundred conversations in use at once; a few kB each.
 _DECODED_MESSAGES = 4096
+CHECKPOINT_EVERY_SECONDS = 0.2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -167,6 +175,39 @@ class _Worker:
                 _answer(loop, future, result, None)
 
 
+class _Checkpointer:
+    """Copies the write-ahead log into the database file on a thread of its own (PASSIVE: it
+    never waits for, nor blocks, readers or the writer)."""
+
+    def __init__(self, path: Path, every_seconds: float) -> None:
+        self._path = path
+        self._every_seconds = every_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            # The worker's own checkpoints still keep the log bounded, only slower.
+            log.warning("the SQLite checkpoint thread could not open the file", exc_info=True)
+            return
+        try:
+            while not self._stopping.wait(self._every_seconds):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    # Busy or locked (another process's checkpoint): the next round copies them.
+                    log.debug("a WAL checkpoint did not run: %s", type(exc).__name__)
+        finally:
+            connection.close()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join)
+
+
 def _answer(
     loop: asyncio.AbstractEventLoop,
     future: asyncio.Future[Any],
@@ -189,10 +230,19 @@ def _answer(
 class SqliteStore:
     name = "sqlite"
 
-    def __init__(self, path: Path, retention_days: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        retention_days: int = 0,
+        checkpoint_every_seconds: float | None = CHECKPOINT_EVERY_SECONDS,
+    ) -> None:
+        """`checkpoint_every_seconds` None: no checkpoint thread, the worker checkpoints alone
+        (SQLite's default; `bench.store_writes` compares the two)."""
         self._path = path
+        self._checkpoint_every_seconds = checkpoint_every_seconds
         self._retention_seconds = retention_days * 86400
         self._worker: _Worker | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._conn: sqlite3.Connection | None = None
         self._window_messages = MessageDecoder(_DECODED_MESSAGES)
 
@@ -202,6 +252,9 @@ class SqliteStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._worker = _Worker("sqlite")
         await self._run(self._connect)
+        # After the file is in WAL mode with its schema.
+        if self._checkpoint_every_seconds is not None:
+            self._checkpointer = _Checkpointer(self._path, self._checkpoint_every_seconds)
 
     def _connect(self) -> None:
         # Several processes opening a new file at once (APP_WORKERS): switching it to WAL and
@@ -246,6 +299,9 @@ class SqliteStore:
     async def close(self) -> None:
         if self._worker is None:
             return
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None

@@ -108,3 +108,21 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
 
     with Image.open(tmp_path / "smoke.png") as chart:
         assert chart.format == "PNG" and chart.width > 600
+
+
+def test_store_write_benchmark_times_every_write_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "store_writes.json"
+    run = subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "bench.store_writes", "--writes=60", "--rate=2000", f"--out={out}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert sorted(report["results"]) == ["checkpoint thread", "worker checkpoints alone"]
+    for rounds in report["results"].values():
+        assert [r["writes"] for r in rounds] == [60, 60]
+        assert all(0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rounds)

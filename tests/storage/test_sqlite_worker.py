@@ -1,17 +1,23 @@
-"""The SQLite store's worker thread: calls run one at a time in submission order, errors reach
-the caller, and a call whose caller gave up before it started is not run."""
+"""The SQLite store's threads. The worker: calls run one at a time in submission order, errors
+reach the caller, and a call whose caller gave up before it started is not run. The checkpoint
+thread: committed pages reach the database file without the worker's help."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sqlite3
+import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.sqlite import _Worker
+from storage.models import Role
+from storage.sqlite import SqliteStore, _Worker
+from tests.storage.support import message
 
 
 async def test_calls_run_in_order_and_errors_reach_the_caller() -> None:
@@ -79,3 +85,50 @@ def test_several_processes_can_open_one_new_file_at_the_same_time(tmp_path: Path
         for process in processes:
             process.join(30)
         assert [p.exitcode for p in processes] == [0] * 8, f"round {round_}"
+
+
+def _log_frames(path: Path) -> tuple[int, int]:
+    """(frames in the write-ahead log, frames already copied into the database file), from the
+    wal-index header in the -shm file (SQLite's documented layout, native byte order): mxFrame
+    at byte 16, nBackfill at byte 96."""
+    header = Path(f"{path}-shm").read_bytes()[:100]
+    (frames,) = struct.unpack_from("=I", header, 16)
+    (copied,) = struct.unpack_from("=I", header, 96)
+    return frames, copied
+
+
+async def test_committed_pages_reach_the_database_file_while_the_worker_is_busy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.open()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        for seq in range(1, 21):  # far below the 1,000 pages at which the worker checkpoints
+            await store.add_message(message("c", seq, role=Role.USER, text="words " * 200))
+        # Another process holds the write lock: the worker's next write waits for it.
+        other_process.execute("BEGIN IMMEDIATE")
+        waiting_write = asyncio.ensure_future(store.add_message(message("c", 21)))
+        deadline = time.monotonic() + 5
+        while (progress := _log_frames(path))[1] < progress[0] or progress[0] == 0:
+            assert time.monotonic() < deadline, f"log frames, copied: {progress}"
+            await asyncio.sleep(0.05)
+        assert not waiting_write.done()
+        other_process.execute("COMMIT")
+        assert await waiting_write is True
+    finally:
+        other_process.close()
+        await store.close()
+
+
+async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
+    def store_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("sqlite")]
+
+    before = store_threads()
+    store = SqliteStore(tmp_path / "chat.db")
+    await store.open()
+    assert sorted(set(store_threads()) - set(before)) == ["sqlite", "sqlite-checkpoint"]
+    await store.close()
+    assert sorted(store_threads()) == sorted(before)
