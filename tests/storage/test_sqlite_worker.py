@@ -10,6 +10,7 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,12 @@ async def test_committed_pages_reach_the_database_file_while_the_worker_is_busy(
 
 
 async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
-    def store_threads() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("sqlite")]
+    def store_threads() -> Counter[str]:
+        return Counter(t.name for t in threading.enumerate() if t.name.startswith("sqlite"))
 
     before = store_threads()
     store = SqliteStore(tmp_path / "chat.db")
     await store.open()
-    assert sorted(set(store_threads()) - set(before)) == ["sqlite", "sqlite-checkpoint"]
+    assert store_threads() - before == Counter(["sqlite", "sqlite-checkpoint"])
     await store.close()
-    assert sorted(store_threads()) == sorted(before)
+    assert store_threads() == before
