@@ -23,7 +23,7 @@ class TurnQueue:
         self._dedupe_window = dedupe_window
         self._deadline = turn_deadline
         self._pending: dict[str, deque[Job]] = {}
-        self._workers: set[asyncio.Task[None]] = set()
+        # The task running each conversation's turns, while it has any.
         self._worker_of: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
         self._idle = asyncio.Event()
@@ -56,10 +56,9 @@ class TurnQueue:
             return True
         self._pending[conversation_key] = deque([job])
         self._idle.clear()
-        worker = asyncio.create_task(self._drain_conversation(conversation_key))
-        self._workers.add(worker)
-        self._worker_of[conversation_key] = worker
-        worker.add_done_callback(self._workers.discard)
+        self._worker_of[conversation_key] = asyncio.create_task(
+            self._drain_conversation(conversation_key)
+        )
         return True
 
     async def wait_conversation(self, conversation_key: str, at_most_seconds: float) -> None:
@@ -93,9 +92,9 @@ class TurnQueue:
     async def drain(self, grace_seconds: float) -> bool:
         """Stop accepting and wait for queued turns; True when everything finished in time."""
         self._accepting = False
-        if not self._workers:
+        if not self._worker_of:
             return True
-        _, pending = await asyncio.wait(set(self._workers), timeout=grace_seconds)
+        _, pending = await asyncio.wait(set(self._worker_of.values()), timeout=grace_seconds)
         for task in pending:
             task.cancel()
         if pending:
