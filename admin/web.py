@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -454,16 +455,16 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     # No record, no deletion: the request is recorded before anything is deleted (a 503 here
     # deletes nothing), because a deletion can fail part-way and still have removed data.
     await _audit(request, "delete_user", target, {"outcome": "requested"})
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     try:
         for stored_id in stored_ids_of(user_id):
-            for kind, deleted in (await context.store.delete_user(stored_id)).items():
-                counts[kind] = counts.get(kind, 0) + deleted
+            counts.update(await context.store.delete_user(stored_id))
     except StoreError:
         await _audit_outcome(request, target, {"outcome": "failed_part_way"})
         raise
-    await _audit_outcome(request, target, {"outcome": "deleted", "deleted": counts})
-    return counts
+    deleted = dict(counts)
+    await _audit_outcome(request, target, {"outcome": "deleted", "deleted": deleted})
+    return deleted
 
 
 async def _audit_outcome(request: web.Request, target: str, detail: dict[str, Any]) -> None:
