@@ -101,14 +101,19 @@ def rss_kib() -> dict[str, int]:
 async def stats(request: web.Request) -> web.Response:
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
+    # The SQLite store's short calls: run on the loop, or handed to its worker thread.
+    short_calls: Counter[str] = Counter()
     for store in STORES:
         calls.update(store.calls)
         seconds.update(store.seconds)
+        short_calls["on_loop"] += getattr(store, "calls_on_loop", 0)
+        short_calls["handed_to_worker"] += getattr(store, "calls_handed_to_worker", 0)
     queue = request.app[app_module.TURNS]
     return web.json_response(
         {
             "store_calls": dict(calls),
             "store_seconds": dict(seconds),
+            "store_short_calls": dict(short_calls),
             "reads": sum(v for k, v in calls.items() if k in READ_OPERATIONS),
             "writes": sum(v for k, v in calls.items() if k in WRITE_OPERATIONS),
             "rss_kib": rss_kib(),

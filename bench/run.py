@@ -373,14 +373,19 @@ def store_ops_per_turn(before: dict[str, Any], after: dict[str, Any], turns: int
     per_method = {k: round(v / max(turns, 1), 2) for k, v in sorted(calls.items()) if v}
     seconds = Counter(after.get("store_seconds", {}))
     seconds.subtract(Counter(before.get("store_seconds", {})))
-    # Mean time from the call to its result (queue behind the one SQLite thread + the work).
+    # Mean time from the call to its result (on the loop: the work; on the SQLite worker
+    # thread: the queue behind it + the work).
     mean_ms = {k: round(1000 * seconds[k] / v, 2) for k, v in sorted(calls.items()) if v > 0}
+    short = Counter(after.get("store_short_calls", {}))
+    short.subtract(Counter(before.get("store_short_calls", {})))
     return {
         "turns": turns,
         "queries_per_turn": round((after["reads"] - before["reads"]) / max(turns, 1), 2),
         "writes_per_turn": round((after["writes"] - before["writes"]) / max(turns, 1), 2),
         "per_method": per_method,
         "mean_call_ms": mean_ms,
+        "short_calls_on_loop": short["on_loop"],
+        "short_calls_handed_to_worker": short["handed_to_worker"],
         "event_loop_lag_ms": after.get("loop_lag_ms", {}),
         "gc_pauses": after.get("gc_pauses", {}),
     }

@@ -1,17 +1,30 @@
 """The embedded store: one SQLite file in WAL mode.
 
-sqlite3 is blocking, so every call runs on one dedicated worker thread that owns the connection:
-the event loop never waits on disk, and statements are serialized the way SQLite wants writers to
-be. The hand-off is a queue and one `call_soon_threadsafe` back: a ThreadPoolExecutor hop cost
-more CPU than the statements themselves. Read-modify-write updates run inside `BEGIN IMMEDIATE`,
-which keeps them atomic even when several app processes share the file.
+sqlite3 is blocking, and the event loop must never wait: not for another process's write lock,
+not for an fsync. So the store has a worker thread with a connection of its own, and the short
+calls of a turn (a message, the window, a summary, a counter) go to the worker only when they
+would wait:
 
-Committed pages go to the write-ahead log; copying them into the database file (a checkpoint,
-which ends with an fsync) is done by a second thread with its own connection, a few times a
-second. Left to the worker (SQLite checkpoints in the commit that fills the log past 1,000
-pages), it stalled the worker, and every store call queued behind it, for 5-20 ms every second
-or so under load. The worker still checkpoints at 1,000 pages, but finds the pages already
-copied: that is what lets its next write start the log over, which only a writer can do.
+- A short call runs at once on the loop, on a second connection that never waits: its busy
+  timeout is 0 and it never checkpoints. If SQLite answers "busy" (another process or the
+  checkpoint thread holds the write lock), nothing was done and the call goes to the worker,
+  which waits for the lock. A hop to a thread and back cost more CPU than the statements
+  themselves, and under load a call waited for the worker for milliseconds (21 ms at p99).
+- While anything is queued on the worker, later calls queue behind it: calls run in the order
+  they were made.
+- Long calls (admin lists, transcripts, exports, deletions, the retention purge) always run on
+  the worker.
+
+Read-modify-write updates run inside `BEGIN IMMEDIATE`, which keeps them atomic even when
+several app processes share the file; "busy" is answered at the `BEGIN`, before anything changed.
+
+Committed pages go to the write-ahead log. Copying them into the database file (a checkpoint,
+which ends with an fsync) is done by a third thread with its own connection, a few times a
+second; once the log holds 1,000 pages it also waits until the log can start over (RESTART), so
+the log stays about 4 MB. Left to the writer (SQLite's default, in the commit that fills the log
+past 1,000 pages), it stalled every store call queued behind it for 5-20 ms every second or so
+under load. Without a checkpoint thread (it could not open the file, or the store was made
+without one) every call runs on the worker, whose own checkpoints keep the log bounded.
 """
 
 from __future__ import annotations
@@ -58,6 +71,8 @@ _OPEN_ATTEMPTS = 50
 # a hundred conversations in use at once; a few kB each.
 _DECODED_MESSAGES = 4096
 CHECKPOINT_EVERY_SECONDS = 0.2
+# The log length (pages) at which the checkpoint thread starts it over: SQLite's own default.
+RESTART_LOG_AT_PAGES = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -147,12 +162,16 @@ class _Worker:
         self._calls: queue.SimpleQueue[
             tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
+        # Calls submitted and not yet answered on the loop (changed on the loop only): the loop
+        # may use the database itself only while this is 0, or calls would overtake each other.
+        self.pending = 0
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self.pending += 1
         self._calls.put((fn, future, loop))
         return future
 
@@ -165,38 +184,59 @@ class _Worker:
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
             fn, future, loop = call
+            result: Any = None
+            error: BaseException | None = None
+            if not future.cancelled():
+                try:
+                    result = fn()
+                except BaseException as exc:  # whatever it is, the caller gets it; the thread lives
+                    error = exc
+            self._answer(loop, future, result, error)
+
+    def _answer(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        result: Any,
+        error: BaseException | None,
+    ) -> None:
+        def settle() -> None:
+            self.pending -= 1
             if future.cancelled():
-                continue
-            try:
-                result = fn()
-            except BaseException as exc:  # whatever it is, the caller gets it; the thread lives
-                _answer(loop, future, None, exc)
+                return
+            if error is not None:
+                future.set_exception(error)
             else:
-                _answer(loop, future, result, None)
+                future.set_result(result)
+
+        # RuntimeError: the loop is closed, nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle)
 
 
 class _Checkpointer:
-    """Copies the write-ahead log into the database file on a thread of its own (PASSIVE: it
-    never waits for, nor blocks, readers or the writer)."""
+    """Copies the write-ahead log into the database file on a thread of its own. PASSIVE never
+    waits for, nor blocks, readers or writers; once the log is long, RESTART also takes the
+    write lock and waits (briefly) until no reader uses the log, so the next write starts it
+    over. Writers on the loop meanwhile get "busy" and hand their calls to the worker."""
 
-    def __init__(self, path: Path, every_seconds: float) -> None:
-        self._path = path
+    def __init__(self, connection: sqlite3.Connection, every_seconds: float) -> None:
+        self._connection = connection
         self._every_seconds = every_seconds
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        try:
-            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
-            # The worker's own checkpoints still keep the log bounded, only slower.
-            log.warning("the SQLite checkpoint thread could not open the file", exc_info=True)
-            return
+        connection = self._connection
         try:
             while not self._stopping.wait(self._every_seconds):
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _, log_pages, _ = connection.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchone()
+                    if log_pages >= RESTART_LOG_AT_PAGES:
+                        connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 except sqlite3.Error as exc:
                     # Busy or locked (another process's checkpoint): the next round copies them.
                     log.debug("a WAL checkpoint did not run: %s", type(exc).__name__)
@@ -208,23 +248,21 @@ class _Checkpointer:
         await asyncio.to_thread(self._thread.join)
 
 
-def _answer(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: Any,
-    error: BaseException | None,
-) -> None:
-    def settle() -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn` in one write transaction. "Busy" comes from the BEGIN, before `fn` ran."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
 
-    # RuntimeError: the loop is closed, nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settle)
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class SqliteStore:
@@ -236,27 +274,44 @@ class SqliteStore:
         retention_days: int = 0,
         checkpoint_every_seconds: float | None = CHECKPOINT_EVERY_SECONDS,
     ) -> None:
-        """`checkpoint_every_seconds` None: no checkpoint thread, the worker checkpoints alone
-        (SQLite's default; `bench.store_writes` compares the two)."""
+        """`checkpoint_every_seconds` None: no checkpoint thread, so every call runs on the
+        worker, which checkpoints alone (SQLite's default; `bench.store_writes` compares)."""
         self._path = path
         self._checkpoint_every_seconds = checkpoint_every_seconds
         self._retention_seconds = retention_days * 86400
         self._worker: _Worker | None = None
         self._checkpointer: _Checkpointer | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the worker's
+        self._loop_conn: sqlite3.Connection | None = None  # never waits; None: worker only
         self._window_messages = MessageDecoder(_DECODED_MESSAGES)
+        # Where the short calls ran (the bench reports them).
+        self.calls_on_loop = 0
+        self.calls_handed_to_worker = 0
 
     # --- lifecycle
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._worker = _Worker("sqlite")
-        await self._run(self._connect)
-        # After the file is in WAL mode with its schema.
-        if self._checkpoint_every_seconds is not None:
-            self._checkpointer = _Checkpointer(self._path, self._checkpoint_every_seconds)
+        # Connecting may wait for other processes (schema, recovery): on the worker.
+        try:
+            self._conn = await self._worker.run(self._connect)
+        except sqlite3.Error as exc:
+            await self._worker.stop()
+            self._worker = None
+            raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+        if self._checkpoint_every_seconds is None:
+            return
+        try:
+            checkpoint_conn, loop_conn = await self._worker.run(self._connect_helpers)
+        except sqlite3.Error:
+            # The worker's own checkpoints still keep the log bounded, only slower.
+            log.warning("the SQLite checkpoint thread could not open the file", exc_info=True)
+            return
+        self._checkpointer = _Checkpointer(checkpoint_conn, self._checkpoint_every_seconds)
+        self._loop_conn = loop_conn
 
-    def _connect(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         # Several processes opening a new file at once (APP_WORKERS): switching it to WAL and
         # creating the schema need the write lock, and SQLite answers "locked" at once, without
         # waiting, to one of two connections that try to upgrade their locks together.
@@ -273,11 +328,29 @@ class SqliteStore:
                     raise
                 time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
                 continue
-            self._conn = conn
-            self._transaction(_add_missing_columns)
+            _atomic(conn, _add_missing_columns)
             if self._retention_seconds:
-                self._transaction(self._expire_rows_written_without_retention)
-            return
+                _atomic(conn, self._expire_rows_written_without_retention)
+            return conn
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _connect_helpers(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        """The checkpoint thread's connection (waits up to 0.1 s for the write lock and the
+        readers when it restarts the log) and the loop's (never waits, never checkpoints)."""
+        checkpoint_conn = sqlite3.connect(
+            self._path, timeout=0.1, isolation_level=None, check_same_thread=False
+        )
+        try:
+            checkpoint_conn.execute("PRAGMA synchronous=NORMAL")
+            loop_conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error:
+            checkpoint_conn.close()
+            raise
+        loop_conn.execute("PRAGMA synchronous=NORMAL")
+        loop_conn.execute("PRAGMA wal_autocheckpoint=0")
+        return checkpoint_conn, loop_conn
 
     def _expire_rows_written_without_retention(self, db: sqlite3.Connection) -> None:
         """Rows written while retention was off have no expiry. A Cosmos container's defaultTtl
@@ -302,39 +375,43 @@ class SqliteStore:
         if self._checkpointer is not None:
             await self._checkpointer.stop()
             self._checkpointer = None
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
+        # Closed on the worker: the last connection to close checkpoints and removes the log.
+        for conn in (self._loop_conn, self._conn):
+            if conn is not None:
+                await self._worker.run(conn.close)
+        self._loop_conn = self._conn = None
         await self._worker.stop()
         self._worker = None
 
     async def ping(self) -> None:
-        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+        # On the worker: readiness means the thread answers too.
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("the SQLite store is not open")
-        return self._conn
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._worker is None:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """On the worker, after every call submitted before it."""
+        worker, conn = self._worker, self._conn
+        if worker is None or conn is None:
             raise StoreError("the SQLite store is not open")
         try:
-            return await self._worker.run(fn)
+            return await worker.run(lambda: fn(conn))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A statement or a short transaction: at once on the loop when nothing is queued on
+        the worker and SQLite need not wait for a lock; otherwise as `_run`."""
+        conn, worker = self._loop_conn, self._worker
+        if conn is not None and worker is not None and worker.pending == 0:
+            try:
+                result = fn(conn)
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+                self.calls_handed_to_worker += 1
+            else:
+                self.calls_on_loop += 1
+                return result
+        return await self._run(fn)
 
     def _expires_at(self) -> float | None:
         return time.time() + self._retention_seconds if self._retention_seconds else None
@@ -347,8 +424,8 @@ class SqliteStore:
     async def add_message(self, message: Message) -> bool:
         message = message.model_copy(update={"ttl": self._ttl()})
 
-        def insert() -> bool:
-            cursor = self._db.execute(
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO messages"
                 " (conversation_id, id, seq, user_id, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -362,14 +439,14 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._run(insert)
+        return await self._run_short(insert)
 
     async def replace_message(self, message: Message) -> None:
         message = message.model_copy(update={"ttl": self._ttl()})
 
-        def replace() -> None:
+        def replace(db: sqlite3.Connection) -> None:
             # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
-            self._db.execute(
+            db.execute(
                 "UPDATE messages SET doc = ?, seq = ?, expires_at = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
@@ -381,11 +458,11 @@ class SqliteStore:
                 ),
             )
 
-        await self._run(replace)
+        await self._run_short(replace)
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
-        row = await self._run(
-            lambda: self._db.execute(
+        row = await self._run_short(
+            lambda db: db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
                 (conversation_id, message_id),
             ).fetchone()
@@ -393,8 +470,8 @@ class SqliteStore:
         return Message.model_validate_json(row[0]) if row else None
 
     async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
-        rows = await self._run(
-            lambda: self._db.execute(
+        rows = await self._run_short(
+            lambda db: db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
                 (conversation_id, limit),
             ).fetchall()
@@ -403,7 +480,7 @@ class SqliteStore:
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         rows = await self._run(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? ORDER BY seq",
                 (conversation_id,),
             ).fetchall()
@@ -428,7 +505,7 @@ class SqliteStore:
             )
             return message
 
-        return await self._run(lambda: self._transaction(update))
+        return await self._run_short(lambda db: _atomic(db, update))
 
     # --- conversation summaries
 
@@ -468,15 +545,15 @@ class SqliteStore:
                 ),
             )
 
-        await self._run(lambda: self._transaction(apply))
+        await self._run_short(lambda db: _atomic(db, apply))
 
     async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
         summary = await self.find_summary(conversation_id)
         return summary if summary is not None and summary.user_id == user_id else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
-        row = await self._run(
-            lambda: self._db.execute(
+        row = await self._run_short(
+            lambda db: db.execute(
                 "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()
         )
@@ -513,12 +590,12 @@ class SqliteStore:
             "ORDER BY last_activity_at DESC, conversation_id DESC"
         )
 
-        def scan() -> Page:
+        def scan(db: sqlite3.Connection) -> Page:
             # JSON fields are filtered in Python; the keyset cursor keeps pages stable anyway.
             # One match past a full page is looked for, so a page that ends with the last match
             # has no continuation (as in the Cosmos store, which reads one item ahead).
             items: list[ConversationSummary] = []
-            for (doc,) in self._db.execute(sql, params):
+            for (doc,) in db.execute(sql, params):
                 summary = ConversationSummary.model_validate_json(doc)
                 if not matches(summary, query):
                     continue
@@ -554,11 +631,11 @@ class SqliteStore:
             )
             return CounterResult(value=value, allowed=True)
 
-        return await self._run(lambda: self._transaction(add))
+        return await self._run_short(lambda db: _atomic(db, add))
 
     async def read_counter(self, scope: str, window: str) -> int:
-        row = await self._run(
-            lambda: self._db.execute(
+        row = await self._run_short(
+            lambda db: db.execute(
                 "SELECT value FROM counters WHERE scope = ? AND window = ? AND expires_at > ?",
                 (scope, window, time.time()),
             ).fetchone()
@@ -590,10 +667,10 @@ class SqliteStore:
             return result
 
         # BEGIN IMMEDIATE: the read and the write are one atomic step across processes too.
-        return await self._run(lambda: self._transaction(add))
+        return await self._run_short(lambda db: _atomic(db, add))
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:
-        counts = await self._run(lambda: self._usage_row(self._db, scope, day, time.time()))
+        counts = await self._run_short(lambda db: self._usage_row(db, scope, day, time.time()))
         return counts or UsageCounts()
 
     @staticmethod
@@ -610,8 +687,8 @@ class SqliteStore:
     # --- audit
 
     async def append_audit(self, record: AuditRecord) -> None:
-        await self._run(
-            lambda: self._db.execute(
+        await self._run_short(
+            lambda db: db.execute(
                 "INSERT INTO audit (id, at, doc) VALUES (?, ?, ?)",
                 (record.id, _iso(record.at), json.dumps(record.to_doc())),
             )
@@ -627,7 +704,7 @@ class SqliteStore:
             where = "WHERE at < ? OR (at = ? AND id < ?)"
             params = [at, at, record_id]
         rows = await self._run(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608
                 [*params, limit + 1],
             ).fetchall()
@@ -644,8 +721,8 @@ class SqliteStore:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        rows = await self._run(
-            lambda: self._db.execute(
+        rows = await self._run_short(
+            lambda db: db.execute(
                 f"SELECT key, doc, etag FROM botstate WHERE key IN ({marks})",  # noqa: S608
                 keys,
             ).fetchall()
@@ -676,14 +753,14 @@ class SqliteStore:
             )
             return new_etag
 
-        return await self._run(lambda: self._transaction(write))
+        return await self._run_short(lambda db: _atomic(db, write))
 
     async def delete_state(self, keys: list[str]) -> None:
         if not keys:
             return
         marks = ",".join("?" * len(keys))
-        await self._run(
-            lambda: self._db.execute(
+        await self._run_short(
+            lambda db: db.execute(
                 f"DELETE FROM botstate WHERE key IN ({marks})",  # noqa: S608 - placeholders only
                 keys,
             )
@@ -692,10 +769,10 @@ class SqliteStore:
     # --- user data lifecycle
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        def export() -> dict[str, Any]:
+        def export(db: sqlite3.Connection) -> dict[str, Any]:
             conversations = [
                 json.loads(doc)
-                for (doc,) in self._db.execute(
+                for (doc,) in db.execute(
                     "SELECT doc FROM conversations WHERE user_id = ?"
                     " ORDER BY last_activity_at DESC",
                     (user_id,),
@@ -703,14 +780,14 @@ class SqliteStore:
             ]
             messages = [
                 json.loads(doc)
-                for (doc,) in self._db.execute(
+                for (doc,) in db.execute(
                     "SELECT doc FROM messages WHERE user_id = ? ORDER BY conversation_id, seq",
                     (user_id,),
                 )
             ]
             states = [
                 json.loads(doc)
-                for (doc,) in self._db.execute(
+                for (doc,) in db.execute(
                     "SELECT doc FROM botstate WHERE owner = ? ORDER BY key", (user_id,)
                 )
             ]
@@ -766,7 +843,7 @@ class SqliteStore:
             counts = {"conversations": conversations, "messages": messages, "states": states}
             return counts, set(conversation_ids)
 
-        counts, conversation_ids = await self._run(lambda: self._transaction(delete))
+        counts, conversation_ids = await self._run(lambda db: _atomic(db, delete))
         self._window_messages.forget(
             lambda m: m.user_id == user_id or m.conversation_id in conversation_ids
         )
@@ -791,7 +868,7 @@ class SqliteStore:
             db.execute("DELETE FROM usage WHERE expires_at < ?", (now,))
             return int(removed)
 
-        removed = await self._run(lambda: self._transaction(purge))
+        removed = await self._run(lambda db: _atomic(db, purge))
         if removed:
             # Which of the remembered messages expired is not worth working out hourly.
             self._window_messages.clear()

@@ -1,6 +1,8 @@
 """The SQLite store's threads. The worker: calls run one at a time in submission order, errors
-reach the caller, and a call whose caller gave up before it started is not run. The checkpoint
-thread: committed pages reach the database file without the worker's help."""
+reach the caller, and a call whose caller gave up before it started is not run. Short calls run
+on the event loop unless they would wait, and never overtake a call queued on the worker. The
+checkpoint thread: committed pages reach the database file without the writer's help, and the
+log starts over instead of growing."""
 
 from __future__ import annotations
 
@@ -98,6 +100,10 @@ def _log_frames(path: Path) -> tuple[int, int]:
     return frames, copied
 
 
+def _log_file_bytes(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
+
+
 async def test_committed_pages_reach_the_database_file_while_the_worker_is_busy(
     tmp_path: Path,
 ) -> None:
@@ -133,3 +139,94 @@ async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
     assert store_threads() - before == Counter(["sqlite", "sqlite-checkpoint"])
     await store.close()
     assert store_threads() == before
+
+
+async def test_short_calls_run_on_the_loop_when_nothing_makes_them_wait(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "chat.db")
+    await store.open()
+    try:
+        assert await store.add_message(message("c", 1)) is True
+        assert [m.id for m in await store.recent_messages("c", 10)] == ["user-1"]
+        assert (store.calls_on_loop, store.calls_handed_to_worker) == (2, 0)
+    finally:
+        await store.close()
+
+
+async def test_a_write_waiting_for_another_process_leaves_the_loop_free(tmp_path: Path) -> None:
+    """The loop's connection does not wait for a lock: "busy" hands the call to the worker,
+    which waits (up to 5 s) while the loop goes on serving."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.open()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        waiting_write = asyncio.ensure_future(store.add_message(message("c", 1)))
+        await asyncio.sleep(0.05)
+        # Had the loop waited for the lock itself, this sleep would end after the 5 s timeout.
+        assert time.monotonic() - started < 2
+        assert not waiting_write.done()
+        assert (store.calls_on_loop, store.calls_handed_to_worker) == (0, 1)
+        other_process.execute("COMMIT")
+        assert await waiting_write is True
+    finally:
+        other_process.close()
+        await store.close()
+
+
+async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path) -> None:
+    """A read could run on the loop while another process holds the write lock (WAL readers
+    never wait), but it would not see the write queued before it."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.open()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.add_message(message("c", 1)))
+        await asyncio.sleep(0)
+        read = asyncio.ensure_future(store.recent_messages("c", 10))
+        await asyncio.sleep(0.1)
+        assert not read.done()
+        other_process.execute("COMMIT")
+        assert await write is True
+        assert [m.id for m in await read] == ["user-1"]
+        # Once the queue is empty, short calls run on the loop again.
+        await store.recent_messages("c", 10)
+        assert store.calls_on_loop == 1
+    finally:
+        other_process.close()
+        await store.close()
+
+
+async def test_the_log_starts_over_instead_of_growing(tmp_path: Path) -> None:
+    """Writes on the loop never checkpoint: the checkpoint thread restarts the log once it
+    holds 1,000 pages (4 MB), as SQLite itself would in the writer."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path, checkpoint_every_seconds=0.02)
+    await store.open()
+    try:
+        for seq in range(1, 2501):  # about 6 pages each (text, overflow, two indexes)
+            await store.add_message(message("c", seq, text="words " * 700))
+            if seq % 50 == 0:
+                await asyncio.sleep(0.005)  # let the checkpoint thread in, as a busy app would
+        # A few find the write lock taken by a restart and go to the worker.
+        assert store.calls_on_loop + store.calls_handed_to_worker == 2500
+        assert store.calls_on_loop > 2000
+        # The file keeps its longest length: 66 MB if the log never started over, 8-12 MB here
+        # (the tight loop holds the checkpoint thread back past 1,000 pages).
+        assert _log_file_bytes(path) < 24 * 1024 * 1024
+    finally:
+        await store.close()
+
+
+async def test_without_a_checkpoint_thread_every_call_runs_on_the_worker(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "chat.db", checkpoint_every_seconds=None)
+    await store.open()
+    try:
+        assert await store.add_message(message("c", 1)) is True
+        assert len(await store.recent_messages("c", 10)) == 1
+        assert (store.calls_on_loop, store.calls_handed_to_worker) == (0, 0)
+    finally:
+        await store.close()
