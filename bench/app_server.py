@@ -101,13 +101,13 @@ def rss_kib() -> dict[str, int]:
 async def stats(request: web.Request) -> web.Response:
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
-    # The SQLite store's short calls: run on the loop, or handed to its worker thread.
+    # The SQLite store's short calls: run on the loop, or on its worker thread.
     short_calls: Counter[str] = Counter()
     for store in STORES:
         calls.update(store.calls)
         seconds.update(store.seconds)
-        short_calls["on_loop"] += getattr(store, "calls_on_loop", 0)
-        short_calls["handed_to_worker"] += getattr(store, "calls_handed_to_worker", 0)
+        short_calls["on_loop"] += getattr(store, "short_calls_on_loop", 0)
+        short_calls["on_worker"] += getattr(store, "short_calls_on_worker", 0)
     queue = request.app[app_module.TURNS]
     return web.json_response(
         {

@@ -385,7 +385,7 @@ def store_ops_per_turn(before: dict[str, Any], after: dict[str, Any], turns: int
         "per_method": per_method,
         "mean_call_ms": mean_ms,
         "short_calls_on_loop": short["on_loop"],
-        "short_calls_handed_to_worker": short["handed_to_worker"],
+        "short_calls_on_worker": short["on_worker"],
         "event_loop_lag_ms": after.get("loop_lag_ms", {}),
         "gc_pauses": after.get("gc_pauses", {}),
     }

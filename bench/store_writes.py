@@ -1,15 +1,18 @@
-"""How long a SQLite store write takes, with and without the checkpoint thread.
+"""How long a SQLite store write takes: on the event loop with the checkpoint thread (the
+default), and on the worker thread alone.
 
     python -m bench.store_writes [--writes 4000] [--rate 300] [--rounds 2]
 
 Writes messages (about 1 kB of text each, over 64 conversations) through `SqliteStore`, one at a
 time at random intervals averaging 1/rate seconds (300 a second is about what the bench's
 latency phase asks of the store: some 100 turns a second, three writes each), and times each
-`add_message` from the event loop: the hop to the worker thread, the statements, the commit,
-and the hop back. It also notes the largest size the write-ahead log reached. Each round runs
-both ways on a fresh file, alternating: the worker checkpointing alone (SQLite's default: in
-the commit that fills the log past 1,000 pages) and with the checkpoint thread. Prints the
-distributions and writes them as JSON (bench/results/store_writes.json).
+`add_message` from the event loop: the statements and the commit, plus the hop to the worker
+thread and back when the call goes there. It also notes the largest size the write-ahead log
+reached and where the writes ran. Each round runs both ways on a fresh file, alternating:
+without the checkpoint thread (every call on the worker, which checkpoints in the commit that
+fills the log past 1,000 pages: SQLite's default) and with it (calls on the loop unless they
+would wait). Prints the distributions and writes them as JSON
+(bench/results/store_writes.json).
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from typing import Any
 from storage.models import Message, Role
 from storage.sqlite import CHECKPOINT_EVERY_SECONDS, SqliteStore
 
-MODES = {"worker checkpoints alone": None, "checkpoint thread": CHECKPOINT_EVERY_SECONDS}
+MODES = {
+    "worker alone, checkpoints in its commits": None,
+    "loop, with the checkpoint thread": CHECKPOINT_EVERY_SECONDS,
+}
 CONVERSATIONS = 64
 
 
@@ -84,6 +90,8 @@ async def run(writes: int, rate: float, rounds: int, seed: int) -> dict[str, Any
                     rng = random.Random(seed + round_number)
                     log = path.with_name(path.name + "-wal")
                     summary = _summary(*await _time_writes(store, log, writes, rate, rng))
+                    summary["ran_on_loop"] = store.short_calls_on_loop
+                    summary["ran_on_worker"] = store.short_calls_on_worker
                 finally:
                     await store.close()
             results[mode].append(summary)

@@ -10,6 +10,8 @@ would wait:
   checkpoint thread holds the write lock), nothing was done and the call goes to the worker,
   which waits for the lock. A hop to a thread and back cost more CPU than the statements
   themselves, and under load a call waited for the worker for milliseconds (21 ms at p99).
+- A write that would start the log over also goes to the worker: SQLite syncs the log's header
+  to disk in that write (`_LogIndex` tells from the log's shared index).
 - While anything is queued on the worker, later calls queue behind it: calls run in the order
   they were made.
 - Long calls (admin lists, transcripts, exports, deletions, the retention purge) always run on
@@ -21,7 +23,7 @@ several app processes share the file; "busy" is answered at the `BEGIN`, before 
 Committed pages go to the write-ahead log. Copying them into the database file (a checkpoint,
 which ends with an fsync) is done by a third thread with its own connection, a few times a
 second; once the log holds 1,000 pages it also waits until the log can start over (RESTART), so
-the log stays about 4 MB. Left to the writer (SQLite's default, in the commit that fills the log
+the log stays a few MB long. Left to the writer (SQLite's default, in the commit that fills the log
 past 1,000 pages), it stalled every store call queued behind it for 5-20 ms every second or so
 under load. Without a checkpoint thread (it could not open the file, or the store was made
 without one) every call runs on the worker, whose own checkpoints keep the log bounded.
@@ -33,9 +35,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import mmap
 import queue
 import random
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -248,6 +252,36 @@ class _Checkpointer:
         await asyncio.to_thread(self._thread.join)
 
 
+class _LogIndex:
+    """Two numbers of the write-ahead log's shared index (the `-shm` file, in SQLite's documented
+    wal-index header, native byte order): the pages in the log (mxFrame, byte 16) and those
+    already copied into the database file (nBackfill, byte 96). Equal, the next write starts the
+    log over, and SQLite syncs the log's header to disk in that write: it goes to the worker.
+    Read without a lock: a stale answer costs one hop or one sync on the loop, nothing else."""
+
+    _PAGES = struct.Struct("=I")
+
+    def __init__(self, path: Path) -> None:
+        self._map: mmap.mmap | None = None
+        try:
+            with open(f"{path}-shm", "rb") as shm:
+                self._map = mmap.mmap(shm.fileno(), 100, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            log.warning("the SQLite log index could not be read", exc_info=True)
+
+    def fully_copied(self) -> bool:
+        if self._map is None:
+            return False
+        (log_pages,) = self._PAGES.unpack_from(self._map, 16)
+        (copied,) = self._PAGES.unpack_from(self._map, 96)
+        return bool(log_pages == copied)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
 def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """`fn` in one write transaction. "Busy" comes from the BEGIN, before `fn` ran."""
     db.execute("BEGIN IMMEDIATE")
@@ -283,10 +317,11 @@ class SqliteStore:
         self._checkpointer: _Checkpointer | None = None
         self._conn: sqlite3.Connection | None = None  # the worker's
         self._loop_conn: sqlite3.Connection | None = None  # never waits; None: worker only
+        self._log_index: _LogIndex | None = None
         self._window_messages = MessageDecoder(_DECODED_MESSAGES)
         # Where the short calls ran (the bench reports them).
-        self.calls_on_loop = 0
-        self.calls_handed_to_worker = 0
+        self.short_calls_on_loop = 0
+        self.short_calls_on_worker = 0
 
     # --- lifecycle
 
@@ -310,6 +345,7 @@ class SqliteStore:
             return
         self._checkpointer = _Checkpointer(checkpoint_conn, self._checkpoint_every_seconds)
         self._loop_conn = loop_conn
+        self._log_index = await asyncio.to_thread(_LogIndex, self._path)
 
     def _connect(self) -> sqlite3.Connection:
         # Several processes opening a new file at once (APP_WORKERS): switching it to WAL and
@@ -380,6 +416,9 @@ class SqliteStore:
             if conn is not None:
                 await self._worker.run(conn.close)
         self._loop_conn = self._conn = None
+        if self._log_index is not None:
+            self._log_index.close()
+            self._log_index = None
         await self._worker.stop()
         self._worker = None
 
@@ -397,20 +436,26 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
 
-    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A statement or a short transaction: at once on the loop when nothing is queued on
-        the worker and SQLite need not wait for a lock; otherwise as `_run`."""
-        conn, worker = self._loop_conn, self._worker
-        if conn is not None and worker is not None and worker.pending == 0:
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
+        """A statement or a short transaction: at once on the loop, unless a call is queued on
+        the worker, a write would start the log over (and sync it), or SQLite would have to
+        wait for a lock; then as `_run`."""
+        conn, worker, log_index = self._loop_conn, self._worker, self._log_index
+        if (
+            conn is not None
+            and worker is not None
+            and worker.pending == 0
+            and not (writes and log_index is not None and log_index.fully_copied())
+        ):
             try:
                 result = fn(conn)
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
                     raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
-                self.calls_handed_to_worker += 1
             else:
-                self.calls_on_loop += 1
+                self.short_calls_on_loop += 1
                 return result
+        self.short_calls_on_worker += 1
         return await self._run(fn)
 
     def _expires_at(self) -> float | None:
@@ -439,7 +484,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._run_short(insert)
+        return await self._run_short(insert, writes=True)
 
     async def replace_message(self, message: Message) -> None:
         message = message.model_copy(update={"ttl": self._ttl()})
@@ -458,14 +503,15 @@ class SqliteStore:
                 ),
             )
 
-        await self._run_short(replace)
+        await self._run_short(replace, writes=True)
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         row = await self._run_short(
             lambda db: db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
                 (conversation_id, message_id),
-            ).fetchone()
+            ).fetchone(),
+            writes=False,
         )
         return Message.model_validate_json(row[0]) if row else None
 
@@ -474,7 +520,8 @@ class SqliteStore:
             lambda db: db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
                 (conversation_id, limit),
-            ).fetchall()
+            ).fetchall(),
+            writes=False,
         )
         return self._window_messages.readable(row[0] for row in reversed(rows))
 
@@ -505,7 +552,7 @@ class SqliteStore:
             )
             return message
 
-        return await self._run_short(lambda db: _atomic(db, update))
+        return await self._run_short(lambda db: _atomic(db, update), writes=True)
 
     # --- conversation summaries
 
@@ -545,7 +592,7 @@ class SqliteStore:
                 ),
             )
 
-        await self._run_short(lambda db: _atomic(db, apply))
+        await self._run_short(lambda db: _atomic(db, apply), writes=True)
 
     async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
         summary = await self.find_summary(conversation_id)
@@ -555,7 +602,8 @@ class SqliteStore:
         row = await self._run_short(
             lambda db: db.execute(
                 "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()
+            ).fetchone(),
+            writes=False,
         )
         return ConversationSummary.model_validate_json(row[0]) if row else None
 
@@ -631,14 +679,15 @@ class SqliteStore:
             )
             return CounterResult(value=value, allowed=True)
 
-        return await self._run_short(lambda db: _atomic(db, add))
+        return await self._run_short(lambda db: _atomic(db, add), writes=True)
 
     async def read_counter(self, scope: str, window: str) -> int:
         row = await self._run_short(
             lambda db: db.execute(
                 "SELECT value FROM counters WHERE scope = ? AND window = ? AND expires_at > ?",
                 (scope, window, time.time()),
-            ).fetchone()
+            ).fetchone(),
+            writes=False,
         )
         return int(row[0]) if row else 0
 
@@ -667,10 +716,12 @@ class SqliteStore:
             return result
 
         # BEGIN IMMEDIATE: the read and the write are one atomic step across processes too.
-        return await self._run_short(lambda db: _atomic(db, add))
+        return await self._run_short(lambda db: _atomic(db, add), writes=True)
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:
-        counts = await self._run_short(lambda db: self._usage_row(db, scope, day, time.time()))
+        counts = await self._run_short(
+            lambda db: self._usage_row(db, scope, day, time.time()), writes=False
+        )
         return counts or UsageCounts()
 
     @staticmethod
@@ -691,7 +742,8 @@ class SqliteStore:
             lambda db: db.execute(
                 "INSERT INTO audit (id, at, doc) VALUES (?, ?, ?)",
                 (record.id, _iso(record.at), json.dumps(record.to_doc())),
-            )
+            ),
+            writes=True,
         )
 
     async def list_audit(
@@ -725,7 +777,8 @@ class SqliteStore:
             lambda db: db.execute(
                 f"SELECT key, doc, etag FROM botstate WHERE key IN ({marks})",  # noqa: S608
                 keys,
-            ).fetchall()
+            ).fetchall(),
+            writes=False,
         )
         return {key: (json.loads(doc), etag) for key, doc, etag in rows}
 
@@ -753,7 +806,7 @@ class SqliteStore:
             )
             return new_etag
 
-        return await self._run_short(lambda db: _atomic(db, write))
+        return await self._run_short(lambda db: _atomic(db, write), writes=True)
 
     async def delete_state(self, keys: list[str]) -> None:
         if not keys:
@@ -763,7 +816,8 @@ class SqliteStore:
             lambda db: db.execute(
                 f"DELETE FROM botstate WHERE key IN ({marks})",  # noqa: S608 - placeholders only
                 keys,
-            )
+            ),
+            writes=True,
         )
 
     # --- user data lifecycle

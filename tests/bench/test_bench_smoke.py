@@ -122,7 +122,14 @@ def test_store_write_benchmark_times_every_write_both_ways(tmp_path: Path) -> No
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert sorted(report["results"]) == ["checkpoint thread", "worker checkpoints alone"]
-    for rounds in report["results"].values():
+    results = report["results"]
+    assert sorted(results) == [
+        "loop, with the checkpoint thread",
+        "worker alone, checkpoints in its commits",
+    ]
+    for rounds in results.values():
         assert [r["writes"] for r in rounds] == [60, 60]
         assert all(0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rounds)
+        assert all(r["ran_on_loop"] + r["ran_on_worker"] == 60 for r in rounds)
+    assert all(r["ran_on_loop"] == 0 for r in results["worker alone, checkpoints in its commits"])
+    assert all(r["ran_on_loop"] > 0 for r in results["loop, with the checkpoint thread"])

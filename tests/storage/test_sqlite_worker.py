@@ -142,12 +142,12 @@ async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
 
 
 async def test_short_calls_run_on_the_loop_when_nothing_makes_them_wait(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "chat.db")
+    store = SqliteStore(tmp_path / "chat.db", checkpoint_every_seconds=60)
     await store.open()
     try:
         assert await store.add_message(message("c", 1)) is True
         assert [m.id for m in await store.recent_messages("c", 10)] == ["user-1"]
-        assert (store.calls_on_loop, store.calls_handed_to_worker) == (2, 0)
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (2, 0)
     finally:
         await store.close()
 
@@ -156,7 +156,7 @@ async def test_a_write_waiting_for_another_process_leaves_the_loop_free(tmp_path
     """The loop's connection does not wait for a lock: "busy" hands the call to the worker,
     which waits (up to 5 s) while the loop goes on serving."""
     path = tmp_path / "chat.db"
-    store = SqliteStore(path)
+    store = SqliteStore(path, checkpoint_every_seconds=60)
     await store.open()
     other_process = sqlite3.connect(path, isolation_level=None)
     try:
@@ -167,7 +167,7 @@ async def test_a_write_waiting_for_another_process_leaves_the_loop_free(tmp_path
         # Had the loop waited for the lock itself, this sleep would end after the 5 s timeout.
         assert time.monotonic() - started < 2
         assert not waiting_write.done()
-        assert (store.calls_on_loop, store.calls_handed_to_worker) == (0, 1)
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (0, 1)
         other_process.execute("COMMIT")
         assert await waiting_write is True
     finally:
@@ -179,7 +179,7 @@ async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path)
     """A read could run on the loop while another process holds the write lock (WAL readers
     never wait), but it would not see the write queued before it."""
     path = tmp_path / "chat.db"
-    store = SqliteStore(path)
+    store = SqliteStore(path, checkpoint_every_seconds=60)
     await store.open()
     other_process = sqlite3.connect(path, isolation_level=None)
     try:
@@ -194,7 +194,7 @@ async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path)
         assert [m.id for m in await read] == ["user-1"]
         # Once the queue is empty, short calls run on the loop again.
         await store.recent_messages("c", 10)
-        assert store.calls_on_loop == 1
+        assert store.short_calls_on_loop == 1
     finally:
         other_process.close()
         await store.close()
@@ -212,12 +212,38 @@ async def test_the_log_starts_over_instead_of_growing(tmp_path: Path) -> None:
             if seq % 50 == 0:
                 await asyncio.sleep(0.005)  # let the checkpoint thread in, as a busy app would
         # A few find the write lock taken by a restart and go to the worker.
-        assert store.calls_on_loop + store.calls_handed_to_worker == 2500
-        assert store.calls_on_loop > 2000
+        assert store.short_calls_on_loop + store.short_calls_on_worker == 2500
+        assert store.short_calls_on_loop > 2000
         # The file keeps its longest length: 66 MB if the log never started over, 8-12 MB here
         # (the tight loop holds the checkpoint thread back past 1,000 pages).
         assert _log_file_bytes(path) < 24 * 1024 * 1024
     finally:
+        await store.close()
+
+
+async def test_a_write_that_starts_the_log_over_goes_to_the_worker(tmp_path: Path) -> None:
+    """Once every page of the log is in the database file, the next write starts the log over,
+    and SQLite syncs the log's header to disk in that write: not on the loop."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path, checkpoint_every_seconds=60)
+    await store.open()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.add_message(message("c", 1))
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (1, 0)
+        other_process.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        frames, copied = _log_frames(path)
+        assert frames == copied > 0
+        await store.recent_messages("c", 10)  # a read does not start the log over
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (2, 0)
+        await store.add_message(message("c", 2))
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (2, 1)
+        frames, copied = _log_frames(path)
+        assert (copied, frames < 10) == (0, True)  # the log started over with that write
+        await store.add_message(message("c", 3))
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (3, 1)
+    finally:
+        other_process.close()
         await store.close()
 
 
@@ -227,6 +253,6 @@ async def test_without_a_checkpoint_thread_every_call_runs_on_the_worker(tmp_pat
     try:
         assert await store.add_message(message("c", 1)) is True
         assert len(await store.recent_messages("c", 10)) == 1
-        assert (store.calls_on_loop, store.calls_handed_to_worker) == (0, 0)
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (0, 2)
     finally:
         await store.close()
