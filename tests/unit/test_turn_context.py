@@ -1,8 +1,13 @@
 """`ChannelTurnContext` sends like botbuilder's TurnContext (addressing, defaults, handlers,
-`responded`) without deep-copying each activity, and never changes the caller's activity."""
+`responded`) without deep-copying each activity, never changes the caller's activity, and
+leaves no reference cycle behind (a turn's objects are freed as soon as it ends, not by the
+garbage collector)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from botbuilder.core import TurnContext
@@ -72,3 +77,55 @@ async def test_send_handlers_see_the_activities_and_trace_alone_is_not_a_respons
     await context.send_activity("hello")
     assert context.responded is True
     assert seen == ["trace", "message"]
+
+
+async def _run_handler_chain(context: TurnContext) -> list[str]:
+    """Three send handlers, the second of which does not call the next one."""
+    seen: list[str] = []
+
+    def handler(name: str, calls_next: bool) -> Callable[..., Any]:
+        async def handle(ctx: TurnContext, activities: list[Activity], next_send: Any) -> Any:
+            seen.append(f"{name} before")
+            if calls_next:
+                await next_send()
+            seen.append(f"{name} after")
+
+        return handle
+
+    context.on_send_activities(handler("first", True))
+    context.on_send_activities(handler("second", False))
+    context.on_send_activities(handler("third", True))
+    await context.send_activity("hello")
+    await context.update_activity(Activity(id="sent-1", text="edited"))
+    return seen
+
+
+async def test_send_and_update_handlers_chain_as_in_botbuilder() -> None:
+    """Each handler gets the next one to call; one that does not call it ends the chain, and
+    the send still happens (botbuilder-python's order, kept exactly)."""
+    stock_adapter, ours_adapter = RecordingAdapter(), RecordingAdapter()
+    stock = await _run_handler_chain(TurnContext(stock_adapter, incoming()))
+    ours = await _run_handler_chain(ChannelTurnContext(ours_adapter, incoming()))
+
+    assert ours == stock == ["first before", "second before", "second after", "first after"]
+    assert [a.text for a in ours_adapter.sent] == [a.text for a in stock_adapter.sent]
+    assert [a.text for a in ours_adapter.sent] == ["hello", "edited"]
+
+
+async def test_a_turn_that_sent_replies_is_freed_without_the_garbage_collector() -> None:
+    adapter = RecordingAdapter()
+    gc.disable()
+    try:
+        context = ChannelTurnContext(adapter, incoming())
+
+        async def handler(ctx: TurnContext, activities: list[Activity], next_send: Any) -> Any:
+            return await next_send()
+
+        context.on_send_activities(handler)
+        await context.send_activity("hello")
+        await context.update_activity(Activity(id="sent-1", text="edited"))
+        freed = weakref.ref(context)
+        del context, handler
+        assert freed() is None
+    finally:
+        gc.enable()
