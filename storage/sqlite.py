@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import mmap
+import os
 import queue
 import random
 import sqlite3
@@ -257,29 +257,33 @@ class _LogIndex:
     wal-index header, native byte order): the pages in the log (mxFrame, byte 16) and those
     already copied into the database file (nBackfill, byte 96). Equal, the next write starts the
     log over, and SQLite syncs the log's header to disk in that write: it goes to the worker.
-    Read without a lock: a stale answer costs one hop or one sync on the loop, nothing else."""
+    Read without a lock: a stale answer costs one hop or one sync on the loop, nothing else.
+    Read with `pread`, not a memory map: SQLite may truncate the file (a process opening it
+    first), and touching a truncated map kills the process (SIGBUS)."""
 
     _PAGES = struct.Struct("=I")
 
     def __init__(self, path: Path) -> None:
-        self._map: mmap.mmap | None = None
+        self._fd: int | None = None
         try:
-            with open(f"{path}-shm", "rb") as shm:
-                self._map = mmap.mmap(shm.fileno(), 100, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
+            self._fd = os.open(f"{path}-shm", os.O_RDONLY)
+        except OSError:
             log.warning("the SQLite log index could not be read", exc_info=True)
 
     def fully_copied(self) -> bool:
-        if self._map is None:
+        if self._fd is None:
             return False
-        (log_pages,) = self._PAGES.unpack_from(self._map, 16)
-        (copied,) = self._PAGES.unpack_from(self._map, 96)
+        header = os.pread(self._fd, 100, 0)
+        if len(header) < 100:  # being set up by another process
+            return False
+        (log_pages,) = self._PAGES.unpack_from(header, 16)
+        (copied,) = self._PAGES.unpack_from(header, 96)
         return bool(log_pages == copied)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
