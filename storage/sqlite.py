@@ -415,11 +415,13 @@ class SqliteStore:
         if self._checkpointer is not None:
             await self._checkpointer.stop()
             self._checkpointer = None
-        # Closed on the worker: the last connection to close checkpoints and removes the log.
-        for conn in (self._loop_conn, self._conn):
+        # No more calls on the loop. Closed on the worker: the last connection to close
+        # checkpoints and removes the log.
+        loop_conn, self._loop_conn = self._loop_conn, None
+        for conn in (loop_conn, self._conn):
             if conn is not None:
                 await self._worker.run(conn.close)
-        self._loop_conn = self._conn = None
+        self._conn = None
         if self._log_index is not None:
             self._log_index.close()
             self._log_index = None
