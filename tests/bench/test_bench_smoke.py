@@ -133,3 +133,6 @@ def test_store_write_benchmark_times_every_write_both_ways(tmp_path: Path) -> No
         assert all(r["ran_on_loop"] + r["ran_on_worker"] == 60 for r in rounds)
     assert all(r["ran_on_loop"] == 0 for r in results["worker alone, checkpoints in its commits"])
     assert all(r["ran_on_loop"] > 0 for r in results["loop, with the checkpoint thread"])
+    assert all(
+        r["max_ms_on_loop"] <= r["max_ms"] for r in results["loop, with the checkpoint thread"]
+    )
