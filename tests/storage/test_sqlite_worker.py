@@ -7,12 +7,14 @@ log starts over instead of growing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import sqlite3
 import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +102,26 @@ def _log_frames(path: Path) -> tuple[int, int]:
     return frames, copied
 
 
+@contextlib.asynccontextmanager
+async def _store_and_another_process(
+    path: Path, **options: Any
+) -> AsyncIterator[tuple[SqliteStore, sqlite3.Connection]]:
+    """An open store, and a connection to its file as another process would have one."""
+    store = SqliteStore(path, **options)
+    await store.open()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield store, other_process
+    finally:
+        other_process.close()
+        await store.close()
+
+
 async def test_committed_pages_reach_the_database_file_while_the_worker_is_busy(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "chat.db"
-    store = SqliteStore(path)
-    await store.open()
-    other_process = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with _store_and_another_process(path) as (store, other_process):
         for seq in range(1, 21):  # far below the 1,000 pages at which the worker checkpoints
             await store.add_message(message("c", seq, role=Role.USER, text="words " * 200))
         # Another process holds the write lock: the worker's next write waits for it.
@@ -120,9 +134,6 @@ async def test_committed_pages_reach_the_database_file_while_the_worker_is_busy(
         assert not waiting_write.done()
         other_process.execute("COMMIT")
         assert await waiting_write is True
-    finally:
-        other_process.close()
-        await store.close()
 
 
 async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
@@ -152,10 +163,10 @@ async def test_a_write_waiting_for_another_process_leaves_the_loop_free(tmp_path
     """The loop's connection does not wait for a lock: "busy" hands the call to the worker,
     which waits (up to 5 s) while the loop goes on serving."""
     path = tmp_path / "chat.db"
-    store = SqliteStore(path, checkpoint_every_seconds=60)
-    await store.open()
-    other_process = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with _store_and_another_process(path, checkpoint_every_seconds=60) as (
+        store,
+        other_process,
+    ):
         other_process.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
         waiting_write = asyncio.ensure_future(store.add_message(message("c", 1)))
@@ -166,19 +177,16 @@ async def test_a_write_waiting_for_another_process_leaves_the_loop_free(tmp_path
         assert (store.short_calls_on_loop, store.short_calls_on_worker) == (0, 1)
         other_process.execute("COMMIT")
         assert await waiting_write is True
-    finally:
-        other_process.close()
-        await store.close()
 
 
 async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path) -> None:
     """A read could run on the loop while another process holds the write lock (WAL readers
     never wait), but it would not see the write queued before it."""
     path = tmp_path / "chat.db"
-    store = SqliteStore(path, checkpoint_every_seconds=60)
-    await store.open()
-    other_process = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with _store_and_another_process(path, checkpoint_every_seconds=60) as (
+        store,
+        other_process,
+    ):
         other_process.execute("BEGIN IMMEDIATE")
         write = asyncio.ensure_future(store.add_message(message("c", 1)))
         await asyncio.sleep(0)
@@ -191,9 +199,6 @@ async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path)
         # Once the queue is empty, short calls run on the loop again.
         await store.recent_messages("c", 10)
         assert store.short_calls_on_loop == 1
-    finally:
-        other_process.close()
-        await store.close()
 
 
 async def test_the_log_starts_over_instead_of_growing(tmp_path: Path) -> None:
@@ -224,10 +229,10 @@ async def test_a_write_that_starts_the_log_over_goes_to_the_worker(tmp_path: Pat
     """Once every page of the log is in the database file, the next write starts the log over,
     and SQLite syncs the log's header to disk in that write: not on the loop."""
     path = tmp_path / "chat.db"
-    store = SqliteStore(path, checkpoint_every_seconds=60)
-    await store.open()
-    other_process = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with _store_and_another_process(path, checkpoint_every_seconds=60) as (
+        store,
+        other_process,
+    ):
         await store.add_message(message("c", 1))
         assert (store.short_calls_on_loop, store.short_calls_on_worker) == (1, 0)
         other_process.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -241,9 +246,6 @@ async def test_a_write_that_starts_the_log_over_goes_to_the_worker(tmp_path: Pat
         assert (copied, frames < 10) == (0, True)  # the log started over with that write
         await store.add_message(message("c", 3))
         assert (store.short_calls_on_loop, store.short_calls_on_worker) == (3, 1)
-    finally:
-        other_process.close()
-        await store.close()
 
 
 def _read_a_log_index_truncated_under_it(path: str) -> None:
