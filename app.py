@@ -13,10 +13,13 @@ import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,6 +39,7 @@ from bot.connector import (
     TokenSource,
 )
 from bot.handler import AssistantBot
+from bot.peers import PeerLinks, WorkerGroup
 from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
 from bot.turns import TurnQueue
@@ -76,6 +80,7 @@ PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)
 READINESS_TIMEOUT_SECONDS = 5.0
 # Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
 STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
+WORKER_GROUP = web.AppKey("worker_group", WorkerGroup)
 RETENTION_PURGE_SECONDS = 3600
 
 
@@ -84,6 +89,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     store_wrapper: Callable[[Store], Store] | None = None,
+    workers: WorkerGroup | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
@@ -96,6 +102,8 @@ def create_app(
     app[CLOCK] = clock or utc_now  # quotas and consent; tests move time
     if store_wrapper is not None:
         app[STORE_WRAPPER] = store_wrapper
+    if workers is not None and workers.count > 1:
+        app[WORKER_GROUP] = workers
     app.cleanup_ctx.extend(
         [
             _http_session,
@@ -324,6 +332,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         settings.turn_concurrency, settings.dedupe_window, settings.turn_deadline_seconds
     )
     app[TURNS] = queue
+    group = app.get(WORKER_GROUP)
+    peers = (
+        PeerLinks(group, lambda raw: app[MESSAGES].accept_forwarded(raw))
+        if group is not None
+        else None
+    )
     app[MESSAGES] = MessagesEndpoint(
         ChannelAdapter(connector),
         AssistantBot(
@@ -336,13 +350,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         queue,
         connector,
         authenticator,
+        peers,
     )
+    if peers is not None:
+        await peers.start()
     purge = asyncio.create_task(_purge_periodically(store), name="retention-purge")
     _log_configuration(app)
     try:
         yield
     finally:
+        # Siblings still hand over activities while this worker drains: they are refused
+        # (503, the channel retries), not lost.
         await queue.drain(settings.shutdown_grace_seconds)
+        if peers is not None:
+            await peers.close()
         # The drained turns settled their quota as they finished; what is still pending is
         # written now, before the store closes.
         await quotas.close()
@@ -508,7 +529,7 @@ def main() -> None:
         settings.port,
         settings.app_workers,
     )
-    serve(lambda: create_app(settings), settings)
+    serve(lambda workers: create_app(settings, workers=workers), settings)
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a turn allocates
@@ -527,14 +548,14 @@ async def _settle_garbage_collector(app: web.Application) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def serve(build: Callable[[], web.Application], settings: Settings) -> None:
+def serve(build: Callable[[WorkerGroup | None], web.Application], settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; then the cleanup contexts drain the turn queue and close
     every client, within SHUTDOWN_GRACE_SECONDS. With APP_WORKERS > 1 a parent process forks
     the workers, and each binds the port itself and builds its own app after the fork, so no
     event loop, thread or connection crosses it."""
     if settings.app_workers == 1:
         configure_telemetry(settings)
-        _run(build(), settings)
+        _run(build(None), settings)
     else:
         Workers(build, settings).run()
 
@@ -579,29 +600,38 @@ async def _stop_once_on_signal(app: web.Application) -> None:
 class Workers:
     """The parent of APP_WORKERS processes listening on the same port with SO_REUSEPORT: the
     kernel spreads new connections over them by hash (one socket shared by all would let
-    whichever worker wakes first take a whole burst). Connections still queued on a worker
-    that dies are reset; channels retry. A dead worker is replaced; SIGTERM or SIGINT stops
-    them all (each drains its own turns), a worker still draining after the grace period is
-    killed, and the parent exits non-zero if any worker failed."""
+    whichever worker wakes first take a whole burst), and each conversation's turns go to one
+    of them (bot/peers.py, over Unix sockets in a directory made here). Connections still
+    queued on a worker that dies are reset; channels retry. A dead worker is replaced under
+    the same number; SIGTERM or SIGINT stops them all (each drains its own turns), a worker
+    still draining after the grace period is killed, and the parent exits non-zero if any
+    worker failed."""
 
     # A worker that dies this soon after it started, this many times in a row, will not start.
     QUICK_EXIT_SECONDS = 10.0
     QUICK_EXITS_TO_GIVE_UP = 3
     STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
-    def __init__(self, build: Callable[[], web.Application], settings: Settings) -> None:
+    def __init__(
+        self, build: Callable[[WorkerGroup | None], web.Application], settings: Settings
+    ) -> None:
         self._build = build
         self._settings = settings
+        self._sockets = _socket_directory()  # removed by run()
         self._running: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started at)
         self._stop_deadline: float | None = None
         self._quick_exits = 0
         self._failed = False
 
     def run(self) -> None:
-        log.warning(
-            "%d workers: turns of one conversation are in order within a worker only",
-            self._settings.app_workers,
-        )
+        try:
+            self._serve_workers()
+        finally:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+        if self._failed:
+            raise SystemExit(1)
+
+    def _serve_workers(self) -> None:
         # What the parent loaded (modules, tables) is shared with the workers until written:
         # frozen, the collector in a worker never touches (and so never copies) those pages.
         gc.collect()
@@ -637,8 +667,6 @@ class Workers:
                 continue
             log.error("worker %d exited with code %d; starting a new one", number, code)
             self._start(number)
-        if self._failed:
-            raise SystemExit(1)
 
     def _start(self, number: int) -> None:
         # Signals wait until the child has its own handlers and the parent knows the child.
@@ -654,7 +682,8 @@ class Workers:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self.STOP_SIGNALS)
             configure_telemetry(self._settings)
-            _run(self._build(), self._settings, worker=True)
+            group = WorkerGroup(self._sockets, number, self._settings.app_workers)
+            _run(self._build(group), self._settings, worker=True)
         except BaseException:
             log.exception("worker %d failed", number)
             code = 1
@@ -681,6 +710,16 @@ class Workers:
                 os.kill(pid, signal.SIGKILL)
         self._failed = True
         self._stop_deadline = float("inf")
+
+
+def _socket_directory() -> Path:
+    """A directory for the workers' Unix sockets that only this user may open (mkdtemp makes it
+    0700). A socket's path holds at most 107 bytes: a longer TMPDIR is passed over for /tmp."""
+    directory = Path(tempfile.mkdtemp(prefix="assistant-workers-"))
+    if len(str(directory / "worker-999.sock").encode()) <= 107:
+        return directory
+    directory.rmdir()
+    return Path(tempfile.mkdtemp(prefix="assistant-workers-", dir="/tmp"))
 
 
 def _flush_telemetry() -> None:

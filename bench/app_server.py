@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 import app as app_module
+from bot.peers import WorkerGroup
 from storage.base import READ_OPERATIONS, WRITE_OPERATIONS, Store
 
 # Counted per turn: the data operations, less the hourly retention purge.
@@ -159,8 +160,8 @@ def main() -> None:
     settings = app_module.load_settings()
     app_module.configure_logging(settings.log_level)
 
-    def build() -> web.Application:
-        application = app_module.create_app(settings, store_wrapper=CountingStore)
+    def build(workers: WorkerGroup | None) -> web.Application:
+        application = app_module.create_app(settings, store_wrapper=CountingStore, workers=workers)
         application.router.add_get("/bench/stats", stats)
         application.cleanup_ctx.append(_watch_loop_lag)
         return application

@@ -49,6 +49,11 @@ def conversation_key(activity: Activity) -> str:
     return f"{activity.channel_id}:{activity.conversation.id}"
 
 
+def conversation_key_of_wire(raw: dict[str, Any]) -> str:
+    """`conversation_key` of a validated wire activity, before it is read into an Activity."""
+    return f"{raw['channelId']}:{raw['conversation']['id']}"
+
+
 # Channels whose clients (browsers) write `from` and channelData themselves.
 _CLIENT_WRITTEN_CHANNELS = frozenset({"directline", "webchat"})
 

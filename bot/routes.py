@@ -1,8 +1,9 @@
 """`POST /api/messages`: the Bot Framework messaging endpoint.
 
 A message is acknowledged before the model is called (Teams redelivers after 15 s without an
-answer); the turn runs on the turn queue. Invokes need their response in the HTTP reply, so they
-run inline. Every authentication failure is a 401, every malformed request a 4xx with a short
+answer); the turn runs on the turn queue (with APP_WORKERS > 1, the queue of the worker that owns
+the conversation: bot/peers.py). Invokes need their response in the HTTP reply, so they run
+inline. Every authentication failure is a 401, every malformed request a 4xx with a short
 JSON error; nothing leaks exception text.
 """
 
@@ -20,7 +21,13 @@ from botbuilder.schema import Activity, ActivityTypes
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
+from bot.handler import (
+    IDENTITY_FROM_SERVER,
+    RAW_ACTIVITY_KEY,
+    conversation_key,
+    conversation_key_of_wire,
+)
+from bot.peers import PeerLinks
 from bot.turns import ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
 
@@ -39,6 +46,25 @@ _QUEUED_TYPES = {
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _unreadable() -> web.Response:
+    return json_error(400, "bad_request", "The activity could not be read.")
+
+
+def _shutting_down() -> web.Response:
+    return json_error(503, "shutting_down", "The bot is restarting; retry shortly.")
+
+
+def _answer_of_sibling(status: int) -> web.Response:
+    """What the channel gets for an activity the conversation's worker took (or refused)."""
+    if status < 300:
+        return web.Response(status=status)
+    if status == 400:
+        return _unreadable()
+    if status == 503:
+        return _shutting_down()
+    return json_error(500, "internal_error", "The activity could not be taken; retry shortly.")
 
 
 class BadActivity(ValueError):
@@ -110,12 +136,14 @@ class MessagesEndpoint:
         queue: TurnQueue,
         connector: ConnectorClient,
         authenticator: ChannelAuthenticator | None,
+        peers: PeerLinks | None = None,
     ) -> None:
         self._adapter = adapter
         self._bot = bot
         self._queue = queue
         self._connector = connector
         self._authenticator = authenticator
+        self._peers = peers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":
@@ -143,7 +171,18 @@ class MessagesEndpoint:
         elif not self._connector.service_url_allowed(raw["serviceUrl"]):
             # Anonymous mode: refuse to send replies to arbitrary hosts.
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
+        if self._peers is not None and raw["type"] in _QUEUED_TYPES:
+            owner = self._peers.owner(conversation_key_of_wire(raw))
+            if owner is not None:
+                status = await self._peers.forward(owner, raw)
+                if status is not None:
+                    return _answer_of_sibling(status)
         return await self.accept(raw)
+
+    async def accept_forwarded(self, raw: dict[str, Any]) -> int:
+        """An activity a sibling worker received for a conversation this worker owns
+        (bot/peers.py): authenticated and validated there. The HTTP status for the channel."""
+        return (await self.accept(raw)).status
 
     async def accept(
         self, raw: dict[str, Any], *, identity_from_server: bool = False
@@ -155,7 +194,7 @@ class MessagesEndpoint:
         try:
             activity = activity_from_wire(raw)
         except Exception:  # msrest raises several types for malformed shapes
-            return json_error(400, "bad_request", "The activity could not be read.")
+            return _unreadable()
 
         if activity.type == ActivityTypes.invoke:
             return await self._invoke(activity, raw)
@@ -167,7 +206,7 @@ class MessagesEndpoint:
         try:
             accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw))
         except ShuttingDown:
-            return json_error(503, "shutting_down", "The bot is restarting; retry shortly.")
+            return _shutting_down()
         if not accepted:
             log.info("duplicate delivery acknowledged without a second turn")
         return web.Response(status=202)

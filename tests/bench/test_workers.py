@@ -1,5 +1,6 @@
 """`python app.py` with APP_WORKERS=2: two worker processes share the port and both take turns,
-a worker that dies is replaced, and SIGTERM stops them all without losing an acknowledged turn."""
+each conversation's turns run in order on one of them, a worker that dies is replaced, and
+SIGTERM stops them all without losing an acknowledged turn."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import aiohttp
 
 from bench.processes import child_pids, free_port, process_cpu_seconds
 from bench.run import WORKER_SECRETS
+from simulator import SimulatorConfig, run_simulator
 from tests.bench.test_shutdown_drain import (
     APP_ID,
     TTFT_MS,
@@ -203,3 +207,63 @@ async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
     log = (tmp_path / "app.log").read_text()
     assert exit_code == 1, log[-3000:]
     assert "workers keep exiting at start" in log
+
+
+async def test_turns_of_one_conversation_run_in_order_whichever_worker_receives_them(
+    tmp_path: Path,
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    """Each message on a connection of its own, so the kernel hands them to either worker;
+    the conversation's worker still answers them one after the other, in the order sent."""
+    runner, simulator = await run_simulator(SimulatorConfig(time_to_first_token_ms=300))
+    # The workers' sockets go under TMPDIR (short: a Unix socket path has about 100 bytes).
+    run_dir = Path(tempfile.mkdtemp(prefix="order-", dir="/tmp"))
+    port = free_port()
+    try:
+        process = await start_app(
+            tmp_path,
+            port,
+            simulator,
+            token_issuer,
+            own_process_group=True,
+            TMPDIR=str(run_dir),
+            **WORKERS,
+        )
+        async with killed_if_left_running(process):
+            await wait_until_listening(await wait_for_workers(process.pid, 2), port)
+            url = f"http://127.0.0.1:{port}/api/messages"
+            token = token_issuer.mint(APP_ID, connector.url)
+            sent = [
+                message_activity(
+                    connector.url,
+                    f"Message {n}",
+                    activity_id=f"order-{c}-{n}",
+                    conversation_id=f"order-conv-{c}",
+                    user_id=f"order-user-{c}",
+                )
+                for n in range(6)
+                for c in range(3)
+            ]
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)
+            ) as session:
+                for activity in sent:  # one after the other: the order they arrive in
+                    assert await post(session, url, activity, token) == 202
+            await connector.wait_for_messages(len(sent), within=30)
+            for c in range(3):
+                answered = [
+                    reply["replyToId"]
+                    for reply in connector.messages()
+                    if reply.get("replyToId", "").startswith(f"order-{c}-")
+                ]
+                assert answered == [f"order-{c}-{n}" for n in range(6)]
+
+            process.send_signal(signal.SIGTERM)
+            exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+        assert exit_code == 0, (tmp_path / "app.log").read_text()[-3000:]
+        assert "did not take an activity" not in (tmp_path / "app.log").read_text()
+        assert os.listdir(run_dir) == []  # the parent removed the workers' sockets
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(run_dir, ignore_errors=True)
