@@ -562,8 +562,8 @@ def serve(build: Callable[[WorkerGroup | None], web.Application], settings: Sett
 
 def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> None:
     app.on_startup.append(_settle_garbage_collector)
-    if worker:
-        app.on_startup.append(_stop_once_on_signal)
+    # Our own stop signal handlers, not aiohttp's: theirs let a second signal cut the drain.
+    app.on_startup.append(_stop_once_on_signal)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,
@@ -572,23 +572,28 @@ def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> N
             reuse_port=worker or None,
             print=None,
             access_log=None,
-            handle_signals=not worker,
+            handle_signals=False,
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
 
 
 async def _stop_once_on_signal(app: web.Application) -> None:
-    """A worker may get the same stop twice: Ctrl-C reaches the whole process group and the
-    parent passes it on, and systemd signals every process of a service. The first starts the
-    graceful stop; later ones must not cut its drain short."""
+    """The same stop may come twice: Ctrl-C pressed again while the app drains, a supervisor
+    that repeats its SIGTERM; and a worker gets Ctrl-C both from the terminal (it reaches the
+    whole process group) and from the parent, which passes it on. The first starts the
+    graceful stop; later ones must not cut its drain short (SIGKILL still stops at once)."""
     loop = asyncio.get_running_loop()
+    grace = app[SETTINGS].shutdown_grace_seconds
     stopping = False
 
     def on_signal(signum: int) -> None:
         # Both signals can be waiting in the same loop iteration: only the first one stops.
         nonlocal stopping
         if stopping:
-            log.info("already stopping", extra={"signal": signum})
+            log.info(
+                "already stopping: finishing the turns in flight",
+                extra={"signal": signum, "at_most_seconds": grace},
+            )
             return
         stopping = True
         raise GracefulExit

@@ -181,3 +181,40 @@ async def test_sigterm_under_load_loses_no_acknowledged_turn(
     order = [c.activity_id for c in connector.calls if c.body.get("type") == "message"]
     for c in range(CONVERSATIONS):
         assert order.index(f"drain-{c}-0") < order.index(f"drain-{c}-1")
+
+
+async def test_a_second_stop_signal_does_not_cut_the_drain_short(
+    tmp_path: Path,
+    slow_simulator_url: str,
+    connector: RecordingConnector,
+    token_issuer: TokenIssuer,
+) -> None:
+    """Ctrl-C pressed twice, or a supervisor that signals again: the turns in flight still
+    finish (SIGKILL is what stops at once)."""
+    port = free_port()
+    process = await start_app(tmp_path, port, slow_simulator_url, token_issuer)
+    url = f"http://127.0.0.1:{port}/api/messages"
+    token = token_issuer.mint(APP_ID, connector.url)
+    activities = [
+        message_activity(
+            connector.url,
+            f"Question in conversation {c}",
+            activity_id=f"twice-{c}",
+            conversation_id=f"twice-conv-{c}",
+            user_id=f"twice-user-{c}",
+        )
+        for c in range(3)
+    ]
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
+    assert statuses == [202] * len(activities)
+
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)  # draining: every turn is waiting for the model
+    process.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+    log = (tmp_path / "app.log").read_text()
+    assert exit_code == 0, log[-3000:]
+    assert "already stopping" in log
+    answers = stored_answers(tmp_path / "data" / "chat.db")
+    assert all(answers[a["id"]]["status"] == "complete" for a in activities)
