@@ -78,6 +78,8 @@ class _PeerConnection:
         return not self._reading.done()
 
     async def send(self, payload: bytes) -> int:
+        if not self.open:  # closed since it was handed out: nobody would read the answer
+            raise ConnectionResetError("the sibling worker went away")
         request_id = next(self._ids)
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = answer

@@ -112,6 +112,24 @@ async def post(
         return 0  # refused: the listener is closed
 
 
+def conversation_messages(
+    service_url: str, prefix: str, conversations: int, turns: int = 1
+) -> list[dict[str, Any]]:
+    """`turns` messages in each of `conversations` conversations (a user each), round by round:
+    every conversation's first message, then every second one... Ids: `{prefix}-{c}-{turn}`."""
+    return [
+        message_activity(
+            service_url,
+            f"Question {turn} in conversation {c}",
+            activity_id=f"{prefix}-{c}-{turn}",
+            conversation_id=f"{prefix}-conv-{c}",
+            user_id=f"{prefix}-user-{c}",
+        )
+        for turn in range(turns)
+        for c in range(conversations)
+    ]
+
+
 def stored_answers(db_file: Path) -> dict[str, dict[str, Any]]:
     """Answers in the app's SQLite file, keyed by the activity id of the message they answer."""
     db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
@@ -133,17 +151,7 @@ async def test_sigterm_under_load_loses_no_acknowledged_turn(
     process = await start_app(tmp_path, port, slow_simulator_url, token_issuer)
     url = f"http://127.0.0.1:{port}/api/messages"
     token = token_issuer.mint(APP_ID, connector.url)
-    activities = [
-        message_activity(
-            connector.url,
-            f"Question {turn} in conversation {c}",
-            activity_id=f"drain-{c}-{turn}",
-            conversation_id=f"drain-conv-{c}",
-            user_id=f"drain-user-{c}",
-        )
-        for turn in range(TURNS_EACH)
-        for c in range(CONVERSATIONS)
-    ]
+    activities = conversation_messages(connector.url, "drain", CONVERSATIONS, TURNS_EACH)
     async with aiohttp.ClientSession() as session:
         statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
         assert statuses == [202] * len(activities)
@@ -195,16 +203,7 @@ async def test_a_second_stop_signal_does_not_cut_the_drain_short(
     process = await start_app(tmp_path, port, slow_simulator_url, token_issuer)
     url = f"http://127.0.0.1:{port}/api/messages"
     token = token_issuer.mint(APP_ID, connector.url)
-    activities = [
-        message_activity(
-            connector.url,
-            f"Question in conversation {c}",
-            activity_id=f"twice-{c}",
-            conversation_id=f"twice-conv-{c}",
-            user_id=f"twice-user-{c}",
-        )
-        for c in range(3)
-    ]
+    activities = conversation_messages(connector.url, "twice", 3)
     async with aiohttp.ClientSession() as session:
         statuses = await asyncio.gather(*(post(session, url, a, token) for a in activities))
     assert statuses == [202] * len(activities)

@@ -23,6 +23,7 @@ from simulator import SimulatorConfig, run_simulator
 from tests.bench.test_shutdown_drain import (
     APP_ID,
     TTFT_MS,
+    conversation_messages,
     launch_app,
     post,
     slow_simulator_url,
@@ -234,17 +235,7 @@ async def test_turns_of_one_conversation_run_in_order_whichever_worker_receives_
             await wait_until_listening(await wait_for_workers(process.pid, 2), port)
             url = f"http://127.0.0.1:{port}/api/messages"
             token = token_issuer.mint(APP_ID, connector.url)
-            sent = [
-                message_activity(
-                    connector.url,
-                    f"Message {n}",
-                    activity_id=f"order-{c}-{n}",
-                    conversation_id=f"order-conv-{c}",
-                    user_id=f"order-user-{c}",
-                )
-                for n in range(6)
-                for c in range(3)
-            ]
+            sent = conversation_messages(connector.url, "order", 3, 6)
             async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True)
             ) as session:
