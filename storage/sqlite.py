@@ -12,8 +12,10 @@ would wait:
   themselves, and under load a call waited for the worker for milliseconds (21 ms at p99).
 - A write that would start the log over also goes to the worker: SQLite syncs the log's header
   to disk in that write (`_LogIndex` tells from the log's shared index).
-- While anything is queued on the worker, later calls queue behind it: calls run in the order
-  they were made.
+- While a call is queued on the worker, later calls with the same order key (the conversation,
+  the counter's scope) queue behind it, so they run in the order they were made. Other
+  conversations' calls go on on the loop: had one call on the worker held every later call back,
+  a busy app would send most of its calls to the worker, as each new call found another queued.
 - Long calls (admin lists, transcripts, exports, deletions, the retention purge) always run on
   the worker.
 
@@ -42,6 +44,7 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +77,10 @@ _OPEN_ATTEMPTS = 50
 # Parsed window messages kept by their stored text: a full window (40 messages) for each of about
 # a hundred conversations in use at once; a few kB each.
 _DECODED_MESSAGES = 4096
+# Order keys of the calls that have no conversation or scope. A key shared by chance only
+# keeps more calls in order than needed.
+_AUDIT = "audit"
+_BOT_STATE = "botstate"
 CHECKPOINT_EVERY_SECONDS = 0.2
 # The log length (pages) at which the checkpoint thread starts it over: SQLite's own default.
 RESTART_LOG_AT_PAGES = 1000
@@ -164,19 +171,25 @@ class _Worker:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[
-            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+            tuple[Callable[[], Any], asyncio.Future[Any], str | None, asyncio.AbstractEventLoop]
+            | None
         ] = queue.SimpleQueue()
-        # Calls submitted and not yet answered on the loop (changed on the loop only): the loop
-        # may use the database itself only while this is 0, or calls would overtake each other.
-        self.pending = 0
+        # Calls submitted and not yet answered on the loop, by order key (changed on the loop
+        # only): the loop may run a call itself only while none with its key is here, or that
+        # call would overtake them.
+        self._pending: Counter[str | None] = Counter()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def holds(self, order: str) -> bool:
+        """Whether a call with this order key is queued or running here."""
+        return order in self._pending
+
+    def run(self, fn: Callable[[], T], order: str | None = None) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self.pending += 1
-        self._calls.put((fn, future, loop))
+        self._pending[order] += 1
+        self._calls.put((fn, future, order, loop))
         return future
 
     async def stop(self) -> None:
@@ -187,7 +200,7 @@ class _Worker:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            fn, future, loop = call
+            fn, future, order, loop = call
             result: Any = None
             error: BaseException | None = None
             if not future.cancelled():
@@ -195,17 +208,20 @@ class _Worker:
                     result = fn()
                 except BaseException as exc:  # whatever it is, the caller gets it; the thread lives
                     error = exc
-            self._answer(loop, future, result, error)
+            self._answer(loop, future, order, result, error)
 
     def _answer(
         self,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
+        order: str | None,
         result: Any,
         error: BaseException | None,
     ) -> None:
         def settle() -> None:
-            self.pending -= 1
+            self._pending[order] -= 1
+            if not self._pending[order]:
+                del self._pending[order]
             if future.cancelled():
                 return
             if error is not None:
@@ -432,25 +448,28 @@ class SqliteStore:
         # On the worker: readiness means the thread answers too.
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], order: str | None = None) -> T:
         """On the worker, after every call submitted before it."""
         worker, conn = self._worker, self._conn
         if worker is None or conn is None:
             raise StoreError("the SQLite store is not open")
         try:
-            return await worker.run(lambda: fn(conn))
+            return await worker.run(lambda: fn(conn), order)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
 
-    async def _run_short(self, fn: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
-        """A statement or a short transaction: at once on the loop, unless a call is queued on
-        the worker, a write would start the log over (and sync it), or SQLite would have to
-        wait for a lock; then as `_run`."""
+    async def _run_short(
+        self, fn: Callable[[sqlite3.Connection], T], *, writes: bool, order: str
+    ) -> T:
+        """A statement or a short transaction: at once on the loop, unless a call with the same
+        order key is queued on the worker, a write would start the log over (and sync it), or
+        SQLite would have to wait for a lock; then as `_run`. Calls with one order key run in
+        the order they were made (the caller may start a read without waiting for its write)."""
         conn, worker, log_index = self._loop_conn, self._worker, self._log_index
         if (
             conn is not None
             and worker is not None
-            and worker.pending == 0
+            and not worker.holds(order)
             and not (writes and log_index is not None and log_index.fully_copied())
         ):
             try:
@@ -462,7 +481,7 @@ class SqliteStore:
                 self.short_calls_on_loop += 1
                 return result
         self.short_calls_on_worker += 1
-        return await self._run(fn)
+        return await self._run(fn, order)
 
     def _expires_at(self) -> float | None:
         return time.time() + self._retention_seconds if self._retention_seconds else None
@@ -490,7 +509,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._run_short(insert, writes=True)
+        return await self._run_short(insert, writes=True, order=message.conversation_id)
 
     async def replace_message(self, message: Message) -> None:
         message = message.model_copy(update={"ttl": self._ttl()})
@@ -509,7 +528,7 @@ class SqliteStore:
                 ),
             )
 
-        await self._run_short(replace, writes=True)
+        await self._run_short(replace, writes=True, order=message.conversation_id)
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         row = await self._run_short(
@@ -518,6 +537,7 @@ class SqliteStore:
                 (conversation_id, message_id),
             ).fetchone(),
             writes=False,
+            order=conversation_id,
         )
         return Message.model_validate_json(row[0]) if row else None
 
@@ -528,6 +548,7 @@ class SqliteStore:
                 (conversation_id, limit),
             ).fetchall(),
             writes=False,
+            order=conversation_id,
         )
         return self._window_messages.readable(row[0] for row in reversed(rows))
 
@@ -558,7 +579,9 @@ class SqliteStore:
             )
             return message
 
-        return await self._run_short(lambda db: _atomic(db, update), writes=True)
+        return await self._run_short(
+            lambda db: _atomic(db, update), writes=True, order=conversation_id
+        )
 
     # --- conversation summaries
 
@@ -598,7 +621,9 @@ class SqliteStore:
                 ),
             )
 
-        await self._run_short(lambda db: _atomic(db, apply), writes=True)
+        await self._run_short(
+            lambda db: _atomic(db, apply), writes=True, order=delta.conversation_id
+        )
 
     async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
         summary = await self.find_summary(conversation_id)
@@ -610,6 +635,7 @@ class SqliteStore:
                 "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
             ).fetchone(),
             writes=False,
+            order=conversation_id,
         )
         return ConversationSummary.model_validate_json(row[0]) if row else None
 
@@ -685,7 +711,7 @@ class SqliteStore:
             )
             return CounterResult(value=value, allowed=True)
 
-        return await self._run_short(lambda db: _atomic(db, add), writes=True)
+        return await self._run_short(lambda db: _atomic(db, add), writes=True, order=scope)
 
     async def read_counter(self, scope: str, window: str) -> int:
         row = await self._run_short(
@@ -694,6 +720,7 @@ class SqliteStore:
                 (scope, window, time.time()),
             ).fetchone(),
             writes=False,
+            order=scope,
         )
         return int(row[0]) if row else 0
 
@@ -722,11 +749,11 @@ class SqliteStore:
             return result
 
         # BEGIN IMMEDIATE: the read and the write are one atomic step across processes too.
-        return await self._run_short(lambda db: _atomic(db, add), writes=True)
+        return await self._run_short(lambda db: _atomic(db, add), writes=True, order=scope)
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:
         counts = await self._run_short(
-            lambda db: self._usage_row(db, scope, day, time.time()), writes=False
+            lambda db: self._usage_row(db, scope, day, time.time()), writes=False, order=scope
         )
         return counts or UsageCounts()
 
@@ -750,6 +777,7 @@ class SqliteStore:
                 (record.id, _iso(record.at), json.dumps(record.to_doc())),
             ),
             writes=True,
+            order=_AUDIT,
         )
 
     async def list_audit(
@@ -785,6 +813,7 @@ class SqliteStore:
                 keys,
             ).fetchall(),
             writes=False,
+            order=_BOT_STATE,
         )
         return {key: (json.loads(doc), etag) for key, doc, etag in rows}
 
@@ -812,7 +841,7 @@ class SqliteStore:
             )
             return new_etag
 
-        return await self._run_short(lambda db: _atomic(db, write), writes=True)
+        return await self._run_short(lambda db: _atomic(db, write), writes=True, order=_BOT_STATE)
 
     async def delete_state(self, keys: list[str]) -> None:
         if not keys:
@@ -824,6 +853,7 @@ class SqliteStore:
                 keys,
             ),
             writes=True,
+            order=_BOT_STATE,
         )
 
     # --- user data lifecycle

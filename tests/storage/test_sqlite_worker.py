@@ -1,8 +1,8 @@
 """The SQLite store's threads. The worker: calls run one at a time in submission order, errors
 reach the caller, and a call whose caller gave up before it started is not run. Short calls run
-on the event loop unless they would wait, and never overtake a call queued on the worker. The
-checkpoint thread: committed pages reach the database file without the writer's help, and the
-log starts over instead of growing."""
+on the event loop unless they would wait, and never overtake a call of the same conversation
+(or counter) queued on the worker. The checkpoint thread: committed pages reach the database
+file without the writer's help, and the log starts over instead of growing."""
 
 from __future__ import annotations
 
@@ -199,6 +199,32 @@ async def test_a_call_does_not_overtake_one_queued_on_the_worker(tmp_path: Path)
         # Once the queue is empty, short calls run on the loop again.
         await store.recent_messages("c", 10)
         assert store.short_calls_on_loop == 1
+
+
+async def test_other_conversations_calls_do_not_wait_behind_one_queued_on_the_worker(
+    tmp_path: Path,
+) -> None:
+    """Under load some call is nearly always on the worker (busy, or starting the log over):
+    had each new call queued behind whatever was there, most calls would end up on it."""
+    path = tmp_path / "chat.db"
+    async with _store_and_another_process(path, checkpoint_every_seconds=60) as (
+        store,
+        other_process,
+    ):
+        await store.add_message(message("d", 1))
+        other_process.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.add_message(message("c", 1)))
+        await asyncio.sleep(0)
+        # Another conversation's read, and a counter's, run on the loop while "c" waits.
+        assert [m.id for m in await store.recent_messages("d", 10)] == ["user-1"]
+        assert await store.read_counter("user:u", "minute") == 0
+        read_of_c = asyncio.ensure_future(store.recent_messages("c", 10))
+        await asyncio.sleep(0.05)
+        assert not write.done() and not read_of_c.done()
+        other_process.execute("COMMIT")
+        assert await write is True
+        assert [m.id for m in await read_of_c] == ["user-1"]
+        assert (store.short_calls_on_loop, store.short_calls_on_worker) == (3, 2)
 
 
 async def test_the_log_starts_over_instead_of_growing(tmp_path: Path) -> None:
