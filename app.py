@@ -81,6 +81,7 @@ READINESS_TIMEOUT_SECONDS = 5.0
 # Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
 STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
 WORKER_GROUP = web.AppKey("worker_group", WorkerGroup)
+PEERS = web.AppKey("peers", PeerLinks)
 RETENTION_PURGE_SECONDS = 3600
 
 
@@ -353,6 +354,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         peers,
     )
     if peers is not None:
+        app[PEERS] = peers
         await peers.start()
     purge = asyncio.create_task(_purge_periodically(store), name="retention-purge")
     _log_configuration(app)

@@ -1,6 +1,7 @@
 """Our app, as `python app.py` runs it, plus one benchmark route: `GET /bench/stats` answers the
 store operations counted at the store boundary (every call into the SQLite store, whoever made
-it: chat service, controls, dialogs) and the process's peak RSS.
+it: chat service, controls, dialogs) and the process's peak RSS. Each process also writes its
+counts when it stops (bench/worker_counts.py): with APP_WORKERS a request reaches one worker.
 
     python -m bench.app_server      (settings from the environment, like app.py)
 """
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 import app as app_module
+from bench.worker_counts import write_counts
 from bot.peers import WorkerGroup
 from storage.base import READ_OPERATIONS, WRITE_OPERATIONS, Store
 
@@ -99,16 +101,32 @@ def rss_kib() -> dict[str, int]:
     return values
 
 
+def _short_calls() -> Counter[str]:
+    """The SQLite store's short calls: run on the loop, or on its worker thread."""
+    short_calls: Counter[str] = Counter()
+    for store in STORES:
+        short_calls["on_loop"] += getattr(store, "short_calls_on_loop", 0)
+        short_calls["on_worker"] += getattr(store, "short_calls_on_worker", 0)
+    return short_calls
+
+
+async def _write_final_counts(app: web.Application) -> None:
+    """After the drain: this process's store calls and hand-overs, for `final_counts`."""
+    peers = app.get(app_module.PEERS)
+    counts = {
+        "store_short_calls": dict(_short_calls()),
+        "peers": dict(peers.counts) if peers is not None else {},
+    }
+    write_counts(app[app_module.SETTINGS].data_dir, counts)
+
+
 async def stats(request: web.Request) -> web.Response:
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
-    # The SQLite store's short calls: run on the loop, or on its worker thread.
-    short_calls: Counter[str] = Counter()
     for store in STORES:
         calls.update(store.calls)
         seconds.update(store.seconds)
-        short_calls["on_loop"] += getattr(store, "short_calls_on_loop", 0)
-        short_calls["on_worker"] += getattr(store, "short_calls_on_worker", 0)
+    short_calls = _short_calls()
     queue = request.app[app_module.TURNS]
     return web.json_response(
         {
@@ -164,6 +182,8 @@ def main() -> None:
         application = app_module.create_app(settings, store_wrapper=CountingStore, workers=workers)
         application.router.add_get("/bench/stats", stats)
         application.cleanup_ctx.append(_watch_loop_lag)
+        # on_cleanup runs after the app's own clean-up (the drain) in aiohttp.
+        application.on_cleanup.append(_write_final_counts)
         return application
 
     gc.callbacks.append(_time_gc)

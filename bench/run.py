@@ -46,6 +46,7 @@ from bench.processes import (
     process_rss_kib,
     process_tree_cpu_seconds,
 )
+from bench.worker_counts import final_counts
 from storage.ids import safe_id
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -732,8 +733,11 @@ async def workers_phases(
     run_id: str,
 ) -> dict[str, Any]:
     """Throughput with a 0 ms model and overhead with the simulated latency (starts spread), on
-    the app with `opts.workers` worker processes. CPU is the whole process tree's."""
+    the app with `opts.workers` worker processes. CPU is the whole process tree's. What each
+    worker counted (hand-overs, store calls on the loop or its worker thread) is read when the
+    app has stopped, warm-up turns included."""
     report: dict[str, Any] = {"workers": opts.workers}
+    warm_up_turns = 8 * 2
 
     @contextlib.asynccontextmanager
     async def warm_stack(label: str, ttft: float) -> AsyncIterator[OurStack]:
@@ -752,6 +756,13 @@ async def workers_phases(
             yield stack
         finally:
             await stack.stop()
+        counts = final_counts(stack.data_dir)
+        turns = report[label]["completed_turns"] + warm_up_turns
+        handed_over = counts["peers"].get("handed_over", 0)
+        report[label]["workers_counted"] = counts | {
+            "turns_including_warm_up": turns,
+            "handed_over_share": round(handed_over / turns, 3) if turns else None,
+        }
 
     async with warm_stack("0ms", 0.0) as stack:
         report["0ms"] = await measured_load(

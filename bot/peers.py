@@ -27,6 +27,7 @@ import json
 import logging
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,9 @@ class PeerLinks:
         self._connections: dict[int, _PeerConnection] = {}
         self._connecting: dict[int, asyncio.Lock] = {}
         self._serving: set[asyncio.Task[None]] = set()
+        # Activities handed over (answered by the owner), run here because the owner could not
+        # be reached, and taken over from siblings (the bench reports them).
+        self.counts: Counter[str] = Counter()
 
     def owner(self, conversation_key: str) -> int | None:
         """The sibling that owns this conversation, or None when it is this worker."""
@@ -159,13 +163,16 @@ class PeerLinks:
         payload = json.dumps(raw, ensure_ascii=False).encode()
         try:
             connection = await self._connection(owner)
-            return await asyncio.wait_for(connection.send(payload), self._timeout)
+            status = await asyncio.wait_for(connection.send(payload), self._timeout)
         except (OSError, TimeoutError) as exc:
+            self.counts["run_here"] += 1
             log.warning(
                 "a sibling worker did not take an activity of its conversation; running it here",
                 extra={"worker": owner, "error": type(exc).__name__},
             )
             return None
+        self.counts["handed_over"] += 1
+        return status
 
     async def _connection(self, owner: int) -> _PeerConnection:
         connection = self._connections.get(owner)
@@ -210,6 +217,7 @@ class PeerLinks:
             return 400
         if not isinstance(raw, dict):
             return 400
+        self.counts["taken_over"] += 1
         try:
             return await self._accept(raw)
         except Exception:

@@ -82,6 +82,15 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     assert (
         workers["0ms"]["cpu_ms_per_turn"]["bot"] + workers["latency"]["cpu_ms_per_turn"]["bot"] > 0
     )
+    # Every worker wrote what it counted when it stopped: each turn's store calls (at least
+    # its message, window, answer and summary) and, for any activity handed to its owner,
+    # that it was taken over on the other side.
+    counted = workers["0ms"]["workers_counted"]
+    assert counted["turns_including_warm_up"] == 8 + 16
+    assert sum(counted["store_short_calls"].values()) >= 4 * 24
+    peers = counted["peers"]
+    assert peers.get("handed_over", 0) == peers.get("taken_over", 0)
+    assert 0 <= counted["handed_over_share"] <= 1
 
     memory = report["memory"]
     assert memory["completed_turns"] == 5

@@ -85,10 +85,11 @@ def test_every_process_agrees_on_the_owner_of_a_conversation() -> None:
 async def test_handed_over_activities_reach_the_owner_in_the_order_they_were_sent(
     links: tuple[PeerLinks, PeerLinks, Owner],
 ) -> None:
-    sender, _, owner = links
+    sender, receiver, owner = links
     statuses = await asyncio.gather(*(sender.forward(1, activity(n)) for n in range(50)))
     assert statuses == [202] * 50
     assert [raw["id"] for raw in owner.received] == [f"act-{n}" for n in range(50)]
+    assert (sender.counts["handed_over"], receiver.counts["taken_over"]) == (50, 50)
 
 
 async def test_the_sender_answers_with_the_owners_status(
@@ -147,6 +148,7 @@ async def test_an_owner_that_does_not_answer_in_time_leaves_the_activity_to_the_
     await receiver.start()
     try:
         assert await sender.forward(1, activity(1)) is None
+        assert sender.counts == {"run_here": 1}
     finally:
         await sender.close()
         await receiver.close()
