@@ -205,6 +205,10 @@ class PeerLinks:
                 writer.write(_ANSWER.pack(request_id, status))
         except (asyncio.IncompleteReadError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only `close` cancels these. Ended quietly: asyncio (3.11) reports a cancelled
+            # connection task as an "Exception in callback" error.
+            pass
         finally:
             writer.close()
             if task is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,20 @@ def test_the_sockets_directory_stays_short_under_a_long_tmpdir(
         assert list(long_tmp.iterdir()) == []  # the long one was not left behind
     finally:
         shutil.rmtree(directory)
+
+
+async def test_a_worker_stopping_with_siblings_connected_logs_no_error(
+    sockets: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = PeerLinks(WorkerGroup(sockets, 0, 2), Owner().accept)
+    receiver = PeerLinks(WorkerGroup(sockets, 1, 2), Owner().accept)
+    await sender.start()
+    await receiver.start()
+    try:
+        assert await sender.forward(1, activity(1)) == 202
+        with caplog.at_level(logging.ERROR):
+            await receiver.close()  # the sender's connection is still open
+            await asyncio.sleep(0.05)  # the serving task's done callbacks run
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    finally:
+        await sender.close()
