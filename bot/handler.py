@@ -45,13 +45,10 @@ RAW_ACTIVITY_KEY = "assistant.raw_activity"
 FEEDBACK_WAIT_SECONDS = 5.0
 
 
-def conversation_key(activity: Activity) -> str:
-    return f"{activity.channel_id}:{activity.conversation.id}"
-
-
-def conversation_key_of_wire(raw: dict[str, Any]) -> str:
-    """`conversation_key` of a validated wire activity, before it is read into an Activity."""
-    return f"{raw['channelId']}:{raw['conversation']['id']}"
+def conversation_key(channel_id: str, conversation_id: str) -> str:
+    """What the turn queue orders and deduplicates by, and what picks a conversation's worker:
+    from an Activity or from the wire form, whichever the caller has."""
+    return f"{channel_id}:{conversation_id}"
 
 
 # Channels whose clients (browsers) write `from` and channelData themselves.
@@ -126,7 +123,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             if is_teams_shared(activity) and not mentioned:
                 return  # group chats and channels: only messages that @mention the bot
         turn = TurnInput(
-            conversation_key=conversation_key(activity),
+            conversation_key=conversation_key(activity.channel_id, activity.conversation.id),
             activity_id=activity.id or "",
             text=text,
             user_id=user_key(activity, raw),
@@ -167,7 +164,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         rated, reaction, text = parsed
         try:
             await self._feedback.record(
-                conversation_key(activity),
+                conversation_key(activity.channel_id, activity.conversation.id),
                 FeedbackSubmission(rated, "like" if reaction == "like" else "dislike", text),
             )
         except StoreError:
@@ -182,7 +179,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         submission = parse_feedback(raw)
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
-        key = conversation_key(activity)
+        key = conversation_key(activity.channel_id, activity.conversation.id)
         settled = self._turns_settled
         try:
             await self._feedback.record(

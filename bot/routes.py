@@ -21,12 +21,7 @@ from botbuilder.schema import Activity, ActivityTypes
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import (
-    IDENTITY_FROM_SERVER,
-    RAW_ACTIVITY_KEY,
-    conversation_key,
-    conversation_key_of_wire,
-)
+from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
 from bot.peers import PeerLinks
 from bot.turns import ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
@@ -172,7 +167,8 @@ class MessagesEndpoint:
             # Anonymous mode: refuse to send replies to arbitrary hosts.
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
         if self._peers is not None and raw["type"] in _QUEUED_TYPES:
-            owner = self._peers.owner(conversation_key_of_wire(raw))
+            key = conversation_key(raw["channelId"], raw["conversation"]["id"])
+            owner = self._peers.owner(key)
             if owner is not None:
                 status = await self._peers.forward(owner, raw)
                 if status is not None:
@@ -201,7 +197,7 @@ class MessagesEndpoint:
         if activity.type not in _QUEUED_TYPES:
             return web.Response(status=200)
 
-        key = conversation_key(activity)
+        key = conversation_key(activity.channel_id, activity.conversation.id)
         dedupe = f"{key}|{activity.id}" if activity.id else None
         try:
             accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw))
