@@ -737,7 +737,7 @@ async def workers_phases(
     worker counted (hand-overs, store calls on the loop or its worker thread) is read when the
     app has stopped, warm-up turns included."""
     report: dict[str, Any] = {"workers": opts.workers}
-    warm_up_turns = 8 * 2
+    warm_up_conversations, warm_up_turns = 8, 2
 
     @contextlib.asynccontextmanager
     async def warm_stack(label: str, ttft: float) -> AsyncIterator[OurStack]:
@@ -749,15 +749,15 @@ async def workers_phases(
                 channel,
                 f"{stack.url}/api/messages",
                 target="ours",
-                concurrency=8,
-                turns=2,
+                concurrency=warm_up_conversations,
+                turns=warm_up_turns,
                 run_id=f"{run_id}-w",
             )
             yield stack
         finally:
             await stack.stop()
         counts = final_counts(stack.data_dir)
-        turns = report[label]["completed_turns"] + warm_up_turns
+        turns = report[label]["completed_turns"] + warm_up_conversations * warm_up_turns
         handed_over = counts["peers"].get("handed_over", 0)
         report[label]["workers_counted"] = counts | {
             "turns_including_warm_up": turns,
