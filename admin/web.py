@@ -63,6 +63,8 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 EXPORT_MAX_CONVERSATIONS = 5000
 MAX_REASON_CHARS = 500
+# What a user's data export holds (`UserDataStore.export_user`), besides the ids.
+USER_DATA_KINDS = ("conversations", "messages", "states")
 _DIRECT_LINE_PREFIX = "dl_"
 CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -129,6 +131,7 @@ def create_admin_app(
     r.add_post("/reveal", reveal_page, name="reveal")
     r.add_get("/users/delete", delete_confirm_page, name="delete_confirm")
     r.add_post("/users/delete", delete_page, name="delete")
+    r.add_post("/users/export", export_user_page, name="export_user")
     r.add_get("/audit", audit_page, name="audit")
     r.add_get("/login", login, name="login")
     r.add_get("/auth/callback", oidc_callback, name="callback")
@@ -140,6 +143,7 @@ def create_admin_app(
     r.add_get("/api/export/conversations/{id}", api_export_conversation)
     r.add_post("/api/reveal", api_reveal)
     r.add_post("/api/users/delete", api_delete_user)
+    r.add_post("/api/users/export", api_export_user)
     r.add_get("/api/audit", api_audit)
     r.add_static("/static/", HERE / "static", name="static")
     return app
@@ -421,11 +425,16 @@ async def _list(request: web.Request) -> tuple[Filters, dict[str, Any]]:
     return filters, body
 
 
-async def _reveal(request: web.Request, reference: str, reason: str) -> str:
-    context = request.app[CONTEXT]
+def _reason(reason: str, to_do: str) -> str:
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON_CHARS:
-        raise BadRequest(f"give a reason (up to {MAX_REASON_CHARS} characters) to reveal a user")
+        raise BadRequest(f"give a reason (up to {MAX_REASON_CHARS} characters) to {to_do}")
+    return reason
+
+
+async def _reveal(request: web.Request, reference: str, reason: str) -> str:
+    context = request.app[CONTEXT]
+    reason = _reason(reason, "reveal a user")
     user_id = context.pseudonyms.resolve(reference)
     if user_id is None:
         raise AdminError(404, "not_found", "That is not a user pseudonym of this deployment.")
@@ -441,6 +450,14 @@ def stored_ids_of(user_id: str) -> list[str]:
     return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
 
 
+def _audited_as(context: AdminContext, user_id: str) -> str:
+    """The pseudonym an action on a person's data is recorded under: the audit log outlives the
+    data and should not bring the user id back (an admin can reveal it with the same key). It
+    is the pseudonym of their first stored id, so the records of one person agree whichever of
+    their ids was named."""
+    return context.pseudonyms.pseudonym(stored_ids_of(user_id)[0])
+
+
 async def _delete_user(request: web.Request, reference: str, confirm: str) -> dict[str, int]:
     context = request.app[CONTEXT]
     reference = reference.strip()
@@ -449,9 +466,7 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     if confirm.strip() != reference:
         raise BadRequest("the confirmation must repeat the user exactly")
     user_id = context.pseudonyms.user_id(reference)
-    # Recorded under the pseudonym: the audit log outlives the data and should not bring the
-    # user id back; an admin can still reveal it with the same key.
-    target = context.pseudonyms.pseudonym(user_id)
+    target = _audited_as(context, user_id)
     # No record, no deletion: the request is recorded before anything is deleted (a 503 here
     # deletes nothing), because a deletion can fail part-way and still have removed data.
     await _audit(request, "delete_user", target, {"outcome": "requested"})
@@ -465,6 +480,32 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     deleted = dict(counts)
     await _audit_outcome(request, target, {"outcome": "deleted", "deleted": deleted})
     return deleted
+
+
+async def _export_user(request: web.Request, reference: str, reason: str) -> web.Response:
+    """Everything stored about one person, under each id their channels gave them, as one JSON
+    download (a data subject's access request). It names the user and holds their own words, so
+    it takes a reason, as a reveal does; the audit record names the pseudonym."""
+    context = request.app[CONTEXT]
+    reference = reference.strip()
+    if not reference:
+        raise BadRequest("name the user to export")
+    reason = _reason(reason, "export a user's data")
+    user_id = context.pseudonyms.user_id(reference)
+    exports = [await context.store.export_user(stored_id) for stored_id in stored_ids_of(user_id)]
+    body: dict[str, Any] = {
+        "user": reference,
+        "exportedAt": datetime.now(UTC).isoformat(),
+        "storedIds": [part["userId"] for part in exports],
+    }
+    for kind in USER_DATA_KINDS:
+        body[kind] = [doc for part in exports for doc in part[kind]]
+    counts = {kind: len(body[kind]) for kind in USER_DATA_KINDS}
+    target = _audited_as(context, user_id)
+    await _audit(request, "export_user", target, {"reason": reason, "exported": counts})
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    name = f"user-{uuid.uuid5(uuid.NAMESPACE_URL, target).hex[:12]}-{stamp}.json"
+    return _attachment(export.to_json(body), "application/json", name)
 
 
 async def _audit_outcome(request: web.Request, target: str, detail: dict[str, Any]) -> None:
@@ -679,6 +720,12 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
 
 
 @requires(Role.ADMIN)
+async def export_user_page(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    return await _export_user(request, str(form.get("user", "")), str(form.get("reason", "")))
+
+
+@requires(Role.ADMIN)
 async def audit_page(request: web.Request) -> web.StreamResponse:
     records, continuation = await _audit_records(request)
     next_link = (
@@ -793,6 +840,12 @@ async def api_delete_user(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     counts = await _delete_user(request, str(body.get("user", "")), str(body.get("confirm", "")))
     return web.json_response({"deleted": counts})
+
+
+@requires(Role.ADMIN)
+async def api_export_user(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    return await _export_user(request, str(body.get("user", "")), str(body.get("reason", "")))
 
 
 @requires(Role.ADMIN)

@@ -1,12 +1,13 @@
 """The admin review in headless Chromium against the app on a real port: sign in with the
 printed one-time link, filter flagged conversations, open a transcript whose messages hold
-`<script>` and `<img onerror>` and prove nothing runs, export, delete a user and find the
-deletion in the audit log. Screenshots go to test-artifacts/."""
+`<script>` and `<img onerror>` and prove nothing runs, export, download a user's data, delete
+the user and find both in the audit log. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,13 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         await page.get_by_role("link", name="Delete all data of this user…").click()
         await page.wait_for_url("**/admin/users/delete**")
         assert await page.get_by_test_id("delete-user").inner_text() == pseudonym
+        # Everything about the user, kept before the deletion.
+        await page.fill("[data-testid=export-user] input[name=reason]", "access request 42")
+        async with page.expect_download() as download_info:
+            await page.get_by_role("button", name="Export all data of this user").click()
+        exported = json.loads((await (await download_info.value).path()).read_text("utf-8"))
+        assert [c["id"] for c in exported["conversations"]] == ["conv-error", "conv-flagged"]
+        assert XSS_PROMPT in [m["text"] for m in exported["messages"]]
         # A wrong confirmation deletes nothing.
         await page.fill("input[name=confirm]", "someone else")
         await page.get_by_role("button", name="Delete").click()
@@ -131,7 +139,13 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
             "rows => rows.map(r => r.dataset.action)"
         )
         # A deletion is recorded twice: the request before anything is deleted, then its outcome.
-        assert actions == ["delete_user", "delete_user", "export_conversation", "view_transcript"]
+        assert actions == [
+            "delete_user",
+            "delete_user",
+            "export_user",
+            "export_conversation",
+            "view_transcript",
+        ]
         await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
     finally:
         await context.close()

@@ -527,8 +527,141 @@ async def test_deleting_a_user_also_deletes_their_data_from_azures_direct_line(
 async def test_deleting_the_direct_line_id_also_deletes_the_object_ids_data(
     admin: TestClient[Any, Any],
 ) -> None:
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     await admin.post(
         "/admin/api/users/delete",
         json={"user": "dl_alice@contoso.com", "confirm": "dl_alice@contoso.com"},
     )
     assert (await admin.server.app[STORE].export_user("alice@contoso.com"))["messages"] == []
+    # Recorded under the same pseudonym as a deletion that named the object id.
+    [outcome, request, *_] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert outcome["target"] == request["target"] == pseudonym
+
+
+async def _add_direct_line_conversation_and_consent_of_alice(admin: TestClient[Any, Any]) -> None:
+    """Alice as Azure's Direct Line stores her (`dl_<object id>`), and her consent record."""
+    store = admin.server.app[STORE]
+    await _conversation(
+        store,
+        "conv-web",
+        "dl_alice@contoso.com",
+        tenant="",
+        channel="directline",
+        title="Web question",
+        at=T0,
+        messages=[_msg(Role.USER, "Asked on the intranet", tokens=4)],
+    )
+    consent = {"consent": {"version": "2026-11", "accepted": True}}
+    await store.write_state("msteams/users/alice", consent, None, owner="alice@contoso.com")
+
+
+async def test_a_users_data_export_holds_everything_under_both_of_their_ids(
+    admin: TestClient[Any, Any],
+) -> None:
+    await _add_direct_line_conversation_and_consent_of_alice(admin)
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+
+    response = await admin.post(
+        "/admin/api/users/export", json={"user": pseudonym, "reason": "access request DSAR-42"}
+    )
+
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="user-')
+    # The file name does not carry the user id.
+    assert "alice" not in response.headers["Content-Disposition"]
+    exported = json.loads(await response.text())
+    assert exported["user"] == pseudonym
+    assert exported["storedIds"] == ["alice@contoso.com", "dl_alice@contoso.com"]
+    assert sorted(c["id"] for c in exported["conversations"]) == [
+        "conv-error",
+        "conv-flagged",
+        "conv-web",
+    ]
+    assert "Asked on the intranet" in [m["text"] for m in exported["messages"]]
+    assert XSS_WITHHELD in [m.get("withheldText") for m in exported["messages"]]
+    assert {m["conversationId"] for m in exported["messages"]} == {
+        "conv-error",
+        "conv-flagged",
+        "conv-web",
+    }
+    assert exported["states"] == [{"consent": {"version": "2026-11", "accepted": True}}]
+    # Nobody else's words.
+    assert "Book through the portal." not in await response.text()
+
+
+async def test_a_users_data_export_is_audited_under_the_pseudonym_with_its_reason(
+    admin: TestClient[Any, Any],
+) -> None:
+    await _add_direct_line_conversation_and_consent_of_alice(admin)
+    # Named by the Direct Line id: the same person, the same record.
+    await admin.post(
+        "/admin/api/users/export", json={"user": "dl_alice@contoso.com", "reason": "DSAR-42"}
+    )
+
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    audit = (await (await admin.get("/admin/api/audit")).json())["items"]
+    [record] = [r for r in audit if r["action"] == "export_user"]
+    assert record["target"] == pseudonym
+    assert record["detail"]["reason"] == "DSAR-42"
+    assert record["detail"]["exported"] == {"conversations": 3, "messages": 5, "states": 1}
+    assert "alice@contoso.com" not in json.dumps(audit)
+
+
+async def test_a_users_data_export_needs_a_user_and_a_reason(
+    admin: TestClient[Any, Any],
+) -> None:
+    for body, complaint in [
+        ({"user": "alice@contoso.com"}, "give a reason"),
+        ({"user": "alice@contoso.com", "reason": "  "}, "give a reason"),
+        ({"user": "alice@contoso.com", "reason": "x" * 501}, "give a reason"),
+        ({"user": " ", "reason": "DSAR-42"}, "name the user"),
+    ]:
+        refused = await admin.post("/admin/api/users/export", json=body)
+        assert refused.status == 400
+        assert complaint in (await refused.json())["message"]
+    audit = (await (await admin.get("/admin/api/audit")).json())["items"]
+    assert "export_user" not in [r["action"] for r in audit]
+
+
+async def test_a_reviewer_cannot_export_a_users_data(reviewer: TestClient[Any, Any]) -> None:
+    refused = await reviewer.post(
+        "/admin/api/users/export", json={"user": "alice@contoso.com", "reason": "curious"}
+    )
+    assert refused.status == 403
+    transcript = await reviewer.get("/admin/conversations/conv-flagged")
+    assert 'data-testid="export-user"' not in await transcript.text()
+
+
+async def test_a_users_data_export_whose_audit_record_cannot_be_written_is_refused(
+    faulty_admin: tuple[TestClient[Any, Any], FaultyStore],
+) -> None:
+    admin, store = faulty_admin
+    store.fail(FaultKind.ERROR, "append_audit", count=1)
+
+    refused = await admin.post(
+        "/admin/api/users/export", json={"user": "alice@contoso.com", "reason": "DSAR-42"}
+    )
+
+    assert refused.status == 503
+    assert (await refused.json())["error"] == "audit_unavailable"
+    assert "Violent request" not in await refused.text()
+
+
+async def test_the_transcript_and_deletion_pages_offer_the_users_data_export(
+    admin: TestClient[Any, Any],
+) -> None:
+    transcript = await (await admin.get("/admin/conversations/conv-flagged")).text()
+    assert 'data-testid="export-user"' in transcript
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    confirm = await (await admin.get(f"/admin/users/delete?user={pseudonym}")).text()
+    assert 'data-testid="export-user"' in confirm
+
+    form = {"user": pseudonym, "reason": "before deletion"}
+    forged = await admin.post("/admin/users/export", data=form, headers={"X-CSRF-Token": ""})
+    assert forged.status == 403
+    # What the form posts (the session's CSRF token is in the client's default headers).
+    downloaded = await admin.post("/admin/users/export", data=form)
+
+    assert downloaded.status == 200
+    assert downloaded.headers["Content-Type"].startswith("application/json")
+    assert len(json.loads(await downloaded.text())["conversations"]) == 2
