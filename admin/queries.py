@@ -36,6 +36,15 @@ FLAG_CATEGORIES = [
     "negative_feedback",
 ]
 SEVERITIES = {"safe", "low", "medium", "high"}
+_DIRECT_LINE_PREFIX = "dl_"
+
+
+def stored_ids_of(user_id: str) -> list[str]:
+    """Every id one person's data is stored under. Teams and the built-in web chat store the
+    Entra object id; through Azure's Direct Line the same person is `dl_<object id>` (the prefix
+    Direct Line reserves for ids the server binds into a token, see webchat/identity.py)."""
+    base = user_id.removeprefix(_DIRECT_LINE_PREFIX)
+    return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
 
 
 class BadRequest(ValueError):
@@ -108,7 +117,7 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
         raise BadRequest(f"the search text is limited to {MAX_QUERY_CHARS} characters")
     user = params.get("user", "").strip()
     query = SummaryQuery(
-        user_id=pseudonyms.user_id(user) if user else None,
+        user_ids=stored_ids_of(pseudonyms.user_id(user)) if user else None,
         tenant_id=params.get("tenant", "").strip() or None,
         channel_id=params.get("channel", "").strip() or None,
         since=_moment(params, "since", end_of_day=False),

@@ -45,6 +45,7 @@ from admin.queries import (
     list_conversations,
     message_view,
     parse_filters,
+    stored_ids_of,
     summary_view,
 )
 from admin.settings import AdminSettings, AuthMode
@@ -65,7 +66,6 @@ EXPORT_MAX_CONVERSATIONS = 5000
 MAX_REASON_CHARS = 500
 # What a user's data export holds (`UserDataStore.export_user`), besides the ids.
 USER_DATA_KINDS = ("conversations", "messages", "states")
-_DIRECT_LINE_PREFIX = "dl_"
 CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
@@ -442,14 +442,6 @@ async def _reveal(request: web.Request, reference: str, reason: str) -> str:
     return user_id
 
 
-def stored_ids_of(user_id: str) -> list[str]:
-    """Every id one person's data is stored under. Teams and the built-in web chat store the
-    Entra object id; through Azure's Direct Line the same person is `dl_<object id>` (the prefix
-    Direct Line reserves for ids the server binds into a token, see webchat/identity.py)."""
-    base = user_id.removeprefix(_DIRECT_LINE_PREFIX)
-    return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
-
-
 def _audited_as(context: AdminContext, user_id: str) -> str:
     """The pseudonym an action on a person's data is recorded under: the audit log outlives the
     data and should not bring the user id back (an admin can reveal it with the same key). It
@@ -686,16 +678,14 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     reference = request.query.get("user", "").strip()
     if not reference:
         raise BadRequest("name the user to delete")
-    pages = [
-        await context.store.list_summaries(SummaryQuery(user_id=stored_id), 100)
-        for stored_id in stored_ids_of(context.pseudonyms.user_id(reference))
-    ]
+    stored_ids = stored_ids_of(context.pseudonyms.user_id(reference))
+    page = await context.store.list_summaries(SummaryQuery(user_ids=stored_ids), 100)
     return _render(
         request,
         "delete_confirm.html",
         reference=reference,
-        conversations=sum(len(page.items) for page in pages),
-        more=any(page.continuation is not None for page in pages),
+        conversations=len(page.items),
+        more=page.continuation is not None,
         error=None,
     )
 

@@ -684,8 +684,12 @@ class CosmosStore:
             if name is not None:
                 params.append({"name": name, "value": value})
 
-        if query.user_id is not None:
-            where("c.userId = @user", "@user", query.user_id)
+        # One user: a single-partition query. Several (one person's ids): across partitions.
+        user = query.user_ids[0] if query.user_ids and len(query.user_ids) == 1 else None
+        if user is not None:
+            where("c.userId = @user", "@user", user)
+        elif query.user_ids is not None:
+            where("ARRAY_CONTAINS(@users, c.userId)", "@users", query.user_ids)
         if query.tenant_id is not None:
             where("c.tenantId = @tenant", "@tenant", query.tenant_id)
         if query.channel_id is not None:
@@ -727,7 +731,7 @@ class CosmosStore:
                 op,
                 sql,
                 params,
-                partition_key=query.user_id,
+                partition_key=user,
                 page_size=page_size + 1,
             ):
                 summary = ConversationSummary.model_validate(_clean(doc))

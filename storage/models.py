@@ -143,7 +143,9 @@ class SummaryDelta(BaseModel):
 class SummaryQuery(BaseModel):
     """Filters of the admin conversation list. All optional; combined with AND."""
 
-    user_id: str | None = None
+    # Conversations of any of these ids: the ids one person is stored under (Teams and Azure's
+    # Direct Line give the same person two).
+    user_ids: list[str] | None = Field(default=None, min_length=1)
     tenant_id: str | None = None
     channel_id: str | None = None
     since: datetime | None = None

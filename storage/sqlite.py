@@ -644,8 +644,10 @@ class SqliteStore:
     ) -> Page:
         clauses: list[str] = []
         params: list[Any] = []
+        if query.user_ids is not None:
+            clauses.append(f"user_id IN ({', '.join('?' * len(query.user_ids))})")
+            params.extend(query.user_ids)
         for column, value in (
-            ("user_id", query.user_id),
             ("tenant_id", query.tenant_id),
             ("channel_id", query.channel_id),
         ):

@@ -555,6 +555,21 @@ async def _add_direct_line_conversation_and_consent_of_alice(admin: TestClient[A
     await store.write_state("msteams/users/alice", consent, None, owner="alice@contoso.com")
 
 
+async def test_the_user_filter_finds_a_persons_conversations_under_both_of_their_ids(
+    admin: TestClient[Any, Any],
+) -> None:
+    await _add_direct_line_conversation_and_consent_of_alice(admin)
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    both = ["Expense question", "Web question", "Violent request"]
+
+    assert await titles(admin, f"user={pseudonym}") == both
+    assert await titles(admin, "user=dl_alice@contoso.com") == both
+    assert await titles(admin, f"user={pseudonym}&channel=directline") == ["Web question"]
+    # The list's export follows the same filter.
+    exported = await admin.get(f"/admin/api/export/conversations?user={pseudonym}&format=json")
+    assert [c["title"] for c in json.loads(await exported.text())["items"]] == both
+
+
 async def test_a_users_data_export_holds_everything_under_both_of_their_ids(
     admin: TestClient[Any, Any],
 ) -> None:

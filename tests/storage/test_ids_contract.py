@@ -50,7 +50,7 @@ async def test_messages_and_summaries_take_raw_channel_ids(store: Store) -> None
     )
     assert summary.message_count == 3
     assert await store.find_summary(CONVERSATION) == summary
-    page = await store.list_summaries(SummaryQuery(user_id=USER), 10)
+    page = await store.list_summaries(SummaryQuery(user_ids=[USER]), 10)
     assert [s.conversation_id for s in page.items] == [CONVERSATION]
 
     exported = await store.export_user(USER)

@@ -187,7 +187,7 @@ async def test_paging_returns_every_item_exactly_once(store: Store, page_size: i
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        (SummaryQuery(user_id="alice"), {"c01", "c02", "c07"}),
+        (SummaryQuery(user_ids=["alice"]), {"c01", "c02", "c07"}),
         (SummaryQuery(tenant_id="t2"), {"c04", "c05"}),
         (SummaryQuery(channel_id="webchat"), {"c02", "c05"}),
         (
@@ -200,8 +200,11 @@ async def test_paging_returns_every_item_exactly_once(store: Store, page_size: i
         (SummaryQuery(negative_feedback=False, tenant_id="t2"), set()),
         (SummaryQuery(has_errors=True), {"c03"}),
         (SummaryQuery(title_contains="budget"), {"c01", "c03", "c05"}),
-        (SummaryQuery(title_contains="budget", user_id="bob"), {"c03"}),
-        (SummaryQuery(user_id="nobody"), set()),
+        (SummaryQuery(title_contains="budget", user_ids=["bob"]), {"c03"}),
+        (SummaryQuery(user_ids=["nobody"]), set()),
+        # One person's ids (as Teams and Azure's Direct Line store them): across partitions.
+        (SummaryQuery(user_ids=["alice", "carol"]), {"c01", "c02", "c05", "c06", "c07"}),
+        (SummaryQuery(user_ids=["alice", "nobody"], channel_id="webchat"), {"c02"}),
     ],
 )
 async def test_list_filters(store: Store, query: SummaryQuery, expected: set[str]) -> None:
