@@ -47,6 +47,13 @@ def stored_ids_of(user_id: str) -> list[str]:
     return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
 
 
+def shown_user(pseudonyms: Pseudonyms, user_id: str) -> str:
+    """What a viewer sees for a stored user id: the person's pseudonym, the same for both of
+    their ids (so a reveal names their object id), or the id as stored when pseudonymization
+    is off."""
+    return pseudonyms.display(stored_ids_of(user_id)[0] if pseudonyms.enabled else user_id)
+
+
 class BadRequest(ValueError):
     """A filter or parameter the caller sent is invalid; the message is safe to show."""
 
@@ -202,7 +209,7 @@ async def all_conversations(
 def summary_view(summary: ConversationSummary, pseudonyms: Pseudonyms) -> dict[str, Any]:
     return {
         "id": summary.conversation_id,
-        "user": pseudonyms.display(summary.user_id),
+        "user": shown_user(pseudonyms, summary.user_id),
         "tenant": summary.tenant_id,
         "channel": summary.channel_id,
         "title": summary.title,
@@ -278,7 +285,7 @@ def message_view(message: Message, pseudonyms: Pseudonyms) -> dict[str, Any]:
         "id": message.id,
         "seq": message.seq,
         "role": message.role.value,
-        "user": pseudonyms.display(message.user_id),
+        "user": shown_user(pseudonyms, message.user_id),
         "text": message.text,
         "withheldText": message.withheld_text,
         "createdAt": message.created_at.isoformat(),

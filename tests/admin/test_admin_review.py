@@ -564,6 +564,11 @@ async def test_the_user_filter_finds_a_persons_conversations_under_both_of_their
 
     assert await titles(admin, f"user={pseudonym}") == both
     assert await titles(admin, "user=dl_alice@contoso.com") == both
+    # One person, one pseudonym, whichever channel stored them.
+    listed = (await (await admin.get(f"{API}?user={pseudonym}")).json())["items"]
+    assert {item["user"] for item in listed} == {pseudonym}
+    web = (await (await admin.get(f"{API}/conv-web")).json())["messages"]
+    assert web[0]["user"] == pseudonym
     assert await titles(admin, f"user={pseudonym}&channel=directline") == ["Web question"]
     # The list's export follows the same filter.
     exported = await admin.get(f"/admin/api/export/conversations?user={pseudonym}&format=json")
