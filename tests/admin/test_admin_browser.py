@@ -96,6 +96,7 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
     try:
         await page.goto(f"{base}/admin/login?token={token}")
         await page.goto(f"{base}/admin/conversations/conv-flagged")
+        await page.screenshot(path=str(ARTIFACTS / "admin-transcript-actions.png"), full_page=True)
 
         async with page.expect_download() as download_info:
             await page.get_by_role("link", name="CSV").click()
@@ -112,6 +113,7 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         assert await page.get_by_test_id("delete-user").inner_text() == pseudonym
         # Everything about the user, kept before the deletion.
         await page.fill("[data-testid=export-user] input[name=reason]", "access request 42")
+        await page.screenshot(path=str(ARTIFACTS / "admin-delete-confirm.png"), full_page=True)
         async with page.expect_download() as download_info:
             await page.get_by_role("button", name="Export all data of this user").click()
         exported = json.loads((await (await download_info.value).path()).read_text("utf-8"))
