@@ -870,11 +870,15 @@ class SqliteStore:
                     (user_id,),
                 )
             ]
+            # What `delete_user` deletes: the user's messages anywhere, and every message of
+            # the conversations they own.
             messages = [
                 json.loads(doc)
                 for (doc,) in db.execute(
-                    "SELECT doc FROM messages WHERE user_id = ? ORDER BY conversation_id, seq",
-                    (user_id,),
+                    "SELECT doc FROM messages WHERE user_id = ? OR conversation_id IN"
+                    " (SELECT conversation_id FROM conversations WHERE user_id = ?)"
+                    " ORDER BY conversation_id, seq",
+                    (user_id, user_id),
                 )
             ]
             states = [

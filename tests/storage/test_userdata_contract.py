@@ -40,6 +40,31 @@ async def test_export_has_the_users_conversations_and_messages(store: Store) -> 
         assert not [key for key in doc if key.startswith("_")]
 
 
+async def test_export_has_every_message_that_deleting_the_user_would_remove(
+    store: Store,
+) -> None:
+    await _seed(store)
+    # A message of alice's conversation stored under another id (say, before a user id fix).
+    await store.add_message(message("alice-1", 4, user_id="alice-old-id"))
+    # Alice's words in a conversation someone else owns.
+    await store.add_message(message("bob-1", 2, user_id="alice"))
+
+    exported = await store.export_user("alice")
+
+    keys = [(m["conversationId"], m["seq"]) for m in exported["messages"]]
+    assert keys == [
+        ("alice-1", 1),
+        ("alice-1", 2),
+        ("alice-1", 3),
+        ("alice-1", 4),
+        ("alice-2", 1),
+        ("alice-2", 2),
+        ("alice-2", 3),
+        ("bob-1", 2),
+    ]
+    assert (await store.delete_user("alice"))["messages"] == len(keys)
+
+
 async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
     assert await store.export_user("nobody") == {
         "userId": "nobody",
