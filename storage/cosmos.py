@@ -684,12 +684,17 @@ class CosmosStore:
             if name is not None:
                 params.append({"name": name, "value": value})
 
-        # One user: a single-partition query. Several (one person's ids): across partitions.
+        # One user: a single-partition query. Several (one person's ids): `IN`, which the query
+        # plan routes to just their partitions.
         user = query.user_ids[0] if query.user_ids and len(query.user_ids) == 1 else None
         if user is not None:
             where("c.userId = @user", "@user", user)
         elif query.user_ids is not None:
-            where("ARRAY_CONTAINS(@users, c.userId)", "@users", query.user_ids)
+            names = [f"@user{index}" for index in range(len(query.user_ids))]
+            where(f"c.userId IN ({', '.join(names)})")
+            params.extend(
+                {"name": n, "value": v} for n, v in zip(names, query.user_ids, strict=True)
+            )
         if query.tenant_id is not None:
             where("c.tenantId = @tenant", "@tenant", query.tenant_id)
         if query.channel_id is not None:
