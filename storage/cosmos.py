@@ -684,8 +684,8 @@ class CosmosStore:
             if name is not None:
                 params.append({"name": name, "value": value})
 
-        # One user: a single-partition query. Several (one person's ids): `IN`, which the query
-        # plan routes to just their partitions.
+        # One user: a single-partition query. Several (one person's ids): a cross-partition
+        # query, as the list without a user filter is.
         user = query.user_ids[0] if query.user_ids and len(query.user_ids) == 1 else None
         if user is not None:
             where("c.userId = @user", "@user", user)
