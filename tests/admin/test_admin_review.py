@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app import STORE
+from storage.base import Store
 from storage.models import Role
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
@@ -495,21 +496,26 @@ async def test_reviewer_pages_hide_admin_actions_and_refuse_admin_pages(
     assert delete.status == 403
 
 
-async def test_deleting_a_user_also_deletes_their_data_from_azures_direct_line(
-    admin: TestClient[Any, Any],
-) -> None:
-    # The same person through Azure's Direct Line is stored as `dl_<object id>`.
-    store = admin.server.app[STORE]
+async def _add_alice_through_direct_line(admin: TestClient[Any, Any]) -> Store:
+    """A conversation of Alice as Azure's Direct Line stores her: `dl_<object id>`."""
+    store: Store = admin.server.app[STORE]
     await _conversation(
         store,
         "conv-web",
         "dl_alice@contoso.com",
-        tenant="tenant-a",
+        tenant="",
         channel="directline",
         title="Web question",
         at=T0,
         messages=[_msg(Role.USER, "Asked on the intranet", tokens=4)],
     )
+    return store
+
+
+async def test_deleting_a_user_also_deletes_their_data_from_azures_direct_line(
+    admin: TestClient[Any, Any],
+) -> None:
+    store = await _add_alice_through_direct_line(admin)
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     confirm = await admin.get(f"/admin/users/delete?user={pseudonym}")
     assert "3 conversations" in await confirm.text()
@@ -539,18 +545,7 @@ async def test_deleting_the_direct_line_id_also_deletes_the_object_ids_data(
 
 
 async def _add_direct_line_conversation_and_consent_of_alice(admin: TestClient[Any, Any]) -> None:
-    """Alice as Azure's Direct Line stores her (`dl_<object id>`), and her consent record."""
-    store = admin.server.app[STORE]
-    await _conversation(
-        store,
-        "conv-web",
-        "dl_alice@contoso.com",
-        tenant="",
-        channel="directline",
-        title="Web question",
-        at=T0,
-        messages=[_msg(Role.USER, "Asked on the intranet", tokens=4)],
-    )
+    store = await _add_alice_through_direct_line(admin)
     consent = {"consent": {"version": "2026-11", "accepted": True}}
     await store.write_state("msteams/users/alice", consent, None, owner="alice@contoso.com")
 
