@@ -202,7 +202,7 @@ async def test_paging_returns_every_item_exactly_once(store: Store, page_size: i
         (SummaryQuery(title_contains="budget"), {"c01", "c03", "c05"}),
         (SummaryQuery(title_contains="budget", user_ids=["bob"]), {"c03"}),
         (SummaryQuery(user_ids=["nobody"]), set()),
-        # One person's ids (as Teams and Azure's Direct Line store them): across partitions.
+        # Several ids (the admin names one person's two ids): across partitions.
         (SummaryQuery(user_ids=["alice", "carol"]), {"c01", "c02", "c05", "c06", "c07"}),
         (SummaryQuery(user_ids=["alice", "nobody"], channel_id="webchat"), {"c02"}),
     ],
