@@ -360,8 +360,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _workers_share_no_process_state(self) -> Settings:
         """Several workers answer requests at random: whatever one process keeps for a user
-        must not be needed by the next request. (What stays per worker, as it does per
-        instance: the order of one conversation's turns and the redelivery cache.)"""
+        must not be needed by the next request. (The order of one conversation's turns and the
+        redelivery cache need nothing here: each conversation's activities go to the worker
+        that owns it, bot/peers.py.)"""
         if self.app_workers == 1:
             return self
         needs = []
