@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from app import _socket_directory
 from bot.peers import PeerLinks, WorkerGroup
 
 
@@ -40,10 +41,10 @@ def activity(n: int, conversation: str = "a:conv-1") -> dict[str, Any]:
 
 @pytest.fixture
 def sockets() -> Iterator[Path]:
-    # A Unix socket's path is limited to about 100 bytes: pytest's tmp_path can be longer.
-    short = Path(tempfile.mkdtemp(prefix="peers-", dir="/tmp"))
-    yield short
-    shutil.rmtree(short, ignore_errors=True)
+    """A private directory short enough for Unix socket paths, as the workers' parent makes."""
+    directory = _socket_directory()
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -158,12 +159,10 @@ async def test_an_owner_that_does_not_answer_in_time_leaves_the_activity_to_the_
 def test_the_sockets_directory_stays_short_under_a_long_tmpdir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import app
-
     long_tmp = tmp_path / ("x" * 80)
     long_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
-    directory = app._socket_directory()
+    directory = _socket_directory()
     try:
         assert len(str(directory / "worker-999.sock")) <= 107
         assert directory.stat().st_mode & 0o777 == 0o700
