@@ -52,7 +52,10 @@ class Completion:
 
 
 class ModelError(Exception):
-    """A model call failed. `retryable` errors may succeed on another deployment or later."""
+    """A model call failed. `retryable` errors may succeed on another deployment or later.
+    `fault` errors are the deployment's own (they count towards its circuit breaker), which
+    includes a stream that broke off after text was shown: a fault, but not retried, as the
+    user already saw part of one answer. Defaults to `retryable`."""
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class ModelError(Exception):
         deployment: str,
         status: int | None = None,
         retryable: bool = False,
+        fault: bool | None = None,
         retry_after: float | None = None,
         body: dict[str, Any] | None = None,
         partial_text: str = "",
@@ -70,6 +74,7 @@ class ModelError(Exception):
         self.deployment = deployment
         self.status = status
         self.retryable = retryable
+        self.fault = retryable if fault is None else fault
         self.retry_after = retry_after
         self.body = body or {}
         self.partial_text = partial_text
@@ -108,7 +113,9 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Worth another deployment: throttling and server faults, and a deployment that refuses our
+# credentials or does not exist (401, 403, 404): its configuration is broken, not the request.
+_RETRYABLE_STATUS = {401, 403, 404, 408, 409, 429, 500, 502, 503, 504}
 
 # Posted through the client's public `post`, not `chat.completions.create`: create() runs every
 # message through the SDK's TypedDict transform (a recursive pass per union member, about 0.5 ms
@@ -290,6 +297,7 @@ class DeploymentClient:
                 "stream_error",
                 deployment=self.deployment.name,
                 retryable=not parts,
+                fault=True,
                 body=exc.body if isinstance(exc.body, dict) else {},
                 partial_text="".join(parts),
             ) from exc
@@ -299,6 +307,7 @@ class DeploymentClient:
                 "stream_cut",
                 deployment=self.deployment.name,
                 retryable=not parts,
+                fault=True,
                 partial_text="".join(parts),
             ) from exc
         finally:
@@ -310,6 +319,7 @@ class DeploymentClient:
                 "stream_cut",
                 deployment=self.deployment.name,
                 retryable=not parts,
+                fault=True,
                 partial_text="".join(parts),
             )
         return Completion(

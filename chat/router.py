@@ -4,7 +4,8 @@ The usual set-up is a provisioned (PTU) deployment first and pay-as-you-go behin
 503 names how long to wait (`retry-after-ms` / `retry-after`): that deployment cools down for that
 long and the turn spills over to the next one. Quota exhaustion (a retry-after of hours) parks a
 deployment until then the same way. Errors without such a hint (500s, timeouts, dropped
-connections) count towards a circuit breaker that stops sending to a failing deployment for a
+connections, streams that break off, a deployment that refuses our credentials or does not
+exist) count towards a circuit breaker that stops sending to a failing deployment for a
 while, then lets one trial request through. A whole model call has a deadline across attempts.
 """
 
@@ -132,9 +133,13 @@ class DeploymentRouter:
                 except ModelError as exc:
                     last_error = exc
                     if not exc.retryable:
-                        # Not a deployment problem (a filtered prompt, a bad request) or text was
-                        # already shown to the user: trying elsewhere would not help.
-                        self._record_outcome_without_penalty(health)
+                        # Not a deployment problem (a filtered prompt, a bad request), or a
+                        # stream that broke off after the user saw text (a fault all the same):
+                        # trying elsewhere would not help this turn.
+                        if exc.fault:
+                            self._record_failure(health, name, exc)
+                        else:
+                            self._record_outcome_without_penalty(health)
                         raise
                     self._record_failure(health, name, exc)
                     previous = name

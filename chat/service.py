@@ -402,11 +402,12 @@ class ChatService:
                     "status": exc.status,
                 },
             )
-            if isinstance(exc, AllDeploymentsBusy) and exc.throttled:
+            if isinstance(exc, AllDeploymentsBusy) and (exc.retry_after or 0) > 0:
+                # Every deployment is cooling down (throttled) or has its breaker open: the
+                # router knows when the first one is back.
                 minutes = max(1, math.ceil((exc.retry_after or 0) / 60))
-                await self._fail(
-                    turn, user_message, channel, delta, outcome, "model_busy", minutes=minutes
-                )
+                key = "model_busy" if exc.throttled else "model_down"
+                await self._fail(turn, user_message, channel, delta, outcome, key, minutes=minutes)
             else:
                 await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
             return

@@ -92,13 +92,17 @@ async def calls_to(url: str) -> int:
     return int((await control(url, "GET", "/_sim/stats"))["total"])
 
 
-async def ask(bot: TestClient[Any, Any], connector: RecordingConnector, text: str) -> Any:
+async def ask(
+    bot: TestClient[Any, Any], connector: RecordingConnector, text: str, streamed: bool = False
+) -> Any:
+    """One turn; `streamed` sends it on the Web Chat channel, whose answers stream."""
     before = len(connector.messages())
-    await bot.post("/api/messages", json=message_activity(connector.url, text))
-    replies = await connector.wait_for_messages(before + 1)
+    channel = "webchat" if streamed else "test"
+    await bot.post("/api/messages", json=message_activity(connector.url, text, channel_id=channel))
+    await connector.wait_for_messages(before + 1)
     await settle(bot)
-    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
-    return replies[-1], stored[-1]
+    stored = await bot.server.app[STORE].conversation_messages(safe_id(f"{channel}:conv-1"))
+    return connector.messages()[-1], stored[-1]
 
 
 async def test_provisioned_deployment_answers_first(
@@ -194,6 +198,68 @@ async def test_every_deployment_failing_gives_the_could_not_answer_notice(
     reply, answer = await ask(routed_bot, connector, "hello?")
     assert reply["text"].startswith("Sorry, the assistant could not answer right now.")
     assert answer.status is MessageStatus.ERROR
+
+
+async def test_a_deployment_that_breaks_streams_off_opens_its_breaker(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    primary, secondary = two_simulators
+    await control(primary, "POST", "/_sim/faults", {"mode": "drop_mid_stream"})
+
+    for n in range(2):
+        # The user saw part of an answer: the turn is not retried elsewhere, but it counts.
+        reply, answer = await ask(routed_bot, connector, f"tell me a story {n}", streamed=True)
+        assert reply["text"].startswith("Sorry, the assistant could not answer")
+        assert answer.status is MessageStatus.ERROR
+    health = routed_bot.server.app[ROUTER].health("ptu")
+    assert health.breaker_open_until > 0, "open after ROUTER_BREAKER_FAILURES broken streams"
+
+    _, answer = await ask(routed_bot, connector, "and now?", streamed=True)
+    assert answer.deployment == "paygo" and answer.status is MessageStatus.COMPLETE
+    assert await calls_to(primary) == 2 and await calls_to(secondary) == 1
+
+
+async def test_a_deployment_that_refuses_its_key_spills_over(
+    make_app: Any,
+    deployments_file: Path,
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_PRIMARY_KEY", "a-key-the-primary-does-not-know")
+    bot: TestClient[Any, Any] = await make_app(
+        DEPLOYMENTS_FILE=deployments_file, AZURE_OPENAI_ENDPOINT="", ROUTER_BREAKER_FAILURES=2
+    )
+    primary, _ = two_simulators
+
+    for n in range(3):
+        _, answer = await ask(bot, connector, f"q{n}")
+        assert answer.deployment == "paygo" and answer.status is MessageStatus.COMPLETE
+    assert await calls_to(primary) == 2, "its 401s opened the breaker: the third turn skips it"
+
+
+async def test_every_breaker_open_says_when_to_try_again_without_calling_anyone(
+    routed_bot: TestClient[Any, Any],
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    for url in two_simulators:
+        await control(url, "POST", "/_sim/faults", {"mode": "500"})
+    reply, _ = await ask(routed_bot, connector, "first")
+    assert reply["text"].startswith("Sorry, the assistant could not answer right now.")
+    calls = [await calls_to(url) for url in two_simulators]
+
+    # The second round of failures opens both breakers (ROUTER_BREAKER_FAILURES=2): the router
+    # knows when the first one lets a trial through, and says so.
+    for text in ("second", "third"):
+        reply, answer = await ask(routed_bot, connector, text)
+        assert reply["text"].startswith(
+            "Sorry, the assistant is unavailable right now. Please try again in about 1 minute"
+        )
+        assert answer.status is MessageStatus.ERROR and answer.error == "model_down"
+    assert [await calls_to(url) for url in two_simulators] == [n + 1 for n in calls]
 
 
 async def test_quota_exhaustion_parks_the_deployment(

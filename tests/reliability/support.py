@@ -20,7 +20,13 @@ from storage.models import Message, MessageStatus, Role
 from tests.support import RecordingConnector, settle
 
 # Notices a fault may legitimately end in; anything else final that is not an answer is a bug.
-FAULT_NOTICES = ("model_unavailable", "model_busy", "store_unavailable", "internal_error")
+FAULT_NOTICES = (
+    "model_unavailable",
+    "model_busy",
+    "model_down",
+    "store_unavailable",
+    "internal_error",
+)
 
 
 @cache
@@ -165,10 +171,10 @@ async def check_turns(
             for answer in answers:
                 assert answer.status in (MessageStatus.COMPLETE, MessageStatus.PARTIAL)
                 assert answer.text == final["text"]
-        elif verdict.notice in ("model_unavailable", "model_busy"):
+        elif verdict.notice in ("model_unavailable", "model_busy", "model_down"):
             for answer in answers:
                 assert answer.status is MessageStatus.ERROR
-                assert answer.error in ("model_unavailable", "model_busy")
+                assert answer.error in ("model_unavailable", "model_busy", "model_down")
         elif verdict.notice == "store_unavailable":
             assert all(a.status is MessageStatus.ERROR for a in answers)
     return verdicts
