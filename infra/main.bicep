@@ -107,11 +107,46 @@ param apimPublicNetworkAccess string = 'Enabled'
 param apimTokensPerMinutePerUser int = 20000
 param apimTokensPerMinutePerTenant int = 200000
 
+// The admin sub-app's two keys must be the same on every instance and outlive restarts: a key per
+// process breaks CSRF tokens and pseudonyms between instances. azd generates each value once
+// (metadata below), keeps it in the environment's config (a secret there, outside the
+// repository) and passes the same value on every later provision; the templates only copy it
+// into Key Vault. Rotation: docs/deploy.md.
+@secure()
+@minLength(32)
+@description('Key that signs the admin session cookie and CSRF tokens (ADMIN_SESSION_SECRET). Generated once by azd.')
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 64
+      noSpecial: true
+    }
+  }
+})
+param adminSessionSecret string
+
+@secure()
+@minLength(32)
+@description('Key of the user pseudonyms in the admin review and audit log (ADMIN_PSEUDONYM_KEY). Generated once by azd; a new key makes older pseudonyms unrevealable.')
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 64
+      noSpecial: true
+    }
+  }
+})
+param adminPseudonymKey string
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
 }
 var directLineSecretName = 'direct-line-secret'
+var adminSessionSecretName = 'admin-session-secret'
+var adminPseudonymKeyName = 'admin-pseudonym-key'
 var effectiveAdminAuthMode = empty(adminAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : adminAuthMode
 var effectiveWebchatAuthMode = empty(webchatAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : webchatAuthMode
 
@@ -227,6 +262,10 @@ module keyVault 'modules/keyvault.bicep' = {
     extraSecretReaderPrincipalIds: enableAppGateway ? [
       gatewayIdentity.outputs.principalId
     ] : []
+    adminSessionSecretName: adminSessionSecretName
+    adminSessionSecret: adminSessionSecret
+    adminPseudonymKeyName: adminPseudonymKeyName
+    adminPseudonymKey: adminPseudonymKey
   }
 }
 
@@ -270,6 +309,8 @@ module app 'modules/appservice.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.name
     directLineSecretName: directLineSecretName
+    adminSessionSecretName: adminSessionSecretName
+    adminPseudonymKeyName: adminPseudonymKeyName
     openAiEndpoint: enableApim ? '${apim.outputs.gatewayUrl}/' : openAi.outputs.endpoint
     openAiDeployment: first(modelDeployments).name
     openAiApiVersion: openAiApiVersion

@@ -18,6 +18,10 @@ param appInsightsName string
 param keyVaultName string
 @description('Name of the Key Vault secret that holds the Direct Line secret (written by bot.bicep).')
 param directLineSecretName string
+@description('Name of the Key Vault secret that holds ADMIN_SESSION_SECRET (written by keyvault.bicep).')
+param adminSessionSecretName string
+@description('Name of the Key Vault secret that holds ADMIN_PSEUDONYM_KEY (written by keyvault.bicep).')
+param adminPseudonymKeyName string
 
 param openAiEndpoint string
 param openAiDeployment string
@@ -171,6 +175,22 @@ var appSettings = [
   {
     name: 'DIRECT_LINE_SECRET'
     value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${directLineSecretName}/)'
+  }
+  {
+    // Every instance (instanceCount, no ARR affinity) must sign and check admin sessions and
+    // CSRF tokens with one key, and derive the same pseudonyms, also after a restart.
+    name: 'ADMIN_SESSION_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${adminSessionSecretName}/)'
+  }
+  {
+    name: 'ADMIN_PSEUDONYM_KEY'
+    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${adminPseudonymKeyName}/)'
+  }
+  {
+    // Proxies that append to X-Forwarded-For, counted from the right: App Service's front
+    // end, plus the Application Gateway when it fronts the app.
+    name: 'ADMIN_TRUSTED_PROXY_HOPS'
+    value: behindAppGateway ? '2' : '1'
   }
   {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'

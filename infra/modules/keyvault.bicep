@@ -1,6 +1,7 @@
-// Key Vault for the Direct Line secret: RBAC only, purge protection, private endpoint only.
-// The secret itself is written by bot.bicep through the management plane (ARM), which the
-// vault firewall does not block; the app reads it through a Key Vault reference.
+// Key Vault for the app's secrets: RBAC only, purge protection, private endpoint only.
+// Secrets are written through the management plane (ARM), which the vault firewall does not
+// block: the Direct Line secret by bot.bicep, the admin session secret and pseudonym key here.
+// The app reads each through a Key Vault reference.
 
 param location string
 param tags object
@@ -13,6 +14,17 @@ param appPrincipalId string
 
 @description('Principal ids (besides the app) that may read secrets, e.g. the Application Gateway identity for its TLS certificate.')
 param extraSecretReaderPrincipalIds array = []
+
+@description('Name of the secret that holds ADMIN_SESSION_SECRET.')
+param adminSessionSecretName string
+@secure()
+@description('ADMIN_SESSION_SECRET: signs admin sessions and CSRF tokens; the same on every instance.')
+param adminSessionSecret string
+@description('Name of the secret that holds ADMIN_PSEUDONYM_KEY.')
+param adminPseudonymKeyName string
+@secure()
+@description('ADMIN_PSEUDONYM_KEY: keys the user pseudonyms; the same on every instance and across restarts.')
+param adminPseudonymKey string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: 'kv-${resourceToken}'
@@ -38,6 +50,28 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       ipRules: []
       virtualNetworkRules: []
     }
+  }
+}
+
+// The admin keys: azd generates each once and passes the same value on every provision, so a
+// later provision writes the same value again (rotation: docs/deploy.md).
+resource adminSessionSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: adminSessionSecretName
+  //checkov:skip=CKV_AZURE_41:A signing key with an expiry would end every admin session at a moment nobody chose; it is rotated on purpose (docs/deploy.md).
+  properties: {
+    contentType: 'Admin session signing key'
+    value: adminSessionSecret
+  }
+}
+
+resource adminPseudonymKeyValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: adminPseudonymKeyName
+  //checkov:skip=CKV_AZURE_41:The pseudonym key must outlive the audit log it keys: after it changes, older pseudonyms can no longer be revealed, so it never expires on its own (docs/deploy.md).
+  properties: {
+    contentType: 'Admin pseudonym key'
+    value: adminPseudonymKey
   }
 }
 

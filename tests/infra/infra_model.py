@@ -562,6 +562,9 @@ REQUIRED_APP_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "ADMIN_AUTH_MODE",
     "WEBCHAT_AUTH_MODE",
+    "ADMIN_SESSION_SECRET",
+    "ADMIN_PSEUDONYM_KEY",
+    "ADMIN_TRUSTED_PROXY_HOPS",
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
 }
 
@@ -570,11 +573,14 @@ def web_apps(model: Mapping[str, Template]) -> list[tuple[Template, Resource]]:
     return [(t, r) for t, r in resources_of(model, "Microsoft.Web/sites") if not r.existing]
 
 
-def app_settings(model: Mapping[str, Template]) -> dict[str, Any]:
-    """Every app setting any deployment variant may set, name -> evaluated value."""
+def app_settings(model: Mapping[str, Template], *, guaranteed: bool = False) -> dict[str, Any]:
+    """Every app setting any deployment variant may set (with guaranteed: every variant sets),
+    name -> evaluated value."""
     settings: dict[str, Any] = {}
     for template, site in web_apps(model):
-        values = template.evaluate(_get(site.body, "properties/siteConfig/appSettings"))
+        values = template.evaluate(
+            _get(site.body, "properties/siteConfig/appSettings"), guaranteed=guaranteed
+        )
         if not isinstance(values, list):
             raise AssertionError(f"{template.file}:{site.symbol} appSettings cannot be evaluated")
         for item in values:
@@ -613,6 +619,184 @@ def check_app_settings(model: Mapping[str, Template], known_names: set[str]) -> 
             "COSMOS_CREATE_CONTAINERS must be 'false' (containers are owned by the Bicep)"
         )
     return problems
+
+
+# The admin sub-app's keys: app setting -> (secure parameter holding the value in main.bicep and
+# keyvault.bicep, parameter naming its Key Vault secret in keyvault.bicep and appservice.bicep).
+# App Service runs several instances without session affinity, so every instance must read the
+# same key, and it must survive restarts and provisions (or CSRF tokens, sessions and pseudonyms
+# break between instances and audited pseudonyms can no longer be revealed).
+SHARED_ADMIN_KEYS = {
+    "ADMIN_SESSION_SECRET": ("adminSessionSecret", "adminSessionSecretName"),
+    "ADMIN_PSEUDONYM_KEY": ("adminPseudonymKey", "adminPseudonymKeyName"),
+}
+MIN_SHARED_KEY_LENGTH = 32  # like WEBCHAT_TOKEN_SECRET in config.py; HMAC keys of 32+ chars
+
+# App settings named like a secret that hold none: the Application Insights connection string is
+# an ingestion address and key, which Microsoft documents as not a secret (it grants no read).
+NOT_A_CREDENTIAL = {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
+
+_KEY_VAULT_REFERENCE = re.compile(
+    r"@Microsoft\.KeyVault\(SecretUri=\$\{(?P<vault>\w+)\.properties\.vaultUri\}"
+    r"secrets/\$\{(?P<name>\w+)\}/\)"
+)
+
+
+def read_parameters_file() -> dict[str, Any]:
+    """main.parameters.json's parameters (what azd fills in from the environment)."""
+    text = (INFRA_DIR / "main.parameters.json").read_text(encoding="utf-8")
+    parameters: dict[str, Any] = json.loads(text)["parameters"]
+    return parameters
+
+
+def _decorator(param: Mapping[str, Any], kind: str) -> Any:
+    for decorator in param.get("decorators") or []:
+        if decorator.get("type") == kind:
+            return decorator.get("argument", True)
+    return None
+
+
+def _module(template: Template, path_suffix: str) -> dict[str, Any] | None:
+    for module in template.modules.values():
+        if module["detail"]["path"].endswith(path_suffix):
+            config, _ = _unwrap(module["config"])
+            params: dict[str, Any] = config.get("params") or {}
+            return params
+    return None
+
+
+def check_shared_admin_keys(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any]
+) -> list[str]:
+    """Every instance gets the same admin session secret and pseudonym key, from Key Vault, kept
+    across provisions; no app setting holds a secret value in plain text, no output leaks one."""
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    vault_template = model.get("modules/keyvault.bicep")
+    if main is None or vault_template is None:
+        return ["main.bicep or modules/keyvault.bicep is missing"]
+    vault_params = _module(main, "keyvault.bicep") or {}
+    app_params = _module(main, "appservice.bicep") or {}
+    everywhere = app_settings(model, guaranteed=True)
+    vaults = {
+        r.symbol
+        for t, r in resources_of(model, "Microsoft.KeyVault/vaults")
+        if t.file == "modules/appservice.bicep" and r.existing
+    }
+    declared_vaults = {
+        r.symbol
+        for r in vault_template.resources
+        if r.type == "Microsoft.KeyVault/vaults" and not r.existing
+    }
+    for setting, (value_param, name_param) in SHARED_ADMIN_KEYS.items():
+        # 1. The app setting is a Key Vault reference to the secret named by name_param,
+        #    set in every deployment variant.
+        value = everywhere.get(setting)
+        match = _KEY_VAULT_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+        if setting not in everywhere:
+            problems.append(f"{setting} is not set in every deployment variant")
+        elif match is None:
+            problems.append(f"{setting} must be a versionless Key Vault reference, is {value!r}")
+        elif match["name"] != name_param or match["vault"] not in vaults:
+            problems.append(
+                f"{setting} must reference secrets/${{{name_param}}} in the app's Key Vault, "
+                f"references secrets/${{{match['name']}}} in {match['vault']}"
+            )
+        # 2. The app and keyvault.bicep name the same secret.
+        app_name = main.evaluate(app_params.get(name_param))
+        vault_name = main.evaluate(vault_params.get(name_param))
+        if not isinstance(app_name, str) or app_name != vault_name:
+            problems.append(
+                f"main.bicep passes {name_param} {app_name!r} to the app but {vault_name!r} "
+                "to keyvault.bicep"
+            )
+        # 3. keyvault.bicep always writes that secret, from the secure parameter.
+        written = [
+            r
+            for r in vault_template.resources
+            if r.type == "Microsoft.KeyVault/vaults/secrets"
+            and vault_template.evaluate(r.body.get("name")) == Param(name_param)
+        ]
+        if len(written) != 1:
+            problems.append(f"keyvault.bicep must write exactly one secret named {name_param}")
+        for secret in written:
+            where = f"modules/keyvault.bicep:{secret.symbol}"
+            if secret.conditional or secret.existing:
+                problems.append(f"{where} is not written unconditionally")
+            if secret.body.get("parent") not in declared_vaults:
+                problems.append(f"{where} is not a secret of the vault declared there")
+            if vault_template.evaluate(_get(secret.body, "properties/value")) != Param(value_param):
+                problems.append(f"{where} value is not the parameter {value_param}")
+        inner = vault_template.parameters.get(value_param) or {}
+        if _decorator(inner, "secure") is None:
+            problems.append(f"modules/keyvault.bicep parameter {value_param} must be @secure()")
+        if main.evaluate(vault_params.get(value_param)) != Param(value_param):
+            problems.append(f"main.bicep must pass its parameter {value_param} to keyvault.bicep")
+        # 4. main.bicep's parameter: secure, no default, generated once by azd (long enough)
+        #    and then kept, so it must not come from main.parameters.json.
+        param = main.parameters.get(value_param)
+        if param is None:
+            problems.append(f"main.bicep has no parameter {value_param}")
+            continue
+        if _decorator(param, "secure") is None:
+            problems.append(f"main.bicep parameter {value_param} must be @secure()")
+        if param.get("default") is not None:
+            problems.append(
+                f"main.bicep parameter {value_param} has a default: azd would not generate it"
+            )
+        min_length = _decorator(param, "min_length")
+        if not isinstance(min_length, int) or min_length < MIN_SHARED_KEY_LENGTH:
+            problems.append(
+                f"main.bicep parameter {value_param} needs @minLength({MIN_SHARED_KEY_LENGTH})"
+            )
+        azd = (_decorator(param, "metadata") or {}).get("azd") or {}
+        length = (azd.get("config") or {}).get("length")
+        if azd.get("type") != "generate":
+            problems.append(
+                f"main.bicep parameter {value_param} needs azd metadata type 'generate'"
+            )
+        if not isinstance(length, int) or length < MIN_SHARED_KEY_LENGTH:
+            problems.append(
+                f"main.bicep parameter {value_param}: azd generates {length!r} characters, "
+                f"fewer than {MIN_SHARED_KEY_LENGTH}"
+            )
+        if value_param in parameters_file:
+            problems.append(
+                f"main.parameters.json sets {value_param}: azd would take it from the "
+                "environment instead of generating one value and keeping it"
+            )
+    # 5. No app setting holds a secret in plain text, and no output carries a secure parameter.
+    for name, value in app_settings(model).items():
+        plain = not (isinstance(value, str) and value.startswith("@Microsoft.KeyVault(SecretUri="))
+        if SECRET_NAME.search(name) and name not in NOT_A_CREDENTIAL and plain:
+            problems.append(f"app setting {name} must be a Key Vault reference")
+    for template in model.values():
+        secure = {n for n, p in template.parameters.items() if _decorator(p, "secure") is not None}
+        for setting in app_settings({template.file: template}).values():
+            text = json.dumps(setting, default=str)
+            if any(re.search(rf"\b{re.escape(n)}\b", text) for n in secure):
+                problems.append(f"{template.file}: an app setting holds a secure parameter")
+        for out_name, output in template.outputs.items():
+            text = json.dumps(output.get("value"), default=str)
+            for n in sorted(secure):
+                if re.search(rf"\b{re.escape(n)}\b", text):
+                    problems.append(
+                        f"{template.file}: output {out_name} exposes the secure parameter {n}"
+                    )
+    return problems
+
+
+def check_trusted_proxy_hops(model: Mapping[str, Template]) -> list[str]:
+    """Proxies appending to X-Forwarded-For in front of the app: App Service's front end, and the
+    Application Gateway too when it fronts the app."""
+    value = app_settings(model).get("ADMIN_TRUSTED_PROXY_HOPS")
+    expected = {"conditional": [Param("behindAppGateway"), "2", "1"]}
+    if value != expected:
+        return [
+            "ADMIN_TRUSTED_PROXY_HOPS must be behindAppGateway ? '2' : '1', "
+            f"is {json.dumps(value, default=str)}"
+        ]
+    return []
 
 
 def check_web_app_hardening(model: Mapping[str, Template]) -> list[str]:

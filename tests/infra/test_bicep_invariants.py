@@ -1,5 +1,6 @@
 """Invariants of the infrastructure in infra/: private data services, content filters on every
-model deployment, least-privilege roles, no secrets in outputs, app settings that config.py reads.
+model deployment, least-privilege roles, no secrets in outputs, app settings that config.py reads,
+admin keys shared by every instance through Key Vault.
 
 Each invariant is checked on the real templates and, to prove the check can fail, on a copy with
 one deliberate mistake."""
@@ -99,6 +100,16 @@ def test_invariant_holds(model: dict[str, im.Template], check: MainCheck) -> Non
 
 def test_app_settings_are_the_names_config_reads(model: dict[str, im.Template]) -> None:
     assert im.check_app_settings(model, settings_names()) == []
+
+
+def test_every_instance_gets_the_same_admin_keys_from_key_vault(
+    model: dict[str, im.Template],
+) -> None:
+    assert im.check_shared_admin_keys(model, im.read_parameters_file()) == []
+
+
+def test_trusted_proxy_hops_count_the_gateway(model: dict[str, im.Template]) -> None:
+    assert im.check_trusted_proxy_hops(model) == []
 
 
 # --- the checks catch mistakes --------------------------------------------------------------
@@ -239,6 +250,121 @@ def test_app_settings_check_catches_a_plain_direct_line_secret(texts: dict[str, 
     assert "DIRECT_LINE_SECRET must be a Key Vault reference" in im.check_app_settings(
         broken, settings_names()
     )
+
+
+SESSION_REFERENCE = (
+    "value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}"
+    "secrets/${adminSessionSecretName}/)'"
+)
+PSEUDONYM_SETTING = (
+    "  {\n    name: 'ADMIN_PSEUDONYM_KEY'\n"
+    "    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}"
+    "secrets/${adminPseudonymKeyName}/)'\n  }\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (  # a key per process again: instances disagree
+            "modules/appservice.bicep",
+            PSEUDONYM_SETTING,
+            "",
+            "ADMIN_PSEUDONYM_KEY is not set in every deployment variant",
+        ),
+        (  # the same on every instance, but a plain value in the app settings
+            "modules/appservice.bicep",
+            SESSION_REFERENCE,
+            "value: 'a-fixed-admin-session-secret-0123456789abcdef'",
+            "ADMIN_SESSION_SECRET must be a versionless Key Vault reference",
+        ),
+        (
+            "modules/appservice.bicep",
+            "secrets/${adminSessionSecretName}/)'",
+            "secrets/${adminSessionSecretName}/0123456789abcdef0123456789abcdef)'",
+            "ADMIN_SESSION_SECRET must be a versionless Key Vault reference",
+        ),
+        (  # the app reads another secret than the one written
+            "modules/appservice.bicep",
+            "secrets/${adminSessionSecretName}/",
+            "secrets/${adminPseudonymKeyName}/",
+            "ADMIN_SESSION_SECRET must reference secrets/${adminSessionSecretName}",
+        ),
+        (
+            "main.bicep",
+            "    adminPseudonymKeyName: adminPseudonymKeyName\n    openAiEndpoint:",
+            "    adminPseudonymKeyName: directLineSecretName\n    openAiEndpoint:",
+            "main.bicep passes adminPseudonymKeyName",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "resource adminPseudonymKeyValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {",
+            "resource adminPseudonymKeyValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01'"
+            " = if (false) {",
+            "adminPseudonymKeyValue is not written unconditionally",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "    value: adminSessionSecret\n",
+            "    value: adminPseudonymKey\n",
+            "value is not the parameter adminSessionSecret",
+        ),
+        (  # azd would prompt for it, or take whatever the environment says, every provision
+            "main.bicep",
+            "    type: 'generate'\n",
+            "    type: 'generateOrManual'\n",
+            "adminSessionSecret needs azd metadata type 'generate'",
+        ),
+        (
+            "main.bicep",
+            "      length: 64\n",
+            "      length: 16\n",
+            "azd generates 16 characters",
+        ),
+        (
+            "main.bicep",
+            "@minLength(32)\n@description('Key of the user pseudonyms",
+            "@description('Key of the user pseudonyms",
+            "adminPseudonymKey needs @minLength(32)",
+        ),
+        (
+            "main.bicep",
+            "@secure()\n@minLength(32)\n@description('Key that signs",
+            "@minLength(32)\n@description('Key that signs",
+            "main.bicep parameter adminSessionSecret must be @secure()",
+        ),
+        (  # the key reaches the deployment outputs
+            "modules/keyvault.bicep",
+            "output name string = vault.name\n",
+            "output name string = vault.name\noutput pk string = adminPseudonymKey\n",
+            "output pk exposes the secure parameter adminPseudonymKey",
+        ),
+    ],
+)
+def test_shared_admin_keys_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_shared_admin_keys(mutate(texts, file, old, new), im.read_parameters_file())
+    assert any(expected in p for p in problems), problems
+
+
+def test_shared_admin_keys_check_catches_a_key_from_the_parameters_file(
+    model: dict[str, im.Template],
+) -> None:
+    parameters = {
+        **im.read_parameters_file(),
+        "adminPseudonymKey": {"value": "${ADMIN_PSEUDONYM_KEY}"},
+    }
+    problems = im.check_shared_admin_keys(model, parameters)
+    assert any("main.parameters.json sets adminPseudonymKey" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "new", ["value: behindAppGateway ? '1' : '2'", "value: '1'", "value: string(2)"]
+)
+def test_trusted_proxy_hops_check_catches(new: str, texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/appservice.bicep", "value: behindAppGateway ? '2' : '1'", new)
+    assert im.check_trusted_proxy_hops(broken)
 
 
 def test_web_app_check_catches_ftp_publishing(texts: dict[str, str]) -> None:
