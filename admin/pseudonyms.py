@@ -46,5 +46,17 @@ class Pseudonyms:
             return None
 
     def user_id(self, reference: str) -> str:
-        """A pseudonym or a plain user id, as typed in a filter, to a user id."""
-        return self.resolve(reference) or reference
+        """A pseudonym or a plain user id, as typed in a filter, to a user id. A reference in
+        the pseudonym form that this key does not open is refused, never taken as a user id:
+        as an id it matches nobody, so a deletion of it would succeed with nothing deleted."""
+        if not reference.startswith(PREFIX):
+            return reference
+        user_id = self.resolve(reference)
+        if user_id is None:
+            raise UnknownPseudonym(reference)
+        return user_id
+
+
+class UnknownPseudonym(Exception):
+    """A `p-...` reference made under another key: another deployment's, or this one's before
+    a restart with a random ADMIN_PSEUDONYM_KEY. It names nobody here."""

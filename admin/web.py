@@ -34,7 +34,7 @@ from admin.auth import (
     roles_from,
 )
 from admin.oidc import OidcClient
-from admin.pseudonyms import Pseudonyms
+from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
     FLAG_CATEGORIES,
     SEARCH_MAX_CONVERSATIONS,
@@ -80,6 +80,15 @@ class AdminError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+UNKNOWN_PSEUDONYM = AdminError(
+    404,
+    "unknown_pseudonym",
+    "This pseudonym was not made with this server's key (ADMIN_PSEUDONYM_KEY), so it names "
+    "nobody here: it comes from another deployment, or from before a restart with a random "
+    "key. Nothing was done.",
+)
 
 
 @dataclass
@@ -208,6 +217,8 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
         response = _problem(request, error)
     except BadRequest as error:
         response = _problem(request, AdminError(400, "bad_request", str(error)))
+    except UnknownPseudonym:
+        response = _problem(request, UNKNOWN_PSEUDONYM)
     except StoreError:
         log.exception("admin: the store failed", extra={"path": request.path})
         response = _problem(

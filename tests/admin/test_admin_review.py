@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from admin.pseudonyms import Pseudonyms
 from app import STORE
 from storage.base import Store
 from storage.models import Role
@@ -680,3 +681,37 @@ async def test_the_transcript_and_deletion_pages_offer_the_users_data_export(
     assert downloaded.status == 200
     assert downloaded.headers["Content-Type"].startswith("application/json")
     assert len(json.loads(await downloaded.text())["conversations"]) == 2
+
+
+async def test_a_pseudonym_made_under_another_key_is_refused_and_nothing_is_deleted_or_exported(
+    admin: TestClient[Any, Any],
+) -> None:
+    # Alice's pseudonym from another deployment (or from before a restart with a random key).
+    foreign = Pseudonyms(b"another deployment's key", enabled=True).pseudonym("alice@contoso.com")
+
+    api_calls = [
+        admin.post("/admin/api/users/delete", json={"user": foreign, "confirm": foreign}),
+        admin.post("/admin/api/users/export", json={"user": foreign, "reason": "DSAR-42"}),
+        admin.get(f"{API}?user={foreign}"),
+        admin.get(f"/admin/api/export/conversations?user={foreign}&format=json"),
+    ]
+    for call in api_calls:
+        refused = await call
+        assert refused.status == 404
+        body = await refused.json()
+        assert body["error"] == "unknown_pseudonym"
+        assert "ADMIN_PSEUDONYM_KEY" in body["message"]
+    page_calls = [
+        admin.post("/admin/users/delete", data={"user": foreign, "confirm": foreign}),
+        admin.post("/admin/users/export", data={"user": foreign, "reason": "DSAR-42"}),
+        admin.get(f"/admin/users/delete?user={foreign}"),
+        admin.get(f"/admin/?user={foreign}"),
+    ]
+    for call in page_calls:
+        page = await call
+        assert page.status == 404
+        assert "ADMIN_PSEUDONYM_KEY" in await page.text()
+        assert "Content-Security-Policy" in page.headers
+
+    assert await titles(admin, "user=alice@contoso.com") == ["Expense question", "Violent request"]
+    assert (await (await admin.get("/admin/api/audit")).json())["items"] == []
