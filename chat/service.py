@@ -366,6 +366,7 @@ class ChatService:
             if admission.refusal is not None:
                 outcome.status = "quota_exceeded"
                 await _notify(channel, admission.refusal, outcome)
+                await self._mark_not_sent(user_message, "quota_exceeded", outcome)
                 return
             outcome.settle = admission.settle
 
@@ -604,6 +605,20 @@ class ChatService:
         except StoreError:
             log.exception(
                 "marking the prompt as filtered failed", extra={"ref": outcome.correlation_id}
+            )
+
+    async def _mark_not_sent(
+        self, user_message: Message, reason: str, outcome: TurnOutcome
+    ) -> None:
+        """The user was told their stored prompt was not sent: it must not reach the model later
+        as context either (the window leaves out `error` messages)."""
+        refused = user_message.model_copy(update={"status": MessageStatus.ERROR, "error": reason})
+        try:
+            await self._messages.replace_message(refused)
+            outcome.store_ops.append("write:user_message_status")
+        except StoreError:
+            log.exception(
+                "marking the prompt as not sent failed", extra={"ref": outcome.correlation_id}
             )
 
     async def _answer_filtered(

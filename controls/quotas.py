@@ -95,6 +95,8 @@ class QuotaExceeded:
     used: int
     resets_at: datetime
     seconds_left: int
+    # The turn's estimate that did not fit (0: the refusal does not depend on this message).
+    requested: int = 0
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class Quotas:
                         window,
                         now,
                         user_id=user_id,
+                        requested=amount,
                     )
                 user_amount = amount
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
@@ -556,6 +559,7 @@ class Quotas:
         now: datetime,
         *,
         user_id: str = "",
+        requested: int = 0,
     ) -> QuotaExceeded:
         """`user_id` for a user's limit: the audit record names the user (RefusalLog)."""
         await self._refusals.record(
@@ -566,7 +570,9 @@ class Quotas:
             window=window.key,
             value=used,
         )
-        return QuotaExceeded(kind, scope, limit, used, window.resets_at, window.seconds_left(now))
+        return QuotaExceeded(
+            kind, scope, limit, used, window.resets_at, window.seconds_left(now), requested
+        )
 
 
 def _pick(override: int | None, default: int) -> int:

@@ -24,19 +24,23 @@ def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
             seconds=exceeded.seconds_left,
         )
     minutes_left = (exceeded.seconds_left + 59) // 60
-    key = (
-        "quota_user_tokens_per_day"
-        if exceeded.kind is LimitKind.USER_TOKENS_PER_DAY
-        else "quota_tenant_tokens_per_day"
-    )
-    return localize(
-        key,
-        locale,
-        limit=exceeded.limit,
-        reset=format_reset(exceeded.resets_at),
-        hours=minutes_left // 60,
-        minutes=minutes_left % 60,
-    )
+    times = {
+        "reset": format_reset(exceeded.resets_at),
+        "hours": minutes_left // 60,
+        "minutes": minutes_left % 60,
+    }
+    if exceeded.kind is LimitKind.TENANT_TOKENS_PER_DAY:
+        return localize("quota_tenant_tokens_per_day", locale, **times)
+    if exceeded.requested and exceeded.used < exceeded.limit:
+        # Some allowance is left, just not enough for this message with its context.
+        return localize(
+            "quota_user_tokens_not_enough",
+            locale,
+            needed=exceeded.requested,
+            limit=exceeded.limit,
+            **times,
+        )
+    return localize("quota_user_tokens_per_day", locale, limit=exceeded.limit, **times)
 
 
 class QuotaGuard:

@@ -12,7 +12,7 @@ import pytest
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
 from storage.ids import safe_id
-from storage.models import Role, UsageChange
+from storage.models import MessageStatus, Role, UsageChange
 from tests.admin.helpers import appservice_header
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
 from tests.support import RecordingConnector, settle
@@ -66,6 +66,26 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     clock.next_day()
     answered = await chat.send("And the capital of Spain?")
     assert "capital of Spain" in answered["text"]
+    assert await model_calls(simulator_url) == calls + 1
+
+
+async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
+    controlled_app: ControlledApp, connector: RecordingConnector, simulator_url: str
+) -> None:
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300)
+    chat = Chat(client, connector)
+
+    refused = await chat.send("Please read this. " + "word " * 800)
+    assert refused["text"].startswith("Your message, with the conversation it continues, needs")
+    assert "today's allowance of 1000 tokens" in refused["text"] and "/new" in refused["text"]
+    [prompt] = await chat.store.conversation_messages(conversation(chat))
+    assert prompt.status is MessageStatus.ERROR and prompt.error == "quota_exceeded"
+
+    # The notice said it was not sent: the next message's context does not carry it either
+    # (with it, this estimate would not fit what is left today).
+    calls = await model_calls(simulator_url)
+    answered = await chat.send("What is the capital of France?")
+    assert "capital of France" in answered["text"]
     assert await model_calls(simulator_url) == calls + 1
 
 
