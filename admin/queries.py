@@ -58,6 +58,21 @@ class BadRequest(ValueError):
     """A filter or parameter the caller sent is invalid; the message is safe to show."""
 
 
+def text_value(value: Any, name: str) -> str:
+    """A text field as the caller sent it (JSON body, form or query), or "" when absent. Only a
+    string of valid Unicode passes: JSON can carry a lone surrogate (`"\\ud800"`), which no
+    store can encode, and a list or an object is not a user id or a reason."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"{name} is not valid text") from exc
+    return value
+
+
 @dataclass(frozen=True)
 class Filters:
     query: SummaryQuery
@@ -89,9 +104,15 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
         raise BadRequest(f"{name} must be an ISO date or date-time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if end_of_day and len(value) == 10:
-        # `until=2026-11-21` means up to the end of that day.
-        moment += timedelta(days=1)
+    try:
+        # In UTC, as the stores compare. At the edges of the calendar there is no such time:
+        # 0001-01-01T00:00+14:00 is before year 1 in UTC, and 9999-12-31 has no next day.
+        moment = moment.astimezone(UTC)
+        if end_of_day and len(value) == 10:
+            # `until=2026-11-21` means up to the end of that day.
+            moment += timedelta(days=1)
+    except OverflowError as exc:
+        raise BadRequest(f"{name} is too far in the past or the future") from exc
     return moment
 
 
@@ -109,6 +130,8 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
         "q",
         "page_size",
     ]
+    for name, value in params.items():
+        text_value(value, name)
     echo = {k: params[k].strip() for k in names if params.get(k, "").strip()}
     try:
         page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)

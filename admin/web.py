@@ -47,6 +47,7 @@ from admin.queries import (
     parse_filters,
     stored_ids_of,
     summary_view,
+    text_value,
 )
 from admin.settings import AdminSettings, AuthMode
 from storage.base import Store, StoreError
@@ -290,7 +291,13 @@ async def _csrf_ok(request: web.Request, principal: Principal) -> bool:
         form = await request.post()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else ""
-    return bool(sent) and hmac.compare_digest(sent.encode(), principal.csrf.encode())
+    # Our tokens are ASCII; a header of bytes that are not UTF-8 arrives as lone surrogates,
+    # which cannot be encoded for the comparison.
+    return (
+        bool(sent)
+        and sent.isascii()
+        and hmac.compare_digest(sent.encode(), principal.csrf.encode())
+    )
 
 
 @web.middleware
@@ -677,16 +684,16 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def reveal_page(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    reference = str(form.get("user", ""))
-    user_id = await _reveal(request, reference, str(form.get("reason", "")))
-    back = str(form.get("conversation", ""))
+    reference = text_value(form.get("user"), "user")
+    user_id = await _reveal(request, reference, text_value(form.get("reason"), "reason"))
+    back = text_value(form.get("conversation"), "conversation")
     return _render(request, "reveal.html", reference=reference, user_id=user_id, back=back)
 
 
 @requires(Role.ADMIN)
 async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
-    reference = request.query.get("user", "").strip()
+    reference = text_value(request.query.get("user"), "user").strip()
     if not reference:
         raise BadRequest("name the user to delete")
     stored_ids = stored_ids_of(context.pseudonyms.user_id(reference))
@@ -704,9 +711,9 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def delete_page(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    reference = str(form.get("user", ""))
+    reference = text_value(form.get("user"), "user")
     try:
-        counts = await _delete_user(request, reference, str(form.get("confirm", "")))
+        counts = await _delete_user(request, reference, text_value(form.get("confirm"), "confirm"))
     except BadRequest as exc:
         return _render(
             request,
@@ -723,7 +730,9 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def export_user_page(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    return await _export_user(request, str(form.get("user", "")), str(form.get("reason", "")))
+    return await _export_user(
+        request, text_value(form.get("user"), "user"), text_value(form.get("reason"), "reason")
+    )
 
 
 @requires(Role.ADMIN)
@@ -831,22 +840,26 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 @requires(Role.ADMIN)
 async def api_reveal(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
-    reference = str(body.get("user", ""))
-    user_id = await _reveal(request, reference, str(body.get("reason", "")))
+    reference = text_value(body.get("user"), "user")
+    user_id = await _reveal(request, reference, text_value(body.get("reason"), "reason"))
     return web.json_response({"user": reference, "userId": user_id})
 
 
 @requires(Role.ADMIN)
 async def api_delete_user(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
-    counts = await _delete_user(request, str(body.get("user", "")), str(body.get("confirm", "")))
+    counts = await _delete_user(
+        request, text_value(body.get("user"), "user"), text_value(body.get("confirm"), "confirm")
+    )
     return web.json_response({"deleted": counts})
 
 
 @requires(Role.ADMIN)
 async def api_export_user(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
-    return await _export_user(request, str(body.get("user", "")), str(body.get("reason", "")))
+    return await _export_user(
+        request, text_value(body.get("user"), "user"), text_value(body.get("reason"), "reason")
+    )
 
 
 @requires(Role.ADMIN)

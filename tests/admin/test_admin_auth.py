@@ -4,6 +4,8 @@ authorization code flow with PKCE against a local OpenID server, CSRF on state c
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -350,3 +352,26 @@ def test_oidc_mode_needs_a_client_and_tenant(make_settings: Any) -> None:
     assert settings.admin_oidc_metadata == (
         "https://login.microsoftonline.com/contoso-tid/v2.0/.well-known/openid-configuration"
     )
+
+
+async def test_a_csrf_header_of_bytes_that_are_not_utf8_is_refused_as_csrf(
+    make_app: AppFactory,
+) -> None:
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    principal = appservice_header(["Admin"]).encode()
+    # aiohttp's client sends only valid UTF-8 headers, so this request is written by hand.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /admin/api/users/delete HTTP/1.1\r\nHost: localhost\r\n"
+        b"X-MS-CLIENT-PRINCIPAL: " + principal + b"\r\n"
+        b"X-CSRF-Token: \xff\xfe\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ")
+    assert b"Content-Security-Policy: default-src 'self'" in head
+    assert json.loads(body)["error"] == "csrf"
