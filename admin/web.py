@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -230,6 +231,21 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
             response = _problem(request, AdminError(exc.status, "http_error", exc.reason))
         else:
             response = exc
+    except Exception as exc:
+        # A bug, not a caller's mistake: still an answer with the security headers, never
+        # aiohttp's bare 500. The log gets the type and where it was raised, not the
+        # exception's text, which can quote what was sent (a user id, message text).
+        log.error(
+            "admin: unexpected error",
+            extra={
+                "path": request.path,
+                "error": type(exc).__name__,
+                "trace": "".join(traceback.format_tb(exc.__traceback__)),
+            },
+        )
+        response = _problem(
+            request, AdminError(500, "internal_error", "Something went wrong; try again.")
+        )
     _secure_headers(response)
     return response
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import sqlite3
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from admin.pseudonyms import Pseudonyms
 from admin.queries import BadRequest, parse_filters
-from app import STORE
+from app import SETTINGS, STORE
 from storage.base import Store
 from storage.models import Role
 from tests.admin.conftest import seeded
@@ -772,3 +773,34 @@ def test_a_lone_surrogate_in_a_filter_is_refused_before_it_reaches_the_store() -
     for name in ("q", "user", "tenant", "continuation"):
         with pytest.raises(BadRequest, match=f"{name} is not valid text"):
             parse_filters({name: "\ud800"}, pseudonyms)
+
+
+async def test_an_unexpected_error_is_a_generic_500_with_the_security_headers_and_a_log_line(
+    admin: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A summary the code cannot read (say, a hand edit), written past the store.
+    settings = admin.server.app[SETTINGS]
+    with sqlite3.connect(settings.sqlite_file) as db:
+        db.execute(
+            "UPDATE conversations SET doc = ? WHERE conversation_id = 'conv-plain'",
+            ('{"title": "words of the user"}',),
+        )
+
+    api = await admin.get(f"{API}/conv-plain")
+    page = await admin.get("/admin/conversations/conv-plain")
+
+    assert api.status == 500
+    assert await api.json() == {
+        "error": "internal_error",
+        "message": "Something went wrong; try again.",
+    }
+    assert page.status == 500 and "Something went wrong" in await page.text()
+    for response in (api, page):
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "words of the user" not in await response.text()
+    logged = [r for r in caplog.records if r.getMessage() == "admin: unexpected error"]
+    assert len(logged) == 2
+    assert logged[0].__dict__["error"] == "ValidationError"
+    assert "find_summary" in logged[0].__dict__["trace"]
+    assert all("words of the user" not in str(vars(record)) for record in caplog.records)
