@@ -143,6 +143,7 @@ def _admin_settings(settings: Settings) -> AdminSettings:
         pseudonymize=settings.admin_pseudonymize,
         pseudonym_key=pseudonym_key or defaults.pseudonym_key,
         pseudonym_key_ephemeral=not pseudonym_key,
+        trusted_proxy_hops=settings.admin_trusted_proxy_hops,
     )
 
 

@@ -259,6 +259,8 @@ class Settings(BaseSettings):
     admin_pseudonymize: bool = Field(True, alias="ADMIN_PSEUDONYMIZE")
     # Empty = random per process: pseudonyms change on restart.
     admin_pseudonym_key: SecretStr = Field(SecretStr(""), alias="ADMIN_PSEUDONYM_KEY")
+    # appservice mode: proxies that append to X-Forwarded-For (2 behind Application Gateway).
+    admin_trusted_proxy_hops: int = Field(1, alias="ADMIN_TRUSTED_PROXY_HOPS", ge=1, le=5)
 
     # --- web chat widget and Direct Line
     # local = one fixed development user; appservice = App Service Authentication (Entra ID).

@@ -8,6 +8,7 @@ scripts at all) from the same view functions that the JSON API under /admin/api/
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import traceback
 import uuid
@@ -360,16 +361,32 @@ def principal_of(request: web.Request) -> Principal:
 
 
 def _client_ip(request: web.Request) -> str:
-    context = request.app[CONTEXT]
-    if context.settings.mode is AuthMode.APPSERVICE:
-        # Behind App Service's front ends the first X-Forwarded-For hop is the client,
-        # written as address:port.
-        first = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if first:
-            if first.startswith("["):
-                return first[1:].split("]")[0]
-            return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
+    settings = request.app[CONTEXT].settings
+    if settings.mode is AuthMode.APPSERVICE:
+        # Each proxy appends the address it saw to X-Forwarded-For, after whatever the client
+        # sent itself, so only entries counted from the right are trusted: App Service's front
+        # end appends one (hops 1); behind Application Gateway the gateway appends the client
+        # and the front end the gateway (hops 2).
+        entries = request.headers.get("X-Forwarded-For", "").split(",")
+        if len(entries) >= settings.trusted_proxy_hops:
+            address = _address(entries[-settings.trusted_proxy_hops])
+            if address is not None:
+                return address
     return request.remote or ""
+
+
+def _address(entry: str) -> str | None:
+    """The IP address in one X-Forwarded-For entry: `203.0.113.7`, `203.0.113.7:51234`,
+    `2001:db8::7` or `[2001:db8::7]:51234` (App Service writes a port); None for anything else."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        entry = entry[1:].partition("]")[0]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
 
 
 async def _audit(

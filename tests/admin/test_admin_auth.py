@@ -157,17 +157,42 @@ async def test_appservice_mode_takes_roles_from_the_principal_header(
     assert (await client.get(API, headers=malformed)).status == 401
 
 
-async def test_appservice_mode_records_the_client_address_from_x_forwarded_for(
-    make_app: AppFactory,
+@pytest.mark.parametrize(
+    ("hops", "forwarded_for", "recorded"),
+    [
+        # App Service's front end appends the address it saw; a client's own entries go first.
+        (1, "203.0.113.7:51234", "203.0.113.7"),
+        (1, "198.51.100.66, 203.0.113.7:51234", "203.0.113.7"),
+        (1, "[2001:db8::7]:51234", "2001:db8::7"),
+        (1, "198.51.100.66,2001:db8::7", "2001:db8::7"),
+        # Behind Application Gateway: the gateway appends the client, the front end the gateway.
+        (2, "198.51.100.66, 203.0.113.7:51234, 10.0.0.4:6000", "203.0.113.7"),
+        # Fewer entries than proxies, or no address: the connection's own address.
+        (2, "10.0.0.4:6000", "127.0.0.1"),
+        (1, "", "127.0.0.1"),
+        (1, "198.51.100.66, not-an-address", "127.0.0.1"),
+    ],
+)
+async def test_appservice_mode_records_the_address_its_proxies_saw_not_one_the_client_wrote(
+    make_app: AppFactory, hops: int, forwarded_for: str, recorded: str
 ) -> None:
-    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
-    headers = {
-        "X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"]),
-        "X-Forwarded-For": "203.0.113.7:51234, 10.0.0.4",
-    }
-    assert (await client.get("/admin/api/conversations/conv-plain", headers=headers)).status == 200
-    audit = await (await client.get("/admin/api/audit", headers=headers)).json()
-    assert audit["items"][0]["clientIp"] == "203.0.113.7"
+    client = await seeded(
+        await make_app(ADMIN_AUTH_MODE="appservice", ADMIN_TRUSTED_PROXY_HOPS=str(hops))
+    )
+    admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
+    viewed = await client.get(
+        "/admin/api/conversations/conv-plain",
+        headers={**admin, "X-Forwarded-For": forwarded_for},
+    )
+    assert viewed.status == 200
+    audit = await (await client.get("/admin/api/audit", headers=admin)).json()
+    assert audit["items"][0]["clientIp"] == recorded
+
+
+@pytest.mark.parametrize("hops", ["0", "-1", "many"])
+def test_trusted_proxy_hops_is_a_small_positive_number(make_settings: Any, hops: str) -> None:
+    with pytest.raises(ValidationError, match="ADMIN_TRUSTED_PROXY_HOPS"):
+        make_settings(ADMIN_TRUSTED_PROXY_HOPS=hops)
 
 
 async def test_appservice_mode_needs_the_csrf_token_for_state_changes(
