@@ -142,6 +142,8 @@ class TurnOutcome:
     completion_tokens: int = 0
     # What the model streamed so far: kept for the quota when the call breaks off after it.
     streamed_text: str = ""
+    # The model call returned a whole answer (its usage is known even if the user stopped it).
+    model_answered: bool = False
     store_ops: list[str] = field(default_factory=list)
     summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
@@ -301,9 +303,11 @@ class ChatService:
             await self._answer(turn, user_message, history, channel, delta, outcome)
         finally:
             if outcome.settle is not None:
-                # A stopped stream has no reported usage: the reservation stands.
+                # A stream stopped before the model finished has no reported usage: the
+                # reservation stands. Stopped at the final message, the usage is known.
                 used = outcome.prompt_tokens + outcome.completion_tokens
-                await outcome.settle(None if outcome.status == "stopped" else used)
+                unknown = outcome.status == "stopped" and not outcome.model_answered
+                await outcome.settle(None if unknown else used)
             # 3. One summary update per turn, whatever happened (written with the answer when
             # there is one).
             if not outcome.summary_written:
@@ -416,6 +420,7 @@ class ChatService:
         if not completion.usage_reported:
             completion.prompt_tokens = window.prompt_tokens
             completion.completion_tokens = self._counter.count_text(completion.text)
+        outcome.model_answered = True
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
         verdict = parse_prompt_annotations(completion.prompt_filter_results).add(
@@ -451,7 +456,7 @@ class ChatService:
                 activity_id = await channel.final(Reply(shown_text, ai_generated=True))
         except StreamStopped as stopped:
             # Stopped after the last update (Teams: Stop pressed, or the 2-minute limit).
-            await self._store_stopped(user_message, stopped, started, delta, outcome)
+            await self._store_stopped(user_message, stopped, started, delta, outcome, completion)
             return
         except DeliveryFailed:
             # Keep the answer for the record; the user did not see it (status error).
@@ -715,19 +720,29 @@ class ChatService:
         started: float,
         delta: SummaryDelta,
         outcome: TurnOutcome,
+        finished: Completion | None = None,
     ) -> None:
-        """The user stopped the stream: keep what they saw, as a partial answer."""
+        """The user stopped the stream: keep what they saw, as a partial answer. `finished`: the
+        model had answered in full (stopped at the final message), so its usage is known."""
         outcome.status = "stopped"
+        shown_tokens = self._counter.count_text(stopped.shown_text)
         completion = Completion(
             text=stopped.shown_text,
             finish_reason="stopped",
-            prompt_tokens=0,
-            completion_tokens=self._counter.count_text(stopped.shown_text),
-            deployment="",
+            prompt_tokens=finished.prompt_tokens if finished else 0,
+            completion_tokens=finished.completion_tokens if finished else shown_tokens,
+            deployment=finished.deployment if finished else "",
             latency_ms=int((time.monotonic() - started) * 1000),
         )
         answer = self._answer_message(user_message, completion, None, outcome)
-        answer = answer.model_copy(update={"status": MessageStatus.PARTIAL, "deployment": None})
+        answer = answer.model_copy(
+            update={
+                "status": MessageStatus.PARTIAL,
+                "deployment": completion.deployment or None,
+                # The window counts what the user saw, not what the model generated.
+                "tokens": shown_tokens,
+            }
+        )
         await self._add_answer(answer, completion, delta, outcome)
 
     async def _fail(

@@ -9,12 +9,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from app import STORE
+from app import QUOTAS, STORE
+from controls.quotas import user_scope
+from controls.windows import day_window
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role
 from tests.support import settle
@@ -175,6 +178,14 @@ async def test_stop_just_before_the_final_message_keeps_what_was_shown_as_partia
     _, answer = await store.conversation_messages(CONVERSATION_ID)
     assert answer.status is MessageStatus.PARTIAL
     assert answer.text == last_update
+    # The model had finished: what it reported is kept, and is what the quota is charged
+    # (not the whole reservation, as for a stream stopped before the model finished).
+    assert answer.deployment and answer.usage is not None
+    assert answer.usage.prompt > 0 and answer.usage.completion > answer.tokens > 0
+    await bot.server.app[QUOTAS].flush()
+    day = day_window(datetime.now(UTC)).key
+    usage = await store.read_usage(user_scope(USER_AAD), day)
+    assert usage.tokens == answer.usage.prompt + answer.usage.completion
 
 
 async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled_message(
