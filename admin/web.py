@@ -291,7 +291,25 @@ def _origin_allowed(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return urlsplit(origin).netloc == request.host
+    if urlsplit(origin).netloc == request.host:
+        return True
+    # A front end may send another Host than the browser's: Application Gateway sends the
+    # backend's host name (pickHostNameFromBackendAddress), so compare with PUBLIC_BASE_URL too.
+    public = _origin_of(request.app[CONTEXT].settings.public_base_url)
+    return public is not None and _origin_of(origin) == public
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port, the parts a browser's Origin has; None for no web origin
+    (`null`, a typo)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number
+        return None
+    return parts.scheme, parts.hostname, port
 
 
 async def _csrf_ok(request: web.Request, principal: Principal) -> bool:

@@ -379,6 +379,43 @@ def test_oidc_mode_needs_a_client_and_tenant(make_settings: Any) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        # Behind Application Gateway the Host is the backend's name; the browser's origin is
+        # PUBLIC_BASE_URL's.
+        ("https://chat.contoso.example", 200),
+        ("https://chat.contoso.example:443", 200),
+        ("https://evil.example", 403),
+        ("https://chat.contoso.example.evil.example", 403),
+        ("http://chat.contoso.example", 403),
+        ("https://chat.contoso.example:8443", 403),
+        ("null", 403),
+    ],
+)
+async def test_state_changes_from_the_public_base_urls_origin_are_allowed_and_others_refused(
+    make_app: AppFactory, origin: str, status: int
+) -> None:
+    client = await seeded(
+        await make_app(
+            ADMIN_AUTH_MODE="appservice", PUBLIC_BASE_URL="https://chat.contoso.example/"
+        )
+    )
+    admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
+    csrf = (await (await client.get("/admin/api/me", headers=admin)).json())["csrfToken"]
+    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+
+    response = await client.post(
+        "/admin/api/users/delete",
+        json=body,
+        headers={**admin, "X-CSRF-Token": csrf, "Origin": origin},
+    )
+
+    assert response.status == status
+    if status == 403:
+        assert (await response.json())["error"] == "csrf"
+
+
 async def test_a_csrf_header_of_bytes_that_are_not_utf8_is_refused_as_csrf(
     make_app: AppFactory,
 ) -> None:
