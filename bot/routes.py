@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from botbuilder.core import ActivityHandler, TurnContext
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeResponse
 
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
@@ -225,6 +225,18 @@ class MessagesEndpoint:
         body = response.body
         if body is None:
             return web.Response(status=response.status)
-        if hasattr(body, "serialize"):
-            body = model_to_wire(body)
-        return web.json_response(body, status=response.status)
+        return web.json_response(_invoke_body(body), status=response.status)
+
+
+def _invoke_body(body: Any) -> Any:
+    if isinstance(body, AdaptiveCardInvokeResponse) and isinstance(body.value, Exception):
+        # botbuilder answers a card action it cannot read (no value, no action) with an
+        # Exception(code, message) where the wire wants {"code", "message"}; msrest cannot
+        # serialize it.
+        code, message = [*map(str, body.value.args), "", ""][:2]
+        return {
+            "statusCode": int(body.status_code),
+            "type": body.type,
+            "value": {"code": code, "message": message},
+        }
+    return model_to_wire(body) if hasattr(body, "serialize") else body

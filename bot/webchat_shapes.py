@@ -58,7 +58,10 @@ def feedback_actions(rated_activity_id: str) -> list[dict[str, Any]]:
 
 def feedback_from_event(body: dict[str, Any]) -> tuple[str, str, str] | None:
     """(rated activity id, like|dislike, optional text) from Web Chat's feedback event."""
-    for entity in body.get("entities") or []:
+    entities = body.get("entities")
+    if not isinstance(entities, list):
+        return None
+    for entity in entities:
         if not isinstance(entity, dict):
             continue
         kind = entity.get("@type")

@@ -108,6 +108,11 @@ def messages_corpus(url: str) -> list[Case]:
         Case("entities not objects", act("h-17", entities=["x", 1])),
         Case("locale is a number", act("h-18", locale=12)),
         Case("replyToId is an object", act("h-19", replyToId={"id": 1})),
+        Case("card action without a value", act("h-23", type="invoke", name="adaptiveCard/action")),
+        Case(
+            "card action with an empty value",
+            act("h-24", type="invoke", name="adaptiveCard/action", value={}),
+        ),
         # Well-formed but odd: accepted, and the user gets a polite reply (or nothing to reply).
         Case("unknown activity type", act("h-20", type="holographicProjection"), statuses=(200,)),
         Case("typing activity", act("h-21", type="typing"), statuses=(200,)),
@@ -176,7 +181,10 @@ async def test_hostile_bodies_on_the_messaging_endpoint_get_clean_4xx_or_a_polit
         status, text, response = await send(client, case, "/api/messages")
         assert_clean(status, text, case)
         if status >= 400 and response.content_type == "application/json":
-            error = json.loads(text)["error"]
+            payload = json.loads(text)
+            # An invoke is answered in its own protocol: a card action's error response.
+            card_error = payload.get("type") == "application/vnd.microsoft.error"
+            error = payload["value"] if card_error else payload["error"]
             assert error["code"] and error["message"], case.name
         if status == 202:
             body = case.body if isinstance(case.body, dict) else json.loads(case.body or b"{}")
@@ -243,6 +251,16 @@ def directline_corpus() -> list[Case]:
         Case("dl missing type", {"text": "hi"}),
         Case("dl unknown type", {"type": "invoke", "name": "adaptiveCard/action"}),
         Case("dl type is a list", {"type": ["message"]}),
+        Case(
+            "dl feedback whose entities are a number",
+            {"type": "event", "name": "webchat:activity-status/feedback", "entities": 5},
+            statuses=(200, 400),
+        ),
+        Case(
+            "dl feedback whose entities are true",
+            {"type": "event", "name": "webchat:activity-status/feedback", "entities": True},
+            statuses=(200, 400),
+        ),
         Case("dl body over the size limit", HUGE_BODY, statuses=(413,)),
         Case(
             "dl text is a number",
