@@ -321,6 +321,7 @@ module app 'modules/appservice.bicep' = {
     webchatAuthMode: effectiveWebchatAuthMode
     authClientId: authClientId
     behindAppGateway: enableAppGateway
+    publicHostName: appGatewayHostName
     allowedInboundCidrs: allowedInboundCidrs
     skuName: appServiceSku
     instanceCount: appServiceInstanceCount

@@ -48,6 +48,9 @@ param authClientId string = ''
 @description('True when the Application Gateway fronts the app: the app then has no public endpoint.')
 param behindAppGateway bool
 
+@description('The host name people reach the app at through the Application Gateway (with behindAppGateway).')
+param publicHostName string = ''
+
 @description('Extra source ranges (CIDR) allowed to reach the app directly, for example intranet egress ranges.')
 param allowedInboundCidrs array = []
 
@@ -206,6 +209,15 @@ var appSettings = [
   }
 ]
 
+// Behind the gateway the app sees the backend's host name, not the one in the browser: the
+// admin pages' CSRF origin check and their links need the public one.
+var gatewaySettings = behindAppGateway ? [
+  {
+    name: 'PUBLIC_BASE_URL'
+    value: 'https://${publicHostName}'
+  }
+] : []
+
 // App Service Authentication signs the admin pages and the web chat in with Entra ID, using
 // the managed identity as a federated credential of the app registration (no client secret).
 var easyAuthSettings = empty(authClientId) ? [] : [
@@ -260,7 +272,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scmIpSecurityRestrictionsDefaultAction: 'Deny'
       scmIpSecurityRestrictionsUseMain: false
       scmIpSecurityRestrictions: []
-      appSettings: concat(appSettings, platformSettings, easyAuthSettings)
+      appSettings: concat(appSettings, platformSettings, easyAuthSettings, gatewaySettings)
     }
   }
 }

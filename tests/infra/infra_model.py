@@ -917,3 +917,22 @@ def check_cosmos_containers(model: Mapping[str, Template]) -> list[str]:
                 "conversation TTL must be (retentionDays == 0) ? -1 : retentionDays in seconds"
             )
     return problems
+
+
+def check_public_url_behind_gateway(model: Mapping[str, Template]) -> list[str]:
+    """Behind the Application Gateway the app sees the backend's host name: PUBLIC_BASE_URL
+    must name the gateway's (the admin pages' CSRF origin check compares the browser's Origin
+    with it), and only there (elsewhere the request's own host is the public one)."""
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    value = app_settings(model).get("PUBLIC_BASE_URL")
+    if value != "https://${publicHostName}":
+        problems.append(f"PUBLIC_BASE_URL must be 'https://${{publicHostName}}', is {value!r}")
+    if "PUBLIC_BASE_URL" in app_settings(model, guaranteed=True):
+        problems.append("PUBLIC_BASE_URL is set without the Application Gateway too")
+    passed = (_module(main, "appservice.bicep") or {}).get("publicHostName")
+    if passed != "appGatewayHostName":  # module params are raw expressions
+        problems.append(f"main.bicep passes publicHostName={passed!r}, not appGatewayHostName")
+    return problems

@@ -112,6 +112,10 @@ def test_trusted_proxy_hops_count_the_gateway(model: dict[str, im.Template]) -> 
     assert im.check_trusted_proxy_hops(model) == []
 
 
+def test_behind_the_gateway_the_app_knows_its_public_url(model: dict[str, im.Template]) -> None:
+    assert im.check_public_url_behind_gateway(model) == []
+
+
 # --- the checks catch mistakes --------------------------------------------------------------
 
 
@@ -365,6 +369,23 @@ def test_shared_admin_keys_check_catches_a_key_from_the_parameters_file(
 def test_trusted_proxy_hops_check_catches(new: str, texts: dict[str, str]) -> None:
     broken = mutate(texts, "modules/appservice.bicep", "value: behindAppGateway ? '2' : '1'", new)
     assert im.check_trusted_proxy_hops(broken)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        ("main.bicep", "    publicHostName: appGatewayHostName\n", ""),
+        (  # set for every variant, gateway or not
+            "modules/appservice.bicep",
+            "    name: 'ADMIN_TRUSTED_PROXY_HOPS'",
+            "    name: 'PUBLIC_BASE_URL'\n    value: 'https://${publicHostName}'\n  }\n  {\n"
+            "    name: 'ADMIN_TRUSTED_PROXY_HOPS'",
+        ),
+        ("modules/appservice.bicep", "'https://${publicHostName}'", "'https://example.com'"),
+    ],
+)
+def test_public_url_check_catches(file: str, old: str, new: str, texts: dict[str, str]) -> None:
+    assert im.check_public_url_behind_gateway(mutate(texts, file, old, new))
 
 
 def test_web_app_check_catches_ftp_publishing(texts: dict[str, str]) -> None:
