@@ -303,6 +303,28 @@ class Settings(BaseSettings):
     def _empty_file_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator(
+        "microsoft_app_password",
+        "azure_openai_api_key",
+        "cosmos_key",
+        "admin_oidc_client_secret",
+        "admin_session_secret",
+        "admin_pseudonym_key",
+        "webchat_token_secret",
+        "direct_line_secret",
+    )
+    @classmethod
+    def _not_an_unresolved_key_vault_reference(cls, value: SecretStr) -> SecretStr:
+        # App Service hands an app setting's reference text to the app when it cannot resolve
+        # it (no access, vault unreachable). That text is the same on every instance and can be
+        # guessed from the vault's name: used as a key, it would let anyone forge sessions.
+        if value.get_secret_value().lstrip().startswith("@Microsoft.KeyVault("):
+            raise ValueError(
+                "is an unresolved Key Vault reference: App Service could not read the secret "
+                "(check the app identity's access to the vault and the vault's private endpoint)"
+            )
+        return value
+
     @field_validator("webchat_token_secret")
     @classmethod
     def _token_secret_is_long(cls, value: SecretStr) -> SecretStr:

@@ -60,6 +60,16 @@ def test_secrets_are_not_shown_in_repr() -> None:
     assert "sk-very-secret" not in repr(s) and "cosmos-secret" not in repr(s)
 
 
+@pytest.mark.parametrize(
+    "name", ["ADMIN_SESSION_SECRET", "ADMIN_PSEUDONYM_KEY", "DIRECT_LINE_SECRET", "COSMOS_KEY"]
+)
+def test_an_unresolved_key_vault_reference_is_refused_as_a_secret(name: str) -> None:
+    # What App Service passes on when it cannot read the secret: guessable, the same everywhere.
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-abc.vault.azure.net/secrets/some-name/)"
+    with pytest.raises(ValidationError, match="unresolved Key Vault reference"):
+        settings(**{name: reference})
+
+
 def test_comma_separated_hosts(tmp_path: Path) -> None:
     assert settings(ANONYMOUS_SERVICE_URL_HOSTS="a, b,,c").anonymous_service_url_hosts == [
         "a",
