@@ -127,6 +127,15 @@ def create_app(
     return app
 
 
+def _anonymous_reply_hosts(settings: Settings) -> list[str]:
+    """Where replies may go without channel auth. The built-in Direct Line's replies come back to
+    this app on the interface HOST names (see `DirectLine.service_url`), so that one is added."""
+    hosts = list(settings.anonymous_service_url_hosts)
+    if not settings.uses_azure_direct_line and settings.host not in ("", "0.0.0.0", "::"):  # noqa: S104
+        hosts.append(settings.host)
+    return hosts
+
+
 def _admin_settings(settings: Settings) -> AdminSettings:
     session_secret = settings.admin_session_secret.get_secret_value().encode()
     pseudonym_key = settings.admin_pseudonym_key.get_secret_value().encode()
@@ -328,7 +337,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     connector = ConnectorClient(
         app[HTTP],
         tokens,
-        allowed_hosts=None if settings.bot_auth_enabled else settings.anonymous_service_url_hosts,
+        allowed_hosts=None if settings.bot_auth_enabled else _anonymous_reply_hosts(settings),
     )
     queue = TurnQueue(
         settings.turn_concurrency, settings.dedupe_window, settings.turn_deadline_seconds

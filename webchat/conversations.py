@@ -10,7 +10,6 @@ outlives the restart and reopens its conversation (`ConversationRegistry.reopen`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -51,8 +50,12 @@ class Subscriber:
         return True
 
     def close(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.frames.put_nowait(None)
+        if self.frames.full():
+            # Closed for falling behind: drop what it holds so the close marker fits (its client
+            # reconnects with the watermark it last got and fetches the rest from the log).
+            while not self.frames.empty():
+                self.frames.get_nowait()
+        self.frames.put_nowait(None)
 
 
 @dataclass

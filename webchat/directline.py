@@ -211,14 +211,15 @@ class BuiltinDirectLine:
             token = bearer(request.headers.get("Authorization"))
             conversation = self._conversation(grant)
             mark = _watermark(request.query.get("watermark"))
+            if mark is None:
+                # Direct Line 3.0: without a watermark, only what comes after the reconnection.
+                mark = conversation.watermark
             return web.json_response(
                 {
                     "conversationId": conversation.id,
                     "token": token,
                     "expires_in": max(0, grant.expires_at - _now()),
-                    "streamUrl": self._stream_url(
-                        request, conversation.id, token, mark if mark is not None else 0
-                    ),
+                    "streamUrl": self._stream_url(request, conversation.id, token, mark),
                 }
             )
 

@@ -100,3 +100,14 @@ def test_several_workers_need_every_per_process_state_set_from_outside() -> None
     assert settings(**{**WORKER_SAFE, "ADMIN_PSEUDONYMIZE": False, "ADMIN_PSEUDONYM_KEY": ""})
     with pytest.raises(ValidationError, match="needs DIRECT_LINE_SECRET"):
         settings(APP_WORKERS=2)
+
+
+def test_the_built_in_direct_line_may_reply_to_the_interface_host_names() -> None:
+    from app import _anonymous_reply_hosts
+
+    # Its replies come back to this app on HOST: refused there, web chat would get no answer.
+    assert "192.0.2.10" in _anonymous_reply_hosts(settings(HOST="192.0.2.10"))
+    every_interface = settings(HOST="0.0.0.0")  # noqa: S104 (its replies use 127.0.0.1)
+    assert _anonymous_reply_hosts(every_interface) == ["127.0.0.1", "localhost", "::1"]
+    on_azure = settings(HOST="192.0.2.10", DIRECT_LINE_SECRET="direct-line-secret-value")
+    assert "192.0.2.10" not in _anonymous_reply_hosts(on_azure)

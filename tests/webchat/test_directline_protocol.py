@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import AppFactory
 from tests.webchat.support import DirectLineSession, is_final, open_session, stored_messages
 from webchat import DIRECT_LINE
-from webchat.conversations import ConversationRegistry
+from webchat.conversations import SOCKET_QUEUE, ConversationRegistry, Participant
 from webchat.tokens import Grant, TokenSigner
 
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
@@ -194,6 +194,41 @@ async def test_reconnect_gives_a_stream_that_replays_what_came_after_the_waterma
     assert replayed[0].get("text") == "second"
     assert all(a.get("text") != "first" for a in replayed)
     assert session.frames[0]["watermark"] == (await session.get())["watermark"]
+
+
+async def test_reconnect_without_a_watermark_streams_only_what_comes_next(
+    client: TestClient[Any, Any],
+) -> None:
+    session = await open_session(client)
+    await session.say("first")
+    await session.wait_for_bot_messages(1)
+    now = (await session.get())["watermark"]
+
+    response = await client.get(
+        f"/v3/directline/conversations/{session.conversation_id}", headers=session.headers
+    )
+    body = await response.json()
+    assert f"watermark={now}" in body["streamUrl"]
+    await session.connect(body["streamUrl"])
+    try:
+        await session.say("second")
+        await session.wait_streamed(lambda a: a["type"] == "message" and a.get("text") == "second")
+        streamed = session.streamed()
+    finally:
+        await session.close()
+    assert all(a.get("text") != "first" for a in streamed), "nothing from before is replayed"
+
+
+def test_a_socket_that_falls_behind_is_closed_so_its_client_reconnects() -> None:
+    registry = ConversationRegistry()
+    conversation = registry.create(Participant(user_id="dl_someone"))
+    subscriber, _ = conversation.subscribe(None)
+    for n in range(SOCKET_QUEUE + 1):
+        conversation.deliver({"type": "message", "id": f"a{n}", "text": str(n)})
+
+    assert subscriber not in conversation.sockets
+    # The stream's next frame is the close marker: it does not go on with keep-alives forever.
+    assert subscriber.frames.get_nowait() is None
 
 
 async def test_a_token_that_outlives_a_restart_reopens_its_conversation_and_loses_nothing(
