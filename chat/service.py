@@ -604,13 +604,7 @@ class ChatService:
         filtered = user_message.model_copy(
             update={"status": MessageStatus.FILTERED, "filter": verdict.to_json()}
         )
-        try:
-            await self._messages.replace_message(filtered)
-            outcome.store_ops.append("write:user_message_status")
-        except StoreError:
-            log.exception(
-                "marking the prompt as filtered failed", extra={"ref": outcome.correlation_id}
-            )
+        await self._store_prompt_status(filtered, outcome)
 
     async def _mark_not_sent(
         self, user_message: Message, reason: str, outcome: TurnOutcome
@@ -618,12 +612,17 @@ class ChatService:
         """The user was told their stored prompt was not sent: it must not reach the model later
         as context either (the window leaves out `error` messages)."""
         refused = user_message.model_copy(update={"status": MessageStatus.ERROR, "error": reason})
+        await self._store_prompt_status(refused, outcome)
+
+    async def _store_prompt_status(self, prompt: Message, outcome: TurnOutcome) -> None:
+        """The stored prompt gets the status the user was just told about (filtered, not sent)."""
         try:
-            await self._messages.replace_message(refused)
+            await self._messages.replace_message(prompt)
             outcome.store_ops.append("write:user_message_status")
         except StoreError:
             log.exception(
-                "marking the prompt as not sent failed", extra={"ref": outcome.correlation_id}
+                "storing the prompt's status failed",
+                extra={"ref": outcome.correlation_id, "status": prompt.status.value},
             )
 
     async def _answer_filtered(
