@@ -58,7 +58,7 @@ from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
 from storage.base import Store
 from storage.sqlite import SqliteStore
-from webchat import setup_webchat
+from webchat import connector_host, setup_webchat
 
 log = logging.getLogger("app")
 
@@ -128,11 +128,12 @@ def create_app(
 
 
 def _anonymous_reply_hosts(settings: Settings) -> list[str]:
-    """Where replies may go without channel auth. The built-in Direct Line's replies come back to
-    this app on the interface HOST names (see `DirectLine.service_url`), so that one is added."""
+    """Where replies may go without channel auth: the configured hosts, and the one the built-in
+    Direct Line's replies come back to this app at (the interface HOST names, if not loopback)."""
     hosts = list(settings.anonymous_service_url_hosts)
-    if not settings.uses_azure_direct_line and settings.host not in ("", "0.0.0.0", "::"):  # noqa: S104
-        hosts.append(settings.host)
+    own = connector_host(settings.host)
+    if not settings.uses_azure_direct_line and own not in hosts:
+        hosts.append(own)
     return hosts
 
 

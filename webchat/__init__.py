@@ -10,12 +10,12 @@ from aiohttp import web
 from bot.routes import MessagesEndpoint
 from config import Settings
 from webchat.connector import LoopbackConnector
-from webchat.directline import BuiltinDirectLine
+from webchat.directline import BuiltinDirectLine, connector_host
 from webchat.page import WebChatPage
 
 DIRECT_LINE = web.AppKey("builtin_directline", BuiltinDirectLine)
 
-__all__ = ["DIRECT_LINE", "setup_webchat"]
+__all__ = ["DIRECT_LINE", "connector_host", "setup_webchat"]
 
 
 def setup_webchat(

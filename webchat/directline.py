@@ -150,10 +150,8 @@ class BuiltinDirectLine:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
         port = port or self._settings.port
-        host = self._settings.host
-        if host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 (a comparison)
-            host = "127.0.0.1"
-        elif ":" in host:
+        host = connector_host(self._settings.host)
+        if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}{CONNECTOR_PREFIX}/{self.connector_key}"
 
@@ -451,6 +449,14 @@ async def _drain_incoming(socket: web.WebSocketResponse) -> None:
     async for message in socket:
         if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             break
+
+
+def connector_host(listen_host: str) -> str:
+    """The host the bot's replies reach the built-in connector at: loopback when the app listens
+    there or on every interface, else the one interface HOST names."""
+    if listen_host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 (a comparison)
+        return "127.0.0.1"
+    return listen_host
 
 
 def _watermark(value: str | None) -> int | None:
