@@ -511,6 +511,11 @@ async def _reveal(request: web.Request, reference: str, reason: str) -> str:
     return user_id
 
 
+def _texts(source: Mapping[str, Any], *names: str) -> list[str]:
+    """The named text fields of a form, JSON body or query, checked (`text_value`)."""
+    return [text_value(source.get(name), name) for name in names]
+
+
 def _audited_as(context: AdminContext, user_id: str) -> str:
     """The pseudonym an action on a person's data is recorded under: the audit log outlives the
     data and should not bring the user id back (an admin can reveal it with the same key). It
@@ -734,17 +739,16 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def reveal_page(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    reference = text_value(form.get("user"), "user")
-    user_id = await _reveal(request, reference, text_value(form.get("reason"), "reason"))
-    back = text_value(form.get("conversation"), "conversation")
+    reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
+    user_id = await _reveal(request, reference, reason)
     return _render(request, "reveal.html", reference=reference, user_id=user_id, back=back)
 
 
 @requires(Role.ADMIN)
 async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
-    reference = text_value(request.query.get("user"), "user").strip()
+    [reference] = _texts(request.query, "user")
+    reference = reference.strip()
     if not reference:
         raise BadRequest("name the user to delete")
     stored_ids = stored_ids_of(context.pseudonyms.user_id(reference))
@@ -761,10 +765,9 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def delete_page(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    reference = text_value(form.get("user"), "user")
+    reference, confirm = _texts(await request.post(), "user", "confirm")
     try:
-        counts = await _delete_user(request, reference, text_value(form.get("confirm"), "confirm"))
+        counts = await _delete_user(request, reference, confirm)
     except BadRequest as exc:
         return _render(
             request,
@@ -780,10 +783,7 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def export_user_page(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    return await _export_user(
-        request, text_value(form.get("user"), "user"), text_value(form.get("reason"), "reason")
-    )
+    return await _export_user(request, *_texts(await request.post(), "user", "reason"))
 
 
 @requires(Role.ADMIN)
@@ -890,27 +890,20 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 @requires(Role.ADMIN)
 async def api_reveal(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request)
-    reference = text_value(body.get("user"), "user")
-    user_id = await _reveal(request, reference, text_value(body.get("reason"), "reason"))
+    reference, reason = _texts(await _json_body(request), "user", "reason")
+    user_id = await _reveal(request, reference, reason)
     return web.json_response({"user": reference, "userId": user_id})
 
 
 @requires(Role.ADMIN)
 async def api_delete_user(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request)
-    counts = await _delete_user(
-        request, text_value(body.get("user"), "user"), text_value(body.get("confirm"), "confirm")
-    )
+    counts = await _delete_user(request, *_texts(await _json_body(request), "user", "confirm"))
     return web.json_response({"deleted": counts})
 
 
 @requires(Role.ADMIN)
 async def api_export_user(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request)
-    return await _export_user(
-        request, text_value(body.get("user"), "user"), text_value(body.get("reason"), "reason")
-    )
+    return await _export_user(request, *_texts(await _json_body(request), "user", "reason"))
 
 
 @requires(Role.ADMIN)
