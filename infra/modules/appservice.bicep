@@ -210,7 +210,7 @@ var appSettings = [
 ]
 
 // Behind the gateway the app sees the backend's host name, not the one in the browser: the
-// admin pages' CSRF origin check and their links need the public one.
+// admin pages' CSRF origin check, sign-in redirect and Secure cookie need the public one.
 var gatewaySettings = behindAppGateway ? [
   {
     name: 'PUBLIC_BASE_URL'
