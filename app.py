@@ -78,6 +78,8 @@ TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
 # The admin's user pseudonyms (same key): refusal audit records name users by them.
 PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)
 READINESS_TIMEOUT_SECONDS = 5.0
+# After a turn's deadline: time for the notice, the error record and the summary to go out.
+TURN_NOTICE_GRACE_SECONDS = 30.0
 # Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
 STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
 WORKER_GROUP = web.AppKey("worker_group", WorkerGroup)
@@ -317,6 +319,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         log_message_text=settings.log_message_text,
         telemetry=app[TELEMETRY],
         guard=QuotaGuard(quotas),
+        turn_deadline_seconds=settings.turn_deadline_seconds,
     )
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
@@ -340,8 +343,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         tokens,
         allowed_hosts=None if settings.bot_auth_enabled else _anonymous_reply_hosts(settings),
     )
+    # The chat service ends a turn at its deadline and tells the user; the queue's own limit
+    # is the backstop for anything else, late enough to leave that notice time to go out.
     queue = TurnQueue(
-        settings.turn_concurrency, settings.dedupe_window, settings.turn_deadline_seconds
+        settings.turn_concurrency,
+        settings.dedupe_window,
+        settings.turn_deadline_seconds + TURN_NOTICE_GRACE_SECONDS,
     )
     app[TURNS] = queue
     group = app.get(WORKER_GROUP)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
 
-from bot.connector import ConnectorClient
+from bot.connector import ConnectorClient, ConnectorError
+from bot.replies import reply_activity
 from bot.wire import activity_to_wire
+from chat.service import Reply
+from chat.texts import localize
 
 log = logging.getLogger(__name__)
 TurnLogic = Callable[[TurnContext], Awaitable[Any]]
@@ -124,5 +128,16 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
 
     @staticmethod
     async def _on_turn_error(context: TurnContext, error: Exception) -> None:
-        # Reaching here means a bug: the chat service handles every expected failure itself.
-        log.error("unhandled error in a turn", exc_info=error)
+        """Reaching here means a bug: the chat service handles every expected failure itself.
+        Whoever sent a message hears that it failed, with the reference the log line carries;
+        other activities (conversation updates, reactions, events) expect no answer."""
+        ref = uuid.uuid4().hex[:12]
+        log.error("unhandled error in a turn", exc_info=error, extra={"ref": ref})
+        activity = context.activity
+        if activity.type != ActivityTypes.message:
+            return
+        notice = localize("internal_error", activity.locale, ref=ref)
+        try:
+            await context.send_activity(reply_activity(Reply(notice, is_notice=True)))
+        except ConnectorError as exc:
+            log.warning("the channel refused a notice", extra={"ref": ref, "status": exc.status})

@@ -184,6 +184,7 @@ class ChatService:
         log_message_text: bool = False,
         guard: TurnGuard | None = None,
         telemetry: ChatTelemetry | None = None,
+        turn_deadline_seconds: float | None = None,
     ) -> None:
         self._messages = messages
         self._summaries = summaries
@@ -200,6 +201,7 @@ class ChatService:
         self._system_cache: dict[tuple[date, str, str], tuple[str, int]] = {}
         self._guard = guard
         self._telemetry = telemetry or ChatTelemetry()
+        self._deadline = turn_deadline_seconds
 
     async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
         """One turn, in a `chat.turn` span; its correlation id tags every log line inside."""
@@ -235,6 +237,8 @@ class ChatService:
         return outcome
 
     async def _handle(self, turn: TurnInput, channel: ReplyChannel, ref: str) -> TurnOutcome:
+        loop = asyncio.get_running_loop()
+        deadline_at = None if self._deadline is None else loop.time() + self._deadline
         outcome = TurnOutcome(correlation_id=ref)
         conversation_id = safe_id(turn.conversation_key)
         text = turn.text.strip()
@@ -300,7 +304,30 @@ class ChatService:
         delta.messages += 1
 
         try:
-            await self._answer(turn, user_message, history, channel, delta, outcome)
+            async with asyncio.timeout_at(deadline_at):
+                await self._answer(turn, user_message, history, channel, delta, outcome)
+        except Exception as exc:
+            # A bug, or a turn past its deadline (every dependency has its own timeout, so
+            # something hung): the user hears of it, with the reference the log line carries.
+            # asyncio.timeout raises TimeoutError only for its own deadline; a cancellation from
+            # outside (shutdown) is not an Exception and goes on.
+            deadline = isinstance(exc, TimeoutError)
+            log.error(
+                "the turn passed its deadline" if deadline else "the turn failed unexpectedly",
+                exc_info=not deadline,
+                extra={**log_fields, "deadline": self._deadline} if deadline else log_fields,
+            )
+            await _abandon(history)
+            if not outcome.replied:
+                await self._fail(
+                    turn,
+                    user_message,
+                    channel,
+                    delta,
+                    outcome,
+                    "internal_error",
+                    error="turn_deadline" if deadline else "internal_error",
+                )
         finally:
             if outcome.settle is not None:
                 # A stream stopped before the model finished has no reported usage: the
@@ -752,8 +779,11 @@ class ChatService:
         delta: SummaryDelta,
         outcome: TurnOutcome,
         text_key: str,
+        error: str | None = None,
         **extra: object,
     ) -> None:
+        """Tell the user (`text_key`) and store an error record in place of the answer (its
+        `error` is `text_key` unless given)."""
         ref = outcome.correlation_id
         values: dict[str, object] = {"ref": ref, **extra}
         if text_key == "message_too_long":
@@ -774,7 +804,7 @@ class ChatService:
             channel_id=user_message.channel_id,
             locale=user_message.locale,
             status=MessageStatus.ERROR,
-            error=text_key,
+            error=error or text_key,
             correlation_id=ref,
         )
         try:

@@ -48,6 +48,12 @@ class FaultKind(StrEnum):
     TIMEOUT = "timeout"  # nothing came back in time: StoreError after a wait
     LOST_RESPONSE = "lost_response"  # the write happened, the answer timed out: StoreError
     SLOW = "slow"  # it works, late
+    # Not a store outage: a programming error in the layer (RuntimeError), which nothing on
+    # the turn's path expects. Left out of the outage matrices.
+    BUG = "bug"
+
+
+OUTAGES = [kind for kind in FaultKind if kind is not FaultKind.BUG]
 
 
 # (operation, positional arguments) -> whether this call is a target.
@@ -144,6 +150,8 @@ class FaultyStore:
         if fault is None:
             return await run()
         self.injected[(operation, fault.kind.value)] += 1
+        if fault.kind is FaultKind.BUG:
+            raise RuntimeError(f"injected: a bug in {operation}")
         if fault.kind is FaultKind.ERROR:
             raise StoreError(f"injected: {operation} failed with HTTP 503")
         if fault.kind is FaultKind.THROTTLED:

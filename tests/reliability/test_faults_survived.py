@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from app import STORE
 from storage.models import MessageStatus, Role
 from tests.conftest import AppFactory, FaultyAppFactory
-from tests.faults import FaultKind, assistant_message_writes, user_message_writes
+from tests.faults import OUTAGES, assistant_message_writes, user_message_writes
 from tests.reliability.support import (
     FlakyConnector,
     ModelGateway,
@@ -231,7 +231,7 @@ STORE_CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", [k.value for k in FaultKind])
+@pytest.mark.parametrize("kind", [k.value for k in OUTAGES])
 @pytest.mark.parametrize("target", STORE_CASES)
 async def test_store_fault_loses_no_prompt_and_gives_one_reply(
     make_faulty_app: FaultyAppFactory, connector: RecordingConnector, target: str, kind: str
