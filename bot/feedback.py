@@ -8,6 +8,7 @@ the only record. Facts: shared/reference/bot-framework-teams-directline.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,9 @@ SUBMIT_ACTION_INVOKE = "message/submitAction"
 MAX_FEEDBACK_CHARS = 2000
 # Stored messages searched for the rated one: one single-partition query, newest first.
 SEARCH_DEPTH = 200
+# How long a rating looks for its answer when the answer's turn runs elsewhere (another worker
+# or instance): looked for again after 0.05, 0.1, 0.2 ... s, while under this.
+ELSEWHERE_WAIT_SECONDS = 3.0
 
 Reaction = Literal["like", "dislike"]
 
@@ -64,9 +68,15 @@ def _feedback_text(feedback: Any) -> str:
 
 
 class FeedbackRecorder:
-    def __init__(self, messages: MessageStore, summaries: SummaryStore) -> None:
+    def __init__(
+        self,
+        messages: MessageStore,
+        summaries: SummaryStore,
+        elsewhere_wait_seconds: float = ELSEWHERE_WAIT_SECONDS,
+    ) -> None:
         self._messages = messages
         self._summaries = summaries
+        self._elsewhere_wait = elsewhere_wait_seconds
 
     async def record(
         self,
@@ -80,13 +90,20 @@ class FeedbackRecorder:
         flags the conversation for review (admin page filter `negative_feedback`). When the
         message is not found and `turns_settled` is given, it is awaited and the message looked
         for once more: a channel shows an answer (with its buttons) before the turn stores it,
-        so a quick rating can arrive while that write is still under way.
+        so a quick rating can arrive while that write is still under way. That turn may run
+        where this process cannot wait for it (another worker or instance, over the same store):
+        then the message is looked for a few more times, for up to `elsewhere_wait_seconds`.
         """
         conversation_id = safe_id(conversation_key)
         rated = await self._find(conversation_id, submission)
         if rated is None and turns_settled is not None:
             await turns_settled()
             rated = await self._find(conversation_id, submission)
+            waited, pause = 0.0, 0.05
+            while rated is None and waited < self._elsewhere_wait:
+                await asyncio.sleep(pause)
+                waited, pause = waited + pause, pause * 2
+                rated = await self._find(conversation_id, submission)
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None

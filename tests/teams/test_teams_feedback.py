@@ -150,6 +150,26 @@ async def test_a_rating_that_overtakes_the_answers_slow_write_is_stored_on_that_
     assert summary is not None and summary.negative_feedback_count == 1
 
 
+async def test_a_rating_that_reaches_another_instance_before_its_answer_is_stored_is_kept(
+    make_faulty_app: FaultyAppFactory, make_app: Any, teams: TeamsChannel
+) -> None:
+    """Two instances over one store, as App Service scales out: the answer's turn runs on one,
+    whose answer write is slow; the rating reaches the other, which has no turn to wait for and
+    looks for the answer again until it is there."""
+    owner, store = await make_faulty_app()
+    other = await make_app()
+    store.fail("slow", "add_message", when=assistant_message_writes, delay=1.0, count=1)
+    rated = await ask(owner, teams, "Question")
+    assert len(await other.server.app[STORE].conversation_messages(CONVERSATION_ID)) == 1
+
+    assert await submit(other, feedback_invoke(teams.url, rated, "dislike", "late")) == (200, "{}")
+
+    await settle(owner)
+    _, answer = await other.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.activity_id == rated
+    assert answer.feedback is not None and answer.feedback.text == "late"
+
+
 async def test_feedback_for_an_unknown_message_is_still_acknowledged(
     bot: TestClient[Any, Any], teams: TeamsChannel
 ) -> None:
