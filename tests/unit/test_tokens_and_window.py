@@ -110,6 +110,19 @@ def test_window_leaves_out_filtered_and_failed_messages() -> None:
     assert [m["content"] for m in window.messages[1:]] == ["good prompt"]
 
 
+def test_a_prompt_the_model_could_not_answer_stays_context_for_the_next_one() -> None:
+    """Its error record is left out, the prompt is not: "try again" then means something."""
+    history = _history(["What is our travel policy?", "", "try again"])
+    history[1] = history[1].model_copy(
+        update={"status": MessageStatus.ERROR, "error": "model_unavailable"}
+    )
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+    assert [m["content"] for m in window.messages[1:]] == [
+        "What is our travel policy?",
+        "try again",
+    ]
+
+
 def test_current_prompt_that_cannot_fit_is_refused() -> None:
     history = _history(["word " * 500])
     with pytest.raises(MessageTooLong):
