@@ -10,7 +10,7 @@ from typing import Any
 
 from admin.pseudonyms import Pseudonyms
 from storage.base import Store
-from storage.models import ConversationSummary, Message, SummaryQuery
+from storage.models import ConversationSummary, Message, Page, SummaryQuery
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
@@ -178,36 +178,43 @@ async def _text_matches(store: Store, summary: ConversationSummary, needle: str)
     return any(needle in (m.text or "").casefold() for m in messages)
 
 
+async def _page(store: Store, filters: Filters, continuation: str | None) -> Page:
+    """One store page from `continuation`. The stores raise ValueError for a continuation token
+    that is not theirs: a 400 only when it is the token the caller sent. A stored summary that
+    cannot be read is not the caller's doing either: the stores skip (and log) it, and any other
+    ValueError is a fault of ours (a 500), never blamed on the token."""
+    try:
+        return await store.list_summaries(filters.query, filters.page_size, continuation)
+    except ValueError as exc:
+        if continuation is None or continuation != filters.continuation:
+            raise
+        raise BadRequest("invalid continuation token") from exc
+
+
 async def list_conversations(store: Store, filters: Filters) -> ListResult:
     """One page of the list, newest first. The store's continuation tokens stay opaque: with a
     text search a page holds the matches of whole store pages, so it may be a little longer or
     shorter than page_size, and a page with no match may still have a continuation."""
-    try:
-        if filters.text is None:
-            page = await store.list_summaries(
-                filters.query, filters.page_size, filters.continuation
-            )
-            return ListResult(page.items, page.continuation)
-        needle = filters.text.casefold()
-        found: list[ConversationSummary] = []
-        scanned = 0
-        continuation = filters.continuation
-        while True:
-            page = await store.list_summaries(filters.query, filters.page_size, continuation)
-            for summary in page.items:
-                scanned += 1
-                if await _text_matches(store, summary, needle):
-                    found.append(summary)
-            continuation = page.continuation
-            if (
-                continuation is None
-                or len(found) >= filters.page_size
-                or scanned >= SEARCH_MAX_CONVERSATIONS
-            ):
-                return ListResult(found, continuation, scanned)
-    except ValueError as exc:
-        # The stores raise ValueError for a continuation token that is not theirs.
-        raise BadRequest("invalid continuation token") from exc
+    if filters.text is None:
+        page = await _page(store, filters, filters.continuation)
+        return ListResult(page.items, page.continuation)
+    needle = filters.text.casefold()
+    found: list[ConversationSummary] = []
+    scanned = 0
+    continuation = filters.continuation
+    while True:
+        page = await _page(store, filters, continuation)
+        for summary in page.items:
+            scanned += 1
+            if await _text_matches(store, summary, needle):
+                found.append(summary)
+        continuation = page.continuation
+        if (
+            continuation is None
+            or len(found) >= filters.page_size
+            or scanned >= SEARCH_MAX_CONVERSATIONS
+        ):
+            return ListResult(found, continuation, scanned)
 
 
 async def all_conversations(

@@ -61,6 +61,7 @@ from storage.models import (
     apply_usage,
     as_utc,
     readable_messages,
+    readable_summary,
 )
 from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
 
@@ -739,8 +740,11 @@ class CosmosStore:
                 partition_key=user,
                 page_size=page_size + 1,
             ):
-                summary = ConversationSummary.model_validate(_clean(doc))
-                if not matches(summary, query):
+                # A document that cannot be read is skipped (and logged): a cursor always names
+                # a readable one.
+                clean = _clean(doc)
+                summary = readable_summary(clean, str(clean.get("id", "")))
+                if summary is None or not matches(summary, query):
                     continue
                 if len(items) == page_size:
                     more = True

@@ -3,6 +3,7 @@ names the documents carry in Cosmos DB (SQLite stores the same JSON)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -258,6 +259,42 @@ def _readable_message(document: str | dict[str, Any]) -> Message | None:
         return Message.model_validate(document)
     except ValidationError as exc:
         log.error("an unreadable stored message was skipped", extra={"errors": exc.error_count()})
+        return None
+
+
+def conversation_ref(conversation_id: str) -> str:
+    """A non-reversible reference to a conversation for logs: the one chat/service.py logs for
+    the same conversation (`conversation`), so the lines can be matched without the id itself
+    (a Teams conversation id can name its user)."""
+    return hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def readable_summary(
+    document: str | bytes | dict[str, Any], conversation_id: str
+) -> ConversationSummary | None:
+    """The conversation summary in a stored document (JSON text or a dict), or None when it cannot
+    be read (corrupted, or written by an incompatible version): skipped and logged, as unreadable
+    messages are, so one bad row does not make the admin list unusable. The log names the
+    conversation by its reference and the fields that failed, never the document's text or its
+    user id. `conversation_id` is the one the store keeps beside the document."""
+    try:
+        if isinstance(document, dict):
+            return ConversationSummary.model_validate(document)
+        return ConversationSummary.model_validate_json(document)
+    except ValidationError as exc:
+        log.error(
+            "an unreadable stored conversation summary was skipped",
+            extra={
+                "conversation": conversation_ref(conversation_id),
+                "errors": exc.error_count(),
+                # Where and what kind (`messageCount: int_parsing`), never the input itself.
+                "problems": [
+                    f"{'.'.join(str(part) for part in error['loc']) or '(document)'}: "
+                    f"{error['type']}"
+                    for error in exc.errors(include_url=False, include_input=False)
+                ],
+            },
+        )
         return None
 
 

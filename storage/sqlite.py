@@ -68,6 +68,7 @@ from storage.models import (
     apply_usage,
     as_utc,
     readable_messages,
+    readable_summary,
 )
 from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
 
@@ -668,18 +669,19 @@ class SqliteStore:
             params.extend([at, at, conversation_id])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
-            f"SELECT doc FROM conversations {where} "  # noqa: S608 - clauses are fixed strings
+            f"SELECT conversation_id, doc FROM conversations {where} "  # noqa: S608 - fixed clauses
             "ORDER BY last_activity_at DESC, conversation_id DESC"
         )
 
         def scan(db: sqlite3.Connection) -> Page:
             # JSON fields are filtered in Python; the keyset cursor keeps pages stable anyway.
             # One match past a full page is looked for, so a page that ends with the last match
-            # has no continuation (as in the Cosmos store, which reads one item ahead).
+            # has no continuation (as in the Cosmos store, which reads one item ahead). A row
+            # that cannot be read is skipped (and logged): a cursor always names a readable one.
             items: list[ConversationSummary] = []
-            for (doc,) in db.execute(sql, params):
-                summary = ConversationSummary.model_validate_json(doc)
-                if not matches(summary, query):
+            for stored_id, doc in db.execute(sql, params):
+                summary = readable_summary(doc, stored_id)
+                if summary is None or not matches(summary, query):
                     continue
                 if len(items) == page_size:
                     last = items[-1]

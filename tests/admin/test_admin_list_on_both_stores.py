@@ -1,0 +1,136 @@
+"""The admin conversation list over real HTTP on both stores (tests/stores.py): summaries that
+cannot be read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from azure.cosmos.aio import CosmosClient
+
+from app import SETTINGS
+from config import Settings
+from storage.models import conversation_ref
+from tests.admin.conftest import seeded
+from tests.admin.helpers import sign_in_locally
+from tests.conftest import AppFactory
+from tests.cosmos_server import CosmosServer
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
+
+API = "/admin/api/conversations"
+WORDS = "words of the user"
+SKIPPED = "an unreadable stored conversation summary was skipped"
+# The seeded conversations (tests/admin/helpers.py), newest first, and their owners.
+OWNERS = {
+    "conv-plain": "carol@contoso.com",
+    "conv-error": "alice@contoso.com",
+    "conv-feedback": "bob@contoso.com",
+    "conv-flagged": "alice@contoso.com",
+}
+
+
+@pytest.fixture
+def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
+    return settings_on_store
+
+
+@pytest.fixture
+async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
+    """A locally signed-in Admin on the seeded conversations."""
+    caplog.set_level(logging.INFO, logger="app")
+    client = await seeded(await make_app())
+    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
+    return client
+
+
+async def _spoil(
+    client: TestClient[Any, Any], request: pytest.FixtureRequest, conversation_id: str
+) -> None:
+    """Makes a stored summary unreadable behind the store's back (a hand edit, a corrupted row):
+    on SQLite the row's text is no longer JSON; on Cosmos DB a count is a word."""
+    settings: Settings = client.server.app[SETTINGS]
+    if not settings.cosmos_endpoint:
+        with sqlite3.connect(settings.sqlite_file) as db:
+            db.execute(
+                "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                ('{"title": "' + WORDS + '", "messageCount": ', conversation_id),
+            )
+        return
+    server: CosmosServer = request.getfixturevalue("cosmos_server")
+    async with CosmosClient(server.endpoint, server.key, connection_verify=False) as raw:
+        container = raw.get_database_client(settings.cosmos_database).get_container_client(
+            "conversations"
+        )
+        item = await container.read_item(conversation_id, partition_key=OWNERS[conversation_id])
+        await container.replace_item(
+            conversation_id, {**item, "messageCount": WORDS, "title": WORDS}
+        )
+
+
+async def _ids(client: TestClient[Any, Any], query: str = "") -> list[str]:
+    response = await client.get(f"{API}?{query}")
+    assert response.status == 200, await response.text()
+    return [item["id"] for item in (await response.json())["items"]]
+
+
+async def test_a_summary_that_cannot_be_read_is_left_out_of_the_list_and_logged_without_its_words(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _spoil(admin, request, "conv-plain")
+    await _spoil(admin, request, "conv-feedback")
+    caplog.clear()
+
+    readable = ["conv-error", "conv-flagged"]
+    assert await _ids(admin) == readable
+    assert await _ids(admin, "q=expense") == ["conv-error"]
+    assert await _ids(admin, "user=carol@contoso.com") == []
+    # Paging goes past them: each readable conversation once.
+    seen: list[str] = []
+    params = {"page_size": "1"}
+    for _ in range(5):
+        body = await (await admin.get(API, params=params)).json()
+        seen += [item["id"] for item in body["items"]]
+        if not body["continuation"]:
+            break
+        params["continuation"] = body["continuation"]
+    assert seen == readable
+
+    page = await admin.get("/admin/")
+    assert page.status == 200
+    html = await page.text()
+    assert "Expense question" in html and "Violent request" in html
+    assert "invalid continuation token" not in html
+    assert WORDS not in html
+    exported = await admin.get("/admin/api/export/conversations?format=json")
+    assert exported.status == 200
+    assert [c["id"] for c in json.loads(await exported.text())["items"]] == readable
+
+    skipped = {vars(r)["conversation"] for r in caplog.records if r.getMessage() == SKIPPED}
+    assert skipped == {conversation_ref("conv-plain"), conversation_ref("conv-feedback")}
+    for record in caplog.records:
+        text = str(vars(record))
+        assert WORDS not in text
+        assert "conv-plain" not in text and "carol@contoso.com" not in text
+
+
+async def test_only_a_continuation_token_that_is_not_the_stores_is_blamed_on_the_token(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest
+) -> None:
+    await _spoil(admin, request, "conv-plain")
+    for query in ("continuation=not-a-token", "continuation=not-a-token&q=expense"):
+        response = await admin.get(f"{API}?{query}")
+        assert response.status == 400
+        assert await response.json() == {
+            "error": "bad_request",
+            "message": "invalid continuation token",
+        }
+    first = await (await admin.get(API, params={"page_size": "1"})).json()
+    assert [item["id"] for item in first["items"]] == ["conv-error"]
+    rest = await admin.get(API, params={"page_size": "1", "continuation": first["continuation"]})
+    assert rest.status == 200
+    assert [item["id"] for item in (await rest.json())["items"]] == ["conv-feedback"]
