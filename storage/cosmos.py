@@ -197,9 +197,11 @@ CONTAINER_SPECS: tuple[ContainerSpec, ...] = (
 
 
 def _stamp(value: datetime) -> str:
-    """Fixed-width UTC timestamps, so string order is time order in queries and cursors
-    (pydantic writes `...:05Z` and `...:05.250000Z`, which do not sort)."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC timestamps, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so string order is time order
+    in queries and cursors (pydantic writes `...:05Z` and `...:05.250000Z`, which do not sort).
+    Not `strftime("%Y")`: glibc does not zero-pad years before 1000 (`999-...`, which sorts
+    after `2026-...`); isoformat always writes four digits."""
+    return as_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def cosmos_id(raw: str) -> str:

@@ -1,5 +1,5 @@
 """The admin conversation list over real HTTP on both stores (tests/stores.py): summaries that
-cannot be read."""
+cannot be read, and date filters at the far end of the calendar."""
 
 from __future__ import annotations
 
@@ -134,3 +134,19 @@ async def test_only_a_continuation_token_that_is_not_the_stores_is_blamed_on_the
     rest = await admin.get(API, params={"page_size": "1", "continuation": first["continuation"]})
     assert rest.status == 200
     assert [item["id"] for item in (await rest.json())["items"]] == ["conv-feedback"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("since=0999-01-01", ["conv-plain", "conv-error", "conv-feedback", "conv-flagged"]),
+        ("since=0300-01-01", ["conv-plain", "conv-error", "conv-feedback", "conv-flagged"]),
+        ("since=0001-01-01", ["conv-plain", "conv-error", "conv-feedback", "conv-flagged"]),
+        ("until=0998-06-30", []),
+        ("since=0500-01-01&until=2026-11-01", ["conv-flagged"]),
+    ],
+)
+async def test_date_filters_before_the_year_1000_compare_as_times(
+    admin: TestClient[Any, Any], query: str, expected: list[str]
+) -> None:
+    assert await _ids(admin, query) == expected
