@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -36,7 +35,14 @@ from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
 from storage.base import MessageStore, StoreError, SummaryStore
 from storage.ids import message_id, safe_id
-from storage.models import Message, MessageStatus, Role, SummaryDelta, Usage
+from storage.models import (
+    Message,
+    MessageStatus,
+    Role,
+    SummaryDelta,
+    Usage,
+    conversation_ref,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +153,6 @@ class TurnOutcome:
     store_ops: list[str] = field(default_factory=list)
     summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
-
-
-def conversation_ref(conversation_id: str) -> str:
-    """A non-reversible reference to a conversation for logs and telemetry."""
-    return hashlib.sha256(conversation_id.encode()).hexdigest()[:16]
 
 
 class _SeqClock:

@@ -263,9 +263,9 @@ def _readable_message(document: str | dict[str, Any]) -> Message | None:
 
 
 def conversation_ref(conversation_id: str) -> str:
-    """A non-reversible reference to a conversation for logs: the one chat/service.py logs for
-    the same conversation (`conversation`), so the lines can be matched without the id itself
-    (a Teams conversation id can name its user)."""
+    """A non-reversible reference to a conversation for logs and telemetry (the chat service's
+    and the stores' alike), so their lines can be matched without the id itself (a Teams
+    conversation id can name its user)."""
     return hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 

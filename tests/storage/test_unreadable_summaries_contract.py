@@ -124,11 +124,3 @@ async def test_an_unreadable_summary_is_logged_by_its_conversation_reference_not
     for record in caplog.records:
         text = str(vars(record))
         assert WORDS not in text and "user-2" not in text
-
-
-def test_the_conversation_reference_in_storage_logs_is_the_one_chat_logs() -> None:
-    from chat.service import conversation_ref as chat_reference
-
-    for conversation_id in ("c4", "a:1Xb~" + "9" * 40, "19:abc@thread.tacv2;messageid=1"):
-        assert conversation_ref(conversation_id) == chat_reference(conversation_id)
-        assert conversation_id not in conversation_ref(conversation_id)
