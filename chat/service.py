@@ -304,15 +304,15 @@ class ChatService:
             return outcome
         delta.messages += 1
 
+        deadline_timer = asyncio.timeout_at(deadline_at)
         try:
-            async with asyncio.timeout_at(deadline_at):
+            async with deadline_timer:
                 await self._answer(turn, user_message, history, channel, delta, outcome)
-        except Exception as exc:
+        except Exception:
             # A bug, or a turn past its deadline (every dependency has its own timeout, so
             # something hung): the user hears of it, with the reference the log line carries.
-            # asyncio.timeout raises TimeoutError only for its own deadline; a cancellation from
-            # outside (shutdown) is not an Exception and goes on.
-            deadline = isinstance(exc, TimeoutError)
+            # A cancellation from outside (shutdown) is not an Exception and goes on.
+            deadline = deadline_timer.expired()
             log.error(
                 "the turn passed its deadline" if deadline else "the turn failed unexpectedly",
                 exc_info=not deadline,
