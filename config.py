@@ -122,6 +122,9 @@ def _csv(value: object) -> object:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=None,
+        # `PORT=` in .env (or an empty app setting) keeps the default, as .env.sample says;
+        # otherwise an empty HOST would bind every interface and an empty path be `.`.
+        env_ignore_empty=True,
         populate_by_name=True,
         extra="ignore",
         case_sensitive=False,

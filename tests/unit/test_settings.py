@@ -20,6 +20,20 @@ def test_defaults_are_the_embedded_mode() -> None:
     assert s.sqlite_file == PROJECT_ROOT / "data" / "chat.db"
 
 
+def test_an_empty_value_in_the_environment_or_env_file_keeps_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("HOST=\nDATA_DIR=\nAPP_WORKERS=\nDEPLOYMENTS_FILE=\n", encoding="utf-8")
+    monkeypatch.setenv("PORT", "")
+    monkeypatch.setenv("LOG_MESSAGE_TEXT", "")
+    loaded = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    defaults = settings()
+    assert (loaded.host, loaded.port, loaded.data_dir) == ("127.0.0.1", 3978, defaults.data_dir)
+    assert loaded.app_workers == 1 and loaded.log_message_text is False
+    assert loaded.deployments == defaults.deployments
+
+
 def test_every_setting_is_documented_in_readme_and_env_sample() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     sample = (PROJECT_ROOT / ".env.sample").read_text(encoding="utf-8")
