@@ -6,6 +6,7 @@ which needs to see every 429 and its retry-after to decide where the next attemp
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -87,12 +88,33 @@ class PromptFiltered(ModelError):
         super().__init__("prompt_filtered", deployment=deployment, status=400, body=body)
 
 
+_TENANT_ID = re.compile(r"[0-9A-Za-z.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class ModelCaller:
+    """Whom a model request is for, sent as the headers API Management's per-user and per-tenant
+    token limits and metrics key on (infra/apim/openai-policy.xml); Azure OpenAI ignores them.
+    The user is a pseudonymous reference, never the user id."""
+
+    user_ref: str
+    tenant_id: str = ""
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-chat-user-ref": self.user_ref}
+        # A tenant id comes from the channel: only a plain one goes into a header.
+        if _TENANT_ID.fullmatch(self.tenant_id):
+            headers["x-chat-tenant"] = self.tenant_id
+        return headers
+
+
 class ChatModel(Protocol):
     async def complete(
         self,
         messages: list[dict[str, str]],
         max_tokens: int,
         on_text: TextListener | None = None,
+        caller: ModelCaller | None = None,
     ) -> Completion: ...
 
     async def close(self) -> None: ...
@@ -176,14 +198,18 @@ class DeploymentClient:
         messages: list[dict[str, str]],
         max_tokens: int,
         on_text: TextListener | None = None,
+        caller: ModelCaller | None = None,
     ) -> Completion:
         started = time.monotonic()
         payload: list[ChatCompletionMessageParam] = messages  # type: ignore[assignment]
+        options: RequestOptions = (
+            {**_CHAT_OPTIONS, "headers": caller.headers()} if caller else _CHAT_OPTIONS
+        )
         text = ""
         try:
             if on_text is None:
-                return await self._complete_once(payload, max_tokens, started)
-            return await self._complete_streaming(payload, max_tokens, started, on_text)
+                return await self._complete_once(payload, max_tokens, started, options)
+            return await self._complete_streaming(payload, max_tokens, started, on_text, options)
         except openai.APIStatusError as exc:
             body = exc.body if isinstance(exc.body, dict) else {}
             if exc.status_code == 400 and is_prompt_filter_error(body):
@@ -219,13 +245,17 @@ class DeploymentClient:
         return {"model": self.deployment.deployment, "messages": messages, "max_tokens": max_tokens}
 
     async def _complete_once(
-        self, messages: list[ChatCompletionMessageParam], max_tokens: int, started: float
+        self,
+        messages: list[ChatCompletionMessageParam],
+        max_tokens: int,
+        started: float,
+        options: RequestOptions,
     ) -> Completion:
         response = await self._client.post(
             _CHAT_PATH,
             cast_to=ChatCompletion,
             body=self._body(messages, max_tokens),
-            options=_CHAT_OPTIONS,
+            options=options,
         )
         extras = response.model_extra or {}
         choice = response.choices[0] if response.choices else None
@@ -252,6 +282,7 @@ class DeploymentClient:
         max_tokens: int,
         started: float,
         on_text: TextListener,
+        options: RequestOptions,
     ) -> Completion:
         stream = await self._client.post(
             _CHAT_PATH,
@@ -261,7 +292,7 @@ class DeploymentClient:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             },
-            options=_CHAT_OPTIONS,
+            options=options,
             stream=True,
             stream_cls=AsyncStream[ChatCompletionChunk],
         )

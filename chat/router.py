@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from chat.model import Completion, DeploymentClient, ModelError, TextListener
+from chat.model import Completion, DeploymentClient, ModelCaller, ModelError, TextListener
 from chat.telemetry import ChatTelemetry
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class DeploymentRouter:
         messages: list[dict[str, str]],
         max_tokens: int,
         on_text: TextListener | None = None,
+        caller: ModelCaller | None = None,
     ) -> Completion:
         deadline = time.monotonic() + self._deadline
         last_error: ModelError | None = None
@@ -123,7 +124,8 @@ class DeploymentRouter:
                 try:
                     with self._telemetry.span("chat.model_attempt", deployment=name):
                         completion = await asyncio.wait_for(
-                            client.complete(messages, max_tokens, on_text), timeout=remaining
+                            client.complete(messages, max_tokens, on_text, caller),
+                            timeout=remaining,
                         )
                 except TimeoutError:
                     last_error = ModelError("deadline", deployment=name, retryable=False)

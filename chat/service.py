@@ -26,7 +26,7 @@ from chat.filters import (
     parse_prompt_annotations,
     parse_prompt_error,
 )
-from chat.model import ChatModel, Completion, ModelError, PromptFiltered
+from chat.model import ChatModel, Completion, ModelCaller, ModelError, PromptFiltered
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
 from chat.telemetry import ChatTelemetry, correlation_id
@@ -42,6 +42,7 @@ from storage.models import (
     SummaryDelta,
     Usage,
     conversation_ref,
+    user_ref,
 )
 
 log = logging.getLogger(__name__)
@@ -411,7 +412,13 @@ class ChatService:
             "chat.model_call", attributes={"tokens.window": window.prompt_tokens}
         )
         try:
-            completion = await self._call_model(model_span, window.messages, channel, outcome)
+            completion = await self._call_model(
+                model_span,
+                window.messages,
+                channel,
+                outcome,
+                ModelCaller(user_ref(turn.user_id), turn.tenant_id),
+            )
         except StreamStopped as stopped:
             await self._store_stopped(user_message, stopped, started, delta, outcome)
             return
@@ -588,6 +595,7 @@ class ChatService:
         messages: list[dict[str, str]],
         channel: ReplyChannel,
         outcome: TurnOutcome,
+        caller: ModelCaller,
     ) -> Completion:
         """The routed model call inside its span; on failure the span records why and ends."""
 
@@ -598,7 +606,10 @@ class ChatService:
         try:
             with trace.use_span(span, end_on_exit=False):
                 return await self._model.complete(
-                    messages, self._max_output_tokens, on_text=on_text if channel.streams else None
+                    messages,
+                    self._max_output_tokens,
+                    on_text=on_text if channel.streams else None,
+                    caller=caller,
                 )
         except BaseException as exc:
             span.set_attribute("error.kind", str(getattr(exc, "kind", type(exc).__name__)))

@@ -57,12 +57,15 @@ class Stats:
     total: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     by_deployment: dict[str, int] = field(default_factory=dict)
+    # API Management keys its per-user and per-tenant limits on these request headers.
+    by_caller: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> wire.JSON:
         return {
             "total": self.total,
             "by_status": dict(self.by_status),
             "by_deployment": dict(self.by_deployment),
+            "by_caller": dict(self.by_caller),
         }
 
 
@@ -360,6 +363,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state.stats.by_deployment[chat.deployment] = (
         state.stats.by_deployment.get(chat.deployment, 0) + 1
     )
+    caller = "{} {}".format(
+        request.headers.get("x-chat-user-ref", "-"), request.headers.get("x-chat-tenant", "-")
+    )
+    state.stats.by_caller[caller] = state.stats.by_caller.get(caller, 0) + 1
     question = last_user_text(chat.messages)
     fault = state.faults.take() or marker_fault(question)
     if fault is not None:

@@ -269,6 +269,12 @@ def conversation_ref(conversation_id: str) -> str:
     return hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def user_ref(user_id: str) -> str:
+    """A non-reversible reference to a user, for what leaves the app with each model request
+    (API Management's per-user token limit and metrics): never the user id itself."""
+    return hashlib.sha256(f"user|{user_id}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def readable_summary(
     document: str | bytes | dict[str, Any], conversation_id: str
 ) -> ConversationSummary | None:

@@ -9,8 +9,16 @@ from aiohttp.test_utils import TestClient
 
 from app import STORE
 from storage.ids import safe_id
-from storage.models import MessageStatus, Role
+from storage.models import MessageStatus, Role, user_ref
+from tests.reliability.support import sim_control
 from tests.support import RecordingConnector, message_activity, settle
+from tests.teams.activities import (
+    PERSONAL_CONVERSATION,
+    TENANT,
+    USER_AAD,
+    USER_ID,
+    personal_message,
+)
 
 
 async def post(client: TestClient[Any, Any], activity: dict[str, Any], **headers: str) -> int:
@@ -277,3 +285,38 @@ async def test_an_activity_over_the_size_limit_gets_a_json_413(
     response = await bot.post("/api/messages", json=activity)
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "too_large"
+
+
+async def test_each_model_request_names_its_user_pseudonymously_and_its_tenant_for_api_management(
+    make_app: Any, connector: RecordingConnector, simulator_url: str
+) -> None:
+    """API Management's per-user and per-tenant token limits key on two request headers
+    (infra/apim/openai-policy.xml); the user is a reference, never the user id."""
+    bot = await make_app()
+    await bot.post("/api/messages", json=personal_message(connector.url, "Hello"))
+    await settle(bot)
+
+    [prompt] = [
+        m
+        for m in await bot.server.app[STORE].conversation_messages(
+            safe_id(f"msteams:{PERSONAL_CONVERSATION}")
+        )
+        if m.role is Role.USER
+    ]
+    callers = (await sim_control(simulator_url, "GET", "/_sim/stats"))["by_caller"]
+    assert callers == {f"{user_ref(prompt.user_id)} {TENANT}": 1}
+    assert USER_AAD not in str(callers) and USER_ID not in str(callers)
+
+
+async def test_a_tenant_id_that_is_not_plain_is_not_sent_as_a_header(
+    make_app: Any, connector: RecordingConnector, simulator_url: str
+) -> None:
+    bot = await make_app()
+    activity = personal_message(connector.url, "Hello")
+    activity["channelData"]["tenant"]["id"] = "72f988bf\r\nx-injected: 1"
+    await bot.post("/api/messages", json=activity)
+    await settle(bot)
+
+    stats = await sim_control(simulator_url, "GET", "/_sim/stats")
+    [caller] = stats["by_caller"]
+    assert caller.endswith(" -") and stats["by_status"] == {"200": 1}
