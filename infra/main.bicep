@@ -64,6 +64,11 @@ param appServiceSku string = 'P0v3'
 @minValue(1)
 param appServiceInstanceCount int = 2
 
+@description('Processes per instance (the app setting APP_WORKERS, 1-32); more than one needs authClientId (docs/deploy.md).')
+@minValue(1)
+@maxValue(32)
+param appWorkers int = 1
+
 @description('Extra CIDR ranges (e.g. intranet egress) allowed to reach the web chat and admin pages.')
 param allowedInboundCidrs array = []
 
@@ -76,8 +81,11 @@ param adminAuthMode string = ''
 @description('appservice | local; empty chooses appservice when authClientId is set, else local.')
 param webchatAuthMode string = ''
 
-@description('Origins allowed to use Direct Line tokens (enhanced authentication).')
+@description('Turns on enhanced authentication on the Bot Service Direct Line site and lists the origins allowed to use its tokens. Only the Bot Service side: the page\'s CSP frame-ancestors come from webchatTrustedOrigins.')
 param directLineTrustedOrigins array = []
+
+@description('Comma-separated origins (https://intranet.contoso.com) allowed to embed the web chat page: the app setting WEBCHAT_TRUSTED_ORIGINS (CSP frame-ancestors; also sent as trustedOrigins with each Direct Line token request).')
+param webchatTrustedOrigins string = ''
 
 @allowed([
   'F0'
@@ -325,6 +333,8 @@ module app 'modules/appservice.bicep' = {
     allowedInboundCidrs: allowedInboundCidrs
     skuName: appServiceSku
     instanceCount: appServiceInstanceCount
+    appWorkers: appWorkers
+    webchatTrustedOrigins: webchatTrustedOrigins
   }
 }
 
@@ -378,4 +388,5 @@ output BOT_NAME string = bot.outputs.name
 output BOT_APP_ID string = appIdentity.outputs.clientId
 output WEB_APP_NAME string = app.outputs.name
 output WEB_APP_URL string = 'https://${app.outputs.defaultHostName}'
+output APP_GATEWAY_PUBLIC_IP string = enableAppGateway ? appGateway.outputs.publicIpAddress : ''
 output MESSAGING_ENDPOINT string = enableAppGateway ? 'https://${appGatewayHostName}/api/messages' : 'https://${app.outputs.defaultHostName}/api/messages'

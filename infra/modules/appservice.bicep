@@ -58,6 +58,14 @@ param skuName string = 'P0v3'
 @minValue(1)
 param instanceCount int = 2
 
+@description('Processes per instance serving the port (APP_WORKERS; config.py allows 1-32).')
+@minValue(1)
+@maxValue(32)
+param appWorkers int = 1
+
+@description('Comma-separated origins allowed to embed the web chat page (WEBCHAT_TRUSTED_ORIGINS: CSP frame-ancestors, Direct Line token trustedOrigins).')
+param webchatTrustedOrigins string = ''
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
@@ -100,15 +108,41 @@ var listedRangeRules = [for (cidr, i) in allowedInboundCidrs: {
   priority: 200 + i
 }]
 
+// The port App Service forwards requests to in the Python container (its default for Python).
+var appPort = '8000'
+
 var platformSettings = [
   {
     name: 'SCM_DO_BUILD_DURING_DEPLOYMENT'
     value: 'true'
   }
+  {
+    // The container port App Service forwards to: the port the app listens on (PORT).
+    name: 'WEBSITES_PORT'
+    value: appPort
+  }
 ]
 
 // Names match config.Settings (tests/infra checks this).
 var appSettings = [
+  {
+    // App Service reaches the container on its network interface, not on loopback: config.py's
+    // default (127.0.0.1:3978) would leave the app unreachable and fail the health check.
+    name: 'HOST'
+    value: '0.0.0.0'
+  }
+  {
+    name: 'PORT'
+    value: appPort
+  }
+  {
+    name: 'APP_WORKERS'
+    value: string(appWorkers)
+  }
+  {
+    name: 'WEBCHAT_TRUSTED_ORIGINS'
+    value: webchatTrustedOrigins
+  }
   {
     name: 'MicrosoftAppId'
     value: identityClientId

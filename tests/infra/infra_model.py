@@ -536,12 +536,18 @@ def check_outputs(model: Mapping[str, Template]) -> list[str]:
 # Settings the platform or an SDK reads directly, not config.Settings.
 PLATFORM_SETTINGS = {
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "WEBSITES_PORT",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
 }
 
 # The names the infrastructure must set (issue 9).
 REQUIRED_APP_SETTINGS = {
+    "HOST",
+    "PORT",
+    "WEBSITES_PORT",
+    "APP_WORKERS",
+    "WEBCHAT_TRUSTED_ORIGINS",
     "MicrosoftAppId",
     "MicrosoftAppType",
     "MicrosoftAppTenantId",
@@ -936,3 +942,88 @@ def check_public_url_behind_gateway(model: Mapping[str, Template]) -> list[str]:
     if passed != "appGatewayHostName":  # module params are raw expressions
         problems.append(f"main.bicep passes publicHostName={passed!r}, not appGatewayHostName")
     return problems
+
+
+# App Service forwards requests to this port of the Python container.
+APP_SERVICE_PORT = "8000"
+
+
+def check_listen_address(model: Mapping[str, Template]) -> list[str]:
+    """In every variant the app listens where App Service forwards requests: on every interface
+    (config.py's default, 127.0.0.1, is unreachable from the platform, health check included) and
+    on the port App Service is told about (PORT = WEBSITES_PORT)."""
+    problems: list[str] = []
+    settings = app_settings(model, guaranteed=True)
+    expected = {
+        "HOST": "0.0.0.0",  # noqa: S104 (the app setting the templates must write)
+        "PORT": APP_SERVICE_PORT,
+        "WEBSITES_PORT": APP_SERVICE_PORT,
+    }
+    for name, value in expected.items():
+        if name not in settings:
+            problems.append(f"{name} is not set in every deployment variant")
+        elif settings[name] != value:
+            problems.append(f"{name} is {settings[name]!r}, expected {value!r}")
+    return problems
+
+
+# Operator settings the templates carry (so that a provision, which writes the whole appSettings
+# collection, does not drop them): app setting -> (main.bicep parameter, the value appservice.bicep
+# gives it, main.parameters.json's value).
+OPERATOR_SETTINGS: dict[str, tuple[str, Any, str]] = {
+    "APP_WORKERS": (
+        "appWorkers",
+        {"function": "string", "args": [Param("appWorkers")]},
+        "${APP_WORKERS=1}",
+    ),
+    "WEBCHAT_TRUSTED_ORIGINS": (
+        "webchatTrustedOrigins",
+        Param("webchatTrustedOrigins"),
+        "${WEBCHAT_TRUSTED_ORIGINS=}",
+    ),
+}
+
+
+def check_operator_settings(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any]
+) -> list[str]:
+    """APP_WORKERS and WEBCHAT_TRUSTED_ORIGINS come from parameters that azd fills from the
+    environment, through main.bicep, in every deployment variant."""
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    app_params = _module(main, "appservice.bicep") or {}
+    settings = app_settings(model, guaranteed=True)
+    for setting, (param, value, from_environment) in OPERATOR_SETTINGS.items():
+        if setting not in settings:
+            problems.append(f"{setting} is not set in every deployment variant")
+        elif settings[setting] != value:
+            problems.append(f"{setting} is {settings[setting]!r}, expected {value!r}")
+        if param not in main.parameters:
+            problems.append(f"main.bicep has no parameter {param}")
+        if app_params.get(param) != param:  # module params are raw expressions
+            problems.append(f"main.bicep passes {param}={app_params.get(param)!r} to the app")
+        actual = (parameters_file.get(param) or {}).get("value")
+        if actual != from_environment:
+            problems.append(
+                f"main.parameters.json sets {param} to {actual!r}, expected {from_environment!r}"
+            )
+    return problems
+
+
+def check_gateway_ip_output(model: Mapping[str, Template]) -> list[str]:
+    """docs/deploy.md sends operators to this output for the gateway's DNS record."""
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    output = main.outputs.get("APP_GATEWAY_PUBLIC_IP")
+    if output is None:
+        return ["main.bicep has no output APP_GATEWAY_PUBLIC_IP"]
+    value = main.evaluate(output.get("value"))
+    expected = {
+        "conditional": [Param("enableAppGateway"), Ref("appGateway.outputs.publicIpAddress"), ""]
+    }
+    if value != expected:
+        return [f"APP_GATEWAY_PUBLIC_IP is {json.dumps(value, default=str)}"]
+    return []

@@ -116,6 +116,32 @@ def test_behind_the_gateway_the_app_knows_its_public_url(model: dict[str, im.Tem
     assert im.check_public_url_behind_gateway(model) == []
 
 
+def test_the_app_listens_where_app_service_forwards(model: dict[str, im.Template]) -> None:
+    assert im.check_listen_address(model) == []
+
+
+def test_operator_settings_survive_a_provision(model: dict[str, im.Template]) -> None:
+    assert im.check_operator_settings(model, im.read_parameters_file()) == []
+
+
+def test_the_gateway_ip_is_an_output(model: dict[str, im.Template]) -> None:
+    assert im.check_gateway_ip_output(model) == []
+
+
+def test_app_workers_parameters_allow_what_config_allows(model: dict[str, im.Template]) -> None:
+    config = pytest.importorskip("config")
+    metadata = config.Settings.model_fields["app_workers"].metadata
+    low = next(m.ge for m in metadata if hasattr(m, "ge"))
+    high = next(m.le for m in metadata if hasattr(m, "le"))
+    expected = [
+        {"type": "min_value", "argument": low},
+        {"type": "max_value", "argument": high},
+    ]
+    for file in ("main.bicep", "modules/appservice.bicep"):
+        decorators = model[file].parameters["appWorkers"]["decorators"]
+        assert [d for d in decorators if d["type"] in ("min_value", "max_value")] == expected
+
+
 # --- the checks catch mistakes --------------------------------------------------------------
 
 
@@ -386,6 +412,70 @@ def test_trusted_proxy_hops_check_catches(new: str, texts: dict[str, str]) -> No
 )
 def test_public_url_check_catches(file: str, old: str, new: str, texts: dict[str, str]) -> None:
     assert im.check_public_url_behind_gateway(mutate(texts, file, old, new))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    value: '0.0.0.0'\n", "    value: '127.0.0.1'\n", "HOST is '127.0.0.1'"),
+        (
+            "    name: 'HOST'\n    value: '0.0.0.0'\n  }\n  {\n",
+            "",
+            "HOST is not set in every deployment variant",
+        ),
+        ("var appPort = '8000'", "var appPort = '3978'", "PORT is '3978', expected '8000'"),
+        ("    name: 'WEBSITES_PORT'\n", "    name: 'WEBSITES_PORTS'\n", "WEBSITES_PORT is not set"),
+    ],
+)
+def test_listen_address_check_catches(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_listen_address(mutate(texts, "modules/appservice.bicep", old, new))
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/appservice.bicep",
+            "    value: webchatTrustedOrigins\n",
+            "    value: ''\n",
+            "WEBCHAT_TRUSTED_ORIGINS is ''",
+        ),
+        (
+            "modules/appservice.bicep",
+            "    name: 'APP_WORKERS'\n    value: string(appWorkers)\n  }\n  {\n",
+            "",
+            "APP_WORKERS is not set in every deployment variant",
+        ),
+        (
+            "main.bicep",
+            "    appWorkers: appWorkers\n",
+            "",
+            "main.bicep passes appWorkers=None",
+        ),
+    ],
+)
+def test_operator_settings_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_operator_settings(mutate(texts, file, old, new), im.read_parameters_file())
+    assert any(expected in p for p in problems), problems
+
+
+def test_operator_settings_check_catches_a_parameter_azd_does_not_fill(
+    model: dict[str, im.Template],
+) -> None:
+    parameters = dict(im.read_parameters_file())
+    del parameters["webchatTrustedOrigins"]
+    problems = im.check_operator_settings(model, parameters)
+    assert any("main.parameters.json sets webchatTrustedOrigins" in p for p in problems), problems
+
+
+def test_gateway_ip_check_catches_a_missing_output(texts: dict[str, str]) -> None:
+    broken = mutate(texts, "main.bicep", "output APP_GATEWAY_PUBLIC_IP", "output GATEWAY_IP")
+    assert im.check_gateway_ip_output(broken)
 
 
 def test_web_app_check_catches_ftp_publishing(texts: dict[str, str]) -> None:
