@@ -63,7 +63,14 @@ from storage.models import (
     readable_messages,
     readable_summary,
 )
-from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
+from storage.summaries import (
+    ERASED_UNREADABLE,
+    UNREADABLE_SHARED_SUMMARIES,
+    apply_delta,
+    matches,
+    prompts_by_conversation,
+    title_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +230,13 @@ def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
     if "rawId" in doc:
         clean["id"] = doc["rawId"]
     return clean
+
+
+def _conversation_of(summary: Mapping[str, Any]) -> str:
+    """The conversation a stored summary item is of, whether or not the rest of it can be read:
+    its id (the original in `rawId` when it was unsafe), which `_summary_doc` always writes as
+    the conversation id, and which Cosmos DB keeps a string."""
+    return str(_clean(summary)["id"])
 
 
 def _status(exc: CosmosHttpResponseError) -> int:
@@ -1112,12 +1126,14 @@ class CosmosStore:
             "states": [dict(doc.get("document") or {}) for doc in states],
         }
 
-    async def _clear_titles_from(
-        self, user_id: str, prompts: dict[str, list[str]], op: str
-    ) -> None:
+    async def _clear_titles_from(self, user_id: str, prompts: dict[str, list[str]], op: str) -> int:
         """Clears the title of each conversation owned by someone else (a shared one) whose title
-        is the start of one of the user's prompts there (`storage.summaries.title_from`)."""
+        is the start of one of the user's prompts there (`storage.summaries.title_from`). A
+        summary that cannot be read, so cannot be checked, is deleted instead; how many were
+        is returned. Each write is conditional on the ETag read: a summary changed meanwhile (a
+        turn healed or updated it) is read again and decided again."""
         container = self._container("conversations")
+        deleted = 0
         for conversation_id, texts in prompts.items():
             # Found across partitions once; a lost race re-reads it with a point read.
             current: dict[str, Any] | None = None
@@ -1135,17 +1151,27 @@ class CosmosStore:
             for _ in range(_MAX_RACES):
                 if current is None:
                     break
-                summary = ConversationSummary.model_validate(_clean(current))
-                if not title_from(summary, texts):
+                summary = readable_summary(_clean(current), conversation_id, ERASED_UNREADABLE)
+                if summary is not None and not title_from(summary, texts):
                     break
                 try:
-                    await container.replace_item(
-                        current["id"],
-                        self._summary_doc(summary.model_copy(update={"title": ""})),
-                        etag=current["_etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                        response_hook=self._hook(op),
-                    )
+                    if summary is None:
+                        await container.delete_item(
+                            current["id"],
+                            current["userId"],
+                            etag=current["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                            response_hook=self._hook(op),
+                        )
+                        deleted += 1
+                    else:
+                        await container.replace_item(
+                            current["id"],
+                            self._summary_doc(summary.model_copy(update={"title": ""})),
+                            etag=current["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                            response_hook=self._hook(op),
+                        )
                     break
                 except CosmosHttpResponseError as exc:
                     if _status(exc) not in (404, 412):
@@ -1154,6 +1180,7 @@ class CosmosStore:
                 current = await self._read_or_none(container, current["id"], current["userId"], op)
             else:
                 raise ETagMismatch(f"clearing a title lost {_MAX_RACES} races in a row")
+        return deleted
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Messages first, summaries last: if this fails halfway, the summaries are still there
@@ -1181,12 +1208,11 @@ class CosmosStore:
                 )
             )
             summaries = await self._user_conversations(user_id, op)
-            messages = await self._user_messages(
-                user_id, [doc["conversationId"] for doc in summaries], op
-            )
+            owned_ids = [_conversation_of(doc) for doc in summaries]
+            messages = await self._user_messages(user_id, owned_ids, op)
             # Before the messages go: they are how a retry finds these conversations again.
-            owned = {doc["conversationId"] for doc in summaries}
-            await self._clear_titles_from(
+            owned = set(owned_ids)
+            unreadable = await self._clear_titles_from(
                 user_id,
                 prompts_by_conversation(
                     Message.model_validate(_clean(doc))
@@ -1203,11 +1229,14 @@ class CosmosStore:
             deleted_summaries = await asyncio.gather(
                 *(delete(summary_container, d["id"], user_id) for d in summaries)
             )
-        return {
+        counts = {
             "conversations": sum(deleted_summaries),
             "messages": sum(deleted_messages),
             "states": sum(deleted_states),
         }
+        if unreadable:
+            counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
+        return counts
 
 
 if TYPE_CHECKING:

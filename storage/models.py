@@ -276,32 +276,42 @@ def user_ref(user_id: str) -> str:
 
 
 def readable_summary(
-    document: str | bytes | dict[str, Any], conversation_id: str
+    document: str | bytes | dict[str, Any], conversation_id: str, outcome: str = "skipped"
 ) -> ConversationSummary | None:
     """The conversation summary in a stored document (JSON text or a dict), or None when it cannot
-    be read (corrupted, or written by an incompatible version): skipped and logged, as unreadable
-    messages are, so one bad row does not make the admin list unusable. The log names the
-    conversation by its reference and the fields that failed, never the document's text or its
-    user id. `conversation_id` is the one the store keeps beside the document."""
+    be read (corrupted, or written by an incompatible version): logged, as unreadable messages
+    are, so one bad row does not break the admin list, a turn, an export or an erasure. What the
+    caller does with it instead is `outcome` (the log says the summary "was <outcome>"). The log
+    names the conversation by its reference and the fields that failed, never the document's
+    text or its user id. `conversation_id` is the one the store keeps beside the document."""
     try:
         if isinstance(document, dict):
             return ConversationSummary.model_validate(document)
         return ConversationSummary.model_validate_json(document)
     except ValidationError as exc:
-        log.error(
-            "an unreadable stored conversation summary was skipped",
-            extra={
-                "conversation": conversation_ref(conversation_id),
-                "errors": exc.error_count(),
-                # Where and what kind (`messageCount: int_parsing`), never the input itself.
-                "problems": [
-                    f"{'.'.join(str(part) for part in error['loc']) or '(document)'}: "
-                    f"{error['type']}"
-                    for error in exc.errors(include_url=False, include_input=False)
-                ],
-            },
-        )
+        log_unreadable_summary(exc, conversation_id, outcome)
         return None
+
+
+def log_unreadable_summary(
+    error: ValidationError, conversation_id: str, outcome: str = "skipped"
+) -> None:
+    """The ERROR line for a stored summary that cannot be read (`readable_summary`), for callers
+    that got the error from a store (the admin transcript)."""
+    log.error(
+        "an unreadable stored conversation summary was %s",
+        outcome,
+        extra={
+            "conversation": conversation_ref(conversation_id),
+            "errors": error.error_count(),
+            # Where and what kind (`messageCount: int_parsing`), never the input itself.
+            "problems": [
+                f"{'.'.join(str(part) for part in problem['loc']) or '(document)'}: "
+                f"{problem['type']}"
+                for problem in error.errors(include_url=False, include_input=False)
+            ],
+        },
+    )
 
 
 class MessageDecoder:

@@ -70,7 +70,14 @@ from storage.models import (
     readable_messages,
     readable_summary,
 )
-from storage.summaries import apply_delta, matches, prompts_by_conversation, title_from
+from storage.summaries import (
+    ERASED_UNREADABLE,
+    UNREADABLE_SHARED_SUMMARIES,
+    apply_delta,
+    matches,
+    prompts_by_conversation,
+    title_from,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -917,12 +924,19 @@ class SqliteStore:
                     (user_id, user_id),
                 )
             )
+            unreadable = 0
             for conversation_id, prompts in written.items():
                 (doc,) = db.execute(
                     "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
                 ).fetchone()
-                summary = ConversationSummary.model_validate_json(doc)
-                if title_from(summary, prompts):
+                summary = readable_summary(doc, conversation_id, ERASED_UNREADABLE)
+                if summary is None:
+                    # Its title may be the user's words and cannot be cleared: the erasure
+                    # goes on without it (the conversation's next turn starts a new one).
+                    unreadable += db.execute(
+                        "DELETE FROM conversations WHERE conversation_id = ?", (conversation_id,)
+                    ).rowcount
+                elif title_from(summary, prompts):
                     untitled = summary.model_copy(update={"title": ""})
                     db.execute(
                         "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
@@ -939,6 +953,8 @@ class SqliteStore:
             ).rowcount
             states = db.execute("DELETE FROM botstate WHERE owner = ?", (user_id,)).rowcount
             counts = {"conversations": conversations, "messages": messages, "states": states}
+            if unreadable:
+                counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
             return counts, set(conversation_ids)
 
         counts, conversation_ids = await self._run(lambda db: _atomic(db, delete))

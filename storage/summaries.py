@@ -6,6 +6,14 @@ from collections.abc import Iterable
 
 from storage.models import ConversationSummary, Message, Role, SummaryDelta, SummaryQuery
 
+# What the stores do with a stored summary that cannot be read (`readable_summary` logs that it
+# "was <outcome>"), besides skipping it in the admin list.
+# Erasure: the summary of a shared conversation whose title may be the erased user's words is
+# deleted, since those words cannot be cleared from it; `delete_user` counts such summaries
+# under UNREADABLE_SHARED_SUMMARIES (only when there were any: they are not the user's own).
+ERASED_UNREADABLE = "deleted by a user's erasure (its title could not be checked for their words)"
+UNREADABLE_SHARED_SUMMARIES = "unreadableSharedSummaries"
+
 
 def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> ConversationSummary:
     """The summary after one turn; shared by every store so they agree on the arithmetic."""

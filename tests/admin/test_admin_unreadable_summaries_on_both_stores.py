@@ -1,0 +1,153 @@
+"""A stored conversation summary that cannot be read, beyond the conversation list
+(tests/admin/test_admin_list_on_both_stores.py), over real HTTP on both stores: a user's
+erasure completes and says what it deleted. Logged without anyone's words or ids."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from azure.cosmos.aio import CosmosClient
+
+from app import SETTINGS, STORE
+from config import Settings
+from storage.base import Store
+from storage.models import Role, SummaryDelta, conversation_ref
+from tests.admin.conftest import seeded
+from tests.admin.helpers import T0, _msg, sign_in_locally
+from tests.admin.test_admin_list_on_both_stores import OWNERS
+from tests.conftest import AppFactory
+from tests.cosmos_server import CosmosServer
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
+
+API = "/admin/api/conversations"
+WORDS = "words of the user"
+ALICE = "alice@contoso.com"
+ERASED = (
+    "an unreadable stored conversation summary was deleted by a user's erasure "
+    "(its title could not be checked for their words)"
+)
+
+
+@pytest.fixture
+def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
+    return settings_on_store
+
+
+@pytest.fixture
+async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
+    """A locally signed-in Admin on the seeded conversations (tests/admin/helpers.py)."""
+    caplog.set_level(logging.INFO, logger="app")
+    client = await seeded(await make_app())
+    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
+    return client
+
+
+async def _spoil(
+    client: TestClient[Any, Any],
+    request: pytest.FixtureRequest,
+    conversation_id: str,
+    owner: str | None = None,
+) -> None:
+    """Makes a stored summary unreadable behind the store's back (a hand edit, a corrupted row):
+    on SQLite the row's text is no longer JSON; on Cosmos DB the title is the user's words and a
+    count is a word. `owner`: the summary's partition on Cosmos DB (a seeded one's by default)."""
+    settings: Settings = client.server.app[SETTINGS]
+    if not settings.cosmos_endpoint:
+        with sqlite3.connect(settings.sqlite_file) as db:
+            changed = db.execute(
+                "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                ('{"title": "' + WORDS + '", "messageCount": ', conversation_id),
+            ).rowcount
+        assert changed == 1
+        return
+    server: CosmosServer = request.getfixturevalue("cosmos_server")
+    async with CosmosClient(server.endpoint, server.key, connection_verify=False) as raw:
+        container = raw.get_database_client(settings.cosmos_database).get_container_client(
+            "conversations"
+        )
+        partition = owner or OWNERS[conversation_id]
+        item = await container.read_item(conversation_id, partition_key=partition)
+        await container.replace_item(
+            conversation_id, {**item, "messageCount": WORDS, "title": WORDS}
+        )
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [vars(r)["conversation"] for r in caplog.records if r.getMessage() == text]
+
+
+def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> None:
+    """Our own log lines (the Cosmos SDK's request log names items) hold none of these."""
+    for record in caplog.records:
+        if record.name.startswith("azure"):
+            continue
+        text = str(vars(record))
+        for value in (WORDS, *private):
+            assert value not in text
+
+
+async def _pseudonym_of_alice(admin: TestClient[Any, Any]) -> str:
+    body = await (await admin.get(f"{API}/conv-error")).json()
+    user: str = body["conversation"]["user"]
+    return user
+
+
+async def _audit(admin: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await (await admin.get("/admin/api/audit")).json())["items"]
+    return items
+
+
+# --- a user's erasure
+
+
+async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cannot_be_read(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group chat whose title is the start of Alice's words there: its summary (owned by the
+    group) cannot be read, so her words cannot be cleared from it; it is deleted."""
+    store: Store = admin.server.app[STORE]
+    at = T0 + timedelta(days=5)
+    writers = ((ALICE, f"{WORDS}, said Alice"), ("bob@contoso.com", "hi"))
+    for seq, (user, text) in enumerate(writers, start=1):
+        await store.add_message(
+            _msg(Role.USER, text).model_copy(
+                update={"conversation_id": "conv-group", "seq": seq, "user_id": user}
+            )
+        )
+    await store.apply_summary_delta(
+        SummaryDelta(
+            conversation_id="conv-group",
+            user_id="shared:conv-group",
+            title=WORDS[:12],
+            at=at,
+            messages=2,
+        )
+    )
+    await _spoil(admin, request, "conv-group", "shared:conv-group")
+    pseudonym = await _pseudonym_of_alice(admin)
+    caplog.clear()
+
+    done = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+
+    assert done.status == 200, await done.text()
+    deleted = {"conversations": 2, "messages": 5, "states": 0, "unreadableSharedSummaries": 1}
+    assert (await done.json())["deleted"] == deleted
+    [outcome, requested, *_] = await _audit(admin)
+    assert (requested["action"], requested["detail"]["outcome"]) == ("delete_user", "requested")
+    assert (outcome["action"], outcome["target"]) == ("delete_user", pseudonym)
+    assert (outcome["detail"]["outcome"], outcome["detail"]["deleted"]) == ("deleted", deleted)
+    # Bob's words stay; the group chat has no summary until its next turn.
+    transcript = await (await admin.get(f"{API}/conv-group")).json()
+    assert transcript["conversation"] is None
+    assert [m["text"] for m in transcript["messages"]] == ["hi"]
+    assert await store.find_summary("conv-group") is None
+    assert _logged(caplog, ERASED) == [conversation_ref("conv-group")]
+    _nothing_private_logged(caplog, "conv-group", ALICE)

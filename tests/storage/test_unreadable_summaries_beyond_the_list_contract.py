@@ -1,0 +1,132 @@
+"""A stored conversation summary that cannot be read, written past the store, beyond the admin
+list (tests/storage/test_unreadable_summaries_contract.py): an erasure completes, deleting a
+shared conversation's summary it cannot clear the user's words from, logged by the
+conversation's reference, never its words or user id, on both stores."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.base import Store
+from storage.models import Role, SummaryQuery, conversation_ref
+from tests.storage.support import T0, delta, message
+from tests.storage.test_unreadable_summaries_contract import _spoil
+
+WORDS = "words of the user"
+ALICE = "user-alice"
+ERASED = (
+    "an unreadable stored conversation summary was deleted by a user's erasure "
+    "(its title could not be checked for their words)"
+)
+
+
+def _unreadable(backend: str, **fields: Any) -> dict[str, Any] | str:
+    """What `_spoil` writes: on SQLite text that is not even JSON; on Cosmos DB (always a JSON
+    object) the user's words in the title and a count that is a word, plus `fields`."""
+    if backend == "sqlite":
+        return '{"title": "' + WORDS + '", "messageCount": '
+    return {"title": WORDS, "messageCount": WORDS, **fields}
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == text]
+
+
+def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> None:
+    """Nothing the stores logged (the Cosmos SDK's own request log names items) holds the
+    user's words, their id or the conversation's id."""
+    for record in caplog.records:
+        if not record.name.startswith("storage"):
+            continue
+        logged = str(vars(record))
+        for value in (WORDS, *private):
+            assert value not in logged
+
+
+async def _shared_conversation_alice_named(store: Store) -> None:
+    """`group-a`, a group chat (its summary is `shared:group-a`'s) whose title is the start of
+    Alice's first prompt there; Bob writes in it too. And Alice's own `alice-1`."""
+    await store.add_message(message("group-a", 1, user_id=ALICE, text=f"{WORDS} and more"))
+    await store.add_message(message("group-a", 2, role=Role.ASSISTANT, user_id=ALICE))
+    await store.add_message(message("group-a", 3, user_id="user-bob", text="bob here"))
+    await store.apply_summary_delta(
+        delta("group-a", "shared:group-a", title=WORDS[:10], at=T0, messages=3)
+    )
+    for seq in (1, 2):
+        await store.add_message(message("alice-1", seq, user_id=ALICE))
+    await store.apply_summary_delta(delta("alice-1", ALICE, title="mine", at=T0, messages=2))
+
+
+# --- erasure
+
+
+async def test_erasure_deletes_a_shared_conversations_summary_it_cannot_read_and_counts_it_apart(
+    request: pytest.FixtureRequest,
+    backend: str,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _shared_conversation_alice_named(store)
+    await _spoil(
+        request, backend, store, tmp_path, "group-a", "shared:group-a", _unreadable(backend)
+    )
+    caplog.clear()
+
+    with caplog.at_level(logging.DEBUG, logger="storage"):
+        deleted = await store.delete_user(ALICE)
+
+    # Alice's own conversation and all her messages; the group chat's summary, which is not
+    # hers, apart.
+    assert deleted == {
+        "conversations": 1,
+        "messages": 4,
+        "states": 0,
+        "unreadableSharedSummaries": 1,
+    }
+    assert await store.find_summary("group-a") is None
+    assert await store.find_summary("alice-1") is None
+    assert [m.user_id for m in await store.conversation_messages("group-a")] == ["user-bob"]
+    assert await store.export_user(ALICE) == {
+        "userId": ALICE,
+        "conversations": [],
+        "messages": [],
+        "states": [],
+    }
+    [erased] = _logged(caplog, ERASED)
+    assert erased.levelno == logging.ERROR
+    assert vars(erased)["conversation"] == conversation_ref("group-a")
+    _nothing_private_logged(caplog, ALICE, "group-a")
+    # Done: nothing left to find, and the usual answer.
+    assert await store.delete_user(ALICE) == {"conversations": 0, "messages": 0, "states": 0}
+    # The group chat's next turn gives it a summary again.
+    await store.apply_summary_delta(
+        delta("group-a", "shared:group-a", at=T0 + timedelta(hours=1), messages=2)
+    )
+    page = await store.list_summaries(SummaryQuery(), 10)
+    assert [(s.conversation_id, s.message_count) for s in page.items] == [("group-a", 2)]
+
+
+async def test_erasure_deletes_a_users_own_summary_that_cannot_be_read_with_all_its_messages(
+    request: pytest.FixtureRequest, backend: str, store: Store, tmp_path: Path
+) -> None:
+    await _shared_conversation_alice_named(store)
+    # A message of Alice's conversation under another id (a stray): found through her summary.
+    await store.add_message(message("alice-1", 3, user_id="alice-old-id"))
+    # On Cosmos DB even the summary's conversationId is unreadable; its id still names it.
+    await _spoil(
+        request, backend, store, tmp_path, "alice-1", ALICE, _unreadable(backend, conversationId=7)
+    )
+
+    deleted = await store.delete_user(ALICE)
+
+    assert deleted == {"conversations": 1, "messages": 5, "states": 0}
+    assert await store.conversation_messages("alice-1") == []
+    assert (await store.list_summaries(SummaryQuery(user_ids=[ALICE]), 10)).items == []
+    summary = await store.find_summary("group-a")
+    assert summary is not None and summary.title == ""
