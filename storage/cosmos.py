@@ -65,9 +65,11 @@ from storage.models import (
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    RESTARTED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
     matches,
+    new_summary,
     prompts_by_conversation,
     title_from,
 )
@@ -630,7 +632,9 @@ class CosmosStore:
         """Read, apply the shared arithmetic (`storage.summaries.apply_delta`), write back with
         the read's ETag; a lost race (412, or 409 on a concurrent first write) reads again.
         A patch cannot express this: it needs max(lastActivityAt), a set union of flag reasons
-        and more than the 10 operations one patch allows."""
+        and more than the 10 operations one patch allows. A stored summary that cannot be read
+        starts over from this delta (logged), as a new conversation's does: replaced on the same
+        ETag condition, so a turn that wrote it meanwhile is read again and added to."""
         op = "apply_summary_delta"
         container = self._container("conversations")
         item_id = cosmos_id(delta.conversation_id)
@@ -639,25 +643,21 @@ class CosmosStore:
                 current = await self._read_or_none(container, item_id, delta.user_id, op)
                 try:
                     if current is None:
-                        fresh = ConversationSummary(
-                            id=delta.conversation_id,
-                            conversation_id=delta.conversation_id,
-                            user_id=delta.user_id,
-                            channel_id=delta.channel_id,
-                            tenant_id=delta.tenant_id,
-                            title=delta.title,
-                            created_at=delta.at,
-                            last_activity_at=delta.at,
-                        )
                         await container.create_item(
-                            self._summary_doc(apply_delta(fresh, delta)),
+                            self._summary_doc(apply_delta(new_summary(delta), delta)),
                             response_hook=self._hook(op),
                         )
                     else:
-                        summary = ConversationSummary.model_validate(_clean(current))
+                        stored = readable_summary(
+                            _clean(current), delta.conversation_id, RESTARTED_UNREADABLE
+                        )
                         await container.replace_item(
                             item_id,
-                            self._summary_doc(apply_delta(summary, delta)),
+                            self._summary_doc(
+                                apply_delta(
+                                    stored if stored is not None else new_summary(delta), delta
+                                )
+                            ),
                             etag=current["_etag"],
                             match_condition=MatchConditions.IfNotModified,
                             response_hook=self._hook(op),

@@ -72,9 +72,11 @@ from storage.models import (
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    RESTARTED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
     matches,
+    new_summary,
     prompts_by_conversation,
     title_from,
 )
@@ -151,6 +153,19 @@ CREATE TABLE IF NOT EXISTS botstate (
 # them): (table, column, type).
 _ADDED_COLUMNS = (("botstate", "owner", "TEXT"), ("botstate", "expires_at", "REAL"))
 _INDEXES_ON_ADDED_COLUMNS = "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner);"
+
+# A summary's row: the owner, tenant and channel are written with its first delta (or a new
+# start, `_WRITE_NEW_SUMMARY`, over an unreadable one); later deltas change the rest.
+_WRITE_SUMMARY = (
+    "INSERT INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
+    " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (conversation_id) DO UPDATE SET last_activity_at ="
+    " excluded.last_activity_at, expires_at = excluded.expires_at, doc = excluded.doc"
+)
+_WRITE_NEW_SUMMARY = (
+    "INSERT OR REPLACE INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
+    " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -594,30 +609,23 @@ class SqliteStore:
     # --- conversation summaries
 
     async def apply_summary_delta(self, delta: SummaryDelta) -> None:
+        """A stored summary that cannot be read starts over from this delta (logged), as a new
+        conversation's does, in the same transaction: every later turn would fail on it
+        otherwise. A new start writes the whole row (the columns the list filters on too)."""
+
         def apply(db: sqlite3.Connection) -> None:
             row = db.execute(
                 "SELECT doc FROM conversations WHERE conversation_id = ?",
                 (delta.conversation_id,),
             ).fetchone()
-            if row is None:
-                summary = ConversationSummary(
-                    id=delta.conversation_id,
-                    conversation_id=delta.conversation_id,
-                    user_id=delta.user_id,
-                    channel_id=delta.channel_id,
-                    tenant_id=delta.tenant_id,
-                    title=delta.title,
-                    created_at=delta.at,
-                    last_activity_at=delta.at,
-                )
-            else:
-                summary = ConversationSummary.model_validate_json(row[0])
-            summary = apply_delta(summary, delta).model_copy(update={"ttl": self._ttl()})
+            stored = None
+            if row is not None:
+                stored = readable_summary(row[0], delta.conversation_id, RESTARTED_UNREADABLE)
+            summary = apply_delta(
+                stored if stored is not None else new_summary(delta), delta
+            ).model_copy(update={"ttl": self._ttl()})
             db.execute(
-                "INSERT INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
-                " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (conversation_id) DO UPDATE SET last_activity_at ="
-                " excluded.last_activity_at, expires_at = excluded.expires_at, doc = excluded.doc",
+                _WRITE_SUMMARY if stored is not None else _WRITE_NEW_SUMMARY,
                 (
                     summary.conversation_id,
                     summary.user_id,

@@ -13,6 +13,23 @@ from storage.models import ConversationSummary, Message, Role, SummaryDelta, Sum
 # under UNREADABLE_SHARED_SUMMARIES (only when there were any: they are not the user's own).
 ERASED_UNREADABLE = "deleted by a user's erasure (its title could not be checked for their words)"
 UNREADABLE_SHARED_SUMMARIES = "unreadableSharedSummaries"
+# A turn: the summary starts over from the turn's delta, as for a new conversation.
+RESTARTED_UNREADABLE = "replaced by a new one from the next turn"
+
+
+def new_summary(delta: SummaryDelta) -> ConversationSummary:
+    """The summary a conversation starts with, before its first delta is applied: for a new
+    conversation, and for one whose stored summary cannot be read (it starts over)."""
+    return ConversationSummary(
+        id=delta.conversation_id,
+        conversation_id=delta.conversation_id,
+        user_id=delta.user_id,
+        channel_id=delta.channel_id,
+        tenant_id=delta.tenant_id,
+        title=delta.title,
+        created_at=delta.at,
+        last_activity_at=delta.at,
+    )
 
 
 def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> ConversationSummary:

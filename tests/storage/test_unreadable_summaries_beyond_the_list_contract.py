@@ -1,10 +1,12 @@
 """A stored conversation summary that cannot be read, written past the store, beyond the admin
-list (tests/storage/test_unreadable_summaries_contract.py): an erasure completes, deleting a
-shared conversation's summary it cannot clear the user's words from, logged by the
-conversation's reference, never its words or user id, on both stores."""
+list (tests/storage/test_unreadable_summaries_contract.py): an erasure completes (deleting a
+shared conversation's summary it cannot clear the user's words from) and a turn starts the
+summary over; each logged by the conversation's reference, never its words or user id, on both
+stores."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from storage.base import Store
 from storage.models import Role, SummaryQuery, conversation_ref
-from tests.storage.support import T0, delta, message
+from tests.storage.support import T0, MakeStore, delta, message
 from tests.storage.test_unreadable_summaries_contract import _spoil
 
 WORDS = "words of the user"
@@ -23,6 +25,7 @@ ERASED = (
     "an unreadable stored conversation summary was deleted by a user's erasure "
     "(its title could not be checked for their words)"
 )
+RESTARTED = "an unreadable stored conversation summary was replaced by a new one from the next turn"
 
 
 def _unreadable(backend: str, **fields: Any) -> dict[str, Any] | str:
@@ -130,3 +133,95 @@ async def test_erasure_deletes_a_users_own_summary_that_cannot_be_read_with_all_
     assert (await store.list_summaries(SummaryQuery(user_ids=[ALICE]), 10)).items == []
     summary = await store.find_summary("group-a")
     assert summary is not None and summary.title == ""
+
+
+# --- turns
+
+
+async def test_a_turn_starts_a_summary_that_cannot_be_read_over_and_it_is_listed_again(
+    request: pytest.FixtureRequest,
+    backend: str,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await store.apply_summary_delta(
+        delta("c1", "user-1", title="old title", at=T0, messages=6, flag_reasons=["violence"])
+    )
+    await store.apply_summary_delta(delta("c2", "user-2", title="other", at=T0, messages=2))
+    await _spoil(request, backend, store, tmp_path, "c1", "user-1", _unreadable(backend))
+    caplog.clear()
+    later = T0 + timedelta(days=1)
+
+    with caplog.at_level(logging.DEBUG, logger="storage"):
+        await store.apply_summary_delta(
+            delta(
+                "c1",
+                "user-1",
+                tenant_id="tenant-a",
+                channel_id="msteams",
+                at=later,
+                messages=2,
+                prompt_tokens=5,
+                errors=1,
+            )
+        )
+
+    summary = await store.find_summary("c1")
+    assert summary is not None
+    assert (summary.created_at, summary.last_activity_at) == (later, later)
+    assert (summary.user_id, summary.tenant_id, summary.channel_id) == (
+        "user-1",
+        "tenant-a",
+        "msteams",
+    )
+    assert (summary.title, summary.message_count, summary.prompt_tokens) == ("", 2, 5)
+    assert (summary.error_count, summary.flagged, summary.flag_reasons) == (1, False, [])
+    [restarted] = _logged(caplog, RESTARTED)
+    assert restarted.levelno == logging.ERROR
+    assert vars(restarted)["conversation"] == conversation_ref("c1")
+    _nothing_private_logged(caplog, "user-1")
+    # Listed again, filters included; later turns add up as usual.
+    page = await store.list_summaries(SummaryQuery(), 10)
+    assert [s.conversation_id for s in page.items] == ["c1", "c2"]
+    for query in (
+        SummaryQuery(user_ids=["user-1"]),
+        SummaryQuery(tenant_id="tenant-a"),
+        SummaryQuery(channel_id="msteams", has_errors=True),
+    ):
+        assert [s.conversation_id for s in (await store.list_summaries(query, 10)).items] == ["c1"]
+    await store.apply_summary_delta(
+        delta("c1", "user-1", at=later + timedelta(minutes=1), messages=2)
+    )
+    summary = await store.find_summary("c1")
+    assert summary is not None and (summary.message_count, summary.created_at) == (4, later)
+
+
+async def test_concurrent_turns_over_a_summary_that_cannot_be_read_all_count(
+    request: pytest.FixtureRequest,
+    backend: str,
+    make_store: MakeStore,
+    tmp_path: Path,
+) -> None:
+    """Two app instances, turns at once: one starts the summary over, the others (a lost ETag
+    race on Cosmos DB, the write lock on SQLite) add to the new one; none is lost."""
+    first, second = await make_store(), await make_store()
+    await first.apply_summary_delta(delta("c1", "user-1", at=T0, messages=6))
+    await _spoil(request, backend, first, tmp_path, "c1", "user-1", _unreadable(backend))
+    times = [T0 + timedelta(minutes=n) for n in range(1, 9)]
+
+    await asyncio.gather(
+        *(
+            (first if n % 2 else second).apply_summary_delta(
+                delta("c1", "user-1", at=at, messages=1, prompt_tokens=n)
+            )
+            for n, at in enumerate(times)
+        )
+    )
+
+    summary = await second.find_summary("c1")
+    assert summary is not None
+    assert summary.message_count == len(times)
+    assert summary.prompt_tokens == sum(range(len(times)))
+    assert summary.created_at in times
+    assert summary.last_activity_at == max(times)
