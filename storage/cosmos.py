@@ -65,6 +65,7 @@ from storage.models import (
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    EXPORTED_UNREADABLE,
     RESTARTED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
@@ -1111,11 +1112,16 @@ class CosmosStore:
         async with self._guard(op):
             summaries = await self._user_conversations(user_id, op)
             messages = await self._user_messages(
-                user_id, [doc["conversationId"] for doc in summaries], op
+                user_id, [_conversation_of(doc) for doc in summaries], op
             )
             states = await self._user_states(user_id, op)
+        # A summary that cannot be read is left out (and logged); its messages are exported.
+        readable = (
+            readable_summary(_clean(doc), _conversation_of(doc), EXPORTED_UNREADABLE)
+            for doc in summaries
+        )
         conversations = sorted(
-            (ConversationSummary.model_validate(_clean(doc)) for doc in summaries),
+            (summary for summary in readable if summary is not None),
             key=lambda s: s.last_activity_at,
             reverse=True,
         )

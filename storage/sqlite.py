@@ -72,6 +72,7 @@ from storage.models import (
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    EXPORTED_UNREADABLE,
     RESTARTED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
@@ -879,13 +880,15 @@ class SqliteStore:
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         def export(db: sqlite3.Connection) -> dict[str, Any]:
+            # A summary that cannot be read is left out (and logged); its messages are exported.
             conversations = [
                 json.loads(doc)
-                for (doc,) in db.execute(
-                    "SELECT doc FROM conversations WHERE user_id = ?"
+                for conversation_id, doc in db.execute(
+                    "SELECT conversation_id, doc FROM conversations WHERE user_id = ?"
                     " ORDER BY last_activity_at DESC",
                     (user_id,),
                 )
+                if readable_summary(doc, conversation_id, EXPORTED_UNREADABLE) is not None
             ]
             # What `delete_user` deletes: the user's messages anywhere, and every message of
             # the conversations they own.

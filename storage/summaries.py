@@ -15,6 +15,8 @@ ERASED_UNREADABLE = "deleted by a user's erasure (its title could not be checked
 UNREADABLE_SHARED_SUMMARIES = "unreadableSharedSummaries"
 # A turn: the summary starts over from the turn's delta, as for a new conversation.
 RESTARTED_UNREADABLE = "replaced by a new one from the next turn"
+# A user's data export: left out (the conversation's messages are still exported).
+EXPORTED_UNREADABLE = "left out of a user's data export"
 
 
 def new_summary(delta: SummaryDelta) -> ConversationSummary:

@@ -1,9 +1,11 @@
 """A stored conversation summary that cannot be read, beyond the conversation list
 (tests/admin/test_admin_list_on_both_stores.py), over real HTTP on both stores: a user's
-erasure completes and says what it deleted. Logged without anyone's words or ids."""
+erasure completes and says what it deleted, and a user's export leaves the summary out but not
+the messages. Logged without anyone's words or ids."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -32,6 +34,7 @@ ERASED = (
     "an unreadable stored conversation summary was deleted by a user's erasure "
     "(its title could not be checked for their words)"
 )
+EXPORTED = "an unreadable stored conversation summary was left out of a user's data export"
 
 
 @pytest.fixture
@@ -103,7 +106,7 @@ async def _audit(admin: TestClient[Any, Any]) -> list[dict[str, Any]]:
     return items
 
 
-# --- a user's erasure
+# --- a user's erasure and export
 
 
 async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cannot_be_read(
@@ -151,3 +154,29 @@ async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cann
     assert await store.find_summary("conv-group") is None
     assert _logged(caplog, ERASED) == [conversation_ref("conv-group")]
     _nothing_private_logged(caplog, "conv-group", ALICE)
+
+
+async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_its_messages(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    pseudonym = await _pseudonym_of_alice(admin)
+    await _spoil(admin, request, "conv-flagged")
+    caplog.clear()
+
+    response = await admin.post(
+        "/admin/api/users/export", json={"user": pseudonym, "reason": "DSAR-7"}
+    )
+
+    assert response.status == 200, await response.text()
+    exported = json.loads(await response.text())
+    assert [c["id"] for c in exported["conversations"]] == ["conv-error"]
+    assert sorted({m["conversationId"] for m in exported["messages"]}) == [
+        "conv-error",
+        "conv-flagged",
+    ]
+    assert WORDS not in await response.text()
+    [record, *_] = await _audit(admin)
+    assert (record["action"], record["target"]) == ("export_user", pseudonym)
+    assert record["detail"]["exported"] == {"conversations": 1, "messages": 4, "states": 0}
+    assert _logged(caplog, EXPORTED) == [conversation_ref("conv-flagged")]
+    _nothing_private_logged(caplog, "conv-flagged", ALICE)

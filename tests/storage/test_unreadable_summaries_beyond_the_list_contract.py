@@ -1,8 +1,8 @@
 """A stored conversation summary that cannot be read, written past the store, beyond the admin
 list (tests/storage/test_unreadable_summaries_contract.py): an erasure completes (deleting a
-shared conversation's summary it cannot clear the user's words from) and a turn starts the
-summary over; each logged by the conversation's reference, never its words or user id, on both
-stores."""
+shared conversation's summary it cannot clear the user's words from), a turn starts the summary
+over, and a user's export leaves it out; each logged by the conversation's reference, never its
+words or user id, on both stores."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ ERASED = (
     "(its title could not be checked for their words)"
 )
 RESTARTED = "an unreadable stored conversation summary was replaced by a new one from the next turn"
+EXPORTED = "an unreadable stored conversation summary was left out of a user's data export"
 
 
 def _unreadable(backend: str, **fields: Any) -> dict[str, Any] | str:
@@ -225,3 +226,36 @@ async def test_concurrent_turns_over_a_summary_that_cannot_be_read_all_count(
     assert summary.prompt_tokens == sum(range(len(times)))
     assert summary.created_at in times
     assert summary.last_activity_at == max(times)
+
+
+# --- a user's export
+
+
+async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_its_messages(
+    request: pytest.FixtureRequest,
+    backend: str,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for n, conversation in enumerate(("alice-1", "alice-2")):
+        for seq in (1, 2):
+            await store.add_message(message(conversation, seq, user_id=ALICE))
+        await store.apply_summary_delta(
+            delta(conversation, ALICE, title=conversation, at=T0 + timedelta(hours=n), messages=2)
+        )
+    await _spoil(
+        request, backend, store, tmp_path, "alice-1", ALICE, _unreadable(backend, conversationId=7)
+    )
+    caplog.clear()
+
+    with caplog.at_level(logging.DEBUG, logger="storage"):
+        exported = await store.export_user(ALICE)
+
+    assert [c["conversationId"] for c in exported["conversations"]] == ["alice-2"]
+    keys = [(m["conversationId"], m["seq"]) for m in exported["messages"]]
+    assert keys == [("alice-1", 1), ("alice-1", 2), ("alice-2", 1), ("alice-2", 2)]
+    [skipped] = _logged(caplog, EXPORTED)
+    assert skipped.levelno == logging.ERROR
+    assert vars(skipped)["conversation"] == conversation_ref("alice-1")
+    _nothing_private_logged(caplog, ALICE, "alice-1")
