@@ -394,9 +394,9 @@ class Settings(BaseSettings):
             return self
         needs = []
         if not self.uses_azure_direct_line:
+            # (So WEBCHAT_TOKEN_SECRET, which only signs the built-in one's tokens, is not
+            # needed: with Azure's Direct Line the page hands out Azure's tokens.)
             needs.append("DIRECT_LINE_SECRET (the built-in Direct Line keeps chats in memory)")
-        if not self.webchat_token_secret.get_secret_value():
-            needs.append("WEBCHAT_TOKEN_SECRET")
         if self.admin_auth_mode is not AdminAuthMode.APPSERVICE:
             # The local one-time link and OIDC sign-outs are remembered per process.
             needs.append("ADMIN_AUTH_MODE=appservice")
