@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from admin.pseudonyms import Pseudonyms
 from storage.base import Store
-from storage.models import ConversationSummary, Message, Page, SummaryQuery
+from storage.models import (
+    ConversationSummary,
+    Message,
+    Page,
+    SummaryQuery,
+    log_unreadable_summary,
+)
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
@@ -37,6 +45,8 @@ FLAG_CATEGORIES = [
 ]
 SEVERITIES = {"safe", "low", "medium", "high"}
 _DIRECT_LINE_PREFIX = "dl_"
+# What a transcript does with a stored summary that cannot be read (the log says it "was ...").
+TRANSCRIPT_UNREADABLE = "left out of a transcript (its messages are shown)"
 
 
 def stored_ids_of(user_id: str) -> list[str]:
@@ -234,6 +244,20 @@ async def all_conversations(
         continuation = result.continuation
         if continuation is None:
             return
+
+
+async def transcript_summary(
+    store: Store, conversation_id: str
+) -> tuple[ConversationSummary | None, bool]:
+    """The summary a transcript shows, and whether a stored one could not be read. The stores'
+    `find_summary` raises pydantic's ValidationError for a summary that cannot be read (a caller
+    that needs its owner must not guess one); a transcript shows its messages without it, and
+    the summary is logged by the conversation's reference, never its text."""
+    try:
+        return await store.find_summary(conversation_id), False
+    except ValidationError as exc:
+        log_unreadable_summary(exc, conversation_id, TRANSCRIPT_UNREADABLE)
+        return None, True
 
 
 def summary_view(summary: ConversationSummary, pseudonyms: Pseudonyms) -> dict[str, Any]:

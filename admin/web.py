@@ -50,6 +50,7 @@ from admin.queries import (
     stored_ids_of,
     summary_view,
     text_value,
+    transcript_summary,
 )
 from admin.settings import AdminSettings, AuthMode
 from storage.base import Store, StoreError
@@ -463,14 +464,18 @@ def _export_format(request: web.Request) -> str:
 
 
 async def _transcript(request: web.Request) -> dict[str, Any]:
+    """The messages of one conversation and its summary. A summary that cannot be read does not
+    hide the messages: `conversation` is null, as for a conversation without a summary, and
+    `summaryUnreadable` says why (the summary is logged by the conversation's reference)."""
     context = request.app[CONTEXT]
     conversation_id = request.match_info["id"]
-    summary = await context.store.find_summary(conversation_id)
+    summary, unreadable = await transcript_summary(context.store, conversation_id)
     messages = await context.store.conversation_messages(conversation_id)
-    if summary is None and not messages:
+    if summary is None and not unreadable and not messages:
         raise AdminError(404, "not_found", "No such conversation.")
     return {
         "conversation": summary_view(summary, context.pseudonyms) if summary else None,
+        "summaryUnreadable": unreadable,
         "conversationId": conversation_id,
         "messages": [message_view(m, context.pseudonyms) for m in messages],
     }

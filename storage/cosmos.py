@@ -679,6 +679,9 @@ class CosmosStore:
         return ConversationSummary.model_validate(_clean(doc)) if doc is not None else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
+        """A summary that cannot be read raises pydantic's ValidationError rather than reading
+        as None: a caller that needs its owner (feedback files its delta under it) must not
+        guess one. The admin transcript shows the messages without it."""
         op = "find_summary"  # admin only: crosses the /userId partitions
         async with self._guard(op):
             async for doc in self._query(

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import logging
-import sqlite3
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from admin.pseudonyms import Pseudonyms
 from admin.queries import BadRequest, parse_filters
-from app import SETTINGS, STORE
+from app import STORE
 from storage.base import Store
 from storage.models import Role
 from tests.admin.conftest import seeded
@@ -776,15 +775,12 @@ def test_a_lone_surrogate_in_a_filter_is_refused_before_it_reaches_the_store() -
 
 
 async def test_an_unexpected_error_is_a_generic_500_with_the_security_headers_and_a_log_line(
-    admin: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+    faulty_admin: tuple[TestClient[Any, Any], FaultyStore], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A summary the code cannot read (say, a hand edit), written past the store.
-    settings = admin.server.app[SETTINGS]
-    with sqlite3.connect(settings.sqlite_file) as db:
-        db.execute(
-            "UPDATE conversations SET doc = ? WHERE conversation_id = 'conv-plain'",
-            ('{"title": "words of the user"}',),
-        )
+    # A bug under the transcript (a summary that cannot be read is no longer one: the
+    # transcript shows the messages without it, tests/admin/test_admin_unreadable_summaries_*).
+    admin, store = faulty_admin
+    store.fail(FaultKind.BUG, "find_summary")
 
     api = await admin.get(f"{API}/conv-plain")
     page = await admin.get("/admin/conversations/conv-plain")
@@ -798,9 +794,10 @@ async def test_an_unexpected_error_is_a_generic_500_with_the_security_headers_an
     for response in (api, page):
         assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert response.headers["X-Frame-Options"] == "DENY"
-        assert "words of the user" not in await response.text()
+        assert "a bug in find_summary" not in await response.text()
     logged = [r for r in caplog.records if r.getMessage() == "admin: unexpected error"]
     assert len(logged) == 2
-    assert logged[0].__dict__["error"] == "ValidationError"
+    assert logged[0].__dict__["error"] == "RuntimeError"
     assert "find_summary" in logged[0].__dict__["trace"]
-    assert all("words of the user" not in str(vars(record)) for record in caplog.records)
+    # The type and where, never the exception's text (it can quote what was sent or stored).
+    assert all("a bug in find_summary" not in str(vars(record)) for record in caplog.records)

@@ -1,7 +1,7 @@
 """A stored conversation summary that cannot be read, beyond the conversation list
-(tests/admin/test_admin_list_on_both_stores.py), over real HTTP on both stores: a user's
-erasure completes and says what it deleted, and a user's export leaves the summary out but not
-the messages. Logged without anyone's words or ids."""
+(tests/admin/test_admin_list_on_both_stores.py), over real HTTP on both stores: the transcript
+still shows the messages, a user's erasure completes and says what it deleted, and a user's
+export leaves the summary out but not the messages. Logged without anyone's words or ids."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from config import Settings
 from storage.base import Store
 from storage.models import Role, SummaryDelta, conversation_ref
 from tests.admin.conftest import seeded
-from tests.admin.helpers import T0, _msg, sign_in_locally
+from tests.admin.helpers import T0, _conversation, _msg, sign_in_locally
 from tests.admin.test_admin_list_on_both_stores import OWNERS
 from tests.conftest import AppFactory
 from tests.cosmos_server import CosmosServer
@@ -30,6 +30,10 @@ from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa
 API = "/admin/api/conversations"
 WORDS = "words of the user"
 ALICE = "alice@contoso.com"
+LEFT_OUT = (
+    "an unreadable stored conversation summary was left out of a transcript "
+    "(its messages are shown)"
+)
 ERASED = (
     "an unreadable stored conversation summary was deleted by a user's erasure "
     "(its title could not be checked for their words)"
@@ -106,6 +110,80 @@ async def _audit(admin: TestClient[Any, Any]) -> list[dict[str, Any]]:
     return items
 
 
+# --- the transcript
+
+
+async def test_a_transcript_whose_summary_cannot_be_read_shows_its_messages_and_says_so(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _spoil(admin, request, "conv-error")
+    caplog.clear()
+
+    api = await admin.get(f"{API}/conv-error")
+    page = await admin.get("/admin/conversations/conv-error")
+    exported = await admin.get("/admin/api/export/conversations/conv-error?format=json")
+    as_csv = await admin.get("/admin/api/export/conversations/conv-error?format=csv")
+
+    assert api.status == 200, await api.text()
+    body = await api.json()
+    assert body["conversationId"] == "conv-error"
+    assert body["conversation"] is None
+    assert body["summaryUnreadable"] is True
+    assert [(m["role"], m["text"], m["status"]) for m in body["messages"]] == [
+        ("user", "How do I file expenses?", "complete"),
+        ("assistant", "", "error"),
+    ]
+    assert page.status == 200
+    html = await page.text()
+    assert "How do I file expenses?" in html and "model_unavailable" in html
+    assert "Something went wrong" not in html
+    assert exported.status == 200 and as_csv.status == 200
+    assert json.loads(await exported.text())["messages"] == body["messages"]
+    assert "How do I file expenses?" in await as_csv.text()
+    for response in (api, page, exported, as_csv):
+        assert WORDS not in await response.text()
+    # Each read is logged by the conversation's reference, and audited as any view.
+    assert _logged(caplog, LEFT_OUT) == [conversation_ref("conv-error")] * 4
+    assert all(r.levelno == logging.ERROR for r in caplog.records if r.getMessage() == LEFT_OUT)
+    _nothing_private_logged(caplog, "conv-error", ALICE)
+    actions = [(r["action"], r["target"]) for r in await _audit(admin)]
+    assert actions[:4] == [
+        ("export_conversation", "conv-error"),
+        ("export_conversation", "conv-error"),
+        ("view_transcript", "conv-error"),
+        ("view_transcript", "conv-error"),
+    ]
+    # A readable one says so too.
+    readable = await (await admin.get(f"{API}/conv-flagged")).json()
+    assert readable["summaryUnreadable"] is False
+    assert readable["conversation"]["title"] == "Violent request"
+
+
+async def test_a_conversation_whose_unreadable_summary_is_all_it_has_is_not_reported_missing(
+    admin: TestClient[Any, Any], request: pytest.FixtureRequest
+) -> None:
+    store: Store = admin.server.app[STORE]
+    await _conversation(
+        store,
+        "conv-empty",
+        "dave@contoso.com",
+        tenant="tenant-a",
+        channel="msteams",
+        title="Nothing left",
+        at=T0,
+        messages=[],
+    )
+    await _spoil(admin, request, "conv-empty", "dave@contoso.com")
+
+    response = await admin.get(f"{API}/conv-empty")
+    missing = await admin.get(f"{API}/conv-nowhere")
+
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert (body["conversation"], body["summaryUnreadable"], body["messages"]) == (None, True, [])
+    assert missing.status == 404
+
+
 # --- a user's erasure and export
 
 
@@ -149,7 +227,7 @@ async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cann
     assert (outcome["detail"]["outcome"], outcome["detail"]["deleted"]) == ("deleted", deleted)
     # Bob's words stay; the group chat has no summary until its next turn.
     transcript = await (await admin.get(f"{API}/conv-group")).json()
-    assert transcript["conversation"] is None
+    assert (transcript["conversation"], transcript["summaryUnreadable"]) == (None, False)
     assert [m["text"] for m in transcript["messages"]] == ["hi"]
     assert await store.find_summary("conv-group") is None
     assert _logged(caplog, ERASED) == [conversation_ref("conv-group")]
