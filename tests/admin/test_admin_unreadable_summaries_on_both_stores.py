@@ -137,6 +137,7 @@ async def test_a_transcript_whose_summary_cannot_be_read_shows_its_messages_and_
     html = await page.text()
     assert "How do I file expenses?" in html and "model_unavailable" in html
     assert "Something went wrong" not in html
+    assert 'data-testid="summary-unreadable"' in html
     assert exported.status == 200 and as_csv.status == 200
     assert json.loads(await exported.text())["messages"] == body["messages"]
     assert "How do I file expenses?" in await as_csv.text()
