@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from storage.base import MessageStore, SummaryStore
 from storage.ids import safe_id
-from storage.models import Feedback, Message, Role, SummaryDelta
+from storage.models import Feedback, Message, Role, SummaryDelta, log_unreadable_summary
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ SEARCH_DEPTH = 200
 # How long a rating looks for its answer when the answer's turn runs elsewhere (another worker
 # or instance): looked for again after 0.05, 0.1, 0.2 ... s, while under this.
 ELSEWHERE_WAIT_SECONDS = 3.0
+UNFLAGGED_UNREADABLE = "not flagged for a dislike (the rating is kept on its message)"
 
 Reaction = Literal["like", "dislike"]
 
@@ -112,23 +115,32 @@ class FeedbackRecorder:
             conversation_id, rated.id, Feedback(reaction=submission.reaction, text=submission.text)
         )
         if submission.reaction == "dislike" and not already_disliked:
-            # The summary's owner (a user, or the group of a shared conversation) is its key.
-            summary = await self._summaries.find_summary(conversation_id)
-            await self._summaries.apply_summary_delta(
-                SummaryDelta(
-                    conversation_id=conversation_id,
-                    user_id=summary.user_id if summary is not None else rated.user_id,
-                    channel_id=rated.channel_id,
-                    tenant_id=rated.tenant_id,
-                    negative_feedback=1,
-                    flag_reasons=["negative_feedback"],
-                )
-            )
+            await self._flag_disliked(conversation_id, rated)
         log.info(
             "feedback stored",
             extra={"reaction": submission.reaction, "with_text": bool(submission.text)},
         )
         return updated
+
+    async def _flag_disliked(self, conversation_id: str, rated: Message) -> None:
+        # The summary's owner (a user, or the group of a shared conversation) is its key.
+        try:
+            summary = await self._summaries.find_summary(conversation_id)
+        except ValidationError as exc:
+            # Its owner is unknown, and a guessed one would start a second summary: the rating
+            # stays on its message, and the conversation's next turn starts the summary over.
+            log_unreadable_summary(exc, conversation_id, UNFLAGGED_UNREADABLE)
+            return
+        await self._summaries.apply_summary_delta(
+            SummaryDelta(
+                conversation_id=conversation_id,
+                user_id=summary.user_id if summary is not None else rated.user_id,
+                channel_id=rated.channel_id,
+                tenant_id=rated.tenant_id,
+                negative_feedback=1,
+                flag_reasons=["negative_feedback"],
+            )
+        )
 
     async def _find(self, conversation_id: str, submission: FeedbackSubmission) -> Message | None:
         recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)

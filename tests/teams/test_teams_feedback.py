@@ -4,13 +4,14 @@ message; a dislike flags the conversation for review."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import STORE
+from app import SETTINGS, STORE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
 from tests.admin.helpers import sign_in_locally
@@ -168,6 +169,28 @@ async def test_a_rating_that_reaches_another_instance_before_its_answer_is_store
     _, answer = await other.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.activity_id == rated
     assert answer.feedback is not None and answer.feedback.text == "late"
+
+
+async def test_a_dislike_in_a_conversation_whose_summary_cannot_be_read_is_kept_on_its_message(
+    bot: TestClient[Any, Any], teams: TeamsChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    rated = await ask(bot, teams, "Question")
+    await settle(bot)
+    with sqlite3.connect(bot.server.app[SETTINGS].sqlite_file) as db:
+        spoiled = db.execute(
+            "UPDATE conversations SET doc = '{\"title\": ' WHERE conversation_id = ?",
+            (CONVERSATION_ID,),
+        ).rowcount
+    assert spoiled == 1
+
+    assert await submit(bot, feedback_invoke(teams.url, rated, "dislike", "bad")) == (200, "{}")
+
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.feedback is not None and answer.feedback.text == "bad"
+    assert any(
+        r.getMessage().startswith("an unreadable stored conversation summary was not flagged")
+        for r in caplog.records
+    )
 
 
 async def test_feedback_for_an_unknown_message_is_still_acknowledged(
