@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,19 +60,24 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    readable_message,
     readable_messages,
     readable_summary,
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    ERASED_UNREADABLE_MESSAGE,
     EXPORTED_UNREADABLE,
+    EXPORTED_UNREADABLE_MESSAGE,
     RESTARTED_UNREADABLE,
+    UNATTRIBUTED_SHARED_MESSAGES,
+    UNATTRIBUTED_UNREADABLE_MESSAGE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
     matches,
     new_summary,
     prompts_by_conversation,
-    title_from,
+    title_to_clear,
 )
 
 log = logging.getLogger(__name__)
@@ -240,6 +245,22 @@ def _conversation_of(summary: Mapping[str, Any]) -> str:
     its id (the original in `rawId` when it was unsafe), which `_summary_doc` always writes as
     the conversation id, and which Cosmos DB keeps a string."""
     return str(_clean(summary)["id"])
+
+
+def _message_conversation(message: Mapping[str, Any]) -> str:
+    """The conversation a stored message item is of, whether or not the rest of it can be read:
+    its conversationId is the container's partition key, which a replace cannot change, so it is
+    the string `_message_doc` wrote."""
+    return str(message["conversationId"])
+
+
+def _message_order(message: Mapping[str, Any]) -> tuple[str, int, float]:
+    """Conversation, then seq; a message whose seq is not a number (it cannot be read) sorts last
+    in its conversation instead of failing the comparison."""
+    seq = message.get("seq", 0)
+    if isinstance(seq, int | float) and not isinstance(seq, bool):
+        return (_message_conversation(message), 0, seq)
+    return (_message_conversation(message), 1, 0)
 
 
 def _status(exc: CosmosHttpResponseError) -> int:
@@ -1087,15 +1108,39 @@ class CosmosStore:
                 [{"name": "@cid", "value": conversation_id}],
                 partition_key=conversation_id,
             ):
-                seen[(doc["conversationId"], doc["id"])] = doc
+                seen[(_message_conversation(doc), doc["id"])] = doc
+        # By the document's userId field, which may be readable when the rest is not.
         async for doc in self._query(
             container,
             op,
             "SELECT * FROM c WHERE c.userId = @uid",
             [{"name": "@uid", "value": user_id}],
         ):
-            seen.setdefault((doc["conversationId"], doc["id"]), doc)
-        return sorted(seen.values(), key=lambda d: (d["conversationId"], d.get("seq", 0)))
+            seen.setdefault((_message_conversation(doc), doc["id"]), doc)
+        return sorted(seen.values(), key=_message_order)
+
+    async def _unattributed_messages(self, conversation_ids: Iterable[str], op: str) -> list[str]:
+        """The messages of these conversations (shared ones a user being erased wrote in) that
+        cannot be read and whose owner (userId: missing, empty or not a string) cannot be read
+        either, by their conversation; each is logged. They are left where they are
+        (`storage.summaries.UNATTRIBUTED_UNREADABLE_MESSAGE`). One partition query each."""
+        container = self._container("messages")
+        found: list[str] = []
+        for conversation_id in conversation_ids:
+            async for doc in self._query(
+                container,
+                op,
+                "SELECT * FROM c WHERE c.conversationId = @cid"
+                ' AND (NOT IS_STRING(c.userId) OR c.userId = "")',
+                [{"name": "@cid", "value": conversation_id}],
+                partition_key=conversation_id,
+            ):
+                message = readable_message(
+                    _clean(doc), conversation_id, UNATTRIBUTED_UNREADABLE_MESSAGE
+                )
+                if message is None:
+                    found.append(conversation_id)
+        return found
 
     async def _user_states(self, user_id: str, op: str) -> list[dict[str, Any]]:
         """The state documents the user owns (one cross-partition query: keyed by id)."""
@@ -1131,19 +1176,33 @@ class CosmosStore:
         return {
             "userId": user_id,
             "conversations": [summary.to_doc() for summary in conversations],
-            "messages": [Message.model_validate(_clean(doc)).to_doc() for doc in messages],
+            # A message that cannot be read is left out (and logged), as on SQLite.
+            "messages": [
+                message.to_doc()
+                for message in (
+                    readable_message(
+                        _clean(doc), _message_conversation(doc), EXPORTED_UNREADABLE_MESSAGE
+                    )
+                    for doc in messages
+                )
+                if message is not None
+            ],
             "states": [dict(doc.get("document") or {}) for doc in states],
         }
 
-    async def _clear_titles_from(self, user_id: str, prompts: dict[str, list[str]], op: str) -> int:
+    async def _clear_titles_from(
+        self, user_id: str, prompts: dict[str, list[str]], unchecked: set[str], op: str
+    ) -> int:
         """Clears the title of each conversation owned by someone else (a shared one) whose title
-        is the start of one of the user's prompts there (`storage.summaries.title_from`). A
-        summary that cannot be read, so cannot be checked, is deleted instead; how many were
-        is returned. Each write is conditional on the ETag read: a summary changed meanwhile (a
-        turn healed or updated it) is read again and decided again."""
+        is the start of one of the user's prompts there, or where words that may be theirs could
+        not be read (`unchecked`; `storage.summaries.title_to_clear`). A summary that cannot be
+        read, so cannot be checked, is deleted instead; how many were is returned. Each write is
+        conditional on the ETag read: a summary changed meanwhile (a turn healed or updated it)
+        is read again and decided again."""
         container = self._container("conversations")
         deleted = 0
-        for conversation_id, texts in prompts.items():
+        for conversation_id in sorted(prompts.keys() | unchecked):
+            texts = prompts.get(conversation_id, [])
             # Found across partitions once; a lost race re-reads it with a point read.
             current: dict[str, Any] | None = None
             async for doc in self._query(
@@ -1161,7 +1220,9 @@ class CosmosStore:
                 if current is None:
                     break
                 summary = readable_summary(_clean(current), conversation_id, ERASED_UNREADABLE)
-                if summary is not None and not title_from(summary, texts):
+                if summary is not None and not title_to_clear(
+                    summary, texts, conversation_id in unchecked
+                ):
                     break
                 try:
                     if summary is None:
@@ -1220,15 +1281,29 @@ class CosmosStore:
             owned_ids = [_conversation_of(doc) for doc in summaries]
             messages = await self._user_messages(user_id, owned_ids, op)
             # Before the messages go: they are how a retry finds these conversations again.
+            # In shared ones (owned by someone else) only the user's messages were found, by
+            # their userId; one that cannot be read is still theirs and is deleted with the
+            # rest, but its words cannot be checked against the title, so that is cleared.
             owned = set(owned_ids)
+            shared: set[str] = set()
+            unchecked: set[str] = set()
+            written: list[Message] = []
+            for doc in messages:
+                conversation_id = _message_conversation(doc)
+                if doc.get("userId") != user_id or conversation_id in owned:
+                    continue
+                shared.add(conversation_id)
+                message = readable_message(_clean(doc), conversation_id, ERASED_UNREADABLE_MESSAGE)
+                if message is None:
+                    unchecked.add(conversation_id)
+                else:
+                    written.append(message)
+            # Messages there whose owner cannot be read either may be someone else's: left,
+            # and counted for review.
+            unattributed = await self._unattributed_messages(sorted(shared), op)
+            unchecked.update(unattributed)
             unreadable = await self._clear_titles_from(
-                user_id,
-                prompts_by_conversation(
-                    Message.model_validate(_clean(doc))
-                    for doc in messages
-                    if doc.get("userId") == user_id and doc["conversationId"] not in owned
-                ),
-                op,
+                user_id, prompts_by_conversation(written), unchecked, op
             )
             message_container = self._container("messages")
             deleted_messages = await asyncio.gather(
@@ -1245,6 +1320,8 @@ class CosmosStore:
         }
         if unreadable:
             counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
+        if unattributed:
+            counts[UNATTRIBUTED_SHARED_MESSAGES] = len(unattributed)
         return counts
 
 

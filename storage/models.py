@@ -301,17 +301,42 @@ def log_unreadable_summary(
     log.error(
         "an unreadable stored conversation summary was %s",
         outcome,
-        extra={
-            "conversation": conversation_ref(conversation_id),
-            "errors": error.error_count(),
-            # Where and what kind (`messageCount: int_parsing`), never the input itself.
-            "problems": [
-                f"{'.'.join(str(part) for part in problem['loc']) or '(document)'}: "
-                f"{problem['type']}"
-                for problem in error.errors(include_url=False, include_input=False)
-            ],
-        },
+        extra=_unreadable(error, conversation_id),
     )
+
+
+def readable_message(
+    document: str | dict[str, Any], conversation_id: str, outcome: str
+) -> Message | None:
+    """The message in a stored document (JSON text or a dict), or None when it cannot be read:
+    `readable_messages` for a caller that does something with it besides skipping it (a user's
+    export leaves it out, an erasure deletes or leaves it). Logged at ERROR as the message "was
+    <outcome>", by the conversation's reference and the fields that failed, never the document's
+    text or its user id. `conversation_id` is the one the store keeps beside the document."""
+    try:
+        if isinstance(document, dict):
+            return Message.model_validate(document)
+        return Message.model_validate_json(document)
+    except ValidationError as exc:
+        log.error(
+            "an unreadable stored message was %s",
+            outcome,
+            extra=_unreadable(exc, conversation_id),
+        )
+        return None
+
+
+def _unreadable(error: ValidationError, conversation_id: str) -> dict[str, Any]:
+    """What the log says about a stored document that cannot be read."""
+    return {
+        "conversation": conversation_ref(conversation_id),
+        "errors": error.error_count(),
+        # Where and what kind (`messageCount: int_parsing`), never the input itself.
+        "problems": [
+            f"{'.'.join(str(part) for part in problem['loc']) or '(document)'}: {problem['type']}"
+            for problem in error.errors(include_url=False, include_input=False)
+        ],
+    }
 
 
 class MessageDecoder:

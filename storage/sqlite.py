@@ -45,7 +45,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,19 +67,24 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    readable_message,
     readable_messages,
     readable_summary,
 )
 from storage.summaries import (
     ERASED_UNREADABLE,
+    ERASED_UNREADABLE_MESSAGE,
     EXPORTED_UNREADABLE,
+    EXPORTED_UNREADABLE_MESSAGE,
     RESTARTED_UNREADABLE,
+    UNATTRIBUTED_SHARED_MESSAGES,
+    UNATTRIBUTED_UNREADABLE_MESSAGE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
     matches,
     new_summary,
     prompts_by_conversation,
-    title_from,
+    title_to_clear,
 )
 
 log = logging.getLogger(__name__)
@@ -895,14 +900,18 @@ class SqliteStore:
             ]
             # What `delete_user` deletes: the user's messages anywhere, and every message of
             # the conversations they own.
+            # A message that cannot be read is left out (and logged), as on Cosmos DB; one that
+            # can is exported as stored.
             messages = [
                 json.loads(doc)
-                for (doc,) in db.execute(
-                    "SELECT doc FROM messages WHERE user_id = ? OR conversation_id IN"
+                for conversation_id, doc in db.execute(
+                    "SELECT conversation_id, doc FROM messages WHERE user_id = ? OR"
+                    " conversation_id IN"
                     " (SELECT conversation_id FROM conversations WHERE user_id = ?)"
                     " ORDER BY conversation_id, seq",
                     (user_id, user_id),
                 )
+                if readable_message(doc, conversation_id, EXPORTED_UNREADABLE_MESSAGE) is not None
             ]
             states = [
                 json.loads(doc)
@@ -928,29 +937,59 @@ class SqliteStore:
                 )
             ]
             # Conversations owned by someone else (shared ones) whose title is the user's words:
-            # only the user's messages in those are read.
-            written = prompts_by_conversation(
-                Message.model_validate_json(doc)
-                for (doc,) in db.execute(
-                    "SELECT m.doc FROM messages m JOIN conversations c"
-                    " ON c.conversation_id = m.conversation_id"
-                    " WHERE m.user_id = ? AND c.user_id != ?",
+            # only the user's messages in those are read. One that cannot be read is still
+            # theirs by its user_id column, and is deleted below with the rest; its words
+            # cannot be checked against the title, so that title is cleared.
+            shared: set[str] = set()
+            unchecked: set[str] = set()
+
+            def written_in_shared() -> Iterator[Message]:
+                for conversation_id, doc in db.execute(
+                    "SELECT conversation_id, doc FROM messages WHERE user_id = ? AND"
+                    " conversation_id NOT IN"
+                    " (SELECT conversation_id FROM conversations WHERE user_id = ?)",
                     (user_id, user_id),
-                )
-            )
+                ):
+                    shared.add(conversation_id)
+                    message = readable_message(doc, conversation_id, ERASED_UNREADABLE_MESSAGE)
+                    if message is None:
+                        unchecked.add(conversation_id)
+                    else:
+                        yield message
+
+            prompts_in = prompts_by_conversation(written_in_shared())
+            # Messages there whose owner cannot be read either may be someone else's: left,
+            # and counted for review (storage.summaries.UNATTRIBUTED_UNREADABLE_MESSAGE).
+            unattributed = 0
+            for conversation_id in sorted(shared):
+                for (doc,) in db.execute(
+                    "SELECT doc FROM messages WHERE conversation_id = ?"
+                    " AND (typeof(user_id) != 'text' OR user_id = '')",
+                    (conversation_id,),
+                ):
+                    readable = readable_message(
+                        doc, conversation_id, UNATTRIBUTED_UNREADABLE_MESSAGE
+                    )
+                    if readable is None:
+                        unattributed += 1
+                        unchecked.add(conversation_id)
             unreadable = 0
-            for conversation_id, prompts in written.items():
-                (doc,) = db.execute(
+            for conversation_id in sorted(prompts_in.keys() | unchecked):
+                row = db.execute(
                     "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
                 ).fetchone()
-                summary = readable_summary(doc, conversation_id, ERASED_UNREADABLE)
+                if row is None:
+                    continue
+                summary = readable_summary(row[0], conversation_id, ERASED_UNREADABLE)
                 if summary is None:
                     # Its title may be the user's words and cannot be cleared: the erasure
                     # goes on without it (the conversation's next turn starts a new one).
                     unreadable += db.execute(
                         "DELETE FROM conversations WHERE conversation_id = ?", (conversation_id,)
                     ).rowcount
-                elif title_from(summary, prompts):
+                elif title_to_clear(
+                    summary, prompts_in.get(conversation_id, ()), conversation_id in unchecked
+                ):
                     untitled = summary.model_copy(update={"title": ""})
                     db.execute(
                         "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
@@ -969,6 +1008,8 @@ class SqliteStore:
             counts = {"conversations": conversations, "messages": messages, "states": states}
             if unreadable:
                 counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
+            if unattributed:
+                counts[UNATTRIBUTED_SHARED_MESSAGES] = unattributed
             return counts, set(conversation_ids)
 
         counts, conversation_ids = await self._run(lambda db: _atomic(db, delete))

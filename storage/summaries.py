@@ -18,6 +18,30 @@ RESTARTED_UNREADABLE = "replaced by a new one from the next turn"
 # A user's data export: left out (the conversation's messages are still exported).
 EXPORTED_UNREADABLE = "left out of a user's data export"
 
+# What the stores do with a stored MESSAGE that cannot be read (`readable_message` logs that it
+# "was <outcome>"), besides skipping it in the history window and transcripts.
+# A user's data export: left out (the export holds what can be read; the rest is logged).
+EXPORTED_UNREADABLE_MESSAGE = "left out of a user's data export"
+# Erasure, in a conversation owned by someone else (a shared one): a message whose stored owner
+# (SQLite's user_id column, the document's userId on Cosmos DB; both readable when the rest is
+# not) is the erased user is deleted like the rest of their messages. Its words cannot be
+# checked against the conversation's title, so the title is cleared (`title_to_clear`).
+ERASED_UNREADABLE_MESSAGE = (
+    "deleted by a user's erasure (it is theirs by its stored owner; the shared conversation's "
+    "title, which its words could not be checked against, is cleared)"
+)
+# Erasure, in a shared conversation the user wrote in: a message whose stored owner cannot be
+# read either. It may be someone else's, so it is left (deleting it could destroy another
+# participant's words, or a document a newer version can read), and the conversation's title is
+# cleared as above; `delete_user` counts such messages under UNATTRIBUTED_SHARED_MESSAGES (only
+# when there were any), so the result and the audit record say the erasure left something for
+# a person to review.
+UNATTRIBUTED_UNREADABLE_MESSAGE = (
+    "left by a user's erasure (its owner could not be read: it may be someone else's); "
+    "counted as unattributedSharedMessages for review"
+)
+UNATTRIBUTED_SHARED_MESSAGES = "unattributedSharedMessages"
+
 
 def new_summary(delta: SummaryDelta) -> ConversationSummary:
     """The summary a conversation starts with, before its first delta is applied: for a new
@@ -86,3 +110,12 @@ def title_from(summary: ConversationSummary, prompts: Iterable[str]) -> bool:
     their words here too. Matching on the text rather than on the title rule keeps that rule in
     one place (chat/service.py)."""
     return bool(summary.title) and any(text.startswith(summary.title) for text in prompts)
+
+
+def title_to_clear(summary: ConversationSummary, prompts: Iterable[str], unchecked: bool) -> bool:
+    """Whether a user's erasure clears the title of a conversation owned by someone else: the
+    title is the start of one of their prompts there (`title_from`), or (`unchecked`) words there
+    that are, or may be, theirs could not be read, so the title cannot be shown not to be them.
+    A title is derived from the first prompt, not anyone's message; the next turn sets one
+    again."""
+    return bool(summary.title) and (unchecked or title_from(summary, prompts))
