@@ -92,14 +92,12 @@ async def _spoil_message(
         await container.replace_item(item["id"], {**item, **changes})
 
 
-async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat(
+async def _group_chat_with_unreadable_messages(
     admin: TestClient[Any, Any],  # noqa: F811
     request: pytest.FixtureRequest,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A group chat where Alice's first prompt (the title) cannot be read, Bob's answer can, and
-    Carol's message cannot be read nor whose it is: Alice's is deleted and the title cleared;
-    Carol's stays, and the result says one was left for review."""
+) -> str:
+    """Alice's first prompt (the title) cannot be read, Bob's answer can, and Carol's message
+    cannot be read nor whose it is. Alice's pseudonym."""
     store: Store = admin.server.app[STORE]
     writers = ((ALICE, f"{WORDS}, said Alice"), (BOB, "hi"), (CAROL, "carol's words"))
     for seq, (user, text) in enumerate(writers, start=1):
@@ -119,7 +117,18 @@ async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat
     )
     await _spoil_message(admin, request, "conv-group", 1)
     await _spoil_message(admin, request, "conv-group", 3, owner_unreadable=True)
-    pseudonym = await _pseudonym_of_alice(admin)
+    return await _pseudonym_of_alice(admin)
+
+
+async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat(
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A group chat where Alice's first prompt (the title) cannot be read, Bob's answer can, and
+    Carol's message cannot be read nor whose it is: Alice's is deleted and the title cleared;
+    Carol's stays, and the result says one was left for review."""
+    pseudonym = await _group_chat_with_unreadable_messages(admin, request)
     caplog.clear()
 
     done = await admin.post(
@@ -150,6 +159,20 @@ async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat
         "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
     )
     assert (await again.json())["deleted"] == {"conversations": 0, "messages": 0, "states": 0}
+
+
+async def test_the_deletion_page_says_what_was_left_for_review(
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    pseudonym = await _group_chat_with_unreadable_messages(admin, request)
+
+    page = await admin.post("/admin/users/delete", data={"user": pseudonym, "confirm": pseudonym})
+
+    assert page.status == 200
+    html = await page.text()
+    assert 'data-testid="unattributed-messages"' in html and "Left in place for review: 1" in html
+    assert 'data-testid="unreadable-summaries"' not in html
 
 
 async def test_a_users_export_leaves_out_a_message_that_cannot_be_read(
