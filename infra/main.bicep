@@ -69,8 +69,11 @@ param appServiceInstanceCount int = 2
 @maxValue(32)
 param appWorkers int = 1
 
-@description('Extra CIDR ranges (e.g. intranet egress) allowed to reach the web chat and admin pages.')
+@description('Extra CIDR ranges (e.g. intranet egress) allowed to reach the web chat and admin pages. Set in main.parameters.json; from the azd environment, use allowedInboundCidrList.')
 param allowedInboundCidrs array = []
+
+@description('More ranges like allowedInboundCidrs, comma-separated (203.0.113.0/24,198.51.100.7/32): the azd variable ALLOWED_INBOUND_CIDRS, because azd fills parameters with strings.')
+param allowedInboundCidrList string = ''
 
 @description('Entra ID app registration (client id) used by App Service Authentication; empty disables it.')
 param authClientId string = ''
@@ -86,6 +89,72 @@ param directLineTrustedOrigins array = []
 
 @description('Comma-separated origins (https://intranet.contoso.com) allowed to embed the web chat page: the app setting WEBCHAT_TRUSTED_ORIGINS (CSP frame-ancestors; also sent as trustedOrigins with each Direct Line token request).')
 param webchatTrustedOrigins string = ''
+
+// The organization's app settings (README's configuration table), filled by azd from the
+// variables of the same names (main.parameters.json). Each default is config.py's, or empty
+// where an empty value keeps the app's default; tests/infra checks both.
+@description('ORGANIZATION_NAME: the organization named in the system prompt.')
+param organizationName string = 'Contoso'
+
+@description('ASSISTANT_NAME: the assistant\'s name in the system prompt.')
+param assistantName string = 'Contoso Assistant'
+
+@description('ALLOWED_TENANT_IDS: comma-separated Entra tenant ids allowed to use the bot; empty allows all.')
+param allowedTenantIds string = ''
+
+@description('ALLOWED_CHANNELS: comma-separated channel ids (msteams, webchat, directline) allowed; empty allows all.')
+param allowedChannels string = ''
+
+@description('QUOTA_USER_TOKENS_PER_DAY: model tokens one user may use per UTC day; 0 = unlimited.')
+@minValue(0)
+param quotaUserTokensPerDay int = 1000000
+
+@description('QUOTA_USER_REQUESTS_PER_MINUTE: messages one user may send per minute; 0 = unlimited.')
+@minValue(0)
+param quotaUserRequestsPerMinute int = 30
+
+@description('QUOTA_TENANT_TOKENS_PER_DAY: model tokens one Entra tenant may use per UTC day; 0 = unlimited.')
+@minValue(0)
+param quotaTenantTokensPerDay int = 0
+
+@description('MAX_OUTPUT_TOKENS: max_tokens of each answer.')
+@minValue(1)
+param maxOutputTokens int = 1024
+
+@description('HISTORY_TOKEN_BUDGET: prompt budget (system prompt, history window, overhead).')
+@minValue(1)
+param historyTokenBudget int = 6000
+
+@description('LOG_MESSAGE_TEXT: true writes every prompt and answer text to the logs (Application Insights, Log Analytics). Privacy-sensitive: docs/deploy.md.')
+param logMessageText bool = false
+
+@description('FILTER_REVIEW_SEVERITY: content filter annotations at or above this severity flag the conversation for review.')
+@allowed([
+  'safe'
+  'low'
+  'medium'
+  'high'
+])
+param filterReviewSeverity string = 'medium'
+
+@description('FILTER_ERROR_POLICY: when the content filter itself failed, deliver the answer (and flag) or withhold it.')
+@allowed([
+  'deliver'
+  'withhold'
+])
+param filterErrorPolicy string = 'deliver'
+
+@description('USAGE_POLICY_FILE: path of the usage policy YAML in the deployed repository, relative to its root; empty = no consent step.')
+param usagePolicyFile string = ''
+
+@description('TENANT_POLICY_FILE: path of the per-tenant policy YAML in the deployed repository, relative to its root; empty = none.')
+param tenantPolicyFile string = ''
+
+@description('SYSTEM_PROMPT_FILE: path of the system prompt template in the deployed repository, relative to its root; empty = chat/prompts/system.md.j2.')
+param systemPromptFile string = ''
+
+@description('DEPLOYMENTS_FILE: path of a model deployments YAML in the deployed repository, relative to its root; empty = the one deployment the templates create.')
+param deploymentsFile string = ''
 
 @allowed([
   'F0'
@@ -157,6 +226,9 @@ var adminSessionSecretName = 'admin-session-secret'
 var adminPseudonymKeyName = 'admin-pseudonym-key'
 var effectiveAdminAuthMode = empty(adminAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : adminAuthMode
 var effectiveWebchatAuthMode = empty(webchatAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : webchatAuthMode
+// allowedInboundCidrs plus the comma-separated allowedInboundCidrList (spaces removed; union
+// drops a range listed twice).
+var inboundCidrs = union(allowedInboundCidrs, empty(trim(allowedInboundCidrList)) ? [] : split(replace(allowedInboundCidrList, ' ', ''), ','))
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -207,7 +279,7 @@ module network 'modules/network.bicep' = {
     enableAppGateway: enableAppGateway
     enableApim: enableApim
     enableMonitorPrivateLink: enableMonitorPrivateLink
-    allowedInboundCidrs: allowedInboundCidrs
+    allowedInboundCidrs: inboundCidrs
   }
 }
 
@@ -330,11 +402,27 @@ module app 'modules/appservice.bicep' = {
     authClientId: authClientId
     behindAppGateway: enableAppGateway
     publicHostName: appGatewayHostName
-    allowedInboundCidrs: allowedInboundCidrs
+    allowedInboundCidrs: inboundCidrs
     skuName: appServiceSku
     instanceCount: appServiceInstanceCount
     appWorkers: appWorkers
     webchatTrustedOrigins: webchatTrustedOrigins
+    organizationName: organizationName
+    assistantName: assistantName
+    allowedTenantIds: allowedTenantIds
+    allowedChannels: allowedChannels
+    quotaUserTokensPerDay: quotaUserTokensPerDay
+    quotaUserRequestsPerMinute: quotaUserRequestsPerMinute
+    quotaTenantTokensPerDay: quotaTenantTokensPerDay
+    maxOutputTokens: maxOutputTokens
+    historyTokenBudget: historyTokenBudget
+    logMessageText: logMessageText
+    filterReviewSeverity: filterReviewSeverity
+    filterErrorPolicy: filterErrorPolicy
+    usagePolicyFile: usagePolicyFile
+    tenantPolicyFile: tenantPolicyFile
+    systemPromptFile: systemPromptFile
+    deploymentsFile: deploymentsFile
   }
 }
 

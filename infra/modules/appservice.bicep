@@ -66,6 +66,72 @@ param appWorkers int = 1
 @description('Comma-separated origins allowed to embed the web chat page (WEBCHAT_TRUSTED_ORIGINS: CSP frame-ancestors, Direct Line token trustedOrigins).')
 param webchatTrustedOrigins string = ''
 
+// The organization's own settings (README's configuration table). Each default is config.py's
+// (an empty string keeps the app's default: config.py ignores empty values); tests/infra checks
+// both, and main.parameters.json fills each from the azd variable of the same name.
+@description('ORGANIZATION_NAME: the organization named in the system prompt.')
+param organizationName string = 'Contoso'
+
+@description('ASSISTANT_NAME: the assistant\'s name in the system prompt.')
+param assistantName string = 'Contoso Assistant'
+
+@description('ALLOWED_TENANT_IDS: comma-separated Entra tenant ids allowed to use the bot; empty allows all.')
+param allowedTenantIds string = ''
+
+@description('ALLOWED_CHANNELS: comma-separated channel ids (msteams, webchat, directline) allowed; empty allows all.')
+param allowedChannels string = ''
+
+@description('QUOTA_USER_TOKENS_PER_DAY: model tokens one user may use per UTC day; 0 = unlimited.')
+@minValue(0)
+param quotaUserTokensPerDay int = 1000000
+
+@description('QUOTA_USER_REQUESTS_PER_MINUTE: messages one user may send per minute; 0 = unlimited.')
+@minValue(0)
+param quotaUserRequestsPerMinute int = 30
+
+@description('QUOTA_TENANT_TOKENS_PER_DAY: model tokens one Entra tenant may use per UTC day; 0 = unlimited.')
+@minValue(0)
+param quotaTenantTokensPerDay int = 0
+
+@description('MAX_OUTPUT_TOKENS: max_tokens of each answer.')
+@minValue(1)
+param maxOutputTokens int = 1024
+
+@description('HISTORY_TOKEN_BUDGET: prompt budget (system prompt, history window, overhead).')
+@minValue(1)
+param historyTokenBudget int = 6000
+
+@description('LOG_MESSAGE_TEXT: true writes every prompt and answer text to the logs (Application Insights, Log Analytics). Privacy-sensitive.')
+param logMessageText bool = false
+
+@description('FILTER_REVIEW_SEVERITY: content filter annotations at or above this severity flag the conversation for review.')
+@allowed([
+  'safe'
+  'low'
+  'medium'
+  'high'
+])
+param filterReviewSeverity string = 'medium'
+
+@description('FILTER_ERROR_POLICY: when the content filter itself failed, deliver the answer (and flag) or withhold it.')
+@allowed([
+  'deliver'
+  'withhold'
+])
+param filterErrorPolicy string = 'deliver'
+
+@description('USAGE_POLICY_FILE: path of the usage policy YAML in the deployed package, relative to the repository root; empty = no consent step.')
+param usagePolicyFile string = ''
+
+@description('TENANT_POLICY_FILE: path of the per-tenant policy YAML in the deployed package, relative to the repository root; empty = none.')
+param tenantPolicyFile string = ''
+
+@description('SYSTEM_PROMPT_FILE: path of the system prompt template in the deployed package, relative to the repository root; empty = the app\'s chat/prompts/system.md.j2.')
+param systemPromptFile string = ''
+
+@description('DEPLOYMENTS_FILE: path of a model deployments YAML in the deployed package, relative to the repository root; empty = the one deployment in AZURE_OPENAI_*.')
+param deploymentsFile string = ''
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
@@ -142,6 +208,72 @@ var appSettings = [
   {
     name: 'WEBCHAT_TRUSTED_ORIGINS'
     value: webchatTrustedOrigins
+  }
+  {
+    name: 'ORGANIZATION_NAME'
+    value: organizationName
+  }
+  {
+    name: 'ASSISTANT_NAME'
+    value: assistantName
+  }
+  {
+    name: 'ALLOWED_TENANT_IDS'
+    value: allowedTenantIds
+  }
+  {
+    name: 'ALLOWED_CHANNELS'
+    value: allowedChannels
+  }
+  {
+    name: 'QUOTA_USER_TOKENS_PER_DAY'
+    value: string(quotaUserTokensPerDay)
+  }
+  {
+    name: 'QUOTA_USER_REQUESTS_PER_MINUTE'
+    value: string(quotaUserRequestsPerMinute)
+  }
+  {
+    name: 'QUOTA_TENANT_TOKENS_PER_DAY'
+    value: string(quotaTenantTokensPerDay)
+  }
+  {
+    name: 'MAX_OUTPUT_TOKENS'
+    value: string(maxOutputTokens)
+  }
+  {
+    name: 'HISTORY_TOKEN_BUDGET'
+    value: string(historyTokenBudget)
+  }
+  {
+    name: 'LOG_MESSAGE_TEXT'
+    value: logMessageText ? 'true' : 'false'
+  }
+  {
+    // ARM compares @allowed values without regard to case; the app's are lower case.
+    name: 'FILTER_REVIEW_SEVERITY'
+    value: toLower(filterReviewSeverity)
+  }
+  {
+    name: 'FILTER_ERROR_POLICY'
+    value: toLower(filterErrorPolicy)
+  }
+  {
+    // Relative paths are taken from the app's working directory: the deployed repository's root.
+    name: 'USAGE_POLICY_FILE'
+    value: usagePolicyFile
+  }
+  {
+    name: 'TENANT_POLICY_FILE'
+    value: tenantPolicyFile
+  }
+  {
+    name: 'SYSTEM_PROMPT_FILE'
+    value: systemPromptFile
+  }
+  {
+    name: 'DEPLOYMENTS_FILE'
+    value: deploymentsFile
   }
   {
     name: 'MicrosoftAppId'

@@ -5,11 +5,13 @@ test can show both that the real templates pass and that a mutated copy is caugh
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+from unittest import mock
 
 from pycep import BicepParser
 
@@ -548,6 +550,22 @@ REQUIRED_APP_SETTINGS = {
     "WEBSITES_PORT",
     "APP_WORKERS",
     "WEBCHAT_TRUSTED_ORIGINS",
+    "ORGANIZATION_NAME",
+    "ASSISTANT_NAME",
+    "ALLOWED_TENANT_IDS",
+    "ALLOWED_CHANNELS",
+    "QUOTA_USER_TOKENS_PER_DAY",
+    "QUOTA_USER_REQUESTS_PER_MINUTE",
+    "QUOTA_TENANT_TOKENS_PER_DAY",
+    "MAX_OUTPUT_TOKENS",
+    "HISTORY_TOKEN_BUDGET",
+    "LOG_MESSAGE_TEXT",
+    "FILTER_REVIEW_SEVERITY",
+    "FILTER_ERROR_POLICY",
+    "USAGE_POLICY_FILE",
+    "TENANT_POLICY_FILE",
+    "SYSTEM_PROMPT_FILE",
+    "DEPLOYMENTS_FILE",
     "MicrosoftAppId",
     "MicrosoftAppType",
     "MicrosoftAppTenantId",
@@ -640,7 +658,14 @@ MIN_SHARED_KEY_LENGTH = 32  # like WEBCHAT_TOKEN_SECRET in config.py; HMAC keys 
 
 # App settings named like a secret that hold none: the Application Insights connection string is
 # an ingestion address and key, which Microsoft documents as not a secret (it grants no read).
-NOT_A_CREDENTIAL = {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
+# The quotas and budgets of model tokens are counts, named after tokens.
+NOT_A_CREDENTIAL = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "QUOTA_USER_TOKENS_PER_DAY",
+    "QUOTA_TENANT_TOKENS_PER_DAY",
+    "MAX_OUTPUT_TOKENS",
+    "HISTORY_TOKEN_BUDGET",
+}
 
 _KEY_VAULT_REFERENCE = re.compile(
     r"@Microsoft\.KeyVault\(SecretUri=\$\{(?P<vault>\w+)\.properties\.vaultUri\}"
@@ -969,7 +994,7 @@ def check_listen_address(model: Mapping[str, Template]) -> list[str]:
 
 # Operator settings the templates carry (so that a provision, which writes the whole appSettings
 # collection, does not drop them): app setting -> (main.bicep parameter, the value appservice.bicep
-# gives it, main.parameters.json's value).
+# gives it, main.parameters.json's value). The parameter has the same name in appservice.bicep.
 OPERATOR_SETTINGS: dict[str, tuple[str, Any, str]] = {
     "APP_WORKERS": (
         "appWorkers",
@@ -981,27 +1006,113 @@ OPERATOR_SETTINGS: dict[str, tuple[str, Any, str]] = {
         Param("webchatTrustedOrigins"),
         "${WEBCHAT_TRUSTED_ORIGINS=}",
     ),
+    "ORGANIZATION_NAME": (
+        "organizationName",
+        Param("organizationName"),
+        "${ORGANIZATION_NAME=Contoso}",
+    ),
+    "ASSISTANT_NAME": (
+        "assistantName",
+        Param("assistantName"),
+        "${ASSISTANT_NAME=Contoso Assistant}",
+    ),
+    "ALLOWED_TENANT_IDS": (
+        "allowedTenantIds",
+        Param("allowedTenantIds"),
+        "${ALLOWED_TENANT_IDS=}",
+    ),
+    "ALLOWED_CHANNELS": (
+        "allowedChannels",
+        Param("allowedChannels"),
+        "${ALLOWED_CHANNELS=}",
+    ),
+    "QUOTA_USER_TOKENS_PER_DAY": (
+        "quotaUserTokensPerDay",
+        {"function": "string", "args": [Param("quotaUserTokensPerDay")]},
+        "${QUOTA_USER_TOKENS_PER_DAY=1000000}",
+    ),
+    "QUOTA_USER_REQUESTS_PER_MINUTE": (
+        "quotaUserRequestsPerMinute",
+        {"function": "string", "args": [Param("quotaUserRequestsPerMinute")]},
+        "${QUOTA_USER_REQUESTS_PER_MINUTE=30}",
+    ),
+    "QUOTA_TENANT_TOKENS_PER_DAY": (
+        "quotaTenantTokensPerDay",
+        {"function": "string", "args": [Param("quotaTenantTokensPerDay")]},
+        "${QUOTA_TENANT_TOKENS_PER_DAY=0}",
+    ),
+    "MAX_OUTPUT_TOKENS": (
+        "maxOutputTokens",
+        {"function": "string", "args": [Param("maxOutputTokens")]},
+        "${MAX_OUTPUT_TOKENS=1024}",
+    ),
+    "HISTORY_TOKEN_BUDGET": (
+        "historyTokenBudget",
+        {"function": "string", "args": [Param("historyTokenBudget")]},
+        "${HISTORY_TOKEN_BUDGET=6000}",
+    ),
+    "LOG_MESSAGE_TEXT": (
+        "logMessageText",
+        {"conditional": [Param("logMessageText"), "true", "false"]},
+        "${LOG_MESSAGE_TEXT=false}",
+    ),
+    "FILTER_REVIEW_SEVERITY": (
+        "filterReviewSeverity",
+        {"function": "to_lower", "args": [Param("filterReviewSeverity")]},
+        "${FILTER_REVIEW_SEVERITY=medium}",
+    ),
+    "FILTER_ERROR_POLICY": (
+        "filterErrorPolicy",
+        {"function": "to_lower", "args": [Param("filterErrorPolicy")]},
+        "${FILTER_ERROR_POLICY=deliver}",
+    ),
+    "USAGE_POLICY_FILE": (
+        "usagePolicyFile",
+        Param("usagePolicyFile"),
+        "${USAGE_POLICY_FILE=}",
+    ),
+    "TENANT_POLICY_FILE": (
+        "tenantPolicyFile",
+        Param("tenantPolicyFile"),
+        "${TENANT_POLICY_FILE=}",
+    ),
+    "SYSTEM_PROMPT_FILE": (
+        "systemPromptFile",
+        Param("systemPromptFile"),
+        "${SYSTEM_PROMPT_FILE=}",
+    ),
+    "DEPLOYMENTS_FILE": (
+        "deploymentsFile",
+        Param("deploymentsFile"),
+        "${DEPLOYMENTS_FILE=}",
+    ),
 }
+
+# The two Bicep files that declare each operator setting's parameter.
+OPERATOR_PARAMETER_FILES = ("main.bicep", "modules/appservice.bicep")
 
 
 def check_operator_settings(
     model: Mapping[str, Template], parameters_file: Mapping[str, Any]
 ) -> list[str]:
-    """APP_WORKERS and WEBCHAT_TRUSTED_ORIGINS come from parameters that azd fills from the
-    environment, through main.bicep, in every deployment variant."""
+    """Each operator setting comes from a parameter that azd fills from the environment variable
+    of the same name, through main.bicep, in every deployment variant."""
     problems: list[str] = []
     main = model.get("main.bicep")
     if main is None:
         return ["main.bicep is missing"]
     app_params = _module(main, "appservice.bicep") or {}
-    settings = app_settings(model, guaranteed=True)
+    present = app_settings(model, guaranteed=True)
+    values = app_settings(model)  # a bool's `x ? 'true' : 'false'` is kept as a conditional
     for setting, (param, value, from_environment) in OPERATOR_SETTINGS.items():
-        if setting not in settings:
+        if setting not in present:
             problems.append(f"{setting} is not set in every deployment variant")
-        elif settings[setting] != value:
-            problems.append(f"{setting} is {settings[setting]!r}, expected {value!r}")
-        if param not in main.parameters:
-            problems.append(f"main.bicep has no parameter {param}")
+        elif values.get(setting) != value:
+            problems.append(f"{setting} is {values.get(setting)!r}, expected {value!r}")
+        for file in OPERATOR_PARAMETER_FILES:
+            template = model.get(file)
+            if template is None or param not in template.parameters:
+                problems.append(f"{file} has no parameter {param}")
         if app_params.get(param) != param:  # module params are raw expressions
             problems.append(f"main.bicep passes {param}={app_params.get(param)!r} to the app")
         actual = (parameters_file.get(param) or {}).get("value")
@@ -1009,6 +1120,184 @@ def check_operator_settings(
             problems.append(
                 f"main.parameters.json sets {param} to {actual!r}, expected {from_environment!r}"
             )
+    return problems
+
+
+def app_setting_text(value: Any) -> str:
+    """The app setting a Bicep parameter value becomes (string(n), x ? 'true' : 'false')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_SUBSTITUTION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:=(?P<default>[^}]*))?\}")
+
+
+def azd_variables(parameters_file: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """azd variable -> (main.bicep parameter, the default written after `=`, None without one)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for param, entry in parameters_file.items():
+        value = entry.get("value") if isinstance(entry, dict) else None
+        for match in _SUBSTITUTION.finditer(value if isinstance(value, str) else ""):
+            found[match["name"]] = (param, match["default"])
+    return found
+
+
+def _settings_field(settings_cls: Any, alias: str) -> tuple[str, Any] | None:
+    for name, info in settings_cls.model_fields.items():
+        if (info.alias or name.upper()) == alias:
+            return name, info
+    return None
+
+
+def _field_default(info: Any) -> Any:
+    return info.default_factory() if info.default_factory is not None else info.default
+
+
+def check_operator_defaults(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any], settings_cls: Any
+) -> list[str]:
+    """An azd variable left unset changes nothing: main.parameters.json's default, main.bicep's
+    and appservice.bicep's defaults are one value, and the app setting it becomes gives the field
+    config.py's default (a scalar default is written as is; a list, path or None one as '', which
+    config.py ignores)."""
+    problems: list[str] = []
+    from_environment = azd_variables(parameters_file)
+    for setting, (param, _, _) in OPERATOR_SETTINGS.items():
+        found = _settings_field(settings_cls, setting)
+        if found is None:
+            problems.append(f"config.Settings reads no {setting}")
+            continue
+        field_name, info = found
+        defaults = {
+            file: (model[file].parameters.get(param) or {}).get("default", "<no default>")
+            for file in OPERATOR_PARAMETER_FILES
+            if file in model
+        }
+        bicep_default = next(iter(defaults.values()), "<no default>")
+        if any(d != bicep_default or type(d) is not type(bicep_default) for d in defaults.values()):
+            problems.append(f"{param} has different defaults: {defaults}")
+            continue
+        app_default = _field_default(info)
+        expected = app_default if isinstance(app_default, str | int | float) else ""
+        if bicep_default != expected or type(bicep_default) is not type(expected):
+            problems.append(
+                f"{param} defaults to {bicep_default!r}; config.py's {setting} default "
+                f"{app_default!r} needs {expected!r}"
+            )
+            continue
+        text = app_setting_text(bicep_default)
+        azd = from_environment.get(setting)
+        if azd is None or azd[0] != param or azd[1] != text:
+            problems.append(
+                f"main.parameters.json must fill {param} from ${{{setting}={text}}}, has {azd!r}"
+            )
+        if _app_value_from_environment(settings_cls, setting, field_name, text) != app_default:
+            problems.append(f"the app setting {setting}={text!r} does not give config.py's default")
+    return problems
+
+
+def _app_value_from_environment(settings_cls: Any, setting: str, field_name: str, text: str) -> Any:
+    """What config.Settings makes of one app setting, with the other operator settings unset."""
+    others = {alias for alias in OPERATOR_SETTINGS if alias != setting}
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in others}
+    environment[setting] = text
+    with mock.patch.dict(os.environ, environment, clear=True):
+        return getattr(settings_cls(_env_file=None), field_name)
+
+
+def _expected_bounds(info: Any) -> list[dict[str, Any]]:
+    """The @minValue/@maxValue/@allowed decorators a field's constraints call for."""
+    low = high = None
+    for constraint in info.metadata:
+        if getattr(constraint, "ge", None) is not None:
+            low = constraint.ge
+        if getattr(constraint, "gt", None) is not None:
+            low = constraint.gt + 1
+        if getattr(constraint, "le", None) is not None:
+            high = constraint.le
+        if getattr(constraint, "lt", None) is not None:
+            high = constraint.lt - 1
+    expected = []
+    if get_origin(info.annotation) is Literal:
+        expected.append({"type": "allowed", "argument": list(get_args(info.annotation))})
+    if low is not None:
+        expected.append({"type": "min_value", "argument": low})
+    if high is not None:
+        expected.append({"type": "max_value", "argument": high})
+    return expected
+
+
+BICEP_TYPES = {bool: "bool", int: "int"}
+
+
+def check_operator_bounds(model: Mapping[str, Template], settings_cls: Any) -> list[str]:
+    """Each parameter takes what config.py takes: its type, and @minValue/@maxValue/@allowed
+    where the field has bounds or a fixed set of values (and nothing stricter elsewhere)."""
+    problems: list[str] = []
+    for setting, (param, _, _) in OPERATOR_SETTINGS.items():
+        found = _settings_field(settings_cls, setting)
+        if found is None:
+            problems.append(f"config.Settings reads no {setting}")
+            continue
+        _, info = found
+        expected = _expected_bounds(info)
+        bicep_type = BICEP_TYPES.get(info.annotation, "string")
+        for file in OPERATOR_PARAMETER_FILES:
+            declared = (model[file].parameters if file in model else {}).get(param)
+            if declared is None:
+                problems.append(f"{file} has no parameter {param}")
+                continue
+            if declared.get("type") != bicep_type:
+                problems.append(f"{file}: {param} is {declared.get('type')}, expected {bicep_type}")
+            kinds = ("allowed", "min_value", "max_value")
+            actual = [d for d in declared.get("decorators") or [] if d.get("type") in kinds]
+            key = {kind: i for i, kind in enumerate(kinds)}
+            if sorted(actual, key=lambda d: key[d["type"]]) != expected:
+                problems.append(f"{file}: {param} has {actual}, config.py's {setting} {expected}")
+    return problems
+
+
+# The inbound ranges reach both places that admit them (App Service access restrictions and the
+# gateway subnet's NSG) from main.bicep's array parameter and from the comma-separated string azd
+# fills from ALLOWED_INBOUND_CIDRS (azd substitutes strings; an array needs a JSON value that
+# older azd versions cannot pass).
+INBOUND_RANGES_FROM_ENVIRONMENT = ("allowedInboundCidrList", "${ALLOWED_INBOUND_CIDRS=}")
+
+
+def check_inbound_ranges_from_environment(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any]
+) -> list[str]:
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    param, from_environment = INBOUND_RANGES_FROM_ENVIRONMENT
+    declared = main.parameters.get(param) or {}
+    if declared.get("type") != "string" or declared.get("default") != "":
+        problems.append(f"main.bicep needs `param {param} string = ''`")
+    actual = (parameters_file.get(param) or {}).get("value")
+    if actual != from_environment:
+        problems.append(
+            f"main.parameters.json sets {param} to {actual!r}, expected {from_environment!r}"
+        )
+    combined = main.evaluate(main.variables.get("inboundCidrs"))
+    parts = list(_walk(combined))
+    if (
+        not isinstance(combined, dict)
+        or combined.get("function") != "union"
+        or Param("allowedInboundCidrs") not in combined.get("args", [])
+        or Param(param) not in parts
+        or not any(isinstance(p, dict) and p.get("function") == "split" for p in parts)
+    ):
+        problems.append(
+            f"main.bicep's inboundCidrs must be the union of allowedInboundCidrs and {param} "
+            f"split at commas, is {json.dumps(combined, default=str)}"
+        )
+    for module in ("network.bicep", "appservice.bicep"):
+        passed = (_module(main, module) or {}).get("allowedInboundCidrs")
+        if passed != "inboundCidrs":  # module params are raw expressions
+            problems.append(f"main.bicep passes allowedInboundCidrs={passed!r} to {module}")
     return problems
 
 

@@ -128,6 +128,11 @@ def test_the_gateway_ip_is_an_output(model: dict[str, im.Template]) -> None:
     assert im.check_gateway_ip_output(model) == []
 
 
+def test_operator_parameters_allow_what_config_allows(model: dict[str, im.Template]) -> None:
+    config = pytest.importorskip("config")
+    assert im.check_operator_bounds(model, config.Settings) == []
+
+
 def test_app_workers_parameters_allow_what_config_allows(model: dict[str, im.Template]) -> None:
     config = pytest.importorskip("config")
     metadata = config.Settings.model_fields["app_workers"].metadata
@@ -140,6 +145,37 @@ def test_app_workers_parameters_allow_what_config_allows(model: dict[str, im.Tem
     for file in ("main.bicep", "modules/appservice.bicep"):
         decorators = model[file].parameters["appWorkers"]["decorators"]
         assert [d for d in decorators if d["type"] in ("min_value", "max_value")] == expected
+
+
+def test_an_unset_azd_variable_keeps_configs_default(model: dict[str, im.Template]) -> None:
+    config = pytest.importorskip("config")
+    assert im.check_operator_defaults(model, im.read_parameters_file(), config.Settings) == []
+
+
+def test_inbound_ranges_come_from_the_azd_environment_too(model: dict[str, im.Template]) -> None:
+    assert im.check_inbound_ranges_from_environment(model, im.read_parameters_file()) == []
+
+
+def deploy_doc_variables() -> dict[str, str]:
+    """azd variable -> its row in docs/deploy.md's table of the variables the templates read."""
+    doc = (im.INFRA_DIR.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 3:
+            rows[cells[0].strip("`")] = line
+    return rows
+
+
+def test_the_deploy_doc_lists_every_azd_variable_with_its_default() -> None:
+    rows = deploy_doc_variables()
+    for variable, (param, default) in im.azd_variables(im.read_parameters_file()).items():
+        assert variable in rows, f"docs/deploy.md has no row for {variable} ({param})"
+        cells = [c.strip() for c in rows[variable].strip().strip("|").split("|")]
+        if default:
+            assert cells[1] == f"`{default}`", (variable, cells[1])
+        elif default == "":
+            assert cells[1].startswith("empty"), (variable, cells[1])
 
 
 # --- the checks catch mistakes --------------------------------------------------------------
@@ -462,6 +498,180 @@ def test_operator_settings_check_catches(
 ) -> None:
     problems = im.check_operator_settings(mutate(texts, file, old, new), im.read_parameters_file())
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/appservice.bicep",
+            "    value: logMessageText ? 'true' : 'false'\n",
+            "    value: 'false'\n",
+            "LOG_MESSAGE_TEXT is 'false'",
+        ),
+        (
+            "modules/appservice.bicep",
+            "    name: 'ALLOWED_TENANT_IDS'\n",
+            "    name: 'ALLOWED_TENANTS'\n",
+            "ALLOWED_TENANT_IDS is not set in every deployment variant",
+        ),
+        (
+            "modules/appservice.bicep",
+            "    value: string(quotaUserTokensPerDay)\n",
+            "    value: string(quotaTenantTokensPerDay)\n",
+            "QUOTA_USER_TOKENS_PER_DAY is",
+        ),
+        (
+            "main.bicep",
+            "    usagePolicyFile: usagePolicyFile\n",
+            "    usagePolicyFile: ''\n",
+            "main.bicep passes usagePolicyFile=''",
+        ),
+        (
+            "main.bicep",
+            "param deploymentsFile string = ''\n",
+            "",
+            "main.bicep has no parameter deploymentsFile",
+        ),
+    ],
+)
+def test_operator_settings_check_catches_more(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_operator_settings(mutate(texts, file, old, new), im.read_parameters_file())
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (  # an unset ORGANIZATION_NAME would rename the organization in the system prompt
+            "main.bicep",
+            "param organizationName string = 'Contoso'",
+            "param organizationName string = 'Fabrikam'",
+            "organizationName has different defaults",
+        ),
+        (
+            "modules/appservice.bicep",
+            "param quotaUserRequestsPerMinute int = 30",
+            "param quotaUserRequestsPerMinute int = 0",
+            "quotaUserRequestsPerMinute has different defaults",
+        ),
+        (  # the same wrong default in both files
+            "modules/appservice.bicep",
+            "param logMessageText bool = false",
+            "param logMessageText bool = true",
+            "logMessageText has different defaults",
+        ),
+    ],
+)
+def test_operator_defaults_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    config = pytest.importorskip("config")
+    broken = mutate(texts, file, old, new)
+    problems = im.check_operator_defaults(broken, im.read_parameters_file(), config.Settings)
+    assert any(expected in p for p in problems), problems
+
+
+def test_operator_defaults_check_catches_a_default_unlike_configs(texts: dict[str, str]) -> None:
+    config = pytest.importorskip("config")
+    changed = dict(texts)
+    for file in im.OPERATOR_PARAMETER_FILES:
+        assert "param maxOutputTokens int = 1024" in changed[file]
+        changed[file] = changed[file].replace(
+            "param maxOutputTokens int = 1024", "param maxOutputTokens int = 4096"
+        )
+    problems = im.check_operator_defaults(
+        im.parse_texts(changed), im.read_parameters_file(), config.Settings
+    )
+    assert any("maxOutputTokens defaults to 4096" in p for p in problems), problems
+
+
+def test_operator_defaults_check_catches_an_azd_default_unlike_biceps(
+    model: dict[str, im.Template],
+) -> None:
+    config = pytest.importorskip("config")
+    parameters = {
+        **im.read_parameters_file(),
+        "historyTokenBudget": {"value": "${HISTORY_TOKEN_BUDGET=8000}"},
+    }
+    problems = im.check_operator_defaults(model, parameters, config.Settings)
+    assert any("from ${HISTORY_TOKEN_BUDGET=6000}" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "main.bicep",
+            "@allowed([\n  'safe'\n  'low'\n",
+            "@allowed([\n  'low'\n",
+            "main.bicep: filterReviewSeverity has",
+        ),
+        (
+            "modules/appservice.bicep",
+            "@minValue(1)\nparam maxOutputTokens",
+            "param maxOutputTokens",
+            "modules/appservice.bicep: maxOutputTokens has",
+        ),
+        (
+            "main.bicep",
+            "@minValue(0)\nparam quotaTenantTokensPerDay",
+            "@minValue(0)\n@maxValue(1000000000)\nparam quotaTenantTokensPerDay",
+            "main.bicep: quotaTenantTokensPerDay has",
+        ),
+        (
+            "modules/appservice.bicep",
+            "param logMessageText bool = false",
+            "param logMessageText string = 'false'",
+            "logMessageText is string, expected bool",
+        ),
+    ],
+)
+def test_operator_bounds_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    config = pytest.importorskip("config")
+    problems = im.check_operator_bounds(mutate(texts, file, old, new), config.Settings)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "    allowedInboundCidrs: inboundCidrs\n    skuName:",
+            "    allowedInboundCidrs: allowedInboundCidrs\n    skuName:",
+            "passes allowedInboundCidrs='allowedInboundCidrs' to appservice.bicep",
+        ),
+        (
+            "    allowedInboundCidrs: inboundCidrs\n  }",
+            "    allowedInboundCidrs: allowedInboundCidrs\n  }",
+            "passes allowedInboundCidrs='allowedInboundCidrs' to network.bicep",
+        ),
+        (
+            "var inboundCidrs = union(allowedInboundCidrs, ",
+            "var inboundCidrs = union([], ",
+            "inboundCidrs must be the union",
+        ),
+    ],
+)
+def test_inbound_ranges_check_catches(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    broken = mutate(texts, "main.bicep", old, new)
+    problems = im.check_inbound_ranges_from_environment(broken, im.read_parameters_file())
+    assert any(expected in p for p in problems), problems
+
+
+def test_inbound_ranges_check_catches_a_parameter_azd_does_not_fill(
+    model: dict[str, im.Template],
+) -> None:
+    parameters = dict(im.read_parameters_file())
+    del parameters["allowedInboundCidrList"]
+    problems = im.check_inbound_ranges_from_environment(model, parameters)
+    assert any("main.parameters.json sets allowedInboundCidrList" in p for p in problems)
 
 
 def test_operator_settings_check_catches_a_parameter_azd_does_not_fill(
