@@ -144,11 +144,16 @@ class StateStore(Protocol):
 class UserDataStore(Protocol):
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored about one user: conversations, messages, feedback, and the state
-        documents they own (consent, a message waiting for consent)."""
+        documents they own (consent, a message waiting for consent). A stored summary or message
+        that cannot be read is left out (and logged by its conversation's reference)."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete everything of one user; counts of what was deleted."""
+        """Delete everything of one user; counts of what was deleted (`conversations`,
+        `messages`, `states`). Unreadable stored items do not stop it: a shared conversation's
+        summary that cannot be read is deleted (`unreadableSharedSummaries`), and a message in a
+        shared conversation whose author cannot be read is left for review
+        (`unattributedSharedMessages`); either key only when not zero."""
         ...
 
 
