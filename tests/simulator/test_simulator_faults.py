@@ -250,7 +250,12 @@ async def test_stats_can_be_reset(
     await azure_client.chat.completions.create(model="chat", messages=QUESTION)
     async with http.delete(simulator_url + "/_sim/stats") as response:
         assert response.status == 204
-    assert await stats(http, simulator_url) == {"total": 0, "by_status": {}, "by_deployment": {}}
+    assert await stats(http, simulator_url) == {
+        "total": 0,
+        "by_status": {},
+        "by_deployment": {},
+        "by_caller": {},
+    }
 
 
 @pytest.mark.parametrize(
