@@ -9,8 +9,11 @@ NODE_STAMP := node_modules/.setup-stamp
 .PHONY: setup run test lint format clean infra-check cosmos-server
 
 NODE_DEPS := $(if $(wildcard package.json),$(NODE_STAMP))
+# The Web Chat bundle the app serves (no CDN), copied out of node_modules so that the Azure
+# package can leave node_modules (dev tools) out: azure.yaml's prepackage hook runs this too.
+WEBCHAT_BUNDLE := webchat/vendor/webchat.js
 
-setup: $(PY_STAMP) $(NODE_DEPS)
+setup: $(PY_STAMP) $(NODE_DEPS) $(WEBCHAT_BUNDLE)
 
 # Re-installs only when the pinned requirements change: a second `make setup` is instant.
 $(PY_STAMP): requirements.txt requirements-dev.txt
@@ -22,6 +25,13 @@ $(PY_STAMP): requirements.txt requirements-dev.txt
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+.PHONY: webchat-bundle
+webchat-bundle: $(WEBCHAT_BUNDLE)
+
+$(WEBCHAT_BUNDLE): $(NODE_STAMP)
+	mkdir -p $(@D)
+	cp node_modules/botframework-webchat/dist/webchat.js $@
 
 run: setup
 	$(BIN)/python app.py
@@ -47,7 +57,7 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules webchat/vendor .pytest_cache .mypy_cache .ruff_cache
 
 # The Microsoft Teams app package (manifest + icons) for MicrosoftAppId and PUBLIC_BASE_URL from
 # the environment or .env; see infra/teams/build_package.py.

@@ -1,4 +1,5 @@
-"""The chat page, the embed script, the Web Chat bundle (from node_modules: no CDN) and the
+"""The chat page, the embed script, the Web Chat bundle (botframework-webchat's, which `make setup`
+copies out of node_modules into webchat/vendor: no CDN) and the
 token endpoint the page calls first.
 
 `POST /api/directline/token` answers for the signed-in user: with `DIRECT_LINE_SECRET` it asks
@@ -27,7 +28,7 @@ from webchat.identity import NotSignedIn, current_user
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-BUNDLE = PROJECT_ROOT / "node_modules" / "botframework-webchat" / "dist" / "webchat.js"
+BUNDLE = PROJECT_ROOT / "webchat" / "vendor" / "webchat.js"
 _STATIC_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
 _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15)
 _EMPTY_STYLE_HASH = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
@@ -42,8 +43,8 @@ class WebChatPage:
     async def start(self) -> None:
         if not BUNDLE.is_file():
             log.error(
-                "the web chat bundle is missing: run `make setup` (npm ci) to install "
-                "botframework-webchat; the chat page shows an error until then",
+                "the web chat bundle is missing: run `make setup` (npm ci, then a copy into "
+                "webchat/vendor); the chat page shows an error until then",
                 extra={"path": str(BUNDLE)},
             )
         if self._settings.uses_azure_direct_line:

@@ -83,6 +83,35 @@ def test_azure_yaml_deploys_the_bot_to_app_service() -> None:
     )
 
 
+def test_the_app_service_package_leaves_out_local_secrets_and_data_but_not_the_chat_bundle() -> (
+    None
+):
+    """azd zips the working tree less .webappignore: a developer's .env, the local chat store and
+    azd's generated keys must stay behind; the bundle the app serves must go (node_modules does
+    not, so azure.yaml's prepackage hook copies it into webchat/vendor first)."""
+    from webchat.page import BUNDLE
+
+    root = im.INFRA_DIR.parent
+    ignored = {
+        line.strip()
+        for line in (root / ".webappignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", "data/", ".azure/", ".git/", "node_modules/", ".venv/"} <= ignored
+    assert not any(line.startswith("!") for line in ignored), "no re-includes: keep it simple"
+    shipped = [BUNDLE.relative_to(root).as_posix(), "app.py", "webchat/page.py", "requirements.txt"]
+    for path in shipped:
+        parts = path.split("/")
+        prefixes = {"/".join(parts[:n]) + "/" for n in range(1, len(parts))} | {path}
+        assert not prefixes & ignored, f"{path} would be left out of the package"
+    assert "prepackage:" in (root / "azure.yaml").read_text(encoding="utf-8")
+    assert "run: make webchat-bundle" in (root / "azure.yaml").read_text(encoding="utf-8")
+    assert "\nwebchat-bundle: $(WEBCHAT_BUNDLE)" in (root / "Makefile").read_text(encoding="utf-8")
+    assert "WEBCHAT_BUNDLE := " + BUNDLE.relative_to(root).as_posix() in (
+        root / "Makefile"
+    ).read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     "check",
     [
