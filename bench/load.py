@@ -21,6 +21,7 @@ class Turn:
     index: int
     sent_at: float
     latency_ms: float
+    text: str = ""
 
 
 @dataclass
@@ -48,7 +49,11 @@ class LoadResult:
 
 
 def default_text(conversation: int, turn: int) -> str:
-    return f"Question {turn + 1} about the quarterly travel report: what should I check first?"
+    # Different in every conversation and turn: the simulator files its timings by it.
+    return (
+        f"Question {turn + 1} of conversation {conversation + 1} about the quarterly travel "
+        "report: what should I check first?"
+    )
 
 
 async def drive(
@@ -81,8 +86,9 @@ async def drive(
             if time.monotonic() > deadline:
                 return
             activity_id = f"{conversation_id}-t{index}"
+            question = text(number, index)
             body = message_activity(
-                channel.url, conversation_id, activity_id, text(number, index), f"user-{number}"
+                channel.url, conversation_id, activity_id, question, f"user-{number}"
             )
             arrival = channel.expect(activity_id)
             sent = time.monotonic()
@@ -103,7 +109,7 @@ async def drive(
                 result.failed += 1
                 return
             result.turns.append(
-                Turn(conversation_id, activity_id, index, sent, (reply.at - sent) * 1000)
+                Turn(conversation_id, activity_id, index, sent, (reply.at - sent) * 1000, question)
             )
 
     result.started = time.monotonic()

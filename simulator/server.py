@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import json
 import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,16 @@ class Stats:
         }
 
 
+# How many request timings the simulator keeps for `GET /_sim/timings` (the newest).
+MAX_TIMINGS = 20_000
+
+
+def timing_key(question: str) -> str:
+    """What a request's timing is filed under: a hash of its last user message (the bench sends
+    a different one each turn), so the endpoint never shows message text."""
+    return hashlib.sha256(question.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 @dataclass
 class SimulatorState:
     encoding: tiktoken.Encoding
@@ -77,9 +89,19 @@ class SimulatorState:
     budget: TokenBudget | None
     faults: FaultControl = field(default_factory=FaultControl)
     stats: Stats = field(default_factory=Stats)
+    # Milliseconds from a chat request's arrival to its last byte, by `timing_key`: the bench
+    # subtracts this, the model's own time, from each reply's latency.
+    timings: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def record_timing(self, key: str, milliseconds: float) -> None:
+        self.timings[key] = milliseconds
+        self.timings.move_to_end(key)
+        if len(self.timings) > MAX_TIMINGS:
+            self.timings.popitem(last=False)
 
 
 CONFIG = web.AppKey("simulator_config", SimulatorConfig)
+TIMING_KEY = web.RequestKey("simulator_timing_key", str)
 STATE = web.AppKey("simulator_state", SimulatorState)
 
 
@@ -368,6 +390,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     state.stats.by_caller[caller] = state.stats.by_caller.get(caller, 0) + 1
     question = last_user_text(chat.messages)
+    request[TIMING_KEY] = timing_key(question)
     fault = state.faults.take() or marker_fault(question)
     if fault is not None:
         faulted = status_fault_response(fault, chat.api_version)
@@ -431,9 +454,11 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
     if request.path.startswith("/_sim/"):
         response: web.StreamResponse = await handler(request)
         return response
-    stats = request.app[STATE].stats
+    state = request.app[STATE]
+    stats = state.stats
     stats.total += 1
     status = 500
+    started = time.monotonic()
     try:
         response = await handler(request)
         status = response.status
@@ -442,6 +467,9 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
         status = exc.status
         raise
     finally:
+        if TIMING_KEY in request:
+            # A streamed answer is written by then; a plain one is a few bytes after it.
+            state.record_timing(request[TIMING_KEY], (time.monotonic() - started) * 1000)
         stats.by_status[str(status)] = stats.by_status.get(str(status), 0) + 1
         log.info("chat request %s -> %d", request.path, status)
 
@@ -452,7 +480,12 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def reset_stats(request: web.Request) -> web.Response:
     request.app[STATE].stats = Stats()
+    request.app[STATE].timings.clear()
     return web.Response(status=204)
+
+
+async def get_timings(request: web.Request) -> web.Response:
+    return json_response({"timings": dict(request.app[STATE].timings)})
 
 
 async def get_faults(request: web.Request) -> web.Response:
@@ -489,6 +522,7 @@ def create_simulator_app(config: SimulatorConfig) -> web.Application:
     if config.control_enabled:
         app.router.add_get("/_sim/stats", get_stats)
         app.router.add_delete("/_sim/stats", reset_stats)
+        app.router.add_get("/_sim/timings", get_timings)
         app.router.add_get("/_sim/faults", get_faults)
         app.router.add_post("/_sim/faults", set_faults)
         app.router.add_delete("/_sim/faults", clear_faults)

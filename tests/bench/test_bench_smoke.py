@@ -58,9 +58,16 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
 
     latency = report["ours_model_latency"]
     assert latency["completed_turns"] == 4
-    # The bot measured the simulated model latency on every turn, and it is subtracted.
-    assert latency["model_latency_ms_measured_by_bot"]["p50"] >= 50
+    # The simulator timed every request, and its time is what is subtracted; the bot's own
+    # measure of its model call is at least as long (it holds the simulator's).
+    assert latency["turns_without_simulator_timing"] == 0
+    in_simulator = latency["model_latency_ms_in_simulator"]
+    assert in_simulator["p50"] >= 50
+    assert latency["model_latency_ms_measured_by_bot"]["p50"] >= in_simulator["p50"]
     assert latency["bot_overhead_ms"]["p50"] < latency["reply_latency_ms"]["p50"]
+    assert (
+        latency["bot_overhead_ms"]["p50"] >= latency["bot_overhead_vs_bot_measured_model_ms"]["p50"]
+    )
     assert len(latency["overhead_samples_ms"]) == 4
     # One tail per round (2 turns per conversation), each the worst of that round's samples.
     by_round = latency["overhead_max_ms_by_round"]

@@ -11,6 +11,7 @@ import pytest
 
 from simulator import SimulatorConfig
 from simulator.faults import TokenBudget
+from simulator.server import timing_key
 
 StartSimulator = Callable[[SimulatorConfig], Awaitable[str]]
 ClientFor = Callable[[str], openai.AsyncAzureOpenAI]
@@ -256,6 +257,32 @@ async def test_stats_can_be_reset(
         "by_deployment": {},
         "by_caller": {},
     }
+
+
+async def test_each_request_is_timed_under_a_hash_of_its_question_never_its_text(
+    simulator_url: str, azure_client: openai.AsyncAzureOpenAI, http: aiohttp.ClientSession
+) -> None:
+    """The bench subtracts the model's own time from each reply's latency."""
+    await http.post(
+        simulator_url + "/_sim/faults",
+        json={"mode": "slow_first_token", "delay_ms": 200, "count": 1},
+    )
+    await azure_client.chat.completions.create(model="chat", messages=QUESTION)
+    other = [{"role": "user", "content": "And the travel policy?"}]
+    await azure_client.chat.completions.create(model="chat", messages=other)
+    async with http.get(simulator_url + "/_sim/timings") as response:
+        timings = (await response.json())["timings"]
+
+    slow, quick = (
+        timings[timing_key(QUESTION[0]["content"])],
+        timings[timing_key("And the travel policy?")],
+    )
+    assert slow >= 200 > quick
+    assert "leave policy" not in str(timings)
+    async with http.delete(simulator_url + "/_sim/stats") as response:
+        assert response.status == 204
+    async with http.get(simulator_url + "/_sim/timings") as response:
+        assert (await response.json())["timings"] == {}
 
 
 @pytest.mark.parametrize(
