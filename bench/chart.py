@@ -45,7 +45,7 @@ def draw(report: dict[str, Any], path: Path) -> Path:
             value = latency["bot_overhead_ms"][q]
             right.axvline(value, linestyle=style, color="grey", label=f"{q} = {value:.1f} ms")
     options = report["options"]
-    right.set_xlabel("bot overhead per turn, ms (reply arrival - send - model time)")
+    right.set_xlabel("bot overhead per turn, ms (reply arrival - send - the model's own time)")
     right.set_ylabel("% of turns at or below")
     right.set_title(
         f"Overhead at {options['latency_concurrency']} conversations, "
