@@ -41,7 +41,7 @@ def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., S
 
 @pytest.fixture
 async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
-    """A locally signed-in Admin on the seeded conversations."""
+    """A locally signed-in Admin on the seeded conversations (tests/admin/helpers.py)."""
     caplog.set_level(logging.INFO, logger="app")
     client = await seeded(await make_app())
     client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
@@ -49,24 +49,30 @@ async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestC
 
 
 async def _spoil(
-    client: TestClient[Any, Any], request: pytest.FixtureRequest, conversation_id: str
+    client: TestClient[Any, Any],
+    request: pytest.FixtureRequest,
+    conversation_id: str,
+    owner: str | None = None,
 ) -> None:
     """Makes a stored summary unreadable behind the store's back (a hand edit, a corrupted row):
-    on SQLite the row's text is no longer JSON; on Cosmos DB a count is a word."""
+    on SQLite the row's text is no longer JSON; on Cosmos DB the title is the user's words and a
+    count is a word. `owner`: the summary's partition on Cosmos DB (a seeded one's by default)."""
     settings: Settings = client.server.app[SETTINGS]
     if not settings.cosmos_endpoint:
         with sqlite3.connect(settings.sqlite_file) as db:
-            db.execute(
+            changed = db.execute(
                 "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
                 ('{"title": "' + WORDS + '", "messageCount": ', conversation_id),
-            )
+            ).rowcount
+        assert changed == 1
         return
     server: CosmosServer = request.getfixturevalue("cosmos_server")
     async with CosmosClient(server.endpoint, server.key, connection_verify=False) as raw:
         container = raw.get_database_client(settings.cosmos_database).get_container_client(
             "conversations"
         )
-        item = await container.read_item(conversation_id, partition_key=OWNERS[conversation_id])
+        partition = owner or OWNERS[conversation_id]
+        item = await container.read_item(conversation_id, partition_key=partition)
         await container.replace_item(
             conversation_id, {**item, "messageCount": WORDS, "title": WORDS}
         )

@@ -7,28 +7,25 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from azure.cosmos.aio import CosmosClient
 
-from app import SETTINGS, STORE
-from config import Settings
+from app import STORE
 from storage.base import Store
 from storage.models import Role, SummaryDelta, conversation_ref
-from tests.admin.conftest import seeded
-from tests.admin.helpers import T0, _conversation, _msg, sign_in_locally
-from tests.admin.test_admin_list_on_both_stores import OWNERS
-from tests.conftest import AppFactory
-from tests.cosmos_server import CosmosServer
+from tests.admin.helpers import T0, _conversation, _msg
+from tests.admin.test_admin_list_on_both_stores import (
+    API,
+    WORDS,
+    _spoil,
+    admin,  # noqa: F401 - the fixture
+    make_settings,  # noqa: F401 - the fixture
+)
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
-API = "/admin/api/conversations"
-WORDS = "words of the user"
 ALICE = "alice@contoso.com"
 LEFT_OUT = (
     "an unreadable stored conversation summary was left out of a transcript "
@@ -39,50 +36,6 @@ ERASED = (
     "(its title could not be checked for their words)"
 )
 EXPORTED = "an unreadable stored conversation summary was left out of a user's data export"
-
-
-@pytest.fixture
-def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
-    return settings_on_store
-
-
-@pytest.fixture
-async def admin(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> TestClient[Any, Any]:
-    """A locally signed-in Admin on the seeded conversations (tests/admin/helpers.py)."""
-    caplog.set_level(logging.INFO, logger="app")
-    client = await seeded(await make_app())
-    client.session.headers["X-CSRF-Token"] = await sign_in_locally(client, caplog)
-    return client
-
-
-async def _spoil(
-    client: TestClient[Any, Any],
-    request: pytest.FixtureRequest,
-    conversation_id: str,
-    owner: str | None = None,
-) -> None:
-    """Makes a stored summary unreadable behind the store's back (a hand edit, a corrupted row):
-    on SQLite the row's text is no longer JSON; on Cosmos DB the title is the user's words and a
-    count is a word. `owner`: the summary's partition on Cosmos DB (a seeded one's by default)."""
-    settings: Settings = client.server.app[SETTINGS]
-    if not settings.cosmos_endpoint:
-        with sqlite3.connect(settings.sqlite_file) as db:
-            changed = db.execute(
-                "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
-                ('{"title": "' + WORDS + '", "messageCount": ', conversation_id),
-            ).rowcount
-        assert changed == 1
-        return
-    server: CosmosServer = request.getfixturevalue("cosmos_server")
-    async with CosmosClient(server.endpoint, server.key, connection_verify=False) as raw:
-        container = raw.get_database_client(settings.cosmos_database).get_container_client(
-            "conversations"
-        )
-        partition = owner or OWNERS[conversation_id]
-        item = await container.read_item(conversation_id, partition_key=partition)
-        await container.replace_item(
-            conversation_id, {**item, "messageCount": WORDS, "title": WORDS}
-        )
 
 
 def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -99,14 +52,14 @@ def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> 
             assert value not in text
 
 
-async def _pseudonym_of_alice(admin: TestClient[Any, Any]) -> str:
-    body = await (await admin.get(f"{API}/conv-error")).json()
+async def _pseudonym_of_alice(client: TestClient[Any, Any]) -> str:
+    body = await (await client.get(f"{API}/conv-error")).json()
     user: str = body["conversation"]["user"]
     return user
 
 
-async def _audit(admin: TestClient[Any, Any]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = (await (await admin.get("/admin/api/audit")).json())["items"]
+async def _audit(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await (await client.get("/admin/api/audit")).json())["items"]
     return items
 
 
@@ -114,7 +67,9 @@ async def _audit(admin: TestClient[Any, Any]) -> list[dict[str, Any]]:
 
 
 async def test_a_transcript_whose_summary_cannot_be_read_shows_its_messages_and_says_so(
-    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _spoil(admin, request, "conv-error")
     caplog.clear()
@@ -161,7 +116,8 @@ async def test_a_transcript_whose_summary_cannot_be_read_shows_its_messages_and_
 
 
 async def test_a_conversation_whose_unreadable_summary_is_all_it_has_is_not_reported_missing(
-    admin: TestClient[Any, Any], request: pytest.FixtureRequest
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
 ) -> None:
     store: Store = admin.server.app[STORE]
     await _conversation(
@@ -189,7 +145,9 @@ async def test_a_conversation_whose_unreadable_summary_is_all_it_has_is_not_repo
 
 
 async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cannot_be_read(
-    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A group chat whose title is the start of Alice's words there: its summary (owned by the
     group) cannot be read, so her words cannot be cleared from it; it is deleted."""
@@ -236,7 +194,9 @@ async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cann
 
 
 async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_its_messages(
-    admin: TestClient[Any, Any], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     pseudonym = await _pseudonym_of_alice(admin)
     await _spoil(admin, request, "conv-flagged")
