@@ -25,13 +25,18 @@ from azure.cosmos.aio import CosmosClient
 
 from storage.base import Store
 from storage.cosmos import CosmosStore, cosmos_id
-from storage.models import Role, conversation_ref
+from storage.models import conversation_ref
 from tests.cosmos_server import CosmosServer
 from tests.storage.support import T0, delta, message
+from tests.storage.test_unreadable_summaries_beyond_the_list_contract import (
+    ALICE,
+    BOB,
+    WORDS,
+    _group_chat,
+    _logged,
+    _nothing_private_logged,
+)
 
-WORDS = "words of the user"
-ALICE = "user-alice"
-BOB = "user-bob"
 ERASED = (
     "an unreadable stored message was deleted by a user's erasure (it is theirs by its stored "
     "owner; the shared conversation's title, which its words could not be checked against, "
@@ -116,35 +121,6 @@ async def _stored_ids(
                 )
             ]
         )
-
-
-def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.getMessage() == text]
-
-
-def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> None:
-    """Nothing the stores logged (the Cosmos SDK's own request log names items) holds the
-    user's words, a user id or the conversation's id."""
-    for record in caplog.records:
-        if not record.name.startswith("storage"):
-            continue
-        logged = str(vars(record))
-        for value in (WORDS, *private):
-            assert value not in logged
-
-
-async def _group_chat(store: Store, title: str) -> None:
-    """`group-a`, a group chat (its summary is `shared:group-a`'s) where Alice wrote 1 and was
-    answered in 2, and Bob wrote 3; its title is `title`. And Alice's own `alice-1`."""
-    await store.add_message(message("group-a", 1, user_id=ALICE, text=f"{WORDS} and more"))
-    await store.add_message(message("group-a", 2, role=Role.ASSISTANT, user_id=ALICE))
-    await store.add_message(message("group-a", 3, user_id=BOB, text="bob here"))
-    await store.apply_summary_delta(
-        delta("group-a", "shared:group-a", title=title, at=T0, messages=3)
-    )
-    for seq in (1, 2):
-        await store.add_message(message("alice-1", seq, user_id=ALICE))
-    await store.apply_summary_delta(delta("alice-1", ALICE, title="mine", at=T0, messages=2))
 
 
 # --- erasure

@@ -21,6 +21,7 @@ from tests.storage.test_unreadable_summaries_contract import _spoil
 
 WORDS = "words of the user"
 ALICE = "user-alice"
+BOB = "user-bob"
 ERASED = (
     "an unreadable stored conversation summary was deleted by a user's erasure "
     "(its title could not be checked for their words)"
@@ -43,7 +44,7 @@ def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogReco
 
 def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> None:
     """Nothing the stores logged (the Cosmos SDK's own request log names items) holds the
-    user's words, their id or the conversation's id."""
+    user's words, a user id or the conversation's id."""
     for record in caplog.records:
         if not record.name.startswith("storage"):
             continue
@@ -52,18 +53,23 @@ def _nothing_private_logged(caplog: pytest.LogCaptureFixture, *private: str) -> 
             assert value not in logged
 
 
-async def _shared_conversation_alice_named(store: Store) -> None:
-    """`group-a`, a group chat (its summary is `shared:group-a`'s) whose title is the start of
-    Alice's first prompt there; Bob writes in it too. And Alice's own `alice-1`."""
+async def _group_chat(store: Store, title: str) -> None:
+    """`group-a`, a group chat (its summary is `shared:group-a`'s) where Alice wrote 1 and was
+    answered in 2, and Bob wrote 3; its title is `title`. And Alice's own `alice-1`."""
     await store.add_message(message("group-a", 1, user_id=ALICE, text=f"{WORDS} and more"))
     await store.add_message(message("group-a", 2, role=Role.ASSISTANT, user_id=ALICE))
-    await store.add_message(message("group-a", 3, user_id="user-bob", text="bob here"))
+    await store.add_message(message("group-a", 3, user_id=BOB, text="bob here"))
     await store.apply_summary_delta(
-        delta("group-a", "shared:group-a", title=WORDS[:10], at=T0, messages=3)
+        delta("group-a", "shared:group-a", title=title, at=T0, messages=3)
     )
     for seq in (1, 2):
         await store.add_message(message("alice-1", seq, user_id=ALICE))
     await store.apply_summary_delta(delta("alice-1", ALICE, title="mine", at=T0, messages=2))
+
+
+async def _shared_conversation_alice_named(store: Store) -> None:
+    """`_group_chat` titled with the start of Alice's first prompt there."""
+    await _group_chat(store, WORDS[:10])
 
 
 # --- erasure
