@@ -604,7 +604,7 @@ class CosmosStore:
                     page_size=limit,
                 )
             ]
-        return readable_messages(_clean(doc) for doc in reversed(docs))
+        return readable_messages((_clean(doc) for doc in reversed(docs)), conversation_id)
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         op = "conversation_messages"
@@ -619,7 +619,7 @@ class CosmosStore:
                     partition_key=conversation_id,
                 )
             ]
-        return readable_messages(_clean(doc) for doc in docs)
+        return readable_messages((_clean(doc) for doc in docs), conversation_id)
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback

@@ -245,21 +245,19 @@ def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
     return UsageResult(allowed=True, counts=counts)
 
 
-def readable_messages(documents: Iterable[str | dict[str, Any]]) -> list[Message]:
-    """The messages among stored documents (JSON text or dicts) that can be read. A document that
-    cannot (corrupted, or written by an incompatible version) is skipped and logged: one bad row
-    must not make every later turn of its conversation fail."""
-    return [m for m in map(_readable_message, documents) if m is not None]
+# What a reader that only needs the readable ones does with a stored document it cannot read.
+SKIPPED = "skipped"
 
 
-def _readable_message(document: str | dict[str, Any]) -> Message | None:
-    try:
-        if isinstance(document, str):
-            return Message.model_validate_json(document)
-        return Message.model_validate(document)
-    except ValidationError as exc:
-        log.error("an unreadable stored message was skipped", extra={"errors": exc.error_count()})
-        return None
+def readable_messages(
+    documents: Iterable[str | dict[str, Any]], conversation_id: str
+) -> list[Message]:
+    """The messages among one conversation's stored documents (JSON text or dicts) that can be
+    read. A document that cannot (corrupted, or written by an incompatible version) is skipped
+    and logged (`readable_message`): one bad row must not make every later turn of its
+    conversation fail."""
+    found = (readable_message(document, conversation_id, SKIPPED) for document in documents)
+    return [message for message in found if message is not None]
 
 
 def conversation_ref(conversation_id: str) -> str:
@@ -276,7 +274,7 @@ def user_ref(user_id: str) -> str:
 
 
 def readable_summary(
-    document: str | bytes | dict[str, Any], conversation_id: str, outcome: str = "skipped"
+    document: str | bytes | dict[str, Any], conversation_id: str, outcome: str = SKIPPED
 ) -> ConversationSummary | None:
     """The conversation summary in a stored document (JSON text or a dict), or None when it cannot
     be read (corrupted, or written by an incompatible version): logged, as unreadable messages
@@ -294,7 +292,7 @@ def readable_summary(
 
 
 def log_unreadable_summary(
-    error: ValidationError, conversation_id: str, outcome: str = "skipped"
+    error: ValidationError, conversation_id: str, outcome: str = SKIPPED
 ) -> None:
     """The ERROR line for a stored summary that cannot be read (`readable_summary`), for callers
     that got the error from a store (the admin transcript)."""
@@ -352,12 +350,12 @@ class MessageDecoder:
         self._capacity = capacity
         self._by_text: dict[str, Message] = {}
 
-    def readable(self, documents: Iterable[str]) -> list[Message]:
+    def readable(self, documents: Iterable[str], conversation_id: str) -> list[Message]:
         messages: list[Message] = []
         for document in documents:
             message = self._by_text.get(document)
             if message is None:
-                message = _readable_message(document)
+                message = readable_message(document, conversation_id, SKIPPED)
                 if message is None:
                     continue
                 if len(self._by_text) >= self._capacity:

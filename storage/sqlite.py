@@ -579,7 +579,7 @@ class SqliteStore:
             writes=False,
             order=conversation_id,
         )
-        return self._window_messages.readable(row[0] for row in reversed(rows))
+        return self._window_messages.readable((row[0] for row in reversed(rows)), conversation_id)
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
         rows = await self._run(
@@ -588,7 +588,7 @@ class SqliteStore:
                 (conversation_id,),
             ).fetchall()
         )
-        return readable_messages(row[0] for row in rows)
+        return readable_messages((row[0] for row in rows), conversation_id)
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback
