@@ -72,7 +72,9 @@ class SummaryStore(Protocol):
     ) -> ConversationSummary | None: ...
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
-        """Summary by conversation id alone (admin; may cross partitions)."""
+        """Summary by conversation id alone (admin, feedback; may cross partitions). One that
+        cannot be read raises pydantic's ValidationError rather than reading as None: a caller
+        that needs its owner (feedback files its delta under it) must not guess one."""
         ...
 
     async def list_summaries(

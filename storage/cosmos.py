@@ -700,10 +700,7 @@ class CosmosStore:
         return ConversationSummary.model_validate(_clean(doc)) if doc is not None else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
-        """A summary that cannot be read raises pydantic's ValidationError rather than reading
-        as None: a caller that needs its owner (feedback files its delta under it) must not
-        guess one. The admin transcript shows the messages without it."""
-        op = "find_summary"  # admin only: crosses the /userId partitions
+        op = "find_summary"  # admin and a dislike: crosses the /userId partitions
         async with self._guard(op):
             async for doc in self._query(
                 self._container("conversations"),
@@ -784,7 +781,7 @@ class CosmosStore:
                 # A document that cannot be read is skipped (and logged): a cursor always names
                 # a readable one.
                 clean = _clean(doc)
-                summary = readable_summary(clean, str(clean.get("id", "")))
+                summary = readable_summary(clean, _conversation_of(clean))
                 if summary is None or not matches(summary, query):
                     continue
                 if len(items) == page_size:

@@ -652,9 +652,6 @@ class SqliteStore:
         return summary if summary is not None and summary.user_id == user_id else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
-        """A summary that cannot be read raises pydantic's ValidationError rather than reading
-        as None: a caller that needs its owner (feedback files its delta under it) must not
-        guess one. The admin transcript shows the messages without it."""
         row = await self._run_short(
             lambda db: db.execute(
                 "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
