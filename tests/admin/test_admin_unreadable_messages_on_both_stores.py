@@ -32,21 +32,16 @@ from tests.admin.test_admin_unreadable_summaries_on_both_stores import (
     make_settings,  # noqa: F401 - the fixture
 )
 from tests.cosmos_server import CosmosServer
+from tests.storage.test_unreadable_messages_in_user_data_contract import (
+    ERASED,
+    EXPORTED,
+    UNATTRIBUTED,
+)
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
 API = "/admin/api/conversations"
 BOB = "bob@contoso.com"
 CAROL = "carol@contoso.com"
-ERASED = (
-    "an unreadable stored message was deleted by a user's erasure (it is theirs by its stored "
-    "owner; the shared conversation's title, which its words could not be checked against, "
-    "is cleared)"
-)
-UNATTRIBUTED = (
-    "an unreadable stored message was left by a user's erasure (its owner could not be read: "
-    "it may be someone else's); counted as unattributedSharedMessages for review"
-)
-EXPORTED = "an unreadable stored message was left out of a user's data export"
 
 
 async def _spoil_message(
