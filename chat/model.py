@@ -6,11 +6,12 @@ which needs to see every 429 and its retry-after to decide where the next attemp
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
@@ -21,6 +22,8 @@ from chat.filters import is_prompt_filter_error
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
 TextListener = Callable[[str], Awaitable[None]]
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
@@ -251,29 +254,27 @@ class DeploymentClient:
         started: float,
         options: RequestOptions,
     ) -> Completion:
-        response = await self._client.post(
+        # The body comes back as bytes and is read here, not built into the SDK's ChatCompletion:
+        # that model construction cost about 0.15-0.2 ms of CPU per call (measured against the
+        # same requests cast to ChatCompletion), and Azure's filter fields are extras to it anyway.
+        # Status errors, auth and timeouts are still the SDK's.
+        content = await self._client.post(
             _CHAT_PATH,
-            cast_to=ChatCompletion,
+            cast_to=bytes,
             body=self._body(messages, max_tokens),
             options=options,
         )
-        extras = response.model_extra or {}
-        choice = response.choices[0] if response.choices else None
-        choice_extras = (choice.model_extra or {}) if choice else {}
-        output_filters = choice_extras.get("content_filter_results")
-        output_annotations = (
-            [{"content_filter_results": output_filters}] if isinstance(output_filters, dict) else []
-        )
+        answer = read_chat_completion(content)
         return Completion(
-            text=(choice.message.content or "") if choice else "",
-            finish_reason=choice.finish_reason if choice else None,
-            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
-            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            text=answer.text,
+            finish_reason=answer.finish_reason,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
             deployment=self.deployment.name,
             latency_ms=int((time.monotonic() - started) * 1000),
-            prompt_filter_results=_prompt_filters(extras),
-            output_annotations=output_annotations,
-            usage_reported=response.usage is not None,
+            prompt_filter_results=answer.prompt_filter_results,
+            output_annotations=answer.output_annotations,
+            usage_reported=answer.usage_reported,
         )
 
     async def _complete_streaming(
@@ -366,7 +367,54 @@ class DeploymentClient:
         )
 
 
+@dataclass(frozen=True)
+class ChatAnswer:
+    """What a non-streaming chat completion says, read from its JSON body."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    usage_reported: bool
+    prompt_filter_results: list[dict[str, Any]]
+    output_annotations: list[dict[str, Any]]
+
+
+def read_chat_completion(content: bytes) -> ChatAnswer:
+    """The answer of a chat-completions body; ValueError for a body that is not one (broken
+    JSON, or a field of the wrong type): such a deployment answered, but not usably."""
+    body = json.loads(content)
+    if not isinstance(body, dict):
+        raise ValueError("a chat completion is a JSON object")
+    choices = _typed(body.get("choices"), list, [])
+    choice = _typed(choices[0], dict, {}) if choices else {}
+    message = _typed(choice.get("message"), dict, {})
+    usage = _typed(body.get("usage"), dict, None)
+    output_filters = _typed(choice.get("content_filter_results"), dict, None)
+    return ChatAnswer(
+        text=_typed(message.get("content"), str, ""),
+        finish_reason=_typed(choice.get("finish_reason"), str, None),
+        prompt_tokens=_typed(usage.get("prompt_tokens"), int, 0) if usage else 0,
+        completion_tokens=_typed(usage.get("completion_tokens"), int, 0) if usage else 0,
+        usage_reported=usage is not None,
+        prompt_filter_results=_prompt_filters(body),
+        output_annotations=(
+            [{"content_filter_results": output_filters}] if output_filters is not None else []
+        ),
+    )
+
+
+def _typed(value: Any, kind: type[_T], default: _D) -> _T | _D:
+    """`value` if it is a `kind`, `default` if it is absent (None); anything else is a broken
+    body. (bool is an int to Python, never to JSON: a boolean token count is refused.)"""
+    if value is None:
+        return default
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"a chat completion field is not a {kind.__name__}")
+
+
 def _prompt_filters(extras: dict[str, Any]) -> list[dict[str, Any]]:
     # Very old previews called it `prompt_annotations`.
-    found = extras.get("prompt_filter_results") or extras.get("prompt_annotations") or []
-    return [item for item in found if isinstance(item, dict)]
+    found = extras.get("prompt_filter_results") or extras.get("prompt_annotations")
+    return [item for item in _typed(found, list, []) if isinstance(item, dict)]
