@@ -60,6 +60,7 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    readable_audit_record,
     readable_message,
     readable_messages,
     readable_summary,
@@ -999,7 +1000,11 @@ class CosmosStore:
                 docs.append(doc)
                 if len(docs) > limit:
                     break
-        records = [AuditRecord.model_validate(_clean(doc)) for doc in docs[:limit]]
+        # A record that cannot be read is skipped (and logged by its id), so a page may hold
+        # fewer than `limit`. The cursor is the last item read, readable or not: the next page
+        # starts right after it, repeating and losing nothing.
+        found = (readable_audit_record(_clean(doc), str(doc["id"])) for doc in docs[:limit])
+        records = [record for record in found if record is not None]
         token = None
         if len(docs) > limit:
             last = docs[limit - 1]

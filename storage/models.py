@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -32,6 +32,9 @@ class Document(BaseModel):
 
     def to_doc(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_D = TypeVar("_D", bound=Document)
 
 
 class Role(StrEnum):
@@ -283,9 +286,7 @@ def readable_summary(
     names the conversation by its reference and the fields that failed, never the document's
     text or its user id. `conversation_id` is the one the store keeps beside the document."""
     try:
-        if isinstance(document, dict):
-            return ConversationSummary.model_validate(document)
-        return ConversationSummary.model_validate_json(document)
+        return _validated(ConversationSummary, document)
     except ValidationError as exc:
         log_unreadable_summary(exc, conversation_id, outcome)
         return None
@@ -312,9 +313,7 @@ def readable_message(
     <outcome>", by the conversation's reference and the fields that failed, never the document's
     text or its user id. `conversation_id` is the one the store keeps beside the document."""
     try:
-        if isinstance(document, dict):
-            return Message.model_validate(document)
-        return Message.model_validate_json(document)
+        return _validated(Message, document)
     except ValidationError as exc:
         log.error(
             "an unreadable stored message was %s",
@@ -324,10 +323,38 @@ def readable_message(
         return None
 
 
+def readable_audit_record(document: str | dict[str, Any], record_id: str) -> AuditRecord | None:
+    """The audit record in a stored document (JSON text or a dict), or None when it cannot be read
+    (corrupted, a hand edit): skipped and logged at ERROR, so one bad record does not take the
+    audit log's pages down with it. The log names the record by its id (a time and a random
+    part, never a person) and the fields that failed, never the document's text: an audit
+    record names who read what. `record_id` is the one the store keeps beside the document."""
+    try:
+        return _validated(AuditRecord, document)
+    except ValidationError as exc:
+        log.error(
+            "an unreadable stored audit record was %s",
+            SKIPPED,
+            extra={"record": record_id, **_problems(exc)},
+        )
+        return None
+
+
+def _validated(model: type[_D], document: str | bytes | dict[str, Any]) -> _D:
+    """`model` read from a stored document, JSON text or a dict; ValidationError if it cannot be."""
+    if isinstance(document, dict):
+        return model.model_validate(document)
+    return model.model_validate_json(document)
+
+
 def _unreadable(error: ValidationError, conversation_id: str) -> dict[str, Any]:
-    """What the log says about a stored document that cannot be read."""
+    """What the log says about a stored document of a conversation that cannot be read."""
+    return {"conversation": conversation_ref(conversation_id), **_problems(error)}
+
+
+def _problems(error: ValidationError) -> dict[str, Any]:
+    """Which fields of a stored document failed and how, for the log."""
     return {
-        "conversation": conversation_ref(conversation_id),
         "errors": error.error_count(),
         # Where and what kind (`messageCount: int_parsing`), never the input itself.
         "problems": [

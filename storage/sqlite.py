@@ -67,6 +67,7 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    readable_audit_record,
     readable_message,
     readable_messages,
     readable_summary,
@@ -816,14 +817,19 @@ class SqliteStore:
             params = [at, at, record_id]
         rows = await self._run(
             lambda db: db.execute(
-                f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608
+                f"SELECT at, id, doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608
                 [*params, limit + 1],
             ).fetchall()
         )
-        records = [AuditRecord.model_validate_json(row[0]) for row in rows[:limit]]
+        # A record that cannot be read is skipped (and logged by its id), so a page may hold
+        # fewer than `limit`. The cursor is the last row read, readable or not, from its own
+        # columns: the next page starts right after it, repeating and losing nothing.
+        found = (readable_audit_record(doc, str(row_id)) for _, row_id, doc in rows[:limit])
+        records = [record for record in found if record is not None]
         token = None
         if len(rows) > limit:
-            token = encode_cursor(_iso(records[-1].at), records[-1].id)
+            last_at, last_id, _ = rows[limit - 1]
+            token = encode_cursor(str(last_at), str(last_id))
         return records, token
 
     # --- bot state
