@@ -797,7 +797,10 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     next_link = (
         "/admin/audit?" + urlencode({"continuation": continuation}) if continuation else None
     )
-    return _render(request, "audit.html", records=records, next_link=next_link)
+    # A later page (or one followed by more) with nothing on it held only records that cannot
+    # be read: the store skips those, and "nothing recorded" would not be true.
+    later = bool(request.query.get("continuation"))
+    return _render(request, "audit.html", records=records, next_link=next_link, later=later)
 
 
 async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
