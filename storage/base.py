@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from storage.models import (
     AuditRecord,
+    ConversationCount,
     ConversationSummary,
     CounterResult,
     Feedback,
@@ -150,6 +151,13 @@ class UserDataStore(Protocol):
         that cannot be read is left out (and logged by its conversation's reference)."""
         ...
 
+    async def count_user_conversations(self, user_id: str) -> ConversationCount:
+        """The conversations `delete_user` deletes and counts as `conversations`: every stored
+        summary the user owns, readable or not. `unreadable` of them cannot be read (each is
+        logged by its conversation's reference): the admin list skips those, so it can show
+        fewer. One partition on Cosmos DB."""
+        ...
+
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete everything of one user; counts of what was deleted (`conversations`,
         `messages`, `states`). Unreadable stored items do not stop it: a shared conversation's
@@ -194,6 +202,7 @@ READ_OPERATIONS = frozenset(
         "list_audit",
         "read_state",
         "export_user",
+        "count_user_conversations",
     }
 )
 WRITE_OPERATIONS = frozenset(

@@ -48,6 +48,7 @@ from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.models import (
     AuditRecord,
+    ConversationCount,
     ConversationSummary,
     CounterResult,
     Feedback,
@@ -66,6 +67,7 @@ from storage.models import (
     readable_summary,
 )
 from storage.summaries import (
+    COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
     ERASED_UNREADABLE_MESSAGE,
     EXPORTED_UNREADABLE,
@@ -1191,6 +1193,18 @@ class CosmosStore:
             ],
             "states": [dict(doc.get("document") or {}) for doc in states],
         }
+
+    async def count_user_conversations(self, user_id: str) -> ConversationCount:
+        op = "count_user_conversations"
+        async with self._guard(op):
+            # The items `delete_user` deletes, read as it reads them (one partition).
+            summaries = await self._user_conversations(user_id, op)
+        unreadable = sum(
+            1
+            for doc in summaries
+            if readable_summary(_clean(doc), _conversation_of(doc), COUNTED_UNREADABLE) is None
+        )
+        return ConversationCount(total=len(summaries), unreadable=unreadable)
 
     async def _clear_titles_from(
         self, user_id: str, prompts: dict[str, list[str]], unchecked: set[str], op: str

@@ -166,6 +166,15 @@ class Page(BaseModel):
     continuation: str | None = None
 
 
+class ConversationCount(BaseModel):
+    """The conversations a user owns: every stored summary under their id, which is what a
+    deletion of their data deletes and counts as `conversations`, and how many of those cannot be
+    read (the admin list leaves those out)."""
+
+    total: int = 0
+    unreadable: int = 0
+
+
 class AuditRecord(Document):
     """Append-only record of an admin action (container `audit`, partition key `/day`)."""
 

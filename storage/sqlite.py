@@ -54,6 +54,7 @@ from storage.base import ETagMismatch, StoreError
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
     AuditRecord,
+    ConversationCount,
     ConversationSummary,
     CounterResult,
     Feedback,
@@ -73,6 +74,7 @@ from storage.models import (
     readable_summary,
 )
 from storage.summaries import (
+    COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
     ERASED_UNREADABLE_MESSAGE,
     EXPORTED_UNREADABLE,
@@ -930,6 +932,20 @@ class SqliteStore:
             }
 
         return await self._run(export)
+
+    async def count_user_conversations(self, user_id: str) -> ConversationCount:
+        def count(db: sqlite3.Connection) -> ConversationCount:
+            # The rows `delete_user` deletes by their user_id column, whatever their text holds.
+            total = unreadable = 0
+            for conversation_id, doc in db.execute(
+                "SELECT conversation_id, doc FROM conversations WHERE user_id = ?", (user_id,)
+            ):
+                total += 1
+                if readable_summary(doc, conversation_id, COUNTED_UNREADABLE) is None:
+                    unreadable += 1
+            return ConversationCount(total=total, unreadable=unreadable)
+
+        return await self._run(count)
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         def delete(db: sqlite3.Connection) -> tuple[dict[str, int], set[str]]:

@@ -17,6 +17,9 @@ UNREADABLE_SHARED_SUMMARIES = "unreadableSharedSummaries"
 RESTARTED_UNREADABLE = "replaced by a new one from the next turn"
 # A user's data export: left out (the conversation's messages are still exported).
 EXPORTED_UNREADABLE = "left out of a user's data export"
+# Counted for a deletion's confirmation (`count_user_conversations`): it is the user's, so their
+# erasure deletes it like a readable one.
+COUNTED_UNREADABLE = "counted among the conversations a user's erasure deletes"
 
 # What the stores do with a stored MESSAGE that cannot be read (`readable_message` logs that it
 # "was <outcome>"), besides skipping it in the history window and transcripts.

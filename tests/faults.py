@@ -25,6 +25,7 @@ from storage.base import (
 )
 from storage.models import (
     AuditRecord,
+    ConversationCount,
     ConversationSummary,
     CounterResult,
     Feedback,
@@ -309,6 +310,13 @@ class FaultyStore:
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         return await self._call("export_user", (user_id,), lambda: self.inner.export_user(user_id))
+
+    async def count_user_conversations(self, user_id: str) -> ConversationCount:
+        return await self._call(
+            "count_user_conversations",
+            (user_id,),
+            lambda: self.inner.count_user_conversations(user_id),
+        )
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         return await self._call("delete_user", (user_id,), lambda: self.inner.delete_user(user_id))

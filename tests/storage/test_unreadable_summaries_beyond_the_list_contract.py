@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from storage.base import Store
-from storage.models import Role, SummaryQuery, conversation_ref
+from storage.models import ConversationCount, Role, SummaryQuery, conversation_ref
 from tests.storage.support import T0, MakeStore, delta, message
 from tests.storage.test_unreadable_summaries_contract import _spoil
 
@@ -28,6 +28,10 @@ ERASED = (
 )
 RESTARTED = "an unreadable stored conversation summary was replaced by a new one from the next turn"
 EXPORTED = "an unreadable stored conversation summary was left out of a user's data export"
+COUNTED = (
+    "an unreadable stored conversation summary was counted among the conversations "
+    "a user's erasure deletes"
+)
 
 
 def _unreadable(backend: str, **fields: Any) -> dict[str, Any] | str:
@@ -140,6 +144,43 @@ async def test_erasure_deletes_a_users_own_summary_that_cannot_be_read_with_all_
     assert (await store.list_summaries(SummaryQuery(user_ids=[ALICE]), 10)).items == []
     summary = await store.find_summary("group-a")
     assert summary is not None and summary.title == ""
+
+
+async def test_the_count_before_an_erasure_includes_the_users_summaries_that_cannot_be_read(
+    request: pytest.FixtureRequest,
+    backend: str,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a deletion's confirmation shows: the conversations the erasure deletes and counts,
+    those whose summary cannot be read included, though the list leaves them out."""
+    for n, conversation in enumerate(("alice-1", "alice-2", "alice-3")):
+        await store.add_message(message(conversation, 1, user_id=ALICE))
+        await store.apply_summary_delta(
+            delta(conversation, ALICE, title=conversation, at=T0 + timedelta(hours=n), messages=1)
+        )
+    await store.apply_summary_delta(delta("bob-1", BOB, title="bob's", at=T0, messages=1))
+    await _spoil(
+        request, backend, store, tmp_path, "alice-2", ALICE, _unreadable(backend, conversationId=7)
+    )
+    caplog.clear()
+
+    with caplog.at_level(logging.DEBUG, logger="storage"):
+        counted = await store.count_user_conversations(ALICE)
+
+    assert counted == ConversationCount(total=3, unreadable=1)
+    listed = await store.list_summaries(SummaryQuery(user_ids=[ALICE]), 10)
+    assert [s.conversation_id for s in listed.items] == ["alice-3", "alice-1"]
+    [logged] = _logged(caplog, COUNTED)
+    assert logged.levelno == logging.ERROR
+    assert vars(logged)["conversation"] == conversation_ref("alice-2")
+    _nothing_private_logged(caplog, ALICE, "alice-2")
+    assert await store.count_user_conversations(BOB) == ConversationCount(total=1, unreadable=0)
+    assert await store.count_user_conversations("user-nobody") == ConversationCount()
+    # The erasure deletes and counts what was counted.
+    assert (await store.delete_user(ALICE))["conversations"] == counted.total
+    assert await store.count_user_conversations(ALICE) == ConversationCount()
 
 
 # --- turns
