@@ -54,7 +54,7 @@ from admin.queries import (
 )
 from admin.settings import AdminSettings, AuthMode
 from storage.base import Store, StoreError
-from storage.models import AuditRecord, SummaryQuery
+from storage.models import AuditRecord
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
@@ -756,14 +756,19 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     reference = reference.strip()
     if not reference:
         raise BadRequest("name the user to delete")
-    stored_ids = stored_ids_of(context.pseudonyms.user_id(reference))
-    page = await context.store.list_summaries(SummaryQuery(user_ids=stored_ids), 100)
+    # Counted as the deletion counts them (`conversations`): every summary the user owns under
+    # each of their ids, including those that cannot be read, which the list leaves out.
+    total = unreadable = 0
+    for stored_id in stored_ids_of(context.pseudonyms.user_id(reference)):
+        count = await context.store.count_user_conversations(stored_id)
+        total += count.total
+        unreadable += count.unreadable
     return _render(
         request,
         "delete_confirm.html",
         reference=reference,
-        conversations=len(page.items),
-        more=page.continuation is not None,
+        conversations=total,
+        unreadable=unreadable,
         error=None,
     )
 
@@ -780,7 +785,7 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             status=400,
             reference=reference,
             conversations=None,
-            more=False,
+            unreadable=0,
             error=str(exc),
         )
     return _render(request, "deleted.html", reference=reference, counts=counts)

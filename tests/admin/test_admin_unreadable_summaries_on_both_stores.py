@@ -36,6 +36,10 @@ ERASED = (
     "(its title could not be checked for their words)"
 )
 EXPORTED = "an unreadable stored conversation summary was left out of a user's data export"
+COUNTED = (
+    "an unreadable stored conversation summary was counted among the conversations "
+    "a user's erasure deletes"
+)
 
 
 def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -191,6 +195,38 @@ async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cann
     assert await store.find_summary("conv-group") is None
     assert _logged(caplog, ERASED) == [conversation_ref("conv-group")]
     _nothing_private_logged(caplog, "conv-group", ALICE)
+
+
+async def test_the_deletion_page_counts_the_users_conversations_whose_summary_cannot_be_read(
+    admin: TestClient[Any, Any],  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Alice owns two conversations; the list shows one, as the other's summary cannot be read.
+    The confirmation counts both, as the deletion then does, and says why the list differs."""
+    pseudonym = await _pseudonym_of_alice(admin)
+    await _spoil(admin, request, "conv-flagged")
+    listed = await (await admin.get(API, params={"user": pseudonym})).json()
+    assert [item["id"] for item in listed["items"]] == ["conv-error"]
+    caplog.clear()
+
+    confirm = await admin.get("/admin/users/delete", params={"user": pseudonym})
+
+    assert confirm.status == 200, await confirm.text()
+    html = await confirm.text()
+    assert ">2 conversations and all their messages" in html
+    assert 'data-testid="unreadable-summaries">1 of them could not be read' in html
+    assert WORDS not in html
+    assert _logged(caplog, COUNTED) == [conversation_ref("conv-flagged")]
+    _nothing_private_logged(caplog, "conv-flagged", ALICE)
+    done = await admin.post("/admin/users/delete", data={"user": pseudonym, "confirm": pseudonym})
+    assert done.status == 200, await done.text()
+    assert "Deleted 2 conversations" in await done.text()
+    # A user whose summaries can all be read is not told about unreadable ones.
+    bob = (await (await admin.get(f"{API}/conv-feedback")).json())["conversation"]["user"]
+    other = await (await admin.get("/admin/users/delete", params={"user": bob})).text()
+    assert ">1 conversation and all their messages" in other
+    assert "unreadable-summaries" not in other
 
 
 async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_its_messages(
