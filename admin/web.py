@@ -799,8 +799,12 @@ async def export_user_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def audit_page(request: web.Request) -> web.StreamResponse:
     records, continuation = await _audit_records(request)
+    # The next page keeps the page size the admin chose.
+    kept = {"limit": request.query["limit"]} if request.query.get("limit") else {}
     next_link = (
-        "/admin/audit?" + urlencode({"continuation": continuation}) if continuation else None
+        "/admin/audit?" + urlencode({**kept, "continuation": continuation})
+        if continuation
+        else None
     )
     # A later page (or one followed by more) with nothing on it held only records that cannot
     # be read: the store skips those, and "nothing recorded" would not be true.
@@ -815,11 +819,13 @@ async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], st
         raise BadRequest("limit must be a number") from exc
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be between 1 and 200")
+    token = request.query.get("continuation") or None
     try:
-        records, continuation = await request.app[CONTEXT].store.list_audit(
-            limit, request.query.get("continuation") or None
-        )
+        records, continuation = await request.app[CONTEXT].store.list_audit(limit, token)
     except ValueError as exc:
+        # Only a token the caller sent can be blamed; anything else is the store's own failure.
+        if token is None:
+            raise
         raise BadRequest("invalid continuation token") from exc
     return [r.to_doc() for r in records], continuation
 

@@ -68,6 +68,8 @@ async def test_the_audit_page_and_api_list_the_readable_records_around_one_that_
     empty = await older.text()
     assert "No record on this page could be read" in empty and "Nothing recorded" not in empty
     assert 'rel="next"' in empty
+    # The link to the next page keeps the page size.
+    assert "limit=1&amp;continuation=" in empty
 
     skipped = [r for r in caplog.records if r.getMessage() == SKIPPED]
     assert {vars(r)["record"] for r in skipped} == {spoiled}
