@@ -125,6 +125,45 @@ param maxOutputTokens int = 1024
 @minValue(1)
 param historyTokenBudget int = 6000
 
+@description('MODEL_TIMEOUT_SECONDS: timeout of one request to one model deployment, in whole seconds; keep it below modelDeadlineSeconds.')
+@minValue(1)
+param modelTimeoutSeconds int = 60
+
+@description('MODEL_DEADLINE_SECONDS: deadline of one model call across every deployment tried, in whole seconds; keep it above modelTimeoutSeconds and below turnDeadlineSeconds.')
+@minValue(1)
+param modelDeadlineSeconds int = 90
+
+@description('HISTORY_MAX_MESSAGES: most messages read for the history window (1-500).')
+@minValue(1)
+@maxValue(500)
+param historyMaxMessages int = 40
+
+@description('MAX_MESSAGE_CHARS: longer user messages get a "too long" notice.')
+@minValue(1)
+param maxMessageChars int = 8000
+
+@description('ROUTER_BREAKER_FAILURES: consecutive failures that open a model deployment\'s circuit breaker.')
+@minValue(1)
+param routerBreakerFailures int = 3
+
+@description('ROUTER_BREAKER_OPEN_SECONDS: how long an open breaker sends nothing to its deployment before one trial request, in whole seconds.')
+@minValue(1)
+param routerBreakerOpenSeconds int = 30
+
+@description('ROUTER_DEFAULT_COOLDOWN_SECONDS: cooldown of a deployment after a 429 that names no retry-after, in whole seconds.')
+@minValue(0)
+param routerDefaultCooldownSeconds int = 10
+
+@description('LOG_LEVEL: level of the app\'s log lines (DEBUG, INFO, WARNING, ERROR, CRITICAL).')
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+  'CRITICAL'
+])
+param logLevel string = 'INFO'
+
 @description('LOG_MESSAGE_TEXT: true writes every prompt and answer text to the logs (Application Insights, Log Analytics). Privacy-sensitive: docs/deploy.md.')
 param logMessageText bool = false
 
@@ -155,6 +194,25 @@ param systemPromptFile string = ''
 
 @description('DEPLOYMENTS_FILE: path of a model deployments YAML in the deployed repository, relative to its root; empty = the one deployment the templates create.')
 param deploymentsFile string = ''
+
+@description('TURN_CONCURRENCY: turns processed at once per worker process.')
+@minValue(1)
+param turnConcurrency int = 64
+
+@description('TURN_DEADLINE_SECONDS: a turn that runs longer is ended with a notice, in whole seconds; keep it above modelDeadlineSeconds.')
+@minValue(1)
+param turnDeadlineSeconds int = 120
+
+@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service may stop the container sooner (docs/deploy.md).')
+@minValue(0)
+param shutdownGraceSeconds int = 20
+
+@description('DEDUPE_WINDOW: activity ids each worker process remembers to drop redeliveries.')
+@minValue(1)
+param dedupeWindow int = 10000
+
+@description('ADMIN_PSEUDONYMIZE: show users as pseudonyms in the admin review; false shows their user ids.')
+param adminPseudonymize bool = true
 
 @allowed([
   'F0'
@@ -416,6 +474,14 @@ module app 'modules/appservice.bicep' = {
     quotaTenantTokensPerDay: quotaTenantTokensPerDay
     maxOutputTokens: maxOutputTokens
     historyTokenBudget: historyTokenBudget
+    modelTimeoutSeconds: modelTimeoutSeconds
+    modelDeadlineSeconds: modelDeadlineSeconds
+    historyMaxMessages: historyMaxMessages
+    maxMessageChars: maxMessageChars
+    routerBreakerFailures: routerBreakerFailures
+    routerBreakerOpenSeconds: routerBreakerOpenSeconds
+    routerDefaultCooldownSeconds: routerDefaultCooldownSeconds
+    logLevel: logLevel
     logMessageText: logMessageText
     filterReviewSeverity: filterReviewSeverity
     filterErrorPolicy: filterErrorPolicy
@@ -423,6 +489,11 @@ module app 'modules/appservice.bicep' = {
     tenantPolicyFile: tenantPolicyFile
     systemPromptFile: systemPromptFile
     deploymentsFile: deploymentsFile
+    turnConcurrency: turnConcurrency
+    turnDeadlineSeconds: turnDeadlineSeconds
+    shutdownGraceSeconds: shutdownGraceSeconds
+    dedupeWindow: dedupeWindow
+    adminPseudonymize: adminPseudonymize
   }
 }
 

@@ -101,6 +101,45 @@ param maxOutputTokens int = 1024
 @minValue(1)
 param historyTokenBudget int = 6000
 
+@description('MODEL_TIMEOUT_SECONDS: timeout of one request to one model deployment, in whole seconds; keep it below modelDeadlineSeconds.')
+@minValue(1)
+param modelTimeoutSeconds int = 60
+
+@description('MODEL_DEADLINE_SECONDS: deadline of one model call across every deployment tried, in whole seconds; keep it above modelTimeoutSeconds and below turnDeadlineSeconds.')
+@minValue(1)
+param modelDeadlineSeconds int = 90
+
+@description('HISTORY_MAX_MESSAGES: most messages read for the history window (1-500).')
+@minValue(1)
+@maxValue(500)
+param historyMaxMessages int = 40
+
+@description('MAX_MESSAGE_CHARS: longer user messages get a "too long" notice.')
+@minValue(1)
+param maxMessageChars int = 8000
+
+@description('ROUTER_BREAKER_FAILURES: consecutive failures that open a model deployment\'s circuit breaker.')
+@minValue(1)
+param routerBreakerFailures int = 3
+
+@description('ROUTER_BREAKER_OPEN_SECONDS: how long an open breaker sends nothing to its deployment before one trial request, in whole seconds.')
+@minValue(1)
+param routerBreakerOpenSeconds int = 30
+
+@description('ROUTER_DEFAULT_COOLDOWN_SECONDS: cooldown of a deployment after a 429 that names no retry-after, in whole seconds.')
+@minValue(0)
+param routerDefaultCooldownSeconds int = 10
+
+@description('LOG_LEVEL: level of the app\'s log lines (DEBUG, INFO, WARNING, ERROR, CRITICAL).')
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+  'CRITICAL'
+])
+param logLevel string = 'INFO'
+
 @description('LOG_MESSAGE_TEXT: true writes every prompt and answer text to the logs (Application Insights, Log Analytics). Privacy-sensitive.')
 param logMessageText bool = false
 
@@ -131,6 +170,25 @@ param systemPromptFile string = ''
 
 @description('DEPLOYMENTS_FILE: path of a model deployments YAML in the deployed package, relative to the repository root; empty = the one deployment in AZURE_OPENAI_*.')
 param deploymentsFile string = ''
+
+@description('TURN_CONCURRENCY: turns processed at once per worker process.')
+@minValue(1)
+param turnConcurrency int = 64
+
+@description('TURN_DEADLINE_SECONDS: a turn that runs longer is ended with a notice, in whole seconds; keep it above modelDeadlineSeconds.')
+@minValue(1)
+param turnDeadlineSeconds int = 120
+
+@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service may stop the container sooner (docs/deploy.md).')
+@minValue(0)
+param shutdownGraceSeconds int = 20
+
+@description('DEDUPE_WINDOW: activity ids each worker process remembers to drop redeliveries.')
+@minValue(1)
+param dedupeWindow int = 10000
+
+@description('ADMIN_PSEUDONYMIZE: show users as pseudonyms in the admin review; false shows their user ids.')
+param adminPseudonymize bool = true
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -246,6 +304,39 @@ var appSettings = [
     value: string(historyTokenBudget)
   }
   {
+    name: 'MODEL_TIMEOUT_SECONDS'
+    value: string(modelTimeoutSeconds)
+  }
+  {
+    name: 'MODEL_DEADLINE_SECONDS'
+    value: string(modelDeadlineSeconds)
+  }
+  {
+    name: 'HISTORY_MAX_MESSAGES'
+    value: string(historyMaxMessages)
+  }
+  {
+    name: 'MAX_MESSAGE_CHARS'
+    value: string(maxMessageChars)
+  }
+  {
+    name: 'ROUTER_BREAKER_FAILURES'
+    value: string(routerBreakerFailures)
+  }
+  {
+    name: 'ROUTER_BREAKER_OPEN_SECONDS'
+    value: string(routerBreakerOpenSeconds)
+  }
+  {
+    name: 'ROUTER_DEFAULT_COOLDOWN_SECONDS'
+    value: string(routerDefaultCooldownSeconds)
+  }
+  {
+    // ARM compares @allowed values without regard to case; logging's level names are upper case.
+    name: 'LOG_LEVEL'
+    value: toUpper(logLevel)
+  }
+  {
     name: 'LOG_MESSAGE_TEXT'
     value: logMessageText ? 'true' : 'false'
   }
@@ -274,6 +365,26 @@ var appSettings = [
   {
     name: 'DEPLOYMENTS_FILE'
     value: deploymentsFile
+  }
+  {
+    name: 'TURN_CONCURRENCY'
+    value: string(turnConcurrency)
+  }
+  {
+    name: 'TURN_DEADLINE_SECONDS'
+    value: string(turnDeadlineSeconds)
+  }
+  {
+    name: 'SHUTDOWN_GRACE_SECONDS'
+    value: string(shutdownGraceSeconds)
+  }
+  {
+    name: 'DEDUPE_WINDOW'
+    value: string(dedupeWindow)
+  }
+  {
+    name: 'ADMIN_PSEUDONYMIZE'
+    value: adminPseudonymize ? 'true' : 'false'
   }
   {
     name: 'MicrosoftAppId'

@@ -5,6 +5,8 @@ test can show both that the real templates pass and that a mutated copy is caugh
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -559,7 +561,20 @@ REQUIRED_APP_SETTINGS = {
     "QUOTA_TENANT_TOKENS_PER_DAY",
     "MAX_OUTPUT_TOKENS",
     "HISTORY_TOKEN_BUDGET",
+    "LOG_LEVEL",
     "LOG_MESSAGE_TEXT",
+    "MODEL_TIMEOUT_SECONDS",
+    "MODEL_DEADLINE_SECONDS",
+    "HISTORY_MAX_MESSAGES",
+    "MAX_MESSAGE_CHARS",
+    "ROUTER_BREAKER_FAILURES",
+    "ROUTER_BREAKER_OPEN_SECONDS",
+    "ROUTER_DEFAULT_COOLDOWN_SECONDS",
+    "TURN_CONCURRENCY",
+    "TURN_DEADLINE_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "DEDUPE_WINDOW",
+    "ADMIN_PSEUDONYMIZE",
     "FILTER_REVIEW_SEVERITY",
     "FILTER_ERROR_POLICY",
     "USAGE_POLICY_FILE",
@@ -1086,6 +1101,71 @@ OPERATOR_SETTINGS: dict[str, tuple[str, Any, str]] = {
         Param("deploymentsFile"),
         "${DEPLOYMENTS_FILE=}",
     ),
+    "LOG_LEVEL": (
+        "logLevel",
+        {"function": "to_upper", "args": [Param("logLevel")]},
+        "${LOG_LEVEL=INFO}",
+    ),
+    "MODEL_TIMEOUT_SECONDS": (
+        "modelTimeoutSeconds",
+        {"function": "string", "args": [Param("modelTimeoutSeconds")]},
+        "${MODEL_TIMEOUT_SECONDS=60}",
+    ),
+    "MODEL_DEADLINE_SECONDS": (
+        "modelDeadlineSeconds",
+        {"function": "string", "args": [Param("modelDeadlineSeconds")]},
+        "${MODEL_DEADLINE_SECONDS=90}",
+    ),
+    "HISTORY_MAX_MESSAGES": (
+        "historyMaxMessages",
+        {"function": "string", "args": [Param("historyMaxMessages")]},
+        "${HISTORY_MAX_MESSAGES=40}",
+    ),
+    "MAX_MESSAGE_CHARS": (
+        "maxMessageChars",
+        {"function": "string", "args": [Param("maxMessageChars")]},
+        "${MAX_MESSAGE_CHARS=8000}",
+    ),
+    "ROUTER_BREAKER_FAILURES": (
+        "routerBreakerFailures",
+        {"function": "string", "args": [Param("routerBreakerFailures")]},
+        "${ROUTER_BREAKER_FAILURES=3}",
+    ),
+    "ROUTER_BREAKER_OPEN_SECONDS": (
+        "routerBreakerOpenSeconds",
+        {"function": "string", "args": [Param("routerBreakerOpenSeconds")]},
+        "${ROUTER_BREAKER_OPEN_SECONDS=30}",
+    ),
+    "ROUTER_DEFAULT_COOLDOWN_SECONDS": (
+        "routerDefaultCooldownSeconds",
+        {"function": "string", "args": [Param("routerDefaultCooldownSeconds")]},
+        "${ROUTER_DEFAULT_COOLDOWN_SECONDS=10}",
+    ),
+    "TURN_CONCURRENCY": (
+        "turnConcurrency",
+        {"function": "string", "args": [Param("turnConcurrency")]},
+        "${TURN_CONCURRENCY=64}",
+    ),
+    "TURN_DEADLINE_SECONDS": (
+        "turnDeadlineSeconds",
+        {"function": "string", "args": [Param("turnDeadlineSeconds")]},
+        "${TURN_DEADLINE_SECONDS=120}",
+    ),
+    "SHUTDOWN_GRACE_SECONDS": (
+        "shutdownGraceSeconds",
+        {"function": "string", "args": [Param("shutdownGraceSeconds")]},
+        "${SHUTDOWN_GRACE_SECONDS=20}",
+    ),
+    "DEDUPE_WINDOW": (
+        "dedupeWindow",
+        {"function": "string", "args": [Param("dedupeWindow")]},
+        "${DEDUPE_WINDOW=10000}",
+    ),
+    "ADMIN_PSEUDONYMIZE": (
+        "adminPseudonymize",
+        {"conditional": [Param("adminPseudonymize"), "true", "false"]},
+        "${ADMIN_PSEUDONYMIZE=true}",
+    ),
 }
 
 # The two Bicep files that declare each operator setting's parameter.
@@ -1154,13 +1234,21 @@ def _field_default(info: Any) -> Any:
     return info.default_factory() if info.default_factory is not None else info.default
 
 
+def _bicep_default(app_default: Any) -> Any:
+    """The Bicep default that stands for config.py's: a scalar as is, a float as a whole number
+    (Bicep has no fractional numbers: seconds are whole seconds), a list, path or None as ''."""
+    if isinstance(app_default, float):
+        return int(app_default)
+    return app_default if isinstance(app_default, str | int) else ""
+
+
 def check_operator_defaults(
     model: Mapping[str, Template], parameters_file: Mapping[str, Any], settings_cls: Any
 ) -> list[str]:
     """An azd variable left unset changes nothing: main.parameters.json's default, main.bicep's
     and appservice.bicep's defaults are one value, and the app setting it becomes gives the field
-    config.py's default (a scalar default is written as is; a list, path or None one as '', which
-    config.py ignores)."""
+    config.py's default (a scalar default is written as is, a float one as a whole number; a list,
+    path or None one as '', which config.py ignores)."""
     problems: list[str] = []
     from_environment = azd_variables(parameters_file)
     for setting, (param, _, _) in OPERATOR_SETTINGS.items():
@@ -1179,7 +1267,10 @@ def check_operator_defaults(
             problems.append(f"{param} has different defaults: {defaults}")
             continue
         app_default = _field_default(info)
-        expected = app_default if isinstance(app_default, str | int | float) else ""
+        if isinstance(app_default, float) and not app_default.is_integer():
+            problems.append(f"config.py's {setting} default {app_default!r} is no whole number")
+            continue
+        expected = _bicep_default(app_default)
         if bicep_default != expected or type(bicep_default) is not type(expected):
             problems.append(
                 f"{param} defaults to {bicep_default!r}; config.py's {setting} default "
@@ -1206,21 +1297,31 @@ def _app_value_from_environment(settings_cls: Any, setting: str, field_name: str
         return getattr(settings_cls(_env_file=None), field_name)
 
 
-def _expected_bounds(info: Any) -> list[dict[str, Any]]:
-    """The @minValue/@maxValue/@allowed decorators a field's constraints call for."""
+# LOG_LEVEL: config.py takes any string, but app.configure_logging hands it, upper-cased, to
+# logging, which refuses a level it does not know, and the app does not start. The parameter
+# allows the standard level names (ARM compares @allowed values without regard to case), so that
+# a typo fails the provision instead of the app.
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _expected_bounds(setting: str, info: Any) -> list[dict[str, Any]]:
+    """The @minValue/@maxValue/@allowed decorators a field's constraints call for: whole
+    numbers, since Bicep has no others (a float's `gt=0` is @minValue(1))."""
     low = high = None
     for constraint in info.metadata:
         if getattr(constraint, "ge", None) is not None:
-            low = constraint.ge
+            low = math.ceil(constraint.ge)
         if getattr(constraint, "gt", None) is not None:
-            low = constraint.gt + 1
+            low = math.floor(constraint.gt) + 1
         if getattr(constraint, "le", None) is not None:
-            high = constraint.le
+            high = math.floor(constraint.le)
         if getattr(constraint, "lt", None) is not None:
-            high = constraint.lt - 1
+            high = math.ceil(constraint.lt) - 1
     expected = []
     if get_origin(info.annotation) is Literal:
         expected.append({"type": "allowed", "argument": list(get_args(info.annotation))})
+    if setting == "LOG_LEVEL":
+        expected.append({"type": "allowed", "argument": LOG_LEVELS})
     if low is not None:
         expected.append({"type": "min_value", "argument": low})
     if high is not None:
@@ -1228,20 +1329,23 @@ def _expected_bounds(info: Any) -> list[dict[str, Any]]:
     return expected
 
 
-BICEP_TYPES = {bool: "bool", int: "int"}
+# Bicep has no fractional numbers: a float setting (seconds) is an int parameter.
+BICEP_TYPES = {bool: "bool", int: "int", float: "int"}
 
 
 def check_operator_bounds(model: Mapping[str, Template], settings_cls: Any) -> list[str]:
     """Each parameter takes what config.py takes: its type, and @minValue/@maxValue/@allowed
-    where the field has bounds or a fixed set of values (and nothing stricter elsewhere)."""
-    problems: list[str] = []
+    where the field has bounds or a fixed set of values (and nothing stricter elsewhere; LOG_LEVEL
+    allows the level names the app's logging takes)."""
+    known = logging.getLevelNamesMapping()
+    problems = [f"logging knows no level {v}" for v in LOG_LEVELS if v not in known]
     for setting, (param, _, _) in OPERATOR_SETTINGS.items():
         found = _settings_field(settings_cls, setting)
         if found is None:
             problems.append(f"config.Settings reads no {setting}")
             continue
         _, info = found
-        expected = _expected_bounds(info)
+        expected = _expected_bounds(setting, info)
         bicep_type = BICEP_TYPES.get(info.annotation, "string")
         for file in OPERATOR_PARAMETER_FILES:
             declared = (model[file].parameters if file in model else {}).get(param)

@@ -550,6 +550,24 @@ def test_listen_address_check_catches(
             "",
             "main.bicep has no parameter deploymentsFile",
         ),
+        (
+            "modules/appservice.bicep",
+            "    value: adminPseudonymize ? 'true' : 'false'\n",
+            "    value: 'true'\n",
+            "ADMIN_PSEUDONYMIZE is 'true'",
+        ),
+        (
+            "modules/appservice.bicep",
+            "    value: string(modelTimeoutSeconds)\n",
+            "    value: string(modelDeadlineSeconds)\n",
+            "MODEL_TIMEOUT_SECONDS is",
+        ),
+        (
+            "main.bicep",
+            "    shutdownGraceSeconds: shutdownGraceSeconds\n",
+            "",
+            "main.bicep passes shutdownGraceSeconds=None",
+        ),
     ],
 )
 def test_operator_settings_check_catches(
@@ -591,30 +609,73 @@ def test_operator_defaults_check_catches(
     assert any(expected in p for p in problems), problems
 
 
-def test_operator_defaults_check_catches_a_default_unlike_configs(texts: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "param maxOutputTokens int = 1024",
+            "param maxOutputTokens int = 4096",
+            "maxOutputTokens defaults to 4096",
+        ),
+        (  # a float setting: config.py's 20.0 is Bicep's 20
+            "param shutdownGraceSeconds int = 20",
+            "param shutdownGraceSeconds int = 30",
+            "shutdownGraceSeconds defaults to 30",
+        ),
+        (
+            "param logLevel string = 'INFO'",
+            "param logLevel string = 'WARNING'",
+            "logLevel defaults to 'WARNING'",
+        ),
+    ],
+)
+def test_operator_defaults_check_catches_a_default_unlike_configs(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
     config = pytest.importorskip("config")
     changed = dict(texts)
     for file in im.OPERATOR_PARAMETER_FILES:
-        assert "param maxOutputTokens int = 1024" in changed[file]
-        changed[file] = changed[file].replace(
-            "param maxOutputTokens int = 1024", "param maxOutputTokens int = 4096"
-        )
+        assert old in changed[file]
+        changed[file] = changed[file].replace(old, new)
     problems = im.check_operator_defaults(
         im.parse_texts(changed), im.read_parameters_file(), config.Settings
     )
-    assert any("maxOutputTokens defaults to 4096" in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
 
 
-def test_operator_defaults_check_catches_an_azd_default_unlike_biceps(
+def test_operator_defaults_check_catches_a_fractional_default(
     model: dict[str, im.Template],
 ) -> None:
+    """Bicep has no fractional numbers: a default of 2.5 seconds cannot be carried."""
     config = pytest.importorskip("config")
-    parameters = {
-        **im.read_parameters_file(),
-        "historyTokenBudget": {"value": "${HISTORY_TOKEN_BUDGET=8000}"},
-    }
+    from pydantic import Field
+
+    class Fractional(config.Settings):
+        shutdown_grace_seconds: float = Field(2.5, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
+
+    problems = im.check_operator_defaults(model, im.read_parameters_file(), Fractional)
+    assert "config.py's SHUTDOWN_GRACE_SECONDS default 2.5 is no whole number" in problems
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("historyTokenBudget", "${HISTORY_TOKEN_BUDGET=8000}", "from ${HISTORY_TOKEN_BUDGET=6000}"),
+        (
+            "modelDeadlineSeconds",
+            "${MODEL_DEADLINE_SECONDS=90.0}",
+            "from ${MODEL_DEADLINE_SECONDS=90}",
+        ),
+        ("adminPseudonymize", "${ADMIN_PSEUDONYMIZE=}", "from ${ADMIN_PSEUDONYMIZE=true}"),
+    ],
+)
+def test_operator_defaults_check_catches_an_azd_default_unlike_biceps(
+    param: str, value: str, expected: str, model: dict[str, im.Template]
+) -> None:
+    config = pytest.importorskip("config")
+    parameters = {**im.read_parameters_file(), param: {"value": value}}
     problems = im.check_operator_defaults(model, parameters, config.Settings)
-    assert any("from ${HISTORY_TOKEN_BUDGET=6000}" in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
 
 
 @pytest.mark.parametrize(
@@ -643,6 +704,30 @@ def test_operator_defaults_check_catches_an_azd_default_unlike_biceps(
             "param logMessageText bool = false",
             "param logMessageText string = 'false'",
             "logMessageText is string, expected bool",
+        ),
+        (  # MODEL_TIMEOUT_SECONDS > 0 in whole seconds is at least 1
+            "main.bicep",
+            "@minValue(1)\nparam modelTimeoutSeconds",
+            "@minValue(0)\nparam modelTimeoutSeconds",
+            "main.bicep: modelTimeoutSeconds has",
+        ),
+        (
+            "modules/appservice.bicep",
+            "@minValue(1)\n@maxValue(500)\nparam historyMaxMessages",
+            "@minValue(1)\nparam historyMaxMessages",
+            "modules/appservice.bicep: historyMaxMessages has",
+        ),
+        (  # a float setting is an int parameter: Bicep has no other numbers
+            "main.bicep",
+            "param turnDeadlineSeconds int = 120",
+            "param turnDeadlineSeconds string = '120'",
+            "turnDeadlineSeconds is string, expected int",
+        ),
+        (  # a level logging does not know would stop the app at start-up
+            "modules/appservice.bicep",
+            "  'CRITICAL'\n])\nparam logLevel",
+            "  'CRITICAL'\n  'VERBOSE'\n])\nparam logLevel",
+            "modules/appservice.bicep: logLevel has",
         ),
     ],
 )
