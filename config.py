@@ -136,7 +136,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", alias="HOST")
     port: int = Field(3978, alias="PORT", ge=0, le=65535)
     public_base_url: str = Field("", alias="PUBLIC_BASE_URL")
-    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", alias="LOG_LEVEL"
+    )
     log_message_text: bool = Field(False, alias="LOG_MESSAGE_TEXT")
     # Secret-bearing (it holds the instrumentation key); empty = telemetry stays in-process.
     applicationinsights_connection_string: SecretStr = Field(
@@ -291,6 +293,12 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        # Python's logging knows the names in capitals only; `info` means INFO.
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("webchat_trusted_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -371,6 +379,17 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 f"MicrosoftAppType {self.microsoft_app_type} needs MicrosoftAppTenantId"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deadlines_nest(self) -> Settings:
+        # The turn must outlive its model calls, with time left to store the prompt's outcome
+        # and tell the user why: past the turn's deadline they get an internal error instead.
+        if self.model_deadline_seconds >= self.turn_deadline_seconds:
+            raise ValueError(
+                f"MODEL_DEADLINE_SECONDS ({self.model_deadline_seconds:g}) must be less than"
+                f" TURN_DEADLINE_SECONDS ({self.turn_deadline_seconds:g})"
             )
         return self
 

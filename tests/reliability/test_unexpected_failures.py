@@ -40,7 +40,7 @@ async def test_a_turn_past_its_deadline_tells_the_user_and_keeps_the_prompt(
     caplog: pytest.LogCaptureFixture,
     channel: str,
 ) -> None:
-    client, store = await make_faulty_app(TURN_DEADLINE_SECONDS=0.5)
+    client, store = await make_faulty_app(TURN_DEADLINE_SECONDS=0.5, MODEL_DEADLINE_SECONDS=0.4)
     store.fail(FaultKind.SLOW, "recent_messages", delay=5, count=1)  # the window read hangs
     [verdict] = await check_turns(
         client, connector, await run_turns(client, [CHANNELS[channel](connector, "hello?")])

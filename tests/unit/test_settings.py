@@ -69,6 +69,20 @@ def test_bot_identity_must_be_complete() -> None:
     assert msi.bot_auth_enabled
 
 
+def test_the_model_deadline_must_end_before_the_turns() -> None:
+    with pytest.raises(ValidationError, match=r"MODEL_DEADLINE_SECONDS \(120\) must be less than"):
+        settings(MODEL_DEADLINE_SECONDS=120)
+    with pytest.raises(ValidationError, match="TURN_DEADLINE_SECONDS"):
+        settings(TURN_DEADLINE_SECONDS=60)
+    assert settings(MODEL_DEADLINE_SECONDS=30, TURN_DEADLINE_SECONDS=60).turn_deadline_seconds == 60
+
+
+def test_the_log_level_is_one_that_logging_knows_in_any_case() -> None:
+    assert settings(LOG_LEVEL="warning").log_level == "WARNING"
+    with pytest.raises(ValidationError, match="LOG_LEVEL"):
+        settings(LOG_LEVEL="VERBOSE")
+
+
 def test_secrets_are_not_shown_in_repr() -> None:
     s = settings(AZURE_OPENAI_API_KEY="sk-very-secret", COSMOS_KEY="cosmos-secret")
     assert "sk-very-secret" not in repr(s) and "cosmos-secret" not in repr(s)
