@@ -5,7 +5,6 @@ test can show both that the real templates pass and that a mutated copy is caugh
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
@@ -1297,13 +1296,6 @@ def _app_value_from_environment(settings_cls: Any, setting: str, field_name: str
         return getattr(settings_cls(_env_file=None), field_name)
 
 
-# LOG_LEVEL: config.py takes any string, but app.configure_logging hands it, upper-cased, to
-# logging, which refuses a level it does not know, and the app does not start. The parameter
-# allows the standard level names (ARM compares @allowed values without regard to case), so that
-# a typo fails the provision instead of the app.
-LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-
 def _expected_bounds(setting: str, info: Any) -> list[dict[str, Any]]:
     """The @minValue/@maxValue/@allowed decorators a field's constraints call for: whole
     numbers, since Bicep has no others (a float's `gt=0` is @minValue(1))."""
@@ -1320,8 +1312,6 @@ def _expected_bounds(setting: str, info: Any) -> list[dict[str, Any]]:
     expected = []
     if get_origin(info.annotation) is Literal:
         expected.append({"type": "allowed", "argument": list(get_args(info.annotation))})
-    if setting == "LOG_LEVEL":
-        expected.append({"type": "allowed", "argument": LOG_LEVELS})
     if low is not None:
         expected.append({"type": "min_value", "argument": low})
     if high is not None:
@@ -1335,10 +1325,8 @@ BICEP_TYPES = {bool: "bool", int: "int", float: "int"}
 
 def check_operator_bounds(model: Mapping[str, Template], settings_cls: Any) -> list[str]:
     """Each parameter takes what config.py takes: its type, and @minValue/@maxValue/@allowed
-    where the field has bounds or a fixed set of values (and nothing stricter elsewhere; LOG_LEVEL
-    allows the level names the app's logging takes)."""
-    known = logging.getLevelNamesMapping()
-    problems = [f"logging knows no level {v}" for v in LOG_LEVELS if v not in known]
+    where the field has bounds or a fixed set of values (and nothing stricter elsewhere)."""
+    problems: list[str] = []
     for setting, (param, _, _) in OPERATOR_SETTINGS.items():
         found = _settings_field(settings_cls, setting)
         if found is None:
