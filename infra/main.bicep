@@ -17,7 +17,7 @@ param location string
 @description('Region for Azure OpenAI, where the chosen models and SKUs have quota. Defaults to location.')
 param openAiLocation string = ''
 
-@description('Model deployments in priority order. sku: Standard, GlobalStandard, DataZoneStandard or ProvisionedManaged; capacity in thousands of tokens per minute (or PTUs).')
+@description('Model deployments in priority order. model: the OpenAI model\'s name (gpt-4o-mini), version: its version; sku: Standard, GlobalStandard, DataZoneStandard or ProvisionedManaged; capacity in thousands of tokens per minute (or PTUs). The app calls the first: its name and model become AZURE_OPENAI_DEPLOYMENT and AZURE_OPENAI_MODEL.')
 param modelDeployments array = [
   {
     name: 'chat'
@@ -451,6 +451,7 @@ module app 'modules/appservice.bicep' = {
     adminPseudonymKeyName: adminPseudonymKeyName
     openAiEndpoint: enableApim ? '${apim.outputs.gatewayUrl}/' : openAi.outputs.endpoint
     openAiDeployment: first(modelDeployments).name
+    openAiModel: first(modelDeployments).model
     openAiApiVersion: openAiApiVersion
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabase: cosmos.outputs.databaseName

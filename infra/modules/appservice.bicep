@@ -25,6 +25,8 @@ param adminPseudonymKeyName string
 
 param openAiEndpoint string
 param openAiDeployment string
+@description('AZURE_OPENAI_MODEL: the model openAiDeployment runs (gpt-4o-mini, gpt-35-turbo), by which the app picks the tokenizer it counts tokens with.')
+param openAiModel string
 param openAiApiVersion string
 param cosmosEndpoint string
 param cosmosDatabase string
@@ -409,6 +411,12 @@ var appSettings = [
   {
     name: 'AZURE_OPENAI_DEPLOYMENT'
     value: openAiDeployment
+  }
+  {
+    // The model's name, not the deployment's: chat/tokens.py picks the tokenizer by it
+    // (config.py's default, gpt-4o, is right only for the models that share its tokenizer).
+    name: 'AZURE_OPENAI_MODEL'
+    value: openAiModel
   }
   {
     name: 'AZURE_OPENAI_API_VERSION'

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -586,6 +586,7 @@ REQUIRED_APP_SETTINGS = {
     "AZURE_CLIENT_ID",
     "AZURE_OPENAI_ENDPOINT",
     "AZURE_OPENAI_DEPLOYMENT",
+    "AZURE_OPENAI_MODEL",
     "AZURE_OPENAI_API_VERSION",
     "COSMOS_ENDPOINT",
     "COSMOS_DATABASE",
@@ -828,6 +829,68 @@ def check_shared_admin_keys(
                     problems.append(
                         f"{template.file}: output {out_name} exposes the secure parameter {n}"
                     )
+    return problems
+
+
+# The deployment the app calls (AZURE_OPENAI_DEPLOYMENT) and its model (AZURE_OPENAI_MODEL, by
+# which chat/tokens.py picks the tokenizer: the longest model family in chat/models.yaml that
+# the name starts with, else a default encoding) are one entry of modelDeployments, the first.
+# Its `model` is what openai.bicep deploys as the model's name (the version is another field).
+FIRST_DEPLOYMENT_FIELDS = {"openAiDeployment": "name", "openAiModel": "model"}
+
+
+def _first_of(expr: Any) -> tuple[Any, Any]:
+    """(array, property) of a raw `first(array).property` expression, else (None, None)."""
+    function = expr.get("function") if isinstance(expr, dict) else None
+    if not isinstance(function, dict) or function.get("type") != "first":
+        return None, None
+    args = list((function.get("parameters") or {}).values())
+    return (args[0] if len(args) == 1 else None), function.get("property_name")
+
+
+def check_model_setting(
+    model: Mapping[str, Template], family_of: Callable[[str], str] | None = None
+) -> list[str]:
+    """AZURE_OPENAI_MODEL is the model of the deployment in AZURE_OPENAI_DEPLOYMENT, in every
+    variant, and (with family_of, model name -> chat/models.yaml family) each default model
+    deployment runs a model whose tokenizer the app knows."""
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    value = app_settings(model, guaranteed=True).get("AZURE_OPENAI_MODEL", "<missing>")
+    if value == "<missing>":
+        problems.append("AZURE_OPENAI_MODEL is not set in every deployment variant")
+    elif value != Param("openAiModel"):
+        problems.append(f"AZURE_OPENAI_MODEL is {value!r}, expected the parameter openAiModel")
+    app_params = _module(main, "appservice.bicep") or {}
+    for param, field_name in FIRST_DEPLOYMENT_FIELDS.items():
+        if _first_of(app_params.get(param)) != ("modelDeployments", field_name):
+            problems.append(
+                f"main.bicep passes {param}={json.dumps(app_params.get(param), default=str)}, "
+                f"expected first(modelDeployments).{field_name}"
+            )
+    deployed = resources_of(model, "Microsoft.CognitiveServices/accounts/deployments")
+    for template, res in deployed:
+        name = _dotted(_get(res.body, "properties/model/name"))
+        if not name.endswith(".model"):
+            problems.append(
+                f"{template.file}:{res.symbol} deploys {name} as the model's name, "
+                "not the `model` of its modelDeployments entry"
+            )
+    defaults = (main.parameters.get("modelDeployments") or {}).get("default")
+    if not isinstance(defaults, list) or not defaults:
+        problems.append("main.bicep's modelDeployments has no default deployments")
+        defaults = []
+    for entry in defaults:
+        name = entry.get("model") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            problems.append(f"modelDeployments entry {entry!r} names no model")
+        elif family_of is not None and family_of(name) == "default":
+            problems.append(
+                f"modelDeployments: model {name!r} is no model family of chat/models.yaml, "
+                "so the app would count its tokens with the default encoding"
+            )
     return problems
 
 

@@ -137,6 +137,17 @@ def test_every_instance_gets_the_same_admin_keys_from_key_vault(
     assert im.check_shared_admin_keys(model, im.read_parameters_file()) == []
 
 
+def model_family_name(model_name: str) -> str:
+    tokens = pytest.importorskip("chat.tokens")
+    return str(tokens.model_family(model_name).name)
+
+
+def test_the_app_counts_tokens_with_the_deployed_models_tokenizer(
+    model: dict[str, im.Template],
+) -> None:
+    assert im.check_model_setting(model, model_family_name) == []
+
+
 def test_trusted_proxy_hops_count_the_gateway(model: dict[str, im.Template]) -> None:
     assert im.check_trusted_proxy_hops(model) == []
 
@@ -452,6 +463,61 @@ def test_shared_admin_keys_check_catches_a_key_from_the_parameters_file(
     }
     problems = im.check_shared_admin_keys(model, parameters)
     assert any("main.parameters.json sets adminPseudonymKey" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/appservice.bicep",
+            "    name: 'AZURE_OPENAI_MODEL'\n    value: openAiModel\n",
+            "    name: 'AZURE_OPENAI_MODEL'\n    value: openAiDeployment\n",
+            "AZURE_OPENAI_MODEL is Param(name='openAiDeployment')",
+        ),
+        (  # the version, not the model
+            "main.bicep",
+            "    openAiModel: first(modelDeployments).model\n",
+            "    openAiModel: first(modelDeployments).version\n",
+            "main.bicep passes openAiModel=",
+        ),
+        (  # another deployment's model than the one the app calls
+            "main.bicep",
+            "    openAiModel: first(modelDeployments).model\n",
+            "    openAiModel: last(modelDeployments).model\n",
+            "expected first(modelDeployments).model",
+        ),
+        (
+            "modules/openai.bicep",
+            "      name: d.model\n",
+            "      name: d.name\n",
+            "deploys d.name as the model's name",
+        ),
+        (  # a name chat/models.yaml does not know: the default encoding would count it
+            "main.bicep",
+            "    model: 'gpt-4o-mini'\n",
+            "    model: 'gpt4o-mini'\n",
+            "model 'gpt4o-mini' is no model family of chat/models.yaml",
+        ),
+    ],
+)
+def test_model_setting_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_model_setting(mutate(texts, file, old, new), model_family_name)
+    assert any(expected in p for p in problems), problems
+
+
+def test_model_setting_check_catches_a_missing_setting(texts: dict[str, str]) -> None:
+    """Without it the app counts with config.py's default model, gpt-4o, whatever is deployed."""
+    text = texts["modules/appservice.bicep"]
+    start = text.index("  {\n    // The model's name, not the deployment's")
+    end = text.index("  }\n", start) + len("  }\n")
+    broken = mutate(texts, "modules/appservice.bicep", text[start:end], "")
+    problems = im.check_model_setting(broken)
+    assert "AZURE_OPENAI_MODEL is not set in every deployment variant" in problems, problems
+    assert "app setting AZURE_OPENAI_MODEL is missing" in im.check_app_settings(
+        broken, settings_names()
+    )
 
 
 @pytest.mark.parametrize(
