@@ -6,7 +6,8 @@ may raise `StoreError` (or a subclass) when the backing service fails after its 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator
+from typing import Any, Literal, Protocol
 
 from storage.models import (
     AuditRecord,
@@ -144,11 +145,36 @@ class StateStore(Protocol):
     async def delete_state(self, keys: list[str]) -> None: ...
 
 
+# The kinds of document a user's data export holds, in the order it holds them.
+UserDataKind = Literal["conversations", "messages", "states"]
+USER_DATA_KINDS: tuple[UserDataKind, ...] = ("conversations", "messages", "states")
+
+
 class UserDataStore(Protocol):
+    def user_documents(
+        self, user_id: str, kind: UserDataKind, page_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """One kind of what is stored about one user, as stored, in pages of at most `page_size`
+        documents (never an empty one), in the export's order:
+        - `conversations`: the summaries they own, newest activity first;
+        - `messages`: what `delete_user` deletes (their messages anywhere and every message of
+          the conversations they own, with verdicts, usage and feedback), by conversation id,
+          then seq;
+        - `states`: the state documents they own (consent, a message waiting for it), by key.
+        A stored summary or message that cannot be read is left out (and logged by its
+        conversation's reference).
+
+        Each page is read when the previous one has been taken, so memory holds a page of
+        documents (and the ids of the user's conversations), never all of them. Pages are
+        separate reads: a write meanwhile may or may not show, but a document that stays stored
+        throughout comes exactly once. A caller that stops early closes the generator
+        (`aclose`), which ends the reads."""
+        ...
+
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about one user: conversations, messages, feedback, and the state
-        documents they own (consent, a message waiting for consent). A stored summary or message
-        that cannot be read is left out (and logged by its conversation's reference)."""
+        """Everything `user_documents` yields for one user, whole in memory: `userId` and a list
+        per kind. For tests and callers that know the user has little; the admin export
+        streams `user_documents` instead."""
         ...
 
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
@@ -165,6 +191,19 @@ class UserDataStore(Protocol):
         shared conversation whose author cannot be read is left for review
         (`unattributedSharedMessages`); either key only when not zero."""
         ...
+
+
+# Pages of `user_data_in_memory`: it holds everything anyway, so fewer and larger reads.
+_IN_MEMORY_PAGE_SIZE = 500
+
+
+async def user_data_in_memory(store: UserDataStore, user_id: str) -> dict[str, Any]:
+    """`export_user` for every store: its `user_documents`, collected."""
+    exported: dict[str, Any] = {"userId": user_id}
+    for kind in USER_DATA_KINDS:
+        pages = store.user_documents(user_id, kind, _IN_MEMORY_PAGE_SIZE)
+        exported[kind] = [doc async for page in pages for doc in page]
+    return exported
 
 
 class Store(
@@ -189,6 +228,8 @@ class Store(
 
 # The data operations of `Store` by whether they change anything (open, close and ping are
 # neither): the benchmark's operation counts and the tests' fault injection both use these.
+# `user_documents` is not one call but an iterator of reads (one per page), so it is in neither:
+# the benchmark's counting wrapper awaits each operation, which an iterator cannot be.
 READ_OPERATIONS = frozenset(
     {
         "get_message",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +43,14 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 from opentelemetry import metrics
 
-from storage.base import ETagMismatch, Store, StoreError, StoreThrottled
+from storage.base import (
+    ETagMismatch,
+    Store,
+    StoreError,
+    StoreThrottled,
+    UserDataKind,
+    user_data_in_memory,
+)
 from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.models import (
@@ -66,6 +73,7 @@ from storage.models import (
     readable_messages,
     readable_summary,
 )
+from storage.pages import in_pages
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -257,13 +265,21 @@ def _message_conversation(message: Mapping[str, Any]) -> str:
     return str(message["conversationId"])
 
 
+def _seq_of(message: Mapping[str, Any]) -> int | float | None:
+    """A stored message's seq, or None when it is not a number (a hand edit)."""
+    seq = message.get("seq", 0)
+    if isinstance(seq, int | float) and not isinstance(seq, bool):
+        return seq
+    return None
+
+
 def _message_order(message: Mapping[str, Any]) -> tuple[str, int, float]:
     """Conversation, then seq; a message whose seq is not a number (it cannot be read) sorts last
     in its conversation instead of failing the comparison."""
-    seq = message.get("seq", 0)
-    if isinstance(seq, int | float) and not isinstance(seq, bool):
-        return (_message_conversation(message), 0, seq)
-    return (_message_conversation(message), 1, 0)
+    seq = _seq_of(message)
+    if seq is None:
+        return (_message_conversation(message), 1, 0)
+    return (_message_conversation(message), 0, seq)
 
 
 def _status(exc: CosmosHttpResponseError) -> int:
@@ -1159,40 +1175,120 @@ class CosmosStore:
         ]
         return sorted(found, key=lambda doc: str(doc["id"]))
 
+    def user_documents(
+        self, user_id: str, kind: UserDataKind, page_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        if kind == "conversations":
+            documents = self._exported_summaries(user_id, page_size)
+        elif kind == "messages":
+            documents = self._exported_messages(user_id, page_size)
+        else:
+            documents = self._exported_states(user_id, page_size)
+        return in_pages(documents, page_size)
+
     async def export_user(self, user_id: str) -> dict[str, Any]:
+        return await user_data_in_memory(self, user_id)
+
+    async def _exported_summaries(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Newest activity first, sorted by the service (one partition; the SDK fetches a page at
+        a time). A summary that cannot be read is left out (and logged); its messages are
+        exported. Stored times are fixed-width strings (`_stamp`), so their order is time order;
+        a hand-edited time that is not a string, or none, sorts after them (Cosmos DB orders by
+        type, a missing value lowest)."""
         op = "export_user"
         async with self._guard(op):
-            summaries = await self._user_conversations(user_id, op)
-            messages = await self._user_messages(
-                user_id, [_conversation_of(doc) for doc in summaries], op
-            )
-            states = await self._user_states(user_id, op)
-        # A summary that cannot be read is left out (and logged); its messages are exported.
-        readable = (
-            readable_summary(_clean(doc), _conversation_of(doc), EXPORTED_UNREADABLE)
-            for doc in summaries
-        )
-        conversations = sorted(
-            (summary for summary in readable if summary is not None),
-            key=lambda s: s.last_activity_at,
-            reverse=True,
-        )
-        return {
-            "userId": user_id,
-            "conversations": [summary.to_doc() for summary in conversations],
-            # A message that cannot be read is left out (and logged), as on SQLite.
-            "messages": [
-                message.to_doc()
-                for message in (
-                    readable_message(
-                        _clean(doc), _message_conversation(doc), EXPORTED_UNREADABLE_MESSAGE
-                    )
-                    for doc in messages
+            async for doc in self._query(
+                self._container("conversations"),
+                op,
+                "SELECT * FROM c WHERE c.userId = @uid ORDER BY c.lastActivityAt DESC",
+                [{"name": "@uid", "value": user_id}],
+                partition_key=user_id,
+                page_size=page_size,
+            ):
+                summary = readable_summary(_clean(doc), _conversation_of(doc), EXPORTED_UNREADABLE)
+                if summary is not None:
+                    yield summary.to_doc()
+
+    async def _exported_messages(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """What `delete_user` deletes: every message of the user's conversations, and the user's
+        messages in conversations someone else owns; by conversation, then seq. Only the
+        conversations' ids are held: each conversation is then read in seq order, one partition
+        and one page at a time. A message whose seq is not a number (a hand edit; "3" can still be
+        read) comes last in its conversation, as `_message_order` puts it, wherever Cosmos DB's
+        order by type puts it; only such messages are held to the end of their conversation. A
+        message that cannot be read is left out (and logged), as on SQLite."""
+        op = "export_user"
+        messages = self._container("messages")
+        async with self._guard(op):
+            owned = {
+                _conversation_of(doc)
+                async for doc in self._query(
+                    self._container("conversations"),
+                    op,
+                    "SELECT c.id, c.rawId FROM c WHERE c.userId = @uid",
+                    [{"name": "@uid", "value": user_id}],
+                    partition_key=user_id,
                 )
-                if message is not None
-            ],
-            "states": [dict(doc.get("document") or {}) for doc in states],
-        }
+            }
+            # By the document's userId field, which may be readable when the rest is not.
+            written = {
+                str(conversation_id)
+                async for conversation_id in self._query(
+                    messages,
+                    op,
+                    "SELECT VALUE c.conversationId FROM c WHERE c.userId = @uid",
+                    [{"name": "@uid", "value": user_id}],
+                )
+            }
+            for conversation_id in sorted(owned | written):
+                query = "SELECT * FROM c WHERE c.conversationId = @cid"
+                parameters = [{"name": "@cid", "value": conversation_id}]
+                if conversation_id not in owned:  # only the user's own messages in it
+                    query += " AND c.userId = @uid"
+                    parameters.append({"name": "@uid", "value": user_id})
+                unordered: list[dict[str, Any]] = []
+                async for doc in self._query(
+                    messages,
+                    op,
+                    query + " ORDER BY c.seq ASC",
+                    parameters,
+                    partition_key=conversation_id,
+                    page_size=page_size,
+                ):
+                    if _seq_of(doc) is None:
+                        unordered.append(doc)  # held for the end of its conversation
+                        continue
+                    message = readable_message(
+                        _clean(doc), conversation_id, EXPORTED_UNREADABLE_MESSAGE
+                    )
+                    if message is not None:
+                        yield message.to_doc()
+                for doc in unordered:
+                    message = readable_message(
+                        _clean(doc), conversation_id, EXPORTED_UNREADABLE_MESSAGE
+                    )
+                    if message is not None:
+                        yield message.to_doc()
+
+    async def _exported_states(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The state documents the user owns, by their stored id (one cross-partition query: the
+        container is keyed by id)."""
+        op = "export_user"
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("botstate"),
+                op,
+                "SELECT * FROM c WHERE c.owner = @uid ORDER BY c.id ASC",
+                [{"name": "@uid", "value": user_id}],
+                page_size=page_size,
+            ):
+                yield dict(doc.get("document") or {})
 
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
         op = "count_user_conversations"

@@ -45,12 +45,12 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from storage.base import ETagMismatch, StoreError
+from storage.base import ETagMismatch, StoreError, UserDataKind, user_data_in_memory
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
     AuditRecord,
@@ -73,6 +73,7 @@ from storage.models import (
     readable_messages,
     readable_summary,
 )
+from storage.pages import in_pages
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -891,47 +892,110 @@ class SqliteStore:
 
     # --- user data lifecycle
 
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        def export(db: sqlite3.Connection) -> dict[str, Any]:
-            # A summary that cannot be read is left out (and logged); its messages are exported.
-            conversations = [
-                json.loads(doc)
-                for conversation_id, doc in db.execute(
-                    "SELECT conversation_id, doc FROM conversations WHERE user_id = ?"
-                    " ORDER BY last_activity_at DESC",
-                    (user_id,),
-                )
-                if readable_summary(doc, conversation_id, EXPORTED_UNREADABLE) is not None
-            ]
-            # What `delete_user` deletes: the user's messages anywhere, and every message of
-            # the conversations they own.
-            # A message that cannot be read is left out (and logged), as on Cosmos DB; one that
-            # can is exported as stored.
-            messages = [
-                json.loads(doc)
-                for conversation_id, doc in db.execute(
-                    "SELECT conversation_id, doc FROM messages WHERE user_id = ? OR"
-                    " conversation_id IN"
-                    " (SELECT conversation_id FROM conversations WHERE user_id = ?)"
-                    " ORDER BY conversation_id, seq",
-                    (user_id, user_id),
-                )
-                if readable_message(doc, conversation_id, EXPORTED_UNREADABLE_MESSAGE) is not None
-            ]
-            states = [
-                json.loads(doc)
-                for (doc,) in db.execute(
-                    "SELECT doc FROM botstate WHERE owner = ? ORDER BY key", (user_id,)
-                )
-            ]
-            return {
-                "userId": user_id,
-                "conversations": conversations,
-                "messages": messages,
-                "states": states,
-            }
+    def user_documents(
+        self, user_id: str, kind: UserDataKind, page_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        if kind == "conversations":
+            documents = self._user_summaries(user_id, page_size)
+        elif kind == "messages":
+            documents = self._user_messages(user_id, page_size)
+        else:
+            documents = self._user_states(user_id, page_size)
+        return in_pages(documents, page_size)
 
-        return await self._run(export)
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        return await user_data_in_memory(self, user_id)
+
+    async def _rows_in_pages(
+        self, first: str, after: str, params: tuple[Any, ...], key_columns: int, page_size: int
+    ) -> AsyncGenerator[tuple[Any, ...], None]:
+        """The rows of a query, read a page of `page_size` at a time, each page one short call on
+        the worker: one long read would hold the worker, which other calls queue behind, and a
+        cursor kept open between pages would hold a read transaction open. `first` reads the
+        first page; `after` the next, given the key of the last row read (its first
+        `key_columns` columns) after `params`: keyset paging, never OFFSET. Both end with the
+        LIMIT parameter."""
+
+        def read(sql: str, args: tuple[Any, ...]) -> Callable[[sqlite3.Connection], list[Any]]:
+            return lambda db: db.execute(sql, args).fetchall()
+
+        rows = await self._run(read(first, (*params, page_size)))
+        while True:
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            key = tuple(rows[-1][:key_columns])
+            rows = await self._run(read(after, (*params, *key, page_size)))
+
+    async def _user_summaries(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        # A summary that cannot be read is left out (and logged); its messages are exported.
+        select = (
+            "SELECT last_activity_at, conversation_id, doc FROM conversations WHERE user_id = ?"
+        )
+        order = " ORDER BY last_activity_at DESC, conversation_id DESC LIMIT ?"
+        rows = self._rows_in_pages(
+            select + order,
+            select + " AND (last_activity_at, conversation_id) < (?, ?)" + order,
+            (user_id,),
+            2,
+            page_size,
+        )
+        async for _, conversation_id, doc in rows:
+            if readable_summary(doc, conversation_id, EXPORTED_UNREADABLE) is not None:
+                yield json.loads(doc)
+
+    async def _user_messages(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """What `delete_user` deletes: the user's messages anywhere, and every message of the
+        conversations they own; by conversation, then seq. A message that cannot be read is left
+        out (and logged), as on Cosmos DB; one that can is exported as stored."""
+
+        def conversations(db: sqlite3.Connection) -> list[tuple[str, bool]]:
+            # Ids only (the owned ones flagged): each conversation is then read in pages along
+            # messages_by_seq, where one keyset query over all of them would sort all of the
+            # user's messages again for every page.
+            owned = {
+                row[0]
+                for row in db.execute(
+                    "SELECT conversation_id FROM conversations WHERE user_id = ?", (user_id,)
+                )
+            }
+            written = {
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT conversation_id FROM messages WHERE user_id = ?", (user_id,)
+                )
+            }
+            return [(c, c in owned) for c in sorted(owned | written)]
+
+        for conversation_id, owned in await self._run(conversations):
+            select = "SELECT seq, id, doc FROM messages WHERE conversation_id = ?"
+            params: tuple[Any, ...] = (conversation_id,)
+            if not owned:  # someone else's conversation: only the user's own messages in it
+                select += " AND user_id = ?"
+                params += (user_id,)
+            order = " ORDER BY seq, id LIMIT ?"
+            rows = self._rows_in_pages(
+                select + order, select + " AND (seq, id) > (?, ?)" + order, params, 2, page_size
+            )
+            async for _, _, doc in rows:
+                if readable_message(doc, conversation_id, EXPORTED_UNREADABLE_MESSAGE) is not None:
+                    yield json.loads(doc)
+
+    async def _user_states(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        select = "SELECT key, doc FROM botstate WHERE owner = ?"
+        order = " ORDER BY key LIMIT ?"
+        rows = self._rows_in_pages(
+            select + order, select + " AND key > ?" + order, (user_id,), 1, page_size
+        )
+        async for _, doc in rows:
+            yield json.loads(doc)
 
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
         def count(db: sqlite3.Connection) -> ConversationCount:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from storage.base import (
     Store,
     StoreError,
     StoreThrottled,
+    UserDataKind,
 )
 from storage.models import (
     AuditRecord,
@@ -40,7 +42,9 @@ from storage.models import (
 
 T = TypeVar("T")
 
-READS = READ_OPERATIONS | {"ping"}  # a failing ping is how readiness sees an outage
+# A failing ping is how readiness sees an outage. `user_documents` is an iterator of reads (not
+# in READ_OPERATIONS, which are single calls): each of its pages is one call here.
+READS = READ_OPERATIONS | {"ping", "user_documents"}
 
 
 class FaultKind(StrEnum):
@@ -307,6 +311,25 @@ class FaultyStore:
         await self._call("delete_state", (keys,), lambda: self.inner.delete_state(keys))
 
     # --- user data
+
+    async def user_documents(
+        self, user_id: str, kind: UserDataKind, page_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Each page is one call of "user_documents", with the arguments (user id, kind, page
+        number from 0): a fault armed with `when` on the page number fails the stream part-way,
+        after the pages before it were delivered. The call that finds no more pages counts too."""
+        pages = self.inner.user_documents(user_id, kind, page_size)
+        async with aclosing(pages):
+            number = 0
+            while True:
+                try:
+                    page = await self._call(
+                        "user_documents", (user_id, kind, number), lambda: anext(pages)
+                    )
+                except StopAsyncIteration:
+                    return
+                yield page
+                number += 1
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         return await self._call("export_user", (user_id,), lambda: self.inner.export_user(user_id))
