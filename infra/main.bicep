@@ -78,10 +78,22 @@ param allowedInboundCidrList string = ''
 @description('Entra ID app registration (client id) used by App Service Authentication; empty disables it.')
 param authClientId string = ''
 
-@description('appservice | oidc | local; empty chooses appservice when authClientId is set, else local.')
+// The app's third admin mode, oidc, is not offered: the templates do not write ADMIN_OIDC_*, and
+// its sign-outs are remembered per process, which several instances do not share (docs/deploy.md).
+@description('ADMIN_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set, else local.')
+@allowed([
+  ''
+  'appservice'
+  'local'
+])
 param adminAuthMode string = ''
 
-@description('appservice | local; empty chooses appservice when authClientId is set, else local.')
+@description('WEBCHAT_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set, else local.')
+@allowed([
+  ''
+  'appservice'
+  'local'
+])
 param webchatAuthMode string = ''
 
 @description('Turns on enhanced authentication on the Bot Service Direct Line site and lists the origins allowed to use its tokens. Only the Bot Service side: the page\'s CSP frame-ancestors come from webchatTrustedOrigins.')
@@ -282,8 +294,10 @@ var tags = {
 var directLineSecretName = 'direct-line-secret'
 var adminSessionSecretName = 'admin-session-secret'
 var adminPseudonymKeyName = 'admin-pseudonym-key'
-var effectiveAdminAuthMode = empty(adminAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : adminAuthMode
-var effectiveWebchatAuthMode = empty(webchatAuthMode) ? (empty(authClientId) ? 'local' : 'appservice') : webchatAuthMode
+// Each mode is one of the app's, in its lower case (ARM compares @allowed values without regard to
+// case): local when asked for, or when left empty without authClientId; appservice otherwise.
+var effectiveAdminAuthMode = ((toLower(adminAuthMode) == 'local') || (empty(adminAuthMode) && empty(authClientId))) ? 'local' : 'appservice'
+var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || (empty(webchatAuthMode) && empty(authClientId))) ? 'local' : 'appservice'
 // allowedInboundCidrs plus the comma-separated allowedInboundCidrList (spaces removed; union
 // drops a range listed twice).
 var inboundCidrs = union(allowedInboundCidrs, empty(trim(allowedInboundCidrList)) ? [] : split(replace(allowedInboundCidrList, ' ', ''), ','))

@@ -32,9 +32,9 @@ param cosmosEndpoint string
 param cosmosDatabase string
 param retentionDays int
 
+// Not the app's oidc mode: nothing here writes the ADMIN_OIDC_* settings it needs (main.bicep).
 @allowed([
   'appservice'
-  'oidc'
   'local'
 ])
 param adminAuthMode string

@@ -894,6 +894,87 @@ def check_model_setting(
     return problems
 
 
+# The sign-in modes the parameters allow, in main.bicep (where empty chooses by authClientId) and
+# appservice.bicep: each must be one config.py starts with, given the app settings the templates
+# write. config.py's `oidc` admin mode needs ADMIN_OIDC_CLIENT_ID (and ADMIN_OIDC_TENANT_ID),
+# which the templates do not write, so the parameters leave it out (docs/deploy.md says why).
+AUTH_MODE_PARAMETERS = {"ADMIN_AUTH_MODE": "adminAuthMode", "WEBCHAT_AUTH_MODE": "webchatAuthMode"}
+
+
+def _mode_refusal(
+    settings_cls: Any, setting: str, mode: str, written: Mapping[str, Any]
+) -> str | None:
+    """Why config.Settings refuses `setting=mode` next to the ADMIN_OIDC_* settings the templates
+    write (placeholders stand for their values), with nothing else set; None if it starts."""
+    read = {info.alias or name.upper() for name, info in settings_cls.model_fields.items()}
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in read}
+    environment.update({n: "placeholder" for n in written if n.startswith("ADMIN_OIDC_")})
+    environment[setting] = mode
+    with mock.patch.dict(os.environ, environment, clear=True):
+        try:
+            settings_cls(_env_file=None)
+        except ValueError as exc:  # pydantic's ValidationError
+            errors = getattr(exc, "errors", None)
+            return str(errors()[0]["msg"]) if callable(errors) else str(exc)
+    return None
+
+
+def _outcomes(template: Template, value: Any) -> set[str]:
+    """The strings an evaluated expression can be: each branch of a conditional, each value a
+    parameter allows; '<any>' for what cannot be told."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict) and "conditional" in value:
+        return _outcomes(template, value["conditional"][1]) | _outcomes(
+            template, value["conditional"][2]
+        )
+    if isinstance(value, Param):
+        allowed = _decorator(template.parameters.get(value.name) or {}, "allowed")
+        return {str(v) for v in allowed} if isinstance(allowed, list) else {"<any>"}
+    return {"<any>"}
+
+
+def check_auth_modes(model: Mapping[str, Template], settings_cls: Any) -> list[str]:
+    """Every sign-in mode a parameter allows is one the app starts with as deployed: a mode the
+    templates cannot complete fails the provision, before anything changes, not the app. What
+    main.bicep passes to the app is a mode appservice.bicep allows."""
+    problems: list[str] = []
+    written = app_settings(model)
+    main, app = model.get("main.bicep"), model.get("modules/appservice.bicep")
+    if main is None or app is None:
+        return ["main.bicep or modules/appservice.bicep is missing"]
+    app_params = _module(main, "appservice.bicep") or {}
+    for param in AUTH_MODE_PARAMETERS.values():
+        passed = _outcomes(main, main.evaluate(app_params.get(param)))
+        allowed = _decorator(app.parameters.get(param) or {}, "allowed")
+        outside = sorted(passed - set(allowed if isinstance(allowed, list) else []))
+        if outside:
+            problems.append(
+                f"main.bicep passes {param} that can be {outside}, which appservice.bicep does "
+                f"not allow: {json.dumps(app_params.get(param), default=str)}"
+            )
+    for setting, param in AUTH_MODE_PARAMETERS.items():
+        for file in OPERATOR_PARAMETER_FILES:
+            declared = (model[file].parameters if file in model else {}).get(param)
+            if declared is None:
+                problems.append(f"{file} has no parameter {param}")
+                continue
+            allowed = _decorator(declared, "allowed")
+            if not isinstance(allowed, list):
+                problems.append(f"{file}: {param} takes any value; it needs @allowed")
+                continue
+            for mode in allowed:
+                if mode == "" and file == "main.bicep":
+                    continue  # empty: appservice with authClientId, local without
+                refusal = _mode_refusal(settings_cls, setting, str(mode), written)
+                if refusal is not None:
+                    problems.append(
+                        f"{file}: {param} allows {mode!r}, which config.py refuses with the app "
+                        f"settings the templates write: {refusal}"
+                    )
+    return problems
+
+
 def check_trusted_proxy_hops(model: Mapping[str, Template]) -> list[str]:
     """Proxies appending to X-Forwarded-For in front of the app: App Service's front end, and the
     Application Gateway too when it fronts the app."""

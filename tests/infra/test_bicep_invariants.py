@@ -148,6 +148,13 @@ def test_the_app_counts_tokens_with_the_deployed_models_tokenizer(
     assert im.check_model_setting(model, model_family_name) == []
 
 
+def test_every_sign_in_mode_the_parameters_allow_starts_the_app(
+    model: dict[str, im.Template],
+) -> None:
+    config = pytest.importorskip("config")
+    assert im.check_auth_modes(model, config.Settings) == []
+
+
 def test_trusted_proxy_hops_count_the_gateway(model: dict[str, im.Template]) -> None:
     assert im.check_trusted_proxy_hops(model) == []
 
@@ -518,6 +525,87 @@ def test_model_setting_check_catches_a_missing_setting(texts: dict[str, str]) ->
     assert "app setting AZURE_OPENAI_MODEL is missing" in im.check_app_settings(
         broken, settings_names()
     )
+
+
+MAIN_ADMIN_MODES = "@allowed([\n  ''\n  'appservice'\n  'local'\n])\nparam adminAuthMode"
+APP_ADMIN_MODES = "@allowed([\n  'appservice'\n  'local'\n])\nparam adminAuthMode"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (  # oidc without ADMIN_OIDC_CLIENT_ID: the app would refuse to start
+            "main.bicep",
+            MAIN_ADMIN_MODES,
+            MAIN_ADMIN_MODES.replace("'local'", "'local'\n  'oidc'"),
+            "main.bicep: adminAuthMode allows 'oidc', which config.py refuses with the app "
+            "settings the templates write: Value error, ADMIN_AUTH_MODE=oidc needs "
+            "ADMIN_OIDC_CLIENT_ID",
+        ),
+        (
+            "modules/appservice.bicep",
+            APP_ADMIN_MODES,
+            APP_ADMIN_MODES.replace("'local'", "'local'\n  'oidc'"),
+            "modules/appservice.bicep: adminAuthMode allows 'oidc'",
+        ),
+        (
+            "main.bicep",
+            MAIN_ADMIN_MODES,
+            "param adminAuthMode",
+            "main.bicep: adminAuthMode takes any value",
+        ),
+        (
+            "main.bicep",
+            "  'local'\n])\nparam webchatAuthMode",
+            "  'local'\n  'oidc'\n])\nparam webchatAuthMode",
+            "main.bicep: webchatAuthMode allows 'oidc'",
+        ),
+        (  # main.bicep's empty, "choose by authClientId", is no mode of the app's
+            "main.bicep",
+            "(empty(adminAuthMode) && empty(authClientId))) ? 'local' : 'appservice'",
+            "(empty(adminAuthMode) && empty(authClientId))) ? 'local' : adminAuthMode",
+            "main.bicep passes adminAuthMode that can be ['']",
+        ),
+        (  # the parameter as given: its empty value would reach the app
+            "main.bicep",
+            "    adminAuthMode: effectiveAdminAuthMode\n",
+            "    adminAuthMode: adminAuthMode\n",
+            "main.bicep passes adminAuthMode that can be ['']",
+        ),
+    ],
+)
+def test_auth_mode_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    config = pytest.importorskip("config")
+    problems = im.check_auth_modes(mutate(texts, file, old, new), config.Settings)
+    assert any(expected in p for p in problems), problems
+
+
+def test_auth_mode_check_accepts_oidc_once_the_templates_write_what_it_needs(
+    texts: dict[str, str],
+) -> None:
+    """The check asks config.py, not a list of refused modes: templates that wrote the client
+    and tenant ids could offer oidc."""
+    config = pytest.importorskip("config")
+    changed = dict(texts)
+    for file, anchor in (
+        ("main.bicep", MAIN_ADMIN_MODES),
+        ("modules/appservice.bicep", APP_ADMIN_MODES),
+    ):
+        assert anchor in changed[file]
+        changed[file] = changed[file].replace(
+            anchor, anchor.replace("'local'", "'local'\n  'oidc'")
+        )
+    mode_setting = "  {\n    name: 'ADMIN_AUTH_MODE'\n"
+    oidc_settings = (
+        "  {\n    name: 'ADMIN_OIDC_CLIENT_ID'\n    value: adminOidcClientId\n  }\n"
+        "  {\n    name: 'ADMIN_OIDC_TENANT_ID'\n    value: tenantId\n  }\n"
+    )
+    offered = mutate(
+        changed, "modules/appservice.bicep", mode_setting, oidc_settings + mode_setting
+    )
+    assert im.check_auth_modes(offered, config.Settings) == []
 
 
 @pytest.mark.parametrize(
