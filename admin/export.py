@@ -94,3 +94,35 @@ def message_row(conversation_id: str, message: dict[str, Any]) -> dict[str, Any]
 
 def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+class StreamedJson:
+    """`to_json` of one object, the same text, written in pieces: its leading fields at once, then
+    lists item by item, so a long list is never held whole (a user's data export). Call `begin`,
+    then `open_list`, `item`... and `close_list` for each list, then `end`."""
+
+    def __init__(self) -> None:
+        self._items = 0  # in the list being written
+
+    def begin(self, fields: dict[str, Any]) -> str:
+        """The object up to the end of `fields` (at least one: `{}` has no end to cut off)."""
+        if not fields:
+            raise ValueError("begin with at least one field")
+        return to_json(fields).removesuffix("\n}")
+
+    def open_list(self, key: str) -> str:
+        self._items = 0
+        return f",\n  {json.dumps(key, ensure_ascii=False)}: ["
+
+    def item(self, value: Any) -> str:
+        # indent=2 one level deeper: JSON escapes a newline inside a string, so every newline
+        # in the text is between tokens.
+        text = to_json(value).replace("\n", "\n    ")
+        self._items += 1
+        return ("\n    " if self._items == 1 else ",\n    ") + text
+
+    def close_list(self) -> str:
+        return "\n  ]" if self._items else "]"
+
+    def end(self) -> str:
+        return "\n}"

@@ -7,6 +7,8 @@ scripts at all) from the same view functions that the JSON API under /admin/api/
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -53,7 +55,7 @@ from admin.queries import (
     transcript_summary,
 )
 from admin.settings import AdminSettings, AuthMode
-from storage.base import Store, StoreError
+from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.models import AuditRecord
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
@@ -68,8 +70,9 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 EXPORT_MAX_CONVERSATIONS = 5000
 MAX_REASON_CHARS = 500
-# What a user's data export holds (`UserDataStore.export_user`), besides the ids.
-USER_DATA_KINDS = ("conversations", "messages", "states")
+# Documents a user's data export reads from the store at a time, and so about all it holds in
+# memory: a message with its verdicts is a few kB of JSON, so a page is a few hundred kB.
+EXPORT_PAGE_SIZE = 100
 CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
@@ -546,48 +549,172 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
         for stored_id in stored_ids_of(user_id):
             counts.update(await context.store.delete_user(stored_id))
     except StoreError:
-        await _audit_outcome(request, target, {"outcome": "failed_part_way"})
+        await _audit_outcome(request, "delete_user", target, {"outcome": "failed_part_way"})
         raise
     deleted = dict(counts)
-    await _audit_outcome(request, target, {"outcome": "deleted", "deleted": deleted})
+    await _audit_outcome(request, "delete_user", target, {"outcome": "deleted", "deleted": deleted})
     return deleted
 
 
-async def _export_user(request: web.Request, reference: str, reason: str) -> web.Response:
+async def _export_user(request: web.Request, reference: str, reason: str) -> web.StreamResponse:
     """Everything stored about one person, under each id their channels gave them, as one JSON
     download (a data subject's access request). It names the user and holds their own words, so
-    it takes a reason, as a reveal does; the audit record names the pseudonym."""
+    it takes a reason, as a reveal does; the audit records name the pseudonym.
+
+    Streamed: the store reads a page of documents at a time (EXPORT_PAGE_SIZE) and each page is
+    written out before the next is read, so the export holds a page in memory, not the person's
+    whole history (a process also serves every chat). The file is the same JSON as when it was
+    built whole.
+
+    Audited twice, as a deletion is. No record, no export: the request (with the reason) is
+    recorded before anything is read or sent, and a 503 if that fails. The counts are known only
+    at the end, so the outcome is a second record: `exported` with the counts; `failed` if the
+    store failed before the download started (then the answer is the usual 503, nothing sent);
+    `failed_part_way` if it failed after (then the download is broken off, see `_Download.abort`,
+    and the record says how many documents of each kind were sent); `interrupted` (with the same
+    counts) if the client went away."""
     context = request.app[CONTEXT]
     reference = reference.strip()
     if not reference:
         raise BadRequest("name the user to export")
     reason = _reason(reason, "export a user's data")
     user_id = context.pseudonyms.user_id(reference)
-    exports = [await context.store.export_user(stored_id) for stored_id in stored_ids_of(user_id)]
-    body: dict[str, Any] = {
-        "user": reference,
-        "exportedAt": datetime.now(UTC).isoformat(),
-        "storedIds": [part["userId"] for part in exports],
-    }
-    for kind in USER_DATA_KINDS:
-        body[kind] = [doc for part in exports for doc in part[kind]]
-    counts = {kind: len(body[kind]) for kind in USER_DATA_KINDS}
+    stored_ids = stored_ids_of(user_id)
     target = _audited_as(context, user_id)
-    await _audit(request, "export_user", target, {"reason": reason, "exported": counts})
+    await _audit(request, "export_user", target, {"outcome": "requested", "reason": reason})
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     name = f"user-{uuid.uuid5(uuid.NAMESPACE_URL, target).hex[:12]}-{stamp}.json"
-    return _attachment(export.to_json(body), "application/json", name)
-
-
-async def _audit_outcome(request: web.Request, target: str, detail: dict[str, Any]) -> None:
-    """The second record of a deletion. The request is already on record, so a failure here is
-    logged and does not hide the deletion's own result from the admin."""
+    download = _Download(request, name, "application/json")
+    body = export.StreamedJson()
+    sent = dict.fromkeys(USER_DATA_KINDS, 0)
     try:
-        await _audit(request, "delete_user", target, detail)
+        download.add(
+            body.begin(
+                {
+                    "user": reference,
+                    "exportedAt": datetime.now(UTC).isoformat(),
+                    "storedIds": stored_ids,
+                }
+            )
+        )
+        for kind in USER_DATA_KINDS:
+            download.add(body.open_list(kind))
+            for stored_id in stored_ids:
+                pages = context.store.user_documents(stored_id, kind, EXPORT_PAGE_SIZE)
+                async with contextlib.aclosing(pages):
+                    async for page in pages:
+                        for document in page:
+                            download.add(body.item(document))
+                        await download.flush()
+                        sent[kind] += len(page)
+            download.add(body.close_list())
+        download.add(body.end())
+        await download.flush()
+    except (_ClientGone, asyncio.CancelledError) as exc:
+        # The client went away: the next write fails, or (with aiohttp's handler_cancellation,
+        # as in its test server) the handler is cancelled; a server that stops cancels it too.
+        await _audit_outcome(
+            request, "export_user", target, {"outcome": "interrupted", "sent": sent}
+        )
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return download.response
+    except Exception as exc:
+        if not download.started:
+            # Nothing was sent: the error middleware answers (503 for the store) as before.
+            await _audit_outcome(request, "export_user", target, {"outcome": "failed"})
+            raise
+        log.error(
+            "admin: a user's data export failed part-way; the download was broken off",
+            extra={
+                "error": type(exc).__name__,
+                "trace": "".join(traceback.format_tb(exc.__traceback__)),
+                "target": target,
+                "sent": sent,
+            },
+        )
+        await _audit_outcome(
+            request, "export_user", target, {"outcome": "failed_part_way", "sent": sent}
+        )
+        download.abort()
+        return download.response
+    # Recorded before the last chunk goes out, so that once a client has the whole file, the
+    # record of it is there to read.
+    await _audit_outcome(request, "export_user", target, {"outcome": "exported", "exported": sent})
+    with contextlib.suppress(_ClientGone):  # it has every byte; only the end marker was lost
+        await download.finish()
+    return download.response
+
+
+class _ClientGone(Exception):
+    """The client closed the connection during a download."""
+
+
+class _Download:
+    """An attachment streamed to the client. What is added is held until `flush`, and the status
+    and headers go out with the first flush: until then a failure can still be answered with an
+    error (nothing was sent); after it, only by breaking the download off (`abort`)."""
+
+    def __init__(self, request: web.Request, filename: str, content_type: str) -> None:
+        self.request = request
+        self.response = web.StreamResponse()
+        self.response.content_type = content_type
+        self.response.charset = "utf-8"
+        self.response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        # The error middleware adds these to what a handler returns, but by then a streamed
+        # response's headers are long sent.
+        _secure_headers(self.response)
+        self._pending: list[str] = []
+
+    @property
+    def started(self) -> bool:
+        return self.response.prepared
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+
+    async def flush(self) -> None:
+        """Sends what was added. A write waits while the client is slow to read (aiohttp drains
+        its buffer past 64 kB), so a slow download does not pile pages up in memory."""
+        if not self._pending:
+            return
+        try:
+            if not self.response.prepared:
+                await self.response.prepare(self.request)
+            await self.response.write("".join(self._pending).encode())
+        except ConnectionError as exc:  # aiohttp: the transport is closing
+            raise _ClientGone from exc
+        self._pending.clear()
+
+    async def finish(self) -> None:
+        """Sends what is left, then the end of the body."""
+        await self.flush()
+        try:
+            await self.response.write_eof()
+        except ConnectionError as exc:
+            raise _ClientGone from exc
+
+    def abort(self) -> None:
+        """Ends a started download so that the client sees it fail, never a short file that looks
+        whole: the body is sent chunked (HTTP/1.1, no Content-Length), and closing the connection
+        before its last chunk is how HTTP says it is incomplete. What was written is still
+        delivered first; a front end (App Service, Application Gateway) passes the break on."""
+        transport = self.request.transport
+        if transport is not None:
+            transport.close()
+
+
+async def _audit_outcome(
+    request: web.Request, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    """The second record of a deletion or a user's data export. The request is already on
+    record, so a failure here is logged and does not hide the action's own result."""
+    try:
+        await _audit(request, action, target, detail)
     except AdminError:
         log.error(
-            "admin: the outcome of a user deletion could not be recorded",
-            extra={"actor": principal_of(request).id, "target": target, **detail},
+            "admin: the outcome of an audited action could not be recorded",
+            extra={"action": action, "actor": principal_of(request).id, "target": target, **detail},
         )
 
 

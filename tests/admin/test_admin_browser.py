@@ -140,10 +140,12 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         actions = await page.locator("tr[data-action]").evaluate_all(
             "rows => rows.map(r => r.dataset.action)"
         )
-        # A deletion is recorded twice: the request before anything is deleted, then its outcome.
+        # A deletion and a user's data export are each recorded twice: the request before
+        # anything is deleted or sent, then its outcome.
         assert actions == [
             "delete_user",
             "delete_user",
+            "export_user",
             "export_user",
             "export_conversation",
             "view_transcript",
