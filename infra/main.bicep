@@ -80,7 +80,7 @@ param authClientId string = ''
 
 // The app's third admin mode, oidc, is not offered: the templates do not write ADMIN_OIDC_*, and
 // its sign-outs are remembered per process, which several instances do not share (docs/deploy.md).
-@description('ADMIN_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set, else local.')
+@description('ADMIN_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set. Without authClientId it is always local.')
 @allowed([
   ''
   'appservice'
@@ -88,7 +88,7 @@ param authClientId string = ''
 ])
 param adminAuthMode string = ''
 
-@description('WEBCHAT_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set, else local.')
+@description('WEBCHAT_AUTH_MODE: appservice (App Service Authentication, with authClientId) or local; empty chooses appservice when authClientId is set. Without authClientId it is always local.')
 @allowed([
   ''
   'appservice'
@@ -295,9 +295,12 @@ var directLineSecretName = 'direct-line-secret'
 var adminSessionSecretName = 'admin-session-secret'
 var adminPseudonymKeyName = 'admin-pseudonym-key'
 // Each mode is one of the app's, in its lower case (ARM compares @allowed values without regard to
-// case): local when asked for, or when left empty without authClientId; appservice otherwise.
-var effectiveAdminAuthMode = ((toLower(adminAuthMode) == 'local') || (empty(adminAuthMode) && empty(authClientId))) ? 'local' : 'appservice'
-var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || (empty(webchatAuthMode) && empty(authClientId))) ? 'local' : 'appservice'
+// case): local when asked for, and always without authClientId; appservice otherwise. The
+// appservice mode trusts the X-MS-CLIENT-PRINCIPAL headers, which only App Service Authentication
+// (configured with authClientId) sets and strips from clients: without it a client could send
+// them and claim any user, the Admin role included.
+var effectiveAdminAuthMode = ((toLower(adminAuthMode) == 'local') || empty(authClientId)) ? 'local' : 'appservice'
+var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || empty(authClientId)) ? 'local' : 'appservice'
 // allowedInboundCidrs plus the comma-separated allowedInboundCidrList (spaces removed; union
 // drops a range listed twice).
 var inboundCidrs = union(allowedInboundCidrs, empty(trim(allowedInboundCidrList)) ? [] : split(replace(allowedInboundCidrList, ' ', ''), ','))

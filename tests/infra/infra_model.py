@@ -975,6 +975,36 @@ def check_auth_modes(model: Mapping[str, Template], settings_cls: Any) -> list[s
     return problems
 
 
+def check_appservice_mode_needs_its_authentication(model: Mapping[str, Template]) -> list[str]:
+    """The appservice sign-in modes trust the X-MS-CLIENT-PRINCIPAL headers, which only App
+    Service Authentication sets (and strips from clients); the templates configure it only with
+    authClientId. So each mode main.bicep passes is `local` whenever authClientId is empty:
+    `(... || empty(authClientId)) ? 'local' : 'appservice'`."""
+    main = model.get("main.bicep")
+    app_params = _module(main, "appservice.bicep") if main is not None else None
+    if main is None or app_params is None:
+        return ["main.bicep or its appservice module is missing"]
+    without_client = {"function": "empty", "args": [Param("authClientId")]}
+    problems: list[str] = []
+    for param in AUTH_MODE_PARAMETERS.values():
+        value = main.evaluate(app_params.get(param))
+        branches = value.get("conditional") if isinstance(value, dict) else None
+        condition = branches[0] if isinstance(branches, list) else None
+        forced_local = (
+            isinstance(condition, dict)
+            and condition.get("operator") == "or"
+            and without_client in condition.get("operands", [])
+            and branches is not None
+            and branches[1] == "local"
+        )
+        if not forced_local:
+            problems.append(
+                f"main.bicep passes {param} that can be appservice without authClientId: "
+                f"{json.dumps(value, default=str)}"
+            )
+    return problems
+
+
 def check_trusted_proxy_hops(model: Mapping[str, Template]) -> list[str]:
     """Proxies appending to X-Forwarded-For in front of the app: App Service's front end, and the
     Application Gateway too when it fronts the app."""

@@ -155,6 +155,40 @@ def test_every_sign_in_mode_the_parameters_allow_starts_the_app(
     assert im.check_auth_modes(model, config.Settings) == []
 
 
+def test_the_appservice_sign_in_modes_need_app_service_authentication(
+    model: dict[str, im.Template],
+) -> None:
+    assert im.check_appservice_mode_needs_its_authentication(model) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (  # asked for appservice, without authClientId: the headers would be anyone's
+            "var effectiveAdminAuthMode = ((toLower(adminAuthMode) == 'local') || empty("
+            "authClientId))",
+            "var effectiveAdminAuthMode = ((toLower(adminAuthMode) == 'local') || (empty("
+            "adminAuthMode) && empty(authClientId)))",
+            "passes adminAuthMode that can be appservice without authClientId",
+        ),
+        (
+            "var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || empty("
+            "authClientId)) ? 'local' : 'appservice'",
+            "var effectiveWebchatAuthMode = (toLower(webchatAuthMode) == 'local') ? 'local' : "
+            "'appservice'",
+            "passes webchatAuthMode that can be appservice without authClientId",
+        ),
+    ],
+)
+def test_appservice_mode_check_catches(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_appservice_mode_needs_its_authentication(
+        mutate(texts, "main.bicep", old, new)
+    )
+    assert any(expected in p for p in problems), problems
+
+
 def test_trusted_proxy_hops_count_the_gateway(model: dict[str, im.Template]) -> None:
     assert im.check_trusted_proxy_hops(model) == []
 
@@ -562,8 +596,8 @@ APP_ADMIN_MODES = "@allowed([\n  'appservice'\n  'local'\n])\nparam adminAuthMod
         ),
         (  # main.bicep's empty, "choose by authClientId", is no mode of the app's
             "main.bicep",
-            "(empty(adminAuthMode) && empty(authClientId))) ? 'local' : 'appservice'",
-            "(empty(adminAuthMode) && empty(authClientId))) ? 'local' : adminAuthMode",
+            "|| empty(authClientId)) ? 'local' : 'appservice'\nvar effectiveWebchat",
+            "|| empty(authClientId)) ? 'local' : adminAuthMode\nvar effectiveWebchat",
             "main.bicep passes adminAuthMode that can be ['']",
         ),
         (  # the parameter as given: its empty value would reach the app
