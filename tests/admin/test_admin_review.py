@@ -611,9 +611,11 @@ async def test_a_users_data_export_is_audited_under_the_pseudonym_with_its_reaso
 ) -> None:
     await _add_direct_line_conversation_and_consent_of_alice(admin)
     # Named by the Direct Line id: the same person, the same record.
-    await admin.post(
+    exported = await admin.post(
         "/admin/api/users/export", json={"user": "dl_alice@contoso.com", "reason": "DSAR-42"}
     )
+    # Downloaded to the end: the export is streamed, and its counts are recorded at the end.
+    await exported.read()
 
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     audit = (await (await admin.get("/admin/api/audit")).json())["items"]
