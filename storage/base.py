@@ -54,7 +54,16 @@ class MessageStore(Protocol):
         ...
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
-        """Every message of one conversation, oldest first (transcripts, export)."""
+        """Every message of one conversation, oldest first (transcripts). One that cannot be read
+        is skipped (and logged by the conversation's reference)."""
+        ...
+
+    def conversation_message_pages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[list[Message], None]:
+        """`conversation_messages` in pages of at most `page_size` (never an empty one), each read
+        when the previous one has been taken: an export of a long conversation holds one page.
+        Pages are separate reads, as `UserDataStore.user_documents`' are."""
         ...
 
     async def set_feedback(
@@ -228,8 +237,9 @@ class Store(
 
 # The data operations of `Store` by whether they change anything (open, close and ping are
 # neither): the benchmark's operation counts and the tests' fault injection both use these.
-# `user_documents` is not one call but an iterator of reads (one per page), so it is in neither:
-# the benchmark's counting wrapper awaits each operation, which an iterator cannot be.
+# `user_documents` and `conversation_message_pages` are not one call but iterators of reads (one
+# per page), so they are in neither: the benchmark's counting wrapper awaits each operation,
+# which an iterator cannot be.
 READ_OPERATIONS = frozenset(
     {
         "get_message",

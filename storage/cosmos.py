@@ -54,6 +54,7 @@ from storage.base import (
 from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.models import (
+    SKIPPED,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -639,6 +640,29 @@ class CosmosStore:
                 )
             ]
         return readable_messages((_clean(doc) for doc in docs), conversation_id)
+
+    def conversation_message_pages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[list[Message], None]:
+        return in_pages(self._conversation_messages(conversation_id, page_size), page_size)
+
+    async def _conversation_messages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[Message, None]:
+        """`conversation_messages`' query, a page of `page_size` from the service at a time."""
+        op = "conversation_messages"
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("messages"),
+                op,
+                "SELECT * FROM c WHERE c.conversationId = @cid ORDER BY c.seq ASC",
+                [{"name": "@cid", "value": conversation_id}],
+                partition_key=conversation_id,
+                page_size=page_size,
+            ):
+                message = readable_message(_clean(doc), conversation_id, SKIPPED)
+                if message is not None:
+                    yield message
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback

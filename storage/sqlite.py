@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 from storage.base import ETagMismatch, StoreError, UserDataKind, user_data_in_memory
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
+    SKIPPED,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -593,6 +594,28 @@ class SqliteStore:
             ).fetchall()
         )
         return readable_messages((row[0] for row in rows), conversation_id)
+
+    def conversation_message_pages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[list[Message], None]:
+        return in_pages(self._conversation_messages(conversation_id, page_size), page_size)
+
+    async def _conversation_messages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[Message, None]:
+        select = "SELECT seq, id, doc FROM messages WHERE conversation_id = ?"
+        order = " ORDER BY seq, id LIMIT ?"
+        rows = self._rows_in_pages(
+            select + order,
+            select + " AND (seq, id) > (?, ?)" + order,
+            (conversation_id,),
+            2,
+            page_size,
+        )
+        async for _, _, doc in rows:
+            message = readable_message(doc, conversation_id, SKIPPED)
+            if message is not None:
+                yield message
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback

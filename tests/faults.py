@@ -42,9 +42,9 @@ from storage.models import (
 
 T = TypeVar("T")
 
-# A failing ping is how readiness sees an outage. `user_documents` is an iterator of reads (not
-# in READ_OPERATIONS, which are single calls): each of its pages is one call here.
-READS = READ_OPERATIONS | {"ping", "user_documents"}
+# A failing ping is how readiness sees an outage. The paged readers are iterators of reads (not
+# in READ_OPERATIONS, which are single calls): each of their pages is one call here (`_pages`).
+READS = READ_OPERATIONS | {"ping", "user_documents", "conversation_message_pages"}
 
 
 class FaultKind(StrEnum):
@@ -169,6 +169,22 @@ class FaultyStore:
             raise StoreError(f"injected: {operation} failed: TimeoutError (after the write)")
         return result
 
+    async def _pages(
+        self, operation: str, args: tuple[Any, ...], pages: AsyncGenerator[list[T], None]
+    ) -> AsyncGenerator[list[T], None]:
+        """A paged reader's pages, each one call of `operation` with `args` and then the page
+        number from 0: a fault armed with `when` on the page number fails the stream part-way,
+        after the pages before it were delivered. The call that finds no more pages counts too."""
+        async with aclosing(pages):
+            number = 0
+            while True:
+                try:
+                    page = await self._call(operation, (*args, number), lambda: anext(pages))
+                except StopAsyncIteration:
+                    return
+                yield page
+                number += 1
+
     # --- lifecycle (never faulted: the app must start)
 
     async def open(self) -> None:
@@ -210,6 +226,15 @@ class FaultyStore:
             "conversation_messages",
             (conversation_id,),
             lambda: self.inner.conversation_messages(conversation_id),
+        )
+
+    def conversation_message_pages(
+        self, conversation_id: str, page_size: int
+    ) -> AsyncGenerator[list[Message], None]:
+        return self._pages(
+            "conversation_message_pages",
+            (conversation_id,),
+            self.inner.conversation_message_pages(conversation_id, page_size),
         )
 
     async def set_feedback(
@@ -312,24 +337,12 @@ class FaultyStore:
 
     # --- user data
 
-    async def user_documents(
+    def user_documents(
         self, user_id: str, kind: UserDataKind, page_size: int
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Each page is one call of "user_documents", with the arguments (user id, kind, page
-        number from 0): a fault armed with `when` on the page number fails the stream part-way,
-        after the pages before it were delivered. The call that finds no more pages counts too."""
-        pages = self.inner.user_documents(user_id, kind, page_size)
-        async with aclosing(pages):
-            number = 0
-            while True:
-                try:
-                    page = await self._call(
-                        "user_documents", (user_id, kind, number), lambda: anext(pages)
-                    )
-                except StopAsyncIteration:
-                    return
-                yield page
-                number += 1
+        return self._pages(
+            "user_documents", (user_id, kind), self.inner.user_documents(user_id, kind, page_size)
+        )
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         return await self._call("export_user", (user_id,), lambda: self.inner.export_user(user_id))

@@ -122,3 +122,22 @@ async def test_the_window_read_again_shows_changes_made_since_the_last_read(stor
     ]
     assert window[1].feedback is not None
     assert window[1].feedback.reaction == "like"
+
+
+async def test_a_conversations_messages_come_in_pages_no_larger_than_asked_oldest_first(
+    store: Store,
+) -> None:
+    seqs = list(range(1, 8))
+    random.Random(7).shuffle(seqs)  # stored out of order: the store sorts
+    for seq in seqs:
+        await store.add_message(message("conv-1", seq))
+    await store.add_message(message("conv-2", 1))
+    whole = await store.conversation_messages("conv-1")
+
+    for size in (1, 3, 100):
+        pages = [page async for page in store.conversation_message_pages("conv-1", size)]
+        assert [m for page in pages for m in page] == whole, size
+        assert [m.seq for m in whole] == list(range(1, 8))
+        assert [len(page) for page in pages[:-1]] == [size] * (len(pages) - 1)
+        assert 1 <= len(pages[-1]) <= size
+    assert [page async for page in store.conversation_message_pages("conv-none", 2)] == []
