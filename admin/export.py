@@ -65,11 +65,21 @@ def safe_cell(value: Any) -> str:
 
 
 def to_csv(columns: list[str], rows: Iterable[dict[str, Any]]) -> str:
+    return csv_header(columns) + csv_rows(columns, rows)
+
+
+def csv_header(columns: list[str]) -> str:
+    """The first line of `to_csv`; `csv_rows` the rest, so a long export goes out in pieces."""
+    return _csv_lines([columns])
+
+
+def csv_rows(columns: list[str], rows: Iterable[dict[str, Any]]) -> str:
+    return _csv_lines([safe_cell(row.get(column)) for column in columns] for row in rows)
+
+
+def _csv_lines(lines: Iterable[list[str]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([safe_cell(row.get(column)) for column in columns])
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerows(lines)
     return out.getvalue()
 
 

@@ -56,7 +56,7 @@ from admin.queries import (
 )
 from admin.settings import AdminSettings, AuthMode
 from storage.base import USER_DATA_KINDS, Store, StoreError
-from storage.models import AuditRecord
+from storage.models import AuditRecord, Message
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
@@ -586,8 +586,9 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
     name = f"user-{uuid.uuid5(uuid.NAMESPACE_URL, target).hex[:12]}-{stamp}.json"
     download = _Download(request, name, "application/json")
     body = export.StreamedJson()
-    sent = dict.fromkeys(USER_DATA_KINDS, 0)
-    try:
+    sent: dict[str, int] = dict.fromkeys(USER_DATA_KINDS, 0)
+
+    async def write() -> None:
         download.add(
             body.begin(
                 {
@@ -610,40 +611,65 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
             download.add(body.close_list())
         download.add(body.end())
         await download.flush()
+
+    if await _stream(request, download, write, "export_user", target, {}, sent):
+        # Recorded before the last chunk goes out, so that once a client has the whole file,
+        # the record of it is there to read.
+        await _audit_outcome(
+            request, "export_user", target, {"outcome": "exported", "exported": sent}
+        )
+        with contextlib.suppress(_ClientGone):  # it has every byte; only the end marker was lost
+            await download.finish()
+    return download.response
+
+
+async def _stream(
+    request: web.Request,
+    download: _Download,
+    write: Callable[[], Awaitable[None]],
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+    sent: dict[str, int],
+) -> bool:
+    """Runs `write`, which adds to `download` and flushes it a page at a time, counting what it
+    sent in `sent`. True when it was all written: the caller records that, if it does, and
+    finishes the download. Otherwise this records how it ended (`action` on `target`, `detail`
+    and an outcome) and the response is as it is:
+    - `interrupted` (with `sent`): the client went away;
+    - `failed`: it failed before the download started; re-raised, so the error middleware
+      answers as for any request (a 503 for the store), nothing sent;
+    - `failed_part_way` (with `sent`): it failed after; the download is broken off (`abort`),
+      so the client has a broken download, never a short file that looks whole."""
+    try:
+        await write()
     except (_ClientGone, asyncio.CancelledError) as exc:
         # The client went away: the next write fails, or (with aiohttp's handler_cancellation,
         # as in its test server) the handler is cancelled; a server that stops cancels it too.
-        await _audit_outcome(
-            request, "export_user", target, {"outcome": "interrupted", "sent": sent}
-        )
+        outcome = {**detail, "outcome": "interrupted", "sent": sent}
+        await _audit_outcome(request, action, target, outcome)
         if isinstance(exc, asyncio.CancelledError):
             raise
-        return download.response
+        return False
     except Exception as exc:
         if not download.started:
-            # Nothing was sent: the error middleware answers (503 for the store) as before.
-            await _audit_outcome(request, "export_user", target, {"outcome": "failed"})
+            await _audit_outcome(request, action, target, {**detail, "outcome": "failed"})
             raise
         log.error(
-            "admin: a user's data export failed part-way; the download was broken off",
+            "admin: a download failed part-way and was broken off",
             extra={
+                "action": action,
                 "error": type(exc).__name__,
                 "trace": "".join(traceback.format_tb(exc.__traceback__)),
                 "target": target,
                 "sent": sent,
             },
         )
-        await _audit_outcome(
-            request, "export_user", target, {"outcome": "failed_part_way", "sent": sent}
-        )
+        outcome = {**detail, "outcome": "failed_part_way", "sent": sent}
+        await _audit_outcome(request, action, target, outcome)
         download.abort()
-        return download.response
-    # Recorded before the last chunk goes out, so that once a client has the whole file, the
-    # record of it is there to read.
-    await _audit_outcome(request, "export_user", target, {"outcome": "exported", "exported": sent})
-    with contextlib.suppress(_ClientGone):  # it has every byte; only the end marker was lost
-        await download.finish()
-    return download.response
+        return False
+    return True
 
 
 class _ClientGone(Exception):
@@ -987,15 +1013,69 @@ async def api_transcript(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def api_export_conversation(request: web.Request) -> web.StreamResponse:
+    """One transcript as a JSON or CSV download: the transcript's JSON, or a row per message.
+    Streamed as a user's data export is, the messages read and sent a page at a time
+    (EXPORT_PAGE_SIZE), the same file as when it was built whole. Audited as it always was:
+    one record (the format; no count) before the first byte; a download that does not end well
+    adds a second (`_stream`)."""
+    context = request.app[CONTEXT]
     fmt = _export_format(request)
-    transcript = await _transcript(request)
-    conversation_id = transcript["conversationId"]
-    await _audit(request, "export_conversation", conversation_id, {"format": fmt})
-    name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}"
-    if fmt == "csv":
-        rows = [export.message_row(conversation_id, m) for m in transcript["messages"]]
-        return _attachment(export.to_csv(export.MESSAGE_COLUMNS, rows), "text/csv", f"{name}.csv")
-    return _attachment(export.to_json(transcript), "application/json", f"{name}.json")
+    conversation_id = request.match_info["id"]
+    summary, unreadable = await transcript_summary(context.store, conversation_id)
+    pages = context.store.conversation_message_pages(conversation_id, EXPORT_PAGE_SIZE)
+    async with contextlib.aclosing(pages):
+        # The first page tells a conversation without messages from none at all, before
+        # anything is recorded or sent.
+        first: list[Message] = await anext(pages, [])
+        if summary is None and not unreadable and not first:
+            raise AdminError(404, "not_found", "No such conversation.")
+        detail = {"format": fmt}
+        await _audit(request, "export_conversation", conversation_id, detail)
+        name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}.{fmt}"
+        content_type = "text/csv" if fmt == "csv" else "application/json"
+        download = _Download(request, name, content_type)
+        body = export.StreamedJson()
+        sent = {"messages": 0}
+
+        async def write() -> None:
+            if fmt == "csv":
+                download.add(export.csv_header(export.MESSAGE_COLUMNS))
+            else:
+                download.add(
+                    body.begin(
+                        {
+                            "conversation": summary_view(summary, context.pseudonyms)
+                            if summary
+                            else None,
+                            "summaryUnreadable": unreadable,
+                            "conversationId": conversation_id,
+                        }
+                    )
+                )
+                download.add(body.open_list("messages"))
+            page = first
+            while page:
+                views = [message_view(m, context.pseudonyms) for m in page]
+                if fmt == "csv":
+                    rows = [export.message_row(conversation_id, view) for view in views]
+                    download.add(export.csv_rows(export.MESSAGE_COLUMNS, rows))
+                else:
+                    for view in views:
+                        download.add(body.item(view))
+                await download.flush()
+                sent["messages"] += len(page)
+                page = await anext(pages, [])
+            if fmt != "csv":
+                download.add(body.close_list())
+                download.add(body.end())
+            await download.flush()
+
+        if await _stream(
+            request, download, write, "export_conversation", conversation_id, detail, sent
+        ):
+            with contextlib.suppress(_ClientGone):  # it has every byte but the end marker
+                await download.finish()
+    return download.response
 
 
 @requires(Role.ADMIN)

@@ -1,9 +1,10 @@
-"""A user's data export streamed over real HTTP on both stores: read from the store a page at a
-time (a small EXPORT_PAGE_SIZE here) and written out page by page, the same JSON file as when it
-was built whole; audited before the first byte (the request and its reason) and after the last
-(the counts); a store failure before the download starts is the usual 503, one after it breaks
-the download off (never a short file that parses) and is on the audit log, as is a client that
-goes away. The store is the real one behind the fault wrapper (tests/faults.py)."""
+"""The admin's exports streamed over real HTTP on both stores: read from the store a page at a
+time (a small EXPORT_PAGE_SIZE here) and written out page by page, the same file as when it was
+built whole. A user's data export is audited before the first byte (the request and its reason)
+and after the last (the counts); a conversation export once, before the first byte, as always.
+A store failure before a download starts is the usual 503; one after it breaks the download off
+(never a short file that looks whole) and is on the audit log, as is a client that goes away.
+The store is the real one behind the fault wrapper (tests/faults.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ MESSAGES = [
     ("conv-web", 1),
 ]
 CONSENT = {"consent": {"version": "2026-11", "accepted": True}}
+BROKEN_OFF = "admin: a download failed part-way and was broken off"
 
 
 @pytest.fixture
@@ -211,9 +213,9 @@ async def test_a_store_failure_part_way_through_a_users_data_export_breaks_the_d
         "outcome": "failed_part_way",
         "sent": {"conversations": 4, "messages": 2, "states": 0},
     }
-    [logged] = [r for r in caplog.records if r.getMessage().startswith("admin: a user's data")]
+    [logged] = [r for r in caplog.records if r.getMessage() == BROKEN_OFF]
     assert logged.levelno == logging.ERROR
-    assert vars(logged)["error"] == "StoreError"
+    assert (vars(logged)["action"], vars(logged)["error"]) == ("export_user", "StoreError")
     assert ALICE not in str(vars(logged))
     # The app goes on serving, and the next export is whole.
     again = await _export(client)
@@ -266,3 +268,75 @@ async def test_a_client_that_goes_away_part_way_through_a_users_data_export_is_o
     assert outcome["detail"]["outcome"] == "interrupted"
     assert outcome["detail"]["sent"]["messages"] < len(MESSAGES)
     assert not [r for r in caplog.records if r.getMessage() == "admin: unexpected error"]
+
+
+# --- one conversation's export
+
+
+async def _conversation_export(client: TestClient[Any, Any], fmt: str) -> aiohttp.ClientResponse:
+    return await client.get(f"/admin/api/export/conversations/conv-long?format={fmt}")
+
+
+async def _conversation_audit(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await (await client.get("/admin/api/audit")).json())["items"]
+    return [r for r in items if r["action"] == "export_conversation"]
+
+
+async def test_a_conversation_export_larger_than_a_page_is_streamed_whole_in_order(
+    admin: tuple[TestClient[Any, Any], FaultyStore],
+) -> None:
+    client, store = admin
+    transcript = await (await client.get("/admin/api/conversations/conv-long")).json()
+    assert [m["seq"] for m in transcript["messages"]] == list(range(1, 8))
+
+    as_json = await _conversation_export(client, "json")
+    as_csv = await _conversation_export(client, "csv")
+
+    for response, content_type in ((as_json, "application/json"), (as_csv, "text/csv")):
+        assert response.status == 200, await response.text()
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert response.headers["Content-Type"] == f"{content_type}; charset=utf-8"
+        assert response.headers["Content-Disposition"].startswith(
+            'attachment; filename="conversation-'
+        )
+    # The same files as when they were built whole from the transcript.
+    text = await as_json.text()
+    assert text == export.to_json(transcript)
+    rows = [export.message_row("conv-long", m) for m in transcript["messages"]]
+    assert await as_csv.text() == export.to_csv(export.MESSAGE_COLUMNS, rows)
+    # Read a page at a time: 7 messages in pages of 2, and the read that finds no more; twice.
+    assert store.calls["conversation_message_pages"] == 2 * _whole_export_pages([7])
+    # Audited as before: once each, before the first byte.
+    assert [r["detail"]["format"] for r in await _conversation_audit(client)] == ["csv", "json"]
+    missing = await client.get("/admin/api/export/conversations/conv-none?format=json")
+    assert missing.status == 404
+    assert len(await _conversation_audit(client)) == 2
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+async def test_a_store_failure_part_way_through_a_conversation_export_breaks_the_download_off(
+    admin: tuple[TestClient[Any, Any], FaultyStore], fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, store = admin
+    store.fail(
+        FaultKind.ERROR,
+        "conversation_message_pages",
+        count=1,
+        when=lambda _, args: args[1] == 2,  # the third page: four messages are out by then
+    )
+
+    response = await _conversation_export(client, fmt)
+
+    assert response.status == 200
+    received = await _received_until_broken(response)
+    assert "long message 4" in received and "long message 5" not in received
+    if fmt == "json":
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(received)
+    requested, outcome = reversed(await _conversation_audit(client))
+    assert requested["detail"]["format"] == fmt
+    assert "outcome" not in requested["detail"]
+    assert (outcome["target"], outcome["detail"]["outcome"]) == ("conv-long", "failed_part_way")
+    assert outcome["detail"]["sent"] == {"messages": 4}
+    [logged] = [r for r in caplog.records if r.getMessage() == BROKEN_OFF]
+    assert vars(logged)["action"] == "export_conversation"
