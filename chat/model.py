@@ -7,6 +7,7 @@ which needs to see every 429 and its retry-after to decide where the next attemp
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from chat.filters import is_prompt_filter_error
+from chat.filters import is_prompt_filter_error, parse_results
 
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
@@ -132,10 +133,26 @@ def _retry_after(headers: Any) -> float | None:
         if value is None:
             continue
         try:
-            return max(0.0, float(value) * scale)
+            seconds = float(value) * scale
         except ValueError:
             continue
+        if math.isfinite(seconds):  # `inf` or `nan` names no time to wait
+            return max(0.0, seconds)
     return None
+
+
+# Azure's throttling messages: "... Please retry after 7 seconds. ..." and the short form
+# "Rate limit is exceeded. Try again in 2 seconds."
+_WAIT_IN_MESSAGE = re.compile(r"(?:retry after|try again in) (\d{1,9}) seconds?", re.IGNORECASE)
+
+
+def _retry_after_in_message(body: dict[str, Any]) -> float | None:
+    """The wait a throttling error names in its message, for a response without the headers (a
+    gateway in between may drop them)."""
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    message = error.get("message") if isinstance(error, dict) else None
+    found = _WAIT_IN_MESSAGE.search(message) if isinstance(message, str) else None
+    return float(found.group(1)) if found else None
 
 
 # Worth another deployment: throttling and server faults, and a deployment that refuses our
@@ -161,6 +178,9 @@ class DeploymentClient:
         timeout_seconds: float,
     ) -> None:
         self.deployment = deployment
+        # Streams ask for the usage (include_usage). Azure and the v1 API then always end with a
+        # usage chunk; an OpenAI-compatible server may ignore the option.
+        self._usage_promised = deployment.api in ("azure", "v1")
         # The SDK's aiohttp transport instead of its default httpx one: same requests, errors and
         # timeouts, about a millisecond less CPU per call (httpcore's pool checks every pooled
         # connection through anyio on each request; aiohttp's C parser reads the response).
@@ -217,12 +237,15 @@ class DeploymentClient:
             body = exc.body if isinstance(exc.body, dict) else {}
             if exc.status_code == 400 and is_prompt_filter_error(body):
                 raise PromptFiltered(deployment=self.deployment.name, body=body) from exc
+            retry_after = _retry_after(exc.response.headers)
+            if retry_after is None and exc.status_code in (429, 503):
+                retry_after = _retry_after_in_message(body)
             raise ModelError(
                 "status",
                 deployment=self.deployment.name,
                 status=exc.status_code,
                 retryable=exc.status_code in _RETRYABLE_STATUS,
-                retry_after=_retry_after(exc.response.headers),
+                retry_after=retry_after,
                 body=body,
             ) from exc
         except openai.APITimeoutError as exc:
@@ -303,6 +326,10 @@ class DeploymentClient:
         output_annotations: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         usage_reported = False
+        # Once a filter has blocked the answer, nothing more of it is shown: the turn replaces
+        # what was shown with its notice when the stream ends (with the asynchronous filter the
+        # verdict comes after the text it judged, so some of it was already on screen).
+        blocked = False
         try:
             async for chunk in stream:
                 prompt_filters += _prompt_filters(chunk.model_extra or {})
@@ -318,12 +345,25 @@ class DeploymentClient:
                         if isinstance(extras.get("content_filter_offsets"), dict):
                             annotation["content_filter_offsets"] = extras["content_filter_offsets"]
                         output_annotations.append(annotation)
+                        blocked = blocked or parse_results(results, "output").filtered
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
+                        blocked = blocked or finish_reason == "content_filter"
                     # Asynchronous-filter annotation chunks have no delta at all.
                     if choice.delta is not None and choice.delta.content:
                         parts.append(choice.delta.content)
-                        await on_text("".join(parts))
+                        if not blocked:
+                            await on_text("".join(parts))
+        except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
+            # (Before APIError, of which the first two are kinds.) ValueError: an event whose
+            # JSON is broken (the SDK parses each one with json.loads).
+            raise ModelError(
+                "stream_cut",
+                deployment=self.deployment.name,
+                retryable=not parts,
+                fault=True,
+                partial_text="".join(parts),
+            ) from exc
         except openai.APIError as exc:
             raise ModelError(
                 "stream_error",
@@ -333,20 +373,13 @@ class DeploymentClient:
                 body=exc.body if isinstance(exc.body, dict) else {},
                 partial_text="".join(parts),
             ) from exc
-        except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
-            # ValueError: an event whose JSON is broken (the SDK parses each one with json.loads).
-            raise ModelError(
-                "stream_cut",
-                deployment=self.deployment.name,
-                retryable=not parts,
-                fault=True,
-                partial_text="".join(parts),
-            ) from exc
         finally:
             await stream.close()
-        if finish_reason is None:
-            # Azure ends every stream with a chunk that carries finish_reason; a body that ends
-            # cleanly without one was cut short (a gateway or proxy closed it): not an answer.
+        if finish_reason is None or (self._usage_promised and not usage_reported):
+            # Azure ends every stream with a chunk that carries finish_reason and, as asked with
+            # include_usage, then one with the usage (after the asynchronous filter's last
+            # annotation). A body that ends cleanly without them was cut short (a gateway or
+            # proxy closed it): not an answer, and part of it may not have been judged.
             raise ModelError(
                 "stream_cut",
                 deployment=self.deployment.name,

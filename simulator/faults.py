@@ -11,7 +11,10 @@ from typing import Any
 
 STATUS_FAULTS = ("429", "500", "503", "408")
 STREAM_FAULTS = ("drop_mid_stream", "malformed_sse", "error_event")
-MODES = (*STATUS_FAULTS, "slow_first_token", *STREAM_FAULTS)
+# A stream that ends cleanly right after its finish chunk: no annotations (asynchronous filter),
+# no usage chunk, no [DONE], as when a proxy closes it early. (Non-streaming: no fault.)
+CUT_AFTER_FINISH = "cut_after_finish"
+MODES = (*STATUS_FAULTS, "slow_first_token", *STREAM_FAULTS, CUT_AFTER_FINISH)
 DEFAULT_RETRY_AFTER_S = 1
 DEFAULT_SLOW_DELAY_MS = 2000
 
@@ -45,6 +48,7 @@ MARKER_FAULTS = {
     "[sim:drop]": Fault("drop_mid_stream"),
     "[sim:malformed]": Fault("malformed_sse"),
     "[sim:error-event]": Fault("error_event"),
+    "[sim:cut-after-finish]": Fault(CUT_AFTER_FINISH),
 }
 
 

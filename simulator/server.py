@@ -20,6 +20,7 @@ from aiohttp import web
 
 from simulator import wire
 from simulator.faults import (
+    CUT_AFTER_FINISH,
     STREAM_FAULTS,
     Fault,
     FaultControl,
@@ -340,8 +341,18 @@ async def send_stream(
                 await asyncio.sleep(item.tokens / tokens_per_second)
             content_sent += 1
         await response.write(f"data: {item.data}\n\n".encode())
+        if fault is not None and fault.mode == CUT_AFTER_FINISH and _finishes(item):
+            break
     await response.write_eof()
     return response
+
+
+def _finishes(item: Event) -> bool:
+    """A chunk whose choice carries a finish_reason (not [DONE], not the usage chunk)."""
+    if not item.data.startswith("{"):
+        return False
+    choices = json.loads(item.data).get("choices") or []
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
 async def break_stream(

@@ -119,6 +119,23 @@ async def test_stream_cut_in_the_middle_replaces_the_streamed_text_with_the_noti
     assert not stream_ids or final_info["streamId"] in stream_ids
 
 
+@pytest.mark.parametrize("filter_mode", ["", "[cf:async-pass]"])
+async def test_a_stream_that_ends_after_its_finish_chunk_without_usage_is_not_an_answer(
+    make_app: AppFactory, connector: RecordingConnector, filter_mode: str
+) -> None:
+    """Cut after the finish chunk (a proxy closing it early): the usage chunk asked for never came,
+    nor, with the asynchronous filter, the annotations that judge the text already shown."""
+    client = await make_app()
+    question = f"tell me a long story [sim:cut-after-finish] {filter_mode}"
+    sent = await run_turns(client, [teams_personal(connector, question)])
+    [verdict] = await check_turns(client, connector, sent)
+
+    assert verdict.notice == "model_unavailable", verdict.finals
+    [record] = verdict.stored_answers
+    assert record.status is MessageStatus.ERROR and record.text == ""
+    await healthy_after(client, connector, teams_personal)
+
+
 class FinalChunkDroppingGateway(ModelGateway):
     """Ends a streamed answer cleanly just before its final chunk (the one with finish_reason):
     no error, no [DONE], a well-formed end of the response body."""

@@ -1,0 +1,146 @@
+"""Shapes the simulator never sends, served by an edge server posing as a deployment: a stream
+that goes on after a filter blocked its answer, and a retry-after that names no time."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from chat.model import Deployment, DeploymentClient, ModelError
+from chat.router import DeploymentRouter
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@pytest.fixture
+async def edge(unused_tcp_port: int) -> AsyncIterator[list[Answer]]:
+    """Answers each request with the next queued (status, headers, body)."""
+    answers: list[Answer] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        status, headers, body = answers.pop(0)
+        return web.Response(status=status, headers=headers, body=body)
+
+    app = web.Application()
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    yield answers
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def client(edge: list[Answer], unused_tcp_port: int) -> AsyncIterator[DeploymentClient]:
+    deployment = Deployment(
+        name="edge",
+        endpoint=f"http://127.0.0.1:{unused_tcp_port}",
+        deployment="gpt-4o",
+        api_key="k",
+    )
+    model = DeploymentClient(deployment, token_provider=None, timeout_seconds=5)
+    yield model
+    await model.close()
+
+
+def sse(*events: dict[str, Any]) -> bytes:
+    lines = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
+
+
+def chunk(choice: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, **choice}]}  # fmt: skip
+
+
+SAFE = {"hate": {"filtered": False, "severity": "safe"}}
+BLOCKED = {"hate": {"filtered": True, "severity": "high"}}
+
+
+async def test_no_text_is_shown_after_a_filter_blocked_the_answer(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    offsets = {"check_offset": 0, "start_offset": 0, "end_offset": 6}
+    body = sse(
+        {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+         "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}]},
+        chunk({"delta": {"role": "assistant", "content": ""}}),
+        chunk({"delta": {"content": "Once, "}}),
+        # The asynchronous filter's verdict on the text so far: blocked.
+        chunk({"content_filter_results": BLOCKED, "content_filter_offsets": offsets}),
+        chunk({"delta": {"content": "more of what was blocked"}}),
+        chunk({"delta": {}, "finish_reason": "content_filter"}),
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+         "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}},
+    )  # fmt: skip
+    edge.append((200, {"Content-Type": "text/event-stream"}, body))
+    shown: list[str] = []
+
+    async def on_text(text: str) -> None:
+        shown.append(text)
+
+    completion = await client.complete([{"role": "user", "content": "a story"}], 50, on_text)
+
+    assert shown == ["Once, "]
+    assert completion.finish_reason == "content_filter"
+    assert completion.text == "Once, more of what was blocked", "kept for the reviewers"
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+async def test_a_retry_after_that_names_no_time_is_ignored(
+    edge: list[Answer], client: DeploymentClient, value: str
+) -> None:
+    body = json.dumps({"error": {"code": "429", "message": "Rate limit is exceeded."}})
+    edge.append((429, {"retry-after": value, "Content-Type": "application/json"}, body.encode()))
+
+    with pytest.raises(ModelError) as caught:
+        await client.complete([{"role": "user", "content": "hello"}], 50)
+
+    assert (caught.value.status, caught.value.retry_after) == (429, None)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "wait"),
+    [
+        (429, "Requests to the Create Operation ... Please retry after 7 seconds.", 7),
+        (429, "Rate limit is exceeded. Try again in 2 seconds.", 2),
+        (503, "The service is busy. Please retry after 1 second.", 1),
+        (429, "Rate limit is exceeded.", None),
+        (500, "The server had an error. Please retry after 5 seconds.", None),
+    ],
+)
+async def test_without_retry_headers_the_wait_is_read_from_the_message(
+    edge: list[Answer], client: DeploymentClient, status: int, message: str, wait: float | None
+) -> None:
+    """A gateway in between may drop the retry headers; Azure's message names the wait too."""
+    body = json.dumps({"error": {"code": str(status), "message": message}}).encode()
+    edge.append((status, {"Content-Type": "application/json"}, body))
+
+    with pytest.raises(ModelError) as caught:
+        await client.complete([{"role": "user", "content": "hello"}], 50)
+
+    assert caught.value.retry_after == wait
+
+
+async def test_a_429_that_names_no_wait_cools_down_without_opening_the_breaker(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    # A cooldown longer than the router waits out within a turn: each call ends on the 429.
+    router = DeploymentRouter(
+        [client], breaker_failures=2, default_cooldown_seconds=60, deadline_seconds=5
+    )
+    throttled = json.dumps({"error": {"code": "429", "message": "Rate limit is exceeded."}})
+    for _ in range(3):
+        edge.append((429, {"Content-Type": "application/json"}, throttled.encode()))
+        with pytest.raises(ModelError):
+            await router.complete([{"role": "user", "content": "hello"}], 50)
+        health = router.health("edge")
+        assert health.breaker_open_until == 0 and health.consecutive_failures == 0
+        assert health.cooldown_until > time.monotonic() + 50
+        health.cooldown_until = 0.0  # as if the minute had passed
