@@ -1,12 +1,14 @@
 """Routing between model deployments: priority order, spill-over, cooldowns, a circuit breaker.
 
 The usual set-up is a provisioned (PTU) deployment first and pay-as-you-go behind it. A 429 or
-503 names how long to wait (`retry-after-ms` / `retry-after`): that deployment cools down for that
-long and the turn spills over to the next one. Quota exhaustion (a retry-after of hours) parks a
-deployment until then the same way. Errors without such a hint (500s, timeouts, dropped
-connections, streams that break off, a deployment that refuses our credentials or does not
-exist) count towards a circuit breaker that stops sending to a failing deployment for a
-while, then lets one trial request through. A whole model call has a deadline across attempts.
+503 names how long to wait (`retry-after-ms` / `retry-after`, or in its message when a gateway
+dropped those): that deployment cools down for that long and the turn spills over to the next one;
+a 429 that names no wait cools down for the default cooldown. Quota exhaustion (a retry-after of
+hours) parks a deployment until then the same way. Other errors (500s, 503s without a wait,
+timeouts, dropped connections, streams that break off, a deployment that refuses our
+credentials or does not exist) count towards a circuit breaker that stops sending to a failing
+deployment for a while, then lets one trial request through. A whole model call has a deadline
+across attempts.
 """
 
 from __future__ import annotations
@@ -216,9 +218,21 @@ class DeploymentRouter:
                 },
             )
             return
-        health.consecutive_failures += 1
         if error.status == 429:
+            # Throttled without saying for how long: a cooldown of our own, and still no sign
+            # of a broken backend (a breaker opened by 429s would outlast the throttling).
             health.cooldown_until = now + self._default_cooldown
+            log.warning(
+                "deployment throttled",
+                extra={
+                    "event": "model_throttled",
+                    "deployment": name,
+                    "status": error.status,
+                    "retry_after_s": math.ceil(self._default_cooldown),
+                },
+            )
+            return
+        health.consecutive_failures += 1
         if health.consecutive_failures >= self._breaker_failures or health.breaker_open_until:
             health.breaker_open_until = now + self._breaker_open_seconds
             log.error(
