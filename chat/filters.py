@@ -168,7 +168,8 @@ def _blocklist(value: Any, source: Source) -> CategoryResult | None:
     # Current shape: {"filtered": bool, "details": [{"filtered": bool, "id": "name"}]};
     # older responses: a bare list [{"filtered": true, "id": "name"}] (or []).
     if isinstance(value, dict):
-        entries = value.get("details") or []
+        details = value.get("details")
+        entries = details if isinstance(details, list) else []
         filtered = bool(value.get("filtered"))
     elif isinstance(value, list):
         entries = value
@@ -201,10 +202,12 @@ def parse_results(results: Any, source: Source) -> Verdict:
         return verdict
     for name, value in results.items():
         if name == "error":
+            # The filter itself failed: "not filtered", but recorded, whatever shape it came in.
             if isinstance(value, dict):
-                verdict.errors.append(
-                    FilterError(source, str(value.get("code", "")), str(value.get("message", "")))
-                )
+                code, message = str(value.get("code", "")), str(value.get("message", ""))
+            else:
+                code, message = "unknown", ""
+            verdict.errors.append(FilterError(source, code, message))
             continue
         if name == "custom_blocklists":
             blocklist = _blocklist(value, source)

@@ -134,6 +134,20 @@ def test_filter_error_with_integer_or_string_code_is_not_filtered_but_recorded(
     assert verdict.notable
 
 
+def test_a_blocklist_whose_details_are_not_a_list_still_reads_its_verdict() -> None:
+    verdict = parse_results({"custom_blocklists": {"filtered": True, "details": 7}}, "output")
+    assert verdict.filtered_categories() == ["blocklist"]
+    assert verdict.results[0].blocklist_ids == ()
+
+
+@pytest.mark.parametrize("error", ["The contents are not filtered", 500, ["x"]])
+def test_a_filter_error_of_another_shape_is_recorded_as_unknown(error: object) -> None:
+    verdict = parse_results({"error": error}, "prompt")
+    assert not verdict.filtered
+    assert [(e.source, e.code) for e in verdict.errors] == [("prompt", "unknown")]
+    assert verdict.review_reasons("high") == ["filter_error"]
+
+
 def test_ungrounded_material_and_unknown_future_categories_parse() -> None:
     verdict = parse_results(
         {

@@ -30,6 +30,11 @@ def test_longest_family_prefix_wins_and_unknown_models_get_the_default() -> None
     assert model_family("Phi-4").name == "default"
 
 
+@pytest.mark.parametrize("model", ["gpt-4.1-mini", "gpt-4.5-preview", "gpt-5-chat", "o3-mini"])
+def test_the_newer_gpt_4_numbers_count_with_o200k_base_as_the_simulator_does(model: str) -> None:
+    assert model_family(model).encoding == "o200k_base"
+
+
 def test_special_token_text_is_counted_not_rejected() -> None:
     assert counter.count_text("<|endoftext|>") > 1
 
