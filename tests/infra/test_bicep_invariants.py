@@ -1029,3 +1029,15 @@ def test_monitoring_queries_use_the_apps_telemetry_names() -> None:
 def test_deploy_doc_exists() -> None:
     doc = Path(im.INFRA_DIR.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "azd up" in doc
+
+
+def test_api_management_relays_streamed_answers_as_they_come() -> None:
+    """Server-sent events through API Management need its response buffering off on the
+    forward-request (Microsoft's guidance for SSE APIs); buffered, a stream arrives in batches."""
+    import xml.etree.ElementTree as ElementTree
+
+    # The repository's own file, not untrusted input.
+    policy = ElementTree.parse(im.INFRA_DIR / "apim" / "openai-policy.xml").getroot()  # noqa: S314
+    forwards = policy.findall(".//forward-request")
+    assert forwards, "the policy forwards the request"
+    assert all(f.get("buffer-response") == "false" for f in forwards)
