@@ -17,6 +17,9 @@ REPLIES_FILE = Path(__file__).resolve().parent / "replies.yaml"
 MARKER = re.compile(r"\[(?:sim|cf):[^\]]*\]", re.IGNORECASE)
 JAPANESE = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff]")
 LONG_MARKER = "[sim:long]"
+# A model that answers nothing at all: content "" with finish_reason "stop" (Azure does this,
+# rarely; the app must not show an empty message).
+EMPTY_MARKER = "[sim:empty]"
 MAX_ECHO_CHARS = 200
 
 
@@ -41,6 +44,8 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def compose_reply(templates: dict[str, Templates], messages: list[dict[str, Any]]) -> str:
     raw = last_user_text(messages)
+    if EMPTY_MARKER in raw.lower():
+        return ""
     question = " ".join(MARKER.sub(" ", raw).split())
     if len(question) > MAX_ECHO_CHARS:
         question = question[:MAX_ECHO_CHARS].rstrip() + "…"

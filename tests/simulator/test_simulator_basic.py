@@ -300,6 +300,25 @@ async def test_long_marker_produces_about_400_tokens(
     assert "[sim:long]" not in (completion.choices[0].message.content or "").split("»")[0]
 
 
+async def test_empty_marker_answers_nothing_with_finish_reason_stop(
+    azure_client: openai.AsyncAzureOpenAI,
+) -> None:
+    question = [{"role": "user", "content": "Say nothing [sim:empty]"}]
+    completion = await azure_client.chat.completions.create(model="chat", messages=question)
+    assert completion.choices[0].message.content == ""
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens == 0
+
+    stream = await azure_client.chat.completions.create(
+        model="chat", messages=question, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert [c.choices[0].delta.content for c in chunks if c.choices] == ["", None]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices] == [None, "stop"]
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 0
+
+
 async def test_time_to_first_token_delays_first_content(start_simulator: StartSimulator) -> None:
     url = await start_simulator(SimulatorConfig(time_to_first_token_ms=200))
     async with openai.AsyncAzureOpenAI(
