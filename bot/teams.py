@@ -19,6 +19,11 @@ PERSONAL = "personal"
 
 # Spaces and tabs (and Teams' &nbsp;) next to a removed mention; newlines are kept.
 _BLANKS = "[ \t\u00a0]*"
+# Punctuation that belongs to the word before a removed mention ("hi <at>Bot</at>, please" is
+# "hi, please"). ASCII marks only when a blank, another mark or the end follows: ".NET" starts
+# a word.
+_ATTACHED_ASCII = frozenset(",.;:!?)]}")
+_ATTACHED_CJK = frozenset("、。，．：；！？）］｝」』")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 
 
@@ -79,12 +84,26 @@ def _bot_ids(raw: dict[str, Any]) -> set[str]:
     return {bot_id, bot_id.removeprefix("28:")}
 
 
+def _joiner(match: re.Match[str]) -> str:
+    """What replaces a removed mention: one space, or nothing before punctuation that attaches
+    to the word before it."""
+    rest = match.string[match.end() : match.end() + 2]
+    if rest[:1] in _ATTACHED_CJK:
+        return ""
+    if rest[:1] in _ATTACHED_ASCII and (
+        len(rest) == 1 or rest[1].isspace() or rest[1] in _ATTACHED_ASCII
+    ):
+        return ""
+    return " "
+
+
 def _remove(text: str, mention: str) -> tuple[str, int]:
     """Remove every occurrence of `mention` (literal text, never a pattern), joining the text on
-    either side with one space. Falls back to the `<at>` tag with the same inner name when the
-    entity's text is not found verbatim (clients differ in spacing and case)."""
+    either side with one space (none before punctuation). Falls back to the `<at>` tag with the
+    same inner name when the entity's text is not found verbatim (clients differ in spacing and
+    case)."""
     pattern = re.compile(_BLANKS + re.escape(mention) + _BLANKS)
-    result, count = pattern.subn(" ", text)
+    result, count = pattern.subn(_joiner, text)
     if count == 0:
         inner = _AT_TAG.fullmatch(mention.strip())
         if inner is not None:
@@ -96,7 +115,7 @@ def _remove(text: str, mention: str) -> tuple[str, int]:
                 + _BLANKS,
                 re.IGNORECASE,
             )
-            result, count = loose.subn(" ", text)
+            result, count = loose.subn(_joiner, text)
     return result, count
 
 

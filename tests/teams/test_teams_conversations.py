@@ -144,7 +144,7 @@ async def test_mention_of_a_bot_named_with_regex_characters_is_removed_everywher
     await teams.wait_for_messages(1)
 
     thread = f"msteams:{CHANNEL_ID};messageid=1763719100000"
-    assert await stored_user_texts(bot, thread) == ["Hey , ask Bob about pricing"]
+    assert await stored_user_texts(bot, thread) == ["Hey, ask Bob about pricing"]
 
 
 async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
@@ -169,6 +169,12 @@ async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
         ("<at>a.*b</at> hi <at>ab</at>", [mention("a.*b")], "hi <at>ab</at>", True),
         ("<at>[x](y)</at> go", [mention("[x](y)")], "go", True),
         ("<at>bot</at> case", [mention("Bot")], "case", True),  # client spelled it differently
+        ("hi <at>Bot</at>, please", [mention("Bot")], "hi, please", True),
+        ("thanks <at>Bot</at>!", [mention("Bot")], "thanks!", True),
+        ("what about <at>Bot</at>?! ok", [mention("Bot")], "what about?! ok", True),
+        ("ありがとう<at>Bot</at>、次は", [mention("Bot")], "ありがとう、次は", True),
+        ("ask <at>Bot</at> .NET tips", [mention("Bot")], "ask .NET tips", True),
+        ("ask <at>bot</at>: why", [mention("Bot")], "ask: why", True),
         ("ask <at>Ann</at>", [mention("Ann", "29:ann")], "ask Ann", False),
         ("no mention", [], "no mention", False),
     ],
