@@ -481,6 +481,11 @@ class ChatService:
                 turn, user_message, completion, verdict, channel, delta, outcome
             )
             return
+        if not completion.text.strip():
+            await self._empty_answer(
+                turn, user_message, completion, verdict, channel, delta, outcome
+            )
+            return
 
         shown_text = completion.text + self._citation_text(verdict, turn.locale)
         completion.text = shown_text
@@ -694,6 +699,30 @@ class ChatService:
                 "filter": verdict.to_json(),
             }
         )
+        await self._add_answer(answer, completion, delta, outcome)
+
+    async def _empty_answer(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        completion: Completion,
+        verdict: Verdict,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+    ) -> None:
+        """The model answered with no text: an empty final message would leave Teams' stream
+        ("Thinking...") open and Web Chat an empty bubble, so the user gets a notice instead.
+        The record is an error (the user got no answer; the prompt stays in the context for a
+        rephrased retry) that keeps the usage, deployment and finish reason the model reported."""
+        outcome.status = "empty_answer"
+        delta.errors += 1
+        await _notify(channel, localize("empty_answer", turn.locale), outcome)
+        answer = self._answer_message(user_message, completion, None, outcome).model_copy(
+            update={"status": MessageStatus.ERROR, "error": "empty_answer"}
+        )
+        if verdict.notable:
+            answer = answer.model_copy(update={"filter": verdict.to_json()})
         await self._add_answer(answer, completion, delta, outcome)
 
     def _log_filter_events(self, verdict: Verdict, deployment: str, conversation_id: str) -> None:

@@ -72,6 +72,23 @@ async def test_a_message_asking_for_replies_in_the_response_is_answered_through_
     assert answer.status is MessageStatus.COMPLETE
 
 
+async def test_empty_model_answer_gets_a_notice_not_an_empty_message(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    activity = message_activity(connector.url, "Hm [sim:empty]", locale="ja-JP")
+
+    assert await post(bot, activity) == 202
+    [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
+
+    assert "アシスタントから回答がありませんでした" in reply["text"]
+    assert "entities" not in reply or reply["entities"] in (None, [])  # a notice: no AI label
+    user, answer = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert user.status is MessageStatus.COMPLETE
+    assert (answer.status, answer.error, answer.text) == (MessageStatus.ERROR, "empty_answer", "")
+    assert answer.finish_reason == "stop" and answer.deployment == "default"
+
+
 async def test_redelivered_activity_gets_no_second_answer(
     bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from app import QUOTAS, STORE
@@ -215,6 +216,34 @@ async def test_filtered_prompt_notice_closes_the_stream_without_ai_label_or_feed
     ]
     assert "channelData" not in notice
     assert teams.violations == []
+
+
+@pytest.mark.parametrize(
+    ("locale", "notice"),
+    [
+        ("en-US", "The assistant returned no answer to that."),
+        ("ja-JP", "アシスタントから回答がありませんでした"),
+    ],
+)
+async def test_empty_model_answer_closes_the_stream_with_a_localized_notice_and_an_error_record(
+    bot: TestClient[Any, Any], teams: TeamsChannel, locale: str, notice: str
+) -> None:
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hm [sim:empty]", locale))
+    [final] = await teams.wait_for_messages(1)
+
+    assert teams.violations == []
+    assert notice in final["text"]
+    # A notice, not an answer: it ends the stream, without the AI label or feedback buttons.
+    assert final["entities"] == [
+        {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"}
+    ]
+    assert "channelData" not in final
+    await settle(bot)
+    user, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert user.status is MessageStatus.COMPLETE  # stays in the context: "try again" works
+    assert (answer.status, answer.error, answer.text) == (MessageStatus.ERROR, "empty_answer", "")
+    assert answer.finish_reason == "stop" and answer.deployment
+    assert answer.usage is not None and answer.usage.prompt > 0  # billed: kept for the record
 
 
 async def _wait_for_answer(store: Any) -> None:
