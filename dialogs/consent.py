@@ -2,9 +2,14 @@
 
 A `ComponentDialog`: a waterfall that shows the policy and asks with a text prompt (suggested
 actions "I accept" / "I decline" where the channel shows them; typed answers in English or
-Japanese work everywhere, including Teams group chats). Acceptance is stored in user state with
-its time and policy version; a new version asks again. The message that triggered the question
-is kept in the dialog and answered right after acceptance, so nothing has to be typed twice.
+Japanese work everywhere). In a shared conversation (a Teams group chat or channel) the bot only
+receives messages that @mention it and Teams shows no suggested actions, so there the texts tell
+the user to @mention the bot with their answer, and no buttons are offered. Acceptance is stored
+in user state with its time and policy version; a new version asks again. The message that
+triggered the question is kept in the dialog and answered right after acceptance, so nothing has
+to be typed twice.
+
+The dialog's options: `pending` (the message waiting for the answer) and `shared`.
 """
 
 from __future__ import annotations
@@ -74,8 +79,21 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
         self.initial_dialog_id = _STEPS
 
     async def _ask(self, step: WaterfallStepContext) -> DialogTurnResult:
-        locale = step.context.activity.locale
+        activity: Activity = step.context.activity
+        locale = activity.locale
         accept, decline = _labels(locale)
+        shared = _is_shared(step)
+        if shared:
+            bot = _mention_name(activity)
+            question = localize(
+                "consent_question_mention", locale, accept=accept, decline=decline, bot=bot
+            )
+            retry = localize(
+                "consent_retry_mention", locale, accept=accept, decline=decline, bot=bot
+            )
+        else:
+            question = localize("consent_question", locale, accept=accept, decline=decline)
+            retry = localize("consent_retry", locale, accept=accept, decline=decline)
         text = "\n\n".join(
             [
                 localize(
@@ -85,14 +103,18 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
                     version=self._policy.version,
                 ),
                 self._policy.text_for(language_of(locale)),
-                localize("consent_question", locale, accept=accept, decline=decline),
+                question,
             ]
         )
-        retry = localize("consent_retry", locale, accept=accept, decline=decline)
-        options = PromptOptions(
-            prompt=_with_buttons(text, accept, decline),
-            retry_prompt=_with_buttons(retry, accept, decline),
-        )
+        if shared:
+            # Teams shows suggested actions only in 1:1 chats, and a button's reply would carry
+            # no @mention: the bot would never receive it.
+            options = PromptOptions(prompt=_markdown(text), retry_prompt=_markdown(retry))
+        else:
+            options = PromptOptions(
+                prompt=_with_buttons(text, accept, decline),
+                retry_prompt=_with_buttons(retry, accept, decline),
+            )
         return await step.prompt(_ANSWER, options)
 
     async def _decide(self, step: WaterfallStepContext) -> DialogTurnResult:
@@ -109,15 +131,35 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
             await context.send_activity(_markdown(localize(key, locale)))
         else:
             accept, _ = _labels(locale)
-            await context.send_activity(
-                _markdown(localize("consent_declined", locale, accept=accept))
-            )
+            if _is_shared(step):
+                declined = localize(
+                    "consent_declined_mention",
+                    locale,
+                    accept=accept,
+                    bot=_mention_name(context.activity),
+                )
+            else:
+                declined = localize("consent_declined", locale, accept=accept)
+            await context.send_activity(_markdown(declined))
         result = {"accepted": accepted, "pending": pending if accepted else None}
         return await step.end_dialog(result)
 
 
 async def _is_answer(prompt: PromptValidatorContext) -> bool:
     return bool(prompt.recognized.succeeded) and consent_answer(prompt.recognized.value) is not None
+
+
+def _is_shared(step: WaterfallStepContext) -> bool:
+    return bool((step.options or {}).get("shared"))
+
+
+def _mention_name(activity: Activity) -> str:
+    """How the texts name the bot to @mention: its name as the channel gives it (Teams puts the
+    bot's display name in `recipient.name`), else a generic "me"."""
+    name = activity.recipient.name if activity.recipient is not None else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    return localize("consent_mention_generic", activity.locale)
 
 
 def _labels(locale: str | None) -> tuple[str, str]:

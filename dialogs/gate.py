@@ -141,7 +141,10 @@ class ConversationGate:
                 "usage policy consent asked",
                 extra={"event": "consent_asked", "version": self._policy.version},
             )
-            await dialog_context.begin_dialog(CONSENT_DIALOG, {"pending": _pending(turn)})
+            # `shared`: the question must say to @mention the bot (see dialogs.consent).
+            await dialog_context.begin_dialog(
+                CONSENT_DIALOG, {"pending": _pending(turn), "shared": turn.shared}
+            )
             return None
         finally:
             await self._states.save_changes(context, owner=turn.user_id)

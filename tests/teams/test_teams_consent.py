@@ -1,0 +1,125 @@
+"""Usage-policy consent in Teams over HTTP. In group chats and channels the bot only receives
+messages that @mention it and Teams shows no suggested actions there, so the question says to
+@mention the bot with the answer, and a mentioned "I accept" is understood."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AppFactory
+from tests.support import settle
+from tests.teams.activities import (
+    BOT_NAME,
+    channel_message,
+    group_message,
+    mention,
+    personal_message,
+)
+from tests.teams.channel import TeamsChannel
+
+
+@pytest.fixture
+async def consenting_bot(make_app: AppFactory, tmp_path: Path) -> TestClient[Any, Any]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: '1'\n"
+        "text:\n"
+        "  en: 'Use the assistant for work only.'\n"
+        "  ja: 'アシスタントは業務にのみ使用してください。'\n",
+        encoding="utf-8",
+    )
+    return await make_app(USAGE_POLICY_FILE=str(policy))
+
+
+async def post(bot: TestClient[Any, Any], activity: dict[str, Any]) -> None:
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 202
+    await settle(bot)
+
+
+def mentioned(text: str) -> str:
+    return f"<at>{BOT_NAME}</at> {text}"
+
+
+async def test_group_chat_question_says_to_mention_the_bot_and_a_mentioned_acceptance_answers(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(
+        consenting_bot,
+        group_message(teams.url, mentioned("What is the capital of France?"), [mention()]),
+    )
+    [question] = teams.messages()
+    assert "Use the assistant for work only." in question["text"]
+    assert (
+        "In this chat I only see messages that @mention me, so @mention Contoso Assistant and "
+        "reply **I accept** or **I decline**." in question["text"]
+    )
+    assert "suggestedActions" not in question  # Teams shows them only in 1:1 chats
+
+    # A reply without the @mention never reaches the bot (Teams does not deliver it).
+    await post(consenting_bot, group_message(teams.url, "I accept"))
+    assert len(teams.messages()) == 1
+
+    await post(consenting_bot, group_message(teams.url, mentioned("I accept"), [mention()]))
+    _question, thanks, answer = teams.messages()
+    assert "Here is the answer to the message you sent before" in thanks["text"]
+    assert "capital of France" in answer["text"]
+
+
+async def test_channel_question_in_japanese_says_to_mention_the_bot_and_accepts_in_japanese(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    question_in_japanese = channel_message(teams.url, mentioned("日本の首都は？"), locale="ja-JP")
+    await post(consenting_bot, question_in_japanese)
+    [question] = teams.messages()
+    assert "この利用ポリシーに同意しますか？" in question["text"]
+    assert (
+        "Contoso Assistantを@メンションして **同意する** または **同意しない** と返信してください。"
+        in question["text"]
+    )
+    assert "suggestedActions" not in question
+
+    await post(consenting_bot, channel_message(teams.url, mentioned("同意する"), locale="ja-JP"))
+    _question, thanks, answer = teams.messages()
+    assert "先ほどのメッセージにお答えします" in thanks["text"]
+    assert "日本の首都は？" in answer["text"]
+
+
+async def test_without_the_bots_name_the_texts_say_to_mention_me(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    def unnamed(text: str) -> dict[str, Any]:
+        activity = group_message(teams.url, mentioned(text), [mention()])
+        del activity["recipient"]["name"]
+        return activity
+
+    await post(consenting_bot, unnamed("Summarize our strategy"))
+    await post(consenting_bot, unnamed("maybe"))
+    await post(consenting_bot, unnamed("I decline"))
+
+    question, retry, declined = (m["text"] for m in teams.messages())
+    assert "so @mention me and reply **I accept** or **I decline**." in question
+    assert retry == (
+        "Please @mention me and reply **I accept** or **I decline** to the usage policy."
+    )
+    assert "If you change your mind, @mention me with any message, then @mention me again" in (
+        declined
+    )
+
+
+async def test_personal_chat_question_keeps_its_buttons_and_plain_reply_wording(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    await post(consenting_bot, personal_message(teams.url, "Hello"))
+
+    [question] = teams.messages()
+    assert "Reply **I accept** or **I decline**." in question["text"]
+    assert "@mention" not in question["text"]
+    assert [b["value"] for b in question["suggestedActions"]["actions"]] == [
+        "I accept",
+        "I decline",
+    ]
