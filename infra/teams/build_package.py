@@ -1,10 +1,14 @@
 """Build the Microsoft Teams app package (`make teams-package`).
 
-The package is a zip with `manifest.json`, `color.png` (192x192) and `outline.png` (32x32, white
-on transparent) at its root. The manifest comes from `manifest.template.json`, with `${{NAME}}`
-placeholders filled from the app's settings (`config.load_settings()`: environment, then `.env`):
-`MicrosoftAppId` (the bot id, also the Teams app id), `PUBLIC_BASE_URL` (an https URL: the
-developer website and the valid domain), `ASSISTANT_NAME` and `ORGANIZATION_NAME`.
+The package is a zip with `manifest.json`, `color.png` (192x192), `outline.png` (32x32, white
+on transparent) and one localization file per additional language (`ja.json`) at its root. The
+manifest comes from `manifest.template.json`, with `${{NAME}}` placeholders filled from the app's
+settings (`config.load_settings()`: environment, then `.env`): `MicrosoftAppId` (the bot id, also
+the Teams app id), `PUBLIC_BASE_URL` (an https URL: the developer website and the valid domain),
+`ASSISTANT_NAME` and `ORGANIZATION_NAME`. Each file the manifest's
+`localizationInfo.additionalLanguages` names (`ja.json`) comes from the template of the same
+stem (`ja.template.json`), filled the same way; Teams shows its strings (name, descriptions,
+command titles and descriptions) to users whose Teams language matches.
 
     python -m infra.teams.build_package [--output PATH] [--app-version 1.2.0]
         [--privacy-url URL] [--terms-url URL]
@@ -103,22 +107,46 @@ def _fill(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
+def _render(template: Path, values: dict[str, str]) -> dict[str, Any]:
+    rendered: dict[str, Any] = _fill(json.loads(template.read_text(encoding="utf-8")), values)
+    return rendered
+
+
 def render_manifest(settings: Settings, options: PackageOptions | None = None) -> dict[str, Any]:
-    template = json.loads(TEMPLATE.read_text(encoding="utf-8"))
-    manifest: dict[str, Any] = _fill(
-        template, manifest_values(settings, options or PackageOptions())
-    )
-    return manifest
+    return _render(TEMPLATE, manifest_values(settings, options or PackageOptions()))
+
+
+def localization_files(manifest: dict[str, Any]) -> list[str]:
+    """The localization files the manifest names (`localizationInfo.additionalLanguages`)."""
+    languages = manifest.get("localizationInfo", {}).get("additionalLanguages", [])
+    return [str(language["file"]) for language in languages]
+
+
+def render_localizations(
+    settings: Settings, options: PackageOptions | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each localization file the manifest names, by file name, from `<stem>.template.json`."""
+    values = manifest_values(settings, options or PackageOptions())
+    return {
+        name: _render(HERE / f"{Path(name).stem}.template.json", values)
+        for name in localization_files(_render(TEMPLATE, values))
+    }
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, ensure_ascii=False).encode()
 
 
 def build_package(
     settings: Settings, output: Path = DEFAULT_OUTPUT, options: PackageOptions | None = None
 ) -> Path:
     manifest = render_manifest(settings, options)
+    localizations = render_localizations(settings, options)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as package:
         for name, data in (
-            ("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode()),
+            ("manifest.json", _json_bytes(manifest)),
+            *((file, _json_bytes(strings)) for file, strings in localizations.items()),
             (manifest["icons"]["color"], COLOR_ICON.read_bytes()),
             (manifest["icons"]["outline"], OUTLINE_ICON.read_bytes()),
         ):

@@ -1,6 +1,7 @@
 """`make teams-package`: the Teams app zip validates against the manifest JSON schema of its
-`manifestVersion` (shipped offline by the pinned npm package @microsoft/app-manifest) and carries
-icons of the sizes Teams requires."""
+`manifestVersion` (shipped offline by the pinned npm package @microsoft/app-manifest), carries
+icons of the sizes Teams requires, and a Japanese localization file valid against the
+localization schema of the same version."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from PIL import Image
 
 from config import PROJECT_ROOT, Settings
+from dialogs.commands import parse_command
 from infra.teams.build_package import PackageError, build_package, render_manifest
 
 SCHEMAS = PROJECT_ROOT / "node_modules" / "@microsoft" / "app-manifest" / "build" / "json-schemas"
@@ -41,8 +43,8 @@ def settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **{**PACKAGE_SETTINGS, **overrides})  # type: ignore[call-arg]
 
 
-def schema_for(version: str) -> dict[str, Any]:
-    path = SCHEMAS / "teams" / f"v{version}" / "MicrosoftTeams.schema.json"
+def schema_for(version: str, name: str = "MicrosoftTeams.schema.json") -> dict[str, Any]:
+    path = SCHEMAS / "teams" / f"v{version}" / name
     assert path.exists(), f"{path} is missing: run `make setup` (npm ci) first"
     schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema
@@ -61,7 +63,7 @@ def package(tmp_path: Path) -> zipfile.ZipFile:
 
 
 def test_package_holds_the_manifest_and_both_icons_at_its_root(package: zipfile.ZipFile) -> None:
-    assert sorted(package.namelist()) == ["color.png", "manifest.json", "outline.png"]
+    assert sorted(package.namelist()) == ["color.png", "ja.json", "manifest.json", "outline.png"]
 
 
 def test_manifest_is_valid_against_the_current_teams_schema(package: zipfile.ZipFile) -> None:
@@ -102,6 +104,50 @@ def test_manifest_names_the_bot_scopes_commands_and_domain(package: zipfile.ZipF
     assert manifest["developer"]["websiteUrl"] == "https://chat-assistant.contoso.example"
     assert manifest["name"]["short"] == "Contoso Assistant"
     assert "${{" not in json.dumps(manifest)
+
+
+def test_new_command_is_described_as_the_app_behaves(package: zipfile.ZipFile) -> None:
+    # `/new` starts a fresh context; the earlier messages stay stored (and visible to reviewers).
+    manifest = json.loads(package.read("manifest.json"))
+    japanese = json.loads(package.read("ja.json"))
+    [commands] = manifest["bots"][0]["commandLists"]
+    [new] = [c["description"] for c in commands["commands"] if c["title"] == "/new"]
+
+    assert "stay stored" in new and "forget" not in new
+    assert "stay stored" in manifest["description"]["full"]
+    assert "保存されたまま" in japanese["bots[0].commandLists[0].commands[1].description"]
+
+
+def test_japanese_localization_is_declared_packaged_and_valid(package: zipfile.ZipFile) -> None:
+    manifest = json.loads(package.read("manifest.json"))
+    version = manifest["manifestVersion"]
+    japanese = json.loads(package.read("ja.json"))
+
+    assert manifest["localizationInfo"] == {
+        "defaultLanguageTag": "en",
+        "additionalLanguages": [{"languageTag": "ja", "file": "ja.json"}],
+    }
+    assert japanese["$schema"].endswith(f"/v{version}/MicrosoftTeams.Localization.schema.json")
+    schema = schema_for(version, "MicrosoftTeams.Localization.schema.json")
+    assert sorted(TeamsSchemaValidator(schema).iter_errors(japanese), key=str) == []
+    assert japanese["name.short"] == "Contoso Assistant"
+    assert "Contosoの社内AIアシスタント" in japanese["description.short"]
+    assert "${{" not in json.dumps(japanese, ensure_ascii=False)
+
+
+def test_japanese_strings_exist_for_every_command(package: zipfile.ZipFile) -> None:
+    manifest = json.loads(package.read("manifest.json"))
+    japanese = json.loads(package.read("ja.json"))
+    [commands] = manifest["bots"][0]["commandLists"]
+
+    for index, command in enumerate(commands["commands"]):
+        key = f"bots[0].commandLists[0].commands[{index}]"
+        title, description = japanese[f"{key}.title"], japanese[f"{key}.description"]
+        # Teams sends the localized title as the message: the bot must know it as that command.
+        english, localized = parse_command(command["title"]), parse_command(title)
+        assert english is not None and localized is not None
+        assert english.command is not None and localized.command == english.command
+        assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", description), description
 
 
 def test_icons_have_the_sizes_teams_requires_and_the_outline_is_white_on_transparent(
