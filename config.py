@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     router_default_cooldown_seconds: float = Field(
         10.0, alias="ROUTER_DEFAULT_COOLDOWN_SECONDS", ge=0
     )
+    # An answer still streaming when it passes is kept as far as it got (partial). Teams streams
+    # have their own limit whatever this is (bot.streaming.TEAMS_STREAM_TIME_LIMIT_SECONDS).
     model_deadline_seconds: float = Field(90.0, alias="MODEL_DEADLINE_SECONDS", gt=0)
 
     # --- prompts

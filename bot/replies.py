@@ -39,6 +39,9 @@ class MessageReplyChannel:
     def streams(self) -> bool:
         return False
 
+    def time_left(self) -> float | None:
+        return None  # one message, no stream to keep within a time limit
+
     async def informative(self, text: str) -> None:
         if self._typing is None:
             self._typing = asyncio.create_task(self._keep_typing(), name="typing")

@@ -5,10 +5,14 @@ then cumulative `typing` updates with increasing `streamSequence`, at most about
 then the final `message` with `streamType: final`, the stream id and no sequence. The final text
 replaces whatever was streamed, which is also how a filtered answer is withdrawn.
 
-A 403 on an open stream (Teams: the user pressed Stop, or the 2-minute limit) raises
-`StreamStopped` with the text shown so far, which the chat service stores as a partial answer; any
-other refused update is skipped (the next update or the final carries the whole text). When the
-channel refuses to open a stream, the final message goes out as a plain message.
+A 403 on an open stream (Teams: the user pressed Stop) raises `StreamStopped` with the text shown
+so far, which the chat service stores as a partial answer; any other refused update is skipped
+(the next update or the final carries the whole text). When the channel refuses to open a stream,
+the final message goes out as a plain message.
+
+Teams ends a stream that lasts too long with an error, so a Teams stream has a time limit of our
+own, a little shorter: `time_left()` tells the chat service how long it may still run, and the
+service ends the stream in time with the text so far (see `ChatService`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ log = logging.getLogger(__name__)
 
 # Teams documents about one update per second; faster updates are throttled by the service.
 MIN_UPDATE_INTERVAL_SECONDS = 1.0
+# A Teams stream lasts "at most 2 minutes" (shared/reference/bot-framework-teams-directline.md,
+# "Streaming"); past that Teams ends it with an error. Ours end by 110 s after the stream opened:
+# the margin is for the final message (the text so far, and a note that it was cut) to get there.
+# Read when each channel is made, so a test can shorten it.
+TEAMS_STREAM_TIME_LIMIT_SECONDS = 110.0
 # Direct Line (Azure's and the built-in one) carries typing activities to Web Chat, which renders
 # streaminfo; other channels (Emulator, test clients) get one message.
 STREAMING_CHANNELS = WEB_CHAT_CHANNELS
@@ -41,19 +50,27 @@ def reply_channel_for(context: TurnContext) -> MessageReplyChannel | StreamingRe
     activity = context.activity
     if is_teams(activity):
         if is_teams_personal(activity):
-            return StreamingReplyChannel(context)
+            return StreamingReplyChannel(context, time_limit=TEAMS_STREAM_TIME_LIMIT_SECONDS)
         return MessageReplyChannel(context)
     if activity.channel_id in STREAMING_CHANNELS:
+        # Direct Line and Web Chat set no time limit on a stream: the model's deadline bounds it.
         return StreamingReplyChannel(context)
     return MessageReplyChannel(context)
 
 
 class StreamingReplyChannel:
     def __init__(
-        self, context: TurnContext, min_interval: float = MIN_UPDATE_INTERVAL_SECONDS
+        self,
+        context: TurnContext,
+        min_interval: float = MIN_UPDATE_INTERVAL_SECONDS,
+        time_limit: float | None = None,
     ) -> None:
+        """`time_limit`: seconds a stream may stay open, counted from the informative update that
+        opened it (None: no limit)."""
         self._context = context
         self._min_interval = min_interval
+        self._time_limit = time_limit
+        self._opened_at: float | None = None
         self._stream_id: str | None = None
         self._sequence = 0
         self._last_sent = 0.0
@@ -69,6 +86,13 @@ class StreamingReplyChannel:
     def stream_id(self) -> str | None:
         return self._stream_id
 
+    def time_left(self) -> float | None:
+        """Seconds until the open stream must have ended; None when no stream is open (updates
+        are skipped and the final is a plain message) or the channel sets no limit."""
+        if self._time_limit is None or self._opened_at is None:
+            return None
+        return max(0.0, self._opened_at + self._time_limit - time.monotonic())
+
     async def informative(self, text: str) -> None:
         self._sequence += 1
         activity = Activity(
@@ -78,8 +102,11 @@ class StreamingReplyChannel:
         )
         # A refusal here (DeliveryFailed) leaves no stream id: updates are skipped and the final
         # message carries the whole text as a plain message.
+        sent_at = time.monotonic()  # the channel's clock starts no later than this
         response = await self._send(activity)
         self._stream_id = response or None
+        if self._stream_id is not None:
+            self._opened_at = sent_at
         self._last_sent = time.monotonic()
 
     async def update(self, text_so_far: str) -> None:
@@ -132,8 +159,9 @@ class StreamingReplyChannel:
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
-            # 403 on a stream: the user pressed Stop, the 2-minute limit passed, or the stream
-            # was already finished. Without a stream a 403 is an ordinary refusal.
+            # 403 on a stream: the user pressed Stop, or the stream was already finished (or,
+            # despite our own limit, Teams' 2 minutes passed). Without a stream a 403 is an
+            # ordinary refusal.
             if exc.status == 403 and self._stream_id is not None:
                 raise StreamStopped(self._shown) from exc
             raise DeliveryFailed(str(exc)) from exc

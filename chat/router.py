@@ -8,7 +8,8 @@ hours) parks a deployment until then the same way. Other errors (500s, 503s with
 timeouts, dropped connections, streams that break off, a deployment that refuses our
 credentials or does not exist) count towards a circuit breaker that stops sending to a failing
 deployment for a while, then lets one trial request through. A whole model call has a deadline
-across attempts.
+across attempts; an answer still streaming when it passes is cut there, without counting against
+its deployment (a long answer is not a fault).
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ class DeploymentRouter:
         caller: ModelCaller | None = None,
     ) -> Completion:
         deadline = time.monotonic() + self._deadline
+        streamed = False
+
+        async def listen(text_so_far: str) -> None:
+            nonlocal streamed
+            streamed = True
+            if on_text is not None:
+                await on_text(text_so_far)
+
         last_error: ModelError | None = None
         previous: str | None = None
         out_of_time = False
@@ -126,10 +135,19 @@ class DeploymentRouter:
                 try:
                     with self._telemetry.span("chat.model_attempt", deployment=name):
                         completion = await asyncio.wait_for(
-                            client.complete(messages, max_tokens, on_text, caller),
+                            client.complete(
+                                messages, max_tokens, listen if on_text else None, caller
+                            ),
                             timeout=remaining,
                         )
                 except TimeoutError:
+                    if streamed:
+                        # Text was still arriving: a long answer, not a hung deployment. The
+                        # turn keeps what was shown; nothing is retried or counted against it.
+                        self._record_outcome_without_penalty(health)
+                        raise ModelError(
+                            "deadline", deployment=name, retryable=False, fault=False
+                        ) from None
                     last_error = ModelError("deadline", deployment=name, retryable=False)
                     self._record_failure(health, name, last_error)
                     out_of_time = True

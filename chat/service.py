@@ -47,6 +47,11 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
+# Why an answer was cut short (its stored finish_reason). Cut answers are kept as `partial`.
+STREAM_TIME_LIMIT = "stream_time_limit"  # the channel's stream had to end (Teams: 2 minutes)
+MODEL_DEADLINE = "model_deadline"  # MODEL_DEADLINE_SECONDS passed while the answer streamed
+_CUT_SHORT = {"length", STREAM_TIME_LIMIT, MODEL_DEADLINE}
+
 
 @dataclass(frozen=True)
 class TurnInput:
@@ -82,7 +87,7 @@ class DeliveryFailed(Exception):
 
 
 class StreamStopped(Exception):
-    """The channel ended the stream (Teams: the user pressed Stop, or the 2-minute limit)."""
+    """The channel ended the stream (Teams: the user pressed Stop)."""
 
     def __init__(self, shown_text: str) -> None:
         super().__init__("the channel stopped the stream")
@@ -97,6 +102,11 @@ class ReplyChannel(Protocol):
 
     async def informative(self, text: str) -> None:
         """Shown while waiting for the model: "Thinking..." when streaming, else typing."""
+        ...
+
+    def time_left(self) -> float | None:
+        """Seconds until the open stream must have ended (Teams ends a longer one with an
+        error); None: no limit. At that point the turn stops the model and sends the final."""
         ...
 
     async def update(self, text_so_far: str) -> None:
@@ -411,16 +421,36 @@ class ChatService:
         model_span = self._telemetry.tracer.start_span(
             "chat.model_call", attributes={"tokens.window": window.prompt_tokens}
         )
+        # The stream must end before the channel's limit: then the model call is cancelled
+        # (the deployment did nothing wrong: no failure is counted) and the user keeps the text.
+        stream_timer = asyncio.timeout(channel.time_left())
         try:
-            completion = await self._call_model(
-                model_span,
-                window.messages,
-                channel,
-                outcome,
-                ModelCaller(user_ref(turn.user_id), turn.tenant_id),
-            )
+            async with stream_timer:
+                completion = await self._call_model(
+                    model_span,
+                    window.messages,
+                    channel,
+                    outcome,
+                    ModelCaller(user_ref(turn.user_id), turn.tenant_id),
+                )
         except StreamStopped as stopped:
             await self._store_stopped(user_message, stopped, started, delta, outcome)
+            return
+        except TimeoutError:
+            if not stream_timer.expired():
+                raise
+            log.warning("the stream reached its time limit", extra=log_fields)
+            await self._answer_cut(
+                turn,
+                user_message,
+                channel,
+                delta,
+                outcome,
+                started,
+                reason=STREAM_TIME_LIMIT,
+                deployment="",
+                prompt_tokens=window.prompt_tokens,
+            )
             return
         except PromptFiltered as exc:
             verdict = parse_prompt_error(exc.body)
@@ -428,6 +458,22 @@ class ChatService:
             await self._prompt_filtered(turn, user_message, verdict, channel, delta, outcome)
             return
         except ModelError as exc:
+            if exc.kind == "deadline" and outcome.streamed_text:
+                # The answer was still streaming at the model deadline (the router counts no
+                # failure): the user keeps what they have been reading.
+                log.warning("the model deadline cut a streamed answer", extra=log_fields)
+                await self._answer_cut(
+                    turn,
+                    user_message,
+                    channel,
+                    delta,
+                    outcome,
+                    started,
+                    reason=MODEL_DEADLINE,
+                    deployment=exc.deployment,
+                    prompt_tokens=window.prompt_tokens,
+                )
+                return
             if outcome.streamed_text:
                 # Azure bills what it generated before the stream broke off: the quota is charged
                 # that, as the usage it would have reported, instead of getting it all back.
@@ -532,7 +578,7 @@ class ChatService:
             answer = answer.model_copy(
                 update={"status": MessageStatus.ERROR, "error": "delivery_failed"}
             )
-        elif completion.finish_reason == "length":
+        elif completion.finish_reason in _CUT_SHORT:
             answer = answer.model_copy(update={"status": MessageStatus.PARTIAL})
         await self._add_answer(answer, completion, delta, outcome)
 
@@ -558,7 +604,7 @@ class ChatService:
             status=MessageStatus.COMPLETE,
             tokens=completion.completion_tokens or self._counter.count_text(completion.text),
             usage=Usage(prompt=completion.prompt_tokens, completion=completion.completion_tokens),
-            deployment=completion.deployment,
+            deployment=completion.deployment or None,  # unknown when the stream limit cut it
             latency_ms=completion.latency_ms,
             finish_reason=completion.finish_reason,
             correlation_id=outcome.correlation_id,
@@ -811,6 +857,63 @@ class ChatService:
             }
         )
         await self._add_answer(answer, completion, delta, outcome)
+
+    async def _answer_cut(
+        self,
+        turn: TurnInput,
+        user_message: Message,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+        started: float,
+        *,
+        reason: str,
+        deployment: str,
+        prompt_tokens: int,
+    ) -> None:
+        """The answer ran out of time (`reason`) while it streamed; the model call has ended. The
+        user keeps the text so far, as a labelled answer with a note that it was cut, and that is
+        stored as it was shown, as a partial answer. With no text yet there is nothing to keep:
+        the user gets the could-not-answer notice, as for any model call that gave no answer."""
+        generated = outcome.streamed_text
+        if not generated:
+            await self._fail(
+                turn, user_message, channel, delta, outcome, "model_unavailable", error=reason
+            )
+            return
+        if generated.count("```") % 2:
+            generated += "\n```"  # cut inside a code block: close it, or the note shows as code
+        note = localize("answer_cut_time_limit", turn.locale)
+        # Azure bills what it generated before the call was stopped, as the usage it would have
+        # reported: that is what the quota is charged and what the record keeps.
+        completion = Completion(
+            text=f"{generated}\n\n{note}",
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self._counter.count_text(outcome.streamed_text),
+            deployment=deployment,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            usage_reported=False,
+        )
+        outcome.status = "cut_short"
+        outcome.deployment = deployment
+        outcome.prompt_tokens = completion.prompt_tokens
+        outcome.completion_tokens = completion.completion_tokens
+        delivered = True
+        activity_id: str | None = None
+        try:
+            activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+        except StreamStopped as stopped:
+            await self._store_stopped(user_message, stopped, started, delta, outcome)
+            return
+        except DeliveryFailed:
+            log.warning("the channel refused the reply", extra={"ref": outcome.correlation_id})
+            delivered = False
+        outcome.replied = delivered
+        outcome.reply_activity_id = activity_id
+        await self._store_answer(
+            user_message, completion, activity_id, delta, outcome, delivered, Verdict()
+        )
 
     async def _fail(
         self,

@@ -4,7 +4,9 @@ It answers the way Teams does (facts: shared/reference/bot-framework-teams-direc
 informative streaming `typing` gets 201 with the new stream id, later updates 202, the final
 message 201 with the stream id; a stopped stream gets 403. It also checks Teams' streaming rules
 on every request and answers 400 to a violation (as Teams does), keeping the reasons in
-`violations` so a test can show them.
+`violations` so a test can show them. With `stream_time_limit` set (Teams' 2 minutes, scaled
+down for a test), a stream request after that long gets the 403 Teams ends such a stream with,
+and counts as a violation too: the bot must have ended its stream before.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def streaminfo(body: dict[str, Any]) -> dict[str, Any] | None:
 class _Stream:
     last_sequence: int
     last_text: str
+    started_at: float
     finished: bool = False
 
 
@@ -53,6 +56,7 @@ class TeamsChannel:
     stop_after_updates: int | None = None  # 403 for stream requests after this many updates
     stop_on_final: bool = False
     refuse_stream_start: bool = False
+    stream_time_limit: float | None = None  # seconds a stream may last (Teams: 2 minutes)
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -95,6 +99,13 @@ class TeamsChannel:
             return self._violation(f"unknown streamId {info.get('streamId')!r}")
         if stream.finished:
             return _forbidden("ContentStreamNotAllowed")
+        limit = self.stream_time_limit
+        if limit is not None and time.monotonic() - stream.started_at > limit:
+            stream.finished = True
+            self.violations.append(f"stream used after its time limit of {limit} s")
+            return _forbidden(
+                "ContentStreamNotAllowed", "Content stream finished due to exceeded streaming time."
+            )
         if kind == "final":
             return self._finish(body, info, stream)
         return self._update(body, info, stream)
@@ -105,7 +116,7 @@ class TeamsChannel:
         if info.get("streamSequence") != 1:
             return self._violation("the first streamSequence must be 1")
         stream_id = f"stream-{next(self._ids)}"
-        self._streams[stream_id] = _Stream(1, str(body.get("text") or ""))
+        self._streams[stream_id] = _Stream(1, str(body.get("text") or ""), time.monotonic())
         return web.json_response({"id": stream_id}, status=201)
 
     def _update(self, body: dict[str, Any], info: dict[str, Any], stream: _Stream) -> web.Response:
@@ -174,5 +185,5 @@ class TeamsChannel:
         return self.messages(conversation_id)
 
 
-def _forbidden(code: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": "stream stopped"}}, status=403)
+def _forbidden(code: str, message: str = "stream stopped") -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=403)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app import QUOTAS, STORE
+import bot.streaming
+from app import QUOTAS, ROUTER, STORE
 from controls.quotas import user_scope
 from controls.windows import day_window
 from storage.ids import safe_id
@@ -244,6 +245,101 @@ async def test_empty_model_answer_closes_the_stream_with_a_localized_notice_and_
     assert (answer.status, answer.error, answer.text) == (MessageStatus.ERROR, "empty_answer", "")
     assert answer.finish_reason == "stop" and answer.deployment
     assert answer.usage is not None and answer.usage.prompt > 0  # billed: kept for the record
+
+
+CUT_NOTE_EN = "(The answer was cut here: it reached the time limit for one answer."
+CUT_NOTE_JA = "(1 回の回答の制限時間に達したため、回答はここで打ち切られました。"
+
+
+async def test_answer_still_streaming_at_the_teams_time_limit_ends_with_the_text_so_far(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str, monkeypatch: Any
+) -> None:
+    # Teams' 2 minutes and our 110 s, scaled down: the answer takes about 5 s to stream.
+    teams.stream_time_limit = 2.5
+    monkeypatch.setattr(bot.streaming, "TEAMS_STREAM_TIME_LIMIT_SECONDS", 1.5)
+    client = await paced_bot(make_app, paced_simulator_url)
+    await client.post("/api/messages", json=personal_message(teams.url, "Write a lot [sim:long]"))
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+
+    assert teams.violations == []  # ended in time: Teams never had to end it with an error
+    assert all(c.status in (201, 202) for c in teams.calls)
+    informative, *updates, last = teams.calls
+    assert last.at - informative.at < 2.5
+    # A normal final: the text so far (at least all that was shown), labelled, with the feedback
+    # buttons, and a note that it was cut.
+    assert updates and final["text"].startswith(updates[-1].body["text"])
+    assert final["text"].endswith(CUT_NOTE_EN[1:] + " Ask me to continue if you need the rest.)")
+    assert CUT_NOTE_EN in final["text"]
+    assert final["entities"] == [
+        {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"},
+        AI_LABEL,
+    ]
+    assert final["channelData"] == {"feedbackLoopEnabled": True}
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.PARTIAL
+    assert answer.text == final["text"]  # stored as the user saw it
+    assert answer.finish_reason == "stream_time_limit"
+    assert answer.activity_id == "stream-1"  # its thumbs rate this record
+    assert answer.usage is not None and answer.usage.prompt > 0 and answer.usage.completion > 0
+    # The model call was stopped, and the deployment did nothing wrong.
+    health = client.server.app[ROUTER].health("default")
+    assert (health.consecutive_failures, health.breaker_open_until) == (0, 0.0)
+    await client.server.app[QUOTAS].flush()
+    day = day_window(datetime.now(UTC)).key
+    usage = await client.server.app[STORE].read_usage(user_scope(USER_AAD), day)
+    assert usage.tokens == answer.usage.prompt + answer.usage.completion
+
+
+async def test_no_text_by_the_teams_time_limit_ends_the_stream_with_a_notice_in_time(
+    make_app: Any, teams: TeamsChannel, monkeypatch: Any
+) -> None:
+    teams.stream_time_limit = 2.0
+    monkeypatch.setattr(bot.streaming, "TEAMS_STREAM_TIME_LIMIT_SECONDS", 1.0)
+    client = await make_app(ROUTER_BREAKER_FAILURES=1)
+    # `[sim:slow]`: the first token comes 2 s late.
+    await client.post("/api/messages", json=personal_message(teams.url, "Hi [sim:slow]"))
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+
+    assert teams.violations == []
+    assert final["text"].startswith("Sorry, the assistant could not answer right now.")
+    assert streaminfo(final) == {
+        "type": "streaminfo",
+        "streamId": "stream-1",
+        "streamType": "final",
+    }
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert (answer.status, answer.error) == (MessageStatus.ERROR, "stream_time_limit")
+    # Not counted against the deployment (with ROUTER_BREAKER_FAILURES=1 it would be open).
+    assert client.server.app[ROUTER].health("default").breaker_open_until == 0.0
+
+
+async def test_model_deadline_during_a_stream_keeps_the_text_shown_as_partial_with_a_note(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    client = await make_app(
+        AZURE_OPENAI_ENDPOINT=paced_simulator_url,
+        MODEL_DEADLINE_SECONDS=2,
+        ROUTER_BREAKER_FAILURES=1,
+    )
+    activity = personal_message(teams.url, "長い説明をお願いします [sim:long]", "ja-JP")
+    await client.post("/api/messages", json=activity)
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+
+    assert teams.violations == []
+    shown = teams.stream_calls("streaming")[-1].body["text"]
+    assert final["text"].startswith(shown) and CUT_NOTE_JA in final["text"]
+    assert final["entities"][1:] == [AI_LABEL]
+    assert final["channelData"] == {"feedbackLoopEnabled": True}
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.PARTIAL
+    assert answer.text == final["text"]
+    assert (answer.finish_reason, answer.deployment) == ("model_deadline", "default")
+    # A long answer is not a failing deployment: no breaker (ROUTER_BREAKER_FAILURES=1).
+    health = client.server.app[ROUTER].health("default")
+    assert (health.consecutive_failures, health.breaker_open_until) == (0, 0.0)
 
 
 async def _wait_for_answer(store: Any) -> None:
