@@ -24,6 +24,8 @@ _BLANKS = "[ \t\u00a0]*"
 # a word.
 _ATTACHED_ASCII = frozenset(",.;:!?)]}")
 _ATTACHED_CJK = frozenset("、。，．：；！？）］｝」』")
+# What may follow a name used to address someone at the start of a message.
+_ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 
 
@@ -139,7 +141,12 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
             if inner is not None:
                 text = text.replace(mention, inner.group(1))
     lines = [line.strip(" \t\u00a0") for line in text.split("\n")]
-    return "\n".join(lines).strip(), mentioned
+    text = "\n".join(lines).strip()
+    if mentioned and text[:1] in _ADDRESS_SEPARATORS:
+        # "<at>Bot</at>, I accept": the comma addressed the bot, which is gone; the answer is
+        # what follows. (Only the bot's mention leaves a separator first: others keep a name.)
+        text = text[1:].lstrip(" \t\u00a0")
+    return text, mentioned
 
 
 def install_key(activity: Activity, raw: dict[str, Any]) -> str:
