@@ -1,17 +1,16 @@
 """A non-streaming answer is read from its JSON body (not the SDK's ChatCompletion model): every
 Azure shape in ../shared/reference/azure-openai-wire.md, and a body of the wrong shape is a
-broken answer ("malformed", worth another deployment), never an unexpected error in the turn."""
+broken answer ("malformed", worth another deployment), never an unexpected error in the turn
+(tests/unit/test_model_edge_shapes.py serves one over HTTP)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from chat.model import Deployment, DeploymentClient, ModelError, read_chat_completion
+from chat.model import read_chat_completion
 
 SAFE = {"filtered": False, "severity": "safe"}
 
@@ -104,44 +103,3 @@ def test_old_previews_prompt_annotations_are_read_as_prompt_filter_results() -> 
 def test_a_body_of_the_wrong_shape_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         read_chat_completion(body)
-
-
-@pytest.fixture
-async def answering_server(unused_tcp_port: int) -> AsyncIterator[list[bytes]]:
-    """An edge server posing as a deployment: it answers 200 with whatever body is queued."""
-    bodies: list[bytes] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=bodies.pop(0), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/openai/deployments/{deployment}/chat/completions", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    yield bodies
-    await runner.cleanup()
-
-
-async def test_a_deployment_answering_a_broken_body_fails_as_malformed_and_retryable(
-    answering_server: list[bytes], unused_tcp_port: int
-) -> None:
-    deployment = Deployment(
-        name="edge",
-        endpoint=f"http://127.0.0.1:{unused_tcp_port}",
-        deployment="gpt-4o",
-        api_key="edge-key",
-    )
-    client = DeploymentClient(deployment, token_provider=None, timeout_seconds=5)
-    try:
-        answering_server.append(json.dumps(azure_answer()).encode())
-        completion = await client.complete([{"role": "user", "content": "Leave?"}], 50)
-        assert (completion.text, completion.deployment) == ("Forty days.", "edge")
-
-        answering_server.append(json.dumps(azure_answer(choices={"0": {}})).encode())
-        with pytest.raises(ModelError) as caught:
-            await client.complete([{"role": "user", "content": "Leave?"}], 50)
-        assert (caught.value.kind, caught.value.retryable) == ("malformed", True)
-    finally:
-        await client.close()

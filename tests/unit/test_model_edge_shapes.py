@@ -1,5 +1,6 @@
-"""Shapes the simulator never sends, served by an edge server posing as a deployment: a stream
-that goes on after a filter blocked its answer, and a retry-after that names no time."""
+"""Shapes the simulator never sends, served by an edge server posing as a deployment: a body of
+the wrong shape, a stream that goes on after a filter blocked its answer, retry waits named only
+in the message or not at all."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from chat.model import Deployment, DeploymentClient, ModelError
 from chat.router import DeploymentRouter
+from tests.unit.test_chat_completion_body import azure_answer
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -144,3 +146,17 @@ async def test_a_429_that_names_no_wait_cools_down_without_opening_the_breaker(
         assert health.breaker_open_until == 0 and health.consecutive_failures == 0
         assert health.cooldown_until > time.monotonic() + 50
         health.cooldown_until = 0.0  # as if the minute had passed
+
+
+async def test_a_deployment_answering_a_broken_body_fails_as_malformed_and_retryable(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    json_type = {"Content-Type": "application/json"}
+    edge.append((200, json_type, json.dumps(azure_answer()).encode()))
+    completion = await client.complete([{"role": "user", "content": "Leave?"}], 50)
+    assert (completion.text, completion.deployment) == ("Forty days.", "edge")
+
+    edge.append((200, json_type, json.dumps(azure_answer(choices={"0": {}})).encode()))
+    with pytest.raises(ModelError) as caught:
+        await client.complete([{"role": "user", "content": "Leave?"}], 50)
+    assert (caught.value.kind, caught.value.retryable) == ("malformed", True)
