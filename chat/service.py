@@ -949,6 +949,9 @@ class ChatService:
             locale=user_message.locale,
             status=MessageStatus.ERROR,
             error=error or text_key,
+            # What a stream had shown before it broke off and the notice replaced it: kept for
+            # reviewers (never for the model: an error record is not context).
+            withheld_text=outcome.streamed_text or None,
             correlation_id=ref,
         )
         try:

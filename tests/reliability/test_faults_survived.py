@@ -108,6 +108,10 @@ async def test_stream_cut_in_the_middle_replaces_the_streamed_text_with_the_noti
     sent = await run_turns(client, [teams_personal(connector, "tell me a long story [sim:drop]")])
     [verdict] = await check_turns(client, connector, sent)
     assert verdict.notice == "model_unavailable"
+    [record] = verdict.stored_answers
+    shown = [c.body["text"] for c in connector.calls if c.body.get("type") == "typing"]
+    streamed = [t for t in shown if t and not t.startswith(("Thinking", "考え"))]
+    assert record.withheld_text and (not streamed or record.withheld_text.startswith(streamed[-1]))
     updates = [c.body for c in connector.calls if c.body.get("type") == "typing"]
     stream_ids = {
         e.get("streamId") for u in updates for e in u.get("entities", []) if e.get("streamId")
@@ -133,6 +137,7 @@ async def test_a_stream_that_ends_after_its_finish_chunk_without_usage_is_not_an
     assert verdict.notice == "model_unavailable", verdict.finals
     [record] = verdict.stored_answers
     assert record.status is MessageStatus.ERROR and record.text == ""
+    assert record.withheld_text and "story" in record.withheld_text, "what was shown, for review"
     await healthy_after(client, connector, teams_personal)
 
 
