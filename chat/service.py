@@ -533,27 +533,11 @@ class ChatService:
             )
             return
 
-        shown_text = completion.text + self._citation_text(verdict, turn.locale)
-        completion.text = shown_text
-        delivered = True
-        activity_id: str | None = None
-        try:
-            with self._telemetry.span("chat.reply", streamed=channel.streams):
-                activity_id = await channel.final(Reply(shown_text, ai_generated=True))
-        except StreamStopped as stopped:
-            # Stopped after the last update (Teams: Stop pressed, or the 2-minute limit).
-            await self._store_stopped(user_message, stopped, started, delta, outcome, completion)
-            return
-        except DeliveryFailed:
-            # Keep the answer for the record; the user did not see it (status error).
-            log.warning("the channel refused the reply", extra=log_fields)
-            delivered = False
-        outcome.replied = delivered
-        outcome.reply_activity_id = activity_id
-        await self._store_answer(
-            user_message, completion, activity_id, delta, outcome, delivered, verdict
+        completion.text += self._citation_text(verdict, turn.locale)
+        stored = await self._deliver_answer(
+            user_message, completion, channel, delta, outcome, started, verdict, finished=True
         )
-        if self._log_text:
+        if stored and self._log_text:
             log.info(
                 "turn text",
                 extra={**log_fields, "prompt": user_message.text, "answer": completion.text},
@@ -899,21 +883,51 @@ class ChatService:
         outcome.deployment = deployment
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
+        await self._deliver_answer(
+            user_message, completion, channel, delta, outcome, started, Verdict(), finished=False
+        )
+
+    async def _deliver_answer(
+        self,
+        user_message: Message,
+        completion: Completion,
+        channel: ReplyChannel,
+        delta: SummaryDelta,
+        outcome: TurnOutcome,
+        started: float,
+        verdict: Verdict,
+        *,
+        finished: bool,
+    ) -> bool:
+        """Send `completion` as the labelled final answer and store it; False when the user
+        stopped the stream as it went out (then what they saw is stored, as a partial answer;
+        `finished`: the model had answered in full, so its usage is known). A refused reply is
+        still stored, with status error: the user did not see it."""
         delivered = True
         activity_id: str | None = None
         try:
-            activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+            with self._telemetry.span("chat.reply", streamed=channel.streams):
+                activity_id = await channel.final(Reply(completion.text, ai_generated=True))
         except StreamStopped as stopped:
-            await self._store_stopped(user_message, stopped, started, delta, outcome)
-            return
+            await self._store_stopped(
+                user_message, stopped, started, delta, outcome, completion if finished else None
+            )
+            return False
         except DeliveryFailed:
-            log.warning("the channel refused the reply", extra={"ref": outcome.correlation_id})
+            log.warning(
+                "the channel refused the reply",
+                extra={
+                    "ref": outcome.correlation_id,
+                    "conversation": conversation_ref(user_message.conversation_id),
+                },
+            )
             delivered = False
         outcome.replied = delivered
         outcome.reply_activity_id = activity_id
         await self._store_answer(
-            user_message, completion, activity_id, delta, outcome, delivered, Verdict()
+            user_message, completion, activity_id, delta, outcome, delivered, verdict
         )
+        return True
 
     async def _fail(
         self,
