@@ -221,10 +221,15 @@ class DeploymentRouter:
         now = time.monotonic()
         if error.status in (429, 503):
             self._telemetry.throttled.add(1, {"deployment": name, "status": error.status})
-        if error.retry_after is not None:
-            # The service told us how long: that is a cooldown, not a sign of a broken backend.
-            health.cooldown_until = now + error.retry_after
-            event = "parked" if error.retry_after >= PARKED_AFTER_SECONDS else "throttled"
+        wait = error.retry_after
+        if wait is None and error.status == 429:
+            # Throttled without saying for how long: a cooldown of our own (a breaker opened by
+            # 429s would outlast the throttling).
+            wait = self._default_cooldown
+        if wait is not None:
+            # Throttling is a cooldown, not a sign of a broken backend.
+            health.cooldown_until = now + wait
+            event = "parked" if wait >= PARKED_AFTER_SECONDS else "throttled"
             log.warning(
                 "deployment %s",
                 event,
@@ -232,21 +237,7 @@ class DeploymentRouter:
                     "event": f"model_{event}",
                     "deployment": name,
                     "status": error.status,
-                    "retry_after_s": math.ceil(error.retry_after),
-                },
-            )
-            return
-        if error.status == 429:
-            # Throttled without saying for how long: a cooldown of our own, and still no sign
-            # of a broken backend (a breaker opened by 429s would outlast the throttling).
-            health.cooldown_until = now + self._default_cooldown
-            log.warning(
-                "deployment throttled",
-                extra={
-                    "event": "model_throttled",
-                    "deployment": name,
-                    "status": error.status,
-                    "retry_after_s": math.ceil(self._default_cooldown),
+                    "retry_after_s": math.ceil(wait),
                 },
             )
             return
