@@ -180,12 +180,6 @@ class UserDataStore(Protocol):
         (`aclose`), which ends the reads."""
         ...
 
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything `user_documents` yields for one user, whole in memory: `userId` and a list
-        per kind. For tests and callers that know the user has little; the admin export
-        streams `user_documents` instead."""
-        ...
-
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
         """The conversations `delete_user` deletes and counts as `conversations`: every stored
         summary the user owns, readable or not. `unreadable` of them cannot be read (each is
@@ -200,19 +194,6 @@ class UserDataStore(Protocol):
         shared conversation whose author cannot be read is left for review
         (`unattributedSharedMessages`); either key only when not zero."""
         ...
-
-
-# Pages of `user_data_in_memory`: it holds everything anyway, so fewer and larger reads.
-_IN_MEMORY_PAGE_SIZE = 500
-
-
-async def user_data_in_memory(store: UserDataStore, user_id: str) -> dict[str, Any]:
-    """`export_user` for every store: its `user_documents`, collected."""
-    exported: dict[str, Any] = {"userId": user_id}
-    for kind in USER_DATA_KINDS:
-        pages = store.user_documents(user_id, kind, _IN_MEMORY_PAGE_SIZE)
-        exported[kind] = [doc async for page in pages for doc in page]
-    return exported
 
 
 class Store(
@@ -252,7 +233,6 @@ READ_OPERATIONS = frozenset(
         "read_usage",
         "list_audit",
         "read_state",
-        "export_user",
         "count_user_conversations",
     }
 )

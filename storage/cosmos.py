@@ -49,7 +49,6 @@ from storage.base import (
     StoreError,
     StoreThrottled,
     UserDataKind,
-    user_data_in_memory,
 )
 from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
@@ -1209,9 +1208,6 @@ class CosmosStore:
         else:
             documents = self._exported_states(user_id, page_size)
         return in_pages(documents, page_size)
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        return await user_data_in_memory(self, user_id)
 
     async def _exported_summaries(
         self, user_id: str, page_size: int

@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from storage.base import ETagMismatch, StoreError, UserDataKind, user_data_in_memory
+from storage.base import ETagMismatch, StoreError, UserDataKind
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
     SKIPPED,
@@ -925,9 +925,6 @@ class SqliteStore:
         else:
             documents = self._user_states(user_id, page_size)
         return in_pages(documents, page_size)
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        return await user_data_in_memory(self, user_id)
 
     async def _rows_in_pages(
         self, first: str, after: str, params: tuple[Any, ...], key_columns: int, page_size: int

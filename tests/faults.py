@@ -344,9 +344,6 @@ class FaultyStore:
             "user_documents", (user_id, kind), self.inner.user_documents(user_id, kind, page_size)
         )
 
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        return await self._call("export_user", (user_id,), lambda: self.inner.export_user(user_id))
-
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
         return await self._call(
             "count_user_conversations",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from config import Settings
+from storage.base import USER_DATA_KINDS, UserDataStore
 from tests.cosmos_server import EMULATOR_KEY, CosmosServer, cosmos_server_or_skip
 
 
@@ -50,3 +51,13 @@ def settings_on_store(
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return build
+
+
+async def export_user(store: UserDataStore, user_id: str) -> dict[str, Any]:
+    """Everything the store's `user_documents` yields for one user, whole in memory (`userId` and
+    a list per kind): what the admin's streamed export holds, for a test to compare."""
+    exported: dict[str, Any] = {"userId": user_id}
+    for kind in USER_DATA_KINDS:
+        pages = store.user_documents(user_id, kind, 500)
+        exported[kind] = [doc async for page in pages for doc in page]
+    return exported

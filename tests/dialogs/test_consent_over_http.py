@@ -13,6 +13,7 @@ import pytest
 from storage.botstate import BotStateStorage
 from storage.models import Role
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
+from tests.stores import export_user
 from tests.support import RecordingConnector
 
 
@@ -77,7 +78,9 @@ async def test_a_message_waiting_for_consent_is_exported_and_deleted_with_its_us
     client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1), RETENTION_DAYS=30)
     chat = Chat(client, connector)
     await chat.send("My salary is 123,456 and I want advice")
-    waiting = [d for d in (await chat.store.export_user("user-1"))["states"] if "123,456" in str(d)]
+    waiting = [
+        d for d in (await export_user(chat.store, "user-1"))["states"] if "123,456" in str(d)
+    ]
     assert len(waiting) == 1
     if store_backend == "sqlite":
         # The dialog state holding the words expires with the retention period, like messages;
@@ -95,8 +98,8 @@ async def test_a_message_waiting_for_consent_is_exported_and_deleted_with_its_us
     await other.send_expecting("I accept", 2)
     assert (await chat.store.delete_user("user-1"))["states"] == 2  # dialog + user state
 
-    assert (await chat.store.export_user("user-1"))["states"] == []
-    assert len((await chat.store.export_user("user-2"))["states"]) == 2  # consent + dialog
+    assert (await export_user(chat.store, "user-1"))["states"] == []
+    assert len((await export_user(chat.store, "user-2"))["states"]) == 2  # consent + dialog
     # Nothing waits any more: an answer to the old question asks the question again.
     assert "usage policy of Contoso" in (await chat.send("I accept"))["text"]
 
@@ -113,7 +116,7 @@ async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_mes
     record = (await storage.read(["test/users/user-1"]))["test/users/user-1"]
     del record["owner"]
     await storage.write({"test/users/user-1": record})
-    exported = (await chat.store.export_user("user-1"))["states"]
+    exported = (await export_user(chat.store, "user-1"))["states"]
     assert exported == [{"dialog_state": ANY, "owner": "user-1"}]  # the dialog only
 
     await chat.send("Next question")

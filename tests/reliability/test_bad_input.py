@@ -16,6 +16,7 @@ from storage.models import Role
 from tests.admin.helpers import appservice_header
 from tests.conftest import AppFactory
 from tests.reliability.support import is_answer, notice_key
+from tests.stores import export_user
 from tests.support import RecordingConnector, message_activity, settle
 from tests.webchat.support import open_session, stored_messages
 
@@ -434,13 +435,13 @@ async def test_hostile_requests_to_the_admin_api_get_clean_4xx_and_change_nothin
     admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
     csrf = (await (await client.get("/admin/api/me", headers=admin)).json())["csrfToken"]
     store = client.server.app[STORE]
-    before = await store.export_user("carol@contoso.com")
+    before = await export_user(store, "carol@contoso.com")
     for case in admin_corpus():
         status, text, response = await send(client, case, "", **admin, **{"X-CSRF-Token": csrf})
         assert_clean(status, text, case)
         if response.content_type == "application/json":
             assert "error" in json.loads(text), case.name
-    assert await store.export_user("carol@contoso.com") == before
+    assert await export_user(store, "carol@contoso.com") == before
 
 
 def test_the_corpus_has_at_least_fifty_inputs() -> None:

@@ -8,6 +8,7 @@ from storage.botstate import BotStateStorage
 from storage.ids import message_id, safe_id
 from storage.models import AuditRecord, Feedback, Role, SummaryQuery
 from tests.storage.support import T0, delta, message
+from tests.stores import export_user
 
 
 def teams_id(prefix: str) -> str:
@@ -53,7 +54,7 @@ async def test_messages_and_summaries_take_raw_channel_ids(store: Store) -> None
     page = await store.list_summaries(SummaryQuery(user_ids=[USER]), 10)
     assert [s.conversation_id for s in page.items] == [CONVERSATION]
 
-    exported = await store.export_user(USER)
+    exported = await export_user(store, USER)
     assert [m["id"] for m in exported["messages"]] == [user_message.id, reply.id]
     assert await store.delete_user(USER) == {"conversations": 1, "messages": 2, "states": 0}
 

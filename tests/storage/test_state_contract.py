@@ -7,6 +7,7 @@ import pytest
 from storage.base import ETagMismatch, Store
 from storage.botstate import OWNER_PROPERTY, BotStateStorage
 from tests.storage.support import MakeStore
+from tests.stores import export_user
 
 
 async def test_write_then_read_with_etag(store: Store) -> None:
@@ -69,7 +70,7 @@ async def test_owned_state_is_exported_and_deleted_with_its_user(store: Store) -
     await store.write_state("test/users/b1", {"usage_policy": {"version": "1"}}, None, owner="bob")
     await store.write_state("install/team-1", {"welcomed_at": "2026-11-01"}, None)
 
-    exported = await store.export_user("alice")
+    exported = await export_user(store, "alice")
     assert sorted(exported["states"], key=str) == [
         {"usage_policy": {"version": "1"}},
         {"waiting": "Hi"},
@@ -77,7 +78,7 @@ async def test_owned_state_is_exported_and_deleted_with_its_user(store: Store) -
     deleted = await store.delete_user("alice")
     assert deleted["states"] == 2
     assert list(await store.read_state(["test/users/a1", "test/conv/a1"])) == []
-    assert (await store.export_user("alice"))["states"] == []
+    assert (await export_user(store, "alice"))["states"] == []
     # Other users' state and state that belongs to nobody stay.
     assert sorted(await store.read_state(["test/users/b1", "install/team-1"])) == [
         "install/team-1",
@@ -100,6 +101,6 @@ async def test_botbuilder_storage_passes_the_documents_owner_and_its_expiry(
         {"conv/users/u1": {OWNER_PROPERTY: "alice", "dialogStack": []}}
     )
     await BotStateStorage(store).write({"conv/users/u2": {OWNER_PROPERTY: 7, "dialogStack": []}})
-    exported = await store.export_user("alice")
+    exported = await export_user(store, "alice")
     assert exported["states"] == [{OWNER_PROPERTY: "alice", "dialogStack": []}]
     assert (await store.delete_user("7"))["states"] == 0  # not a user id: no owner

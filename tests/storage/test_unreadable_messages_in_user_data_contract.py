@@ -36,6 +36,7 @@ from tests.storage.test_unreadable_summaries_beyond_the_list_contract import (
     _logged,
     _nothing_private_logged,
 )
+from tests.stores import export_user
 
 ERASED = (
     "an unreadable stored message was deleted by a user's erasure (it is theirs by its stored "
@@ -160,7 +161,7 @@ async def test_erasure_deletes_the_users_unreadable_messages_and_clears_the_titl
     assert untitled is not None and (untitled.title, untitled.message_count) == ("", 3)
     assert kept is not None and kept.title == "bob first"
     assert await store.find_summary("alice-1") is None
-    assert await store.export_user(ALICE) == NOTHING
+    assert await export_user(store, ALICE) == NOTHING
     [erased] = _logged(caplog, ERASED)
     assert erased.levelno == logging.ERROR
     assert vars(erased)["conversation"] == conversation_ref("group-a")
@@ -261,7 +262,7 @@ async def test_a_users_export_leaves_out_the_messages_that_cannot_be_read(
     caplog.clear()
 
     with caplog.at_level(logging.DEBUG, logger="storage"):
-        exported = await store.export_user(ALICE)
+        exported = await export_user(store, ALICE)
 
     assert [c["conversationId"] for c in exported["conversations"]] == ["alice-1"]
     keys = [(m["conversationId"], m["seq"], m["text"]) for m in exported["messages"]]

@@ -7,6 +7,7 @@ import gc
 from storage.base import Store
 from storage.models import Feedback, Message, Role
 from tests.storage.support import delta, message
+from tests.stores import export_user
 
 
 async def _seed(store: Store) -> None:
@@ -22,7 +23,7 @@ async def _seed(store: Store) -> None:
 
 async def test_export_has_the_users_conversations_and_messages(store: Store) -> None:
     await _seed(store)
-    exported = await store.export_user("alice")
+    exported = await export_user(store, "alice")
     assert exported["userId"] == "alice"
     assert sorted(c["conversationId"] for c in exported["conversations"]) == [
         "alice-1",
@@ -49,7 +50,7 @@ async def test_export_has_every_message_that_deleting_the_user_would_remove(
     # Alice's words in a conversation someone else owns.
     await store.add_message(message("bob-1", 2, user_id="alice"))
 
-    exported = await store.export_user("alice")
+    exported = await export_user(store, "alice")
 
     keys = [(m["conversationId"], m["seq"]) for m in exported["messages"]]
     assert keys == [
@@ -66,7 +67,7 @@ async def test_export_has_every_message_that_deleting_the_user_would_remove(
 
 
 async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
-    assert await store.export_user("nobody") == {
+    assert await export_user(store, "nobody") == {
         "userId": "nobody",
         "conversations": [],
         "messages": [],
@@ -77,7 +78,7 @@ async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
 async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
     await _seed(store)
     assert await store.delete_user("alice") == {"conversations": 2, "messages": 6, "states": 0}
-    assert await store.export_user("alice") == {
+    assert await export_user(store, "alice") == {
         "userId": "alice",
         "conversations": [],
         "messages": [],

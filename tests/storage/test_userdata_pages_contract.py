@@ -29,6 +29,7 @@ from tests.storage.test_unreadable_summaries_beyond_the_list_contract import (
     _unreadable,
 )
 from tests.storage.test_unreadable_summaries_contract import _spoil
+from tests.stores import export_user
 
 ALICE = "alice"
 # Alice's messages in the export's order: by conversation, then seq. alice-2's last message is
@@ -89,7 +90,7 @@ async def test_a_users_documents_come_in_pages_no_larger_than_asked_each_once_in
     states = await _pages(store, "states", 2)
     assert states == [[{"key": "state-a"}, {"key": "state-b"}], [{"key": "state-c"}]]
     # The same documents as the whole export, which is what a deletion deletes.
-    whole = await store.export_user(ALICE)
+    whole = await export_user(store, ALICE)
     for kind in USER_DATA_KINDS:
         paged = [doc for page in await _pages(store, kind, 3) for doc in page]
         assert paged == whole[kind], kind
