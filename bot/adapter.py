@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from bot.connector import ConnectorClient, ConnectorError
 from bot.replies import reply_activity
 from bot.wire import activity_to_wire
 from chat.service import Reply
+from chat.telemetry import new_reference
 from chat.texts import localize
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
         """Reaching here means a bug: the chat service handles every expected failure itself.
         Whoever sent a message hears that it failed, with the reference the log line carries;
         other activities (conversation updates, reactions, events) expect no answer."""
-        ref = uuid.uuid4().hex[:12]
+        ref = new_reference()
         log.error("unhandled error in a turn", exc_info=error, extra={"ref": ref})
         activity = context.activity
         if activity.type != ActivityTypes.message:

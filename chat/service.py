@@ -29,7 +29,7 @@ from chat.filters import (
 from chat.model import ChatModel, Completion, ModelCaller, ModelError, PromptFiltered
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
-from chat.telemetry import ChatTelemetry, correlation_id
+from chat.telemetry import ChatTelemetry, correlation_id, new_reference
 from chat.texts import all_texts, localize
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
@@ -217,7 +217,7 @@ class ChatService:
 
     async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
         """One turn, in a `chat.turn` span; its correlation id tags every log line inside."""
-        ref = uuid.uuid4().hex[:12]
+        ref = new_reference()
         token = correlation_id.set(ref)
         started = time.monotonic()
         reference = conversation_ref(safe_id(turn.conversation_key))

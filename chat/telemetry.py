@@ -8,6 +8,7 @@ no-op. Attributes never carry message text: conversations appear as non-reversib
 from __future__ import annotations
 
 import contextvars
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,11 @@ from opentelemetry.trace import Span, Status, StatusCode
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
+
+
+def new_reference() -> str:
+    """A turn's reference: in its log lines and in any notice the user gets, to match the two."""
+    return uuid.uuid4().hex[:12]
 
 
 class ChatTelemetry:
