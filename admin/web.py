@@ -56,7 +56,7 @@ from admin.queries import (
 )
 from admin.settings import AdminSettings, AuthMode
 from storage.base import USER_DATA_KINDS, Store, StoreError
-from storage.models import AuditRecord, Message
+from storage.models import AuditRecord, ConversationSummary, Message
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
@@ -477,10 +477,22 @@ async def _transcript(request: web.Request) -> dict[str, Any]:
     if summary is None and not unreadable and not messages:
         raise AdminError(404, "not_found", "No such conversation.")
     return {
+        **_transcript_head(context, conversation_id, summary, unreadable),
+        "messages": [message_view(m, context.pseudonyms) for m in messages],
+    }
+
+
+def _transcript_head(
+    context: AdminContext,
+    conversation_id: str,
+    summary: ConversationSummary | None,
+    unreadable: bool,
+) -> dict[str, Any]:
+    """A transcript's fields before its messages (the page's JSON and its export alike)."""
+    return {
         "conversation": summary_view(summary, context.pseudonyms) if summary else None,
         "summaryUnreadable": unreadable,
         "conversationId": conversation_id,
-        "messages": [message_view(m, context.pseudonyms) for m in messages],
     }
 
 
@@ -1042,15 +1054,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
                 download.add(export.csv_header(export.MESSAGE_COLUMNS))
             else:
                 download.add(
-                    body.begin(
-                        {
-                            "conversation": summary_view(summary, context.pseudonyms)
-                            if summary
-                            else None,
-                            "summaryUnreadable": unreadable,
-                            "conversationId": conversation_id,
-                        }
-                    )
+                    body.begin(_transcript_head(context, conversation_id, summary, unreadable))
                 )
                 download.add(body.open_list("messages"))
             page = first
