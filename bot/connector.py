@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -21,8 +22,16 @@ log = logging.getLogger(__name__)
 
 BOTFRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 _TOKEN_REFRESH_MARGIN_SECONDS = 300
-_SEND_ATTEMPTS = 3
-_MAX_RETRY_WAIT_SECONDS = 5.0
+# A message the channel refused for now is sent again, backing off exponentially with jitter and
+# never sooner than its Retry-After, as Microsoft asks of Teams bots (which also names 412, 502
+# and 504). A 502/504 may hide a message that was taken; a rare second copy beats a lost answer.
+# The waits stay within a budget that fits the time a turn has left after its model deadline
+# (TURN_DEADLINE_SECONDS - MODEL_DEADLINE_SECONDS: 30 s by default); a channel that asks for
+# longer gets no early retry, which it would refuse again.
+_SEND_ATTEMPTS = 5
+_RETRYABLE_SEND_STATUS = frozenset({412, 429, 502, 503, 504})
+_SEND_BACKOFF_SECONDS = 0.5
+_SEND_RETRY_BUDGET_SECONDS = 20.0
 
 
 class ConnectorError(Exception):
@@ -151,17 +160,23 @@ class ConnectorClient:
             path += f"/{quote(reply_to_id, safe='')}"
         if activity.get("type") != "message":
             return await self._call("POST", service_url, path, activity)
-        # A message (an answer or a notice) is worth a short wait: the connector throttles with
-        # 429 + Retry-After, and 429/503 mean the activity was not taken, so a retry cannot make
-        # a second copy. Typing/stream updates are not retried: the next update carries the text.
+        # A message (an answer or a notice) is worth a wait; typing and stream updates are not
+        # retried: the next update carries the text.
+        give_up_at = time.monotonic() + _SEND_RETRY_BUDGET_SECONDS
         for attempt in range(_SEND_ATTEMPTS):
             try:
                 return await self._call("POST", service_url, path, activity)
             except ConnectorError as exc:
-                if exc.status not in (429, 503) or attempt + 1 == _SEND_ATTEMPTS:
+                if exc.status not in _RETRYABLE_SEND_STATUS or attempt + 1 == _SEND_ATTEMPTS:
                     raise
-                wait = min(_MAX_RETRY_WAIT_SECONDS, exc.retry_after or 0.5 * 2**attempt)
-                log.info("the channel refused a message; retrying", extra={"status": exc.status})
+                backoff = _SEND_BACKOFF_SECONDS * 2**attempt * random.uniform(0.8, 1.2)  # noqa: S311
+                wait = max(backoff, exc.retry_after or 0.0)
+                if time.monotonic() + wait > give_up_at:
+                    raise
+                log.info(
+                    "the channel refused a message; retrying",
+                    extra={"status": exc.status, "wait_seconds": round(wait, 1)},
+                )
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 

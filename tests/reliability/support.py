@@ -5,6 +5,7 @@ consistent, and the process is still healthy afterwards."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -203,22 +204,32 @@ async def sim_control(base_url: str, method: str, path: str, body: Any = None) -
 
 class FlakyConnector(RecordingConnector):
     """A channel whose connector refuses the next `fail_next` message POSTs (typing updates
-    still pass), with `status` (429/503 carry a Retry-After)."""
+    still pass), with `status` and a `retry_after` header (none when it is None). Every message
+    POST's arrival time is kept in `message_posted_at` (monotonic seconds)."""
 
     fail_next: int = 0
     status: int = 503
+    retry_after: str | None = "0"
 
     async def _post(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if body.get("type") == "message":
+            self.message_posted_at.append(time.monotonic())
         if body.get("type") == "message" and self.fail_next > 0:
             self.fail_next -= 1
             self.refused.append(body)
             return web.json_response(
                 {"error": {"code": "ServiceError"}},
                 status=self.status,
-                headers={"Retry-After": "0"},
+                headers={} if self.retry_after is None else {"Retry-After": self.retry_after},
             )
         return await super()._post(request)
+
+    @property
+    def message_posted_at(self) -> list[float]:
+        if not hasattr(self, "_message_posted_at"):
+            self._message_posted_at: list[float] = []
+        return self._message_posted_at
 
     @property
     def refused(self) -> list[dict[str, Any]]:

@@ -338,24 +338,54 @@ async def test_reply_post_refused_for_good_keeps_the_answer_as_delivery_failed(
     [answer] = verdict.stored_answers
     assert answer.text, "the answer is kept for the record"
     # A few bounded retries of the same answer (503 = not taken), then nothing more: no notice.
-    assert 1 < len(connector.refused) <= 3
+    assert 1 < len(connector.refused) <= 5
     assert all(is_answer(body) for body in connector.refused)
     connector.fail_next = 0
     await healthy_after(client, connector, CHANNELS[channel])
 
 
-@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("status", [412, 429, 502, 503, 504])
 async def test_reply_post_refused_once_is_retried_and_delivered_once(
     make_app: AppFactory, aiohttp_server: Any, status: int
 ) -> None:
+    # Microsoft's guidance for Teams bots retries 412, 502 and 504 as well as 429.
     connector = FlakyConnector()
     connector.url = str((await aiohttp_server(connector.app())).make_url("")).rstrip("/")
-    connector.fail_next, connector.status = 1, status
+    connector.fail_next, connector.status, connector.retry_after = 1, status, None
     client = await make_app()
     sent = await run_turns(client, [plain(connector, "try again please")])
     [verdict] = await check_turns(client, connector, sent)
     assert verdict.answered
     assert verdict.stored_answers[0].status is MessageStatus.COMPLETE
+
+
+async def test_reply_post_is_not_retried_sooner_than_the_channels_retry_after(
+    make_app: AppFactory, aiohttp_server: Any
+) -> None:
+    connector = FlakyConnector()
+    connector.url = str((await aiohttp_server(connector.app())).make_url("")).rstrip("/")
+    connector.fail_next, connector.status, connector.retry_after = 1, 429, "6"
+    client = await make_app()
+    sent = await run_turns(client, [plain(connector, "throttled once")])
+    [verdict] = await check_turns(client, connector, sent)
+    assert verdict.answered
+    first, second = connector.message_posted_at
+    assert second - first >= 6.0
+
+
+async def test_reply_post_asked_to_wait_longer_than_a_turn_can_is_given_up_at_once(
+    make_app: AppFactory, aiohttp_server: Any
+) -> None:
+    connector = FlakyConnector()
+    connector.url = str((await aiohttp_server(connector.app())).make_url("")).rstrip("/")
+    connector.fail_next, connector.status, connector.retry_after = 10**6, 429, "600"
+    client = await make_app()
+    sent = await run_turns(client, [plain(connector, "throttled for ten minutes")])
+    [verdict] = await check_turns(client, connector, sent, allow_silence_when_channel_refuses=True)
+    # No early retry the channel would refuse again; the answer is kept, as not delivered.
+    assert len(connector.refused) == 1
+    [answer] = verdict.stored_answers
+    assert answer.text and answer.status is MessageStatus.ERROR
 
 
 async def test_mixed_faults_across_conversations_keep_each_conversation_consistent(
