@@ -24,6 +24,12 @@ _BLANKS = "[ \t\u00a0]*"
 # a word.
 _ATTACHED_ASCII = frozenset(",.;:!?)]}")
 _ATTACHED_CJK = frozenset("、。，．：；！？）］｝」』")
+# Scripts written without spaces between words: a mention removed between two of their
+# characters leaves no space ("これを<at>Bot</at>要約して" is "これを要約して"). Hangul is
+# written with spaces, so it is not here.
+_UNSPACED_SCRIPT = re.compile(
+    "[\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]"
+)
 # What may follow a name used to address someone at the start of a message.
 _ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
@@ -88,9 +94,12 @@ def _bot_ids(raw: dict[str, Any]) -> set[str]:
 
 def _joiner(match: re.Match[str]) -> str:
     """What replaces a removed mention: one space, or nothing before punctuation that attaches
-    to the word before it."""
+    to the word before it or between two characters of a script written without spaces."""
     rest = match.string[match.end() : match.end() + 2]
     if rest[:1] in _ATTACHED_CJK:
+        return ""
+    before = match.string[match.start() - 1 : match.start()]
+    if _UNSPACED_SCRIPT.match(before) and _UNSPACED_SCRIPT.match(rest[:1]):
         return ""
     if rest[:1] in _ATTACHED_ASCII and (
         len(rest) == 1 or rest[1].isspace() or rest[1] in _ATTACHED_ASCII
