@@ -331,19 +331,24 @@ async def send_stream(
     content_total = sum(1 for e in events if e.tokens)
     fault_at = min(FAULT_AFTER_CHUNKS, max(0, content_total - 1))
     content_sent = 0
-    for item in events:
-        if item.tokens:
-            if fault is not None and fault.mode in STREAM_FAULTS and content_sent == fault_at:
-                return await break_stream(request, response, fault)
-            if content_sent == 0:
-                await asyncio.sleep(first_token_delay_s)
-            elif tokens_per_second > 0:
-                await asyncio.sleep(item.tokens / tokens_per_second)
-            content_sent += 1
-        await response.write(f"data: {item.data}\n\n".encode())
-        if fault is not None and fault.mode == CUT_AFTER_FINISH and _finishes(item):
-            break
-    await response.write_eof()
+    try:
+        for item in events:
+            if item.tokens:
+                if fault is not None and fault.mode in STREAM_FAULTS and content_sent == fault_at:
+                    return await break_stream(request, response, fault)
+                if content_sent == 0:
+                    await asyncio.sleep(first_token_delay_s)
+                elif tokens_per_second > 0:
+                    await asyncio.sleep(item.tokens / tokens_per_second)
+                content_sent += 1
+            await response.write(f"data: {item.data}\n\n".encode())
+            if fault is not None and fault.mode == CUT_AFTER_FINISH and _finishes(item):
+                break
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client stopped reading (Stop, a deadline, a closed connection), as clients of
+        # Azure do: an answer cut short, not an error of the service.
+        log.info("the client closed the stream after %d content chunks", content_sent)
     return response
 
 

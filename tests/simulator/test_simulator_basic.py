@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -172,6 +173,30 @@ async def test_stream_has_event_stream_content_type_and_ends_with_done(
 
     assert events[-1] == "[DONE]"
     assert all("error" not in json.loads(event) for event in events[:-1])
+
+
+async def test_a_client_that_stops_reading_a_stream_is_no_error_of_the_simulator(
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What the app does on Stop or at its model deadline: the simulator runs inside `make run`,
+    # where an error's traceback for each would fill the app's log.
+    url = await start_simulator(SimulatorConfig(tokens_per_second=50))
+    long_question = [{"role": "user", "content": "Tell me everything [sim:long]"}]
+    async with http.post(
+        dated_url(url), headers={"api-key": "k"}, json={"messages": long_question, "stream": True}
+    ) as response:
+        assert response.status == 200
+        await response.content.readline()
+        response.close()
+    for _ in range(100):
+        async with http.get(url + "/_sim/stats") as stats_response:
+            stats = await stats_response.json()
+        if stats["by_status"]:
+            break
+        await asyncio.sleep(0.05)
+
+    assert stats["by_status"] == {"200": 1}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_v1_path_uses_model_as_deployment(
