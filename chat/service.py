@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from chat.model import ChatModel, Completion, ModelCaller, ModelError, PromptFil
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
 from chat.telemetry import ChatTelemetry, correlation_id, new_reference
-from chat.texts import all_texts, localize
+from chat.texts import all_texts, localize, wait_text
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
 from storage.base import MessageStore, StoreError, SummaryStore
@@ -491,9 +490,9 @@ class ChatService:
             if isinstance(exc, AllDeploymentsBusy) and (exc.retry_after or 0) > 0:
                 # Every deployment is cooling down (throttled) or has its breaker open: the
                 # router knows when the first one is back.
-                minutes = max(1, math.ceil((exc.retry_after or 0) / 60))
+                wait = wait_text(exc.retry_after or 0, turn.locale)
                 key = "model_busy" if exc.throttled else "model_down"
-                await self._fail(turn, user_message, channel, delta, outcome, key, minutes=minutes)
+                await self._fail(turn, user_message, channel, delta, outcome, key, wait=wait)
             else:
                 await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
             return

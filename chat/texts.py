@@ -5,6 +5,7 @@ A text is picked by the activity's locale (`ja`, `ja-JP` -> Japanese; anything e
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 from typing import Literal, cast
@@ -28,3 +29,19 @@ def language_of(locale: str | None) -> Language:
 
 def localize(key: str, locale: str | None, **values: object) -> str:
     return all_texts()[key][language_of(locale)].format(**values)
+
+
+def wait_text(seconds: float, locale: str | None) -> str:
+    """A wait as the notices say it: whole seconds under a minute, about N minutes up to an
+    hour, else about N hours; rounded up, so the user never comes back too early."""
+    whole = max(1, math.ceil(seconds))
+    if whole == 1:
+        return localize("wait_one_second", locale)
+    if whole < 60:
+        return localize("wait_seconds", locale, count=whole)
+    minutes = math.ceil(whole / 60)
+    if minutes == 1:
+        return localize("wait_one_minute", locale)
+    if minutes <= 60:
+        return localize("wait_minutes", locale, count=minutes)
+    return localize("wait_hours", locale, count=math.ceil(minutes / 60))

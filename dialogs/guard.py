@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from chat.service import Admission, TurnInput
-from chat.texts import localize
+from chat.texts import localize, wait_text
 from controls.quotas import LimitKind, QuotaExceeded, Quotas, TokenReservation
 from dialogs.commands import format_reset
 from storage.base import StoreError
@@ -21,7 +21,7 @@ def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
             "quota_requests_per_minute",
             locale,
             limit=exceeded.limit,
-            seconds=exceeded.seconds_left,
+            wait=wait_text(exceeded.seconds_left, locale),
         )
     minutes_left = (exceeded.seconds_left + 59) // 60
     times = {

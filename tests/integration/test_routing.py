@@ -252,11 +252,12 @@ async def test_every_breaker_open_says_when_to_try_again_without_calling_anyone(
     calls = [await calls_to(url) for url in two_simulators]
 
     # The second round of failures opens both breakers (ROUTER_BREAKER_FAILURES=2): the router
-    # knows when the first one lets a trial through, and says so.
+    # knows when the first one lets a trial through (ROUTER_BREAKER_OPEN_SECONDS=0.6), and says
+    # so, in seconds rather than "about 1 minute(s)".
     for text in ("second", "third"):
         reply, answer = await ask(routed_bot, connector, text)
         assert reply["text"].startswith(
-            "Sorry, the assistant is unavailable right now. Please try again in about 1 minute"
+            "Sorry, the assistant is unavailable right now. Please try again in 1 second. (ref: "
         )
         assert answer.status is MessageStatus.ERROR and answer.error == "model_down"
     assert [await calls_to(url) for url in two_simulators] == [n + 1 for n in calls]

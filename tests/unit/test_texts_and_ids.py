@@ -5,7 +5,7 @@ import string
 
 import pytest
 
-from chat.texts import LANGUAGES, all_texts, localize
+from chat.texts import LANGUAGES, all_texts, localize, wait_text
 from storage.ids import safe_id
 
 
@@ -48,3 +48,25 @@ def test_safe_ids_are_valid_cosmos_ids_and_stable(raw: str) -> None:
 
 def test_distinct_long_ids_do_not_collide() -> None:
     assert safe_id("a" * 300 + "1") != safe_id("a" * 300 + "2")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "english", "japanese"),
+    [
+        (0.2, "1 second", "1秒"),
+        (1, "1 second", "1秒"),
+        (1.01, "2 seconds", "2秒"),
+        (50, "50 seconds", "50秒"),
+        (59.5, "about a minute", "約1分"),
+        (60, "about a minute", "約1分"),
+        (61, "about 2 minutes", "約2分"),
+        (3600, "about 60 minutes", "約60分"),
+        (3601, "about 2 hours", "約2時間"),
+        (86400, "about 24 hours", "約24時間"),
+    ],
+)
+def test_a_wait_is_said_in_seconds_minutes_or_hours_rounded_up(
+    seconds: float, english: str, japanese: str
+) -> None:
+    assert wait_text(seconds, "en-US") == english
+    assert wait_text(seconds, "ja-JP") == japanese
