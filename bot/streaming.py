@@ -8,7 +8,8 @@ replaces whatever was streamed, which is also how a filtered answer is withdrawn
 A 403 on an open stream (Teams: the user pressed Stop) raises `StreamStopped` with the text shown
 so far, which the chat service stores as a partial answer; any other refused update is skipped
 (the next update or the final carries the whole text). When the channel refuses to open a stream,
-the final message goes out as a plain message.
+a typing indicator shows while the answer is written, and the final message goes out as a plain
+message.
 
 Teams ends a stream that lasts too long with an error, so a Teams stream has a time limit of our
 own, a little shorter: `time_left()` tells the chat service how long it may still run, and the
@@ -77,6 +78,9 @@ class StreamingReplyChannel:
         self._shown = ""
         # Web Chat reads the stream from channelData and wants its thumbs on the AI label.
         self._web_chat = context.activity.channel_id in WEB_CHAT_CHANNELS
+        # When the channel will not open a stream, the user waits for one plain message: a
+        # typing indicator shows meanwhile, as on channels that do not stream.
+        self._without_stream = MessageReplyChannel(context)
 
     @property
     def streams(self) -> bool:
@@ -103,7 +107,11 @@ class StreamingReplyChannel:
         # A refusal here (DeliveryFailed) leaves no stream id: updates are skipped and the final
         # message carries the whole text as a plain message.
         sent_at = time.monotonic()  # the channel's clock starts no later than this
-        response = await self._send(activity)
+        try:
+            response = await self._send(activity)
+        except DeliveryFailed:
+            await self._without_stream.informative(text)
+            raise
         self._stream_id = response or None
         if self._stream_id is not None:
             self._opened_at = sent_at
@@ -134,6 +142,7 @@ class StreamingReplyChannel:
         self._last_sent = time.monotonic()
 
     async def final(self, reply: Reply) -> str | None:
+        await self._without_stream.close()
         activity = reply_activity(reply)
         if self._stream_id is not None:
             activity.entities = [
@@ -150,8 +159,9 @@ class StreamingReplyChannel:
         return self._stream_id or sent_id or None
 
     async def close(self) -> None:
-        """Nothing runs between updates: the stream is driven by the model's output."""
-        return None
+        """Stops the typing indicator of a stream the channel would not open; an open stream
+        has nothing running between updates: it is driven by the model's output."""
+        await self._without_stream.close()
 
     async def _send(self, activity: Activity) -> str:
         if self._web_chat:

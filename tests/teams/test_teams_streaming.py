@@ -6,6 +6,7 @@ openai SDK and replies to the Teams channel double (`tests/teams/channel.py`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -204,6 +205,23 @@ async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled
     await settle(bot)
     _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.status is MessageStatus.COMPLETE
+
+
+async def test_channel_refusing_to_open_a_stream_shows_typing_while_a_slow_answer_is_written(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    teams.refuse_stream_start = True
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hello [sim:slow]"))
+    [final] = await teams.wait_for_messages(1)
+
+    sent = [(c.body["type"], streaminfo(c.body) is not None, c.status) for c in teams.calls]
+    assert sent[0] == ("typing", True, 403)  # "Thinking..." did not open a stream
+    assert ("typing", False, 200) in sent[1:-1]  # plain typing while the model was slow
+    assert sent[-1] == ("message", False, 201)
+    assert "Hello" in final["text"]
+    await settle(bot)
+    await asyncio.sleep(2.5)  # longer than the typing indicator's period: it has stopped
+    assert teams.calls[-1].body["type"] == "message"
 
 
 async def test_filtered_prompt_notice_closes_the_stream_without_ai_label_or_feedback(
