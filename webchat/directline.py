@@ -41,6 +41,12 @@ SWEEP_SECONDS = 300.0
 _CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
 _MAX_LOCALE = 20
 _MAX_CLIENT_ID = 128
+# Web Chat posts whatever was pasted, and a refused POST shows only "Send failed. Retry.", which
+# every retry repeats. Up to this size the bot takes the activity and answers with its "too long"
+# notice instead. 4 MiB holds a pasted book (a million Japanese characters is about 3 MB of
+# UTF-8); aiohttp stops reading at it, so one post holds a few times this at most. Beyond it:
+# a JSON 413. The app-wide limit (app.py) stays for every other route.
+MAX_POST_BYTES = 4 * 1024 * 1024
 
 
 class DirectLineError(Exception):
@@ -264,7 +270,7 @@ class BuiltinDirectLine:
             grant = self._authorize(request, request.match_info["conversation"])
             conversation = self._conversation(grant)
             try:
-                body = json.loads(await request.read())
+                body = json.loads(await _read_body(request))
             except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
                 raise DirectLineError(400, "BadArgument", "The body is not valid JSON.") from None
             if not isinstance(body, dict):
@@ -280,7 +286,7 @@ class BuiltinDirectLine:
             else:
                 await self._accept(raw)
             # Echo it like Direct Line does; Web Chat matches it by channelData.clientActivityID.
-            conversation.deliver(public_copy(raw))
+            conversation.deliver(self._echo(raw))
             return web.json_response({"id": raw["id"]})
 
         return await self._run(request, handle)
@@ -295,6 +301,18 @@ class BuiltinDirectLine:
             status = 503 if response.status >= 500 else 400
             raise DirectLineError(status, "BotError", "The assistant could not take the message.")
         return response
+
+    def _echo(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The user's activity as the browser gets it back. A message the bot refuses as too long
+        is cut to the limit: the conversation's log keeps up to MAX_LOG_ENTRIES echoes in memory,
+        and none of them should hold more than the bot would take."""
+        echo = public_copy(raw)
+        text = echo.get("text")
+        limit = self._settings.max_message_chars
+        # The chat service's "too long" rule, so an accepted message is always echoed whole.
+        if isinstance(text, str) and len(text.strip()) > limit:
+            echo["text"] = text[:limit] + "…"
+        return echo
 
     async def _feedback(
         self,
@@ -449,6 +467,17 @@ async def _drain_incoming(socket: web.WebSocketResponse) -> None:
     async for message in socket:
         if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             break
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        # A copy of the request with its own limit is aiohttp's way to read one body past the
+        # app's client_max_size; it still stops reading as soon as the limit is passed.
+        return await request.clone(client_max_size=MAX_POST_BYTES).read()
+    except web.HTTPRequestEntityTooLarge:
+        raise DirectLineError(
+            413, "MessageSizeTooBig", "The activity is larger than the size limit."
+        ) from None
 
 
 def connector_host(listen_host: str) -> str:

@@ -19,11 +19,13 @@ from tests.reliability.support import is_answer, notice_key
 from tests.stores import export_user
 from tests.support import RecordingConnector, message_activity, settle
 from tests.webchat.support import open_session, stored_messages
+from webchat.directline import MAX_POST_BYTES
 
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()
 DEEP_OBJECT = ('{"a":' * 20_000 + "1" + "}" * 20_000).encode()
 INVALID_UTF8 = b'{"type": "message", "text": "\xff\xfe\xc3\x28 broken"}'
 HUGE_BODY = b'{"type": "message", "text": "' + b"x" * (300 * 1024) + b'"}'
+DIRECT_LINE_HUGE_BODY = b'{"type": "message", "text": "' + b"x" * MAX_POST_BYTES + b'"}'
 LEAK_MARKERS = ("Traceback", 'File "', "Exception", "RecursionError", "UnicodeDecodeError")
 
 
@@ -262,7 +264,9 @@ def directline_corpus() -> list[Case]:
             {"type": "event", "name": "webchat:activity-status/feedback", "entities": True},
             statuses=(200, 400),
         ),
-        Case("dl body over the size limit", HUGE_BODY, statuses=(413,)),
+        Case("dl body over the size limit", DIRECT_LINE_HUGE_BODY, statuses=(413,)),
+        # Past the app's limit but within the Direct Line's: a paste gets the notice in the chat.
+        Case("dl paste over the app's limit", HUGE_BODY, statuses=(200,), reply="message_too_long"),
         Case(
             "dl text is a number",
             {"type": "message", "text": 12},

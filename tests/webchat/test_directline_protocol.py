@@ -16,10 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from chat.texts import localize
 from tests.conftest import AppFactory
 from tests.webchat.support import DirectLineSession, is_final, open_session, stored_messages
 from webchat import DIRECT_LINE
 from webchat.conversations import SOCKET_QUEUE, ConversationRegistry, Participant
+from webchat.directline import MAX_POST_BYTES
 from webchat.tokens import Grant, TokenSigner
 
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
@@ -504,3 +506,51 @@ async def test_the_token_endpoint_wants_json_so_other_sites_cannot_post_a_form(
 ) -> None:
     response = await client.post("/api/directline/token", data="x=1")
     assert response.status == 415
+
+
+async def test_a_huge_paste_is_taken_and_answered_with_the_too_long_notice(
+    client: TestClient[Any, Any],
+) -> None:
+    """What a tester pasted into Web Chat: 90,000 Japanese characters, about 270 KB of UTF-8,
+    past the app's 256 KB body limit. Web Chat shows a 2xx with an id as sent."""
+    session = await open_session(client)
+    at_the_limit = "\n  " + "x" * 8000 + "\n\n"
+    await session.say(at_the_limit)
+    await session.wait_for_bot_messages(1)
+    pasted = "長" * 90_000
+    response = await session.post(
+        {
+            "type": "message",
+            "text": pasted,
+            "locale": "ja-JP",
+            "channelData": {"clientActivityID": "paste-1"},
+        }
+    )
+    assert response.status == 200, await response.text()
+    echo_id = (await response.json())["id"]
+
+    [_, notice] = await session.wait_for_bot_messages(2)
+    assert notice["text"] == localize("message_too_long", "ja-JP", length=90_000, limit=8000)
+    [whole, _, echo, _] = (await session.get())["activities"]
+    assert whole["text"] == at_the_limit
+    assert echo["id"] == echo_id
+    assert echo["channelData"]["clientActivityID"] == "paste-1"
+    # The log in memory keeps no more of a refused message than the bot would take.
+    assert echo["text"] == "長" * 8000 + "…"
+    stored = await stored_messages(client, session.conversation_id)
+    assert [m.role.value for m in stored] == ["user", "assistant"]
+
+
+async def test_a_body_past_the_direct_line_bound_gets_a_json_413(
+    client: TestClient[Any, Any],
+) -> None:
+    session = await open_session(client)
+    body = json.dumps({"type": "message", "text": "x" * MAX_POST_BYTES}).encode()
+    response = await client.post(
+        f"/v3/directline/conversations/{session.conversation_id}/activities",
+        data=body,
+        headers={**session.headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "MessageSizeTooBig"
+    assert (await session.get())["activities"] == []

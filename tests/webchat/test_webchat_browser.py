@@ -212,3 +212,24 @@ async def test_a_second_browser_context_cannot_read_the_first_conversation(
     assert "merger" not in statuses[2]
     await first.context.close()
     await second.context.close()
+
+
+async def test_a_huge_paste_shows_the_too_long_notice_and_no_failed_send(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server, locale="ja-JP")
+    posts: list[int] = []
+    page.on(
+        "response",
+        lambda r: posts.append(r.status) if r.url.endswith("/activities") else None,
+    )
+    # 90,000 Japanese characters: about 270 KB of UTF-8, past the app's 256 KB body limit.
+    await send(page, "長" * 90_000)
+    notice = localize("message_too_long", "ja-JP", length=90_000, limit=8000)
+    await wait_until(lambda: page.locator(BOT_TEXT).filter(has_text=notice).count())
+    await page.wait_for_timeout(500)  # a failed send would show by now
+    await page.screenshot(path=str(ARTIFACTS / "webchat-huge-paste-ja.png"))
+    assert posts == [200]
+    assert "送信に失敗しました" not in await page.locator("#webchat").inner_text()
+    assert grant["errors"] == []
+    await page.context.close()
