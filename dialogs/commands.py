@@ -88,14 +88,17 @@ class Commands:
         self._messages = messages
         self._quotas = quotas
 
-    async def run(self, parsed: ParsedCommand, turn: TurnInput) -> str:
-        """Carry out a command; the localized reply to show."""
+    async def run(self, parsed: ParsedCommand, turn: TurnInput) -> str | None:
+        """Carry out a command; the localized reply to show, None when there is nothing to say
+        (a `/new` the channel sent again: it was answered the first time)."""
         locale = turn.locale
         if parsed.command is None:
             return localize("unknown_command", locale, command=parsed.name)
         log.info("command", extra={"event": "command", "command": parsed.command.value})
         if parsed.command is Command.NEW:
-            await self._new_context(turn)
+            if not await self._new_context(turn):
+                log.info("a redelivered /new was dropped", extra={"event": "command_redelivered"})
+                return None
             return localize("context_reset", locale)
         if parsed.command is Command.USAGE:
             return await self._usage(turn)
@@ -103,8 +106,10 @@ class Commands:
             return await self._feedback(turn, parsed.args)
         return localize("help", locale)
 
-    async def _new_context(self, turn: TurnInput) -> None:
-        """A marker the history window stops at; earlier messages stay stored."""
+    async def _new_context(self, turn: TurnInput) -> bool:
+        """A marker the history window stops at; earlier messages stay stored. False when the
+        marker was there already: the channel redelivered the command (e.g. after a restart,
+        which empties the turn queue's dedupe)."""
         conversation_id = safe_id(turn.conversation_key)
         last = await self._messages.recent_messages(conversation_id, 1)
         marker = Message(
@@ -118,7 +123,7 @@ class Commands:
             channel_id=turn.channel_id,
             locale=turn.locale,
         )
-        await self._messages.add_message(marker)  # False on a redelivery: already done
+        return await self._messages.add_message(marker)
 
     async def _usage(self, turn: TurnInput) -> str:
         # Tenant totals are for administrators, not shown to users.

@@ -57,6 +57,9 @@ class ConversationGate:
         self._commands = Commands(store, quotas)
         self._states = DialogStates(store)
         self._acceptance = self._states.user.create_property("usage_policy")
+        # The activity that last answered the consent question in this conversation (see
+        # `_consent`). Kept in the dialog state, written anyway when the question ends.
+        self._answered_by = self._states.dialogs.create_property("consent_answered_by")
         self._dialogs = DialogSet(self._states.dialogs.create_property("dialog_state"))
         if config.usage_policy is not None:
             self._dialogs.add(
@@ -73,7 +76,9 @@ class ConversationGate:
         try:
             parsed = parse_command(turn.text)
             if parsed is not None:
-                await _say(context, await self._commands.run(parsed, turn))
+                reply = await self._commands.run(parsed, turn)
+                if reply is not None:
+                    await _say(context, reply)
                 return None
             if self._policy is not None:
                 consented = await self._consent(context, turn)
@@ -110,6 +115,15 @@ class ConversationGate:
         # The prompt reads the activity; give it the text without Teams' <at> mention.
         context.activity.text = turn.text
         try:
+            if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
+                # The channel sent the answer again (no 2xx in time, e.g. across a restart,
+                # when the turn queue's dedupe is empty): it was handled already, and taken
+                # as a new message it would ask the question again or reach the model.
+                log.info(
+                    "a redelivered consent answer was dropped",
+                    extra={"event": "consent_answer_redelivered"},
+                )
+                return None
             dialog_context = await self._dialogs.create_context(context)
             record = await self._acceptance.get(context)
             accepted = accepted_version(record) == self._policy.version
@@ -130,6 +144,7 @@ class ConversationGate:
                 result = await dialog_context.continue_dialog()
                 if result.status is not DialogTurnStatus.Complete:
                     return None
+                await self._answered_by.set(context, turn.activity_id)
                 outcome: dict[str, Any] = result.result or {}
                 pending = outcome.get("pending")
                 if not outcome.get("accepted"):

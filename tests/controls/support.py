@@ -111,6 +111,23 @@ class Chat:
         assert len(replies) == 1, replies
         return replies[0]
 
+    async def replies_to(self, text: str, **extra: Any) -> list[dict[str, Any]]:
+        """Send a message (e.g. again under the same `activity_id`, as a channel redelivers);
+        every new reply message, however many (none at all too)."""
+        before = len(self.connector.messages(self.conversation_id))
+        activity = message_activity(
+            self.connector.url,
+            text,
+            conversation_id=self.conversation_id,
+            user_id=self.user_id,
+            locale=self.locale,
+            **(self.extra | extra),
+        )
+        response = await self.client.post("/api/messages", json=activity)
+        assert response.status == 202
+        await settle(self.client)
+        return self.connector.messages(self.conversation_id)[before:]
+
     async def send_expecting(self, text: str, count: int) -> list[dict[str, Any]]:
         before = len(self.connector.messages(self.conversation_id))
         activity = message_activity(

@@ -43,6 +43,25 @@ async def test_new_starts_a_fresh_context_and_keeps_earlier_messages(
     assert after_reset == first
 
 
+async def test_new_redelivered_after_a_restart_gets_no_second_reply(
+    controlled_app: ControlledApp, connector: RecordingConnector
+) -> None:
+    first = Chat(await controlled_app(), connector)
+    await first.send("Hello there")
+    [started] = await first.replies_to("/new", activity_id="new-1")
+    assert "Started a new conversation" in started["text"]
+    await first.client.close()
+
+    # A new instance over the same store (a deploy): its turn queue has never seen the id.
+    restarted = Chat(await controlled_app(), connector)
+    assert await restarted.replies_to("/new", activity_id="new-1") == []
+
+    stored = await restarted.store.conversation_messages(conversation(restarted))
+    assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT, Role.CONTEXT_RESET]
+    # A new /new is answered.
+    assert "Started a new conversation" in (await restarted.send("/new"))["text"]
+
+
 @pytest.mark.parametrize(
     ("text", "locale", "expected"),
     [

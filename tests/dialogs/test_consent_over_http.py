@@ -117,7 +117,8 @@ async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_mes
     del record["owner"]
     await storage.write({"test/users/user-1": record})
     exported = (await export_user(chat.store, "user-1"))["states"]
-    assert exported == [{"dialog_state": ANY, "owner": "user-1"}]  # the dialog only
+    # The dialog only (with the id of the activity that answered its question).
+    assert exported == [{"dialog_state": ANY, "consent_answered_by": ANY, "owner": "user-1"}]
 
     await chat.send("Next question")
 
@@ -272,3 +273,53 @@ async def test_accepting_a_stale_question_after_accepting_elsewhere_answers_its_
     _thanks, answer = await a.send_expecting("I accept", 2)
 
     assert "First question in A" in answer["text"]
+
+
+async def test_an_acceptance_redelivered_after_a_restart_gets_no_reply_and_no_model_call(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(first, connector)
+    await chat.send("What is the capital of France?")
+    _thanks, answer = await chat.replies_to("I accept", activity_id="accept-1")
+    assert "capital of France" in answer["text"]
+    stored = await chat.store.conversation_messages(conversation(chat))
+    await first.close()
+    calls = await model_calls(simulator_url)
+
+    # A new instance over the same store (a deploy): its turn queue has never seen the id.
+    restarted = Chat(await controlled_app(USAGE_POLICY_FILE=str(policy_v1)), connector)
+    assert await restarted.replies_to("I accept", activity_id="accept-1") == []
+
+    assert await model_calls(simulator_url) == calls
+    assert await restarted.store.conversation_messages(conversation(restarted)) == stored
+    # The next message, a new activity, is answered as usual.
+    assert "And Germany?" in (await restarted.send("And Germany?"))["text"]
+    assert await model_calls(simulator_url) == calls + 1
+
+
+async def test_a_decline_redelivered_after_a_restart_does_not_ask_the_question_again(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(first, connector)
+    await chat.send("Summarize our strategy")
+    [declined] = await chat.replies_to("I decline", activity_id="decline-1")
+    assert "You declined the usage policy" in declined["text"]
+    await first.close()
+
+    restarted = Chat(await controlled_app(USAGE_POLICY_FILE=str(policy_v1)), connector)
+    assert await restarted.replies_to("I decline", activity_id="decline-1") == []
+
+    # Nothing waits: the next message asks again and an acceptance answers that one.
+    assert "usage policy of Contoso" in (await restarted.send("Hello?"))["text"]
+    calls = await model_calls(simulator_url)
+    _thanks, answer = await restarted.send_expecting("I accept", 2)
+    assert "Hello?" in answer["text"]
+    assert await model_calls(simulator_url) == calls + 1
