@@ -421,6 +421,7 @@ def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
         access=AccessPolicy.of(settings.allowed_tenant_ids, settings.allowed_channels),
         usage_policy=app[POLICIES].usage,
         organization_name=settings.organization_name,
+        max_message_chars=settings.max_message_chars,
     )
     return quotas, ConversationGate(store, quotas, refusals, config, clock)
 

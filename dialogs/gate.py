@@ -39,6 +39,8 @@ class GateConfig:
     access: AccessPolicy
     usage_policy: UsagePolicy | None
     organization_name: str
+    # The chat service's limit: a longer message is refused there, before the model.
+    max_message_chars: int
 
 
 class ConversationGate:
@@ -54,6 +56,7 @@ class ConversationGate:
         self._refusals = refusals
         self._access = config.access
         self._policy = config.usage_policy
+        self._max_chars = config.max_message_chars
         self._commands = Commands(store, quotas)
         self._states = DialogStates(store)
         self._acceptance = self._states.user.create_property("usage_policy")
@@ -90,6 +93,10 @@ class ConversationGate:
             log.exception("the store failed before the chat turn", extra={"ref": ref})
             await _say(context, localize("store_unavailable", turn.locale, ref=ref))
             return None
+        if self._refused_by_chat(turn):
+            # The chat service answers it with a notice and never calls the model: it uses
+            # none of the user's requests or tokens.
+            return turn
         try:
             # The same write reserves the turn's tokens upfront (claimed by dialogs.guard).
             exceeded = await self._quotas.count_request(turn.user_id, turn.tenant_id, turn)
@@ -100,6 +107,12 @@ class ConversationGate:
             await _say(context, refusal_text(exceeded, turn.locale))
             return None
         return turn
+
+    def _refused_by_chat(self, turn: TurnInput) -> bool:
+        """Blank (attachments only, too) or too long: the chat service's own rules
+        (`ChatService._handle`), kept in step with it."""
+        text = turn.text.strip()
+        return not text or len(text) > self._max_chars
 
     async def _refuse(self, context: TurnContext, turn: TurnInput, event: str) -> None:
         if event == "channel_refused":

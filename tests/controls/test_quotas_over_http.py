@@ -131,6 +131,35 @@ async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_nex
     assert "four" in (await chat.send("four"))["text"]
 
 
+async def test_empty_attachment_only_and_too_long_messages_do_not_use_up_the_request_rate(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    simulator_url: str,
+) -> None:
+    client = await controlled_app(QUOTA_USER_REQUESTS_PER_MINUTE=3, MAX_MESSAGE_CHARS=100)
+    chat = Chat(client, connector)
+    calls = await model_calls(simulator_url)
+    picture = [{"contentType": "image/png", "contentUrl": "https://example.com/a.png"}]
+
+    assert "empty message" in (await chat.send(" "))["text"]
+    assert "empty message" in (await chat.send(" \n "))["text"]
+    assert "attachments are not sent" in (await chat.send("", attachments=picture))["text"]
+    assert "too long" in (await chat.send("x" * 101))["text"]
+    assert await model_calls(simulator_url) == calls
+
+    # None of them counted: three real questions fit in the minute, the fourth does not. The
+    # limit applies to the text without surrounding blanks, as the chat service reads it.
+    assert "first" in (await chat.send("first question"))["text"]
+    at_the_limit = "  " + "y" * 93 + " second  "  # 100 characters once stripped
+    assert "yyy" in (await chat.send(at_the_limit))["text"]
+    assert "third" in (await chat.send("third question"))["text"]
+    assert "faster than allowed (3 per minute)" in (await chat.send("fourth"))["text"]
+    assert await model_calls(simulator_url) == calls + 3
+    counts = await chat.store.read_usage(user_scope("user-1"), day_window(clock()).key)
+    assert counts.requests_in(minute_number(minute_window(clock()))) == 3
+
+
 async def test_a_quota_refusal_is_audited_under_the_user_pseudonym_and_never_the_user_id(
     controlled_app: ControlledApp, connector: RecordingConnector
 ) -> None:
