@@ -252,19 +252,22 @@ class ChatService:
         deadline_at = None if self._deadline is None else loop.time() + self._deadline
         outcome = TurnOutcome(correlation_id=ref)
         conversation_id = safe_id(turn.conversation_key)
-        text = turn.text.strip()
-        if not text:
+        # What counts as blank or too long is measured without any surrounding whitespace (the
+        # gate in dialogs/ applies the same two rules); what is stored and sent is _as_written.
+        stripped = turn.text.strip()
+        if not stripped:
             key = "unsupported_attachment" if turn.has_attachments else "empty_message"
             outcome.status = "rejected"
             await _notify(channel, localize(key, turn.locale), outcome)
             return outcome
-        if len(text) > self._max_chars:
+        if len(stripped) > self._max_chars:
             outcome.status = "rejected"
             notice = localize(
-                "message_too_long", turn.locale, length=len(text), limit=self._max_chars
+                "message_too_long", turn.locale, length=len(stripped), limit=self._max_chars
             )
             await _notify(channel, notice, outcome)
             return outcome
+        text = _as_written(turn.text)
 
         user_message = Message(
             id=message_id(conversation_id, turn.activity_id, "user") or f"user|{uuid.uuid4()}",
@@ -944,7 +947,7 @@ class ChatService:
         ref = outcome.correlation_id
         values: dict[str, object] = {"ref": ref, **extra}
         if text_key == "message_too_long":
-            values = {"length": len(user_message.text), "limit": self._max_chars}
+            values = {"length": len(user_message.text.strip()), "limit": self._max_chars}
         notice = localize(text_key, turn.locale, **values)
         outcome.status = "error"
         await _notify(channel, notice, outcome)
@@ -1016,6 +1019,15 @@ def _assistant_id(user_message: Message) -> str:
     return safe_id(f"assistant|{user_message.id}")
 
 
+def _as_written(text: str) -> str:
+    """A message as the user wrote it, from its first non-blank line on: pasted code keeps its
+    first line's indentation. Leading blank lines and trailing whitespace carry nothing."""
+    lines = text.rstrip().splitlines(keepends=True)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return "".join(lines)
+
+
 def _title(text: str) -> str:
-    first_line = text.splitlines()[0] if text else ""
+    first_line = text.splitlines()[0].strip() if text else ""
     return first_line[:80]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from app import STORE
+from chat.texts import localize
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role, user_ref
-from tests.reliability.support import sim_control
+from tests.reliability.support import ModelGateway, sim_control
 from tests.support import RecordingConnector, message_activity, settle
 from tests.teams.activities import (
     PERSONAL_CONVERSATION,
@@ -337,3 +339,48 @@ async def test_a_tenant_id_that_is_not_plain_is_not_sent_as_a_header(
     stats = await sim_control(simulator_url, "GET", "/_sim/stats")
     [caller] = stats["by_caller"]
     assert caller.endswith(" -") and stats["by_status"] == {"200": 1}
+
+
+class PromptRecorder(ModelGateway):
+    """Between the app and the simulator: keeps every request body the model is sent."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.requests: list[dict[str, Any]] = []
+
+    def seen(self, body: bytes) -> None:
+        if body:
+            self.requests.append(json.loads(body))
+
+
+async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_the_model(
+    make_app: Any, connector: RecordingConnector, simulator_url: str, aiohttp_server: Any
+) -> None:
+    recorder = PromptRecorder(simulator_url)
+    gateway: TestServer = await aiohttp_server(recorder.app())
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=str(gateway.make_url("")).rstrip("/"))
+    # Pasted code, and Japanese indented with ideographic spaces; leading blank lines and
+    # trailing whitespace are dropped.
+    sent = {
+        "code": ("\n \n  def f():\n      return 1\n\n  ", "  def f():\n      return 1"),
+        "ja": ("\r\n\u3000\u3000字下げした段落。\u3000\r\n", "\u3000\u3000字下げした段落。"),
+    }
+    for conversation, (text, _) in sent.items():
+        await post(bot, message_activity(connector.url, text, conversation_id=conversation))
+    # Within MAX_MESSAGE_CHARS but past the history budget: the notice counts characters as the
+    # "too long" rule does, without the indentation.
+    too_many_tokens = "    " + "漢" * 7000
+    await post(bot, message_activity(connector.url, too_many_tokens, conversation_id="long"))
+    replies = await connector.wait_for_messages(3)
+    await settle(bot)
+    notice = localize("message_too_long", "en-US", length=7000, limit=8000)
+    assert [r["text"] for r in replies].count(notice) == 1
+
+    store = bot.server.app[STORE]
+    prompts = {request["messages"][-1]["content"] for request in recorder.requests}
+    assert prompts == {expected for _, expected in sent.values()}
+    for conversation, (_, expected) in sent.items():
+        user, _ = await store.conversation_messages(safe_id(f"test:{conversation}"))
+        assert user.text == expected
+        summary = await store.get_summary("user-1", safe_id(f"test:{conversation}"))
+        assert summary is not None and summary.title == expected.splitlines()[0].strip()
