@@ -199,6 +199,19 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             return
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         if bot_was_added(activity):
+            refusal = (
+                self._gate.refusal(tenant_key(activity, raw), activity.channel_id or "")
+                if self._gate is not None
+                else None
+            )
+            if refusal is not None:
+                # Every message from there would be refused: a welcome inviting questions
+                # would mislead. No marker either, so an install allowed later is welcomed.
+                log.info(
+                    "no welcome for a refused install",
+                    extra={"event": "welcome_withheld", "reason": refusal},
+                )
+                return
             await self._welcome(turn_context, raw)
         elif bot_was_removed(activity):
             await self._forget_install(activity, raw)

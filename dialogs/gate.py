@@ -71,6 +71,10 @@ class ConversationGate:
                 )
             )
 
+    def refusal(self, tenant_id: str, channel_id: str) -> str | None:
+        """The access policy's refusal event for a tenant and channel, None when allowed."""
+        return self._access.refusal(tenant_id, channel_id)
+
     async def before_turn(self, context: TurnContext, turn: TurnInput) -> TurnInput | None:
         refusal = self._access.refusal(turn.tenant_id, turn.channel_id)
         if refusal is not None:

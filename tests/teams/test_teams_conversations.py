@@ -5,6 +5,7 @@ install."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -15,12 +16,16 @@ from app import STORE
 from bot.replies import TYPING_DELAY_SECONDS, TYPING_PERIOD_SECONDS
 from bot.teams import remove_bot_mentions
 from storage.ids import safe_id
+from tests.conftest import AppFactory
+from tests.support import settle
 from tests.teams.activities import (
     BOT_ID,
     CHANNEL_ID,
     GROUP_CHAT,
     PERSONAL_CONVERSATION,
     TEAM_ID,
+    TENANT,
+    USER_AAD,
     bot_installed_personal,
     channel_message,
     group_message,
@@ -218,6 +223,56 @@ async def test_welcome_follows_the_users_language(
 
     assert welcome["text"].startswith("こんにちは。")
     assert "利用ポリシー" in welcome["text"]
+
+
+async def send_and_wait(
+    bot: TestClient[Any, Any], teams: TeamsChannel, activity: dict[str, Any], count: int
+) -> list[dict[str, Any]]:
+    """Post an activity; the messages from the `count`th on, once there are `count`."""
+    assert await post(bot, activity) == 202
+    return (await teams.wait_for_messages(count))[count - 1 :]
+
+
+@pytest.mark.parametrize(
+    ("refused", "refusal"),
+    [
+        (
+            {"ALLOWED_TENANT_IDS": "11111111-2222-3333-4444-555555555555"},
+            "your organization is not one of them",
+        ),
+        ({"ALLOWED_CHANNELS": "webchat,directline"}, "not available in this app"),
+    ],
+    ids=["tenant", "channel"],
+)
+async def test_an_install_the_access_policy_refuses_gets_no_welcome_and_no_marker(
+    make_app: AppFactory,
+    teams: TeamsChannel,
+    refused: dict[str, str],
+    refusal: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = await make_app(**refused)
+
+    with caplog.at_level(logging.INFO, logger="bot.handler"):
+        assert await post(bot, bot_installed_personal(teams.url)) == 202
+        assert await post(bot, team_update(teams.url, added=[BOT_ID])) == 202
+        await settle(bot)
+
+    assert teams.messages() == []
+    events = [r for r in caplog.records if getattr(r, "event", None) == "welcome_withheld"]
+    assert len(events) == 2
+    for event in events:
+        fields = str(vars(event))
+        assert TENANT not in fields and USER_AAD not in fields and "Aiko" not in fields
+    # A message from there is refused, as before.
+    [refused_reply] = await send_and_wait(bot, teams, personal_message(teams.url, "Hello"), 1)
+    assert refusal in refused_reply["text"]
+    await bot.close()
+
+    # No marker was kept: once the policy allows the install, it is welcomed.
+    allowed = await make_app()
+    [welcome] = await send_and_wait(allowed, teams, bot_installed_personal(teams.url), 2)
+    assert "/help" in welcome["text"]
 
 
 async def test_bot_added_to_a_team_welcomes_the_team_once_and_new_members_get_nothing(
