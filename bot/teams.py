@@ -33,6 +33,7 @@ _UNSPACED_SCRIPT = re.compile(
 # What may follow a name used to address someone at the start of a message.
 _ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t\u00a0]*\n)+")
 
 
 @dataclass(frozen=True)
@@ -138,19 +139,25 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
     """
     bot_ids = _bot_ids(raw)
     mentioned = False
+    # Line by line: only a line the bot's mention was removed from loses its outer blanks, so
+    # pasted code keeps its indentation.
+    lines = text.split("\n")
     for entity in _mention_entities(raw):
         mention = str(entity["text"])
         if not mention:
             continue
         if _mentioned_id(entity) in bot_ids:
-            text, _ = _remove(text, mention)
+            for index, line in enumerate(lines):
+                without, count = _remove(line, mention)
+                if count:
+                    lines[index] = without.strip(" \t\u00a0")
             mentioned = True
         else:
             inner = _AT_TAG.fullmatch(mention.strip())
             if inner is not None:
-                text = text.replace(mention, inner.group(1))
-    lines = [line.strip(" \t\u00a0") for line in text.split("\n")]
-    text = "\n".join(lines).strip()
+                lines = [line.replace(mention, inner.group(1)) for line in lines]
+    text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(" \t\u00a0") for line in lines))
+    text = text.rstrip()
     if mentioned and text[:1] in _ADDRESS_SEPARATORS:
         # "<at>Bot</at>, I accept": the comma addressed the bot, which is gone; the answer is
         # what follows. (Only the bot's mention leaves a separator first: others keep a name.)
