@@ -235,18 +235,27 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         except StoreError:
             log.exception("the welcome marker could not be read or written")
             return
-        text = localize(
-            "welcome",
-            activity_locale(activity, raw),
-            assistant=self._profile.assistant_name,
-            organization=self._profile.organization_name,
-        )
+        text = self._welcome_text(activity_locale(activity, raw))
         welcome = Activity(type=ActivityTypes.message, text=text, text_format="markdown")
         try:
             await turn_context.send_activity(welcome)
         except ConnectorError:
             log.warning("the welcome message was refused by the channel")
             await self._forget_install(activity, raw)  # let a redelivery try again
+
+    def _welcome_text(self, locale: str) -> str:
+        organization = self._profile.organization_name
+        intro = localize(
+            "welcome", locale, assistant=self._profile.assistant_name, organization=organization
+        )
+        policy = self._gate.usage_policy if self._gate is not None else None
+        if policy is None:
+            return "\n\n".join([intro, localize("welcome_usage_note", locale)])
+        # The policy users will be asked to accept, not a general note that could contradict it.
+        note = localize(
+            "welcome_usage_policy", locale, organization=organization, version=policy.version
+        )
+        return "\n\n".join([intro, note])
 
     async def _forget_install(self, activity: Activity, raw: dict[str, Any]) -> None:
         """The bot was removed: a later install is a new one and gets its welcome."""

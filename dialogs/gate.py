@@ -71,6 +71,11 @@ class ConversationGate:
                 )
             )
 
+    @property
+    def usage_policy(self) -> UsagePolicy | None:
+        """The policy users must accept before their first question (None: no consent step)."""
+        return self._policy
+
     def refusal(self, tenant_id: str, channel_id: str) -> str | None:
         """The access policy's refusal event for a tenant and channel, None when allowed."""
         return self._access.refusal(tenant_id, channel_id)
