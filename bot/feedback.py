@@ -4,6 +4,9 @@ Teams sends `value: {"actionName": "feedback", "actionValue": {"reaction": "like
 "feedback": "{\\"feedbackText\\": \\"...\\"}"}}` (`feedback` is a JSON *string*) with `replyToId`
 = the bot message that was rated, and expects 200 with body `{}`. Teams keeps nothing: this is
 the only record. Facts: shared/reference/bot-framework-teams-directline.md.
+
+A rating can be changed (each click is another invoke): the conversation's negative-feedback
+count follows the answers' current ratings (`FeedbackRecorder.record`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ from pydantic import ValidationError
 from storage.base import MessageStore, SummaryStore
 from storage.ids import safe_id
 from storage.models import Feedback, Message, Role, SummaryDelta, log_unreadable_summary
+from storage.summaries import NEGATIVE_FEEDBACK
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ SEARCH_DEPTH = 200
 # or instance): looked for again after 0.05, 0.1, 0.2 ... s, while under this.
 ELSEWHERE_WAIT_SECONDS = 3.0
 UNFLAGGED_UNREADABLE = "not flagged for a dislike (the rating is kept on its message)"
+UNCOUNTED_UNREADABLE = "not updated for a dislike taken back (the rating is kept on its message)"
 
 Reaction = Literal["like", "dislike"]
 
@@ -57,6 +63,11 @@ def parse_feedback(raw: dict[str, Any]) -> FeedbackSubmission | None:
     return FeedbackSubmission(reply_to, reaction, _feedback_text(action.get("feedback")))
 
 
+def _disliked(feedback: Feedback | None) -> int:
+    """1 when this feedback is a dislike: what it adds to the negative-feedback count."""
+    return int(feedback is not None and feedback.reaction == "dislike")
+
+
 def _feedback_text(feedback: Any) -> str:
     if isinstance(feedback, str):
         plain: str = feedback
@@ -80,6 +91,9 @@ class FeedbackRecorder:
         self._messages = messages
         self._summaries = summaries
         self._elsewhere_wait = elsewhere_wait_seconds
+        # Per conversation: the lock its rating changes take turns on here, and how many hold
+        # or wait for it (the entry goes when none do).
+        self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def record(
         self,
@@ -89,13 +103,21 @@ class FeedbackRecorder:
     ) -> Message | None:
         """Store the rating on the rated assistant message; None when that message is unknown.
 
-        A dislike counts once per message toward the conversation's negative-feedback total and
-        flags the conversation for review (admin page filter `negative_feedback`). When the
-        message is not found and `turns_settled` is given, it is awaited and the message looked
-        for once more: a channel shows an answer (with its buttons) before the turn stores it,
-        so a quick rating can arrive while that write is still under way. That turn may run
-        where this process cannot wait for it (another worker or instance, over the same store):
-        then the message is looked for a few more times, for up to `elsewhere_wait_seconds`.
+        The conversation's negative-feedback total is the number of its answers whose rating is
+        a dislike: a rating that makes an answer's rating a dislike adds one and flags the
+        conversation for review (admin page filter `negative_feedback`), one that changes a
+        dislike to a like takes one away (the flag reason goes when none is left), and a dislike
+        of an answer already disliked changes nothing. What the rating replaced is what the
+        store's write replaced (`set_feedback`), not what an earlier read saw, so two ratings of
+        one answer arriving together are counted in the order they were stored; in this process
+        the ratings of one conversation also update its summary one at a time.
+
+        When the message is not found and `turns_settled` is given, it is awaited and the
+        message looked for once more: a channel shows an answer (with its buttons) before the
+        turn stores it, so a quick rating can arrive while that write is still under way. That
+        turn may run where this process cannot wait for it (another worker or instance, over
+        the same store): then the message is looked for a few more times, for up to
+        `elsewhere_wait_seconds`.
         """
         conversation_id = safe_id(conversation_key)
         rated = await self._find(conversation_id, submission)
@@ -110,35 +132,58 @@ class FeedbackRecorder:
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None
-        already_disliked = rated.feedback is not None and rated.feedback.reaction == "dislike"
-        updated = await self._messages.set_feedback(
-            conversation_id, rated.id, Feedback(reaction=submission.reaction, text=submission.text)
-        )
-        if submission.reaction == "dislike" and not already_disliked:
-            await self._flag_disliked(conversation_id, rated)
+        async with self._one_at_a_time(conversation_id):
+            change = await self._messages.set_feedback(
+                conversation_id,
+                rated.id,
+                Feedback(reaction=submission.reaction, text=submission.text),
+            )
+            if change is None:  # deleted since it was found (an erasure)
+                log.info("feedback for a deleted message", extra={"reaction": submission.reaction})
+                return None
+            dislikes = _disliked(change.message.feedback) - _disliked(change.previous)
+            if dislikes:
+                await self._count_dislikes(conversation_id, rated, dislikes)
         log.info(
             "feedback stored",
             extra={"reaction": submission.reaction, "with_text": bool(submission.text)},
         )
-        return updated
+        return change.message
 
-    async def _flag_disliked(self, conversation_id: str, rated: Message) -> None:
+    @asynccontextmanager
+    async def _one_at_a_time(self, conversation_id: str) -> AsyncIterator[None]:
+        lock, users = self._turns.setdefault(conversation_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._turns[conversation_id]
+
+    async def _count_dislikes(self, conversation_id: str, rated: Message, dislikes: int) -> None:
+        """`dislikes` (+1 or -1) more toward the conversation's negative-feedback total."""
         # The summary's owner (a user, or the group of a shared conversation) is its key.
         try:
             summary = await self._summaries.find_summary(conversation_id)
         except ValidationError as exc:
             # Its owner is unknown, and a guessed one would start a second summary: the rating
             # stays on its message, and the conversation's next turn starts the summary over.
-            log_unreadable_summary(exc, conversation_id, UNFLAGGED_UNREADABLE)
+            log_unreadable_summary(
+                exc, conversation_id, UNFLAGGED_UNREADABLE if dislikes > 0 else UNCOUNTED_UNREADABLE
+            )
             return
+        if summary is None and dislikes < 0:
+            return  # no summary counted the dislike taken back
         await self._summaries.apply_summary_delta(
             SummaryDelta(
                 conversation_id=conversation_id,
                 user_id=summary.user_id if summary is not None else rated.user_id,
                 channel_id=rated.channel_id,
                 tenant_id=rated.tenant_id,
-                negative_feedback=1,
-                flag_reasons=["negative_feedback"],
+                negative_feedback=dislikes,
+                flag_reasons=[NEGATIVE_FEEDBACK] if dislikes > 0 else [],
             )
         )
 

@@ -15,6 +15,7 @@ from storage.models import (
     ConversationSummary,
     CounterResult,
     Feedback,
+    FeedbackChange,
     Message,
     Page,
     SummaryDelta,
@@ -68,8 +69,12 @@ class MessageStore(Protocol):
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback
-    ) -> Message | None:
-        """Store feedback on a message; None when that message does not exist."""
+    ) -> FeedbackChange | None:
+        """Store feedback on a message, replacing any it had; None when that message does not
+        exist. The feedback it replaced is read in the same atomic write (`FeedbackChange`): of
+        two changes of one message's rating arriving together, the one stored second sees the
+        first's, so a rating's effect on the conversation's negative-feedback count is decided
+        from it (`bot.feedback`). Nothing else of the message changes."""
         ...
 
 

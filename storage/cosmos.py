@@ -59,6 +59,7 @@ from storage.models import (
     ConversationSummary,
     CounterResult,
     Feedback,
+    FeedbackChange,
     Message,
     Page,
     SummaryDelta,
@@ -665,23 +666,37 @@ class CosmosStore:
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback
-    ) -> Message | None:
+    ) -> FeedbackChange | None:
+        """A point read for the feedback it replaces, then a patch of `/feedback` alone on the
+        read's ETag (nothing else of the message is written, so a concurrent write of another
+        field is not undone); a lost race (412) reads again, so the feedback replaced is the
+        one stored just before. A message deleted meanwhile (404) is None, as a missing one."""
         op = "set_feedback"
+        container = self._container("messages")
+        item_id = cosmos_id(message_id)
         async with self._guard(op):
-            try:
-                # One atomic patch: no read-modify-write race with a concurrent replace.
-                doc = await self._container("messages").patch_item(
-                    cosmos_id(message_id),
-                    conversation_id,
-                    [{"op": "set", "path": "/feedback", "value": feedback.to_doc()}],
-                    response_hook=self._hook(op),
-                )
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise
-                self._record(op, exc.headers)
-                return None
-        return Message.model_validate(_clean(doc))
+            for _ in range(_MAX_RACES):
+                current = await self._read_or_none(container, item_id, conversation_id, op)
+                if current is None:
+                    return None
+                previous = Message.model_validate(_clean(current)).feedback
+                try:
+                    doc = await container.patch_item(
+                        item_id,
+                        conversation_id,
+                        [{"op": "set", "path": "/feedback", "value": feedback.to_doc()}],
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                    continue
+                message = Message.model_validate(_clean(doc))
+                return FeedbackChange(message=message, previous=previous)
+            raise ETagMismatch(f"storing feedback lost {_MAX_RACES} races in a row")
 
     # --- conversation summaries
 

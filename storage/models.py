@@ -102,6 +102,17 @@ class Message(Document):
     ttl: int | None = None
 
 
+class FeedbackChange(BaseModel):
+    """What `set_feedback` did: the message as stored now, and the feedback it replaced (None:
+    it had none), read in the same atomic write, so two changes of one message's rating never
+    both see the same previous one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: Message
+    previous: Feedback | None = None
+
+
 class ConversationSummary(Document):
     """One per conversation (container `conversations`, partition key `/userId`)."""
 
@@ -127,7 +138,8 @@ class ConversationSummary(Document):
 
 
 class SummaryDelta(BaseModel):
-    """What one turn adds to a conversation summary; applied atomically by the store."""
+    """What one turn (or one change of a rating) adds to a conversation summary; applied
+    atomically by the store."""
 
     conversation_id: str
     user_id: str
@@ -140,6 +152,9 @@ class SummaryDelta(BaseModel):
     completion_tokens: int = 0
     filtered: int = 0
     errors: int = 0
+    # +1 when an answer's rating becomes a dislike, -1 when a dislike is taken back; the count
+    # never goes below 0, and the `negative_feedback` reason goes when it reaches 0
+    # (`storage.summaries.apply_delta`).
     negative_feedback: int = 0
     flag_reasons: list[str] = Field(default_factory=list)
 

@@ -59,6 +59,7 @@ from storage.models import (
     ConversationSummary,
     CounterResult,
     Feedback,
+    FeedbackChange,
     Message,
     MessageDecoder,
     Page,
@@ -619,21 +620,23 @@ class SqliteStore:
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback
-    ) -> Message | None:
-        def update(db: sqlite3.Connection) -> Message | None:
+    ) -> FeedbackChange | None:
+        def update(db: sqlite3.Connection) -> FeedbackChange | None:
+            # The read and the write in one transaction: the feedback replaced is the stored one.
             row = db.execute(
                 "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
                 (conversation_id, message_id),
             ).fetchone()
             if row is None:
                 return None
-            message = Message.model_validate_json(row[0]).model_copy(update={"feedback": feedback})
+            stored = Message.model_validate_json(row[0])
+            message = stored.model_copy(update={"feedback": feedback})
             # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
             db.execute(
                 "UPDATE messages SET doc = ?, expires_at = ? WHERE conversation_id = ? AND id = ?",
                 (json.dumps(message.to_doc()), self._expires_at(), conversation_id, message_id),
             )
-            return message
+            return FeedbackChange(message=message, previous=stored.feedback)
 
         return await self._run_short(
             lambda db: _atomic(db, update), writes=True, order=conversation_id

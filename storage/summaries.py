@@ -6,6 +6,10 @@ from collections.abc import Iterable
 
 from storage.models import ConversationSummary, Message, Role, SummaryDelta, SummaryQuery
 
+# The flag reason of a conversation with at least one disliked answer (admin category
+# `negative_feedback`; the list filter of that name reads the count).
+NEGATIVE_FEEDBACK = "negative_feedback"
+
 # What the stores do with a stored summary that cannot be read (`readable_summary` logs that it
 # "was <outcome>"), besides skipping it in the admin list.
 # Erasure: the summary of a shared conversation whose title may be the erased user's words is
@@ -62,8 +66,18 @@ def new_summary(delta: SummaryDelta) -> ConversationSummary:
 
 
 def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> ConversationSummary:
-    """The summary after one turn; shared by every store so they agree on the arithmetic."""
+    """The summary after one turn or rating change; shared by every store so they agree on the
+    arithmetic.
+
+    The negative-feedback count is the number of answers whose rating is a dislike: a delta
+    takes one away when a dislike is taken back, never below 0 (a count the summary never had,
+    e.g. a dislike given while it could not be read, is not taken from the others). When a
+    taking back leaves 0, the `negative_feedback` flag reason goes with it; other reasons stay,
+    and `flagged` is whether any reason is left."""
+    negative_feedback = max(0, summary.negative_feedback_count + delta.negative_feedback)
     reasons = list(dict.fromkeys([*summary.flag_reasons, *delta.flag_reasons]))
+    if delta.negative_feedback < 0 and negative_feedback == 0:
+        reasons = [reason for reason in reasons if reason != NEGATIVE_FEEDBACK]
     return summary.model_copy(
         update={
             "title": summary.title or delta.title,
@@ -73,7 +87,7 @@ def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> Conversati
             "completion_tokens": summary.completion_tokens + delta.completion_tokens,
             "filtered_count": summary.filtered_count + delta.filtered,
             "error_count": summary.error_count + delta.errors,
-            "negative_feedback_count": summary.negative_feedback_count + delta.negative_feedback,
+            "negative_feedback_count": negative_feedback,
             "flag_reasons": reasons,
             "flagged": bool(reasons),
         }

@@ -31,6 +31,7 @@ from storage.models import (
     ConversationSummary,
     CounterResult,
     Feedback,
+    FeedbackChange,
     Message,
     Page,
     SummaryDelta,
@@ -239,7 +240,7 @@ class FaultyStore:
 
     async def set_feedback(
         self, conversation_id: str, message_id: str, feedback: Feedback
-    ) -> Message | None:
+    ) -> FeedbackChange | None:
         return await self._call(
             "set_feedback",
             (conversation_id, message_id, feedback),

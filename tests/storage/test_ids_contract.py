@@ -38,7 +38,7 @@ async def test_messages_and_summaries_take_raw_channel_ids(store: Store) -> None
     ]
     updated = await store.set_feedback(CONVERSATION, reply.id, Feedback(reaction="dislike"))
     assert updated is not None
-    assert updated.id == reply.id
+    assert updated.message.id == reply.id
 
     await store.apply_summary_delta(delta(CONVERSATION, user_id=USER, messages=2, at=T0))
     await store.apply_summary_delta(delta(CONVERSATION, user_id=USER, messages=1, at=T0))

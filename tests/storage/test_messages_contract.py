@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from storage.base import Store
 from storage.models import Feedback, MessageStatus, Role, Usage
-from tests.storage.support import message
+from tests.storage.support import MakeStore, message
 
 
 async def test_add_is_idempotent_on_redelivery(store: Store) -> None:
@@ -78,11 +79,64 @@ async def test_feedback_is_stored_on_the_message(store: Store) -> None:
 
     updated = await store.set_feedback("conv-1", original.id, feedback)
     assert updated is not None
-    assert updated.feedback == feedback
+    assert updated.message.feedback == feedback
+    assert updated.previous is None
     stored = await store.get_message("conv-1", original.id)
     assert stored is not None
     assert stored.feedback == feedback
     assert stored.text == original.text
+
+
+async def test_feedback_replaced_is_returned_with_the_new_one(store: Store) -> None:
+    answer = message("conv-1", 2, role=Role.ASSISTANT)
+    await store.add_message(answer)
+    disliked = Feedback(reaction="dislike", text="wrong")
+    await store.set_feedback("conv-1", answer.id, disliked)
+
+    changed = await store.set_feedback("conv-1", answer.id, Feedback(reaction="like"))
+
+    assert changed is not None
+    assert changed.previous == disliked
+    assert changed.message.feedback is not None and changed.message.feedback.reaction == "like"
+
+
+async def test_concurrent_feedback_changes_each_replace_a_different_one(
+    make_store: MakeStore,
+) -> None:
+    # Two app instances rating one answer at once: each write replaces what the one stored
+    # before it left, so following the "replaced" links from no feedback visits every rating
+    # once and ends at the stored one (a rating's effect on the negative-feedback count is
+    # decided from what it replaced).
+    first, second = await make_store(), await make_store()
+    answer = message("conv-1", 2, role=Role.ASSISTANT)
+    await first.add_message(answer)
+    ratings = [
+        Feedback(reaction="dislike" if i % 2 else "like", text=f"rating {i}") for i in range(12)
+    ]
+
+    changes = await asyncio.gather(
+        *(
+            (first if i % 2 else second).set_feedback("conv-1", answer.id, rating)
+            for i, rating in enumerate(ratings)
+        )
+    )
+
+    replaced: dict[str | None, str] = {}
+    for change in changes:
+        assert change is not None and change.message.feedback is not None
+        previous = change.previous.text if change.previous is not None else None
+        assert previous not in replaced, "two ratings replaced the same one"
+        replaced[previous] = change.message.feedback.text
+    chain: list[str] = []
+    at: str | None = None
+    while at in replaced and len(chain) <= len(ratings):
+        at = replaced[at]
+        chain.append(at)
+    assert sorted(chain) == sorted(r.text for r in ratings)
+    stored = await first.get_message("conv-1", answer.id)
+    assert stored is not None and stored.feedback is not None
+    assert stored.feedback.text == chain[-1]
+    assert stored.text == answer.text
 
 
 async def test_feedback_on_a_missing_message_is_none(store: Store) -> None:

@@ -79,6 +79,57 @@ async def test_deltas_increment_and_flag(store: Store) -> None:
     assert summary.flag_reasons == ["filtered", "negative_feedback"]
 
 
+async def test_a_dislike_taken_back_is_counted_off_and_its_flag_reason_goes_at_0(
+    store: Store,
+) -> None:
+    dislike = {"negative_feedback": 1, "flag_reasons": ["negative_feedback"]}
+    await store.apply_summary_delta(
+        delta("conv-1", at=T0, messages=2, filtered=1, flag_reasons=["filtered"])
+    )
+    await store.apply_summary_delta(delta("conv-1", at=T0, **dislike))
+    await store.apply_summary_delta(delta("conv-1", at=T0, **dislike))
+
+    await store.apply_summary_delta(delta("conv-1", at=T0, negative_feedback=-1))
+    summary = await store.get_summary("user-1", "conv-1")
+    assert summary is not None
+    assert summary.negative_feedback_count == 1
+    assert summary.flag_reasons == ["filtered", "negative_feedback"]
+
+    await store.apply_summary_delta(delta("conv-1", at=T0, negative_feedback=-1))
+    summary = await store.get_summary("user-1", "conv-1")
+    assert summary is not None
+    assert summary.negative_feedback_count == 0
+    assert summary.flag_reasons == ["filtered"] and summary.flagged
+    assert summary.filtered_count == 1 and summary.message_count == 2
+    listed = await store.list_summaries(SummaryQuery(negative_feedback=True), 10)
+    assert listed.items == []
+    listed = await store.list_summaries(SummaryQuery(flag_reason="negative_feedback"), 10)
+    assert listed.items == []
+    listed = await store.list_summaries(SummaryQuery(flag_reason="filtered"), 10)
+    assert [s.conversation_id for s in listed.items] == ["conv-1"]
+
+
+async def test_the_negative_feedback_count_never_goes_below_0(store: Store) -> None:
+    # A dislike that no summary counted (given while it could not be read) taken back.
+    await store.apply_summary_delta(delta("conv-1", at=T0, messages=2))
+    await store.apply_summary_delta(delta("conv-1", at=T0, negative_feedback=-1))
+    await store.apply_summary_delta(
+        delta("conv-1", at=T0, negative_feedback=1, flag_reasons=["negative_feedback"])
+    )
+    summary = await store.get_summary("user-1", "conv-1")
+    assert summary is not None
+    assert summary.negative_feedback_count == 1
+    assert summary.flag_reasons == ["negative_feedback"] and summary.flagged
+
+    await store.apply_summary_delta(delta("conv-1", at=T0, negative_feedback=-1))
+    summary = await store.get_summary("user-1", "conv-1")
+    assert summary is not None
+    assert summary.negative_feedback_count == 0
+    assert summary.flag_reasons == [] and not summary.flagged
+    listed = await store.list_summaries(SummaryQuery(flagged=False), 10)
+    assert [s.conversation_id for s in listed.items] == ["conv-1"]
+
+
 async def test_concurrent_deltas_all_count(make_store: MakeStore) -> None:
     # Two app instances updating one summary: no increment may be lost.
     first, second = await make_store(), await make_store()

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app import SETTINGS, STORE
+from bot.feedback import UNCOUNTED_UNREADABLE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
 from tests.admin.helpers import sign_in_locally
@@ -191,6 +192,33 @@ async def test_a_dislike_in_a_conversation_whose_summary_cannot_be_read_is_kept_
         r.getMessage().startswith("an unreadable stored conversation summary was not flagged")
         for r in caplog.records
     )
+
+
+async def test_a_dislike_no_summary_counted_taken_back_leaves_the_count_at_0(
+    bot: TestClient[Any, Any], teams: TeamsChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    rated = await ask(bot, teams, "Question")
+    await settle(bot)
+    with sqlite3.connect(bot.server.app[SETTINGS].sqlite_file) as db:
+        db.execute(
+            "UPDATE conversations SET doc = '{\"title\": ' WHERE conversation_id = ?",
+            (CONVERSATION_ID,),
+        )
+    await submit(bot, feedback_invoke(teams.url, rated, "dislike"))
+    await submit(bot, feedback_invoke(teams.url, rated, "like"))
+    await submit(bot, feedback_invoke(teams.url, rated, "dislike"))
+    uncounted = f"an unreadable stored conversation summary was {UNCOUNTED_UNREADABLE}"
+    assert [r.getMessage() for r in caplog.records].count(uncounted) == 1
+    # The next turn starts the summary over, without the dislike; taking it back then takes
+    # nothing from it.
+    await ask(bot, teams, "Another question")
+    await settle(bot)
+
+    assert await submit(bot, feedback_invoke(teams.url, rated, "like")) == (200, "{}")
+
+    summary = await bot.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None
+    assert summary.negative_feedback_count == 0 and not summary.flagged
 
 
 async def test_feedback_for_an_unknown_message_is_still_acknowledged(
