@@ -482,9 +482,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 def connector_host(listen_host: str) -> str:
     """The host the bot's replies reach the built-in connector at: loopback when the app listens
-    there or on every interface, else the one interface HOST names."""
-    if listen_host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 (a comparison)
+    there or on every interface, else the one interface HOST names. Every IPv6 interface (`::`)
+    is IPv6 only (asyncio binds it so), so its loopback is `::1`, not 127.0.0.1."""
+    if listen_host in ("", "0.0.0.0", "localhost", "127.0.0.1"):  # noqa: S104 (a comparison)
         return "127.0.0.1"
+    if listen_host == "::":
+        return "::1"
     return listen_host
 
 
