@@ -83,6 +83,11 @@ class _SeqAfter:
         return max(time.time_ns() // 1000, last + 1)
 
 
+# Writes of a /feedback comment: again when a button's rating came in between (each retry sees
+# what the last write replaced; a third change within one comment's writes is left as it is).
+_FEEDBACK_WRITES = 3
+
+
 class Commands:
     def __init__(self, messages: MessageStore, quotas: Quotas) -> None:
         self._messages = messages
@@ -165,9 +170,19 @@ class Commands:
             return localize("feedback_no_answer", locale)
         # A like/dislike given with a button stays; the comment is added to it.
         reaction = answer.feedback.reaction if answer.feedback is not None else None
-        await self._messages.set_feedback(
-            conversation_id, answer.id, Feedback(reaction=reaction, text=text)
-        )
+        stored = reaction  # the reaction this write expects to replace
+        for _ in range(_FEEDBACK_WRITES):
+            change = await self._messages.set_feedback(
+                conversation_id, answer.id, Feedback(reaction=reaction, text=text)
+            )
+            if change is None:
+                break
+            replaced = change.previous.reaction if change.previous is not None else None
+            if replaced == stored:
+                break
+            # A button's rating was stored between the read and this write: it is the user's
+            # latest, and it was counted (bot.feedback), so the comment must not undo it.
+            stored, reaction = reaction, replaced
         log.info("feedback stored", extra={"reaction": reaction, "with_text": True})
         return localize("feedback_thanks", locale)
 
