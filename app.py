@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -20,7 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -49,10 +50,16 @@ from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
 from chat.telemetry import ChatTelemetry, correlation_id
 from chat.tokens import TokenCounter
-from config import BotAppType, DeploymentSpec, Settings, load_settings
+from config import BotAppType, ConfigurationError, DeploymentSpec, Settings, load_settings
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
-from controls.policy import AccessPolicy, PolicyFiles, load_tenant_policies, load_usage_policy
+from controls.policy import (
+    AccessPolicy,
+    PolicyFileError,
+    PolicyFiles,
+    load_tenant_policies,
+    load_usage_policy,
+)
 from controls.quotas import QuotaLimits, Quotas
 from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
@@ -541,8 +548,17 @@ def configure_telemetry(settings: Settings) -> None:
     log.info("telemetry: Azure Monitor (Application Insights)")
 
 
+# What an operator gets for a setting to fix, as for a command-line usage error.
+CONFIGURATION_ERROR_EXIT_CODE = 2
+
+
 def main() -> None:
-    settings = load_settings()
+    # Only errors in what the operator set are cut to one line each (their messages name the
+    # setting or file and quote no value); anything else keeps its traceback.
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        _stop_for_configuration(str(exc))
     configure_logging(settings.log_level)
     log.info(
         "starting on http://%s:%d with %d worker(s)",
@@ -550,7 +566,22 @@ def main() -> None:
         settings.port,
         settings.app_workers,
     )
-    serve(lambda workers: create_app(settings, workers=workers), settings)
+    try:
+        serve(lambda workers: create_app(settings, workers=workers), settings)
+    except (ConfigurationError, PolicyFileError) as exc:
+        _stop_for_configuration(str(exc))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _stop_for_configuration(
+            f"PORT: port {settings.port} is already in use on HOST (another process listens there)"
+        )
+
+
+def _stop_for_configuration(problems: str) -> NoReturn:
+    for line in problems.splitlines():
+        sys.stderr.write(f"configuration error: {line}\n")
+    raise SystemExit(CONFIGURATION_ERROR_EXIT_CODE)
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a turn allocates

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -49,6 +50,36 @@ ApiStyle = Literal["azure", "v1", "openai-compatible"]
 DeploymentType = Literal["Standard", "GlobalStandard", "DataZoneStandard", "ProvisionedManaged"]
 
 
+KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
+# App Service hands an app setting's reference text to the app when it cannot resolve it (no
+# access, vault unreachable). That text is the same on every instance and can be guessed from the
+# vault's name: used as a key, it would let anyone forge sessions or call with a known key.
+UNRESOLVED_KEY_VAULT_REFERENCE = (
+    "is an unresolved Key Vault reference: App Service could not read the secret "
+    "(check the app identity's access to the vault and the vault's private endpoint)"
+)
+
+
+def _is_key_vault_reference(value: str) -> bool:
+    return value.lstrip().startswith(KEY_VAULT_REFERENCE_PREFIX)
+
+
+class ConfigurationError(Exception):
+    """A setting (or a file a setting names) the operator must fix. Its message names the setting
+    or file and never quotes a setting's value, so it is safe to print as it is."""
+
+
+def explain_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem: where (setting alias or field path) and pydantic's message, without
+    the input value (a secret, or the tail of every setting for a model-level check)."""
+    lines = []
+    for each in error.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in each["loc"])
+        message = each["msg"].removeprefix("Value error, ")
+        lines.append(f"{prefix}{where}: {message}" if where else f"{prefix}{message}")
+    return lines
+
+
 def _https_or_loopback(value: str, name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
@@ -63,7 +94,8 @@ def _https_or_loopback(value: str, name: str) -> str:
 class DeploymentSpec(BaseModel):
     """One entry of DEPLOYMENTS_FILE (see README, "Model deployments")."""
 
-    model_config = ConfigDict(extra="forbid")
+    # No input values in errors: a deployment's entry is no place for a key, but one may be there.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, max_length=64)
     endpoint: str
@@ -86,12 +118,16 @@ class DeploymentSpec(BaseModel):
 def load_deployments(path: Path) -> list[DeploymentSpec]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"DEPLOYMENTS_FILE {path} cannot be read: {exc}") from exc
+    except OSError as exc:
+        raise ValueError(f"DEPLOYMENTS_FILE {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"DEPLOYMENTS_FILE {path} is not valid YAML{where}") from exc
     entries = raw.get("deployments") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"DEPLOYMENTS_FILE {path} needs a non-empty `deployments:` list")
-    specs = [DeploymentSpec.model_validate(entry) for entry in entries]
+    specs = [_deployment(path, index, entry) for index, entry in enumerate(entries)]
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"DEPLOYMENTS_FILE {path}: deployment names must be unique")
@@ -103,8 +139,33 @@ def load_deployments(path: Path) -> list[DeploymentSpec]:
                     f"DEPLOYMENTS_FILE {path}: deployment {spec.name} names api_key_env "
                     f"{spec.api_key_env}, which is not set"
                 )
+            if _is_key_vault_reference(key):
+                raise ValueError(
+                    f"DEPLOYMENTS_FILE {path}: deployment {spec.name}: api_key_env "
+                    f"{spec.api_key_env} {UNRESOLVED_KEY_VAULT_REFERENCE}"
+                )
             specs[index] = spec.model_copy(update={"api_key": SecretStr(key)})
     return sorted(specs, key=lambda spec: spec.priority)
+
+
+def _deployment(path: Path, index: int, entry: object) -> DeploymentSpec:
+    name = entry.get("name") if isinstance(entry, dict) else None
+    where = f"DEPLOYMENTS_FILE {path}: deployments[{index}]" + (
+        f" ({name})" if isinstance(name, str) and name else ""
+    )
+    if isinstance(entry, dict) and "api_key" in entry:
+        # The file is read by whoever deploys the app and often kept in the repository.
+        raise ValueError(
+            f"{where}: api_key must not be written in the file; name the environment variable "
+            "that holds the key in api_key_env"
+        )
+    try:
+        return DeploymentSpec.model_validate(entry)
+    except ValidationError as exc:
+        raise ValueError("; ".join(explain_validation_error(exc, f"{where}: "))) from exc
+
+
+MIN_KEY_CHARS = 32
 
 
 class BotAppType(StrEnum):
@@ -128,6 +189,11 @@ class Settings(BaseSettings):
         populate_by_name=True,
         extra="ignore",
         case_sensitive=False,
+        # A bad value is not repeated in errors: it may be a secret, and a model-level check
+        # would otherwise quote every setting (the last ones whole).
+        hide_input_in_errors=True,
+        # inf passes `gt=0` and then fails every timeout it is used for.
+        allow_inf_nan=False,
     )
 
     _deployments: list[DeploymentSpec] = PrivateAttr(default_factory=list)
@@ -317,6 +383,7 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
+        "applicationinsights_connection_string",
         "microsoft_app_password",
         "azure_openai_api_key",
         "cosmos_key",
@@ -328,21 +395,26 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _not_an_unresolved_key_vault_reference(cls, value: SecretStr) -> SecretStr:
-        # App Service hands an app setting's reference text to the app when it cannot resolve
-        # it (no access, vault unreachable). That text is the same on every instance and can be
-        # guessed from the vault's name: used as a key, it would let anyone forge sessions.
-        if value.get_secret_value().lstrip().startswith("@Microsoft.KeyVault("):
-            raise ValueError(
-                "is an unresolved Key Vault reference: App Service could not read the secret "
-                "(check the app identity's access to the vault and the vault's private endpoint)"
-            )
+        if _is_key_vault_reference(value.get_secret_value()):
+            raise ValueError(UNRESOLVED_KEY_VAULT_REFERENCE)
         return value
 
-    @field_validator("webchat_token_secret")
+    @field_validator("webchat_token_secret", "admin_session_secret", "admin_pseudonym_key")
     @classmethod
-    def _token_secret_is_long(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value() and len(value.get_secret_value()) < 32:
-            raise ValueError("WEBCHAT_TOKEN_SECRET must be at least 32 characters")
+    def _signing_key_is_long(cls, value: SecretStr) -> SecretStr:
+        # HMAC keys: a short one can be guessed. azd generates 64 characters for the admin keys.
+        if value.get_secret_value() and len(value.get_secret_value()) < MIN_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_KEY_CHARS} characters (or empty: random)")
+        return value
+
+    @field_validator("system_prompt_file")
+    @classmethod
+    def _system_prompt_is_readable(cls, value: Path) -> Path:
+        # Read only once the app builds its services: without this, a traceback from there.
+        try:
+            value.open("rb").close()
+        except OSError as exc:
+            raise ValueError(f"the file cannot be read ({exc.strerror})") from None
         return value
 
     @field_validator("direct_line_endpoint")
@@ -488,5 +560,9 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Settings for the running app: environment variables, then a `.env` file if present."""
-    return Settings(_env_file=PROJECT_ROOT / ".env")  # type: ignore[call-arg]
+    """Settings for the running app: environment variables, then a `.env` file if present.
+    Raises ConfigurationError, one line per problem, for what the operator must fix."""
+    try:
+        return Settings(_env_file=PROJECT_ROOT / ".env")  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigurationError("\n".join(explain_validation_error(exc))) from None

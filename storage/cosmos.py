@@ -26,6 +26,8 @@ which `CONTAINER_SPECS` declares and the Bicep module must declare too.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
@@ -43,6 +45,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 from opentelemetry import metrics
 
+from config import ConfigurationError
 from storage.base import (
     ETagMismatch,
     Store,
@@ -351,6 +354,14 @@ class CosmosStore:
             raise StoreError("the Cosmos DB store needs an endpoint (COSMOS_ENDPOINT)")
         auth: str | AsyncTokenCredential
         if config.key:
+            # The SDK decodes it only when signing the first request: a traceback from deep in
+            # the SDK that does not name the setting.
+            try:
+                base64.b64decode(config.key, validate=True)
+            except binascii.Error:
+                raise ConfigurationError(
+                    "COSMOS_KEY: not an account key (those are base64 text)"
+                ) from None
             auth = config.key
             log.info("cosmos auth: account key (emulator/protocol server)")
         elif self._credential is not None:

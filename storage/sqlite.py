@@ -50,6 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config import ConfigurationError
 from storage.base import ETagMismatch, StoreError, UserDataKind
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
@@ -381,7 +382,14 @@ class SqliteStore:
     # --- lifecycle
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # The operator's path: said so, in one line, rather than a traceback from deep inside.
+        where = f"SQLITE_PATH (default: DATA_DIR/chat.db): the SQLite file {self._path}"
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}: cannot create its folder ({exc.strerror})"
+            ) from None
         self._worker = _Worker("sqlite")
         # Connecting may wait for other processes (schema, recovery): on the worker.
         try:
@@ -389,6 +397,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             await self._worker.stop()
             self._worker = None
+            if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+                raise ConfigurationError(f"{where} cannot be opened ({exc})") from None
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
         if self._checkpoint_every_seconds is None:
             return

@@ -251,9 +251,9 @@ async def test_pseudonyms_are_stable_across_restarts_with_a_configured_key(
         await client.close()
         return user
 
-    keyed = [await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k1") for _ in range(2)]
+    keyed = [await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k1" * 16) for _ in range(2)]
     assert keyed[0] == keyed[1]
-    assert await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k2") != keyed[0]
+    assert await alice_pseudonym(ADMIN_PSEUDONYM_KEY="k2" * 16) != keyed[0]
     assert await alice_pseudonym(ADMIN_PSEUDONYMIZE="false") == "alice@contoso.com"
 
 

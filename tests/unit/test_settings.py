@@ -144,3 +144,142 @@ def test_the_built_in_direct_line_may_reply_to_the_interface_host_names() -> Non
     assert _anonymous_reply_hosts(every_interface) == ["127.0.0.1", "localhost", "::1"]
     on_azure = settings(HOST="192.0.2.10", DIRECT_LINE_SECRET="direct-line-secret-value")
     assert "192.0.2.10" not in _anonymous_reply_hosts(on_azure)
+
+
+def test_an_error_quotes_no_value_of_any_setting() -> None:
+    secret = "DLsite.Azure-abcdefghijklmnop-QRSTUVWXYZ0123456789"
+    with pytest.raises(ValidationError) as raised:
+        # A model-level check sees every setting: pydantic would quote them all.
+        settings(DIRECT_LINE_SECRET=secret, MODEL_DEADLINE_SECONDS=150)
+    assert "QRSTUVWXYZ" not in str(raised.value) and "input_value" not in str(raised.value)
+    with pytest.raises(ValidationError) as raised:
+        settings(WEBCHAT_TOKEN_SECRET="ShortSecretXYZ123")
+    assert "XYZ123" not in str(raised.value)
+
+
+def test_load_settings_says_each_problem_in_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from config import ConfigurationError, load_settings
+
+    monkeypatch.setenv("PORT", "abc")
+    monkeypatch.setenv("WEBCHAT_TOKEN_SECRET", "ShortSecretXYZ123")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    lines = str(raised.value).splitlines()
+    assert lines == [
+        "PORT: Input should be a valid integer, unable to parse string as an integer",
+        "WEBCHAT_TOKEN_SECRET: must be at least 32 characters (or empty: random)",
+    ]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_durations_are_finite(value: str) -> None:
+    with pytest.raises(ValidationError, match="MODEL_TIMEOUT_SECONDS"):
+        settings(MODEL_TIMEOUT_SECONDS=value)
+
+
+@pytest.mark.parametrize("name", ["ADMIN_SESSION_SECRET", "ADMIN_PSEUDONYM_KEY"])
+def test_admin_keys_are_as_long_as_the_token_secret(name: str) -> None:
+    with pytest.raises(ValidationError, match=rf"{name}\n.*at least 32 characters"):
+        settings(**{name: "a" * 31})
+    # What azd generates for the Azure deployment: 64 letters and digits.
+    generated = "Zx9" * 21 + "q"
+    assert getattr(settings(**{name: generated}), name.lower()).get_secret_value() == generated
+    assert not getattr(settings(**{name: ""}), name.lower()).get_secret_value()
+
+
+def test_an_unresolved_key_vault_reference_is_refused_as_the_telemetry_connection() -> None:
+    reference = "@Microsoft.KeyVault(VaultName=kv-abc;SecretName=appinsights)"
+    with pytest.raises(ValidationError, match="unresolved Key Vault reference"):
+        settings(APPLICATIONINSIGHTS_CONNECTION_STRING=reference)
+
+
+def test_a_missing_system_prompt_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"SYSTEM_PROMPT_FILE\n.*cannot be read"):
+        settings(SYSTEM_PROMPT_FILE=tmp_path / "missing.md.j2")
+
+
+def deployments_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deployments.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+EAST = "deployments:\n  - name: east\n    endpoint: https://east.openai.azure.com\n"
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("    deployment: d\n    colour: blue\n", "colour: Extra inputs are not permitted"),
+        ("    deployment: d\n    priority: first\n", "priority: Input should be a valid integer"),
+    ],
+)
+def test_a_deployment_error_names_the_file_and_the_deployment(
+    tmp_path: Path, entry: str, problem: str
+) -> None:
+    path = deployments_file(tmp_path, EAST + entry)
+    with pytest.raises(ValidationError) as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert f"DEPLOYMENTS_FILE {path}: deployments[0] (east): {problem}" in str(raised.value)
+
+
+def test_a_deployment_without_an_endpoint_is_named_by_its_place_and_name(tmp_path: Path) -> None:
+    path = deployments_file(
+        tmp_path, EAST + "    deployment: d\n  - name: west\n    deployment: d\n"
+    )
+    with pytest.raises(ValidationError) as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert f"DEPLOYMENTS_FILE {path}: deployments[1] (west): endpoint: Field required" in str(
+        raised.value
+    )
+
+
+def test_a_deployments_file_that_is_not_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = deployments_file(tmp_path, "deployments:\n  - name: [east\n")
+    with pytest.raises(ValidationError) as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert f"DEPLOYMENTS_FILE {path} is not valid YAML at line 3" in str(raised.value)
+    assert "<unicode string>" not in str(raised.value)
+
+
+def test_a_key_is_never_taken_from_the_deployments_file(tmp_path: Path) -> None:
+    key = "sk-FileKeyZZZ9876543210abcdef"
+    path = deployments_file(tmp_path, EAST + f"    deployment: d\n    api_key: {key}\n")
+    with pytest.raises(ValidationError, match="api_key must not be written in the file") as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert "9876543210" not in str(raised.value)
+
+
+def test_a_deployments_key_that_is_an_unresolved_key_vault_reference_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = deployments_file(tmp_path, EAST + "    deployment: d\n    api_key_env: EAST_KEY\n")
+    monkeypatch.setenv("EAST_KEY", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/s/k)")
+    with pytest.raises(ValidationError, match="EAST_KEY is an unresolved Key Vault reference"):
+        settings(DEPLOYMENTS_FILE=path)
+    monkeypatch.setenv("EAST_KEY", "a-real-key")
+    [east] = settings(DEPLOYMENTS_FILE=path).deployments
+    assert east.api_key is not None and east.api_key.get_secret_value() == "a-real-key"
+
+
+def test_an_unexpected_error_at_start_up_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import app
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug, not a setting")
+
+    monkeypatch.setattr(app, "serve", broken)
+    monkeypatch.setattr(app, "configure_logging", lambda level: None)
+    with pytest.raises(RuntimeError, match="a bug"):
+        app.main()
+
+    def refused(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(app, "serve", refused)
+    with pytest.raises(PermissionError):
+        app.main()

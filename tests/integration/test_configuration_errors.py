@@ -1,0 +1,173 @@
+"""`python app.py` with a setting the operator must fix: one line per problem on stderr naming the
+setting (or the file and the entry), exit code 2, no traceback, and no value of any setting: a
+bad value may be a secret, and a cross-setting check used to quote the tail of all of them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import PROJECT_ROOT, Settings
+
+# The app would serve on if it accepted the settings: long enough to reach the store and the port.
+RUN_TIMEOUT_SECONDS = 30
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-contoso.vault.azure.net/secrets/k/)"
+
+
+def run_app(tmp_path: Path, **env: str) -> tuple[int, str]:
+    """Exit code and everything the app wrote, started as the operator starts it."""
+    ours = {(field.alias or name).upper() for name, field in Settings.model_fields.items()}
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in ours}
+    environment.update({"PORT": "0", "DATA_DIR": str(tmp_path / "data"), **env})
+    try:
+        done = subprocess.run(
+            [sys.executable, "app.py"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"") + (exc.stderr or b"")
+        pytest.fail(f"the app accepted the settings and served: {output.decode()[-2000:]}")
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+def assert_configuration_error(code: int, output: str, *names: str) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output, output
+    assert "configuration error: " in output, output
+    for name in names:
+        assert name in output, output
+
+
+def assert_nothing_of(secret: str, output: str) -> None:
+    slices = {secret[i : i + 6] for i in range(len(secret) - 5)}
+    shown = sorted(piece for piece in slices if piece in output)
+    assert not shown, f"{shown} of a secret in: {output}"
+
+
+def test_a_short_token_secret_is_refused_without_showing_it(tmp_path: Path) -> None:
+    code, output = run_app(tmp_path, WEBCHAT_TOKEN_SECRET="ShortSecretXYZ123")
+    assert_configuration_error(code, output, "WEBCHAT_TOKEN_SECRET", "32 characters")
+    assert_nothing_of("ShortSecretXYZ123", output)
+    assert "input_value" not in output
+
+
+def test_a_failed_cross_setting_check_shows_no_secret(tmp_path: Path) -> None:
+    secrets = {
+        "MicrosoftAppPassword": "Qx7~bot-PASSWORD-kq8Zr2Lw9Yt4",
+        "AZURE_OPENAI_API_KEY": "f3a9c0d1e2b74c6a8f5e0d1c2b3a4958",
+        "ADMIN_SESSION_SECRET": "AdminSessionKEY4vN8mQ2xR6tY0pL3jH7gF1dS5aZ9",
+        "ADMIN_PSEUDONYM_KEY": "PseudoKEY2kL9mN4bV7cX1zQ8wE5rT3yU6iO0pA",
+        "DIRECT_LINE_SECRET": "DLsite.Azure-abcdefghijklmnop-QRSTUVWXYZ0123456789",
+    }
+    code, output = run_app(
+        tmp_path,
+        HOST="0.0.0.0",  # noqa: S104 (as on Azure)
+        MicrosoftAppId="00000000-0000-0000-0000-000000000001",
+        MODEL_DEADLINE_SECONDS="150",
+        **secrets,
+    )
+    assert_configuration_error(code, output, "MODEL_DEADLINE_SECONDS", "TURN_DEADLINE_SECONDS")
+    for secret in secrets.values():
+        assert_nothing_of(secret, output)
+
+
+def test_a_key_written_in_the_deployments_file_is_refused_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    key = "sk-FileKeyZZZ9876543210abcdef"
+    deployments = tmp_path / "deployments.yaml"
+    deployments.write_text(
+        "deployments:\n  - name: east\n    endpoint: https://east.openai.azure.com\n"
+        f"    deployment: gpt-4o\n    api_key: {key}\n",
+        encoding="utf-8",
+    )
+    code, output = run_app(tmp_path, DEPLOYMENTS_FILE=str(deployments))
+    assert_configuration_error(code, output, "DEPLOYMENTS_FILE", "east", "api_key_env")
+    assert_nothing_of(key, output)
+
+
+def _a_file(tmp_path: Path) -> str:
+    """A path whose folder is a file: no folder can be made there, whoever runs the tests."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    return str(tmp_path / "a-file" / "sub")
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({"APP_WORKERS": "2"}, "APP_WORKERS"),
+        ({"ADMIN_SESSION_SECRET": KEY_VAULT_REFERENCE}, "ADMIN_SESSION_SECRET"),
+        ({"SYSTEM_PROMPT_FILE": "/nonexistent/system.md.j2"}, "SYSTEM_PROMPT_FILE"),
+        ({"SQLITE_PATH": "{a_file}/chat.db"}, "SQLITE_PATH"),
+        ({"DATA_DIR": "{a_file}"}, "DATA_DIR"),
+        ({"COSMOS_ENDPOINT": "https://127.0.0.1:1", "COSMOS_KEY": "abc"}, "COSMOS_KEY"),
+        ({"TENANT_POLICY_FILE": "/nonexistent/tenants.yaml"}, "TENANT_POLICY_FILE"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(
+    tmp_path: Path, settings: dict[str, str], name: str
+) -> None:
+    a_file = _a_file(tmp_path)
+    env = {key: value.format(a_file=a_file) for key, value in settings.items()}
+    code, output = run_app(tmp_path, **env)
+    assert_configuration_error(code, output, name)
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = run_app(tmp_path, HOST="127.0.0.1", PORT=str(port))
+    assert_configuration_error(code, output, "PORT", "already in use")
+
+
+def test_an_unresolved_key_vault_reference_for_application_insights_is_refused(
+    tmp_path: Path,
+) -> None:
+    code, output = run_app(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=KEY_VAULT_REFERENCE)
+    assert_configuration_error(
+        code, output, "APPLICATIONINSIGHTS_CONNECTION_STRING", "unresolved Key Vault reference"
+    )
+
+
+def test_an_unresolved_key_vault_reference_as_a_deployments_key_is_refused(
+    tmp_path: Path,
+) -> None:
+    deployments = tmp_path / "deployments.yaml"
+    deployments.write_text(
+        "deployments:\n  - name: east\n    endpoint: https://east.openai.azure.com\n"
+        "    deployment: gpt-4o\n    api_key_env: EAST_OPENAI_KEY\n",
+        encoding="utf-8",
+    )
+    code, output = run_app(
+        tmp_path, DEPLOYMENTS_FILE=str(deployments), EAST_OPENAI_KEY=KEY_VAULT_REFERENCE
+    )
+    assert_configuration_error(
+        code, output, "DEPLOYMENTS_FILE", "EAST_OPENAI_KEY", "unresolved Key Vault reference"
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"MODEL_TIMEOUT_SECONDS": "inf"},
+        {"ADMIN_SESSION_SECRET": "a"},
+        {"ADMIN_PSEUDONYM_KEY": "b"},
+    ],
+)
+def test_an_unusable_value_is_refused_at_start_up(tmp_path: Path, settings: dict[str, str]) -> None:
+    code, output = run_app(tmp_path, **settings)
+    assert_configuration_error(code, output, *settings)
