@@ -386,8 +386,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # Siblings still hand over activities while this worker drains: they are refused
-        # (503, the channel retries), not lost.
+        # A stop signal drained the queue already, before the port closed
+        # (_stop_once_on_signal); this drain is for any other stop (tests, an embedding runner).
+        # Siblings still hand over activities while this worker drains, and until the peer
+        # links close below: they are refused (503, the channel retries), not lost.
         await queue.drain(settings.shutdown_grace_seconds)
         if peers is not None:
             await peers.close()
@@ -601,10 +603,11 @@ async def _settle_garbage_collector(app: web.Application) -> None:
 
 
 def serve(build: Callable[[WorkerGroup | None], web.Application], settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM; then the cleanup contexts drain the turn queue and close
-    every client, within SHUTDOWN_GRACE_SECONDS. With APP_WORKERS > 1 a parent process forks
-    the workers, and each binds the port itself and builds its own app after the fork, so no
-    event loop, thread or connection crosses it."""
+    """Run until SIGINT/SIGTERM; then drain the turn queue within SHUTDOWN_GRACE_SECONDS while
+    still listening (new activities get a 503), and only then close the port and every client.
+    With APP_WORKERS > 1 a parent process forks the workers, and each binds the port itself
+    and builds its own app after the fork, so no event loop, thread or connection crosses
+    it."""
     if settings.app_workers == 1:
         configure_telemetry(settings)
         _run(build(None), settings)
@@ -633,25 +636,50 @@ async def _stop_once_on_signal(app: web.Application) -> None:
     """The same stop may come twice: Ctrl-C pressed again while the app drains, a supervisor
     that repeats its SIGTERM; and a worker gets Ctrl-C both from the terminal (it reaches the
     whole process group) and from the parent, which passes it on. The first starts the
-    graceful stop; later ones must not cut its drain short (SIGKILL still stops at once)."""
+    graceful stop; later ones must not cut its drain short (SIGKILL still stops at once).
+
+    The turns drain while the app still listens, and only then does aiohttp's own stop begin
+    (GracefulExit): that stop closes the listening socket first, and the built-in Direct Line's
+    replies come back to this very port (webchat/connector.py), so a drain behind a closed
+    socket loses every web chat answer. Listening on also lets /readyz say "draining" and
+    refuse new activities with a 503 the channel retries, where it would find nobody there."""
     loop = asyncio.get_running_loop()
     grace = app[SETTINGS].shutdown_grace_seconds
-    stopping = False
+    queue = app[TURNS]
+    drain: asyncio.Task[None] | None = None
+
+    async def drain_then_stop() -> None:
+        try:
+            await queue.drain(grace)
+        except Exception:
+            log.exception("draining the turns failed; stopping anyway")
+        # Raised from a callback, as aiohttp's own signal handler does: it leaves the loop and
+        # web.run_app runs the runner's cleanup (sites, on_shutdown, cleanup contexts).
+        loop.call_soon(_raise_graceful_exit)
 
     def on_signal(signum: int) -> None:
         # Both signals can be waiting in the same loop iteration: only the first one stops.
-        nonlocal stopping
-        if stopping:
+        nonlocal drain
+        if drain is not None:
             log.info(
                 "already stopping: finishing the turns in flight",
                 extra={"signal": signum, "at_most_seconds": grace},
             )
             return
-        stopping = True
-        raise GracefulExit
+        # At once, not when the task first runs: nothing may be accepted after the signal.
+        queue.stop_accepting()
+        log.info(
+            "stopping: finishing the turns in flight before closing the port",
+            extra={"signal": signum, "turns": queue.in_flight, "at_most_seconds": grace},
+        )
+        drain = loop.create_task(drain_then_stop(), name="drain-before-stop")
 
     for each in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(each, on_signal, each)
+
+
+def _raise_graceful_exit() -> None:
+    raise GracefulExit
 
 
 class Workers:

@@ -37,6 +37,10 @@ class TurnQueue:
     def in_flight(self) -> int:
         return sum(len(jobs) for jobs in self._pending.values())
 
+    def stop_accepting(self) -> None:
+        """From now on `submit` raises ShuttingDown; what was accepted still runs."""
+        self._accepting = False
+
     def seen(self, dedupe_key: str) -> bool:
         return dedupe_key in self._seen
 
@@ -91,7 +95,7 @@ class TurnQueue:
 
     async def drain(self, grace_seconds: float) -> bool:
         """Stop accepting and wait for queued turns; True when everything finished in time."""
-        self._accepting = False
+        self.stop_accepting()
         if not self._worker_of:
             return True
         _, pending = await asyncio.wait(set(self._worker_of.values()), timeout=grace_seconds)

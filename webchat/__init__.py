@@ -40,7 +40,8 @@ def setup_webchat(
             await directline.stop()
 
     async def close_sockets(app: web.Application) -> None:
-        # Open WebSockets would hold the server's shutdown until its timeout.
+        # Open WebSockets would hold the server's shutdown until its timeout. After a stop
+        # signal this runs once the turns have drained (app.py), so their answers went out.
         directline.conversations.close_all()
 
     app.cleanup_ctx.append(resources)
