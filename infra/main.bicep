@@ -75,6 +75,12 @@ param allowedInboundCidrs array = []
 @description('More ranges like allowedInboundCidrs, comma-separated (203.0.113.0/24,198.51.100.7/32): the azd variable ALLOWED_INBOUND_CIDRS, because azd fills parameters with strings.')
 param allowedInboundCidrList string = ''
 
+@description('Public CIDR ranges allowed to reach the web app\'s SCM (Kudu) site, where azd deploy posts the package (everything else is denied there). Set in main.parameters.json; from the azd environment, use deployerCidrList. They apply while the web app\'s public network access is enabled: always without the Application Gateway; with it, only while public access is turned on for a deploy, the other way being a deploy through the private endpoint from inside the VNet (docs/deploy.md).')
+param deployerCidrs array = []
+
+@description('More ranges like deployerCidrs, comma-separated: the azd variable DEPLOYER_CIDRS, because azd fills parameters with strings.')
+param deployerCidrList string = ''
+
 @description('Entra ID app registration (client id) used by App Service Authentication; empty disables it.')
 param authClientId string = ''
 
@@ -304,6 +310,8 @@ var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || empty(a
 // allowedInboundCidrs plus the comma-separated allowedInboundCidrList (spaces removed; union
 // drops a range listed twice).
 var inboundCidrs = union(allowedInboundCidrs, empty(trim(allowedInboundCidrList)) ? [] : split(replace(allowedInboundCidrList, ' ', ''), ','))
+// deployerCidrs plus the comma-separated deployerCidrList, the same way.
+var deployerRanges = union(deployerCidrs, empty(trim(deployerCidrList)) ? [] : split(replace(deployerCidrList, ' ', ''), ','))
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -392,6 +400,8 @@ module openAi 'modules/openai.bicep' = {
   scope: rg
   params: {
     location: empty(openAiLocation) ? location : openAiLocation
+    // The private endpoint goes where its subnet is: the VNet's region, not the account's.
+    endpointLocation: location
     tags: tags
     resourceToken: resourceToken
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
@@ -478,6 +488,7 @@ module app 'modules/appservice.bicep' = {
     authClientId: authClientId
     behindAppGateway: enableAppGateway
     publicHostName: appGatewayHostName
+    deployerCidrs: deployerRanges
     allowedInboundCidrs: inboundCidrs
     skuName: appServiceSku
     instanceCount: appServiceInstanceCount

@@ -56,6 +56,9 @@ param publicHostName string = ''
 @description('Extra source ranges (CIDR) allowed to reach the app directly, for example intranet egress ranges.')
 param allowedInboundCidrs array = []
 
+@description('Source ranges (CIDR) allowed to reach the SCM (Kudu) site, where azd deploy posts the package. They apply only while public network access is enabled: behind the gateway, only while it is turned on for a deploy (the private endpoint bypasses access restrictions).')
+param deployerCidrs array = []
+
 param skuName string = 'P0v3'
 @minValue(1)
 param instanceCount int = 2
@@ -232,6 +235,15 @@ var listedRangeRules = [for (cidr, i) in allowedInboundCidrs: {
   action: 'Allow'
   ipAddress: cidr
   priority: 200 + i
+}]
+
+// azd deploy posts the zip to https://<app>.scm.azurewebsites.net/api/zipdeploy with an Entra
+// token (basic auth stays off): the SCM site admits only the deployers' ranges.
+var deployerRules = [for (cidr, i) in deployerCidrs: {
+  name: 'allow-deployer-${i}'
+  action: 'Allow'
+  ipAddress: cidr
+  priority: 100 + i
 }]
 
 // The port App Service forwards requests to in the Python container (its default for Python).
@@ -556,7 +568,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       ], listedRangeRules)
       scmIpSecurityRestrictionsDefaultAction: 'Deny'
       scmIpSecurityRestrictionsUseMain: false
-      scmIpSecurityRestrictions: []
+      scmIpSecurityRestrictions: deployerRules
       appSettings: concat(appSettings, platformSettings, easyAuthSettings, gatewaySettings)
     }
   }
@@ -594,6 +606,16 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authC
   properties: {
     platform: {
       enabled: true
+    }
+    // Behind the gateway the app sees the backend's host (pickHostNameFromBackendAddress); the
+    // gateway sends the browser's in X-Original-Host, which sign-in redirects must use.
+    httpSettings: {
+      forwardProxy: behindAppGateway ? {
+        convention: 'Custom'
+        customHostHeaderName: 'X-Original-Host'
+      } : {
+        convention: 'NoProxy'
+      }
     }
     globalValidation: {
       requireAuthentication: true

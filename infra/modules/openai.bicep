@@ -1,7 +1,12 @@
 // Azure OpenAI: private endpoint only, Entra ID only, a content filter policy kept as code that
 // every model deployment references, and the one data-plane role the app needs.
 
+@description('Region of the Azure OpenAI account (where the models have quota).')
 param location string
+
+@description('Region of the private endpoint: the VNet\'s, which may differ from the account\'s (a private endpoint must be in its virtual network\'s region).')
+param endpointLocation string
+
 param tags object
 param resourceToken string
 param logAnalyticsWorkspaceId string
@@ -191,7 +196,7 @@ resource appOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 module openAiEndpoint 'private-endpoint.bicep' = {
   name: 'pe-openai'
   params: {
-    location: location
+    location: endpointLocation
     tags: tags
     name: 'pe-oai-${resourceToken}'
     subnetId: privateEndpointSubnetId

@@ -1582,3 +1582,142 @@ def check_gateway_ip_output(model: Mapping[str, Template]) -> list[str]:
     if value != expected:
         return [f"APP_GATEWAY_PUBLIC_IP is {json.dumps(value, default=str)}"]
     return []
+
+
+# azd deploy posts the package to the SCM (Kudu) site's /api/zipdeploy, not through ARM: the SCM
+# site must admit the deployers' ranges (default deny), from main.bicep's array parameter and the
+# comma-separated string azd fills from DEPLOYER_CIDRS, like the inbound ranges above.
+DEPLOYER_RANGES_FROM_ENVIRONMENT = ("deployerCidrList", "${DEPLOYER_CIDRS=}")
+
+
+def check_deployer_ranges(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any]
+) -> list[str]:
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    app = model.get("modules/appservice.bicep")
+    if main is None or app is None:
+        return ["main.bicep or modules/appservice.bicep is missing"]
+    param, from_environment = DEPLOYER_RANGES_FROM_ENVIRONMENT
+    declared = main.parameters.get(param) or {}
+    if declared.get("type") != "string" or declared.get("default") != "":
+        problems.append(f"main.bicep needs `param {param} string = ''`")
+    for template in (main, app):
+        array = template.parameters.get("deployerCidrs") or {}
+        if array.get("type") != "array" or array.get("default") != []:
+            problems.append(f"{template.file} needs `param deployerCidrs array = []`")
+    actual = (parameters_file.get(param) or {}).get("value")
+    if actual != from_environment:
+        problems.append(
+            f"main.parameters.json sets {param} to {actual!r}, expected {from_environment!r}"
+        )
+    combined = main.evaluate(main.variables.get("deployerRanges"))
+    parts = list(_walk(combined))
+    if (
+        not isinstance(combined, dict)
+        or combined.get("function") != "union"
+        or Param("deployerCidrs") not in combined.get("args", [])
+        or Param(param) not in parts
+        or not any(isinstance(p, dict) and p.get("function") == "split" for p in parts)
+    ):
+        problems.append(
+            f"main.bicep's deployerRanges must be the union of deployerCidrs and {param} "
+            f"split at commas, is {json.dumps(combined, default=str)}"
+        )
+    passed = (_module(main, "appservice.bicep") or {}).get("deployerCidrs")
+    if passed != "deployerRanges":  # module params are raw expressions
+        problems.append(f"main.bicep passes deployerCidrs={passed!r} to appservice.bicep")
+    for template, site in web_apps(model):
+        where = f"{template.file}:{site.symbol}"
+        config = _get(site.body, "properties/siteConfig") or {}
+        if config.get("scmIpSecurityRestrictionsUseMain") is not False:
+            problems.append(f"{where} scmIpSecurityRestrictionsUseMain must be false")
+        rules = config.get("scmIpSecurityRestrictions")
+        declared = (
+            (template.raw.get("variables") or {}).get(rules) if isinstance(rules, str) else None
+        )
+        loop = (declared or {}).get("value") or {}
+        detail = _get(loop, "loop_type/detail") or {}
+        body = loop.get("config") or {}
+        if (
+            detail.get("array_name") != "deployerCidrs"
+            or body.get("action") != "Allow"
+            or body.get("ipAddress") != detail.get("item_name")
+            or set(body) - {"name", "action", "ipAddress", "priority", "description"}
+        ):
+            problems.append(
+                f"{where} scmIpSecurityRestrictions must be one Allow rule per deployerCidrs "
+                f"range, is {json.dumps(rules, default=str)}"
+            )
+    return problems
+
+
+def check_private_endpoints_in_vnet_region(model: Mapping[str, Template]) -> list[str]:
+    """A private endpoint must be in its virtual network's region (learn.microsoft.com/azure/
+    private-link/private-endpoint-overview): every private-endpoint.bicep module gets a location
+    parameter of its template that main.bicep fills with `location`, the region it gives the VNet
+    (Azure OpenAI's account may be in AZURE_OPENAI_LOCATION; its endpoint may not)."""
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    if main is None:
+        return ["main.bicep is missing"]
+    if (_module(main, "modules/network.bicep") or {}).get("location") != "location":
+        problems.append("main.bicep must give network.bicep (the VNet) `location: location`")
+    endpoints = 0
+    for template in model.values():
+        for symbol, module in template.modules.items():
+            if not module["detail"]["path"].endswith("private-endpoint.bicep"):
+                continue
+            endpoints += 1
+            config, _ = _unwrap(module["config"])
+            location = (config.get("params") or {}).get("location")
+            where = f"{template.file}:{symbol}"
+            if template.file == "main.bicep":
+                if location != "location":
+                    problems.append(f"{where} location is {location!r}, not the VNet's")
+                continue
+            if not isinstance(location, str) or location not in template.parameters:
+                problems.append(f"{where} location must be a parameter, is {location!r}")
+                continue
+            passed = (_module(main, template.file) or {}).get(location)
+            if passed != "location":  # module params are raw expressions
+                problems.append(
+                    f"{where} location is {template.file}'s {location}, which main.bicep fills "
+                    f"with {json.dumps(passed, default=str)}, not the VNet's `location`"
+                )
+    if not endpoints:
+        problems.append("no private-endpoint.bicep module is used")
+    return problems
+
+
+def check_sign_in_behind_gateway(model: Mapping[str, Template]) -> list[str]:
+    """Behind the Application Gateway the app sees the backend's host (the gateway picks the
+    host name from the backend address); App Service Authentication must build its redirects
+    from the browser's host, which the gateway sends in X-Original-Host, and only there (without
+    the gateway a client could set that header)."""
+    problems: list[str] = []
+    gateway = model.get("modules/appgateway.bicep")
+    if gateway is not None and '"pickHostNameFromBackendAddress": true' not in json.dumps(
+        gateway.raw
+    ):
+        return problems  # the gateway keeps the host: nothing to forward
+    auth = resources_of(model, "Microsoft.Web/sites/config")
+    auth = [(t, r) for t, r in auth if r.body.get("name") == "authsettingsV2"]
+    if len(auth) != 1:
+        return [f"expected one authsettingsV2 config, found {len(auth)}"]
+    template, res = auth[0]
+    value = template.evaluate(_get(res.body, "properties/httpSettings/forwardProxy"))
+    expected = {
+        "conditional": [
+            Param("behindAppGateway"),
+            {"convention": "Custom", "customHostHeaderName": "X-Original-Host"},
+            {"convention": "NoProxy"},
+        ]
+    }
+    if value != expected:
+        problems.append(
+            "authsettingsV2 httpSettings.forwardProxy must be behindAppGateway ? "
+            "{convention: 'Custom', customHostHeaderName: 'X-Original-Host'} : "
+            f"{{convention: 'NoProxy'}}, is {json.dumps(value, default=str)}"
+        )
+    return problems

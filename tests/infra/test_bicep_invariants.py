@@ -1041,3 +1041,153 @@ def test_api_management_relays_streamed_answers_as_they_come() -> None:
     forwards = policy.findall(".//forward-request")
     assert forwards, "the policy forwards the request"
     assert all(f.get("buffer-response") == "false" for f in forwards)
+
+
+# --- deployments reach the SCM site; private endpoints sit in the VNet's region; sign-in
+# redirects go to the gateway's host; azd honours .webappignore
+
+
+def test_the_scm_site_admits_the_deployer_ranges(model: dict[str, im.Template]) -> None:
+    assert im.check_deployer_ranges(model, im.read_parameters_file()) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/appservice.bicep",
+            "scmIpSecurityRestrictions: deployerRules",
+            "scmIpSecurityRestrictions: []",
+            "scmIpSecurityRestrictions must be one Allow rule per deployerCidrs range",
+        ),
+        (
+            "modules/appservice.bicep",
+            "scmIpSecurityRestrictions: deployerRules",
+            "scmIpSecurityRestrictions: listedRangeRules",
+            "scmIpSecurityRestrictions must be one Allow rule per deployerCidrs range",
+        ),
+        (
+            "modules/appservice.bicep",
+            "  name: 'allow-deployer-${i}'\n  action: 'Allow'",
+            "  name: 'allow-deployer-${i}'\n  action: 'Deny'",
+            "scmIpSecurityRestrictions must be one Allow rule per deployerCidrs range",
+        ),
+        (
+            "modules/appservice.bicep",
+            "scmIpSecurityRestrictionsUseMain: false",
+            "scmIpSecurityRestrictionsUseMain: true",
+            "scmIpSecurityRestrictionsUseMain must be false",
+        ),
+        (
+            "main.bicep",
+            "    deployerCidrs: deployerRanges\n",
+            "",
+            "passes deployerCidrs=None to appservice.bicep",
+        ),
+        (
+            "main.bicep",
+            "var deployerRanges = union(deployerCidrs, ",
+            "var deployerRanges = union([], ",
+            "deployerRanges must be the union",
+        ),
+    ],
+)
+def test_deployer_ranges_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_deployer_ranges(mutate(texts, file, old, new), im.read_parameters_file())
+    assert any(expected in p for p in problems), problems
+
+
+def test_deployer_ranges_check_catches_a_parameter_azd_does_not_fill(
+    model: dict[str, im.Template],
+) -> None:
+    parameters = dict(im.read_parameters_file())
+    del parameters["deployerCidrList"]
+    problems = im.check_deployer_ranges(model, parameters)
+    assert any("main.parameters.json sets deployerCidrList" in p for p in problems), problems
+
+
+def test_the_scm_site_still_denies_everything_else(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/appservice.bicep",
+        "scmIpSecurityRestrictionsDefaultAction: 'Deny'",
+        "scmIpSecurityRestrictionsDefaultAction: 'Allow'",
+    )
+    assert any(
+        "scmIpSecurityRestrictionsDefaultAction" in p for p in im.check_web_app_hardening(broken)
+    )
+
+
+def test_private_endpoints_are_in_the_vnets_region(model: dict[str, im.Template]) -> None:
+    assert im.check_private_endpoints_in_vnet_region(model) == []
+    # The Azure OpenAI account may be elsewhere (AZURE_OPENAI_LOCATION); its endpoint may not.
+    params = im._module(model["main.bicep"], "modules/openai.bicep") or {}
+    assert params.get("endpointLocation") == "location"
+    assert params.get("location") != "location"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        (  # the finding: the OpenAI endpoint followed the account into AZURE_OPENAI_LOCATION
+            "modules/openai.bicep",
+            "    location: endpointLocation\n",
+            "    location: location\n",
+        ),
+        (
+            "main.bicep",
+            "    endpointLocation: location\n",
+            "    endpointLocation: openAiLocation\n",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "module vaultEndpoint 'private-endpoint.bicep' = {\n  name: 'pe-keyvault'\n"
+            "  params: {\n    location: location\n",
+            "module vaultEndpoint 'private-endpoint.bicep' = {\n  name: 'pe-keyvault'\n"
+            "  params: {\n    location: 'westeurope'\n",
+        ),
+    ],
+)
+def test_private_endpoint_region_check_catches(
+    file: str, old: str, new: str, texts: dict[str, str]
+) -> None:
+    assert im.check_private_endpoints_in_vnet_region(mutate(texts, file, old, new))
+
+
+def test_sign_in_redirects_go_to_the_gateways_host(model: dict[str, im.Template]) -> None:
+    assert im.check_sign_in_behind_gateway(model) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("customHostHeaderName: 'X-Original-Host'", "customHostHeaderName: 'X-Forwarded-Host'"),
+        ("forwardProxy: behindAppGateway ? {", "forwardProxy: true ? {"),
+        (
+            "      } : {\n        convention: 'NoProxy'",
+            "      } : {\n        convention: 'Standard'",
+        ),
+    ],
+)
+def test_sign_in_behind_gateway_check_catches(old: str, new: str, texts: dict[str, str]) -> None:
+    assert im.check_sign_in_behind_gateway(mutate(texts, "modules/appservice.bicep", old, new))
+
+
+def test_azure_yaml_requires_an_azd_that_honours_webappignore() -> None:
+    """azd packages .webappignore's exclusions (.env, .azure/, data/) only since 1.18.0
+    (Azure/azure-dev#5383, in the 1.18.0 release notes); azd refuses a project whose
+    requiredVersions.azd range its own version is outside of."""
+    import re
+
+    import yaml
+
+    root = im.INFRA_DIR.parent
+    config = yaml.safe_load((root / "azure.yaml").read_text(encoding="utf-8"))
+    required = (config.get("requiredVersions") or {}).get("azd", "")
+    match = re.fullmatch(r">=\s*(\d+)\.(\d+)\.(\d+)", required.strip())
+    assert match, f"requiredVersions.azd should be a lower bound, is {required!r}"
+    assert tuple(int(g) for g in match.groups()) >= (1, 18, 0)
+    doc = (root / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "1.18.0 or newer" in doc
