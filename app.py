@@ -45,7 +45,7 @@ from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
 from bot.turns import TurnQueue
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
-from chat.prompts import PromptBuilder
+from chat.prompts import PromptBuilder, PromptTemplateError
 from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
 from chat.telemetry import ChatTelemetry, correlation_id
@@ -309,12 +309,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         counter=TokenCounter(
             settings.deployments[0].model if settings.deployments else settings.azure_openai_model
         ),
-        prompts=PromptBuilder(
-            settings.system_prompt_file,
-            settings.organization_name,
-            settings.assistant_name,
-            app[POLICIES].tenants.prompt_templates(),
-        ),
+        prompts=_prompts(settings, app[POLICIES].tenants.prompt_templates()),
         token_budget=settings.history_token_budget,
         max_history_messages=settings.history_max_messages,
         max_output_tokens=settings.max_output_tokens,
@@ -537,6 +532,19 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBuilder:
+    try:
+        return PromptBuilder(
+            settings.system_prompt_file,
+            settings.organization_name,
+            settings.assistant_name,
+            tenant_templates,
+        )
+    except PromptTemplateError as exc:
+        # SYSTEM_PROMPT_FILE, or a tenant's template in TENANT_POLICY_FILE: the path says which.
+        raise ConfigurationError(str(exc)) from None
+
+
 def configure_telemetry(settings: Settings) -> None:
     """Export spans, metrics and logs to Application Insights when a connection string is set;
     otherwise the OpenTelemetry API stays a no-op and nothing leaves the process."""
@@ -546,7 +554,14 @@ def configure_telemetry(settings: Settings) -> None:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(connection_string=connection_string)
+    try:
+        configure_azure_monitor(connection_string=connection_string)
+    except ValueError:
+        # The exporter's own message may quote the string, which holds the instrumentation key.
+        raise ConfigurationError(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING: not a valid connection string (copy it from"
+            " the Application Insights resource's overview)"
+        ) from None
     log.info("telemetry: Azure Monitor (Application Insights)")
 
 

@@ -9,13 +9,26 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from chat.texts import language_of
 
 _LANGUAGE_NAMES = {"en": "English", "ja": "Japanese"}
 DEFAULT_TEMPLATE_KEY = ""
+
+
+class PromptTemplateError(ValueError):
+    """A prompt template that is not valid Jinja; the message names the file and the line."""
+
+
+def _compile(environment: SandboxedEnvironment, path: Path) -> Template:
+    try:
+        return environment.from_string(path.read_text(encoding="utf-8"))
+    except TemplateSyntaxError as exc:
+        raise PromptTemplateError(
+            f"prompt template {path}: line {exc.lineno}: {exc.message}"
+        ) from None
 
 
 class PromptBuilder:
@@ -27,10 +40,10 @@ class PromptBuilder:
         tenant_templates: Mapping[str, Path] | None = None,
     ) -> None:
         environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        self._template = environment.from_string(template_file.read_text(encoding="utf-8"))
+        self._template = _compile(environment, template_file)
         # Tenant ids (lower case) -> their own template, compiled now: a broken one fails at boot.
         self._tenant_templates: dict[str, tuple[str, Template]] = {
-            tenant.lower(): (str(path), environment.from_string(path.read_text(encoding="utf-8")))
+            tenant.lower(): (str(path), _compile(environment, path))
             for tenant, path in (tenant_templates or {}).items()
         }
         self._organization_name = organization_name

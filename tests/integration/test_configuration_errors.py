@@ -171,3 +171,19 @@ def test_an_unresolved_key_vault_reference_as_a_deployments_key_is_refused(
 def test_an_unusable_value_is_refused_at_start_up(tmp_path: Path, settings: dict[str, str]) -> None:
     code, output = run_app(tmp_path, **settings)
     assert_configuration_error(code, output, *settings)
+
+
+def test_a_prompt_template_that_is_not_valid_jinja_names_its_file_and_line(tmp_path: Path) -> None:
+    template = tmp_path / "prompt.j2"
+    template.write_text("You are {{ assistant_name }}.\nToday is {{ today }\n", encoding="utf-8")
+    code, output = run_app(tmp_path, SYSTEM_PROMPT_FILE=str(template))
+    assert_configuration_error(code, output, str(template), "line 2")
+
+
+def test_an_application_insights_connection_string_that_is_not_one_is_refused_unquoted(
+    tmp_path: Path,
+) -> None:
+    malformed = "InstrumentationKey=;IngestionEndpoint=https://nowhere.example/Secret42Value"
+    code, output = run_app(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=malformed)
+    assert_configuration_error(code, output, "APPLICATIONINSIGHTS_CONNECTION_STRING")
+    assert_nothing_of("Secret42Value", output)
