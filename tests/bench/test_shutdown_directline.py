@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.processes import PROJECT_ROOT, free_port
+from bench.processes import free_port
+from tests.app_process import launch_app_process, wait_until_healthy
 from tests.bench.test_shutdown_drain import stored_answers
 from tests.support import RecordingConnector, message_activity
 
@@ -123,28 +123,9 @@ async def start_webchat_app(
             "LOG_LEVEL": "INFO",
         }
     )
-    with (tmp_path / "app.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "app.py",
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    for _ in range(300):
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                if response.status == 200:
-                    return process
-        except aiohttp.ClientError:
-            pass
-        if process.returncode is not None:
-            break
-        await asyncio.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"app did not start: {(tmp_path / 'app.log').read_text()[-2000:]}")
+    process = await launch_app_process(tmp_path / "app.log", env)
+    await wait_until_healthy(process, f"http://127.0.0.1:{port}", tmp_path / "app.log")
+    return process
 
 
 async def stopped(process: asyncio.subprocess.Process, tmp_path: Path) -> str:

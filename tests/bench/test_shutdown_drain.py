@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.processes import PROJECT_ROOT, free_port
+from bench.processes import free_port
 from simulator import SimulatorConfig, run_simulator
+from tests.app_process import launch_app_process, wait_until_healthy
 from tests.support import RecordingConnector, TokenIssuer, message_activity
 
 APP_ID = "drain-test-bot"
@@ -59,17 +59,7 @@ async def launch_app(
         "LOG_LEVEL": "INFO",
         **extra_env,
     }
-    with (tmp_path / "app.log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "app.py",
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=own_process_group,
-        )
+    return await launch_app_process(tmp_path / "app.log", env, own_process_group=own_process_group)
 
 
 async def start_app(
@@ -85,19 +75,8 @@ async def start_app(
     process = await launch_app(
         tmp_path, port, simulator, issuer, own_process_group=own_process_group, **extra_env
     )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientError:
-                pass
-            if process.returncode is not None:
-                break
-            await asyncio.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"app did not start: {(tmp_path / 'app.log').read_text()[-2000:]}")
+    await wait_until_healthy(process, f"http://127.0.0.1:{port}", tmp_path / "app.log")
+    return process
 
 
 async def post(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.processes import PROJECT_ROOT, free_port
+from bench.processes import free_port
+from tests.app_process import launch_app_process, wait_until_healthy
 from webchat.directline import connector_host
 
 
@@ -46,28 +46,10 @@ async def app_on_every_ipv6_interface(tmp_path: Path) -> AsyncIterator[str]:
         if not key.startswith(("AZURE_", "COSMOS_", "Microsoft", "DIRECT_LINE"))
     }
     env |= {"HOST": "::", "PORT": str(port), "DATA_DIR": str(tmp_path / "data")}
-    with (tmp_path / "app.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "app.py",
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+    process = await launch_app_process(tmp_path / "app.log", env)
     base = f"http://[::1]:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert process.returncode is None, (tmp_path / "app.log").read_text()[-2000:]
-                await asyncio.sleep(0.1)
+        await wait_until_healthy(process, base, tmp_path / "app.log")
         yield base
     finally:
         if process.returncode is None:
