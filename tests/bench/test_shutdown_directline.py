@@ -102,9 +102,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def start_webchat_app(
-    tmp_path: Path, port: int, http: aiohttp.ClientSession
-) -> asyncio.subprocess.Process:
+async def start_webchat_app(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
     """`python app.py` as `make run` starts it: built-in simulator, built-in Direct Line, no
     channel auth; a slow simulator. Output in tmp_path/app.log."""
     env = {
@@ -146,7 +144,7 @@ async def test_web_chat_answers_in_flight_at_sigterm_reach_the_browser(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = await start_webchat_app(tmp_path, port, http)
+    process = await start_webchat_app(tmp_path, port)
     users = [WebChatUser(http, base) for _ in range(CONVERSATIONS)]
     try:
         for user in users:
@@ -180,7 +178,7 @@ async def test_while_draining_readyz_says_so_and_new_activities_get_a_503(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = await start_webchat_app(tmp_path, port, http)
+    process = await start_webchat_app(tmp_path, port)
     busy, late = WebChatUser(http, base), WebChatUser(http, base)
     try:
         await busy.open()
