@@ -233,3 +233,90 @@ async def test_a_huge_paste_shows_the_too_long_notice_and_no_failed_send(
     assert "送信に失敗しました" not in await page.locator("#webchat").inner_text()
     assert grant["errors"] == []
     await page.context.close()
+
+
+async def dislike_the_answer(page: Any) -> Any:
+    await send(page, "What is our travel policy?")
+    # The thumb-down button in any language (its label is Web Chat's localized "Dislike").
+    dislike = page.locator(
+        "button.webchat__thumb-button:has(.webchat__thumb-button__image--is-down)"
+    ).first
+    await dislike.wait_for(timeout=30_000)
+    await dislike.focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#feedback").wait_for(state="visible")
+    return dislike
+
+
+async def focused(page: Any) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(
+        """() => {
+            const el = document.activeElement;
+            return {
+                id: el ? el.id : null,
+                tag: el ? el.tagName : null,
+                label: el ? el.getAttribute('aria-label') : null,
+                dataId: el ? el.getAttribute('data-id') : null,
+                inChat: !!(el && document.getElementById('webchat').contains(el)),
+            };
+        }"""
+    )
+    return result
+
+
+async def test_the_comment_box_takes_focus_and_gives_it_back_when_it_closes(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server)
+    await dislike_the_answer(page)
+    # The form opens inside the main landmark with focus in its text box (announced by label).
+    assert (await focused(page))["id"] == "feedback-text"
+    assert await page.evaluate("document.querySelector('main').contains(feedback)")
+    await page.keyboard.press("Escape")
+    await page.locator("#feedback").wait_for(state="hidden")
+    back = await focused(page)
+    assert back["tag"] != "BODY" and back["inChat"], back
+    assert back["label"] == "Dislike" or back["dataId"] == "webchat-sendbox-input", back
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_the_thanks_for_a_comment_is_said_in_the_status_live_region(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server)
+    await dislike_the_answer(page)
+    await page.fill("#feedback-text", "Too vague.")
+    await page.click("#feedback-send")
+    status = page.locator("[role=status]")
+    await status.filter(has_text="Thank you for your feedback.").wait_for()
+    assert await status.get_attribute("id") == "status"
+    # Information, not the error style; the simulator's note stays as it was.
+    background = await status.evaluate("el => getComputedStyle(el).backgroundColor")
+    assert background != "rgb(253, 231, 233)"
+    note = page.locator("#simulator-note")
+    assert await note.inner_text() == "Replies come from a local simulator, not a real model."
+    assert (await focused(page))["tag"] != "BODY"
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_every_part_of_the_page_is_in_a_landmark_and_the_comment_button_is_named(
+    browser: Any, server: TestServer
+) -> None:
+    for locale, send_comment in (("en-US", "Send comment"), ("ja-JP", "コメントを送信")):
+        page, grant = await open_page(browser, server, locale=locale)
+        outside = await page.evaluate(
+            """() => ['simulator-note', 'status', 'webchat', 'feedback'].filter(
+                id => !document.querySelector('main').contains(document.getElementById(id)))"""
+        )
+        assert outside == []
+        chat = page.locator("#webchat")
+        assert await chat.get_attribute("aria-label") in (
+            "Chat with the assistant",
+            "アシスタントとのチャット",
+        )
+        await dislike_the_answer(page)
+        assert await page.locator("#feedback-send").inner_text() == send_comment
+        assert grant["errors"] == []
+        await page.context.close()

@@ -10,7 +10,7 @@
       signIn: 'Please sign in to use the assistant.',
       unavailable: 'The assistant is not available right now. Please try again later.',
       feedbackLabel: 'Thank you. Tell us more (optional):',
-      feedbackSend: 'Send',
+      feedbackSend: 'Send comment',
       feedbackSkip: 'No thanks',
       feedbackThanks: 'Thank you for your feedback.',
       chatLabel: 'Chat with the assistant'
@@ -20,7 +20,7 @@
       signIn: 'アシスタントを使うにはサインインしてください。',
       unavailable: '現在アシスタントを利用できません。しばらくしてからもう一度お試しください。',
       feedbackLabel: 'ありがとうございます。よろしければ詳しく教えてください（任意）:',
-      feedbackSend: '送信',
+      feedbackSend: 'コメントを送信',
       feedbackSkip: '閉じる',
       feedbackThanks: 'フィードバックありがとうございます。',
       chatLabel: 'アシスタントとのチャット'
@@ -34,13 +34,21 @@
   var nonceMeta = document.querySelector('meta[name="csp-nonce"]');
   var nonce = nonceMeta ? nonceMeta.getAttribute('content') : undefined;
   var pendingRating = null;
+  var returnFocus = null;
+  var thanksTimer = null;
   var store = null;
 
   document.documentElement.lang = language;
   byId('webchat').setAttribute('aria-label', text.chatLabel);
 
   function showStatus(message) {
+    clearTimeout(thanksTimer);
+    byId('status').classList.remove('status-info');
     byId('status').textContent = message;
+  }
+
+  function sendBox() {
+    return document.querySelector('[data-id="webchat-sendbox-input"]');
   }
 
   function postJson(url) {
@@ -60,12 +68,24 @@
     byId('feedback-send').textContent = text.feedbackSend;
     byId('feedback-skip').textContent = text.feedbackSkip;
     byId('feedback-text').value = '';
+    // Where focus goes back to when the form closes (the thumb, usually); a second vote while the
+    // form is open keeps the first one's.
+    var active = document.activeElement;
+    if (byId('feedback').hidden || !returnFocus) {
+      returnFocus = active && active !== document.body && !byId('feedback').contains(active)
+        ? active
+        : null;
+    }
     byId('feedback').hidden = false;
+    byId('feedback-text').focus();
   }
 
   function closeFeedback() {
     byId('feedback').hidden = true;
     pendingRating = null;
+    var target = returnFocus && document.contains(returnFocus) ? returnFocus : sendBox();
+    returnFocus = null;
+    if (target) target.focus();
   }
 
   byId('feedback-form').addEventListener('submit', function (event) {
@@ -87,13 +107,16 @@
     if (event.key === 'Escape') closeFeedback();
   });
 
+  // Said in the status live region (announced), styled as information, not as an error.
   function showStatusBriefly(message) {
-    var note = byId('simulator-note');
-    var previous = note.textContent;
-    var wasHidden = note.hidden;
-    note.textContent = message;
-    note.hidden = false;
-    setTimeout(function () { note.textContent = previous; note.hidden = wasHidden; }, 3000);
+    var status = byId('status');
+    clearTimeout(thanksTimer);
+    status.classList.add('status-info');
+    status.textContent = message;
+    thanksTimer = setTimeout(function () {
+      status.textContent = '';
+      status.classList.remove('status-info');
+    }, 3000);
   }
 
   function watchFeedback() {
@@ -154,7 +177,7 @@
       },
       byId('webchat')
     );
-    var input = document.querySelector('[data-id="webchat-sendbox-input"]');
+    var input = sendBox();
     if (input) input.focus();
     document.body.setAttribute('data-ready', 'true');
   }
