@@ -342,6 +342,7 @@ def message_view(message: Message, pseudonyms: Pseudonyms) -> dict[str, Any]:
         "user": shown_user(pseudonyms, message.user_id),
         "text": message.text,
         "withheldText": message.withheld_text,
+        "locale": message.locale,
         "createdAt": message.created_at.isoformat(),
         "status": message.status.value,
         "tokens": message.tokens,

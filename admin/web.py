@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import re
 import traceback
 import uuid
 from collections import Counter
@@ -119,6 +120,14 @@ CONTEXT = web.AppKey("admin_context", AdminContext)
 PRINCIPAL = web.RequestKey("admin_principal", Principal)
 
 
+_KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+
+
+def text_lang(text: object) -> str:
+    """`ja` for a text with kana or kanji (a Japanese title on the English pages), else ''."""
+    return "ja" if isinstance(text, str) and _KANA_OR_KANJI.search(text) else ""
+
+
 def create_admin_app(
     store_provider: StoreProvider, settings: AdminSettings, pseudonyms: Pseudonyms
 ) -> web.Application:
@@ -130,6 +139,7 @@ def create_admin_app(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    templates.filters["text_lang"] = text_lang
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,

@@ -153,3 +153,39 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
     finally:
         await context.close()
+
+
+async def test_no_admin_page_scrolls_sideways_at_320_pixels(
+    browser: Any, served: tuple[str, str]
+) -> None:
+    """WCAG 1.4.10 Reflow: 320 CSS pixels wide (1280 at 400 % zoom), the header wraps, long ids
+    break and only the tables scroll, inside their own focusable region."""
+    base, token = served
+    context = await browser.new_context(viewport={"width": 320, "height": 640})
+    page = await context.new_page()
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        await page.goto(f"{base}/admin/conversations/conv-flagged")
+        pseudonym = await page.get_by_test_id("conversation-user").inner_text()
+        pages = {
+            "list": "/admin/",
+            "transcript": "/admin/conversations/conv-flagged",
+            "delete": f"/admin/users/delete?user={pseudonym}",
+            "audit": "/admin/audit",
+        }
+        for name, path in pages.items():
+            await page.goto(f"{base}{path}")
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            await page.screenshot(path=str(ARTIFACTS / f"admin-320-{name}.png"), full_page=True)
+            assert width <= 320, (name, width)
+            header = await page.evaluate(
+                "getComputedStyle(document.querySelector('header.top')).flexWrap"
+            )
+            assert header == "wrap", name
+        # The wide table scrolls in a named, keyboard-reachable region.
+        await page.goto(f"{base}/admin/")
+        region = page.get_by_role("region", name="Conversations")
+        assert await region.get_attribute("tabindex") == "0"
+        assert await region.evaluate("el => el.scrollWidth > el.clientWidth")
+    finally:
+        await context.close()
