@@ -95,19 +95,7 @@ class Chat:
 
     async def send(self, text: str, **extra: Any) -> dict[str, Any]:
         """Send a message; the one new reply message (a typing indicator is not counted)."""
-        before = len(self.connector.messages(self.conversation_id))
-        activity = message_activity(
-            self.connector.url,
-            text,
-            conversation_id=self.conversation_id,
-            user_id=self.user_id,
-            locale=self.locale,
-            **(self.extra | extra),
-        )
-        response = await self.client.post("/api/messages", json=activity)
-        assert response.status == 202
-        await settle(self.client)
-        replies = self.connector.messages(self.conversation_id)[before:]
+        replies = await self.replies_to(text, **extra)
         assert len(replies) == 1, replies
         return replies[0]
 
