@@ -638,19 +638,7 @@ class CosmosStore:
         return readable_messages((_clean(doc) for doc in reversed(docs)), conversation_id)
 
     async def conversation_messages(self, conversation_id: str) -> list[Message]:
-        op = "conversation_messages"
-        async with self._guard(op):
-            docs = [
-                doc
-                async for doc in self._query(
-                    self._container("messages"),
-                    op,
-                    "SELECT * FROM c WHERE c.conversationId = @cid ORDER BY c.seq ASC",
-                    [{"name": "@cid", "value": conversation_id}],
-                    partition_key=conversation_id,
-                )
-            ]
-        return readable_messages((_clean(doc) for doc in docs), conversation_id)
+        return [m async for m in self._conversation_messages(conversation_id, page_size=None)]
 
     def conversation_message_pages(
         self, conversation_id: str, page_size: int
@@ -658,9 +646,10 @@ class CosmosStore:
         return in_pages(self._conversation_messages(conversation_id, page_size), page_size)
 
     async def _conversation_messages(
-        self, conversation_id: str, page_size: int
+        self, conversation_id: str, page_size: int | None
     ) -> AsyncGenerator[Message, None]:
-        """`conversation_messages`' query, a page of `page_size` from the service at a time."""
+        """The conversation's readable messages in order (one that cannot be read is skipped and
+        logged), `page_size` from the service at a time (None: the service's own page size)."""
         op = "conversation_messages"
         async with self._guard(op):
             async for doc in self._query(
