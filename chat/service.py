@@ -750,11 +750,12 @@ class ChatService:
         outcome.status = "empty_answer"
         delta.errors += 1
         await _notify(channel, localize("empty_answer", turn.locale), outcome)
-        answer = self._answer_message(user_message, completion, None, outcome).model_copy(
-            update={"status": MessageStatus.ERROR, "error": "empty_answer"}
-        )
+        update: dict[str, object] = {"status": MessageStatus.ERROR, "error": "empty_answer"}
         if verdict.notable:
-            answer = answer.model_copy(update={"filter": verdict.to_json()})
+            update["filter"] = verdict.to_json()
+        answer = self._answer_message(user_message, completion, None, outcome).model_copy(
+            update=update
+        )
         await self._add_answer(answer, completion, delta, outcome)
 
     def _log_filter_events(self, verdict: Verdict, deployment: str, conversation_id: str) -> None:
