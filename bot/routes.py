@@ -47,8 +47,15 @@ def _unreadable() -> web.Response:
     return json_error(400, "bad_request", "The activity could not be read.")
 
 
+# How soon a channel should send a refused activity again: by then a draining instance has
+# usually gone and the load balancer sends it to one that answers.
+SHUTTING_DOWN_RETRY_AFTER_SECONDS = 5
+
+
 def _shutting_down() -> web.Response:
-    return json_error(503, "shutting_down", "The bot is restarting; retry shortly.")
+    response = json_error(503, "shutting_down", "The bot is restarting; retry shortly.")
+    response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
+    return response
 
 
 def _answer_of_sibling(status: int) -> web.Response:

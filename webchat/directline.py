@@ -23,7 +23,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.routes import BadActivity, MessagesEndpoint, json_error, validate_activity
+from bot.routes import (
+    SHUTTING_DOWN_RETRY_AFTER_SECONDS,
+    BadActivity,
+    MessagesEndpoint,
+    json_error,
+    validate_activity,
+)
 from bot.webchat_shapes import FEEDBACK_EVENT, feedback_from_event
 from config import Settings
 from webchat.activities import now_iso, public_copy
@@ -168,6 +174,8 @@ class BuiltinDirectLine:
             response: web.StreamResponse = await handler()
         except DirectLineError as exc:
             response = json_error(exc.status, exc.code, str(exc))
+            if exc.status == 503:
+                response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
         self._cors(request, response)
         return response
 

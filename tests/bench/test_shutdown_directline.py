@@ -195,13 +195,21 @@ async def test_while_draining_readyz_says_so_and_new_activities_get_a_503(
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 503
             assert (await response.json())["checks"]["turns"] == "draining"
-        # Refused, so the channel sends it again to an instance that will answer it.
-        assert (await late.say("a question during the drain"))[0] == 503
+        # Refused, saying when to try again, so the channel sends it again to an instance
+        # that will answer it.
+        async with http.post(
+            f"{base}/v3/directline/conversations/{late.conversation_id}/activities",
+            json={"type": "message", "text": "a question during the drain", "from": {"id": "x"}},
+            headers=late.headers,
+        ) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "5"
         activity = message_activity(
             connector.url, "A late question", activity_id="late-1", conversation_id="late"
         )
         async with http.post(f"{base}/api/messages", json=activity) as response:
             assert response.status == 503
+            assert response.headers["Retry-After"] == "5"
             assert (await response.json())["error"]["code"] == "shutting_down"
         assert time.monotonic() - began < TTFT_MS / 1000, "the drain should still be running"
         log = await stopped(process, tmp_path)
