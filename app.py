@@ -585,14 +585,22 @@ def main() -> None:
     )
     try:
         serve(lambda workers: create_app(settings, workers=workers), settings)
-    except (ConfigurationError, PolicyFileError) as exc:
-        _stop_for_configuration(str(exc))
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
+    except (ConfigurationError, PolicyFileError, OSError) as exc:
+        problems = _configuration_problems(exc, settings)
+        if problems is None:
             raise
-        _stop_for_configuration(
+        _stop_for_configuration(problems)
+
+
+def _configuration_problems(exc: BaseException, settings: Settings) -> str | None:
+    """What the operator must fix, when that is what stopped the start (no value quoted)."""
+    if isinstance(exc, ConfigurationError | PolicyFileError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
             f"PORT: port {settings.port} is already in use on HOST (another process listens there)"
         )
+    return None
 
 
 def _stop_for_configuration(problems: str) -> NoReturn:
@@ -722,12 +730,16 @@ class Workers:
         self._stop_deadline: float | None = None
         self._quick_exits = 0
         self._failed = False
+        self._configuration_problems: str | None = None
 
     def run(self) -> None:
         try:
             self._serve_workers()
         finally:
             shutil.rmtree(self._sockets, ignore_errors=True)
+        if self._configuration_problems is not None:
+            # Said once, by the parent, as with one process: every worker would meet it again.
+            _stop_for_configuration(self._configuration_problems)
         if self._failed:
             raise SystemExit(1)
 
@@ -753,6 +765,14 @@ class Workers:
             code = os.waitstatus_to_exitcode(status)
             if number < 0:
                 continue
+            if code == CONFIGURATION_ERROR_EXIT_CODE and self._configuration_problems is None:
+                problems = self._problems_file(number)
+                with contextlib.suppress(OSError):
+                    self._configuration_problems = problems.read_text(encoding="utf-8")
+                if self._configuration_problems is not None:
+                    # A restart would meet the same setting: stop them all instead.
+                    self._stop(signal.SIGTERM, None)
+                    continue
             if self._stop_deadline is not None:
                 # Killed by the stop signal itself: it came before the worker was serving.
                 stopped = code in (0, -signal.SIGTERM, -signal.SIGINT)
@@ -784,13 +804,23 @@ class Workers:
             configure_telemetry(self._settings)
             group = WorkerGroup(self._sockets, number, self._settings.app_workers)
             _run(self._build(group), self._settings, worker=True)
-        except BaseException:
-            log.exception("worker %d failed", number)
-            code = 1
+        except BaseException as exc:
+            problems = _configuration_problems(exc, self._settings)
+            if problems is None:
+                log.exception("worker %d failed", number)
+                code = 1
+            else:
+                code = CONFIGURATION_ERROR_EXIT_CODE
+                # Handed to the parent (the socket directory is private to the app's user).
+                with contextlib.suppress(OSError):
+                    self._problems_file(number).write_text(problems, encoding="utf-8")
         finally:
             _flush_telemetry()
             logging.shutdown()
             os._exit(code)  # not the parent's atexit handlers: they are not this process's
+
+    def _problems_file(self, number: int) -> Path:
+        return self._sockets / f"worker-{number}.configuration-error"
 
     def _stop(self, signum: int, frame: object) -> None:
         if self._stop_deadline is not None:

@@ -192,8 +192,10 @@ async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_tur
 async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
     tmp_path: Path, simulator_url: str, token_issuer: TokenIssuer
 ) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where the data directory should be")
+    # Not a setting to fix (that stops the app at once, with exit code 2): a damaged file.
+    data = tmp_path / "damaged"
+    data.mkdir()
+    (data / "chat.db").write_bytes(b"this is not a SQLite database " * 100)
     process = await launch_app(
         tmp_path,
         free_port(),
@@ -201,7 +203,7 @@ async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
         token_issuer,
         own_process_group=True,
         **WORKERS,
-        DATA_DIR=str(blocker / "data"),  # every worker fails to open its store
+        DATA_DIR=str(data),  # every worker fails to open its store
     )
     async with killed_if_left_running(process):
         exit_code = await asyncio.wait_for(process.wait(), timeout=60)

@@ -187,3 +187,32 @@ def test_an_application_insights_connection_string_that_is_not_one_is_refused_un
     code, output = run_app(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=malformed)
     assert_configuration_error(code, output, "APPLICATIONINSIGHTS_CONNECTION_STRING")
     assert_nothing_of("Secret42Value", output)
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"COSMOS_ENDPOINT": "https://127.0.0.1:1", "COSMOS_KEY": "abc"}, "COSMOS_KEY"),
+        ({"SQLITE_PATH": "{a_file}/chat.db"}, "SQLITE_PATH"),
+    ],
+)
+def test_with_several_workers_a_setting_only_a_worker_meets_stops_the_app_once(
+    tmp_path: Path, settings: dict[str, str], name: str
+) -> None:
+    """Such a setting is first used inside each worker: the parent says it once, as one process
+    does, instead of a traceback per worker and restarts that meet it again."""
+    a_file = _a_file(tmp_path)
+    env = {key: value.format(a_file=a_file) for key, value in settings.items()}
+    code, output = run_app(
+        tmp_path,
+        APP_WORKERS="2",
+        DIRECT_LINE_SECRET="DLsite.Azure-abcdefghijklmnop-QRSTUVWXYZ0123456789",
+        ADMIN_AUTH_MODE="appservice",
+        ADMIN_SESSION_SECRET="AdminSessionKEY4vN8mQ2xR6tY0pL3jH7gF1dS5aZ9",
+        ADMIN_PSEUDONYM_KEY="PseudoKEY2kL9mN4bV7cX1zQ8wE5rT3yU6iO0pA",
+        **env,
+    )
+    assert_configuration_error(code, output, name)
+    problems = [line for line in output.splitlines() if line.startswith("configuration error: ")]
+    assert len(problems) == 1, output
+    assert "starting a new one" not in output, output
