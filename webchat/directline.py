@@ -289,8 +289,8 @@ class BuiltinDirectLine:
             if kind not in ("message", "event"):
                 raise DirectLineError(400, "BadArgument", "Unsupported activity type.")
             raw = self._user_activity(request, conversation, grant, body)
-            if kind == "event" and body.get("name") == FEEDBACK_EVENT:
-                await self._feedback(request, conversation, grant, body)
+            if kind == "event" and raw["name"] == FEEDBACK_EVENT:
+                await self._feedback(request, conversation, grant, raw)
             else:
                 await self._accept(raw)
             # Echo it like Direct Line does; Web Chat matches it by channelData.clientActivityID.
@@ -317,6 +317,10 @@ class BuiltinDirectLine:
         echo = public_copy(raw)
         text = echo.get("text")
         limit = self._settings.max_message_chars
+        if isinstance(text, str) and len(text) > 2 * limit:
+            # The bot's rule counts the stripped text, so only whitespace at the ends can make a
+            # message it takes this long, and one post can carry megabytes of it.
+            text = echo["text"] = text.strip()
         # The chat service's "too long" rule, so an accepted message is always echoed whole.
         if isinstance(text, str) and len(text.strip()) > limit:
             echo["text"] = text[:limit] + "…"
@@ -327,10 +331,11 @@ class BuiltinDirectLine:
         request: web.Request,
         conversation: Conversation,
         grant: Grant,
-        body: dict[str, Any],
+        event: dict[str, Any],
     ) -> None:
-        """Web Chat's thumbs: the same `message/submitAction` invoke that Teams sends."""
-        parsed = feedback_from_event(body)
+        """Web Chat's thumbs: the same `message/submitAction` invoke that Teams sends. `event` is
+        the activity as built by `_user_activity`, holding only the rating it read."""
+        parsed = feedback_from_event(event)
         if parsed is None or parsed[0] not in conversation.rateable:
             raise DirectLineError(400, "BadArgument", "That message cannot be rated.")
         rated, reaction, text = parsed
@@ -425,8 +430,13 @@ class BuiltinDirectLine:
         client_id = channel_data.get("clientActivityID") if isinstance(channel_data, dict) else None
         if isinstance(client_id, str) and len(client_id) <= _MAX_CLIENT_ID:
             raw["channelData"]["clientActivityID"] = client_id
-        if raw["type"] == "event" and isinstance(body.get("entities"), list):
-            raw["entities"] = [e for e in body["entities"] if isinstance(e, dict)][:5]
+        if raw["type"] == "event" and raw["name"] == FEEDBACK_EVENT:
+            # The echo stays in the conversation's log, and a post's entities can be megabytes:
+            # keep only the rating, the one part the bot reads. Its rated id is refused unless
+            # it names a message here, so that stays short too.
+            rating = feedback_from_event(body)
+            if rating is not None:
+                raw["entities"] = [_rating_entity(*rating)]
         return raw
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
@@ -468,6 +478,17 @@ class BuiltinDirectLine:
                 await reader
             await socket.close()
         return socket
+
+
+def _rating_entity(rated: str, reaction: str, text: str) -> dict[str, Any]:
+    """The part of Web Chat's feedback action that `feedback_from_event` reads."""
+    entity: dict[str, Any] = {
+        "@type": "LikeAction" if reaction == "like" else "DislikeAction",
+        "object": {"@type": "Message", "identifier": rated},
+    }
+    if text:
+        entity["description"] = text
+    return entity
 
 
 async def _drain_incoming(socket: web.WebSocketResponse) -> None:

@@ -541,6 +541,69 @@ async def test_a_huge_paste_is_taken_and_answered_with_the_too_long_notice(
     assert [m.role.value for m in stored] == ["user", "assistant"]
 
 
+async def test_events_keep_only_the_rating_so_megabytes_of_entities_never_stay_in_memory(
+    client: TestClient[Any, Any],
+) -> None:
+    """What a tester posted: events whose entities were five objects of 780 KB each, just under
+    the body bound. Every echo stays in the conversation's log (up to 500 of them)."""
+    session = await open_session(client)
+    await session.say("rate me")
+    [reply] = await session.wait_for_bot_messages(1)
+    [label] = [e for e in reply["entities"] if e.get("@id") == ""]
+    _, dislike = label["potentialAction"]
+    bulky = {"type": "Thing", "blob": "x" * 780_000}
+    for _ in range(5):
+        response = await session.post(
+            {"type": "event", "name": "anything", "entities": [bulky] * 5}
+        )
+        assert response.status == 200, await response.text()
+
+    # Web Chat 4.18's thumb, its ClientCapabilities entity and a bloated copy of the action.
+    swollen = {**dislike, "description": "  Outdated link. ", "padding": "y" * 780_000}
+    capabilities = {"type": "ClientCapabilities", "requiresBotState": True}
+    response = await session.post(
+        {
+            "type": "event",
+            "name": "webchat:activity-status/feedback",
+            "entities": [swollen, capabilities, bulky, bulky],
+        }
+    )
+    assert response.status == 200, await response.text()
+    [_, answer] = await stored_messages(client, session.conversation_id)
+    assert answer.feedback is not None
+    assert (answer.feedback.reaction, answer.feedback.text) == ("dislike", "Outdated link.")
+
+    kept = await session.get()
+    events = [a for a in kept["activities"] if a["type"] == "event"]
+    assert len(events) == 6
+    assert all("entities" not in e for e in events[:5])
+    assert events[5]["entities"] == [
+        {
+            "@type": "DislikeAction",
+            "object": {"@type": "Message", "identifier": dislike["object"]["identifier"]},
+            "description": "Outdated link.",
+        }
+    ]
+    # Eight kept activities (a message, the reply, six events): a few kilobytes, not 20 MB.
+    assert len(json.dumps(kept)) < 16_000
+
+
+async def test_a_message_padded_with_megabytes_of_whitespace_is_answered_and_echoed_without_it(
+    client: TestClient[Any, Any],
+) -> None:
+    session = await open_session(client)
+    response = await session.post(
+        {"type": "message", "text": "hello" + " " * 3_000_000 + "\n" * 500_000}
+    )
+    assert response.status == 200, await response.text()
+    [reply] = await session.wait_for_bot_messages(1)
+    assert "Simulated reply" in reply["text"]
+    kept = await session.get()
+    echo = kept["activities"][0]
+    assert echo["text"] == "hello"
+    assert len(json.dumps(kept)) < 16_000
+
+
 async def test_a_body_past_the_direct_line_bound_gets_a_json_413(
     client: TestClient[Any, Any],
 ) -> None:
