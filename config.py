@@ -39,6 +39,8 @@ class AdminAuthMode(StrEnum):
 ENTRA_OPENID_METADATA = (
     "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
 )
+# Entra ID's tenant names that are not a tenant: any work account, any account, personal ones.
+ENTRA_SHARED_TENANTS = frozenset({"common", "organizations", "consumers"})
 
 
 class WebChatAuthMode(StrEnum):
@@ -475,6 +477,13 @@ class Settings(BaseSettings):
             raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_CLIENT_ID")
         if "{tenant}" in self.admin_oidc_metadata_url and not self.admin_oidc_tenant_id:
             raise ValueError("ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_TENANT_ID")
+        if self.admin_oidc_tenant_id.strip().lower() in ENTRA_SHARED_TENANTS:
+            # Their metadata vouches for tokens of every tenant (or every personal account).
+            raise ValueError(
+                "ADMIN_OIDC_TENANT_ID must be the admin app registration's own tenant (its "
+                "Directory (tenant) ID), not common, organizations or consumers: those let "
+                "users of other tenants sign in"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
 """Who is asking: principals, roles, the signed session cookie, App Service's principal header
-and the local one-time sign-in link. OpenID Connect token validation lives in `oidc.py`.
+and the local one-time sign-in links. OpenID Connect token validation lives in `oidc.py`.
 
 Roles come from the Entra ID app roles in the token's `roles` claim: `Reviewer` reads, `Admin`
 also exports, deletes, reveals users and reads the audit log.
@@ -14,6 +14,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -189,18 +190,52 @@ def appservice_principal(headers: Any, csrf_secret: bytes) -> Principal:
     return Principal(id=subject, name=name, roles=roles, via="appservice", csrf=csrf)
 
 
-class LocalSignIn:
-    """The one-time sign-in link for `make run`: a random token, usable once."""
+# A link that lies in a log (exported to Application Insights when that is configured) must not
+# stay a way in for the life of the process.
+LOCAL_LINK_TTL_SECONDS = 15 * 60
+# A visitor without a session asks for a fresh link; anyone who reaches /admin/ can ask, so at
+# most one a minute is written, and each replaces the one before.
+LOCAL_LINK_EVERY_SECONDS = 60
 
-    def __init__(self) -> None:
+
+class LinkState(StrEnum):
+    """What `LocalSignIn.renew` did, for the sign-in page to say."""
+
+    # A fresh link was written: the one before no longer works.
+    WRITTEN = "written"
+    # Less than a minute after the last: that one is still the link to use.
+    PENDING = "pending"
+    # Less than a minute after the last, which is already used: wait for the next.
+    WAIT = "wait"
+
+
+class LocalSignIn:
+    """The one-time sign-in links of local mode (`make run`): a random token, usable once and
+    for LOCAL_LINK_TTL_SECONDS. The first is made here, for the start-up log."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._token: str | None = secrets.token_urlsafe(32)
+        self._made_at = clock()
 
     @property
     def pending_token(self) -> str | None:
+        """The link's token while it can still be used."""
+        if self._token is None or self.clock() - self._made_at > LOCAL_LINK_TTL_SECONDS:
+            return None
         return self._token
 
+    def renew(self) -> LinkState:
+        """A fresh token replacing the one before, unless that one is less than a minute old."""
+        now = self.clock()
+        if now - self._made_at < LOCAL_LINK_EVERY_SECONDS:
+            return LinkState.PENDING if self.pending_token else LinkState.WAIT
+        self._token = secrets.token_urlsafe(32)
+        self._made_at = now
+        return LinkState.WRITTEN
+
     def redeem(self, token: str) -> bool:
-        expected = self._token
+        expected = self.pending_token
         if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
             return False
         self._token = None

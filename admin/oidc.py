@@ -2,8 +2,10 @@
 
 Tokens are validated here, not by a library that fetches keys with blocking calls: issuer from
 the metadata, audience = our client id (or `api://<client id>`), RS256 signature from the JWKS,
-expiry. The authorization code flow uses PKCE (S256) and, when configured, a client secret
-(Entra ID redeems codes of a "Web" redirect URI only with a secret).
+expiry, and the tenant (`tid`) = the admin app registration's. The audience alone does not pin
+the tenant: a multi-tenant app registration is valid in every tenant that consents to it. The
+authorization code flow uses PKCE (S256) and, when configured, a client secret (Entra ID redeems
+codes of a "Web" redirect URI only with a secret).
 https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc
 """
 
@@ -16,6 +18,7 @@ import json
 import logging
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +46,16 @@ class FlowStart:
     verifier: str
 
 
+def _guid(value: object) -> uuid.UUID | None:
+    """A tenant id as a GUID (which compares regardless of case); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        return None
+
+
 class OidcClient:
     def __init__(
         self,
@@ -50,11 +63,15 @@ class OidcClient:
         metadata_url: str,
         client_id: str,
         client_secret: str = "",
+        tenant_id: str = "",
     ) -> None:
         self._session = session
         self._metadata_url = metadata_url
         self.client_id = client_id
         self._client_secret = client_secret
+        # `tid` is always the tenant's GUID; a tenant configured by its domain name cannot be
+        # compared with it, and is then held only by a tenant-specific issuer.
+        self._tenant = _guid(tenant_id)
         self._metadata: dict[str, Any] = {}
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
@@ -122,9 +139,15 @@ class OidcClient:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {type(exc).__name__}") from exc
-        # The multi-tenant metadata names its issuer with a {tenantid} placeholder.
-        expected = issuer.replace("{tenantid}", str(claims.get("tid", "")))
-        if not expected or claims.get("iss") != expected:
+        if self._tenant is not None and _guid(claims.get("tid")) != self._tenant:
+            raise AuthError("token rejected: wrong tenant")
+        if "{tenantid}" in issuer:
+            # Multi-tenant metadata (common, organizations) names its issuer with a placeholder
+            # that each token fills with its own tenant: it vouches for no tenant in particular.
+            if self._tenant is None:
+                raise AuthError("token rejected: multi-tenant issuer and no tenant GUID to hold")
+            issuer = issuer.replace("{tenantid}", str(claims.get("tid")))
+        if not issuer or claims.get("iss") != issuer:
             raise AuthError("token rejected: wrong issuer")
         if nonce is not None and claims.get("nonce") != nonce:
             raise AuthError("token rejected: wrong nonce")

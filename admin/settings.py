@@ -9,7 +9,8 @@ from enum import StrEnum
 
 
 class AuthMode(StrEnum):
-    # A one-time sign-in link printed at start-up (make run); closed otherwise.
+    # One-time sign-in links written to the log (the first at start-up, for make run); closed
+    # otherwise.
     LOCAL = "local"
     # App Service Authentication (Easy Auth) in front: trust X-MS-CLIENT-PRINCIPAL.
     APPSERVICE = "appservice"
@@ -22,10 +23,12 @@ class AdminSettings:
     mode: AuthMode = AuthMode.LOCAL
     # Where people reach the app (sign-in link, OIDC redirect URI); empty = the request's own URL.
     public_base_url: str = ""
-    # Where the local one-time sign-in link printed at start-up points.
+    # Where the local one-time sign-in links written to the log point.
     link_base_url: str = "http://127.0.0.1:3978"
     oidc_metadata_url: str = ""
     oidc_client_id: str = ""
+    # The admin app registration's tenant: a token of any other tenant is refused.
+    oidc_tenant_id: str = ""
     oidc_client_secret: str = field(default="", repr=False)
     session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_hours: float = 8.0

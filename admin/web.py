@@ -29,7 +29,9 @@ from aiohttp import web
 
 from admin import export
 from admin.auth import (
+    LOCAL_LINK_TTL_SECONDS,
     AuthError,
+    LinkState,
     LocalSignIn,
     Principal,
     Role,
@@ -188,19 +190,32 @@ async def _startup(app: web.Application) -> None:
             settings.oidc_metadata_url,
             settings.oidc_client_id,
             settings.oidc_client_secret,
+            settings.oidc_tenant_id,
         )
-    if context.local is not None and context.local.pending_token:
-        # The one secret this app ever logs, on purpose: it is the local admin's way in, shown
-        # once at start-up and usable once.
-        base = settings.link_base_url.rstrip("/")
-        link = f"{base}/admin/login?token={context.local.pending_token}"
-        startup_log.info("admin: one-time local sign-in link (valid once): %s", link)
+    if context.local is not None:
+        _write_local_link(context)
     else:
         startup_log.info("admin: sign-in through %s", settings.mode.value)
     if settings.pseudonymize and settings.pseudonym_key_ephemeral:
         startup_log.info(
             "admin: user pseudonyms change on restart (set ADMIN_PSEUDONYM_KEY to keep them)"
         )
+
+
+def _write_local_link(context: AdminContext) -> None:
+    """The one secret this app ever logs, on purpose: it is the local admin's way in, usable
+    once and for LOCAL_LINK_TTL_SECONDS. The first is written at start-up, a fresh one when
+    someone without a session asks (`_signin_page`)."""
+    token = context.local.pending_token if context.local is not None else None
+    if token is None:
+        return
+    base = context.settings.link_base_url.rstrip("/")
+    minutes = LOCAL_LINK_TTL_SECONDS // 60
+    startup_log.info(
+        "admin: one-time local sign-in link (valid once, for %d minutes): %s",
+        minutes,
+        f"{base}/admin/login?token={token}",
+    )
 
 
 async def _cleanup(app: web.Application) -> None:
@@ -271,8 +286,22 @@ def _problem(request: web.Request, error: AdminError) -> web.Response:
             {"error": error.code, "message": error.message}, status=error.status
         )
     if error.status == 401:
-        return _render(request, "signin.html", status=401, failed=error.code != "signed_out")
+        return _signin_page(request, failed=error.code != "signed_out")
     return _render(request, "error.html", status=error.status, error=error)
+
+
+def _signin_page(request: web.Request, failed: bool) -> web.Response:
+    """The sign-in page. In local mode, opening it without a session writes a fresh link to the
+    log (at most one a minute), and `link` says so: the start-up link may have expired, been
+    used, or scrolled out of reach."""
+    context = request.app[CONTEXT]
+    link = ""
+    if context.local is not None:
+        state = context.local.renew()
+        if state is LinkState.WRITTEN:
+            _write_local_link(context)
+        link = state.value
+    return _render(request, "signin.html", status=401, failed=failed, link=link)
 
 
 async def _principal(request: web.Request, context: AdminContext) -> Principal | None:
@@ -554,6 +583,15 @@ def _audited_as(context: AdminContext, user_id: str) -> str:
     return context.pseudonyms.pseudonym(stored_ids_of(user_id)[0])
 
 
+def _audited_filters(context: AdminContext, filters: Filters) -> dict[str, str]:
+    """A list's filters as recorded: the user as `_audited_as` names them, not as typed (an id
+    would stay in the audit log after the person's data is deleted)."""
+    recorded = dict(filters.echo)
+    if "user" in recorded:
+        recorded["user"] = _audited_as(context, context.pseudonyms.user_id(recorded["user"]))
+    return recorded
+
+
 async def _delete_user(request: web.Request, reference: str, confirm: str) -> dict[str, int]:
     context = request.app[CONTEXT]
     reference = reference.strip()
@@ -783,9 +821,12 @@ def _base_url(request: web.Request) -> str:
 
 def _cookie_secure(request: web.Request) -> bool:
     # Secure cookies need https; `make run` serves plain http on loopback, where a Secure
-    # cookie would never come back. Behind a TLS-terminating front end PUBLIC_BASE_URL says so.
+    # cookie would never come back. Behind a TLS-terminating front end PUBLIC_BASE_URL says so,
+    # or the front end's X-Forwarded-Proto (App Service sets it). A client that writes it over
+    # plain http only loses its own cookie.
     base = request.app[CONTEXT].settings.public_base_url
-    return request.secure or base.startswith("https://")
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or base.startswith("https://") or forwarded == "https"
 
 
 def _set_session(
@@ -812,10 +853,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     if mode is AuthMode.LOCAL:
         token = request.query.get("token", "")
         if not token:
-            return _render(request, "signin.html", status=401, failed=False)
+            return _signin_page(request, failed=False)
         if context.local is None or not context.local.redeem(token):
             log.warning("admin: a local sign-in link was refused", extra={"ip": request.remote})
-            return _render(request, "signin.html", status=401, failed=True)
+            return _signin_page(request, failed=True)
         response = _redirect("/admin/")
         _set_session(request, response, "local-admin", "Local admin", frozenset({Role.ADMIN}))
         startup_log.info("admin: local admin signed in")
@@ -1105,7 +1146,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
         request,
         "export_list",
         "",
-        {"format": fmt, "filters": filters.echo, "count": len(items)},
+        {"format": fmt, "filters": _audited_filters(context, filters), "count": len(items)},
     )
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     if fmt == "csv":

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from admin.web import CONTEXT, AdminContext
 from storage.base import Store
 from storage.models import (
     Feedback,
@@ -210,13 +211,39 @@ async def seed(store: Store) -> None:
 LINK = re.compile(r"/admin/login\?token=([A-Za-z0-9_\-]+)")
 
 
+def local_link_tokens(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The tokens of the one-time sign-in links logged so far, oldest first."""
+    return [
+        found.group(1)
+        for record in caplog.records
+        if record.name == "app" and (found := LINK.search(record.getMessage()))
+    ]
+
+
 def local_link_token(caplog: pytest.LogCaptureFixture) -> str:
-    for record in caplog.records:
-        if record.name == "app":
-            found = LINK.search(record.getMessage())
-            if found:
-                return found.group(1)
-    raise AssertionError("no one-time sign-in link was logged at start-up")
+    """The token of the link logged at start-up."""
+    tokens = local_link_tokens(caplog)
+    assert tokens, "no one-time sign-in link was logged at start-up"
+    return tokens[0]
+
+
+def admin_context(client: TestClient[Any, Any]) -> AdminContext:
+    """The admin sub-app's context in an app that create_app built."""
+    for resource in client.server.app.router.resources():
+        info: dict[str, Any] = dict(resource.get_info())
+        if isinstance(info.get("app"), web.Application) and CONTEXT in info["app"]:
+            context: AdminContext = info["app"][CONTEXT]
+            return context
+    raise AssertionError("no admin sub-app")
+
+
+def local_clock(client: TestClient[Any, Any]) -> list[float]:
+    """Sets the local sign-in's clock to one the test moves: add seconds to the list's item."""
+    local = admin_context(client).local
+    assert local is not None, "not in local mode"
+    start, shift = local.clock(), [0.0]
+    local.clock = lambda: start + shift[0]
+    return shift
 
 
 async def sign_in_locally(client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture) -> str:
@@ -250,11 +277,15 @@ def appservice_header(roles: list[str], oid: str = "oid-1", name: str = "Rita Re
 @dataclass
 class EntraStub:
     """OpenID metadata, JWKS, /authorize (signs the configured user in at once) and /token
-    (checks the PKCE verifier and redirect URI, returns an ID token)."""
+    (checks the PKCE verifier and redirect URI, returns an ID token). `multi_tenant`: the
+    metadata names its issuer with Entra's `{tenantid}` placeholder, as the `common` and
+    `organizations` metadata do."""
 
     client_id: str = "admin-client-id"
-    tenant: str = "tenant-guid"
+    # Entra's `tid` is the tenant's GUID.
+    tenant: str = "7f3c2a91-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
     url: str = ""
+    multi_tenant: bool = False
     key: Any = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
     kid: str = "entra-test-key"
     user: dict[str, Any] = field(
@@ -265,7 +296,11 @@ class EntraStub:
 
     @property
     def issuer(self) -> str:
-        return f"{self.url}/{self.tenant}/v2.0"
+        return self.issuer_of(self.tenant)
+
+    def issuer_of(self, tenant: str) -> str:
+        """The `iss` of a token from `tenant`, as Entra writes it."""
+        return f"{self.url}/{tenant}/v2.0"
 
     @property
     def metadata_url(self) -> str:
@@ -282,7 +317,7 @@ class EntraStub:
     async def _metadata(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "issuer": self.issuer,
+                "issuer": self.issuer_of("{tenantid}") if self.multi_tenant else self.issuer,
                 "jwks_uri": f"{self.url}/keys",
                 "authorization_endpoint": f"{self.url}/authorize",
                 "token_endpoint": f"{self.url}/token",

@@ -7,19 +7,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
+from admin import AdminSettings, AuthMode, create_admin_app
+from admin.pseudonyms import Pseudonyms
 from config import Settings
+from storage.sqlite import SqliteStore
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
     EntraStub,
     appservice_header,
+    local_clock,
     local_link_token,
+    local_link_tokens,
     sign_in_locally,
 )
 from tests.conftest import AppFactory
@@ -437,3 +447,180 @@ async def test_a_csrf_header_of_bytes_that_are_not_utf8_is_refused_as_csrf(
     assert head.startswith(b"HTTP/1.1 403 ")
     assert b"Content-Security-Policy: default-src 'self'" in head
     assert json.loads(body)["error"] == "csrf"
+
+
+# --- the tenant of Entra ID tokens
+
+OTHER_TENANT = "0c9e8d7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f"
+
+
+def _token_of(entra: EntraStub, tid: str | None) -> str:
+    """An Admin's token from tenant `tid` (None: no `tid` claim), with the issuer Entra gives
+    such a token: through multi-tenant metadata that is the issuer of `tid` itself."""
+    issuer = entra.issuer_of(tid or "") if entra.multi_tenant else entra.issuer
+    return entra.mint(roles=["Admin"], tid=tid, iss=issuer)
+
+
+@pytest.mark.parametrize("tid", [OTHER_TENANT, "", None])
+async def test_a_token_of_another_tenant_is_refused_though_the_metadata_issuer_takes_any(
+    make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any], tid: str | None
+) -> None:
+    entra.multi_tenant = True
+    client = await seeded(await make_app(**oidc_settings))
+
+    response = await client.get(
+        "/admin/api/audit", headers={"Authorization": f"Bearer {_token_of(entra, tid)}"}
+    )
+
+    assert response.status == 401
+    assert (await response.json())["error"] == "unauthenticated"
+
+
+@pytest.fixture
+async def admin_sub_app(
+    aiohttp_client: Any, entra: EntraStub, tmp_path: Path
+) -> AsyncIterator[Callable[[str], Awaitable[TestClient[Any, Any]]]]:
+    """The admin sub-app in oidc mode for a configured ADMIN_OIDC_TENANT_ID, mounted at /admin/
+    as app.py mounts it, on real SQLite."""
+    store = SqliteStore(tmp_path / "chat.db")
+    await store.open()
+
+    async def build(tenant: str) -> TestClient[Any, Any]:
+        settings = AdminSettings(
+            mode=AuthMode.OIDC,
+            oidc_metadata_url=entra.metadata_url,
+            oidc_client_id=entra.client_id,
+            oidc_tenant_id=tenant,
+        )
+        parent = web.Application()
+        pseudonyms = Pseudonyms(secrets.token_bytes(32), enabled=True)
+        parent.add_subapp("/admin/", create_admin_app(lambda: store, settings, pseudonyms))
+        client: TestClient[Any, Any] = await aiohttp_client(parent)
+        return client
+
+    yield build
+    await store.close()
+
+
+@pytest.mark.parametrize("multi_tenant", [False, True], ids=["tenant_issuer", "any_issuer"])
+async def test_only_tokens_whose_tid_is_the_configured_tenant_sign_in(
+    admin_sub_app: Callable[[str], Awaitable[TestClient[Any, Any]]],
+    entra: EntraStub,
+    multi_tenant: bool,
+) -> None:
+    entra.multi_tenant = multi_tenant
+    # A GUID compares regardless of case: Entra writes `tid` in lower case.
+    client = await admin_sub_app(entra.tenant.upper())
+
+    async def status(tid: str | None) -> int:
+        auth = {"Authorization": f"Bearer {_token_of(entra, tid)}"}
+        return (await client.get("/admin/api/audit", headers=auth)).status
+
+    assert await status(entra.tenant) == 200
+    assert await status(OTHER_TENANT) == 401
+    assert await status("") == 401
+    assert await status(None) == 401
+
+
+async def test_a_tenant_named_by_its_domain_cannot_hold_an_issuer_that_takes_any_tenant(
+    admin_sub_app: Callable[[str], Awaitable[TestClient[Any, Any]]], entra: EntraStub
+) -> None:
+    # `tid` is a GUID, which a domain name cannot be compared with: only a tenant's own issuer
+    # (what Entra's metadata for a named tenant gives) can tell its tokens from the others.
+    entra.multi_tenant = True
+    client = await admin_sub_app("contoso.onmicrosoft.com")
+    auth = {"Authorization": f"Bearer {_token_of(entra, entra.tenant)}"}
+    assert (await client.get("/admin/api/audit", headers=auth)).status == 401
+
+    entra.multi_tenant = False
+    named = await admin_sub_app("contoso.onmicrosoft.com")
+    assert (await named.get("/admin/api/audit", headers=auth)).status == 200
+
+
+# --- the session cookie behind a TLS-terminating front end
+
+
+@pytest.mark.parametrize(
+    ("forwarded_proto", "secure"),
+    [
+        ("https", True),
+        ("HTTPS", True),
+        # A chain of proxies: the first value is what the client used.
+        ("https, http", True),
+        ("http, https", False),
+        ("http", False),
+        (None, False),
+    ],
+)
+async def test_the_session_cookie_is_secure_when_the_front_end_forwarded_https(
+    make_app: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    forwarded_proto: str | None,
+    secure: bool,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    headers = {"X-Forwarded-Proto": forwarded_proto} if forwarded_proto else {}
+
+    signed_in = await client.get(
+        f"/admin/login?token={local_link_token(caplog)}", headers=headers, allow_redirects=False
+    )
+
+    assert signed_in.status == 303
+    cookie = signed_in.headers["Set-Cookie"]
+    assert cookie.startswith("admin_session=") and "HttpOnly" in cookie
+    assert bool(re.search(r";\s*Secure(;|$)", cookie)) is secure
+
+
+# --- the local one-time link: 15 minutes, and a fresh one on request
+
+
+async def test_the_local_link_expires_after_15_minutes_and_a_fresh_one_is_written(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    clock = local_clock(client)
+    [first] = local_link_tokens(caplog)
+
+    clock[0] = 15 * 60 + 1
+    expired = await client.get(f"/admin/login?token={first}", allow_redirects=False)
+
+    assert expired.status == 401
+    assert "Sign-in failed" in await expired.text()
+    [_, fresh] = local_link_tokens(caplog)
+    assert fresh != first
+    assert "valid once, for 15 minutes" in caplog.records[-1].getMessage()
+    signed_in = await client.get(f"/admin/login?token={fresh}", allow_redirects=False)
+    assert signed_in.status == 303
+    assert (await client.get(API)).status == 200
+
+
+async def test_opening_the_admin_without_a_session_writes_a_fresh_link_at_most_once_a_minute(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+    client = await make_app()
+    clock = local_clock(client)
+    [first] = local_link_tokens(caplog)
+
+    # Within a minute of the start-up link: that one is still the link to use.
+    assert (await client.get("/admin/")).status == 401
+    assert local_link_tokens(caplog) == [first]
+
+    clock[0] = 61
+    assert (await client.get("/admin/")).status == 401
+    [_, fresh] = local_link_tokens(caplog)
+    # The fresh link replaces the one before.
+    replaced = await client.get(f"/admin/login?token={first}", allow_redirects=False)
+    assert replaced.status == 401
+    assert (await client.get("/admin/audit")).status == 401
+    assert local_link_tokens(caplog) == [first, fresh]
+
+    signed_in = await client.get(f"/admin/login?token={fresh}", allow_redirects=False)
+    assert signed_in.status == 303
+    # The API is for scripts: its 401 writes no link.
+    client.session.cookie_jar.clear()
+    clock[0] = 200
+    assert (await client.get(API)).status == 401
+    assert local_link_tokens(caplog) == [first, fresh]

@@ -333,6 +333,30 @@ async def test_filtered_list_export_has_exactly_the_filtered_conversations(
     assert previous["detail"]["count"] == 2
 
 
+@pytest.mark.parametrize("named_as", ["alice@contoso.com", "dl_alice@contoso.com", "pseudonym"])
+async def test_a_list_export_filtered_by_user_is_audited_under_the_pseudonym_not_the_user_id(
+    admin: TestClient[Any, Any], named_as: str
+) -> None:
+    pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    user = pseudonym if named_as == "pseudonym" else named_as
+    exported = await admin.get(
+        "/admin/api/export/conversations", params={"format": "json", "user": user, "q": "e"}
+    )
+    assert exported.status == 200
+    assert len(json.loads(await exported.text())["items"]) == 2
+    deleted = await admin.post(
+        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+    )
+    assert deleted.status == 200
+
+    audit = (await (await admin.get("/admin/api/audit")).json())["items"]
+    [record] = [r for r in audit if r["action"] == "export_list"]
+    assert record["detail"]["filters"] == {"user": pseudonym, "q": "e"}
+    # Neither the audit log nor its page brings the deleted user id back.
+    assert "alice@contoso.com" not in json.dumps(audit)
+    assert "alice@contoso.com" not in await (await admin.get("/admin/audit")).text()
+
+
 async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audited(
     admin: TestClient[Any, Any],
 ) -> None:

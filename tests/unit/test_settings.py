@@ -283,3 +283,28 @@ def test_an_unexpected_error_at_start_up_keeps_its_traceback(
     monkeypatch.setattr(app, "serve", refused)
     with pytest.raises(PermissionError):
         app.main()
+
+
+@pytest.mark.parametrize("tenant", ["common", "organizations", "Organizations", "CONSUMERS"])
+def test_the_admin_tenant_must_be_one_tenant_not_entras_shared_names(
+    monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> None:
+    from config import ConfigurationError, load_settings
+
+    monkeypatch.setenv("ADMIN_AUTH_MODE", "oidc")
+    monkeypatch.setenv("ADMIN_OIDC_CLIENT_ID", "admin-client-1")
+    monkeypatch.setenv("ADMIN_OIDC_TENANT_ID", tenant)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    # One line naming the setting; the names it lists are the refused ones, not the value.
+    assert str(raised.value).splitlines() == [
+        "ADMIN_OIDC_TENANT_ID must be the admin app registration's own tenant (its Directory "
+        "(tenant) ID), not common, organizations or consumers: those let users of other "
+        "tenants sign in"
+    ]
+    one = settings(
+        ADMIN_AUTH_MODE="oidc",
+        ADMIN_OIDC_CLIENT_ID="admin-client-1",
+        ADMIN_OIDC_TENANT_ID="7f3c2a91-5b6d-4e8f-9a0b-1c2d3e4f5a6b",
+    )
+    assert "/7f3c2a91-5b6d-4e8f-9a0b-1c2d3e4f5a6b/v2.0/" in one.admin_oidc_metadata
