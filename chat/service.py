@@ -252,22 +252,22 @@ class ChatService:
         deadline_at = None if self._deadline is None else loop.time() + self._deadline
         outcome = TurnOutcome(correlation_id=ref)
         conversation_id = safe_id(turn.conversation_key)
-        # What counts as blank or too long is measured without any surrounding whitespace (the
-        # gate in dialogs/ applies the same two rules); what is stored and sent is _as_written.
-        stripped = turn.text.strip()
-        if not stripped:
+        # Blank or too long is judged on what would be stored and sent (the gate in dialogs/
+        # applies the same two rules): the first line's indentation counts, or megabytes of it
+        # in front of one word would be taken.
+        text = as_written(turn.text)
+        if not text:
             key = "unsupported_attachment" if turn.has_attachments else "empty_message"
             outcome.status = "rejected"
             await _notify(channel, localize(key, turn.locale), outcome)
             return outcome
-        if len(stripped) > self._max_chars:
+        if len(text) > self._max_chars:
             outcome.status = "rejected"
             notice = localize(
-                "message_too_long", turn.locale, length=len(stripped), limit=self._max_chars
+                "message_too_long", turn.locale, length=len(text), limit=self._max_chars
             )
             await _notify(channel, notice, outcome)
             return outcome
-        text = _as_written(turn.text)
 
         user_message = Message(
             id=message_id(conversation_id, turn.activity_id, "user") or f"user|{uuid.uuid4()}",
@@ -948,7 +948,7 @@ class ChatService:
         ref = outcome.correlation_id
         values: dict[str, object] = {"ref": ref, **extra}
         if text_key == "message_too_long":
-            values = {"length": len(user_message.text.strip()), "limit": self._max_chars}
+            values = {"length": len(user_message.text), "limit": self._max_chars}
         notice = localize(text_key, turn.locale, **values)
         outcome.status = "error"
         await _notify(channel, notice, outcome)
@@ -1020,9 +1020,10 @@ def _assistant_id(user_message: Message) -> str:
     return safe_id(f"assistant|{user_message.id}")
 
 
-def _as_written(text: str) -> str:
+def as_written(text: str) -> str:
     """A message as the user wrote it, from its first non-blank line on: pasted code keeps its
-    first line's indentation. Leading blank lines and trailing whitespace carry nothing."""
+    first line's indentation. Leading blank lines and trailing whitespace carry nothing; a
+    blank message is empty."""
     lines = text.rstrip().splitlines(keepends=True)
     while lines and not lines[0].strip():
         lines.pop(0)

@@ -18,7 +18,7 @@ from typing import Any
 from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.dialogs import DialogSet, DialogTurnStatus
 
-from chat.service import TurnInput
+from chat.service import TurnInput, as_written
 from chat.texts import localize
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
@@ -120,7 +120,7 @@ class ConversationGate:
     def _refused_by_chat(self, turn: TurnInput) -> bool:
         """Blank (attachments only, too) or too long: the chat service's own rules
         (`ChatService._handle`), kept in step with it."""
-        text = turn.text.strip()
+        text = as_written(turn.text)
         return not text or len(text) > self._max_chars
 
     async def _refuse(self, context: TurnContext, turn: TurnInput, event: str) -> None:

@@ -146,12 +146,14 @@ async def test_empty_attachment_only_and_too_long_messages_do_not_use_up_the_req
     assert "empty message" in (await chat.send(" \n "))["text"]
     assert "attachments are not sent" in (await chat.send("", attachments=picture))["text"]
     assert "too long" in (await chat.send("x" * 101))["text"]
+    assert "too long" in (await chat.send(" " * 100 + "x"))["text"]  # indentation counts
     assert await model_calls(simulator_url) == calls
 
     # None of them counted: three real questions fit in the minute, the fourth does not. The
-    # limit applies to the text without surrounding blanks, as the chat service reads it.
+    # limit applies to the text as stored: from its first non-blank line, without trailing
+    # blanks, as the chat service reads it.
     assert "first" in (await chat.send("first question"))["text"]
-    at_the_limit = "  " + "y" * 93 + " second  "  # 100 characters once stripped
+    at_the_limit = "\n  " + "y" * 91 + " second  "  # 100 characters as stored
     assert "yyy" in (await chat.send(at_the_limit))["text"]
     assert "third" in (await chat.send("third question"))["text"]
     assert "faster than allowed (3 per minute)" in (await chat.send("fourth"))["text"]

@@ -368,15 +368,20 @@ async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_
     for conversation, (text, _) in sent.items():
         await post(bot, message_activity(connector.url, text, conversation_id=conversation))
     # Within MAX_MESSAGE_CHARS but past the history budget: the notice counts characters as the
-    # "too long" rule does, without the indentation.
+    # "too long" rule does, the indentation included.
     too_many_tokens = "    " + "漢" * 7000
     await post(bot, message_activity(connector.url, too_many_tokens, conversation_id="long"))
-    replies = await connector.wait_for_messages(3)
+    # Indentation counts toward MAX_MESSAGE_CHARS: a word behind pages of it is not taken.
+    padded = " " * 200_000 + "hello"
+    await post(bot, message_activity(connector.url, padded, conversation_id="padded"))
+    replies = await connector.wait_for_messages(4)
     await settle(bot)
-    notice = localize("message_too_long", "en-US", length=7000, limit=8000)
-    assert [r["text"] for r in replies].count(notice) == 1
+    texts = [r["text"] for r in replies]
+    assert texts.count(localize("message_too_long", "en-US", length=7004, limit=8000)) == 1
+    assert texts.count(localize("message_too_long", "en-US", length=200_005, limit=8000)) == 1
 
     store = bot.server.app[STORE]
+    assert await store.conversation_messages(safe_id("test:padded")) == []
     prompts = {request["messages"][-1]["content"] for request in recorder.requests}
     assert prompts == {expected for _, expected in sent.values()}
     for conversation, (_, expected) in sent.items():
