@@ -291,9 +291,9 @@ def _problem(request: web.Request, error: AdminError) -> web.Response:
 
 
 def _signin_page(request: web.Request, failed: bool) -> web.Response:
-    """The sign-in page. In local mode, opening it without a session writes a fresh link to the
-    log (at most one a minute), and `link` says so: the start-up link may have expired, been
-    used, or scrolled out of reach."""
+    """The sign-in page, in every mode. In local mode, opening it without a session writes a
+    fresh link to the log (at most one a minute), and `link` says so: the start-up link may
+    have expired, been used, or scrolled out of reach."""
     context = request.app[CONTEXT]
     link = ""
     if context.local is not None:
@@ -889,7 +889,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     # App Service Authentication signs people in before the request reaches us.
-    return _render(request, "signin.html", status=401, failed=False)
+    return _signin_page(request, failed=False)
 
 
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
@@ -911,7 +911,7 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
         )
     except (AuthError, KeyError) as exc:
         log.info("admin: OpenID sign-in failed", extra={"reason": str(exc)})
-        return _render(request, "signin.html", status=401, failed=True)
+        return _signin_page(request, failed=True)
     principal = _principal_from_claims(claims, via="session")
     response = _redirect(_safe_next(str(flow.get("next"))))
     _set_session(request, response, principal.id, principal.name, principal.roles)
