@@ -157,6 +157,7 @@ def _admin_settings(settings: Settings) -> AdminSettings:
         link_base_url=settings.public_base_url or f"http://{host}:{settings.port}",
         oidc_metadata_url=settings.admin_oidc_metadata,
         oidc_client_id=settings.admin_oidc_client_id,
+        oidc_tenant_id=settings.admin_oidc_tenant_id,
         oidc_client_secret=settings.admin_oidc_client_secret.get_secret_value(),
         session_secret=session_secret or defaults.session_secret,
         pseudonymize=settings.admin_pseudonymize,

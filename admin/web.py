@@ -286,7 +286,8 @@ def _problem(request: web.Request, error: AdminError) -> web.Response:
             {"error": error.code, "message": error.message}, status=error.status
         )
     if error.status == 401:
-        return _signin_page(request, failed=error.code != "signed_out")
+        # No session (a first visit, or one that ended) is not a failed sign-in.
+        return _signin_page(request, failed=error.code != "unauthenticated")
     return _render(request, "error.html", status=error.status, error=error)
 
 

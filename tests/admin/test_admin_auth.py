@@ -8,21 +8,15 @@ import asyncio
 import json
 import logging
 import re
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from admin import AdminSettings, AuthMode, create_admin_app
-from admin.pseudonyms import Pseudonyms
 from config import Settings
-from storage.sqlite import SqliteStore
 from tests.admin.conftest import seeded
 from tests.admin.helpers import (
     EntraStub,
@@ -477,40 +471,26 @@ async def test_a_token_of_another_tenant_is_refused_though_the_metadata_issuer_t
 
 
 @pytest.fixture
-async def admin_sub_app(
-    aiohttp_client: Any, entra: EntraStub, tmp_path: Path
-) -> AsyncIterator[Callable[[str], Awaitable[TestClient[Any, Any]]]]:
-    """The admin sub-app in oidc mode for a configured ADMIN_OIDC_TENANT_ID, mounted at /admin/
-    as app.py mounts it, on real SQLite."""
-    store = SqliteStore(tmp_path / "chat.db")
-    await store.open()
+def admin_of_tenant(
+    make_app: AppFactory, oidc_settings: dict[str, Any]
+) -> Callable[[str], Awaitable[TestClient[Any, Any]]]:
+    """The app in oidc mode with ADMIN_OIDC_TENANT_ID set to a tenant."""
 
     async def build(tenant: str) -> TestClient[Any, Any]:
-        settings = AdminSettings(
-            mode=AuthMode.OIDC,
-            oidc_metadata_url=entra.metadata_url,
-            oidc_client_id=entra.client_id,
-            oidc_tenant_id=tenant,
-        )
-        parent = web.Application()
-        pseudonyms = Pseudonyms(secrets.token_bytes(32), enabled=True)
-        parent.add_subapp("/admin/", create_admin_app(lambda: store, settings, pseudonyms))
-        client: TestClient[Any, Any] = await aiohttp_client(parent)
-        return client
+        return await make_app(**{**oidc_settings, "ADMIN_OIDC_TENANT_ID": tenant})
 
-    yield build
-    await store.close()
+    return build
 
 
 @pytest.mark.parametrize("multi_tenant", [False, True], ids=["tenant_issuer", "any_issuer"])
 async def test_only_tokens_whose_tid_is_the_configured_tenant_sign_in(
-    admin_sub_app: Callable[[str], Awaitable[TestClient[Any, Any]]],
+    admin_of_tenant: Callable[[str], Awaitable[TestClient[Any, Any]]],
     entra: EntraStub,
     multi_tenant: bool,
 ) -> None:
     entra.multi_tenant = multi_tenant
     # A GUID compares regardless of case: Entra writes `tid` in lower case.
-    client = await admin_sub_app(entra.tenant.upper())
+    client = await admin_of_tenant(entra.tenant.upper())
 
     async def status(tid: str | None) -> int:
         auth = {"Authorization": f"Bearer {_token_of(entra, tid)}"}
@@ -523,17 +503,17 @@ async def test_only_tokens_whose_tid_is_the_configured_tenant_sign_in(
 
 
 async def test_a_tenant_named_by_its_domain_cannot_hold_an_issuer_that_takes_any_tenant(
-    admin_sub_app: Callable[[str], Awaitable[TestClient[Any, Any]]], entra: EntraStub
+    admin_of_tenant: Callable[[str], Awaitable[TestClient[Any, Any]]], entra: EntraStub
 ) -> None:
     # `tid` is a GUID, which a domain name cannot be compared with: only a tenant's own issuer
     # (what Entra's metadata for a named tenant gives) can tell its tokens from the others.
     entra.multi_tenant = True
-    client = await admin_sub_app("contoso.onmicrosoft.com")
+    client = await admin_of_tenant("contoso.onmicrosoft.com")
     auth = {"Authorization": f"Bearer {_token_of(entra, entra.tenant)}"}
     assert (await client.get("/admin/api/audit", headers=auth)).status == 401
 
     entra.multi_tenant = False
-    named = await admin_sub_app("contoso.onmicrosoft.com")
+    named = await admin_of_tenant("contoso.onmicrosoft.com")
     assert (await named.get("/admin/api/audit", headers=auth)).status == 200
 
 
@@ -587,7 +567,9 @@ async def test_the_local_link_expires_after_15_minutes_and_a_fresh_one_is_writte
     expired = await client.get(f"/admin/login?token={first}", allow_redirects=False)
 
     assert expired.status == 401
-    assert "Sign-in failed" in await expired.text()
+    page = await expired.text()
+    assert "Sign-in failed" in page
+    assert 'role="status">A new sign-in link was written to the app\'s log.' in page
     [_, fresh] = local_link_tokens(caplog)
     assert fresh != first
     assert "valid once, for 15 minutes" in caplog.records[-1].getMessage()
@@ -605,11 +587,15 @@ async def test_opening_the_admin_without_a_session_writes_a_fresh_link_at_most_o
     [first] = local_link_tokens(caplog)
 
     # Within a minute of the start-up link: that one is still the link to use.
-    assert (await client.get("/admin/")).status == 401
+    early = await client.get("/admin/")
+    assert early.status == 401
+    assert "less than a minute old: use that one" in await early.text()
     assert local_link_tokens(caplog) == [first]
 
     clock[0] = 61
-    assert (await client.get("/admin/")).status == 401
+    later = await client.get("/admin/")
+    assert later.status == 401
+    assert "A new sign-in link was written to the app's log." in await later.text()
     [_, fresh] = local_link_tokens(caplog)
     # The fresh link replaces the one before.
     replaced = await client.get(f"/admin/login?token={first}", allow_redirects=False)
@@ -619,8 +605,28 @@ async def test_opening_the_admin_without_a_session_writes_a_fresh_link_at_most_o
 
     signed_in = await client.get(f"/admin/login?token={fresh}", allow_redirects=False)
     assert signed_in.status == 303
+    # Signed out within a minute of that link, which is used: the next comes in a minute.
+    csrf = (await (await client.get("/admin/api/me")).json())["csrfToken"]
+    out = await client.post("/admin/logout", data={"csrf": csrf})
+    assert out.status == 401
+    assert "at most once a minute: reload this page in a minute" in await out.text()
+    assert local_link_tokens(caplog) == [first, fresh]
     # The API is for scripts: its 401 writes no link.
     client.session.cookie_jar.clear()
     clock[0] = 200
     assert (await client.get(API)).status == 401
     assert local_link_tokens(caplog) == [first, fresh]
+
+
+@pytest.mark.parametrize("mode", ["local", "appservice"])
+async def test_opening_the_admin_without_a_session_is_not_called_a_failed_sign_in(
+    make_app: AppFactory, mode: str
+) -> None:
+    client = await make_app(ADMIN_AUTH_MODE=mode)
+
+    page = await client.get("/admin/")
+
+    assert page.status == 401
+    text = await page.text()
+    assert "<h1>Sign in</h1>" in text
+    assert "Sign-in failed" not in text
