@@ -356,12 +356,14 @@ def _origin_of(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname, port
 
 
-async def _csrf_ok(request: web.Request, principal: Principal) -> bool:
+async def _csrf_refusal(request: web.Request, principal: Principal) -> str | None:
+    """Why a state change is refused, or None. A browser sends `Origin` with every POST; a
+    client without one (a script using the session) still needs the token."""
     if principal.csrf is None:
         # A bearer token is never attached by a browser on its own: nothing to forge.
-        return True
+        return None
     if not _origin_allowed(request):
-        return False
+        return "The request was refused (it came from another site: its Origin is not this one)."
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent and request.content_type in (
         "application/x-www-form-urlencoded",
@@ -372,11 +374,9 @@ async def _csrf_ok(request: web.Request, principal: Principal) -> bool:
         sent = value if isinstance(value, str) else ""
     # Our tokens are ASCII; a header of bytes that are not UTF-8 arrives as lone surrogates,
     # which cannot be encoded for the comparison.
-    return (
-        bool(sent)
-        and sent.isascii()
-        and hmac.compare_digest(sent.encode(), principal.csrf.encode())
-    )
+    if sent and sent.isascii() and hmac.compare_digest(sent.encode(), principal.csrf.encode()):
+        return None
+    return "The request was refused (missing or invalid CSRF token)."
 
 
 @web.middleware
@@ -395,8 +395,10 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
     request[PRINCIPAL] = principal
     if not principal.has(Role.REVIEWER):
         raise AdminError(403, "forbidden", "Your account has no Reviewer or Admin role.")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not await _csrf_ok(request, principal):
-        raise AdminError(403, "csrf", "The request was refused (missing or invalid CSRF token).")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        refusal = await _csrf_refusal(request, principal)
+        if refusal is not None:
+            raise AdminError(403, "csrf", refusal)
     return await handler(request)
 
 

@@ -417,7 +417,10 @@ async def test_state_changes_from_the_public_base_urls_origin_are_allowed_and_ot
 
     assert response.status == status
     if status == 403:
-        assert (await response.json())["error"] == "csrf"
+        refusal = await response.json()
+        assert refusal["error"] == "csrf"
+        # The token was right: the message names what was wrong.
+        assert "another site" in refusal["message"] and "CSRF token" not in refusal["message"]
 
 
 async def test_a_csrf_header_of_bytes_that_are_not_utf8_is_refused_as_csrf(
