@@ -17,7 +17,9 @@ from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
 
 from bot.connector import ConnectorClient, ConnectorError
+from bot.handler import RAW_ACTIVITY_KEY
 from bot.replies import reply_activity
+from bot.teams import activity_locale
 from bot.wire import activity_to_wire
 from chat.service import Reply
 from chat.telemetry import new_reference
@@ -136,7 +138,8 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
         activity = context.activity
         if activity.type != ActivityTypes.message:
             return
-        notice = localize("internal_error", activity.locale, ref=ref)
+        raw = context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        notice = localize("internal_error", activity_locale(activity, raw), ref=ref)
         try:
             await context.send_activity(reply_activity(Reply(notice, is_notice=True)))
         except ConnectorError as exc:

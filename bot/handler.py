@@ -129,7 +129,8 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             user_id=user_key(activity, raw),
             tenant_id=tenant_key(activity, raw),
             channel_id=activity.channel_id or "",
-            locale=activity.locale or "en-US",
+            # The welcome's rule too: Teams may give the locale only in clientInfo.
+            locale=activity_locale(activity, raw),
             has_attachments=_has_user_attachments(activity),
             shared=is_teams_shared(activity),
         )

@@ -28,12 +28,19 @@ def language_of(locale: str | None) -> Language:
 
 
 def localize(key: str, locale: str | None, **values: object) -> str:
-    return all_texts()[key][language_of(locale)].format(**values)
+    """`key`'s text in the locale's language; whole numbers get thousands separators (a limit of
+    1000000 tokens is hard to read), the same in both languages (1,000,000)."""
+    shown = {
+        name: f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+        for name, value in values.items()
+    }
+    return all_texts()[key][language_of(locale)].format(**shown)
 
 
 def wait_text(seconds: float, locale: str | None) -> str:
-    """A wait as the notices say it: whole seconds under a minute, about N minutes up to an
-    hour, else about N hours; rounded up, so the user never comes back too early."""
+    """A wait as the notices say it: whole seconds under a minute; about N minutes (rounded up,
+    so the user does not come back too early) up to 90 minutes, 60 of them said as an hour;
+    beyond, about N hours to the nearest hour."""
     whole = max(1, math.ceil(seconds))
     if whole == 1:
         return localize("wait_one_second", locale)
@@ -42,6 +49,9 @@ def wait_text(seconds: float, locale: str | None) -> str:
     minutes = math.ceil(whole / 60)
     if minutes == 1:
         return localize("wait_one_minute", locale)
-    if minutes <= 60:
+    if minutes == 60:
+        return localize("wait_one_hour", locale)
+    if minutes <= 90:
         return localize("wait_minutes", locale, count=minutes)
-    return localize("wait_hours", locale, count=math.ceil(minutes / 60))
+    # Half up (not Python's round-half-even): 150 minutes are about 3 hours.
+    return localize("wait_hours", locale, count=math.floor(minutes / 60 + 0.5))

@@ -155,7 +155,7 @@ def _is_shared(step: WaterfallStepContext) -> bool:
 
 def _mention_name(activity: Activity) -> str:
     """How the texts name the bot to @mention: its name as the channel gives it (Teams puts the
-    bot's display name in `recipient.name`), else a generic "me"."""
+    bot's display name in `recipient.name`), else "the assistant"."""
     name = activity.recipient.name if activity.recipient is not None else None
     if isinstance(name, str) and name.strip():
         return name.strip()

@@ -134,8 +134,10 @@ class ConversationGate:
     async def _consent(self, context: TurnContext, turn: TurnInput) -> TurnInput | None:
         """The turn to answer now, or None while the usage policy is not accepted."""
         assert self._policy is not None
-        # The prompt reads the activity; give it the text without Teams' <at> mention.
+        # The prompt reads the activity; give it the text without Teams' <at> mention, and the
+        # turn's locale (Teams may give it only in clientInfo) so its texts match the others'.
         context.activity.text = turn.text
+        context.activity.locale = turn.locale
         try:
             if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
                 # The channel sent the answer again (no 2xx in time, e.g. across a restart,

@@ -16,31 +16,36 @@ log = logging.getLogger(__name__)
 
 
 def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
+    wait = wait_text(exceeded.seconds_left, locale)
     if exceeded.kind is LimitKind.USER_REQUESTS_PER_MINUTE:
-        return localize(
-            "quota_requests_per_minute",
-            locale,
-            limit=exceeded.limit,
-            wait=wait_text(exceeded.seconds_left, locale),
-        )
-    minutes_left = (exceeded.seconds_left + 59) // 60
-    times = {
-        "reset": format_reset(exceeded.resets_at),
-        "hours": minutes_left // 60,
-        "minutes": minutes_left % 60,
-    }
+        return localize("quota_requests_per_minute", locale, limit=exceeded.limit, wait=wait)
+    reset = format_reset(exceeded.resets_at)
     if exceeded.kind is LimitKind.TENANT_TOKENS_PER_DAY:
-        return localize("quota_tenant_tokens_per_day", locale, **times)
-    if exceeded.requested and exceeded.used < exceeded.limit:
-        # Some allowance is left, just not enough for this message with its context.
+        return localize("quota_tenant_tokens_per_day", locale, reset=reset, wait=wait)
+    if exceeded.used < exceeded.limit:
+        if exceeded.requested:
+            # Some of the limit is left, just not enough for this message with its context.
+            return localize(
+                "quota_user_tokens_not_enough",
+                locale,
+                needed=exceeded.requested,
+                limit=exceeded.limit,
+                reset=reset,
+                wait=wait,
+            )
+        # Less is left than the smallest message needs (controls.quotas.count_request): saying
+        # the limit was used up would contradict /usage.
         return localize(
-            "quota_user_tokens_not_enough",
+            "quota_user_tokens_too_little_left",
             locale,
-            needed=exceeded.requested,
+            used=exceeded.used,
             limit=exceeded.limit,
-            **times,
+            reset=reset,
+            wait=wait,
         )
-    return localize("quota_user_tokens_per_day", locale, limit=exceeded.limit, **times)
+    return localize(
+        "quota_user_tokens_per_day", locale, limit=exceeded.limit, reset=reset, wait=wait
+    )
 
 
 class QuotaGuard:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chat.texts import wait_text
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
 from storage.ids import safe_id
@@ -45,7 +46,7 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     calls = await model_calls(simulator_url)
     with caplog.at_level(logging.WARNING, logger="controls"):
         refused = await chat.send("And the capital of Germany?")
-    assert "today's allowance of 700 tokens" in refused["text"]
+    assert "more than you have left today (daily limit: 700 tokens)" in refused["text"]
     assert f"{day.resets_at:%Y-%m-%d} 00:00 UTC" in refused["text"]
     assert "entities" not in refused or not refused["entities"]  # a notice, not model output
     assert await model_calls(simulator_url) == calls
@@ -76,8 +77,8 @@ async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
     chat = Chat(client, connector)
 
     refused = await chat.send("Please read this. " + "word " * 800)
-    assert refused["text"].startswith("Your message, with the conversation it continues, needs")
-    assert "today's allowance of 1000 tokens" in refused["text"] and "/new" in refused["text"]
+    assert refused["text"].startswith("Your message and the earlier conversation together need")
+    assert "(daily limit: 1,000 tokens)" in refused["text"] and "/new" in refused["text"]
     [prompt] = await chat.store.conversation_messages(conversation(chat))
     assert prompt.status is MessageStatus.ERROR and prompt.error == "quota_exceeded"
 
@@ -97,8 +98,10 @@ async def test_japanese_user_gets_the_quota_notice_in_japanese(
 
     refused = await chat.send("こんにちは")
 
-    assert "本日の利用上限(50 トークン)" in refused["text"]
-    assert "UTC" in refused["text"]
+    # Nothing is used yet: less is left than one message needs, not "the limit is used up".
+    assert refused["text"].startswith("本日の上限の残りが少ないため、新しいメッセージを")
+    assert "（1日の上限50トークンのうち0トークンを使用済み）" in refused["text"]
+    assert "UTC にリセットされます（あと約" in refused["text"]
 
 
 async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_next_minute(
@@ -142,8 +145,8 @@ async def test_empty_attachment_only_and_too_long_messages_do_not_use_up_the_req
     calls = await model_calls(simulator_url)
     picture = [{"contentType": "image/png", "contentUrl": "https://example.com/a.png"}]
 
-    assert "empty message" in (await chat.send(" "))["text"]
-    assert "empty message" in (await chat.send(" \n "))["text"]
+    assert "message was empty" in (await chat.send(" "))["text"]
+    assert "message was empty" in (await chat.send(" \n "))["text"]
     assert "attachments are not sent" in (await chat.send("", attachments=picture))["text"]
     assert "too long" in (await chat.send("x" * 101))["text"]
     assert "too long" in (await chat.send(" " * 100 + "x"))["text"]  # indentation counts
@@ -215,7 +218,7 @@ async def test_tenant_daily_quota_applies_to_all_its_users_and_gives_the_user_sh
     bob_before = await stored_tokens(bob, day.key, user_id="bob")
     refused = await bob.send("Hello from Bob, " + "with many words " * 40)
 
-    assert "Your organization has used today's allowance" in refused["text"]
+    assert "Your organization has reached its daily limit" in refused["text"]
     # Bob's reservation (the gate's upfront one) is given back when the tenant refuses.
     await bob.quotas.flush()
     assert await stored_tokens(bob, day.key, user_id="bob") == bob_before
@@ -264,7 +267,7 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
         for m in await on_first.store.conversation_messages(conversation(on_first))
         if m.role is Role.ASSISTANT and m.usage is not None
     )
-    assert f"Tokens today: {used} (daily limit: 100000;" in usage["text"]
+    assert f"Tokens today: {used:,} (daily limit: 100,000;" in usage["text"]
     assert "Messages this minute: 2 (limit per minute: 3)" in usage["text"]
 
     await on_first.send("three")
@@ -274,7 +277,9 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
     # A third instance with a tight daily limit sees what the other two spent.
     tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50)
     clock.advance(minutes=1)
-    assert "today's allowance" in (await Chat(tight, connector).send("five"))["text"]
+    refused = await Chat(tight, connector).send("five")
+    # "three"'s reservation is still on the counter: the limit is used up.
+    assert f"You have reached your daily limit of {used + 50:,} tokens" in refused["text"]
 
 
 async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_stored_or_counted(
@@ -295,7 +300,12 @@ async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_store
 
     refused = await chat.send("A question with some private text")
 
-    assert "today's allowance of 5000 tokens" in refused["text"]
+    # Not "used up" (/usage shows 4,800 of 5,000): what is left is too little for a message.
+    assert refused["text"].startswith(
+        "There is not enough of today's limit left for a new message (used 4,800 of 5,000 "
+        "tokens), so your message was not sent to the assistant. It resets at "
+        f"{day.resets_at:%Y-%m-%d} 00:00 UTC (in {wait_text(day.seconds_left(clock()), 'en')})."
+    )
     assert await model_calls(simulator_url) == calls
     assert await chat.store.conversation_messages(conversation(chat)) == []
     counts = await chat.store.read_usage(user_scope("user-1"), day.key)

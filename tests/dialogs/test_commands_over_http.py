@@ -67,7 +67,8 @@ async def test_new_redelivered_after_a_restart_gets_no_second_reply(
     [
         ("/help", "en-US", "**/usage**: your usage today"),
         ("/HELP", "en-US", "**/feedback** *your comment*"),
-        ("/ヘルプ", "ja-JP", "**/usage** または **/使用量**"),
+        ("/ヘルプ", "ja-JP", "**/usage** または **/利用状況**"),
+        ("/help", "en-US", "Japanese aliases work too: /新規, /利用状況, /フィードバック, /ヘルプ"),
         ("／ｈｅｌｐ", "ja-JP", "全角の ／ でも使えます"),
     ],
 )
@@ -103,7 +104,7 @@ async def test_usage_shows_the_users_consumption_against_the_limits(
 
     reply = await chat.send("/usage")
 
-    assert f"Tokens today: {used} (daily limit: 50000; resets at " in reply["text"]
+    assert f"Tokens today: {used:,} (daily limit: 50,000; resets at " in reply["text"]
     assert "00:00 UTC" in reply["text"]
     assert "Messages this minute: 1 (limit per minute: 7)" in reply["text"]
     assert "tenant" not in reply["text"].lower()
@@ -112,8 +113,8 @@ async def test_usage_shows_the_users_consumption_against_the_limits(
 @pytest.mark.parametrize(
     ("locale", "usage", "expected"),
     [
-        ("en-US", "/usage", "No usage limits apply to you"),
-        ("ja-JP", "／使用量", "あなたには利用上限がありません。"),
+        ("en-US", "/usage", "No limits apply to you"),
+        ("ja-JP", "／使用量", "利用上限は設定されていません。"),
     ],
 )
 async def test_usage_says_no_limit_applies_to_a_user_without_limits_and_counts_nothing(
@@ -138,7 +139,7 @@ async def test_usage_says_no_limit_applies_to_a_user_without_limits_and_counts_n
     for line in (
         "Tokens today",
         "Messages this minute",
-        "本日のトークン:",
+        "本日のトークン使用量:",
         "この1分間のメッセージ:",
     ):
         assert line not in reply["text"]
@@ -163,8 +164,8 @@ async def test_usage_with_one_user_limit_counts_both(
     reply = await chat.send("／使用量")
 
     used = answer.usage.prompt + answer.usage.completion
-    assert f"本日のトークン: {used}(1日の上限: なし、" in reply["text"]
-    assert "この1分間のメッセージ: 1(1分あたりの上限: 5)" in reply["text"]
+    assert f"本日のトークン使用量: {used:,}（1日の上限: なし、" in reply["text"]
+    assert "この1分間のメッセージ: 1（1分あたりの上限: 5）。" in reply["text"]
 
 
 async def test_feedback_is_stored_on_the_last_answer_and_keeps_a_button_reaction(
@@ -214,7 +215,7 @@ async def test_unknown_command_is_answered_and_a_path_goes_to_the_assistant(
     calls = await model_calls(simulator_url)
 
     unknown = await chat.send("/hlep")
-    assert "I don't know the command /hlep. Type /help" in unknown["text"]
+    assert "There is no command /hlep. Type /help" in unknown["text"]
     assert await model_calls(simulator_url) == calls
 
     path = await chat.send("/usr/bin/env python fails, why?")

@@ -144,7 +144,7 @@ async def test_every_log_line_of_a_turn_carries_its_correlation_id_and_the_notic
         await settle(bot)
     finally:
         root.removeHandler(handler)
-    reference = re.search(r"\(ref: ([0-9a-f]{12})\)", reply["text"])
+    reference = re.search(r"\(reference: ([0-9a-f]{12})\)", reply["text"])
     assert reference is not None
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     failure = [line for line in lines if line["message"] == "model call failed"]

@@ -257,7 +257,8 @@ async def test_every_breaker_open_says_when_to_try_again_without_calling_anyone(
     for text in ("second", "third"):
         reply, answer = await ask(routed_bot, connector, text)
         assert reply["text"].startswith(
-            "Sorry, the assistant is unavailable right now. Please try again in 1 second. (ref: "
+            "Sorry, the assistant is unavailable for now. Please try again in 1 second. "
+            "(reference: "
         )
         assert answer.status is MessageStatus.ERROR and answer.error == "model_down"
     assert [await calls_to(url) for url in two_simulators] == [n + 1 for n in calls]

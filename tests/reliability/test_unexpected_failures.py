@@ -11,16 +11,23 @@ from typing import Any
 
 import pytest
 
+from chat.texts import localize
 from storage.models import MessageStatus
 from tests.conftest import FaultyAppFactory
 from tests.faults import FaultKind
 from tests.reliability.support import check_turns, post_activity
-from tests.reliability.test_faults_survived import CHANNELS, healthy_after, plain, run_turns
+from tests.reliability.test_faults_survived import (
+    CHANNELS,
+    healthy_after,
+    plain,
+    run_turns,
+    teams_personal,
+)
 from tests.support import RecordingConnector, settle
 
 
 def _ref(text: str) -> str:
-    found = re.search(r"\((?:ref|参照番号): ([0-9a-f]{12})\)", text)
+    found = re.search(r"(?:\(reference|（参照番号): ([0-9a-f]{12})[)）]", text)
     assert found, f"no reference in {text!r}"
     return found.group(1)
 
@@ -91,6 +98,24 @@ async def test_a_bug_before_the_chat_turn_still_gets_a_notice_with_a_reference(
     assert final["text"].startswith("Sorry, something went wrong on our side")
     assert _logged_refs(caplog, "unhandled error in a turn") == [_ref(final["text"])]
     await healthy_after(client, connector, plain)
+
+
+async def test_a_bug_before_the_chat_turn_is_told_in_the_language_teams_gave_in_client_info(
+    make_faulty_app: FaultyAppFactory, connector: RecordingConnector
+) -> None:
+    # Teams may give the locale only in the clientInfo entity; the welcome and the replies read
+    # it there, and so does the turn error handler's notice.
+    client, store = await make_faulty_app()
+    store.fail(FaultKind.BUG, "add_usage", count=1)
+    activity = teams_personal(connector, "質問です", locale="ja-JP")
+    del activity["locale"]
+    await post_activity(client, activity)
+    await settle(client)
+
+    [final] = [
+        m for m in connector.messages(activity["conversation"]["id"]) if m.get("type") == "message"
+    ]
+    assert final["text"] == localize("internal_error", "ja-JP", ref=_ref(final["text"]))
 
 
 async def test_a_bug_in_a_turn_without_a_message_sends_nothing(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from chat.texts import localize
 from tests.conftest import AppFactory
 from tests.support import settle
 from tests.teams.activities import (
@@ -55,8 +56,8 @@ async def test_group_chat_question_says_to_mention_the_bot_and_a_mentioned_accep
     [question] = teams.messages()
     assert "Use the assistant for work only." in question["text"]
     assert (
-        "In this chat I only see messages that @mention me, so @mention Contoso Assistant and "
-        "reply **I accept** or **I decline**." in question["text"]
+        "In this chat the assistant only receives messages that @mention it, so @mention "
+        "Contoso Assistant and reply **I accept** or **I decline**." in question["text"]
     )
     assert "suggestedActions" not in question  # Teams shows them only in 1:1 chats
 
@@ -76,7 +77,7 @@ async def test_channel_question_in_japanese_says_to_mention_the_bot_and_accepts_
     question_in_japanese = channel_message(teams.url, mentioned("日本の首都は？"), locale="ja-JP")
     await post(consenting_bot, question_in_japanese)
     [question] = teams.messages()
-    assert "この利用ポリシーに同意しますか？" in question["text"]
+    assert "この利用ポリシーに同意いただけますか？" in question["text"]
     assert (
         "Contoso Assistantを@メンションして **同意する** または **同意しない** と返信してください。"
         in question["text"]
@@ -89,7 +90,7 @@ async def test_channel_question_in_japanese_says_to_mention_the_bot_and_accepts_
     assert "日本の首都は？" in answer["text"]
 
 
-async def test_without_the_bots_name_the_texts_say_to_mention_me(
+async def test_without_the_bots_name_the_texts_say_to_mention_the_assistant(
     consenting_bot: TestClient[Any, Any], teams: TeamsChannel
 ) -> None:
     def unnamed(text: str) -> dict[str, Any]:
@@ -102,12 +103,13 @@ async def test_without_the_bots_name_the_texts_say_to_mention_me(
     await post(consenting_bot, unnamed("I decline"))
 
     question, retry, declined = (m["text"] for m in teams.messages())
-    assert "so @mention me and reply **I accept** or **I decline**." in question
+    assert "so @mention the assistant and reply **I accept** or **I decline**." in question
     assert retry == (
-        "Please @mention me and reply **I accept** or **I decline** to the usage policy."
+        "Please @mention the assistant and reply **I accept** or **I decline** to the usage policy."
     )
-    assert "If you change your mind, @mention me with any message, then @mention me again" in (
-        declined
+    assert (
+        "If you change your mind, @mention the assistant with any message, then @mention the "
+        "assistant again" in declined
     )
 
 
@@ -123,3 +125,21 @@ async def test_personal_chat_question_keeps_its_buttons_and_plain_reply_wording(
         "I accept",
         "I decline",
     ]
+
+
+async def test_consent_is_asked_and_answered_in_the_language_given_only_in_client_info(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    def japanese(text: str) -> dict[str, Any]:
+        activity = personal_message(teams.url, text, locale="ja-JP")
+        del activity["locale"]  # Teams may give it only in the clientInfo entity
+        return activity
+
+    await post(consenting_bot, japanese("日本の首都は？"))
+    await post(consenting_bot, japanese("同意する"))
+
+    question, thanks, answer = teams.messages()
+    assert "アシスタントは業務にのみ使用してください。" in question["text"]
+    assert "この利用ポリシーに同意いただけますか？" in question["text"]
+    assert thanks["text"] == localize("consent_accepted_pending", "ja-JP")
+    assert "日本の首都は？" in answer["text"]

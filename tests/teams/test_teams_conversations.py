@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from app import STORE
 from bot.replies import TYPING_DELAY_SECONDS, TYPING_PERIOD_SECONDS
 from bot.teams import remove_bot_mentions
+from chat.texts import localize
 from storage.ids import safe_id
 from tests.conftest import AppFactory
 from tests.support import settle
@@ -159,7 +160,7 @@ async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
     await post(bot, channel_message(teams.url, "<at>Contoso Assistant</at>"))
     [notice] = await teams.wait_for_messages(1)
 
-    assert notice["text"] == "I received an empty message. Please type your question."
+    assert notice["text"] == "Your message was empty. Please type your question."
     assert "entities" not in notice and "channelData" not in notice
 
 
@@ -235,6 +236,22 @@ async def test_welcome_follows_the_users_language(
     assert "利用ポリシー: 回答はAIが生成する" in welcome["text"]
 
 
+async def test_a_message_whose_locale_is_only_in_client_info_is_answered_in_that_language(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    # Teams may leave `locale` out and give it only in the clientInfo entity: the welcome took
+    # it from there, and the replies to messages must speak the same language.
+    await post(bot, bot_installed_personal(teams.url, locale="ja-JP"))
+    help_request = personal_message(teams.url, "/help", locale="ja-JP")
+    del help_request["locale"]
+
+    assert await post(bot, help_request) == 202
+    welcome, help_text = await teams.wait_for_messages(2)
+
+    assert welcome["text"].startswith("こんにちは。")
+    assert help_text["text"] == localize("help", "ja-JP")
+
+
 @pytest.mark.parametrize(
     ("locale", "expected", "general_note"),
     [
@@ -246,7 +263,7 @@ async def test_welcome_follows_the_users_language(
         ),
         (
             "ja-JP",
-            "利用ポリシー: 最初の質問の前に、Contosoの利用ポリシー(バージョン 2026-11)への"
+            "利用ポリシー: 最初の質問の前に、Contosoの利用ポリシー（バージョン 2026-11）への"
             "同意をお願いします。",
             "回答はAIが生成する",
         ),

@@ -143,7 +143,7 @@ async def test_japanese_user_sees_a_japanese_thinking_update(
     await bot.post("/api/messages", json=personal_message(teams.url, "こんにちは", "ja-JP"))
     await teams.wait_for_messages(1)
 
-    assert teams.calls[0].body["text"] == "考えています..."
+    assert teams.calls[0].body["text"] == "回答を考えています…"
 
 
 async def test_user_pressing_stop_ends_the_stream_and_keeps_what_was_shown_as_partial(
@@ -266,7 +266,7 @@ async def test_empty_model_answer_closes_the_stream_with_a_localized_notice_and_
 
 
 CUT_NOTE_EN = "(The answer was cut here: it reached the time limit for one answer."
-CUT_NOTE_JA = "(1 回の回答の制限時間に達したため、回答はここで打ち切られました。"
+CUT_NOTE_JA = "（1回の回答の制限時間に達したため、回答はここで打ち切られました。"
 
 
 async def test_answer_still_streaming_at_the_teams_time_limit_ends_with_the_text_so_far(
@@ -287,7 +287,7 @@ async def test_answer_still_streaming_at_the_teams_time_limit_ends_with_the_text
     # A normal final: the text so far (at least all that was shown), labelled, with the feedback
     # buttons, and a note that it was cut.
     assert updates and final["text"].startswith(updates[-1].body["text"])
-    assert final["text"].endswith(CUT_NOTE_EN[1:] + " Ask me to continue if you need the rest.)")
+    assert final["text"].endswith(CUT_NOTE_EN[1:] + ' Send "continue" if you need the rest.)')
     assert CUT_NOTE_EN in final["text"]
     assert final["entities"] == [
         {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"},

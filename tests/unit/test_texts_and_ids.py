@@ -60,13 +60,46 @@ def test_distinct_long_ids_do_not_collide() -> None:
         (59.5, "about a minute", "約1分"),
         (60, "about a minute", "約1分"),
         (61, "about 2 minutes", "約2分"),
-        (3600, "about 60 minutes", "約60分"),
-        (3601, "about 2 hours", "約2時間"),
+        (3540, "about 59 minutes", "約59分"),
+        (3600, "about an hour", "約1時間"),
+        (3601, "about 61 minutes", "約61分"),
+        (5400, "about 90 minutes", "約90分"),
+        (5401, "about 2 hours", "約2時間"),
+        (8940, "about 2 hours", "約2時間"),
+        (9000, "about 3 hours", "約3時間"),
+        (86399, "about 24 hours", "約24時間"),
         (86400, "about 24 hours", "約24時間"),
     ],
 )
-def test_a_wait_is_said_in_seconds_minutes_or_hours_rounded_up(
+def test_a_wait_is_said_in_minutes_up_to_90_then_in_hours_to_the_nearest_hour(
     seconds: float, english: str, japanese: str
 ) -> None:
     assert wait_text(seconds, "en-US") == english
     assert wait_text(seconds, "ja-JP") == japanese
+
+
+def test_whole_numbers_in_texts_have_thousands_separators_in_both_languages() -> None:
+    english = localize("message_too_long", "en-US", length=12000, limit=1_000_000)
+    japanese = localize("message_too_long", "ja-JP", length=12000, limit=1_000_000)
+
+    assert "(12,000 characters; the limit is 1,000,000)" in english
+    assert "（現在12,000文字、上限は1,000,000文字）" in japanese
+
+
+@pytest.mark.parametrize("key", sorted(all_texts()))
+def test_japanese_texts_use_full_width_parentheses_and_no_space_before_a_counter(
+    key: str,
+) -> None:
+    japanese = all_texts()[key]["ja"]
+    assert "(" not in japanese and ")" not in japanese
+    assert not re.search(r"[0-9}] (件|文字|トークン|時間|分|秒|回)", japanese), japanese
+
+
+# The consent buttons are the user's own words ("I accept").
+USER_WORDS = {"consent_accept_label", "consent_decline_label"}
+
+
+@pytest.mark.parametrize("key", sorted(set(all_texts()) - USER_WORDS))
+def test_english_texts_speak_of_the_assistant_not_as_i(key: str) -> None:
+    english = all_texts()[key]["en"]
+    assert not re.search(r"\b(I|I'm|me|my)\b", english), english
