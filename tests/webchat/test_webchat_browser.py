@@ -108,6 +108,22 @@ async def test_reply_streams_into_the_page_then_the_final_message_replaces_it(
     await page.context.close()
 
 
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+async def test_the_page_tells_users_that_conversations_are_stored_and_may_be_reviewed(
+    browser: Any, server: TestServer, locale: str
+) -> None:
+    # The Teams welcome's usage note, word for word: the web chat gets no welcome.
+    page, grant = await open_page(browser, server, locale=locale)
+    note = page.locator("#usage-note")
+
+    assert await note.is_visible()
+    assert await note.inner_text() == localize("welcome_usage_note", locale)
+    assert await note.get_attribute("role") == "note"
+    await page.screenshot(path=str(ARTIFACTS / f"webchat-usage-note-{locale}.png"))
+    assert grant["errors"] == []
+    await page.context.close()
+
+
 async def test_model_html_is_shown_as_text_and_never_runs(browser: Any, server: TestServer) -> None:
     page, grant = await open_page(browser, server)
     payload = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**'
@@ -304,10 +320,13 @@ async def test_the_thanks_for_a_comment_is_said_in_the_status_live_region(
 async def test_every_part_of_the_page_is_in_a_landmark_and_the_comment_button_is_named(
     browser: Any, server: TestServer
 ) -> None:
-    for locale, send_comment in (("en-US", "Send comment"), ("ja-JP", "コメントを送信")):
+    for locale, send_comment, skip in (
+        ("en-US", "Send comment", "No thanks"),
+        ("ja-JP", "コメントを送信", "今回は送信しない"),
+    ):
         page, grant = await open_page(browser, server, locale=locale)
         outside = await page.evaluate(
-            """() => ['simulator-note', 'status', 'webchat', 'feedback'].filter(
+            """() => ['usage-note', 'simulator-note', 'status', 'webchat', 'feedback'].filter(
                 id => !document.querySelector('main').contains(document.getElementById(id)))"""
         )
         assert outside == []
@@ -318,5 +337,6 @@ async def test_every_part_of_the_page_is_in_a_landmark_and_the_comment_button_is
         )
         await dislike_the_answer(page)
         assert await page.locator("#feedback-send").inner_text() == send_comment
+        assert await page.locator("#feedback-skip").inner_text() == skip
         assert grant["errors"] == []
         await page.context.close()
