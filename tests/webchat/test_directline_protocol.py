@@ -514,7 +514,7 @@ async def test_a_huge_paste_is_taken_and_answered_with_the_too_long_notice(
     """What a tester pasted into Web Chat: 90,000 Japanese characters, about 270 KB of UTF-8,
     past the app's 256 KB body limit. Web Chat shows a 2xx with an id as sent."""
     session = await open_session(client)
-    at_the_limit = "\n  " + "x" * 8000 + "\n\n"
+    at_the_limit = "\n  " + "x" * 7998 + "\n\n"  # 8,000 characters as stored, indentation included
     await session.say(at_the_limit)
     await session.wait_for_bot_messages(1)
     pasted = "長" * 90_000
