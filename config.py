@@ -7,6 +7,7 @@ README's configuration table list them all.
 from __future__ import annotations
 
 import os
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -115,6 +116,12 @@ class DeploymentSpec(BaseModel):
     @classmethod
     def _endpoint(cls, value: str) -> str:
         return _https_or_loopback(value, "endpoint")
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _api_version(cls, value: object) -> object:
+        # YAML reads an unquoted `api_version: 2024-10-21` as a date; Azure's versions are dates.
+        return value.isoformat() if isinstance(value, date) else value
 
 
 def load_deployments(path: Path) -> list[DeploymentSpec]:
