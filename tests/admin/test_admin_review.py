@@ -128,7 +128,7 @@ async def test_paging_with_continuation_tokens_visits_every_conversation_once(
 
 @pytest.mark.parametrize(
     "query",
-    ["continuation=not-a-token", "flagged=maybe", "since=yesterday", "page_size=0", "category=x"],
+    ["continuation=not-a-token", "flagged=maybe", "since=yesterday", "page_size=0", "category=x-y"],
 )
 async def test_bad_filters_are_a_400_with_a_safe_message(
     admin: TestClient[Any, Any], query: str

@@ -366,7 +366,7 @@ def admin_corpus() -> list[Case]:
             path=f"{api}/conversations?page_size={'9' * 5000}",
         ),
         Case("admin bad date", method="GET", path=f"{api}/conversations?since=yesterday-ish"),
-        Case("admin unknown category", method="GET", path=f"{api}/conversations?category=x"),
+        Case("admin category not a name", method="GET", path=f"{api}/conversations?category=x-y"),
         Case("admin search too long", method="GET", path=f"{api}/conversations?q={'q' * 5000}"),
         Case(
             "admin forged continuation",
