@@ -18,7 +18,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from chat.filters import is_prompt_filter_error, parse_results
+from chat.filters import is_prompt_filter_error, parse_prompt_annotations, parse_results
 
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
@@ -54,6 +54,29 @@ class Completion:
     prompt_filter_results: list[dict[str, Any]] = field(default_factory=list)
     output_annotations: list[dict[str, Any]] = field(default_factory=list)
     usage_reported: bool = True
+
+
+@dataclass
+class FilterWatch:
+    """A streamed answer's standing with the content filter, shared by a turn and its model call.
+
+    Set by the turn: `withhold_on_error` (FILTER_ERROR_POLICY=withhold): once the filter reports
+    an error (it judged nothing), no more text is shown, as after a block, so no unjudged text
+    reaches the user. Kept up by the call as the stream goes: `annotated`, whether the
+    deployment's filter reports on this stream at all, and `judged_chars`, how much of the
+    answer (in characters) it has reported on. The default filter judges each chunk before it is
+    sent; the asynchronous one sends its verdicts after the text they judge, so a stream cut
+    short (a deadline, the user's Stop) may end with text on screen that no verdict covers.
+    """
+
+    withhold_on_error: bool = False
+    annotated: bool = False
+    judged_chars: int = 0
+
+    def judged(self, text: str) -> bool:
+        """Whether the filter has reported on all of `text` (a beginning of the answer). A
+        deployment whose filter reports nothing (an OpenAI-compatible server) holds nothing back."""
+        return not self.annotated or self.judged_chars >= len(text)
 
 
 class ModelError(Exception):
@@ -119,6 +142,7 @@ class ChatModel(Protocol):
         max_tokens: int,
         on_text: TextListener | None = None,
         caller: ModelCaller | None = None,
+        watch: FilterWatch | None = None,
     ) -> Completion: ...
 
     async def close(self) -> None: ...
@@ -222,6 +246,7 @@ class DeploymentClient:
         max_tokens: int,
         on_text: TextListener | None = None,
         caller: ModelCaller | None = None,
+        watch: FilterWatch | None = None,
     ) -> Completion:
         started = time.monotonic()
         payload: list[ChatCompletionMessageParam] = messages  # type: ignore[assignment]
@@ -232,7 +257,9 @@ class DeploymentClient:
         try:
             if on_text is None:
                 return await self._complete_once(payload, max_tokens, started, options)
-            return await self._complete_streaming(payload, max_tokens, started, on_text, options)
+            return await self._complete_streaming(
+                payload, max_tokens, started, on_text, options, watch or FilterWatch()
+            )
         except openai.APIStatusError as exc:
             body = exc.body if isinstance(exc.body, dict) else {}
             if exc.status_code == 400 and is_prompt_filter_error(body):
@@ -307,6 +334,7 @@ class DeploymentClient:
         started: float,
         on_text: TextListener,
         options: RequestOptions,
+        watch: FilterWatch,
     ) -> Completion:
         stream = await self._client.post(
             _CHAT_PATH,
@@ -326,13 +354,26 @@ class DeploymentClient:
         output_annotations: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         usage_reported = False
-        # Once a filter has blocked the answer, nothing more of it is shown: the turn replaces
-        # what was shown with its notice when the stream ends (with the asynchronous filter the
-        # verdict comes after the text it judged, so some of it was already on screen).
+        watch.annotated, watch.judged_chars = False, 0
+        length = 0
+        # The filter's verdict is against the answer (a blocked category, or the finish reason
+        # content_filter).
+        filtered = False
+        # Once the answer is blocked (or, withheld on a filter error, unjudged), nothing more of
+        # it is shown: the turn replaces what was shown with its notice when the stream ends
+        # (with the asynchronous filter the verdict comes after the text it judged, so some of
+        # it was already on screen).
         blocked = False
         try:
             async for chunk in stream:
-                prompt_filters += _prompt_filters(chunk.model_extra or {})
+                found = _prompt_filters(chunk.model_extra or {})
+                if found:
+                    prompt_filters += found
+                    watch.annotated = True
+                    # A prompt the filter could not judge is known from the first event, before
+                    # any text.
+                    if watch.withhold_on_error and parse_prompt_annotations(found).errors:
+                        blocked = True
                 if chunk.usage is not None:
                     prompt_tokens = chunk.usage.prompt_tokens
                     completion_tokens = chunk.usage.completion_tokens
@@ -340,18 +381,30 @@ class DeploymentClient:
                 for choice in chunk.choices:
                     extras = choice.model_extra or {}
                     results = extras.get("content_filter_results")
+                    offsets = extras.get("content_filter_offsets")
+                    content = choice.delta.content if choice.delta is not None else None
                     if isinstance(results, dict) and results:
                         annotation: dict[str, Any] = {"content_filter_results": results}
-                        if isinstance(extras.get("content_filter_offsets"), dict):
-                            annotation["content_filter_offsets"] = extras["content_filter_offsets"]
+                        if isinstance(offsets, dict):
+                            annotation["content_filter_offsets"] = offsets
                         output_annotations.append(annotation)
-                        blocked = blocked or parse_results(results, "output").filtered
+                        verdict = parse_results(results, "output")
+                        filtered = filtered or verdict.filtered
+                        blocked = blocked or (watch.withhold_on_error and bool(verdict.errors))
+                        watch.annotated = True
+                        if isinstance(offsets, dict):
+                            watch.judged_chars = max(watch.judged_chars, _end_offset(offsets))
+                        elif content:
+                            # The default filter's results on a text chunk judge that chunk.
+                            watch.judged_chars = length + len(content)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
-                        blocked = blocked or finish_reason == "content_filter"
+                        filtered = filtered or finish_reason == "content_filter"
+                    blocked = blocked or filtered
                     # Asynchronous-filter annotation chunks have no delta at all.
-                    if choice.delta is not None and choice.delta.content:
-                        parts.append(choice.delta.content)
+                    if content:
+                        parts.append(content)
+                        length += len(content)
                         if not blocked:
                             await on_text("".join(parts))
         except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
@@ -375,11 +428,15 @@ class DeploymentClient:
             ) from exc
         finally:
             await stream.close()
-        if finish_reason is None or (self._usage_promised and not usage_reported):
+        if not filtered and (
+            finish_reason is None or (self._usage_promised and not usage_reported)
+        ):
             # Azure ends every stream with a chunk that carries finish_reason and, as asked with
             # include_usage, then one with the usage (after the asynchronous filter's last
             # annotation). A body that ends cleanly without them was cut short (a gateway or
-            # proxy closed it): not an answer, and part of it may not have been judged.
+            # proxy closed it): not an answer, and part of it may not have been judged. A
+            # verdict against the answer stands all the same: it is withheld either way, and
+            # the deployment did its part (the turn estimates the usage).
             raise ModelError(
                 "stream_cut",
                 deployment=self.deployment.name,
@@ -445,6 +502,12 @@ def _typed(value: Any, kind: type[_T], default: _D) -> _T | _D:
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ValueError(f"a chat completion field is not a {kind.__name__}")
+
+
+def _end_offset(offsets: dict[str, Any]) -> int:
+    """Where an asynchronous-filter annotation's judged text ends (characters); 0 when unsaid."""
+    end = offsets.get("end_offset")
+    return end if isinstance(end, int) and not isinstance(end, bool) else 0
 
 
 def _prompt_filters(extras: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,7 +20,14 @@ import math
 import time
 from dataclasses import dataclass
 
-from chat.model import Completion, DeploymentClient, ModelCaller, ModelError, TextListener
+from chat.model import (
+    Completion,
+    DeploymentClient,
+    FilterWatch,
+    ModelCaller,
+    ModelError,
+    TextListener,
+)
 from chat.telemetry import ChatTelemetry
 
 log = logging.getLogger(__name__)
@@ -100,6 +107,7 @@ class DeploymentRouter:
         max_tokens: int,
         on_text: TextListener | None = None,
         caller: ModelCaller | None = None,
+        watch: FilterWatch | None = None,
     ) -> Completion:
         deadline = time.monotonic() + self._deadline
         streamed = False
@@ -136,7 +144,7 @@ class DeploymentRouter:
                     with self._telemetry.span("chat.model_attempt", deployment=name):
                         completion = await asyncio.wait_for(
                             client.complete(
-                                messages, max_tokens, listen if on_text else None, caller
+                                messages, max_tokens, listen if on_text else None, caller, watch
                             ),
                             timeout=remaining,
                         )

@@ -25,7 +25,14 @@ from chat.filters import (
     parse_prompt_annotations,
     parse_prompt_error,
 )
-from chat.model import ChatModel, Completion, ModelCaller, ModelError, PromptFiltered
+from chat.model import (
+    ChatModel,
+    Completion,
+    FilterWatch,
+    ModelCaller,
+    ModelError,
+    PromptFiltered,
+)
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
 from chat.telemetry import ChatTelemetry, correlation_id, new_reference
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 STREAM_TIME_LIMIT = "stream_time_limit"  # the channel's stream had to end (Teams: 2 minutes)
 MODEL_DEADLINE = "model_deadline"  # MODEL_DEADLINE_SECONDS passed while the answer streamed
 _CUT_SHORT = {"length", STREAM_TIME_LIMIT, MODEL_DEADLINE}
+# The error of a stopped answer whose text the content filter had not judged yet.
+UNJUDGED_STOP = "stopped_unjudged"
 
 
 @dataclass(frozen=True)
@@ -426,6 +435,7 @@ class ChatService:
         # The stream must end before the channel's limit: then the model call is cancelled
         # (the deployment did nothing wrong: no failure is counted) and the user keeps the text.
         stream_timer = asyncio.timeout(channel.time_left())
+        watch = FilterWatch(withhold_on_error=self._filters.error_policy == "withhold")
         try:
             async with stream_timer:
                 completion = await self._call_model(
@@ -434,9 +444,17 @@ class ChatService:
                     channel,
                     outcome,
                     ModelCaller(user_ref(turn.user_id), turn.tenant_id),
+                    watch,
                 )
         except StreamStopped as stopped:
-            await self._store_stopped(user_message, stopped, started, delta, outcome)
+            await self._store_stopped(
+                user_message,
+                stopped,
+                started,
+                delta,
+                outcome,
+                judged=watch.judged(stopped.shown_text),
+            )
             return
         except TimeoutError:
             if not stream_timer.expired():
@@ -452,6 +470,7 @@ class ChatService:
                 reason=STREAM_TIME_LIMIT,
                 deployment="",
                 prompt_tokens=window.prompt_tokens,
+                judged=watch.judged(outcome.streamed_text),
             )
             return
         except PromptFiltered as exc:
@@ -474,6 +493,7 @@ class ChatService:
                     reason=MODEL_DEADLINE,
                     deployment=exc.deployment,
                     prompt_tokens=window.prompt_tokens,
+                    judged=watch.judged(outcome.streamed_text),
                 )
                 return
             if outcome.streamed_text:
@@ -633,6 +653,7 @@ class ChatService:
         channel: ReplyChannel,
         outcome: TurnOutcome,
         caller: ModelCaller,
+        watch: FilterWatch,
     ) -> Completion:
         """The routed model call inside its span; on failure the span records why and ends."""
 
@@ -647,6 +668,7 @@ class ChatService:
                     self._max_output_tokens,
                     on_text=on_text if channel.streams else None,
                     caller=caller,
+                    watch=watch,
                 )
         except BaseException as exc:
             span.set_attribute("error.kind", str(getattr(exc, "kind", type(exc).__name__)))
@@ -821,9 +843,14 @@ class ChatService:
         delta: SummaryDelta,
         outcome: TurnOutcome,
         finished: Completion | None = None,
+        *,
+        judged: bool = True,
     ) -> None:
         """The user stopped the stream: keep what they saw, as a partial answer. `finished`: the
-        model had answered in full (stopped at the final message), so its usage is known."""
+        model had answered in full (stopped at the final message), so its usage is known. Text
+        the content filter had not judged yet (`judged` false: the asynchronous filter's verdicts
+        come after the text) is no answer: it is kept for reviewers only, in an error record that
+        is not sent to the model again."""
         outcome.status = "stopped"
         shown_tokens = self._counter.count_text(stopped.shown_text)
         completion = Completion(
@@ -835,15 +862,22 @@ class ChatService:
             latency_ms=int((time.monotonic() - started) * 1000),
         )
         answer = self._answer_message(user_message, completion, None, outcome)
-        answer = answer.model_copy(
-            update={
-                "status": MessageStatus.PARTIAL,
-                "deployment": completion.deployment or None,
-                # The window counts what the user saw, not what the model generated.
-                "tokens": shown_tokens,
+        update: dict[str, object] = {
+            "status": MessageStatus.PARTIAL,
+            "deployment": completion.deployment or None,
+            # The window counts what the user saw, not what the model generated.
+            "tokens": shown_tokens,
+        }
+        if not judged:
+            delta.errors += 1
+            update |= {
+                "status": MessageStatus.ERROR,
+                "error": UNJUDGED_STOP,
+                "text": "",
+                "tokens": 0,
+                "withheld_text": stopped.shown_text or None,
             }
-        )
-        await self._add_answer(answer, completion, delta, outcome)
+        await self._add_answer(answer.model_copy(update=update), completion, delta, outcome)
 
     async def _answer_cut(
         self,
@@ -857,13 +891,25 @@ class ChatService:
         reason: str,
         deployment: str,
         prompt_tokens: int,
+        judged: bool,
     ) -> None:
         """The answer ran out of time (`reason`) while it streamed; the model call has ended. The
         user keeps the text so far, as a labelled answer with a note that it was cut, and that is
-        stored as it was shown, as a partial answer. With no text yet there is nothing to keep:
-        the user gets the could-not-answer notice, as for any model call that gave no answer."""
+        stored as it was shown, as a partial answer. With no text yet there is nothing to keep,
+        nor with text the content filter had not judged yet (`judged` false: the asynchronous
+        filter's verdicts come after the text): the user gets the could-not-answer notice, as for
+        any model call that gave no answer, and the error record keeps that text for reviewers."""
         generated = outcome.streamed_text
-        if not generated:
+        if not generated or not judged:
+            if generated:
+                log.warning(
+                    "the cut answer's text was not all judged by the content filter",
+                    extra={"ref": outcome.correlation_id, "reason": reason},
+                )
+                # Billed all the same: the quota and the summary are charged what was generated.
+                outcome.deployment = deployment
+                outcome.prompt_tokens = prompt_tokens
+                outcome.completion_tokens = self._counter.count_text(generated)
             await self._fail(
                 turn, user_message, channel, delta, outcome, "model_unavailable", error=reason
             )
@@ -953,6 +999,10 @@ class ChatService:
         outcome.status = "error"
         await _notify(channel, notice, outcome)
         delta.errors += 1
+        # The summary counts what the quota is charged: the usage Azure bills for a stream that
+        # broke off after showing text (estimated in `outcome`), nothing when nothing was shown.
+        delta.prompt_tokens = outcome.prompt_tokens
+        delta.completion_tokens = outcome.completion_tokens
         record = Message(
             id=_assistant_id(user_message),
             conversation_id=user_message.conversation_id,

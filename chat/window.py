@@ -8,7 +8,10 @@ from chat.tokens import TokenCounter
 from storage.models import Message, MessageStatus, Role
 
 # Messages that carry conversation context. Filtered prompts and withheld answers are left out:
-# re-sending them would trip the filter again, and errors carry no content.
+# re-sending them would trip the filter again, and errors carry no content. So is the prompt of
+# an answer the content filter blocked: sent again it asks for the same answer, with no answer
+# after it. (An answer withheld because the filter could not run is no verdict on the prompt,
+# which stays, as the prompt of any answer that did not come does: "try again" refers to it.)
 _CONTEXT_STATUSES = {MessageStatus.COMPLETE, MessageStatus.PARTIAL}
 
 
@@ -38,11 +41,19 @@ def build_window(
     used = counter.family.reply_priming + counter.message_tokens(system_tokens)
     chosen: list[Message] = []
     dropped = 0
+    # An answer comes after its prompt: newest first, the blocked answers are met first.
+    blocked_prompts: set[str] = set()
     for index, message in enumerate(reversed(history)):
         if message.role is Role.CONTEXT_RESET:
             dropped += len(history) - index - 1
             break
-        if message.status not in _CONTEXT_STATUSES or not message.text:
+        if _blocked_by_filter(message) and message.reply_to_id:
+            blocked_prompts.add(message.reply_to_id)
+        if (
+            message.status not in _CONTEXT_STATUSES
+            or not message.text
+            or message.id in blocked_prompts
+        ):
             if index == 0:
                 raise ValueError("the newest message of the window must be the current prompt")
             continue
@@ -58,3 +69,10 @@ def build_window(
     messages = [{"role": "system", "content": system_prompt}]
     messages += [{"role": m.role.value, "content": m.text} for m in chosen]
     return Window(messages=messages, prompt_tokens=used, dropped=dropped)
+
+
+def _blocked_by_filter(message: Message) -> bool:
+    """An answer withheld on the content filter's verdict (not on a filter error)."""
+    if message.role is not Role.ASSISTANT or message.status is not MessageStatus.FILTERED:
+        return False
+    return message.finish_reason == "content_filter" or bool((message.filter or {}).get("filtered"))

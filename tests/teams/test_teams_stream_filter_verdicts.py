@@ -1,0 +1,180 @@
+"""What a Teams 1:1 stream shows and stores when the content filter's word on the text is
+missing, failed or arrives at the end: no text the filter did not judge is shown under
+FILTER_ERROR_POLICY=withhold, nor kept as an answer when a deadline or the user's Stop cuts a
+stream the asynchronous filter had not judged yet; a verdict stands when the stream then loses
+its usage chunk; the summary counts the tokens the quota is charged.
+
+Real HTTP throughout: the app, the simulator (trigger phrases make it answer in Azure's wire
+shapes) and the Teams channel double (tests/teams/channel.py)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import QUOTAS, ROUTER, STORE
+from controls.quotas import user_scope
+from controls.windows import day_window
+from storage.ids import safe_id
+from storage.models import Message, MessageStatus
+from tests.support import settle
+from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
+from tests.teams.channel import TeamsChannel
+
+CONVERSATION_ID = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
+COULD_NOT_ANSWER = "Sorry, the assistant could not answer right now."
+FILTER_COULD_NOT_RUN = "The answer was withheld because the content safety check could not run."
+
+
+async def one_turn(
+    client: TestClient[Any, Any], teams: TeamsChannel, text: str
+) -> tuple[dict[str, Any], Message]:
+    response = await client.post("/api/messages", json=personal_message(teams.url, text))
+    assert response.status == 202
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    return final, answer
+
+
+def streamed_texts(teams: TeamsChannel) -> list[str]:
+    return [str(c.body.get("text") or "") for c in teams.stream_calls("streaming")]
+
+
+async def charged_tokens(client: TestClient[Any, Any]) -> int:
+    await client.server.app[QUOTAS].flush()
+    day = day_window(datetime.now(UTC)).key
+    usage = await client.server.app[STORE].read_usage(user_scope(USER_AAD), day)
+    return usage.tokens
+
+
+@pytest.mark.parametrize("trigger", ["[cf:filter-error]", "[cf:output-filter-error]"])
+async def test_withhold_policy_streams_no_text_the_filter_failed_to_judge(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str, trigger: str
+) -> None:
+    client = await make_app(
+        AZURE_OPENAI_ENDPOINT=paced_simulator_url, FILTER_ERROR_POLICY="withhold"
+    )
+
+    final, answer = await one_turn(client, teams, f"please tell me about this {trigger}")
+
+    assert teams.violations == []
+    assert streamed_texts(teams) == [], "no streaming update carried text of the answer"
+    assert final["text"].startswith(FILTER_COULD_NOT_RUN)
+    assert answer.status is MessageStatus.FILTERED and answer.text == ""
+    assert answer.withheld_text and "tell me about this" in answer.withheld_text
+    summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and "filter_error" in summary.flag_reasons
+
+
+async def test_deliver_policy_streams_an_answer_the_filter_failed_to_judge(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
+
+    final, answer = await one_turn(client, teams, "please tell me about this [cf:filter-error]")
+
+    assert streamed_texts(teams) and final["text"].startswith(streamed_texts(teams)[-1])
+    assert answer.status is MessageStatus.COMPLETE and answer.text == final["text"]
+
+
+async def test_model_deadline_cut_before_the_asynchronous_filter_judged_the_text_is_no_answer(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    # About 250 tokens stream at 80 a second before the filter's verdict: the deadline cuts them.
+    client = await make_app(
+        AZURE_OPENAI_ENDPOINT=paced_simulator_url,
+        MODEL_DEADLINE_SECONDS=1.5,
+        ROUTER_BREAKER_FAILURES=1,
+    )
+
+    final, answer = await one_turn(client, teams, "write a lot [sim:long] [cf:async-cut:hate]")
+
+    assert teams.violations == []
+    shown = streamed_texts(teams)
+    assert shown and shown[-1], "text was on screen when the deadline passed"
+    assert final["text"].startswith(COULD_NOT_ANSWER), "the notice replaces the unjudged text"
+    assert shown[-1] not in final["text"]
+    assert (answer.status, answer.error, answer.text) == (MessageStatus.ERROR, "model_deadline", "")
+    assert answer.withheld_text and answer.withheld_text.startswith(shown[-1])
+    # A long answer is not a failing deployment (with ROUTER_BREAKER_FAILURES=1 it would be open).
+    health = client.server.app[ROUTER].health("default")
+    assert (health.consecutive_failures, health.breaker_open_until) == (0, 0.0)
+    # Azure billed what it generated: the summary counts what the quota was charged.
+    summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.error_count == 1
+    assert summary.prompt_tokens > 0 and summary.completion_tokens > 0
+    assert summary.prompt_tokens + summary.completion_tokens == await charged_tokens(client)
+
+
+async def test_stop_before_the_asynchronous_filter_judged_the_text_keeps_it_for_reviewers_only(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
+    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
+    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-pass]")
+    await client.post("/api/messages", json=activity)
+    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
+    await settle(client)
+
+    [shown, *_] = streamed_texts(teams)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert (answer.status, answer.error, answer.text) == (
+        MessageStatus.ERROR,
+        "stopped_unjudged",
+        "",
+    )
+    assert answer.withheld_text == shown
+
+
+@pytest.mark.parametrize(
+    ("trigger", "category"),
+    [("[cf:stream-cut:violence]", "violence"), ("[cf:async-cut:hate]", "hate")],
+)
+async def test_a_filter_verdict_stands_when_the_stream_then_loses_its_usage_chunk(
+    make_app: Any,
+    teams: TeamsChannel,
+    caplog: pytest.LogCaptureFixture,
+    trigger: str,
+    category: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="chat")
+    client = await make_app(ROUTER_BREAKER_FAILURES=1)
+
+    final, answer = await one_turn(client, teams, f"story {trigger} [sim:cut-after-finish]")
+
+    assert "withheld" in final["text"] and category in final["text"]
+    assert answer.status is MessageStatus.FILTERED and answer.text == ""
+    assert answer.finish_reason == "content_filter"
+    assert answer.filter is not None
+    assert category in [r["category"] for r in answer.filter["results"] if r["filtered"]]
+    assert answer.usage is not None and answer.usage.prompt > 0, "estimated: none was reported"
+    summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.flagged and category in summary.flag_reasons
+    assert summary.filtered_count == 1
+    events = [r for r in caplog.records if getattr(r, "event", None) == "content_filter"]
+    assert any(vars(r)["category"] == category and vars(r)["filtered"] for r in events)
+    # The deployment did its part (with ROUTER_BREAKER_FAILURES=1 a fault would open it).
+    health = client.server.app[ROUTER].health("default")
+    assert (health.consecutive_failures, health.breaker_open_until) == (0, 0.0)
+
+
+async def test_a_stream_that_broke_off_counts_its_charged_tokens_in_the_summary(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
+
+    final, answer = await one_turn(client, teams, "tell me a long story [sim:drop]")
+
+    assert final["text"].startswith(COULD_NOT_ANSWER)
+    assert answer.status is MessageStatus.ERROR and answer.withheld_text
+    charged = await charged_tokens(client)
+    assert charged > 0, "Azure bills what it generated before the stream broke off"
+    summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None
+    assert summary.prompt_tokens > 0 and summary.completion_tokens > 0
+    assert summary.prompt_tokens + summary.completion_tokens == charged
