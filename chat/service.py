@@ -410,8 +410,21 @@ class ChatService:
             window = build_window(
                 system_prompt, system_tokens, history, self._counter, self._token_budget
             )
-        except MessageTooLong:
-            await self._fail(turn, user_message, channel, delta, outcome, "message_too_long")
+        except MessageTooLong as exc:
+            # Within MAX_MESSAGE_CHARS, but too many tokens next to the system prompt (Japanese
+            # takes about one a character): said in tokens, since its characters are not the
+            # problem. Only known now, so the message is stored and counted.
+            await self._fail(
+                turn,
+                user_message,
+                channel,
+                delta,
+                outcome,
+                "message_too_many_tokens",
+                error="message_too_long",
+                needed=exc.needed,
+                room=exc.room,
+            )
             return
 
         if self._guard is not None:
@@ -514,7 +527,13 @@ class ChatService:
                 # Every deployment is cooling down (throttled) or has its breaker open: the
                 # router knows when the first one is back.
                 wait = wait_text(exc.retry_after or 0, turn.locale)
-                key = "model_busy" if exc.throttled else "model_down"
+                # "Very busy right now" does not fit a wait of hours (a quota that resets
+                # tomorrow): that is the model being unavailable for now.
+                key = (
+                    "model_busy"
+                    if exc.throttled and (exc.retry_after or 0) <= 3600
+                    else "model_down"
+                )
                 await self._fail(turn, user_message, channel, delta, outcome, key, wait=wait)
             else:
                 await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")

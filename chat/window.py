@@ -18,6 +18,11 @@ _CONTEXT_STATUSES = {MessageStatus.COMPLETE, MessageStatus.PARTIAL}
 class MessageTooLong(Exception):
     """The current message alone does not fit the budget next to the system prompt."""
 
+    def __init__(self, needed: int, room: int) -> None:
+        super().__init__(f"the message needs {needed} tokens; {room} fit next to the system prompt")
+        self.needed = needed  # tokens of the message
+        self.room = max(0, room)  # tokens a message may have next to the system prompt
+
 
 @dataclass(frozen=True)
 class Window:
@@ -60,7 +65,7 @@ def build_window(
         cost = counter.message_tokens(message.tokens)
         if used + cost > budget:
             if index == 0:
-                raise MessageTooLong
+                raise MessageTooLong(cost, budget - used)
             dropped += len(history) - index
             break
         used += cost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -367,8 +368,8 @@ async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_
     }
     for conversation, (text, _) in sent.items():
         await post(bot, message_activity(connector.url, text, conversation_id=conversation))
-    # Within MAX_MESSAGE_CHARS but past the history budget: the notice counts characters as the
-    # "too long" rule does, the indentation included.
+    # Within MAX_MESSAGE_CHARS but past the history budget: the notice says so in tokens, its
+    # characters being within the limit.
     too_many_tokens = "    " + "漢" * 7000
     await post(bot, message_activity(connector.url, too_many_tokens, conversation_id="long"))
     # Indentation counts toward MAX_MESSAGE_CHARS: a word behind pages of it is not taken.
@@ -377,7 +378,11 @@ async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_
     replies = await connector.wait_for_messages(4)
     await settle(bot)
     texts = [r["text"] for r in replies]
-    assert texts.count(localize("message_too_long", "en-US", length=7004, limit=8000)) == 1
+    template = re.escape(localize("message_too_many_tokens", "en-US", needed="N", room="R"))
+    pattern = template.replace("N", r"(?P<needed>[\d,]+)").replace("R", r"(?P<room>[\d,]+)")
+    [budget_notice] = [m for t in texts if (m := re.fullmatch(pattern, t))]
+    needed, room = (int(budget_notice[k].replace(",", "")) for k in ("needed", "room"))
+    assert needed > 6000 and 0 < room < 6000  # HISTORY_TOKEN_BUDGET is 6,000
     assert texts.count(localize("message_too_long", "en-US", length=200_005, limit=8000)) == 1
 
     store = bot.server.app[STORE]
@@ -389,3 +394,16 @@ async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_
         assert user.text == expected
         summary = await store.get_summary("user-1", safe_id(f"test:{conversation}"))
         assert summary is not None and summary.title == expected.splitlines()[0].strip()
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+async def test_a_model_throttled_for_a_day_is_called_unavailable_not_busy_right_now(
+    make_app: Any, connector: RecordingConnector, locale: str
+) -> None:
+    """An hour's wait is still "very busy"; a day's (a quota that resets tomorrow) is not."""
+    bot = await make_app()
+    await post(bot, message_activity(connector.url, "hi [sim:quota]", locale=locale))
+    [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
+    unavailable = localize("model_down", locale, wait="WAIT", ref="REF").split("WAIT")[0]
+    assert reply["text"].startswith(unavailable), reply["text"]
