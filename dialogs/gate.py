@@ -85,8 +85,8 @@ class ConversationGate:
         if refusal is not None:
             await self._refuse(context, turn, refusal)
             return None
+        parsed = parse_command(turn.text)
         try:
-            parsed = parse_command(turn.text)
             if parsed is not None:
                 reply = await self._commands.run(parsed, turn)
                 if reply is not None:
@@ -100,7 +100,10 @@ class ConversationGate:
         except StoreError:
             ref = uuid.uuid4().hex[:12]
             log.exception("the store failed before the chat turn", extra={"ref": ref})
-            await _say(context, localize("store_unavailable", turn.locale, ref=ref))
+            # A command is not a message for the assistant: telling the user it "could not be
+            # saved, so it was not sent" would be wrong (a /usage saves nothing).
+            notice = "store_unavailable" if parsed is None else "command_unavailable"
+            await _say(context, localize(notice, turn.locale, ref=ref))
             return None
         if self._refused_by_chat(turn):
             # The chat service answers it with a notice and never calls the model: it uses
