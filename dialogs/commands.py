@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from chat.service import TurnInput
 from chat.texts import localize
@@ -160,31 +161,58 @@ class Commands:
 
     async def _feedback(self, turn: TurnInput, text: str) -> str:
         locale = turn.locale
-        text = text.strip()[:MAX_FEEDBACK_CHARS]
-        if not text:
+        comment = text.strip()[:MAX_FEEDBACK_CHARS]
+        if not comment:
             return localize("feedback_empty", locale)
         conversation_id = safe_id(turn.conversation_key)
         recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
         answer = next((m for m in reversed(recent) if m.role is Role.ASSISTANT), None)
         if answer is None:
             return localize("feedback_no_answer", locale)
-        # A like/dislike given with a button stays; the comment is added to it.
-        reaction = answer.feedback.reaction if answer.feedback is not None else None
-        stored = reaction  # the reaction this write expects to replace
+        # A like/dislike given with a button stays, and so does any comment given earlier (with
+        # the button or another /feedback): the comment is added to them.
+        stored = _rating(answer.feedback)  # what this write expects to replace
+        reaction, earlier = stored
         for _ in range(_FEEDBACK_WRITES):
+            written = (reaction, with_comment(earlier, comment))
             change = await self._messages.set_feedback(
-                conversation_id, answer.id, Feedback(reaction=reaction, text=text)
+                conversation_id, answer.id, Feedback(reaction=written[0], text=written[1])
             )
             if change is None:
                 break
-            replaced = change.previous.reaction if change.previous is not None else None
+            replaced = _rating(change.previous)
             if replaced == stored:
                 break
-            # A button's rating was stored between the read and this write: it is the user's
-            # latest, and it was counted (bot.feedback), so the comment must not undo it.
-            stored, reaction = reaction, replaced
+            # A button's rating (and its comment) was stored between the read and this write:
+            # it is the user's latest, and it was counted (bot.feedback), so the comment must
+            # not undo it; it is written again over it.
+            stored = written
+            reaction, earlier = replaced
         log.info("feedback stored", extra={"reaction": reaction, "with_text": True})
         return localize("feedback_thanks", locale)
+
+
+# Between two comments on one answer, as reviewers read them (the admin transcript shows the
+# feedback on one line, so a line break would not show).
+FEEDBACK_SEPARATOR = " | "
+
+
+def _rating(feedback: Feedback | None) -> tuple[Literal["like", "dislike"] | None, str]:
+    return (feedback.reaction, feedback.text) if feedback is not None else (None, "")
+
+
+def with_comment(earlier: str, comment: str) -> str:
+    """`comment` after the comments already on an answer, within MAX_FEEDBACK_CHARS: the oldest
+    text is cut (from its start, marked with "…") when both do not fit. The same comment again
+    (a redelivered /feedback, or sent twice) adds nothing."""
+    if not earlier or earlier == comment or earlier.endswith(FEEDBACK_SEPARATOR + comment):
+        return earlier or comment
+    room = MAX_FEEDBACK_CHARS - len(FEEDBACK_SEPARATOR) - len(comment)
+    if room < 2:
+        return comment  # a comment of (nearly) the maximum length leaves no room for more
+    if len(earlier) > room:
+        earlier = "…" + earlier[len(earlier) - room + 1 :]
+    return earlier + FEEDBACK_SEPARATOR + comment
 
 
 def format_reset(at: datetime) -> str:

@@ -197,7 +197,8 @@ async def test_feedback_is_stored_on_the_last_answer_and_keeps_a_button_reaction
         if m.role is Role.ASSISTANT
     ]
     assert answers[1].feedback is not None
-    assert answers[1].feedback.text == "分かりやすかったです"
+    # Added to the first comment, not in its place: reviewers read both.
+    assert answers[1].feedback.text == "The answer was too long. | 分かりやすかったです"
 
 
 async def test_feedback_without_text_or_without_an_answer_explains_what_to_do(
