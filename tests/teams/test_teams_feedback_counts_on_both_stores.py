@@ -133,7 +133,10 @@ async def test_a_feedback_comment_keeps_the_dislike_and_its_count(
     messages = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
     [commented] = [m for m in messages if m.feedback is not None]
     assert commented.feedback is not None
-    assert (commented.feedback.reaction, commented.feedback.text) == ("dislike", "It was wrong")
+    assert (commented.feedback.reaction, commented.feedback.text) == (
+        "dislike",
+        "click 0 | It was wrong",
+    )
     assert (await summary_of(bot)).negative_feedback_count == 1
     await rate(bot, teams, rated, "like")
     assert (await summary_of(bot)).negative_feedback_count == 0
