@@ -39,9 +39,11 @@ run: setup
 test: setup lint infra-check
 	$(BIN)/python -m pytest
 
-# A local Cosmos DB protocol server for `COSMOS_ENDPOINT=https://127.0.0.1:8081 make run`.
+# A local Cosmos DB protocol server for `COSMOS_ENDPOINT=https://127.0.0.1:8081 make run`; on
+# another port when 8081 is taken: make cosmos-server COSMOS_SERVER_PORT=8082.
+COSMOS_SERVER_PORT ?= 8081
 cosmos-server: setup
-	node tests/cosmos_server.js 8081
+	node tests/cosmos_server.js $(COSMOS_SERVER_PORT)
 
 # checkov on the Bicep (pinned, offline, its own venv: its dependencies clash with the app's).
 infra-check:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -63,7 +64,7 @@ from controls.policy import (
 from controls.quotas import QuotaLimits, Quotas
 from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
-from storage.base import Store
+from storage.base import Store, StoreError
 from storage.sqlite import SqliteStore
 from webchat import connector_host, setup_webchat
 
@@ -146,15 +147,21 @@ def _anonymous_reply_hosts(settings: Settings) -> list[str]:
     return hosts
 
 
+def _local_url(settings: Settings) -> str:
+    """Where this process listens, as a URL (an IPv6 host in brackets). With PORT=0 `main` has
+    chosen the port before anything is built, so this is the real one."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
 def _admin_settings(settings: Settings) -> AdminSettings:
     session_secret = settings.admin_session_secret.get_secret_value().encode()
     pseudonym_key = settings.admin_pseudonym_key.get_secret_value().encode()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     defaults = AdminSettings()
     return AdminSettings(
         mode=AuthMode(settings.admin_auth_mode.value),
         public_base_url=settings.public_base_url,
-        link_base_url=settings.public_base_url or f"http://{host}:{settings.port}",
+        link_base_url=settings.public_base_url or _local_url(settings),
         oidc_metadata_url=settings.admin_oidc_metadata,
         oidc_client_id=settings.admin_oidc_client_id,
         oidc_tenant_id=settings.admin_oidc_tenant_id,
@@ -287,7 +294,13 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         store = CosmosStore(CosmosConfig.from_settings(settings), credential=credential)
     else:
         store = SqliteStore(settings.sqlite_file, retention_days=settings.retention_days)
-    await store.open()
+    try:
+        await store.open()
+    except StoreError as exc:
+        if not settings.uses_cosmos:
+            # A SQLite file SQLite cannot read is damage, not an outage: its traceback stays.
+            raise
+        raise StartupFailure(_cosmos_start_failure(exc)) from None
     wrapper = app.get(STORE_WRAPPER)
     app[STORE] = wrapper(store) if wrapper is not None else store
     try:
@@ -568,6 +581,26 @@ def configure_telemetry(settings: Settings) -> None:
 
 # What an operator gets for a setting to fix, as for a command-line usage error.
 CONFIGURATION_ERROR_EXIT_CODE = 2
+# A service the app needs failed at start-up: not a setting, so a later start may work.
+STARTUP_FAILURE_EXIT_CODE = 1
+
+
+class StartupFailure(Exception):
+    """A service the app depends on could not be used at start-up (an outage, a firewall, a
+    missing role). The message names the setting that points at it, never a value or secret."""
+
+
+def _cosmos_start_failure(exc: StoreError) -> str:
+    # The store's messages are its own (never the SDK's, which may quote a document).
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    account = "the Cosmos DB account at COSMOS_ENDPOINT"
+    cause = exc.__cause__
+    if isinstance(cause, ClientAuthenticationError):
+        return f"{account}: no Entra ID token for it ({type(cause).__name__})"
+    if cause is None or isinstance(cause, HttpResponseError):
+        return f"{account} could not be used: {exc}"
+    return f"{account} could not be reached ({type(cause).__name__})"
 
 
 def main() -> None:
@@ -578,25 +611,64 @@ def main() -> None:
     except ConfigurationError as exc:
         _stop_for_configuration(str(exc))
     configure_logging(settings.log_level)
-    log.info(
-        "starting on http://%s:%d with %d worker(s)",
-        settings.host,
-        settings.port,
-        settings.app_workers,
-    )
+    reserved: socket.socket | None = None
     try:
-        serve(lambda workers: create_app(settings, workers=workers), settings)
+        if settings.port == 0:
+            # Chosen now, not by each bind: the start-up line, the admin link and every
+            # worker need the one real port.
+            reserved = _reserve_port(settings.host)
+            settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+        log.info(
+            "starting on %s with %d worker(s)%s",
+            _local_url(settings),
+            settings.app_workers,
+            " (PORT=0: a free port chosen by the system)" if reserved is not None else "",
+        )
+        serve(
+            lambda workers: create_app(settings, workers=workers),
+            settings,
+            port_reserved=reserved is not None,
+        )
+    except StartupFailure as exc:
+        _stop_for_startup_failure(str(exc))
     except (ConfigurationError, PolicyFileError, OSError) as exc:
         problems = _configuration_problems(exc, settings)
         if problems is None:
             raise
         _stop_for_configuration(problems)
+    finally:
+        if reserved is not None:
+            reserved.close()
+
+
+def _reserve_port(host: str) -> socket.socket:
+    """A free port on HOST, held by a bound socket that never listens until the app stops: no
+    other process can take it meanwhile, and the app's own sockets join it with SO_REUSEPORT
+    (a socket that does not listen gets no connections)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    reserved = socket.socket(family, kind, proto)
+    try:
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # As asyncio binds `::`: IPv6 only, so 0.0.0.0 stays free for whoever else.
+            reserved.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        reserved.bind(address)
+    except BaseException:
+        reserved.close()
+        raise
+    return reserved
 
 
 def _configuration_problems(exc: BaseException, settings: Settings) -> str | None:
     """What the operator must fix, when that is what stopped the start (no value quoted)."""
     if isinstance(exc, ConfigurationError | PolicyFileError):
         return str(exc)
+    if isinstance(exc, socket.gaierror):
+        return "HOST: not an IP address, and no address is known by that name"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+        return "HOST: not an address of this machine (no interface has it)"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return (
             f"PORT: port {settings.port} is already in use on HOST (another process listens there)"
@@ -608,6 +680,11 @@ def _stop_for_configuration(problems: str) -> NoReturn:
     for line in problems.splitlines():
         sys.stderr.write(f"configuration error: {line}\n")
     raise SystemExit(CONFIGURATION_ERROR_EXIT_CODE)
+
+
+def _stop_for_startup_failure(problem: str) -> NoReturn:
+    sys.stderr.write(f"start-up failed: {problem}\n")
+    raise SystemExit(STARTUP_FAILURE_EXIT_CODE)
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a turn allocates
@@ -626,20 +703,27 @@ async def _settle_garbage_collector(app: web.Application) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def serve(build: Callable[[WorkerGroup | None], web.Application], settings: Settings) -> None:
+def serve(
+    build: Callable[[WorkerGroup | None], web.Application],
+    settings: Settings,
+    *,
+    port_reserved: bool = False,
+) -> None:
     """Run until SIGINT/SIGTERM; then drain the turn queue within SHUTDOWN_GRACE_SECONDS while
     still listening (new activities get a 503), and only then close the port and every client.
     With APP_WORKERS > 1 a parent process forks the workers, and each binds the port itself
     and builds its own app after the fork, so no event loop, thread or connection crosses
-    it."""
+    it. `port_reserved`: the port is held by a socket with SO_REUSEPORT (`_reserve_port`)."""
     if settings.app_workers == 1:
         configure_telemetry(settings)
-        _run(build(None), settings)
+        _run(build(None), settings, reuse_port=port_reserved)
     else:
         Workers(build, settings).run()
 
 
-def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> None:
+def _run(
+    app: web.Application, settings: Settings, *, worker: bool = False, reuse_port: bool = False
+) -> None:
     app.on_startup.append(_settle_garbage_collector)
     # Our own stop signal handlers, not aiohttp's: theirs let a second signal cut the drain.
     app.on_startup.append(_stop_once_on_signal)
@@ -648,7 +732,7 @@ def _run(app: web.Application, settings: Settings, *, worker: bool = False) -> N
             app,
             host=settings.host,
             port=settings.port,
-            reuse_port=worker or None,
+            reuse_port=worker or reuse_port or None,
             print=None,
             access_log=None,
             handle_signals=False,
@@ -732,15 +816,18 @@ class Workers:
         self._quick_exits = 0
         self._failed = False
         self._configuration_problems: str | None = None
+        self._startup_failure: str | None = None
 
     def run(self) -> None:
         try:
             self._serve_workers()
         finally:
             shutil.rmtree(self._sockets, ignore_errors=True)
+        # Said once, by the parent, as with one process: every worker would meet it again.
         if self._configuration_problems is not None:
-            # Said once, by the parent, as with one process: every worker would meet it again.
             _stop_for_configuration(self._configuration_problems)
+        if self._startup_failure is not None:
+            _stop_for_startup_failure(self._startup_failure)
         if self._failed:
             raise SystemExit(1)
 
@@ -774,6 +861,15 @@ class Workers:
                     # A restart would meet the same setting: stop them all instead.
                     self._stop(signal.SIGTERM, None)
                     continue
+            if code == STARTUP_FAILURE_EXIT_CODE and self._startup_failure is None:
+                with contextlib.suppress(OSError):
+                    self._startup_failure = self._failure_file(number).read_text(encoding="utf-8")
+                if self._startup_failure is not None:
+                    # The service is down for every worker alike: quick restarts would only
+                    # repeat it. Whoever runs the app (App Service, a supervisor) starts it
+                    # again later.
+                    self._stop(signal.SIGTERM, None)
+                    continue
             if self._stop_deadline is not None:
                 # Killed by the stop signal itself: it came before the worker was serving.
                 stopped = code in (0, -signal.SIGTERM, -signal.SIGINT)
@@ -805,6 +901,10 @@ class Workers:
             configure_telemetry(self._settings)
             group = WorkerGroup(self._sockets, number, self._settings.app_workers)
             _run(self._build(group), self._settings, worker=True)
+        except StartupFailure as exc:
+            code = STARTUP_FAILURE_EXIT_CODE
+            with contextlib.suppress(OSError):
+                self._failure_file(number).write_text(str(exc), encoding="utf-8")
         except BaseException as exc:
             problems = _configuration_problems(exc, self._settings)
             if problems is None:
@@ -822,6 +922,9 @@ class Workers:
 
     def _problems_file(self, number: int) -> Path:
         return self._sockets / f"worker-{number}.configuration-error"
+
+    def _failure_file(self, number: int) -> Path:
+        return self._sockets / f"worker-{number}.start-up-failure"
 
     def _stop(self, signum: int, frame: object) -> None:
         if self._stop_deadline is not None:

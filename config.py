@@ -6,11 +6,13 @@ README's configuration table list them all.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -22,6 +24,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -83,11 +86,14 @@ def explain_validation_error(error: ValidationError, prefix: str = "") -> list[s
     return lines
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def _https_or_loopback(value: str, name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
         return value.rstrip("/")
-    if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
         return value.rstrip("/")
     raise ValueError(
         f"{name} must be an https:// URL (plain http is accepted only on loopback, for simulators)"
@@ -187,6 +193,61 @@ def _csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _in_canonical_case(value: object, choices: tuple[str, ...]) -> object:
+    """`HIGH`, `OIDC`, `multitenant` as the one spelling the app compares with; anything else is
+    left for the field's own check to refuse."""
+    if not isinstance(value, str):
+        return value
+    wanted = value.strip().lower()
+    return next((choice for choice in choices if choice.lower() == wanted), value)
+
+
+def _choices(annotation: object) -> tuple[str, ...]:
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return tuple(member.value for member in annotation)
+    return tuple(str(choice) for choice in get_args(annotation))
+
+
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+NOT_AN_ORIGIN = (
+    "is not an origin: each entry must be https://host or https://host:port (http only on "
+    "loopback), with no path, query or fragment"
+)
+
+
+def _origin(entry: str) -> str | None:
+    """The origin as a browser sends it in `Origin` (lower-case scheme and host, no default port,
+    no slash): Direct Line's CORS compares it as a string. None when the entry is not one."""
+    if "?" in entry or "#" in entry:
+        return None
+    parts = urlsplit(entry)
+    host = parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if (
+        not host
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+    ):
+        return None
+    if parts.scheme != "https" and not (parts.scheme == "http" and host in LOOPBACK_HOSTS):
+        return None
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        host = f"[{host}]"
+    elif not _HOST_NAME.match(host):
+        return None
+    shown_port = "" if port is None or port == _DEFAULT_PORTS[parts.scheme] else f":{port}"
+    return f"{parts.scheme}://{host}{shown_port}"
 
 
 class Settings(BaseSettings):
@@ -376,10 +437,37 @@ class Settings(BaseSettings):
         # Python's logging knows the names in capitals only; `info` means INFO.
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator(
+        "microsoft_app_type",
+        "filter_review_severity",
+        "filter_error_policy",
+        "admin_auth_mode",
+        "webchat_auth_mode",
+        mode="before",
+    )
+    @classmethod
+    def _choice_in_any_case(cls, value: object, info: ValidationInfo) -> object:
+        assert info.field_name is not None
+        return _in_canonical_case(value, _choices(cls.model_fields[info.field_name].annotation))
+
     @field_validator("webchat_trusted_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("webchat_trusted_origins")
+    @classmethod
+    def _origins_as_browsers_send_them(cls, value: list[str]) -> list[str]:
+        # Compared as strings (CORS) and copied into the CSP: `HTTPS://Intranet.contoso.com/`
+        # would match no browser's Origin header.
+        origins: list[str] = []
+        for number, entry in enumerate(value, start=1):
+            origin = _origin(entry)
+            if origin is None:
+                raise ValueError(f"entry {number} {NOT_AN_ORIGIN}")
+            if origin not in origins:
+                origins.append(origin)
+        return origins
 
     @field_validator("allowed_tenant_ids", "allowed_channels", mode="before")
     @classmethod
@@ -441,6 +529,12 @@ class Settings(BaseSettings):
     @classmethod
     def _endpoint_is_https_or_loopback(cls, value: str) -> str:
         return _https_or_loopback(value, "AZURE_OPENAI_ENDPOINT") if value else value
+
+    @field_validator("cosmos_endpoint")
+    @classmethod
+    def _cosmos_is_https_or_loopback(cls, value: str) -> str:
+        # The SDK's own refusal of a bad URL is a traceback that quotes it.
+        return _https_or_loopback(value, "COSMOS_ENDPOINT") if value else value
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

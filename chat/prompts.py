@@ -9,26 +9,48 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from chat.texts import language_of
 
 _LANGUAGE_NAMES = {"en": "English", "ja": "Japanese"}
 DEFAULT_TEMPLATE_KEY = ""
+# What a template may use (README, SYSTEM_PROMPT_FILE); `system_prompt` passes exactly these.
+VARIABLES = ("organization_name", "assistant_name", "today", "locale", "language_name")
+# One locale per language the bot speaks: a template may branch on either.
+_CHECKED_LOCALES = ("en-US", "ja-JP")
 
 
 class PromptTemplateError(ValueError):
-    """A prompt template that is not valid Jinja; the message names the file and the line."""
+    """A prompt template the app cannot render (not valid Jinja, a variable it does not pass);
+    the message names the file and, where Jinja knows it, the line."""
 
 
 def _compile(environment: SandboxedEnvironment, path: Path) -> Template:
+    source = path.read_text(encoding="utf-8")
     try:
-        return environment.from_string(path.read_text(encoding="utf-8"))
+        tree = environment.parse(source)
     except TemplateSyntaxError as exc:
         raise PromptTemplateError(
             f"prompt template {path}: line {exc.lineno}: {exc.message}"
         ) from None
+    # Found in every branch, not only the ones a check render takes.
+    unknown = meta.find_undeclared_variables(tree) - set(VARIABLES) - set(environment.globals)
+    if unknown:
+        name, line = min(
+            (
+                (node.name, node.lineno)
+                for node in tree.find_all(nodes.Name)
+                if node.name in unknown
+            ),
+            key=lambda found: found[1],
+        )
+        raise PromptTemplateError(
+            f"prompt template {path}: line {line}: unknown variable {name} (the variables are "
+            f"{', '.join(VARIABLES)})"
+        )
+    return environment.from_string(source)
 
 
 class PromptBuilder:
@@ -48,6 +70,33 @@ class PromptBuilder:
         }
         self._organization_name = organization_name
         self._assistant_name = assistant_name
+        # Once now with the real values: a template that fails would fail every turn instead.
+        for path, template in [
+            (template_file, self._template),
+            *((Path(path), template) for path, template in self._tenant_templates.values()),
+        ]:
+            for locale in _CHECKED_LOCALES:
+                self._check_render(path, template, locale)
+
+    def _check_render(self, path: Path, template: Template, locale: str) -> None:
+        try:
+            self._render(template, locale, date.today())
+        except Exception as exc:
+            # `'str object' has no attribute 'year'`, the sandbox, an include (there is no
+            # loader): the same on every turn. The text is Jinja's about the template only.
+            detail = str(exc) if isinstance(exc, TemplateError) else type(exc).__name__
+            raise PromptTemplateError(
+                f"prompt template {path}: cannot be rendered ({locale}): {detail}"
+            ) from None
+
+    def _render(self, template: Template, locale: str, today: date) -> str:
+        return template.render(
+            organization_name=self._organization_name,
+            assistant_name=self._assistant_name,
+            today=today.isoformat(),
+            locale=locale or "en-US",
+            language_name=_LANGUAGE_NAMES.get(language_of(locale), "English"),
+        ).strip()
 
     def template_key(self, tenant_id: str) -> str:
         """Which template a tenant gets (a cache key): its own file, or the default ("")."""
@@ -55,13 +104,6 @@ class PromptBuilder:
         return entry[0] if entry else DEFAULT_TEMPLATE_KEY
 
     def system_prompt(self, locale: str, today: date | None = None, tenant_id: str = "") -> str:
-        language = language_of(locale)
         entry = self._tenant_templates.get(tenant_id.strip().lower()) if tenant_id else None
         template = entry[1] if entry else self._template
-        return template.render(
-            organization_name=self._organization_name,
-            assistant_name=self._assistant_name,
-            today=(today or date.today()).isoformat(),
-            locale=locale or "en-US",
-            language_name=_LANGUAGE_NAMES.get(language, "English"),
-        ).strip()
+        return self._render(template, locale, today or date.today())

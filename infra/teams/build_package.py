@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
-from config import Settings, load_settings
+from config import ConfigurationError, Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "manifest.template.json"
@@ -169,12 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except PackageError as exc:
         sys.stderr.write(f"teams-package: {exc}\n")
         return 2
-    except ValidationError as exc:
-        # Messages only: the inputs may hold secrets (MicrosoftAppPassword).
-        problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
-        sys.stderr.write(
-            f"teams-package: the settings (environment or .env) are invalid: {problems}\n"
-        )
+    except ConfigurationError as exc:
+        # One line per problem, each naming the setting and never its value (the settings hold
+        # MicrosoftAppPassword): what `python app.py` says for the same settings.
+        for problem in str(exc).splitlines():
+            sys.stderr.write(f"teams-package: {problem}\n")
         return 2
     sys.stdout.write(f"Teams app package: {path}\n")
     return 0

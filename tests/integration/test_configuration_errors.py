@@ -216,3 +216,69 @@ def test_with_several_workers_a_setting_only_a_worker_meets_stops_the_app_once(
     problems = [line for line in output.splitlines() if line.startswith("configuration error: ")]
     assert len(problems) == 1, output
     assert "starting a new one" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "problem"),
+    [
+        ("256.1.1.1", "0", "no address is known by that name"),
+        ("no-such-host.invalid", "free", "no address is known by that name"),
+        ("192.0.2.10", "free", "not an address of this machine"),  # TEST-NET-1: nobody's
+    ],
+)
+def test_a_host_the_app_cannot_listen_on_is_one_line_naming_it(
+    tmp_path: Path, host: str, port: str, problem: str
+) -> None:
+    # PORT=0 is chosen before the app is built, a set port when it binds: both paths.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = str(probe.getsockname()[1])
+    code, output = run_app(tmp_path, HOST=host, PORT=free if port == "free" else port)
+    assert_configuration_error(code, output, "HOST", problem)
+
+
+def test_a_cosmos_endpoint_that_is_not_a_url_is_refused_unquoted(tmp_path: Path) -> None:
+    code, output = run_app(tmp_path, COSMOS_ENDPOINT="not-a-url-Secret42Value", COSMOS_KEY="abc")
+    assert_configuration_error(code, output, "COSMOS_ENDPOINT", "https://")
+    assert_nothing_of("Secret42Value", output)
+
+
+def test_a_system_prompt_with_a_variable_the_app_does_not_pass_is_refused_at_start_up(
+    tmp_path: Path,
+) -> None:
+    template = tmp_path / "prompt.j2"
+    template.write_text(
+        "You are {{ assistant_name }}.\nAsk {{ undefined_var }} for help.\n", encoding="utf-8"
+    )
+    code, output = run_app(tmp_path, SYSTEM_PROMPT_FILE=str(template))
+    assert_configuration_error(code, output, str(template), "line 2", "undefined_var")
+
+
+def test_a_tenant_prompt_with_a_variable_the_app_does_not_pass_is_refused_at_start_up(
+    tmp_path: Path,
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    # Only Japanese speakers would reach this branch: it is checked all the same.
+    (prompts / "fabrikam.md.j2").write_text(
+        "You are {{ assistant_name }}.\n"
+        "{% if language_name == 'Japanese' %}{{ department }}{% endif %}\n",
+        encoding="utf-8",
+    )
+    policy = tmp_path / "tenants.yaml"
+    policy.write_text(
+        'tenants:\n  "72f988bf-86f1-41af-91ab-2d7cd011db47":\n'
+        "    system_prompt_file: prompts/fabrikam.md.j2\n",
+        encoding="utf-8",
+    )
+    code, output = run_app(tmp_path, TENANT_POLICY_FILE=str(policy))
+    assert_configuration_error(code, output, "fabrikam.md.j2", "line 2", "department")
+
+
+def test_a_trusted_origin_that_is_not_an_origin_is_refused_unquoted(tmp_path: Path) -> None:
+    code, output = run_app(
+        tmp_path,
+        WEBCHAT_TRUSTED_ORIGINS="https://intranet.contoso.com,https://portal.contoso.com/Secret42Value",
+    )
+    assert_configuration_error(code, output, "WEBCHAT_TRUSTED_ORIGINS", "entry 2")
+    assert_nothing_of("Secret42Value", output)

@@ -269,7 +269,7 @@ def test_an_unexpected_error_at_start_up_keeps_its_traceback(
 ) -> None:
     import app
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug, not a setting")
 
     monkeypatch.setattr(app, "serve", broken)
@@ -277,7 +277,7 @@ def test_an_unexpected_error_at_start_up_keeps_its_traceback(
     with pytest.raises(RuntimeError, match="a bug"):
         app.main()
 
-    def refused(*args: object) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(app, "serve", refused)
@@ -308,3 +308,85 @@ def test_the_admin_tenant_must_be_one_tenant_not_entras_shared_names(
         ADMIN_OIDC_TENANT_ID="7f3c2a91-5b6d-4e8f-9a0b-1c2d3e4f5a6b",
     )
     assert "/7f3c2a91-5b6d-4e8f-9a0b-1c2d3e4f5a6b/v2.0/" in one.admin_oidc_metadata
+
+
+@pytest.mark.parametrize(
+    ("name", "written", "canonical"),
+    [
+        ("FILTER_REVIEW_SEVERITY", "HIGH", "high"),
+        ("FILTER_ERROR_POLICY", "Withhold", "withhold"),
+        ("ADMIN_AUTH_MODE", "AppService", "appservice"),
+        ("WEBCHAT_AUTH_MODE", "AppService", "appservice"),
+        ("MicrosoftAppType", "multitenant", "MultiTenant"),
+        ("MicrosoftAppType", " SINGLETENANT ", "SingleTenant"),
+    ],
+)
+def test_a_choice_is_taken_in_any_case_and_kept_in_its_canonical_spelling(
+    name: str, written: str, canonical: str
+) -> None:
+    identity = {"MicrosoftAppId": "app", "MicrosoftAppPassword": "p", "MicrosoftAppTenantId": "t"}
+    loaded = settings(**{**identity, name: written})
+    field = next(key for key, info in Settings.model_fields.items() if info.alias == name)
+    value = getattr(loaded, field)
+    assert value == canonical and str(value) == canonical
+
+
+def test_admin_oidc_in_capitals_is_the_oidc_mode_with_its_checks() -> None:
+    with pytest.raises(ValidationError, match="ADMIN_AUTH_MODE=oidc needs ADMIN_OIDC_CLIENT_ID"):
+        settings(ADMIN_AUTH_MODE="OIDC")
+
+
+def test_a_choice_that_is_none_of_them_is_still_refused() -> None:
+    with pytest.raises(ValidationError, match="FILTER_REVIEW_SEVERITY"):
+        settings(FILTER_REVIEW_SEVERITY="severe")
+
+
+def test_trusted_origins_are_kept_as_browsers_send_them() -> None:
+    loaded = settings(
+        WEBCHAT_TRUSTED_ORIGINS=(
+            "https://intranet.contoso.com/, HTTPS://Portal.Contoso.com, "
+            "https://wiki.contoso.com:443, https://apps.contoso.com:8443/, "
+            "http://localhost:8080, https://intranet.contoso.com"
+        )
+    )
+    assert loaded.webchat_trusted_origins == [
+        "https://intranet.contoso.com",
+        "https://portal.contoso.com",
+        "https://wiki.contoso.com",
+        "https://apps.contoso.com:8443",
+        "http://localhost:8080",
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "intranet2.contoso.com",
+        "http://intranet.contoso.com",
+        "https://intranet.contoso.com/chat",
+        "https://intranet.contoso.com/?x=1",
+        "https://intranet.contoso.com#top",
+        "https://*.contoso.com",
+        "https://user@intranet.contoso.com",
+        "https://intranet.contoso.com:99999",
+        "ftp://intranet.contoso.com",
+        "https://",
+    ],
+)
+def test_a_trusted_origin_that_is_not_an_origin_is_refused_naming_the_setting_only(
+    entry: str,
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        settings(WEBCHAT_TRUSTED_ORIGINS=f"https://ok.contoso.com,{entry}")
+    message = str(raised.value)
+    assert "WEBCHAT_TRUSTED_ORIGINS" in message and "entry 2 is not an origin" in message
+    assert "intranet" not in message and "input_value" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["not-a-url", "http://cosmos.contoso.com", "ftp://x"])
+def test_cosmos_endpoint_must_be_https_except_loopback(endpoint: str) -> None:
+    with pytest.raises(ValidationError, match="COSMOS_ENDPOINT must be an https:// URL"):
+        settings(COSMOS_ENDPOINT=endpoint)
+    assert settings(COSMOS_ENDPOINT="https://127.0.0.1:8081/").cosmos_endpoint == (
+        "https://127.0.0.1:8081"
+    )
