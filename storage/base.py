@@ -197,7 +197,12 @@ class UserDataStore(Protocol):
         `messages`, `states`). Unreadable stored items do not stop it: a shared conversation's
         summary that cannot be read is deleted (`unreadableSharedSummaries`), and a message in a
         shared conversation whose author cannot be read is left for review
-        (`unattributedSharedMessages`); either key only when not zero."""
+        (`unattributedSharedMessages`); either key only when not zero.
+
+        The summary of a shared conversation they wrote in (someone else's, or `shared:…`) no
+        longer counts their deleted messages, nor the model usage those carried
+        (`storage.summaries.erased`), and goes when no message of that conversation is left;
+        it is not counted under `conversations`, which are theirs."""
         ...
 
 

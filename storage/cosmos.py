@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.async_paging import AsyncItemPaged
@@ -87,12 +88,16 @@ from storage.summaries import (
     RESTARTED_UNREADABLE,
     UNATTRIBUTED_SHARED_MESSAGES,
     UNATTRIBUTED_UNREADABLE_MESSAGE,
+    UNLOWERED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
+    Erased,
     apply_delta,
+    erased,
     matches,
     new_summary,
     prompts_by_conversation,
     title_to_clear,
+    without_erased,
 )
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,16 @@ _USAGE_MINUTES_KEPT = 50_000
 # Deletes of one user's data run with this much concurrency.
 _DELETE_CONCURRENCY = 16
 _SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts", "rawId")
+# Endpoint hosts for which azure-cosmos turns certificate checks off by itself, whatever
+# `connection_verify` says (azure/cosmos/aio/_asynchronous_request.py, 4.17.1: it compares the
+# request URL's hostname with exactly these two, for the local emulator).
+_UNVERIFIED_HOSTS = frozenset({"localhost", "127.0.0.1"})
+# What an operator does about a container whose defaultTtl the app cannot change.
+_PROVISION_AGAIN = (
+    "the app changes a container's defaultTtl only where it creates the containers (a key with "
+    "COSMOS_CREATE_CONTAINERS on); with Entra ID, provision the infrastructure again with the "
+    "app's RETENTION_DAYS (azd provision) or set the container's Time to Live to that value"
+)
 
 
 class _Secret(Protocol):
@@ -190,7 +205,7 @@ class CosmosConfig:
 class ContainerSpec:
     role: str
     partition_key: str
-    # "retention" = the retention period (None when it is 0); -1 = per-item ttl only.
+    # "retention" = the retention period (-1 when it is 0); -1 = TTL on, per-item ttl only.
     default_ttl: str | int | None = None
     composite: tuple[tuple[str, str], ...] = ()
     excluded_paths: tuple[str, ...] = ()
@@ -371,6 +386,14 @@ class CosmosStore:
             raise StoreError("the Cosmos DB store needs a key or an Entra ID credential")
         if not config.verify_tls:
             log.warning("cosmos TLS certificate checks are off (local protocol server only)")
+        elif (endpoint := urlsplit(config.endpoint)).scheme == "https" and (
+            endpoint.hostname in _UNVERIFIED_HOSTS
+        ):
+            # A tunnel to a real account on localhost would otherwise lose its checks silently.
+            log.warning(
+                "cosmos TLS certificate checks are off: the Cosmos DB SDK never checks them for "
+                "an endpoint on localhost or 127.0.0.1, whatever COSMOS_VERIFY_TLS says"
+            )
         self._client = CosmosClient(
             config.endpoint,
             auth,
@@ -400,21 +423,72 @@ class CosmosStore:
         self._database = database
         names = self._container_names()
         for spec in CONTAINER_SPECS:
+            name = names[spec.role]
             ttl = self._default_ttl(spec)
             extra: dict[str, Any] = {} if ttl is None else {"default_ttl": ttl}
             container = await database.create_container_if_not_exists(
-                names[spec.role],
+                name,
                 PartitionKey(path=spec.partition_key),
                 indexing_policy=spec.indexing_policy(),
                 **extra,
             )
-            self._check_properties(spec, names[spec.role], await container.read())
+            properties = await container.read()
+            self._check_partition_key(spec, name, properties)
+            # An existing container keeps the defaultTtl it was made with: RETENTION_DAYS
+            # changed since (or an older release made it) would never take effect otherwise.
+            if ttl is not None and properties.get("defaultTtl") != ttl:
+                properties = await self._replace_default_ttl(database, spec, name, properties)
+            self._check_properties(spec, name, properties)
             self._containers[spec.role] = container
         log.info("cosmos containers ready in database %s", self._config.database)
 
+    async def _replace_default_ttl(
+        self, database: DatabaseProxy, spec: ContainerSpec, name: str, properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The container with the defaultTtl the app needs. A replace resets every property it
+        is not given, so the partition key, indexing policy and the other settings read are
+        given back as they are. Refused (a read-only key), the container stays as it was and
+        `_check_properties` says so."""
+        ttl = self._default_ttl(spec)
+        assert ttl is not None
+        key = properties["partitionKey"]
+        try:
+            _, replaced = await database.replace_container(
+                name,
+                # A key read without a version is a version 1 (legacy) one.
+                PartitionKey(
+                    path=key["paths"], kind=key.get("kind", "Hash"), version=key.get("version", 1)
+                ),
+                indexing_policy=properties.get("indexingPolicy"),
+                default_ttl=ttl,
+                conflict_resolution_policy=properties.get("conflictResolutionPolicy"),
+                analytical_storage_ttl=properties.get("analyticalStorageTtl"),
+                computed_properties=properties.get("computedProperties"),
+                full_text_policy=properties.get("fullTextPolicy"),
+                vector_embedding_policy=properties.get("vectorEmbeddingPolicy"),
+                return_properties=True,
+                response_hook=self._hook("open"),
+            )
+        except CosmosHttpResponseError as exc:
+            if _status(exc) not in (401, 403):
+                raise
+            self._record("open", exc.headers)
+            return properties
+        log.warning(
+            "cosmos container %s: defaultTtl changed from %s to %s (RETENTION_DAYS=%d); items "
+            "without a ttl of their own now expire that many seconds after their last write",
+            name,
+            properties.get("defaultTtl", "off"),
+            ttl,
+            self._config.retention_days,
+        )
+        return dict(replaced)
+
     def _default_ttl(self, spec: ContainerSpec) -> int | None:
         if spec.default_ttl == "retention":
-            return self._config.retention_seconds or None
+            # -1, not None: TTL stays on, so turning retention on later only changes the
+            # default, and items written meanwhile with a ttl of their own still expire.
+            return self._config.retention_seconds or -1
         return spec.default_ttl if isinstance(spec.default_ttl, int) else None
 
     async def _check_containers(self) -> None:
@@ -444,7 +518,7 @@ class CosmosStore:
             log.error(message)
             raise StoreError(message)
 
-    def _check_properties(
+    def _check_partition_key(
         self, spec: ContainerSpec, name: str, properties: Mapping[str, Any]
     ) -> None:
         paths = (properties.get("partitionKey") or {}).get("paths") or []
@@ -455,12 +529,31 @@ class CosmosStore:
             )
             log.error(message)
             raise StoreError(message)
-        wants_ttl = spec.default_ttl == -1 or (
-            spec.default_ttl == "retention" and self._config.retention_days
-        )
-        if wants_ttl and properties.get("defaultTtl") is None:
-            # Per-item ttl is ignored while the container has TTL off.
-            log.warning("cosmos container %s has TTL off: its items will never expire", name)
+
+    def _check_properties(
+        self, spec: ContainerSpec, name: str, properties: Mapping[str, Any]
+    ) -> None:
+        self._check_partition_key(spec, name, properties)
+        ttl, found = self._default_ttl(spec), properties.get("defaultTtl")
+        if ttl is not None and found != ttl:
+            if found is None:
+                # Per-item ttl is ignored while the container has TTL off.
+                state, effect = "TTL off", "its items will never expire"
+            elif found == -1:
+                state, effect = "defaultTtl -1", "items without a ttl of their own never expire"
+            else:
+                state = f"defaultTtl {found}"
+                effect = f"items without a ttl of their own expire {found} s after their last write"
+            log.warning(
+                "cosmos container %s has %s, where the app needs defaultTtl %s "
+                "(RETENTION_DAYS=%d): %s. %s",
+                name,
+                state,
+                ttl,
+                self._config.retention_days,
+                effect,
+                _PROVISION_AGAIN,
+            )
         if spec.composite:
             wanted = [{"path": path, "order": order} for path, order in spec.composite]
             composites = (properties.get("indexingPolicy") or {}).get("compositeIndexes") or []
@@ -1337,6 +1430,80 @@ class CosmosStore:
         )
         return ConversationCount(total=len(summaries), unreadable=unreadable)
 
+    async def _shared_summary(
+        self, conversation_id: str, user_id: str, op: str
+    ) -> dict[str, Any] | None:
+        """The stored summary of a conversation owned by someone other than `user_id` (a shared
+        one), found across the /userId partitions."""
+        async for doc in self._query(
+            self._container("conversations"),
+            op,
+            "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
+            [
+                {"name": "@cid", "value": conversation_id},
+                {"name": "@uid", "value": user_id},
+            ],
+        ):
+            return doc
+        return None
+
+    async def _lower_shared_summaries(self, user_id: str, gone: dict[str, Erased], op: str) -> None:
+        """After a user's erasure deleted `gone` from conversations whose summaries are someone
+        else's (shared ones): each summary without them, or deleted when no message of its
+        conversation is left (its transcript is empty; a later turn starts a new one). Each
+        write is conditional on the ETag read, and a lost race reads the summary and the
+        messages again, as SQLite does it in one transaction: a turn that wrote meanwhile is
+        kept, and one that adds a message after the summary went starts a new summary.
+        Runs after the deletes: a retry after a failure before it finds none of the user's
+        messages there, so the counts stay too high rather than being lowered twice."""
+        container = self._container("conversations")
+        for conversation_id in sorted(gone):
+            current = await self._shared_summary(conversation_id, user_id, op)
+            for _ in range(_MAX_RACES):
+                if current is None:
+                    break
+                left = [
+                    doc
+                    async for doc in self._query(
+                        self._container("messages"),
+                        op,
+                        "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
+                        [{"name": "@cid", "value": conversation_id}],
+                        partition_key=conversation_id,
+                        page_size=1,
+                    )
+                ]
+                try:
+                    if not left:
+                        await container.delete_item(
+                            current["id"],
+                            current["userId"],
+                            etag=current["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                            response_hook=self._hook(op),
+                        )
+                        break
+                    summary = readable_summary(
+                        _clean(current), conversation_id, UNLOWERED_UNREADABLE
+                    )
+                    if summary is None:
+                        break
+                    await container.replace_item(
+                        current["id"],
+                        self._summary_doc(without_erased(summary, gone[conversation_id])),
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                    break
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                current = await self._read_or_none(container, current["id"], current["userId"], op)
+            else:
+                raise ETagMismatch(f"lowering a summary lost {_MAX_RACES} races in a row")
+
     async def _clear_titles_from(
         self, user_id: str, prompts: dict[str, list[str]], unchecked: set[str], op: str
     ) -> int:
@@ -1351,18 +1518,7 @@ class CosmosStore:
         for conversation_id in sorted(prompts.keys() | unchecked):
             texts = prompts.get(conversation_id, [])
             # Found across partitions once; a lost race re-reads it with a point read.
-            current: dict[str, Any] | None = None
-            async for doc in self._query(
-                container,
-                op,
-                "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
-                [
-                    {"name": "@cid", "value": conversation_id},
-                    {"name": "@uid", "value": user_id},
-                ],
-            ):
-                current = doc
-                break
+            current = await self._shared_summary(conversation_id, user_id, op)
             for _ in range(_MAX_RACES):
                 if current is None:
                     break
@@ -1435,12 +1591,16 @@ class CosmosStore:
             shared: set[str] = set()
             unchecked: set[str] = set()
             written: list[Message] = []
-            for doc in messages:
+            # The user's messages in shared conversations as read (None: unreadable), by their
+            # place in `messages`: their summaries count them no longer once they are deleted.
+            theirs: dict[int, Message | None] = {}
+            for index, doc in enumerate(messages):
                 conversation_id = _message_conversation(doc)
                 if doc.get("userId") != user_id or conversation_id in owned:
                     continue
                 shared.add(conversation_id)
                 message = readable_message(_clean(doc), conversation_id, ERASED_UNREADABLE_MESSAGE)
+                theirs[index] = message
                 if message is None:
                     unchecked.add(conversation_id)
                 else:
@@ -1455,6 +1615,16 @@ class CosmosStore:
             message_container = self._container("messages")
             deleted_messages = await asyncio.gather(
                 *(delete(message_container, d["id"], d["conversationId"]) for d in messages)
+            )
+            # Only what this attempt deleted: a message already gone (404) was deleted by
+            # another attempt, which lowered the counts for it or failed before it could.
+            in_shared: dict[str, list[Message | None]] = {}
+            for index, message in theirs.items():
+                if deleted_messages[index]:
+                    conversation_id = _message_conversation(messages[index])
+                    in_shared.setdefault(conversation_id, []).append(message)
+            await self._lower_shared_summaries(
+                user_id, {cid: erased(found) for cid, found in in_shared.items()}, op
             )
             summary_container = self._container("conversations")
             deleted_summaries = await asyncio.gather(

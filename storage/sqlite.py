@@ -86,12 +86,15 @@ from storage.summaries import (
     RESTARTED_UNREADABLE,
     UNATTRIBUTED_SHARED_MESSAGES,
     UNATTRIBUTED_UNREADABLE_MESSAGE,
+    UNLOWERED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     apply_delta,
+    erased,
     matches,
     new_summary,
     prompts_by_conversation,
     title_to_clear,
+    without_erased,
 )
 
 log = logging.getLogger(__name__)
@@ -353,6 +356,33 @@ def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
 def _is_busy(error: sqlite3.Error) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _lower_shared_summary(
+    db: sqlite3.Connection, conversation_id: str, gone: list[Message | None]
+) -> None:
+    """After a user's erasure deleted `gone` from a conversation whose summary is someone else's
+    (a shared one), in the same transaction: the summary without them, or no summary when no
+    message of the conversation is left (its transcript is empty; a later turn starts a new
+    one). The messages that stay may be unreadable or unattributed ones left for review."""
+    row = db.execute(
+        "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None:
+        return
+    left = db.execute(
+        "SELECT 1 FROM messages WHERE conversation_id = ? LIMIT 1", (conversation_id,)
+    ).fetchone()
+    if left is None:
+        db.execute("DELETE FROM conversations WHERE conversation_id = ?", (conversation_id,))
+        return
+    summary = readable_summary(row[0], conversation_id, UNLOWERED_UNREADABLE)
+    if summary is None:
+        return
+    db.execute(
+        "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+        (json.dumps(without_erased(summary, erased(gone)).to_doc()), conversation_id),
+    )
 
 
 class SqliteStore:
@@ -1056,8 +1086,9 @@ class SqliteStore:
             # only the user's messages in those are read. One that cannot be read is still
             # theirs by its user_id column, and is deleted below with the rest; its words
             # cannot be checked against the title, so that title is cleared.
-            shared: set[str] = set()
             unchecked: set[str] = set()
+            # The user's messages in each of those (None: unreadable), all deleted below.
+            in_shared: dict[str, list[Message | None]] = {}
 
             def written_in_shared() -> Iterator[Message]:
                 for conversation_id, doc in db.execute(
@@ -1066,8 +1097,8 @@ class SqliteStore:
                     " (SELECT conversation_id FROM conversations WHERE user_id = ?)",
                     (user_id, user_id),
                 ):
-                    shared.add(conversation_id)
                     message = readable_message(doc, conversation_id, ERASED_UNREADABLE_MESSAGE)
+                    in_shared.setdefault(conversation_id, []).append(message)
                     if message is None:
                         unchecked.add(conversation_id)
                     else:
@@ -1077,7 +1108,7 @@ class SqliteStore:
             # Messages there whose owner cannot be read either may be someone else's: left,
             # and counted for review (storage.summaries.UNATTRIBUTED_UNREADABLE_MESSAGE).
             unattributed = 0
-            for conversation_id in sorted(shared):
+            for conversation_id in sorted(in_shared):
                 for (doc,) in db.execute(
                     "SELECT doc FROM messages WHERE conversation_id = ?"
                     " AND (typeof(user_id) != 'text' OR user_id = '')",
@@ -1117,6 +1148,8 @@ class SqliteStore:
                 messages += db.execute(
                     "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
                 ).rowcount
+            for conversation_id in sorted(in_shared):
+                _lower_shared_summary(db, conversation_id, in_shared[conversation_id])
             conversations = db.execute(
                 "DELETE FROM conversations WHERE user_id = ?", (user_id,)
             ).rowcount

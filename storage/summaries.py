@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from storage.models import ConversationSummary, Message, Role, SummaryDelta, SummaryQuery
 
@@ -48,6 +49,11 @@ UNATTRIBUTED_UNREADABLE_MESSAGE = (
     "counted as unattributedSharedMessages for review"
 )
 UNATTRIBUTED_SHARED_MESSAGES = "unattributedSharedMessages"
+# Erasure, in a shared conversation where messages are left: a summary that cannot be read cannot
+# have the user's deleted messages taken off its counts (`without_erased`).
+UNLOWERED_UNREADABLE = (
+    "left by a user's erasure with its counts as they were (the next turn starts it over)"
+)
 
 
 def new_summary(delta: SummaryDelta) -> ConversationSummary:
@@ -136,3 +142,45 @@ def title_to_clear(summary: ConversationSummary, prompts: Iterable[str], uncheck
     A title is derived from the first prompt, not anyone's message; the next turn sets one
     again."""
     return bool(summary.title) and (unchecked or title_from(summary, prompts))
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What a user's erasure deleted from a conversation whose summary is not theirs (a shared
+    one): what that summary's counts are lowered by (`without_erased`)."""
+
+    messages: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def erased(messages: Iterable[Message | None]) -> Erased:
+    """What these deleted messages had added to their conversation's summary: one each for the
+    user's prompts and the answers to them (a `/new` marker is not counted) and the model usage
+    each answer carries. One that could not be read (None) counts as one message without usage:
+    all but the markers are counted, and a marker is seldom unreadable. Tokens the summary
+    counted for a stream that broke off are on no message, so they stay."""
+    count = prompt_tokens = completion_tokens = 0
+    for message in messages:
+        if message is None:
+            count += 1
+            continue
+        if message.role is Role.CONTEXT_RESET:
+            continue
+        count += 1
+        if message.usage is not None:
+            prompt_tokens += message.usage.prompt
+            completion_tokens += message.usage.completion
+    return Erased(count, prompt_tokens, completion_tokens)
+
+
+def without_erased(summary: ConversationSummary, gone: Erased) -> ConversationSummary:
+    """The summary of a conversation whose other messages stay, without what a user's erasure
+    deleted from it; never below 0 (a count the summary never had is not taken from the rest)."""
+    return summary.model_copy(
+        update={
+            "message_count": max(0, summary.message_count - gone.messages),
+            "prompt_tokens": max(0, summary.prompt_tokens - gone.prompt_tokens),
+            "completion_tokens": max(0, summary.completion_tokens - gone.completion_tokens),
+        }
+    )

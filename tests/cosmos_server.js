@@ -30,6 +30,25 @@ readDocument.default = (account, req, res, params) => {
   return originalReadDocument(account, req, res, params);
 };
 
+// Another protocol-server bug: replacing a container (PUT /dbs/{db}/colls/{coll}, which changes
+// its defaultTtl or indexing policy) makes a new, empty one, where Cosmos DB keeps the items. The
+// replaced container keeps its _rid and _self, so its items move over as they are.
+const replaceCollection = require("@vercel/cosmosdb-server/lib/handler/replace-collection");
+
+const originalReplaceCollection = replaceCollection.default;
+replaceCollection.default = async (account, req, res, params) => {
+  const before = account.database(params.dbId).collection(params.collId);
+  const result = await originalReplaceCollection(account, req, res, params);
+  const after = account.database(params.dbId).collection(params.collId);
+  if (before.read() && after.read() && after !== before) {
+    for (const part of ["documents", "userDefinedFunctions", "partitionKeyRanges"]) {
+      after[part] = before[part];
+      after[part]._parent = after;
+    }
+  }
+  return result;
+};
+
 const { createHttpsServer } = require("@vercel/cosmosdb-server");
 
 const args = process.argv.slice(2).filter((arg) => !arg.startsWith("--"));

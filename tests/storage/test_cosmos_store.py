@@ -154,16 +154,6 @@ async def test_created_containers_carry_keys_ttl_and_indexes(
     ]
 
 
-async def test_no_retention_means_no_default_ttl(
-    cosmos_server: CosmosServer, raw_client: CosmosClient
-) -> None:
-    config = cosmos_config(cosmos_server, retention_days=0)
-    await (await _open(config)).close()
-    for name in ("messages", "conversations"):
-        properties = await _container_properties(raw_client, config.database, name)
-        assert properties.get("defaultTtl") is None
-
-
 # --- what is stored
 
 
@@ -380,7 +370,7 @@ def test_config_from_settings() -> None:
         RETENTION_DAYS=90,
     )
     config = CosmosConfig.from_settings(settings)
-    assert config.endpoint == "https://acct.documents.azure.com:443/"
+    assert config.endpoint == "https://acct.documents.azure.com:443"  # settings drop the "/"
     assert (config.database, config.audit_container) == ("prod", "audit-log")
     assert config.key == ""
     assert config.create_containers is False  # Entra ID: the infrastructure creates them

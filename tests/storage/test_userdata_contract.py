@@ -104,12 +104,15 @@ async def test_deleting_a_user_clears_the_title_their_words_gave_a_shared_conver
             message(conv, 1, user_id=first_writer, text=f"{first_writer}: {words}")
         )
         title = f"{first_writer}: {words}"[:20]
-        await store.apply_summary_delta(
-            delta(conv, user_id=f"shared:{conv}", title=title, messages=1)
-        )
         await store.add_message(message(conv, 2, role=Role.ASSISTANT, user_id=first_writer))
-    await store.add_message(message("group-a", 3, user_id="bob", text="bob here"))
-    await store.add_message(message("group-b", 3, user_id="alice", text="alice here"))
+        await store.apply_summary_delta(
+            delta(conv, user_id=f"shared:{conv}", title=title, messages=2)
+        )
+    for conv, second_writer in (("group-a", "bob"), ("group-b", "alice")):
+        await store.add_message(
+            message(conv, 3, user_id=second_writer, text=f"{second_writer} here")
+        )
+        await store.apply_summary_delta(delta(conv, user_id=f"shared:{conv}", messages=1))
 
     await store.delete_user("alice")
 
