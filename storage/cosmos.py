@@ -474,13 +474,24 @@ class CosmosStore:
                 raise
             self._record("open", exc.headers)
             return properties
+        before = properties.get("defaultTtl")
+        if ttl != -1:
+            effect = (
+                "items without a ttl of their own now expire that many seconds after their last "
+                "write"
+            )
+        elif before is None:
+            # -1 is not a number of seconds: TTL on, and only items with a ttl of their own expire.
+            effect = "TTL turned on; items without a ttl of their own do not expire"
+        else:
+            effect = "items without a ttl of their own no longer expire"
         log.warning(
-            "cosmos container %s: defaultTtl changed from %s to %s (RETENTION_DAYS=%d); items "
-            "without a ttl of their own now expire that many seconds after their last write",
+            "cosmos container %s: defaultTtl changed from %s to %s (RETENTION_DAYS=%d); %s",
             name,
-            properties.get("defaultTtl", "off"),
+            "off" if before is None else before,
             ttl,
             self._config.retention_days,
+            effect,
         )
         return dict(replaced)
 
