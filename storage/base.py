@@ -213,7 +213,11 @@ class Store(
 
     name: str
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect, and make or check what the store needs. State documents an earlier release
+        stored without an owner get the one `storage.botstate.legacy_owners` can tell (at the
+        first open that finds any; `storage.botstate.LEGACY_OWNERS_SEARCHED`)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -54,6 +54,12 @@ from storage.base import (
     StoreThrottled,
     UserDataKind,
 )
+from storage.botstate import (
+    LEGACY_OWNERS_SEARCHED,
+    OWNER_CANDIDATES,
+    legacy_owners,
+    report_legacy_owners,
+)
 from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.models import (
@@ -110,7 +116,8 @@ _MAX_RACES = 20
 _USAGE_MINUTES_KEPT = 50_000
 # Deletes of one user's data run with this much concurrency.
 _DELETE_CONCURRENCY = 16
-_SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts", "rawId")
+_SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
+_SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
 # Endpoint hosts for which azure-cosmos turns certificate checks off by itself, whatever
 # `connection_verify` says (azure/cosmos/aio/_asynchronous_request.py, 4.17.1: it compares the
 # request URL's hostname with exactly these two, for the local emulator).
@@ -332,6 +339,51 @@ def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str,
     return operations, ("FROM c WHERE " + " AND ".join(conditions)) if conditions else None
 
 
+class _OwnerEvidence:
+    """`storage.botstate.OwnerEvidence` from the containers (store open): a cross-partition
+    query of the summaries (by id) and two single-partition queries of the messages."""
+
+    def __init__(self, store: CosmosStore) -> None:
+        self._store = store
+
+    async def conversation_owners(self, exact: str | None, start: str) -> list[tuple[str, str]]:
+        store, op = self._store, "open"
+        if exact is not None:
+            query = "SELECT c.id, c.rawId, c.userId FROM c WHERE c.id = @id"
+            parameters: list[dict[str, Any]] = [{"name": "@id", "value": cosmos_id(exact)}]
+        else:
+            query = "SELECT TOP @n c.id, c.rawId, c.userId FROM c WHERE STARTSWITH(c.id, @start)"
+            parameters = [
+                {"name": "@n", "value": OWNER_CANDIDATES + 1},
+                {"name": "@start", "value": start},
+            ]
+        container = store._container("conversations")
+        return [
+            (_conversation_of(doc), str(doc.get("userId") or ""))
+            async for doc in store._query(container, op, query, parameters)
+        ]
+
+    async def wrote_alone(self, conversation_id: str, user_id: str) -> bool:
+        store, op = self._store, "open"
+        container = store._container("messages")
+        parameters = [
+            {"name": "@cid", "value": conversation_id},
+            {"name": "@uid", "value": user_id},
+        ]
+        theirs = "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid AND c.userId = @uid"
+        # A message whose owner cannot be read may be anyone's.
+        others = (
+            "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid"
+            " AND NOT (IS_STRING(c.userId) AND c.userId = @uid)"
+        )
+
+        async def found(query: str) -> bool:
+            items = store._query(container, op, query, parameters, partition_key=conversation_id)
+            return any([item async for item in items])
+
+        return await found(theirs) and not await found(others)
+
+
 class CosmosStore:
     name = "cosmos"
 
@@ -413,9 +465,73 @@ class CosmosStore:
                     await self._create_containers()
                 else:
                     await self._check_containers()
+            await self._name_legacy_owners()
         except BaseException:
             await self.close()
             raise
+
+    async def _name_legacy_owners(self) -> None:
+        """State items a release before owners were recorded wrote (no `owner`) get the owner
+        `storage.botstate.legacy_owners` can tell, so deleting or exporting their user finds
+        them. A replace on the item's ETag: one a turn wrote meanwhile was stamped by the turn.
+        One cross-partition query over the state container, once: a marker says it was done.
+        Not being able to look is no reason not to start: the user's next message stamps the
+        owner too."""
+        op = "open"
+        container = self._container("botstate")
+        marker_id = LEGACY_OWNERS_SEARCHED
+        try:
+            async with self._guard(op):
+                if await self._read_or_none(container, marker_id, marker_id, op) is not None:
+                    return
+                items = {
+                    str(doc["id"]): doc
+                    async for doc in self._query(
+                        container, op, "SELECT * FROM c WHERE NOT IS_DEFINED(c.owner)", []
+                    )
+                }
+                documents = [
+                    (str(_clean(doc)["id"]), document)
+                    for doc in items.values()
+                    if isinstance(document := doc.get("document"), dict)
+                ]
+                owners, unattributed = await legacy_owners(documents, _OwnerEvidence(self))
+                gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+                named = sum(
+                    await asyncio.gather(
+                        *(self._name_owner(items[cosmos_id(k)], o, gate) for k, o in owners.items())
+                    )
+                )
+                if owners or unattributed:
+                    marker = {"named": named, "unattributed": unattributed}
+                    item = {"type": "state", "schemaVersion": 1, "document": marker}
+                    await container.upsert_item(
+                        _with_id(item, marker_id), response_hook=self._hook(op)
+                    )
+        except StoreError:
+            log.warning("the owners of bot state stored by an earlier release were not looked up")
+            return
+        report_legacy_owners(named, unattributed)
+
+    async def _name_owner(self, item: dict[str, Any], owner: str, gate: asyncio.Semaphore) -> int:
+        op = "open"
+        replacement = {k: v for k, v in item.items() if k not in _SERVICE_FIELDS}
+        replacement["owner"] = owner
+        async with gate:
+            try:
+                await self._container("botstate").replace_item(
+                    item["id"],
+                    replacement,
+                    etag=item["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                    response_hook=self._hook(op),
+                )
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 412):
+                    raise
+                self._record(op, exc.headers)  # written (and stamped) or deleted meanwhile
+                return 0
+        return 1
 
     async def _create_containers(self) -> None:
         assert self._client is not None

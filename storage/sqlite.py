@@ -40,6 +40,7 @@ import logging
 import os
 import queue
 import random
+import re
 import sqlite3
 import struct
 import threading
@@ -52,6 +53,12 @@ from typing import Any, TypeVar
 
 from config import ConfigurationError
 from storage.base import ETagMismatch, StoreError, UserDataKind
+from storage.botstate import (
+    LEGACY_OWNERS_SEARCHED,
+    OWNER_CANDIDATES,
+    legacy_owners,
+    report_legacy_owners,
+)
 from storage.cursors import decode_cursor, encode_cursor
 from storage.models import (
     SKIPPED,
@@ -385,6 +392,35 @@ def _lower_shared_summary(
     )
 
 
+class _OwnerEvidence:
+    """`storage.botstate.OwnerEvidence` from the SQLite file, on the worker (store open)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def conversation_owners(self, exact: str | None, start: str) -> list[tuple[str, str]]:
+        select = "SELECT conversation_id, user_id FROM conversations WHERE conversation_id"
+        args: tuple[Any, ...]
+        if exact is not None:
+            sql, args = f"{select} = ?", (exact,)
+        else:
+            # GLOB with a fixed start reads a range of the primary key (LIKE would ignore case).
+            pattern = re.sub(r"([*?\[])", r"[\1]", start) + "*"
+            sql, args = f"{select} GLOB ? LIMIT ?", (pattern, OWNER_CANDIDATES + 1)
+        rows = await self._store._run(lambda db: db.execute(sql, args).fetchall())
+        return [(str(conversation_id), str(user_id)) for conversation_id, user_id in rows]
+
+    async def wrote_alone(self, conversation_id: str, user_id: str) -> bool:
+        row = await self._store._run(
+            lambda db: db.execute(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ? AND user_id = ?),"
+                " EXISTS (SELECT 1 FROM messages WHERE conversation_id = ? AND user_id != ?)",
+                (conversation_id, user_id, conversation_id, user_id),
+            ).fetchone()
+        )
+        return bool(row[0]) and not row[1]
+
+
 class SqliteStore:
     name = "sqlite"
 
@@ -430,6 +466,11 @@ class SqliteStore:
             if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
                 raise ConfigurationError(f"{where} cannot be opened ({exc})") from None
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+        try:
+            await self._name_legacy_owners()
+        except BaseException:
+            await self.close()
+            raise
         if self._checkpoint_every_seconds is None:
             return
         try:
@@ -499,6 +540,55 @@ class SqliteStore:
                 " WHERE expires_at IS NULL",
                 (self._retention_seconds,),
             )
+
+    async def _name_legacy_owners(self) -> None:
+        """State rows a release before owners were recorded wrote (owner NULL) get the owner
+        `storage.botstate.legacy_owners` can tell, so deleting or exporting their user finds
+        them. Only the owner column changes (not the document or its ETag): a turn writing the
+        row meanwhile stamps its owner itself. Once: a marker says it was done. Not being able to
+        look is no reason not to start: the user's next message stamps the owner too."""
+
+        def ownerless(db: sqlite3.Connection) -> list[Any] | None:
+            searched = "SELECT 1 FROM botstate WHERE key = ?"
+            if db.execute(searched, (LEGACY_OWNERS_SEARCHED,)).fetchone() is not None:
+                return None
+            return db.execute("SELECT key, doc, etag FROM botstate WHERE owner IS NULL").fetchall()
+
+        try:
+            rows = await self._run(ownerless)
+            if rows is None:
+                return
+            documents: list[tuple[str, dict[str, Any]]] = []
+            etags: dict[str, str] = {}
+            for key, doc, etag in rows:
+                with contextlib.suppress(ValueError):
+                    document = json.loads(doc)
+                    if isinstance(document, dict):
+                        documents.append((key, document))
+                        etags[key] = etag
+            owners, unattributed = await legacy_owners(documents, _OwnerEvidence(self))
+
+            def name(db: sqlite3.Connection) -> int:
+                named = sum(
+                    db.execute(
+                        "UPDATE botstate SET owner = ? WHERE key = ? AND owner IS NULL"
+                        " AND etag = ?",
+                        (owner, key, etags[key]),
+                    ).rowcount
+                    for key, owner in owners.items()
+                )
+                marker = {"named": named, "unattributed": unattributed}
+                db.execute(
+                    "INSERT OR REPLACE INTO botstate (key, etag, doc) VALUES (?, ?, ?)",
+                    (LEGACY_OWNERS_SEARCHED, str(time.time_ns()), json.dumps(marker)),
+                )
+                return named
+
+            named = await self._run(lambda db: _atomic(db, name)) if owners or unattributed else 0
+        except StoreError:
+            log.warning("the owners of bot state stored by an earlier release were not looked up")
+            return
+        report_legacy_owners(named, unattributed)
 
     async def close(self) -> None:
         if self._worker is None:
