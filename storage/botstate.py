@@ -293,6 +293,6 @@ def report_legacy_owners(named: int, unattributed: int) -> None:
         log.warning(
             "%d bot-state document(s) stored before owners were recorded (consent records, "
             "messages waiting for consent) cannot be attributed to a user: deleting or exporting "
-            "a user misses them until that user writes again (README: Upgrading)",
+            "a user misses them until that user writes again (README: Usage policy and consent)",
             unattributed,
         )
