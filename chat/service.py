@@ -1011,10 +1011,7 @@ class ChatService:
         """Tell the user (`text_key`) and store an error record in place of the answer (its
         `error` is `text_key` unless given)."""
         ref = outcome.correlation_id
-        values: dict[str, object] = {"ref": ref, **extra}
-        if text_key == "message_too_long":
-            values = {"length": len(user_message.text), "limit": self._max_chars}
-        notice = localize(text_key, turn.locale, **values)
+        notice = localize(text_key, turn.locale, ref=ref, **extra)
         outcome.status = "error"
         await _notify(channel, notice, outcome)
         delta.errors += 1
