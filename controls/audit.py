@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from controls.clock import Clock, utc_now
 from storage.base import AuditStore, StoreError
-from storage.models import AuditRecord
+from storage.models import AuditRecord, user_ref
 
 log = logging.getLogger("controls")
 
@@ -21,9 +21,10 @@ class RefusalLog:
         *,
         name_user: Callable[[str], str] | None = None,
     ) -> None:
-        """`name_user`: how an audit record names a user (app.py passes the admin pseudonym,
-        as deletion records use, so the audit log that outlives a deleted user does not hold
-        the user id); without it a record about a user names its scope."""
+        """`name_user`: how a refusal about a user names the user, in its audit record and its
+        log line alike (app.py passes the admin pseudonym, as deletion records use: both outlive
+        a deleted user, the log in Application Insights too, so neither may hold the user id);
+        without it, the user's non-reversible reference (`user:<user_ref>`)."""
         self._audit = audit
         self._clock = clock
         self._name_user = name_user
@@ -32,10 +33,12 @@ class RefusalLog:
         self, event: str, scope: str, *, user_id: str = "", **detail: str | int
     ) -> None:
         """`event` is e.g. `quota_exceeded`, `tenant_refused`, `channel_refused`; `user_id`
-        when the refusal is about one user (the log line keeps the scope)."""
-        log.warning(event, extra={"event": event, "scope": scope, **detail})
+        when the refusal is about one user: then `scope` (which holds the user id) is named
+        neither in the log line nor in the audit record, both name the user as `name_user` does
+        (the log line's `scope` is the record's `target`, so the two can be matched)."""
+        target = self._target(scope, user_id)
+        log.warning(event, extra={"event": event, "scope": target, **detail})
         now = self._clock()
-        target = self._name_user(user_id) if user_id and self._name_user else scope
         record = AuditRecord(
             id=uuid.uuid4().hex,
             day=now.date().isoformat(),
@@ -50,3 +53,10 @@ class RefusalLog:
         except StoreError:
             # The refusal itself stands; only its audit record is missing.
             log.exception("the refusal audit record could not be written", extra={"event": event})
+
+    def _target(self, scope: str, user_id: str) -> str:
+        if not user_id:
+            return scope
+        if self._name_user is not None:
+            return self._name_user(user_id)
+        return f"user:{user_ref(user_id)}"
