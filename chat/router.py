@@ -26,6 +26,7 @@ from chat.model import (
     FilterWatch,
     ModelCaller,
     ModelError,
+    PromptFiltered,
     TextListener,
 )
 from chat.telemetry import ChatTelemetry
@@ -141,13 +142,28 @@ class DeploymentRouter:
                 half_open = health.breaker_open_until > 0
                 health.trial_in_flight = half_open
                 try:
-                    with self._telemetry.span("chat.model_attempt", deployment=name):
-                        completion = await asyncio.wait_for(
-                            client.complete(
-                                messages, max_tokens, listen if on_text else None, caller, watch
-                            ),
-                            timeout=remaining,
-                        )
+                    # Only the deployment's answer fails the attempt's span; a Stop or a
+                    # cancellation passing through is not its doing.
+                    with self._telemetry.span(
+                        "chat.model_attempt", deployment=name, failures=()
+                    ) as attempt:
+                        try:
+                            completion = await asyncio.wait_for(
+                                client.complete(
+                                    messages, max_tokens, listen if on_text else None, caller, watch
+                                ),
+                                timeout=remaining,
+                            )
+                        except PromptFiltered as exc:
+                            self._telemetry.prompt_filtered(attempt, exc.status)
+                            raise
+                        except ModelError as exc:
+                            self._telemetry.model_failed(attempt, exc.kind, exc.status)
+                            raise
+                        except TimeoutError:
+                            if not streamed:
+                                self._telemetry.model_failed(attempt, "deadline", None)
+                            raise
                 except TimeoutError:
                     if streamed:
                         # Text was still arriving: a long answer, not a hung deployment. The

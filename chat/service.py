@@ -159,6 +159,8 @@ class TurnOutcome:
     duplicate: bool = False
     replied: bool = False
     status: str = "complete"
+    # With status "error": why (the error record's `error`).
+    error: str = ""
     correlation_id: str = ""
     user_message_id: str = ""
     assistant_message_id: str | None = None
@@ -240,6 +242,9 @@ class ChatService:
                 span.set_attribute("turn.status", outcome.status)
                 if outcome.status not in {"complete", "duplicate"}:
                     span.set_attribute("turn.notice", True)
+                failure = _turn_failure(outcome)
+                if failure:
+                    self._telemetry.fail(span, failure)
         finally:
             correlation_id.reset(token)
         if outcome.duplicate:
@@ -370,6 +375,16 @@ class ChatService:
             with self._telemetry.span("store.apply_summary_delta"):
                 await self._summaries.apply_summary_delta(delta)
             outcome.store_ops.append("write:summary")
+            if delta.flag_reasons:
+                # What the admin list's "flagged" filter shows, for the monitoring queries.
+                log.info(
+                    "conversation_flagged",
+                    extra={
+                        "event": "conversation_flagged",
+                        "reasons": ",".join(dict.fromkeys(delta.flag_reasons)),
+                        "conversation_ref": conversation_ref(delta.conversation_id),
+                    },
+                )
         except StoreError:
             log.exception(
                 "updating the conversation summary failed",
@@ -681,7 +696,10 @@ class ChatService:
             await channel.update(text_so_far)
 
         try:
-            with trace.use_span(span, end_on_exit=False):
+            # Its outcome is set below, as known; no exception event (the turn logs it once).
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 return await self._model.complete(
                     messages,
                     self._max_output_tokens,
@@ -690,13 +708,26 @@ class ChatService:
                     watch=watch,
                 )
         except BaseException as exc:
-            span.set_attribute("error.kind", str(getattr(exc, "kind", type(exc).__name__)))
-            if isinstance(exc, PromptFiltered):
-                span.set_attribute("filter.outcome", "prompt_filtered")
-            else:
-                self._telemetry.fail(span, type(exc).__name__)
+            self._model_call_ended(span, exc)
             span.end()
             raise
+
+    def _model_call_ended(self, span: Span, exc: BaseException) -> None:
+        """The model call's span for a call that returned no completion."""
+        if isinstance(exc, ModelError) and exc.deployment:
+            span.set_attribute("deployment", exc.deployment)
+        if isinstance(exc, PromptFiltered):
+            self._telemetry.prompt_filtered(span, exc.status)
+        elif isinstance(exc, ModelError) and exc.kind == "deadline" and not exc.fault:
+            # The deadline cut an answer still streaming: a long answer, no failure (the router
+            # counts none either); the user keeps the text.
+            span.set_attribute("finish_reason", MODEL_DEADLINE)
+        elif isinstance(exc, ModelError):
+            self._telemetry.model_failed(span, exc.kind, exc.status)
+        elif isinstance(exc, Exception) and not isinstance(exc, StreamStopped):
+            self._telemetry.fail(span, type(exc).__name__)
+        # Otherwise the user's Stop, or a cancellation (the stream's time limit, shutdown):
+        # nothing the model did wrong.
 
     def _must_withhold(self, completion: Completion, verdict: Verdict) -> bool:
         if completion.finish_reason == "content_filter" or verdict.filtered_categories("output"):
@@ -824,7 +855,7 @@ class ChatService:
                 extra={
                     "event": "content_filter",
                     "category": result.category,
-                    "severity": result.severity,
+                    "severity": result.severity or "",
                     "detected": result.detected,
                     "filtered": result.filtered,
                     "source": result.source,
@@ -974,7 +1005,9 @@ class ChatService:
         delivered = True
         activity_id: str | None = None
         try:
-            with self._telemetry.span("chat.reply", streamed=channel.streams):
+            with self._telemetry.span(
+                "chat.reply", streamed=channel.streams, failures=(DeliveryFailed,)
+            ):
                 activity_id = await channel.final(Reply(completion.text, ai_generated=True))
         except StreamStopped as stopped:
             await self._store_stopped(
@@ -1013,6 +1046,7 @@ class ChatService:
         ref = outcome.correlation_id
         notice = localize(text_key, turn.locale, ref=ref, **extra)
         outcome.status = "error"
+        outcome.error = error or text_key
         await _notify(channel, notice, outcome)
         delta.errors += 1
         # The summary counts what the quota is charged: the usage Azure bills for a stream that
@@ -1056,6 +1090,18 @@ class ChatService:
             cached = (text, self._counter.count_text(text))
             self._system_cache[key] = cached
         return cached
+
+
+# Turn outcomes where the service failed the user (the conversation counts an error); a message
+# too long for the model's window is the user's to shorten, not a failure.
+_FAILED_TURNS = {"error", "store_error", "delivery_failed", "empty_answer"}
+
+
+def _turn_failure(outcome: TurnOutcome) -> str:
+    """Why the turn failed, for its span (its `error.kind`); "" when it did not."""
+    if outcome.status not in _FAILED_TURNS or outcome.error == "message_too_long":
+        return ""
+    return outcome.error or outcome.status
 
 
 async def _abandon(pending: asyncio.Future[Any]) -> None:
