@@ -1008,22 +1008,97 @@ def test_cosmos_check_catches_a_missing_composite_index(texts: dict[str, str]) -
     assert any("conversations composite" in p for p in im.check_cosmos_containers(broken))
 
 
-def test_monitoring_queries_use_the_apps_telemetry_names() -> None:
-    queries = {
-        p.name: p.read_text(encoding="utf-8") for p in (im.INFRA_DIR / "monitoring").glob("*.kql")
-    }
-    assert len(queries) >= 5
-    text = "\n".join(queries.values())
-    for name in (
-        "chat.tokens",
-        "chat.filter_events",
-        "chat.model_throttled",
-        "chat.spillover",
-        "chat.turn",
-        "content_filter",
-        "conversation_flagged",
-    ):
-        assert name in text, name
+# --- the monitoring queries read what the app (chat.telemetry.EXPORTED) and API Management's
+# token metrics really send to Application Insights
+
+# The metrics azure-openai-emit-token-metric sends, with the dimensions the policy names.
+APIM_TOKEN_METRICS = ("Prompt Tokens", "Completion Tokens", "Total Tokens")
+
+
+def exported_to_application_insights() -> dict[str, dict[str, frozenset[str]]]:
+    import xml.etree.ElementTree as ElementTree
+
+    from chat.telemetry import EXPORTED
+
+    # The repository's own file, not untrusted input.
+    policy = ElementTree.parse(im.INFRA_DIR / "apim" / "openai-policy.xml").getroot()  # noqa: S314
+    [emit] = policy.findall(".//azure-openai-emit-token-metric")
+    dimensions = frozenset(d.get("name", "") for d in emit.findall("dimension"))
+    exported = {table: dict(items) for table, items in EXPORTED.items()}
+    exported["customMetrics"].update({name: dimensions for name in APIM_TOKEN_METRICS})
+    return exported
+
+
+def test_monitoring_queries_read_only_names_and_dimensions_that_are_exported() -> None:
+    from tests.monitoring_queries import problems, queries
+
+    found = queries()
+    assert {
+        "content-filter-events.kql",
+        "flagged-conversations.kql",
+        "requests.kql",
+        "throttling-and-spillover.kql",
+        "token-usage.kql",
+        "token-usage-by-user.kql",
+        "turn-by-reference.kql",
+        "turn-latency.kql",
+    } <= set(found)
+    exported = exported_to_application_insights()
+    assert [p for name, text in found.items() for p in problems(name, text, exported)] == []
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "content-filter-events.kql",
+            'traces\n| where timestamp > ago(window)\n| where message == "content_filter"',
+            'customEvents\n| where timestamp > ago(window)\n| where name == "content_filter"',
+            "nothing is exported to customEvents as 'content_filter'",
+        ),
+        (
+            "flagged-conversations.kql",
+            'message == "conversation_flagged"',
+            'message == "conversation_flaged"',
+            "nothing is exported to traces as 'conversation_flaged'",
+        ),
+        (
+            "token-usage.kql",
+            'kind = tostring(customDimensions["kind"])',
+            'user_ref = tostring(customDimensions["user_ref"])',
+            "customMetrics 'chat.tokens' has no ['user_ref']",
+        ),
+        (
+            "turn-latency.kql",
+            "max_ms = max(valueMax)",
+            "p95 = percentile(value, 95)",
+            "not one value",
+        ),
+        (
+            "throttling-and-spillover.kql",
+            'status_code = tostring(customDimensions["model.status_code"])',
+            "status_code = resultCode",
+            "resultCode is always '0'",
+        ),
+        (
+            "turn-by-reference.kql",
+            'customDimensions["correlation_id"]) == reference\n    | project operation_Id;\nlet '
+            "turnErrors",
+            'customDimensions["reference"]) == reference\n    | project operation_Id;\nlet '
+            "turnErrors",
+            "traces '*' has no ['reference']",
+        ),
+    ],
+)
+def test_monitoring_query_check_catches_a_query_reading_what_is_not_exported(
+    file: str, old: str, new: str, expected: str
+) -> None:
+    from tests.monitoring_queries import problems, queries
+
+    text = queries()[file]
+    assert old in text, old
+    found = problems(file, text.replace(old, new, 1), exported_to_application_insights())
+    assert any(expected in p for p in found), found
 
 
 def test_deploy_doc_exists() -> None:
