@@ -8,6 +8,7 @@ queue drains before the store and model clients it uses are closed.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import gc
@@ -19,6 +20,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,6 +33,7 @@ from pydantic import SecretStr
 
 from admin import AdminSettings, AuthMode, create_admin_app
 from admin.pseudonyms import Pseudonyms
+from admin.web import LOCAL_LINK_LOGGER
 from bot.adapter import ChannelAdapter
 from bot.auth import ChannelAuthenticator, SigningKeys, accepted_issuers
 from bot.connector import (
@@ -541,9 +544,21 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # The SDKs log request details (including URLs with ids) at INFO; keep them quiet.
-    for noisy in ("azure", "openai", "httpx", "httpx2", "aiohttp.access"):
+    # The SDKs log request details (including URLs with ids) at INFO; keep them quiet. urllib3
+    # and asyncio too: at DEBUG they describe the telemetry exporter's own HTTP requests, which
+    # would reach Application Insights as traces, even when the app is idle.
+    for noisy in ("azure", "openai", "httpx", "httpx2", "aiohttp.access", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # While Application Insights cannot be reached, the telemetry pipeline warns about every
+    # retried batch and dropped item, and a warning raised while the log handler exports a
+    # record re-enters that handler, which reports it in a plain-text line of its own.
+    for pipeline in ("azure.monitor.opentelemetry.exporter", "opentelemetry"):
+        logging.getLogger(pipeline).setLevel(logging.ERROR)
+    # The admin's one-time sign-in link is a credential: for whoever runs the app, on stderr
+    # only, never up to the root logger, whose Application Insights handler would export it.
+    link = logging.getLogger(LOCAL_LINK_LOGGER)
+    link.handlers = [handler]
+    link.propagate = False
 
 
 def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBuilder:
@@ -559,6 +574,28 @@ def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBui
         raise ConfigurationError(str(exc)) from None
 
 
+# Parts of the Azure Monitor distro the app turns off (the exporter reads these from the
+# environment; an operator's own value is kept). Statsbeat sends the SDK's usage to Microsoft's
+# own instrumentation keys, and the control plane calls settings.sdk.monitor.azure.com every
+# hour: neither is the configured Application Insights (DESIGN.md, "Zero egress"). SDK stats
+# (counts of items sent and dropped) shut down at exit on their own, out of _flush_telemetry's
+# reach, and wait 30 s there for an endpoint that does not answer.
+TELEMETRY_ENVIRONMENT = {
+    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+    "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+}
+# The distro's client library instrumentations, on by default: each exports a library's HTTP
+# calls as dependencies named by their raw URLs, which hold ids (a Cosmos DB item's link holds a
+# user or conversation id), and counts an answer the app expects, such as a 404 read, as a
+# failure. The app's own spans (turn, store.*, chat.*) time those calls and name no one.
+LIBRARY_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "httpx", "httpx2")
+# How long stopping waits for the exporters to hand over what they still hold. An endpoint that
+# does not answer would hold the exit for the exporter's read timeout (azure-core's 300 s),
+# far past SHUTDOWN_GRACE_SECONDS; what is not handed over by then is lost.
+TELEMETRY_FLUSH_SECONDS = 5.0
+
+
 def configure_telemetry(settings: Settings) -> None:
     """Export spans, metrics and logs to Application Insights when a connection string is set;
     otherwise the OpenTelemetry API stays a no-op and nothing leaves the process."""
@@ -566,16 +603,28 @@ def configure_telemetry(settings: Settings) -> None:
     if not connection_string:
         log.info("telemetry: off (no APPLICATIONINSIGHTS_CONNECTION_STRING)")
         return
+    for name, value in TELEMETRY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     try:
-        configure_azure_monitor(connection_string=connection_string)
+        configure_azure_monitor(
+            connection_string=connection_string,
+            instrumentation_options={name: {"enabled": False} for name in LIBRARY_INSTRUMENTATIONS},
+            # Live Metrics polls its own endpoint every second, idle or not, and logs an error
+            # with a traceback every few seconds while it cannot.
+            enable_live_metrics=False,
+        )
     except ValueError:
         # The exporter's own message may quote the string, which holds the instrumentation key.
         raise ConfigurationError(
             "APPLICATIONINSIGHTS_CONNECTION_STRING: not a valid connection string (copy it from"
             " the Application Insights resource's overview)"
         ) from None
+    # The SDK shuts its providers down at exit with no bound on an endpoint that does not answer;
+    # _flush_telemetry does it instead, bounded.
+    for provider in _telemetry_providers():
+        atexit.unregister(provider.shutdown)
     log.info("telemetry: Azure Monitor (Application Insights)")
 
 
@@ -716,7 +765,10 @@ def serve(
     it. `port_reserved`: the port is held by a socket with SO_REUSEPORT (`_reserve_port`)."""
     if settings.app_workers == 1:
         configure_telemetry(settings)
-        _run(build(None), settings, reuse_port=port_reserved)
+        try:
+            _run(build(None), settings, reuse_port=port_reserved)
+        finally:
+            _flush_telemetry()
     else:
         Workers(build, settings).run()
 
@@ -956,15 +1008,37 @@ def _socket_directory() -> Path:
     return Path(tempfile.mkdtemp(prefix="assistant-workers-", dir="/tmp"))
 
 
-def _flush_telemetry() -> None:
-    """A worker ends with os._exit (no atexit): hand what the exporters still hold over now."""
-    from opentelemetry import metrics, trace
+def _telemetry_providers() -> list[Any]:
+    """The SDK providers configure_telemetry installed (none when telemetry is off)."""
+    from opentelemetry import _logs, metrics, trace
 
-    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
-        shutdown = getattr(provider, "shutdown", None)
-        if callable(shutdown):
-            with contextlib.suppress(Exception):
-                shutdown()
+    providers = (
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+        _logs.get_logger_provider(),
+    )
+    return [provider for provider in providers if callable(getattr(provider, "shutdown", None))]
+
+
+def _flush_telemetry() -> None:
+    """Hand what the exporters still hold over and shut them down, waiting at most
+    TELEMETRY_FLUSH_SECONDS: when the process stops (a worker ends with os._exit, which runs no
+    atexit). Each provider shuts down in a daemon thread of its own, so one whose endpoint hangs
+    neither holds the others back nor keeps the process alive."""
+
+    def shut_down(provider: Any) -> None:
+        with contextlib.suppress(Exception):
+            provider.shutdown()
+
+    deadline = time.monotonic() + TELEMETRY_FLUSH_SECONDS
+    threads = [
+        threading.Thread(target=shut_down, args=(provider,), name="telemetry-flush", daemon=True)
+        for provider in _telemetry_providers()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ from storage.models import AuditRecord, ConversationSummary, Message
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
+# The local sign-in links have a logger of their own, which app.py's configure_logging keeps on
+# stderr: a link lets whoever reads it in, and Application Insights has a wider readership than
+# the admins. A child of "app", so whatever shows the start-up lines shows the links too.
+LOCAL_LINK_LOGGER = "app.local_sign_in_link"
+link_log = logging.getLogger(LOCAL_LINK_LOGGER)
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
@@ -203,15 +208,15 @@ async def _startup(app: web.Application) -> None:
 
 
 def _write_local_link(context: AdminContext) -> None:
-    """The one secret this app ever logs, on purpose: it is the local admin's way in, usable
-    once and for LOCAL_LINK_TTL_SECONDS. The first is written at start-up, a fresh one when
-    someone without a session asks (`_signin_page`)."""
+    """The one secret this app ever logs, on purpose (to stderr only: `LOCAL_LINK_LOGGER`): it
+    is the local admin's way in, usable once and for LOCAL_LINK_TTL_SECONDS. The first is
+    written at start-up, a fresh one when someone without a session asks (`_signin_page`)."""
     token = context.local.pending_token if context.local is not None else None
     if token is None:
         return
     base = context.settings.link_base_url.rstrip("/")
     minutes = LOCAL_LINK_TTL_SECONDS // 60
-    startup_log.info(
+    link_log.info(
         "admin: one-time local sign-in link (valid once, for %d minutes): %s",
         minutes,
         f"{base}/admin/login?token={token}",

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from admin.web import CONTEXT, AdminContext
+from admin.web import CONTEXT, LOCAL_LINK_LOGGER, AdminContext
 from storage.base import Store
 from storage.models import (
     Feedback,
@@ -216,7 +216,7 @@ def local_link_tokens(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         found.group(1)
         for record in caplog.records
-        if record.name == "app" and (found := LINK.search(record.getMessage()))
+        if record.name == LOCAL_LINK_LOGGER and (found := LINK.search(record.getMessage()))
     ]
 
 
