@@ -45,6 +45,7 @@ from bot.connector import (
 )
 from bot.handler import AssistantBot
 from bot.peers import PeerLinks, WorkerGroup
+from bot.request_telemetry import request_spans
 from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
 from bot.turns import TurnQueue
@@ -52,7 +53,7 @@ from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, Deployme
 from chat.prompts import PromptBuilder, PromptTemplateError
 from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
-from chat.telemetry import ChatTelemetry, correlation_id
+from chat.telemetry import ChatTelemetry, correlation_id, tag_turn_log_records
 from chat.tokens import TokenCounter
 from config import BotAppType, ConfigurationError, DeploymentSpec, Settings, load_settings
 from controls.audit import RefusalLog
@@ -105,7 +106,11 @@ def create_app(
     store_wrapper: Callable[[Store], Store] | None = None,
     workers: WorkerGroup | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)
+    # A span per request (named by its route, never its path or query), except the platform's
+    # probes of /healthz, which would crowd sampled telemetry out.
+    app = web.Application(
+        client_max_size=256 * 1024, middlewares=[request_spans(untraced=("/healthz",))]
+    )
     app[SETTINGS] = settings
     app[TELEMETRY] = ChatTelemetry()
     # Policy files are read now: a bad file stops the app here, loudly, before it serves.
@@ -621,6 +626,9 @@ def configure_telemetry(settings: Settings) -> None:
             "APPLICATIONINSIGHTS_CONNECTION_STRING: not a valid connection string (copy it from"
             " the Application Insights resource's overview)"
         ) from None
+    # Application Insights' log handler exports a record's fields, never the JSON formatter's:
+    # the turn's correlation id must be on the record itself.
+    tag_turn_log_records()
     # The SDK shuts its providers down at exit with no bound on an endpoint that does not answer;
     # _flush_telemetry does it instead, bounded.
     for provider in _telemetry_providers():

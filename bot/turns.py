@@ -4,6 +4,7 @@ with bounded concurrency, deduplicated by activity id, and drained on shutdown."
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,7 @@ class TurnQueue:
             self._seen[dedupe_key] = None
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
+        job = _in_submitting_context(job)
         jobs = self._pending.get(conversation_key)
         if jobs is not None:
             jobs.append(job)
@@ -107,3 +109,11 @@ class TurnQueue:
                 extra={"cancelled": len(pending)},
             )
         return not pending
+
+
+def _in_submitting_context(job: Job) -> Job:
+    """The job, run in the context it is submitted in (the request's span: the parent of its
+    turn's), not in that of the request that started its conversation's worker task. Its task
+    is the one `wait_for` would have made for the coroutine anyway."""
+    context = contextvars.copy_context()
+    return lambda: asyncio.create_task(job(), context=context)  # type: ignore[arg-type]
