@@ -586,6 +586,8 @@ def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBui
 # (counts of items sent and dropped) shut down at exit on their own, out of _flush_telemetry's
 # reach, and wait 30 s there for an endpoint that does not answer.
 TELEMETRY_ENVIRONMENT = {
+    # Application Insights' cloud role (the Application Map's node), "unknown_service" otherwise.
+    "OTEL_SERVICE_NAME": "chat-assistant",
     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
     "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
     "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",

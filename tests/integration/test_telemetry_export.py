@@ -236,6 +236,20 @@ async def test_admin_sign_in_link_goes_to_stderr_but_not_to_application_insights
     assert link.group(1) not in app_insights.text()
 
 
+async def test_telemetry_names_the_app_as_its_cloud_role(
+    tmp_path: Path, simulator_url: str, app_insights: IngestionRecorder
+) -> None:
+    running = await _start(
+        tmp_path,
+        simulator_url,
+        APPLICATIONINSIGHTS_CONNECTION_STRING=app_insights.connection_string(),
+    )
+    await running.stop(within=30)
+
+    roles = {envelope.get("tags", {}).get("ai.cloud.role") for envelope in app_insights.envelopes()}
+    assert roles == {"chat-assistant"}, roles
+
+
 async def test_debug_logging_does_not_export_the_exporters_own_http_requests(
     tmp_path: Path, simulator_url: str, app_insights: IngestionRecorder
 ) -> None:
