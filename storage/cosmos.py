@@ -28,13 +28,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
@@ -112,6 +120,8 @@ log = logging.getLogger(__name__)
 _COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
 # Read-modify-write loops (summaries, counters) give up after this many lost races.
 _MAX_RACES = 20
+# What a shared summary becomes: deleted, a new document, or left as it is (None).
+_SummaryRewrite = Literal["delete"] | dict[str, Any] | None
 # Usage documents whose minute this instance remembers (a hint for the next patch).
 _USAGE_MINUTES_KEPT = 50_000
 # Deletes of one user's data run with this much concurrency.
@@ -1574,62 +1584,90 @@ class CosmosStore:
             return doc
         return None
 
-    async def _lower_shared_summaries(self, user_id: str, gone: dict[str, Erased], op: str) -> None:
-        """After a user's erasure deleted `gone` from conversations whose summaries are someone
-        else's (shared ones): each summary without them, or deleted when no message of its
-        conversation is left (its transcript is empty; a later turn starts a new one). Each
-        write is conditional on the ETag read, and a lost race reads the summary and the
-        messages again, as SQLite does it in one transaction: a turn that wrote meanwhile is
-        kept, and one that adds a message after the summary went starts a new summary.
-        Runs after the deletes: a retry after a failure before it finds none of the user's
-        messages there, so the counts stay too high rather than being lowered twice."""
+    async def _rewrite_shared_summary(
+        self,
+        conversation_id: str,
+        user_id: str,
+        op: str,
+        decide: Callable[[dict[str, Any]], Awaitable[_SummaryRewrite]],
+        doing: str,
+    ) -> str | None:
+        """Rewrites the summary of a conversation owned by someone other than `user_id` (a
+        shared one) as `decide` says for the stored document: delete it, replace it with a new
+        document, or leave it (None). The write is conditional on the ETag read: a summary
+        changed meanwhile (a turn wrote, or healed it) is read again and decided again. What was
+        done ("delete", "replace"), or None."""
         container = self._container("conversations")
-        for conversation_id in sorted(gone):
-            current = await self._shared_summary(conversation_id, user_id, op)
-            for _ in range(_MAX_RACES):
-                if current is None:
-                    break
-                left = [
-                    doc
-                    async for doc in self._query(
-                        self._container("messages"),
-                        op,
-                        "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
-                        [{"name": "@cid", "value": conversation_id}],
-                        partition_key=conversation_id,
-                        page_size=1,
-                    )
-                ]
-                try:
-                    if not left:
-                        await container.delete_item(
-                            current["id"],
-                            current["userId"],
-                            etag=current["_etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                            response_hook=self._hook(op),
-                        )
-                        break
-                    summary = readable_summary(
-                        _clean(current), conversation_id, UNLOWERED_UNREADABLE
-                    )
-                    if summary is None:
-                        break
-                    await container.replace_item(
+        # Found across partitions once; a lost race re-reads it with a point read.
+        current = await self._shared_summary(conversation_id, user_id, op)
+        for _ in range(_MAX_RACES):
+            if current is None:
+                return None
+            rewrite = await decide(current)
+            if rewrite is None:
+                return None
+            try:
+                if rewrite == "delete":
+                    await container.delete_item(
                         current["id"],
-                        self._summary_doc(without_erased(summary, gone[conversation_id])),
+                        current["userId"],
                         etag=current["_etag"],
                         match_condition=MatchConditions.IfNotModified,
                         response_hook=self._hook(op),
                     )
-                    break
-                except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
-                        raise
-                    self._record(op, exc.headers)
-                current = await self._read_or_none(container, current["id"], current["userId"], op)
-            else:
-                raise ETagMismatch(f"lowering a summary lost {_MAX_RACES} races in a row")
+                    return "delete"
+                await container.replace_item(
+                    current["id"],
+                    rewrite,
+                    etag=current["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                    response_hook=self._hook(op),
+                )
+                return "replace"
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 412):
+                    raise
+                self._record(op, exc.headers)
+            current = await self._read_or_none(container, current["id"], current["userId"], op)
+        raise ETagMismatch(f"{doing} lost {_MAX_RACES} races in a row")
+
+    async def _lower_shared_summaries(self, user_id: str, gone: dict[str, Erased], op: str) -> None:
+        """After a user's erasure deleted `gone` from conversations whose summaries are someone
+        else's (shared ones): each summary without them, or deleted when no message of its
+        conversation is left (its transcript is empty; a later turn starts a new one). A lost
+        race reads the summary and the messages again, as SQLite does it in one transaction: a
+        turn that wrote meanwhile is kept, and one that adds a message after the summary went
+        starts a new summary. Runs after the deletes: a retry after a failure before it finds
+        none of the user's messages there, so the counts stay too high rather than being
+        lowered twice."""
+
+        async def lowered(current: dict[str, Any], conversation_id: str) -> _SummaryRewrite:
+            left = [
+                doc
+                async for doc in self._query(
+                    self._container("messages"),
+                    op,
+                    "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
+                    [{"name": "@cid", "value": conversation_id}],
+                    partition_key=conversation_id,
+                    page_size=1,
+                )
+            ]
+            if not left:
+                return "delete"
+            summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
+            if summary is None:
+                return None
+            return self._summary_doc(without_erased(summary, gone[conversation_id]))
+
+        for conversation_id in sorted(gone):
+            await self._rewrite_shared_summary(
+                conversation_id,
+                user_id,
+                op,
+                functools.partial(lowered, conversation_id=conversation_id),
+                "lowering a summary",
+            )
 
     async def _clear_titles_from(
         self, user_id: str, prompts: dict[str, list[str]], unchecked: set[str], op: str
@@ -1637,49 +1675,28 @@ class CosmosStore:
         """Clears the title of each conversation owned by someone else (a shared one) whose title
         is the start of one of the user's prompts there, or where words that may be theirs could
         not be read (`unchecked`; `storage.summaries.title_to_clear`). A summary that cannot be
-        read, so cannot be checked, is deleted instead; how many were is returned. Each write is
-        conditional on the ETag read: a summary changed meanwhile (a turn healed or updated it)
-        is read again and decided again."""
-        container = self._container("conversations")
+        read, so cannot be checked, is deleted instead; how many were is returned."""
+
+        async def cleared(current: dict[str, Any], conversation_id: str) -> _SummaryRewrite:
+            summary = readable_summary(_clean(current), conversation_id, ERASED_UNREADABLE)
+            if summary is None:
+                return "delete"
+            texts = prompts.get(conversation_id, [])
+            if not title_to_clear(summary, texts, conversation_id in unchecked):
+                return None
+            return self._summary_doc(summary.model_copy(update={"title": ""}))
+
         deleted = 0
         for conversation_id in sorted(prompts.keys() | unchecked):
-            texts = prompts.get(conversation_id, [])
-            # Found across partitions once; a lost race re-reads it with a point read.
-            current = await self._shared_summary(conversation_id, user_id, op)
-            for _ in range(_MAX_RACES):
-                if current is None:
-                    break
-                summary = readable_summary(_clean(current), conversation_id, ERASED_UNREADABLE)
-                if summary is not None and not title_to_clear(
-                    summary, texts, conversation_id in unchecked
-                ):
-                    break
-                try:
-                    if summary is None:
-                        await container.delete_item(
-                            current["id"],
-                            current["userId"],
-                            etag=current["_etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                            response_hook=self._hook(op),
-                        )
-                        deleted += 1
-                    else:
-                        await container.replace_item(
-                            current["id"],
-                            self._summary_doc(summary.model_copy(update={"title": ""})),
-                            etag=current["_etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                            response_hook=self._hook(op),
-                        )
-                    break
-                except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
-                        raise
-                    self._record(op, exc.headers)
-                current = await self._read_or_none(container, current["id"], current["userId"], op)
-            else:
-                raise ETagMismatch(f"clearing a title lost {_MAX_RACES} races in a row")
+            done = await self._rewrite_shared_summary(
+                conversation_id,
+                user_id,
+                op,
+                functools.partial(cleared, conversation_id=conversation_id),
+                "clearing a title",
+            )
+            if done == "delete":
+                deleted += 1
         return deleted
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
