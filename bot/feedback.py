@@ -23,13 +23,19 @@ from pydantic import ValidationError
 
 from storage.base import MessageStore, SummaryStore
 from storage.ids import safe_id
-from storage.models import Feedback, Message, Role, SummaryDelta, log_unreadable_summary
+from storage.models import (
+    MAX_FEEDBACK_CHARS,
+    Feedback,
+    Message,
+    Role,
+    SummaryDelta,
+    log_unreadable_summary,
+)
 from storage.summaries import NEGATIVE_FEEDBACK
 
 log = logging.getLogger(__name__)
 
 SUBMIT_ACTION_INVOKE = "message/submitAction"
-MAX_FEEDBACK_CHARS = 2000
 # Stored messages searched for the rated one: one single-partition query, newest first.
 SEARCH_DEPTH = 200
 # How long a rating looks for its answer when the answer's turn runs elsewhere (another worker

@@ -21,11 +21,10 @@ from chat.texts import localize
 from controls.quotas import Quotas
 from storage.base import MessageStore
 from storage.ids import safe_id
-from storage.models import Feedback, Message, Role
+from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
 
 log = logging.getLogger(__name__)
 
-MAX_FEEDBACK_CHARS = 2000
 FEEDBACK_SEARCH_DEPTH = 50
 
 

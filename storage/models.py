@@ -56,6 +56,11 @@ class Usage(Document):
     completion: int = 0
 
 
+# The longest feedback comment kept on a message, however it was given (a thumbs comment,
+# /feedback); longer ones are cut.
+MAX_FEEDBACK_CHARS = 2000
+
+
 class Feedback(Document):
     reaction: Literal["like", "dislike"] | None = None
     text: str = ""

@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from chat.service import TurnInput
 from config import Settings
-from dialogs.commands import MAX_FEEDBACK_CHARS, Commands, parse_command
+from dialogs.commands import Commands, parse_command
 from storage.base import Store
 from storage.ids import safe_id
-from storage.models import Feedback, FeedbackChange, Message, Role
+from storage.models import MAX_FEEDBACK_CHARS, Feedback, FeedbackChange, Message, Role
 from storage.sqlite import SqliteStore
 from tests.conftest import AppFactory
 from tests.webchat.support import DirectLineSession, open_session, stored_messages
