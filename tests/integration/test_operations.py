@@ -12,31 +12,25 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app import STORE, JsonLogFormatter
 from tests.support import RecordingConnector, message_activity, settle
 
-_SPANS = InMemorySpanExporter()
 _METRICS = InMemoryMetricReader()
 
 
 @pytest.fixture(scope="module")
-def telemetry() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+def telemetry(
+    span_exporter: InMemorySpanExporter,
+) -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
     """In-memory exporters on the process-wide providers (settable once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_SPANS))
     if not isinstance(metrics.get_meter_provider(), MeterProvider):
         metrics.set_meter_provider(MeterProvider(metric_readers=[_METRICS]))
-    yield _SPANS, _METRICS
+    yield span_exporter, _METRICS
 
 
 async def test_readyz_is_ready_when_store_and_model_are(bot: TestClient[Any, Any]) -> None:

@@ -5,14 +5,10 @@ of the request that brought its activity."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -21,24 +17,11 @@ from tests.conftest import AppFactory
 from tests.support import RecordingConnector, TokenIssuer, message_activity, settle
 from tests.webchat.support import open_session
 
-_SPANS = InMemorySpanExporter()
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the process-wide provider (settable once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_SPANS))
-    _SPANS.clear()
-    yield _SPANS
-
-
-def requests(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
-    return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+def requests(span_exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
 
 
 def everything_said(span: ReadableSpan) -> str:
@@ -46,15 +29,15 @@ def everything_said(span: ReadableSpan) -> str:
 
 
 async def test_an_activity_is_a_request_span_and_its_turn_is_part_of_it(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
-    exporter.clear()
+    span_exporter.clear()
     response = await bot.post("/api/messages", json=message_activity(connector.url, "hello"))
     assert response.status == 202
     await connector.wait_for_messages(1)
     await settle(bot)
 
-    [request] = requests(exporter)
+    [request] = requests(span_exporter)
     assert request.name == "POST /api/messages"
     assert dict(request.attributes or {}) == {
         "http.request.method": "POST",
@@ -62,26 +45,26 @@ async def test_an_activity_is_a_request_span_and_its_turn_is_part_of_it(
         "http.response.status_code": 202,
     }
     assert request.status.status_code is not StatusCode.ERROR
-    [turn] = [s for s in exporter.get_finished_spans() if s.name == "chat.turn"]
+    [turn] = [s for s in span_exporter.get_finished_spans() if s.name == "chat.turn"]
     assert turn.parent is not None and turn.parent.span_id == request.context.span_id
     assert turn.context.trace_id == request.context.trace_id
 
 
 async def test_a_turn_queued_behind_another_is_part_of_its_own_request(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
     """Turns of one conversation run one after another: the second activity waits for the first
     turn (here a slow model answer), and its turn still belongs to the request that brought it."""
-    exporter.clear()
+    span_exporter.clear()
     for text in ("first [sim:slow]", "second"):
         response = await bot.post("/api/messages", json=message_activity(connector.url, text))
         assert response.status == 202
     await connector.wait_for_messages(2)
     await settle(bot)
 
-    posts = sorted(requests(exporter), key=lambda s: s.start_time or 0)
+    posts = sorted(requests(span_exporter), key=lambda s: s.start_time or 0)
     turns = sorted(
-        [s for s in exporter.get_finished_spans() if s.name == "chat.turn"],
+        [s for s in span_exporter.get_finished_spans() if s.name == "chat.turn"],
         key=lambda s: s.start_time or 0,
     )
     assert len(posts) == len(turns) == 2
@@ -91,18 +74,18 @@ async def test_a_turn_queued_behind_another_is_part_of_its_own_request(
 
 
 async def test_direct_line_requests_are_named_by_route_without_conversation_id_or_token(
-    exporter: InMemorySpanExporter, make_app: AppFactory
+    span_exporter: InMemorySpanExporter, make_app: AppFactory
 ) -> None:
     client = await make_app(WEBCHAT_TOKEN_SECRET=TOKEN_SECRET)
     session = await open_session(client)
-    exporter.clear()
+    span_exporter.clear()
     await session.say("hello")
     await session.wait_for_bot_messages(1)
     await session.connect()  # the streamUrl, with ?t=<token>
     await session.close()
     await settle(client)
 
-    spans = requests(exporter)
+    spans = requests(span_exporter)
     names = {s.name for s in spans}
     assert "POST /v3/directline/conversations/{conversation}/activities" in names
     assert "GET /v3/directline/conversations/{conversation}/stream" in names
@@ -115,7 +98,7 @@ async def test_direct_line_requests_are_named_by_route_without_conversation_id_o
 
 
 async def test_a_refused_activity_is_a_4xx_request_and_a_draining_503_is_a_failed_one(
-    exporter: InMemorySpanExporter,
+    span_exporter: InMemorySpanExporter,
     make_app: AppFactory,
     connector: RecordingConnector,
     token_issuer: TokenIssuer,
@@ -127,21 +110,21 @@ async def test_a_refused_activity_is_a_4xx_request_and_a_draining_503_is_a_faile
         BOT_OPENID_METADATA_URL=f"{token_issuer.url}/.well-known/openidconfiguration",
         BOT_LOGIN_AUTHORITY=token_issuer.url,
     )
-    exporter.clear()
+    span_exporter.clear()
     unauthenticated = await client.post(
         "/api/messages", json=message_activity(connector.url, "hello")
     )
     assert unauthenticated.status == 401
-    [refused] = requests(exporter)
+    [refused] = requests(span_exporter)
     assert refused.attributes is not None
     assert refused.attributes["http.response.status_code"] == 401
     assert refused.status.status_code is not StatusCode.ERROR  # the client's doing
 
     client.server.app[TURNS].stop_accepting()
-    exporter.clear()
+    span_exporter.clear()
     draining = await client.get("/readyz")
     assert draining.status == 503
-    [not_ready] = requests(exporter)
+    [not_ready] = requests(span_exporter)
     assert not_ready.name == "GET /readyz"
     assert not_ready.attributes is not None
     assert not_ready.attributes["http.response.status_code"] == 503
@@ -149,13 +132,13 @@ async def test_a_refused_activity_is_a_4xx_request_and_a_draining_503_is_a_faile
 
 
 async def test_an_unknown_path_is_named_by_its_method_only(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
 ) -> None:
-    exporter.clear()
+    span_exporter.clear()
     response = await bot.get("/no/such/page-with-an-id-12345?t=secret")
     assert response.status == 404
 
-    [request] = requests(exporter)
+    [request] = requests(span_exporter)
     assert request.name == "GET"
     assert dict(request.attributes or {}) == {
         "http.request.method": "GET",
@@ -164,23 +147,23 @@ async def test_an_unknown_path_is_named_by_its_method_only(
 
 
 async def test_an_admin_page_is_named_by_its_route_with_the_sub_apps_prefix(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
 ) -> None:
-    exporter.clear()
+    span_exporter.clear()
     await bot.get("/admin/api/conversations/some-conversation-id")
 
-    [request] = requests(exporter)
+    [request] = requests(span_exporter)
     assert request.name == "GET /admin/api/conversations/{id}"
     assert "some-conversation-id" not in everything_said(request)
 
 
 async def test_the_liveness_probe_gets_no_span_and_readiness_does(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any]
 ) -> None:
     """App Service's health check and the gateway's probe call /healthz every few seconds: 200
     for as long as the process runs, nothing an operator learns from, each a row to pay for."""
-    exporter.clear()
+    span_exporter.clear()
     assert (await bot.get("/healthz")).status == 200
     assert (await bot.get("/readyz")).status == 200
 
-    assert [s.name for s in requests(exporter)] == ["GET /readyz"]
+    assert [s.name for s in requests(span_exporter)] == ["GET /readyz"]

@@ -5,47 +5,30 @@ exception event (the log line of whoever handled the error says it once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from chat.telemetry import ERROR_KIND, EXPORTED, MODEL_STATUS_CODE
 from tests.support import RecordingConnector, message_activity, settle
 
-_SPANS = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the process-wide provider (settable once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_SPANS))
-    yield _SPANS
-
 
 async def turn_spans(
-    exporter: InMemorySpanExporter,
+    span_exporter: InMemorySpanExporter,
     bot: TestClient[Any, Any],
     connector: RecordingConnector,
     text: str,
 ) -> tuple[dict[str, Any], list[ReadableSpan]]:
     """The reply to `text` and the spans of its turn."""
-    exporter.clear()
+    span_exporter.clear()
     connector.calls.clear()
     await bot.post("/api/messages", json=message_activity(connector.url, text))
     [reply] = await connector.wait_for_messages(1)
     await settle(bot)
-    return reply, list(exporter.get_finished_spans())
+    return reply, list(span_exporter.get_finished_spans())
 
 
 def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -57,9 +40,9 @@ def attributes(span: ReadableSpan) -> dict[str, Any]:
 
 
 async def test_a_filtered_prompt_is_not_a_failure_and_records_no_exception(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
-    reply, spans = await turn_spans(exporter, bot, connector, "x [cf:violence]")
+    reply, spans = await turn_spans(span_exporter, bot, connector, "x [cf:violence]")
     assert "violence" in reply["text"]
 
     [call] = named(spans, "chat.model_call")
@@ -77,9 +60,9 @@ async def test_a_filtered_prompt_is_not_a_failure_and_records_no_exception(
 
 
 async def test_a_model_error_fails_the_attempt_the_call_and_the_turn_with_its_kind_and_status(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
-    reply, spans = await turn_spans(exporter, bot, connector, "hello [sim:500]")
+    reply, spans = await turn_spans(span_exporter, bot, connector, "hello [sim:500]")
     assert "reference:" in reply["text"]
 
     attempts = named(spans, "chat.model_attempt")
@@ -102,9 +85,9 @@ async def test_a_model_error_fails_the_attempt_the_call_and_the_turn_with_its_ki
 
 
 async def test_throttling_records_no_exception_and_names_the_429_on_the_attempt(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
-    reply, spans = await turn_spans(exporter, bot, connector, "hello [sim:429]")
+    reply, spans = await turn_spans(span_exporter, bot, connector, "hello [sim:429]")
     assert "busy" in reply["text"]
 
     statuses = {attributes(a).get(MODEL_STATUS_CODE) for a in named(spans, "chat.model_attempt")}
@@ -113,9 +96,9 @@ async def test_throttling_records_no_exception_and_names_the_429_on_the_attempt(
 
 
 async def test_a_turn_answered_in_full_is_not_a_failure(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
-    _, spans = await turn_spans(exporter, bot, connector, "What is the capital of France?")
+    _, spans = await turn_spans(span_exporter, bot, connector, "What is the capital of France?")
 
     assert spans
     assert not [s.name for s in spans if s.status.status_code is StatusCode.ERROR]
@@ -124,13 +107,13 @@ async def test_a_turn_answered_in_full_is_not_a_failure(
 
 
 async def test_the_turns_spans_carry_only_the_dimensions_the_monitoring_queries_know(
-    exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
+    span_exporter: InMemorySpanExporter, bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
     """`chat.telemetry.EXPORTED` is what infra/monitoring/*.kql may read (tests/infra): each
     span the app makes is listed there, with every attribute it carries."""
     spans: list[ReadableSpan] = []
     for text in ("hello", "x [cf:violence]", "y [sim:500]", "z [sim:429]"):
-        spans += (await turn_spans(exporter, bot, connector, text))[1]
+        spans += (await turn_spans(span_exporter, bot, connector, text))[1]
 
     known = EXPORTED["dependencies"]
     # (Server spans are the requests table's, named per route.)

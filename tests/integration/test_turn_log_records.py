@@ -11,29 +11,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from opentelemetry import trace
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from chat.telemetry import CORRELATION_ID, tag_turn_log_records
 from tests.support import RecordingConnector, message_activity, settle
-
-_SPANS = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the process-wide provider (settable once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_SPANS))
-    yield _SPANS
 
 
 @pytest.fixture
@@ -58,12 +42,12 @@ def exported_logs() -> Iterator[InMemoryLogRecordExporter]:
 
 
 async def test_every_log_record_of_a_failed_turn_carries_the_reference_its_user_was_shown(
-    spans: InMemorySpanExporter,
+    span_exporter: InMemorySpanExporter,
     exported_logs: InMemoryLogRecordExporter,
     bot: TestClient[Any, Any],
     connector: RecordingConnector,
 ) -> None:
-    spans.clear()
+    span_exporter.clear()
     await bot.post("/api/messages", json=message_activity(connector.url, "hello [sim:500]"))
     [reply] = await connector.wait_for_messages(1)
     await settle(bot)
@@ -71,7 +55,7 @@ async def test_every_log_record_of_a_failed_turn_carries_the_reference_its_user_
     reference = re.search(r"\(reference: ([0-9a-f]{12})\)", reply["text"])
     assert reference is not None
     # The turn's spans: chat.turn and everything under it.
-    finished = spans.get_finished_spans()
+    finished = span_exporter.get_finished_spans()
     [turn] = [s for s in finished if s.name == "chat.turn"]
     in_turn = {turn.context.span_id}
     for span in sorted(finished, key=lambda s: s.start_time or 0):
