@@ -69,11 +69,13 @@ async def drive(
     reply_timeout: float = 30.0,
     text: Callable[[int, int], str] = default_text,
     start_spread: float = 0.0,
+    pause: float = 0.0,
 ) -> LoadResult:
     """Run the load and return every completed turn with its reply latency. With
     `start_spread` seconds, conversation n starts n/concurrency of it late, as independent
     users do; 0 starts them together, and with a constant model latency they then stay in
-    step, every round arriving as one burst."""
+    step, every round arriving as one burst. With `pause` seconds, each conversation waits
+    that long after a reply before its next message, as a person reading the answer does."""
     result = LoadResult(target, concurrency, turns)
     token = channel.mint()
     headers = {"Authorization": f"Bearer {token}"}
@@ -85,6 +87,8 @@ async def drive(
         for index in range(turns):
             if time.monotonic() > deadline:
                 return
+            if index and pause:
+                await asyncio.sleep(pause)
             activity_id = f"{conversation_id}-t{index}"
             question = text(number, index)
             body = message_activity(

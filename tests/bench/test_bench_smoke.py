@@ -26,6 +26,8 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
         "--memory-conversations=5",
         "--memory-turns=1",
         "--long-turns=4",
+        "--paced-conversations=2",
+        "--paced-turns=2",
         "--workers=2",
         "--time-limit=60",
         f"--out={tmp_path}",
@@ -81,6 +83,14 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     assert ops["per_method"]["recent_messages"] == 1  # the window: one query per turn
     assert ops["per_method"]["add_message"] == 2  # the prompt and the answer
     assert ops["queries_per_turn"] == 1
+
+    # At a person's pace the quota settlement has no next update to ride on: each turn's is
+    # written on its own, after the pause (the bench's users have limits, never reached).
+    paced = report["store_ops_paced"]
+    assert paced["turns"] == 4
+    assert paced["per_method"]["add_usage"] == 2  # the gate's count, then the settlement
+    assert paced["per_method"]["add_message"] == 2 and paced["queries_per_turn"] == 1
+    assert report["summary"]["store_writes_per_turn_paced"] == paced["writes_per_turn"]
 
     workers = report["ours_workers"]
     assert workers["workers"] == 2
