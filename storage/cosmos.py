@@ -51,7 +51,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
-from azure.cosmos.exceptions import CosmosHttpResponseError
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 from opentelemetry import metrics
 
 from config import ConfigurationError
@@ -545,19 +545,28 @@ class CosmosStore:
 
     async def _create_containers(self) -> None:
         assert self._client is not None
-        database = await self._client.create_database_if_not_exists(self._config.database)
+        # The SDK looks before it creates: an instance starting at the same moment can create
+        # the database or a container in between, and this one's create is answered 409. What
+        # it wanted exists then, which is all it needs (the read below checks it).
+        try:
+            database = await self._client.create_database_if_not_exists(self._config.database)
+        except CosmosResourceExistsError:
+            database = self._client.get_database_client(self._config.database)
         self._database = database
         names = self._container_names()
         for spec in CONTAINER_SPECS:
             name = names[spec.role]
             ttl = self._default_ttl(spec)
             extra: dict[str, Any] = {} if ttl is None else {"default_ttl": ttl}
-            container = await database.create_container_if_not_exists(
-                name,
-                PartitionKey(path=spec.partition_key),
-                indexing_policy=spec.indexing_policy(),
-                **extra,
-            )
+            try:
+                container = await database.create_container_if_not_exists(
+                    name,
+                    PartitionKey(path=spec.partition_key),
+                    indexing_policy=spec.indexing_policy(),
+                    **extra,
+                )
+            except CosmosResourceExistsError:
+                container = database.get_container_client(name)
             properties = await container.read()
             self._check_partition_key(spec, name, properties)
             # An existing container keeps the defaultTtl it was made with: RETENTION_DAYS
