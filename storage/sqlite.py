@@ -290,6 +290,7 @@ class _Checkpointer:
         self._connection = connection
         self._every_seconds = every_seconds
         self._stopping = threading.Event()
+        self._truncate = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -297,7 +298,16 @@ class _Checkpointer:
         connection = self._connection
         try:
             while not self._stopping.wait(self._every_seconds):
+                truncate = self._truncate.is_set()
+                self._truncate.clear()
                 try:
+                    if truncate:
+                        busy, _, _ = connection.execute(
+                            "PRAGMA wal_checkpoint(TRUNCATE)"
+                        ).fetchone()
+                        if busy:
+                            self._truncate.set()
+                        continue
                     _, log_pages, _ = connection.execute(
                         "PRAGMA wal_checkpoint(PASSIVE)"
                     ).fetchone()
@@ -306,8 +316,16 @@ class _Checkpointer:
                 except sqlite3.Error as exc:
                     # Busy or locked (another process's checkpoint): the next round copies them.
                     log.debug("a WAL checkpoint did not run: %s", type(exc).__name__)
+                    if truncate:
+                        self._truncate.set()
         finally:
             connection.close()
+
+    def truncate_log(self) -> None:
+        """Empty the log file at the next round (and the following ones until it works).
+        A restarted log is written over from its start, but its old pages stay in the file
+        until then: after an erasure they would still hold the erased words."""
+        self._truncate.set()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -493,6 +511,7 @@ class SqliteStore:
                 conn.execute("PRAGMA busy_timeout=5000")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA secure_delete=ON")
                 conn.executescript(_SCHEMA)
             except sqlite3.OperationalError as exc:
                 conn.close()
@@ -514,6 +533,7 @@ class SqliteStore:
         )
         try:
             checkpoint_conn.execute("PRAGMA synchronous=NORMAL")
+            checkpoint_conn.execute("PRAGMA secure_delete=ON")
             loop_conn = sqlite3.connect(
                 self._path, timeout=0, isolation_level=None, check_same_thread=False
             )
@@ -521,6 +541,7 @@ class SqliteStore:
             checkpoint_conn.close()
             raise
         loop_conn.execute("PRAGMA synchronous=NORMAL")
+        loop_conn.execute("PRAGMA secure_delete=ON")
         loop_conn.execute("PRAGMA wal_autocheckpoint=0")
         return checkpoint_conn, loop_conn
 
@@ -1255,6 +1276,7 @@ class SqliteStore:
         self._window_messages.forget(
             lambda m: m.user_id == user_id or m.conversation_id in conversation_ids
         )
+        await self._erased()
         return counts
 
     # --- retention
@@ -1280,5 +1302,20 @@ class SqliteStore:
         if removed:
             # Which of the remembered messages expired is not worth working out hourly.
             self._window_messages.clear()
+            await self._erased()
             log.info("retention purge removed %d items", removed)
         return removed
+
+    async def _erased(self) -> None:
+        """Deleted rows leave nothing in the database file (`secure_delete` zeroes what they
+        freed), but their words stay in the write-ahead log's old pages until those are written
+        over: the log file is emptied soon after (by the checkpoint thread)."""
+        if self._checkpointer is not None:
+            self._checkpointer.truncate_log()
+            return
+
+        def truncate(db: sqlite3.Connection) -> None:
+            with contextlib.suppress(sqlite3.Error):  # busy: the log keeps them a while longer
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+        await self._run(truncate)
