@@ -135,8 +135,12 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
     """The message text without the bot's @mentions, and whether the bot was mentioned.
 
     Mentions of other people stay in the text as their plain names ("ask <at>Bob</at>" becomes
-    "ask Bob"), so the model reads the sentence as the user wrote it.
+    "ask Bob"), so the model reads the sentence as the user wrote it. Line breaks come back as
+    line feeds, whichever the client sent (CRLF, CR).
     """
+    # Teams often wraps group chat and channel text in CRLF ("\r\n<at>Bot</at>, I accept\r\n"):
+    # a "\r" would be neither blank nor a line break below, and would hide the separator.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     bot_ids = _bot_ids(raw)
     mentioned = False
     # Line by line: only a line the bot's mention was removed from loses its outer blanks, so

@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app import STORE
 from chat.texts import localize
+from storage.ids import safe_id
 from tests.conftest import AppFactory
 from tests.support import settle
 from tests.teams.activities import (
     BOT_NAME,
+    CHANNEL_ID,
+    GROUP_CHAT,
     channel_message,
     group_message,
     mention,
@@ -143,3 +147,46 @@ async def test_consent_is_asked_and_answered_in_the_language_given_only_in_clien
     assert "この利用ポリシーに同意いただけますか？" in question["text"]
     assert thanks["text"] == localize("consent_accepted_pending", "ja-JP")
     assert "日本の首都は？" in answer["text"]
+
+
+def crlf_mentioned(separator: str, text: str) -> str:
+    """How Teams often sends a group chat or channel message: wrapped in CRLF."""
+    return f"\r\n<at>{BOT_NAME}</at>{separator} {text}\r\n".replace("、 ", "、")
+
+
+@pytest.mark.parametrize(
+    ("kind", "separator", "question", "accept"),
+    [
+        ("group", ",", "summarize: our leave policy", "I accept"),
+        ("channel", "、", "日本の首都は？", "同意する"),
+    ],
+)
+async def test_crlf_wrapped_answers_and_commands_after_a_mention_and_comma_are_understood(
+    consenting_bot: TestClient[Any, Any],
+    teams: TeamsChannel,
+    kind: str,
+    separator: str,
+    question: str,
+    accept: str,
+) -> None:
+    def message(text: str) -> dict[str, Any]:
+        body = crlf_mentioned(separator, text)
+        if kind == "group":
+            return group_message(teams.url, body, [mention()])
+        return channel_message(teams.url, body, locale="ja-JP")
+
+    await post(consenting_bot, message(question))
+    await post(consenting_bot, message(accept))
+    await post(consenting_bot, message("/help"))
+
+    _question, thanks, answer, help_text = teams.messages()
+    locale = "en-US" if kind == "group" else "ja-JP"
+    assert thanks["text"] == localize("consent_accepted_pending", locale)
+    assert question in answer["text"]
+    assert "/new" in help_text["text"] and "/usage" in help_text["text"]
+    conversation = GROUP_CHAT if kind == "group" else f"{CHANNEL_ID};messageid=1763719100000"
+    stored = await consenting_bot.server.app[STORE].conversation_messages(
+        safe_id(f"msteams:{conversation}")
+    )
+    # The model was given the question without the comma that addressed the bot.
+    assert [m.text for m in stored if m.role == "user"] == [question]

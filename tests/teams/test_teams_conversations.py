@@ -189,6 +189,12 @@ async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
         ("ask <at>bot</at>: why", [mention("Bot")], "ask: why", True),
         ("<at>Bot</at>, I accept", [mention("Bot")], "I accept", True),
         ("<at>Bot</at>、同意する", [mention("Bot")], "同意する", True),
+        # Teams often wraps group chat and channel text in CRLF.
+        ("\r\n<at>Bot</at> who made you?\r\n", [mention("Bot")], "who made you?", True),
+        ("\r\n<at>Bot</at>, I accept\r\n", [mention("Bot")], "I accept", True),
+        ("\r\n<at>Bot</at>、同意する\r\n", [mention("Bot")], "同意する", True),
+        ("<at>Bot</at> fix:\r\n    x = 1\r\n", [mention("Bot")], "fix:\n    x = 1", True),
+        ("\r<at>Bot</at>: /help\r", [mention("Bot")], "/help", True),
         (
             "<at>Bot</at> fix this:\n    def f():\n        return 1",
             [mention("Bot")],
