@@ -7,9 +7,10 @@ receives messages that @mention it and Teams shows no suggested actions, so ther
 the user to @mention the bot with their answer, and no buttons are offered. Acceptance is stored
 in user state with its time and policy version; a new version asks again. The message that
 triggered the question is kept in the dialog and answered right after acceptance, so nothing has
-to be typed twice.
+to be typed twice; one that was itself an answer ("I accept" before seeing the policy) is not
+kept, and is not taken as the answer either.
 
-The dialog's options: `pending` (the message waiting for the answer) and `shared`.
+The dialog's options: `pending` (the message waiting for the answer, or None) and `shared`.
 """
 
 from __future__ import annotations

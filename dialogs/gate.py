@@ -63,6 +63,9 @@ class ConversationGate:
         # The activity that last answered the consent question in this conversation (see
         # `_consent`). Kept in the dialog state, written anyway when the question ends.
         self._answered_by = self._states.dialogs.create_property("consent_answered_by")
+        # The activity that last started the consent question here: sent again, it would be
+        # taken as an answer that is not one (a "Please reply" prompt) or as a new message.
+        self._asked_by = self._states.dialogs.create_property("consent_asked_by")
         self._dialogs = DialogSet(self._states.dialogs.create_property("dialog_state"))
         if config.usage_policy is not None:
             self._dialogs.add(
@@ -151,6 +154,14 @@ class ConversationGate:
                     extra={"event": "consent_answer_redelivered"},
                 )
                 return None
+            if turn.activity_id and await self._asked_by.get(context) == turn.activity_id:
+                # The same for the message that asked the question: the question was shown, and
+                # any message it held waits in the dialog already.
+                log.info(
+                    "a redelivered message that asked for consent was dropped",
+                    extra={"event": "consent_question_redelivered"},
+                )
+                return None
             dialog_context = await self._dialogs.create_context(context)
             record = await self._acceptance.get(context)
             accepted = accepted_version(record) == self._policy.version
@@ -183,10 +194,15 @@ class ConversationGate:
                 "usage policy consent asked",
                 extra={"event": "consent_asked", "version": self._policy.version},
             )
+            # A first message that is itself an answer ("I accept" to someone else's question
+            # in a group chat, a "yes" or "no") is no consent to a policy this user has not
+            # seen, and no question for the assistant: the policy is shown and nothing waits.
+            pending = _pending(turn) if consent_answer(turn.text) is None else None
             # `shared`: the question must say to @mention the bot (see dialogs.consent).
             await dialog_context.begin_dialog(
-                CONSENT_DIALOG, {"pending": _pending(turn), "shared": turn.shared}
+                CONSENT_DIALOG, {"pending": pending, "shared": turn.shared}
             )
+            await self._asked_by.set(context, turn.activity_id)
             return None
         finally:
             await self._states.save_changes(context, owner=turn.user_id)

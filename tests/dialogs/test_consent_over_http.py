@@ -10,6 +10,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from chat.texts import localize
 from storage.botstate import BotStateStorage
 from storage.models import Role
 from tests.controls.support import Chat, ControlledApp, FakeClock, conversation, model_calls
@@ -117,8 +118,15 @@ async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_mes
     del record["owner"]
     await storage.write({"test/users/user-1": record})
     exported = (await export_user(chat.store, "user-1"))["states"]
-    # The dialog only (with the id of the activity that answered its question).
-    assert exported == [{"dialog_state": ANY, "consent_answered_by": ANY, "owner": "user-1"}]
+    # The dialog only (with the ids of the activities that asked and answered its question).
+    assert exported == [
+        {
+            "dialog_state": ANY,
+            "consent_asked_by": ANY,
+            "consent_answered_by": ANY,
+            "owner": "user-1",
+        }
+    ]
 
     await chat.send("Next question")
 
@@ -323,3 +331,86 @@ async def test_a_decline_redelivered_after_a_restart_does_not_ask_the_question_a
     _thanks, answer = await restarted.send_expecting("I accept", 2)
     assert "Hello?" in answer["text"]
     assert await model_calls(simulator_url) == calls + 1
+
+
+@pytest.mark.parametrize(
+    ("locale", "first", "accept"),
+    [
+        ("en-US", "yes", "I accept"),
+        ("en-US", "ok", "I accept"),
+        ("en-US", "no", "I accept"),
+        ("ja-JP", "はい", "同意する"),
+    ],
+)
+async def test_a_first_message_that_is_an_answer_shows_the_policy_and_never_reaches_the_model(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+    locale: str,
+    first: str,
+    accept: str,
+) -> None:
+    """An answer sent before the policy was shown is not consent to it, and not a question: the
+    policy is shown, and after acceptance only the thanks comes."""
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(client, connector, locale=locale)
+    calls = await model_calls(simulator_url)
+
+    question = await chat.send(first)
+    intro = localize("consent_intro", locale, organization="Contoso", version="1")
+    assert question["text"].startswith(intro)
+
+    [thanks] = await chat.replies_to(accept)
+
+    assert thanks["text"] == localize("consent_accepted", locale)
+    assert await model_calls(simulator_url) == calls
+    assert await chat.store.conversation_messages(conversation(chat)) == []
+
+
+async def test_the_message_that_asked_for_consent_redelivered_after_a_restart_gets_no_reply(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(first, connector)
+    [question] = await chat.replies_to("What is the capital of France?", activity_id="ask-1")
+    assert "usage policy of Contoso" in question["text"]
+    await first.close()
+
+    # A new instance over the same store: its turn queue has never seen the id. The message is
+    # not an answer, and the question it asked is open: still no "Please reply" prompt.
+    restarted = Chat(await controlled_app(USAGE_POLICY_FILE=str(policy_v1)), connector)
+    assert await restarted.replies_to("What is the capital of France?", activity_id="ask-1") == []
+
+    calls = await model_calls(simulator_url)
+    _thanks, answer = await restarted.send_expecting("I accept", 2)
+    assert "capital of France" in answer["text"]
+    assert await model_calls(simulator_url) == calls + 1
+
+
+async def test_an_early_acceptance_redelivered_after_a_restart_is_not_taken_as_consent(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,
+) -> None:
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(first, connector)
+    [question] = await chat.replies_to("I accept", activity_id="early-1")
+    assert "usage policy of Contoso" in question["text"]
+    await first.close()
+    calls = await model_calls(simulator_url)
+
+    restarted = Chat(await controlled_app(USAGE_POLICY_FILE=str(policy_v1)), connector)
+    # The copy of the message sent before the policy was shown is not an answer to it.
+    assert await restarted.replies_to("I accept", activity_id="early-1") == []
+    [thanks] = await restarted.replies_to("I accept", activity_id="accept-1")
+    assert thanks["text"] == localize("consent_accepted", "en-US")
+    # Sent again once accepted, it is no message for the assistant either.
+    assert await restarted.replies_to("I accept", activity_id="early-1") == []
+
+    assert await model_calls(simulator_url) == calls
+    assert await restarted.store.conversation_messages(conversation(restarted)) == []

@@ -14,6 +14,7 @@ from app import STORE
 from chat.texts import localize
 from storage.ids import safe_id
 from tests.conftest import AppFactory
+from tests.controls.support import model_calls
 from tests.support import settle
 from tests.teams.activities import (
     BOT_NAME,
@@ -190,3 +191,32 @@ async def test_crlf_wrapped_answers_and_commands_after_a_mention_and_comma_are_u
     )
     # The model was given the question without the comma that addressed the bot.
     assert [m.text for m in stored if m.role == "user"] == [question]
+
+
+async def test_a_member_who_accepts_someone_elses_question_is_shown_the_policy_and_nothing_waits(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel, simulator_url: str
+) -> None:
+    def from_bob(text: str) -> dict[str, Any]:
+        activity = group_message(teams.url, mentioned(text), [mention()])
+        bob = {"id": "29:bob", "name": "Bob", "aadObjectId": "b0b0b0b0-4d5e-4f60-8a9b-0c1d2e3f4a5b"}
+        activity["from"] = bob
+        return activity
+
+    await post(consenting_bot, group_message(teams.url, mentioned("Summarize Q3"), [mention()]))
+    calls = await model_calls(simulator_url)
+
+    # Bob does what the question to Aiko says: he has never seen the policy, so it is his turn
+    # to read it, and his "I accept" is neither consent nor a question for the assistant.
+    await post(consenting_bot, from_bob("I accept"))
+    _aikos_question, bobs_question = teams.messages()
+    assert "Use the assistant for work only." in bobs_question["text"]
+    await post(consenting_bot, from_bob("I accept"))
+
+    *_, thanks = teams.messages()
+    assert thanks["text"] == localize("consent_accepted", "en-US")
+    assert len(teams.messages()) == 3
+    assert await model_calls(simulator_url) == calls
+    stored = await consenting_bot.server.app[STORE].conversation_messages(
+        safe_id(f"msteams:{GROUP_CHAT}")
+    )
+    assert stored == []
