@@ -147,9 +147,11 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             turn = gated
         channel = reply_channel_for(turn_context)
         try:
-            await self._chat.handle(turn, channel)
+            outcome = await self._chat.handle(turn, channel)
         finally:
             await channel.close()
+        if outcome.duplicate and self._gate is not None:
+            await self._gate.redelivered(turn)
 
     async def on_event_activity(self, turn_context: TurnContext) -> None:
         """Web Chat's thumbs arrive as an event (through Azure's Direct Line; the built-in one

@@ -27,6 +27,13 @@ a non-empty prompt), and the rest of the exact estimate is reserved before the m
 writes; the last few thousand tokens of a day). With less than S left no turn can fit, so the
 gate refuses: the message is neither stored nor counted.
 
+A redelivery (the channel sends a message again under the same activity id, e.g. to another
+instance or after a restart, when the turn queue's in-memory dedupe does not know it) is
+counted like any message, because telling it apart costs a store read. What it took goes back
+once the chat service finds the message already stored (`give_back`: one write, on that path
+only). When the gate would refuse it, `count_request` asks first whether the message is
+already stored: if so it was handled, and it is dropped without a refusal or its record.
+
 A user with both user limits at 0 is not counted at all (no write; `/usage` says no limit
 applies); with one of them set, both are counted in the same write. A tenant without a limit
 is not counted; with one, its counter costs one more write per turn (the exact estimate),
@@ -43,7 +50,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Final, Literal, TypeVar
 
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
@@ -58,10 +65,13 @@ log = logging.getLogger(__name__)
 # What a counter update answers (the user's usage document, or a tenant's counter).
 _Counted = TypeVar("_Counted", UsageResult, CounterResult)
 
+# What `count_request` answers for a message already handled (neither counted nor refused).
+REDELIVERED: Final = "redelivered"
+
 # A scope's pending settlement is written after this long without a new one.
 SETTLE_AFTER_SECONDS = 3.0
 # An upfront reservation no turn claimed by then goes back (the turn ended before its model
-# call: an empty or duplicate message, a store failure).
+# call, e.g. a store failure; a duplicate gives it back at once, see `give_back`).
 UPFRONT_CLAIM_SECONDS = 60.0
 _FLUSH_EVERY_SECONDS = 1.0
 _RETRY_AT_MOST_SECONDS = 30.0
@@ -144,10 +154,13 @@ class _Pending:
 
 @dataclass(frozen=True)
 class _Upfront:
+    """What `count_request` took for a turn: its request in `minute`, and `amount` tokens."""
+
     scope: str
     window: Window
     amount: int
     at: float  # monotonic
+    minute: int = 0
 
 
 class Quotas:
@@ -194,10 +207,18 @@ class Quotas:
     # --- the turn: count, reserve, settle
 
     async def count_request(
-        self, user_id: str, tenant_id: str, turn: Hashable
-    ) -> QuotaExceeded | None:
+        self,
+        user_id: str,
+        tenant_id: str,
+        turn: Hashable,
+        *,
+        handled_already: Callable[[], Awaitable[bool]] | None = None,
+    ) -> QuotaExceeded | Literal["redelivered"] | None:
         """One more request in this minute, unless that goes over the limit (then not counted).
-        The same write reserves the upfront tokens `reserve_tokens` claims for `turn`."""
+        The same write reserves the upfront tokens `reserve_tokens` claims for `turn`.
+
+        `handled_already` is asked only when the request would be refused: True (the message
+        is a redelivery of one already handled) answers REDELIVERED, with no refusal recorded."""
         limits = self.limits_for(tenant_id)
         if not limits.counts_user:
             return None
@@ -224,12 +245,14 @@ class Quotas:
             change = change.model_copy(update={"tokens": smallest})
             result = await self._update_user(scope, day, change)
         if result.allowed:
-            if upfront:
-                self._held.setdefault(turn, []).append(
-                    _Upfront(scope, day, upfront, time.monotonic())
-                )
-                self._ensure_flusher()
+            # Held even with no tokens: `give_back` may return the request.
+            self._held.setdefault(turn, []).append(
+                _Upfront(scope, day, upfront, time.monotonic(), change.minute)
+            )
+            self._ensure_flusher()
             return None
+        if handled_already is not None and await handled_already():
+            return REDELIVERED
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
             # along): no message of this user can be answered before the day resets.
@@ -251,6 +274,29 @@ class Quotas:
             now,
             user_id=user_id,
         )
+
+    async def give_back(self, turn: Hashable) -> None:
+        """`turn` was counted, then found to be a redelivery of a message already handled: its
+        request goes back (while the stored count is still of the minute it was counted in) and
+        so does its upfront reservation, in one write. Nothing when `count_request` did not
+        count it, or its reservation was claimed or has expired (the request then stays: a
+        limit stricter for what is left of that minute, never looser)."""
+        held = self._claim(turn)
+        if held is None:
+            return
+        change = UsageChange(
+            minute=held.minute,
+            ttl_seconds=held.window.ttl_seconds,
+            requests=-1,
+            tokens=-held.amount,
+        )
+        try:
+            await self._update_user(held.scope, held.window, change)
+        except StoreError:
+            # The tokens go back with the deferred settlements; the request is not retried (a
+            # retry whose first answer was lost would give it back twice).
+            log.warning("a redelivery's request could not be given back")
+            self._defer(False, held.scope, held.window, -held.amount)
 
     async def reserve_tokens(
         self, user_id: str, tenant_id: str, amount: int, turn: Hashable | None = None

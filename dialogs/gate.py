@@ -23,13 +23,13 @@ from chat.texts import localize
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
-from controls.quotas import Quotas, tenant_scope
+from controls.quotas import REDELIVERED, Quotas, tenant_scope
 from dialogs.commands import Commands, parse_command
 from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version, consent_answer
 from dialogs.guard import refusal_text
 from dialogs.state import DialogStates
 from storage.base import Store, StoreError
-from storage.ids import safe_id
+from storage.ids import message_id, safe_id
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class ConversationGate:
         config: GateConfig,
         clock: Clock = utc_now,
     ) -> None:
+        self._store = store
         self._quotas = quotas
         self._refusals = refusals
         self._access = config.access
@@ -113,15 +114,45 @@ class ConversationGate:
             # none of the user's requests or tokens.
             return turn
         try:
-            # The same write reserves the turn's tokens upfront (claimed by dialogs.guard).
-            exceeded = await self._quotas.count_request(turn.user_id, turn.tenant_id, turn)
+            # The same write reserves the turn's tokens upfront (claimed by dialogs.guard). A
+            # redelivery is told apart only where it would be refused (a store read); otherwise
+            # the chat service finds it stored and `redelivered` gives back what it took.
+            exceeded = await self._quotas.count_request(
+                turn.user_id, turn.tenant_id, turn, handled_already=lambda: self._stored(turn)
+            )
         except StoreError:
             log.exception("the request rate could not be checked; the turn goes ahead uncounted")
             exceeded = None
+        if exceeded == REDELIVERED:
+            log.info(
+                "a redelivered message was dropped",
+                extra={"event": "message_redelivered", "reason": "already_stored"},
+            )
+            return None
         if exceeded is not None:
             await _say(context, refusal_text(exceeded, turn.locale))
             return None
         return turn
+
+    async def redelivered(self, turn: TurnInput) -> None:
+        """The chat service dropped `turn` as a duplicate (its message is stored already): what
+        `before_turn` counted for it goes back."""
+        await self._quotas.give_back(turn)
+
+    async def _stored(self, turn: TurnInput) -> bool:
+        """Whether the store holds the message already (a redelivery of one that was handled):
+        the id the chat service stores it under (`ChatService._handle`), one point read."""
+        if not turn.activity_id:
+            return False
+        conversation_id = safe_id(turn.conversation_key)
+        try:
+            found = await self._store.get_message(
+                conversation_id, message_id(conversation_id, turn.activity_id, "user")
+            )
+        except StoreError:
+            log.exception("the store could not tell whether a refused message is a redelivery")
+            return False
+        return found is not None
 
     def _refused_by_chat(self, turn: TurnInput) -> bool:
         """Blank (attachments only, too) or too long: the chat service's own rules

@@ -330,7 +330,13 @@ def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str,
     before it evaluates it, where Azure keeps it as written."""
     operations: list[dict[str, Any]] = []
     conditions: list[str] = []
-    if change.requests:
+    if change.requests < 0:
+        # A request given back: only while the document still counts its minute, never below
+        # 0 (when it does not, the read after the 412 decides what is left to give back).
+        conditions.append(f"c.minute = {int(change.minute)}")
+        conditions.append(f"c.requests >= {-int(change.requests)}")
+        operations.append({"op": "incr", "path": "/requests", "value": int(change.requests)})
+    elif change.requests:
         if same_minute:
             conditions.append(f"c.minute >= {int(change.minute)}")
             if change.request_limit:
@@ -1210,11 +1216,17 @@ class CosmosStore:
                     result = apply_usage(current, change)
                     if not result.allowed:
                         return result
+                    if change.requests < 0:
+                        # What the document still lets it give back (nothing: another minute).
+                        given = result.counts.requests - current.requests
+                        change = change.model_copy(update={"requests": given})
+                        if not given and not change.tokens:
+                            return result
                     # The other patch, or the same one after a lost race.
                     same_minute = current.minute >= change.minute
                     continue
                 result = apply_usage(UsageCounts(), change)
-                if not change.requests and change.tokens <= 0:
+                if change.requests <= 0 and change.tokens <= 0:
                     return result  # a settlement of a day that is gone: nothing to correct
                 counts = result.counts
                 try:

@@ -233,7 +233,9 @@ class UsageChange(BaseModel):
     """One atomic update of a usage document: `requests` more in `minute` (limit
     `request_limit`) and `tokens` more today (limit `token_limit`); 0 = unlimited. Both apply
     or neither does. Negative tokens (a settlement giving back part of a reservation) are never
-    refused; `requests` = 0 leaves the minute and its count alone."""
+    refused; `requests` = 0 leaves the minute and its count alone. Negative `requests` (a
+    request given back) are never refused either, and change the count only while the stored
+    minute is still `minute`: a later minute's count is not theirs to lower."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -271,9 +273,11 @@ def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
     ):
         return UsageResult(allowed=False, counts=current, refused="tokens")
     counts = current.model_copy(update={"tokens": current.tokens + change.tokens})
-    if change.requests:
+    if change.requests > 0:
         counts.minute = max(current.minute, change.minute)
         counts.requests = requests + change.requests
+    elif change.requests < 0 and current.minute == change.minute:
+        counts.requests = max(0, current.requests + change.requests)
     return UsageResult(allowed=True, counts=counts)
 
 

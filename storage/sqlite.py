@@ -935,8 +935,9 @@ class SqliteStore:
             now = time.time()
             current = self._usage_row(db, scope, day, now)
             result = apply_usage(current or UsageCounts(), change)
-            # A settlement of a day whose document is gone has nothing left to correct.
-            if result.allowed and (current is not None or change.requests or change.tokens > 0):
+            # A settlement (or a request given back) of a day whose document is gone has nothing
+            # left to correct.
+            if result.allowed and (current is not None or change.requests > 0 or change.tokens > 0):
                 counts = result.counts
                 db.execute(
                     "INSERT INTO usage (scope, day, tokens, minute, requests, expires_at)"

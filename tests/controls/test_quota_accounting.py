@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from app import STORE, create_app
 from config import Settings
 from controls.audit import RefusalLog
 from controls.quotas import (
+    REDELIVERED,
     LimitKind,
     QuotaExceeded,
     QuotaLimits,
@@ -288,6 +289,74 @@ async def test_an_upfront_reservation_no_turn_claims_goes_back(
     # A turn that claims it after that reserves its estimate itself.
     assert isinstance(await quotas.reserve_tokens("u", "", 1500, "turn-1"), TokenReservation)
     assert (await stored(store)).tokens == 1500
+
+
+async def test_a_counted_redelivery_gives_back_its_request_and_reservation_in_one_write(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    # The chat service found the message stored already (answered on another instance).
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, requests=2)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    assert await quotas.count_request("u", "", "turn-2") is None
+    writes = store.calls["add_usage"]
+
+    await quotas.give_back("turn-2")
+
+    assert store.calls["add_usage"] - writes == 1
+    assert await stored(store) == UsageCounts(tokens=400, minute=NOW_MINUTE, requests=1)
+    await quotas.give_back("turn-2")  # nothing is held for it any more
+    await quotas.give_back("turn-9")  # never counted
+    assert store.calls["add_usage"] - writes == 1
+    assert await one_turn(quotas, "turn-3", 1500, 400)  # the minute has room again
+
+
+async def test_a_request_is_given_back_only_in_the_minute_it_was_counted(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    now = [NOW]
+    quotas = await make_quotas(store, requests=2, clock=lambda: now[0])
+    assert await quotas.count_request("u", "", "turn-1") is None
+    now[0] = NOW + timedelta(minutes=1)
+    assert await quotas.count_request("u", "", "turn-2") is None
+
+    await quotas.give_back("turn-1")
+
+    # The new minute's count is not lowered; the tokens go back all the same.
+    assert await stored(store) == UsageCounts(tokens=UPFRONT, minute=NOW_MINUTE + 1, requests=1)
+
+
+async def test_a_refusal_of_a_message_handled_already_is_neither_recorded_nor_counted(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    quotas = await make_quotas(store, requests=1)
+    # No turn fits in the day's 500 tokens: every request is refused.
+    no_tokens = await make_quotas(store, tokens=500, smallest_turn_tokens=1000)
+    asked: list[str] = []
+
+    def handled(answer: bool) -> Callable[[], Awaitable[bool]]:
+        async def ask() -> bool:
+            asked.append("asked")
+            return answer
+
+        return ask
+
+    assert await quotas.count_request("w", "", "turn-1", handled_already=handled(True)) is None
+    assert asked == []  # an admitted request costs no read
+    # Refused by the request rate, and (another user) by what is left today.
+    for counter, user, key in ((quotas, "w", "turn-2"), (no_tokens, "v", "turn-3")):
+        redelivered = await counter.count_request(user, "", key, handled_already=handled(True))
+        assert redelivered == REDELIVERED
+    assert len(asked) == 2
+    assert (await store.list_audit(10))[0] == []
+    assert (await stored(store, user_scope("w"))).requests == 1
+    assert await stored(store, user_scope("v")) == UsageCounts()
+
+    refused = await quotas.count_request("w", "", "turn-4", handled_already=handled(False))
+    assert isinstance(refused, QuotaExceeded)
+    assert [r.action for r in (await store.list_audit(10))[0]] == ["quota_exceeded"]
 
 
 async def test_a_pending_settlement_is_written_once_the_user_goes_quiet(

@@ -114,6 +114,26 @@ async def test_a_refusal_costs_the_failed_patch_and_one_read(
     assert calls(edge) == [("PATCH", 412), ("GET", 200)]
 
 
+async def test_a_request_given_back_is_one_patch_and_in_a_later_minute_one_read_more(
+    stores: list[CosmosStore], edge: CosmosEdge
+) -> None:
+    store = stores[0]
+    await store.add_usage("user:u", DAY, turn())
+    await store.add_usage("user:u", DAY, turn())
+    give_back = UsageChange(minute=M, ttl_seconds=TTL, requests=-1, tokens=-7000)
+    edge.clear()
+
+    assert (await store.add_usage("user:u", DAY, give_back)).allowed
+    assert calls(edge) == [("PATCH", 200)]
+
+    await store.add_usage("user:u", DAY, turn(M + 1))
+    edge.clear()
+    late = await store.add_usage("user:u", DAY, give_back)
+    # The count is another minute's: the read shows it, and only the tokens go back.
+    assert calls(edge) == [("PATCH", 412), ("GET", 200), ("PATCH", 200)]
+    assert late.counts == UsageCounts(tokens=7000, minute=M + 1, requests=1)
+
+
 async def test_the_usage_document_has_a_type_a_safe_id_and_a_ttl(
     cosmos_server: CosmosServer, config: CosmosConfig, stores: list[CosmosStore]
 ) -> None:

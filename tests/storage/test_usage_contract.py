@@ -108,6 +108,41 @@ async def test_a_settlement_of_a_day_that_is_gone_writes_nothing(store: Store) -
     assert await store.read_usage("user:u", DAY) == UsageCounts()
 
 
+async def test_a_request_given_back_lowers_only_the_count_of_its_own_minute(
+    store: Store,
+) -> None:
+    # A redelivery counted, then found already answered, gives its request and tokens back.
+    for _ in range(2):
+        await store.add_usage("user:u", DAY, turn(request_limit=2))
+
+    given = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-100))
+
+    assert given.allowed and given.counts == UsageCounts(tokens=100, minute=M, requests=1)
+    assert (await store.add_usage("user:u", DAY, turn(request_limit=2))).allowed
+    # In a later minute the count is another minute's: only the tokens go back.
+    await store.add_usage("user:u", DAY, turn(M + 1, request_limit=2))
+    late = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-100))
+    assert late.allowed and late.counts == UsageCounts(tokens=200, minute=M + 1, requests=1)
+    assert await store.read_usage("user:u", DAY) == late.counts
+
+
+async def test_a_request_given_back_never_makes_a_count_negative(store: Store) -> None:
+    await store.add_usage("user:u", DAY, turn())
+    await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-100))
+
+    again = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=0))
+
+    assert again.allowed and again.counts == UsageCounts(tokens=0, minute=M, requests=0)
+    assert await store.read_usage("user:u", DAY) == again.counts
+
+
+async def test_a_request_given_back_on_a_day_that_is_gone_writes_nothing(store: Store) -> None:
+    given = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-100))
+
+    assert given.allowed
+    assert await store.read_usage("user:u", DAY) == UsageCounts()
+
+
 async def test_a_count_kept_for_a_later_minute_also_limits_an_earlier_one(store: Store) -> None:
     # An instance whose clock runs a minute ahead counted first: stricter, never looser.
     await store.add_usage("user:u", DAY, turn(M + 1, request_limit=2))
