@@ -352,6 +352,7 @@ class Quotas:
                         theirs.value,
                         window,
                         now,
+                        requested=amount,
                     )
         except StoreError:
             # The turn goes ahead uncounted (the caller decides): give back what it holds.

@@ -131,13 +131,23 @@ class Commands:
         return await self._messages.add_message(marker)
 
     async def _usage(self, turn: TurnInput) -> str:
-        # Tenant totals are for administrators, not shown to users.
-        report = await self._quotas.usage(turn.user_id, turn.tenant_id)
+        # The tenant's totals are for administrators; its users see that its limit applies and
+        # how much of it is used today, as a percentage (a refusal below 100% then makes sense).
+        tenant_limit = self._quotas.limits_for(turn.tenant_id).tenant_tokens_per_day
+        report = await self._quotas.usage(
+            turn.user_id, turn.tenant_id, with_tenant=bool(tenant_limit)
+        )
         locale = turn.locale
+        tenant_lines: list[str] = []
+        if tenant_limit and report.tenant_tokens_today is not None:
+            percent = min(100, report.tenant_tokens_today * 100 // tenant_limit)
+            reset = format_reset(report.day_resets_at)
+            tenant_lines.append(localize("usage_tenant", locale, percent=percent, reset=reset))
         if not report.counted:
-            # Neither user limit is set, so nothing is counted: no numbers to show.
+            # Neither user limit is set, so the user is not counted: no numbers of theirs.
+            mine = "usage_no_user_limits" if tenant_lines else "usage_no_limits"
             return "\n\n".join(
-                [localize("usage_title", locale), localize("usage_no_limits", locale)]
+                [localize("usage_title", locale), localize(mine, locale), *tenant_lines]
             )
         unlimited = localize("usage_unlimited", locale)
         lines = [
@@ -155,6 +165,7 @@ class Commands:
                 used=report.requests_this_minute,
                 limit=report.limits.user_requests_per_minute or unlimited,
             ),
+            *tenant_lines,
         ]
         return "\n\n".join(lines)
 

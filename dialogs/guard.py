@@ -21,6 +21,16 @@ def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
         return localize("quota_requests_per_minute", locale, limit=exceeded.limit, wait=wait)
     reset = format_reset(exceeded.resets_at)
     if exceeded.kind is LimitKind.TENANT_TOKENS_PER_DAY:
+        if exceeded.requested and exceeded.used < exceeded.limit:
+            # Some of the organization's limit is left, not enough for this message with its
+            # context: "reached" would contradict /usage. The tenant's numbers are not shown.
+            return localize(
+                "quota_tenant_tokens_not_enough",
+                locale,
+                needed=exceeded.requested,
+                reset=reset,
+                wait=wait,
+            )
         return localize("quota_tenant_tokens_per_day", locale, reset=reset, wait=wait)
     if exceeded.used < exceeded.limit:
         if exceeded.requested:

@@ -1,6 +1,7 @@
 """The sentences of the quota refusals (dialogs.guard.refusal_text), word for word in both
 languages: one way of saying a wait (chat.texts.wait_text), thousands separators, and a limit
-that is used up told apart from one that has too little left for a message."""
+that is used up told apart from one that has too little left for a message (a user's, and the
+organization's)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def exceeded(
             "2026-11-22 00:00 UTC にリセットされます（あと約1時間）。",
         ),
         (
+            exceeded(LimitKind.TENANT_TOKENS_PER_DAY, 50_000_000, 49_998_500, 3600, 2_300),
+            "Your message and the earlier conversation together need about 2,300 tokens, more "
+            "than is left today of your organization's daily limit for the assistant, so it was "
+            "not sent. Type /new to start a fresh conversation (less context), or try again after "
+            "2026-11-22 00:00 UTC (in about an hour).",
+            "このメッセージはこれまでの会話と合わせて約2,300トークンが必要で、組織全体の1日の上限"
+            "の本日の残りを超えるため、送信されませんでした。/new（/新規）で新しい会話を始めるか、"
+            "2026-11-22 00:00 UTC 以降（あと約1時間）にもう一度お試しください。",
+        ),
+        (
             exceeded(LimitKind.USER_REQUESTS_PER_MINUTE, 1_200, 1_200, 42),
             "You are sending messages faster than allowed (1,200 per minute). Please wait 42 "
             "seconds and send your message again.",
@@ -65,7 +76,14 @@ def exceeded(
             "送信してください。",
         ),
     ],
-    ids=["used_up", "not_enough_for_this_message", "too_little_left", "tenant", "rate"],
+    ids=[
+        "used_up",
+        "not_enough_for_this_message",
+        "too_little_left",
+        "tenant",
+        "tenant_not_enough_for_this_message",
+        "rate",
+    ],
 )
 def test_each_quota_refusal_says_the_wait_and_the_numbers_the_same_way_in_both_languages(
     refusal: QuotaExceeded, english: str, japanese: str
