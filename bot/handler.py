@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -269,5 +270,20 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
 
 
 def _has_user_attachments(activity: Activity) -> bool:
-    # Teams attaches an HTML copy of every formatted message; only real files count.
-    return any((a.content_type or "") != "text/html" for a in (activity.attachments or []))
+    """Whether the user sent something besides text (which the assistant does not read). Teams
+    attaches an HTML copy of every formatted message: it counts only when it holds an image
+    (in channels and group chats a pasted image arrives only there) or a file reference.
+    Emoji come as <img> (and image/*) from Teams' emoji CDN: they are part of the text."""
+    for attachment in activity.attachments or []:
+        kind = attachment.content_type if isinstance(attachment.content_type, str) else ""
+        if kind.lower() == "text/html":
+            content = attachment.content if isinstance(attachment.content, str) else ""
+            if any(not _TEAMS_EMOJI.search(tag) for tag in _HTML_ATTACHMENT.findall(content)):
+                return True
+        elif not _TEAMS_EMOJI.search(str(attachment.content_url or "")):
+            return True
+    return False
+
+
+_HTML_ATTACHMENT = re.compile(r"<img\b[^>]*>?|<attachment\b", re.IGNORECASE)
+_TEAMS_EMOJI = re.compile(r"schema\.skype\.com/Emoji|//statics\.teams\.cdn\.office\.net/", re.I)

@@ -591,7 +591,15 @@ class ChatService:
 
         completion.text += self._citation_text(verdict, turn.locale)
         stored = await self._deliver_answer(
-            user_message, completion, channel, delta, outcome, started, verdict, finished=True
+            user_message,
+            completion,
+            channel,
+            delta,
+            outcome,
+            started,
+            verdict,
+            finished=True,
+            note=_attachments_note(turn),
         )
         if stored and self._log_text:
             log.info(
@@ -983,7 +991,15 @@ class ChatService:
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
         await self._deliver_answer(
-            user_message, completion, channel, delta, outcome, started, Verdict(), finished=False
+            user_message,
+            completion,
+            channel,
+            delta,
+            outcome,
+            started,
+            Verdict(),
+            finished=False,
+            note=_attachments_note(turn),
         )
 
     async def _deliver_answer(
@@ -997,18 +1013,20 @@ class ChatService:
         verdict: Verdict,
         *,
         finished: bool,
+        note: str = "",
     ) -> bool:
         """Send `completion` as the labelled final answer and store it; False when the user
         stopped the stream as it went out (then what they saw is stored, as a partial answer;
         `finished`: the model had answered in full, so its usage is known). A refused reply is
-        still stored, with status error: the user did not see it."""
+        still stored, with status error: the user did not see it. `note` follows the answer
+        the user sees and is not stored: the model would read it as its own words next turn."""
         delivered = True
         activity_id: str | None = None
         try:
             with self._telemetry.span(
                 "chat.reply", streamed=channel.streams, failures=(DeliveryFailed,)
             ):
-                activity_id = await channel.final(Reply(completion.text, ai_generated=True))
+                activity_id = await channel.final(Reply(completion.text + note, ai_generated=True))
         except StreamStopped as stopped:
             await self._store_stopped(
                 user_message, stopped, started, delta, outcome, completion if finished else None
@@ -1109,6 +1127,11 @@ async def _abandon(pending: asyncio.Future[Any]) -> None:
     pending.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await pending
+
+
+def _attachments_note(turn: TurnInput) -> str:
+    """Said after an answer to a message with attachments: the model saw only its text."""
+    return f"\n\n{localize('attachments_not_sent', turn.locale)}" if turn.has_attachments else ""
 
 
 async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> None:
