@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botbuilder.core import ActivityHandler, InvokeResponse, TurnContext
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeResponse
 
 from bot.connector import ConnectorError
 from bot.feedback import (
@@ -38,6 +38,7 @@ from storage.ids import safe_id
 
 log = logging.getLogger(__name__)
 
+ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 # Set by `MessagesEndpoint.accept` on activities whose identity the app built itself.
 IDENTITY_FROM_SERVER = "_identityFromServer"
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
@@ -177,6 +178,9 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         # botbuilder's ActivityHandler answers every invoke it does not know with 501.
         activity: Activity = turn_context.activity
+        if activity.name == ADAPTIVE_CARD_ACTION and not _card_action_readable(activity.value):
+            # botbuilder would call .get() on it: a traceback and a 501 instead of a 400.
+            return _card_action_error("The action property is not an object.")
         if activity.name != SUBMIT_ACTION_INVOKE:
             return await super().on_invoke_activity(turn_context)
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
@@ -267,6 +271,25 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             await self._store.delete_state([welcome_state_key(activity, raw)])
         except StoreError:
             log.exception("the welcome marker could not be deleted")
+
+
+def _card_action_readable(value: Any) -> bool:
+    """An `adaptiveCard/action` value whose `action`, if any, is an object (botbuilder answers
+    a missing value or action itself, with a 400)."""
+    action = value.get("action") if isinstance(value, dict) else None
+    return action is None or isinstance(action, dict)
+
+
+def _card_action_error(message: str) -> InvokeResponse:
+    # The card action protocol's error shape, as botbuilder answers its own 400s.
+    return InvokeResponse(
+        status=400,
+        body=AdaptiveCardInvokeResponse(
+            status_code=400,
+            type="application/vnd.microsoft.error",
+            value=Exception("BadRequest", message),
+        ),
+    )
 
 
 def _has_user_attachments(activity: Activity) -> bool:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from botbuilder.schema import Activity
+from botbuilder.schema import Activity, ChannelAccount
 
 TEAMS_CHANNEL = "msteams"
 PERSONAL = "personal"
@@ -182,13 +182,19 @@ def install_key(activity: Activity, raw: dict[str, Any]) -> str:
 
 
 def bot_was_added(activity: Activity) -> bool:
-    bot_id = activity.recipient.id if activity.recipient else None
-    return bool(bot_id) and any(m.id == bot_id for m in activity.members_added or [])
+    return _bot_among(activity, activity.members_added)
 
 
 def bot_was_removed(activity: Activity) -> bool:
+    return _bot_among(activity, activity.members_removed)
+
+
+def _bot_among(activity: Activity, members: list[ChannelAccount | None] | None) -> bool:
+    # A member list may hold nulls (the wire reads them as None): they are no one.
     bot_id = activity.recipient.id if activity.recipient else None
-    return bool(bot_id) and any(m.id == bot_id for m in activity.members_removed or [])
+    return bool(bot_id) and any(
+        isinstance(m, ChannelAccount) and m.id == bot_id for m in members or []
+    )
 
 
 def activity_locale(activity: Activity, raw: dict[str, Any]) -> str:

@@ -116,6 +116,10 @@ def messages_corpus(url: str) -> list[Case]:
             "card action with an empty value",
             act("h-24", type="invoke", name="adaptiveCard/action", value={}),
         ),
+        Case(
+            "card action whose action is a string",
+            act("h-25", type="invoke", name="adaptiveCard/action", value={"action": "x"}),
+        ),
         # Well-formed but odd: accepted, and the user gets a polite reply (or nothing to reply).
         Case("unknown activity type", act("h-20", type="holographicProjection"), statuses=(200,)),
         Case("typing activity", act("h-21", type="typing"), statuses=(200,)),

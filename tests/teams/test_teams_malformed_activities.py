@@ -1,0 +1,60 @@
+"""Malformed Teams activities that are still valid JSON activities: a member list holding null
+and a card action whose `action` is not an object. Each gets its 2xx or a 400, never the
+unhandled-error path (an ERROR log line with a stack trace)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.support import settle
+from tests.teams.activities import BOT_ID, bot_installed_personal, team_update
+from tests.teams.channel import TeamsChannel
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_null_members_in_a_conversation_update_are_skipped_and_the_bot_is_still_found(
+    bot: TestClient[Any, Any], teams: TeamsChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    added = bot_installed_personal(teams.url)
+    added["membersAdded"] = [None, {"id": BOT_ID}]
+    assert (await bot.post("/api/messages", json=added)).status == 202
+    [welcome] = await teams.wait_for_messages(1)
+    assert "/help" in welcome["text"]
+
+    for members in ("membersAdded", "membersRemoved"):
+        update = team_update(teams.url, added=["29:someone"])
+        update[members] = [None]
+        assert (await bot.post("/api/messages", json=update)).status == 202
+    await settle(bot)
+    await asyncio.sleep(0.2)
+
+    assert len(teams.messages()) == 1
+    assert errors(caplog) == []
+
+
+@pytest.mark.parametrize("action", ["Action.Execute", ["Action.Execute"], 7, True])
+async def test_a_card_action_whose_action_is_not_an_object_gets_a_400_card_error(
+    bot: TestClient[Any, Any],
+    teams: TeamsChannel,
+    caplog: pytest.LogCaptureFixture,
+    action: Any,
+) -> None:
+    invoke = bot_installed_personal(teams.url)
+    invoke.update(type="invoke", name="adaptiveCard/action", value={"action": action})
+    del invoke["membersAdded"]
+
+    response = await bot.post("/api/messages", json=invoke)
+
+    assert response.status == 400
+    body = await response.json()
+    assert body["type"] == "application/vnd.microsoft.error"
+    assert body["value"]["code"] == "BadRequest" and body["value"]["message"]
+    assert errors(caplog) == []
