@@ -6,7 +6,9 @@ Teams sends `value: {"actionName": "feedback", "actionValue": {"reaction": "like
 the only record. Facts: shared/reference/bot-framework-teams-directline.md.
 
 A rating can be changed (each click is another invoke): the conversation's negative-feedback
-count follows the answers' current ratings (`FeedbackRecorder.record`).
+count follows the answers' current ratings (`FeedbackRecorder.record`). A rating is stored with
+who gave it (in a group chat or channel, anyone may rate any answer): it is theirs to export and
+to have erased (`storage.ratings`).
 """
 
 from __future__ import annotations
@@ -14,24 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
-from storage.base import MessageStore, SummaryStore
+from storage.base import MessageStore
 from storage.ids import safe_id
-from storage.models import (
-    MAX_FEEDBACK_CHARS,
-    Feedback,
-    Message,
-    Role,
-    SummaryDelta,
-    log_unreadable_summary,
-)
-from storage.summaries import NEGATIVE_FEEDBACK
+from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
+from storage.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +33,6 @@ SEARCH_DEPTH = 200
 # How long a rating looks for its answer when the answer's turn runs elsewhere (another worker
 # or instance): looked for again after 0.05, 0.1, 0.2 ... s, while under this.
 ELSEWHERE_WAIT_SECONDS = 3.0
-UNFLAGGED_UNREADABLE = "not flagged for a dislike (the rating is kept on its message)"
-UNCOUNTED_UNREADABLE = "not updated for a dislike taken back (the rating is kept on its message)"
 
 Reaction = Literal["like", "dislike"]
 
@@ -52,10 +42,14 @@ class FeedbackSubmission:
     rated_activity_id: str
     reaction: Reaction
     text: str
+    # Who rated: their user id as their own messages in that channel carry it
+    # (`bot.handler.user_key`); in a shared conversation not necessarily the answer's user.
+    rater: str
 
 
-def parse_feedback(raw: dict[str, Any]) -> FeedbackSubmission | None:
-    """The rating in a `message/submitAction` invoke, or None when it is not a feedback action."""
+def parse_feedback(raw: dict[str, Any], rater: str) -> FeedbackSubmission | None:
+    """The rating in a `message/submitAction` invoke, given by `rater`, or None when it is not a
+    feedback action."""
     value = raw.get("value")
     if not isinstance(value, dict) or value.get("actionName") != "feedback":
         return None
@@ -66,12 +60,7 @@ def parse_feedback(raw: dict[str, Any]) -> FeedbackSubmission | None:
     reaction = action.get("reaction")
     if reaction not in ("like", "dislike"):
         return None
-    return FeedbackSubmission(reply_to, reaction, _feedback_text(action.get("feedback")))
-
-
-def _disliked(feedback: Feedback | None) -> int:
-    """1 when this feedback is a dislike: what it adds to the negative-feedback count."""
-    return int(feedback is not None and feedback.reaction == "dislike")
+    return FeedbackSubmission(reply_to, reaction, _feedback_text(action.get("feedback")), rater)
 
 
 def _feedback_text(feedback: Any) -> str:
@@ -91,15 +80,14 @@ class FeedbackRecorder:
     def __init__(
         self,
         messages: MessageStore,
-        summaries: SummaryStore,
+        ratings: Ratings,
         elsewhere_wait_seconds: float = ELSEWHERE_WAIT_SECONDS,
     ) -> None:
         self._messages = messages
-        self._summaries = summaries
+        # Shared with the /feedback command (dialogs.commands), so that the changes of one
+        # conversation's ratings are counted one at a time, whichever way they came.
+        self._ratings = ratings
         self._elsewhere_wait = elsewhere_wait_seconds
-        # Per conversation: the lock its rating changes take turns on here, and how many hold
-        # or wait for it (the entry goes when none do).
-        self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def record(
         self,
@@ -107,7 +95,8 @@ class FeedbackRecorder:
         submission: FeedbackSubmission,
         turns_settled: Callable[[], Awaitable[None]] | None = None,
     ) -> Message | None:
-        """Store the rating on the rated assistant message; None when that message is unknown.
+        """Store the rating, with its rater, on the rated assistant message (replacing any
+        feedback it had, whoever gave that); None when that message is unknown.
 
         The conversation's negative-feedback total is the number of its answers whose rating is
         a dislike: a rating that makes an answer's rating a dislike adds one and flags the
@@ -116,7 +105,7 @@ class FeedbackRecorder:
         of an answer already disliked changes nothing. What the rating replaced is what the
         store's write replaced (`set_feedback`), not what an earlier read saw, so two ratings of
         one answer arriving together are counted in the order they were stored; in this process
-        the ratings of one conversation also update its summary one at a time.
+        the ratings of one conversation also update its summary one at a time (`Ratings`).
 
         When the message is not found and `turns_settled` is given, it is awaited and the
         message looked for once more: a channel shows an answer (with its buttons) before the
@@ -138,60 +127,19 @@ class FeedbackRecorder:
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None
-        async with self._one_at_a_time(conversation_id):
-            change = await self._messages.set_feedback(
-                conversation_id,
-                rated.id,
-                Feedback(reaction=submission.reaction, text=submission.text),
-            )
-            if change is None:  # deleted since it was found (an erasure)
-                log.info("feedback for a deleted message", extra={"reaction": submission.reaction})
-                return None
-            dislikes = _disliked(change.message.feedback) - _disliked(change.previous)
-            if dislikes:
-                await self._count_dislikes(conversation_id, rated, dislikes)
+        change = await self._ratings.store(
+            conversation_id,
+            rated,
+            Feedback(reaction=submission.reaction, text=submission.text, user_id=submission.rater),
+        )
+        if change is None:  # deleted since it was found (an erasure)
+            log.info("feedback for a deleted message", extra={"reaction": submission.reaction})
+            return None
         log.info(
             "feedback stored",
             extra={"reaction": submission.reaction, "with_text": bool(submission.text)},
         )
         return change.message
-
-    @asynccontextmanager
-    async def _one_at_a_time(self, conversation_id: str) -> AsyncIterator[None]:
-        lock, users = self._turns.setdefault(conversation_id, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._turns[conversation_id]
-
-    async def _count_dislikes(self, conversation_id: str, rated: Message, dislikes: int) -> None:
-        """`dislikes` (+1 or -1) more toward the conversation's negative-feedback total."""
-        # The summary's owner (a user, or the group of a shared conversation) is its key.
-        try:
-            summary = await self._summaries.find_summary(conversation_id)
-        except ValidationError as exc:
-            # Its owner is unknown, and a guessed one would start a second summary: the rating
-            # stays on its message, and the conversation's next turn starts the summary over.
-            log_unreadable_summary(
-                exc, conversation_id, UNFLAGGED_UNREADABLE if dislikes > 0 else UNCOUNTED_UNREADABLE
-            )
-            return
-        if summary is None and dislikes < 0:
-            return  # no summary counted the dislike taken back
-        await self._summaries.apply_summary_delta(
-            SummaryDelta(
-                conversation_id=conversation_id,
-                user_id=summary.user_id if summary is not None else rated.user_id,
-                channel_id=rated.channel_id,
-                tenant_id=rated.tenant_id,
-                negative_feedback=dislikes,
-                flag_reasons=[NEGATIVE_FEEDBACK] if dislikes > 0 else [],
-            )
-        )
 
     async def _find(self, conversation_id: str, submission: FeedbackSubmission) -> Message | None:
         recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)

@@ -35,6 +35,7 @@ from chat.texts import localize
 from dialogs.gate import ConversationGate
 from storage.base import Store, StoreError
 from storage.ids import safe_id
+from storage.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         self._chat = chat
         self._store = store
         self._profile = profile
-        self._feedback = FeedbackRecorder(store, store)
+        # The gate's `/feedback` changes ratings too: both count through one `Ratings`.
+        self._feedback = FeedbackRecorder(
+            store, gate.ratings if gate is not None else Ratings(store, store)
+        )
         # Waits (up to a time) until a conversation's queued turns are done: invokes are answered
         # at once, outside the turn queue, and may overtake the turn that stores what they rate.
         self._turns_settled = turns_settled
@@ -170,7 +174,12 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         try:
             await self._feedback.record(
                 conversation_key(activity.channel_id, activity.conversation.id),
-                FeedbackSubmission(rated, "like" if reaction == "like" else "dislike", text),
+                FeedbackSubmission(
+                    rated,
+                    "like" if reaction == "like" else "dislike",
+                    text,
+                    user_key(activity, raw),
+                ),
             )
         except StoreError:
             log.exception("storing feedback failed")
@@ -184,7 +193,8 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         if activity.name != SUBMIT_ACTION_INVOKE:
             return await super().on_invoke_activity(turn_context)
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
-        submission = parse_feedback(raw)
+        # In a group chat or channel the rater may be someone other than the answer's user.
+        submission = parse_feedback(raw, user_key(activity, raw))
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
         key = conversation_key(activity.channel_id, activity.conversation.id)

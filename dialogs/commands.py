@@ -22,6 +22,7 @@ from controls.quotas import Quotas
 from storage.base import MessageStore
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
+from storage.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,12 @@ _FEEDBACK_WRITES = 3
 
 
 class Commands:
-    def __init__(self, messages: MessageStore, quotas: Quotas) -> None:
+    def __init__(self, messages: MessageStore, quotas: Quotas, ratings: Ratings) -> None:
         self._messages = messages
         self._quotas = quotas
+        # Shared with the feedback buttons (bot.feedback): a comment that replaces someone
+        # else's dislike takes it off the conversation's count, in turn with their changes.
+        self._ratings = ratings
 
     async def run(self, parsed: ParsedCommand, turn: TurnInput) -> str | None:
         """Carry out a command; the localized reply to show, None when there is nothing to say
@@ -179,26 +183,23 @@ class Commands:
         answer = next((m for m in reversed(recent) if m.role is Role.ASSISTANT), None)
         if answer is None:
             return localize("feedback_no_answer", locale)
-        # A like/dislike given with a button stays, and so does any comment given earlier (with
-        # the button or another /feedback): the comment is added to them.
-        stored = _rating(answer.feedback)  # what this write expects to replace
-        reaction, earlier = stored
+        # The user's own like/dislike given with a button stays, and so does their comment
+        # given earlier (with the button or another /feedback): the comment is added to them.
+        expected = answer.feedback  # what this write expects to replace
+        basis = expected  # what it adds the comment to
         for _ in range(_FEEDBACK_WRITES):
-            written = (reaction, with_comment(earlier, comment))
-            change = await self._messages.set_feedback(
-                conversation_id, answer.id, Feedback(reaction=written[0], text=written[1])
-            )
+            written = _commented(basis, turn, comment)
+            change = await self._ratings.store(conversation_id, answer, written)
             if change is None:
                 break
-            replaced = _rating(change.previous)
-            if replaced == stored:
+            if _rating(change.previous) == _rating(expected):
                 break
             # A button's rating (and its comment) was stored between the read and this write:
-            # it is the user's latest, and it was counted (bot.feedback), so the comment must
-            # not undo it; it is written again over it.
-            stored = written
-            reaction, earlier = replaced
-        log.info("feedback stored", extra={"reaction": reaction, "with_text": True})
+            # the user's own is their latest, so the comment must not undo it, and is written
+            # again with it (someone else's is replaced again). Each write counted what it
+            # replaced (`Ratings.store`).
+            expected, basis = written, change.previous
+        log.info("feedback stored", extra={"reaction": written.reaction, "with_text": True})
         return localize("feedback_thanks", locale)
 
 
@@ -207,8 +208,26 @@ class Commands:
 FEEDBACK_SEPARATOR = " | "
 
 
-def _rating(feedback: Feedback | None) -> tuple[Literal["like", "dislike"] | None, str]:
-    return (feedback.reaction, feedback.text) if feedback is not None else (None, "")
+def _rating(feedback: Feedback | None) -> tuple[Literal["like", "dislike"] | None, str, str]:
+    if feedback is None:
+        return (None, "", "")
+    return (feedback.reaction, feedback.text, feedback.user_id)
+
+
+def _commented(basis: Feedback | None, turn: TurnInput, comment: str) -> Feedback:
+    """The feedback a /feedback `comment` in `turn` stores on an answer that has `basis`. An
+    answer holds one person's feedback, as it holds one rating: the user's own reaction and
+    comments are kept and the comment added to them. Feedback someone else gave (in a group chat
+    or channel) is replaced, as their rating is by another's click: neither their words nor
+    their reaction may be stored as this user's. So is feedback stored before raters were
+    recorded in a shared conversation, where whose it is cannot be told; in a 1:1 chat it can
+    only be the user's own."""
+    rater = turn.user_id
+    if basis is not None and (basis.user_id == rater or (not basis.user_id and not turn.shared)):
+        return Feedback(
+            reaction=basis.reaction, text=with_comment(basis.text, comment), user_id=rater
+        )
+    return Feedback(text=comment, user_id=rater)
 
 
 def with_comment(earlier: str, comment: str) -> str:

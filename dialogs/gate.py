@@ -30,6 +30,7 @@ from dialogs.guard import refusal_text
 from dialogs.state import DialogStates
 from storage.base import Store, StoreError
 from storage.ids import message_id, safe_id
+from storage.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ class ConversationGate:
         self._access = config.access
         self._policy = config.usage_policy
         self._max_chars = config.max_message_chars
-        self._commands = Commands(store, quotas)
+        # The feedback buttons (bot.feedback) change ratings through the same `Ratings` as
+        # `/feedback`, so that a conversation's rating changes are counted one at a time.
+        self.ratings = Ratings(store, store)
+        self._commands = Commands(store, quotas, self.ratings)
         self._states = DialogStates(store)
         self._acceptance = self._states.user.create_property("usage_policy")
         # The activity that last answered the consent question in this conversation (see

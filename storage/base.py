@@ -160,8 +160,8 @@ class StateStore(Protocol):
 
 
 # The kinds of document a user's data export holds, in the order it holds them.
-UserDataKind = Literal["conversations", "messages", "states"]
-USER_DATA_KINDS: tuple[UserDataKind, ...] = ("conversations", "messages", "states")
+UserDataKind = Literal["conversations", "messages", "feedback", "states"]
+USER_DATA_KINDS: tuple[UserDataKind, ...] = ("conversations", "messages", "feedback", "states")
 
 
 class UserDataStore(Protocol):
@@ -173,7 +173,11 @@ class UserDataStore(Protocol):
         - `conversations`: the summaries they own, newest activity first;
         - `messages`: what `delete_user` deletes (their messages anywhere and every message of
           the conversations they own, with verdicts, usage and feedback), by conversation id,
-          then seq;
+          then seq; feedback someone else gave on one of them (`Feedback.user_id`) is left out,
+          as it is that person's (`storage.ratings.exported_message`);
+        - `feedback`: the feedback they gave on messages not among those (another person's
+          answers in a shared conversation), each with its conversation and message id but not
+          the message (`storage.ratings.given_feedback`), by conversation id, then seq;
         - `states`: the state documents they own (consent, a message waiting for it), by key.
         A stored summary or message that cannot be read is left out (and logged by its
         conversation's reference).
@@ -200,9 +204,15 @@ class UserDataStore(Protocol):
         (`unattributedSharedMessages`); either key only when not zero.
 
         The summary of a shared conversation they wrote in (someone else's, or `shared:…`) no
-        longer counts their deleted messages, nor the model usage those carried
-        (`storage.summaries.erased`), and goes when no message of that conversation is left;
-        it is not counted under `conversations`, which are theirs."""
+        longer counts their deleted messages, nor the model usage those carried, nor the
+        dislikes of their answers (`storage.summaries.erased`), and goes when no message of that
+        conversation is left; it is not counted under `conversations`, which are theirs.
+
+        The feedback they gave on messages that stay (another person's answers in a shared
+        conversation; `Feedback.user_id`) is cleared from those messages and counted as
+        `feedback` (only when not zero); a dislike among it is taken off its conversation's
+        negative-feedback count, as taking it back would. Feedback others gave on the user's
+        own messages goes with those messages."""
         ...
 
 

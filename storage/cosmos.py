@@ -93,6 +93,7 @@ from storage.models import (
     readable_summary,
 )
 from storage.pages import in_pages
+from storage.ratings import FEEDBACK_CLEARED, exported_message, given_feedback, rater_of
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -1471,6 +1472,8 @@ class CosmosStore:
             documents = self._exported_summaries(user_id, page_size)
         elif kind == "messages":
             documents = self._exported_messages(user_id, page_size)
+        elif kind == "feedback":
+            documents = self._exported_feedback(user_id, page_size)
         else:
             documents = self._exported_states(user_id, page_size)
         return in_pages(documents, page_size)
@@ -1510,16 +1513,7 @@ class CosmosStore:
         op = "export_user"
         messages = self._container("messages")
         async with self._guard(op):
-            owned = {
-                _conversation_of(doc)
-                async for doc in self._query(
-                    self._container("conversations"),
-                    op,
-                    "SELECT c.id, c.rawId FROM c WHERE c.userId = @uid",
-                    [{"name": "@uid", "value": user_id}],
-                    partition_key=user_id,
-                )
-            }
+            owned = await self._owned_conversations(user_id, op)
             # By the document's userId field, which may be readable when the rest is not.
             written = {
                 str(conversation_id)
@@ -1552,13 +1546,64 @@ class CosmosStore:
                         _clean(doc), conversation_id, EXPORTED_UNREADABLE_MESSAGE
                     )
                     if message is not None:
-                        yield message.to_doc()
+                        # Without feedback someone else gave on it: that is theirs.
+                        yield exported_message(message.to_doc(), user_id)
                 for doc in unordered:
                     message = readable_message(
                         _clean(doc), conversation_id, EXPORTED_UNREADABLE_MESSAGE
                     )
                     if message is not None:
-                        yield message.to_doc()
+                        yield exported_message(message.to_doc(), user_id)
+
+    async def _owned_conversations(self, user_id: str, op: str) -> set[str]:
+        """The ids of the conversations whose summaries the user owns (one partition)."""
+        return {
+            _conversation_of(doc)
+            async for doc in self._query(
+                self._container("conversations"),
+                op,
+                "SELECT c.id, c.rawId FROM c WHERE c.userId = @uid",
+                [{"name": "@uid", "value": user_id}],
+                partition_key=user_id,
+            )
+        }
+
+    async def _exported_feedback(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The feedback the user gave on messages `_exported_messages` does not export (another
+        person's, in a conversation the user does not own); by conversation, then seq. One
+        cross-partition query finds the conversations (as for the user's messages), then each is
+        read in one partition. Without the message: that is the other person's."""
+        op = "export_user"
+        messages = self._container("messages")
+        async with self._guard(op):
+            owned = await self._owned_conversations(user_id, op)
+            rated = {
+                str(conversation_id)
+                async for conversation_id in self._query(
+                    messages,
+                    op,
+                    "SELECT VALUE c.conversationId FROM c WHERE c.feedback.userId = @uid",
+                    [{"name": "@uid", "value": user_id}],
+                )
+            }
+            for conversation_id in sorted(rated - owned):
+                async for doc in self._query(
+                    messages,
+                    op,
+                    "SELECT * FROM c WHERE c.conversationId = @cid AND c.feedback.userId = @uid"
+                    " AND c.userId != @uid ORDER BY c.seq ASC",
+                    [
+                        {"name": "@cid", "value": conversation_id},
+                        {"name": "@uid", "value": user_id},
+                    ],
+                    partition_key=conversation_id,
+                    page_size=page_size,
+                ):
+                    document = _clean(doc)
+                    if readable_message(document, conversation_id, EXPORTED_UNREADABLE_MESSAGE):
+                        yield given_feedback(document)
 
     async def _exported_states(
         self, user_id: str, page_size: int
@@ -1720,6 +1765,73 @@ class CosmosStore:
                 deleted += 1
         return deleted
 
+    async def _clear_feedback_given(self, user_id: str, op: str) -> int:
+        """In a user's erasure, after their messages went: the feedback they gave on the
+        messages that stay (other people's answers in shared conversations; one cross-partition
+        query) is removed from each (a patch on the ETag read, so a rating someone gave
+        meanwhile is read again and kept), and each dislike among it taken off its
+        conversation's summary, as taking it back would. How many were cleared."""
+        container = self._container("messages")
+        found = [
+            doc
+            async for doc in self._query(
+                container,
+                op,
+                # Not the messages' text: it is other people's, and not needed here.
+                "SELECT c.id, c.conversationId, c.feedback, c._etag FROM c"
+                " WHERE c.feedback.userId = @uid",
+                [{"name": "@uid", "value": user_id}],
+            )
+        ]
+        cleared = 0
+        dislikes: dict[str, int] = {}
+        for doc in found:
+            conversation_id = _message_conversation(doc)
+            current: dict[str, Any] | None = doc
+            for _ in range(_MAX_RACES):
+                if current is None or rater_of(current) != user_id:
+                    break  # gone, or rated again by someone else meanwhile
+                try:
+                    await container.patch_item(
+                        current["id"],
+                        conversation_id,
+                        [{"op": "remove", "path": "/feedback"}],
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                    current = await self._read_or_none(
+                        container, current["id"], conversation_id, op
+                    )
+                    continue
+                cleared += 1
+                if current["feedback"].get("reaction") == "dislike":
+                    dislikes[conversation_id] = dislikes.get(conversation_id, 0) + 1
+                break
+            else:
+                raise ETagMismatch(f"clearing feedback lost {_MAX_RACES} races in a row")
+
+        async def lowered(current: dict[str, Any], conversation_id: str) -> _SummaryRewrite:
+            summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
+            if summary is None:
+                return None
+            gone = Erased(dislikes=dislikes[conversation_id])
+            return self._summary_doc(without_erased(summary, gone))
+
+        for conversation_id in sorted(dislikes):
+            await self._rewrite_shared_summary(
+                conversation_id,
+                user_id,
+                op,
+                functools.partial(lowered, conversation_id=conversation_id),
+                "taking dislikes off a summary",
+            )
+        return cleared
+
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Messages first, summaries last: if this fails halfway, the summaries are still there
         to find the rest on the next attempt."""
@@ -1791,6 +1903,7 @@ class CosmosStore:
             await self._lower_shared_summaries(
                 user_id, {cid: erased(found) for cid, found in in_shared.items()}, op
             )
+            feedback = await self._clear_feedback_given(user_id, op)
             summary_container = self._container("conversations")
             deleted_summaries = await asyncio.gather(
                 *(delete(summary_container, d["id"], user_id) for d in summaries)
@@ -1804,6 +1917,8 @@ class CosmosStore:
             counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
         if unattributed:
             counts[UNATTRIBUTED_SHARED_MESSAGES] = len(unattributed)
+        if feedback:
+            counts[FEEDBACK_CLEARED] = feedback
         return counts
 
 

@@ -62,9 +62,18 @@ MAX_FEEDBACK_CHARS = 2000
 
 
 class Feedback(Document):
+    """A rating and/or comment on an answer, stored on the rated message. It is the personal data
+    of whoever gave it (`user_id`), which in a shared conversation (a Teams group chat or
+    channel) may be someone other than the person the answer was for: it is exported and erased
+    with the rater (`storage.ratings`), not with the message's user."""
+
     reaction: Literal["like", "dislike"] | None = None
     text: str = ""
     at: datetime = Field(default_factory=utcnow)
+    # The rater, as their own messages carry them (`Message.user_id` of that channel). "" on
+    # feedback stored before raters were recorded: it cannot be attributed, so it stays part of
+    # the message it rates (exported and deleted with that message's user).
+    user_id: str = ""
 
 
 class Message(Document):

@@ -78,12 +78,14 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    conversation_ref,
     readable_audit_record,
     readable_message,
     readable_messages,
     readable_summary,
 )
 from storage.pages import in_pages
+from storage.ratings import FEEDBACK_CLEARED, exported_message, given_feedback
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -95,6 +97,7 @@ from storage.summaries import (
     UNATTRIBUTED_UNREADABLE_MESSAGE,
     UNLOWERED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
+    Erased,
     apply_delta,
     erased,
     matches,
@@ -174,8 +177,18 @@ CREATE TABLE IF NOT EXISTS botstate (
 """
 # Columns added to tables after their first release (files created before have the table without
 # them): (table, column, type).
-_ADDED_COLUMNS = (("botstate", "owner", "TEXT"), ("botstate", "expires_at", "REAL"))
-_INDEXES_ON_ADDED_COLUMNS = "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner);"
+_ADDED_COLUMNS = (
+    ("botstate", "owner", "TEXT"),
+    ("botstate", "expires_at", "REAL"),
+    # Who gave the feedback on a message (its `Feedback.user_id`; NULL without feedback, or for
+    # feedback stored before raters were recorded): a user's export and erasure find the
+    # feedback they gave on other people's messages by it.
+    ("messages", "rater", "TEXT"),
+)
+_INDEXES_ON_ADDED_COLUMNS = (
+    "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner)",
+    "CREATE INDEX IF NOT EXISTS messages_by_rater ON messages (rater) WHERE rater IS NOT NULL",
+)
 
 # A summary's row: the owner, tenant and channel are written with its first delta (or a new
 # start, `_WRITE_NEW_SUMMARY`, over an unreadable one); later deltas change the rest.
@@ -198,7 +211,8 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in columns:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    db.execute(_INDEXES_ON_ADDED_COLUMNS)
+    for index in _INDEXES_ON_ADDED_COLUMNS:
+        db.execute(index)
 
 
 def _iso(value: datetime) -> str:
@@ -378,6 +392,13 @@ def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     return result
 
 
+def _rater(message: Message) -> str | None:
+    """The `rater` column of a message: who gave its feedback, NULL when nobody known did."""
+    if message.feedback is None or not message.feedback.user_id:
+        return None
+    return message.feedback.user_id
+
+
 def _is_busy(error: sqlite3.Error) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
@@ -408,6 +429,51 @@ def _lower_shared_summary(
         "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
         (json.dumps(without_erased(summary, erased(gone)).to_doc()), conversation_id),
     )
+
+
+def _clear_feedback_given(db: sqlite3.Connection, user_id: str) -> int:
+    """In a user's erasure, after their messages went (in the same transaction): the feedback
+    they gave on the messages that stay (other people's answers in shared conversations) is
+    cleared, and each dislike among it taken off its conversation's summary, as taking it back
+    would. How many were cleared. A message whose text is not JSON keeps it (logged): it cannot
+    be changed without destroying it, and it may be someone else's."""
+    cleared = 0
+    dislikes: Counter[str] = Counter()
+    for conversation_id, message_id, doc in db.execute(
+        "SELECT conversation_id, id, doc FROM messages WHERE rater = ?", (user_id,)
+    ).fetchall():
+        try:
+            document = json.loads(doc)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            log.error(
+                "an unreadable stored message kept the feedback of a user being erased",
+                extra={"conversation": conversation_ref(conversation_id)},
+            )
+            continue
+        feedback = document.pop("feedback", None)
+        if isinstance(feedback, dict) and feedback.get("reaction") == "dislike":
+            dislikes[conversation_id] += 1
+        db.execute(
+            "UPDATE messages SET doc = ?, rater = NULL WHERE conversation_id = ? AND id = ?",
+            (json.dumps(document), conversation_id, message_id),
+        )
+        cleared += 1
+    for conversation_id, count in sorted(dislikes.items()):
+        row = db.execute(
+            "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
+        ).fetchone()
+        summary = readable_summary(row[0], conversation_id, UNLOWERED_UNREADABLE) if row else None
+        if summary is not None:
+            db.execute(
+                "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                (
+                    json.dumps(without_erased(summary, Erased(dislikes=count)).to_doc()),
+                    conversation_id,
+                ),
+            )
+    return cleared
 
 
 class _OwnerEvidence:
@@ -683,7 +749,8 @@ class SqliteStore:
         def insert(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO messages"
-                " (conversation_id, id, seq, user_id, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                " (conversation_id, id, seq, user_id, expires_at, doc, rater)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.conversation_id,
                     message.id,
@@ -691,6 +758,7 @@ class SqliteStore:
                     message.user_id,
                     self._expires_at(),
                     json.dumps(message.to_doc()),
+                    _rater(message),
                 ),
             )
             return cursor.rowcount == 1
@@ -703,12 +771,13 @@ class SqliteStore:
         def replace(db: sqlite3.Connection) -> None:
             # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
             db.execute(
-                "UPDATE messages SET doc = ?, seq = ?, expires_at = ?"
+                "UPDATE messages SET doc = ?, seq = ?, expires_at = ?, rater = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
                     json.dumps(message.to_doc()),
                     message.seq,
                     self._expires_at(),
+                    _rater(message),
                     message.conversation_id,
                     message.id,
                 ),
@@ -784,8 +853,15 @@ class SqliteStore:
             message = stored.model_copy(update={"feedback": feedback})
             # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
             db.execute(
-                "UPDATE messages SET doc = ?, expires_at = ? WHERE conversation_id = ? AND id = ?",
-                (json.dumps(message.to_doc()), self._expires_at(), conversation_id, message_id),
+                "UPDATE messages SET doc = ?, expires_at = ?, rater = ?"
+                " WHERE conversation_id = ? AND id = ?",
+                (
+                    json.dumps(message.to_doc()),
+                    self._expires_at(),
+                    _rater(message),
+                    conversation_id,
+                    message_id,
+                ),
             )
             return FeedbackChange(message=message, previous=stored.feedback)
 
@@ -1077,6 +1153,8 @@ class SqliteStore:
             documents = self._user_summaries(user_id, page_size)
         elif kind == "messages":
             documents = self._user_messages(user_id, page_size)
+        elif kind == "feedback":
+            documents = self._user_feedback(user_id, page_size)
         else:
             documents = self._user_states(user_id, page_size)
         return in_pages(documents, page_size)
@@ -1159,7 +1237,31 @@ class SqliteStore:
             )
             async for _, _, doc in rows:
                 if readable_message(doc, conversation_id, EXPORTED_UNREADABLE_MESSAGE) is not None:
-                    yield json.loads(doc)
+                    # Without feedback someone else gave on it: that is theirs.
+                    yield exported_message(json.loads(doc), user_id)
+
+    async def _user_feedback(
+        self, user_id: str, page_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The feedback the user gave on messages `_user_messages` does not export (another
+        person's, in a conversation the user does not own), found by the `rater` column; by
+        conversation, then seq. Without the message: that is the other person's."""
+        select = (
+            "SELECT conversation_id, seq, id, doc FROM messages WHERE rater = ? AND user_id != ?"
+            " AND conversation_id NOT IN (SELECT conversation_id FROM conversations"
+            " WHERE user_id = ?)"
+        )
+        order = " ORDER BY conversation_id, seq, id LIMIT ?"
+        rows = self._rows_in_pages(
+            select + order,
+            select + " AND (conversation_id, seq, id) > (?, ?, ?)" + order,
+            (user_id, user_id, user_id),
+            3,
+            page_size,
+        )
+        async for conversation_id, _, _, doc in rows:
+            if readable_message(doc, conversation_id, EXPORTED_UNREADABLE_MESSAGE) is not None:
+                yield given_feedback(json.loads(doc))
 
     async def _user_states(
         self, user_id: str, page_size: int
@@ -1262,6 +1364,7 @@ class SqliteStore:
                 ).rowcount
             for conversation_id in sorted(in_shared):
                 _lower_shared_summary(db, conversation_id, in_shared[conversation_id])
+            feedback = _clear_feedback_given(db, user_id)
             conversations = db.execute(
                 "DELETE FROM conversations WHERE user_id = ?", (user_id,)
             ).rowcount
@@ -1271,11 +1374,17 @@ class SqliteStore:
                 counts[UNREADABLE_SHARED_SUMMARIES] = unreadable
             if unattributed:
                 counts[UNATTRIBUTED_SHARED_MESSAGES] = unattributed
+            if feedback:
+                counts[FEEDBACK_CLEARED] = feedback
             return counts, set(conversation_ids)
 
         counts, conversation_ids = await self._run(lambda db: _atomic(db, delete))
         self._window_messages.forget(
-            lambda m: m.user_id == user_id or m.conversation_id in conversation_ids
+            lambda m: (
+                m.user_id == user_id
+                or m.conversation_id in conversation_ids
+                or (m.feedback is not None and m.feedback.user_id == user_id)
+            )
         )
         await self._erased()
         return counts

@@ -147,11 +147,13 @@ def title_to_clear(summary: ConversationSummary, prompts: Iterable[str], uncheck
 @dataclass(frozen=True)
 class Erased:
     """What a user's erasure deleted from a conversation whose summary is not theirs (a shared
-    one): what that summary's counts are lowered by (`without_erased`)."""
+    one): what that summary's counts are lowered by (`without_erased`). `dislikes`: answers whose
+    rating was a dislike, deleted with their user or whose rating was the erased rater's."""
 
     messages: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    dislikes: int = 0
 
 
 def erased(messages: Iterable[Message | None]) -> Erased:
@@ -160,7 +162,7 @@ def erased(messages: Iterable[Message | None]) -> Erased:
     each answer carries. One that could not be read (None) counts as one message without usage:
     all but the markers are counted, and a marker is seldom unreadable. Tokens the summary
     counted for a stream that broke off are on no message, so they stay."""
-    count = prompt_tokens = completion_tokens = 0
+    count = prompt_tokens = completion_tokens = dislikes = 0
     for message in messages:
         if message is None:
             count += 1
@@ -171,16 +173,27 @@ def erased(messages: Iterable[Message | None]) -> Erased:
         if message.usage is not None:
             prompt_tokens += message.usage.prompt
             completion_tokens += message.usage.completion
-    return Erased(count, prompt_tokens, completion_tokens)
+        if message.feedback is not None and message.feedback.reaction == "dislike":
+            dislikes += 1
+    return Erased(count, prompt_tokens, completion_tokens, dislikes)
 
 
 def without_erased(summary: ConversationSummary, gone: Erased) -> ConversationSummary:
     """The summary of a conversation whose other messages stay, without what a user's erasure
-    deleted from it; never below 0 (a count the summary never had is not taken from the rest)."""
+    deleted from it; never below 0 (a count the summary never had is not taken from the rest).
+    Dislikes taken off are taken back as `apply_delta` takes them back: at 0 the
+    `negative_feedback` flag reason goes."""
+    reasons = summary.flag_reasons
+    negative_feedback = max(0, summary.negative_feedback_count - gone.dislikes)
+    if gone.dislikes and negative_feedback == 0:
+        reasons = [reason for reason in reasons if reason != NEGATIVE_FEEDBACK]
     return summary.model_copy(
         update={
             "message_count": max(0, summary.message_count - gone.messages),
             "prompt_tokens": max(0, summary.prompt_tokens - gone.prompt_tokens),
             "completion_tokens": max(0, summary.completion_tokens - gone.completion_tokens),
+            "negative_feedback_count": negative_feedback,
+            "flag_reasons": reasons,
+            "flagged": bool(reasons),
         }
     )

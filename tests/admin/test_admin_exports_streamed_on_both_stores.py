@@ -168,9 +168,10 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
     assert [c["id"] for c in exported["conversations"]] == CONVERSATIONS
     assert [(m["conversationId"], m["seq"]) for m in exported["messages"]] == MESSAGES
     assert exported["states"] == [CONSENT]
-    # Read a page at a time: Alice's 3 conversations, 11 messages and 1 state, then her Direct
-    # Line id's 1 conversation, 1 message and no state.
-    assert store.calls["user_documents"] == _whole_export_pages([3, 11, 1, 1, 1, 0])
+    # Read a page at a time: Alice's 3 conversations, 11 messages, no feedback given on others'
+    # messages and 1 state, then her Direct Line id's 1 conversation, 1 message, no feedback and
+    # no state.
+    assert store.calls["user_documents"] == _whole_export_pages([3, 11, 0, 1, 1, 1, 0, 0])
     # Every document the store holds about her, as the store gives it.
     whole = [await export_user(store, stored_id) for stored_id in exported["storedIds"]]
     for kind in USER_DATA_KINDS:
@@ -180,7 +181,12 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
     assert requested["detail"]["outcome"] == "requested"
     assert requested["detail"]["reason"] == "DSAR-9"
     assert outcome["detail"]["outcome"] == "exported"
-    assert outcome["detail"]["exported"] == {"conversations": 4, "messages": 12, "states": 1}
+    assert outcome["detail"]["exported"] == {
+        "conversations": 4,
+        "messages": 12,
+        "feedback": 0,
+        "states": 1,
+    }
     assert outcome["target"] == requested["target"]
     assert outcome["target"].startswith("p-")
 
@@ -215,7 +221,7 @@ async def test_a_store_failure_part_way_through_a_users_data_export_breaks_the_d
         "actorName": "Local admin",
         "via": "session",
         "outcome": "failed_part_way",
-        "sent": {"conversations": 4, "messages": 2, "states": 0},
+        "sent": {"conversations": 4, "messages": 2, "feedback": 0, "states": 0},
     }
     [logged] = [r for r in caplog.records if r.getMessage() == BROKEN_OFF]
     assert logged.levelno == logging.ERROR

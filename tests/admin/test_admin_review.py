@@ -651,7 +651,12 @@ async def test_a_users_data_export_is_audited_under_the_pseudonym_with_its_reaso
     assert requested["detail"]["outcome"] == "requested"
     assert requested["detail"]["reason"] == "DSAR-42"
     assert outcome["detail"]["outcome"] == "exported"
-    assert outcome["detail"]["exported"] == {"conversations": 3, "messages": 5, "states": 1}
+    assert outcome["detail"]["exported"] == {
+        "conversations": 3,
+        "messages": 5,
+        "feedback": 0,
+        "states": 1,
+    }
     assert "alice@contoso.com" not in json.dumps(audit)
 
 

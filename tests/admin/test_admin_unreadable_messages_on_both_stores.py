@@ -194,6 +194,11 @@ async def test_a_users_export_leaves_out_a_message_that_cannot_be_read(
     assert WORDS not in await response.text()
     [record, *_] = await _audit(admin)
     assert (record["action"], record["target"]) == ("export_user", pseudonym)
-    assert record["detail"]["exported"] == {"conversations": 2, "messages": 3, "states": 0}
+    assert record["detail"]["exported"] == {
+        "conversations": 2,
+        "messages": 3,
+        "feedback": 0,
+        "states": 0,
+    }
     assert _logged(caplog, EXPORTED) == [conversation_ref("conv-flagged")]
     _nothing_private_logged(caplog, "conv-flagged", ALICE)

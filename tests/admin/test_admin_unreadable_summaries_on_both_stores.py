@@ -252,6 +252,11 @@ async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_i
     assert WORDS not in await response.text()
     [record, *_] = await _audit(admin)
     assert (record["action"], record["target"]) == ("export_user", pseudonym)
-    assert record["detail"]["exported"] == {"conversations": 1, "messages": 4, "states": 0}
+    assert record["detail"]["exported"] == {
+        "conversations": 1,
+        "messages": 4,
+        "feedback": 0,
+        "states": 0,
+    }
     assert _logged(caplog, EXPORTED) == [conversation_ref("conv-flagged")]
     _nothing_private_logged(caplog, "conv-flagged", ALICE)

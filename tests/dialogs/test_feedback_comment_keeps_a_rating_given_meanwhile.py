@@ -11,6 +11,7 @@ from dialogs.commands import Commands, parse_command
 from storage.base import Store
 from storage.ids import safe_id
 from storage.models import Feedback, FeedbackChange, Message, Role
+from storage.ratings import Ratings
 from storage.sqlite import SqliteStore
 
 CONVERSATION_KEY = "msteams:a:personal-1"
@@ -52,7 +53,9 @@ async def test_a_comment_keeps_a_rating_clicked_while_it_was_written(tmp_path: P
         )
         await store.add_message(answer)
         clicking = ClickBeforeTheCommentLands(store)
-        commands = Commands(cast(Any, clicking), cast(Any, None))
+        commands = Commands(
+            cast(Any, clicking), cast(Any, None), Ratings(cast(Any, clicking), store)
+        )
         parsed = parse_command("/feedback too long")
         assert parsed is not None
 

@@ -17,6 +17,7 @@ from dialogs.commands import Commands, parse_command
 from storage.base import Store
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, FeedbackChange, Message, Role
+from storage.ratings import Ratings
 from storage.sqlite import SqliteStore
 from tests.conftest import AppFactory
 from tests.webchat.support import DirectLineSession, open_session, stored_messages
@@ -132,9 +133,9 @@ async def test_feedback_keeps_a_comment_clicked_while_it_was_written(tmp_path: P
         parsed = parse_command("/feedback too long")
         assert parsed is not None
 
-        await Commands(cast(Any, clicking), cast(Any, None)).run(
-            parsed, TurnInput("msteams:a:personal-1", "act-9", "/feedback too long", "u")
-        )
+        await Commands(
+            cast(Any, clicking), cast(Any, None), Ratings(cast(Any, clicking), store)
+        ).run(parsed, TurnInput("msteams:a:personal-1", "act-9", "/feedback too long", "u"))
 
         stored = await store.get_message(conversation_id, "answer-1")
         assert clicking.clicked and stored is not None and stored.feedback is not None

@@ -48,7 +48,13 @@ UNATTRIBUTED = (
     "it may be someone else's); counted as unattributedSharedMessages for review"
 )
 EXPORTED = "an unreadable stored message was left out of a user's data export"
-NOTHING = {"userId": ALICE, "conversations": [], "messages": [], "states": []}
+NOTHING = {
+    "userId": ALICE,
+    "conversations": [],
+    "messages": [],
+    "feedback": [],
+    "states": [],
+}
 
 
 async def _spoil_message(

@@ -111,6 +111,7 @@ async def test_erasure_deletes_a_shared_conversations_summary_it_cannot_read_and
         "userId": ALICE,
         "conversations": [],
         "messages": [],
+        "feedback": [],
         "states": [],
     }
     [erased] = _logged(caplog, ERASED)

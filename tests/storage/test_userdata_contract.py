@@ -71,6 +71,7 @@ async def test_export_of_an_unknown_user_is_empty(store: Store) -> None:
         "userId": "nobody",
         "conversations": [],
         "messages": [],
+        "feedback": [],
         "states": [],
     }
 
@@ -82,6 +83,7 @@ async def test_delete_removes_everything_of_the_user_only(store: Store) -> None:
         "userId": "alice",
         "conversations": [],
         "messages": [],
+        "feedback": [],
         "states": [],
     }
     assert await store.conversation_messages("alice-1") == []

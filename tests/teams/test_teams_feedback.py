@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app import SETTINGS, STORE
-from bot.feedback import UNCOUNTED_UNREADABLE
 from storage.ids import safe_id
 from storage.models import SummaryQuery
+from storage.ratings import UNCOUNTED_UNREADABLE
 from tests.admin.helpers import sign_in_locally
 from tests.conftest import FaultyAppFactory
 from tests.faults import assistant_message_writes
