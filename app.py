@@ -48,7 +48,7 @@ from bot.peers import PeerLinks, WorkerGroup
 from bot.request_telemetry import request_spans
 from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
-from bot.turns import TurnQueue
+from bot.turns import SHUTDOWN_NOTICE_SECONDS, TurnQueue
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder, PromptTemplateError
 from chat.router import DeploymentRouter
@@ -369,10 +369,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # The chat service ends a turn at its deadline and tells the user; the queue's own limit
     # is the backstop for anything else, late enough to leave that notice time to go out.
+    # A shutdown past its grace period ends the turns in progress the same way (interrupt).
     queue = TurnQueue(
         settings.turn_concurrency,
         settings.dedupe_window,
         settings.turn_deadline_seconds + TURN_NOTICE_GRACE_SECONDS,
+        interrupt=chat.interrupt_turns,
     )
     app[TURNS] = queue
     group = app.get(WORKER_GROUP)
@@ -601,6 +603,10 @@ LIBRARY_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "httpx
 # does not answer would hold the exit for the exporter's read timeout (azure-core's 300 s),
 # far past SHUTDOWN_GRACE_SECONDS; what is not handed over by then is lost.
 TELEMETRY_FLUSH_SECONDS = 5.0
+# After the grace period and the notices of the turns it cut short (SHUTDOWN_NOTICE_SECONDS): time
+# a stopping worker has to close and flush its telemetry before the parent kills it. App Service
+# must wait as long (WEBSITES_CONTAINER_STOP_TIME_LIMIT in infra/modules/appservice.bicep).
+WORKER_CLOSE_SECONDS = 10.0
 
 
 def configure_telemetry(settings: Settings) -> None:
@@ -991,8 +997,8 @@ class Workers:
     def _stop(self, signum: int, frame: object) -> None:
         if self._stop_deadline is not None:
             return
-        grace = self._settings.shutdown_grace_seconds
-        self._stop_deadline = time.monotonic() + grace + 10.0
+        grace = self._settings.shutdown_grace_seconds + SHUTDOWN_NOTICE_SECONDS
+        self._stop_deadline = time.monotonic() + grace + WORKER_CLOSE_SECONDS
         for pid in list(self._running):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

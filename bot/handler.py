@@ -18,6 +18,7 @@ from bot.feedback import (
     FeedbackSubmission,
     parse_feedback,
 )
+from bot.replies import reply_activity
 from bot.streaming import reply_channel_for
 from bot.teams import (
     BotProfile,
@@ -30,7 +31,8 @@ from bot.teams import (
     remove_bot_mentions,
 )
 from bot.webchat_shapes import FEEDBACK_EVENT, WEB_CHAT_CHANNELS, feedback_from_event
-from chat.service import ChatService, TurnInput
+from chat.service import SHUTDOWN_INTERRUPTED, ChatService, Reply, TurnInput
+from chat.telemetry import new_reference
 from chat.texts import localize
 from dialogs.gate import ConversationGate
 from storage.base import Store, StoreError
@@ -281,6 +283,26 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             await self._store.delete_state([welcome_state_key(activity, raw)])
         except StoreError:
             log.exception("the welcome marker could not be deleted")
+
+    async def on_turn_abandoned(self, turn_context: TurnContext) -> None:
+        """The app is stopping and this activity's turn will not run (bot/turns.py). Its channel
+        will not send it again (it was acknowledged), so a message the bot would have answered
+        gets the restarting notice. It is not stored: nothing has judged it yet (tenant and
+        channel policy, consent, commands), and a refused tenant's text must not be kept."""
+        activity: Activity = turn_context.activity
+        if activity.type != ActivityTypes.message:
+            return
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        if is_teams_shared(activity) and not remove_bot_mentions(activity.text or "", raw)[1]:
+            return  # a group chat or channel message not for the bot: it gets no answer
+        ref = new_reference()
+        notice = localize(SHUTDOWN_INTERRUPTED, activity_locale(activity, raw), ref=ref)
+        try:
+            await turn_context.send_activity(reply_activity(Reply(notice, is_notice=True)))
+        except ConnectorError as exc:
+            log.warning("the channel refused a notice", extra={"ref": ref, "status": exc.status})
+            return
+        log.info("a message the shutdown left unanswered was told so", extra={"ref": ref})
 
 
 def _card_action_readable(value: Any) -> bool:

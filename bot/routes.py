@@ -15,13 +15,13 @@ import re
 from typing import Any
 
 from aiohttp import web
-from botbuilder.core import ActivityHandler, TurnContext
+from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeResponse
 
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, conversation_key
+from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, AssistantBot, conversation_key
 from bot.peers import PeerLinks
 from bot.turns import ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
@@ -134,7 +134,7 @@ class MessagesEndpoint:
     def __init__(
         self,
         adapter: ChannelAdapter,
-        bot: ActivityHandler,
+        bot: AssistantBot,
         queue: TurnQueue,
         connector: ConnectorClient,
         authenticator: ChannelAuthenticator | None,
@@ -206,8 +206,14 @@ class MessagesEndpoint:
 
         key = conversation_key(activity.channel_id, activity.conversation.id)
         dedupe = f"{key}|{activity.id}" if activity.id else None
+        # A message the shutdown keeps from ever running is still owed an answer (a notice).
+        abandon = (
+            (lambda: self._abandon(activity, raw))
+            if activity.type == ActivityTypes.message
+            else None
+        )
         try:
-            accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw))
+            accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw), abandon)
         except ShuttingDown:
             return _shutting_down()
         if not accepted:
@@ -218,6 +224,13 @@ class MessagesEndpoint:
         async def logic(context: TurnContext) -> None:
             context.turn_state[RAW_ACTIVITY_KEY] = raw
             await self._bot.on_turn(context)
+
+        await self._adapter.process_activity(activity, logic)
+
+    async def _abandon(self, activity: Activity, raw: dict[str, Any]) -> None:
+        async def logic(context: TurnContext) -> None:
+            context.turn_state[RAW_ACTIVITY_KEY] = raw
+            await self._bot.on_turn_abandoned(context)
 
         await self._adapter.process_activity(activity, logic)
 

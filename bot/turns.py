@@ -1,5 +1,10 @@
 """The turn queue: acknowledged activities run in the background, in order per conversation,
-with bounded concurrency, deduplicated by activity id, and drained on shutdown."""
+with bounded concurrency, deduplicated by activity id, and drained on shutdown.
+
+An acknowledged activity is never sent again by its channel, so a shutdown that cannot finish
+a turn still owes its user an answer: at the grace deadline the turns still running are told to
+end with a notice (`interrupt`), those that never started get theirs (`abandon`), and both
+have at most SHUTDOWN_NOTICE_SECONDS more before whatever is left is cancelled."""
 
 from __future__ import annotations
 
@@ -8,9 +13,20 @@ import contextvars
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 Job = Callable[[], Awaitable[None]]
+# After the grace deadline: time for the notices of the turns cut short or never started (one
+# reply each, and an error record for each prompt stored) before what is left is cancelled.
+SHUTDOWN_NOTICE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Queued:
+    job: Job
+    # What the user is told when the job will never run (shutdown); None: nothing.
+    abandon: Job | None
 
 
 class ShuttingDown(Exception):
@@ -18,12 +34,26 @@ class ShuttingDown(Exception):
 
 
 class TurnQueue:
-    def __init__(self, concurrency: int, dedupe_window: int, turn_deadline: float) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        dedupe_window: int,
+        turn_deadline: float,
+        *,
+        interrupt: Callable[[], int] | None = None,
+        notice_seconds: float = SHUTDOWN_NOTICE_SECONDS,
+    ) -> None:
+        """`interrupt`: called at the shutdown deadline; ends the turns in progress with a
+        notice (and any that begins later at once) and says how many it interrupted."""
         self._slots = asyncio.Semaphore(concurrency)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedupe_window = dedupe_window
         self._deadline = turn_deadline
-        self._pending: dict[str, deque[Job]] = {}
+        self._interrupt = interrupt
+        self._notice_seconds = notice_seconds
+        # Each conversation's jobs not started yet.
+        self._pending: dict[str, deque[_Queued]] = {}
+        self._running = 0
         # The task running each conversation's turns, while it has any.
         self._worker_of: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
@@ -36,7 +66,7 @@ class TurnQueue:
 
     @property
     def in_flight(self) -> int:
-        return sum(len(jobs) for jobs in self._pending.values())
+        return self._running + sum(len(jobs) for jobs in self._pending.values())
 
     def stop_accepting(self) -> None:
         """From now on `submit` raises ShuttingDown; what was accepted still runs."""
@@ -45,8 +75,15 @@ class TurnQueue:
     def seen(self, dedupe_key: str) -> bool:
         return dedupe_key in self._seen
 
-    def submit(self, conversation_key: str, dedupe_key: str | None, job: Job) -> bool:
-        """Queue a job; False when this activity was already accepted (a redelivery)."""
+    def submit(
+        self,
+        conversation_key: str,
+        dedupe_key: str | None,
+        job: Job,
+        abandon: Job | None = None,
+    ) -> bool:
+        """Queue a job; False when this activity was already accepted (a redelivery).
+        `abandon` runs instead of `job` if the shutdown deadline comes before it started."""
         if not self._accepting:
             raise ShuttingDown
         if dedupe_key:
@@ -55,12 +92,15 @@ class TurnQueue:
             self._seen[dedupe_key] = None
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
-        job = _in_submitting_context(job)
+        queued = _Queued(
+            _in_submitting_context(job),
+            _in_submitting_context(abandon) if abandon is not None else None,
+        )
         jobs = self._pending.get(conversation_key)
         if jobs is not None:
-            jobs.append(job)
+            jobs.append(queued)
             return True
-        self._pending[conversation_key] = deque([job])
+        self._pending[conversation_key] = deque([queued])
         self._idle.clear()
         self._worker_of[conversation_key] = asyncio.create_task(
             self._drain_conversation(conversation_key)
@@ -76,39 +116,78 @@ class TurnQueue:
 
     async def _drain_conversation(self, conversation_key: str) -> None:
         jobs = self._pending[conversation_key]
-        while jobs:
-            job = jobs[0]
-            async with self._slots:
-                try:
-                    await asyncio.wait_for(job(), timeout=self._deadline)
-                except TimeoutError:
-                    log.error("turn exceeded its deadline", extra={"deadline": self._deadline})
-                except Exception:
-                    log.exception("turn failed")
-            jobs.popleft()
-        del self._pending[conversation_key]
-        del self._worker_of[conversation_key]
-        if not self._pending:
-            self._idle.set()
+        try:
+            while jobs:
+                async with self._slots:
+                    if not jobs:
+                        break  # given up at the shutdown deadline while it waited for a slot
+                    queued = jobs.popleft()
+                    self._running += 1
+                    try:
+                        await asyncio.wait_for(queued.job(), timeout=self._deadline)
+                    except TimeoutError:
+                        log.error("turn exceeded its deadline", extra={"deadline": self._deadline})
+                    except Exception:
+                        log.exception("turn failed")
+                    finally:
+                        self._running -= 1
+        finally:
+            del self._pending[conversation_key]
+            del self._worker_of[conversation_key]
+            if not self._pending:
+                self._idle.set()
 
     async def wait_idle(self) -> None:
         """Until every accepted turn has finished (tests, benchmarks, shutdown)."""
         await self._idle.wait()
 
     async def drain(self, grace_seconds: float) -> bool:
-        """Stop accepting and wait for queued turns; True when everything finished in time."""
+        """Stop accepting and wait for queued turns; True when everything finished in time.
+        Past `grace_seconds`, the turns still running end with a notice (`interrupt`) and those
+        not started get theirs (`abandon`), within the notice time; then the rest is cancelled."""
         self.stop_accepting()
         if not self._worker_of:
             return True
         _, pending = await asyncio.wait(set(self._worker_of.values()), timeout=grace_seconds)
-        for task in pending:
+        if not pending:
+            return True
+        # Nothing more starts: every worker ends after the job it runs.
+        never_started = [queued for jobs in self._pending.values() for queued in jobs]
+        for jobs in self._pending.values():
+            jobs.clear()
+        running = self._running
+        interrupted = self._interrupt() if self._interrupt is not None else 0
+        notices = {
+            asyncio.ensure_future(queued.abandon())
+            for queued in never_started
+            if queued.abandon is not None
+        }
+        log.error(
+            "shutdown deadline passed with turns still running: telling their users",
+            extra={
+                "running": running,
+                "interrupted": interrupted,
+                "not_started": len(never_started),
+                "at_most_seconds": self._notice_seconds,
+            },
+        )
+        done, late = await asyncio.wait(pending | notices, timeout=self._notice_seconds)
+        for task in late:
             task.cancel()
-        if pending:
-            log.error(
-                "shutdown deadline passed with turns still running",
-                extra={"cancelled": len(pending)},
-            )
-        return not pending
+        await asyncio.gather(*late, return_exceptions=True)
+        failed = sum(1 for task in done & notices if task.exception() is not None)
+        log.log(
+            logging.ERROR if late or failed else logging.INFO,
+            "shutdown notices done",
+            extra={
+                "turns_ended": len(done & pending),
+                "turns_cancelled": len(late & pending),
+                "not_started_done": len(done & notices) - failed,
+                "not_started_failed": failed,
+                "not_started_cancelled": len(late & notices),
+            },
+        )
+        return False
 
 
 def _in_submitting_context(job: Job) -> Job:

@@ -59,6 +59,8 @@ MODEL_DEADLINE = "model_deadline"  # MODEL_DEADLINE_SECONDS passed while the ans
 _CUT_SHORT = {"length", STREAM_TIME_LIMIT, MODEL_DEADLINE}
 # The error of a stopped answer whose text the content filter had not judged yet.
 UNJUDGED_STOP = "stopped_unjudged"
+# The error of a turn the app's shutdown ended before its answer (and the notice's text key).
+SHUTDOWN_INTERRUPTED = "shutdown_interrupted"
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,63 @@ class TurnOutcome:
     completion_tokens: int = 0
     # What the model streamed so far: kept for the quota when the call breaks off after it.
     streamed_text: str = ""
+    # The prompt's tokens as sent to the model (the window), once the model is called.
+    window_tokens: int = 0
     # The model call returned a whole answer (its usage is known even if the user stopped it).
     model_answered: bool = False
     store_ops: list[str] = field(default_factory=list)
     summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
+
+
+class _Interruptible:
+    """A turn in progress, which the shutdown may end (`ChatService.interrupt_turns`) until its
+    final message starts going out: its deadline timer is moved to now, so the turn ends as at
+    its deadline (a notice and an error record), with `interrupted` telling which."""
+
+    def __init__(self, timer: asyncio.Timeout) -> None:
+        self._timer = timer
+        self.open = True
+        self.interrupted = False
+
+    def interrupt(self) -> bool:
+        if not self.open or self._timer.expired():
+            return False
+        self.open = False
+        self.interrupted = True
+        self._timer.reschedule(asyncio.get_running_loop().time())
+        return True
+
+
+class _UntilFinal:
+    """The turn's `ReplyChannel`, which closes its `_Interruptible` when the final message
+    starts going out (or the user stopped the stream): an answer on its way is not replaced by
+    a notice."""
+
+    def __init__(self, channel: ReplyChannel, turn: _Interruptible) -> None:
+        self._channel = channel
+        self._turn = turn
+
+    @property
+    def streams(self) -> bool:
+        return self._channel.streams
+
+    async def informative(self, text: str) -> None:
+        await self._channel.informative(text)
+
+    def time_left(self) -> float | None:
+        return self._channel.time_left()
+
+    async def update(self, text_so_far: str) -> None:
+        try:
+            await self._channel.update(text_so_far)
+        except StreamStopped:
+            self._turn.open = False  # the user's Stop: what they saw is stored as it is
+            raise
+
+    async def final(self, reply: Reply) -> str | None:
+        self._turn.open = False
+        return await self._channel.final(reply)
 
 
 class _SeqClock:
@@ -224,6 +278,15 @@ class ChatService:
         self._guard = guard
         self._telemetry = telemetry or ChatTelemetry()
         self._deadline = turn_deadline_seconds
+        self._in_progress: set[_Interruptible] = set()
+        self._stopping = False
+
+    def interrupt_turns(self) -> int:
+        """Shutdown, past its grace period: every turn whose answer has not started going out
+        ends now, telling its user to send the message again and storing an error record; so
+        does every turn that reaches the service from now on. How many were interrupted."""
+        self._stopping = True
+        return sum(turn.interrupt() for turn in list(self._in_progress))
 
     async def handle(self, turn: TurnInput, channel: ReplyChannel) -> TurnOutcome:
         """One turn, in a `chat.turn` span; its correlation id tags every log line inside."""
@@ -332,31 +395,53 @@ class ChatService:
         delta.messages += 1
 
         deadline_timer = asyncio.timeout_at(deadline_at)
+        running: _Interruptible | None = None
         try:
             async with deadline_timer:
-                await self._answer(turn, user_message, history, channel, delta, outcome)
+                running = _Interruptible(deadline_timer)
+                self._in_progress.add(running)
+                if self._stopping:
+                    running.interrupt()  # ends at the first await: the prompt stays stored
+                await self._answer(
+                    turn, user_message, history, _UntilFinal(channel, running), delta, outcome
+                )
         except Exception:
             # A bug, or a turn past its deadline (every dependency has its own timeout, so
-            # something hung): the user hears of it, with the reference the log line carries.
-            # A cancellation from outside (shutdown) is not an Exception and goes on.
-            deadline = deadline_timer.expired()
-            log.error(
-                "the turn passed its deadline" if deadline else "the turn failed unexpectedly",
-                exc_info=not deadline,
-                extra={**log_fields, "deadline": self._deadline} if deadline else log_fields,
-            )
+            # something hung), or the shutdown's: the user hears of it, with the reference the
+            # log line carries. A cancellation from outside (the shutdown's last resort, once
+            # the notices had their time) is not an Exception and goes on.
             await _abandon(history)
-            if not outcome.replied:
-                await self._fail(
-                    turn,
-                    user_message,
-                    channel,
-                    delta,
-                    outcome,
-                    "internal_error",
-                    error="turn_deadline" if deadline else "internal_error",
+            if running is not None and running.interrupted:
+                log.warning("the shutdown interrupted the turn", extra=log_fields)
+                if outcome.streamed_text:
+                    # Azure bills what it generated before the call was stopped.
+                    outcome.prompt_tokens = outcome.window_tokens
+                    outcome.completion_tokens = self._counter.count_text(outcome.streamed_text)
+                if not outcome.replied:
+                    await self._fail(
+                        turn, user_message, channel, delta, outcome, SHUTDOWN_INTERRUPTED
+                    )
+            else:
+                deadline = deadline_timer.expired()
+                log.error(
+                    "the turn passed its deadline" if deadline else "the turn failed unexpectedly",
+                    exc_info=not deadline,
+                    extra={**log_fields, "deadline": self._deadline} if deadline else log_fields,
                 )
+                if not outcome.replied:
+                    await self._fail(
+                        turn,
+                        user_message,
+                        channel,
+                        delta,
+                        outcome,
+                        "internal_error",
+                        error="turn_deadline" if deadline else "internal_error",
+                    )
         finally:
+            if running is not None:
+                running.open = False
+                self._in_progress.discard(running)
             if outcome.settle is not None:
                 # A stream stopped before the model finished has no reported usage: the
                 # reservation stands. Stopped at the final message, the usage is known.
@@ -452,6 +537,7 @@ class ChatService:
                 return
             outcome.settle = admission.settle
 
+        outcome.window_tokens = window.prompt_tokens
         try:
             await channel.informative(localize("thinking", turn.locale))
         except DeliveryFailed:

@@ -56,3 +56,55 @@ async def test_waiting_stops_at_its_limit_while_the_turn_goes_on() -> None:
     release.set()
     await turns.wait_idle()
     assert turns.in_flight == 0
+
+
+async def test_past_the_grace_period_running_turns_are_interrupted_and_queued_ones_abandoned() -> (
+    None
+):
+    """One slot: conv-a's turn runs, conv-a's second and conv-b's wait (one behind it, one for
+    the slot). At the deadline the running turn is told to end (`interrupt`) and each waiting
+    one gets its `abandon` instead of running."""
+    release = asyncio.Event()
+    ran: list[str] = []
+    abandoned: list[str] = []
+
+    def interrupt() -> int:
+        release.set()
+        return 1
+
+    turns = TurnQueue(
+        concurrency=1, dedupe_window=100, turn_deadline=30, interrupt=interrupt, notice_seconds=2
+    )
+
+    async def turn(name: str) -> None:
+        await release.wait()
+        ran.append(name)
+
+    async def abandon(name: str) -> None:
+        abandoned.append(name)
+
+    for conversation, name in (("conv-a", "a1"), ("conv-a", "a2"), ("conv-b", "b1")):
+        turns.submit(conversation, name, lambda n=name: turn(n), lambda n=name: abandon(n))
+    await asyncio.sleep(0.05)
+    assert turns.in_flight == 3
+
+    started = time.monotonic()
+    assert not await turns.drain(0.1)
+    assert time.monotonic() - started < 1
+    assert ran == ["a1"]
+    assert sorted(abandoned) == ["a2", "b1"]
+    assert turns.in_flight == 0
+
+
+async def test_what_does_not_end_within_the_notice_time_is_cancelled() -> None:
+    never = asyncio.Event()
+    turns = TurnQueue(
+        concurrency=4, dedupe_window=100, turn_deadline=30, interrupt=lambda: 0, notice_seconds=0.2
+    )
+    turns.submit("conv-a", None, never.wait)
+    turns.submit("conv-a", None, never.wait, never.wait)  # its notice hangs too
+
+    started = time.monotonic()
+    assert not await turns.drain(0.1)
+    assert time.monotonic() - started < 1
+    assert turns.in_flight == 0

@@ -1,0 +1,140 @@
+"""A shutdown whose grace period ends before every acknowledged turn did (the queue's drain, as
+on SIGTERM): the channel will not send those activities again, so each still gets one final
+reply. A turn cut off while it answered ends with the restarting notice (a Teams stream is
+closed by it) and an error record counted in the summary; a message whose turn never started
+gets the same notice. Over real HTTP, on both stores, with a simulator that answers slowly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import STORE, TURNS
+from bot.turns import SHUTDOWN_NOTICE_SECONDS
+from chat.service import SHUTDOWN_INTERRUPTED
+from chat.texts import localize
+from simulator import SimulatorConfig, run_simulator
+from storage.ids import safe_id
+from storage.models import MessageStatus, Role
+from tests.conftest import AppFactory
+from tests.reliability.support import sim_control
+from tests.support import RecordingConnector, message_activity
+from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
+
+GRACE_SECONDS = 0.5
+
+
+@pytest.fixture
+async def slow_model() -> AsyncIterator[str]:
+    """Streams about four tokens a second: a long answer is still streaming at the deadline."""
+    runner, url = await run_simulator(SimulatorConfig(api_key="test-key", tokens_per_second=4))
+    yield url
+    await runner.cleanup()
+
+
+def notice_prefix(locale: str) -> str:
+    """The restarting notice up to its reference (which differs per message)."""
+    return localize(SHUTDOWN_INTERRUPTED, locale, ref="@").split("@")[0]
+
+
+def stream_entity(activity: dict[str, Any]) -> dict[str, Any] | None:
+    return next((e for e in activity.get("entities") or [] if e.get("type") == "streaminfo"), None)
+
+
+def final_replies(connector: RecordingConnector, activity_id: str) -> list[dict[str, Any]]:
+    return [
+        call.body
+        for call in connector.calls
+        if call.method == "POST"
+        and call.activity_id == activity_id
+        and call.body.get("type") == "message"
+    ]
+
+
+async def post(bot: TestClient[Any, Any], activity: dict[str, Any]) -> None:
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 202
+
+
+async def test_turns_cut_off_or_never_started_at_the_shutdown_deadline_are_told_to_resend(
+    make_app: AppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model)
+    # A channel without streaming, in English, whose model call has not answered yet.
+    plain = message_activity(connector.url, "Describe Bluebird", conversation_id="c2")
+    slow = {"mode": "slow_first_token", "delay_ms": 6_000, "count": 1}
+    await sim_control(slow_model, "POST", "/_sim/faults", slow)
+    await post(bot, plain)
+    for _ in range(100):  # until the model has the question
+        if (await sim_control(slow_model, "GET", "/_sim/stats"))["total"]:
+            break
+        await asyncio.sleep(0.05)
+    # A Teams 1:1 chat in Japanese: its first answer streams; the second waits behind it.
+    streaming = personal_message(connector.url, "Tell me about Bluebird [sim:long]", "ja-JP")
+    queued = personal_message(connector.url, "And the second Bluebird question", "ja-JP")
+    for activity in (streaming, queued):
+        await post(bot, activity)
+    # Until the stream shows text (Thinking..., then at least one update).
+    for _ in range(100):
+        if len([c for c in connector.calls if c.activity_id == streaming["id"]]) >= 2:
+            break
+        await asyncio.sleep(0.1)
+
+    began = time.monotonic()
+    drained = await bot.server.app[TURNS].drain(GRACE_SECONDS)
+    assert not drained
+    assert time.monotonic() - began < GRACE_SECONDS + SHUTDOWN_NOTICE_SECONDS
+
+    # One final reply each, the notice in the user's language.
+    [cut] = final_replies(connector, streaming["id"])
+    [never_started] = final_replies(connector, queued["id"])
+    [plain_cut] = final_replies(connector, plain["id"])
+    assert cut["text"].startswith(notice_prefix("ja-JP")), cut["text"]
+    assert never_started["text"].startswith(notice_prefix("ja-JP"))
+    assert plain_cut["text"].startswith(notice_prefix("en-US"))
+    # The Teams stream is closed by the notice: the final message names the open stream.
+    updates = [
+        entity
+        for call in connector.calls
+        if call.activity_id == streaming["id"]
+        and (entity := stream_entity(call.body)) is not None
+        and entity["streamType"] == "streaming"
+    ]
+    assert updates, "the answer was streaming at the deadline"
+    final = stream_entity(cut)
+    assert final is not None and final["streamType"] == "final"
+    assert final["streamId"] == updates[0]["streamId"]
+    # A notice, not an answer: no AI label, no feedback buttons.
+    assert [e["type"] for e in cut["entities"]] == ["streaminfo"]
+    assert "feedbackLoopEnabled" not in (cut.get("channelData") or {})
+
+    store = bot.server.app[STORE]
+    teams = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
+    stored = await store.conversation_messages(teams)
+    # The cut-off prompt stays, with an error record in place of its answer; the text shown so
+    # far is kept for reviewers. The message that never started was judged by nothing (tenant
+    # policy, consent): it is not stored.
+    assert [(m.role, m.status) for m in stored] == [
+        (Role.USER, MessageStatus.COMPLETE),
+        (Role.ASSISTANT, MessageStatus.ERROR),
+    ]
+    prompt, record = stored
+    assert prompt.activity_id == streaming["id"]
+    assert record.error == SHUTDOWN_INTERRUPTED
+    assert record.reply_to_id == prompt.id
+    assert record.withheld_text
+    summary = await store.get_summary(USER_AAD, teams)
+    assert summary is not None
+    assert summary.error_count == 1
+    assert summary.message_count == 2
+    assert summary.completion_tokens > 0  # billed: what the model generated before the cut
+
+    [plain_prompt, plain_record] = await store.conversation_messages(safe_id("test:c2"))
+    assert plain_record.status is MessageStatus.ERROR
+    assert plain_record.error == SHUTDOWN_INTERRUPTED
+    assert plain_prompt.activity_id == plain["id"]
