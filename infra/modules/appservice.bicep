@@ -259,6 +259,14 @@ var platformSettings = [
     name: 'WEBSITES_PORT'
     value: appPort
   }
+  {
+    // How long App Service waits after the stop signal before it kills the app (5 s unset, at
+    // most 120): the drain (SHUTDOWN_GRACE_SECONDS), the notices of the turns it cut short (5 s),
+    // then closing and the telemetry flush (5 s), with a margin. As long as the parent process
+    // of APP_WORKERS gives its workers before it kills them (app.py, Workers).
+    name: 'WEBSITES_CONTAINER_STOP_TIME_LIMIT'
+    value: string(min(120, shutdownGraceSeconds + 15))
+  }
 ]
 
 // Names match config.Settings (tests/infra checks this).

@@ -540,6 +540,7 @@ def check_outputs(model: Mapping[str, Template]) -> list[str]:
 PLATFORM_SETTINGS = {
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
     "WEBSITES_PORT",
+    "WEBSITES_CONTAINER_STOP_TIME_LIMIT",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
 }
@@ -1177,6 +1178,39 @@ def check_listen_address(model: Mapping[str, Template]) -> list[str]:
             problems.append(f"{name} is not set in every deployment variant")
         elif settings[name] != value:
             problems.append(f"{name} is {settings[name]!r}, expected {value!r}")
+    return problems
+
+
+# App Service's longest wait after the stop signal (WEBSITES_CONTAINER_STOP_TIME_LIMIT).
+APP_SERVICE_MAX_STOP_SECONDS = 120
+
+
+def check_stop_time_limit(model: Mapping[str, Template], needed_margin: float) -> list[str]:
+    """App Service kills the app WEBSITES_CONTAINER_STOP_TIME_LIMIT seconds after the stop signal
+    (5 unless set): in every variant it must be string(min(120, shutdownGraceSeconds + margin)),
+    the margin covering what the app does after the grace period (`needed_margin`)."""
+    name = "WEBSITES_CONTAINER_STOP_TIME_LIMIT"
+    limit = app_settings(model, guaranteed=True).get(name)
+    if limit is None:
+        return [f"{name} is not set in every deployment variant: App Service kills after 5 s"]
+    try:
+        assert limit["function"] == "string"
+        [shortest] = limit["args"]
+        assert shortest["function"] == "min"
+        cap, total = shortest["args"]
+        assert total["operator"] == "add"
+        grace, margin = total["operands"]
+    except (AssertionError, KeyError, TypeError, ValueError):
+        return [f"{name} is {limit!r}, expected string(min(120, shutdownGraceSeconds + margin))"]
+    problems = []
+    if cap != APP_SERVICE_MAX_STOP_SECONDS:
+        problems.append(f"{name} is capped at {cap!r}, App Service's maximum is 120")
+    if grace != Param("shutdownGraceSeconds"):
+        problems.append(f"{name} does not follow shutdownGraceSeconds ({grace!r})")
+    if not isinstance(margin, int) or margin < needed_margin:
+        problems.append(
+            f"{name} gives {margin!r} s after the grace period, {needed_margin:g} needed"
+        )
     return problems
 
 

@@ -201,6 +201,40 @@ def test_the_app_listens_where_app_service_forwards(model: dict[str, im.Template
     assert im.check_listen_address(model) == []
 
 
+def stop_margin_needed() -> float:
+    """What the app does after SHUTDOWN_GRACE_SECONDS: the notices of the turns it cut short, then
+    closing and the telemetry flush (as long as the parent of APP_WORKERS waits for a worker)."""
+    app = pytest.importorskip("app")
+    return float(app.SHUTDOWN_NOTICE_SECONDS + app.WORKER_CLOSE_SECONDS)
+
+
+def test_app_service_waits_for_the_drain_and_its_notices_before_killing_the_app(
+    model: dict[str, im.Template],
+) -> None:
+    assert im.check_stop_time_limit(model, stop_margin_needed()) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            "    name: 'WEBSITES_CONTAINER_STOP_TIME_LIMIT'\n",
+            "    name: 'WEBSITES_CONTAINER_STOP_TIMELIMIT'\n",
+            "is not set in every deployment variant",
+        ),
+        ("shutdownGraceSeconds + 15))", "shutdownGraceSeconds + 5))", "after the grace period"),
+        ("string(min(120, shutdownGraceSeconds", "string(min(300, shutdownGraceSeconds", "capped"),
+        ("string(min(120, shutdownGraceSeconds + 15))", "'35'", "expected string(min(120"),
+    ],
+)
+def test_stop_time_limit_check_catches(
+    old: str, new: str, problem: str, texts: dict[str, str]
+) -> None:
+    broken = mutate(texts, "modules/appservice.bicep", old, new)
+    problems = im.check_stop_time_limit(broken, stop_margin_needed())
+    assert any(problem in p for p in problems), problems
+
+
 def test_operator_settings_survive_a_provision(model: dict[str, im.Template]) -> None:
     assert im.check_operator_settings(model, im.read_parameters_file()) == []
 
