@@ -40,6 +40,8 @@ class Principal:
     # tokens: a browser never attaches an Authorization header by itself).
     csrf: str | None = None
     session_id: str | None = None
+    # When the session cookie expires (epoch seconds): its sign-out is kept that long.
+    session_expires: int | None = None
 
     def has(self, role: Role) -> bool:
         if role is Role.REVIEWER:
@@ -104,13 +106,12 @@ class Signer:
 
 @dataclass
 class Sessions:
-    """The admin session cookie: a signed principal with its CSRF token. Stateless, so signing
-    out also remembers the session id as revoked for as long as sessions can live."""
+    """The admin session cookie: a signed principal with its CSRF token. Stateless, so a
+    sign-out is kept in the store until the cookie expires (admin/signouts.py)."""
 
     secret: bytes
     hours: float
     _signer: Signer = field(init=False)
-    _revoked: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._signer = Signer(self.secret, "admin-session")
@@ -126,23 +127,17 @@ class Sessions:
         return self._signer.sign(payload, self.hours * 3600)
 
     def read(self, cookie: str) -> Principal:
+        """The session's principal; whether it was signed out is for the caller to ask."""
         value = self._signer.unsign(cookie)
-        sid = str(value.get("sid", ""))
-        if sid in self._revoked:
-            raise AuthError("signed out")
         return Principal(
             id=str(value.get("sub", "")),
             name=str(value.get("name", "")),
             roles=roles_from(value.get("roles")),
             via="session",
             csrf=str(value.get("csrf", "")),
-            session_id=sid,
+            session_id=str(value.get("sid", "")),
+            session_expires=value["exp"],
         )
-
-    def revoke(self, session_id: str) -> None:
-        now = time.time()
-        self._revoked = {s: t for s, t in self._revoked.items() if t > now}
-        self._revoked[session_id] = now + self.hours * 3600
 
 
 # App Service Authentication puts the signed-in user in these headers after validating the

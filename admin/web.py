@@ -58,6 +58,7 @@ from admin.queries import (
     transcript_summary,
 )
 from admin.settings import AdminSettings, AuthMode
+from admin.signouts import SignOuts
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.models import AuditRecord, ConversationSummary, Message
 
@@ -117,6 +118,8 @@ class AdminContext:
     local: LocalSignIn | None = None
     oidc: OidcClient | None = None
     http: aiohttp.ClientSession | None = field(default=None, repr=False)
+    # Sign-outs, kept in the store (admin/signouts.py).
+    signouts: SignOuts = field(default_factory=SignOuts)
 
     @property
     def store(self) -> Store:
@@ -327,7 +330,23 @@ async def _principal(request: web.Request, context: AdminContext) -> Principal |
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    return context.sessions.read(cookie)
+    principal = context.sessions.read(cookie)
+    if principal.session_id and principal.session_expires is not None:
+        try:
+            signed_out = await context.signouts.is_signed_out(
+                context.store, principal.session_id, principal.session_expires
+            )
+        except StoreError as exc:
+            # Fail closed: a session that may have been signed out is not let in.
+            log.warning("admin: a session could not be checked", extra={"path": request.path})
+            raise AdminError(
+                503,
+                "store_unavailable",
+                "Your session cannot be checked while the store is unavailable; try again.",
+            ) from exc
+        if signed_out:
+            raise AuthError("signed out")
+    return principal
 
 
 def _principal_from_claims(claims: Mapping[str, Any], via: str) -> Principal:
@@ -930,8 +949,20 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     principal = principal_of(request)
-    if principal.session_id:
-        context.sessions.revoke(principal.session_id)
+    if principal.session_id and principal.session_expires is not None:
+        try:
+            await context.signouts.record(
+                context.store, principal.session_id, principal.session_expires
+            )
+        except StoreError as exc:
+            # The cookie stays, so that signing out again works once the store is back.
+            log.warning("admin: a sign-out could not be stored")
+            raise AdminError(
+                503,
+                "sign_out_failed",
+                "You are still signed in: the sign-out could not be recorded because the store "
+                "is unavailable. Try again.",
+            ) from exc
     response = _redirect("/admin/login")
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
