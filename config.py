@@ -600,9 +600,9 @@ class Settings(BaseSettings):
             # (So WEBCHAT_TOKEN_SECRET, which only signs the built-in one's tokens, is not
             # needed: with Azure's Direct Line the page hands out Azure's tokens.)
             needs.append("DIRECT_LINE_SECRET (the built-in Direct Line keeps chats in memory)")
-        if self.admin_auth_mode is not AdminAuthMode.APPSERVICE:
-            # The local one-time link and OIDC sign-outs are remembered per process.
-            needs.append("ADMIN_AUTH_MODE=appservice")
+        if self.admin_auth_mode is AdminAuthMode.LOCAL:
+            # The local one-time link is remembered per process (sign-outs are in the store).
+            needs.append("ADMIN_AUTH_MODE=appservice or oidc")
         if not self.admin_session_secret.get_secret_value():
             needs.append("ADMIN_SESSION_SECRET")
         if self.admin_pseudonymize and not self.admin_pseudonym_key.get_secret_value():
