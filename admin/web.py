@@ -78,6 +78,10 @@ COOKIE_PATH = "/admin/"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 EXPORT_MAX_CONVERSATIONS = 5000
+# The list page's parameter that carries a deletion's result (signed, for DELETED_SECONDS): the
+# deletion redirects there, so reloading the page does not post it again.
+DELETED_PARAM = "deleted"
+DELETED_SECONDS = 300
 MAX_REASON_CHARS = 500
 # Documents a user's data export reads from the store at a time, and so about all it holds in
 # memory: a message with its verdicts is a few kB of JSON, so a page is a few hundred kB.
@@ -115,6 +119,8 @@ class AdminContext:
     sessions: Sessions
     pseudonyms: Pseudonyms
     flow_signer: Signer
+    # Signs the result of a deletion for the page it redirects to (`DELETED_PARAM`).
+    result_signer: Signer
     local: LocalSignIn | None = None
     oidc: OidcClient | None = None
     http: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -157,6 +163,7 @@ def create_admin_app(
         sessions=Sessions(settings.session_secret, settings.session_hours),
         pseudonyms=pseudonyms,
         flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
+        result_signer=Signer(settings.session_secret, "admin-result"),
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
     )
     app.on_startup.append(_startup)
@@ -164,6 +171,12 @@ def create_admin_app(
     r = app.router
     r.add_get("/", list_page, name="list")
     r.add_get("/conversations/{id}", transcript_page, name="transcript")
+    r.add_get(
+        "/conversations/{id}/delete",
+        delete_conversation_confirm_page,
+        name="delete_conversation_confirm",
+    )
+    r.add_post("/conversations/{id}/delete", delete_conversation_page, name="delete_conversation")
     r.add_post("/reveal", reveal_page, name="reveal")
     r.add_get("/users/delete", delete_confirm_page, name="delete_confirm")
     r.add_post("/users/delete", delete_page, name="delete")
@@ -175,6 +188,7 @@ def create_admin_app(
     r.add_get("/api/me", api_me)
     r.add_get("/api/conversations", api_list)
     r.add_get("/api/conversations/{id}", api_transcript)
+    r.add_post("/api/conversations/{id}/delete", api_delete_conversation)
     r.add_get("/api/export/conversations", api_export_list)
     r.add_get("/api/export/conversations/{id}", api_export_conversation)
     r.add_post("/api/reveal", api_reveal)
@@ -643,6 +657,47 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     return deleted
 
 
+async def _existing_conversation(
+    request: web.Request, conversation_id: str
+) -> tuple[ConversationSummary | None, bool]:
+    """The summary of a conversation the store holds (None, and whether a stored one could not be
+    read, as a transcript has it); a 404 when it holds neither a summary nor a message of it."""
+    store = request.app[CONTEXT].store
+    summary, unreadable = await transcript_summary(store, conversation_id)
+    if summary is None and not unreadable:
+        pages = store.conversation_message_pages(conversation_id, 1)
+        async with contextlib.aclosing(pages):
+            if not await anext(pages, []):
+                raise AdminError(404, "not_found", "No such conversation.")
+    return summary, unreadable
+
+
+async def _delete_conversation(
+    request: web.Request, conversation_id: str, confirm: str, reason: str
+) -> dict[str, int]:
+    """One conversation, whoever wrote in it (a Teams group chat or channel thread too): its
+    messages, summary and dialog state (`UserDataStore.delete_conversation`). Confirmed by
+    repeating its id, and with a reason, as a reveal or an export has one: the audit record is
+    all that is left of it. Audited as a user's deletion is: the request (with the reason)
+    before anything is deleted, or nothing is (503); then the outcome with the counts."""
+    context = request.app[CONTEXT]
+    if confirm.strip() != conversation_id:
+        raise BadRequest("the confirmation must repeat the conversation id exactly")
+    reason = _reason(reason, "delete a conversation")
+    await _existing_conversation(request, conversation_id)
+    action = "delete_conversation"
+    await _audit(request, action, conversation_id, {"outcome": "requested", "reason": reason})
+    try:
+        counts = await context.store.delete_conversation(conversation_id)
+    except StoreError:
+        await _audit_outcome(request, action, conversation_id, {"outcome": "failed_part_way"})
+        raise
+    await _audit_outcome(
+        request, action, conversation_id, {"outcome": "deleted", "deleted": counts}
+    )
+    return counts
+
+
 async def _export_user(request: web.Request, reference: str, reason: str) -> web.StreamResponse:
     """Everything stored about one person, under each id their channels gave them, as one JSON
     download (a data subject's access request). It names the user and holds their own words, so
@@ -973,6 +1028,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def list_page(request: web.Request) -> web.StreamResponse:
     filters, body = await _list(request)
+    deleted = None
+    with contextlib.suppress(AuthError):  # forged, mangled or old: no message
+        deleted = request.app[CONTEXT].result_signer.unsign(request.query.get(DELETED_PARAM, ""))
     echo = dict(filters.echo)
     next_link = (
         "/admin/?" + urlencode({**echo, "continuation": body["continuation"]})
@@ -988,6 +1046,7 @@ async def list_page(request: web.Request) -> web.StreamResponse:
         categories=FLAG_CATEGORIES,
         next_link=next_link,
         export_query=urlencode(echo),
+        deleted=deleted,
     )
 
 
@@ -1044,6 +1103,54 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             error=str(exc),
         )
     return _render(request, "deleted.html", reference=reference, counts=counts)
+
+
+@requires(Role.ADMIN)
+async def delete_conversation_confirm_page(request: web.Request) -> web.StreamResponse:
+    conversation_id = request.match_info["id"]
+    summary, unreadable = await _existing_conversation(request, conversation_id)
+    return _render_conversation_confirm(request, conversation_id, summary, unreadable)
+
+
+@requires(Role.ADMIN)
+async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
+    conversation_id = request.match_info["id"]
+    confirm, reason = _texts(await request.post(), "confirm", "reason")
+    try:
+        counts = await _delete_conversation(request, conversation_id, confirm, reason)
+    except BadRequest as exc:
+        summary, unreadable = await _existing_conversation(request, conversation_id)
+        # The confirmation is checked first: when it matches, the reason was at fault.
+        invalid = "confirm" if confirm.strip() != conversation_id else "reason"
+        return _render_conversation_confirm(
+            request, conversation_id, summary, unreadable, 400, str(exc), invalid
+        )
+    result = {"conversation": conversation_id, "counts": counts}
+    token = request.app[CONTEXT].result_signer.sign(result, DELETED_SECONDS)
+    return _redirect("/admin/?" + urlencode({DELETED_PARAM: token}))
+
+
+def _render_conversation_confirm(
+    request: web.Request,
+    conversation_id: str,
+    summary: ConversationSummary | None,
+    unreadable: bool,
+    status: int = 200,
+    error: str | None = None,
+    invalid: str = "",
+) -> web.Response:
+    """The confirmation page; with `error`, the field at fault (`invalid`) says so."""
+    context = request.app[CONTEXT]
+    return _render(
+        request,
+        "conversation_delete_confirm.html",
+        status=status,
+        conversationId=conversation_id,
+        conversation=summary_view(summary, context.pseudonyms) if summary else None,
+        summaryUnreadable=unreadable,
+        error=error,
+        invalid=invalid,
+    )
 
 
 @requires(Role.ADMIN)
@@ -1219,6 +1326,14 @@ async def api_reveal(request: web.Request) -> web.StreamResponse:
 async def api_delete_user(request: web.Request) -> web.StreamResponse:
     counts = await _delete_user(request, *_texts(await _json_body(request), "user", "confirm"))
     return web.json_response({"deleted": counts})
+
+
+@requires(Role.ADMIN)
+async def api_delete_conversation(request: web.Request) -> web.StreamResponse:
+    conversation_id = request.match_info["id"]
+    confirm, reason = _texts(await _json_body(request), "confirm", "reason")
+    counts = await _delete_conversation(request, conversation_id, confirm, reason)
+    return web.json_response({"conversation": conversation_id, "deleted": counts})
 
 
 @requires(Role.ADMIN)

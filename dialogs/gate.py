@@ -240,7 +240,9 @@ class ConversationGate:
             await self._asked_by.set(context, turn.activity_id)
             return None
         finally:
-            await self._states.save_changes(context, owner=turn.user_id)
+            await self._states.save_changes(
+                context, owner=turn.user_id, conversation=safe_id(turn.conversation_key)
+            )
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
 from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
 
 from storage.base import StateStore
-from storage.botstate import OWNER_PROPERTY, BotStateStorage
+from storage.botstate import CONVERSATION_PROPERTY, OWNER_PROPERTY, BotStateStorage
 
 _ETAG = "e_tag"
+# What `DialogStates.save_changes` stamps on a document: alone, they are not worth a write.
+_STAMPS = (OWNER_PROPERTY, CONVERSATION_PROPERTY)
 # Tags that name a class (checked against the allowed modules) and tags never allowed at all.
 _CLASS_TAGS = ("py/object", "py/type")
 _DENIED_TAGS = ("py/function", "py/repr", "py/mod", "py/module", "py/iterator")
@@ -88,17 +90,20 @@ class DialogStates:
             PickledStorage(BotStateStorage(store, expires=True))
         )
 
-    async def save_changes(self, context: TurnContext, owner: str) -> None:
+    async def save_changes(self, context: TurnContext, owner: str, conversation: str = "") -> None:
         """Writes the scopes that changed in this turn, each stamped with the user whose data it
-        holds, so that it is exported and deleted with the user's messages. A document stored
-        before owners were recorded (or under another owner) is stamped and written once."""
-        for state in (self.dialogs, self.user):
+        holds, so that it is exported and deleted with the user's messages; the dialog stack
+        also with its `conversation` (the id its messages are stored under), so that it is
+        deleted with that conversation. A document stored before these were recorded (or under
+        other ones) is stamped and written once."""
+        scopes = (
+            (self.dialogs, {OWNER_PROPERTY: owner, CONVERSATION_PROPERTY: conversation}),
+            (self.user, {OWNER_PROPERTY: owner}),
+        )
+        for state, stamps in scopes:
             cached = state.get_cached_state(context)
-            if (
-                owner
-                and cached is not None
-                and cached.state.get(OWNER_PROPERTY) != owner
-                and (cached.is_changed or set(cached.state) - {_ETAG, OWNER_PROPERTY})
-            ):
-                cached.state[OWNER_PROPERTY] = owner
+            if cached is not None and (cached.is_changed or set(cached.state) - {_ETAG, *_STAMPS}):
+                for name, value in stamps.items():
+                    if value and cached.state.get(name) != value:
+                        cached.state[name] = value
             await state.save_changes(context)

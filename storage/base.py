@@ -147,13 +147,17 @@ class StateStore(Protocol):
         etag: str | None,
         *,
         owner: str | None = None,
+        conversation: str | None = None,
         expires: bool = False,
     ) -> str:
         """Write; with an etag other than "*" the write is conditional (ETagMismatch).
 
         `owner` is the user whose data the document holds (the `userId` of their messages): it is
-        exported and deleted with that user. With `expires` the document expires with the
-        retention period counted from this write, as messages do (when retention is on)."""
+        exported and deleted with that user. `conversation` is the conversation (the id its
+        messages are stored under) whose state it is (a dialog stack): it is deleted with that
+        conversation (`UserDataStore.delete_conversation`). With `expires` the document expires
+        with the retention period counted from this write, as messages do (when retention is
+        on)."""
         ...
 
     async def delete_state(self, keys: list[str]) -> None: ...
@@ -215,6 +219,20 @@ class UserDataStore(Protocol):
         own messages goes with those messages."""
         ...
 
+    async def delete_conversation(self, conversation_id: str) -> dict[str, int]:
+        """Delete one conversation, whoever wrote in it (a Teams group chat or channel thread
+        too): every message of it, readable or not; its summary (`conversations`: 1, or 0 when
+        it had none), readable or not, in whichever partition it is; and its state
+        (`states`): the documents written with it as their `conversation` (the dialog stacks of
+        everyone in it, holding a message waiting for consent), and those an earlier release
+        wrote without one whose key names this conversation whole
+        (`storage.botstate.conversation_state_prefix`). Nothing else of its users (their
+        consent records, their other conversations) changes.
+
+        Messages first, the summary last: if this fails part-way, the summary is still there to
+        find the conversation again. Idempotent: what is already gone counts 0."""
+        ...
+
 
 class Store(
     MessageStore, SummaryStore, CounterStore, AuditStore, StateStore, UserDataStore, Protocol
@@ -272,6 +290,7 @@ WRITE_OPERATIONS = frozenset(
         "write_state",
         "delete_state",
         "delete_user",
+        "delete_conversation",
         "purge_expired",
     }
 )

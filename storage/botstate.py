@@ -24,6 +24,9 @@ _ETAG = "e_tag"
 # The state property that names the user whose data a document holds (the `userId` of their
 # messages): such a document is exported and deleted with that user (storage.base.StateStore).
 OWNER_PROPERTY = "owner"
+# The state property that names the conversation whose state a document is (a dialog stack): it
+# is deleted with that conversation (storage.base.UserDataStore.delete_conversation).
+CONVERSATION_PROPERTY = "conversation"
 
 
 class BotStateStorage(Storage):  # type: ignore[misc]
@@ -61,11 +64,15 @@ class BotStateStorage(Storage):  # type: ignore[misc]
                 document = {k: v for k, v in dict(change).items() if k != _ETAG}
                 etag = change.get(_ETAG) if isinstance(change, dict) else None
             owner = document.get(OWNER_PROPERTY)
+            conversation = document.get(CONVERSATION_PROPERTY)
             await self._store.write_state(
                 safe_id(key),
                 document,
                 etag or None,
                 owner=owner if isinstance(owner, str) and owner else None,
+                conversation=(
+                    conversation if isinstance(conversation, str) and conversation else None
+                ),
                 expires=self._expires,
             )
 
@@ -196,6 +203,37 @@ def legacy_state_key(key: str) -> LegacyStateKey | None:
         confirmed = user if safe_id(f"{channel}/users/{user}") == key else None
         return LegacyStateKey(key, readable, channel, False, user=confirmed)
     return None
+
+
+def conversation_state_prefix(conversation_id: str) -> str | None:
+    """How the key of every dialog stack of a conversation starts, when the key names the
+    conversation whole; None when it cannot (the store's id of the conversation was made safe,
+    so its channel's id is not known, or the conversation id is too long to fit whole in a key's
+    readable part: a Teams one-to-one chat or channel thread). For the documents an earlier
+    release wrote without their `conversation` (`names_conversation` decides)."""
+    if _MADE_SAFE.fullmatch(conversation_id):
+        return None
+    channel, colon, conversation = conversation_id.partition(":")
+    if not colon or not conversation or not _CHANNEL.fullmatch(channel):
+        return None
+    written = safe_id(f"{channel}/conversations/{conversation}/users/")
+    match = _MADE_SAFE.fullmatch(written)
+    assert match is not None, "a key with '/' is always made safe"
+    # Cut at 80 characters: a key that long may be another conversation's starting the same way.
+    return match["readable"] if len(match["readable"]) < 80 else None
+
+
+def names_conversation(key: str, conversation_id: str) -> bool:
+    """Whether a state key is a dialog stack's in this conversation (keys of user state and
+    anything else never are): it starts as `conversation_state_prefix` says, and the key's hash
+    does not tie it to another conversation that starts the same way (an id holding `_users_`)."""
+    prefix = conversation_state_prefix(conversation_id)
+    if prefix is None or not key.startswith(prefix):
+        return False
+    parsed = legacy_state_key(key)
+    if parsed is None or not parsed.in_conversation:
+        return False
+    return parsed.conversation is None or parsed.lookup()[0] == conversation_id
 
 
 class OwnerEvidence(Protocol):

@@ -65,7 +65,9 @@ from storage.base import (
 from storage.botstate import (
     LEGACY_OWNERS_SEARCHED,
     OWNER_CANDIDATES,
+    conversation_state_prefix,
     legacy_owners,
+    names_conversation,
     report_legacy_owners,
 )
 from storage.cursors import decode_cursor, encode_cursor
@@ -1344,6 +1346,7 @@ class CosmosStore:
         etag: str | None,
         *,
         owner: str | None = None,
+        conversation: str | None = None,
         expires: bool = False,
     ) -> str:
         op = "write_state"
@@ -1351,6 +1354,8 @@ class CosmosStore:
         doc = _with_id({"type": "state", "schemaVersion": 1, "document": document}, key)
         if owner:
             doc["owner"] = owner
+        if conversation:
+            doc["conversation"] = conversation
         ttl = self._ttl() if expires else None
         if ttl is not None:
             doc["ttl"] = ttl  # the container has TTL on (-1): items without one never expire
@@ -1832,10 +1837,9 @@ class CosmosStore:
             )
         return cleared
 
-    async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Messages first, summaries last: if this fails halfway, the summaries are still there
-        to find the rest on the next attempt."""
-        op = "delete_user"
+    def _deleter(self, op: str) -> Callable[[ContainerProxy, str, str], Awaitable[int]]:
+        """A point delete for an erasure: 1 when it deleted the item, 0 when it was gone
+        already (404, another attempt's); at most `_DELETE_CONCURRENCY` at once."""
         gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
 
         async def delete(container: ContainerProxy, item_id: str, partition: str) -> int:
@@ -1848,6 +1852,14 @@ class CosmosStore:
                     self._record(op, exc.headers)
                     return 0
                 return 1
+
+        return delete
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Messages first, summaries last: if this fails halfway, the summaries are still there
+        to find the rest on the next attempt."""
+        op = "delete_user"
+        delete = self._deleter(op)
 
         async with self._guard(op):
             state_container = self._container("botstate")
@@ -1920,6 +1932,81 @@ class CosmosStore:
         if feedback:
             counts[FEEDBACK_CLEARED] = feedback
         return counts
+
+    async def delete_conversation(self, conversation_id: str) -> dict[str, int]:
+        """Its messages first (one partition), then its state documents, the summary last: if
+        this fails part-way, the summary is still there to find the conversation again. The
+        summary is found across the /userId partitions by its id, which is written whatever
+        else of it may be unreadable; the state documents by their `conversation`, or (written
+        by an earlier release without one) by their key (cross-partition queries: the container
+        is keyed by id). Deletes run `_DELETE_CONCURRENCY` at a time; one already gone (404)
+        counts 0."""
+        op = "delete_conversation"
+        delete = self._deleter(op)
+
+        async def ids(container: str, query: str, value: str, partition: str | None) -> list[str]:
+            return [
+                str(item_id)
+                async for item_id in self._query(
+                    self._container(container),
+                    op,
+                    query,
+                    [{"name": "@value", "value": value}],
+                    partition_key=partition,
+                )
+            ]
+
+        async with self._guard(op):
+            messages = self._container("messages")
+            found = await ids(
+                "messages",
+                "SELECT VALUE c.id FROM c WHERE c.conversationId = @value",
+                conversation_id,
+                conversation_id,
+            )
+            deleted_messages = await asyncio.gather(
+                *(delete(messages, item_id, conversation_id) for item_id in found)
+            )
+            states = set(
+                await ids(
+                    "botstate",
+                    "SELECT VALUE c.id FROM c WHERE c.conversation = @value",
+                    conversation_id,
+                    None,
+                )
+            )
+            prefix = conversation_state_prefix(conversation_id)
+            if prefix is not None:
+                earlier = await ids(
+                    "botstate",
+                    "SELECT VALUE c.id FROM c WHERE STARTSWITH(c.id, @value)"
+                    " AND NOT IS_DEFINED(c.conversation)",
+                    prefix,
+                    None,
+                )
+                states.update(key for key in earlier if names_conversation(key, conversation_id))
+            state_container = self._container("botstate")
+            deleted_states = await asyncio.gather(
+                *(delete(state_container, item_id, item_id) for item_id in sorted(states))
+            )
+            summaries = [
+                doc
+                async for doc in self._query(
+                    self._container("conversations"),
+                    op,
+                    "SELECT c.id, c.userId FROM c WHERE c.id = @id",
+                    [{"name": "@id", "value": cosmos_id(conversation_id)}],
+                )
+            ]
+            summary_container = self._container("conversations")
+            deleted_summaries = await asyncio.gather(
+                *(delete(summary_container, doc["id"], doc["userId"]) for doc in summaries)
+            )
+        return {
+            "conversations": sum(deleted_summaries),
+            "messages": sum(deleted_messages),
+            "states": sum(deleted_states),
+        }
 
 
 if TYPE_CHECKING:

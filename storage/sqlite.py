@@ -56,7 +56,9 @@ from storage.base import ETagMismatch, StoreError, UserDataKind
 from storage.botstate import (
     LEGACY_OWNERS_SEARCHED,
     OWNER_CANDIDATES,
+    conversation_state_prefix,
     legacy_owners,
+    names_conversation,
     report_legacy_owners,
 )
 from storage.cursors import decode_cursor, encode_cursor
@@ -172,7 +174,8 @@ CREATE TABLE IF NOT EXISTS botstate (
     etag TEXT NOT NULL,
     doc TEXT NOT NULL,
     owner TEXT,
-    expires_at REAL
+    expires_at REAL,
+    conversation_id TEXT
 );
 """
 # Columns added to tables after their first release (files created before have the table without
@@ -180,6 +183,7 @@ CREATE TABLE IF NOT EXISTS botstate (
 _ADDED_COLUMNS = (
     ("botstate", "owner", "TEXT"),
     ("botstate", "expires_at", "REAL"),
+    ("botstate", "conversation_id", "TEXT"),
     # Who gave the feedback on a message (its `Feedback.user_id`; NULL without feedback, or for
     # feedback stored before raters were recorded): a user's export and erasure find the
     # feedback they gave on other people's messages by it.
@@ -187,6 +191,7 @@ _ADDED_COLUMNS = (
 )
 _INDEXES_ON_ADDED_COLUMNS = (
     "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner)",
+    "CREATE INDEX IF NOT EXISTS botstate_by_conversation ON botstate (conversation_id)",
     "CREATE INDEX IF NOT EXISTS messages_by_rater ON messages (rater) WHERE rater IS NOT NULL",
 )
 
@@ -1112,6 +1117,7 @@ class SqliteStore:
         etag: str | None,
         *,
         owner: str | None = None,
+        conversation: str | None = None,
         expires: bool = False,
     ) -> str:
         expires_at = self._expires_at() if expires else None
@@ -1122,10 +1128,12 @@ class SqliteStore:
                 raise ETagMismatch(f"ETag mismatch for state key {key!r}")
             new_etag = str(time.time_ns())
             db.execute(
-                "INSERT INTO botstate (key, etag, doc, owner, expires_at) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO botstate (key, etag, doc, owner, expires_at, conversation_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, doc = excluded.doc,"
-                " owner = excluded.owner, expires_at = excluded.expires_at",
-                (key, new_etag, json.dumps(document), owner, expires_at),
+                " owner = excluded.owner, expires_at = excluded.expires_at,"
+                " conversation_id = excluded.conversation_id",
+                (key, new_etag, json.dumps(document), owner, expires_at, conversation),
             )
             return new_etag
 
@@ -1386,6 +1394,41 @@ class SqliteStore:
                 or (m.feedback is not None and m.feedback.user_id == user_id)
             )
         )
+        await self._erased()
+        return counts
+
+    async def delete_conversation(self, conversation_id: str) -> dict[str, int]:
+        """In one transaction, on the worker behind the conversation's queued calls."""
+
+        def delete(db: sqlite3.Connection) -> dict[str, int]:
+            messages = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
+            ).rowcount
+            conversations = db.execute(
+                "DELETE FROM conversations WHERE conversation_id = ?", (conversation_id,)
+            ).rowcount
+            states = db.execute(
+                "DELETE FROM botstate WHERE conversation_id = ?", (conversation_id,)
+            ).rowcount
+            prefix = conversation_state_prefix(conversation_id)
+            if prefix is not None:
+                # Stored by an earlier release without their conversation: found by the key's
+                # start (keys are ASCII, every character below DEL), then told by the key.
+                earlier = [
+                    key
+                    for (key,) in db.execute(
+                        "SELECT key FROM botstate WHERE conversation_id IS NULL"
+                        " AND key >= ? AND key < ?",
+                        (prefix, prefix + "\x7f"),
+                    )
+                    if names_conversation(key, conversation_id)
+                ]
+                for key in earlier:
+                    states += db.execute("DELETE FROM botstate WHERE key = ?", (key,)).rowcount
+            return {"conversations": conversations, "messages": messages, "states": states}
+
+        counts = await self._run(lambda db: _atomic(db, delete), order=conversation_id)
+        self._window_messages.forget(lambda m: m.conversation_id == conversation_id)
         await self._erased()
         return counts
 

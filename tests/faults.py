@@ -325,12 +325,15 @@ class FaultyStore:
         etag: str | None,
         *,
         owner: str | None = None,
+        conversation: str | None = None,
         expires: bool = False,
     ) -> str:
         return await self._call(
             "write_state",
             (key, document, etag),
-            lambda: self.inner.write_state(key, document, etag, owner=owner, expires=expires),
+            lambda: self.inner.write_state(
+                key, document, etag, owner=owner, conversation=conversation, expires=expires
+            ),
         )
 
     async def delete_state(self, keys: list[str]) -> None:
@@ -354,6 +357,13 @@ class FaultyStore:
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         return await self._call("delete_user", (user_id,), lambda: self.inner.delete_user(user_id))
+
+    async def delete_conversation(self, conversation_id: str) -> dict[str, int]:
+        return await self._call(
+            "delete_conversation",
+            (conversation_id,),
+            lambda: self.inner.delete_conversation(conversation_id),
+        )
 
 
 def faulty(seed: int = 0) -> tuple[Callable[[Store], Store], Callable[[], FaultyStore]]:

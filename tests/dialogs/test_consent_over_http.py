@@ -125,6 +125,7 @@ async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_mes
             "consent_asked_by": ANY,
             "consent_answered_by": ANY,
             "owner": "user-1",
+            "conversation": "test:conv-1",
         }
     ]
 

@@ -1,0 +1,86 @@
+"""Deleting one conversation in headless Chromium against the app on a real port: from the
+transcript's link to the confirmation page (a wrong confirmation deletes nothing), then back on
+the list with the result, and both audit records on the audit page. The confirmation page
+reflows at 320 CSS pixels like the other admin pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.admin.test_admin_browser import new_page, served  # noqa: F401 (fixture)
+from tests.browser import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+async def test_an_admin_deletes_one_conversation_from_its_transcript_and_finds_it_audited(
+    browser: Any,
+    served: tuple[str, str],  # noqa: F811
+) -> None:
+    base, token = served
+    context, page, events = await new_page(browser)
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        await page.goto(f"{base}/admin/conversations/conv-flagged")
+        await page.get_by_role("link", name="Delete this conversation…").click()
+        await page.wait_for_url("**/admin/conversations/conv-flagged/delete")
+        assert await page.get_by_test_id("delete-conversation").inner_text() == "conv-flagged"
+        await page.screenshot(
+            path=str(ARTIFACTS / "admin-conversation-delete-confirm.png"), full_page=True
+        )
+
+        # A wrong confirmation deletes nothing.
+        await page.get_by_label("Reason for deletion").fill("password pasted, ticket 7")
+        await page.get_by_label("Type the conversation id shown above to confirm").fill("conv")
+        await page.get_by_role("button", name="Delete conversation").click()
+        alert = await page.locator("[role=alert]").inner_text()
+        assert "repeat the conversation id exactly" in alert
+        await page.get_by_label("Reason for deletion").fill("password pasted, ticket 7")
+        await page.get_by_label("Type the conversation id shown above to confirm").fill(
+            "conv-flagged"
+        )
+        await page.get_by_role("button", name="Delete conversation").click()
+
+        await page.wait_for_url(f"{base}/admin/?deleted=*")
+        result = await page.get_by_test_id("deleted").inner_text()
+        assert result.startswith("Deleted conversation conv-flagged: 2 messages, its summary")
+        rows = page.locator("[data-conversation]")
+        assert await rows.count() == 3
+        assert await page.locator('[data-conversation="conv-flagged"]').count() == 0
+        await page.screenshot(path=str(ARTIFACTS / "admin-conversation-deleted.png"))
+        # Reloading shows the list again; nothing is posted twice.
+        await page.reload()
+        assert await rows.count() == 3
+
+        await page.get_by_role("link", name="Audit log").click()
+        await page.wait_for_url("**/admin/audit")
+        actions = await page.locator("tr[data-action]").evaluate_all(
+            "rows => rows.map(r => r.dataset.action)"
+        )
+        assert actions[:2] == ["delete_conversation", "delete_conversation"]
+        first = await page.locator("tr[data-action]").first.inner_text()
+        assert "conv-flagged" in first
+        assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
+    finally:
+        await context.close()
+
+
+async def test_the_conversation_delete_confirmation_does_not_scroll_sideways_at_320_pixels(
+    browser: Any,
+    served: tuple[str, str],  # noqa: F811
+) -> None:
+    base, token = served
+    context = await browser.new_context(viewport={"width": 320, "height": 640})
+    page = await context.new_page()
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        await page.goto(f"{base}/admin/conversations/conv-flagged/delete")
+        assert await page.get_by_test_id("delete-conversation").inner_text() == "conv-flagged"
+        await page.screenshot(
+            path=str(ARTIFACTS / "admin-320-conversation-delete.png"), full_page=True
+        )
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 320
+    finally:
+        await context.close()
