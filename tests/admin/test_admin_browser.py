@@ -10,6 +10,7 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +18,10 @@ from aiohttp.test_utils import TestServer
 
 from app import STORE, create_app
 from config import Settings
+from storage.models import Role
 from tests.admin.helpers import XSS_PROMPT, XSS_WITHHELD, local_link_token, seed
+from tests.admin.helpers import _conversation as seed_conversation
+from tests.admin.helpers import _msg as message
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -187,5 +191,40 @@ async def test_no_admin_page_scrolls_sideways_at_320_pixels(
         region = page.get_by_role("region", name="Conversations")
         assert await region.get_attribute("tabindex") == "0"
         assert await region.evaluate("el => el.scrollWidth > el.clientWidth")
+    finally:
+        await context.close()
+
+
+async def test_a_title_without_spaces_breaks_instead_of_widening_its_transcript_page(
+    browser: Any,
+    aiohttp_server: Any,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pasted link or a long word as the first message (and so the title) wraps in the
+    heading: at 320 pixels and on a desktop width alike the page does not scroll sideways."""
+    caplog.set_level(logging.INFO, logger="app")
+    server: TestServer = await aiohttp_server(create_app(make_settings()))
+    base, token = str(server.make_url("")).rstrip("/"), local_link_token(caplog)
+    title = "https://intranet.contoso.com/" + "x" * 160
+    await seed_conversation(
+        server.app[STORE],
+        "conv-long-title",
+        "dave@contoso.com",
+        tenant="tenant-a",
+        channel="directline",
+        title=title,
+        at=datetime(2026, 11, 1, tzinfo=UTC),
+        messages=[message(Role.USER, title, tokens=40)],
+    )
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        for width in (320, 1200):
+            await page.set_viewport_size({"width": width, "height": 700})
+            await page.goto(f"{base}/admin/conversations/conv-long-title")
+            assert await page.get_by_role("heading", level=1).inner_text() == title
+            assert await page.evaluate("document.documentElement.scrollWidth") <= width, width
     finally:
         await context.close()
