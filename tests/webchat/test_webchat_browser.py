@@ -17,6 +17,8 @@ from chat.texts import localize
 from config import Settings
 from storage.ids import safe_id
 from tests.browser import ARTIFACTS
+from tests.faults import FaultKind, FaultyStore, faulty
+from webchat import DIRECT_LINE
 
 pytestmark = pytest.mark.browser
 
@@ -340,3 +342,167 @@ async def test_every_part_of_the_page_is_in_a_landmark_and_the_comment_button_is
         assert await page.locator("#feedback-skip").inner_text() == skip
         assert grant["errors"] == []
         await page.context.close()
+
+
+DISLIKE = "button.webchat__thumb-button:has(.webchat__thumb-button__image--is-down)"
+TOKEN_SECRET = "a-browser-test-token-secret-long-enough-0123456789"
+# webchat/static/page.js's feedbackFailed.
+FEEDBACK_FAILED = {
+    "en-US": "Your feedback could not be saved. Please try again.",
+    "ja-JP": "フィードバックを保存できませんでした。もう一度お試しください。",
+}
+
+
+async def stored_answer(server: TestServer, conversation_id: str) -> Any:
+    messages = await server.app[STORE].conversation_messages(
+        safe_id(f"directline:{conversation_id}")
+    )
+    return [m for m in messages if m.role.value == "assistant"][-1]
+
+
+def rating_posts(page: Any) -> list[int]:
+    """The statuses of the page's posts of activities (its ratings, here), as they come."""
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda r: (
+            statuses.append(r.status)
+            if r.url.endswith("/activities") and r.request.method == "POST"
+            else None
+        ),
+    )
+    return statuses
+
+
+async def at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count
+
+
+async def thumbs_pressed(page: Any) -> list[str | None]:
+    pressed: list[str | None] = [
+        await thumb.get_attribute("aria-pressed")
+        for thumb in await page.locator("button.webchat__thumb-button").all()
+    ]
+    return pressed
+
+
+async def test_a_rating_refused_after_a_restart_is_not_thanked_and_its_thumb_is_released(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    # A lasting token secret: the open page carries on after the restart, but the built-in
+    # Direct Line no longer knows its answers as rateable (400 "That message cannot be rated").
+    settings = make_settings(
+        AZURE_OPENAI_ENDPOINT="",
+        SIMULATOR_TOKENS_PER_SECOND="400",
+        WEBCHAT_TOKEN_SECRET=TOKEN_SECRET,
+    )
+    before: TestServer = await aiohttp_server(create_app(settings))
+    page, grant = await open_page(browser, before, locale="ja-JP")
+    posts = rating_posts(page)
+    await send(page, "出張規程を教えてください")
+    dislike = page.locator(DISLIKE).first
+    await dislike.wait_for(timeout=30_000)
+    port = before.port
+    await before.close()  # the page reconnects in 3-15 s (DirectLineJS's retry delay)
+
+    after: TestServer = await aiohttp_server(create_app(settings), port=port)
+    conversations = after.app[DIRECT_LINE].conversations
+
+    async def reconnected() -> bool:
+        conversation = conversations.get(grant["conversationId"])
+        return conversation is not None and bool(conversation.sockets)
+
+    await wait_until(reconnected)
+    posts.clear()
+    await dislike.click()
+    failed = FEEDBACK_FAILED["ja-JP"]
+    status = page.locator("#status")
+    await status.filter(has_text=failed).wait_for(timeout=10_000)
+    await page.screenshot(path=str(ARTIFACTS / "webchat-rating-refused-ja.png"))
+
+    assert posts == [400]
+    assert await status.inner_text() == failed
+    assert "ありがとう" not in await status.inner_text()
+    assert await page.locator("#feedback").is_hidden()
+    # Released: neither thumb shows as given, and pressing it again posts it again.
+    assert await thumbs_pressed(page) == ["false", "false"]
+    await dislike.click()
+    await wait_until(lambda: at_least(posts, 2))
+    assert (await stored_answer(after, grant["conversationId"])).feedback is None
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+@pytest.fixture
+async def faulty_server(
+    aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> tuple[TestServer, FaultyStore]:
+    wrap, get = faulty()
+    settings = make_settings(AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="400")
+    served: TestServer = await aiohttp_server(create_app(settings, store_wrapper=wrap))
+    return served, get()
+
+
+async def test_a_rating_the_store_refuses_is_not_thanked_and_can_be_given_again(
+    browser: Any, faulty_server: tuple[TestServer, FaultyStore]
+) -> None:
+    server, store = faulty_server
+    page, grant = await open_page(browser, server)
+    await send(page, "What is our travel policy?")
+    dislike = page.locator(DISLIKE).first
+    await dislike.wait_for(timeout=30_000)
+    store.fail(FaultKind.ERROR, "set_feedback")
+    await dislike.click()
+    failed = FEEDBACK_FAILED["en-US"]
+    status = page.locator("#status")
+    await status.filter(has_text=failed).wait_for(timeout=10_000)
+    await page.screenshot(path=str(ARTIFACTS / "webchat-rating-failed.png"))
+    assert await page.locator("#feedback").is_hidden()
+    assert await thumbs_pressed(page) == ["false", "false"]
+    assert len(await bot_texts(page)) == 1  # the answer, released, is not shown twice
+    assert (await stored_answer(server, grant["conversationId"])).feedback is None
+
+    # The store is back: the same thumb again, then the comment box and its thanks.
+    store.clear()
+    await dislike.click()
+    await page.locator("#feedback").wait_for(state="visible")
+    assert await status.inner_text() == ""
+    await page.fill("#feedback-text", "Missing the approval step.")
+    await page.click("#feedback-send")
+    await status.filter(has_text="Thank you for your feedback.").wait_for()
+    feedback = (await stored_answer(server, grant["conversationId"])).feedback
+    assert (feedback.reaction, feedback.text) == ("dislike", "Missing the approval step.")
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_a_comment_the_store_refuses_is_not_thanked_and_is_offered_again(
+    browser: Any, faulty_server: tuple[TestServer, FaultyStore]
+) -> None:
+    server, store = faulty_server
+    page, grant = await open_page(browser, server)
+    await dislike_the_answer(page)  # the thumb itself is stored: the comment box opens
+    store.fail(FaultKind.ERROR, "set_feedback")
+    await page.fill("#feedback-text", "Too vague.")
+    await page.click("#feedback-send")
+
+    failed = FEEDBACK_FAILED["en-US"]
+    status = page.locator("#status")
+    await status.filter(has_text=failed).wait_for(timeout=10_000)
+    await page.wait_for_timeout(300)  # a thanks would replace it by now
+    assert await status.inner_text() == failed
+    assert await thumbs_pressed(page) == ["false", "false"]
+    feedback = (await stored_answer(server, grant["conversationId"])).feedback
+    assert (feedback.reaction, feedback.text) == ("dislike", "")
+
+    # Given again, the comment box still holds the comment that was not saved.
+    store.clear()
+    await page.locator(DISLIKE).first.click()
+    await page.locator("#feedback").wait_for(state="visible")
+    assert await page.input_value("#feedback-text") == "Too vague."
+    await page.click("#feedback-send")
+    await status.filter(has_text="Thank you for your feedback.").wait_for()
+    feedback = (await stored_answer(server, grant["conversationId"])).feedback
+    assert feedback.text == "Too vague."
+    assert grant["errors"] == []
+    await page.context.close()

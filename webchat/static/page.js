@@ -4,6 +4,7 @@
   'use strict';
 
   var FEEDBACK_EVENT = 'webchat:activity-status/feedback';
+  var VOTES = { LikeAction: true, DislikeAction: true };
   // usageNote: chat/texts.yaml's welcome_usage_note, word for word (a browser test compares them).
   // The Teams welcome says it; the web chat has no welcome, so the page does.
   var STRINGS = {
@@ -18,6 +19,7 @@
       feedbackSend: 'Send comment',
       feedbackSkip: 'No thanks',
       feedbackThanks: 'Thank you for your feedback.',
+      feedbackFailed: 'Your feedback could not be saved. Please try again.',
       chatLabel: 'Chat with the assistant'
     },
     ja: {
@@ -31,6 +33,7 @@
       feedbackSend: 'コメントを送信',
       feedbackSkip: '今回は送信しない',
       feedbackThanks: 'フィードバックをありがとうございます。',
+      feedbackFailed: 'フィードバックを保存できませんでした。もう一度お試しください。',
       chatLabel: 'アシスタントとのチャット'
     }
   };
@@ -42,6 +45,13 @@
   var nonceMeta = document.querySelector('meta[name="csp-nonce"]');
   var nonce = nonceMeta ? nonceMeta.getAttribute('content') : undefined;
   var pendingRating = null;
+  // Rating posts under way, by Web Chat's clientActivityID: { id, action, rated, comment }.
+  var ratingPosts = {};
+  // The newest rating post of each rated answer: only its outcome is shown.
+  var newestPost = {};
+  // Comments whose post failed, by rated answer: the comment box offers them again.
+  var unsentComments = {};
+  var ratingPended = false;
   var returnFocus = null;
   var thanksTimer = null;
   var store = null;
@@ -86,7 +96,7 @@
     byId('feedback-label').textContent = text.feedbackLabel;
     byId('feedback-send').textContent = text.feedbackSend;
     byId('feedback-skip').textContent = text.feedbackSkip;
-    byId('feedback-text').value = '';
+    byId('feedback-text').value = unsentComments[ratedId(action)] || '';
     // Where focus goes back to when the form closes (the thumb, usually); a second vote while the
     // form is open keeps the first one's.
     var active = document.activeElement;
@@ -117,7 +127,6 @@
         meta: { method: 'keyboard' },
         payload: { activity: { type: 'event', name: FEEDBACK_EVENT, entities: [action] } }
       });
-      showStatusBriefly(text.feedbackThanks);
     }
     closeFeedback();
   });
@@ -138,20 +147,133 @@
     }, 3000);
   }
 
+  function ratingIn(activity) {
+    if (!activity || activity.type !== 'event' || activity.name !== FEEDBACK_EVENT) return null;
+    var entities = activity.entities || [];
+    for (var i = 0; i < entities.length; i++) {
+      if (entities[i] && VOTES[entities[i]['@type']]) return entities[i];
+    }
+    return null;
+  }
+
+  function ratedId(action) {
+    return action && action.object ? action.object.identifier : undefined;
+  }
+
+  function describe(action, id) {
+    return { id: id, action: action, rated: ratedId(action), comment: action.description || '' };
+  }
+
+  // Thanks (or the comment box, whose label thanks) only once the rating was taken: a rating
+  // can be refused (an answer from before a restart of the built-in Direct Line) or fail (the
+  // store is down).
+  function ratingSucceeded(post) {
+    if (byId('status').textContent === text.feedbackFailed) showStatus('');
+    if (post.comment) {
+      delete unsentComments[post.rated];
+      showStatusBriefly(text.feedbackThanks);
+    } else {
+      askForFeedbackText(post.action);
+    }
+  }
+
+  function ratingFailed(api, post) {
+    if (post.comment) unsentComments[post.rated] = post.comment;
+    if (!byId('feedback').hidden && pendingRating && ratedId(pendingRating) === post.rated) {
+      closeFeedback();
+    }
+    showStatus(text.feedbackFailed);
+    offerRatingAgain(api, post.rated);
+  }
+
+  // Web Chat keeps the pressed thumb in its own state, compared with the answer's actions by
+  // identity: the answer put again into the transcript (same id, same place) gets new action
+  // objects, so no thumb is pressed and either can be pressed again.
+  function offerRatingAgain(api, rated) {
+    var activities = api.getState().activities || [];
+    for (var i = 0; i < activities.length; i++) {
+      if (activities[i].type === 'message' && offersRating(activities[i], rated)) {
+        api.dispatch({
+          type: 'DIRECT_LINE/INCOMING_ACTIVITY',
+          payload: { activity: JSON.parse(JSON.stringify(activities[i])) }
+        });
+        return;
+      }
+    }
+  }
+
+  function offersRating(activity, rated) {
+    return (activity.entities || []).some(function (entity) {
+      return ((entity && entity.potentialAction) || []).some(function (action) {
+        return ratedId(action) === rated;
+      });
+    });
+  }
+
+  // Follows each rating post to its outcome: POST_ACTIVITY_PENDING names it (clientActivityID),
+  // _FULFILLED says the service took it, _REJECTED that it was refused or failed, _IMPEDED that
+  // nothing came back within the send timeout (counted as failed; a late outcome is ignored).
   function watchFeedback() {
-    return function () {
+    return function (api) {
       return function (next) {
         return function (action) {
           var activity = action.payload && action.payload.activity;
-          if (
-            action.type === 'DIRECT_LINE/POST_ACTIVITY' && activity && activity.type === 'event' &&
-            activity.name === FEEDBACK_EVENT && activity.entities && activity.entities[0] &&
-            !activity.entities[0].description
-          ) {
-            askForFeedbackText(activity.entities[0]);
+          var rating = ratingIn(activity);
+          var id = action.meta && action.meta.clientActivityID;
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY' && rating) {
+            // Web Chat posts it at once (_PENDING comes within this call) or, not connected,
+            // never: then it was not sent.
+            ratingPended = false;
+            var result = next(action);
+            if (!ratingPended) ratingFailed(api, describe(rating));
+            return result;
           }
-          return next(action);
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY_PENDING' && rating && id) {
+            ratingPended = true;
+            ratingPosts[id] = describe(rating, id);
+            newestPost[ratingPosts[id].rated] = id;
+            return next(action);
+          }
+          var post = id ? ratingPosts[id] : undefined;
+          var outcome = next(action);
+          if (post && /^DIRECT_LINE\/POST_ACTIVITY_(FULFILLED|REJECTED|IMPEDED)$/.test(action.type)) {
+            delete ratingPosts[id];
+            // An older rating of the same answer, overtaken by a newer one, shows nothing.
+            if (newestPost[post.rated] === id) {
+              delete newestPost[post.rated];
+              if (action.type === 'DIRECT_LINE/POST_ACTIVITY_FULFILLED') {
+                ratingSucceeded(post);
+              } else {
+                ratingFailed(api, post);
+              }
+            }
+          }
+          return outcome;
         };
+      };
+    };
+  }
+
+  // DirectLineJS answers a post the server failed (5xx) with the id "retry" instead of an
+  // error, and Web Chat then waits for an echo that never comes, up to its send timeout (20 s).
+  // For a rating that means it failed: made an error, Web Chat rejects the post at once.
+  // Web Chat only subscribes to what postActivity returns (with an observer object).
+  function failRatingRetries(directLine) {
+    var post = directLine.postActivity.bind(directLine);
+    directLine.postActivity = function (activity) {
+      var posted = post(activity);
+      if (!ratingIn(activity)) return posted;
+      return {
+        subscribe: function (observer) {
+          return posted.subscribe({
+            next: function (id) {
+              if (id === 'retry') observer.error(new Error('The rating was not taken.'));
+              else observer.next(id);
+            },
+            error: function (error) { observer.error(error); },
+            complete: function () { observer.complete(); }
+          });
+        }
       };
     };
   }
@@ -175,13 +297,15 @@
     }
     var grant = await response.json();
     store = window.WebChat.createStore({}, watchFeedback());
+    var directLine = window.WebChat.createDirectLine({
+      token: grant.token,
+      domain: grant.domain,
+      webSocket: true
+    });
+    failRatingRetries(directLine);
     window.WebChat.renderWebChat(
       {
-        directLine: window.WebChat.createDirectLine({
-          token: grant.token,
-          domain: grant.domain,
-          webSocket: true
-        }),
+        directLine: directLine,
         store: store,
         locale: locale,
         nonce: nonce,
