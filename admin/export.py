@@ -68,9 +68,16 @@ def to_csv(columns: list[str], rows: Iterable[dict[str, Any]]) -> str:
     return csv_header(columns) + csv_rows(columns, rows)
 
 
+# First in a CSV download: the byte order mark tells a spreadsheet the file is UTF-8. Excel
+# reads a CSV without it in the system's code page (Shift JIS on Japanese Windows), garbling
+# every Japanese title and message.
+UTF8_BOM = "\ufeff"
+
+
 def csv_header(columns: list[str]) -> str:
-    """The first line of `to_csv`; `csv_rows` the rest, so a long export goes out in pieces."""
-    return _csv_lines([columns])
+    """The start of `to_csv` (the byte order mark and the column names); `csv_rows` the rest,
+    so a long export goes out in pieces."""
+    return UTF8_BOM + _csv_lines([columns])
 
 
 def csv_rows(columns: list[str], rows: Iterable[dict[str, Any]]) -> str:

@@ -106,7 +106,7 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
             await page.get_by_role("link", name="CSV").click()
         download = await download_info.value
         path = await download.path()
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
         assert [r["role"] for r in rows] == ["user", "assistant"]
         assert rows[0]["text"] == XSS_PROMPT
 

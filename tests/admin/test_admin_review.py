@@ -293,7 +293,11 @@ async def test_conversation_export_as_json_and_formula_safe_csv_is_audited(
 
     as_csv = await admin.get("/admin/api/export/conversations/conv-feedback?format=csv")
     assert as_csv.status == 200 and as_csv.headers["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(await as_csv.text())))
+    body = await as_csv.read()
+    # The byte order mark tells a spreadsheet the file is UTF-8 (Excel on Japanese Windows reads
+    # a file without it as Shift JIS, garbling every Japanese title and message).
+    assert body.startswith(b"\xef\xbb\xbf") and body.count(b"\xef\xbb\xbf") == 1
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     assert [r["role"] for r in rows] == ["user", "assistant"]
     assert rows[1]["feedbackReaction"] == "dislike"
     # A spreadsheet must not run the user's feedback as a formula.
@@ -301,7 +305,7 @@ async def test_conversation_export_as_json_and_formula_safe_csv_is_audited(
     assert rows[1]["promptTokens"] == "30" and rows[1]["deployment"] == "gpt-4o-eastus"
 
     flagged = await admin.get("/admin/api/export/conversations/conv-flagged?format=csv")
-    flagged_rows = list(csv.DictReader(io.StringIO(await flagged.text())))
+    flagged_rows = list(csv.DictReader(io.StringIO((await flagged.read()).decode("utf-8-sig"))))
     assert flagged_rows[0]["filters"] == "prompt:violence:medium:filtered"
     assert flagged_rows[1]["withheldText"] == XSS_WITHHELD
 
@@ -319,7 +323,9 @@ async def test_filtered_list_export_has_exactly_the_filtered_conversations(
     admin: TestClient[Any, Any],
 ) -> None:
     response = await admin.get("/admin/api/export/conversations?flagged=true&format=csv")
-    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    body = await response.read()
+    assert body.startswith(b"\xef\xbb\xbf")  # as the single conversation's export
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     assert [r["id"] for r in rows] == ["conv-feedback", "conv-flagged"]
     assert rows[1]["flagReasons"] == "violence" and rows[1]["user"].startswith("p-")
     as_json = json.loads(
