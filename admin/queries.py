@@ -369,4 +369,8 @@ def message_view(message: Message, pseudonyms: Pseudonyms) -> dict[str, Any]:
         else None,
         "error": message.error,
         "correlationId": message.correlation_id,
+        # The user deleted (status `withdrawn`, no text left) or edited it in their channel; on
+        # an answer: they did so to its prompt, and it left the model's context.
+        "revisedAt": message.revised_at.isoformat() if message.revised_at else None,
+        "promptChanged": bool(message.prompt_changed),
     }

@@ -161,6 +161,42 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         if outcome.duplicate and self._gate is not None:
             await self._gate.redelivered(turn)
 
+    async def on_message_delete_activity(self, turn_context: TurnContext) -> None:
+        """Teams: the user deleted a message (`softDeleteMessage`); the activity's id is the
+        deleted message's. Their stored message is withdrawn (chat.service `revise`)."""
+        if _teams_event(turn_context) == "softDeleteMessage":
+            await self._revise(turn_context, "")
+
+    async def on_message_update_activity(self, turn_context: TurnContext) -> None:
+        """Teams: the user edited a message (`editMessage`; the activity's id is the message's,
+        its text the new text), or restored one they deleted (`undeleteMessage`), whose text was
+        erased at the deletion: it stays withdrawn."""
+        event = _teams_event(turn_context)
+        if event == "editMessage":
+            raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+            text, _ = remove_bot_mentions(turn_context.activity.text or "", raw)
+            await self._revise(turn_context, text)
+        elif event == "undeleteMessage":
+            log.info("a restored message stays withdrawn", extra={"event": "message_undeleted"})
+
+    async def _revise(self, turn_context: TurnContext, text: str) -> None:
+        activity: Activity = turn_context.activity
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        key = conversation_key(activity.channel_id, activity.conversation.id)
+        revision = TurnInput(
+            conversation_key=key,
+            activity_id=activity.id or "",
+            text=text,
+            user_id=user_key(activity, raw),
+            channel_id=activity.channel_id or "",
+            shared=is_teams_shared(activity),
+        )
+        at = activity.timestamp if isinstance(activity.timestamp, datetime) else None
+        try:
+            await self._chat.revise(revision, at or datetime.now(UTC))
+        except StoreError:
+            log.exception("a user's deletion or edit of their message could not be stored")
+
     async def on_event_activity(self, turn_context: TurnContext) -> None:
         """Web Chat's thumbs arrive as an event (through Azure's Direct Line; the built-in one
         turns them into the `message/submitAction` invoke first)."""
@@ -303,6 +339,18 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             log.warning("the channel refused a notice", extra={"ref": ref, "status": exc.status})
             return
         log.info("a message the shutdown left unanswered was told so", extra={"ref": ref})
+
+
+def _teams_event(turn_context: TurnContext) -> str | None:
+    """`channelData.eventType` of a Teams activity (what botbuilder's TeamsActivityHandler
+    dispatches message updates and deletes on); None elsewhere: other channels' clients may
+    send these types, and their `from` is not vouched for."""
+    raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+    data = raw.get("channelData")
+    if not is_teams(turn_context.activity) or not isinstance(data, dict):
+        return None
+    event = data.get("eventType")
+    return event if isinstance(event, str) else None
 
 
 def _card_action_readable(value: Any) -> bool:

@@ -36,7 +36,15 @@ _QUEUED_TYPES = {
     ActivityTypes.message_reaction,
     ActivityTypes.event,
     ActivityTypes.installation_update,
+    # Teams: a user deleted or edited a message; in the conversation's order, after its turn.
+    ActivityTypes.message_update,
+    ActivityTypes.message_delete,
 }
+
+
+_REVISIONS = {ActivityTypes.message_update, ActivityTypes.message_delete}
+# Activities a user's action sends: who acted must be named.
+_FROM_A_USER = {ActivityTypes.message, *_REVISIONS}
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -116,7 +124,7 @@ def validate_activity(raw: Any) -> dict[str, Any]:
     _require_str(raw, "conversation", "id")
     _require_str(raw, "replyToId", required=False)
     _require_str(raw, "locale", required=False)
-    if raw.get("type") == ActivityTypes.message:
+    if raw.get("type") in _FROM_A_USER:
         _require_str(raw, "text", required=False)
         _require_str(raw, "from", "id")
     attachments = raw.get("attachments")
@@ -206,6 +214,10 @@ class MessagesEndpoint:
 
         key = conversation_key(activity.channel_id, activity.conversation.id)
         dedupe = f"{key}|{activity.id}" if activity.id else None
+        if dedupe and activity.type in _REVISIONS:
+            # An edit or a delete carries the id of the message it changes, as every edit of it
+            # does: the time tells them apart, and a redelivery has the same time.
+            dedupe = f"{dedupe}|{activity.type}|{raw.get('timestamp')}"
         # A message the shutdown keeps from ever running is still owed an answer (a notice).
         abandon = (
             (lambda: self._abandon(activity, raw))

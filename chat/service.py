@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -50,6 +50,7 @@ from storage.models import (
     conversation_ref,
     user_ref,
 )
+from storage.revisions import MessageRevision, RevisionOutcome
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +483,40 @@ class ChatService:
     async def _recent_history(self, conversation_id: str) -> list[Message]:
         with self._telemetry.span("store.recent_messages"):
             return await self._messages.recent_messages(conversation_id, self._max_history)
+
+    async def revise(self, turn: TurnInput, at: datetime) -> RevisionOutcome:
+        """The user deleted (no `turn.text`) or edited (`turn.text`, the new text) the message
+        they sent as `turn.activity_id` (storage.revisions). An edit is not answered; one that
+        leaves nothing to read, or more than the message limit, withdraws the message as a
+        deletion does: the old text must go, and the new one would not have been taken."""
+        conversation_id = safe_id(turn.conversation_key)
+        prompt_id = message_id(conversation_id, turn.activity_id, "user")
+        if not prompt_id:
+            return "missing"
+        text = as_written(turn.text)
+        if len(text) > self._max_chars:
+            text = ""
+        revision = MessageRevision(
+            conversation_id=conversation_id,
+            message_id=prompt_id,
+            user_id=turn.user_id,
+            summary_owner=turn.summary_owner,
+            answer_id=_answer_id(prompt_id),
+            text=text,
+            tokens=self._counter.count_text(text) if text else 0,
+            title=_title(text),
+            at=at,
+        )
+        outcome = await self._messages.revise_message(revision)
+        log.info(
+            "a user deleted or edited their message",
+            extra={
+                "event": "message_revised",
+                "outcome": outcome,
+                "conversation": conversation_ref(conversation_id),
+            },
+        )
+        return outcome
 
     async def _answer(
         self,
@@ -1238,7 +1273,11 @@ def _reasons_text(categories: list[str], locale: str) -> str:
 
 
 def _assistant_id(user_message: Message) -> str:
-    return safe_id(f"assistant|{user_message.id}")
+    return _answer_id(user_message.id)
+
+
+def _answer_id(prompt_id: str) -> str:
+    return safe_id(f"assistant|{prompt_id}")
 
 
 def as_written(text: str) -> str:

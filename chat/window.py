@@ -12,6 +12,8 @@ from storage.models import Message, MessageStatus, Role
 # an answer the content filter blocked: sent again it asks for the same answer, with no answer
 # after it. (An answer withheld because the filter could not run is no verdict on the prompt,
 # which stays, as the prompt of any answer that did not come does: "try again" refers to it.)
+# A prompt its user withdrew (deleted in Teams) has no text left; its answer goes with it, as the
+# answer to a prompt the user edited afterwards does.
 _CONTEXT_STATUSES = {MessageStatus.COMPLETE, MessageStatus.PARTIAL}
 
 
@@ -48,6 +50,7 @@ def build_window(
     dropped = 0
     # An answer comes after its prompt: newest first, the blocked answers are met first.
     blocked_prompts: set[str] = set()
+    changed_prompts = {m.id for m in history if m.role is Role.USER and m.revised_at}
     for index, message in enumerate(reversed(history)):
         if message.role is Role.CONTEXT_RESET:
             dropped += len(history) - index - 1
@@ -58,6 +61,7 @@ def build_window(
             message.status not in _CONTEXT_STATUSES
             or not message.text
             or message.id in blocked_prompts
+            or _answers_changed(message, changed_prompts)
         ):
             if index == 0:
                 raise ValueError("the newest message of the window must be the current prompt")
@@ -81,3 +85,13 @@ def _blocked_by_filter(message: Message) -> bool:
     if message.role is not Role.ASSISTANT or message.status is not MessageStatus.FILTERED:
         return False
     return message.finish_reason == "content_filter" or bool((message.filter or {}).get("filtered"))
+
+
+def _answers_changed(message: Message, changed: set[str]) -> bool:
+    """An answer to a prompt its user deleted or edited afterwards (storage.revisions): it
+    answered words that are gone, and may quote them. The store marks it; the prompt says the
+    same to a turn that stored the answer after the change (on another instance), when the mark
+    could not be set."""
+    return bool(message.prompt_changed) or (
+        message.reply_to_id is not None and message.reply_to_id in changed
+    )

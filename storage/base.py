@@ -24,6 +24,7 @@ from storage.models import (
     UsageCounts,
     UsageResult,
 )
+from storage.revisions import MessageRevision, RevisionOutcome
 
 
 class StoreError(Exception):
@@ -75,6 +76,15 @@ class MessageStore(Protocol):
         two changes of one message's rating arriving together, the one stored second sees the
         first's, so a rating's effect on the conversation's negative-feedback count is decided
         from it (`bot.feedback`). Nothing else of the message changes."""
+        ...
+
+    async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:
+        """A user deleted or edited a message of theirs in their channel (`storage.revisions`):
+        the message's new text in place of the old, or (no text) the message withdrawn, its text
+        erased; its answer (`revision.answer_id`) marked `prompt_changed`; the conversation's
+        title changed when it was the old text's. Nothing is kept of the old
+        text. Single-partition point operations; the summary is written before the message, so
+        a failure in between never leaves a title holding words the message no longer has."""
         ...
 
 
@@ -283,6 +293,7 @@ WRITE_OPERATIONS = frozenset(
         "add_message",
         "replace_message",
         "set_feedback",
+        "revise_message",
         "apply_summary_delta",
         "add_to_counter",
         "add_usage",

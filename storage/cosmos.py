@@ -96,6 +96,14 @@ from storage.models import (
 )
 from storage.pages import in_pages
 from storage.ratings import FEEDBACK_CLEARED, exported_message, given_feedback, rater_of
+from storage.revisions import (
+    UNREVISED_UNREADABLE,
+    MessageRevision,
+    RevisionOutcome,
+    outcome_of,
+    retitled,
+    revised,
+)
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -945,6 +953,85 @@ class CosmosStore:
                 message = Message.model_validate(_clean(doc))
                 return FeedbackChange(message=message, previous=previous)
             raise ETagMismatch(f"storing feedback lost {_MAX_RACES} races in a row")
+
+    async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:
+        """Point operations in two partitions: the message is read, the summary's title changed
+        (an ETag-conditional replace, read again on a lost race), the answer marked (a patch of
+        `/promptChanged` alone), then the message replaced on the ETag it was read with; a
+        write meanwhile (feedback, a turn) reads it again and decides again."""
+        op = "revise_message"
+        container = self._container("messages")
+        item_id = cosmos_id(revision.message_id)
+        async with self._guard(op):
+            for _ in range(_MAX_RACES):
+                current = await self._read_or_none(container, item_id, revision.conversation_id, op)
+                if current is None:
+                    return "missing"
+                stored = readable_message(
+                    _clean(current), revision.conversation_id, UNREVISED_UNREADABLE
+                )
+                if stored is None:
+                    return "unreadable"
+                message = revised(stored, revision)
+                if isinstance(message, str):
+                    return message
+                await self._retitle(stored, revision, op)
+                if revision.answer_id:
+                    try:
+                        await container.patch_item(
+                            cosmos_id(revision.answer_id),
+                            revision.conversation_id,
+                            [{"op": "set", "path": "/promptChanged", "value": True}],
+                            response_hook=self._hook(op),
+                        )
+                    except CosmosHttpResponseError as exc:
+                        if _status(exc) != 404:  # no answer: nothing to take out of the context
+                            raise
+                        self._record(op, exc.headers)
+                try:
+                    await container.replace_item(
+                        item_id,
+                        self._message_doc(message),
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)
+                    continue
+                return outcome_of(revision)
+            raise ETagMismatch(f"revising a message lost {_MAX_RACES} races in a row")
+
+    async def _retitle(self, old: Message, revision: MessageRevision, op: str) -> None:
+        """The conversation summary's title, when it was taken from `old`'s text (`retitled`)."""
+        container = self._container("conversations")
+        item_id = cosmos_id(revision.conversation_id)
+        for _ in range(_MAX_RACES):
+            current = await self._read_or_none(container, item_id, revision.summary_owner, op)
+            if current is None:
+                return
+            summary = readable_summary(
+                _clean(current), revision.conversation_id, UNREVISED_UNREADABLE
+            )
+            after = retitled(summary, old, revision) if summary is not None else None
+            if after is None:
+                return
+            try:
+                await container.replace_item(
+                    item_id,
+                    self._summary_doc(after),
+                    etag=current["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                    response_hook=self._hook(op),
+                )
+                return
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 412):
+                    raise
+                self._record(op, exc.headers)
+        raise ETagMismatch(f"changing a title lost {_MAX_RACES} races in a row")
 
     # --- conversation summaries
 

@@ -49,6 +49,9 @@ class MessageStatus(StrEnum):
     PARTIAL = "partial"
     FILTERED = "filtered"
     ERROR = "error"
+    # A user's message they deleted in their channel (Teams): its text is erased, the record
+    # stays so the transcript shows that something was withdrawn (storage.revisions).
+    WITHDRAWN = "withdrawn"
 
 
 class Usage(Document):
@@ -113,6 +116,11 @@ class Message(Document):
     error: str | None = None
     correlation_id: str | None = None
     feedback: Feedback | None = None
+    # When the user last edited or deleted this message in their channel (storage.revisions).
+    revised_at: datetime | None = None
+    # On an answer whose prompt the user deleted or edited afterwards (storage.revisions): it
+    # answered words that are gone, and may quote them, so it leaves the model's context.
+    prompt_changed: bool | None = None
     ttl: int | None = None
 
 

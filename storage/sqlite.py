@@ -88,6 +88,14 @@ from storage.models import (
 )
 from storage.pages import in_pages
 from storage.ratings import FEEDBACK_CLEARED, exported_message, given_feedback
+from storage.revisions import (
+    UNREVISED_UNREADABLE,
+    MessageRevision,
+    RevisionOutcome,
+    outcome_of,
+    retitled,
+    revised,
+)
 from storage.summaries import (
     COUNTED_UNREADABLE,
     ERASED_UNREADABLE,
@@ -873,6 +881,69 @@ class SqliteStore:
         return await self._run_short(
             lambda db: _atomic(db, update), writes=True, order=conversation_id
         )
+
+    async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:
+        """In one transaction: the message, its answer's mark and the summary's title."""
+        conversation_id = revision.conversation_id
+
+        def revise(db: sqlite3.Connection) -> RevisionOutcome:
+            row = db.execute(
+                "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
+                (conversation_id, revision.message_id),
+            ).fetchone()
+            if row is None:
+                return "missing"
+            stored = readable_message(row[0], conversation_id, UNREVISED_UNREADABLE)
+            if stored is None:
+                return "unreadable"
+            message = revised(stored, revision)
+            if isinstance(message, str):
+                return message
+            changed = [message]
+            if revision.answer_id:
+                answer = db.execute(
+                    "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
+                    (conversation_id, revision.answer_id),
+                ).fetchone()
+                readable = answer and readable_message(answer[0], conversation_id, SKIPPED)
+                if readable:
+                    changed.append(readable.model_copy(update={"prompt_changed": True}))
+            for each in changed:
+                # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
+                db.execute(
+                    "UPDATE messages SET doc = ?, expires_at = ?"
+                    " WHERE conversation_id = ? AND id = ?",
+                    (
+                        json.dumps(each.model_copy(update={"ttl": self._ttl()}).to_doc()),
+                        self._expires_at(),
+                        conversation_id,
+                        each.id,
+                    ),
+                )
+            summary_row = db.execute(
+                "SELECT doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            summary = summary_row and readable_summary(
+                summary_row[0], conversation_id, UNREVISED_UNREADABLE
+            )
+            after = summary and retitled(summary, stored, revision)
+            if after:
+                db.execute(
+                    "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                    (json.dumps(after.to_doc()), conversation_id),
+                )
+            return outcome_of(revision)
+
+        outcome = await self._run_short(
+            lambda db: _atomic(db, revise), writes=True, order=conversation_id
+        )
+        if outcome in ("withdrawn", "edited"):
+            # The old text must not stay in memory, nor in the write-ahead log's old pages.
+            self._window_messages.forget(
+                lambda m: m.conversation_id == conversation_id and m.id == revision.message_id
+            )
+            await self._erased()
+        return outcome
 
     # --- conversation summaries
 

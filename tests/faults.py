@@ -40,6 +40,7 @@ from storage.models import (
     UsageCounts,
     UsageResult,
 )
+from storage.revisions import MessageRevision, RevisionOutcome
 
 T = TypeVar("T")
 
@@ -245,6 +246,11 @@ class FaultyStore:
             "set_feedback",
             (conversation_id, message_id, feedback),
             lambda: self.inner.set_feedback(conversation_id, message_id, feedback),
+        )
+
+    async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:
+        return await self._call(
+            "revise_message", (revision,), lambda: self.inner.revise_message(revision)
         )
 
     # --- summaries

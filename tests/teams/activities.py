@@ -180,3 +180,39 @@ def feedback_invoke(
             "actionValue": {"reaction": reaction, "feedback": feedback},
         },
     )
+
+
+def _revision_of(message: dict[str, Any], kind: str, event: str, at: str) -> dict[str, Any]:
+    """What Teams sends when the author changes a sent message: the message's own `id`, its
+    conversation and sender, `channelData.eventType` and the time of the change (shapes: Teams
+    docs, "Messages in bot conversations": message edit, soft delete and undelete activities)."""
+    activity = json.loads(json.dumps(message))
+    activity["type"] = kind
+    activity["timestamp"] = at
+    activity["channelData"] = {**activity.get("channelData", {}), "eventType": event}
+    for key in ("text", "textFormat", "attachments"):
+        activity.pop(key, None)
+    return activity
+
+
+def message_deleted(
+    message: dict[str, Any], at: str = "2026-11-21T10:05:00.000Z"
+) -> dict[str, Any]:
+    return _revision_of(message, "messageDelete", "softDeleteMessage", at)
+
+
+def message_edited(
+    message: dict[str, Any], text: str, at: str = "2026-11-21T10:04:00.000Z"
+) -> dict[str, Any]:
+    activity = _revision_of(message, "messageUpdate", "editMessage", at)
+    activity["text"] = text
+    activity["textFormat"] = "plain"
+    return activity
+
+
+def message_undeleted(
+    message: dict[str, Any], at: str = "2026-11-21T10:06:00.000Z"
+) -> dict[str, Any]:
+    activity = _revision_of(message, "messageUpdate", "undeleteMessage", at)
+    activity["text"] = message.get("text", "")
+    return activity
