@@ -221,6 +221,12 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             )
         except StoreError:
             log.exception("storing feedback failed")
+            # Direct Line took the event, so the page thanked for it: say it was not kept.
+            notice = localize("feedback_not_saved", activity_locale(activity, raw))
+            try:
+                await turn_context.send_activity(reply_activity(Reply(notice, is_notice=True)))
+            except ConnectorError as exc:
+                log.warning("the channel refused a notice", extra={"status": exc.status})
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         # botbuilder's ActivityHandler answers every invoke it does not know with 501.
