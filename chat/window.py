@@ -51,10 +51,19 @@ def build_window(
     # An answer comes after its prompt: newest first, the blocked answers are met first.
     blocked_prompts: set[str] = set()
     changed_prompts = {m.id for m in history if m.role is Role.USER and m.revised_at}
+    since_reset: set[str] = set()
     for index, message in enumerate(reversed(history)):
         if message.role is Role.CONTEXT_RESET:
             dropped += len(history) - index - 1
+            # An answer stored after the reset to a question from before it (a turn still
+            # running on another instance when /new came): context without its question.
+            stale = [m for m in chosen if _answers_from_before(m, since_reset)]
+            for answer in stale:
+                chosen.remove(answer)
+                used -= counter.message_tokens(answer.tokens)
+            dropped += len(stale)
             break
+        since_reset.add(message.id)
         if _blocked_by_filter(message) and message.reply_to_id:
             blocked_prompts.add(message.reply_to_id)
         if (
@@ -78,6 +87,14 @@ def build_window(
     messages = [{"role": "system", "content": system_prompt}]
     messages += [{"role": m.role.value, "content": m.text} for m in chosen]
     return Window(messages=messages, prompt_tokens=used, dropped=dropped)
+
+
+def _answers_from_before(message: Message, since_reset: set[str]) -> bool:
+    return (
+        message.role is Role.ASSISTANT
+        and message.reply_to_id is not None
+        and message.reply_to_id not in since_reset
+    )
 
 
 def _blocked_by_filter(message: Message) -> bool:

@@ -107,6 +107,42 @@ def test_window_stops_at_a_context_reset() -> None:
     assert [m["content"] for m in window.messages[1:]] == ["new question"]
 
 
+def test_an_answer_stored_after_a_reset_to_a_prompt_before_it_is_left_out() -> None:
+    """/new on one instance while a turn of the conversation runs on another: that turn's
+    answer is stored after the reset marker. It answers a question from before the reset, which
+    the window no longer holds: without it, the answer would be context without its question."""
+    old_question = Message(
+        id="q-old", conversation_id="c", seq=1, role=Role.USER, text="old question", tokens=2
+    )
+    reset = Message(id="r", conversation_id="c", seq=2, role=Role.CONTEXT_RESET)
+    late_answer = Message(
+        id="a-old",
+        conversation_id="c",
+        seq=3,
+        role=Role.ASSISTANT,
+        text="late answer to the old question",
+        tokens=6,
+        reply_to_id="q-old",
+    )
+    fresh = _history(["fresh question", "fresh answer", "next question"])
+    fresh = [
+        m.model_copy(update={"seq": 4 + n, "id": f"f{n}", "reply_to_id": "f0" if n == 1 else None})
+        for n, m in enumerate(fresh)
+    ]
+    history = [old_question, reset, late_answer, *fresh]
+
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+
+    assert [m["content"] for m in window.messages[1:]] == [
+        "fresh question",
+        "fresh answer",
+        "next question",
+    ]
+    expected = build_window(SYSTEM, SYSTEM_TOKENS, fresh, counter, budget=1000)
+    assert window.prompt_tokens == expected.prompt_tokens
+    assert window.dropped == 2  # the old question and the late answer
+
+
 def test_window_leaves_out_filtered_and_failed_messages() -> None:
     history = _history(["bad prompt", "", "good prompt"])
     history[0] = history[0].model_copy(update={"status": MessageStatus.FILTERED})
