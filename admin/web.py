@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from admin import export
@@ -139,6 +140,19 @@ PRINCIPAL = web.RequestKey("admin_principal", Principal)
 _KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 
 
+# Characters that reorder the text around them (embeddings, overrides, isolates): a title
+# "invoice \u202egnp.exe" would show as "invoice exe.png". Reviewers see them named instead.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def show_bidi_controls(value: object) -> object:
+    """Every value a page prints (Jinja's `finalize`), with bidi controls shown as `[U+202E]`;
+    markup the app built itself is left as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return _BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    return value
+
+
 def text_lang(text: object) -> str:
     """`ja` for a text with kana or kanji (a Japanese title on the English pages), else ''."""
     return "ja" if isinstance(text, str) and _KANA_OR_KANJI.search(text) else ""
@@ -154,6 +168,7 @@ def create_admin_app(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=show_bidi_controls,
     )
     templates.filters["text_lang"] = text_lang
     app[CONTEXT] = AdminContext(
