@@ -337,6 +337,14 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         if is_teams_shared(activity) and not remove_bot_mentions(activity.text or "", raw)[1]:
             return  # a group chat or channel message not for the bot: it gets no answer
+        if self._gate is not None:
+            # Its turn would refuse it, or it was handled already (the channel sent it again
+            # to an instance that did not remember it): "send it again" would be wrong.
+            if self._gate.refusal(tenant_key(activity, raw), activity.channel_id or ""):
+                return
+            key = conversation_key(activity.channel_id, activity.conversation.id)
+            if await self._gate.handled_already(key, activity.id or ""):
+                return
         ref = new_reference()
         notice = localize(SHUTDOWN_INTERRUPTED, activity_locale(activity, raw), ref=ref)
         try:

@@ -122,7 +122,12 @@ class ConversationGate:
             # redelivery is told apart only where it would be refused (a store read); otherwise
             # the chat service finds it stored and `redelivered` gives back what it took.
             exceeded = await self._quotas.count_request(
-                turn.user_id, turn.tenant_id, turn, handled_already=lambda: self._stored(turn)
+                turn.user_id,
+                turn.tenant_id,
+                turn,
+                handled_already=lambda: self.handled_already(
+                    turn.conversation_key, turn.activity_id
+                ),
             )
         except StoreError:
             log.exception("the request rate could not be checked; the turn goes ahead uncounted")
@@ -143,18 +148,18 @@ class ConversationGate:
         `before_turn` counted for it goes back."""
         await self._quotas.give_back(turn)
 
-    async def _stored(self, turn: TurnInput) -> bool:
+    async def handled_already(self, conversation_key: str, activity_id: str) -> bool:
         """Whether the store holds the message already (a redelivery of one that was handled):
         the id the chat service stores it under (`ChatService._handle`), one point read."""
-        if not turn.activity_id:
+        if not activity_id:
             return False
-        conversation_id = safe_id(turn.conversation_key)
+        conversation_id = safe_id(conversation_key)
         try:
             found = await self._store.get_message(
-                conversation_id, message_id(conversation_id, turn.activity_id, "user")
+                conversation_id, message_id(conversation_id, activity_id, "user")
             )
         except StoreError:
-            log.exception("the store could not tell whether a refused message is a redelivery")
+            log.exception("the store could not tell whether a message is a redelivery")
             return False
         return found is not None
 

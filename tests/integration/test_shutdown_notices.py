@@ -138,3 +138,60 @@ async def test_turns_cut_off_or_never_started_at_the_shutdown_deadline_are_told_
     assert plain_record.status is MessageStatus.ERROR
     assert plain_record.error == SHUTDOWN_INTERRUPTED
     assert plain_prompt.activity_id == plain["id"]
+
+
+async def _queued_behind_a_slow_turn(
+    bot: TestClient[Any, Any], connector: RecordingConnector, slow_model: str, conversation: str
+) -> None:
+    """A turn of `conversation` waiting for the model: the next of that conversation queues."""
+    slow = {"mode": "slow_first_token", "delay_ms": 6_000, "count": 1}
+    await sim_control(slow_model, "POST", "/_sim/faults", slow)
+    first = message_activity(
+        connector.url,
+        "Describe Bluebird",
+        conversation_id=conversation,
+        channelData={"tenant": {"id": "tenant-ok"}},
+    )
+    await post(bot, first)
+    for _ in range(100):  # until the model has the question
+        if (await sim_control(slow_model, "GET", "/_sim/stats"))["total"]:
+            break
+        await asyncio.sleep(0.05)
+
+
+async def test_a_redelivered_message_already_answered_is_not_told_to_resend(
+    make_app: AppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    """The channel sent an answered message again, to an instance that does not remember it
+    (another one, or after a restart), and the shutdown came before its turn: it was handled,
+    and "send it again" would bring a second answer."""
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model)
+    answered = message_activity(connector.url, "What is Bluebird?", conversation_id="c9")
+    await post(bot, answered)
+    await bot.server.app[TURNS].wait_idle()
+    [answer] = final_replies(connector, answered["id"])
+
+    restarted = await make_app(AZURE_OPENAI_ENDPOINT=slow_model)  # same store, empty dedupe
+    await _queued_behind_a_slow_turn(restarted, connector, slow_model, "c9")
+    await post(restarted, answered)
+    await restarted.server.app[TURNS].drain(GRACE_SECONDS)
+
+    assert final_replies(connector, answered["id"]) == [answer]
+
+
+async def test_a_message_of_a_refused_tenant_is_not_told_to_resend(
+    make_app: AppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    """Its turn would have refused it: the restarting notice would invite it again."""
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model, ALLOWED_TENANT_IDS="tenant-ok")
+    await _queued_behind_a_slow_turn(bot, connector, slow_model, "c10")
+    refused = message_activity(
+        connector.url,
+        "Hello",
+        conversation_id="c10",
+        channelData={"tenant": {"id": "tenant-elsewhere"}},
+    )
+    await post(bot, refused)
+    await bot.server.app[TURNS].drain(GRACE_SECONDS)
+
+    assert final_replies(connector, refused["id"]) == []
