@@ -32,6 +32,7 @@ from aiohttp.web_runner import GracefulExit
 from pydantic import SecretStr
 
 from admin import AdminSettings, AuthMode, create_admin_app
+from admin.erasures import SecondPasses
 from admin.pseudonyms import Pseudonyms
 from admin.web import LOCAL_LINK_LOGGER
 from bot.adapter import ChannelAdapter
@@ -69,6 +70,7 @@ from controls.quotas import QuotaLimits, Quotas
 from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
 from storage.base import Store, StoreError
+from storage.erasures import RecentErasures
 from storage.sqlite import SqliteStore
 from webchat import connector_host, setup_webchat
 
@@ -89,9 +91,16 @@ MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
 TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
 # The admin's user pseudonyms (same key): refusal audit records name users by them.
 PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)
+# Users this process erased lately: its turns store nothing of theirs after that.
+ERASURES = web.AppKey("erasures", RecentErasures)
+# Each erasure's second pass, for the turns of other processes (admin/erasures.py).
+SECOND_PASSES = web.AppKey("second_passes", SecondPasses)
 READINESS_TIMEOUT_SECONDS = 5.0
 # After a turn's deadline: time for the notice, the error record and the summary to go out.
 TURN_NOTICE_GRACE_SECONDS = 30.0
+# After the longest a turn can last anywhere (the queue's deadline, below): time for a store
+# write sent just before it to land, before an erasure's second pass looks.
+ERASURE_SECOND_PASS_MARGIN_SECONDS = 30.0
 # Wraps the opened store (tests and the soak inject faults through it: tests/faults.py).
 STORE_WRAPPER: web.AppKey[Callable[[Store], Store]] = web.AppKey("store_wrapper")
 WORKER_GROUP = web.AppKey("worker_group", WorkerGroup)
@@ -130,6 +139,7 @@ def create_app(
             _model_endpoint,
             _model,
             _store,
+            _second_passes,
             _services,
         ]
     )
@@ -139,7 +149,20 @@ def create_app(
     admin_settings = _admin_settings(settings)
     app[PSEUDONYMS] = Pseudonyms(admin_settings.pseudonym_key, admin_settings.pseudonymize)
     # The store opens in a cleanup context, after this: the admin reads it per request.
-    app.add_subapp("/admin/", create_admin_app(lambda: app[STORE], admin_settings, app[PSEUDONYMS]))
+    app[ERASURES] = RecentErasures()
+    app[SECOND_PASSES] = SecondPasses(
+        settings.turn_deadline_seconds
+        + TURN_NOTICE_GRACE_SECONDS
+        + ERASURE_SECOND_PASS_MARGIN_SECONDS
+    )
+    admin = create_admin_app(
+        lambda: app[STORE],
+        admin_settings,
+        app[PSEUDONYMS],
+        erasures=app[ERASURES],
+        second_passes=app[SECOND_PASSES],
+    )
+    app.add_subapp("/admin/", admin)
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     setup_webchat(app, settings, MESSAGES)
     return app
@@ -317,6 +340,15 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _second_passes(app: web.Application) -> AsyncIterator[None]:
+    """Erasures' second passes still pending at shutdown run when the services have closed
+    (the turn queue drained: this process's turns store nothing more) and before the store
+    closes: early, so a turn still running on another instance may store after them (the
+    audit records say `cutShort`)."""
+    yield
+    await app[SECOND_PASSES].close()
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store: Store = app[STORE]
@@ -344,6 +376,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         telemetry=app[TELEMETRY],
         guard=QuotaGuard(quotas),
         turn_deadline_seconds=settings.turn_deadline_seconds,
+        erasures=app[ERASURES],
     )
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
@@ -451,7 +484,7 @@ def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
         organization_name=settings.organization_name,
         max_message_chars=settings.max_message_chars,
     )
-    return quotas, ConversationGate(store, quotas, refusals, config, clock)
+    return quotas, ConversationGate(store, quotas, refusals, config, clock, erasures=app[ERASURES])
 
 
 async def _purge_periodically(store: Store) -> None:

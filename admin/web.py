@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -41,6 +42,7 @@ from admin.auth import (
     appservice_principal,
     roles_from,
 )
+from admin.erasures import SecondPasses
 from admin.oidc import OidcClient
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
@@ -61,6 +63,7 @@ from admin.queries import (
 from admin.settings import AdminSettings, AuthMode
 from admin.signouts import SignOuts
 from storage.base import USER_DATA_KINDS, Store, StoreError
+from storage.erasures import RecentErasures
 from storage.models import AuditRecord, ConversationSummary, Message
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
@@ -125,6 +128,10 @@ class AdminContext:
     local: LocalSignIn | None = None
     oidc: OidcClient | None = None
     http: aiohttp.ClientSession | None = field(default=None, repr=False)
+    # This process's erasures, which its turns check before they store anything.
+    recent_erasures: RecentErasures = field(default_factory=RecentErasures)
+    # None: no second pass (an app that wires none).
+    second_passes: SecondPasses | None = None
     # Sign-outs, kept in the store (admin/signouts.py).
     signouts: SignOuts = field(default_factory=SignOuts)
 
@@ -159,10 +166,18 @@ def text_lang(text: object) -> str:
 
 
 def create_admin_app(
-    store_provider: StoreProvider, settings: AdminSettings, pseudonyms: Pseudonyms
+    store_provider: StoreProvider,
+    settings: AdminSettings,
+    pseudonyms: Pseudonyms,
+    *,
+    erasures: RecentErasures | None = None,
+    second_passes: SecondPasses | None = None,
 ) -> web.Application:
     """The store is opened in the parent's cleanup context, so it is read lazily per request.
-    `pseudonyms` are the parent's (it records refusals under them too): one key, one source."""
+    `pseudonyms` are the parent's (it records refusals under them too): one key, one source.
+    `erasures` are the ones the parent's turns check; `second_passes` run each user's
+    deletion again once turns that were running elsewhere have ended (admin/erasures.py);
+    the parent runs those still pending at its shutdown."""
     app = web.Application(middlewares=[_errors_and_headers, _sign_in])
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -180,6 +195,8 @@ def create_admin_app(
         flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
         result_signer=Signer(settings.session_secret, "admin-result"),
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
+        recent_erasures=erasures or RecentErasures(),
+        second_passes=second_passes,
     )
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
@@ -506,22 +523,28 @@ def _address(entry: str) -> str | None:
         return None
 
 
-async def _audit(
-    request: web.Request, action: str, target: str, detail: dict[str, Any] | None = None
-) -> None:
-    """Append the audit record first: no record, no data."""
-    principal = principal_of(request)
+def _audit_record(
+    principal: Principal, client_ip: str, action: str, target: str, detail: dict[str, Any]
+) -> AuditRecord:
     at = datetime.now(UTC)
-    record = AuditRecord(
+    return AuditRecord(
         id=f"{at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}",
         day=f"{at:%Y-%m-%d}",
         at=at,
         actor=principal.id,
         action=action,
         target=target,
-        detail={"actorName": principal.name, "via": principal.via, **(detail or {})},
-        client_ip=_client_ip(request),
+        detail={"actorName": principal.name, "via": principal.via, **detail},
+        client_ip=client_ip,
     )
+
+
+async def _audit(
+    request: web.Request, action: str, target: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Append the audit record first: no record, no data."""
+    principal = principal_of(request)
+    record = _audit_record(principal, _client_ip(request), action, target, detail or {})
     try:
         await request.app[CONTEXT].store.append_audit(record)
     except StoreError as exc:
@@ -648,7 +671,15 @@ def _audited_filters(context: AdminContext, filters: Filters) -> dict[str, str]:
     return recorded
 
 
-async def _delete_user(request: web.Request, reference: str, confirm: str) -> dict[str, int]:
+@dataclass(frozen=True)
+class Deletion:
+    counts: dict[str, int]
+    # When the second pass deletes what a turn still running elsewhere stores after this
+    # (admin/erasures.py); None: none will run (none is wired, or the app is stopping).
+    second_pass_due: datetime | None
+
+
+async def _delete_user(request: web.Request, reference: str, confirm: str) -> Deletion:
     context = request.app[CONTEXT]
     reference = reference.strip()
     if not reference:
@@ -656,20 +687,95 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> di
     if confirm.strip() != reference:
         raise BadRequest("the confirmation must repeat the user exactly")
     user_id = context.pseudonyms.user_id(reference)
-    target = _audited_as(context, user_id)
-    # No record, no deletion: the request is recorded before anything is deleted (a 503 here
-    # deletes nothing), because a deletion can fail part-way and still have removed data.
-    await _audit(request, "delete_user", target, {"outcome": "requested"})
-    counts: Counter[str] = Counter()
-    try:
-        for stored_id in stored_ids_of(user_id):
+    stored_ids = stored_ids_of(user_id)
+
+    async def erase() -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for stored_id in stored_ids:
             counts.update(await context.store.delete_user(stored_id))
+        return dict(counts)
+
+    target = _audited_as(context, user_id)
+    erasing = functools.partial(context.recent_erasures.record, user_ids=stored_ids)
+    return await _erase(request, "delete_user", target, {}, erase, erasing)
+
+
+async def _erase(
+    request: web.Request,
+    action: str,
+    target: str,
+    requested: dict[str, Any],
+    erase: Callable[[], Awaitable[dict[str, int]]],
+    erasing: Callable[[], None],
+) -> Deletion:
+    """A deletion (`erase`, which says what it deleted) in two passes. `erasing` records it
+    for this process's turns, which store nothing of it from then on (storage/erasures.py);
+    what turns elsewhere store after the first pass, the second deletes, even after a
+    failure part-way. Audited as the request (with `requested`), before anything is
+    deleted (a 503 here deletes nothing, because a deletion can fail part-way and still have
+    removed data), then the first pass's outcome (with when the second is due) and the
+    second's, all under `target` and one `erasure` id."""
+    erasure = {"erasure": uuid.uuid4().hex[:12]}
+    await _audit(request, action, target, {"outcome": "requested", **requested, **erasure})
+    erasing()
+    due = _schedule_second_pass(request, action, target, erase, erasure)
+    if due is not None:
+        erasure["secondPassDue"] = _iso(due)
+    try:
+        deleted = await erase()
     except StoreError:
-        await _audit_outcome(request, "delete_user", target, {"outcome": "failed_part_way"})
+        await _audit_outcome(request, action, target, {"outcome": "failed_part_way", **erasure})
         raise
-    deleted = dict(counts)
-    await _audit_outcome(request, "delete_user", target, {"outcome": "deleted", "deleted": deleted})
-    return deleted
+    outcome = {"outcome": "deleted", "deleted": deleted, **erasure}
+    await _audit_outcome(request, action, target, outcome)
+    return Deletion(deleted, due)
+
+
+def _schedule_second_pass(
+    request: web.Request,
+    action: str,
+    target: str,
+    erase: Callable[[], Awaitable[dict[str, int]]],
+    erasure: dict[str, str],
+) -> datetime | None:
+    """The deletion's second pass (admin/erasures.py), audited as the admin who asked for it.
+    Its record says `completed` with what it deleted (nothing, unless a turn stored something
+    after the first pass), `cutShort` when the shutdown ran it early, or
+    `second_pass_failed`."""
+    context = request.app[CONTEXT]
+    if context.second_passes is None:
+        return None
+    principal, client_ip = principal_of(request), _client_ip(request)
+
+    async def second_pass(cut_short: bool) -> None:
+        detail: dict[str, Any] = {**erasure, "cutShort": True} if cut_short else dict(erasure)
+        try:
+            deleted = await erase()
+        except StoreError:
+            log.exception("admin: a deletion's second pass failed", extra=erasure)
+            detail |= {"outcome": "second_pass_failed"}
+        else:
+            detail |= {"outcome": "completed", "deleted": deleted}
+            if any(deleted.values()):
+                # What a turn running elsewhere stored after the first pass.
+                log.info(
+                    "admin: a deletion's second pass deleted what was stored after the first",
+                    extra={**erasure, **deleted},
+                )
+        record = _audit_record(principal, client_ip, action, target, detail)
+        try:
+            await context.store.append_audit(record)
+        except StoreError:
+            log.error(
+                "admin: the outcome of an audited action could not be recorded",
+                extra={"action": action, "actor": principal.id, "target": target, **detail},
+            )
+
+    return context.second_passes.schedule(second_pass)
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def _existing_conversation(
@@ -689,28 +795,26 @@ async def _existing_conversation(
 
 async def _delete_conversation(
     request: web.Request, conversation_id: str, confirm: str, reason: str
-) -> dict[str, int]:
+) -> Deletion:
     """One conversation, whoever wrote in it (a Teams group chat or channel thread too): its
     messages, summary and dialog state (`UserDataStore.delete_conversation`). Confirmed by
     repeating its id, and with a reason, as a reveal or an export has one: the audit record is
-    all that is left of it. Audited as a user's deletion is: the request (with the reason)
-    before anything is deleted, or nothing is (503); then the outcome with the counts."""
+    all that is left of it. Deleted and audited as a user is (`_erase`), the request with the
+    reason; a turn of the conversation still running stores nothing of it afterwards."""
     context = request.app[CONTEXT]
     if confirm.strip() != conversation_id:
         raise BadRequest("the confirmation must repeat the conversation id exactly")
     reason = _reason(reason, "delete a conversation")
     await _existing_conversation(request, conversation_id)
-    action = "delete_conversation"
-    await _audit(request, action, conversation_id, {"outcome": "requested", "reason": reason})
-    try:
-        counts = await context.store.delete_conversation(conversation_id)
-    except StoreError:
-        await _audit_outcome(request, action, conversation_id, {"outcome": "failed_part_way"})
-        raise
-    await _audit_outcome(
-        request, action, conversation_id, {"outcome": "deleted", "deleted": counts}
+    erasing = functools.partial(context.recent_erasures.record, conversation_ids=[conversation_id])
+    return await _erase(
+        request,
+        "delete_conversation",
+        conversation_id,
+        {"reason": reason},
+        functools.partial(context.store.delete_conversation, conversation_id),
+        erasing,
     )
-    return counts
 
 
 async def _export_user(request: web.Request, reference: str, reason: str) -> web.StreamResponse:
@@ -1099,6 +1203,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
         conversations=total,
         unreadable=unreadable,
         error=None,
+        second_pass_minutes=_second_pass_minutes(request),
     )
 
 
@@ -1106,7 +1211,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
 async def delete_page(request: web.Request) -> web.StreamResponse:
     reference, confirm = _texts(await request.post(), "user", "confirm")
     try:
-        counts = await _delete_user(request, reference, confirm)
+        deletion = await _delete_user(request, reference, confirm)
     except BadRequest as exc:
         return _render(
             request,
@@ -1116,8 +1221,21 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             conversations=None,
             unreadable=0,
             error=str(exc),
+            second_pass_minutes=_second_pass_minutes(request),
         )
-    return _render(request, "deleted.html", reference=reference, counts=counts)
+    return _render(
+        request,
+        "deleted.html",
+        reference=reference,
+        counts=deletion.counts,
+        second_pass_due=deletion.second_pass_due,
+        second_pass_minutes=_second_pass_minutes(request),
+    )
+
+
+def _second_pass_minutes(request: web.Request) -> int:
+    passes = request.app[CONTEXT].second_passes
+    return 0 if passes is None else max(1, round(passes.delay_seconds / 60))
 
 
 @requires(Role.ADMIN)
@@ -1132,7 +1250,7 @@ async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
     conversation_id = request.match_info["id"]
     confirm, reason = _texts(await request.post(), "confirm", "reason")
     try:
-        counts = await _delete_conversation(request, conversation_id, confirm, reason)
+        deletion = await _delete_conversation(request, conversation_id, confirm, reason)
     except BadRequest as exc:
         summary, unreadable = await _existing_conversation(request, conversation_id)
         # The confirmation is checked first: when it matches, the reason was at fault.
@@ -1140,7 +1258,9 @@ async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
         return _render_conversation_confirm(
             request, conversation_id, summary, unreadable, 400, str(exc), invalid
         )
-    result = {"conversation": conversation_id, "counts": counts}
+    result: dict[str, Any] = {"conversation": conversation_id, "counts": deletion.counts}
+    if deletion.second_pass_due is not None:
+        result["secondPassDue"] = _iso(deletion.second_pass_due)
     token = request.app[CONTEXT].result_signer.sign(result, DELETED_SECONDS)
     return _redirect("/admin/?" + urlencode({DELETED_PARAM: token}))
 
@@ -1165,6 +1285,7 @@ def _render_conversation_confirm(
         summaryUnreadable=unreadable,
         error=error,
         invalid=invalid,
+        second_pass_minutes=_second_pass_minutes(request),
     )
 
 
@@ -1339,16 +1460,24 @@ async def api_reveal(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def api_delete_user(request: web.Request) -> web.StreamResponse:
-    counts = await _delete_user(request, *_texts(await _json_body(request), "user", "confirm"))
-    return web.json_response({"deleted": counts})
+    deletion = await _delete_user(request, *_texts(await _json_body(request), "user", "confirm"))
+    body: dict[str, Any] = {"deleted": deletion.counts}
+    if deletion.second_pass_due is not None:
+        # Not complete yet: a turn still running elsewhere may store its answer until then.
+        body["secondPassDue"] = _iso(deletion.second_pass_due)
+    return web.json_response(body)
 
 
 @requires(Role.ADMIN)
 async def api_delete_conversation(request: web.Request) -> web.StreamResponse:
     conversation_id = request.match_info["id"]
     confirm, reason = _texts(await _json_body(request), "confirm", "reason")
-    counts = await _delete_conversation(request, conversation_id, confirm, reason)
-    return web.json_response({"conversation": conversation_id, "deleted": counts})
+    deletion = await _delete_conversation(request, conversation_id, confirm, reason)
+    body: dict[str, Any] = {"conversation": conversation_id, "deleted": deletion.counts}
+    if deletion.second_pass_due is not None:
+        # Not complete yet: a turn still running elsewhere may store its answer until then.
+        body["secondPassDue"] = _iso(deletion.second_pass_due)
+    return web.json_response(body)
 
 
 @requires(Role.ADMIN)

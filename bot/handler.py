@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 # Set by `MessagesEndpoint.accept` on activities whose identity the app built itself.
 IDENTITY_FROM_SERVER = "_identityFromServer"
+# Set by `MessagesEndpoint.accept`: when the activity arrived (`time.monotonic()`).
+RECEIVED_AT = "_receivedAt"
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
 # How long a rating of a message not stored yet waits for the conversation's turn (Teams waits
 # 15 s for the invoke's answer).
@@ -141,6 +143,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             locale=activity_locale(activity, raw),
             has_attachments=_has_user_attachments(activity),
             shared=is_teams_shared(activity),
+            received_at=_received_at(raw),
         )
         if self._gate is not None:
             try:
@@ -384,6 +387,11 @@ def _card_action_error(message: str) -> InvokeResponse:
             value=Exception("BadRequest", message),
         ),
     )
+
+
+def _received_at(raw: dict[str, Any]) -> float | None:
+    value = raw.get(RECEIVED_AT)
+    return value if isinstance(value, float) else None
 
 
 def _has_user_attachments(activity: Activity) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +22,13 @@ from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeRespons
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
 from bot.connector import ConnectorClient
-from bot.handler import IDENTITY_FROM_SERVER, RAW_ACTIVITY_KEY, AssistantBot, conversation_key
+from bot.handler import (
+    IDENTITY_FROM_SERVER,
+    RAW_ACTIVITY_KEY,
+    RECEIVED_AT,
+    AssistantBot,
+    conversation_key,
+)
 from bot.peers import PeerLinks
 from bot.turns import ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
@@ -201,7 +208,13 @@ class MessagesEndpoint:
         """Run an activity that is already authenticated and validated (`validate_activity`):
         from `handle`, or from an in-process channel such as the built-in Direct Line, which
         builds `from` and the tenant itself (`identity_from_server`)."""
-        raw = {**raw, IDENTITY_FROM_SERVER: identity_from_server}
+        # When it arrived: a turn stores nothing of it after its user's erasure (storage.
+        # erasures), even one that waited in the queue while the erasure ran.
+        raw = {
+            **raw,
+            IDENTITY_FROM_SERVER: identity_from_server,
+            RECEIVED_AT: time.monotonic(),
+        }
         try:
             activity = activity_from_wire(raw)
         except Exception:  # msrest raises several types for malformed shapes

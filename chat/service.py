@@ -40,6 +40,7 @@ from chat.texts import all_texts, localize, wait_text
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
 from storage.base import MessageStore, StoreError, SummaryStore
+from storage.erasures import RecentErasures
 from storage.ids import message_id, safe_id
 from storage.models import (
     Message,
@@ -79,6 +80,9 @@ class TurnInput:
     # Several people write in this conversation (a Teams group chat or channel thread): its
     # summary belongs to the conversation, not to whoever happened to write first.
     shared: bool = False
+    # When the channel's activity arrived (`time.monotonic()`); None: when the turn starts.
+    # Nothing of a message that arrived before its user's erasure is stored after it.
+    received_at: float | None = None
 
     @property
     def summary_owner(self) -> str:
@@ -179,6 +183,10 @@ class TurnOutcome:
     store_ops: list[str] = field(default_factory=list)
     summary_written: bool = False
     settle: Callable[[int | None], Awaitable[None]] | None = field(default=None, repr=False)
+    # The user was erased after the turn's message arrived (storage.erasures): nothing of the
+    # turn is stored from then on. `was_erased` asks this process's record (no store read).
+    erased: bool = False
+    was_erased: Callable[[], bool] = field(default=lambda: False, repr=False)
 
 
 class _Interruptible:
@@ -262,6 +270,7 @@ class ChatService:
         guard: TurnGuard | None = None,
         telemetry: ChatTelemetry | None = None,
         turn_deadline_seconds: float | None = None,
+        erasures: RecentErasures | None = None,
     ) -> None:
         self._messages = messages
         self._summaries = summaries
@@ -279,6 +288,7 @@ class ChatService:
         self._guard = guard
         self._telemetry = telemetry or ChatTelemetry()
         self._deadline = turn_deadline_seconds
+        self._erasures = erasures
         self._in_progress: set[_Interruptible] = set()
         self._stopping = False
 
@@ -328,7 +338,7 @@ class ChatService:
     async def _handle(self, turn: TurnInput, channel: ReplyChannel, ref: str) -> TurnOutcome:
         loop = asyncio.get_running_loop()
         deadline_at = None if self._deadline is None else loop.time() + self._deadline
-        outcome = TurnOutcome(correlation_id=ref)
+        outcome = TurnOutcome(correlation_id=ref, was_erased=self._erasure_check(turn))
         conversation_id = safe_id(turn.conversation_key)
         # Blank or too long is judged on what would be stored and sent (the gate in dialogs/
         # applies the same two rules): the first line's indentation counts, or megabytes of it
@@ -376,9 +386,11 @@ class ChatService:
         # call); a window that does not end with the prompt yet gets it appended.
         history = asyncio.ensure_future(self._recent_history(conversation_id))
         try:
-            with self._telemetry.span("store.add_message", role="user"):
-                inserted = await self._messages.add_message(user_message)
-            outcome.store_ops.append("write:user_message")
+            inserted = True  # not stored, when the user was erased since it arrived
+            if self._stores(outcome):
+                with self._telemetry.span("store.add_message", role="user"):
+                    inserted = await self._messages.add_message(user_message)
+                outcome.store_ops.append("write:user_message")
         except BaseException as exc:
             if not isinstance(exc, StoreError):
                 history.cancel()  # cancelled, or a bug: nobody will read the window
@@ -455,8 +467,31 @@ class ChatService:
                 await self._write_summary(delta, outcome)
         return outcome
 
+    def _erasure_check(self, turn: TurnInput) -> Callable[[], bool]:
+        """Whether the turn's user or conversation has been erased since its message arrived."""
+        erasures = self._erasures
+        if erasures is None:
+            return lambda: False
+        since = erasures.now() if turn.received_at is None else turn.received_at
+        user_id, conversation_id = turn.user_id, safe_id(turn.conversation_key)
+        return lambda: erasures.erased_since(since, user_id, conversation_id)
+
+    def _stores(self, outcome: TurnOutcome) -> bool:
+        """Asked before each write of the turn: False once its user has been erased (an
+        admin deleted their data while the answer streamed, or while the message waited its
+        turn). The user still gets the answer; the erasure must not find it stored after."""
+        if not outcome.erased and outcome.was_erased():
+            outcome.erased = True
+            log.info(
+                "the user was erased during the turn: nothing more of it is stored",
+                extra={"ref": outcome.correlation_id, "event": "turn_erased"},
+            )
+        return not outcome.erased
+
     async def _write_summary(self, delta: SummaryDelta, outcome: TurnOutcome) -> None:
         outcome.summary_written = True
+        if not self._stores(outcome):
+            return
         try:
             with self._telemetry.span("store.apply_summary_delta"):
                 await self._summaries.apply_summary_delta(delta)
@@ -795,6 +830,8 @@ class ChatService:
             await summary
 
     async def _write_answer(self, answer: Message, outcome: TurnOutcome) -> None:
+        if not self._stores(outcome):
+            return
         try:
             await self._messages.add_message(answer)
             outcome.store_ops.append("write:assistant_message")
@@ -893,6 +930,8 @@ class ChatService:
 
     async def _store_prompt_status(self, prompt: Message, outcome: TurnOutcome) -> None:
         """The stored prompt gets the status the user was just told about (filtered, not sent)."""
+        if not self._stores(outcome):
+            return
         try:
             await self._messages.replace_message(prompt)
             outcome.store_ops.append("write:user_message_status")
@@ -1210,6 +1249,8 @@ class ChatService:
             withheld_text=outcome.streamed_text or None,
             correlation_id=ref,
         )
+        if not self._stores(outcome):
+            return
         try:
             await self._messages.add_message(record)
             outcome.store_ops.append("write:assistant_message")

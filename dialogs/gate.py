@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version, con
 from dialogs.guard import refusal_text
 from dialogs.state import DialogStates
 from storage.base import Store, StoreError
+from storage.erasures import RecentErasures
 from storage.ids import message_id, safe_id
 from storage.ratings import Ratings
 
@@ -52,9 +54,11 @@ class ConversationGate:
         refusals: RefusalLog,
         config: GateConfig,
         clock: Clock = utc_now,
+        erasures: RecentErasures | None = None,
     ) -> None:
         self._store = store
         self._quotas = quotas
+        self._erasures = erasures
         self._refusals = refusals
         self._access = config.access
         self._policy = config.usage_policy
@@ -184,6 +188,7 @@ class ConversationGate:
         # turn's locale (Teams may give it only in clientInfo) so its texts match the others'.
         context.activity.text = turn.text
         context.activity.locale = turn.locale
+        since = turn.received_at if turn.received_at is not None else time.monotonic()
         try:
             if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
                 # The channel sent the answer again (no 2xx in time, e.g. across a restart,
@@ -245,9 +250,19 @@ class ConversationGate:
             await self._asked_by.set(context, turn.activity_id)
             return None
         finally:
-            await self._states.save_changes(
-                context, owner=turn.user_id, conversation=safe_id(turn.conversation_key)
-            )
+            if not self._erased_since(turn, since):
+                await self._states.save_changes(
+                    context, owner=turn.user_id, conversation=safe_id(turn.conversation_key)
+                )
+
+    def _erased_since(self, turn: TurnInput, since: float) -> bool:
+        """The user or the conversation was erased after the message arrived (storage.
+        erasures): the dialog state read before is not written back, or it would bring a
+        consent record and a message waiting for it back."""
+        erasures = self._erasures
+        return erasures is not None and erasures.erased_since(
+            since, turn.user_id, safe_id(turn.conversation_key)
+        )
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:

@@ -121,7 +121,10 @@ async def test_an_admin_deletes_one_conversation_repeating_its_id_with_a_reason_
 
     assert done.status == 200
     deleted = {"conversations": 1, "messages": 2, "states": 0}
-    assert await done.json() == {"conversation": "conv-flagged", "deleted": deleted}
+    body = await done.json()
+    # Complete once a second pass has deleted what a turn still running stored after this.
+    assert body.pop("secondPassDue").endswith("Z")
+    assert body == {"conversation": "conv-flagged", "deleted": deleted}
     assert (await admin.get(f"{API}/conv-flagged")).status == 404
     assert await _ids(admin) == ["conv-plain", "conv-error", "conv-feedback"]
     # The same user's other conversation stays.
