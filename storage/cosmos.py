@@ -116,6 +116,7 @@ from storage.summaries import (
     UNLOWERED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     Erased,
+    answers_without_prompt,
     apply_delta,
     erased,
     matches,
@@ -1981,6 +1982,7 @@ class CosmosStore:
                     unchecked.add(conversation_id)
                 else:
                     written.append(message)
+            unchecked |= answers_without_prompt(written)
             # Messages there whose owner cannot be read either may be someone else's: left,
             # and counted for review.
             unattributed = await self._unattributed_messages(sorted(shared), op)

@@ -108,6 +108,7 @@ from storage.summaries import (
     UNLOWERED_UNREADABLE,
     UNREADABLE_SHARED_SUMMARIES,
     Erased,
+    answers_without_prompt,
     apply_delta,
     erased,
     matches,
@@ -1398,6 +1399,9 @@ class SqliteStore:
                         yield message
 
             prompts_in = prompts_by_conversation(written_in_shared())
+            unchecked |= answers_without_prompt(
+                m for found in in_shared.values() for m in found if m is not None
+            )
             # Messages there whose owner cannot be read either may be someone else's: left,
             # and counted for review (storage.summaries.UNATTRIBUTED_UNREADABLE_MESSAGE).
             unattributed = 0

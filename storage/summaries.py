@@ -126,6 +126,21 @@ def prompts_by_conversation(messages: Iterable[Message]) -> dict[str, list[str]]
     return found
 
 
+def answers_without_prompt(messages: Iterable[Message]) -> set[str]:
+    """The conversations where one of these messages (a user's, being erased) is an answer
+    whose prompt is not among them. The prompt went in an earlier pass of the erasure while
+    the answer was still being written (on another instance), and the turn's summary update
+    then titled the conversation with it if it had no title: so its title may be their words
+    though no prompt of theirs is left to show it (`title_to_clear`'s `unchecked`)."""
+    messages = list(messages)
+    prompts = {m.id for m in messages if m.role is Role.USER}
+    return {
+        m.conversation_id
+        for m in messages
+        if m.role is Role.ASSISTANT and m.reply_to_id and m.reply_to_id not in prompts
+    }
+
+
 def title_from(summary: ConversationSummary, prompts: Iterable[str]) -> bool:
     """Whether the summary's title is the start of one of these prompts. A title is the start of
     a conversation's first prompt, whoever wrote it; in a shared conversation (group chat,

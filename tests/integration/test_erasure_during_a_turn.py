@@ -254,3 +254,67 @@ async def test_a_second_pass_pending_at_shutdown_runs_early_and_says_so(
     assert [r["detail"]["outcome"] for r in records] == ["requested", "deleted", "completed"]
     assert records[2]["detail"]["cutShort"] is True
     assert records[2]["detail"]["deleted"]["conversations"] == 1
+
+
+GROUP = "19:erasure-group@thread.v2"
+
+
+def group_message(connector: RecordingConnector, user: str, text: str) -> Any:
+    return message_activity(
+        connector.url,
+        f"<at>Assistant</at> {text}",
+        channel_id="msteams",
+        conversation_id=GROUP,
+        conversation={"id": GROUP, "conversationType": "groupChat", "tenantId": "tenant-1"},
+        recipient={"id": "28:bot-app-id", "name": "Assistant"},
+        entities=[
+            {
+                "type": "mention",
+                "text": "<at>Assistant</at>",
+                "mentioned": {"id": "28:bot-app-id", "name": "Assistant"},
+            }
+        ],
+        channelData={"tenant": {"id": "tenant-1"}},
+        **{"from": {"id": f"29:{user}", "aadObjectId": user, "name": user}},
+    )
+
+
+async def test_a_shared_conversation_keeps_no_title_from_an_erased_authors_late_answer(
+    instance: Callable[..., Any], connector: RecordingConnector
+) -> None:
+    """In a group chat the erased author's late answer re-titles the conversation's summary with
+    their prompt (the first pass had cleared their title); the second pass clears it again."""
+    erasing = await instance(second_pass_seconds=20)
+    answering = await instance()
+    ada, grace = f"ada-{uuid.uuid4().hex[:6]}", f"grace-{uuid.uuid4().hex[:6]}"
+    await answering.post("/api/messages", json=group_message(connector, ada, "ada's question"))
+    await settle(answering)
+    await answering.post("/api/messages", json=group_message(connector, grace, "grace's"))
+    await settle(answering)
+    store = answering.server.app[STORE]
+    conversation = safe_id(f"msteams:{GROUP}")
+    summary = await store.find_summary(conversation)
+    assert summary is not None and summary.title == "ada's question"
+
+    calls = len(connector.calls)
+    # Group chats do not stream: the model's first token comes 2 s late instead.
+    late = group_message(connector, ada, "ada's secret plan [sim:slow]")
+    await answering.post("/api/messages", json=late)
+    deadline = time.monotonic() + 10
+    while len(connector.calls) == calls:  # "typing": the turn is under way
+        assert time.monotonic() < deadline, "the turn never started"
+        await asyncio.sleep(0.05)
+    await delete_user(erasing, ada)
+    await settle(answering, within=30)
+    summary = await store.find_summary(conversation)
+    assert summary is not None and summary.title == "ada's secret plan [sim:slow]"
+
+    deadline = time.monotonic() + 40
+    while len(records := await audit_of_deletion(erasing)) < 3:
+        assert time.monotonic() < deadline, records
+        await asyncio.sleep(0.5)
+    summary = await store.find_summary(conversation)
+    assert summary is not None and summary.title == ""
+    assert summary.message_count == 2, "grace's question and its answer"
+    messages = await store.conversation_messages(conversation)
+    assert {m.user_id for m in messages} == {grace}
