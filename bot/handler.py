@@ -19,7 +19,7 @@ from bot.feedback import (
     parse_feedback,
 )
 from bot.replies import reply_activity
-from bot.streaming import reply_channel_for
+from bot.streaming import OpenStreams, Stoppable, reply_channel_for
 from bot.teams import (
     BotProfile,
     activity_locale,
@@ -30,7 +30,13 @@ from bot.teams import (
     is_teams_shared,
     remove_bot_mentions,
 )
-from bot.webchat_shapes import FEEDBACK_EVENT, WEB_CHAT_CHANNELS, feedback_from_event
+from bot.webchat_shapes import (
+    FEEDBACK_EVENT,
+    STOP_EVENT,
+    WEB_CHAT_CHANNELS,
+    feedback_from_event,
+    stopped_stream_id,
+)
 from chat.service import SHUTDOWN_INTERRUPTED, ChatService, Reply, TurnInput
 from chat.telemetry import new_reference
 from chat.texts import localize
@@ -123,6 +129,8 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         self._turns_settled = turns_settled
         # Enterprise controls and commands (tenant/channel policy, /commands, consent, rate).
         self._gate = gate
+        # Web Chat streams open in this process, for the chat page's Stop (`stop_stream`).
+        self._streams = OpenStreams()
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity
@@ -156,7 +164,10 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             if gated is None:
                 return  # answered by the gate: a refusal, a command or the consent question
             turn = gated
-        channel = reply_channel_for(turn_context)
+        channel = reply_channel_for(
+            turn_context,
+            Stoppable(self._streams, turn.conversation_key, turn.user_id, turn.locale),
+        )
         try:
             outcome = await self._chat.handle(turn, channel)
         finally:
@@ -230,6 +241,21 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
                 await turn_context.send_activity(reply_activity(Reply(notice, is_notice=True)))
             except ConnectorError as exc:
                 log.warning("the channel refused a notice", extra={"status": exc.status})
+
+    def stop_stream(self, activity: Activity, raw: dict[str, Any]) -> bool:
+        """The chat page's Stop (an event on the user's own Direct Line conversation): ends the
+        named stream as Teams' Stop does, when it is still open and this user's. Answered at
+        once, outside the turn queue (the turn it stops is running there); never stored or
+        counted against a quota. Whether the activity was a Stop."""
+        if activity.name != STOP_EVENT or activity.channel_id not in WEB_CHAT_CHANNELS:
+            return False
+        stream_id = stopped_stream_id(raw.get("value"))
+        key = conversation_key(activity.channel_id, activity.conversation.id)
+        stopped = stream_id is not None and self._streams.stop(
+            key, user_key(activity, raw), stream_id
+        )
+        log.info("stop event", extra={"event": "stop_requested", "stopped": stopped})
+        return True
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         # botbuilder's ActivityHandler answers every invoke it does not know with 501.

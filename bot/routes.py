@@ -224,6 +224,8 @@ class MessagesEndpoint:
             return await self._invoke(activity, raw)
         if activity.type not in _QUEUED_TYPES:
             return web.Response(status=200)
+        if activity.type == ActivityTypes.event and self._bot.stop_stream(activity, raw):
+            return web.Response(status=200)  # not queued: the turn it stops runs there
 
         key = conversation_key(activity.channel_id, activity.conversation.id)
         dedupe = f"{key}|{activity.id}" if activity.id else None

@@ -11,6 +11,10 @@ so far, which the chat service stores as a partial answer; any other refused upd
 a typing indicator shows while the answer is written, and the final message goes out as a plain
 message.
 
+The chat page's Stop button posts an event naming its stream (`OpenStreams`); the stream's next
+update, or its final message, then ends it the same way, with a final message of what the user
+saw (Teams ends a stopped stream itself; Web Chat needs the final to show it as an answer).
+
 Teams ends a stream that lasts too long with an error, so a Teams stream has a time limit of our
 own, a little shorter: `time_left()` tells the chat service how long it may still run, and the
 service ends the stream in time with the text so far (see `ChatService`).
@@ -19,7 +23,10 @@ service ends the stream in time with the text so far (see `ChatService`).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from dataclasses import dataclass
+from typing import NoReturn
 
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
@@ -30,6 +37,7 @@ from bot.replies import MessageReplyChannel, reply_activity
 from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
 from chat.service import DeliveryFailed, Reply, StreamStopped
+from chat.texts import localize
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,51 @@ TEAMS_STREAM_TIME_LIMIT_SECONDS = 110.0
 STREAMING_CHANNELS = WEB_CHAT_CHANNELS
 
 
-def reply_channel_for(context: TurnContext) -> MessageReplyChannel | StreamingReplyChannel:
+@dataclass(frozen=True)
+class Stoppable:
+    """Where a Web Chat stream is listed while it is open, so that its user's Stop finds it."""
+
+    streams: OpenStreams
+    conversation_key: str
+    user_id: str
+    locale: str
+
+
+class OpenStreams:
+    """The Web Chat streams open in this process, at most one per conversation (its turns run
+    one at a time). A Stop counts only from the conversation's own user, for the stream still
+    open: one for an answer that already ended does nothing."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[str, StreamingReplyChannel]] = {}
+
+    def opened(self, key: str, user_id: str, channel: StreamingReplyChannel) -> None:
+        self._open[key] = (user_id, channel)
+
+    def closed(self, key: str, channel: StreamingReplyChannel) -> None:
+        if key in self._open and self._open[key][1] is channel:
+            del self._open[key]
+
+    def stop(self, key: str, user_id: str, stream_id: str) -> bool:
+        """Whether the stream was found and asked to stop."""
+        found = self._open.get(key)
+        if found is None:
+            return False
+        owner, channel = found
+        if not user_id or not secrets.compare_digest(owner.encode(), user_id.encode()):
+            return False
+        if channel.stream_id != stream_id:
+            return False
+        channel.request_stop()
+        return True
+
+
+def reply_channel_for(
+    context: TurnContext, stoppable: Stoppable | None = None
+) -> MessageReplyChannel | StreamingReplyChannel:
     """Teams streams only in 1:1 chats (its rule); group chats and channels get one message with
-    a typing indicator while waiting."""
+    a typing indicator while waiting. `stoppable`: where a Web Chat stream is listed for its
+    user's Stop."""
     activity = context.activity
     if is_teams(activity):
         if is_teams_personal(activity):
@@ -55,7 +105,7 @@ def reply_channel_for(context: TurnContext) -> MessageReplyChannel | StreamingRe
         return MessageReplyChannel(context)
     if activity.channel_id in STREAMING_CHANNELS:
         # Direct Line and Web Chat set no time limit on a stream: the model's deadline bounds it.
-        return StreamingReplyChannel(context)
+        return StreamingReplyChannel(context, stoppable=stoppable)
     return MessageReplyChannel(context)
 
 
@@ -65,9 +115,11 @@ class StreamingReplyChannel:
         context: TurnContext,
         min_interval: float = MIN_UPDATE_INTERVAL_SECONDS,
         time_limit: float | None = None,
+        stoppable: Stoppable | None = None,
     ) -> None:
         """`time_limit`: seconds a stream may stay open, counted from the informative update that
-        opened it (None: no limit)."""
+        opened it (None: no limit). `stoppable`: where the open stream is listed for the chat
+        page's Stop (Web Chat channels only)."""
         self._context = context
         self._min_interval = min_interval
         self._time_limit = time_limit
@@ -78,6 +130,8 @@ class StreamingReplyChannel:
         self._shown = ""
         # Web Chat reads the stream from channelData and wants its thumbs on the AI label.
         self._web_chat = context.activity.channel_id in WEB_CHAT_CHANNELS
+        self._stoppable = stoppable if self._web_chat else None
+        self._stop_requested = False
         # When the channel will not open a stream, the user waits for one plain message: a
         # typing indicator shows meanwhile, as on channels that do not stream.
         self._without_stream = MessageReplyChannel(context)
@@ -115,11 +169,16 @@ class StreamingReplyChannel:
         self._stream_id = response or None
         if self._stream_id is not None:
             self._opened_at = sent_at
+            if self._stoppable is not None:
+                stoppable = self._stoppable
+                stoppable.streams.opened(stoppable.conversation_key, stoppable.user_id, self)
         self._last_sent = time.monotonic()
 
     async def update(self, text_so_far: str) -> None:
         if self._stream_id is None:
             return  # the channel did not open a stream: the final message carries the text
+        if self._stop_requested:
+            await self._end_stopped()
         if time.monotonic() - self._last_sent < self._min_interval:
             return  # buffered: a later update (or the final message) carries this text
         self._sequence += 1
@@ -143,6 +202,11 @@ class StreamingReplyChannel:
 
     async def final(self, reply: Reply) -> str | None:
         await self._without_stream.close()
+        if self._stop_requested and not reply.is_notice:
+            # Stopped just before the final (Teams answers the final with 403 then). A notice
+            # still goes out: it replaces text that must not stay on screen (a filtered answer).
+            await self._end_stopped()
+        self._unlist()
         activity = reply_activity(reply)
         if self._stream_id is not None:
             activity.entities = [
@@ -161,7 +225,41 @@ class StreamingReplyChannel:
     async def close(self) -> None:
         """Stops the typing indicator of a stream the channel would not open; an open stream
         has nothing running between updates: it is driven by the model's output."""
+        self._unlist()
         await self._without_stream.close()
+
+    def request_stop(self) -> None:
+        """The chat page's Stop: the next update (or the final message) ends the stream."""
+        self._stop_requested = True
+
+    def _unlist(self) -> None:
+        if self._stoppable is not None:
+            self._stoppable.streams.closed(self._stoppable.conversation_key, self)
+
+    async def _end_stopped(self) -> NoReturn:
+        """Ends the stream as Teams' Stop does: the turn stores what the user saw as a partial
+        answer (StreamStopped). Web Chat needs a final message to show it as an answer: it has
+        the AI label but no thumbs (Teams shows none on a stopped answer, and the stored answer
+        names no message to rate), or, when nothing was shown yet, a short notice."""
+        self._unlist()
+        shown = self._shown
+        if shown:
+            activity = reply_activity(Reply(shown, ai_generated=True))
+            activity.channel_data = None  # no feedbackLoopEnabled: no thumbs
+        else:
+            locale = self._stoppable.locale if self._stoppable is not None else None
+            notice = localize("answer_stopped_before_text", locale)
+            activity = reply_activity(Reply(notice, is_notice=True))
+        activity.entities = [
+            StreamInfo("final", stream_id=self._stream_id),
+            *(activity.entities or []),
+        ]
+        log.info("the user stopped the stream", extra={"event": "stream_stopped_by_user"})
+        try:
+            await self._send(activity)
+        except (DeliveryFailed, StreamStopped):
+            log.info("the final message of a stopped stream was refused")
+        raise StreamStopped(shown)
 
     async def _send(self, activity: Activity) -> str:
         if self._web_chat:

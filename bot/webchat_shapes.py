@@ -15,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 FEEDBACK_EVENT = "webchat:activity-status/feedback"
+# The chat page's Stop button (webchat/static/page.js): an event naming the stream it stops in
+# `value.streamId`, as Teams' Stop ends a stream (bot/streaming.py `OpenStreams`).
+STOP_EVENT = "stopStreaming"
+MAX_STREAM_ID = 256
 SCHEMA_MESSAGE = "https://schema.org/Message"
 MAX_FEEDBACK_TEXT = 2000
 # Channels whose client is Web Chat.
@@ -74,4 +78,12 @@ def feedback_from_event(body: dict[str, Any]) -> tuple[str, str, str] | None:
         text = entity.get("description")
         text = text.strip()[:MAX_FEEDBACK_TEXT] if isinstance(text, str) else ""
         return rated, "like" if kind == "LikeAction" else "dislike", text
+    return None
+
+
+def stopped_stream_id(value: Any) -> str | None:
+    """The stream a Stop event names (its `value.streamId`); None when it names none."""
+    stream_id = value.get("streamId") if isinstance(value, dict) else None
+    if isinstance(stream_id, str) and 0 < len(stream_id) <= MAX_STREAM_ID:
+        return stream_id
     return None

@@ -30,7 +30,7 @@ from bot.routes import (
     json_error,
     validate_activity,
 )
-from bot.webchat_shapes import FEEDBACK_EVENT, feedback_from_event
+from bot.webchat_shapes import FEEDBACK_EVENT, STOP_EVENT, feedback_from_event, stopped_stream_id
 from config import Settings
 from webchat.activities import now_iso, public_copy
 from webchat.conversations import Conversation, ConversationRegistry, Participant
@@ -437,6 +437,11 @@ class BuiltinDirectLine:
             rating = feedback_from_event(body)
             if rating is not None:
                 raw["entities"] = [_rating_entity(*rating)]
+        if raw["type"] == "event" and raw["name"] == STOP_EVENT:
+            # The Stop button names the stream it stops; nothing else of the post is kept.
+            stream_id = stopped_stream_id(body.get("value"))
+            if stream_id is not None:
+                raw["value"] = {"streamId": stream_id}
         return raw
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
