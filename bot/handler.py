@@ -273,7 +273,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         key = conversation_key(activity.channel_id, activity.conversation.id)
         settled = self._turns_settled
         try:
-            await self._feedback.record(
+            rated = await self._feedback.record(
                 key,
                 submission,
                 (lambda: settled(key, FEEDBACK_WAIT_SECONDS)) if settled is not None else None,
@@ -282,6 +282,10 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             # Teams shows an error for anything but 200; the rating is lost either way.
             log.exception("storing feedback failed")
             return InvokeResponse(status=500, body={})
+        if rated is None and activity.channel_id in WEB_CHAT_CHANNELS:
+            # The answer is gone (its conversation or user deleted meanwhile): the chat page
+            # thanks only for a stored vote, so it must hear that this one was not.
+            return InvokeResponse(status=404, body={"error": "unknown message"})
         return InvokeResponse(status=200, body={})
 
     async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
