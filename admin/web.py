@@ -160,6 +160,13 @@ def show_bidi_controls(value: object) -> object:
     return value
 
 
+def _route(request: web.Request) -> str:
+    """What a log line names a request by: its route's template, never its path, which holds
+    conversation ids (a Teams conversation id can name its user)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
+
+
 def text_lang(text: object) -> str:
     """`ja` for a text with kana or kanji (a Japanese title on the English pages), else ''."""
     return "ja" if isinstance(text, str) and _KANA_OR_KANJI.search(text) else ""
@@ -306,7 +313,7 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
     except UnknownPseudonym:
         response = _problem(request, UNKNOWN_PSEUDONYM)
     except StoreError:
-        log.exception("admin: the store failed", extra={"path": request.path})
+        log.exception("admin: the store failed", extra={"route": _route(request)})
         response = _problem(
             request, AdminError(503, "store_unavailable", "The store is unavailable; try again.")
         )
@@ -322,7 +329,7 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
         log.error(
             "admin: unexpected error",
             extra={
-                "path": request.path,
+                "route": _route(request),
                 "error": type(exc).__name__,
                 "trace": "".join(traceback.format_tb(exc.__traceback__)),
             },
@@ -384,7 +391,7 @@ async def _principal(request: web.Request, context: AdminContext) -> Principal |
             )
         except StoreError as exc:
             # Fail closed: a session that may have been signed out is not let in.
-            log.warning("admin: a session could not be checked", extra={"path": request.path})
+            log.warning("admin: a session could not be checked", extra={"route": _route(request)})
             raise AdminError(
                 503,
                 "store_unavailable",
@@ -458,7 +465,7 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         principal = await _principal(request, context)
     except AuthError as exc:
-        log.info("admin: sign-in refused", extra={"reason": str(exc), "path": request.path})
+        log.info("admin: sign-in refused", extra={"reason": str(exc), "route": _route(request)})
         principal = None
     if principal is None or not principal.id:
         raise AdminError(401, "unauthenticated", "Sign in to use the admin review.")
