@@ -66,7 +66,7 @@ from controls.policy import (
     load_tenant_policies,
     load_usage_policy,
 )
-from controls.quotas import QuotaLimits, Quotas
+from controls.quotas import QuotaLimits, Quotas, user_scope
 from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
 from storage.base import Store, StoreError
@@ -155,12 +155,14 @@ def create_app(
         + TURN_NOTICE_GRACE_SECONDS
         + ERASURE_SECOND_PASS_MARGIN_SECONDS
     )
+    # A user's quota usage is exported and erased with the rest of their data.
     admin = create_admin_app(
         lambda: app[STORE],
         admin_settings,
         app[PSEUDONYMS],
         erasures=app[ERASURES],
         second_passes=app[SECOND_PASSES],
+        quota_scope=user_scope,
     )
     app.add_subapp("/admin/", admin)
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.

@@ -9,6 +9,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from storage.models import AuditRecord
+
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 CONVERSATION_COLUMNS = [
@@ -106,6 +108,28 @@ def message_row(conversation_id: str, message: dict[str, Any]) -> dict[str, Any]
         "completionTokens": usage.get("completion"),
         "feedbackReaction": feedback.get("reaction"),
         "feedbackText": feedback.get("text"),
+    }
+
+
+# What an audit record's detail says of the administrator who acted (their name, how they signed
+# in): left out of a person's data export, with the actor's id and address (`audit_entry`).
+_ACTOR_DETAIL = ("actorName", "via")
+
+
+def audit_entry(record: AuditRecord) -> dict[str, Any]:
+    """An audit record about a person as their data export holds it: when, what was done and
+    why (the reason given, the outcome and counts), and whether the app (`system`: a refusal) or
+    an administrator did it, but not which administrator nor from which address. Those are the
+    administrator's personal data, not the person's (on access to such logs, the Court of
+    Justice's Pankki S judgment, C-579/21); `id` finds the whole record in the audit log."""
+    doc = record.to_doc()
+    return {
+        "id": doc["id"],
+        "at": doc["at"],
+        "action": doc["action"],
+        "target": doc.get("target", ""),
+        "actor": "system" if record.actor == "system" else "administrator",
+        "detail": {k: v for k, v in doc.get("detail", {}).items() if k not in _ACTOR_DETAIL},
     }
 
 

@@ -134,6 +134,8 @@ class AdminContext:
     second_passes: SecondPasses | None = None
     # Sign-outs, kept in the store (admin/signouts.py).
     signouts: SignOuts = field(default_factory=SignOuts)
+    # The quota scope a stored user id is counted under (`create_admin_app`).
+    quota_scope: Callable[[str], str] | None = None
 
     @property
     def store(self) -> Store:
@@ -179,12 +181,16 @@ def create_admin_app(
     *,
     erasures: RecentErasures | None = None,
     second_passes: SecondPasses | None = None,
+    quota_scope: Callable[[str], str] | None = None,
 ) -> web.Application:
     """The store is opened in the parent's cleanup context, so it is read lazily per request.
     `pseudonyms` are the parent's (it records refusals under them too): one key, one source.
     `erasures` are the ones the parent's turns check; `second_passes` run each user's
     deletion again once turns that were running elsewhere have ended (admin/erasures.py);
-    the parent runs those still pending at its shutdown."""
+    the parent runs those still pending at its shutdown. `quota_scope` names the quota scope
+    of a stored user id (the parent's controls count usage under it, holding the id; this
+    package does not know their names): a user's data export holds its usage documents and
+    their deletion deletes them. Without it, neither."""
     app = web.Application(middlewares=[_errors_and_headers, _sign_in])
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -204,6 +210,7 @@ def create_admin_app(
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
         recent_erasures=erasures or RecentErasures(),
         second_passes=second_passes,
+        quota_scope=quota_scope,
     )
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
@@ -669,6 +676,19 @@ def _audited_as(context: AdminContext, user_id: str) -> str:
     return context.pseudonyms.pseudonym(stored_ids_of(user_id)[0])
 
 
+def _audit_targets(context: AdminContext, user_id: str) -> list[str]:
+    """How the audit log names one person: `_audited_as` (deletions, exports, reveals of their
+    pseudonym as shown) and the pseudonym of each id they are stored under (a refusal names the
+    id its turn had)."""
+    return [context.pseudonyms.pseudonym(stored_id) for stored_id in stored_ids_of(user_id)]
+
+
+def _usage_scopes(context: AdminContext, user_id: str) -> list[str]:
+    """The quota scopes one person's usage is counted under, one per id they are stored under."""
+    scope = context.quota_scope
+    return [] if scope is None else [scope(stored_id) for stored_id in stored_ids_of(user_id)]
+
+
 def _audited_filters(context: AdminContext, filters: Filters) -> dict[str, str]:
     """A list's filters as recorded: the user as `_audited_as` names them, not as typed (an id
     would stay in the audit log after the person's data is deleted)."""
@@ -700,6 +720,10 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> De
         counts: Counter[str] = Counter()
         for stored_id in stored_ids:
             counts.update(await context.store.delete_user(stored_id))
+        # Their quota usage (it holds their id): counted as `usage` when there was any.
+        usage = await context.store.delete_scopes(_usage_scopes(context, user_id))
+        if usage:
+            counts["usage"] += usage
         return dict(counts)
 
     target = _audited_as(context, user_id)
@@ -854,7 +878,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
     name = f"user-{uuid.uuid5(uuid.NAMESPACE_URL, target).hex[:12]}-{stamp}.json"
     download = _Download(request, name, "application/json")
     body = export.StreamedJson()
-    sent: dict[str, int] = dict.fromkeys(USER_DATA_KINDS, 0)
+    sent: dict[str, int] = dict.fromkeys((*USER_DATA_KINDS, "usage", "audit"), 0)
 
     async def write() -> None:
         download.add(
@@ -877,6 +901,24 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
                         await download.flush()
                         sent[kind] += len(page)
             download.add(body.close_list())
+        # Their quota usage of the last days, as the store counts it.
+        download.add(body.open_list("usage"))
+        for document in await context.store.scope_documents(_usage_scopes(context, user_id)):
+            download.add(body.item(document))
+            sent["usage"] += 1
+        download.add(body.close_list())
+        # What the audit log records about them (this export's request too).
+        download.add(body.open_list("audit"))
+        records = context.store.audit_records_about(
+            _audit_targets(context, user_id), EXPORT_PAGE_SIZE
+        )
+        async with contextlib.aclosing(records):
+            async for found in records:
+                for record in found:
+                    download.add(body.item(export.audit_entry(record)))
+                await download.flush()
+                sent["audit"] += len(found)
+        download.add(body.close_list())
         download.add(body.end())
         await download.flush()
 

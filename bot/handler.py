@@ -326,7 +326,11 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
                 return
             # The marker goes first: a failure below means no welcome rather than two.
             marker = {"welcomed_at": datetime.now(UTC).isoformat()}
-            await self._store.write_state(key, marker, None)
+            # A one-to-one chat's is its user's (exported and erased with them); a group chat's
+            # or team's is no one's. Each expires with the retention period: by then Teams no
+            # longer sends that install's update again.
+            owner = None if is_teams_shared(activity) else user_key(activity, raw) or None
+            await self._store.write_state(key, marker, None, owner=owner, expires=True)
         except StoreError:
             log.exception("the welcome marker could not be read or written")
             return

@@ -30,6 +30,7 @@ from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version, con
 from dialogs.guard import refusal_text
 from dialogs.state import DialogStates
 from storage.base import Store, StoreError
+from storage.botstate import EXPIRES_FROM_PROPERTY
 from storage.erasures import RecentErasures
 from storage.ids import message_id, safe_id
 from storage.ratings import Ratings
@@ -75,6 +76,9 @@ class ConversationGate:
         # The activity that last started the consent question here: sent again, it would be
         # taken as an answer that is not one (a "Please reply" prompt) or as a new message.
         self._asked_by = self._states.dialogs.create_property("consent_asked_by")
+        # When the question was asked: the message waiting for it expires counted from then
+        # (storage.botstate.EXPIRES_FROM_PROPERTY), however many messages find it still open.
+        self._asked_at = self._states.dialogs.create_property(EXPIRES_FROM_PROPERTY)
         self._dialogs = DialogSet(self._states.dialogs.create_property("dialog_state"))
         if config.usage_policy is not None:
             self._dialogs.add(
@@ -224,6 +228,10 @@ class ConversationGate:
                 await dialog_context.cancel_all_dialogs()
                 return turn
             if dialog_context.active_dialog is not None:
+                if await self._asked_at.get(context) is None:
+                    # Asked by an earlier release, which kept no time: counted from now, the
+                    # first time known (each later message would move it on otherwise).
+                    await self._asked_at.set(context, utc_now().isoformat())
                 result = await dialog_context.continue_dialog()
                 if result.status is not DialogTurnStatus.Complete:
                     return None
@@ -248,6 +256,8 @@ class ConversationGate:
                 CONSENT_DIALOG, {"pending": pending, "shared": turn.shared}
             )
             await self._asked_by.set(context, turn.activity_id)
+            # The store's clock, not the injected one: the expiry is counted on it.
+            await self._asked_at.set(context, utc_now().isoformat())
             return None
         finally:
             if not self._erased_since(turn, since):

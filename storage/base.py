@@ -6,7 +6,8 @@ may raise `StoreError` (or a subclass) when the backing service fails after its 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from storage.models import (
@@ -132,6 +133,19 @@ class CounterStore(Protocol):
         """The usage document (scope, day); zeros when there is none."""
         ...
 
+    async def scope_documents(self, scopes: Sequence[str]) -> list[dict[str, Any]]:
+        """Every unexpired counter and usage document of these scopes, as the same fields on
+        every store: `{"type": "usage", "scope", "day", "tokens", "minute", "requests"}` and
+        `{"type": "counter", "scope", "window", "total"}`; by scope, then day or window. The
+        caller names the scopes (a person's, in their data export): the store does not know
+        how controls name them. A few documents per scope (they expire within days)."""
+        ...
+
+    async def delete_scopes(self, scopes: Sequence[str]) -> int:
+        """Delete every counter and usage document of these scopes (a person's, in their
+        erasure: a user's scope holds their id); how many were deleted."""
+        ...
+
 
 class AuditStore(Protocol):
     async def append_audit(self, record: AuditRecord) -> None: ...
@@ -140,6 +154,16 @@ class AuditStore(Protocol):
         self, limit: int, continuation: str | None = None
     ) -> tuple[list[AuditRecord], str | None]:
         """Newest first."""
+        ...
+
+    def audit_records_about(
+        self, targets: Sequence[str], page_size: int
+    ) -> AsyncGenerator[list[AuditRecord], None]:
+        """The records whose `target` is one of `targets` (a person's pseudonyms, in their data
+        export: the caller names them), newest first as `list_audit`, in pages of at most
+        `page_size` (never an empty one), each read when the previous one has been taken. A
+        record that cannot be read is left out (and logged by its id). Cosmos DB: one query
+        across the `/day` partitions."""
         ...
 
 
@@ -159,6 +183,7 @@ class StateStore(Protocol):
         owner: str | None = None,
         conversation: str | None = None,
         expires: bool = False,
+        expires_from: datetime | None = None,
     ) -> str:
         """Write; with an etag other than "*" the write is conditional (ETagMismatch).
 
@@ -167,7 +192,9 @@ class StateStore(Protocol):
         messages are stored under) whose state it is (a dialog stack): it is deleted with that
         conversation (`UserDataStore.delete_conversation`). With `expires` the document expires
         with the retention period counted from this write, as messages do (when retention is
-        on)."""
+        on), or from `expires_from` when given (no later than this write): a message waiting
+        for consent is kept counted from when it was asked, however often its dialog state is
+        written again."""
         ...
 
     async def delete_state(self, keys: list[str]) -> None: ...
@@ -192,7 +219,8 @@ class UserDataStore(Protocol):
         - `feedback`: the feedback they gave on messages not among those (another person's
           answers in a shared conversation), each with its conversation and message id but not
           the message (`storage.ratings.given_feedback`), by conversation id, then seq;
-        - `states`: the state documents they own (consent, a message waiting for it), by key.
+        - `states`: the state documents they own (consent, a message waiting for it, the
+          welcome marker of their one-to-one Teams chat), by key.
         A stored summary or message that cannot be read is left out (and logged by its
         conversation's reference).
 
@@ -270,9 +298,9 @@ class Store(
 
 # The data operations of `Store` by whether they change anything (open, close and ping are
 # neither): the benchmark's operation counts and the tests' fault injection both use these.
-# `user_documents` and `conversation_message_pages` are not one call but iterators of reads (one
-# per page), so they are in neither: the benchmark's counting wrapper awaits each operation,
-# which an iterator cannot be.
+# `user_documents`, `conversation_message_pages` and `audit_records_about` are not one call but
+# iterators of reads (one per page), so they are in neither: the benchmark's counting wrapper
+# awaits each operation, which an iterator cannot be.
 READ_OPERATIONS = frozenset(
     {
         "get_message",
@@ -283,6 +311,7 @@ READ_OPERATIONS = frozenset(
         "list_summaries",
         "read_counter",
         "read_usage",
+        "scope_documents",
         "list_audit",
         "read_state",
         "count_user_conversations",
@@ -297,6 +326,7 @@ WRITE_OPERATIONS = frozenset(
         "apply_summary_delta",
         "add_to_counter",
         "add_usage",
+        "delete_scopes",
         "append_audit",
         "write_state",
         "delete_state",

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from botbuilder.core import Storage, StoreItem
@@ -27,6 +28,11 @@ OWNER_PROPERTY = "owner"
 # The state property that names the conversation whose state a document is (a dialog stack): it
 # is deleted with that conversation (storage.base.UserDataStore.delete_conversation).
 CONVERSATION_PROPERTY = "conversation"
+# The state property that holds when (ISO 8601) the retention of an expiring document counts from,
+# when not from its last write: a message waiting for consent expires counted from when it was
+# asked, not from the latest message that found the question still open
+# (storage.base.StateStore.write_state's `expires_from`).
+EXPIRES_FROM_PROPERTY = "expires_from"
 
 
 class BotStateStorage(Storage):  # type: ignore[misc]
@@ -65,6 +71,7 @@ class BotStateStorage(Storage):  # type: ignore[misc]
                 etag = change.get(_ETAG) if isinstance(change, dict) else None
             owner = document.get(OWNER_PROPERTY)
             conversation = document.get(CONVERSATION_PROPERTY)
+            expires_from = _time_or_none(document.get(EXPIRES_FROM_PROPERTY))
             await self._store.write_state(
                 safe_id(key),
                 document,
@@ -74,10 +81,21 @@ class BotStateStorage(Storage):  # type: ignore[misc]
                     conversation if isinstance(conversation, str) and conversation else None
                 ),
                 expires=self._expires,
+                expires_from=expires_from,
             )
 
     async def delete(self, keys: list[str]) -> None:
         await self._store.delete_state([safe_id(key) for key in keys])
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    """A stamp `datetime.isoformat` wrote; None for anything else (then the write counts)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 # --- owners of state stored before owners were recorded

@@ -38,10 +38,11 @@ from collections.abc import (
     Callable,
     Iterable,
     Mapping,
+    Sequence,
 )
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -1357,6 +1358,54 @@ class CosmosStore:
         doc = await self._read_or_none(container, item_id, scope, op)
         return self._usage_seen(item_id, doc) if doc is not None else UsageCounts()
 
+    async def scope_documents(self, scopes: Sequence[str]) -> list[dict[str, Any]]:
+        """One single-partition query per scope (the container is keyed by scope)."""
+        op = "scope_documents"
+        usage: list[dict[str, Any]] = []
+        counters: list[dict[str, Any]] = []
+        async with self._guard(op):
+            for scope in sorted(set(scopes)):
+                async for doc in self._query(
+                    self._container("usage"),
+                    op,
+                    "SELECT * FROM c WHERE c.scope = @scope",
+                    [{"name": "@scope", "value": scope}],
+                    partition_key=scope,
+                ):
+                    if "day" in doc:
+                        counts = {k: int(doc.get(k, 0)) for k in ("tokens", "minute", "requests")}
+                        usage.append({"type": "usage", "scope": scope, "day": doc["day"], **counts})
+                    elif "window" in doc:
+                        total = int(doc.get("total", 0))
+                        window = doc["window"]
+                        counters.append(
+                            {"type": "counter", "scope": scope, "window": window, "total": total}
+                        )
+        # As on SQLite: by scope, each scope's usage by day, then its counters by window.
+        return sorted(
+            usage + counters,
+            key=lambda d: (d["scope"], d["type"] != "usage", str(d.get("day", d.get("window")))),
+        )
+
+    async def delete_scopes(self, scopes: Sequence[str]) -> int:
+        op = "delete_scopes"
+        container = self._container("usage")
+        delete = self._deleter(op)
+        async with self._guard(op):
+            found = [
+                (str(item_id), scope)
+                for scope in sorted(set(scopes))
+                async for item_id in self._query(
+                    container,
+                    op,
+                    "SELECT VALUE c.id FROM c WHERE c.scope = @scope",
+                    [{"name": "@scope", "value": scope}],
+                    partition_key=scope,
+                )
+            ]
+            deleted = await asyncio.gather(*(delete(container, i, s) for i, s in found))
+        return sum(deleted)
+
     def _usage_seen(self, item_id: str, doc: Mapping[str, Any]) -> UsageCounts:
         """The counts of a usage document, remembering its minute for the next patch's choice
         (a hint only: a wrong one costs a read, never a wrong count)."""
@@ -1409,6 +1458,33 @@ class CosmosStore:
             token = encode_cursor(str(last["at"]), str(last["id"]))
         return records, token
 
+    def audit_records_about(
+        self, targets: Sequence[str], page_size: int
+    ) -> AsyncGenerator[list[AuditRecord], None]:
+        records = self._audit_records_about(list(dict.fromkeys(targets)), page_size)
+        return in_pages(records, page_size)
+
+    async def _audit_records_about(
+        self, targets: list[str], page_size: int
+    ) -> AsyncGenerator[AuditRecord, None]:
+        """One query across the `/day` partitions (a data export's, not the hot path), in the
+        audit page's order (its composite index); the SDK fetches a page at a time."""
+        op = "export_user"
+        if not targets:
+            return
+        async with self._guard(op):
+            async for doc in self._query(
+                self._container("audit"),
+                op,
+                "SELECT * FROM c WHERE ARRAY_CONTAINS(@targets, c.target)"
+                " ORDER BY c.at DESC, c.id DESC",
+                [{"name": "@targets", "value": targets}],
+                page_size=page_size,
+            ):
+                record = readable_audit_record(_clean(doc), str(doc["id"]))
+                if record is not None:
+                    yield record
+
     # --- bot state
 
     async def read_state(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
@@ -1436,6 +1512,7 @@ class CosmosStore:
         owner: str | None = None,
         conversation: str | None = None,
         expires: bool = False,
+        expires_from: datetime | None = None,
     ) -> str:
         op = "write_state"
         container = self._container("botstate")
@@ -1445,6 +1522,10 @@ class CosmosStore:
         if conversation:
             doc["conversation"] = conversation
         ttl = self._ttl() if expires else None
+        if ttl is not None and expires_from is not None:
+            # An item's ttl counts from its last write: what is left of the period since then.
+            elapsed = (datetime.now(UTC) - as_utc(expires_from)).total_seconds()
+            ttl = max(1, min(ttl, int(ttl - elapsed)))
         if ttl is not None:
             doc["ttl"] = ttl  # the container has TTL on (-1): items without one never expire
         async with self._guard(op):

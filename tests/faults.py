@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -46,7 +47,12 @@ T = TypeVar("T")
 
 # A failing ping is how readiness sees an outage. The paged readers are iterators of reads (not
 # in READ_OPERATIONS, which are single calls): each of their pages is one call here (`_pages`).
-READS = READ_OPERATIONS | {"ping", "user_documents", "conversation_message_pages"}
+READS = READ_OPERATIONS | {
+    "ping",
+    "user_documents",
+    "conversation_message_pages",
+    "audit_records_about",
+}
 
 
 class FaultKind(StrEnum):
@@ -307,6 +313,16 @@ class FaultyStore:
             "read_usage", (scope, day), lambda: self.inner.read_usage(scope, day)
         )
 
+    async def scope_documents(self, scopes: Sequence[str]) -> list[dict[str, Any]]:
+        return await self._call(
+            "scope_documents", (scopes,), lambda: self.inner.scope_documents(scopes)
+        )
+
+    async def delete_scopes(self, scopes: Sequence[str]) -> int:
+        return await self._call(
+            "delete_scopes", (scopes,), lambda: self.inner.delete_scopes(scopes)
+        )
+
     # --- audit
 
     async def append_audit(self, record: AuditRecord) -> None:
@@ -317,6 +333,13 @@ class FaultyStore:
     ) -> tuple[list[AuditRecord], str | None]:
         return await self._call(
             "list_audit", (limit, continuation), lambda: self.inner.list_audit(limit, continuation)
+        )
+
+    def audit_records_about(
+        self, targets: Sequence[str], page_size: int
+    ) -> AsyncGenerator[list[AuditRecord], None]:
+        return self._pages(
+            "audit_records_about", (targets,), self.inner.audit_records_about(targets, page_size)
         )
 
     # --- bot state
@@ -333,12 +356,19 @@ class FaultyStore:
         owner: str | None = None,
         conversation: str | None = None,
         expires: bool = False,
+        expires_from: datetime | None = None,
     ) -> str:
         return await self._call(
             "write_state",
             (key, document, etag),
             lambda: self.inner.write_state(
-                key, document, etag, owner=owner, conversation=conversation, expires=expires
+                key,
+                document,
+                etag,
+                owner=owner,
+                conversation=conversation,
+                expires=expires,
+                expires_from=expires_from,
             ),
         )
 

@@ -162,7 +162,7 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
     text = await response.text()
     exported = json.loads(text)
     # The same file as when it was built whole: its keys in that order, and the same text.
-    assert list(exported) == ["user", "exportedAt", "storedIds", *USER_DATA_KINDS]
+    assert list(exported) == ["user", "exportedAt", "storedIds", *USER_DATA_KINDS, "usage", "audit"]
     assert text == export.to_json(exported)
     assert exported["storedIds"] == [ALICE, DIRECT_LINE_ALICE]
     assert [c["id"] for c in exported["conversations"]] == CONVERSATIONS
@@ -186,6 +186,8 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
         "messages": 12,
         "feedback": 0,
         "states": 1,
+        "usage": 0,
+        "audit": 1,  # the request of this export
     }
     assert outcome["target"] == requested["target"]
     assert outcome["target"].startswith("p-")
@@ -221,7 +223,14 @@ async def test_a_store_failure_part_way_through_a_users_data_export_breaks_the_d
         "actorName": "Local admin",
         "via": "session",
         "outcome": "failed_part_way",
-        "sent": {"conversations": 4, "messages": 2, "feedback": 0, "states": 0},
+        "sent": {
+            "conversations": 4,
+            "messages": 2,
+            "feedback": 0,
+            "states": 0,
+            "usage": 0,
+            "audit": 0,
+        },
     }
     [logged] = [r for r in caplog.records if r.getMessage() == BROKEN_OFF]
     assert logged.levelno == logging.ERROR

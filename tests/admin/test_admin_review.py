@@ -662,6 +662,8 @@ async def test_a_users_data_export_is_audited_under_the_pseudonym_with_its_reaso
         "messages": 5,
         "feedback": 0,
         "states": 1,
+        "usage": 0,
+        "audit": 1,  # the request of this export
     }
     assert "alice@contoso.com" not in json.dumps(audit)
 

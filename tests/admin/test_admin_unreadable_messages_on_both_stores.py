@@ -199,6 +199,8 @@ async def test_a_users_export_leaves_out_a_message_that_cannot_be_read(
         "messages": 3,
         "feedback": 0,
         "states": 0,
+        "usage": 0,
+        "audit": 1,  # the request of this export
     }
     assert _logged(caplog, EXPORTED) == [conversation_ref("conv-flagged")]
     _nothing_private_logged(caplog, "conv-flagged", ALICE)
