@@ -221,7 +221,7 @@ param turnConcurrency int = 64
 @minValue(1)
 param turnDeadlineSeconds int = 120
 
-@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service may stop the container sooner (docs/deploy.md).')
+@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service waits at most 120 s after the stop signal and the app needs 20 more: above 100 the end of a stop is cut short (docs/deploy.md).')
 @minValue(0)
 param shutdownGraceSeconds int = 20
 

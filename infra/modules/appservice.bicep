@@ -184,7 +184,7 @@ param turnConcurrency int = 64
 @minValue(1)
 param turnDeadlineSeconds int = 120
 
-@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service may stop the container sooner (docs/deploy.md).')
+@description('SHUTDOWN_GRACE_SECONDS: on stop, time to finish queued turns, in whole seconds. App Service waits at most 120 s after the stop signal and the app needs 20 more: above 100 the end of a stop is cut short (docs/deploy.md).')
 @minValue(0)
 param shutdownGraceSeconds int = 20
 
@@ -262,10 +262,10 @@ var platformSettings = [
   {
     // How long App Service waits after the stop signal before it kills the app (5 s unset, at
     // most 120): the drain (SHUTDOWN_GRACE_SECONDS), the notices of the turns it cut short (5 s),
-    // then closing and the telemetry flush (5 s), with a margin. As long as the parent process
-    // of APP_WORKERS gives its workers before it kills them (app.py, Workers).
+    // then closing and the telemetry flush (5 s), and 5 s of margin beyond the 15 s the parent
+    // process of APP_WORKERS gives its workers before it kills them (app.py, Workers).
     name: 'WEBSITES_CONTAINER_STOP_TIME_LIMIT'
-    value: string(min(120, shutdownGraceSeconds + 15))
+    value: string(min(120, shutdownGraceSeconds + 20))
   }
 ]
 

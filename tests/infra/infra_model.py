@@ -1207,9 +1207,11 @@ def check_stop_time_limit(model: Mapping[str, Template], needed_margin: float) -
         problems.append(f"{name} is capped at {cap!r}, App Service's maximum is 120")
     if grace != Param("shutdownGraceSeconds"):
         problems.append(f"{name} does not follow shutdownGraceSeconds ({grace!r})")
-    if not isinstance(margin, int) or margin < needed_margin:
+    # More than the app needs: App Service's kill must not race the app's own last deadline.
+    if not isinstance(margin, int) or margin <= needed_margin:
         problems.append(
-            f"{name} gives {margin!r} s after the grace period, {needed_margin:g} needed"
+            f"{name} gives {margin!r} s after the grace period, more than "
+            f"{needed_margin:g} needed"
         )
     return problems
 

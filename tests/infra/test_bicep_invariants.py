@@ -222,9 +222,11 @@ def test_app_service_waits_for_the_drain_and_its_notices_before_killing_the_app(
             "    name: 'WEBSITES_CONTAINER_STOP_TIMELIMIT'\n",
             "is not set in every deployment variant",
         ),
-        ("shutdownGraceSeconds + 15))", "shutdownGraceSeconds + 5))", "after the grace period"),
+        ("shutdownGraceSeconds + 20))", "shutdownGraceSeconds + 5))", "after the grace period"),
+        # Exactly what the app needs: App Service's kill would race the app's last deadline.
+        ("shutdownGraceSeconds + 20))", "shutdownGraceSeconds + 15))", "after the grace period"),
         ("string(min(120, shutdownGraceSeconds", "string(min(300, shutdownGraceSeconds", "capped"),
-        ("string(min(120, shutdownGraceSeconds + 15))", "'35'", "expected string(min(120"),
+        ("string(min(120, shutdownGraceSeconds + 20))", "'40'", "expected string(min(120"),
     ],
 )
 def test_stop_time_limit_check_catches(
