@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from storage.base import Store
@@ -51,3 +53,26 @@ def message(
 
 def delta(conversation_id: str, user_id: str = "user-1", **kw: Any) -> SummaryDelta:
     return SummaryDelta(conversation_id=conversation_id, user_id=user_id, **kw)
+
+
+ERASED_SECRET = b"ERASEDWORDS-8d41f2"
+
+
+def files_holding_secret(database: Path) -> list[str]:
+    """Which of a SQLite database's files (the database, its write-ahead log) hold the bytes."""
+    found = []
+    for path in (database, database.with_name(database.name + "-wal")):
+        if path.exists() and ERASED_SECRET in path.read_bytes():
+            found.append(path.name)
+    return found
+
+
+async def files_holding_secret_after(database: Path, seconds: float = 5.0) -> list[str]:
+    """`files_holding_secret` once none hold it, or after `seconds` (the checkpoint thread
+    empties the log a moment after an erasure)."""
+    for _ in range(int(seconds * 10)):
+        found = files_holding_secret(database)
+        if not found:
+            return []
+        await asyncio.sleep(0.1)
+    return files_holding_secret(database)

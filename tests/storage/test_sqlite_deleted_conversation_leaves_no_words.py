@@ -8,11 +8,14 @@ import asyncio
 from pathlib import Path
 
 from storage.sqlite import SqliteStore
-from tests.storage.support import delta, message
-from tests.storage.test_sqlite_erased_words_leave_the_files import (
-    SECRET,
-    _eventually_clean,
-    _holds_secret,
+from tests.storage.support import (
+    ERASED_SECRET as SECRET,
+)
+from tests.storage.support import (
+    delta,
+    files_holding_secret,
+    files_holding_secret_after,
+    message,
 )
 
 
@@ -33,14 +36,14 @@ async def test_a_deleted_conversations_words_leave_the_files_and_the_window_memo
         assert len(await store.recent_messages("c-pasted", 40)) == 3
         assert len(await store.recent_messages("c-kept", 40)) == 19
         await asyncio.sleep(0.5)  # checkpoints copied the words into the database file
-        assert _holds_secret(database)
+        assert files_holding_secret(database)
 
         await store.delete_conversation("c-pasted")
 
         remembered = store._window_messages._by_text.values()
         assert not [m for m in remembered if m.conversation_id == "c-pasted"]
         assert [m for m in remembered if m.conversation_id == "c-kept"]
-        assert await _eventually_clean(database) == []
+        assert await files_holding_secret_after(database) == []
         assert len(await store.recent_messages("c-kept", 40)) == 19
     finally:
         await store.close()

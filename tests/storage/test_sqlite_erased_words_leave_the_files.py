@@ -8,26 +8,15 @@ import asyncio
 from pathlib import Path
 
 from storage.sqlite import SqliteStore
-from tests.storage.support import delta, message
+from tests.storage.support import (
+    ERASED_SECRET,
+    delta,
+    files_holding_secret,
+    files_holding_secret_after,
+    message,
+)
 
-SECRET = b"ERASEDWORDS-8d41f2"
-
-
-def _holds_secret(database: Path) -> list[str]:
-    found = []
-    for path in (database, database.with_name(database.name + "-wal")):
-        if path.exists() and SECRET in path.read_bytes():
-            found.append(path.name)
-    return found
-
-
-async def _eventually_clean(database: Path) -> list[str]:
-    for _ in range(50):
-        found = _holds_secret(database)
-        if not found:
-            return []
-        await asyncio.sleep(0.1)
-    return found
+SECRET = ERASED_SECRET
 
 
 async def test_a_deleted_users_words_are_gone_from_the_database_file_and_its_log(
@@ -45,11 +34,11 @@ async def test_a_deleted_users_words_are_gone_from_the_database_file_and_its_log
         for seq in range(1, 20):
             await store.add_message(message("c-kept", seq, user_id="kept"))
         await asyncio.sleep(0.5)  # checkpoints copied the secret into the database file
-        assert _holds_secret(database)
+        assert files_holding_secret(database)
 
         await store.delete_user("erased")
 
-        assert await _eventually_clean(database) == []
+        assert await files_holding_secret_after(database) == []
         assert len(await store.recent_messages("c-kept", 40)) == 19
     finally:
         await store.close()
@@ -62,7 +51,7 @@ async def test_a_retention_purge_empties_the_log_of_what_it_removed(tmp_path: Pa
     try:
         await store.add_message(message("c-old", 1, user_id="old", text=SECRET.decode()))
         await asyncio.sleep(0.5)
-        assert _holds_secret(database)
+        assert files_holding_secret(database)
 
         def expire(db):  # type: ignore[no-untyped-def]
             db.execute("UPDATE messages SET expires_at = 1")
@@ -70,6 +59,6 @@ async def test_a_retention_purge_empties_the_log_of_what_it_removed(tmp_path: Pa
         await store._run(expire)
         assert await store.purge_expired() == 1
 
-        assert await _eventually_clean(database) == []
+        assert await files_holding_secret_after(database) == []
     finally:
         await store.close()
