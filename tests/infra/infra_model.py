@@ -1210,8 +1210,7 @@ def check_stop_time_limit(model: Mapping[str, Template], needed_margin: float) -
     # More than the app needs: App Service's kill must not race the app's own last deadline.
     if not isinstance(margin, int) or margin <= needed_margin:
         problems.append(
-            f"{name} gives {margin!r} s after the grace period, more than "
-            f"{needed_margin:g} needed"
+            f"{name} gives {margin!r} s after the grace period, more than {needed_margin:g} needed"
         )
     return problems
 
