@@ -21,6 +21,7 @@ from config import Settings
 from simulator import SimulatorConfig, run_simulator
 from storage.ids import safe_id
 from tests.admin.helpers import appservice_header
+from tests.integration.test_shared_conversations import GROUP, group_message
 from tests.stores import export_user
 from tests.support import RecordingConnector, message_activity, settle
 
@@ -256,29 +257,6 @@ async def test_a_second_pass_pending_at_shutdown_runs_early_and_says_so(
     assert records[2]["detail"]["deleted"]["conversations"] == 1
 
 
-GROUP = "19:erasure-group@thread.v2"
-
-
-def group_message(connector: RecordingConnector, user: str, text: str) -> Any:
-    return message_activity(
-        connector.url,
-        f"<at>Assistant</at> {text}",
-        channel_id="msteams",
-        conversation_id=GROUP,
-        conversation={"id": GROUP, "conversationType": "groupChat", "tenantId": "tenant-1"},
-        recipient={"id": "28:bot-app-id", "name": "Assistant"},
-        entities=[
-            {
-                "type": "mention",
-                "text": "<at>Assistant</at>",
-                "mentioned": {"id": "28:bot-app-id", "name": "Assistant"},
-            }
-        ],
-        channelData={"tenant": {"id": "tenant-1"}},
-        **{"from": {"id": f"29:{user}", "aadObjectId": user, "name": user}},
-    )
-
-
 async def test_a_shared_conversation_keeps_no_title_from_an_erased_authors_late_answer(
     instance: Callable[..., Any], connector: RecordingConnector
 ) -> None:
@@ -304,7 +282,7 @@ async def test_a_shared_conversation_keeps_no_title_from_an_erased_authors_late_
     while len(connector.calls) == calls:  # "typing": the turn is under way
         assert time.monotonic() < deadline, "the turn never started"
         await asyncio.sleep(0.05)
-    await delete_user(erasing, ada)
+    await delete_user(erasing, f"aad-{ada}")  # group_message's object id
     await settle(answering, within=30)
     summary = await store.find_summary(conversation)
     assert summary is not None and summary.title == "ada's secret plan [sim:slow]"
@@ -317,4 +295,4 @@ async def test_a_shared_conversation_keeps_no_title_from_an_erased_authors_late_
     assert summary is not None and summary.title == ""
     assert summary.message_count == 2, "grace's question and its answer"
     messages = await store.conversation_messages(conversation)
-    assert {m.user_id for m in messages} == {grace}
+    assert {m.user_id for m in messages} == {f"aad-{grace}"}
