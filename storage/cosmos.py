@@ -1689,15 +1689,7 @@ class CosmosStore:
         async with self._guard(op):
             owned = await self._owned_conversations(user_id, op)
             # By the document's userId field, which may be readable when the rest is not.
-            written = {
-                str(conversation_id)
-                async for conversation_id in self._query(
-                    messages,
-                    op,
-                    "SELECT VALUE c.conversationId FROM c WHERE c.userId = @uid",
-                    [{"name": "@uid", "value": user_id}],
-                )
-            }
+            written = await self._conversations_where("c.userId", user_id, op)
             for conversation_id in sorted(owned | written):
                 query = "SELECT * FROM c WHERE c.conversationId = @cid"
                 parameters = [{"name": "@cid", "value": conversation_id}]
@@ -1742,6 +1734,19 @@ class CosmosStore:
             )
         }
 
+    async def _conversations_where(self, field: str, user_id: str, op: str) -> set[str]:
+        """The conversations holding a message whose `field` is `user_id` (one cross-partition
+        query on the messages container)."""
+        return {
+            str(conversation_id)
+            async for conversation_id in self._query(
+                self._container("messages"),
+                op,
+                f"SELECT VALUE c.conversationId FROM c WHERE {field} = @uid",  # noqa: S608
+                [{"name": "@uid", "value": user_id}],
+            )
+        }
+
     async def _exported_feedback(
         self, user_id: str, page_size: int
     ) -> AsyncGenerator[dict[str, Any], None]:
@@ -1753,15 +1758,7 @@ class CosmosStore:
         messages = self._container("messages")
         async with self._guard(op):
             owned = await self._owned_conversations(user_id, op)
-            rated = {
-                str(conversation_id)
-                async for conversation_id in self._query(
-                    messages,
-                    op,
-                    "SELECT VALUE c.conversationId FROM c WHERE c.feedback.userId = @uid",
-                    [{"name": "@uid", "value": user_id}],
-                )
-            }
+            rated = await self._conversations_where("c.feedback.userId", user_id, op)
             for conversation_id in sorted(rated - owned):
                 async for doc in self._query(
                     messages,
