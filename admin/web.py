@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import aiohttp
 import jinja2
@@ -78,9 +78,26 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "admin_session"
 FLOW_COOKIE = "admin_oidc_flow"
+# Local mode: the page a browser without a session asked for, signed, for the one-time link
+# (which is the same for everyone, so it cannot carry it) to return that browser to.
+RETURN_COOKIE = "admin_return"
 COOKIE_PATH = "/admin/"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
+# Where a sign-in may return to (`_return_target`): pages, read with GET. A list's filters and
+# continuation token fit well within this; a longer address returns to the list instead.
+RETURN_ROUTES = frozenset(
+    {"list", "transcript", "delete_conversation_confirm", "delete_confirm", "audit"}
+)
+RETURN_MAX_CHARS = 2048
+_NOT_RETURN_TARGETS = (
+    "/admin/api/",
+    "/admin/login",
+    "/admin/auth/",
+    "/admin/logout",
+    "/admin/static/",
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 EXPORT_MAX_CONVERSATIONS = 5000
 # The list page's parameter that carries a deletion's result (signed, for DELETED_SECONDS): the
 # deletion redirects there, so reloading the page does not post it again.
@@ -125,6 +142,8 @@ class AdminContext:
     flow_signer: Signer
     # Signs the result of a deletion for the page it redirects to (`DELETED_PARAM`).
     result_signer: Signer
+    # Signs the page a sign-in returns to (`RETURN_COOKIE`).
+    return_signer: Signer
     local: LocalSignIn | None = None
     oidc: OidcClient | None = None
     http: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -207,6 +226,7 @@ def create_admin_app(
         pseudonyms=pseudonyms,
         flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
         result_signer=Signer(settings.session_secret, "admin-result"),
+        return_signer=Signer(settings.session_secret, "admin-return"),
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
         recent_erasures=erasures or RecentErasures(),
         second_passes=second_passes,
@@ -359,18 +379,45 @@ def _problem(request: web.Request, error: AdminError) -> web.Response:
     return _render(request, "error.html", status=error.status, error=error)
 
 
-def _signin_page(request: web.Request, failed: bool) -> web.Response:
+def _signin_page(request: web.Request, failed: bool, target: str | None = None) -> web.Response:
     """The sign-in page, in every mode. In local mode, opening it without a session writes a
     fresh link to the log (at most one a minute), and `link` says so: the start-up link may
-    have expired, been used, or scrolled out of reach."""
+    have expired, been used, or scrolled out of reach.
+
+    The sign-in returns to the page asked for (`target`, else this request's page): its buttons
+    carry it (to our OIDC flow, which keeps it in its signed cookie; to App Service's login,
+    which checks it itself); in local mode a signed cookie keeps it for the logged link."""
     context = request.app[CONTEXT]
+    target = target or _requested_page(request)
     link = ""
     if context.local is not None:
         state = context.local.renew()
         if state is LinkState.WRITTEN:
             _write_local_link(context)
         link = state.value
-    return _render(request, "signin.html", status=401, failed=failed, link=link)
+    back = target or "/admin/"
+    response = _render(
+        request,
+        "signin.html",
+        status=401,
+        failed=failed,
+        link=link,
+        oidc_href="/admin/login?" + urlencode({"next": back}, safe="/"),
+        appservice_href="/.auth/login/aad?"
+        + urlencode({"post_login_redirect_uri": back}, safe="/"),
+    )
+    if context.local is not None and target is not None:
+        response.set_cookie(
+            RETURN_COOKIE,
+            context.return_signer.sign({"next": target}, LOCAL_LINK_TTL_SECONDS),
+            max_age=LOCAL_LINK_TTL_SECONDS,
+            path=COOKIE_PATH,
+            httponly=True,
+            secure=_cookie_secure(request),
+            # Lax: the logged link may be opened from another site (the portal's log stream).
+            samesite="Lax",
+        )
+    return response
 
 
 async def _principal(request: web.Request, context: AdminContext) -> Principal | None:
@@ -1058,10 +1105,38 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/admin/") and not value.startswith("//"):
-        return value
-    return "/admin/"
+def _return_target(value: object) -> str | None:
+    """`value` if it may be where a sign-in returns to, else None: a path of this origin under
+    /admin/ (with its query), as a browser sends it. It comes from a request (its own path, a
+    `next` parameter) and goes into a Location header, so everything that could make it another
+    site's (`//host`, `/\\host`, `https:`), leave /admin/ (`..`, even encoded: browsers decode
+    `%2e`), or split a header (control characters) is refused, encoded or not. Not the sign-in
+    routes themselves (a loop), nor the API, which answers scripts with 401 and no redirect."""
+    if not isinstance(value, str) or not value or len(value) > RETURN_MAX_CHARS:
+        return None
+    # What a browser sends is printable ASCII: no controls, spaces or raw non-ASCII. `#` never
+    # reaches a server, and a backslash is a slash to a browser.
+    if not all("!" <= c <= "~" for c in value) or "\\" in value or "#" in value:
+        return None
+    raw_path, _, query = value.partition("?")
+    path = unquote(raw_path)
+    if not raw_path.startswith("/admin/") or not path.startswith("/admin/"):
+        return None
+    if "//" in path or "\\" in path or {".", ".."} & set(path.split("/")):
+        return None
+    if _CONTROL.search(path) or _CONTROL.search(unquote(query)):
+        return None
+    if path.lower().startswith(_NOT_RETURN_TARGETS):
+        return None
+    return value
+
+
+def _requested_page(request: web.Request) -> str | None:
+    """The page this request asked for, if a sign-in should return to it: a GET of a page
+    (never the API, a form post, or the sign-in routes)."""
+    if request.method != "GET" or request.match_info.route.name not in RETURN_ROUTES:
+        return None
+    return _return_target(request.raw_path)
 
 
 def _base_url(request: web.Request) -> str:
@@ -1107,8 +1182,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         if context.local is None or not context.local.redeem(token):
             log.warning("admin: a local sign-in link was refused", extra={"ip": request.remote})
             return _signin_page(request, failed=True)
-        response = _redirect("/admin/")
+        response = _redirect(_local_return(request))
         _set_session(request, response, "local-admin", "Local admin", frozenset({Role.ADMIN}))
+        if RETURN_COOKIE in request.cookies:
+            response.del_cookie(RETURN_COOKIE, path=COOKIE_PATH)
         startup_log.info("admin: local admin signed in")
         return response
     if mode is AuthMode.OIDC and context.oidc is not None:
@@ -1126,7 +1203,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                     "state": flow.state,
                     "nonce": flow.nonce,
                     "verifier": flow.verifier,
-                    "next": _safe_next(request.query.get("next")),
+                    "next": _return_target(request.query.get("next")) or "/admin/",
                 },
                 600,
             ),
@@ -1139,13 +1216,23 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     # App Service Authentication signs people in before the request reaches us.
-    return _signin_page(request, failed=False)
+    return _signin_page(request, failed=False, target=_return_target(request.query.get("next")))
+
+
+def _local_return(request: web.Request) -> str:
+    """Where the local link returns this browser to: the page it asked for without a session
+    (`RETURN_COOKIE`), checked again, else the list."""
+    with contextlib.suppress(AuthError):  # none, forged, mangled or expired: the list
+        signed = request.app[CONTEXT].return_signer.unsign(request.cookies.get(RETURN_COOKIE, ""))
+        return _return_target(signed.get("next")) or "/admin/"
+    return "/admin/"
 
 
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     if context.oidc is None:
         raise AdminError(404, "not_found", "Not found.")
+    flow: dict[str, Any] = {}
     try:
         flow = context.flow_signer.unsign(request.cookies.get(FLOW_COOKIE, ""))
         state = request.query.get("state", "")
@@ -1161,9 +1248,10 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
         )
     except (AuthError, KeyError) as exc:
         log.info("admin: OpenID sign-in failed", extra={"reason": str(exc)})
-        return _signin_page(request, failed=True)
+        # Trying again still leads to the page first asked for.
+        return _signin_page(request, failed=True, target=_return_target(flow.get("next")))
     principal = _principal_from_claims(claims, via="session")
-    response = _redirect(_safe_next(str(flow.get("next"))))
+    response = _redirect(_return_target(flow.get("next")) or "/admin/")
     _set_session(request, response, principal.id, principal.name, principal.roles)
     response.del_cookie(FLOW_COOKIE, path=COOKIE_PATH)
     return response
