@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
@@ -60,6 +61,24 @@ def consent_answer(text: str | None) -> bool | None:
 
 def accepted_version(record: Any) -> str | None:
     return str(record.get("version")) if isinstance(record, dict) else None
+
+
+def stands_over(ours: Any, theirs: Any) -> bool:
+    """Whether acceptance record `ours` stands over `theirs`, both written at once (two turns
+    on two instances): an acceptance over none, so consent is never undone; else the later."""
+    if accepted_version(theirs) is None:
+        return True
+    if accepted_version(ours) is None:
+        return False
+    return _accepted_at(ours) >= _accepted_at(theirs)
+
+
+def _accepted_at(record: dict[str, Any]) -> datetime:
+    try:
+        at = datetime.fromisoformat(str(record.get("accepted_at")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class ConsentDialog(ComponentDialog):  # type: ignore[misc]

@@ -26,9 +26,15 @@ from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
 from controls.quotas import REDELIVERED, Quotas, tenant_scope
 from dialogs.commands import Commands, parse_command
-from dialogs.consent import CONSENT_DIALOG, ConsentDialog, accepted_version, consent_answer
+from dialogs.consent import (
+    CONSENT_DIALOG,
+    ConsentDialog,
+    accepted_version,
+    consent_answer,
+    stands_over,
+)
 from dialogs.guard import refusal_text
-from dialogs.state import DialogStates
+from dialogs.state import DialogStates, StateRace
 from storage.base import Store, StoreError
 from storage.botstate import EXPIRES_FROM_PROPERTY
 from storage.erasures import RecentErasures
@@ -36,6 +42,14 @@ from storage.ids import message_id, safe_id
 from storage.ratings import Ratings
 
 log = logging.getLogger(__name__)
+
+# The state properties of the consent step (user state, dialog state).
+_ACCEPTANCE = "usage_policy"
+_DIALOG_STATE = "dialog_state"
+_ASKED_BY = "consent_asked_by"
+# What a turn changes together when it asks the question (or keeps it open): when two turns
+# changed the dialog at once, these follow the turn whose dialog stands (`_merge_dialogs`).
+_QUESTION = (_DIALOG_STATE, _ASKED_BY, EXPIRES_FROM_PROPERTY)
 
 
 @dataclass(frozen=True)
@@ -68,18 +82,18 @@ class ConversationGate:
         # `/feedback`, so that a conversation's rating changes are counted one at a time.
         self.ratings = Ratings(store, store)
         self._commands = Commands(store, quotas, self.ratings)
-        self._states = DialogStates(store)
-        self._acceptance = self._states.user.create_property("usage_policy")
+        self._states = DialogStates(store, merge_user=_merge_user, merge_dialogs=_merge_dialogs)
+        self._acceptance = self._states.user.create_property(_ACCEPTANCE)
         # The activity that last answered the consent question in this conversation (see
         # `_consent`). Kept in the dialog state, written anyway when the question ends.
         self._answered_by = self._states.dialogs.create_property("consent_answered_by")
         # The activity that last started the consent question here: sent again, it would be
         # taken as an answer that is not one (a "Please reply" prompt) or as a new message.
-        self._asked_by = self._states.dialogs.create_property("consent_asked_by")
+        self._asked_by = self._states.dialogs.create_property(_ASKED_BY)
         # When the question was asked: the message waiting for it expires counted from then
         # (storage.botstate.EXPIRES_FROM_PROPERTY), however many messages find it still open.
         self._asked_at = self._states.dialogs.create_property(EXPIRES_FROM_PROPERTY)
-        self._dialogs = DialogSet(self._states.dialogs.create_property("dialog_state"))
+        self._dialogs = DialogSet(self._states.dialogs.create_property(_DIALOG_STATE))
         if config.usage_policy is not None:
             self._dialogs.add(
                 ConsentDialog(
@@ -262,7 +276,10 @@ class ConversationGate:
         finally:
             if not self._erased_since(turn, since):
                 await self._states.save_changes(
-                    context, owner=turn.user_id, conversation=safe_id(turn.conversation_key)
+                    context,
+                    owner=turn.user_id,
+                    conversation=safe_id(turn.conversation_key),
+                    still_wanted=lambda: not self._erased_since(turn, since),
                 )
 
     def _erased_since(self, turn: TurnInput, since: float) -> bool:
@@ -273,6 +290,24 @@ class ConversationGate:
         return erasures is not None and erasures.erased_since(
             since, turn.user_id, safe_id(turn.conversation_key)
         )
+
+
+def _merge_user(race: StateRace) -> dict[str, Any]:
+    """User state written by two turns at once (the same user's on two instances): consent
+    given stays given; two acceptances at once keep the later."""
+    return race.merged(
+        lambda name: name != _ACCEPTANCE or stands_over(race.ours.get(name), race.theirs.get(name))
+    )
+
+
+def _merge_dialogs(race: StateRace) -> dict[str, Any]:
+    """A conversation's dialog state written by two turns at once (its user's messages on two
+    instances). Where both changed the dialog, the turn that closed the question (answered it,
+    or found consent given elsewhere) stands: the other only asked it again, or kept it open,
+    from the state it had read. Otherwise the other turn's dialog stands (it may hold a message
+    waiting for the answer); this turn's markers and stamps are applied as they are."""
+    ours_closed = not getattr(race.ours.get(_DIALOG_STATE), "dialog_stack", None)
+    return race.merged(lambda name: name not in _QUESTION or ours_closed)
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:

@@ -10,16 +10,23 @@ code).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from botbuilder.core import PrivateConversationState, Storage, TurnContext, UserState
+from botbuilder.core import BotState, PrivateConversationState, Storage, TurnContext, UserState
 from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
 from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
 
-from storage.base import StateStore
+from storage.base import ETagMismatch, StateStore
 from storage.botstate import CONVERSATION_PROPERTY, OWNER_PROPERTY, BotStateStorage
 
+log = logging.getLogger(__name__)
 _ETAG = "e_tag"
+# A write that lost the ETag race (another instance or worker wrote the document after this turn
+# read it) is merged and written again, up to this many times in a row; then it is a failure.
+_RACES = 4
 # What `DialogStates.save_changes` stamps on a document: alone, they are not worth a write.
 _STAMPS = (OWNER_PROPERTY, CONVERSATION_PROPERTY)
 # Tags that name a class (checked against the allowed modules) and tags never allowed at all.
@@ -77,26 +84,136 @@ class PickledStorage(Storage):  # type: ignore[misc]
         await self._inner.delete(keys)
 
 
-class DialogStates:
-    """The two state scopes the dialogs use, over the app's store."""
+def _flat(value: Any) -> Any:
+    return Pickler(unpicklable=True, make_refs=False).flatten(value)
 
-    def __init__(self, store: StateStore) -> None:
+
+def _flat_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _flat(value) for name, value in document.items() if name != _ETAG}
+
+
+@dataclass(frozen=True)
+class StateRace:
+    """A state document this turn changed that another turn wrote after this turn read it: one
+    on another instance or worker (turns of one conversation on one instance run in order), or
+    the same user's turn in another conversation (user state). `read` is what this turn read
+    (flattened), `ours` what it holds now, `theirs` what is stored now (empty: deleted)."""
+
+    read: Mapping[str, Any]
+    ours: Mapping[str, Any]
+    theirs: Mapping[str, Any]
+
+    def changed_by_us(self, name: str) -> bool:
+        return _differs(self.read, self.ours, name)
+
+    def changed_by_them(self, name: str) -> bool:
+        return _differs(self.read, self.theirs, name)
+
+    def merged(self, ours_wins: Callable[[str], bool] = lambda _: True) -> dict[str, Any]:
+        """What is stored now with this turn's changes applied again: a property this turn
+        changed takes its value, unless the other turn changed it too and `ours_wins` says no."""
+        merged: dict[str, Any] = {}
+        for name in dict.fromkeys([*self.theirs, *self.ours]):
+            keep_ours = self.changed_by_us(name) and (
+                not self.changed_by_them(name) or ours_wins(name)
+            )
+            side = self.ours if keep_ours else self.theirs
+            if name in side:
+                merged[name] = side[name]
+        return merged
+
+
+def _differs(read: Mapping[str, Any], now: Mapping[str, Any], name: str) -> bool:
+    if (name in read) != (name in now):
+        return True
+    return name in now and _flat(now[name]) != read[name]
+
+
+StateMerge = Callable[[StateRace], dict[str, Any]]
+
+
+def _ours_win(race: StateRace) -> dict[str, Any]:
+    return race.merged()
+
+
+def _read_key(state: BotState) -> str:
+    return f"dialogs.state.read.{type(state).__name__}"
+
+
+async def _load_recording(state: BotState, context: TurnContext, load: Awaitable[None]) -> None:
+    """botbuilder's `load`, keeping what it read in the turn: what a lost race merges from."""
+    before = state.get_cached_state(context)
+    await load
+    cached = state.get_cached_state(context)
+    if cached is not before:
+        context.turn_state[_read_key(state)] = _flat_document(cached.state)
+
+
+class _UserState(UserState):  # type: ignore[misc]
+    def __init__(self, storage: Storage, merge: StateMerge) -> None:
+        super().__init__(storage)
+        self.pickled = storage
+        self.merge_race = merge
+
+    async def load(self, turn_context: TurnContext, force: bool = False) -> None:
+        await _load_recording(self, turn_context, super().load(turn_context, force))
+
+
+class _DialogStacks(PrivateConversationState):  # type: ignore[misc]
+    def __init__(self, storage: Storage, merge: StateMerge) -> None:
+        super().__init__(storage)
+        self.pickled = storage
+        self.merge_race = merge
+
+    async def load(self, turn_context: TurnContext, force: bool = False) -> None:
+        await _load_recording(self, turn_context, super().load(turn_context, force))
+
+
+_Scope = _UserState | _DialogStacks
+
+
+class DialogStates:
+    """The two state scopes the dialogs use, over the app's store.
+
+    botbuilder writes a scope with the ETag it read, so that a write over another turn's fails
+    (ETagMismatch; the `Storage` contract, kept in storage/). Two instances (or APP_WORKERS
+    processes) over one store do meet there: a user's "I accept" on one while another message
+    of theirs is answered on the other. That is no store failure: `save_changes` reads the
+    document again, applies the turn's changes to it (`merge_user`, `merge_dialogs` decide
+    where both turns changed the same property; by default this turn's value stands) and
+    writes again, up to `_RACES` times."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        merge_user: StateMerge = _ours_win,
+        merge_dialogs: StateMerge = _ours_win,
+    ) -> None:
         # Consent is a person's decision: kept per user (and channel, botbuilder's user key).
-        self.user = UserState(PickledStorage(BotStateStorage(store)))
+        self.user = _UserState(PickledStorage(BotStateStorage(store)), merge_user)
         # Dialog stacks per user per conversation: in a group chat, one person's pending
         # consent question is not answered by another. The stack holds the message that waits
         # for consent, so it expires with the retention period like the stored messages.
-        self.dialogs = PrivateConversationState(
-            PickledStorage(BotStateStorage(store, expires=True))
+        self.dialogs = _DialogStacks(
+            PickledStorage(BotStateStorage(store, expires=True)), merge_dialogs
         )
 
-    async def save_changes(self, context: TurnContext, owner: str, conversation: str = "") -> None:
+    async def save_changes(
+        self,
+        context: TurnContext,
+        owner: str,
+        conversation: str = "",
+        *,
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
         """Writes the scopes that changed in this turn, each stamped with the user whose data it
         holds, so that it is exported and deleted with the user's messages; the dialog stack
         also with its `conversation` (the id its messages are stored under), so that it is
         deleted with that conversation. A document stored before these were recorded (or under
-        other ones) is stamped and written once."""
-        scopes = (
+        other ones) is stamped and written once. A lost race is merged and written again while
+        `still_wanted()` (false: the user or conversation was erased meanwhile)."""
+        scopes: tuple[tuple[_Scope, dict[str, str]], ...] = (
             (self.dialogs, {OWNER_PROPERTY: owner, CONVERSATION_PROPERTY: conversation}),
             (self.user, {OWNER_PROPERTY: owner}),
         )
@@ -106,4 +223,49 @@ class DialogStates:
                 for name, value in stamps.items():
                     if value and cached.state.get(name) != value:
                         cached.state[name] = value
-            await state.save_changes(context)
+            await self._save(state, context, still_wanted)
+
+    async def _save(
+        self, state: _Scope, context: TurnContext, still_wanted: Callable[[], bool]
+    ) -> None:
+        for race in range(1, _RACES + 2):
+            try:
+                await state.save_changes(context)
+                return
+            except ETagMismatch:
+                if race > _RACES:
+                    raise
+            if not still_wanted():
+                return
+            log.info(
+                "bot state was written by another turn since this turn read it; merged",
+                extra={"event": "state_write_raced", "scope": type(state).__name__, "race": race},
+            )
+            await self._merge_stored(state, context)
+
+    async def _merge_stored(self, state: _Scope, context: TurnContext) -> None:
+        """Makes the turn's cached state what is stored now with the turn's changes merged in,
+        marked changed only when that differs from what is stored (else there is no write)."""
+        cached = state.get_cached_state(context)
+        key = state.get_storage_key(context)
+        stored = (await state.pickled.read([key])).get(key)
+        theirs = {name: value for name, value in (stored or {}).items() if name != _ETAG}
+        race = StateRace(
+            read=context.turn_state.get(_read_key(state), {}),
+            ours={name: value for name, value in cached.state.items() if name != _ETAG},
+            theirs=theirs,
+        )
+        merged = state.merge_race(race)
+        cached.state.clear()
+        cached.state.update(merged)
+        if stored is not None:
+            cached.state[_ETAG] = stored[_ETAG]
+        # A further race is merged from what was stored now.
+        context.turn_state[_read_key(state)] = _flat_document(theirs)
+        # Deleted meanwhile (expired, erased) and nothing of the turn's but the stamps: not
+        # worth a write (as in `save_changes`).
+        worth_it = stored is not None or set(merged) - set(_STAMPS)
+        if worth_it and _flat_document(merged) != _flat_document(theirs):
+            cached.hash = ""  # botbuilder's hash of the state never is: changed
+        else:
+            cached.hash = cached.compute_hash(cached.state)
