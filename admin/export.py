@@ -95,8 +95,10 @@ def _csv_lines(lines: Iterable[list[str]]) -> str:
 def message_row(conversation_id: str, message: dict[str, Any]) -> dict[str, Any]:
     usage = message.get("usage") or {}
     feedback = message.get("feedback") or {}
+    # source:category:level[ids][:filtered], e.g. "prompt:blocklist:[CompanyWatchList]".
     filters = [
         f"{b['source']}:{b['category']}:{b['severity'] or ('detected' if b['detected'] else '')}"
+        + (f"[{','.join(b['blocklistIds'])}]" if b.get("blocklistIds") else "")
         + (":filtered" if b["filtered"] else "")
         for b in message.get("badges", [])
     ]

@@ -291,7 +291,10 @@ def _str(value: Any) -> str | None:
 
 def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Badges from a stored filter verdict (chat/filters.py's JSON). Tolerant: missing or
-    unknown keys are skipped, never an error; only results worth a reviewer's eye are kept."""
+    unknown keys are skipped, never an error; only results worth a reviewer's eye are kept:
+    blocked, detected, a severity of low or above, or hits naming a blocklist or custom topic
+    (a blocklist hit that blocked nothing still flags its conversation: the reviewer must see
+    why)."""
     if not isinstance(verdict, dict):
         return [], []
     badges: list[dict[str, Any]] = []
@@ -303,10 +306,11 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         severity = severity if severity in SEVERITIES else None
         filtered = result.get("filtered") is True
         detected = result.get("detected") is True
-        if not (filtered or detected or severity in ("low", "medium", "high")):
+        ids = result.get("blocklist_ids")
+        hits = [str(i) for i in ids] if isinstance(ids, list) else []
+        if not (filtered or detected or severity in ("low", "medium", "high") or hits):
             continue
         citation = result.get("citation")
-        ids = result.get("blocklist_ids")
         badges.append(
             {
                 "category": _str(result.get("category")) or "unknown",
@@ -314,7 +318,7 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "severity": severity,
                 "filtered": filtered,
                 "detected": detected,
-                "blocklistIds": [str(i) for i in ids] if isinstance(ids, list) else [],
+                "blocklistIds": hits,
                 "citation": {
                     "url": _str(citation.get("url")),
                     "license": _str(citation.get("license")),

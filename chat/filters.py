@@ -221,7 +221,18 @@ def parse_results(results: Any, source: Source) -> Verdict:
         ids: tuple[str, ...] = ()
         details = value.get("details")
         if isinstance(details, list):  # custom topics and similar future list-bearing shapes
-            ids = tuple(str(d["id"]) for d in details if isinstance(d, dict) and "id" in d)
+            # Custom topics list every configured topic with `detected` true or false: only
+            # those detected (or filtered) are hits. An entry that says neither is one.
+            hits = [
+                d
+                for d in details
+                if isinstance(d, dict)
+                and "id" in d
+                and (d.get("filtered") is True or d.get("detected") is not False)
+            ]
+            ids = tuple(str(d["id"]) for d in hits)
+            if not isinstance(detected, bool) and any(d.get("detected") is True for d in hits):
+                detected = True
         verdict.add(
             Verdict(
                 results=[
@@ -266,6 +277,21 @@ def parse_output_annotations(items: Iterable[Any]) -> Verdict:
                         int(offsets.get("end_offset", 0)),
                     )
                 )
+    return verdict
+
+
+def parse_answer(
+    prompt_results: Iterable[Any], output_annotations: Iterable[Any], finish_reason: str | None
+) -> Verdict:
+    """The verdict on one model answer: its prompt and output annotations. An answer Azure
+    stopped with `finish_reason: content_filter` whose results name no filtered output category
+    was blocked all the same, for a reason not given: recorded as `unknown`, as a prompt refused
+    in the old form is, so that it is flagged and shown to reviewers like any other block."""
+    verdict = parse_prompt_annotations(prompt_results).add(
+        parse_output_annotations(output_annotations)
+    )
+    if finish_reason == "content_filter" and not verdict.filtered_categories("output"):
+        verdict.add(Verdict(results=[CategoryResult(UNKNOWN, "output", filtered=True)]))
     return verdict
 
 

@@ -19,12 +19,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from chat.filters import (
-    Verdict,
-    parse_output_annotations,
-    parse_prompt_annotations,
-    parse_prompt_error,
-)
+from chat.filters import Verdict, parse_answer, parse_prompt_error
 from chat.model import (
     ChatModel,
     Completion,
@@ -716,8 +711,10 @@ class ChatService:
         outcome.model_answered = True
         outcome.prompt_tokens = completion.prompt_tokens
         outcome.completion_tokens = completion.completion_tokens
-        verdict = parse_prompt_annotations(completion.prompt_filter_results).add(
-            parse_output_annotations(completion.output_annotations)
+        verdict = parse_answer(
+            completion.prompt_filter_results,
+            completion.output_annotations,
+            completion.finish_reason,
         )
         outcome.deployment = completion.deployment
         model_span.set_attributes(

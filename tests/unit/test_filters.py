@@ -9,6 +9,7 @@ import pytest
 from chat.filters import (
     Citation,
     is_prompt_filter_error,
+    parse_answer,
     parse_output_annotations,
     parse_prompt_annotations,
     parse_prompt_error,
@@ -119,6 +120,37 @@ def test_blocklist_hit_without_blocking_is_flagged() -> None:
         "prompt",
     )
     assert not verdict.filtered and verdict.review_reasons("high") == ["blocklist"]
+
+
+def test_custom_topics_name_only_the_topics_detected() -> None:
+    # Azure lists every configured topic, each with whether it was detected.
+    topics = {
+        "filtered": False,
+        "details": [
+            {"filtered": False, "detected": True, "id": "MergerTalk"},
+            {"filtered": False, "detected": False, "id": "Layoffs"},
+        ],
+    }
+    [hit] = parse_results(results(custom_topics=topics), "output").results[-1:]
+    assert (hit.category, hit.detected, hit.blocklist_ids) == (
+        "custom_topics",
+        True,
+        ("MergerTalk",),
+    )
+    none = {"filtered": False, "details": [{"filtered": False, "detected": False, "id": "Layoffs"}]}
+    verdict = parse_results(results(custom_topics=none), "output")
+    assert not verdict.notable
+
+
+def test_an_answer_stopped_without_a_category_is_blocked_for_an_unknown_reason() -> None:
+    outputs = [{"content_filter_results": results()}]
+    verdict = parse_answer([], outputs, "content_filter")
+    assert verdict.filtered_categories("output") == ["unknown"]
+    assert verdict.review_reasons("medium") == ["unknown"]
+    # A category named, or an answer not stopped: nothing is added.
+    named = [{"content_filter_results": results(sexual={"filtered": True, "severity": "high"})}]
+    assert parse_answer([], named, "content_filter").filtered_categories() == ["sexual"]
+    assert parse_answer([], outputs, "stop").filtered_categories() == []
 
 
 @pytest.mark.parametrize("code", [499, "499"])
