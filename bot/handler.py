@@ -103,6 +103,14 @@ def tenant_key(activity: Activity, raw: dict[str, Any]) -> str:
     return ""
 
 
+def _author_name(activity: Activity) -> str:
+    """The sender's display name as the channel gave it (`from.name`); the chat service makes
+    it safe to show the model, and uses it only where several people write."""
+    account = activity.from_property
+    name = getattr(account, "name", None) if account is not None else None
+    return name if isinstance(name, str) else ""
+
+
 def welcome_state_key(activity: Activity, raw: dict[str, Any]) -> str:
     return safe_id(f"welcome|{install_key(activity, raw)}")
 
@@ -151,6 +159,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             locale=activity_locale(activity, raw),
             has_attachments=_has_user_attachments(activity),
             shared=is_teams_shared(activity),
+            author_name=_author_name(activity),
             received_at=_received_at(raw),
         )
         if self._gate is not None:

@@ -1,6 +1,8 @@
 """The system prompt, rendered on the server from a template file; never taken from a client.
 
-One default template, and optionally one per Entra tenant (from the tenant policy file).
+One default template, and optionally one per Entra tenant (from the tenant policy file). A
+conversation several people share gets a fixed note after it, whichever template it uses
+(`prompts/shared_conversation.yaml`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
+import yaml
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from chat.texts import language_of
+from chat.texts import LANGUAGES, Language, language_of
 
 _LANGUAGE_NAMES = {"en": "English", "ja": "Japanese"}
 DEFAULT_TEMPLATE_KEY = ""
@@ -20,6 +23,13 @@ DEFAULT_TEMPLATE_KEY = ""
 VARIABLES = ("organization_name", "assistant_name", "today", "locale", "language_name")
 # One locale per language the bot speaks: a template may branch on either.
 _CHECKED_LOCALES = ("en-US", "ja-JP")
+# What a conversation several people share adds to the system prompt, in each language.
+SHARED_NOTE_FILE = Path(__file__).resolve().parent / "prompts" / "shared_conversation.yaml"
+
+
+def _shared_notes(path: Path) -> dict[Language, str]:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {language: str(loaded[language]).strip() for language in LANGUAGES}
 
 
 class PromptTemplateError(ValueError):
@@ -70,6 +80,7 @@ class PromptBuilder:
         }
         self._organization_name = organization_name
         self._assistant_name = assistant_name
+        self._shared_notes = _shared_notes(SHARED_NOTE_FILE)
         # Once now with the real values: a template that fails would fail every turn instead.
         for path, template in [
             (template_file, self._template),
@@ -103,7 +114,14 @@ class PromptBuilder:
         entry = self._tenant_templates.get(tenant_id.strip().lower()) if tenant_id else None
         return entry[0] if entry else DEFAULT_TEMPLATE_KEY
 
-    def system_prompt(self, locale: str, today: date | None = None, tenant_id: str = "") -> str:
+    def system_prompt(
+        self, locale: str, today: date | None = None, tenant_id: str = "", shared: bool = False
+    ) -> str:
+        """`shared`: several people write in the conversation; the prompt then ends by saying
+        how their messages name who wrote them (chat.speakers), in the locale's language."""
         entry = self._tenant_templates.get(tenant_id.strip().lower()) if tenant_id else None
         template = entry[1] if entry else self._template
-        return self._render(template, locale, today or date.today())
+        rendered = self._render(template, locale, today or date.today())
+        if not shared:
+            return rendered
+        return f"{rendered}\n\n{self._shared_notes[language_of(locale)]}"

@@ -30,6 +30,7 @@ from chat.model import (
 )
 from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
+from chat.speakers import fallback_label, speaker_line, speaker_name
 from chat.telemetry import ChatTelemetry, correlation_id, new_reference
 from chat.texts import all_texts, localize, wait_text
 from chat.tokens import TokenCounter
@@ -75,6 +76,9 @@ class TurnInput:
     # Several people write in this conversation (a Teams group chat or channel thread): its
     # summary belongs to the conversation, not to whoever happened to write first.
     shared: bool = False
+    # The sender's display name as the channel gave it (Teams: `from.name`); in a shared
+    # conversation the model reads it before their message (chat.speakers). "": none given.
+    author_name: str = ""
     # When the channel's activity arrived (`time.monotonic()`); None: when the turn starts.
     # Nothing of a message that arrived before its user's erasure is stored after it.
     received_at: float | None = None
@@ -279,7 +283,7 @@ class ChatService:
         self._log_text = log_message_text
         self._filters = filters or FilterPolicy()
         self._seq = _SeqClock()
-        self._system_cache: dict[tuple[date, str, str], tuple[str, int]] = {}
+        self._system_cache: dict[tuple[date, str, str, bool], tuple[str, int]] = {}
         self._guard = guard
         self._telemetry = telemetry or ChatTelemetry()
         self._deadline = turn_deadline_seconds
@@ -352,6 +356,7 @@ class ChatService:
             await _notify(channel, notice, outcome)
             return outcome
 
+        author_name, author_tokens = self._author(turn, conversation_id)
         user_message = Message(
             id=message_id(conversation_id, turn.activity_id, "user") or f"user|{uuid.uuid4()}",
             conversation_id=conversation_id,
@@ -365,6 +370,8 @@ class ChatService:
             locale=turn.locale,
             tokens=self._counter.count_text(text),
             correlation_id=ref,
+            author_name=author_name,
+            author_tokens=author_tokens,
         )
         outcome.user_message_id = user_message.id
         delta = SummaryDelta(
@@ -461,6 +468,16 @@ class ChatService:
             if not outcome.summary_written:
                 await self._write_summary(delta, outcome)
         return outcome
+
+    def _author(self, turn: TurnInput, conversation_id: str) -> tuple[str | None, int | None]:
+        """Who wrote a message of a shared conversation, stored with it (chat.speakers): their
+        display name and the token count of the line that names them, counted once here so
+        that no turn counts it again. Nothing in a conversation with one user."""
+        if not turn.shared:
+            return None, None
+        name = speaker_name(turn.author_name)
+        label = name or fallback_label(conversation_id, turn.user_id)
+        return name, self._counter.count_text(speaker_line(label))
 
     def _erasure_check(self, turn: TurnInput) -> Callable[[], bool]:
         """Whether the turn's user or conversation has been erased since its message arrived."""
@@ -570,7 +587,9 @@ class ChatService:
             # A concurrent writer or a clock step put something after our prompt; keep ours last.
             history = [m for m in history if m.id != user_message.id] + [user_message]
 
-        system_prompt, system_tokens = self._system_prompt(turn.locale, turn.tenant_id)
+        system_prompt, system_tokens = self._system_prompt(
+            turn.locale, turn.tenant_id, shared=turn.shared
+        )
         try:
             window = build_window(
                 system_prompt, system_tokens, history, self._counter, self._token_budget
@@ -1255,15 +1274,17 @@ class ChatService:
         except StoreError:
             log.exception("storing the error record failed", extra={"ref": ref})
 
-    def _system_prompt(self, locale: str, tenant_id: str = "") -> tuple[str, int]:
-        """Rendered and counted once per (day, locale, template), not once per turn."""
+    def _system_prompt(
+        self, locale: str, tenant_id: str = "", shared: bool = False
+    ) -> tuple[str, int]:
+        """Rendered and counted once per (day, locale, template, shared), not once per turn."""
         today = date.today()
-        key = (today, locale, self._prompts.template_key(tenant_id))
+        key = (today, locale, self._prompts.template_key(tenant_id), shared)
         cached = self._system_cache.get(key)
         if cached is None:
             if len(self._system_cache) > 64:
                 self._system_cache.clear()
-            text = self._prompts.system_prompt(locale, today, tenant_id)
+            text = self._prompts.system_prompt(locale, today, tenant_id, shared=shared)
             cached = (text, self._counter.count_text(text))
             self._system_cache[key] = cached
         return cached

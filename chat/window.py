@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chat.speakers import fallback_label, speaker_line
 from chat.tokens import TokenCounter
 from storage.models import Message, MessageStatus, Role
 
@@ -43,7 +44,9 @@ def build_window(
     """System prompt first, then as many of the newest messages as fit within `budget` tokens.
 
     `history` is oldest first and ends with the current user message, which is always kept (or
-    MessageTooLong is raised). Stored token counts are used, so nothing is re-tokenized here.
+    MessageTooLong is raised). Stored token counts are used, so nothing is re-tokenized here:
+    a message that names its author (a shared conversation, chat.speakers) costs its text's
+    tokens and its author line's, both stored.
     """
     used = counter.family.reply_priming + counter.message_tokens(system_tokens)
     chosen: list[Message] = []
@@ -60,7 +63,7 @@ def build_window(
             stale = [m for m in chosen if _answers_from_before(m, since_reset)]
             for answer in stale:
                 chosen.remove(answer)
-                used -= counter.message_tokens(answer.tokens)
+                used -= counter.message_tokens(_content_tokens(answer))
             dropped += len(stale)
             break
         since_reset.add(message.id)
@@ -75,7 +78,7 @@ def build_window(
             if index == 0:
                 raise ValueError("the newest message of the window must be the current prompt")
             continue
-        cost = counter.message_tokens(message.tokens)
+        cost = counter.message_tokens(_content_tokens(message))
         if used + cost > budget:
             if index == 0:
                 raise MessageTooLong(cost, budget - used)
@@ -85,8 +88,21 @@ def build_window(
         chosen.append(message)
     chosen.reverse()
     messages = [{"role": "system", "content": system_prompt}]
-    messages += [{"role": m.role.value, "content": m.text} for m in chosen]
+    messages += [{"role": m.role.value, "content": _content(m)} for m in chosen]
     return Window(messages=messages, prompt_tokens=used, dropped=dropped)
+
+
+def _content_tokens(message: Message) -> int:
+    return message.tokens + (message.author_tokens or 0)
+
+
+def _content(message: Message) -> str:
+    """What the model reads of a message: its text, after a line naming its author when it
+    was written in a shared conversation (only those store `author_tokens`)."""
+    if message.author_tokens is None:
+        return message.text
+    label = message.author_name or fallback_label(message.conversation_id, message.user_id)
+    return speaker_line(label) + message.text
 
 
 def _answers_from_before(message: Message, since_reset: set[str]) -> bool:

@@ -21,6 +21,10 @@ LONG_MARKER = "[sim:long]"
 # rarely; the app must not show an empty message).
 EMPTY_MARKER = "[sim:empty]"
 MAX_ECHO_CHARS = 200
+# The line the app puts before each person's message in a shared conversation, naming who wrote
+# it (the app's chat/speakers.py): who asked, not the question, so the reply neither quotes it
+# nor takes its language from it, as a model told so by the system prompt would not.
+AUTHOR_LINE = re.compile(r"\A\u27e6[^\u27e7\n]*\u27e7 \n")  # ⟦name⟧ then " \n"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 def compose_reply(templates: dict[str, Templates], messages: list[dict[str, Any]]) -> str:
-    raw = last_user_text(messages)
+    raw = AUTHOR_LINE.sub("", last_user_text(messages), count=1)
     if EMPTY_MARKER in raw.lower():
         return ""
     question = " ".join(MARKER.sub(" ", raw).split())

@@ -105,6 +105,15 @@ class Message(Document):
     status: MessageStatus = MessageStatus.COMPLETE
     # Token count of `text` for the model family in use, stored so the window never recounts.
     tokens: int = 0
+    # A user's message in a shared conversation (a Teams group chat or channel thread) reaches
+    # the model after a line naming its author (chat.speakers). `author_name`: their display
+    # name as the channel gave it, made one plain line (None: the channel gave none, and the
+    # model reads a neutral label). Personal data of the message's user: exported and deleted
+    # with the message, dropped when they withdraw it. `author_tokens`: that line's token
+    # count, stored as `tokens` is; None on every other message (and on those stored before
+    # authors were named), which reaches the model as its text alone.
+    author_name: str | None = None
+    author_tokens: int | None = None
     usage: Usage | None = None
     deployment: str | None = None
     latency_ms: int | None = None

@@ -70,6 +70,9 @@ def revised(stored: Message, revision: MessageRevision) -> Message | RevisionOut
             update={
                 "text": "",
                 "tokens": 0,
+                # Who wrote it stays as their id; their display name was only for the model.
+                "author_name": None,
+                "author_tokens": None,
                 "status": MessageStatus.WITHDRAWN,
                 "revised_at": revision.at,
             }
