@@ -463,15 +463,24 @@ def _principal_from_claims(claims: Mapping[str, Any], via: str) -> Principal:
 
 
 def _origin_allowed(request: web.Request) -> bool:
+    """Whether a sent Origin is this site's: scheme, host and port, as browsers compare them
+    (https://host is another site than http://host, even on the same port)."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if urlsplit(origin).netloc == request.host:
+    sent = _origin_of(origin)
+    if sent is None:
+        return False
+    # The scheme the browser used: a front end that ends TLS (App Service) forwards plain http
+    # and says https in X-Forwarded-Proto. A cross-site page cannot add that header to a
+    # browser's request (it is not a simple header, and the admin answers no CORS preflight).
+    scheme = "https" if _reached_over_https(request) else "http"
+    if sent == _origin_of(f"{scheme}://{request.host}"):
         return True
     # A front end may send another Host than the browser's: Application Gateway sends the
     # backend's host name (pickHostNameFromBackendAddress), so compare with PUBLIC_BASE_URL too.
     public = _origin_of(request.app[CONTEXT].settings.public_base_url)
-    return public is not None and _origin_of(origin) == public
+    return public is not None and sent == public
 
 
 def _origin_of(url: str) -> tuple[str, str, int] | None:
@@ -1144,14 +1153,20 @@ def _base_url(request: web.Request) -> str:
     return base.rstrip("/") if base else f"{request.scheme}://{request.host}"
 
 
+def _reached_over_https(request: web.Request) -> bool:
+    """TLS here, or a front end that ended it says so: the first value of X-Forwarded-Proto
+    (App Service sets it)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
+
+
 def _cookie_secure(request: web.Request) -> bool:
     # Secure cookies need https; `make run` serves plain http on loopback, where a Secure
     # cookie would never come back. Behind a TLS-terminating front end PUBLIC_BASE_URL says so,
-    # or the front end's X-Forwarded-Proto (App Service sets it). A client that writes it over
-    # plain http only loses its own cookie.
+    # or the front end's X-Forwarded-Proto. A client that writes it over plain http only loses
+    # its own cookie.
     base = request.app[CONTEXT].settings.public_base_url
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return request.secure or base.startswith("https://") or forwarded == "https"
+    return _reached_over_https(request) or base.startswith("https://")
 
 
 def _set_session(
