@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hmac
 import ipaddress
@@ -44,6 +45,7 @@ from admin.auth import (
 )
 from admin.erasures import SecondPasses
 from admin.oidc import OidcClient
+from admin.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
     FLAG_CATEGORIES,
@@ -129,6 +131,13 @@ UNKNOWN_PSEUDONYM = AdminError(
     "This pseudonym was not made with this server's key (ADMIN_PSEUDONYM_KEY), so it names "
     "nobody here: it comes from another deployment, or from before a restart with a random "
     "key. Nothing was done.",
+)
+PSEUDONYM_REQUIRED = AdminError(
+    403,
+    "pseudonym_required",
+    "Filter by the user's pseudonym (p-...), as the list shows it. A Reviewer cannot filter by a "
+    "user id: the answer would tell who is behind a pseudonym, which only an Admin may find out "
+    "(a reveal, with a reason, recorded in the audit log).",
 )
 
 
@@ -637,8 +646,26 @@ def _render(request: web.Request, template: str, status: int = 200, **values: An
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
 
-def _filters(request: web.Request) -> Filters:
-    return parse_filters(request.query, request.app[CONTEXT].pseudonyms)
+async def _filters(request: web.Request) -> Filters:
+    """The list's filters (its pages, API and export). With pseudonyms on, a user filter that
+    names a user id instead of a pseudonym answers with that person's pseudonym: it is a reveal.
+    A Reviewer is refused; an Admin gives a reason, as for a reveal, and it is recorded as one
+    (under the pseudonym, before anything is read). The filters then echo the pseudonym, so the
+    next page and the export links carry it, never the id."""
+    context = request.app[CONTEXT]
+    filters = parse_filters(request.query, context.pseudonyms)
+    named = filters.echo.get("user", "")
+    if not context.pseudonyms.enabled or not named or named.startswith(PSEUDONYM_PREFIX):
+        return filters
+    if not principal_of(request).has(Role.ADMIN):
+        raise PSEUDONYM_REQUIRED
+    [reason] = _texts(request.query, "reason")
+    reason = _reason(
+        reason, "filter by a user id (that reveals their pseudonym), or use the pseudonym"
+    )
+    pseudonym = _audited_as(context, named)
+    await _audit(request, "reveal_user", pseudonym, {"reason": reason, "by": "user_filter"})
+    return dataclasses.replace(filters, echo={**filters.echo, "user": pseudonym})
 
 
 def _attachment(body: str, content_type: str, filename: str) -> web.Response:
@@ -686,7 +713,7 @@ def _transcript_head(
 
 async def _list(request: web.Request) -> tuple[Filters, dict[str, Any]]:
     context = request.app[CONTEXT]
-    filters = _filters(request)
+    filters = await _filters(request)
     result = await list_conversations(context.store, filters)
     body: dict[str, Any] = {
         "items": [summary_view(s, context.pseudonyms) for s in result.items],
@@ -1571,7 +1598,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
 async def api_export_list(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     fmt = _export_format(request)
-    filters = _filters(request)
+    filters = await _filters(request)
     items = [
         summary_view(s, context.pseudonyms)
         async for s in all_conversations(context.store, filters, EXPORT_MAX_CONVERSATIONS)

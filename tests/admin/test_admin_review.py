@@ -86,7 +86,11 @@ async def test_list_is_newest_first_and_each_filter_narrows_it(
     assert await titles(admin, "errors=true") == ["Expense question"]
     assert await titles(admin, "tenant=tenant-b") == ["Travel policy"]
     assert await titles(admin, "channel=msteams") == ["Expense question", "Violent request"]
-    assert await titles(admin, "user=alice@contoso.com") == ["Expense question", "Violent request"]
+    # A user id, not a pseudonym: a reveal, with a reason.
+    assert await titles(admin, "user=alice@contoso.com&reason=complaint") == [
+        "Expense question",
+        "Violent request",
+    ]
     assert await titles(admin, "since=2026-11-02&until=2026-11-03") == [
         "Expense question",
         "Travel policy",
@@ -346,7 +350,8 @@ async def test_a_list_export_filtered_by_user_is_audited_under_the_pseudonym_not
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     user = pseudonym if named_as == "pseudonym" else named_as
     exported = await admin.get(
-        "/admin/api/export/conversations", params={"format": "json", "user": user, "q": "e"}
+        "/admin/api/export/conversations",
+        params={"format": "json", "user": user, "q": "e", "reason": "complaint"},
     )
     assert exported.status == 200
     assert len(json.loads(await exported.text())["items"]) == 2
@@ -591,7 +596,7 @@ async def test_the_user_filter_finds_a_persons_conversations_under_both_of_their
     both = ["Expense question", "Web question", "Violent request"]
 
     assert await titles(admin, f"user={pseudonym}") == both
-    assert await titles(admin, "user=dl_alice@contoso.com") == both
+    assert await titles(admin, "user=dl_alice@contoso.com&reason=complaint") == both
     # One person, one pseudonym, whichever channel stored them.
     listed = (await (await admin.get(f"{API}?user={pseudonym}")).json())["items"]
     assert {item["user"] for item in listed} == {pseudonym}
@@ -758,8 +763,11 @@ async def test_a_pseudonym_made_under_another_key_is_refused_and_nothing_is_dele
         assert "ADMIN_PSEUDONYM_KEY" in await page.text()
         assert "Content-Security-Policy" in page.headers
 
-    assert await titles(admin, "user=alice@contoso.com") == ["Expense question", "Violent request"]
     assert (await (await admin.get("/admin/api/audit")).json())["items"] == []
+    assert await titles(admin, "user=alice@contoso.com&reason=complaint") == [
+        "Expense question",
+        "Violent request",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -806,7 +814,7 @@ async def test_text_fields_that_are_not_strings_or_hold_a_lone_surrogate_are_a_4
     assert refused.status == 400
     assert (await refused.json())["message"] == complaint.format(second=field)
     assert (await (await admin.get("/admin/api/audit")).json())["items"] == []
-    assert len(await titles(admin, "user=alice@contoso.com")) == 2
+    assert len(await titles(admin, "user=alice@contoso.com&reason=complaint")) == 2
 
 
 def test_a_lone_surrogate_in_a_filter_is_refused_before_it_reaches_the_store() -> None:

@@ -33,7 +33,8 @@ from tests.conftest import AppFactory
 DEEP_LINKS = [
     "/admin/conversations/conv-plain",
     "/admin/audit",
-    "/admin/?user=alice@contoso.com&channel=msteams&category=violence",
+    # A user id, not a pseudonym, takes a reason (a reveal).
+    "/admin/?user=alice@contoso.com&reason=complaint-42&channel=msteams&category=violence",
     # A search in Japanese, as a browser sends it.
     "/admin/?q=%E7%B5%8C%E8%B2%BB",
     "/admin/conversations/conv-flagged/delete",

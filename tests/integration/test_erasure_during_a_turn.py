@@ -100,7 +100,9 @@ async def delete_user(client: Instance, user: str) -> dict[str, Any]:
 
 
 async def conversations_of(client: Instance, user: str) -> list[dict[str, Any]]:
-    response = await client.get("/admin/api/conversations", params={"user": user})
+    # A user id, not a pseudonym: a reveal, which takes a reason.
+    params = {"user": user, "reason": "erasure check"}
+    response = await client.get("/admin/api/conversations", params=params)
     assert response.status == 200
     items: list[dict[str, Any]] = (await response.json())["items"]
     return items
