@@ -184,8 +184,12 @@ class StateStore(Protocol):
         conversation: str | None = None,
         expires: bool = False,
         expires_from: datetime | None = None,
+        create_only: bool = False,
     ) -> str:
-        """Write; with an etag other than "*" the write is conditional (ETagMismatch).
+        """Write; with an etag other than "*" the write is conditional (ETagMismatch). With
+        `create_only` it only creates (`etag` is not looked at): a document stored under `key`
+        already fails it as a stale etag does (ETagMismatch). For a caller that read the key as
+        absent: its first write must not overwrite another caller's first write.
 
         `owner` is the user whose data the document holds (the `userId` of their messages): it is
         exported and deleted with that user. `conversation` is the conversation (the id its

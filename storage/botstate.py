@@ -33,6 +33,11 @@ CONVERSATION_PROPERTY = "conversation"
 # asked, not from the latest message that found the question still open
 # (storage.base.StateStore.write_state's `expires_from`).
 EXPIRES_FROM_PROPERTY = "expires_from"
+# The `e_tag` of a document its caller read as absent: written, it is created only if still
+# absent, and one stored meanwhile (another instance's or worker's first write) fails the write
+# as a stale ETag does (ETagMismatch). botbuilder itself never writes it: its documents read as
+# absent have no `e_tag`, and without one (or with "*") a write overwrites, as its contract says.
+ABSENT_ETAG = "absent"
 
 
 class BotStateStorage(Storage):  # type: ignore[misc]
@@ -72,16 +77,18 @@ class BotStateStorage(Storage):  # type: ignore[misc]
             owner = document.get(OWNER_PROPERTY)
             conversation = document.get(CONVERSATION_PROPERTY)
             expires_from = _time_or_none(document.get(EXPIRES_FROM_PROPERTY))
+            create_only = etag == ABSENT_ETAG
             await self._store.write_state(
                 safe_id(key),
                 document,
-                etag or None,
+                None if create_only else etag or None,
                 owner=owner if isinstance(owner, str) and owner else None,
                 conversation=(
                     conversation if isinstance(conversation, str) and conversation else None
                 ),
                 expires=self._expires,
                 expires_from=expires_from,
+                create_only=create_only,
             )
 
     async def delete(self, keys: list[str]) -> None:

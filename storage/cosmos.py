@@ -1513,6 +1513,7 @@ class CosmosStore:
         conversation: str | None = None,
         expires: bool = False,
         expires_from: datetime | None = None,
+        create_only: bool = False,
     ) -> str:
         op = "write_state"
         container = self._container("botstate")
@@ -1529,7 +1530,16 @@ class CosmosStore:
         if ttl is not None:
             doc["ttl"] = ttl  # the container has TTL on (-1): items without one never expire
         async with self._guard(op):
-            if etag in (None, "*"):
+            if create_only:
+                try:
+                    written = await container.create_item(doc, response_hook=self._hook(op))
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) != 409:
+                        raise
+                    # Another instance's first write of this document came first.
+                    self._record(op, exc.headers)
+                    raise ETagMismatch(f"state key {key!r} was created meanwhile") from None
+            elif etag in (None, "*"):
                 written = await container.upsert_item(doc, response_hook=self._hook(op))
             else:
                 try:

@@ -1262,23 +1262,36 @@ class SqliteStore:
         conversation: str | None = None,
         expires: bool = False,
         expires_from: datetime | None = None,
+        create_only: bool = False,
     ) -> str:
         expires_at = self._expires_at() if expires else None
         if expires_at is not None and expires_from is not None:
             expires_at = min(expires_at, as_utc(expires_from).timestamp() + self._retention_seconds)
 
         def write(db: sqlite3.Connection) -> str:
+            new_etag = str(time.time_ns())
+            values = (key, new_etag, json.dumps(document), owner, expires_at, conversation)
+            if create_only:
+                # A plain INSERT: the key taken (another process's first write) fails it.
+                try:
+                    db.execute(
+                        "INSERT INTO botstate (key, etag, doc, owner, expires_at, conversation_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        values,
+                    )
+                except sqlite3.IntegrityError:
+                    raise ETagMismatch(f"state key {key!r} was created meanwhile") from None
+                return new_etag
             row = db.execute("SELECT etag FROM botstate WHERE key = ?", (key,)).fetchone()
             if etag not in (None, "*") and (row is None or row[0] != etag):
                 raise ETagMismatch(f"ETag mismatch for state key {key!r}")
-            new_etag = str(time.time_ns())
             db.execute(
                 "INSERT INTO botstate (key, etag, doc, owner, expires_at, conversation_id)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, doc = excluded.doc,"
                 " owner = excluded.owner, expires_at = excluded.expires_at,"
                 " conversation_id = excluded.conversation_id",
-                (key, new_etag, json.dumps(document), owner, expires_at, conversation),
+                values,
             )
             return new_etag
 

@@ -357,6 +357,7 @@ class FaultyStore:
         conversation: str | None = None,
         expires: bool = False,
         expires_from: datetime | None = None,
+        create_only: bool = False,
     ) -> str:
         return await self._call(
             "write_state",
@@ -369,6 +370,7 @@ class FaultyStore:
                 conversation=conversation,
                 expires=expires,
                 expires_from=expires_from,
+                create_only=create_only,
             ),
         )
 

@@ -50,6 +50,7 @@ class HeldStateWrites(FaultyStore):
         conversation: str | None = None,
         expires: bool = False,
         expires_from: datetime | None = None,
+        create_only: bool = False,
     ) -> str:
         if not self.released.is_set():
             self.waiting.set()
@@ -62,6 +63,7 @@ class HeldStateWrites(FaultyStore):
             conversation=conversation,
             expires=expires,
             expires_from=expires_from,
+            create_only=create_only,
         )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from storage.base import ETagMismatch, Store
-from storage.botstate import OWNER_PROPERTY, BotStateStorage
+from storage.botstate import ABSENT_ETAG, OWNER_PROPERTY, BotStateStorage
 from tests.storage.support import MakeStore
 from tests.stores import export_user
 
@@ -34,6 +36,56 @@ async def test_conditional_write_detects_a_lost_race(store: Store) -> None:
 async def test_conditional_write_of_a_missing_key_fails(store: Store) -> None:
     with pytest.raises(ETagMismatch):
         await store.write_state("never-written", {"v": 1}, "some-etag")
+
+
+async def test_a_create_only_write_fails_as_a_stale_etag_once_the_key_exists(store: Store) -> None:
+    etag = await store.write_state("k", {"v": 1}, None, owner="alice", create_only=True)
+    assert (await store.read_state(["k"]))["k"] == ({"v": 1}, etag)
+    with pytest.raises(ETagMismatch):
+        await store.write_state("k", {"v": 2}, None, owner="bob", create_only=True)
+    # Untouched, owner too.
+    assert (await store.read_state(["k"]))["k"] == ({"v": 1}, etag)
+    assert (await export_user(store, "alice"))["states"] == [{"v": 1}]
+    assert (await export_user(store, "bob"))["states"] == []
+    # What the loser does next: a write conditional on what is stored now.
+    await store.write_state("k", {"v": 3}, etag)
+    assert (await store.read_state(["k"]))["k"][0] == {"v": 3}
+
+
+async def test_two_instances_creating_one_document_at_once_leave_one_write_and_one_race(
+    make_store: MakeStore,
+) -> None:
+    first, second = await make_store(), await make_store()
+    results = await asyncio.gather(
+        first.write_state("k", {"by": "first"}, None, create_only=True),
+        second.write_state("k", {"by": "second"}, None, create_only=True),
+        return_exceptions=True,
+    )
+    assert sorted(type(result).__name__ for result in results) == ["ETagMismatch", "str"]
+    winner = "first" if isinstance(results[0], str) else "second"
+    assert (await second.read_state(["k"]))["k"][0] == {"by": winner}
+
+
+async def test_botbuilder_storage_creates_a_document_read_as_absent_only_if_still_absent(
+    store: Store,
+) -> None:
+    storage = BotStateStorage(store)
+    key = "test/users/u1"
+    assert await storage.read([key]) == {}
+    await storage.write({key: {"e_tag": ABSENT_ETAG, "v": "another turn's"}})
+    with pytest.raises(ETagMismatch):
+        await storage.write({key: {"e_tag": ABSENT_ETAG, "v": "this turn's"}})
+    stored = (await storage.read([key]))[key]
+    assert stored["v"] == "another turn's"
+    assert stored["e_tag"] not in ("", ABSENT_ETAG)
+    # botbuilder's contract for a caller that does not ask: no e_tag, or "*", overwrites.
+    await storage.write({key: {"v": "no e_tag"}})
+    assert (await storage.read([key]))[key]["v"] == "no e_tag"
+    await storage.write({key: {"e_tag": "*", "v": "any e_tag"}})
+    assert (await storage.read([key]))[key]["v"] == "any e_tag"
+    await storage.delete([key])
+    await storage.write({key: {"e_tag": ABSENT_ETAG, "v": "created again"}})
+    assert (await storage.read([key]))[key]["v"] == "created again"
 
 
 async def test_delete(store: Store) -> None:
