@@ -50,6 +50,8 @@ _ASKED_BY = "consent_asked_by"
 # What a turn changes together when it asks the question (or keeps it open): when two turns
 # changed the dialog at once, these follow the turn whose dialog stands (`_merge_dialogs`).
 _QUESTION = (_DIALOG_STATE, _ASKED_BY, EXPIRES_FROM_PROPERTY)
+# How much of a message a notice quotes (`_excerpt`): enough for the user to know which one.
+_EXCERPT_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,8 @@ class ConversationGate:
         context.activity.text = turn.text
         context.activity.locale = turn.locale
         since = turn.received_at if turn.received_at is not None else time.monotonic()
+        # This turn asked the question with its message waiting for the answer.
+        waits = False
         try:
             if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
                 # The channel sent the answer again (no 2xx in time, e.g. across a restart,
@@ -272,6 +276,7 @@ class ConversationGate:
             await self._asked_by.set(context, turn.activity_id)
             # The store's clock, not the injected one: the expiry is counted on it.
             await self._asked_at.set(context, utc_now().isoformat())
+            waits = pending is not None
             return None
         finally:
             if not self._erased_since(turn, since):
@@ -281,6 +286,26 @@ class ConversationGate:
                     conversation=safe_id(turn.conversation_key),
                     still_wanted=lambda: not self._erased_since(turn, since),
                 )
+                if waits and await self._asked_by.get(context) != turn.activity_id:
+                    await self._not_kept(context, turn)
+
+    async def _not_kept(self, context: TurnContext, turn: TurnInput) -> None:
+        """Another message of the user's asked the question at the same moment (on another
+        instance or worker) and its write came first: that message waits for the answer, and
+        one question holds one message (`_merge_dialogs`). This one is not kept; the user is
+        told so, with its start, so that they know which one to send again."""
+        log.info(
+            "a message that asked for consent at the same moment as another was not kept",
+            extra={"event": "consent_message_not_kept"},
+        )
+        excerpt = _excerpt(turn.text)
+        if excerpt:
+            text = localize("consent_message_not_kept", turn.locale, excerpt=excerpt)
+        else:
+            text = localize("consent_attachment_not_kept", turn.locale)
+        activity = MessageFactory.text(text)
+        activity.text_format = "plain"  # it quotes the user's own words, as they wrote them
+        await context.send_activity(activity)
 
     def _erased_since(self, turn: TurnInput, since: float) -> bool:
         """The user or the conversation was erased after the message arrived (storage.
@@ -305,9 +330,17 @@ def _merge_dialogs(race: StateRace) -> dict[str, Any]:
     instances). Where both changed the dialog, the turn that closed the question (answered it,
     or found consent given elsewhere) stands: the other only asked it again, or kept it open,
     from the state it had read. Otherwise the other turn's dialog stands (it may hold a message
-    waiting for the answer); this turn's markers and stamps are applied as they are."""
+    waiting for the answer; when this turn's message waited too, as with a user's first two
+    messages at once, it is not kept and the user is told: `_not_kept`); this turn's markers
+    and stamps are applied as they are."""
     ours_closed = not getattr(race.ours.get(_DIALOG_STATE), "dialog_stack", None)
     return race.merged(lambda name: name not in _QUESTION or ours_closed)
+
+
+def _excerpt(text: str) -> str:
+    """How a notice quotes a message: its words on one line, cut to `_EXCERPT_CHARS`."""
+    words = " ".join(text.split())
+    return words if len(words) <= _EXCERPT_CHARS else words[: _EXCERPT_CHARS - 1] + "…"
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:

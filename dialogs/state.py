@@ -20,7 +20,7 @@ from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
 from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
 
 from storage.base import ETagMismatch, StateStore
-from storage.botstate import CONVERSATION_PROPERTY, OWNER_PROPERTY, BotStateStorage
+from storage.botstate import ABSENT_ETAG, CONVERSATION_PROPERTY, OWNER_PROPERTY, BotStateStorage
 
 log = logging.getLogger(__name__)
 _ETAG = "e_tag"
@@ -141,11 +141,16 @@ def _read_key(state: BotState) -> str:
 
 
 async def _load_recording(state: BotState, context: TurnContext, load: Awaitable[None]) -> None:
-    """botbuilder's `load`, keeping what it read in the turn: what a lost race merges from."""
+    """botbuilder's `load`, keeping what it read in the turn: what a lost race merges from. A
+    document read as absent (botbuilder gives it no ETag) is written create-only
+    (`ABSENT_ETAG`): another instance's first write of it meanwhile is a lost race, merged, not
+    overwritten."""
     before = state.get_cached_state(context)
     await load
     cached = state.get_cached_state(context)
     if cached is not before:
+        # The hash botbuilder took (of no document) stays: whether the turn writes is unchanged.
+        cached.state.setdefault(_ETAG, ABSENT_ETAG)
         context.turn_state[_read_key(state)] = _flat_document(cached.state)
 
 
@@ -176,12 +181,13 @@ class DialogStates:
     """The two state scopes the dialogs use, over the app's store.
 
     botbuilder writes a scope with the ETag it read, so that a write over another turn's fails
-    (ETagMismatch; the `Storage` contract, kept in storage/). Two instances (or APP_WORKERS
-    processes) over one store do meet there: a user's "I accept" on one while another message
-    of theirs is answered on the other. That is no store failure: `save_changes` reads the
-    document again, applies the turn's changes to it (`merge_user`, `merge_dialogs` decide
-    where both turns changed the same property; by default this turn's value stands) and
-    writes again, up to `_RACES` times."""
+    (ETagMismatch; the `Storage` contract, kept in storage/); a scope read as absent is created
+    only if still absent, and fails the same way. Two instances (or APP_WORKERS processes) over
+    one store do meet there: a user's "I accept" on one while another message of theirs is
+    answered on the other, or a user's first two messages at once. That is no store failure:
+    `save_changes` reads the document again, applies the turn's changes to it (`merge_user`,
+    `merge_dialogs` decide where both turns changed the same property; by default this turn's
+    value stands) and writes again, up to `_RACES` times."""
 
     def __init__(
         self,
@@ -258,8 +264,8 @@ class DialogStates:
         merged = state.merge_race(race)
         cached.state.clear()
         cached.state.update(merged)
-        if stored is not None:
-            cached.state[_ETAG] = stored[_ETAG]
+        # Deleted meanwhile: created again, only if still absent.
+        cached.state[_ETAG] = stored[_ETAG] if stored is not None else ABSENT_ETAG
         # A further race is merged from what was stored now.
         context.turn_state[_read_key(state)] = _flat_document(theirs)
         # Deleted meanwhile (expired, erased) and nothing of the turn's but the stamps: not
