@@ -18,7 +18,13 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from chat.filters import is_prompt_filter_error, parse_prompt_annotations, parse_results
+from chat.filters import (
+    Verdict,
+    is_prompt_filter_error,
+    parse_answer,
+    parse_prompt_annotations,
+    parse_results,
+)
 
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
@@ -72,6 +78,22 @@ class FilterWatch:
     withhold_on_error: bool = False
     annotated: bool = False
     judged_chars: int = 0
+    # What the filter has said of the stream so far, as Azure sent it (the raw annotations a
+    # Completion carries), from `deployment`; `filtered`: a verdict blocked the answer. A stream
+    # that ends without a completion (cut short, stopped, failed) keeps its verdicts here.
+    prompt_filter_results: list[dict[str, Any]] = field(default_factory=list)
+    output_annotations: list[dict[str, Any]] = field(default_factory=list)
+    filtered: bool = False
+    deployment: str = ""
+
+    def verdict(self) -> Verdict:
+        """What the filter has said of the stream so far, as one verdict (as for a whole answer
+        whose finish reason is content_filter when a verdict blocked it)."""
+        return parse_answer(
+            self.prompt_filter_results,
+            self.output_annotations,
+            "content_filter" if self.filtered else None,
+        )
 
     def judged(self, text: str) -> bool:
         """Whether the filter has reported on all of `text` (a beginning of the answer). A
@@ -350,8 +372,12 @@ class DeploymentClient:
         )
         parts: list[str] = []
         finish_reason: str | None = None
+        # Kept on the watch as they arrive: the turn reads them if the stream ends without a
+        # completion. A stream on another deployment (a spill-over) starts afresh.
         prompt_filters: list[dict[str, Any]] = []
         output_annotations: list[dict[str, Any]] = []
+        watch.prompt_filter_results, watch.output_annotations = prompt_filters, output_annotations
+        watch.deployment, watch.filtered = self.deployment.name, False
         prompt_tokens = completion_tokens = 0
         usage_reported = False
         watch.annotated, watch.judged_chars = False, 0
@@ -400,6 +426,7 @@ class DeploymentClient:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
                         filtered = filtered or finish_reason == "content_filter"
+                    watch.filtered = filtered
                     blocked = blocked or filtered
                     # Asynchronous-filter annotation chunks have no delta at all.
                     if content:
@@ -409,23 +436,27 @@ class DeploymentClient:
                             await on_text("".join(parts))
         except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
             # (Before APIError, of which the first two are kinds.) ValueError: an event whose
-            # JSON is broken (the SDK parses each one with json.loads).
-            raise ModelError(
-                "stream_cut",
-                deployment=self.deployment.name,
-                retryable=not parts,
-                fault=True,
-                partial_text="".join(parts),
-            ) from exc
+            # JSON is broken (the SDK parses each one with json.loads). A verdict that blocked
+            # the answer before the cut stands, as after a clean cut (below): the answer is
+            # returned filtered, never retried elsewhere nor counted against the deployment.
+            if not filtered:
+                raise ModelError(
+                    "stream_cut",
+                    deployment=self.deployment.name,
+                    retryable=not parts,
+                    fault=True,
+                    partial_text="".join(parts),
+                ) from exc
         except openai.APIError as exc:
-            raise ModelError(
-                "stream_error",
-                deployment=self.deployment.name,
-                retryable=not parts,
-                fault=True,
-                body=exc.body if isinstance(exc.body, dict) else {},
-                partial_text="".join(parts),
-            ) from exc
+            if not filtered:  # an error event after a blocking verdict: as a cut, above
+                raise ModelError(
+                    "stream_error",
+                    deployment=self.deployment.name,
+                    retryable=not parts,
+                    fault=True,
+                    body=exc.body if isinstance(exc.body, dict) else {},
+                    partial_text="".join(parts),
+                ) from exc
         finally:
             await stream.close()
         if not filtered and (
@@ -435,8 +466,9 @@ class DeploymentClient:
             # include_usage, then one with the usage (after the asynchronous filter's last
             # annotation). A body that ends cleanly without them was cut short (a gateway or
             # proxy closed it): not an answer, and part of it may not have been judged. A
-            # verdict against the answer stands all the same: it is withheld either way, and
-            # the deployment did its part (the turn estimates the usage).
+            # verdict against the answer stands all the same, however the stream then ends (cut,
+            # broken, an error event): it is withheld either way, and the deployment did its
+            # part (the turn estimates the usage).
             raise ModelError(
                 "stream_cut",
                 deployment=self.deployment.name,

@@ -40,6 +40,11 @@ WAIT_OUT_COOLDOWN_SECONDS = 3.0
 _MAX_ROUNDS = 10
 
 
+def _filter_blocked(watch: FilterWatch | None) -> bool:
+    """The content filter blocked the streamed answer: the deployment answered, with a verdict."""
+    return watch is not None and watch.filtered
+
+
 class AllDeploymentsBusy(ModelError):
     """No deployment could answer; `retry_after` says when the first one should be back.
     `throttled` tells capacity limits (429/503 with a wait) from failures (5xx, unreachable)."""
@@ -161,13 +166,14 @@ class DeploymentRouter:
                             self._telemetry.model_failed(attempt, exc.kind, exc.status)
                             raise
                         except TimeoutError:
-                            if not streamed:
+                            if not (streamed or _filter_blocked(watch)):
                                 self._telemetry.model_failed(attempt, "deadline", None)
                             raise
                 except TimeoutError:
-                    if streamed:
-                        # Text was still arriving: a long answer, not a hung deployment. The
-                        # turn keeps what was shown; nothing is retried or counted against it.
+                    if streamed or _filter_blocked(watch):
+                        # Text was still arriving: a long answer, not a hung deployment (or
+                        # the filter had already blocked the answer: the turn withholds it).
+                        # The turn keeps what was shown; nothing is retried or counted against it.
                         self._record_outcome_without_penalty(health)
                         raise ModelError(
                             "deadline", deployment=name, retryable=False, fault=False

@@ -186,6 +186,10 @@ class TurnOutcome:
     # turn is stored from then on. `was_erased` asks this process's record (no store read).
     erased: bool = False
     was_erased: Callable[[], bool] = field(default=lambda: False, repr=False)
+    # The model call's stream and what the content filter has said of it, until the call
+    # returns a completion (which carries the verdicts): a turn that ends without one (cut
+    # short, stopped, failed) still acts on them, once (`ChatService._take_watch`).
+    watch: FilterWatch | None = field(default=None, repr=False)
 
 
 class _Interruptible:
@@ -434,7 +438,13 @@ class ChatService:
                     outcome.completion_tokens = self._counter.count_text(outcome.streamed_text)
                 if not outcome.replied:
                     await self._fail(
-                        turn, user_message, channel, delta, outcome, SHUTDOWN_INTERRUPTED
+                        turn,
+                        user_message,
+                        channel,
+                        delta,
+                        outcome,
+                        SHUTDOWN_INTERRUPTED,
+                        verdict=self._stream_verdict(user_message, delta, outcome),
                     )
             else:
                 deadline = deadline_timer.expired()
@@ -452,6 +462,7 @@ class ChatService:
                         outcome,
                         "internal_error",
                         error="turn_deadline" if deadline else "internal_error",
+                        verdict=self._stream_verdict(user_message, delta, outcome),
                     )
         finally:
             if running is not None:
@@ -634,6 +645,7 @@ class ChatService:
         # (the deployment did nothing wrong: no failure is counted) and the user keeps the text.
         stream_timer = asyncio.timeout(channel.time_left())
         watch = FilterWatch(withhold_on_error=self._filters.error_policy == "withhold")
+        outcome.watch = watch
         try:
             async with stream_timer:
                 completion = await self._call_model(
@@ -652,6 +664,7 @@ class ChatService:
                 delta,
                 outcome,
                 judged=watch.judged(stopped.shown_text),
+                verdict=self._stream_verdict(user_message, delta, outcome),
             )
             return
         except TimeoutError:
@@ -677,9 +690,10 @@ class ChatService:
             await self._prompt_filtered(turn, user_message, verdict, channel, delta, outcome)
             return
         except ModelError as exc:
-            if exc.kind == "deadline" and outcome.streamed_text:
+            if exc.kind == "deadline" and (outcome.streamed_text or watch.filtered):
                 # The answer was still streaming at the model deadline (the router counts no
-                # failure): the user keeps what they have been reading.
+                # failure): the user keeps what they have been reading (or gets the filter's
+                # notice, when a verdict had blocked the answer).
                 log.warning("the model deadline cut a streamed answer", extra=log_fields)
                 await self._answer_cut(
                     turn,
@@ -721,9 +735,21 @@ class ChatService:
                 )
                 await self._fail(turn, user_message, channel, delta, outcome, key, wait=wait)
             else:
-                await self._fail(turn, user_message, channel, delta, outcome, "model_unavailable")
+                # What the filter said before the call failed (the prompt's verdicts come first)
+                # is stored with the error record, and flags the conversation.
+                verdict = self._stream_verdict(user_message, delta, outcome)
+                await self._fail(
+                    turn,
+                    user_message,
+                    channel,
+                    delta,
+                    outcome,
+                    "model_unavailable",
+                    verdict=verdict,
+                )
             return
 
+        outcome.watch = None  # the completion carries the filter's verdicts
         if not completion.usage_reported:
             completion.prompt_tokens = window.prompt_tokens
             completion.completion_tokens = self._counter.count_text(completion.text)
@@ -761,7 +787,8 @@ class ChatService:
             )
             return
 
-        completion.text += self._citation_text(verdict, turn.locale)
+        # The citation is a note: shown with the answer and kept for reviewers in the verdict,
+        # not stored as the answer's text (the model would read it as its own words next turn).
         stored = await self._deliver_answer(
             user_message,
             completion,
@@ -771,7 +798,7 @@ class ChatService:
             started,
             verdict,
             finished=True,
-            note=_attachments_note(turn),
+            note=self._citation_text(verdict, turn.locale) + _attachments_note(turn),
         )
         if stored and self._log_text:
             log.info(
@@ -1014,6 +1041,25 @@ class ChatService:
         )
         await self._add_answer(answer, completion, delta, outcome)
 
+    def _take_watch(
+        self, user_message: Message, delta: SummaryDelta, outcome: TurnOutcome
+    ) -> tuple[FilterWatch, Verdict]:
+        """The stream of a model call that returned no completion (cut short, stopped, failed)
+        and what the content filter had said of it, logged and flagging the conversation. The
+        watch is taken off the turn: its verdicts are acted on once."""
+        watch, outcome.watch = outcome.watch or FilterWatch(), None
+        verdict = watch.verdict()
+        self._log_filter_events(verdict, watch.deployment, user_message.conversation_id)
+        delta.flag_reasons += verdict.review_reasons(self._filters.review_severity)
+        return watch, verdict
+
+    def _stream_verdict(
+        self, user_message: Message, delta: SummaryDelta, outcome: TurnOutcome
+    ) -> Verdict:
+        """What the content filter had said of a model call that gave no answer (the user's
+        Stop, a failure), stored with the turn's record."""
+        return self._take_watch(user_message, delta, outcome)[1]
+
     def _log_filter_events(self, verdict: Verdict, deployment: str, conversation_id: str) -> None:
         """One structured event per notable category; never the text."""
         reference = conversation_ref(conversation_id)
@@ -1079,12 +1125,13 @@ class ChatService:
         finished: Completion | None = None,
         *,
         judged: bool = True,
+        verdict: Verdict | None = None,
     ) -> None:
         """The user stopped the stream: keep what they saw, as a partial answer. `finished`: the
         model had answered in full (stopped at the final message), so its usage is known. Text
         the content filter had not judged yet (`judged` false: the asynchronous filter's verdicts
         come after the text) is no answer: it is kept for reviewers only, in an error record that
-        is not sent to the model again."""
+        is not sent to the model again. `verdict`: what the filter had said, stored with it."""
         outcome.status = "stopped"
         shown_tokens = self._counter.count_text(stopped.shown_text)
         completion = Completion(
@@ -1102,6 +1149,8 @@ class ChatService:
             # The window counts what the user saw, not what the model generated.
             "tokens": shown_tokens,
         }
+        if verdict is not None and verdict.notable:
+            update["filter"] = verdict.to_json()
         if not judged:
             delta.errors += 1
             update |= {
@@ -1128,44 +1177,58 @@ class ChatService:
         judged: bool,
     ) -> None:
         """The answer ran out of time (`reason`) while it streamed; the model call has ended. The
-        user keeps the text so far, as a labelled answer with a note that it was cut, and that is
-        stored as it was shown, as a partial answer. With no text yet there is nothing to keep,
-        nor with text the content filter had not judged yet (`judged` false: the asynchronous
+        user keeps the text so far, as a labelled answer with a note that it was cut (and the
+        citation of any protected code in it), and that is stored as it was shown, as a partial
+        answer with the filter's verdicts so far. With no text yet there is nothing to keep, nor
+        with text the content filter had not judged yet (`judged` false: the asynchronous
         filter's verdicts come after the text): the user gets the could-not-answer notice, as for
-        any model call that gave no answer, and the error record keeps that text for reviewers."""
+        any model call that gave no answer, and the error record keeps that text for reviewers.
+        A verdict that had blocked the answer (or, withheld on a filter error, left it unjudged)
+        stands, as for a whole answer: the filter's notice, and the answer stored filtered."""
+        watch, verdict = self._take_watch(user_message, delta, outcome)
         generated = outcome.streamed_text
+        completion = Completion(
+            text=generated,
+            finish_reason="content_filter" if watch.filtered else reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self._counter.count_text(generated),
+            deployment=deployment or watch.deployment,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            usage_reported=False,
+        )
+        withhold = self._must_withhold(completion, verdict)
+        if generated or withhold:
+            # Azure bills what it generated before the call was stopped, as the usage it would
+            # have reported: the quota is charged that (shown or not), and the record keeps it.
+            outcome.deployment = completion.deployment
+            outcome.prompt_tokens = completion.prompt_tokens
+            outcome.completion_tokens = completion.completion_tokens
+        if withhold:
+            await self._answer_filtered(
+                turn, user_message, completion, verdict, channel, delta, outcome
+            )
+            return
         if not generated or not judged:
             if generated:
                 log.warning(
                     "the cut answer's text was not all judged by the content filter",
                     extra={"ref": outcome.correlation_id, "reason": reason},
                 )
-                # Billed all the same: the quota and the summary are charged what was generated.
-                outcome.deployment = deployment
-                outcome.prompt_tokens = prompt_tokens
-                outcome.completion_tokens = self._counter.count_text(generated)
             await self._fail(
-                turn, user_message, channel, delta, outcome, "model_unavailable", error=reason
+                turn,
+                user_message,
+                channel,
+                delta,
+                outcome,
+                "model_unavailable",
+                error=reason,
+                verdict=verdict,
             )
             return
         if generated.count("```") % 2:
             generated += "\n```"  # cut inside a code block: close it, or the note shows as code
-        note = localize("answer_cut_time_limit", turn.locale)
-        # Azure bills what it generated before the call was stopped, as the usage it would have
-        # reported: that is what the quota is charged and what the record keeps.
-        completion = Completion(
-            text=f"{generated}\n\n{note}",
-            finish_reason=reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=self._counter.count_text(outcome.streamed_text),
-            deployment=deployment,
-            latency_ms=int((time.monotonic() - started) * 1000),
-            usage_reported=False,
-        )
+        completion.text = f"{generated}\n\n{localize('answer_cut_time_limit', turn.locale)}"
         outcome.status = "cut_short"
-        outcome.deployment = deployment
-        outcome.prompt_tokens = completion.prompt_tokens
-        outcome.completion_tokens = completion.completion_tokens
         await self._deliver_answer(
             user_message,
             completion,
@@ -1173,9 +1236,9 @@ class ChatService:
             delta,
             outcome,
             started,
-            Verdict(),
+            verdict,
             finished=False,
-            note=_attachments_note(turn),
+            note=self._citation_text(verdict, turn.locale) + _attachments_note(turn),
         )
 
     async def _deliver_answer(
@@ -1205,7 +1268,13 @@ class ChatService:
                 activity_id = await channel.final(Reply(completion.text + note, ai_generated=True))
         except StreamStopped as stopped:
             await self._store_stopped(
-                user_message, stopped, started, delta, outcome, completion if finished else None
+                user_message,
+                stopped,
+                started,
+                delta,
+                outcome,
+                completion if finished else None,
+                verdict=verdict,
             )
             return False
         except DeliveryFailed:
@@ -1233,10 +1302,12 @@ class ChatService:
         outcome: TurnOutcome,
         text_key: str,
         error: str | None = None,
+        *,
+        verdict: Verdict | None = None,
         **extra: object,
     ) -> None:
         """Tell the user (`text_key`) and store an error record in place of the answer (its
-        `error` is `text_key` unless given)."""
+        `error` is `text_key` unless given), with what the content filter had said (`verdict`)."""
         ref = outcome.correlation_id
         notice = localize(text_key, turn.locale, ref=ref, **extra)
         outcome.status = "error"
@@ -1263,6 +1334,7 @@ class ChatService:
             # What a stream had shown before it broke off and the notice replaced it: kept for
             # reviewers (never for the model: an error record is not context).
             withheld_text=outcome.streamed_text or None,
+            filter=verdict.to_json() if verdict is not None and verdict.notable else None,
             correlation_id=ref,
         )
         if not self._stores(outcome):
