@@ -78,6 +78,12 @@ class Conversation:
     def watermark(self) -> int:
         return self.offset + len(self.entries)
 
+    @property
+    def reopened(self) -> bool:
+        """Opened again after a restart or an eviction: what its page showed before is not held
+        here, so a reloaded page cannot be shown it."""
+        return bool(self.id_tag)
+
     def next_activity_id(self) -> str:
         # Azure's Direct Line shape: "<conversation id>|0000001" ("|<tag>.0000001" reopened).
         return f"{self.id}|{self.id_tag}{next(self._ids):07d}"

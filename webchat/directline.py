@@ -121,6 +121,45 @@ class BuiltinDirectLine:
             )
         )
 
+    def resume_conversation(
+        self, participant: Participant, conversation_id: str, token: str
+    ) -> tuple[str, Grant] | None:
+        """A fresh token for a conversation the page opened earlier in the same browser tab (a
+        reload, or a link followed and Back), or None when it cannot go on: the page then starts
+        a new one. `token` is the newest token the page had for it: it must still be valid (the
+        same rule as a token refresh), name this conversation and the person signed in now, and
+        this process must still hold the conversation with what it showed (after a restart or
+        an eviction it holds nothing of that, even once the open page's reconnect reopened it).
+        The conversation's owner is checked too, as every Direct Line call does."""
+        try:
+            grant = self.signer.verify(token, conversation_id)
+        except TokenError as exc:
+            not_resumed(str(exc))
+            return None
+        same_person = secrets.compare_digest(
+            grant.user_id, participant.user_id
+        ) and secrets.compare_digest(grant.tenant_id, participant.tenant_id)
+        if not same_person:
+            not_resumed("another user")
+            return None
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None or conversation.reopened:
+            not_resumed("not held")
+            return None
+        if not secrets.compare_digest(conversation.owner.user_id, participant.user_id):
+            not_resumed("another owner")
+            return None
+        conversation.touch()
+        return self.signer.issue(
+            Grant(
+                conversation.id,
+                participant.user_id,
+                participant.user_name,
+                participant.aad_object_id,
+                participant.tenant_id,
+            )
+        )
+
     def _authorize(self, request: web.Request, conversation_id: str | None) -> Grant:
         try:
             return self.signer.verify(bearer(request.headers.get("Authorization")), conversation_id)
@@ -483,6 +522,12 @@ class BuiltinDirectLine:
                 await reader
             await socket.close()
         return socket
+
+
+def not_resumed(reason: str) -> None:
+    """Logged when a page's resume is not granted: the reason only (an exception's type name, a
+    status or a short phrase), never a token or an id."""
+    log.info("the web chat starts a new conversation instead of resuming", extra={"reason": reason})
 
 
 def _rating_entity(rated: str, reaction: str, text: str) -> dict[str, Any]:

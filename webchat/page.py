@@ -6,13 +6,26 @@ token endpoint the page calls first.
 Azure Bot Service's Direct Line for a token bound to `dl_<user id>` (the secret never leaves the
 server: not in a response, a log line or an error); otherwise it opens a conversation on the
 built-in endpoint. The page then hands the token and `domain` to stock Web Chat.
+
+After a reload the page asks to resume the conversation it had in that browser tab
+(`{"resume": {"conversationId", "token", "ticket"}}`, kept in the tab's sessionStorage). It gets a
+fresh token for it (`"resumed": true`) only while its last token is still valid and only for the
+person signed in now; anything else (an expired token, a conversation the built-in endpoint no
+longer holds, another user's token, a changed sign-in) gets a new conversation, as a first visit
+does. On Azure's Direct Line the token is Azure's and says nothing this app can check, so the
+answer also carries a ticket signed here (with a key derived from `DIRECT_LINE_SECRET`, which
+every instance shares) naming the conversation and its user; a resume needs it, then refreshes the
+page's token at Azure (`/tokens/refresh`: an expired one is refused there).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,8 +35,9 @@ from aiohttp import web
 from bot.routes import json_error
 from config import PROJECT_ROOT, Settings
 from webchat.conversations import Participant
-from webchat.directline import PREFIX, BuiltinDirectLine
+from webchat.directline import PREFIX, BuiltinDirectLine, not_resumed
 from webchat.identity import NotSignedIn, current_user
+from webchat.tokens import Grant, TokenError, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +46,35 @@ BUNDLE = PROJECT_ROOT / "webchat" / "vendor" / "webchat.js"
 _STATIC_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
 _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15)
 _EMPTY_STYLE_HASH = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+# A resume ticket names an Azure Direct Line conversation and its user; the Azure token's own
+# expiry (30 minutes after its last refresh) decides sooner whether it can go on.
+RESUME_TICKET_SECONDS = 8 * 3600
+_RESUME_AUDIENCE = "webchat-resume"
+# Far beyond any real id, token or ticket: longer values are not looked at.
+_MAX_RESUME_FIELD = 8192
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """What the page kept of the conversation it had in this browser tab."""
+
+    conversation_id: str
+    token: str
+    ticket: str = ""
+
+
+def _resume_request(body: object) -> ResumeRequest | None:
+    resume = body.get("resume") if isinstance(body, dict) else None
+    if not isinstance(resume, dict):
+        return None
+    fields = [resume.get(name) for name in ("conversationId", "token", "ticket")]
+    conversation_id, token, ticket = (
+        value if isinstance(value, str) and 0 < len(value) <= _MAX_RESUME_FIELD else ""
+        for value in fields
+    )
+    if not conversation_id or not token:
+        return None
+    return ResumeRequest(conversation_id, token, ticket)
 
 
 class WebChatPage:
@@ -39,6 +82,16 @@ class WebChatPage:
         self._settings = settings
         self._directline = directline
         self._http: aiohttp.ClientSession | None = None
+        self._tickets: TokenSigner | None = None
+        if settings.uses_azure_direct_line:
+            # Derived from the Direct Line secret, which every instance and worker shares and
+            # which outlives restarts (one-way: the ticket key tells nothing of the secret).
+            key = hmac.new(
+                settings.direct_line_secret.get_secret_value().encode(),
+                b"web chat resume tickets",
+                hashlib.sha256,
+            ).hexdigest()
+            self._tickets = TokenSigner(key, RESUME_TICKET_SECONDS, _RESUME_AUDIENCE)
 
     async def start(self) -> None:
         if not BUNDLE.is_file():
@@ -159,12 +212,23 @@ class WebChatPage:
             user = current_user(request, self._settings.webchat_auth_mode)
         except NotSignedIn:
             return json_error(401, "unauthorized", "Sign in to use the assistant.")
+        raw = await request.read()
+        try:
+            # An empty body is a first visit too (the page sends `{}`).
+            resume = _resume_request(json.loads(raw) if raw.strip() else None)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
+            return json_error(400, "bad_request", "The body is not valid JSON.")
         participant = Participant(
             user.channel_user_id, user.name, user.aad_object_id, user.tenant_id
         )
         if self._settings.uses_azure_direct_line:
-            return await self._azure_token(request, participant)
-        token, grant = self._directline.open_conversation(participant)
+            return await self._azure_token(request, participant, resume)
+        resumed = (
+            self._directline.resume_conversation(participant, resume.conversation_id, resume.token)
+            if resume is not None
+            else None
+        )
+        token, grant = resumed or self._directline.open_conversation(participant)
         return web.json_response(
             {
                 "mode": "builtin",
@@ -174,12 +238,19 @@ class WebChatPage:
                 "domain": self._directline.base_url(request) + PREFIX,
                 "userId": participant.user_id,
                 "userName": participant.user_name,
+                "resumed": resumed is not None,
             },
             headers={"Cache-Control": "no-store"},
         )
 
-    async def _azure_token(self, request: web.Request, user: Participant) -> web.Response:
+    async def _azure_token(
+        self, request: web.Request, user: Participant, resume: ResumeRequest | None
+    ) -> web.Response:
         assert self._http is not None
+        if resume is not None:
+            resumed = await self._azure_resume(user, resume)
+            if resumed is not None:
+                return self._azure_grant(user, resumed, resumed=True)
         origins = list(self._settings.webchat_trusted_origins)
         if self._settings.public_base_url:
             origins.append(self._settings.public_base_url.rstrip("/"))
@@ -211,18 +282,75 @@ class WebChatPage:
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             log.warning("Direct Line answered without a token")
             return unavailable
+        return self._azure_grant(user, body, resumed=False)
+
+    def _azure_grant(
+        self, user: Participant, body: dict[str, object], resumed: bool
+    ) -> web.Response:
+        assert self._tickets is not None
+        conversation_id = body.get("conversationId")
+        ticket = None
+        if isinstance(conversation_id, str) and conversation_id:
+            ticket, _ = self._tickets.issue(
+                Grant(conversation_id, user.user_id, tenant_id=user.tenant_id)
+            )
         return web.json_response(
             {
                 "mode": "azure",
                 "token": body["token"],
-                "conversationId": body.get("conversationId"),
+                "conversationId": conversation_id,
                 "expires_in": body.get("expires_in"),
-                "domain": endpoint,
+                "domain": self._settings.direct_line_endpoint,
                 "userId": user.user_id,
                 "userName": user.user_name,
+                "resumed": resumed,
+                "ticket": ticket,
             },
             headers={"Cache-Control": "no-store"},
         )
+
+    async def _azure_resume(
+        self, user: Participant, resume: ResumeRequest
+    ) -> dict[str, object] | None:
+        """Azure's answer to refreshing the page's last token, when the ticket says the
+        conversation is this user's and Azure still takes the token; None otherwise (the page
+        gets a new conversation). The refresh is the token's own call: no secret is sent."""
+        assert self._http is not None and self._tickets is not None
+        try:
+            owner = self._tickets.verify(resume.ticket, resume.conversation_id)
+        except TokenError as exc:
+            not_resumed(str(exc))
+            return None
+        if not (
+            secrets.compare_digest(owner.user_id, user.user_id)
+            and secrets.compare_digest(owner.tenant_id, user.tenant_id)
+        ):
+            not_resumed("another user")
+            return None
+        try:
+            async with self._http.post(
+                f"{self._settings.direct_line_endpoint}/tokens/refresh",
+                headers={"Authorization": f"Bearer {resume.token}"},
+                timeout=_TOKEN_TIMEOUT,
+            ) as response:
+                if response.status != 200:
+                    # 403: the token expired (Azure refreshes only a valid one) or is not valid.
+                    not_resumed(f"Direct Line answered {response.status}")
+                    return None
+                body = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            not_resumed(type(exc).__name__)
+            return None
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("token"), str)
+            or body.get("conversationId") != resume.conversation_id
+        ):
+            # An Azure token is bound to one conversation: a refreshed one for another is not
+            # this conversation going on.
+            not_resumed("another conversation")
+            return None
+        return body
 
 
 def _hardening(response: web.StreamResponse) -> None:

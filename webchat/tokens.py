@@ -37,18 +37,25 @@ class Grant:
 
 
 class TokenSigner:
-    def __init__(self, secret: str = "", lifetime: int = TOKEN_LIFETIME_SECONDS) -> None:
+    def __init__(
+        self,
+        secret: str = "",
+        lifetime: int = TOKEN_LIFETIME_SECONDS,
+        audience: str = _AUDIENCE,
+    ) -> None:
         # No configured secret: a random one per process (tokens die with the process, and
         # several instances behind one load balancer would refuse each other's tokens).
         self._key = secret or secrets.token_urlsafe(48)
         self.lifetime = lifetime
+        # One audience per kind of token, so that one kind is never taken for another.
+        self._audience = audience
 
     def issue(self, grant: Grant) -> tuple[str, Grant]:
         now = int(time.time())
         expires = now + self.lifetime
         claims = {
             "iss": _ISSUER,
-            "aud": _AUDIENCE,
+            "aud": self._audience,
             "iat": now,
             "nbf": now - 5,
             "exp": expires,
@@ -74,7 +81,7 @@ class TokenSigner:
                 token,
                 self._key,
                 algorithms=[_ALGORITHM],
-                audience=_AUDIENCE,
+                audience=self._audience,
                 issuer=_ISSUER,
                 options={"require": ["exp", "iat", "conv", "user"]},
             )

@@ -441,7 +441,11 @@ async def test_azure_direct_line_token_is_bound_to_the_user_and_the_secret_stays
     response = await client.post("/api/directline/token", json={})
     assert response.status == 200
     body = await response.json()
+    # A ticket signed by the app names the conversation and its user, for resuming it after a
+    # reload (tests/webchat/test_webchat_resume.py).
+    assert isinstance(body.pop("ticket"), str)
     assert body == {
+        "resumed": False,
         "mode": "azure",
         "token": "azure-dl-token",
         "conversationId": "AzureConv-1",

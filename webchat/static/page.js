@@ -21,7 +21,8 @@
       feedbackSkip: 'No thanks',
       feedbackThanks: 'Thank you for your feedback.',
       feedbackFailed: 'Your feedback could not be saved. Please try again.',
-      chatLabel: 'Chat with the assistant'
+      chatLabel: 'Chat with the assistant',
+      newConversation: 'Start a new conversation'
     },
     ja: {
       stop: '回答を停止',
@@ -36,7 +37,8 @@
       feedbackSkip: '今回は送信しない',
       feedbackThanks: 'フィードバックをありがとうございます。',
       feedbackFailed: 'フィードバックを保存できませんでした。もう一度お試しください。',
-      chatLabel: 'アシスタントとのチャット'
+      chatLabel: 'アシスタントとのチャット',
+      newConversation: '新しい会話を始める'
     }
   };
 
@@ -82,14 +84,86 @@
     return document.querySelector('[data-id="webchat-sendbox-input"]');
   }
 
-  function postJson(url) {
+  function postJson(url, body) {
     return fetch(url, {
       method: 'POST',
       credentials: 'same-origin',
       headers: { 'Content-Type': 'application/json' },
-      body: '{}'
+      body: JSON.stringify(body || {})
     });
   }
+
+  // The conversation of this browser tab, so that a reload (or a link followed and Back) goes
+  // on with it instead of starting an empty one. sessionStorage, not localStorage: a new tab or
+  // window (the next person at a shared computer) starts afresh, and closing the tab ends it.
+  // The server resumes it only for the person signed in now and while its last token is valid;
+  // otherwise it answers with a new conversation, as on a first visit.
+  var SAVED = 'assistant.webchat.conversation';
+  var saved = null; // { conversationId, token, ticket } as last written
+  var forgotten = false;
+
+  function savedConversation() {
+    try {
+      var value = JSON.parse(window.sessionStorage.getItem(SAVED) || 'null');
+      if (value && typeof value.conversationId === 'string' && typeof value.token === 'string') {
+        return value;
+      }
+    } catch (error) {
+      // No storage (blocked, or unreadable): nothing to resume.
+    }
+    return null;
+  }
+
+  function saveConversation(conversation) {
+    if (forgotten) return;
+    saved = conversation;
+    try {
+      window.sessionStorage.setItem(SAVED, JSON.stringify(conversation));
+    } catch (error) {
+      // No storage: a reload starts a new conversation, as it did before.
+    }
+  }
+
+  function forgetConversation() {
+    forgotten = true;
+    try {
+      window.sessionStorage.removeItem(SAVED);
+    } catch (error) {
+      // Nothing was kept.
+    }
+  }
+
+  // Web Chat refreshes its token every 15 minutes; the newest one is what a reload resumes with.
+  function keepToken(directLine) {
+    function save() {
+      if (saved && directLine.token && directLine.token !== saved.token) {
+        saveConversation(Object.assign({}, saved, { token: directLine.token }));
+      }
+    }
+    window.addEventListener('pagehide', save);
+    document.addEventListener('visibilitychange', save);
+    setInterval(save, 60 * 1000);
+  }
+
+  // A resumed conversation that Direct Line will not reconnect to after all (it ended, or the
+  // server went away since the token was given): start a new one instead of showing an error.
+  function fallBackIfNotResumed(directLine) {
+    var online = false;
+    directLine.connectionStatus$.subscribe(function (status) {
+      // DirectLineJS's ConnectionStatus: 2 Online, 3 ExpiredToken, 4 FailedToConnect, 5 Ended.
+      if (status === 2) online = true;
+      if (!online && status >= 3 && !forgotten) {
+        forgetConversation();
+        window.location.reload();
+      }
+    });
+  }
+
+  function startNewConversation() {
+    forgetConversation();
+    window.location.reload();
+  }
+
 
   // Thumbs up/down are Web Chat's own buttons; this adds the optional text, sent as the same
   // feedback event with the text in the action's description.
@@ -341,8 +415,11 @@
       byId('simulator-note').textContent = text.simulator;
       byId('simulator-note').hidden = false;
     }
-    var response = await postJson('/api/directline/token');
+    var earlier = savedConversation();
+    var response = await postJson('/api/directline/token', earlier ? { resume: earlier } : {});
     if (response.status === 401) {
+      // Signed out: what this tab kept belongs to whoever was signed in.
+      forgetConversation();
       showStatus(text.signIn);
       return;
     }
@@ -352,11 +429,21 @@
     }
     var grant = await response.json();
     store = window.WebChat.createStore({}, watchFeedback());
-    var directLine = window.WebChat.createDirectLine({
+    var options = { token: grant.token, domain: grant.domain, webSocket: true };
+    if (grant.resumed) {
+      // Direct Line's reconnect (GET /conversations/{id}) from watermark 0: the earlier messages
+      // come first, then the conversation goes on under the same id.
+      options.conversationId = grant.conversationId;
+      options.watermark = '0';
+    }
+    var directLine = window.WebChat.createDirectLine(options);
+    saveConversation({
+      conversationId: grant.conversationId,
       token: grant.token,
-      domain: grant.domain,
-      webSocket: true
+      ticket: grant.ticket || ''
     });
+    keepToken(directLine);
+    if (grant.resumed) fallBackIfNotResumed(directLine);
     failRatingRetries(directLine);
     window.WebChat.renderWebChat(
       {
@@ -378,6 +465,10 @@
     var input = sendBox();
     if (input) input.focus();
     watchStreams();
+    var restart = byId('new-conversation');
+    restart.textContent = text.newConversation;
+    restart.addEventListener('click', startNewConversation);
+    restart.hidden = false;
     document.body.setAttribute('data-ready', 'true');
   }
 
