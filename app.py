@@ -445,6 +445,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Siblings still hand over activities while this worker drains, and until the peer
         # links close below: they are refused (503, the channel retries), not lost.
         await queue.drain(settings.shutdown_grace_seconds)
+        app[MESSAGES].close()
         if peers is not None:
             await peers.close()
         # The drained turns settled their quota as they finished; what is still pending is

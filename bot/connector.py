@@ -8,6 +8,7 @@ serviceUrl, and one cached outbound token.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import time
@@ -143,10 +144,10 @@ class ConnectorClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
 
     def service_url_allowed(self, service_url: str) -> bool:
-        parts = urlsplit(service_url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
+        if not reply_target_shaped(service_url):
             return False
-        return self._allowed_hosts is None or parts.hostname in self._allowed_hosts
+        hostname = urlsplit(service_url).hostname
+        return self._allowed_hosts is None or hostname in self._allowed_hosts
 
     async def send(
         self,
@@ -235,6 +236,56 @@ class ConnectorClient:
             # The type only: an identity error's text may carry endpoints or request details.
             log.warning("no outbound token for the channel", extra={"error": type(exc).__name__})
             raise ConnectorError(f"no outbound token: {type(exc).__name__}") from exc
+
+
+# A URL that parsers may read differently (WHATWG reads a backslash as a slash, so
+# `http://evil\@127.0.0.1/` is evil's for some and loopback's for others).
+_NOT_IN_A_SERVICE_URL = frozenset("?#@\\")
+
+
+def reply_target_shaped(service_url: str) -> bool:
+    """Whether `service_url` has a channel's serviceUrl shape: http(s), a host, an optional port
+    and path (Teams: `https://smba.trafficmanager.net/amer/`), and nothing else. A reply goes to
+    the serviceUrl with the connector's path appended (`_call`): a query there would swallow
+    that path, so `http://host/api/messages?x=` makes every reply a new activity at that URL
+    (the bot's own endpoint: it answers its own replies). Bot Framework serviceUrls never have
+    a query, fragment, user info, whitespace or control characters."""
+    if any(c in _NOT_IN_A_SERVICE_URL or c.isspace() or not c.isprintable() for c in service_url):
+        return False
+    parts = urlsplit(service_url)
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+def points_at(service_url: str, address: tuple[str, int]) -> bool:
+    """Whether `service_url` reaches the listener at `address` (its host and port) from this
+    machine: on that port, at that host, a loopback or unspecified address, or `localhost`."""
+    parts = urlsplit(service_url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if port != address[1]:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    ip = _ip_or_none(host)
+    return ip is not None and (ip.is_loopback or ip.is_unspecified or ip == _ip_or_none(address[0]))
+
+
+def _ip_or_none(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address (an IPv4-mapped IPv6 one as its IPv4 address; without an IPv6 zone)."""
+    try:
+        ip = ipaddress.ip_address(value.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -4,7 +4,10 @@ A message is acknowledged before the model is called (Teams redelivers after 15 
 answer); the turn runs on the turn queue (with APP_WORKERS > 1, the queue of the worker that owns
 the conversation: bot/peers.py). Invokes need their response in the HTTP reply, so they run
 inline. Every authentication failure is a 401, every malformed request a 4xx with a short
-JSON error; nothing leaks exception text.
+JSON error; nothing leaks exception text. Rejections are logged once per reason a minute, then
+counted (bot.rejections). A reply must never come back here as a new activity (the bot would
+answer its own answers for ever): a serviceUrl that is not a channel's shape, or in anonymous
+mode this app's own port, is refused, and a message from the bot's own account is not answered.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +25,7 @@ from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeRespons
 
 from bot.adapter import ChannelAdapter
 from bot.auth import AuthError, ChannelAuthenticator
-from bot.connector import ConnectorClient
+from bot.connector import ConnectorClient, points_at
 from bot.handler import (
     IDENTITY_FROM_SERVER,
     RAW_ACTIVITY_KEY,
@@ -30,6 +34,7 @@ from bot.handler import (
     conversation_key,
 )
 from bot.peers import PeerLinks
+from bot.rejections import RejectionLog
 from bot.turns import ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
 
@@ -52,6 +57,9 @@ _QUEUED_TYPES = {
 _REVISIONS = {ActivityTypes.message_update, ActivityTypes.message_delete}
 # Activities a user's action sends: who acted must be named.
 _FROM_A_USER = {ActivityTypes.message, *_REVISIONS}
+# Conversations whose bot account is remembered (`BotAccounts`), and accounts per conversation.
+BOT_ACCOUNTS_REMEMBERED = 10_000
+_ACCOUNTS_PER_CONVERSATION = 4
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -145,6 +153,40 @@ def validate_activity(raw: Any) -> dict[str, Any]:
     return raw
 
 
+def _account_id(raw: dict[str, Any], role: str) -> str:
+    account = raw.get(role)
+    value = account.get("id") if isinstance(account, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+class BotAccounts:
+    """The bot's account in each recent conversation: the recipient of the messages it answers
+    there. A message from that account, or from its own recipient, is a reply of the bot's come
+    back as a new activity (a serviceUrl that leads replies to an endpoint that posts them here):
+    answering it would answer every answer, for ever. No channel sends such a message."""
+
+    def __init__(self, size: int = BOT_ACCOUNTS_REMEMBERED) -> None:
+        self._size = size
+        self._accounts: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+
+    def sent_by_the_bot(self, key: str, raw: dict[str, Any]) -> bool:
+        sender = _account_id(raw, "from")
+        if not sender:
+            return False
+        return sender == _account_id(raw, "recipient") or sender in self._accounts.get(key, ())
+
+    def remember(self, key: str, raw: dict[str, Any]) -> None:
+        recipient = _account_id(raw, "recipient")
+        if not recipient:
+            return
+        known = self._accounts.pop(key, ())
+        if recipient not in known:
+            known = (recipient, *known)[:_ACCOUNTS_PER_CONVERSATION]
+        self._accounts[key] = known
+        if len(self._accounts) > self._size:
+            self._accounts.popitem(last=False)
+
+
 class MessagesEndpoint:
     def __init__(
         self,
@@ -161,6 +203,12 @@ class MessagesEndpoint:
         self._connector = connector
         self._authenticator = authenticator
         self._peers = peers
+        self._bot_accounts = BotAccounts()
+        self._rejections = RejectionLog(log)
+
+    def close(self) -> None:
+        """Shutdown: the rejections counted but not yet logged are logged."""
+        self._rejections.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":
@@ -183,10 +231,12 @@ class MessagesEndpoint:
                     request.headers.get("Authorization"), raw["channelId"], raw["serviceUrl"]
                 )
             except AuthError as exc:
-                log.warning("request rejected: %s", exc)
+                # A fixed sentence per failure (bot.auth); an unauthenticated flood adds two
+                # log lines a minute per reason, not one per request.
+                self._rejections.rejected(str(exc))
                 return json_error(401, "unauthorized", "Authentication failed.")
-        elif not self._connector.service_url_allowed(raw["serviceUrl"]):
-            # Anonymous mode: refuse to send replies to arbitrary hosts.
+        if not self._reply_target_allowed(request, raw["serviceUrl"]):
+            self._rejections.rejected("serviceUrl is not an allowed reply target")
             return json_error(400, "bad_request", "serviceUrl is not an allowed reply target.")
         if self._peers is not None and raw["type"] in _QUEUED_TYPES:
             key = conversation_key(raw["channelId"], raw["conversation"]["id"])
@@ -196,6 +246,20 @@ class MessagesEndpoint:
                 if status is not None:
                     return _answer_of_sibling(status)
         return await self.accept(raw)
+
+    def _reply_target_allowed(self, request: web.Request, service_url: str) -> bool:
+        """A channel's serviceUrl shape in every mode; in anonymous mode also an allowed host
+        (ANONYMOUS_SERVICE_URL_HOSTS), and not this app's own listening port: no channel
+        lives there (the built-in Direct Line hands its activities over in process), and
+        replies sent there would come back as new activities, each answered again."""
+        if not self._connector.service_url_allowed(service_url):
+            return False
+        if self._authenticator is not None:
+            return True  # the channel's token vouched for it (its serviceurl claim)
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(local, tuple) and len(local) >= 2 and isinstance(local[1], int):
+            return not points_at(service_url, (str(local[0]), local[1]))
+        return True
 
     async def accept_forwarded(self, raw: dict[str, Any]) -> int:
         """An activity a sibling worker received for a conversation this worker owns
@@ -228,6 +292,11 @@ class MessagesEndpoint:
             return web.Response(status=200)  # not queued: the turn it stops runs there
 
         key = conversation_key(activity.channel_id, activity.conversation.id)
+        if activity.type == ActivityTypes.message and not identity_from_server:
+            if self._bot_accounts.sent_by_the_bot(key, raw):
+                self._rejections.rejected("a message from the bot itself is not answered")
+                return web.Response(status=200)
+            self._bot_accounts.remember(key, raw)
         dedupe = f"{key}|{activity.id}" if activity.id else None
         if dedupe and activity.type in _REVISIONS:
             # An edit or a delete carries the id of the message it changes, as every edit of it
