@@ -54,6 +54,22 @@ class RefusalLog:
             # The refusal itself stands; only its audit record is missing.
             log.exception("the refusal audit record could not be written", extra={"event": event})
 
+    def untold(
+        self, event: str, scope: str, count: int, *, user_id: str = "", **detail: str | int
+    ) -> None:
+        """`count` more refusals like one `record`ed already that were not told to the user nor
+        audited (controls.quotas: one notice per user, limit and minute): one log line, the
+        user named as `record` names them, event `<event>_untold`."""
+        log.warning(
+            f"{event}_untold",
+            extra={
+                "event": f"{event}_untold",
+                "scope": self._target(scope, user_id),
+                "count": count,
+                **detail,
+            },
+        )
+
     def _target(self, scope: str, user_id: str) -> str:
         if not user_id:
             return scope

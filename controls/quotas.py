@@ -34,6 +34,11 @@ once the chat service finds the message already stored (`give_back`: one write, 
 only). When the gate would refuse it, `count_request` asks first whether the message is
 already stored: if so it was handled, and it is dropped without a refusal or its record.
 
+A user the gate refuses again in the same UTC minute, for the same limit, is not told again:
+`count_request` answers ALREADY_TOLD, with no notice, audit record or `quota_exceeded` log line
+(a flood of refused messages, or a loop of them, costs one of each per user and minute). The
+count of those is logged once that minute is over, in one `quota_exceeded_untold` line.
+
 A user with both user limits at 0 is not counted at all (no write; `/usage` says no limit
 applies); with one of them set, both are counted in the same write. A tenant without a limit
 is not counted; with one, its counter costs one more write per turn (the exact estimate),
@@ -67,6 +72,8 @@ _Counted = TypeVar("_Counted", UsageResult, CounterResult)
 
 # What `count_request` answers for a message already handled (neither counted nor refused).
 REDELIVERED: Final = "redelivered"
+# What it answers for a refusal the user was told of already in this minute (nothing is said).
+ALREADY_TOLD: Final = "already_told"
 
 # A scope's pending settlement is written after this long without a new one.
 SETTLE_AFTER_SECONDS = 3.0
@@ -152,6 +159,17 @@ class _Pending:
     touched: float = 0.0  # monotonic time of the latest amount
 
 
+@dataclass
+class _Told:
+    """A user was told of a refusal in `minute` (minutes since the epoch); `untold`: how many
+    more refusals of that limit in that minute were not told."""
+
+    user_id: str
+    minute: int
+    window: str  # the refused limit's window key, as the refusal's record names it
+    untold: int = 0
+
+
 @dataclass(frozen=True)
 class _Upfront:
     """What `count_request` took for a turn: its request in `minute`, and `amount` tokens."""
@@ -188,6 +206,7 @@ class Quotas:
         self._claim_within = upfront_claim_seconds
         self._pending: dict[_Key, _Pending] = {}
         self._held: dict[Hashable, list[_Upfront]] = {}
+        self._told: dict[tuple[str, LimitKind], _Told] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # set by close(): nothing is deferred any more
 
@@ -213,12 +232,14 @@ class Quotas:
         turn: Hashable,
         *,
         handled_already: Callable[[], Awaitable[bool]] | None = None,
-    ) -> QuotaExceeded | Literal["redelivered"] | None:
+    ) -> QuotaExceeded | Literal["redelivered", "already_told"] | None:
         """One more request in this minute, unless that goes over the limit (then not counted).
         The same write reserves the upfront tokens `reserve_tokens` claims for `turn`.
 
         `handled_already` is asked only when the request would be refused: True (the message
-        is a redelivery of one already handled) answers REDELIVERED, with no refusal recorded."""
+        is a redelivery of one already handled) answers REDELIVERED, with no refusal recorded.
+        A refusal of a limit the user was told of in this minute answers ALREADY_TOLD (only
+        counted, see the module docstring)."""
         limits = self.limits_for(tenant_id)
         if not limits.counts_user:
             return None
@@ -253,6 +274,13 @@ class Quotas:
             return None
         if handled_already is not None and await handled_already():
             return REDELIVERED
+        kind, window = (
+            (LimitKind.USER_TOKENS_PER_DAY, day)
+            if result.refused == "tokens"
+            else (LimitKind.USER_REQUESTS_PER_MINUTE, minute)
+        )
+        if self._told_already(user_id, kind, change.minute, window):
+            return ALREADY_TOLD
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
             # along): no message of this user can be answered before the day resets.
@@ -274,6 +302,37 @@ class Quotas:
             now,
             user_id=user_id,
         )
+
+    def _told_already(self, user_id: str, kind: LimitKind, minute: int, window: Window) -> bool:
+        """Whether the user was told of a refusal of `kind` in `minute` (then this one is
+        counted, to be logged with the others); if not, they are being told now."""
+        told = self._told.get((user_id, kind))
+        if told is not None and told.minute == minute:
+            told.untold += 1
+            return True
+        if told is not None:
+            self._log_untold(kind, told)
+        self._told[(user_id, kind)] = _Told(user_id, minute, window.key)
+        self._ensure_flusher()
+        return False
+
+    def _forget_told(self, before_minute: float) -> None:
+        """The refusals told before `before_minute` are forgotten, and those not told logged."""
+        for key, told in list(self._told.items()):
+            if told.minute < before_minute:
+                del self._told[key]
+                self._log_untold(key[1], told)
+
+    def _log_untold(self, kind: LimitKind, told: _Told) -> None:
+        if told.untold:
+            self._refusals.untold(
+                "quota_exceeded",
+                user_scope(told.user_id),
+                told.untold,
+                user_id=told.user_id,
+                limit=kind.value,
+                window=told.window,
+            )
 
     async def give_back(self, turn: Hashable) -> None:
         """`turn` was counted, then found to be a redelivery of a message already handled: its
@@ -414,6 +473,7 @@ class Quotas:
         self._stopping.set()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        self._forget_told(math.inf)
         self._expire_held(math.inf)
         for attempt in range(3):
             if not await self.flush():
@@ -544,15 +604,17 @@ class Quotas:
         )
 
     async def _flush_periodically(self) -> None:
-        """Runs while something is pending or held; a failed write is retried, backing off."""
+        """Runs while something is pending, held or told; a failed write is retried, backing
+        off."""
         wait = _FLUSH_EVERY_SECONDS
-        while (self._pending or self._held) and not self._stopping.is_set():
+        while (self._pending or self._held or self._told) and not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=wait)
                 return  # close() takes over
             except TimeoutError:
                 pass
             self._expire_held(time.monotonic())
+            self._forget_told(minute_number(minute_window(self._clock())))
             failed = await self._flush(idle_for=self._settle_after)
             wait = min(wait * 2, _RETRY_AT_MOST_SECONDS) if failed else _FLUSH_EVERY_SECONDS
 

@@ -24,7 +24,7 @@ from chat.texts import localize
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
-from controls.quotas import REDELIVERED, Quotas, tenant_scope
+from controls.quotas import ALREADY_TOLD, REDELIVERED, Quotas, tenant_scope
 from dialogs.commands import Commands, parse_command
 from dialogs.consent import (
     CONSENT_DIALOG,
@@ -161,6 +161,10 @@ class ConversationGate:
                 "a redelivered message was dropped",
                 extra={"event": "message_redelivered", "reason": "already_stored"},
             )
+            return None
+        if exceeded == ALREADY_TOLD:
+            # Told of this limit in this minute: no second notice (a flood, or a loop of
+            # replies, would get one each); the quota logs how many there were.
             return None
         if exceeded is not None:
             await _say(context, refusal_text(exceeded, turn.locale))
