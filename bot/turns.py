@@ -68,6 +68,10 @@ class TurnQueue:
     def in_flight(self) -> int:
         return self._running + sum(len(jobs) for jobs in self._pending.values())
 
+    def busy(self, conversation_key: str) -> bool:
+        """Whether this conversation has a turn queued or running."""
+        return conversation_key in self._worker_of
+
     def stop_accepting(self) -> None:
         """From now on `submit` raises ShuttingDown; what was accepted still runs."""
         self._accepting = False

@@ -5,6 +5,12 @@ watermarks) and the WebSockets to push to. The store keeps the transcript; this 
 needed to deliver activities, so a restart ends open Web Chat sessions (the page starts a new
 conversation) but loses no stored message. With a lasting WEBCHAT_TOKEN_SECRET a page's token
 outlives the restart and reopens its conversation (`ConversationRegistry.reopen`).
+
+The bound is shared, so no one user may take it: each user holds at most MAX_PER_USER open
+conversations (their own least recently used one gives way to a new one), and when the whole
+registry is full only a conversation nobody is using gives way: one with no WebSocket and no turn
+in progress. When every one is in use, a new one is refused (`RegistryFull`) rather than cutting
+someone off mid-conversation or losing an answer on its way.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 MAX_CONVERSATIONS = 10_000
+# Per user: a few tabs and reloads fit many times over (a reload resumes its conversation).
+MAX_PER_USER = 20
+# WEBCHAT_AUTH_MODE=local: whoever reaches the app is the one local developer (all their tabs).
+MAX_PER_LOCAL_USER = 200
 MAX_LOG_ENTRIES = 500  # per conversation; older entries can no longer be fetched by watermark
 MAX_SOCKETS = 4  # per conversation (tabs); the oldest is closed beyond that
 SOCKET_QUEUE = 256  # frames waiting for a slow socket before it is closed (it reconnects)
@@ -133,6 +144,14 @@ class Conversation:
         _bounded_add(self.finished_streams, stream_id)
 
 
+class RegistryFull(Exception):
+    """Every open conversation is in use: none may give way to a new one."""
+
+
+def _owner_key(owner: Participant) -> tuple[str, str]:
+    return owner.tenant_id, owner.user_id
+
+
 def _bounded_add(items: OrderedDict[str, None], key: str) -> None:
     items[key] = None
     items.move_to_end(key)
@@ -142,25 +161,82 @@ def _bounded_add(items: OrderedDict[str, None], key: str) -> None:
 
 class ConversationRegistry:
     def __init__(
-        self, max_conversations: int = MAX_CONVERSATIONS, idle_seconds: float = IDLE_SECONDS
+        self,
+        max_conversations: int = MAX_CONVERSATIONS,
+        idle_seconds: float = IDLE_SECONDS,
+        per_user: int = MAX_PER_USER,
+        busy: Callable[[Conversation], bool] | None = None,
     ) -> None:
+        """`busy`: whether a conversation has a turn in progress (its answer is still to come);
+        such a conversation is kept like one with an open WebSocket."""
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        # Each user's open conversations, least recently used first.
+        self._by_owner: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._max = max_conversations
         self._idle = idle_seconds
+        self._per_user = per_user
+        self._busy = busy
 
     def __len__(self) -> int:
         return len(self._conversations)
 
+    def held_by(self, owner: Participant) -> int:
+        """How many open conversations this user holds."""
+        return len(self._by_owner.get(_owner_key(owner), ()))
+
     def create(self, owner: Participant) -> Conversation:
+        """A new conversation. Past the user's limit their own least recently used conversation
+        gives way (one in use only when all of theirs are). RegistryFull when the registry is
+        full and every conversation in it is in use."""
         conversation = Conversation(id=secrets.token_urlsafe(18), owner=owner)
-        self._add(conversation)
+        self._add(conversation, take_own_in_use=True)
         return conversation
 
-    def _add(self, conversation: Conversation) -> None:
+    def _add(self, conversation: Conversation, take_own_in_use: bool) -> None:
+        owner = _owner_key(conversation.owner)
+        own = self._by_owner.get(owner, OrderedDict())
+        if len(own) >= self._per_user:
+            mine = [self._conversations[cid] for cid in own]
+            victim = self._unused(mine)
+            if victim is None and take_own_in_use:
+                # All in use: an open tab rather than an answer on its way, if there is one.
+                victim = next((c for c in mine if not self._turn_in_progress(c)), mine[0])
+            if victim is None:
+                # A page reconnecting to a conversation that gave way: taking another of this
+                # user's open ones would only make that page reconnect in turn.
+                raise RegistryFull
+            self._evict(victim)
+        elif len(self._conversations) >= self._max:
+            victim = self._unused(self._conversations.values())
+            if victim is None:
+                raise RegistryFull
+            self._evict(victim)
         self._conversations[conversation.id] = conversation
-        while len(self._conversations) > self._max:
-            _, evicted = self._conversations.popitem(last=False)
-            self._close(evicted)
+        self._by_owner.setdefault(owner, OrderedDict())[conversation.id] = None
+
+    def in_use(self, conversation: Conversation) -> bool:
+        """An open WebSocket, or a turn whose answer is still to come."""
+        return bool(conversation.sockets) or self._turn_in_progress(conversation)
+
+    def _turn_in_progress(self, conversation: Conversation) -> bool:
+        return self._busy is not None and self._busy(conversation)
+
+    def _unused(self, conversations: Iterable[Conversation]) -> Conversation | None:
+        """The least recently used conversation not in use, if any."""
+        return next((c for c in conversations if not self.in_use(c)), None)
+
+    def _evict(self, conversation: Conversation) -> None:
+        self._forget(conversation)
+        self._close(conversation)
+
+    def _forget(self, conversation: Conversation) -> None:
+        del self._conversations[conversation.id]
+        owner = _owner_key(conversation.owner)
+        own = self._by_owner.get(owner)
+        if own is not None:
+            own.pop(conversation.id, None)
+            if not own:
+                del self._by_owner[owner]
 
     def reopen(self, conversation_id: str, owner: Participant) -> Conversation:
         """Open again, under the id its still valid token names, a conversation this process
@@ -178,13 +254,14 @@ class ConversationRegistry:
             offset=int(time.time() * 1000),
             id_tag=f"{secrets.token_hex(4)}.",
         )
-        self._add(conversation)
+        self._add(conversation, take_own_in_use=False)
         return conversation
 
     def get(self, conversation_id: str) -> Conversation | None:
         conversation = self._conversations.get(conversation_id)
         if conversation is not None:
             self._conversations.move_to_end(conversation_id)
+            self._by_owner[_owner_key(conversation.owner)].move_to_end(conversation_id)
         return conversation
 
     def sweep(self) -> int:
@@ -192,13 +269,14 @@ class ConversationRegistry:
         cutoff = time.monotonic() - self._idle
         idle = [c for c in self._conversations.values() if c.last_used < cutoff and not c.sockets]
         for conversation in idle:
-            del self._conversations[conversation.id]
+            self._forget(conversation)
         return len(idle)
 
     def close_all(self) -> None:
         for conversation in self._conversations.values():
             self._close(conversation)
         self._conversations.clear()
+        self._by_owner.clear()
 
     @staticmethod
     def _close(conversation: Conversation) -> None:

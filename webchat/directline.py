@@ -31,9 +31,16 @@ from bot.routes import (
     validate_activity,
 )
 from bot.webchat_shapes import FEEDBACK_EVENT, STOP_EVENT, feedback_from_event, stopped_stream_id
-from config import Settings
+from config import Settings, WebChatAuthMode
 from webchat.activities import now_iso, public_copy
-from webchat.conversations import Conversation, ConversationRegistry, Participant
+from webchat.conversations import (
+    MAX_PER_LOCAL_USER,
+    MAX_PER_USER,
+    Conversation,
+    ConversationRegistry,
+    Participant,
+    RegistryFull,
+)
 from webchat.tokens import Grant, TokenError, TokenSigner, bearer
 
 log = logging.getLogger(__name__)
@@ -73,7 +80,10 @@ class BuiltinDirectLine:
         self._settings = settings
         self._messages = messages
         self.signer = signer or TokenSigner(settings.webchat_token_secret.get_secret_value())
-        self.conversations = ConversationRegistry()
+        local = settings.webchat_auth_mode is WebChatAuthMode.LOCAL
+        self.conversations = ConversationRegistry(
+            per_user=MAX_PER_LOCAL_USER if local else MAX_PER_USER, busy=self.turn_in_progress
+        )
         # The connector routes accept only calls whose path carries this key: only this process
         # knows it (it reaches the bot inside serviceUrl and is stripped from all that the
         # browser sees), so no one else can post into a conversation, even with its id.
@@ -160,6 +170,10 @@ class BuiltinDirectLine:
             )
         )
 
+    def turn_in_progress(self, conversation: Conversation) -> bool:
+        """A turn of this conversation is queued or running: its answer is still to come."""
+        return self._messages().turn_in_progress(CHANNEL_ID, conversation.id)
+
     def _authorize(self, request: web.Request, conversation_id: str | None) -> Grant:
         try:
             return self.signer.verify(bearer(request.headers.get("Authorization")), conversation_id)
@@ -172,10 +186,17 @@ class BuiltinDirectLine:
             # A valid token for a conversation this process does not hold (a restart, an
             # eviction, another instance): open it again under the same id; the history is in
             # the store.
-            conversation = self.conversations.reopen(
-                grant.conversation_id,
-                Participant(grant.user_id, grant.user_name, grant.aad_object_id, grant.tenant_id),
-            )
+            try:
+                conversation = self.conversations.reopen(
+                    grant.conversation_id,
+                    Participant(
+                        grant.user_id, grant.user_name, grant.aad_object_id, grant.tenant_id
+                    ),
+                )
+            except RegistryFull:
+                raise DirectLineError(
+                    503, "ServiceUnavailable", "Too many conversations are open; retry shortly."
+                ) from None
         return conversation
 
     def _owner_matches(self, conversation: Conversation, grant: Grant) -> None:
@@ -212,9 +233,7 @@ class BuiltinDirectLine:
         try:
             response: web.StreamResponse = await handler()
         except DirectLineError as exc:
-            response = json_error(exc.status, exc.code, str(exc))
-            if exc.status == 503:
-                response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
+            response = _refusal(exc)
         self._cors(request, response)
         return response
 
@@ -492,9 +511,9 @@ class BuiltinDirectLine:
         try:
             # Before the upgrade: once the socket is open, a 400 can no longer be sent.
             watermark = _watermark(request.query.get("watermark"))
+            conversation = self._conversation(grant)
         except DirectLineError as exc:
-            return json_error(exc.status, exc.code, str(exc))
-        conversation = self._conversation(grant)
+            return _refusal(exc)
         socket = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
         await socket.prepare(request)
         subscriber, backlog = conversation.subscribe(watermark)
@@ -528,6 +547,13 @@ def not_resumed(reason: str) -> None:
     """Logged when a page's resume is not granted: the reason only (an exception's type name, a
     status or a short phrase), never a token or an id."""
     log.info("the web chat starts a new conversation instead of resuming", extra={"reason": reason})
+
+
+def _refusal(exc: DirectLineError) -> web.Response:
+    response = json_error(exc.status, exc.code, str(exc))
+    if exc.status == 503:
+        response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
+    return response
 
 
 def _rating_entity(rated: str, reaction: str, text: str) -> dict[str, Any]:

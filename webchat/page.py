@@ -33,10 +33,11 @@ import aiohttp
 from aiohttp import web
 
 from bot.routes import json_error
-from config import PROJECT_ROOT, Settings
-from webchat.conversations import Participant
+from config import PROJECT_ROOT, Settings, WebChatAuthMode
+from webchat.conversations import Participant, RegistryFull
 from webchat.directline import PREFIX, BuiltinDirectLine, not_resumed
 from webchat.identity import NotSignedIn, current_user
+from webchat.limits import TokenRate
 from webchat.tokens import Grant, TokenError, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ BUNDLE = PROJECT_ROOT / "webchat" / "vendor" / "webchat.js"
 _STATIC_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
 _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=15)
 _EMPTY_STYLE_HASH = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+# Every open conversation of the built-in Direct Line is in use: one may end within this time.
+FULL_RETRY_AFTER_SECONDS = 30
 # A resume ticket names an Azure Direct Line conversation and its user; the Azure token's own
 # expiry (30 minutes after its last refresh) decides sooner whether it can go on.
 RESUME_TICKET_SECONDS = 8 * 3600
@@ -82,6 +85,7 @@ class WebChatPage:
         self._settings = settings
         self._directline = directline
         self._http: aiohttp.ClientSession | None = None
+        self._rate = TokenRate.for_mode(settings.webchat_auth_mode is WebChatAuthMode.LOCAL)
         self._tickets: TokenSigner | None = None
         if settings.uses_azure_direct_line:
             # Derived from the Direct Line secret, which every instance and worker shares and
@@ -212,6 +216,9 @@ class WebChatPage:
             user = current_user(request, self._settings.webchat_auth_mode)
         except NotSignedIn:
             return json_error(401, "unauthorized", "Sign in to use the assistant.")
+        wait = self._rate.take((user.tenant_id, user.id))
+        if wait:
+            return _too_many(wait)
         raw = await request.read()
         try:
             # An empty body is a first visit too (the page sends `{}`).
@@ -228,7 +235,10 @@ class WebChatPage:
             if resume is not None
             else None
         )
-        token, grant = resumed or self._directline.open_conversation(participant)
+        try:
+            token, grant = resumed or self._directline.open_conversation(participant)
+        except RegistryFull:
+            return _all_in_use()
         return web.json_response(
             {
                 "mode": "builtin",
@@ -351,6 +361,26 @@ class WebChatPage:
             not_resumed("another conversation")
             return None
         return body
+
+
+def _too_many(seconds: int) -> web.Response:
+    """One user asked for more tokens than `TokenRate` allows; the page waits and asks again."""
+    response = json_error(
+        429, "too_many_requests", "Too many chats were opened in a short time; retry shortly."
+    )
+    response.headers["Retry-After"] = str(seconds)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _all_in_use() -> web.Response:
+    """The built-in Direct Line holds as many conversations as it may, every one in use."""
+    response = json_error(
+        503, "too_many_conversations", "Too many conversations are open; retry shortly."
+    )
+    response.headers["Retry-After"] = str(FULL_RETRY_AFTER_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _hardening(response: web.StreamResponse) -> None:

@@ -16,6 +16,8 @@
       simulator: 'Replies come from a local simulator, not a real model.',
       signIn: 'Please sign in to use the assistant.',
       unavailable: 'The assistant is not available right now. Please try again later.',
+      tooManyChats: 'Too many chats were opened in a short time. The chat opens again in a few ' +
+        'seconds.',
       feedbackLabel: 'Thank you. Tell us more (optional):',
       feedbackSend: 'Send comment',
       feedbackSkip: 'No thanks',
@@ -32,6 +34,7 @@
       simulator: '応答はローカルのシミュレーターによるもので、実際のモデルではありません。',
       signIn: 'アシスタントを使うにはサインインしてください。',
       unavailable: '現在アシスタントを利用できません。しばらくしてからもう一度お試しください。',
+      tooManyChats: '短時間に多くのチャットが開かれました。数秒後にもう一度開きます。',
       feedbackLabel: 'ありがとうございます。よろしければ詳しく教えてください（任意）',
       feedbackSend: 'コメントを送信',
       feedbackSkip: '今回は送信しない',
@@ -210,6 +213,21 @@
   byId('feedback').addEventListener('keydown', function (event) {
     if (event.key === 'Escape') closeFeedback();
   });
+
+  // The token endpoint allows each user a burst of new chats, then answers 429 with the seconds
+  // to wait (Retry-After): say so, wait that long, and ask again.
+  async function askForToken(body) {
+    var response = await postJson('/api/directline/token', body);
+    while (response.status === 429) {
+      showStatus(text.tooManyChats);
+      var seconds = parseInt(response.headers.get('Retry-After'), 10);
+      seconds = Math.min(Math.max(isNaN(seconds) ? 5 : seconds, 1), 60);
+      await new Promise(function (resolve) { setTimeout(resolve, seconds * 1000); });
+      response = await postJson('/api/directline/token', body);
+      if (response.status !== 429) showStatus('');
+    }
+    return response;
+  }
 
   // Said in the status live region (announced), styled as information, not as an error.
   function showStatusBriefly(message) {
@@ -416,7 +434,7 @@
       byId('simulator-note').hidden = false;
     }
     var earlier = savedConversation();
-    var response = await postJson('/api/directline/token', earlier ? { resume: earlier } : {});
+    var response = await askForToken(earlier ? { resume: earlier } : {});
     if (response.status === 401) {
       // Signed out: what this tab kept belongs to whoever was signed in.
       forgetConversation();

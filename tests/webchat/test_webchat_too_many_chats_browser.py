@@ -1,0 +1,77 @@
+"""A person whose token requests hit the per-user limit (429 with Retry-After) is told so in
+their language, and the chat opens by itself once the wait is over. Headless Chromium against
+the real app signed in through App Service's headers. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app import create_app
+from config import Settings
+from tests.browser import ARTIFACTS
+from tests.webchat.test_webchat_browser import bot_texts, send, wait_until
+from tests.webchat.test_webchat_open_chats_per_user import principal
+from webchat.limits import TOKEN_BURST
+
+pytestmark = pytest.mark.browser
+
+TOO_MANY = {
+    "en-US": "Too many chats were opened in a short time. The chat opens again in a few seconds.",
+    "ja-JP": "短時間に多くのチャットが開かれました。数秒後にもう一度開きます。",
+}
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+async def test_a_page_over_the_limit_says_so_in_the_users_language_then_opens_the_chat(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings], locale: str
+) -> None:
+    settings = make_settings(
+        WEBCHAT_AUTH_MODE="appservice", AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="400"
+    )
+    server = await aiohttp_server(create_app(settings))
+    signed_in = principal("00000000-0000-0000-0000-00000000c0de")
+    # The same person opened the chat many times just before (a script, or a reload loop).
+    async with aiohttp.ClientSession() as http:
+        for _ in range(TOKEN_BURST):
+            async with http.post(
+                str(server.make_url("/api/directline/token")), json={}, headers=signed_in
+            ) as response:
+                assert response.status == 200
+
+    context = await browser.new_context(
+        locale=locale, viewport={"width": 1000, "height": 800}, extra_http_headers=signed_in
+    )
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda r: statuses.append(r.status) if r.url.endswith("/api/directline/token") else None,
+    )
+    await page.goto(str(server.make_url("/")))
+
+    status = page.locator("#status")
+    await wait_until(lambda: _text_is(status, TOO_MANY[locale]), within=10)
+    await page.screenshot(path=str(ARTIFACTS / f"webchat-too-many-chats-{locale}.png"))
+    # Once Retry-After has passed the page asks again by itself, and the chat works.
+    await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    assert statuses[0] == 429 and statuses[-1] == 200
+    assert await status.inner_text() == ""
+    await send(page, "hello")
+    await wait_until(lambda: _answered(page))
+    assert errors == []
+    await context.close()
+
+
+async def _text_is(locator: Any, expected: str) -> bool:
+    return bool(await locator.inner_text() == expected)
+
+
+async def _answered(page: Any) -> bool:
+    texts = await bot_texts(page)
+    return bool(texts) and "Simulated reply" in texts[-1]

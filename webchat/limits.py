@@ -1,0 +1,71 @@
+"""How often one user may ask for a web chat token (`POST /api/directline/token`).
+
+Each answer opens a conversation (built-in Direct Line) or asks Azure's Direct Line for a token
+with the app's secret, so one user asking without end would take from everyone: a token bucket
+per user, in memory, per process. A page asks once per load, so people never meet it; a script
+does, and gets a 429 with the seconds to wait.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+# A burst of this many, then one more every REFILL_SECONDS.
+TOKEN_BURST = 20
+REFILL_SECONDS = 3.0
+# WEBCHAT_AUTH_MODE=local: everyone who reaches the app is the one local developer.
+LOCAL_SHARE = 10
+# Users remembered at once (a minute of requests from that many people).
+MAX_TRACKED = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenRate:
+    def __init__(
+        self,
+        burst: int = TOKEN_BURST,
+        refill_seconds: float = REFILL_SECONDS,
+    ) -> None:
+        self._burst = burst
+        self._refill = refill_seconds
+        self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
+
+    @classmethod
+    def for_mode(cls, local: bool) -> TokenRate:
+        if local:
+            return cls(TOKEN_BURST * LOCAL_SHARE, REFILL_SECONDS / LOCAL_SHARE)
+        return cls()
+
+    def take(self, user: tuple[str, str]) -> int:
+        """Take one for this user (tenant, user id): 0 when allowed, else the whole seconds to
+        wait before the next one is."""
+        now = time.monotonic()
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = _Bucket(float(self._burst), now)
+            self._prune()
+        else:
+            self._buckets.move_to_end(user)
+            self._fill(bucket, now)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0
+        return max(1, math.ceil((1 - bucket.tokens) * self._refill))
+
+    def _fill(self, bucket: _Bucket, now: float) -> None:
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) / self._refill)
+        bucket.updated = now
+
+    def _prune(self) -> None:
+        # The least recently seen first: after REFILL_SECONDS * burst its bucket is full again
+        # anyway, which is what a user not remembered gets.
+        while len(self._buckets) > MAX_TRACKED:
+            self._buckets.popitem(last=False)
