@@ -261,6 +261,11 @@ class MessagesEndpoint:
             return not points_at(service_url, (str(local[0]), local[1]))
         return True
 
+    def turn_in_progress(self, channel_id: str, conversation_id: str) -> bool:
+        """Whether a turn of this conversation is queued or running in this process: its
+        replies are still to come (the built-in Direct Line keeps such a conversation open)."""
+        return self._queue.busy(conversation_key(channel_id, conversation_id))
+
     async def accept_forwarded(self, raw: dict[str, Any]) -> int:
         """An activity a sibling worker received for a conversation this worker owns
         (bot/peers.py): authenticated and validated there. The HTTP status for the channel."""
