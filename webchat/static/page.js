@@ -167,7 +167,6 @@
     window.location.reload();
   }
 
-
   // Thumbs up/down are Web Chat's own buttons; this adds the optional text, sent as the same
   // feedback event with the text in the action's description.
   function askForFeedbackText(action) {
