@@ -1178,11 +1178,12 @@ class ChatService:
     ) -> None:
         """The answer ran out of time (`reason`) while it streamed; the model call has ended. The
         user keeps the text so far, as a labelled answer with a note that it was cut (and the
-        citation of any protected code in it), and that is stored as it was shown, as a partial
-        answer with the filter's verdicts so far. With no text yet there is nothing to keep, nor
-        with text the content filter had not judged yet (`judged` false: the asynchronous
-        filter's verdicts come after the text): the user gets the could-not-answer notice, as for
-        any model call that gave no answer, and the error record keeps that text for reviewers.
+        citation of any protected code in it); the text is stored as the model wrote it, without
+        those notes, as a partial answer (its finish reason says why) with the filter's verdicts
+        so far. With no text yet there is nothing to keep, nor with text the content filter had
+        not judged yet (`judged` false: the asynchronous filter's verdicts come after the text):
+        the user gets the could-not-answer notice, as for any model call that gave no answer,
+        and the error record keeps that text for reviewers.
         A verdict that had blocked the answer (or, withheld on a filter error, left it unjudged)
         stands, as for a whole answer: the filter's notice, and the answer stored filtered."""
         watch, verdict = self._take_watch(user_message, delta, outcome)
@@ -1225,9 +1226,12 @@ class ChatService:
                 verdict=verdict,
             )
             return
-        if generated.count("```") % 2:
-            generated += "\n```"  # cut inside a code block: close it, or the note shows as code
-        completion.text = f"{generated}\n\n{localize('answer_cut_time_limit', turn.locale)}"
+        # The note that the answer was cut is shown after it, not stored with it: the model would
+        # read it as its own words next turn. A cut inside a code block is closed for the user
+        # only (or the note shows as code): the stored text is what the model wrote, so that
+        # "continue" carries on inside the block.
+        cut_note = "\n```" if generated.count("```") % 2 else ""
+        cut_note += f"\n\n{localize('answer_cut_time_limit', turn.locale)}"
         outcome.status = "cut_short"
         await self._deliver_answer(
             user_message,
@@ -1238,7 +1242,7 @@ class ChatService:
             started,
             verdict,
             finished=False,
-            note=self._citation_text(verdict, turn.locale) + _attachments_note(turn),
+            note=cut_note + self._citation_text(verdict, turn.locale) + _attachments_note(turn),
         )
 
     async def _deliver_answer(

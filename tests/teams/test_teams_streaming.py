@@ -296,7 +296,8 @@ async def test_answer_still_streaming_at_the_teams_time_limit_ends_with_the_text
     assert final["channelData"] == {"feedbackLoopEnabled": True}
     _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.status is MessageStatus.PARTIAL
-    assert answer.text == final["text"]  # stored as the user saw it
+    # Stored as the model wrote it: the note is shown, not sent to the model as its own words.
+    assert final["text"].startswith(f"{answer.text}\n\n{CUT_NOTE_EN}")
     assert answer.finish_reason == "stream_time_limit"
     assert answer.activity_id == "stream-1"  # its thumbs rate this record
     assert answer.usage is not None and answer.usage.prompt > 0 and answer.usage.completion > 0
@@ -353,7 +354,7 @@ async def test_model_deadline_during_a_stream_keeps_the_text_shown_as_partial_wi
     assert final["channelData"] == {"feedbackLoopEnabled": True}
     _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert answer.status is MessageStatus.PARTIAL
-    assert answer.text == final["text"]
+    assert final["text"].startswith(f"{answer.text}\n\n{CUT_NOTE_JA}")  # the note is not stored
     assert (answer.finish_reason, answer.deployment) == ("model_deadline", "default")
     # A long answer is not a failing deployment: no breaker (ROUTER_BREAKER_FAILURES=1).
     health = client.server.app[ROUTER].health("default")
