@@ -31,6 +31,7 @@ import binascii
 import functools
 import logging
 import re
+import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -139,6 +140,16 @@ _SummaryRewrite = Literal["delete"] | dict[str, Any] | None
 _USAGE_MINUTES_KEPT = 50_000
 # Deletes of one user's data run with this much concurrency.
 _DELETE_CONCURRENCY = 16
+# The SDK sends a write again by itself when its answer is lost (a read timeout, a connection cut
+# after the request went out: azure/cosmos/aio/_retry_utility_async.py retries writes on any
+# aiohttp ClientConnectionError), so a write that landed may come back as a conflict (409) or a
+# lost race (412). A summary keeps the ids of the last deltas applied to it (`appliedDeltas`) to
+# tell its own landed write from a race: a delta found there is not applied again. Enough for
+# the deltas other turns and ratings apply between a write and the SDK's resend of it.
+_APPLIED_DELTAS_KEPT = 10
+# A message create carries an id of its own call (`writeId`), which tells the stored item that
+# call wrote from one stored before it under the same message id (a redelivery's earlier turn).
+_WRITE_ID = "writeId"
 _SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
 _SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
 # Endpoint hosts for which azure-cosmos turns certificate checks off by itself, whatever
@@ -333,6 +344,12 @@ def _message_order(message: Mapping[str, Any]) -> tuple[str, int, float]:
 
 def _status(exc: CosmosHttpResponseError) -> int:
     return int(exc.status_code or 0)
+
+
+def _applied_deltas(summary: Mapping[str, Any] | None) -> list[str]:
+    """The ids of the last deltas applied to a stored summary (`_APPLIED_DELTAS_KEPT`)."""
+    applied = summary.get("appliedDeltas") if summary is not None else None
+    return [str(i) for i in applied] if isinstance(applied, list) else []
 
 
 def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str, Any]], str | None]:
@@ -841,17 +858,26 @@ class CosmosStore:
         return doc
 
     async def add_message(self, message: Message) -> bool:
+        """False when the message was stored before this call (by a redelivery's earlier
+        turn). A conflict (409) costs one read, on that path only: the id may be taken by this
+        very call's write, which landed though its answer was lost, and the SDK sent it again
+        (see `_APPLIED_DELTAS_KEPT`). The stored item's `writeId` tells: this call's own write
+        is a success, or its turn would go unanswered as a redelivery."""
         op = "add_message"
+        container = self._container("messages")
+        doc = self._message_doc(message)
+        doc[_WRITE_ID] = uuid.uuid4().hex
         async with self._guard(op):
             try:
-                await self._container("messages").create_item(
-                    self._message_doc(message), response_hook=self._hook(op)
-                )
+                await container.create_item(doc, response_hook=self._hook(op))
             except CosmosHttpResponseError as exc:
                 if _status(exc) != 409:
                     raise
                 self._record(op, exc.headers)
-                return False  # redelivery of a message we already have
+                stored = await self._read_or_none(container, doc["id"], message.conversation_id, op)
+                if stored is None:
+                    return False  # deleted since (an erasure): nothing of it to answer
+                return bool(stored.get(_WRITE_ID) == doc[_WRITE_ID])
         return True
 
     async def replace_message(self, message: Message) -> None:
@@ -1023,7 +1049,7 @@ class CosmosStore:
             try:
                 await container.replace_item(
                     item_id,
-                    self._summary_doc(after),
+                    self._summary_doc(after, _applied_deltas(current)),
                     etag=current["_etag"],
                     match_condition=MatchConditions.IfNotModified,
                     response_hook=self._hook(op),
@@ -1037,11 +1063,17 @@ class CosmosStore:
 
     # --- conversation summaries
 
-    def _summary_doc(self, summary: ConversationSummary) -> dict[str, Any]:
+    def _summary_doc(
+        self, summary: ConversationSummary, applied: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """The stored document; `applied`: the ids of the last deltas applied to it (a
+        rewrite keeps the ones it read), Cosmos DB's alone (`_APPLIED_DELTAS_KEPT`)."""
         summary = summary.model_copy(update={"ttl": self._ttl()})
         doc = _with_id(summary.to_doc(), summary.conversation_id)
         doc["createdAt"] = _stamp(summary.created_at)
         doc["lastActivityAt"] = _stamp(summary.last_activity_at)
+        if applied:
+            doc["appliedDeltas"] = list(applied[-_APPLIED_DELTAS_KEPT:])
         return doc
 
     async def apply_summary_delta(self, delta: SummaryDelta) -> None:
@@ -1050,17 +1082,25 @@ class CosmosStore:
         A patch cannot express this: it needs max(lastActivityAt), a set union of flag reasons
         and more than the 10 operations one patch allows. A stored summary that cannot be read
         starts over from this delta (logged), as a new conversation's does: replaced on the same
-        ETag condition, so a turn that wrote it meanwhile is read again and added to."""
+        ETag condition, so a turn that wrote it meanwhile is read again and added to.
+        The write records the delta's id, and a read that finds it there is done: the 412 or
+        409 was this write's own, sent again by the SDK after its answer was lost, and the
+        delta is not counted twice (`_APPLIED_DELTAS_KEPT`). SQLite needs no such record: its
+        transaction commits or fails, and nothing sends it again."""
         op = "apply_summary_delta"
         container = self._container("conversations")
         item_id = cosmos_id(delta.conversation_id)
         async with self._guard(op):
             for _ in range(_MAX_RACES):
                 current = await self._read_or_none(container, item_id, delta.user_id, op)
+                applied = _applied_deltas(current)
+                if delta.id in applied:
+                    return
+                applied.append(delta.id)
                 try:
                     if current is None:
                         await container.create_item(
-                            self._summary_doc(apply_delta(new_summary(delta), delta)),
+                            self._summary_doc(apply_delta(new_summary(delta), delta), applied),
                             response_hook=self._hook(op),
                         )
                     else:
@@ -1072,7 +1112,8 @@ class CosmosStore:
                             self._summary_doc(
                                 apply_delta(
                                     stored if stored is not None else new_summary(delta), delta
-                                )
+                                ),
+                                applied,
                             ),
                             etag=current["_etag"],
                             match_condition=MatchConditions.IfNotModified,
@@ -1905,7 +1946,9 @@ class CosmosStore:
             summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
             if summary is None:
                 return None
-            return self._summary_doc(without_erased(summary, gone[conversation_id]))
+            return self._summary_doc(
+                without_erased(summary, gone[conversation_id]), _applied_deltas(current)
+            )
 
         for conversation_id in sorted(gone):
             await self._rewrite_shared_summary(
@@ -1931,7 +1974,9 @@ class CosmosStore:
             texts = prompts.get(conversation_id, [])
             if not title_to_clear(summary, texts, conversation_id in unchecked):
                 return None
-            return self._summary_doc(summary.model_copy(update={"title": ""}))
+            return self._summary_doc(
+                summary.model_copy(update={"title": ""}), _applied_deltas(current)
+            )
 
         deleted = 0
         for conversation_id in sorted(prompts.keys() | unchecked):
@@ -2001,7 +2046,7 @@ class CosmosStore:
             if summary is None:
                 return None
             gone = Erased(dislikes=dislikes[conversation_id])
-            return self._summary_doc(without_erased(summary, gone))
+            return self._summary_doc(without_erased(summary, gone), _applied_deltas(current))
 
         for conversation_id in sorted(dislikes):
             await self._rewrite_shared_summary(

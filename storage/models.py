@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -170,8 +171,10 @@ class ConversationSummary(Document):
 
 class SummaryDelta(BaseModel):
     """What one turn (or one change of a rating) adds to a conversation summary; applied
-    atomically by the store."""
+    atomically by the store, once: `id` (unique per delta) lets a store tell a write it made
+    already, whose answer was lost, from one still to make."""
 
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     conversation_id: str
     user_id: str
     channel_id: str = ""

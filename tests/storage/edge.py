@@ -1,13 +1,15 @@
 """A recording, fault-injecting HTTPS proxy in front of the Cosmos DB protocol server.
 
 The fake sits at the network edge only: the real SDK talks real HTTP to it, and it forwards to
-the real protocol server unless told to answer 429 (throttling) for document operations.
+the real protocol server unless told to answer 429 (throttling) for document operations, or to
+lose the answer of one request it forwarded (`lose_answer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -44,8 +46,19 @@ class CosmosEdge:
     throttle_documents: bool = False
     retry_after_ms: int = 10
 
+    # The next request `_lose` matches is forwarded (the server applies it) and its answer is
+    # lost: the connection cut, or the answer held back `_lose_delay` seconds first (past the
+    # client's read timeout). `lost`: the requests whose answer was lost.
+    _lose: Callable[[Seen], bool] | None = None
+    _lose_delay: float = 0.0
+    lost: list[Seen] = field(default_factory=list)
+
     def document_requests(self) -> list[Seen]:
         return [seen for seen in self.requests if "/docs" in seen.path]
+
+    def lose_answer(self, match: Callable[[Seen], bool], *, delay: float = 0.0) -> None:
+        """Lose the answer of the next request `match` accepts (once)."""
+        self._lose, self._lose_delay = match, delay
 
     def clear(self) -> None:
         self.requests.clear()
@@ -80,7 +93,16 @@ async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
             reply_headers = {
                 k: v for k, v in upstream_response.headers.items() if k.lower() not in _HOP_BY_HOP
             }
-        edge.requests.append(Seen(request.method, request.path, headers, status))
+        seen = Seen(request.method, request.path, headers, status)
+        edge.requests.append(seen)
+        if edge._lose is not None and edge._lose(seen):
+            edge._lose = None
+            edge.lost.append(seen)
+            if edge._lose_delay:
+                await asyncio.sleep(edge._lose_delay)
+            elif request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=status)
         if request.path == "/":
             # The account document names the endpoints the SDK then uses: keep it on the proxy.
             proxy_netloc = urlsplit(edge.endpoint).netloc
@@ -102,3 +124,17 @@ async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
     finally:
         await runner.cleanup()
         await session.close()
+
+
+def document_write(method: str, container: str) -> Callable[[Seen], bool]:
+    """A `lose_answer` match: a write of one document in `container` (POST: a create, PUT: a
+    replace, PATCH: a patch), not a query."""
+
+    def match(seen: Seen) -> bool:
+        return (
+            seen.method == method
+            and f"/colls/{container}/docs" in seen.path
+            and "x-ms-documentdb-isquery" not in seen.headers
+        )
+
+    return match
