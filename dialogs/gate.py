@@ -18,9 +18,11 @@ from typing import Any
 
 from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.dialogs import DialogSet, DialogTurnStatus
+from botbuilder.schema import Activity, ResourceResponse
 
-from chat.service import TurnInput, as_written
+from chat.service import TurnInput
 from chat.texts import localize
+from chat.written import as_written
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
@@ -213,85 +215,105 @@ class ConversationGate:
         context.activity.text = turn.text
         context.activity.locale = turn.locale
         since = turn.received_at if turn.received_at is not None else time.monotonic()
-        # This turn asked the question with its message waiting for the answer.
-        waits = False
+        # The question, the thanks and the reply to a decline go out once the state they speak
+        # of is saved: the answer to a question whose state was lost would be taken for a first
+        # message (the policy shown again), and thanks for a lost acceptance would be followed
+        # by the question. When the save fails, the user gets the "could not be saved" notice
+        # alone (`before_turn`), and sending again works as if this message had never come.
+        replies = _HeldReplies(context)
         try:
-            if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
-                # The channel sent the answer again (no 2xx in time, e.g. across a restart,
-                # when the turn queue's dedupe is empty): it was handled already, and taken
-                # as a new message it would ask the question again or reach the model.
-                log.info(
-                    "a redelivered consent answer was dropped",
-                    extra={"event": "consent_answer_redelivered"},
-                )
-                return None
-            if turn.activity_id and await self._asked_by.get(context) == turn.activity_id:
-                # The same for the message that asked the question: the question was shown, and
-                # any message it held waits in the dialog already.
-                log.info(
-                    "a redelivered message that asked for consent was dropped",
-                    extra={"event": "consent_question_redelivered"},
-                )
-                return None
-            dialog_context = await self._dialogs.create_context(context)
-            record = await self._acceptance.get(context)
-            accepted = accepted_version(record) == self._policy.version
-            if (
-                dialog_context.active_dialog is not None
-                and accepted
-                and consent_answer(turn.text) is not True
-            ):
-                # The question here went stale: the user accepted this version in another
-                # conversation. Holding the message for an answer, or taking "no" as a decline
-                # of a policy still on record, would be wrong; the turn is an ordinary one. The
-                # message that waited here is dropped: the user has written a newer one since,
-                # and answering an old question in its place would surprise more. An "I accept"
-                # (the question's own buttons) still completes the dialog and answers it.
-                await dialog_context.cancel_all_dialogs()
-                return turn
-            if dialog_context.active_dialog is not None:
-                if await self._asked_at.get(context) is None:
-                    # Asked by an earlier release, which kept no time: counted from now, the
-                    # first time known (each later message would move it on otherwise).
-                    await self._asked_at.set(context, utc_now().isoformat())
-                result = await dialog_context.continue_dialog()
-                if result.status is not DialogTurnStatus.Complete:
-                    return None
-                await self._answered_by.set(context, turn.activity_id)
-                outcome: dict[str, Any] = result.result or {}
-                pending = outcome.get("pending")
-                if not outcome.get("accepted"):
-                    return None
-                return _pending_turn(turn, pending) if isinstance(pending, dict) else None
-            if accepted:
-                return turn
-            log.info(
-                "usage policy consent asked",
-                extra={"event": "consent_asked", "version": self._policy.version},
-            )
-            # A first message that is itself an answer ("I accept" to someone else's question
-            # in a group chat, a "yes" or "no") is no consent to a policy this user has not
-            # seen, and no question for the assistant: the policy is shown and nothing waits.
-            pending = _pending(turn) if consent_answer(turn.text) is None else None
-            # `shared`: the question must say to @mention the bot (see dialogs.consent).
-            await dialog_context.begin_dialog(
-                CONSENT_DIALOG, {"pending": pending, "shared": turn.shared}
-            )
-            await self._asked_by.set(context, turn.activity_id)
-            # The store's clock, not the injected one: the expiry is counted on it.
-            await self._asked_at.set(context, utc_now().isoformat())
-            waits = pending is not None
-            return None
+            answer, waits = await self._consent_step(replies, turn)
         finally:
-            if not self._erased_since(turn, since):
+            saved = not self._erased_since(turn, since)
+            if saved:
                 await self._states.save_changes(
                     context,
                     owner=turn.user_id,
                     conversation=safe_id(turn.conversation_key),
                     still_wanted=lambda: not self._erased_since(turn, since),
                 )
-                if waits and await self._asked_by.get(context) != turn.activity_id:
-                    await self._not_kept(context, turn)
+        await replies.release()
+        if saved and waits and await self._asked_by.get(context) != turn.activity_id:
+            await self._not_kept(context, turn)
+        return answer
+
+    async def _consent_step(
+        self, context: _HeldReplies, turn: TurnInput
+    ) -> tuple[TurnInput | None, bool]:
+        """`_consent`'s decision, in the bot state its caller then saves: the turn to answer now
+        (None while the policy is not accepted), and whether this turn asked the question with
+        its message waiting for the answer."""
+        assert self._policy is not None
+        if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
+            # The channel sent the answer again (no 2xx in time, e.g. across a restart, when
+            # the turn queue's dedupe is empty): it was handled already, and taken as a new
+            # message it would ask the question again or reach the model.
+            log.info(
+                "a redelivered consent answer was dropped",
+                extra={"event": "consent_answer_redelivered"},
+            )
+            return None, False
+        if turn.activity_id and await self._asked_by.get(context) == turn.activity_id:
+            # The same for the message that asked the question: the question was shown, and any
+            # message it held waits in the dialog already.
+            log.info(
+                "a redelivered message that asked for consent was dropped",
+                extra={"event": "consent_question_redelivered"},
+            )
+            return None, False
+        dialog_context = await self._dialogs.create_context(context)
+        record = await self._acceptance.get(context)
+        accepted = accepted_version(record) == self._policy.version
+        if (
+            dialog_context.active_dialog is not None
+            and accepted
+            and consent_answer(turn.text) is not True
+        ):
+            # The question here went stale: the user accepted this version in another
+            # conversation. Holding the message for an answer, or taking "no" as a decline of a
+            # policy still on record, would be wrong; the turn is an ordinary one. The message
+            # that waited here is dropped: the user has written a newer one since, and
+            # answering an old question in its place would surprise more. An "I accept" (the
+            # question's own buttons) still completes the dialog and answers it.
+            await dialog_context.cancel_all_dialogs()
+            return turn, False
+        if dialog_context.active_dialog is not None:
+            if await self._asked_at.get(context) is None:
+                # Asked by an earlier release, which kept no time: counted from now, the first
+                # time known (each later message would move it on otherwise).
+                await self._asked_at.set(context, utc_now().isoformat())
+            result = await dialog_context.continue_dialog()
+            if result.status is not DialogTurnStatus.Complete:
+                # Not an answer: the prompt reminds the user of the question an earlier turn
+                # asked and saved. That says nothing this turn saves, so it goes out now, as
+                # what this turn read: a turn on another instance may close the question
+                # before this one writes.
+                await context.release()
+                return None, False
+            await self._answered_by.set(context, turn.activity_id)
+            outcome: dict[str, Any] = result.result or {}
+            pending = outcome.get("pending")
+            if not outcome.get("accepted"):
+                return None, False
+            return (_pending_turn(turn, pending) if isinstance(pending, dict) else None), False
+        if accepted:
+            return turn, False
+        log.info(
+            "usage policy consent asked",
+            extra={"event": "consent_asked", "version": self._policy.version},
+        )
+        # A first message that is itself an answer ("I accept" to someone else's question in a
+        # group chat, a "yes" or "no") is no consent to a policy this user has not seen, and no
+        # question for the assistant: the policy is shown and nothing waits.
+        pending = _pending(turn) if consent_answer(turn.text) is None else None
+        # `shared`: the question must say to @mention the bot (see dialogs.consent).
+        await dialog_context.begin_dialog(
+            CONSENT_DIALOG, {"pending": pending, "shared": turn.shared}
+        )
+        await self._asked_by.set(context, turn.activity_id)
+        # The store's clock, not the injected one: the expiry is counted on it.
+        await self._asked_at.set(context, utc_now().isoformat())
+        return None, pending is not None
 
     async def _not_kept(self, context: TurnContext, turn: TurnInput) -> None:
         """Another message of the user's asked the question at the same moment (on another
@@ -319,6 +341,28 @@ class ConversationGate:
         return erasures is not None and erasures.erased_since(
             since, turn.user_id, safe_id(turn.conversation_key)
         )
+
+
+class _HeldReplies(TurnContext):  # type: ignore[misc]
+    """The turn's context, except that what is sent through it is held until `release` (then
+    sent through the turn's context, in order) or dropped with it: for replies that must wait
+    for the bot state to be saved. It shares the turn's `turn_state`, where botbuilder keeps the
+    state it loaded, so that the state read and changed through it is the state saved."""
+
+    def __init__(self, context: TurnContext) -> None:
+        super().__init__(context)
+        self._turn_state = context.turn_state
+        self._context = context
+        self._held: list[Activity] = []
+
+    async def send_activities(self, activities: list[Activity]) -> list[ResourceResponse]:
+        self._held.extend(activities)
+        return [ResourceResponse(id="") for _ in activities]
+
+    async def release(self) -> None:
+        held, self._held = self._held, []
+        for activity in held:
+            await self._context.send_activity(activity)
 
 
 def _merge_user(race: StateRace) -> dict[str, Any]:

@@ -218,10 +218,15 @@ class DialogStates:
         also with its `conversation` (the id its messages are stored under), so that it is
         deleted with that conversation. A document stored before these were recorded (or under
         other ones) is stamped and written once. A lost race is merged and written again while
-        `still_wanted()` (false: the user or conversation was erased meanwhile)."""
+        `still_wanted()` (false: the user or conversation was erased meanwhile).
+
+        The user state goes first: when the second write fails, an acceptance saved while its
+        question stays open is taken again by the next "I accept", which answers the message
+        that waits; a closed question saved without its acceptance would have dropped that
+        message and asked again."""
         scopes: tuple[tuple[_Scope, dict[str, str]], ...] = (
-            (self.dialogs, {OWNER_PROPERTY: owner, CONVERSATION_PROPERTY: conversation}),
             (self.user, {OWNER_PROPERTY: owner}),
+            (self.dialogs, {OWNER_PROPERTY: owner, CONVERSATION_PROPERTY: conversation}),
         )
         for state, stamps in scopes:
             cached = state.get_cached_state(context)
