@@ -69,7 +69,7 @@ from controls.policy import (
 from controls.quotas import QuotaLimits, Quotas, user_scope
 from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
-from storage.base import Store, StoreError
+from storage.base import Store, StoreError, StoreUnavailable
 from storage.erasures import RecentErasures
 from storage.sqlite import SqliteStore
 from webchat import connector_host, setup_webchat
@@ -331,8 +331,10 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await store.open()
     except StoreError as exc:
         if not settings.uses_cosmos:
-            # A SQLite file SQLite cannot read is damage, not an outage: its traceback stays.
-            raise
+            # The store's one line names the file and what is wrong (locked, full, damaged);
+            # LOG_LEVEL=DEBUG still shows where SQLite said so.
+            log.debug("the SQLite store could not be opened", exc_info=True)
+            raise StartupFailure(str(exc)) from None
         raise StartupFailure(_cosmos_start_failure(exc)) from None
     wrapper = app.get(STORE_WRAPPER)
     app[STORE] = wrapper(store) if wrapper is not None else store
@@ -540,13 +542,16 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """Ready = the store answers, at least one model deployment is usable, and the app is not
+    """Ready = the store answers (for SQLite: its file is still the one opened, and writes are
+    not failing in a row), at least one model deployment is usable, and the app is not
     draining. Details stay generic: this endpoint is unauthenticated."""
     app = request.app
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(app[STORE].ping(), timeout=READINESS_TIMEOUT_SECONDS)
         checks["store"] = "ok"
+    except StoreUnavailable:
+        checks["store"] = "unavailable"  # the store said why, once
     except Exception:
         log.warning("readiness: the store did not answer", exc_info=True)
         checks["store"] = "unavailable"

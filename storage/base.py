@@ -32,6 +32,11 @@ class StoreError(Exception):
     """The store could not complete an operation (after the client's own retries)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be used for a reason it has logged once already (its file was removed,
+    writes keep failing): readiness says so without logging it again on every probe."""
+
+
 class StoreThrottled(StoreError):
     """The store is throttling (HTTP 429 in Cosmos DB) and retries were exhausted."""
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from config import ConfigurationError
-from storage.base import ETagMismatch, StoreError, UserDataKind
+from storage.base import ETagMismatch, StoreError, StoreUnavailable, UserDataKind
 from storage.botstate import (
     LEGACY_OWNERS_SEARCHED,
     OWNER_CANDIDATES,
@@ -121,6 +121,9 @@ from storage.summaries import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _OPEN_ATTEMPTS = 50
+# How long a connection waits for another's lock (SQLite's busy timeout), and how long opening
+# goes on retrying "locked" answers: each retry of a lock another process holds waits this long.
+_BUSY_TIMEOUT_SECONDS = 5.0
 # Parsed window messages kept by their stored text: a full window (40 messages) for each of about
 # a hundred conversations in use at once; a few kB each.
 _DECODED_MESSAGES = 4096
@@ -131,6 +134,34 @@ _BOT_STATE = "botstate"
 CHECKPOINT_EVERY_SECONDS = 0.2
 # The log length (pages) at which the checkpoint thread starts it over: SQLite's own default.
 RESTART_LOG_AT_PAGES = 1000
+# How often the checkpoint thread checks that the store's files are still at their paths
+# (`_FileWatch`); readiness checks at every probe too.
+FILE_CHECK_EVERY_SECONDS = 5.0
+# Readiness: this many writes failing in a row for a reason of the file's (`_WriteFailures`)
+# make the store unavailable until a write succeeds, or at most this long after the last one.
+WRITE_FAILURES_NOT_READY = 3
+WRITE_FAILURES_KEPT_SECONDS = 60.0
+# SQLite's primary result codes that say no write can be done now, whatever the call.
+_WRITE_FAILURE_REASONS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_BUSY: "another process holds the write lock",
+    sqlite3.SQLITE_LOCKED: "another process holds the write lock",
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_READONLY: "the file cannot be written",
+    sqlite3.SQLITE_CANTOPEN: "a file of the store cannot be opened",
+}
+# What stopped the store from opening, by SQLite's primary result code: said in one line with
+# the file's path (not exit 2: no setting to change, and a later start may work).
+_OPEN_FAILURES = {
+    sqlite3.SQLITE_BUSY: "is locked by another process, which held the write lock longer than"
+    " the 5 s the app waits",
+    sqlite3.SQLITE_LOCKED: "is locked by another process",
+    sqlite3.SQLITE_FULL: "cannot be written: the disk is full",
+    sqlite3.SQLITE_NOTADB: "is not a SQLite database (or is encrypted)",
+    sqlite3.SQLITE_CORRUPT: "is damaged: restore it from a backup, or move it away to start"
+    " with an empty store",
+    sqlite3.SQLITE_IOERR: "could not be read or written (a disk I/O error)",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -326,9 +357,17 @@ class _Checkpointer:
     write lock and waits (briefly) until no reader uses the log, so the next write starts it
     over. Writers on the loop meanwhile get "busy" and hand their calls to the worker."""
 
-    def __init__(self, connection: sqlite3.Connection, every_seconds: float) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        every_seconds: float,
+        watch: _FileWatch | None = None,
+    ) -> None:
         self._connection = connection
         self._every_seconds = every_seconds
+        # Checked here too, every FILE_CHECK_EVERY_SECONDS: readiness may never be asked (App
+        # Service probes /healthz), and the operator should still read that the file went.
+        self._watch = watch
         self._stopping = threading.Event()
         self._truncate = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sqlite-checkpoint", daemon=True)
@@ -336,8 +375,12 @@ class _Checkpointer:
 
     def _serve(self) -> None:
         connection = self._connection
+        next_check = time.monotonic() + FILE_CHECK_EVERY_SECONDS
         try:
             while not self._stopping.wait(self._every_seconds):
+                if self._watch is not None and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + FILE_CHECK_EVERY_SECONDS
+                    self._watch.check()
                 truncate = self._truncate.is_set()
                 self._truncate.clear()
                 try:
@@ -404,6 +447,126 @@ class _LogIndex:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _identity(name: str) -> tuple[int, int] | None:
+    """Device and inode of the file at `name`; None when there is none."""
+    try:
+        found = os.stat(name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_dev, found.st_ino
+
+
+class _FileWatch:
+    """Whether the store's files (the database, its log and the log's index) are still the ones
+    at their paths. Removed (`rm chat.db*`) or replaced (another file moved onto the path, as a
+    restore may) while open, SQLite goes on writing into the files it opened without an error,
+    and all that is written from then on is lost when the app stops; a process opening the path
+    meanwhile (a restarted worker) uses other files than this one. Device and inode are recorded
+    once the store opened them rather than compared with SQLite's own descriptor (sqlite3 does
+    not expose it; a descriptor of ours would drop this process's SQLite locks on the file when
+    closed, since POSIX locks belong to the process). Said once, at ERROR, by whichever thread
+    finds it first (readiness or the checkpoint thread); unusable from then on, until a
+    restart."""
+
+    def __init__(self, path: Path) -> None:
+        self._files: dict[str, tuple[int, int]] = {}
+        for name in (str(path), f"{path}-wal", f"{path}-shm"):
+            with contextlib.suppress(OSError):
+                if (known := _identity(name)) is not None:
+                    self._files[name] = known
+        self._lock = threading.Lock()
+        self.problem: str | None = None
+
+    def check(self) -> str | None:
+        """What happened to the files, or None while they are the ones opened (a few stats)."""
+        if self.problem is not None:
+            return self.problem
+        for name, known in self._files.items():
+            try:
+                found = _identity(name)
+            except OSError:
+                continue  # cannot tell (a permission, a network share): no news
+            if found == known:
+                continue
+            how = "removed" if found is None else "replaced by another file"
+            with self._lock:
+                if self.problem is None:
+                    self.problem = f"the SQLite file {name} was {how} while the app had it open"
+                    log.error(
+                        "%s: nothing stored from now on will be kept (it goes to the file"
+                        " the app opened, no longer at that path); restart the app, which then"
+                        " opens the file at that path",
+                        self.problem,
+                        extra={"event": "sqlite_file_gone", "file": name},
+                    )
+            return self.problem
+        return None
+
+
+class _WriteFailures:
+    """Writes failing in a row for a reason of the file's (`_WRITE_FAILURE_REASONS`: the disk
+    full, another process holding the write lock past the busy timeout, an I/O error), which
+    readiness cannot see by reading (reads work on), and must not find out by writing (a probe
+    every few seconds would take the write lock). After WRITE_FAILURES_NOT_READY of them the
+    store is unavailable until a write succeeds, or, with no write since, until
+    WRITE_FAILURES_KEPT_SECONDS after the last one: nothing then tells it still fails, and a
+    store left unavailable would get no traffic to show it works again. Said once at ERROR, and
+    at INFO when a write succeeds again. On the loop only."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._last = 0.0
+        self._reason = ""
+        self._reported = False
+
+    def failed(self, error: sqlite3.Error) -> None:
+        code = getattr(error, "sqlite_errorcode", None)
+        reason = _WRITE_FAILURE_REASONS.get(code & 0xFF) if code is not None else None
+        if reason is None:
+            return
+        self._count += 1
+        self._last = time.monotonic()
+        self._reason = reason
+        if self._count >= WRITE_FAILURES_NOT_READY and not self._reported:
+            self._reported = True
+            log.error(
+                "the SQLite store's last %d writes failed (%s): not ready until one succeeds",
+                self._count,
+                reason,
+                extra={
+                    "event": "sqlite_writes_failing",
+                    "error": getattr(error, "sqlite_errorname", ""),
+                },
+            )
+
+    def succeeded(self) -> None:
+        if not self._count:
+            return
+        if self._reported:
+            log.info(
+                "the SQLite store writes again after %d failed writes",
+                self._count,
+                extra={"event": "sqlite_writes_recovered"},
+            )
+        self._count = 0
+        self._reported = False
+
+    def problem(self) -> str | None:
+        recent = time.monotonic() - self._last < WRITE_FAILURES_KEPT_SECONDS
+        if self._count >= WRITE_FAILURES_NOT_READY and recent:
+            return f"the last {self._count} writes failed ({self._reason})"
+        return None
+
+
+def _open_failure(where: str, error: sqlite3.Error) -> str:
+    """One line for an operator: which file, and whether locked, full or damaged (SQLite's
+    result code name, never its message: that may quote a statement)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    what = _OPEN_FAILURES.get(code & 0xFF) if code is not None else None
+    name = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    return f"{where} {what or 'could not be opened'} ({name})"
 
 
 def _atomic(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -550,6 +713,8 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None  # the worker's
         self._loop_conn: sqlite3.Connection | None = None  # never waits; None: worker only
         self._log_index: _LogIndex | None = None
+        self._watch: _FileWatch | None = None
+        self._write_failures = _WriteFailures()
         self._window_messages = MessageDecoder(_DECODED_MESSAGES)
         # Where the short calls ran (the bench reports them).
         self.short_calls_on_loop = 0
@@ -575,7 +740,10 @@ class SqliteStore:
             self._worker = None
             if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
                 raise ConfigurationError(f"{where} cannot be opened ({exc})") from None
-            raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                raise ConfigurationError(f"{where} cannot be written ({exc})") from None
+            raise StoreError(_open_failure(where, exc)) from exc
+        self._watch = await asyncio.to_thread(_FileWatch, self._path)
         try:
             await self._name_legacy_owners()
         except BaseException:
@@ -589,25 +757,35 @@ class SqliteStore:
             # The worker's own checkpoints still keep the log bounded, only slower.
             log.warning("the SQLite checkpoint thread could not open the file", exc_info=True)
             return
-        self._checkpointer = _Checkpointer(checkpoint_conn, self._checkpoint_every_seconds)
+        self._checkpointer = _Checkpointer(
+            checkpoint_conn, self._checkpoint_every_seconds, self._watch
+        )
         self._loop_conn = loop_conn
         self._log_index = await asyncio.to_thread(_LogIndex, self._path)
 
     def _connect(self) -> sqlite3.Connection:
         # Several processes opening a new file at once (APP_WORKERS): switching it to WAL and
         # creating the schema need the write lock, and SQLite answers "locked" at once, without
-        # waiting, to one of two connections that try to upgrade their locks together.
+        # waiting, to one of two connections that try to upgrade their locks together. A lock
+        # another process holds answers "locked" after the busy timeout: not retried past it,
+        # or the start would wait 50 busy timeouts to say so.
+        started = time.monotonic()
         for attempt in range(_OPEN_ATTEMPTS):
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             try:
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_SECONDS * 1000)}")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA secure_delete=ON")
                 conn.executescript(_SCHEMA)
             except sqlite3.OperationalError as exc:
                 conn.close()
-                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                waited = time.monotonic() - started
+                if (
+                    "locked" not in str(exc)
+                    or attempt == _OPEN_ATTEMPTS - 1
+                    or waited >= _BUSY_TIMEOUT_SECONDS
+                ):
                     raise
                 time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
                 continue
@@ -723,18 +901,38 @@ class SqliteStore:
         self._worker = None
 
     async def ping(self) -> None:
-        # On the worker: readiness means the thread answers too.
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        """Readiness: the worker answers (a call behind the others), the file can be read (a
+        read transaction, which never waits for the write lock: `SELECT 1` read nothing), its
+        files are still the ones at their paths, and writes are not failing in a row."""
+        watch = self._watch
+
+        def probe(db: sqlite3.Connection) -> str | None:
+            db.execute("PRAGMA schema_version").fetchone()
+            return watch.check() if watch is not None else None
+
+        problem = await self._run(probe) or self._write_failures.problem()
+        if problem is not None:
+            raise StoreUnavailable(problem)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], order: str | None = None) -> T:
         """On the worker, after every call submitted before it."""
         worker, conn = self._worker, self._conn
         if worker is None or conn is None:
             raise StoreError("the SQLite store is not open")
+
+        def call() -> tuple[T, bool]:
+            changes = conn.total_changes
+            result = fn(conn)
+            return result, conn.total_changes != changes
+
         try:
-            return await worker.run(lambda: fn(conn), order)
+            result, wrote = await worker.run(call, order)
         except sqlite3.Error as exc:
+            self._write_failures.failed(exc)
             raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
+        if wrote:
+            self._write_failures.succeeded()
+        return result
 
     async def _run_short(
         self, fn: Callable[[sqlite3.Connection], T], *, writes: bool, order: str
@@ -750,13 +948,17 @@ class SqliteStore:
             and not worker.holds(order)
             and not (writes and log_index is not None and log_index.fully_copied())
         ):
+            changes = conn.total_changes
             try:
                 result = fn(conn)
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
+                    self._write_failures.failed(exc)
                     raise StoreError(f"SQLite error: {type(exc).__name__}") from exc
             else:
                 self.short_calls_on_loop += 1
+                if conn.total_changes != changes:
+                    self._write_failures.succeeded()
                 return result
         self.short_calls_on_worker += 1
         return await self._run(fn, order)
