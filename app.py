@@ -543,10 +543,13 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     """Ready = the store answers (for SQLite: its file is still the one opened, and writes are
-    not failing in a row), at least one model deployment is usable, and the app is not
-    draining. Details stay generic: this endpoint is unauthenticated."""
+    not failing in a row), at least one model deployment is usable and its host accepts a TCP
+    connection (no model call), and the app is not draining. Details stay generic: this
+    endpoint is unauthenticated."""
     app = request.app
     checks: dict[str, str] = {}
+    # Alongside the store's check: an unreachable host may take the connect timeout to say so.
+    model_ready = asyncio.ensure_future(app[ROUTER].ready())
     try:
         await asyncio.wait_for(app[STORE].ping(), timeout=READINESS_TIMEOUT_SECONDS)
         checks["store"] = "ok"
@@ -555,7 +558,7 @@ async def _readyz(request: web.Request) -> web.Response:
     except Exception:
         log.warning("readiness: the store did not answer", exc_info=True)
         checks["store"] = "unavailable"
-    checks["model"] = "ok" if app[ROUTER].usable() else "unavailable"
+    checks["model"] = "ok" if await model_ready else "unavailable"
     checks["turns"] = "ok" if app[TURNS].accepting else "draining"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(

@@ -29,6 +29,7 @@ from chat.model import (
     PromptFiltered,
     TextListener,
 )
+from chat.reachability import Reachability, first_hop
 from chat.telemetry import ChatTelemetry
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ class DeploymentRouter:
         self._default_cooldown = default_cooldown_seconds
         self._deadline = deadline_seconds
         self._telemetry = telemetry or ChatTelemetry()
+        # One check per host and port: several deployments of one resource share it.
+        checks: dict[tuple[str, int], Reachability] = {}
+        self._reachability: dict[str, Reachability] = {}
+        for client in self._clients:
+            address = first_hop(client.deployment.endpoint)
+            if address is not None:
+                check = checks.setdefault(address, Reachability(address))
+                self._reachability[client.deployment.name] = check
 
     @property
     def deployment_names(self) -> list[str]:
@@ -103,6 +112,19 @@ class DeploymentRouter:
         """At least one deployment is not cooling down or broken (readiness)."""
         now = time.monotonic()
         return any(h.available_at() <= now for h in self._health.values())
+
+    async def ready(self) -> bool:
+        """Readiness: a deployment that is `usable` and whose host accepts a TCP connection
+        (`chat.reachability`: no request, no tokens; checked at most every few seconds)."""
+        now = time.monotonic()
+        usable = [name for name, h in self._health.items() if h.available_at() <= now]
+        if not usable:
+            return False
+        if any(name not in self._reachability for name in usable):
+            return True  # one names no host to check: usable is all that can be said
+        checks = {self._reachability[name] for name in usable}
+        answers = await asyncio.gather(*(check.reachable() for check in checks))
+        return any(answers)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._clients))
