@@ -4,6 +4,7 @@ summaries and messages that pages, the JSON API and exports all share (so they a
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,9 @@ MAX_PAGE_SIZE = 100
 SEARCH_MAX_CONVERSATIONS = 200
 SEARCH_MESSAGES_PER_CONVERSATION = 20
 MAX_QUERY_CHARS = 200
+# Variation selectors choose a glyph, not a character: 葛城市 with U+E0100 after 葛 (the glyph a
+# register of names uses) is 葛城市 to a reader, and an emoji with or without U+FE0F is the same.
+_VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 # Flag categories the chat service writes into summaries (chat/filters.py), for the filter menu.
 # The service also writes Azure's own name for a category this list does not know yet, so the
 # filter takes any name of that shape (still a query parameter, never part of the query text).
@@ -184,13 +188,22 @@ class ListResult:
     scanned: int = 0
 
 
+def searchable(text: str) -> str:
+    """Text as the search compares it, the search text and what it looks in alike: NFKC, so that
+    full-width ＶＰＮ is VPN and half-width ﾊﾟｽﾜｰﾄﾞ is パスワード; casefolded (NFKC again after
+    it, as Unicode's NFKC_Casefold); without variation selectors. Only compared, never stored
+    or shown: both stores hand their rows to this module, which does all the matching."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return _VARIATION_SELECTORS.sub("", folded)
+
+
 async def _text_matches(store: Store, summary: ConversationSummary, needle: str) -> bool:
-    if needle in summary.title.casefold():
+    if needle in searchable(summary.title):
         return True
     messages = await store.recent_messages(
         summary.conversation_id, SEARCH_MESSAGES_PER_CONVERSATION
     )
-    return any(needle in (m.text or "").casefold() for m in messages)
+    return any(needle in searchable(m.text or "") for m in messages)
 
 
 async def _page(store: Store, filters: Filters, continuation: str | None) -> Page:
@@ -213,7 +226,7 @@ async def list_conversations(store: Store, filters: Filters) -> ListResult:
     if filters.text is None:
         page = await _page(store, filters, filters.continuation)
         return ListResult(page.items, page.continuation)
-    needle = filters.text.casefold()
+    needle = searchable(filters.text)
     found: list[ConversationSummary] = []
     scanned = 0
     continuation = filters.continuation
