@@ -202,6 +202,20 @@ def text_lang(text: object) -> str:
     return "ja" if isinstance(text, str) and _KANA_OR_KANJI.search(text) else ""
 
 
+def utc_time(value: object) -> str:
+    """A stored ISO time as the pages print it: to the second, saying that it is UTC (the stores
+    keep UTC, and the reviewer's own zone is not known). The JSON API keeps the ISO form."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return value
+    return f"{moment.isoformat(sep=' ', timespec='seconds')[:19]} UTC"
+
+
 def create_admin_app(
     store_provider: StoreProvider,
     settings: AdminSettings,
@@ -227,6 +241,7 @@ def create_admin_app(
         finalize=show_bidi_controls,
     )
     templates.filters["text_lang"] = text_lang
+    templates.filters["utc_time"] = utc_time
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,
