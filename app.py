@@ -166,7 +166,8 @@ def create_app(
     )
     app.add_subapp("/admin/", admin)
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
-    setup_webchat(app, settings, MESSAGES)
+    usage_policy = app[POLICIES].usage
+    setup_webchat(app, settings, MESSAGES, usage_policy.version if usage_policy else None)
     return app
 
 

@@ -19,12 +19,16 @@ __all__ = ["DIRECT_LINE", "connector_host", "setup_webchat"]
 
 
 def setup_webchat(
-    app: web.Application, settings: Settings, messages: web.AppKey[MessagesEndpoint]
+    app: web.Application,
+    settings: Settings,
+    messages: web.AppKey[MessagesEndpoint],
+    usage_policy_version: str | None = None,
 ) -> None:
     """Routes and one cleanup context; the messages endpoint is read when a turn starts (it is
-    built by an earlier cleanup context)."""
+    built by an earlier cleanup context). `usage_policy_version`: USAGE_POLICY_FILE's version,
+    which the page names, or None without one."""
     directline = BuiltinDirectLine(settings, lambda: app[messages])
-    page = WebChatPage(settings, directline)
+    page = WebChatPage(settings, directline, usage_policy_version)
     app[DIRECT_LINE] = directline
     directline.add_routes(app.router)
     LoopbackConnector(directline).add_routes(app.router)

@@ -81,9 +81,15 @@ def _resume_request(body: object) -> ResumeRequest | None:
 
 
 class WebChatPage:
-    def __init__(self, settings: Settings, directline: BuiltinDirectLine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        directline: BuiltinDirectLine,
+        usage_policy_version: str | None = None,
+    ) -> None:
         self._settings = settings
         self._directline = directline
+        self._usage_policy_version = usage_policy_version
         self._http: aiohttp.ClientSession | None = None
         self._rate = TokenRate.for_mode(settings.webchat_auth_mode is WebChatAuthMode.LOCAL)
         self._tickets: TokenSigner | None = None
@@ -202,6 +208,10 @@ class WebChatPage:
                 "assistantName": self._settings.assistant_name,
                 "simulator": self._settings.uses_simulator,
                 "mode": "azure" if self._settings.uses_azure_direct_line else "builtin",
+                # With USAGE_POLICY_FILE the page names the policy users will be asked to
+                # accept instead of its own usage note, as the Teams welcome does.
+                "organizationName": self._settings.organization_name,
+                "usagePolicyVersion": self._usage_policy_version,
             },
             headers={"Cache-Control": "no-store"},
         )

@@ -502,7 +502,13 @@ async def test_page_is_served_with_a_strict_policy_and_the_local_web_chat_bundle
     assert (await client.get("/webchat/static/../config.py")).status == 404
     assert (await client.get("/webchat/static/missing.html")).status == 404
     config = await (await client.get("/webchat/config.json")).json()
-    assert config == {"assistantName": "Contoso Assistant", "simulator": False, "mode": "builtin"}
+    assert config == {
+        "assistantName": "Contoso Assistant",
+        "simulator": False,
+        "mode": "builtin",
+        "organizationName": "Contoso",
+        "usagePolicyVersion": None,
+    }
 
 
 async def test_the_token_endpoint_wants_json_so_other_sites_cannot_post_a_form(
