@@ -23,6 +23,7 @@ from bot.streaming import OpenStreams, Stoppable, reply_channel_for
 from bot.teams import (
     BotProfile,
     activity_locale,
+    activity_time_zone,
     bot_was_added,
     bot_was_removed,
     install_key,
@@ -157,6 +158,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             channel_id=activity.channel_id or "",
             # The welcome's rule too: Teams may give the locale only in clientInfo.
             locale=activity_locale(activity, raw),
+            time_zone=activity_time_zone(raw),
             has_attachments=_has_user_attachments(activity),
             shared=is_teams_shared(activity),
             author_name=_author_name(activity),

@@ -14,6 +14,8 @@ from typing import Any
 
 from botbuilder.schema import Activity, ChannelAccount
 
+from chat.texts import time_zone
+
 TEAMS_CHANNEL = "msteams"
 PERSONAL = "personal"
 
@@ -210,3 +212,16 @@ def activity_locale(activity: Activity, raw: dict[str, Any]) -> str:
         ):
             return str(entity["locale"])
     return "en-US"
+
+
+def activity_time_zone(raw: dict[str, Any]) -> str:
+    """The sender's IANA time zone when the activity gives a known one, else "": Web Chat
+    sends `localTimezone`, Teams the clientInfo entity's `timezone` (and sometimes both)."""
+    given = [raw.get("localTimezone")]
+    entities = raw.get("entities")
+    given += [
+        entity.get("timezone")
+        for entity in (entities if isinstance(entities, list) else [])
+        if isinstance(entity, dict) and entity.get("type") == "clientInfo"
+    ]
+    return next((name for name in given if isinstance(name, str) and time_zone(name)), "")

@@ -72,6 +72,9 @@ class TurnInput:
     tenant_id: str = ""
     channel_id: str = ""
     locale: str = "en-US"
+    # The user's IANA time zone as the channel gave it (Teams' clientInfo, Web Chat's
+    # `localTimezone`), checked (chat.texts.time_zone); "": not given, times are said in UTC.
+    time_zone: str = ""
     has_attachments: bool = False
     # Several people write in this conversation (a Teams group chat or channel thread): its
     # summary belongs to the conversation, not to whoever happened to write first.

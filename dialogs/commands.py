@@ -12,12 +12,11 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
 from chat.service import TurnInput
-from chat.texts import localize
+from chat.texts import localize, moment_text
 from controls.quotas import Quotas
 from storage.base import MessageStore
 from storage.ids import safe_id
@@ -136,17 +135,18 @@ class Commands:
 
     async def _usage(self, turn: TurnInput) -> str:
         # The tenant's totals are for administrators; its users see that its limit applies and
-        # how much of it is used today, as a percentage (a refusal below 100% then makes sense).
+        # how much of it is used in this quota day, as a percentage (a refusal below 100% then
+        # makes sense). The quota day is the UTC day: its end is said in the user's time zone.
         tenant_limit = self._quotas.limits_for(turn.tenant_id).tenant_tokens_per_day
         report = await self._quotas.usage(
             turn.user_id, turn.tenant_id, with_tenant=bool(tenant_limit)
         )
         locale = turn.locale
+        reset = moment_text(report.day_resets_at, locale, turn.time_zone)
         tenant_lines: list[str] = []
         if tenant_limit and report.tenant_tokens_today is not None:
-            percent = min(100, report.tenant_tokens_today * 100 // tenant_limit)
-            reset = format_reset(report.day_resets_at)
-            tenant_lines.append(localize("usage_tenant", locale, percent=percent, reset=reset))
+            share = _share(report.tenant_tokens_today, tenant_limit, locale)
+            tenant_lines.append(localize("usage_tenant", locale, share=share, reset=reset))
         if not report.counted:
             # Neither user limit is set, so the user is not counted: no numbers of theirs.
             mine = "usage_no_user_limits" if tenant_lines else "usage_no_limits"
@@ -161,7 +161,7 @@ class Commands:
                 locale,
                 used=report.tokens_today,
                 limit=report.limits.user_tokens_per_day or unlimited,
-                reset=format_reset(report.day_resets_at),
+                reset=reset,
             ),
             localize(
                 "usage_requests",
@@ -244,5 +244,9 @@ def with_comment(earlier: str, comment: str) -> str:
     return earlier + FEEDBACK_SEPARATOR + comment
 
 
-def format_reset(at: datetime) -> str:
-    return f"{at:%Y-%m-%d %H:%M} UTC"
+def _share(used: int, limit: int, locale: str) -> str:
+    """How much of a limit is used, as `/usage` says it: "about 37%"; "<1%" for some but less
+    than 1% (about 0% would read as none)."""
+    if 0 < used * 100 < limit:
+        return localize("usage_share_under_one", locale)
+    return localize("usage_share_about", locale, percent=min(100, used * 100 // limit))

@@ -169,7 +169,7 @@ class ConversationGate:
             # replies, would get one each); the quota logs how many there were.
             return None
         if exceeded is not None:
-            await _say(context, refusal_text(exceeded, turn.locale))
+            await _say(context, refusal_text(exceeded, turn.locale, turn.time_zone))
             return None
         return turn
 

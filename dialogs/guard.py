@@ -7,19 +7,19 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from chat.service import Admission, TurnInput
-from chat.texts import localize, wait_text
+from chat.texts import localize, moment_text, wait_text
 from controls.quotas import LimitKind, QuotaExceeded, Quotas, TokenReservation
-from dialogs.commands import format_reset
 from storage.base import StoreError
 
 log = logging.getLogger(__name__)
 
 
-def refusal_text(exceeded: QuotaExceeded, locale: str) -> str:
+def refusal_text(exceeded: QuotaExceeded, locale: str, time_zone: str = "") -> str:
+    """`time_zone`: the user's (TurnInput.time_zone), in which the reset is said; "": UTC."""
     wait = wait_text(exceeded.seconds_left, locale)
     if exceeded.kind is LimitKind.USER_REQUESTS_PER_MINUTE:
         return localize("quota_requests_per_minute", locale, limit=exceeded.limit, wait=wait)
-    reset = format_reset(exceeded.resets_at)
+    reset = moment_text(exceeded.resets_at, locale, time_zone)
     if exceeded.kind is LimitKind.TENANT_TOKENS_PER_DAY:
         if exceeded.requested and exceeded.used < exceeded.limit:
             # Some of the organization's limit is left, not enough for this message with its
@@ -74,7 +74,7 @@ class QuotaGuard:
             log.exception("token quota could not be checked; the turn goes ahead uncounted")
             return Admission()
         if isinstance(result, QuotaExceeded):
-            return Admission(refusal=refusal_text(result, turn.locale))
+            return Admission(refusal=refusal_text(result, turn.locale, turn.time_zone))
         return Admission(settle=self._settler(result))
 
     def _settler(self, reservation: TokenReservation) -> Callable[[int | None], Awaitable[None]]:

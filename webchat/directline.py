@@ -53,6 +53,7 @@ KEEPALIVE_SECONDS = 20.0
 SWEEP_SECONDS = 300.0
 _CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
 _MAX_LOCALE = 20
+_MAX_TIME_ZONE = 64
 _MAX_CLIENT_ID = 128
 # Web Chat posts whatever was pasted, and a refused POST shows only "Send failed. Retry.", which
 # every retry repeats. Up to this size the bot takes the activity and answers with its "too long"
@@ -484,6 +485,11 @@ class BuiltinDirectLine:
         locale = body.get("locale")
         if isinstance(locale, str) and 0 < len(locale) <= _MAX_LOCALE:
             raw["locale"] = locale
+        # The browser's IANA time zone (Web Chat sends it with every activity): the bot says
+        # when a quota resets in it. Checked by the bot (bot.teams.activity_time_zone).
+        zone = body.get("localTimezone")
+        if isinstance(zone, str) and 0 < len(zone) <= _MAX_TIME_ZONE:
+            raw["localTimezone"] = zone
         channel_data = body.get("channelData")
         client_id = channel_data.get("clientActivityID") if isinstance(channel_data, dict) else None
         if isinstance(client_id, str) and len(client_id) <= _MAX_CLIENT_ID:

@@ -19,6 +19,8 @@ from tests.controls.support import Chat, ControlledApp, FakeClock, conversation,
 from tests.support import RecordingConnector, settle
 from tests.teams.activities import USER_AAD, personal_message
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
 
 async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_next_day(
     controlled_app: ControlledApp,
@@ -46,8 +48,8 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
     calls = await model_calls(simulator_url)
     with caplog.at_level(logging.WARNING, logger="controls"):
         refused = await chat.send("And the capital of Germany?")
-    assert "more than you have left today (daily limit: 700 tokens)" in refused["text"]
-    assert f"{day.resets_at:%Y-%m-%d} 00:00 UTC" in refused["text"]
+    assert "more than is left of your daily limit (700 tokens) until it resets" in refused["text"]
+    assert f"00:00 UTC on {MONTHS[day.resets_at.month - 1]} {day.resets_at.day}" in refused["text"]
     assert "entities" not in refused or not refused["entities"]  # a notice, not model output
     assert await model_calls(simulator_url) == calls
     # What the gate reserved for the refused turn is given back (deferred, like a settlement).
@@ -79,7 +81,10 @@ async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
 
     refused = await chat.send("Please read this. " + "word " * 800)
     assert refused["text"].startswith("Your message and the earlier conversation together need")
-    assert "(daily limit: 1,000 tokens)" in refused["text"] and "/new" in refused["text"]
+    assert (
+        "your daily limit (1,000 tokens) until it resets" in refused["text"]
+        and "/new" in refused["text"]
+    )
     [prompt] = await chat.store.conversation_messages(conversation(chat))
     assert prompt.status is MessageStatus.ERROR and prompt.error == "quota_exceeded"
 
@@ -92,17 +97,22 @@ async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
 
 
 async def test_japanese_user_gets_the_quota_notice_in_japanese(
-    controlled_app: ControlledApp, connector: RecordingConnector
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
 ) -> None:
-    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=50)
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=5000, MAX_OUTPUT_TOKENS=300)
     chat = Chat(client, connector, locale="ja-JP")
+    day = day_window(clock())
+    spent = UsageChange(minute=0, ttl_seconds=day.ttl_seconds, tokens=4800)
+    await chat.store.add_usage(user_scope("user-1"), day.key, spent)
 
     refused = await chat.send("こんにちは")
 
-    # Nothing is used yet: less is left than one message needs, not "the limit is used up".
-    assert refused["text"].startswith("本日の上限の残りが少ないため、新しいメッセージを")
-    assert "（1日の上限50トークンのうち0トークンを使用済み）" in refused["text"]
-    assert "UTC にリセットされます（あと約" in refused["text"]
+    # Less is left than one message needs, not "the limit is used up".
+    assert refused["text"].startswith("1日の上限の残りが少ないため、新しいメッセージを")
+    assert (
+        "（前回のリセット以降、上限5,000トークンのうち4,800トークンを使用済み）" in refused["text"]
+    )
+    assert "0:00にリセットされます（あと約" in refused["text"]
 
 
 async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_next_minute(
@@ -220,7 +230,7 @@ async def test_tenant_daily_quota_applies_to_all_its_users_and_gives_the_user_sh
     refused = await bob.send("Hello from Bob, " + "with many words " * 40)
 
     # Some of the organization's limit is left, not enough for Bob's message.
-    assert "more than is left today of your organization's daily limit" in refused["text"]
+    assert "more than is left of your organization's daily limit" in refused["text"]
     # Bob's reservation (the gate's upfront one) is given back when the tenant refuses.
     await bob.quotas.flush()
     assert await stored_tokens(bob, day.key, user_id="bob") == bob_before
@@ -269,7 +279,9 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
         for m in await on_first.store.conversation_messages(conversation(on_first))
         if m.role is Role.ASSISTANT and m.usage is not None
     )
-    assert f"Tokens today: {used:,} (daily limit: 100,000;" in usage["text"]
+    assert (
+        f"Tokens used since the last daily reset: {used:,} (daily limit: 100,000;" in usage["text"]
+    )
     assert "Messages this minute: 2 (limit per minute: 3)" in usage["text"]
 
     await on_first.send("three")
@@ -277,7 +289,7 @@ async def test_counters_are_shared_by_two_app_instances_on_one_store(
     assert "faster than allowed (3 per minute)" in refused["text"]
 
     # A third instance with a tight daily limit sees what the other two spent.
-    tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50)
+    tight = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=used + 50, MAX_OUTPUT_TOKENS=50)
     clock.advance(minutes=1)
     refused = await Chat(tight, connector).send("five")
     # "three"'s reservation is still on the counter: the limit is used up.
@@ -304,9 +316,10 @@ async def test_a_user_out_of_daily_tokens_is_refused_before_the_message_is_store
 
     # Not "used up" (/usage shows 4,800 of 5,000): what is left is too little for a message.
     assert refused["text"].startswith(
-        "There is not enough of today's limit left for a new message (used 4,800 of 5,000 "
-        "tokens), so your message was not sent to the assistant. It resets at "
-        f"{day.resets_at:%Y-%m-%d} 00:00 UTC (in {wait_text(day.seconds_left(clock()), 'en')})."
+        "There is not enough of your daily limit left for a new message (used 4,800 of 5,000 "
+        "tokens since the last reset), so your message was not sent to the assistant. It resets "
+        f"at 00:00 UTC on {MONTHS[day.resets_at.month - 1]} {day.resets_at.day} "
+        f"(in {wait_text(day.seconds_left(clock()), 'en')})."
     )
     assert await model_calls(simulator_url) == calls
     assert await chat.store.conversation_messages(conversation(chat)) == []

@@ -1,6 +1,7 @@
 """An organization's daily limit as its users meet it, over HTTP on both stores: a refusal while
 some of it is left says that not enough is left for this message (not that it was reached), and
-/usage says that the limit applies and how much of it is used today, as a percentage only."""
+/usage says that the limit applies and how much of it is used since the quota day's reset, as a
+percentage only (a small share as "<1%", "1%未満", not "about 0%")."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from controls.quotas import tenant_scope
 from controls.windows import day_window
 from tests.controls.support import Chat, ControlledApp, FakeClock
 from tests.support import RecordingConnector
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 TENANT = {"channelData": {"tenant": {"id": "BBBB-2222"}}}
 NO_USER_LIMITS = {"QUOTA_USER_TOKENS_PER_DAY": 0, "QUOTA_USER_REQUESTS_PER_MINUTE": 0}
@@ -29,21 +32,26 @@ async def test_a_tenant_limit_with_some_left_refuses_a_message_that_needs_more_a
 
     assert 0 < used < 1000, used
     assert refused["text"].startswith("Your message and the earlier conversation together need")
-    assert "more than is left today of your organization's daily limit" in refused["text"]
+    assert "more than is left of your organization's daily limit" in refused["text"]
     assert "reached" not in refused["text"]
 
     usage = (await chat.send("/usage"))["text"]
     assert "No limits apply to you" not in usage
     assert "There is no limit on your messages per minute and no daily limit on your own " in usage
     # The tenant's totals stay hidden: only the share used.
+    end = day.resets_at
     assert usage.endswith(
         "Your organization has a daily limit for the assistant, shared by all its users: about "
-        f"{used * 100 // 1000}% of it is used today (resets at {day.resets_at:%Y-%m-%d} 00:00 UTC)."
+        f"{used * 100 // 1000}% of it has been used since the last reset (next reset at 00:00 UTC "
+        f"on {MONTHS[end.month - 1]} {end.day})."
     )
 
     in_japanese = Chat(client, connector, conversation_id="ja", locale="ja-JP", **TENANT)
     usage = (await in_japanese.send("/利用状況"))["text"]
-    assert f"組織全体で共有する1日の上限があります。本日はその約{used * 100 // 1000}%を" in usage
+    assert usage.endswith(
+        f"組織全体で共有する1日の上限があります。前回のリセット以降、その約{used * 100 // 1000}%を"
+        f"使用済みです（次回のリセット: 協定世界時（UTC）{end.month}月{end.day}日 0:00）。"
+    )
 
 
 async def test_a_tenant_limit_used_up_is_said_to_be_reached_and_usage_shows_it_beside_user_limits(
@@ -59,11 +67,36 @@ async def test_a_tenant_limit_used_up_is_said_to_be_reached_and_usage_shows_it_b
     usage = (await chat.send("/usage"))["text"]
 
     assert refused["text"].startswith("Your organization has reached its daily limit")
-    assert "Tokens today: 0 (daily limit: 1,000,000;" in usage
+    assert "Tokens used since the last daily reset: 0 (daily limit: 1,000,000;" in usage
+    end = day.resets_at
     assert usage.endswith(
         "Your organization has a daily limit for the assistant, shared by all its users: about "
-        f"100% of it is used today (resets at {day.resets_at:%Y-%m-%d} 00:00 UTC)."
+        "100% of it has been used since the last reset (next reset at 00:00 UTC on "
+        f"{MONTHS[end.month - 1]} {end.day})."
     )
     # Without a tenant limit, nothing about the organization.
     elsewhere = Chat(await controlled_app(), connector, conversation_id="o", **TENANT)
     assert "organization" not in (await elsewhere.send("/usage"))["text"]
+
+
+async def test_usage_says_a_share_under_one_percent_of_the_organizations_limit_as_such(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    client = await controlled_app(QUOTA_TENANT_TOKENS_PER_DAY=100_000_000)
+    chat = Chat(client, connector, **TENANT)
+    await chat.send("Hello")  # some hundred tokens: well under 1% of the organization's limit
+    end = day_window(clock()).resets_at
+
+    usage = (await chat.send("/usage"))["text"]
+    in_japanese = Chat(client, connector, conversation_id="ja", locale="ja-JP", **TENANT)
+    japanese = (await in_japanese.send("/利用状況"))["text"]
+
+    assert usage.endswith(
+        "Your organization has a daily limit for the assistant, shared by all its users: <1% of "
+        "it has been used since the last reset (next reset at 00:00 UTC on "
+        f"{MONTHS[end.month - 1]} {end.day})."
+    )
+    assert japanese.endswith(
+        "組織全体で共有する1日の上限があります。前回のリセット以降、その1%未満を使用済みです"
+        f"（次回のリセット: 協定世界時（UTC）{end.month}月{end.day}日 0:00）。"
+    )

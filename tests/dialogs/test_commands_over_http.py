@@ -104,8 +104,10 @@ async def test_usage_shows_the_users_consumption_against_the_limits(
 
     reply = await chat.send("/usage")
 
-    assert f"Tokens today: {used:,} (daily limit: 50,000; resets at " in reply["text"]
-    assert "00:00 UTC" in reply["text"]
+    assert (
+        f"Tokens used since the last daily reset: {used:,} (daily limit: 50,000; " in reply["text"]
+    )
+    assert "next reset at 00:00 UTC on " in reply["text"]
     assert "Messages this minute: 1 (limit per minute: 7)" in reply["text"]
     assert "tenant" not in reply["text"].lower()
 
@@ -137,9 +139,9 @@ async def test_usage_says_no_limit_applies_to_a_user_without_limits_and_counts_n
     assert expected in reply["text"]
     # No numbers to show: neither the token nor the request line.
     for line in (
-        "Tokens today",
+        "Tokens used",
         "Messages this minute",
-        "本日のトークン使用量:",
+        "トークン使用量:",
         "この1分間のメッセージ:",
     ):
         assert line not in reply["text"]
@@ -164,7 +166,7 @@ async def test_usage_with_one_user_limit_counts_both(
     reply = await chat.send("／使用量")
 
     used = answer.usage.prompt + answer.usage.completion
-    assert f"本日のトークン使用量: {used:,}（1日の上限: なし、" in reply["text"]
+    assert f"前回のリセット以降のトークン使用量: {used:,}（1日の上限: なし、" in reply["text"]
     assert "この1分間のメッセージ: 1（1分あたりの上限: 5）。" in reply["text"]
 
 
