@@ -57,9 +57,9 @@ class RefusalLog:
     def untold(
         self, event: str, scope: str, count: int, *, user_id: str = "", **detail: str | int
     ) -> None:
-        """`count` more refusals like one `record`ed already that were not told to the user nor
-        audited (controls.quotas: one notice per user, limit and minute): one log line, the
-        user named as `record` names them, event `<event>_untold`."""
+        """`count` more refusals like one `record`ed already that were told to the user but not
+        audited nor logged one by one (controls.quotas: one record per user, limit and minute):
+        one log line, the user named as `record` names them, event `<event>_untold`."""
         log.warning(
             f"{event}_untold",
             extra={

@@ -34,10 +34,12 @@ once the chat service finds the message already stored (`give_back`: one write, 
 only). When the gate would refuse it, `count_request` asks first whether the message is
 already stored: if so it was handled, and it is dropped without a refusal or its record.
 
-A user the gate refuses again in the same UTC minute, for the same limit, is not told again:
-`count_request` answers ALREADY_TOLD, with no notice, audit record or `quota_exceeded` log line
-(a flood of refused messages, or a loop of them, costs one of each per user and minute). The
-count of those is logged once that minute is over, in one `quota_exceeded_untold` line.
+Every refused message gets its notice (a reply to the user's own conversation; a loop of
+replies is stopped at the edge: bot.routes, bot.connector). Its audit record and
+`quota_exceeded` log line are written once per user, limit and UTC minute: a flood of refused
+messages, or a loop of them, costs one of each per user and minute. The count of the others is
+logged once that minute is over, in one `quota_exceeded_untold` line (so named when they were
+not told either: they are told now, only not recorded).
 
 A user with both user limits at 0 is not counted at all (no write; `/usage` says no limit
 applies); with one of them set, both are counted in the same write. A tenant without a limit
@@ -72,8 +74,6 @@ _Counted = TypeVar("_Counted", UsageResult, CounterResult)
 
 # What `count_request` answers for a message already handled (neither counted nor refused).
 REDELIVERED: Final = "redelivered"
-# What it answers for a refusal the user was told of already in this minute (nothing is said).
-ALREADY_TOLD: Final = "already_told"
 
 # A scope's pending settlement is written after this long without a new one.
 SETTLE_AFTER_SECONDS = 3.0
@@ -161,8 +161,8 @@ class _Pending:
 
 @dataclass
 class _Told:
-    """A user was told of a refusal in `minute` (minutes since the epoch); `untold`: how many
-    more refusals of that limit in that minute were not told."""
+    """A user's refusal was recorded (audit record, log line) in `minute` (minutes since the
+    epoch); `untold`: how many more refusals of that limit in that minute were not recorded."""
 
     user_id: str
     minute: int
@@ -232,14 +232,13 @@ class Quotas:
         turn: Hashable,
         *,
         handled_already: Callable[[], Awaitable[bool]] | None = None,
-    ) -> QuotaExceeded | Literal["redelivered", "already_told"] | None:
+    ) -> QuotaExceeded | Literal["redelivered"] | None:
         """One more request in this minute, unless that goes over the limit (then not counted).
         The same write reserves the upfront tokens `reserve_tokens` claims for `turn`.
 
         `handled_already` is asked only when the request would be refused: True (the message
         is a redelivery of one already handled) answers REDELIVERED, with no refusal recorded.
-        A refusal of a limit the user was told of in this minute answers ALREADY_TOLD (only
-        counted, see the module docstring)."""
+        A refusal is recorded once per user, limit and minute (see the module docstring)."""
         limits = self.limits_for(tenant_id)
         if not limits.counts_user:
             return None
@@ -279,8 +278,7 @@ class Quotas:
             if result.refused == "tokens"
             else (LimitKind.USER_REQUESTS_PER_MINUTE, minute)
         )
-        if self._told_already(user_id, kind, change.minute, window):
-            return ALREADY_TOLD
+        record = not self._recorded_already(user_id, kind, change.minute, window)
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
             # along): no message of this user can be answered before the day resets.
@@ -292,6 +290,7 @@ class Quotas:
                 day,
                 now,
                 user_id=user_id,
+                record=record,
             )
         return await self._exceeded(
             LimitKind.USER_REQUESTS_PER_MINUTE,
@@ -301,11 +300,12 @@ class Quotas:
             minute,
             now,
             user_id=user_id,
+            record=record,
         )
 
-    def _told_already(self, user_id: str, kind: LimitKind, minute: int, window: Window) -> bool:
-        """Whether the user was told of a refusal of `kind` in `minute` (then this one is
-        counted, to be logged with the others); if not, they are being told now."""
+    def _recorded_already(self, user_id: str, kind: LimitKind, minute: int, window: Window) -> bool:
+        """Whether a refusal of `kind` for the user was recorded in `minute` (then this one is
+        counted, to be logged with the others); if not, it is being recorded now."""
         told = self._told.get((user_id, kind))
         if told is not None and told.minute == minute:
             told.untold += 1
@@ -317,7 +317,8 @@ class Quotas:
         return False
 
     def _forget_told(self, before_minute: float) -> None:
-        """The refusals told before `before_minute` are forgotten, and those not told logged."""
+        """The refusals recorded before `before_minute` are forgotten, and the count of those
+        not recorded logged."""
         for key, told in list(self._told.items()):
             if told.minute < before_minute:
                 del self._told[key]
@@ -669,16 +670,19 @@ class Quotas:
         *,
         user_id: str = "",
         requested: int = 0,
+        record: bool = True,
     ) -> QuotaExceeded:
-        """`user_id` for a user's limit: the audit record names the user (RefusalLog)."""
-        await self._refusals.record(
-            "quota_exceeded",
-            scope,
-            user_id=user_id,
-            limit=kind.value,
-            window=window.key,
-            value=used,
-        )
+        """`user_id` for a user's limit: the audit record names the user (RefusalLog).
+        `record` False: the refusal is not audited nor logged (counted by `_recorded_already`)."""
+        if record:
+            await self._refusals.record(
+                "quota_exceeded",
+                scope,
+                user_id=user_id,
+                limit=kind.value,
+                window=window.key,
+                value=used,
+            )
         return QuotaExceeded(
             kind, scope, limit, used, window.resets_at, window.seconds_left(now), requested
         )

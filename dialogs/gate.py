@@ -26,7 +26,7 @@ from chat.written import as_written
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
-from controls.quotas import ALREADY_TOLD, REDELIVERED, Quotas, tenant_scope
+from controls.quotas import REDELIVERED, Quotas, tenant_scope
 from dialogs.commands import Commands, parse_command
 from dialogs.consent import (
     CONSENT_DIALOG,
@@ -164,11 +164,8 @@ class ConversationGate:
                 extra={"event": "message_redelivered", "reason": "already_stored"},
             )
             return None
-        if exceeded == ALREADY_TOLD:
-            # Told of this limit in this minute: no second notice (a flood, or a loop of
-            # replies, would get one each); the quota logs how many there were.
-            return None
         if exceeded is not None:
+            # Every refused message is told (its audit record is once a minute: the quota's).
             await _say(context, refusal_text(exceeded, turn.locale, turn.time_zone))
             return None
         return turn
