@@ -124,7 +124,7 @@ def create_app(
     app[TELEMETRY] = ChatTelemetry()
     # Policy files are read now: a bad file stops the app here, loudly, before it serves.
     app[POLICIES] = PolicyFiles(
-        load_tenant_policies(settings.tenant_policy_file),
+        load_tenant_policies(settings.tenant_policy_file, settings.max_output_tokens),
         load_usage_policy(settings.usage_policy_file),
     )
     app[CLOCK] = clock or utc_now  # quotas and consent; tests move time

@@ -571,6 +571,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _token_limits_admit_a_message(self) -> Settings:
+        # Every message reserves MAX_OUTPUT_TOKENS and at least a token of prompt
+        # (controls.quotas): a daily limit no larger would refuse every message of everyone it
+        # applies to. (The tenant policy file's limits are checked the same way: controls.policy.)
+        for name, limit in (
+            ("QUOTA_USER_TOKENS_PER_DAY", self.quota_user_tokens_per_day),
+            ("QUOTA_TENANT_TOKENS_PER_DAY", self.quota_tenant_tokens_per_day),
+        ):
+            if 0 < limit <= self.max_output_tokens:
+                raise ValueError(
+                    f"{name} ({limit:,}) must be 0 (no limit) or more than MAX_OUTPUT_TOKENS "
+                    f"({self.max_output_tokens:,}): every message reserves MAX_OUTPUT_TOKENS "
+                    "tokens and its prompt, so no message could ever be answered"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _admin_oidc_is_complete(self) -> Settings:
         if self.admin_auth_mode is not AdminAuthMode.OIDC:
             return self

@@ -107,7 +107,9 @@ def _explain(error: ValidationError) -> str:
     )
 
 
-def load_tenant_policies(path: Path | None) -> TenantPolicies:
+def load_tenant_policies(path: Path | None, max_output_tokens: int = 0) -> TenantPolicies:
+    """`max_output_tokens`: every message reserves that many tokens and its prompt, so a daily
+    token limit no larger (not 0, which is no limit) could never admit one and is refused."""
     if path is None:
         return TenantPolicies()
     setting = "TENANT_POLICY_FILE"
@@ -123,6 +125,15 @@ def load_tenant_policies(path: Path | None) -> TenantPolicies:
             raise PolicyFileError(f"{setting}: {path} has an empty tenant id")
         if key in tenants:
             raise PolicyFileError(f"{setting}: {path} lists tenant {tenant} twice")
+        for field in ("tokens_per_day", "user_tokens_per_day"):
+            limit = getattr(policy, field)
+            if limit and limit <= max_output_tokens:
+                raise PolicyFileError(
+                    f"{setting}: {path}: tenants.{tenant}.{field} ({limit:,}) must be 0 (no "
+                    f"limit) or more than MAX_OUTPUT_TOKENS ({max_output_tokens:,}): every "
+                    "message reserves MAX_OUTPUT_TOKENS tokens and its prompt, so no message "
+                    "could ever be answered"
+                )
         template = policy.system_prompt_file
         if template is not None:
             template = template if template.is_absolute() else path.parent / template
