@@ -50,6 +50,7 @@ from bot.request_telemetry import request_spans
 from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
 from bot.turns import SHUTDOWN_NOTICE_SECONDS, TurnQueue
+from chat.kept import KEEP_SECONDS
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder, PromptTemplateError
 from chat.router import DeploymentRouter
@@ -150,9 +151,12 @@ def create_app(
     app[PSEUDONYMS] = Pseudonyms(admin_settings.pseudonym_key, admin_settings.pseudonymize)
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app[ERASURES] = RecentErasures()
+    # A turn's write the store refused is written again for a while after the turn (chat.kept):
+    # on another instance it may land that much later.
     app[SECOND_PASSES] = SecondPasses(
         settings.turn_deadline_seconds
         + TURN_NOTICE_GRACE_SECONDS
+        + KEEP_SECONDS
         + ERASURE_SECOND_PASS_MARGIN_SECONDS
     )
     # A user's quota usage is exported and erased with the rest of their data.
@@ -452,7 +456,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if peers is not None:
             await peers.close()
         # The drained turns settled their quota as they finished; what is still pending is
-        # written now, before the store closes.
+        # written now, before the store closes, as are the turns' writes still kept.
+        await chat.close()
         await quotas.close()
         purge.cancel()
         await asyncio.gather(purge, return_exceptions=True)

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from chat.filters import Verdict, parse_answer, parse_prompt_error
+from chat.kept import KeptWrites, with_kept
 from chat.model import (
     ChatModel,
     Completion,
@@ -297,6 +298,12 @@ class ChatService:
         self._erasures = erasures
         self._in_progress: set[_Interruptible] = set()
         self._stopping = False
+        # Writes the store refused after the user was answered, written again (chat.kept).
+        self._kept = KeptWrites(messages, summaries)
+
+    async def close(self) -> None:
+        """Shutdown, once the turns have drained: the writes still kept get one more try."""
+        await self._kept.close()
 
     def interrupt_turns(self) -> int:
         """Shutdown, past its grace period: every turn whose answer has not started going out
@@ -392,8 +399,11 @@ class ChatService:
 
         # 1. The prompt is stored before anything else: whatever happens next, it is not lost.
         # The history window is read at the same time (one round trip less before the model
-        # call); a window that does not end with the prompt yet gets it appended.
-        history = asyncio.ensure_future(self._recent_history(conversation_id))
+        # call); a window that does not end with the prompt yet gets it appended. What an
+        # earlier turn could not store yet (kept, chat.kept) is taken now, before the read: a
+        # kept write that lands meanwhile is then in one of the two, never in neither.
+        kept = self._kept.messages_of(conversation_id)
+        history = asyncio.ensure_future(self._recent_history(conversation_id, kept))
         try:
             inserted = True  # not stored, when the user was erased since it arrived
             if self._stores(outcome):
@@ -518,32 +528,45 @@ class ChatService:
         outcome.summary_written = True
         if not self._stores(outcome):
             return
-        try:
-            with self._telemetry.span("store.apply_summary_delta"):
-                await self._summaries.apply_summary_delta(delta)
-            outcome.store_ops.append("write:summary")
-            if delta.flag_reasons:
-                # What the admin list's "flagged" filter shows, for the monitoring queries.
-                log.info(
-                    "conversation_flagged",
+        if self._kept.holds_summary(delta.conversation_id):
+            # An earlier turn's update is kept (chat.kept): this one goes behind it, and both
+            # are written now, in order (the first gives the summary its createdAt and title).
+            self._kept.keep_summary(
+                delta, outcome.was_erased, outcome.correlation_id, behind=True
+            )
+            await self._kept.write_now(delta.conversation_id)
+        else:
+            try:
+                with self._telemetry.span("store.apply_summary_delta"):
+                    await self._summaries.apply_summary_delta(delta)
+                outcome.store_ops.append("write:summary")
+            except StoreError:
+                log.warning(
+                    "updating the conversation summary failed",
+                    exc_info=True,
                     extra={
-                        "event": "conversation_flagged",
-                        "reasons": ",".join(dict.fromkeys(delta.flag_reasons)),
-                        "conversation_ref": conversation_ref(delta.conversation_id),
+                        "ref": outcome.correlation_id,
+                        "conversation": conversation_ref(delta.conversation_id),
                     },
                 )
-        except StoreError:
-            log.exception(
-                "updating the conversation summary failed",
+                self._kept.keep_summary(delta, outcome.was_erased, outcome.correlation_id)
+        if delta.flag_reasons:
+            # What the admin list's "flagged" filter shows (now, or once the kept update is
+            # written), for the monitoring queries.
+            log.info(
+                "conversation_flagged",
                 extra={
-                    "ref": outcome.correlation_id,
-                    "conversation": conversation_ref(delta.conversation_id),
+                    "event": "conversation_flagged",
+                    "reasons": ",".join(dict.fromkeys(delta.flag_reasons)),
+                    "conversation_ref": conversation_ref(delta.conversation_id),
                 },
             )
 
-    async def _recent_history(self, conversation_id: str) -> list[Message]:
+    async def _recent_history(self, conversation_id: str, kept: list[Message]) -> list[Message]:
+        """The window's messages as stored, with any an earlier turn could not store yet."""
         with self._telemetry.span("store.recent_messages"):
-            return await self._messages.recent_messages(conversation_id, self._max_history)
+            stored = await self._messages.recent_messages(conversation_id, self._max_history)
+        return with_kept(stored, kept, self._max_history)
 
     async def revise(self, turn: TurnInput, at: datetime) -> RevisionOutcome:
         """The user deleted (no `turn.text`) or edited (`turn.text`, the new text) the message
@@ -568,6 +591,9 @@ class ChatService:
             title=_title(text),
             at=at,
         )
+        # The answer to the revised prompt may still be kept (chat.kept): written first, so the
+        # revision finds it, rather than landing after it with the old prompt's answer.
+        await self._kept.write_now(conversation_id)
         outcome = await self._messages.revise_message(revision)
         log.info(
             "a user deleted or edited their message",
@@ -865,7 +891,7 @@ class ChatService:
     ) -> None:
         # The answer and the turn's summary update are written at the same time (the next turn
         # of this conversation waits for both). The summary counts the answer the user has even
-        # if its record could not be written; that failure is logged loudly.
+        # if its record could not be written yet: a failed write is kept and written again.
         delta.messages += 1
         delta.prompt_tokens += completion.prompt_tokens
         delta.completion_tokens += completion.completion_tokens
@@ -883,14 +909,17 @@ class ChatService:
             outcome.store_ops.append("write:assistant_message")
             outcome.assistant_message_id = answer.id
         except StoreError:
-            # The user has the answer; only the record is missing. Say so loudly in the logs.
-            log.exception(
+            # The user has the answer; only the record is missing: kept and written again
+            # (chat.kept), given up with an ERROR after a while.
+            log.warning(
                 "storing the assistant message failed",
+                exc_info=True,
                 extra={
                     "ref": outcome.correlation_id,
                     "conversation": conversation_ref(answer.conversation_id),
                 },
             )
+            self._kept.keep_message("answer", answer, outcome.was_erased, outcome.correlation_id)
 
     async def _call_model(
         self,
@@ -982,9 +1011,13 @@ class ChatService:
             await self._messages.replace_message(prompt)
             outcome.store_ops.append("write:user_message_status")
         except StoreError:
-            log.exception(
+            log.warning(
                 "storing the prompt's status failed",
+                exc_info=True,
                 extra={"ref": outcome.correlation_id, "status": prompt.status.value},
+            )
+            self._kept.keep_message(
+                "prompt_status", prompt, outcome.was_erased, outcome.correlation_id
             )
 
     async def _answer_filtered(
@@ -1349,9 +1382,10 @@ class ChatService:
         try:
             await self._messages.add_message(record)
             outcome.store_ops.append("write:assistant_message")
-            delta.messages += 1
         except StoreError:
-            log.exception("storing the error record failed", extra={"ref": ref})
+            log.warning("storing the error record failed", exc_info=True, extra={"ref": ref})
+            self._kept.keep_message("answer", record, outcome.was_erased, ref)
+        delta.messages += 1  # stored, or kept to be
 
     def _system_prompt(
         self, locale: str, tenant_id: str = "", shared: bool = False
