@@ -29,10 +29,16 @@ _TOKEN_REFRESH_MARGIN_SECONDS = 300
 # The waits stay within a budget that fits the time a turn has left after its model deadline
 # (TURN_DEADLINE_SECONDS - MODEL_DEADLINE_SECONDS: 30 s by default); a channel that asks for
 # longer gets no early retry, which it would refuse again.
+# A message whose connection failed before it went out in full (refused, reset) is sent once
+# more within the same budget: the channel cannot have taken it. One that went out and then
+# timed out or lost its connection is never sent again: the Bot Connector API has no
+# idempotency key, so a second POST of a message the channel took shows it twice.
 _SEND_ATTEMPTS = 5
 _RETRYABLE_SEND_STATUS = frozenset({412, 429, 502, 503, 504})
 _SEND_BACKOFF_SECONDS = 0.5
 _SEND_RETRY_BUDGET_SECONDS = 20.0
+# How long one request to the connector may take before its answer is given up.
+REPLY_TIMEOUT_SECONDS = 15.0
 
 
 class ConnectorError(Exception):
@@ -42,6 +48,28 @@ class ConnectorError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class ConnectorUnreachable(ConnectorError):
+    """The request never went out in full: the connection was refused, reset or timed out
+    before that, so the channel cannot have taken it. `resendable`: a refused or reset
+    connection, which a second try may find working (not a timeout, which has used the time
+    up, nor a TLS failure, which would fail again)."""
+
+    def __init__(self, message: str, *, resendable: bool) -> None:
+        super().__init__(message)
+        self.resendable = resendable
+
+
+class ReplyUnconfirmed(ConnectorError):
+    """The request went out in full, but the channel's answer never came: it timed out
+    (`cause` "timeout") or the connection dropped after it was sent ("connection_dropped"),
+    `elapsed_seconds` after the request started. The channel has most likely taken it."""
+
+    def __init__(self, message: str, *, cause: str, elapsed_seconds: float) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.elapsed_seconds = elapsed_seconds
 
 
 class TokenSource(Protocol):
@@ -135,13 +163,13 @@ class ConnectorClient:
         session: aiohttp.ClientSession,
         tokens: TokenSource,
         allowed_hosts: list[str] | None,
-        timeout_seconds: float = 15.0,
+        timeout_seconds: float | None = None,
     ) -> None:
         self._session = session
         self._tokens = tokens
         # None = any host (auth mode: the JWT's serviceurl claim vouched for it).
         self._allowed_hosts = allowed_hosts
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds or REPLY_TIMEOUT_SECONDS)
 
     def service_url_allowed(self, service_url: str) -> bool:
         if not reply_target_shaped(service_url):
@@ -164,13 +192,27 @@ class ConnectorClient:
         # A message (an answer or a notice) is worth a wait; typing and stream updates are not
         # retried: the next update carries the text.
         give_up_at = time.monotonic() + _SEND_RETRY_BUDGET_SECONDS
+        resent_unreached = False
         for attempt in range(_SEND_ATTEMPTS):
+            backoff = _SEND_BACKOFF_SECONDS * 2**attempt * random.uniform(0.8, 1.2)  # noqa: S311
             try:
                 return await self._call("POST", service_url, path, activity)
+            except ConnectorUnreachable as exc:
+                # Nothing reached the channel: one more try cannot show the message twice.
+                if not exc.resendable or resent_unreached or attempt + 1 == _SEND_ATTEMPTS:
+                    raise
+                if time.monotonic() + backoff > give_up_at:
+                    raise
+                resent_unreached = True
+                log.info(
+                    "the channel could not be reached; trying once more",
+                    extra={"error": str(exc), "wait_seconds": round(backoff, 1)},
+                )
+                await asyncio.sleep(backoff)
             except ConnectorError as exc:
+                # A ReplyUnconfirmed has no status: it is never sent again.
                 if exc.status not in _RETRYABLE_SEND_STATUS or attempt + 1 == _SEND_ATTEMPTS:
                     raise
-                backoff = _SEND_BACKOFF_SECONDS * 2**attempt * random.uniform(0.8, 1.2)  # noqa: S311
                 wait = max(backoff, exc.retry_after or 0.0)
                 if time.monotonic() + wait > give_up_at:
                     raise
@@ -207,9 +249,18 @@ class ConnectorClient:
         token = await self._outbound_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        # Whether the request went out in full tells a failure the channel cannot have seen
+        # from one it may have acted on: it can only act on a whole request.
+        upload = aiohttp.UploadTracker()
+        started = time.monotonic()
         try:
             async with self._session.request(
-                method, url, json=body, headers=headers, timeout=self._timeout
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                upload_tracker=upload,
             ) as response:
                 if response.status >= 400:
                     raise ConnectorError(
@@ -217,12 +268,21 @@ class ConnectorClient:
                         response.status,
                         _retry_after(response.headers.get("Retry-After")),
                     )
-                if response.content_length == 0 or response.status == 204:
-                    return {}
-                payload = await response.json(content_type=None)
-                return payload if isinstance(payload, dict) else {}
+                return await _taken(method, response)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ConnectorError(f"{method} to the channel failed: {type(exc).__name__}") from exc
+            failure = type(exc).__name__
+            if _went_out_in_full(upload):
+                cause = "timeout" if isinstance(exc, TimeoutError) else "connection_dropped"
+                raise ReplyUnconfirmed(
+                    f"{method} to the channel went out, then {failure}",
+                    cause=cause,
+                    elapsed_seconds=time.monotonic() - started,
+                ) from exc
+            raise ConnectorUnreachable(
+                f"{method} to the channel failed: {failure}",
+                resendable=isinstance(exc, aiohttp.ClientConnectionError)
+                and not isinstance(exc, TimeoutError | aiohttp.ClientSSLError),
+            ) from exc
 
     async def _outbound_token(self) -> str | None:
         """Any failure to get a token is a refused delivery: the reply channels turn a
@@ -236,6 +296,30 @@ class ConnectorClient:
             # The type only: an identity error's text may carry endpoints or request details.
             log.warning("no outbound token for the channel", extra={"error": type(exc).__name__})
             raise ConnectorError(f"no outbound token: {type(exc).__name__}") from exc
+
+
+async def _taken(method: str, response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The answer of a request the channel took (2xx): its id, when its body can be read. One
+    that cannot (cut short, not JSON) is still taken: it was shown, and must not count as
+    refused."""
+    if response.content_length == 0 or response.status == 204:
+        return {}
+    try:
+        payload = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.info(
+            "the channel took a request; its answer could not be read",
+            extra={"method": method, "status": response.status, "error": type(exc).__name__},
+        )
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _went_out_in_full(upload: aiohttp.UploadTracker) -> bool:
+    """Whether the whole request was handed to the connection (it may still have been lost
+    on the way: the channel may have it, not must). Unfinished or failed: it was not."""
+    done = upload.upload_complete
+    return done.done() and not done.cancelled() and done.exception() is None
 
 
 # A URL that parsers may read differently (WHATWG reads a backslash as a slash, so

@@ -8,9 +8,9 @@ import logging
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
-from bot.connector import ConnectorError
+from bot.connector import ConnectorError, ReplyUnconfirmed
 from bot.entities import AIGeneratedLabel
-from chat.service import DeliveryFailed, Reply
+from chat.service import DeliveryFailed, DeliveryUnknown, Reply
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class MessageReplyChannel:
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
-            raise DeliveryFailed(str(exc)) from exc
+            raise delivery_error(exc) from exc
         return response.id if response is not None and response.id else None
 
     async def close(self) -> None:
@@ -81,6 +81,15 @@ class MessageReplyChannel:
                 log.info("the channel refused a typing indicator", extra={"status": exc.status})
                 return
             await asyncio.sleep(self._typing_period)
+
+
+def delivery_error(exc: ConnectorError) -> DeliveryFailed:
+    """What the chat service hears of a reply the connector did not confirm: refused (or never
+    sent), or sent with no answer from the channel (DeliveryUnknown: the user most likely has
+    it)."""
+    if isinstance(exc, ReplyUnconfirmed):
+        return DeliveryUnknown(exc.cause, exc.elapsed_seconds)
+    return DeliveryFailed(str(exc))
 
 
 def reply_activity(reply: Reply) -> Activity:

@@ -33,10 +33,10 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot.connector import ConnectorError
 from bot.entities import AIGeneratedLabel, StreamInfo
-from bot.replies import MessageReplyChannel, reply_activity
+from bot.replies import MessageReplyChannel, delivery_error, reply_activity
 from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
-from chat.service import DeliveryFailed, Reply, StreamStopped
+from chat.service import DeliveryFailed, DeliveryUnknown, Reply, StreamStopped
 from chat.texts import localize
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,11 @@ class StreamingReplyChannel:
                 for entity in activity.entities:
                     if isinstance(entity, AIGeneratedLabel):
                         entity.potential_action = feedback_actions(self._stream_id)
-        sent_id = await self._send(activity)
+        try:
+            sent_id = await self._send(activity)
+        except DeliveryUnknown as unknown:
+            unknown.activity_id = self._stream_id  # the final message is the stream's
+            raise
         # Without a stream the plain message's own id is what a rating of it refers to.
         return self._stream_id or sent_id or None
 
@@ -272,7 +276,7 @@ class StreamingReplyChannel:
             # ordinary refusal.
             if exc.status == 403 and self._stream_id is not None:
                 raise StreamStopped(self._shown) from exc
-            raise DeliveryFailed(str(exc)) from exc
+            raise delivery_error(exc) from exc
         return str(response.id) if response is not None and response.id else ""
 
 

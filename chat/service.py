@@ -104,6 +104,21 @@ class DeliveryFailed(Exception):
     """The channel did not accept a reply (its connector refused or was unreachable)."""
 
 
+class DeliveryUnknown(DeliveryFailed):
+    """The reply went out in full, but the channel never said it took it: its connector timed
+    out (`cause` "timeout") or the connection dropped after the reply was sent
+    ("connection_dropped"), `elapsed_seconds` after sending began. The user most likely has
+    it. Whoever only asks whether a reply was confirmed may take it as a DeliveryFailed.
+    `activity_id`: the reply's id when known all the same (a stream's final message has the
+    stream's)."""
+
+    def __init__(self, cause: str, elapsed_seconds: float) -> None:
+        super().__init__(f"the channel did not confirm the reply ({cause})")
+        self.cause = cause
+        self.elapsed_seconds = elapsed_seconds
+        self.activity_id: str | None = None
+
+
 class StreamStopped(Exception):
     """The channel ended the stream (Teams: the user pressed Stop)."""
 
@@ -844,6 +859,8 @@ class ChatService:
         outcome: TurnOutcome,
         delivered: bool,
         verdict: Verdict,
+        *,
+        unconfirmed: bool = False,
     ) -> None:
         answer = self._answer_message(user_message, completion, activity_id, outcome)
         if verdict.notable:
@@ -856,6 +873,11 @@ class ChatService:
             )
         elif completion.finish_reason in _CUT_SHORT:
             answer = answer.model_copy(update={"status": MessageStatus.PARTIAL})
+        if delivered and unconfirmed:
+            # Sent, but never confirmed (DeliveryUnknown): its status stays what the model
+            # wrote, so it stays in the model's context; `error` tells reviewers.
+            outcome.status = "delivery_unknown"
+            answer = answer.model_copy(update={"error": "delivery_unknown"})
         await self._add_answer(answer, completion, delta, outcome)
 
     def _answer_message(
@@ -1297,9 +1319,12 @@ class ChatService:
         """Send `completion` as the labelled final answer and store it; False when the user
         stopped the stream as it went out (then what they saw is stored, as a partial answer;
         `finished`: the model had answered in full, so its usage is known). A refused reply is
-        still stored, with status error: the user did not see it. `note` follows the answer
-        the user sees and is not stored: the model would read it as its own words next turn."""
+        still stored, with status error: the user did not see it. One that went out but was
+        never confirmed (DeliveryUnknown) is stored as the model wrote it, marked
+        `delivery_unknown`: the user most likely has it. `note` follows the answer the user
+        sees and is not stored: the model would read it as its own words next turn."""
         delivered = True
+        unconfirmed = False
         activity_id: str | None = None
         try:
             with self._telemetry.span(
@@ -1317,6 +1342,19 @@ class ChatService:
                 verdict=verdict,
             )
             return False
+        except DeliveryUnknown as unknown:
+            # Never sent again: a second copy would show twice (bot.connector).
+            log.warning(
+                "the channel did not confirm the reply; the user most likely has it",
+                extra={
+                    "ref": outcome.correlation_id,
+                    "conversation": conversation_ref(user_message.conversation_id),
+                    "cause": unknown.cause,
+                    "elapsed_seconds": round(unknown.elapsed_seconds, 1),
+                },
+            )
+            unconfirmed = True
+            activity_id = unknown.activity_id
         except DeliveryFailed:
             log.warning(
                 "the channel refused the reply",
@@ -1329,7 +1367,14 @@ class ChatService:
         outcome.replied = delivered
         outcome.reply_activity_id = activity_id
         await self._store_answer(
-            user_message, completion, activity_id, delta, outcome, delivered, verdict
+            user_message,
+            completion,
+            activity_id,
+            delta,
+            outcome,
+            delivered,
+            verdict,
+            unconfirmed=unconfirmed,
         )
         return True
 
@@ -1431,6 +1476,17 @@ async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> Non
     try:
         await channel.final(Reply(text, is_notice=True))
         outcome.replied = True
+    except DeliveryUnknown as unknown:
+        # Most likely shown: no second notice goes out after it.
+        outcome.replied = True
+        log.warning(
+            "the channel did not confirm a notice",
+            extra={
+                "ref": outcome.correlation_id,
+                "cause": unknown.cause,
+                "elapsed_seconds": round(unknown.elapsed_seconds, 1),
+            },
+        )
     except (DeliveryFailed, StreamStopped):
         log.warning("the channel refused a notice", extra={"ref": outcome.correlation_id})
 
