@@ -15,6 +15,7 @@ from typing import Any
 from botbuilder.schema import Activity, ChannelAccount
 
 from chat.texts import time_zone
+from chat.written import JAPANESE_LETTERS
 
 TEAMS_CHANNEL = "msteams"
 PERSONAL = "personal"
@@ -29,9 +30,7 @@ _ATTACHED_CJK = frozenset("、。，．：；！？）］｝」』")
 # Scripts written without spaces between words: a mention removed between two of their
 # characters leaves no space ("これを<at>Bot</at>要約して" is "これを要約して"). Hangul is
 # written with spaces, so it is not here.
-_UNSPACED_SCRIPT = re.compile(
-    "[\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]"
-)
+_UNSPACED_SCRIPT = re.compile(f"[{JAPANESE_LETTERS}]")
 # What may follow a name used to address someone at the start of a message.
 _ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)

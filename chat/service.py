@@ -36,6 +36,7 @@ from chat.telemetry import ChatTelemetry, correlation_id, new_reference
 from chat.texts import all_texts, localize, wait_text
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
+from chat.written import as_written, cut
 from storage.base import MessageStore, StoreError, SummaryStore
 from storage.erasures import RecentErasures
 from storage.ids import message_id, safe_id
@@ -1508,16 +1509,12 @@ def _answer_id(prompt_id: str) -> str:
     return safe_id(f"assistant|{prompt_id}")
 
 
-def as_written(text: str) -> str:
-    """A message as the user wrote it, from its first non-blank line on: pasted code keeps its
-    first line's indentation. Leading blank lines and trailing whitespace carry nothing; a
-    blank message is empty."""
-    lines = text.rstrip().splitlines(keepends=True)
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    return "".join(lines)
+_TITLE_CHARS = 80
 
 
 def _title(text: str) -> str:
+    """A conversation's title: its first message's first line, cut with "…" to 80 characters
+    (code points, as stored) where a character as the reader sees it ends: half a flag or an
+    emoji without its skin tone would show as something else."""
     first_line = text.splitlines()[0].strip() if text else ""
-    return first_line[:80]
+    return cut(first_line, _TITLE_CHARS)

@@ -11,7 +11,7 @@ the conversation (`fallback_label`), never the user's id.
 
 Token counts stay exact without tokenizing stored messages again: the line ends with a space and
 a line feed, after which both tokenizers in use (o200k_base, cl100k_base) start a new piece
-whatever follows (a stored message never starts with a line break, `chat.service.as_written`),
+whatever follows (a stored message never starts with a line break, `chat.written.as_written`),
 so the line's tokens and the text's add up. A message stores its line's count with it.
 """
 
