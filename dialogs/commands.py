@@ -1,8 +1,9 @@
 """Slash commands: `/new`, `/help`, `/usage`, `/feedback <text>`, with Japanese aliases.
 
 A command is a message whose first word is a known command after Unicode NFKC normalization, so a
-full-width `／ｎｅｗ` from a Japanese IME works like `/new`. Text like `/usr/bin/env` is not a
-command and goes to the assistant.
+full-width `／ｎｅｗ` from a Japanese IME works like `/new`, and a sentence's end (`/ヘルプ。`,
+`/usage?`) or an invisible character pasted before it (a zero-width space, a byte order mark) does
+not hide it. Text like `/usr/bin/env` is not a command and goes to the assistant.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 
 from chat.service import TurnInput
 from chat.texts import localize, moment_text
+from chat.written import JAPANESE_LETTERS, strip_edges
 from controls.quotas import Quotas
 from storage.base import MessageStore
 from storage.ids import safe_id
@@ -48,6 +50,11 @@ _NAMES: dict[str, Command] = {
 }
 # One word after the slash; anything with another slash (a path) is not a command.
 _COMMAND = re.compile(r"^/(?P<name>[^\s/]{1,30})(?:\s+(?P<args>.*))?$", re.DOTALL)
+# What ends a sentence (after NFKC: ． ！ ？ are . ! ?), dropped from the end of a command's name.
+_SENTENCE_END = "。.!?"
+# A name that is not ASCII is taken for a command (an unknown one) only when it is a word: in
+# Japanese or ASCII letters and digits, e.g. "/ほげ"; "/😀" or "/→次へ" goes to the assistant.
+_WORD = re.compile(f"[0-9a-z_\\-{JAPANESE_LETTERS}]+")
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class ParsedCommand:
 
 
 def parse_command(text: str) -> ParsedCommand | None:
-    stripped = text.strip()
+    stripped = strip_edges(text)
     if not stripped or stripped[0] not in "/／":
         return None
     head = re.match(r"(\S+)\s*(.*)", stripped, re.DOTALL)
@@ -68,10 +75,10 @@ def parse_command(text: str) -> ParsedCommand | None:
     match = _COMMAND.match(f"{first} {head[2]}".strip())
     if match is None:
         return None
-    name = match["name"]
+    name = match["name"].rstrip(_SENTENCE_END) or match["name"]
     command = _NAMES.get(name)
-    if command is None and not name.isascii():
-        return None  # e.g. "／はい": probably not meant as a command
+    if command is None and not name.isascii() and not _WORD.fullmatch(name):
+        return None
     return ParsedCommand(command, f"/{name}", (match["args"] or "").strip())
 
 

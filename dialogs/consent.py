@@ -15,7 +15,6 @@ The dialog's options: `pending` (the message waiting for the answer, or None) an
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +32,7 @@ from botbuilder.dialogs import (
 from botbuilder.schema import Activity, CardAction, SuggestedActions
 
 from chat.texts import language_of, localize
+from chat.written import as_hiragana, strip_edges
 from controls.clock import Clock
 from controls.policy import UsagePolicy
 
@@ -44,19 +44,91 @@ _IM_BACK = "imBack"
 
 _ACCEPT = {"i accept", "accept", "yes", "y", "ok", "agree", "i agree"}
 _DECLINE = {"i decline", "decline", "no", "n", "i do not accept", "i don't accept"}
-_ACCEPT_JA = {"同意する", "同意します", "同意", "はい", "承諾", "承諾します"}
-_DECLINE_JA = {"同意しない", "同意しません", "いいえ", "拒否", "拒否します"}
+# In hiragana where kana (`consent_answer` reads katakana as hiragana: ハイ, ﾊｲ are はい).
+_ACCEPT_JA = {
+    "同意する",
+    "同意します",
+    "同意いたします",
+    "同意致します",
+    "同意",
+    "はい",
+    "承諾",
+    "承諾します",
+    "承知しました",
+    "承知いたしました",
+    "承知致しました",
+}
+_DECLINE_JA = {
+    "同意しない",
+    "同意しません",
+    "同意いたしません",
+    "同意致しません",
+    "同意できない",
+    "同意できません",
+    "同意できかねます",
+    "同意しかねます",
+    "同意いたしかねます",
+    "同意致しかねます",
+    "承諾しない",
+    "承諾しません",
+    "承諾しかねます",
+    "いいえ",
+    "拒否",
+    "拒否します",
+}
+# Every answer, longest first: "同意しません" is read whole, never as "同意" and the rest.
+_ANSWERS = sorted(
+    [(phrase, True) for phrase in _ACCEPT | _ACCEPT_JA]
+    + [(phrase, False) for phrase in _DECLINE | _DECLINE_JA],
+    key=lambda answer: (-len(answer[0]), answer[0]),
+)
+# What may stand between and after the words of an answer ("はい、同意します。", "yes, I accept").
+_SEPARATORS = " \t\r\n、,。.!"
+# Longer than any answer with its punctuation: not an answer, and not worth reading.
+_MAX_ANSWER_CHARS = 60
 
 
 def consent_answer(text: str | None) -> bool | None:
-    """True = accepted, False = declined, None = not an answer."""
-    normalized = unicodedata.normalize("NFKC", text or "").strip().lower()
-    normalized = re.sub(r"[.!。]+$", "", normalized).strip()
-    if normalized in _ACCEPT or normalized in _ACCEPT_JA:
+    """True = accepted, False = declined, None = not an answer.
+
+    An answer is one of the known words, or several of them that all say the same ("はい、同意
+    します", "yes, I accept"), with punctuation between and after them. Anything else is no
+    answer, so the question is asked again: a question ("同意します？"), a condition ("はい、
+    でも…"), words that say both ("はい、同意しません"), and a negation glued to a word of
+    acceptance that is not known as a whole ("承諾できない" is "承諾" and the unknown
+    "できない")."""
+    normalized = unicodedata.normalize("NFKC", strip_edges(text or ""))
+    normalized = as_hiragana(normalized).lower().replace("\u2019", "'")
+    if len(normalized) > _MAX_ANSWER_CHARS or "?" in normalized:
+        return None
+    meanings: set[bool] = set()
+    at = 0
+    while True:
+        while at < len(normalized) and normalized[at] in _SEPARATORS:
+            at += 1
+        if at == len(normalized):
+            break
+        found = next(
+            (
+                (phrase, meaning)
+                for phrase, meaning in _ANSWERS
+                if normalized.startswith(phrase, at) and _word_ends(normalized, at + len(phrase))
+            ),
+            None,
+        )
+        if found is None:
+            return None
+        meanings.add(found[1])
+        at += len(found[0])
+    return meanings.pop() if len(meanings) == 1 else None
+
+
+def _word_ends(text: str, at: int) -> bool:
+    """Whether an English word ends at `at` ("no" in "not" does not); Japanese words need no
+    space after them."""
+    if at == len(text) or not text[at - 1].isascii():
         return True
-    if normalized in _DECLINE or normalized in _DECLINE_JA:
-        return False
-    return None
+    return not (text[at].isascii() and (text[at].isalnum() or text[at] == "'"))
 
 
 def accepted_version(record: Any) -> str | None:

@@ -67,8 +67,12 @@ async def test_new_redelivered_after_a_restart_gets_no_second_reply(
     [
         ("/help", "en-US", "**/usage**: your usage today"),
         ("/HELP", "en-US", "**/feedback** *your comment*"),
-        ("/ヘルプ", "ja-JP", "**/usage** または **/利用状況**"),
-        ("/help", "en-US", "Japanese aliases work too: /新規, /利用状況, /フィードバック, /ヘルプ"),
+        ("/ヘルプ", "ja-JP", "**/usage** または **/利用状況**（**/使用量** でも可）"),
+        (
+            "/help",
+            "en-US",
+            "Japanese aliases work too: /新規, /利用状況 or /使用量, /フィードバック, /ヘルプ",
+        ),
         ("／ｈｅｌｐ", "ja-JP", "全角の ／ でも使えます"),
     ],
 )
