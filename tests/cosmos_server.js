@@ -1,5 +1,6 @@
 // Starts the Cosmos DB protocol server (@vercel/cosmosdb-server) for tests and local runs.
-// Usage: node tests/cosmos_server.js [port] [host] [--exit-with-stdin]   (port 0 = any free port)
+// Usage: node tests/cosmos_server.js [port] [host] [--exit-with-stdin] [--advertise-port=N]
+// (port 0 = any free port)
 // Prints one JSON line {"ready": true, "endpoint": ...} once it listens. With --exit-with-stdin
 // (what tests/cosmos_server.py passes) it exits when its stdin closes, so a crashed test run never
 // leaves it behind; without it, it runs until SIGINT/SIGTERM (for `make run` in another shell).
@@ -56,8 +57,17 @@ const exitWithStdin = process.argv.includes("--exit-with-stdin");
 const port = Number.parseInt(args[0] || "0", 10);
 const host = args[1] || "127.0.0.1";
 
-const server = createHttpsServer({ keepAlive: true }).listen(port, host, () => {
-  const address = server.address();
+// --advertise-port=N: the port the account's endpoints name (GET /, which the SDK then sends
+// every request to), for a test that puts a TCP proxy in front of this server.
+const advertised = process.argv.find((arg) => arg.startsWith("--advertise-port="));
+
+const server = createHttpsServer({ keepAlive: true });
+const listening = server.address.bind(server);
+if (advertised) {
+  server.address = () => ({ ...listening(), port: Number.parseInt(advertised.split("=")[1], 10) });
+}
+server.listen(port, host, () => {
+  const address = listening();
   const endpoint = `https://${host}:${address.port}/`;
   process.stdout.write(`${JSON.stringify({ ready: true, endpoint, port: address.port })}\n`);
 });

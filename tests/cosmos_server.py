@@ -66,8 +66,12 @@ def unavailable_reason() -> str | None:
 
 
 @contextmanager
-def run_cosmos_server(timeout: float = 30.0) -> Iterator[CosmosServer]:
-    """Run the server on a free loopback port for the duration of the block."""
+def run_cosmos_server(
+    timeout: float = 30.0, *, advertise_port: int | None = None
+) -> Iterator[CosmosServer]:
+    """Run the server on a free loopback port for the duration of the block. `advertise_port`:
+    the port its account names as its endpoint, where the SDK sends every request after the
+    first (a TCP proxy's, in front of it: tests/tcp_proxy.py)."""
     reason = unavailable_reason()
     if reason:
         raise CosmosServerUnavailable(reason)
@@ -76,7 +80,14 @@ def run_cosmos_server(timeout: float = 30.0) -> Iterator[CosmosServer]:
     # Port 0: the OS picks a free port and the launcher reports it, so there is no race.
     # stdin stays open: when this process dies, the launcher sees EOF and exits.
     process = subprocess.Popen(  # noqa: S603 - our launcher, fixed arguments
-        [node, str(LAUNCHER), "0", "127.0.0.1", "--exit-with-stdin"],
+        [
+            node,
+            str(LAUNCHER),
+            "0",
+            "127.0.0.1",
+            "--exit-with-stdin",
+            *([f"--advertise-port={advertise_port}"] if advertise_port else []),
+        ],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
