@@ -346,7 +346,12 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await store.close()
+        try:
+            # At least STORE_CLOSE_SECONDS, even when the writes before used up their time.
+            async with asyncio.timeout(max(_close_time_left(app), STORE_CLOSE_SECONDS)):
+                await store.close()
+        except TimeoutError:
+            log.error("the store did not close in the time shutdown allows: left as it was")
 
 
 async def _second_passes(app: web.Application) -> AsyncIterator[None]:
@@ -355,7 +360,7 @@ async def _second_passes(app: web.Application) -> AsyncIterator[None]:
     closes: early, so a turn still running on another instance may store after them (the
     audit records say `cutShort`)."""
     yield
-    await app[SECOND_PASSES].close()
+    await app[SECOND_PASSES].close(_close_time_left(app) - STORE_CLOSE_SECONDS)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -411,12 +416,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # The chat service ends a turn at its deadline and tells the user; the queue's own limit
     # is the backstop for anything else, late enough to leave that notice time to go out.
-    # A shutdown past its grace period ends the turns in progress the same way (interrupt).
+    # A shutdown past its grace period ends the turns in progress the same way (interrupt:
+    # the bot's, below, which ends those still in the gate too).
     queue = TurnQueue(
         settings.turn_concurrency,
         settings.dedupe_window,
         settings.turn_deadline_seconds + TURN_NOTICE_GRACE_SECONDS,
-        interrupt=chat.interrupt_turns,
+        interrupt=lambda: bot.interrupt_turns(),
     )
     app[TURNS] = queue
     group = app.get(WORKER_GROUP)
@@ -425,15 +431,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if group is not None
         else None
     )
+    bot = AssistantBot(
+        chat,
+        store,
+        BotProfile(settings.assistant_name, settings.organization_name),
+        gate,
+        turns_settled=queue.wait_conversation,
+    )
     app[MESSAGES] = MessagesEndpoint(
         ChannelAdapter(connector),
-        AssistantBot(
-            chat,
-            store,
-            BotProfile(settings.assistant_name, settings.organization_name),
-            gate,
-            turns_settled=queue.wait_conversation,
-        ),
+        bot,
         queue,
         connector,
         authenticator,
@@ -456,14 +463,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if peers is not None:
             await peers.close()
         # The drained turns settled their quota as they finished; what is still pending is
-        # written now, before the store closes, as are the turns' writes still kept.
-        await chat.close()
-        await quotas.close()
+        # written now, before the store closes, as are the turns' writes still kept: side by
+        # side, within what closing has left for writes (CLOSE_SECONDS).
+        writes_within = _close_time_left(app) - STORE_CLOSE_SECONDS
+        await asyncio.gather(chat.close(writes_within), quotas.close(writes_within))
         purge.cancel()
         await asyncio.gather(purge, return_exceptions=True)
         if signing_keys is not None:
             await signing_keys.stop()
         await tokens.close()
+
+
+def _close_time_left(app: web.Application) -> float:
+    """What is left of CLOSE_SECONDS, counted from when the turn queue was done draining."""
+    now = asyncio.get_running_loop().time()
+    queue = app.get(TURNS)
+    drained_at = queue.drained_at if queue is not None and queue.drained_at is not None else now
+    return drained_at + CLOSE_SECONDS - now
 
 
 def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
@@ -653,10 +669,22 @@ LIBRARY_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "httpx
 # does not answer would hold the exit for the exporter's read timeout (azure-core's 300 s),
 # far past SHUTDOWN_GRACE_SECONDS; what is not handed over by then is lost.
 TELEMETRY_FLUSH_SECONDS = 5.0
-# After the grace period and the notices of the turns it cut short (SHUTDOWN_NOTICE_SECONDS): time
-# a stopping worker has to close and flush its telemetry before the parent kills it. App Service
-# must wait as long (WEBSITES_CONTAINER_STOP_TIME_LIMIT in infra/modules/appservice.bicep).
-WORKER_CLOSE_SECONDS = 10.0
+# After the grace period and the notices of the turns it cut short (SHUTDOWN_NOTICE_SECONDS): how
+# long closing takes at most, however the store answers. Within it: what the cancelled turns get
+# to end (bot.turns.CANCELLED_WAIT_SECONDS), the requests still in flight (HTTP_CLOSE_SECONDS),
+# the writes closing makes (quota settlements, turns' kept writes, erasures' early second passes)
+# until STORE_CLOSE_SECONDS before its end, and the store's own close. What the store has not
+# taken by then is given up, and logged.
+CLOSE_SECONDS = 5.0
+STORE_CLOSE_SECONDS = 1.0
+# Requests still in flight once the turns drained (an admin page waiting for the store, an
+# export): they had the grace period, the port listening; after this long they are cancelled, and
+# given as long again to end (aiohttp's shutdown_timeout).
+HTTP_CLOSE_SECONDS = 1.0
+# Time a stopping worker has to close and flush its telemetry before the parent kills it. App
+# Service must wait as long (WEBSITES_CONTAINER_STOP_TIME_LIMIT in infra/modules/appservice.bicep:
+# grace + 20 s).
+WORKER_CLOSE_SECONDS = CLOSE_SECONDS + TELEMETRY_FLUSH_SECONDS
 
 
 def configure_telemetry(settings: Settings) -> None:
@@ -854,7 +882,7 @@ def _run(
             print=None,
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=settings.shutdown_grace_seconds,
+            shutdown_timeout=HTTP_CLOSE_SECONDS,
         )
 
 

@@ -10,8 +10,9 @@ harmless: it deletes what is there.
 
 The pending passes live in this process only: a pass runs while the process is still up when it
 is due, or at its shutdown (early: `cut_short`, after this process's own turns have ended); a
-process that is killed (SIGKILL, a crash) never runs it, and the audit log then shows no
-`completed` record for that erasure.
+process that is killed (SIGKILL, a crash) never runs it, nor finishes one the shutdown's time
+limit cut (a store that does not answer), and the audit log then shows no `completed` record for
+that erasure.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class _Pending:
     run: SecondPass
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     started: bool = False
+    # It ran to its end (or failed, and audited that): not cut short by a cancellation.
+    ended: bool = False
 
 
 class SecondPasses:
@@ -58,25 +61,39 @@ class SecondPasses:
         self._pending.add(pending)
         return datetime.now(UTC) + timedelta(seconds=self.delay_seconds)
 
-    async def close(self) -> None:
+    async def close(self, at_most_seconds: float | None = None) -> None:
         """The shutdown, once this process's turns have ended (none of them stores anything
-        more): every pass not started yet runs now, cut short, and those running finish."""
+        more): every pass not started yet runs now, cut short, and those running finish. What
+        has not ended within `at_most_seconds` (a store that does not answer) is given up."""
         self._closed = True
-        waiting = [p for p in self._pending if not p.started]
+        every = list(self._pending)
+        waiting = [p for p in every if not p.started]
         for pending in waiting:
             assert pending.task is not None
             pending.task.cancel()
-        await asyncio.gather(
-            *(p.task for p in list(self._pending) if p.task is not None), return_exceptions=True
-        )
-        if waiting:
-            log.warning(
-                "erasures' second passes ran early, at shutdown: a turn still running on another"
-                " instance may store what they cannot delete",
-                extra={"event": "erasure_second_pass_early", "count": len(waiting)},
+        try:
+            async with asyncio.timeout(at_most_seconds):
+                await asyncio.gather(
+                    *(p.task for p in every if p.task is not None), return_exceptions=True
+                )
+                if waiting:
+                    log.warning(
+                        "erasures' second passes ran early, at shutdown: a turn still running on"
+                        " another instance may store what they cannot delete",
+                        extra={"event": "erasure_second_pass_early", "count": len(waiting)},
+                    )
+                for pending in waiting:
+                    await self._run(pending, cut_short=True)
+        except TimeoutError:
+            log.error(
+                "erasures' second passes were given up at shutdown: the store did not finish"
+                " them in time (their erasures show no completed record)",
+                extra={
+                    "event": "erasure_second_pass_given_up",
+                    "count": sum(not p.ended for p in every),
+                },
             )
-        for pending in waiting:
-            await self._run(pending, cut_short=True)
+            self._pending.clear()
 
     async def _when_due(self, pending: _Pending) -> None:
         await asyncio.sleep(self.delay_seconds)
@@ -92,3 +109,4 @@ class SecondPasses:
             log.exception("an erasure's second pass failed")
         finally:
             self._pending.discard(pending)
+        pending.ended = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,10 @@ RAW_ACTIVITY_KEY = "assistant.raw_activity"
 # How long a rating of a message not stored yet waits for the conversation's turn (Teams waits
 # 15 s for the invoke's answer).
 FEEDBACK_WAIT_SECONDS = 5.0
+# At shutdown, how long the restarting notice waits for the store to say whether its message was
+# answered already (a redelivery): a store that does not answer must not use up the notices' own
+# time (bot.turns.SHUTDOWN_NOTICE_SECONDS). Not knowing counts as not answered, as a store error.
+REDELIVERY_CHECK_SECONDS = 2.0
 
 
 def conversation_key(channel_id: str, conversation_id: str) -> str:
@@ -140,6 +145,21 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         self._gate = gate
         # Web Chat streams open in this process, for the chat page's Stop (`stop_stream`).
         self._streams = OpenStreams()
+        # Messages in the gate, before their chat turn, which the shutdown may end
+        # (`interrupt_turns`); and whether it has (then each that reaches the gate ends there).
+        self._in_gate: set[_BeforeChat] = set()
+        self._stopping = False
+
+    def interrupt_turns(self) -> int:
+        """Shutdown, past its grace period: every message still in the gate (its tenant and
+        channel policy, a command, the consent step, the request count: any of them may wait
+        on the store) ends now with the restarting notice, unless the gate has begun to answer
+        it; the chat service ends its own turns the same way (`ChatService.interrupt_turns`).
+        Messages that reach the gate or the chat service from now on end at once. How many
+        were interrupted."""
+        self._stopping = True
+        gated = sum(stage.interrupt() for stage in list(self._in_gate))
+        return gated + self._chat.interrupt_turns()
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity
@@ -166,7 +186,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         )
         if self._gate is not None:
             try:
-                gated = await self._gate.before_turn(turn_context, turn)
+                gated = await self._through_gate(turn_context, turn)
             except ConnectorError as exc:
                 # A command answer, refusal or consent question the channel would not take:
                 # nothing more can reach the user in this turn.
@@ -185,6 +205,31 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             await channel.close()
         if outcome.duplicate and self._gate is not None:
             await self._gate.redelivered(turn)
+
+    async def _through_gate(self, turn_context: TurnContext, turn: TurnInput) -> TurnInput | None:
+        """`ConversationGate.before_turn`, which the shutdown may end (`interrupt_turns`): the
+        user then gets the restarting notice, and None says there is nothing more to do."""
+        assert self._gate is not None
+        timer = asyncio.timeout(None)
+        stage = _BeforeChat(timer)
+        # Once the gate begins to send its answer (a refusal, a command's answer, the consent
+        # question), that is the message's one reply: no notice replaces it.
+        turn_context.on_send_activities(stage.closed_by_a_reply)
+        try:
+            async with timer:
+                self._in_gate.add(stage)
+                if self._stopping:
+                    stage.interrupt()  # ends at the first await
+                return await self._gate.before_turn(turn_context, turn)
+        except TimeoutError:
+            if not (stage.interrupted and timer.expired()):
+                raise
+        finally:
+            stage.open = False
+            self._in_gate.discard(stage)
+        log.warning("the shutdown interrupted a message before its chat turn")
+        await self._tell_restarting(turn_context)
+        return None
 
     async def on_message_delete_activity(self, turn_context: TurnContext) -> None:
         """Teams: the user deleted a message (`softDeleteMessage`); the activity's id is the
@@ -377,21 +422,34 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
     async def on_turn_abandoned(self, turn_context: TurnContext) -> None:
         """The app is stopping and this activity's turn will not run (bot/turns.py). Its channel
         will not send it again (it was acknowledged), so a message the bot would have answered
-        gets the restarting notice. It is not stored: nothing has judged it yet (tenant and
-        channel policy, consent, commands), and a refused tenant's text must not be kept."""
+        gets the restarting notice (`_tell_restarting`)."""
         activity: Activity = turn_context.activity
         if activity.type != ActivityTypes.message:
             return
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         if is_teams_shared(activity) and not remove_bot_mentions(activity.text or "", raw)[1]:
             return  # a group chat or channel message not for the bot: it gets no answer
+        await self._tell_restarting(turn_context)
+
+    async def _tell_restarting(self, turn_context: TurnContext) -> None:
+        """The restarting notice for a message the shutdown ended before its chat turn (never
+        started, or still in the gate). It is not stored: the gate has not judged it (tenant
+        and channel policy, consent, commands), and a refused tenant's text must not be kept."""
+        activity: Activity = turn_context.activity
+        raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         if self._gate is not None:
             # Its turn would refuse it, or it was handled already (the channel sent it again
             # to an instance that did not remember it): "send it again" would be wrong.
             if self._gate.refusal(tenant_key(activity, raw), activity.channel_id or ""):
                 return
             key = conversation_key(activity.channel_id, activity.conversation.id)
-            if await self._gate.handled_already(key, activity.id or ""):
+            try:
+                async with asyncio.timeout(REDELIVERY_CHECK_SECONDS):
+                    handled = await self._gate.handled_already(key, activity.id or "")
+            except TimeoutError:
+                log.warning("the store did not say in time whether a message was answered")
+                handled = False
+            if handled:
                 return
         ref = new_reference()
         notice = localize(SHUTDOWN_INTERRUPTED, activity_locale(activity, raw), ref=ref)
@@ -401,6 +459,36 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             log.warning("the channel refused a notice", extra={"ref": ref, "status": exc.status})
             return
         log.info("a message the shutdown left unanswered was told so", extra={"ref": ref})
+
+
+class _BeforeChat:
+    """A message in the gate, before its chat turn, which the shutdown may end
+    (`AssistantBot.interrupt_turns`) until the gate begins to answer it: its timer is moved to
+    now, so whatever the gate waits for is cancelled, and `interrupted` says why it ended."""
+
+    def __init__(self, timer: asyncio.Timeout) -> None:
+        self._timer = timer
+        self.open = True
+        self.interrupted = False
+
+    def interrupt(self) -> bool:
+        if not self.open:
+            return False
+        self.open = False
+        self.interrupted = True
+        self._timer.reschedule(asyncio.get_running_loop().time())
+        return True
+
+    async def closed_by_a_reply(
+        self,
+        context: TurnContext,
+        activities: list[Activity],
+        send: Callable[[], Awaitable[None]],
+    ) -> None:
+        """A TurnContext send handler: a message going out closes the stage."""
+        if any(activity.type == ActivityTypes.message for activity in activities):
+            self.open = False
+        await send()
 
 
 def _teams_event(turn_context: TurnContext) -> str | None:

@@ -4,7 +4,9 @@ with bounded concurrency, deduplicated by activity id, and drained on shutdown.
 An acknowledged activity is never sent again by its channel, so a shutdown that cannot finish
 a turn still owes its user an answer: at the grace deadline the turns still running are told to
 end with a notice (`interrupt`), those that never started get theirs (`abandon`), and both
-have at most SHUTDOWN_NOTICE_SECONDS more before whatever is left is cancelled."""
+have at most SHUTDOWN_NOTICE_SECONDS more before whatever is left is cancelled. A cancelled turn
+may still be waiting on a dependency that does not answer (its cleanup writes to a store that
+hangs): the drain does not wait for it past CANCELLED_WAIT_SECONDS, and says how many it left."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ Job = Callable[[], Awaitable[None]]
 # After the grace deadline: time for the notices of the turns cut short or never started (one
 # reply each, and an error record for each prompt stored) before what is left is cancelled.
 SHUTDOWN_NOTICE_SECONDS = 5.0
+# Then, for what was cancelled to end: a task whose cleanup awaits a dependency that hangs would
+# otherwise hold the stop for that dependency's own timeouts and retries (minutes for a store).
+CANCELLED_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class TurnQueue:
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
+        # The first drain's result (a later drain does not wait again for turns the first one
+        # cancelled and left), and when it was done waiting (loop time): all it gave the turns
+        # and their notices ends then; closing is timed from it.
+        self._drained: bool | None = None
+        self.drained_at: float | None = None
 
     @property
     def accepting(self) -> bool:
@@ -148,8 +158,17 @@ class TurnQueue:
     async def drain(self, grace_seconds: float) -> bool:
         """Stop accepting and wait for queued turns; True when everything finished in time.
         Past `grace_seconds`, the turns still running end with a notice (`interrupt`) and those
-        not started get theirs (`abandon`), within the notice time; then the rest is cancelled."""
+        not started get theirs (`abandon`), within the notice time; then the rest is cancelled,
+        and given CANCELLED_WAIT_SECONDS to end. Only the first drain waits: later ones answer
+        what it did."""
         self.stop_accepting()
+        if self._drained is None:
+            self._drained = await self._drain(grace_seconds)
+            if self.drained_at is None:
+                self.drained_at = asyncio.get_running_loop().time()
+        return self._drained
+
+    async def _drain(self, grace_seconds: float) -> bool:
         if not self._worker_of:
             return True
         _, pending = await asyncio.wait(set(self._worker_of.values()), timeout=grace_seconds)
@@ -176,9 +195,12 @@ class TurnQueue:
             },
         )
         done, late = await asyncio.wait(pending | notices, timeout=self._notice_seconds)
+        self.drained_at = asyncio.get_running_loop().time()
         for task in late:
             task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        left: set[asyncio.Future[None]] = set()
+        if late:
+            _, left = await asyncio.wait(late, timeout=CANCELLED_WAIT_SECONDS)
         failed = sum(1 for task in done & notices if task.exception() is not None)
         log.log(
             logging.ERROR if late or failed else logging.INFO,
@@ -189,6 +211,8 @@ class TurnQueue:
                 "not_started_done": len(done & notices) - failed,
                 "not_started_failed": failed,
                 "not_started_cancelled": len(late & notices),
+                # Cancelled but still waiting on something (a store, a channel): left behind.
+                "not_finished": len(left),
             },
         )
         return False

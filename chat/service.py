@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from chat.filters import Verdict, parse_answer, parse_prompt_error
+from chat.kept import SHUTDOWN_SECONDS as KEPT_SHUTDOWN_SECONDS
 from chat.kept import KeptWrites, with_kept
 from chat.model import (
     ChatModel,
@@ -317,9 +318,10 @@ class ChatService:
         # Writes the store refused after the user was answered, written again (chat.kept).
         self._kept = KeptWrites(messages, summaries)
 
-    async def close(self) -> None:
-        """Shutdown, once the turns have drained: the writes still kept get one more try."""
-        await self._kept.close()
+    async def close(self, within: float = KEPT_SHUTDOWN_SECONDS) -> None:
+        """Shutdown, once the turns have drained: the writes still kept get one more try,
+        within `within` seconds (what is left is given up, and logged)."""
+        await self._kept.close(within)
 
     def interrupt_turns(self) -> int:
         """Shutdown, past its grace period: every turn whose answer has not started going out

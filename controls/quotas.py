@@ -468,24 +468,36 @@ class Quotas:
         """Write every pending settlement now; how many could not be written (kept)."""
         return await self._flush(idle_for=0.0)
 
-    async def close(self) -> None:
+    async def close(self, at_most_seconds: float | None = None) -> None:
         """Shutdown, once the turns have drained: upfront reservations no turn claimed go back
-        and everything pending is written. Later settlements are written at once."""
+        and everything pending is written. Later settlements are written at once. What is not
+        written within `at_most_seconds` (a store that does not answer: each try could take the
+        store's own timeouts and retries, minutes in all) is given up and logged."""
         self._stopping.set()
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        self._forget_told(math.inf)
-        self._expire_held(math.inf)
-        for attempt in range(3):
-            if not await self.flush():
-                return
-            await asyncio.sleep(0.2 * (attempt + 1))
+        timed_out = False
+        try:
+            async with asyncio.timeout(at_most_seconds):
+                if self._flusher is not None:
+                    await asyncio.gather(self._flusher, return_exceptions=True)
+                self._forget_told(math.inf)
+                self._expire_held(math.inf)
+                for attempt in range(3):
+                    if not await self.flush():
+                        return
+                    await asyncio.sleep(0.2 * (attempt + 1))
+        except TimeoutError:
+            timed_out = True
+            # Cut wherever it was: what is told and held still counts in what is given up.
+            self._forget_told(math.inf)
+            self._expire_held(math.inf)
+        # The stored totals keep what is given up (stricter, never looser) until the day ends.
         log.error(
             "quota settlements could not be written at shutdown",
             extra={
                 "event": "quota_settlement_lost",
                 "scopes": len(self._pending),
                 "tokens": sum(p.amount for p in self._pending.values()),
+                "timed_out": timed_out,
             },
         )
 
@@ -635,9 +647,13 @@ class Quotas:
                 try:
                     await self._write(pending.tenant, pending.scope, pending.window, pending.amount)
                     return True
-                except Exception:
-                    # Kept (merged with anything deferred meanwhile) for the next round.
+                except BaseException as exc:
+                    # Kept (merged with anything deferred meanwhile) for the next round. Only
+                    # `close` cancels a flush (its time is up): nothing is retried after that,
+                    # so what is restored then only counts in what the shutdown gave up.
                     self._restore(pending)
+                    if not isinstance(exc, Exception):
+                        raise
                     return False
 
         written = await asyncio.gather(*(write(p) for p in due))

@@ -262,8 +262,9 @@ var platformSettings = [
   {
     // How long App Service waits after the stop signal before it kills the app (5 s unset, at
     // most 120): the drain (SHUTDOWN_GRACE_SECONDS), the notices of the turns it cut short (5 s),
-    // then closing and the telemetry flush (5 s), and 5 s of margin beyond the 15 s the parent
-    // process of APP_WORKERS gives its workers before it kills them (app.py, Workers).
+    // then closing (at most 5 s, however the store answers) and the telemetry flush (5 s), and
+    // 5 s of margin beyond the 15 s the parent process of APP_WORKERS gives its workers before
+    // it kills them (app.py, CLOSE_SECONDS and Workers).
     name: 'WEBSITES_CONTAINER_STOP_TIME_LIMIT'
     value: string(min(120, shutdownGraceSeconds + 20))
   }

@@ -137,6 +137,28 @@ async def test_a_turn_costs_one_counter_write_and_the_next_turn_carries_its_sett
     assert await stored(store) == UsageCounts(tokens=900, minute=NOW_MINUTE, requests=2)
 
 
+async def test_settlements_a_hanging_store_does_not_take_at_shutdown_are_given_up_in_time(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that does not answer (its own timeouts and retries could take minutes) cannot
+    hold the shutdown: `close` gives up when its time is up and logs what it could not write."""
+    store = FaultyStore(await open_store())
+    limits = QuotaLimits(user_requests_per_minute=30, user_tokens_per_day=1_000_000)
+    quotas = Quotas(
+        store, RefusalLog(store, lambda: NOW), limits, None, lambda: NOW, upfront_tokens=UPFRONT
+    )
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    # Its settlement rides along with this count; this reservation is never claimed.
+    assert await quotas.count_request("u", "", "turn-2") is None
+    store.fail("slow", "add_usage", delay=3600)
+
+    started = time.monotonic()
+    await quotas.close(at_most_seconds=0.3)
+    assert time.monotonic() - started < 1
+    [lost] = [r for r in caplog.records if getattr(r, "event", "") == "quota_settlement_lost"]
+    assert (lost.scopes, lost.tokens, lost.timed_out) == (1, -UPFRONT, True)
+
+
 async def test_a_user_without_limits_costs_no_counter_write(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:

@@ -21,7 +21,7 @@ from chat.texts import localize
 from simulator import SimulatorConfig, run_simulator
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, FaultyAppFactory
 from tests.reliability.support import sim_control
 from tests.support import RecordingConnector, message_activity
 from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
@@ -195,3 +195,30 @@ async def test_a_message_of_a_refused_tenant_is_not_told_to_resend(
     await bot.server.app[TURNS].drain(GRACE_SECONDS)
 
     assert final_replies(connector, refused["id"]) == []
+
+
+async def test_a_message_still_in_the_gate_when_the_grace_period_ends_is_told_to_resend(
+    make_faulty_app: FaultyAppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    """Its request count waits for a store that does not answer: at the deadline the message is
+    ended there, before its chat turn, and gets the restarting notice in its language (not
+    stored: its chat turn never began). Asking the store whether it was answered already (a
+    redelivery) does not wait for that store past its own limit."""
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=slow_model)
+    store.fail("slow", {"add_usage", "get_message"}, delay=3600)
+    in_gate = message_activity(
+        connector.url, "Describe Bluebird", conversation_id="c11", locale="ja-JP"
+    )
+    await post(bot, in_gate)
+    for _ in range(100):  # until the gate waits for its count
+        if store.calls["add_usage"]:
+            break
+        await asyncio.sleep(0.05)
+
+    began = time.monotonic()
+    assert not await bot.server.app[TURNS].drain(GRACE_SECONDS)
+    assert time.monotonic() - began < GRACE_SECONDS + SHUTDOWN_NOTICE_SECONDS
+
+    [notice] = final_replies(connector, in_gate["id"])
+    assert notice["text"].startswith(notice_prefix("ja-JP")), notice["text"]
+    assert store.calls["add_message"] == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.turns import TurnQueue
+from bot.turns import CANCELLED_WAIT_SECONDS, TurnQueue
 
 
 def queue() -> TurnQueue:
@@ -108,3 +108,32 @@ async def test_what_does_not_end_within_the_notice_time_is_cancelled() -> None:
     assert not await turns.drain(0.1)
     assert time.monotonic() - started < 1
     assert turns.in_flight == 0
+
+
+async def test_a_cancelled_turn_whose_cleanup_hangs_does_not_hold_the_drain() -> None:
+    """Cancelled at the end of the notice time, a turn may go on waiting in its cleanup (a store
+    write to a store that does not answer): the drain leaves it after CANCELLED_WAIT_SECONDS, and
+    a second drain (the app's cleanup, after the stop signal's) does not wait for it again."""
+    never, cleaned_up = asyncio.Event(), asyncio.Event()
+
+    async def turn_with_a_cleanup_that_hangs() -> None:
+        try:
+            await never.wait()
+        finally:
+            await cleaned_up.wait()
+
+    turns = TurnQueue(
+        concurrency=4, dedupe_window=100, turn_deadline=30, interrupt=lambda: 0, notice_seconds=0.2
+    )
+    turns.submit("conv-a", None, turn_with_a_cleanup_that_hangs)
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            assert not await turns.drain(0.1)
+        assert time.monotonic() - started < 0.3 + CANCELLED_WAIT_SECONDS + 0.5
+        started = time.monotonic()
+        assert not await turns.drain(0.1)
+        assert time.monotonic() - started < 0.1
+    finally:
+        cleaned_up.set()
+    await turns.wait_idle()
