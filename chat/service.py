@@ -549,9 +549,7 @@ class ChatService:
         if self._kept.holds_summary(delta.conversation_id):
             # An earlier turn's update is kept (chat.kept): this one goes behind it, and both
             # are written now, in order (the first gives the summary its createdAt and title).
-            self._kept.keep_summary(
-                delta, outcome.was_erased, outcome.correlation_id, behind=True
-            )
+            self._kept.keep_summary(delta, outcome.was_erased, outcome.correlation_id, behind=True)
             await self._kept.write_now(delta.conversation_id)
         else:
             try:
