@@ -192,10 +192,9 @@ async def test_ctrl_c_reaching_every_process_still_drains_every_acknowledged_tur
 async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
     tmp_path: Path, simulator_url: str, token_issuer: TokenIssuer
 ) -> None:
-    # Not a setting to fix (that stops the app at once, with exit code 2): a damaged file.
-    data = tmp_path / "damaged"
-    data.mkdir()
-    (data / "chat.db").write_bytes(b"this is not a SQLite database " * 100)
+    # Not a setting to fix (that stops the app at once, with exit code 2), nor a service the
+    # start-up names (a store that is locked, full or damaged: exit 1 at once, said once): a
+    # worker that dies as soon as it starts, every time (here killed, as a crash would end it).
     process = await launch_app(
         tmp_path,
         free_port(),
@@ -203,9 +202,14 @@ async def test_workers_that_keep_failing_at_start_stop_the_app_with_an_error(
         token_issuer,
         own_process_group=True,
         **WORKERS,
-        DATA_DIR=str(data),  # every worker fails to open its store
     )
     async with killed_if_left_running(process):
+        while process.returncode is None:
+            for worker in _children(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=0.05)
         exit_code = await asyncio.wait_for(process.wait(), timeout=60)
     log = (tmp_path / "app.log").read_text()
     assert exit_code == 1, log[-3000:]
@@ -260,3 +264,37 @@ async def test_turns_of_one_conversation_run_in_order_whichever_worker_receives_
     finally:
         await runner.cleanup()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_a_damaged_store_stops_every_worker_once_with_the_reason(
+    tmp_path: Path, simulator_url: str, token_issuer: TokenIssuer
+) -> None:
+    data = tmp_path / "damaged"
+    data.mkdir()
+    (data / "chat.db").write_bytes(b"this is not a SQLite database " * 100)
+    process = await launch_app(
+        tmp_path,
+        free_port(),
+        simulator_url,
+        token_issuer,
+        own_process_group=True,
+        **WORKERS,
+        DATA_DIR=str(data),  # every worker fails to open its store
+    )
+    async with killed_if_left_running(process):
+        exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+    log = (tmp_path / "app.log").read_text()
+    assert exit_code == 1, log[-3000:]
+    assert "is not a SQLite database" in log, log[-3000:]
+    assert "starting a new one" not in log, log[-3000:]
+    assert "keep exiting" not in log, log[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` forked (its workers), from /proc."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children += [int(child) for child in listed.read().split()]
+    return children
