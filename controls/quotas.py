@@ -36,10 +36,11 @@ already stored: if so it was handled, and it is dropped without a refusal or its
 
 Every refused message gets its notice (a reply to the user's own conversation; a loop of
 replies is stopped at the edge: bot.routes, bot.connector). Its audit record and
-`quota_exceeded` log line are written once per user, limit and UTC minute: a flood of refused
-messages, or a loop of them, costs one of each per user and minute. The count of the others is
-logged once that minute is over, in one `quota_exceeded_untold` line (so named when they were
-not told either: they are told now, only not recorded).
+`quota_exceeded` log line are written once per user, limit and UTC minute (the organization's
+limit: once per tenant and minute, as its record names the tenant, not the user): a flood of
+refused messages, or a loop of them, costs one of each per user and minute. The count of the
+others is logged once that minute is over, in one `quota_exceeded_untold` line (so named when
+they were not told either: they are told now, only not recorded).
 
 A user with both user limits at 0 is not counted at all (no write; `/usage` says no limit
 applies); with one of them set, both are counted in the same write. A tenant without a limit
@@ -161,9 +162,11 @@ class _Pending:
 
 @dataclass
 class _Told:
-    """A user's refusal was recorded (audit record, log line) in `minute` (minutes since the
-    epoch); `untold`: how many more refusals of that limit in that minute were not recorded."""
+    """A refusal was recorded (audit record, log line) in `minute` (minutes since the epoch)
+    for a user (`user_id`) or, for the organization's limit, a tenant (`scope`, no user);
+    `untold`: how many more refusals of that limit in that minute were not recorded."""
 
+    scope: str
     user_id: str
     minute: int
     window: str  # the refused limit's window key, as the refusal's record names it
@@ -278,7 +281,7 @@ class Quotas:
             if result.refused == "tokens"
             else (LimitKind.USER_REQUESTS_PER_MINUTE, minute)
         )
-        record = not self._recorded_already(user_id, kind, change.minute, window)
+        record = not self._recorded_already(scope, user_id, kind, change.minute, window)
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
             # along): no message of this user can be answered before the day resets.
@@ -303,16 +306,20 @@ class Quotas:
             record=record,
         )
 
-    def _recorded_already(self, user_id: str, kind: LimitKind, minute: int, window: Window) -> bool:
-        """Whether a refusal of `kind` for the user was recorded in `minute` (then this one is
-        counted, to be logged with the others); if not, it is being recorded now."""
-        told = self._told.get((user_id, kind))
+    def _recorded_already(
+        self, scope: str, user_id: str, kind: LimitKind, minute: int, window: Window
+    ) -> bool:
+        """Whether a refusal of `kind` for the user (`user_id`; "" for the organization's limit,
+        then once per tenant `scope`) was recorded in `minute` (then this one is counted, to be
+        logged with the others); if not, it is being recorded now."""
+        key = (user_id or scope, kind)
+        told = self._told.get(key)
         if told is not None and told.minute == minute:
             told.untold += 1
             return True
         if told is not None:
             self._log_untold(kind, told)
-        self._told[(user_id, kind)] = _Told(user_id, minute, window.key)
+        self._told[key] = _Told(scope, user_id, minute, window.key)
         self._ensure_flusher()
         return False
 
@@ -328,7 +335,7 @@ class Quotas:
         if told.untold:
             self._refusals.untold(
                 "quota_exceeded",
-                user_scope(told.user_id),
+                told.scope,
                 told.untold,
                 user_id=told.user_id,
                 limit=kind.value,
@@ -385,8 +392,9 @@ class Quotas:
                 mine = await self._update_user(user, window, change)
                 if not mine.allowed:
                     self._defer(False, user, window, -user_amount)
+                    kind = LimitKind.USER_TOKENS_PER_DAY
                     return await self._exceeded(
-                        LimitKind.USER_TOKENS_PER_DAY,
+                        kind,
                         user,
                         limits.user_tokens_per_day,
                         mine.counts.tokens,
@@ -394,6 +402,9 @@ class Quotas:
                         now,
                         user_id=user_id,
                         requested=amount,
+                        record=not self._recorded_already(
+                            user, user_id, kind, change.minute, window
+                        ),
                     )
                 user_amount = amount
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
@@ -405,14 +416,17 @@ class Quotas:
                     # Give the user's share back: nothing was spent.
                     if user is not None:
                         self._defer(False, user, window, -user_amount)
+                    kind = LimitKind.TENANT_TOKENS_PER_DAY
+                    minute = minute_number(minute_window(now))
                     return await self._exceeded(
-                        LimitKind.TENANT_TOKENS_PER_DAY,
+                        kind,
                         tenant,
                         limits.tenant_tokens_per_day,
                         theirs.value,
                         window,
                         now,
                         requested=amount,
+                        record=not self._recorded_already(tenant, "", kind, minute, window),
                     )
         except StoreError:
             # The turn goes ahead uncounted (the caller decides): give back what it holds.

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from chat.texts import wait_text
-from controls.quotas import user_scope
+from controls.quotas import tenant_scope, user_scope
 from controls.windows import day_window
 from storage.models import UsageChange
 from tests.controls.support import Chat, ControlledApp, FakeClock, model_calls
@@ -126,3 +126,41 @@ async def test_each_message_of_a_user_out_of_daily_tokens_is_told_and_recorded_o
         untold = await wait_for_event(caplog, "quota_exceeded_untold")
         assert untold.count == 2  # type: ignore[attr-defined]
         assert untold.limit == "user_tokens_per_day"  # type: ignore[attr-defined]
+
+
+async def test_each_message_over_the_organizations_limit_is_told_and_recorded_once_a_minute(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    clock: FakeClock,
+    simulator_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await controlled_app(
+        QUOTA_USER_TOKENS_PER_DAY=0,
+        QUOTA_USER_REQUESTS_PER_MINUTE=0,
+        QUOTA_TENANT_TOKENS_PER_DAY=1000,
+        MAX_OUTPUT_TOKENS=300,
+    )
+    tenant = {"channelData": {"tenant": {"id": "BBBB-2222"}}}
+    chat = Chat(client, connector, **tenant)
+    # Another user of the same organization: the limit is the organization's, recorded once.
+    other = Chat(client, connector, conversation_id="other", user_id="user-2", **tenant)
+    day = day_window(clock())
+    scope = tenant_scope("bbbb-2222") or ""
+    await chat.store.add_to_counter(scope, day.key, 1000, 0, day.ttl_seconds)
+    calls = await model_calls(simulator_url)
+
+    with caplog.at_level(logging.INFO, logger="controls"):
+        for who, text in ((chat, "Hello?"), (chat, "Anyone?"), (other, "Hi?"), (chat, "Hm?")):
+            [notice] = await who.replies_to(text)
+            assert notice["text"].startswith("Your organization has reached its daily limit")
+        assert await model_calls(simulator_url) == calls
+        assert len(events(caplog, "quota_exceeded")) == 1
+        assert await quota_audits(chat) == 1
+
+        clock.advance(minutes=1)
+        untold = await wait_for_event(caplog, "quota_exceeded_untold")
+        [recorded] = events(caplog, "quota_exceeded")
+        assert untold.count == 3  # type: ignore[attr-defined]
+        assert untold.scope == recorded.scope == scope  # type: ignore[attr-defined]
+        assert untold.limit == "tenant_tokens_per_day"  # type: ignore[attr-defined]
