@@ -97,11 +97,12 @@ class KeptWrites:
     # --- what the turn asks (no store operation)
 
     def messages_of(self, conversation_id: str) -> list[Message]:
-        """The messages kept for a conversation (answers, prompts with their new status)."""
+        """The messages kept for a conversation (answers, prompts with their new status), but
+        not those of a user or conversation erased since: they must not reach the model."""
         kept = self._kept.get(conversation_id)
         if kept is None:
             return []
-        return [w.message for w in kept.writes if w.message is not None]
+        return [w.message for w in kept.writes if w.message is not None and not w.erased()]
 
     def holds_summary(self, conversation_id: str) -> bool:
         kept = self._kept.get(conversation_id)
