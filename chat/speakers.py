@@ -21,6 +21,8 @@ import base64
 import hashlib
 import unicodedata
 
+from chat.written import cut
+
 OPEN = "\u27e6"  # ⟦
 CLOSE = "\u27e7"  # ⟧
 # The space matters: after "⟧\n" o200k_base would join a following "/" to the line's last piece.
@@ -37,7 +39,8 @@ _BRACKETS = str.maketrans({OPEN: "[", CLOSE: "]", "\u301a": "[", "\u301b": "]"})
 
 def speaker_name(display_name: str | None) -> str | None:
     """The display name as the model may read it: one line of plain text, at most
-    MAX_NAME_CHARS characters; None when nothing is left."""
+    MAX_NAME_CHARS characters, cut where a character ends (a flag or an emoji stays whole or
+    goes whole); None when nothing is left."""
     if not display_name:
         return None
     kept = "".join(
@@ -45,7 +48,7 @@ def speaker_name(display_name: str | None) -> str | None:
         for c in display_name
         if c.isspace() or unicodedata.category(c) not in _DROPPED_CATEGORIES
     )
-    name = " ".join(kept.translate(_BRACKETS).split())[:MAX_NAME_CHARS].rstrip()
+    name = cut(" ".join(kept.translate(_BRACKETS).split()), MAX_NAME_CHARS, mark="").rstrip()
     return name or None
 
 

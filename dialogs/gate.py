@@ -22,7 +22,7 @@ from botbuilder.schema import Activity, ResourceResponse
 
 from chat.service import TurnInput
 from chat.texts import localize
-from chat.written import as_written
+from chat.written import as_written, cut
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
@@ -383,9 +383,9 @@ def _merge_dialogs(race: StateRace) -> dict[str, Any]:
 
 
 def _excerpt(text: str) -> str:
-    """How a notice quotes a message: its words on one line, cut to `_EXCERPT_CHARS`."""
-    words = " ".join(text.split())
-    return words if len(words) <= _EXCERPT_CHARS else words[: _EXCERPT_CHARS - 1] + "…"
+    """How a notice quotes a message: its words on one line, cut to `_EXCERPT_CHARS` where a
+    character ends (an emoji with its skin tone stays whole or goes whole)."""
+    return cut(" ".join(text.split()), _EXCERPT_CHARS)
 
 
 def _pending(turn: TurnInput) -> dict[str, Any]:
