@@ -52,9 +52,13 @@ _NAMES: dict[str, Command] = {
 _COMMAND = re.compile(r"^/(?P<name>[^\s/]{1,30})(?:\s+(?P<args>.*))?$", re.DOTALL)
 # What ends a sentence (after NFKC: ． ！ ？ are . ! ?), dropped from the end of a command's name.
 _SENTENCE_END = "。.!?"
-# A name that is not ASCII is taken for a command (an unknown one) only when it is a word: in
-# Japanese or ASCII letters and digits, e.g. "/ほげ"; "/😀" or "/→次へ" goes to the assistant.
+# A name that is not ASCII is taken for a command (a mistyped one) only when it could be one: a
+# short word in Japanese or ASCII letters and digits with no hiragana, as the Japanese names are
+# katakana and kanji, e.g. "/ヘプル"; "/😀", "/→次へ", "/はい" or a request written after a
+# slash ("／この文章を英語に翻訳して。") goes to the assistant.
 _WORD = re.compile(f"[0-9a-z_\\-{JAPANESE_LETTERS}]+")
+_MISTYPED_CHARS = 8
+_HIRAGANA = re.compile("[\u3041-\u309f]")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,17 @@ def parse_command(text: str) -> ParsedCommand | None:
         return None
     name = match["name"].rstrip(_SENTENCE_END) or match["name"]
     command = _NAMES.get(name)
-    if command is None and not name.isascii() and not _WORD.fullmatch(name):
+    if command is None and not name.isascii() and not _mistyped(name):
         return None
     return ParsedCommand(command, f"/{name}", (match["args"] or "").strip())
+
+
+def _mistyped(name: str) -> bool:
+    return (
+        len(name) <= _MISTYPED_CHARS
+        and _WORD.fullmatch(name) is not None
+        and _HIRAGANA.search(name) is None
+    )
 
 
 class _SeqAfter:

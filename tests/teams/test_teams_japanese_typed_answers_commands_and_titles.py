@@ -126,7 +126,7 @@ async def test_a_conditional_question_or_mixed_reply_is_asked_again_and_never_ta
         ("／利用状況！", localize("usage_title", JA)),
         ("\u200b/usage", localize("usage_title", JA)),
         ("\ufeff／ヘルプ", "全角の ／ でも使えます"),
-        ("/ほげ", localize("unknown_command", JA, command="/ほげ")),
+        ("/ヘプル", localize("unknown_command", JA, command="/ヘプル")),
     ],
 )
 async def test_commands_with_a_sentence_end_or_a_pasted_invisible_character_are_run(
@@ -139,6 +139,17 @@ async def test_commands_with_a_sentence_end_or_a_pasted_invisible_character_are_
     assert expected in reply
     assert await model_calls(simulator_url) == calls
     assert await bot.server.app[STORE].conversation_messages(CONVERSATION) == []
+
+
+async def test_a_request_written_after_a_slash_goes_to_the_assistant(
+    bot: TestClient[Any, Any], teams: TeamsChannel, simulator_url: str
+) -> None:
+    calls = await model_calls(simulator_url)
+
+    [reply] = await say(bot, teams, "／この文章を英語に翻訳して。")
+
+    assert await model_calls(simulator_url) == calls + 1
+    assert "というコマンドはありません" not in reply
 
 
 @pytest.mark.parametrize("text", ["\u200b", "\ufeff", " \u200b\u200d\u3000\u2060 "])

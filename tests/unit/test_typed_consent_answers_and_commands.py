@@ -111,9 +111,11 @@ def test_ambiguous_replies_are_no_answer(text: str) -> None:
         ("\u200b/usage", Command.USAGE, "/usage", ""),
         ("\ufeff／ヘルプ", Command.HELP, "/ヘルプ", ""),
         ("/フィードバック。 とても良い！", Command.FEEDBACK, "/フィードバック", "とても良い！"),
-        # An unknown word right after the slash is an unknown command, in Japanese too.
-        ("/ほげ", None, "/ほげ", ""),
-        ("／ほげ。", None, "/ほげ", ""),
+        # An unknown word right after the slash is an unknown command; in Japanese, a short one
+        # in katakana or kanji, as the Japanese names are (a mistyped name).
+        ("/ヘプル", None, "/ヘプル", ""),
+        ("／ヘプル。", None, "/ヘプル", ""),
+        ("/新規作成", None, "/新規作成", ""),
         ("/hlep", None, "/hlep", ""),
     ],
 )
@@ -126,7 +128,21 @@ def test_commands_are_found_past_a_sentence_end_and_invisible_characters(
 
 
 @pytest.mark.parametrize(
-    "text", ["/usr/bin/env", "/😀", "/→次へ", "/ヘルプ。ありがとう", "\u200b", "ヘルプ", "/。"]
+    "text",
+    [
+        "/usr/bin/env",
+        "/😀",
+        "/→次へ",
+        "/ヘルプ。ありがとう",
+        "\u200b",
+        "ヘルプ",
+        "/。",
+        # Hiragana, or a long run of letters, after a slash: a request, not a mistyped command.
+        "／この文章を英語に翻訳して。",
+        "/はい",
+        "/ほげ",
+        "/フィードバックヲオクル",
+    ],
 )
 def test_what_is_no_command_word_is_not_a_command(text: str) -> None:
     assert parse_command(text) is None
