@@ -122,20 +122,24 @@ class KeptWrites:
 
     def keep_summary(
         self, delta: SummaryDelta, erased: Callable[[], bool], ref: str, *, behind: bool = False
-    ) -> None:
-        """`behind`: not failed, but queued behind the conversation's kept summary updates."""
-        self._keep(
+    ) -> bool:
+        """`behind`: not failed, but queued behind the conversation's kept summary updates;
+        False when it could not be queued (MAX_KEPT reached, or shutting down): nothing is
+        given up then, the caller writes it itself."""
+        return self._keep(
             delta.conversation_id,
             _Write("summary", erased, ref, self._clock(), delta=delta),
             behind=behind,
         )
 
-    def _keep(self, conversation_id: str, write: _Write, *, behind: bool = False) -> None:
+    def _keep(self, conversation_id: str, write: _Write, *, behind: bool = False) -> bool:
+        if behind and (self._stopping.is_set() or self._count >= MAX_KEPT):
+            return False
         if self._stopping.is_set() or self._count >= MAX_KEPT:
             self._give_up(
                 conversation_id, [write], "stopping" if self._stopping.is_set() else "full"
             )
-            return
+            return False
         self._kept.setdefault(conversation_id, _Conversation()).writes.append(write)
         self._count += 1
         log.warning(
@@ -150,6 +154,7 @@ class KeptWrites:
             },
         )
         self._ensure_flusher()
+        return True
 
     # --- writing
 

@@ -546,12 +546,16 @@ class ChatService:
         outcome.summary_written = True
         if not self._stores(outcome):
             return
-        if self._kept.holds_summary(delta.conversation_id):
+        if self._kept.holds_summary(delta.conversation_id) and self._kept.keep_summary(
+            delta, outcome.was_erased, outcome.correlation_id, behind=True
+        ):
             # An earlier turn's update is kept (chat.kept): this one goes behind it, and both
             # are written now, in order (the first gives the summary its createdAt and title).
-            self._kept.keep_summary(delta, outcome.was_erased, outcome.correlation_id, behind=True)
             await self._kept.write_now(delta.conversation_id)
         else:
+            # Nothing kept before it; or no room left to queue it (chat.kept.MAX_KEPT): the
+            # kept ones are tried first, then it is written itself, not given up untried.
+            await self._kept.write_now(delta.conversation_id)
             try:
                 with self._telemetry.span("store.apply_summary_delta"):
                     await self._summaries.apply_summary_delta(delta)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from chat.kept import KeptWrites
-from storage.models import Message, Role
+from storage.models import Message, Role, SummaryDelta
 from storage.sqlite import SqliteStore
 
 
@@ -46,3 +47,21 @@ async def test_an_erased_users_kept_answer_is_not_given_to_the_next_turns_window
     await kept.close()
     # Nor is it written: the erasure would not find it.
     assert [m.id for m in await store.recent_messages("c", 10)] == ["c-2"]
+
+
+async def test_a_summary_update_queued_behind_a_full_keep_is_handed_back_not_given_up(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("chat.kept.MAX_KEPT", 1)
+    kept = KeptWrites(store, store)
+    kept.keep_summary(SummaryDelta(conversation_id="c", user_id="u-1"), lambda: False, "ref-1")
+    behind = SummaryDelta(conversation_id="c", user_id="u-1")
+
+    with caplog.at_level(logging.INFO, logger="chat.kept"):
+        queued = kept.keep_summary(behind, lambda: False, "ref-2", behind=True)
+
+    # The caller (chat.service) writes it itself: it never failed.
+    assert queued is False
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "turn_write_lost"]
+    assert len(kept) == 1
+    await kept.close()
