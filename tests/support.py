@@ -173,3 +173,20 @@ async def settle(client: Any, within: float = 15.0) -> None:
     from app import TURNS
 
     await asyncio.wait_for(client.server.app[TURNS].wait_idle(), timeout=within)
+
+
+async def readiness(client: Any) -> tuple[int, dict[str, str]]:
+    """`/readyz`'s status and its `checks`."""
+    response = await client.get("/readyz")
+    return response.status, (await response.json())["checks"]
+
+
+async def until_readiness(client: Any, status: int, within: float) -> dict[str, str]:
+    """`/readyz`'s checks once it answers `status` (asked every 0.2 s; fails after `within`)."""
+    deadline = time.monotonic() + within
+    while True:
+        found, checks = await readiness(client)
+        if found == status or time.monotonic() > deadline:
+            assert found == status, checks
+            return checks
+        await asyncio.sleep(0.2)

@@ -4,38 +4,19 @@ listens, found out with a TCP connection only: never a model call, which costs t
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bench.processes import free_port
 from simulator import SimulatorConfig, run_simulator
 from tests.conftest import AppFactory
+from tests.support import readiness, until_readiness
 
 
 @pytest.fixture
 def store_backend() -> str:
     """The model's reachability, whatever the store: the embedded one."""
     return "sqlite"
-
-
-async def _readiness(bot: TestClient[Any, Any]) -> tuple[int, dict[str, str]]:
-    response = await bot.get("/readyz")
-    return response.status, (await response.json())["checks"]
-
-
-async def _until_readiness(bot: TestClient[Any, Any], status: int, within: float) -> dict[str, str]:
-    deadline = time.monotonic() + within
-    while True:
-        found, checks = await _readiness(bot)
-        if found == status or time.monotonic() > deadline:
-            assert found == status, checks
-            return checks
-        await asyncio.sleep(0.2)
 
 
 async def _model_requests(simulator_url: str) -> int:
@@ -50,7 +31,7 @@ async def test_readyz_is_not_ready_when_nobody_listens_at_the_model_endpoint(
     make_app: AppFactory,
 ) -> None:
     bot = await make_app(AZURE_OPENAI_ENDPOINT=f"http://127.0.0.1:{free_port()}")
-    status, checks = await _readiness(bot)
+    status, checks = await readiness(bot)
     assert status == 503 and checks == {"store": "ok", "model": "unavailable", "turns": "ok"}
 
 
@@ -63,16 +44,16 @@ async def test_readyz_follows_the_model_endpoint_going_away_and_back_without_cal
     try:
         bot = await make_app(AZURE_OPENAI_ENDPOINT=url)
         for _ in range(3):
-            assert await _readiness(bot) == (200, {"store": "ok", "model": "ok", "turns": "ok"})
+            assert await readiness(bot) == (200, {"store": "ok", "model": "ok", "turns": "ok"})
         assert await _model_requests(url) == 0, "readiness costs no tokens"
     finally:
         await runner.cleanup()
-    checks = await _until_readiness(bot, 503, within=10)
+    checks = await until_readiness(bot, 503, within=10)
     assert checks["model"] == "unavailable"
 
     runner, url = await run_simulator(config, port=port)
     try:
-        await _until_readiness(bot, 200, within=10)
+        await until_readiness(bot, 200, within=10)
         assert await _model_requests(url) == 0
     finally:
         await runner.cleanup()

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +17,13 @@ from aiohttp.test_utils import TestClient
 from storage.sqlite import FILE_CHECK_EVERY_SECONDS
 from tests.conftest import AppFactory
 from tests.sqlite_files import fill, small_disk, write_lock_held
-from tests.support import RecordingConnector, message_activity, settle
+from tests.support import RecordingConnector, message_activity, readiness, settle
 
 
 @pytest.fixture
 def store_backend() -> str:
     """The SQLite file's own faults."""
     return "sqlite"
-
-
-async def _readiness(bot: TestClient[Any, Any]) -> tuple[int, dict[str, str]]:
-    response = await bot.get("/readyz")
-    return response.status, (await response.json())["checks"]
-
-
-async def _until_readiness(bot: TestClient[Any, Any], status: int, within: float) -> dict[str, str]:
-    deadline = time.monotonic() + within
-    while True:
-        found, checks = await _readiness(bot)
-        if found == status or time.monotonic() > deadline:
-            assert found == status, checks
-            return checks
-        await asyncio.sleep(0.2)
 
 
 def _gone_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -51,7 +35,7 @@ async def test_readyz_is_not_ready_once_the_sqlite_file_is_gone_and_the_log_says
     make_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     bot = await make_app()
-    assert (await _readiness(bot))[0] == 200
+    assert (await readiness(bot))[0] == 200
     database = tmp_path / "data" / "chat.db"
     if how == "removed":
         for name in ("chat.db", "chat.db-wal", "chat.db-shm"):
@@ -61,7 +45,7 @@ async def test_readyz_is_not_ready_once_the_sqlite_file_is_gone_and_the_log_says
         os.replace(tmp_path / "restored.db", database)
     caplog.set_level(logging.ERROR, logger="storage.sqlite")
     for _ in range(3):
-        status, checks = await _readiness(bot)
+        status, checks = await readiness(bot)
         assert status == 503 and checks["store"] == "unavailable", checks
     assert checks["model"] == "ok"
     gone = _gone_lines(caplog)
@@ -90,7 +74,7 @@ async def test_readyz_is_not_ready_while_writes_wait_out_another_process_s_write
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bot = await make_app()
-    assert (await _readiness(bot))[0] == 200
+    assert (await readiness(bot))[0] == 200
     caplog.set_level(logging.INFO, logger="storage.sqlite")
     holding = write_lock_held(tmp_path / "data" / "chat.db")
     await asyncio.to_thread(holding.__enter__)
@@ -101,7 +85,7 @@ async def test_readyz_is_not_ready_while_writes_wait_out_another_process_s_write
         activity = message_activity(connector.url, "hello", conversation_id=f"locked-{n}")
         assert (await bot.post("/api/messages", json=activity)).status in (200, 201, 202)
     await settle(bot, within=60)
-    status, checks = await _readiness(bot)
+    status, checks = await readiness(bot)
     assert status == 503 and checks == {"store": "unavailable", "model": "ok", "turns": "ok"}
     failing = [r for r in caplog.records if getattr(r, "event", None) == "sqlite_writes_failing"]
     assert len(failing) == 1 and "write lock" in failing[0].getMessage()
@@ -111,7 +95,7 @@ async def test_readyz_is_not_ready_while_writes_wait_out_another_process_s_write
     await bot.post("/api/messages", json=activity)
     await connector.wait_for_messages(1, conversation_id="unlocked", within=20)
     await settle(bot)
-    assert await _readiness(bot) == (200, {"store": "ok", "model": "ok", "turns": "ok"})
+    assert await readiness(bot) == (200, {"store": "ok", "model": "ok", "turns": "ok"})
     assert [r for r in caplog.records if getattr(r, "event", None) == "sqlite_writes_recovered"]
 
 
@@ -125,14 +109,14 @@ async def test_readyz_is_not_ready_while_writes_fail_on_a_full_disk_and_ready_on
 async def _full_disk_then_room_again(
     bot: TestClient[Any, Any], connector: RecordingConnector, data: Path
 ) -> None:
-    assert (await _readiness(bot))[0] == 200
+    assert (await readiness(bot))[0] == 200
     filler = await asyncio.to_thread(fill, data)
     # The log reuses the room it has until its pages are copied into the full file.
     for n in range(20):
         activity = message_activity(connector.url, "hello " * 200, conversation_id=f"full-{n}")
         await bot.post("/api/messages", json=activity)
         await settle(bot)
-        status, checks = await _readiness(bot)
+        status, checks = await readiness(bot)
         if status == 503:
             break
     assert status == 503 and checks == {"store": "unavailable", "model": "ok", "turns": "ok"}
@@ -142,4 +126,4 @@ async def _full_disk_then_room_again(
     await bot.post("/api/messages", json=activity)
     await connector.wait_for_messages(1, conversation_id="room")
     await settle(bot)
-    assert (await _readiness(bot))[0] == 200
+    assert (await readiness(bot))[0] == 200
