@@ -24,10 +24,10 @@ from config import Settings
 from storage.ids import safe_id
 from storage.models import Role
 from tests.admin.helpers import appservice_header
+from tests.integration.test_shared_conversations import GROUP, group_message
 from tests.reliability.support import ModelGateway
 from tests.support import RecordingConnector, message_activity, settle
 
-GROUP = "19:speakers-group@thread.v2"
 GROUP_ID = safe_id(f"msteams:{GROUP}")
 ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-dpo", name="Dana")}
 
@@ -63,26 +63,12 @@ def said_in_the_group(
 ) -> dict[str, Any]:
     """A message @mentioning the bot in the group chat, from `user` shown as `name` (None: Teams
     gave no name)."""
+    activity = group_message(connector, user, text)
     sender = {"id": f"29:{user}", "aadObjectId": f"aad-{user}"}
     if name is not None:
         sender["name"] = name
-    return message_activity(
-        connector.url,
-        f"<at>Assistant</at> {text}",
-        channel_id="msteams",
-        conversation_id=GROUP,
-        conversation={"id": GROUP, "conversationType": "groupChat", "tenantId": "tenant-1"},
-        recipient={"id": "28:bot-app-id", "name": "Assistant"},
-        entities=[
-            {
-                "type": "mention",
-                "text": "<at>Assistant</at>",
-                "mentioned": {"id": "28:bot-app-id", "name": "Assistant"},
-            }
-        ],
-        channelData={"tenant": {"id": "tenant-1"}},
-        **{"from": sender},
-    )
+    activity["from"] = sender
+    return activity
 
 
 def one_to_one(connector: RecordingConnector, text: str) -> dict[str, Any]:
