@@ -150,6 +150,15 @@ _APPLIED_DELTAS_KEPT = 10
 # A message create carries an id of its own call (`writeId`), which tells the stored item that
 # call wrote from one stored before it under the same message id (a redelivery's earlier turn).
 _WRITE_ID = "writeId"
+# A usage or counter document keeps the ids of the last updates applied to it, newest first, in
+# `applied`: always this long (a new document starts with its own id and empty slots; each patch
+# inserts its id at the front and removes the last). Each patch's filter predicate refuses a
+# document that holds its id, so the SDK's resend of an update that landed is a 412, and the read
+# after it finds the id: the first send's success, counted once. Each patch applies atomically,
+# so concurrent updates from other turns and instances each push one id and drop the oldest, none
+# out of turn: a resend goes unrecognized (counted again) only when more than this many other
+# updates of the same document landed between the first send and the SDK's resend of it.
+_APPLIED_KEPT = 16
 _SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
 _SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
 # Endpoint hosts for which azure-cosmos turns certificate checks off by itself, whatever
@@ -352,14 +361,51 @@ def _applied_deltas(summary: Mapping[str, Any] | None) -> list[str]:
     return [str(i) for i in applied] if isinstance(applied, list) else []
 
 
-def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str, Any]], str | None]:
+def _recorded(doc: Mapping[str, Any], write_id: str) -> bool:
+    """Whether a usage or counter document holds `write_id` among its last updates applied
+    (`_APPLIED_KEPT`): that update landed already."""
+    applied = doc.get("applied")
+    return isinstance(applied, list) and write_id in applied
+
+
+def _has_ring(doc: Mapping[str, Any]) -> bool:
+    """Whether a usage or counter document's `applied` has the shape a patch pushes onto: a
+    document written before it existed has none."""
+    applied = doc.get("applied")
+    return isinstance(applied, list) and len(applied) == _APPLIED_KEPT
+
+
+def _new_ring(write_id: str) -> list[str]:
+    return [write_id] + [""] * (_APPLIED_KEPT - 1)
+
+
+def _record_patch(write_id: str, ring: bool) -> tuple[list[dict[str, Any]], str]:
+    """The patch operations that record `write_id` in a usage or counter document and the
+    condition that refuses a document holding it (`_APPLIED_KEPT`). `ring`: the document is
+    taken to have the ring (`_has_ring`); a document without one (written by an earlier version)
+    gets a new ring, on the condition that it still has none. The id is lowercase hex and the
+    only string in the predicate (see `_usage_patch`)."""
+    shaped = f"IS_ARRAY(c.applied) AND ARRAY_LENGTH(c.applied) = {_APPLIED_KEPT}"
+    if not ring:
+        return [{"op": "set", "path": "/applied", "value": _new_ring(write_id)}], f"NOT ({shaped})"
+    operations = [
+        {"op": "add", "path": "/applied/0", "value": write_id},
+        {"op": "remove", "path": f"/applied/{_APPLIED_KEPT}"},
+    ]
+    return operations, f"{shaped} AND NOT ARRAY_CONTAINS(c.applied, '{write_id}')"
+
+
+def _usage_patch(
+    change: UsageChange, same_minute: bool, write_id: str, ring: bool
+) -> tuple[list[dict[str, Any]], str]:
     """The patch operations of `change` and the filter predicate that makes them atomic with
-    its limits (`storage.models.apply_usage` is the rule). Predicates take no parameters: the
-    numbers are ints formatted here. Property names stay lowercase and the predicate holds no
-    strings: the local protocol server (tests/cosmos_server.js) lowercases the whole predicate
-    before it evaluates it, where Azure keeps it as written."""
-    operations: list[dict[str, Any]] = []
-    conditions: list[str] = []
+    its limits (`storage.models.apply_usage` is the rule) and applies them once
+    (`_record_patch`). Predicates take no parameters: the numbers are ints formatted here.
+    Property names stay lowercase and the only string is a lowercase hex id: the local protocol
+    server (tests/cosmos_server.js) lowercases the whole predicate before it evaluates it, where
+    Azure keeps it as written."""
+    operations, recorded = _record_patch(write_id, ring)
+    conditions = [recorded]
     if change.requests < 0:
         # A request given back: only while the document still counts its minute, never below
         # 0 (when it does not, the read after the 412 decides what is left to give back).
@@ -382,7 +428,7 @@ def _usage_patch(change: UsageChange, same_minute: bool) -> tuple[list[dict[str,
             conditions.append(f"c.tokens <= {int(change.token_limit) - int(change.tokens)}")
         operations.append({"op": "incr", "path": "/tokens", "value": int(change.tokens)})
     operations.append({"op": "set", "path": "/ttl", "value": max(1, int(change.ttl_seconds))})
-    return operations, ("FROM c WHERE " + " AND ".join(conditions)) if conditions else None
+    return operations, "FROM c WHERE " + " AND ".join(conditions)
 
 
 class _OwnerEvidence:
@@ -1236,20 +1282,27 @@ class CosmosStore:
     ) -> CounterResult:
         """One conditional patch: `incr` applies only while the filter predicate holds, and the
         service evaluates both atomically, so concurrent app instances never pass the limit.
-        (Filter predicates take no parameters; the numbers are ints we format ourselves.)"""
+        (Filter predicates take no parameters; the numbers are ints we format ourselves.) The
+        patch records an id of this call, and a 412 whose read finds it there is this call's own
+        update, sent again by the SDK after its answer was lost: applied once (`_APPLIED_KEPT`)."""
         op = "add_to_counter"
         container = self._container("usage")
         item_id = safe_id(f"{scope}|{window}")
         ttl = max(1, int(ttl_seconds))
         amount, limit = int(amount), int(limit)
         guarded = amount > 0 and limit > 0
-        predicate = f"FROM c WHERE c.total + {amount} <= {limit}" if guarded else None
-        patch = [
-            {"op": "incr", "path": "/total", "value": amount},
-            {"op": "set", "path": "/ttl", "value": ttl},
-        ]
+        write_id = uuid.uuid4().hex
+        ring = True  # what a document this version created has (`_has_ring`)
         async with self._guard(op):
             for _ in range(_MAX_RACES):
+                patch, recorded = _record_patch(write_id, ring)
+                patch += [
+                    {"op": "incr", "path": "/total", "value": amount},
+                    {"op": "set", "path": "/ttl", "value": ttl},
+                ]
+                predicate = f"FROM c WHERE {recorded}"
+                if guarded:
+                    predicate += f" AND c.total + {amount} <= {limit}"
                 try:
                     doc = await container.patch_item(
                         item_id,
@@ -1265,11 +1318,16 @@ class CosmosStore:
                         raise
                     self._record(op, exc.headers)
                 if status == 412:
-                    # The predicate failed: the limit would be exceeded.
-                    current = await self._read_counter(container, item_id, scope, op)
-                    if current is not None:
+                    stored = await self._read_or_none(container, item_id, scope, op)
+                    if stored is None:
+                        continue  # it expired meanwhile: start again
+                    current = int(stored.get("total", 0))
+                    if _recorded(stored, write_id):
+                        return CounterResult(value=current, allowed=True)  # our own, resent
+                    if guarded and current + amount > limit:
                         return CounterResult(value=current, allowed=False)
-                    continue  # it expired meanwhile: start again
+                    ring = _has_ring(stored)
+                    continue  # a document without the ring, or a lost race: again
                 if guarded and amount > limit:
                     return CounterResult(value=0, allowed=False)
                 try:
@@ -1282,6 +1340,7 @@ class CosmosStore:
                             "window": window,
                             "total": amount,
                             "ttl": ttl,
+                            "applied": _new_ring(write_id),
                         },
                         response_hook=self._hook(op),
                     )
@@ -1289,7 +1348,10 @@ class CosmosStore:
                 except CosmosHttpResponseError as exc:
                     if _status(exc) != 409:
                         raise
-                    self._record(op, exc.headers)  # another instance created it: patch it
+                    # Another instance created it, or this create landed and was sent again:
+                    # the patch's 412 then finds this call's id.
+                    self._record(op, exc.headers)
+                    ring = True
             raise StoreError(f"counter update lost {_MAX_RACES} races in a row")
 
     async def _read_counter(
@@ -1315,18 +1377,27 @@ class CosmosStore:
         the document counts (`incr`) and one in a later minute (`set` the minute, count from 1)
         are different patches. The one tried first is the one this instance's last look at the
         document points to; when that is the wrong one, the 412 costs one read, which decides.
-        The first update of a day creates the document (404, then create)."""
+        The first update of a day creates the document (404, then create).
+
+        Every patch and create records an id of this call in the document, and the predicate
+        refuses a document that holds it: a 412 whose read finds it is this call's own update,
+        which landed though its answer was lost and which the SDK sent again. It counts once
+        (`_APPLIED_KEPT`): a request count or reservation twice would make a limit stricter, a
+        settlement or give-back twice would leave the stored usage wrong either way. SQLite
+        needs no such record: its transaction commits or fails, and nothing sends it again."""
         op = "add_usage"
         container = self._container("usage")
         item_id = safe_id(f"{scope}|usage|{day}")
         known = self._usage_minutes.get(item_id)
         same_minute = known is not None and known >= change.minute
+        write_id = uuid.uuid4().hex
+        ring = True  # what a document this version created has (`_has_ring`)
         async with self._guard(op):
             if not apply_usage(UsageCounts(), change).allowed:
                 # More than a limit on its own: it cannot fit whatever is stored.
                 return apply_usage(await self._usage_counts(container, item_id, scope, op), change)
             for _ in range(_MAX_RACES):
-                operations, predicate = _usage_patch(change, same_minute)
+                operations, predicate = _usage_patch(change, same_minute, write_id, ring)
                 try:
                     doc = await container.patch_item(
                         item_id,
@@ -1346,6 +1417,9 @@ class CosmosStore:
                     stored = await self._read_or_none(container, item_id, scope, op)
                 if stored is not None:
                     current = self._usage_seen(item_id, stored)
+                    if _recorded(stored, write_id):
+                        return UsageResult(allowed=True, counts=current)  # our own, resent
+                    ring = _has_ring(stored)
                     result = apply_usage(current, change)
                     if not result.allowed:
                         return result
@@ -1374,6 +1448,7 @@ class CosmosStore:
                             "minute": counts.minute,
                             "requests": counts.requests,
                             "ttl": max(1, int(change.ttl_seconds)),
+                            "applied": _new_ring(write_id),
                         },
                         response_hook=self._hook(op),
                     )
@@ -1382,8 +1457,10 @@ class CosmosStore:
                 except CosmosHttpResponseError as exc:
                     if _status(exc) != 409:
                         raise
-                    self._record(op, exc.headers)  # another instance created it: patch it
-                    same_minute = True
+                    # Another instance created it, or this create landed and was sent again:
+                    # the patch's 412 then finds this call's id.
+                    self._record(op, exc.headers)
+                    same_minute, ring = True, True
             raise StoreError(f"usage update lost {_MAX_RACES} races in a row")
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:
