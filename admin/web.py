@@ -1383,10 +1383,15 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     reference = reference.strip()
     if not reference:
         raise BadRequest("name the user to delete")
+    user_id = context.pseudonyms.user_id(reference)
+    # How much a named person has stored is a read of their data, recorded as a transcript view
+    # is: first (no record, no count), under their pseudonym, as their deletion will be.
+    target = _audited_as(context, user_id)
+    await _audit(request, "view_user_counts", target, {"by": "delete_confirm"})
     # Counted as the deletion counts them (`conversations`): every summary the user owns under
     # each of their ids, including those that cannot be read, which the list leaves out.
     total = unreadable = 0
-    for stored_id in stored_ids_of(context.pseudonyms.user_id(reference)):
+    for stored_id in stored_ids_of(user_id):
         count = await context.store.count_user_conversations(stored_id)
         total += count.total
         unreadable += count.unreadable

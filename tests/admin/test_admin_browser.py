@@ -145,12 +145,14 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
             "rows => rows.map(r => r.dataset.action)"
         )
         # A deletion and a user's data export are each recorded twice: the request before
-        # anything is deleted or sent, then its outcome.
+        # anything is deleted or sent, then its outcome. The deletion page counted the user's
+        # conversations: a read of their data, recorded too.
         assert actions == [
             "delete_user",
             "delete_user",
             "export_user",
             "export_user",
+            "view_user_counts",
             "export_conversation",
             "view_transcript",
         ]
