@@ -1,8 +1,9 @@
 """The admin review sub-app: `create_admin_app(store_provider, settings, pseudonyms)`, at /admin/.
 
-Its own middlewares: security headers and errors (outermost), then sign-in and CSRF. Roles are
-checked per handler with `@requires`. Pages are server-rendered with Jinja2 (autoescape on; no
-scripts at all) from the same view functions that the JSON API under /admin/api/ returns.
+Its own middlewares: security headers and errors (outermost), then what another site may make a
+browser ask for (`_other_sites`), then sign-in and CSRF. Roles are checked per handler with
+`@requires`. Pages are server-rendered with Jinja2 (autoescape on; no scripts at all) from the
+same view functions that the JSON API under /admin/api/ returns.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ FLOW_COOKIE = "admin_oidc_flow"
 # Local mode: the page a browser without a session asked for, signed, for the one-time link
 # (which is the same for everyone, so it cannot carry it) to return that browser to.
 RETURN_COOKIE = "admin_return"
+# What a browser's Sec-Fetch-Site says of a request that another site's page made it send.
+OTHER_SITES = frozenset({"cross-site", "same-site"})
 COOKIE_PATH = "/admin/"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
@@ -172,6 +175,8 @@ class AdminContext:
 
 CONTEXT = web.AppKey("admin_context", AdminContext)
 PRINCIPAL = web.RequestKey("admin_principal", Principal)
+# Set on a link followed from another site (`_other_sites`): it reads nothing it would record.
+FROM_ANOTHER_SITE = web.RequestKey("admin_from_another_site", bool)
 
 
 _KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
@@ -233,7 +238,7 @@ def create_admin_app(
     of a stored user id (the parent's controls count usage under it, holding the id; this
     package does not know their names): a user's data export holds its usage documents and
     their deletion deletes them. Without it, neither."""
-    app = web.Application(middlewares=[_errors_and_headers, _sign_in])
+    app = web.Application(middlewares=[_errors_and_headers, _other_sites, _sign_in])
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -543,6 +548,83 @@ async def _csrf_refusal(request: web.Request, principal: Principal) -> str | Non
     return "The request was refused (missing or invalid CSRF token)."
 
 
+OTHER_SITE_REFUSED = AdminError(
+    403,
+    "cross_site",
+    "This admin address was requested by another site's page, not opened by you, so it was "
+    "refused: nothing was read or recorded. Open it from the admin pages, or type or paste "
+    "the address.",
+)
+# What the page asking before opening a link from another site calls what it opens.
+OPENED_PAGES = {
+    "list": "the conversation list",
+    "transcript": "this conversation",
+    "delete_conversation_confirm": "this conversation's deletion page",
+    "delete_confirm": "this user's deletion page",
+    "audit": "the audit log",
+}
+
+
+class _AskFirst(Exception):
+    """A link followed from another site would be recorded in the audit log (or cannot be
+    known to have a session): `_other_sites` asks before opening it."""
+
+
+@web.middleware
+async def _other_sites(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests another site's page made a browser send (Fetch Metadata: `Sec-Fetch-Site`).
+    Opening a transcript, an export or a user's page is a GET that writes an audit record in
+    the reviewer's name, and App Service Authentication's cookie, which this app does not set,
+    goes with requests from anywhere: an <img> or <iframe> elsewhere could read in their name.
+    So every route but the sign-in and static ones refuses such a request (403) unless it is a
+    top-level GET navigation (a link in Teams or an e-mail; a frame, an image, a script's
+    fetch or a form post is not). A link is followed, but whatever it would record in the audit
+    log (`_audit`), and a page that cannot tell whether the browser is signed in (a SameSite
+    session cookie stays behind), asks first instead: a page whose link, followed from here, is
+    a same-origin navigation. Nothing is recorded or sent before that. `same-site` counts as
+    another site: a sibling subdomain is another app (an intranet wiki, user content), and
+    SameSite cookies, even Strict ones, go with its requests. Requests without the header
+    (curl, scripts, older browsers) pass: every browser that could be led to forge one sends
+    it."""
+    if _from_this_site(request) or request.match_info.route.name in PUBLIC_ROUTES:
+        return await handler(request)
+    if not _top_level_navigation(request):
+        log.info(
+            "admin: a request from another site was refused",
+            extra={"route": _route(request), "site": request.headers["Sec-Fetch-Site"]},
+        )
+        raise OTHER_SITE_REFUSED
+    request[FROM_ANOTHER_SITE] = True
+    try:
+        return await handler(request)
+    except _AskFirst:
+        pass
+    target = request.raw_path
+    # The page's link repeats the address asked for, so it must stay a path of this site.
+    if not target.startswith("/admin/") or "\\" in target:
+        raise OTHER_SITE_REFUSED
+    if not all("!" <= c <= "~" for c in target):
+        raise OTHER_SITE_REFUSED
+    what = OPENED_PAGES.get(request.match_info.route.name or "", "this admin address")
+    return _render(request, "open.html", target=target, what=what)
+
+
+def _top_level_navigation(request: web.Request) -> bool:
+    """A GET that loads a page in a tab or window, as following a link does; not a frame, an
+    image or a script's request. Chromium 76 to 79 sent no Sec-Fetch-Dest."""
+    return (
+        request.method in ("GET", "HEAD")
+        and request.headers.get("Sec-Fetch-Mode") == "navigate"
+        and request.headers.get("Sec-Fetch-Dest", "document") == "document"
+    )
+
+
+def _from_this_site(request: web.Request) -> bool:
+    """Whether this request is not one another site's page made a browser send: same-origin,
+    `none` (a typed address, a bookmark) or no Sec-Fetch-Site at all."""
+    return request.headers.get("Sec-Fetch-Site", "").strip().lower() not in OTHER_SITES
+
+
 @web.middleware
 async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse:
     context = request.app[CONTEXT]
@@ -555,6 +637,10 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
         log.info("admin: sign-in refused", extra={"reason": str(exc), "route": _route(request)})
         principal = None
     if principal is None or not principal.id:
+        if request.get(FROM_ANOTHER_SITE):
+            # A SameSite session cookie stays behind on a link from another site: the browser
+            # may well be signed in. Its own navigation from the page that asks will tell.
+            raise _AskFirst
         raise AdminError(401, "unauthenticated", "Sign in to use the admin review.")
     request[PRINCIPAL] = principal
     if not principal.has(Role.REVIEWER):
@@ -636,7 +722,10 @@ def _audit_record(
 async def _audit(
     request: web.Request, action: str, target: str, detail: dict[str, Any] | None = None
 ) -> None:
-    """Append the audit record first: no record, no data."""
+    """Append the audit record first: no record, no data. A link followed from another site
+    records and sends nothing: it asks first (`_other_sites`)."""
+    if request.get(FROM_ANOTHER_SITE):
+        raise _AskFirst
     principal = principal_of(request)
     record = _audit_record(principal, _client_ip(request), action, target, detail or {})
     try:
@@ -1239,7 +1328,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         if context.local is None or not context.local.redeem(token):
             log.warning("admin: a local sign-in link was refused", extra={"ip": request.remote})
             return _signin_page(request, failed=True)
-        response = _redirect(_local_return(request))
+        # Whoever holds the logged link meant to open it, even from another site (the
+        # portal's log stream).
+        response = _continue_to(request, _local_return(request))
         _set_session(request, response, "local-admin", "Local admin", frozenset({Role.ADMIN}))
         if RETURN_COOKIE in request.cookies:
             response.del_cookie(RETURN_COOKIE, path=COOKIE_PATH)
@@ -1261,6 +1352,10 @@ async def login(request: web.Request) -> web.StreamResponse:
                     "nonce": flow.nonce,
                     "verifier": flow.verifier,
                     "next": _return_target(request.query.get("next")) or "/admin/",
+                    # Begun on this site (its sign-in button, a typed address): the page it
+                    # returns to opens (`_continue_to`). Begun by another site's page, it asks
+                    # first (`_other_sites`): the identity provider may sign in silently.
+                    "here": _from_this_site(request),
                 },
                 600,
             ),
@@ -1274,6 +1369,17 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     # App Service Authentication signs people in before the request reaches us.
     return _signin_page(request, failed=False, target=_return_target(request.query.get("next")))
+
+
+def _continue_to(request: web.Request, target: str) -> web.Response:
+    """Where a sign-in the person meant returns to. A redirect, unless this answer is to a
+    request from another site, as the identity provider's redirect back is: a redirect from it
+    would arrive from another site too, without the session cookie (SameSite=Strict) and asking
+    first (`_other_sites`). So it is a page of this site that goes on at once (a meta refresh,
+    no script, and a link), whose navigation is this site's own."""
+    if _from_this_site(request):
+        return _redirect(target)
+    return _render(request, "continue.html", target=target)
 
 
 def _local_return(request: web.Request) -> str:
@@ -1308,7 +1414,8 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
         # Trying again still leads to the page first asked for.
         return _signin_page(request, failed=True, target=_return_target(flow.get("next")))
     principal = _principal_from_claims(claims, via="session")
-    response = _redirect(_return_target(flow.get("next")) or "/admin/")
+    target = _return_target(flow.get("next")) or "/admin/"
+    response = _continue_to(request, target) if flow.get("here") is True else _redirect(target)
     _set_session(request, response, principal.id, principal.name, principal.roles)
     response.del_cookie(FLOW_COOKIE, path=COOKIE_PATH)
     return response
