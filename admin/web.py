@@ -555,6 +555,12 @@ OTHER_SITE_REFUSED = AdminError(
     "refused: nothing was read or recorded. Open it from the admin pages, or type or paste "
     "the address.",
 )
+SPECULATIVE_LOAD_REFUSED = AdminError(
+    403,
+    "speculative_load",
+    "The browser asked for this page ahead of time (prefetch or prerender), before anyone "
+    "opened it, so it was refused: nothing was read or recorded. Opening it loads it.",
+)
 # What the page asking before opening a link from another site calls what it opens.
 OPENED_PAGES = {
     "list": "the conversation list",
@@ -617,6 +623,15 @@ def _top_level_navigation(request: web.Request) -> bool:
         and request.headers.get("Sec-Fetch-Mode") == "navigate"
         and request.headers.get("Sec-Fetch-Dest", "document") == "document"
     )
+
+
+def _speculative(request: web.Request) -> bool:
+    """A load the browser makes ahead of time, in case the page is opened: a prefetch or
+    prerender (an address-bar guess, a hovered link). Recording it would put a read nobody made
+    in the audit log; refused (any status but 2xx), the browser loads the page when it is
+    opened. Chromium's values all start with `prefetch`; `Purpose` is the older header."""
+    purposes = (request.headers.get("Sec-Purpose", ""), request.headers.get("Purpose", ""))
+    return any(p.strip().lower().startswith("prefetch") for p in purposes)
 
 
 def _from_this_site(request: web.Request) -> bool:
@@ -726,6 +741,8 @@ async def _audit(
     records and sends nothing: it asks first (`_other_sites`)."""
     if request.get(FROM_ANOTHER_SITE):
         raise _AskFirst
+    if _speculative(request):
+        raise SPECULATIVE_LOAD_REFUSED
     principal = principal_of(request)
     record = _audit_record(principal, _client_ip(request), action, target, detail or {})
     try:

@@ -232,3 +232,37 @@ async def test_a_teams_link_to_a_transcript_in_local_mode_asks_then_signs_in_and
 
     assert landed.status == 200 and WORDS in await landed.text()
     assert [r.action for r in await audit(client)] == ["view_transcript"]
+
+
+async def test_a_page_the_browser_loads_ahead_of_time_records_nothing_until_it_is_opened(
+    make_app: AppFactory,
+) -> None:
+    """Chromium prefetches or prerenders an address it expects to be opened (typed into the
+    address bar, a hovered link), with `Sec-Purpose: prefetch` (`prefetch;prerender`) or the
+    older `Purpose: prefetch`. Such a load of an audited page is refused, so the audit log holds
+    no read that nobody made; opening the page loads it."""
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    pseudonym = await alice(client)
+    ahead = [
+        {"Sec-Purpose": "prefetch", "Sec-Fetch-Dest": "empty"},
+        {"Sec-Purpose": "prefetch;prerender", **site("none", LINK)},
+        {"Purpose": "prefetch", **site("same-origin", LINK)},
+    ]
+
+    for url in audited_reads(pseudonym):
+        for headers in ahead:
+            refused = await client.get(url, headers={**ADMIN, **headers})
+
+            assert refused.status == 403, (url, headers)
+            body = await refused.text()
+            assert "speculative_load" in body, url
+            assert WORDS not in body and "Content-Disposition" not in refused.headers
+    assert await audit(client) == []
+
+    # A page that records nothing is answered as usual, ahead of time or not.
+    listed = await client.get("/admin/", headers={**ADMIN, **ahead[1]})
+    assert listed.status == 200
+
+    opened = await client.get("/admin/conversations/conv-plain", headers={**ADMIN, **LINK})
+    assert opened.status == 200 and WORDS in await opened.text()
+    assert [r.action for r in await audit(client)] == ["view_transcript"]
