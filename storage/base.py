@@ -117,8 +117,21 @@ class SummaryStore(Protocol):
 
 
 class CounterStore(Protocol):
+    """`write_id` (`storage.models.new_write_id`; a new one when None) names one update: a
+    caller that retries an update which failed outright passes the same id again, and the
+    update counts once even when the failed call had applied it (its answer lost). Cosmos DB
+    records the last ids applied to each document; SQLite needs none, as a call that fails has
+    rolled its transaction back."""
+
     async def add_to_counter(
-        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+        self,
+        scope: str,
+        window: str,
+        amount: int,
+        limit: int,
+        ttl_seconds: int,
+        *,
+        write_id: str | None = None,
     ) -> CounterResult:
         """Atomically add `amount` to the counter (scope, window) unless that would exceed
         `limit` (0 = unlimited); negative amounts always apply. Counters expire after ttl."""
@@ -126,7 +139,9 @@ class CounterStore(Protocol):
 
     async def read_counter(self, scope: str, window: str) -> int: ...
 
-    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+    async def add_usage(
+        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+    ) -> UsageResult:
         """One atomic update of the usage document (scope, day): the request count of
         `change.minute` and the day's tokens together, or nothing (`storage.models.apply_usage`
         is the rule). One request to the service in the usual case: a Cosmos DB conditional

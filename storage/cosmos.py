@@ -91,6 +91,7 @@ from storage.models import (
     UsageResult,
     apply_usage,
     as_utc,
+    new_write_id,
     readable_audit_record,
     readable_message,
     readable_messages,
@@ -157,8 +158,10 @@ _WRITE_ID = "writeId"
 # after it finds the id: the first send's success, counted once. Each patch applies atomically,
 # so concurrent updates from other turns and instances each push one id and drop the oldest, none
 # out of turn: a resend goes unrecognized (counted again) only when more than this many other
-# updates of the same document landed between the first send and the SDK's resend of it.
+# updates of the same document landed between the first send and the SDK's resend of it, or the
+# caller's retry of it under the same id (`CounterStore`: seconds later, from controls.quotas).
 _APPLIED_KEPT = 16
+_UPDATE_ID = re.compile(r"[0-9a-f]{16,64}")
 _SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
 _SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
 # Endpoint hosts for which azure-cosmos turns certificate checks off by itself, whatever
@@ -366,6 +369,16 @@ def _recorded(doc: Mapping[str, Any], write_id: str) -> bool:
     (`_APPLIED_KEPT`): that update landed already."""
     applied = doc.get("applied")
     return isinstance(applied, list) and write_id in applied
+
+
+def _update_id(write_id: str | None) -> str:
+    """The id a usage or counter update records: the caller's (`storage.models.new_write_id`),
+    or a new one. It goes into a filter predicate as is, so nothing but lowercase hex."""
+    if write_id is None:
+        return new_write_id()
+    if not _UPDATE_ID.fullmatch(write_id):
+        raise ValueError("a write_id is lowercase hex (storage.models.new_write_id)")
+    return write_id
 
 
 def _has_ring(doc: Mapping[str, Any]) -> bool:
@@ -1278,20 +1291,28 @@ class CosmosStore:
     # --- counters (quotas and rate limits)
 
     async def add_to_counter(
-        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+        self,
+        scope: str,
+        window: str,
+        amount: int,
+        limit: int,
+        ttl_seconds: int,
+        *,
+        write_id: str | None = None,
     ) -> CounterResult:
         """One conditional patch: `incr` applies only while the filter predicate holds, and the
         service evaluates both atomically, so concurrent app instances never pass the limit.
         (Filter predicates take no parameters; the numbers are ints we format ourselves.) The
-        patch records an id of this call, and a 412 whose read finds it there is this call's own
-        update, sent again by the SDK after its answer was lost: applied once (`_APPLIED_KEPT`)."""
+        patch records the update's id (`write_id`, or one of this call), and a 412 whose read
+        finds it there is this update, applied already: by this call, its answer lost and sent
+        again by the SDK, or by a call that failed that the caller retries (`_APPLIED_KEPT`)."""
         op = "add_to_counter"
         container = self._container("usage")
         item_id = safe_id(f"{scope}|{window}")
         ttl = max(1, int(ttl_seconds))
         amount, limit = int(amount), int(limit)
         guarded = amount > 0 and limit > 0
-        write_id = uuid.uuid4().hex
+        write_id = _update_id(write_id)
         ring = True  # what a document this version created has (`_has_ring`)
         async with self._guard(op):
             for _ in range(_MAX_RACES):
@@ -1368,7 +1389,9 @@ class CosmosStore:
             )
         return value or 0
 
-    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+    async def add_usage(
+        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+    ) -> UsageResult:
         """One conditional patch in the usual case: its filter predicate carries the limits, and
         the service checks it and applies the operations atomically, so concurrent app instances
         never pass a limit (https://learn.microsoft.com/azure/cosmos-db/partial-document-update).
@@ -1379,18 +1402,19 @@ class CosmosStore:
         document points to; when that is the wrong one, the 412 costs one read, which decides.
         The first update of a day creates the document (404, then create).
 
-        Every patch and create records an id of this call in the document, and the predicate
-        refuses a document that holds it: a 412 whose read finds it is this call's own update,
-        which landed though its answer was lost and which the SDK sent again. It counts once
+        Every patch and create records the update's id (`write_id`, or one of this call) in the
+        document, and the predicate refuses a document that holds it: a 412 whose read finds it
+        is this update, applied already, though its answer was lost: the SDK sent it again, or
+        the caller retries a call that failed (with the same id). It counts once
         (`_APPLIED_KEPT`): a request count or reservation twice would make a limit stricter, a
         settlement or give-back twice would leave the stored usage wrong either way. SQLite
-        needs no such record: its transaction commits or fails, and nothing sends it again."""
+        needs no such record: a call that fails has rolled its transaction back."""
         op = "add_usage"
         container = self._container("usage")
         item_id = safe_id(f"{scope}|usage|{day}")
         known = self._usage_minutes.get(item_id)
         same_minute = known is not None and known >= change.minute
-        write_id = uuid.uuid4().hex
+        write_id = _update_id(write_id)
         ring = True  # what a document this version created has (`_has_ring`)
         async with self._guard(op):
             if not apply_usage(UsageCounts(), change).allowed:

@@ -276,6 +276,12 @@ class UsageChange(BaseModel):
     token_limit: int = 0
 
 
+def new_write_id() -> str:
+    """An id for one counter or usage update (`write_id` of `CounterStore.add_usage` and
+    `add_to_counter`): 32 lowercase hex digits, the shape a store may put into a query as is."""
+    return uuid.uuid4().hex
+
+
 class UsageResult(BaseModel):
     allowed: bool
     # After the update when allowed; as found when refused.

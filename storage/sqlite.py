@@ -1264,8 +1264,17 @@ class SqliteStore:
     # --- counters (quotas and rate limits)
 
     async def add_to_counter(
-        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+        self,
+        scope: str,
+        window: str,
+        amount: int,
+        limit: int,
+        ttl_seconds: int,
+        *,
+        write_id: str | None = None,
     ) -> CounterResult:
+        """`write_id` is not needed (`CounterStore`): one transaction, rolled back on failure."""
+
         def add(db: sqlite3.Connection) -> CounterResult:
             now = time.time()
             row = db.execute(
@@ -1297,7 +1306,11 @@ class SqliteStore:
         )
         return int(row[0]) if row else 0
 
-    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+    async def add_usage(
+        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+    ) -> UsageResult:
+        """`write_id` is not needed (`CounterStore`): one transaction, rolled back on failure."""
+
         def add(db: sqlite3.Connection) -> UsageResult:
             now = time.time()
             current = self._usage_row(db, scope, day, now)

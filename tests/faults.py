@@ -290,12 +290,21 @@ class FaultyStore:
     # --- counters
 
     async def add_to_counter(
-        self, scope: str, window: str, amount: int, limit: int, ttl_seconds: int
+        self,
+        scope: str,
+        window: str,
+        amount: int,
+        limit: int,
+        ttl_seconds: int,
+        *,
+        write_id: str | None = None,
     ) -> CounterResult:
         return await self._call(
             "add_to_counter",
             (scope, window, amount, limit, ttl_seconds),
-            lambda: self.inner.add_to_counter(scope, window, amount, limit, ttl_seconds),
+            lambda: self.inner.add_to_counter(
+                scope, window, amount, limit, ttl_seconds, write_id=write_id
+            ),
         )
 
     async def read_counter(self, scope: str, window: str) -> int:
@@ -303,9 +312,13 @@ class FaultyStore:
             "read_counter", (scope, window), lambda: self.inner.read_counter(scope, window)
         )
 
-    async def add_usage(self, scope: str, day: str, change: UsageChange) -> UsageResult:
+    async def add_usage(
+        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+    ) -> UsageResult:
         return await self._call(
-            "add_usage", (scope, day, change), lambda: self.inner.add_usage(scope, day, change)
+            "add_usage",
+            (scope, day, change),
+            lambda: self.inner.add_usage(scope, day, change, write_id=write_id),
         )
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:

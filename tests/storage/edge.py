@@ -46,19 +46,26 @@ class CosmosEdge:
     throttle_documents: bool = False
     retry_after_ms: int = 10
 
-    # The next request `_lose` matches is forwarded (the server applies it) and its answer is
-    # lost: the connection cut, or the answer held back `_lose_delay` seconds first (past the
-    # client's read timeout). `lost`: the requests whose answer was lost.
+    # The next `_lose_times` requests `_lose` matches are forwarded (the server applies them)
+    # and their answers are lost: the connection cut, or the answer held back `_lose_delay`
+    # seconds first (past the client's read timeout). `lost`: the requests whose answer was lost.
     _lose: Callable[[Seen], bool] | None = None
     _lose_delay: float = 0.0
+    _lose_times: int = 0
     lost: list[Seen] = field(default_factory=list)
 
     def document_requests(self) -> list[Seen]:
         return [seen for seen in self.requests if "/docs" in seen.path]
 
-    def lose_answer(self, match: Callable[[Seen], bool], *, delay: float = 0.0) -> None:
-        """Lose the answer of the next request `match` accepts (once)."""
-        self._lose, self._lose_delay = match, delay
+    def lose_answer(
+        self, match: Callable[[Seen], bool], *, delay: float = 0.0, times: int = 1
+    ) -> None:
+        """Lose the answers of the next `times` requests `match` accepts."""
+        self._lose, self._lose_delay, self._lose_times = match, delay, times
+
+    def keep_answers(self) -> None:
+        """Lose no more answers."""
+        self._lose, self._lose_times = None, 0
 
     def clear(self) -> None:
         self.requests.clear()
@@ -96,7 +103,9 @@ async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
         seen = Seen(request.method, request.path, headers, status)
         edge.requests.append(seen)
         if edge._lose is not None and edge._lose(seen):
-            edge._lose = None
+            edge._lose_times -= 1
+            if edge._lose_times <= 0:
+                edge._lose = None
             edge.lost.append(seen)
             if edge._lose_delay:
                 await asyncio.sleep(edge._lose_delay)

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.cosmos.aio import CosmosClient
 
+from storage.base import StoreError
 from storage.cosmos import CosmosConfig, CosmosStore
 from storage.ids import safe_id
-from storage.models import UsageChange, UsageCounts
+from storage.models import UsageChange, UsageCounts, new_write_id
 from tests.cosmos_server import CosmosServer
 from tests.storage.edge import CosmosEdge, Seen, cosmos_edge, document_write
 from tests.storage.support import cosmos_config
@@ -246,3 +247,35 @@ async def test_documents_written_before_the_record_of_applied_updates_are_update
     refused = await store.add_usage("user:u", DAY, turn(request_limit=2))
     assert (refused.allowed, refused.refused) == (False, "requests")
     assert not (await store.add_to_counter("tenant:t", DAY, 101, 1000, TTL)).allowed
+
+
+async def test_an_update_the_caller_retries_under_its_id_after_every_answer_was_lost_counts_once(
+    stores: list[CosmosStore], edge: CosmosEdge
+) -> None:
+    """The SDK gave up (every send applied, every answer lost); the caller retries with the same
+    `write_id`, also on another instance, and the store recognizes the update as applied."""
+    first, second = stores
+    await first.add_usage("user:u", DAY, turn())
+    await first.add_to_counter("tenant:t", DAY, 600, 1000, TTL)
+    edge.lose_answer(document_write("PATCH", "usage"), times=1000)
+    usage_id, counter_id = new_write_id(), new_write_id()
+
+    with pytest.raises(StoreError):
+        await first.add_usage("user:u", DAY, settlement(-4000), write_id=usage_id)
+    with pytest.raises(StoreError):
+        await first.add_to_counter("tenant:t", DAY, -200, 0, TTL, write_id=counter_id)
+    assert len(edge.lost) >= 4
+    edge.keep_answers()
+
+    assert (await second.add_usage("user:u", DAY, settlement(-4000), write_id=usage_id)).allowed
+    assert (await first.add_to_counter("tenant:t", DAY, -200, 0, TTL, write_id=counter_id)).allowed
+    assert await first.read_usage("user:u", DAY) == UsageCounts(tokens=3000, minute=M, requests=1)
+    assert await first.read_counter("tenant:t", DAY) == 400
+
+
+async def test_a_write_id_is_lowercase_hex(stores: list[CosmosStore]) -> None:
+    """It goes into the filter predicate as it is."""
+    with pytest.raises(ValueError):
+        await stores[0].add_usage("user:u", DAY, turn(), write_id="x' OR true OR '")
+    with pytest.raises(ValueError):
+        await stores[0].add_to_counter("tenant:t", DAY, 1, 0, TTL, write_id="ABCDEF0123456789")
