@@ -11,15 +11,17 @@ What a chat turn costs with user limits on (the default): ONE store write.
 - Settlement is deferred. The difference between the reservation and the real usage is kept in
   memory per (scope, day) and folded into that scope's next counter update; a background
   flusher writes what is still pending after a few seconds without turns for that scope, and
-  everything on shutdown (`close`). A failed write keeps the amount and retries.
+  everything on shutdown (`close`). A failed write keeps the amount and retries: what a write
+  that failed outright carried is retried alone, under that write's id (`_Pending`).
 
 Why no limit is passed, across instances: every admission is one conditional update of the
 stored counts. A reservation over-estimates (U, or the estimate with max output tokens), so a
 pending settlement is negative: until it is written the stored total is higher than the real
 one, which makes a limit stricter for a moment (a few seconds), never looser. The rare positive
-settlement (a turn that used more than it reserved) is written at once, not deferred. One caveat
-shared with every retried increment: a settlement write whose answer was lost (the store applied
-it, the client saw an error) is applied again on retry.
+settlement (a turn that used more than it reserved) is written at once, not deferred. A write
+whose answers were all lost (the store applied it, the client saw an error) is not applied again
+by the retry: the retry names the same update (`CounterStore`'s `write_id`), which the store
+recognizes as applied already.
 
 Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
 request with only the smallest turn reserved (S: max output tokens, which every estimate adds to
@@ -55,7 +57,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal, TypeVar
@@ -66,7 +68,7 @@ from controls.policy import TenantPolicies, normalize_tenant
 from controls.windows import Window, day_window, minute_number, minute_window
 from storage.base import CounterStore, StoreError
 from storage.ids import safe_id
-from storage.models import CounterResult, UsageChange, UsageResult
+from storage.models import CounterResult, UsageChange, UsageResult, new_write_id
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +152,34 @@ _Key = tuple[bool, str, str]
 
 
 @dataclass
+class _Sent:
+    """Tokens a counter update carried that failed outright, under that update's id."""
+
+    write_id: str
+    amount: int
+
+
+@dataclass
 class _Pending:
-    """Tokens to add to a counter later (negative: what a reservation did not use)."""
+    """Tokens to add to a counter later (negative: what a reservation did not use).
+
+    `amount` was never sent (or its update was refused, so not applied): it is folded into the
+    scope's next counter update, or the flusher writes it, each time under the id of that write.
+    `sent` is what writes that failed outright carried: the store may have applied them all the
+    same (every answer lost), so each is retried alone, under its write's id, which the store
+    recognizes when that write was applied (`CounterStore`). Never folded: under a new id it
+    would count twice had it landed, and whatever joined it under its old id would be lost."""
 
     tenant: bool
     scope: str
     window: Window
     amount: int = 0
+    sent: list[_Sent] = field(default_factory=list)
     touched: float = 0.0  # monotonic time of the latest amount
+
+    @property
+    def total(self) -> int:
+        return self.amount + sum(sent.amount for sent in self.sent)
 
 
 @dataclass
@@ -358,12 +380,11 @@ class Quotas:
             tokens=-held.amount,
         )
         try:
-            await self._update_user(held.scope, held.window, change)
+            await self._update_user(held.scope, held.window, change, kept_on_failure=-held.amount)
         except StoreError:
-            # The tokens go back with the deferred settlements; the request is not retried (a
-            # retry whose first answer was lost would give it back twice).
+            # The tokens go back with the deferred settlements, under this write's id (it may
+            # have been applied); the request is not retried: only tokens are kept for later.
             log.warning("a redelivery's request could not be given back")
-            self._defer(False, held.scope, held.window, -held.amount)
 
     async def reserve_tokens(
         self, user_id: str, tenant_id: str, amount: int, turn: Hashable | None = None
@@ -510,7 +531,7 @@ class Quotas:
             extra={
                 "event": "quota_settlement_lost",
                 "scopes": len(self._pending),
-                "tokens": sum(p.amount for p in self._pending.values()),
+                "tokens": sum(p.total for p in self._pending.values()),
                 "timed_out": timed_out,
             },
         )
@@ -523,27 +544,30 @@ class Quotas:
             return
         # More than was reserved: written now, so no other instance admits a turn past the
         # limit meanwhile. (Or the app is shutting down and nothing would flush it.)
+        write_id = new_write_id()
         try:
-            await self._write(tenant, scope, window, delta)
+            await self._write(tenant, scope, window, delta, write_id)
         except StoreError:
             log.warning("a quota settlement could not be written; kept for a retry")
-            self._defer(tenant, scope, window, delta)
+            self._defer(tenant, scope, window, delta, sent_as=write_id)
 
-    async def _update_user(self, scope: str, window: Window, change: UsageChange) -> UsageResult:
-        async def update(settled: int) -> UsageResult:
+    async def _update_user(
+        self, scope: str, window: Window, change: UsageChange, *, kept_on_failure: int = 0
+    ) -> UsageResult:
+        async def update(settled: int, write_id: str) -> UsageResult:
             tokens = change.tokens + settled
             return await self._counters.add_usage(
-                scope, window.key, change.model_copy(update={"tokens": tokens})
+                scope, window.key, change.model_copy(update={"tokens": tokens}), write_id=write_id
             )
 
-        return await self._folded(False, scope, window, update)
+        return await self._folded(False, scope, window, update, kept_on_failure)
 
     async def _update_tenant(
         self, scope: str, window: Window, amount: int, limit: int
     ) -> CounterResult:
-        async def update(settled: int) -> CounterResult:
+        async def update(settled: int, write_id: str) -> CounterResult:
             return await self._counters.add_to_counter(
-                scope, window.key, amount + settled, limit, window.ttl_seconds
+                scope, window.key, amount + settled, limit, window.ttl_seconds, write_id=write_id
             )
 
         return await self._folded(True, scope, window, update)
@@ -553,49 +577,72 @@ class Quotas:
         tenant: bool,
         scope: str,
         window: Window,
-        update: Callable[[int], Awaitable[_Counted]],
+        update: Callable[[int, str], Awaitable[_Counted]],
+        kept_on_failure: int = 0,
     ) -> _Counted:
         """One counter update with the scope's pending settlement folded in (no write of its
-        own); the settlement stays pending when the update fails or is refused."""
+        own), under a new id; the settlement stays pending when the update fails or is refused.
+        `kept_on_failure`: tokens of the update itself to retry, with the settlement, when it
+        fails."""
         settled = self._take((tenant, scope, window.key))
+        write_id = new_write_id()
         try:
-            result = await update(settled)
+            result = await update(settled, write_id)
         except BaseException as exc:
-            # Kept for later. After a cancellation the update may have been applied: applying a
-            # negative settlement twice would make the limit looser, so only a positive one
-            # (which can only make it stricter) is kept then.
-            if isinstance(exc, Exception) or settled > 0:
-                self._defer(tenant, scope, window, settled)
+            # It may have been applied all the same: kept under its id, retried alone (`_Pending`).
+            # After a cancellation only a positive settlement is kept: SQLite, which keeps no
+            # ids, may still commit the cancelled update, and a negative one applied twice would
+            # make the limit looser (a positive one only stricter).
+            if isinstance(exc, Exception):
+                self._defer(tenant, scope, window, settled + kept_on_failure, sent_as=write_id)
+            elif settled > 0:
+                self._defer(tenant, scope, window, settled, sent_as=write_id)
             raise
         if not result.allowed:
-            self._defer(tenant, scope, window, settled)
+            self._defer(tenant, scope, window, settled)  # refused: nothing was applied
         return result
 
-    async def _write(self, tenant: bool, scope: str, window: Window, amount: int) -> None:
+    async def _write(
+        self, tenant: bool, scope: str, window: Window, amount: int, write_id: str
+    ) -> None:
         if tenant:
-            await self._counters.add_to_counter(scope, window.key, amount, 0, window.ttl_seconds)
+            await self._counters.add_to_counter(
+                scope, window.key, amount, 0, window.ttl_seconds, write_id=write_id
+            )
         else:
             change = UsageChange(minute=0, ttl_seconds=window.ttl_seconds, tokens=amount)
-            await self._counters.add_usage(scope, window.key, change)
+            await self._counters.add_usage(scope, window.key, change, write_id=write_id)
 
     def _take(self, key: _Key) -> int:
-        pending = self._pending.pop(key, None)
-        return pending.amount if pending is not None else 0
+        """The scope's pending amount never sent, to fold into an update (`_Pending`)."""
+        pending = self._pending.get(key)
+        if pending is None:
+            return 0
+        amount, pending.amount = pending.amount, 0
+        if not pending.sent:
+            del self._pending[key]
+        return amount
 
     def _peek(self, key: _Key) -> int:
         pending = self._pending.get(key)
-        return pending.amount if pending is not None else 0
+        return pending.total if pending is not None else 0
 
-    def _defer(self, tenant: bool, scope: str, window: Window, amount: int) -> None:
+    def _defer(
+        self, tenant: bool, scope: str, window: Window, amount: int, sent_as: str | None = None
+    ) -> None:
+        """Keep `amount` for later: never sent, or (`sent_as`) carried by that failed write."""
         if amount == 0:
             return
         key = (tenant, scope, window.key)
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending(tenant, scope, window)
-        pending.amount += amount
+        if sent_as is None:
+            pending.amount += amount
+        else:
+            pending.sent.append(_Sent(sent_as, amount))
         pending.touched = time.monotonic()
-        if pending.amount == 0:
+        if not pending.amount and not pending.sent:
             del self._pending[key]
         self._ensure_flusher()
 
@@ -658,8 +705,16 @@ class Quotas:
 
         async def write(pending: _Pending) -> bool:
             async with limit:
+                if pending.amount:
+                    # From now on it is this write's, under its id, until it is written.
+                    pending.sent.append(_Sent(new_write_id(), pending.amount))
+                    pending.amount = 0
                 try:
-                    await self._write(pending.tenant, pending.scope, pending.window, pending.amount)
+                    while pending.sent:
+                        sent = pending.sent[0]
+                        where = (pending.tenant, pending.scope, pending.window)
+                        await self._write(*where, sent.amount, sent.write_id)
+                        pending.sent.pop(0)
                     return True
                 except BaseException as exc:
                     # Kept (merged with anything deferred meanwhile) for the next round. Only
@@ -686,7 +741,8 @@ class Quotas:
             self._pending[key] = pending
             return
         current.amount += pending.amount
-        if current.amount == 0:
+        current.sent[:0] = pending.sent
+        if not current.amount and not current.sent:
             del self._pending[key]
 
     async def _exceeded(
