@@ -50,7 +50,7 @@ from bot.request_telemetry import request_spans
 from bot.routes import MessagesEndpoint
 from bot.teams import BotProfile
 from bot.turns import SHUTDOWN_NOTICE_SECONDS, TurnQueue
-from chat.kept import KEEP_SECONDS
+from chat.kept import KEEP_SECONDS, KeptWrites
 from chat.model import COGNITIVE_SERVICES_SCOPE, ChatModel, Deployment, DeploymentClient
 from chat.prompts import PromptBuilder, PromptTemplateError
 from chat.router import DeploymentRouter
@@ -367,7 +367,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store: Store = app[STORE]
     model: ChatModel = app[MODEL]
-    quotas, gate = _controls(app)
+    # The turns' writes the store refused after the user was answered (chat.kept): the chat
+    # service writes them again; a rating or `/feedback` of such an answer waits for it there.
+    kept = KeptWrites(store, store)
+    quotas, gate = _controls(app, kept)
     chat = ChatService(
         messages=store,
         summaries=store,
@@ -391,6 +394,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         guard=QuotaGuard(quotas),
         turn_deadline_seconds=settings.turn_deadline_seconds,
         erasures=app[ERASURES],
+        kept=kept,
     )
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
@@ -482,7 +486,7 @@ def _close_time_left(app: web.Application) -> float:
     return drained_at + CLOSE_SECONDS - now
 
 
-def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
+def _controls(app: web.Application, kept: KeptWrites) -> tuple[Quotas, ConversationGate]:
     """Quotas, rate limits, tenant/channel policy, consent and commands (controls/, dialogs/)."""
     settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
     # A refusal about a user is recorded under the user's admin pseudonym, like a deletion.
@@ -511,7 +515,10 @@ def _controls(app: web.Application) -> tuple[Quotas, ConversationGate]:
         organization_name=settings.organization_name,
         max_message_chars=settings.max_message_chars,
     )
-    return quotas, ConversationGate(store, quotas, refusals, config, clock, erasures=app[ERASURES])
+    gate = ConversationGate(
+        store, quotas, refusals, config, clock, erasures=app[ERASURES], kept=kept
+    )
+    return quotas, gate
 
 
 async def _purge_periodically(store: Store) -> None:

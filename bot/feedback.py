@@ -9,6 +9,10 @@ A rating can be changed (each click is another invoke): the conversation's negat
 count follows the answers' current ratings (`FeedbackRecorder.record`). A rating is stored with
 who gave it (in a group chat or channel, anyone may rate any answer): it is theirs to export and
 to have erased (`storage.ratings`).
+
+The user has the answer before its record is stored; when the store refused that record, the
+answer is kept in this process and written again (chat.kept). A rating of it is kept with it and
+stored on it once it is written (`KeptWrites.keep_rating`): neither lost nor put elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from chat.kept import KeptWrites
 from storage.base import MessageStore
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
@@ -82,8 +87,11 @@ class FeedbackRecorder:
         messages: MessageStore,
         ratings: Ratings,
         elsewhere_wait_seconds: float = ELSEWHERE_WAIT_SECONDS,
+        kept: KeptWrites | None = None,
     ) -> None:
         self._messages = messages
+        # The answers whose records the store refused, kept by the chat service (chat.kept).
+        self._kept = kept
         # Shared with the /feedback command (dialogs.commands), so that the changes of one
         # conversation's ratings are counted one at a time, whichever way they came.
         self._ratings = ratings
@@ -113,25 +121,30 @@ class FeedbackRecorder:
         turn may run where this process cannot wait for it (another worker or instance, over
         the same store): then the message is looked for a few more times, for up to
         `elsewhere_wait_seconds`.
+
+        An answer whose record the store refused is kept in this process (chat.kept): the
+        rating is then kept behind it and stored on it once it is written; the kept answer is
+        returned. StoreError when it can be neither stored nor kept.
         """
         conversation_id = safe_id(conversation_key)
-        rated = await self._find(conversation_id, submission)
+        feedback = Feedback(
+            reaction=submission.reaction, text=submission.text, user_id=submission.rater
+        )
+        rated, kept = await self._find(conversation_id, submission, feedback)
         if rated is None and turns_settled is not None:
             await turns_settled()
-            rated = await self._find(conversation_id, submission)
+            rated, kept = await self._find(conversation_id, submission, feedback)
             waited, pause = 0.0, 0.05
             while rated is None and waited < self._elsewhere_wait:
                 await asyncio.sleep(pause)
                 waited, pause = waited + pause, pause * 2
-                rated = await self._find(conversation_id, submission)
+                rated, kept = await self._find(conversation_id, submission, feedback)
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None
-        change = await self._ratings.store(
-            conversation_id,
-            rated,
-            Feedback(reaction=submission.reaction, text=submission.text, user_id=submission.rater),
-        )
+        if kept:
+            return rated
+        change = await self._ratings.store(conversation_id, rated, feedback)
         if change is None:  # deleted since it was found (an erasure)
             log.info("feedback for a deleted message", extra={"reaction": submission.reaction})
             return None
@@ -141,9 +154,30 @@ class FeedbackRecorder:
         )
         return change.message
 
-    async def _find(self, conversation_id: str, submission: FeedbackSubmission) -> Message | None:
+    async def _find(
+        self, conversation_id: str, submission: FeedbackSubmission, feedback: Feedback
+    ) -> tuple[Message | None, bool]:
+        """The rated answer, and whether it is kept (chat.kept) with `feedback` queued behind
+        it. Kept answers are looked at first: one written meanwhile is no longer kept, and is
+        then in the store."""
+        if self._kept is not None:
+            answer = self._kept.kept_answer(conversation_id, submission.rated_activity_id)
+            if answer is not None and self._kept.keep_rating(
+                conversation_id,
+                answer.id,
+                lambda: self._ratings.store(conversation_id, answer, feedback),
+            ):
+                log.info(
+                    "feedback kept until its answer is stored",
+                    extra={
+                        "event": "feedback_kept",
+                        "reaction": submission.reaction,
+                        "with_text": bool(submission.text),
+                    },
+                )
+                return answer, True
         recent = await self._messages.recent_messages(conversation_id, SEARCH_DEPTH)
-        return next(
+        found = next(
             (
                 m
                 for m in reversed(recent)
@@ -151,3 +185,4 @@ class FeedbackRecorder:
             ),
             None,
         )
+        return found, False

@@ -135,8 +135,9 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         self._store = store
         self._profile = profile
         # The gate's `/feedback` changes ratings too: both count through one `Ratings`.
+        # A rating of an answer the chat service still keeps waits for it there (chat.kept).
         self._feedback = FeedbackRecorder(
-            store, gate.ratings if gate is not None else Ratings(store, store)
+            store, gate.ratings if gate is not None else Ratings(store, store), kept=chat.kept
         )
         # Waits (up to a time) until a conversation's queued turns are done: invokes are answered
         # at once, outside the turn queue, and may overtake the turn that stores what they rate.

@@ -15,6 +15,11 @@ on a state that misses what is kept here:
 - its summary update: queued behind the ones kept, and written with them, in order, at once
   (`write_now`): the first of a conversation gives its summary its `createdAt` and title.
 A kept write that fails again stays kept; the turn goes on.
+- a rating of a kept answer (its thumbs, a `/feedback` comment): the user has the answer, and
+  rates it before its record is there. The rating is queued behind the answer (`keep_rating`),
+  and stored on it once it is written, in the order the ratings came: not lost, and not put on
+  another answer. A rating reaching another instance finds no answer to wait for here (bot.feedback
+  looks for it in the store for a few seconds).
 
 Writing again is safe: a message's id comes from its activity id (a second insert changes nothing),
 a replaced message is replaced whole, and a summary update is one SQLite transaction (committed or
@@ -34,12 +39,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from storage.base import MessageStore, SummaryStore
-from storage.models import Message, SummaryDelta, conversation_ref
+from storage.base import MessageStore, StoreError, SummaryStore
+from storage.models import Message, Role, SummaryDelta, conversation_ref
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ _FIRST_RETRY_SECONDS = 1.0
 _RETRY_AT_MOST_SECONDS = 30.0
 _CONCURRENCY = 16
 
-Kind = Literal["answer", "prompt_status", "summary"]
+Kind = Literal["answer", "prompt_status", "summary", "rating"]
 
 
 @dataclass
@@ -66,6 +71,8 @@ class _Write:
     kept_at: float  # monotonic
     message: Message | None = None  # "answer" (inserted), "prompt_status" (replaced)
     delta: SummaryDelta | None = None  # "summary"
+    # "rating": stores the rating on its answer (kept before it), once that is written.
+    rate: Callable[[], Awaitable[object]] | None = None
 
 
 @dataclass
@@ -74,6 +81,13 @@ class _Conversation:
     # One writer at a time: the flusher or the conversation's next turn, never both (a summary
     # delta applied twice would count twice).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# What is logged when a write waits behind the conversation's kept writes without having failed.
+_WAITS = {
+    "summary": "a turn's summary update waits behind the conversation's kept writes",
+    "rating": "a rating waits for its answer's kept write",
+}
 
 
 class KeptWrites:
@@ -103,6 +117,50 @@ class KeptWrites:
         if kept is None:
             return []
         return [w.message for w in kept.writes if w.message is not None and not w.erased()]
+
+    def kept_answer(self, conversation_id: str, reply_activity_id: str) -> Message | None:
+        """The answer kept for the conversation that went out as `reply_activity_id` (the id a
+        rating names), while it is kept; None when it is not (or never was) kept here."""
+        kept = self._kept.get(conversation_id)
+        if kept is None:
+            return None
+        return next(
+            (
+                w.message
+                for w in kept.writes
+                if w.kind == "answer"
+                and w.message is not None
+                and w.message.role is Role.ASSISTANT
+                and w.message.activity_id == reply_activity_id
+                and not w.erased()
+            ),
+            None,
+        )
+
+    def keep_rating(
+        self, conversation_id: str, answer_id: str, rate: Callable[[], Awaitable[object]]
+    ) -> bool:
+        """Queue `rate` (which stores a rating on the answer `answer_id`) behind that answer,
+        while the answer is kept: it runs once the answer is written, after the conversation's
+        writes kept before it. False when that answer is not kept (any more): it is in the
+        store, or was never written. Raises StoreError when it cannot be kept (MAX_KEPT
+        reached, or shutting down): nothing is queued, and the caller says it was not saved."""
+        kept = self._kept.get(conversation_id)
+        answer = next(
+            (
+                w
+                for w in (kept.writes if kept is not None else [])
+                if w.kind == "answer" and w.message is not None and w.message.id == answer_id
+            ),
+            None,
+        )
+        if answer is None:
+            return False
+        # Dropped with the answer when its user or conversation is erased meanwhile.
+        write = _Write("rating", answer.erased, answer.ref, self._clock(), rate=rate)
+        if not self._keep(conversation_id, write, behind=True):
+            raise StoreError("no more writes can be kept: the rating is not saved")
+        return True
 
     def holds_summary(self, conversation_id: str) -> bool:
         kept = self._kept.get(conversation_id)
@@ -143,7 +201,7 @@ class KeptWrites:
         self._kept.setdefault(conversation_id, _Conversation()).writes.append(write)
         self._count += 1
         log.warning(
-            "a turn's summary update waits behind the conversation's kept writes"
+            _WAITS[write.kind]
             if behind
             else "a turn's write failed after the user was answered; kept to be written again",
             extra={
@@ -249,7 +307,9 @@ class KeptWrites:
             return True
 
     async def _write(self, write: _Write) -> None:
-        if write.delta is not None:
+        if write.rate is not None:
+            await write.rate()
+        elif write.delta is not None:
             await self._summaries.apply_summary_delta(write.delta)
         elif write.message is not None and write.kind == "answer":
             await self._messages.add_message(write.message)  # False: it is there already

@@ -295,6 +295,7 @@ class ChatService:
         telemetry: ChatTelemetry | None = None,
         turn_deadline_seconds: float | None = None,
         erasures: RecentErasures | None = None,
+        kept: KeptWrites | None = None,
     ) -> None:
         self._messages = messages
         self._summaries = summaries
@@ -315,8 +316,14 @@ class ChatService:
         self._erasures = erasures
         self._in_progress: set[_Interruptible] = set()
         self._stopping = False
-        # Writes the store refused after the user was answered, written again (chat.kept).
-        self._kept = KeptWrites(messages, summaries)
+        # Writes the store refused after the user was answered, written again (chat.kept);
+        # shared with whatever rates answers (bot.feedback, the /feedback command), whose
+        # ratings of an answer still kept wait for it there.
+        self._kept = kept if kept is not None else KeptWrites(messages, summaries)
+
+    @property
+    def kept(self) -> KeptWrites:
+        return self._kept
 
     async def close(self, within: float = KEPT_SHUTDOWN_SECONDS) -> None:
         """Shutdown, once the turns have drained: the writes still kept get one more try,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from chat.kept import KeptWrites, with_kept
 from chat.service import TurnInput
 from chat.texts import localize, moment_text
 from chat.written import JAPANESE_LETTERS, strip_edges
@@ -108,9 +109,17 @@ _FEEDBACK_WRITES = 3
 
 
 class Commands:
-    def __init__(self, messages: MessageStore, quotas: Quotas, ratings: Ratings) -> None:
+    def __init__(
+        self,
+        messages: MessageStore,
+        quotas: Quotas,
+        ratings: Ratings,
+        kept: KeptWrites | None = None,
+    ) -> None:
         self._messages = messages
         self._quotas = quotas
+        # The chat service's answers whose records the store refused (chat.kept).
+        self._kept = kept
         # Shared with the feedback buttons (bot.feedback): a comment that replaces someone
         # else's dislike takes it off the conversation's count, in turn with their changes.
         self._ratings = ratings
@@ -199,9 +208,31 @@ class Commands:
             return localize("feedback_empty", locale)
         conversation_id = safe_id(turn.conversation_key)
         recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
+        # The last answer may be one whose record the store refused, kept to be written again
+        # (chat.kept): the comment is its, kept behind it and stored on it once it is written.
+        kept = self._kept.messages_of(conversation_id) if self._kept is not None else []
+        recent = with_kept(recent, kept, FEEDBACK_SEARCH_DEPTH)
         answer = next((m for m in reversed(recent) if m.role is Role.ASSISTANT), None)
         if answer is None:
             return localize("feedback_no_answer", locale)
+        if self._kept is not None and self._kept.keep_rating(
+            conversation_id,
+            answer.id,
+            lambda: self._comment(conversation_id, answer, turn, comment),
+        ):
+            log.info(
+                "feedback kept until its answer is stored",
+                extra={"event": "feedback_kept", "with_text": True},
+            )
+            return localize("feedback_thanks", locale)
+        await self._comment(conversation_id, answer, turn, comment)
+        return localize("feedback_thanks", locale)
+
+    async def _comment(
+        self, conversation_id: str, answer: Message, turn: TurnInput, comment: str
+    ) -> None:
+        """Store `comment` on `answer` (as read: a rating stored since is seen in what the
+        write replaced, and kept)."""
         # The user's own like/dislike given with a button stays, and so does their comment
         # given earlier (with the button or another /feedback): the comment is added to them.
         expected = answer.feedback  # what this write expects to replace
@@ -219,7 +250,6 @@ class Commands:
             # replaced (`Ratings.store`).
             expected, basis = written, change.previous
         log.info("feedback stored", extra={"reaction": written.reaction, "with_text": True})
-        return localize("feedback_thanks", locale)
 
 
 # Between two comments on one answer, as reviewers read them (the admin transcript shows the

@@ -20,6 +20,7 @@ from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.dialogs import DialogSet, DialogTurnStatus
 from botbuilder.schema import Activity, ResourceResponse
 
+from chat.kept import KeptWrites
 from chat.service import TurnInput
 from chat.texts import localize
 from chat.written import as_written, cut
@@ -74,7 +75,10 @@ class ConversationGate:
         config: GateConfig,
         clock: Clock = utc_now,
         erasures: RecentErasures | None = None,
+        kept: KeptWrites | None = None,
     ) -> None:
+        """`kept`: the chat service's kept writes (chat.kept), where `/feedback` on an answer
+        whose record is still kept waits for it."""
         self._store = store
         self._quotas = quotas
         self._erasures = erasures
@@ -85,7 +89,7 @@ class ConversationGate:
         # The feedback buttons (bot.feedback) change ratings through the same `Ratings` as
         # `/feedback`, so that a conversation's rating changes are counted one at a time.
         self.ratings = Ratings(store, store)
-        self._commands = Commands(store, quotas, self.ratings)
+        self._commands = Commands(store, quotas, self.ratings, kept)
         self._states = DialogStates(store, merge_user=_merge_user, merge_dialogs=_merge_dialogs)
         self._acceptance = self._states.user.create_property(_ACCEPTANCE)
         # The activity that last answered the consent question in this conversation (see

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chat.kept import KeptWrites
+from storage.base import StoreError
 from storage.models import Message, Role, SummaryDelta
 from storage.sqlite import SqliteStore
 
@@ -64,4 +65,25 @@ async def test_a_summary_update_queued_behind_a_full_keep_is_handed_back_not_giv
     assert queued is False
     assert not [r for r in caplog.records if getattr(r, "event", None) == "turn_write_lost"]
     assert len(kept) == 1
+    await kept.close()
+
+
+async def test_a_rating_of_a_kept_answer_waits_for_it_and_one_that_cannot_be_kept_is_refused(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = KeptWrites(store, store)
+    kept.keep_message("answer", answer("c", 1, "u-1"), lambda: False, "ref-1")
+    found: list[list[str]] = []
+
+    async def rate() -> None:  # what it finds when it runs: its answer written before it
+        found.append([m.id for m in await store.recent_messages("c", 10)])
+
+    assert kept.keep_rating("c", "c-1", rate) is True
+    assert kept.keep_rating("c", "c-2", rate) is False  # not kept here: nothing queued
+    monkeypatch.setattr("chat.kept.MAX_KEPT", 2)
+    with pytest.raises(StoreError):  # no room: the caller says it was not saved
+        kept.keep_rating("c", "c-1", rate)
+
+    assert await kept.write_now("c")
+    assert found == [["c-1"]]
     await kept.close()
