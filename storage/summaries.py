@@ -84,9 +84,14 @@ def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> Conversati
     reasons = list(dict.fromkeys([*summary.flag_reasons, *delta.flag_reasons]))
     if delta.negative_feedback < 0 and negative_feedback == 0:
         reasons = [reason for reason in reasons if reason != NEGATIVE_FEEDBACK]
+    # A turn older than the summary's start, written after it: a turn whose update one instance
+    # kept (chat.kept) while the conversation's next turn ran on another. It is the earlier
+    # turn: the conversation started then, and is titled by it.
+    earlier = delta.at < summary.created_at
     return summary.model_copy(
         update={
-            "title": summary.title or delta.title,
+            "title": (delta.title or summary.title) if earlier else (summary.title or delta.title),
+            "created_at": delta.at if earlier else summary.created_at,
             "last_activity_at": max(summary.last_activity_at, delta.at),
             "message_count": summary.message_count + delta.messages,
             "prompt_tokens": summary.prompt_tokens + delta.prompt_tokens,
