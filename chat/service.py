@@ -429,13 +429,33 @@ class ChatService:
         # kept write that lands meanwhile is then in one of the two, never in neither.
         kept = self._kept.messages_of(conversation_id)
         history = asyncio.ensure_future(self._recent_history(conversation_id, kept))
+        # The shutdown may end the turn while the store has not taken its prompt yet (a store
+        # that hangs): the user is told to send it again, as from anywhere else in the turn.
+        storing_timer = asyncio.timeout(None)
+        storing = _Interruptible(storing_timer)
+        self._in_progress.add(storing)
         try:
             inserted = True  # not stored, when the user was erased since it arrived
             if self._stores(outcome):
-                with self._telemetry.span("store.add_message", role="user"):
-                    inserted = await self._messages.add_message(user_message)
+                async with storing_timer:
+                    if self._stopping:
+                        storing.interrupt()  # ends at the first await: nothing is stored
+                    with self._telemetry.span("store.add_message", role="user"):
+                        inserted = await self._messages.add_message(user_message)
                 outcome.store_ops.append("write:user_message")
         except BaseException as exc:
+            if storing.interrupted and storing_timer.expired() and isinstance(exc, TimeoutError):
+                await _abandon(history)
+                # Whether the store took the prompt is unknown: nothing more is written (an
+                # error record, the summary), which would wait on that store too.
+                log.warning(
+                    "the shutdown interrupted the turn storing its prompt", extra=log_fields
+                )
+                outcome.status = "error"
+                outcome.error = SHUTDOWN_INTERRUPTED
+                notice = localize(SHUTDOWN_INTERRUPTED, turn.locale, ref=ref)
+                await _notify(channel, notice, outcome)
+                return outcome
             if not isinstance(exc, StoreError):
                 history.cancel()  # cancelled, or a bug: nobody will read the window
                 raise
@@ -444,6 +464,9 @@ class ChatService:
             outcome.status = "store_error"
             await _notify(channel, localize("store_unavailable", turn.locale, ref=ref), outcome)
             return outcome
+        finally:
+            storing.open = False
+            self._in_progress.discard(storing)
         if not inserted:
             await _abandon(history)
             log.info("redelivered activity ignored", extra=log_fields)

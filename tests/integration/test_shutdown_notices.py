@@ -22,6 +22,7 @@ from simulator import SimulatorConfig, run_simulator
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role
 from tests.conftest import AppFactory, FaultyAppFactory
+from tests.faults import user_message_writes
 from tests.reliability.support import sim_control
 from tests.support import RecordingConnector, message_activity
 from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
@@ -222,3 +223,34 @@ async def test_a_message_still_in_the_gate_when_the_grace_period_ends_is_told_to
     [notice] = final_replies(connector, in_gate["id"])
     assert notice["text"].startswith(notice_prefix("ja-JP")), notice["text"]
     assert store.calls["add_message"] == 0
+
+
+async def test_a_message_whose_prompt_the_store_hangs_on_at_the_deadline_is_told_to_resend(
+    make_faulty_app: FaultyAppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    """Its chat turn began, and waits for a store that does not take its prompt: at the deadline
+    it ends there and gets the restarting notice in its language, within the notice time, as a
+    turn cut off anywhere else does. Nothing more of it is written: the store has not said
+    whether it took the prompt."""
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=slow_model)
+    store.fail("slow", "add_message", when=user_message_writes, delay=3600)
+    storing = message_activity(
+        connector.url, "Describe Bluebird", conversation_id="c12", locale="ja-JP"
+    )
+    await post(bot, storing)
+    for _ in range(100):  # until the turn waits for its prompt's write
+        if store.calls["add_message"]:
+            break
+        await asyncio.sleep(0.05)
+    assert store.calls["add_message"] == 1
+
+    began = time.monotonic()
+    assert not await bot.server.app[TURNS].drain(GRACE_SECONDS)
+    assert time.monotonic() - began < GRACE_SECONDS + SHUTDOWN_NOTICE_SECONDS
+
+    [notice] = final_replies(connector, storing["id"])
+    assert notice["text"].startswith(notice_prefix("ja-JP")), notice["text"]
+    assert not notice.get("entities")  # a notice, not an answer to rate
+    assert (await sim_control(slow_model, "GET", "/_sim/stats"))["total"] == 0
+    assert store.calls["add_message"] == 1  # no error record for a prompt not known stored
+    assert store.calls["apply_summary_delta"] == 0
