@@ -50,6 +50,7 @@ class IngestionRecorder:
     url: str = ""
     requests: list[list[Any]] = field(default_factory=list)  # each request's envelopes
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set by every request
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -63,11 +64,23 @@ class IngestionRecorder:
         envelopes = json.loads(body) if body else []
         envelopes = envelopes if isinstance(envelopes, list) else [envelopes]
         self.requests.append(envelopes)
+        self.arrived.set()
         if self.answer_first is not None and self.answered >= self.answer_first:
             await self.released.wait()
         self.answered += 1
         count = len(envelopes)
         return web.json_response({"itemsReceived": count, "itemsAccepted": count, "errors": []})
+
+    async def until(self, found: Callable[[], bool], within: float) -> None:
+        """Until `found()` holds for what arrived, or `within` seconds passed (the caller's
+        assertion then says what is missing)."""
+        try:
+            async with asyncio.timeout(within):
+                while not found():
+                    self.arrived.clear()
+                    await self.arrived.wait()
+        except TimeoutError:
+            pass
 
     def connection_string(self) -> str:
         return (
@@ -208,15 +221,28 @@ async def test_cosmos_store_calls_reach_application_insights_without_user_or_con
     ):
         assert accepted.status in (200, 202), await accepted.text()
     await connector.wait_for_messages(1, f"a:{conversation}", within=20)
+    # The spans go out on the exporter's schedule (every few seconds): waiting for them keeps
+    # this test about what is exported, not about whether a starved machine flushes it within
+    # the stop's few seconds (the stop tests below cover that).
+    await app_insights.until(lambda: bool(_store_spans(app_insights)), within=30)
     await running.stop(within=30)
 
     exported = app_insights.text()
     for identifier in (user, aad_object, conversation):
         assert identifier not in exported
     dependencies = app_insights.of_type("RemoteDependencyData")
-    assert any(d["name"].startswith("store.") for d in dependencies), "the turn's store spans"
+    assert _store_spans(app_insights), (
+        "the turn's store spans",
+        sorted({d["name"] for d in dependencies}),
+        running.log()[-2000:],
+    )
     failed = [d["name"] for d in dependencies if not d["success"]]
     assert failed == [], "a read of a document that does not exist yet is no failure"
+
+
+def _store_spans(app_insights: IngestionRecorder) -> list[str]:
+    dependencies = app_insights.of_type("RemoteDependencyData")
+    return [d["name"] for d in dependencies if d["name"].startswith("store.")]
 
 
 async def test_admin_sign_in_link_goes_to_stderr_but_not_to_application_insights(
