@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from admin.pseudonyms import Pseudonyms
+from admin.texts import Text
 from storage.base import Store
 from storage.models import (
     ConversationSummary,
@@ -74,7 +75,12 @@ def shown_user(pseudonyms: Pseudonyms, user_id: str) -> str:
 
 
 class BadRequest(ValueError):
-    """A filter or parameter the caller sent is invalid; the message is safe to show."""
+    """A filter or parameter the caller sent is invalid. `key` names its text (admin/texts.yaml,
+    safe to show): a page says it in the reader's language; str() and the API, in English."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        self.text = Text(key, values)
+        super().__init__(self.text.plain())
 
 
 def text_value(value: Any, name: str) -> str:
@@ -84,11 +90,11 @@ def text_value(value: Any, name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string")
+        raise BadRequest("error_field_not_a_string", name=name)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise BadRequest(f"{name} is not valid text") from exc
+        raise BadRequest("error_field_not_text", name=name) from exc
     return value
 
 
@@ -110,7 +116,7 @@ def _flag(params: Mapping[str, str], name: str) -> bool | None:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise BadRequest(f"{name} must be true or false")
+    raise BadRequest("error_field_not_a_flag", name=name)
 
 
 def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime | None:
@@ -120,7 +126,7 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BadRequest(f"{name} must be an ISO date or date-time") from exc
+        raise BadRequest("error_field_not_a_date", name=name) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:
@@ -131,7 +137,7 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
             # `until=2026-11-21` means up to the end of that day.
             moment += timedelta(days=1)
     except OverflowError as exc:
-        raise BadRequest(f"{name} is too far in the past or the future") from exc
+        raise BadRequest("error_field_out_of_range", name=name) from exc
     return moment
 
 
@@ -155,15 +161,15 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     try:
         page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)
     except ValueError as exc:
-        raise BadRequest("page_size must be a number") from exc
+        raise BadRequest("error_page_size_not_a_number") from exc
     if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        raise BadRequest("error_page_size_range", max=MAX_PAGE_SIZE)
     category = params.get("category", "").strip() or None
     if category is not None and not _CATEGORY_NAME.fullmatch(category):
-        raise BadRequest("a category is a name of lowercase letters, digits and underscores")
+        raise BadRequest("error_category_name")
     text = params.get("q", "").strip() or None
     if text is not None and len(text) > MAX_QUERY_CHARS:
-        raise BadRequest(f"the search text is limited to {MAX_QUERY_CHARS} characters")
+        raise BadRequest("error_search_too_long", max=MAX_QUERY_CHARS)
     user = params.get("user", "").strip()
     query = SummaryQuery(
         user_ids=stored_ids_of(pseudonyms.user_id(user)) if user else None,
@@ -216,7 +222,7 @@ async def _page(store: Store, filters: Filters, continuation: str | None) -> Pag
     except ValueError as exc:
         if continuation is None or continuation != filters.continuation:
             raise
-        raise BadRequest("invalid continuation token") from exc
+        raise BadRequest("error_continuation") from exc
 
 
 async def list_conversations(store: Store, filters: Filters) -> ListResult:

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import aiohttp
 import jinja2
-import markupsafe
 from aiohttp import web
 
 from admin import export
@@ -65,6 +64,17 @@ from admin.queries import (
 )
 from admin.settings import AdminSettings, AuthMode
 from admin.signouts import SignOuts
+from admin.texts import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    Language,
+    PageTexts,
+    Text,
+    all_texts,
+    language_of,
+    show_bidi_controls,
+)
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.erasures import RecentErasures
 from storage.models import AuditRecord, ConversationSummary, Message
@@ -109,6 +119,8 @@ EXPORT_MAX_CONVERSATIONS = 5000
 DELETED_PARAM = "deleted"
 DELETED_SECONDS = 300
 MAX_REASON_CHARS = 500
+# How long the language chosen on a page is remembered.
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 # Documents a user's data export reads from the store at a time, and so about all it holds in
 # memory: a message with its verdicts is a few kB of JSON, so a page is a few hundred kB.
 EXPORT_PAGE_SIZE = 100
@@ -121,27 +133,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminError(Exception):
-    """An error answer: JSON for the API, a page for browsers. The message is safe to show."""
+    """An error answer: JSON for the API, a page for browsers. Its text (admin/texts.yaml, safe
+    to show) is said on a page in the reader's language; the API's `message` is the English
+    one, beside the stable `code` a client goes by (scripts and logs read one language)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+    def __init__(self, status: int, code: str, text: str | Text, **values: object) -> None:
+        self.text = text if isinstance(text, Text) else Text(text, values)
+        self.message = self.text.plain()
+        super().__init__(self.message)
+        self.status, self.code = status, code
 
 
-UNKNOWN_PSEUDONYM = AdminError(
-    404,
-    "unknown_pseudonym",
-    "This pseudonym was not made with this server's key (ADMIN_PSEUDONYM_KEY), so it names "
-    "nobody here: it comes from another deployment, or from before a restart with a random "
-    "key. Nothing was done.",
-)
-PSEUDONYM_REQUIRED = AdminError(
-    403,
-    "pseudonym_required",
-    "Filter by the user's pseudonym (p-...), as the list shows it. A Reviewer cannot filter by a "
-    "user id: the answer would tell who is behind a pseudonym, which only an Admin may find out "
-    "(a reveal, with a reason, recorded in the audit log).",
-)
+UNKNOWN_PSEUDONYM = AdminError(404, "unknown_pseudonym", "error_unknown_pseudonym")
+PSEUDONYM_REQUIRED = AdminError(403, "pseudonym_required", "error_pseudonym_required")
 
 
 @dataclass
@@ -180,19 +184,7 @@ FROM_ANOTHER_SITE = web.RequestKey("admin_from_another_site", bool)
 
 
 _KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
-
-
-# Characters that reorder the text around them (embeddings, overrides, isolates): a title
-# "invoice \u202egnp.exe" would show as "invoice exe.png". Reviewers see them named instead.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-
-
-def show_bidi_controls(value: object) -> object:
-    """Every value a page prints (Jinja's `finalize`), with bidi controls shown as `[U+202E]`;
-    markup the app built itself is left as it is."""
-    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-        return _BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
-    return value
+_LATIN = re.compile("[A-Za-z]")
 
 
 def _route(request: web.Request) -> str:
@@ -205,6 +197,18 @@ def _route(request: web.Request) -> str:
 def text_lang(text: object) -> str:
     """`ja` for a text with kana or kanji (a Japanese title on the English pages), else ''."""
     return "ja" if isinstance(text, str) and _KANA_OR_KANJI.search(text) else ""
+
+
+@jinja2.pass_context
+def _part_lang(context: jinja2.runtime.Context, text: object) -> str:
+    """The `lang` a stored text (a title) needs on this page, or '' when it is the page's:
+    `ja` for a Japanese one on an English page, `en` for one in Latin letters only on a
+    Japanese page."""
+    if context.get("lang") != "ja":
+        return text_lang(text)
+    if isinstance(text, str) and not text_lang(text) and _LATIN.search(text):
+        return "en"
+    return ""
 
 
 def utc_time(value: object) -> str:
@@ -245,7 +249,7 @@ def create_admin_app(
         undefined=jinja2.StrictUndefined,
         finalize=show_bidi_controls,
     )
-    templates.filters["text_lang"] = text_lang
+    templates.filters["text_lang"] = _part_lang
     templates.filters["utc_time"] = utc_time
     app[CONTEXT] = AdminContext(
         settings=settings,
@@ -280,6 +284,7 @@ def create_admin_app(
     r.add_get("/login", login, name="login")
     r.add_get("/auth/callback", oidc_callback, name="callback")
     r.add_post("/logout", logout, name="logout")
+    r.add_post("/language", set_language, name="language")
     r.add_get("/api/me", api_me)
     r.add_get("/api/conversations", api_list)
     r.add_get("/api/conversations/{id}", api_transcript)
@@ -294,7 +299,7 @@ def create_admin_app(
     return app
 
 
-PUBLIC_ROUTES = {"login", "callback", "static"}
+PUBLIC_ROUTES = {"login", "callback", "static", "language"}
 
 
 async def _startup(app: web.Application) -> None:
@@ -365,19 +370,16 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
     except AdminError as error:
         response = _problem(request, error)
     except BadRequest as error:
-        response = _problem(request, AdminError(400, "bad_request", str(error)))
+        response = _problem(request, AdminError(400, "bad_request", error.text))
     except UnknownPseudonym:
         response = _problem(request, UNKNOWN_PSEUDONYM)
     except StoreError:
         log.exception("admin: the store failed", extra={"route": _route(request)})
         response = _problem(
-            request, AdminError(503, "store_unavailable", "The store is unavailable; try again.")
+            request, AdminError(503, "store_unavailable", "error_store_unavailable")
         )
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            response = _problem(request, AdminError(exc.status, "http_error", exc.reason))
-        else:
-            response = exc
+        response = _problem(request, _http_error(exc)) if exc.status >= 400 else exc
     except Exception as exc:
         # A bug, not a caller's mistake: still an answer with the security headers, never
         # aiohttp's bare 500. The log gets the type and where it was raised, not the
@@ -390,11 +392,19 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
                 "trace": "".join(traceback.format_tb(exc.__traceback__)),
             },
         )
-        response = _problem(
-            request, AdminError(500, "internal_error", "Something went wrong; try again.")
-        )
+        response = _problem(request, AdminError(500, "internal_error", "error_internal"))
     _secure_headers(response)
     return response
+
+
+def _http_error(exc: web.HTTPException) -> AdminError:
+    """aiohttp's own error (an unknown address, a method a route does not take, a body too
+    large): a page says the common ones in words of its own, whose English is the reason
+    phrase the API has always sent; any other with its reason phrase."""
+    key = f"error_http_{exc.status}"
+    if all_texts().get(key, {}).get("en") != exc.reason:
+        key = "error_http"
+    return AdminError(exc.status, "http_error", key, reason=exc.reason)
 
 
 def _problem(request: web.Request, error: AdminError) -> web.Response:
@@ -429,8 +439,10 @@ def _signin_page(request: web.Request, failed: bool, target: str | None = None) 
         request,
         "signin.html",
         status=401,
+        language_next=back,
         failed=failed,
         link=link,
+        link_minutes=LOCAL_LINK_TTL_SECONDS // 60,
         oidc_href="/admin/login?" + urlencode({"next": back}, safe="/"),
         appservice_href="/.auth/login/aad?"
         + urlencode({"post_login_redirect_uri": back}, safe="/"),
@@ -475,11 +487,7 @@ async def _principal(request: web.Request, context: AdminContext) -> Principal |
         except StoreError as exc:
             # Fail closed: a session that may have been signed out is not let in.
             log.warning("admin: a session could not be checked", extra={"route": _route(request)})
-            raise AdminError(
-                503,
-                "store_unavailable",
-                "Your session cannot be checked while the store is unavailable; try again.",
-            ) from exc
+            raise AdminError(503, "store_unavailable", "error_session_unchecked") from exc
         if signed_out:
             raise AuthError("signed out")
     return principal
@@ -526,13 +534,13 @@ def _origin_of(url: str) -> tuple[str, str, int] | None:
 
 
 async def _csrf_refusal(request: web.Request, principal: Principal) -> str | None:
-    """Why a state change is refused, or None. A browser sends `Origin` with every POST; a
-    client without one (a script using the session) still needs the token."""
+    """Why a state change is refused (a text's key), or None. A browser sends `Origin` with
+    every POST; a client without one (a script using the session) still needs the token."""
     if principal.csrf is None:
         # A bearer token is never attached by a browser on its own: nothing to forge.
         return None
     if not _origin_allowed(request):
-        return "The request was refused (it came from another site: its Origin is not this one)."
+        return "error_csrf_origin"
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent and request.content_type in (
         "application/x-www-form-urlencoded",
@@ -545,30 +553,16 @@ async def _csrf_refusal(request: web.Request, principal: Principal) -> str | Non
     # which cannot be encoded for the comparison.
     if sent and sent.isascii() and hmac.compare_digest(sent.encode(), principal.csrf.encode()):
         return None
-    return "The request was refused (missing or invalid CSRF token)."
+    return "error_csrf_token"
 
 
-OTHER_SITE_REFUSED = AdminError(
-    403,
-    "cross_site",
-    "This admin address was requested by another site's page, not opened by you, so it was "
-    "refused: nothing was read or recorded. Open it from the admin pages, or type or paste "
-    "the address.",
+OTHER_SITE_REFUSED = AdminError(403, "cross_site", "error_cross_site")
+SPECULATIVE_LOAD_REFUSED = AdminError(403, "speculative_load", "error_speculative_load")
+# The pages that the page asking before opening a link from another site names
+# (`open_what_<route>` in texts.yaml); any other address is `open_what_other`.
+OPENED_PAGES = frozenset(
+    {"list", "transcript", "delete_conversation_confirm", "delete_confirm", "audit"}
 )
-SPECULATIVE_LOAD_REFUSED = AdminError(
-    403,
-    "speculative_load",
-    "The browser asked for this page ahead of time (prefetch or prerender), before anyone "
-    "opened it, so it was refused: nothing was read or recorded. Opening it loads it.",
-)
-# What the page asking before opening a link from another site calls what it opens.
-OPENED_PAGES = {
-    "list": "the conversation list",
-    "transcript": "this conversation",
-    "delete_conversation_confirm": "this conversation's deletion page",
-    "delete_confirm": "this user's deletion page",
-    "audit": "the audit log",
-}
 
 
 class _AskFirst(Exception):
@@ -606,13 +600,34 @@ async def _other_sites(request: web.Request, handler: Handler) -> web.StreamResp
     except _AskFirst:
         pass
     target = request.raw_path
-    # The page's link repeats the address asked for, so it must stay a path of this site.
-    if not target.startswith("/admin/") or "\\" in target:
+    if not _openable(target):
         raise OTHER_SITE_REFUSED
-    if not all("!" <= c <= "~" for c in target):
-        raise OTHER_SITE_REFUSED
-    what = OPENED_PAGES.get(request.match_info.route.name or "", "this admin address")
-    return _render(request, "open.html", target=target, what=what)
+    return _open_page(request, target, request.match_info.route.name or "")
+
+
+def _openable(target: str) -> bool:
+    """Whether the page asking first may link to `target`: it repeats the address asked for, so
+    it must stay a path of this site."""
+    return (
+        target.startswith("/admin/") and "\\" not in target and all("!" <= c <= "~" for c in target)
+    )
+
+
+def _open_page(
+    request: web.Request, target: str, route: str, language: Language | None = None
+) -> web.Response:
+    """The page asking before `target` (of `route`) opens. Its language switch shows it again,
+    never the target itself: switching the language is not a choice to open it."""
+    opened = route if route in OPENED_PAGES else "other"
+    return _render(
+        request,
+        "open.html",
+        target=target,
+        opened=opened,
+        language=language,
+        language_next=target,
+        language_open=opened,
+    )
 
 
 def _top_level_navigation(request: web.Request) -> bool:
@@ -656,10 +671,10 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
             # A SameSite session cookie stays behind on a link from another site: the browser
             # may well be signed in. Its own navigation from the page that asks will tell.
             raise _AskFirst
-        raise AdminError(401, "unauthenticated", "Sign in to use the admin review.")
+        raise AdminError(401, "unauthenticated", "error_unauthenticated")
     request[PRINCIPAL] = principal
     if not principal.has(Role.REVIEWER):
-        raise AdminError(403, "forbidden", "Your account has no Reviewer or Admin role.")
+        raise AdminError(403, "forbidden", "error_no_role")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         refusal = await _csrf_refusal(request, principal)
         if refusal is not None:
@@ -671,7 +686,7 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not principal_of(request).has(role):
-                raise AdminError(403, "forbidden", f"This needs the {role.value} role.")
+                raise AdminError(403, "forbidden", "error_role_needed", role=role.value)
             return await handler(request)
 
         guarded.__name__ = handler.__name__
@@ -749,22 +764,50 @@ async def _audit(
         await request.app[CONTEXT].store.append_audit(record)
     except StoreError as exc:
         log.exception("admin: audit append failed", extra={"action": action})
-        raise AdminError(
-            503, "audit_unavailable", "The audit log is unavailable, so this is refused."
-        ) from exc
+        raise AdminError(503, "audit_unavailable", "error_audit_unavailable") from exc
 
 
-def _render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+def _render(
+    request: web.Request,
+    template: str,
+    status: int = 200,
+    *,
+    language: Language | None = None,
+    language_next: str | None = None,
+    language_open: str = "",
+    **values: Any,
+) -> web.Response:
+    """A page in the reader's language (`_language`, or `language`). Its language switch
+    returns to `language_next`: by default the page itself when it is one read with GET, else
+    the list (a page a form post answered cannot be read again without posting again)."""
     context = request.app[CONTEXT]
     principal: Principal | None = request.get(PRINCIPAL)
+    language = language or _language(request)
     html = context.templates.get_template(template).render(
         principal=principal,
         csrf=principal.csrf if principal else "",
         mode=context.settings.mode.value,
         pseudonymized=context.pseudonyms.enabled,
+        lang=language,
+        t=PageTexts(language),
+        language_names=LANGUAGE_NAMES,
+        language_next=language_next or _requested_page(request) or "/admin/",
+        language_open=language_open,
         **values,
     )
-    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    response.headers["Content-Language"] = language
+    return response
+
+
+def _language(request: web.Request) -> Language:
+    """The reader's language: the one they chose on a page (`LANGUAGE_COOKIE`), else the one
+    their browser ranks highest of ours (Accept-Language), else English."""
+    chosen = request.cookies.get(LANGUAGE_COOKIE)
+    for language in LANGUAGES:
+        if chosen == language:
+            return language
+    return language_of(request.headers.get("Accept-Language", ""))
 
 
 async def _filters(request: web.Request) -> Filters:
@@ -781,9 +824,7 @@ async def _filters(request: web.Request) -> Filters:
     if not principal_of(request).has(Role.ADMIN):
         raise PSEUDONYM_REQUIRED
     [reason] = _texts(request.query, "reason")
-    reason = _reason(
-        reason, "filter by a user id (that reveals their pseudonym), or use the pseudonym"
-    )
+    reason = _reason(reason, "error_reason_filter_by_id")
     pseudonym = _audited_as(context, named)
     await _audit(request, "reveal_user", pseudonym, {"reason": reason, "by": "user_filter"})
     return dataclasses.replace(filters, echo={**filters.echo, "user": pseudonym})
@@ -798,7 +839,7 @@ def _attachment(body: str, content_type: str, filename: str) -> web.Response:
 def _export_format(request: web.Request) -> str:
     value = request.query.get("format", "json")
     if value not in ("json", "csv"):
-        raise BadRequest("format must be json or csv")
+        raise BadRequest("error_export_format")
     return value
 
 
@@ -811,7 +852,7 @@ async def _transcript(request: web.Request) -> dict[str, Any]:
     summary, unreadable = await transcript_summary(context.store, conversation_id)
     messages = await context.store.conversation_messages(conversation_id)
     if summary is None and not unreadable and not messages:
-        raise AdminError(404, "not_found", "No such conversation.")
+        raise AdminError(404, "not_found", "error_no_such_conversation")
     return {
         **_transcript_head(context, conversation_id, summary, unreadable),
         "messages": [message_view(m, context.pseudonyms) for m in messages],
@@ -850,19 +891,20 @@ async def _list(request: web.Request) -> tuple[Filters, dict[str, Any]]:
     return filters, body
 
 
-def _reason(reason: str, to_do: str) -> str:
+def _reason(reason: str, missing: str) -> str:
+    """The reason given, else a 400 saying `missing` (a text's key: what it is a reason for)."""
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON_CHARS:
-        raise BadRequest(f"give a reason (up to {MAX_REASON_CHARS} characters) to {to_do}")
+        raise BadRequest(missing, max=MAX_REASON_CHARS)
     return reason
 
 
 async def _reveal(request: web.Request, reference: str, reason: str) -> str:
     context = request.app[CONTEXT]
-    reason = _reason(reason, "reveal a user")
+    reason = _reason(reason, "error_reason_reveal")
     user_id = context.pseudonyms.resolve(reference)
     if user_id is None:
-        raise AdminError(404, "not_found", "That is not a user pseudonym of this deployment.")
+        raise AdminError(404, "not_found", "error_no_such_pseudonym")
     await _audit(request, "reveal_user", reference, {"reason": reason})
     return user_id
 
@@ -914,9 +956,9 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> De
     context = request.app[CONTEXT]
     reference = reference.strip()
     if not reference:
-        raise BadRequest("name the user to delete")
+        raise BadRequest("error_user_to_delete")
     if confirm.strip() != reference:
-        raise BadRequest("the confirmation must repeat the user exactly")
+        raise BadRequest("error_confirm_user")
     user_id = context.pseudonyms.user_id(reference)
     stored_ids = stored_ids_of(user_id)
 
@@ -1024,7 +1066,7 @@ async def _existing_conversation(
         pages = store.conversation_message_pages(conversation_id, 1)
         async with contextlib.aclosing(pages):
             if not await anext(pages, []):
-                raise AdminError(404, "not_found", "No such conversation.")
+                raise AdminError(404, "not_found", "error_no_such_conversation")
     return summary, unreadable
 
 
@@ -1038,8 +1080,8 @@ async def _delete_conversation(
     reason; a turn of the conversation still running stores nothing of it afterwards."""
     context = request.app[CONTEXT]
     if confirm.strip() != conversation_id:
-        raise BadRequest("the confirmation must repeat the conversation id exactly")
-    reason = _reason(reason, "delete a conversation")
+        raise BadRequest("error_confirm_conversation")
+    reason = _reason(reason, "error_reason_delete_conversation")
     await _existing_conversation(request, conversation_id)
     erasing = functools.partial(context.recent_erasures.record, conversation_ids=[conversation_id])
     return await _erase(
@@ -1072,8 +1114,8 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
     context = request.app[CONTEXT]
     reference = reference.strip()
     if not reference:
-        raise BadRequest("name the user to export")
-    reason = _reason(reason, "export a user's data")
+        raise BadRequest("error_user_to_export")
+    reason = _reason(reason, "error_reason_export_user")
     user_id = context.pseudonyms.user_id(reference)
     stored_ids = stored_ids_of(user_id)
     target = _audited_as(context, user_id)
@@ -1357,9 +1399,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         try:
             flow = await context.oidc.start(f"{_base_url(request)}/admin/auth/callback")
         except AuthError as exc:
-            raise AdminError(
-                503, "idp_unavailable", "The identity provider is unreachable."
-            ) from exc
+            raise AdminError(503, "idp_unavailable", "error_idp_unavailable") from exc
         response = _redirect(flow.redirect_to)
         response.set_cookie(
             FLOW_COOKIE,
@@ -1411,7 +1451,7 @@ def _local_return(request: web.Request) -> str:
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     if context.oidc is None:
-        raise AdminError(404, "not_found", "Not found.")
+        raise AdminError(404, "not_found", "error_not_found")
     flow: dict[str, Any] = {}
     try:
         flow = context.flow_signer.unsign(request.cookies.get(FLOW_COOKIE, ""))
@@ -1438,6 +1478,39 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def set_language(request: web.Request) -> web.StreamResponse:
+    """The pages' language switch (a form, as the pages run no script): remembers the language
+    in `LANGUAGE_COOKIE`, which wins over Accept-Language, and shows the page it was on again
+    (`next`, a page of this site read with GET). Public, as the sign-in page has the switch too:
+    it reads and records nothing. A language is no credential, so the cookie is SameSite=Lax: a
+    link followed from Teams or an e-mail (the page asking before it opens) and the identity
+    provider's redirect back show in it too. Still refused when another site's page sends it."""
+    if not _from_this_site(request) or not _origin_allowed(request):
+        raise OTHER_SITE_REFUSED
+    chosen, target, opened = _texts(await request.post(), "lang", "next", "open")
+    language = next((known for known in LANGUAGES if known == chosen), None)
+    if language is None:
+        raise BadRequest("error_language")
+    if opened:
+        # The page asking before a link from another site opens: asked again, in the language
+        # chosen. Going on to the target would open it without the reviewer choosing to.
+        if not _openable(target):
+            raise OTHER_SITE_REFUSED
+        response = _open_page(request, target, opened, language)
+    else:
+        response = _redirect(_return_target(target) or "/admin/")
+    response.set_cookie(
+        LANGUAGE_COOKIE,
+        language,
+        max_age=LANGUAGE_COOKIE_SECONDS,
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=_cookie_secure(request),
+        samesite="Lax",
+    )
+    return response
+
+
 async def logout(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     principal = principal_of(request)
@@ -1449,12 +1522,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         except StoreError as exc:
             # The cookie stays, so that signing out again works once the store is back.
             log.warning("admin: a sign-out could not be stored")
-            raise AdminError(
-                503,
-                "sign_out_failed",
-                "You are still signed in: the sign-out could not be recorded because the store "
-                "is unavailable. Try again.",
-            ) from exc
+            raise AdminError(503, "sign_out_failed", "error_sign_out_failed") from exc
     response = _redirect("/admin/login")
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -1474,9 +1542,14 @@ async def list_page(request: web.Request) -> web.StreamResponse:
         if body["continuation"]
         else None
     )
+    # Switching the language shows this page again as its links name it: by the filters as
+    # echoed (a user id named in the filter, a reveal, is the pseudonym there), without the
+    # deletion's result.
+    here = {**echo, "continuation": filters.continuation} if filters.continuation else echo
     return _render(
         request,
         "list.html",
+        language_next=(_return_target("/admin/?" + urlencode(here)) if here else None) or "/admin/",
         items=body["items"],
         search=body.get("search"),
         filters=echo,
@@ -1497,7 +1570,17 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 async def reveal_page(request: web.Request) -> web.StreamResponse:
     reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
     user_id = await _reveal(request, reference, reason)
-    return _render(request, "reveal.html", reference=reference, user_id=user_id, back=back)
+    return _render(
+        request,
+        "reveal.html",
+        # Switching the language leads back to the conversation: the reveal is not repeated.
+        language_next=_return_target(f"/admin/conversations/{quote(back, safe='')}")
+        if back
+        else None,
+        reference=reference,
+        user_id=user_id,
+        back=back,
+    )
 
 
 @requires(Role.ADMIN)
@@ -1506,7 +1589,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     [reference] = _texts(request.query, "user")
     reference = reference.strip()
     if not reference:
-        raise BadRequest("name the user to delete")
+        raise BadRequest("error_user_to_delete")
     user_id = context.pseudonyms.user_id(reference)
     # How much a named person has stored is a read of their data, recorded as a transcript view
     # is: first (no record, no count), under their pseudonym, as their deletion will be.
@@ -1540,10 +1623,11 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             request,
             "delete_confirm.html",
             status=400,
+            language_next=_return_target("/admin/users/delete?" + urlencode({"user": reference})),
             reference=reference,
             conversations=None,
             unreadable=0,
-            error=str(exc),
+            error=exc.text,
             second_pass_minutes=_second_pass_minutes(request),
         )
     return _render(
@@ -1579,7 +1663,7 @@ async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
         # The confirmation is checked first: when it matches, the reason was at fault.
         invalid = "confirm" if confirm.strip() != conversation_id else "reason"
         return _render_conversation_confirm(
-            request, conversation_id, summary, unreadable, 400, str(exc), invalid
+            request, conversation_id, summary, unreadable, 400, exc.text, invalid
         )
     result: dict[str, Any] = {"conversation": conversation_id, "counts": deletion.counts}
     if deletion.second_pass_due is not None:
@@ -1594,7 +1678,7 @@ def _render_conversation_confirm(
     summary: ConversationSummary | None,
     unreadable: bool,
     status: int = 200,
-    error: str | None = None,
+    error: Text | None = None,
     invalid: str = "",
 ) -> web.Response:
     """The confirmation page; with `error`, the field at fault (`invalid`) says so."""
@@ -1603,6 +1687,9 @@ def _render_conversation_confirm(
         request,
         "conversation_delete_confirm.html",
         status=status,
+        language_next=_return_target(
+            f"/admin/conversations/{quote(conversation_id, safe='')}/delete"
+        ),
         conversationId=conversation_id,
         conversation=summary_view(summary, context.pseudonyms) if summary else None,
         summaryUnreadable=unreadable,
@@ -1637,9 +1724,9 @@ async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], st
     try:
         limit = int(request.query.get("limit") or 50)
     except ValueError as exc:
-        raise BadRequest("limit must be a number") from exc
+        raise BadRequest("error_limit_not_a_number") from exc
     if not 1 <= limit <= 200:
-        raise BadRequest("limit must be between 1 and 200")
+        raise BadRequest("error_limit_range", max=200)
     token = request.query.get("continuation") or None
     try:
         records, continuation = await request.app[CONTEXT].store.list_audit(limit, token)
@@ -1647,7 +1734,7 @@ async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], st
         # Only a token the caller sent can be blamed; anything else is the store's own failure.
         if token is None:
             raise
-        raise BadRequest("invalid continuation token") from exc
+        raise BadRequest("error_continuation") from exc
     return [r.to_doc() for r in records], continuation
 
 
@@ -1696,7 +1783,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
         # anything is recorded or sent.
         first: list[Message] = await anext(pages, [])
         if summary is None and not unreadable and not first:
-            raise AdminError(404, "not_found", "No such conversation.")
+            raise AdminError(404, "not_found", "error_no_such_conversation")
         detail = {"format": fmt}
         await _audit(request, "export_conversation", conversation_id, detail)
         name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}.{fmt}"
@@ -1768,9 +1855,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
-        raise BadRequest("the body must be JSON") from exc
+        raise BadRequest("error_body_not_json") from exc
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise BadRequest("error_body_not_an_object")
     return body
 
 
