@@ -19,25 +19,12 @@ from aiohttp.test_utils import TestServer
 from app import STORE, create_app
 from config import Settings
 from storage.models import Role
-from tests.admin.helpers import XSS_PROMPT, XSS_WITHHELD, local_link_token, seed
+from tests.admin.helpers import XSS_PROMPT, XSS_WITHHELD, local_link_token
 from tests.admin.helpers import _conversation as seed_conversation
 from tests.admin.helpers import _msg as message
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def served(
-    aiohttp_server: Any,
-    make_settings: Callable[..., Settings],
-    caplog: pytest.LogCaptureFixture,
-) -> tuple[str, str]:
-    """The app on a real port with seeded conversations; (base URL, one-time sign-in token)."""
-    caplog.set_level(logging.INFO, logger="app")
-    server: TestServer = await aiohttp_server(create_app(make_settings()))
-    await seed(server.app[STORE])
-    return str(server.make_url("")).rstrip("/"), local_link_token(caplog)
 
 
 async def new_page(browser: Any) -> tuple[Any, Any, list[str]]:

@@ -6,32 +6,14 @@ Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from app import STORE, create_app
-from config import Settings
-from tests.admin.helpers import XSS_PROMPT, local_link_token, seed
+from tests.admin.helpers import XSS_PROMPT
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def served(
-    aiohttp_server: Any,
-    make_settings: Callable[..., Settings],
-    caplog: pytest.LogCaptureFixture,
-) -> tuple[str, str]:
-    """The app on a real port with seeded conversations; (base URL, one-time sign-in token)."""
-    caplog.set_level(logging.INFO, logger="app")
-    server: TestServer = await aiohttp_server(create_app(make_settings()))
-    await seed(server.app[STORE])
-    return str(server.make_url("")).rstrip("/"), local_link_token(caplog)
 
 
 async def test_a_japanese_reviewer_reads_the_list_and_a_transcript_in_japanese(
