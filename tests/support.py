@@ -9,6 +9,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,16 @@ def message_activity(
     }
     activity.update(extra)
     return activity
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 60) -> bool:
+    """Whether `check` came true within `within` seconds (asked every 0.2 s)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 async def settle(client: Any, within: float = 15.0) -> None:

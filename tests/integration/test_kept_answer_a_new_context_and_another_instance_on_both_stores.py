@@ -15,8 +15,7 @@ network edge. The two instances are two apps over one SQLite file or one Cosmos 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from tests.conftest import AppFactory, FaultyAppFactory
 from tests.faults import FaultyStore, assistant_message_writes
 from tests.integration.test_writes_refused_after_the_answer_are_kept import ModelRequests
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
-from tests.support import RecordingConnector, message_activity, settle
+from tests.support import RecordingConnector, eventually, message_activity, settle
 
 App = TestClient[Any, Any]
 CONVERSATION = "conv-kept-elsewhere"
@@ -48,15 +47,6 @@ async def model(simulator_url: str, aiohttp_server: Any) -> AsyncIterator[ModelR
     server: TestServer = await aiohttp_server(proxy.app())
     proxy.url = str(server.make_url("")).rstrip("/")
     yield proxy
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 60) -> bool:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.2)
-    return True
 
 
 async def send(client: App, connector: RecordingConnector, text: str) -> str:

@@ -15,7 +15,6 @@ import inspect
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -30,7 +29,7 @@ from tests.admin.helpers import sign_in_locally
 from tests.cosmos_server import run_cosmos_server, unavailable_reason
 from tests.faults import FaultyStore, assistant_message_writes, faulty
 from tests.reliability.support import ModelGateway
-from tests.support import RecordingConnector, message_activity, settle
+from tests.support import RecordingConnector, eventually, message_activity, settle
 
 CONVERSATION = "conv-kept"
 CONVERSATION_ID = safe_id(f"test:{CONVERSATION}")
@@ -184,15 +183,6 @@ async def outage_app(
             await client.close()  # before the server goes
     finally:
         await proxy.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.2)
-    return True
 
 
 async def messages_of(client: App) -> list[Message]:

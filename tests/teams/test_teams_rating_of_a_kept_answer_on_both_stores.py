@@ -8,8 +8,7 @@ comment, and the web chat's thumbs through Azure's Direct Line (an event)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from storage.models import Message, Role, SummaryQuery
 from tests.conftest import FaultyAppFactory
 from tests.faults import FaultyStore, assistant_message_writes
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
-from tests.support import RecordingConnector, message_activity, settle
+from tests.support import RecordingConnector, eventually, message_activity, settle
 from tests.teams.activities import USER_AAD, feedback_invoke, personal_message
 from tests.teams.channel import TeamsChannel
 from tests.teams.test_teams_feedback import ask, submit
@@ -34,15 +33,6 @@ App = TestClient[Any, Any]
 @pytest.fixture
 def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
     return settings_on_store
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 60) -> bool:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.2)
-    return True
 
 
 async def answers(store: FaultyStore, conversation_id: str = CONVERSATION_ID) -> list[Message]:
