@@ -148,7 +148,11 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     admin_settings = _admin_settings(settings)
-    app[PSEUDONYMS] = Pseudonyms(admin_settings.pseudonym_key, admin_settings.pseudonymize)
+    app[PSEUDONYMS] = Pseudonyms(
+        admin_settings.pseudonym_key,
+        admin_settings.pseudonymize,
+        admin_settings.previous_pseudonym_keys,
+    )
     # The store opens in a cleanup context, after this: the admin reads it per request.
     app[ERASURES] = RecentErasures()
     # A turn's write the store refused is written again for a while after the turn (chat.kept):
@@ -208,6 +212,9 @@ def _admin_settings(settings: Settings) -> AdminSettings:
         pseudonymize=settings.admin_pseudonymize,
         pseudonym_key=pseudonym_key or defaults.pseudonym_key,
         pseudonym_key_ephemeral=not pseudonym_key,
+        previous_pseudonym_keys=tuple(
+            key.get_secret_value().encode() for key in settings.admin_pseudonym_previous_keys
+        ),
         trusted_proxy_hops=settings.admin_trusted_proxy_hops,
     )
 

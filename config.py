@@ -402,6 +402,11 @@ class Settings(BaseSettings):
     admin_pseudonymize: bool = Field(True, alias="ADMIN_PSEUDONYMIZE")
     # Empty = random per process: pseudonyms change on restart.
     admin_pseudonym_key: SecretStr = Field(SecretStr(""), alias="ADMIN_PSEUDONYM_KEY")
+    # Keys ADMIN_PSEUDONYM_KEY had before a rotation (comma-separated): their pseudonyms are still
+    # read (filters, reveals, a person's audit records), never made.
+    admin_pseudonym_previous_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, alias="ADMIN_PSEUDONYM_PREVIOUS_KEYS"
+    )
     # appservice mode: proxies that append to X-Forwarded-For (2 behind Application Gateway).
     admin_trusted_proxy_hops: int = Field(1, alias="ADMIN_TRUSTED_PROXY_HOPS", ge=1, le=5)
 
@@ -502,6 +507,24 @@ class Settings(BaseSettings):
         # HMAC keys: a short one can be guessed. azd generates 64 characters for the admin keys.
         if value.get_secret_value() and len(value.get_secret_value()) < MIN_KEY_CHARS:
             raise ValueError(f"must be at least {MIN_KEY_CHARS} characters (or empty: random)")
+        return value
+
+    @field_validator("admin_pseudonym_previous_keys", mode="before")
+    @classmethod
+    def _split_previous_keys(cls, value: object) -> object:
+        if isinstance(value, str) and _is_key_vault_reference(value):
+            raise ValueError(UNRESOLVED_KEY_VAULT_REFERENCE)
+        return _csv(value)
+
+    @field_validator("admin_pseudonym_previous_keys")
+    @classmethod
+    def _previous_keys_are_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # Each as ADMIN_PSEUDONYM_KEY is checked; an entry is named by its place, never its value.
+        for number, key in enumerate(value, start=1):
+            if _is_key_vault_reference(key.get_secret_value()):
+                raise ValueError(f"entry {number} {UNRESOLVED_KEY_VAULT_REFERENCE}")
+            if len(key.get_secret_value()) < MIN_KEY_CHARS:
+                raise ValueError(f"entry {number} must be at least {MIN_KEY_CHARS} characters")
         return value
 
     @field_validator("system_prompt_file")

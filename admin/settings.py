@@ -36,6 +36,8 @@ class AdminSettings:
     pseudonym_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     # True when the key was generated for this process: pseudonyms change on restart.
     pseudonym_key_ephemeral: bool = True
+    # The keys pseudonym_key replaced (rotations): their pseudonyms are read, never made.
+    previous_pseudonym_keys: tuple[bytes, ...] = field(default=(), repr=False)
     # Proxies in front (appservice mode) that each append the address they saw to
     # X-Forwarded-For: App Service's front end (1), and Application Gateway before it (2).
     trusted_proxy_hops: int = 1

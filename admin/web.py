@@ -322,6 +322,11 @@ async def _startup(app: web.Application) -> None:
         startup_log.info(
             "admin: user pseudonyms change on restart (set ADMIN_PSEUDONYM_KEY to keep them)"
         )
+    if context.pseudonyms.previous_keys:
+        startup_log.info(
+            "admin: pseudonyms of %d previous key(s) are read (ADMIN_PSEUDONYM_PREVIOUS_KEYS)",
+            context.pseudonyms.previous_keys,
+        )
 
 
 def _write_local_link(context: AdminContext) -> None:
@@ -815,11 +820,15 @@ async def _filters(request: web.Request) -> Filters:
     names a user id instead of a pseudonym answers with that person's pseudonym: it is a reveal.
     A Reviewer is refused; an Admin gives a reason, as for a reveal, and it is recorded as one
     (under the pseudonym, before anything is read). The filters then echo the pseudonym, so the
-    next page and the export links carry it, never the id."""
+    next page and the export links carry it, never the id. A pseudonym made with a previous key
+    is echoed as the current key's, as the pages show that person now."""
     context = request.app[CONTEXT]
     filters = parse_filters(request.query, context.pseudonyms)
     named = filters.echo.get("user", "")
-    if not context.pseudonyms.enabled or not named or named.startswith(PSEUDONYM_PREFIX):
+    if named.startswith(PSEUDONYM_PREFIX):
+        current = context.pseudonyms.current(named)
+        return dataclasses.replace(filters, echo={**filters.echo, "user": current})
+    if not context.pseudonyms.enabled or not named:
         return filters
     if not principal_of(request).has(Role.ADMIN):
         raise PSEUDONYM_REQUIRED
@@ -899,14 +908,18 @@ def _reason(reason: str, missing: str) -> str:
     return reason
 
 
-async def _reveal(request: web.Request, reference: str, reason: str) -> str:
+async def _reveal(request: web.Request, reference: str, reason: str) -> tuple[str, str]:
+    """The user id behind a pseudonym, and the pseudonym as the current key makes it: the
+    reveal is recorded under that one (a pseudonym of a previous key names the same id)."""
     context = request.app[CONTEXT]
     reason = _reason(reason, "error_reason_reveal")
-    user_id = context.pseudonyms.resolve(reference)
-    if user_id is None:
+    if not reference.startswith(PSEUDONYM_PREFIX):
         raise AdminError(404, "not_found", "error_no_such_pseudonym")
-    await _audit(request, "reveal_user", reference, {"reason": reason})
-    return user_id
+    # One that no key opens is refused as everywhere else (UnknownPseudonym), unrecorded.
+    user_id = context.pseudonyms.user_id(reference)
+    pseudonym = context.pseudonyms.pseudonym(user_id)
+    await _audit(request, "reveal_user", pseudonym, {"reason": reason})
+    return user_id, pseudonym
 
 
 def _texts(source: Mapping[str, Any], *names: str) -> list[str]:
@@ -925,8 +938,13 @@ def _audited_as(context: AdminContext, user_id: str) -> str:
 def _audit_targets(context: AdminContext, user_id: str) -> list[str]:
     """How the audit log names one person: `_audited_as` (deletions, exports, reveals of their
     pseudonym as shown) and the pseudonym of each id they are stored under (a refusal names the
-    id its turn had)."""
-    return [context.pseudonyms.pseudonym(stored_id) for stored_id in stored_ids_of(user_id)]
+    id its turn had), each under the current key and every previous one (ADMIN_PSEUDONYM_
+    PREVIOUS_KEYS): what was recorded before a key rotation is still about them."""
+    return [
+        pseudonym
+        for stored_id in stored_ids_of(user_id)
+        for pseudonym in context.pseudonyms.every_pseudonym(stored_id)
+    ]
 
 
 def _usage_scopes(context: AdminContext, user_id: str) -> list[str]:
@@ -1130,7 +1148,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
         download.add(
             body.begin(
                 {
-                    "user": reference,
+                    "user": context.pseudonyms.current(reference),
                     "exportedAt": datetime.now(UTC).isoformat(),
                     "storedIds": stored_ids,
                 }
@@ -1569,7 +1587,7 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def reveal_page(request: web.Request) -> web.StreamResponse:
     reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
-    user_id = await _reveal(request, reference, reason)
+    user_id, pseudonym = await _reveal(request, reference, reason)
     return _render(
         request,
         "reveal.html",
@@ -1577,7 +1595,7 @@ async def reveal_page(request: web.Request) -> web.StreamResponse:
         language_next=_return_target(f"/admin/conversations/{quote(back, safe='')}")
         if back
         else None,
-        reference=reference,
+        reference=pseudonym,
         user_id=user_id,
         back=back,
     )
@@ -1591,6 +1609,8 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     if not reference:
         raise BadRequest("error_user_to_delete")
     user_id = context.pseudonyms.user_id(reference)
+    # The page (and the deletion it confirms) names them as the current key does.
+    reference = context.pseudonyms.current(reference)
     # How much a named person has stored is a read of their data, recorded as a transcript view
     # is: first (no record, no count), under their pseudonym, as their deletion will be.
     target = _audited_as(context, user_id)
@@ -1605,6 +1625,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "delete_confirm.html",
+        language_next=_return_target("/admin/users/delete?" + urlencode({"user": reference})),
         reference=reference,
         conversations=total,
         unreadable=unreadable,
@@ -1633,7 +1654,7 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "deleted.html",
-        reference=reference,
+        reference=request.app[CONTEXT].pseudonyms.current(reference),
         counts=deletion.counts,
         second_pass_due=deletion.second_pass_due,
         second_pass_minutes=_second_pass_minutes(request),
@@ -1864,8 +1885,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 @requires(Role.ADMIN)
 async def api_reveal(request: web.Request) -> web.StreamResponse:
     reference, reason = _texts(await _json_body(request), "user", "reason")
-    user_id = await _reveal(request, reference, reason)
-    return web.json_response({"user": reference, "userId": user_id})
+    user_id, pseudonym = await _reveal(request, reference, reason)
+    return web.json_response({"user": pseudonym, "userId": user_id})
 
 
 @requires(Role.ADMIN)
