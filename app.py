@@ -57,7 +57,15 @@ from chat.router import DeploymentRouter
 from chat.service import ChatService, FilterPolicy
 from chat.telemetry import ChatTelemetry, correlation_id, tag_turn_log_records
 from chat.tokens import TokenCounter
-from config import BotAppType, ConfigurationError, DeploymentSpec, Settings, load_settings
+from config import (
+    AdminAuthMode,
+    BotAppType,
+    ConfigurationError,
+    DeploymentSpec,
+    Settings,
+    WebChatAuthMode,
+    load_settings,
+)
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import (
@@ -564,6 +572,73 @@ def _log_configuration(app: web.Application) -> None:
     log.info("model: %s", model)
     log.info("store: %s", store)
     log.info("channel auth: %s", auth)
+    _log_controls(app)
+
+
+def _log_controls(app: web.Application) -> None:
+    """What decides who may chat and what is kept, so that a mistake shows in the first lines
+    of the log: never a secret, never message text. Tenant ids are counted here (a list of
+    customers' tenants can be long); DEBUG names them."""
+    settings = app[SETTINGS]
+    tenants = settings.allowed_tenant_ids
+    channels = settings.allowed_channels
+    log.info(
+        "access: tenants %s; channels %s",
+        f"{len(tenants)} allowed (ALLOWED_TENANT_IDS)"
+        if tenants
+        else "all (ALLOWED_TENANT_IDS empty)",
+        f"{', '.join(channels)} (ALLOWED_CHANNELS)" if channels else "all (ALLOWED_CHANNELS empty)",
+    )
+    if tenants:
+        log.debug("access: allowed tenants %s", ", ".join(tenants))
+    usage = app[POLICIES].usage
+    log.info(
+        "usage policy: %s",
+        f"version {usage.version!r}, accepted before the first question (USAGE_POLICY_FILE)"
+        if usage is not None
+        else "none, no consent step (USAGE_POLICY_FILE empty)",
+    )
+    overrides = len(app[POLICIES].tenants.tenants)
+    log.info(
+        "quotas: per user %s messages a minute and %s tokens a day; per tenant %s tokens a day; %s",
+        _limit(settings.quota_user_requests_per_minute),
+        _limit(settings.quota_user_tokens_per_day),
+        _limit(settings.quota_tenant_tokens_per_day),
+        f"{overrides} tenant(s) with their own limits or prompt (TENANT_POLICY_FILE)"
+        if overrides
+        else "no per-tenant overrides",
+    )
+    log.info(
+        "data: conversations %s; message text %s",
+        f"deleted {settings.retention_days} days after their last write (RETENTION_DAYS)"
+        if settings.retention_days
+        else "kept forever (RETENTION_DAYS=0)",
+        "written to the log (LOG_MESSAGE_TEXT=true)"
+        if settings.log_message_text
+        else "never logged",
+    )
+    webchat = (
+        "App Service Authentication"
+        if settings.webchat_auth_mode is WebChatAuthMode.APPSERVICE
+        else "local (one development user, for make run only)"
+    )
+    log.info(
+        "sign-in: web chat %s, through %s; admin %s",
+        webchat,
+        "Azure's Direct Line" if settings.uses_azure_direct_line else "the built-in Direct Line",
+        ADMIN_SIGN_IN[settings.admin_auth_mode],
+    )
+
+
+ADMIN_SIGN_IN = {
+    AdminAuthMode.LOCAL: "local (a one-time link in this log)",
+    AdminAuthMode.APPSERVICE: "App Service Authentication",
+    AdminAuthMode.OIDC: "Entra ID tokens checked by the app (oidc)",
+}
+
+
+def _limit(value: int) -> str:
+    return f"{value:,}" if value else "unlimited"
 
 
 # --- handlers
