@@ -250,6 +250,47 @@ def _origin(entry: str) -> str | None:
     return f"{parts.scheme}://{host}{shown_port}"
 
 
+# The channel ids of the clients this app is built for (botbuilder's `Channels` names them):
+# Teams, the web chat widget (built-in Direct Line or Azure's: `directline`; Azure's own Web Chat
+# channel: `webchat`) and the Bot Framework Emulator. An allow-list entry that is none of them
+# (`teams` for `msteams`) would refuse every user of the channel it meant.
+KNOWN_CHANNELS = ("msteams", "directline", "webchat", "emulator")
+_SHOWN_CHANNEL = re.compile(r"^[a-z0-9._-]{1,32}$")
+# An Entra tenant id as Teams (`channelData.tenant.id`) and App Service's `tenantid` claim send it.
+_TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NOT_A_PUBLIC_BASE_URL = (
+    "must be the app's public URL: https://host or https://host:port (http only on loopback), "
+    "with no path, query or fragment"
+)
+
+
+def _known_channel(number: int, entry: str) -> str:
+    channel = entry.lower()
+    if channel in KNOWN_CHANNELS:
+        return channel
+    # A channel id is no secret; anything that does not look like one is not repeated.
+    shown = f" ({channel})" if _SHOWN_CHANNEL.match(channel) else ""
+    raise ValueError(
+        f"entry {number}{shown} is not a channel id of this app: use "
+        f"{', '.join(KNOWN_CHANNELS)} (Teams is msteams)"
+    )
+
+
+def _tenant_id(number: int, entry: str) -> str:
+    tenant = entry.lower()
+    if _TENANT_ID.match(tenant):
+        return tenant
+    hint = ""
+    if re.search(r"[;\s]", entry):
+        hint = "; separate tenant ids with commas"
+    elif "." in entry:
+        hint = "; a domain name is not one: channels send the tenant's id"
+    raise ValueError(
+        f"entry {number} is not an Entra tenant id (a GUID: the tenant's Directory (tenant) ID, "
+        f"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx){hint}"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=None,
@@ -478,6 +519,33 @@ class Settings(BaseSettings):
     @classmethod
     def _split_allow_lists(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("allowed_channels")
+    @classmethod
+    def _channels_this_app_serves(cls, value: list[str]) -> list[str]:
+        channels = [_known_channel(number, entry) for number, entry in enumerate(value, start=1)]
+        return list(dict.fromkeys(channels))
+
+    @field_validator("allowed_tenant_ids")
+    @classmethod
+    def _tenant_ids_are_guids(cls, value: list[str]) -> list[str]:
+        # Every tenant id a channel sends is a GUID: an entry that is not one matches nobody, and
+        # `a;b` (one entry) would refuse every user.
+        tenants = [_tenant_id(number, entry) for number, entry in enumerate(value, start=1)]
+        return list(dict.fromkeys(tenants))
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url_is_an_origin(cls, value: str) -> str:
+        # Joined with root paths (`/v3/directline`, `/admin/...`) into what browsers are sent,
+        # and compared as an origin: `assistant.contoso.com/` would give them `assistant...`
+        # without a scheme. The app serves from the root, so a path would not reach it either.
+        if not value.strip():
+            return ""
+        origin = _origin(value.strip())
+        if origin is None:
+            raise ValueError(NOT_A_PUBLIC_BASE_URL)
+        return origin
 
     @field_validator("tenant_policy_file", "usage_policy_file", mode="before")
     @classmethod

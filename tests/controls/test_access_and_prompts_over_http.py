@@ -16,6 +16,7 @@ from tests.controls.support import Chat, ControlledApp, conversation, model_call
 from tests.support import RecordingConnector
 
 ALLOWED = "11111111-2222-3333-4444-555555555555"
+OTHER_ALLOWED = "22222222-3333-4444-5555-666666666666"
 
 
 def in_tenant(tenant_id: str) -> dict[str, object]:
@@ -28,7 +29,7 @@ async def test_message_from_a_tenant_outside_the_allow_list_is_refused_and_audit
     simulator_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = await controlled_app(ALLOWED_TENANT_IDS=f"{ALLOWED}, other-tenant")
+    client = await controlled_app(ALLOWED_TENANT_IDS=f"{ALLOWED}, {OTHER_ALLOWED}")
     outsider = Chat(client, connector, conversation_id="x", **in_tenant("99999999-0000"))
     calls = await model_calls(simulator_url)
 

@@ -282,3 +282,23 @@ def test_a_trusted_origin_that_is_not_an_origin_is_refused_unquoted(tmp_path: Pa
     )
     assert_configuration_error(code, output, "WEBCHAT_TRUSTED_ORIGINS", "entry 2")
     assert_nothing_of("Secret42Value", output)
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"ALLOWED_CHANNELS": "teams"}, "ALLOWED_CHANNELS: entry 1 (teams)"),
+        ({"ALLOWED_TENANT_IDS": "tenant-a;tenant-b"}, "separate tenant ids with commas"),
+        ({"PUBLIC_BASE_URL": "assistant.contoso.com/"}, "PUBLIC_BASE_URL: must be"),
+    ],
+    ids=["channel", "tenants", "public-url"],
+)
+def test_an_access_or_url_typo_stops_the_start_in_one_line_naming_the_setting(
+    tmp_path: Path, settings: dict[str, str], says: str
+) -> None:
+    # Each used to start cleanly, then refuse every user (or break the web chat's URLs).
+    code, output = run_app(tmp_path, **settings)
+    assert_configuration_error(code, output, *settings, says)
+    problems = [line for line in output.splitlines() if line.startswith("configuration error: ")]
+    assert len(problems) == 1, output
+    assert "starting on" not in output, output

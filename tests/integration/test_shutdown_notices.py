@@ -141,6 +141,9 @@ async def test_turns_cut_off_or_never_started_at_the_shutdown_deadline_are_told_
     assert plain_prompt.activity_id == plain["id"]
 
 
+ALLOWED_TENANT = "11111111-2222-3333-4444-555555555555"
+
+
 async def _queued_behind_a_slow_turn(
     bot: TestClient[Any, Any], connector: RecordingConnector, slow_model: str, conversation: str
 ) -> None:
@@ -151,7 +154,7 @@ async def _queued_behind_a_slow_turn(
         connector.url,
         "Describe Bluebird",
         conversation_id=conversation,
-        channelData={"tenant": {"id": "tenant-ok"}},
+        channelData={"tenant": {"id": ALLOWED_TENANT}},
     )
     await post(bot, first)
     for _ in range(100):  # until the model has the question
@@ -184,7 +187,7 @@ async def test_a_message_of_a_refused_tenant_is_not_told_to_resend(
     make_app: AppFactory, connector: RecordingConnector, slow_model: str
 ) -> None:
     """Its turn would have refused it: the restarting notice would invite it again."""
-    bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model, ALLOWED_TENANT_IDS="tenant-ok")
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model, ALLOWED_TENANT_IDS=ALLOWED_TENANT)
     await _queued_behind_a_slow_turn(bot, connector, slow_model, "c10")
     refused = message_activity(
         connector.url,

@@ -181,7 +181,7 @@ def test_package_is_byte_identical_for_the_same_settings(tmp_path: Path) -> None
         ({"MicrosoftAppId": "", "MicrosoftAppPassword": ""}, "MicrosoftAppId is empty"),
         ({"MicrosoftAppId": "my-bot"}, "MicrosoftAppId must be a GUID"),
         ({"PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL must be"),
-        ({"PUBLIC_BASE_URL": "http://chat.contoso.example"}, "PUBLIC_BASE_URL must be"),
+        ({"PUBLIC_BASE_URL": "http://localhost:3978"}, "PUBLIC_BASE_URL must be"),
         ({"ASSISTANT_NAME": "A" * 31}, "ASSISTANT_NAME is longer"),
     ],
 )

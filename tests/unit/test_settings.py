@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config import PROJECT_ROOT, Settings
+from config import PROJECT_ROOT, Settings, explain_validation_error
 
 
 def settings(**values: object) -> Settings:
@@ -391,3 +391,107 @@ def test_cosmos_endpoint_must_be_https_except_loopback(endpoint: str) -> None:
     assert settings(COSMOS_ENDPOINT="https://127.0.0.1:8081/").cosmos_endpoint == (
         "https://127.0.0.1:8081"
     )
+
+
+def test_an_allowed_channel_this_app_has_no_such_id_for_is_refused_naming_it() -> None:
+    # `teams` instead of `msteams` would answer every Teams user "not available in this app".
+    with pytest.raises(ValidationError) as raised:
+        settings(ALLOWED_CHANNELS="teams,directline")
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith("ALLOWED_CHANNELS: entry 1 (teams) is not a channel id")
+    assert "msteams, directline, webchat, emulator" in problem
+
+
+def test_allowed_channels_are_taken_in_any_case_once_each() -> None:
+    allowed = settings(ALLOWED_CHANNELS="MSTeams, directline,webchat,emulator,msteams")
+    assert allowed.allowed_channels == ["msteams", "directline", "webchat", "emulator"]
+
+
+def test_a_channel_entry_that_does_not_look_like_an_id_is_not_repeated() -> None:
+    with pytest.raises(ValidationError) as raised:
+        settings(ALLOWED_CHANNELS="msteams,Secret42Value=xyz")
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith("ALLOWED_CHANNELS: entry 2 is not a channel id")
+    assert "Secret42" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("tenant-a;tenant-b", "entry 1 is not an Entra tenant id"),
+        (
+            "72f988bf-86f1-41af-91ab-2d7cd011db47;11111111-2222-3333-4444-555555555555",
+            "separate tenant ids with commas",
+        ),
+        (
+            "72f988bf-86f1-41af-91ab-2d7cd011db47 11111111-2222-3333-4444-555555555555",
+            "separate tenant ids with commas",
+        ),
+        ("72f988bf-86f1-41af-91ab-2d7cd011db47,contoso", "entry 2 is not an Entra tenant id"),
+        ("contoso.onmicrosoft.com", "a domain name is not one"),
+        ("{72f988bf-86f1-41af-91ab-2d7cd011db47}", "entry 1 is not an Entra tenant id"),
+    ],
+)
+def test_an_allowed_tenant_that_is_not_a_tenant_id_is_refused_naming_the_entry(
+    value: str, says: str
+) -> None:
+    # Channels send tenant ids as GUIDs: anything else matches nobody, and `a;b` refuses all.
+    with pytest.raises(ValidationError) as raised:
+        settings(ALLOWED_TENANT_IDS=value)
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith("ALLOWED_TENANT_IDS: ") and says in problem, problem
+
+
+def test_allowed_tenant_ids_are_guids_in_any_case_once_each() -> None:
+    allowed = settings(
+        ALLOWED_TENANT_IDS="72F988BF-86F1-41AF-91AB-2D7CD011DB47, "
+        "11111111-2222-3333-4444-555555555555,72f988bf-86f1-41af-91ab-2d7cd011db47"
+    )
+    assert allowed.allowed_tenant_ids == [
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "11111111-2222-3333-4444-555555555555",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "assistant.contoso.com/",
+        "assistant.contoso.com",
+        "http://assistant.contoso.com",
+        "ftp://assistant.contoso.com",
+        "https://",
+        "https://assistant.contoso.com/chat",
+        "https://assistant.contoso.com/?x=1",
+        "https://assistant.contoso.com/#top",
+        "https://admin:Secret42Value@assistant.contoso.com",
+        "https://assistant.contoso.com:notaport",
+    ],
+)
+def test_a_public_base_url_that_is_not_the_apps_https_origin_is_refused_unquoted(
+    value: str,
+) -> None:
+    # Pages are sent `<PUBLIC_BASE_URL>/v3/directline` and admin links: without a scheme the
+    # browser gets a host it cannot reach (`wsstant.contoso.com/...` as the stream URL).
+    with pytest.raises(ValidationError) as raised:
+        settings(PUBLIC_BASE_URL=value)
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith("PUBLIC_BASE_URL: must be the app's public URL"), problem
+    assert "Secret42" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("https://Assistant.Contoso.com/", "https://assistant.contoso.com"),
+        ("https://assistant.contoso.com:443", "https://assistant.contoso.com"),
+        ("https://assistant.contoso.com:8443/", "https://assistant.contoso.com:8443"),
+        ("http://localhost:3978/", "http://localhost:3978"),
+        ("http://127.0.0.1:3978", "http://127.0.0.1:3978"),
+        ("", ""),
+    ],
+)
+def test_a_public_base_url_is_kept_as_its_origin_without_a_trailing_slash(
+    value: str, kept: str
+) -> None:
+    assert settings(PUBLIC_BASE_URL=value).public_base_url == kept
