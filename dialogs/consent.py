@@ -10,7 +10,13 @@ triggered the question is kept in the dialog and answered right after acceptance
 to be typed twice; one that was itself an answer ("I accept" before seeing the policy) is not
 kept, and is not taken as the answer either.
 
-The dialog's options: `pending` (the message waiting for the answer, or None) and `shared`.
+The question keeps the version it shows (`version`, in its options): an answer is to that
+version. When the policy's version changes while a question is open, the answer to it is no
+answer to the new one (`shows_current`): the gate asks again with the new text, keeping the
+waiting message (`waiting`).
+
+The dialog's options: `pending` (the message waiting for the answer, or None), `shared`, and
+`changed` (the question replaces one about an earlier version: its text says so).
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ from typing import Any
 from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
 from botbuilder.dialogs import (
     ComponentDialog,
+    DialogContext,
+    DialogInstance,
+    DialogState,
     DialogTurnResult,
+    Prompt,
     PromptOptions,
     PromptValidatorContext,
     TextPrompt,
@@ -39,6 +49,8 @@ from controls.policy import UsagePolicy
 CONSENT_DIALOG = "consent"
 _STEPS = "consent.steps"
 _ANSWER = "consent.answer"
+# The option naming the policy version the question shows (set by `ConsentDialog.begin_dialog`).
+_VERSION = "version"
 # A plain string, not the ActionTypes enum: the prompt is kept in dialog state as JSON.
 _IM_BACK = "imBack"
 
@@ -170,6 +182,37 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
         self.add_dialog(WaterfallDialog(_STEPS, [self._ask, self._decide]))
         self.initial_dialog_id = _STEPS
 
+    async def begin_dialog(
+        self, dialog_context: DialogContext, options: object = None
+    ) -> DialogTurnResult:
+        """Asks the question about this policy, keeping its version with the question."""
+        shown = {**(options if isinstance(options, dict) else {}), _VERSION: self._policy.version}
+        return await super().begin_dialog(dialog_context, shown)
+
+    def shows_current(self, question: DialogInstance) -> bool:
+        """Whether the open question (this dialog's instance) shows the current version. One
+        asked before the version was kept with it: whether its prompt shows this version's
+        text, as the intro and policy this dialog would show now in either language."""
+        options = _steps_options(question)
+        if _VERSION in options:
+            return bool(options[_VERSION] == self._policy.version)
+        prompt = _prompt_text(question)
+        return any(
+            self._intro(language) in prompt and self._policy.text_for(language) in prompt
+            for language in ("en", "ja")
+        )
+
+    @staticmethod
+    def waiting(question: DialogInstance) -> dict[str, Any] | None:
+        """The message the open question (this dialog's instance) holds, if any."""
+        pending = _steps_options(question).get("pending")
+        return pending if isinstance(pending, dict) else None
+
+    def _intro(self, locale: str | None) -> str:
+        return localize(
+            "consent_intro", locale, organization=self._organization, version=self._policy.version
+        )
+
     async def _ask(self, step: WaterfallStepContext) -> DialogTurnResult:
         activity: Activity = step.context.activity
         locale = activity.locale
@@ -186,18 +229,11 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
         else:
             question = localize("consent_question", locale, accept=accept, decline=decline)
             retry = localize("consent_retry", locale, accept=accept, decline=decline)
-        text = "\n\n".join(
-            [
-                localize(
-                    "consent_intro",
-                    locale,
-                    organization=self._organization,
-                    version=self._policy.version,
-                ),
-                self._policy.text_for(language_of(locale)),
-                question,
-            ]
-        )
+        parts = [self._intro(locale), self._policy.text_for(language_of(locale)), question]
+        if (step.options or {}).get("changed"):
+            # The user was shown an earlier version: what they replied to it was not taken.
+            parts.insert(0, localize("consent_policy_changed", locale))
+        text = "\n\n".join(parts)
         if shared:
             # Teams shows suggested actions only in 1:1 chats, and a button's reply would carry
             # no @mention: the bot would never receive it.
@@ -213,12 +249,18 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
         context: TurnContext = step.context
         locale = context.activity.locale
         accepted = bool(consent_answer(step.result))
-        pending = (step.options or {}).get("pending")
-        if accepted:
+        options = step.options or {}
+        pending = options.get("pending")
+        shown = options.get(_VERSION)
+        if accepted and shown in (None, self._policy.version):
+            # The version this question showed (None: asked before it was kept; the gate found
+            # its prompt showing this version). A question about an earlier version is answered
+            # here only when the user accepted the current one elsewhere: that record stands.
             await self._acceptance.set(
                 context,
                 {"version": self._policy.version, "accepted_at": self._clock().isoformat()},
             )
+        if accepted:
             key = "consent_accepted_pending" if pending else "consent_accepted"
             await context.send_activity(_markdown(localize(key, locale)))
         else:
@@ -235,6 +277,31 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
             await context.send_activity(_markdown(declined))
         result = {"accepted": accepted, "pending": pending if accepted else None}
         return await step.end_dialog(result)
+
+
+def _steps_options(question: DialogInstance) -> dict[str, Any]:
+    """The options the question's waterfall was begun with (ComponentDialog keeps its inner
+    dialogs' stack in its instance state; the waterfall is at its bottom)."""
+    inner = question.state.get(ComponentDialog.persisted_dialog_state)
+    stack = inner.dialog_stack if isinstance(inner, DialogState) else []
+    for instance in stack:
+        if instance.id == _STEPS:
+            options = instance.state.get(WaterfallDialog.PersistedOptions)
+            return options if isinstance(options, dict) else {}
+    return {}
+
+
+def _prompt_text(question: DialogInstance) -> str:
+    """The text of the question's prompt as it was shown."""
+    inner = question.state.get(ComponentDialog.persisted_dialog_state)
+    stack = inner.dialog_stack if isinstance(inner, DialogState) else []
+    for instance in stack:
+        if instance.id == _ANSWER:
+            options = instance.state.get(Prompt.persisted_options)
+            prompt = getattr(options, "prompt", None)
+            text = getattr(prompt, "text", None)
+            return text if isinstance(text, str) else ""
+    return ""
 
 
 async def _is_answer(prompt: PromptValidatorContext) -> bool:

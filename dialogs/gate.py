@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import MessageFactory, TurnContext
-from botbuilder.dialogs import DialogSet, DialogTurnStatus
+from botbuilder.dialogs import DialogContext, DialogSet, DialogTurnStatus
 from botbuilder.schema import Activity, ResourceResponse
 
 from chat.kept import KeptWrites
@@ -102,12 +102,12 @@ class ConversationGate:
         # (storage.botstate.EXPIRES_FROM_PROPERTY), however many messages find it still open.
         self._asked_at = self._states.dialogs.create_property(EXPIRES_FROM_PROPERTY)
         self._dialogs = DialogSet(self._states.dialogs.create_property(_DIALOG_STATE))
+        self._question: ConsentDialog | None = None
         if config.usage_policy is not None:
-            self._dialogs.add(
-                ConsentDialog(
-                    config.usage_policy, self._acceptance, config.organization_name, clock
-                )
+            self._question = ConsentDialog(
+                config.usage_policy, self._acceptance, config.organization_name, clock
             )
+            self._dialogs.add(self._question)
 
     @property
     def usage_policy(self) -> UsagePolicy | None:
@@ -244,7 +244,7 @@ class ConversationGate:
         """`_consent`'s decision, in the bot state its caller then saves: the turn to answer now
         (None while the policy is not accepted), and whether this turn asked the question with
         its message waiting for the answer."""
-        assert self._policy is not None
+        assert self._policy is not None and self._question is not None
         if turn.activity_id and await self._answered_by.get(context) == turn.activity_id:
             # The channel sent the answer again (no 2xx in time, e.g. across a restart, when
             # the turn queue's dedupe is empty): it was handled already, and taken as a new
@@ -283,6 +283,12 @@ class ConversationGate:
                 # Asked by an earlier release, which kept no time: counted from now, the first
                 # time known (each later message would move it on otherwise).
                 await self._asked_at.set(context, utc_now().isoformat())
+            if not accepted and not self._question.shows_current(dialog_context.active_dialog):
+                # The question shows an earlier version of the policy (the version changed
+                # while it was open): an answer to it accepts or declines nothing the user has
+                # been shown now. The current version is shown and asked instead.
+                await self._ask_again(context, dialog_context, turn)
+                return None, False
             result = await dialog_context.continue_dialog()
             if result.status is not DialogTurnStatus.Complete:
                 # Not an answer: the prompt reminds the user of the question an earlier turn
@@ -315,6 +321,26 @@ class ConversationGate:
         # The store's clock, not the injected one: the expiry is counted on it.
         await self._asked_at.set(context, utc_now().isoformat())
         return None, pending is not None
+
+    async def _ask_again(
+        self, context: TurnContext, dialog_context: DialogContext, turn: TurnInput
+    ) -> None:
+        """Replaces the open question about an earlier version with one about the current
+        version, saying that the policy changed. The message that waited still waits (it is
+        answered once the user accepts this version), counted from when it was first asked;
+        this turn's message, an answer or not, is not kept, as with any reply to the question."""
+        assert self._policy is not None and self._question is not None
+        waiting = self._question.waiting(dialog_context.active_dialog)
+        log.info(
+            "usage policy consent asked again: the version changed since the question",
+            extra={"event": "consent_asked", "version": self._policy.version, "changed": True},
+        )
+        await dialog_context.cancel_all_dialogs()
+        await dialog_context.begin_dialog(
+            CONSENT_DIALOG, {"pending": waiting, "shared": turn.shared, "changed": True}
+        )
+        # Sent again, this message would be taken as an answer to the question it asked.
+        await self._asked_by.set(context, turn.activity_id)
 
     async def _not_kept(self, context: TurnContext, turn: TurnInput) -> None:
         """Another message of the user's asked the question at the same moment (on another
