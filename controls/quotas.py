@@ -182,19 +182,6 @@ class _Pending:
         return self.amount + sum(sent.amount for sent in self.sent)
 
 
-@dataclass
-class _Told:
-    """A refusal was recorded (audit record, log line) in `minute` (minutes since the epoch)
-    for a user (`user_id`) or, for the organization's limit, a tenant (`scope`, no user);
-    `untold`: how many more refusals of that limit in that minute were not recorded."""
-
-    scope: str
-    user_id: str
-    minute: int
-    window: str  # the refused limit's window key, as the refusal's record names it
-    untold: int = 0
-
-
 @dataclass(frozen=True)
 class _Upfront:
     """What `count_request` took for a turn: its request in `minute`, and `amount` tokens."""
@@ -231,7 +218,6 @@ class Quotas:
         self._claim_within = upfront_claim_seconds
         self._pending: dict[_Key, _Pending] = {}
         self._held: dict[Hashable, list[_Upfront]] = {}
-        self._told: dict[tuple[str, LimitKind], _Told] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # set by close(): nothing is deferred any more
 
@@ -303,7 +289,7 @@ class Quotas:
             if result.refused == "tokens"
             else (LimitKind.USER_REQUESTS_PER_MINUTE, minute)
         )
-        record = not self._recorded_already(scope, user_id, kind, change.minute, window)
+        record = self._first_this_minute(scope, user_id, kind, window)
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
             # along): no message of this user can be answered before the day resets.
@@ -328,41 +314,18 @@ class Quotas:
             record=record,
         )
 
-    def _recorded_already(
-        self, scope: str, user_id: str, kind: LimitKind, minute: int, window: Window
-    ) -> bool:
-        """Whether a refusal of `kind` for the user (`user_id`; "" for the organization's limit,
-        then once per tenant `scope`) was recorded in `minute` (then this one is counted, to be
-        logged with the others); if not, it is being recorded now."""
-        key = (user_id or scope, kind)
-        told = self._told.get(key)
-        if told is not None and told.minute == minute:
-            told.untold += 1
-            return True
-        if told is not None:
-            self._log_untold(kind, told)
-        self._told[key] = _Told(scope, user_id, minute, window.key)
-        self._ensure_flusher()
-        return False
-
-    def _forget_told(self, before_minute: float) -> None:
-        """The refusals recorded before `before_minute` are forgotten, and the count of those
-        not recorded logged."""
-        for key, told in list(self._told.items()):
-            if told.minute < before_minute:
-                del self._told[key]
-                self._log_untold(key[1], told)
-
-    def _log_untold(self, kind: LimitKind, told: _Told) -> None:
-        if told.untold:
-            self._refusals.untold(
-                "quota_exceeded",
-                told.scope,
-                told.untold,
-                user_id=told.user_id,
-                limit=kind.value,
-                window=told.window,
-            )
+    def _first_this_minute(self, scope: str, user_id: str, kind: LimitKind, window: Window) -> bool:
+        """Whether a refusal of `kind` for the user (`user_id`; "" for the organization's
+        limit, then once per tenant `scope`) is the first in this minute, to be recorded; if
+        not, it is counted, to be logged with the others (`RefusalLog.first_this_minute`)."""
+        return self._refusals.first_this_minute(
+            (user_id or scope, kind),
+            "quota_exceeded",
+            scope,
+            user_id=user_id,
+            limit=kind.value,
+            window=window.key,
+        )
 
     async def give_back(self, turn: Hashable) -> None:
         """`turn` was counted, then found to be a redelivery of a message already handled: its
@@ -423,9 +386,7 @@ class Quotas:
                         now,
                         user_id=user_id,
                         requested=amount,
-                        record=not self._recorded_already(
-                            user, user_id, kind, change.minute, window
-                        ),
+                        record=self._first_this_minute(user, user_id, kind, window),
                     )
                 user_amount = amount
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
@@ -438,7 +399,6 @@ class Quotas:
                     if user is not None:
                         self._defer(False, user, window, -user_amount)
                     kind = LimitKind.TENANT_TOKENS_PER_DAY
-                    minute = minute_number(minute_window(now))
                     return await self._exceeded(
                         kind,
                         tenant,
@@ -447,7 +407,7 @@ class Quotas:
                         window,
                         now,
                         requested=amount,
-                        record=not self._recorded_already(tenant, "", kind, minute, window),
+                        record=self._first_this_minute(tenant, "", kind, window),
                     )
         except StoreError:
             # The turn goes ahead uncounted (the caller decides): give back what it holds.
@@ -507,14 +467,16 @@ class Quotas:
         """Shutdown, once the turns have drained: upfront reservations no turn claimed go back
         and everything pending is written. Later settlements are written at once. What is not
         written within `at_most_seconds` (a store that does not answer: each try could take the
-        store's own timeouts and retries, minutes in all) is given up and logged."""
+        store's own timeouts and retries, minutes in all) is given up and logged. The refusal
+        log's counts of refusals not recorded are logged now, the gate's (tenant and channel)
+        too: it shares the log, and nothing is refused once the turns have drained."""
         self._stopping.set()
         timed_out = False
         try:
             async with asyncio.timeout(at_most_seconds):
                 if self._flusher is not None:
                     await asyncio.gather(self._flusher, return_exceptions=True)
-                self._forget_told(math.inf)
+                self._refusals.close()
                 self._expire_held(math.inf)
                 for attempt in range(3):
                     if not await self.flush():
@@ -523,7 +485,7 @@ class Quotas:
         except TimeoutError:
             timed_out = True
             # Cut wherever it was: what is told and held still counts in what is given up.
-            self._forget_told(math.inf)
+            self._refusals.close()
             self._expire_held(math.inf)
         # The stored totals keep what is given up (stricter, never looser) until the day ends.
         log.error(
@@ -678,17 +640,15 @@ class Quotas:
         )
 
     async def _flush_periodically(self) -> None:
-        """Runs while something is pending, held or told; a failed write is retried, backing
-        off."""
+        """Runs while something is pending or held; a failed write is retried, backing off."""
         wait = _FLUSH_EVERY_SECONDS
-        while (self._pending or self._held or self._told) and not self._stopping.is_set():
+        while (self._pending or self._held) and not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=wait)
                 return  # close() takes over
             except TimeoutError:
                 pass
             self._expire_held(time.monotonic())
-            self._forget_told(minute_number(minute_window(self._clock())))
             failed = await self._flush(idle_for=self._settle_after)
             wait = min(wait * 2, _RETRY_AT_MOST_SECONDS) if failed else _FLUSH_EVERY_SECONDS
 
@@ -759,7 +719,7 @@ class Quotas:
         record: bool = True,
     ) -> QuotaExceeded:
         """`user_id` for a user's limit: the audit record names the user (RefusalLog).
-        `record` False: the refusal is not audited nor logged (counted by `_recorded_already`)."""
+        `record` False: the refusal is not audited nor logged (counted by `_first_this_minute`)."""
         if record:
             await self._refusals.record(
                 "quota_exceeded",

@@ -201,11 +201,17 @@ class ConversationGate:
         return not text or len(text) > self._max_chars
 
     async def _refuse(self, context: TurnContext, turn: TurnInput, event: str) -> None:
+        """Every refused message is told; its audit record and log line are written once per
+        tenant (or channel), channel and UTC minute, and the others counted in one
+        `<event>_untold` line once the minute is over, as quota refusals are: a removed
+        organization's users would otherwise bury reviewers' actions in the audit log."""
         if event == "channel_refused":
             scope = safe_id(f"channel:{turn.channel_id}")
         else:
             scope = tenant_scope(turn.tenant_id) or "tenant:none"
-        await self._refusals.record(event, scope, channel=turn.channel_id)
+        key = (event, scope, turn.channel_id)
+        if self._refusals.first_this_minute(key, event, scope, channel=turn.channel_id):
+            await self._refusals.record(event, scope, channel=turn.channel_id)
         await _say(context, localize(event, turn.locale))
 
     async def _consent(self, context: TurnContext, turn: TurnInput) -> TurnInput | None:
