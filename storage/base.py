@@ -316,7 +316,11 @@ class Store(
         ...
 
     async def purge_expired(self) -> int:
-        """Delete what retention says has expired (a no-op where the service does it)."""
+        """Delete what retention says has expired, by the RETENTION_DAYS the store runs with:
+        a message or summary last written longer ago than that (none at 0), whatever the
+        setting was when it was written. Where the service expires items itself (Cosmos DB),
+        only what an earlier release stored with an expiry of its own is brought in line.
+        Returns how many items it deleted."""
         ...
 
 

@@ -30,7 +30,9 @@ import base64
 import binascii
 import functools
 import logging
+import math
 import re
+import time
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -135,6 +137,25 @@ log = logging.getLogger(__name__)
 _COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
 # Read-modify-write loops (summaries, counters) give up after this many lost races.
 _MAX_RACES = 20
+# Messages and summaries carry no `ttl` of their own: the containers' defaultTtl, which Cosmos DB
+# counts from each item's last write (`_ts`), is RETENTION_DAYS, so a changed setting applies to
+# every item without a ttl of its own at once. Earlier releases wrote each one with `ttl` =
+# RETENTION_DAYS of that write, which overrides the default: the retention purge gives such
+# items the ttl the setting of the day needs (`retention_ttl`) and records on them when they
+# were last written (a patch renews `_ts`), with the setting and the time of that patch
+# (`_RETENTION`). A write after it by another patch (one that keeps `ttl`) is told by a `_ts`
+# later than that time by more than this (the app's clock against the service's).
+_RETENTION = "retention"
+_RETENTION_PATCH_SLACK_SECONDS = 5
+# The items with a ttl of their own the setting of the day does not give: `key` is the
+# container's partition key field.
+_OWN_TTL_QUERY = (
+    "SELECT c.id, c.{key}, c._ts, c._etag, c.ttl, c.retention FROM c WHERE IS_DEFINED(c.ttl)"
+    " AND ((IS_DEFINED(c.retention) AND c.retention.days != @days)"
+    " OR (NOT IS_DEFINED(c.retention) AND c.ttl != @seconds))"
+)
+# Items of `purge_expired` read and changed at a time.
+_RETAINED_PAGE = 100
 # What a shared summary becomes: deleted, a new document, or left as it is (None).
 _SummaryRewrite = Literal["delete"] | dict[str, Any] | None
 # Usage documents whose minute this instance remembers (a hint for the next patch).
@@ -352,6 +373,31 @@ def _message_order(message: Mapping[str, Any]) -> tuple[str, int, float]:
     if seq is None:
         return (_message_conversation(message), 1, 0)
     return (_message_conversation(message), 0, seq)
+
+
+def _last_write(item: Mapping[str, Any]) -> float:
+    """When an item with a ttl of its own was last written: its `_ts`, unless the retention
+    purge's own patch set that (`_RETENTION` says when it was last written before)."""
+    written = float(item["_ts"])
+    record = item.get(_RETENTION)
+    if isinstance(record, dict):
+        try:
+            before, patched_at = float(record["lastWrite"]), float(record["at"])
+        except (KeyError, TypeError, ValueError):
+            return written
+        if written <= patched_at + _RETENTION_PATCH_SLACK_SECONDS:
+            return before
+    return written
+
+
+def retention_ttl(item: Mapping[str, Any], retention_seconds: int, now: float) -> int | None:
+    """The ttl a message or summary with a ttl of its own needs to expire RETENTION_DAYS after
+    its last write (-1 at 0: never), counted from a write now; None when that time has passed
+    (the item is deleted)."""
+    if not retention_seconds:
+        return -1
+    left = _last_write(item) + retention_seconds - now
+    return math.ceil(left) if left > 0 else None
 
 
 def _status(exc: CosmosHttpResponseError) -> int:
@@ -821,8 +867,88 @@ class CosmosStore:
             await self._database.read(response_hook=self._hook("ping"))
 
     async def purge_expired(self) -> int:
-        # Cosmos DB deletes expired items itself (container defaultTtl + item ttl).
-        return 0
+        """Cosmos DB deletes expired items itself (the containers' defaultTtl, an item's own
+        ttl). Messages and summaries an earlier release wrote with a ttl of their own that the
+        setting of the day does not give (`_RETENTION`) get the ttl it needs, or are deleted
+        when they are past it: one cross-partition query per container (index lookups, none
+        found once done), at each start and hourly, so items an earlier release still running
+        beside this one writes are found too. How many were deleted."""
+        op = "purge_expired"
+        days, seconds = self._config.retention_days, self._config.retention_seconds
+        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+        outcomes: list[str] = []
+        async with self._guard(op):
+            for role, key in (("messages", "conversationId"), ("conversations", "userId")):
+                container = self._container(role)
+                found = self._query(
+                    container,
+                    op,
+                    _OWN_TTL_QUERY.format(key=key),
+                    [{"name": "@days", "value": days}, {"name": "@seconds", "value": seconds}],
+                    page_size=_RETAINED_PAGE,
+                )
+                async for page in found.by_page():
+                    items = [item async for item in page if isinstance(item.get(key), str)]
+                    outcomes += await asyncio.gather(
+                        *(self._retain(container, item, item[key], gate) for item in items)
+                    )
+        changed, deleted = outcomes.count("changed"), outcomes.count("deleted")
+        if changed or deleted:
+            log.info(
+                "retention: %d messages and summaries stored with a ttl of their own (an earlier "
+                "release's RETENTION_DAYS) now expire by RETENTION_DAYS=%d; %d past it deleted",
+                changed,
+                days,
+                deleted,
+            )
+        return deleted
+
+    async def _retain(
+        self,
+        container: ContainerProxy,
+        item: dict[str, Any],
+        partition: str,
+        gate: asyncio.Semaphore,
+    ) -> str:
+        """One item of `purge_expired`, on the ETag it was read with: an item written meanwhile
+        is left to the next purge (a full write takes its ttl away anyway)."""
+        op = "purge_expired"
+        async with gate:
+            # Taken when the patch goes: `_last_write` compares the `_ts` it sets with it.
+            now = time.time()
+            ttl = retention_ttl(item, self._config.retention_seconds, now)
+            try:
+                if ttl is None:
+                    await container.delete_item(
+                        item["id"],
+                        partition,
+                        etag=item["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                    return "deleted"
+                record = {
+                    "lastWrite": _last_write(item),
+                    "days": self._config.retention_days,
+                    "at": now,
+                }
+                await container.patch_item(
+                    item["id"],
+                    partition,
+                    [
+                        {"op": "set", "path": "/ttl", "value": ttl},
+                        {"op": "set", "path": f"/{_RETENTION}", "value": record},
+                    ],
+                    etag=item["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                    response_hook=self._hook(op),
+                )
+                return "changed"
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 412):
+                    raise
+                self._record(op, exc.headers)
+                return "left"
 
     def _container(self, role: str) -> ContainerProxy:
         try:
@@ -831,6 +957,7 @@ class CosmosStore:
             raise StoreError("the Cosmos DB store is not open") from None
 
     def _ttl(self) -> int | None:
+        """A state document's own ttl (`write_state` with `expires`): RETENTION_DAYS."""
         return self._config.retention_seconds or None
 
     # --- errors and request charges
@@ -911,7 +1038,9 @@ class CosmosStore:
     # --- messages
 
     def _message_doc(self, message: Message) -> dict[str, Any]:
-        message = message.model_copy(update={"ttl": self._ttl()})
+        # No ttl of its own (one read from an earlier release's item goes): the container's
+        # defaultTtl counts from this write.
+        message = message.model_copy(update={"ttl": None})
         doc = _with_id(message.to_doc(), message.id)
         doc["createdAt"] = _stamp(message.created_at)
         return doc
@@ -1023,11 +1152,21 @@ class CosmosStore:
                 if current is None:
                     return None
                 previous = Message.model_validate(_clean(current)).feedback
+                # A rating renews the message: a ttl of its own (an earlier release's) goes, so
+                # the container's defaultTtl counts from it, as from any other write.
+                renewed = [
+                    {"op": "remove", "path": f"/{name}"}
+                    for name in ("ttl", _RETENTION)
+                    if name in current
+                ]
                 try:
                     doc = await container.patch_item(
                         item_id,
                         conversation_id,
-                        [{"op": "set", "path": "/feedback", "value": feedback.to_doc()}],
+                        [
+                            {"op": "set", "path": "/feedback", "value": feedback.to_doc()},
+                            *renewed,
+                        ],
                         etag=current["_etag"],
                         match_condition=MatchConditions.IfNotModified,
                         response_hook=self._hook(op),
@@ -1127,7 +1266,7 @@ class CosmosStore:
     ) -> dict[str, Any]:
         """The stored document; `applied`: the ids of the last deltas applied to it (a
         rewrite keeps the ones it read), Cosmos DB's alone (`_APPLIED_DELTAS_KEPT`)."""
-        summary = summary.model_copy(update={"ttl": self._ttl()})
+        summary = summary.model_copy(update={"ttl": None})  # as `_message_doc`
         doc = _with_id(summary.to_doc(), summary.conversation_id)
         doc["createdAt"] = _stamp(summary.created_at)
         doc["lastActivityAt"] = _stamp(summary.last_activity_at)

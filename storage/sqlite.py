@@ -171,6 +171,7 @@ CREATE TABLE IF NOT EXISTS messages (
     user_id TEXT NOT NULL,
     expires_at REAL,
     doc TEXT NOT NULL,
+    written_at REAL,
     PRIMARY KEY (conversation_id, id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (conversation_id, seq);
@@ -182,7 +183,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     channel_id TEXT NOT NULL,
     last_activity_at TEXT NOT NULL,
     expires_at REAL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    written_at REAL
 );
 CREATE INDEX IF NOT EXISTS conversations_by_activity
     ON conversations (last_activity_at DESC, conversation_id DESC);
@@ -232,25 +234,36 @@ _ADDED_COLUMNS = (
     # An audit record's `target` (a person's pseudonym, a conversation, a scope): a user's data
     # export finds the records about them by it.
     ("audit", "target", "TEXT"),
+    # When a message or summary was last written (epoch seconds): the retention purge deletes
+    # what was written more than RETENTION_DAYS ago, by the setting of the day. The expiry
+    # earlier releases fixed at each write (`expires_at`) kept the setting of that write.
+    ("messages", "written_at", "REAL"),
+    ("conversations", "written_at", "REAL"),
 )
 _INDEXES_ON_ADDED_COLUMNS = (
     "CREATE INDEX IF NOT EXISTS botstate_by_owner ON botstate (owner)",
     "CREATE INDEX IF NOT EXISTS botstate_by_conversation ON botstate (conversation_id)",
     "CREATE INDEX IF NOT EXISTS messages_by_rater ON messages (rater) WHERE rater IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, at, id)",
+    # Rows an earlier release wrote, dated at open (`_date_rows_of_earlier_releases`): every
+    # write sets `written_at`, so these stay empty and cost writes nothing.
+    "CREATE INDEX IF NOT EXISTS messages_undated ON messages (conversation_id)"
+    " WHERE written_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS conversations_undated ON conversations (conversation_id)"
+    " WHERE written_at IS NULL",
 )
 
 # A summary's row: the owner, tenant and channel are written with its first delta (or a new
 # start, `_WRITE_NEW_SUMMARY`, over an unreadable one); later deltas change the rest.
 _WRITE_SUMMARY = (
     "INSERT INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
-    " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " last_activity_at, written_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (conversation_id) DO UPDATE SET last_activity_at ="
-    " excluded.last_activity_at, expires_at = excluded.expires_at, doc = excluded.doc"
+    " excluded.last_activity_at, written_at = excluded.written_at, doc = excluded.doc"
 )
 _WRITE_NEW_SUMMARY = (
     "INSERT OR REPLACE INTO conversations (conversation_id, user_id, tenant_id, channel_id,"
-    " last_activity_at, expires_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " last_activity_at, written_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -270,6 +283,26 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         "UPDATE audit SET target = json_extract(doc, '$.target')"
         " WHERE target IS NULL AND json_valid(doc)"
     )
+
+
+def _date_rows_of_earlier_releases(db: sqlite3.Connection) -> None:
+    """Messages and summaries an earlier release wrote have no `written_at`. Their last write
+    is their fixed expiry less the `ttl` their document was written with (a release with
+    RETENTION_DAYS on wrote both); rows written while it was 0 have neither and are dated by
+    their stored time: a message's creation, a summary's last activity. A row with no time
+    that can be read stays undated: kept, not lost. The expiry goes: it held the setting of
+    that write, and the purge now counts from `written_at` by the setting of the day. Found by
+    the partial indexes, so an open after the first finds none."""
+    for table, stored_time in (
+        ("messages", "json_extract(doc, '$.createdAt')"),
+        ("conversations", "last_activity_at"),
+    ):
+        db.execute(
+            f"UPDATE {table} SET written_at = CASE WHEN json_valid(doc) THEN"  # noqa: S608
+            " coalesce(expires_at - json_extract(doc, '$.ttl'),"
+            f" (julianday({stored_time}) - 2440587.5) * 86400.0) END, expires_at = NULL"
+            " WHERE written_at IS NULL"
+        )
 
 
 def _iso(value: datetime) -> str:
@@ -790,8 +823,7 @@ class SqliteStore:
                 time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 (jitter, not a secret)
                 continue
             _atomic(conn, _add_missing_columns)
-            if self._retention_seconds:
-                _atomic(conn, self._expire_rows_written_without_retention)
+            _atomic(conn, _date_rows_of_earlier_releases)
             return conn
         raise AssertionError("unreachable: the last attempt raises")
 
@@ -814,23 +846,6 @@ class SqliteStore:
         loop_conn.execute("PRAGMA secure_delete=ON")
         loop_conn.execute("PRAGMA wal_autocheckpoint=0")
         return checkpoint_conn, loop_conn
-
-    def _expire_rows_written_without_retention(self, db: sqlite3.Connection) -> None:
-        """Rows written while retention was off have no expiry. A Cosmos container's defaultTtl
-        covers such items too (from their last write), so give them one from their stored time:
-        a summary's last activity, a message's creation (a time that cannot be read leaves the
-        row without expiry: kept, not lost). Once, at open: from then on every write sets one,
-        so the hourly purge need not scan for them."""
-        for table, written in (
-            ("messages", "json_extract(doc, '$.createdAt')"),
-            ("conversations", "last_activity_at"),
-        ):
-            db.execute(
-                f"UPDATE {table} SET expires_at ="  # noqa: S608 - fixed strings only
-                f" (julianday({written}) - 2440587.5) * 86400.0 + ?"
-                " WHERE expires_at IS NULL",
-                (self._retention_seconds,),
-            )
 
     async def _name_legacy_owners(self) -> None:
         """State rows a release before owners were recorded wrote (owner NULL) get the owner
@@ -964,27 +979,25 @@ class SqliteStore:
         return await self._run(fn, order)
 
     def _expires_at(self) -> float | None:
+        """The fixed expiry of a state document written with `expires` (a message waiting for
+        consent, a welcome marker): RETENTION_DAYS from now. Messages and summaries have none:
+        they are dated (`written_at`) and go by the setting of the day (`purge_expired`)."""
         return time.time() + self._retention_seconds if self._retention_seconds else None
-
-    def _ttl(self) -> int | None:
-        return self._retention_seconds or None
 
     # --- messages
 
     async def add_message(self, message: Message) -> bool:
-        message = message.model_copy(update={"ttl": self._ttl()})
-
         def insert(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO messages"
-                " (conversation_id, id, seq, user_id, expires_at, doc, rater)"
+                " (conversation_id, id, seq, user_id, written_at, doc, rater)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.conversation_id,
                     message.id,
                     message.seq,
                     message.user_id,
-                    self._expires_at(),
+                    time.time(),
                     json.dumps(message.to_doc()),
                     _rater(message),
                 ),
@@ -994,17 +1007,15 @@ class SqliteStore:
         return await self._run_short(insert, writes=True, order=message.conversation_id)
 
     async def replace_message(self, message: Message) -> None:
-        message = message.model_copy(update={"ttl": self._ttl()})
-
         def replace(db: sqlite3.Connection) -> None:
-            # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
+            # A write renews the retention, as a Cosmos item's counts from its last write.
             db.execute(
-                "UPDATE messages SET doc = ?, seq = ?, expires_at = ?, rater = ?"
+                "UPDATE messages SET doc = ?, seq = ?, written_at = ?, rater = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
                     json.dumps(message.to_doc()),
                     message.seq,
-                    self._expires_at(),
+                    time.time(),
                     _rater(message),
                     message.conversation_id,
                     message.id,
@@ -1079,13 +1090,13 @@ class SqliteStore:
                 return None
             stored = Message.model_validate_json(row[0])
             message = stored.model_copy(update={"feedback": feedback})
-            # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
+            # A write renews the retention, as a Cosmos item's counts from its last write.
             db.execute(
-                "UPDATE messages SET doc = ?, expires_at = ?, rater = ?"
+                "UPDATE messages SET doc = ?, written_at = ?, rater = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
                     json.dumps(message.to_doc()),
-                    self._expires_at(),
+                    time.time(),
                     _rater(message),
                     conversation_id,
                     message_id,
@@ -1124,13 +1135,13 @@ class SqliteStore:
                 if readable:
                     changed.append(readable.model_copy(update={"prompt_changed": True}))
             for each in changed:
-                # A write renews the expiry, as a Cosmos item's ttl counts from its last write.
+                # A write renews the retention, as a Cosmos item's counts from its last write.
                 db.execute(
-                    "UPDATE messages SET doc = ?, expires_at = ?"
+                    "UPDATE messages SET doc = ?, written_at = ?"
                     " WHERE conversation_id = ? AND id = ?",
                     (
-                        json.dumps(each.model_copy(update={"ttl": self._ttl()}).to_doc()),
-                        self._expires_at(),
+                        json.dumps(each.to_doc()),
+                        time.time(),
                         conversation_id,
                         each.id,
                     ),
@@ -1175,9 +1186,7 @@ class SqliteStore:
             stored = None
             if row is not None:
                 stored = readable_summary(row[0], delta.conversation_id, RESTARTED_UNREADABLE)
-            summary = apply_delta(
-                stored if stored is not None else new_summary(delta), delta
-            ).model_copy(update={"ttl": self._ttl()})
+            summary = apply_delta(stored if stored is not None else new_summary(delta), delta)
             db.execute(
                 _WRITE_SUMMARY if stored is not None else _WRITE_NEW_SUMMARY,
                 (
@@ -1186,7 +1195,7 @@ class SqliteStore:
                     summary.tenant_id,
                     summary.channel_id,
                     _iso(summary.last_activity_at),
-                    self._expires_at(),
+                    time.time(),
                     json.dumps(summary.to_doc()),
                 ),
             )
@@ -1811,15 +1820,21 @@ class SqliteStore:
     # --- retention
 
     async def purge_expired(self) -> int:
+        """Messages and summaries last written more than RETENTION_DAYS ago (none at 0), by the
+        setting the store runs with: a changed setting applies to everything stored, as a
+        Cosmos container's defaultTtl does. State documents, counters and usage documents
+        go at the expiry fixed when they were written."""
+
         def purge(db: sqlite3.Connection) -> int:
             now = time.time()
-            removed = db.execute(
-                "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
-            ).rowcount
-            removed += db.execute(
-                "DELETE FROM conversations WHERE expires_at IS NOT NULL AND expires_at < ?",
-                (now,),
-            ).rowcount
+            removed = 0
+            if self._retention_seconds:
+                written_before = now - self._retention_seconds
+                for table in ("messages", "conversations"):
+                    removed += db.execute(
+                        f"DELETE FROM {table} WHERE written_at < ?",  # noqa: S608 - fixed names
+                        (written_before,),
+                    ).rowcount
             removed += db.execute(
                 "DELETE FROM botstate WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount

@@ -119,8 +119,8 @@ async def test_retention_turned_on_later_becomes_the_default_ttl_of_the_existing
 async def test_retention_turned_off_again_leaves_ttl_on_without_a_default(
     cosmos_server: CosmosServer, raw_client: CosmosClient
 ) -> None:
-    """Items written with a ttl while retention was on still expire by it (as SQLite's rows keep
-    their expiry); new ones carry none and stay."""
+    """Messages and summaries carry no ttl of their own: with TTL on and no default, none of
+    them expires (items an earlier release wrote with one: the retention purge's)."""
     weekly = await _start(cosmos_config(cosmos_server, retention_days=7))
     database = weekly._config.database
     await weekly.close()

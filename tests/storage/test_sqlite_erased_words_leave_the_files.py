@@ -54,7 +54,7 @@ async def test_a_retention_purge_empties_the_log_of_what_it_removed(tmp_path: Pa
         assert files_holding_secret(database)
 
         def expire(db):  # type: ignore[no-untyped-def]
-            db.execute("UPDATE messages SET expires_at = 1")
+            db.execute("UPDATE messages SET written_at = 1")
 
         await store._run(expire)
         assert await store.purge_expired() == 1
