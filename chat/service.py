@@ -868,6 +868,10 @@ class ChatService:
 
         # The citation is a note: shown with the answer and kept for reviewers in the verdict,
         # not stored as the answer's text (the model would read it as its own words next turn).
+        # So is the note that the answer reached MAX_OUTPUT_TOKENS, as for a cut by time.
+        note = self._citation_text(verdict, turn.locale) + _attachments_note(turn)
+        if completion.finish_reason == "length":
+            note = _cut_note(completion.text, "answer_cut_length_limit", turn.locale) + note
         stored = await self._deliver_answer(
             user_message,
             completion,
@@ -877,7 +881,7 @@ class ChatService:
             started,
             verdict,
             finished=True,
-            note=self._citation_text(verdict, turn.locale) + _attachments_note(turn),
+            note=note,
         )
         if stored and self._log_text:
             log.info(
@@ -1319,12 +1323,7 @@ class ChatService:
                 verdict=verdict,
             )
             return
-        # The note that the answer was cut is shown after it, not stored with it: the model would
-        # read it as its own words next turn. A cut inside a code block is closed for the user
-        # only (or the note shows as code): the stored text is what the model wrote, so that
-        # "continue" carries on inside the block.
-        cut_note = "\n```" if generated.count("```") % 2 else ""
-        cut_note += f"\n\n{localize('answer_cut_time_limit', turn.locale)}"
+        cut_note = _cut_note(generated, "answer_cut_time_limit", turn.locale)
         outcome.status = "cut_short"
         await self._deliver_answer(
             user_message,
@@ -1500,6 +1499,15 @@ async def _abandon(pending: asyncio.Future[Any]) -> None:
     pending.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await pending
+
+
+def _cut_note(text: str, key: str, locale: str) -> str:
+    """The note (`key`) that an answer was cut short, shown after it and not stored with it: the
+    model would read it as its own words next turn. A cut inside a code block is closed for the
+    user only (or the note shows as code): the stored text is what the model wrote, so that
+    "continue" carries on inside the block."""
+    closing = "\n```" if text.count("```") % 2 else ""
+    return f"{closing}\n\n{localize(key, locale)}"
 
 
 def _attachments_note(turn: TurnInput) -> str:

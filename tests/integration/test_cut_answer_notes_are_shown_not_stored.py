@@ -4,9 +4,12 @@ stored with the answer. The stored text is what the model wrote, its token count
 and the next turn sends the model that text, never the note as the model's own words. Reviewers
 see on the transcript that the answer was cut, and why.
 
-Real HTTP on both stores: the Teams channel double (tests/teams/channel.py) or the built-in
-Direct Line, a paced simulator, and a gateway at the network edge that records every request
-the app sends the model and the text the model streamed back."""
+So does an answer that reached MAX_OUTPUT_TOKENS (the model's finish_reason "length"), streamed
+or not.
+
+Real HTTP on both stores: the Teams channel double (tests/teams/channel.py), the recording
+connector or the built-in Direct Line, a paced simulator, and a gateway at the network edge that
+records every request the app sends the model and the text the model streamed back."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from storage.ids import safe_id
 from storage.models import Message, MessageStatus
 from tests.admin.helpers import appservice_header
 from tests.reliability.support import ModelGateway
-from tests.support import settle
+from tests.support import RecordingConnector, message_activity, settle
 from tests.teams.activities import PERSONAL_CONVERSATION, personal_message
 from tests.teams.channel import TeamsChannel
 from tests.webchat.support import open_session, stored_messages
@@ -227,3 +230,81 @@ async def test_reviewers_see_that_a_partial_answer_was_cut_and_why(
     assert "model deadline (MODEL_DEADLINE_SECONDS)" in html
     assert "The user was told so in a note after it, which is not stored." in html
     assert localize("answer_cut_time_limit", "ja-JP") not in html
+
+
+# The note for an answer that reached MAX_OUTPUT_TOKENS (chat/texts.yaml
+# `answer_cut_length_limit`): the model's finish_reason "length".
+LENGTH_NOTE = {
+    "en-US": '(The answer was cut here: it reached the length limit for one answer. Send "continue"'
+    " if you need the rest.)",
+    "ja-JP": "（1回の回答の長さの上限に達したため、回答はここで打ち切られました。続きが必要な場合は"
+    "「続けて」と送信してください。）",
+}
+
+
+def assert_stored_as_cut_at_the_length_limit(answer: Message) -> None:
+    assert (answer.status, answer.finish_reason) == (MessageStatus.PARTIAL, "length")
+    assert answer.text, "the model's words"
+    assert "打ち切られ" not in answer.text and "cut here" not in answer.text
+    assert answer.usage is not None and answer.usage.completion == 30
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+async def test_a_streamed_answer_cut_at_max_output_tokens_shows_a_note_the_model_never_reads(
+    make_app: Any, teams: TeamsChannel, model: ModelTraffic, locale: str
+) -> None:
+    client = await make_app(AZURE_OPENAI_ENDPOINT=model.url, MAX_OUTPUT_TOKENS=30)
+
+    final = await teams_turn(client, teams, LONG_QUESTION[locale], locale, 1)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+
+    assert teams.violations == []
+    assert final["text"] == f"{answer.text}\n\n{LENGTH_NOTE[locale]}"
+    assert final["channelData"] == {"feedbackLoopEnabled": True}
+    assert_stored_as_cut_at_the_length_limit(answer)
+    assert model.produced[0] == answer.text
+
+    await teams_turn(client, teams, CONTINUE[locale], locale, 2)
+    assert model.assistant_contents(1) == [answer.text]
+    sent = json.dumps(model.requests[1], ensure_ascii=False)
+    assert LENGTH_NOTE[locale][1:30] not in sent
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+async def test_a_whole_answer_cut_at_max_output_tokens_shows_a_note_the_model_never_reads(
+    make_app: Any, connector: RecordingConnector, model: ModelTraffic, locale: str
+) -> None:
+    """A channel that does not stream gets the answer in one message, from a call that did not
+    stream either: its finish_reason says the same."""
+    client = await make_app(AZURE_OPENAI_ENDPOINT=model.url, MAX_OUTPUT_TOKENS=30)
+    conversation = safe_id("test:conv-1")
+
+    await client.post(
+        "/api/messages", json=message_activity(connector.url, LONG_QUESTION[locale], locale=locale)
+    )
+    [final] = await connector.wait_for_messages(1)
+    await settle(client)
+    _, answer = await client.server.app[STORE].conversation_messages(conversation)
+
+    assert final["text"] == f"{answer.text}\n\n{LENGTH_NOTE[locale]}"
+    assert_stored_as_cut_at_the_length_limit(answer)
+    await client.post(
+        "/api/messages", json=message_activity(connector.url, CONTINUE[locale], locale=locale)
+    )
+    await connector.wait_for_messages(2)
+    await settle(client)
+    assert model.assistant_contents(1) == [answer.text]
+
+
+async def test_a_code_block_cut_open_at_max_output_tokens_is_closed_for_the_user_only(
+    make_app: Any, teams: TeamsChannel, model: ModelTraffic
+) -> None:
+    model.fence = True
+    client = await make_app(AZURE_OPENAI_ENDPOINT=model.url, MAX_OUTPUT_TOKENS=30)
+
+    final = await teams_turn(client, teams, LONG_QUESTION["en-US"], "en-US", 1)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+
+    assert answer.text.startswith("```text\n") and answer.text.count("```") == 1
+    assert final["text"] == f"{answer.text}\n```\n\n{LENGTH_NOTE['en-US']}"
+    assert_stored_as_cut_at_the_length_limit(answer)
