@@ -97,6 +97,7 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 QUOTAS = web.AppKey("quotas", Quotas)
 TURNS = web.AppKey("turns", TurnQueue)
 MESSAGES = web.AppKey("messages_endpoint", MessagesEndpoint)
+CONNECTOR = web.AppKey("connector", ConnectorClient)
 TELEMETRY = web.AppKey("telemetry", ChatTelemetry)
 # The admin's user pseudonyms (same key): refusal audit records name users by them.
 PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)
@@ -433,6 +434,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         tokens,
         allowed_hosts=None if settings.bot_auth_enabled else _anonymous_reply_hosts(settings),
     )
+    app[CONNECTOR] = connector
     # The chat service ends a turn at its deadline and tells the user; the queue's own limit
     # is the backstop for anything else, late enough to leave that notice time to go out.
     # A shutdown past its grace period ends the turns in progress the same way (interrupt:
@@ -672,10 +674,14 @@ async def _readyz(request: web.Request) -> web.Response:
     checks["model"] = "ok" if await model_ready else "unavailable"
     checks["turns"] = "ok" if app[TURNS].accepting else "draining"
     ready = all(value == "ok" for value in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    connector = app.get(CONNECTOR)
+    if connector is not None and connector.credentials_refused:
+        # Said, but not a reason to be unready: the bot's own credentials are refused on every
+        # instance alike, which no restart or other instance fixes (App Service's health check
+        # would only replace instances in a loop). The ERROR log says what to check.
+        body["warnings"] = ["outbound_token_refused"]
+    return web.json_response(body, status=200 if ready else 503)
 
 
 # --- running

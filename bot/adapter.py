@@ -16,7 +16,7 @@ from typing import Any
 from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
 
-from bot.connector import ConnectorClient, ConnectorError
+from bot.connector import CONNECTOR_KEY, ConnectorClient, ConnectorError
 from bot.handler import RAW_ACTIVITY_KEY
 from bot.replies import reply_activity
 from bot.teams import activity_locale
@@ -88,6 +88,7 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
 
     async def process_activity(self, activity: Activity, logic: TurnLogic) -> InvokeResponse | None:
         context = ChannelTurnContext(self, activity)
+        context.turn_state[CONNECTOR_KEY] = self._connector
         await self.run_pipeline(context, logic)
         if activity.type == ActivityTypes.invoke:
             response = context.turn_state.get(INVOKE_RESPONSE_KEY)

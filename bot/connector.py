@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import random
+import re
 import time
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -39,6 +41,15 @@ _SEND_BACKOFF_SECONDS = 0.5
 _SEND_RETRY_BUDGET_SECONDS = 20.0
 # How long one request to the connector may take before its answer is given up.
 REPLY_TIMEOUT_SECONDS = 15.0
+# Where the adapter puts the ConnectorClient in a turn's `turn_state` (as botbuilder's own
+# adapters put theirs), for the reply channels' check before the model is called.
+CONNECTOR_KEY = "bot.connector.ConnectorClient"
+# The identity provider's answers that refuse the bot's credentials: OAuth 2.0 (RFC 6749 5.2)
+# says 400 or 401 (Entra ID: invalid_client for a wrong or expired secret, unauthorized_client
+# for an unknown app id, invalid_request for an unknown tenant). A 429 or 5xx may pass.
+_REFUSING_STATUS = frozenset({400, 401, 403})
+# How often, at most, a refused outbound token is logged again (with how many refusals since).
+REFUSAL_LOG_SECONDS = 60.0
 
 
 class ConnectorError(Exception):
@@ -48,6 +59,18 @@ class ConnectorError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class OutboundTokenRefused(ConnectorError):
+    """The identity provider refused the bot's own credentials for its outbound token
+    (MicrosoftAppId / MicrosoftAppPassword, or the managed identity): no reply can reach any
+    user until the configuration is fixed."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(
+            "the bot's outbound token was refused: check MicrosoftAppId and its credential",
+            status,
+        )
 
 
 class ConnectorUnreachable(ConnectorError):
@@ -75,11 +98,18 @@ class ReplyUnconfirmed(ConnectorError):
 class TokenSource(Protocol):
     async def token(self) -> str | None: ...
 
+    @property
+    def refused(self) -> bool:
+        """Whether the latest token request was refused (OutboundTokenRefused)."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class NoToken:
     """Anonymous mode: replies carry no token (the Emulator and the built-in Direct Line)."""
+
+    refused = False
 
     async def token(self) -> str | None:
         return None
@@ -103,6 +133,18 @@ class ClientSecretToken:
         self._secret = settings.microsoft_app_password
         self._cached: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
+        hint = (
+            "check MicrosoftAppId and MicrosoftAppPassword: a client secret of the app "
+            "registration that is wrong, expired or deleted (rotated in Entra ID but not here), "
+            "or an app id that is not the registration's"
+        )
+        if settings.microsoft_app_type is not BotAppType.MULTI_TENANT:
+            hint += ", or a MicrosoftAppTenantId that is not its tenant"
+        self._refusals = TokenRefusalLog("MicrosoftAppPassword", hint, self._client_id)
+
+    @property
+    def refused(self) -> bool:
+        return self._refusals.refused_now
 
     async def token(self) -> str | None:
         cached = self._cached
@@ -122,6 +164,10 @@ class ClientSecretToken:
                 async with self._session.post(
                     self._url, data=form, timeout=aiohttp.ClientTimeout(total=15)
                 ) as response:
+                    if response.status in _REFUSING_STATUS:
+                        error, codes = idp_error(await _json_or_none(response))
+                        self._refusals.refused(response.status, error, codes)
+                        raise OutboundTokenRefused(response.status)
                     if response.status != 200:
                         raise ConnectorError("token request refused", response.status)
                     body = await response.json(content_type=None)
@@ -134,10 +180,11 @@ class ClientSecretToken:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ConnectorError("token endpoint answered without a token") from exc
             self._cached = (token, expires_at)
+            self._refusals.accepted()
             return token
 
     async def close(self) -> None:
-        return None
+        self._refusals.close()
 
 
 class ManagedIdentityToken:
@@ -147,14 +194,150 @@ class ManagedIdentityToken:
         from azure.identity.aio import ManagedIdentityCredential
 
         self._credential = ManagedIdentityCredential(client_id=client_id)
+        self._refusals = TokenRefusalLog(
+            "managed identity",
+            "check MicrosoftAppId: the client id of a user-assigned managed identity that is "
+            "assigned to this app, and that the bot's Azure Bot resource names",
+            client_id,
+        )
+
+    @property
+    def refused(self) -> bool:
+        return self._refusals.refused_now
 
     async def token(self) -> str | None:
+        from azure.core.exceptions import ClientAuthenticationError
+
         # azure-identity caches the token and refreshes it before expiry.
-        access = await self._credential.get_token(BOTFRAMEWORK_SCOPE)
+        try:
+            access = await self._credential.get_token(BOTFRAMEWORK_SCOPE)
+        except ClientAuthenticationError as exc:
+            # The identity endpoint answered, and refused (no such identity here); one that
+            # could not be reached, or failed, raises too, with no such status.
+            if exc.status_code not in _REFUSING_STATUS:
+                raise
+            error, codes = idp_error(_azure_error_body(exc))
+            self._refusals.refused(exc.status_code, error, codes)
+            raise OutboundTokenRefused(exc.status_code) from None
+        self._refusals.accepted()
         return str(access.token)
 
     async def close(self) -> None:
+        self._refusals.close()
         await self._credential.close()
+
+
+class TokenRefusalLog:
+    """ERROR lines for the bot's outbound token refused by the identity provider. Every reply to
+    every user fails then, so one line each would flood the log: the first refusal is logged at
+    once, later ones within REFUSAL_LOG_SECONDS are only counted, and one line at the end of
+    that time says how many there were. Codes only: never the secret, the token, or the
+    provider's description (which may echo request details). `refused_now`: whether the latest
+    token request was refused (/readyz says so)."""
+
+    def __init__(
+        self,
+        credential: str,
+        hint: str,
+        app_id: str,
+    ) -> None:
+        self._credential = credential
+        self._hint = hint
+        self._app_id = app_id
+        self._interval = REFUSAL_LOG_SECONDS  # read here, so that a test can shorten it
+        self._repeated = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.refused_now = False
+
+    def refused(self, status: int | None, error: str, codes: str) -> None:
+        self.refused_now = True
+        if self._timer is not None:
+            self._repeated += 1
+            return
+        self._timer = asyncio.get_running_loop().call_later(self._interval, self._summarize)
+        log.error(
+            "the identity provider refused the bot's outbound Bot Framework token (%s): "
+            "no reply can reach any user; %s",
+            self._credential,
+            self._hint,
+            extra={
+                "event": "outbound_token_refused",
+                "credential": self._credential,
+                "app_id": self._app_id,
+                "status": status,
+                "error": error,
+                "error_codes": codes,
+            },
+        )
+
+    def accepted(self) -> None:
+        self.refused_now = False
+
+    def close(self) -> None:
+        """The refusals counted but not yet logged are logged now (shutdown)."""
+        self._summarize()
+
+    def _summarize(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is None:
+            return
+        timer.cancel()
+        repeated, self._repeated = self._repeated, 0
+        if repeated:
+            log.error(
+                "the bot's outbound Bot Framework token (%s) was refused %d more times within "
+                "%g s of the line before; %s",
+                self._credential,
+                repeated,
+                self._interval,
+                self._hint,
+                extra={
+                    "event": "outbound_token_refused_repeated",
+                    "credential": self._credential,
+                    "app_id": self._app_id,
+                    "count": repeated,
+                },
+            )
+
+
+# An Entra ID error number ("AADSTS7000215"), as its error_description starts.
+_AADSTS = re.compile(r"AADSTS\d{1,9}")
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+
+
+def idp_error(body: object) -> tuple[str, str]:
+    """The identity provider's error code (`invalid_client`) and Entra ID's AADSTS numbers
+    ("AADSTS7000215", comma-separated) from a refusal's JSON body; "" for either when absent."""
+    if not isinstance(body, dict):
+        return "", ""
+    error = body.get("error")
+    code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else ""
+    numbers = body.get("error_codes")
+    found = (
+        [f"AADSTS{n}" for n in numbers if isinstance(n, int) and not isinstance(n, bool)]
+        if isinstance(numbers, list)
+        else []
+    )
+    description = body.get("error_description")
+    if not found and isinstance(description, str):
+        found = _AADSTS.findall(description)
+    return code, ",".join(list(dict.fromkeys(found))[:5])
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> object:
+    try:
+        return await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def _azure_error_body(exc: Exception) -> object:
+    """The JSON body of an azure-core error's response, if it has one that can be read."""
+    response = getattr(exc, "response", None)
+    try:
+        return json.loads(response.text()) if response is not None else None
+    except Exception:  # a response that cannot be read has no codes to give
+        return None
 
 
 class ConnectorClient:
@@ -170,6 +353,22 @@ class ConnectorClient:
         # None = any host (auth mode: the JWT's serviceurl claim vouched for it).
         self._allowed_hosts = allowed_hosts
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds or REPLY_TIMEOUT_SECONDS)
+
+    @property
+    def credentials_refused(self) -> bool:
+        """Whether the latest outbound token request was refused (OutboundTokenRefused)."""
+        return self._tokens.refused
+
+    async def ready_to_reply(self) -> None:
+        """Gets (or reuses) the outbound token before a reply is worth preparing: raises
+        OutboundTokenRefused when the bot's credentials are refused, so no reply can go out.
+        Any other failure may pass before the reply goes out, which then tries again."""
+        try:
+            await self._outbound_token()
+        except OutboundTokenRefused:
+            raise
+        except ConnectorError:
+            return
 
     def service_url_allowed(self, service_url: str) -> bool:
         if not reply_target_shaped(service_url):

@@ -8,9 +8,15 @@ import logging
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
-from bot.connector import ConnectorError, ReplyUnconfirmed
+from bot.connector import (
+    CONNECTOR_KEY,
+    ConnectorClient,
+    ConnectorError,
+    OutboundTokenRefused,
+    ReplyUnconfirmed,
+)
 from bot.entities import AIGeneratedLabel
-from chat.service import DeliveryFailed, DeliveryUnknown, Reply
+from chat.service import DeliveryFailed, DeliveryImpossible, DeliveryUnknown, Reply
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,13 @@ class MessageReplyChannel:
         return None  # one message, no stream to keep within a time limit
 
     async def informative(self, text: str) -> None:
+        """Nothing goes out yet (a typing indicator follows if the answer takes a while), but
+        whether a reply can go out at all is known now (DeliveryImpossible)."""
+        await ready_to_reply(self._context)
+        self.show_typing()
+
+    def show_typing(self) -> None:
+        """Typing indicators from `typing_delay` seconds on, until the answer goes out."""
         if self._typing is None:
             self._typing = asyncio.create_task(self._keep_typing(), name="typing")
 
@@ -83,12 +96,28 @@ class MessageReplyChannel:
             await asyncio.sleep(self._typing_period)
 
 
+async def ready_to_reply(context: TurnContext) -> None:
+    """Raises DeliveryImpossible when the bot's own credentials for its outbound token are
+    refused: no reply of this turn could reach the user, so the model is not asked for one.
+    Asked of the turn's connector (none: a test adapter, nothing to check)."""
+    connector = context.turn_state.get(CONNECTOR_KEY)
+    if not isinstance(connector, ConnectorClient):
+        return
+    try:
+        await connector.ready_to_reply()
+    except OutboundTokenRefused as exc:
+        raise delivery_error(exc) from exc
+
+
 def delivery_error(exc: ConnectorError) -> DeliveryFailed:
     """What the chat service hears of a reply the connector did not confirm: refused (or never
     sent), or sent with no answer from the channel (DeliveryUnknown: the user most likely has
-    it)."""
+    it), or impossible (DeliveryImpossible: the bot's own credentials were refused). Its text
+    is the connector's fixed sentence for why, which the service logs."""
     if isinstance(exc, ReplyUnconfirmed):
         return DeliveryUnknown(exc.cause, exc.elapsed_seconds)
+    if isinstance(exc, OutboundTokenRefused):
+        return DeliveryImpossible(str(exc))
     return DeliveryFailed(str(exc))
 
 

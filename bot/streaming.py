@@ -31,12 +31,18 @@ from typing import NoReturn
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
-from bot.connector import ConnectorError
+from bot.connector import ConnectorError, OutboundTokenRefused
 from bot.entities import AIGeneratedLabel, StreamInfo
 from bot.replies import MessageReplyChannel, delivery_error, reply_activity
 from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
-from chat.service import DeliveryFailed, DeliveryUnknown, Reply, StreamStopped
+from chat.service import (
+    DeliveryFailed,
+    DeliveryImpossible,
+    DeliveryUnknown,
+    Reply,
+    StreamStopped,
+)
 from chat.texts import localize
 
 log = logging.getLogger(__name__)
@@ -163,8 +169,10 @@ class StreamingReplyChannel:
         sent_at = time.monotonic()  # the channel's clock starts no later than this
         try:
             response = await self._send(activity)
+        except DeliveryImpossible:
+            raise  # no reply can go out: nothing to show typing for
         except DeliveryFailed:
-            await self._without_stream.informative(text)
+            self._without_stream.show_typing()
             raise
         self._stream_id = response or None
         if self._stream_id is not None:
@@ -274,7 +282,12 @@ class StreamingReplyChannel:
             # 403 on a stream: the user pressed Stop, or the stream was already finished (or,
             # despite our own limit, Teams' 2 minutes passed). Without a stream a 403 is an
             # ordinary refusal.
-            if exc.status == 403 and self._stream_id is not None:
+            # (A refused outbound token is no Stop, whatever its status.)
+            if (
+                exc.status == 403
+                and self._stream_id is not None
+                and not isinstance(exc, OutboundTokenRefused)
+            ):
                 raise StreamStopped(self._shown) from exc
             raise delivery_error(exc) from exc
         return str(response.id) if response is not None and response.id else ""

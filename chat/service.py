@@ -106,6 +106,12 @@ class DeliveryFailed(Exception):
     """The channel did not accept a reply (its connector refused or was unreachable)."""
 
 
+class DeliveryImpossible(DeliveryFailed):
+    """No reply can reach the channel at all, whatever it says: the bot's own credentials for
+    it were refused (a configuration error, logged where it is found). Nothing of the turn can
+    be shown, so the model is not asked for an answer."""
+
+
 class DeliveryUnknown(DeliveryFailed):
     """The reply went out in full, but the channel never said it took it: its connector timed
     out (`cause` "timeout") or the connection dropped after the reply was sent
@@ -136,7 +142,9 @@ class ReplyChannel(Protocol):
         ...
 
     async def informative(self, text: str) -> None:
-        """Shown while waiting for the model: "Thinking..." when streaming, else typing."""
+        """Shown while waiting for the model: "Thinking..." when streaming, else typing. Raises
+        DeliveryImpossible when no reply could reach the user (then the model is not called),
+        or DeliveryFailed when this one did not (the turn goes on)."""
         ...
 
     def time_left(self) -> float | None:
@@ -714,6 +722,17 @@ class ChatService:
         outcome.window_tokens = window.prompt_tokens
         try:
             await channel.informative(localize("thinking", turn.locale))
+        except DeliveryImpossible as impossible:
+            # An answer nobody can be shown would still be paid for: the turn ends here, with
+            # its error record (and no notice, which could not go out either).
+            log.warning(
+                "no reply can reach the user: the model is not called",
+                extra={**log_fields, "cause": str(impossible)},
+            )
+            await self._fail(
+                turn, user_message, channel, delta, outcome, None, "outbound_token_refused"
+            )
+            return
         except DeliveryFailed:
             log.info("the channel refused the informative update", extra=log_fields)
         started = time.monotonic()
@@ -1389,12 +1408,15 @@ class ChatService:
             )
             unconfirmed = True
             activity_id = unknown.activity_id
-        except DeliveryFailed:
+        except DeliveryFailed as failed:
             log.warning(
-                "the channel refused the reply",
+                "the reply could not be delivered",
                 extra={
                     "ref": outcome.correlation_id,
                     "conversation": conversation_ref(user_message.conversation_id),
+                    # The connector's fixed sentence: the channel's refusal and its status, no
+                    # connection, or the bot's own outbound token refused.
+                    "cause": str(failed),
                 },
             )
             delivered = False
@@ -1419,19 +1441,22 @@ class ChatService:
         channel: ReplyChannel,
         delta: SummaryDelta,
         outcome: TurnOutcome,
-        text_key: str,
+        text_key: str | None,
         error: str | None = None,
         *,
         verdict: Verdict | None = None,
         **extra: object,
     ) -> None:
-        """Tell the user (`text_key`) and store an error record in place of the answer (its
-        `error` is `text_key` unless given), with what the content filter had said (`verdict`)."""
+        """Tell the user (`text_key`; None: nothing can reach them) and store an error record in
+        place of the answer (its `error` is `text_key` unless given), with what the content
+        filter had said (`verdict`)."""
         ref = outcome.correlation_id
-        notice = localize(text_key, turn.locale, ref=ref, **extra)
+        error = error or text_key
+        assert error, "an error record says why"
         outcome.status = "error"
-        outcome.error = error or text_key
-        await _notify(channel, notice, outcome)
+        outcome.error = error
+        if text_key is not None:
+            await _notify(channel, localize(text_key, turn.locale, ref=ref, **extra), outcome)
         delta.errors += 1
         # The summary counts what the quota is charged: the usage Azure bills for a stream that
         # broke off after showing text (estimated in `outcome`), nothing when nothing was shown.
@@ -1449,7 +1474,7 @@ class ChatService:
             channel_id=user_message.channel_id,
             locale=user_message.locale,
             status=MessageStatus.ERROR,
-            error=error or text_key,
+            error=error,
             # What a stream had shown before it broke off and the notice replaced it: kept for
             # reviewers (never for the model: an error record is not context).
             withheld_text=outcome.streamed_text or None,

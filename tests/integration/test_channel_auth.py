@@ -241,16 +241,21 @@ class _BrokenTokenIssuer(TokenIssuer):
         return web.json_response({"token_type": "Bearer", "expires_in": 3600})
 
 
-@pytest.mark.parametrize("source", ["managed identity refuses", "token endpoint 200 without token"])
+@pytest.mark.parametrize(
+    "source", ["managed identity 200 without token", "token endpoint 200 without token"]
+)
 async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answer(
     make_app: Any,
     connector: RecordingConnector,
     aiohttp_server: Any,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     source: str,
 ) -> None:
     """No outbound token means no reply can go out; the answer is still kept, marked as not
-    delivered, instead of the turn dying with nothing stored."""
+    delivered, instead of the turn dying with nothing stored, and the log line says why. (A
+    failure that may pass: one that refuses the bot's credentials ends the turn before the
+    model, tests/integration/test_refused_bot_credentials.py.)"""
     issuer = _BrokenTokenIssuer()
     issuer.url = str((await aiohttp_server(issuer.app())).make_url("")).rstrip("/")
     settings: dict[str, Any] = {
@@ -258,14 +263,15 @@ async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answ
         "BOT_OPENID_METADATA_URL": f"{issuer.url}/.well-known/openidconfiguration",
         "BOT_LOGIN_AUTHORITY": issuer.url,
     }
-    if source == "managed identity refuses":
+    if source.startswith("managed identity"):
         # The real ManagedIdentityCredential, pointed at a local identity endpoint (the App
-        # Service protocol) that refuses: azure-identity raises its own errors, not ours.
+        # Service protocol) that answers without a token: azure-identity raises its own errors,
+        # not ours.
         identity_calls: list[str] = []
 
         async def refuse(request: web.Request) -> web.Response:
             identity_calls.append(request.path)
-            return web.json_response({"error": "identity not assigned"}, status=400)
+            return web.json_response({"token_type": "Bearer"})
 
         identity = web.Application()
         identity.router.add_get("/msi/token", refuse)
@@ -284,7 +290,7 @@ async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answ
     assert await send(bot, activity, issuer.mint(APP_ID, connector.url)) == 202
     await settle(bot)
 
-    if source == "managed identity refuses":
+    if source.startswith("managed identity"):
         assert identity_calls, "the managed identity was asked for a token"
     else:
         assert issuer.token_requests, "the token endpoint was asked for a token"
@@ -293,6 +299,8 @@ async def test_a_failed_outbound_token_ends_the_turn_with_a_delivery_failed_answ
     assert (user.role, user.status) == (Role.USER, MessageStatus.COMPLETE)
     assert answer.role is Role.ASSISTANT and answer.text, "the answer is kept for the record"
     assert (answer.status, answer.error) == (MessageStatus.ERROR, "delivery_failed")
+    [line] = [r for r in caplog.records if r.getMessage() == "the reply could not be delivered"]
+    assert line.cause.startswith(("no outbound token", "token endpoint"))  # type: ignore[attr-defined]
 
 
 class _CountingIssuer(TokenIssuer):

@@ -126,7 +126,7 @@ def assert_logged_without_text(
     assert record.levelno == logging.WARNING
     assert record.cause == cause and record.ref  # type: ignore[attr-defined]
     assert record.elapsed_seconds >= at_least  # type: ignore[attr-defined]
-    assert not [r for r in caplog.records if r.getMessage() == "the channel refused the reply"]
+    assert not [r for r in caplog.records if r.getMessage() == "the reply could not be delivered"]
     for logged in caplog.records:
         flat = logged.getMessage() + repr(vars(logged))
         assert not any(text in flat for text in texts), "no message text in the logs"
