@@ -234,9 +234,15 @@ class _Interruptible:
     def interrupt(self) -> bool:
         if not self.open or self._timer.expired():
             return False
+        try:
+            self._timer.reschedule(asyncio.get_running_loop().time())
+        except RuntimeError:
+            # The guarded block has ended (the turn is telling its user of a failure): nothing
+            # is left to end, and the shutdown must go on to the other turns.
+            self.open = False
+            return False
         self.open = False
         self.interrupted = True
-        self._timer.reschedule(asyncio.get_running_loop().time())
         return True
 
 
@@ -452,6 +458,7 @@ class ChatService:
                         inserted = await self._messages.add_message(user_message)
                 outcome.store_ops.append("write:user_message")
         except BaseException as exc:
+            storing.open = False  # what follows may wait (a notice): no longer the store's
             if storing.interrupted and storing_timer.expired() and isinstance(exc, TimeoutError):
                 await _abandon(history)
                 # Whether the store took the prompt is unknown: nothing more is written (an

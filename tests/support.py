@@ -35,6 +35,7 @@ class RecordingConnector:
     calls: list[RecordedCall] = field(default_factory=list)
     url: str = ""
     fail_with: int | None = None
+    answer_after: float = 0.0  # seconds each POST waits before its answer (a slow connector)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -60,6 +61,8 @@ class RecordingConnector:
 
     async def _post(self, request: web.Request) -> web.Response:
         await self._record(request, "POST")
+        if self.answer_after:
+            await asyncio.sleep(self.answer_after)
         if self.fail_with:
             return web.json_response({"error": {"code": "Failed"}}, status=self.fail_with)
         return web.json_response({"id": f"reply-{next(self._ids)}"}, status=200)

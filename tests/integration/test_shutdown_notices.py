@@ -257,3 +257,38 @@ async def test_a_message_whose_prompt_the_store_hangs_on_at_the_deadline_is_told
     assert (await sim_control(slow_model, "GET", "/_sim/stats"))["total"] == 0
     assert store.calls["add_message"] == 1  # no error record for a prompt not known stored
     assert store.calls["apply_summary_delta"] == 0
+
+
+async def test_a_turn_telling_its_user_the_store_failed_does_not_stop_the_shutdown_notices(
+    make_faulty_app: FaultyAppFactory, connector: RecordingConnector, slow_model: str
+) -> None:
+    """The store refuses one message's prompt, and the connector takes its time with the
+    "could not be saved" notice: the deadline passes meanwhile. That turn is past the part the
+    shutdown ends, so it finishes its notice; the shutdown goes on, and a turn still waiting for
+    the model gets the restarting notice."""
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=slow_model)
+    await sim_control(
+        slow_model, "POST", "/_sim/faults", {"mode": "slow_first_token", "delay_ms": 6_000}
+    )
+    waiting = message_activity(connector.url, "Describe Bluebird", conversation_id="c13")
+    await post(bot, waiting)
+    for _ in range(100):  # until the model has the question
+        if (await sim_control(slow_model, "GET", "/_sim/stats"))["total"]:
+            break
+        await asyncio.sleep(0.05)
+    store.fail("error", "add_message", when=user_message_writes, count=1)
+    connector.answer_after = 2 * GRACE_SECONDS
+    refused = message_activity(connector.url, "Describe Redwing", conversation_id="c14")
+    await post(bot, refused)
+    for _ in range(100):  # until its notice is on its way
+        if final_replies(connector, refused["id"]):
+            break
+        await asyncio.sleep(0.05)
+
+    assert not await bot.server.app[TURNS].drain(GRACE_SECONDS)
+
+    [store_notice] = final_replies(connector, refused["id"])
+    store_unavailable = localize("store_unavailable", "en-US", ref="@").split("@")[0]
+    assert store_notice["text"].startswith(store_unavailable), store_notice["text"]
+    [notice] = final_replies(connector, waiting["id"])
+    assert notice["text"].startswith(notice_prefix("en-US")), notice["text"]
