@@ -28,7 +28,12 @@
       feedbackThanks: 'Thank you for your feedback.',
       feedbackFailed: 'Your feedback could not be saved. Please try again.',
       chatLabel: 'Chat with the assistant',
-      newConversation: 'Start a new conversation'
+      newConversation: 'Start a new conversation',
+      startedOver: 'The assistant was restarted (or this chat was left idle too long), so the ' +
+        'chat had to start over. The earlier messages stay on the page, but the assistant no ' +
+        'longer remembers them.',
+      unsentKept: 'What you were sending did not go through: it is back in the message box, ' +
+        'ready to send.'
     },
     ja: {
       stop: '回答を停止',
@@ -47,7 +52,12 @@
       feedbackThanks: 'フィードバックをありがとうございます。',
       feedbackFailed: 'フィードバックを保存できませんでした。もう一度お試しください。',
       chatLabel: 'アシスタントとのチャット',
-      newConversation: '新しい会話を始める'
+      newConversation: '新しい会話を始める',
+      startedOver: 'アシスタントが再起動された（または長時間操作がなかった）ため、チャットを' +
+        '最初からやり直しました。以前のメッセージは画面に残っていますが、アシスタントはその内容を' +
+        '覚えていません。',
+      unsentKept: '送信しようとしたメッセージは届いていません。入力欄に戻しましたので、' +
+        'そのまま送信できます。'
     }
   };
 
@@ -67,6 +77,9 @@
   var ratingPended = false;
   var returnFocus = null;
   var thanksTimer = null;
+  // The chat on the page: { directLine, store, resumed, replacement, online, over, posts }.
+  // `store` is its Web Chat store.
+  var chat = null;
   var store = null;
 
   document.documentElement.lang = language;
@@ -89,6 +102,13 @@
   function showStatus(message) {
     clearTimeout(thanksTimer);
     byId('status').classList.remove('status-info');
+    byId('status').textContent = message;
+  }
+
+  // Information that stays until something else is said there.
+  function showNote(message) {
+    clearTimeout(thanksTimer);
+    byId('status').classList.add('status-info');
     byId('status').textContent = message;
   }
 
@@ -146,9 +166,10 @@
   }
 
   // Web Chat refreshes its token every 15 minutes; the newest one is what a reload resumes with.
-  function keepToken(directLine) {
+  function keepTokens() {
     function save() {
-      if (saved && directLine.token && directLine.token !== saved.token) {
+      var directLine = chat && chat.directLine;
+      if (saved && directLine && directLine.token && directLine.token !== saved.token) {
         saveConversation(Object.assign({}, saved, { token: directLine.token }));
       }
     }
@@ -157,18 +178,163 @@
     setInterval(save, 60 * 1000);
   }
 
-  // A resumed conversation that Direct Line will not reconnect to after all (it ended, or the
-  // server went away since the token was given): start a new one instead of showing an error.
-  function fallBackIfNotResumed(directLine) {
-    var online = false;
-    directLine.connectionStatus$.subscribe(function (status) {
-      // DirectLineJS's ConnectionStatus: 2 Online, 3 ExpiredToken, 4 FailedToConnect, 5 Ended.
-      if (status === 2) online = true;
-      if (!online && status >= 3 && !forgotten) {
+  // DirectLineJS's ConnectionStatus: 2 Online, 3 ExpiredToken, 4 FailedToConnect, 5 Ended.
+  var ONLINE = 2;
+  var EXPIRED_TOKEN = 3;
+  // A chat that was online starts over by itself at most once in this time; a second refusal
+  // sooner shows the error and stops, so a service that keeps refusing cannot make a loop.
+  var START_OVER_PAUSE_MS = 60 * 1000;
+  var startedOverAt = 0;
+
+  // What the chat on the page (`chat`) can come to:
+  // - a resumed conversation that Direct Line will not reconnect to after all (it ended, or the
+  //   server went away since the token was given): start a new one instead of showing an error;
+  // - a conversation that was online and is refused now (403, so ExpiredToken, then
+  //   FailedToConnect): after a restart of the built-in Direct Line with another (or a random)
+  //   WEBCHAT_TOKEN_SECRET, or a token Azure's Direct Line no longer takes. Nothing can bring it
+  //   back (Web Chat's Retry posts with the same token), so a new one starts: `startOver`;
+  // - a new conversation started that way that does not come online: say so and stop.
+  function watchConnection(current) {
+    current.directLine.connectionStatus$.subscribe(function (status) {
+      if (chat !== current || current.over) return;
+      if (status === ONLINE) {
+        current.online = true;
+        return;
+      }
+      if (status < EXPIRED_TOKEN) return;
+      if (current.online) {
+        current.over = true;
+        startOver(current).catch(function () {
+          showStatus(text.unavailable);
+        });
+      } else if (current.resumed && !forgotten) {
+        current.over = true;
         forgetConversation();
         window.location.reload();
+      } else if (current.replacement) {
+        current.over = true;
+        showStatus(text.unavailable);
       }
     });
+  }
+
+  // Each message post of a chat, by Web Chat's clientActivityID, with its outcome: taken (Direct
+  // Line gave it an id) or not (refused, failed, or "retry": DirectLineJS's answer to a 403 and a
+  // 5xx). A refused message is not sent again by the page: its text goes back into the send box.
+  function followPosts(current) {
+    var post = current.directLine.postActivity.bind(current.directLine);
+    current.directLine.postActivity = function (activity) {
+      var id = activity && activity.channelData && activity.channelData.clientActivityID;
+      var posted = post(activity);
+      if (!activity || activity.type !== 'message' || !id) return posted;
+      var outcome = { taken: false, settled: false };
+      outcome.done = new Promise(function (resolve) { outcome.resolve = resolve; });
+      current.posts[id] = outcome;
+      function settle(taken) {
+        if (outcome.settled) return;
+        outcome.settled = true;
+        outcome.taken = taken;
+        outcome.resolve();
+      }
+      return {
+        subscribe: function (observer) {
+          return posted.subscribe({
+            next: function (result) {
+              settle(result !== 'retry');
+              observer.next(result);
+            },
+            error: function (error) {
+              settle(false);
+              observer.error(error);
+            },
+            complete: function () {
+              settle(outcome.taken);
+              observer.complete();
+            }
+          });
+        }
+      };
+    };
+  }
+
+  // Posts still under way when a chat is refused get a few seconds to settle (DirectLineJS gives
+  // up on one after 20 s): what they come to decides what goes back into the send box.
+  function settled(current, milliseconds) {
+    var pending = Object.keys(current.posts).map(function (id) { return current.posts[id].done; });
+    var timeout = new Promise(function (resolve) { setTimeout(resolve, milliseconds); });
+    return Promise.race([Promise.all(pending), timeout]);
+  }
+
+  // What the refused chat leaves: its messages, shown again in the new chat for reading (no
+  // thumbs: the new conversation cannot rate them), and the text that did not go through (posts
+  // not taken, and what is still in the send box), for the new send box. Nothing is sent again.
+  function leftover(current) {
+    var state = current.store.getState();
+    var earlier = [];
+    var unsent = [];
+    (state.activities || []).forEach(function (activity, index) {
+      if (activity.type !== 'message') return;
+      var data = activity.channelData || {};
+      var post = data.clientActivityID ? current.posts[data.clientActivityID] : undefined;
+      // Only this chat's own posts can have failed: the user's messages shown again after a
+      // reload came from Direct Line.
+      if (post && !post.taken) {
+        if (activity.text) unsent.push(activity.text);
+        return;
+      }
+      earlier.push(forReading(activity, index));
+    });
+    if (state.sendBoxValue) unsent.push(state.sendBoxValue);
+    return { earlier: earlier, unsent: unsent.join('\n') };
+  }
+
+  function forReading(activity, index) {
+    var copy = JSON.parse(JSON.stringify(activity));
+    var data = copy.channelData || {};
+    copy.id = 'earlier-' + index + '-' + (copy.id || '');
+    // Its place in the transcript (before anything of the new chat), nothing of its sending.
+    copy.channelData = { 'webchat:sequence-id': data['webchat:sequence-id'] };
+    delete copy.suggestedActions;
+    delete copy.replyToId;
+    copy.entities = (copy.entities || [])
+      .filter(function (entity) { return entity && entity.type !== 'streaminfo'; })
+      .map(function (entity) {
+        delete entity.potentialAction;
+        return entity;
+      });
+    return copy;
+  }
+
+  // A chat that was online is refused: start a new conversation at once, without a reload, so
+  // the earlier messages stay readable and nothing typed is lost; say why in the status line.
+  async function startOver(old) {
+    if (startedOverAt && Date.now() - startedOverAt < START_OVER_PAUSE_MS) {
+      showStatus(text.unavailable);
+      return;
+    }
+    startedOverAt = Date.now();
+    var response = await askForToken({});
+    if (response.status === 401) {
+      forgetConversation();
+      showStatus(text.signIn);
+      return;
+    }
+    if (!response.ok) {
+      showStatus(text.unavailable);
+      return;
+    }
+    var grant = await response.json();
+    await settled(old, 5000);
+    var left = leftover(old);
+    old.directLine.end();
+    if (!byId('feedback').hidden) closeFeedback();
+    openChat(grant, { replacement: true, earlier: left.earlier });
+    if (left.unsent) {
+      store.dispatch({ type: 'WEB_CHAT/SET_SEND_BOX', payload: { text: left.unsent } });
+    }
+    showNote(left.unsent ? text.startedOver + ' ' + text.unsentKept : text.startedOver);
+    var input = sendBox();
+    if (input) input.focus();
   }
 
   function startNewConversation() {
@@ -315,10 +481,12 @@
   // Follows each rating post to its outcome: POST_ACTIVITY_PENDING names it (clientActivityID),
   // _FULFILLED says the service took it, _REJECTED that it was refused or failed, _IMPEDED that
   // nothing came back within the send timeout (counted as failed; a late outcome is ignored).
-  function watchFeedback() {
+  // `owner`: the chat whose store this watches; a chat that was replaced shows nothing more.
+  function watchFeedback(owner) {
     return function (api) {
       return function (next) {
         return function (action) {
+          if (owner !== chat) return next(action);
           var activity = action.payload && action.payload.activity;
           var rating = ratingIn(activity);
           var id = action.meta && action.meta.clientActivityID;
@@ -416,11 +584,14 @@
     }
   }
 
+  function followStreams(current) {
+    current.store.subscribe(function () {
+      if (current === chat) showStop(streamingNow(current.store.getState().activities || []));
+    });
+  }
+
   function watchStreams() {
     byId('stop').textContent = text.stop;
-    store.subscribe(function () {
-      showStop(streamingNow(store.getState().activities || []));
-    });
     byId('stop').addEventListener('click', function () {
       if (!shownStream) return;
       stoppedStreams[shownStream] = true;
@@ -431,6 +602,59 @@
       });
       showStop(null);
     });
+  }
+
+  // Puts a chat with this grant on the page, in place of the one shown (Web Chat is mounted
+  // again: `key`). `how.earlier`: messages of a chat it replaces, shown first for reading.
+  function openChat(grant, how) {
+    var current = {
+      resumed: Boolean(how.resumed),
+      replacement: Boolean(how.replacement),
+      online: false,
+      over: false,
+      posts: {}
+    };
+    chat = current;
+    current.store = store = window.WebChat.createStore({}, watchFeedback(current));
+    (how.earlier || []).forEach(function (activity) {
+      store.dispatch({ type: 'DIRECT_LINE/INCOMING_ACTIVITY', payload: { activity: activity } });
+    });
+    var options = { token: grant.token, domain: grant.domain, webSocket: true };
+    if (current.resumed) {
+      // Direct Line's reconnect (GET /conversations/{id}) from watermark 0: the earlier messages
+      // come first, then the conversation goes on under the same id.
+      options.conversationId = grant.conversationId;
+      options.watermark = '0';
+    }
+    current.directLine = window.WebChat.createDirectLine(options);
+    saveConversation({
+      conversationId: grant.conversationId,
+      token: grant.token,
+      ticket: grant.ticket || ''
+    });
+    watchConnection(current);
+    failRatingRetries(current.directLine);
+    followPosts(current);
+    followStreams(current);
+    showStop(null);
+    window.WebChat.renderWebChat(
+      {
+        key: grant.conversationId,
+        directLine: current.directLine,
+        store: store,
+        locale: locale,
+        nonce: nonce,
+        username: grant.userName,
+        styleOptions: {
+          hideUploadButton: true,
+          // Model output is Markdown only: HTML in it is shown as text, never parsed.
+          markdownRenderHTML: false,
+          botAvatarInitials: 'AI',
+          bubbleMaxWidth: 720
+        }
+      },
+      byId('webchat')
+    );
   }
 
   async function start() {
@@ -455,40 +679,8 @@
       return;
     }
     var grant = await response.json();
-    store = window.WebChat.createStore({}, watchFeedback());
-    var options = { token: grant.token, domain: grant.domain, webSocket: true };
-    if (grant.resumed) {
-      // Direct Line's reconnect (GET /conversations/{id}) from watermark 0: the earlier messages
-      // come first, then the conversation goes on under the same id.
-      options.conversationId = grant.conversationId;
-      options.watermark = '0';
-    }
-    var directLine = window.WebChat.createDirectLine(options);
-    saveConversation({
-      conversationId: grant.conversationId,
-      token: grant.token,
-      ticket: grant.ticket || ''
-    });
-    keepToken(directLine);
-    if (grant.resumed) fallBackIfNotResumed(directLine);
-    failRatingRetries(directLine);
-    window.WebChat.renderWebChat(
-      {
-        directLine: directLine,
-        store: store,
-        locale: locale,
-        nonce: nonce,
-        username: grant.userName,
-        styleOptions: {
-          hideUploadButton: true,
-          // Model output is Markdown only: HTML in it is shown as text, never parsed.
-          markdownRenderHTML: false,
-          botAvatarInitials: 'AI',
-          bubbleMaxWidth: 720
-        }
-      },
-      byId('webchat')
-    );
+    keepTokens();
+    openChat(grant, { resumed: grant.resumed === true });
     var input = sendBox();
     if (input) input.focus();
     watchStreams();
