@@ -293,6 +293,13 @@ param adminSessionSecret string
 })
 param adminPseudonymKey string
 
+// Not generated: the operator sets it after rotating adminPseudonymKey (the azd variable
+// ADMIN_PSEUDONYM_PREVIOUS_KEYS, main.parameters.json). Empty (the default) writes no secret and
+// no app setting; otherwise it goes to Key Vault like the keys above. Rotation: docs/deploy.md.
+@secure()
+@description('Earlier values of adminPseudonymKey, comma-separated (ADMIN_PSEUDONYM_PREVIOUS_KEYS): the app still reads the pseudonyms they made, never makes new ones. Empty = none.')
+param adminPseudonymPreviousKeys string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -300,6 +307,7 @@ var tags = {
 var directLineSecretName = 'direct-line-secret'
 var adminSessionSecretName = 'admin-session-secret'
 var adminPseudonymKeyName = 'admin-pseudonym-key'
+var adminPseudonymPreviousKeysName = 'admin-pseudonym-previous-keys'
 // Each mode is one of the app's, in its lower case (ARM compares @allowed values without regard to
 // case): local when asked for, and always without authClientId; appservice otherwise. The
 // appservice mode trusts the X-MS-CLIENT-PRINCIPAL headers, which only App Service Authentication
@@ -431,6 +439,8 @@ module keyVault 'modules/keyvault.bicep' = {
     adminSessionSecret: adminSessionSecret
     adminPseudonymKeyName: adminPseudonymKeyName
     adminPseudonymKey: adminPseudonymKey
+    adminPseudonymPreviousKeysName: adminPseudonymPreviousKeysName
+    adminPseudonymPreviousKeys: adminPseudonymPreviousKeys
   }
 }
 
@@ -523,6 +533,9 @@ module app 'modules/appservice.bicep' = {
     shutdownGraceSeconds: shutdownGraceSeconds
     dedupeWindow: dedupeWindow
     adminPseudonymize: adminPseudonymize
+    // Only when keyvault.bicep wrote that secret: a reference to a missing one would reach the
+    // app as the reference's own text.
+    adminPseudonymPreviousKeysName: empty(adminPseudonymPreviousKeys) ? '' : adminPseudonymPreviousKeysName
   }
 }
 

@@ -22,6 +22,8 @@ param directLineSecretName string
 param adminSessionSecretName string
 @description('Name of the Key Vault secret that holds ADMIN_PSEUDONYM_KEY (written by keyvault.bicep).')
 param adminPseudonymKeyName string
+@description('Name of the Key Vault secret that holds ADMIN_PSEUDONYM_PREVIOUS_KEYS (written by keyvault.bicep when the operator gave earlier keys); empty = none, and no app setting.')
+param adminPseudonymPreviousKeysName string = ''
 
 param openAiEndpoint string
 param openAiDeployment string
@@ -524,6 +526,15 @@ var gatewaySettings = behindAppGateway ? [
   }
 ] : []
 
+// The pseudonym keys before a rotation, when there are any: a reference to a secret that was
+// never written would reach the app as the reference's text, which it refuses to start with.
+var previousPseudonymKeySettings = empty(adminPseudonymPreviousKeysName) ? [] : [
+  {
+    name: 'ADMIN_PSEUDONYM_PREVIOUS_KEYS'
+    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${adminPseudonymPreviousKeysName}/)'
+  }
+]
+
 // App Service Authentication signs the admin pages and the web chat in with Entra ID, using
 // the managed identity as a federated credential of the app registration (no client secret).
 var easyAuthSettings = empty(authClientId) ? [] : [
@@ -578,7 +589,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scmIpSecurityRestrictionsDefaultAction: 'Deny'
       scmIpSecurityRestrictionsUseMain: false
       scmIpSecurityRestrictions: deployerRules
-      appSettings: concat(appSettings, platformSettings, easyAuthSettings, gatewaySettings)
+      appSettings: concat(appSettings, previousPseudonymKeySettings, platformSettings, easyAuthSettings, gatewaySettings)
     }
   }
 }

@@ -1,6 +1,7 @@
 // Key Vault for the app's secrets: RBAC only, purge protection, private endpoint only.
 // Secrets are written through the management plane (ARM), which the vault firewall does not
-// block: the Direct Line secret by bot.bicep, the admin session secret and pseudonym key here.
+// block: the Direct Line secret by bot.bicep, the admin session secret, the pseudonym key and
+// (when given) the pseudonym keys before a rotation here.
 // The app reads each through a Key Vault reference.
 
 param location string
@@ -25,6 +26,11 @@ param adminPseudonymKeyName string
 @secure()
 @description('ADMIN_PSEUDONYM_KEY: keys the user pseudonyms; the same on every instance and across restarts.')
 param adminPseudonymKey string
+@description('Name of the secret that holds ADMIN_PSEUDONYM_PREVIOUS_KEYS.')
+param adminPseudonymPreviousKeysName string
+@secure()
+@description('ADMIN_PSEUDONYM_PREVIOUS_KEYS: earlier values of the pseudonym key, comma-separated; empty = none, and no secret is written.')
+param adminPseudonymPreviousKeys string = ''
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: 'kv-${resourceToken}'
@@ -72,6 +78,19 @@ resource adminPseudonymKeyValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' =
   properties: {
     contentType: 'Admin pseudonym key'
     value: adminPseudonymKey
+  }
+}
+
+// Set by the operator after a rotation (docs/deploy.md): the app reads the pseudonyms the earlier
+// keys made. Written only when given; appservice.bicep references it only then (main.bicep).
+resource adminPseudonymPreviousKeysValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(adminPseudonymPreviousKeys)) {
+  parent: vault
+  name: adminPseudonymPreviousKeysName
+  //checkov:skip=CKV_AZURE_41:Earlier pseudonym keys are kept as long as the audit records they keyed are, so they never expire on their own (docs/deploy.md).
+  //checkov:skip=CKV_AZURE_114:contentType is set below; checkov cannot read the properties through the deployment condition.
+  properties: {
+    contentType: 'Admin pseudonym keys before rotations'
+    value: adminPseudonymPreviousKeys
   }
 }
 

@@ -118,8 +118,12 @@ class Template:
     def outputs(self) -> dict[str, Any]:
         return self.raw.get("outputs") or {}
 
-    def evaluate(self, expr: Any, *, guaranteed: bool = False) -> Any:
-        return _Evaluator(self, guaranteed).eval(expr, {})
+    def evaluate(
+        self, expr: Any, *, guaranteed: bool = False, bindings: Mapping[str, Any] | None = None
+    ) -> Any:
+        """expr's value; with bindings (parameter -> value), those parameters take these values
+        and the conditions they decide (`empty(p)`, `!`, `c ? a : b`) are decided."""
+        return _Evaluator(self, guaranteed, bindings).eval(expr, {})
 
 
 def _unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -165,11 +169,14 @@ _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Evaluator:
-    def __init__(self, template: Template, guaranteed: bool) -> None:
+    def __init__(
+        self, template: Template, guaranteed: bool, bindings: Mapping[str, Any] | None = None
+    ) -> None:
         self.template = template
         self.variables = template.variables
         self.parameters = template.parameters
         self.guaranteed = guaranteed
+        self.bindings = bindings
 
     def _interpolate(self, name: str, env: dict[str, Any]) -> str:
         value = self.eval(name, env)
@@ -181,6 +188,8 @@ class _Evaluator:
                 return _INTERPOLATION.sub(lambda m: self._interpolate(m.group(1), env), expr)
             if expr in env:
                 return env[expr]
+            if self.bindings is not None and expr in self.parameters and expr in self.bindings:
+                return self.bindings[expr]
             if expr in self.variables:
                 return self.eval(self.variables[expr], env)
             if expr in self.parameters:
@@ -204,6 +213,9 @@ class _Evaluator:
                 if a is not None
             ]
             kind = function.get("type")
+            decided = len(args) == 1 and isinstance(args[0], str | list)
+            if self.bindings is not None and kind == "empty" and decided:
+                return not args[0]
             if kind == "concat" and all(isinstance(a, list) for a in args):
                 return [x for a in args for x in a]
             if kind == "flatten" and len(args) == 1 and isinstance(args[0], list):
@@ -222,7 +234,16 @@ class _Evaluator:
                 return Ref(".".join(path))
             if operator.get("type") == "minus" and isinstance(operands.get("integer_value"), int):
                 return -operands["integer_value"]
+            if operator.get("type") == "not" and self.bindings is not None:
+                value = [self.eval(v, env) for v in operands.values()]
+                if len(value) == 1 and isinstance(value[0], bool):
+                    return not value[0]
             if operator.get("type") == "conditional":
+                if self.bindings is not None:
+                    condition = self.eval(operands.get("condition"), env)
+                    if isinstance(condition, bool):
+                        chosen = operands.get("true_value" if condition else "false_value")
+                        return self.eval(chosen, env)
                 yes = self.eval(operands.get("true_value"), env)
                 no = self.eval(operands.get("false_value"), env)
                 if yes == no:
@@ -830,6 +851,170 @@ def check_shared_admin_keys(
                     problems.append(
                         f"{template.file}: output {out_name} exposes the secure parameter {n}"
                     )
+    return problems
+
+
+# ADMIN_PSEUDONYM_PREVIOUS_KEYS: the pseudonym keys before a rotation, which the operator gives
+# (the azd variable of the same name) so that pseudonyms already in the audit log stay readable.
+# A secret like the admin keys, but optional: (main.bicep's secure parameter, the parameter that
+# names its Key Vault secret in keyvault.bicep and appservice.bicep, the secret's name, the value
+# main.parameters.json gives the parameter).
+PREVIOUS_PSEUDONYM_KEYS = (
+    "ADMIN_PSEUDONYM_PREVIOUS_KEYS",
+    "adminPseudonymPreviousKeys",
+    "adminPseudonymPreviousKeysName",
+    "admin-pseudonym-previous-keys",
+    "${ADMIN_PSEUDONYM_PREVIOUS_KEYS=}",
+)
+# Stands for an operator's value when the templates are evaluated with one.
+GIVEN_PREVIOUS_KEYS = "earlier-key-one-0123456789abcdef,earlier-key-two-0123456789abcdef"
+
+_KEY_VAULT_REFERENCE_TO = re.compile(
+    r"@Microsoft\.KeyVault\(SecretUri=\$\{(?P<vault>\w+)\.properties\.vaultUri\}"
+    r"secrets/(?P<name>[A-Za-z0-9-]+)/\)"
+)
+
+
+def _module_bindings(
+    main: Template, path_suffix: str, bindings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values main.bicep gives a module's parameters that bindings (main.bicep's parameter ->
+    value) decide: strings, numbers and booleans; the rest stay unknown."""
+    bound: dict[str, Any] = {}
+    for key, expr in (_module(main, path_suffix) or {}).items():
+        value = main.evaluate(expr, bindings=bindings)
+        if isinstance(value, str | int | bool):
+            bound[key] = value
+    return bound
+
+
+def _secrets_named(
+    vault_template: Template, name: str, bindings: Mapping[str, Any]
+) -> list[tuple[Resource, Any, Any]]:
+    """keyvault.bicep's secrets of that name: (resource, whether it is written, its value)."""
+    found = []
+    for r in vault_template.resources:
+        if r.type != "Microsoft.KeyVault/vaults/secrets" or r.existing:
+            continue
+        if vault_template.evaluate(r.body.get("name"), bindings=bindings) != name:
+            continue
+        raw = (vault_template.raw.get("resources") or {}).get(r.symbol, {}).get("config") or {}
+        condition = raw.get("condition") if isinstance(raw, dict) else None
+        written = (
+            True if condition is None else vault_template.evaluate(condition, bindings=bindings)
+        )
+        value = vault_template.evaluate(_get(r.body, "properties/value"), bindings=bindings)
+        found.append((r, written, value))
+    return found
+
+
+def check_previous_pseudonym_keys(
+    model: Mapping[str, Template], parameters_file: Mapping[str, Any]
+) -> list[str]:
+    """The pseudonym keys before a rotation survive a provision: they come from a secure
+    parameter azd fills from ADMIN_PSEUDONYM_PREVIOUS_KEYS, go to Key Vault and reach the app
+    as a Key Vault reference, never as a plain app setting or an output; left empty, neither the
+    secret nor the app setting is written (a reference to a missing secret would reach the app as
+    its own text)."""
+    setting, value_param, name_param, secret_name, from_environment = PREVIOUS_PSEUDONYM_KEYS
+    problems: list[str] = []
+    main = model.get("main.bicep")
+    vault_template = model.get("modules/keyvault.bicep")
+    app = model.get("modules/appservice.bicep")
+    if main is None or vault_template is None or app is None:
+        return ["main.bicep, modules/keyvault.bicep or modules/appservice.bicep is missing"]
+    # 1. An optional secret: secure, empty by default, filled by azd from the variable.
+    param = main.parameters.get(value_param)
+    if param is None:
+        return [f"main.bicep has no parameter {value_param}"]
+    if _decorator(param, "secure") is None:
+        problems.append(f"main.bicep parameter {value_param} must be @secure()")
+    if param.get("type") != "string" or param.get("default") != "":
+        problems.append(f"main.bicep needs `param {value_param} string = ''` (optional)")
+    actual = (parameters_file.get(value_param) or {}).get("value")
+    if actual != from_environment:
+        problems.append(
+            f"main.parameters.json sets {value_param} to {actual!r}, expected {from_environment!r}"
+        )
+    inner = vault_template.parameters.get(value_param)
+    if inner is None or _decorator(inner, "secure") is None:
+        problems.append(f"modules/keyvault.bicep parameter {value_param} must be @secure()")
+    if name_param not in app.parameters:
+        problems.append(f"modules/appservice.bicep has no parameter {name_param}")
+    declared_vaults = {
+        r.symbol
+        for r in vault_template.resources
+        if r.type == "Microsoft.KeyVault/vaults" and not r.existing
+    }
+    app_vaults = {r.symbol for r in app.resources if r.type == "Microsoft.KeyVault/vaults"}
+    sites = web_apps({app.file: app})
+    if len(sites) != 1:
+        return [*problems, f"modules/appservice.bicep declares {len(sites)} web apps, not one"]
+    app_settings_expr = _get(sites[0][1].body, "properties/siteConfig/appSettings")
+
+    def settings_of(bindings: Mapping[str, Any], *, guaranteed: bool) -> dict[str, Any]:
+        values = app.evaluate(app_settings_expr, guaranteed=guaranteed, bindings=bindings)
+        if not isinstance(values, list):
+            raise AssertionError("appservice.bicep's appSettings cannot be evaluated")
+        return {item["name"]: item.get("value") for item in values}
+
+    for given in ("", GIVEN_PREVIOUS_KEYS):
+        main_bindings = {value_param: given}
+        vault_bindings = _module_bindings(main, "keyvault.bicep", main_bindings)
+        app_bindings = _module_bindings(main, "appservice.bicep", main_bindings)
+        secrets = _secrets_named(vault_template, secret_name, vault_bindings)
+        possible = settings_of(app_bindings, guaranteed=False)
+        if not given:
+            # 2. Empty: no secret and no app setting, in any deployment variant.
+            for secret, written, _ in secrets:
+                if written is not False:
+                    problems.append(
+                        f"modules/keyvault.bicep:{secret.symbol} is written without earlier keys"
+                    )
+            if setting in possible:
+                problems.append(f"{setting} is set without earlier keys: {possible[setting]!r}")
+            continue
+        # 3. Given: keyvault.bicep writes them as the secret, from the parameter.
+        if len(secrets) != 1:
+            problems.append(
+                f"keyvault.bicep writes {len(secrets)} secrets named {secret_name!r}, not one"
+            )
+        for secret, written, value in secrets:
+            where = f"modules/keyvault.bicep:{secret.symbol}"
+            if written is not True:
+                problems.append(f"{where} is not written when earlier keys are given")
+            if secret.body.get("parent") not in declared_vaults:
+                problems.append(f"{where} is not a secret of the vault declared there")
+            if value != given:
+                problems.append(f"{where} value is not main.bicep's parameter {value_param}")
+        # 4. ... and the app reads that secret through a versionless reference, in every variant.
+        everywhere = settings_of(app_bindings, guaranteed=True)
+        value = everywhere.get(setting)
+        match = _KEY_VAULT_REFERENCE_TO.fullmatch(value) if isinstance(value, str) else None
+        if setting not in everywhere:
+            problems.append(f"{setting} is not set in every deployment variant when keys are given")
+        elif match is None:
+            problems.append(f"{setting} must be a versionless Key Vault reference, is {value!r}")
+        elif match["name"] != secret_name or match["vault"] not in app_vaults:
+            problems.append(
+                f"{setting} must reference secrets/{secret_name} in the app's Key Vault, "
+                f"references secrets/{match['name']} in {match['vault']}"
+            )
+        # 5. The keys appear in no app setting and no output.
+        for name, setting_value in possible.items():
+            if GIVEN_PREVIOUS_KEYS in json.dumps(setting_value, default=str):
+                problems.append(f"app setting {name} holds {value_param} in plain text")
+        for template, bindings in (
+            (main, main_bindings),
+            (vault_template, vault_bindings),
+            (app, app_bindings),
+        ):
+            for out_name, output in template.outputs.items():
+                text = json.dumps(
+                    template.evaluate(output.get("value"), bindings=bindings), default=str
+                )
+                if GIVEN_PREVIOUS_KEYS in text or re.search(rf"\b{value_param}\b", text):
+                    problems.append(f"{template.file}: output {out_name} exposes {value_param}")
     return problems
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from unittest import mock
 
 import infra_model as im
 import pytest
@@ -540,6 +542,155 @@ def test_shared_admin_keys_check_catches_a_key_from_the_parameters_file(
     }
     problems = im.check_shared_admin_keys(model, parameters)
     assert any("main.parameters.json sets adminPseudonymKey" in p for p in problems), problems
+
+
+def test_earlier_pseudonym_keys_reach_the_app_only_through_key_vault(
+    model: dict[str, im.Template],
+) -> None:
+    """After a rotation the operator keeps the old pseudonym key with the azd variable
+    ADMIN_PSEUDONYM_PREVIOUS_KEYS: a secure parameter (never an output) that becomes the Key Vault
+    secret admin-pseudonym-previous-keys and the app setting's Key Vault reference, so a provision
+    keeps it instead of dropping a hand-made app setting; left empty, neither is written."""
+    assert im.check_previous_pseudonym_keys(model, im.read_parameters_file()) == []
+
+
+def test_without_earlier_pseudonym_keys_the_app_gets_no_setting_and_the_vault_no_secret(
+    model: dict[str, im.Template],
+) -> None:
+    main = model["main.bicep"]
+    assert main.parameters["adminPseudonymPreviousKeys"]["default"] == ""
+    app = im._module_bindings(main, "appservice.bicep", {"adminPseudonymPreviousKeys": ""})
+    vault = im._module_bindings(main, "keyvault.bicep", {"adminPseudonymPreviousKeys": ""})
+    site = im.web_apps({"modules/appservice.bicep": model["modules/appservice.bicep"]})[0][1]
+    settings = model["modules/appservice.bicep"].evaluate(
+        im._get(site.body, "properties/siteConfig/appSettings"), bindings=app
+    )
+    assert "ADMIN_PSEUDONYM_PREVIOUS_KEYS" not in {s["name"] for s in settings}
+    written = im._secrets_named(
+        model["modules/keyvault.bicep"], "admin-pseudonym-previous-keys", vault
+    )
+    assert [w for _, w, _ in written] == [False]
+    # The app reads an absent setting (and an empty one) as no earlier keys.
+    config = pytest.importorskip("config")
+    for environment in ({}, {"ADMIN_PSEUDONYM_PREVIOUS_KEYS": ""}):
+        with mock.patch.dict(os.environ, environment, clear=True):
+            assert config.Settings(_env_file=None).admin_pseudonym_previous_keys == []
+
+
+PREVIOUS_KEYS_SETTING = (
+    "    value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}"
+    "secrets/${adminPseudonymPreviousKeysName}/)'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (  # the keys would be in the deployment's parameters in plain text
+            "main.bicep",
+            "@secure()\n@description('Earlier values of adminPseudonymKey",
+            "@description('Earlier values of adminPseudonymKey",
+            "main.bicep parameter adminPseudonymPreviousKeys must be @secure()",
+        ),
+        (  # ... and in the nested deployment's
+            "modules/keyvault.bicep",
+            "@secure()\n@description('ADMIN_PSEUDONYM_PREVIOUS_KEYS",
+            "@description('ADMIN_PSEUDONYM_PREVIOUS_KEYS",
+            "modules/keyvault.bicep parameter adminPseudonymPreviousKeys must be @secure()",
+        ),
+        (  # azd would have to be given it on every provision
+            "main.bicep",
+            "param adminPseudonymPreviousKeys string = ''",
+            "param adminPseudonymPreviousKeys string",
+            "main.bicep needs `param adminPseudonymPreviousKeys string = ''`",
+        ),
+        (  # the app would get the reference's text, which it refuses to start with
+            "main.bicep",
+            "adminPseudonymPreviousKeysName: empty(adminPseudonymPreviousKeys) ? '' : "
+            "adminPseudonymPreviousKeysName\n",
+            "adminPseudonymPreviousKeysName: adminPseudonymPreviousKeysName\n",
+            "ADMIN_PSEUDONYM_PREVIOUS_KEYS is set without earlier keys",
+        ),
+        (
+            "modules/appservice.bicep",
+            "var previousPseudonymKeySettings = empty(adminPseudonymPreviousKeysName) ? [] : [",
+            "var previousPseudonymKeySettings = [",
+            "ADMIN_PSEUDONYM_PREVIOUS_KEYS is set without earlier keys",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "= if (!empty(adminPseudonymPreviousKeys)) {",
+            "= {",
+            "adminPseudonymPreviousKeysValue is written without earlier keys",
+        ),
+        (  # given keys never reach the app
+            "modules/keyvault.bicep",
+            "= if (!empty(adminPseudonymPreviousKeys)) {",
+            "= if (empty(adminPseudonymPreviousKeys)) {",
+            "adminPseudonymPreviousKeysValue is not written when earlier keys are given",
+        ),
+        (
+            "modules/appservice.bicep",
+            "concat(appSettings, previousPseudonymKeySettings, ",
+            "concat(appSettings, ",
+            "ADMIN_PSEUDONYM_PREVIOUS_KEYS is not set in every deployment variant",
+        ),
+        (  # a plain app setting, which the portal and the deployment history show
+            "modules/appservice.bicep",
+            PREVIOUS_KEYS_SETTING,
+            "    value: 'earlier-key-one-0123456789abcdef'\n",
+            "ADMIN_PSEUDONYM_PREVIOUS_KEYS must be a versionless Key Vault reference",
+        ),
+        (  # a fixed version: the next rotation's keys would not be read
+            "modules/appservice.bicep",
+            "secrets/${adminPseudonymPreviousKeysName}/)'",
+            "secrets/${adminPseudonymPreviousKeysName}/0123456789abcdef0123456789abcdef)'",
+            "ADMIN_PSEUDONYM_PREVIOUS_KEYS must be a versionless Key Vault reference",
+        ),
+        (  # the app reads the current key's secret
+            "main.bicep",
+            "? '' : adminPseudonymPreviousKeysName\n",
+            "? '' : adminPseudonymKeyName\n",
+            "must reference secrets/admin-pseudonym-previous-keys",
+        ),
+        (
+            "modules/keyvault.bicep",
+            "    value: adminPseudonymPreviousKeys\n",
+            "    value: adminPseudonymKey\n",
+            "value is not main.bicep's parameter adminPseudonymPreviousKeys",
+        ),
+        (  # the keys reach the deployment outputs (azd writes them to .azure/<env>/.env)
+            "modules/keyvault.bicep",
+            "output name string = vault.name\n",
+            "output name string = vault.name\noutput earlier string = adminPseudonymPreviousKeys\n",
+            "output earlier exposes adminPseudonymPreviousKeys",
+        ),
+        (
+            "main.bicep",
+            "output AZURE_LOCATION string = location\n",
+            "output AZURE_LOCATION string = location\n"
+            "output EARLIER string = empty(adminPseudonymPreviousKeys) ? '' : "
+            "adminPseudonymPreviousKeys\n",
+            "output EARLIER exposes adminPseudonymPreviousKeys",
+        ),
+    ],
+)
+def test_previous_pseudonym_keys_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_previous_pseudonym_keys(
+        mutate(texts, file, old, new), im.read_parameters_file()
+    )
+    assert any(expected in p for p in problems), problems
+
+
+def test_previous_pseudonym_keys_check_catches_a_parameter_azd_does_not_fill(
+    model: dict[str, im.Template],
+) -> None:
+    parameters = dict(im.read_parameters_file())
+    del parameters["adminPseudonymPreviousKeys"]
+    problems = im.check_previous_pseudonym_keys(model, parameters)
+    assert any("main.parameters.json sets adminPseudonymPreviousKeys" in p for p in problems)
 
 
 @pytest.mark.parametrize(
