@@ -139,20 +139,25 @@ _COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
 _MAX_RACES = 20
 # Messages and summaries carry no `ttl` of their own: the containers' defaultTtl, which Cosmos DB
 # counts from each item's last write (`_ts`), is RETENTION_DAYS, so a changed setting applies to
-# every item without a ttl of its own at once. Earlier releases wrote each one with `ttl` =
+# every item without a ttl of its own at once. Where a container's defaultTtl is not what the
+# setting needs and the app cannot change it (Entra ID: data-plane roles cannot), every write
+# gives them the ttl the setting needs instead (`_item_ttls`), and the purge gives one to those
+# stored without it, so the setting still decides. Earlier releases wrote each one with `ttl` =
 # RETENTION_DAYS of that write, which overrides the default: the retention purge gives such
 # items the ttl the setting of the day needs (`retention_ttl`) and records on them when they
 # were last written (a patch renews `_ts`), with the setting and the time of that patch
-# (`_RETENTION`). A write after it by another patch (one that keeps `ttl`) is told by a `_ts`
-# later than that time by more than this (the app's clock against the service's).
+# (`_RETENTION`). Every other patch of them sets or takes away `ttl` and takes the record away
+# (`_renewed`); a write after it by an earlier release's patch (one that keeps both) is told by a
+# `_ts` later than that time by more than this (the app's clock against the service's).
 _RETENTION = "retention"
 _RETENTION_PATCH_SLACK_SECONDS = 5
-# The items with a ttl of their own the setting of the day does not give: `key` is the
-# container's partition key field.
+# The items whose ttl is not what the setting of the day gives (@seconds: what a write gets, -1
+# at 0): `key` is the container's partition key field; `without` is "NOT IS_DEFINED(c.ttl) OR"
+# where items without a ttl of their own need one too (the container's defaultTtl is not it).
 _OWN_TTL_QUERY = (
-    "SELECT c.id, c.{key}, c._ts, c._etag, c.ttl, c.retention FROM c WHERE IS_DEFINED(c.ttl)"
-    " AND ((IS_DEFINED(c.retention) AND c.retention.days != @days)"
-    " OR (NOT IS_DEFINED(c.retention) AND c.ttl != @seconds))"
+    "SELECT c.id, c.{key}, c._ts, c._etag, c.ttl, c.retention FROM c WHERE {without} ("
+    "IS_DEFINED(c.ttl) AND ((IS_DEFINED(c.retention) AND c.retention.days != @days)"
+    " OR (NOT IS_DEFINED(c.retention) AND c.ttl != @seconds)))"
 )
 # Items of `purge_expired` read and changed at a time.
 _RETAINED_PAGE = 100
@@ -544,6 +549,9 @@ class CosmosStore:
         self._client: CosmosClient | None = None
         self._database: DatabaseProxy | None = None
         self._containers: dict[str, ContainerProxy] = {}
+        # The retention containers (by role) whose defaultTtl is not what RETENTION_DAYS needs,
+        # read at open: the ttl each message or summary written there gets (`_check_properties`).
+        self._item_ttls: dict[str, int] = {}
         # Request units per operation name, summed since start (read by metrics/telemetry).
         self.request_charges: dict[str, float] = {}
         # Usage document id -> the minute it last counted, as this instance saw it.
@@ -822,7 +830,9 @@ class CosmosStore:
     ) -> None:
         self._check_partition_key(spec, name, properties)
         ttl, found = self._default_ttl(spec), properties.get("defaultTtl")
+        self._item_ttls.pop(spec.role, None)
         if ttl is not None and found != ttl:
+            meanwhile = ""
             if found is None:
                 # Per-item ttl is ignored while the container has TTL off.
                 state, effect = "TTL off", "its items will never expire"
@@ -831,14 +841,25 @@ class CosmosStore:
             else:
                 state = f"defaultTtl {found}"
                 effect = f"items without a ttl of their own expire {found} s after their last write"
+            if found is not None and spec.default_ttl == "retention":
+                # The setting wins all the same (an operator who shortened it for compliance
+                # gets that): each message and summary carries the ttl the default should have.
+                self._item_ttls[spec.role] = ttl
+                meanwhile = (
+                    " Meanwhile the app gives each item it writes there a ttl of its own of"
+                    f" {ttl}{' (never expires)' if ttl == -1 else ''}"
+                    " and the retention purge gives one to the items stored without it (deleting"
+                    " those already past RETENTION_DAYS), so RETENTION_DAYS applies;"
+                )
             log.warning(
                 "cosmos container %s has %s, where the app needs defaultTtl %s "
-                "(RETENTION_DAYS=%d): %s. %s",
+                "(RETENTION_DAYS=%d): %s.%s %s",
                 name,
                 state,
                 ttl,
                 self._config.retention_days,
                 effect,
+                meanwhile,
                 _PROVISION_AGAIN,
             )
         if spec.composite:
@@ -859,6 +880,7 @@ class CosmosStore:
         self._client = None
         self._database = None
         self._containers = {}
+        self._item_ttls = {}
 
     async def ping(self) -> None:
         if self._database is None:
@@ -870,9 +892,10 @@ class CosmosStore:
         """Cosmos DB deletes expired items itself (the containers' defaultTtl, an item's own
         ttl). Messages and summaries an earlier release wrote with a ttl of their own that the
         setting of the day does not give (`_RETENTION`) get the ttl it needs, or are deleted
-        when they are past it: one cross-partition query per container (index lookups, none
-        found once done), at each start and hourly, so items an earlier release still running
-        beside this one writes are found too. How many were deleted."""
+        when they are past it; so do those stored without one in a container whose defaultTtl
+        is not the setting (`_item_ttls`). One cross-partition query per container (index
+        lookups, none found once done), at each start and hourly, so items an earlier release
+        still running beside this one writes are found too. How many were deleted."""
         op = "purge_expired"
         days, seconds = self._config.retention_days, self._config.retention_seconds
         gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
@@ -880,11 +903,15 @@ class CosmosStore:
         async with self._guard(op):
             for role, key in (("messages", "conversationId"), ("conversations", "userId")):
                 container = self._container(role)
+                without = "NOT IS_DEFINED(c.ttl) OR" if role in self._item_ttls else ""
                 found = self._query(
                     container,
                     op,
-                    _OWN_TTL_QUERY.format(key=key),
-                    [{"name": "@days", "value": days}, {"name": "@seconds", "value": seconds}],
+                    _OWN_TTL_QUERY.format(key=key, without=without),
+                    [
+                        {"name": "@days", "value": days},
+                        {"name": "@seconds", "value": seconds or -1},
+                    ],
                     page_size=_RETAINED_PAGE,
                 )
                 async for page in found.by_page():
@@ -896,7 +923,8 @@ class CosmosStore:
         if changed or deleted:
             log.info(
                 "retention: %d messages and summaries stored with a ttl of their own (an earlier "
-                "release's RETENTION_DAYS) now expire by RETENTION_DAYS=%d; %d past it deleted",
+                "release's RETENTION_DAYS) or without one where the container's defaultTtl is not "
+                "the setting now expire by RETENTION_DAYS=%d; %d past it deleted",
                 changed,
                 days,
                 deleted,
@@ -911,7 +939,7 @@ class CosmosStore:
         gate: asyncio.Semaphore,
     ) -> str:
         """One item of `purge_expired`, on the ETag it was read with: an item written meanwhile
-        is left to the next purge (a full write takes its ttl away anyway)."""
+        is left to the next purge (a write gives it the ttl of the day anyway, `_renewed`)."""
         op = "purge_expired"
         async with gate:
             # Taken when the patch goes: `_last_write` compares the `_ts` it sets with it.
@@ -959,6 +987,23 @@ class CosmosStore:
     def _ttl(self) -> int | None:
         """A state document's own ttl (`write_state` with `expires`): RETENTION_DAYS."""
         return self._config.retention_seconds or None
+
+    def _renewed(self, role: str, current: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The patch operations that go with any other patch of a message or summary (`role`'s
+        container) read as `current`: the patch renews its `_ts`, so it gets the ttl a write gets
+        (`_item_ttls`), or none where the container's defaultTtl is the setting, and the purge's
+        record goes. A ttl the purge shortened (counted from the item's last write before it)
+        would otherwise count from this write, and the next purge, finding the record of the
+        setting of the day, would leave it: the item would expire early."""
+        operations: list[dict[str, Any]] = []
+        if _RETENTION in current:
+            operations.append({"op": "remove", "path": f"/{_RETENTION}"})
+        ttl = self._item_ttls.get(role)
+        if ttl is not None:
+            operations.append({"op": "set", "path": "/ttl", "value": ttl})
+        elif "ttl" in current:
+            operations.append({"op": "remove", "path": "/ttl"})
+        return operations
 
     # --- errors and request charges
 
@@ -1039,8 +1084,8 @@ class CosmosStore:
 
     def _message_doc(self, message: Message) -> dict[str, Any]:
         # No ttl of its own (one read from an earlier release's item goes): the container's
-        # defaultTtl counts from this write.
-        message = message.model_copy(update={"ttl": None})
+        # defaultTtl counts from this write; or the setting's, where that is not it.
+        message = message.model_copy(update={"ttl": self._item_ttls.get("messages")})
         doc = _with_id(message.to_doc(), message.id)
         doc["createdAt"] = _stamp(message.created_at)
         return doc
@@ -1152,20 +1197,15 @@ class CosmosStore:
                 if current is None:
                     return None
                 previous = Message.model_validate(_clean(current)).feedback
-                # A rating renews the message: a ttl of its own (an earlier release's) goes, so
-                # the container's defaultTtl counts from it, as from any other write.
-                renewed = [
-                    {"op": "remove", "path": f"/{name}"}
-                    for name in ("ttl", _RETENTION)
-                    if name in current
-                ]
+                # A rating renews the message: its expiry counts from it, as from any other
+                # write.
                 try:
                     doc = await container.patch_item(
                         item_id,
                         conversation_id,
                         [
                             {"op": "set", "path": "/feedback", "value": feedback.to_doc()},
-                            *renewed,
+                            *self._renewed("messages", current),
                         ],
                         etag=current["_etag"],
                         match_condition=MatchConditions.IfNotModified,
@@ -1203,17 +1243,7 @@ class CosmosStore:
                     return message
                 await self._retitle(stored, revision, op)
                 if revision.answer_id:
-                    try:
-                        await container.patch_item(
-                            cosmos_id(revision.answer_id),
-                            revision.conversation_id,
-                            [{"op": "set", "path": "/promptChanged", "value": True}],
-                            response_hook=self._hook(op),
-                        )
-                    except CosmosHttpResponseError as exc:
-                        if _status(exc) != 404:  # no answer: nothing to take out of the context
-                            raise
-                        self._record(op, exc.headers)
+                    await self._mark_prompt_changed(revision, op)
                 try:
                     await container.replace_item(
                         item_id,
@@ -1229,6 +1259,35 @@ class CosmosStore:
                     continue
                 return outcome_of(revision)
             raise ETagMismatch(f"revising a message lost {_MAX_RACES} races in a row")
+
+    async def _mark_prompt_changed(self, revision: MessageRevision, op: str) -> None:
+        """The answer to a revised prompt marked (a patch of `/promptChanged`, with its expiry
+        renewed as by any write: `_renewed`) on the ETag it was read with; no answer: nothing to
+        take out of the context."""
+        container = self._container("messages")
+        item_id = cosmos_id(revision.answer_id or "")
+        for _ in range(_MAX_RACES):
+            current = await self._read_or_none(container, item_id, revision.conversation_id, op)
+            if current is None:
+                return
+            try:
+                await container.patch_item(
+                    item_id,
+                    revision.conversation_id,
+                    [
+                        {"op": "set", "path": "/promptChanged", "value": True},
+                        *self._renewed("messages", current),
+                    ],
+                    etag=current["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                    response_hook=self._hook(op),
+                )
+                return
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 412):
+                    raise
+                self._record(op, exc.headers)
+        raise ETagMismatch(f"marking an answer lost {_MAX_RACES} races in a row")
 
     async def _retitle(self, old: Message, revision: MessageRevision, op: str) -> None:
         """The conversation summary's title, when it was taken from `old`'s text (`retitled`)."""
@@ -1266,7 +1325,7 @@ class CosmosStore:
     ) -> dict[str, Any]:
         """The stored document; `applied`: the ids of the last deltas applied to it (a
         rewrite keeps the ones it read), Cosmos DB's alone (`_APPLIED_DELTAS_KEPT`)."""
-        summary = summary.model_copy(update={"ttl": None})  # as `_message_doc`
+        summary = summary.model_copy(update={"ttl": self._item_ttls.get("conversations")})
         doc = _with_id(summary.to_doc(), summary.conversation_id)
         doc["createdAt"] = _stamp(summary.created_at)
         doc["lastActivityAt"] = _stamp(summary.last_activity_at)
@@ -2243,8 +2302,9 @@ class CosmosStore:
             async for doc in self._query(
                 container,
                 op,
-                # Not the messages' text: it is other people's, and not needed here.
-                "SELECT c.id, c.conversationId, c.feedback, c._etag FROM c"
+                # Not the messages' text: it is other people's, and not needed here. Their
+                # expiry is (`_renewed`).
+                "SELECT c.id, c.conversationId, c.feedback, c._etag, c.ttl, c.retention FROM c"
                 " WHERE c.feedback.userId = @uid",
                 [{"name": "@uid", "value": user_id}],
             )
@@ -2261,7 +2321,10 @@ class CosmosStore:
                     await container.patch_item(
                         current["id"],
                         conversation_id,
-                        [{"op": "remove", "path": "/feedback"}],
+                        [
+                            {"op": "remove", "path": "/feedback"},
+                            *self._renewed("messages", current),
+                        ],
                         etag=current["_etag"],
                         match_condition=MatchConditions.IfNotModified,
                         response_hook=self._hook(op),
