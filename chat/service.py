@@ -442,7 +442,7 @@ class ChatService:
         # earlier turn could not store yet (kept, chat.kept) is taken now, before the read: a
         # kept write that lands meanwhile is then in one of the two, never in neither.
         kept = self._kept.messages_of(conversation_id)
-        history = asyncio.ensure_future(self._recent_history(conversation_id, kept))
+        history = asyncio.ensure_future(self._recent_history(user_message, kept, delta))
         # The shutdown may end the turn while the store has not taken its prompt yet (a store
         # that hangs): the user is told to send it again, as from anywhere else in the turn.
         storing_timer = asyncio.timeout(None)
@@ -627,10 +627,18 @@ class ChatService:
                 },
             )
 
-    async def _recent_history(self, conversation_id: str, kept: list[Message]) -> list[Message]:
-        """The window's messages as stored, with any an earlier turn could not store yet."""
+    async def _recent_history(
+        self, prompt: Message, kept: list[Message], delta: SummaryDelta
+    ) -> list[Message]:
+        """The window's messages as stored, with any an earlier turn could not store yet. With
+        none but the prompt (the read may be before or after its write), and fewer than the
+        window holds (so none older either), the prompt is the conversation's first message:
+        the turn's summary update says so (`SummaryDelta.first_message`)."""
+        conversation_id = prompt.conversation_id
         with self._telemetry.span("store.recent_messages"):
             stored = await self._messages.recent_messages(conversation_id, self._max_history)
+        others = [m for m in (*stored, *kept) if m.id != prompt.id]
+        delta.first_message = not others and len(stored) < self._max_history
         return with_kept(stored, kept, self._max_history)
 
     async def revise(self, turn: TurnInput, at: datetime) -> RevisionOutcome:

@@ -181,6 +181,10 @@ class SummaryDelta(BaseModel):
     tenant_id: str = ""
     title: str = ""
     at: datetime = Field(default_factory=utcnow)
+    # The turn of the conversation's first message (as the turn read the store): its update,
+    # written after a later turn's, still gives the conversation its start and title
+    # (`storage.summaries.apply_delta`).
+    first_message: bool = False
     messages: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

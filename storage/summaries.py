@@ -84,14 +84,15 @@ def apply_delta(summary: ConversationSummary, delta: SummaryDelta) -> Conversati
     reasons = list(dict.fromkeys([*summary.flag_reasons, *delta.flag_reasons]))
     if delta.negative_feedback < 0 and negative_feedback == 0:
         reasons = [reason for reason in reasons if reason != NEGATIVE_FEEDBACK]
-    # A turn older than the summary's start, written after it: a turn whose update one instance
-    # kept (chat.kept) while the conversation's next turn ran on another. It is the earlier
-    # turn: the conversation started then, and is titled by it.
-    earlier = delta.at < summary.created_at
+    # The first message's turn, written after a later turn's: one instance kept its update
+    # (chat.kept) while the conversation's next turn ran on another. The conversation started
+    # then, and is titled by it. Told by the turn, not by `at`: instances' clocks differ, by
+    # more than the time between two messages at times, and every turn's update has a title.
+    first = delta.first_message
     return summary.model_copy(
         update={
-            "title": (delta.title or summary.title) if earlier else (summary.title or delta.title),
-            "created_at": delta.at if earlier else summary.created_at,
+            "title": (delta.title or summary.title) if first else (summary.title or delta.title),
+            "created_at": min(delta.at, summary.created_at) if first else summary.created_at,
             "last_activity_at": max(summary.last_activity_at, delta.at),
             "message_count": summary.message_count + delta.messages,
             "prompt_tokens": summary.prompt_tokens + delta.prompt_tokens,
