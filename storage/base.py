@@ -45,6 +45,16 @@ class ETagMismatch(StoreError):
     """A conditional write lost a race."""
 
 
+class UpdateOutcomeUnknown(StoreError):
+    """A counter or usage update sent again (`CounterStore`'s `resend`) that the store could
+    neither find applied nor prove was not: it applied nothing. `reason` names why, in words
+    fit for a log line (no ids, no amounts)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"whether an earlier send of the update was applied is unknown: {reason}")
+        self.reason = reason
+
+
 class MessageStore(Protocol):
     async def add_message(self, message: Message) -> bool:
         """Insert; False (and no change) when a message with that id already exists."""
@@ -119,9 +129,17 @@ class SummaryStore(Protocol):
 class CounterStore(Protocol):
     """`write_id` (`storage.models.new_write_id`; a new one when None) names one update: a
     caller that retries an update which failed outright passes the same id again, and the
-    update counts once even when the failed call had applied it (its answer lost). Cosmos DB
-    records the last ids applied to each document; SQLite needs none, as a call that fails has
-    rolled its transaction back."""
+    update counts once when the store finds the failed call applied it (its answer lost).
+    Cosmos DB records the last ids applied to each document, so it finds only a recent one:
+    applied a while ago, under many updates of others since, it may count again.
+
+    `resend`, for an update that must never count twice (a negative amount: twice would make a
+    limit looser): the same update as a call of this store that failed. The store applies it
+    only when it can tell that no earlier send of it was applied, answers as it would have when
+    it finds one applied (nothing more applied), and otherwise applies nothing and raises
+    `UpdateOutcomeUnknown`. SQLite can always tell (a call that fails has rolled its transaction
+    back); Cosmos DB can while the document has had at most 16 updates since this instance saw
+    it before the first send (`storage.cosmos._InDoubt`)."""
 
     async def add_to_counter(
         self,
@@ -132,6 +150,7 @@ class CounterStore(Protocol):
         ttl_seconds: int,
         *,
         write_id: str | None = None,
+        resend: bool = False,
     ) -> CounterResult:
         """Atomically add `amount` to the counter (scope, window) unless that would exceed
         `limit` (0 = unlimited); negative amounts always apply. Counters expire after ttl."""
@@ -140,7 +159,13 @@ class CounterStore(Protocol):
     async def read_counter(self, scope: str, window: str) -> int: ...
 
     async def add_usage(
-        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+        self,
+        scope: str,
+        day: str,
+        change: UsageChange,
+        *,
+        write_id: str | None = None,
+        resend: bool = False,
     ) -> UsageResult:
         """One atomic update of the usage document (scope, day): the request count of
         `change.minute` and the day's tokens together, or nothing (`storage.models.apply_usage`

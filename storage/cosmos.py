@@ -64,6 +64,7 @@ from storage.base import (
     Store,
     StoreError,
     StoreThrottled,
+    UpdateOutcomeUnknown,
     UserDataKind,
 )
 from storage.botstate import (
@@ -186,7 +187,14 @@ _WRITE_ID = "writeId"
 # out of turn: a resend goes unrecognized (counted again) only when more than this many other
 # updates of the same document landed between the first send and the SDK's resend of it, or the
 # caller's retry of it under the same id (`CounterStore`: seconds later, from controls.quotas).
+# The document also counts the updates applied to it (`updates`, its create the first), so the
+# ring holds those numbered `updates` - 15 to `updates`: what lets a caller's `resend` of an
+# update be applied only when no earlier send of it can have landed (`_InDoubt`).
 _APPLIED_KEPT = 16
+# Updates whose call failed with a send in doubt, kept for a `resend` of them (`_InDoubt`); past
+# this many the oldest are forgotten (from then on, a `resend` this instance has no record of
+# applies nothing: it may be one of them).
+_IN_DOUBT_KEPT = 4096
 _UPDATE_ID = re.compile(r"[0-9a-f]{16,64}")
 _SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
 _SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
@@ -433,42 +441,129 @@ def _update_id(write_id: str | None) -> str:
 
 
 def _has_ring(doc: Mapping[str, Any]) -> bool:
-    """Whether a usage or counter document's `applied` has the shape a patch pushes onto: a
-    document written before it existed has none."""
-    applied = doc.get("applied")
-    return isinstance(applied, list) and len(applied) == _APPLIED_KEPT
+    """Whether a usage or counter document has the `applied` ring a patch pushes onto and the
+    count of its updates: a document written before they existed has neither (or no count)."""
+    applied, updates = doc.get("applied"), doc.get("updates")
+    return (
+        isinstance(applied, list)
+        and len(applied) == _APPLIED_KEPT
+        and isinstance(updates, int)
+        and not isinstance(updates, bool)
+    )
+
+
+def _updates(doc: Mapping[str, Any]) -> int:
+    """How many updates a usage or counter document counts (`_APPLIED_KEPT`); 0 without."""
+    return int(doc["updates"]) if _has_ring(doc) else 0
 
 
 def _new_ring(write_id: str) -> list[str]:
     return [write_id] + [""] * (_APPLIED_KEPT - 1)
 
 
-def _record_patch(write_id: str, ring: bool) -> tuple[list[dict[str, Any]], str]:
-    """The patch operations that record `write_id` in a usage or counter document and the
-    condition that refuses a document holding it (`_APPLIED_KEPT`). `ring`: the document is
-    taken to have the ring (`_has_ring`); a document without one (written by an earlier version)
-    gets a new ring, on the condition that it still has none. The id is lowercase hex and the
-    only string in the predicate (see `_usage_patch`)."""
-    shaped = f"IS_ARRAY(c.applied) AND ARRAY_LENGTH(c.applied) = {_APPLIED_KEPT}"
+def _record_patch(
+    write_id: str, ring: bool, after: int, resend: bool
+) -> tuple[list[dict[str, Any]], str]:
+    """The patch operations that record `write_id` in a usage or counter document and count the
+    update, and the condition that refuses a document holding it (`_APPLIED_KEPT`). `ring`: the
+    document is taken to have the ring (`_has_ring`); a document without one (written by an
+    earlier version) gets a new ring and count, on the condition that it still has none.
+    `after`: the update applies only while the document counts at least this many updates; a
+    `resend` only while it counts at most `_APPLIED_KEPT` more (`_InDoubt`). The id is lowercase
+    hex and the only string in the predicate (see `_usage_patch`)."""
+    shaped = (
+        f"IS_ARRAY(c.applied) AND ARRAY_LENGTH(c.applied) = {_APPLIED_KEPT}"
+        " AND IS_NUMBER(c.updates)"
+    )
+    operations: list[dict[str, Any]]
     if not ring:
-        return [{"op": "set", "path": "/applied", "value": _new_ring(write_id)}], f"NOT ({shaped})"
+        operations = [
+            {"op": "set", "path": "/applied", "value": _new_ring(write_id)},
+            {"op": "set", "path": "/updates", "value": 1},
+        ]
+        return operations, f"NOT ({shaped})"
     operations = [
         {"op": "add", "path": "/applied/0", "value": write_id},
         {"op": "remove", "path": f"/applied/{_APPLIED_KEPT}"},
+        {"op": "incr", "path": "/updates", "value": 1},
     ]
-    return operations, f"{shaped} AND NOT ARRAY_CONTAINS(c.applied, '{write_id}')"
+    conditions = [shaped, f"NOT ARRAY_CONTAINS(c.applied, '{write_id}')"]
+    if after:
+        conditions.append(f"c.updates >= {int(after)}")
+    if resend:
+        conditions.append(f"c.updates <= {int(after) + _APPLIED_KEPT}")
+    return operations, " AND ".join(conditions)
+
+
+@dataclass(frozen=True)
+class _InDoubt:
+    """What a `resend` (`CounterStore`) of an update whose call failed needs to tell whether a
+    send of it landed on its usage or counter document.
+
+    Each send carries a bound (`_record_patch`'s `after`): it applies only while the document
+    counts at least that many updates, so had it landed, it is number `after` + 1 or later,
+    and the ring holds its id for as long as the document counts at most `after` +
+    `_APPLIED_KEPT` updates. A `resend` therefore applies only on that condition (with the
+    ring's, which refuses a document holding the id): the document then proves that no earlier
+    send landed. When more updates were applied since, the ring may have lost the id: the
+    resend applies nothing (`UpdateOutcomeUnknown`). Read at the failure instead, the count
+    would prove nothing: the send may have landed and left the ring before (the SDK's own
+    resends of it take seconds). `after` is the lowest bound of the sends that may have landed;
+    None: no send went out; no record at all: no call of this instance sent it. A 412 or 409 is
+    no proof that a send did not land (the SDK's earlier send of it may have, its answer lost),
+    so every send counts."""
+
+    after: int | None
+
+
+@dataclass
+class _Update:
+    """One call's usage or counter update, under its id, on its way (`_InDoubt`)."""
+
+    write_id: str
+    # The bound its next send carries (`_record_patch`).
+    after: int
+    # A send of it may have landed before this call: `after` is that send's bound (or lower).
+    resend: bool
+    # The lowest bound of its sends that may have landed, earlier calls' and this one's.
+    in_doubt: int | None = None
+
+    def record(self, ring: bool) -> tuple[list[dict[str, Any]], str]:
+        """The next send's recording operations and condition (`_record_patch`)."""
+        after = self.after if ring else 0  # a new ring and count: its first update
+        self.sent(after)
+        return _record_patch(self.write_id, ring, after, self.resend)
+
+    def sent(self, after: int) -> None:
+        """A send that applies only after `after` updates (a create: 0) goes out."""
+        self.in_doubt = after if self.in_doubt is None else min(self.in_doubt, after)
+
+    def refused_by(self, doc: Mapping[str, Any]) -> None:
+        """A send was refused by `doc` (read after the 412), which does not hold the id."""
+        updates = _updates(doc)
+        if not self.resend:
+            self.after = updates  # what the next send can count on
+        elif updates > self.after + _APPLIED_KEPT:
+            raise UpdateOutcomeUnknown(
+                "more updates of the document since its earlier send than the document remembers"
+            )
+        else:
+            # The document proves that no send landed. It counts fewer than `after` when it is
+            # new (the one a send may have landed on is gone), none when an earlier version
+            # wrote it (no send reached it): the next sends carry that bound.
+            self.after = min(self.after, updates)
 
 
 def _usage_patch(
-    change: UsageChange, same_minute: bool, write_id: str, ring: bool
+    change: UsageChange, same_minute: bool, record: tuple[list[dict[str, Any]], str]
 ) -> tuple[list[dict[str, Any]], str]:
     """The patch operations of `change` and the filter predicate that makes them atomic with
-    its limits (`storage.models.apply_usage` is the rule) and applies them once
-    (`_record_patch`). Predicates take no parameters: the numbers are ints formatted here.
+    its limits (`storage.models.apply_usage` is the rule) and applies them once (`record`:
+    `_record_patch`'s). Predicates take no parameters: the numbers are ints formatted here.
     Property names stay lowercase and the only string is a lowercase hex id: the local protocol
     server (tests/cosmos_server.js) lowercases the whole predicate before it evaluates it, where
     Azure keeps it as written."""
-    operations, recorded = _record_patch(write_id, ring)
+    operations, recorded = record
     conditions = [recorded]
     if change.requests < 0:
         # A request given back: only while the document still counts its minute, never below
@@ -556,6 +651,11 @@ class CosmosStore:
         self.request_charges: dict[str, float] = {}
         # Usage document id -> the minute it last counted, as this instance saw it.
         self._usage_minutes: dict[str, int] = {}
+        # Usage or counter document id -> how many updates it counted (`_InDoubt`), as this
+        # instance last saw it; and (document id, write id) -> an update whose call failed.
+        self._updates_seen: dict[str, int] = {}
+        self._in_doubt: dict[tuple[str, str], _InDoubt] = {}
+        self._in_doubt_forgotten = False
         self.request_counts: dict[str, int] = {}
         # The same as an OpenTelemetry metric (a no-op unless the app configured a provider).
         self._charge_metric = metrics.get_meter("enterprise_chat.storage").create_counter(
@@ -1497,24 +1597,27 @@ class CosmosStore:
         ttl_seconds: int,
         *,
         write_id: str | None = None,
+        resend: bool = False,
     ) -> CounterResult:
         """One conditional patch: `incr` applies only while the filter predicate holds, and the
         service evaluates both atomically, so concurrent app instances never pass the limit.
         (Filter predicates take no parameters; the numbers are ints we format ourselves.) The
         patch records the update's id (`write_id`, or one of this call), and a 412 whose read
         finds it there is this update, applied already: by this call, its answer lost and sent
-        again by the SDK, or by a call that failed that the caller retries (`_APPLIED_KEPT`)."""
+        again by the SDK, or by a call that failed that the caller retries (`_APPLIED_KEPT`); a
+        `resend` applies only where the document proves it did not land (`_InDoubt`)."""
         op = "add_to_counter"
-        container = self._container("usage")
         item_id = safe_id(f"{scope}|{window}")
         ttl = max(1, int(ttl_seconds))
         amount, limit = int(amount), int(limit)
         guarded = amount > 0 and limit > 0
-        write_id = _update_id(write_id)
+        update = self._update(item_id, write_id, resend)
+        write_id = update.write_id
         ring = True  # what a document this version created has (`_has_ring`)
-        async with self._guard(op):
+        async with self._guard(op), self._updating(item_id, update):
+            container = self._container("usage")
             for _ in range(_MAX_RACES):
-                patch, recorded = _record_patch(write_id, ring)
+                patch, recorded = update.record(ring)
                 patch += [
                     {"op": "incr", "path": "/total", "value": amount},
                     {"op": "set", "path": "/ttl", "value": ttl},
@@ -1530,6 +1633,7 @@ class CosmosStore:
                         filter_predicate=predicate,
                         response_hook=self._hook(op),
                     )
+                    self._seen_updates(item_id, doc)
                     return CounterResult(value=int(doc["total"]), allowed=True)
                 except CosmosHttpResponseError as exc:
                     status = _status(exc)
@@ -1540,15 +1644,18 @@ class CosmosStore:
                     stored = await self._read_or_none(container, item_id, scope, op)
                     if stored is None:
                         continue  # it expired meanwhile: start again
+                    self._seen_updates(item_id, stored)
                     current = int(stored.get("total", 0))
                     if _recorded(stored, write_id):
                         return CounterResult(value=current, allowed=True)  # our own, resent
                     if guarded and current + amount > limit:
                         return CounterResult(value=current, allowed=False)
                     ring = _has_ring(stored)
+                    update.refused_by(stored)
                     continue  # a document without the ring, or a lost race: again
                 if guarded and amount > limit:
                     return CounterResult(value=0, allowed=False)
+                update.sent(0)
                 try:
                     await container.create_item(
                         {
@@ -1560,9 +1667,11 @@ class CosmosStore:
                             "total": amount,
                             "ttl": ttl,
                             "applied": _new_ring(write_id),
+                            "updates": 1,
                         },
                         response_hook=self._hook(op),
                     )
+                    self._updates_seen[item_id] = 1
                     return CounterResult(value=amount, allowed=True)
                 except CosmosHttpResponseError as exc:
                     if _status(exc) != 409:
@@ -1588,7 +1697,13 @@ class CosmosStore:
         return value or 0
 
     async def add_usage(
-        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+        self,
+        scope: str,
+        day: str,
+        change: UsageChange,
+        *,
+        write_id: str | None = None,
+        resend: bool = False,
     ) -> UsageResult:
         """One conditional patch in the usual case: its filter predicate carries the limits, and
         the service checks it and applies the operations atomically, so concurrent app instances
@@ -1605,21 +1720,23 @@ class CosmosStore:
         is this update, applied already, though its answer was lost: the SDK sent it again, or
         the caller retries a call that failed (with the same id). It counts once
         (`_APPLIED_KEPT`): a request count or reservation twice would make a limit stricter, a
-        settlement or give-back twice would leave the stored usage wrong either way. SQLite
-        needs no such record: a call that fails has rolled its transaction back."""
+        settlement or give-back twice would leave the stored usage wrong either way. A `resend`
+        applies only where the document proves it did not land (`_InDoubt`). SQLite needs no
+        such record: a call that fails has rolled its transaction back."""
         op = "add_usage"
-        container = self._container("usage")
         item_id = safe_id(f"{scope}|usage|{day}")
         known = self._usage_minutes.get(item_id)
         same_minute = known is not None and known >= change.minute
-        write_id = _update_id(write_id)
+        update = self._update(item_id, write_id, resend)
+        write_id = update.write_id
         ring = True  # what a document this version created has (`_has_ring`)
-        async with self._guard(op):
+        async with self._guard(op), self._updating(item_id, update):
+            container = self._container("usage")
             if not apply_usage(UsageCounts(), change).allowed:
                 # More than a limit on its own: it cannot fit whatever is stored.
                 return apply_usage(await self._usage_counts(container, item_id, scope, op), change)
             for _ in range(_MAX_RACES):
-                operations, predicate = _usage_patch(change, same_minute, write_id, ring)
+                operations, predicate = _usage_patch(change, same_minute, update.record(ring))
                 try:
                     doc = await container.patch_item(
                         item_id,
@@ -1628,6 +1745,7 @@ class CosmosStore:
                         filter_predicate=predicate,
                         response_hook=self._hook(op),
                     )
+                    self._seen_updates(item_id, doc)
                     return UsageResult(allowed=True, counts=self._usage_seen(item_id, doc))
                 except CosmosHttpResponseError as exc:
                     status = _status(exc)
@@ -1639,9 +1757,11 @@ class CosmosStore:
                     stored = await self._read_or_none(container, item_id, scope, op)
                 if stored is not None:
                     current = self._usage_seen(item_id, stored)
+                    self._seen_updates(item_id, stored)
                     if _recorded(stored, write_id):
                         return UsageResult(allowed=True, counts=current)  # our own, resent
                     ring = _has_ring(stored)
+                    update.refused_by(stored)
                     result = apply_usage(current, change)
                     if not result.allowed:
                         return result
@@ -1658,6 +1778,7 @@ class CosmosStore:
                 if change.requests <= 0 and change.tokens <= 0:
                     return result  # a settlement of a day that is gone: nothing to correct
                 counts = result.counts
+                update.sent(0)
                 try:
                     await container.create_item(
                         {
@@ -1671,9 +1792,11 @@ class CosmosStore:
                             "requests": counts.requests,
                             "ttl": max(1, int(change.ttl_seconds)),
                             "applied": _new_ring(write_id),
+                            "updates": 1,
                         },
                         response_hook=self._hook(op),
                     )
+                    self._updates_seen[item_id] = 1
                     self._usage_seen(item_id, counts.model_dump())
                     return result
                 except CosmosHttpResponseError as exc:
@@ -1758,6 +1881,42 @@ class CosmosStore:
             self._usage_minutes.clear()
         self._usage_minutes[item_id] = counts.minute
         return counts
+
+    def _seen_updates(self, item_id: str, doc: Mapping[str, Any]) -> None:
+        """Remember how many updates a usage or counter document counts: the bound the next
+        update's sends carry (`_InDoubt`; a bound too high, as of a document deleted since,
+        costs a 412 and a read, never a wrong count)."""
+        if len(self._updates_seen) >= _USAGE_MINUTES_KEPT:
+            self._updates_seen.clear()
+        self._updates_seen[item_id] = _updates(doc)
+
+    def _update(self, item_id: str, write_id: str | None, resend: bool) -> _Update:
+        """The update a call makes: a new one, or the same (`write_id`) as an earlier call's
+        that failed, which a `resend` applies only on the proof `_InDoubt` describes."""
+        write_id = _update_id(write_id)
+        doubt = self._in_doubt.pop((item_id, write_id), None)
+        after = self._updates_seen.get(item_id, 0)
+        if doubt is None and resend and self._in_doubt_forgotten:
+            raise UpdateOutcomeUnknown("this instance no longer keeps a record of its earlier send")
+        if doubt is None or doubt.after is None:
+            return _Update(write_id, after, False)  # no send of it went out
+        if not resend:
+            return _Update(write_id, after, False, doubt.after)
+        return _Update(write_id, doubt.after, True, doubt.after)
+
+    @asynccontextmanager
+    async def _updating(self, item_id: str, update: _Update) -> AsyncIterator[None]:
+        """A call of `update` that fails keeps what a `resend` of it needs (`_InDoubt`)."""
+        try:
+            yield
+        except UpdateOutcomeUnknown:
+            raise
+        except BaseException:
+            if len(self._in_doubt) >= _IN_DOUBT_KEPT:
+                del self._in_doubt[next(iter(self._in_doubt))]
+                self._in_doubt_forgotten = True
+            self._in_doubt[item_id, update.write_id] = _InDoubt(update.in_doubt)
+            raise
 
     # --- audit
 

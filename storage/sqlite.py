@@ -1281,8 +1281,10 @@ class SqliteStore:
         ttl_seconds: int,
         *,
         write_id: str | None = None,
+        resend: bool = False,
     ) -> CounterResult:
-        """`write_id` is not needed (`CounterStore`): one transaction, rolled back on failure."""
+        """`write_id` is not needed, and a `resend` is applied (`CounterStore`): one
+        transaction, rolled back on failure."""
 
         def add(db: sqlite3.Connection) -> CounterResult:
             now = time.time()
@@ -1316,9 +1318,16 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def add_usage(
-        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+        self,
+        scope: str,
+        day: str,
+        change: UsageChange,
+        *,
+        write_id: str | None = None,
+        resend: bool = False,
     ) -> UsageResult:
-        """`write_id` is not needed (`CounterStore`): one transaction, rolled back on failure."""
+        """`write_id` is not needed, and a `resend` is applied (`CounterStore`): one
+        transaction, rolled back on failure."""
 
         def add(db: sqlite3.Connection) -> UsageResult:
             now = time.time()

@@ -298,12 +298,13 @@ class FaultyStore:
         ttl_seconds: int,
         *,
         write_id: str | None = None,
+        resend: bool = False,
     ) -> CounterResult:
         return await self._call(
             "add_to_counter",
             (scope, window, amount, limit, ttl_seconds),
             lambda: self.inner.add_to_counter(
-                scope, window, amount, limit, ttl_seconds, write_id=write_id
+                scope, window, amount, limit, ttl_seconds, write_id=write_id, resend=resend
             ),
         )
 
@@ -313,12 +314,18 @@ class FaultyStore:
         )
 
     async def add_usage(
-        self, scope: str, day: str, change: UsageChange, *, write_id: str | None = None
+        self,
+        scope: str,
+        day: str,
+        change: UsageChange,
+        *,
+        write_id: str | None = None,
+        resend: bool = False,
     ) -> UsageResult:
         return await self._call(
             "add_usage",
             (scope, day, change),
-            lambda: self.inner.add_usage(scope, day, change, write_id=write_id),
+            lambda: self.inner.add_usage(scope, day, change, write_id=write_id, resend=resend),
         )
 
     async def read_usage(self, scope: str, day: str) -> UsageCounts:
