@@ -12,7 +12,8 @@ What a chat turn costs with user limits on (the default): ONE store write.
   memory per (scope, day) and folded into that scope's next counter update; a background
   flusher writes what is still pending after a few seconds without turns for that scope, and
   everything on shutdown (`close`). A failed write keeps the amount and retries: what a write
-  that failed outright carried is retried alone, under that write's id (`_Pending`).
+  that failed outright carried is retried alone, under that write's id (`_Pending`), a negative
+  amount only where the store can tell that write was not applied (`_Sent`).
 
 Why no limit is passed, across instances: every admission is one conditional update of the
 stored counts. A reservation over-estimates (U, or the estimate with max output tokens), so a
@@ -21,7 +22,11 @@ one, which makes a limit stricter for a moment (a few seconds), never looser. Th
 settlement (a turn that used more than it reserved) is written at once, not deferred. A write
 whose answers were all lost (the store applied it, the client saw an error) is not applied again
 by the retry: the retry names the same update (`CounterStore`'s `write_id`), which the store
-recognizes as applied already.
+recognizes as applied already while the document remembers it. A negative amount is retried only
+on the store's proof that the failed write was not applied (`CounterStore`'s `resend`); without
+one it is dropped and logged (`quota_settlement_dropped`): the stored total keeps the
+reservation until the day ends, stricter, never looser. A positive amount is retried all the
+same: should it count twice, the limit is only stricter.
 
 Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
 request with only the smallest turn reserved (S: max output tokens, which every estimate adds to
@@ -66,7 +71,7 @@ from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import TenantPolicies, normalize_tenant
 from controls.windows import Window, day_window, minute_number, minute_window
-from storage.base import CounterStore, StoreError
+from storage.base import CounterStore, StoreError, UpdateOutcomeUnknown
 from storage.ids import safe_id
 from storage.models import CounterResult, UsageChange, UsageResult, new_write_id
 
@@ -153,10 +158,19 @@ _Key = tuple[bool, str, str]
 
 @dataclass
 class _Sent:
-    """Tokens a counter update carried that failed outright, under that update's id."""
+    """Tokens a counter update carried that failed outright, under that update's id.
+
+    Retried, a negative amount is a `resend` (`CounterStore`): applied twice it would make the
+    limit looser, so the store applies it only when it can tell the failed write was not
+    applied, and when it cannot (the write may have landed and the document no longer
+    remembers it: a tenant's busy counter within a second), it is dropped: the stored total
+    keeps the reservation until the day ends (stricter). A positive amount is written again in
+    any case: twice, it only makes the limit stricter."""
 
     write_id: str
     amount: int
+    # A write under this id went out (and failed): the next one may repeat it.
+    tried: bool = True
 
 
 @dataclass
@@ -167,8 +181,9 @@ class _Pending:
     scope's next counter update, or the flusher writes it, each time under the id of that write.
     `sent` is what writes that failed outright carried: the store may have applied them all the
     same (every answer lost), so each is retried alone, under its write's id, which the store
-    recognizes when that write was applied (`CounterStore`). Never folded: under a new id it
-    would count twice had it landed, and whatever joined it under its old id would be lost."""
+    recognizes when that write was applied (`CounterStore`; a negative amount is applied only on
+    the store's proof that it was not, `_Sent`). Never folded: under a new id it would count
+    twice had it landed, and whatever joined it under its old id would be lost."""
 
     tenant: bool
     scope: str
@@ -565,15 +580,24 @@ class Quotas:
         return result
 
     async def _write(
-        self, tenant: bool, scope: str, window: Window, amount: int, write_id: str
+        self,
+        tenant: bool,
+        scope: str,
+        window: Window,
+        amount: int,
+        write_id: str,
+        *,
+        resend: bool = False,
     ) -> None:
         if tenant:
             await self._counters.add_to_counter(
-                scope, window.key, amount, 0, window.ttl_seconds, write_id=write_id
+                scope, window.key, amount, 0, window.ttl_seconds, write_id=write_id, resend=resend
             )
         else:
             change = UsageChange(minute=0, ttl_seconds=window.ttl_seconds, tokens=amount)
-            await self._counters.add_usage(scope, window.key, change, write_id=write_id)
+            await self._counters.add_usage(
+                scope, window.key, change, write_id=write_id, resend=resend
+            )
 
     def _take(self, key: _Key) -> int:
         """The scope's pending amount never sent, to fold into an update (`_Pending`)."""
@@ -667,13 +691,11 @@ class Quotas:
             async with limit:
                 if pending.amount:
                     # From now on it is this write's, under its id, until it is written.
-                    pending.sent.append(_Sent(new_write_id(), pending.amount))
+                    pending.sent.append(_Sent(new_write_id(), pending.amount, tried=False))
                     pending.amount = 0
                 try:
                     while pending.sent:
-                        sent = pending.sent[0]
-                        where = (pending.tenant, pending.scope, pending.window)
-                        await self._write(*where, sent.amount, sent.write_id)
+                        await self._write_sent(pending, pending.sent[0])
                         pending.sent.pop(0)
                     return True
                 except BaseException as exc:
@@ -693,6 +715,28 @@ class Quotas:
                 extra={"event": "quota_settlement_retry", "failed": failed},
             )
         return failed
+
+    async def _write_sent(self, pending: _Pending, sent: _Sent) -> None:
+        """Write `sent` under its id (`_Sent`): written, found written, or dropped and logged."""
+        resend = sent.tried and sent.amount < 0
+        sent.tried = True
+        where = (pending.tenant, pending.scope, pending.window)
+        try:
+            await self._write(*where, sent.amount, sent.write_id, resend=resend)
+        except UpdateOutcomeUnknown as exc:
+            kind = "tenant" if pending.tenant else "user"
+            log.warning(
+                "a quota settlement was dropped: its earlier write may have been applied",
+                extra={
+                    "event": "quota_settlement_dropped",
+                    "scope_kind": kind,
+                    # A tenant is named as its refusals are; a user's scope holds the user id.
+                    **({"scope": pending.scope} if pending.tenant else {}),
+                    "window": pending.window.key,
+                    "tokens": sent.amount,
+                    "reason": exc.reason,
+                },
+            )
 
     def _restore(self, pending: _Pending) -> None:
         key = (pending.tenant, pending.scope, pending.window.key)
