@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin.test_admin_browser import new_page, served  # noqa: F401 (fixture)
+from tests.admin.test_admin_browser import new_page
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 async def test_an_admin_deletes_one_conversation_from_its_transcript_and_finds_it_audited(
     browser: Any,
-    served: tuple[str, str],  # noqa: F811
+    served: tuple[str, str],
 ) -> None:
     base, token = served
     context, page, events = await new_page(browser)
@@ -69,7 +69,7 @@ async def test_an_admin_deletes_one_conversation_from_its_transcript_and_finds_i
 
 async def test_the_conversation_delete_confirmation_does_not_scroll_sideways_at_320_pixels(
     browser: Any,
-    served: tuple[str, str],  # noqa: F811
+    served: tuple[str, str],
 ) -> None:
     base, token = served
     context = await browser.new_context(viewport={"width": 320, "height": 640})
