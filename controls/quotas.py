@@ -531,7 +531,7 @@ class Quotas:
     async def _update_user(
         self, scope: str, window: Window, change: UsageChange, *, kept_on_failure: int = 0
     ) -> UsageResult:
-        async def update(settled: int, write_id: str) -> UsageResult:
+        async def update(settled: int, write_id: str | None) -> UsageResult:
             tokens = change.tokens + settled
             return await self._counters.add_usage(
                 scope, window.key, change.model_copy(update={"tokens": tokens}), write_id=write_id
@@ -542,7 +542,7 @@ class Quotas:
     async def _update_tenant(
         self, scope: str, window: Window, amount: int, limit: int
     ) -> CounterResult:
-        async def update(settled: int, write_id: str) -> CounterResult:
+        async def update(settled: int, write_id: str | None) -> CounterResult:
             return await self._counters.add_to_counter(
                 scope, window.key, amount + settled, limit, window.ttl_seconds, write_id=write_id
             )
@@ -554,7 +554,7 @@ class Quotas:
         tenant: bool,
         scope: str,
         window: Window,
-        update: Callable[[int, str], Awaitable[_Counted]],
+        update: Callable[[int, str | None], Awaitable[_Counted]],
         kept_on_failure: int = 0,
     ) -> _Counted:
         """One counter update with the scope's pending settlement folded in (no write of its
@@ -562,7 +562,9 @@ class Quotas:
         `kept_on_failure`: tokens of the update itself to retry, with the settlement, when it
         fails."""
         settled = self._take((tenant, scope, window.key))
-        write_id = new_write_id()
+        # The store keeps what a resend needs only for an update named by its caller
+        # (`CounterStore`): one that carries something to retry when it fails.
+        write_id = new_write_id() if settled or kept_on_failure else None
         try:
             result = await update(settled, write_id)
         except BaseException as exc:

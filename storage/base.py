@@ -139,7 +139,9 @@ class CounterStore(Protocol):
     it finds one applied (nothing more applied), and otherwise applies nothing and raises
     `UpdateOutcomeUnknown`. SQLite can always tell (a call that fails has rolled its transaction
     back); Cosmos DB can while the document has had at most 16 updates since this instance saw
-    it before the first send (`storage.cosmos._InDoubt`)."""
+    it before the first send (`storage.cosmos._InDoubt`), and it keeps what that takes only for
+    a call given a `write_id`, for an hour after it failed (`storage.cosmos.IN_DOUBT_KEPT_SECONDS`):
+    an update retried after a failure carries one from its first call on."""
 
     async def add_to_counter(
         self,

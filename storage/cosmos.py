@@ -191,10 +191,17 @@ _WRITE_ID = "writeId"
 # ring holds those numbered `updates` - 15 to `updates`: what lets a caller's `resend` of an
 # update be applied only when no earlier send of it can have landed (`_InDoubt`).
 _APPLIED_KEPT = 16
-# Updates whose call failed with a send in doubt, kept for a `resend` of them (`_InDoubt`); past
-# this many the oldest are forgotten (from then on, a `resend` this instance has no record of
-# applies nothing: it may be one of them).
-_IN_DOUBT_KEPT = 4096
+# A call given a `write_id` (its caller resends it when it fails: `CounterStore`) that fails
+# with a send in doubt leaves what a `resend` of it needs (`_InDoubt`) for this long; calls
+# without one leave nothing (a gate's request count, a reservation: not resent). The quotas
+# (controls.quotas) resend a failed write at their flusher's next round, at most 30 seconds
+# after the last one ended, and each failed resend leaves its record anew. A round writes 16
+# scopes at a time, each call bounded by the SDK's own retries (throttled: 15 seconds in all;
+# a connection that fails: about 2.5 minutes), so in a long outage a round of hundreds of
+# scopes takes minutes: an hour covers thousands. A record older than that is of a write no
+# longer resent (its quotas closed, or gave it up); forgotten, its key is kept while its
+# document may live, and a `resend` of it applies nothing (dropped: stricter, never looser).
+IN_DOUBT_KEPT_SECONDS = 3600.0
 _UPDATE_ID = re.compile(r"[0-9a-f]{16,64}")
 _SERVICE_FIELDS = ("_rid", "_self", "_etag", "_attachments", "_ts")
 _SYSTEM_FIELDS = (*_SERVICE_FIELDS, "rawId")
@@ -509,11 +516,15 @@ class _InDoubt:
     resend applies nothing (`UpdateOutcomeUnknown`). Read at the failure instead, the count
     would prove nothing: the send may have landed and left the ring before (the SDK's own
     resends of it take seconds). `after` is the lowest bound of the sends that may have landed;
-    None: no send went out; no record at all: no call of this instance sent it. A 412 or 409 is
+    None: no send went out; no record at all: no call of this instance given its id sent it,
+    unless the record was forgotten (`IN_DOUBT_KEPT_SECONDS`: its key is kept). A 412 or 409 is
     no proof that a send did not land (the SDK's earlier send of it may have, its answer lost),
     so every send counts."""
 
     after: int | None
+    # When the call failed (monotonic), and how long its document lives after an update.
+    failed_at: float
+    ttl_seconds: int
 
 
 @dataclass
@@ -652,10 +663,11 @@ class CosmosStore:
         # Usage document id -> the minute it last counted, as this instance saw it.
         self._usage_minutes: dict[str, int] = {}
         # Usage or counter document id -> how many updates it counted (`_InDoubt`), as this
-        # instance last saw it; and (document id, write id) -> an update whose call failed.
+        # instance last saw it; (document id, write id) -> an update whose call failed, oldest
+        # failure first; and the keys of those forgotten -> until when (monotonic) they matter.
         self._updates_seen: dict[str, int] = {}
         self._in_doubt: dict[tuple[str, str], _InDoubt] = {}
-        self._in_doubt_forgotten = False
+        self._forgotten: dict[tuple[str, str], float] = {}
         self.request_counts: dict[str, int] = {}
         # The same as an OpenTelemetry metric (a no-op unless the app configured a provider).
         self._charge_metric = metrics.get_meter("enterprise_chat.storage").create_counter(
@@ -1611,10 +1623,11 @@ class CosmosStore:
         ttl = max(1, int(ttl_seconds))
         amount, limit = int(amount), int(limit)
         guarded = amount > 0 and limit > 0
+        kept = write_id is not None  # the caller resends it when it fails
         update = self._update(item_id, write_id, resend)
         write_id = update.write_id
         ring = True  # what a document this version created has (`_has_ring`)
-        async with self._guard(op), self._updating(item_id, update):
+        async with self._guard(op), self._updating(item_id, update, kept, ttl):
             container = self._container("usage")
             for _ in range(_MAX_RACES):
                 patch, recorded = update.record(ring)
@@ -1727,10 +1740,12 @@ class CosmosStore:
         item_id = safe_id(f"{scope}|usage|{day}")
         known = self._usage_minutes.get(item_id)
         same_minute = known is not None and known >= change.minute
+        kept = write_id is not None  # the caller resends it when it fails
         update = self._update(item_id, write_id, resend)
         write_id = update.write_id
         ring = True  # what a document this version created has (`_has_ring`)
-        async with self._guard(op), self._updating(item_id, update):
+        ttl = max(1, int(change.ttl_seconds))
+        async with self._guard(op), self._updating(item_id, update, kept, ttl):
             container = self._container("usage")
             if not apply_usage(UsageCounts(), change).allowed:
                 # More than a limit on its own: it cannot fit whatever is stored.
@@ -1894,9 +1909,11 @@ class CosmosStore:
         """The update a call makes: a new one, or the same (`write_id`) as an earlier call's
         that failed, which a `resend` applies only on the proof `_InDoubt` describes."""
         write_id = _update_id(write_id)
-        doubt = self._in_doubt.pop((item_id, write_id), None)
+        key = (item_id, write_id)
+        self._forget_old(time.monotonic())
+        doubt = self._in_doubt.pop(key, None)
         after = self._updates_seen.get(item_id, 0)
-        if doubt is None and resend and self._in_doubt_forgotten:
+        if resend and key in self._forgotten:
             raise UpdateOutcomeUnknown("this instance no longer keeps a record of its earlier send")
         if doubt is None or doubt.after is None:
             return _Update(write_id, after, False)  # no send of it went out
@@ -1905,18 +1922,37 @@ class CosmosStore:
         return _Update(write_id, doubt.after, True, doubt.after)
 
     @asynccontextmanager
-    async def _updating(self, item_id: str, update: _Update) -> AsyncIterator[None]:
-        """A call of `update` that fails keeps what a `resend` of it needs (`_InDoubt`)."""
+    async def _updating(
+        self, item_id: str, update: _Update, kept: bool, ttl_seconds: int
+    ) -> AsyncIterator[None]:
+        """A call of `update` that fails keeps what a `resend` of it needs (`_InDoubt`), when
+        its caller resends it (`kept`: given a `write_id`)."""
         try:
             yield
         except UpdateOutcomeUnknown:
             raise
         except BaseException:
-            if len(self._in_doubt) >= _IN_DOUBT_KEPT:
-                del self._in_doubt[next(iter(self._in_doubt))]
-                self._in_doubt_forgotten = True
-            self._in_doubt[item_id, update.write_id] = _InDoubt(update.in_doubt)
+            if kept:
+                key = (item_id, update.write_id)
+                self._in_doubt.pop(key, None)  # at the end: oldest failure first
+                self._in_doubt[key] = _InDoubt(update.in_doubt, time.monotonic(), ttl_seconds)
             raise
+
+    def _forget_old(self, now: float) -> None:
+        """Forget the records of failed updates not resent within `IN_DOUBT_KEPT_SECONDS`,
+        keeping their keys while their documents may live (`ttl_seconds` from then; dropped
+        oldest first, so a key of a shorter-lived document may stay a little longer)."""
+        while self._in_doubt:
+            key, doubt = next(iter(self._in_doubt.items()))
+            if now - doubt.failed_at < IN_DOUBT_KEPT_SECONDS:
+                break
+            del self._in_doubt[key]
+            self._forgotten[key] = now + doubt.ttl_seconds
+        while self._forgotten:
+            key, until = next(iter(self._forgotten.items()))
+            if until > now:
+                break
+            del self._forgotten[key]
 
     # --- audit
 
