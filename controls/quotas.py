@@ -26,7 +26,10 @@ recognizes as applied already while the document remembers it. A negative amount
 on the store's proof that the failed write was not applied (`CounterStore`'s `resend`); without
 one it is dropped and logged (`quota_settlement_dropped`): the stored total keeps the
 reservation until the day ends, stricter, never looser. A positive amount is retried all the
-same: should it count twice, the limit is only stricter.
+same: should it count twice, the limit is only stricter. Tokens given back never take a stored
+count below zero: where it does not hold them (the day's usage erased since, with the user's
+data, and counted anew) the store refuses them, and they are dropped and logged the same way; a
+turn's update that carried them is made again without them.
 
 Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
 request with only the smallest turn reserved (S: max output tokens, which every estimate adds to
@@ -91,6 +94,11 @@ UPFRONT_CLAIM_SECONDS = 60.0
 _FLUSH_EVERY_SECONDS = 1.0
 _RETRY_AT_MOST_SECONDS = 30.0
 _FLUSH_CONCURRENCY = 16
+# Why tokens given back were refused (`storage.models.UsageChange`), in `quota_settlement_dropped`.
+_NOT_HELD = (
+    "the stored count holds fewer tokens than were given back: the day's usage was erased (or "
+    "has expired) since they were reserved"
+)
 
 
 class LimitKind(StrEnum):
@@ -358,11 +366,16 @@ class Quotas:
             tokens=-held.amount,
         )
         try:
-            await self._update_user(held.scope, held.window, change, kept_on_failure=-held.amount)
+            result = await self._update_user(
+                held.scope, held.window, change, kept_on_failure=-held.amount
+            )
         except StoreError:
             # The tokens go back with the deferred settlements, under this write's id (it may
             # have been applied); the request is not retried: only tokens are kept for later.
             log.warning("a redelivery's request could not be given back")
+            return
+        if result.refused == "below_zero":
+            self._dropped(False, held.scope, held.window, -held.amount, _NOT_HELD)
 
     async def reserve_tokens(
         self, user_id: str, tenant_id: str, amount: int, turn: Hashable | None = None
@@ -523,10 +536,13 @@ class Quotas:
         # limit meanwhile. (Or the app is shutting down and nothing would flush it.)
         write_id = new_write_id()
         try:
-            await self._write(tenant, scope, window, delta, write_id)
+            applied = await self._write(tenant, scope, window, delta, write_id)
         except StoreError:
             log.warning("a quota settlement could not be written; kept for a retry")
             self._defer(tenant, scope, window, delta, sent_as=write_id)
+            return
+        if not applied:
+            self._dropped(tenant, scope, window, delta, _NOT_HELD)
 
     async def _update_user(
         self, scope: str, window: Window, change: UsageChange, *, kept_on_failure: int = 0
@@ -560,26 +576,34 @@ class Quotas:
         """One counter update with the scope's pending settlement folded in (no write of its
         own), under a new id; the settlement stays pending when the update fails or is refused.
         `kept_on_failure`: tokens of the update itself to retry, with the settlement, when it
-        fails."""
-        settled = self._take((tenant, scope, window.key))
-        # The store keeps what a resend needs only for an update named by its caller
-        # (`CounterStore`): one that carries something to retry when it fails.
-        write_id = new_write_id() if settled or kept_on_failure else None
-        try:
-            result = await update(settled, write_id)
-        except BaseException as exc:
-            # It may have been applied all the same: kept under its id, retried alone (`_Pending`).
-            # After a cancellation only a positive settlement is kept: SQLite, which keeps no
-            # ids, may still commit the cancelled update, and a negative one applied twice would
-            # make the limit looser (a positive one only stricter).
-            if isinstance(exc, Exception):
-                self._defer(tenant, scope, window, settled + kept_on_failure, sent_as=write_id)
-            elif settled > 0:
-                self._defer(tenant, scope, window, settled, sent_as=write_id)
-            raise
-        if not result.allowed:
+        fails. A settlement giving back more than the stored count holds (its document erased
+        since: `UsageChange`) is dropped, and the update made again without it."""
+        key = (tenant, scope, window.key)
+        while True:
+            settled = self._take(key)
+            # The store keeps what a resend needs only for an update named by its caller
+            # (`CounterStore`): one that carries something to retry when it fails.
+            write_id = new_write_id() if settled or kept_on_failure else None
+            try:
+                result = await update(settled, write_id)
+            except BaseException as exc:
+                # It may have been applied all the same: kept under its id, retried alone
+                # (`_Pending`). After a cancellation only a positive settlement is kept:
+                # SQLite, which keeps no ids, may still commit the cancelled update, and a
+                # negative one applied twice would make the limit looser (a positive one only
+                # stricter).
+                if isinstance(exc, Exception):
+                    self._defer(tenant, scope, window, settled + kept_on_failure, sent_as=write_id)
+                elif settled > 0:
+                    self._defer(tenant, scope, window, settled, sent_as=write_id)
+                raise
+            if result.allowed:
+                return result
+            if settled < 0 and isinstance(result, UsageResult) and result.refused == "below_zero":
+                self._dropped(tenant, scope, window, settled, _NOT_HELD)
+                continue
             self._defer(tenant, scope, window, settled)  # refused: nothing was applied
-        return result
+            return result
 
     async def _write(
         self,
@@ -590,16 +614,19 @@ class Quotas:
         write_id: str,
         *,
         resend: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Whether it was applied: tokens given back that the stored count does not hold are
+        refused (`UsageChange`)."""
         if tenant:
-            await self._counters.add_to_counter(
+            counted = await self._counters.add_to_counter(
                 scope, window.key, amount, 0, window.ttl_seconds, write_id=write_id, resend=resend
             )
-        else:
-            change = UsageChange(minute=0, ttl_seconds=window.ttl_seconds, tokens=amount)
-            await self._counters.add_usage(
-                scope, window.key, change, write_id=write_id, resend=resend
-            )
+            return counted.allowed
+        change = UsageChange(minute=0, ttl_seconds=window.ttl_seconds, tokens=amount)
+        used = await self._counters.add_usage(
+            scope, window.key, change, write_id=write_id, resend=resend
+        )
+        return used.allowed
 
     def _take(self, key: _Key) -> int:
         """The scope's pending amount never sent, to fold into an update (`_Pending`)."""
@@ -724,21 +751,28 @@ class Quotas:
         sent.tried = True
         where = (pending.tenant, pending.scope, pending.window)
         try:
-            await self._write(*where, sent.amount, sent.write_id, resend=resend)
+            applied = await self._write(*where, sent.amount, sent.write_id, resend=resend)
         except UpdateOutcomeUnknown as exc:
-            kind = "tenant" if pending.tenant else "user"
-            log.warning(
-                "a quota settlement was dropped: its earlier write may have been applied",
-                extra={
-                    "event": "quota_settlement_dropped",
-                    "scope_kind": kind,
-                    # A tenant is named as its refusals are; a user's scope holds the user id.
-                    **({"scope": pending.scope} if pending.tenant else {}),
-                    "window": pending.window.key,
-                    "tokens": sent.amount,
-                    "reason": exc.reason,
-                },
-            )
+            self._dropped(*where, sent.amount, exc.reason)
+            return
+        if not applied:
+            self._dropped(*where, sent.amount, _NOT_HELD)
+
+    def _dropped(self, tenant: bool, scope: str, window: Window, tokens: int, reason: str) -> None:
+        """Tokens given back that are not written: the stored total keeps them until the day
+        ends (stricter, never looser)."""
+        log.warning(
+            "a quota settlement was dropped",
+            extra={
+                "event": "quota_settlement_dropped",
+                "scope_kind": "tenant" if tenant else "user",
+                # A tenant is named as its refusals are; a user's scope holds the user id.
+                **({"scope": scope} if tenant else {}),
+                "window": window.key,
+                "tokens": tokens,
+                "reason": reason,
+            },
+        )
 
     def _restore(self, pending: _Pending) -> None:
         key = (pending.tenant, pending.scope, pending.window.key)

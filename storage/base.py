@@ -171,7 +171,8 @@ class CounterStore(Protocol):
     ) -> UsageResult:
         """One atomic update of the usage document (scope, day): the request count of
         `change.minute` and the day's tokens together, or nothing (`storage.models.apply_usage`
-        is the rule). One request to the service in the usual case: a Cosmos DB conditional
+        is the rule: tokens given back never take the day's count below 0, refused as
+        "below_zero"). One request to the service in the usual case: a Cosmos DB conditional
         patch; the first update of a day, a minute another instance rolled over, a lost race or
         a refusal add a read or a create. Documents expire after `change.ttl_seconds`."""
         ...

@@ -596,6 +596,9 @@ def _usage_patch(
     if change.tokens:
         if change.tokens > 0 and change.token_limit:
             conditions.append(f"c.tokens <= {int(change.token_limit) - int(change.tokens)}")
+        elif change.tokens < 0:
+            # Given back: only what the document holds, never below 0 (`UsageChange`).
+            conditions.append(f"c.tokens >= {-int(change.tokens)}")
         operations.append({"op": "incr", "path": "/tokens", "value": int(change.tokens)})
     operations.append({"op": "set", "path": "/ttl", "value": max(1, int(change.ttl_seconds))})
     return operations, "FROM c WHERE " + " AND ".join(conditions)
@@ -1747,7 +1750,7 @@ class CosmosStore:
         ttl = max(1, int(change.ttl_seconds))
         async with self._guard(op), self._updating(item_id, update, kept, ttl):
             container = self._container("usage")
-            if not apply_usage(UsageCounts(), change).allowed:
+            if apply_usage(UsageCounts(), change).refused in ("requests", "tokens"):
                 # More than a limit on its own: it cannot fit whatever is stored.
                 return apply_usage(await self._usage_counts(container, item_id, scope, op), change)
             for _ in range(_MAX_RACES):
@@ -1790,8 +1793,10 @@ class CosmosStore:
                     same_minute = current.minute >= change.minute
                     continue
                 result = apply_usage(UsageCounts(), change)
-                if change.requests <= 0 and change.tokens <= 0:
-                    return result  # a settlement of a day that is gone: nothing to correct
+                if not result.allowed or (change.requests <= 0 and change.tokens <= 0):
+                    # A settlement of a day that is gone (expired, or its user's data erased):
+                    # nothing to correct, and tokens given back are refused (`UsageChange`).
+                    return result
                 counts = result.counts
                 update.sent(0)
                 try:

@@ -265,10 +265,12 @@ class UsageCounts(BaseModel):
 class UsageChange(BaseModel):
     """One atomic update of a usage document: `requests` more in `minute` (limit
     `request_limit`) and `tokens` more today (limit `token_limit`); 0 = unlimited. Both apply
-    or neither does. Negative tokens (a settlement giving back part of a reservation) are never
-    refused; `requests` = 0 leaves the minute and its count alone. Negative `requests` (a
-    request given back) are never refused either, and change the count only while the stored
-    minute is still `minute`: a later minute's count is not theirs to lower."""
+    or neither does. Negative tokens (a settlement giving back part of a reservation) apply only
+    while the stored tokens hold them: never below 0 (a give-back meeting a document that never
+    counted its reservation, as one created after its user's erasure, would make the limit
+    looser); `requests` = 0 leaves the minute and its count alone. Negative `requests` (a
+    request given back) are never refused, and change the count only while the stored minute
+    is still `minute`: a later minute's count is not theirs to lower."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -290,8 +292,9 @@ class UsageResult(BaseModel):
     allowed: bool
     # After the update when allowed; as found when refused.
     counts: UsageCounts
-    # What refused it: the request rate is checked first.
-    refused: Literal["requests", "tokens"] | None = None
+    # What refused it: the request rate is checked first; "below_zero": tokens given back
+    # that the stored count does not hold (`UsageChange`).
+    refused: Literal["requests", "tokens", "below_zero"] | None = None
 
 
 def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
@@ -311,6 +314,8 @@ def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
         and current.tokens + change.tokens > change.token_limit
     ):
         return UsageResult(allowed=False, counts=current, refused="tokens")
+    if change.tokens < 0 and current.tokens + change.tokens < 0:
+        return UsageResult(allowed=False, counts=current, refused="below_zero")
     counts = current.model_copy(update={"tokens": current.tokens + change.tokens})
     if change.requests > 0:
         counts.minute = max(current.minute, change.minute)

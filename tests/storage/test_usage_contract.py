@@ -104,8 +104,25 @@ async def test_settlements_always_apply_and_leave_the_minute_alone(store: Store)
 async def test_a_settlement_of_a_day_that_is_gone_writes_nothing(store: Store) -> None:
     settled = await store.add_usage("user:u", DAY, settlement(-400))
 
-    assert settled.allowed
+    assert (settled.allowed, settled.refused) == (False, "below_zero")
     assert await store.read_usage("user:u", DAY) == UsageCounts()
+
+
+async def test_tokens_given_back_never_take_the_days_count_below_zero(store: Store) -> None:
+    # The day's document was erased (its user's data deleted) and a new one counts less than a
+    # give-back pending since: refused whole, not clamped, the new count kept (stricter).
+    await store.add_usage("user:u", DAY, turn(tokens=3000))
+
+    refused = await store.add_usage("user:u", DAY, settlement(-6600))
+    with_request = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-3001))
+    folded = await store.add_usage("user:u", DAY, turn(tokens=-3101, request_limit=30))
+
+    counted = UsageCounts(tokens=3000, minute=M, requests=1)
+    for result in (refused, with_request, folded):
+        assert (result.allowed, result.refused, result.counts) == (False, "below_zero", counted)
+    assert await store.read_usage("user:u", DAY) == counted
+    exact = await store.add_usage("user:u", DAY, settlement(-3000))
+    assert exact.allowed and exact.counts == UsageCounts(tokens=0, minute=M, requests=1)
 
 
 async def test_a_request_given_back_lowers_only_the_count_of_its_own_minute(
@@ -138,8 +155,10 @@ async def test_a_request_given_back_never_makes_a_count_negative(store: Store) -
 
 async def test_a_request_given_back_on_a_day_that_is_gone_writes_nothing(store: Store) -> None:
     given = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=-100))
+    alone = await store.add_usage("user:u", DAY, turn(requests=-1, tokens=0))
 
-    assert given.allowed
+    assert (given.allowed, given.refused) == (False, "below_zero")
+    assert alone.allowed
     assert await store.read_usage("user:u", DAY) == UsageCounts()
 
 
