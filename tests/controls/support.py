@@ -3,7 +3,7 @@ clock, on SQLite and on the Cosmos DB protocol server (selected only through set
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +16,8 @@ from app import QUOTAS, STORE, create_app
 from config import Settings
 from controls.quotas import Quotas
 from storage.base import Store
+from storage.cosmos import CosmosConfig, CosmosStore
+from storage.sqlite import SqliteStore
 from tests.support import RecordingConnector, message_activity, settle
 
 
@@ -148,3 +150,27 @@ def conversation(chat: Chat) -> str:
     from storage.ids import safe_id
 
     return safe_id(f"test:{chat.conversation_id}")
+
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture
+async def open_store(settings_on_store: Callable[..., Settings]) -> AsyncIterator[OpenStore]:
+    """Open a store of the test's backend; again = a second app instance over the same data."""
+    settings = settings_on_store()
+    opened: list[Store] = []
+
+    async def open_one() -> Store:
+        store: Store
+        if settings.uses_cosmos:
+            store = CosmosStore(CosmosConfig.from_settings(settings))
+        else:
+            store = SqliteStore(settings.sqlite_file)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()

@@ -28,10 +28,8 @@ from controls.quotas import (
 )
 from controls.windows import day_window
 from storage.base import Store, StoreError
-from storage.cosmos import CosmosConfig, CosmosStore
 from storage.models import UsageCounts
-from storage.sqlite import SqliteStore
-from tests.controls.support import Chat, FakeClock, conversation
+from tests.controls.support import Chat, FakeClock, OpenStore, conversation
 from tests.faults import FaultyStore
 from tests.support import RecordingConnector
 
@@ -41,29 +39,7 @@ NOW = datetime(2026, 11, 21, 10, 5, 10, tzinfo=UTC)
 DAY = day_window(NOW).key
 NOW_MINUTE = int(NOW.timestamp()) // 60
 
-OpenStore = Callable[[], Awaitable[Store]]
 MakeQuotas = Callable[..., Awaitable[Quotas]]
-
-
-@pytest.fixture
-async def open_store(settings_on_store: Callable[..., Settings]) -> AsyncIterator[OpenStore]:
-    """Open a store of the test's backend; again = a second app instance over the same data."""
-    settings = settings_on_store()
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        store: Store
-        if settings.uses_cosmos:
-            store = CosmosStore(CosmosConfig.from_settings(settings))
-        else:
-            store = SqliteStore(settings.sqlite_file)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in opened:
-        await store.close()
 
 
 @pytest.fixture

@@ -10,49 +10,23 @@ The real `Quotas` on both real stores (SQLite and the Cosmos DB protocol server)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from config import Settings
 from controls.audit import RefusalLog
 from controls.quotas import QuotaLimits, Quotas, TokenReservation, user_scope
 from controls.windows import day_window
 from storage.base import Store
-from storage.cosmos import CosmosConfig, CosmosStore
 from storage.models import UsageCounts
-from storage.sqlite import SqliteStore
+from tests.controls.support import OpenStore
 
 UPFRONT = 7000
 USER = user_scope("u")
 NOW = datetime(2026, 11, 21, 10, 5, 10, tzinfo=UTC)
 DAY = day_window(NOW).key
 MINUTE = int(NOW.timestamp()) // 60
-
-OpenStore = Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture
-async def open_store(settings_on_store: Callable[..., Settings]) -> AsyncIterator[OpenStore]:
-    """Open a store of the test's backend; again = a second app instance over the same data."""
-    settings = settings_on_store()
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        store: Store
-        if settings.uses_cosmos:
-            store = CosmosStore(CosmosConfig.from_settings(settings))
-        else:
-            store = SqliteStore(settings.sqlite_file)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in opened:
-        await store.close()
 
 
 def make_quotas(store: Store, **options: Any) -> Quotas:
