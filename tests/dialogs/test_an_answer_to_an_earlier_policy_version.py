@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from chat.texts import localize
 from storage.botstate import BotStateStorage
@@ -26,6 +27,23 @@ async def acceptance(chat: Chat) -> Any:
     """The user's stored acceptance record (None: not accepted)."""
     states = await BotStateStorage(chat.store).read([USER_STATE])
     return states.get(USER_STATE, {}).get("usage_policy")
+
+
+async def app_with_policy(
+    controlled_app: ControlledApp, tmp_path: Path, version: str
+) -> TestClient[Any, Any]:
+    """An app instance started with the usage policy of `version` (a release of the operator's)."""
+    return await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, version)))
+
+
+async def asked_under_october(
+    controlled_app: ControlledApp, connector: RecordingConnector, tmp_path: Path
+) -> None:
+    """User 1 sends a question to an instance on the October policy, which asks for consent
+    and keeps the question waiting; then that instance stops."""
+    first = await app_with_policy(controlled_app, tmp_path, "2026-10")
+    await Chat(first, connector).send("Summarize our VPN policy")
+    await first.close()
 
 
 @pytest.mark.parametrize(
@@ -45,14 +63,14 @@ async def test_an_acceptance_of_the_version_shown_before_a_new_version_asks_the_
     answer: str,
     changed: str,
 ) -> None:
-    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-10")))
+    first = await app_with_policy(controlled_app, tmp_path, "2026-10")
     chat = Chat(first, connector, locale=locale)
     question = await chat.send("Summarize our VPN policy")
     assert "(policy 2026-10)" in question["text"] or "(ポリシー 2026-10)" in question["text"]
     await first.close()
 
     # The operator restarts with the November policy; the user answers what they were shown.
-    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-11")))
+    second = await app_with_policy(controlled_app, tmp_path, "2026-11")
     chat = Chat(second, connector, locale=locale)
     calls = await model_calls(simulator_url)
     again = await chat.send(answer)
@@ -83,11 +101,9 @@ async def test_a_decline_of_the_version_shown_before_a_new_version_asks_the_new_
     simulator_url: str,
     tmp_path: Path,
 ) -> None:
-    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-10")))
-    await Chat(first, connector).send("Summarize our VPN policy")
-    await first.close()
+    await asked_under_october(controlled_app, connector, tmp_path)
 
-    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-11")))
+    second = await app_with_policy(controlled_app, tmp_path, "2026-11")
     chat = Chat(second, connector)
     calls = await model_calls(simulator_url)
     # Declining October's text declines nothing the user has seen of November's.
@@ -108,20 +124,16 @@ async def test_an_answer_to_an_earlier_version_sent_again_by_the_channel_is_drop
     simulator_url: str,
     tmp_path: Path,
 ) -> None:
-    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-10")))
-    await Chat(first, connector).send("Summarize our VPN policy")
-    await first.close()
+    await asked_under_october(controlled_app, connector, tmp_path)
 
-    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-11")))
+    second = await app_with_policy(controlled_app, tmp_path, "2026-11")
     chat = Chat(second, connector)
     [again] = await chat.replies_to("I accept", activity_id="accept-october")
     assert "(policy 2026-11)" in again["text"]
     calls = await model_calls(simulator_url)
 
     # Redelivered on another instance: not taken as an acceptance of November's text.
-    third = Chat(
-        await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-11"))), connector
-    )
+    third = Chat(await app_with_policy(controlled_app, tmp_path, "2026-11"), connector)
     assert await third.replies_to("I accept", activity_id="accept-october") == []
     assert await acceptance(third) is None
     assert await model_calls(simulator_url) == calls
@@ -135,12 +147,10 @@ async def test_an_acceptance_elsewhere_of_the_new_version_lets_the_old_question_
     tmp_path: Path,
     clock: FakeClock,
 ) -> None:
-    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-10")))
-    await Chat(first, connector).send("Summarize our VPN policy")
-    await first.close()
+    await asked_under_october(controlled_app, connector, tmp_path)
 
     # The user reads and accepts November's text in another conversation.
-    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-11")))
+    second = await app_with_policy(controlled_app, tmp_path, "2026-11")
     other = Chat(second, connector, conversation_id="conv-2")
     await other.send("Hello")
     await other.send_expecting("I accept", 2)
@@ -177,7 +187,7 @@ async def test_a_question_asked_before_versions_were_kept_is_read_by_the_text_it
     restarted_with: str,
     asked_again: bool,
 ) -> None:
-    first = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, "2026-10")))
+    first = await app_with_policy(controlled_app, tmp_path, "2026-10")
     await Chat(first, connector).send("Summarize our VPN policy")
     storage = BotStateStorage(Chat(first, connector).store, expires=True)
     stored = (await storage.read([DIALOG_STATE]))[DIALOG_STATE]
@@ -185,7 +195,7 @@ async def test_a_question_asked_before_versions_were_kept_is_read_by_the_text_it
     await storage.write({DIALOG_STATE: stored})
     await first.close()
 
-    second = await controlled_app(USAGE_POLICY_FILE=str(policy_file(tmp_path, restarted_with)))
+    second = await app_with_policy(controlled_app, tmp_path, restarted_with)
     chat = Chat(second, connector)
     if asked_again:
         again = await chat.send("I accept")
