@@ -15,6 +15,7 @@ from config import Settings
 from simulator import SimulatorConfig, run_simulator
 from tests.browser import browser  # noqa: F401  (fixture)
 from tests.faults import FaultyStore, faulty
+from tests.storage.edge import edge  # noqa: F401  (fixture)
 from tests.support import RecordingConnector, TokenIssuer
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

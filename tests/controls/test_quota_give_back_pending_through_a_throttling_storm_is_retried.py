@@ -29,7 +29,7 @@ from controls.windows import day_window
 from storage.base import StoreError
 from storage.cosmos import CosmosStore
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge
+from tests.storage.edge import CosmosEdge
 from tests.storage.support import cosmos_config
 
 pytestmark = pytest.mark.cosmos
@@ -39,12 +39,6 @@ NOW = datetime(2026, 11, 21, 10, 5, 10, tzinfo=UTC)
 DAY = day_window(NOW).key
 # More failed request counts than the earlier version kept records of failed writes (4096).
 STORM = 4200
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from controls.windows import day_window
 from storage.cosmos import CosmosStore
 from storage.models import UsageChange
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge, document_write
+from tests.storage.edge import CosmosEdge, document_write
 from tests.storage.support import cosmos_config
 
 pytestmark = pytest.mark.cosmos
@@ -42,12 +42,6 @@ USER = user_scope("u")
 TENANT = tenant_scope("t") or ""
 # Each update from the other instance adds this much (another user's turn, or the same user's).
 OTHER = 100
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

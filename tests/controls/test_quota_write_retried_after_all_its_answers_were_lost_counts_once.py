@@ -22,7 +22,7 @@ from storage.base import StoreError
 from storage.cosmos import CosmosStore
 from storage.models import UsageCounts
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge, document_write
+from tests.storage.edge import CosmosEdge, document_write
 from tests.storage.support import cosmos_config
 
 pytestmark = pytest.mark.cosmos
@@ -36,12 +36,6 @@ TENANT = tenant_scope("t")
 LOSSES = pytest.mark.parametrize(
     "delay", [0.0, 2.0], ids=["connections_cut", "answers_past_read_timeout"]
 )
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ store call."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,17 +22,11 @@ from storage.ids import safe_id
 from storage.models import MessageStatus, Role, SummaryQuery
 from tests.conftest import AppFactory
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge, document_write
+from tests.storage.edge import CosmosEdge, document_write
 from tests.stores import cosmos_server  # noqa: F401  (fixture)
 from tests.support import RecordingConnector, message_activity, settle
 
 pytestmark = pytest.mark.cosmos
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:  # noqa: F811
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

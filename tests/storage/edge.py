@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from tests.cosmos_server import CERT_FILE, KEY_FILE
+from tests.cosmos_server import CERT_FILE, KEY_FILE, CosmosServer
 
 _HOP_BY_HOP = {
     "connection",
@@ -147,3 +148,11 @@ def document_write(method: str, container: str) -> Callable[[Seen], bool]:
         )
 
     return match
+
+
+@pytest.fixture
+async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
+    """A proxy in front of the test's Cosmos DB protocol server (tests/conftest.py offers it to
+    every test; `cosmos_server` is whichever the test's directory provides)."""
+    async with cosmos_edge(cosmos_server.endpoint) as proxy:
+        yield proxy

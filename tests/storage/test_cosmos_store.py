@@ -19,7 +19,7 @@ from storage.base import StoreError, StoreThrottled
 from storage.cosmos import CONTAINER_SPECS, CosmosConfig, CosmosStore
 from storage.models import Role, SummaryQuery
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge
+from tests.storage.edge import CosmosEdge
 from tests.storage.support import cosmos_config, delta, message
 
 pytestmark = pytest.mark.cosmos
@@ -34,12 +34,6 @@ async def raw_client(cosmos_server: CosmosServer) -> AsyncIterator[CosmosClient]
         cosmos_server.endpoint, cosmos_server.key, connection_verify=False
     ) as client:
         yield client
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 async def _open(config: CosmosConfig, credential: Any = None) -> CosmosStore:

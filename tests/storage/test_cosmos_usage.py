@@ -13,7 +13,7 @@ from azure.cosmos.aio import CosmosClient
 from storage.cosmos import CosmosConfig, CosmosStore
 from storage.models import UsageChange, UsageCounts
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge
+from tests.storage.edge import CosmosEdge
 from tests.storage.support import cosmos_config
 
 pytestmark = pytest.mark.cosmos
@@ -32,12 +32,6 @@ def turn(minute: int = M, tokens: int = 7000) -> UsageChange:
         tokens=tokens,
         token_limit=1_000_000,
     )
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from storage.cosmos import CosmosConfig, CosmosStore
 from storage.ids import safe_id
 from storage.models import UsageChange, UsageCounts, new_write_id
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, Seen, cosmos_edge, document_write
+from tests.storage.edge import CosmosEdge, Seen, document_write
 from tests.storage.support import cosmos_config
 
 pytestmark = pytest.mark.cosmos
@@ -46,12 +46,6 @@ def turn(tokens: int = 7000, request_limit: int = 30) -> UsageChange:
 def settlement(tokens: int) -> UsageChange:
     """What the model call used minus what was reserved (README, Enterprise controls)."""
     return UsageChange(minute=M, ttl_seconds=TTL, tokens=tokens)
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -15,16 +15,10 @@ import pytest
 from storage.cosmos import CosmosStore
 from storage.models import Role
 from tests.cosmos_server import CosmosServer
-from tests.storage.edge import CosmosEdge, cosmos_edge, document_write
+from tests.storage.edge import CosmosEdge, document_write
 from tests.storage.support import cosmos_config, delta, message
 
 pytestmark = pytest.mark.cosmos
-
-
-@pytest.fixture
-async def edge(cosmos_server: CosmosServer) -> AsyncIterator[CosmosEdge]:
-    async with cosmos_edge(cosmos_server.endpoint) as proxy:
-        yield proxy
 
 
 @pytest.fixture
