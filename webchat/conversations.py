@@ -1,10 +1,11 @@
 """Open Direct Line conversations of the built-in endpoint, in memory and bounded.
 
 Each conversation keeps what a Direct Line client may fetch again (its activity log with
-watermarks) and the WebSockets to push to. The store keeps the transcript; this keeps only what is
-needed to deliver activities, so a restart ends open Web Chat sessions (the page starts a new
-conversation) but loses no stored message. With a lasting WEBCHAT_TOKEN_SECRET a page's token
-outlives the restart and reopens its conversation (`ConversationRegistry.reopen`).
+watermarks, bounded in entries and in bytes: the oldest give way) and the WebSockets to push to.
+The store keeps the transcript; this keeps only what is needed to deliver activities, so a
+restart ends open Web Chat sessions (the page starts a new conversation) but loses no stored
+message. With a lasting WEBCHAT_TOKEN_SECRET a page's token outlives the restart and reopens its
+conversation (`ConversationRegistry.reopen`).
 
 The bound is shared, so no one user may take it: each user holds at most MAX_PER_USER open
 conversations (their own least recently used one gives way to a new one), and when the whole
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import secrets
 import time
@@ -33,6 +35,14 @@ MAX_PER_USER = 20
 # WEBCHAT_AUTH_MODE=local: whoever reaches the app is the one local developer (all their tabs).
 MAX_PER_LOCAL_USER = 200
 MAX_LOG_ENTRIES = 500  # per conversation; older entries can no longer be fetched by watermark
+# And at most this many bytes per conversation (`activity_bytes`), the oldest entries giving way
+# first (always keeping the newest): a count alone let one user's 500 refused pastes of 8,000
+# emoji hold 16 MB in each of their conversations. A turn with a 1,024-token answer (the
+# default MAX_OUTPUT_TOKENS) takes about 10 KB, so some 50 such turns stay fetchable.
+MAX_LOG_BYTES = 512 * 1024
+# What a kept activity holds besides its JSON: the dicts and strings around it (measured: a
+# 400-byte echo takes about 2.5 KB in memory, a 3 KB answer about 7 KB).
+ENTRY_OVERHEAD_BYTES = 2048
 MAX_SOCKETS = 4  # per conversation (tabs); the oldest is closed beyond that
 SOCKET_QUEUE = 256  # frames waiting for a slow socket before it is closed (it reconnects)
 IDLE_SECONDS = 4 * 3600
@@ -77,6 +87,8 @@ class Conversation:
     started: bool = False
     entries: list[dict[str, Any]] = field(default_factory=list)
     offset: int = 0  # absolute index of entries[0]; the watermark is an absolute index
+    entry_bytes: list[int] = field(default_factory=list)  # activity_bytes of each entry
+    held_bytes: int = 0  # their sum, at most MAX_LOG_BYTES (or the newest entry's alone)
     sockets: list[Subscriber] = field(default_factory=list)
     # Bot messages that show feedback buttons: the only ids a rating may name.
     rateable: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -107,17 +119,32 @@ class Conversation:
         typing activity (Direct Line sends those over the socket only)."""
         self.touch()
         if keep:
-            self.entries.append(activity)
-            if len(self.entries) > MAX_LOG_ENTRIES:
-                drop = len(self.entries) - MAX_LOG_ENTRIES
-                del self.entries[:drop]
-                self.offset += drop
+            self._keep(activity)
         frame = {"activities": [activity], "watermark": str(self.watermark)}
         for subscriber in list(self.sockets):
             if not subscriber.push(frame):
                 # Too far behind: close it; Direct Line clients reconnect with their watermark.
                 self.sockets.remove(subscriber)
                 subscriber.close()
+
+    def _keep(self, activity: dict[str, Any]) -> None:
+        """Append to the log, then drop its oldest entries past either bound. The watermark
+        counts on, so a client asking from one older than what is kept gets all that is kept
+        (`after`), as Direct Line clients expect of a log that forgets its oldest entries."""
+        size = activity_bytes(activity)
+        self.entries.append(activity)
+        self.entry_bytes.append(size)
+        self.held_bytes += size
+        drop = max(0, len(self.entries) - MAX_LOG_ENTRIES)
+        over = self.held_bytes - sum(self.entry_bytes[:drop]) - MAX_LOG_BYTES
+        while over > 0 and drop < len(self.entries) - 1:
+            over -= self.entry_bytes[drop]
+            drop += 1
+        if drop:
+            self.held_bytes -= sum(self.entry_bytes[:drop])
+            del self.entries[:drop]
+            del self.entry_bytes[:drop]
+            self.offset += drop
 
     def after(self, watermark: int) -> list[dict[str, Any]]:
         start = max(watermark, self.offset) - self.offset
@@ -142,6 +169,13 @@ class Conversation:
 
     def finish_stream(self, stream_id: str) -> None:
         _bounded_add(self.finished_streams, stream_id)
+
+
+def activity_bytes(activity: dict[str, Any]) -> int:
+    """What an activity is counted as in its conversation's log: its JSON in UTF-8 (Web Chat's
+    activities are JSON through and through) plus ENTRY_OVERHEAD_BYTES."""
+    text = json.dumps(activity, ensure_ascii=False, separators=(",", ":"), default=str)
+    return len(text.encode("utf-8", "surrogatepass")) + ENTRY_OVERHEAD_BYTES
 
 
 class RegistryFull(Exception):
