@@ -311,7 +311,14 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         stopped = stream_id is not None and self._streams.stop(
             key, user_key(activity, raw), stream_id
         )
-        log.info("stop event", extra={"event": "stop_requested", "stopped": stopped})
+        # Stop events count against no limit: only one that ended an answer (at most one per
+        # answer, and answers are rate limited) is worth a line at INFO; the rest (a Stop just
+        # after the answer ended, or a flood of them) would set the pace of log ingestion.
+        log.log(
+            logging.INFO if stopped else logging.DEBUG,
+            "stop event",
+            extra={"event": "stop_requested", "stopped": stopped},
+        )
         return True
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
