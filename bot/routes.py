@@ -142,14 +142,14 @@ def validate_activity(raw: Any) -> dict[str, Any]:
     if raw.get("type") in _FROM_A_USER:
         _require_str(raw, "text", required=False)
         _require_str(raw, "from", "id")
-    attachments = raw.get("attachments")
-    if attachments is not None and not isinstance(attachments, list):
-        raise BadActivity("'attachments' must be a list")
-    entities = raw.get("entities")
-    if entities is not None and not (
-        isinstance(entities, list) and all(isinstance(e, dict) for e in entities)
-    ):
-        raise BadActivity("'entities' must be a list of objects")
+    # The handler reads each attachment's and entity's fields: a null or a scalar item would
+    # fail the turn after the 202 instead of getting its 400 here.
+    for key in ("attachments", "entities"):
+        items = raw.get(key)
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(item, dict) for item in items)
+        ):
+            raise BadActivity(f"'{key}' must be a list of objects")
     return raw
 
 

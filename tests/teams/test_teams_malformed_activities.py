@@ -1,6 +1,6 @@
-"""Malformed Teams activities that are still valid JSON activities: a member list holding null
-and a card action whose `action` is not an object. Each gets its 2xx or a 400, never the
-unhandled-error path (an ERROR log line with a stack trace)."""
+"""Malformed Teams activities that are still valid JSON activities: a member list holding null,
+a card action whose `action` is not an object, attachments that are not all objects. Each gets
+its 2xx or a 400, never the unhandled-error path (an ERROR log line with a stack trace)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support import settle
-from tests.teams.activities import BOT_ID, bot_installed_personal, team_update
+from tests.teams.activities import BOT_ID, bot_installed_personal, personal_message, team_update
 from tests.teams.channel import TeamsChannel
 
 
@@ -57,4 +57,26 @@ async def test_a_card_action_whose_action_is_not_an_object_gets_a_400_card_error
     body = await response.json()
     assert body["type"] == "application/vnd.microsoft.error"
     assert body["value"]["code"] == "BadRequest" and body["value"]["message"]
+    assert errors(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "attachments", [[None], [None, {"contentType": "image/png"}], ["junk"], [7]]
+)
+async def test_a_message_whose_attachments_are_not_all_objects_gets_a_400_and_no_turn(
+    bot: TestClient[Any, Any],
+    teams: TeamsChannel,
+    caplog: pytest.LogCaptureFixture,
+    attachments: list[Any],
+) -> None:
+    message = personal_message(teams.url, "hello", attachments=attachments)
+
+    response = await bot.post("/api/messages", json=message)
+
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"] == "'attachments' must be a list of objects"
+    await settle(bot)
+    assert teams.messages() == []
     assert errors(caplog) == []
