@@ -89,7 +89,20 @@ def explain_validation_error(error: ValidationError, prefix: str = "") -> list[s
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def _without_user_info(value: str, name: str) -> str:
+    """Endpoint URLs are logged at start-up, and DIRECT_LINE_ENDPOINT is sent to browsers (the
+    page's Content-Security-Policy, the token's `domain`): `https://user:password@host` would
+    publish the password. Each service's credential has a setting of its own."""
+    if "@" in urlsplit(value).netloc:
+        raise ValueError(
+            f"{name} must not hold a user name or password (user:password@host): the URL is "
+            "logged and may be shown in pages; credentials have settings of their own"
+        )
+    return value
+
+
 def _https_or_loopback(value: str, name: str) -> str:
+    _without_user_info(value, name)
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
         return value.rstrip("/")
@@ -608,6 +621,7 @@ class Settings(BaseSettings):
     @field_validator("direct_line_endpoint")
     @classmethod
     def _direct_line_is_https_or_loopback(cls, value: str) -> str:
+        _without_user_info(value, "DIRECT_LINE_ENDPOINT")
         parts = urlsplit(value)
         loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
         if parts.scheme == "https" or (parts.scheme == "http" and loopback):
@@ -626,6 +640,12 @@ class Settings(BaseSettings):
     def _cosmos_is_https_or_loopback(cls, value: str) -> str:
         # The SDK's own refusal of a bad URL is a traceback that quotes it.
         return _https_or_loopback(value, "COSMOS_ENDPOINT") if value else value
+
+    @field_validator("bot_openid_metadata_url", "bot_login_authority", "admin_oidc_metadata_url")
+    @classmethod
+    def _identity_url_has_no_user_info(cls, value: str, info: ValidationInfo) -> str:
+        assert info.field_name is not None
+        return _without_user_info(value, cls.model_fields[info.field_name].alias or "")
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

@@ -302,3 +302,26 @@ def test_an_access_or_url_typo_stops_the_start_in_one_line_naming_the_setting(
     problems = [line for line in output.splitlines() if line.startswith("configuration error: ")]
     assert len(problems) == 1, output
     assert "starting on" not in output, output
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"AZURE_OPENAI_ENDPOINT": "https://u:Secret42Value@contoso.openai.azure.com"},
+        {
+            "DIRECT_LINE_ENDPOINT": "https://svc:Secret42Value@directline.example/v3/directline",
+            "DIRECT_LINE_SECRET": "x",
+        },
+        {"COSMOS_ENDPOINT": "https://acct:Secret42Value@127.0.0.1:1", "COSMOS_KEY": "abc"},
+    ],
+    ids=["model", "direct-line", "cosmos"],
+)
+def test_an_endpoint_with_a_password_stops_the_start_without_showing_it(
+    tmp_path: Path, settings: dict[str, str]
+) -> None:
+    # Accepted, the model endpoint was logged whole at start-up ("model: ...") and the Direct
+    # Line one sent to every browser in the chat page's Content-Security-Policy.
+    code, output = run_app(tmp_path, **settings)
+    [name] = [key for key in settings if key.endswith("_ENDPOINT")]
+    assert_configuration_error(code, output, name, "user name or password")
+    assert_nothing_of("Secret42Value", output)

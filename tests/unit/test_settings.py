@@ -495,3 +495,42 @@ def test_a_public_base_url_is_kept_as_its_origin_without_a_trailing_slash(
     value: str, kept: str
 ) -> None:
     assert settings(PUBLIC_BASE_URL=value).public_base_url == kept
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AZURE_OPENAI_ENDPOINT", "https://u:Secret42Value@contoso.openai.azure.com"),
+        ("DIRECT_LINE_ENDPOINT", "https://svc:Secret42Value@directline.example/v3/directline"),
+        ("COSMOS_ENDPOINT", "https://acct:Secret42Value@contoso.documents.azure.com:443/"),
+        ("COSMOS_ENDPOINT", "http://Secret42Value@127.0.0.1:8081"),
+        ("BOT_OPENID_METADATA_URL", "https://u:Secret42Value@login.botframework.com/v1/x"),
+        ("BOT_LOGIN_AUTHORITY", "https://:Secret42Value@login.microsoftonline.com"),
+        ("ADMIN_OIDC_METADATA_URL", "https://u:Secret42Value@login.example/{tenant}/v2.0"),
+    ],
+)
+def test_an_endpoint_with_a_user_name_or_password_is_refused_naming_the_setting_only(
+    name: str, value: str
+) -> None:
+    # The endpoints are logged at start-up and DIRECT_LINE_ENDPOINT is sent to browsers.
+    with pytest.raises(ValidationError) as raised:
+        settings(**{name: value})
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith(f"{name}: {name} must not hold a user name or password"), problem
+    assert "Secret42" not in str(raised.value) and "input_value" not in str(raised.value)
+
+
+def test_a_deployment_endpoint_with_a_password_is_refused_naming_the_deployment_only(
+    tmp_path: Path,
+) -> None:
+    path = deployments_file(
+        tmp_path,
+        "deployments:\n  - name: east\n    endpoint: https://u:Secret42Value@east.example\n"
+        "    deployment: d\n",
+    )
+    with pytest.raises(ValidationError) as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert f"DEPLOYMENTS_FILE {path}: deployments[0] (east): endpoint: endpoint must not" in str(
+        raised.value
+    )
+    assert "Secret42" not in str(raised.value)
