@@ -73,7 +73,12 @@ class LoopbackConnector:
         conversation = self._conversation(request)
         if conversation is None:
             return json_error(404, "NotFound", "No such conversation.")
-        body = await self._body(request)
+        try:
+            body = await self._body(request)
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(
+                413, "MessageSizeTooBig", "The activity is larger than the size limit."
+            )
         if body is None or not isinstance(body.get("type"), str):
             return json_error(400, "BadArgument", "The body must be an activity.")
         return conversation, body, self._outgoing(conversation, body)

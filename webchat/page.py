@@ -229,7 +229,11 @@ class WebChatPage:
         wait = self._rate.take((user.tenant_id, user.id))
         if wait:
             return _too_many(wait)
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp's own answer is text/plain; the page reads every error as JSON.
+            return json_error(413, "too_large", "The body is larger than the size limit.")
         try:
             # An empty body is a first visit too (the page sends `{}`).
             resume = _resume_request(json.loads(raw) if raw.strip() else None)
