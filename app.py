@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,7 +44,7 @@ from bot.connector import (
     NoToken,
     TokenSource,
 )
-from bot.handler import AssistantBot
+from bot.handler import AssistantBot, conversation_key
 from bot.peers import PeerLinks, WorkerGroup
 from bot.request_telemetry import request_spans
 from bot.routes import MessagesEndpoint
@@ -80,8 +80,10 @@ from dialogs.gate import ConversationGate, GateConfig
 from dialogs.guard import QuotaGuard
 from storage.base import Store, StoreError, StoreUnavailable
 from storage.erasures import RecentErasures
+from storage.ids import safe_id
 from storage.sqlite import SqliteStore
-from webchat import connector_host, setup_webchat
+from webchat import DIRECT_LINE, connector_host, setup_webchat
+from webchat.directline import CHANNEL_ID as BUILTIN_CHANNEL_ID
 
 log = logging.getLogger("app")
 
@@ -180,12 +182,32 @@ def create_app(
         erasures=app[ERASURES],
         second_passes=app[SECOND_PASSES],
         quota_scope=user_scope,
+        open_conversations=BuiltinChatsInMemory(app),
     )
     app.add_subapp("/admin/", admin)
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     usage_policy = app[POLICIES].usage
     setup_webchat(app, settings, MESSAGES, usage_policy.version if usage_policy else None)
     return app
+
+
+class BuiltinChatsInMemory:
+    """The admin's `OpenConversations` (admin/erasures.py): the built-in Direct Line keeps what it
+    delivered to each open chat (its last 500 activities, for a reload), and a deletion forgets
+    it there. In this process only: another instance keeps its own chats until they are idle."""
+
+    def __init__(self, app: web.Application) -> None:
+        # Read when a deletion runs: the built-in Direct Line is set up after the admin.
+        self._app = app
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        self._app[DIRECT_LINE].conversations.forget_where(
+            lambda c: safe_id(conversation_key(BUILTIN_CHANNEL_ID, c.id)) == conversation_id
+        )
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        erased = set(user_ids)
+        self._app[DIRECT_LINE].conversations.forget_where(lambda c: c.owner.user_id in erased)
 
 
 def _anonymous_reply_hosts(settings: Settings) -> list[str]:

@@ -19,14 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 # Run with `cut_short` True when the shutdown runs it before it was due.
 SecondPass = Callable[[bool], Awaitable[None]]
+
+
+class OpenConversations(Protocol):
+    """What this process keeps of conversations outside the store, for their clients to fetch
+    again: the built-in Direct Line's log of what it delivered (app.py wires it). An erasure
+    forgets it too, in each of its passes, or the deleted words could still be read there."""
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        """The conversation with this stored id."""
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        """Every conversation these stored user ids (one person's) hold open."""
 
 
 @dataclass(eq=False)

@@ -43,7 +43,7 @@ from admin.auth import (
     appservice_principal,
     roles_from,
 )
-from admin.erasures import SecondPasses
+from admin.erasures import OpenConversations, SecondPasses
 from admin.oidc import OidcClient
 from admin.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
@@ -171,6 +171,8 @@ class AdminContext:
     signouts: SignOuts = field(default_factory=SignOuts)
     # The quota scope a stored user id is counted under (`create_admin_app`).
     quota_scope: Callable[[str], str] | None = None
+    # What this process holds of conversations in memory (`create_admin_app`); None: nothing.
+    open_conversations: OpenConversations | None = None
 
     @property
     def store(self) -> Store:
@@ -233,6 +235,7 @@ def create_admin_app(
     erasures: RecentErasures | None = None,
     second_passes: SecondPasses | None = None,
     quota_scope: Callable[[str], str] | None = None,
+    open_conversations: OpenConversations | None = None,
 ) -> web.Application:
     """The store is opened in the parent's cleanup context, so it is read lazily per request.
     `pseudonyms` are the parent's (it records refusals under them too): one key, one source.
@@ -241,7 +244,9 @@ def create_admin_app(
     the parent runs those still pending at its shutdown. `quota_scope` names the quota scope
     of a stored user id (the parent's controls count usage under it, holding the id; this
     package does not know their names): a user's data export holds its usage documents and
-    their deletion deletes them. Without it, neither."""
+    their deletion deletes them. Without it, neither. `open_conversations`: what the parent's
+    channels keep of conversations in memory (the built-in Direct Line's log of what it
+    delivered); each pass of a deletion forgets what it deletes there too."""
     app = web.Application(middlewares=[_errors_and_headers, _other_sites, _sign_in])
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -264,6 +269,7 @@ def create_admin_app(
         recent_erasures=erasures or RecentErasures(),
         second_passes=second_passes,
         quota_scope=quota_scope,
+        open_conversations=open_conversations,
     )
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
@@ -981,6 +987,9 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> De
     stored_ids = stored_ids_of(user_id)
 
     async def erase() -> dict[str, int]:
+        if context.open_conversations is not None:
+            # What this process delivered to their open chats, which it keeps for a reload.
+            context.open_conversations.forget_users(stored_ids)
         counts: Counter[str] = Counter()
         for stored_id in stored_ids:
             counts.update(await context.store.delete_user(stored_id))
@@ -1102,13 +1111,15 @@ async def _delete_conversation(
     reason = _reason(reason, "error_reason_delete_conversation")
     await _existing_conversation(request, conversation_id)
     erasing = functools.partial(context.recent_erasures.record, conversation_ids=[conversation_id])
+
+    async def erase() -> dict[str, int]:
+        if context.open_conversations is not None:
+            # What this process delivered to its open chat, which it keeps for a reload.
+            context.open_conversations.forget_conversation(conversation_id)
+        return await context.store.delete_conversation(conversation_id)
+
     return await _erase(
-        request,
-        "delete_conversation",
-        conversation_id,
-        {"reason": reason},
-        functools.partial(context.store.delete_conversation, conversation_id),
-        erasing,
+        request, "delete_conversation", conversation_id, {"reason": reason}, erase, erasing
     )
 
 

@@ -306,6 +306,16 @@ class ConversationRegistry:
             self._forget(conversation)
         return len(idle)
 
+    def forget_where(self, erased: Callable[[Conversation], bool]) -> int:
+        """Forget at once the conversations `erased` picks (their stored data was deleted), and
+        close their WebSockets, so no one can fetch what they delivered again. An open page then
+        finds its conversation as after a restart: its reconnect reopens it, empty, and a
+        reload starts a new one. How many were forgotten."""
+        gone = [c for c in self._conversations.values() if erased(c)]
+        for conversation in gone:
+            self._evict(conversation)
+        return len(gone)
+
     def close_all(self) -> None:
         for conversation in self._conversations.values():
             self._close(conversation)
