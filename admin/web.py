@@ -888,9 +888,21 @@ def _transcript_head(
     }
 
 
-async def _list(request: web.Request) -> tuple[Filters, dict[str, Any]]:
+async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict[str, Any]]:
+    """One page of the list (`page`: for the HTML page). A text search reads message text, so
+    it is audited as a transcript view is: each request, before anything is read (no record, no
+    result), with its filters as recorded (`_audited_filters`: the user by pseudonym) and
+    whether it goes on from an earlier page. Every page is recorded: the continuation token is
+    the store's, so a later page is no proof that its first one was recorded."""
     context = request.app[CONTEXT]
     filters = await _filters(request)
+    if filters.text is not None:
+        detail: dict[str, Any] = {"filters": _audited_filters(context, filters)}
+        if filters.continuation:
+            detail["continued"] = True
+        if page:
+            detail["page"] = True
+        await _audit(request, "search_conversations", "", detail)
     result = await list_conversations(context.store, filters)
     body: dict[str, Any] = {
         "items": [summary_view(s, context.pseudonyms) for s in result.items],
@@ -1561,7 +1573,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def list_page(request: web.Request) -> web.StreamResponse:
-    filters, body = await _list(request)
+    filters, body = await _list(request, page=True)
     deleted = None
     with contextlib.suppress(AuthError):  # forged, mangled or old: no message
         deleted = request.app[CONTEXT].result_signer.unsign(request.query.get(DELETED_PARAM, ""))

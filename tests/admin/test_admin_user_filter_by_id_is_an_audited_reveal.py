@@ -104,8 +104,11 @@ async def test_an_admin_filtering_by_a_user_id_gives_a_reason_and_it_is_audited_
     assert {item["user"] for item in items} == {pseudonym}
 
     records = await audit(client)
-    assert len(records) == before + 1
-    [reveal] = records[:1]
+    # The reveal, then the text search (newest first), which names her by the pseudonym too.
+    assert len(records) == before + 2
+    search, reveal = records[:2]
+    assert search["action"] == "search_conversations"
+    assert search["detail"]["filters"] == {"user": pseudonym, "q": "e"}
     assert reveal["action"] == "reveal_user" and reveal["actor"] == "oid-ada"
     assert reveal["target"] == pseudonym
     assert reveal["detail"]["reason"] == "complaint 42"

@@ -1,0 +1,107 @@
+"""A text search of the conversation list (`q`) reads message text, so it is audited as a
+transcript view is: each request, list page and JSON API alike, before anything is read, with its
+filters (the user by pseudonym, never an id). A list without a search records nothing. Over real
+HTTP, signed in through App Service's principal header, on both stores (tests/stores.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from config import Settings
+from tests.admin.conftest import seeded
+from tests.admin.helpers import appservice_header
+from tests.conftest import AppFactory, FaultyAppFactory
+from tests.faults import FaultKind
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
+
+API = "/admin/api/conversations"
+REVIEWER = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Reviewer"], oid="oid-rita")}
+ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-ada", name="Ada Admin")}
+
+
+@pytest.fixture
+def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
+    return settings_on_store
+
+
+@pytest.fixture
+async def client(make_app: AppFactory) -> TestClient[Any, Any]:
+    return await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+
+
+async def _searches(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    """The audit's search records, oldest first."""
+    response = await client.get("/admin/api/audit", headers=ADMIN)
+    assert response.status == 200
+    items = (await response.json())["items"]
+    return [item for item in reversed(items) if item["action"] == "search_conversations"]
+
+
+async def _list(client: TestClient[Any, Any], **params: str) -> dict[str, Any]:
+    response = await client.get(API, params=params, headers=REVIEWER)
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_a_reviewers_text_search_is_recorded_with_its_filters_by_pseudonym(
+    client: TestClient[Any, Any],
+) -> None:
+    await _list(client)
+    await _list(client, channel="directline")
+    assert await _searches(client) == []
+
+    found = await _list(client, q="portal")
+    assert [item["id"] for item in found["items"]] == ["conv-feedback"]
+    bob = found["items"][0]["user"]
+    assert bob.startswith("p-")
+    await _list(client, q="portal", user=bob)
+
+    first, by_user = await _searches(client)
+    assert first["actor"] == "oid-rita"
+    assert first["target"] == ""
+    assert first["detail"]["filters"] == {"q": "portal"}
+    assert by_user["detail"]["filters"] == {"q": "portal", "user": bob}
+    assert "bob@contoso.com" not in str(by_user)
+    assert "continued" not in first["detail"]
+
+
+async def test_the_list_page_search_is_recorded_and_each_later_page_too(
+    client: TestClient[Any, Any],
+) -> None:
+    page = await client.get("/admin/", params={"q": "budget"}, headers=REVIEWER)
+    assert page.status == 200
+    assert "conv-plain" in await page.text()
+
+    first = await _list(client, q="the", page_size="1")
+    assert first["continuation"]
+    await _list(client, q="the", page_size="1", continuation=first["continuation"])
+
+    on_page, api_first, api_next = await _searches(client)
+    assert on_page["detail"] == {
+        "actorName": "Rita Reviewer",
+        "via": "appservice",
+        "filters": {"q": "budget"},
+        "page": True,
+    }
+    assert "continued" not in api_first["detail"]
+    assert api_next["detail"]["continued"] is True
+    assert api_next["detail"]["filters"] == {"q": "the", "page_size": "1"}
+
+
+async def test_no_search_result_without_its_audit_record(
+    make_faulty_app: FaultyAppFactory,
+) -> None:
+    client, store = await make_faulty_app(ADMIN_AUTH_MODE="appservice")
+    await seeded(client)
+    store.fail(FaultKind.ERROR, "append_audit")
+
+    refused = await client.get(API, params={"q": "portal"}, headers=REVIEWER)
+
+    assert refused.status == 503
+    assert "conv-feedback" not in await refused.text()
+    assert (await client.get(API, headers=REVIEWER)).status == 200
