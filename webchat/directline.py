@@ -6,7 +6,12 @@ refresh, WebSocket stream of ActivitySets and keep-alives). Each user activity b
 Framework activity built here: channel `directline`, `from` taken from the token (never from the
 browser), an id assigned here, and `serviceUrl` = this process's own loopback connector
 (`webchat/connector.py`) with a per-process key in its path. It runs through
-`MessagesEndpoint.accept`, the same pipeline as every channel. Facts:
+`MessagesEndpoint.accept`, the same pipeline as every channel.
+
+With `WEBCHAT_AUTH_MODE=appservice` every call must also come from the person the token was
+issued to (App Service's sign-in header, as for the token endpoint): a token copied out of a
+browser or a log is of no use to anyone else. The stream address carries a one-use stream ticket,
+never the token (webchat/tokens.py says why). Facts:
 shared/reference/bot-framework-teams-directline.md; https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-direct-line-3-0-api-reference
 """
 
@@ -41,7 +46,8 @@ from webchat.conversations import (
     Participant,
     RegistryFull,
 )
-from webchat.tokens import Grant, TokenError, TokenSigner, bearer
+from webchat.identity import NotSignedIn, current_user
+from webchat.tokens import Grant, StreamTickets, TokenError, TokenSigner, bearer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,7 @@ CHANNEL_ID = "directline"
 BOT_ACCOUNT = {"id": "assistant", "name": "Assistant", "role": "bot"}
 KEEPALIVE_SECONDS = 20.0
 SWEEP_SECONDS = 300.0
+STREAM_TICKET_KEY_PURPOSE = "built-in Direct Line stream tickets"
 _CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
 _MAX_LOCALE = 20
 _MAX_TIME_ZONE = 64
@@ -81,6 +88,7 @@ class BuiltinDirectLine:
         self._settings = settings
         self._messages = messages
         self.signer = signer or TokenSigner(settings.webchat_token_secret.get_secret_value())
+        self.stream_tickets = StreamTickets(self.signer.subkey(STREAM_TICKET_KEY_PURPOSE))
         local = settings.webchat_auth_mode is WebChatAuthMode.LOCAL
         self.conversations = ConversationRegistry(
             per_user=MAX_PER_LOCAL_USER if local else MAX_PER_USER, busy=self.turn_in_progress
@@ -177,9 +185,32 @@ class BuiltinDirectLine:
 
     def _authorize(self, request: web.Request, conversation_id: str | None) -> Grant:
         try:
-            return self.signer.verify(bearer(request.headers.get("Authorization")), conversation_id)
+            grant = self.signer.verify(
+                bearer(request.headers.get("Authorization")), conversation_id
+            )
         except TokenError as exc:
             raise DirectLineError(403, "TokenInvalid", "The token is not valid.") from exc
+        self._signed_in_as(
+            request,
+            lambda user, tenant: _same_person(user, tenant, grant.user_id, grant.tenant_id),
+        )
+        return grant
+
+    def _signed_in_as(self, request: web.Request, is_holder: Callable[[str, str], bool]) -> None:
+        """With App Service sign-in, only the person a token or ticket was issued to may use it.
+        `is_holder(channel user id, tenant id)` of the person signed in says whether it is them.
+        Locally everyone is the one development user: nothing to check."""
+        mode = self._settings.webchat_auth_mode
+        if mode is not WebChatAuthMode.APPSERVICE:
+            return
+        try:
+            user = current_user(request, mode)
+        except NotSignedIn:
+            raise DirectLineError(403, "Forbidden", "Sign in to use the assistant.") from None
+        if not is_holder(user.channel_user_id, user.tenant_id):
+            raise DirectLineError(
+                403, "Forbidden", "The token was issued to someone other than who is signed in."
+            )
 
     def _conversation(self, grant: Grant) -> Conversation:
         conversation = self.conversations.get(grant.conversation_id)
@@ -212,10 +243,14 @@ class BuiltinDirectLine:
         scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
         return f"{scheme if scheme in ('http', 'https') else 'http'}://{request.host}"
 
-    def _stream_url(self, request: web.Request, conversation: str, token: str, mark: int) -> str:
+    def _stream_url(self, request: web.Request, grant: Grant, mark: int) -> str:
+        """The WebSocket address with a stream ticket (`t`, as Azure's streamUrl has it), not the
+        token: HTTP logs in front of the app record query strings."""
         base = self.base_url(request)
         ws = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
-        return f"{ws}{PREFIX}/conversations/{conversation}/stream?t={token}&watermark={mark}"
+        conversation = grant.conversation_id
+        ticket = self.stream_tickets.issue(conversation, grant.user_id, grant.tenant_id)
+        return f"{ws}{PREFIX}/conversations/{conversation}/stream?t={ticket}&watermark={mark}"
 
     def service_url(self, request: web.Request) -> str:
         """This process's own connector, over loopback: the bound port of this very connection
@@ -267,7 +302,7 @@ class BuiltinDirectLine:
                     "conversationId": conversation.id,
                     "token": token,
                     "expires_in": max(0, grant.expires_at - _now()),
-                    "streamUrl": self._stream_url(request, conversation.id, token, 0),
+                    "streamUrl": self._stream_url(request, grant, 0),
                     "referenceGrammarId": "",
                 },
                 status=201,
@@ -290,7 +325,7 @@ class BuiltinDirectLine:
                     "conversationId": conversation.id,
                     "token": token,
                     "expires_in": max(0, grant.expires_at - _now()),
-                    "streamUrl": self._stream_url(request, conversation.id, token, mark),
+                    "streamUrl": self._stream_url(request, grant, mark),
                 }
             )
 
@@ -510,16 +545,31 @@ class BuiltinDirectLine:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         conversation_id = request.match_info["conversation"]
+        tickets = self.stream_tickets
         try:
-            grant = self.signer.verify(request.query.get("t", ""), conversation_id)
+            ticket = tickets.verify(request.query.get("t", ""), conversation_id)
         except TokenError:
-            return json_error(403, "TokenInvalid", "The token is not valid.")
+            return json_error(403, "TokenInvalid", "The stream ticket is not valid.")
         try:
             # Before the upgrade: once the socket is open, a 400 can no longer be sent.
+            self._signed_in_as(
+                request,
+                lambda user, tenant: secrets.compare_digest(
+                    tickets.user_hash(user, tenant), ticket.user
+                ),
+            )
             watermark = _watermark(request.query.get("watermark"))
-            conversation = self._conversation(grant)
+            conversation = self.conversations.get(conversation_id)
+            if conversation is None or not secrets.compare_digest(
+                tickets.user_hash(conversation.owner.user_id, conversation.owner.tenant_id),
+                ticket.user,
+            ):
+                # Issued a moment ago by a start or reconnect that held the conversation; gone
+                # since (an eviction, or another instance): Web Chat reconnects, which reopens it.
+                raise DirectLineError(404, "NotFound", "The conversation is not open; reconnect.")
         except DirectLineError as exc:
             return _refusal(exc)
+        tickets.use(ticket)
         socket = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
         await socket.prepare(request)
         subscriber, backlog = conversation.subscribe(watermark)
@@ -553,6 +603,12 @@ def not_resumed(reason: str) -> None:
     """Logged when a page's resume is not granted: the reason only (an exception's type name, a
     status or a short phrase), never a token or an id."""
     log.info("the web chat starts a new conversation instead of resuming", extra={"reason": reason})
+
+
+def _same_person(user_id: str, tenant_id: str, grant_user: str, grant_tenant: str) -> bool:
+    return secrets.compare_digest(user_id, grant_user) and secrets.compare_digest(
+        tenant_id, grant_tenant
+    )
 
 
 def _refusal(exc: DirectLineError) -> web.Response:

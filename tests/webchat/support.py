@@ -24,6 +24,8 @@ class DirectLineSession:
     conversation_id: str
     user_id: str
     stream_url: str = ""
+    # App Service's sign-in headers, which it adds to every request of the signed-in browser.
+    signed_in: dict[str, str] = field(default_factory=dict)
     frames: list[dict[str, Any]] = field(default_factory=list)
     keepalives: int = 0
     keepalive_seen: asyncio.Event = field(default_factory=asyncio.Event)
@@ -32,7 +34,7 @@ class DirectLineSession:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return {**self.signed_in, "Authorization": f"Bearer {self.token}"}
 
     async def start(self) -> dict[str, Any]:
         response = await self.client.post("/v3/directline/conversations", headers=self.headers)
@@ -81,7 +83,9 @@ class DirectLineSession:
     # --- the WebSocket stream
 
     async def connect(self, url: str | None = None) -> None:
-        self._socket = await self.client.session.ws_connect(url or self.stream_url)
+        self._socket = await self.client.session.ws_connect(
+            url or self.stream_url, headers=self.signed_in
+        )
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -121,7 +125,9 @@ async def open_session(client: TestClient[Any, Any], **headers: str) -> DirectLi
     assert response.status == 200, await response.text()
     grant = await response.json()
     assert grant["mode"] == "builtin"
-    session = DirectLineSession(client, grant["token"], grant["conversationId"], grant["userId"])
+    session = DirectLineSession(
+        client, grant["token"], grant["conversationId"], grant["userId"], signed_in=dict(headers)
+    )
     await session.start()
     return session
 

@@ -69,7 +69,9 @@ async def open_chat(
     response = await client.post("/api/directline/token", json={}, headers=headers)
     assert response.status == 200, await response.text()
     grant = await response.json()
-    session = DirectLineSession(client, grant["token"], grant["conversationId"], grant["userId"])
+    session = DirectLineSession(
+        client, grant["token"], grant["conversationId"], grant["userId"], signed_in=headers
+    )
     await session.start()
     if socket:
         await session.connect()
@@ -89,7 +91,9 @@ async def open_chat_when_allowed(
         await asyncio.sleep(int(response.headers["Retry-After"]))
     assert response.status == 200, await response.text()
     grant = await response.json()
-    session = DirectLineSession(client, grant["token"], grant["conversationId"], grant["userId"])
+    session = DirectLineSession(
+        client, grant["token"], grant["conversationId"], grant["userId"], signed_in=headers
+    )
     await session.start()
     if socket:
         await session.connect()

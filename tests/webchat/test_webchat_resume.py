@@ -138,7 +138,9 @@ async def test_another_users_token_is_refused_and_they_get_their_own_new_convers
         grant = await ask_token(client, kept(first), **signed_in)
         assert grant["resumed"] is False
         assert grant["conversationId"] != first.conversation_id
-        other = DirectLineSession(client, grant["token"], first.conversation_id, grant["userId"])
+        other = DirectLineSession(
+            client, grant["token"], first.conversation_id, grant["userId"], signed_in=signed_in
+        )
         response = await client.get(
             f"/v3/directline/conversations/{first.conversation_id}/activities?watermark=0",
             headers=other.headers,

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from app import create_app
 from config import Settings
 from tests.browser import ARTIFACTS
+from tests.webchat.easy_auth import serve_signed_in, sign_in
 from tests.webchat.test_webchat_browser import SEND_BOX, bot_texts, open_page, send, wait_until
 from tests.webchat.test_webchat_stop_browser import stored
 from webchat import DIRECT_LINE
@@ -258,13 +259,15 @@ def principal(oid: str) -> dict[str, str]:
 async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_persons_chat(
     browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
-    server = await serve(aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice"))
+    server = await serve_signed_in(
+        aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice")
+    )
     context = await browser.new_context(locale="en-US", viewport={"width": 1000, "height": 800})
     alice, bob = (
         principal("0000000a-0000-0000-0000-00000000000a"),
         principal("0000000b-0000-0000-0000-00000000000b"),
     )
-    await context.set_extra_http_headers(alice)
+    await sign_in(context, server, alice)
     page = await context.new_page()
     grants: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -281,7 +284,7 @@ async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_person
     alices = grants[-1]
 
     # Bob signs in in the same tab (App Service now vouches for him).
-    await context.set_extra_http_headers(bob)
+    await sign_in(context, server, bob)
     await reload(page)
     assert grants[-1]["resumed"] is False
     assert grants[-1]["userId"] == "dl_0000000b-0000-0000-0000-00000000000b"
@@ -292,12 +295,12 @@ async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_person
     await page.screenshot(path=str(ARTIFACTS / "webchat-changed-sign-in.png"))
 
     # Signed out: asked to sign in, and the tab forgets the conversation it had.
-    await context.set_extra_http_headers({})
+    await sign_in(context, server, {})
     await page.reload()
     await page.locator("#status").filter(has_text=SIGN_IN).wait_for()
     assert await kept(page) is None
     # Alice signs in again in that tab: a new conversation, not Bob's.
-    await context.set_extra_http_headers(alice)
+    await sign_in(context, server, alice)
     await reload(page)
     assert grants[-1]["resumed"] is False
     assert grants[-1]["conversationId"] not in (

@@ -1,6 +1,7 @@
 """A person whose token requests hit the per-user limit (429 with Retry-After) is told so in
 their language, and the chat opens by itself once the wait is over. Headless Chromium against
-the real app signed in through App Service's headers. Screenshots go to test-artifacts/."""
+the real app signed in through App Service (tests/webchat/easy_auth.py). Screenshots go to
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app import create_app
 from config import Settings
 from tests.browser import ARTIFACTS
+from tests.webchat.easy_auth import serve_signed_in, sign_in
 from tests.webchat.test_webchat_browser import bot_texts, send, wait_until
 from tests.webchat.test_webchat_open_chats_per_user import principal
 from webchat.limits import TOKEN_BURST
@@ -32,7 +33,7 @@ async def test_a_page_over_the_limit_says_so_in_the_users_language_then_opens_th
     settings = make_settings(
         WEBCHAT_AUTH_MODE="appservice", AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="400"
     )
-    server = await aiohttp_server(create_app(settings))
+    server = await serve_signed_in(aiohttp_server, settings)
     signed_in = principal("00000000-0000-0000-0000-00000000c0de")
     # The same person opened the chat many times just before (a script, or a reload loop).
     async with aiohttp.ClientSession() as http:
@@ -42,9 +43,8 @@ async def test_a_page_over_the_limit_says_so_in_the_users_language_then_opens_th
             ) as response:
                 assert response.status == 200
 
-    context = await browser.new_context(
-        locale=locale, viewport={"width": 1000, "height": 800}, extra_http_headers=signed_in
-    )
+    context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
+    await sign_in(context, server, signed_in)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
