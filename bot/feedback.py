@@ -6,7 +6,8 @@ Teams sends `value: {"actionName": "feedback", "actionValue": {"reaction": "like
 the only record. Facts: shared/reference/bot-framework-teams-directline.md.
 
 A rating can be changed (each click is another invoke): the conversation's negative-feedback
-count follows the answers' current ratings (`FeedbackRecorder.record`). A rating is stored with
+count follows the answers' current ratings (`FeedbackRecorder.record`); a click changes the
+reaction and keeps the rater's own comment given earlier (with `/feedback`). A rating is stored with
 who gave it (in a group chat or channel, anyone may rate any answer): it is theirs to export and
 to have erased (`storage.ratings`).
 
@@ -27,8 +28,8 @@ from typing import Any, Literal
 from chat.kept import KeptWrites
 from storage.base import MessageStore
 from storage.ids import safe_id
-from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
-from storage.ratings import Ratings
+from storage.models import MAX_FEEDBACK_CHARS, Feedback, FeedbackUpdate, Message, Role
+from storage.ratings import Ratings, rerated
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,16 @@ class FeedbackSubmission:
     # Who rated: their user id as their own messages in that channel carry it
     # (`bot.handler.user_key`); in a shared conversation not necessarily the answer's user.
     rater: str
+    # Given in a Teams group chat or channel, where feedback that names nobody (stored before
+    # raters were recorded) cannot be told to be the rater's own (`storage.ratings.own_feedback`).
+    shared: bool = False
 
 
-def parse_feedback(raw: dict[str, Any], rater: str) -> FeedbackSubmission | None:
-    """The rating in a `message/submitAction` invoke, given by `rater`, or None when it is not a
-    feedback action."""
+def parse_feedback(
+    raw: dict[str, Any], rater: str, shared: bool = False
+) -> FeedbackSubmission | None:
+    """The rating in a `message/submitAction` invoke, given by `rater` (in a shared
+    conversation: `shared`), or None when it is not a feedback action."""
     value = raw.get("value")
     if not isinstance(value, dict) or value.get("actionName") != "feedback":
         return None
@@ -65,7 +71,9 @@ def parse_feedback(raw: dict[str, Any], rater: str) -> FeedbackSubmission | None
     reaction = action.get("reaction")
     if reaction not in ("like", "dislike"):
         return None
-    return FeedbackSubmission(reply_to, reaction, _feedback_text(action.get("feedback")), rater)
+    return FeedbackSubmission(
+        reply_to, reaction, _feedback_text(action.get("feedback")), rater, shared
+    )
 
 
 def _feedback_text(feedback: Any) -> str:
@@ -103,8 +111,12 @@ class FeedbackRecorder:
         submission: FeedbackSubmission,
         turns_settled: Callable[[], Awaitable[None]] | None = None,
     ) -> Message | None:
-        """Store the rating, with its rater, on the rated assistant message (replacing any
-        feedback it had, whoever gave that); None when that message is unknown.
+        """Store the rating, with its rater, on the rated assistant message; None when that
+        message is unknown. It replaces the feedback the answer had, except the rater's own
+        comments given earlier (with `/feedback` or with a button): those stay, and the text
+        given with this rating is added to them (`storage.ratings.rerated`, decided in the
+        store's write, so a comment stored meanwhile is kept too). Feedback someone else gave
+        is replaced whole.
 
         The conversation's negative-feedback total is the number of its answers whose rating is
         a dislike: a rating that makes an answer's rating a dislike adds one and flags the
@@ -127,8 +139,9 @@ class FeedbackRecorder:
         returned. StoreError when it can be neither stored nor kept.
         """
         conversation_id = safe_id(conversation_key)
-        feedback = Feedback(
-            reaction=submission.reaction, text=submission.text, user_id=submission.rater
+        feedback = rerated(
+            Feedback(reaction=submission.reaction, text=submission.text, user_id=submission.rater),
+            submission.shared,
         )
         rated, kept = await self._find(conversation_id, submission, feedback)
         if rated is None and turns_settled is not None:
@@ -155,7 +168,7 @@ class FeedbackRecorder:
         return change.message
 
     async def _find(
-        self, conversation_id: str, submission: FeedbackSubmission, feedback: Feedback
+        self, conversation_id: str, submission: FeedbackSubmission, feedback: FeedbackUpdate
     ) -> tuple[Message | None, bool]:
         """The rated answer, and whether it is kept (chat.kept) with `feedback` queued behind
         it. Kept answers are looked at first: one written meanwhile is no longer kept, and is

@@ -331,7 +331,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             return await super().on_invoke_activity(turn_context)
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         # In a group chat or channel the rater may be someone other than the answer's user.
-        submission = parse_feedback(raw, user_key(activity, raw))
+        submission = parse_feedback(raw, user_key(activity, raw), is_teams_shared(activity))
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
         key = conversation_key(activity.channel_id, activity.conversation.id)

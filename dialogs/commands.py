@@ -24,7 +24,7 @@ from controls.quotas import Quotas
 from storage.base import MessageStore
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
-from storage.ratings import Ratings
+from storage.ratings import Ratings, own_feedback, with_comment
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,6 @@ class Commands:
         log.info("feedback stored", extra={"reaction": written.reaction, "with_text": True})
 
 
-# Between two comments on one answer, as reviewers read them (the admin transcript shows the
-# feedback on one line, so a line break would not show).
-FEEDBACK_SEPARATOR = " | "
-
-
 def _rating(feedback: Feedback | None) -> tuple[Literal["like", "dislike"] | None, str, str]:
     if feedback is None:
         return (None, "", "")
@@ -272,25 +267,11 @@ def _commented(basis: Feedback | None, turn: TurnInput, comment: str) -> Feedbac
     recorded in a shared conversation, where whose it is cannot be told; in a 1:1 chat it can
     only be the user's own."""
     rater = turn.user_id
-    if basis is not None and (basis.user_id == rater or (not basis.user_id and not turn.shared)):
+    if basis is not None and own_feedback(basis, rater, turn.shared):
         return Feedback(
             reaction=basis.reaction, text=with_comment(basis.text, comment), user_id=rater
         )
     return Feedback(text=comment, user_id=rater)
-
-
-def with_comment(earlier: str, comment: str) -> str:
-    """`comment` after the comments already on an answer, within MAX_FEEDBACK_CHARS: the oldest
-    text is cut (from its start, marked with "…") when both do not fit. The same comment again
-    (a redelivered /feedback, or sent twice) adds nothing."""
-    if not earlier or earlier == comment or earlier.endswith(FEEDBACK_SEPARATOR + comment):
-        return earlier or comment
-    room = MAX_FEEDBACK_CHARS - len(FEEDBACK_SEPARATOR) - len(comment)
-    if room < 2:
-        return comment  # a comment of (nearly) the maximum length leaves no room for more
-    if len(earlier) > room:
-        earlier = "…" + earlier[len(earlier) - room + 1 :]
-    return earlier + FEEDBACK_SEPARATOR + comment
 
 
 def _share(used: int, limit: int, locale: str) -> str:

@@ -17,6 +17,7 @@ from storage.models import (
     CounterResult,
     Feedback,
     FeedbackChange,
+    FeedbackUpdate,
     Message,
     Page,
     SummaryDelta,
@@ -85,13 +86,15 @@ class MessageStore(Protocol):
         ...
 
     async def set_feedback(
-        self, conversation_id: str, message_id: str, feedback: Feedback
+        self, conversation_id: str, message_id: str, feedback: Feedback | FeedbackUpdate
     ) -> FeedbackChange | None:
         """Store feedback on a message, replacing any it had; None when that message does not
         exist. The feedback it replaced is read in the same atomic write (`FeedbackChange`): of
         two changes of one message's rating arriving together, the one stored second sees the
         first's, so a rating's effect on the conversation's negative-feedback count is decided
-        from it (`bot.feedback`). Nothing else of the message changes."""
+        from it (`bot.feedback`). Given a `FeedbackUpdate`, what is stored is decided from the
+        feedback it replaces, in that write (a rating keeps its rater's earlier comment:
+        `storage.ratings.rerated`). Nothing else of the message changes."""
         ...
 
     async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:

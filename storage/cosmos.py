@@ -85,6 +85,7 @@ from storage.models import (
     CounterResult,
     Feedback,
     FeedbackChange,
+    FeedbackUpdate,
     Message,
     Page,
     SummaryDelta,
@@ -1297,12 +1298,13 @@ class CosmosStore:
                     yield message
 
     async def set_feedback(
-        self, conversation_id: str, message_id: str, feedback: Feedback
+        self, conversation_id: str, message_id: str, feedback: Feedback | FeedbackUpdate
     ) -> FeedbackChange | None:
         """A point read for the feedback it replaces, then a patch of `/feedback` alone on the
         read's ETag (nothing else of the message is written, so a concurrent write of another
         field is not undone); a lost race (412) reads again, so the feedback replaced is the
-        one stored just before. A message deleted meanwhile (404) is None, as a missing one."""
+        one stored just before, and a `FeedbackUpdate` decides again from it. A message deleted
+        meanwhile (404) is None, as a missing one."""
         op = "set_feedback"
         container = self._container("messages")
         item_id = cosmos_id(message_id)
@@ -1312,6 +1314,7 @@ class CosmosStore:
                 if current is None:
                     return None
                 previous = Message.model_validate(_clean(current)).feedback
+                given = feedback if isinstance(feedback, Feedback) else feedback(previous)
                 # A rating renews the message: its expiry counts from it, as from any other
                 # write.
                 try:
@@ -1319,7 +1322,7 @@ class CosmosStore:
                         item_id,
                         conversation_id,
                         [
-                            {"op": "set", "path": "/feedback", "value": feedback.to_doc()},
+                            {"op": "set", "path": "/feedback", "value": given.to_doc()},
                             *self._renewed("messages", current),
                         ],
                         etag=current["_etag"],

@@ -80,6 +80,12 @@ class Feedback(Document):
     user_id: str = ""
 
 
+# A rating as the store is to keep it, given the feedback it replaces (None: none): decided
+# inside the store's atomic write (`MessageStore.set_feedback`), so feedback stored meanwhile
+# is what it sees (`storage.ratings.rerated`).
+FeedbackUpdate = Callable[[Feedback | None], Feedback]
+
+
 class Message(Document):
     """One message of a conversation (container `messages`, partition key `/conversationId`).
     Frozen: a read message may be shared between turns (`MessageDecoder`); a change is a

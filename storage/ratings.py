@@ -21,7 +21,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from storage.base import MessageStore, SummaryStore
-from storage.models import Feedback, FeedbackChange, Message, SummaryDelta, log_unreadable_summary
+from storage.models import (
+    MAX_FEEDBACK_CHARS,
+    Feedback,
+    FeedbackChange,
+    FeedbackUpdate,
+    Message,
+    SummaryDelta,
+    log_unreadable_summary,
+)
 from storage.summaries import NEGATIVE_FEEDBACK
 
 # The key under which a user's erasure counts the feedback it cleared from messages that stay
@@ -29,6 +37,51 @@ from storage.summaries import NEGATIVE_FEEDBACK
 FEEDBACK_CLEARED = "feedback"
 UNFLAGGED_UNREADABLE = "not flagged for a dislike (the rating is kept on its message)"
 UNCOUNTED_UNREADABLE = "not updated for a dislike taken back (the rating is kept on its message)"
+
+
+# Between two comments on one answer, as reviewers read them (the admin transcript shows the
+# feedback on one line, so a line break would not show).
+FEEDBACK_SEPARATOR = " | "
+
+
+def own_feedback(stored: Feedback | None, rater: str, shared: bool) -> bool:
+    """Whether the feedback stored on an answer is `rater`'s own. Feedback stored before raters
+    were recorded names nobody: in a 1:1 chat it can only be the user's own; in a shared
+    conversation (a Teams group chat or channel) whose it is cannot be told, so it is not."""
+    return stored is not None and (stored.user_id == rater or (not stored.user_id and not shared))
+
+
+def with_comment(earlier: str, comment: str) -> str:
+    """`comment` after the comments already on an answer, within MAX_FEEDBACK_CHARS: the oldest
+    text is cut (from its start, marked with "…") when both do not fit. The same comment again
+    (a redelivered /feedback, or sent twice) adds nothing, nor does none (a bare rating)."""
+    if not comment:
+        return earlier
+    if not earlier or earlier == comment or earlier.endswith(FEEDBACK_SEPARATOR + comment):
+        return earlier or comment
+    room = MAX_FEEDBACK_CHARS - len(FEEDBACK_SEPARATOR) - len(comment)
+    if room < 2:
+        return comment  # a comment of (nearly) the maximum length leaves no room for more
+    if len(earlier) > room:
+        earlier = "…" + earlier[len(earlier) - room + 1 :]
+    return earlier + FEEDBACK_SEPARATOR + comment
+
+
+def rerated(rating: Feedback, shared: bool) -> FeedbackUpdate:
+    """What a like/dislike (`rating`, with the text given with it) stores on an answer, decided
+    from the feedback it replaces in the store's write (`MessageStore.set_feedback`): the
+    rater's own comments given earlier (with `/feedback`, or with a button) stay and the new
+    text is added to them, as `/feedback` adds a comment to their rating; only the reaction
+    changes. Feedback someone else gave (in a group chat or channel) is replaced whole, as a
+    rating by another's click: neither their words nor their reaction may be stored as this
+    rater's."""
+
+    def update(previous: Feedback | None) -> Feedback:
+        if previous is None or not own_feedback(previous, rating.user_id, shared):
+            return rating
+        return rating.model_copy(update={"text": with_comment(previous.text, rating.text)})
+
+    return update
 
 
 def disliked(feedback: Feedback | None) -> int:
@@ -82,9 +135,10 @@ class Ratings:
         self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def store(
-        self, conversation_id: str, rated: Message, feedback: Feedback
+        self, conversation_id: str, rated: Message, feedback: Feedback | FeedbackUpdate
     ) -> FeedbackChange | None:
-        """`feedback` on the rated answer, replacing what it had (`set_feedback`), then counted:
+        """`feedback` on the rated answer, replacing what it had (`set_feedback`; an update
+        decides from that, in the same write: `rerated`), then counted:
         a change that makes the answer's rating a dislike adds one and flags the conversation
         for review (admin filter `negative_feedback`), one that takes a dislike away takes one
         away (the flag reason goes when none is left). What it replaced is what the store's

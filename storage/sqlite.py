@@ -70,6 +70,7 @@ from storage.models import (
     CounterResult,
     Feedback,
     FeedbackChange,
+    FeedbackUpdate,
     Message,
     MessageDecoder,
     Page,
@@ -1078,7 +1079,7 @@ class SqliteStore:
                 yield message
 
     async def set_feedback(
-        self, conversation_id: str, message_id: str, feedback: Feedback
+        self, conversation_id: str, message_id: str, feedback: Feedback | FeedbackUpdate
     ) -> FeedbackChange | None:
         def update(db: sqlite3.Connection) -> FeedbackChange | None:
             # The read and the write in one transaction: the feedback replaced is the stored one.
@@ -1089,7 +1090,8 @@ class SqliteStore:
             if row is None:
                 return None
             stored = Message.model_validate_json(row[0])
-            message = stored.model_copy(update={"feedback": feedback})
+            given = feedback if isinstance(feedback, Feedback) else feedback(stored.feedback)
+            message = stored.model_copy(update={"feedback": given})
             # A write renews the retention, as a Cosmos item's counts from its last write.
             db.execute(
                 "UPDATE messages SET doc = ?, written_at = ?, rater = ?"

@@ -94,7 +94,8 @@ async def test_repeated_dislike_of_one_message_counts_once(
 
     store = bot.server.app[STORE]
     _, answer = await store.conversation_messages(CONVERSATION_ID)
-    assert answer.feedback is not None and answer.feedback.text == "still bad"
+    # The user's own earlier text stays, the new one is added to it.
+    assert answer.feedback is not None and answer.feedback.text == "bad | still bad"
     summary = await store.find_summary(CONVERSATION_ID)
     assert summary is not None and summary.negative_feedback_count == 1
 
