@@ -235,6 +235,7 @@
         outcome.settled = true;
         outcome.taken = taken;
         outcome.resolve();
+        if (taken) forgetUnsentNote(current);
       }
       return {
         subscribe: function (observer) {
@@ -257,6 +258,14 @@
     };
   }
 
+  // A message went through after a start over: what did not go through before is no longer
+  // the news (the restart still explains why the assistant forgot the earlier messages).
+  function forgetUnsentNote(current) {
+    if (!current.unsentNote) return;
+    if (byId('status').textContent === current.unsentNote) showNote(text.startedOver);
+    current.unsentNote = null;
+  }
+
   // Posts still under way when a chat is refused get a few seconds to settle (DirectLineJS gives
   // up on one after 20 s): what they come to decides what goes back into the send box.
   function settled(current, milliseconds) {
@@ -268,6 +277,7 @@
   // What the refused chat leaves: its messages, shown again in the new chat for reading (no
   // thumbs: the new conversation cannot rate them), and the text that did not go through (posts
   // not taken, and what is still in the send box), for the new send box. Nothing is sent again.
+  // `failed`: a post was not taken (a draft never sent did not fail: it only stays in the box).
   function leftover(current) {
     var state = current.store.getState();
     var earlier = [];
@@ -284,8 +294,9 @@
       }
       earlier.push(forReading(activity, index));
     });
+    var failed = unsent.length > 0;
     if (state.sendBoxValue) unsent.push(state.sendBoxValue);
-    return { earlier: earlier, unsent: unsent.join('\n') };
+    return { earlier: earlier, unsent: unsent.join('\n'), failed: failed };
   }
 
   function forReading(activity, index) {
@@ -332,7 +343,13 @@
     if (left.unsent) {
       store.dispatch({ type: 'WEB_CHAT/SET_SEND_BOX', payload: { text: left.unsent } });
     }
-    showNote(left.unsent ? text.startedOver + ' ' + text.unsentKept : text.startedOver);
+    if (left.failed) {
+      // Said until a message of the new chat goes through (`followPosts`).
+      chat.unsentNote = text.startedOver + ' ' + text.unsentKept;
+      showNote(chat.unsentNote);
+    } else {
+      showNote(text.startedOver);
+    }
     var input = sendBox();
     if (input) input.focus();
   }
@@ -612,7 +629,9 @@
       replacement: Boolean(how.replacement),
       online: false,
       over: false,
-      posts: {}
+      posts: {},
+      // The status line's note after a start over that put a failed message back (`startOver`).
+      unsentNote: null
     };
     chat = current;
     current.store = store = window.WebChat.createStore({}, watchFeedback(current));
