@@ -1011,9 +1011,18 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> De
             counts["usage"] += usage
         return dict(counts)
 
+    async def late(before: datetime) -> dict[str, int]:
+        if context.open_conversations is not None:
+            context.open_conversations.forget_users(stored_ids)
+        # Their usage stays: after the erasure it counts their turns since (their quota).
+        counts: Counter[str] = Counter()
+        for stored_id in stored_ids:
+            counts.update(await context.store.delete_late_writes_of_user(stored_id, before))
+        return dict(counts)
+
     target = _audited_as(context, user_id)
     erasing = functools.partial(context.recent_erasures.record, user_ids=stored_ids)
-    return await _erase(request, "delete_user", target, {}, erase, erasing)
+    return await _erase(request, "delete_user", target, {}, erase, erasing, late)
 
 
 async def _erase(
@@ -1023,18 +1032,30 @@ async def _erase(
     requested: dict[str, Any],
     erase: Callable[[], Awaitable[dict[str, int]]],
     erasing: Callable[[], None],
+    late: Callable[[datetime], Awaitable[dict[str, int]]],
 ) -> Deletion:
     """A deletion (`erase`, which says what it deleted) in two passes. `erasing` records it
     for this process's turns, which store nothing of it from then on (storage/erasures.py);
-    what turns elsewhere store after the first pass, the second deletes, even after a
-    failure part-way. Audited as the request (with `requested`), before anything is
+    what turns elsewhere that began before the first pass store after it, the second deletes
+    (`late`, given when the first began: storage/late.py), and nothing the user or the
+    conversation did after it; after a first pass that failed part-way, the second runs it
+    whole again. Audited as the request (with `requested`), before anything is
     deleted (a 503 here deletes nothing, because a deletion can fail part-way and still have
     removed data), then the first pass's outcome (with when the second is due) and the
     second's, all under `target` and one `erasure` id."""
     erasure = {"erasure": uuid.uuid4().hex[:12]}
     await _audit(request, action, target, {"outcome": "requested", **requested, **erasure})
+    # Before this process's turns are told: a message that arrives from now on is after it.
+    began = datetime.now(UTC)
     erasing()
-    due = _schedule_second_pass(request, action, target, erase, erasure)
+    first_pass: list[bool] = []  # [True] once it has deleted everything
+
+    async def second_pass() -> tuple[dict[str, int], datetime | None]:
+        if first_pass:
+            return await late(began), began
+        return await erase(), None
+
+    due = _schedule_second_pass(request, action, target, second_pass, erasure)
     if due is not None:
         erasure["secondPassDue"] = _iso(due)
     try:
@@ -1042,6 +1063,7 @@ async def _erase(
     except StoreError:
         await _audit_outcome(request, action, target, {"outcome": "failed_part_way", **erasure})
         raise
+    first_pass.append(True)
     outcome = {"outcome": "deleted", "deleted": deleted, **erasure}
     await _audit_outcome(request, action, target, outcome)
     return Deletion(deleted, due)
@@ -1051,12 +1073,14 @@ def _schedule_second_pass(
     request: web.Request,
     action: str,
     target: str,
-    erase: Callable[[], Awaitable[dict[str, int]]],
+    erase: Callable[[], Awaitable[tuple[dict[str, int], datetime | None]]],
     erasure: dict[str, str],
 ) -> datetime | None:
     """The deletion's second pass (admin/erasures.py), audited as the admin who asked for it.
-    Its record says `completed` with what it deleted (nothing, unless a turn stored something
-    after the first pass), `cutShort` when the shutdown ran it early, or
+    Its record says `completed` with what it deleted (nothing, unless a turn that began before
+    the first pass stored something after it) and `lateWritesBefore`, when the first pass
+    began (what it deleted stems from turns before then; absent when the first pass had
+    failed and this one ran it whole again), `cutShort` when the shutdown ran it early, or
     `second_pass_failed`."""
     context = request.app[CONTEXT]
     if context.second_passes is None:
@@ -1066,16 +1090,18 @@ def _schedule_second_pass(
     async def second_pass(cut_short: bool) -> None:
         detail: dict[str, Any] = {**erasure, "cutShort": True} if cut_short else dict(erasure)
         try:
-            deleted = await erase()
+            deleted, before = await erase()
         except StoreError:
             log.exception("admin: a deletion's second pass failed", extra=erasure)
             detail |= {"outcome": "second_pass_failed"}
         else:
             detail |= {"outcome": "completed", "deleted": deleted}
+            if before is not None:
+                detail["lateWritesBefore"] = before.isoformat().replace("+00:00", "Z")
             if any(deleted.values()):
-                # What a turn running elsewhere stored after the first pass.
+                # What a turn that began before the first pass stored after it, elsewhere.
                 log.info(
-                    "admin: a deletion's second pass deleted what was stored after the first",
+                    "admin: a deletion's second pass deleted late writes of earlier turns",
                     extra={**erasure, **deleted},
                 )
         record = _audit_record(principal, client_ip, action, target, detail)
@@ -1130,8 +1156,13 @@ async def _delete_conversation(
             context.open_conversations.forget_conversation(conversation_id)
         return await context.store.delete_conversation(conversation_id)
 
+    async def late(before: datetime) -> dict[str, int]:
+        if context.open_conversations is not None:
+            context.open_conversations.forget_conversation(conversation_id)
+        return await context.store.delete_late_writes_of_conversation(conversation_id, before)
+
     return await _erase(
-        request, "delete_conversation", conversation_id, {"reason": reason}, erase, erasing
+        request, "delete_conversation", conversation_id, {"reason": reason}, erase, erasing, late
     )
 
 

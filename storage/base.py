@@ -326,6 +326,29 @@ class UserDataStore(Protocol):
         find the conversation again. Idempotent: what is already gone counts 0."""
         ...
 
+    async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
+        """An erasure's second pass (`storage.late`): what turns that began before `before`
+        (the first pass, `delete_user`) stored since, and nothing the user did after it. Their
+        messages from such turns (prompts that arrived before it, answers to those, answers
+        whose prompt the first pass deleted) are deleted, in their own conversations and
+        in shared ones; a summary with no message left is deleted (counted as `conversations`
+        when it is the user's), and one with messages left no longer counts the deleted ones
+        (its title is cleared when it may be their words). State documents they own go when
+        they hold a message waiting for consent since before `before`. Counts as `delete_user`
+        gives them; usage documents and feedback are not touched. Idempotent."""
+        ...
+
+    async def delete_late_writes_of_conversation(
+        self, conversation_id: str, before: datetime
+    ) -> dict[str, int]:
+        """`delete_late_writes_of_user` for one deleted conversation (`delete_conversation`):
+        its messages from turns that began before `before`, whoever wrote them; its summary
+        when no message is left (`conversations`: 1), or lowered by them; the state documents
+        written with it as their conversation that hold a message waiting for consent since
+        before `before`. New messages, a message waiting for consent asked after it, and the
+        dialog state of turns after it stay."""
+        ...
+
 
 class Store(
     MessageStore, SummaryStore, CounterStore, AuditStore, StateStore, UserDataStore, Protocol
@@ -391,6 +414,8 @@ WRITE_OPERATIONS = frozenset(
         "delete_state",
         "delete_user",
         "delete_conversation",
+        "delete_late_writes_of_user",
+        "delete_late_writes_of_conversation",
         "purge_expired",
     }
 )

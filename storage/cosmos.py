@@ -77,6 +77,12 @@ from storage.botstate import (
 )
 from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
+from storage.late import (
+    LATE_UNREADABLE_MESSAGE,
+    state_from_before,
+    stems_from_before,
+    summary_after,
+)
 from storage.models import (
     SKIPPED,
     AuditRecord,
@@ -2358,26 +2364,25 @@ class CosmosStore:
         return ConversationCount(total=len(summaries), unreadable=unreadable)
 
     async def _shared_summary(
-        self, conversation_id: str, user_id: str, op: str
+        self, conversation_id: str, user_id: str | None, op: str
     ) -> dict[str, Any] | None:
         """The stored summary of a conversation owned by someone other than `user_id` (a shared
-        one), found across the /userId partitions."""
-        async for doc in self._query(
-            self._container("conversations"),
-            op,
-            "SELECT * FROM c WHERE c.conversationId = @cid AND c.userId != @uid",
-            [
-                {"name": "@cid", "value": conversation_id},
-                {"name": "@uid", "value": user_id},
-            ],
-        ):
+        one; None: whoever owns it), found across the /userId partitions."""
+        query, params = (
+            "SELECT * FROM c WHERE c.conversationId = @cid",
+            [{"name": "@cid", "value": conversation_id}],
+        )
+        if user_id is not None:
+            query += " AND c.userId != @uid"
+            params.append({"name": "@uid", "value": user_id})
+        async for doc in self._query(self._container("conversations"), op, query, params):
             return doc
         return None
 
     async def _rewrite_shared_summary(
         self,
         conversation_id: str,
-        user_id: str,
+        user_id: str | None,
         op: str,
         decide: Callable[[dict[str, Any]], Awaitable[_SummaryRewrite]],
         doing: str,
@@ -2660,6 +2665,135 @@ class CosmosStore:
         if feedback:
             counts[FEEDBACK_CLEARED] = feedback
         return counts
+
+    async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
+        """The same reads as `delete_user`: the summaries the user owns (one partition), every
+        message of those conversations and the user's messages anywhere else (one
+        cross-partition query), and the state documents they own."""
+        op = "delete_late_writes_of_user"
+        delete = self._deleter(op)
+        async with self._guard(op):
+            states = await self._delete_late_states(
+                await self._user_states(user_id, op), before, delete
+            )
+            owned = {_conversation_of(doc) for doc in await self._user_conversations(user_id, op)}
+            found: dict[str, list[dict[str, Any]]] = {}
+            for doc in await self._user_messages(user_id, sorted(owned), op):
+                conversation_id = _message_conversation(doc)
+                # In someone else's (shared) conversation, only the user's messages are theirs.
+                if conversation_id in owned or doc.get("userId") == user_id:
+                    found.setdefault(conversation_id, []).append(doc)
+            messages = conversations = 0
+            for conversation_id in sorted(owned | found.keys()):
+                deleted, summary = await self._delete_late_in(
+                    conversation_id, found.get(conversation_id, []), before, op, delete
+                )
+                messages += deleted
+                if summary == "delete" and conversation_id in owned:
+                    conversations += 1
+        return {"conversations": conversations, "messages": messages, "states": states}
+
+    async def delete_late_writes_of_conversation(
+        self, conversation_id: str, before: datetime
+    ) -> dict[str, int]:
+        """Its messages (one partition), its state documents (by their `conversation`, across
+        partitions) and its summary (across the /userId partitions)."""
+        op = "delete_late_writes_of_conversation"
+        delete = self._deleter(op)
+        async with self._guard(op):
+            documents = [
+                doc
+                async for doc in self._query(
+                    self._container("messages"),
+                    op,
+                    "SELECT * FROM c WHERE c.conversationId = @cid",
+                    [{"name": "@cid", "value": conversation_id}],
+                    partition_key=conversation_id,
+                )
+            ]
+            messages, summary = await self._delete_late_in(
+                conversation_id, documents, before, op, delete
+            )
+            found_states = [
+                doc
+                async for doc in self._query(
+                    self._container("botstate"),
+                    op,
+                    "SELECT * FROM c WHERE c.conversation = @cid",
+                    [{"name": "@cid", "value": conversation_id}],
+                )
+            ]
+            states = await self._delete_late_states(found_states, before, delete)
+        return {
+            "conversations": int(summary == "delete"),
+            "messages": messages,
+            "states": states,
+        }
+
+    async def _delete_late_in(
+        self,
+        conversation_id: str,
+        documents: list[dict[str, Any]],
+        before: datetime,
+        op: str,
+        delete: Callable[[ContainerProxy, str, str], Awaitable[int]],
+    ) -> tuple[int, str | None]:
+        """An erasure's second pass in one conversation (`storage.late`): of `documents` (its
+        messages that are the erased user's or conversation's, which hold the prompts of their
+        answers), those from turns that began before `before` are deleted; then its summary is
+        deleted when no message of it is left, or else lowered by what this call deleted (a
+        lost race decides again, as `_rewrite_shared_summary` does). How many messages were
+        deleted, and what was done to the summary."""
+        read = [
+            (doc, readable_message(_clean(doc), conversation_id, LATE_UNREADABLE_MESSAGE))
+            for doc in documents
+        ]
+        prompts = {m.id: m for _, m in read if m is not None}
+        late = [(doc, m) for doc, m in read if stems_from_before(m, prompts, before)]
+        container = self._container("messages")
+        deleted = await asyncio.gather(
+            *(delete(container, doc["id"], doc["conversationId"]) for doc, _ in late)
+        )
+        gone = [m for (_, m), done in zip(late, deleted, strict=True) if done]
+
+        async def decide(current: dict[str, Any]) -> _SummaryRewrite:
+            left = [
+                doc
+                async for doc in self._query(
+                    container,
+                    op,
+                    "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
+                    [{"name": "@cid", "value": conversation_id}],
+                    partition_key=conversation_id,
+                    page_size=1,
+                )
+            ]
+            if not left:
+                return "delete"
+            summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
+            lowered = None if summary is None else summary_after(summary, gone, prompts)
+            return None if lowered is None else self._summary_doc(lowered, _applied_deltas(current))
+
+        done = await self._rewrite_shared_summary(
+            conversation_id, None, op, decide, "an erasure's second pass"
+        )
+        return sum(deleted), done
+
+    async def _delete_late_states(
+        self,
+        documents: list[dict[str, Any]],
+        before: datetime,
+        delete: Callable[[ContainerProxy, str, str], Awaitable[int]],
+    ) -> int:
+        """An erasure's second pass: the state documents among these that hold what a turn from
+        before `before` stored (`storage.late.state_from_before`)."""
+        container = self._container("botstate")
+        late = [
+            doc["id"]
+            for doc in documents
+            if isinstance(doc.get("document"), dict) and state_from_before(doc["document"], before)
+        ]
+        return sum(await asyncio.gather(*(delete(container, key, key) for key in late)))
 
     async def delete_conversation(self, conversation_id: str) -> dict[str, int]:
         """Its messages first (one partition), then its state documents, the summary last: if

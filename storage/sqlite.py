@@ -62,6 +62,12 @@ from storage.botstate import (
     report_legacy_owners,
 )
 from storage.cursors import decode_cursor, encode_cursor
+from storage.late import (
+    LATE_UNREADABLE_MESSAGE,
+    state_from_before,
+    stems_from_before,
+    summary_after,
+)
 from storage.models import (
     SKIPPED,
     AuditRecord,
@@ -697,6 +703,66 @@ def _clear_feedback_given(db: sqlite3.Connection, user_id: str) -> int:
                 ),
             )
     return cleared
+
+
+def _delete_late_in(
+    db: sqlite3.Connection,
+    conversation_id: str,
+    theirs: str | None,
+    before: datetime,
+    gone: set[tuple[str, str]],
+) -> tuple[int, str | None]:
+    """An erasure's second pass in one conversation (`storage.late`): its messages from turns
+    that began before `before` (only `theirs`, the erased user's, when not None) are deleted,
+    then its summary is deleted when no message is left, or else lowered by them. How many
+    messages were deleted, and the owner of the summary when it was deleted."""
+    every: dict[str, Message | None] = {}
+    candidates: list[str] = []
+    for message_id, owner, doc in db.execute(
+        "SELECT id, user_id, doc FROM messages WHERE conversation_id = ?", (conversation_id,)
+    ).fetchall():
+        mine = theirs is None or owner == theirs
+        outcome = LATE_UNREADABLE_MESSAGE if mine else SKIPPED
+        every[message_id] = readable_message(doc, conversation_id, outcome)
+        if mine:
+            candidates.append(message_id)
+    late = [m for m in candidates if stems_from_before(every[m], every, before)]
+    for message_id in late:
+        db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND id = ?",
+            (conversation_id, message_id),
+        )
+        gone.add((conversation_id, message_id))
+    row = db.execute(
+        "SELECT user_id, doc FROM conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None:
+        return len(late), None
+    if len(late) == len(every):
+        db.execute("DELETE FROM conversations WHERE conversation_id = ?", (conversation_id,))
+        return len(late), str(row[0])
+    summary = readable_summary(row[1], conversation_id, UNLOWERED_UNREADABLE)
+    lowered = None if summary is None else summary_after(summary, [every[m] for m in late], every)
+    if lowered is not None:
+        db.execute(
+            "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+            (json.dumps(lowered.to_doc()), conversation_id),
+        )
+    return len(late), None
+
+
+def _delete_late_states(db: sqlite3.Connection, select: str, value: str, before: datetime) -> int:
+    """An erasure's second pass: the state documents `select` finds that hold what a turn from
+    before `before` stored (`storage.late.state_from_before`)."""
+    deleted = 0
+    for key, doc in db.execute(select, (value,)).fetchall():
+        try:
+            document = json.loads(doc)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and state_from_before(document, before):
+            deleted += db.execute("DELETE FROM botstate WHERE key = ?", (key,)).rowcount
+    return deleted
 
 
 class _OwnerEvidence:
@@ -1826,6 +1892,70 @@ class SqliteStore:
         counts = await self._run(lambda db: _atomic(db, delete), order=conversation_id)
         self._window_messages.forget(lambda m: m.conversation_id == conversation_id)
         await self._erased()
+        return counts
+
+    async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
+        """In one transaction: `storage.late` decides, per conversation the user owns or wrote
+        in."""
+
+        def delete(db: sqlite3.Connection) -> tuple[dict[str, int], set[tuple[str, str]]]:
+            owned = {
+                str(row[0])
+                for row in db.execute(
+                    "SELECT conversation_id FROM conversations WHERE user_id = ?", (user_id,)
+                )
+            }
+            wrote_in = {
+                str(row[0])
+                for row in db.execute(
+                    "SELECT DISTINCT conversation_id FROM messages WHERE user_id = ?", (user_id,)
+                )
+            }
+            counts = {"conversations": 0, "messages": 0, "states": 0}
+            gone: set[tuple[str, str]] = set()
+            for conversation_id in sorted(owned | wrote_in):
+                # In someone else's (shared) conversation, only the user's messages are theirs.
+                theirs = None if conversation_id in owned else user_id
+                messages, summary_owner = _delete_late_in(db, conversation_id, theirs, before, gone)
+                counts["messages"] += messages
+                if summary_owner == user_id:
+                    counts["conversations"] += 1
+            counts["states"] = _delete_late_states(
+                db, "SELECT key, doc FROM botstate WHERE owner = ?", user_id, before
+            )
+            return counts, gone
+
+        counts, gone = await self._run(lambda db: _atomic(db, delete))
+        if gone:
+            self._window_messages.forget(lambda m: (m.conversation_id, m.id) in gone)
+            await self._erased()
+        return counts
+
+    async def delete_late_writes_of_conversation(
+        self, conversation_id: str, before: datetime
+    ) -> dict[str, int]:
+        """In one transaction, on the worker behind the conversation's queued calls."""
+
+        def delete(db: sqlite3.Connection) -> tuple[dict[str, int], set[tuple[str, str]]]:
+            gone: set[tuple[str, str]] = set()
+            messages, summary_owner = _delete_late_in(db, conversation_id, None, before, gone)
+            states = _delete_late_states(
+                db,
+                "SELECT key, doc FROM botstate WHERE conversation_id = ?",
+                conversation_id,
+                before,
+            )
+            counts = {
+                "conversations": int(summary_owner is not None),
+                "messages": messages,
+                "states": states,
+            }
+            return counts, gone
+
+        counts, gone = await self._run(lambda db: _atomic(db, delete), order=conversation_id)
+        if gone:
+            self._window_messages.forget(lambda m: (m.conversation_id, m.id) in gone)
+            await self._erased()
         return counts
 
     # --- retention

@@ -423,6 +423,22 @@ class FaultyStore:
             lambda: self.inner.delete_conversation(conversation_id),
         )
 
+    async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
+        return await self._call(
+            "delete_late_writes_of_user",
+            (user_id, before),
+            lambda: self.inner.delete_late_writes_of_user(user_id, before),
+        )
+
+    async def delete_late_writes_of_conversation(
+        self, conversation_id: str, before: datetime
+    ) -> dict[str, int]:
+        return await self._call(
+            "delete_late_writes_of_conversation",
+            (conversation_id, before),
+            lambda: self.inner.delete_late_writes_of_conversation(conversation_id, before),
+        )
+
 
 def faulty(seed: int = 0) -> tuple[Callable[[Store], Store], Callable[[], FaultyStore]]:
     """A `store_wrapper` for `create_app` and a getter for the FaultyStore it made."""
