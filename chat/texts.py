@@ -71,7 +71,8 @@ _UTC_ZONES = frozenset(
     | {f"Etc/{name}" for name in ("UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0")}
     | {"Etc/GMT+0", "Etc/GMT-0", "Etc/Greenwich"}
 )
-# Zones said in words (texts.yaml); any other is said by its name and its offset from UTC.
+# Zones said in words (texts.yaml); any other is said by its name and its offset from UTC (in
+# Japanese by the offset alone: the names are English).
 _ZONE_WORDS = {"Asia/Tokyo": "zone_japan", "Japan": "zone_japan"}
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -91,7 +92,8 @@ def time_zone(name: str) -> ZoneInfo | None:
 def moment_text(at: datetime, locale: str | None, zone_name: str = "") -> str:
     """A moment (when a quota's day ends) as the notices say it: in the user's time zone when
     the channel gave a known one ("9:00 AM Japan time on Nov 24", "日本時間11月24日 9:00"; any
-    other zone by its name and UTC offset), else in UTC, saying so ("00:00 UTC on Nov 24")."""
+    other zone by its name and UTC offset, in Japanese by the offset alone: "UTC-5の11月23日
+    19:00"), else in UTC, saying so ("00:00 UTC on Nov 24")."""
     zone = time_zone(zone_name) if zone_name else None
     english = language_of(locale) == "en"
     if zone is None or zone_name in _UTC_ZONES:

@@ -212,3 +212,28 @@ async def test_web_chat_usage_says_the_reset_in_the_browsers_time_zone(
     lines = replies[-1]["text"].split("\n\n")
     assert lines[1] == expected.format(**values)
     await session.close()
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "Europe/London"])
+async def test_japanese_usage_says_another_zone_by_its_utc_offset_not_its_english_name(
+    controlled_app: ControlledApp, clock: FakeClock, zone: str
+) -> None:
+    client = await controlled_app()
+    session = await open_session(client)
+    there = day_window(clock()).resets_at.astimezone(ZoneInfo(zone))
+    offset = there.utcoffset()
+    assert offset is not None
+    hours, minutes = divmod(round(offset.total_seconds() / 60), 60)
+    said = f"{hours:+d}:{minutes:02d}" if minutes else f"{hours:+d}"
+    before = len(await session.wait_for_bot_messages(0))
+
+    await session.say("/利用状況", locale="ja-JP", localTimezone=zone)
+
+    replies = await session.wait_for_bot_messages(before + 1)
+    lines = replies[-1]["text"].split("\n\n")
+    assert lines[1] == (
+        "前回のリセット以降のトークン使用量: 0（1日の上限: 1,000,000、次回のリセット: "
+        f"UTC{said}の{there.month}月{there.day}日 {there.hour}:{there.minute:02d}）。"
+    )
+    assert zone.split("/")[0] not in replies[-1]["text"]
+    await session.close()

@@ -98,13 +98,18 @@ def test_each_quota_refusal_says_the_wait_and_the_numbers_the_same_way_in_both_l
     ("zone", "english", "japanese"),
     [
         ("Asia/Tokyo", "9:00 AM Japan time on Nov 22", "日本時間11月22日 9:00"),
-        # Any other zone by its name and its offset at that moment (here: standard time).
+        # Any other zone by its name and its offset at that moment (here: standard time); in
+        # Japanese by the offset alone (the names are English).
         (
             "America/New_York",
             "7:00 PM America/New York time (UTC-5) on Nov 21",
-            "America/New York時間（UTC-5）11月21日 19:00",
+            "UTC-5の11月21日 19:00",
         ),
-        ("Asia/Kolkata", "5:30 AM Asia/Kolkata time (UTC+5:30) on Nov 22", None),
+        (
+            "Asia/Kolkata",
+            "5:30 AM Asia/Kolkata time (UTC+5:30) on Nov 22",
+            "UTC+5:30の11月22日 5:30",
+        ),
         ("Etc/GMT-9", "9:00 AM UTC+9 on Nov 22", "UTC+9の11月22日 9:00"),
         # UTC itself, and whatever is no known zone: UTC, said plainly.
         ("Etc/UTC", "00:00 UTC on Nov 22", "協定世界時（UTC）11月22日 0:00"),
