@@ -184,8 +184,12 @@ class Admission:
 class TurnGuard(Protocol):
     """Enterprise controls around the model call (token quotas: reserve, then settle)."""
 
-    async def admit(self, turn: TurnInput, estimated_tokens: int) -> Admission:
-        """Reserve `estimated_tokens` (prompt + max output tokens) or refuse."""
+    async def admit(
+        self, turn: TurnInput, estimated_tokens: int, *, with_earlier: bool
+    ) -> Admission:
+        """Reserve `estimated_tokens` (prompt + max output tokens) or refuse. `with_earlier`:
+        the window holds earlier messages besides the current one (a refusal may then suggest
+        /new; alone, a new conversation would need as much)."""
         ...
 
 
@@ -737,7 +741,9 @@ class ChatService:
 
         if self._guard is not None:
             estimate = window.prompt_tokens + self._max_output_tokens
-            admission = await self._guard.admit(turn, estimate)
+            # The system prompt and the current message are always there.
+            with_earlier = len(window.messages) > 2
+            admission = await self._guard.admit(turn, estimate, with_earlier=with_earlier)
             if admission.refusal is not None:
                 outcome.status = "quota_exceeded"
                 await _notify(channel, admission.refusal, outcome)

@@ -14,8 +14,12 @@ from storage.base import StoreError
 log = logging.getLogger(__name__)
 
 
-def refusal_text(exceeded: QuotaExceeded, locale: str, time_zone: str = "") -> str:
-    """`time_zone`: the user's (TurnInput.time_zone), in which the reset is said; "": UTC."""
+def refusal_text(
+    exceeded: QuotaExceeded, locale: str, time_zone: str = "", *, with_earlier: bool = True
+) -> str:
+    """`time_zone`: the user's (TurnInput.time_zone), in which the reset is said; "": UTC.
+    `with_earlier`: the message that did not fit went with earlier messages of the conversation
+    (its window); without them there is no conversation to mention and /new would not help."""
     wait = wait_text(exceeded.seconds_left, locale)
     if exceeded.kind is LimitKind.USER_REQUESTS_PER_MINUTE:
         return localize("quota_requests_per_minute", locale, limit=exceeded.limit, wait=wait)
@@ -25,7 +29,9 @@ def refusal_text(exceeded: QuotaExceeded, locale: str, time_zone: str = "") -> s
             # Some of the organization's limit is left, not enough for this message with its
             # context: "reached" would contradict /usage. The tenant's numbers are not shown.
             return localize(
-                "quota_tenant_tokens_not_enough",
+                "quota_tenant_tokens_not_enough"
+                if with_earlier
+                else "quota_tenant_tokens_not_enough_alone",
                 locale,
                 needed=exceeded.requested,
                 reset=reset,
@@ -36,7 +42,9 @@ def refusal_text(exceeded: QuotaExceeded, locale: str, time_zone: str = "") -> s
         if exceeded.requested:
             # Some of the limit is left, just not enough for this message with its context.
             return localize(
-                "quota_user_tokens_not_enough",
+                "quota_user_tokens_not_enough"
+                if with_earlier
+                else "quota_user_tokens_not_enough_alone",
                 locale,
                 needed=exceeded.requested,
                 limit=exceeded.limit,
@@ -62,7 +70,9 @@ class QuotaGuard:
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
 
-    async def admit(self, turn: TurnInput, estimated_tokens: int) -> Admission:
+    async def admit(
+        self, turn: TurnInput, estimated_tokens: int, *, with_earlier: bool
+    ) -> Admission:
         try:
             # Usually inside what the gate reserved upfront for this turn: no store write.
             result = await self._quotas.reserve_tokens(
@@ -74,7 +84,9 @@ class QuotaGuard:
             log.exception("token quota could not be checked; the turn goes ahead uncounted")
             return Admission()
         if isinstance(result, QuotaExceeded):
-            return Admission(refusal=refusal_text(result, turn.locale, turn.time_zone))
+            return Admission(
+                refusal=refusal_text(result, turn.locale, turn.time_zone, with_earlier=with_earlier)
+            )
         return Admission(settle=self._settler(result))
 
     def _settler(self, reservation: TokenReservation) -> Callable[[int | None], Awaitable[None]]:

@@ -80,11 +80,9 @@ async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
     chat = Chat(client, connector)
 
     refused = await chat.send("Please read this. " + "word " * 800)
-    assert refused["text"].startswith("Your message and the earlier conversation together need")
-    assert (
-        "your daily limit (1,000 tokens) until it resets" in refused["text"]
-        and "/new" in refused["text"]
-    )
+    # The conversation's first message: no earlier conversation, so no /new advice.
+    assert refused["text"].startswith("Your message needs about")
+    assert "your daily limit (1,000 tokens) until it resets" in refused["text"]
     [prompt] = await chat.store.conversation_messages(conversation(chat))
     assert prompt.status is MessageStatus.ERROR and prompt.error == "quota_exceeded"
 
