@@ -106,8 +106,9 @@ def moment_text(at: datetime, locale: str | None, zone_name: str = "") -> str:
         words = _ZONE_WORDS.get(zone_name)
         if words is not None:
             where = localize(words, locale)
-        elif zone_name.startswith("Etc/"):
-            # A fixed offset, whose name has the sign reversed ("Etc/GMT-9" is UTC+9).
+        elif zone_name.startswith("Etc/") or not english:
+            # A fixed offset, whose name has the sign reversed ("Etc/GMT-9" is UTC+9); or a
+            # zone whose name is English, which Japanese says by its offset alone.
             where = localize("zone_offset", locale, offset=_offset(local))
         else:
             name = zone_name.replace("_", " ")
