@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import traceback
@@ -62,6 +63,7 @@ from admin.queries import (
     text_value,
     transcript_summary,
 )
+from admin.queries import _moment as moment_param
 from admin.settings import AdminSettings, AuthMode
 from admin.signouts import SignOuts
 from admin.texts import (
@@ -77,7 +79,7 @@ from admin.texts import (
 )
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.erasures import RecentErasures
-from storage.models import AuditRecord, ConversationSummary, Message
+from storage.models import AuditQuery, AuditRecord, ConversationSummary, Message
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
@@ -169,6 +171,8 @@ class AdminContext:
     second_passes: SecondPasses | None = None
     # Sign-outs, kept in the store (admin/signouts.py).
     signouts: SignOuts = field(default_factory=SignOuts)
+    # Denied requests this minute, per person (`_record_denial`).
+    denials: Denials = field(default_factory=lambda: Denials())
     # The quota scope a stored user id is counted under (`create_admin_app`).
     quota_scope: Callable[[str], str] | None = None
     # What this process holds of conversations in memory (`create_admin_app`); None: nothing.
@@ -301,6 +305,7 @@ def create_admin_app(
     r.add_post("/api/users/delete", api_delete_user)
     r.add_post("/api/users/export", api_export_user)
     r.add_get("/api/audit", api_audit)
+    r.add_get("/api/export/audit", api_export_audit)
     r.add_static("/static/", HERE / "static", name="static")
     return app
 
@@ -685,6 +690,7 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
         raise AdminError(401, "unauthenticated", "error_unauthenticated")
     request[PRINCIPAL] = principal
     if not principal.has(Role.REVIEWER):
+        await _record_denial(request, route_name or _route(request))
         raise AdminError(403, "forbidden", "error_no_role")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         refusal = await _csrf_refusal(request, principal)
@@ -693,10 +699,86 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
     return await handler(request)
 
 
+# What a handler that needs a role does, as a refused request is recorded (`denied`, with the
+# action attempted); a handler not named here is recorded by its own name.
+ATTEMPTED_ACTIONS = {
+    "reveal_page": "reveal_user",
+    "api_reveal": "reveal_user",
+    "delete_confirm_page": "view_user_counts",
+    "delete_page": "delete_user",
+    "api_delete_user": "delete_user",
+    "delete_conversation_confirm_page": "delete_conversation",
+    "delete_conversation_page": "delete_conversation",
+    "api_delete_conversation": "delete_conversation",
+    "export_user_page": "export_user",
+    "api_export_user": "export_user",
+    "api_export_conversation": "export_conversation",
+    "api_export_list": "export_list",
+    "audit_page": "read_audit",
+    "api_audit": "read_audit",
+    "api_export_audit": "export_audit",
+}
+
+
+class Denials:
+    """Which people had a request refused for their role in this UTC minute (in this process):
+    the first is recorded (`_record_denial`), the rest of that minute are counted and the count
+    goes into their next record, so a script refused in a loop cannot flood the audit log (as
+    the bot's refusals are recorded once a minute, controls/audit.py)."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[str, tuple[int, int]] = {}  # actor -> (minute, not recorded)
+        self._untold: dict[str, int] = {}  # actor -> not recorded in minutes that are over
+
+    def first_this_minute(self, actor: str, now: datetime) -> int | None:
+        """None when `actor` was recorded this minute already (counted); otherwise how many of
+        theirs went unrecorded before, and this one is to be recorded."""
+        minute = int(now.timestamp() // 60)
+        for other, (at, untold) in list(self._minutes.items()):
+            if at < minute:  # over: only its count is kept, for that person's next record
+                del self._minutes[other]
+                if untold:
+                    self._untold[other] = self._untold.get(other, 0) + untold
+        if actor in self._minutes:
+            at, untold = self._minutes[actor]
+            self._minutes[actor] = (at, untold + 1)
+            return None
+        self._minutes[actor] = (minute, 0)
+        return self._untold.pop(actor, 0)
+
+
+async def _record_denial(
+    request: web.Request, attempted: str, target: str = "", **detail: Any
+) -> None:
+    """A request refused for the role it needs is recorded (`denied`, with the action
+    attempted and its target), once per person and minute (`Denials`). Nothing is recorded for
+    what another site made the browser send or a load ahead of time: nobody asked for it. The
+    refusal stands whether or not this can be written (logged)."""
+    principal: Principal | None = request.get(PRINCIPAL)
+    if principal is None or request.get(FROM_ANOTHER_SITE) or _speculative(request):
+        return
+    context = request.app[CONTEXT]
+    untold = context.denials.first_this_minute(principal.id, datetime.now(UTC))
+    if untold is None:
+        return
+    detail = {"attempted": attempted, "route": _route(request), "method": request.method, **detail}
+    if untold:
+        detail["earlierNotRecorded"] = untold
+    record = _audit_record(principal, _client_ip(request), "denied", target, detail)
+    try:
+        await context.store.append_audit(record)
+    except StoreError:
+        log.exception(
+            "admin: a denied request could not be recorded", extra={"attempted": attempted}
+        )
+
+
 def requires(role: Role) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not principal_of(request).has(role):
+                attempted = ATTEMPTED_ACTIONS.get(handler.__name__, handler.__name__)
+                await _record_denial(request, attempted, request.match_info.get("id", ""))
                 raise AdminError(403, "forbidden", "error_role_needed", role=role.value)
             return await handler(request)
 
@@ -745,7 +827,12 @@ def _address(entry: str) -> str | None:
 
 
 def _audit_record(
-    principal: Principal, client_ip: str, action: str, target: str, detail: dict[str, Any]
+    principal: Principal,
+    client_ip: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+    subjects: list[str] | None = None,
 ) -> AuditRecord:
     at = datetime.now(UTC)
     return AuditRecord(
@@ -755,22 +842,28 @@ def _audit_record(
         actor=principal.id,
         action=action,
         target=target,
+        subjects=subjects or [],
         detail={"actorName": principal.name, "via": principal.via, **detail},
         client_ip=client_ip,
     )
 
 
 async def _audit(
-    request: web.Request, action: str, target: str, detail: dict[str, Any] | None = None
+    request: web.Request,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+    subjects: list[str] | None = None,
 ) -> None:
     """Append the audit record first: no record, no data. A link followed from another site
-    records and sends nothing: it asks first (`_other_sites`)."""
+    records and sends nothing: it asks first (`_other_sites`). `subjects`: the people the
+    action concerns besides `target`, by pseudonym (`_subjects`)."""
     if request.get(FROM_ANOTHER_SITE):
         raise _AskFirst
     if _speculative(request):
         raise SPECULATIVE_LOAD_REFUSED
     principal = principal_of(request)
-    record = _audit_record(principal, _client_ip(request), action, target, detail or {})
+    record = _audit_record(principal, _client_ip(request), action, target, detail or {}, subjects)
     try:
         await request.app[CONTEXT].store.append_audit(record)
     except StoreError as exc:
@@ -837,6 +930,8 @@ async def _filters(request: web.Request) -> Filters:
     if not context.pseudonyms.enabled or not named:
         return filters
     if not principal_of(request).has(Role.ADMIN):
+        target = _audited_as(context, named)
+        await _record_denial(request, "reveal_user", target, by="user_filter")
         raise PSEUDONYM_REQUIRED
     [reason] = _texts(request.query, "reason")
     reason = _reason(reason, "error_reason_filter_by_id")
@@ -858,8 +953,9 @@ def _export_format(request: web.Request) -> str:
     return value
 
 
-async def _transcript(request: web.Request) -> dict[str, Any]:
-    """The messages of one conversation and its summary. A summary that cannot be read does not
+async def _transcript(request: web.Request) -> tuple[dict[str, Any], list[str]]:
+    """The messages of one conversation and its summary, and whom reading them concerns
+    (`_subjects`). A summary that cannot be read does not
     hide the messages: `conversation` is null, as for a conversation without a summary, and
     `summaryUnreadable` says why (the summary is logged by the conversation's reference)."""
     context = request.app[CONTEXT]
@@ -868,10 +964,28 @@ async def _transcript(request: web.Request) -> dict[str, Any]:
     messages = await context.store.conversation_messages(conversation_id)
     if summary is None and not unreadable and not messages:
         raise AdminError(404, "not_found", "error_no_such_conversation")
-    return {
+    transcript = {
         **_transcript_head(context, conversation_id, summary, unreadable),
         "messages": [message_view(m, context.pseudonyms) for m in messages],
     }
+    return transcript, _subjects(context, summary, [m.user_id for m in messages])
+
+
+# Whom the summary of a conversation several people write in belongs to (a Teams group chat or
+# channel thread): `shared:<conversation>`, nobody's pseudonym.
+_SHARED_OWNER = "shared:"
+
+
+def _subjects(
+    context: AdminContext, summary: ConversationSummary | None, authors: list[str]
+) -> list[str]:
+    """Whom reading or exporting a conversation concerns, as its audit record names them
+    (`AuditRecord.subjects`): its owner and the authors of the messages read, each as
+    `_audited_as` names them, so the record is found by the person's pseudonym (their data
+    export, the audit log's user filter), also after their data is deleted."""
+    owners = [summary.user_id] if summary and not summary.user_id.startswith(_SHARED_OWNER) else []
+    people = [user_id for user_id in dict.fromkeys([*owners, *authors]) if user_id]
+    return list(dict.fromkeys(_audited_as(context, user_id) for user_id in people))
 
 
 def _transcript_head(
@@ -1633,8 +1747,8 @@ async def list_page(request: web.Request) -> web.StreamResponse:
 
 
 async def transcript_page(request: web.Request) -> web.StreamResponse:
-    transcript = await _transcript(request)
-    await _audit(request, "view_transcript", transcript["conversationId"], {"page": True})
+    transcript, subjects = await _transcript(request)
+    await _audit(request, "view_transcript", transcript["conversationId"], {"page": True}, subjects)
     return _render(request, "transcript.html", **transcript)
 
 
@@ -1781,9 +1895,10 @@ async def export_user_page(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    records, continuation = await _audit_records(request)
-    # The next page keeps the page size the admin chose.
+    filters, records, continuation = await _audit_records(request, page=True)
+    # The next page keeps the page size the admin chose, and the filters.
     kept = {"limit": request.query["limit"]} if request.query.get("limit") else {}
+    kept |= filters.echo
     next_link = (
         "/admin/audit?" + urlencode({**kept, "continuation": continuation})
         if continuation
@@ -1792,25 +1907,113 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     # A later page (or one followed by more) with nothing on it held only records that cannot
     # be read: the store skips those, and "nothing recorded" would not be true.
     later = bool(request.query.get("continuation"))
-    return _render(request, "audit.html", records=records, next_link=next_link, later=later)
+    return _render(
+        request,
+        "audit.html",
+        records=records,
+        next_link=next_link,
+        later=later,
+        filters=filters.echo,
+        export_query=urlencode(filters.echo),
+    )
 
 
-async def _audit_records(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
+# The audit log's filters (page, API and export), as their links carry them.
+AUDIT_FILTERS = ("action", "actor", "target", "user", "since", "until")
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Reads of the audit log itself: listed only when asked for (`action=read_audit`), or each
+# page would start with the reader's own read of it.
+AUDIT_READ = "read_audit"
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    query: AuditQuery
+    # As given, a user named by id as their pseudonym (links and the read's own record).
+    echo: dict[str, str]
+    # What the read's own record names as its target: the conversation or person looked for.
+    target: str
+
+
+async def _audit_filters(request: web.Request) -> AuditFilters:
+    """The audit log's filters: `action`, `actor` (as the log shows it: an administrator's id,
+    or `system`), `target` (a conversation id or anything a record names as its target; a
+    pseudonym: every record about that person, `_audit_targets`, including those that name them
+    among their `subjects`), `user` (the same for a person named by pseudonym, or by user id:
+    then, as the list's user filter, a reveal with a `reason`, recorded before anything is
+    read), `since` and `until` (UTC days or ISO date-times, as the list takes them)."""
+    context = request.app[CONTEXT]
+    params = request.query
+    for name, value in params.items():
+        text_value(value, name)
+    echo = {k: params[k].strip() for k in AUDIT_FILTERS if params.get(k, "").strip()}
+    action = echo.get("action")
+    if action is not None and not _ACTION_NAME.fullmatch(action):
+        raise BadRequest("error_audit_action_name")
+    if "target" in echo and "user" in echo:
+        raise BadRequest("error_audit_target_or_user")
+    targets: list[str] | None = None
+    named = echo.get("target") or echo.get("user", "")
+    looked_for = named
+    if named.startswith(PSEUDONYM_PREFIX):
+        # A person, under each of their ids and keys (UnknownPseudonym: a 404, unrecorded).
+        targets = _audit_targets(context, context.pseudonyms.user_id(named))
+        looked_for = context.pseudonyms.current(named)
+        echo["target" if "target" in echo else "user"] = looked_for
+    elif "user" in echo:
+        if context.pseudonyms.enabled:
+            [reason] = _texts(params, "reason")
+            reason = _reason(reason, "error_reason_audit_filter_by_id")
+            looked_for = _audited_as(context, named)
+            await _audit(
+                request, "reveal_user", looked_for, {"reason": reason, "by": "audit_filter"}
+            )
+        else:
+            looked_for = _audited_as(context, named)
+        targets = _audit_targets(context, named)
+        echo["user"] = looked_for if context.pseudonyms.enabled else named
+    elif named:
+        targets = [named]
+    query = AuditQuery(
+        action=action,
+        except_actions=[] if action else [AUDIT_READ],
+        actor=echo.get("actor"),
+        targets=targets,
+        since=moment_param(params, "since", end_of_day=False),
+        until=moment_param(params, "until", end_of_day=True),
+    )
+    return AuditFilters(query, echo, looked_for)
+
+
+async def _audit_records(
+    request: web.Request, page: bool = False
+) -> tuple[AuditFilters, list[dict[str, Any]], str | None]:
+    """One page of the audit log. Reading it is recorded too (`read_audit`, with the filters,
+    each request, before anything is read): the log names who was looked up in it."""
     try:
         limit = int(request.query.get("limit") or 50)
     except ValueError as exc:
         raise BadRequest("error_limit_not_a_number") from exc
     if not 1 <= limit <= 200:
         raise BadRequest("error_limit_range", max=200)
+    filters = await _audit_filters(request)
     token = request.query.get("continuation") or None
+    detail: dict[str, Any] = {"filters": filters.echo}
+    if token:
+        detail["continued"] = True
+    if page:
+        detail["page"] = True
+    await _audit(request, AUDIT_READ, filters.target, detail)
     try:
-        records, continuation = await request.app[CONTEXT].store.list_audit(limit, token)
+        records, continuation = await request.app[CONTEXT].store.list_audit(
+            limit, token, filters.query
+        )
     except ValueError as exc:
         # Only a token the caller sent can be blamed; anything else is the store's own failure.
         if token is None:
             raise
         raise BadRequest("error_continuation") from exc
-    return [r.to_doc() for r in records], continuation
+    return filters, [r.to_doc() for r in records], continuation
 
 
 # --- JSON API
@@ -1836,8 +2039,8 @@ async def api_list(request: web.Request) -> web.StreamResponse:
 
 
 async def api_transcript(request: web.Request) -> web.StreamResponse:
-    transcript = await _transcript(request)
-    await _audit(request, "view_transcript", transcript["conversationId"])
+    transcript, subjects = await _transcript(request)
+    await _audit(request, "view_transcript", transcript["conversationId"], subjects=subjects)
     return web.json_response(transcript)
 
 
@@ -1859,8 +2062,13 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
         first: list[Message] = await anext(pages, [])
         if summary is None and not unreadable and not first:
             raise AdminError(404, "not_found", "error_no_such_conversation")
-        detail = {"format": fmt}
-        await _audit(request, "export_conversation", conversation_id, detail)
+        detail: dict[str, Any] = {"format": fmt}
+        # Whom it concerns: the owner, and who wrote the messages of its first page (a shared
+        # conversation's later authors are not known before its first byte is recorded).
+        subjects = _subjects(context, summary, [m.user_id for m in first])
+        if len(first) == EXPORT_PAGE_SIZE:
+            detail["subjectsFromFirst"] = EXPORT_PAGE_SIZE
+        await _audit(request, "export_conversation", conversation_id, detail, subjects)
         name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}.{fmt}"
         content_type = "text/csv" if fmt == "csv" else "application/json"
         download = _Download(request, name, content_type)
@@ -1972,5 +2180,65 @@ async def api_export_user(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def api_audit(request: web.Request) -> web.StreamResponse:
-    records, continuation = await _audit_records(request)
+    _, records, continuation = await _audit_records(request)
     return web.json_response({"items": records, "continuation": continuation})
+
+
+AUDIT_EXPORT_FORMATS = {
+    "json": ("application/json", "json"),
+    "jsonl": ("application/x-ndjson", "jsonl"),
+    "csv": ("text/csv", "csv"),
+}
+
+
+@requires(Role.ADMIN)
+async def api_export_audit(request: web.Request) -> web.StreamResponse:
+    """The filtered audit log as a download, every record that matches (no cap): a JSON array,
+    JSON lines or CSV (`export.AUDIT_COLUMNS`, as the other CSV exports: a byte order mark,
+    formula cells neutralized). Streamed a page at a time (EXPORT_PAGE_SIZE) and recorded as
+    a transcript export is (`export_audit`, with the filters, before the first byte; a download
+    that does not end well adds a second record)."""
+    fmt = request.query.get("format", "json")
+    if fmt not in AUDIT_EXPORT_FORMATS:
+        raise BadRequest("error_audit_export_format")
+    filters = await _audit_filters(request)
+    detail: dict[str, Any] = {"format": fmt, "filters": filters.echo}
+    await _audit(request, "export_audit", filters.target, detail)
+    content_type, extension = AUDIT_EXPORT_FORMATS[fmt]
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    download = _Download(request, f"audit-{stamp}.{extension}", content_type)
+    store = request.app[CONTEXT].store
+    sent = {"records": 0}
+
+    async def write() -> None:
+        if fmt == "csv":
+            download.add(export.csv_header(export.AUDIT_COLUMNS))
+        elif fmt == "json":
+            download.add("[")
+        token: str | None = None
+        while True:
+            records, token = await store.list_audit(EXPORT_PAGE_SIZE, token, filters.query)
+            docs = [record.to_doc() for record in records]
+            if fmt == "csv":
+                download.add(export.csv_rows(export.AUDIT_COLUMNS, map(export.audit_row, docs)))
+            else:
+                for doc in docs:
+                    text = json.dumps(doc, ensure_ascii=False)
+                    if fmt == "jsonl":
+                        download.add(text + "\n")
+                    else:
+                        download.add(("\n" if not sent["records"] else ",\n") + text)
+                    sent["records"] += 1
+            if fmt == "csv":
+                sent["records"] += len(docs)
+            await download.flush()
+            if token is None:
+                break
+        if fmt == "json":
+            download.add("\n]\n")
+        await download.flush()
+
+    if await _stream(request, download, write, "export_audit", filters.target, detail, sent):
+        with contextlib.suppress(_ClientGone):  # it has every byte but the end marker
+            await download.finish()
+    return download.response

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from storage.models import (
+    AuditQuery,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -202,17 +203,20 @@ class AuditStore(Protocol):
     async def append_audit(self, record: AuditRecord) -> None: ...
 
     async def list_audit(
-        self, limit: int, continuation: str | None = None
+        self, limit: int, continuation: str | None = None, query: AuditQuery | None = None
     ) -> tuple[list[AuditRecord], str | None]:
-        """Newest first."""
+        """Newest first, at most `limit`, those `query` asks for; keyset paging (never OFFSET).
+        Cosmos DB: a `since` a few days back reads only those days' `/day` partitions, one at a
+        time; without one, one query across them."""
         ...
 
     def audit_records_about(
         self, targets: Sequence[str], page_size: int
     ) -> AsyncGenerator[list[AuditRecord], None]:
-        """The records whose `target` is one of `targets` (a person's pseudonyms, in their data
-        export: the caller names them), newest first as `list_audit`, in pages of at most
-        `page_size` (never an empty one), each read when the previous one has been taken. A
+        """The records whose `target`, or one of whose `subjects`, is one of `targets` (a
+        person's pseudonyms, in their data export: the caller names them), newest first as
+        `list_audit`, in pages of at most `page_size` (never an empty one), each read when the
+        previous one has been taken. A
         record that cannot be read is left out (and logged by its id). Cosmos DB: one query
         across the `/day` partitions."""
         ...

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import math
@@ -45,7 +46,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -85,6 +86,7 @@ from storage.late import (
 )
 from storage.models import (
     SKIPPED,
+    AuditQuery,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -348,6 +350,60 @@ def _stamp(value: datetime) -> str:
     Not `strftime("%Y")`: glibc does not zero-pad years before 1000 (`999-...`, which sorts
     after `2026-...`); isoformat always writes four digits."""
     return as_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# A `since` at most this many days before `until` (or today) reads those days' `/day` partitions
+# one at a time, newest first; an earlier one (or none) queries across the partitions.
+AUDIT_DAYS_ONE_BY_ONE = 31
+
+
+def _audit_conditions(query: AuditQuery) -> tuple[list[str], list[dict[str, Any]]]:
+    """The WHERE conditions (ANDed) and parameters of an audit log query, on item `c`."""
+    conditions: list[str] = []
+    params: list[dict[str, Any]] = []
+    if query.action is not None:
+        conditions.append("c.action = @action")
+        params.append({"name": "@action", "value": query.action})
+    elif query.except_actions:
+        conditions.append("NOT ARRAY_CONTAINS(@exceptActions, c.action)")
+        params.append({"name": "@exceptActions", "value": query.except_actions})
+    if query.actor is not None:
+        conditions.append("c.actor = @actor")
+        params.append({"name": "@actor", "value": query.actor})
+    if query.targets:
+        either = ["ARRAY_CONTAINS(@targets, c.target)"]
+        params.append({"name": "@targets", "value": query.targets})
+        for n, target in enumerate(query.targets):
+            either.append(f"ARRAY_CONTAINS(c.subjects, @subject{n})")
+            params.append({"name": f"@subject{n}", "value": target})
+        conditions.append(f"({' OR '.join(either)})")
+    if query.since is not None:
+        conditions.append("c.at >= @since AND c.day >= @sinceDay")
+        params.append({"name": "@since", "value": _stamp(query.since)})
+        params.append({"name": "@sinceDay", "value": as_utc(query.since).date().isoformat()})
+    if query.until is not None:
+        conditions.append("c.at < @until")
+        params.append({"name": "@until", "value": _stamp(query.until)})
+    return conditions, params
+
+
+def _audit_days(query: AuditQuery, cursor_day: str | None) -> list[str | None]:
+    """The `/day` partitions an audit query reads, newest first (a record's day is its time's
+    UTC date), down to its `since` and from its `until` (or tomorrow, for an instance whose
+    clock is ahead) or the continuation's day; `[None]` (across partitions) when it has no
+    `since` or spans more than AUDIT_DAYS_ONE_BY_ONE days."""
+    if query.since is None:
+        return [None]
+    first = as_utc(query.since).date()
+    last = (datetime.now(UTC) + timedelta(days=1)).date()
+    if query.until is not None:
+        last = min(last, (as_utc(query.until) - timedelta(microseconds=1)).date())
+    if cursor_day is not None:
+        with contextlib.suppress(ValueError):
+            last = min(last, date.fromisoformat(cursor_day))
+    if (last - first).days > AUDIT_DAYS_ONE_BY_ONE:
+        return [None]
+    return [(last - timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
 def cosmos_id(raw: str) -> str:
@@ -1978,22 +2034,35 @@ class CosmosStore:
             await self._container("audit").create_item(doc, response_hook=self._hook(op))
 
     async def list_audit(
-        self, limit: int, continuation: str | None = None
+        self, limit: int, continuation: str | None = None, query: AuditQuery | None = None
     ) -> tuple[list[AuditRecord], str | None]:
-        op = "list_audit"  # admin only: crosses the /day partitions
-        sql = "SELECT * FROM c"
-        params: list[dict[str, Any]] = []
+        op = "list_audit"  # admin only
+        query = query or AuditQuery()
+        conditions, params = _audit_conditions(query)
+        cursor_day = None
         if continuation:
             at, item_id = decode_cursor(continuation, 2)
-            sql += " WHERE (c.at < @at OR (c.at = @at AND c.id < @id))"
-            params = [{"name": "@at", "value": at}, {"name": "@id", "value": item_id}]
-        sql += " ORDER BY c.at DESC, c.id DESC"
+            conditions.append("(c.at < @at OR (c.at = @at AND c.id < @id))")
+            params += [{"name": "@at", "value": at}, {"name": "@id", "value": item_id}]
+            cursor_day = at[:10]
         docs: list[dict[str, Any]] = []
         async with self._guard(op):
-            async for doc in self._query(
-                self._container("audit"), op, sql, params, page_size=limit + 1
-            ):
-                docs.append(doc)
+            # Newest day first: one partition after another holds the records in time order.
+            for day in _audit_days(query, cursor_day):
+                where, args = list(conditions), list(params)
+                if day is not None:
+                    where.append("c.day = @day")
+                    args.append({"name": "@day", "value": day})
+                sql = "SELECT * FROM c"
+                if where:
+                    sql += " WHERE " + " AND ".join(where)
+                sql += " ORDER BY c.at DESC, c.id DESC"
+                async for doc in self._query(
+                    self._container("audit"), op, sql, args, day, page_size=limit + 1
+                ):
+                    docs.append(doc)
+                    if len(docs) > limit:
+                        break
                 if len(docs) > limit:
                     break
         # A record that cannot be read is skipped (and logged by its id), so a page may hold
@@ -2021,13 +2090,14 @@ class CosmosStore:
         op = "export_user"
         if not targets:
             return
+        conditions, params = _audit_conditions(AuditQuery(targets=targets))
         async with self._guard(op):
             async for doc in self._query(
                 self._container("audit"),
                 op,
-                "SELECT * FROM c WHERE ARRAY_CONTAINS(@targets, c.target)"
+                f"SELECT * FROM c WHERE {' AND '.join(conditions)}"  # noqa: S608
                 " ORDER BY c.at DESC, c.id DESC",
-                [{"name": "@targets", "value": targets}],
+                params,
                 page_size=page_size,
             ):
                 record = readable_audit_record(_clean(doc), str(doc["id"]))

@@ -245,8 +245,29 @@ class AuditRecord(Document):
     actor: str
     action: str
     target: str = ""
+    # The people the action concerned besides `target`, by pseudonym: a transcript view or a
+    # conversation export (whose target is the conversation id) names its owner and the
+    # authors it read, so the person's data export and the audit filter find it, also after
+    # their data is deleted.
+    subjects: list[str] = Field(default_factory=list)
     detail: dict[str, Any] = Field(default_factory=dict)
     client_ip: str = ""
+
+
+class AuditQuery(BaseModel):
+    """Filters of the audit log. All optional; combined with AND."""
+
+    action: str | None = None
+    # Records of any other action (with no `action`): the admin leaves its own reads of the
+    # log out unless they are asked for.
+    except_actions: list[str] = Field(default_factory=list)
+    actor: str | None = None
+    # Records whose `target`, or one of whose `subjects`, is one of these (a conversation id,
+    # or every pseudonym of one person).
+    targets: list[str] | None = Field(default=None, min_length=1)
+    # `since` <= at < `until`.
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class CounterResult(BaseModel):

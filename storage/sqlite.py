@@ -70,6 +70,7 @@ from storage.late import (
 )
 from storage.models import (
     SKIPPED,
+    AuditQuery,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -241,6 +242,9 @@ _ADDED_COLUMNS = (
     # An audit record's `target` (a person's pseudonym, a conversation, a scope): a user's data
     # export finds the records about them by it.
     ("audit", "target", "TEXT"),
+    # Its `action` and `actor`: the audit log's filters find records by them.
+    ("audit", "action", "TEXT"),
+    ("audit", "actor", "TEXT"),
     # When a message or summary was last written (epoch seconds): the retention purge deletes
     # what was written more than RETENTION_DAYS ago, by the setting of the day. The expiry
     # earlier releases fixed at each write (`expires_at`) kept the setting of that write.
@@ -252,6 +256,8 @@ _INDEXES_ON_ADDED_COLUMNS = (
     "CREATE INDEX IF NOT EXISTS botstate_by_conversation ON botstate (conversation_id)",
     "CREATE INDEX IF NOT EXISTS messages_by_rater ON messages (rater) WHERE rater IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, at, id)",
+    "CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, at, id)",
+    "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, id)",
     # Rows an earlier release wrote, dated at open (`_date_rows_of_earlier_releases`): every
     # write sets `written_at`, so these stay empty and cost writes nothing.
     "CREATE INDEX IF NOT EXISTS messages_undated ON messages (conversation_id)"
@@ -290,6 +296,43 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         "UPDATE audit SET target = json_extract(doc, '$.target')"
         " WHERE target IS NULL AND json_valid(doc)"
     )
+    db.execute(
+        "UPDATE audit SET action = json_extract(doc, '$.action'),"
+        " actor = json_extract(doc, '$.actor') WHERE action IS NULL AND json_valid(doc)"
+    )
+
+
+def _audit_conditions(query: AuditQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions (ANDed) and their parameters of an audit log query. A record whose
+    document cannot be read keeps the columns it was written with, so paging still passes it."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if query.action is not None:
+        conditions.append("action = ?")
+        params.append(query.action)
+    elif query.except_actions:
+        marks = ", ".join("?" * len(query.except_actions))
+        conditions.append(f"(action IS NULL OR action NOT IN ({marks}))")
+        params += query.except_actions
+    if query.actor is not None:
+        conditions.append("actor = ?")
+        params.append(query.actor)
+    if query.targets:
+        # `subjects` is in the document only: a record that names the person besides its
+        # target (a transcript view names the conversation's owner) is found by reading it.
+        marks = ", ".join("?" * len(query.targets))
+        conditions.append(
+            f"(target IN ({marks}) OR EXISTS (SELECT 1 FROM json_each("  # noqa: S608
+            f"CASE WHEN json_valid(doc) THEN doc END, '$.subjects') WHERE value IN ({marks})))"
+        )
+        params += [*query.targets, *query.targets]
+    if query.since is not None:
+        conditions.append("at >= ?")
+        params.append(_iso(query.since))
+    if query.until is not None:
+        conditions.append("at < ?")
+        params.append(_iso(query.until))
+    return conditions, params
 
 
 def _date_rows_of_earlier_releases(db: sqlite3.Connection) -> None:
@@ -1482,22 +1525,29 @@ class SqliteStore:
     async def append_audit(self, record: AuditRecord) -> None:
         await self._run_short(
             lambda db: db.execute(
-                "INSERT INTO audit (id, at, doc, target) VALUES (?, ?, ?, ?)",
-                (record.id, _iso(record.at), json.dumps(record.to_doc()), record.target),
+                "INSERT INTO audit (id, at, doc, target, action, actor) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    _iso(record.at),
+                    json.dumps(record.to_doc()),
+                    record.target,
+                    record.action,
+                    record.actor,
+                ),
             ),
             writes=True,
             order=_AUDIT,
         )
 
     async def list_audit(
-        self, limit: int, continuation: str | None = None
+        self, limit: int, continuation: str | None = None, query: AuditQuery | None = None
     ) -> tuple[list[AuditRecord], str | None]:
-        params: list[Any] = []
-        where = ""
+        conditions, params = _audit_conditions(query or AuditQuery())
         if continuation:
             at, record_id = decode_cursor(continuation, 2)
-            where = "WHERE at < ? OR (at = ? AND id < ?)"
-            params = [at, at, record_id]
+            conditions.append("(at < ? OR (at = ? AND id < ?))")
+            params += [at, at, record_id]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = await self._run(
             lambda db: db.execute(
                 f"SELECT at, id, doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608
@@ -1526,11 +1576,11 @@ class SqliteStore:
     ) -> AsyncGenerator[AuditRecord, None]:
         if not targets:
             return
-        marks = ", ".join("?" * len(targets))
-        select = f"SELECT at, id, doc FROM audit WHERE target IN ({marks})"  # noqa: S608
+        conditions, params = _audit_conditions(AuditQuery(targets=targets))
+        select = f"SELECT at, id, doc FROM audit WHERE {' AND '.join(conditions)}"  # noqa: S608
         order = " ORDER BY at DESC, id DESC LIMIT ?"
         rows = self._rows_in_pages(
-            select + order, select + " AND (at, id) < (?, ?)" + order, tuple(targets), 2, page_size
+            select + order, select + " AND (at, id) < (?, ?)" + order, tuple(params), 2, page_size
         )
         async for _, record_id, doc in rows:
             record = readable_audit_record(doc, str(record_id))

@@ -27,6 +27,7 @@ from storage.base import (
     UserDataKind,
 )
 from storage.models import (
+    AuditQuery,
     AuditRecord,
     ConversationCount,
     ConversationSummary,
@@ -349,10 +350,12 @@ class FaultyStore:
         await self._call("append_audit", (record,), lambda: self.inner.append_audit(record))
 
     async def list_audit(
-        self, limit: int, continuation: str | None = None
+        self, limit: int, continuation: str | None = None, query: AuditQuery | None = None
     ) -> tuple[list[AuditRecord], str | None]:
         return await self._call(
-            "list_audit", (limit, continuation), lambda: self.inner.list_audit(limit, continuation)
+            "list_audit",
+            (limit, continuation, query),
+            lambda: self.inner.list_audit(limit, continuation, query),
         )
 
     def audit_records_about(

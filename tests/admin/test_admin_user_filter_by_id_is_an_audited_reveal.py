@@ -77,8 +77,13 @@ async def test_a_reviewer_filtering_by_a_user_id_is_refused_and_told_to_use_the_
     else:
         assert "Content-Security-Policy" in refused.headers
         assert "pseudonym (p-...)" in text
-    # Nothing was read, so nothing is recorded.
-    assert len(await audit(client)) == before
+    # Nothing was read; the refusal is recorded (`denied`), naming the person by pseudonym.
+    records = await audit(client)
+    assert len(records) == before + 1
+    assert records[0]["action"] == "denied" and records[0]["actor"] == "oid-rita"
+    assert records[0]["detail"]["attempted"] == "reveal_user"
+    assert records[0]["target"].startswith("p-")
+    assert "contoso" not in json.dumps(records)
     # Her pseudonym is the Reviewer's filter.
     listed = await client.get(API, params={**params, "user": pseudonym}, headers=REVIEWER)
     assert listed.status == 200
@@ -180,5 +185,6 @@ async def test_a_reviewer_filters_by_a_user_id_only_when_pseudonyms_are_off_and_
 
     assert listed.status == 200
     assert {item["user"] for item in (await listed.json())["items"]} == {ALICE}
-    assert await audit(shown) == []
+    # The two apps share the test's store: only the other's refusal is recorded.
+    assert [record["action"] for record in await audit(shown)] == ["denied"]
     assert refused.status == 403
