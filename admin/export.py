@@ -29,6 +29,7 @@ CONVERSATION_COLUMNS = [
     "negativeFeedbackCount",
     "flagged",
     "flagReasons",
+    "shared",
 ]
 MESSAGE_COLUMNS = [
     "conversationId",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +55,9 @@ FLAG_CATEGORIES = [
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 SEVERITIES = {"safe", "low", "medium", "high"}
 _DIRECT_LINE_PREFIX = "dl_"
+# Whom the summary of a conversation several people write in (a Teams group chat or channel
+# thread) belongs to: `shared:<conversation>` (chat.service's `Turn.summary_owner`).
+_SHARED_OWNER_PREFIX = "shared:"
 # What a transcript does with a stored summary that cannot be read (the log says it "was ...").
 TRANSCRIPT_UNREADABLE = "left out of a transcript (its messages are shown)"
 
@@ -173,6 +176,8 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     user = params.get("user", "").strip()
     query = SummaryQuery(
         user_ids=stored_ids_of(pseudonyms.user_id(user)) if user else None,
+        # Theirs, and the shared conversations they wrote in, as their deletion and export find.
+        with_shared=bool(user),
         tenant_id=params.get("tenant", "").strip() or None,
         channel_id=params.get("channel", "").strip() or None,
         since=_moment(params, "since", end_of_day=False),
@@ -284,7 +289,14 @@ async def transcript_summary(
         return None, True
 
 
-def summary_view(summary: ConversationSummary, pseudonyms: Pseudonyms) -> dict[str, Any]:
+def summary_view(
+    summary: ConversationSummary, pseudonyms: Pseudonyms, owners: Collection[str] | None = None
+) -> dict[str, Any]:
+    """`owners`: the stored ids of the person a list is filtered by; a conversation they do not
+    own is listed because they wrote in it, so it is shared: it holds other people's messages."""
+    shared = summary.user_id.startswith(_SHARED_OWNER_PREFIX) or (
+        owners is not None and summary.user_id not in owners
+    )
     return {
         "id": summary.conversation_id,
         "user": shown_user(pseudonyms, summary.user_id),
@@ -301,6 +313,7 @@ def summary_view(summary: ConversationSummary, pseudonyms: Pseudonyms) -> dict[s
         "negativeFeedbackCount": summary.negative_feedback_count,
         "flagged": summary.flagged,
         "flagReasons": list(summary.flag_reasons),
+        "shared": shared,
     }
 
 

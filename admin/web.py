@@ -1019,7 +1019,9 @@ async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict
         await _audit(request, "search_conversations", "", detail)
     result = await list_conversations(context.store, filters)
     body: dict[str, Any] = {
-        "items": [summary_view(s, context.pseudonyms) for s in result.items],
+        "items": [
+            summary_view(s, context.pseudonyms, filters.query.user_ids) for s in result.items
+        ],
         "continuation": result.continuation,
     }
     if filters.text is not None:
@@ -1784,12 +1786,15 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     target = _audited_as(context, user_id)
     await _audit(request, "view_user_counts", target, {"by": "delete_confirm"})
     # Counted as the deletion counts them (`conversations`): every summary the user owns under
-    # each of their ids, including those that cannot be read, which the list leaves out.
-    total = unreadable = 0
+    # each of their ids, including those that cannot be read, which the list leaves out; and
+    # their messages in shared conversations (someone else's), which the deletion deletes too.
+    total = unreadable = shared_messages = shared_conversations = 0
     for stored_id in stored_ids_of(user_id):
         count = await context.store.count_user_conversations(stored_id)
         total += count.total
         unreadable += count.unreadable
+        shared_messages += count.shared_messages
+        shared_conversations += count.shared_conversations
     return _render(
         request,
         "delete_confirm.html",
@@ -1797,6 +1802,8 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
         reference=reference,
         conversations=total,
         unreadable=unreadable,
+        shared_messages=shared_messages,
+        shared_conversations=shared_conversations,
         error=None,
         second_pass_minutes=_second_pass_minutes(request),
     )
@@ -2114,7 +2121,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
     fmt = _export_format(request)
     filters = await _filters(request)
     items = [
-        summary_view(s, context.pseudonyms)
+        summary_view(s, context.pseudonyms, filters.query.user_ids)
         async for s in all_conversations(context.store, filters, EXPORT_MAX_CONVERSATIONS)
     ]
     await _audit(

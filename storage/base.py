@@ -126,7 +126,10 @@ class SummaryStore(Protocol):
     async def list_summaries(
         self, query: SummaryQuery, page_size: int, continuation: str | None = None
     ) -> Page:
-        """Newest activity first, paged with an opaque continuation token (never OFFSET)."""
+        """Newest activity first, paged with an opaque continuation token (never OFFSET). With
+        `query.with_shared`, the conversations someone else owns that hold a message under one of
+        `query.user_ids` are listed too (Cosmos DB finds them with a cross-partition query of
+        the messages by user id, on every page)."""
         ...
 
 
@@ -294,7 +297,9 @@ class UserDataStore(Protocol):
         """The conversations `delete_user` deletes and counts as `conversations`: every stored
         summary the user owns, readable or not. `unreadable` of them cannot be read (each is
         logged by its conversation's reference): the admin list skips those, so it can show
-        fewer. One partition on Cosmos DB."""
+        fewer. Also the messages `delete_user` deletes in conversations someone else owns
+        (shared ones), and in how many. One partition on Cosmos DB, and one cross-partition
+        query of the messages by the user's id, as the deletion's."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:

@@ -35,6 +35,7 @@ import math
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -171,6 +172,9 @@ _OWN_TTL_QUERY = (
 )
 # Items of `purge_expired` read and changed at a time.
 _RETAINED_PAGE = 100
+# How many conversation ids one `IN` of the list's user filter names (`list_summaries`): a
+# person can have written in many shared conversations, and a query's text is bounded.
+_SHARED_IN_SLICE = 500
 # What a shared summary becomes: deleted, a new document, or left as it is (None).
 _SummaryRewrite = Literal["delete"] | dict[str, Any] | None
 # Usage documents whose minute this instance remembers (a hint for the next patch).
@@ -1595,17 +1599,6 @@ class CosmosStore:
             if name is not None:
                 params.append({"name": name, "value": value})
 
-        # One user: a single-partition query. Several (one person's ids): a cross-partition
-        # query, as the list without a user filter is.
-        user = query.user_ids[0] if query.user_ids and len(query.user_ids) == 1 else None
-        if user is not None:
-            where("c.userId = @user", "@user", user)
-        elif query.user_ids is not None:
-            names = [f"@user{index}" for index in range(len(query.user_ids))]
-            where(f"c.userId IN ({', '.join(names)})")
-            params.extend(
-                {"name": n, "value": v} for n, v in zip(names, query.user_ids, strict=True)
-            )
         if query.tenant_id is not None:
             where("c.tenantId = @tenant", "@tenant", query.tenant_id)
         if query.channel_id is not None:
@@ -1633,21 +1626,26 @@ class CosmosStore:
                 at,
             )
             params.append({"name": "@id", "value": item_id})
-        sql = "SELECT * FROM c"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY c.lastActivityAt DESC, c.id DESC"
 
-        items: list[ConversationSummary] = []
-        last: dict[str, Any] | None = None
-        more = False
-        async with self._guard(op):
+        async def scan(
+            field: str | None, values: Sequence[str], partition: str | None
+        ) -> list[tuple[dict[str, Any], ConversationSummary]]:
+            """The first page_size + 1 readable matches of one query, newest first; with `field`,
+            of the summaries whose `field` is one of `values`."""
+            names = [f"@in{index}" for index in range(len(values))]
+            sql = "SELECT * FROM c"
+            every = [f"{field} IN ({', '.join(names)})", *clauses] if field else clauses
+            if every:
+                sql += " WHERE " + " AND ".join(every)
+            sql += " ORDER BY c.lastActivityAt DESC, c.id DESC"
+            bound = params + [{"name": n, "value": v} for n, v in zip(names, values, strict=True)]
+            found: list[tuple[dict[str, Any], ConversationSummary]] = []
             async for doc in self._query(
                 self._container("conversations"),
                 op,
                 sql,
-                params,
-                partition_key=user,
+                bound,
+                partition_key=partition,
                 page_size=page_size + 1,
             ):
                 # A document that cannot be read is skipped (and logged): a cursor always names
@@ -1656,15 +1654,49 @@ class CosmosStore:
                 summary = readable_summary(clean, _conversation_of(clean))
                 if summary is None or not matches(summary, query):
                     continue
-                if len(items) == page_size:
-                    more = True
+                found.append((doc, summary))
+                if len(found) > page_size:
                     break
-                items.append(summary)
-                last = doc
+            return found
+
+        async with self._guard(op):
+            if query.user_ids is None:
+                found = await scan(None, [], None)
+            else:
+                # One user: a single-partition query. Several (one person's ids): a
+                # cross-partition query, as the list without a user filter is.
+                ids = query.user_ids
+                partition = ids[0] if len(ids) == 1 else None
+                found = await scan("c.userId", ids, partition)
+                if query.with_shared:
+                    # And the conversations someone else owns that hold their messages: their
+                    # ids from the messages (as `delete_user` finds them), then their summaries
+                    # in slices, each query newest first; the slices' pages are merged.
+                    shared = await self._shared_conversations(ids, op)
+                    for start in range(0, len(shared), _SHARED_IN_SLICE):
+                        part = shared[start : start + _SHARED_IN_SLICE]
+                        found += await scan("c.conversationId", part, None)
+                    found.sort(
+                        key=lambda pair: (str(pair[0]["lastActivityAt"]), str(pair[0]["id"])),
+                        reverse=True,
+                    )
+        items = [summary for _, summary in found[:page_size]]
         token = None
-        if more and last is not None:
+        if len(found) > page_size:
+            last = found[page_size - 1][0]
             token = encode_cursor(str(last["lastActivityAt"]), str(last["id"]))
         return Page(items=items, continuation=token)
+
+    async def _shared_conversations(self, user_ids: Sequence[str], op: str) -> list[str]:
+        """The conversations someone else owns (shared ones) that hold a message under one of
+        `user_ids` (one person's): one cross-partition query on the messages per id, paged by
+        the SDK's continuation tokens, and one partition query of their summaries."""
+        written: set[str] = set()
+        owned: set[str] = set()
+        for user_id in user_ids:
+            written |= await self._conversations_where("c.userId", user_id, op)
+            owned |= await self._owned_conversations(user_id, op)
+        return sorted(written - owned)
 
     # --- counters (quotas and rate limits)
 
@@ -2366,15 +2398,21 @@ class CosmosStore:
     async def _conversations_where(self, field: str, user_id: str, op: str) -> set[str]:
         """The conversations holding a message whose `field` is `user_id` (one cross-partition
         query on the messages container)."""
-        return {
-            str(conversation_id)
-            async for conversation_id in self._query(
-                self._container("messages"),
-                op,
-                f"SELECT VALUE c.conversationId FROM c WHERE {field} = @uid",  # noqa: S608
-                [{"name": "@uid", "value": user_id}],
-            )
-        }
+        return set(await self._messages_where(field, user_id, op))
+
+    async def _messages_where(self, field: str, user_id: str, op: str) -> Counter[str]:
+        """How many messages whose `field` is `user_id` each conversation holds (one
+        cross-partition query on the messages container, its id alone read of each message;
+        the SDK follows the continuation tokens)."""
+        found: Counter[str] = Counter()
+        async for conversation_id in self._query(
+            self._container("messages"),
+            op,
+            f"SELECT VALUE c.conversationId FROM c WHERE {field} = @uid",  # noqa: S608
+            [{"name": "@uid", "value": user_id}],
+        ):
+            found[str(conversation_id)] += 1
+        return found
 
     async def _exported_feedback(
         self, user_id: str, page_size: int
@@ -2426,12 +2464,22 @@ class CosmosStore:
         async with self._guard(op):
             # The items `delete_user` deletes, read as it reads them (one partition).
             summaries = await self._user_conversations(user_id, op)
+            # Their messages in conversations someone else owns, found by the messages' userId
+            # as `delete_user` finds them.
+            written = await self._messages_where("c.userId", user_id, op)
         unreadable = sum(
             1
             for doc in summaries
             if readable_summary(_clean(doc), _conversation_of(doc), COUNTED_UNREADABLE) is None
         )
-        return ConversationCount(total=len(summaries), unreadable=unreadable)
+        owned = {_conversation_of(doc) for doc in summaries}
+        shared = {cid: count for cid, count in written.items() if cid not in owned}
+        return ConversationCount(
+            total=len(summaries),
+            unreadable=unreadable,
+            shared_messages=sum(shared.values()),
+            shared_conversations=len(shared),
+        )
 
     async def _shared_summary(
         self, conversation_id: str, user_id: str | None, op: str

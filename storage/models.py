@@ -209,6 +209,10 @@ class SummaryQuery(BaseModel):
     # Conversations of any of these ids: the ids one person is stored under (Teams and Azure's
     # Direct Line give the same person two).
     user_ids: list[str] | None = Field(default=None, min_length=1)
+    # With `user_ids`: also the conversations someone else owns (a Teams group chat's or
+    # channel's, whose summary belongs to `shared:<conversation>`) that hold a message under one
+    # of them, as a deletion of that person's data finds their messages there.
+    with_shared: bool = False
     tenant_id: str | None = None
     channel_id: str | None = None
     since: datetime | None = None
@@ -228,10 +232,14 @@ class Page(BaseModel):
 class ConversationCount(BaseModel):
     """The conversations a user owns: every stored summary under their id, which is what a
     deletion of their data deletes and counts as `conversations`, and how many of those cannot be
-    read (the admin list leaves those out)."""
+    read (the admin list leaves those out). Besides those, the deletion deletes their messages in
+    conversations someone else owns (shared ones): `shared_messages` in
+    `shared_conversations`, found by the messages' user id, readable or not."""
 
     total: int = 0
     unreadable: int = 0
+    shared_messages: int = 0
+    shared_conversations: int = 0
 
 
 class AuditRecord(Document):

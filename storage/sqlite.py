@@ -1335,8 +1335,18 @@ class SqliteStore:
         clauses: list[str] = []
         params: list[Any] = []
         if query.user_ids is not None:
-            clauses.append(f"user_id IN ({', '.join('?' * len(query.user_ids))})")
+            marks = ", ".join("?" * len(query.user_ids))
+            clause = f"user_id IN ({marks})"
             params.extend(query.user_ids)
+            if query.with_shared:
+                # Conversations someone else owns that hold one of their messages (along
+                # messages_by_user), as `delete_user` finds them.
+                clause = (
+                    f"({clause} OR conversation_id IN"  # noqa: S608 - fixed clauses
+                    f" (SELECT conversation_id FROM messages WHERE user_id IN ({marks})))"
+                )
+                params.extend(query.user_ids)
+            clauses.append(clause)
         for column, value in (
             ("tenant_id", query.tenant_id),
             ("channel_id", query.channel_id),
@@ -1801,7 +1811,20 @@ class SqliteStore:
                 total += 1
                 if readable_summary(doc, conversation_id, COUNTED_UNREADABLE) is None:
                     unreadable += 1
-            return ConversationCount(total=total, unreadable=unreadable)
+            # Their messages in conversations someone else owns, by the column `delete_user`
+            # deletes them by.
+            messages, conversations = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM messages WHERE user_id = ?"
+                " AND conversation_id NOT IN"
+                " (SELECT conversation_id FROM conversations WHERE user_id = ?)",
+                (user_id, user_id),
+            ).fetchone()
+            return ConversationCount(
+                total=total,
+                unreadable=unreadable,
+                shared_messages=messages,
+                shared_conversations=conversations,
+            )
 
         return await self._run(count)
 
