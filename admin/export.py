@@ -49,6 +49,7 @@ MESSAGE_COLUMNS = [
     "latencyMs",
     "feedbackReaction",
     "feedbackText",
+    "feedbackRater",
     "error",
     "correlationId",
 ]
@@ -111,6 +112,7 @@ def message_row(conversation_id: str, message: dict[str, Any]) -> dict[str, Any]
         "completionTokens": usage.get("completion"),
         "feedbackReaction": feedback.get("reaction"),
         "feedbackText": feedback.get("text"),
+        "feedbackRater": feedback.get("rater"),
     }
 
 

@@ -400,6 +400,9 @@ def message_view(message: Message, pseudonyms: Pseudonyms) -> dict[str, Any]:
             "reaction": feedback.reaction,
             "text": feedback.text,
             "at": feedback.at.isoformat(),
+            # Who gave it, as users are shown (in a group chat anyone may rate any answer);
+            # None for feedback stored before raters were recorded.
+            "rater": shown_user(pseudonyms, feedback.user_id) if feedback.user_id else None,
         }
         if feedback
         else None,

@@ -149,3 +149,24 @@ async def test_the_deletion_page_counts_the_users_messages_in_shared_conversatio
     assert done.status == 200, await done.text()
     assert (await done.json())["deleted"]["messages"] == 4 + 8
 
+
+async def test_group_chat_exports_and_transcript_name_each_ratings_rater_by_pseudonym(
+    admin: TestClient[Any, Any],  # noqa: F811
+) -> None:
+    await _group_chat(admin)
+    bob = await _pseudonym(admin, "conv-feedback")
+
+    as_json = await admin.get(f"/admin/api/export/conversations/{GROUP}", params={"format": "json"})
+    as_csv = await admin.get(f"/admin/api/export/conversations/{GROUP}", params={"format": "csv"})
+    transcript = await admin.get(f"/admin/conversations/{GROUP}")
+
+    rated = [m for m in json.loads(await as_json.text())["messages"] if m["feedback"]]
+    assert [(m["seq"], m["feedback"]["reaction"], m["feedback"]["rater"]) for m in rated] == [
+        (2, "dislike", bob)
+    ]
+    rows = list(csv.DictReader(io.StringIO((await as_csv.text()).lstrip("\ufeff"))))
+    assert [(r["seq"], r["feedbackRater"]) for r in rows if r["feedbackReaction"]] == [("2", bob)]
+    html = await transcript.text()
+    assert f"rated by {bob}" in html
+    for body in (await as_json.text(), await as_csv.text(), html):
+        assert BOB not in body
