@@ -258,7 +258,7 @@ async def test_a_users_export_leaves_out_a_summary_that_cannot_be_read_but_not_i
         "feedback": 0,
         "states": 0,
         "usage": 0,
-        "audit": 1,  # the request of this export
+        "audit": 2,  # the view of conv-error that found her pseudonym, and this export's request
     }
     assert _logged(caplog, EXPORTED) == [conversation_ref("conv-flagged")]
     _nothing_private_logged(caplog, "conv-flagged", ALICE)
