@@ -1104,13 +1104,17 @@ class Deletion:
     second_pass_due: datetime | None
 
 
-async def _delete_user(request: web.Request, reference: str, confirm: str) -> Deletion:
+async def _delete_user(request: web.Request, reference: str, confirm: str, reason: str) -> Deletion:
+    """Everything stored about one person, under each id their channels gave them. Confirmed by
+    repeating the user, and with a reason, as deleting a conversation has one: the audit record
+    is all that is left of it. The request is recorded with the reason (`_erase`)."""
     context = request.app[CONTEXT]
     reference = reference.strip()
     if not reference:
         raise BadRequest("error_user_to_delete")
     if confirm.strip() != reference:
         raise BadRequest("error_confirm_user")
+    reason = _reason(reason, "error_reason_delete_user")
     user_id = context.pseudonyms.user_id(reference)
     stored_ids = stored_ids_of(user_id)
 
@@ -1138,7 +1142,7 @@ async def _delete_user(request: web.Request, reference: str, confirm: str) -> De
 
     target = _audited_as(context, user_id)
     erasing = functools.partial(context.recent_erasures.record, user_ids=stored_ids)
-    return await _erase(request, "delete_user", target, {}, erase, erasing, late)
+    return await _erase(request, "delete_user", target, {"reason": reason}, erase, erasing, late)
 
 
 async def _erase(
@@ -1811,10 +1815,13 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def delete_page(request: web.Request) -> web.StreamResponse:
-    reference, confirm = _texts(await request.post(), "user", "confirm")
+    reference, confirm, reason = _texts(await request.post(), "user", "confirm", "reason")
     try:
-        deletion = await _delete_user(request, reference, confirm)
+        deletion = await _delete_user(request, reference, confirm, reason)
     except BadRequest as exc:
+        # The confirmation is checked first: when it matches, the reason was at fault.
+        stripped = reference.strip()
+        invalid = "reason" if stripped and confirm.strip() == stripped else "confirm"
         return _render(
             request,
             "delete_confirm.html",
@@ -1824,6 +1831,7 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             conversations=None,
             unreadable=0,
             error=exc.text,
+            invalid=invalid,
             second_pass_minutes=_second_pass_minutes(request),
         )
     return _render(
@@ -2160,7 +2168,9 @@ async def api_reveal(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def api_delete_user(request: web.Request) -> web.StreamResponse:
-    deletion = await _delete_user(request, *_texts(await _json_body(request), "user", "confirm"))
+    deletion = await _delete_user(
+        request, *_texts(await _json_body(request), "user", "confirm", "reason")
+    )
     body: dict[str, Any] = {"deleted": deletion.counts}
     if deletion.second_pass_due is not None:
         # Not complete yet: a turn still running elsewhere may store its answer until then.

@@ -75,7 +75,9 @@ async def test_after_a_persons_erasure_the_audit_log_still_finds_who_read_their_
         "user"
     ]
     deleted = await client.post(
-        "/admin/api/users/delete", json={"user": alice, "confirm": alice}, headers=ADMIN
+        "/admin/api/users/delete",
+        json={"user": alice, "confirm": alice, "reason": "erasure request 7"},
+        headers=ADMIN,
     )
     assert deleted.status == 200
 

@@ -81,7 +81,10 @@ async def test_a_rejected_deletion_ties_its_error_to_the_confirmation_field(
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     first = await (await admin.get(f"/admin/users/delete?user={pseudonym}")).text()
     assert "aria-invalid" not in first and page_title(first) == "Delete user data · Admin"
-    rejected = await admin.post("/admin/users/delete", data={"user": pseudonym, "confirm": "x"})
+    rejected = await admin.post(
+        "/admin/users/delete",
+        data={"user": pseudonym, "confirm": "x", "reason": "erasure request 7"},
+    )
     assert rejected.status == 400
     html = await rejected.text()
     assert page_title(html) == "Error: Delete user data · Admin"

@@ -204,7 +204,11 @@ async def test_appservice_mode_needs_the_csrf_token_for_state_changes(
 ) -> None:
     client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
     admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
-    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    body = {
+        "user": "carol@contoso.com",
+        "confirm": "carol@contoso.com",
+        "reason": "erasure request 7",
+    }
     refused = await client.post("/admin/api/users/delete", json=body, headers=admin)
     assert refused.status == 403 and (await refused.json())["error"] == "csrf"
     csrf = (await (await client.get("/admin/api/me", headers=admin)).json())["csrfToken"]
@@ -276,7 +280,11 @@ async def test_bearer_requests_need_no_csrf_token(
 ) -> None:
     client = await seeded(await make_app(**oidc_settings))
     auth = {"Authorization": f"Bearer {entra.mint(roles=['Admin'])}"}
-    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    body = {
+        "user": "carol@contoso.com",
+        "confirm": "carol@contoso.com",
+        "reason": "erasure request 7",
+    }
     response = await client.post("/admin/api/users/delete", json=body, headers=auth)
     assert response.status == 200
 
@@ -347,7 +355,11 @@ async def test_state_changes_need_the_session_csrf_token_and_a_same_origin(
     caplog.set_level(logging.INFO, logger="app")
     client = await seeded(await make_app())
     csrf = await sign_in_locally(client, caplog)
-    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    body = {
+        "user": "carol@contoso.com",
+        "confirm": "carol@contoso.com",
+        "reason": "erasure request 7",
+    }
 
     missing = await client.post("/admin/api/users/delete", json=body)
     assert missing.status == 403
@@ -408,7 +420,11 @@ async def test_state_changes_from_the_public_base_urls_origin_are_allowed_and_ot
     )
     admin = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"])}
     csrf = (await (await client.get("/admin/api/me", headers=admin)).json())["csrfToken"]
-    body = {"user": "carol@contoso.com", "confirm": "carol@contoso.com"}
+    body = {
+        "user": "carol@contoso.com",
+        "confirm": "carol@contoso.com",
+        "reason": "erasure request 7",
+    }
 
     response = await client.post(
         "/admin/api/users/delete",

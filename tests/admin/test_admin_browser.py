@@ -111,9 +111,11 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
         assert [c["id"] for c in exported["conversations"]] == ["conv-error", "conv-flagged"]
         assert XSS_PROMPT in [m["text"] for m in exported["messages"]]
         # A wrong confirmation deletes nothing.
+        await page.fill("form[action='/admin/users/delete'] input[name=reason]", "erasure 42")
         await page.fill("input[name=confirm]", "someone else")
         await page.get_by_role("button", name="Delete").click()
         assert "repeat the user exactly" in await page.locator("[role=alert]").inner_text()
+        await page.fill("form[action='/admin/users/delete'] input[name=reason]", "erasure 42")
         await page.fill("input[name=confirm]", pseudonym)
         await page.get_by_role("button", name="Delete").click()
         deleted = await page.get_by_test_id("deleted").inner_text()

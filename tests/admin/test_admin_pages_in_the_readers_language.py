@@ -340,7 +340,13 @@ async def test_every_page_a_japanese_reviewer_reaches_is_all_japanese(
         "delete a user, wrong confirmation",
         "POST",
         "/admin/users/delete",
-        data={"user": pseudonym, "confirm": "違う"},
+        data={"user": pseudonym, "confirm": "違う", "reason": "erasure request 7"},
+    )
+    await visit(
+        "delete a user, no reason",
+        "POST",
+        "/admin/users/delete",
+        data={"user": pseudonym, "confirm": pseudonym, "reason": ""},
     )
     await visit("delete a conversation", "GET", "/admin/conversations/conv-travel/delete")
     await visit(
@@ -360,7 +366,7 @@ async def test_every_page_a_japanese_reviewer_reaches_is_all_japanese(
         "user deleted",
         "POST",
         "/admin/users/delete",
-        data={"user": pseudonym, "confirm": pseudonym},
+        data={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     await visit("audit", "GET", "/admin/audit")
     await visit("not found", "GET", "/admin/conversations/nothing-here")
@@ -376,6 +382,7 @@ async def test_every_page_a_japanese_reviewer_reaches_is_all_japanese(
     )
 
     expected = {"sign-in": 401, "delete a user, wrong confirmation": 400}
+    expected |= {"delete a user, no reason": 400}
     expected |= {"delete a conversation, no reason": 400, "not found": 404, "bad filter": 400}
     expected |= {"unknown address": 404, "CSRF refusal": 403}
     for name, (status, page) in pages.items():

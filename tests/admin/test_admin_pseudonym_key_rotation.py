@@ -126,7 +126,10 @@ async def test_without_the_previous_key_an_old_pseudonym_is_refused_with_a_messa
         client.get(API, params={"user": old}),
         client.post("/admin/api/reveal", json={"user": old, "reason": "ticket 456"}),
         client.post("/admin/api/users/export", json={"user": old, "reason": "DSAR-7"}),
-        client.post("/admin/api/users/delete", json={"user": old, "confirm": old}),
+        client.post(
+            "/admin/api/users/delete",
+            json={"user": old, "confirm": old, "reason": "erasure request 7"},
+        ),
     ]
     messages = set()
     for call in calls:

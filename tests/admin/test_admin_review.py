@@ -236,7 +236,8 @@ async def test_reviewers_see_stable_pseudonyms_and_never_user_ids(
     assert reveal.status == 403
     assert (await reviewer.get("/admin/api/export/conversations/conv-flagged")).status == 403
     delete = await reviewer.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert delete.status == 403
     assert "Reveal user" not in page and "Delete all data" not in page
@@ -356,7 +357,8 @@ async def test_a_list_export_filtered_by_user_is_audited_under_the_pseudonym_not
     assert exported.status == 200
     assert len(json.loads(await exported.text())["items"]) == 2
     deleted = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert deleted.status == 200
 
@@ -374,13 +376,15 @@ async def test_deleting_a_user_needs_confirmation_removes_everything_and_is_audi
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
 
     unconfirmed = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": "p-other"}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": "p-other", "reason": "erasure request 7"},
     )
     assert unconfirmed.status == 400
     assert len(await titles(admin, f"user={pseudonym}")) == 2
 
     done = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert done.status == 200
     assert (await done.json())["deleted"] == {"conversations": 2, "messages": 4, "states": 0}
@@ -416,7 +420,8 @@ async def test_a_deletion_whose_audit_record_cannot_be_written_deletes_nothing(
     store.fail(FaultKind.ERROR, "append_audit", count=1)
 
     refused = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert refused.status == 503
     assert (await refused.json())["error"] == "audit_unavailable"
@@ -434,7 +439,8 @@ async def test_a_deletion_that_fails_part_way_is_on_the_audit_log(
     store.fail(FaultKind.LOST_RESPONSE, "delete_user", count=1)
 
     failed = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert failed.status == 503
     assert await titles(admin, f"user={pseudonym}") == []
@@ -559,7 +565,8 @@ async def test_deleting_a_user_also_deletes_their_data_from_azures_direct_line(
     assert "3 conversations" in await confirm.text()
 
     done = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
 
     assert (await done.json())["deleted"] == {"conversations": 3, "messages": 5, "states": 0}
@@ -574,7 +581,11 @@ async def test_deleting_the_direct_line_id_also_deletes_the_object_ids_data(
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
     await admin.post(
         "/admin/api/users/delete",
-        json={"user": "dl_alice@contoso.com", "confirm": "dl_alice@contoso.com"},
+        json={
+            "user": "dl_alice@contoso.com",
+            "confirm": "dl_alice@contoso.com",
+            "reason": "erasure request 7",
+        },
     )
     assert (await export_user(admin.server.app[STORE], "alice@contoso.com"))["messages"] == []
     # Recorded under the same pseudonym as a deletion that named the object id.
@@ -740,7 +751,10 @@ async def test_a_pseudonym_made_under_another_key_is_refused_and_nothing_is_dele
     foreign = Pseudonyms(b"another deployment's key", enabled=True).pseudonym("alice@contoso.com")
 
     api_calls = [
-        admin.post("/admin/api/users/delete", json={"user": foreign, "confirm": foreign}),
+        admin.post(
+            "/admin/api/users/delete",
+            json={"user": foreign, "confirm": foreign, "reason": "erasure request 7"},
+        ),
         admin.post("/admin/api/users/export", json={"user": foreign, "reason": "DSAR-42"}),
         admin.get(f"{API}?user={foreign}"),
         admin.get(f"/admin/api/export/conversations?user={foreign}&format=json"),
@@ -752,7 +766,10 @@ async def test_a_pseudonym_made_under_another_key_is_refused_and_nothing_is_dele
         assert body["error"] == "unknown_pseudonym"
         assert "ADMIN_PSEUDONYM_KEY" in body["message"]
     page_calls = [
-        admin.post("/admin/users/delete", data={"user": foreign, "confirm": foreign}),
+        admin.post(
+            "/admin/users/delete",
+            data={"user": foreign, "confirm": foreign, "reason": "erasure request 7"},
+        ),
         admin.post("/admin/users/export", data={"user": foreign, "reason": "DSAR-42"}),
         admin.get(f"/admin/users/delete?user={foreign}"),
         admin.get(f"/admin/?user={foreign}"),

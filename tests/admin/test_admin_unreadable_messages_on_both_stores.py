@@ -127,7 +127,8 @@ async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat
     caplog.clear()
 
     done = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
 
     assert done.status == 200, await done.text()
@@ -151,7 +152,8 @@ async def test_erasing_a_user_completes_over_unreadable_messages_in_a_group_chat
     _nothing_private_logged(caplog, "conv-group", ALICE, BOB, CAROL)
     # Asked again: nothing of Alice's is left to find.
     again = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
     assert (await again.json())["deleted"] == {"conversations": 0, "messages": 0, "states": 0}
 
@@ -162,7 +164,10 @@ async def test_the_deletion_page_says_what_was_left_for_review(
 ) -> None:
     pseudonym = await _group_chat_with_unreadable_messages(admin, request)
 
-    page = await admin.post("/admin/users/delete", data={"user": pseudonym, "confirm": pseudonym})
+    page = await admin.post(
+        "/admin/users/delete",
+        data={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
+    )
 
     assert page.status == 200
     html = await page.text()

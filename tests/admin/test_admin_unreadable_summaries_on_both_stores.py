@@ -178,7 +178,8 @@ async def test_erasing_a_user_completes_when_a_shared_conversations_summary_cann
     caplog.clear()
 
     done = await admin.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
     )
 
     assert done.status == 200, await done.text()
@@ -219,7 +220,10 @@ async def test_the_deletion_page_counts_the_users_conversations_whose_summary_ca
     assert WORDS not in html
     assert _logged(caplog, COUNTED) == [conversation_ref("conv-flagged")]
     _nothing_private_logged(caplog, "conv-flagged", ALICE)
-    done = await admin.post("/admin/users/delete", data={"user": pseudonym, "confirm": pseudonym})
+    done = await admin.post(
+        "/admin/users/delete",
+        data={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
+    )
     assert done.status == 200, await done.text()
     assert "Deleted 2 conversations" in await done.text()
     # A user whose summaries can all be read is not told about unreadable ones.

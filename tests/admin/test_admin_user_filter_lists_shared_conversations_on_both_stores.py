@@ -145,7 +145,10 @@ async def test_the_deletion_page_counts_the_users_messages_in_shared_conversatio
     assert "Besides those, 8 messages the user wrote in 1 conversation shared" in html
     assert "メッセージ8件が削除されます" in await japanese.text()
     # Which is what the deletion then deletes.
-    done = await admin.post("/admin/api/users/delete", json={"user": alice, "confirm": alice})
+    done = await admin.post(
+        "/admin/api/users/delete",
+        json={"user": alice, "confirm": alice, "reason": "erasure request 7"},
+    )
     assert done.status == 200, await done.text()
     assert (await done.json())["deleted"]["messages"] == 4 + 8
 

@@ -201,7 +201,9 @@ async def test_a_quota_refusal_is_audited_under_the_user_pseudonym_and_never_the
     assert revealed.status == 200 and (await revealed.json())["userId"] == alice
 
     deleted = await client.post(
-        "/admin/api/users/delete", json={"user": pseudonym, "confirm": pseudonym}, headers=admin
+        "/admin/api/users/delete",
+        json={"user": pseudonym, "confirm": pseudonym, "reason": "erasure request 7"},
+        headers=admin,
     )
     assert deleted.status == 200
     audit_text = await (await client.get("/admin/api/audit", headers=admin)).text()

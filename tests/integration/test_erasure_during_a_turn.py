@@ -93,7 +93,10 @@ async def streaming_started(connector: RecordingConnector, conversation: str) ->
 
 
 async def delete_user(client: Instance, user: str) -> dict[str, Any]:
-    response = await client.post("/admin/api/users/delete", json={"user": user, "confirm": user})
+    response = await client.post(
+        "/admin/api/users/delete",
+        json={"user": user, "confirm": user, "reason": "erasure request 7"},
+    )
     assert response.status == 200, await response.text()
     body: dict[str, Any] = await response.json()
     return body
@@ -243,7 +246,12 @@ async def test_a_second_pass_pending_at_shutdown_runs_early_and_says_so(
 
     page = await erasing.post(
         "/admin/users/delete",
-        data={"user": user, "confirm": user, "csrf": erasing.session.headers["X-CSRF-Token"]},
+        data={
+            "user": user,
+            "confirm": user,
+            "reason": "erasure request 7",
+            "csrf": erasing.session.headers["X-CSRF-Token"],
+        },
     )
     html = await page.text()
     assert page.status == 200 and 'data-testid="second-pass"' in html

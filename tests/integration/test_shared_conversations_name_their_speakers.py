@@ -249,7 +249,9 @@ async def test_an_author_name_is_in_their_export_and_gone_with_their_erasure_or_
     withdrawal.pop("text")
     await turn(bot, withdrawal)
     erased = await bot.post(
-        "/admin/api/users/delete", json={"user": "aad-ada", "confirm": "aad-ada"}, headers=admin
+        "/admin/api/users/delete",
+        json={"user": "aad-ada", "confirm": "aad-ada", "reason": "erasure request 7"},
+        headers=admin,
     )
     assert erased.status == 200, await erased.text()
 

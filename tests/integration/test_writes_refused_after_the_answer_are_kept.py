@@ -349,7 +349,7 @@ async def test_a_kept_write_of_a_user_erased_meanwhile_is_dropped_and_the_others
     kept = await send(client, connector, "Keep me", conversation_id="conv-other")
     response = await client.post(
         "/admin/api/users/delete",
-        json={"user": "erased-user", "confirm": "erased-user"},
+        json={"user": "erased-user", "confirm": "erased-user", "reason": "erasure request 7"},
         headers={"X-CSRF-Token": csrf},
     )
     assert response.status == 200, await response.text()

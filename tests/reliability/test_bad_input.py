@@ -421,7 +421,7 @@ def admin_corpus() -> list[Case]:
         ),
         Case(
             "admin delete confirmation mismatch",
-            {"user": "carol@contoso.com", "confirm": "carol"},
+            {"user": "carol@contoso.com", "confirm": "carol", "reason": "erasure request 7"},
             path=f"{api}/users/delete",
         ),
         Case("admin delete deeply nested", DEEP_OBJECT, path=f"{api}/users/delete"),

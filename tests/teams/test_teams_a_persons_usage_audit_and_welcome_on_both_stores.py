@@ -120,7 +120,10 @@ async def test_a_users_data_holds_their_usage_audit_records_and_welcome_and_eras
     }
 
     deleted = await _post(
-        bot, csrf, "/admin/api/users/delete", {"user": USER_AAD, "confirm": USER_AAD}
+        bot,
+        csrf,
+        "/admin/api/users/delete",
+        {"user": USER_AAD, "confirm": USER_AAD, "reason": "erasure request 7"},
     )
 
     assert (await deleted.json())["deleted"] == {

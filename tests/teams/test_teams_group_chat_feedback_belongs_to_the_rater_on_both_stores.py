@@ -109,7 +109,7 @@ async def test_group_chat_feedback_is_exported_and_erased_with_the_rater_not_the
 
     deleted = await bot.post(
         "/admin/api/users/delete",
-        json={"user": BOB, "confirm": BOB},
+        json={"user": BOB, "confirm": BOB, "reason": "erasure request 7"},
         headers={"X-CSRF-Token": csrf},
     )
 
