@@ -8,6 +8,8 @@ JSON error; nothing leaks exception text. Rejections are logged once per reason 
 counted (bot.rejections). A reply must never come back here as a new activity (the bot would
 answer its own answers for ever): a serviceUrl that is not a channel's shape, or in anonymous
 mode this app's own port, is refused, and a message from the bot's own account is not answered.
+An activity past the turn queue's waiting limits (bot.turns.WaitingLimits) gets 429 with
+Retry-After before it is acknowledged: the channel sends it again, nothing taken is dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bot.handler import (
 )
 from bot.peers import PeerLinks
 from bot.rejections import RejectionLog
-from bot.turns import ShuttingDown, TurnQueue
+from bot.turns import QUEUE_FULL_RETRY_AFTER_SECONDS, QueueFull, ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,16 @@ def _shutting_down() -> web.Response:
     return response
 
 
+def _queue_full() -> web.Response:
+    """Too much is waiting for its turn (bot.turns.WaitingLimits): refused, not accepted, so
+    the channel sends it again after Retry-After (Teams and Azure's Direct Line do)."""
+    response = json_error(
+        429, "too_many_waiting", "Too many activities are waiting for an answer; retry shortly."
+    )
+    response.headers["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER_SECONDS)
+    return response
+
+
 def _answer_of_sibling(status: int) -> web.Response:
     """What the channel gets for an activity the conversation's worker took (or refused)."""
     if status < 300:
@@ -89,6 +101,8 @@ def _answer_of_sibling(status: int) -> web.Response:
         return _unreadable()
     if status == 503:
         return _shutting_down()
+    if status == 429:
+        return _queue_full()
     return json_error(500, "internal_error", "The activity could not be taken; retry shortly.")
 
 
@@ -245,7 +259,7 @@ class MessagesEndpoint:
                 status = await self._peers.forward(owner, raw)
                 if status is not None:
                     return _answer_of_sibling(status)
-        return await self.accept(raw)
+        return await self.accept(raw, size=len(body))
 
     def _reply_target_allowed(self, request: web.Request, service_url: str) -> bool:
         """A channel's serviceUrl shape in every mode; in anonymous mode also an allowed host
@@ -272,11 +286,12 @@ class MessagesEndpoint:
         return (await self.accept(raw)).status
 
     async def accept(
-        self, raw: dict[str, Any], *, identity_from_server: bool = False
+        self, raw: dict[str, Any], *, identity_from_server: bool = False, size: int | None = None
     ) -> web.Response:
         """Run an activity that is already authenticated and validated (`validate_activity`):
         from `handle`, or from an in-process channel such as the built-in Direct Line, which
-        builds `from` and the tenant itself (`identity_from_server`)."""
+        builds `from` and the tenant itself (`identity_from_server`). `size`: its body's bytes,
+        if known (what it counts against the queue's waiting limits)."""
         # When it arrived: a turn stores nothing of it after its user's erasure (storage.
         # erasures), even one that waited in the queue while the erasure ran.
         raw = {
@@ -313,10 +328,21 @@ class MessagesEndpoint:
             if activity.type == ActivityTypes.message
             else None
         )
+        sender = _account_id(raw, "from")
         try:
-            accepted = self._queue.submit(key, dedupe, lambda: self._run(activity, raw), abandon)
+            accepted = self._queue.submit(
+                key,
+                dedupe,
+                lambda: self._run(activity, raw),
+                abandon,
+                size=size if size is not None else _size(raw),
+                sender=f"{activity.channel_id}|{sender}" if sender else "",
+            )
         except ShuttingDown:
             return _shutting_down()
+        except QueueFull as exc:
+            self._rejections.rejected(exc.reason)
+            return _queue_full()
         if not accepted:
             log.info("duplicate delivery acknowledged without a second turn")
         return web.Response(status=202)
@@ -347,6 +373,11 @@ class MessagesEndpoint:
         if body is None:
             return web.Response(status=response.status)
         return web.json_response(_invoke_body(body), status=response.status)
+
+
+def _size(raw: dict[str, Any]) -> int:
+    """What an activity waiting in the queue holds, about: its size as UTF-8 JSON."""
+    return len(json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8", "replace"))
 
 
 def _invoke_body(body: Any) -> Any:

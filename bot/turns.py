@@ -6,7 +6,14 @@ a turn still owes its user an answer: at the grace deadline the turns still runn
 end with a notice (`interrupt`), those that never started get theirs (`abandon`), and both
 have at most SHUTDOWN_NOTICE_SECONDS more before whatever is left is cancelled. A cancelled turn
 may still be waiting on a dependency that does not answer (its cleanup writes to a store that
-hangs): the drain does not wait for it past CANCELLED_WAIT_SECONDS, and says how many it left."""
+hangs): the drain does not wait for it past CANCELLED_WAIT_SECONDS, and says how many it left.
+
+What waits is bounded (`WaitingLimits`): each waiting activity holds its whole body in memory
+(up to 256 KB from a channel, 4 MiB through the built-in Direct Line), and the rate limit is
+only decided once its turn runs, so without a bound one user posting fast could make the process
+hold gigabytes. Past a limit `submit` raises `QueueFull` before anything is accepted: the
+activity is refused (429 with Retry-After), never dropped after its 202, and not remembered as
+seen, so the channel's retry is taken as new."""
 
 from __future__ import annotations
 
@@ -25,6 +32,47 @@ SHUTDOWN_NOTICE_SECONDS = 5.0
 # Then, for what was cancelled to end: a task whose cleanup awaits a dependency that hangs would
 # otherwise hold the stop for that dependency's own timeouts and retries (minutes for a store).
 CANCELLED_WAIT_SECONDS = 1.0
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WaitingLimits:
+    """How much may wait for its turn (not counting the turns running), in activities and in
+    bytes (an activity's size as UTF-8 JSON): per conversation, per sender, per process.
+
+    No person reaches these. A turn takes seconds (TURN_DEADLINE_SECONDS at most), a person
+    sends a message every few seconds at most, and past QUOTA_USER_REQUESTS_PER_MINUTE (30 by
+    default) each is refused in a moment once its turn comes. A Teams group chat has at most 250
+    members and the bot gets only the messages that @mention it: 200 waiting in one chat means
+    200 arrived behind one turn still running. A message the bot takes is at most
+    MAX_MESSAGE_CHARS (8,000; 32 KB of UTF-8 at worst) and a Teams message at most about 28 KB,
+    so 8 MiB is 200 of the longest; anything longer gets the "too long" notice, and two 4 MiB
+    pastes still fit. A sender's limits, across conversations, keep one user (the built-in
+    Direct Line lets each open 20 chats) from filling the process's share alone. The process's
+    10,000 are many minutes of turns at TURN_CONCURRENCY 64 (the bench's 1,000 busy
+    conversations stay under 300 MB): an answer that far behind is no answer, and a channel
+    that is refused retries later, possibly on another instance. 64 MiB is 20,000 ordinary
+    Teams activities (about 3 KB each)."""
+
+    conversation_count: int = 200
+    conversation_bytes: int = 8 * MIB
+    sender_count: int = 200
+    sender_bytes: int = 16 * MIB
+    process_count: int = 10_000
+    process_bytes: int = 64 * MIB
+
+
+# Seconds a refused activity should wait before it is sent again: a few turns' time.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 10
+
+
+class QueueFull(Exception):
+    """Too much is waiting: the activity is not accepted. `reason`: a fixed sentence for the log
+    (which limit), never an id or text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -32,6 +80,9 @@ class _Queued:
     job: Job
     # What the user is told when the job will never run (shutdown); None: nothing.
     abandon: Job | None
+    # What it counts against the waiting limits: its size, and who sent it ("" = no one).
+    size: int = 0
+    sender: str = ""
 
 
 class ShuttingDown(Exception):
@@ -47,9 +98,11 @@ class TurnQueue:
         *,
         interrupt: Callable[[], int] | None = None,
         notice_seconds: float = SHUTDOWN_NOTICE_SECONDS,
+        limits: WaitingLimits = WaitingLimits(),
     ) -> None:
         """`interrupt`: called at the shutdown deadline; ends the turns in progress with a
         notice (and any that begins later at once) and says how many it interrupted."""
+        self._limits = limits
         self._slots = asyncio.Semaphore(concurrency)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedupe_window = dedupe_window
@@ -58,6 +111,12 @@ class TurnQueue:
         self._notice_seconds = notice_seconds
         # Each conversation's jobs not started yet.
         self._pending: dict[str, deque[_Queued]] = {}
+        # What waits (not running), for the limits: bytes per conversation, (count, bytes) per
+        # sender, and in all.
+        self._bytes_of: dict[str, int] = {}
+        self._of_sender: dict[str, tuple[int, int]] = {}
+        self.waiting = 0
+        self.waiting_bytes = 0
         self._running = 0
         # The task running each conversation's turns, while it has any.
         self._worker_of: dict[str, asyncio.Task[None]] = {}
@@ -95,21 +154,30 @@ class TurnQueue:
         dedupe_key: str | None,
         job: Job,
         abandon: Job | None = None,
+        *,
+        size: int = 0,
+        sender: str = "",
     ) -> bool:
         """Queue a job; False when this activity was already accepted (a redelivery).
-        `abandon` runs instead of `job` if the shutdown deadline comes before it started."""
+        `abandon` runs instead of `job` if the shutdown deadline comes before it started.
+        `size` (bytes) and `sender` count against the waiting limits: past one, QueueFull."""
         if not self._accepting:
             raise ShuttingDown
+        if dedupe_key and dedupe_key in self._seen:
+            return False
+        # Before it is remembered as seen: a refused activity sent again is a new one.
+        self._make_room(conversation_key, size, sender)
         if dedupe_key:
-            if dedupe_key in self._seen:
-                return False
             self._seen[dedupe_key] = None
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
         queued = _Queued(
             _in_submitting_context(job),
             _in_submitting_context(abandon) if abandon is not None else None,
+            size,
+            sender,
         )
+        self._count(conversation_key, queued, 1)
         jobs = self._pending.get(conversation_key)
         if jobs is not None:
             jobs.append(queued)
@@ -120,6 +188,40 @@ class TurnQueue:
             self._drain_conversation(conversation_key)
         )
         return True
+
+    def _make_room(self, conversation_key: str, size: int, sender: str) -> None:
+        """Raises QueueFull when one more activity of `size` bytes would pass a limit."""
+        limits = self._limits
+        jobs = self._pending.get(conversation_key)
+        if (len(jobs) if jobs else 0) + 1 > limits.conversation_count or (
+            self._bytes_of.get(conversation_key, 0) + size > limits.conversation_bytes
+        ):
+            raise QueueFull("too many activities waiting in one conversation")
+        if sender:
+            count, held = self._of_sender.get(sender, (0, 0))
+            if count + 1 > limits.sender_count or held + size > limits.sender_bytes:
+                raise QueueFull("too many activities of one sender waiting")
+        if self.waiting + 1 > limits.process_count or (
+            self.waiting_bytes + size > limits.process_bytes
+        ):
+            raise QueueFull("too many activities waiting in the process")
+
+    def _count(self, conversation_key: str, queued: _Queued, sign: int) -> None:
+        """Adds (1) or takes away (-1) a waiting activity from the counts of the limits."""
+        self.waiting += sign
+        self.waiting_bytes += sign * queued.size
+        held = self._bytes_of.get(conversation_key, 0) + sign * queued.size
+        if held:
+            self._bytes_of[conversation_key] = held
+        else:
+            self._bytes_of.pop(conversation_key, None)
+        if queued.sender:
+            count, size = self._of_sender.get(queued.sender, (0, 0))
+            count, size = count + sign, size + sign * queued.size
+            if count:
+                self._of_sender[queued.sender] = (count, size)
+            else:
+                self._of_sender.pop(queued.sender, None)
 
     async def wait_conversation(self, conversation_key: str, at_most_seconds: float) -> None:
         """Until this conversation has no queued or running turn, or `at_most_seconds` passed.
@@ -136,6 +238,7 @@ class TurnQueue:
                     if not jobs:
                         break  # given up at the shutdown deadline while it waited for a slot
                     queued = jobs.popleft()
+                    self._count(conversation_key, queued, -1)
                     self._running += 1
                     try:
                         await asyncio.wait_for(queued.job(), timeout=self._deadline)
@@ -176,7 +279,9 @@ class TurnQueue:
             return True
         # Nothing more starts: every worker ends after the job it runs.
         never_started = [queued for jobs in self._pending.values() for queued in jobs]
-        for jobs in self._pending.values():
+        for key, jobs in self._pending.items():
+            for queued in jobs:
+                self._count(key, queued, -1)
             jobs.clear()
         running = self._running
         interrupted = self._interrupt() if self._interrupt is not None else 0

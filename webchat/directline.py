@@ -35,6 +35,7 @@ from bot.routes import (
     json_error,
     validate_activity,
 )
+from bot.turns import QUEUE_FULL_RETRY_AFTER_SECONDS
 from bot.webchat_shapes import FEEDBACK_EVENT, STOP_EVENT, feedback_from_event, stopped_stream_id
 from config import Settings, WebChatAuthMode
 from webchat.activities import now_iso, public_copy
@@ -399,6 +400,14 @@ class BuiltinDirectLine:
         except BadActivity as exc:
             raise DirectLineError(400, "BadArgument", str(exc)) from None
         response = await self._messages().accept(raw, identity_from_server=True)
+        if response.status == 429:
+            # Too much of this chat (or user) waits for its turn (bot.turns.WaitingLimits): not
+            # taken, so Web Chat shows "Send failed" with its Retry, which posts it again.
+            raise DirectLineError(
+                429,
+                "TooManyRequests",
+                "Too many messages are waiting for an answer; send this one again shortly.",
+            )
         if response.status >= 400:
             status = 503 if response.status >= 500 else 400
             raise DirectLineError(status, "BotError", "The assistant could not take the message.")
@@ -615,6 +624,8 @@ def _refusal(exc: DirectLineError) -> web.Response:
     response = json_error(exc.status, exc.code, str(exc))
     if exc.status == 503:
         response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
+    elif exc.status == 429:
+        response.headers["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER_SECONDS)
     return response
 
 
