@@ -173,7 +173,8 @@ def to_json(value: Any) -> str:
 class StreamedJson:
     """`to_json` of one object, the same text, written in pieces: its leading fields at once, then
     lists item by item, so a long list is never held whole (a user's data export). Call `begin`,
-    then `open_list`, `item`... and `close_list` for each list, then `end`."""
+    then `open_list`, `item`... and `close_list` for each list, any `field` after them, then
+    `end`."""
 
     def __init__(self) -> None:
         self._items = 0  # in the list being written
@@ -198,5 +199,59 @@ class StreamedJson:
     def close_list(self) -> str:
         return "\n  ]" if self._items else "]"
 
+    def field(self, key: str, value: Any) -> str:
+        """A field after the lists (one known only once they are written: their counts)."""
+        text = to_json(value).replace("\n", "\n  ")
+        return f",\n  {json.dumps(key, ensure_ascii=False)}: {text}"
+
     def end(self) -> str:
         return "\n}"
+
+
+# A user's data export (admin/web.py `_export_user`) says first what it holds, for the person
+# who receives it and whoever answers their request. The version changes when a section is
+# added, removed or changes its meaning.
+USER_EXPORT_SCHEMA_VERSION = 1
+USER_EXPORT_SECTIONS: dict[str, str] = {
+    "user": "the person, by the pseudonym the admin review and its audit log name them by",
+    "exportedAt": "when this file was made (UTC, ISO 8601)",
+    "storedIds": (
+        "the ids their data was found under: each id their channels gave them (the Entra "
+        "object id, and dl_<object id> through Azure's Direct Line)"
+    ),
+    "conversations": "the summaries of the conversations they own, as stored",
+    "messages": (
+        "their messages anywhere and every message of the conversations they own, as stored, "
+        "each with its verdicts, usage and feedback (except feedback someone else gave on it, "
+        "which is theirs)"
+    ),
+    "feedback": (
+        "the feedback they gave on other people's answers in shared conversations: the "
+        "reaction, comment and time, with the conversation and message id, never the message"
+    ),
+    "states": (
+        "their saved dialog states: the usage-policy acceptance, a message waiting for it, and "
+        "the welcome marker of their Teams one-to-one chat"
+    ),
+    "usage": "their quota usage documents of the last two days, as the store counts them",
+    "audit": (
+        "the audit records about them, newest first, this export's request included: time, "
+        "action, reason and outcome, and whether the app or an administrator acted (not which "
+        "administrator, nor from where)"
+    ),
+    "counts": "how many items each list above holds (at the end of the file)",
+}
+USER_EXPORT_COUNTS_NOTE = (
+    "The number of items in each list is at the end of the file, under counts: it is known "
+    "only once everything has been streamed. A download that failed part-way is broken off "
+    "and has no counts."
+)
+
+
+def user_export_contents() -> dict[str, Any]:
+    """The leading `contents` section of a user's data export: what each section holds."""
+    return {
+        "schemaVersion": USER_EXPORT_SCHEMA_VERSION,
+        "sections": dict(USER_EXPORT_SECTIONS),
+        "counts": USER_EXPORT_COUNTS_NOTE,
+    }

@@ -1294,7 +1294,8 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
     Streamed: the store reads a page of documents at a time (EXPORT_PAGE_SIZE) and each page is
     written out before the next is read, so the export holds a page in memory, not the person's
     whole history (a process also serves every chat). The file is the same JSON as when it was
-    built whole.
+    built whole. It begins with `contents` (export.user_export_contents: what each section
+    holds) and ends with `counts`, how many items each list holds, known only at the end.
 
     Audited twice, as a deletion is. No record, no export: the request (with the reason) is
     recorded before anything is read or sent, and a 503 if that fails. The counts are known only
@@ -1322,6 +1323,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
         download.add(
             body.begin(
                 {
+                    "contents": export.user_export_contents(),
                     "user": context.pseudonyms.current(reference),
                     "exportedAt": datetime.now(UTC).isoformat(),
                     "storedIds": stored_ids,
@@ -1357,6 +1359,8 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
                 await download.flush()
                 sent["audit"] += len(found)
         download.add(body.close_list())
+        # Known only now: `contents` says to look for them here.
+        download.add(body.field("counts", dict(sent)))
         download.add(body.end())
         await download.flush()
 

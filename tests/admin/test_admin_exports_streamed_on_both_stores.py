@@ -162,7 +162,16 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
     text = await response.text()
     exported = json.loads(text)
     # The same file as when it was built whole: its keys in that order, and the same text.
-    assert list(exported) == ["user", "exportedAt", "storedIds", *USER_DATA_KINDS, "usage", "audit"]
+    assert list(exported) == [
+        "contents",
+        "user",
+        "exportedAt",
+        "storedIds",
+        *USER_DATA_KINDS,
+        "usage",
+        "audit",
+        "counts",
+    ]
     assert text == export.to_json(exported)
     assert exported["storedIds"] == [ALICE, DIRECT_LINE_ALICE]
     assert [c["id"] for c in exported["conversations"]] == CONVERSATIONS
@@ -193,6 +202,47 @@ async def test_a_users_data_export_larger_than_a_page_is_streamed_whole_in_order
     assert outcome["target"].startswith("p-")
 
 
+async def test_a_users_data_export_says_first_what_it_holds_and_ends_with_counts_of_its_lists(
+    admin: tuple[TestClient[Any, Any], FaultyStore],
+) -> None:
+    client, _ = admin
+    first = await _export(client)  # on the audit log: two more records about her
+    assert first.status == 200
+    await first.read()
+
+    response = await _export(client)
+
+    assert response.status == 200, await response.text()
+    assert response.headers["Transfer-Encoding"] == "chunked"  # still streamed
+    exported = json.loads(await response.text())
+    lists = [*USER_DATA_KINDS, "usage", "audit"]
+    contents = exported["contents"]
+    assert next(iter(exported)) == "contents"
+    assert contents["schemaVersion"] == 1
+    # One line for every section of the file (each a sentence, not just its name).
+    assert list(contents["sections"]) == list(exported)[1:]
+    for section, says in contents["sections"].items():
+        assert isinstance(says, str) and len(says.split()) >= 5, section
+    # Where the counts are, and why there.
+    assert "at the end of the file, under counts" in contents["counts"]
+    assert "streamed" in contents["counts"]
+    # The counts are last and match the lists.
+    assert list(exported)[-1] == "counts"
+    assert exported["counts"] == {kind: len(exported[kind]) for kind in lists}
+    assert exported["counts"] == {
+        "conversations": 4,
+        "messages": 12,
+        "feedback": 0,
+        "states": 1,
+        "usage": 0,
+        "audit": 3,  # the first export's request and outcome, and this one's request
+    }
+    # As the audit log's outcome record counts them.
+    [outcome, *_] = await _audit(client)
+    assert outcome["detail"]["outcome"] == "exported"
+    assert outcome["detail"]["exported"] == exported["counts"]
+
+
 async def test_a_store_failure_part_way_through_a_users_data_export_breaks_the_download_off(
     admin: tuple[TestClient[Any, Any], FaultyStore], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -213,7 +263,8 @@ async def test_a_store_failure_part_way_through_a_users_data_export_breaks_the_d
     # A short file that does not parse, never one that looks complete.
     with pytest.raises(json.JSONDecodeError):
         json.loads(received)
-    assert received.startswith('{\n  "user": ')
+    assert received.startswith('{\n  "contents": ')
+    assert '"counts": {' not in received.split('"storedIds"', 1)[1]  # what ends a whole file
     assert all(f'"id": "{conversation}"' in received for conversation in CONVERSATIONS)
     assert "How do I file expenses?" in received  # conv-error's first message
     assert "long message" not in received
