@@ -13,6 +13,7 @@ import pytest
 from config import Settings
 from tests.webchat.test_webchat_browser import SEND_BOX, open_page, send, wait_until
 from tests.webchat.test_webchat_restart_browser import (
+    RECONNECT,
     ROTATED,
     SECRET,
     STARTED_OVER,
@@ -58,6 +59,7 @@ async def test_the_failed_send_note_goes_once_the_next_message_goes_through(
 ) -> None:
     before = await serve(aiohttp_server, fast(make_settings, WEBCHAT_TOKEN_SECRET=SECRET))
     page, grant = await open_page(browser, before)
+    first = dict(grant)
     await ask(page, "What is our travel policy?", 1)
     await reconnects_fail(page)
     await restart(aiohttp_server, before, fast(make_settings, WEBCHAT_TOKEN_SECRET=ROTATED))
@@ -65,6 +67,10 @@ async def test_the_failed_send_note_goes_once_the_next_message_goes_through(
     await send(page, "And for contractors?")
     await wait_until(lambda: _says(page, f"{STARTED_OVER['en-US']} {UNSENT_KEPT['en-US']}"))
     assert await box(page) == "And for contractors?"
+    # The new chat's stream must be able to reconnect (Web Chat asks for a new stream address
+    # whenever its socket closes); wait for it before sending, as a person reading the note does.
+    await page.unroute(RECONNECT)
+    await wait_until(lambda: _another_conversation(grant, first))
 
     await page.focus(SEND_BOX)
     await page.keyboard.press("Enter")
