@@ -1132,8 +1132,8 @@ async def _delete_user(request: web.Request, reference: str, confirm: str, reaso
         return dict(counts)
 
     async def late(before: datetime) -> dict[str, int]:
-        if context.open_conversations is not None:
-            context.open_conversations.forget_users(stored_ids)
+        # The built-in Direct Line's memory of their chats was cleared by the first pass; what it
+        # holds now is what they said since, which stays (as in the store).
         # Their usage stays: after the erasure it counts their turns since (their quota).
         counts: Counter[str] = Counter()
         for stored_id in stored_ids:
@@ -1277,8 +1277,7 @@ async def _delete_conversation(
         return await context.store.delete_conversation(conversation_id)
 
     async def late(before: datetime) -> dict[str, int]:
-        if context.open_conversations is not None:
-            context.open_conversations.forget_conversation(conversation_id)
+        # The first pass cleared the chat's memory; what it holds now came after, and stays.
         return await context.store.delete_late_writes_of_conversation(conversation_id, before)
 
     return await _erase(
