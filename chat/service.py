@@ -93,15 +93,14 @@ class TurnInput:
     def summary_owner(self) -> str:
         return f"shared:{self.conversation_key}" if self.shared else self.user_id
 
-
-def _arrived_at(turn: TurnInput) -> datetime:
-    """When the turn's message arrived (UTC): an erasure's second pass deletes what turns of
-    messages that arrived before the erasure stored (storage/late.py), also one that waited in
-    the queue and started after it."""
-    now = datetime.now(UTC)
-    if turn.received_at is None:
-        return now
-    return now - timedelta(seconds=max(0.0, time.monotonic() - turn.received_at))
+    def arrived_at(self) -> datetime:
+        """When the turn's message arrived (UTC): an erasure's second pass deletes what turns
+        of messages that arrived before the erasure stored (storage/late.py), also one that
+        waited in the queue and started after it."""
+        now = datetime.now(UTC)
+        if self.received_at is None:
+            return now
+        return now - timedelta(seconds=max(0.0, time.monotonic() - self.received_at))
 
 
 @dataclass(frozen=True)
@@ -430,7 +429,7 @@ class ChatService:
             seq=self._seq.next(),
             role=Role.USER,
             text=text,
-            created_at=_arrived_at(turn),
+            created_at=turn.arrived_at(),
             activity_id=turn.activity_id or None,
             user_id=turn.user_id,
             tenant_id=turn.tenant_id,

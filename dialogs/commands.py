@@ -158,6 +158,8 @@ class Commands:
             tenant_id=turn.tenant_id,
             channel_id=turn.channel_id,
             locale=turn.locale,
+            # Dated by its arrival, as prompts are: an erasure's second pass judges by it.
+            created_at=turn.arrived_at(),
         )
         return await self._messages.add_message(marker)
 
