@@ -2547,18 +2547,41 @@ class CosmosStore:
     async def _lower_shared_summaries(self, user_id: str, gone: dict[str, Erased], op: str) -> None:
         """After a user's erasure deleted `gone` from conversations whose summaries are someone
         else's (shared ones): each summary without them, or deleted when no message of its
-        conversation is left (its transcript is empty; a later turn starts a new one). A lost
-        race reads the summary and the messages again, as SQLite does it in one transaction: a
-        turn that wrote meanwhile is kept, and one that adds a message after the summary went
-        starts a new summary. Runs after the deletes: a retry after a failure before it finds
+        conversation is left (its transcript is empty; a later turn starts a new one)
+        (`_lower_summary`). Runs after the deletes: a retry after a failure before it finds
         none of the user's messages there, so the counts stay too high rather than being
         lowered twice."""
+        for conversation_id in sorted(gone):
+            await self._lower_summary(
+                conversation_id,
+                user_id,
+                op,
+                functools.partial(without_erased, gone=gone[conversation_id]),
+                "lowering a summary",
+            )
 
-        async def lowered(current: dict[str, Any], conversation_id: str) -> _SummaryRewrite:
+    async def _lower_summary(
+        self,
+        conversation_id: str,
+        not_owned_by: str | None,
+        op: str,
+        lower: Callable[[ConversationSummary], ConversationSummary | None],
+        doing: str,
+    ) -> str | None:
+        """After an erasure deleted messages of a conversation: its summary (owned by someone
+        other than `not_owned_by`, when given) is deleted when no message of the conversation
+        is left, or else replaced by what `lower` makes of it (None: left as it is, as is one
+        that cannot be read). A lost race reads the summary and the messages again
+        (`_rewrite_shared_summary`), as SQLite does it in one transaction: a turn that wrote
+        meanwhile is kept, and one that adds a message after the summary went starts a new
+        summary. What was done ("delete", "replace"), or None."""
+        messages = self._container("messages")
+
+        async def decide(current: dict[str, Any]) -> _SummaryRewrite:
             left = [
                 doc
                 async for doc in self._query(
-                    self._container("messages"),
+                    messages,
                     op,
                     "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
                     [{"name": "@cid", "value": conversation_id}],
@@ -2569,20 +2592,10 @@ class CosmosStore:
             if not left:
                 return "delete"
             summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
-            if summary is None:
-                return None
-            return self._summary_doc(
-                without_erased(summary, gone[conversation_id]), _applied_deltas(current)
-            )
+            lowered = None if summary is None else lower(summary)
+            return None if lowered is None else self._summary_doc(lowered, _applied_deltas(current))
 
-        for conversation_id in sorted(gone):
-            await self._rewrite_shared_summary(
-                conversation_id,
-                user_id,
-                op,
-                functools.partial(lowered, conversation_id=conversation_id),
-                "lowering a summary",
-            )
+        return await self._rewrite_shared_summary(conversation_id, not_owned_by, op, decide, doing)
 
     async def _clear_titles_from(
         self, user_id: str, prompts: dict[str, list[str]], unchecked: set[str], op: str
@@ -2873,27 +2886,12 @@ class CosmosStore:
             *(delete(container, doc["id"], doc["conversationId"]) for doc, _ in late)
         )
         gone = [m for (_, m), done in zip(late, deleted, strict=True) if done]
-
-        async def decide(current: dict[str, Any]) -> _SummaryRewrite:
-            left = [
-                doc
-                async for doc in self._query(
-                    container,
-                    op,
-                    "SELECT TOP 1 c.id FROM c WHERE c.conversationId = @cid",
-                    [{"name": "@cid", "value": conversation_id}],
-                    partition_key=conversation_id,
-                    page_size=1,
-                )
-            ]
-            if not left:
-                return "delete"
-            summary = readable_summary(_clean(current), conversation_id, UNLOWERED_UNREADABLE)
-            lowered = None if summary is None else summary_after(summary, gone, prompts)
-            return None if lowered is None else self._summary_doc(lowered, _applied_deltas(current))
-
-        done = await self._rewrite_shared_summary(
-            conversation_id, None, op, decide, "an erasure's second pass"
+        done = await self._lower_summary(
+            conversation_id,
+            None,
+            op,
+            lambda summary: summary_after(summary, gone, prompts),
+            "an erasure's second pass",
         )
         return sum(deleted), done
 
