@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from chat.kept import KeptWrites
@@ -54,6 +55,10 @@ class FeedbackSubmission:
     # Given in a Teams group chat or channel, where feedback that names nobody (stored before
     # raters were recorded) cannot be told to be the rater's own (`storage.ratings.own_feedback`).
     shared: bool = False
+    # When the rating arrived (UTC; None: now): the feedback is dated by it (`Feedback.at`), so
+    # an erasure's second pass clears one that arrived before the erasure and was stored after
+    # it, as a rating that waited for its answer may be (storage.late).
+    arrived_at: datetime | None = None
 
 
 def parse_feedback(
@@ -139,10 +144,12 @@ class FeedbackRecorder:
         returned. StoreError when it can be neither stored nor kept.
         """
         conversation_id = safe_id(conversation_key)
-        feedback = rerated(
-            Feedback(reaction=submission.reaction, text=submission.text, user_id=submission.rater),
-            submission.shared,
+        rating = Feedback(
+            reaction=submission.reaction, text=submission.text, user_id=submission.rater
         )
+        if submission.arrived_at is not None:
+            rating = rating.model_copy(update={"at": submission.arrived_at})
+        feedback = rerated(rating, submission.shared)
         rated, kept = await self._find(conversation_id, submission, feedback)
         if rated is None and turns_settled is not None:
             await turns_settled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ from bot.webchat_shapes import (
     feedback_from_event,
     stopped_stream_id,
 )
-from chat.service import SHUTDOWN_INTERRUPTED, ChatService, Reply, TurnInput
+from chat.service import SHUTDOWN_INTERRUPTED, ChatService, Reply, TurnInput, arrival_time
 from chat.telemetry import new_reference
 from chat.texts import localize
 from dialogs.gate import ConversationGate
@@ -288,6 +289,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
                     "like" if reaction == "like" else "dislike",
                     text,
                     user_key(activity, raw),
+                    arrived_at=arrival_time(_received_at(raw)),
                 ),
             )
         except StoreError:
@@ -334,6 +336,8 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         submission = parse_feedback(raw, user_key(activity, raw), is_teams_shared(activity))
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
+        # Dated by its arrival: it may wait for the answer it rates (storage.late).
+        submission = dataclasses.replace(submission, arrived_at=arrival_time(_received_at(raw)))
         key = conversation_key(activity.channel_id, activity.conversation.id)
         settled = self._turns_settled
         try:

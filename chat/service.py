@@ -97,10 +97,16 @@ class TurnInput:
         """When the turn's message arrived (UTC): an erasure's second pass deletes what turns
         of messages that arrived before the erasure stored (storage/late.py), also one that
         waited in the queue and started after it."""
-        now = datetime.now(UTC)
-        if self.received_at is None:
-            return now
-        return now - timedelta(seconds=max(0.0, time.monotonic() - self.received_at))
+        return arrival_time(self.received_at)
+
+
+def arrival_time(received_at: float | None) -> datetime:
+    """The UTC time of an activity that arrived at `received_at` (`time.monotonic()`; None:
+    now), as what it stores is dated for an erasure's second pass (storage/late.py)."""
+    now = datetime.now(UTC)
+    if received_at is None:
+        return now
+    return now - timedelta(seconds=max(0.0, time.monotonic() - received_at))
 
 
 @dataclass(frozen=True)

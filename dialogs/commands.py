@@ -267,13 +267,14 @@ def _commented(basis: Feedback | None, turn: TurnInput, comment: str) -> Feedbac
     or channel) is replaced, as their rating is by another's click: neither their words nor
     their reaction may be stored as this user's. So is feedback stored before raters were
     recorded in a shared conversation, where whose it is cannot be told; in a 1:1 chat it can
-    only be the user's own."""
-    rater = turn.user_id
+    only be the user's own. Dated by the command's arrival, as prompts are: an erasure's second
+    pass clears a comment that waited in the queue from before it (storage.late)."""
+    rater, at = turn.user_id, turn.arrived_at()
     if basis is not None and own_feedback(basis, rater, turn.shared):
         return Feedback(
-            reaction=basis.reaction, text=with_comment(basis.text, comment), user_id=rater
+            reaction=basis.reaction, text=with_comment(basis.text, comment), user_id=rater, at=at
         )
-    return Feedback(text=comment, user_id=rater)
+    return Feedback(text=comment, user_id=rater, at=at)
 
 
 def _share(used: int, limit: int, locale: str) -> str:

@@ -237,6 +237,8 @@ class ConversationGate:
                     context,
                     owner=turn.user_id,
                     conversation=safe_id(turn.conversation_key),
+                    # A late write of a message from before an erasure goes in its second pass.
+                    arrived=turn.arrived_at(),
                     still_wanted=lambda: not self._erased_since(turn, since),
                 )
         await replies.release()

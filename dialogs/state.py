@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botbuilder.core import BotState, PrivateConversationState, Storage, TurnContext, UserState
@@ -20,7 +21,13 @@ from jsonpickle.pickler import Pickler  # type: ignore[import-untyped]
 from jsonpickle.unpickler import Unpickler  # type: ignore[import-untyped]
 
 from storage.base import ETagMismatch, StateStore
-from storage.botstate import ABSENT_ETAG, CONVERSATION_PROPERTY, OWNER_PROPERTY, BotStateStorage
+from storage.botstate import (
+    ABSENT_ETAG,
+    CONVERSATION_PROPERTY,
+    OWNER_PROPERTY,
+    TURN_ARRIVED_PROPERTY,
+    BotStateStorage,
+)
 
 log = logging.getLogger(__name__)
 _ETAG = "e_tag"
@@ -28,7 +35,7 @@ _ETAG = "e_tag"
 # read it) is merged and written again, up to this many times in a row; then it is a failure.
 _RACES = 4
 # What `DialogStates.save_changes` stamps on a document: alone, they are not worth a write.
-_STAMPS = (OWNER_PROPERTY, CONVERSATION_PROPERTY)
+_STAMPS = (OWNER_PROPERTY, CONVERSATION_PROPERTY, TURN_ARRIVED_PROPERTY)
 # Tags that name a class (checked against the allowed modules) and tags never allowed at all.
 _CLASS_TAGS = ("py/object", "py/type")
 _DENIED_TAGS = ("py/function", "py/repr", "py/mod", "py/module", "py/iterator")
@@ -123,6 +130,15 @@ class StateRace:
         return merged
 
 
+def _arrival(document: Mapping[str, Any]) -> datetime:
+    """A document's `TURN_ARRIVED_PROPERTY` (the earliest time when it has none)."""
+    try:
+        at = datetime.fromisoformat(str(document.get(TURN_ARRIVED_PROPERTY)))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _differs(read: Mapping[str, Any], now: Mapping[str, Any], name: str) -> bool:
     if (name in read) != (name in now):
         return True
@@ -211,6 +227,7 @@ class DialogStates:
         owner: str,
         conversation: str = "",
         *,
+        arrived: datetime | None = None,
         still_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         """Writes the scopes that changed in this turn, each stamped with the user whose data it
@@ -219,6 +236,12 @@ class DialogStates:
         deleted with that conversation. A document stored before these were recorded (or under
         other ones) is stamped and written once. A lost race is merged and written again while
         `still_wanted()` (false: the user or conversation was erased meanwhile).
+
+        A scope the turn changed is also stamped with `arrived`, when the turn's message
+        arrived (`TURN_ARRIVED_PROPERTY`): an erasure's second pass deletes a document a turn
+        of a message from before its first pass wrote after it (storage.late), such as a
+        consent acceptance another instance stored late. Of two turns' writes merged, the
+        later arrival stays (`_merge_stored`). No write of its own: only on a changed scope.
 
         The user state goes first: when the second write fails, an acceptance saved while its
         question stays open is taken again by the next "I accept", which answers the message
@@ -231,13 +254,19 @@ class DialogStates:
         for state, stamps in scopes:
             cached = state.get_cached_state(context)
             if cached is not None and (cached.is_changed or set(cached.state) - {_ETAG, *_STAMPS}):
+                if arrived is not None and cached.is_changed:
+                    cached.state[TURN_ARRIVED_PROPERTY] = arrived.isoformat()
                 for name, value in stamps.items():
                     if value and cached.state.get(name) != value:
                         cached.state[name] = value
-            await self._save(state, context, still_wanted)
+            await self._save(state, context, stamps, still_wanted)
 
     async def _save(
-        self, state: _Scope, context: TurnContext, still_wanted: Callable[[], bool]
+        self,
+        state: _Scope,
+        context: TurnContext,
+        stamps: Mapping[str, str],
+        still_wanted: Callable[[], bool],
     ) -> None:
         for race in range(1, _RACES + 2):
             try:
@@ -252,9 +281,11 @@ class DialogStates:
                 "bot state was written by another turn since this turn read it; merged",
                 extra={"event": "state_write_raced", "scope": type(state).__name__, "race": race},
             )
-            await self._merge_stored(state, context)
+            await self._merge_stored(state, context, stamps)
 
-    async def _merge_stored(self, state: _Scope, context: TurnContext) -> None:
+    async def _merge_stored(
+        self, state: _Scope, context: TurnContext, stamps: Mapping[str, str]
+    ) -> None:
         """Makes the turn's cached state what is stored now with the turn's changes merged in,
         marked changed only when that differs from what is stored (else there is no write)."""
         cached = state.get_cached_state(context)
@@ -267,6 +298,13 @@ class DialogStates:
             theirs=theirs,
         )
         merged = state.merge_race(race)
+        # Whose data it is and which conversation's, also over a document deleted meanwhile
+        # (erased, expired), which holds none: without them the turn's write would be found by
+        # no export or erasure of its user or conversation.
+        merged.update({name: value for name, value in stamps.items() if value})
+        if _arrival(theirs) > _arrival(merged):
+            # The other turn's message came later: what it stored is not older than this one.
+            merged[TURN_ARRIVED_PROPERTY] = theirs[TURN_ARRIVED_PROPERTY]
         cached.state.clear()
         cached.state.update(merged)
         # Deleted meanwhile: created again, only if still absent.

@@ -343,8 +343,12 @@ class UserDataStore(Protocol):
         in shared ones; a summary with no message left is deleted (counted as `conversations`
         when it is the user's), and one with messages left no longer counts the deleted ones
         (its title is cleared when it may be their words). State documents they own go when
-        they hold a message waiting for consent since before `before`. Counts as `delete_user`
-        gives them; usage documents and feedback are not touched. Idempotent."""
+        a turn from before `before` last changed them (a consent acceptance) or they hold a
+        message waiting for consent since before it (`storage.late.state_from_before`).
+        Feedback they gave before `before` (`Feedback.at`: a rating or comment that waited, and
+        was stored after the first pass) is cleared from the messages that stay, its dislikes
+        taken off their conversations' counts, and counted as `feedback` (only when not zero).
+        Counts as `delete_user` gives them; usage documents are not touched. Idempotent."""
         ...
 
     async def delete_late_writes_of_conversation(
@@ -353,9 +357,11 @@ class UserDataStore(Protocol):
         """`delete_late_writes_of_user` for one deleted conversation (`delete_conversation`):
         its messages from turns that began before `before`, whoever wrote them; its summary
         when no message is left (`conversations`: 1), or lowered by them; the state documents
-        written with it as their conversation that hold a message waiting for consent since
-        before `before`. New messages, a message waiting for consent asked after it, and the
-        dialog state of turns after it stay."""
+        written with it as their conversation that a turn from before `before` last changed or
+        that hold a message waiting for consent since before it; feedback given before `before`
+        on its messages that stay, whoever gave it (`feedback`, only when not zero). New
+        messages, their ratings, a message waiting for consent asked after it, and the dialog
+        state of turns after it stay."""
         ...
 
 

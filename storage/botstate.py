@@ -33,6 +33,11 @@ CONVERSATION_PROPERTY = "conversation"
 # asked, not from the latest message that found the question still open
 # (storage.base.StateStore.write_state's `expires_from`).
 EXPIRES_FROM_PROPERTY = "expires_from"
+# The state property that holds when (ISO 8601) the message arrived whose turn last changed the
+# document (`dialogs.state.DialogStates.save_changes`): an erasure's second pass deletes what
+# turns of messages that arrived before its first pass stored after it (storage.late), such as a
+# consent acceptance, and keeps what the user did after it.
+TURN_ARRIVED_PROPERTY = "turn_arrived"
 # The `e_tag` of a document its caller read as absent: written, it is created only if still
 # absent, and one stored meanwhile (another instance's or worker's first write) fails the write
 # as a stale ETag does (ETagMismatch). botbuilder itself never writes it: its documents read as

@@ -81,6 +81,7 @@ from storage.cursors import decode_cursor, encode_cursor
 from storage.ids import safe_id
 from storage.late import (
     LATE_UNREADABLE_MESSAGE,
+    feedback_from_before,
     state_from_before,
     stems_from_before,
     summary_after,
@@ -2635,17 +2636,43 @@ class CosmosStore:
         query) is removed from each (a patch on the ETag read, so a rating someone gave
         meanwhile is read again and kept), and each dislike among it taken off its
         conversation's summary, as taking it back would. How many were cleared."""
+        return await self._clear_feedback(
+            "c.feedback.userId = @value",
+            user_id,
+            op,
+            lambda doc: rater_of(doc) == user_id,
+            not_owned_by=user_id,
+        )
+
+    async def _clear_feedback(
+        self,
+        where: str,
+        value: str,
+        op: str,
+        clears: Callable[[dict[str, Any]], bool],
+        *,
+        partition_key: str | None = None,
+        not_owned_by: str | None = None,
+    ) -> int:
+        """The feedback on the messages that `where` (a condition on `@value`) finds, one query
+        (in `partition_key` when given), and whose document `clears` says so of, is removed
+        from each (a patch on the ETag read: a rating given meanwhile is read again, and kept
+        unless `clears` says so of it too), and each dislike among it taken off its
+        conversation's summary (one owned by someone other than `not_owned_by`, when given), as
+        taking it back would. How many were cleared."""
         container = self._container("messages")
+        # Not the messages' text: it may be other people's, and is not needed here. Their expiry
+        # is (`_renewed`).
+        fields = "c.id, c.conversationId, c.feedback, c._etag, c.ttl, c.retention"
+        query = f"SELECT {fields} FROM c WHERE {where}"  # noqa: S608 - this module's `where`
         found = [
             doc
             async for doc in self._query(
                 container,
                 op,
-                # Not the messages' text: it is other people's, and not needed here. Their
-                # expiry is (`_renewed`).
-                "SELECT c.id, c.conversationId, c.feedback, c._etag, c.ttl, c.retention FROM c"
-                " WHERE c.feedback.userId = @uid",
-                [{"name": "@uid", "value": user_id}],
+                query,
+                [{"name": "@value", "value": value}],
+                partition_key=partition_key,
             )
         ]
         cleared = 0
@@ -2654,8 +2681,8 @@ class CosmosStore:
             conversation_id = _message_conversation(doc)
             current: dict[str, Any] | None = doc
             for _ in range(_MAX_RACES):
-                if current is None or rater_of(current) != user_id:
-                    break  # gone, or rated again by someone else meanwhile
+                if current is None or not clears(current):
+                    break  # gone, or rated again meanwhile (by someone else, or afresh)
                 try:
                     await container.patch_item(
                         current["id"],
@@ -2693,7 +2720,7 @@ class CosmosStore:
         for conversation_id in sorted(dislikes):
             await self._rewrite_shared_summary(
                 conversation_id,
-                user_id,
+                not_owned_by,
                 op,
                 functools.partial(lowered, conversation_id=conversation_id),
                 "taking dislikes off a summary",
@@ -2800,7 +2827,8 @@ class CosmosStore:
     async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
         """The same reads as `delete_user`: the summaries the user owns (one partition), every
         message of those conversations and the user's messages anywhere else (one
-        cross-partition query), and the state documents they own."""
+        cross-partition query), the state documents they own, and the messages that hold
+        feedback they gave (one cross-partition query)."""
         op = "delete_late_writes_of_user"
         delete = self._deleter(op)
         async with self._guard(op):
@@ -2822,7 +2850,19 @@ class CosmosStore:
                 messages += deleted
                 if summary == "delete" and conversation_id in owned:
                     conversations += 1
-        return {"conversations": conversations, "messages": messages, "states": states}
+            # What they rated before the first pass, stored after it on messages that stay.
+            feedback = await self._clear_feedback(
+                "c.feedback.userId = @value",
+                user_id,
+                op,
+                lambda doc: (
+                    rater_of(doc) == user_id and feedback_from_before(doc.get("feedback"), before)
+                ),
+            )
+        counts = {"conversations": conversations, "messages": messages, "states": states}
+        if feedback:
+            counts[FEEDBACK_CLEARED] = feedback
+        return counts
 
     async def delete_late_writes_of_conversation(
         self, conversation_id: str, before: datetime
@@ -2855,11 +2895,22 @@ class CosmosStore:
                 )
             ]
             states = await self._delete_late_states(found_states, before, delete)
-        return {
+            # Ratings from before the first pass, stored after it on its messages that stay.
+            feedback = await self._clear_feedback(
+                "c.conversationId = @value AND IS_DEFINED(c.feedback)",
+                conversation_id,
+                op,
+                lambda doc: feedback_from_before(doc.get("feedback"), before),
+                partition_key=conversation_id,
+            )
+        counts = {
             "conversations": int(summary == "delete"),
             "messages": messages,
             "states": states,
         }
+        if feedback:
+            counts[FEEDBACK_CLEARED] = feedback
+        return counts
 
     async def _delete_late_in(
         self,

@@ -64,6 +64,7 @@ from storage.botstate import (
 from storage.cursors import decode_cursor, encode_cursor
 from storage.late import (
     LATE_UNREADABLE_MESSAGE,
+    feedback_from_before,
     state_from_before,
     stems_from_before,
     summary_after,
@@ -709,11 +710,27 @@ def _clear_feedback_given(db: sqlite3.Connection, user_id: str) -> int:
     cleared, and each dislike among it taken off its conversation's summary, as taking it back
     would. How many were cleared. A message whose text is not JSON keeps it (logged): it cannot
     be changed without destroying it, and it may be someone else's."""
+    return _clear_feedback(
+        db, "SELECT conversation_id, id, doc FROM messages WHERE rater = ?", user_id
+    )
+
+
+def _clear_feedback(
+    db: sqlite3.Connection,
+    select: str,
+    value: str,
+    clears: Callable[[dict[str, Any]], bool] = lambda _: True,
+    cleared_from: set[tuple[str, str]] | None = None,
+) -> int:
+    """The feedback on the messages `select` finds (conversation id, id, document, by `value`)
+    whose document `clears` says so of is cleared, in the caller's transaction, and each
+    dislike among it taken off its conversation's summary, as taking it back would; each
+    message whose feedback went is added to `cleared_from`. How many were cleared. A message
+    whose text is not JSON keeps it (logged): it cannot be changed without destroying it, and
+    it may be someone else's."""
     cleared = 0
     dislikes: Counter[str] = Counter()
-    for conversation_id, message_id, doc in db.execute(
-        "SELECT conversation_id, id, doc FROM messages WHERE rater = ?", (user_id,)
-    ).fetchall():
+    for conversation_id, message_id, doc in db.execute(select, (value,)).fetchall():
         try:
             document = json.loads(doc)
         except ValueError:
@@ -724,6 +741,8 @@ def _clear_feedback_given(db: sqlite3.Connection, user_id: str) -> int:
                 extra={"conversation": conversation_ref(conversation_id)},
             )
             continue
+        if not clears(document):
+            continue
         feedback = document.pop("feedback", None)
         if isinstance(feedback, dict) and feedback.get("reaction") == "dislike":
             dislikes[conversation_id] += 1
@@ -731,6 +750,8 @@ def _clear_feedback_given(db: sqlite3.Connection, user_id: str) -> int:
             "UPDATE messages SET doc = ?, rater = NULL WHERE conversation_id = ? AND id = ?",
             (json.dumps(document), conversation_id, message_id),
         )
+        if cleared_from is not None:
+            cleared_from.add((conversation_id, message_id))
         cleared += 1
     for conversation_id, count in sorted(dislikes.items()):
         row = db.execute(
@@ -1969,7 +1990,7 @@ class SqliteStore:
 
     async def delete_late_writes_of_user(self, user_id: str, before: datetime) -> dict[str, int]:
         """In one transaction: `storage.late` decides, per conversation the user owns or wrote
-        in."""
+        in, and of the feedback they gave (by the `rater` column)."""
 
         def delete(db: sqlite3.Connection) -> tuple[dict[str, int], set[tuple[str, str]]]:
             owned = {
@@ -1996,6 +2017,16 @@ class SqliteStore:
             counts["states"] = _delete_late_states(
                 db, "SELECT key, doc FROM botstate WHERE owner = ?", user_id, before
             )
+            # What they rated before the first pass, stored after it on messages that stay.
+            feedback = _clear_feedback(
+                db,
+                "SELECT conversation_id, id, doc FROM messages WHERE rater = ?",
+                user_id,
+                lambda doc: feedback_from_before(doc.get("feedback"), before),
+                gone,
+            )
+            if feedback:
+                counts[FEEDBACK_CLEARED] = feedback
             return counts, gone
 
         counts, gone = await self._run(lambda db: _atomic(db, delete))
@@ -2023,6 +2054,16 @@ class SqliteStore:
                 "messages": messages,
                 "states": states,
             }
+            # Ratings from before the first pass, stored after it on its messages that stay.
+            feedback = _clear_feedback(
+                db,
+                "SELECT conversation_id, id, doc FROM messages WHERE conversation_id = ?",
+                conversation_id,
+                lambda doc: feedback_from_before(doc.get("feedback"), before),
+                gone,
+            )
+            if feedback:
+                counts[FEEDBACK_CLEARED] = feedback
             return counts, gone
 
         counts, gone = await self._run(lambda db: _atomic(db, delete), order=conversation_id)

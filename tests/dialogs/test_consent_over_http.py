@@ -118,14 +118,15 @@ async def test_an_acceptance_stored_without_owner_gains_it_on_the_users_next_mes
     del record["owner"]
     await storage.write({"test/users/user-1": record})
     exported = (await export_user(chat.store, "user-1"))["states"]
-    # The dialog only (with the ids of the activities that asked and answered its question, and
-    # when it was asked).
+    # The dialog only (with the ids of the activities that asked and answered its question, when
+    # it was asked, and when the message that last changed it arrived).
     assert exported == [
         {
             "dialog_state": ANY,
             "consent_asked_by": ANY,
             "consent_answered_by": ANY,
             "expires_from": ANY,
+            "turn_arrived": ANY,
             "owner": "user-1",
             "conversation": "test:conv-1",
         }
