@@ -2066,9 +2066,13 @@ async def api_transcript(request: web.Request) -> web.StreamResponse:
 async def api_export_conversation(request: web.Request) -> web.StreamResponse:
     """One transcript as a JSON or CSV download: the transcript's JSON, or a row per message.
     Streamed as a user's data export is, the messages read and sent a page at a time
-    (EXPORT_PAGE_SIZE), the same file as when it was built whole. Audited as it always was:
-    one record (the format; no count) before the first byte; a download that does not end well
-    adds a second (`_stream`)."""
+    (EXPORT_PAGE_SIZE), the same file as when it was built whole. Audited before the first byte
+    (the format; no count), naming the owner and the authors of the first page (`_subjects`); a
+    later page whose authors include people not named yet is recorded before it is sent, as
+    `further_subjects` naming them (and how many messages were sent before it), so the audit
+    log filtered by any author lists the export. No record, no data: if that record cannot be
+    written, the download is broken off (`_stream`). A download that does not end well adds a
+    record of how it ended (`_stream`)."""
     context = request.app[CONTEXT]
     fmt = _export_format(request)
     conversation_id = request.match_info["id"]
@@ -2081,12 +2085,11 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
         if summary is None and not unreadable and not first:
             raise AdminError(404, "not_found", "error_no_such_conversation")
         detail: dict[str, Any] = {"format": fmt}
-        # Whom it concerns: the owner, and who wrote the messages of its first page (a shared
-        # conversation's later authors are not known before its first byte is recorded).
+        # Whom it concerns: the owner, and who wrote the messages of its first page; a shared
+        # conversation's later authors are named as their pages come (`write`).
         subjects = _subjects(context, summary, [m.user_id for m in first])
-        if len(first) == EXPORT_PAGE_SIZE:
-            detail["subjectsFromFirst"] = EXPORT_PAGE_SIZE
         await _audit(request, "export_conversation", conversation_id, detail, subjects)
+        named = set(subjects)
         name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}.{fmt}"
         content_type = "text/csv" if fmt == "csv" else "application/json"
         download = _Download(request, name, content_type)
@@ -2103,6 +2106,17 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
                 download.add(body.open_list("messages"))
             page = first
             while page:
+                further = [
+                    subject
+                    for subject in _subjects(context, None, [m.user_id for m in page])
+                    if subject not in named
+                ]
+                if further:
+                    # No record, no data: recorded before the page goes out; a failure here
+                    # breaks the download off (`_stream`).
+                    more = {**detail, "outcome": "further_subjects", "sent": dict(sent)}
+                    await _audit(request, "export_conversation", conversation_id, more, further)
+                    named.update(further)
                 views = [message_view(m, context.pseudonyms) for m in page]
                 if fmt == "csv":
                     rows = [export.message_row(conversation_id, view) for view in views]
