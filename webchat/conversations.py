@@ -12,11 +12,20 @@ conversations (their own least recently used one gives way to a new one), and wh
 registry is full only a conversation nobody is using gives way: one with no WebSocket and no turn
 in progress. When every one is in use, a new one is refused (`RegistryFull`) rather than cutting
 someone off mid-conversation or losing an answer on its way.
+
+Memory is bounded for the whole process too (MAX_TOTAL_BYTES, as `Conversation.footprint` counts
+it), since conversations each within their own bounds could otherwise add up to gigabytes. Past
+it the least recently used conversations nobody is using give way first, as when the registry is
+full (the store keeps their transcripts: only what Direct Line would send again is lost, and a
+page coming back reopens its conversation); then the oldest activities of the largest logs of
+conversations in use, each keeping its newest. Only when that frees too little is a new
+conversation refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import json
 import logging
@@ -47,6 +56,26 @@ MAX_SOCKETS = 4  # per conversation (tabs); the oldest is closed beyond that
 SOCKET_QUEUE = 256  # frames waiting for a slow socket before it is closed (it reconnects)
 IDLE_SECONDS = 4 * 3600
 MAX_RATEABLE = 200
+# All open conversations together hold at most this many bytes (`Conversation.footprint`). Without
+# it, 10,000 conversations each within the bounds above could hold about 5 GiB (10,000 x 512 KiB)
+# and end an App Service instance. The product's target is a peak RSS of at most 300 MB with 1,000
+# conversations active; the benchmark measures 228-239 MiB for them without this state (it talks
+# to /api/messages). What is counted is about 4/5 of what Python really holds for a log of long
+# answers (measured: 15 KB counted, 19 KB held), so a full budget adds about 40 MiB: 279 MiB at
+# most, under the target whether it is read as MB (286 MiB) or MiB. Those 1,000 conversations with
+# two answers each are counted as 18 MiB (the simulator's long answers) to 23 MiB (1,024-token
+# ones), so they never meet it; more, or longer, conversations do, and then give way as above.
+MAX_TOTAL_BYTES = 32 * 1024 * 1024
+# What an open conversation holds with an empty log: the object, its id, owner and containers and
+# the registry's entries for it (measured: about 1.6 KB).
+CONVERSATION_BYTES = 2048
+# Each id a conversation remembers (`rateable`, `finished_streams`; measured: about 170 bytes).
+REMEMBERED_ID_BYTES = 256
+# Once past the budget, room is made down to this share of it, so that the activities after it do
+# not each make room again.
+LOW_WATER = 7 / 8
+# A new conversation refused for want of memory is logged at most once in this time.
+REFUSAL_LOG_SECONDS = 60.0
 
 
 @dataclass
@@ -96,6 +125,10 @@ class Conversation:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Set when the conversation is reopened (see ConversationRegistry.reopen).
     id_tag: str = ""
+    # Told of each change of `footprint` by the registry that holds it (None once forgotten).
+    on_resize: Callable[[Conversation, int], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def watermark(self) -> int:
@@ -110,6 +143,13 @@ class Conversation:
     def next_activity_id(self) -> str:
         # Azure's Direct Line shape: "<conversation id>|0000001" ("|<tag>.0000001" reopened).
         return f"{self.id}|{self.id_tag}{next(self._ids):07d}"
+
+    @property
+    def footprint(self) -> int:
+        """What this conversation counts as against MAX_TOTAL_BYTES: its log, the ids it
+        remembers, and itself."""
+        remembered = len(self.rateable) + len(self.finished_streams)
+        return CONVERSATION_BYTES + self.held_bytes + REMEMBERED_ID_BYTES * remembered
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -140,11 +180,30 @@ class Conversation:
         while over > 0 and drop < len(self.entries) - 1:
             over -= self.entry_bytes[drop]
             drop += 1
-        if drop:
-            self.held_bytes -= sum(self.entry_bytes[:drop])
-            del self.entries[:drop]
-            del self.entry_bytes[:drop]
-            self.offset += drop
+        self._resized(size - self._drop_oldest(drop))
+
+    def shed_oldest(self) -> int:
+        """Drop the oldest kept activity unless it is the newest (a client asking from an older
+        watermark then gets what is kept, as above); the bytes freed."""
+        if len(self.entries) < 2:
+            return 0
+        freed = self._drop_oldest(1)
+        self._resized(-freed)
+        return freed
+
+    def _drop_oldest(self, count: int) -> int:
+        if not count:
+            return 0
+        freed = sum(self.entry_bytes[:count])
+        self.held_bytes -= freed
+        del self.entries[:count]
+        del self.entry_bytes[:count]
+        self.offset += count
+        return freed
+
+    def _resized(self, delta: int) -> None:
+        if delta and self.on_resize is not None:
+            self.on_resize(self, delta)
 
     def after(self, watermark: int) -> list[dict[str, Any]]:
         start = max(watermark, self.offset) - self.offset
@@ -165,10 +224,15 @@ class Conversation:
             self.sockets.remove(subscriber)
 
     def mark_rateable(self, activity_id: str) -> None:
-        _bounded_add(self.rateable, activity_id)
+        self._remember(self.rateable, activity_id)
 
     def finish_stream(self, stream_id: str) -> None:
-        _bounded_add(self.finished_streams, stream_id)
+        self._remember(self.finished_streams, stream_id)
+
+    def _remember(self, items: OrderedDict[str, None], key: str) -> None:
+        before = len(items)
+        _bounded_add(items, key)
+        self._resized(REMEMBERED_ID_BYTES * (len(items) - before))
 
 
 def activity_bytes(activity: dict[str, Any]) -> int:
@@ -200,9 +264,11 @@ class ConversationRegistry:
         idle_seconds: float = IDLE_SECONDS,
         per_user: int = MAX_PER_USER,
         busy: Callable[[Conversation], bool] | None = None,
+        max_bytes: int = MAX_TOTAL_BYTES,
     ) -> None:
         """`busy`: whether a conversation has a turn in progress (its answer is still to come);
-        such a conversation is kept like one with an open WebSocket."""
+        such a conversation is kept like one with an open WebSocket. `max_bytes`: what all
+        conversations together may hold (their `footprint`)."""
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
         # Each user's open conversations, least recently used first.
         self._by_owner: dict[tuple[str, str], OrderedDict[str, None]] = {}
@@ -210,9 +276,17 @@ class ConversationRegistry:
         self._idle = idle_seconds
         self._per_user = per_user
         self._busy = busy
+        self._max_bytes = max_bytes
+        self._bytes = 0  # the footprints of all conversations held
+        self._refusal_logged = -REFUSAL_LOG_SECONDS
 
     def __len__(self) -> int:
         return len(self._conversations)
+
+    @property
+    def bytes_held(self) -> int:
+        """What all open conversations hold together (their `footprint`)."""
+        return self._bytes
 
     def held_by(self, owner: Participant) -> int:
         """How many open conversations this user holds."""
@@ -221,7 +295,7 @@ class ConversationRegistry:
     def create(self, owner: Participant) -> Conversation:
         """A new conversation. Past the user's limit their own least recently used conversation
         gives way (one in use only when all of theirs are). RegistryFull when the registry is
-        full and every conversation in it is in use."""
+        full and every conversation in it is in use, or when its memory is (`_make_room`)."""
         conversation = Conversation(id=secrets.token_urlsafe(18), owner=owner)
         self._add(conversation, take_own_in_use=True)
         return conversation
@@ -245,8 +319,92 @@ class ConversationRegistry:
             if victim is None:
                 raise RegistryFull
             self._evict(victim)
+        if not self._make_room(conversation.footprint, keep=None):
+            self._log_refusal()
+            raise RegistryFull
         self._conversations[conversation.id] = conversation
         self._by_owner.setdefault(owner, OrderedDict())[conversation.id] = None
+        self._bytes += conversation.footprint
+        conversation.on_resize = self._resized
+
+    def _resized(self, conversation: Conversation, delta: int) -> None:
+        self._bytes += delta
+        if delta > 0 and self._bytes > self._max_bytes:
+            # An activity delivered or an id remembered: it stays (its client is waiting for it),
+            # and room is made around it.
+            self._make_room(0, keep=conversation)
+
+    def _make_room(self, needed: int, keep: Conversation | None) -> bool:
+        """Whether `needed` more bytes fit in the budget, once room is made if they do not: down
+        to LOW_WATER of it, the least recently used conversations nobody is using (never `keep`)
+        give way first, then the oldest activities of the largest logs (each keeping its newest),
+        so that those holding the most give up the most."""
+        if self._bytes + needed <= self._max_bytes:
+            return True
+        goal = int(self._max_bytes * LOW_WATER) - needed
+        forgotten = 0
+        for conversation in list(self._conversations.values()):
+            if self._bytes <= goal:
+                break
+            if conversation is not keep and not self.in_use(conversation):
+                self._evict(conversation)
+                forgotten += 1
+        dropped, trimmed = self._shed_logs(goal)
+        fits = self._bytes + needed <= self._max_bytes
+        if forgotten or dropped:
+            # Counts only: never an id, a name or what an activity says.
+            log.info(
+                "the built-in Direct Line's memory budget was reached; room was made",
+                extra={
+                    "event": "directline_memory_budget",
+                    "conversations_forgotten": forgotten,
+                    "activities_dropped": dropped,
+                    "conversations_trimmed": trimmed,
+                    "conversations_open": len(self._conversations),
+                    "bytes_held": self._bytes,
+                    "bytes_budget": self._max_bytes,
+                },
+            )
+        return fits
+
+    def _shed_logs(self, goal: int) -> tuple[int, int]:
+        """Drop the oldest activities of the largest logs, one at a time, until the registry holds
+        at most `goal` bytes or every log is down to its newest activity. (activities dropped,
+        conversations trimmed)"""
+        if self._bytes <= goal:
+            return 0, 0
+        largest = [
+            (-c.held_bytes, n, c)
+            for n, c in enumerate(self._conversations.values())
+            if len(c.entries) > 1
+        ]
+        heapq.heapify(largest)
+        dropped = 0
+        trimmed: set[int] = set()
+        while largest and self._bytes > goal:
+            _, n, conversation = heapq.heappop(largest)
+            conversation.shed_oldest()
+            dropped += 1
+            trimmed.add(n)
+            if len(conversation.entries) > 1:
+                heapq.heappush(largest, (-conversation.held_bytes, n, conversation))
+        return dropped, len(trimmed)
+
+    def _log_refusal(self) -> None:
+        now = time.monotonic()
+        if now - self._refusal_logged < REFUSAL_LOG_SECONDS:
+            return
+        self._refusal_logged = now
+        log.warning(
+            "a web chat was refused: the built-in Direct Line's memory budget is held by "
+            "conversations in use",
+            extra={
+                "event": "directline_memory_full",
+                "conversations_open": len(self._conversations),
+                "bytes_held": self._bytes,
+                "bytes_budget": self._max_bytes,
+            },
+        )
 
     def in_use(self, conversation: Conversation) -> bool:
         """An open WebSocket, or a turn whose answer is still to come."""
@@ -265,6 +423,8 @@ class ConversationRegistry:
 
     def _forget(self, conversation: Conversation) -> None:
         del self._conversations[conversation.id]
+        conversation.on_resize = None
+        self._bytes -= conversation.footprint
         owner = _owner_key(conversation.owner)
         own = self._by_owner.get(owner)
         if own is not None:
@@ -318,9 +478,11 @@ class ConversationRegistry:
 
     def close_all(self) -> None:
         for conversation in self._conversations.values():
+            conversation.on_resize = None
             self._close(conversation)
         self._conversations.clear()
         self._by_owner.clear()
+        self._bytes = 0
 
     @staticmethod
     def _close(conversation: Conversation) -> None:
