@@ -20,7 +20,7 @@ import re
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import aiohttp
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from admin import export
@@ -121,6 +122,13 @@ EXPORT_MAX_CONVERSATIONS = 5000
 DELETED_PARAM = "deleted"
 DELETED_SECONDS = 300
 MAX_REASON_CHARS = 500
+# A rejected form comes back with what the admin typed in its fields (`_as_typed`), a reason
+# that was too long too, so that it can be shortened rather than typed again. But no more than
+# this of any field: four reasons' worth shows a pasted text whole with room to pick the reason
+# out of it, while a page never reflects a whole request body (aiohttp reads up to 1 MiB of a
+# form) back. The pages' fields take MAX_REASON_CHARS when typed in, so only a pasted or
+# scripted value is ever cut.
+MAX_TYPED_CHARS = 4 * MAX_REASON_CHARS
 # How long the language chosen on a page is remembered.
 LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 # Documents a user's data export reads from the store at a time, and so about all it holds in
@@ -217,6 +225,18 @@ def _part_lang(context: jinja2.runtime.Context, text: object) -> str:
     return ""
 
 
+@jinja2.pass_context
+def _at_fault(context: jinja2.runtime.Context, name: str) -> markupsafe.Markup:
+    """The attributes of a filter form's field that its rejection is about (`invalid`, the
+    fields at fault, the first one focused): marked invalid and tied to the error's text."""
+    invalid: Sequence[str] = context.get("invalid") or ()
+    if name not in invalid:
+        return markupsafe.Markup("")
+    if name != invalid[0]:
+        return markupsafe.Markup(' aria-invalid="true" aria-describedby="filter-error"')
+    return markupsafe.Markup(' aria-invalid="true" aria-describedby="filter-error" autofocus')
+
+
 def utc_time(value: object) -> str:
     """A stored ISO time as the pages print it: to the second, saying that it is UTC (the stores
     keep UTC, and the reviewer's own zone is not known). The JSON API keeps the ISO form."""
@@ -260,6 +280,7 @@ def create_admin_app(
     )
     templates.filters["text_lang"] = _part_lang
     templates.filters["utc_time"] = utc_time
+    templates.globals["at_fault"] = _at_fault
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,
@@ -1042,6 +1063,75 @@ def _reason(reason: str, missing: str) -> str:
     return reason
 
 
+def _as_typed(value: str) -> str:
+    """A field of a rejected form as the page shows it again: as typed (the template escapes
+    it), at most MAX_TYPED_CHARS of it. It goes into the form's fields only: never into a link
+    or the language switch's return address, nor a log."""
+    return value[:MAX_TYPED_CHARS]
+
+
+def _typed_fields(source: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The named fields of a rejected filter form (its query) as typed (`_as_typed`)."""
+    return {
+        name: _as_typed(value)
+        for name in names
+        if isinstance(value := source.get(name), str) and value
+    }
+
+
+# The fields of the filter forms (list and audit log) that a rejected filter shows again.
+_LIST_FORM = (
+    "since",
+    "until",
+    "user",
+    "reason",
+    "tenant",
+    "channel",
+    "flagged",
+    "category",
+    "negative_feedback",
+    "errors",
+    "q",
+)
+_AUDIT_FORM = ("since", "until", "action", "actor", "target", "user", "reason")
+# The fields an error of a filter form is about, where its text does not name one (`name`).
+_FILTERS_AT_FAULT = {
+    "error_reason_filter_by_id": ("reason",),
+    "error_reason_audit_filter_by_id": ("reason",),
+    "error_search_too_long": ("q",),
+    "error_category_name": ("category",),
+    "error_audit_action_name": ("action",),
+    "error_audit_target_or_user": ("target", "user"),
+}
+
+
+def _rejected_filters(
+    request: web.Request, error: Exception, form: tuple[str, ...]
+) -> tuple[AdminError, tuple[str, ...], dict[str, str]]:
+    """A filter form's rejection as its page shows it: the error, the fields at fault (the
+    first is focused) and what was typed. Only the caller's mistakes are shown so: a wrong
+    filter (BadRequest), a pseudonym no key opens, a Reviewer naming a user id. Anything else
+    (the store, the audit log) is raised again, for the error page."""
+    if isinstance(error, BadRequest):
+        rejected = AdminError(400, "bad_request", error.text)
+    elif isinstance(error, UnknownPseudonym):
+        rejected = UNKNOWN_PSEUDONYM
+    elif error is PSEUDONYM_REQUIRED:
+        rejected = PSEUDONYM_REQUIRED
+    else:
+        raise error
+    typed = _typed_fields(request.query, form)
+    name = rejected.text.values.get("name")
+    if isinstance(name, str):
+        at_fault: tuple[str, ...] = (name,)
+    elif rejected.status in (403, 404):
+        # The person named: by `target` in the audit log when it names one, else by `user`.
+        at_fault = ("target",) if typed.get("target", "").strip() else ("user",)
+    else:
+        at_fault = _FILTERS_AT_FAULT.get(rejected.text.key, ())
+    return rejected, tuple(f for f in at_fault if f in form), typed
+
+
 async def _reveal(request: web.Request, reference: str, reason: str) -> tuple[str, str]:
     """The user id behind a pseudonym, and the pseudonym as the current key makes it: the
     reveal is recorded under that one (a pseudonym of a previous key names the same id)."""
@@ -1727,7 +1817,27 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def list_page(request: web.Request) -> web.StreamResponse:
-    filters, body = await _list(request, page=True)
+    try:
+        filters, body = await _list(request, page=True)
+    except (BadRequest, UnknownPseudonym, AdminError) as exc:
+        # The filters again as typed, the one at fault marked, and no list: nothing was found.
+        error, invalid, typed = _rejected_filters(request, exc, _LIST_FORM)
+        return _render(
+            request,
+            "list.html",
+            status=error.status,
+            # Its switch shows the list: the address holds what was typed (a reason).
+            language_next="/admin/",
+            items=[],
+            search=None,
+            filters=typed,
+            categories=FLAG_CATEGORIES,
+            next_link=None,
+            export_query="",
+            deleted=None,
+            error=error.text,
+            invalid=invalid,
+        )
     deleted = None
     with contextlib.suppress(AuthError):  # forged, mangled or old: no message
         deleted = request.app[CONTEXT].result_signer.unsign(request.query.get(DELETED_PARAM, ""))
@@ -1752,6 +1862,8 @@ async def list_page(request: web.Request) -> web.StreamResponse:
         next_link=next_link,
         export_query=urlencode(echo),
         deleted=deleted,
+        error=None,
+        invalid=(),
     )
 
 
@@ -1764,17 +1876,30 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def reveal_page(request: web.Request) -> web.StreamResponse:
     reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
-    user_id, pseudonym = await _reveal(request, reference, reason)
+    # Switching the language leads back to the conversation: the reveal is not repeated.
+    language_next = _return_target(f"/admin/conversations/{quote(back, safe='')}") if back else None
+    try:
+        user_id, pseudonym = await _reveal(request, reference, reason)
+    except BadRequest as exc:
+        # The reason (checked first): the form again, with the reason as typed.
+        return _render(
+            request,
+            "reveal.html",
+            status=400,
+            language_next=language_next,
+            reference=reference,
+            reason=_as_typed(reason),
+            back=back,
+            error=exc.text,
+        )
     return _render(
         request,
         "reveal.html",
-        # Switching the language leads back to the conversation: the reveal is not repeated.
-        language_next=_return_target(f"/admin/conversations/{quote(back, safe='')}")
-        if back
-        else None,
+        language_next=language_next,
         reference=pseudonym,
         user_id=user_id,
         back=back,
+        error=None,
     )
 
 
@@ -1812,6 +1937,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
         shared_messages=shared_messages,
         shared_conversations=shared_conversations,
         error=None,
+        typed={"reason": "", "confirm": ""},
         second_pass_minutes=_second_pass_minutes(request),
     )
 
@@ -1835,6 +1961,8 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             unreadable=0,
             error=exc.text,
             invalid=invalid,
+            # What was typed comes back, the field at fault marked, so only it is typed again.
+            typed={"reason": _as_typed(reason), "confirm": _as_typed(confirm)},
             second_pass_minutes=_second_pass_minutes(request),
         )
     return _render(
@@ -1869,8 +1997,10 @@ async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
         summary, unreadable = await _existing_conversation(request, conversation_id)
         # The confirmation is checked first: when it matches, the reason was at fault.
         invalid = "confirm" if confirm.strip() != conversation_id else "reason"
+        # What was typed comes back, the field at fault marked, so only it is typed again.
+        typed = {"reason": _as_typed(reason), "confirm": _as_typed(confirm)}
         return _render_conversation_confirm(
-            request, conversation_id, summary, unreadable, 400, exc.text, invalid
+            request, conversation_id, summary, unreadable, 400, exc.text, invalid, typed
         )
     result: dict[str, Any] = {"conversation": conversation_id, "counts": deletion.counts}
     if deletion.second_pass_due is not None:
@@ -1887,8 +2017,10 @@ def _render_conversation_confirm(
     status: int = 200,
     error: Text | None = None,
     invalid: str = "",
+    typed: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """The confirmation page; with `error`, the field at fault (`invalid`) says so."""
+    """The confirmation page; with `error`, the field at fault (`invalid`) says so, and the
+    fields hold what was `typed`."""
     context = request.app[CONTEXT]
     return _render(
         request,
@@ -1902,18 +2034,56 @@ def _render_conversation_confirm(
         summaryUnreadable=unreadable,
         error=error,
         invalid=invalid,
+        typed=typed or {"reason": "", "confirm": ""},
         second_pass_minutes=_second_pass_minutes(request),
     )
 
 
 @requires(Role.ADMIN)
 async def export_user_page(request: web.Request) -> web.StreamResponse:
-    return await _export_user(request, *_texts(await request.post(), "user", "reason"))
+    reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
+    if reference.strip():
+        try:
+            _reason(reason, "error_reason_export_user")
+        except BadRequest as exc:
+            # The form again, with the reason as typed (and the way back to the conversation
+            # when it came from one): nothing was read or recorded.
+            return _render(
+                request,
+                "user_export.html",
+                status=400,
+                language_next=_return_target(f"/admin/conversations/{quote(back, safe='')}")
+                if back
+                else None,
+                user=reference,
+                export_reason=_as_typed(reason),
+                back=back,
+                error=exc.text,
+            )
+    return await _export_user(request, reference, reason)
 
 
 @requires(Role.ADMIN)
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    filters, records, continuation = await _audit_records(request, page=True)
+    try:
+        filters, records, continuation = await _audit_records(request, page=True)
+    except (BadRequest, UnknownPseudonym, AdminError) as exc:
+        # The filters again as typed, the one at fault marked, and no records.
+        error, invalid, typed = _rejected_filters(request, exc, _AUDIT_FORM)
+        return _render(
+            request,
+            "audit.html",
+            status=error.status,
+            # Its switch shows the log: the address holds what was typed (a reason).
+            language_next="/admin/audit",
+            records=[],
+            next_link=None,
+            later=False,
+            filters=typed,
+            export_query="",
+            error=error.text,
+            invalid=invalid,
+        )
     # The next page keeps the page size the admin chose, and the filters.
     kept = {"limit": request.query["limit"]} if request.query.get("limit") else {}
     kept |= filters.echo
@@ -1933,6 +2103,8 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
         later=later,
         filters=filters.echo,
         export_query=urlencode(filters.echo),
+        error=None,
+        invalid=(),
     )
 
 
