@@ -121,13 +121,19 @@ async def _write_final_counts(app: web.Application) -> None:
 
 
 async def stats(request: web.Request) -> web.Response:
+    queue = request.app[app_module.TURNS]
+    # Taken before the flush: a turn that ends during it settles after it, unwritten.
+    in_flight = queue.in_flight
+    if request.query.get("flush"):
+        # What the quota settlements hold back is written now, to be counted with the turns
+        # that made it (they would write it within two minutes).
+        await request.app[app_module.QUOTAS].flush()
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
     for store in STORES:
         calls.update(store.calls)
         seconds.update(store.seconds)
     short_calls = _short_calls()
-    queue = request.app[app_module.TURNS]
     return web.json_response(
         {
             "store_calls": dict(calls),
@@ -136,7 +142,7 @@ async def stats(request: web.Request) -> web.Response:
             "reads": sum(v for k, v in calls.items() if k in READ_OPERATIONS),
             "writes": sum(v for k, v in calls.items() if k in WRITE_OPERATIONS),
             "rss_kib": rss_kib(),
-            "turns_in_flight": queue.in_flight,
+            "turns_in_flight": in_flight,
             # Since `?since=` (time.monotonic(): the same clock in every process on Linux).
             "loop_lag_ms": _lag_summary(float(request.query.get("since", "0"))),
             "gc_pauses": _gc_summary(float(request.query.get("since", "0"))),

@@ -49,11 +49,13 @@ from bench.processes import (
     process_tree_cpu_seconds,
 )
 from bench.worker_counts import final_counts
-from controls.quotas import SETTLE_AFTER_SECONDS
 from simulator.server import timing_key
 from storage.ids import safe_id
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+# How long the paced phase's person reads an answer before the next message (as before the
+# settlements' hold depended on the room left, for runs to compare).
+PACED_PAUSE_SECONDS = 5.0
 LONG_TEXT = (
     "Please summarise our travel policy for a trip to the Osaka office, including per diem, "
     "hotel limits and how to book trains. [sim:long]"
@@ -250,10 +252,14 @@ class OurStack:
         sim_exit = await self.simulator.stop()
         return {"app_exit_code": app_exit, "simulator_exit_code": sim_exit}
 
-    async def stats(self, session: aiohttp.ClientSession, since: float = 0.0) -> dict[str, Any]:
-        """Store call counters; waits until the app has finished every accepted turn."""
+    async def stats(
+        self, session: aiohttp.ClientSession, since: float = 0.0, *, settled: bool = False
+    ) -> dict[str, Any]:
+        """Store call counters; waits until the app has finished every accepted turn.
+        `settled`: the quota settlements still pending are written first, and counted."""
+        query = f"since={since}" + ("&flush=1" if settled else "")
         for _ in range(300):
-            async with session.get(f"{self.url}/bench/stats?since={since}") as response:
+            async with session.get(f"{self.url}/bench/stats?{query}") as response:
                 body: dict[str, Any] = await response.json()
             if body["turns_in_flight"] == 0:
                 return body
@@ -607,7 +613,7 @@ async def run(opts: Options) -> dict[str, Any]:
         await drive(
             session, channel, bot, target="ours", concurrency=4, turns=2, run_id=f"{run_id}-warm2"
         )
-        before = await stack_latency.stats(session)
+        before = await stack_latency.stats(session, settled=True)
         latency, after = await latency_phase(
             session, channel, stack_latency, opts, f"{run_id}-lat", opts.start_spread_ms / 1000
         )
@@ -672,13 +678,13 @@ async def paced_phase(
     opts: Options,
     run_id: str,
 ) -> dict[str, Any]:
-    """Store operations per turn when a person reads each answer before the next message.
-    Back to back, a quota settlement rides on the user's next counter update; after a pause
-    longer than `SETTLE_AFTER_SECONDS` it is a write of its own, counted here: the counts are
-    taken once what the turns left pending has been written."""
-    settled = SETTLE_AFTER_SECONDS + 2.0  # the flusher looks once a second
-    await asyncio.sleep(settled)  # what earlier phases left pending is written before
-    before = await stack.stats(session)
+    """Store operations per turn when a person reads each answer (`PACED_PAUSE_SECONDS`)
+    before the next message. A quota settlement rides on the user's next counter update, as
+    back to back, while the user has room before the limit (`controls.quotas`); the last one of
+    each conversation is a write of its own, counted here: the counts are taken once what the
+    turns left pending has been written."""
+    pause = PACED_PAUSE_SECONDS
+    before = await stack.stats(session, settled=True)
     result = await drive(
         session,
         channel,
@@ -687,13 +693,12 @@ async def paced_phase(
         concurrency=opts.paced_conversations,
         turns=opts.paced_turns,
         run_id=run_id,
-        time_limit=max(opts.time_limit, opts.paced_turns * (settled + 5)),
-        pause=settled,
+        time_limit=max(opts.time_limit, opts.paced_turns * (pause + 5)),
+        pause=pause,
     )
-    await asyncio.sleep(settled)
-    after = await stack.stats(session)
+    after = await stack.stats(session, settled=True)
     ops = store_ops_per_turn(before, after, result.completed)
-    return ops | {"pause_seconds": settled}
+    return ops | {"pause_seconds": pause}
 
 
 async def long_conversation(
@@ -761,7 +766,7 @@ async def latency_phase(
         time_limit=opts.time_limit,
         start_spread=start_spread,
     )
-    after = await stack.stats(session, since=started)
+    after = await stack.stats(session, since=started, settled=True)
     async with session.get(f"{stack.sim_url}/_sim/timings") as response:
         timings: dict[str, float] = (await response.json())["timings"]
     # The model's own time: from the request's arrival at the simulator to its last byte. What

@@ -10,26 +10,33 @@ What a chat turn costs with user limits on (the default): ONE store write.
   exact estimate (`reserve_tokens`, once the prompt is built) fits inside U: no second write.
 - Settlement is deferred. The difference between the reservation and the real usage is kept in
   memory per (scope, day) and folded into that scope's next counter update; a background
-  flusher writes what is still pending after a few seconds without turns for that scope, and
-  everything on shutdown (`close`). A failed write keeps the amount and retries: what a write
-  that failed outright carried is retried alone, under that write's id (`_Pending`), a negative
-  amount only where the store can tell that write was not applied (`_Sent`).
+  flusher writes what is still pending once no turn of that scope has carried it for a while,
+  and everything on shutdown (`close`). How long depends on how near the user is to the day's
+  token limit at the turn's count: with room for at least `ROOM_TURNS` more upfront
+  reservations (or no token limit), two minutes (`SETTLE_WITH_ROOM_AFTER_SECONDS`), so that
+  at a person's pace the next message's count carries it and a turn costs one write; nearer
+  the limit, a few seconds (`SETTLE_AFTER_SECONDS`), so that what is given back is soon
+  visible to every instance where it decides a refusal. A failed write keeps the amount and
+  retries: what a write that failed outright carried is retried alone, under that write's id
+  (`_Pending`), a negative amount only where the store can tell that write was not applied
+  (`_Sent`).
 
 Why no limit is passed, across instances: every admission is one conditional update of the
 stored counts. A reservation over-estimates (U, or the estimate with max output tokens), so a
 pending settlement is negative: until it is written the stored total is higher than the real
-one, which makes a limit stricter for a moment (a few seconds), never looser. The rare positive
-settlement (a turn that used more than it reserved) is written at once, not deferred. A write
-whose answers were all lost (the store applied it, the client saw an error) is not applied again
-by the retry: the retry names the same update (`CounterStore`'s `write_id`), which the store
-recognizes as applied already while the document remembers it. A negative amount is retried only
-on the store's proof that the failed write was not applied (`CounterStore`'s `resend`); without
-one it is dropped and logged (`quota_settlement_dropped`): the stored total keeps the
-reservation until the day ends, stricter, never looser. A positive amount is retried all the
-same: should it count twice, the limit is only stricter. Tokens given back never take a stored
-count below zero: where it does not hold them (the day's usage erased since, with the user's
-data, and counted anew) the store refuses them, and they are dropped and logged the same way; a
-turn's update that carried them is made again without them.
+one, which makes a limit stricter for a moment (two minutes at most, or a few seconds near the
+limit; on this instance not even that: its pending settlement rides on its next update), never
+looser. The rare positive settlement (a turn that used more than it reserved) is written at
+once, not deferred. A write whose answers were all lost (the store applied it, the client saw an
+error) is not applied again by the retry: the retry names the same update (`CounterStore`'s
+`write_id`), which the store recognizes as applied already while the document remembers it. A
+negative amount is retried only on the store's proof that the failed write was not applied
+(`CounterStore`'s `resend`); without one it is dropped and logged (`quota_settlement_dropped`):
+the stored total keeps the reservation until the day ends, stricter, never looser. A positive
+amount is retried all the same: should it count twice, the limit is only stricter. Tokens given
+back never take a stored count below zero: where it does not hold them (the day's usage erased
+since, with the user's data, and counted anew) the store refuses them, and they are dropped and
+logged the same way; a turn's update that carried them is made again without them.
 
 Near a limit (less than U left today) the upfront reservation does not fit: the gate counts the
 request with only the smallest turn reserved (S: max output tokens, which every estimate adds to
@@ -86,8 +93,13 @@ _Counted = TypeVar("_Counted", UsageResult, CounterResult)
 # What `count_request` answers for a message already handled (neither counted nor refused).
 REDELIVERED: Final = "redelivered"
 
-# A scope's pending settlement is written after this long without a new one.
+# A scope's pending settlement is written after this long without a new one, when the user's
+# count left less than ROOM_TURNS upfront reservations before the day's token limit...
 SETTLE_AFTER_SECONDS = 3.0
+# ... and after this long with more room than that (or no token limit): the user's next message
+# at a person's pace carries it, in the update that counts the message.
+SETTLE_WITH_ROOM_AFTER_SECONDS = 120.0
+ROOM_TURNS = 10
 # An upfront reservation no turn claimed by then goes back (the turn ended before its model
 # call, e.g. a store failure; a duplicate gives it back at once, see `give_back`).
 UPFRONT_CLAIM_SECONDS = 60.0
@@ -139,6 +151,8 @@ class TokenReservation:
     window: Window
     amount: int  # the turn's estimate (what the tenant's counter holds)
     user_amount: int = 0  # what the user's counter holds for the turn (the upfront U, or more)
+    # The user's count left room for ROOM_TURNS more turns today: the settlement may wait long.
+    user_has_room: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +213,9 @@ class _Pending:
     amount: int = 0
     sent: list[_Sent] = field(default_factory=list)
     touched: float = 0.0  # monotonic time of the latest amount
+    # Written after this long without a new amount (set by the latest: the freshest view of
+    # how near the limit the scope is).
+    settle_after: float = SETTLE_AFTER_SECONDS
 
     @property
     def total(self) -> int:
@@ -214,6 +231,7 @@ class _Upfront:
     amount: int
     at: float  # monotonic
     minute: int = 0
+    has_room: bool = False  # ROOM_TURNS more upfront reservations fit today (`TokenReservation`)
 
 
 class Quotas:
@@ -228,6 +246,7 @@ class Quotas:
         upfront_tokens: int = 0,
         smallest_turn_tokens: int = 0,
         settle_after_seconds: float = SETTLE_AFTER_SECONDS,
+        settle_with_room_after_seconds: float = SETTLE_WITH_ROOM_AFTER_SECONDS,
         upfront_claim_seconds: float = UPFRONT_CLAIM_SECONDS,
     ) -> None:
         self._counters = counters
@@ -238,6 +257,8 @@ class Quotas:
         self._upfront_tokens = max(0, upfront_tokens)
         self._smallest_turn = min(self._upfront_tokens, max(0, smallest_turn_tokens))
         self._settle_after = settle_after_seconds
+        self._settle_with_room_after = max(settle_with_room_after_seconds, settle_after_seconds)
+        self._room_tokens = ROOM_TURNS * self._upfront_tokens
         self._claim_within = upfront_claim_seconds
         self._pending: dict[_Key, _Pending] = {}
         self._held: dict[Hashable, list[_Upfront]] = {}
@@ -299,9 +320,11 @@ class Quotas:
             change = change.model_copy(update={"tokens": smallest})
             result = await self._update_user(scope, day, change)
         if result.allowed:
+            limit = limits.user_tokens_per_day
+            has_room = not limit or limit - result.counts.tokens >= self._room_tokens
             # Held even with no tokens: `give_back` may return the request.
             self._held.setdefault(turn, []).append(
-                _Upfront(scope, day, upfront, time.monotonic(), change.minute)
+                _Upfront(scope, day, upfront, time.monotonic(), change.minute, has_room)
             )
             self._ensure_flusher()
             return None
@@ -390,6 +413,7 @@ class Quotas:
         window = held.window if held is not None else day_window(now)
         user: str | None = None
         user_amount = 0
+        has_room = held is not None and held.has_room
         if held is not None or limits.counts_user:
             user = held.scope if held is not None else user_scope(user_id)
             user_amount = held.amount if held is not None else 0
@@ -417,6 +441,7 @@ class Quotas:
                         record=self._first_this_minute(user, user_id, kind, window),
                     )
                 user_amount = amount
+                has_room = False  # the upfront reservation did not fit: near the limit
             tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
             if tenant is not None:
                 theirs = await self._update_tenant(
@@ -442,7 +467,7 @@ class Quotas:
             if user is not None:
                 self._defer(False, user, window, -user_amount)
             raise
-        return TokenReservation(user, tenant, window, amount, user_amount)
+        return TokenReservation(user, tenant, window, amount, user_amount, has_room)
 
     async def settle(self, reservation: TokenReservation, used_tokens: int) -> None:
         """Replace the reservation by the real usage, in the window it was reserved in. What a
@@ -451,8 +476,9 @@ class Quotas:
         used = max(0, used_tokens)
         window = reservation.window
         if reservation.user_scope is not None:
+            delta = used - reservation.user_amount
             await self._settle(
-                False, reservation.user_scope, window, used - reservation.user_amount
+                False, reservation.user_scope, window, delta, has_room=reservation.user_has_room
             )
         if reservation.tenant_scope is not None:
             await self._settle(True, reservation.tenant_scope, window, used - reservation.amount)
@@ -489,7 +515,7 @@ class Quotas:
 
     async def flush(self) -> int:
         """Write every pending settlement now; how many could not be written (kept)."""
-        return await self._flush(idle_for=0.0)
+        return await self._flush(everything=True)
 
     async def close(self, at_most_seconds: float | None = None) -> None:
         """Shutdown, once the turns have drained: upfront reservations no turn claimed go back
@@ -526,11 +552,13 @@ class Quotas:
             },
         )
 
-    async def _settle(self, tenant: bool, scope: str, window: Window, delta: int) -> None:
+    async def _settle(
+        self, tenant: bool, scope: str, window: Window, delta: int, *, has_room: bool = False
+    ) -> None:
         if delta == 0:
             return
         if delta < 0 and not self._stopping.is_set():
-            self._defer(tenant, scope, window, delta)
+            self._defer(tenant, scope, window, delta, has_room=has_room)
             return
         # More than was reserved: written now, so no other instance admits a turn past the
         # limit meanwhile. (Or the app is shutting down and nothing would flush it.)
@@ -643,9 +671,17 @@ class Quotas:
         return pending.total if pending is not None else 0
 
     def _defer(
-        self, tenant: bool, scope: str, window: Window, amount: int, sent_as: str | None = None
+        self,
+        tenant: bool,
+        scope: str,
+        window: Window,
+        amount: int,
+        sent_as: str | None = None,
+        *,
+        has_room: bool = False,
     ) -> None:
-        """Keep `amount` for later: never sent, or (`sent_as`) carried by that failed write."""
+        """Keep `amount` for later: never sent, or (`sent_as`) carried by that failed write.
+        `has_room`: the scope is far from its limit, so it may wait for the next update long."""
         if amount == 0:
             return
         key = (tenant, scope, window.key)
@@ -657,6 +693,7 @@ class Quotas:
         else:
             pending.sent.append(_Sent(sent_as, amount))
         pending.touched = time.monotonic()
+        pending.settle_after = self._settle_with_room_after if has_room else self._settle_after
         if not pending.amount and not pending.sent:
             del self._pending[key]
         self._ensure_flusher()
@@ -702,15 +739,16 @@ class Quotas:
             except TimeoutError:
                 pass
             self._expire_held(time.monotonic())
-            failed = await self._flush(idle_for=self._settle_after)
+            failed = await self._flush(everything=False)
             wait = min(wait * 2, _RETRY_AT_MOST_SECONDS) if failed else _FLUSH_EVERY_SECONDS
 
-    async def _flush(self, idle_for: float) -> int:
+    async def _flush(self, everything: bool) -> int:
+        """Write what is pending: everything, or what has waited its `settle_after`."""
         now = time.monotonic()
         due = [
             self._pending.pop(key)
             for key, pending in list(self._pending.items())
-            if now - pending.touched >= idle_for
+            if everything or now - pending.touched >= pending.settle_after
         ]
         if not due:
             return 0

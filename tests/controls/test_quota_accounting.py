@@ -361,13 +361,67 @@ async def test_a_pending_settlement_is_written_once_the_user_goes_quiet(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:
     store = await open_store()
-    quotas = await make_quotas(store, settle_after_seconds=0.2)
+    quotas = await make_quotas(store, settle_after_seconds=0.1, settle_with_room_after_seconds=0.3)
     assert await one_turn(quotas, "turn-1", 1500, 400)
 
     async def settled() -> bool:
         return (await stored(store)).tokens == 400
 
     await eventually(settled)
+
+
+async def test_with_room_before_the_limit_a_settlement_waits_for_the_next_message_at_a_persons_pace(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    """Far from the day's token limit, what a turn did not use is given back in the update that
+    counts the user's next message, a minute later as well: one counter write per turn."""
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, settle_after_seconds=0.05, settle_with_room_after_seconds=60)
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+
+    await asyncio.sleep(1.3)  # the flusher looked at least once since the short wait passed
+    assert store.calls["add_usage"] == 1
+    assert (await stored(store)).tokens == UPFRONT  # stricter meanwhile, never looser
+    assert (await quotas.usage("u", "")).tokens_today == 400
+
+    assert await one_turn(quotas, "turn-2", 1500, 500)
+    assert store.calls["add_usage"] == 2
+    assert (await stored(store)).tokens == 400 + UPFRONT
+
+
+@pytest.mark.parametrize("tokens_per_day", [UPFRONT * 5, UPFRONT * 10 + 1000])
+async def test_near_the_limit_a_settlement_is_written_within_seconds_for_every_instance_to_see(
+    open_store: OpenStore, make_quotas: MakeQuotas, tokens_per_day: int
+) -> None:
+    """With less room left today than ten more upfront reservations (counted with this one),
+    another instance could refuse the user on the reservation still stored: the short wait."""
+    store = await open_store()
+    quotas = await make_quotas(
+        store,
+        tokens=tokens_per_day,
+        settle_after_seconds=0.05,
+        settle_with_room_after_seconds=60,
+    )
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+
+    async def settled() -> bool:
+        return (await stored(store)).tokens == 400
+
+    await eventually(settled, within=3.0)
+
+
+async def test_without_a_token_limit_a_settlement_waits_for_the_next_message(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(
+        store, tokens=0, settle_after_seconds=0.05, settle_with_room_after_seconds=60
+    )
+    assert await one_turn(quotas, "turn-1", 1500, 400)
+    await asyncio.sleep(1.3)
+    assert store.calls["add_usage"] == 1
+    assert await one_turn(quotas, "turn-2", 1500, 500)
+    assert (await stored(store)).tokens == 400 + UPFRONT
 
 
 async def test_a_failed_flush_keeps_the_settlement_and_retries(
