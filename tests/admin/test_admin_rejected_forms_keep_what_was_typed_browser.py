@@ -23,6 +23,14 @@ async def _focused(page: Any) -> str:
     return name
 
 
+async def _border(field: Any) -> str:
+    color: str = await field.evaluate("e => getComputedStyle(e).borderTopColor")
+    return color
+
+
+BAD = "rgb(179, 38, 30)"  # admin.css --bad
+
+
 async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
     browser: Any, served: tuple[str, str]
 ) -> None:
@@ -46,6 +54,9 @@ async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
         assert await confirm.input_value() == user[:-1]
         assert await confirm.get_attribute("aria-invalid") == "true"
         assert await _focused(page) == "confirm"
+        # The field at fault stands out to the eye too; the one that was right does not.
+        assert await _border(confirm) == BAD
+        assert await _border(reason) != BAD
         await page.screenshot(
             path=str(ARTIFACTS / "admin-delete-user-rejected-keeps-input.png"), full_page=True
         )
@@ -65,6 +76,7 @@ async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
         assert await reason.input_value() == REASON
         assert await confirm.input_value() == "conv-plan"
         assert await _focused(page) == "confirm"
+        assert await _border(confirm) == BAD and await _border(reason) != BAD
         await confirm.fill("conv-plain")
         await page.get_by_role("button", name="Delete conversation").click()
         await page.wait_for_url(f"{base}/admin/?deleted=*")
