@@ -9,7 +9,8 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,15 +27,36 @@ from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
+# The width WCAG 1.4.10 Reflow asks pages to fit.
+NARROW = {"width": 320, "height": 640}
 
-async def new_page(browser: Any) -> tuple[Any, Any, list[str]]:
-    context = await browser.new_context(accept_downloads=True)
+
+async def new_page(browser: Any, **context_options: Any) -> tuple[Any, Any, list[str]]:
+    """A page in a new browser context (Playwright's `new_context` options), and the list its
+    dialogs, console messages and page errors are written to."""
+    context = await browser.new_context(accept_downloads=True, **context_options)
     page = await context.new_page()
     events: list[str] = []
     page.on("dialog", lambda dialog: events.append(f"dialog: {dialog.message}"))
     page.on("console", lambda message: events.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: events.append(f"pageerror: {error}"))
     return context, page, events
+
+
+@asynccontextmanager
+async def signed_in_page(
+    browser: Any, served: tuple[str, str], path: str, **context_options: Any
+) -> AsyncIterator[tuple[str, Any, list[str]]]:
+    """A page signed in with the one-time link of `served`, then opened at `path`: (base URL,
+    page, its events as `new_page` records them). Its browser context closes on the way out."""
+    base, token = served
+    context, page, events = await new_page(browser, **context_options)
+    try:
+        await page.goto(f"{base}/admin/login?token={token}")
+        await page.goto(f"{base}{path}")
+        yield base, page, events
+    finally:
+        await context.close()
 
 
 async def test_reviewer_flow_in_a_real_browser_runs_no_message_script(
@@ -82,11 +104,8 @@ async def test_reviewer_flow_in_a_real_browser_runs_no_message_script(
 async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
     browser: Any, served: tuple[str, str]
 ) -> None:
-    base, token = served
-    context, page, _ = await new_page(browser)
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged")
+    flagged = "/admin/conversations/conv-flagged"
+    async with signed_in_page(browser, served, flagged) as (base, page, _):
         await page.screenshot(path=str(ARTIFACTS / "admin-transcript-actions.png"), full_page=True)
 
         async with page.expect_download() as download_info:
@@ -146,8 +165,6 @@ async def test_admin_exports_deletes_a_user_and_finds_it_in_the_audit_log(
             "view_transcript",
         ]
         await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
-    finally:
-        await context.close()
 
 
 async def test_no_admin_page_scrolls_sideways_at_320_pixels(
@@ -155,12 +172,8 @@ async def test_no_admin_page_scrolls_sideways_at_320_pixels(
 ) -> None:
     """WCAG 1.4.10 Reflow: 320 CSS pixels wide (1280 at 400 % zoom), the header wraps, long ids
     break and only the tables scroll, inside their own focusable region."""
-    base, token = served
-    context = await browser.new_context(viewport={"width": 320, "height": 640})
-    page = await context.new_page()
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged")
+    flagged = "/admin/conversations/conv-flagged"
+    async with signed_in_page(browser, served, flagged, viewport=NARROW) as (base, page, _):
         pseudonym = await page.get_by_test_id("conversation-user").inner_text()
         pages = {
             "list": "/admin/",
@@ -182,8 +195,6 @@ async def test_no_admin_page_scrolls_sideways_at_320_pixels(
         region = page.get_by_role("region", name="Conversations")
         assert await region.get_attribute("tabindex") == "0"
         assert await region.evaluate("el => el.scrollWidth > el.clientWidth")
-    finally:
-        await context.close()
 
 
 async def test_a_title_without_spaces_breaks_instead_of_widening_its_transcript_page(

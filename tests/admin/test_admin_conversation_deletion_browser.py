@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin.test_admin_browser import new_page
+from tests.admin.test_admin_browser import NARROW, signed_in_page
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -19,11 +19,8 @@ async def test_an_admin_deletes_one_conversation_from_its_transcript_and_finds_i
     browser: Any,
     served: tuple[str, str],
 ) -> None:
-    base, token = served
-    context, page, events = await new_page(browser)
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged")
+    flagged = "/admin/conversations/conv-flagged"
+    async with signed_in_page(browser, served, flagged) as (base, page, events):
         await page.get_by_role("link", name="Delete this conversation…").click()
         await page.wait_for_url("**/admin/conversations/conv-flagged/delete")
         assert await page.get_by_test_id("delete-conversation").inner_text() == "conv-flagged"
@@ -63,24 +60,16 @@ async def test_an_admin_deletes_one_conversation_from_its_transcript_and_finds_i
         first = await page.locator("tr[data-action]").first.inner_text()
         assert "conv-flagged" in first
         assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
-    finally:
-        await context.close()
 
 
 async def test_the_conversation_delete_confirmation_does_not_scroll_sideways_at_320_pixels(
     browser: Any,
     served: tuple[str, str],
 ) -> None:
-    base, token = served
-    context = await browser.new_context(viewport={"width": 320, "height": 640})
-    page = await context.new_page()
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged/delete")
+    delete = "/admin/conversations/conv-flagged/delete"
+    async with signed_in_page(browser, served, delete, viewport=NARROW) as (_, page, _):
         assert await page.get_by_test_id("delete-conversation").inner_text() == "conv-flagged"
         await page.screenshot(
             path=str(ARTIFACTS / "admin-320-conversation-delete.png"), full_page=True
         )
         assert await page.evaluate("document.documentElement.scrollWidth") <= 320
-    finally:
-        await context.close()

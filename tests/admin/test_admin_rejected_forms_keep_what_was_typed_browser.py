@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin.test_admin_browser import new_page
+from tests.admin.test_admin_browser import signed_in_page
 from tests.browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -34,11 +34,8 @@ BAD = "rgb(179, 38, 30)"  # admin.css --bad
 async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
     browser: Any, served: tuple[str, str]
 ) -> None:
-    base, token = served
-    context, page, events = await new_page(browser)
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged")
+    flagged = "/admin/conversations/conv-flagged"
+    async with signed_in_page(browser, served, flagged) as (base, page, events):
         await page.get_by_role("link", name="Delete all data of this user…").click()
         await page.wait_for_url("**/admin/users/delete?user=*")
         user = await page.get_by_test_id("delete-user").inner_text()
@@ -91,18 +88,13 @@ async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
         ]
         assert reasons == [REASON, REASON]
         assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
-    finally:
-        await context.close()
 
 
 async def test_an_admin_gives_the_missing_reason_of_a_reveal_and_of_filters_by_user_id(
     browser: Any, served: tuple[str, str]
 ) -> None:
-    base, token = served
-    context, page, events = await new_page(browser)
-    try:
-        await page.goto(f"{base}/admin/login?token={token}")
-        await page.goto(f"{base}/admin/conversations/conv-flagged")
+    flagged = "/admin/conversations/conv-flagged"
+    async with signed_in_page(browser, served, flagged) as (base, page, events):
         await page.get_by_label("Reason for reveal").fill("   ")
         await page.get_by_role("button", name="Reveal user (audited)").click()
         assert "to reveal a user" in await page.locator("[role=alert]").inner_text()
@@ -140,5 +132,3 @@ async def test_an_admin_gives_the_missing_reason_of_a_reveal_and_of_filters_by_u
         await page.get_by_role("button", name="Filter").click()
         assert await page.locator("tr[data-action]").count() >= 1
         assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
-    finally:
-        await context.close()
