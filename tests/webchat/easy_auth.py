@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
@@ -49,3 +50,29 @@ async def sign_in(context: Any, server: TestServer, principal: dict[str, str]) -
         session = base64.urlsafe_b64encode(json.dumps(principal).encode()).decode()
         cookie = {"name": SESSION_COOKIE, "value": session, "url": str(server.make_url("/"))}
         await context.add_cookies([cookie])
+
+
+@asynccontextmanager
+async def signed_in_chat_page(
+    browser: Any, server: TestServer, principal: dict[str, str], locale: str
+) -> AsyncIterator[tuple[Any, list[int], list[str]]]:
+    """The chat page opened in a new browser context signed in as `principal`, without waiting
+    for the chat to be ready: (page, the statuses of its token requests in order, its page
+    errors). The context closes on the way out."""
+    context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
+    try:
+        await sign_in(context, server, principal)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        statuses: list[int] = []
+        page.on(
+            "response",
+            lambda r: (
+                statuses.append(r.status) if r.url.endswith("/api/directline/token") else None
+            ),
+        )
+        await page.goto(str(server.make_url("/")))
+        yield page, statuses, errors
+    finally:
+        await context.close()

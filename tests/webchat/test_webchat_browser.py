@@ -66,6 +66,16 @@ async def bot_texts(page: Any) -> list[str]:
     return texts
 
 
+async def text_is(locator: Any, expected: str) -> bool:
+    return bool(await locator.inner_text() == expected)
+
+
+async def answered(page: Any) -> bool:
+    """The last message from the bot is the simulator's reply."""
+    texts = await bot_texts(page)
+    return bool(texts) and "Simulated reply" in texts[-1]
+
+
 async def wait_until(condition: Callable[[], Any], within: float = 30.0) -> Any:
     deadline = time.monotonic() + within
     while True:

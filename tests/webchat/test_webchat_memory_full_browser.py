@@ -14,8 +14,8 @@ import pytest
 
 from config import Settings
 from tests.browser import ARTIFACTS
-from tests.webchat.easy_auth import serve_signed_in, sign_in
-from tests.webchat.test_webchat_browser import bot_texts, send, wait_until
+from tests.webchat.easy_auth import serve_signed_in, signed_in_chat_page
+from tests.webchat.test_webchat_browser import answered, send, text_is, wait_until
 from tests.webchat.test_webchat_open_chats_per_user import user
 from webchat import DIRECT_LINE
 from webchat.conversations import CONVERSATION_BYTES, ConversationRegistry
@@ -54,41 +54,19 @@ async def test_a_page_opened_when_the_memory_budget_has_nothing_to_free_says_so_
             stream_url = (await response.json())["streamUrl"]
         socket = await http.ws_connect(stream_url, headers=other)
 
-        context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
-        await sign_in(context, server, user(2))
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        statuses: list[int] = []
-        page.on(
-            "response",
-            lambda r: (
-                statuses.append(r.status) if r.url.endswith("/api/directline/token") else None
-            ),
-        )
-        await page.goto(str(server.make_url("/")))
+        person = user(2)  # opens the chat while the other person's is open
+        async with signed_in_chat_page(browser, server, person, locale) as (page, statuses, errors):
+            status = page.locator("#status")
+            await wait_until(lambda: text_is(status, UNAVAILABLE[locale]), within=15)
+            await page.screenshot(path=str(ARTIFACTS / f"webchat-memory-full-{locale}.png"))
+            assert statuses == [503]
+            assert await page.get_attribute("body", "data-ready") is None
+            assert not socket.closed  # the other person's chat was not cut off for this one
 
-        status = page.locator("#status")
-        await wait_until(lambda: _text_is(status, UNAVAILABLE[locale]), within=15)
-        await page.screenshot(path=str(ARTIFACTS / f"webchat-memory-full-{locale}.png"))
-        assert statuses == [503]
-        assert await page.get_attribute("body", "data-ready") is None
-        assert not socket.closed  # the other person's chat was not cut off for this one
-
-        await socket.close()  # their tab closed: their chat can give way now
-        await page.reload()
-        await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
-        assert statuses[-1] == 200
-        await send(page, "hello")
-        await wait_until(lambda: _answered(page))
-        assert errors == []
-        await context.close()
-
-
-async def _text_is(locator: Any, expected: str) -> bool:
-    return bool(await locator.inner_text() == expected)
-
-
-async def _answered(page: Any) -> bool:
-    texts = await bot_texts(page)
-    return bool(texts) and "Simulated reply" in texts[-1]
+            await socket.close()  # their tab closed: their chat can give way now
+            await page.reload()
+            await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+            assert statuses[-1] == 200
+            await send(page, "hello")
+            await wait_until(lambda: answered(page))
+            assert errors == []

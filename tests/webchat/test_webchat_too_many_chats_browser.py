@@ -13,8 +13,8 @@ import pytest
 
 from config import Settings
 from tests.browser import ARTIFACTS
-from tests.webchat.easy_auth import serve_signed_in, sign_in
-from tests.webchat.test_webchat_browser import bot_texts, send, wait_until
+from tests.webchat.easy_auth import serve_signed_in, signed_in_chat_page
+from tests.webchat.test_webchat_browser import answered, send, text_is, wait_until
 from tests.webchat.test_webchat_open_chats_per_user import principal
 from webchat.limits import TOKEN_BURST, TokenRate
 
@@ -53,35 +53,14 @@ async def test_a_page_over_the_limit_says_so_in_the_users_language_then_opens_th
             ) as response:
                 assert response.status == 200
 
-    context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
-    await sign_in(context, server, signed_in)
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    statuses: list[int] = []
-    page.on(
-        "response",
-        lambda r: statuses.append(r.status) if r.url.endswith("/api/directline/token") else None,
-    )
-    await page.goto(str(server.make_url("/")))
-
-    status = page.locator("#status")
-    await wait_until(lambda: _text_is(status, TOO_MANY[locale]), within=10)
-    await page.screenshot(path=str(ARTIFACTS / f"webchat-too-many-chats-{locale}.png"))
-    # Once Retry-After has passed the page asks again by itself, and the chat works.
-    await page.wait_for_selector("body[data-ready=true]", timeout=(REFILL_SECONDS + 20) * 1000)
-    assert statuses[0] == 429 and statuses[-1] == 200
-    assert await status.inner_text() == ""
-    await send(page, "hello")
-    await wait_until(lambda: _answered(page))
-    assert errors == []
-    await context.close()
-
-
-async def _text_is(locator: Any, expected: str) -> bool:
-    return bool(await locator.inner_text() == expected)
-
-
-async def _answered(page: Any) -> bool:
-    texts = await bot_texts(page)
-    return bool(texts) and "Simulated reply" in texts[-1]
+    async with signed_in_chat_page(browser, server, signed_in, locale) as (page, statuses, errors):
+        status = page.locator("#status")
+        await wait_until(lambda: text_is(status, TOO_MANY[locale]), within=10)
+        await page.screenshot(path=str(ARTIFACTS / f"webchat-too-many-chats-{locale}.png"))
+        # Once Retry-After has passed the page asks again by itself, and the chat works.
+        await page.wait_for_selector("body[data-ready=true]", timeout=(REFILL_SECONDS + 20) * 1000)
+        assert statuses[0] == 429 and statuses[-1] == 200
+        assert await status.inner_text() == ""
+        await send(page, "hello")
+        await wait_until(lambda: answered(page))
+        assert errors == []
