@@ -117,6 +117,37 @@ def _msg(role: Role, text: str, **fields: Any) -> Message:
     )
 
 
+async def add_group_chat(
+    store: Store, conversation_id: str, messages: list[Message], *, at: datetime
+) -> None:
+    """A Teams group chat, "Team lunch", in tenant-a: `messages` (each with its writer's
+    `user_id`) numbered from 1 a second apart after `at`, and its summary the conversation's own
+    (`shared:`), not a writer's, as the bot keeps a shared conversation's."""
+    for seq, message in enumerate(messages, start=1):
+        await store.add_message(
+            message.model_copy(
+                update={
+                    "conversation_id": conversation_id,
+                    "seq": seq,
+                    "tenant_id": "tenant-a",
+                    "channel_id": "msteams",
+                    "created_at": at + timedelta(seconds=seq),
+                }
+            )
+        )
+    await store.apply_summary_delta(
+        SummaryDelta(
+            conversation_id=conversation_id,
+            user_id=f"shared:{conversation_id}",
+            tenant_id="tenant-a",
+            channel_id="msteams",
+            title="Team lunch",
+            at=at,
+            messages=len(messages),
+        )
+    )
+
+
 async def seed(store: Store) -> None:
     """Four conversations, newest first: plain (carol), error (alice), feedback (bob),
     flagged (alice, with script and onerror text)."""

@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient
 from admin.web import EXPORT_PAGE_SIZE  # as deployed: the fixture below sets it back
 from app import STORE
 from storage.base import Store
-from storage.models import AuditRecord, Role, SummaryDelta
-from tests.admin.helpers import T0, _msg
+from storage.models import AuditRecord, Role
+from tests.admin.helpers import T0, _msg, add_group_chat
 from tests.admin.test_admin_exports_streamed_on_both_stores import (  # noqa: F401 - fixtures
     BROKEN_OFF,
     _received_until_broken,
@@ -58,31 +58,11 @@ async def group(
     monkeypatch.setattr("admin.web.EXPORT_PAGE_SIZE", EXPORT_PAGE_SIZE)
     client, faulty_store = admin
     store: Store = client.server.app[STORE]
-    for seq in range(1, MESSAGES + 1):
-        role = Role.USER if seq % 2 else Role.ASSISTANT
-        await store.add_message(
-            _msg(role, f"group message {seq}").model_copy(
-                update={
-                    "conversation_id": GROUP,
-                    "seq": seq,
-                    "user_id": _writer(seq),
-                    "tenant_id": "tenant-a",
-                    "channel_id": "msteams",
-                    "created_at": T0 + timedelta(days=6, seconds=seq),
-                }
-            )
-        )
-    await store.apply_summary_delta(
-        SummaryDelta(
-            conversation_id=GROUP,
-            user_id=f"shared:{GROUP}",
-            tenant_id="tenant-a",
-            channel_id="msteams",
-            title="Team lunch",
-            at=T0 + timedelta(days=6),
-            messages=MESSAGES,
-        )
-    )
+    messages = [
+        _msg(Role.USER if seq % 2 else Role.ASSISTANT, f"group message {seq}", user_id=_writer(seq))
+        for seq in range(1, MESSAGES + 1)
+    ]
+    await add_group_chat(store, GROUP, messages, at=T0 + timedelta(days=6))
     return client, faulty_store
 
 

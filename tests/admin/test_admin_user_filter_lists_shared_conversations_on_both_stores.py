@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from app import STORE
 from storage.base import Store
-from storage.models import Feedback, Role, SummaryDelta
-from tests.admin.helpers import T0, _msg
+from storage.models import Feedback, Message, Role
+from tests.admin.helpers import T0, _msg, add_group_chat
 from tests.admin.test_admin_list_on_both_stores import admin, make_settings  # noqa: F401
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
@@ -32,37 +32,16 @@ async def _group_chat(client: TestClient[Any, Any]) -> None:
     a thumbs-down to an answer to Alice. Its summary is the conversation's (`shared:`)."""
     store: Store = client.server.app[STORE]
     writers = [ALICE, BOB, ALICE, ALICE, ALICE]
-    seq = 0
+    messages: list[Message] = []
     for turn, user in enumerate(writers):
         for role in (Role.USER, Role.ASSISTANT):
-            seq += 1
             feedback = None
             if turn == 0 and role is Role.ASSISTANT:
                 feedback = Feedback(reaction="dislike", text="wrong", user_id=BOB)
-            await store.add_message(
-                _msg(role, f"turn {turn} {role.value}").model_copy(
-                    update={
-                        "conversation_id": GROUP,
-                        "seq": seq,
-                        "user_id": user,
-                        "tenant_id": "tenant-a",
-                        "channel_id": "msteams",
-                        "created_at": T0 + timedelta(days=5, seconds=seq),
-                        "feedback": feedback,
-                    }
-                )
+            messages.append(
+                _msg(role, f"turn {turn} {role.value}", user_id=user, feedback=feedback)
             )
-    await store.apply_summary_delta(
-        SummaryDelta(
-            conversation_id=GROUP,
-            user_id=f"shared:{GROUP}",
-            tenant_id="tenant-a",
-            channel_id="msteams",
-            title="Team lunch",
-            at=T0 + timedelta(days=5),
-            messages=seq,
-        )
-    )
+    await add_group_chat(store, GROUP, messages, at=T0 + timedelta(days=5))
 
 
 async def _pseudonym(client: TestClient[Any, Any], conversation_id: str) -> str:
