@@ -101,6 +101,20 @@ async def _alice(client: TestClient[Any, Any]) -> str:
     return user
 
 
+async def _form_back(
+    client: TestClient[Any, Any], path: str, typed: dict[str, str], status: int = 400
+) -> tuple[str, _Page]:
+    """The page the form at `path` comes back as when sent (GET) with `typed`: its status is
+    `status` and each typed field holds what was typed. Returns its HTML and its fields."""
+    refused = await client.get(path, params=typed)
+    assert refused.status == status
+    html = await refused.text()
+    page = _Page(html)
+    for name, value in typed.items():
+        assert page.field(path, name)["value"] == value, name
+    return html, page
+
+
 async def _audit_actions(client: TestClient[Any, Any]) -> list[str]:
     items = (await (await client.get("/admin/api/audit")).json())["items"]
     return [item["action"] for item in items]
@@ -257,14 +271,9 @@ async def test_a_rejected_list_filter_keeps_the_filters_and_the_reason_as_typed(
 ) -> None:
     typed = {"user": ALICE, "reason": REASON + TOO_LONG, "channel": "msteams", "q": "budget"}
 
-    refused = await admin.get("/admin/", params=typed)
+    html, page = await _form_back(admin, "/admin/", typed)
 
-    assert refused.status == 400
-    html = await refused.text()
     assert "Give a reason (up to 500 characters) to filter by a user id" in html
-    page = _Page(html)
-    for name, value in typed.items():
-        assert page.field("/admin/", name)["value"] == value, name
     assert _marked(page.field("/admin/", "reason"))
     assert "aria-invalid" not in page.field("/admin/", "user")
     # No list, no export or next-page links: nothing was read.
@@ -282,20 +291,13 @@ async def test_a_rejected_list_filter_keeps_the_filters_and_the_reason_as_typed(
     assert ("option", {"value": "true", "selected": ""}) in page.tags
 
     long_search = "s" * 201
-    too_long = await admin.get("/admin/", params={"q": long_search, "tenant": "tenant-a"})
+    _, page = await _form_back(admin, "/admin/", {"q": long_search, "tenant": "tenant-a"})
 
-    assert too_long.status == 400
-    page = _Page(await too_long.text())
-    assert page.field("/admin/", "q")["value"] == long_search
-    assert page.field("/admin/", "tenant")["value"] == "tenant-a"
     assert _marked(page.field("/admin/", "q"))
 
-    unknown = await admin.get("/admin/", params={"user": "p-nobodyhere", "q": "budget"})
+    unknown = {"user": "p-nobodyhere", "q": "budget"}
+    _, page = await _form_back(admin, "/admin/", unknown, status=404)
 
-    assert unknown.status == 404
-    page = _Page(await unknown.text())
-    assert page.field("/admin/", "user")["value"] == "p-nobodyhere"
-    assert page.field("/admin/", "q")["value"] == "budget"
     assert _marked(page.field("/admin/", "user"))
     # Nothing was looked for: no reveal, no search recorded.
     assert await _audit_actions(admin) == []
@@ -328,14 +330,9 @@ async def test_a_rejected_audit_log_filter_keeps_the_filters_and_the_reason_as_t
 ) -> None:
     typed = {"user": ALICE, "reason": "  ", "action": "view_transcript", "since": "2026-11-01"}
 
-    refused = await admin.get("/admin/audit", params=typed)
+    html, page = await _form_back(admin, "/admin/audit", typed)
 
-    assert refused.status == 400
-    html = await refused.text()
     assert "to look for a user id in the audit log" in html
-    page = _Page(html)
-    for name, value in typed.items():
-        assert page.field("/admin/audit", name)["value"] == value, name
     assert _marked(page.field("/admin/audit", "reason"))
     assert 'data-testid="audit"' not in html and "/admin/api/export/" not in html
 
@@ -347,19 +344,13 @@ async def test_a_rejected_audit_log_filter_keeps_the_filters_and_the_reason_as_t
     _only_in_fields(page, REASON, {"reason"})
     assert page.field("/admin/language", "next")["value"] == "/admin/audit"
 
-    wrong_action = await admin.get("/admin/audit", params={"action": "View transcript"})
+    _, page = await _form_back(admin, "/admin/audit", {"action": "View transcript"})
 
-    assert wrong_action.status == 400
-    page = _Page(await wrong_action.text())
-    assert page.field("/admin/audit", "action")["value"] == "View transcript"
     assert _marked(page.field("/admin/audit", "action"))
 
-    both = await admin.get("/admin/audit", params={"target": "conv-flagged", "user": ALICE})
+    both = {"target": "conv-flagged", "user": ALICE}
+    _, page = await _form_back(admin, "/admin/audit", both)
 
-    assert both.status == 400
-    page = _Page(await both.text())
-    assert page.field("/admin/audit", "target")["value"] == "conv-flagged"
-    assert page.field("/admin/audit", "user")["value"] == ALICE
     assert _marked(page.field("/admin/audit", "target"))
     assert _marked(page.field("/admin/audit", "user"), focused=False)
     # No reveal was recorded (each refused read is not a read either).
