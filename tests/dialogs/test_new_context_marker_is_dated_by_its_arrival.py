@@ -4,39 +4,22 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
 
-from chat.service import TurnInput
-from dialogs.commands import Commands, parse_command
 from storage.ids import safe_id
 from storage.models import Role
-from storage.ratings import Ratings
-from storage.sqlite import SqliteStore
-
-CONVERSATION_KEY = "msteams:a:personal-1"
+from tests.dialogs.support import CONVERSATION_KEY, run_command_that_waited, sqlite_store
 
 
 async def test_a_new_context_marker_that_waited_is_dated_when_its_message_arrived(
     tmp_path: Path,
 ) -> None:
-    store = SqliteStore(tmp_path / "chat.db")
-    await store.open()
-    try:
-        commands = Commands(cast(Any, store), cast(Any, None), Ratings(cast(Any, store), store))
-        parsed = parse_command("/new")
-        assert parsed is not None
+    async with sqlite_store(tmp_path) as store:
         # The message arrived 90 s ago and waited in the queue behind a long turn.
-        arrived = time.monotonic() - 90
-        await commands.run(
-            parsed, TurnInput(CONVERSATION_KEY, "act-1", "/new", "u", received_at=arrived)
-        )
+        await run_command_that_waited(store, "/new", 90)
 
         [marker] = await store.conversation_messages(safe_id(CONVERSATION_KEY))
         assert marker.role is Role.CONTEXT_RESET
         expected = datetime.now(UTC) - timedelta(seconds=90)
         assert abs((marker.created_at - expected).total_seconds()) < 5
-    finally:
-        await store.close()
