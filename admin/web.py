@@ -989,7 +989,7 @@ async def _transcript(request: web.Request) -> tuple[dict[str, Any], list[str]]:
         **_transcript_head(context, conversation_id, summary, unreadable),
         "messages": [message_view(m, context.pseudonyms) for m in messages],
     }
-    return transcript, _subjects(context, summary, [m.user_id for m in messages])
+    return transcript, _subjects(context, summary, _authors_and_raters(messages))
 
 
 # Whom the summary of a conversation several people write in belongs to (a Teams group chat or
@@ -998,15 +998,27 @@ _SHARED_OWNER = "shared:"
 
 
 def _subjects(
-    context: AdminContext, summary: ConversationSummary | None, authors: list[str]
+    context: AdminContext, summary: ConversationSummary | None, people: list[str]
 ) -> list[str]:
-    """Whom reading or exporting a conversation concerns, as its audit record names them
-    (`AuditRecord.subjects`): its owner and the authors of the messages read, each as
-    `_audited_as` names them, so the record is found by the person's pseudonym (their data
-    export, the audit log's user filter), also after their data is deleted."""
+    """Whom reading, exporting or deleting a conversation concerns, as its audit record names
+    them (`AuditRecord.subjects`): its owner and `people` (the user ids of the authors and
+    raters of the messages read, `_authors_and_raters`), each as `_audited_as` names them, so
+    the record is found by the person's pseudonym (their data export, the audit log's user
+    filter), also after their data is deleted."""
     owners = [summary.user_id] if summary and not summary.user_id.startswith(_SHARED_OWNER) else []
-    people = [user_id for user_id in dict.fromkeys([*owners, *authors]) if user_id]
-    return list(dict.fromkeys(_audited_as(context, user_id) for user_id in people))
+    known = [user_id for user_id in dict.fromkeys([*owners, *people]) if user_id]
+    return list(dict.fromkeys(_audited_as(context, user_id) for user_id in known))
+
+
+def _authors_and_raters(messages: Sequence[Message]) -> list[str]:
+    """The user ids of who wrote these messages and who rated them: in a shared conversation
+    anyone in it may rate any answer (`Feedback.user_id`), and the admin reads the rating, which
+    is the rater's data. Feedback stored before raters were recorded names nobody ("")."""
+    return [
+        user_id
+        for message in messages
+        for user_id in (message.user_id, message.feedback.user_id if message.feedback else "")
+    ]
 
 
 def _transcript_head(
@@ -1232,7 +1244,8 @@ async def _delete_user(request: web.Request, reference: str, confirm: str, reaso
 
     target = _audited_as(context, user_id)
     erasing = functools.partial(context.recent_erasures.record, user_ids=stored_ids)
-    return await _erase(request, "delete_user", target, {"reason": reason}, erase, erasing, late)
+    requested = {"reason": reason}
+    return await _erase(request, "delete_user", target, requested, [], erase, erasing, late)
 
 
 async def _erase(
@@ -1240,6 +1253,7 @@ async def _erase(
     action: str,
     target: str,
     requested: dict[str, Any],
+    subjects: list[str],
     erase: Callable[[], Awaitable[dict[str, int]]],
     erasing: Callable[[], None],
     late: Callable[[datetime], Awaitable[dict[str, int]]],
@@ -1252,9 +1266,11 @@ async def _erase(
     whole again. Audited as the request (with `requested`), before anything is
     deleted (a 503 here deletes nothing, because a deletion can fail part-way and still have
     removed data), then the first pass's outcome (with when the second is due) and the
-    second's, all under `target` and one `erasure` id."""
+    second's, all under `target`, naming `subjects` (the people it concerns besides `target`,
+    known before it began) and one `erasure` id."""
     erasure = {"erasure": uuid.uuid4().hex[:12]}
-    await _audit(request, action, target, {"outcome": "requested", **requested, **erasure})
+    detail = {"outcome": "requested", **requested, **erasure}
+    await _audit(request, action, target, detail, subjects)
     # Before this process's turns are told: a message that arrives from now on is after it.
     began = datetime.now(UTC)
     erasing()
@@ -1265,17 +1281,18 @@ async def _erase(
             return await late(began), began
         return await erase(), None
 
-    due = _schedule_second_pass(request, action, target, second_pass, erasure)
+    due = _schedule_second_pass(request, action, target, subjects, second_pass, erasure)
     if due is not None:
         erasure["secondPassDue"] = _iso(due)
     try:
         deleted = await erase()
     except StoreError:
-        await _audit_outcome(request, action, target, {"outcome": "failed_part_way", **erasure})
+        failed = {"outcome": "failed_part_way", **erasure}
+        await _audit_outcome(request, action, target, failed, subjects)
         raise
     first_pass.append(True)
     outcome = {"outcome": "deleted", "deleted": deleted, **erasure}
-    await _audit_outcome(request, action, target, outcome)
+    await _audit_outcome(request, action, target, outcome, subjects)
     return Deletion(deleted, due)
 
 
@@ -1283,6 +1300,7 @@ def _schedule_second_pass(
     request: web.Request,
     action: str,
     target: str,
+    subjects: list[str],
     erase: Callable[[], Awaitable[tuple[dict[str, int], datetime | None]]],
     erasure: dict[str, str],
 ) -> datetime | None:
@@ -1314,7 +1332,7 @@ def _schedule_second_pass(
                     "admin: a deletion's second pass deleted late writes of earlier turns",
                     extra={**erasure, **deleted},
                 )
-        record = _audit_record(principal, client_ip, action, target, detail)
+        record = _audit_record(principal, client_ip, action, target, detail, subjects)
         try:
             await context.store.append_audit(record)
         except StoreError:
@@ -1352,12 +1370,16 @@ async def _delete_conversation(
     messages, summary and dialog state (`UserDataStore.delete_conversation`). Confirmed by
     repeating its id, and with a reason, as a reveal or an export has one: the audit record is
     all that is left of it. Deleted and audited as a user is (`_erase`), the request with the
-    reason; a turn of the conversation still running stores nothing of it afterwards."""
+    reason, each record naming whom it concerns (`_subjects`: the owner, and who wrote or rated
+    in it); a turn of the conversation still running stores nothing of it afterwards."""
     context = request.app[CONTEXT]
     if confirm.strip() != conversation_id:
         raise BadRequest("error_confirm_conversation")
     reason = _reason(reason, "error_reason_delete_conversation")
-    await _existing_conversation(request, conversation_id)
+    summary, _ = await _existing_conversation(request, conversation_id)
+    # Whom it concerns, read before anything is deleted (after, nothing is left to say it): in a
+    # group chat or channel thread, everyone who wrote or rated in it.
+    subjects = _subjects(context, summary, await _conversation_people(context, conversation_id))
     erasing = functools.partial(context.recent_erasures.record, conversation_ids=[conversation_id])
 
     async def erase() -> dict[str, int]:
@@ -1370,9 +1392,22 @@ async def _delete_conversation(
         # The first pass cleared the chat's memory; what it holds now came after, and stays.
         return await context.store.delete_late_writes_of_conversation(conversation_id, before)
 
+    requested = {"reason": reason}
     return await _erase(
-        request, "delete_conversation", conversation_id, {"reason": reason}, erase, erasing, late
+        request, "delete_conversation", conversation_id, requested, subjects, erase, erasing, late
     )
+
+
+async def _conversation_people(context: AdminContext, conversation_id: str) -> list[str]:
+    """The user ids of everyone who wrote or rated a message of one conversation
+    (`_authors_and_raters`), read a page at a time (EXPORT_PAGE_SIZE), as an export reads it:
+    a long conversation is not held whole. A message that cannot be read names nobody."""
+    people: dict[str, None] = {}
+    pages = context.store.conversation_message_pages(conversation_id, EXPORT_PAGE_SIZE)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            people.update(dict.fromkeys(_authors_and_raters(page)))
+    return list(people)
 
 
 async def _export_user(request: web.Request, reference: str, reason: str) -> web.StreamResponse:
@@ -1472,11 +1507,13 @@ async def _stream(
     target: str,
     detail: dict[str, Any],
     sent: dict[str, int],
+    subjects: Sequence[str] = (),
 ) -> bool:
     """Runs `write`, which adds to `download` and flushes it a page at a time, counting what it
     sent in `sent`. True when it was all written: the caller records that, if it does, and
     finishes the download. Otherwise this records how it ended (`action` on `target`, `detail`
-    and an outcome) and the response is as it is:
+    and an outcome, naming `subjects` as they are by then: whom the action's records named, as
+    `write` may name more) and the response is as it is:
     - `interrupted` (with `sent`): the client went away;
     - `failed`: it failed before the download started; re-raised, so the error middleware
       answers as for any request (a 503 for the store), nothing sent;
@@ -1488,13 +1525,14 @@ async def _stream(
         # The client went away: the next write fails, or (with aiohttp's handler_cancellation,
         # as in its test server) the handler is cancelled; a server that stops cancels it too.
         outcome = {**detail, "outcome": "interrupted", "sent": sent}
-        await _audit_outcome(request, action, target, outcome)
+        await _audit_outcome(request, action, target, outcome, list(subjects))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return False
     except Exception as exc:
         if not download.started:
-            await _audit_outcome(request, action, target, {**detail, "outcome": "failed"})
+            failed = {**detail, "outcome": "failed"}
+            await _audit_outcome(request, action, target, failed, list(subjects))
             raise
         log.error(
             "admin: a download failed part-way and was broken off",
@@ -1507,7 +1545,7 @@ async def _stream(
             },
         )
         outcome = {**detail, "outcome": "failed_part_way", "sent": sent}
-        await _audit_outcome(request, action, target, outcome)
+        await _audit_outcome(request, action, target, outcome, list(subjects))
         download.abort()
         return False
     return True
@@ -1572,12 +1610,17 @@ class _Download:
 
 
 async def _audit_outcome(
-    request: web.Request, action: str, target: str, detail: dict[str, Any]
+    request: web.Request,
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+    subjects: list[str] | None = None,
 ) -> None:
-    """The second record of a deletion or a user's data export. The request is already on
-    record, so a failure here is logged and does not hide the action's own result."""
+    """The second record of a deletion or an export, naming the `subjects` its first did. The
+    request is already on record, so a failure here is logged and does not hide the action's
+    own result."""
     try:
-        await _audit(request, action, target, detail)
+        await _audit(request, action, target, detail, subjects)
     except AdminError:
         log.error(
             "admin: the outcome of an audited action could not be recorded",
@@ -2239,12 +2282,13 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
     """One transcript as a JSON or CSV download: the transcript's JSON, or a row per message.
     Streamed as a user's data export is, the messages read and sent a page at a time
     (EXPORT_PAGE_SIZE), the same file as when it was built whole. Audited before the first byte
-    (the format; no count), naming the owner and the authors of the first page (`_subjects`); a
-    later page whose authors include people not named yet is recorded before it is sent, as
-    `further_subjects` naming them (and how many messages were sent before it), so the audit
-    log filtered by any author lists the export. No record, no data: if that record cannot be
-    written, the download is broken off (`_stream`). A download that does not end well adds a
-    record of how it ended (`_stream`)."""
+    (the format; no count), naming the owner and the authors and raters of the first page
+    (`_subjects`); a later page whose authors or raters include people not named yet is
+    recorded before it is sent, as `further_subjects` naming them (and how many messages were
+    sent before it), so the audit log filtered by any of them lists the export. No record, no
+    data: if that record cannot be written, the download is broken off (`_stream`). A download
+    that does not end well adds a record of how it ended (`_stream`), naming everyone named
+    before it."""
     context = request.app[CONTEXT]
     fmt = _export_format(request)
     conversation_id = request.match_info["id"]
@@ -2257,11 +2301,12 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
         if summary is None and not unreadable and not first:
             raise AdminError(404, "not_found", "error_no_such_conversation")
         detail: dict[str, Any] = {"format": fmt}
-        # Whom it concerns: the owner, and who wrote the messages of its first page; a shared
-        # conversation's later authors are named as their pages come (`write`).
-        subjects = _subjects(context, summary, [m.user_id for m in first])
+        # Whom it concerns: the owner, and who wrote or rated the messages of its first page; a
+        # shared conversation's later authors and raters are named as their pages come (`write`).
+        subjects = _subjects(context, summary, _authors_and_raters(first))
         await _audit(request, "export_conversation", conversation_id, detail, subjects)
-        named = set(subjects)
+        # Everyone named so far: a download that ends early (`_stream`) names them again.
+        named = list(subjects)
         name = f"conversation-{uuid.uuid5(uuid.NAMESPACE_URL, conversation_id).hex[:12]}.{fmt}"
         content_type = "text/csv" if fmt == "csv" else "application/json"
         download = _Download(request, name, content_type)
@@ -2280,7 +2325,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
             while page:
                 further = [
                     subject
-                    for subject in _subjects(context, None, [m.user_id for m in page])
+                    for subject in _subjects(context, None, _authors_and_raters(page))
                     if subject not in named
                 ]
                 if further:
@@ -2288,7 +2333,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
                     # breaks the download off (`_stream`).
                     more = {**detail, "outcome": "further_subjects", "sent": dict(sent)}
                     await _audit(request, "export_conversation", conversation_id, more, further)
-                    named.update(further)
+                    named.extend(further)
                 views = [message_view(m, context.pseudonyms) for m in page]
                 if fmt == "csv":
                     rows = [export.message_row(conversation_id, view) for view in views]
@@ -2305,7 +2350,7 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
             await download.flush()
 
         if await _stream(
-            request, download, write, "export_conversation", conversation_id, detail, sent
+            request, download, write, "export_conversation", conversation_id, detail, sent, named
         ):
             with contextlib.suppress(_ClientGone):  # it has every byte but the end marker
                 await download.finish()

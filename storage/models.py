@@ -253,10 +253,11 @@ class AuditRecord(Document):
     actor: str
     action: str
     target: str = ""
-    # The people the action concerned besides `target`, by pseudonym: a transcript view or a
-    # conversation export (whose target is the conversation id) names its owner and the
-    # authors it read, so the person's data export and the audit filter find it, also after
-    # their data is deleted.
+    # The people the action concerned besides `target`, by pseudonym: a transcript view, a
+    # conversation export or deletion (whose target is the conversation id) names its owner
+    # and the authors and raters of the messages it read, so the person's data export and the
+    # audit filter find it, also after their data is deleted. An export's or deletion's later
+    # records (its outcome) name them again.
     subjects: list[str] = Field(default_factory=list)
     detail: dict[str, Any] = Field(default_factory=dict)
     client_ip: str = ""
