@@ -74,19 +74,15 @@ async def _conversation(
     negative: int = 0,
     reasons: list[str] | None = None,
 ) -> None:
-    for seq, message in enumerate(messages, start=1):
-        await store.add_message(
-            message.model_copy(
-                update={
-                    "conversation_id": conversation_id,
-                    "seq": seq,
-                    "user_id": user_id,
-                    "tenant_id": tenant,
-                    "channel_id": channel,
-                    "created_at": at + timedelta(seconds=seq),
-                }
-            )
-        )
+    await _add_messages(
+        store,
+        conversation_id,
+        messages,
+        at=at,
+        user_id=user_id,
+        tenant_id=tenant,
+        channel_id=channel,
+    )
     await store.apply_summary_delta(
         SummaryDelta(
             conversation_id=conversation_id,
@@ -106,6 +102,17 @@ async def _conversation(
     )
 
 
+async def _add_messages(
+    store: Store, conversation_id: str, messages: list[Message], *, at: datetime, **fields: Any
+) -> None:
+    """Stores `messages` in `conversation_id`, numbered from 1 a second apart after `at`, each
+    with `fields` (a message's other fields by name) set."""
+    for seq, message in enumerate(messages, start=1):
+        created_at = at + timedelta(seconds=seq)
+        update = {"conversation_id": conversation_id, "seq": seq, "created_at": created_at}
+        await store.add_message(message.model_copy(update={**update, **fields}))
+
+
 def _msg(role: Role, text: str, **fields: Any) -> Message:
     return Message(
         id=f"{role.value}-{secrets.token_hex(4)}",
@@ -123,18 +130,9 @@ async def add_group_chat(
     """A Teams group chat, "Team lunch", in tenant-a: `messages` (each with its writer's
     `user_id`) numbered from 1 a second apart after `at`, and its summary the conversation's own
     (`shared:`), not a writer's, as the bot keeps a shared conversation's."""
-    for seq, message in enumerate(messages, start=1):
-        await store.add_message(
-            message.model_copy(
-                update={
-                    "conversation_id": conversation_id,
-                    "seq": seq,
-                    "tenant_id": "tenant-a",
-                    "channel_id": "msteams",
-                    "created_at": at + timedelta(seconds=seq),
-                }
-            )
-        )
+    await _add_messages(
+        store, conversation_id, messages, at=at, tenant_id="tenant-a", channel_id="msteams"
+    )
     await store.apply_summary_delta(
         SummaryDelta(
             conversation_id=conversation_id,
