@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient
 
 from app import SECOND_PASSES, STORE
 from storage.base import Store
-from storage.models import Feedback, Role, SummaryDelta
-from tests.admin.helpers import T0, _msg
+from storage.models import Feedback, Role
+from tests.admin.helpers import T0, _msg, add_group_chat
 from tests.admin.test_admin_exports_streamed_on_both_stores import (  # noqa: F401 - fixtures
     PAGE_SIZE,
     _received_until_broken,
@@ -58,30 +58,11 @@ async def group(
     assert PAGE_SIZE == 2
     client, faulty_store = admin
     store: Store = client.server.app[STORE]
-    for seq, (role, user, feedback) in enumerate(CHAT, start=1):
-        await store.add_message(
-            _msg(role, f"group message {seq}", feedback=feedback).model_copy(
-                update={
-                    "conversation_id": GROUP,
-                    "seq": seq,
-                    "user_id": user,
-                    "tenant_id": "tenant-a",
-                    "channel_id": "msteams",
-                    "created_at": T0 + timedelta(days=6, seconds=seq),
-                }
-            )
-        )
-    await store.apply_summary_delta(
-        SummaryDelta(
-            conversation_id=GROUP,
-            user_id=f"shared:{GROUP}",
-            tenant_id="tenant-a",
-            channel_id="msteams",
-            title="Team lunch",
-            at=T0 + timedelta(days=6),
-            messages=len(CHAT),
-        )
-    )
+    messages = [
+        _msg(role, f"group message {seq}", feedback=feedback, user_id=user)
+        for seq, (role, user, feedback) in enumerate(CHAT, start=1)
+    ]
+    await add_group_chat(store, GROUP, messages, at=T0 + timedelta(days=6))
     return client, faulty_store
 
 
