@@ -20,6 +20,12 @@ full (the store keeps their transcripts: only what Direct Line would send again 
 page coming back reopens its conversation); then the oldest activities of the largest logs of
 conversations in use, each keeping its newest. Only when that frees too little is a new
 conversation refused.
+
+What waits to be sent to a WebSocket (its outbox) is counted too, and bounded per socket
+(SOCKET_QUEUE, SOCKET_QUEUE_BYTES): a client that stops reading would otherwise make the process
+hold all that its conversation delivers. Past either bound, or past the budget once it has waited
+BEHIND_SECONDS, the socket is closed (before any log gives way) and its client reconnects from its
+watermark; the log still holds what it was not sent.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import json
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +59,17 @@ MAX_LOG_BYTES = 512 * 1024
 # 400-byte echo takes about 2.5 KB in memory, a 3 KB answer about 7 KB).
 ENTRY_OVERHEAD_BYTES = 2048
 MAX_SOCKETS = 4  # per conversation (tabs); the oldest is closed beyond that
-SOCKET_QUEUE = 256  # frames waiting for a slow socket before it is closed (it reconnects)
+# A socket's outbox (frames waiting for a slow client) holds at most this many frames and bytes
+# (as `activity_bytes` counts them); past either its socket is closed as behind, and its client
+# reconnects from the watermark it last got and fetches the rest from the log. The byte bound is
+# half the log's, so what a closed socket was not sent is still in the log (typing activities
+# aside: they are never kept, and a reconnected client no longer needs them).
+SOCKET_QUEUE = 256
+SOCKET_QUEUE_BYTES = MAX_LOG_BYTES // 2
+# Past the memory budget, a socket whose oldest waiting frame has waited this long is behind, and
+# is closed before any log gives up an activity. One that waited less is taken to be on its way:
+# every socket's outbox holds each frame for a moment.
+BEHIND_SECONDS = 5.0
 IDLE_SECONDS = 4 * 3600
 MAX_RATEABLE = 200
 # All open conversations together hold at most this many bytes (`Conversation.footprint`). Without
@@ -76,6 +92,10 @@ REMEMBERED_ID_BYTES = 256
 LOW_WATER = 7 / 8
 # A new conversation refused for want of memory is logged at most once in this time.
 REFUSAL_LOG_SECONDS = 60.0
+# Once making room found too little to free, new conversations are refused without looking
+# again (a look goes through every conversation) for this long, or until something that could
+# free memory happens: an activity delivered, a socket closed. A turn ending is not told here.
+NOTHING_FREEABLE_SECONDS = 1.0
 
 
 @dataclass
@@ -87,25 +107,63 @@ class Participant:
 
 
 class Subscriber:
-    """One WebSocket's outbox: frames are queued so a broadcast never waits on a slow client."""
+    """One WebSocket's outbox: frames wait here so a broadcast never waits on a slow client. Its
+    bytes count in its conversation's `footprint` (`on_freed` is told of each one released);
+    a stalled reader could otherwise make the process hold any amount."""
 
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SOCKET_QUEUE)
+    def __init__(self, on_freed: Callable[[int], None]) -> None:
+        self._frames: deque[tuple[dict[str, Any], int, float]] = deque()  # frame, size, queued
+        self._ready = asyncio.Event()  # a frame waits, or the socket was closed
+        self._on_freed = on_freed
+        self.held_bytes = 0
+        self.closed = False
+        self.behind = False  # closed because its reader did not keep up
 
-    def push(self, frame: dict[str, Any] | None) -> bool:
-        try:
-            self.frames.put_nowait(frame)
-        except asyncio.QueueFull:
+    def push(self, frame: dict[str, Any], size: int) -> bool:
+        """Queue a frame of `size` bytes; False when it does not fit (the socket is behind). A
+        frame larger than the byte bound still goes to an empty outbox."""
+        if len(self._frames) >= SOCKET_QUEUE or (
+            self._frames and self.held_bytes + size > SOCKET_QUEUE_BYTES
+        ):
             return False
+        self._frames.append((frame, size, time.monotonic()))
+        self.held_bytes += size
+        self._ready.set()
         return True
 
-    def close(self) -> None:
-        if self.frames.full():
-            # Closed for falling behind: drop what it holds so the close marker fits (its client
-            # reconnects with the watermark it last got and fetches the rest from the log).
-            while not self.frames.empty():
-                self.frames.get_nowait()
-        self.frames.put_nowait(None)
+    async def take(self) -> dict[str, Any] | None:
+        """The next frame, waiting for one, or None once closed."""
+        while not self._frames and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed:
+            return None
+        frame, size, _ = self._frames.popleft()
+        self.held_bytes -= size
+        self._on_freed(size)
+        return frame
+
+    def behind_since(self, cutoff: float) -> bool:
+        """Whether its oldest waiting frame was queued before `cutoff` (a monotonic time)."""
+        return bool(self._frames) and self._frames[0][2] < cutoff
+
+    async def wait_closed(self) -> None:
+        while not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self, behind: bool = False) -> None:
+        """End this socket: what it holds is dropped at once (its client reconnects with the
+        watermark it last got and fetches the rest from the log)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.behind = behind
+        freed, self.held_bytes = self.held_bytes, 0
+        self._frames.clear()
+        self._ready.set()
+        if freed:
+            self._on_freed(freed)
 
 
 @dataclass
@@ -119,6 +177,7 @@ class Conversation:
     entry_bytes: list[int] = field(default_factory=list)  # activity_bytes of each entry
     held_bytes: int = 0  # their sum, at most MAX_LOG_BYTES (or the newest entry's alone)
     sockets: list[Subscriber] = field(default_factory=list)
+    outbox_bytes: int = 0  # what the sockets' outboxes hold together (`Subscriber.held_bytes`)
     # Bot messages that show feedback buttons: the only ids a rating may name.
     rateable: OrderedDict[str, None] = field(default_factory=OrderedDict)
     finished_streams: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -129,6 +188,8 @@ class Conversation:
     on_resize: Callable[[Conversation, int], None] | None = field(
         default=None, repr=False, compare=False
     )
+    # Told when one of its sockets ends (it may then be free to give way).
+    on_socket_closed: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def watermark(self) -> int:
@@ -146,10 +207,13 @@ class Conversation:
 
     @property
     def footprint(self) -> int:
-        """What this conversation counts as against MAX_TOTAL_BYTES: its log, the ids it
-        remembers, and itself."""
+        """What this conversation counts as against MAX_TOTAL_BYTES: its log, its sockets'
+        outboxes, the ids it remembers, and itself. A kept activity waiting in an outbox is
+        counted twice although both hold the same object: it is what lets a stalled reader keep
+        an activity alive after the log gave it up."""
         remembered = len(self.rateable) + len(self.finished_streams)
-        return CONVERSATION_BYTES + self.held_bytes + REMEMBERED_ID_BYTES * remembered
+        held = self.held_bytes + self.outbox_bytes
+        return CONVERSATION_BYTES + held + REMEMBERED_ID_BYTES * remembered
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -158,20 +222,24 @@ class Conversation:
         """Push one activity to every socket; keep it for watermark fetches unless it is a
         typing activity (Direct Line sends those over the socket only)."""
         self.touch()
-        if keep:
-            self._keep(activity)
+        size = activity_bytes(activity) if keep or self.sockets else 0
+        grown = self._keep(activity, size) if keep else 0
         frame = {"activities": [activity], "watermark": str(self.watermark)}
         for subscriber in list(self.sockets):
-            if not subscriber.push(frame):
+            if subscriber.push(frame, size):
+                self.outbox_bytes += size
+                grown += size
+            else:
                 # Too far behind: close it; Direct Line clients reconnect with their watermark.
-                self.sockets.remove(subscriber)
-                subscriber.close()
+                self.close_socket(subscriber, behind=True)
+        # Told once all is counted: making room may close a socket or shed this very log.
+        self._resized(grown)
 
-    def _keep(self, activity: dict[str, Any]) -> None:
+    def _keep(self, activity: dict[str, Any], size: int) -> int:
         """Append to the log, then drop its oldest entries past either bound. The watermark
         counts on, so a client asking from one older than what is kept gets all that is kept
-        (`after`), as Direct Line clients expect of a log that forgets its oldest entries."""
-        size = activity_bytes(activity)
+        (`after`), as Direct Line clients expect of a log that forgets its oldest entries. The
+        bytes it grew by."""
         self.entries.append(activity)
         self.entry_bytes.append(size)
         self.held_bytes += size
@@ -180,7 +248,7 @@ class Conversation:
         while over > 0 and drop < len(self.entries) - 1:
             over -= self.entry_bytes[drop]
             drop += 1
-        self._resized(size - self._drop_oldest(drop))
+        return size - self._drop_oldest(drop)
 
     def shed_oldest(self) -> int:
         """Drop the oldest kept activity unless it is the newest (a client asking from an older
@@ -211,17 +279,32 @@ class Conversation:
 
     def subscribe(self, watermark: int | None) -> tuple[Subscriber, list[dict[str, Any]]]:
         """A new socket and what it missed, atomically (no await in between)."""
-        subscriber = Subscriber()
+        subscriber = Subscriber(self._outbox_freed)
         self.sockets.append(subscriber)
         while len(self.sockets) > MAX_SOCKETS:
-            self.sockets.pop(0).close()
+            self.close_socket(self.sockets[0])
         backlog = self.after(watermark) if watermark is not None else []
         self.touch()
         return subscriber, backlog
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def close_socket(self, subscriber: Subscriber, behind: bool = False) -> None:
+        """Close one of its sockets (its stream ends; its client reconnects) and free its
+        outbox."""
         if subscriber in self.sockets:
             self.sockets.remove(subscriber)
+            subscriber.close(behind)
+            if self.on_socket_closed is not None:
+                self.on_socket_closed()
+        else:
+            subscriber.close(behind)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Its stream ended."""
+        self.close_socket(subscriber)
+
+    def _outbox_freed(self, size: int) -> None:
+        self.outbox_bytes -= size
+        self._resized(-size)
 
     def mark_rateable(self, activity_id: str) -> None:
         self._remember(self.rateable, activity_id)
@@ -279,6 +362,8 @@ class ConversationRegistry:
         self._max_bytes = max_bytes
         self._bytes = 0  # the footprints of all conversations held
         self._refusal_logged = -REFUSAL_LOG_SECONDS
+        # When making room last found too little to free (None: not since anything changed).
+        self._nothing_freeable_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._conversations)
@@ -326,9 +411,15 @@ class ConversationRegistry:
         self._by_owner.setdefault(owner, OrderedDict())[conversation.id] = None
         self._bytes += conversation.footprint
         conversation.on_resize = self._resized
+        conversation.on_socket_closed = self._something_freeable
+
+    def _something_freeable(self) -> None:
+        self._nothing_freeable_at = None
 
     def _resized(self, conversation: Conversation, delta: int) -> None:
         self._bytes += delta
+        if delta > 0:
+            self._nothing_freeable_at = None  # a log or an outbox grew: it may give some up
         if delta > 0 and self._bytes > self._max_bytes:
             # An activity delivered or an id remembered: it stays (its client is waiting for it),
             # and room is made around it.
@@ -337,10 +428,18 @@ class ConversationRegistry:
     def _make_room(self, needed: int, keep: Conversation | None) -> bool:
         """Whether `needed` more bytes fit in the budget, once room is made if they do not: down
         to LOW_WATER of it, the least recently used conversations nobody is using (never `keep`)
-        give way first, then the oldest activities of the largest logs (each keeping its newest),
-        so that those holding the most give up the most."""
+        give way first, then the sockets furthest behind (their outboxes; they reconnect and
+        fetch from the log, so before the log gives anything up), then the oldest activities of
+        the largest logs (each keeping its newest), so that those holding the most give up the
+        most."""
         if self._bytes + needed <= self._max_bytes:
             return True
+        now = time.monotonic()
+        if (
+            self._nothing_freeable_at is not None
+            and now - self._nothing_freeable_at < NOTHING_FREEABLE_SECONDS
+        ):
+            return False
         goal = int(self._max_bytes * LOW_WATER) - needed
         forgotten = 0
         for conversation in list(self._conversations.values()):
@@ -349,9 +448,12 @@ class ConversationRegistry:
             if conversation is not keep and not self.in_use(conversation):
                 self._evict(conversation)
                 forgotten += 1
+        closed = self._close_furthest_behind(goal)
         dropped, trimmed = self._shed_logs(goal)
         fits = self._bytes + needed <= self._max_bytes
-        if forgotten or dropped:
+        if not fits:
+            self._nothing_freeable_at = now
+        if forgotten or dropped or closed:
             # Counts only: never an id, a name or what an activity says.
             log.info(
                 "the built-in Direct Line's memory budget was reached; room was made",
@@ -360,12 +462,34 @@ class ConversationRegistry:
                     "conversations_forgotten": forgotten,
                     "activities_dropped": dropped,
                     "conversations_trimmed": trimmed,
+                    "sockets_closed": closed,
                     "conversations_open": len(self._conversations),
                     "bytes_held": self._bytes,
                     "bytes_budget": self._max_bytes,
                 },
             )
         return fits
+
+    def _close_furthest_behind(self, goal: int) -> int:
+        """Close the sockets behind (BEHIND_SECONDS) whose outboxes hold the most, until the
+        registry holds at most `goal` bytes or none is left. How many were closed."""
+        if self._bytes <= goal:
+            return 0
+        cutoff = time.monotonic() - BEHIND_SECONDS
+        behind = [
+            (-s.held_bytes, n, c, s)
+            for n, (c, s) in enumerate(
+                (c, s) for c in self._conversations.values() for s in c.sockets
+            )
+            if s.behind_since(cutoff)
+        ]
+        heapq.heapify(behind)
+        closed = 0
+        while behind and self._bytes > goal:
+            _, _, conversation, subscriber = heapq.heappop(behind)
+            conversation.close_socket(subscriber, behind=True)
+            closed += 1
+        return closed
 
     def _shed_logs(self, goal: int) -> tuple[int, int]:
         """Drop the oldest activities of the largest logs, one at a time, until the registry holds
@@ -424,6 +548,7 @@ class ConversationRegistry:
     def _forget(self, conversation: Conversation) -> None:
         del self._conversations[conversation.id]
         conversation.on_resize = None
+        conversation.on_socket_closed = None
         self._bytes -= conversation.footprint
         owner = _owner_key(conversation.owner)
         own = self._by_owner.get(owner)
@@ -479,6 +604,7 @@ class ConversationRegistry:
     def close_all(self) -> None:
         for conversation in self._conversations.values():
             conversation.on_resize = None
+            conversation.on_socket_closed = None
             self._close(conversation)
         self._conversations.clear()
         self._by_owner.clear()
@@ -486,6 +612,6 @@ class ConversationRegistry:
 
     @staticmethod
     def _close(conversation: Conversation) -> None:
-        for subscriber in conversation.sockets:
+        sockets, conversation.sockets = conversation.sockets, []
+        for subscriber in sockets:
             subscriber.close()
-        conversation.sockets.clear()

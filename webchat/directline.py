@@ -22,11 +22,13 @@ import contextlib
 import json
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Callable
+from socket import SO_LINGER, SOL_SOCKET
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.routes import (
     SHUTTING_DOWN_RETRY_AFTER_SECONDS,
@@ -46,6 +48,7 @@ from webchat.conversations import (
     ConversationRegistry,
     Participant,
     RegistryFull,
+    Subscriber,
 )
 from webchat.identity import NotSignedIn, current_user
 from webchat.tokens import Grant, StreamTickets, TokenError, TokenSigner, bearer
@@ -57,6 +60,10 @@ CONNECTOR_PREFIX = "/webchat/connector"
 CHANNEL_ID = "directline"
 BOT_ACCOUNT = {"id": "assistant", "name": "Assistant", "role": "bot"}
 KEEPALIVE_SECONDS = 20.0
+# A stream's socket being closed waits at most this long for its client to take the close (a
+# reader that does not read never does): then its connection is dropped, and with it all that
+# waits to be written to it.
+CLOSE_SECONDS = 5.0
 SWEEP_SECONDS = 300.0
 STREAM_TICKET_KEY_PURPOSE = "built-in Direct Line stream tickets"
 _CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
@@ -583,29 +590,51 @@ class BuiltinDirectLine:
         await socket.prepare(request)
         subscriber, backlog = conversation.subscribe(watermark)
         reader = asyncio.create_task(_drain_incoming(socket))
+        sender = asyncio.create_task(self._send_frames(socket, subscriber, backlog, conversation))
+        closed = asyncio.create_task(subscriber.wait_closed())
+        try:
+            # Not only the sender: while a reader that stopped reading keeps it waiting for room
+            # to write, its socket may be closed for being behind, and that must end it too.
+            await asyncio.wait({reader, sender, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            behind = subscriber.behind
+            conversation.unsubscribe(subscriber)  # its sender, if waiting for a frame, stops
+            for task in (closed, reader):
+                task.cancel()
+            await asyncio.gather(closed, reader, return_exceptions=True)
+            # The sender is not cancelled: one waiting for room to write shares that wait with
+            # the close (aiohttp), which a cancelled sender would cut short. It ends with it.
+            await _close_socket(request, socket, behind)
+            sender.cancel()
+            [sent] = await asyncio.gather(sender, return_exceptions=True)
+        if isinstance(sent, Exception):
+            raise sent  # not the browser going away (`_send_frames`): a fault, logged as such
+        return socket
+
+    async def _send_frames(
+        self,
+        socket: web.WebSocketResponse,
+        subscriber: Subscriber,
+        backlog: list[dict[str, Any]],
+        conversation: Conversation,
+    ) -> None:
         try:
             if backlog:
                 await socket.send_json(
                     {"activities": backlog, "watermark": str(conversation.watermark)}
                 )
-            while not socket.closed and not reader.done():
+            while not socket.closed:
                 try:
-                    frame = await asyncio.wait_for(subscriber.frames.get(), self.keepalive_seconds)
+                    async with asyncio.timeout(self.keepalive_seconds):
+                        frame = await subscriber.take()
                 except TimeoutError:
                     await socket.send_str("")  # Direct Line's keep-alive: an empty frame
                     continue
                 if frame is None:
-                    break
+                    return
                 await socket.send_json(frame)
         except (ConnectionResetError, RuntimeError):
             pass  # the browser went away
-        finally:
-            conversation.unsubscribe(subscriber)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            await socket.close()
-        return socket
 
 
 def not_resumed(reason: str) -> None:
@@ -638,6 +667,31 @@ def _rating_entity(rated: str, reaction: str, text: str) -> dict[str, Any]:
     if text:
         entity["description"] = text
     return entity
+
+
+async def _close_socket(request: web.Request, socket: web.WebSocketResponse, behind: bool) -> None:
+    """Close a stream's socket; one closed for being behind says "try again later" (1013). Web
+    Chat's Direct Line client reconnects after any close, from the watermark it last got. A
+    client that takes no close within CLOSE_SECONDS (it is not reading) has its connection
+    dropped: otherwise it would hold what waits to be written to it for as long as it stays."""
+    code = WSCloseCode.TRY_AGAIN_LATER if behind else WSCloseCode.OK
+    try:
+        await asyncio.wait_for(socket.close(code=code), CLOSE_SECONDS)
+    except TimeoutError:
+        _drop(request)
+
+
+def _drop(request: web.Request) -> None:
+    """End a connection at once (a TCP reset), dropping what waits to be written to it. Closing
+    it would wait for its client to read that first, in this process and then in the kernel."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _drain_incoming(socket: web.WebSocketResponse) -> None:

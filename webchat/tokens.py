@@ -16,6 +16,7 @@ carries a short-lived stream token, not the conversation token.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import secrets
 import time
@@ -135,8 +136,11 @@ class StreamTickets:
     def __init__(self, key: str, lifetime: int = STREAM_TICKET_SECONDS) -> None:
         self._key = key
         self.lifetime = lifetime
-        # Used tickets until they expire (then their expiry refuses them anyway).
+        # Used tickets until they expire (then their expiry refuses them anyway): at most a
+        # minute of stream openings, a few hundred bytes each. The heap holds them soonest expiring
+        # first, so forgetting the expired ones does not look through all the others each time.
         self._used: dict[str, int] = {}
+        self._expiries: list[tuple[int, str]] = []
 
     def user_hash(self, user_id: str, tenant_id: str) -> str:
         message = f"{tenant_id}\n{user_id}".encode()
@@ -181,9 +185,11 @@ class StreamTickets:
     def use(self, ticket: StreamTicket) -> None:
         """Spend a verified ticket: it opens no other stream in this process."""
         now = int(time.time())
-        for spent in [t for t, expires in self._used.items() if expires < now]:
-            del self._used[spent]
+        while self._expiries and self._expiries[0][0] < now:
+            _, spent = heapq.heappop(self._expiries)
+            self._used.pop(spent, None)
         self._used[ticket.ticket_id] = ticket.expires_at
+        heapq.heappush(self._expiries, (ticket.expires_at, ticket.ticket_id))
 
 
 def bearer(header: str | None) -> str:
