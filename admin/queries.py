@@ -144,20 +144,23 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
     return moment
 
 
+# The conversation list's filters, as its form and links name them.
+LIST_FILTERS = (
+    "since",
+    "until",
+    "user",
+    "tenant",
+    "channel",
+    "flagged",
+    "category",
+    "negative_feedback",
+    "errors",
+    "q",
+)
+
+
 def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
-    names = [
-        "since",
-        "until",
-        "user",
-        "tenant",
-        "channel",
-        "flagged",
-        "category",
-        "negative_feedback",
-        "errors",
-        "q",
-        "page_size",
-    ]
+    names = [*LIST_FILTERS, "page_size"]
     for name, value in params.items():
         text_value(value, name)
     echo = {k: params[k].strip() for k in names if params.get(k, "").strip()}

@@ -51,6 +51,7 @@ from admin.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
     FLAG_CATEGORIES,
+    LIST_FILTERS,
     SEARCH_MAX_CONVERSATIONS,
     SEARCH_MESSAGES_PER_CONVERSATION,
     BadRequest,
@@ -1092,19 +1093,7 @@ def _typed_fields(source: Mapping[str, Any], names: tuple[str, ...]) -> dict[str
 
 
 # The fields of the filter forms (list and audit log) that a rejected filter shows again.
-_LIST_FORM = (
-    "since",
-    "until",
-    "user",
-    "reason",
-    "tenant",
-    "channel",
-    "flagged",
-    "category",
-    "negative_feedback",
-    "errors",
-    "q",
-)
+_LIST_FORM = (*LIST_FILTERS, "reason")
 _AUDIT_FORM = ("since", "until", "action", "actor", "target", "user", "reason")
 # The fields an error of a filter form is about, where its text does not name one (`name`).
 _FILTERS_AT_FAULT = {
