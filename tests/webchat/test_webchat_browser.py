@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -36,9 +36,17 @@ async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) ->
     return served
 
 
-async def open_page(browser: Any, server: TestServer, locale: str = "en-US") -> tuple[Any, dict]:
+async def open_page(
+    browser: Any,
+    server: TestServer,
+    locale: str = "en-US",
+    before_load: Callable[[Any], Awaitable[None]] | None = None,
+) -> tuple[Any, dict]:
+    """The chat page, ready; `before_load` gets the page first (to route its requests)."""
     context = await browser.new_context(locale=locale, viewport={"width": 1000, "height": 800})
     page = await context.new_page()
+    if before_load is not None:
+        await before_load(page)
     grant: dict[str, Any] = {}
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -112,8 +112,10 @@
     byId('status').textContent = message;
   }
 
+  var SEND_BOX = '[data-id="webchat-sendbox-input"]';
+
   function sendBox() {
-    return document.querySelector('[data-id="webchat-sendbox-input"]');
+    return document.querySelector(SEND_BOX);
   }
 
   function postJson(url, body) {
@@ -495,6 +497,49 @@
     });
   }
 
+  // Web Chat sends only while it is connected: an Enter (or its send button) before the chat has
+  // connected (on page load, right after a start over put a message back) or while it
+  // reconnects gives nothing but a hint for screen readers, the text left in the box. The page
+  // remembers that the user sent it, and submits what the box holds once the chat is connected.
+  // A chat that never connects sends nothing; the text stays in the box.
+  function noteSendsBeforeConnected(area) {
+    function sentWhileOffline() {
+      var current = chat;
+      if (!current) return;
+      var state = current.store.getState();
+      var status = state.connectivityStatus;
+      if (status === 'connected' || status === 'reconnected' || !state.sendBoxValue) return;
+      current.sendWhenConnected = true;
+    }
+    area.addEventListener('keypress', function (event) {
+      if (event.key !== 'Enter' || event.shiftKey) return;
+      if (event.target && event.target.matches && event.target.matches(SEND_BOX)) {
+        sentWhileOffline();
+      }
+    }, true);
+    area.addEventListener('click', function (event) {
+      if (event.target && event.target.closest && event.target.closest('.webchat__send-button')) {
+        sentWhileOffline();
+      }
+    }, true);
+  }
+
+  function sendOnceConnected(owner) {
+    return function (api) {
+      return function (next) {
+        return function (action) {
+          var result = next(action);
+          var connected = /^DIRECT_LINE\/(CONNECT|RECONNECT)_FULFILLED$/.test(action.type);
+          if (connected && owner.sendWhenConnected && owner === chat) {
+            owner.sendWhenConnected = false;
+            api.dispatch({ type: 'WEB_CHAT/SUBMIT_SEND_BOX', payload: { method: 'keyboard' } });
+          }
+          return result;
+        };
+      };
+    };
+  }
+
   // Follows each rating post to its outcome: POST_ACTIVITY_PENDING names it (clientActivityID),
   // _FULFILLED says the service took it, _REJECTED that it was refused or failed, _IMPEDED that
   // nothing came back within the send timeout (counted as failed; a late outcome is ignored).
@@ -631,10 +676,16 @@
       over: false,
       posts: {},
       // The status line's note after a start over that put a failed message back (`startOver`).
-      unsentNote: null
+      unsentNote: null,
+      // Sent before the chat was connected (`noteSendsBeforeConnected`).
+      sendWhenConnected: false
     };
     chat = current;
-    current.store = store = window.WebChat.createStore({}, watchFeedback(current));
+    current.store = store = window.WebChat.createStore(
+      {},
+      watchFeedback(current),
+      sendOnceConnected(current)
+    );
     (how.earlier || []).forEach(function (activity) {
       store.dispatch({ type: 'DIRECT_LINE/INCOMING_ACTIVITY', payload: { activity: activity } });
     });
@@ -703,6 +754,7 @@
     var input = sendBox();
     if (input) input.focus();
     watchStreams();
+    noteSendsBeforeConnected(byId('webchat'));
     var restart = byId('new-conversation');
     restart.textContent = text.newConversation;
     restart.addEventListener('click', startNewConversation);
