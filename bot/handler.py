@@ -55,6 +55,8 @@ ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 IDENTITY_FROM_SERVER = "_identityFromServer"
 # Set by `MessagesEndpoint.accept`: when the activity arrived (`time.monotonic()`).
 RECEIVED_AT = "_receivedAt"
+# Set by `MessagesEndpoint._run`: when the turn queue started its turn (`time.monotonic()`).
+STARTED_AT = "_startedAt"
 RAW_ACTIVITY_KEY = "assistant.raw_activity"
 # How long a rating of a message not stored yet waits for the conversation's turn (Teams waits
 # 15 s for the invoke's answer).
@@ -185,6 +187,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             shared=is_teams_shared(activity),
             author_name=_author_name(activity),
             received_at=_received_at(raw),
+            started_at=_started_at(raw),
         )
         if self._gate is not None:
             try:
@@ -536,6 +539,11 @@ def _card_action_error(message: str) -> InvokeResponse:
 
 def _received_at(raw: dict[str, Any]) -> float | None:
     value = raw.get(RECEIVED_AT)
+    return value if isinstance(value, float) else None
+
+
+def _started_at(raw: dict[str, Any]) -> float | None:
+    value = raw.get(STARTED_AT)
     return value if isinstance(value, float) else None
 
 

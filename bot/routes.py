@@ -32,6 +32,7 @@ from bot.handler import (
     IDENTITY_FROM_SERVER,
     RAW_ACTIVITY_KEY,
     RECEIVED_AT,
+    STARTED_AT,
     AssistantBot,
     conversation_key,
 )
@@ -348,8 +349,13 @@ class MessagesEndpoint:
         return web.Response(status=202)
 
     async def _run(self, activity: Activity, raw: dict[str, Any]) -> None:
+        # The queue's backstop (the turn's deadline + a grace) counts from here; the chat
+        # service's deadline does too, so a slow gate cannot let the backstop end a turn
+        # before it has told its user.
+        started = {**raw, STARTED_AT: time.monotonic()}
+
         async def logic(context: TurnContext) -> None:
-            context.turn_state[RAW_ACTIVITY_KEY] = raw
+            context.turn_state[RAW_ACTIVITY_KEY] = started
             await self._bot.on_turn(context)
 
         await self._adapter.process_activity(activity, logic)

@@ -88,6 +88,10 @@ class TurnInput:
     # When the channel's activity arrived (`time.monotonic()`); None: when the turn starts.
     # Nothing of a message that arrived before its user's erasure is stored after it.
     received_at: float | None = None
+    # When the turn queue started this turn (`time.monotonic()`): TURN_DEADLINE_SECONDS counts
+    # from then, the gate before the chat service (tenant check, consent, request count)
+    # included, as the queue's backstop does. None: when the chat service starts it.
+    started_at: float | None = None
 
     @property
     def summary_owner(self) -> str:
@@ -408,7 +412,10 @@ class ChatService:
 
     async def _handle(self, turn: TurnInput, channel: ReplyChannel, ref: str) -> TurnOutcome:
         loop = asyncio.get_running_loop()
-        deadline_at = None if self._deadline is None else loop.time() + self._deadline
+        deadline_at = None
+        if self._deadline is not None:
+            spent = 0.0 if turn.started_at is None else time.monotonic() - turn.started_at
+            deadline_at = loop.time() + self._deadline - max(0.0, spent)
         outcome = TurnOutcome(correlation_id=ref, was_erased=self._erasure_check(turn))
         conversation_id = safe_id(turn.conversation_key)
         # Blank or too long is judged on what would be stored and sent (the gate in dialogs/

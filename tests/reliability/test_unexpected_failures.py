@@ -61,6 +61,31 @@ async def test_a_turn_past_its_deadline_tells_the_user_and_keeps_the_prompt(
     await healthy_after(client, connector, plain)
 
 
+async def test_a_slow_gate_counts_towards_the_deadline_so_the_user_is_told_before_the_backstop(
+    make_faulty_app: FaultyAppFactory,
+    connector: RecordingConnector,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue's backstop ends a turn TURN_NOTICE_GRACE_SECONDS after its deadline, counted
+    from when the turn started: the gate before the chat service (here its request count, on a
+    throttled store) is part of the turn's time, or the backstop would end it silently."""
+    monkeypatch.setattr("app.TURN_NOTICE_GRACE_SECONDS", 0.5)
+    client, store = await make_faulty_app(TURN_DEADLINE_SECONDS=1.0, MODEL_DEADLINE_SECONDS=0.8)
+    store.fail(FaultKind.SLOW, "add_usage", delay=0.8, count=1)  # the gate's request count
+    store.fail(FaultKind.SLOW, "recent_messages", delay=5, count=1)  # then the turn hangs
+    [verdict] = await check_turns(
+        client, connector, await run_turns(client, [plain(connector, "hello?")])
+    )
+
+    assert verdict.notice == "internal_error"
+    assert verdict.stored_user is not None and verdict.stored_user.text == "hello?"
+    [record] = verdict.stored_answers
+    assert record.status is MessageStatus.ERROR and record.error == "turn_deadline"
+    assert _logged_refs(caplog, "turn exceeded its deadline") == []
+    await healthy_after(client, connector, plain)
+
+
 async def test_a_bug_in_the_chat_turn_tells_the_user_in_their_language(
     make_faulty_app: FaultyAppFactory,
     connector: RecordingConnector,
