@@ -12,9 +12,16 @@ from typing import Any
 import pytest
 
 from config import Settings
-from tests.webchat.test_webchat_browser import SEND_BOX, open_page, send, wait_until
-from tests.webchat.test_webchat_restart_browser import box, user_turns
-from tests.webchat.test_webchat_resume_browser import THUMB, fast, serve, user_texts
+from tests.webchat.test_webchat_browser import SEND_BOX, bot_texts, open_page, send, wait_until
+from tests.webchat.test_webchat_restart_browser import (
+    ROTATED,
+    SECRET,
+    _another_conversation,
+    box,
+    restart,
+    user_turns,
+)
+from tests.webchat.test_webchat_resume_browser import THUMB, ask, fast, serve, user_texts
 from tests.webchat.test_webchat_stop_browser import stored
 
 pytestmark = pytest.mark.browser
@@ -22,6 +29,7 @@ pytestmark = pytest.mark.browser
 # DirectLineJS's start of a new conversation: POST /v3/directline/conversations.
 CONNECT = re.compile(r"/v3/directline/conversations$")
 SEND_BUTTON = "button.webchat__send-button"
+TOKEN = re.compile(r"/api/directline/token$")
 
 
 async def held_page(browser: Any, server: Any, locale: str) -> tuple[Any, dict, asyncio.Event]:
@@ -102,4 +110,42 @@ async def test_a_draft_never_sent_before_the_chat_connected_stays_in_the_box(
     assert await box(page) == "A draft"
     assert await user_texts(page) == []
     assert await stored(server, grant) == []
+    await page.context.close()
+
+
+async def test_an_enter_while_the_page_starts_over_is_sent_once_the_new_chat_connects(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    before = await serve(aiohttp_server, fast(make_settings, WEBCHAT_TOKEN_SECRET=SECRET))
+    page, grant = await open_page(browser, before)
+    first = dict(grant)
+    await ask(page, "What is our travel policy?", 1)
+    starting_over = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_new_token(route: Any) -> None:
+        starting_over.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route(TOKEN, hold_the_new_token)
+    after = await restart(aiohttp_server, before, fast(make_settings, WEBCHAT_TOKEN_SECRET=ROTATED))
+    # Direct Line's own reconnect is refused (another secret): the page asks for a new chat.
+    await asyncio.wait_for(starting_over.wait(), timeout=60)
+    await send(page, "And for contractors?")
+    await page.wait_for_timeout(300)
+    release.set()
+
+    await wait_until(lambda: _another_conversation(grant, first))
+
+    async def answered_in_the_new_chat() -> bool:
+        # The earlier answer is shown again without thumbs; the new one has its two.
+        return len(await bot_texts(page)) == 2 and await page.locator(THUMB).count() == 2
+
+    await wait_until(answered_in_the_new_chat)
+    assert await box(page) == ""
+    await page.wait_for_timeout(500)
+    assert user_turns(await stored(after, grant)) == ["And for contractors?"]
+    assert user_turns(await stored(after, first)) == ["What is our travel policy?"]
+    assert grant["errors"] == []
     await page.context.close()

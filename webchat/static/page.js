@@ -342,6 +342,10 @@
     old.directLine.end();
     if (!byId('feedback').hidden) closeFeedback();
     openChat(grant, { replacement: true, earlier: left.earlier });
+    // Enter pressed while this went on (the old chat no longer sent anything) is sent once the
+    // new chat connects; not when a message that failed is back in the box: the page never
+    // sends that again by itself.
+    chat.sendWhenConnected = Boolean(old.sendWhenConnected) && !left.failed;
     if (left.unsent) {
       store.dispatch({ type: 'WEB_CHAT/SET_SEND_BOX', payload: { text: left.unsent } });
     }
@@ -364,6 +368,7 @@
   // Thumbs up/down are Web Chat's own buttons; this adds the optional text, sent as the same
   // feedback event with the text in the action's description.
   function askForFeedbackText(action) {
+    keepTypedComment();
     pendingRating = action;
     byId('feedback-label').textContent = text.feedbackLabel;
     byId('feedback-send').textContent = text.feedbackSend;
@@ -378,7 +383,22 @@
         : null;
     }
     byId('feedback').hidden = false;
-    byId('feedback-text').focus();
+    // The form opens when the service took the vote, half a second or more after the click:
+    // someone typing elsewhere by then (the next question) keeps the focus and their text.
+    if (!typingElsewhere(active)) byId('feedback-text').focus();
+  }
+
+  function typingElsewhere(active) {
+    if (!active || byId('feedback').contains(active)) return false;
+    return active.tagName === 'INPUT' || active.tagName === 'TEXTAREA' || active.isContentEditable;
+  }
+
+  // A comment typed but not sent stays with the answer it was about when the form is closed
+  // for a failed vote or reused for another vote: voting again on that answer brings it back.
+  function keepTypedComment() {
+    if (byId('feedback').hidden || !pendingRating) return;
+    var typed = byId('feedback-text').value;
+    if (typed.trim()) unsentComments[ratedId(pendingRating)] = typed;
   }
 
   function closeFeedback() {
@@ -467,6 +487,7 @@
   function ratingFailed(api, post) {
     if (post.comment) unsentComments[post.rated] = post.comment;
     if (!byId('feedback').hidden && pendingRating && ratedId(pendingRating) === post.rated) {
+      keepTypedComment();
       closeFeedback();
     }
     showStatus(text.feedbackFailed);
