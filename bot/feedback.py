@@ -31,6 +31,7 @@ from storage.base import MessageStore
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, FeedbackUpdate, Message, Role
 from storage.ratings import Ratings, rerated
+from storage.summaries import summary_owner
 
 log = logging.getLogger(__name__)
 
@@ -150,21 +151,22 @@ class FeedbackRecorder:
         if submission.arrived_at is not None:
             rating = rating.model_copy(update={"at": submission.arrived_at})
         feedback = rerated(rating, submission.shared)
-        rated, kept = await self._find(conversation_id, submission, feedback)
+        owner = summary_owner(conversation_key, submission.shared, submission.rater)
+        rated, kept = await self._find(conversation_id, submission, feedback, owner)
         if rated is None and turns_settled is not None:
             await turns_settled()
-            rated, kept = await self._find(conversation_id, submission, feedback)
+            rated, kept = await self._find(conversation_id, submission, feedback, owner)
             waited, pause = 0.0, 0.05
             while rated is None and waited < self._elsewhere_wait:
                 await asyncio.sleep(pause)
                 waited, pause = waited + pause, pause * 2
-                rated, kept = await self._find(conversation_id, submission, feedback)
+                rated, kept = await self._find(conversation_id, submission, feedback, owner)
         if rated is None:
             log.info("feedback for an unknown message", extra={"reaction": submission.reaction})
             return None
         if kept:
             return rated
-        change = await self._ratings.store(conversation_id, rated, feedback)
+        change = await self._ratings.store(conversation_id, rated, feedback, owner=owner)
         if change is None:  # deleted since it was found (an erasure)
             log.info("feedback for a deleted message", extra={"reaction": submission.reaction})
             return None
@@ -175,7 +177,11 @@ class FeedbackRecorder:
         return change.message
 
     async def _find(
-        self, conversation_id: str, submission: FeedbackSubmission, feedback: FeedbackUpdate
+        self,
+        conversation_id: str,
+        submission: FeedbackSubmission,
+        feedback: FeedbackUpdate,
+        owner: str,
     ) -> tuple[Message | None, bool]:
         """The rated answer, and whether it is kept (chat.kept) with `feedback` queued behind
         it. Kept answers are looked at first: one written meanwhile is no longer kept, and is
@@ -185,7 +191,7 @@ class FeedbackRecorder:
             if answer is not None and self._kept.keep_rating(
                 conversation_id,
                 answer.id,
-                lambda: self._ratings.store(conversation_id, answer, feedback),
+                lambda: self._ratings.store(conversation_id, answer, feedback, owner=owner),
             ):
                 log.info(
                     "feedback kept until its answer is stored",

@@ -51,6 +51,7 @@ from storage.models import (
     user_ref,
 )
 from storage.revisions import MessageRevision, RevisionOutcome
+from storage.summaries import summary_owner
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class TurnInput:
 
     @property
     def summary_owner(self) -> str:
-        return f"shared:{self.conversation_key}" if self.shared else self.user_id
+        return summary_owner(self.conversation_key, self.shared, self.user_id)
 
     def arrived_at(self) -> datetime:
         """When the turn's message arrived (UTC): an erasure's second pass deletes what turns

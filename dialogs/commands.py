@@ -241,7 +241,9 @@ class Commands:
         basis = expected  # what it adds the comment to
         for _ in range(_FEEDBACK_WRITES):
             written = _commented(basis, turn, comment)
-            change = await self._ratings.store(conversation_id, answer, written)
+            change = await self._ratings.store(
+                conversation_id, answer, written, owner=turn.summary_owner
+            )
             if change is None:
                 break
             if _rating(change.previous) == _rating(expected):

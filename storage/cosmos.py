@@ -1577,7 +1577,7 @@ class CosmosStore:
         return ConversationSummary.model_validate(_clean(doc)) if doc is not None else None
 
     async def find_summary(self, conversation_id: str) -> ConversationSummary | None:
-        op = "find_summary"  # admin and a dislike: crosses the /userId partitions
+        op = "find_summary"  # admin, a dislike not under its owner: crosses /userId partitions
         async with self._guard(op):
             async for doc in self._query(
                 self._container("conversations"),

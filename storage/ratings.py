@@ -135,21 +135,28 @@ class Ratings:
         self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def store(
-        self, conversation_id: str, rated: Message, feedback: Feedback | FeedbackUpdate
+        self,
+        conversation_id: str,
+        rated: Message,
+        feedback: Feedback | FeedbackUpdate,
+        *,
+        owner: str,
     ) -> FeedbackChange | None:
         """`feedback` on the rated answer, replacing what it had (`set_feedback`; an update
         decides from that, in the same write: `rerated`), then counted:
         a change that makes the answer's rating a dislike adds one and flags the conversation
         for review (admin filter `negative_feedback`), one that takes a dislike away takes one
         away (the flag reason goes when none is left). What it replaced is what the store's
-        write replaced, not what an earlier read saw. None when the message is gone."""
+        write replaced, not what an earlier read saw. None when the message is gone.
+        `owner`: whose summary the conversation's is (`storage.summaries.summary_owner`), for
+        a summary the count starts again (one gone with retention or found unreadable)."""
         async with self._one_at_a_time(conversation_id):
             change = await self._messages.set_feedback(conversation_id, rated.id, feedback)
             if change is None:
                 return None
             dislikes = disliked(change.message.feedback) - disliked(change.previous)
             if dislikes:
-                await self._count_dislikes(conversation_id, rated, dislikes)
+                await self._count_dislikes(conversation_id, rated, dislikes, owner)
         return change
 
     @asynccontextmanager
@@ -164,11 +171,18 @@ class Ratings:
             if not users[0]:
                 del self._turns[conversation_id]
 
-    async def _count_dislikes(self, conversation_id: str, rated: Message, dislikes: int) -> None:
+    async def _count_dislikes(
+        self, conversation_id: str, rated: Message, dislikes: int, owner: str
+    ) -> None:
         """`dislikes` (+1 or -1) more toward the conversation's negative-feedback total."""
         # The summary's owner (a user, or the group of a shared conversation) is its key.
         try:
-            summary = await self._summaries.find_summary(conversation_id)
+            # A point read under its owner; the query across owners (on Cosmos DB, across
+            # partitions) only for a summary stored under someone else, as before shared
+            # conversations had their own owner, or for none at all.
+            summary = await self._summaries.get_summary(owner, conversation_id)
+            if summary is None:
+                summary = await self._summaries.find_summary(conversation_id)
         except ValidationError as exc:
             # Its owner is unknown, and a guessed one would start a second summary: the rating
             # stays on its message, and the conversation's next turn starts the summary over.
@@ -181,7 +195,9 @@ class Ratings:
         await self._summaries.apply_summary_delta(
             SummaryDelta(
                 conversation_id=conversation_id,
-                user_id=summary.user_id if summary is not None else rated.user_id,
+                # Not the rated answer's user: in a group chat that is whoever asked, and a
+                # summary of theirs would make the group's messages theirs to erase.
+                user_id=summary.user_id if summary is not None else owner,
                 channel_id=rated.channel_id,
                 tenant_id=rated.tenant_id,
                 negative_feedback=dislikes,

@@ -56,6 +56,13 @@ UNLOWERED_UNREADABLE = (
 )
 
 
+def summary_owner(conversation_key: str, shared: bool, user_id: str) -> str:
+    """Whose summary a conversation's is (its partition on Cosmos DB): the user's own, or the
+    group's for a conversation several people write in (a Teams group chat or channel thread),
+    which belongs to no one of them: an erasure of one person must not take it for theirs."""
+    return f"shared:{conversation_key}" if shared else user_id
+
+
 def new_summary(delta: SummaryDelta) -> ConversationSummary:
     """The summary a conversation starts with, before its first delta is applied: for a new
     conversation, and for one whose stored summary cannot be read (it starts over)."""

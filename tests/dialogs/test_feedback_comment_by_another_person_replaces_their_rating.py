@@ -41,7 +41,7 @@ async def _answer_rated(store: SqliteStore, feedback: Feedback) -> Ratings:
         SummaryDelta(conversation_id=GROUP, user_id=f"shared:{GROUP_KEY}", messages=1)
     )
     ratings = Ratings(store, store)
-    await ratings.store(GROUP, answer, feedback)
+    await ratings.store(GROUP, answer, feedback, owner=f"shared:{GROUP_KEY}")
     return ratings
 
 
