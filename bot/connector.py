@@ -37,6 +37,9 @@ _TOKEN_REFRESH_MARGIN_SECONDS = 300
 # idempotency key, so a second POST of a message the channel took shows it twice.
 _SEND_ATTEMPTS = 5
 _RETRYABLE_SEND_STATUS = frozenset({412, 429, 502, 503, 504})
+# Of those, the answers that may come for a message the channel took all the same (a gateway
+# between, or a precondition checked after the write); 429 and 503 refuse before taking it.
+_MAYBE_TAKEN_STATUS = frozenset({412, 502, 504})
 _SEND_BACKOFF_SECONDS = 0.5
 _SEND_RETRY_BUDGET_SECONDS = 20.0
 # How long one request to the connector may take before its answer is given up.
@@ -59,6 +62,10 @@ class ConnectorError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        # Set by `send` on the refusal of a message sent again after an answer that may hide
+        # that the channel took it (502, 504, 412): that status. The channel may refuse the
+        # copy because it has the message (Teams: a stream's final, once the stream ended).
+        self.resent_after: int | None = None
 
 
 class OutboundTokenRefused(ConnectorError):
@@ -392,6 +399,7 @@ class ConnectorClient:
         # retried: the next update carries the text.
         give_up_at = time.monotonic() + _SEND_RETRY_BUDGET_SECONDS
         resent_unreached = False
+        maybe_taken: int | None = None
         for attempt in range(_SEND_ATTEMPTS):
             backoff = _SEND_BACKOFF_SECONDS * 2**attempt * random.uniform(0.8, 1.2)  # noqa: S311
             try:
@@ -409,6 +417,7 @@ class ConnectorClient:
                 )
                 await asyncio.sleep(backoff)
             except ConnectorError as exc:
+                exc.resent_after = maybe_taken
                 # A ReplyUnconfirmed has no status: it is never sent again.
                 if exc.status not in _RETRYABLE_SEND_STATUS or attempt + 1 == _SEND_ATTEMPTS:
                     raise
@@ -419,6 +428,8 @@ class ConnectorClient:
                     "the channel refused a message; retrying",
                     extra={"status": exc.status, "wait_seconds": round(wait, 1)},
                 )
+                if exc.status in _MAYBE_TAKEN_STATUS:
+                    maybe_taken = exc.status
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -276,6 +276,7 @@ class StreamingReplyChannel:
     async def _send(self, activity: Activity) -> str:
         if self._web_chat:
             _mirror_stream_info(activity)
+        started = time.monotonic()
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
@@ -288,6 +289,13 @@ class StreamingReplyChannel:
                 and self._stream_id is not None
                 and not isinstance(exc, OutboundTokenRefused)
             ):
+                if exc.resent_after is not None:
+                    # The final message was sent again after a gateway error that can hide that
+                    # Teams took it, and the copy is refused as the stream has ended: the user
+                    # most likely has the whole answer. No Stop: they did not press it.
+                    raise DeliveryUnknown(
+                        f"resent_after_{exc.resent_after}", time.monotonic() - started
+                    ) from exc
                 raise StreamStopped(self._shown) from exc
             raise delivery_error(exc) from exc
         return str(response.id) if response is not None and response.id else ""

@@ -102,6 +102,24 @@ class LateTeams(TeamsChannel):
         return response
 
 
+class GatewayHidesTheFinal(TeamsChannel):
+    """Teams behind a gateway that answers 502 for the first final message Teams took; the copy
+    the bot sends again is refused with 403, as the stream has ended (ContentStreamNotAllowed)."""
+
+    hidden: int = 0
+
+    async def _post(self, request: web.Request) -> web.Response:
+        response = await super()._post(request)
+        taken = self.calls[-1].body.get("type") == "message" and response.status == 201
+        if taken and not self.hidden:
+            self.hidden += 1
+            self.calls[-1].status = 502
+            return web.json_response(
+                {"error": {"code": "BadGateway", "message": "upstream timed out"}}, status=502
+            )
+        return response
+
+
 async def serve(aiohttp_server: Any, double: Any) -> Any:
     server: TestServer = await aiohttp_server(double.app())
     double.url = str(server.make_url("")).rstrip("/")
@@ -217,6 +235,33 @@ async def test_a_streamed_teams_answer_whose_final_message_drops_is_kept_as_unco
     [info] = [e for e in final["entities"] if e.get("type") == "streaminfo"]
     assert answer.activity_id == info["streamId"]
     assert_logged_without_text(caplog, "connection_dropped", 0.0, [QUESTION, answer.text])
+
+
+async def test_a_streamed_final_taken_behind_a_502_and_refused_again_is_no_stop_of_the_user(
+    make_app: Any, model: ModelRequests, aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Teams took the final message, a gateway answered 502, and the copy sent again gets 403
+    (the stream has ended). That 403 is no Stop pressed by the user: the answer is kept whole
+    as the model wrote it, marked unconfirmed, under the stream's id (its thumbs still rate it)."""
+    caplog.set_level(logging.INFO)
+    teams = await serve(aiohttp_server, GatewayHidesTheFinal())
+    client = await make_app(AZURE_OPENAI_ENDPOINT=model.url)
+
+    await client.post("/api/messages", json=personal_message(teams.url, QUESTION))
+    await teams.wait_for_messages(1)
+    await settle(client)
+    finals = answers([c.body for c in teams.calls])
+    assert len(finals) == 2 and finals[0] == finals[1]
+    assert [c.status for c in teams.calls if c.body.get("type") == "message"] == [502, 403]
+    conversation = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
+    _, answer = await client.server.app[STORE].conversation_messages(conversation)
+
+    assert teams.violations == []
+    assert_kept_as_unconfirmed(answer, finals[0]["text"])
+    [info] = [e for e in finals[0]["entities"] if e.get("type") == "streaminfo"]
+    assert answer.activity_id == info["streamId"]
+    assert_logged_without_text(caplog, "resent_after_502", 0.0, [QUESTION, answer.text])
+    assert not [r for r in caplog.records if "stopped" in r.getMessage().lower()]
 
 
 async def test_a_reply_the_channel_took_with_an_unreadable_answer_counts_as_delivered(
