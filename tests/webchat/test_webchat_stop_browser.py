@@ -31,6 +31,8 @@ pytestmark = pytest.mark.browser
 THUMBS = "button.webchat__thumb-button"
 # Markdown's marks, which the page renders instead of showing (list markers, headings, quotes,
 # emphasis, code).
+# What the page posts to Direct Line: messages and events (a Stop among them).
+POSTS = re.compile(r"/v3/directline/conversations/[^/]+/activities$")
 MARKDOWN_MARKS = re.compile(r"^\s*(?:[->]|#+|\d+\.)\s+|[*`]", re.MULTILINE)
 
 
@@ -155,5 +157,50 @@ async def test_japanese_stop_before_any_text_shows_a_japanese_notice_and_stores_
     ]
     await page.wait_for_timeout(1000)
     assert await bot_texts(page) == [notice]
+    assert grant["errors"] == []
+    await page.context.close()
+
+
+async def test_a_stop_that_could_not_be_sent_gives_the_button_back_and_a_second_one_stops(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="20", SIMULATOR_TTFT_MS="100"
+    )
+    server = await serve(aiohttp_server, settings)
+    page, grant = await open_page(browser, server)
+    stop = page.get_by_role("button", name="Stop answering")
+    stops_failed: list[str] = []
+
+    async def the_network_fails_the_stop(route: Any) -> None:
+        if "stopStreaming" in (route.request.post_data or ""):
+            stops_failed.append(route.request.url)
+            await route.abort()
+        else:
+            await route.continue_()
+
+    await page.route(POSTS, the_network_fails_the_stop)
+    await send(page, "Tell me everything about streaming [sim:long]")
+    await stop.wait_for(state="visible", timeout=30_000)
+    await stop.click()
+
+    # The event did not go: the answer still streams, and the button is back.
+    async def stop_back() -> bool:
+        return bool(stops_failed) and await stop.is_visible()
+
+    await wait_until(stop_back, within=10)
+    # Still streaming: only the question is stored so far.
+    assert [m.role for m in await stored(server, grant)] == [Role.USER]
+
+    await page.unroute(POSTS)
+    await stop.click()
+
+    async def answer_stored() -> Any:
+        messages = await stored(server, grant)
+        return messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
+
+    answer = await wait_until(answer_stored)
+    assert answer.status is MessageStatus.PARTIAL
+    assert answer.finish_reason == "stopped"
     assert grant["errors"] == []
     await page.context.close()

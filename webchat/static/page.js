@@ -609,13 +609,13 @@
 
   // DirectLineJS answers a post the server failed (5xx) with the id "retry" instead of an
   // error, and Web Chat then waits for an echo that never comes, up to its send timeout (20 s).
-  // For a rating that means it failed: made an error, Web Chat rejects the post at once.
-  // Web Chat only subscribes to what postActivity returns (with an observer object).
-  function failRatingRetries(directLine) {
+  // For a rating or a Stop that means it failed: made an error, Web Chat rejects the post at
+  // once. Web Chat only subscribes to what postActivity returns (with an observer object).
+  function failEventRetries(directLine) {
     var post = directLine.postActivity.bind(directLine);
     directLine.postActivity = function (activity) {
       var posted = post(activity);
-      if (!ratingIn(activity)) return posted;
+      if (!ratingIn(activity) && !stopIn(activity)) return posted;
       return {
         subscribe: function (observer) {
           return posted.subscribe({
@@ -639,6 +639,51 @@
   var STOP_EVENT = 'stopStreaming';
   var shownStream = null;
   var stoppedStreams = {};
+
+  function stopIn(activity) {
+    return Boolean(activity && activity.type === 'event' && activity.name === STOP_EVENT);
+  }
+
+  // A Stop whose event did not go (refused, failed, or the chat not connected, when Web Chat
+  // never sends it) gives the button back while the answer still streams: pressed again, it
+  // tries again. Followed like a rating (`watchFeedback`): by clientActivityID.
+  var stopPosts = {};
+  var stopPended = false;
+
+  function followStopPosts(owner) {
+    return function (api) {
+      return function (next) {
+        return function (action) {
+          var activity = action.payload && action.payload.activity;
+          var id = action.meta && action.meta.clientActivityID;
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY' && stopIn(activity)) {
+            stopPended = false;
+            var result = next(action);
+            if (!stopPended) stopNotSent(owner, activity.value.streamId);
+            return result;
+          }
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY_PENDING' && stopIn(activity) && id) {
+            stopPended = true;
+            stopPosts[id] = activity.value.streamId;
+            return next(action);
+          }
+          var outcome = next(action);
+          var ended = /^DIRECT_LINE\/POST_ACTIVITY_(FULFILLED|REJECTED|IMPEDED)$/.exec(action.type);
+          if (ended && id && Object.prototype.hasOwnProperty.call(stopPosts, id)) {
+            var streamId = stopPosts[id];
+            delete stopPosts[id];
+            if (ended[1] !== 'FULFILLED') stopNotSent(owner, streamId);
+          }
+          return outcome;
+        };
+      };
+    };
+  }
+
+  function stopNotSent(owner, streamId) {
+    delete stoppedStreams[streamId];
+    if (owner === chat) showStop(streamingNow(owner.store.getState().activities || []));
+  }
 
   function streamingNow(activities) {
     for (var i = activities.length - 1; i >= 0; i--) {
@@ -677,13 +722,15 @@
     byId('stop').textContent = text.stop;
     byId('stop').addEventListener('click', function () {
       if (!shownStream) return;
-      stoppedStreams[shownStream] = true;
+      var streamId = shownStream;
+      stoppedStreams[streamId] = true;
+      // Hidden first: a Stop that cannot be sent gives the button back within the dispatch.
+      showStop(null);
       store.dispatch({
         type: 'DIRECT_LINE/POST_ACTIVITY',
         meta: { method: 'keyboard' },
-        payload: { activity: { type: 'event', name: STOP_EVENT, value: { streamId: shownStream } } }
+        payload: { activity: { type: 'event', name: STOP_EVENT, value: { streamId: streamId } } }
       });
-      showStop(null);
     });
   }
 
@@ -705,7 +752,8 @@
     current.store = store = window.WebChat.createStore(
       {},
       watchFeedback(current),
-      sendOnceConnected(current)
+      sendOnceConnected(current),
+      followStopPosts(current)
     );
     (how.earlier || []).forEach(function (activity) {
       store.dispatch({ type: 'DIRECT_LINE/INCOMING_ACTIVITY', payload: { activity: activity } });
@@ -724,7 +772,7 @@
       ticket: grant.ticket || ''
     });
     watchConnection(current);
-    failRatingRetries(current.directLine);
+    failEventRetries(current.directLine);
     followPosts(current);
     followStreams(current);
     showStop(null);
