@@ -156,6 +156,7 @@ class AdminError(Exception):
 
 
 UNKNOWN_PSEUDONYM = AdminError(404, "unknown_pseudonym", "error_unknown_pseudonym")
+NOT_A_PERSON = AdminError(400, "not_a_person", "error_not_a_person")
 PSEUDONYM_REQUIRED = AdminError(403, "pseudonym_required", "error_pseudonym_required")
 
 
@@ -1141,10 +1142,21 @@ async def _reveal(request: web.Request, reference: str, reason: str) -> tuple[st
     if not reference.startswith(PSEUDONYM_PREFIX):
         raise AdminError(404, "not_found", "error_no_such_pseudonym")
     # One that no key opens is refused as everywhere else (UnknownPseudonym), unrecorded.
-    user_id = context.pseudonyms.user_id(reference)
+    user_id = _person_id(context, reference)
     pseudonym = context.pseudonyms.pseudonym(user_id)
     await _audit(request, "reveal_user", pseudonym, {"reason": reason})
     return user_id, pseudonym
+
+
+def _person_id(context: AdminContext, reference: str) -> str:
+    """The stored user id a pseudonym (or, unpseudonymized, the id itself) names, for an action
+    on a person: a reveal, their export, their deletion. The owner of a group chat's summary
+    (`shared:<conversation>`) stands for no one: erasing it as a person would delete everyone's
+    messages there without naming them; the conversation's own deletion and export do."""
+    user_id = context.pseudonyms.user_id(reference)
+    if user_id.startswith(_SHARED_OWNER):
+        raise NOT_A_PERSON
+    return user_id
 
 
 def _texts(source: Mapping[str, Any], *names: str) -> list[str]:
@@ -1206,7 +1218,7 @@ async def _delete_user(request: web.Request, reference: str, confirm: str, reaso
     if confirm.strip() != reference:
         raise BadRequest("error_confirm_user")
     reason = _reason(reason, "error_reason_delete_user")
-    user_id = context.pseudonyms.user_id(reference)
+    user_id = _person_id(context, reference)
     stored_ids = stored_ids_of(user_id)
 
     async def erase() -> dict[str, int]:
@@ -1422,7 +1434,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
     if not reference:
         raise BadRequest("error_user_to_export")
     reason = _reason(reason, "error_reason_export_user")
-    user_id = context.pseudonyms.user_id(reference)
+    user_id = _person_id(context, reference)
     stored_ids = stored_ids_of(user_id)
     target = _audited_as(context, user_id)
     await _audit(request, "export_user", target, {"outcome": "requested", "reason": reason})
@@ -1942,7 +1954,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     reference = reference.strip()
     if not reference:
         raise BadRequest("error_user_to_delete")
-    user_id = context.pseudonyms.user_id(reference)
+    user_id = _person_id(context, reference)
     # The page (and the deletion it confirms) names them as the current key does.
     reference = context.pseudonyms.current(reference)
     # How much a named person has stored is a read of their data, recorded as a transcript view
