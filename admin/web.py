@@ -2139,9 +2139,16 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     # A later page (or one followed by more) with nothing on it held only records that cannot
     # be read: the store skips those, and "nothing recorded" would not be true.
     later = bool(request.query.get("continuation"))
+    # Switching the language shows this page again as its links name it (as the list does): a
+    # user named by id is the pseudonym there, so the switch neither repeats the reveal nor
+    # puts the id back in the address; a reason is not carried.
+    here = {**kept, "continuation": request.query["continuation"]} if later else kept
     return _render(
         request,
         "audit.html",
+        language_next=(
+            (_return_target("/admin/audit?" + urlencode(here)) if here else None) or "/admin/audit"
+        ),
         records=records,
         next_link=next_link,
         later=later,

@@ -7,6 +7,7 @@ the JSON API keeps its codes and English messages."""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import string
@@ -195,6 +196,31 @@ async def test_the_language_chosen_on_a_page_wins_over_the_browsers(
     japanese = await admin.get("/admin/", headers=EN)
     assert html_lang(await japanese.text()) == "ja"
     assert japanese.headers["Content-Language"] == "ja"
+
+
+async def test_switching_the_language_of_an_audit_log_filtered_by_a_user_id_reveals_nothing_again(
+    admin: TestClient[Any, Any],
+) -> None:
+    """Filtering the audit log by a user id is a reveal (recorded, with its reason); its page's
+    language switch returns to the log filtered by the pseudonym, as the list's does: the id and
+    the reason are not in it, and switching records no second reveal."""
+    page = await (
+        await admin.get("/admin/audit", params={"user": "alice@contoso.com", "reason": "T-1"})
+    ).text()
+    found = re.search(r'name="next" value="([^"]*)"', page)
+    assert found
+    back = html.unescape(found.group(1))
+    assert back.startswith("/admin/audit?user=p-"), back
+    assert "alice" not in back and "T-1" not in back and "reason" not in back
+
+    async def reveals() -> int:
+        body = await (await admin.get("/admin/api/audit", params={"action": "reveal_user"})).json()
+        return len(body["items"])
+
+    before = await reveals()
+    switched = await admin.post("/admin/language", data={"lang": "ja", "next": back})
+    assert switched.status == 200 and html_lang(await switched.text()) == "ja"
+    assert await reveals() == before
 
 
 async def test_the_switch_returns_only_to_a_page_of_the_admin_and_refuses_other_sites(
