@@ -29,14 +29,19 @@ __all__ = ["faulty_server", "server"]  # fixtures
 LIKE = "button.webchat__thumb-button:not(:has(.webchat__thumb-button__image--is-down))"
 
 
-async def test_the_comment_box_opens_without_taking_the_focus_from_the_next_question(
-    browser: Any, server: TestServer
-) -> None:
-    page, grant = await open_page(browser, server)
+async def like_the_answer(page: Any) -> None:
+    """Ask, and click the answer's thumb-up (Web Chat sends the vote half a second later)."""
     await send(page, "What is our travel policy?")
     like = page.locator(LIKE).first
     await like.wait_for(timeout=30_000)
     await like.click()
+
+
+async def test_the_comment_box_opens_without_taking_the_focus_from_the_next_question(
+    browser: Any, server: TestServer
+) -> None:
+    page, grant = await open_page(browser, server)
+    await like_the_answer(page)
     # Straight back to the message box: Web Chat sends the vote half a second later, and the
     # comment box opens once the service took it.
     await page.focus(SEND_BOX)
@@ -57,10 +62,7 @@ async def test_a_comment_typed_but_not_sent_comes_back_when_the_answer_is_voted_
     browser: Any, server: TestServer
 ) -> None:
     page, grant = await open_page(browser, server)
-    await send(page, "What is our travel policy?")
-    like = page.locator(LIKE).first
-    await like.wait_for(timeout=30_000)
-    await like.click()
+    await like_the_answer(page)
     await page.locator("#feedback").wait_for(state="visible")
     await page.fill("#feedback-text", "Right, but it missed the approval step.")
 
@@ -84,10 +86,7 @@ async def test_a_comment_typed_but_not_sent_survives_a_vote_that_failed(
 ) -> None:
     server, store = faulty_server
     page, grant = await open_page(browser, server)
-    await send(page, "What is our travel policy?")
-    like = page.locator(LIKE).first
-    await like.wait_for(timeout=30_000)
-    await like.click()
+    await like_the_answer(page)
     await page.locator("#feedback").wait_for(state="visible")
     await page.fill("#feedback-text", "Too vague.")
 

@@ -50,6 +50,12 @@ async def stored(server: TestServer, grant: dict[str, Any]) -> list[Any]:
     return list(await server.app[STORE].conversation_messages(conversation))
 
 
+async def answer_stored(server: TestServer, grant: dict[str, Any]) -> Any:
+    """The conversation's stored answer once its turn has ended, else None."""
+    messages = await stored(server, grant)
+    return messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
+
+
 async def tab_to(page: Any, element_id: str, presses: int = 10) -> None:
     """Keyboard only: Tab from the send box until `element_id` has the focus."""
     await page.focus(SEND_BOX)
@@ -84,11 +90,7 @@ async def test_stop_button_ends_a_streaming_answer_which_is_stored_as_partial_an
     await tab_to(page, "stop")
     await page.keyboard.press("Enter")
 
-    async def answer_stored() -> Any:
-        messages = await stored(server, grant)
-        return messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
-
-    answer = await wait_until(answer_stored)
+    answer = await wait_until(lambda: answer_stored(server, grant))
     assert answer.status is MessageStatus.PARTIAL
     assert answer.finish_reason == "stopped"
     assert "Tip: remove the marker" not in answer.text  # the rest was never generated
@@ -195,11 +197,7 @@ async def test_a_stop_that_could_not_be_sent_gives_the_button_back_and_a_second_
     await page.unroute(POSTS)
     await stop.click()
 
-    async def answer_stored() -> Any:
-        messages = await stored(server, grant)
-        return messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
-
-    answer = await wait_until(answer_stored)
+    answer = await wait_until(lambda: answer_stored(server, grant))
     assert answer.status is MessageStatus.PARTIAL
     assert answer.finish_reason == "stopped"
     assert grant["errors"] == []
