@@ -68,13 +68,10 @@
   var nonceMeta = document.querySelector('meta[name="csp-nonce"]');
   var nonce = nonceMeta ? nonceMeta.getAttribute('content') : undefined;
   var pendingRating = null;
-  // Rating posts under way, by Web Chat's clientActivityID: { id, action, rated, comment }.
-  var ratingPosts = {};
   // The newest rating post of each rated answer: only its outcome is shown.
   var newestPost = {};
   // Comments whose post failed, by rated answer: the comment box offers them again.
   var unsentComments = {};
-  var ratingPended = false;
   var returnFocus = null;
   var thanksTimer = null;
   // The chat on the page: { directLine, store, resumed, replacement, online, over, posts }.
@@ -561,50 +558,69 @@
     };
   }
 
-  // Follows each rating post to its outcome: POST_ACTIVITY_PENDING names it (clientActivityID),
-  // _FULFILLED says the service took it, _REJECTED that it was refused or failed, _IMPEDED that
-  // nothing came back within the send timeout (counted as failed; a late outcome is ignored).
+  // Follows one kind of event post to its outcome, by Web Chat's clientActivityID. Web Chat
+  // posts it at once (its _PENDING comes within the POST_ACTIVITY dispatch) or, not connected,
+  // never (`on.notSent`); then _FULFILLED says the service took it, _REJECTED that it was
+  // refused or failed, _IMPEDED that nothing came back within the send timeout (`on.ended`,
+  // with whether it was taken; a late outcome is ignored). `about(activity)`: what the post is
+  // about, or null for any other post; `on.pending` gives what is kept of it until it ends.
   // `owner`: the chat whose store this watches; a chat that was replaced shows nothing more.
-  function watchFeedback(owner) {
+  function followEventPosts(owner, about, on) {
+    var posts = {};
+    var pended = false;
     return function (api) {
       return function (next) {
         return function (action) {
           if (owner !== chat) return next(action);
           var activity = action.payload && action.payload.activity;
-          var rating = ratingIn(activity);
+          var subject = activity ? about(activity) : null;
           var id = action.meta && action.meta.clientActivityID;
-          if (action.type === 'DIRECT_LINE/POST_ACTIVITY' && rating) {
-            // Web Chat posts it at once (_PENDING comes within this call) or, not connected,
-            // never: then it was not sent.
-            ratingPended = false;
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY' && subject) {
+            pended = false;
             var result = next(action);
-            if (!ratingPended) ratingFailed(api, describe(rating));
+            if (!pended) on.notSent(api, subject);
             return result;
           }
-          if (action.type === 'DIRECT_LINE/POST_ACTIVITY_PENDING' && rating && id) {
-            ratingPended = true;
-            ratingPosts[id] = describe(rating, id);
-            newestPost[ratingPosts[id].rated] = id;
+          if (action.type === 'DIRECT_LINE/POST_ACTIVITY_PENDING' && subject && id) {
+            pended = true;
+            posts[id] = on.pending(subject, id);
             return next(action);
           }
-          var post = id ? ratingPosts[id] : undefined;
+          var post = id ? posts[id] : undefined;
           var outcome = next(action);
-          if (post && /^DIRECT_LINE\/POST_ACTIVITY_(FULFILLED|REJECTED|IMPEDED)$/.test(action.type)) {
-            delete ratingPosts[id];
-            // An older rating of the same answer, overtaken by a newer one, shows nothing.
-            if (newestPost[post.rated] === id) {
-              delete newestPost[post.rated];
-              if (action.type === 'DIRECT_LINE/POST_ACTIVITY_FULFILLED') {
-                ratingSucceeded(post);
-              } else {
-                ratingFailed(api, post);
-              }
-            }
+          var ended = /^DIRECT_LINE\/POST_ACTIVITY_(FULFILLED|REJECTED|IMPEDED)$/.exec(action.type);
+          if (post !== undefined && ended) {
+            delete posts[id];
+            on.ended(api, post, id, ended[1] === 'FULFILLED');
           }
           return outcome;
         };
       };
     };
+  }
+
+  // Each rating (a thumb, or its comment) to its outcome: thanks, or "could not be saved".
+  function watchFeedback(owner) {
+    return followEventPosts(owner, ratingIn, {
+      notSent: function (api, rating) {
+        ratingFailed(api, describe(rating));
+      },
+      pending: function (rating, id) {
+        var post = describe(rating, id);
+        newestPost[post.rated] = id;
+        return post;
+      },
+      ended: function (api, post, id, taken) {
+        // An older rating of the same answer, overtaken by a newer one, shows nothing.
+        if (newestPost[post.rated] !== id) return;
+        delete newestPost[post.rated];
+        if (taken) {
+          ratingSucceeded(post);
+        } else {
+          ratingFailed(api, post);
+        }
+      }
+    });
   }
 
   // DirectLineJS answers a post the server failed (5xx) with the id "retry" instead of an
@@ -646,43 +662,30 @@
 
   // A Stop whose event did not go (refused, failed, or the chat not connected, when Web Chat
   // never sends it) gives the button back while the answer still streams: pressed again, it
-  // tries again. Followed like a rating (`watchFeedback`): by clientActivityID.
-  var stopPosts = {};
-  var stopPended = false;
-
+  // tries again.
   function followStopPosts(owner) {
-    return function (api) {
-      return function (next) {
-        return function (action) {
-          var activity = action.payload && action.payload.activity;
-          var id = action.meta && action.meta.clientActivityID;
-          if (action.type === 'DIRECT_LINE/POST_ACTIVITY' && stopIn(activity)) {
-            stopPended = false;
-            var result = next(action);
-            if (!stopPended) stopNotSent(owner, activity.value.streamId);
-            return result;
-          }
-          if (action.type === 'DIRECT_LINE/POST_ACTIVITY_PENDING' && stopIn(activity) && id) {
-            stopPended = true;
-            stopPosts[id] = activity.value.streamId;
-            return next(action);
-          }
-          var outcome = next(action);
-          var ended = /^DIRECT_LINE\/POST_ACTIVITY_(FULFILLED|REJECTED|IMPEDED)$/.exec(action.type);
-          if (ended && id && Object.prototype.hasOwnProperty.call(stopPosts, id)) {
-            var streamId = stopPosts[id];
-            delete stopPosts[id];
-            if (ended[1] !== 'FULFILLED') stopNotSent(owner, streamId);
-          }
-          return outcome;
-        };
-      };
-    };
+    return followEventPosts(
+      owner,
+      function (activity) {
+        return stopIn(activity) ? activity.value.streamId : null;
+      },
+      {
+        notSent: function (api, streamId) {
+          stopNotSent(owner, streamId);
+        },
+        pending: function (streamId) {
+          return streamId;
+        },
+        ended: function (api, streamId, id, taken) {
+          if (!taken) stopNotSent(owner, streamId);
+        }
+      }
+    );
   }
 
   function stopNotSent(owner, streamId) {
     delete stoppedStreams[streamId];
-    if (owner === chat) showStop(streamingNow(owner.store.getState().activities || []));
+    showStop(streamingNow(owner.store.getState().activities || []));
   }
 
   function streamingNow(activities) {
