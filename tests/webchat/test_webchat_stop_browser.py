@@ -40,6 +40,16 @@ def words(markdown: str) -> list[str]:
     return MARKDOWN_MARKS.sub("", markdown).split()
 
 
+def streaming_slowly(make_settings: Callable[..., Settings], first_token_ms: int = 100) -> Settings:
+    """The embedded simulator at about 20 tokens a second: a `[sim:long]` answer streams for
+    many seconds."""
+    return make_settings(
+        AZURE_OPENAI_ENDPOINT="",
+        SIMULATOR_TOKENS_PER_SECOND="20",
+        SIMULATOR_TTFT_MS=str(first_token_ms),
+    )
+
+
 async def serve(aiohttp_server: Any, settings: Settings) -> TestServer:
     served: TestServer = await aiohttp_server(create_app(settings))
     return served
@@ -69,11 +79,7 @@ async def tab_to(page: Any, element_id: str, presses: int = 10) -> None:
 async def test_stop_button_ends_a_streaming_answer_which_is_stored_as_partial_and_chat_goes_on(
     browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
-    # About 20 tokens a second: a `[sim:long]` answer streams for many seconds.
-    settings = make_settings(
-        AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="20", SIMULATOR_TTFT_MS="100"
-    )
-    server = await serve(aiohttp_server, settings)
+    server = await serve(aiohttp_server, streaming_slowly(make_settings))
     page, grant = await open_page(browser, server)
     stop = page.get_by_role("button", name="Stop answering")
     assert not await stop.is_visible()  # nothing streams yet
@@ -134,10 +140,7 @@ async def test_japanese_stop_before_any_text_shows_a_japanese_notice_and_stores_
     browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
     # The model takes 4 seconds to start: Stop is pressed while "Thinking..." shows.
-    settings = make_settings(
-        AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="20", SIMULATOR_TTFT_MS="4000"
-    )
-    server = await serve(aiohttp_server, settings)
+    server = await serve(aiohttp_server, streaming_slowly(make_settings, first_token_ms=4000))
     page, grant = await open_page(browser, server, locale="ja-JP")
 
     await send(page, "詳しく教えてください [sim:long]")
@@ -166,10 +169,7 @@ async def test_japanese_stop_before_any_text_shows_a_japanese_notice_and_stores_
 async def test_a_stop_that_could_not_be_sent_gives_the_button_back_and_a_second_one_stops(
     browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(
-        AZURE_OPENAI_ENDPOINT="", SIMULATOR_TOKENS_PER_SECOND="20", SIMULATOR_TTFT_MS="100"
-    )
-    server = await serve(aiohttp_server, settings)
+    server = await serve(aiohttp_server, streaming_slowly(make_settings))
     page, grant = await open_page(browser, server)
     stop = page.get_by_role("button", name="Stop answering")
     stops_failed: list[str] = []
