@@ -22,6 +22,7 @@ from storage.models import (
     SummaryQuery,
     log_unreadable_summary,
 )
+from storage.summaries import is_shared_owner
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
@@ -55,9 +56,6 @@ FLAG_CATEGORIES = [
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 SEVERITIES = {"safe", "low", "medium", "high"}
 _DIRECT_LINE_PREFIX = "dl_"
-# Whom the summary of a conversation several people write in (a Teams group chat or channel
-# thread) belongs to: `shared:<conversation>` (chat.service's `Turn.summary_owner`).
-_SHARED_OWNER_PREFIX = "shared:"
 # What a transcript does with a stored summary that cannot be read (the log says it "was ...").
 TRANSCRIPT_UNREADABLE = "left out of a transcript (its messages are shown)"
 
@@ -297,7 +295,7 @@ def summary_view(
 ) -> dict[str, Any]:
     """`owners`: the stored ids of the person a list is filtered by; a conversation they do not
     own is listed because they wrote in it, so it is shared: it holds other people's messages."""
-    shared = summary.user_id.startswith(_SHARED_OWNER_PREFIX) or (
+    shared = is_shared_owner(summary.user_id) or (
         owners is not None and summary.user_id not in owners
     )
     return {

@@ -82,6 +82,7 @@ from admin.texts import (
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.erasures import RecentErasures
 from storage.models import AuditQuery, AuditRecord, ConversationSummary, Message
+from storage.summaries import is_shared_owner
 
 # Start-up lines go through the app's logger, like the other "what is in use" lines.
 startup_log = logging.getLogger("app")
@@ -994,11 +995,6 @@ async def _transcript(request: web.Request) -> tuple[dict[str, Any], list[str]]:
     return transcript, _subjects(context, summary, _authors_and_raters(messages))
 
 
-# Whom the summary of a conversation several people write in belongs to (a Teams group chat or
-# channel thread): `shared:<conversation>`, nobody's pseudonym.
-_SHARED_OWNER = "shared:"
-
-
 def _subjects(
     context: AdminContext, summary: ConversationSummary | None, people: list[str]
 ) -> list[str]:
@@ -1007,7 +1003,7 @@ def _subjects(
     raters of the messages read, `_authors_and_raters`), each as `_audited_as` names them, so
     the record is found by the person's pseudonym (their data export, the audit log's user
     filter), also after their data is deleted."""
-    owners = [summary.user_id] if summary and not summary.user_id.startswith(_SHARED_OWNER) else []
+    owners = [summary.user_id] if summary and not is_shared_owner(summary.user_id) else []
     known = [user_id for user_id in dict.fromkeys([*owners, *people]) if user_id]
     return list(dict.fromkeys(_audited_as(context, user_id) for user_id in known))
 
@@ -1154,7 +1150,7 @@ def _person_id(context: AdminContext, reference: str) -> str:
     (`shared:<conversation>`) stands for no one: erasing it as a person would delete everyone's
     messages there without naming them; the conversation's own deletion and export do."""
     user_id = context.pseudonyms.user_id(reference)
-    if user_id.startswith(_SHARED_OWNER):
+    if is_shared_owner(user_id):
         raise NOT_A_PERSON
     return user_id
 

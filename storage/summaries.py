@@ -56,11 +56,20 @@ UNLOWERED_UNREADABLE = (
 )
 
 
+_SHARED_OWNER_PREFIX = "shared:"
+
+
 def summary_owner(conversation_key: str, shared: bool, user_id: str) -> str:
     """Whose summary a conversation's is (its partition on Cosmos DB): the user's own, or the
     group's for a conversation several people write in (a Teams group chat or channel thread),
     which belongs to no one of them: an erasure of one person must not take it for theirs."""
-    return f"shared:{conversation_key}" if shared else user_id
+    return f"{_SHARED_OWNER_PREFIX}{conversation_key}" if shared else user_id
+
+
+def is_shared_owner(owner: str) -> bool:
+    """Whether a summary's owner is a group's (`summary_owner` of a shared conversation), which
+    stands for no person: no pseudonym to reveal, no data of its own to export or erase."""
+    return owner.startswith(_SHARED_OWNER_PREFIX)
 
 
 def new_summary(delta: SummaryDelta) -> ConversationSummary:
