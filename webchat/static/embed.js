@@ -55,6 +55,11 @@
   document.addEventListener('keydown', function (event) {
     if (event.key === 'Escape' && frame && !frame.hidden) close();
   });
+  // Escape pressed inside the chat, which the frame passes on (the host page never sees it).
+  window.addEventListener('message', function (event) {
+    if (!frame || frame.hidden || event.source !== frame.contentWindow) return;
+    if (event.origin === origin && event.data && event.data.assistant === 'close') close();
+  });
   function mount() { document.body.appendChild(button); }
   if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
 })();

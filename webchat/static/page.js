@@ -421,7 +421,10 @@
   });
   byId('feedback-skip').addEventListener('click', closeFeedback);
   byId('feedback').addEventListener('keydown', function (event) {
-    if (event.key === 'Escape') closeFeedback();
+    if (event.key !== 'Escape') return;
+    // Taken here: in a widget (embedWidget) the same Escape must not also close the chat.
+    event.preventDefault();
+    closeFeedback();
   });
 
   // The token endpoint allows each user a burst of new chats, then answers 429 with the seconds
@@ -834,6 +837,27 @@
     document.body.setAttribute('data-ready', 'true');
   }
 
+  // In the widget of an intranet page (embed.js frames the page): Escape closes it from inside
+  // the chat as it does from the host page, unless something here took it (the comment box,
+  // Web Chat leaving a message it was reading). The host trusts only this frame's messages, and
+  // this one says nothing about the chat. When the widget opens again (its frame gets the focus)
+  // with nothing focused inside, the keyboard goes to the message box.
+  function embedWidget() {
+    if (window.parent === window) return;
+    document.addEventListener('keydown', function (event) {
+      if (event.key === 'Escape' && !event.defaultPrevented) {
+        window.parent.postMessage({ assistant: 'close' }, '*');
+      }
+    });
+    window.addEventListener('focus', function () {
+      var input = sendBox();
+      if (input && (!document.activeElement || document.activeElement === document.body)) {
+        input.focus();
+      }
+    });
+  }
+
+  embedWidget();
   start().catch(function () {
     showStatus(text.unavailable);
   });
