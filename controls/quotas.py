@@ -429,11 +429,13 @@ class Quotas:
                 if not mine.allowed:
                     self._defer(False, user, window, -user_amount)
                     kind = LimitKind.USER_TOKENS_PER_DAY
+                    # The stored count holds this turn's share, which goes back unspent: the
+                    # user is told what they used (a limit is "reached" only when it is).
                     return await self._exceeded(
                         kind,
                         user,
                         limits.user_tokens_per_day,
-                        mine.counts.tokens,
+                        max(0, mine.counts.tokens - user_amount),
                         window,
                         now,
                         user_id=user_id,

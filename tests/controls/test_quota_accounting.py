@@ -248,6 +248,28 @@ async def test_with_less_than_the_smallest_turn_left_the_gate_refuses_without_co
     assert store.calls["add_usage"] - writes == 2  # both refused: nothing written
 
 
+async def test_a_turn_refused_for_more_than_its_held_share_is_told_what_was_used_without_it(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = FaultyStore(await open_store())
+    quotas = await make_quotas(store, tokens=10_000, smallest_turn_tokens=1000)
+    assert await one_turn(quotas, "turn-1", 9000, 9000)
+
+    # 1000 left: the gate holds the smallest turn, which brings the stored count to the limit.
+    assert await quotas.count_request("u", "", "turn-2") is None
+    refused = await quotas.reserve_tokens("u", "", 1500, "turn-2")
+
+    # 9,000 used, not 10,000: what it held for this turn is given back, not spent.
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.kind, refused.used, refused.requested) == (
+        LimitKind.USER_TOKENS_PER_DAY,
+        9000,
+        1500,
+    )
+    await quotas.flush()
+    assert (await stored(store)).tokens == 9000
+
+
 async def test_the_request_rate_refuses_before_anything_is_reserved(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:
