@@ -20,6 +20,7 @@ message instead of being half-applied.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ class PolicyFileError(ValueError):
 def normalize_tenant(tenant_id: str) -> str:
     # Entra tenant ids are GUIDs; channels send them in either case.
     return tenant_id.strip().lower()
+
+
+# What a channel sends as the tenant (normalized): a policy under any other key (a domain name,
+# a GUID with a character missing) would never apply, and its tenant would silently get the
+# defaults. config.py checks ALLOWED_TENANT_IDS the same way.
+_TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class TenantPolicy(BaseModel):
@@ -123,6 +130,12 @@ def load_tenant_policies(path: Path | None, max_output_tokens: int = 0) -> Tenan
         key = normalize_tenant(tenant)
         if not key:
             raise PolicyFileError(f"{setting}: {path} has an empty tenant id")
+        if not _TENANT_ID.fullmatch(key):
+            hint = "; a domain name is not one: channels send the tenant's id" if "." in key else ""
+            raise PolicyFileError(
+                f"{setting}: {path}: tenants.{tenant} is not an Entra tenant id (a GUID: the "
+                f"tenant's Directory (tenant) ID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx){hint}"
+            )
         if key in tenants:
             raise PolicyFileError(f"{setting}: {path} lists tenant {tenant} twice")
         for field in ("tokens_per_day", "user_tokens_per_day"):

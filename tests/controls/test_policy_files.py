@@ -30,6 +30,8 @@ from controls.windows import day_window, minute_window
 from storage.sqlite import SqliteStore
 from tests.controls.support import FakeClock
 
+T1 = "0f0f0000-aaaa-bbbb-cccc-000000000001"
+
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
@@ -41,10 +43,24 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     ("text", "message"),
     [
         ("tenants: [a, b", r"is not valid YAML at line 1"),
-        ("tenants:\n  t1:\n    tokens_per_dya: 5\n", r"tenants\.t1\.tokens_per_dya: Extra inputs"),
-        ("tenants:\n  t1:\n    tokens_per_day: -1\n", r"tenants\.t1\.tokens_per_day: Input should"),
-        ("tenants:\n  T1: {}\n  t1: {}\n", r"lists tenant t1 twice"),
-        ("tenants:\n  t1:\n    system_prompt_file: nope.j2\n", r"nope\.j2 does not exist"),
+        (
+            f"tenants:\n  {T1}:\n    tokens_per_dya: 5\n",
+            rf"tenants\.{T1}\.tokens_per_dya: Extra inputs",
+        ),
+        (
+            f"tenants:\n  {T1}:\n    tokens_per_day: -1\n",
+            rf"tenants\.{T1}\.tokens_per_day: Input should",
+        ),
+        (f"tenants:\n  {T1.upper()}: {{}}\n  {T1}: {{}}\n", f"lists tenant {T1} twice"),
+        (f"tenants:\n  {T1}:\n    system_prompt_file: nope.j2\n", r"nope\.j2 does not exist"),
+        (
+            "tenants:\n  contoso.onmicrosoft.com: {}\n",
+            r"contoso\.onmicrosoft\.com is not an Entra tenant id .*a domain name is not one",
+        ),
+        (
+            "tenants:\n  0f0f0000-aaaa-bbbb-cccc-00000000000: {}\n",
+            r"0f0f0000-aaaa-bbbb-cccc-00000000000 is not an Entra tenant id",
+        ),
         ("other: 1\n", r"other: Extra inputs"),
     ],
 )
@@ -81,7 +97,7 @@ def test_usage_policy_version_may_be_a_number_or_a_string(tmp_path: Path) -> Non
 
 
 def test_app_does_not_start_with_a_broken_policy_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "tenants.yaml", "tenants:\n  t1:\n    user_tokens_per_day: lots\n")
+    path = write(tmp_path, "tenants.yaml", f"tenants:\n  {T1}:\n    user_tokens_per_day: lots\n")
     settings = Settings(_env_file=None, TENANT_POLICY_FILE=str(path))  # type: ignore[call-arg]
     with pytest.raises(PolicyFileError, match="user_tokens_per_day"):
         create_app(settings)
@@ -91,11 +107,13 @@ def test_tenant_template_paths_are_relative_to_the_policy_file(tmp_path: Path) -
     (tmp_path / "prompts").mkdir()
     template = write(tmp_path / "prompts", "t.md.j2", "Hi {{ organization_name }}")
     path = write(
-        tmp_path, "tenants.yaml", "tenants:\n  ABC:\n    system_prompt_file: prompts/t.md.j2\n"
+        tmp_path,
+        "tenants.yaml",
+        f"tenants:\n  {T1.upper()}:\n    system_prompt_file: prompts/t.md.j2\n",
     )
     policies = load_tenant_policies(path)
-    assert policies.prompt_templates() == {"abc": template.resolve()}
-    assert policies.for_tenant("AbC") is not None and policies.for_tenant("") is None
+    assert policies.prompt_templates() == {T1: template.resolve()}
+    assert policies.for_tenant(T1.upper()) is not None and policies.for_tenant("") is None
 
 
 def test_allow_lists() -> None:

@@ -15,6 +15,9 @@ from config import Settings
 from controls.policy import PolicyFileError, load_tenant_policies
 from tests.integration.test_configuration_errors import assert_configuration_error, run_app
 
+TENANT_A = "aaaa1111-0000-0000-0000-000000000001"
+TENANT_C = "cccc3333-0000-0000-0000-000000000003"
+
 
 @pytest.mark.parametrize(
     ("settings", "named"),
@@ -54,19 +57,19 @@ def test_a_tenant_policy_limit_below_the_smallest_message_is_refused_naming_the_
     tmp_path: Path, field: str
 ) -> None:
     path = tmp_path / "tenants.yaml"
-    path.write_text(f'tenants:\n  "AAAA-1111":\n    {field}: 300\n', encoding="utf-8")
+    path.write_text(f'tenants:\n  "{TENANT_A}":\n    {field}: 300\n', encoding="utf-8")
 
     with pytest.raises(PolicyFileError) as refused:
         load_tenant_policies(path, max_output_tokens=1024)
 
     assert str(refused.value) == (
-        f"TENANT_POLICY_FILE: {path}: tenants.AAAA-1111.{field} (300) must be 0 (no limit) or "
+        f"TENANT_POLICY_FILE: {path}: tenants.{TENANT_A}.{field} (300) must be 0 (no limit) or "
         "more than MAX_OUTPUT_TOKENS (1,024): every message reserves MAX_OUTPUT_TOKENS tokens "
         "and its prompt, so no message could ever be answered"
     )
     # 0 is no limit; more than the smallest message is a limit.
     path.write_text(
-        f'tenants:\n  "AAAA-1111":\n    {field}: 0\n  "CCCC-3333":\n    {field}: 1025\n',
+        f'tenants:\n  "{TENANT_A}":\n    {field}: 0\n  "{TENANT_C}":\n    {field}: 1025\n',
         encoding="utf-8",
     )
     assert len(load_tenant_policies(path, max_output_tokens=1024).tenants) == 2
@@ -77,6 +80,8 @@ def test_the_app_does_not_start_with_a_limit_that_admits_no_message(tmp_path: Pa
     assert_configuration_error(code, output, "QUOTA_USER_TOKENS_PER_DAY (300)", "MAX_OUTPUT_TOKENS")
 
     policy = tmp_path / "tenants.yaml"
-    policy.write_text('tenants:\n  "AAAA-1111":\n    user_tokens_per_day: 300\n', encoding="utf-8")
+    policy.write_text(
+        f'tenants:\n  "{TENANT_A}":\n    user_tokens_per_day: 300\n', encoding="utf-8"
+    )
     code, output = run_app(tmp_path, TENANT_POLICY_FILE=str(policy))
-    assert_configuration_error(code, output, "tenants.AAAA-1111.user_tokens_per_day (300)")
+    assert_configuration_error(code, output, f"tenants.{TENANT_A}.user_tokens_per_day (300)")
