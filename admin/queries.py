@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from admin.pseudonyms import Pseudonyms
 from admin.texts import Text
 from storage.base import Store
+from storage.ids import person_ids
 from storage.models import (
     ConversationSummary,
     Message,
@@ -55,24 +56,15 @@ FLAG_CATEGORIES = [
 ]
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 SEVERITIES = {"safe", "low", "medium", "high"}
-_DIRECT_LINE_PREFIX = "dl_"
 # What a transcript does with a stored summary that cannot be read (the log says it "was ...").
 TRANSCRIPT_UNREADABLE = "left out of a transcript (its messages are shown)"
-
-
-def stored_ids_of(user_id: str) -> list[str]:
-    """Every id one person's data is stored under. Teams and the built-in web chat store the
-    Entra object id; through Azure's Direct Line the same person is `dl_<object id>` (the prefix
-    Direct Line reserves for ids the server binds into a token, see webchat/identity.py)."""
-    base = user_id.removeprefix(_DIRECT_LINE_PREFIX)
-    return [base, _DIRECT_LINE_PREFIX + base] if base else [user_id]
 
 
 def shown_user(pseudonyms: Pseudonyms, user_id: str) -> str:
     """What a viewer sees for a stored user id: the person's pseudonym, the same for both of
     their ids (so a reveal names their object id), or the id as stored when pseudonymization
     is off."""
-    return pseudonyms.display(stored_ids_of(user_id)[0] if pseudonyms.enabled else user_id)
+    return pseudonyms.display(person_ids(user_id)[0] if pseudonyms.enabled else user_id)
 
 
 class BadRequest(ValueError):
@@ -176,7 +168,7 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
         raise BadRequest("error_search_too_long", max=MAX_QUERY_CHARS)
     user = params.get("user", "").strip()
     query = SummaryQuery(
-        user_ids=stored_ids_of(pseudonyms.user_id(user)) if user else None,
+        user_ids=person_ids(pseudonyms.user_id(user)) if user else None,
         # Theirs, and the shared conversations they wrote in, as their deletion and export find.
         with_shared=bool(user),
         tenant_id=params.get("tenant", "").strip() or None,

@@ -60,7 +60,6 @@ from admin.queries import (
     list_conversations,
     message_view,
     parse_filters,
-    stored_ids_of,
     summary_view,
     text_value,
     transcript_summary,
@@ -81,6 +80,7 @@ from admin.texts import (
 )
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.erasures import RecentErasures
+from storage.ids import person_ids
 from storage.models import AuditQuery, AuditRecord, ConversationSummary, Message
 from storage.summaries import is_shared_owner
 
@@ -1165,7 +1165,7 @@ def _audited_as(context: AdminContext, user_id: str) -> str:
     data and should not bring the user id back (an admin can reveal it with the same key). It
     is the pseudonym of their first stored id, so the records of one person agree whichever of
     their ids was named."""
-    return context.pseudonyms.pseudonym(stored_ids_of(user_id)[0])
+    return context.pseudonyms.pseudonym(person_ids(user_id)[0])
 
 
 def _audit_targets(context: AdminContext, user_id: str) -> list[str]:
@@ -1175,15 +1175,18 @@ def _audit_targets(context: AdminContext, user_id: str) -> list[str]:
     PREVIOUS_KEYS): what was recorded before a key rotation is still about them."""
     return [
         pseudonym
-        for stored_id in stored_ids_of(user_id)
+        for stored_id in person_ids(user_id)
         for pseudonym in context.pseudonyms.every_pseudonym(stored_id)
     ]
 
 
 def _usage_scopes(context: AdminContext, user_id: str) -> list[str]:
-    """The quota scopes one person's usage is counted under, one per id they are stored under."""
+    """The quota scopes one person's usage is counted under (one for both of their ids, see
+    controls.quotas.user_scope; each id's own where the app's scope tells them apart)."""
     scope = context.quota_scope
-    return [] if scope is None else [scope(stored_id) for stored_id in stored_ids_of(user_id)]
+    if scope is None:
+        return []
+    return list(dict.fromkeys(scope(stored_id) for stored_id in person_ids(user_id)))
 
 
 def _audited_filters(context: AdminContext, filters: Filters) -> dict[str, str]:
@@ -1215,7 +1218,7 @@ async def _delete_user(request: web.Request, reference: str, confirm: str, reaso
         raise BadRequest("error_confirm_user")
     reason = _reason(reason, "error_reason_delete_user")
     user_id = _person_id(context, reference)
-    stored_ids = stored_ids_of(user_id)
+    stored_ids = person_ids(user_id)
 
     async def erase() -> dict[str, int]:
         if context.open_conversations is not None:
@@ -1431,7 +1434,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
         raise BadRequest("error_user_to_export")
     reason = _reason(reason, "error_reason_export_user")
     user_id = _person_id(context, reference)
-    stored_ids = stored_ids_of(user_id)
+    stored_ids = person_ids(user_id)
     target = _audited_as(context, user_id)
     await _audit(request, "export_user", target, {"outcome": "requested", "reason": reason})
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
@@ -1961,7 +1964,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     # each of their ids, including those that cannot be read, which the list leaves out; and
     # their messages in shared conversations (someone else's), which the deletion deletes too.
     total = unreadable = shared_messages = shared_conversations = 0
-    for stored_id in stored_ids_of(user_id):
+    for stored_id in person_ids(user_id):
         count = await context.store.count_user_conversations(stored_id)
         total += count.total
         unreadable += count.unreadable

@@ -82,7 +82,7 @@ from controls.clock import Clock, utc_now
 from controls.policy import TenantPolicies, normalize_tenant
 from controls.windows import Window, day_window, minute_number, minute_window
 from storage.base import CounterStore, StoreError, UpdateOutcomeUnknown
-from storage.ids import safe_id
+from storage.ids import person_ids, safe_id
 from storage.models import CounterResult, UsageChange, UsageResult, new_write_id
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,10 @@ class UsageReport:
 
 
 def user_scope(user_id: str) -> str:
-    return safe_id(f"user:{user_id or 'unknown'}")
+    """The counter of a person's limits: one for both ids they chat under (Teams and the built-in
+    web chat store the Entra object id, Azure's Direct Line `dl_<object id>`), so the chat they
+    pick never gives them a second day's allowance."""
+    return safe_id(f"user:{person_ids(user_id)[0] or 'unknown'}")
 
 
 def tenant_scope(tenant_id: str) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app import STORE
 from chat.texts import wait_text
 from controls.quotas import user_scope
 from controls.windows import day_window, minute_number, minute_window
@@ -141,6 +142,27 @@ async def test_requests_per_minute_limit_refuses_the_extra_message_until_the_nex
 
     clock.advance(minutes=1)
     assert "four" in (await chat.send("four"))["text"]
+
+
+async def test_one_person_has_one_allowance_in_teams_and_through_azures_direct_line(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    client = await controlled_app(QUOTA_USER_REQUESTS_PER_MINUTE=2)
+    # Teams (and the built-in web chat) name the person by their Entra object id; Azure's
+    # Direct Line by the id the app bound into its token, `dl_<object id>`.
+    teams = Chat(client, connector, user_id="0b1c-oid")
+    widget = Chat(client, connector, conversation_id="dl-1", user_id="dl_0b1c-oid")
+    assert "one" in (await teams.send("one"))["text"]
+    assert "two" in (await widget.send("two", channel_id="webchat"))["text"]
+
+    refused = await widget.send("three", channel_id="webchat")
+
+    assert "faster than allowed (2 per minute)" in refused["text"]
+    counts = await client.server.app[STORE].read_usage(
+        user_scope("0b1c-oid"), day_window(clock()).key
+    )
+    assert counts.requests_in(minute_number(minute_window(clock()))) == 2
+    assert user_scope("dl_0b1c-oid") == user_scope("0b1c-oid")
 
 
 async def test_empty_attachment_only_and_too_long_messages_do_not_use_up_the_request_rate(
