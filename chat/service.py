@@ -1298,7 +1298,9 @@ class ChatService:
         completion = Completion(
             text=stopped.shown_text,
             finish_reason="stopped",
-            prompt_tokens=finished.prompt_tokens if finished else 0,
+            # Stopped before the model's usage came: Azure bills the prompt and what it had
+            # generated, estimated as the window and what the user saw (the broken stream's way).
+            prompt_tokens=finished.prompt_tokens if finished else outcome.window_tokens,
             completion_tokens=finished.completion_tokens if finished else shown_tokens,
             deployment=finished.deployment if finished else "",
             latency_ms=int((time.monotonic() - started) * 1000),

@@ -108,6 +108,14 @@ async def test_only_the_users_stop_of_the_open_stream_ends_it_and_it_is_stored_a
     assert answer.status is MessageStatus.PARTIAL and answer.finish_reason == "stopped"
     assert answer.text == shown
     assert "Tip: remove the marker" not in answer.text
+    # Azure bills the prompt of a stopped stream too: stored as the window's estimate, with the
+    # tokens the user saw; the summary's totals count them.
+    question_stored, _ = await store.conversation_messages(conversation)
+    assert answer.usage is not None
+    assert answer.usage.prompt >= question_stored.tokens > 0
+    assert answer.usage.completion == answer.tokens > 0
+    summary = await store.find_summary(conversation)
+    assert summary is not None and summary.prompt_tokens == answer.usage.prompt
 
     # A Stop for the answer that already ended does nothing, and no event is stored.
     assert (await bot.post("/api/messages", json=stop_event(connector, stream_id))).status < 300
