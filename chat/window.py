@@ -114,10 +114,14 @@ def _answers_from_before(message: Message, since_reset: set[str]) -> bool:
 
 
 def _blocked_by_filter(message: Message) -> bool:
-    """An answer withheld on the content filter's verdict (not on a filter error)."""
-    if message.role is not Role.ASSISTANT or message.status is not MessageStatus.FILTERED:
+    """An answer withheld on the content filter's verdict (not on a filter error): stored as
+    filtered, or as the error record of a turn cut short after the verdict had blocked it (the
+    shutdown, the turn's deadline), which keeps that verdict."""
+    if message.role is not Role.ASSISTANT:
         return False
-    return message.finish_reason == "content_filter" or bool((message.filter or {}).get("filtered"))
+    if bool((message.filter or {}).get("filtered")):
+        return True
+    return message.status is MessageStatus.FILTERED and message.finish_reason == "content_filter"
 
 
 def _answers_changed(message: Message, changed: set[str]) -> bool:

@@ -164,6 +164,22 @@ def test_a_prompt_the_model_could_not_answer_stays_context_for_the_next_one() ->
     ]
 
 
+def test_the_prompt_of_a_blocked_answer_stays_out_when_the_turn_then_failed() -> None:
+    """The filter had blocked the answer when the turn was cut short (the shutdown, the turn's
+    deadline): the error record carries that verdict, and its prompt would be blocked again."""
+    history = _history(["Tell me a violent story", "", "something else"])
+    history[1] = history[1].model_copy(
+        update={
+            "status": MessageStatus.ERROR,
+            "error": "shutdown_interrupted",
+            "reply_to_id": "m0",
+            "filter": {"filtered": True, "results": [{"category": "violence", "filtered": True}]},
+        }
+    )
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=1000)
+    assert [m["content"] for m in window.messages[1:]] == ["something else"]
+
+
 def test_current_prompt_that_cannot_fit_is_refused() -> None:
     history = _history(["word " * 500])
     with pytest.raises(MessageTooLong):
