@@ -265,6 +265,9 @@ class Quotas:
         self._claim_within = upfront_claim_seconds
         self._pending: dict[_Key, _Pending] = {}
         self._held: dict[Hashable, list[_Upfront]] = {}
+        # Organizations this instance saw within a turn of their daily limit: tenant scope ->
+        # the day's key (`_note_tenant_use`); one entry per such organization, for a day.
+        self._tenants_near_limit: dict[str, str] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # set by close(): nothing is deferred any more
 
@@ -298,10 +301,15 @@ class Quotas:
         is a redelivery of one already handled) answers REDELIVERED, with no refusal recorded.
         A refusal is recorded once per user, limit and minute (see the module docstring)."""
         limits = self.limits_for(tenant_id)
-        if not limits.counts_user:
-            return None
         now = self._clock()
         minute, day = minute_window(now), day_window(now)
+        spent = await self._tenant_spent(tenant_id, limits, day, now)
+        if spent is not None:
+            if handled_already is not None and await handled_already():
+                return REDELIVERED
+            return spent
+        if not limits.counts_user:
+            return None
         scope = user_scope(user_id)
         upfront, smallest = self._upfront_tokens, self._smallest_turn
         if limits.user_tokens_per_day and upfront > limits.user_tokens_per_day:
@@ -362,6 +370,44 @@ class Quotas:
             user_id=user_id,
             record=record,
         )
+
+    async def _tenant_spent(
+        self, tenant_id: str, limits: QuotaLimits, day: Window, now: datetime
+    ) -> QuotaExceeded | None:
+        """The organization's daily limit, refused at the gate (before the message is stored or
+        uses one of the user's requests) once this instance has seen it within a turn of its
+        end: the stored count is read again then, so settlements that made room since count.
+        One read per message only near the end; nowhere else a store operation."""
+        tenant = tenant_scope(tenant_id) if limits.tenant_tokens_per_day else None
+        if tenant is None or self._tenants_near_limit.get(tenant) != day.key:
+            return None
+        try:
+            stored = await self._counters.read_counter(tenant, day.key)
+        except StoreError:
+            log.warning("the organization's usage could not be read; reserve_tokens checks it")
+            return None
+        used = max(0, stored + self._peek((True, tenant, day.key)))
+        self._note_tenant_use(tenant, day, used, limits.tenant_tokens_per_day)
+        if limits.tenant_tokens_per_day - used >= self._smallest_turn:
+            return None
+        kind = LimitKind.TENANT_TOKENS_PER_DAY
+        return await self._exceeded(
+            kind,
+            tenant,
+            limits.tenant_tokens_per_day,
+            used,
+            day,
+            now,
+            record=self._first_this_minute(tenant, "", kind, day),
+        )
+
+    def _note_tenant_use(self, tenant: str, day: Window, used: int, limit: int) -> None:
+        """Remembers an organization that has less than one turn's upfront reservation left
+        today, for the gate (`_tenant_spent`); forgets it once it has more."""
+        if limit - used < max(self._upfront_tokens, self._smallest_turn, 1):
+            self._tenants_near_limit[tenant] = day.key
+        else:
+            self._tenants_near_limit.pop(tenant, None)
 
     def _first_this_minute(self, scope: str, user_id: str, kind: LimitKind, window: Window) -> bool:
         """Whether a refusal of `kind` for the user (`user_id`; "" for the organization's
@@ -452,6 +498,7 @@ class Quotas:
                 theirs = await self._update_tenant(
                     tenant, window, amount, limits.tenant_tokens_per_day
                 )
+                self._note_tenant_use(tenant, window, theirs.value, limits.tenant_tokens_per_day)
                 if not theirs.allowed:
                     # Give the user's share back: nothing was spent.
                     if user is not None:

@@ -5,9 +5,9 @@ percentage only (a small share as "<1%", "1%未満", not "about 0%")."""
 
 from __future__ import annotations
 
-from controls.quotas import tenant_scope
-from controls.windows import day_window
-from tests.controls.support import Chat, ControlledApp, FakeClock
+from controls.quotas import tenant_scope, user_scope
+from controls.windows import day_window, minute_number, minute_window
+from tests.controls.support import Chat, ControlledApp, FakeClock, conversation
 from tests.support import RecordingConnector
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -77,6 +77,34 @@ async def test_a_tenant_limit_used_up_is_said_to_be_reached_and_usage_shows_it_b
     # Without a tenant limit, nothing about the organization.
     elsewhere = Chat(await controlled_app(), connector, conversation_id="o", **TENANT)
     assert "organization" not in (await elsewhere.send("/usage"))["text"]
+
+
+async def test_once_the_organizations_limit_is_used_up_messages_are_refused_before_being_stored(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    client = await controlled_app(
+        QUOTA_TENANT_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300, QUOTA_USER_REQUESTS_PER_MINUTE=3
+    )
+    chat = Chat(client, connector, **TENANT)
+    day = day_window(clock())
+    scope = tenant_scope("bbbb-2222") or ""
+    await chat.store.add_to_counter(scope, day.key, 1000, 0, day.ttl_seconds)
+    assert (await chat.send("Hello"))["text"].startswith("Your organization has reached")
+    stored = len(await chat.store.conversation_messages(conversation(chat)))
+
+    # This instance knows now: the next messages are refused at the gate. Not stored, and none
+    # of them uses up the user's three requests a minute (the notice stays the organization's).
+    for text in ("one", "two", "three", "four"):
+        refused = await chat.send(text)
+        assert refused["text"].startswith("Your organization has reached"), refused["text"]
+    assert len(await chat.store.conversation_messages(conversation(chat))) == stored
+    counts = await chat.store.read_usage(user_scope("user-1"), day.key)
+    assert counts.requests_in(minute_number(minute_window(clock()))) == 1
+
+    # Room again (another instance's settlement gave tokens back): the gate reads the counter
+    # again and lets the message through.
+    await chat.store.add_to_counter(scope, day.key, -900, 0, day.ttl_seconds)
+    assert "five" in (await chat.send("five"))["text"]
 
 
 async def test_usage_says_a_share_under_one_percent_of_the_organizations_limit_as_such(
