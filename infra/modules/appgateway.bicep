@@ -51,6 +51,47 @@ resource wafPolicy 'Microsoft.Network/ApplicationGatewayWebApplicationFirewallPo
       maxRequestBodySizeInKb: 128
       fileUploadLimitInMb: 4
     }
+    // What people type (SQL, shell commands, HTML pasted into a question) reaches the app in
+    // the JSON bodies of channel messages; OWASP's rules would refuse it with a 403 before the
+    // bot sees it. Those two routes are authenticated (Bot Framework JWT, Direct Line token) and
+    // their bodies are parsed as data, never run: an Allow rule ends the WAF's evaluation there.
+    customRules: [
+      {
+        name: 'ChatMessagesBodiesAreData'
+        priority: 10
+        ruleType: 'MatchRule'
+        action: 'Allow'
+        state: 'Enabled'
+        matchConditions: [
+          {
+            matchVariables: [
+              {
+                variableName: 'RequestMethod'
+              }
+            ]
+            operator: 'Equal'
+            negationConditon: false
+            matchValues: [
+              'POST'
+            ]
+            transforms: []
+          }
+          {
+            matchVariables: [
+              {
+                variableName: 'RequestUri'
+              }
+            ]
+            operator: 'Regex'
+            negationConditon: false
+            matchValues: [
+              '^/(api/messages|v3/directline/conversations/[A-Za-z0-9_-]+/activities)([?][^/]*)?$'
+            ]
+            transforms: []
+          }
+        ]
+      }
+    ]
     managedRules: {
       managedRuleSets: [
         {

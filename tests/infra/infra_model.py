@@ -1941,3 +1941,52 @@ def check_sign_in_behind_gateway(model: Mapping[str, Template]) -> list[str]:
             f"{{convention: 'NoProxy'}}, is {json.dumps(value, default=str)}"
         )
     return problems
+
+
+# Requests whose JSON bodies carry what people type: the gateway's WAF must let them reach the
+# app (a custom Allow rule ends its evaluation), and nothing else may skip the managed rules.
+CHAT_MESSAGE_PATHS = ("/api/messages", "/v3/directline/conversations/Ab3_x-9/activities")
+MANAGED_RULES_PATHS = (
+    "/admin/api/export",
+    "/api/messages/../admin/",
+    "/v3/directline/conversations/a/b/activities",
+    "/v3/directline/tokens/generate",
+    "/",
+)
+
+
+def check_gateway_waf_passes_chat_messages(model: Mapping[str, Template]) -> list[str]:
+    policies = resources_of(
+        model, "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies"
+    )
+    if len(policies) != 1:
+        return [f"expected one WAF policy, found {len(policies)}"]
+    template, policy = policies[0]
+    # Literal values, read as written (the evaluator would take `operator` for an expression).
+    rules = _get(policy.body, "properties/customRules") or []
+    allowing = [rule for rule in rules if rule.get("action") == "Allow"]
+    if len(allowing) != 1:
+        return [f"{template.file}: expected one Allow rule for chat messages, found {rules}"]
+    conditions = {
+        condition["matchVariables"][0]["variableName"]: condition
+        for condition in allowing[0].get("matchConditions") or []
+    }
+    problems: list[str] = []
+    method = conditions.pop("RequestMethod", None)
+    if method is None or method.get("operator") != "Equal" or method.get("matchValues") != ["POST"]:
+        problems.append(f"{template.file}: the Allow rule is not for POST only: {method}")
+    uri = conditions.pop("RequestUri", None)
+    if uri is None or uri.get("operator") != "Regex" or len(uri.get("matchValues") or []) != 1:
+        return [*problems, f"{template.file}: the Allow rule names no path pattern: {uri}"]
+    if conditions:
+        problems.append(f"{template.file}: the Allow rule has other conditions: {conditions}")
+    if any(c.get("negationConditon") for c in (method or {}, uri)):
+        problems.append(f"{template.file}: the Allow rule negates a condition")
+    pattern = re.compile(uri["matchValues"][0])
+    problems += [
+        f"chat messages to {p} meet the managed rules"
+        for p in CHAT_MESSAGE_PATHS
+        if not pattern.search(p)
+    ]
+    problems += [f"{p} skips the managed rules" for p in MANAGED_RULES_PATHS if pattern.search(p)]
+    return problems

@@ -123,6 +123,7 @@ def test_the_app_service_package_leaves_out_local_secrets_and_data_but_not_the_c
         im.check_outputs,
         im.check_web_app_hardening,
         im.check_cosmos_containers,
+        im.check_gateway_waf_passes_chat_messages,
     ],
 )
 def test_invariant_holds(model: dict[str, im.Template], check: MainCheck) -> None:
@@ -1163,6 +1164,22 @@ def test_operator_settings_check_catches_a_parameter_azd_does_not_fill(
 def test_gateway_ip_check_catches_a_missing_output(texts: dict[str, str]) -> None:
     broken = mutate(texts, "main.bicep", "output APP_GATEWAY_PUBLIC_IP", "output GATEWAY_IP")
     assert im.check_gateway_ip_output(broken)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("action: 'Allow'", "action: 'Log'", "expected one Allow rule"),
+        ("|v3/directline/conversations/[A-Za-z0-9_-]+/activities", "", "chat messages to /v3"),
+        ("[A-Za-z0-9_-]+/activities", ".+/activities", "/v3/directline/conversations/a/b"),
+        ("'POST'", "'GET'", "not for POST only"),
+        ("([?][^/]*)?$'", "'", "/api/messages/../admin/ skips"),
+    ],
+)
+def test_gateway_waf_check_catches(old: str, new: str, problem: str, texts: dict[str, str]) -> None:
+    broken = mutate(texts, "modules/appgateway.bicep", old, new)
+    problems = im.check_gateway_waf_passes_chat_messages(broken)
+    assert any(problem in p for p in problems), problems
 
 
 def test_web_app_check_catches_ftp_publishing(texts: dict[str, str]) -> None:
