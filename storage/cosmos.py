@@ -192,6 +192,9 @@ _APPLIED_DELTAS_KEPT = 10
 # A message create carries an id of its own call (`writeId`), which tells the stored item that
 # call wrote from one stored before it under the same message id (a redelivery's earlier turn).
 _WRITE_ID = "writeId"
+# Likewise a rating's patch carries the id of its call (`feedbackWriteId`): its resend's 412
+# finds it, so the feedback it replaced is the one before it, not itself.
+_FEEDBACK_WRITE_ID = "feedbackWriteId"
 # A usage or counter document keeps the ids of the last updates applied to it, newest first, in
 # `applied`: always this long (a new document starts with its own id and empty slots; each patch
 # inserts its id at the front and removes the last). Each patch's filter predicate refuses a
@@ -1375,13 +1378,20 @@ class CosmosStore:
         op = "set_feedback"
         container = self._container("messages")
         item_id = cosmos_id(message_id)
+        # The last patch sent, and the feedback it replaced: a 412 may be the SDK's resend of
+        # a patch that landed (its answer lost), found by its id in the item read again.
+        sent: tuple[str, Feedback | None] | None = None
         async with self._guard(op):
             for _ in range(_MAX_RACES):
                 current = await self._read_or_none(container, item_id, conversation_id, op)
                 if current is None:
                     return None
+                if sent is not None and current.get(_FEEDBACK_WRITE_ID) == sent[0]:
+                    landed = Message.model_validate(_clean(current))
+                    return FeedbackChange(message=landed, previous=sent[1])
                 previous = Message.model_validate(_clean(current)).feedback
                 given = feedback if isinstance(feedback, Feedback) else feedback(previous)
+                sent = (uuid.uuid4().hex, previous)
                 # A rating renews the message: its expiry counts from it, as from any other
                 # write.
                 try:
@@ -1390,6 +1400,7 @@ class CosmosStore:
                         conversation_id,
                         [
                             {"op": "set", "path": "/feedback", "value": given.to_doc()},
+                            {"op": "set", "path": f"/{_FEEDBACK_WRITE_ID}", "value": sent[0]},
                             *self._renewed("messages", current),
                         ],
                         etag=current["_etag"],

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from storage.cosmos import CosmosStore
-from storage.models import Role
+from storage.models import Feedback, Role
+from storage.ratings import Ratings
 from tests.cosmos_server import CosmosServer
 from tests.storage.edge import CosmosEdge, document_write
 from tests.storage.support import cosmos_config, delta, message
@@ -101,3 +102,25 @@ async def test_a_first_summary_delta_whose_create_answer_was_lost_counts_once(
     assert (summary.message_count, summary.prompt_tokens, summary.title) == (1, 10, "Hi")
     assert len(edge.lost) == 1
     assert _writes(edge, "POST", "conversations") == 2  # the SDK sent it again: a 409
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0], ids=["connection_cut", "answer_past_read_timeout"])
+async def test_a_dislike_whose_patch_answer_was_lost_replaces_what_was_there_before_it(
+    store: CosmosStore, edge: CosmosEdge, delay: float
+) -> None:
+    """The resend meets the dislike it wrote (412): what it replaced is the feedback before it,
+    not itself, so the conversation's negative feedback is counted and it is flagged."""
+    await store.apply_summary_delta(delta("conv-1", messages=2, title="hello"))
+    answer = message("conv-1", 2, role=Role.ASSISTANT)
+    await store.add_message(answer)
+    edge.lose_answer(document_write("PATCH", "messages"), delay=delay)
+
+    change = await Ratings(store, store).store(
+        "conv-1", answer, Feedback(reaction="dislike", user_id="user-1"), owner="user-1"
+    )
+
+    assert len(edge.lost) == 1
+    assert change is not None and change.previous is None
+    assert change.message.feedback is not None and change.message.feedback.reaction == "dislike"
+    summary = await _summary(store)
+    assert (summary.negative_feedback_count, summary.flagged) == (1, True)
