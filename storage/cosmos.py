@@ -2074,8 +2074,20 @@ class CosmosStore:
         op = "append_audit"
         doc = _with_id(record.to_doc(), record.id)
         doc["at"] = _stamp(record.at)
+        container = self._container("audit")
         async with self._guard(op):
-            await self._container("audit").create_item(doc, response_hook=self._hook(op))
+            try:
+                await container.create_item(doc, response_hook=self._hook(op))
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 409:
+                    raise
+                # Every record's id is new (a time and a random part): a conflict is the SDK's
+                # resend of this create after its answer was lost, unless the stored record
+                # says something else. A record that must precede its action is then there.
+                self._record(op, exc.headers)
+                stored = await self._read_or_none(container, doc["id"], doc["day"], op)
+                if stored is None or _clean(stored) != _clean(doc):
+                    raise
 
     async def list_audit(
         self, limit: int, continuation: str | None = None, query: AuditQuery | None = None

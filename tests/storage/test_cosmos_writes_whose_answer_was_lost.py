@@ -8,12 +8,14 @@ protocol server and loses its answer."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from storage.base import StoreError
 from storage.cosmos import CosmosStore
-from storage.models import Feedback, Role
+from storage.models import AuditRecord, Feedback, Role
 from storage.ratings import Ratings
 from tests.cosmos_server import CosmosServer
 from tests.storage.edge import CosmosEdge, document_write
@@ -124,3 +126,30 @@ async def test_a_dislike_whose_patch_answer_was_lost_replaces_what_was_there_bef
     assert change.message.feedback is not None and change.message.feedback.reaction == "dislike"
     summary = await _summary(store)
     assert (summary.negative_feedback_count, summary.flagged) == (1, True)
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0], ids=["connection_cut", "answer_past_read_timeout"])
+async def test_an_audit_record_whose_create_answer_was_lost_is_written_once(
+    store: CosmosStore, edge: CosmosEdge, delay: float
+) -> None:
+    """A deletion or an export is recorded before it is done: a record stored but reported as
+    failed would stop the action and leave a record of a request that never ran."""
+    now = datetime.now(UTC)
+    record = AuditRecord(
+        id=f"{now:%Y%m%dT%H%M%S%f}-a1",
+        day=f"{now:%Y-%m-%d}",
+        at=now,
+        actor="admin-1",
+        action="delete_user",
+        target="p-x",
+    )
+    edge.lose_answer(document_write("POST", "audit"), delay=delay)
+
+    await store.append_audit(record)
+
+    assert len(edge.lost) == 1
+    records, _ = await store.list_audit(10)
+    assert [r.id for r in records] == [record.id]
+    # Another record under the same id is still refused.
+    with pytest.raises(StoreError):
+        await store.append_audit(record.model_copy(update={"action": "export_user"}))
