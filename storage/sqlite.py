@@ -699,8 +699,8 @@ def _lower_shared_summary(
     if summary is None:
         return
     db.execute(
-        "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
-        (json.dumps(without_erased(summary, erased(gone)).to_doc()), conversation_id),
+        "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
+        (json.dumps(without_erased(summary, erased(gone)).to_doc()), time.time(), conversation_id),
     )
 
 
@@ -747,8 +747,9 @@ def _clear_feedback(
         if isinstance(feedback, dict) and feedback.get("reaction") == "dislike":
             dislikes[conversation_id] += 1
         db.execute(
-            "UPDATE messages SET doc = ?, rater = NULL WHERE conversation_id = ? AND id = ?",
-            (json.dumps(document), conversation_id, message_id),
+            "UPDATE messages SET doc = ?, rater = NULL, written_at = ?"
+            " WHERE conversation_id = ? AND id = ?",
+            (json.dumps(document), time.time(), conversation_id, message_id),
         )
         if cleared_from is not None:
             cleared_from.add((conversation_id, message_id))
@@ -760,9 +761,10 @@ def _clear_feedback(
         summary = readable_summary(row[0], conversation_id, UNLOWERED_UNREADABLE) if row else None
         if summary is not None:
             db.execute(
-                "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
+                "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
                 (
                     json.dumps(without_erased(summary, Erased(dislikes=count)).to_doc()),
+                    time.time(),
                     conversation_id,
                 ),
             )
@@ -809,8 +811,8 @@ def _delete_late_in(
     lowered = None if summary is None else summary_after(summary, [every[m] for m in late], every)
     if lowered is not None:
         db.execute(
-            "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
-            (json.dumps(lowered.to_doc()), conversation_id),
+            "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
+            (json.dumps(lowered.to_doc()), time.time(), conversation_id),
         )
     return len(late), None
 
@@ -1287,8 +1289,8 @@ class SqliteStore:
             after = summary and retitled(summary, stored, revision)
             if after:
                 db.execute(
-                    "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
-                    (json.dumps(after.to_doc()), conversation_id),
+                    "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
+                    (json.dumps(after.to_doc()), time.time(), conversation_id),
                 )
             return outcome_of(revision)
 
@@ -1917,8 +1919,9 @@ class SqliteStore:
                 ):
                     untitled = summary.model_copy(update={"title": ""})
                     db.execute(
-                        "UPDATE conversations SET doc = ? WHERE conversation_id = ?",
-                        (json.dumps(untitled.to_doc()), conversation_id),
+                        "UPDATE conversations SET doc = ?, written_at = ?"
+                        " WHERE conversation_id = ?",
+                        (json.dumps(untitled.to_doc()), time.time(), conversation_id),
                     )
             messages = db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,)).rowcount
             for conversation_id in conversation_ids:

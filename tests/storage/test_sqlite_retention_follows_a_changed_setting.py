@@ -187,6 +187,28 @@ async def test_a_rating_or_an_edit_renews_a_message_under_the_setting_of_the_day
         assert [m.id for m in await store.conversation_messages("conv")] == [rated.id, edited.id]
 
 
+async def test_an_erasure_that_takes_a_rating_off_renews_the_message_and_its_summary(
+    clock: StoreClock, started: Started
+) -> None:
+    """As on Cosmos DB, where taking bob's rating off alice's answer in a group chat is a write
+    of the message and of the group's summary (their `_ts`): both expire from it."""
+    answer = message("group", 2, role=Role.ASSISTANT, user_id="alice")
+    async with started(30) as store:
+        await store.apply_summary_delta(delta("group", user_id="shared:group", messages=1))
+        await store.add_message(answer)
+        await store.set_feedback("group", answer.id, Feedback(reaction="dislike", user_id="bob"))
+
+    clock.days = 29
+    async with started(30) as store:
+        await store.delete_user("bob")
+    clock.days = 40
+    async with started(30) as store:
+        assert await store.purge_expired() == 0
+        [kept] = await store.conversation_messages("group")
+        assert kept.id == answer.id and kept.feedback is None
+        assert await store.find_summary("group") is not None
+
+
 # Messages and summaries as a release before this one stored them: with RETENTION_DAYS on, an
 # expiry fixed at the write (`expires_at`) and the document's `ttl`; with it at 0, neither.
 _EARLIER_RELEASE_TABLES = """
