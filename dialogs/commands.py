@@ -53,6 +53,8 @@ _NAMES: dict[str, Command] = {
 _COMMAND = re.compile(r"^/(?P<name>[^\s/]{1,30})(?:\s+(?P<args>.*))?$", re.DOTALL)
 # What ends a sentence (after NFKC: ． ！ ？ are . ! ?), dropped from the end of a command's name.
 _SENTENCE_END = "。.!?"
+# What may end a command's name with its text right after it, in either width.
+_NAME_END = re.compile("[:：,，;；、]")
 # A name that is not ASCII is taken for a command (a mistyped one) only when it could be one: a
 # short word in Japanese or ASCII letters and digits with no hiragana, as the Japanese names are
 # katakana and kanji, e.g. "/ヘプル"; "/😀", "/→次へ", "/はい" or a request written after a
@@ -76,7 +78,16 @@ def parse_command(text: str) -> ParsedCommand | None:
     head = re.match(r"(\S+)\s*(.*)", stripped, re.DOTALL)
     if head is None:
         return None
-    first = unicodedata.normalize("NFKC", head[1]).lower()
+    token = head[1]
+    name_end = _NAME_END.search(token)
+    if name_end is not None:
+        # `/フィードバック：回答が古いです`, `/feedback, outdated`: a name, then a colon or a comma
+        # with no space, as people type it: what follows is the command's text, as written.
+        known = unicodedata.normalize("NFKC", token[1 : name_end.start()]).lower()
+        if known in _NAMES:
+            text_after = f"{token[name_end.end() :]} {head[2]}".strip()
+            return ParsedCommand(_NAMES[known], f"/{known}", text_after)
+    first = unicodedata.normalize("NFKC", token).lower()
     match = _COMMAND.match(f"{first} {head[2]}".strip())
     if match is None:
         return None

@@ -28,7 +28,7 @@ from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
 from controls.quotas import REDELIVERED, Quotas, tenant_scope
-from dialogs.commands import Commands, parse_command
+from dialogs.commands import Command, Commands, parse_command
 from dialogs.consent import (
     CONSENT_DIALOG,
     ConsentDialog,
@@ -129,7 +129,11 @@ class ConversationGate:
                 reply = await self._commands.run(parsed, turn)
                 if reply is not None:
                     await _say(context, reply)
-                return None
+                if parsed.command is not Command.NEW or not parsed.args:
+                    return None
+                # `/new What is our travel policy?`: the question is the new context's first,
+                # asked like any message (consent, limits); a redelivery of it is found stored.
+                turn = dataclasses.replace(turn, text=parsed.args)
             if self._policy is not None:
                 consented = await self._consent(context, turn)
                 if consented is None:

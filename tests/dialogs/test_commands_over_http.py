@@ -43,6 +43,35 @@ async def test_new_starts_a_fresh_context_and_keeps_earlier_messages(
     assert after_reset == first
 
 
+async def test_new_with_a_question_after_it_asks_it_as_the_new_contexts_first(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    chat = Chat(await controlled_app(), connector, locale="ja-JP")
+    await chat.send("こんにちは")
+
+    started, answer = await chat.send_expecting("/新規 出張規程について教えてください", 2)
+
+    assert started["text"].startswith("新しい会話を始めました")
+    assert "出張規程について教えてください" in answer["text"]
+    assert "過去 0 件のメッセージ" in answer["text"]  # the new context's first
+    stored = await chat.store.conversation_messages(conversation(chat))
+    assert [(m.role, m.text) for m in stored[2:4]] == [
+        (Role.CONTEXT_RESET, ""),
+        (Role.USER, "出張規程について教えてください"),
+    ]
+    # Counted like any question (one request this minute besides the first message).
+    counts = await chat.store.read_usage(user_scope("user-1"), day_window(clock()).key)
+    assert counts.requests == 2
+
+    # Sent again by the channel: neither the new context nor the question is repeated.
+    before = len(stored)
+    again = await chat.replies_to(
+        "/新規 出張規程について教えてください", activity_id=stored[3].activity_id
+    )
+    assert again == []
+    assert len(await chat.store.conversation_messages(conversation(chat))) == before
+
+
 async def test_new_redelivered_after_a_restart_gets_no_second_reply(
     controlled_app: ControlledApp, connector: RecordingConnector
 ) -> None:

@@ -111,6 +111,18 @@ def test_ambiguous_replies_are_no_answer(text: str) -> None:
         ("\u200b/usage", Command.USAGE, "/usage", ""),
         ("\ufeff／ヘルプ", Command.HELP, "/ヘルプ", ""),
         ("/フィードバック。 とても良い！", Command.FEEDBACK, "/フィードバック", "とても良い！"),
+        # A colon or a comma right after the name, in either width: the text after it is the
+        # command's, as written (a Japanese comment has no space to end its first word).
+        (
+            "/フィードバック：回答が古く、規程の改定が反映されていませんでした",
+            Command.FEEDBACK,
+            "/フィードバック",
+            "回答が古く、規程の改定が反映されていませんでした",
+        ),
+        ("/フィードバック、とても良い", Command.FEEDBACK, "/フィードバック", "とても良い"),
+        ("/feedback: Outdated answer", Command.FEEDBACK, "/feedback", "Outdated answer"),
+        ("／ＦＥＥＤＢＡＣＫ，Too long", Command.FEEDBACK, "/feedback", "Too long"),
+        ("/help;", Command.HELP, "/help", ""),
         # An unknown word right after the slash is an unknown command; in Japanese, a short one
         # in katakana or kanji, as the Japanese names are (a mistyped name).
         ("/ヘプル", None, "/ヘプル", ""),
@@ -142,6 +154,8 @@ def test_commands_are_found_past_a_sentence_end_and_invisible_characters(
         "/はい",
         "/ほげ",
         "/フィードバックヲオクル",
+        "/usr/bin/env: python3",
+        "/ばか：だめ",
     ],
 )
 def test_what_is_no_command_word_is_not_a_command(text: str) -> None:
