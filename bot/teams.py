@@ -163,11 +163,21 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
                 lines = [line.replace(mention, inner.group(1)) for line in lines]
     text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(" \t\u00a0") for line in lines))
     text = text.rstrip()
-    if mentioned and text[:1] in _ADDRESS_SEPARATORS:
+    if mentioned and _addressed_with(text):
         # "<at>Bot</at>, I accept": the comma addressed the bot, which is gone; the answer is
         # what follows. (Only the bot's mention leaves a separator first: others keep a name.)
         text = text[1:].lstrip(" \t\u00a0")
     return text, mentioned
+
+
+def _addressed_with(text: str) -> bool:
+    """Whether `text` starts with the separator that addressed a mention: a Japanese 、 or a
+    full-width one whatever follows, an ASCII comma or colon only before a blank or the end
+    (`::1 is localhost?` and `:) thanks` are the user's own text)."""
+    first, after = text[:1], text[1:2]
+    if first not in _ADDRESS_SEPARATORS:
+        return False
+    return not first.isascii() or not after or after.isspace()
 
 
 def install_key(activity: Activity, raw: dict[str, Any]) -> str:

@@ -189,6 +189,11 @@ async def test_message_that_is_only_a_mention_gets_an_unlabelled_notice(
         ("ask <at>bot</at>: why", [mention("Bot")], "ask: why", True),
         ("<at>Bot</at>, I accept", [mention("Bot")], "I accept", True),
         ("<at>Bot</at>、同意する", [mention("Bot")], "同意する", True),
+        ("<at>Bot</at>：同意します", [mention("Bot")], "同意します", True),
+        # A colon or a comma that starts the user's own text stays.
+        ("<at>Bot</at> ::1 is localhost?", [mention("Bot")], "::1 is localhost?", True),
+        ("<at>Bot</at> :) thanks", [mention("Bot")], ":) thanks", True),
+        ("<at>Bot</at> ,,, what is this?", [mention("Bot")], ",,, what is this?", True),
         # Teams often wraps group chat and channel text in CRLF.
         ("\r\n<at>Bot</at> who made you?\r\n", [mention("Bot")], "who made you?", True),
         ("\r\n<at>Bot</at>, I accept\r\n", [mention("Bot")], "I accept", True),
