@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
@@ -24,6 +26,78 @@ log = logging.getLogger(__name__)
 # only flash), then one every two seconds while the user waits.
 TYPING_DELAY_SECONDS = 0.5
 TYPING_PERIOD_SECONDS = 2.0
+# Teams refuses a bot message over its size limit (413 MessageSizeTooBig), counted in UTF-16:
+# documented as 40 KB, lately as 100 KB with 80 KB advised. Text over this many UTF-16 code units
+# (36 KB, the rest of the 40 for the activity around it) goes out in several messages. Read when
+# each channel is made, so a test can lower it.
+TEAMS_MAX_TEXT_UNITS = 18_000
+# Room a part keeps for closing a code block it cuts, and the longest line that opens it again.
+_FENCE_ROOM = 100
+_REOPENED_FENCE_CHARS = 60
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def split_text(text: str, max_units: int) -> list[str]:
+    """`text` in parts of at most `max_units` UTF-16 code units (one part when it fits), each
+    cut after a blank line, a line or a word if one is in its second half, else where the size
+    ends. A
+    code block cut in two is closed at the end of its first part and opened again, with its
+    language, at the start of the next, so both parts render it as code."""
+    parts: list[str] = []
+    rest = text
+    while utf16_units(rest) > max_units:
+        head = _head(rest, max(1, max_units - _FENCE_ROOM))
+        tail = rest[len(head) :]
+        fence = _open_fence(head)
+        if fence:
+            marker = _FENCE.match(fence)[1]  # type: ignore[index]
+            parts.append(f"{head.rstrip()}\n{marker}")
+            rest = f"{fence[:_REOPENED_FENCE_CHARS]}\n{tail.lstrip(chr(10))}"
+        else:
+            parts.append(head.rstrip())
+            rest = tail.lstrip("\n")
+    parts.append(rest)
+    return parts
+
+
+def _head(text: str, budget: int) -> str:
+    """The longest start of `text` within `budget` UTF-16 code units, ending after a blank line
+    or a line break when one is in its second half."""
+    head = text[:budget]
+    while (excess := utf16_units(head) - budget) > 0:
+        # A character outside the BMP is two units: drop half the excess in characters at once.
+        head = head[: len(head) - max(1, (excess + 1) // 2)]
+    if not head:
+        return text[:1]  # a budget too small for one character: it goes alone
+    for boundary in ("\n\n", "\n", " "):
+        at = head.rfind(boundary)
+        if at >= len(head) // 2:
+            return head[: at + len(boundary)]
+    return head
+
+
+def _open_fence(text: str) -> str:
+    """The line that opened a code block still open at the end of `text` ("" when none): a
+    block closes at a line of at least as many of the same fence characters and nothing else."""
+    opened = ""
+    for line in text.split("\n"):
+        found = _FENCE.match(line)
+        if found is None:
+            continue
+        marker, info = found[1], found[2]
+        if not opened:
+            opened = line.strip()
+        elif marker[0] == opened[0] and len(marker) >= _fence_length(opened) and not info.strip():
+            opened = ""
+    return opened
+
+
+def _fence_length(line: str) -> int:
+    return len(line) - len(line.lstrip(line[0]))
 
 
 class MessageReplyChannel:
@@ -35,10 +109,14 @@ class MessageReplyChannel:
         context: TurnContext,
         typing_delay: float = TYPING_DELAY_SECONDS,
         typing_period: float = TYPING_PERIOD_SECONDS,
+        max_text_units: int | None = None,
     ) -> None:
+        """`max_text_units`: the longest text one message may carry (UTF-16 code units, as
+        Teams counts); a longer reply goes out in several (None: no limit)."""
         self._context = context
         self._typing_delay = typing_delay
         self._typing_period = typing_period
+        self._max_text_units = max_text_units
         self._typing: asyncio.Task[None] | None = None
 
     @property
@@ -64,11 +142,13 @@ class MessageReplyChannel:
 
     async def final(self, reply: Reply) -> str | None:
         await self.close()
-        activity = reply_activity(reply)
+        first, *rest = in_parts(reply, self._max_text_units)
+        activity = reply_activity(first)
         try:
             response = await self._context.send_activity(activity)
         except ConnectorError as exc:
             raise delivery_error(exc) from exc
+        await send_rest(self._context, rest)
         return response.id if response is not None and response.id else None
 
     async def close(self) -> None:
@@ -119,6 +199,30 @@ def delivery_error(exc: ConnectorError) -> DeliveryFailed:
     if isinstance(exc, OutboundTokenRefused):
         return DeliveryImpossible(str(exc))
     return DeliveryFailed(str(exc))
+
+
+def in_parts(reply: Reply, max_units: int | None) -> list[Reply]:
+    """The reply as the messages it goes out in: itself when it fits (or there is no limit)."""
+    if max_units is None or utf16_units(reply.text) <= max_units:
+        return [reply]
+    return [dataclasses.replace(reply, text=part) for part in split_text(reply.text, max_units)]
+
+
+async def send_rest(context: TurnContext, rest: list[Reply]) -> None:
+    """The parts of a long reply after its first, each a message of its own, with the AI label
+    but no feedback buttons: the first part stands for the answer (its rating, its stored
+    activity id). A part refused is logged and the rest given up: the user has the start."""
+    for index, part in enumerate(rest, start=2):
+        activity = reply_activity(part)
+        activity.channel_data = None
+        try:
+            await context.send_activity(activity)
+        except ConnectorError as exc:
+            log.warning(
+                "a part of a long reply was refused; the rest is not sent",
+                extra={"part": index, "parts": len(rest) + 1, "status": exc.status},
+            )
+            return
 
 
 def reply_activity(reply: Reply) -> Activity:

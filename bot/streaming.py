@@ -31,9 +31,16 @@ from typing import NoReturn
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
 
+from bot import replies
 from bot.connector import ConnectorError, OutboundTokenRefused
 from bot.entities import AIGeneratedLabel, StreamInfo
-from bot.replies import MessageReplyChannel, delivery_error, reply_activity
+from bot.replies import (
+    MessageReplyChannel,
+    delivery_error,
+    in_parts,
+    reply_activity,
+    send_rest,
+)
 from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
 from chat.service import (
@@ -106,9 +113,13 @@ def reply_channel_for(
     user's Stop."""
     activity = context.activity
     if is_teams(activity):
+        # Read now, so a test can lower them (as the stream's time limit).
+        limit = replies.TEAMS_MAX_TEXT_UNITS
         if is_teams_personal(activity):
-            return StreamingReplyChannel(context, time_limit=TEAMS_STREAM_TIME_LIMIT_SECONDS)
-        return MessageReplyChannel(context)
+            return StreamingReplyChannel(
+                context, time_limit=TEAMS_STREAM_TIME_LIMIT_SECONDS, max_text_units=limit
+            )
+        return MessageReplyChannel(context, max_text_units=limit)
     if activity.channel_id in STREAMING_CHANNELS:
         # Direct Line and Web Chat set no time limit on a stream: the model's deadline bounds it.
         return StreamingReplyChannel(context, stoppable=stoppable)
@@ -122,11 +133,15 @@ class StreamingReplyChannel:
         min_interval: float = MIN_UPDATE_INTERVAL_SECONDS,
         time_limit: float | None = None,
         stoppable: Stoppable | None = None,
+        max_text_units: int | None = None,
     ) -> None:
         """`time_limit`: seconds a stream may stay open, counted from the informative update that
         opened it (None: no limit). `stoppable`: where the open stream is listed for the chat
-        page's Stop (Web Chat channels only)."""
+        page's Stop (Web Chat channels only). `max_text_units`: the longest text one message may
+        carry (UTF-16 code units): the stream shows no more, and the final message's text goes
+        out in several (None: no limit)."""
         self._context = context
+        self._max_text_units = max_text_units
         self._min_interval = min_interval
         self._time_limit = time_limit
         self._opened_at: float | None = None
@@ -140,7 +155,7 @@ class StreamingReplyChannel:
         self._stop_requested = False
         # When the channel will not open a stream, the user waits for one plain message: a
         # typing indicator shows meanwhile, as on channels that do not stream.
-        self._without_stream = MessageReplyChannel(context)
+        self._without_stream = MessageReplyChannel(context, max_text_units=max_text_units)
 
     @property
     def streams(self) -> bool:
@@ -189,6 +204,10 @@ class StreamingReplyChannel:
             await self._end_stopped()
         if time.monotonic() - self._last_sent < self._min_interval:
             return  # buffered: a later update (or the final message) carries this text
+        first = in_parts(Reply(text_so_far), self._max_text_units)[0].text
+        if first == self._shown:
+            return  # past what one message may carry: the final message brings the rest
+        text_so_far = first
         self._sequence += 1
         activity = Activity(
             type=ActivityTypes.typing,
@@ -215,6 +234,7 @@ class StreamingReplyChannel:
             # still goes out: it replaces text that must not stay on screen (a filtered answer).
             await self._end_stopped()
         self._unlist()
+        reply, *rest = in_parts(reply, self._max_text_units)
         activity = reply_activity(reply)
         if self._stream_id is not None:
             activity.entities = [
@@ -231,6 +251,7 @@ class StreamingReplyChannel:
         except DeliveryUnknown as unknown:
             unknown.activity_id = self._stream_id  # the final message is the stream's
             raise
+        await send_rest(self._context, rest)
         # Without a stream the plain message's own id is what a rating of it refers to.
         return self._stream_id or sent_id or None
 

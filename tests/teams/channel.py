@@ -57,6 +57,9 @@ class TeamsChannel:
     stop_on_final: bool = False
     refuse_stream_start: bool = False
     stream_time_limit: float | None = None  # seconds a stream may last (Teams: 2 minutes)
+    # The largest request body Teams takes, in UTF-16 code units as it counts them (its 40 KB
+    # scaled down for a test); a larger one gets 413 MessageSizeTooBig, and is a violation.
+    max_body_units: int | None = None
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +87,11 @@ class TeamsChannel:
         return response
 
     def _answer(self, body: dict[str, Any]) -> web.Response:
+        size = len(json.dumps(body, ensure_ascii=False).encode("utf-16-le")) // 2
+        if self.max_body_units is not None and size > self.max_body_units:
+            self.violations.append(f"a request of {size} UTF-16 units")
+            error = {"code": "MessageSizeTooBig", "message": "The message is too large."}
+            return web.json_response({"error": error}, status=413)
         info = streaminfo(body)
         if info is None:
             if body.get("type") == "typing":
