@@ -34,7 +34,7 @@ from chat.prompts import PromptBuilder
 from chat.router import AllDeploymentsBusy
 from chat.speakers import fallback_label, speaker_line, speaker_name
 from chat.telemetry import ChatTelemetry, correlation_id, new_reference
-from chat.texts import all_texts, localize, wait_text
+from chat.texts import all_texts, language_of, localize, wait_text
 from chat.tokens import TokenCounter
 from chat.window import MessageTooLong, build_window
 from chat.written import as_written, cut
@@ -830,7 +830,12 @@ class ChatService:
         except PromptFiltered as exc:
             verdict = parse_prompt_error(exc.body)
             self._log_filter_events(verdict, exc.deployment, user_message.conversation_id)
-            await self._prompt_filtered(turn, user_message, verdict, channel, delta, outcome)
+            # Azure judges the whole prompt: what blocked it may be in the earlier messages
+            # sent with it, which every later message would carry too.
+            with_earlier = len(window.messages) > 2
+            await self._prompt_filtered(
+                turn, user_message, verdict, channel, delta, outcome, with_earlier=with_earlier
+            )
             return
         except ModelError as exc:
             if exc.kind == "deadline" and (outcome.streamed_text or watch.filtered):
@@ -1108,13 +1113,20 @@ class ChatService:
         channel: ReplyChannel,
         delta: SummaryDelta,
         outcome: TurnOutcome,
+        *,
+        with_earlier: bool = False,
     ) -> None:
-        """Azure refused the prompt: say why, mark the prompt, store no answer."""
+        """Azure refused the prompt: say why, mark the prompt, store no answer. `with_earlier`:
+        earlier messages went with it, so the notice says how to leave them behind (`/new`)."""
         outcome.status = "prompt_filtered"
         delta.filtered += 1
         delta.flag_reasons += verdict.review_reasons(self._filters.review_severity)
         reasons = _reasons_text(verdict.filtered_categories("prompt"), turn.locale)
-        await _notify(channel, localize("filtered_prompt", turn.locale, reasons=reasons), outcome)
+        notice = localize("filtered_prompt", turn.locale, reasons=reasons)
+        if with_earlier:
+            space = "" if language_of(turn.locale) == "ja" else " "
+            notice += space + localize("filtered_prompt_with_earlier", turn.locale)
+        await _notify(channel, notice, outcome)
         filtered = user_message.model_copy(
             update={"status": MessageStatus.FILTERED, "filter": verdict.to_json()}
         )

@@ -81,6 +81,32 @@ async def test_filtered_prompt_gets_localized_notice_and_is_stored_filtered_and_
     assert summary.flagged and summary.filtered_count == 1
 
 
+@pytest.mark.parametrize(
+    ("locale", "advice"),
+    [
+        ("en-US", "send /new to start a fresh one"),
+        (
+            "ja-JP",
+            "お試しください。ブロックされているのが以前の会話の内容である場合は、/新規 を送って",
+        ),
+    ],
+)
+async def test_a_filtered_prompt_sent_with_earlier_messages_points_to_new(
+    bot: TestClient[Any, Any], connector: RecordingConnector, locale: str, advice: str
+) -> None:
+    """Azure judges the whole prompt, earlier messages included: if they are what it blocks,
+    every later message is blocked too, until a fresh context leaves them behind."""
+    first, _ = await turn(bot, connector, "[cf:violence] first words", locale=locale)
+    assert "/new" not in first["text"] and "/新規" not in first["text"]  # nothing went with it
+    connector.calls.clear()
+    await turn(bot, connector, "a harmless question", locale=locale)
+    connector.calls.clear()
+
+    later, _ = await turn(bot, connector, "[cf:violence] more words", locale=locale)
+
+    assert advice in later["text"]
+
+
 async def test_filtered_prompt_verdict_names_category_and_severity(
     bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
