@@ -830,8 +830,8 @@ class ChatService:
         except PromptFiltered as exc:
             verdict = parse_prompt_error(exc.body)
             self._log_filter_events(verdict, exc.deployment, user_message.conversation_id)
-            # Azure judges the whole prompt: what blocked it may be in the earlier messages
-            # sent with it, which every later message would carry too.
+            # The filter reads the prompt as sent: what it blocked may be in the earlier
+            # messages that went with it, which every later message would carry too.
             with_earlier = len(window.messages) > 2
             await self._prompt_filtered(
                 turn, user_message, verdict, channel, delta, outcome, with_earlier=with_earlier

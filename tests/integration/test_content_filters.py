@@ -94,8 +94,8 @@ async def test_filtered_prompt_gets_localized_notice_and_is_stored_filtered_and_
 async def test_a_filtered_prompt_sent_with_earlier_messages_points_to_new(
     bot: TestClient[Any, Any], connector: RecordingConnector, locale: str, advice: str
 ) -> None:
-    """Azure judges the whole prompt, earlier messages included: if they are what it blocks,
-    every later message is blocked too, until a fresh context leaves them behind."""
+    """The filter reads the prompt as sent, earlier messages included: if they are what it
+    blocks, every later message is blocked too, until a fresh context leaves them behind."""
     first, _ = await turn(bot, connector, "[cf:violence] first words", locale=locale)
     assert "/new" not in first["text"] and "/新規" not in first["text"]  # nothing went with it
     connector.calls.clear()
