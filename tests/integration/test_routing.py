@@ -4,6 +4,7 @@ retry-after respected, the circuit breaker opening and closing, every deployment
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -144,10 +145,19 @@ async def test_primary_429_spills_over_and_its_retry_after_is_respected(
 
 
 async def test_breaker_opens_after_repeated_failures_then_closes_after_a_good_trial(
-    routed_bot: TestClient[Any, Any],
+    make_app: Any,
+    deployments_file: Path,
     connector: RecordingConnector,
     two_simulators: tuple[str, str],
 ) -> None:
+    # Open long enough for the turn "while open" on a loaded machine (the store's writes come
+    # first); the test then waits for the breaker's own time to pass, not a guess of it.
+    routed_bot: TestClient[Any, Any] = await make_app(
+        DEPLOYMENTS_FILE=deployments_file,
+        AZURE_OPENAI_ENDPOINT="",
+        ROUTER_BREAKER_FAILURES=2,
+        ROUTER_BREAKER_OPEN_SECONDS=5,
+    )
     primary, _ = two_simulators
     await control(primary, "POST", "/_sim/faults", {"mode": "500"})
 
@@ -163,7 +173,7 @@ async def test_breaker_opens_after_repeated_failures_then_closes_after_a_good_tr
     assert await calls_to(primary) == primary_calls, "an open breaker sends nothing"
 
     await control(primary, "DELETE", "/_sim/faults")
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(max(0.0, health.breaker_open_until - time.monotonic()) + 0.05)
     _, answer = await ask(routed_bot, connector, "after the outage")
     assert answer.deployment == "ptu", "the half-open trial succeeded"
     assert health.breaker_open_until == 0

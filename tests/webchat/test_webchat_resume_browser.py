@@ -184,8 +184,17 @@ async def expire_the_kept_token(page: Any, signer: TokenSigner) -> None:
     assert saved is not None
     grant = Grant(saved["conversationId"], "dl_local-developer", "Local developer")
     expired, _ = TokenSigner(signer_key(signer), lifetime=-60).issue(grant)
+    # The page saves its live token when it is hidden or left (a newer one than it kept, if
+    # Direct Line gave one): after a long while away that one has expired too. Here the page is
+    # still live, so its last save is the forged one: the page's own saves are stopped first
+    # (listeners that capture at the target run before the page's).
     await page.evaluate(
-        "([key, value]) => sessionStorage.setItem(key, value)",
+        """([key, value]) => {
+            const stop = (event) => event.stopImmediatePropagation();
+            window.addEventListener('pagehide', stop, true);
+            document.addEventListener('visibilitychange', stop, true);
+            sessionStorage.setItem(key, value);
+        }""",
         [SAVED, json.dumps({**saved, "token": expired})],
     )
 
