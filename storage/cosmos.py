@@ -1287,17 +1287,27 @@ class CosmosStore:
         doc = self._message_doc(message)
         doc[_WRITE_ID] = uuid.uuid4().hex
         async with self._guard(op):
-            try:
-                await container.create_item(doc, response_hook=self._hook(op))
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 409:
-                    raise
-                self._record(op, exc.headers)
-                stored = await self._read_or_none(container, doc["id"], message.conversation_id, op)
-                if stored is None:
-                    return False  # deleted since (an erasure): nothing of it to answer
-                return bool(stored.get(_WRITE_ID) == doc[_WRITE_ID])
-        return True
+            created, stored = await self._create(container, doc, message.conversation_id, op)
+        if created:
+            return True
+        if stored is None:
+            return False  # deleted since (an erasure): nothing of it to answer
+        return bool(stored.get(_WRITE_ID) == doc[_WRITE_ID])
+
+    async def _create(
+        self, container: ContainerProxy, doc: dict[str, Any], partition_key: str, op: str
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Creates `doc`: (True, None). On a conflict, (False, the item stored under its id; None
+        when it is gone since): the SDK's resend of a create whose answer was lost meets the
+        item that create wrote, which only the caller can tell from another one."""
+        try:
+            await container.create_item(doc, response_hook=self._hook(op))
+        except CosmosHttpResponseError as exc:
+            if _status(exc) != 409:
+                raise
+            self._record(op, exc.headers)
+            return False, await self._read_or_none(container, doc["id"], partition_key, op)
+        return True, None
 
     async def replace_message(self, message: Message) -> None:
         op = "replace_message"
@@ -2074,20 +2084,13 @@ class CosmosStore:
         op = "append_audit"
         doc = _with_id(record.to_doc(), record.id)
         doc["at"] = _stamp(record.at)
-        container = self._container("audit")
         async with self._guard(op):
-            try:
-                await container.create_item(doc, response_hook=self._hook(op))
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 409:
-                    raise
-                # Every record's id is new (a time and a random part): a conflict is the SDK's
-                # resend of this create after its answer was lost, unless the stored record
-                # says something else. A record that must precede its action is then there.
-                self._record(op, exc.headers)
-                stored = await self._read_or_none(container, doc["id"], doc["day"], op)
-                if stored is None or _clean(stored) != _clean(doc):
-                    raise
+            created, stored = await self._create(self._container("audit"), doc, doc["day"], op)
+        # Every record's id is new (a time and a random part): a conflict is the SDK's resend of
+        # this create after its answer was lost, unless the stored record says something else.
+        # A record that must precede its action is then there.
+        if not created and (stored is None or _clean(stored) != _clean(doc)):
+            raise StoreError(f"Cosmos DB {op} found another record under the same id")
 
     async def list_audit(
         self, limit: int, continuation: str | None = None, query: AuditQuery | None = None
