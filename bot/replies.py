@@ -44,29 +44,28 @@ def utf16_units(text: str) -> int:
 def split_text(text: str, max_units: int) -> list[str]:
     """`text` in parts of at most `max_units` UTF-16 code units (one part when it fits), each
     cut after a blank line, a line or a word if one is in its second half, else where the size
-    ends. A
-    code block cut in two is closed at the end of its first part and opened again, with its
-    language, at the start of the next, so both parts render it as code."""
+    ends. A code block cut in two is closed at the end of its first part and opened again, with
+    its language, at the start of the next, so both parts render it as code."""
     parts: list[str] = []
     rest = text
     while utf16_units(rest) > max_units:
         head = _head(rest, max(1, max_units - _FENCE_ROOM))
-        tail = rest[len(head) :]
+        tail = rest[len(head) :].lstrip("\n")
         fence = _open_fence(head)
-        if fence:
-            marker = _FENCE.match(fence)[1]  # type: ignore[index]
-            parts.append(f"{head.rstrip()}\n{marker}")
-            rest = f"{fence[:_REOPENED_FENCE_CHARS]}\n{tail.lstrip(chr(10))}"
-        else:
+        if fence is None:
             parts.append(head.rstrip())
-            rest = tail.lstrip("\n")
+            rest = tail
+        else:
+            opening, marker = fence
+            parts.append(f"{head.rstrip()}\n{marker}")
+            rest = f"{opening[:_REOPENED_FENCE_CHARS]}\n{tail}"
     parts.append(rest)
     return parts
 
 
 def _head(text: str, budget: int) -> str:
-    """The longest start of `text` within `budget` UTF-16 code units, ending after a blank line
-    or a line break when one is in its second half."""
+    """The longest start of `text` within `budget` UTF-16 code units, ending after a blank line,
+    a line break or a space when one is in its second half."""
     head = text[:budget]
     while (excess := utf16_units(head) - budget) > 0:
         # A character outside the BMP is two units: drop half the excess in characters at once.
@@ -80,24 +79,21 @@ def _head(text: str, budget: int) -> str:
     return head
 
 
-def _open_fence(text: str) -> str:
-    """The line that opened a code block still open at the end of `text` ("" when none): a
-    block closes at a line of at least as many of the same fence characters and nothing else."""
-    opened = ""
+def _open_fence(text: str) -> tuple[str, str] | None:
+    """The line that opened a code block still open at the end of `text`, and its fence
+    (None when none is open): a block closes at a line of at least as many of the same fence
+    characters and nothing else."""
+    opened: tuple[str, str] | None = None
     for line in text.split("\n"):
         found = _FENCE.match(line)
         if found is None:
             continue
         marker, info = found[1], found[2]
-        if not opened:
-            opened = line.strip()
-        elif marker[0] == opened[0] and len(marker) >= _fence_length(opened) and not info.strip():
-            opened = ""
+        if opened is None:
+            opened = (line.strip(), marker)
+        elif marker[0] == opened[1][0] and len(marker) >= len(opened[1]) and not info.strip():
+            opened = None
     return opened
-
-
-def _fence_length(line: str) -> int:
-    return len(line) - len(line.lstrip(line[0]))
 
 
 class MessageReplyChannel:
