@@ -19,6 +19,11 @@ ALICE = "alice@contoso.com"
 
 
 async def _focused(page: Any) -> str:
+    """The name of the focused field, once the page's `autofocus` has been applied: the browser
+    applies it at a later rendering step, not as the page loads (a loaded machine shows it)."""
+    await page.wait_for_function(
+        "document.activeElement && document.activeElement.name", timeout=5000
+    )
     name: str = await page.evaluate("document.activeElement.name || ''")
     return name
 
