@@ -251,7 +251,7 @@ async def test_with_less_than_the_smallest_turn_left_the_gate_refuses_without_co
 async def test_a_turn_refused_for_more_than_its_held_share_is_told_what_was_used_without_it(
     open_store: OpenStore, make_quotas: MakeQuotas
 ) -> None:
-    store = FaultyStore(await open_store())
+    store = await open_store()
     quotas = await make_quotas(store, tokens=10_000, smallest_turn_tokens=1000)
     assert await one_turn(quotas, "turn-1", 9000, 9000)
 
