@@ -265,9 +265,14 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             user_id=user_key(activity, raw),
             channel_id=activity.channel_id or "",
             shared=is_teams_shared(activity),
+            received_at=_received_at(raw),
         )
         at = activity.timestamp if isinstance(activity.timestamp, datetime) else None
         try:
+            # A message waiting for the usage-policy answer is not stored yet: its question
+            # holds it (dialogs.gate).
+            if self._gate is not None and await self._gate.revise_waiting(turn_context, revision):
+                return
             await self._chat.revise(revision, at or datetime.now(UTC))
         except StoreError:
             log.exception("a user's deletion or edit of their message could not be stored")

@@ -208,6 +208,12 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
         pending = _steps_options(question).get("pending")
         return pending if isinstance(pending, dict) else None
 
+    @staticmethod
+    def hold(question: DialogInstance, pending: dict[str, Any] | None) -> None:
+        """Makes the open question (this dialog's instance) hold `pending` in place of the
+        message it holds (None: no message waits; the user deleted theirs)."""
+        _steps_options(question)["pending"] = pending
+
     def _intro(self, locale: str | None) -> str:
         return localize(
             "consent_intro", locale, organization=self._organization, version=self._policy.version

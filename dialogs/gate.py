@@ -178,6 +178,43 @@ class ConversationGate:
             return None
         return turn
 
+    async def revise_waiting(self, context: TurnContext, revision: TurnInput) -> bool:
+        """The user deleted (no `revision.text`) or edited the message that waits for their
+        answer to the consent question: once they accept, the new text is answered, or, for a
+        deletion, nothing. An edit that leaves nothing to read, or more than the message limit,
+        counts as a deletion, as with a stored message (chat.service `revise`). Whether the
+        question held that message; if not, it is no concern of the gate's (the chat service
+        revises the message where it is stored)."""
+        if self._question is None or not revision.activity_id:
+            return False
+        since = revision.received_at if revision.received_at is not None else time.monotonic()
+        dialog_context = await self._dialogs.create_context(context)
+        question = dialog_context.active_dialog
+        if question is None or question.id != CONSENT_DIALOG:
+            return False
+        waiting = self._question.waiting(question)
+        if waiting is None or waiting.get("activity_id") != revision.activity_id:
+            return False
+        written = as_written(revision.text)
+        kept = bool(written) and len(written) <= self._max_chars
+        self._question.hold(question, {**waiting, "text": revision.text} if kept else None)
+        log.info(
+            "a user deleted or edited the message that waits for their consent",
+            extra={
+                "event": "consent_message_revised",
+                "outcome": "edited" if kept else "withdrawn",
+            },
+        )
+        if not self._erased_since(revision, since):
+            await self._states.save_changes(
+                context,
+                owner=revision.user_id,
+                conversation=safe_id(revision.conversation_key),
+                arrived=revision.arrived_at(),
+                still_wanted=lambda: not self._erased_since(revision, since),
+            )
+        return True
+
     async def redelivered(self, turn: TurnInput) -> None:
         """The chat service dropped `turn` as a duplicate (its message is stored already): what
         `before_turn` counted for it goes back."""
