@@ -14,8 +14,13 @@ def decode_cursor(token: str, size: int) -> list[str]:
     """The values of a token made by `encode_cursor`; ValueError for anything else."""
     try:
         values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
+        # RecursionError: a forged token nesting its JSON deeper than the parser goes.
         raise ValueError("invalid continuation token") from exc
-    if not isinstance(values, list) or len(values) != size:
+    if (
+        not isinstance(values, list)
+        or len(values) != size
+        or not all(isinstance(v, str) for v in values)
+    ):
         raise ValueError("invalid continuation token")
-    return [str(v) for v in values]
+    return values

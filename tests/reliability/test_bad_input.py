@@ -4,6 +4,7 @@ trace; afterwards the store holds exactly what the valid inputs produced."""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from webchat.directline import MAX_POST_BYTES
 
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()
 DEEP_OBJECT = ('{"a":' * 20_000 + "1" + "}" * 20_000).encode()
+# A continuation token that decodes to JSON nested deeper than the parser's recursion limit.
+DEEP_CONTINUATION = base64.urlsafe_b64encode(b"[" * 3000).decode()
 INVALID_UTF8 = b'{"type": "message", "text": "\xff\xfe\xc3\x28 broken"}'
 HUGE_BODY = b'{"type": "message", "text": "' + b"x" * (300 * 1024) + b'"}'
 DIRECT_LINE_HUGE_BODY = b'{"type": "message", "text": "' + b"x" * MAX_POST_BYTES + b'"}'
@@ -403,6 +406,16 @@ def admin_corpus() -> list[Case]:
         Case("admin export format", method="GET", path=f"{api}/export/conversations?format=xml"),
         Case("admin audit limit", method="GET", path=f"{api}/audit?limit=0"),
         Case("admin audit continuation", method="GET", path=f"{api}/audit?continuation=AAAA"),
+        Case(
+            "admin deeply nested continuation",
+            method="GET",
+            path=f"{api}/conversations?continuation={DEEP_CONTINUATION}",
+        ),
+        Case(
+            "admin audit deeply nested continuation",
+            method="GET",
+            path=f"{api}/audit?continuation={DEEP_CONTINUATION}",
+        ),
         Case("admin reveal malformed json", b'{"user": ', path=f"{api}/reveal"),
         Case("admin reveal invalid utf-8", INVALID_UTF8, path=f"{api}/reveal"),
         Case("admin reveal deeply nested", DEEP, path=f"{api}/reveal"),
