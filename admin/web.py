@@ -797,12 +797,38 @@ async def _record_denial(
         )
 
 
+async def _denied_target(request: web.Request) -> str:
+    """What a refused request was about, as its audit record names it: the conversation in its
+    path, or the person its query, form or JSON body names (`user`), by the pseudonym an action
+    on them is recorded under (`_audited_as`). "" when it names neither, or a pseudonym no key
+    of ours opens."""
+    conversation_id = request.match_info.get("id")
+    if conversation_id:
+        return conversation_id
+    reference: object = request.query.get("user")
+    if request.method == "POST":
+        try:
+            if request.content_type == "application/json":
+                body = await request.json()
+                reference = body.get("user") if isinstance(body, dict) else None
+            else:
+                reference = (await request.post()).get("user")
+        except (ValueError, RecursionError):  # the handler would have refused the body
+            return ""
+    context: AdminContext = request.app[CONTEXT]
+    try:
+        named = text_value(reference, "user").strip()
+        return _audited_as(context, _person_id(context, named)) if named else ""
+    except (BadRequest, AdminError, UnknownPseudonym):  # no person: not text, or not one
+        return ""
+
+
 def requires(role: Role) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not principal_of(request).has(role):
                 attempted = ATTEMPTED_ACTIONS.get(handler.__name__, handler.__name__)
-                await _record_denial(request, attempted, request.match_info.get("id", ""))
+                await _record_denial(request, attempted, await _denied_target(request))
                 raise AdminError(403, "forbidden", "error_role_needed", role=role.value)
             return await handler(request)
 

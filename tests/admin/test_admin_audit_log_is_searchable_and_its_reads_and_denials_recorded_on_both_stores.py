@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from admin.web import Denials
 from config import Settings
 from tests.admin.conftest import seeded
-from tests.admin.helpers import appservice_header
+from tests.admin.helpers import admin_context, appservice_header
 from tests.conftest import AppFactory
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
@@ -155,6 +155,44 @@ async def test_requests_refused_for_their_role_are_recorded_once_per_person_and_
     assert denied[0]["target"].startswith("p-")
     assert denied[0]["detail"]["by"] == "user_filter"
     assert ALICE not in json.dumps(denied)
+
+
+async def test_a_refused_action_on_a_person_names_them_by_pseudonym_however_it_named_them(
+    client: TestClient[Any, Any],
+) -> None:
+    """A reveal, export or deletion refused for its role is found by the person it was about
+    (the audit log filtered by them), whether the request named them by pseudonym or by user
+    id, in a JSON body, a form or the query."""
+    alice = admin_context(client).pseudonyms.pseudonym(ALICE)
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/admin/api/reveal", {"json": {"user": alice, "reason": "curious"}}),
+        ("POST", "/admin/api/users/export", {"json": {"user": ALICE, "reason": "dsar"}}),
+        ("POST", "/admin/users/delete", {"data": {"user": alice, "confirm": alice}}),
+        ("GET", "/admin/users/delete", {"params": {"user": alice}}),
+    ]
+    for number, (method, path, request) in enumerate(attempts):
+        # One reviewer each: a person's refusals after the first of a minute are only counted.
+        reviewer = appservice_header(["Reviewer"], oid=f"oid-reviewer-{number}")
+        headers = {"X-MS-CLIENT-PRINCIPAL": reviewer}
+        me = await client.get("/admin/api/me", headers=headers)
+        csrf = (await me.json())["csrfToken"]
+        if "data" in request:
+            request["data"]["csrf"] = csrf
+        else:
+            headers["X-CSRF-Token"] = csrf
+        refused = await client.request(method, path, headers=headers, **request)
+        assert refused.status == 403, (path, await refused.text())
+
+    denied = (await _audit(client, action="denied"))["items"]
+    assert sorted((r["detail"]["attempted"], r["target"]) for r in denied) == [
+        ("delete_user", alice),
+        ("export_user", alice),
+        ("reveal_user", alice),
+        ("view_user_counts", alice),
+    ]
+    assert ALICE not in json.dumps(denied)
+    found = (await _audit(client, action="denied", target=alice))["items"]
+    assert len(found) == 4
 
 
 def test_denials_after_the_first_of_a_minute_are_counted_into_the_next_record() -> None:
