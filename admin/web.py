@@ -1474,7 +1474,7 @@ async def _export_user(request: web.Request, reference: str, reason: str) -> web
             body.begin(
                 {
                     "contents": export.user_export_contents(),
-                    "user": context.pseudonyms.current(reference),
+                    "user": target,
                     "exportedAt": datetime.now(UTC).isoformat(),
                     "storedIds": stored_ids,
                 }

@@ -619,14 +619,21 @@ async def test_the_user_filter_finds_a_persons_conversations_under_both_of_their
     assert [c["title"] for c in json.loads(await exported.text())["items"]] == both
 
 
+@pytest.mark.parametrize("named_by", ["pseudonym", "user id", "Direct Line id"])
 async def test_a_users_data_export_holds_everything_under_both_of_their_ids(
-    admin: TestClient[Any, Any],
+    admin: TestClient[Any, Any], named_by: str
 ) -> None:
+    """Whichever way the admin names the person, the file names them by their pseudonym."""
     await _add_direct_line_conversation_and_consent_of_alice(admin)
     pseudonym = (await (await admin.get(f"{API}/conv-flagged")).json())["conversation"]["user"]
+    named = {
+        "pseudonym": pseudonym,
+        "user id": "alice@contoso.com",
+        "Direct Line id": "dl_alice@contoso.com",
+    }[named_by]
 
     response = await admin.post(
-        "/admin/api/users/export", json={"user": pseudonym, "reason": "access request DSAR-42"}
+        "/admin/api/users/export", json={"user": named, "reason": "access request DSAR-42"}
     )
 
     assert response.status == 200, await response.text()
