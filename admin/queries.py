@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +32,8 @@ MAX_PAGE_SIZE = 100
 # continuation token goes on from there.
 SEARCH_MAX_CONVERSATIONS = 200
 SEARCH_MESSAGES_PER_CONVERSATION = 20
+# How many conversations one export of a text search reads at most (`conversations_to_export`).
+EXPORT_SEARCH_MAX_CONVERSATIONS = 1000
 MAX_QUERY_CHARS = 200
 # Variation selectors choose a glyph, not a character: 葛城市 with U+E0100 after 葛 (the glyph a
 # register of names uses) is 葛城市 to a reader, and an emoji with or without U+FE0F is the same.
@@ -223,10 +225,13 @@ async def _page(store: Store, filters: Filters, continuation: str | None) -> Pag
         raise BadRequest("error_continuation") from exc
 
 
-async def list_conversations(store: Store, filters: Filters) -> ListResult:
+async def list_conversations(
+    store: Store, filters: Filters, max_scanned: int = SEARCH_MAX_CONVERSATIONS
+) -> ListResult:
     """One page of the list, newest first. The store's continuation tokens stay opaque: with a
     text search a page holds the matches of whole store pages, so it may be a little longer or
-    shorter than page_size, and a page with no match may still have a continuation."""
+    shorter than page_size, and a page with no match may still have a continuation. A search
+    stops once it has read `max_scanned` conversations (after a whole store page)."""
     if filters.text is None:
         page = await _page(store, filters, filters.continuation)
         return ListResult(page.items, page.continuation)
@@ -241,31 +246,51 @@ async def list_conversations(store: Store, filters: Filters) -> ListResult:
             if await _text_matches(store, summary, needle):
                 found.append(summary)
         continuation = page.continuation
-        if (
-            continuation is None
-            or len(found) >= filters.page_size
-            or scanned >= SEARCH_MAX_CONVERSATIONS
-        ):
+        if continuation is None or len(found) >= filters.page_size or scanned >= max_scanned:
             return ListResult(found, continuation, scanned)
 
 
-async def all_conversations(
-    store: Store, filters: Filters, limit: int
-) -> AsyncIterator[ConversationSummary]:
-    """Every conversation matching the filters, up to `limit` (exports)."""
-    count = 0
+@dataclass(frozen=True)
+class ExportedList:
+    items: list[ConversationSummary]
+    # False: more conversations may match than the export holds (its limit, or the bound on
+    # what a text search reads).
+    complete: bool
+    # Where an export with the same filters goes on from, when the store can say (not when the
+    # limit fell inside a store page).
+    continuation: str | None
+    scanned: int
+
+
+async def conversations_to_export(
+    store: Store,
+    filters: Filters,
+    limit: int,
+    max_searched: int = EXPORT_SEARCH_MAX_CONVERSATIONS,
+) -> ExportedList:
+    """The conversations matching the filters, up to `limit` (exports). A text search reads
+    the messages of about `max_searched` conversations at most (whole store pages), as a
+    page's search reads a few hundred: without a bound, one export could read every
+    conversation stored."""
+    found: list[ConversationSummary] = []
+    scanned = 0
     continuation = filters.continuation
     while True:
-        batch = Filters(filters.query, filters.text, MAX_PAGE_SIZE, continuation, filters.echo)
-        result = await list_conversations(store, batch)
-        for summary in result.items:
-            yield summary
-            count += 1
-            if count >= limit:
-                return
+        remaining = max_searched - scanned
+        page_size = MAX_PAGE_SIZE if filters.text is None else min(MAX_PAGE_SIZE, remaining)
+        batch = Filters(filters.query, filters.text, page_size, continuation, filters.echo)
+        result = await list_conversations(
+            store, batch, max_scanned=min(SEARCH_MAX_CONVERSATIONS, remaining)
+        )
+        found.extend(result.items)
+        scanned += result.scanned
         continuation = result.continuation
-        if continuation is None:
-            return
+        if len(found) > limit:
+            # The store's token goes on after its whole page, not after the limit's item.
+            return ExportedList(found[:limit], False, None, scanned)
+        searched_enough = filters.text is not None and scanned >= max_searched
+        if continuation is None or len(found) == limit or searched_enough:
+            return ExportedList(found, continuation is None, continuation, scanned)
 
 
 async def transcript_summary(

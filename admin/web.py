@@ -50,13 +50,14 @@ from admin.oidc import OidcClient
 from admin.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
+    EXPORT_SEARCH_MAX_CONVERSATIONS,
     FLAG_CATEGORIES,
     LIST_FILTERS,
     SEARCH_MAX_CONVERSATIONS,
     SEARCH_MESSAGES_PER_CONVERSATION,
     BadRequest,
     Filters,
-    all_conversations,
+    conversations_to_export,
     list_conversations,
     message_view,
     parse_filters,
@@ -2392,28 +2393,61 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.ADMIN)
 async def api_export_list(request: web.Request) -> web.StreamResponse:
+    """The filtered list as a download, up to EXPORT_MAX_CONVERSATIONS. With a text search it
+    reads message text, so the search is recorded first, as a page's is (`search_conversations`,
+    no record, no export); the export itself is recorded with what it holds."""
     context = request.app[CONTEXT]
     fmt = _export_format(request)
     filters = await _filters(request)
-    items = [
-        summary_view(s, context.pseudonyms, filters.query.user_ids)
-        async for s in all_conversations(context.store, filters, EXPORT_MAX_CONVERSATIONS)
-    ]
+    audited_filters = _audited_filters(context, filters)
+    if filters.text is not None:
+        detail: dict[str, Any] = {"filters": audited_filters, "export": fmt}
+        if filters.continuation:
+            detail["continued"] = True
+        await _audit(request, "search_conversations", "", detail)
+    exported = await conversations_to_export(context.store, filters, EXPORT_MAX_CONVERSATIONS)
+    items = [summary_view(s, context.pseudonyms, filters.query.user_ids) for s in exported.items]
     await _audit(
         request,
         "export_list",
         "",
-        {"format": fmt, "filters": _audited_filters(context, filters), "count": len(items)},
+        {
+            "format": fmt,
+            "filters": audited_filters,
+            "count": len(items),
+            "complete": exported.complete,
+        },
     )
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     if fmt == "csv":
-        return _attachment(
+        response = _attachment(
             export.to_csv(export.CONVERSATION_COLUMNS, items),
             "text/csv",
             f"conversations-{stamp}.csv",
         )
-    body = {"filters": filters.echo, "limit": EXPORT_MAX_CONVERSATIONS, "items": items}
-    return _attachment(export.to_json(body), "application/json", f"conversations-{stamp}.json")
+    else:
+        body: dict[str, Any] = {
+            "filters": filters.echo,
+            "limit": EXPORT_MAX_CONVERSATIONS,
+            "complete": exported.complete,
+            "continuation": exported.continuation,
+            "items": items,
+        }
+        if filters.text is not None:
+            body["search"] = {
+                "text": filters.text,
+                "scannedConversations": exported.scanned,
+                "maxConversations": EXPORT_SEARCH_MAX_CONVERSATIONS,
+                "messagesPerConversation": SEARCH_MESSAGES_PER_CONVERSATION,
+            }
+        response = _attachment(
+            export.to_json(body), "application/json", f"conversations-{stamp}.json"
+        )
+    # A CSV file has no place to say it: whether more matched, and where to go on from.
+    response.headers["X-Export-Complete"] = "true" if exported.complete else "false"
+    if exported.continuation:
+        response.headers["X-Export-Continuation"] = exported.continuation
+    return response
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from admin.queries import Filters, conversations_to_export
+from app import STORE
 from config import Settings
+from storage.models import SummaryQuery
 from tests.admin.conftest import seeded
 from tests.admin.helpers import appservice_header
 from tests.conftest import AppFactory, FaultyAppFactory
@@ -19,6 +22,7 @@ from tests.faults import FaultKind
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
 API = "/admin/api/conversations"
+EXPORT = "/admin/api/export/conversations"
 REVIEWER = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Reviewer"], oid="oid-rita")}
 ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-ada", name="Ada Admin")}
 
@@ -105,3 +109,72 @@ async def test_no_search_result_without_its_audit_record(
     assert refused.status == 503
     assert "conv-feedback" not in await refused.text()
     assert (await client.get(API, headers=REVIEWER)).status == 200
+
+
+async def test_a_list_export_with_a_search_is_recorded_before_any_message_is_read(
+    make_faulty_app: FaultyAppFactory,
+) -> None:
+    client, store = await make_faulty_app(ADMIN_AUTH_MODE="appservice")
+    await seeded(client)
+    store.fail(FaultKind.ERROR, "append_audit")
+    store.calls.clear()
+
+    refused = await client.get(EXPORT, params={"q": "portal", "format": "json"}, headers=ADMIN)
+
+    assert refused.status == 503
+    assert store.calls["recent_messages"] == 0, "no message is read without the record"
+
+
+async def test_a_list_export_with_a_search_records_the_search_and_says_how_far_it_read(
+    client: TestClient[Any, Any],
+) -> None:
+    response = await client.get(EXPORT, params={"q": "portal", "format": "json"}, headers=ADMIN)
+
+    assert response.status == 200
+    body = await response.json(content_type=None)
+    assert [item["id"] for item in body["items"]] == ["conv-feedback"]
+    assert body["complete"] is True and body["continuation"] is None
+    assert response.headers["X-Export-Complete"] == "true"
+    assert body["search"]["text"] == "portal"
+    assert 1 <= body["search"]["scannedConversations"] <= body["search"]["maxConversations"]
+    [search] = await _searches(client)
+    assert search["actor"] == "oid-ada"
+    assert search["detail"]["filters"] == {"q": "portal"}
+    assert search["detail"]["export"] == "json"
+
+
+async def test_a_search_export_stops_at_its_bound_and_goes_on_from_its_continuation(
+    client: TestClient[Any, Any],
+) -> None:
+    """One export reads a bounded number of conversations; an export from its continuation
+    reads on, and together they hold what one unbounded export does."""
+    store = client.server.app[STORE]
+    search = Filters(SummaryQuery(), "e", 25, None, {"q": "e"})
+    everything = await conversations_to_export(store, search, limit=5000)
+    assert everything.complete and len(everything.items) >= 3
+
+    parts: list[str] = []
+    continuation: str | None = None
+    exports = 0
+    while True:
+        part = await conversations_to_export(
+            store, Filters(SummaryQuery(), "e", 25, continuation, {"q": "e"}), 5000, 2
+        )
+        exports += 1
+        assert part.scanned <= 2
+        parts += [s.conversation_id for s in part.items]
+        if part.complete:
+            break
+        assert part.continuation is not None
+        continuation = part.continuation
+    assert exports >= 2
+    assert parts == [s.conversation_id for s in everything.items]
+
+
+async def test_an_export_cut_at_its_limit_says_it_is_incomplete(
+    client: TestClient[Any, Any],
+) -> None:
+    store = client.server.app[STORE]
+    listed = Filters(SummaryQuery(), None, 25, None, {})
+    cut = await conversations_to_export(store, listed, limit=2)
+    assert len(cut.items) == 2 and not cut.complete
