@@ -277,15 +277,18 @@ class Conversation:
         start = max(watermark, self.offset) - self.offset
         return list(self.entries[start:])
 
-    def subscribe(self, watermark: int | None) -> tuple[Subscriber, list[dict[str, Any]]]:
-        """A new socket and what it missed, atomically (no await in between)."""
+    def subscribe(self, watermark: int | None) -> tuple[Subscriber, list[dict[str, Any]], int]:
+        """A new socket, what it missed and the watermark that covers exactly that, atomically
+        (no await in between): an activity delivered after this goes to the socket's outbox,
+        so a first frame that claimed the watermark of a later moment would have the client
+        reconnect past an activity the socket never sent."""
         subscriber = Subscriber(self._outbox_freed)
         self.sockets.append(subscriber)
         while len(self.sockets) > MAX_SOCKETS:
             self.close_socket(self.sockets[0])
         backlog = self.after(watermark) if watermark is not None else []
         self.touch()
-        return subscriber, backlog
+        return subscriber, backlog, self.watermark
 
     def close_socket(self, subscriber: Subscriber, behind: bool = False) -> None:
         """Close one of its sockets (its stream ends; its client reconnects) and free its

@@ -587,10 +587,20 @@ class BuiltinDirectLine:
             return _refusal(exc)
         tickets.use(ticket)
         socket = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
-        await socket.prepare(request)
-        subscriber, backlog = conversation.subscribe(watermark)
+        # Subscribed before the upgrade, which awaits: a conversation forgotten meanwhile (an
+        # eviction, an admin's deletion) closes this subscription with its other sockets, so
+        # the socket closes at once and Web Chat reconnects, instead of staying open on a
+        # conversation no reply reaches. What is delivered meanwhile waits in its outbox.
+        subscriber, backlog, backlog_watermark = conversation.subscribe(watermark)
+        try:
+            await socket.prepare(request)
+        except BaseException:
+            conversation.unsubscribe(subscriber)
+            raise
         reader = asyncio.create_task(_drain_incoming(socket))
-        sender = asyncio.create_task(self._send_frames(socket, subscriber, backlog, conversation))
+        sender = asyncio.create_task(
+            self._send_frames(socket, subscriber, backlog, backlog_watermark)
+        )
         closed = asyncio.create_task(subscriber.wait_closed())
         try:
             # Not only the sender: while a reader that stopped reading keeps it waiting for room
@@ -616,13 +626,11 @@ class BuiltinDirectLine:
         socket: web.WebSocketResponse,
         subscriber: Subscriber,
         backlog: list[dict[str, Any]],
-        conversation: Conversation,
+        backlog_watermark: int,
     ) -> None:
         try:
             if backlog:
-                await socket.send_json(
-                    {"activities": backlog, "watermark": str(conversation.watermark)}
-                )
+                await socket.send_json({"activities": backlog, "watermark": str(backlog_watermark)})
             while not socket.closed:
                 try:
                     async with asyncio.timeout(self.keepalive_seconds):

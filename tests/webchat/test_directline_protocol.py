@@ -221,10 +221,28 @@ async def test_reconnect_without_a_watermark_streams_only_what_comes_next(
     assert all(a.get("text") != "first" for a in streamed), "nothing from before is replayed"
 
 
+def test_a_new_sockets_backlog_comes_with_the_watermark_that_covers_exactly_it() -> None:
+    """The first frame of a socket carries what it missed and says how far that goes. An
+    activity delivered before that frame is written goes to the socket's outbox: a watermark
+    read then would claim it, and a client reconnecting from it (the socket closed before its
+    outbox was written) would never get it."""
+    registry = ConversationRegistry()
+    conversation = registry.create(Participant(user_id="dl_someone"))
+    for n in range(3):
+        conversation.deliver({"type": "message", "id": f"a{n}", "text": str(n)})
+
+    subscriber, backlog, watermark = conversation.subscribe(1)
+    conversation.deliver({"type": "message", "id": "a3", "text": "3"})
+
+    assert [a["id"] for a in backlog] == ["a1", "a2"]
+    assert [a["id"] for a in conversation.after(watermark)] == ["a3"]
+    assert subscriber.held_bytes > 0, "the later one waits in the socket's outbox"
+
+
 def test_a_socket_that_falls_behind_is_closed_so_its_client_reconnects() -> None:
     registry = ConversationRegistry()
     conversation = registry.create(Participant(user_id="dl_someone"))
-    subscriber, _ = conversation.subscribe(None)
+    subscriber, _, _ = conversation.subscribe(None)
     for n in range(SOCKET_QUEUE + 1):
         conversation.deliver({"type": "message", "id": f"a{n}", "text": str(n)})
 

@@ -253,7 +253,7 @@ def test_new_chats_refused_for_want_of_memory_do_not_each_look_through_every_cha
     registry = ConversationRegistry(max_bytes=100 * CONVERSATION_BYTES, busy=busy)
     chats = [registry.create(Participant(f"dl_user{n}")) for n in range(100)]
     # Every chat has an answer on its way (`busy`): none may give way.
-    subscriber, _ = chats[0].subscribe(None)  # and the first a tab open too
+    subscriber, _, _ = chats[0].subscribe(None)  # and the first a tab open too
 
     for _ in range(50):
         with pytest.raises(RegistryFull):
