@@ -32,6 +32,9 @@ _STREAM_AUDIENCE = "builtin-directline-stream"
 _AUDIENCE = "builtin-directline"
 _ISSUER = "enterprise-chat-assistant"
 _ALGORITHM = "HS256"
+# Instances' clocks differ a little: a token issued by one whose clock is ahead is good at once
+# on another (its `iat` may be ahead of this clock), and one just expired there still is here.
+CLOCK_SKEW_SECONDS = 5
 
 
 class TokenError(Exception):
@@ -75,7 +78,7 @@ class TokenSigner:
             "iss": _ISSUER,
             "aud": self._audience,
             "iat": now,
-            "nbf": now - 5,
+            "nbf": now,
             "exp": expires,
             "conv": grant.conversation_id,
             "user": grant.user_id,
@@ -102,6 +105,7 @@ class TokenSigner:
                 audience=self._audience,
                 issuer=_ISSUER,
                 options={"require": ["exp", "iat", "conv", "user"]},
+                leeway=CLOCK_SKEW_SECONDS,
             )
         except jwt.PyJWTError as exc:
             raise TokenError(type(exc).__name__) from exc
@@ -152,7 +156,7 @@ class StreamTickets:
             "iss": _ISSUER,
             "aud": _STREAM_AUDIENCE,
             "iat": now,
-            "nbf": now - 5,
+            "nbf": now,
             "exp": now + self.lifetime,
             "jti": secrets.token_urlsafe(12),
             "conv": conversation_id,
@@ -170,6 +174,7 @@ class StreamTickets:
                 audience=_STREAM_AUDIENCE,
                 issuer=_ISSUER,
                 options={"require": ["exp", "iat", "jti", "conv", "uh"]},
+                leeway=CLOCK_SKEW_SECONDS,
             )
         except jwt.PyJWTError as exc:
             raise TokenError(type(exc).__name__) from exc
