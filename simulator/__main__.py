@@ -43,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", default="gpt-4o", help="model family reported and used for the tokenizer"
     )
+    parser.add_argument(
+        "--deployments",
+        default=None,
+        help="comma-separated deployment names served (others: 404); default: any name",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,6 +67,11 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         triggers_file=args.triggers,
         tokens_per_minute=args.tpm,
         model=args.model,
+        deployments=(
+            frozenset(name.strip() for name in args.deployments.split(",") if name.strip())
+            if args.deployments
+            else None
+        ),
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-STATUS_FAULTS = ("429", "500", "503", "408")
+STATUS_FAULTS = ("429", "500", "503", "408", "404")
 STREAM_FAULTS = ("drop_mid_stream", "malformed_sse", "error_event")
 # A stream that ends cleanly right after its finish chunk: no annotations (asynchronous filter),
 # no usage chunk, no [DONE], as when a proxy closes it early. (Non-streaming: no fault.)
@@ -44,6 +44,7 @@ MARKER_FAULTS = {
     "[sim:500]": Fault("500"),
     "[sim:503]": Fault("503"),
     "[sim:408]": Fault("408"),
+    "[sim:404]": Fault("404"),
     "[sim:slow]": Fault("slow_first_token"),
     "[sim:drop]": Fault("drop_mid_stream"),
     "[sim:malformed]": Fault("malformed_sse"),

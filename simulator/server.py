@@ -48,7 +48,11 @@ DEFAULT_MAX_TOKENS_COST = 4096
 class SimulatorConfig:
     time_to_first_token_ms: float = 0
     tokens_per_second: float = 0  # 0 = as fast as possible
-    api_key: str | None = None  # None = any non-empty key; a bearer token is accepted if non-empty
+    # None = any non-empty key. A bearer token shaped as a JWT (an Entra ID token) is accepted
+    # if non-empty; any other bearer token is a key (the v1 API's client sends it so).
+    api_key: str | None = None
+    # The deployment names it serves (404 DeploymentNotFound for others); None = any name.
+    deployments: frozenset[str] | None = None
     triggers_file: Path | None = None  # None = simulator/triggers.yaml
     tokens_per_minute: int = 0  # 0 = unlimited
     model: str = "gpt-4o"
@@ -190,9 +194,13 @@ def is_authorized(request: web.Request, api_key: str | None) -> bool:
     key = request.headers.get("api-key")
     if key:
         return api_key is None or key == api_key
-    # Entra ID tokens cannot be validated offline: any non-empty bearer token passes.
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    # Entra ID tokens (JWTs: three dot-separated parts) cannot be validated offline: any passes.
+    # Anything else is a key, as the plain openai client sends one on the v1 API.
+    return api_key is None or token.count(".") == 2 or token == api_key
 
 
 async def read_chat_request(request: web.Request, config: SimulatorConfig) -> ChatRequest:
@@ -218,6 +226,8 @@ async def read_chat_request(request: web.Request, config: SimulatorConfig) -> Ch
         deployment = body.get("model")
         if not isinstance(deployment, str) or not deployment:
             raise invalid("'model' is required.", "model")
+    if config.deployments is not None and deployment not in config.deployments:
+        raise RequestRefused(json_response(wire.error_404(), status=404))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -248,7 +258,12 @@ def status_fault_response(fault: Fault, api_version: str) -> web.Response | None
     if fault.mode == "429":
         exhausted = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
         return throttled(api_version, fault.retry_after(), exhausted)
-    bodies = {"500": wire.error_500, "503": wire.error_503, "408": wire.error_408}
+    bodies = {
+        "500": wire.error_500,
+        "503": wire.error_503,
+        "408": wire.error_408,
+        "404": wire.error_404,
+    }
     if fault.mode in bodies:
         return json_response(bodies[fault.mode](), status=int(fault.mode))
     return None

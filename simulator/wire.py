@@ -212,5 +212,15 @@ def error_503() -> JSON:
     }
 
 
+def error_404() -> JSON:
+    return {
+        "error": {
+            "code": "DeploymentNotFound",
+            "message": "The API deployment for this resource does not exist. If you created the "
+            "deployment within the last 5 minutes, please wait a moment and try again.",
+        }
+    }
+
+
 def error_408() -> JSON:
     return {"error": {"code": "Timeout", "message": "The operation was timeout."}}

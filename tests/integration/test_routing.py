@@ -250,6 +250,27 @@ async def test_a_deployment_that_refuses_its_key_spills_over(
     assert await calls_to(primary) == 2, "its 401s opened the breaker: the third turn skips it"
 
 
+async def test_a_deployment_that_is_not_found_spills_over(
+    make_app: Any,
+    deployments_file: Path,
+    connector: RecordingConnector,
+    two_simulators: tuple[str, str],
+) -> None:
+    """A deployment deleted or misnamed (404 DeploymentNotFound): its configuration is broken,
+    not the request, so the turn goes to the next deployment and the breaker opens."""
+    bot: TestClient[Any, Any] = await make_app(
+        DEPLOYMENTS_FILE=deployments_file, AZURE_OPENAI_ENDPOINT="", ROUTER_BREAKER_FAILURES=2
+    )
+    primary, secondary = two_simulators
+    await control(primary, "POST", "/_sim/faults", {"mode": "404"})
+
+    for n in range(3):
+        _, answer = await ask(bot, connector, f"q{n}")
+        assert answer.deployment == "paygo" and answer.status is MessageStatus.COMPLETE
+    assert await calls_to(primary) == 2, "its 404s opened the breaker: the third turn skips it"
+    assert await calls_to(secondary) == 3
+
+
 async def test_every_breaker_open_says_when_to_try_again_without_calling_anyone(
     routed_bot: TestClient[Any, Any],
     connector: RecordingConnector,

@@ -362,3 +362,50 @@ async def test_concurrent_requests_against_a_failing_instance_all_fail(
         return_exceptions=True,
     )
     assert sum(isinstance(r, openai.InternalServerError) for r in results) == 3
+
+
+async def test_a_deployment_the_simulator_does_not_serve_gets_azures_404(
+    start_simulator: StartSimulator, azure_client_for: ClientFor
+) -> None:
+    url = await start_simulator(SimulatorConfig(deployments=frozenset({"chat"})))
+    client = azure_client_for(url)
+    served = await client.chat.completions.create(model="chat", messages=QUESTION)
+    assert served.choices[0].message.content
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.chat.completions.create(model="chat-misspelled", messages=QUESTION)
+    assert caught.value.code == "DeploymentNotFound"
+
+    v1 = openai.AsyncOpenAI(base_url=url + "/openai/v1/", api_key="k", max_retries=0)
+    async with v1:
+        with pytest.raises(openai.NotFoundError):
+            await v1.chat.completions.create(model="gpt-4o", messages=QUESTION)
+
+
+async def test_the_404_marker_answers_deployment_not_found(
+    azure_client: openai.AsyncAzureOpenAI,
+) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await azure_client.chat.completions.create(model="chat", messages=ask("[sim:404]"))
+    assert caught.value.code == "DeploymentNotFound"
+
+
+@pytest.mark.parametrize(
+    ("bearer", "answered"),
+    [("the-key", True), ("a-wrong-key", False), ("eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", True)],
+    ids=["its key", "a wrong key", "an Entra ID token"],
+)
+async def test_on_the_v1_api_a_bearer_key_must_be_the_simulators_key(
+    start_simulator: StartSimulator, bearer: str, answered: bool
+) -> None:
+    """The plain openai client sends the key as a bearer token; an Entra ID token (a JWT)
+    cannot be checked offline and passes."""
+    url = await start_simulator(SimulatorConfig(api_key="the-key"))
+    v1 = openai.AsyncOpenAI(base_url=url + "/openai/v1/", api_key=bearer, max_retries=0)
+    async with v1:
+        if answered:
+            reply = await v1.chat.completions.create(model="gpt-4o", messages=QUESTION)
+            assert reply.choices[0].message.content
+        else:
+            with pytest.raises(openai.AuthenticationError):
+                await v1.chat.completions.create(model="gpt-4o", messages=QUESTION)
