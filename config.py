@@ -101,6 +101,20 @@ def _without_user_info(value: str, name: str) -> str:
     return value
 
 
+# Azure OpenAI's dated API versions: a date, perhaps with `-preview` (2024-10-21,
+# 2025-04-01-preview). Anything else gets a 404 from Azure, as a deployment that does not exist.
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+
+
+def _api_version(value: str, name: str) -> str:
+    if not _API_VERSION.fullmatch(value):
+        raise ValueError(
+            f"{name} must be an Azure OpenAI API version such as 2024-10-21 or "
+            "2025-04-01-preview"
+        )
+    return value
+
+
 def _https_or_loopback(value: str, name: str) -> str:
     _without_user_info(value, name)
     parts = urlsplit(value)
@@ -141,6 +155,11 @@ class DeploymentSpec(BaseModel):
     def _api_version(cls, value: object) -> object:
         # YAML reads an unquoted `api_version: 2024-10-21` as a date; Azure's versions are dates.
         return value.isoformat() if isinstance(value, date) else value
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version_is_one(cls, value: str) -> str:
+        return _api_version(value.strip(), "api_version")
 
 
 def load_deployments(path: Path) -> list[DeploymentSpec]:
@@ -635,6 +654,11 @@ class Settings(BaseSettings):
     def _endpoint_is_https_or_loopback(cls, value: str) -> str:
         return _https_or_loopback(value, "AZURE_OPENAI_ENDPOINT") if value else value
 
+    @field_validator("azure_openai_api_version")
+    @classmethod
+    def _api_version_is_one(cls, value: str) -> str:
+        return _api_version(value.strip(), "AZURE_OPENAI_API_VERSION")
+
     @field_validator("cosmos_endpoint")
     @classmethod
     def _cosmos_is_https_or_loopback(cls, value: str) -> str:
@@ -645,7 +669,16 @@ class Settings(BaseSettings):
     @classmethod
     def _identity_url_has_no_user_info(cls, value: str, info: ValidationInfo) -> str:
         assert info.field_name is not None
-        return _without_user_info(value, cls.model_fields[info.field_name].alias or "")
+        field = cls.model_fields[info.field_name]
+        # A setting with two spellings is named by both: the operator set one of them.
+        choices = field.validation_alias
+        names = (
+            [str(c) for c in choices.choices]
+            if isinstance(choices, AliasChoices)
+            else [field.alias or ""]
+        )
+        name = names[0] if len(names) == 1 else f"{names[0]} (or {', '.join(names[1:])})"
+        return _without_user_info(value, name)
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

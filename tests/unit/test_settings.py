@@ -505,6 +505,7 @@ def test_a_public_base_url_is_kept_as_its_origin_without_a_trailing_slash(
         ("COSMOS_ENDPOINT", "https://acct:Secret42Value@contoso.documents.azure.com:443/"),
         ("COSMOS_ENDPOINT", "http://Secret42Value@127.0.0.1:8081"),
         ("BOT_OPENID_METADATA_URL", "https://u:Secret42Value@login.botframework.com/v1/x"),
+        ("TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL", "https://u:Secret42Value@login.example/x"),
         ("BOT_LOGIN_AUTHORITY", "https://:Secret42Value@login.microsoftonline.com"),
         ("ADMIN_OIDC_METADATA_URL", "https://u:Secret42Value@login.example/{tenant}/v2.0"),
     ],
@@ -516,8 +517,41 @@ def test_an_endpoint_with_a_user_name_or_password_is_refused_naming_the_setting_
     with pytest.raises(ValidationError) as raised:
         settings(**{name: value})
     [problem] = explain_validation_error(raised.value)
-    assert problem.startswith(f"{name}: {name} must not hold a user name or password"), problem
+    # A setting with two spellings is named by both: the operator set one of them.
+    both = "BOT_OPENID_METADATA_URL (or TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)"
+    said = both if "OPENID_METADATA" in name else name
+    assert problem.startswith(f"{name}: {said} must not hold a user name or password"), problem
     assert "Secret42" not in str(raised.value) and "input_value" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "version", ["2024-13", "latest", "v1", "2024-10-21x", "", "2025-04-01-beta"]
+)
+def test_a_model_api_version_that_is_none_of_azures_is_refused_naming_the_setting(
+    version: str,
+) -> None:
+    """Azure answers a wrong api-version as it answers a deployment that does not exist (404):
+    caught at start-up, not by every user's first question."""
+    with pytest.raises(ValidationError) as raised:
+        settings(AZURE_OPENAI_API_VERSION=version)
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith("AZURE_OPENAI_API_VERSION: AZURE_OPENAI_API_VERSION must be"), problem
+
+
+@pytest.mark.parametrize("version", ["2024-10-21", "2025-04-01-preview", " 2024-10-21 "])
+def test_azures_api_versions_are_taken(version: str) -> None:
+    assert settings(AZURE_OPENAI_API_VERSION=version).azure_openai_api_version == version.strip()
+
+
+def test_a_deployments_api_version_that_is_none_of_azures_names_the_deployment(
+    tmp_path: Path,
+) -> None:
+    path = deployments_file(tmp_path, EAST + "    deployment: d\n    api_version: '2024-1-5'\n")
+    with pytest.raises(ValidationError) as raised:
+        settings(DEPLOYMENTS_FILE=path)
+    assert f"DEPLOYMENTS_FILE {path}: deployments[0] (east): api_version: api_version must be" in (
+        str(raised.value)
+    )
 
 
 def test_a_deployment_endpoint_with_a_password_is_refused_naming_the_deployment_only(
