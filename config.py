@@ -109,8 +109,7 @@ _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 def _api_version(value: str, name: str) -> str:
     if not _API_VERSION.fullmatch(value):
         raise ValueError(
-            f"{name} must be an Azure OpenAI API version such as 2024-10-21 or "
-            "2025-04-01-preview"
+            f"{name} must be an Azure OpenAI API version such as 2024-10-21 or 2025-04-01-preview"
         )
     return value
 

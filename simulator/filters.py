@@ -40,7 +40,7 @@ class Trigger:
     side: Side
     category: str | None = None
     severity: str | None = None
-    filter_mode: Literal["sync", "async"] = "sync"
+    filter_mode: Literal["sync", "async", "async_late"] = "sync"
     body: Literal["innererror", "legacy"] = "innererror"
     blocklist_shape: Literal["details", "list"] = "details"
     blocklist_id: str = "blocklist"
@@ -59,7 +59,7 @@ def _check(row: dict[str, Any]) -> Trigger:
     choices = {
         "outcome": (trigger.outcome, OUTCOMES),
         "side": (trigger.side, SIDES),
-        "filter_mode": (trigger.filter_mode, ("sync", "async")),
+        "filter_mode": (trigger.filter_mode, ("sync", "async", "async_late")),
         "body": (trigger.body, ("innererror", "legacy")),
         "blocklist_shape": (trigger.blocklist_shape, ("details", "list")),
     }
@@ -131,6 +131,8 @@ class Verdict:
     blocked_prompt: Trigger | None  # the row that makes the request a 400
     blocked_output_results: wire.JSON | None  # the results of the cut, when the output is filtered
     async_mode: bool
+    # Asynchronous mode with the filter far behind: every annotation comes after all the text.
+    annotations_late: bool = False
 
     def prompt_error(self) -> wire.JSON:
         """The 400 body of a filtered prompt, in the shape the blocking row asks for."""
@@ -174,5 +176,6 @@ def judge(triggers: list[Trigger], text: str) -> Verdict:
         blocked_output_results=(
             _apply(output_results, blocked_output) if blocked_output is not None else None
         ),
-        async_mode=any(t.filter_mode == "async" for t in matched),
+        async_mode=any(t.filter_mode in ("async", "async_late") for t in matched),
+        annotations_late=any(t.filter_mode == "async_late" for t in matched),
     )

@@ -293,16 +293,26 @@ def stream_events(
     role_results: wire.JSON | None = None if verdict.async_mode else {}
     role = wire.delta_choice({"role": "assistant", "content": ""}, results=role_results)
     events.append(event(ids.chunk(role)))
-    for piece in sent.pieces:
+    # Asynchronous mode: the filter judges each few chunks while the text streams on, one
+    # group behind; the last group's annotation comes after the text (and the finish chunk).
+    # Far behind (`annotations_late`), every annotation comes after all the text.
+    annotations = annotation_events(sent, verdict) if verdict.async_mode else []
+    interleaved = bool(annotations) and not verdict.annotations_late
+    for index, piece in enumerate(sent.pieces):
         content = wire.delta_choice({"content": piece.text}, results=results)
         events.append(event(ids.chunk(content), piece.tokens))
+        group, place = divmod(index, CHUNKS_PER_ANNOTATION)
+        if interleaved and group >= 1 and place == 0:
+            events.append(annotations[group - 1])
     if not verdict.async_mode:
         final = wire.delta_choice({}, finish_reason=sent.finish_reason, results=blocked or {})
         events.append(event(ids.chunk(final)))
     else:
+        groups = -(-len(sent.pieces) // CHUNKS_PER_ANNOTATION)
+        judged_during = max(0, groups - 1) if interleaved else 0
         if blocked is None:
             events.append(event(ids.chunk(wire.delta_choice({}, finish_reason=sent.finish_reason))))
-        events.extend(annotation_events(sent, verdict))
+        events.extend(annotations[judged_during:])
     if chat.include_usage:
         events.append(event(ids.usage_chunk(prompt_tokens, sent.completion_tokens)))
     events.append(Event("[DONE]"))

@@ -186,7 +186,21 @@ async def test_stream_cut_trigger_sends_text_then_content_filter_finish(
     assert len(streamed) < len(full.choices[0].message.content or "")
 
 
-async def test_async_cut_trigger_sends_text_then_annotation_chunks_ending_in_content_filter(
+def judged_only_what_was_sent(chunks: list[Any]) -> bool:
+    """Whether every annotation judges text that was streamed before it, and no more."""
+    sent = 0
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        if choice.delta is not None:
+            sent += len(choice.delta.content or "")
+        elif extras(choice)["content_filter_offsets"]["end_offset"] > sent:
+            return False
+    return True
+
+
+async def test_async_cut_trigger_streams_text_judged_one_group_behind_ending_in_content_filter(
     azure_client: openai.AsyncAzureOpenAI,
 ) -> None:
     chunks = await stream_chunks(azure_client, "[cf:async-cut:hate]")
@@ -195,8 +209,10 @@ async def test_async_cut_trigger_sends_text_then_annotation_chunks_ending_in_con
     annotations = [c for c in chunks if c.choices and c.choices[0].delta is None]
     assert annotations
     last_text_index = max(i for i, c in enumerate(chunks) if c in real)
-    first_annotation_index = chunks.index(annotations[0])
-    assert last_text_index < first_annotation_index  # the verdict comes after the text
+    # The filter judges the text while it streams, one group of chunks behind; the verdict
+    # comes after the last text, and the stream stops there.
+    assert chunks.index(annotations[0]) < last_text_index < chunks.index(annotations[-1])
+    assert judged_only_what_was_sent(chunks)
     assert all(c.choices[0].finish_reason is None for c in real)  # no stop chunk
     for annotation in annotations:
         assert (annotation.id, annotation.object, annotation.created) == ("", "", 0)
@@ -222,7 +238,9 @@ async def test_async_pass_trigger_streams_annotations_that_all_pass(
     assert len(annotations) >= 2
     stop = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
     assert len(stop) == 1
-    assert chunks.index(stop[0]) < chunks.index(annotations[0])
+    # Judged while streaming, and the last of the text after the finish chunk.
+    assert chunks.index(annotations[0]) < chunks.index(stop[0]) < chunks.index(annotations[-1])
+    assert judged_only_what_was_sent(chunks)
     for annotation in annotations:
         results = extras(annotation.choices[0])["content_filter_results"]
         assert not any(value.get("filtered") for value in results.values())

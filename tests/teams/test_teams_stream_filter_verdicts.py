@@ -111,12 +111,31 @@ async def test_model_deadline_cut_before_the_asynchronous_filter_judged_the_text
     assert summary.prompt_tokens + summary.completion_tokens == await charged_tokens(client)
 
 
+async def test_stop_after_the_asynchronous_filter_judged_the_shown_text_keeps_it_as_the_answer(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    """The asynchronous filter judges the text while it streams, a few chunks behind: by the
+    time the user presses Stop (a second later), what they saw has been judged."""
+    client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
+    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
+    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-pass]")
+    await client.post("/api/messages", json=activity)
+    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
+    await settle(client)
+
+    [shown, *_] = streamed_texts(teams)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert (answer.status, answer.error, answer.text) == (MessageStatus.PARTIAL, None, shown)
+    assert answer.withheld_text is None
+
+
 async def test_stop_before_the_asynchronous_filter_judged_the_text_keeps_it_for_reviewers_only(
     make_app: Any, teams: TeamsChannel, paced_simulator_url: str
 ) -> None:
     client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
     teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
-    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-pass]")
+    # The filter far behind: its verdicts come only after all the text.
+    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-late-pass]")
     await client.post("/api/messages", json=activity)
     await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
     await settle(client)
