@@ -188,9 +188,10 @@ class StreamTickets:
         return verified
 
     def use(self, ticket: StreamTicket) -> None:
-        """Spend a verified ticket: it opens no other stream in this process."""
+        """Spend a verified ticket: it opens no other stream in this process. It is remembered
+        for as long as `verify` would take it (its expiry and the clock allowance)."""
         now = int(time.time())
-        while self._expiries and self._expiries[0][0] < now:
+        while self._expiries and self._expiries[0][0] + CLOCK_SKEW_SECONDS < now:
             _, spent = heapq.heappop(self._expiries)
             self._used.pop(spent, None)
         self._used[ticket.ticket_id] = ticket.expires_at

@@ -63,3 +63,18 @@ def test_a_stream_ticket_from_an_instance_whose_clock_is_ahead(shift: int, good:
     else:
         with pytest.raises(TokenError):
             tickets.verify(ticket, CONVERSATION)
+
+
+def test_a_spent_stream_ticket_stays_spent_while_the_clock_allowance_would_take_it() -> None:
+    """A ticket that expired a moment ago is still good (the allowance), so it is remembered as
+    spent until then: otherwise it could open a second stream."""
+    key = "a-ticket-key-derived-from-the-shared-secret-0123456789"
+    lapsed = StreamTickets(key, lifetime=-2)  # expired 2 s ago, within the allowance
+    tickets = StreamTickets(key)
+    ticket = lapsed.issue(CONVERSATION, "dl_alice", "")
+    tickets.use(tickets.verify(ticket, CONVERSATION))
+    # Spending another ticket forgets the spent ones that can no longer be verified.
+    tickets.use(tickets.verify(lapsed.issue(CONVERSATION, "dl_alice", ""), CONVERSATION))
+
+    with pytest.raises(TokenError, match="already used"):
+        tickets.verify(ticket, CONVERSATION)
