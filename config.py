@@ -666,7 +666,10 @@ class Settings(BaseSettings):
 
     @field_validator("bot_openid_metadata_url", "bot_login_authority", "admin_oidc_metadata_url")
     @classmethod
-    def _identity_url_has_no_user_info(cls, value: str, info: ValidationInfo) -> str:
+    def _identity_url_is_https_without_user_info(cls, value: str, info: ValidationInfo) -> str:
+        # Signing keys fetched over plain http could be replaced on the way (and then any token
+        # taken, its serviceUrl too: the bot's own token would go there), and the login
+        # authority is sent the app's secret.
         assert info.field_name is not None
         field = cls.model_fields[info.field_name]
         # A setting with two spellings is named by both: the operator set one of them.
@@ -677,7 +680,7 @@ class Settings(BaseSettings):
             else [field.alias or ""]
         )
         name = names[0] if len(names) == 1 else f"{names[0]} (or {', '.join(names[1:])})"
-        return _without_user_info(value, name)
+        return _https_or_loopback(value, name)
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

@@ -93,12 +93,18 @@ class SigningKeys:
         async with self._session.get(self._metadata_url, timeout=timeout) as response:
             response.raise_for_status()
             metadata = await response.json(content_type=None)
-        async with self._session.get(metadata["jwks_uri"], timeout=timeout) as response:
+        jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
+        if not isinstance(jwks_uri, str):
+            raise ValueError("the OpenID metadata names no jwks_uri")
+        async with self._session.get(jwks_uri, timeout=timeout) as response:
             response.raise_for_status()
             jwks = await response.json(content_type=None)
+        listed = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(listed, list):
+            raise ValueError("the key set holds no list of keys")
         keys: dict[str, _SigningKey] = {}
-        for jwk in jwks.get("keys", []):
-            if jwk.get("kty") != "RSA" or "kid" not in jwk:
+        for jwk in listed:
+            if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or "kid" not in jwk:
                 continue
             keys[jwk["kid"]] = _SigningKey(
                 key=RSAAlgorithm.from_jwk(json.dumps(jwk)),

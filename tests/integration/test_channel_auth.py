@@ -389,3 +389,44 @@ async def test_requests_while_the_signing_keys_are_unavailable_do_not_each_fetch
         identity = await authenticator.authenticate(f"Bearer {token}", "test", url)
         assert identity.service_url == url
         assert issuer.key_fetches == 2
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key_set"),
+    [
+        ([], None),
+        ({"issuer": "x"}, None),
+        ({"jwks_uri": 42}, None),
+        (None, [1]),
+        (None, {"keys": "none"}),
+        (None, {"keys": [1, "two", None]}),
+    ],
+    ids=["metadata-a-list", "no-jwks-uri", "jwks-uri-not-text", "keys-a-list", "keys-text", "odd"],
+)
+async def test_a_malformed_key_service_answer_fails_authentication_not_the_request(
+    aiohttp_server: Any, connector: RecordingConnector, metadata: Any, key_set: Any
+) -> None:
+    """Bot Framework's key service answering something that is no key set (a proxy's page, a
+    changed format) is an authentication failure (a 401, which the channel retries), not an
+    error of the app (a 500)."""
+    import aiohttp
+
+    from bot.auth import AuthError, SigningKeys
+
+    broken = web.Application()
+    base = ""
+
+    async def answer_metadata(request: web.Request) -> web.Response:
+        return web.json_response(metadata if metadata is not None else {"jwks_uri": f"{base}/keys"})
+
+    async def answer_keys(request: web.Request) -> web.Response:
+        return web.json_response(key_set)
+
+    broken.router.add_get("/.well-known/openidconfiguration", answer_metadata)
+    broken.router.add_get("/keys", answer_keys)
+    server = await aiohttp_server(broken)
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        keys = SigningKeys(session, f"{base}/.well-known/openidconfiguration")
+        with pytest.raises(AuthError):
+            await keys.get("some-kid")

@@ -568,3 +568,16 @@ def test_a_deployment_endpoint_with_a_password_is_refused_naming_the_deployment_
         raised.value
     )
     assert "Secret42" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["BOT_OPENID_METADATA_URL", "BOT_LOGIN_AUTHORITY", "ADMIN_OIDC_METADATA_URL"]
+)
+def test_an_identity_url_must_be_https_except_on_loopback(name: str) -> None:
+    """Signing keys fetched over plain http could be swapped on the way, and the login
+    authority is sent the app's secret."""
+    with pytest.raises(ValidationError) as raised:
+        settings(**{name: "http://login.example.net/meta"})
+    [problem] = explain_validation_error(raised.value)
+    assert "must be an https:// URL" in problem, problem
+    assert settings(**{name: "http://127.0.0.1:9/meta"})
