@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
+
 
 class AuthError(Exception):
     """Not authenticated. The message is safe to log, never shown in detail."""
@@ -69,6 +71,31 @@ def _b64encode(data: bytes) -> str:
 
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Sealer:
+    """Encrypted, expiring text values for addresses (Fernet: AES with an HMAC, and its time):
+    what a page's address must carry across a reload or a link but must not show where
+    addresses are logged (App Service HTTP logs, Application Gateway access logs), such as the
+    words an admin searched for."""
+
+    def __init__(self, secret: bytes, purpose: str, ttl_seconds: int) -> None:
+        key = hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        self._ttl = ttl_seconds
+
+    def seal(self, values: dict[str, str]) -> str:
+        sealed = self._fernet.encrypt(json.dumps(values, separators=(",", ":")).encode())
+        return sealed.decode("ascii")
+
+    def unseal(self, token: str) -> dict[str, str]:
+        try:
+            value = json.loads(self._fernet.decrypt(token.encode(), ttl=self._ttl))
+        except (InvalidToken, ValueError) as exc:  # forged, mangled or expired
+            raise AuthError("bad sealed value") from exc
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise AuthError("malformed sealed value")
+        return value
 
 
 class Signer:

@@ -40,6 +40,7 @@ from admin.auth import (
     LocalSignIn,
     Principal,
     Role,
+    Sealer,
     Sessions,
     Signer,
     appservice_principal,
@@ -174,6 +175,8 @@ class AdminContext:
     result_signer: Signer
     # Signs the page a sign-in returns to (`RETURN_COOKIE`).
     return_signer: Signer
+    # Seals what a page's address must not show (`SEALED_FIELDS`).
+    sealer: Sealer
     local: LocalSignIn | None = None
     oidc: OidcClient | None = None
     http: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -285,6 +288,7 @@ def create_admin_app(
     templates.filters["text_lang"] = _part_lang
     templates.filters["utc_time"] = utc_time
     templates.globals["at_fault"] = _at_fault
+    templates.globals["address"] = _template_address
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,
@@ -294,6 +298,8 @@ def create_admin_app(
         flow_signer=Signer(settings.session_secret, "admin-oidc-flow"),
         result_signer=Signer(settings.session_secret, "admin-result"),
         return_signer=Signer(settings.session_secret, "admin-return"),
+        # A sealed address works as long as a session could have made it.
+        sealer=Sealer(settings.session_secret, "admin-address", int(settings.session_hours * 3600)),
         local=LocalSignIn() if settings.mode is AuthMode.LOCAL else None,
         recent_erasures=erasures or RecentErasures(),
         second_passes=second_passes,
@@ -304,6 +310,7 @@ def create_admin_app(
     app.on_cleanup.append(_cleanup)
     r = app.router
     r.add_get("/", list_page, name="list")
+    r.add_post("/", list_search, name="list_search")
     r.add_get("/conversations/{id}", transcript_page, name="transcript")
     r.add_get(
         "/conversations/{id}/delete",
@@ -316,6 +323,7 @@ def create_admin_app(
     r.add_post("/users/delete", delete_page, name="delete")
     r.add_post("/users/export", export_user_page, name="export_user")
     r.add_get("/audit", audit_page, name="audit")
+    r.add_post("/audit", audit_search, name="audit_search")
     r.add_get("/login", login, name="login")
     r.add_get("/auth/callback", oidc_callback, name="callback")
     r.add_post("/logout", logout, name="logout")
@@ -740,6 +748,7 @@ ATTEMPTED_ACTIONS = {
     "api_export_conversation": "export_conversation",
     "api_export_list": "export_list",
     "audit_page": "read_audit",
+    "audit_search": "read_audit",
     "api_audit": "read_audit",
     "api_export_audit": "export_audit",
 }
@@ -806,7 +815,10 @@ async def _denied_target(request: web.Request) -> str:
     conversation_id = request.match_info.get("id")
     if conversation_id:
         return conversation_id
-    reference: object = request.query.get("user")
+    try:
+        reference: object = _params(request).get("user")
+    except BadRequest:
+        return ""
     if request.method == "POST":
         try:
             if request.content_type == "application/json":
@@ -941,6 +953,7 @@ def _render(
     html = context.templates.get_template(template).render(
         principal=principal,
         csrf=principal.csrf if principal else "",
+        admin_context=context,
         mode=context.settings.mode.value,
         pseudonymized=context.pseudonyms.enabled,
         lang=language,
@@ -965,6 +978,53 @@ def _language(request: web.Request) -> Language:
     return language_of(request.headers.get("Accept-Language", ""))
 
 
+# What a page's address must not show: App Service HTTP logging and Application Gateway access
+# logs keep paths and query strings, in Log Analytics, where the audit log does not reach. The
+# words searched for (`q`: often words of users' messages), a user (typed as a user id) and
+# the reason of a reveal go in its sealed part (`SEALED_PARAM`) instead: the filter forms post
+# them and are answered with such an address, and the pages' links carry them so.
+SEALED_FIELDS = frozenset({"q", "user", "reason"})
+SEALED_PARAM = "s"
+
+
+def _params(request: web.Request) -> dict[str, str]:
+    """A page's parameters: its query (each name's first value), with what its sealed part
+    holds. A sealed part that is not ours, or too old, is a 400 that says to filter again."""
+    query = request.query
+    params = {name: query[name] for name in query if name != SEALED_PARAM}
+    sealed = query.get(SEALED_PARAM)
+    if sealed:
+        try:
+            opened = request.app[CONTEXT].sealer.unseal(sealed)
+        except AuthError as exc:
+            raise BadRequest("error_sealed_address") from exc
+        params.update({name: value for name, value in opened.items() if name in SEALED_FIELDS})
+    return params
+
+
+def _sealed_query(context: AdminContext, params: Mapping[str, str]) -> str:
+    """The query string of an address with these parameters, `SEALED_FIELDS` sealed."""
+    plain = {name: value for name, value in params.items() if value and name not in SEALED_FIELDS}
+    hidden = {name: value for name, value in params.items() if value and name in SEALED_FIELDS}
+    if hidden:
+        plain[SEALED_PARAM] = context.sealer.seal(hidden)
+    return urlencode(plain)
+
+
+def _page_address(context: AdminContext, path: str, params: Mapping[str, str]) -> str:
+    query = _sealed_query(context, params)
+    return f"{path}?{query}" if query else path
+
+
+@jinja2.pass_context
+def _template_address(
+    template: jinja2.runtime.Context, path: str, params: Mapping[str, str]
+) -> str:
+    """`address(path, params)` in a template: a link whose user or search is sealed."""
+    context: AdminContext = template["admin_context"]
+    return _page_address(context, path, params)
+
+
 async def _filters(request: web.Request) -> Filters:
     """The list's filters (its pages, API and export). With pseudonyms on, a user filter that
     names a user id instead of a pseudonym answers with that person's pseudonym: it is a reveal.
@@ -973,7 +1033,8 @@ async def _filters(request: web.Request) -> Filters:
     next page and the export links carry it, never the id. A pseudonym made with a previous key
     is echoed as the current key's, as the pages show that person now."""
     context = request.app[CONTEXT]
-    filters = parse_filters(request.query, context.pseudonyms)
+    params = _params(request)
+    filters = parse_filters(params, context.pseudonyms)
     named = filters.echo.get("user", "")
     if named.startswith(PSEUDONYM_PREFIX):
         current = context.pseudonyms.current(named)
@@ -984,7 +1045,7 @@ async def _filters(request: web.Request) -> Filters:
         target = _audited_as(context, named)
         await _record_denial(request, "reveal_user", target, by="user_filter")
         raise PSEUDONYM_REQUIRED
-    [reason] = _texts(request.query, "reason")
+    [reason] = _texts(params, "reason")
     reason = _reason(reason, "error_reason_filter_by_id")
     pseudonym = _audited_as(context, named)
     await _audit(request, "reveal_user", pseudonym, {"reason": reason, "by": "user_filter"})
@@ -1145,7 +1206,11 @@ def _rejected_filters(
         rejected = PSEUDONYM_REQUIRED
     else:
         raise error
-    typed = _typed_fields(request.query, form)
+    try:
+        params = _params(request)
+    except BadRequest:  # the sealed part is the fault: what was typed plainly comes back
+        params = {name: request.query[name] for name in request.query if name != SEALED_PARAM}
+    typed = _typed_fields(params, form)
     name = rejected.text.values.get("name")
     if isinstance(name, str):
         at_fault: tuple[str, ...] = (name,)
@@ -1912,8 +1977,9 @@ async def list_page(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(AuthError):  # forged, mangled or old: no message
         deleted = request.app[CONTEXT].result_signer.unsign(request.query.get(DELETED_PARAM, ""))
     echo = dict(filters.echo)
+    context = request.app[CONTEXT]
     next_link = (
-        "/admin/?" + urlencode({**echo, "continuation": body["continuation"]})
+        _page_address(context, "/admin/", {**echo, "continuation": body["continuation"]})
         if body["continuation"]
         else None
     )
@@ -1924,13 +1990,13 @@ async def list_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "list.html",
-        language_next=(_return_target("/admin/?" + urlencode(here)) if here else None) or "/admin/",
+        language_next=_return_target(_page_address(context, "/admin/", here)) or "/admin/",
         items=body["items"],
         search=body.get("search"),
         filters=echo,
         categories=FLAG_CATEGORIES,
         next_link=next_link,
-        export_query=urlencode(echo),
+        export_query=_sealed_query(context, echo),
         deleted=deleted,
         error=None,
         invalid=(),
@@ -1973,10 +2039,26 @@ async def reveal_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def list_search(request: web.Request) -> web.StreamResponse:
+    """The list's filter form, sent: answered with the list's address, what it must not show
+    sealed (`SEALED_FIELDS`). Nothing is read or recorded here; the list's page does that."""
+    form = await request.post()
+    chosen = {name: value for name in _LIST_FORM if isinstance(value := form.get(name), str)}
+    return _redirect(_page_address(request.app[CONTEXT], "/admin/", chosen))
+
+
+@requires(Role.ADMIN)
+async def audit_search(request: web.Request) -> web.StreamResponse:
+    """The audit log's filter form, sent: as `list_search`."""
+    form = await request.post()
+    chosen = {name: value for name in _AUDIT_FORM if isinstance(value := form.get(name), str)}
+    return _redirect(_page_address(request.app[CONTEXT], "/admin/audit", chosen))
+
+
 @requires(Role.ADMIN)
 async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
-    [reference] = _texts(request.query, "user")
+    [reference] = _texts(_params(request), "user")
     reference = reference.strip()
     if not reference:
         raise BadRequest("error_user_to_delete")
@@ -2000,7 +2082,9 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "delete_confirm.html",
-        language_next=_return_target("/admin/users/delete?" + urlencode({"user": reference})),
+        language_next=_return_target(
+            _page_address(context, "/admin/users/delete", {"user": reference})
+        ),
         reference=reference,
         conversations=total,
         unreadable=unreadable,
@@ -2025,7 +2109,9 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             request,
             "delete_confirm.html",
             status=400,
-            language_next=_return_target("/admin/users/delete?" + urlencode({"user": reference})),
+            language_next=_return_target(
+                _page_address(request.app[CONTEXT], "/admin/users/delete", {"user": reference})
+            ),
             reference=reference,
             conversations=None,
             unreadable=0,
@@ -2155,10 +2241,11 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
             invalid=invalid,
         )
     # The next page keeps the page size the admin chose, and the filters.
+    context = request.app[CONTEXT]
     kept = {"limit": request.query["limit"]} if request.query.get("limit") else {}
     kept |= filters.echo
     next_link = (
-        "/admin/audit?" + urlencode({**kept, "continuation": continuation})
+        _page_address(context, "/admin/audit", {**kept, "continuation": continuation})
         if continuation
         else None
     )
@@ -2172,14 +2259,13 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "audit.html",
-        language_next=(
-            (_return_target("/admin/audit?" + urlencode(here)) if here else None) or "/admin/audit"
-        ),
+        language_next=_return_target(_page_address(context, "/admin/audit", here))
+        or "/admin/audit",
         records=records,
         next_link=next_link,
         later=later,
         filters=filters.echo,
-        export_query=urlencode(filters.echo),
+        export_query=_sealed_query(context, filters.echo),
         error=None,
         invalid=(),
     )
@@ -2210,7 +2296,7 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
     then, as the list's user filter, a reveal with a `reason`, recorded before anything is
     read), `since` and `until` (UTC days or ISO date-times, as the list takes them)."""
     context = request.app[CONTEXT]
-    params = request.query
+    params = _params(request)
     for name, value in params.items():
         text_value(value, name)
     echo = {k: params[k].strip() for k in AUDIT_FILTERS if params.get(k, "").strip()}

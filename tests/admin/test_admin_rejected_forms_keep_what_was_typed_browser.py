@@ -42,7 +42,7 @@ async def test_an_admin_fixes_only_the_field_at_fault_of_a_rejected_deletion(
     flagged = "/admin/conversations/conv-flagged"
     async with signed_in_page(browser, served, flagged) as (base, page, events):
         await page.get_by_role("link", name="Delete all data of this user…").click()
-        await page.wait_for_url("**/admin/users/delete?user=*")
+        await page.wait_for_url("**/admin/users/delete?s=*")
         user = await page.get_by_test_id("delete-user").inner_text()
         reason = page.get_by_label("Reason for deletion")
         confirm = page.locator('form[action="/admin/users/delete"] input[name=confirm]')
