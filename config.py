@@ -114,9 +114,17 @@ def _api_version(value: str, name: str) -> str:
     return value
 
 
-def _https_or_loopback(value: str, name: str) -> str:
+def _https_or_loopback(value: str, name: str, *, query_allowed: bool = False) -> str:
+    """`query_allowed`: a URL that may carry a query of the service's (Entra ID's metadata takes
+    `?appid=`); the others never have one, and one would be logged at start-up with the URL
+    (a `?subscription-key=` or `?sig=` there would publish it)."""
     _without_user_info(value, name)
     parts = urlsplit(value)
+    if (parts.query or parts.fragment) and not query_allowed:
+        raise ValueError(
+            f"{name} must not have a query or fragment (?... or #...): the URL is logged at "
+            "start-up; keys and credentials have settings of their own"
+        )
     if parts.scheme == "https" and parts.hostname:
         return value.rstrip("/")
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
@@ -639,14 +647,7 @@ class Settings(BaseSettings):
     @field_validator("direct_line_endpoint")
     @classmethod
     def _direct_line_is_https_or_loopback(cls, value: str) -> str:
-        _without_user_info(value, "DIRECT_LINE_ENDPOINT")
-        parts = urlsplit(value)
-        loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
-        if parts.scheme == "https" or (parts.scheme == "http" and loopback):
-            return value.rstrip("/")
-        raise ValueError(
-            "DIRECT_LINE_ENDPOINT must be an https:// URL (http only on loopback, for tests)"
-        )
+        return _https_or_loopback(value, "DIRECT_LINE_ENDPOINT")
 
     @field_validator("azure_openai_endpoint")
     @classmethod
@@ -680,7 +681,9 @@ class Settings(BaseSettings):
             else [field.alias or ""]
         )
         name = names[0] if len(names) == 1 else f"{names[0]} (or {', '.join(names[1:])})"
-        return _https_or_loopback(value, name)
+        return _https_or_loopback(
+            value, name, query_allowed=info.field_name == "admin_oidc_metadata_url"
+        )
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

@@ -581,3 +581,27 @@ def test_an_identity_url_must_be_https_except_on_loopback(name: str) -> None:
     [problem] = explain_validation_error(raised.value)
     assert "must be an https:// URL" in problem, problem
     assert settings(**{name: "http://127.0.0.1:9/meta"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com/?subscription-key=Secret42"),
+        ("COSMOS_ENDPOINT", "https://acct.documents.azure.com:443/?sig=Secret42"),
+        ("DIRECT_LINE_ENDPOINT", "https://directline.example/v3/directline#Secret42"),
+        ("BOT_LOGIN_AUTHORITY", "https://login.microsoftonline.com?code=Secret42"),
+    ],
+)
+def test_an_endpoint_with_a_query_is_refused_naming_the_setting_only(name: str, value: str) -> None:
+    """Endpoints are logged at start-up: a key put in a query would be published there."""
+    with pytest.raises(ValidationError) as raised:
+        settings(**{name: value})
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith(f"{name}: {name} must not have a query or fragment"), problem
+    assert "Secret42" not in str(raised.value)
+
+
+def test_the_admin_identity_providers_metadata_may_have_a_query() -> None:
+    """Entra ID's metadata takes `?appid=` for an app with its own signing keys."""
+    url = "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration?appid=1"
+    assert settings(ADMIN_OIDC_METADATA_URL=url).admin_oidc_metadata_url == url
