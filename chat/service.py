@@ -750,6 +750,10 @@ class ChatService:
                 needed=exc.needed,
                 room=exc.room,
             )
+            # Not sent, and it never fits: as context it would end every later window there,
+            # leaving out everything said before it (the window stops at the first that does
+            # not fit).
+            await self._mark_not_sent(user_message, "message_too_long", outcome)
             return
 
         if self._guard is not None:

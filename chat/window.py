@@ -49,6 +49,8 @@ def build_window(
     tokens and its author line's, both stored.
     """
     used = counter.family.reply_priming + counter.message_tokens(system_tokens)
+    # What a message must fit into beside the system prompt and the current message.
+    room = budget - used
     chosen: list[Message] = []
     dropped = 0
     # An answer comes after its prompt: newest first, the blocked answers are met first.
@@ -79,6 +81,14 @@ def build_window(
                 raise ValueError("the newest message of the window must be the current prompt")
             continue
         cost = counter.message_tokens(_content_tokens(message))
+        if index == 0:
+            room -= cost
+        elif cost > room:
+            # It fits no window beside this prompt (one stored before such prompts were marked
+            # not sent, chat.service): left out, not the end of the window, or nothing older
+            # would ever be read again.
+            dropped += 1
+            continue
         if used + cost > budget:
             if index == 0:
                 raise MessageTooLong(cost, budget - used)

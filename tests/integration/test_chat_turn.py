@@ -396,6 +396,26 @@ async def test_a_prompt_keeps_its_first_line_s_indentation_in_the_store_and_for_
         assert summary is not None and summary.title == expected.splitlines()[0].strip()
 
 
+async def test_a_message_refused_for_its_tokens_leaves_the_earlier_conversation_in_context(
+    make_app: Any, connector: RecordingConnector, simulator_url: str, aiohttp_server: Any
+) -> None:
+    """The user is told the message was not sent and sends a shorter one: the assistant still
+    reads what was said before (the refused one ended every later window before)."""
+    recorder = PromptRecorder(simulator_url)
+    gateway: TestServer = await aiohttp_server(recorder.app())
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=str(gateway.make_url("")).rstrip("/"))
+    for count, text in enumerate(["Our project is called Falcon.", "漢" * 7000, "Its name?"], 1):
+        await post(bot, message_activity(connector.url, text))
+        await connector.wait_for_messages(count)
+        await settle(bot)
+
+    users = [m["content"] for m in recorder.requests[-1]["messages"] if m["role"] == "user"]
+    assert users == ["Our project is called Falcon.", "Its name?"]
+    stored = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    refused = next(m for m in stored if m.role is Role.USER and m.text.startswith("漢"))
+    assert (refused.status, refused.error) == (MessageStatus.ERROR, "message_too_long")
+
+
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 async def test_a_model_throttled_for_a_day_is_called_unavailable_not_busy_right_now(
     make_app: Any, connector: RecordingConnector, locale: str

@@ -184,3 +184,24 @@ def test_current_prompt_that_cannot_fit_is_refused() -> None:
     history = _history(["word " * 500])
     with pytest.raises(MessageTooLong):
         build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=100)
+
+
+def test_an_older_message_that_fits_no_window_is_left_out_not_the_end_of_the_window() -> None:
+    """A prompt refused as too long, stored before such prompts were marked not sent, would
+    otherwise end every later window and hide everything said before it."""
+    history = _history(["first question", "first answer", "word " * 500, "", "and now?"])
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=200)
+    assert [m["content"] for m in window.messages[1:]] == [
+        "first question",
+        "first answer",
+        "and now?",
+    ]
+    assert window.dropped == 1
+
+
+def test_an_older_message_that_would_fit_alone_still_ends_a_full_window() -> None:
+    """The window stays the newest messages in a row: one that fits a window beside the current
+    prompt but not what is chosen already ends it, as before."""
+    history = _history(["first question", "first answer", "word " * 60, "its answer", "now?"])
+    window = build_window(SYSTEM, SYSTEM_TOKENS, history, counter, budget=84)
+    assert [m["content"] for m in window.messages[1:]] == ["its answer", "now?"]
