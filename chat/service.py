@@ -534,12 +534,13 @@ class ChatService:
             # log line carries. A cancellation from outside (the shutdown's last resort, once
             # the notices had their time) is not an Exception and goes on.
             await _abandon(history)
+            if outcome.streamed_text and not outcome.model_answered:
+                # Azure bills what it generated before the call was stopped (the shutdown, the
+                # turn's deadline, a bug): the prompt and the text so far, as estimated.
+                outcome.prompt_tokens = outcome.window_tokens
+                outcome.completion_tokens = self._counter.count_text(outcome.streamed_text)
             if running is not None and running.interrupted:
                 log.warning("the shutdown interrupted the turn", extra=log_fields)
-                if outcome.streamed_text:
-                    # Azure bills what it generated before the call was stopped.
-                    outcome.prompt_tokens = outcome.window_tokens
-                    outcome.completion_tokens = self._counter.count_text(outcome.streamed_text)
                 if not outcome.replied:
                     await self._fail(
                         turn,

@@ -21,6 +21,8 @@ from controls.quotas import user_scope
 from controls.windows import day_window
 from storage.ids import safe_id
 from storage.models import Message, MessageStatus
+from tests.conftest import FaultyAppFactory
+from tests.faults import FaultKind
 from tests.support import settle
 from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
 from tests.teams.channel import TeamsChannel
@@ -197,3 +199,25 @@ async def test_a_stream_that_broke_off_counts_its_charged_tokens_in_the_summary(
     assert summary is not None
     assert summary.prompt_tokens > 0 and summary.completion_tokens > 0
     assert summary.prompt_tokens + summary.completion_tokens == charged
+
+
+async def test_a_turn_deadline_mid_stream_charges_the_prompt_and_the_text_streamed(
+    make_faulty_app: FaultyAppFactory, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    """The turn's deadline counts from its start, the model's from its call: a slow store
+    before the call leaves the turn's deadline to cut the stream. Azure billed what it streamed,
+    so the quota and the summary count it (before, they counted nothing)."""
+    client, store = await make_faulty_app(
+        AZURE_OPENAI_ENDPOINT=paced_simulator_url,
+        TURN_DEADLINE_SECONDS=2.5,
+        MODEL_DEADLINE_SECONDS=2.0,
+    )
+    store.fail(FaultKind.SLOW, "recent_messages", delay=1.0, count=1)
+
+    _final, answer = await one_turn(client, teams, "write a lot [sim:long]")
+
+    assert streamed_texts(teams), "text was streamed when the deadline passed"
+    assert (answer.status, answer.error) == (MessageStatus.ERROR, "turn_deadline")
+    summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.prompt_tokens > 0 and summary.completion_tokens > 0
+    assert summary.prompt_tokens + summary.completion_tokens == await charged_tokens(client)
