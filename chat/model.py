@@ -25,6 +25,7 @@ from chat.filters import (
     parse_prompt_annotations,
     parse_results,
 )
+from chat.tokens import model_family
 
 ApiStyle = Literal["azure", "v1", "openai-compatible"]
 TokenProvider = Callable[[], Awaitable[str]]
@@ -60,6 +61,9 @@ class Completion:
     prompt_filter_results: list[dict[str, Any]] = field(default_factory=list)
     output_annotations: list[dict[str, Any]] = field(default_factory=list)
     usage_reported: bool = True
+    # Of `completion_tokens`, those a reasoning model spent on its hidden reasoning: billed, but
+    # not in the text (a window counts the text).
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -224,6 +228,8 @@ class DeploymentClient:
         timeout_seconds: float,
     ) -> None:
         self.deployment = deployment
+        # The field that caps the answer: reasoning models take only `max_completion_tokens`.
+        self._output_limit = model_family(deployment.model).output_limit
         # Streams ask for the usage (include_usage). Azure and the v1 API then always end with a
         # usage chunk; an OpenAI-compatible server may ignore the option.
         self._usage_promised = deployment.api in ("azure", "v1")
@@ -317,7 +323,11 @@ class DeploymentClient:
 
     def _body(self, messages: list[ChatCompletionMessageParam], max_tokens: int) -> dict[str, Any]:
         # `model` is the deployment: the Azure client maps it into the deployment's URL path.
-        return {"model": self.deployment.deployment, "messages": messages, "max_tokens": max_tokens}
+        return {
+            "model": self.deployment.deployment,
+            "messages": messages,
+            self._output_limit: max_tokens,
+        }
 
     async def _complete_once(
         self,
@@ -347,6 +357,7 @@ class DeploymentClient:
             prompt_filter_results=answer.prompt_filter_results,
             output_annotations=answer.output_annotations,
             usage_reported=answer.usage_reported,
+            reasoning_tokens=answer.reasoning_tokens,
         )
 
     async def _complete_streaming(
@@ -378,7 +389,7 @@ class DeploymentClient:
         output_annotations: list[dict[str, Any]] = []
         watch.prompt_filter_results, watch.output_annotations = prompt_filters, output_annotations
         watch.deployment, watch.filtered = self.deployment.name, False
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = reasoning_tokens = 0
         usage_reported = False
         watch.annotated, watch.judged_chars = False, 0
         length = 0
@@ -403,6 +414,8 @@ class DeploymentClient:
                 if chunk.usage is not None:
                     prompt_tokens = chunk.usage.prompt_tokens
                     completion_tokens = chunk.usage.completion_tokens
+                    details = chunk.usage.completion_tokens_details
+                    reasoning_tokens = (details.reasoning_tokens if details else None) or 0
                     usage_reported = True
                 for choice in chunk.choices:
                     extras = choice.model_extra or {}
@@ -486,6 +499,7 @@ class DeploymentClient:
             prompt_filter_results=prompt_filters,
             output_annotations=output_annotations,
             usage_reported=usage_reported,
+            reasoning_tokens=reasoning_tokens,
         )
 
 
@@ -500,6 +514,12 @@ class ChatAnswer:
     usage_reported: bool
     prompt_filter_results: list[dict[str, Any]]
     output_annotations: list[dict[str, Any]]
+    reasoning_tokens: int = 0
+
+
+def _reasoning_tokens(usage: dict[str, Any] | None) -> int:
+    details = _typed(usage.get("completion_tokens_details"), dict, {}) if usage else {}
+    return _typed(details.get("reasoning_tokens"), int, 0)
 
 
 def read_chat_completion(content: bytes) -> ChatAnswer:
@@ -518,6 +538,7 @@ def read_chat_completion(content: bytes) -> ChatAnswer:
         finish_reason=_typed(choice.get("finish_reason"), str, None),
         prompt_tokens=_typed(usage.get("prompt_tokens"), int, 0) if usage else 0,
         completion_tokens=_typed(usage.get("completion_tokens"), int, 0) if usage else 0,
+        reasoning_tokens=_reasoning_tokens(usage),
         usage_reported=usage is not None,
         prompt_filter_results=_prompt_filters(body),
         output_annotations=(

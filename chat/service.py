@@ -1013,7 +1013,11 @@ class ChatService:
             channel_id=user_message.channel_id,
             locale=user_message.locale,
             status=MessageStatus.COMPLETE,
-            tokens=completion.completion_tokens or self._counter.count_text(completion.text),
+            # The text's: a reasoning model's hidden reasoning is billed, never read again.
+            tokens=(
+                max(0, completion.completion_tokens - completion.reasoning_tokens)
+                or self._counter.count_text(completion.text)
+            ),
             usage=Usage(prompt=completion.prompt_tokens, completion=completion.completion_tokens),
             deployment=completion.deployment or None,  # unknown when the stream limit cut it
             latency_ms=completion.latency_ms,

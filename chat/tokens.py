@@ -30,6 +30,7 @@ class ModelFamily:
     reply_priming: int
     image_base: int
     image_per_tile: int
+    output_limit: str = "max_tokens"
 
 
 @cache

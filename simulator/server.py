@@ -30,7 +30,12 @@ from simulator.faults import (
 )
 from simulator.filters import Trigger, Verdict, judge, load_triggers
 from simulator.replies import Templates, compose_reply, last_user_text, load_templates
-from simulator.tokens import count_prompt_tokens, load_encoding
+from simulator.tokens import (
+    REASONING_TOKENS,
+    count_prompt_tokens,
+    is_reasoning_model,
+    load_encoding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +233,9 @@ async def read_chat_request(request: web.Request, config: SimulatorConfig) -> Ch
             raise invalid("'model' is required.", "model")
     if config.deployments is not None and deployment not in config.deployments:
         raise RequestRefused(json_response(wire.error_404(), status=404))
+    if "max_tokens" in body and is_reasoning_model(config.model):
+        refusal = wire.error_unsupported_parameter("max_tokens", "max_completion_tokens")
+        raise RequestRefused(json_response(refusal, status=400))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -282,7 +290,12 @@ def event(payload: wire.JSON, tokens: int = 0) -> Event:
 
 
 def stream_events(
-    ids: wire.StreamIds, chat: ChatRequest, reply: Reply, verdict: Verdict, prompt_tokens: int
+    ids: wire.StreamIds,
+    chat: ChatRequest,
+    reply: Reply,
+    verdict: Verdict,
+    prompt_tokens: int,
+    reasoning_tokens: int = 0,
 ) -> list[Event]:
     """Every event of one stream, in Azure's order (shared/reference/azure-openai-wire.md)."""
     blocked = verdict.blocked_output_results
@@ -314,7 +327,8 @@ def stream_events(
             events.append(event(ids.chunk(wire.delta_choice({}, finish_reason=sent.finish_reason))))
         events.extend(annotations[judged_during:])
     if chat.include_usage:
-        events.append(event(ids.usage_chunk(prompt_tokens, sent.completion_tokens)))
+        usage = ids.usage_chunk(prompt_tokens, sent.completion_tokens, reasoning_tokens)
+        events.append(event(usage))
     events.append(Event("[DONE]"))
     return events
 
@@ -461,9 +475,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if fault is not None and fault.mode == "slow_first_token":
         first_token_delay_ms += fault.delay_ms
     ids = wire.StreamIds(f"chatcmpl-sim{uuid.uuid4().hex[:24]}", int(time.time()), config.model)
+    reasoning = REASONING_TOKENS if is_reasoning_model(config.model) else 0
 
     if chat.stream:
-        events = stream_events(ids, chat, reply, verdict, prompt_tokens)
+        events = stream_events(ids, chat, reply, verdict, prompt_tokens, reasoning)
         return await send_stream(
             request, events, first_token_delay_ms / 1000, config.tokens_per_second, fault, headers
         )
@@ -485,6 +500,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         output_results=blocked or verdict.output_results,
         prompt_tokens=prompt_tokens,
         completion_tokens=final.completion_tokens,
+        reasoning_tokens=reasoning,
     )
     return json_response(payload, headers=headers)
 

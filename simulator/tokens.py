@@ -26,6 +26,17 @@ REPLY_PRIMING_TOKENS = 3
 IMAGE_PART_TOKENS = 85
 
 
+# Reasoning models: they take `max_completion_tokens` only (a 400 for `max_tokens`), and bill
+# hidden reasoning tokens in `completion_tokens` (`completion_tokens_details.reasoning_tokens`).
+REASONING_FAMILIES = ("o1", "o3", "o4-mini", "gpt-5")
+# What the simulator's reasoning models "think" per answer, billed and never shown.
+REASONING_TOKENS = 64
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.lower().startswith(REASONING_FAMILIES)
+
+
 def encoding_name_for(model: str) -> str:
     """gpt-4 and gpt-35-turbo use cl100k_base; gpt-4o and everything newer use o200k_base."""
     family = model.lower()

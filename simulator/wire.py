@@ -33,12 +33,18 @@ def prompt_filter_results(results: JSON) -> list[JSON]:
     return [{"prompt_index": 0, "content_filter_results": results}]
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> JSON:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> JSON:
+    """`completion_tokens`: the answer's text; a reasoning model's hidden tokens are billed on
+    top, and said apart in `completion_tokens_details`."""
+    billed = completion_tokens + reasoning_tokens
+    body: JSON = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": billed,
+        "total_tokens": prompt_tokens + billed,
     }
+    if reasoning_tokens:
+        body["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return body
 
 
 def completion(
@@ -52,6 +58,7 @@ def completion(
     output_results: JSON,
     prompt_tokens: int,
     completion_tokens: int,
+    reasoning_tokens: int = 0,
 ) -> JSON:
     return {
         "id": completion_id,
@@ -68,7 +75,7 @@ def completion(
                 "content_filter_results": output_results,
             }
         ],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens),
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
 
@@ -103,10 +110,12 @@ class StreamIds:
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> JSON:
+    def usage_chunk(
+        self, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0
+    ) -> JSON:
         body = self.chunk({})
         body["choices"] = []
-        body["usage"] = usage(prompt_tokens, completion_tokens)
+        body["usage"] = usage(prompt_tokens, completion_tokens, reasoning_tokens)
         return body
 
 
@@ -168,6 +177,18 @@ def error_missing_api_version() -> JSON:
             "code": "MissingApiVersionParameter",
             "message": "The api-version query parameter (?api-version=) is required for all "
             "requests.",
+        }
+    }
+
+
+def error_unsupported_parameter(param: str, instead: str) -> JSON:
+    return {
+        "error": {
+            "message": f"Unsupported parameter: '{param}' is not supported with this model. "
+            f"Use '{instead}' instead.",
+            "type": "invalid_request_error",
+            "param": param,
+            "code": "unsupported_parameter",
         }
     }
 

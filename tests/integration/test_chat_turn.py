@@ -11,6 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from app import STORE
 from chat.texts import localize
+from chat.tokens import TokenCounter
+from simulator import SimulatorConfig, run_simulator
+from simulator.tokens import REASONING_TOKENS
 from storage.ids import safe_id
 from storage.models import MessageStatus, Role, user_ref
 from tests.reliability.support import ModelGateway, sim_control
@@ -427,3 +430,30 @@ async def test_a_model_throttled_for_a_day_is_called_unavailable_not_busy_right_
     await settle(bot)
     unavailable = localize("model_down", locale, wait="WAIT", ref="REF").split("WAIT")[0]
     assert reply["text"].startswith(unavailable), reply["text"]
+
+
+@pytest.mark.parametrize("channel", ["test", "webchat"], ids=["whole", "streamed"])
+async def test_a_reasoning_model_deployment_answers_and_its_hidden_tokens_are_billed_not_read(
+    make_app: Any, connector: RecordingConnector, channel: str
+) -> None:
+    """o1, o3, o4-mini and gpt-5 refuse `max_tokens` (every turn would fail); they take
+    `max_completion_tokens`, and bill hidden reasoning tokens: the quota and the summary count
+    them, the stored answer (what a later window reads) counts its text."""
+    runner, url = await run_simulator(SimulatorConfig(api_key="test-key", model="o4-mini"))
+    try:
+        bot = await make_app(AZURE_OPENAI_ENDPOINT=url, AZURE_OPENAI_MODEL="o4-mini")
+        await post(bot, message_activity(connector.url, "What is a VPN?", channel_id=channel))
+        [reply] = await connector.wait_for_messages(1)
+        await settle(bot)
+    finally:
+        await runner.cleanup()
+
+    assert "What is a VPN?" in reply["text"]
+    store = bot.server.app[STORE]
+    _, answer = await store.conversation_messages(safe_id(f"{channel}:conv-1"))
+    assert answer.status is MessageStatus.COMPLETE
+    assert answer.tokens == TokenCounter("o4-mini").count_text(answer.text)
+    assert answer.usage is not None
+    assert answer.usage.completion == answer.tokens + REASONING_TOKENS
+    summary = await store.find_summary(safe_id(f"{channel}:conv-1"))
+    assert summary is not None and summary.completion_tokens == answer.usage.completion

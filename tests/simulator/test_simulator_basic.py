@@ -14,7 +14,7 @@ import pytest
 import tiktoken
 
 from simulator import SimulatorConfig
-from simulator.tokens import TOKENIZER_DATA_DIR
+from simulator.tokens import REASONING_TOKENS, TOKENIZER_DATA_DIR
 
 API_VERSION = "2024-10-21"
 StartSimulator = Callable[[SimulatorConfig], Awaitable[str]]
@@ -422,3 +422,40 @@ def test_simulator_imports_nothing_else_of_the_project() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
     assert imported & ours == set()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_reasoning_model_takes_only_max_completion_tokens_and_bills_its_reasoning(
+    start_simulator: StartSimulator, azure_client_for: ClientFor, stream: bool
+) -> None:
+    """Azure's reasoning models (o1, o3, o4-mini, gpt-5) refuse `max_tokens` with a 400 and
+    count hidden reasoning tokens in `completion_tokens`."""
+    client = azure_client_for(await start_simulator(SimulatorConfig(model="o4-mini")))
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="chat", messages=QUESTION, max_tokens=100)
+    assert refused.value.code == "unsupported_parameter"
+    assert refused.value.param == "max_tokens"
+
+    if stream:
+        chunks = [
+            chunk
+            async for chunk in await client.chat.completions.create(
+                model="chat",
+                messages=QUESTION,
+                max_completion_tokens=100,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ]
+        usage = chunks[-1].usage
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        answer = await client.chat.completions.create(
+            model="chat", messages=QUESTION, max_completion_tokens=100
+        )
+        usage, text = answer.usage, answer.choices[0].message.content or ""
+    assert usage is not None and usage.completion_tokens_details is not None
+    reasoning = usage.completion_tokens_details.reasoning_tokens
+    assert reasoning == REASONING_TOKENS
+    visible = len(o200k().encode(text))
+    assert usage.completion_tokens == visible + REASONING_TOKENS
