@@ -160,7 +160,12 @@ class PeerLinks:
     async def forward(self, owner: int, raw: dict[str, Any]) -> int | None:
         """Hand the activity to its owner: the HTTP status it answered, or None when it could
         not be reached (then the caller runs the turn)."""
-        payload = json.dumps(raw, ensure_ascii=False).encode()
+        try:
+            payload = json.dumps(raw, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # Half a surrogate pair deeper than the request's check goes (bot.routes): escaped,
+            # it reaches the owner as the request had it (UTF-8 cannot carry it).
+            payload = json.dumps(raw).encode()
         try:
             connection = await self._connection(owner)
             status = await asyncio.wait_for(connection.send(payload), self._timeout)

@@ -94,6 +94,22 @@ async def test_handed_over_activities_reach_the_owner_in_the_order_they_were_sen
     assert (sender.counts["handed_over"], receiver.counts["taken_over"]) == (50, 50)
 
 
+async def test_an_activity_with_half_a_surrogate_pair_deep_inside_is_handed_over_as_it_came(
+    links: tuple[PeerLinks, PeerLinks, Owner],
+) -> None:
+    """JSON can escape half a surrogate pair, which UTF-8 cannot carry; the request's check
+    replaces them only so deep. Such an activity reaches its owner unchanged (before, the
+    hand-over failed: a 500 on every retry)."""
+    sender, _, owner = links
+    nested: Any = "\ud800 lone"
+    for _ in range(40):
+        nested = {"inner": nested}
+    raw = {**activity(1), "channelData": nested}
+
+    assert await sender.forward(1, raw) == 202
+    assert owner.received == [raw]
+
+
 async def test_the_sender_answers_with_the_owners_status(
     links: tuple[PeerLinks, PeerLinks, Owner],
 ) -> None:
