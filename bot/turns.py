@@ -244,6 +244,13 @@ class TurnQueue:
                         await asyncio.wait_for(queued.job(), timeout=self._deadline)
                     except TimeoutError:
                         log.error("turn exceeded its deadline", extra={"deadline": self._deadline})
+                    except asyncio.CancelledError:
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            raise  # the drain cancels this worker: the rest is the drain's
+                        # Cancelled from within (not by the queue): a failed turn, which must
+                        # not end its conversation's queue, leaving the turns behind it unrun.
+                        log.error("turn was cancelled from within")
                     except Exception:
                         log.exception("turn failed")
                     finally:

@@ -32,6 +32,25 @@ async def test_waiting_for_a_conversation_returns_when_its_turns_are_done() -> N
     assert done == ["a1", "a2"]
 
 
+async def test_a_turn_cancelled_from_within_does_not_take_the_turns_behind_it_along() -> None:
+    turns = queue()
+    done: list[str] = []
+
+    async def cancelled_inside() -> None:
+        raise asyncio.CancelledError  # e.g. a library's own task, cancelled, awaited here
+
+    async def turn(name: str) -> None:
+        done.append(name)
+
+    turns.submit("conv-a", None, cancelled_inside)
+    turns.submit("conv-a", None, lambda: turn("a2"))
+    turns.submit("conv-a", None, lambda: turn("a3"))
+    await asyncio.wait_for(turns.wait_idle(), 5)
+
+    assert done == ["a2", "a3"]
+    assert turns.in_flight == 0
+
+
 async def test_waiting_for_an_idle_or_other_conversation_does_not_wait() -> None:
     turns = queue()
     blocked = asyncio.Event()
