@@ -135,8 +135,61 @@ async def test_escape_that_closes_the_comment_box_leaves_the_widget_open_in_japa
     assert await page.locator(FRAME).is_visible()
     assert await launcher.get_attribute("aria-expanded") == "true"
 
-    # A second Escape, with the comment box gone, closes the widget.
+    # The keyboard is back on the rating, inside a message of the transcript, where Escape is
+    # Web Chat's own (it leaves the message). From the message box, Escape closes the widget.
+    await chat.locator(SEND_BOX).focus()
     await page.keyboard.press("Escape")
     await page.locator(FRAME).wait_for(state="hidden")
+    assert page.errors == []
+    await page.context.close()
+
+
+async def test_escape_that_web_chat_takes_in_its_transcript_leaves_the_widget_open(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """A keyboard user reading the transcript presses Escape to go back to the message box
+    (Web Chat's own key): the widget stays open. Escape there then closes it."""
+    host, _ = await host_and_app(aiohttp_server, make_settings)
+    page = await open_intranet(browser, host)
+    chat = await open_widget(page)
+    await chat.locator(SEND_BOX).fill("What is our travel policy?")
+    await chat.locator(SEND_BOX).press("Enter")
+    await chat.locator(THUMB).first.wait_for(timeout=30_000)
+
+    await chat.locator(".webchat__basic-transcript").first.focus()
+    await page.keyboard.press("Escape")
+    await wait_until(lambda: focus_is_in_send_box(page))
+    await page.wait_for_timeout(300)
+    assert await page.locator(FRAME).is_visible()
+    assert await page.locator(LAUNCHER).get_attribute("aria-expanded") == "true"
+
+    await page.keyboard.press("Escape")
+    await page.locator(FRAME).wait_for(state="hidden")
+    assert page.errors == []
+    await page.context.close()
+
+
+async def test_escape_in_a_control_of_the_host_page_is_the_host_pages(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """With the widget open, the user works on the host page: an Escape there (a menu, a
+    search box) leaves the widget open and the focus where it was. On the widget's button,
+    Escape closes it."""
+    host, _ = await host_and_app(aiohttp_server, make_settings)
+    page = await open_intranet(browser, host)
+    await open_widget(page)
+    news = page.get_by_role("link", name="News")
+    await news.focus()
+
+    await page.keyboard.press("Escape")
+    await page.wait_for_timeout(300)
+    assert await page.locator(FRAME).is_visible()
+    assert await news.evaluate("(link) => document.activeElement === link")
+
+    launcher = page.locator(LAUNCHER)
+    await launcher.focus()
+    await page.keyboard.press("Escape")
+    await page.locator(FRAME).wait_for(state="hidden")
+    assert await launcher.get_attribute("aria-expanded") == "false"
     assert page.errors == []
     await page.context.close()

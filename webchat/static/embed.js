@@ -52,8 +52,13 @@
   button.addEventListener('click', function () {
     if (frame && !frame.hidden) close(); else open();
   });
-  document.addEventListener('keydown', function (event) {
-    if (event.key === 'Escape' && frame && !frame.hidden) close();
+  // Escape on the host page closes the chat when it is for the widget: the host's own controls
+  // (a menu, a dialog, a search box) keep theirs, and the focus stays where the host put it.
+  window.addEventListener('keydown', function (event) {
+    if (event.key !== 'Escape' || event.defaultPrevented || !frame || frame.hidden) return;
+    var active = document.activeElement;
+    if (active && active !== button && active !== document.body) return;
+    close();
   });
   // Escape pressed inside the chat, which the frame passes on (the host page never sees it).
   window.addEventListener('message', function (event) {

@@ -839,12 +839,15 @@
 
   // In the widget of an intranet page (embed.js frames the page): Escape closes it from inside
   // the chat as it does from the host page, unless something here took it (the comment box,
-  // Web Chat leaving a message it was reading). The host trusts only this frame's messages, and
-  // this one says nothing about the chat. When the widget opens again (its frame gets the focus)
-  // with nothing focused inside, the keyboard goes to the message box.
+  // Web Chat leaving a message it was reading, or the transcript giving the keyboard back to
+  // the message box). On `window`, not `document`: Web Chat's React handles its keys on
+  // `document`, and a listener there added before it would run first, before it could say it
+  // took the key. The host trusts only this frame's messages, and this one says nothing about
+  // the chat. When the widget opens again (its frame gets the focus) with nothing focused
+  // inside, the keyboard goes to the message box.
   function embedWidget() {
     if (window.parent === window) return;
-    document.addEventListener('keydown', function (event) {
+    window.addEventListener('keydown', function (event) {
       if (event.key === 'Escape' && !event.defaultPrevented) {
         window.parent.postMessage({ assistant: 'close' }, '*');
       }
