@@ -987,11 +987,9 @@ def serve(
 def _run(
     app: web.Application, settings: Settings, *, worker: bool = False, reuse_port: bool = False
 ) -> None:
-    # Our own stop signal handlers, not aiohttp's: theirs let a second signal cut the drain.
-    # First of all: a worker's start opens its hand-over socket (bot/peers.py) before it serves,
-    # and a stop signal that found no handler there would end it with what it had taken.
-    app.on_startup.insert(0, _stop_once_on_signal)
     app.on_startup.append(_settle_garbage_collector)
+    # Our own stop signal handlers, not aiohttp's: theirs let a second signal cut the drain.
+    app.on_startup.append(_stop_once_on_signal)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,
@@ -1018,9 +1016,10 @@ async def _stop_once_on_signal(app: web.Application) -> None:
     refuse new activities with a 503 the channel retries, where it would find nobody there."""
     loop = asyncio.get_running_loop()
     grace = app[SETTINGS].shutdown_grace_seconds
+    queue = app[TURNS]
     drain: asyncio.Task[None] | None = None
 
-    async def drain_then_stop(queue: TurnQueue) -> None:
+    async def drain_then_stop() -> None:
         try:
             await queue.drain(grace)
         except Exception:
@@ -1038,19 +1037,13 @@ async def _stop_once_on_signal(app: web.Application) -> None:
                 extra={"signal": signum, "at_most_seconds": grace},
             )
             return
-        queue = app.get(TURNS)
-        if queue is None:
-            # Still starting (these handlers come first): no turn was taken yet.
-            log.info("stopping before the start was complete", extra={"signal": signum})
-            loop.call_soon(_raise_graceful_exit)
-            return
         # At once, not when the task first runs: nothing may be accepted after the signal.
         queue.stop_accepting()
         log.info(
             "stopping: finishing the turns in flight before closing the port",
             extra={"signal": signum, "turns": queue.in_flight, "at_most_seconds": grace},
         )
-        drain = loop.create_task(drain_then_stop(queue), name="drain-before-stop")
+        drain = loop.create_task(drain_then_stop(), name="drain-before-stop")
 
     for each in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(each, on_signal, each)
