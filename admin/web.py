@@ -1121,21 +1121,37 @@ def _transcript_head(
     }
 
 
+async def _record_search(request: web.Request, filters: Filters, **detail: Any) -> None:
+    """A text search reads message text, so it is audited as a transcript view is: each
+    request, before anything is read (no record, no result), with its filters as recorded
+    (`_audited_filters`: the user by pseudonym) and whether it goes on from an earlier page.
+    Every page is recorded: the continuation token is the store's, so a later page is no proof
+    that its first one was recorded."""
+    recorded: dict[str, Any] = {
+        "filters": _audited_filters(request.app[CONTEXT], filters),
+        **detail,
+    }
+    if filters.continuation:
+        recorded["continued"] = True
+    await _audit(request, "search_conversations", "", recorded)
+
+
+def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict[str, Any]:
+    """How far a text search read, as the list and its export say it."""
+    return {
+        "text": filters.text,
+        "scannedConversations": scanned,
+        "maxConversations": max_conversations,
+        "messagesPerConversation": SEARCH_MESSAGES_PER_CONVERSATION,
+    }
+
+
 async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict[str, Any]]:
-    """One page of the list (`page`: for the HTML page). A text search reads message text, so
-    it is audited as a transcript view is: each request, before anything is read (no record, no
-    result), with its filters as recorded (`_audited_filters`: the user by pseudonym) and
-    whether it goes on from an earlier page. Every page is recorded: the continuation token is
-    the store's, so a later page is no proof that its first one was recorded."""
+    """One page of the list (`page`: for the HTML page); a text search is recorded first."""
     context = request.app[CONTEXT]
     filters = await _filters(request)
     if filters.text is not None:
-        detail: dict[str, Any] = {"filters": _audited_filters(context, filters)}
-        if filters.continuation:
-            detail["continued"] = True
-        if page:
-            detail["page"] = True
-        await _audit(request, "search_conversations", "", detail)
+        await _record_search(request, filters, **({"page": True} if page else {}))
     result = await list_conversations(context.store, filters)
     body: dict[str, Any] = {
         "items": [
@@ -1144,12 +1160,7 @@ async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict
         "continuation": result.continuation,
     }
     if filters.text is not None:
-        body["search"] = {
-            "text": filters.text,
-            "scannedConversations": result.scanned,
-            "maxConversations": SEARCH_MAX_CONVERSATIONS,
-            "messagesPerConversation": SEARCH_MESSAGES_PER_CONVERSATION,
-        }
+        body["search"] = _search_done(filters, result.scanned, SEARCH_MAX_CONVERSATIONS)
     return filters, body
 
 
@@ -2485,12 +2496,8 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     fmt = _export_format(request)
     filters = await _filters(request)
-    audited_filters = _audited_filters(context, filters)
     if filters.text is not None:
-        detail: dict[str, Any] = {"filters": audited_filters, "export": fmt}
-        if filters.continuation:
-            detail["continued"] = True
-        await _audit(request, "search_conversations", "", detail)
+        await _record_search(request, filters, export=fmt)
     exported = await conversations_to_export(context.store, filters, EXPORT_MAX_CONVERSATIONS)
     items = [summary_view(s, context.pseudonyms, filters.query.user_ids) for s in exported.items]
     await _audit(
@@ -2499,7 +2506,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
         "",
         {
             "format": fmt,
-            "filters": audited_filters,
+            "filters": _audited_filters(context, filters),
             "count": len(items),
             "complete": exported.complete,
         },
@@ -2520,12 +2527,9 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
             "items": items,
         }
         if filters.text is not None:
-            body["search"] = {
-                "text": filters.text,
-                "scannedConversations": exported.scanned,
-                "maxConversations": EXPORT_SEARCH_MAX_CONVERSATIONS,
-                "messagesPerConversation": SEARCH_MESSAGES_PER_CONVERSATION,
-            }
+            body["search"] = _search_done(
+                filters, exported.scanned, EXPORT_SEARCH_MAX_CONVERSATIONS
+            )
         response = _attachment(
             export.to_json(body), "application/json", f"conversations-{stamp}.json"
         )
