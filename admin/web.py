@@ -288,7 +288,6 @@ def create_admin_app(
     templates.filters["text_lang"] = _part_lang
     templates.filters["utc_time"] = utc_time
     templates.globals["at_fault"] = _at_fault
-    templates.globals["address"] = _template_address
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,
@@ -826,8 +825,8 @@ async def _denied_target(request: web.Request) -> str:
                 reference = body.get("user") if isinstance(body, dict) else None
             else:
                 reference = (await request.post()).get("user")
-        except (ValueError, RecursionError):  # the handler would have refused the body
-            return ""
+        except (ValueError, RecursionError, LookupError):  # LookupError: an unknown charset
+            return ""  # the handler would have refused the body
     context: AdminContext = request.app[CONTEXT]
     try:
         named = text_value(reference, "user").strip()
@@ -953,7 +952,7 @@ def _render(
     html = context.templates.get_template(template).render(
         principal=principal,
         csrf=principal.csrf if principal else "",
-        admin_context=context,
+        address=functools.partial(_page_address, request),
         mode=context.settings.mode.value,
         pseudonymized=context.pseudonyms.enabled,
         lang=language,
@@ -980,16 +979,20 @@ def _language(request: web.Request) -> Language:
 
 # What a page's address must not show: App Service HTTP logging and Application Gateway access
 # logs keep paths and query strings, in Log Analytics, where the audit log does not reach. The
-# words searched for (`q`: often words of users' messages), a user (typed as a user id) and
-# the reason of a reveal go in its sealed part (`SEALED_PARAM`) instead: the filter forms post
-# them and are answered with such an address, and the pages' links carry them so.
-SEALED_FIELDS = frozenset({"q", "user", "reason"})
+# words searched for (`q`: often words of users' messages), a person (`user`, or the audit log's
+# `target`, typed as a user id), an administrator (the audit log's `actor`) and the reason of a
+# reveal go in its sealed part (`SEALED_PARAM`) instead: the filter forms post them and are
+# answered with such an address, and the pages' links carry them so. A sealed part opens only
+# for the person it was made for: one read from those logs opens nothing for anyone else.
+SEALED_FIELDS = frozenset({"q", "user", "reason", "target", "actor"})
 SEALED_PARAM = "s"
+_SEALED_FOR = "for"
 
 
 def _params(request: web.Request) -> dict[str, str]:
     """A page's parameters: its query (each name's first value), with what its sealed part
-    holds. A sealed part that is not ours, or too old, is a 400 that says to filter again."""
+    holds. A sealed part that is not ours, too old, or made for someone else is a 400 that says
+    to filter again."""
     query = request.query
     params = {name: query[name] for name in query if name != SEALED_PARAM}
     sealed = query.get(SEALED_PARAM)
@@ -998,31 +1001,27 @@ def _params(request: web.Request) -> dict[str, str]:
             opened = request.app[CONTEXT].sealer.unseal(sealed)
         except AuthError as exc:
             raise BadRequest("error_sealed_address") from exc
+        if opened.get(_SEALED_FOR) != principal_of(request).id:
+            raise BadRequest("error_sealed_address")
         params.update({name: value for name, value in opened.items() if name in SEALED_FIELDS})
     return params
 
 
-def _sealed_query(context: AdminContext, params: Mapping[str, str]) -> str:
-    """The query string of an address with these parameters, `SEALED_FIELDS` sealed."""
+def _sealed_query(request: web.Request, params: Mapping[str, str]) -> str:
+    """The query string of an address with these parameters, `SEALED_FIELDS` sealed for the
+    person the request is from."""
     plain = {name: value for name, value in params.items() if value and name not in SEALED_FIELDS}
     hidden = {name: value for name, value in params.items() if value and name in SEALED_FIELDS}
     if hidden:
-        plain[SEALED_PARAM] = context.sealer.seal(hidden)
+        hidden[_SEALED_FOR] = principal_of(request).id
+        plain[SEALED_PARAM] = request.app[CONTEXT].sealer.seal(hidden)
     return urlencode(plain)
 
 
-def _page_address(context: AdminContext, path: str, params: Mapping[str, str]) -> str:
-    query = _sealed_query(context, params)
+def _page_address(request: web.Request, path: str, params: Mapping[str, str]) -> str:
+    """`path` with these parameters, sealed where they must be (`address` in templates)."""
+    query = _sealed_query(request, params)
     return f"{path}?{query}" if query else path
-
-
-@jinja2.pass_context
-def _template_address(
-    template: jinja2.runtime.Context, path: str, params: Mapping[str, str]
-) -> str:
-    """`address(path, params)` in a template: a link whose user or search is sealed."""
-    context: AdminContext = template["admin_context"]
-    return _page_address(context, path, params)
 
 
 async def _filters(request: web.Request) -> Filters:
@@ -1988,9 +1987,8 @@ async def list_page(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(AuthError):  # forged, mangled or old: no message
         deleted = request.app[CONTEXT].result_signer.unsign(request.query.get(DELETED_PARAM, ""))
     echo = dict(filters.echo)
-    context = request.app[CONTEXT]
     next_link = (
-        _page_address(context, "/admin/", {**echo, "continuation": body["continuation"]})
+        _page_address(request, "/admin/", {**echo, "continuation": body["continuation"]})
         if body["continuation"]
         else None
     )
@@ -2001,13 +1999,13 @@ async def list_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "list.html",
-        language_next=_return_target(_page_address(context, "/admin/", here)) or "/admin/",
+        language_next=_return_target(_page_address(request, "/admin/", here)) or "/admin/",
         items=body["items"],
         search=body.get("search"),
         filters=echo,
         categories=FLAG_CATEGORIES,
         next_link=next_link,
-        export_query=_sealed_query(context, echo),
+        export_query=_sealed_query(request, echo),
         deleted=deleted,
         error=None,
         invalid=(),
@@ -2055,7 +2053,7 @@ async def list_search(request: web.Request) -> web.StreamResponse:
     sealed (`SEALED_FIELDS`). Nothing is read or recorded here; the list's page does that."""
     form = await request.post()
     chosen = {name: value for name in _LIST_FORM if isinstance(value := form.get(name), str)}
-    return _redirect(_page_address(request.app[CONTEXT], "/admin/", chosen))
+    return _redirect(_page_address(request, "/admin/", chosen))
 
 
 @requires(Role.ADMIN)
@@ -2063,7 +2061,7 @@ async def audit_search(request: web.Request) -> web.StreamResponse:
     """The audit log's filter form, sent: as `list_search`."""
     form = await request.post()
     chosen = {name: value for name in _AUDIT_FORM if isinstance(value := form.get(name), str)}
-    return _redirect(_page_address(request.app[CONTEXT], "/admin/audit", chosen))
+    return _redirect(_page_address(request, "/admin/audit", chosen))
 
 
 @requires(Role.ADMIN)
@@ -2094,7 +2092,7 @@ async def delete_confirm_page(request: web.Request) -> web.StreamResponse:
         request,
         "delete_confirm.html",
         language_next=_return_target(
-            _page_address(context, "/admin/users/delete", {"user": reference})
+            _page_address(request, "/admin/users/delete", {"user": reference})
         ),
         reference=reference,
         conversations=total,
@@ -2121,7 +2119,7 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             "delete_confirm.html",
             status=400,
             language_next=_return_target(
-                _page_address(request.app[CONTEXT], "/admin/users/delete", {"user": reference})
+                _page_address(request, "/admin/users/delete", {"user": reference})
             ),
             reference=reference,
             conversations=None,
@@ -2252,11 +2250,10 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
             invalid=invalid,
         )
     # The next page keeps the page size the admin chose, and the filters.
-    context = request.app[CONTEXT]
     kept = {"limit": request.query["limit"]} if request.query.get("limit") else {}
     kept |= filters.echo
     next_link = (
-        _page_address(context, "/admin/audit", {**kept, "continuation": continuation})
+        _page_address(request, "/admin/audit", {**kept, "continuation": continuation})
         if continuation
         else None
     )
@@ -2270,13 +2267,13 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "audit.html",
-        language_next=_return_target(_page_address(context, "/admin/audit", here))
+        language_next=_return_target(_page_address(request, "/admin/audit", here))
         or "/admin/audit",
         records=records,
         next_link=next_link,
         later=later,
         filters=filters.echo,
-        export_query=_sealed_query(context, filters.echo),
+        export_query=_sealed_query(request, filters.echo),
         error=None,
         invalid=(),
     )
@@ -2543,7 +2540,8 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
+    # RecursionError: JSON nested too deeply; LookupError: a charset no codec has.
+    except (ValueError, RecursionError, LookupError) as exc:
         raise BadRequest("error_body_not_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("error_body_not_an_object")

@@ -154,3 +154,63 @@ async def test_a_filter_form_without_its_csrf_token_is_refused(
 ) -> None:
     refused = await client.post("/admin/", data={"q": "budget"}, headers=ADMIN)
     assert refused.status == 403
+
+
+async def test_a_sealed_address_opens_only_for_the_person_it_was_made_for(
+    client: TestClient[Any, Any],
+) -> None:
+    """Read from the logs, an Admin's sealed address tells nobody else anything: a Reviewer
+    sees neither the user id nor the search in the page, and another Admin cannot replay the
+    reveal (with a reason they never gave)."""
+    address = await filter_by_form(
+        client, "/admin/", {"q": "budget", "user": ALICE, "reason": REASON}
+    )
+    reveals = [
+        r
+        for r in (await (await client.get("/admin/api/audit", headers=ADMIN)).json())["items"]
+        if r["action"] == "reveal_user"
+    ]
+
+    other_admin = {
+        "X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-bob", name="Bob Admin")
+    }
+    for who in (REVIEWER, other_admin):
+        page = await client.get(address, headers=who)
+        assert page.status == 400
+        text = await page.text()
+        assert "filter again" in text
+        assert "alice" not in text and "budget" not in text and REASON not in text
+        api = await client.get(f"/admin/api/conversations?{urlsplit(address).query}", headers=who)
+        assert api.status == 400
+
+    after = [
+        r
+        for r in (await (await client.get("/admin/api/audit", headers=ADMIN)).json())["items"]
+        if r["action"] == "reveal_user"
+    ]
+    assert len(after) == len(reveals), "no reveal by anyone else"
+    assert (await client.get(address, headers=ADMIN)).status == 200
+
+
+async def test_the_audit_logs_target_and_actor_are_sealed_too(
+    client: TestClient[Any, Any],
+) -> None:
+    address = await filter_by_form(
+        client, "/admin/audit", {"target": ALICE, "actor": "oid-ada", "action": "denied"}
+    )
+    assert "action=denied" in address
+    assert_shows_nothing_of(address, "alice", "oid-ada")
+    assert not {"target", "actor"} & set(parse_qs(urlsplit(address).query))
+    page = await client.get(address, headers=ADMIN)
+    assert page.status == 200
+    assert 'name="actor" value="oid-ada"' in await page.text()
+
+
+@pytest.mark.parametrize("who", [ADMIN, REVIEWER], ids=["admin", "reviewer"])
+async def test_a_json_body_in_an_unknown_charset_is_refused_not_a_500(
+    client: TestClient[Any, Any], who: dict[str, str]
+) -> None:
+    headers = {**who, "X-CSRF-Token": await csrf(client, who)}
+    headers["Content-Type"] = "application/json; charset=bogus"
+    answered = await client.post("/admin/api/reveal", data=b'{"user": "x"}', headers=headers)
+    assert answered.status == (400 if who is ADMIN else 403)
