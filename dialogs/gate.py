@@ -187,7 +187,7 @@ class ConversationGate:
         revises the message where it is stored)."""
         if self._question is None or not revision.activity_id:
             return False
-        since = revision.received_at if revision.received_at is not None else time.monotonic()
+        since = _arrived(revision)
         dialog_context = await self._dialogs.create_context(context)
         question = dialog_context.active_dialog
         if question is None or question.id != CONSENT_DIALOG:
@@ -205,14 +205,7 @@ class ConversationGate:
                 "outcome": "edited" if kept else "withdrawn",
             },
         )
-        if not self._erased_since(revision, since):
-            await self._states.save_changes(
-                context,
-                owner=revision.user_id,
-                conversation=safe_id(revision.conversation_key),
-                arrived=revision.arrived_at(),
-                still_wanted=lambda: not self._erased_since(revision, since),
-            )
+        await self._save_states(context, revision, since)
         return True
 
     async def redelivered(self, turn: TurnInput) -> None:
@@ -262,7 +255,7 @@ class ConversationGate:
         # turn's locale (Teams may give it only in clientInfo) so its texts match the others'.
         context.activity.text = turn.text
         context.activity.locale = turn.locale
-        since = turn.received_at if turn.received_at is not None else time.monotonic()
+        since = _arrived(turn)
         # The question, the thanks and the reply to a decline go out once the state they speak
         # of is saved: the answer to a question whose state was lost would be taken for a first
         # message (the policy shown again), and thanks for a lost acceptance would be followed
@@ -272,16 +265,7 @@ class ConversationGate:
         try:
             answer, waits = await self._consent_step(replies, turn)
         finally:
-            saved = not self._erased_since(turn, since)
-            if saved:
-                await self._states.save_changes(
-                    context,
-                    owner=turn.user_id,
-                    conversation=safe_id(turn.conversation_key),
-                    # A late write of a message from before an erasure goes in its second pass.
-                    arrived=turn.arrived_at(),
-                    still_wanted=lambda: not self._erased_since(turn, since),
-                )
+            saved = await self._save_states(context, turn, since)
         await replies.release()
         if saved and waits and await self._asked_by.get(context) != turn.activity_id:
             await self._not_kept(context, turn)
@@ -409,6 +393,21 @@ class ConversationGate:
         activity.text_format = "plain"  # it quotes the user's own words, as they wrote them
         await context.send_activity(activity)
 
+    async def _save_states(self, context: TurnContext, turn: TurnInput, since: float) -> bool:
+        """Writes the bot state `turn` changed, unless its user or conversation was erased
+        after its message arrived (`since`): then nothing, and False."""
+        if self._erased_since(turn, since):
+            return False
+        await self._states.save_changes(
+            context,
+            owner=turn.user_id,
+            conversation=safe_id(turn.conversation_key),
+            # A late write of a message from before an erasure goes in its second pass.
+            arrived=turn.arrived_at(),
+            still_wanted=lambda: not self._erased_since(turn, since),
+        )
+        return True
+
     def _erased_since(self, turn: TurnInput, since: float) -> bool:
         """The user or the conversation was erased after the message arrived (storage.
         erasures): the dialog state read before is not written back, or it would bring a
@@ -459,6 +458,11 @@ def _merge_dialogs(race: StateRace) -> dict[str, Any]:
     and stamps are applied as they are."""
     ours_closed = not getattr(race.ours.get(_DIALOG_STATE), "dialog_stack", None)
     return race.merged(lambda name: name not in _QUESTION or ours_closed)
+
+
+def _arrived(turn: TurnInput) -> float:
+    """When the turn's message arrived (`time.monotonic()`), or now when not known."""
+    return turn.received_at if turn.received_at is not None else time.monotonic()
 
 
 def _excerpt(text: str) -> str:

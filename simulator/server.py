@@ -311,21 +311,20 @@ def stream_events(
     # Far behind (`annotations_late`), every annotation comes after all the text.
     annotations = annotation_events(sent, verdict) if verdict.async_mode else []
     interleaved = bool(annotations) and not verdict.annotations_late
+    judged = 0  # annotations sent so far
     for index, piece in enumerate(sent.pieces):
         content = wire.delta_choice({"content": piece.text}, results=results)
         events.append(event(ids.chunk(content), piece.tokens))
-        group, place = divmod(index, CHUNKS_PER_ANNOTATION)
-        if interleaved and group >= 1 and place == 0:
-            events.append(annotations[group - 1])
+        if interleaved and index and index % CHUNKS_PER_ANNOTATION == 0:
+            events.append(annotations[judged])
+            judged += 1
     if not verdict.async_mode:
         final = wire.delta_choice({}, finish_reason=sent.finish_reason, results=blocked or {})
         events.append(event(ids.chunk(final)))
     else:
-        groups = -(-len(sent.pieces) // CHUNKS_PER_ANNOTATION)
-        judged_during = max(0, groups - 1) if interleaved else 0
         if blocked is None:
             events.append(event(ids.chunk(wire.delta_choice({}, finish_reason=sent.finish_reason))))
-        events.extend(annotations[judged_during:])
+        events.extend(annotations[judged:])
     if chat.include_usage:
         usage = ids.usage_chunk(prompt_tokens, sent.completion_tokens, reasoning_tokens)
         events.append(event(usage))
