@@ -97,32 +97,25 @@ async def test_the_list_page_search_is_recorded_and_each_later_page_too(
     assert api_next["detail"]["filters"] == {"q": "the", "page_size": "1"}
 
 
-async def test_no_search_result_without_its_audit_record(
-    make_faulty_app: FaultyAppFactory,
-) -> None:
-    client, store = await make_faulty_app(ADMIN_AUTH_MODE="appservice")
-    await seeded(client)
-    store.fail(FaultKind.ERROR, "append_audit")
-
-    refused = await client.get(API, params={"q": "portal"}, headers=REVIEWER)
-
-    assert refused.status == 503
-    assert "conv-feedback" not in await refused.text()
-    assert (await client.get(API, headers=REVIEWER)).status == 200
-
-
-async def test_a_list_export_with_a_search_is_recorded_before_any_message_is_read(
-    make_faulty_app: FaultyAppFactory,
+@pytest.mark.parametrize(
+    ("path", "params", "who"),
+    [(API, {"q": "portal"}, REVIEWER), (EXPORT, {"q": "portal", "format": "json"}, ADMIN)],
+    ids=["list", "export"],
+)
+async def test_no_search_reads_a_message_without_its_audit_record(
+    make_faulty_app: FaultyAppFactory, path: str, params: dict[str, str], who: dict[str, str]
 ) -> None:
     client, store = await make_faulty_app(ADMIN_AUTH_MODE="appservice")
     await seeded(client)
     store.fail(FaultKind.ERROR, "append_audit")
     store.calls.clear()
 
-    refused = await client.get(EXPORT, params={"q": "portal", "format": "json"}, headers=ADMIN)
+    refused = await client.get(path, params=params, headers=who)
 
     assert refused.status == 503
+    assert "conv-feedback" not in await refused.text()
     assert store.calls["recent_messages"] == 0, "no message is read without the record"
+    assert (await client.get(API, headers=REVIEWER)).status == 200
 
 
 async def test_a_list_export_with_a_search_records_the_search_and_says_how_far_it_read(

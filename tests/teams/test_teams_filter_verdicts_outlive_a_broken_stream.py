@@ -33,6 +33,7 @@ from storage.models import Message, MessageStatus
 from tests.support import settle
 from tests.teams.activities import PERSONAL_CONVERSATION, personal_message
 from tests.teams.channel import TeamsChannel
+from tests.teams.test_teams_stream_filter_verdicts import stopped_turn
 
 CONVERSATION_ID = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
 COULD_NOT_ANSWER = "Sorry, the assistant could not answer right now."
@@ -397,13 +398,7 @@ async def test_an_answer_the_user_stopped_keeps_the_verdicts_seen_so_far(
     make_app: Any, teams: TeamsChannel, paced_simulator_url: str
 ) -> None:
     client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
-    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
-    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:jailbreak-annotate]")
-    await client.post("/api/messages", json=activity)
-    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
-    await settle(client)
-
-    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    _, answer = await stopped_turn(client, teams, "Write a lot [sim:long] [cf:jailbreak-annotate]")
     assert answer.status is MessageStatus.PARTIAL and answer.text
     assert answer.filter is not None
     assert "jailbreak" in [r["category"] for r in answer.filter["results"] if r["detected"]]

@@ -47,6 +47,20 @@ def streamed_texts(teams: TeamsChannel) -> list[str]:
     return [str(c.body.get("text") or "") for c in teams.stream_calls("streaming")]
 
 
+async def stopped_turn(
+    client: TestClient[Any, Any], teams: TeamsChannel, text: str
+) -> tuple[str, Message]:
+    """One 1:1 turn whose user pressed Stop (the stream's second update gets 403): the text
+    they were shown, and the stored answer."""
+    teams.stop_after_updates = 1
+    await client.post("/api/messages", json=personal_message(teams.url, text))
+    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
+    await settle(client)
+    [shown, *_] = streamed_texts(teams)
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    return shown, answer
+
+
 async def charged_tokens(client: TestClient[Any, Any]) -> int:
     await client.server.app[QUOTAS].flush()
     day = day_window(datetime.now(UTC)).key
@@ -119,14 +133,7 @@ async def test_stop_after_the_asynchronous_filter_judged_the_shown_text_keeps_it
     """The asynchronous filter judges the text while it streams, a few chunks behind: by the
     time the user presses Stop (a second later), what they saw has been judged."""
     client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
-    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
-    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-pass]")
-    await client.post("/api/messages", json=activity)
-    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
-    await settle(client)
-
-    [shown, *_] = streamed_texts(teams)
-    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    shown, answer = await stopped_turn(client, teams, "Write a lot [sim:long] [cf:async-pass]")
     assert (answer.status, answer.error, answer.text) == (MessageStatus.PARTIAL, None, shown)
     assert answer.withheld_text is None
 
@@ -135,15 +142,8 @@ async def test_stop_before_the_asynchronous_filter_judged_the_text_keeps_it_for_
     make_app: Any, teams: TeamsChannel, paced_simulator_url: str
 ) -> None:
     client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
-    teams.stop_after_updates = 1  # the second update gets 403: the user pressed Stop
     # The filter far behind: its verdicts come only after all the text.
-    activity = personal_message(teams.url, "Write a lot [sim:long] [cf:async-late-pass]")
-    await client.post("/api/messages", json=activity)
-    await teams.wait_for(lambda: any(c.status == 403 for c in teams.calls))
-    await settle(client)
-
-    [shown, *_] = streamed_texts(teams)
-    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    shown, answer = await stopped_turn(client, teams, "Write a lot [sim:long] [cf:async-late-pass]")
     assert (answer.status, answer.error, answer.text) == (
         MessageStatus.ERROR,
         "stopped_unjudged",

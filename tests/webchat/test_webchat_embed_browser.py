@@ -71,6 +71,13 @@ async def open_widget(page: Any) -> Any:
     return chat
 
 
+async def answered(chat: Any, question: str) -> None:
+    """Sends `question` from the message box and waits for the answer (its rating buttons)."""
+    await chat.locator(SEND_BOX).fill(question)
+    await chat.locator(SEND_BOX).press("Enter")
+    await chat.locator(THUMB).first.wait_for(timeout=30_000)
+
+
 async def focus_is_in_send_box(page: Any) -> bool:
     frame = page.frame_locator(FRAME).locator(SEND_BOX)
     in_frame = await page.evaluate("document.activeElement && document.activeElement.tagName")
@@ -120,11 +127,8 @@ async def test_escape_that_closes_the_comment_box_leaves_the_widget_open_in_japa
     chat = await open_widget(page)
     assert await launcher.text_content() == "チャットを閉じる"
 
-    await chat.locator(SEND_BOX).fill("出張規程について教えてください")
-    await chat.locator(SEND_BOX).press("Enter")
-    like = chat.locator(THUMB).first
-    await like.wait_for(timeout=30_000)
-    await like.click()
+    await answered(chat, "出張規程について教えてください")
+    await chat.locator(THUMB).first.click()
     comment = chat.locator("#feedback-text")
     await comment.wait_for(state="visible")
     await comment.focus()
@@ -152,9 +156,7 @@ async def test_escape_that_web_chat_takes_in_its_transcript_leaves_the_widget_op
     host, _ = await host_and_app(aiohttp_server, make_settings)
     page = await open_intranet(browser, host)
     chat = await open_widget(page)
-    await chat.locator(SEND_BOX).fill("What is our travel policy?")
-    await chat.locator(SEND_BOX).press("Enter")
-    await chat.locator(THUMB).first.wait_for(timeout=30_000)
+    await answered(chat, "What is our travel policy?")
 
     await chat.locator(".webchat__basic-transcript").first.focus()
     await page.keyboard.press("Escape")
