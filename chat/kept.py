@@ -25,6 +25,11 @@ Writing again is safe: a message's id comes from its activity id (a second inser
 a replaced message is replaced whole, and a summary update is one SQLite transaction (committed or
 not) or, on Cosmos DB, recorded by its delta's id (one applied already is not applied twice).
 
+A user's deletion or edit of their message (storage.revisions) reaches what is kept of it: the
+prompt's kept status takes the new text (or none), its kept answer the `prompt_changed` mark
+(`revise`), so a kept write that lands after the store's revision does not bring the old words
+back.
+
 Erasure: a kept write of a user or conversation erased since its message arrived is dropped
 (storage.erasures), as the turn would not have written it then. An erasure's second pass waits
 KEEP_SECONDS longer (app.py) for the writes kept on other instances.
@@ -45,6 +50,7 @@ from typing import Literal
 
 from storage.base import MessageStore, StoreError, SummaryStore
 from storage.models import Message, Role, SummaryDelta, conversation_ref
+from storage.revisions import MessageRevision, revised
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +232,34 @@ class KeptWrites:
         # kept to be sent again.
         return await asyncio.shield(self._write_conversation(conversation_id, kept))
 
+    async def revise(self, revision: MessageRevision) -> None:
+        """A user deleted or edited their message (chat.service `revise`): one try of what is
+        kept for its conversation, as `write_now`, and what is still kept then takes the
+        revision as the store does (storage.revisions): the prompt's kept status carries the
+        new text (none, withdrawn), its kept answer is marked as answering words that are gone.
+        Else a kept write landing after the store's revision would put the old words back, or
+        store an answer quoting them as context. Call it before the store's `revise_message`:
+        under the conversation's lock, no write of the old words is under way when it
+        returns."""
+        kept = self._kept.get(revision.conversation_id)
+        if kept is None:
+            return
+        await asyncio.shield(self._revise_conversation(revision, kept))
+
+    async def _revise_conversation(self, revision: MessageRevision, kept: _Conversation) -> None:
+        async with kept.lock:
+            await self._write_in_order(revision.conversation_id, kept)
+            for write in kept.writes:
+                message = write.message
+                if message is None:
+                    continue
+                if message.id == revision.message_id:
+                    changed = revised(message, revision)
+                    if not isinstance(changed, str):
+                        write.message = changed
+                elif revision.answer_id and message.id == revision.answer_id:
+                    write.message = message.model_copy(update={"prompt_changed": True})
+
     async def close(self, within: float = SHUTDOWN_SECONDS) -> None:
         """Shutdown, once the turns have drained: one more try of everything kept, within
         `within` seconds; what is left is given up (logged). Later failures are not kept."""
@@ -271,40 +305,44 @@ class KeptWrites:
 
     async def _write_conversation(self, conversation_id: str, kept: _Conversation) -> bool:
         async with kept.lock:
-            while kept.writes:
-                write = kept.writes[0]
-                if write.erased():
+            return await self._write_in_order(conversation_id, kept)
+
+    async def _write_in_order(self, conversation_id: str, kept: _Conversation) -> bool:
+        """Under `kept.lock`."""
+        while kept.writes:
+            write = kept.writes[0]
+            if write.erased():
+                log.info(
+                    "a kept write of an erased user or conversation was dropped",
+                    extra={"event": "turn_write_erased", "ref": write.ref},
+                )
+            elif self._clock() - write.kept_at > self._keep_seconds:
+                self._give_up(conversation_id, [write], "expired")
+            else:
+                try:
+                    await self._write(write)
+                except Exception:
+                    # Kept, and everything behind it (summary updates go in order).
                     log.info(
-                        "a kept write of an erased user or conversation was dropped",
-                        extra={"event": "turn_write_erased", "ref": write.ref},
+                        "a kept write failed again",
+                        exc_info=True,
+                        extra={"event": "turn_write_retry", "ref": write.ref},
                     )
-                elif self._clock() - write.kept_at > self._keep_seconds:
-                    self._give_up(conversation_id, [write], "expired")
-                else:
-                    try:
-                        await self._write(write)
-                    except Exception:
-                        # Kept, and everything behind it (summary updates go in order).
-                        log.info(
-                            "a kept write failed again",
-                            exc_info=True,
-                            extra={"event": "turn_write_retry", "ref": write.ref},
-                        )
-                        return False
-                    log.info(
-                        "a kept write was written",
-                        extra={
-                            "event": "turn_write_recovered",
-                            "ref": write.ref,
-                            "kind": write.kind,
-                            "conversation": conversation_ref(conversation_id),
-                        },
-                    )
-                kept.writes.pop(0)
-                self._count -= 1
-            if self._kept.get(conversation_id) is kept:
-                del self._kept[conversation_id]
-            return True
+                    return False
+                log.info(
+                    "a kept write was written",
+                    extra={
+                        "event": "turn_write_recovered",
+                        "ref": write.ref,
+                        "kind": write.kind,
+                        "conversation": conversation_ref(conversation_id),
+                    },
+                )
+            kept.writes.pop(0)
+            self._count -= 1
+        if self._kept.get(conversation_id) is kept:
+            del self._kept[conversation_id]
+        return True
 
     async def _write(self, write: _Write) -> None:
         if write.rate is not None:

@@ -693,9 +693,10 @@ class ChatService:
             title=_title(text),
             at=at,
         )
-        # The answer to the revised prompt may still be kept (chat.kept): written first, so the
-        # revision finds it, rather than landing after it with the old prompt's answer.
-        await self._kept.write_now(conversation_id)
+        # The prompt's status or its answer may still be kept (chat.kept): written first, so the
+        # revision finds them, and what the store still refuses takes the revision too, rather
+        # than landing after it with the old words.
+        await self._kept.revise(revision)
         outcome = await self._messages.revise_message(revision)
         log.info(
             "a user deleted or edited their message",

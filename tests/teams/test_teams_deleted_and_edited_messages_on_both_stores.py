@@ -21,10 +21,11 @@ from config import Settings
 from storage.ids import message_id, safe_id
 from storage.models import Message, MessageStatus
 from tests.admin.helpers import sign_in_locally
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, FaultyAppFactory
+from tests.faults import assistant_message_writes, user_message_writes
 from tests.reliability.support import ModelGateway
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
-from tests.support import settle
+from tests.support import eventually, settle
 from tests.teams.activities import (
     GROUP_CHAT,
     USER_AAD,
@@ -261,3 +262,65 @@ async def test_a_deleted_message_restored_in_teams_stays_withdrawn(
     assert len(teams.messages()) == replies
     prompt = prompt_of(await stored(bot), question)
     assert (prompt.status, prompt.text) == (MessageStatus.WITHDRAWN, "")
+
+
+async def kept_write_landed(caplog: pytest.LogCaptureFixture, kind: str) -> bool:
+    async def written() -> bool:
+        return any(
+            getattr(r, "event", "") == "turn_write_recovered" and getattr(r, "kind", "") == kind
+            for r in caplog.records
+        )
+
+    return await eventually(written, within=30)
+
+
+async def test_a_deletion_reaches_the_prompt_status_the_store_still_refuses(
+    make_faulty_app: FaultyAppFactory,
+    teams: TeamsChannel,
+    model: ModelRequests,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A blocked prompt's status write failed after the user was told (chat.kept); the store
+    still refuses it when the user deletes the message, and takes it later: what lands then is
+    the withdrawal, not the old words with their old status."""
+    caplog.set_level(logging.INFO)
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
+    store.fail("error", "replace_message", when=user_message_writes)
+    leaked = personal_message(teams.url, f"[cf:violence] my password is {SECRET}")
+    await send(bot, teams, leaked)
+
+    await post(bot, message_deleted(leaked))
+    store.clear()
+
+    assert await kept_write_landed(caplog, "prompt_status")
+    prompt = prompt_of(await stored(bot), leaked)
+    assert (prompt.status, prompt.text) == (MessageStatus.WITHDRAWN, "")
+
+
+async def test_a_deletion_marks_the_answer_the_store_still_refuses(
+    make_faulty_app: FaultyAppFactory,
+    teams: TeamsChannel,
+    model: ModelRequests,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The answer's write failed after the user had it (chat.kept), and the simulator's answer
+    quotes the prompt: deleted meanwhile, the prompt takes its answer out of the next turn's
+    context both while the answer is kept and once it lands."""
+    caplog.set_level(logging.INFO)
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
+    store.fail("error", "add_message", when=assistant_message_writes)
+    leaked = personal_message(teams.url, f"my password is {SECRET}")
+    await send(bot, teams, leaked)
+
+    await post(bot, message_deleted(leaked))
+    await send(bot, teams, personal_message(teams.url, "and now?"))
+    assert SECRET not in json.dumps(model.requests[-1]), "the kept answer quotes it"
+    store.clear()
+
+    assert await kept_write_landed(caplog, "answer")
+    messages = await stored(bot)
+    prompt = prompt_of(messages, leaked)
+    [answer] = [m for m in messages if m.reply_to_id == prompt.id]
+    assert SECRET in answer.text and answer.prompt_changed
+    await send(bot, teams, personal_message(teams.url, "what did I say?"))
+    assert SECRET not in json.dumps(model.requests[-1])
