@@ -35,7 +35,7 @@ import math
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -176,6 +176,12 @@ _RETAINED_PAGE = 100
 # How many conversation ids one `IN` of the list's user filter names (`list_summaries`): a
 # person can have written in many shared conversations, and a query's text is bounded.
 _SHARED_IN_SLICE = 500
+# How long the list remembers which shared conversations hold a person's messages: finding them
+# reads every message of theirs across partitions, and a text search asks for page after page
+# (admin.queries) with the same filter within one request. A conversation shared with them in
+# the last seconds may be missed by a page until then.
+_SHARED_REMEMBERED_SECONDS = 10.0
+_SHARED_REMEMBERED_PEOPLE = 64
 # What a shared summary becomes: deleted, a new document, or left as it is (None).
 _SummaryRewrite = Literal["delete"] | dict[str, Any] | None
 # Usage documents whose minute this instance remembers (a hint for the next patch).
@@ -743,6 +749,8 @@ class CosmosStore:
         self._in_doubt: dict[tuple[str, str], _InDoubt] = {}
         self._forgotten: dict[tuple[str, str], float] = {}
         self.request_counts: dict[str, int] = {}
+        # One person's ids -> (when found, monotonic; their shared conversations).
+        self._shared_found: OrderedDict[tuple[str, ...], tuple[float, list[str]]] = OrderedDict()
         # The same as an OpenTelemetry metric (a no-op unless the app configured a provider).
         self._charge_metric = metrics.get_meter("enterprise_chat.storage").create_counter(
             "store.request_charge", unit="RU", description="Cosmos DB request units by operation"
@@ -1637,9 +1645,6 @@ class CosmosStore:
             where(f"c.negativeFeedbackCount {'>' if query.negative_feedback else '<='} 0")
         if query.has_errors is not None:
             where(f"c.errorCount {'>' if query.has_errors else '<='} 0")
-        if query.title_contains:
-            # Narrows the scan; `matches` below has the final (casefold) word.
-            where("CONTAINS(LOWER(c.title), @title)", "@title", query.title_contains.lower())
         if continuation:
             at, item_id = decode_cursor(continuation, 2)
             where(
@@ -1712,13 +1717,23 @@ class CosmosStore:
     async def _shared_conversations(self, user_ids: Sequence[str], op: str) -> list[str]:
         """The conversations someone else owns (shared ones) that hold a message under one of
         `user_ids` (one person's): one cross-partition query on the messages per id, paged by
-        the SDK's continuation tokens, and one partition query of their summaries."""
+        the SDK's continuation tokens, and one partition query of their summaries; remembered
+        for _SHARED_REMEMBERED_SECONDS."""
+        key = tuple(user_ids)
+        remembered = self._shared_found.get(key)
+        if remembered is not None and time.monotonic() - remembered[0] < _SHARED_REMEMBERED_SECONDS:
+            return remembered[1]
         written: set[str] = set()
         owned: set[str] = set()
         for user_id in user_ids:
             written |= await self._conversations_where("c.userId", user_id, op)
             owned |= await self._owned_conversations(user_id, op)
-        return sorted(written - owned)
+        shared = sorted(written - owned)
+        self._shared_found[key] = (time.monotonic(), shared)
+        self._shared_found.move_to_end(key)
+        while len(self._shared_found) > _SHARED_REMEMBERED_PEOPLE:
+            self._shared_found.popitem(last=False)
+        return shared
 
     # --- counters (quotas and rate limits)
 

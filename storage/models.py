@@ -221,7 +221,6 @@ class SummaryQuery(BaseModel):
     flag_reason: str | None = None
     negative_feedback: bool | None = None
     has_errors: bool | None = None
-    title_contains: str | None = None
 
 
 class Page(BaseModel):

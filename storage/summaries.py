@@ -132,11 +132,7 @@ def matches(summary: ConversationSummary, query: SummaryQuery) -> bool:
         (summary.negative_feedback_count > 0) != query.negative_feedback
     ):
         return False
-    if query.has_errors is not None and (summary.error_count > 0) != query.has_errors:
-        return False
-    return not (
-        query.title_contains and query.title_contains.casefold() not in summary.title.casefold()
-    )
+    return query.has_errors is None or (summary.error_count > 0) == query.has_errors
 
 
 def prompts_by_conversation(messages: Iterable[Message]) -> dict[str, list[str]]:
