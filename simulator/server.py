@@ -112,6 +112,10 @@ class SimulatorState:
 
 CONFIG = web.AppKey("simulator_config", SimulatorConfig)
 TIMING_KEY = web.RequestKey("simulator_timing_key", str)
+# The status a stream began with: a client that goes while it streams got an answer cut short.
+STREAM_STATUS = web.RequestKey("simulator_stream_status", int)
+# Counted for a client that went before its answer began (nginx's "client closed request").
+CLIENT_CLOSED = 499
 STATE = web.AppKey("simulator_state", SimulatorState)
 
 
@@ -366,6 +370,7 @@ async def send_stream(
         | headers
     )
     await response.prepare(request)
+    request[STREAM_STATUS] = response.status
     content_total = sum(1 for e in events if e.tokens)
     fault_at = min(FAULT_AFTER_CHUNKS, max(0, content_total - 1))
     content_sent = 0
@@ -383,10 +388,13 @@ async def send_stream(
             if fault is not None and fault.mode == CUT_AFTER_FINISH and _finishes(item):
                 break
         await response.write_eof()
-    except ConnectionResetError:
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
         # The client stopped reading (Stop, a deadline, a closed connection), as clients of
-        # Azure do: an answer cut short, not an error of the service.
+        # Azure do: an answer cut short, not an error of the service. Noticed as a failed write,
+        # or as the cancellation of this handler when the connection closes while it waits.
         log.info("the client closed the stream after %d content chunks", content_sent)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
     return response
 
 
@@ -522,6 +530,10 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        # The client went (run_simulator cancels the handler then).
+        status = request.get(STREAM_STATUS, CLIENT_CLOSED)
+        raise
     finally:
         if TIMING_KEY in request:
             # A streamed answer is written by then; a plain one is a few bytes after it.
@@ -589,7 +601,9 @@ async def run_simulator(
     config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
     """Start the simulator; returns the runner (call `cleanup()` to stop) and its base URL."""
-    runner = web.AppRunner(create_simulator_app(config), access_log=None)
+    # A client that goes away (the app gave up on its call) ends its request, as Azure stops
+    # generating then: a request still waiting for its first token does not hold the stop.
+    runner = web.AppRunner(create_simulator_app(config), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

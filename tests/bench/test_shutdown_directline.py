@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,11 +189,16 @@ async def test_while_draining_readyz_says_so_and_new_activities_get_a_503(
         await asyncio.sleep(0.5)
 
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        began = time.monotonic()
-        async with http.get(f"{base}/readyz") as response:
-            assert response.status == 503
-            assert (await response.json())["checks"]["turns"] == "draining"
+        # Until the app has taken the signal, however busy this machine is; the slow turn keeps
+        # it draining (and listening) for seconds after.
+        for _ in range(100):
+            async with http.get(f"{base}/readyz") as response:
+                if response.status == 503:
+                    assert (await response.json())["checks"]["turns"] == "draining"
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("/readyz never said it was draining")
         # Refused, saying when to try again, so the channel sends it again to an instance
         # that will answer it.
         async with http.post(
@@ -211,7 +215,6 @@ async def test_while_draining_readyz_says_so_and_new_activities_get_a_503(
             assert response.status == 503
             assert response.headers["Retry-After"] == "5"
             assert (await response.json())["error"]["code"] == "shutting_down"
-        assert time.monotonic() - began < TTFT_MS / 1000, "the drain should still be running"
         log = await stopped(process, tmp_path)
     finally:
         await busy.close()

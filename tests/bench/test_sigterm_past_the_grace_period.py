@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from app import WORKER_CLOSE_SECONDS
 from bench.processes import free_port
 from bot.turns import SHUTDOWN_NOTICE_SECONDS
 from chat.service import SHUTDOWN_INTERRUPTED
@@ -108,7 +109,7 @@ async def test_web_chat_turns_cut_off_by_sigterm_close_their_stream_with_a_notic
         assert status == 200
         status, queued_id = await user.say("A second Bluebird question")
         assert status == 200
-        for _ in range(100):  # until the answer streams
+        for _ in range(300):  # until the answer streams
             if any(
                 a.get("channelData", {}).get("streamType") == "streaming"
                 for frame in user.frames
@@ -116,6 +117,8 @@ async def test_web_chat_turns_cut_off_by_sigterm_close_their_stream_with_a_notic
             ):
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the answer never streamed")
 
         began = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -261,7 +264,8 @@ async def test_notices_the_channel_does_not_take_cannot_hold_the_exit(
             await process.wait()
     log = (tmp_path / "app.log").read_text()
     assert exit_code == 0, log[-3000:]
-    assert SHUTDOWN_NOTICE_SECONDS < took < 0.5 + SHUTDOWN_NOTICE_SECONDS + 3, took
+    # The notices have their time, and the close its own bound after them.
+    assert SHUTDOWN_NOTICE_SECONDS < took < 0.5 + SHUTDOWN_NOTICE_SECONDS + WORKER_CLOSE_SECONDS
     [done] = log_records(log, "shutdown notices done")
     assert (done["turns_ended"], done["turns_cancelled"]) == (0, 1)
     assert (done["not_started_done"], done["not_started_cancelled"]) == (0, 1)

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from storage.sqlite import FILE_CHECK_EVERY_SECONDS
 from tests.conftest import AppFactory
 from tests.sqlite_files import fill, small_disk, write_lock_held
-from tests.support import RecordingConnector, message_activity, readiness, settle
+from tests.support import RecordingConnector, eventually, message_activity, readiness, settle
 
 
 @pytest.fixture
@@ -63,6 +63,12 @@ async def test_the_log_says_the_sqlite_file_went_even_when_nobody_asks_readyz(
     await make_app()
     caplog.set_level(logging.ERROR, logger="storage.sqlite")
     (tmp_path / "data" / "chat.db").unlink()
+
+    async def said() -> bool:
+        return bool(_gone_lines(caplog))
+
+    assert await eventually(said, within=30)
+    # Once: the next looks find it still gone and say nothing more.
     await asyncio.sleep(FILE_CHECK_EVERY_SECONDS + 1)
     assert len(_gone_lines(caplog)) == 1
 

@@ -66,25 +66,30 @@ async def test_turns_cut_off_or_never_started_at_the_shutdown_deadline_are_told_
     make_app: AppFactory, connector: RecordingConnector, slow_model: str
 ) -> None:
     bot = await make_app(AZURE_OPENAI_ENDPOINT=slow_model)
-    # A channel without streaming, in English, whose model call has not answered yet.
+    # A channel without streaming, in English, whose model call will not answer before the
+    # deadline however slow this machine is (the simulator ends it when the app lets it go).
     plain = message_activity(connector.url, "Describe Bluebird", conversation_id="c2")
-    slow = {"mode": "slow_first_token", "delay_ms": 6_000, "count": 1}
+    slow = {"mode": "slow_first_token", "delay_ms": 60_000, "count": 1}
     await sim_control(slow_model, "POST", "/_sim/faults", slow)
     await post(bot, plain)
-    for _ in range(100):  # until the model has the question
+    for _ in range(200):  # until the model has the question
         if (await sim_control(slow_model, "GET", "/_sim/stats"))["total"]:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the model never got the first question")
     # A Teams 1:1 chat in Japanese: its first answer streams; the second waits behind it.
     streaming = personal_message(connector.url, "Tell me about Bluebird [sim:long]", "ja-JP")
     queued = personal_message(connector.url, "And the second Bluebird question", "ja-JP")
     for activity in (streaming, queued):
         await post(bot, activity)
     # Until the stream shows text (Thinking..., then at least one update).
-    for _ in range(100):
+    for _ in range(200):
         if len([c for c in connector.calls if c.activity_id == streaming["id"]]) >= 2:
             break
         await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the Teams answer never streamed")
 
     began = time.monotonic()
     drained = await bot.server.app[TURNS].drain(GRACE_SECONDS)
@@ -148,7 +153,7 @@ async def _queued_behind_a_slow_turn(
     bot: TestClient[Any, Any], connector: RecordingConnector, slow_model: str, conversation: str
 ) -> None:
     """A turn of `conversation` waiting for the model: the next of that conversation queues."""
-    slow = {"mode": "slow_first_token", "delay_ms": 6_000, "count": 1}
+    slow = {"mode": "slow_first_token", "delay_ms": 30_000, "count": 1}
     await sim_control(slow_model, "POST", "/_sim/faults", slow)
     first = message_activity(
         connector.url,
