@@ -94,7 +94,7 @@ async def test_new_redelivered_after_a_restart_gets_no_second_reply(
 @pytest.mark.parametrize(
     ("text", "locale", "expected"),
     [
-        ("/help", "en-US", "**/usage**: your usage today"),
+        ("/help", "en-US", "**/usage**: your usage since the daily reset"),
         ("/HELP", "en-US", "**/feedback** *your comment*"),
         ("/ヘルプ", "ja-JP", "**/usage** または **/利用状況**（**/使用量** でも可）"),
         (

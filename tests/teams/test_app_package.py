@@ -151,6 +151,14 @@ def test_japanese_strings_exist_for_every_command(package: zipfile.ZipFile) -> N
         assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", description), description
 
 
+def test_no_app_text_calls_the_quota_day_today(package: zipfile.ZipFile) -> None:
+    """The daily limits reset at midnight UTC (09:00 in Japan), as the bot's texts say."""
+    manifest = package.read("manifest.json").decode()
+    japanese = package.read("ja.json").decode()
+    assert not re.search(r"\btoday\b", manifest, re.IGNORECASE)
+    assert "本日" not in japanese and "今日" not in japanese
+
+
 def test_icons_have_the_sizes_teams_requires_and_the_outline_is_white_on_transparent(
     package: zipfile.ZipFile,
 ) -> None:
@@ -236,7 +244,7 @@ def test_every_command_is_advertised_in_both_languages_by_the_names_help_gives(
         assert f"**{english}** または **{title}**" in localize("help", "ja-JP")
         assert title in localize("help", "en-US")
     usage = titles.index("/usage")
-    assert commands["commands"][usage]["description"] == "Your usage today and your limits"
+    assert commands["commands"][usage]["description"] == "Your usage since the daily reset and limits"
     assert "quota" not in json.dumps(manifest)
     assert "/feedback" in manifest["description"]["full"]
     assert "/フィードバック" in japanese["description.full"]

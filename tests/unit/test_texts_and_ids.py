@@ -103,3 +103,11 @@ USER_WORDS = {"consent_accept_label", "consent_decline_label"}
 def test_english_texts_speak_of_the_assistant_not_as_i(key: str) -> None:
     english = all_texts()[key]["en"]
     assert not re.search(r"\b(I|I'm|me|my)\b", english), english
+
+
+def test_no_text_calls_the_quota_day_today() -> None:
+    """The daily limits reset at midnight UTC, which is 09:00 in Japan: "today" would be wrong
+    for most users (the Teams app's own texts: tests/teams/test_app_package.py)."""
+    for key, texts in all_texts().items():
+        assert not re.search(r"\btoday\b", texts["en"], re.IGNORECASE), key
+        assert "本日" not in texts["ja"] and "今日" not in texts["ja"], key
