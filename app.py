@@ -852,15 +852,12 @@ class StartupFailure(Exception):
 
 def _cosmos_start_failure(exc: StoreError) -> str:
     # The store's messages are its own (never the SDK's, which may quote a document).
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
     account = "the Cosmos DB account at COSMOS_ENDPOINT"
-    cause = exc.__cause__
-    if isinstance(cause, ClientAuthenticationError):
-        return f"{account}: no Entra ID token for it ({type(cause).__name__})"
-    if cause is None or isinstance(cause, HttpResponseError):
-        return f"{account} could not be used: {exc}"
-    return f"{account} could not be reached ({type(cause).__name__})"
+    if exc.failure == "auth":
+        return f"{account}: no Entra ID token for it ({exc})"
+    if exc.failure == "unreachable":
+        return f"{account} could not be reached ({exc})"
+    return f"{account} could not be used: {exc}"
 
 
 def main() -> None:

@@ -31,7 +31,14 @@ from storage.revisions import MessageRevision, RevisionOutcome
 
 
 class StoreError(Exception):
-    """The store could not complete an operation (after the client's own retries)."""
+    """The store could not complete an operation (after the client's own retries). Its message
+    is the store's own, never its client's (which may quote a document or an id); `failure`
+    says what failed underneath: "auth" (no token for the service), "http" (the service
+    answered with an error), "unreachable" (no answer), "" (the store's own check)."""
+
+    def __init__(self, *args: object, failure: str = "") -> None:
+        super().__init__(*args)
+        self.failure = failure
 
 
 class StoreUnavailable(StoreError):

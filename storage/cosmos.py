@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 from azure.core import MatchConditions
 from azure.core.async_paging import AsyncItemPaged
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
@@ -1204,7 +1204,9 @@ class CosmosStore:
     @asynccontextmanager
     async def _guard(self, op: str) -> AsyncIterator[None]:
         """SDK failures (after the SDK's own retries) as StoreError; never the SDK's message,
-        which may quote a document or a query."""
+        which may quote a document, a query or an item's address (ids), not even as the
+        error's cause: a logged traceback prints the chain. What support needs is the status,
+        the sub-status and the service's activity id."""
         try:
             yield
         except CosmosHttpResponseError as exc:
@@ -1212,13 +1214,31 @@ class CosmosStore:
             status, sub_status = _status(exc), exc.sub_status
             if status == 429:
                 log.warning("cosmos %s throttled after retries", op)
-                raise StoreThrottled(f"Cosmos DB is throttling {op} (429)") from exc
-            log.warning("cosmos %s failed: HTTP %s/%s", op, status, sub_status)
+                throttled = f"Cosmos DB is throttling {op} (429)"
+                raise StoreThrottled(throttled, failure="http") from None
+            activity = (exc.headers or {}).get("x-ms-activity-id", "")
+            log.warning(
+                "cosmos %s failed: HTTP %s/%s",
+                op,
+                status,
+                sub_status,
+                extra={"cosmos_activity_id": activity},
+            )
             hint = " (check the managed identity's data-plane role)" if status in (401, 403) else ""
-            raise StoreError(f"Cosmos DB {op} failed with HTTP {status}{hint}") from exc
+            raise StoreError(
+                f"Cosmos DB {op} failed with HTTP {status}{hint}", failure="http"
+            ) from None
         except (AzureError, TimeoutError) as exc:
             log.warning("cosmos %s failed: %s", op, type(exc).__name__)
-            raise StoreError(f"Cosmos DB {op} failed: {type(exc).__name__}") from exc
+            if isinstance(exc, ClientAuthenticationError):
+                failure = "auth"
+            elif isinstance(exc, HttpResponseError):
+                failure = "http"
+            else:
+                failure = "unreachable"
+            raise StoreError(
+                f"Cosmos DB {op} failed: {type(exc).__name__}", failure=failure
+            ) from None
 
     async def _read_or_none(
         self, container: ContainerProxy, item_id: str, partition_key: str, op: str

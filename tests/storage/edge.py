@@ -46,6 +46,9 @@ class CosmosEdge:
     requests: list[Seen] = field(default_factory=list)
     throttle_documents: bool = False
     retry_after_ms: int = 10
+    # Answer document operations with this status and message instead (0: forward them).
+    refuse_documents: int = 0
+    refusal_message: str = ""
 
     # The next `_lose_times` requests `_lose` matches are forwarded (the server applies them)
     # and their answers are lost: the connection cut, or the answer held back `_lose_delay`
@@ -90,6 +93,13 @@ async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
                     "x-ms-substatus": "3200",
                     "x-ms-request-charge": "0.5",
                 },
+            )
+        if edge.refuse_documents and "/docs" in request.path:
+            edge.requests.append(Seen(request.method, request.path, headers, edge.refuse_documents))
+            return web.json_response(
+                {"code": "BadRequest", "message": edge.refusal_message},
+                status=edge.refuse_documents,
+                headers={"x-ms-activity-id": "5f0c1a2b-0000-4000-8000-000000000001"},
             )
         body = await request.read()
         forward = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}

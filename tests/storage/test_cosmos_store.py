@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from azure.core.credentials import AccessToken
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
+from app import JsonLogFormatter
 from config import Settings
 from storage.base import StoreError, StoreThrottled
 from storage.cosmos import CONTAINER_SPECS, CosmosConfig, CosmosStore
@@ -271,6 +273,32 @@ async def test_the_next_page_of_a_persons_list_does_not_read_all_their_messages_
         assert listed == {"conv-0", "conv-1", "conv-2", "conv-shared"}
     finally:
         await store.close()
+
+
+async def test_the_services_error_message_never_reaches_the_log_not_even_as_a_cause(
+    cosmos_server: CosmosServer, edge: CosmosEdge, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error body may quote a document, a query or an item's address: the store's error is
+    its own, and a traceback logged with it (log.exception, as callers do) prints no chain to
+    the SDK's. Support gets the status and the service's activity id."""
+    store = await _open(cosmos_config(cosmos_server, endpoint=edge.endpoint))
+    caplog.set_level(logging.INFO)
+    try:
+        edge.refuse_documents, edge.refusal_message = 400, "the item says CANARY-62b1"
+        with pytest.raises(StoreError) as raised:
+            await store.add_message(message("conv-1", 1))
+    finally:
+        edge.refuse_documents = 0
+        await store.close()
+
+    assert raised.value.failure == "http"
+    assert "CANARY" not in "".join(traceback.format_exception(raised.value))
+    logging.getLogger("test").error("as a caller logs it", exc_info=raised.value)
+    logged = JsonLogFormatter().format(caplog.records[-1])
+    assert "HTTP 400" in logged and "CANARY" not in logged
+    assert all("CANARY" not in JsonLogFormatter().format(r) for r in caplog.records)
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("cosmos add_message")]
+    assert getattr(warning, "cosmos_activity_id", "") == "5f0c1a2b-0000-4000-8000-000000000001"
 
 
 async def test_admin_queries_are_parameterized(

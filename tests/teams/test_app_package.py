@@ -244,7 +244,8 @@ def test_every_command_is_advertised_in_both_languages_by_the_names_help_gives(
         assert f"**{english}** または **{title}**" in localize("help", "ja-JP")
         assert title in localize("help", "en-US")
     usage = titles.index("/usage")
-    assert commands["commands"][usage]["description"] == "Your usage since the daily reset and limits"
+    described = commands["commands"][usage]["description"]
+    assert described == "Your usage since the daily reset and limits"
     assert "quota" not in json.dumps(manifest)
     assert "/feedback" in manifest["description"]["full"]
     assert "/フィードバック" in japanese["description.full"]
