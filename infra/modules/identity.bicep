@@ -1,6 +1,8 @@
 // A user-assigned managed identity. The bot's identity: the web app runs as it, the Azure Bot
 // authenticates as it (msaAppType UserAssignedMSI), and it is the only principal with data
-// access. The optional Application Gateway gets its own, which can only read its certificate.
+// access. The optional Application Gateway gets its own, which reads its certificate: Key Vault
+// Secrets User on the app's vault (keyvault.bicep), which covers that vault's other secrets too
+// (docs/deploy.md says to keep the certificate in a vault of its own).
 
 param location string
 param tags object
