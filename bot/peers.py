@@ -9,10 +9,14 @@ it like its own. Turns of one conversation then run in order, and a redelivery i
 whichever worker the channel reached, as with one process; and the turns, the costly part, are
 spread by conversation rather than by connection.
 
-If the owner cannot be reached (it died and is being replaced, or does not answer within
-`FORWARD_TIMEOUT_SECONDS`), the worker that received the activity runs the turn itself: nothing
-is lost, only that conversation's order may not hold for that moment. (Had the owner queued it
-after all, the store refuses the second copy of the message and the second turn is skipped.)
+If the owner cannot be reached (it died and is being replaced), the worker that received the
+activity runs the turn itself: nothing is lost, only that conversation's order may not hold for
+that moment. (Had the owner queued it before it went, the store refuses the second copy of the
+message and the second turn is skipped.) An owner that is there but does not answer within
+`FORWARD_TIMEOUT_SECONDS` may still take the activity: running it here too could run a
+deletion, an edit or a rating twice, so the channel is told to send it again
+(`NOT_ANSWERED_IN_TIME`, a 503 with Retry-After), and the owner, if it took it, knows the
+resend by its id.
 
 The sockets are in a directory that only the app's user can open, made by the parent before it
 forks; what arrives on one was authenticated and validated by the sibling that sends it.
@@ -42,6 +46,9 @@ MAX_FRAME_BYTES = 1024 * 1024
 _REQUEST = struct.Struct("!QI")
 # answer: request id, the HTTP status the owner gave the activity
 _ANSWER = struct.Struct("!QH")
+
+# What `forward` says when the activity went to the owner, which did not answer in time.
+NOT_ANSWERED_IN_TIME = 504
 
 # What the owner does with a forwarded activity: the HTTP status of its answer.
 AcceptForwarded = Callable[[dict[str, Any]], Awaitable[int]]
@@ -158,8 +165,9 @@ class PeerLinks:
         self._connections.clear()
 
     async def forward(self, owner: int, raw: dict[str, Any]) -> int | None:
-        """Hand the activity to its owner: the HTTP status it answered, or None when it could
-        not be reached (then the caller runs the turn)."""
+        """Hand the activity to its owner: the HTTP status it answered, None when it could not
+        be reached (then the caller runs the turn), or NOT_ANSWERED_IN_TIME when it was sent
+        and the owner said nothing in time."""
         try:
             payload = json.dumps(raw, ensure_ascii=False).encode()
         except UnicodeEncodeError:
@@ -168,16 +176,31 @@ class PeerLinks:
             payload = json.dumps(raw).encode()
         try:
             connection = await self._connection(owner)
-            status = await asyncio.wait_for(connection.send(payload), self._timeout)
         except (OSError, TimeoutError) as exc:
-            self.counts["run_here"] += 1
+            self._run_here(owner, exc)
+            return None
+        try:
+            status = await asyncio.wait_for(connection.send(payload), self._timeout)
+        except TimeoutError:
+            self.counts["not_answered"] += 1
             log.warning(
-                "a sibling worker did not take an activity of its conversation; running it here",
-                extra={"worker": owner, "error": type(exc).__name__},
+                "a sibling worker did not answer in time for an activity it may have taken;"
+                " the channel is told to send it again",
+                extra={"worker": owner},
             )
+            return NOT_ANSWERED_IN_TIME
+        except OSError as exc:
+            self._run_here(owner, exc)
             return None
         self.counts["handed_over"] += 1
         return status
+
+    def _run_here(self, owner: int, exc: BaseException) -> None:
+        self.counts["run_here"] += 1
+        log.warning(
+            "a sibling worker did not take an activity of its conversation; running it here",
+            extra={"worker": owner, "error": type(exc).__name__},
+        )
 
     async def _connection(self, owner: int) -> _PeerConnection:
         connection = self._connections.get(owner)

@@ -36,7 +36,7 @@ from bot.handler import (
     AssistantBot,
     conversation_key,
 )
-from bot.peers import PeerLinks
+from bot.peers import NOT_ANSWERED_IN_TIME, PeerLinks
 from bot.rejections import RejectionLog
 from bot.turns import QUEUE_FULL_RETRY_AFTER_SECONDS, QueueFull, ShuttingDown, TurnQueue
 from bot.wire import activity_from_wire, model_to_wire
@@ -102,6 +102,10 @@ def _answer_of_sibling(status: int) -> web.Response:
         return _unreadable()
     if status == 503:
         return _shutting_down()
+    if status == NOT_ANSWERED_IN_TIME:
+        response = json_error(503, "busy", "The bot is busy; retry shortly.")
+        response.headers["Retry-After"] = str(SHUTTING_DOWN_RETRY_AFTER_SECONDS)
+        return response
     if status == 429:
         return _queue_full()
     return json_error(500, "internal_error", "The activity could not be taken; retry shortly.")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app import _socket_directory
-from bot.peers import PeerLinks, WorkerGroup
+from bot.peers import NOT_ANSWERED_IN_TIME, PeerLinks, WorkerGroup
 
 
 class Owner:
@@ -158,15 +158,20 @@ async def test_an_owner_that_is_not_listening_leaves_the_activity_to_the_sender(
         await sender.close()
 
 
-async def test_an_owner_that_does_not_answer_in_time_leaves_the_activity_to_the_sender(
+async def test_an_owner_that_does_not_answer_in_time_is_not_second_guessed(
     sockets: Path,
 ) -> None:
+    """It may take the activity yet: run here too, a deletion or a rating would run twice. The
+    channel is told to send it again instead, and the owner knows the resend by its id."""
     sender = PeerLinks(WorkerGroup(sockets, 0, 2), Owner().accept, timeout_seconds=0.2)
-    receiver = PeerLinks(WorkerGroup(sockets, 1, 2), Owner(delay=1.0).accept)
+    slow = Owner(delay=1.0)
+    receiver = PeerLinks(WorkerGroup(sockets, 1, 2), slow.accept)
     await receiver.start()
     try:
-        assert await sender.forward(1, activity(1)) is None
-        assert sender.counts == {"run_here": 1}
+        assert await sender.forward(1, activity(1)) == NOT_ANSWERED_IN_TIME
+        assert sender.counts == {"not_answered": 1}
+        await asyncio.sleep(1.2)
+        assert [raw["id"] for raw in slow.received] == ["act-1"]
     finally:
         await sender.close()
         await receiver.close()
@@ -202,3 +207,12 @@ async def test_a_worker_stopping_with_siblings_connected_logs_no_error(
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     finally:
         await sender.close()
+
+
+def test_the_channel_is_told_to_send_again_what_the_owner_did_not_answer_in_time() -> None:
+    from bot.routes import _answer_of_sibling
+
+    response = _answer_of_sibling(NOT_ANSWERED_IN_TIME)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert json.loads(response.text or "")["error"]["code"] == "busy"
