@@ -243,6 +243,9 @@ param enableMonitorPrivateLink bool = true
 
 param logRetentionInDays int = 90
 
+@description('Private IP address of a firewall of yours that all of the app\'s outbound traffic goes through (a route table on the app\'s subnet); empty = Azure\'s default outbound access.')
+param egressFirewallIp string = ''
+
 @description('Put an Application Gateway WAF_v2 in front; the web app then has no public endpoint.')
 param enableAppGateway bool = false
 param appGatewayHostName string = ''
@@ -370,6 +373,7 @@ module network 'modules/network.bicep' = {
     enableAppGateway: enableAppGateway
     enableApim: enableApim
     enableMonitorPrivateLink: enableMonitorPrivateLink
+    egressFirewallIp: egressFirewallIp
     allowedInboundCidrs: inboundCidrs
   }
 }

@@ -20,6 +20,38 @@ param enableMonitorPrivateLink bool
 @description('Extra source ranges (CIDR) allowed to reach the Application Gateway on 443, for example the intranet egress ranges.')
 param allowedInboundCidrs array = []
 
+@description('Private IP address of a firewall of yours (Azure Firewall or an appliance, reachable from this VNet) that all of the app\'s outbound traffic goes through; empty = Azure\'s default outbound access.')
+param egressFirewallIp string = ''
+
+// The web app sends all its outbound traffic into the VNet (vnetRouteAllEnabled): with this
+// route it all goes to the firewall, whose rules decide what leaves (docs/deploy.md lists what
+// the bot must reach). Private endpoints in the VNet stay reachable: their /32 routes are more
+// specific than this one.
+resource egressRoutes 'Microsoft.Network/routeTables@2024-05-01' = if (!empty(egressFirewallIp)) {
+  name: 'rt-egress-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    disableBgpRoutePropagation: true
+    routes: [
+      {
+        name: 'outbound-through-firewall'
+        properties: {
+          addressPrefix: '0.0.0.0/0'
+          nextHopType: 'VirtualAppliance'
+          nextHopIpAddress: egressFirewallIp
+        }
+      }
+    ]
+  }
+}
+
+var appSubnetEgress = empty(egressFirewallIp) ? {} : {
+  routeTable: {
+    id: resourceId('Microsoft.Network/routeTables', 'rt-egress-${resourceToken}')
+  }
+}
+
 var monitorZones = [
   'privatelink.monitor.azure.com'
   'privatelink.oms.opinsights.azure.com'
@@ -191,7 +223,7 @@ resource nsgApim 'Microsoft.Network/networkSecurityGroups@2024-05-01' = if (enab
 var baseSubnets = [
   {
     name: 'snet-app'
-    properties: {
+    properties: union({
       addressPrefix: appSubnetPrefix
       networkSecurityGroup: {
         id: nsgApp.id
@@ -204,7 +236,7 @@ var baseSubnets = [
           }
         }
       ]
-    }
+    }, appSubnetEgress)
   }
   {
     name: 'snet-pe'
@@ -258,6 +290,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
   dependsOn: [
     nsgAgw
     nsgApim
+    egressRoutes
   ]
   properties: {
     addressSpace: {
