@@ -1470,3 +1470,34 @@ def test_azure_yaml_requires_an_azd_that_honours_webappignore() -> None:
     assert tuple(int(g) for g in match.groups()) >= (1, 18, 0)
     doc = (root / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "1.18.0 or newer" in doc
+
+
+@pytest.mark.parametrize("firewall", ["", "10.50.0.4"], ids=["default outbound", "a firewall"])
+def test_egress_firewall_ip_sends_the_apps_outbound_traffic_to_it_and_only_when_set(
+    model: dict[str, im.Template], firewall: str
+) -> None:
+    main, network = model["main.bicep"], model["modules/network.bicep"]
+    assert im._module(main, "modules/network.bicep")["egressFirewallIp"] == "egressFirewallIp"
+    parameters = json.loads((im.INFRA_DIR / "main.parameters.json").read_text(encoding="utf-8"))
+    assert parameters["parameters"]["egressFirewallIp"]["value"] == "${EGRESS_FIREWALL_IP=}"
+
+    [vnet] = [r for r in network.resources if r.symbol == "vnet"]
+    bindings = {"egressFirewallIp": firewall, "enableAppGateway": False, "enableApim": False}
+    subnets = network.evaluate(vnet.body["properties"]["subnets"], bindings=bindings)
+    [app_subnet] = [s for s in subnets if s["name"] == "snet-app"]
+    properties = app_subnet["properties"]
+    assert properties["function"] == "union"
+    egress = properties["args"][1]
+    if not firewall:
+        assert egress == {}
+        return
+    route_table = egress["routeTable"]["id"]["args"]
+    assert route_table == ["Microsoft.Network/routeTables", "rt-egress-${resourceToken}"]
+    [routes] = [r for r in network.resources if r.type == "Microsoft.Network/routeTables"]
+    assert routes.conditional and routes.body["name"] == "rt-egress-${resourceToken}"
+    [route] = routes.body["properties"]["routes"]
+    assert route["properties"] == {
+        "addressPrefix": "0.0.0.0/0",
+        "nextHopType": "VirtualAppliance",
+        "nextHopIpAddress": "egressFirewallIp",
+    }
