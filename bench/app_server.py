@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 import app as app_module
+from bench.load import percentile
 from bench.worker_counts import write_counts
 from bot.peers import WorkerGroup
 from storage.base import READ_OPERATIONS, WRITE_OPERATIONS, Store
@@ -156,8 +157,8 @@ def _lag_summary(since: float) -> dict[str, float]:
         return {}
     return {
         "samples": len(lags),
-        "p50": round(lags[len(lags) // 2], 2),
-        "p99": round(lags[int(len(lags) * 0.99)], 2),
+        "p50": round(percentile(lags, 50), 2),
+        "p99": round(percentile(lags, 99), 2),
         "max": round(lags[-1], 2),
     }
 

@@ -66,7 +66,8 @@ LONG_TEXT = (
 class Options:
     sweep: list[int] = field(default_factory=lambda: [1, 8, 32, 64])
     turns: int = 15
-    stock_turns: int = 8
+    # The same conversations for both, so the ratio compares like with like.
+    stock_turns: int = 15
     ratio_concurrency: int = 32
     latency_concurrency: int = 32
     latency_turns: int = 20
@@ -91,7 +92,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", default=env("BENCH_SWEEP", "1,8,32,64"))
     parser.add_argument("--turns", type=int, default=int(env("BENCH_TURNS", "15")))
-    parser.add_argument("--stock-turns", type=int, default=int(env("BENCH_STOCK_TURNS", "8")))
+    parser.add_argument(
+        "--stock-turns", type=int, default=None, help="default: the same as --turns"
+    )
     parser.add_argument("--ratio-concurrency", type=int, default=32)
     parser.add_argument("--latency-concurrency", type=int, default=32)
     parser.add_argument("--latency-turns", type=int, default=int(env("BENCH_LATENCY_TURNS", "20")))
@@ -145,7 +148,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(
         sweep=sweep,
         turns=args.turns,
-        stock_turns=args.stock_turns,
+        stock_turns=args.stock_turns if args.stock_turns is not None else args.turns,
         ratio_concurrency=args.ratio_concurrency,
         latency_concurrency=args.latency_concurrency,
         latency_turns=args.latency_turns,
@@ -529,7 +532,7 @@ async def run(opts: Options) -> dict[str, Any]:
             channel,
             bot,
             target="stock",
-            concurrency=1,
+            concurrency=4,
             turns=3,
             run_id=f"{run_id}-stock-warm",
         )
