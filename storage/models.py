@@ -3,6 +3,7 @@ names the documents carry in Cosmos DB (SQLite stores the same JSON)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -33,6 +34,11 @@ class Document(BaseModel):
 
     def to_doc(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_json(self) -> str:
+        """`to_doc` as JSON text, made in one step (about a third of the time of json.dumps of
+        `to_doc()`): non-ASCII characters are written as they are, not escaped."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
 _D = TypeVar("_D", bound=Document)
@@ -375,6 +381,7 @@ def readable_messages(
     return [message for message in found if message is not None]
 
 
+@functools.lru_cache(maxsize=4096)
 def conversation_ref(conversation_id: str) -> str:
     """A non-reversible reference to a conversation for logs and telemetry (the chat service's
     and the stores' alike), so their lines can be matched without the id itself (a Teams

@@ -700,7 +700,7 @@ def _lower_shared_summary(
         return
     db.execute(
         "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
-        (json.dumps(without_erased(summary, erased(gone)).to_doc()), time.time(), conversation_id),
+        (without_erased(summary, erased(gone)).to_json(), time.time(), conversation_id),
     )
 
 
@@ -763,7 +763,7 @@ def _clear_feedback(
             db.execute(
                 "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
                 (
-                    json.dumps(without_erased(summary, Erased(dislikes=count)).to_doc()),
+                    without_erased(summary, Erased(dislikes=count)).to_json(),
                     time.time(),
                     conversation_id,
                 ),
@@ -812,7 +812,7 @@ def _delete_late_in(
     if lowered is not None:
         db.execute(
             "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
-            (json.dumps(lowered.to_doc()), time.time(), conversation_id),
+            (lowered.to_json(), time.time(), conversation_id),
         )
     return len(late), None
 
@@ -1131,7 +1131,7 @@ class SqliteStore:
                     message.seq,
                     message.user_id,
                     time.time(),
-                    json.dumps(message.to_doc()),
+                    message.to_json(),
                     _rater(message),
                 ),
             )
@@ -1146,7 +1146,7 @@ class SqliteStore:
                 "UPDATE messages SET doc = ?, seq = ?, written_at = ?, rater = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
-                    json.dumps(message.to_doc()),
+                    message.to_json(),
                     message.seq,
                     time.time(),
                     _rater(message),
@@ -1229,7 +1229,7 @@ class SqliteStore:
                 "UPDATE messages SET doc = ?, written_at = ?, rater = ?"
                 " WHERE conversation_id = ? AND id = ?",
                 (
-                    json.dumps(message.to_doc()),
+                    message.to_json(),
                     time.time(),
                     _rater(message),
                     conversation_id,
@@ -1274,7 +1274,7 @@ class SqliteStore:
                     "UPDATE messages SET doc = ?, written_at = ?"
                     " WHERE conversation_id = ? AND id = ?",
                     (
-                        json.dumps(each.to_doc()),
+                        each.to_json(),
                         time.time(),
                         conversation_id,
                         each.id,
@@ -1290,7 +1290,7 @@ class SqliteStore:
             if after:
                 db.execute(
                     "UPDATE conversations SET doc = ?, written_at = ? WHERE conversation_id = ?",
-                    (json.dumps(after.to_doc()), time.time(), conversation_id),
+                    (after.to_json(), time.time(), conversation_id),
                 )
             return outcome_of(revision)
 
@@ -1330,7 +1330,7 @@ class SqliteStore:
                     summary.channel_id,
                     _iso(summary.last_activity_at),
                     time.time(),
-                    json.dumps(summary.to_doc()),
+                    summary.to_json(),
                 ),
             )
 
@@ -1562,7 +1562,7 @@ class SqliteStore:
                 (
                     record.id,
                     _iso(record.at),
-                    json.dumps(record.to_doc()),
+                    record.to_json(),
                     record.target,
                     record.action,
                     record.actor,
@@ -1921,7 +1921,7 @@ class SqliteStore:
                     db.execute(
                         "UPDATE conversations SET doc = ?, written_at = ?"
                         " WHERE conversation_id = ?",
-                        (json.dumps(untitled.to_doc()), time.time(), conversation_id),
+                        (untitled.to_json(), time.time(), conversation_id),
                     )
             messages = db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,)).rowcount
             for conversation_id in conversation_ids:
