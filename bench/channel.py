@@ -57,7 +57,12 @@ class Channel:
     ca_file: Path | None = None
     token_requests: int = 0
     replies: int = 0
+    # Typing activities that carry part of a streamed answer (streamType "streaming").
+    stream_updates: int = 0
     _waiters: dict[str, asyncio.Future[Arrival]] = field(default_factory=dict)
+    # Conversation -> the activity its answer is awaited for: a Web Chat channel's final
+    # message names no replyToId, and a conversation has one question out at a time.
+    _awaited_in: dict[str, str] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _token_cache: dict[str, str] = field(default_factory=dict)
 
@@ -119,7 +124,7 @@ class Channel:
 
     async def _keys(self, request: web.Request) -> web.Response:
         jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": self.kid, "use": "sig", "endorsements": ["test", "msteams"]})
+        jwk.update({"kid": self.kid, "use": "sig", "endorsements": ["test", "msteams", "webchat"]})
         return web.json_response({"keys": [jwk]})
 
     async def _msal_metadata(self, request: web.Request) -> web.Response:
@@ -142,10 +147,13 @@ class Channel:
 
     # --- the connector
 
-    def expect(self, activity_id: str) -> asyncio.Future[Arrival]:
-        """A future resolved when the message replying to `activity_id` arrives."""
+    def expect(self, activity_id: str, conversation_id: str = "") -> asyncio.Future[Arrival]:
+        """A future resolved when the message replying to `activity_id` arrives (or, with
+        `conversation_id`, the next message to that conversation that names no replyToId)."""
         future: asyncio.Future[Arrival] = asyncio.get_running_loop().create_future()
         self._waiters[activity_id] = future
+        if conversation_id:
+            self._awaited_in[conversation_id] = activity_id
         return future
 
     def forget(self, activity_id: str) -> None:
@@ -157,12 +165,17 @@ class Channel:
             return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
         body = await request.json()
         kind = str(body.get("type", ""))
+        conversation = request.match_info["conversation"]
         reply_to = request.match_info.get("activity") or body.get("replyToId")
+        if not reply_to and kind == "message":
+            reply_to = self._awaited_in.pop(conversation, None)
+        if kind == "typing" and (body.get("channelData") or {}).get("streamType") == "streaming":
+            self.stream_updates += 1
         if kind == "message":
             self.replies += 1
             waiter = self._waiters.pop(str(reply_to), None)
             if waiter is not None and not waiter.done():
-                waiter.set_result(Arrival(at, request.match_info["conversation"], reply_to, kind))
+                waiter.set_result(Arrival(at, conversation, reply_to, kind))
         return web.json_response({"id": f"reply-{uuid.uuid4().hex[:12]}"})
 
     async def _put(self, request: web.Request) -> web.Response:
@@ -210,12 +223,19 @@ def _self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
 
 
 def message_activity(
-    service_url: str, conversation_id: str, activity_id: str, text: str, user_id: str
+    service_url: str,
+    conversation_id: str,
+    activity_id: str,
+    text: str,
+    user_id: str,
+    channel_id: str = "test",
 ) -> dict[str, Any]:
+    """`channel_id` "test" gets one message per answer; "webchat" gets the answer streamed (typing
+    activities with streaminfo, then the final message), as Web Chat users do."""
     return {
         "type": "message",
         "id": activity_id,
-        "channelId": "test",
+        "channelId": channel_id,
         "serviceUrl": service_url,
         "conversation": {"id": conversation_id},
         "from": {"id": user_id, "name": "Bench User"},

@@ -71,6 +71,7 @@ async def drive(
     text: Callable[[int, int], str] = default_text,
     start_spread: float = 0.0,
     pause: float = 0.0,
+    channel_id: str = "test",
 ) -> LoadResult:
     """Run the load and return every completed turn with its reply latency. With
     `start_spread` seconds, conversation n starts n/concurrency of it late, as independent
@@ -93,9 +94,9 @@ async def drive(
             activity_id = f"{conversation_id}-t{index}"
             question = text(number, index)
             body = message_activity(
-                channel.url, conversation_id, activity_id, question, f"user-{number}"
+                channel.url, conversation_id, activity_id, question, f"user-{number}", channel_id
             )
-            arrival = channel.expect(activity_id)
+            arrival = channel.expect(activity_id, conversation_id)
             sent = time.monotonic()
             try:
                 async with session.post(bot_url, json=body, headers=headers) as response:

@@ -75,6 +75,9 @@ class Options:
     start_spread_ms: float = 300.0
     workers: int = 2
     tokens_per_second: float = 0.0
+    # A phase whose answers stream (the Web Chat channel) at this speed; 0 skips it.
+    streaming_tokens_per_second: float = 50.0
+    streaming_turns: int = 10
     memory_conversations: int = 1000
     memory_turns: int = 2
     paced_conversations: int = 4
@@ -118,6 +121,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--tokens-per-second", type=float, default=float(env("BENCH_TOKENS_PER_SECOND", "0"))
     )
     parser.add_argument(
+        "--streaming-tokens-per-second",
+        type=float,
+        default=50.0,
+        help="the streamed (Web Chat) latency phase's answer speed; 0 skips that phase",
+    )
+    parser.add_argument("--streaming-turns", type=int, default=10)
+    parser.add_argument(
         "--memory-conversations",
         type=int,
         default=int(env("BENCH_MEMORY_CONVERSATIONS", "1000")),
@@ -158,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         ),
         workers=args.workers,
         tokens_per_second=args.tokens_per_second,
+        streaming_tokens_per_second=args.streaming_tokens_per_second,
+        streaming_turns=args.streaming_turns,
         memory_conversations=args.memory_conversations,
         memory_turns=args.memory_turns,
         paced_conversations=args.paced_conversations,
@@ -195,8 +207,10 @@ class OurStack:
         opts: Options,
         ttft: float,
         workers: int = 1,
+        tokens_per_second: float | None = None,
     ):
         self.label = label
+        speed = opts.tokens_per_second if tokens_per_second is None else tokens_per_second
         self.data_dir = workdir / label
         sim_port, self.port = free_port(), free_port()
         self.sim_url = f"http://127.0.0.1:{sim_port}"
@@ -211,7 +225,7 @@ class OurStack:
                 "--ttft-ms",
                 str(ttft),
                 "--tokens-per-second",
-                str(opts.tokens_per_second),
+                str(speed),
             ],
             workdir,
         )
@@ -657,7 +671,14 @@ async def run(opts: Options) -> dict[str, Any]:
         report["ours_model_latency"] |= await stack_latency.stop()
         stack_latency = None
 
-        # 4. the same app with APP_WORKERS processes: throughput and overhead again
+        # 4. the same latency, answers streamed as Web Chat gets them (typing activities with
+        # streaminfo, then the final message): the path most users' turns take.
+        if opts.streaming_tokens_per_second > 0:
+            report["ours_model_latency_streaming"] = await streaming_phase(
+                session, channel, workdir, opts, run_id
+            )
+
+        # 5. the same app with APP_WORKERS processes: throughput and overhead again
         if opts.workers > 1:
             report["ours_workers"] = await workers_phases(session, channel, workdir, opts, run_id)
     finally:
@@ -672,6 +693,52 @@ async def run(opts: Options) -> dict[str, Any]:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["summary"] = headline(report, opts)
     return report
+
+
+async def streaming_phase(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    workdir: Path,
+    opts: Options,
+    run_id: str,
+) -> dict[str, Any]:
+    stack = OurStack(
+        "model-streaming",
+        channel,
+        workdir,
+        opts,
+        opts.model_latency_ms,
+        tokens_per_second=opts.streaming_tokens_per_second,
+    )
+    await stack.start()
+    try:
+        await drive(
+            session,
+            channel,
+            f"{stack.url}/api/messages",
+            target="ours",
+            concurrency=4,
+            turns=2,
+            run_id=f"{run_id}-warm-stream",
+            channel_id="webchat",
+        )
+        updates_before = channel.stream_updates
+        streamed, _ = await latency_phase(
+            session,
+            channel,
+            stack,
+            opts,
+            f"{run_id}-stream",
+            opts.start_spread_ms / 1000,
+            channel_id="webchat",
+            turns=opts.streaming_turns,
+        )
+        streamed["tokens_per_second"] = opts.streaming_tokens_per_second
+        streamed["stream_updates"] = channel.stream_updates - updates_before
+        print(_line(f"ours ({opts.model_latency_ms:.0f} ms model, streamed)", streamed))
+    finally:
+        streamed_exit = await stack.stop()
+    return streamed | streamed_exit
 
 
 async def paced_phase(
@@ -750,10 +817,14 @@ async def latency_phase(
     opts: Options,
     run_id: str,
     start_spread: float,
+    *,
+    channel_id: str = "test",
+    turns: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The latency load on `stack`: its summary (overhead against the simulator's own time for
     each request, against the model time the bot measured, and against the configured one; CPU
-    per turn) and the app's stats since it started."""
+    per turn) and the app's stats since it started. With `channel_id` "webchat" the answers
+    stream; the simulator's time then holds the streaming too (the configured figure does not)."""
     started = time.monotonic()
     async with session.delete(f"{stack.sim_url}/_sim/stats") as response:
         response.raise_for_status()
@@ -764,10 +835,11 @@ async def latency_phase(
         f"{stack.url}/api/messages",
         target="ours",
         concurrency=opts.latency_concurrency,
-        turns=opts.latency_turns,
+        turns=opts.latency_turns if turns is None else turns,
         run_id=run_id,
         time_limit=opts.time_limit,
         start_spread=start_spread,
+        channel_id=channel_id,
     )
     after = await stack.stats(session, since=started, settled=True)
     async with session.get(f"{stack.sim_url}/_sim/timings") as response:
@@ -901,6 +973,11 @@ def headline(report: dict[str, Any], opts: Options) -> dict[str, Any]:
         "bot_overhead_p99_ms_one_burst": report["ours_model_latency_burst"]["bot_overhead_ms"][
             "p99"
         ],
+        "bot_overhead_p99_ms_streamed": (
+            report["ours_model_latency_streaming"]["bot_overhead_ms"]["p99"]
+            if "ours_model_latency_streaming" in report
+            else None
+        ),
         **_workers_headline(report, stock),
         "peak_rss_mib": round(peak_rss_mib, 1),
         "memory_conversations": opts.memory_conversations,

@@ -22,6 +22,7 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
         "--ratio-concurrency=2",
         "--latency-concurrency=2",
         "--latency-turns=2",
+        "--streaming-turns=2",
         "--model-latency-ms=50",
         "--memory-conversations=5",
         "--memory-turns=1",
@@ -78,6 +79,17 @@ def test_benchmark_runs_both_bots_and_writes_results(tmp_path: Path) -> None:
     # Clean shutdowns: SIGTERM drained and closed everything.
     assert latency["app_exit_code"] == 0
     assert report["ours_model_0ms"]["app_exit_code"] == 0
+
+    # The same latency with the answers streamed (Web Chat): the simulator's time holds the
+    # streaming, and what is left is the bot's.
+    streamed = report["ours_model_latency_streaming"]
+    assert streamed["completed_turns"] == 4 and streamed["failed_turns"] == 0
+    assert streamed["turns_without_simulator_timing"] == 0
+    assert streamed["stream_updates"] > 0
+    assert streamed["model_latency_ms_in_simulator"]["p50"] > in_simulator["p50"]
+    assert streamed["bot_overhead_ms"]["p50"] < streamed["reply_latency_ms"]["p50"]
+    assert streamed["app_exit_code"] == 0
+    assert report["summary"]["bot_overhead_p99_ms_streamed"] is not None
 
     ops = report["store_ops"]
     assert ops["per_method"]["recent_messages"] == 1  # the window: one query per turn
