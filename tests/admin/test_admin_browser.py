@@ -68,10 +68,14 @@ async def test_reviewer_flow_in_a_real_browser_runs_no_message_script(
         await page.goto(f"{base}/admin/")
         assert "one-time" in await page.locator("main").inner_text()
 
+        events.clear()  # the page before sign-in is a 401, which the console reports
         await page.goto(f"{base}/admin/login?token={token}")
         assert page.url == f"{base}/admin/"
         assert await page.get_by_test_id("signed-in-as").inner_text() == "Local admin"
         assert await page.locator("[data-conversation]").count() == 4
+        # An icon of its own: without one the browser asks for /favicon.ico, a 404 every page.
+        icon = await page.locator("link[rel=icon]").get_attribute("href")
+        assert icon is not None and (await page.request.get(f"{base}{icon}")).status == 200
 
         await page.select_option("select[name=flagged]", "true")
         await page.select_option("select[name=category]", "violence")
@@ -96,6 +100,8 @@ async def test_reviewer_flow_in_a_real_browser_runs_no_message_script(
         assert await page.locator("main img").count() == 0
         assert await page.locator("main script").count() == 0
         assert not [e for e in events if e.startswith(("dialog", "pageerror"))], events
+        # Nor did anything fail to load (a missing icon included).
+        assert not [e for e in events if "Failed to load" in e], events
         await page.screenshot(path=str(ARTIFACTS / "admin-transcript.png"), full_page=True)
     finally:
         await context.close()

@@ -80,3 +80,16 @@ async def test_a_category_that_is_not_a_name_is_a_400(
     response = await admin.get(f"{API}?category={category}")
     assert response.status == 400
     assert (await response.json())["error"] == "bad_request"
+
+
+async def test_the_category_filter_names_categories_in_words_in_both_languages(
+    admin: TestClient[Any, Any],
+) -> None:
+    """The value sent is the category's name; what the reviewer reads is a label (English had
+    the bare names, `negative_feedback` beside the "negative feedback" checkbox)."""
+    english = await (await admin.get("/admin/", headers={"Accept-Language": "en-US"})).text()
+    assert '<option value="self_harm" >self-harm</option>' in english
+    assert '<option value="indirect_attack" >indirect attack</option>' in english
+    assert ">negative_feedback<" not in english and ">self_harm<" not in english
+    japanese = await (await admin.get("/admin/", headers={"Accept-Language": "ja-JP"})).text()
+    assert '<option value="self_harm" >自傷行為</option>' in japanese

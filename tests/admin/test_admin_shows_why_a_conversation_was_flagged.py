@@ -172,7 +172,7 @@ async def test_a_detected_custom_topic_shows_on_the_transcript_and_topics_not_de
     ] == [("custom_topics", "output", True, False, ["MergerTalk"])]
 
     page = await (await client.get(f"/admin/conversations/{cid}")).text()
-    assert 'data-testid="verdict">output: custom_topics (detected)</span>' in page
+    assert 'data-testid="verdict">output: custom topics (detected)</span>' in page
     assert "custom topics: MergerTalk" in page
     assert "Layoffs" not in page
     assert (await csv_filters(client, cid))[-1] == "output:custom_topics:detected[MergerTalk]"

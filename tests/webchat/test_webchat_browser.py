@@ -124,6 +124,10 @@ async def test_reply_streams_into_the_page_then_the_final_message_replaces_it(
     assert len(await bot_texts(page)) == 1
     assert final_text.startswith(partial_text.split("\n")[0])
     assert len(final_text) > len(partial_text)
+    # The assistant's initials, not "AI": its notices are not AI output (only the answers'
+    # entity says so).
+    initials = await page.locator(".webchat__initialsAvatar__initials").all_inner_texts()
+    assert initials and set(initials) == {"CA"}, initials
     assert grant["errors"] == []
     await page.context.close()
 
