@@ -169,14 +169,19 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     if text is not None and len(text) > MAX_QUERY_CHARS:
         raise BadRequest("error_search_too_long", max=MAX_QUERY_CHARS)
     user = params.get("user", "").strip()
+    since = _moment(params, "since", end_of_day=False)
+    until = _moment(params, "until", end_of_day=True)
+    if since is not None and until is not None and since >= until:
+        # Reversed, the range holds nothing: said, rather than shown as "no conversations".
+        raise BadRequest("error_since_after_until")
     query = SummaryQuery(
         user_ids=person_ids(pseudonyms.user_id(user)) if user else None,
         # Theirs, and the shared conversations they wrote in, as their deletion and export find.
         with_shared=bool(user),
         tenant_id=params.get("tenant", "").strip() or None,
         channel_id=params.get("channel", "").strip() or None,
-        since=_moment(params, "since", end_of_day=False),
-        until=_moment(params, "until", end_of_day=True),
+        since=since,
+        until=until,
         flagged=True if category else _flag(params, "flagged"),
         flag_reason=category,
         negative_feedback=_flag(params, "negative_feedback"),

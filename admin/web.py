@@ -1196,6 +1196,7 @@ _FILTERS_AT_FAULT = {
     "error_reason_audit_filter_by_id": ("reason",),
     "error_search_too_long": ("q",),
     "error_category_name": ("category",),
+    "error_since_after_until": ("since", "until"),
     "error_audit_action_name": ("action",),
     "error_audit_target_or_user": ("target", "user"),
 }

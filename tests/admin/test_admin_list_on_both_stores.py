@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -156,3 +157,24 @@ async def test_date_filters_before_the_year_1000_compare_as_times(
     admin: TestClient[Any, Any], query: str, expected: list[str]
 ) -> None:
     assert await _ids(admin, query) == expected
+
+
+async def test_a_reversed_date_range_is_said_not_shown_as_an_empty_list(
+    admin: TestClient[Any, Any],
+) -> None:
+    api = await admin.get(API, params={"since": "2026-11-25", "until": "2026-11-23"})
+    assert api.status == 400
+    assert "From must not be after To" in (await api.json())["message"]
+    # One day, From and To alike, is a range.
+    one_day = await admin.get(API, params={"since": "2026-11-01", "until": "2026-11-01"})
+    assert one_day.status == 200
+
+    page = await admin.get("/admin/", params={"since": "2026-11-25", "until": "2026-11-23"})
+    assert page.status == 400
+    html = await page.text()
+    assert '<p class="alert" role="alert"' in html and "From must not be after To" in html
+    for name in ("since", "until"):
+        field = re.search(rf'<input type="date" name="{name}"[^>]*>', html)
+        assert field and 'aria-invalid="true"' in field.group(0), name
+    # What was typed comes back.
+    assert 'value="2026-11-25"' in html and 'value="2026-11-23"' in html
