@@ -251,6 +251,25 @@ def parse_results(results: Any, source: Source) -> Verdict:
     return verdict
 
 
+def stream_judgement(results: Any) -> tuple[bool, bool]:
+    """Whether one `content_filter_results` object blocks (a category filtered, a blocklist
+    hit included) and whether the filter itself failed: what `parse_results(results, ...)`'s
+    `filtered` and `errors` say, read without building the verdict (a stream carries one per
+    chunk; the turn makes the whole verdict once, from all of them)."""
+    if not isinstance(results, dict):
+        return False, False
+    blocks = failed = False
+    for name, value in results.items():
+        if name == "error":
+            failed = True
+        elif name == "custom_blocklists":
+            blocklist = _blocklist(value, "output")
+            blocks = blocks or (blocklist is not None and blocklist.filtered)
+        elif isinstance(value, dict):
+            blocks = blocks or bool(value.get("filtered"))
+    return blocks, failed
+
+
 def parse_prompt_annotations(items: Iterable[Any]) -> Verdict:
     """`prompt_filter_results` (or the old `prompt_annotations`) entries."""
     verdict = Verdict()

@@ -16,14 +16,14 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from chat.filters import (
     Verdict,
     is_prompt_filter_error,
     parse_answer,
     parse_prompt_annotations,
-    parse_results,
+    stream_judgement,
 )
 from chat.tokens import model_family
 
@@ -369,9 +369,13 @@ class DeploymentClient:
         options: RequestOptions,
         watch: FilterWatch,
     ) -> Completion:
+        # Each event comes as the SDK parsed its JSON, not built into a ChatCompletionChunk:
+        # that construction was most of the SDK's CPU on a streamed turn (about a hundred events
+        # each), and Azure's filter fields are extras to it anyway. Error events, status errors,
+        # auth and timeouts are still the SDK's.
         stream = await self._client.post(
             _CHAT_PATH,
-            cast_to=ChatCompletion,
+            cast_to=object,
             body={
                 **self._body(messages, max_tokens),
                 "stream": True,
@@ -379,7 +383,7 @@ class DeploymentClient:
             },
             options=options,
             stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
+            stream_cls=AsyncStream[object],
         )
         parts: list[str] = []
         finish_reason: str | None = None
@@ -402,8 +406,9 @@ class DeploymentClient:
         # it was already on screen).
         blocked = False
         try:
-            async for chunk in stream:
-                found = _prompt_filters(chunk.model_extra or {})
+            async for event in stream:
+                chunk = _typed(event, dict, {})
+                found = _prompt_filters(chunk)
                 if found:
                     prompt_filters += found
                     watch.annotated = True
@@ -411,33 +416,36 @@ class DeploymentClient:
                     # any text.
                     if watch.withhold_on_error and parse_prompt_annotations(found).errors:
                         blocked = True
-                if chunk.usage is not None:
-                    prompt_tokens = chunk.usage.prompt_tokens
-                    completion_tokens = chunk.usage.completion_tokens
-                    details = chunk.usage.completion_tokens_details
-                    reasoning_tokens = (details.reasoning_tokens if details else None) or 0
+                usage = _typed(chunk.get("usage"), dict, None)
+                if usage is not None:
+                    prompt_tokens = _typed(usage.get("prompt_tokens"), int, 0)
+                    completion_tokens = _typed(usage.get("completion_tokens"), int, 0)
+                    reasoning_tokens = _reasoning_tokens(usage)
                     usage_reported = True
-                for choice in chunk.choices:
-                    extras = choice.model_extra or {}
-                    results = extras.get("content_filter_results")
-                    offsets = extras.get("content_filter_offsets")
-                    content = choice.delta.content if choice.delta is not None else None
+                for item in _typed(chunk.get("choices"), list, []):
+                    choice = _typed(item, dict, {})
+                    results = choice.get("content_filter_results")
+                    offsets = choice.get("content_filter_offsets")
+                    delta = _typed(choice.get("delta"), dict, {})
+                    content = _typed(delta.get("content"), str, None)
                     if isinstance(results, dict) and results:
                         annotation: dict[str, Any] = {"content_filter_results": results}
                         if isinstance(offsets, dict):
                             annotation["content_filter_offsets"] = offsets
                         output_annotations.append(annotation)
-                        verdict = parse_results(results, "output")
-                        filtered = filtered or verdict.filtered
-                        blocked = blocked or (watch.withhold_on_error and bool(verdict.errors))
+                        # What blocks is read here; the whole verdict is made once, at the end.
+                        blocks, failed = stream_judgement(results)
+                        filtered = filtered or blocks
+                        blocked = blocked or (watch.withhold_on_error and failed)
                         watch.annotated = True
                         if isinstance(offsets, dict):
                             watch.judged_chars = max(watch.judged_chars, _end_offset(offsets))
                         elif content:
                             # The default filter's results on a text chunk judge that chunk.
                             watch.judged_chars = length + len(content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+                    finished = _typed(choice.get("finish_reason"), str, None)
+                    if finished:
+                        finish_reason = finished
                         filtered = filtered or finish_reason == "content_filter"
                     watch.filtered = filtered
                     blocked = blocked or filtered

@@ -14,6 +14,7 @@ from chat.filters import (
     parse_prompt_annotations,
     parse_prompt_error,
     parse_results,
+    stream_judgement,
 )
 
 SAFE = {
@@ -273,3 +274,30 @@ def test_merge_keeps_the_worst_severity_and_any_filtering() -> None:
     second = parse_results({"sexual": {"filtered": True, "severity": "low"}}, "output")
     [merged] = first.add(second).results
     assert merged.filtered and merged.severity == "medium"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        results(),
+        results(violence={"filtered": True, "severity": "high"}),
+        results(jailbreak={"filtered": False, "detected": True}),
+        results(protected_material_code={"filtered": True, "detected": True}),
+        {"custom_blocklists": {"filtered": True, "details": [{"filtered": True, "id": "b"}]}},
+        {"custom_blocklists": {"filtered": False, "details": [{"filtered": True, "id": "b"}]}},
+        {"custom_blocklists": {"filtered": False, "details": [{"filtered": False, "id": "b"}]}},
+        {"custom_blocklists": [{"filtered": True, "id": "old-shape"}]},
+        {"custom_topics": {"filtered": True, "details": [{"detected": True, "id": "t"}]}},
+        {"error": {"code": "content_filter_error", "message": "the filter failed"}},
+        {"error": "not even an object", "hate": {"filtered": True}},
+        {"hate": "not an object"},
+        {},
+        None,
+        ["not", "a", "dict"],
+    ],
+)
+def test_a_streams_per_chunk_judgement_says_what_the_whole_verdict_would(raw: Any) -> None:
+    """The stream reads only whether a chunk blocks and whether the filter failed; the turn's
+    verdict, built once from all the chunks, must agree with it."""
+    verdict = parse_results(raw, "output")
+    assert stream_judgement(raw) == (verdict.filtered, bool(verdict.errors))
