@@ -171,7 +171,7 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     user = params.get("user", "").strip()
     since = _moment(params, "since", end_of_day=False)
     until = _moment(params, "until", end_of_day=True)
-    if since is not None and until is not None and since >= until:
+    if since is not None and until is not None and since > until:
         # Reversed, the range holds nothing: said, rather than shown as "no conversations".
         raise BadRequest("error_since_after_until")
     query = SummaryQuery(

@@ -158,6 +158,9 @@ class Channel:
 
     def forget(self, activity_id: str) -> None:
         self._waiters.pop(activity_id, None)
+        for conversation, awaited in list(self._awaited_in.items()):
+            if awaited == activity_id:
+                del self._awaited_in[conversation]
 
     async def _post(self, request: web.Request) -> web.Response:
         at = time.monotonic()

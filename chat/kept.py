@@ -46,7 +46,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from storage.base import MessageStore, StoreError, SummaryStore
 from storage.models import Message, Role, SummaryDelta, conversation_ref
@@ -67,6 +67,7 @@ _RETRY_AT_MOST_SECONDS = 30.0
 _CONCURRENCY = 16
 
 Kind = Literal["answer", "prompt_status", "summary", "rating"]
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -77,6 +78,8 @@ class _Write:
     kept_at: float  # monotonic
     message: Message | None = None  # "answer" (inserted), "prompt_status" (replaced)
     delta: SummaryDelta | None = None  # "summary"
+    # "summary": the prompt of the turn whose update it is (its title comes from it).
+    prompt_id: str = ""
     # "rating": stores the rating on its answer (kept before it), once that is written.
     rate: Callable[[], Awaitable[object]] | None = None
 
@@ -185,14 +188,21 @@ class KeptWrites:
         )
 
     def keep_summary(
-        self, delta: SummaryDelta, erased: Callable[[], bool], ref: str, *, behind: bool = False
+        self,
+        delta: SummaryDelta,
+        erased: Callable[[], bool],
+        ref: str,
+        *,
+        behind: bool = False,
+        prompt_id: str = "",
     ) -> bool:
         """`behind`: not failed, but queued behind the conversation's kept summary updates;
         False when it could not be queued (MAX_KEPT reached, or shutting down): nothing is
-        given up then, the caller writes it itself."""
+        given up then, the caller writes it itself. `prompt_id`: the prompt of the turn whose
+        update it is (a deletion or edit of it changes the title the update carries)."""
         return self._keep(
             delta.conversation_id,
-            _Write("summary", erased, ref, self._clock(), delta=delta),
+            _Write("summary", erased, ref, self._clock(), delta=delta, prompt_id=prompt_id),
             behind=behind,
         )
 
@@ -232,25 +242,33 @@ class KeptWrites:
         # kept to be sent again.
         return await asyncio.shield(self._write_conversation(conversation_id, kept))
 
-    async def revise(self, revision: MessageRevision) -> None:
-        """A user deleted or edited their message (chat.service `revise`): one try of what is
-        kept for its conversation, as `write_now`, and what is still kept then takes the
-        revision as the store does (storage.revisions): the prompt's kept status carries the
-        new text (none, withdrawn), its kept answer is marked as answering words that are gone.
-        Else a kept write landing after the store's revision would put the old words back, or
-        store an answer quoting them as context. Call it before the store's `revise_message`:
-        under the conversation's lock, no write of the old words is under way when it
-        returns."""
+    async def revise(self, revision: MessageRevision, in_store: Callable[[], Awaitable[_R]]) -> _R:
+        """A user deleted or edited their message (chat.service `revise`); `in_store` makes the
+        store's revision. First one try of what is kept for the conversation, as `write_now`;
+        what is still kept then takes the revision as the store does (storage.revisions): the
+        prompt's kept status carries the new text (none, withdrawn), its kept answer is marked
+        as answering words that are gone, and the kept summary update of its turn takes the
+        new title (none). Else a kept write landing after the store's revision would put the
+        old words back, or store an answer quoting them as context. The store's revision runs
+        under the conversation's lock too: a kept write landing just before it would leave it
+        nothing to do (its answer's mark, the title, the cached window)."""
         kept = self._kept.get(revision.conversation_id)
         if kept is None:
-            return
-        await asyncio.shield(self._revise_conversation(revision, kept))
+            return await in_store()
+        return await asyncio.shield(self._revise_conversation(revision, kept, in_store))
 
-    async def _revise_conversation(self, revision: MessageRevision, kept: _Conversation) -> None:
+    async def _revise_conversation(
+        self,
+        revision: MessageRevision,
+        kept: _Conversation,
+        in_store: Callable[[], Awaitable[_R]],
+    ) -> _R:
         async with kept.lock:
             await self._write_in_order(revision.conversation_id, kept)
             for write in kept.writes:
                 message = write.message
+                if write.delta is not None and write.prompt_id == revision.message_id:
+                    write.delta = write.delta.model_copy(update={"title": revision.title})
                 if message is None:
                     continue
                 if message.id == revision.message_id:
@@ -259,6 +277,7 @@ class KeptWrites:
                         write.message = changed
                 elif revision.answer_id and message.id == revision.answer_id:
                     write.message = message.model_copy(update={"prompt_changed": True})
+            return await in_store()
 
     async def close(self, within: float = SHUTDOWN_SECONDS) -> None:
         """Shutdown, once the turns have drained: one more try of everything kept, within

@@ -620,8 +620,9 @@ class ChatService:
         outcome.summary_written = True
         if not self._stores(outcome):
             return
+        prompt_id = outcome.user_message_id
         if self._kept.holds_summary(delta.conversation_id) and self._kept.keep_summary(
-            delta, outcome.was_erased, outcome.correlation_id, behind=True
+            delta, outcome.was_erased, outcome.correlation_id, behind=True, prompt_id=prompt_id
         ):
             # An earlier turn's update is kept (chat.kept): this one goes behind it, and both
             # are written now, in order (the first gives the summary its createdAt and title).
@@ -643,7 +644,9 @@ class ChatService:
                         "conversation": conversation_ref(delta.conversation_id),
                     },
                 )
-                self._kept.keep_summary(delta, outcome.was_erased, outcome.correlation_id)
+                self._kept.keep_summary(
+                    delta, outcome.was_erased, outcome.correlation_id, prompt_id=prompt_id
+                )
         if delta.flag_reasons:
             # What the admin list's "flagged" filter shows (now, or once the kept update is
             # written), for the monitoring queries.
@@ -693,11 +696,10 @@ class ChatService:
             title=_title(text),
             at=at,
         )
-        # The prompt's status or its answer may still be kept (chat.kept): written first, so the
-        # revision finds them, and what the store still refuses takes the revision too, rather
-        # than landing after it with the old words.
-        await self._kept.revise(revision)
-        outcome = await self._messages.revise_message(revision)
+        # The prompt's status, its answer or its turn's summary update may still be kept
+        # (chat.kept): written first, so the revision finds them, and what the store still
+        # refuses takes the revision too, rather than landing after it with the old words.
+        outcome = await self._kept.revise(revision, lambda: self._messages.revise_message(revision))
         log.info(
             "a user deleted or edited their message",
             extra={

@@ -178,8 +178,8 @@ _RETAINED_PAGE = 100
 _SHARED_IN_SLICE = 500
 # How long the list remembers which shared conversations hold a person's messages: finding them
 # reads every message of theirs across partitions, and a text search asks for page after page
-# (admin.queries) with the same filter within one request. A conversation shared with them in
-# the last seconds may be missed by a page until then.
+# (admin.queries) with the same filter within one request. Only next pages use it: a first page
+# finds them afresh.
 _SHARED_REMEMBERED_SECONDS = 10.0
 _SHARED_REMEMBERED_PEOPLE = 64
 # What a shared summary becomes: deleted, a new document, or left as it is (None).
@@ -1719,7 +1719,9 @@ class CosmosStore:
                     # And the conversations someone else owns that hold their messages: their
                     # ids from the messages (as `delete_user` finds them), then their summaries
                     # in slices, each query newest first; the slices' pages are merged.
-                    shared = await self._shared_conversations(ids, op)
+                    shared = await self._shared_conversations(
+                        ids, op, remembered=continuation is not None
+                    )
                     for start in range(0, len(shared), _SHARED_IN_SLICE):
                         part = shared[start : start + _SHARED_IN_SLICE]
                         found += await scan("c.conversationId", part, None)
@@ -1734,15 +1736,22 @@ class CosmosStore:
             token = encode_cursor(str(last["lastActivityAt"]), str(last["id"]))
         return Page(items=items, continuation=token)
 
-    async def _shared_conversations(self, user_ids: Sequence[str], op: str) -> list[str]:
+    async def _shared_conversations(
+        self, user_ids: Sequence[str], op: str, *, remembered: bool
+    ) -> list[str]:
         """The conversations someone else owns (shared ones) that hold a message under one of
         `user_ids` (one person's): one cross-partition query on the messages per id, paged by
         the SDK's continuation tokens, and one partition query of their summaries; remembered
-        for _SHARED_REMEMBERED_SECONDS."""
+        remembered for _SHARED_REMEMBERED_SECONDS, and used for a next page (`remembered`): a
+        first page reads them afresh."""
         key = tuple(user_ids)
-        remembered = self._shared_found.get(key)
-        if remembered is not None and time.monotonic() - remembered[0] < _SHARED_REMEMBERED_SECONDS:
-            return remembered[1]
+        found = self._shared_found.get(key)
+        if (
+            remembered
+            and found is not None
+            and time.monotonic() - found[0] < _SHARED_REMEMBERED_SECONDS
+        ):
+            return found[1]
         written: set[str] = set()
         owned: set[str] = set()
         for user_id in user_ids:
@@ -2811,6 +2820,7 @@ class CosmosStore:
         to find the rest on the next attempt."""
         op = "delete_user"
         delete = self._deleter(op)
+        self._shared_found.clear()
 
         async with self._guard(op):
             state_container = self._container("botstate")

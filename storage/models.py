@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticSerializationError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,13 @@ class Document(BaseModel):
 
     def to_json(self) -> str:
         """`to_doc` as JSON text, made in one step (about a third of the time of json.dumps of
-        `to_doc()`): non-ASCII characters are written as they are, not escaped."""
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+        `to_doc()`): non-ASCII characters are written as they are, not escaped. Half a
+        surrogate pair (which the ways in replace, but a document read from an older store may
+        hold) cannot be UTF-8: that one is written escaped, as json.dumps does."""
+        try:
+            return self.model_dump_json(by_alias=True, exclude_none=True)
+        except PydanticSerializationError:
+            return json.dumps(self.to_doc())
 
 
 _D = TypeVar("_D", bound=Document)

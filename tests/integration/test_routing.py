@@ -130,7 +130,7 @@ async def test_primary_429_spills_over_and_its_retry_after_is_respected(
         primary,
         "POST",
         "/_sim/faults",
-        {"mode": "429", "count": 1, "retry_after_s": 30, "retry_after_ms": 3000},
+        {"mode": "429", "count": 1, "retry_after_s": 120, "retry_after_ms": 30000},
     )
 
     asked_at = time.monotonic()
@@ -140,14 +140,14 @@ async def test_primary_429_spills_over_and_its_retry_after_is_respected(
     assert answer.deployment == "paygo" and answer.status is MessageStatus.COMPLETE
     # Cooling down for retry-after-ms, which is preferred over retry-after.
     health = routed_bot.server.app[ROUTER].health("ptu")
-    assert asked_at + 3 <= health.cooldown_until <= answered_at + 3
+    assert asked_at + 30 <= health.cooldown_until <= answered_at + 30
 
     # Long enough for a turn on a loaded machine: the primary is not tried meanwhile.
     _, answer = await ask(routed_bot, connector, "second question")
     assert answer.deployment == "paygo"
     assert await calls_to(primary) == 1
 
-    await asyncio.sleep(max(0.0, health.cooldown_until - time.monotonic()) + 0.05)
+    health.cooldown_until = time.monotonic()  # as if its 30 s had passed
     _, answer = await ask(routed_bot, connector, "third question")
     assert answer.deployment == "ptu", "back to the provisioned deployment after the cooldown"
 

@@ -324,3 +324,26 @@ async def test_a_deletion_marks_the_answer_the_store_still_refuses(
     assert SECRET in answer.text and answer.prompt_changed
     await send(bot, teams, personal_message(teams.url, "what did I say?"))
     assert SECRET not in json.dumps(model.requests[-1])
+
+
+async def test_a_deletion_takes_its_title_off_the_summary_update_the_store_still_refuses(
+    make_faulty_app: FaultyAppFactory,
+    teams: TeamsChannel,
+    model: ModelRequests,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first message's turn gives the conversation its title; that update failed and is
+    kept. Deleted meanwhile, the message must not come back as the title when it lands."""
+    caplog.set_level(logging.INFO)
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
+    store.fail("error", "apply_summary_delta")
+    leaked = personal_message(teams.url, f"my password is {SECRET}")
+    await send(bot, teams, leaked)
+
+    await post(bot, message_deleted(leaked))
+    store.clear()
+
+    assert await kept_write_landed(caplog, "summary")
+    summary = await bot.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.message_count == 2
+    assert SECRET not in summary.title and summary.title == ""
