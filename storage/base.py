@@ -70,7 +70,9 @@ class MessageStore(Protocol):
         ...
 
     async def replace_message(self, message: Message) -> None:
-        """Overwrite an existing message (status/feedback/text updates of that message)."""
+        """Overwrite an existing message (a prompt's new status). A message its user withdrew
+        stays withdrawn: a replacement that is not (a status write kept by an instance that did
+        not see the withdrawal, chat.kept) changes nothing, so the old words never come back."""
         ...
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None: ...

@@ -97,6 +97,7 @@ from storage.models import (
     FeedbackChange,
     FeedbackUpdate,
     Message,
+    MessageStatus,
     Page,
     SummaryDelta,
     SummaryQuery,
@@ -176,6 +177,8 @@ _RETAINED_PAGE = 100
 # How many conversation ids one `IN` of the list's user filter names (`list_summaries`): a
 # person can have written in many shared conversations, and a query's text is bounded.
 _SHARED_IN_SLICE = 500
+# A prompt's status replace reads the item and replaces it if unchanged: tries before it fails.
+_REPLACE_ATTEMPTS = 3
 # How long the list remembers which shared conversations hold a person's messages: finding them
 # reads every message of theirs across partitions, and a text search asks for page after page
 # (admin.queries) with the same filter within one request. Only next pages use it: a first page
@@ -1338,19 +1341,39 @@ class CosmosStore:
         return True, None
 
     async def replace_message(self, message: Message) -> None:
+        """A point read, then a replace if the item did not change meanwhile (ETag): one that
+        its user withdrew stays withdrawn (MessageStore.replace_message). Only a prompt whose
+        status the user must hear about is replaced, so the read is rare."""
         op = "replace_message"
         doc = self._message_doc(message)
+        container = self._container("messages")
+        withdrawal = message.status is MessageStatus.WITHDRAWN
         async with self._guard(op):
-            try:
-                await self._container("messages").replace_item(
-                    doc["id"], doc, response_hook=self._hook(op)
+            for _ in range(_REPLACE_ATTEMPTS):
+                current = await self._read_or_none(
+                    container, doc["id"], message.conversation_id, op
                 )
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise
-                # Same as SQLite: replacing a message that is not there changes nothing.
-                self._record(op, exc.headers)
-                log.debug("cosmos replace_message: no such message")
+                if current is None:
+                    # Same as SQLite: replacing a message that is not there changes nothing.
+                    log.debug("cosmos replace_message: no such message")
+                    return
+                if current.get("status") == MessageStatus.WITHDRAWN.value and not withdrawal:
+                    log.debug("cosmos replace_message: withdrawn by its user, left as it is")
+                    return
+                try:
+                    await container.replace_item(
+                        doc["id"],
+                        doc,
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                        response_hook=self._hook(op),
+                    )
+                    return
+                except CosmosHttpResponseError as exc:
+                    if _status(exc) not in (404, 412):
+                        raise
+                    self._record(op, exc.headers)  # changed or gone meanwhile: read again
+            raise StoreError(f"Cosmos DB {op} kept changing under it", failure="http")
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         op = "get_message"

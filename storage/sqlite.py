@@ -81,6 +81,7 @@ from storage.models import (
     FeedbackUpdate,
     Message,
     MessageDecoder,
+    MessageStatus,
     Page,
     SummaryDelta,
     SummaryQuery,
@@ -1140,11 +1141,14 @@ class SqliteStore:
         return await self._run_short(insert, writes=True, order=message.conversation_id)
 
     async def replace_message(self, message: Message) -> None:
+        withdrawal = message.status is MessageStatus.WITHDRAWN
+
         def replace(db: sqlite3.Connection) -> None:
             # A write renews the retention, as a Cosmos item's counts from its last write.
             db.execute(
                 "UPDATE messages SET doc = ?, seq = ?, written_at = ?, rater = ?"
-                " WHERE conversation_id = ? AND id = ?",
+                " WHERE conversation_id = ? AND id = ?"
+                " AND (? OR json_extract(doc, '$.status') IS NOT ?)",
                 (
                     message.to_json(),
                     message.seq,
@@ -1152,6 +1156,8 @@ class SqliteStore:
                     _rater(message),
                     message.conversation_id,
                     message.id,
+                    withdrawal,
+                    MessageStatus.WITHDRAWN.value,
                 ),
             )
 

@@ -158,3 +158,28 @@ async def test_sqlite_a_withdrawn_text_leaves_the_database_file_and_its_log(
         assert all(SECRET not in m.text for m in store._window_messages._by_text.values())
     finally:
         await store.close()
+
+
+async def test_a_status_write_landing_after_a_withdrawal_does_not_bring_the_words_back(
+    store: Store,
+) -> None:
+    """The turn's status write of a prompt failed and was kept (chat.kept) by an instance that
+    does not see the user's deletion (scaled out): when it lands, the message stays withdrawn."""
+    await asked(store, "c-kept")
+    prompt = (await messages(store, "c-kept"))["user-1"]
+    kept = prompt.model_copy(update={"status": MessageStatus.ERROR, "error": "store_unavailable"})
+    assert await store.revise_message(revision("c-kept")) == "withdrawn"
+
+    await store.replace_message(kept)
+
+    after = (await messages(store, "c-kept"))["user-1"]
+    assert (after.status, after.text) == (MessageStatus.WITHDRAWN, "")
+
+
+async def test_a_status_write_of_a_message_still_there_replaces_it(store: Store) -> None:
+    await asked(store, "c-status")
+    prompt = (await messages(store, "c-status"))["user-1"]
+
+    await store.replace_message(prompt.model_copy(update={"status": MessageStatus.FILTERED}))
+
+    assert (await messages(store, "c-status"))["user-1"].status is MessageStatus.FILTERED
