@@ -177,8 +177,6 @@ _RETAINED_PAGE = 100
 # How many conversation ids one `IN` of the list's user filter names (`list_summaries`): a
 # person can have written in many shared conversations, and a query's text is bounded.
 _SHARED_IN_SLICE = 500
-# A prompt's status replace reads the item and replaces it if unchanged: tries before it fails.
-_REPLACE_ATTEMPTS = 3
 # How long the list remembers which shared conversations hold a person's messages: finding them
 # reads every message of theirs across partitions, and a text search asks for page after page
 # (admin.queries) with the same filter within one request. Only next pages use it: a first page
@@ -1349,7 +1347,7 @@ class CosmosStore:
         container = self._container("messages")
         withdrawal = message.status is MessageStatus.WITHDRAWN
         async with self._guard(op):
-            for _ in range(_REPLACE_ATTEMPTS):
+            for _ in range(_MAX_RACES):
                 current = await self._read_or_none(
                     container, doc["id"], message.conversation_id, op
                 )
@@ -1373,7 +1371,7 @@ class CosmosStore:
                     if _status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)  # changed or gone meanwhile: read again
-            raise StoreError(f"Cosmos DB {op} kept changing under it", failure="http")
+            raise ETagMismatch(f"message replace lost {_MAX_RACES} races in a row")
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         op = "get_message"
