@@ -26,9 +26,9 @@ a replaced message is replaced whole, and a summary update is one SQLite transac
 not) or, on Cosmos DB, recorded by its delta's id (one applied already is not applied twice).
 
 A user's deletion or edit of their message (storage.revisions) reaches what is kept of it: the
-prompt's kept status takes the new text (or none), its kept answer the `prompt_changed` mark
-(`revise`), so a kept write that lands after the store's revision does not bring the old words
-back.
+prompt's kept status takes the new text (or none), its kept answer the `prompt_changed` mark,
+its turn's kept summary update the new title (`revise`), so a kept write that lands after the
+store's revision does not bring the old words back.
 
 Erasure: a kept write of a user or conversation erased since its message arrived is dropped
 (storage.erasures), as the turn would not have written it then. An erasure's second pass waits
