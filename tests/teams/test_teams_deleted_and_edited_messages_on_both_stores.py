@@ -22,7 +22,7 @@ from storage.ids import message_id, safe_id
 from storage.models import Message, MessageStatus
 from tests.admin.helpers import sign_in_locally
 from tests.conftest import AppFactory, FaultyAppFactory
-from tests.faults import assistant_message_writes, user_message_writes
+from tests.faults import FaultyStore, assistant_message_writes, user_message_writes
 from tests.reliability.support import ModelGateway
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 from tests.support import eventually, settle
@@ -264,6 +264,21 @@ async def test_a_deleted_message_restored_in_teams_stays_withdrawn(
     assert (prompt.status, prompt.text) == (MessageStatus.WITHDRAWN, "")
 
 
+async def bot_whose_store_refuses(
+    make_faulty_app: FaultyAppFactory,
+    model: ModelRequests,
+    caplog: pytest.LogCaptureFixture,
+    operation: str,
+    when: Callable[[str, tuple[Any, ...]], bool] | None = None,
+) -> tuple[TestClient[Any, Any], FaultyStore]:
+    """The app over a store that refuses `operation` (those `when` picks) until cleared, with
+    the kept writes' log lines captured."""
+    caplog.set_level(logging.INFO)
+    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
+    store.fail("error", operation, when=when)
+    return bot, store
+
+
 async def kept_write_landed(caplog: pytest.LogCaptureFixture, kind: str) -> bool:
     async def written() -> bool:
         return any(
@@ -283,9 +298,9 @@ async def test_a_deletion_reaches_the_prompt_status_the_store_still_refuses(
     """A blocked prompt's status write failed after the user was told (chat.kept); the store
     still refuses it when the user deletes the message, and takes it later: what lands then is
     the withdrawal, not the old words with their old status."""
-    caplog.set_level(logging.INFO)
-    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
-    store.fail("error", "replace_message", when=user_message_writes)
+    bot, store = await bot_whose_store_refuses(
+        make_faulty_app, model, caplog, "replace_message", user_message_writes
+    )
     leaked = personal_message(teams.url, f"[cf:violence] my password is {SECRET}")
     await send(bot, teams, leaked)
 
@@ -306,9 +321,9 @@ async def test_a_deletion_marks_the_answer_the_store_still_refuses(
     """The answer's write failed after the user had it (chat.kept), and the simulator's answer
     quotes the prompt: deleted meanwhile, the prompt takes its answer out of the next turn's
     context both while the answer is kept and once it lands."""
-    caplog.set_level(logging.INFO)
-    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
-    store.fail("error", "add_message", when=assistant_message_writes)
+    bot, store = await bot_whose_store_refuses(
+        make_faulty_app, model, caplog, "add_message", assistant_message_writes
+    )
     leaked = personal_message(teams.url, f"my password is {SECRET}")
     await send(bot, teams, leaked)
 
@@ -334,9 +349,9 @@ async def test_a_deletion_takes_its_title_off_the_summary_update_the_store_still
 ) -> None:
     """The first message's turn gives the conversation its title; that update failed and is
     kept. Deleted meanwhile, the message must not come back as the title when it lands."""
-    caplog.set_level(logging.INFO)
-    bot, store = await make_faulty_app(AZURE_OPENAI_ENDPOINT=model.url)
-    store.fail("error", "apply_summary_delta")
+    bot, store = await bot_whose_store_refuses(
+        make_faulty_app, model, caplog, "apply_summary_delta"
+    )
     leaked = personal_message(teams.url, f"my password is {SECRET}")
     await send(bot, teams, leaked)
 
