@@ -53,13 +53,21 @@ async def open_page(
     page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
     page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
 
-    async def remember(response: Any) -> None:
+    reads: list[asyncio.Task[None]] = []
+
+    async def read(response: Any) -> None:
+        grant.update(await response.json())
+
+    # Called as the response event arrives (before the page can be ready with it); reading the
+    # body takes longer, so the page's first grant is awaited below, not assumed.
+    def remember(response: Any) -> None:
         if response.url.endswith("/api/directline/token"):
-            grant.update(await response.json())
+            reads.append(asyncio.ensure_future(read(response)))
 
     page.on("response", remember)
     await page.goto(str(server.make_url("/")))
     await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    await asyncio.gather(*reads)
     grant["errors"] = errors
     return page, grant
 
