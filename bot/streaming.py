@@ -22,6 +22,8 @@ service ends the stream in time with the text so far (see `ChatService`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -38,6 +40,7 @@ from bot.replies import (
     MessageReplyChannel,
     delivery_error,
     in_parts,
+    ready_to_reply,
     reply_activity,
     send_rest,
 )
@@ -45,7 +48,6 @@ from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
 from chat.service import (
     DeliveryFailed,
-    DeliveryImpossible,
     DeliveryUnknown,
     Reply,
     StreamStopped,
@@ -145,6 +147,9 @@ class StreamingReplyChannel:
         self._min_interval = min_interval
         self._time_limit = time_limit
         self._opened_at: float | None = None
+        # The informative update on its way: it goes out beside the model call, and whatever
+        # this channel sends next waits for it (its answer is the stream id).
+        self._opening: asyncio.Task[None] | None = None
         self._stream_id: str | None = None
         self._sequence = 0
         self._last_sent = 0.0
@@ -167,37 +172,55 @@ class StreamingReplyChannel:
 
     def time_left(self) -> float | None:
         """Seconds until the open stream must have ended; None when no stream is open (updates
-        are skipped and the final is a plain message) or the channel sets no limit."""
+        are skipped and the final is a plain message) or the channel sets no limit. While the
+        informative update is on its way the stream counts as open (it most likely will be)."""
         if self._time_limit is None or self._opened_at is None:
             return None
         return max(0.0, self._opened_at + self._time_limit - time.monotonic())
 
     async def informative(self, text: str) -> None:
+        """Raises DeliveryImpossible when no reply could go out (the bot's outbound token is
+        refused); otherwise returns at once: the update that opens the stream is sent beside
+        the model call, which the user would otherwise wait for as well."""
+        await ready_to_reply(self._context)
         self._sequence += 1
         activity = Activity(
             type=ActivityTypes.typing,
             text=text,
             entities=[StreamInfo("informative", stream_sequence=self._sequence)],
         )
-        # A refusal here (DeliveryFailed) leaves no stream id: updates are skipped and the final
-        # message carries the whole text as a plain message.
-        sent_at = time.monotonic()  # the channel's clock starts no later than this
+        self._opened_at = time.monotonic()  # the channel's clock starts no later than this
+        self._opening = asyncio.create_task(self._open(activity), name="stream_informative")
+
+    async def _open(self, activity: Activity) -> None:
+        # A refusal leaves no stream id: updates are skipped and the final message carries the
+        # whole text as a plain message, with a typing indicator meanwhile.
         try:
             response = await self._send(activity)
-        except DeliveryImpossible:
-            raise  # no reply can go out: nothing to show typing for
-        except DeliveryFailed:
+        except DeliveryFailed as refused:
+            log.info(
+                "the channel refused the informative update",
+                extra={"cause": type(refused).__name__},
+            )
+            self._opened_at = None
             self._without_stream.show_typing()
-            raise
+            return
         self._stream_id = response or None
-        if self._stream_id is not None:
-            self._opened_at = sent_at
-            if self._stoppable is not None:
-                stoppable = self._stoppable
-                stoppable.streams.opened(stoppable.conversation_key, stoppable.user_id, self)
+        if self._stream_id is None:
+            self._opened_at = None
+        elif self._stoppable is not None:
+            stoppable = self._stoppable
+            stoppable.streams.opened(stoppable.conversation_key, stoppable.user_id, self)
         self._last_sent = time.monotonic()
 
+    async def _opened(self) -> None:
+        """Waits for the informative update (once): what follows it needs its stream id."""
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            await opening
+
     async def update(self, text_so_far: str) -> None:
+        await self._opened()
         if self._stream_id is None:
             return  # the channel did not open a stream: the final message carries the text
         if self._stop_requested:
@@ -228,6 +251,7 @@ class StreamingReplyChannel:
         self._last_sent = time.monotonic()
 
     async def final(self, reply: Reply) -> str | None:
+        await self._opened()
         await self._without_stream.close()
         if self._stop_requested and not reply.is_notice:
             # Stopped just before the final (Teams answers the final with 403 then). A notice
@@ -258,6 +282,13 @@ class StreamingReplyChannel:
     async def close(self) -> None:
         """Stops the typing indicator of a stream the channel would not open; an open stream
         has nothing running between updates: it is driven by the model's output."""
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            # The turn ended without a final message (cancelled, or it failed): nothing is left
+            # to wait for the update that opens the stream.
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
         self._unlist()
         await self._without_stream.close()
 

@@ -57,6 +57,8 @@ class TeamsChannel:
     stop_on_final: bool = False
     refuse_stream_start: bool = False
     stream_time_limit: float | None = None  # seconds a stream may last (Teams: 2 minutes)
+    # Set: the informative update that opens a stream is answered once this event is set.
+    hold_stream_start: asyncio.Event | None = None
     # The largest request body Teams takes, in UTF-16 code units as it counts them (its 40 KB
     # scaled down for a test); a larger one gets 413 MessageSizeTooBig, and is a violation.
     max_body_units: int | None = None
@@ -79,6 +81,9 @@ class TeamsChannel:
             at=time.monotonic(),
         )
         self.calls.append(call)
+        if self.hold_stream_start is not None and _opens_a_stream(call.body):
+            self._changed.set()
+            await self.hold_stream_start.wait()
         response = self._answer(call.body)
         call.status = response.status
         if response.text and response.text.startswith("{"):
@@ -191,6 +196,11 @@ class TeamsChannel:
     ) -> list[dict[str, Any]]:
         await self.wait_for(lambda: len(self.messages(conversation_id)) >= count)
         return self.messages(conversation_id)
+
+
+def _opens_a_stream(body: dict[str, Any]) -> bool:
+    info = streaminfo(body) or {}
+    return info.get("streamType") == "informative" and "streamId" not in info
 
 
 def _forbidden(code: str, message: str = "stream stopped") -> web.Response:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -189,6 +190,40 @@ async def test_stop_just_before_the_final_message_keeps_what_was_shown_as_partia
     day = day_window(datetime.now(UTC)).key
     usage = await store.read_usage(user_scope(USER_AAD), day)
     assert usage.tokens == answer.usage.prompt + answer.usage.completion
+
+
+async def test_the_model_is_asked_while_thinking_is_on_its_way_and_the_final_ends_that_stream(
+    make_app: Any, teams: TeamsChannel, simulator_url: str
+) -> None:
+    # Teams has not yet answered the update that opens the stream: the model is asked all the
+    # same (the user would wait for both, one after the other), and the answer, ready before
+    # the stream is open, waits for it and ends it.
+    bot = await make_app(AZURE_OPENAI_ENDPOINT=simulator_url)
+    teams.hold_stream_start = asyncio.Event()
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hello"))
+    await teams.wait_for(lambda: len(teams.calls) == 1)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(f"{simulator_url}/_sim/stats") as response:
+                if (await response.json())["by_status"].get("200"):
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the model was not asked before the stream was open")
+    await asyncio.sleep(0.3)
+    assert len(teams.calls) == 1  # the answer is ready, but the stream is not open yet
+
+    teams.hold_stream_start.set()
+    [final] = await teams.wait_for_messages(1)
+    assert teams.violations == []
+    assert [streaminfo(c.body) for c in teams.calls] == [
+        {"type": "streaminfo", "streamType": "informative", "streamSequence": 1},
+        {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"},
+    ]
+    assert "Hello" in final["text"]
+    await settle(bot)
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert (answer.status, answer.activity_id) == (MessageStatus.COMPLETE, "stream-1")
 
 
 async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled_message(
