@@ -349,12 +349,13 @@ class Quotas:
         record = self._first_this_minute(scope, user_id, kind, window)
         if result.refused == "tokens":
             # Less than the smallest turn is left today (counting any settlement carried
-            # along): no message of this user can be answered before the day resets.
+            # along): no message of this user can be answered before the day resets. What it
+            # says was used counts that settlement too, as /usage does.
             return await self._exceeded(
                 LimitKind.USER_TOKENS_PER_DAY,
                 scope,
                 limits.user_tokens_per_day,
-                result.counts.tokens,
+                max(0, result.counts.tokens + self._peek((False, scope, day.key))),
                 day,
                 now,
                 user_id=user_id,

@@ -37,6 +37,9 @@ def refusal_text(
                 reset=reset,
                 wait=wait,
             )
+        if exceeded.used < exceeded.limit:
+            # Less is left than the smallest message needs (controls.quotas: the gate).
+            return localize("quota_tenant_tokens_too_little_left", locale, reset=reset, wait=wait)
         return localize("quota_tenant_tokens_per_day", locale, reset=reset, wait=wait)
     if exceeded.used < exceeded.limit:
         if exceeded.requested:

@@ -27,6 +27,7 @@ from controls.quotas import (
     user_scope,
 )
 from controls.windows import day_window
+from dialogs.guard import refusal_text
 from storage.base import Store, StoreError
 from storage.models import UsageCounts
 from tests.controls.support import Chat, FakeClock, OpenStore, conversation
@@ -246,6 +247,28 @@ async def test_with_less_than_the_smallest_turn_left_the_gate_refuses_without_co
     assert (refused.kind, refused.used) == (LimitKind.USER_TOKENS_PER_DAY, 9700)
     assert await stored(store) == UsageCounts(tokens=9700, minute=NOW_MINUTE, requests=2)
     assert store.calls["add_usage"] - writes == 2  # both refused: nothing written
+
+
+async def test_a_refusal_at_the_gate_says_what_usage_says_with_the_settlement_still_pending(
+    open_store: OpenStore, make_quotas: MakeQuotas
+) -> None:
+    store = await open_store()
+    quotas = await make_quotas(store, tokens=10_000, upfront_tokens=2000, smallest_turn_tokens=1000)
+    for turn in range(4):
+        assert await one_turn(quotas, f"turn-{turn}", 2000, 2000)
+    # The fifth turn holds 2,000 and uses 1,900: the 100 it gives back are still pending here.
+    assert await one_turn(quotas, "turn-5", 1900, 1900)
+
+    refused = await quotas.count_request("u", "", "turn-6")
+
+    # 100 left, less than the smallest turn: refused, as 9,900 used (not the 10,000 stored),
+    # so the user is not told the limit was reached while /usage shows some of it left.
+    assert isinstance(refused, QuotaExceeded)
+    assert refused.used == 9900
+    assert (await quotas.usage("u", "")).tokens_today == 9900
+    assert refusal_text(refused, "en").startswith(
+        "There is not enough of your daily limit left for a new message (used 9,900 of 10,000"
+    )
 
 
 async def test_a_turn_refused_for_more_than_its_held_share_is_told_what_was_used_without_it(

@@ -79,6 +79,29 @@ async def test_a_tenant_limit_used_up_is_said_to_be_reached_and_usage_shows_it_b
     assert "organization" not in (await elsewhere.send("/usage"))["text"]
 
 
+async def test_a_tenant_limit_with_less_left_than_any_message_needs_is_not_said_to_be_reached(
+    controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    client = await controlled_app(
+        **NO_USER_LIMITS, QUOTA_TENANT_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300
+    )
+    chat = Chat(client, connector, **TENANT)
+    day = day_window(clock())
+    scope = tenant_scope("bbbb-2222") or ""
+    await chat.store.add_to_counter(scope, day.key, 800, 0, day.ttl_seconds)
+
+    # The first message needs more than the 200 left; the next is refused at the gate, as no
+    # message can fit: neither is said to have reached the limit, which /usage puts at 80%.
+    first = await chat.send("Hello")
+    assert first["text"].startswith("Your message needs about"), first["text"]
+    refused = await chat.send("Hello again")
+    assert refused["text"].startswith(
+        "There is not enough of your organization's daily limit for the assistant left for a "
+        "new message, so your message was not sent."
+    ), refused["text"]
+    assert "about 80% of it has been used" in (await chat.send("/usage"))["text"]
+
+
 async def test_once_the_organizations_limit_is_used_up_messages_are_refused_before_being_stored(
     controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
 ) -> None:

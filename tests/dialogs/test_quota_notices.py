@@ -60,6 +60,15 @@ def exceeded(
             "（UTC）11月22日 0:00にリセットされます（あと約1時間）。",
         ),
         (
+            exceeded(LimitKind.TENANT_TOKENS_PER_DAY, 50_000_000, 49_999_000, 3600),
+            "There is not enough of your organization's daily limit for the assistant left for "
+            "a new message, so your message was not sent. It resets at 00:00 UTC on Nov 22 (in "
+            "about an hour).",
+            "組織全体の1日の上限の残りが少ないため、新しいメッセージを送信できません。このメッセージ"
+            "は送信されませんでした。上限は協定世界時（UTC）11月22日 0:00にリセットされます（あと"
+            "約1時間）。",
+        ),
+        (
             exceeded(LimitKind.TENANT_TOKENS_PER_DAY, 50_000_000, 49_998_500, 3600, 2_300),
             "Your message and the earlier conversation together need about 2,300 tokens, more "
             "than is left of your organization's daily limit for the assistant until it resets, "
@@ -83,6 +92,7 @@ def exceeded(
         "not_enough_for_this_message",
         "too_little_left",
         "tenant",
+        "tenant_too_little_left",
         "tenant_not_enough_for_this_message",
         "rate",
     ],
