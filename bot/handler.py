@@ -289,6 +289,8 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             log.info("a feedback event without a rating was ignored")
             return
         rated, reaction, text = parsed
+        if self._rating_refused(activity, raw):
+            return
         try:
             await self._feedback.record(
                 conversation_key(activity.channel_id, activity.conversation.id),
@@ -344,6 +346,9 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         submission = parse_feedback(raw, user_key(activity, raw), is_teams_shared(activity))
         if submission is None:
             return InvokeResponse(status=400, body={"error": "unsupported submitAction"})
+        if self._rating_refused(activity, raw):
+            # Teams shows the user that the rating failed.
+            return InvokeResponse(status=403, body={"error": "not allowed"})
         # Dated by its arrival: it may wait for the answer it rates (storage.late).
         submission = dataclasses.replace(submission, arrived_at=arrival_time(_received_at(raw)))
         key = conversation_key(activity.channel_id, activity.conversation.id)
@@ -363,6 +368,20 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             # thanks only for a stored vote, so it must hear that this one was not.
             return InvokeResponse(status=404, body={"error": "unknown message"})
         return InvokeResponse(status=200, body={})
+
+    def _rating_refused(self, activity: Activity, raw: dict[str, Any]) -> bool:
+        """A rating from a tenant or channel the access policy refuses (taken off the allow-list
+        since the answer was given) is not stored, as a message from there is not answered."""
+        if self._gate is None:
+            return False
+        refusal = self._gate.refusal(tenant_key(activity, raw), activity.channel_id or "")
+        if refusal is None:
+            return False
+        log.info(
+            "a rating the access policy refuses was not stored",
+            extra={"event": "rating_refused", "reason": refusal},
+        )
+        return True
 
     async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity

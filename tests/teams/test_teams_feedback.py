@@ -16,7 +16,7 @@ from storage.ids import safe_id
 from storage.models import SummaryQuery
 from storage.ratings import UNCOUNTED_UNREADABLE
 from tests.admin.helpers import sign_in_locally
-from tests.conftest import FaultyAppFactory
+from tests.conftest import AppFactory, FaultyAppFactory
 from tests.faults import assistant_message_writes
 from tests.support import settle
 from tests.teams.activities import (
@@ -67,6 +67,27 @@ async def test_dislike_with_text_is_answered_200_empty_and_stored_on_the_rated_m
     assert "negative_feedback" in summary.flag_reasons
     page = await store.list_summaries(SummaryQuery(negative_feedback=True), 10)
     assert [s.conversation_id for s in page.items] == [CONVERSATION_ID]  # the admin list filter
+
+
+async def test_a_rating_from_a_tenant_taken_off_the_allow_list_is_refused_and_not_stored(
+    make_app: AppFactory, teams: TeamsChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = await make_app()
+    rated = await ask(before, teams, "Question")
+    await before.close()
+    # Restarted with an allow-list that no longer holds the user's tenant.
+    bot = await make_app(ALLOWED_TENANT_IDS="11111111-2222-3333-4444-555555555555")
+
+    with caplog.at_level(logging.INFO, logger="bot.handler"):
+        status, _ = await submit(bot, feedback_invoke(teams.url, rated, "dislike", "bad"))
+
+    assert status == 403
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.feedback is None
+    summary = await bot.server.app[STORE].find_summary(CONVERSATION_ID)
+    assert summary is not None and summary.negative_feedback_count == 0
+    [refused] = [r for r in caplog.records if getattr(r, "event", "") == "rating_refused"]
+    assert getattr(refused, "reason", "") == "tenant_refused"
 
 
 async def test_like_is_stored_and_does_not_flag_the_conversation(
