@@ -366,16 +366,18 @@ class ConnectorClient:
         """Whether the latest outbound token request was refused (OutboundTokenRefused)."""
         return self._tokens.refused
 
-    async def ready_to_reply(self) -> None:
+    async def ready_to_reply(self) -> bool:
         """Gets (or reuses) the outbound token before a reply is worth preparing: raises
         OutboundTokenRefused when the bot's credentials are refused, so no reply can go out.
-        Any other failure may pass before the reply goes out, which then tries again."""
+        Any other failure may pass before the reply goes out, which then tries again: False
+        (True: the token is in hand)."""
         try:
             await self._outbound_token()
         except OutboundTokenRefused:
             raise
         except ConnectorError:
-            return
+            return False
+        return True
 
     def service_url_allowed(self, service_url: str) -> bool:
         if not reply_target_shaped(service_url):

@@ -119,7 +119,7 @@ class MessageReplyChannel:
     def streams(self) -> bool:
         return False
 
-    def time_left(self) -> float | None:
+    def limit_stream(self, timer: asyncio.Timeout | None) -> None:
         return None  # one message, no stream to keep within a time limit
 
     async def informative(self, text: str) -> None:
@@ -172,15 +172,16 @@ class MessageReplyChannel:
             await asyncio.sleep(self._typing_period)
 
 
-async def ready_to_reply(context: TurnContext) -> None:
+async def ready_to_reply(context: TurnContext) -> bool:
     """Raises DeliveryImpossible when the bot's own credentials for its outbound token are
     refused: no reply of this turn could reach the user, so the model is not asked for one.
-    Asked of the turn's connector (none: a test adapter, nothing to check)."""
+    False when the token could not be had for another reason (the reply tries again). Asked of
+    the turn's connector (none: a test adapter, nothing to check)."""
     connector = context.turn_state.get(CONNECTOR_KEY)
     if not isinstance(connector, ConnectorClient):
-        return
+        return True
     try:
-        await connector.ready_to_reply()
+        return await connector.ready_to_reply()
     except OutboundTokenRefused as exc:
         raise delivery_error(exc) from exc
 

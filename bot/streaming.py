@@ -23,7 +23,6 @@ service ends the stream in time with the text so far (see `ChatService`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -48,6 +47,7 @@ from bot.teams import is_teams, is_teams_personal
 from bot.webchat_shapes import WEB_CHAT_CHANNELS, feedback_actions
 from chat.service import (
     DeliveryFailed,
+    DeliveryImpossible,
     DeliveryUnknown,
     Reply,
     StreamStopped,
@@ -150,6 +150,8 @@ class StreamingReplyChannel:
         # The informative update on its way: it goes out beside the model call, and whatever
         # this channel sends next waits for it (its answer is the stream id).
         self._opening: asyncio.Task[None] | None = None
+        self._impossible: DeliveryImpossible | None = None
+        self._timer: asyncio.Timeout | None = None
         self._stream_id: str | None = None
         self._sequence = 0
         self._last_sent = 0.0
@@ -170,19 +172,30 @@ class StreamingReplyChannel:
     def stream_id(self) -> str | None:
         return self._stream_id
 
-    def time_left(self) -> float | None:
-        """Seconds until the open stream must have ended; None when no stream is open (updates
-        are skipped and the final is a plain message) or the channel sets no limit. While the
-        informative update is on its way the stream counts as open (it most likely will be)."""
-        if self._time_limit is None or self._opened_at is None:
-            return None
-        return max(0.0, self._opened_at + self._time_limit - time.monotonic())
+    def limit_stream(self, timer: asyncio.Timeout | None) -> None:
+        """While the informative update is on its way the stream counts as open (it most likely
+        will be); once the channel refused to open it, the timer is lifted (updates are skipped
+        and the final is a plain message)."""
+        self._timer = timer
+        self._keep_to_time_limit()
+
+    def _keep_to_time_limit(self) -> None:
+        timer = self._timer
+        if timer is None or timer.expired() or self._time_limit is None:
+            return
+        if self._opened_at is None:
+            timer.reschedule(None)
+        else:
+            # The channel's clock started no later than the informative update was sent.
+            left = self._opened_at + self._time_limit - time.monotonic()
+            timer.reschedule(asyncio.get_running_loop().time() + left)
 
     async def informative(self, text: str) -> None:
         """Raises DeliveryImpossible when no reply could go out (the bot's outbound token is
-        refused); otherwise returns at once: the update that opens the stream is sent beside
-        the model call, which the user would otherwise wait for as well."""
-        await ready_to_reply(self._context)
+        refused); otherwise returns as soon as that is known: with the token in hand, at once,
+        and the update that opens the stream is sent beside the model call (which the user
+        would otherwise wait for as well)."""
+        token_in_hand = await ready_to_reply(self._context)
         self._sequence += 1
         activity = Activity(
             type=ActivityTypes.typing,
@@ -191,33 +204,49 @@ class StreamingReplyChannel:
         )
         self._opened_at = time.monotonic()  # the channel's clock starts no later than this
         self._opening = asyncio.create_task(self._open(activity), name="stream_informative")
+        if not token_in_hand:
+            # The token could not be had just now (not refused): this update's answer tells
+            # whether any reply can go out, before the model is asked for one.
+            await self._opened()
+            if self._impossible is not None:
+                raise self._impossible
 
     async def _open(self, activity: Activity) -> None:
         # A refusal leaves no stream id: updates are skipped and the final message carries the
-        # whole text as a plain message, with a typing indicator meanwhile.
+        # whole text as a plain message, with a typing indicator meanwhile, and no time limit.
         try:
             response = await self._send(activity)
+        except DeliveryImpossible as impossible:
+            self._impossible = impossible  # no reply can go out: nothing to show typing for
+            self._not_opened()
+            return
         except DeliveryFailed as refused:
-            log.info(
-                "the channel refused the informative update",
-                extra={"cause": type(refused).__name__},
-            )
-            self._opened_at = None
+            # Its text is the connector's fixed sentence for why (no message text).
+            log.info("the channel refused the informative update", extra={"cause": str(refused)})
+            self._not_opened()
             self._without_stream.show_typing()
             return
         self._stream_id = response or None
         if self._stream_id is None:
-            self._opened_at = None
+            self._not_opened()
         elif self._stoppable is not None:
             stoppable = self._stoppable
             stoppable.streams.opened(stoppable.conversation_key, stoppable.user_id, self)
         self._last_sent = time.monotonic()
 
+    def _not_opened(self) -> None:
+        self._opened_at = None
+        self._keep_to_time_limit()
+
     async def _opened(self) -> None:
-        """Waits for the informative update (once): what follows it needs its stream id."""
-        opening, self._opening = self._opening, None
-        if opening is not None:
-            await opening
+        """Waits for the informative update: what follows it needs its stream id. A caller
+        cancelled meanwhile (the stream's time limit, the turn's deadline) leaves it on its way,
+        for the final message that ends the turn."""
+        opening = self._opening
+        if opening is None:
+            return
+        await asyncio.shield(opening)
+        self._opening = None
 
     async def update(self, text_so_far: str) -> None:
         await self._opened()
@@ -287,8 +316,9 @@ class StreamingReplyChannel:
             # The turn ended without a final message (cancelled, or it failed): nothing is left
             # to wait for the update that opens the stream.
             opening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await opening
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is not None:
+                log.error("the informative update failed", exc_info=opening.exception())
         self._unlist()
         await self._without_stream.close()
 

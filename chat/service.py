@@ -167,9 +167,11 @@ class ReplyChannel(Protocol):
         or DeliveryFailed when this one did not (the turn goes on)."""
         ...
 
-    def time_left(self) -> float | None:
-        """Seconds until the open stream must have ended (Teams ends a longer one with an
-        error); None: no limit. At that point the turn stops the model and sends the final."""
+    def limit_stream(self, timer: asyncio.Timeout | None) -> None:
+        """Keeps `timer` (around the model call) at the time the open stream must have ended
+        (Teams ends a longer one with an error), also once the stream turns out to be open or
+        not after the call began; leaves it alone when the channel sets no limit. At that point
+        the turn stops the model and sends the final. None: the call is over."""
         ...
 
     async def update(self, text_so_far: str) -> None:
@@ -286,8 +288,8 @@ class _UntilFinal:
     async def informative(self, text: str) -> None:
         await self._channel.informative(text)
 
-    def time_left(self) -> float | None:
-        return self._channel.time_left()
+    def limit_stream(self, timer: asyncio.Timeout | None) -> None:
+        self._channel.limit_stream(timer)
 
     async def update(self, text_so_far: str) -> None:
         try:
@@ -794,19 +796,23 @@ class ChatService:
         )
         # The stream must end before the channel's limit: then the model call is cancelled
         # (the deployment did nothing wrong: no failure is counted) and the user keeps the text.
-        stream_timer = asyncio.timeout(channel.time_left())
+        stream_timer = asyncio.timeout(None)
         watch = FilterWatch(withhold_on_error=self._filters.error_policy == "withhold")
         outcome.watch = watch
         try:
             async with stream_timer:
-                completion = await self._call_model(
-                    model_span,
-                    window.messages,
-                    channel,
-                    outcome,
-                    ModelCaller(user_ref(turn.user_id), turn.tenant_id),
-                    watch,
-                )
+                channel.limit_stream(stream_timer)
+                try:
+                    completion = await self._call_model(
+                        model_span,
+                        window.messages,
+                        channel,
+                        outcome,
+                        ModelCaller(user_ref(turn.user_id), turn.tenant_id),
+                        watch,
+                    )
+                finally:
+                    channel.limit_stream(None)
         except StreamStopped as stopped:
             await self._store_stopped(
                 user_message,

@@ -254,3 +254,35 @@ async def test_a_managed_identity_that_is_refused_ends_the_turn_before_the_model
         "invalid_request",
     )
     assert "check MicrosoftAppId" in line.getMessage()
+
+
+class BlipThenRefusalIssuer(RotatedSecretIssuer):
+    """The token endpoint fails once (a 503: no refusal, the reply may try again), then refuses
+    the secret."""
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if not self.token_requests:
+            self.token_requests.append({})
+            return web.json_response({"error": "temporarily_unavailable"}, status=503)
+        return await super()._token(request)
+
+
+async def test_a_refusal_met_only_by_the_streams_first_update_still_ends_the_turn_before_the_model(
+    make_app: Any,
+    aiohttp_server: Any,
+    connector: RecordingConnector,
+    simulator_url: str,
+) -> None:
+    # The check before the model call could not get the token (a blip); "Thinking...", which
+    # opens the stream, asks again and is refused: no reply can go out, the model is not called.
+    issuer = BlipThenRefusalIssuer()
+    issuer.url = str((await aiohttp_server(issuer.app())).make_url("")).rstrip("/")
+    client = await secured_app(make_app, issuer)
+
+    conversation = await say(client, issuer, connector, "hello there", "msteams")
+
+    assert len(issuer.token_requests) >= 2
+    assert connector.calls == []
+    assert await model_calls(simulator_url) == 0
+    _, record = await client.server.app[STORE].recent_messages(conversation, 10)
+    assert (record.status, record.error) == (MessageStatus.ERROR, "outbound_token_refused")

@@ -369,6 +369,49 @@ async def test_no_text_by_the_teams_time_limit_ends_the_stream_with_a_notice_in_
     assert client.server.app[ROUTER].health("default").breaker_open_until == 0.0
 
 
+async def test_a_stream_teams_would_not_open_sets_no_time_limit_on_the_plain_answer(
+    make_app: Any, teams: TeamsChannel, monkeypatch: Any
+) -> None:
+    # The stream's limit (scaled down) is set as the model call begins, beside "Thinking...";
+    # Teams refuses to open the stream: a plain message has no limit, the slow answer arrives.
+    teams.refuse_stream_start = True
+    monkeypatch.setattr(bot.streaming, "TEAMS_STREAM_TIME_LIMIT_SECONDS", 1.0)
+    client = await make_app()
+    await client.post("/api/messages", json=personal_message(teams.url, "Hi [sim:slow]"))
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+
+    assert "Hi" in final["text"] and streaminfo(final) is None
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.COMPLETE
+
+
+async def test_a_time_limit_reached_before_teams_opened_the_stream_ends_that_stream(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str, monkeypatch: Any
+) -> None:
+    # Teams answers "Thinking..." only after the stream's limit (scaled down) has stopped the
+    # model: the update was not withdrawn, and the final message ends the stream it opened.
+    monkeypatch.setattr(bot.streaming, "TEAMS_STREAM_TIME_LIMIT_SECONDS", 1.0)
+    client = await paced_bot(make_app, paced_simulator_url)
+    teams.hold_stream_start = asyncio.Event()
+    await client.post("/api/messages", json=personal_message(teams.url, "Write a lot [sim:long]"))
+    await teams.wait_for(lambda: len(teams.calls) == 1)
+    await asyncio.sleep(1.5)
+    teams.hold_stream_start.set()
+    [final] = await teams.wait_for_messages(1)
+    await settle(client)
+
+    assert teams.violations == []
+    assert [c.status for c in teams.calls] == [201, 201]
+    assert streaminfo(final) == {
+        "type": "streaminfo",
+        "streamId": "stream-1",
+        "streamType": "final",
+    }
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.activity_id == "stream-1"
+
+
 async def test_model_deadline_during_a_stream_keeps_the_text_shown_as_partial_with_a_note(
     make_app: Any, teams: TeamsChannel, paced_simulator_url: str
 ) -> None:
