@@ -16,8 +16,11 @@ update, or its final message, then ends it the same way, with a final message of
 saw (Teams ends a stopped stream itself; Web Chat needs the final to show it as an answer).
 
 Teams ends a stream that lasts too long with an error, so a Teams stream has a time limit of our
-own, a little shorter: `time_left()` tells the chat service how long it may still run, and the
-service ends the stream in time with the text so far (see `ChatService`).
+own, a little shorter: `limit_stream()` keeps the chat service's timer at it, and the service
+ends the stream in time with the text so far (see `ChatService`).
+
+"Thinking..." goes out beside the model call, not before it: what the stream sends next waits
+for its answer (the stream id), and a turn cut short meanwhile still ends the stream with it.
 """
 
 from __future__ import annotations
