@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_runner import GracefulExit
 from pydantic import SecretStr
 
@@ -730,6 +731,44 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class ParserRefusals(logging.Filter):
+    """aiohttp logs a request its HTTP parser refused (a 400: a raw non-ASCII byte in the URL,
+    as curl sends a Japanese search, or a header over 8 KB) at ERROR with the exception, whose
+    text quotes the request line or the header: the words searched for, a session cookie, a
+    token. Anyone can send such requests. This logs each without the request, at INFO, at most
+    once a minute, with the count of those not logged since (`untold`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._next_at = 0.0
+        self._untold = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if not isinstance(refused, HttpProcessingError):
+            return True
+        now = self._clock()
+        if now < self._next_at:
+            self._untold += 1
+            return False
+        self._next_at = now + 60.0
+        record.msg, record.args = "the HTTP parser refused a request", ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.event = "http_request_refused"
+        record.error = type(refused).__name__
+        record.status = refused.code
+        record.untold, self._untold = self._untold, 0
+        return True
+
+
+def quiet_parser_refusals() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserRefusals) for f in server.filters):
+        server.addFilter(ParserRefusals())
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
@@ -744,6 +783,7 @@ def configure_logging(level: str) -> None:
     # record re-enters that handler, which reports it in a plain-text line of its own.
     for pipeline in ("azure.monitor.opentelemetry.exporter", "opentelemetry"):
         logging.getLogger(pipeline).setLevel(logging.ERROR)
+    quiet_parser_refusals()
     # The admin's one-time sign-in link is a credential: for whoever runs the app, on stderr
     # only, never up to the root logger, whose Application Insights handler would export it.
     link = logging.getLogger(LOCAL_LINK_LOGGER)
