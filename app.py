@@ -185,11 +185,19 @@ def create_app(
         quota_scope=user_scope,
         open_conversations=BuiltinChatsInMemory(app),
     )
+    # Before the sub-app, whose prefix would take `/admin` too.
+    app.router.add_get("/admin", _to_admin)
     app.add_subapp("/admin/", admin)
     # The chat page, the Direct Line token endpoint and the built-in Direct Line.
     usage_policy = app[POLICIES].usage
     setup_webchat(app, settings, MESSAGES, usage_policy.version if usage_policy else None)
     return app
+
+
+async def _to_admin(request: web.Request) -> NoReturn:
+    """`/admin` as typed: the admin pages are under `/admin/`."""
+    query = request.rel_url.raw_query_string
+    raise web.HTTPPermanentRedirect("/admin/" + (f"?{query}" if query else ""))
 
 
 class BuiltinChatsInMemory:

@@ -114,10 +114,19 @@ def _flag(params: Mapping[str, str], name: str) -> bool | None:
     raise BadRequest("error_field_not_a_flag", name=name)
 
 
+# A calendar date (2026-11-21), alone or with a time and offset after `T`. Python also reads
+# 20261121 or 2026-W47, where "up to the end of that day" would cut a day or a week short.
+_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}(T\S+)?")
+# An offset's `+` typed into a URL as it is arrives as a space: 2026-11-23T00:00 09:00.
+_SPACED_OFFSET = re.compile(r"(T[\d:.]+) (\d{2}(:?\d{2})?)")
+
+
 def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime | None:
-    value = params.get(name, "").strip()
+    value = _SPACED_OFFSET.sub(r"\1+\2", params.get(name, "").strip())
     if not value:
         return None
+    if not _DATE_FORM.fullmatch(value):
+        raise BadRequest("error_field_not_a_date", name=name)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -128,7 +137,7 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
         # In UTC, as the stores compare. At the edges of the calendar there is no such time:
         # 0001-01-01T00:00+14:00 is before year 1 in UTC, and 9999-12-31 has no next day.
         moment = moment.astimezone(UTC)
-        if end_of_day and len(value) == 10:
+        if end_of_day and "T" not in value:
             # `until=2026-11-21` means up to the end of that day.
             moment += timedelta(days=1)
     except OverflowError as exc:
@@ -151,15 +160,22 @@ LIST_FILTERS = (
 )
 
 
+def whole_number(value: str | None, default: int) -> int | None:
+    """`value` written in ASCII digits (int() also takes "+5", " 5" and other scripts' digits,
+    which no link of ours writes); None when it is not one. Empty: `default`."""
+    if not value:
+        return default
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     names = [*LIST_FILTERS, "page_size"]
     for name, value in params.items():
         text_value(value, name)
     echo = {k: params[k].strip() for k in names if params.get(k, "").strip()}
-    try:
-        page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)
-    except ValueError as exc:
-        raise BadRequest("error_page_size_not_a_number") from exc
+    page_size = whole_number(params.get("page_size"), DEFAULT_PAGE_SIZE)
+    if page_size is None:
+        raise BadRequest("error_page_size_not_a_number")
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadRequest("error_page_size_range", max=MAX_PAGE_SIZE)
     category = params.get("category", "").strip() or None

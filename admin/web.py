@@ -65,6 +65,7 @@ from admin.queries import (
     summary_view,
     text_value,
     transcript_summary,
+    whole_number,
 )
 from admin.queries import _moment as moment_param
 from admin.settings import AdminSettings, AuthMode
@@ -2352,10 +2353,9 @@ async def _audit_records(
 ) -> tuple[AuditFilters, list[dict[str, Any]], str | None]:
     """One page of the audit log. Reading it is recorded too (`read_audit`, with the filters,
     each request, before anything is read): the log names who was looked up in it."""
-    try:
-        limit = int(request.query.get("limit") or 50)
-    except ValueError as exc:
-        raise BadRequest("error_limit_not_a_number") from exc
+    limit = whole_number(request.query.get("limit"), 50)
+    if limit is None:
+        raise BadRequest("error_limit_not_a_number")
     if not 1 <= limit <= 200:
         raise BadRequest("error_limit_range", max=200)
     filters = await _audit_filters(request)

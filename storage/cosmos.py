@@ -77,7 +77,7 @@ from storage.botstate import (
     names_conversation,
     report_legacy_owners,
 )
-from storage.cursors import decode_cursor, encode_cursor
+from storage.cursors import decode_keyset, encode_cursor
 from storage.ids import safe_id
 from storage.late import (
     LATE_UNREADABLE_MESSAGE,
@@ -1687,7 +1687,7 @@ class CosmosStore:
         if query.has_errors is not None:
             where(f"c.errorCount {'>' if query.has_errors else '<='} 0")
         if continuation:
-            at, item_id = decode_cursor(continuation, 2)
+            at, item_id = decode_keyset(continuation)
             where(
                 "(c.lastActivityAt < @at OR (c.lastActivityAt = @at AND c.id < @id))",
                 "@at",
@@ -2165,7 +2165,7 @@ class CosmosStore:
         conditions, params = _audit_conditions(query)
         cursor_day = None
         if continuation:
-            at, item_id = decode_cursor(continuation, 2)
+            at, item_id = decode_keyset(continuation)
             conditions.append("(c.at < @at OR (c.at = @at AND c.id < @id))")
             params += [{"name": "@at", "value": at}, {"name": "@id", "value": item_id}]
             cursor_day = at[:10]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 
 
 def encode_cursor(*values: str) -> str:
@@ -24,3 +25,16 @@ def decode_cursor(token: str, size: int) -> list[str]:
     ):
         raise ValueError("invalid continuation token")
     return values
+
+
+def decode_keyset(token: str) -> tuple[str, str]:
+    """The (time, id) a list's token holds, where the list left off; ValueError for anything
+    else (a well-formed token that holds no time and id is no token of the store's)."""
+    at, item_id = decode_cursor(token, 2)
+    try:
+        datetime.fromisoformat(at)
+    except ValueError:
+        raise ValueError("invalid continuation token") from None
+    if not item_id:
+        raise ValueError("invalid continuation token")
+    return at, item_id

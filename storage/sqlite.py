@@ -61,7 +61,7 @@ from storage.botstate import (
     names_conversation,
     report_legacy_owners,
 )
-from storage.cursors import decode_cursor, encode_cursor
+from storage.cursors import decode_keyset, encode_cursor
 from storage.late import (
     LATE_UNREADABLE_MESSAGE,
     feedback_from_before,
@@ -1390,7 +1390,7 @@ class SqliteStore:
             clauses.append("last_activity_at < ?")
             params.append(_iso(query.until))
         if continuation:
-            at, conversation_id = decode_cursor(continuation, 2)
+            at, conversation_id = decode_keyset(continuation)
             clauses.append(
                 "(last_activity_at < ? OR (last_activity_at = ? AND conversation_id < ?))"
             )
@@ -1583,7 +1583,7 @@ class SqliteStore:
     ) -> tuple[list[AuditRecord], str | None]:
         conditions, params = _audit_conditions(query or AuditQuery())
         if continuation:
-            at, record_id = decode_cursor(continuation, 2)
+            at, record_id = decode_keyset(continuation)
             conditions.append("(at < ? OR (at = ? AND id < ?))")
             params += [at, at, record_id]
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""

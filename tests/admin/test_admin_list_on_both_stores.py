@@ -3,6 +3,7 @@ cannot be read, and date filters at the far end of the calendar."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -178,3 +179,65 @@ async def test_a_reversed_date_range_is_said_not_shown_as_an_empty_list(
         assert field and 'aria-invalid="true"' in field.group(0), name
     # What was typed comes back.
     assert 'value="2026-11-25"' in html and 'value="2026-11-23"' in html
+
+
+@pytest.mark.parametrize(
+    "value", ["20261101", "2026-W44", "2026-305", "2026-11-01 00:00", "yesterday", "2026-11-01T"]
+)
+async def test_a_date_not_written_as_year_month_day_is_refused_not_read_another_way(
+    admin: TestClient[Any, Any], value: str
+) -> None:
+    # Python reads 20261101 or 2026-W44 as dates, where "up to the end of that day" would cut
+    # a day (or a week) short: an empty list that looks like an answer.
+    for name in ("since", "until"):
+        response = await admin.get(API, params={name: value})
+        assert response.status == 400, (name, value)
+        assert (await response.json())["message"] == (
+            f"{name} must be a date (2026-11-23) or a date-time (2026-11-23T09:00+09:00)"
+        )
+
+
+async def test_an_offsets_plus_typed_into_the_address_as_it_is_is_read_as_a_plus(
+    admin: TestClient[Any, Any],
+) -> None:
+    # In a query string `+` is a space: `since=2026-11-01T12:00+03:00` typed as it is arrives
+    # as "2026-11-01T12:00 03:00". The oldest conversation's last activity is at 09:00 UTC.
+    typed = await _ids(admin, "since=2026-11-01T12:00+03:00")
+    assert typed == await _ids(admin, "since=2026-11-01T12:00%2B03:00")
+    assert "conv-flagged" in typed
+    assert "conv-flagged" not in await _ids(admin, "since=2026-11-01T12:00-03:00")
+
+
+@pytest.mark.parametrize("size", ["５", "+5", " 5", "5.0", "-1"])
+async def test_a_page_size_in_anything_but_ascii_digits_is_refused(
+    admin: TestClient[Any, Any], size: str
+) -> None:
+    response = await admin.get(API, params={"page_size": size})
+    assert response.status == 400
+
+
+async def test_a_well_formed_token_that_holds_no_place_in_the_list_is_refused(
+    admin: TestClient[Any, Any],
+) -> None:
+    forged = base64.urlsafe_b64encode(json.dumps(["x", "y"]).encode()).decode()
+    response = await admin.get(API, params={"continuation": forged})
+    assert response.status == 400
+    assert (await response.json())["message"] == "invalid continuation token"
+    audit = await admin.get("/admin/api/audit", params={"continuation": forged})
+    assert audit.status == 400
+
+
+async def test_admin_without_its_slash_leads_to_the_admin_pages_with_the_query_kept(
+    admin: TestClient[Any, Any],
+) -> None:
+    response = await admin.get("/admin?user=x", allow_redirects=False)
+    assert response.status == 308
+    assert response.headers["Location"] == "/admin/?user=x"
+
+
+async def test_the_lists_export_links_without_filters_ask_for_the_format_alone(
+    admin: TestClient[Any, Any],
+) -> None:
+    html = await (await admin.get("/admin/")).text()
+    assert 'href="/admin/api/export/conversations?format=json"' in html
+    assert 'href="/admin/api/export/conversations?format=csv"' in html
