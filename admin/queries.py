@@ -165,7 +165,11 @@ def whole_number(value: str | None, default: int) -> int | None:
     which no link of ours writes); None when it is not one. Empty: `default`."""
     if not value:
         return default
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    # Past any range checked (and int() refuses thousands of digits).
+    digits = value.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
