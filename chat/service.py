@@ -163,8 +163,8 @@ class ReplyChannel(Protocol):
 
     async def informative(self, text: str) -> None:
         """Shown while waiting for the model: "Thinking..." when streaming, else typing. Raises
-        DeliveryImpossible when no reply could reach the user (then the model is not called),
-        or DeliveryFailed when this one did not (the turn goes on)."""
+        DeliveryImpossible when no reply could reach the user (then the model is not called);
+        a channel that could not show this one goes on without it (the turn goes on)."""
         ...
 
     def limit_stream(self, timer: asyncio.Timeout | None) -> None:
@@ -788,8 +788,6 @@ class ChatService:
                 turn, user_message, channel, delta, outcome, None, "outbound_token_refused"
             )
             return
-        except DeliveryFailed:
-            log.info("the channel refused the informative update", extra=log_fields)
         started = time.monotonic()
         model_span = self._telemetry.tracer.start_span(
             "chat.model_call", attributes={"tokens.window": window.prompt_tokens}
