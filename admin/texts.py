@@ -147,6 +147,12 @@ class PageTexts:
             return self(f"{kind}_{value}")
         return value
 
+    def labelled(self, kind: str) -> list[str]:
+        """The stored names a page has a label for (`kind_value` in the texts), in the texts'
+        order: what a filter offers to pick from (the audit log's actions)."""
+        prefix = f"{kind}_"
+        return [key.removeprefix(prefix) for key in all_texts() if key.startswith(prefix)]
+
     def hits(self, category: str) -> object:
         """What a verdict's hit list is headed with: the blocklists or the category's name (in
         English with spaces: `custom topics`)."""

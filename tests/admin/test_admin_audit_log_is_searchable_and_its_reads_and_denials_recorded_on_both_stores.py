@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from admin.web import Denials
+from admin.web import ATTEMPTED_ACTIONS, Denials
 from config import Settings
 from tests.admin.conftest import seeded
 from tests.admin.helpers import admin_context, appservice_header
@@ -108,6 +108,20 @@ async def test_a_bad_audit_filter_is_a_400_that_names_it(client: TestClient[Any,
     bad = await client.get(AUDIT, params={"since": "yesterday"}, headers=ADMIN)
     assert bad.status == 400
     assert "since" in (await bad.json())["message"]
+
+
+async def test_the_action_filter_offers_every_recorded_action_by_its_label(
+    client: TestClient[Any, Any],
+) -> None:
+    page = await (await client.get("/admin/audit", headers=ADMIN)).text()
+    offered = page.split('<datalist id="audit-actions">')[1].split("</datalist>")[0]
+    assert '<option value="view_transcript">Transcript viewed</option>' in offered
+    # What reviewers do, what they were refused, and what the bot refused.
+    for action in (*ATTEMPTED_ACTIONS.values(), "denied", "quota_exceeded", "tenant_refused"):
+        assert f'<option value="{action}">' in offered
+    japanese = {**ADMIN, "Accept-Language": "ja"}
+    page = await (await client.get("/admin/audit", headers=japanese)).text()
+    assert '<option value="view_transcript">会話履歴の閲覧</option>' in page
 
 
 async def test_reading_the_audit_log_is_recorded_with_its_filters(
