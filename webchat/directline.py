@@ -51,6 +51,7 @@ from webchat.conversations import (
     Subscriber,
 )
 from webchat.identity import NotSignedIn, current_user
+from webchat.limits import PostBodies, TooMuchBeingRead
 from webchat.tokens import Grant, StreamTickets, TokenError, TokenSigner, bearer
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ _MAX_CLIENT_ID = 128
 # UTF-8); aiohttp stops reading at it, so one post holds a few times this at most. Beyond it:
 # a JSON 413. The app-wide limit (app.py) stays for every other route.
 MAX_POST_BYTES = 4 * 1024 * 1024
+# Bytes of posts read at once (webchat.limits.PostBodies): two of the largest per person (a paste
+# and its retry; ordinary messages are a few KB), 16 of them in all.
+POST_BYTES_PER_USER = 2 * MAX_POST_BYTES
+POST_BYTES_IN_ALL = 16 * MAX_POST_BYTES
 
 
 class DirectLineError(Exception):
@@ -97,6 +102,7 @@ class BuiltinDirectLine:
         self._messages = messages
         self.signer = signer or TokenSigner(settings.webchat_token_secret.get_secret_value())
         self.stream_tickets = StreamTickets(self.signer.subkey(STREAM_TICKET_KEY_PURPOSE))
+        self.post_bodies = PostBodies(POST_BYTES_PER_USER, POST_BYTES_IN_ALL)
         local = settings.webchat_auth_mode is WebChatAuthMode.LOCAL
         self.conversations = ConversationRegistry(
             per_user=MAX_PER_LOCAL_USER if local else MAX_PER_USER, busy=self.turn_in_progress
@@ -379,27 +385,42 @@ class BuiltinDirectLine:
         async def handle() -> web.Response:
             grant = self._authorize(request, request.match_info["conversation"])
             conversation = self._conversation(grant)
+            size = request.content_length
+            if size is not None and size > MAX_POST_BYTES:
+                raise _too_big()
             try:
-                body = json.loads(await _read_body(request))
-            except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
-                raise DirectLineError(400, "BadArgument", "The body is not valid JSON.") from None
-            if not isinstance(body, dict):
-                raise DirectLineError(400, "BadArgument", "The body must be an activity.")
-            kind = body.get("type")
-            if kind == "typing":
-                return web.json_response({"id": conversation.next_activity_id()})
-            if kind not in ("message", "event"):
-                raise DirectLineError(400, "BadArgument", "Unsupported activity type.")
-            raw = self._user_activity(request, conversation, grant, body)
-            if kind == "event" and raw["name"] == FEEDBACK_EVENT:
-                await self._feedback(request, conversation, grant, raw)
-            else:
-                await self._accept(raw)
-            # Echo it like Direct Line does; Web Chat matches it by channelData.clientActivityID.
-            conversation.deliver(self._echo(raw))
-            return web.json_response({"id": raw["id"]})
+                # A body without a length (chunked) may be as large as any.
+                with self.post_bodies.reading(
+                    grant.user_id, MAX_POST_BYTES if size is None else size
+                ):
+                    return await self._take_post(request, conversation, grant)
+            except TooMuchBeingRead as exc:
+                raise _post_refused(exc) from None
 
         return await self._run(request, handle)
+
+    async def _take_post(
+        self, request: web.Request, conversation: Conversation, grant: Grant
+    ) -> web.Response:
+        try:
+            body = json.loads(await _read_body(request))
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
+            raise DirectLineError(400, "BadArgument", "The body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise DirectLineError(400, "BadArgument", "The body must be an activity.")
+        kind = body.get("type")
+        if kind == "typing":
+            return web.json_response({"id": conversation.next_activity_id()})
+        if kind not in ("message", "event"):
+            raise DirectLineError(400, "BadArgument", "Unsupported activity type.")
+        raw = self._user_activity(request, conversation, grant, body)
+        if kind == "event" and raw["name"] == FEEDBACK_EVENT:
+            await self._feedback(request, conversation, grant, raw)
+        else:
+            await self._accept(raw)
+        # Echo it like Direct Line does; Web Chat matches it by channelData.clientActivityID.
+        conversation.deliver(self._echo(raw))
+        return web.json_response({"id": raw["id"]})
 
     async def _accept(self, raw: dict[str, Any]) -> web.Response:
         try:
@@ -715,9 +736,24 @@ async def _read_body(request: web.Request) -> bytes:
         # app's client_max_size; it still stops reading as soon as the limit is passed.
         return await request.clone(client_max_size=MAX_POST_BYTES).read()
     except web.HTTPRequestEntityTooLarge:
-        raise DirectLineError(
-            413, "MessageSizeTooBig", "The activity is larger than the size limit."
-        ) from None
+        raise _too_big() from None
+
+
+def _post_refused(exc: TooMuchBeingRead) -> DirectLineError:
+    """Web Chat shows "Send failed. Retry." either way: the post was not taken."""
+    log.info(
+        "a direct line post was refused: too much being read at once",
+        extra={"event": "directline_post_refused", "everyone": exc.everyone},
+    )
+    if exc.everyone:
+        return DirectLineError(503, "ServiceUnavailable", "The assistant is busy; send it again.")
+    return DirectLineError(
+        429, "TooManyRequests", "Too many messages are being sent at once; send it again shortly."
+    )
+
+
+def _too_big() -> DirectLineError:
+    return DirectLineError(413, "MessageSizeTooBig", "The activity is larger than the size limit.")
 
 
 def connector_host(listen_host: str) -> str:

@@ -1,4 +1,5 @@
-"""How often one user may ask for a web chat token (`POST /api/directline/token`).
+"""How often one user may ask for a web chat token (`POST /api/directline/token`), and how many
+bytes of the built-in Direct Line's posts are read at once (`PostBodies`).
 
 Each answer opens a conversation (built-in Direct Line) or asks Azure's Direct Line for a token
 with the app's secret, so one user asking without end would take from everyone: a token bucket
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # A burst of this many, then one more every REFILL_SECONDS.
@@ -69,3 +72,51 @@ class TokenRate:
         # anyway, which is what a user not remembered gets.
         while len(self._buckets) > MAX_TRACKED:
             self._buckets.popitem(last=False)
+
+
+class TooMuchBeingRead(Exception):
+    """A post that would take the bytes being read past a budget; `everyone` when it is the
+    process's budget (others are sending), else the sender's own."""
+
+    def __init__(self, everyone: bool) -> None:
+        super().__init__("too much is being read at once")
+        self.everyone = everyone
+
+
+class PostBodies:
+    """The bytes of Direct Line posts being read, parsed and handed to the bot at once, per user
+    and in all, each post counted by its Content-Length before a byte of it is read. A post may
+    be large (a pasted book gets the "too long" answer rather than a refusal), so without this
+    one signed-in person sending many at once would make the process hold all of them."""
+
+    def __init__(self, per_user: int, in_all: int) -> None:
+        self._per_user = per_user
+        self._in_all = in_all
+        self._by_user: dict[str, int] = {}
+        self._total = 0
+
+    @property
+    def being_read(self) -> int:
+        return self._total
+
+    @contextmanager
+    def reading(self, user: str, size: int) -> Iterator[None]:
+        """Holds `size` bytes for `user` while the post is handled; raises TooMuchBeingRead when
+        that would pass either budget (one post alone is always let through, as the budgets
+        hold at least the largest)."""
+        held = self._by_user.get(user, 0)
+        if held and held + size > self._per_user:
+            raise TooMuchBeingRead(everyone=False)
+        if self._total and self._total + size > self._in_all:
+            raise TooMuchBeingRead(everyone=True)
+        self._by_user[user] = held + size
+        self._total += size
+        try:
+            yield
+        finally:
+            self._total -= size
+            left = self._by_user[user] - size
+            if left:
+                self._by_user[user] = left
+            else:
+                del self._by_user[user]

@@ -18,10 +18,12 @@ from aiohttp.test_utils import TestClient
 
 from chat.texts import localize
 from tests.conftest import AppFactory
+from tests.support import eventually
 from tests.webchat.support import DirectLineSession, is_final, open_session, stored_messages
 from webchat import DIRECT_LINE
 from webchat.conversations import SOCKET_QUEUE, ConversationRegistry, Participant
 from webchat.directline import MAX_POST_BYTES
+from webchat.limits import PostBodies, TooMuchBeingRead
 from webchat.tokens import Grant, TokenSigner
 
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
@@ -631,6 +633,62 @@ async def test_a_message_padded_with_megabytes_of_whitespace_is_answered_and_ech
     echo = kept["activities"][0]
     assert echo["text"] == "hello"
     assert len(json.dumps(kept)) < 16_000
+
+
+async def test_one_person_sending_many_large_posts_at_once_has_two_read_and_the_rest_refused(
+    client: TestClient[Any, Any],
+) -> None:
+    session = await open_session(client)
+    address = f"/v3/directline/conversations/{session.conversation_id}/activities"
+    headers = {**session.headers, "Content-Type": "application/json"}
+    large = json.dumps({"type": "message", "text": "x" * (3 * 1024 * 1024)}).encode()
+    go_on = asyncio.Event()
+
+    async def held_back() -> Any:
+        # The headers (with the length) and a first part arrive; the rest waits.
+        yield large[:1024]
+        await go_on.wait()
+        yield large[1024:]
+
+    def slow_post() -> Any:
+        return client.post(
+            address, data=held_back(), headers={**headers, "Content-Length": str(len(large))}
+        )
+
+    slow = [asyncio.ensure_future(slow_post()) for _ in range(2)]
+    being_read = client.app[DIRECT_LINE].post_bodies
+
+    async def both_being_read() -> bool:
+        return being_read.being_read == 2 * len(large)
+
+    assert await eventually(both_being_read, within=10)
+    # A third is refused before a byte of it is read.
+    third = await client.post(address, data=large, headers=headers)
+    assert third.status == 429
+    assert (await third.json())["error"]["code"] == "TooManyRequests"
+    # An ordinary message of theirs still fits beside the two.
+    assert (await session.post({"type": "message", "text": "hello"})).status == 200
+
+    go_on.set()
+    assert [(await response).status for response in slow] == [200, 200]
+    # Both taken (each answered with the "too long" notice), and nothing is held any more.
+    assert being_read.being_read == 0
+
+
+def test_the_bytes_being_read_are_bounded_for_everyone_together() -> None:
+    bodies = PostBodies(per_user=8, in_all=10)
+    with bodies.reading("ann", 6), bodies.reading("bob", 4):
+        with pytest.raises(TooMuchBeingRead) as refused, bodies.reading("cy", 1):
+            pass
+        assert refused.value.everyone
+        with pytest.raises(TooMuchBeingRead) as refused, bodies.reading("ann", 3):
+            pass
+        assert not refused.value.everyone
+    # One post alone always fits, however large; all is given back.
+    with bodies.reading("cy", 50):
+        pass
+    with bodies.reading("ann", 8), bodies.reading("bob", 2):
+        pass
 
 
 async def test_a_body_past_the_direct_line_bound_gets_a_json_413(
