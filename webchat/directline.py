@@ -67,7 +67,8 @@ KEEPALIVE_SECONDS = 20.0
 CLOSE_SECONDS = 5.0
 SWEEP_SECONDS = 300.0
 STREAM_TICKET_KEY_PURPOSE = "built-in Direct Line stream tickets"
-_CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent"
+# Web Chat's Direct Line client also sends X-Requested-With on every call to another origin.
+_CORS_HEADERS = "Authorization, Content-Type, x-ms-bot-agent, X-Requested-With"
 _MAX_LOCALE = 20
 _MAX_TIME_ZONE = 64
 _MAX_CLIENT_ID = 128
