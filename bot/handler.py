@@ -257,6 +257,10 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
     async def _revise(self, turn_context: TurnContext, text: str) -> None:
         activity: Activity = turn_context.activity
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
+        # An edit from a tenant or channel the access policy refuses would store its new words,
+        # as a message from there would not be; a deletion only withdraws the user's own.
+        if text and self._refused(activity, raw, "revision_refused", "an edit"):
+            return
         key = conversation_key(activity.channel_id, activity.conversation.id)
         revision = TurnInput(
             conversation_key=key,
@@ -372,14 +376,17 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
     def _rating_refused(self, activity: Activity, raw: dict[str, Any]) -> bool:
         """A rating from a tenant or channel the access policy refuses (taken off the allow-list
         since the answer was given) is not stored, as a message from there is not answered."""
+        return self._refused(activity, raw, "rating_refused", "a rating")
+
+    def _refused(self, activity: Activity, raw: dict[str, Any], event: str, what: str) -> bool:
         if self._gate is None:
             return False
         refusal = self._gate.refusal(tenant_key(activity, raw), activity.channel_id or "")
         if refusal is None:
             return False
         log.info(
-            "a rating the access policy refuses was not stored",
-            extra={"event": "rating_refused", "reason": refusal},
+            f"{what} the access policy refuses was not stored",
+            extra={"event": event, "reason": refusal},
         )
         return True
 

@@ -233,6 +233,34 @@ async def test_an_edit_replaces_the_text_the_model_reads_and_is_not_answered(
     assert 'data-testid="answer-of-changed-prompt"' in items[1]
 
 
+async def test_an_edit_from_a_tenant_taken_off_the_allow_list_is_not_stored_but_a_deletion_is(
+    make_app: AppFactory,
+    model: ModelRequests,
+    teams: TeamsChannel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.handler")
+    before = await make_app(AZURE_OPENAI_ENDPOINT=model.url)
+    question = personal_message(teams.url, "Summarize the report")
+    await send(before, teams, question)
+    await before.close()
+    # Restarted with an allow-list that no longer holds the user's tenant.
+    bot = await make_app(
+        AZURE_OPENAI_ENDPOINT=model.url, ALLOWED_TENANT_IDS="11111111-2222-3333-4444-555555555555"
+    )
+
+    await post(bot, message_edited(question, "Words written after the refusal"))
+
+    prompt = prompt_of(await stored(bot), question)
+    assert (prompt.text, prompt.revised_at) == ("Summarize the report", None)
+    [refused] = [r for r in caplog.records if getattr(r, "event", "") == "revision_refused"]
+    assert getattr(refused, "reason", "") == "tenant_refused"
+
+    await post(bot, message_deleted(question))
+    prompt = prompt_of(await stored(bot), question)
+    assert (prompt.status, prompt.text) == (MessageStatus.WITHDRAWN, "")
+
+
 async def test_an_edit_delivered_late_does_not_undo_a_newer_one(
     bot: TestClient[Any, Any], teams: TeamsChannel
 ) -> None:
