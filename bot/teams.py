@@ -8,6 +8,7 @@ Facts: shared/reference/bot-framework-teams-directline.md.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ _UNSPACED_SCRIPT = re.compile(f"[{JAPANESE_LETTERS}]")
 _ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t\u00a0]*\n)+")
+# A Japanese honorific that addresses the bot ("<at>Bot</at>さん、同意します"). Only before a
+# separator, a blank or the end: "さんかく", "ちゃんと" and "様子" start words of their own.
+_HONORIFIC = re.compile(r"\A(?:さん|さま|様|殿|くん|君|ちゃん)(?=[,:、，： \t\u00a0\u3000\n]|\Z)")
 
 
 @dataclass(frozen=True)
@@ -110,26 +114,49 @@ def _joiner(match: re.Match[str]) -> str:
     return " "
 
 
-def _remove(text: str, mention: str) -> tuple[str, int]:
+def _remove(text: str, mention: str) -> tuple[str, int, bool]:
     """Remove every occurrence of `mention` (literal text, never a pattern), joining the text on
-    either side with one space (none before punctuation). Falls back to the `<at>` tag with the
-    same inner name when the entity's text is not found verbatim (clients differ in spacing and
-    case)."""
-    pattern = re.compile(_BLANKS + re.escape(mention) + _BLANKS)
-    result, count = pattern.subn(_joiner, text)
+    either side with one space (none before punctuation). Falls back to the `<at>` tags with the
+    same inner name when the entity's text is not found verbatim (clients differ in spacing, case
+    and HTML escapes). Also says whether a removed mention started the text."""
+    result, count, starts = _remove_literal(text, mention)
     if count == 0:
         inner = _AT_TAG.fullmatch(mention.strip())
         if inner is not None:
-            loose = re.compile(
-                _BLANKS
-                + r"<at[^>]*>\s*"
-                + re.escape(inner.group(1).strip())
-                + r"\s*</at>"
-                + _BLANKS,
-                re.IGNORECASE,
-            )
-            result, count = loose.subn(_joiner, text)
-    return result, count
+            result, count, starts = _remove_tags_named(text, {_name(inner.group(1))})
+    return result, count, starts
+
+
+def _remove_tags_named(text: str, names: set[str]) -> tuple[str, int, bool]:
+    """Remove the `<at>` tags whose inner text is one of `names` (as `_name` gives them)."""
+    count, starts = 0, False
+    tags = [m.group(0) for m in _AT_TAG.finditer(text) if _name(m.group(1)) in names]
+    for tag in dict.fromkeys(tags):
+        text, removed, at_start = _remove_literal(text, tag)
+        count, starts = count + removed, starts or at_start
+    return text, count, starts
+
+
+def _remove_literal(text: str, mention: str) -> tuple[str, int, bool]:
+    pattern = re.compile(_BLANKS + re.escape(mention) + _BLANKS)
+    first = pattern.search(text)
+    result, count = pattern.subn(_joiner, text)
+    return result, count, first is not None and first.start() == 0
+
+
+def _name(text: str) -> str:
+    """A mentioned name as compared: the entity's text and the message text may escape HTML
+    differently ("R&amp;D" and "R&D"), and clients differ in case and spacing."""
+    return " ".join(html.unescape(text).split()).casefold()
+
+
+def _bot_names(entity: dict[str, Any], raw: dict[str, Any]) -> set[str]:
+    names = set()
+    for holder in (entity.get("mentioned"), raw.get("recipient")):
+        name = holder.get("name") if isinstance(holder, dict) else None
+        if isinstance(name, str) and name.strip():
+            names.add(_name(name))
+    return names
 
 
 def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
@@ -144,6 +171,8 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     bot_ids = _bot_ids(raw)
     mentioned = False
+    # Whether the text starts with the bot's mention: only then may an honorific follow it.
+    addressed = False
     # Line by line: only a line the bot's mention was removed from loses its outer blanks, so
     # pasted code keeps its indentation.
     lines = text.split("\n")
@@ -152,17 +181,27 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
         if not mention:
             continue
         if _mentioned_id(entity) in bot_ids:
-            for index, line in enumerate(lines):
-                without, count = _remove(line, mention)
-                if count:
-                    lines[index] = without.strip(" \t\u00a0")
             mentioned = True
+            removals = [_remove(line, mention) for line in lines]
+            if not any(count for _, count, _ in removals):
+                # The entity's text matches no tag (a client escaped or spelled it apart): the
+                # bot's name in a tag is still the bot's mention, and must not reach the model.
+                names = _bot_names(entity, raw)
+                removals = [_remove_tags_named(line, names) for line in lines]
+            for index, (without, count, at_start) in enumerate(removals):
+                if count:
+                    addressed = addressed or (at_start and not "".join(lines[:index]).strip())
+                    lines[index] = without.strip(" \t\u00a0")
         else:
             inner = _AT_TAG.fullmatch(mention.strip())
             if inner is not None:
                 lines = [line.replace(mention, inner.group(1)) for line in lines]
     text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(" \t\u00a0") for line in lines))
     text = text.rstrip()
+    honorific = _HONORIFIC.match(text) if addressed else None
+    if honorific is not None:
+        # "<at>Bot</at>さん、同意します": the honorific belonged to the bot's name, which is gone.
+        text = _LEADING_BLANK_LINES.sub("", text[honorific.end() :].lstrip(" \t\u00a0\u3000"))
     if mentioned and _addressed_with(text):
         # "<at>Bot</at>, I accept": the comma addressed the bot, which is gone; the answer is
         # what follows. (Only the bot's mention leaves a separator first: others keep a name.)

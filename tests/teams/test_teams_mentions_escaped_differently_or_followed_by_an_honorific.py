@@ -1,0 +1,162 @@
+"""The bot's @mention in Teams group chats and channels when the mention entity and the message
+text escape HTML differently (a bot named "R&D Helper"), and when a Japanese honorific follows
+the mention ("<at>Bot</at>さん、同意します"): consent answers and commands are still understood."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app import STORE
+from bot.teams import remove_bot_mentions
+from chat.texts import localize
+from storage.ids import safe_id
+from tests.conftest import AppFactory
+from tests.support import settle
+from tests.teams.activities import BOT_ID, BOT_NAME, CHANNEL_ID, channel_message, mention
+from tests.teams.channel import TeamsChannel
+
+THREAD = f"msteams:{CHANNEL_ID};messageid=1763719100000"
+RD = "R&D Helper"
+RD_ESCAPED = "R&amp;D Helper"
+
+
+@pytest.fixture
+async def consenting_bot(make_app: AppFactory, tmp_path: Path) -> TestClient[Any, Any]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: '1'\n"
+        "text:\n"
+        "  en: 'Use the assistant for work only.'\n"
+        "  ja: 'アシスタントは業務にのみ使用してください。'\n",
+        encoding="utf-8",
+    )
+    return await make_app(USAGE_POLICY_FILE=str(policy))
+
+
+async def post(bot: TestClient[Any, Any], activity: dict[str, Any]) -> None:
+    response = await bot.post("/api/messages", json=activity)
+    assert response.status == 202
+    await settle(bot)
+
+
+async def stored_user_texts(bot: TestClient[Any, Any]) -> list[str]:
+    messages = await bot.server.app[STORE].conversation_messages(safe_id(THREAD))
+    return [m.text for m in messages if m.role == "user"]
+
+
+def entity(text: str, name: str = RD, mentioned_id: str = BOT_ID) -> dict[str, Any]:
+    """A mention entity whose `text` is given as is (Teams' own `mention()` builds it)."""
+    return {"type": "mention", "text": text, "mentioned": {"id": mentioned_id, "name": name}}
+
+
+@pytest.mark.parametrize(
+    ("text", "entities", "expected"),
+    [
+        (f"<at>{RD}</at> I accept", [entity(f"<at>{RD_ESCAPED}</at>")], "I accept"),
+        (f"<at>{RD_ESCAPED}</at> /help", [entity(f"<at>{RD}</at>")], "/help"),
+        ("<at>r&amp;d  helper</at>, I accept", [entity(f"<at>{RD}</at>")], "I accept"),
+        (f"ask <at>{RD_ESCAPED}</at> about Q3", [entity(f"<at>{RD}</at>")], "ask about Q3"),
+        # An entity whose text is in no tag of the message: the tag with the bot's name goes.
+        (f"<at>{RD_ESCAPED}</at> /help", [entity("<at>R&amp;D</at>")], "/help"),
+        (f"<at>{RD}</at> /help", [entity("<at>Helper</at>", name="")], "/help"),
+        # Other people's mentions stay as they were.
+        (
+            f"<at>{RD}</at> ask <at>Ann &amp; Bob</at>",
+            [
+                entity(f"<at>{RD_ESCAPED}</at>"),
+                entity("<at>Ann &amp; Bob</at>", "Ann & Bob", "29:ann"),
+            ],
+            "ask Ann &amp; Bob",
+        ),
+        (
+            f"<at>{RD}</at> ask <at>{RD}</at>",
+            [entity(f"<at>{RD_ESCAPED}</at>"), entity(f"<at>{RD}</at>", RD, "29:namesake")],
+            "ask",
+        ),
+    ],
+)
+def test_the_bots_mention_is_removed_whichever_way_its_name_is_html_escaped(
+    text: str, entities: list[dict[str, Any]], expected: str
+) -> None:
+    raw = {"recipient": {"id": BOT_ID, "name": RD}, "entities": entities}
+
+    assert remove_bot_mentions(text, raw) == (expected, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<at>Bot</at>さん、同意します", "同意します"),
+        ("<at>Bot</at>さん /help", "/help"),
+        ("<at>Bot</at> 様　同意する", "同意する"),
+        ("<at>Bot</at>さま：同意します", "同意します"),
+        ("<at>Bot</at>殿，同意します", "同意します"),
+        ("<at>Bot</at>くん, I accept", "I accept"),
+        ("<at>Bot</at>ちゃん\r\n/help\r\n", "/help"),
+        ("\r\n<at>Bot</at>さん、同意します\r\n", "同意します"),
+        ("<at>Bot</at>さん\n    x = 1", "    x = 1"),
+        # Words that start like an honorific are the user's own.
+        ("<at>Bot</at>さんかくの面積は？", "さんかくの面積は？"),
+        ("<at>Bot</at> ちゃんと説明して", "ちゃんと説明して"),
+        ("<at>Bot</at>様子を教えて", "様子を教えて"),
+        ("<at>Bot</at>さんの意見は？", "さんの意見は？"),
+        # Only right after the bot's mention at the start.
+        ("hi <at>Bot</at>さん、見て", "hi さん、見て"),
+        ("見て\n<at>Bot</at>さん、これ", "見て\nさん、これ"),
+        ("<at>Bot</at> 佐藤さん、見て", "佐藤さん、見て"),
+        ("<at>Bot</at>、さん、見て", "さん、見て"),
+    ],
+)
+def test_an_honorific_right_after_the_bots_mention_at_the_start_goes_with_it(
+    text: str, expected: str
+) -> None:
+    raw = {"recipient": {"id": BOT_ID}, "entities": [mention("Bot")]}
+
+    assert remove_bot_mentions(text, raw) == (expected, True)
+
+
+def test_an_honorific_after_someone_elses_mention_stays() -> None:
+    raw = {"recipient": {"id": BOT_ID}, "entities": [mention("Ann", "29:ann"), mention("Bot")]}
+
+    assert remove_bot_mentions("<at>Ann</at>さん、見て <at>Bot</at>", raw) == (
+        "Annさん、見て",
+        True,
+    )
+
+
+async def test_a_bot_whose_name_is_escaped_differently_in_the_mention_gets_answers_and_commands(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    def message(text: str, entity_text: str) -> dict[str, Any]:
+        return channel_message(teams.url, text, mentions=[entity(entity_text)], recipient_name=RD)
+
+    await post(consenting_bot, message(f"<at>{RD}</at> Summarize Q3", f"<at>{RD}</at>"))
+    await post(consenting_bot, message(f"<at>{RD}</at> I accept", f"<at>{RD_ESCAPED}</at>"))
+    await post(consenting_bot, message(f"<at>{RD_ESCAPED}</at> /help", f"<at>{RD}</at>"))
+
+    _question, thanks, answer, help_text = (m["text"] for m in teams.messages())
+    assert thanks == localize("consent_accepted_pending", "en-US")
+    assert "Summarize Q3" in answer
+    assert "/new" in help_text and "/usage" in help_text
+    assert await stored_user_texts(consenting_bot) == ["Summarize Q3"]
+
+
+async def test_an_honorific_after_the_mention_leaves_japanese_answers_and_commands_understood(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    def message(text: str) -> dict[str, Any]:
+        return channel_message(teams.url, f"<at>{BOT_NAME}</at>{text}", locale="ja-JP")
+
+    await post(consenting_bot, message("さん、日本の首都は？"))
+    await post(consenting_bot, message("さん、同意します"))
+    await post(consenting_bot, message("さん /help"))
+
+    _question, thanks, answer, help_text = (m["text"] for m in teams.messages())
+    assert thanks == localize("consent_accepted_pending", "ja-JP")
+    assert "日本の首都は？" in answer
+    assert "/new" in help_text and "/usage" in help_text
+    assert await stored_user_texts(consenting_bot) == ["日本の首都は？"]
