@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes
@@ -121,6 +122,9 @@ class MessageReplyChannel:
 
     def limit_stream(self, timer: asyncio.Timeout | None) -> None:
         return None  # one message, no stream to keep within a time limit
+
+    def vet_stopped_text(self, cleared: Callable[[str], str]) -> None:
+        return None  # no stream, nothing shown before the one message
 
     async def informative(self, text: str) -> None:
         """Nothing goes out yet (a typing indicator follows if the answer takes a while), but

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -163,6 +164,7 @@ class StreamingReplyChannel:
         self._web_chat = context.activity.channel_id in WEB_CHAT_CHANNELS
         self._stoppable = stoppable if self._web_chat else None
         self._stop_requested = False
+        self._cleared: Callable[[str], str] = lambda shown: shown
         # When the channel will not open a stream, the user waits for one plain message: a
         # typing indicator shows meanwhile, as on channels that do not stream.
         self._without_stream = MessageReplyChannel(context, max_text_units=max_text_units)
@@ -181,6 +183,9 @@ class StreamingReplyChannel:
         and the final is a plain message)."""
         self._timer = timer
         self._keep_to_time_limit()
+
+    def vet_stopped_text(self, cleared: Callable[[str], str]) -> None:
+        self._cleared = cleared
 
     def _keep_to_time_limit(self) -> None:
         timer = self._timer
@@ -334,19 +339,24 @@ class StreamingReplyChannel:
             self._stoppable.streams.closed(self._stoppable.conversation_key, self)
 
     async def _end_stopped(self) -> NoReturn:
-        """Ends the stream as Teams' Stop does: the turn stores what the user saw as a partial
-        answer (StreamStopped). Web Chat needs a final message to show it as an answer: it has
-        the AI label but no thumbs (Teams shows none on a stopped answer, and the stored answer
-        names no message to rate), or, when nothing was shown yet, a short notice."""
+        """Ends the stream as Teams' Stop does: the turn stores what the user is left with as a
+        partial answer (StreamStopped). Web Chat needs a final message to show it as an answer:
+        it has the AI label but no thumbs (Teams shows none on a stopped answer, and the stored
+        answer names no message to rate), or, when nothing was shown yet, a short notice."""
         self._unlist()
         shown = self._shown
-        if shown:
-            activity = reply_activity(Reply(shown, ai_generated=True))
+        # The asynchronous content filter judges the text after it was sent: the final keeps
+        # only what it has cleared. When that is nothing, a notice replaces the text, which the
+        # turn keeps for reviewers only; a blocked answer's text goes likewise.
+        kept = self._cleared(shown).rstrip()
+        locale = self._stoppable.locale if self._stoppable is not None else None
+        if kept:
+            activity = reply_activity(Reply(kept, ai_generated=True))
             activity.channel_data = None  # no feedbackLoopEnabled: no thumbs
+            shown = kept
         else:
-            locale = self._stoppable.locale if self._stoppable is not None else None
-            notice = localize("answer_stopped_before_text", locale)
-            activity = reply_activity(Reply(notice, is_notice=True))
+            key = "answer_stopped_unchecked" if shown else "answer_stopped_before_text"
+            activity = reply_activity(Reply(localize(key, locale), is_notice=True))
         activity.entities = [
             StreamInfo("final", stream_id=self._stream_id),
             *(activity.entities or []),

@@ -99,6 +99,13 @@ class FilterWatch:
             "content_filter" if self.filtered else None,
         )
 
+    def cleared(self, text: str) -> str:
+        """Of `text` (a beginning of the answer), what the filter has judged, unless a verdict
+        blocked the answer: what may stay on screen once the stream is stopped."""
+        if self.filtered:
+            return ""
+        return text if not self.annotated else text[: self.judged_chars]
+
     def judged(self, text: str) -> bool:
         """Whether the filter has reported on all of `text` (a beginning of the answer). A
         deployment whose filter reports nothing (an OpenAI-compatible server) holds nothing back."""

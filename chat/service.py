@@ -174,6 +174,13 @@ class ReplyChannel(Protocol):
         the turn stops the model and sends the final. None: the call is over."""
         ...
 
+    def vet_stopped_text(self, cleared: Callable[[str], str]) -> None:
+        """Where the channel ends a stream the user stopped with a final message of its own (Web
+        Chat), that message keeps of the text shown only `cleared(text)`: what the content
+        filter has judged and not blocked (a notice when that is nothing), and StreamStopped
+        names what it kept."""
+        ...
+
     async def update(self, text_so_far: str) -> None:
         """The whole text so far (cumulative), while streaming. May raise StreamStopped."""
         ...
@@ -290,6 +297,9 @@ class _UntilFinal:
 
     def limit_stream(self, timer: asyncio.Timeout | None) -> None:
         self._channel.limit_stream(timer)
+
+    def vet_stopped_text(self, cleared: Callable[[str], str]) -> None:
+        self._channel.vet_stopped_text(cleared)
 
     async def update(self, text_so_far: str) -> None:
         try:
@@ -797,6 +807,9 @@ class ChatService:
         stream_timer = asyncio.timeout(None)
         watch = FilterWatch(withhold_on_error=self._filters.error_policy == "withhold")
         outcome.watch = watch
+        # Text the asynchronous filter has not judged yet (or blocked) does not stay on screen
+        # as an answer when the user stops it: it is not stored as one either (_store_stopped).
+        channel.vet_stopped_text(watch.cleared)
         try:
             async with stream_timer:
                 channel.limit_stream(stream_timer)
