@@ -295,6 +295,7 @@ class StreamingReplyChannel:
             # still goes out: it replaces text that must not stay on screen (a filtered answer).
             await self._end_stopped()
         self._unlist()
+        whole = reply
         reply, *rest = in_parts(reply, self._max_text_units)
         activity = reply_activity(reply)
         if self._stream_id is not None:
@@ -312,6 +313,17 @@ class StreamingReplyChannel:
         except DeliveryUnknown as unknown:
             unknown.activity_id = self._stream_id  # the final message is the stream's
             raise
+        except StreamStopped:
+            if not whole.is_notice:
+                raise
+            # Teams' Stop came after the last update, so Teams ended the stream with what it
+            # showed, which this notice was to replace (a filtered answer's text, say): the
+            # notice follows it as a message of its own rather than not at all.
+            log.info(
+                "the stream was stopped before its notice: the notice goes out on its own",
+                extra={"event": "stopped_stream_notice"},
+            )
+            return await self._without_stream.final(whole)
         await send_rest(self._context, rest)
         # Without a stream the plain message's own id is what a rating of it refers to.
         return self._stream_id or sent_id or None

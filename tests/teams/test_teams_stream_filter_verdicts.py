@@ -25,7 +25,7 @@ from tests.conftest import FaultyAppFactory
 from tests.faults import FaultKind
 from tests.support import settle
 from tests.teams.activities import PERSONAL_CONVERSATION, USER_AAD, personal_message
-from tests.teams.channel import TeamsChannel
+from tests.teams.channel import TeamsChannel, streaminfo
 
 CONVERSATION_ID = safe_id(f"msteams:{PERSONAL_CONVERSATION}")
 COULD_NOT_ANSWER = "Sorry, the assistant could not answer right now."
@@ -221,3 +221,25 @@ async def test_a_turn_deadline_mid_stream_charges_the_prompt_and_the_text_stream
     summary = await client.server.app[STORE].find_summary(CONVERSATION_ID)
     assert summary is not None and summary.prompt_tokens > 0 and summary.completion_tokens > 0
     assert summary.prompt_tokens + summary.completion_tokens == await charged_tokens(client)
+
+
+async def test_a_filter_notice_refused_by_a_stream_the_user_stopped_goes_out_as_its_own_message(
+    make_app: Any, teams: TeamsChannel
+) -> None:
+    client = await make_app()
+    # The user pressed Stop after the last update: Teams keeps what the stream showed, which
+    # the asynchronous filter then blocked, and refuses the final notice on that stream.
+    teams.stop_on_final = True
+    response = await client.post(
+        "/api/messages", json=personal_message(teams.url, "story [cf:async-cut:hate]")
+    )
+    assert response.status == 202
+    await teams.wait_for(lambda: any(streaminfo(m) is None for m in teams.messages()))
+    await settle(client)
+
+    [refused] = [c for c in teams.calls if c.status == 403]
+    assert (streaminfo(refused.body) or {}).get("streamType") == "final"
+    [notice] = [m for m in teams.messages() if streaminfo(m) is None]
+    assert "withheld" in notice["text"] and "hate" in notice["text"]
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.FILTERED and answer.text == ""
