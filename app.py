@@ -781,6 +781,16 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    quiet_noisy_loggers()
+    quiet_parser_refusals()
+    # The admin's one-time sign-in link is a credential: for whoever runs the app, on stderr
+    # only, never up to the root logger, whose Application Insights handler would export it.
+    link = logging.getLogger(LOCAL_LINK_LOGGER)
+    link.handlers = [handler]
+    link.propagate = False
+
+
+def quiet_noisy_loggers() -> None:
     # The SDKs log request details (including URLs with ids) at INFO; keep them quiet. urllib3
     # and asyncio too: at DEBUG they describe the telemetry exporter's own HTTP requests, which
     # would reach Application Insights as traces, even when the app is idle.
@@ -791,12 +801,10 @@ def configure_logging(level: str) -> None:
     # record re-enters that handler, which reports it in a plain-text line of its own.
     for pipeline in ("azure.monitor.opentelemetry.exporter", "opentelemetry"):
         logging.getLogger(pipeline).setLevel(logging.ERROR)
-    quiet_parser_refusals()
-    # The admin's one-time sign-in link is a credential: for whoever runs the app, on stderr
-    # only, never up to the root logger, whose Application Insights handler would export it.
-    link = logging.getLogger(LOCAL_LINK_LOGGER)
-    link.handlers = [handler]
-    link.propagate = False
+    # msrest (botbuilder's models) warns of each unknown key or enum value of what a sender
+    # posted, quoting it: text anyone can choose, once per request. Activities are read by
+    # bot.wire, and what msrest refuses is a 400 of the app's own.
+    logging.getLogger("msrest").setLevel(logging.ERROR)
 
 
 def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBuilder:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app import quiet_noisy_loggers
 from tests.support import settle
 from tests.teams.activities import BOT_ID, bot_installed_personal, personal_message, team_update
 from tests.teams.channel import TeamsChannel
@@ -80,3 +82,36 @@ async def test_a_message_whose_attachments_are_not_all_objects_gets_a_400_and_no
     await settle(bot)
     assert teams.messages() == []
     assert errors(caplog) == []
+
+
+async def test_keys_a_sender_made_up_are_never_quoted_in_the_log(
+    bot: TestClient[Any, Any],
+    teams: TeamsChannel,
+    caplog: pytest.LogCaptureFixture,
+    quieted_loggers: None,
+) -> None:
+    # msrest, which reads a card action's value, warns of each unknown key, naming it.
+    invoke = bot_installed_personal(teams.url)
+    invoke.update(
+        type="invoke",
+        name="adaptiveCard/action",
+        value={"action": {"type": "Action.Execute"}, "my salary is 90k": 1},
+    )
+    del invoke["membersAdded"]
+
+    with caplog.at_level(logging.DEBUG):
+        await bot.post("/api/messages", json=invoke)
+        await settle(bot)
+
+    assert not [r for r in caplog.records if "salary" in r.getMessage()]
+
+
+@pytest.fixture
+def quieted_loggers() -> Iterator[None]:
+    """The loggers `python app.py` quiets, as it quiets them; as they were afterwards."""
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    quiet_noisy_loggers()
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("msrest").setLevel(levels.get("msrest", logging.NOTSET))
