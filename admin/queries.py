@@ -364,6 +364,20 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _citations(result: dict[str, Any]) -> list[dict[str, str | None]]:
+    """Every code citation of one stored result: `citations` (a list) since answers could cite
+    several sources, else the single `citation` that verdicts stored before then."""
+    raw = result.get("citations")
+    if not isinstance(raw, list):
+        raw = [result.get("citation")]
+    citations = [
+        {"url": _str(c.get("url")), "license": _str(c.get("license"))}
+        for c in raw
+        if isinstance(c, dict)
+    ]
+    return [c for i, c in enumerate(citations) if c not in citations[:i]]
+
+
 def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Badges from a stored filter verdict (chat/filters.py's JSON). Tolerant: missing or
     unknown keys are skipped, never an error; only results worth a reviewer's eye are kept:
@@ -385,7 +399,6 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         hits = [str(i) for i in ids] if isinstance(ids, list) else []
         if not (filtered or detected or severity in ("low", "medium", "high") or hits):
             continue
-        citation = result.get("citation")
         badges.append(
             {
                 "category": _str(result.get("category")) or "unknown",
@@ -394,12 +407,7 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "filtered": filtered,
                 "detected": detected,
                 "blocklistIds": hits,
-                "citation": {
-                    "url": _str(citation.get("url")),
-                    "license": _str(citation.get("license")),
-                }
-                if isinstance(citation, dict)
-                else None,
+                "citations": _citations(result),
             }
         )
     errors: list[dict[str, Any]] = []

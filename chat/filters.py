@@ -41,7 +41,9 @@ class CategoryResult:
     severity: str | None = None
     detected: bool | None = None
     blocklist_ids: tuple[str, ...] = ()
-    citation: Citation | None = None
+    # A stream reports each chunk on its own, so snippets matching different repositories come
+    # with different citations: all of them are kept, in the order they came, each once.
+    citations: tuple[Citation, ...] = ()
 
     def severity_rank(self) -> int:
         return SEVERITIES.index(self.severity) if self.severity in SEVERITIES else 0
@@ -59,7 +61,7 @@ class CategoryResult:
             severity=severity,
             detected=detected,
             blocklist_ids=tuple(dict.fromkeys(self.blocklist_ids + other.blocklist_ids)),
-            citation=self.citation or other.citation,
+            citations=tuple(dict.fromkeys(self.citations + other.citations)),
         )
 
 
@@ -97,7 +99,7 @@ class Verdict:
         )
 
     def citations(self) -> list[Citation]:
-        return [r.citation for r in self.results if r.citation is not None and r.detected]
+        return list(dict.fromkeys(c for r in self.results if r.detected for c in r.citations))
 
     def add(self, other: Verdict) -> Verdict:
         merged: dict[tuple[str, Source], CategoryResult] = {
@@ -146,9 +148,12 @@ class Verdict:
                     "severity": r.severity,
                     "detected": r.detected,
                     "blocklist_ids": list(r.blocklist_ids),
+                    "citations": [{"url": c.url, "license": c.license} for c in r.citations],
+                    # The single-citation form verdicts were stored in before: kept (the first
+                    # citation) so that readers of that form still find one.
                     "citation": (
-                        {"url": r.citation.url, "license": r.citation.license}
-                        if r.citation
+                        {"url": r.citations[0].url, "license": r.citations[0].license}
+                        if r.citations
                         else None
                     ),
                 }
@@ -187,12 +192,12 @@ def _blocklist(value: Any, source: Source) -> CategoryResult | None:
     return CategoryResult(BLOCKLIST, source, filtered=filtered, blocklist_ids=tuple(ids))
 
 
-def _citation(value: dict[str, Any]) -> Citation | None:
+def _citations(value: dict[str, Any]) -> tuple[Citation, ...]:
     citation = value.get("citation")
     if not isinstance(citation, dict):
-        return None
+        return ()
     url = citation.get("URL") or citation.get("url") or ""
-    return Citation(url=str(url), license=str(citation.get("license") or ""))
+    return (Citation(url=str(url), license=str(citation.get("license") or "")),)
 
 
 def parse_results(results: Any, source: Source) -> Verdict:
@@ -243,7 +248,7 @@ def parse_results(results: Any, source: Source) -> Verdict:
                         severity=str(severity) if isinstance(severity, str) else None,
                         detected=bool(detected) if isinstance(detected, bool) else None,
                         blocklist_ids=ids,
-                        citation=_citation(value),
+                        citations=_citations(value),
                     )
                 ]
             )

@@ -7,7 +7,7 @@ the last user message into Azure's content-filter results.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -46,6 +46,7 @@ class Trigger:
     blocklist_id: str = "blocklist"
     error_code: int | str = 499
     citation: dict[str, str] | None = None
+    citations: list[dict[str, str]] | None = None
 
     @property
     def filtered(self) -> bool:
@@ -85,6 +86,13 @@ def _check(row: dict[str, Any]) -> Trigger:
         raise ValueError(f"{where}: unknown category {category!r}")
     if category == "error" and trigger.filtered:
         raise ValueError(f"{where}: a filter error never filters")
+    if trigger.citations is not None:
+        if category != "protected_material_code" or trigger.outcome != "annotate":
+            raise ValueError(f"{where}: citations are for an annotated protected_material_code")
+        if trigger.citation is not None:
+            raise ValueError(f"{where}: citation and citations exclude each other")
+        if not trigger.citations or not all(isinstance(c, dict) for c in trigger.citations):
+            raise ValueError(f"{where}: citations must be a list of {{URL, license}}")
     return trigger
 
 
@@ -133,6 +141,25 @@ class Verdict:
     async_mode: bool
     # Asynchronous mode with the filter far behind: every annotation comes after all the text.
     annotations_late: bool = False
+    # Results that single chunks carry in place of `output_results`, spread over the stream:
+    # Azure judges each chunk on its own, so code matching several sources is cited chunk by
+    # chunk, one source each, with chunks that match nothing between them.
+    spread_output_results: tuple[wire.JSON, ...] = ()
+
+    def output_results_of(self, index: int, count: int) -> wire.JSON:
+        """The results of the `index`-th of `count` results-bearing chunks (text chunks, or the
+        annotations of the asynchronous filter; a reply that is not streamed is one chunk, and
+        so carries the first of the spread results). Spread ones go first, last and evenly
+        between; a reply of fewer chunks than there are spread results drops the later ones."""
+        spread = self.spread_output_results
+        if not spread:
+            return self.output_results
+        if len(spread) == 1 or count <= 1:
+            return spread[0] if index == 0 else self.output_results
+        for position, results in enumerate(spread):
+            if position * (count - 1) // (len(spread) - 1) == index:
+                return results
+        return self.output_results
 
     def prompt_error(self) -> wire.JSON:
         """The 400 body of a filtered prompt, in the shape the blocking row asks for."""
@@ -161,11 +188,14 @@ def judge(triggers: list[Trigger], text: str) -> Verdict:
     prompt_results = wire.safe_prompt_results()
     output_results = wire.safe_output_results()
     blocked_output: Trigger | None = None
+    spread: list[Trigger] = []
     for trigger in matched:
         if trigger.side == "prompt":
             prompt_results = _apply(prompt_results, trigger)
         elif trigger.outcome == "output_filtered":
             blocked_output = blocked_output or trigger
+        elif trigger.citations is not None:
+            spread.append(trigger)
         else:
             output_results = _apply(output_results, trigger)
     blocked_prompt = next((t for t in matched if t.outcome == "prompt_filtered"), None)
@@ -178,4 +208,9 @@ def judge(triggers: list[Trigger], text: str) -> Verdict:
         ),
         async_mode=any(t.filter_mode in ("async", "async_late") for t in matched),
         annotations_late=any(t.filter_mode == "async_late" for t in matched),
+        spread_output_results=tuple(
+            _apply(output_results, replace(t, citation=citation))
+            for t in spread
+            for citation in t.citations or []
+        ),
     )

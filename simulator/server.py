@@ -304,8 +304,6 @@ def stream_events(
     """Every event of one stream, in Azure's order (shared/reference/azure-openai-wire.md)."""
     blocked = verdict.blocked_output_results
     sent = reply.cut_by_filter() if blocked is not None else reply
-    # In asynchronous filter mode the text chunks carry no filter results: annotations follow.
-    results = None if verdict.async_mode else verdict.output_results
     events = [event(wire.first_stream_event(verdict.prompt_results))]
     role_results: wire.JSON | None = None if verdict.async_mode else {}
     role = wire.delta_choice({"role": "assistant", "content": ""}, results=role_results)
@@ -317,6 +315,8 @@ def stream_events(
     interleaved = bool(annotations) and not verdict.annotations_late
     judged = 0  # annotations sent so far
     for index, piece in enumerate(sent.pieces):
+        # In asynchronous filter mode the text chunks carry no filter results: annotations follow.
+        results = None if verdict.async_mode else verdict.output_results_of(index, len(sent.pieces))
         content = wire.delta_choice({"content": piece.text}, results=results)
         events.append(event(ids.chunk(content), piece.tokens))
         if interleaved and index and index % CHUNKS_PER_ANNOTATION == 0:
@@ -345,8 +345,9 @@ def annotation_events(sent: Reply, verdict: Verdict) -> list[Event]:
     for index, first in enumerate(groups):
         end = start + sum(len(p.text) for p in sent.pieces[first : first + CHUNKS_PER_ANNOTATION])
         blocked = verdict.blocked_output_results if index == len(groups) - 1 else None
+        passed = verdict.output_results_of(index, len(groups))
         annotation = wire.annotation_chunk(
-            results=blocked if blocked is not None else verdict.output_results,
+            results=blocked if blocked is not None else passed,
             check_offset=start,
             start_offset=start,
             end_offset=end,
@@ -504,7 +505,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         content=None if blocked is not None else final.text,
         finish_reason=final.finish_reason,
         prompt_results=verdict.prompt_results,
-        output_results=blocked or verdict.output_results,
+        output_results=blocked or verdict.output_results_of(0, 1),
         prompt_tokens=prompt_tokens,
         completion_tokens=final.completion_tokens,
         reasoning_tokens=reasoning,

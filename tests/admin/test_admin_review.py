@@ -156,7 +156,7 @@ async def test_transcript_shows_status_verdicts_usage_and_feedback_and_is_audite
             "filtered": True,
             "detected": False,
             "blocklistIds": [],
-            "citation": None,
+            "citations": [],
         }
     ]
     assert answer["status"] == "filtered" and answer["withheldText"] == XSS_WITHHELD
@@ -205,7 +205,7 @@ async def test_verdicts_of_unknown_shape_are_tolerated(admin: TestClient[Any, An
             "filtered": False,
             "detected": True,
             "blocklistIds": [],
-            "citation": None,
+            "citations": [],
         }
     ]
     assert view["filterErrors"] == [{"source": "output", "code": "Timeout", "message": ""}]

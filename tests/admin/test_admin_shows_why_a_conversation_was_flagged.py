@@ -122,7 +122,7 @@ async def test_a_blocklist_hit_that_blocked_nothing_shows_its_blocklist_to_the_r
             "filtered": False,
             "detected": False,
             "blocklistIds": ["CompanyWatchList"],
-            "citation": None,
+            "citations": [],
         }
     ]
 
