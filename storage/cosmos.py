@@ -88,6 +88,7 @@ from storage.late import (
 )
 from storage.models import (
     SKIPPED,
+    TAKEN_AS_MISSING,
     AuditQuery,
     AuditRecord,
     ConversationCount,
@@ -1379,7 +1380,9 @@ class CosmosStore:
             doc = await self._read_or_none(
                 self._container("messages"), cosmos_id(message_id), conversation_id, op
             )
-        return Message.model_validate(_clean(doc)) if doc is not None else None
+        if doc is None:
+            return None
+        return readable_message(_clean(doc), conversation_id, TAKEN_AS_MISSING)
 
     async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
         op = "recent_messages"
@@ -1445,10 +1448,12 @@ class CosmosStore:
                 current = await self._read_or_none(container, item_id, conversation_id, op)
                 if current is None:
                     return None
+                stored = readable_message(_clean(current), conversation_id, TAKEN_AS_MISSING)
+                if stored is None:
+                    return None
                 if sent is not None and current.get(_FEEDBACK_WRITE_ID) == sent[0]:
-                    landed = Message.model_validate(_clean(current))
-                    return FeedbackChange(message=landed, previous=sent[1])
-                previous = Message.model_validate(_clean(current)).feedback
+                    return FeedbackChange(message=stored, previous=sent[1])
+                previous = stored.feedback
                 given = feedback if isinstance(feedback, Feedback) else feedback(previous)
                 sent = (uuid.uuid4().hex, previous)
                 # A rating renews the message: its expiry counts from it, as from any other
@@ -1471,8 +1476,8 @@ class CosmosStore:
                         raise
                     self._record(op, exc.headers)
                     continue
-                message = Message.model_validate(_clean(doc))
-                return FeedbackChange(message=message, previous=previous)
+                message = readable_message(_clean(doc), conversation_id, TAKEN_AS_MISSING)
+                return FeedbackChange(message=message, previous=previous) if message else None
             raise ETagMismatch(f"storing feedback lost {_MAX_RACES} races in a row")
 
     async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:

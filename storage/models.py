@@ -375,6 +375,9 @@ def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
 
 # What a reader that only needs the readable ones does with a stored document it cannot read.
 SKIPPED = "skipped"
+# A message looked up by its id (a redelivery check, a rating) that cannot be read: as if it
+# were not there, rather than an error whose text would quote the document.
+TAKEN_AS_MISSING = "taken as missing"
 
 
 def readable_messages(

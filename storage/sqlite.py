@@ -71,6 +71,7 @@ from storage.late import (
 )
 from storage.models import (
     SKIPPED,
+    TAKEN_AS_MISSING,
     AuditQuery,
     AuditRecord,
     ConversationCount,
@@ -1172,7 +1173,7 @@ class SqliteStore:
             writes=False,
             order=conversation_id,
         )
-        return Message.model_validate_json(row[0]) if row else None
+        return readable_message(row[0], conversation_id, TAKEN_AS_MISSING) if row else None
 
     async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
         rows = await self._run_short(
@@ -1225,9 +1226,9 @@ class SqliteStore:
                 "SELECT doc FROM messages WHERE conversation_id = ? AND id = ?",
                 (conversation_id, message_id),
             ).fetchone()
-            if row is None:
+            stored = readable_message(row[0], conversation_id, TAKEN_AS_MISSING) if row else None
+            if stored is None:
                 return None
-            stored = Message.model_validate_json(row[0])
             given = feedback if isinstance(feedback, Feedback) else feedback(stored.feedback)
             message = stored.model_copy(update={"feedback": given})
             # A write renews the retention, as a Cosmos item's counts from its last write.
