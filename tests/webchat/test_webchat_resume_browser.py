@@ -326,6 +326,33 @@ async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_person
     await context.close()
 
 
+async def test_a_session_the_front_end_sends_to_sign_in_again_asks_the_user_to_sign_in(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    server = await serve_signed_in(
+        aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice")
+    )
+    context = await browser.new_context(locale="en-US", viewport={"width": 1000, "height": 800})
+    page = await context.new_page()
+    asked: list[dict[str, str]] = []
+
+    async def expired(route: Any) -> None:
+        # What App Service's front end answers once the session has expired: a redirect to
+        # Entra ID's sign-in page, which the page's CSP does not let it follow.
+        asked.append(route.request.headers)
+        await route.fulfill(
+            status=302,
+            headers={"Location": "https://login.microsoftonline.com/common/oauth2/authorize"},
+        )
+
+    await page.route("**/api/directline/token", expired)
+    await page.goto(str(server.make_url("/")))
+
+    await page.locator("#status").filter(has_text=SIGN_IN).wait_for()
+    assert asked and asked[0].get("x-requested-with") == "XMLHttpRequest"
+    await context.close()
+
+
 # --- Azure Bot Service's Direct Line
 
 

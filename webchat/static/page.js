@@ -115,13 +115,21 @@
     return document.querySelector(SEND_BOX);
   }
 
+  // A session that has expired is sent to Entra ID's sign-in page by App Service's front end
+  // (a 302), which this page's CSP may not follow: the redirect is kept as an answer of its own
+  // (`opaqueredirect`), and the marker asks for a 401 instead where the front end honours it.
   function postJson(url, body) {
     return fetch(url, {
       method: 'POST',
       credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json' },
+      redirect: 'manual',
+      headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'XMLHttpRequest' },
       body: JSON.stringify(body || {})
     });
+  }
+
+  function signedOut(response) {
+    return response.status === 401 || response.type === 'opaqueredirect';
   }
 
   // The conversation of this browser tab, so that a reload (or a link followed and Back) goes
@@ -324,7 +332,7 @@
     }
     startedOverAt = Date.now();
     var response = await askForToken({});
-    if (response.status === 401) {
+    if (signedOut(response)) {
       forgetConversation();
       showStatus(text.signIn);
       return;
@@ -823,7 +831,7 @@
     }
     var earlier = savedConversation();
     var response = await askForToken(earlier ? { resume: earlier } : {});
-    if (response.status === 401) {
+    if (signedOut(response)) {
       // Signed out: what this tab kept belongs to whoever was signed in.
       forgetConversation();
       showStatus(text.signIn);
