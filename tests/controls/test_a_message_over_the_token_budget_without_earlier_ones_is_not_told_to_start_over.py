@@ -73,7 +73,7 @@ async def test_an_organizations_limit_refuses_a_message_alone_without_the_conver
         english,
     ), english
     assert re.fullmatch(
-        r"このメッセージには約[\d,]+トークンが必要で、組織全体の1日の上限の、次のリセットまでの"
-        r"残りを超えるため、送信されませんでした。.+以降（あと.+）にもう一度お試しください。",
+        r"このメッセージには約[\d,]+トークンが必要で、組織全体の1日の上限のうち次のリセットまでに"
+        r"残っている分を超えるため、送信されませんでした。.+以降（あと.+）にもう一度お試しください。",
         japanese,
     ), japanese

@@ -57,7 +57,7 @@ async def test_japanese_user_of_another_tenant_is_refused_in_japanese(
 ) -> None:
     client = await controlled_app(ALLOWED_TENANT_IDS=ALLOWED)
     chat = Chat(client, connector, locale="ja-JP", **in_tenant("other"))
-    assert "ご利用の組織は対象外です" in (await chat.send("こんにちは"))["text"]
+    assert "ご所属の組織は対象外です" in (await chat.send("こんにちは"))["text"]
 
 
 async def test_message_from_a_channel_outside_the_allow_list_is_refused(

@@ -113,7 +113,7 @@ async def test_teams_usage_says_the_reset_in_the_users_time_zone_in_both_languag
     assert ja == (
         "**利用状況**\n\n"
         "前回のリセット以降のトークン使用量: 0（1日の上限: 1,000,000、次回のリセット: "
-        f"{japanese}）。\n\nこの1分間のメッセージ: 0（1分あたりの上限: 30）。"
+        f"{japanese}）。\n\nこの1分間のメッセージ数: 0（1分あたりの上限: 30）。"
     )
 
 
@@ -145,9 +145,9 @@ async def test_teams_token_refusals_say_the_reset_in_the_users_time_zone(
         f"resets at {english} (in {wait_text(wait, 'en')})."
     )
     assert ja == (
-        "1日の上限の残りが少ないため、新しいメッセージを送信できません（前回のリセット以降、上限"
-        "5,000トークンのうち4,800トークンを使用済み）。メッセージはアシスタントに送信されません"
-        f"でした。上限は{japanese}にリセットされます（あと{wait_text(wait, 'ja')}）。"
+        "1日の上限の残りが新しいメッセージの送信に必要な量を下回っているため、メッセージは"
+        "アシスタントに送信されませんでした（前回のリセット以降、上限5,000トークンのうち4,800"
+        f"トークンを使用済み）。上限は{japanese}にリセットされます（あと{wait_text(wait, 'ja')}）。"
     )
 
 

@@ -107,7 +107,7 @@ async def test_japanese_user_gets_the_quota_notice_in_japanese(
     refused = await chat.send("こんにちは")
 
     # Less is left than one message needs, not "the limit is used up".
-    assert refused["text"].startswith("1日の上限の残りが少ないため、新しいメッセージを")
+    assert refused["text"].startswith("1日の上限の残りが新しいメッセージの送信に必要な量を")
     assert (
         "（前回のリセット以降、上限5,000トークンのうち4,800トークンを使用済み）" in refused["text"]
     )

@@ -20,7 +20,7 @@ ALLOWED = "11111111-2222-3333-4444-555555555555"
 REMOVED = "99999999-0000-0000-0000-000000000000"
 ALSO_REMOVED = "88888888-0000-0000-0000-000000000000"
 REFUSED_EN = "your organization is not one of them"
-REFUSED_JA = "ご利用の組織は対象外です"
+REFUSED_JA = "ご所属の組織は対象外です"
 
 
 def in_tenant(tenant_id: str) -> dict[str, object]:

@@ -175,7 +175,7 @@ async def test_usage_says_no_limit_applies_to_a_user_without_limits_and_counts_n
         "Tokens used",
         "Messages this minute",
         "トークン使用量:",
-        "この1分間のメッセージ:",
+        "この1分間のメッセージ数:",
     ):
         assert line not in reply["text"]
     # Nothing is counted (and nothing is written) for a user without limits.
@@ -200,7 +200,7 @@ async def test_usage_with_one_user_limit_counts_both(
 
     used = answer.usage.prompt + answer.usage.completion
     assert f"前回のリセット以降のトークン使用量: {used:,}（1日の上限: なし、" in reply["text"]
-    assert "この1分間のメッセージ: 1（1分あたりの上限: 5）。" in reply["text"]
+    assert "この1分間のメッセージ数: 1（1分あたりの上限: 5）。" in reply["text"]
 
 
 async def test_feedback_is_stored_on_the_last_answer_and_keeps_a_button_reaction(
@@ -240,7 +240,7 @@ async def test_feedback_without_text_or_without_an_answer_explains_what_to_do(
     controlled_app: ControlledApp, connector: RecordingConnector
 ) -> None:
     chat = Chat(await controlled_app(), connector, locale="ja-JP")
-    assert "コマンドの後にフィードバックを書いてください" in (await chat.send("/feedback"))["text"]
+    assert "フィードバックを入力してください" in (await chat.send("/feedback"))["text"]
     assert "まだフィードバックできる回答がありません" in (await chat.send("/feedback 良い"))["text"]
 
 

@@ -40,17 +40,17 @@ def exceeded(
             "try again after 00:00 UTC on Nov 22 (in about 24 hours).",
             "このメッセージはこれまでの会話と合わせて約7,000トークンが必要で、次のリセットまでの"
             "残り（1日の上限: 1,000,000トークン）を超えるため、アシスタントに送信されませんでした"
-            "。/new（/新規）で新しい会話を始めるか、協定世界時（UTC）11月22日 0:00以降（あと約24"
-            "時間）にもう一度お試しください。",
+            "。/new（/新規）で新しい会話を始めて文脈を減らすか、協定世界時（UTC）11月22日 0:00以降"
+            "（あと約24時間）にもう一度お試しください。",
         ),
         (
             exceeded(LimitKind.USER_TOKENS_PER_DAY, 100, 0, 3 * 3600),
             "There is not enough of your daily limit left for a new message (used 0 of 100 "
             "tokens since the last reset), so your message was not sent to the assistant. It "
             "resets at 00:00 UTC on Nov 22 (in about 3 hours).",
-            "1日の上限の残りが少ないため、新しいメッセージを送信できません（前回のリセット以降、"
-            "上限100トークンのうち0トークンを使用済み）。メッセージはアシスタントに送信されません"
-            "でした。上限は協定世界時（UTC）11月22日 0:00にリセットされます（あと約3時間）。",
+            "1日の上限の残りが新しいメッセージの送信に必要な量を下回っているため、メッセージは"
+            "アシスタントに送信されませんでした（前回のリセット以降、上限100トークンのうち0トークン"
+            "を使用済み）。上限は協定世界時（UTC）11月22日 0:00にリセットされます（あと約3時間）。",
         ),
         (
             exceeded(LimitKind.TENANT_TOKENS_PER_DAY, 50_000_000, 50_000_000, 3600),
@@ -64,9 +64,9 @@ def exceeded(
             "There is not enough of your organization's daily limit for the assistant left for "
             "a new message, so your message was not sent. It resets at 00:00 UTC on Nov 22 (in "
             "about an hour).",
-            "組織全体の1日の上限の残りが少ないため、新しいメッセージを送信できません。このメッセージ"
-            "は送信されませんでした。上限は協定世界時（UTC）11月22日 0:00にリセットされます（あと"
-            "約1時間）。",
+            "組織全体の1日の上限の残りが新しいメッセージの送信に必要な量を下回っているため、"
+            "メッセージは送信されませんでした。上限は協定世界時（UTC）11月22日 0:00にリセット"
+            "されます（あと約1時間）。",
         ),
         (
             exceeded(LimitKind.TENANT_TOKENS_PER_DAY, 50_000_000, 49_998_500, 3600, 2_300),
@@ -75,9 +75,9 @@ def exceeded(
             "so it was not sent. Type /new to start a fresh conversation (less context), or try "
             "again after 00:00 UTC on Nov 22 (in about an hour).",
             "このメッセージはこれまでの会話と合わせて約2,300トークンが必要で、組織全体の1日の上限"
-            "の、次のリセットまでの残りを超えるため、送信されませんでした。/new（/新規）で新しい"
-            "会話を始めるか、協定世界時（UTC）11月22日 0:00以降（あと約1時間）にもう一度お試し"
-            "ください。",
+            "のうち次のリセットまでに残っている分を超えるため、送信されませんでした。/new（/新規）"
+            "で新しい会話を始めて文脈を減らすか、協定世界時（UTC）11月22日 0:00以降（あと約1時間）"
+            "にもう一度お試しください。",
         ),
         (
             exceeded(LimitKind.USER_REQUESTS_PER_MINUTE, 1_200, 1_200, 42),

@@ -87,7 +87,7 @@ async def test_filtered_prompt_gets_localized_notice_and_is_stored_filtered_and_
         ("en-US", "send /new to start a fresh one"),
         (
             "ja-JP",
-            "お試しください。ブロックされているのが以前の会話の内容である場合は、/新規 を送って",
+            "お試しください。ブロックされたのが以前の会話の内容である場合は、/new（/新規）を送信して",
         ),
     ],
 )

@@ -82,7 +82,7 @@ async def test_channel_question_in_japanese_says_to_mention_the_bot_and_accepts_
     question_in_japanese = channel_message(teams.url, mentioned("日本の首都は？"), locale="ja-JP")
     await post(consenting_bot, question_in_japanese)
     [question] = teams.messages()
-    assert "この利用ポリシーに同意いただけますか？" in question["text"]
+    assert "この利用ポリシーに同意しますか？" in question["text"]
     assert (
         "Contoso Assistantを@メンションして **同意する** または **同意しない** と返信してください。"
         in question["text"]
@@ -145,7 +145,7 @@ async def test_consent_is_asked_and_answered_in_the_language_given_only_in_clien
 
     question, thanks, answer = teams.messages()
     assert "アシスタントは業務にのみ使用してください。" in question["text"]
-    assert "この利用ポリシーに同意いただけますか？" in question["text"]
+    assert "この利用ポリシーに同意しますか？" in question["text"]
     assert thanks["text"] == localize("consent_accepted_pending", "ja-JP")
     assert "日本の首都は？" in answer["text"]
 

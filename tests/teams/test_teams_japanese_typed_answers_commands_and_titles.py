@@ -69,7 +69,7 @@ async def test_a_japanese_acceptance_as_people_type_it_answers_the_waiting_quest
     consenting_bot: TestClient[Any, Any], teams: TeamsChannel, answer: str
 ) -> None:
     [question] = await say(consenting_bot, teams, "日本の首都は？")
-    assert "この利用ポリシーに同意いただけますか？" in question
+    assert "この利用ポリシーに同意しますか？" in question
 
     thanks, reply = await say(consenting_bot, teams, answer)
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 REFILL_SECONDS = 12.0
 TOO_MANY = {
     "en-US": "Too many chats were opened in a short time. The chat opens again in a few seconds.",
-    "ja-JP": "短時間に多くのチャットが開かれました。数秒後にもう一度開きます。",
+    "ja-JP": "短時間に多くのチャットが開かれました。数秒後にチャットが再び開きます。",
 }
 
 

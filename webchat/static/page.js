@@ -42,11 +42,11 @@
         '会話は保存され、権限のある管理者が確認することがあります。',
       usagePolicy: '利用ポリシー: 最初の質問の前に、{organization}の利用ポリシー' +
         '（バージョン {version}）への同意をお願いします。',
-      simulator: '応答はローカルのシミュレーターによるもので、実際のモデルではありません。',
+      simulator: '回答はローカルのシミュレーターが生成したもので、実際のモデルによるものではありません。',
       signIn: 'アシスタントを使うにはサインインしてください。',
       unavailable: '現在アシスタントを利用できません。しばらくしてからもう一度お試しください。',
-      tooManyChats: '短時間に多くのチャットが開かれました。数秒後にもう一度開きます。',
-      feedbackLabel: 'ありがとうございます。よろしければ詳しく教えてください（任意）',
+      tooManyChats: '短時間に多くのチャットが開かれました。数秒後にチャットが再び開きます。',
+      feedbackLabel: 'ありがとうございます。詳しいご意見があれば入力してください（任意）',
       feedbackSend: 'コメントを送信',
       feedbackSkip: '今回は送信しない',
       feedbackThanks: 'フィードバックをありがとうございます。',
@@ -356,7 +356,8 @@
     }
     if (left.failed) {
       // Said until a message of the new chat goes through (`followPosts`).
-      chat.unsentNote = text.startedOver + ' ' + text.unsentKept;
+      // Japanese sentences follow each other without a space.
+      chat.unsentNote = text.startedOver + (language === 'ja' ? '' : ' ') + text.unsentKept;
       showNote(chat.unsentNote);
     } else {
       showNote(text.startedOver);
