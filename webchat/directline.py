@@ -51,7 +51,7 @@ from webchat.conversations import (
     Subscriber,
 )
 from webchat.identity import NotSignedIn, current_user
-from webchat.limits import PostBodies, TooMuchBeingRead
+from webchat.limits import OncePerMinute, PostBodies, TooMuchBeingRead
 from webchat.tokens import Grant, StreamTickets, TokenError, TokenSigner, bearer
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,15 @@ _MAX_CLIENT_ID = 128
 # UTF-8); aiohttp stops reading at it, so one post holds a few times this at most. Beyond it:
 # a JSON 413. The app-wide limit (app.py) stays for every other route.
 MAX_POST_BYTES = 4 * 1024 * 1024
-# Bytes of posts read at once (webchat.limits.PostBodies): two of the largest per person (a paste
-# and its retry; ordinary messages are a few KB), 16 of them in all.
+# Bytes of large posts read at once (webchat.limits.PostBodies): two of the largest per person (a
+# paste and its retry), 16 of them in all. Posts up to SMALL_POST_BYTES (an ordinary message is a
+# few KB; MAX_MESSAGE_CHARS of Japanese about 24 KB) are not counted, so large ones being read,
+# however slowly, never hold them back. Nor does any post take longer than POST_READ_SECONDS to
+# arrive: then it is a 408, and what it held is free again.
 POST_BYTES_PER_USER = 2 * MAX_POST_BYTES
 POST_BYTES_IN_ALL = 16 * MAX_POST_BYTES
+SMALL_POST_BYTES = 64 * 1024
+POST_READ_SECONDS = 30.0
 
 
 class DirectLineError(Exception):
@@ -103,7 +108,8 @@ class BuiltinDirectLine:
         self._messages = messages
         self.signer = signer or TokenSigner(settings.webchat_token_secret.get_secret_value())
         self.stream_tickets = StreamTickets(self.signer.subkey(STREAM_TICKET_KEY_PURPOSE))
-        self.post_bodies = PostBodies(POST_BYTES_PER_USER, POST_BYTES_IN_ALL)
+        self.post_bodies = PostBodies(POST_BYTES_PER_USER, POST_BYTES_IN_ALL, SMALL_POST_BYTES)
+        self._post_refusals = OncePerMinute()
         local = settings.webchat_auth_mode is WebChatAuthMode.LOCAL
         self.conversations = ConversationRegistry(
             per_user=MAX_PER_LOCAL_USER if local else MAX_PER_USER, busy=self.turn_in_progress
@@ -396,9 +402,32 @@ class BuiltinDirectLine:
                 ):
                     return await self._take_post(request, conversation, grant)
             except TooMuchBeingRead as exc:
-                raise _post_refused(exc) from None
+                raise self._post_refused(exc) from None
 
         return await self._run(request, handle)
+
+    def _post_refused(self, exc: TooMuchBeingRead) -> DirectLineError:
+        """Web Chat shows "Send failed. Retry." either way: the post was not taken. Logged at
+        most once a minute: each refusal costs its sender only the headers."""
+        untold = self._post_refusals.due()
+        if untold is not None:
+            log.info(
+                "a direct line post was refused: too much being read at once",
+                extra={
+                    "event": "directline_post_refused",
+                    "everyone": exc.everyone,
+                    "untold": untold,
+                },
+            )
+        if exc.everyone:
+            return DirectLineError(
+                503, "ServiceUnavailable", "The assistant is busy; send it again."
+            )
+        return DirectLineError(
+            429,
+            "TooManyRequests",
+            "Too many messages are being sent at once; send it again shortly.",
+        )
 
     async def _take_post(
         self, request: web.Request, conversation: Conversation, grant: Grant
@@ -735,22 +764,14 @@ async def _read_body(request: web.Request) -> bytes:
     try:
         # A copy of the request with its own limit is aiohttp's way to read one body past the
         # app's client_max_size; it still stops reading as soon as the limit is passed.
-        return await request.clone(client_max_size=MAX_POST_BYTES).read()
+        async with asyncio.timeout(POST_READ_SECONDS):
+            return await request.clone(client_max_size=MAX_POST_BYTES).read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_big() from None
-
-
-def _post_refused(exc: TooMuchBeingRead) -> DirectLineError:
-    """Web Chat shows "Send failed. Retry." either way: the post was not taken."""
-    log.info(
-        "a direct line post was refused: too much being read at once",
-        extra={"event": "directline_post_refused", "everyone": exc.everyone},
-    )
-    if exc.everyone:
-        return DirectLineError(503, "ServiceUnavailable", "The assistant is busy; send it again.")
-    return DirectLineError(
-        429, "TooManyRequests", "Too many messages are being sent at once; send it again shortly."
-    )
+    except TimeoutError:
+        raise DirectLineError(
+            408, "RequestTimeout", "The activity took too long to arrive."
+        ) from None
 
 
 def _too_big() -> DirectLineError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -74,6 +74,26 @@ class TokenRate:
             self._buckets.popitem(last=False)
 
 
+class OncePerMinute:
+    """Whether an event anyone can cause as often as they like is logged now: the first, then at
+    most one a minute, each with the count of those not logged since."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next_at = 0.0
+        self._untold = 0
+
+    def due(self) -> int | None:
+        """None: not now (counted); else how many went unlogged before this one."""
+        now = self._clock()
+        if now < self._next_at:
+            self._untold += 1
+            return None
+        self._next_at = now + 60.0
+        untold, self._untold = self._untold, 0
+        return untold
+
+
 class TooMuchBeingRead(Exception):
     """A post that would take the bytes being read past a budget; `everyone` when it is the
     process's budget (others are sending), else the sender's own."""
@@ -84,14 +104,17 @@ class TooMuchBeingRead(Exception):
 
 
 class PostBodies:
-    """The bytes of Direct Line posts being read, parsed and handed to the bot at once, per user
-    and in all, each post counted by its Content-Length before a byte of it is read. A post may
-    be large (a pasted book gets the "too long" answer rather than a refusal), so without this
-    one signed-in person sending many at once would make the process hold all of them."""
+    """The bytes of large Direct Line posts being read, parsed and handed to the bot at once, per
+    user and in all, each post counted by its Content-Length before a byte of it is read. A post
+    may be large (a pasted book gets the "too long" answer rather than a refusal), so without
+    this one signed-in person sending many at once would make the process hold all of them.
+    Posts of at most `small` bytes (every ordinary message) are not counted: however many large
+    ones are being read, they go through."""
 
-    def __init__(self, per_user: int, in_all: int) -> None:
+    def __init__(self, per_user: int, in_all: int, small: int = 0) -> None:
         self._per_user = per_user
         self._in_all = in_all
+        self._small = small
         self._by_user: dict[str, int] = {}
         self._total = 0
 
@@ -104,6 +127,9 @@ class PostBodies:
         """Holds `size` bytes for `user` while the post is handled; raises TooMuchBeingRead when
         that would pass either budget (one post alone is always let through, as the budgets
         hold at least the largest)."""
+        if size <= self._small:
+            yield
+            return
         held = self._by_user.get(user, 0)
         if held and held + size > self._per_user:
             raise TooMuchBeingRead(everyone=False)
@@ -115,8 +141,6 @@ class PostBodies:
             yield
         finally:
             self._total -= size
-            left = self._by_user[user] - size
+            left = self._by_user.pop(user) - size
             if left:
                 self._by_user[user] = left
-            else:
-                del self._by_user[user]

@@ -20,10 +20,10 @@ from chat.texts import localize
 from tests.conftest import AppFactory
 from tests.support import eventually
 from tests.webchat.support import DirectLineSession, is_final, open_session, stored_messages
-from webchat import DIRECT_LINE
+from webchat import DIRECT_LINE, directline
 from webchat.conversations import SOCKET_QUEUE, ConversationRegistry, Participant
 from webchat.directline import MAX_POST_BYTES
-from webchat.limits import PostBodies, TooMuchBeingRead
+from webchat.limits import OncePerMinute, PostBodies, TooMuchBeingRead
 from webchat.tokens import Grant, TokenSigner
 
 TOKEN_SECRET = "a-test-token-secret-that-is-long-enough-0123456789"
@@ -675,6 +675,32 @@ async def test_one_person_sending_many_large_posts_at_once_has_two_read_and_the_
     assert being_read.being_read == 0
 
 
+async def test_a_post_whose_body_takes_too_long_to_arrive_gets_a_408_and_holds_nothing(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directline, "POST_READ_SECONDS", 0.5)
+    session = await open_session(client)
+    large = json.dumps({"type": "message", "text": "x" * (1024 * 1024)}).encode()
+
+    async def never_finished() -> Any:
+        yield large[:1024]
+        await asyncio.sleep(30)
+
+    response = await client.post(
+        f"/v3/directline/conversations/{session.conversation_id}/activities",
+        data=never_finished(),
+        headers={
+            **session.headers,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(large)),
+        },
+    )
+
+    assert response.status == 408
+    assert (await response.json())["error"]["code"] == "RequestTimeout"
+    assert client.app[DIRECT_LINE].post_bodies.being_read == 0
+
+
 def test_the_bytes_being_read_are_bounded_for_everyone_together() -> None:
     bodies = PostBodies(per_user=8, in_all=10)
     with bodies.reading("ann", 6), bodies.reading("bob", 4):
@@ -689,6 +715,31 @@ def test_the_bytes_being_read_are_bounded_for_everyone_together() -> None:
         pass
     with bodies.reading("ann", 8), bodies.reading("bob", 2):
         pass
+
+
+def test_small_posts_are_never_held_back_by_large_ones_being_read() -> None:
+    bodies = PostBodies(per_user=8, in_all=10, small=2)
+    # Both budgets used up by large posts: small ones (an empty body too) still go through.
+    with (
+        bodies.reading("ann", 6),
+        bodies.reading("bob", 4),
+        bodies.reading("ann", 2),
+        bodies.reading("bob", 0),
+        bodies.reading("bob", 0),
+    ):
+        assert bodies.being_read == 10
+    assert bodies.being_read == 0
+
+
+def test_a_refusal_anyone_can_repeat_is_logged_once_a_minute_with_the_count_of_the_others() -> None:
+    now = [100.0]
+    lines = OncePerMinute(clock=lambda: now[0])
+    assert lines.due() == 0
+    assert lines.due() is None and lines.due() is None
+    now[0] += 59
+    assert lines.due() is None
+    now[0] += 1
+    assert lines.due() == 3
 
 
 async def test_a_body_past_the_direct_line_bound_gets_a_json_413(
