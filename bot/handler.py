@@ -258,9 +258,10 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         activity: Activity = turn_context.activity
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
         # An edit from a tenant or channel the access policy refuses would store its new words,
-        # as a message from there would not be; a deletion only withdraws the user's own.
+        # as a message from there would not be. It still withdraws the old ones, as a deletion
+        # does: an edit is often someone taking back what they pasted (a password).
         if text and self._refused(activity, raw, "revision_refused", "an edit"):
-            return
+            text = ""
         key = conversation_key(activity.channel_id, activity.conversation.id)
         revision = TurnInput(
             conversation_key=key,

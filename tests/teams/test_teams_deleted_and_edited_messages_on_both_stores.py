@@ -233,7 +233,7 @@ async def test_an_edit_replaces_the_text_the_model_reads_and_is_not_answered(
     assert 'data-testid="answer-of-changed-prompt"' in items[1]
 
 
-async def test_an_edit_from_a_tenant_taken_off_the_allow_list_is_not_stored_but_a_deletion_is(
+async def test_an_edit_from_a_tenant_taken_off_the_allow_list_withdraws_the_old_words_only(
     make_app: AppFactory,
     model: ModelRequests,
     teams: TeamsChannel,
@@ -251,14 +251,11 @@ async def test_an_edit_from_a_tenant_taken_off_the_allow_list_is_not_stored_but_
 
     await post(bot, message_edited(question, "Words written after the refusal"))
 
-    prompt = prompt_of(await stored(bot), question)
-    assert (prompt.text, prompt.revised_at) == ("Summarize the report", None)
-    [refused] = [r for r in caplog.records if getattr(r, "event", "") == "revision_refused"]
-    assert getattr(refused, "reason", "") == "tenant_refused"
-
-    await post(bot, message_deleted(question))
+    # Neither the new words are kept, nor the old ones the user took back.
     prompt = prompt_of(await stored(bot), question)
     assert (prompt.status, prompt.text) == (MessageStatus.WITHDRAWN, "")
+    [refused] = [r for r in caplog.records if getattr(r, "event", "") == "revision_refused"]
+    assert getattr(refused, "reason", "") == "tenant_refused"
 
 
 async def test_an_edit_delivered_late_does_not_undo_a_newer_one(
