@@ -397,6 +397,7 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         detected = result.get("detected") is True
         ids = result.get("blocklist_ids")
         hits = [str(i) for i in ids] if isinstance(ids, list) else []
+        citations = _citations(result)
         if not (filtered or detected or severity in ("low", "medium", "high") or hits):
             continue
         badges.append(
@@ -407,7 +408,9 @@ def _badges(verdict: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "filtered": filtered,
                 "detected": detected,
                 "blocklistIds": hits,
-                "citations": _citations(result),
+                "citations": citations,
+                # The first, as the API said before answers could cite several sources.
+                "citation": citations[0] if citations else None,
             }
         )
     errors: list[dict[str, Any]] = []

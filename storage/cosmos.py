@@ -1476,8 +1476,10 @@ class CosmosStore:
                         raise
                     self._record(op, exc.headers)
                     continue
+                # The rating is stored: an answer that cannot be read says the same as this.
                 message = readable_message(_clean(doc), conversation_id, TAKEN_AS_MISSING)
-                return FeedbackChange(message=message, previous=previous) if message else None
+                message = message or stored.model_copy(update={"feedback": given})
+                return FeedbackChange(message=message, previous=previous)
             raise ETagMismatch(f"storing feedback lost {_MAX_RACES} races in a row")
 
     async def revise_message(self, revision: MessageRevision) -> RevisionOutcome:

@@ -157,6 +157,7 @@ async def test_transcript_shows_status_verdicts_usage_and_feedback_and_is_audite
             "detected": False,
             "blocklistIds": [],
             "citations": [],
+            "citation": None,
         }
     ]
     assert answer["status"] == "filtered" and answer["withheldText"] == XSS_WITHHELD
@@ -206,6 +207,7 @@ async def test_verdicts_of_unknown_shape_are_tolerated(admin: TestClient[Any, An
             "detected": True,
             "blocklistIds": [],
             "citations": [],
+            "citation": None,
         }
     ]
     assert view["filterErrors"] == [{"source": "output", "code": "Timeout", "message": ""}]

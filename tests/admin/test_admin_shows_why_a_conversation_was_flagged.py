@@ -123,6 +123,7 @@ async def test_a_blocklist_hit_that_blocked_nothing_shows_its_blocklist_to_the_r
             "detected": False,
             "blocklistIds": ["CompanyWatchList"],
             "citations": [],
+            "citation": None,
         }
     ]
 

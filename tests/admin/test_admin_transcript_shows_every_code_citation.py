@@ -60,6 +60,7 @@ async def test_transcript_json_lists_every_code_citation_and_reads_the_old_singl
     older, newer = (await (await admin.get(f"{API}/conv-plain")).json())["messages"]
     assert [b["citations"] for b in older["badges"]] == [[OLD]]
     assert [b["citations"] for b in newer["badges"]] == [[MIT, GPL]]
+    assert newer["badges"][0]["citation"] == MIT  # the first, as the API said before
 
     exported = json.loads(
         await (await admin.get("/admin/api/export/conversations/conv-plain?format=json")).text()
