@@ -4,7 +4,6 @@ the mention ("<at>Bot</at>さん、同意します"): consent answers and comman
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,33 +13,13 @@ from app import STORE
 from bot.teams import remove_bot_mentions
 from chat.texts import localize
 from storage.ids import safe_id
-from tests.conftest import AppFactory
-from tests.support import settle
 from tests.teams.activities import BOT_ID, BOT_NAME, CHANNEL_ID, channel_message, mention
 from tests.teams.channel import TeamsChannel
+from tests.teams.test_teams_consent import consenting_bot, post  # noqa: F401 - a fixture
 
 THREAD = f"msteams:{CHANNEL_ID};messageid=1763719100000"
 RD = "R&D Helper"
 RD_ESCAPED = "R&amp;D Helper"
-
-
-@pytest.fixture
-async def consenting_bot(make_app: AppFactory, tmp_path: Path) -> TestClient[Any, Any]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        "version: '1'\n"
-        "text:\n"
-        "  en: 'Use the assistant for work only.'\n"
-        "  ja: 'アシスタントは業務にのみ使用してください。'\n",
-        encoding="utf-8",
-    )
-    return await make_app(USAGE_POLICY_FILE=str(policy))
-
-
-async def post(bot: TestClient[Any, Any], activity: dict[str, Any]) -> None:
-    response = await bot.post("/api/messages", json=activity)
-    assert response.status == 202
-    await settle(bot)
 
 
 async def stored_user_texts(bot: TestClient[Any, Any]) -> list[str]:
@@ -129,7 +108,8 @@ def test_an_honorific_after_someone_elses_mention_stays() -> None:
 
 
 async def test_a_bot_whose_name_is_escaped_differently_in_the_mention_gets_answers_and_commands(
-    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+    consenting_bot: TestClient[Any, Any],  # noqa: F811 - the fixture
+    teams: TeamsChannel,
 ) -> None:
     def message(text: str, entity_text: str) -> dict[str, Any]:
         return channel_message(teams.url, text, mentions=[entity(entity_text)], recipient_name=RD)
@@ -146,7 +126,8 @@ async def test_a_bot_whose_name_is_escaped_differently_in_the_mention_gets_answe
 
 
 async def test_an_honorific_after_the_mention_leaves_japanese_answers_and_commands_understood(
-    consenting_bot: TestClient[Any, Any], teams: TeamsChannel
+    consenting_bot: TestClient[Any, Any],  # noqa: F811 - the fixture
+    teams: TeamsChannel,
 ) -> None:
     def message(text: str) -> dict[str, Any]:
         return channel_message(teams.url, f"<at>{BOT_NAME}</at>{text}", locale="ja-JP")
