@@ -712,7 +712,7 @@ async def streaming_phase(
     )
     await stack.start()
     try:
-        await drive(
+        warm = await drive(
             session,
             channel,
             f"{stack.url}/api/messages",
@@ -723,13 +723,22 @@ async def streaming_phase(
             channel_id="webchat",
         )
         updates_before = channel.stream_updates
+        # The conversations start spread over one turn's length, as in the latency phase (there
+        # the model's 300 ms): a streamed turn lasts as long as its answer streams (about 2.5 s),
+        # and a 300 ms spread had all 32 start and end within 300 ms of each other every turn,
+        # a burst whose queueing was most of this phase's overhead tail.
+        spread = (
+            percentile([t.latency_ms for t in warm.turns], 50) / 1000
+            if warm.turns
+            else opts.start_spread_ms / 1000
+        )
         streamed, _ = await latency_phase(
             session,
             channel,
             stack,
             opts,
             f"{run_id}-stream",
-            opts.start_spread_ms / 1000,
+            spread,
             channel_id="webchat",
             turns=opts.streaming_turns,
         )
