@@ -49,6 +49,9 @@ class CategoryResult:
         return SEVERITIES.index(self.severity) if self.severity in SEVERITIES else 0
 
     def merged(self, other: CategoryResult) -> CategoryResult:
+        if other == self:
+            # A stream repeats the same judgement chunk after chunk: nothing to merge.
+            return self
         severity = self.severity
         if other.severity_rank() > self.severity_rank() or severity is None:
             severity = other.severity or severity
@@ -102,12 +105,8 @@ class Verdict:
         return list(dict.fromkeys(c for r in self.results if r.detected for c in r.citations))
 
     def add(self, other: Verdict) -> Verdict:
-        merged: dict[tuple[str, Source], CategoryResult] = {
-            (r.category, r.source): r for r in self.results
-        }
-        for result in other.results:
-            key = (result.category, result.source)
-            merged[key] = merged[key].merged(result) if key in merged else result
+        merged = _by_category(self.results)
+        _merge_into(merged, other.results)
         self.results = list(merged.values())
         self.errors = list(dict.fromkeys([*self.errors, *other.errors]))
         self.offsets = [*self.offsets, *other.offsets]
@@ -169,6 +168,24 @@ class Verdict:
         }
 
 
+_CategoryKey = tuple[str, Source]
+
+
+def _by_category(results: Iterable[CategoryResult]) -> dict[_CategoryKey, CategoryResult]:
+    return {(r.category, r.source): r for r in results}
+
+
+def _merge_into(
+    merged: dict[_CategoryKey, CategoryResult], results: Iterable[CategoryResult]
+) -> None:
+    """Each result merged with what `merged` holds of its category and source, in place: a
+    stream's verdict is made of a hundred or so of these, so nothing is rebuilt per result."""
+    for result in results:
+        key = (result.category, result.source)
+        held = merged.get(key)
+        merged[key] = result if held is None else held.merged(result)
+
+
 def _blocklist(value: Any, source: Source) -> CategoryResult | None:
     # Current shape: {"filtered": bool, "details": [{"filtered": bool, "id": "name"}]};
     # older responses: a bare list [{"filtered": true, "id": "name"}] (or []).
@@ -205,6 +222,7 @@ def parse_results(results: Any, source: Source) -> Verdict:
     verdict = Verdict()
     if not isinstance(results, dict):
         return verdict
+    merged: dict[_CategoryKey, CategoryResult] = {}
     for name, value in results.items():
         if name == "error":
             # The filter itself failed: "not filtered", but recorded, whatever shape it came in.
@@ -217,7 +235,7 @@ def parse_results(results: Any, source: Source) -> Verdict:
         if name == "custom_blocklists":
             blocklist = _blocklist(value, source)
             if blocklist is not None:
-                verdict.add(Verdict(results=[blocklist]))
+                _merge_into(merged, (blocklist,))
             continue
         if not isinstance(value, dict):
             continue
@@ -238,21 +256,17 @@ def parse_results(results: Any, source: Source) -> Verdict:
             ids = tuple(str(d["id"]) for d in hits)
             if not isinstance(detected, bool) and any(d.get("detected") is True for d in hits):
                 detected = True
-        verdict.add(
-            Verdict(
-                results=[
-                    CategoryResult(
-                        category=str(name),
-                        source=source,
-                        filtered=bool(value.get("filtered")),
-                        severity=str(severity) if isinstance(severity, str) else None,
-                        detected=bool(detected) if isinstance(detected, bool) else None,
-                        blocklist_ids=ids,
-                        citations=_citations(value),
-                    )
-                ]
-            )
+        result = CategoryResult(
+            category=str(name),
+            source=source,
+            filtered=bool(value.get("filtered")),
+            severity=str(severity) if isinstance(severity, str) else None,
+            detected=bool(detected) if isinstance(detected, bool) else None,
+            blocklist_ids=ids,
+            citations=_citations(value),
         )
+        _merge_into(merged, (result,))
+    verdict.results = list(merged.values())
     return verdict
 
 
@@ -277,31 +291,43 @@ def stream_judgement(results: Any) -> tuple[bool, bool]:
 
 def parse_prompt_annotations(items: Iterable[Any]) -> Verdict:
     """`prompt_filter_results` (or the old `prompt_annotations`) entries."""
-    verdict = Verdict()
-    for item in items:
-        if isinstance(item, dict):
-            verdict.add(parse_results(item.get("content_filter_results"), "prompt"))
-    return verdict
+    return _parse_items(items, "prompt")
 
 
 def parse_output_annotations(items: Iterable[Any]) -> Verdict:
     """Choice-level `content_filter_results`, optionally with `content_filter_offsets`."""
-    verdict = Verdict()
+    return _parse_items(items, "output")
+
+
+def _parse_items(items: Iterable[Any], source: Source) -> Verdict:
+    merged: dict[_CategoryKey, CategoryResult] = {}
+    errors: dict[FilterError, None] = {}
+    offsets: list[StreamOffsets] = []
+    last_results: Any = None
     for item in items:
         if not isinstance(item, dict):
             continue
-        verdict.add(parse_results(item.get("content_filter_results"), "output"))
-        offsets = item.get("content_filter_offsets")
-        if isinstance(offsets, dict):
+        results = item.get("content_filter_results")
+        # A stream judges chunk after chunk alike ("safe" in every category): the same results
+        # again merge to nothing new, and comparing the JSON costs far less than reading it.
+        if results is None or results != last_results:
+            one = parse_results(results, source)
+            _merge_into(merged, one.results)
+            errors.update(dict.fromkeys(one.errors))
+            last_results = results
+        if source == "prompt":
+            continue  # offsets belong to the output's asynchronous annotations
+        item_offsets = item.get("content_filter_offsets")
+        if isinstance(item_offsets, dict):
             with contextlib.suppress(TypeError, ValueError):
-                verdict.offsets.append(
+                offsets.append(
                     StreamOffsets(
-                        int(offsets.get("check_offset", 0)),
-                        int(offsets.get("start_offset", 0)),
-                        int(offsets.get("end_offset", 0)),
+                        int(item_offsets.get("check_offset", 0)),
+                        int(item_offsets.get("start_offset", 0)),
+                        int(item_offsets.get("end_offset", 0)),
                     )
                 )
-    return verdict
+    return Verdict(results=list(merged.values()), errors=list(errors), offsets=offsets)
 
 
 def parse_answer(

@@ -301,3 +301,39 @@ def test_a_streams_per_chunk_judgement_says_what_the_whole_verdict_would(raw: An
     verdict, built once from all the chunks, must agree with it."""
     verdict = parse_results(raw, "output")
     assert stream_judgement(raw) == (verdict.filtered, bool(verdict.errors))
+
+
+def test_a_long_stream_of_alike_judgements_gives_the_verdict_of_merging_each_one() -> None:
+    """Chunks judged alike are read once; a different judgement anywhere in the run (a
+    filtered category, a citation, a filter error, alike chunks again after it) still counts,
+    and every chunk's offsets are kept."""
+    cited = results(
+        protected_material_code={
+            "filtered": False,
+            "detected": True,
+            "citation": {"URL": "https://example.com/a", "license": "MIT"},
+        }
+    )
+    failed = {"error": {"code": "content_filter_error", "message": "the filter failed"}}
+    judgements = [results()] * 50 + [cited] + [results()] * 30 + [failed, failed] + [cited] * 3
+    judgements += [results(violence={"filtered": True, "severity": "medium"})] + [results()] * 20
+    annotations: list[Any] = [
+        {
+            "content_filter_results": judgement,
+            "content_filter_offsets": {"check_offset": i, "start_offset": i, "end_offset": i + 1},
+        }
+        for i, judgement in enumerate(judgements)
+    ]
+    annotations.insert(10, "not an annotation")
+
+    one_by_one = parse_results(None, "output")
+    for judgement in judgements:
+        one_by_one.add(parse_results(judgement, "output"))
+    verdict = parse_output_annotations(annotations)
+
+    assert verdict.to_json()["results"] == one_by_one.to_json()["results"]
+    assert verdict.to_json()["errors"] == one_by_one.to_json()["errors"]
+    assert verdict.filtered_categories("output") == ["violence"]
+    assert [c.url for c in verdict.citations()] == ["https://example.com/a"]
+    assert len(verdict.errors) == 1
+    assert [o.end_offset for o in verdict.offsets] == list(range(1, len(judgements) + 1))
