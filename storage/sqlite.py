@@ -1633,10 +1633,13 @@ class SqliteStore:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
+        # Past its expiry a document is gone, as Cosmos DB stops returning an item whose ttl
+        # has passed; the hourly purge only takes its row away.
         rows = await self._run_short(
             lambda db: db.execute(
-                f"SELECT key, doc, etag FROM botstate WHERE key IN ({marks})",  # noqa: S608
-                keys,
+                f"SELECT key, doc, etag FROM botstate WHERE key IN ({marks})"  # noqa: S608
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                [*keys, time.time()],
             ).fetchall(),
             writes=False,
             order=_BOT_STATE,
@@ -1662,6 +1665,11 @@ class SqliteStore:
         def write(db: sqlite3.Connection) -> str:
             new_etag = str(time.time_ns())
             values = (key, new_etag, json.dumps(document), owner, expires_at, conversation)
+            # A row past its expiry is gone for readers (`read_state`): so it is for writers.
+            db.execute(
+                "DELETE FROM botstate WHERE key = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+                (key, time.time()),
+            )
             if create_only:
                 # A plain INSERT: the key taken (another process's first write) fails it.
                 try:

@@ -159,3 +159,27 @@ async def test_sqlite_finds_the_audit_records_an_earlier_release_appended(tmp_pa
         assert [[r.id for r in page] for page in pages] == [["audit-02", "audit-01"]]
     finally:
         await store.close()
+
+
+async def test_state_past_its_expiry_is_not_read_and_its_key_can_be_created_again(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    """A message that waited for consent longer than the retention is gone at once, not only at
+    the next purge: Cosmos DB stops returning an item whose ttl has passed (the store gives such
+    an item the shortest ttl, one second; the local protocol server does not expire items, so
+    Cosmos is checked by that ttl) and SQLite reads and writes as if its row were gone."""
+    store = await make_store(retention_days=1)
+    asked = datetime.now(UTC) - timedelta(days=3)
+    await store.write_state(
+        "waiting", {"waiting": "words"}, None, owner="alice", expires=True, expires_from=asked
+    )
+    await store.write_state("kept", {"v": 1}, None, owner="alice", expires=True)
+    if isinstance(store, CosmosStore):
+        item = await store._container("botstate").read_item("waiting", "waiting")
+        assert item["ttl"] == 1
+        return
+
+    assert set(await store.read_state(["waiting", "kept"])) == {"kept"}
+    await store.write_state("waiting", {"waiting": "again"}, None, expires=True, create_only=True)
+    [(document, _)] = (await store.read_state(["waiting"])).values()
+    assert document == {"waiting": "again"}
