@@ -87,6 +87,7 @@ def explain_validation_error(error: ValidationError, prefix: str = "") -> list[s
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MAX_RETENTION_DAYS = 24_855
 
 
 def _without_user_info(value: str, name: str) -> str:
@@ -444,7 +445,8 @@ class Settings(BaseSettings):
     # --- storage (SQLite under DATA_DIR unless COSMOS_ENDPOINT is set)
     data_dir: Path = Field(PROJECT_ROOT / "data", alias="DATA_DIR")
     sqlite_path: Path | None = Field(None, alias="SQLITE_PATH")
-    retention_days: int = Field(0, alias="RETENTION_DAYS", ge=0)
+    # Cosmos DB takes a time to live of at most 2^31 - 1 seconds (24,855 days and a bit).
+    retention_days: int = Field(0, alias="RETENTION_DAYS", ge=0, le=MAX_RETENTION_DAYS)
     cosmos_endpoint: str = Field("", alias="COSMOS_ENDPOINT")
     cosmos_key: SecretStr = Field(SecretStr(""), alias="COSMOS_KEY")
     cosmos_database: str = Field("chat", alias="COSMOS_DATABASE")

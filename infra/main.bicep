@@ -55,7 +55,9 @@ param cosmosCapacityMode string = 'Serverless'
 @minValue(1000)
 param cosmosAutoscaleMaxThroughput int = 1000
 
+// At most Cosmos DB's longest time to live: 2^31 - 1 seconds.
 @minValue(0)
+@maxValue(24855)
 @description('Days messages and conversations are kept; 0 keeps them forever.')
 param retentionDays int = 0
 

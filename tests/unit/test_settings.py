@@ -605,3 +605,9 @@ def test_the_admin_identity_providers_metadata_may_have_a_query() -> None:
     """Entra ID's metadata takes `?appid=` for an app with its own signing keys."""
     url = "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration?appid=1"
     assert settings(ADMIN_OIDC_METADATA_URL=url).admin_oidc_metadata_url == url
+
+
+def test_retention_is_at_most_what_cosmos_db_can_keep_an_item() -> None:
+    assert settings(RETENTION_DAYS=24855).retention_days * 86400 <= 2**31 - 1
+    with pytest.raises(ValidationError, match=r"RETENTION_DAYS\n.*less than or equal to 24855"):
+        settings(RETENTION_DAYS=30000)
