@@ -629,10 +629,13 @@ class Quotas:
         self, scope: str, window: Window, change: UsageChange, *, kept_on_failure: int = 0
     ) -> UsageResult:
         async def update(settled: int, write_id: str | None) -> UsageResult:
-            tokens = change.tokens + settled
-            return await self._counters.add_usage(
-                scope, window.key, change.model_copy(update={"tokens": tokens}), write_id=write_id
+            folded = change.model_copy(
+                update={
+                    "tokens": change.tokens + settled,
+                    "given_back": change.given_back + min(0, settled),
+                }
             )
+            return await self._counters.add_usage(scope, window.key, folded, write_id=write_id)
 
         return await self._folded(False, scope, window, update, kept_on_failure)
 

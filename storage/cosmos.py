@@ -672,12 +672,13 @@ def _usage_patch(
             conditions.append(f"c.minute < {int(change.minute)}")
             operations.append({"op": "set", "path": "/minute", "value": int(change.minute)})
             operations.append({"op": "set", "path": "/requests", "value": int(change.requests)})
+    if change.tokens > 0 and change.token_limit:
+        conditions.append(f"c.tokens <= {int(change.token_limit) - int(change.tokens)}")
+    given_back = min(int(change.tokens), int(change.given_back))
+    if given_back < 0:
+        # Given back: only what the document holds, never below 0 (`UsageChange`).
+        conditions.append(f"c.tokens >= {-given_back}")
     if change.tokens:
-        if change.tokens > 0 and change.token_limit:
-            conditions.append(f"c.tokens <= {int(change.token_limit) - int(change.tokens)}")
-        elif change.tokens < 0:
-            # Given back: only what the document holds, never below 0 (`UsageChange`).
-            conditions.append(f"c.tokens >= {-int(change.tokens)}")
         operations.append({"op": "incr", "path": "/tokens", "value": int(change.tokens)})
     operations.append({"op": "set", "path": "/ttl", "value": max(1, int(change.ttl_seconds))})
     return operations, "FROM c WHERE " + " AND ".join(conditions)

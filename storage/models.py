@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -318,7 +318,12 @@ class UsageChange(BaseModel):
     counted its reservation, as one created after its user's erasure, would make the limit
     looser); `requests` = 0 leaves the minute and its count alone. Negative `requests` (a
     request given back) are never refused, and change the count only while the stored minute
-    is still `minute`: a later minute's count is not theirs to lower."""
+    is still `minute`: a later minute's count is not theirs to lower.
+
+    `given_back` (0 or negative): the part of `tokens` that gives back earlier reservations,
+    folded into an update that also counts something new. It applies only while the stored
+    tokens hold it on its own, whatever the rest of `tokens` adds: a document made afresh since
+    those reservations (its user's data erased) never counted them."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -328,6 +333,7 @@ class UsageChange(BaseModel):
     request_limit: int = 0
     tokens: int = 0
     token_limit: int = 0
+    given_back: Annotated[int, Field(le=0)] = 0
 
 
 def new_write_id() -> str:
@@ -362,7 +368,9 @@ def apply_usage(current: UsageCounts, change: UsageChange) -> UsageResult:
         and current.tokens + change.tokens > change.token_limit
     ):
         return UsageResult(allowed=False, counts=current, refused="tokens")
-    if change.tokens < 0 and current.tokens + change.tokens < 0:
+    if min(change.tokens, change.given_back) < 0 and (
+        current.tokens + min(change.tokens, change.given_back) < 0
+    ):
         return UsageResult(allowed=False, counts=current, refused="below_zero")
     counts = current.model_copy(update={"tokens": current.tokens + change.tokens})
     if change.requests > 0:

@@ -108,3 +108,30 @@ async def test_the_next_turn_after_the_erasure_is_counted_without_the_pending_gi
         assert line.tokens == 2 * (400 - UPFRONT)  # type: ignore[attr-defined]
     finally:
         await quotas.close()
+
+
+async def test_a_give_back_smaller_than_the_next_turns_reservation_is_dropped_all_the_same(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Folded into the next turn's count, a give-back less than that count adds would leave a
+    positive change: it must still be held by the stored count on its own, or that turn would
+    be counted with less than its reservation (the day's limit looser by as much)."""
+    store = await open_store()
+    quotas = make_quotas(store)
+    try:
+        assert await quotas.count_request("u", "", "turn-1") is None
+        reservation = await quotas.reserve_tokens("u", "", 5200, "turn-1")
+        assert isinstance(reservation, TokenReservation)
+        await quotas.settle(reservation, 5000)  # 2000 of the 7000 to give back, pending
+        await store.delete_scopes([USER])
+
+        with caplog.at_level(logging.WARNING, logger="controls.quotas"):
+            assert await quotas.count_request("u", "", "turn-2") is None
+
+        assert await store.read_usage(USER, DAY) == UsageCounts(
+            tokens=UPFRONT, minute=MINUTE, requests=1
+        )
+        [line] = dropped(caplog)
+        assert line.tokens == 5000 - UPFRONT  # type: ignore[attr-defined]
+    finally:
+        await quotas.close()
