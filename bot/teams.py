@@ -119,11 +119,16 @@ def _remove(text: str, mention: str) -> tuple[str, int, bool]:
     either side with one space (none before punctuation). Falls back to the `<at>` tags with the
     same inner name when the entity's text is not found verbatim (clients differ in spacing, case
     and HTML escapes). Also says whether a removed mention started the text."""
+    inner = _AT_TAG.fullmatch(mention.strip())
+    if inner is None:
+        # An entity whose text has no tags ("Bot", as some clients send it) still names the
+        # tagged mention in the message: removed whole, or its tags would stay ("<at> </at>").
+        result, count, starts = _remove_tags_named(text, {_name(mention)})
+        if count:
+            return result, count, starts
     result, count, starts = _remove_literal(text, mention)
-    if count == 0:
-        inner = _AT_TAG.fullmatch(mention.strip())
-        if inner is not None:
-            result, count, starts = _remove_tags_named(text, {_name(inner.group(1))})
+    if count == 0 and inner is not None:
+        result, count, starts = _remove_tags_named(text, {_name(inner.group(1))})
     return result, count, starts
 
 
@@ -142,6 +147,13 @@ def _remove_literal(text: str, mention: str) -> tuple[str, int, bool]:
     first = pattern.search(text)
     result, count = pattern.subn(_joiner, text)
     return result, count, first is not None and first.start() == 0
+
+
+def _untag_named(text: str, name: str) -> str:
+    """`text` with the `<at>` tags whose inner text is `name` (as `_name` gives it) unwrapped."""
+    return _AT_TAG.sub(
+        lambda tag: tag.group(1) if _name(tag.group(1)) == name else tag.group(0), text
+    )
 
 
 def _name(text: str) -> str:
@@ -196,6 +208,9 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
             inner = _AT_TAG.fullmatch(mention.strip())
             if inner is not None:
                 lines = [line.replace(mention, inner.group(1)) for line in lines]
+            else:
+                # Untagged entity text: the tags of that name in the message give way to it.
+                lines = [_untag_named(line, _name(mention)) for line in lines]
     text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(" \t\u00a0") for line in lines))
     text = text.rstrip()
     honorific = _HONORIFIC.match(text) if addressed else None

@@ -67,6 +67,30 @@ def test_the_bots_mention_is_removed_whichever_way_its_name_is_html_escaped(
 
 
 @pytest.mark.parametrize(
+    ("text", "entities", "expected"),
+    [
+        (f"<at>{RD}</at> I accept", [entity(RD)], "I accept"),
+        (f"<at>{RD_ESCAPED}</at>, /help", [entity(RD)], "/help"),
+        # Without tags in the message either, the name itself is the mention.
+        (f"{RD} I accept", [entity(RD)], "I accept"),
+        # Other people's untagged entities: their tags give way to their names.
+        (
+            f"<at>{RD}</at> ask <at>Bob</at> and Bob's team",
+            [entity(RD), entity("Bob", "Bob", "29:bob")],
+            "ask Bob and Bob's team",
+        ),
+    ],
+)
+def test_an_entity_whose_text_has_no_tags_removes_the_tagged_mention_whole(
+    text: str, entities: list[dict[str, Any]], expected: str
+) -> None:
+    """Teams sends `<at>Name</at>` as the entity's text; other clients may send the bare name."""
+    raw = {"recipient": {"id": BOT_ID, "name": RD}, "entities": entities}
+
+    assert remove_bot_mentions(text, raw) == (expected, True)
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("<at>Bot</at>さん、同意します", "同意します"),
