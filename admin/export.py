@@ -134,8 +134,19 @@ def audit_entry(record: AuditRecord) -> dict[str, Any]:
         "action": doc["action"],
         "target": doc.get("target", ""),
         "actor": "system" if record.actor == "system" else "administrator",
-        "detail": {k: v for k, v in doc.get("detail", {}).items() if k not in _ACTOR_DETAIL},
+        "detail": _without_administrators(doc.get("detail", {})),
     }
+
+
+def _without_administrators(detail: dict[str, Any]) -> dict[str, Any]:
+    """`detail` without what names an administrator: their name and sign-in (`_ACTOR_DETAIL`),
+    and the actor filter of an audit log read (`read_audit`, `export_audit`: whose actions an
+    administrator looked up, while looking this person up)."""
+    kept = {k: v for k, v in detail.items() if k not in _ACTOR_DETAIL}
+    filters = kept.get("filters")
+    if isinstance(filters, dict) and "actor" in filters:
+        kept["filters"] = {k: v for k, v in filters.items() if k != "actor"}
+    return kept
 
 
 AUDIT_COLUMNS = [

@@ -1127,13 +1127,11 @@ async def _record_search(request: web.Request, filters: Filters, **detail: Any) 
     (`_audited_filters`: the user by pseudonym) and whether it goes on from an earlier page.
     Every page is recorded: the continuation token is the store's, so a later page is no proof
     that its first one was recorded."""
-    recorded: dict[str, Any] = {
-        "filters": _audited_filters(request.app[CONTEXT], filters),
-        **detail,
-    }
+    audited = _audited_filters(request.app[CONTEXT], filters)
+    recorded: dict[str, Any] = {"filters": audited, **detail}
     if filters.continuation:
         recorded["continued"] = True
-    await _audit(request, "search_conversations", "", recorded)
+    await _audit(request, "search_conversations", _list_target(audited), recorded)
 
 
 def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict[str, Any]:
@@ -1300,6 +1298,13 @@ def _audited_filters(context: AdminContext, filters: Filters) -> dict[str, str]:
     if "user" in recorded:
         recorded["user"] = _audited_as(context, context.pseudonyms.user_id(recorded["user"]))
     return recorded
+
+
+def _list_target(audited_filters: dict[str, str]) -> str:
+    """What a search or a list export is recorded about: the person its filters name (as
+    `_audited_filters` records them), so that the audit log's user filter and that person's
+    data export find it; nobody in particular otherwise."""
+    return audited_filters.get("user", "")
 
 
 @dataclass(frozen=True)
@@ -2337,6 +2342,16 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         echo["user"] = looked_for if context.pseudonyms.enabled else named
     elif named:
         targets = [named]
+        if context.pseudonyms.enabled:
+            # A person's id typed as a target: what is recorded about them is under their
+            # pseudonyms, so those are looked for too, and the read is recorded under theirs (the
+            # log must not keep an id their erasure takes away everywhere else). An id that
+            # names a stored conversation is recorded as typed, as records about it name it.
+            targets += _audit_targets(context, named)
+            summary, unreadable = await transcript_summary(context.store, named)
+            if summary is None and not unreadable:
+                looked_for = _audited_as(context, named)
+                echo["target"] = looked_for
     query = AuditQuery(
         action=action,
         except_actions=[] if action else [AUDIT_READ],
@@ -2498,13 +2513,14 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
         await _record_search(request, filters, export=fmt)
     exported = await conversations_to_export(context.store, filters, EXPORT_MAX_CONVERSATIONS)
     items = [summary_view(s, context.pseudonyms, filters.query.user_ids) for s in exported.items]
+    audited = _audited_filters(context, filters)
     await _audit(
         request,
         "export_list",
-        "",
+        _list_target(audited),
         {
             "format": fmt,
-            "filters": _audited_filters(context, filters),
+            "filters": audited,
             "count": len(items),
             "complete": exported.complete,
         },

@@ -1,0 +1,126 @@
+"""What the audit log says of one person when pseudonyms are on: a text search or a list export
+filtered by that person is recorded about them (so the log's user filter and their data export
+find it); their data export never names an administrator, not even one typed into an audit log
+filter; and a person's id typed into the log's target filter finds what is recorded about them,
+while the read itself is recorded under their pseudonym, not the id. Over real HTTP on both
+stores (tests/stores.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from config import Settings
+from tests.admin.conftest import seeded
+from tests.admin.helpers import appservice_header
+from tests.conftest import AppFactory
+from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
+
+API = "/admin/api/conversations"
+ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-ada", name="Ada Admin")}
+ALICE = "alice@contoso.com"
+
+
+@pytest.fixture
+def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
+    return settings_on_store
+
+
+@pytest.fixture
+async def client(make_app: AppFactory) -> TestClient[Any, Any]:
+    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
+    me = await (await client.get("/admin/api/me", headers=ADMIN)).json()
+    client.session.headers["X-CSRF-Token"] = me["csrfToken"]
+    return client
+
+
+async def alices_pseudonym(client: TestClient[Any, Any]) -> str:
+    viewed = await (await client.get(f"{API}/conv-flagged", headers=ADMIN)).json()
+    return str(viewed["conversation"]["user"])
+
+
+async def test_a_search_and_a_list_export_filtered_by_a_person_are_recorded_about_them(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await alices_pseudonym(client)
+    searched = await client.get(API, params={"user": alice, "q": "expense"}, headers=ADMIN)
+    assert searched.status == 200
+    exported = await client.get(
+        "/admin/api/export/conversations", params={"user": alice, "format": "json"}, headers=ADMIN
+    )
+    assert exported.status == 200
+
+    log = await client.get("/admin/api/audit", params={"user": alice}, headers=ADMIN)
+    actions = [r["action"] for r in (await log.json())["items"]]
+    assert "search_conversations" in actions and "export_list" in actions
+
+    response = await client.post(
+        "/admin/api/users/export", json={"user": alice, "reason": "access request"}, headers=ADMIN
+    )
+    audit = json.loads(await response.text())["audit"]
+    about_her = {r["action"]: r["target"] for r in audit}
+    assert about_her["search_conversations"] == alice
+    assert about_her["export_list"] == alice
+
+
+async def test_a_persons_export_never_names_the_administrator_an_audit_filter_named(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await alices_pseudonym(client)
+    looked_up = await client.get(
+        "/admin/api/audit", params={"user": alice, "actor": "oid-bea"}, headers=ADMIN
+    )
+    assert looked_up.status == 200
+
+    response = await client.post(
+        "/admin/api/users/export", json={"user": alice, "reason": "access request"}, headers=ADMIN
+    )
+    audit = json.loads(await response.text())["audit"]
+
+    [read] = [r for r in audit if r["action"] == "read_audit"]
+    assert read["detail"]["filters"] == {"user": alice}
+    assert "oid-bea" not in json.dumps(audit) and "oid-ada" not in json.dumps(audit)
+
+
+async def test_a_persons_id_as_the_audit_target_finds_their_records_and_is_recorded_by_pseudonym(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await alices_pseudonym(client)
+    revealed = await client.post(
+        "/admin/api/reveal", json={"user": alice, "reason": "audit check"}, headers=ADMIN
+    )
+    assert (await revealed.json())["userId"] == ALICE
+
+    response = await client.get(
+        "/admin/api/audit", params={"target": ALICE, "action": "reveal_user"}, headers=ADMIN
+    )
+
+    assert response.status == 200
+    body = await response.json()
+    assert [r["target"] for r in body["items"]] == [alice]
+    reads = await client.get("/admin/api/audit", params={"action": "read_audit"}, headers=ADMIN)
+    text = await reads.text()
+    assert ALICE not in text
+    [read] = [r for r in (await reads.json())["items"] if "target" in r["detail"]["filters"]]
+    assert read["target"] == alice
+    assert read["detail"]["filters"]["target"] == alice
+
+
+async def test_a_conversations_id_as_the_audit_target_is_recorded_as_typed(
+    client: TestClient[Any, Any],
+) -> None:
+    assert (await client.get(f"{API}/conv-flagged", headers=ADMIN)).status == 200
+
+    response = await client.get(
+        "/admin/api/audit", params={"target": "conv-flagged"}, headers=ADMIN
+    )
+
+    assert [r["action"] for r in (await response.json())["items"]] == ["view_transcript"]
+    reads = await client.get("/admin/api/audit", params={"action": "read_audit"}, headers=ADMIN)
+    [read] = [r for r in (await reads.json())["items"] if "target" in r["detail"]["filters"]]
+    assert read["target"] == "conv-flagged"
+    assert read["detail"]["filters"]["target"] == "conv-flagged"
