@@ -225,6 +225,20 @@ _CHAT_PATH = "/chat/completions"
 _CHAT_OPTIONS: RequestOptions = {"security": {"bearer_auth": True}}
 
 
+class TokenUnavailable(Exception):
+    """The Entra ID token provider failed (the credential's own error is its cause)."""
+
+
+def _reported_as_token_failure(provider: TokenProvider) -> TokenProvider:
+    async def token() -> str:
+        try:
+            return await provider()
+        except Exception as exc:
+            raise TokenUnavailable(type(exc).__name__) from exc
+
+    return token
+
+
 class DeploymentClient:
     """One deployment, one SDK client (and its connection pool), reused for every call."""
 
@@ -235,6 +249,8 @@ class DeploymentClient:
         timeout_seconds: float,
     ) -> None:
         self.deployment = deployment
+        if token_provider is not None:
+            token_provider = _reported_as_token_failure(token_provider)
         # The field that caps the answer: reasoning models take only `max_completion_tokens`.
         self._output_limit = model_family(deployment.model).output_limit
         # Streams ask for the usage (include_usage). Azure and the v1 API then always end with a
@@ -324,6 +340,10 @@ class DeploymentClient:
             raise ModelError(
                 "stream_error", deployment=self.deployment.name, retryable=True, body=body
             ) from exc
+        except TokenUnavailable as exc:
+            # Entra ID gave no token (azure-identity's error, raised by the SDK outside its own
+            # wrapping): a deployment with a key of its own may still answer.
+            raise ModelError("auth", deployment=self.deployment.name, retryable=True) from exc
         except ValueError as exc:
             # A truncated or broken JSON body: the SDK's json.loads error escapes unwrapped.
             raise ModelError("malformed", deployment=self.deployment.name, retryable=True) from exc

@@ -219,7 +219,10 @@ class DeploymentRouter:
                     previous = name
                     continue
                 finally:
-                    health.trial_in_flight = False
+                    if half_open:
+                        # Only the trial ends the trial: an attempt that began before the
+                        # breaker opened may finish while the trial still runs.
+                        health.trial_in_flight = False
                 self._record_success(health, name)
                 return completion
             # Every deployment is cooling down: wait out a short cooldown (a burst of 429s with
@@ -273,14 +276,17 @@ class DeploymentRouter:
         now = time.monotonic()
         if error.status in (429, 503):
             self._telemetry.throttled.add(1, {"deployment": name, "status": error.status})
-        wait = error.retry_after
+        # Only throttling names a wait that means "come back later"; a retry-after on another
+        # status (a 500 from a proxy) is a failure all the same, counted towards the breaker.
+        wait = error.retry_after if error.status in (429, 503) else None
         if wait is None and error.status == 429:
             # Throttled without saying for how long: a cooldown of our own (a breaker opened by
             # 429s would outlast the throttling).
             wait = self._default_cooldown
         if wait is not None:
-            # Throttling is a cooldown, not a sign of a broken backend.
-            health.cooldown_until = now + wait
+            # Throttling is a cooldown, not a sign of a broken backend. A shorter wait answered
+            # to an earlier request does not cut a longer one short (a parked daily quota).
+            health.cooldown_until = max(health.cooldown_until, now + wait)
             event = "parked" if wait >= PARKED_AFTER_SECONDS else "throttled"
             log.warning(
                 "deployment %s",

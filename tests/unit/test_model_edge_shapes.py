@@ -4,6 +4,7 @@ in the message or not at all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ async def edge(unused_tcp_port: int) -> AsyncIterator[list[Answer]]:
     async def answer(request: web.Request) -> web.Response:
         await request.read()
         status, headers, body = answers.pop(0)
+        if "X-Test-Delay" in headers:  # answered that much later
+            await asyncio.sleep(float(headers["X-Test-Delay"]))
         return web.Response(status=status, headers=headers, body=body)
 
     app = web.Application()
@@ -160,3 +163,80 @@ async def test_a_deployment_answering_a_broken_body_fails_as_malformed_and_retry
     with pytest.raises(ModelError) as caught:
         await client.complete([{"role": "user", "content": "Leave?"}], 50)
     assert (caught.value.kind, caught.value.retryable) == ("malformed", True)
+
+
+async def test_a_retry_after_on_a_server_error_counts_towards_the_breaker(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    """Only a 429 or a 503 names a wait that means "come back later": a 500 that carries a
+    retry-after (a proxy's) is a failure, and failures open the breaker."""
+    router = DeploymentRouter([client], breaker_failures=2, deadline_seconds=5)
+    failed = json.dumps({"error": {"code": "500", "message": "The server had an error."}})
+    for _ in range(2):
+        edge.append(
+            (500, {"retry-after": "0", "Content-Type": "application/json"}, failed.encode())
+        )
+        with pytest.raises(ModelError):
+            await router.complete([{"role": "user", "content": "hello"}], 50)
+
+    health = router.health("edge")
+    assert health.cooldown_until == 0.0
+    assert health.breaker_open_until > time.monotonic()
+
+
+async def test_a_shorter_wait_does_not_cut_a_longer_cooldown_short(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    """Two calls in flight when the daily quota runs out: the one answered "retry after a
+    day" parks the deployment, and the other's "retry after 2 seconds" does not undo that."""
+    router = DeploymentRouter([client], deadline_seconds=5)
+    quota = json.dumps({"error": {"code": "429", "message": "Rate limit is exceeded."}}).encode()
+    edge.append((429, {"retry-after": "86400", "X-Test-Delay": "0.1"}, quota))
+    edge.append((429, {"retry-after": "2", "X-Test-Delay": "0.3"}, quota))
+
+    calls = [router.complete([{"role": "user", "content": "hello"}], 50) for _ in range(2)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert all(isinstance(outcome, ModelError) for outcome in outcomes)
+    assert router.health("edge").cooldown_until > time.monotonic() + 86000
+
+
+async def test_an_attempt_begun_before_the_breaker_opened_does_not_end_its_trial(
+    edge: list[Answer], client: DeploymentClient
+) -> None:
+    router = DeploymentRouter([client], deadline_seconds=5)
+    answer = json.dumps(azure_answer()).encode()
+    edge.append((200, {"Content-Type": "application/json", "X-Test-Delay": "0.3"}, answer))
+    early = asyncio.ensure_future(router.complete([{"role": "user", "content": "Leave?"}], 50))
+    await asyncio.sleep(0.1)
+    # Meanwhile the breaker opened, its time passed, and a trial call is on its way.
+    health = router.health("edge")
+    health.breaker_open_until = time.monotonic() - 1
+    health.trial_in_flight = True
+
+    await early
+
+    assert health.trial_in_flight, "only the trial's own outcome ends the trial"
+
+
+async def test_a_token_the_credential_cannot_give_is_a_retryable_auth_failure(
+    unused_tcp_port: int,
+) -> None:
+    """azure-identity's error comes through the SDK unwrapped: as a deployment failure it is
+    routed (another deployment may have a key) and counted, not an unexpected error."""
+
+    async def no_token() -> str:
+        raise RuntimeError("ManagedIdentityCredential authentication unavailable")
+
+    deployment = Deployment(
+        name="entra", endpoint=f"http://127.0.0.1:{unused_tcp_port}", deployment="gpt-4o"
+    )
+    model = DeploymentClient(deployment, token_provider=no_token, timeout_seconds=5)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await model.complete([{"role": "user", "content": "hello"}], 50)
+    finally:
+        await model.close()
+
+    assert (caught.value.kind, caught.value.retryable) == ("auth", True)
+    assert "authentication unavailable" not in str(caught.value)
