@@ -564,7 +564,11 @@ def read_chat_completion(content: bytes) -> ChatAnswer:
     if not isinstance(body, dict):
         raise ValueError("a chat completion is a JSON object")
     choices = _typed(body.get("choices"), list, [])
-    choice = _typed(choices[0], dict, {}) if choices else {}
+    if not choices:
+        # Azure answers a filtered prompt with a 400, never with a 200 that has no choice: such
+        # a body (a gateway's error object with status 200) is not an answer to show.
+        raise ValueError("a chat completion without a choice")
+    choice = _typed(choices[0], dict, {})
     message = _typed(choice.get("message"), dict, {})
     usage = _typed(body.get("usage"), dict, None)
     output_filters = _typed(choice.get("content_filter_results"), dict, None)

@@ -87,6 +87,8 @@ def test_old_previews_prompt_annotations_are_read_as_prompt_filter_results() -> 
         json.dumps(azure_answer(usage={"prompt_tokens": "12", "completion_tokens": 3})).encode(),
         json.dumps(azure_answer(usage={"prompt_tokens": True, "completion_tokens": 3})).encode(),
         json.dumps(azure_answer(prompt_filter_results={"hate": SAFE})).encode(),
+        json.dumps(azure_answer(choices=[])).encode(),
+        json.dumps({"error": {"code": "InternalServerError", "message": "Backend error"}}).encode(),
     ],
     ids=[
         "not an object",
@@ -98,6 +100,8 @@ def test_old_previews_prompt_annotations_are_read_as_prompt_filter_results() -> 
         "token count as text",
         "token count as boolean",
         "prompt filters not a list",
+        "no choice",
+        "an error object with status 200",
     ],
 )
 def test_a_body_of_the_wrong_shape_is_refused(body: bytes) -> None:
