@@ -1234,7 +1234,12 @@ class ChatService:
         rephrased retry) that keeps the usage, deployment and finish reason the model reported."""
         outcome.status = "empty_answer"
         delta.errors += 1
-        await _notify(channel, localize("empty_answer", turn.locale), outcome)
+        # A reasoning model can spend the whole output limit on its hidden reasoning: the
+        # question was not the problem, its size was.
+        notice = (
+            "empty_answer_length_limit" if completion.finish_reason == "length" else "empty_answer"
+        )
+        await _notify(channel, localize(notice, turn.locale), outcome)
         update: dict[str, object] = {"status": MessageStatus.ERROR, "error": "empty_answer"}
         if verdict.notable:
             update["filter"] = verdict.to_json()

@@ -20,6 +20,9 @@ LONG_MARKER = "[sim:long]"
 # A model that answers nothing at all: content "" with finish_reason "stop" (Azure does this,
 # rarely; the app must not show an empty message).
 EMPTY_MARKER = "[sim:empty]"
+# A reasoning model that spent the whole output limit reasoning: content "" with finish_reason
+# "length" (its reasoning tokens are billed all the same).
+EMPTY_AT_LENGTH_MARKER = "[sim:empty-length]"
 MAX_ECHO_CHARS = 200
 # The line the app puts before each person's message in a shared conversation, naming who wrote
 # it (the app's chat/speakers.py): who asked, not the question, so the reply neither quotes it
@@ -48,7 +51,7 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def compose_reply(templates: dict[str, Templates], messages: list[dict[str, Any]]) -> str:
     raw = AUTHOR_LINE.sub("", last_user_text(messages), count=1)
-    if EMPTY_MARKER in raw.lower():
+    if EMPTY_MARKER in raw.lower() or EMPTY_AT_LENGTH_MARKER in raw.lower():
         return ""
     question = " ".join(MARKER.sub(" ", raw).split())
     if len(question) > MAX_ECHO_CHARS:

@@ -29,7 +29,13 @@ from simulator.faults import (
     parse_fault_request,
 )
 from simulator.filters import Trigger, Verdict, judge, load_triggers
-from simulator.replies import Templates, compose_reply, last_user_text, load_templates
+from simulator.replies import (
+    EMPTY_AT_LENGTH_MARKER,
+    Templates,
+    compose_reply,
+    last_user_text,
+    load_templates,
+)
 from simulator.tokens import (
     REASONING_TOKENS,
     count_prompt_tokens,
@@ -479,6 +485,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     reply = make_reply(
         state.encoding, compose_reply(state.templates, chat.messages), chat.max_tokens
     )
+    if EMPTY_AT_LENGTH_MARKER in last_user_text(chat.messages).lower():
+        reply = Reply(pieces=[], finish_reason="length")
     first_token_delay_ms = config.time_to_first_token_ms
     if fault is not None and fault.mode == "slow_first_token":
         first_token_delay_ms += fault.delay_ms

@@ -457,3 +457,24 @@ async def test_a_reasoning_model_deployment_answers_and_its_hidden_tokens_are_bi
     assert answer.usage.completion == answer.tokens + REASONING_TOKENS
     summary = await store.find_summary(safe_id(f"{channel}:conv-1"))
     assert summary is not None and summary.completion_tokens == answer.usage.completion
+
+
+async def test_an_answer_empty_at_the_length_limit_says_the_limit_was_reached(
+    bot: TestClient[Any, Any], connector: RecordingConnector
+) -> None:
+    """A reasoning model that spent the whole output limit reasoning answers nothing with
+    `finish_reason: length`: the user is told the answer hit its limit, not to rephrase."""
+    activity = message_activity(connector.url, "Prove it all [sim:empty-length]")
+
+    assert await post(bot, activity) == 202
+    [reply] = await connector.wait_for_messages(1)
+    await settle(bot)
+
+    assert "length limit for one answer before writing any of it" in reply["text"]
+    assert "rephrase" not in reply["text"]
+    _, answer = await bot.server.app[STORE].conversation_messages(safe_id("test:conv-1"))
+    assert (answer.status, answer.error, answer.finish_reason) == (
+        MessageStatus.ERROR,
+        "empty_answer",
+        "length",
+    )
