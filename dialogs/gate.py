@@ -228,6 +228,11 @@ class ConversationGate:
             return False
         return found is not None
 
+    def _may_wait(self, turn: TurnInput) -> bool:
+        """Whether `turn`'s message may wait for the answer to the usage policy: a question for
+        the assistant, not an answer to the policy nor one the chat would refuse."""
+        return consent_answer(turn.text) is None and not self._refused_by_chat(turn)
+
     def _refused_by_chat(self, turn: TurnInput) -> bool:
         """Blank (attachments only, too) or too long: the chat service's own rules
         (`ChatService._handle`), kept in step with it."""
@@ -329,6 +334,14 @@ class ConversationGate:
                 # what this turn read: a turn on another instance may close the question
                 # before this one writes.
                 await context.release()
+                question = dialog_context.active_dialog
+                if self._may_wait(turn) and self._question.waiting(question) is None:
+                    # Nothing waits (the first message was itself an answer, or blank): this
+                    # one does, as a first message would have. (With one waiting already, a
+                    # message that is no answer is taken for a reply to the question: one
+                    # question holds one message.)
+                    self._question.hold(question, _pending(turn))
+                    await self._asked_by.set(context, turn.activity_id)
                 return None, False
             await self._answered_by.set(context, turn.activity_id)
             outcome: dict[str, Any] = result.result or {}
@@ -344,8 +357,9 @@ class ConversationGate:
         )
         # A first message that is itself an answer ("I accept" to someone else's question in a
         # group chat, a "yes" or "no") is no consent to a policy this user has not seen, and no
-        # question for the assistant: the policy is shown and nothing waits.
-        pending = _pending(turn) if consent_answer(turn.text) is None else None
+        # question for the assistant: the policy is shown and nothing waits. Nor does a message
+        # the chat would refuse (a bare @mention, blank, too long).
+        pending = _pending(turn) if self._may_wait(turn) else None
         # `shared`: the question must say to @mention the bot (see dialogs.consent).
         await dialog_context.begin_dialog(
             CONSENT_DIALOG, {"pending": pending, "shared": turn.shared}
