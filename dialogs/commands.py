@@ -61,6 +61,10 @@ _NAME_END = re.compile("[:：,，;；、]")
 # slash ("／この文章を英語に翻訳して。") goes to the assistant.
 _WORD = re.compile(f"[0-9a-z_\\-{JAPANESE_LETTERS}]+")
 _MISTYPED_CHARS = 8
+_JAPANESE_LETTER = re.compile(f"[{JAPANESE_LETTERS}]")
+# What a Japanese IME types for the slash key when its input is not converted (after NFKC the
+# half-width one is the full-width one).
+_IME_SLASHES = ("・", "･")
 _HIRAGANA = re.compile("[\u3041-\u309f]")
 
 
@@ -73,6 +77,8 @@ class ParsedCommand:
 
 def parse_command(text: str) -> ParsedCommand | None:
     stripped = strip_edges(text)
+    if stripped[:1] in _IME_SLASHES:
+        return _ime_slash_command(stripped)
     if not stripped or stripped[0] not in "/／":
         return None
     head = re.match(r"(\S+)\s*(.*)", stripped, re.DOTALL)
@@ -93,9 +99,36 @@ def parse_command(text: str) -> ParsedCommand | None:
         return None
     name = match["name"].rstrip(_SENTENCE_END) or match["name"]
     command = _NAMES.get(name)
+    if command is None:
+        glued = _glued_to_japanese(token)
+        if glued is not None:
+            known, text_after = glued
+            return ParsedCommand(_NAMES[known], f"/{known}", f"{text_after} {head[2]}".strip())
     if command is None and not name.isascii() and not _mistyped(name):
         return None
     return ParsedCommand(command, f"/{name}", (match["args"] or "").strip())
+
+
+def _glued_to_japanese(token: str) -> tuple[str, str] | None:
+    """An English name with Japanese right after it, as people type with no space between the
+    two scripts (`/new東京の人口は？`): the name, and the text after it as written. A Japanese
+    name is never split so: `/新規事業の案` is a word of its own, not `/新規`."""
+    for end in range(2, len(token)):
+        known = unicodedata.normalize("NFKC", token[1:end]).lower()
+        if known in _NAMES and known.isascii() and _JAPANESE_LETTER.match(token[end:]):
+            return known, token[end:]
+    return None
+
+
+def _ime_slash_command(stripped: str) -> ParsedCommand | None:
+    """`・ヘルプ`: the slash key of a Japanese IME gives ・ unless converted. Only a message that
+    is a Japanese name and nothing else is taken for its command, as ・ also starts the items
+    of a list (`・新規顧客の件`, `・ヘルプデスク`)."""
+    name = unicodedata.normalize("NFKC", stripped[1:]).strip().rstrip(_SENTENCE_END)
+    command = _NAMES.get(name)
+    if command is None or name.isascii():
+        return None
+    return ParsedCommand(command, f"/{name}")
 
 
 def _mistyped(name: str) -> bool:

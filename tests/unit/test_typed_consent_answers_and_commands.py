@@ -129,6 +129,16 @@ def test_ambiguous_replies_are_no_answer(text: str) -> None:
         ("／ヘプル。", None, "/ヘプル", ""),
         ("/新規作成", None, "/新規作成", ""),
         ("/hlep", None, "/hlep", ""),
+        # An English name with Japanese right after it, no space between the two scripts.
+        ("/new東京の人口は？", Command.NEW, "/new", "東京の人口は？"),
+        ("／ｎｅｗ　東京", Command.NEW, "/new", "東京"),
+        ("/feedback回答が古い", Command.FEEDBACK, "/feedback", "回答が古い"),
+        ("/NEW東京 大阪", Command.NEW, "/new", "東京 大阪"),
+        # The slash key of a Japanese IME, unconverted: a Japanese name alone is its command.
+        ("・ヘルプ", Command.HELP, "/ヘルプ", ""),
+        ("･ﾍﾙﾌﾟ", Command.HELP, "/ヘルプ", ""),
+        ("・新規。", Command.NEW, "/新規", ""),
+        ("・使用量", Command.USAGE, "/使用量", ""),
     ],
 )
 def test_commands_are_found_past_a_sentence_end_and_invisible_characters(
@@ -156,6 +166,13 @@ def test_commands_are_found_past_a_sentence_end_and_invisible_characters(
         "/フィードバックヲオクル",
         "/usr/bin/env: python3",
         "/ばか：だめ",
+        # A Japanese name runs into the word it starts: no command there.
+        "/新規事業の案を出して",
+        # ・ starts a list's items: only a Japanese name alone after it is a command.
+        "・ヘルプデスクの電話番号",
+        "・新規 顧客の件",
+        "・help",
+        "・",
     ],
 )
 def test_what_is_no_command_word_is_not_a_command(text: str) -> None:
