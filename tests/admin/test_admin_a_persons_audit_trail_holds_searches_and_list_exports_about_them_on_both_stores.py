@@ -8,34 +8,19 @@ stores (tests/stores.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from config import Settings
-from tests.admin.conftest import seeded
-from tests.admin.helpers import appservice_header
-from tests.conftest import AppFactory
+from tests.admin import (
+    test_admin_a_persons_export_names_who_read_their_conversations_on_both_stores as readers,
+)
 from tests.stores import cosmos_server, settings_on_store, store_backend  # noqa: F401
 
-API = "/admin/api/conversations"
-ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-ada", name="Ada Admin")}
-ALICE = "alice@contoso.com"
-
-
-@pytest.fixture
-def make_settings(settings_on_store: Callable[..., Settings]) -> Callable[..., Settings]:  # noqa: F811
-    return settings_on_store
-
-
-@pytest.fixture
-async def client(make_app: AppFactory) -> TestClient[Any, Any]:
-    client = await seeded(await make_app(ADMIN_AUTH_MODE="appservice"))
-    me = await (await client.get("/admin/api/me", headers=ADMIN)).json()
-    client.session.headers["X-CSRF-Token"] = me["csrfToken"]
-    return client
+# The fixtures and names of the tests of who read a person's conversations: the same app.
+ADMIN, ALICE, API = readers.ADMIN, readers.ALICE, readers.API
+make_settings = readers.make_settings
+client = readers.client
 
 
 async def alices_pseudonym(client: TestClient[Any, Any]) -> str:
