@@ -2301,6 +2301,14 @@ class AuditFilters:
     echo: dict[str, str]
     # What the read's own record names as its target: the conversation or person looked for.
     target: str
+    # The filters as the read's own record holds them, where they differ from `echo`: a target
+    # typed as an id that may be a person's, by its pseudonym (links keep what was typed, so
+    # that the next page and the export look for the same records).
+    recorded: dict[str, str] | None = None
+
+    @property
+    def as_recorded(self) -> dict[str, str]:
+        return self.echo if self.recorded is None else self.recorded
 
 
 async def _audit_filters(request: web.Request) -> AuditFilters:
@@ -2323,6 +2331,7 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
     targets: list[str] | None = None
     named = echo.get("target") or echo.get("user", "")
     looked_for = named
+    recorded: dict[str, str] | None = None
     if named.startswith(PSEUDONYM_PREFIX):
         # A person, under each of their ids and keys (UnknownPseudonym: a 404, unrecorded).
         targets = _audit_targets(context, context.pseudonyms.user_id(named))
@@ -2346,12 +2355,14 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
             # A person's id typed as a target: what is recorded about them is under their
             # pseudonyms, so those are looked for too, and the read is recorded under theirs (the
             # log must not keep an id their erasure takes away everywhere else). An id that
-            # names a stored conversation is recorded as typed, as records about it name it.
+            # names a stored conversation is recorded as typed, as records about it name it;
+            # any other (a deleted conversation's, a tenant's) is recorded as a person's would
+            # be, as nothing tells them apart. Links keep what was typed.
             targets += _audit_targets(context, named)
             summary, unreadable = await transcript_summary(context.store, named)
             if summary is None and not unreadable:
                 looked_for = _audited_as(context, named)
-                echo["target"] = looked_for
+                recorded = {**echo, "target": looked_for}
     query = AuditQuery(
         action=action,
         except_actions=[] if action else [AUDIT_READ],
@@ -2360,7 +2371,7 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         since=moment_param(params, "since", end_of_day=False),
         until=moment_param(params, "until", end_of_day=True),
     )
-    return AuditFilters(query, echo, looked_for)
+    return AuditFilters(query, echo, looked_for, recorded)
 
 
 async def _audit_records(
@@ -2375,7 +2386,7 @@ async def _audit_records(
         raise BadRequest("error_limit_range", max=200)
     filters = await _audit_filters(request)
     token = request.query.get("continuation") or None
-    detail: dict[str, Any] = {"filters": filters.echo}
+    detail: dict[str, Any] = {"filters": filters.as_recorded}
     if token:
         detail["continued"] = True
     if page:
@@ -2625,7 +2636,7 @@ async def api_export_audit(request: web.Request) -> web.StreamResponse:
     if fmt not in AUDIT_EXPORT_FORMATS:
         raise BadRequest("error_audit_export_format")
     filters = await _audit_filters(request)
-    detail: dict[str, Any] = {"format": fmt, "filters": filters.echo}
+    detail: dict[str, Any] = {"format": fmt, "filters": filters.as_recorded}
     await _audit(request, "export_audit", filters.target, detail)
     content_type, extension = AUDIT_EXPORT_FORMATS[fmt]
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"

@@ -61,7 +61,11 @@ _NAME_END = re.compile("[:：,，;；、]")
 # slash ("／この文章を英語に翻訳して。") goes to the assistant.
 _WORD = re.compile(f"[0-9a-z_\\-{JAPANESE_LETTERS}]+")
 _MISTYPED_CHARS = 8
-_JAPANESE_LETTER = re.compile(f"[{JAPANESE_LETTERS}]")
+# What may follow an English name glued to it: a word in kanji or katakana (`/new東京`), never
+# hiragana, which starts the grammar around a name (`/newの使い方は？`, `/usageを見たい`).
+_KANJI_OR_KATAKANA = re.compile(
+    "[\u3005\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]"
+)
 # What a Japanese IME types for the slash key when its input is not converted (after NFKC the
 # half-width one is the full-width one).
 _IME_SLASHES = ("・", "･")
@@ -110,12 +114,13 @@ def parse_command(text: str) -> ParsedCommand | None:
 
 
 def _glued_to_japanese(token: str) -> tuple[str, str] | None:
-    """An English name with Japanese right after it, as people type with no space between the
-    two scripts (`/new東京の人口は？`): the name, and the text after it as written. A Japanese
-    name is never split so: `/新規事業の案` is a word of its own, not `/新規`."""
+    """An English name with a Japanese word right after it, as people type with no space
+    between the two scripts (`/new東京の人口は？`): the name, and the text after it as written.
+    Not before hiragana (`/newの使い方は？` asks about the command); and a Japanese name is
+    never split so: `/新規事業の案` is a word of its own, not `/新規`."""
     for end in range(2, len(token)):
         known = unicodedata.normalize("NFKC", token[1:end]).lower()
-        if known in _NAMES and known.isascii() and _JAPANESE_LETTER.match(token[end:]):
+        if known in _NAMES and known.isascii() and _KANJI_OR_KATAKANA.match(token[end:]):
             return known, token[end:]
     return None
 

@@ -339,9 +339,9 @@ class ConversationGate:
                     # Nothing waits (the first message was itself an answer, or blank): this
                     # one does, as a first message would have. (With one waiting already, a
                     # message that is no answer is taken for a reply to the question: one
-                    # question holds one message.)
+                    # question holds one message.) The message that asked stays marked as such:
+                    # sent again, that first "yes" must not be taken for consent.
                     self._question.hold(question, _pending(turn))
-                    await self._asked_by.set(context, turn.activity_id)
                 return None, False
             await self._answered_by.set(context, turn.activity_id)
             outcome: dict[str, Any] = result.result or {}

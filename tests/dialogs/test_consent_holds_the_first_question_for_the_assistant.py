@@ -50,3 +50,29 @@ async def test_a_blank_first_message_waits_for_nothing(
     assert "Thank you" in thanks["text"]
     assert "message you sent before" not in thanks["text"]
     assert await model_calls(simulator_url) == calls
+
+
+async def test_an_early_answer_redelivered_after_a_later_question_waits_is_not_consent(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_v1: Path,  # noqa: F811
+) -> None:
+    """The first "I accept", sent before the policy was shown, stays the message that asked the
+    question when a later one takes the waiting place: sent again, it is still no consent."""
+    first = await controlled_app(USAGE_POLICY_FILE=str(policy_v1))
+    chat = Chat(first, connector)
+    [question] = await chat.replies_to("I accept", activity_id="early-1")
+    assert "usage policy of Contoso" in question["text"]
+    [reminder] = await chat.replies_to("What is the capital of France?", activity_id="ask-2")
+    assert "I accept" in reminder["text"]
+    await first.close()
+    calls = await model_calls(simulator_url)
+
+    restarted = Chat(await controlled_app(USAGE_POLICY_FILE=str(policy_v1)), connector)
+    assert await restarted.replies_to("I accept", activity_id="early-1") == []
+    assert await model_calls(simulator_url) == calls
+
+    thanks, answer = await restarted.send_expecting("I accept", 2)
+    assert "message you sent before" in thanks["text"]
+    assert "capital of France" in answer["text"]

@@ -166,8 +166,13 @@ def test_commands_are_found_past_a_sentence_end_and_invisible_characters(
         "/フィードバックヲオクル",
         "/usr/bin/env: python3",
         "/ばか：だめ",
-        # A Japanese name runs into the word it starts: no command there.
+        # A Japanese name runs into the word it starts: no command there; nor does an English
+        # name before hiragana, which asks about it.
         "/新規事業の案を出して",
+        "/newの使い方は？",
+        "/feedbackの送り方を教えて",
+        "/newって何？",
+        "/usageを見たい",
         # ・ starts a list's items: only a Japanese name alone after it is a command.
         "・ヘルプデスクの電話番号",
         "・新規 顧客の件",
