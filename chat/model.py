@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
+import aiohttp
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletionMessageParam
@@ -225,6 +226,17 @@ _CHAT_PATH = "/chat/completions"
 _CHAT_OPTIONS: RequestOptions = {"security": {"bearer_auth": True}}
 
 
+def _connection_dropped(error: BaseException) -> bool:
+    """Whether aiohttp's own error under `error` says the connection was lost rather than that
+    time ran out."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return not isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError)
+        cause = cause.__cause__
+    return False
+
+
 class TokenUnavailable(Exception):
     """The Entra ID token provider failed (the credential's own error is its cause)."""
 
@@ -327,8 +339,11 @@ class DeploymentClient:
                 body=body,
             ) from exc
         except openai.APITimeoutError as exc:
+            # The SDK's aiohttp transport reports a dropped connection (the server closed it,
+            # a reset) as a connect timeout: told apart by its cause, for the logs and metrics.
+            kind = "connection" if _connection_dropped(exc) else "timeout"
             raise ModelError(
-                "timeout", deployment=self.deployment.name, retryable=True, partial_text=text
+                kind, deployment=self.deployment.name, retryable=True, partial_text=text
             ) from exc
         except openai.APIConnectionError as exc:
             raise ModelError(

@@ -240,3 +240,41 @@ async def test_a_token_the_credential_cannot_give_is_a_retryable_auth_failure(
 
     assert (caught.value.kind, caught.value.retryable) == ("auth", True)
     assert "authentication unavailable" not in str(caught.value)
+
+
+async def answer_then(behaviour: str, unused_tcp_port: int) -> ModelError:
+    """A model call to a server that reads the request, then closes the connection without an
+    answer ("drop") or says nothing for longer than the client waits ("hang")."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1000)
+        if behaviour == "hang":
+            await asyncio.sleep(3)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", unused_tcp_port)
+    deployment = Deployment(
+        name="edge", endpoint=f"http://127.0.0.1:{unused_tcp_port}", deployment="d", api_key="k"
+    )
+    model = DeploymentClient(deployment, token_provider=None, timeout_seconds=0.5)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await model.complete([{"role": "user", "content": "hello"}], 50)
+        return caught.value
+    finally:
+        await model.close()
+        server.close()
+
+
+async def test_a_connection_the_deployment_drops_is_a_connection_failure_not_a_timeout(
+    unused_tcp_port: int,
+) -> None:
+    """The SDK's aiohttp transport reports it as a connect timeout; logs and metrics say what
+    happened."""
+    dropped = await answer_then("drop", unused_tcp_port)
+    assert (dropped.kind, dropped.retryable) == ("connection", True)
+
+
+async def test_a_deployment_that_says_nothing_in_time_is_a_timeout(unused_tcp_port: int) -> None:
+    silent = await answer_then("hang", unused_tcp_port)
+    assert (silent.kind, silent.retryable) == ("timeout", True)
