@@ -21,8 +21,10 @@ from chat.written import JAPANESE_LETTERS
 TEAMS_CHANNEL = "msteams"
 PERSONAL = "personal"
 
-# Spaces and tabs (and Teams' &nbsp;) next to a removed mention; newlines are kept.
-_BLANKS = "[ \t\u00a0]*"
+# Spaces and tabs (and Teams' &nbsp;, and the full-width space a Japanese keyboard types) next
+# to a removed mention; newlines are kept.
+_BLANK_CHARS = " \t\u00a0\u3000"
+_BLANKS = f"[{_BLANK_CHARS}]*"
 # Punctuation that belongs to the word before a removed mention ("hi <at>Bot</at>, please" is
 # "hi, please"). ASCII marks only when a blank, another mark or the end follows: ".NET" starts
 # a word.
@@ -35,7 +37,7 @@ _UNSPACED_SCRIPT = re.compile(f"[{JAPANESE_LETTERS}]")
 # What may follow a name used to address someone at the start of a message.
 _ADDRESS_SEPARATORS = frozenset(",:、，：")
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
-_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t\u00a0]*\n)+")
+_LEADING_BLANK_LINES = re.compile(rf"\A(?:{_BLANKS}\n)+")
 # A Japanese honorific that addresses the bot ("<at>Bot</at>さん、同意します"). Only before a
 # separator, a blank or the end: "さんかく", "ちゃんと" and "様子" start words of their own.
 _HONORIFIC = re.compile(r"\A(?:さん|さま|様|殿|くん|君|ちゃん)(?=[,:、，： \t\u00a0\u3000\n]|\Z)")
@@ -203,7 +205,7 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
             for index, (without, count, at_start) in enumerate(removals):
                 if count:
                     addressed = addressed or (at_start and not "".join(lines[:index]).strip())
-                    lines[index] = without.strip(" \t\u00a0")
+                    lines[index] = without.strip(_BLANK_CHARS)
         else:
             inner = _AT_TAG.fullmatch(mention.strip())
             if inner is not None:
@@ -211,16 +213,16 @@ def remove_bot_mentions(text: str, raw: dict[str, Any]) -> tuple[str, bool]:
             else:
                 # Untagged entity text: the tags of that name in the message give way to it.
                 lines = [_untag_named(line, _name(mention)) for line in lines]
-    text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(" \t\u00a0") for line in lines))
+    text = _LEADING_BLANK_LINES.sub("", "\n".join(line.rstrip(_BLANK_CHARS) for line in lines))
     text = text.rstrip()
     honorific = _HONORIFIC.match(text) if addressed else None
     if honorific is not None:
         # "<at>Bot</at>さん、同意します": the honorific belonged to the bot's name, which is gone.
-        text = _LEADING_BLANK_LINES.sub("", text[honorific.end() :].lstrip(" \t\u00a0\u3000"))
+        text = _LEADING_BLANK_LINES.sub("", text[honorific.end() :].lstrip(_BLANK_CHARS))
     if mentioned and _addressed_with(text):
         # "<at>Bot</at>, I accept": the comma addressed the bot, which is gone; the answer is
         # what follows. (Only the bot's mention leaves a separator first: others keep a name.)
-        text = text[1:].lstrip(" \t\u00a0")
+        text = text[1:].lstrip(_BLANK_CHARS)
     return text, mentioned
 
 

@@ -122,6 +122,25 @@ def test_an_honorific_right_after_the_bots_mention_at_the_start_goes_with_it(
     assert remove_bot_mentions(text, raw) == (expected, True)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<at>Bot</at>\u3000東京の天気は？", "東京の天気は？"),
+        ("<at>Bot</at>\u3000\u3000/help", "/help"),
+        ("東京の天気は？\u3000<at>Bot</at>", "東京の天気は？"),
+        ("\u3000\n<at>Bot</at>\u3000同意します\u3000", "同意します"),
+        # A full-width space inside the question is the user's own.
+        ("<at>Bot</at> 東京\u3000大阪", "東京\u3000大阪"),
+    ],
+)
+def test_full_width_spaces_around_the_bots_mention_go_with_it(text: str, expected: str) -> None:
+    """A Japanese keyboard types U+3000 for the space after a mention: it reached the model and
+    the stored message before."""
+    raw = {"recipient": {"id": BOT_ID}, "entities": [mention("Bot")]}
+
+    assert remove_bot_mentions(text, raw) == (expected, True)
+
+
 def test_an_honorific_after_someone_elses_mention_stays() -> None:
     raw = {"recipient": {"id": BOT_ID}, "entities": [mention("Ann", "29:ann"), mention("Bot")]}
 
