@@ -443,7 +443,9 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
             await turn_context.send_activity(welcome)
         except ConnectorError:
             log.warning("the welcome message was refused by the channel")
-            await self._forget_install(activity, raw)  # let a redelivery try again
+            # Teams does not send this update again (it was answered 202), but the install's
+            # next one (a member added, a reinstall) then welcomes instead of finding a marker.
+            await self._forget_install(activity, raw)
 
     def _welcome_text(self, locale: str) -> str:
         organization = self._profile.organization_name

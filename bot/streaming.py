@@ -123,7 +123,10 @@ def reply_channel_for(
         limit = replies.TEAMS_MAX_TEXT_UNITS
         if is_teams_personal(activity):
             return StreamingReplyChannel(
-                context, time_limit=TEAMS_STREAM_TIME_LIMIT_SECONDS, max_text_units=limit
+                context,
+                time_limit=TEAMS_STREAM_TIME_LIMIT_SECONDS,
+                max_text_units=limit,
+                locale=stoppable.locale if stoppable is not None else None,
             )
         return MessageReplyChannel(context, max_text_units=limit)
     if activity.channel_id in STREAMING_CHANNELS:
@@ -140,12 +143,14 @@ class StreamingReplyChannel:
         time_limit: float | None = None,
         stoppable: Stoppable | None = None,
         max_text_units: int | None = None,
+        locale: str | None = None,
     ) -> None:
         """`time_limit`: seconds a stream may stay open, counted from the informative update that
         opened it (None: no limit). `stoppable`: where the open stream is listed for the chat
         page's Stop (Web Chat channels only). `max_text_units`: the longest text one message may
         carry (UTF-16 code units): the stream shows no more, and the final message's text goes
-        out in several (None: no limit)."""
+        out in several (None: no limit). `locale`: the user's, for the notices the stream
+        itself sends (the stoppable's when not given)."""
         self._context = context
         self._max_text_units = max_text_units
         self._min_interval = min_interval
@@ -163,6 +168,7 @@ class StreamingReplyChannel:
         # Web Chat reads the stream from channelData and wants its thumbs on the AI label.
         self._web_chat = context.activity.channel_id in WEB_CHAT_CHANNELS
         self._stoppable = stoppable if self._web_chat else None
+        self._locale = locale if locale is not None else stoppable.locale if stoppable else None
         self._stop_requested = False
         self._cleared: Callable[[str], str] = lambda shown: shown
         # When the channel will not open a stream, the user waits for one plain message: a
@@ -278,11 +284,14 @@ class StreamingReplyChannel:
         )
         try:
             await self._send(activity)
-        except DeliveryFailed:
+        except DeliveryFailed as refused:
             # One lost update (throttled, a network blip) is not fatal: the next update or the
             # final message carries the whole text. Only a 403 (stopped) ends the stream.
             log.info("a streaming update was refused; continuing")
-            self._last_sent = time.monotonic()  # back off one interval (Teams throttles)
+            # Back off one interval, or as long as a 429's Retry-After asks (Teams throttles).
+            cause = refused.__cause__
+            wait = cause.retry_after if isinstance(cause, ConnectorError) else None
+            self._last_sent = time.monotonic() + max(0.0, (wait or 0.0) - self._min_interval)
             return
         self._shown = text_so_far
         self._last_sent = time.monotonic()
@@ -324,6 +333,13 @@ class StreamingReplyChannel:
                 extra={"event": "stopped_stream_notice"},
             )
             return await self._without_stream.final(whole)
+        except DeliveryImpossible:
+            raise  # no reply can go out at all: nothing would end the stream either
+        except DeliveryFailed:
+            if self._stream_id is not None:
+                # A notice replaces what was shown on purpose (a filtered answer): none of it stays.
+                await self._end_refused(keep_shown=not whole.is_notice)
+            raise
         await send_rest(self._context, rest)
         # Without a stream the plain message's own id is what a rating of it refers to.
         return self._stream_id or sent_id or None
@@ -361,7 +377,7 @@ class StreamingReplyChannel:
         # only what it has cleared. When that is nothing, a notice replaces the text, which the
         # turn keeps for reviewers only; a blocked answer's text goes likewise.
         kept = self._cleared(shown).rstrip()
-        locale = self._stoppable.locale if self._stoppable is not None else None
+        locale = self._locale
         if kept:
             activity = reply_activity(Reply(kept, ai_generated=True))
             activity.channel_data = None  # no feedbackLoopEnabled: no thumbs
@@ -379,6 +395,26 @@ class StreamingReplyChannel:
         except (DeliveryFailed, StreamStopped):
             log.info("the final message of a stopped stream was refused")
         raise StreamStopped(shown)
+
+    async def _end_refused(self, *, keep_shown: bool) -> None:
+        """The channel refused the final message (too large, throttled past the retries, a bad
+        request): Teams would keep the stream open, showing what was last sent as still being
+        written, until its own time limit fails it. A smaller final ends it: what the content
+        filter cleared of that text, with a notice that the rest could not be delivered."""
+        kept = self._cleared(self._shown).rstrip() if keep_shown else ""
+        key = "answer_not_delivered_in_full" if kept else "answer_not_delivered"
+        notice = localize(key, self._locale)
+        activity = reply_activity(Reply(f"{kept}\n\n{notice}" if kept else notice, is_notice=True))
+        activity.entities = [
+            StreamInfo("final", stream_id=self._stream_id),
+            *(activity.entities or []),
+        ]
+        try:
+            await self._send(activity)
+        except (DeliveryFailed, StreamStopped):
+            log.info("the final message that ends a refused stream was refused as well")
+            return
+        log.info("a refused final message was replaced", extra={"event": "final_replaced"})
 
     async def _send(self, activity: Activity) -> str:
         if self._web_chat:

@@ -45,6 +45,7 @@ class _Stream:
     last_text: str
     started_at: float
     finished: bool = False
+    final_refused: bool = False
 
 
 @dataclass
@@ -62,6 +63,10 @@ class TeamsChannel:
     # The largest request body Teams takes, in UTF-16 code units as it counts them (its 40 KB
     # scaled down for a test); a larger one gets 413 MessageSizeTooBig, and is a violation.
     max_body_units: int | None = None
+    # Set: a stream's first final message gets this status (413 MessageSizeTooBig, a 400...).
+    refuse_final_with: int | None = None
+    # Set: the stream's first update is throttled (429) with this Retry-After, in seconds.
+    throttle_first_update: int | None = None
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -136,6 +141,10 @@ class TeamsChannel:
         updates = sum(
             1 for c in self.calls if (streaminfo(c.body) or {}).get("streamType") == "streaming"
         )
+        if self.throttle_first_update is not None and updates == 1:
+            error = {"code": "Throttled", "message": "Too many requests."}
+            headers = {"Retry-After": str(self.throttle_first_update)}
+            return web.json_response({"error": error}, status=429, headers=headers)
         if self.stop_after_updates is not None and updates > self.stop_after_updates:
             stream.finished = True  # the user pressed Stop
             return _forbidden("ContentStreamNotAllowed")
@@ -150,6 +159,10 @@ class TeamsChannel:
         return web.Response(status=202)
 
     def _finish(self, body: dict[str, Any], info: dict[str, Any], stream: _Stream) -> web.Response:
+        if self.refuse_final_with is not None and not stream.final_refused:
+            stream.final_refused = True
+            error = {"code": "MessageSizeTooBig", "message": "The message is too large."}
+            return web.json_response({"error": error}, status=self.refuse_final_with)
         if self.stop_on_final:
             stream.finished = True
             return _forbidden("ContentStreamNotAllowed")

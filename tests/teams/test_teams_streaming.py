@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 
 import bot.streaming
 from app import QUOTAS, ROUTER, STORE
+from chat.texts import localize
 from controls.quotas import user_scope
 from controls.windows import day_window
 from storage.ids import safe_id
@@ -224,6 +225,64 @@ async def test_the_model_is_asked_while_thinking_is_on_its_way_and_the_final_end
     await settle(bot)
     _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
     assert (answer.status, answer.activity_id) == (MessageStatus.COMPLETE, "stream-1")
+
+
+async def test_a_throttled_update_waits_as_long_as_teams_asks_before_the_next(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    teams.throttle_first_update = 3
+    bot = await paced_bot(make_app, paced_simulator_url)
+    await bot.post("/api/messages", json=personal_message(teams.url, "Explain [sim:long]"))
+    [final] = await teams.wait_for_messages(1)
+
+    throttled, *later = teams.stream_calls("streaming")
+    assert throttled.status == 429
+    assert later, "the answer kept streaming after the wait"
+    assert later[0].at - throttled.at >= 2.9  # Retry-After, not the usual one second
+    assert final["text"].startswith(later[-1].body["text"])
+    assert teams.violations == []
+
+
+async def test_a_refused_final_message_ends_the_stream_with_what_was_shown_and_a_notice(
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+) -> None:
+    """Teams keeps a stream without its final open, shown as still being written, until its two
+    minutes fail it: a smaller final ends it at once, and the answer is stored as undelivered."""
+    teams.refuse_final_with = 413
+    bot = await paced_bot(make_app, paced_simulator_url)
+    await bot.post("/api/messages", json=personal_message(teams.url, "Explain [sim:long]"))
+    await teams.wait_for(lambda: any(c.status == 201 for c in teams.stream_calls("final")))
+
+    assert teams.violations == []
+    refused, ending = teams.stream_calls("final")
+    assert refused.status == 413
+    updates = teams.stream_calls("streaming")
+    shown = updates[-1].body["text"]
+    assert shown and refused.body["text"].startswith(shown)
+    assert ending.body["text"] == (
+        f"{shown}\n\n{localize('answer_not_delivered_in_full', 'en-US')}"
+    )
+    assert ending.body["entities"] == [
+        {"type": "streaminfo", "streamId": "stream-1", "streamType": "final"}
+    ]  # a notice: no AI label, no feedback buttons
+    assert "channelData" not in ending.body
+    await settle(bot)
+    _, answer = await bot.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.text == refused.body["text"]
+    assert (answer.status, answer.error) == (MessageStatus.ERROR, "delivery_failed")
+
+
+async def test_a_refused_final_message_before_any_text_was_shown_ends_the_stream_with_a_notice(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    teams.refuse_final_with = 400
+    await bot.post("/api/messages", json=personal_message(teams.url, "Hello", locale="ja-JP"))
+    await teams.wait_for(lambda: any(c.status == 201 for c in teams.stream_calls("final")))
+
+    refused, ending = teams.stream_calls("final")
+    assert refused.status == 400 and "Hello" in refused.body["text"]
+    assert ending.body["text"] == localize("answer_not_delivered", "ja-JP")
+    assert teams.violations == []
 
 
 async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled_message(
