@@ -32,6 +32,7 @@ import contextlib
 import functools
 import logging
 import math
+import random
 import re
 import time
 import uuid
@@ -151,6 +152,7 @@ log = logging.getLogger(__name__)
 _COSMOS_ID = re.compile(r"^[A-Za-z0-9_.:;@=+,!$'()*~\-]{1,255}$")
 # Read-modify-write loops (summaries, counters) give up after this many lost races.
 _MAX_RACES = 20
+_RETRY_WITH = 449
 # Messages and summaries carry no `ttl` of their own: the containers' defaultTtl, which Cosmos DB
 # counts from each item's last write (`_ts`), is RETENTION_DAYS, so a changed setting applies to
 # every item without a ttl of its own at once. Where a container's defaultTtl is not what the
@@ -501,6 +503,18 @@ def retention_ttl(item: Mapping[str, Any], retention_seconds: int, now: float) -
 
 def _status(exc: CosmosHttpResponseError) -> int:
     return int(exc.status_code or 0)
+
+
+async def _race_status(exc: CosmosHttpResponseError) -> int:
+    """The status a read-modify-write loop acts on. 449 (RetryWith) is Cosmos DB refusing a
+    write that met another one on the same item at that moment, asking for it to be sent again
+    (the SDK does not, in gateway mode); nothing was written, so it is a lost race, as a 412:
+    read again, after a short pause that parts the writers."""
+    status = _status(exc)
+    if status == _RETRY_WITH:
+        await asyncio.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter, not a secret
+        return 412
+    return status
 
 
 def _applied_deltas(summary: Mapping[str, Any] | None) -> list[str]:
@@ -1370,7 +1384,7 @@ class CosmosStore:
                     )
                     return
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
+                    if await _race_status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)  # changed or gone meanwhile: read again
             raise ETagMismatch(f"message replace lost {_MAX_RACES} races in a row")
@@ -1473,7 +1487,7 @@ class CosmosStore:
                         response_hook=self._hook(op),
                     )
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
+                    if await _race_status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)
                     continue
@@ -1516,7 +1530,7 @@ class CosmosStore:
                         response_hook=self._hook(op),
                     )
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
+                    if await _race_status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)
                     continue
@@ -1547,7 +1561,7 @@ class CosmosStore:
                 )
                 return
             except CosmosHttpResponseError as exc:
-                if _status(exc) not in (404, 412):
+                if await _race_status(exc) not in (404, 412):
                     raise
                 self._record(op, exc.headers)
         raise ETagMismatch(f"marking an answer lost {_MAX_RACES} races in a row")
@@ -1576,7 +1590,7 @@ class CosmosStore:
                 )
                 return
             except CosmosHttpResponseError as exc:
-                if _status(exc) not in (404, 412):
+                if await _race_status(exc) not in (404, 412):
                     raise
                 self._record(op, exc.headers)
         raise ETagMismatch(f"changing a title lost {_MAX_RACES} races in a row")
@@ -1598,7 +1612,8 @@ class CosmosStore:
 
     async def apply_summary_delta(self, delta: SummaryDelta) -> None:
         """Read, apply the shared arithmetic (`storage.summaries.apply_delta`), write back with
-        the read's ETag; a lost race (412, or 409 on a concurrent first write) reads again.
+        the read's ETag; a lost race (412, 449, 409 on a concurrent first write, or 404: the
+        summary was deleted after the read, and starts over) reads again.
         A patch cannot express this: it needs max(lastActivityAt), a set union of flag reasons
         and more than the 10 operations one patch allows. A stored summary that cannot be read
         starts over from this delta (logged), as a new conversation's does: replaced on the same
@@ -1641,7 +1656,7 @@ class CosmosStore:
                         )
                     return
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (409, 412):
+                    if await _race_status(exc) not in (404, 409, 412):
                         raise
                     self._record(op, exc.headers)
             raise ETagMismatch(f"summary update lost {_MAX_RACES} races in a row")
@@ -1844,7 +1859,7 @@ class CosmosStore:
                     self._seen_updates(item_id, doc)
                     return CounterResult(value=int(doc["total"]), allowed=True)
                 except CosmosHttpResponseError as exc:
-                    status = _status(exc)
+                    status = await _race_status(exc)
                     if status not in (404, 412):
                         raise
                     self._record(op, exc.headers)
@@ -1958,7 +1973,7 @@ class CosmosStore:
                     self._seen_updates(item_id, doc)
                     return UsageResult(allowed=True, counts=self._usage_seen(item_id, doc))
                 except CosmosHttpResponseError as exc:
-                    status = _status(exc)
+                    status = await _race_status(exc)
                     if status not in (404, 412):
                         raise
                     self._record(op, exc.headers)
@@ -2302,7 +2317,7 @@ class CosmosStore:
                         response_hook=self._hook(op),
                     )
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
+                    if await _race_status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)
                     raise ETagMismatch(f"ETag mismatch for state key {key!r}") from None
@@ -2426,7 +2441,8 @@ class CosmosStore:
             async for doc in self._query(
                 self._container("conversations"),
                 op,
-                "SELECT * FROM c WHERE c.userId = @uid ORDER BY c.lastActivityAt DESC",
+                # Ties in time by id, newest first, as SQLite (the admin list's composite index).
+                "SELECT * FROM c WHERE c.userId = @uid ORDER BY c.lastActivityAt DESC, c.id DESC",
                 [{"name": "@uid", "value": user_id}],
                 partition_key=user_id,
                 page_size=page_size,
@@ -2546,18 +2562,23 @@ class CosmosStore:
     async def _exported_states(
         self, user_id: str, page_size: int
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The state documents the user owns, by their stored id (one cross-partition query: the
-        container is keyed by id)."""
+        """The state documents the user owns, by key as SQLite (one cross-partition query: the
+        container is keyed by id). The stored id of an unsafe key sorts elsewhere, so they are
+        sorted here: a person owns a few (their dialog state, a waiting message, markers)."""
         op = "export_user"
         async with self._guard(op):
-            async for doc in self._query(
-                self._container("botstate"),
-                op,
-                "SELECT * FROM c WHERE c.owner = @uid ORDER BY c.id ASC",
-                [{"name": "@uid", "value": user_id}],
-                page_size=page_size,
-            ):
-                yield dict(doc.get("document") or {})
+            found = [
+                doc
+                async for doc in self._query(
+                    self._container("botstate"),
+                    op,
+                    "SELECT * FROM c WHERE c.owner = @uid",
+                    [{"name": "@uid", "value": user_id}],
+                    page_size=page_size,
+                )
+            ]
+        for doc in sorted(found, key=lambda doc: str(doc.get("rawId") or doc["id"])):
+            yield dict(doc.get("document") or {})
 
     async def count_user_conversations(self, user_id: str) -> ConversationCount:
         op = "count_user_conversations"
@@ -2638,7 +2659,7 @@ class CosmosStore:
                 )
                 return "replace"
             except CosmosHttpResponseError as exc:
-                if _status(exc) not in (404, 412):
+                if await _race_status(exc) not in (404, 412):
                     raise
                 self._record(op, exc.headers)
             current = await self._read_or_none(container, current["id"], current["userId"], op)
@@ -2795,7 +2816,7 @@ class CosmosStore:
                         response_hook=self._hook(op),
                     )
                 except CosmosHttpResponseError as exc:
-                    if _status(exc) not in (404, 412):
+                    if await _race_status(exc) not in (404, 412):
                         raise
                     self._record(op, exc.headers)
                     current = await self._read_or_none(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -57,6 +57,24 @@ class CosmosEdge:
     _lose_delay: float = 0.0
     _lose_times: int = 0
     lost: list[Seen] = field(default_factory=list)
+    # The next `_refuse_times` writes `_refuse` matches are answered `_refuse_status`, unsent.
+    _refuse: Callable[[Seen], bool] | None = None
+    _refuse_status: int = 0
+    _refuse_times: int = 0
+    # Run once before the next request `_before` matches is forwarded (another writer's change).
+    _before: Callable[[Seen], bool] | None = None
+    _before_action: Callable[[], Awaitable[object]] | None = None
+
+    def refuse_next(self, match: Callable[[Seen], bool], status: int, *, times: int = 1) -> None:
+        """Answer the next `times` requests `match` accepts with `status` (449 RetryWith, say)
+        without forwarding them: nothing is written."""
+        self._refuse, self._refuse_status, self._refuse_times = match, status, times
+
+    def before_next(
+        self, match: Callable[[Seen], bool], action: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run `action` once, just before the next request `match` accepts is forwarded."""
+        self._before, self._before_action = match, action
 
     def document_requests(self) -> list[Seen]:
         return [seen for seen in self.requests if "/docs" in seen.path]
@@ -101,6 +119,26 @@ async def cosmos_edge(upstream: str) -> AsyncIterator[CosmosEdge]:
                 status=edge.refuse_documents,
                 headers={"x-ms-activity-id": "5f0c1a2b-0000-4000-8000-000000000001"},
             )
+        arriving = Seen(request.method, request.path, headers, 0)
+        if edge._refuse is not None and edge._refuse(arriving):
+            edge._refuse_times -= 1
+            if edge._refuse_times <= 0:
+                edge._refuse = None
+            arriving.status = edge._refuse_status
+            edge.requests.append(arriving)
+            return web.json_response(
+                {
+                    "code": "RetryWith",
+                    "message": "Conflicting request to resource has been "
+                    "attempted. Retry to avoid conflicts.",
+                },
+                status=edge._refuse_status,
+                headers={"x-ms-activity-id": "5f0c1a2b-0000-4000-8000-000000000002"},
+            )
+        if edge._before is not None and edge._before(arriving):
+            action, edge._before, edge._before_action = edge._before_action, None, None
+            assert action is not None
+            await action()
         body = await request.read()
         forward = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with session.request(

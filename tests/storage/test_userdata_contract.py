@@ -6,7 +6,7 @@ import gc
 
 from storage.base import Store
 from storage.models import Feedback, Message, Role
-from tests.storage.support import delta, message
+from tests.storage.support import T0, delta, message
 from tests.stores import export_user
 
 
@@ -141,3 +141,20 @@ async def test_a_deleted_users_messages_are_not_kept_in_memory(store: Store) -> 
     assert not [text for text in in_memory if text.startswith("secret-")]
     # Other users' remembered messages stay (they are the point of remembering).
     assert await store.recent_messages("bob-9", 10)
+
+
+async def test_export_orders_states_by_key_and_conversations_of_one_moment_by_id(
+    store: Store,
+) -> None:
+    """Both stores give one person's export in the same order, whatever their ids hold (an
+    unsafe key is stored under another id in Cosmos DB) and however many share a time."""
+    keys = ["a_c", "B", "a0", "a/z"]
+    for key in keys:
+        await store.write_state(key, {"key": key}, None, owner="alice")
+    for conversation in ("b", "c", "a"):
+        await store.apply_summary_delta(delta(conversation, user_id="alice", messages=1, at=T0))
+
+    exported = await export_user(store, "alice")
+
+    assert [state["key"] for state in exported["states"]] == sorted(keys)
+    assert [c["conversationId"] for c in exported["conversations"]] == ["c", "b", "a"]
