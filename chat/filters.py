@@ -227,9 +227,12 @@ def parse_results(results: Any, source: Source) -> Verdict:
         if name == "error":
             # The filter itself failed: "not filtered", but recorded, whatever shape it came in.
             if isinstance(value, dict):
-                code, message = str(value.get("code", "")), str(value.get("message", ""))
+                code, message = value.get("code"), value.get("message")
+                code = "" if code is None else str(code)
+                message = "" if message is None else str(message)
             else:
-                code, message = "unknown", ""
+                # A bare string is the message (the code unknown); anything else says nothing.
+                code, message = "unknown", value if isinstance(value, str) else ""
             verdict.errors.append(FilterError(source, code, message))
             continue
         if name == "custom_blocklists":

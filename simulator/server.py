@@ -311,8 +311,8 @@ def stream_events(
     blocked = verdict.blocked_output_results
     sent = reply.cut_by_filter() if blocked is not None else reply
     events = [event(wire.first_stream_event(verdict.prompt_results))]
-    role_results: wire.JSON | None = None if verdict.async_mode else {}
-    role = wire.delta_choice({"role": "assistant", "content": ""}, results=role_results)
+    # The role chunk carries empty results in either filter mode (the reference's step 2).
+    role = wire.delta_choice({"role": "assistant", "content": ""}, results={})
     events.append(event(ids.chunk(role)))
     # Asynchronous mode: the filter judges each few chunks while the text streams on, one
     # group behind; the last group's annotation comes after the text (and the finish chunk).

@@ -248,6 +248,9 @@ async def test_async_pass_trigger_streams_annotations_that_all_pass(
     content = [c for c in chunks if c.choices and c.choices[0].delta and c.choices[0].delta.content]
     assert all("content_filter_results" not in extras(c.choices[0]) for c in content)
     assert chunks[-1].usage is not None
+    # The role chunk carries empty results, as in the default mode.
+    [role] = [c for c in chunks if c.choices and c.choices[0].delta and c.choices[0].delta.role]
+    assert extras(role.choices[0])["content_filter_results"] == {}
 
 
 async def test_async_pass_annotation_offsets_cover_the_text(

@@ -167,6 +167,20 @@ def test_filter_error_with_integer_or_string_code_is_not_filtered_but_recorded(
     assert verdict.notable
 
 
+def test_a_filter_error_without_a_code_or_as_a_bare_message_keeps_what_it_said() -> None:
+    without_code = parse_results(
+        {"error": {"code": None, "message": "The contents are not filtered"}}, "output"
+    )
+    bare = parse_results({"error": "The contents are not filtered"}, "prompt")
+
+    assert [(e.code, e.message) for e in without_code.errors] == [
+        ("", "The contents are not filtered")
+    ]
+    assert [(e.code, e.message) for e in bare.errors] == [
+        ("unknown", "The contents are not filtered")
+    ]
+
+
 def test_a_blocklist_whose_details_are_not_a_list_still_reads_its_verdict() -> None:
     verdict = parse_results({"custom_blocklists": {"filtered": True, "details": 7}}, "output")
     assert verdict.filtered_categories() == ["blocklist"]
