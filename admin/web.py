@@ -402,7 +402,10 @@ def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/admin/api/")
 
 
-def _secure_headers(response: web.StreamResponse) -> None:
+def _secure_headers(response: web.StreamResponse, request: web.Request) -> None:
+    if _reached_over_https(request):
+        # Browsers then never try the admin pages over plain http (a downgrade on the way).
+        response.headers["Strict-Transport-Security"] = HSTS
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on form
@@ -410,6 +413,10 @@ def _secure_headers(response: web.StreamResponse) -> None:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers.setdefault("Cache-Control", "no-store")
+
+
+# A year, this host only: the organization's other hosts are not ours to pin.
+HSTS = "max-age=31536000"
 
 
 @web.middleware
@@ -442,7 +449,7 @@ async def _errors_and_headers(request: web.Request, handler: Handler) -> web.Str
             },
         )
         response = _problem(request, AdminError(500, "internal_error", "error_internal"))
-    _secure_headers(response)
+    _secure_headers(response, request)
     return response
 
 
@@ -1677,7 +1684,7 @@ class _Download:
         self.response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
         # The error middleware adds these to what a handler returns, but by then a streamed
         # response's headers are long sent.
-        _secure_headers(self.response)
+        _secure_headers(self.response, request)
         self._pending: list[str] = []
 
     @property
@@ -1778,6 +1785,38 @@ def _requested_page(request: web.Request) -> str | None:
 def _base_url(request: web.Request) -> str:
     base = request.app[CONTEXT].settings.public_base_url
     return base.rstrip("/") if base else f"{request.scheme}://{request.host}"
+
+
+# The error codes of OAuth 2.0 and OpenID Connect (RFC 6749 4.1.2.1, OIDC Core 3.1.2.6) that an
+# identity provider sends back to the callback; anyone can put anything else there.
+_PROVIDER_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "invalid_request_uri",
+        "invalid_request_object",
+        "request_not_supported",
+        "request_uri_not_supported",
+        "registration_not_supported",
+    }
+)
+
+
+def _provider_error(request: web.Request) -> str:
+    """The callback's `error` for the log: a known code, else only that there was another."""
+    error = request.query.get("error")
+    if error is None:
+        return "none"
+    return error if error in _PROVIDER_ERRORS else "other"
 
 
 def _reached_over_https(request: web.Request) -> bool:
@@ -1896,7 +1935,7 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
         if not state or not hmac.compare_digest(state.encode(), str(flow["state"]).encode()):
             raise AuthError("state mismatch")
         if "code" not in request.query:
-            raise AuthError(f"identity provider error: {request.query.get('error', 'none')}")
+            raise AuthError(f"identity provider error: {_provider_error(request)}")
         claims = await context.oidc.redeem(
             request.query["code"],
             f"{_base_url(request)}/admin/auth/callback",

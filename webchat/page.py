@@ -173,14 +173,14 @@ class WebChatPage:
         )
         response.headers["Content-Security-Policy"] = self._csp(nonce)
         response.headers["Cache-Control"] = "no-store"
-        _hardening(response)
+        _hardening(response, request)
         return response
 
     async def _embed(self, request: web.Request) -> web.FileResponse:
         response = web.FileResponse(STATIC_DIR / "embed.js")
         response.content_type = "text/javascript"
         response.headers["Cache-Control"] = "no-cache"
-        _hardening(response)
+        _hardening(response, request)
         return response
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
@@ -190,7 +190,7 @@ class WebChatPage:
         response = web.FileResponse(STATIC_DIR / name)
         response.content_type = _STATIC_FILES[name]
         response.headers["Cache-Control"] = "no-cache"
-        _hardening(response)
+        _hardening(response, request)
         return response
 
     async def _bundle(self, request: web.Request) -> web.StreamResponse:
@@ -199,7 +199,7 @@ class WebChatPage:
         response = web.FileResponse(BUNDLE)
         response.content_type = "text/javascript"
         response.headers["Cache-Control"] = "no-cache"
-        _hardening(response)
+        _hardening(response, request)
         return response
 
     async def _config(self, request: web.Request) -> web.Response:
@@ -397,6 +397,15 @@ def _all_in_use() -> web.Response:
     return response
 
 
-def _hardening(response: web.StreamResponse) -> None:
+# A year, this host only: the organization's other hosts are not ours to pin.
+HSTS = "max-age=31536000"
+
+
+def _hardening(response: web.StreamResponse, request: web.Request) -> None:
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if request.secure or forwarded == "https":
+        # Reached over https (here, or at the front end that ended TLS, as App Service says):
+        # browsers then never try the chat page over plain http.
+        response.headers["Strict-Transport-Security"] = HSTS
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"

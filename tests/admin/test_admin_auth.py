@@ -338,6 +338,35 @@ async def test_oidc_callback_with_a_forged_state_is_refused(
     assert (await client.get(API)).status == 401
 
 
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [("access_denied", "access_denied"), ("<script>" + "x" * 4000, "other")],
+)
+async def test_oidc_callback_with_an_error_logs_only_a_known_code(
+    make_app: AppFactory,
+    entra: EntraStub,
+    oidc_settings: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    error: str,
+    logged: str,
+) -> None:
+    """Anyone can send a browser to the callback with any `error`: the log names only the
+    codes identity providers send."""
+    client = await make_app(**oidc_settings)
+    start = await client.get("/admin/login", allow_redirects=False)
+    state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+
+    with caplog.at_level(logging.INFO, logger="admin"):
+        failed = await client.get(
+            "/admin/auth/callback", params={"state": state, "error": error}, allow_redirects=False
+        )
+
+    assert failed.status == 401
+    [reason] = [r.reason for r in caplog.records if hasattr(r, "reason")]  # type: ignore[attr-defined]
+    assert reason == f"identity provider error: {logged}"
+    assert "<script>" not in caplog.text
+
+
 async def test_oidc_user_without_a_role_signs_in_but_is_forbidden(
     make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
 ) -> None:

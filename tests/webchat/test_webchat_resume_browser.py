@@ -7,6 +7,7 @@ Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Error as PlaywrightError
 
 from app import create_app
 from config import Settings
@@ -322,6 +324,61 @@ async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_person
         alices["conversationId"],
         grants[-2]["conversationId"],
     )
+    assert errors == []
+    await context.close()
+
+
+async def test_an_open_chat_refused_because_someone_else_signed_in_gives_them_a_clean_one(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """On a shared computer Bob signs in while Alice's chat is still open: her next message is
+    refused (her token is not his). The chat that starts then is Bob's, and carries nothing of
+    hers: not her transcript, not what she was typing."""
+    server = await serve_signed_in(
+        aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice")
+    )
+    context = await browser.new_context(locale="en-US", viewport={"width": 1000, "height": 800})
+    alice, bob = (
+        principal("0000000a-0000-0000-0000-00000000000a"),
+        principal("0000000b-0000-0000-0000-00000000000b"),
+    )
+    await sign_in(context, server, alice)
+    page = await context.new_page()
+    grants: list[dict[str, Any]] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    async def remember(response: Any) -> None:
+        if response.url.endswith("/api/directline/token") and response.status == 200:
+            grants.append(await response.json())
+
+    async def remember_unless_gone(response: Any) -> None:
+        # The page reloads right after the grant it got for Bob: its body may be gone by then.
+        with contextlib.suppress(PlaywrightError):
+            await remember(response)
+
+    page.on("response", remember_unless_gone)
+    await page.goto(str(server.make_url("/")))
+    await ready(page)
+    await ask(page, "Confidential: the merger closes in May", 1)
+
+    await sign_in(context, server, bob)
+    await send(page, "Draft: merger memo for the board")
+
+    bobs = "dl_0000000b-0000-0000-0000-00000000000b"
+
+    async def bobs_chat_is_open() -> bool:
+        return (
+            bool(grants)
+            and grants[-1]["userId"] == bobs
+            and await page.evaluate("document.body.getAttribute('data-ready') === 'true'")
+        )
+
+    await wait_until(bobs_chat_is_open)
+    await page.wait_for_timeout(1000)
+    assert await shows_exactly(page, [], [])
+    assert await page.input_value(SEND_BOX) == ""
+    assert (await kept(page) or {}).get("conversationId") == grants[-1]["conversationId"]
     assert errors == []
     await context.close()
 

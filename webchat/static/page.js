@@ -342,6 +342,15 @@
       return;
     }
     var grant = await response.json();
+    if (grant.userId !== old.userId) {
+      // Someone else is signed in now (a shared computer): nothing of the earlier person's
+      // chat goes to theirs, not the transcript, not what was typed. A reload shows a clean page.
+      old.over = true;
+      old.directLine.end();
+      forgetConversation();
+      window.location.reload();
+      return;
+    }
     await settled(old, 5000);
     var left = leftover(old);
     old.directLine.end();
@@ -755,6 +764,8 @@
     var current = {
       resumed: Boolean(how.resumed),
       replacement: Boolean(how.replacement),
+      // Whose chat this is: a start over for someone else carries nothing of it (`startOver`).
+      userId: grant.userId,
       online: false,
       over: false,
       posts: {},
