@@ -337,8 +337,7 @@ class StreamingReplyChannel:
             raise  # no reply can go out at all: nothing would end the stream either
         except DeliveryFailed:
             if self._stream_id is not None:
-                # A notice replaces what was shown on purpose (a filtered answer): none of it stays.
-                await self._end_refused(keep_shown=not whole.is_notice)
+                await self._end_refused(whole)
             raise
         await send_rest(self._context, rest)
         # Without a stream the plain message's own id is what a rating of it refers to.
@@ -396,15 +395,21 @@ class StreamingReplyChannel:
             log.info("the final message of a stopped stream was refused")
         raise StreamStopped(shown)
 
-    async def _end_refused(self, *, keep_shown: bool) -> None:
+    async def _end_refused(self, refused: Reply) -> None:
         """The channel refused the final message (too large, throttled past the retries, a bad
         request): Teams would keep the stream open, showing what was last sent as still being
-        written, until its own time limit fails it. A smaller final ends it: what the content
-        filter cleared of that text, with a notice that the rest could not be delivered."""
-        kept = self._cleared(self._shown).rstrip() if keep_shown else ""
-        key = "answer_not_delivered_in_full" if kept else "answer_not_delivered"
-        notice = localize(key, self._locale)
-        activity = reply_activity(Reply(f"{kept}\n\n{notice}" if kept else notice, is_notice=True))
+        written, until its own time limit fails it. A smaller final ends it: for an answer, what
+        the content filter cleared of the text shown, with a notice that the rest could not be
+        delivered; a notice (the reason a prompt was blocked, a reference number) is sent again
+        alone, as a plain notice, since it replaces what was shown on purpose."""
+        if refused.is_notice:
+            text = refused.text
+        else:
+            kept = self._cleared(self._shown).rstrip()
+            key = "answer_not_delivered_in_full" if kept else "answer_not_delivered"
+            notice = localize(key, self._locale)
+            text = f"{kept}\n\n{notice}" if kept else notice
+        activity = reply_activity(Reply(text, is_notice=True))
         activity.entities = [
             StreamInfo("final", stream_id=self._stream_id),
             *(activity.entities or []),

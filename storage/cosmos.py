@@ -1656,7 +1656,10 @@ class CosmosStore:
                         )
                     return
                 except CosmosHttpResponseError as exc:
-                    if await _race_status(exc) not in (404, 409, 412):
+                    # A 404 is a race only for a replace (the summary deleted after the read);
+                    # a create's is a missing container, not to be read again.
+                    races = (404, 409, 412) if current is not None else (409, 412)
+                    if await _race_status(exc) not in races:
                         raise
                     self._record(op, exc.headers)
             raise ETagMismatch(f"summary update lost {_MAX_RACES} races in a row")

@@ -285,6 +285,22 @@ async def test_a_refused_final_message_before_any_text_was_shown_ends_the_stream
     assert teams.violations == []
 
 
+async def test_a_refused_notice_ends_the_stream_with_the_same_notice(
+    bot: TestClient[Any, Any], teams: TeamsChannel
+) -> None:
+    """A notice says why (a blocked prompt, a limit, a reference number): sent again as it is,
+    never swapped for "ask again"."""
+    teams.refuse_final_with = 400  # not sent again by the connector: the stream must end it
+    await bot.post("/api/messages", json=personal_message(teams.url, "Say it [cf:hate]"))
+    await teams.wait_for(lambda: any(c.status == 201 for c in teams.stream_calls("final")))
+
+    finals = teams.stream_calls("final")
+    assert [c.status for c in finals] == [400, 201]
+    assert finals[-1].body["text"] == finals[0].body["text"]
+    assert localize("answer_not_delivered", "en-US") not in finals[-1].body["text"]
+    assert teams.violations == []
+
+
 async def test_channel_refusing_to_open_a_stream_gets_the_answer_as_one_labelled_message(
     bot: TestClient[Any, Any], teams: TeamsChannel
 ) -> None:
