@@ -335,8 +335,8 @@ class StreamingReplyChannel:
             return await self._without_stream.final(whole)
         except DeliveryImpossible:
             raise  # no reply can go out at all: nothing would end the stream either
-        except DeliveryFailed:
-            if self._stream_id is not None:
+        except DeliveryFailed as refused:
+            if self._stream_id is not None and _refused_for_its_content(refused):
                 await self._end_refused(whole)
             raise
         await send_rest(self._context, rest)
@@ -447,6 +447,15 @@ class StreamingReplyChannel:
                 raise StreamStopped(self._shown) from exc
             raise delivery_error(exc) from exc
         return str(response.id) if response is not None and response.id else ""
+
+
+def _refused_for_its_content(failed: DeliveryFailed) -> bool:
+    """Whether the channel refused that message itself (413 too large, 400 a bad request): a
+    smaller one may go through. A channel still throttling or failing after the connector's
+    retries (429, 412, 5xx), or unreachable, would refuse another as well."""
+    cause = failed.__cause__
+    status = cause.status if isinstance(cause, ConnectorError) else None
+    return status is not None and 400 <= status < 500 and status not in (408, 412, 429)
 
 
 def _mirror_stream_info(activity: Activity) -> None:
