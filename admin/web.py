@@ -1128,17 +1128,20 @@ def _transcript_head(
     }
 
 
-async def _record_search(request: web.Request, filters: Filters, **detail: Any) -> None:
-    """A text search reads message text, so it is audited as a transcript view is: each
-    request, before anything is read (no record, no result), with its filters as recorded
-    (`_audited_filters`: the user by pseudonym) and whether it goes on from an earlier page.
-    Every page is recorded: the continuation token is the store's, so a later page is no proof
-    that its first one was recorded."""
+async def _record_list_read(request: web.Request, filters: Filters, **detail: Any) -> None:
+    """A list shows each conversation's title, its first message's first line, and a text
+    search reads message text, so both are audited as a transcript view is: each request,
+    before anything is read (no record, no result), as `search_conversations` with a search
+    and `list_conversations` without, with its filters as recorded (`_audited_filters`: the
+    user by pseudonym) and whether it goes on from an earlier page. Every page is recorded: the
+    continuation token is the store's, so a later page is no proof that its first one was
+    recorded."""
     audited = _audited_filters(request.app[CONTEXT], filters)
     recorded: dict[str, Any] = {"filters": audited, **detail}
     if filters.continuation:
         recorded["continued"] = True
-    await _audit(request, "search_conversations", _list_target(audited), recorded)
+    action = "list_conversations" if filters.text is None else "search_conversations"
+    await _audit(request, action, _list_target(audited), recorded)
 
 
 def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict[str, Any]:
@@ -1152,11 +1155,10 @@ def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict
 
 
 async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict[str, Any]]:
-    """One page of the list (`page`: for the HTML page); a text search is recorded first."""
+    """One page of the list (`page`: for the HTML page), recorded first (`_record_list_read`)."""
     context = request.app[CONTEXT]
     filters = await _filters(request)
-    if filters.text is not None:
-        await _record_search(request, filters, **({"page": True} if page else {}))
+    await _record_list_read(request, filters, **({"page": True} if page else {}))
     result = await list_conversations(context.store, filters)
     body: dict[str, Any] = {
         "items": [
@@ -2560,7 +2562,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
     fmt = _export_format(request)
     filters = await _filters(request)
     if filters.text is not None:
-        await _record_search(request, filters, export=fmt)
+        await _record_list_read(request, filters, export=fmt)
     exported = await conversations_to_export(context.store, filters, EXPORT_MAX_CONVERSATIONS)
     items = [summary_view(s, context.pseudonyms, filters.query.user_ids) for s in exported.items]
     audited = _audited_filters(context, filters)

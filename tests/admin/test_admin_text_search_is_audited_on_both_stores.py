@@ -1,6 +1,7 @@
 """A text search of the conversation list (`q`) reads message text, so it is audited as a
 transcript view is: each request, list page and JSON API alike, before anything is read, with its
-filters (the user by pseudonym, never an id). A list without a search records nothing. Over real
+filters (the user by pseudonym, never an id). A list without a search shows each conversation's
+first line as its title, so it is recorded too (`list_conversations`). Over real
 HTTP, signed in through App Service's principal header, on both stores (tests/stores.py)."""
 
 from __future__ import annotations
@@ -115,7 +116,34 @@ async def test_no_search_reads_a_message_without_its_audit_record(
     assert refused.status == 503
     assert "conv-feedback" not in await refused.text()
     assert store.calls["recent_messages"] == 0, "no message is read without the record"
+    listed = await client.get(API, headers=REVIEWER)
+    assert listed.status == 503 and "conv-feedback" not in await listed.text()
+    assert store.calls["list_summaries"] == 0, "no title is read without the record"
+    store.clear()
     assert (await client.get(API, headers=REVIEWER)).status == 200
+
+
+async def test_a_list_without_a_search_is_recorded_with_its_filters_each_page(
+    client: TestClient[Any, Any],
+) -> None:
+    """Titles are first lines of messages: each list request, page or API, is on the log."""
+    await _list(client)
+    found = await _list(client, channel="directline")
+    bob = next(item["user"] for item in found["items"] if item["id"] == "conv-feedback")
+    page = await client.get("/admin/", params={"user": bob, "limit": "1"}, headers=REVIEWER)
+    assert page.status == 200
+
+    response = await client.get("/admin/api/audit", headers=ADMIN)
+    items = (await response.json())["items"]
+    listed = [item for item in reversed(items) if item["action"] == "list_conversations"]
+    assert [(item["target"], item["detail"]["filters"]) for item in listed] == [
+        ("", {}),
+        ("", {"channel": "directline"}),
+        (bob, {"user": bob}),
+    ]
+    assert all(item["actor"] == "oid-rita" for item in listed)
+    assert listed[2]["detail"]["page"] is True and "page" not in listed[0]["detail"]
+    assert await _searches(client) == []
 
 
 async def test_a_list_export_with_a_search_records_the_search_and_says_how_far_it_read(
