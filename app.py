@@ -537,8 +537,9 @@ def _close_time_left(app: web.Application) -> float:
 def _controls(app: web.Application, kept: KeptWrites) -> tuple[Quotas, ConversationGate]:
     """Quotas, rate limits, tenant/channel policy, consent and commands (controls/, dialogs/)."""
     settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
-    # A refusal about a user is recorded under the user's admin pseudonym, like a deletion.
-    refusals = RefusalLog(store, clock, name_user=app[PSEUDONYMS].pseudonym)
+    # A refusal about a user is recorded under the user's admin pseudonym, as the admin pages
+    # show it and a deletion is recorded.
+    refusals = RefusalLog(store, clock, name_user=app[PSEUDONYMS].of_person)
     limits = QuotaLimits(
         user_requests_per_minute=settings.quota_user_requests_per_minute,
         user_tokens_per_day=settings.quota_user_tokens_per_day,

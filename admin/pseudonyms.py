@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from storage.ids import person_ids
+
 PREFIX = "p-"
 _CONTEXT = [b"admin-user-pseudonym-v1"]
 
@@ -48,16 +50,16 @@ class Pseudonyms:
     def pseudonym(self, user_id: str) -> str:
         return _seal(self._siv, user_id)
 
+    def of_person(self, user_id: str) -> str:
+        """The pseudonym of the person behind a stored user id: that of the first of their ids
+        (`person_ids`), so that `dl_<object id>` and the object id name one person alike in
+        the pages, the audit log and the refusals recorded by the bot."""
+        return self.pseudonym(person_ids(user_id)[0])
+
     def every_pseudonym(self, user_id: str) -> list[str]:
         """The pseudonyms of a user id under the current key and each previous one (in that
         order): what the audit log may have named them by."""
         return [_seal(siv, user_id) for siv in (self._siv, *self._previous)]
-
-    def display(self, user_id: str) -> str:
-        """What a viewer sees for a user: the pseudonym unless pseudonymization is off."""
-        if not user_id:
-            return ""
-        return self.pseudonym(user_id) if self.enabled else user_id
 
     def resolve(self, reference: str) -> str | None:
         """The user id behind a pseudonym of the current key or a previous one; None when it is

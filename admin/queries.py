@@ -66,7 +66,9 @@ def shown_user(pseudonyms: Pseudonyms, user_id: str) -> str:
     """What a viewer sees for a stored user id: the person's pseudonym, the same for both of
     their ids (so a reveal names their object id), or the id as stored when pseudonymization
     is off."""
-    return pseudonyms.display(person_ids(user_id)[0] if pseudonyms.enabled else user_id)
+    if not user_id:
+        return ""
+    return pseudonyms.of_person(user_id) if pseudonyms.enabled else user_id
 
 
 class BadRequest(ValueError):

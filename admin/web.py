@@ -1276,7 +1276,7 @@ def _audited_as(context: AdminContext, user_id: str) -> str:
     data and should not bring the user id back (an admin can reveal it with the same key). It
     is the pseudonym of their first stored id, so the records of one person agree whichever of
     their ids was named."""
-    return context.pseudonyms.pseudonym(person_ids(user_id)[0])
+    return context.pseudonyms.of_person(user_id)
 
 
 def _audit_targets(context: AdminContext, user_id: str) -> list[str]:

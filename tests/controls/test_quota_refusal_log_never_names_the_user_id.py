@@ -1,6 +1,6 @@
 """A user's quota refusal is logged, and the log goes to Application Insights, where it outlives
 the user's deletion: like the audit record, it names the user by the admin pseudonym, never by
-the user id (which is also in the refused scope)."""
+the user id (which is also in the refused scope), and by the one the admin pages show for them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 
 import pytest
 
+from admin.queries import shown_user
+from app import PSEUDONYMS
 from controls.quotas import user_scope
 from tests.controls.support import Chat, ControlledApp
 from tests.support import RecordingConnector
@@ -35,6 +37,9 @@ async def test_a_quota_refusal_log_line_names_the_user_by_the_audit_records_pseu
     assert event.scope == audit.target  # type: ignore[attr-defined]
     assert event.limit == "user_requests_per_minute"  # type: ignore[attr-defined]
     raw_id = user_id.removeprefix("dl_")
+    # As the admin pages name the person, whether they came through Direct Line (`dl_`) or not.
+    assert audit.target == client.server.app[PSEUDONYMS].pseudonym(raw_id)
+    assert audit.target == shown_user(client.server.app[PSEUDONYMS], user_id)
     # The Cosmos DB SDK's request lines name documents; the app keeps the SDK at WARNING.
     for record in caplog.records:
         if record.name.startswith("azure.") and record.levelno < logging.WARNING:
