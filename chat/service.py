@@ -833,6 +833,7 @@ class ChatService:
                 outcome,
                 judged=watch.judged(stopped.shown_text),
                 verdict=self._stream_verdict(user_message, delta, outcome),
+                deployment=watch.deployment,
             )
             return
         except TimeoutError:
@@ -1333,8 +1334,10 @@ class ChatService:
         *,
         judged: bool = True,
         verdict: Verdict | None = None,
+        deployment: str = "",
     ) -> None:
-        """The user stopped the stream: keep what they saw, as a partial answer. `finished`: the
+        """The user stopped the stream: keep what they saw, as a partial answer, with the
+        `deployment` that wrote it. `finished`: the
         model had answered in full (stopped at the final message), so its usage is known. Text
         the content filter had not judged yet (`judged` false: the asynchronous filter's verdicts
         come after the text) is no answer: it is kept for reviewers only, in an error record that
@@ -1348,7 +1351,7 @@ class ChatService:
             # generated, estimated as the window and what the user saw (the broken stream's way).
             prompt_tokens=finished.prompt_tokens if finished else outcome.window_tokens,
             completion_tokens=finished.completion_tokens if finished else shown_tokens,
-            deployment=finished.deployment if finished else "",
+            deployment=finished.deployment if finished else deployment,
             latency_ms=int((time.monotonic() - started) * 1000),
         )
         answer = self._answer_message(user_message, completion, None, outcome)
@@ -1486,6 +1489,7 @@ class ChatService:
                 outcome,
                 completion if finished else None,
                 verdict=verdict,
+                deployment=completion.deployment,
             )
             return False
         except DeliveryUnknown as unknown:

@@ -107,6 +107,8 @@ async def test_only_the_users_stop_of_the_open_stream_ends_it_and_it_is_stored_a
     assert answer.role is Role.ASSISTANT
     assert answer.status is MessageStatus.PARTIAL and answer.finish_reason == "stopped"
     assert answer.text == shown
+    # Which deployment wrote it, as for a whole answer (the review page shows it).
+    assert answer.deployment == "default"
     assert "Tip: remove the marker" not in answer.text
     # Azure bills the prompt of a stopped stream too: stored as the window's estimate, with the
     # tokens the user saw; the summary's totals count them.
