@@ -18,6 +18,11 @@ _BLANK = f"[\\s{INVISIBLE}]"
 _LEADING = re.compile(f"{_BLANK}*")
 _BLANK_LINE = re.compile(f"{_BLANK}*\\Z")
 _NO_INVISIBLE = str.maketrans(dict.fromkeys(INVISIBLE))
+# Control characters that are neither whitespace nor line breaks (NUL, backspace, escape,
+# delete, the C1 controls but NEL): no keyboard types them and no chat shows them, but a paste
+# or a script can send them, and the review pages would print them raw. They carry nothing.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F, *range(0x80, 0x85), *range(0x86, 0xA0)]
+_NO_CONTROLS = str.maketrans(dict.fromkeys(_CONTROLS))
 
 # The characters of Japanese words: the iteration mark 々, hiragana, katakana (with ー and ・),
 # CJK ideographs (extension A, unified, compatibility) and half-width katakana.
@@ -36,7 +41,9 @@ def strip_edges(text: str) -> str:
 def as_written(text: str) -> str:
     """A message as the user wrote it, from its first non-blank line on: pasted code keeps its
     first line's indentation. Leading blank lines, trailing whitespace and invisible characters
-    at either edge carry nothing; a blank message is empty."""
+    at either edge carry nothing, nor do control characters anywhere; a blank message is
+    empty."""
+    text = text.translate(_NO_CONTROLS)
     lines = text[: _start_of_trailing(text)].splitlines(keepends=True)
     while lines and _BLANK_LINE.match(lines[0]):
         lines.pop(0)

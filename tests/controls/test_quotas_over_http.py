@@ -178,6 +178,7 @@ async def test_empty_attachment_only_and_too_long_messages_do_not_use_up_the_req
 
     assert "message was empty" in (await chat.send(" "))["text"]
     assert "message was empty" in (await chat.send(" \n "))["text"]
+    assert "message was empty" in (await chat.send("\x00\u200b\x1b"))["text"]
     assert "attachments are not sent" in (await chat.send("", attachments=picture))["text"]
     assert "too long" in (await chat.send("x" * 101))["text"]
     assert "too long" in (await chat.send(" " * 100 + "x"))["text"]  # indentation counts
