@@ -340,12 +340,17 @@ class KeptWrites:
             else:
                 try:
                     await self._write(write)
-                except Exception:
-                    # Kept, and everything behind it (summary updates go in order).
+                except Exception as exc:
+                    # Kept, and everything behind it (summary updates go in order). By the
+                    # error's type only: an error of another kind than the store's could carry
+                    # the document, and its text, in its message.
                     log.info(
                         "a kept write failed again",
-                        exc_info=True,
-                        extra={"event": "turn_write_retry", "ref": write.ref},
+                        extra={
+                            "event": "turn_write_retry",
+                            "ref": write.ref,
+                            "error": type(exc).__name__,
+                        },
                     )
                     return False
                 log.info(
