@@ -90,7 +90,7 @@ async def test_a_rating_of_a_kept_answer_waits_for_it_and_one_that_cannot_be_kep
 
 
 async def test_a_kept_write_that_fails_again_is_logged_by_its_errors_type_never_its_message(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any error may come out of a write (the store's own carry no text), and one of another
     kind could hold the document in its message: the log, which goes to Application Insights,
@@ -101,8 +101,7 @@ async def test_a_kept_write_that_fails_again_is_logged_by_its_errors_type_never_
     async def failing(_: Message) -> bool:
         raise ValueError("could not write 'an answer to u-1'")
 
-    written = store.add_message
-    store.add_message = failing  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "add_message", failing)
     with caplog.at_level(logging.INFO, logger="chat.kept"):
         assert await kept.write_now("c") is False
 
@@ -110,6 +109,6 @@ async def test_a_kept_write_that_fails_again_is_logged_by_its_errors_type_never_
     assert retry.error == "ValueError"  # type: ignore[attr-defined]
     assert retry.exc_info is None
     assert "an answer to" not in caplog.text
-    store.add_message = written  # type: ignore[method-assign]
+    monkeypatch.undo()
     assert await kept.write_now("c")
     await kept.close()
