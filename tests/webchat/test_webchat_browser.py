@@ -156,6 +156,29 @@ async def test_the_page_tells_users_that_conversations_are_stored_and_may_be_rev
     await page.context.close()
 
 
+async def test_a_page_whose_configuration_cannot_load_says_so_under_a_heading_in_its_language(
+    browser: Any, server: TestServer
+) -> None:
+    context = await browser.new_context(locale="ja-JP")
+    page = await context.new_page()
+
+    async def refuse(route: Any) -> None:
+        await route.fulfill(status=503, body="")
+
+    await page.route("**/webchat/config.json", refuse)
+    await page.goto(str(server.make_url("/")))
+    status = page.locator("#status")
+    await wait_until(status.inner_text)
+
+    assert await status.inner_text() == (
+        "現在アシスタントを利用できません。しばらくしてからもう一度お試しください。"
+    )
+    assert await page.locator("h1").inner_text() == "アシスタント"
+    assert await page.title() == "アシスタント"
+    assert await page.evaluate("document.documentElement.lang") == "ja"
+    await context.close()
+
+
 async def test_model_html_is_shown_as_text_and_never_runs(browser: Any, server: TestServer) -> None:
     page, grant = await open_page(browser, server)
     payload = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**'

@@ -18,6 +18,7 @@
       usagePolicy: 'Usage policy: before your first question, you will be asked to accept the ' +
         'usage policy of {organization} (version {version}).',
       simulator: 'Replies come from a local simulator, not a real model.',
+      title: 'Assistant',
       signIn: 'Please sign in to use the assistant.',
       unavailable: 'The assistant is not available right now. Please try again later.',
       tooManyChats: 'Too many chats were opened in a short time. The chat opens again in a few ' +
@@ -43,6 +44,7 @@
       usagePolicy: '利用ポリシー: 最初の質問の前に、{organization}の利用ポリシー' +
         '（バージョン {version}）への同意をお願いします。',
       simulator: '回答はローカルのシミュレーターが生成したもので、実際のモデルによるものではありません。',
+      title: 'アシスタント',
       signIn: 'アシスタントを使うにはサインインしてください。',
       unavailable: '現在アシスタントを利用できません。しばらくしてからもう一度お試しください。',
       tooManyChats: '短時間に多くのチャットが開かれました。数秒後にチャットが再び開きます。',
@@ -80,6 +82,10 @@
   var store = null;
 
   document.documentElement.lang = language;
+  // Until the configuration names the assistant (and if it cannot be loaded), in the reader's
+  // language, as the notice under it is.
+  document.title = text.title;
+  byId('title').textContent = text.title;
   byId('webchat').setAttribute('aria-label', text.chatLabel);
 
   // Shown like the simulator's note, first in <main>, before anything can be typed.
