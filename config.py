@@ -90,13 +90,15 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_RETENTION_DAYS = 24_855
 
 
-def _without_user_info(value: str, name: str) -> str:
+# The URL checks' messages do not name the setting: the error's location does (the setting's
+# alias, or a deployment's field), so each line names it once.
+def _without_user_info(value: str) -> str:
     """Endpoint URLs are logged at start-up, and DIRECT_LINE_ENDPOINT is sent to browsers (the
     page's Content-Security-Policy, the token's `domain`): `https://user:password@host` would
     publish the password. Each service's credential has a setting of its own."""
     if "@" in urlsplit(value).netloc:
         raise ValueError(
-            f"{name} must not hold a user name or password (user:password@host): the URL is "
+            "must not hold a user name or password (user:password@host): the URL is "
             "logged and may be shown in pages; credentials have settings of their own"
         )
     return value
@@ -107,23 +109,23 @@ def _without_user_info(value: str, name: str) -> str:
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 
 
-def _api_version(value: str, name: str) -> str:
+def _api_version(value: str) -> str:
     if not _API_VERSION.fullmatch(value):
         raise ValueError(
-            f"{name} must be an Azure OpenAI API version such as 2024-10-21 or 2025-04-01-preview"
+            "must be an Azure OpenAI API version such as 2024-10-21 or 2025-04-01-preview"
         )
     return value
 
 
-def _https_or_loopback(value: str, name: str, *, query_allowed: bool = False) -> str:
+def _https_or_loopback(value: str, *, query_allowed: bool = False) -> str:
     """`query_allowed`: a URL that may carry a query of the service's (Entra ID's metadata takes
     `?appid=`); the others never have one, and one would be logged at start-up with the URL
     (a `?subscription-key=` or `?sig=` there would publish it)."""
-    _without_user_info(value, name)
+    _without_user_info(value)
     parts = urlsplit(value)
     if (parts.query or parts.fragment) and not query_allowed:
         raise ValueError(
-            f"{name} must not have a query or fragment (?... or #...): the URL is logged at "
+            "must not have a query or fragment (?... or #...): the URL is logged at "
             "start-up; keys and credentials have settings of their own"
         )
     if parts.scheme == "https" and parts.hostname:
@@ -131,7 +133,7 @@ def _https_or_loopback(value: str, name: str, *, query_allowed: bool = False) ->
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
         return value.rstrip("/")
     raise ValueError(
-        f"{name} must be an https:// URL (plain http is accepted only on loopback, for simulators)"
+        "must be an https:// URL (plain http is accepted only on loopback, for simulators)"
     )
 
 
@@ -156,7 +158,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        return _https_or_loopback(value, "endpoint")
+        return _https_or_loopback(value)
 
     @field_validator("api_version", mode="before")
     @classmethod
@@ -167,7 +169,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("api_version")
     @classmethod
     def _api_version_is_one(cls, value: str) -> str:
-        return _api_version(value.strip(), "api_version")
+        return _api_version(value.strip())
 
 
 def load_deployments(path: Path) -> list[DeploymentSpec]:
@@ -314,6 +316,32 @@ def _known_channel(number: int, entry: str) -> str:
         f"entry {number}{shown} is not a channel id of this app: use "
         f"{', '.join(KNOWN_CHANNELS)} (Teams is msteams)"
     )
+
+
+# A serviceUrl's host may be a container's or machine's name with `_` (Compose services), which
+# urlsplit passes on as it is: unlike an origin's, it may match.
+_REPLY_HOST_NAME = re.compile(
+    r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
+)
+NOT_A_REPLY_HOST = (
+    "is not a host name or IP address: each entry is the host of a serviceUrl replies may go "
+    "to (localhost, 10.0.0.4, ::1), with no scheme, port, path or brackets"
+)
+
+
+def _reply_host(number: int, entry: str) -> str:
+    host = entry.lower()
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            pass
+        else:
+            return host
+    elif _REPLY_HOST_NAME.match(host):
+        return host
+    # Not repeated: the file's errors quote no setting's value.
+    raise ValueError(f"entry {number} {NOT_A_REPLY_HOST}")
 
 
 def _tenant_id(number: int, entry: str) -> str:
@@ -518,6 +546,14 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
 
+    @field_validator("anonymous_service_url_hosts")
+    @classmethod
+    def _reply_hosts_are_hosts(cls, value: list[str]) -> list[str]:
+        # The connector compares the serviceUrl's host (lower-cased, no port, an IPv6 address
+        # without brackets) with each entry: a URL, `host:port` or `LocalHost` would never match.
+        hosts = [_reply_host(number, entry) for number, entry in enumerate(value, start=1)]
+        return list(dict.fromkeys(hosts))
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_name(cls, value: object) -> object:
@@ -649,23 +685,23 @@ class Settings(BaseSettings):
     @field_validator("direct_line_endpoint")
     @classmethod
     def _direct_line_is_https_or_loopback(cls, value: str) -> str:
-        return _https_or_loopback(value, "DIRECT_LINE_ENDPOINT")
+        return _https_or_loopback(value)
 
     @field_validator("azure_openai_endpoint")
     @classmethod
     def _endpoint_is_https_or_loopback(cls, value: str) -> str:
-        return _https_or_loopback(value, "AZURE_OPENAI_ENDPOINT") if value else value
+        return _https_or_loopback(value) if value else value
 
     @field_validator("azure_openai_api_version")
     @classmethod
     def _api_version_is_one(cls, value: str) -> str:
-        return _api_version(value.strip(), "AZURE_OPENAI_API_VERSION")
+        return _api_version(value.strip())
 
     @field_validator("cosmos_endpoint")
     @classmethod
     def _cosmos_is_https_or_loopback(cls, value: str) -> str:
         # The SDK's own refusal of a bad URL is a traceback that quotes it.
-        return _https_or_loopback(value, "COSMOS_ENDPOINT") if value else value
+        return _https_or_loopback(value) if value else value
 
     @field_validator("bot_openid_metadata_url", "bot_login_authority", "admin_oidc_metadata_url")
     @classmethod
@@ -673,19 +709,24 @@ class Settings(BaseSettings):
         # Signing keys fetched over plain http could be replaced on the way (and then any token
         # taken, its serviceUrl too: the bot's own token would go there), and the login
         # authority is sent the app's secret.
-        assert info.field_name is not None
-        field = cls.model_fields[info.field_name]
-        # A setting with two spellings is named by both: the operator set one of them.
-        choices = field.validation_alias
-        names = (
-            [str(c) for c in choices.choices]
-            if isinstance(choices, AliasChoices)
-            else [field.alias or ""]
-        )
-        name = names[0] if len(names) == 1 else f"{names[0]} (or {', '.join(names[1:])})"
-        return _https_or_loopback(
-            value, name, query_allowed=info.field_name == "admin_oidc_metadata_url"
-        )
+        return _https_or_loopback(value, query_allowed=info.field_name == "admin_oidc_metadata_url")
+
+    @field_validator("bot_token_issuer")
+    @classmethod
+    def _token_issuer_is_https(cls, value: str) -> str:
+        # Compared with every channel token's `iss` claim: anything else refuses every message.
+        # Kept as written (no trailing slash removed): the claim is compared as a string.
+        _https_or_loopback(value)
+        return value
+
+    @field_validator("organization_name", "assistant_name")
+    @classmethod
+    def _name_is_not_blank(cls, value: str) -> str:
+        # In every welcome, the web chat page and the system prompt: a blank one reads
+        # `こんにちは。   の社内AIアシスタント`.
+        if not value.strip():
+            raise ValueError("must not be blank: it is shown to users in the welcome")
+        return value
 
     @model_validator(mode="after")
     def _bot_identity_is_complete(self) -> Settings:

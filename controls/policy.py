@@ -23,11 +23,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 
 class PolicyFileError(ValueError):
@@ -72,7 +81,29 @@ class TenantPolicies(BaseModel):
 
 
 def _version(value: Any) -> Any:
-    return str(value) if isinstance(value, int | float) else value
+    # YAML has already turned an unquoted `1.10` into the number 1.1 (and `2026-11-01` into a
+    # date, `yes` into true): users would be shown another version than the file's, and going
+    # from 1.1 to 1.10 would ask no one again. Whole numbers keep their digits.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(
+            f'YAML reads it as {_yaml_kind(value)}, not as text: quote it, e.g. version: "1.10"'
+        )
+    return value
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, date):
+        return "a date"
+    return "nothing" if value is None else "a list or mapping"
+
+
+_LANGUAGES = {"en": "English", "ja": "Japanese"}
 
 
 class PolicyText(BaseModel):
@@ -81,12 +112,29 @@ class PolicyText(BaseModel):
     en: str = Field(min_length=1)
     ja: str = Field(min_length=1)
 
+    @field_validator("en", "ja")
+    @classmethod
+    def _not_blank(cls, value: str, info: ValidationInfo) -> str:
+        # Users would be asked to accept a policy that says nothing. (str.strip also takes the
+        # full-width space of Japanese text.)
+        if not value.strip():
+            language = _LANGUAGES[info.field_name or ""]
+            raise ValueError(f"the {language} text is blank (only spaces)")
+        return value
+
 
 class UsagePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Annotated[str, BeforeValidator(_version)] = Field(min_length=1)
     text: PolicyText
+
+    @field_validator("version")
+    @classmethod
+    def _version_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the version is blank (only spaces)")
+        return value
 
     def text_for(self, language: str) -> str:
         return self.text.ja if language == "ja" else self.text.en
@@ -109,7 +157,8 @@ def _read_yaml(path: Path, setting: str) -> Any:
 
 def _explain(error: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or '(top level)'}: {e['msg']}"
+        f"{'.'.join(str(part) for part in e['loc']) or '(top level)'}: "
+        f"{e['msg'].removeprefix('Value error, ')}"
         for e in error.errors()
     )
 

@@ -170,3 +170,47 @@ def test_windows_are_utc_minutes_and_days() -> None:
     assert minute_window(now).key == "m:2026-11-21T10:05"
     assert minute_window(now).seconds_left(now) == 18
     assert day_window(now).key == "d:2026-11-21"
+
+
+@pytest.mark.parametrize("version", ["1.10", "2.0", "2026-11-01", "yes", "[1, 2]", "null"])
+def test_a_usage_policy_version_yaml_reads_as_no_string_or_integer_must_be_quoted(
+    tmp_path: Path, version: str
+) -> None:
+    """Unquoted, `1.10` is the number 1.1: users would be shown 1.1, and moving from 1.1 to 1.10
+    would not ask anyone again."""
+    path = write(tmp_path, "p.yaml", f"version: {version}\ntext: {{en: a, ja: い}}\n")
+    with pytest.raises(PolicyFileError) as raised:
+        load_usage_policy(path)
+    message = str(raised.value)
+    assert message.startswith(f"USAGE_POLICY_FILE: {path} is invalid: version: "), message
+    assert 'quote it, e.g. version: "1.10"' in message and "Value error" not in message
+
+
+@pytest.mark.parametrize("version", ['"1.10"', "'2026-11-01'", "2"])
+def test_a_quoted_or_whole_number_usage_policy_version_is_taken_as_written(
+    tmp_path: Path, version: str
+) -> None:
+    path = write(tmp_path, "p.yaml", f"version: {version}\ntext: {{en: a, ja: い}}\n")
+    policy = load_usage_policy(path)
+    assert policy is not None and policy.version == version.strip("\"'")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "language"),
+    [
+        ('version: "1"\ntext: {en: a, ja: "   "}\n', "text.ja", "Japanese"),
+        ('version: "1"\ntext: {en: a, ja: "\u3000\u3000"}\n', "text.ja", "Japanese"),
+        ('version: "1"\ntext: {en: " \\t\\n", ja: い}\n', "text.en", "English"),
+        ('version: "  "\ntext: {en: a, ja: い}\n', "version", ""),
+    ],
+)
+def test_a_blank_usage_policy_text_or_version_is_refused_naming_it(
+    tmp_path: Path, text: str, field: str, language: str
+) -> None:
+    # Users would be asked to accept a policy that says nothing.
+    path = write(tmp_path, "p.yaml", text)
+    with pytest.raises(PolicyFileError) as raised:
+        load_usage_policy(path)
+    message = str(raised.value)
+    assert message.startswith(f"USAGE_POLICY_FILE: {path} is invalid: {field}: "), message
+    assert "blank" in message and language in message, message
