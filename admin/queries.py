@@ -147,6 +147,21 @@ def _moment(params: Mapping[str, str], name: str, end_of_day: bool) -> datetime 
     return moment
 
 
+def date_range(params: Mapping[str, str]) -> tuple[datetime | None, datetime | None]:
+    """`since` and `until` as the stores compare them (`until` left out, a day alone ending at
+    the next day's 00:00). A range reversed as typed holds nothing: said, rather than shown as
+    an empty list or log."""
+    since = _moment(params, "since", end_of_day=False)
+    until = _moment(params, "until", end_of_day=True)
+    if since is not None and until is not None:
+        # A day's end is the next day's start, so a From of that next day is no later than it
+        # (since=2026-11-25&until=2026-11-24), and yet after every moment To takes in.
+        day_only = "T" not in params.get("until", "")
+        if since >= until if day_only else since > until:
+            raise BadRequest("error_since_after_until")
+    return since, until
+
+
 # The conversation list's filters, as its form and links name them.
 LIST_FILTERS = (
     "since",
@@ -181,7 +196,8 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     echo = {k: params[k].strip() for k in names if params.get(k, "").strip()}
     page_size = whole_number(params.get("page_size"), DEFAULT_PAGE_SIZE)
     if page_size is None:
-        raise BadRequest("error_page_size_not_a_number")
+        # "-1" or "2.5" is a number too: what is wanted is said, not only what was not.
+        raise BadRequest("error_page_size_not_a_number", max=MAX_PAGE_SIZE)
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadRequest("error_page_size_range", max=MAX_PAGE_SIZE)
     category = params.get("category", "").strip() or None
@@ -191,11 +207,7 @@ def parse_filters(params: Mapping[str, str], pseudonyms: Pseudonyms) -> Filters:
     if text is not None and len(text) > MAX_QUERY_CHARS:
         raise BadRequest("error_search_too_long", max=MAX_QUERY_CHARS)
     user = params.get("user", "").strip()
-    since = _moment(params, "since", end_of_day=False)
-    until = _moment(params, "until", end_of_day=True)
-    if since is not None and until is not None and since > until:
-        # Reversed, the range holds nothing: said, rather than shown as "no conversations".
-        raise BadRequest("error_since_after_until")
+    since, until = date_range(params)
     query = SummaryQuery(
         user_ids=person_ids(pseudonyms.user_id(user)) if user else None,
         # Theirs, and the shared conversations they wrote in, as their deletion and export find.

@@ -30,8 +30,10 @@ _TEXTS_FILE = Path(__file__).resolve().parent / "texts.yaml"
 # One Accept-Language entry: a language range and its optional quality (RFC 9110, 12.5.4).
 _RANGE = re.compile(r"\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?")
 # Characters that reorder the text around them (embeddings, overrides, isolates): a title
-# "invoice \u202egnp.exe" would show as "invoice exe.png". Reviewers see them named instead.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# "invoice \u202egnp.exe" would show as "invoice exe.png". Reviewers see them named instead,
+# and so the control characters but tab and line breaks (NUL, escape, delete, C1), which a
+# browser shows as nothing or drops: stored before the chat dropped them, or sent to the API.
+_HIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @cache
@@ -67,11 +69,11 @@ def language_of(accept_language: str) -> Language:
     return DEFAULT_LANGUAGE
 
 
-def show_bidi_controls(value: object) -> object:
-    """Every value a page prints (Jinja's `finalize`), with bidi controls shown as `[U+202E]`;
-    markup the app built itself is left as it is."""
+def show_hidden_controls(value: object) -> object:
+    """Every value a page prints (Jinja's `finalize`), with bidi and other control characters
+    shown as `[U+202E]`, `[U+0000]`; markup the app built itself is left as it is."""
     if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-        return _BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+        return _HIDDEN_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
     return value
 
 
@@ -84,7 +86,7 @@ def _shown(value: object) -> object:
     same in both languages, as the bot's texts have them), bidi controls named."""
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return show_bidi_controls(value)
+    return show_hidden_controls(value)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from admin.queries import (
     BadRequest,
     Filters,
     conversations_to_export,
+    date_range,
     list_conversations,
     message_view,
     parse_filters,
@@ -67,7 +68,6 @@ from admin.queries import (
     transcript_summary,
     whole_number,
 )
-from admin.queries import _moment as moment_param
 from admin.settings import AdminSettings, AuthMode
 from admin.signouts import SignOuts
 from admin.texts import (
@@ -79,7 +79,7 @@ from admin.texts import (
     Text,
     all_texts,
     language_of,
-    show_bidi_controls,
+    show_hidden_controls,
 )
 from storage.base import USER_DATA_KINDS, Store, StoreError
 from storage.erasures import RecentErasures
@@ -233,6 +233,14 @@ def _part_lang(context: jinja2.runtime.Context, text: object) -> str:
     return ""
 
 
+def _readable_json(value: object) -> object:
+    """An audit record's detail as its page shows it: JSON with the text as written, where
+    `tojson` writes テ as \\u30c6 and < as \\u003c for a script, not a reader. A plain string,
+    so the page escapes it as any text; bidi and other control characters named as on every
+    page (the escapes hid them, and `finalize` passes over markup such as `tojson`'s)."""
+    return show_hidden_controls(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
 @jinja2.pass_context
 def _at_fault(context: jinja2.runtime.Context, name: str) -> markupsafe.Markup:
     """The attributes of a filter form's field that its rejection is about (`invalid`, the
@@ -284,10 +292,11 @@ def create_admin_app(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        finalize=show_bidi_controls,
+        finalize=show_hidden_controls,
     )
     templates.filters["text_lang"] = _part_lang
     templates.filters["utc_time"] = utc_time
+    templates.filters["readable_json"] = _readable_json
     templates.globals["at_fault"] = _at_fault
     app[CONTEXT] = AdminContext(
         settings=settings,
@@ -2329,6 +2338,8 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
 
 # The audit log's filters (page, API and export), as their links carry them.
 AUDIT_FILTERS = ("action", "actor", "target", "user", "since", "until")
+# The most records a page of the audit log (`limit`) holds.
+MAX_AUDIT_LIMIT = 200
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # Reads of the audit log itself: listed only when asked for (`action=read_audit`), or each
 # page would start with the reader's own read of it.
@@ -2369,6 +2380,8 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         raise BadRequest("error_audit_action_name")
     if "target" in echo and "user" in echo:
         raise BadRequest("error_audit_target_or_user")
+    # Before the reveal below is recorded: a filter refused for its dates reads nothing.
+    since, until = date_range(params)
     targets: list[str] | None = None
     named = echo.get("target") or echo.get("user", "")
     looked_for = named
@@ -2409,8 +2422,8 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         except_actions=[] if action else [AUDIT_READ],
         actor=echo.get("actor"),
         targets=targets,
-        since=moment_param(params, "since", end_of_day=False),
-        until=moment_param(params, "until", end_of_day=True),
+        since=since,
+        until=until,
     )
     return AuditFilters(query, echo, looked_for, recorded)
 
@@ -2422,9 +2435,10 @@ async def _audit_records(
     each request, before anything is read): the log names who was looked up in it."""
     limit = whole_number(request.query.get("limit"), 50)
     if limit is None:
-        raise BadRequest("error_limit_not_a_number")
-    if not 1 <= limit <= 200:
-        raise BadRequest("error_limit_range", max=200)
+        # "-1" or "2.5" is a number too: what is wanted is said, not only what was not.
+        raise BadRequest("error_limit_not_a_number", max=MAX_AUDIT_LIMIT)
+    if not 1 <= limit <= MAX_AUDIT_LIMIT:
+        raise BadRequest("error_limit_range", max=MAX_AUDIT_LIMIT)
     filters = await _audit_filters(request)
     token = request.query.get("continuation") or None
     detail: dict[str, Any] = {"filters": filters.as_recorded}

@@ -1,6 +1,7 @@
 """Text that reorders itself cannot spoof a reviewer: a right-to-left override in a title or a
 message ("invoice \u202egnp.exe" shows as "invoice exe.png") is printed named, as [U+202E],
-on the list and the transcript. The JSON API keeps the text as stored."""
+on the list and the transcript, and so are other control characters a browser shows as nothing
+(a NUL, an escape). The JSON API keeps the text as stored."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ async def test_a_right_to_left_override_is_shown_named_on_the_pages(
         channel="msteams",
         title=SPOOF,
         at=datetime(2026, 11, 20, tzinfo=UTC),
-        messages=[message(Role.USER, f"please pay {SPOOF} \u2067today\u2069", tokens=9)],
+        messages=[
+            message(Role.USER, f"please pay {SPOOF} \u2067today\u2069", tokens=9),
+            message(Role.ASSISTANT, "a\x00b\x1b[0m\tc\nd\x85", tokens=3),
+        ],
     )
 
     for path in ("/admin/", "/admin/conversations/conv-spoof"):
@@ -44,6 +48,9 @@ async def test_a_right_to_left_override_is_shown_named_on_the_pages(
         assert "\u202e" not in page and "\u2067" not in page, path
     transcript = await (await admin.get("/admin/conversations/conv-spoof")).text()
     assert "[U+2067]today[U+2069]" in transcript
+    # Tabs and line breaks are text; the rest is named.
+    assert "a[U+0000]b[U+001B][0m\tc\nd[U+0085]" in transcript
+    assert "\x00" not in transcript and "\x1b" not in transcript
 
     api = await (await admin.get("/admin/api/conversations/conv-spoof")).json()
     assert SPOOF in json.dumps(api, ensure_ascii=False)
