@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -28,6 +29,10 @@ import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from admin.auth import AuthError
+
+# An OAuth error code (RFC 6749 5.2: `invalid_grant`, ...): the only part of a token endpoint's
+# refusal that is logged; anything else in its `error` is not ours to put in a log.
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +208,11 @@ class OidcClient:
             ) as response:
                 body = await response.json(content_type=None)
                 if response.status != 200:
-                    code_name = body.get("error") if isinstance(body, dict) else None
-                    raise AuthError(f"token endpoint refused the code: {code_name}")
+                    error = body.get("error") if isinstance(body, dict) else None
+                    code_name = (
+                        error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else None
+                    )
+                    raise AuthError(f"token endpoint refused the code: {code_name or 'other'}")
         except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
             raise AuthError("token endpoint unavailable") from exc
         id_token = body.get("id_token") if isinstance(body, dict) else None

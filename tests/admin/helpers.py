@@ -322,6 +322,8 @@ class EntraStub:
     )
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    # What /token answers every code with instead of an ID token (a 400 with this `error`).
+    token_error: str | None = None
 
     @property
     def issuer(self) -> str:
@@ -370,6 +372,8 @@ class EntraStub:
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.token_requests.append(form)
+        if self.token_error is not None:
+            return web.json_response({"error": self.token_error}, status=400)
         grant = self.codes.pop(form.get("code", ""), None)
         if grant is None or form.get("redirect_uri") != grant["redirect_uri"]:
             return web.json_response({"error": "invalid_grant"}, status=400)

@@ -367,6 +367,30 @@ async def test_oidc_callback_with_an_error_logs_only_a_known_code(
     assert "<script>" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [("invalid_grant", "invalid_grant"), ("AADSTS50011: the reply URL <x> of app s3cret", "other")],
+)
+async def test_a_code_the_token_endpoint_refuses_is_logged_by_its_error_code_only(
+    make_app: AppFactory,
+    entra: EntraStub,
+    oidc_settings: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    error: str,
+    logged: str,
+) -> None:
+    entra.token_error = error
+    client = await make_app(**oidc_settings)
+
+    with caplog.at_level(logging.INFO, logger="admin"):
+        failed = await _code_flow(client, entra)
+
+    assert failed.status == 401
+    [reason] = [r.reason for r in caplog.records if hasattr(r, "reason")]  # type: ignore[attr-defined]
+    assert reason == f"token endpoint refused the code: {logged}"
+    assert "s3cret" not in caplog.text and "AADSTS" not in caplog.text
+
+
 async def test_oidc_user_without_a_role_signs_in_but_is_forbidden(
     make_app: AppFactory, entra: EntraStub, oidc_settings: dict[str, Any]
 ) -> None:
