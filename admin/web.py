@@ -330,6 +330,7 @@ def create_admin_app(
     r.add_post("/reveal", reveal_page, name="reveal")
     r.add_get("/users/delete", delete_confirm_page, name="delete_confirm")
     r.add_post("/users/delete", delete_page, name="delete")
+    r.add_get("/users/deleted", deleted_page, name="deleted")
     r.add_post("/users/export", export_user_page, name="export_user")
     r.add_get("/audit", audit_page, name="audit")
     r.add_post("/audit", audit_search, name="audit_search")
@@ -755,6 +756,7 @@ ATTEMPTED_ACTIONS = {
     "api_reveal": "reveal_user",
     "delete_confirm_page": "view_user_counts",
     "delete_page": "delete_user",
+    "deleted_page": "delete_user",
     "api_delete_user": "delete_user",
     "delete_conversation_confirm_page": "delete_conversation",
     "delete_conversation_page": "delete_conversation",
@@ -2187,12 +2189,40 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
             typed={"reason": _as_typed(reason), "confirm": _as_typed(confirm)},
             second_pass_minutes=_second_pass_minutes(request),
         )
+    # Shown by the page this redirects to, so that reloading it does not post the deletion
+    # again. Sealed, as the person it names must not be in an address (`SEALED_FIELDS`).
+    result = {
+        "reference": request.app[CONTEXT].pseudonyms.current(reference),
+        "counts": deletion.counts,
+        "secondPassDue": _iso(deletion.second_pass_due) if deletion.second_pass_due else None,
+    }
+    sealed = request.app[CONTEXT].sealer.seal(
+        {_DELETION_RESULT: json.dumps(result), _SEALED_FOR: principal_of(request).id}
+    )
+    return _redirect("/admin/users/deleted?" + urlencode({SEALED_PARAM: sealed}))
+
+
+_DELETION_RESULT = "deletion"
+
+
+@requires(Role.ADMIN)
+async def deleted_page(request: web.Request) -> web.StreamResponse:
+    """A user's deletion's result, from the address its form's post redirected to. One not
+    made by this app for this person (or older than a session) shows the list instead."""
+    try:
+        opened = request.app[CONTEXT].sealer.unseal(request.query.get(SEALED_PARAM, ""))
+        if opened.get(_SEALED_FOR) != principal_of(request).id:
+            raise AuthError("sealed for someone else")
+        result = json.loads(opened[_DELETION_RESULT])
+    except (AuthError, KeyError, ValueError):
+        return _redirect("/admin/")
+    due = result.get("secondPassDue")
     return _render(
         request,
         "deleted.html",
-        reference=request.app[CONTEXT].pseudonyms.current(reference),
-        counts=deletion.counts,
-        second_pass_due=deletion.second_pass_due,
+        reference=result["reference"],
+        counts=result["counts"],
+        second_pass_due=datetime.fromisoformat(due) if due else None,
         second_pass_minutes=_second_pass_minutes(request),
     )
 

@@ -151,7 +151,40 @@ async def test_the_deletion_page_records_the_reason_given_in_its_form(
         data={"csrf": csrf, "user": alice, "confirm": alice, "reason": "DSAR 42"},
     )
 
+    # Redirected to the result (`test_the_deletion_pages_result_is_an_address_...`).
     assert done.status == 200, await done.text()
     assert 'data-testid="deleted"' in await done.text()
     [_, requested] = await _deletions(admin)
     assert requested["detail"]["reason"] == "DSAR 42"
+
+
+async def test_the_deletion_pages_result_is_an_address_that_reloads_without_deleting_again(
+    admin: TestClient[Any, Any], make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Post, then redirect: reloading the result (or going back to it) shows it again; it
+    never posts the deletion a second time. Its address names nobody (it is sealed), and one
+    this app cannot open shows the list."""
+    alice = await _alice(admin)
+    csrf = admin.session.headers.pop("X-CSRF-Token")
+
+    done = await admin.post(
+        "/admin/users/delete",
+        data={"csrf": csrf, "user": alice, "confirm": alice, "reason": "DSAR 42"},
+        allow_redirects=False,
+    )
+
+    assert done.status == 303
+    result = done.headers["Location"]
+    assert result.startswith("/admin/users/deleted?s=") and alice not in result
+    for _ in range(2):
+        shown = await admin.get(result)
+        assert shown.status == 200
+        page = await shown.text()
+        assert "Deleted 2 conversations, 4 messages" in page and alice in page
+    assert len(await _deletions(admin)) == 2  # the request and its outcome, once
+
+    # Another instance, with another ADMIN_SESSION_SECRET, cannot open it: the list instead.
+    other = await make_app()
+    await sign_in_locally(other, caplog)
+    elsewhere = await other.get(result, allow_redirects=False)
+    assert elsewhere.status == 303 and elsewhere.headers["Location"] == "/admin/"
