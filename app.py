@@ -443,6 +443,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         erasures=app[ERASURES],
         kept=kept,
     )
+    _check_history_budget(settings, chat.largest_system_prompt())
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
     signing_keys: SigningKeys | None = None
@@ -806,6 +807,21 @@ def quiet_noisy_loggers() -> None:
     # posted, quoting it: text anyone can choose, once per request. Activities are read by
     # bot.wire, and what msrest refuses is a 400 of the app's own.
     logging.getLogger("msrest").setLevel(logging.ERROR)
+
+
+# The fewest tokens the history budget must leave for the user's message beside the system
+# prompt: a paragraph. With less, most questions would be refused as too long, every turn.
+MIN_MESSAGE_ROOM_TOKENS = 200
+
+
+def _check_history_budget(settings: Settings, largest_system_prompt: int) -> None:
+    needed = largest_system_prompt + MIN_MESSAGE_ROOM_TOKENS
+    if settings.history_token_budget < needed:
+        raise ConfigurationError(
+            f"HISTORY_TOKEN_BUDGET: {settings.history_token_budget} tokens leave too little room"
+            f" for a message beside the system prompt ({largest_system_prompt} tokens at most,"
+            f" of SYSTEM_PROMPT_FILE or a tenant's template): set it to at least {needed}"
+        )
 
 
 def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBuilder:

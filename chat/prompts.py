@@ -109,6 +109,10 @@ class PromptBuilder:
             language_name=_LANGUAGE_NAMES.get(language_of(locale), "English"),
         ).strip()
 
+    def tenants_with_templates(self) -> list[str]:
+        """The tenants (lower case) that have a template of their own."""
+        return list(self._tenant_templates)
+
     def template_key(self, tenant_id: str) -> str:
         """Which template a tenant gets (a cache key): its own file, or the default ("")."""
         entry = self._tenant_templates.get(tenant_id.strip().lower()) if tenant_id else None

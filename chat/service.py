@@ -1588,6 +1588,18 @@ class ChatService:
             self._kept.keep_message("answer", record, outcome.was_erased, ref)
         delta.messages += 1  # stored, or kept to be
 
+    def largest_system_prompt(self) -> int:
+        """The most tokens a system prompt takes in a window (as `build_window` counts it),
+        today, in English and Japanese, of every tenant's template, in one-to-one and shared
+        conversations: what the history budget must hold before any message."""
+        return max(
+            self._counter.family.reply_priming
+            + self._counter.message_tokens(self._system_prompt(locale, tenant, shared)[1])
+            for locale in ("en-US", "ja-JP")
+            for tenant in ("", *self._prompts.tenants_with_templates())
+            for shared in (False, True)
+        )
+
     def _system_prompt(
         self, locale: str, tenant_id: str = "", shared: bool = False
     ) -> tuple[str, int]:

@@ -275,6 +275,28 @@ def test_a_tenant_prompt_with_a_variable_the_app_does_not_pass_is_refused_at_sta
     assert_configuration_error(code, output, "fabrikam.md.j2", "line 2", "department")
 
 
+def test_a_history_budget_that_leaves_no_room_beside_a_tenants_prompt_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """Every question would be refused as too long, every turn: said once, at start-up, with
+    the budget that works. A tenant's larger template counts."""
+    template = tmp_path / "long.md.j2"
+    template.write_text("You are {{ assistant_name }}. " + "Be careful. " * 300, encoding="utf-8")
+    policy = tmp_path / "tenants.yaml"
+    policy.write_text(
+        'tenants:\n  "72f988bf-86f1-41af-91ab-2d7cd011db47":\n'
+        f"    system_prompt_file: {template}\n",
+        encoding="utf-8",
+    )
+
+    code, output = run_app(tmp_path, TENANT_POLICY_FILE=str(policy), HISTORY_TOKEN_BUDGET="1200")
+
+    assert_configuration_error(code, output, "HISTORY_TOKEN_BUDGET", "set it to at least")
+    # The tenant's prompt (about 900 tokens) and a paragraph's room, not the default prompt's.
+    needed = int(output.rsplit("at least ", 1)[1].split()[0])
+    assert needed > 1200
+
+
 def test_a_trusted_origin_that_is_not_an_origin_is_refused_unquoted(tmp_path: Path) -> None:
     code, output = run_app(
         tmp_path,
