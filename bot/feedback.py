@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from chat.kept import KeptWrites
-from storage.base import MessageStore
+from storage.base import MessageStore, StoreError
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, FeedbackUpdate, Message, Role
 from storage.ratings import Ratings, rerated
@@ -152,7 +152,14 @@ class FeedbackRecorder:
             rating = rating.model_copy(update={"at": submission.arrived_at})
         feedback = rerated(rating, submission.shared)
         owner = summary_owner(conversation_key, submission.shared, submission.rater)
-        rated, kept = await self._find(conversation_id, submission, feedback, owner)
+        try:
+            rated, kept = await self._find(conversation_id, submission, feedback, owner)
+        except StoreError:
+            # The store refuses reads while the answer's own write is still being retried: once
+            # its turn has settled, that answer is kept (chat.kept) and found there.
+            if turns_settled is None:
+                raise
+            rated, kept = None, False
         if rated is None and turns_settled is not None:
             await turns_settled()
             rated, kept = await self._find(conversation_id, submission, feedback, owner)

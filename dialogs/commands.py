@@ -21,7 +21,7 @@ from chat.service import TurnInput
 from chat.texts import localize, moment_text
 from chat.written import JAPANESE_LETTERS, strip_edges
 from controls.quotas import Quotas
-from storage.base import MessageStore
+from storage.base import MessageStore, StoreError
 from storage.ids import safe_id
 from storage.models import MAX_FEEDBACK_CHARS, Feedback, Message, Role
 from storage.ratings import Ratings, own_feedback, with_comment
@@ -258,10 +258,17 @@ class Commands:
         if not comment:
             return localize("feedback_empty", locale)
         conversation_id = safe_id(turn.conversation_key)
-        recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
         # The last answer may be one whose record the store refused, kept to be written again
         # (chat.kept): the comment is its, kept behind it and stored on it once it is written.
         kept = self._kept.messages_of(conversation_id) if self._kept is not None else []
+        try:
+            recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
+        except StoreError:
+            # A store that refused the answer's write most likely refuses this read too; the
+            # kept answer is newer than anything it holds, so it is the last one all the same.
+            if not any(m.role is Role.ASSISTANT for m in kept):
+                raise
+            recent = []
         recent = with_kept(recent, kept, FEEDBACK_SEARCH_DEPTH)
         answer = next((m for m in reversed(recent) if m.role is Role.ASSISTANT), None)
         if answer is None:

@@ -303,6 +303,16 @@ class ConversationGate:
         dialog_context = await self._dialogs.create_context(context)
         record = await self._acceptance.get(context)
         accepted = accepted_version(record) == self._policy.version
+        if not accepted and await self.handled_already(turn.conversation_key, turn.activity_id):
+            # A message answered under the version accepted before, sent again by the channel
+            # after a restart (or to another instance) that brought a new version: it was
+            # handled, and it must not ask the question nor wait for its answer (the chat would
+            # drop it then, after "here is the answer to your message").
+            log.info(
+                "a redelivered message was dropped",
+                extra={"event": "message_redelivered", "reason": "already_stored"},
+            )
+            return None, False
         if (
             dialog_context.active_dialog is not None
             and accepted

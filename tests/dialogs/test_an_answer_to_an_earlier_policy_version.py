@@ -204,3 +204,33 @@ async def test_a_question_asked_before_versions_were_kept_is_read_by_the_text_it
     _thanks, answered = await chat.send_expecting("I accept", 2)
     assert "VPN policy" in answered["text"]
     assert (await acceptance(chat))["version"] == restarted_with
+
+
+async def test_a_message_answered_before_a_new_version_and_sent_again_gets_no_question(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    tmp_path: Path,
+) -> None:
+    """Teams sends a message again when its first delivery got no 2xx in time, also across the
+    restart that brings a new policy version: the message was answered, so it is dropped, as
+    it is for a user who accepted the current version; it asks nothing and waits for nothing."""
+    first = await app_with_policy(controlled_app, tmp_path, "2026-10")
+    chat = Chat(first, connector)
+    await chat.send("Hello")
+    await chat.send_expecting("I accept", 2)
+    [answer] = await chat.replies_to("What is our travel policy?", activity_id="asked-1")
+    assert "travel policy" in answer["text"]
+    await first.close()
+
+    second = await app_with_policy(controlled_app, tmp_path, "2026-11")
+    chat = Chat(second, connector)
+    calls = await model_calls(simulator_url)
+
+    assert await chat.replies_to("What is our travel policy?", activity_id="asked-1") == []
+    # The next new message is asked about the new version, and nothing else waits with it.
+    [question] = await chat.replies_to("And the expense policy?", activity_id="asked-2")
+    assert "(policy 2026-11)" in question["text"]
+    _thanks, reply = await chat.send_expecting("I accept", 2)
+    assert "expense policy" in reply["text"]
+    assert await model_calls(simulator_url) == calls + 1

@@ -147,6 +147,59 @@ async def test_a_feedback_comment_goes_on_the_kept_last_answer_not_the_one_befor
     assert (second.feedback.reaction, second.feedback.text) == (None, "Too long")
 
 
+async def test_a_feedback_comment_on_a_kept_answer_is_taken_while_the_store_refuses_reads_too(
+    make_faulty_app: FaultyAppFactory, teams: TeamsChannel
+) -> None:
+    """A store that refuses the answer's write is most likely down: the read that looks for
+    the last answer fails too, and the kept answer is the last one."""
+    bot, store = await make_faulty_app()
+    rated = await kept_answer(bot, teams, store, "A question")
+    store.fail("error", "recent_messages")
+
+    count = len(teams.messages())
+    await bot.post("/api/messages", json=personal_message(teams.url, "/feedback Too vague"))
+    [*_, thanks] = await teams.wait_for_messages(count + 1)
+    await settle(bot)
+    assert "Thank" in thanks["text"], thanks["text"]
+    store.clear()
+
+    async def written() -> bool:
+        stored = await answers(store)
+        return len(stored) == 1 and stored[0].feedback is not None
+
+    assert await eventually(written)
+    [answer] = await answers(store)
+    assert answer.activity_id == rated
+    assert answer.feedback is not None and answer.feedback.text == "Too vague"
+
+
+async def test_a_rating_that_comes_while_its_answers_write_is_still_failing_waits_for_it(
+    make_faulty_app: FaultyAppFactory, teams: TeamsChannel
+) -> None:
+    """The user has the answer, its write is still being tried (the store times out), and the
+    store refuses the read that looks for the rated answer: the rating waits for the turn, whose
+    answer is then kept, and is kept behind it, as for a rating that came later."""
+    bot, store = await make_faulty_app()
+    store.fail("timeout", "add_message", when=assistant_message_writes, delay=1.0)
+    rated = await ask(bot, teams, "Which year was it?")
+    store.fail("error", "recent_messages")
+
+    status, _ = await submit(bot, feedback_invoke(teams.url, rated, "dislike", "Wrong year"))
+
+    assert status == 200
+    await settle(bot)
+    store.clear()
+
+    async def rated_on_it() -> bool:
+        stored = await answers(store)
+        return len(stored) == 1 and stored[0].feedback is not None
+
+    assert await eventually(rated_on_it), await answers(store)
+    [answer] = await answers(store)
+    assert answer.activity_id == rated and answer.feedback is not None
+    assert (answer.feedback.reaction, answer.feedback.text) == ("dislike", "Wrong year")
+
+
 async def test_a_web_chat_vote_through_azure_direct_line_for_a_kept_answer_is_stored_on_it(
     make_faulty_app: FaultyAppFactory, connector: RecordingConnector
 ) -> None:
