@@ -331,13 +331,12 @@ NOT_A_REPLY_HOST = (
 
 def _reply_host(number: int, entry: str) -> str:
     host = entry.lower()
-    if ":" in host:
+    if ":" in host and "%" not in host:  # a zone id (fe80::1%eth0) never matches a URL's host
         try:
-            ipaddress.IPv6Address(host)
+            # As the serviceUrl's host reads it: `0:0:0:0:0:0:0:1` is `::1`.
+            return str(ipaddress.IPv6Address(host))
         except ValueError:
             pass
-        else:
-            return host
     elif _REPLY_HOST_NAME.match(host):
         return host
     # Not repeated: the file's errors quote no setting's value.

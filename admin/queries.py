@@ -153,12 +153,10 @@ def date_range(params: Mapping[str, str]) -> tuple[datetime | None, datetime | N
     an empty list or log."""
     since = _moment(params, "since", end_of_day=False)
     until = _moment(params, "until", end_of_day=True)
-    if since is not None and until is not None:
-        # A day's end is the next day's start, so a From of that next day is no later than it
-        # (since=2026-11-25&until=2026-11-24), and yet after every moment To takes in.
-        day_only = "T" not in params.get("until", "")
-        if since >= until if day_only else since > until:
-            raise BadRequest("error_since_after_until")
+    # `until` is exclusive (a day's end is the next day's start): a From at or after it, one day
+    # apart as typed (since=2026-11-25&until=2026-11-24) too, is after every moment To takes in.
+    if since is not None and until is not None and since >= until:
+        raise BadRequest("error_since_after_until")
     return since, until
 
 

@@ -110,7 +110,7 @@ CSRF_FIELD = "csrf"
 # Where a sign-in may return to (`_return_target`): pages, read with GET. A list's filters and
 # continuation token fit well within this; a longer address returns to the list instead.
 RETURN_ROUTES = frozenset(
-    {"list", "transcript", "delete_conversation_confirm", "delete_confirm", "audit"}
+    {"list", "transcript", "delete_conversation_confirm", "delete_confirm", "audit", "deleted"}
 )
 RETURN_MAX_CHARS = 2048
 _NOT_RETURN_TARGETS = (
@@ -756,7 +756,6 @@ ATTEMPTED_ACTIONS = {
     "api_reveal": "reveal_user",
     "delete_confirm_page": "view_user_counts",
     "delete_page": "delete_user",
-    "deleted_page": "delete_user",
     "api_delete_user": "delete_user",
     "delete_conversation_confirm_page": "delete_conversation",
     "delete_conversation_page": "delete_conversation",
@@ -1139,20 +1138,24 @@ def _transcript_head(
     }
 
 
-async def _record_list_read(request: web.Request, filters: Filters, **detail: Any) -> None:
+async def _record_list_read(
+    request: web.Request,
+    filters: Filters,
+    subjects: list[str] | None = None,
+    **detail: Any,
+) -> None:
     """A list shows each conversation's title, its first message's first line, and a text
-    search reads message text, so both are audited as a transcript view is: each request,
-    before anything is read (no record, no result), as `search_conversations` with a search
-    and `list_conversations` without, with its filters as recorded (`_audited_filters`: the
-    user by pseudonym) and whether it goes on from an earlier page. Every page is recorded: the
-    continuation token is the store's, so a later page is no proof that its first one was
-    recorded."""
+    search reads message text, so both are audited as a transcript view is: each request, as
+    `search_conversations` with a search and `list_conversations` without, with its filters as
+    recorded (`_audited_filters`: the user by pseudonym) and whether it goes on from an earlier
+    page; `subjects`: whose conversations it shows. Every page is recorded: the continuation
+    token is the store's, so a later page is no proof that its first one was recorded."""
     audited = _audited_filters(request.app[CONTEXT], filters)
     recorded: dict[str, Any] = {"filters": audited, **detail}
     if filters.continuation:
         recorded["continued"] = True
-    action = "list_conversations" if filters.text is None else "search_conversations"
-    await _audit(request, action, _list_target(audited), recorded)
+    action = LIST_READ if filters.text is None else "search_conversations"
+    await _audit(request, action, _list_target(audited), recorded, subjects)
 
 
 def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict[str, Any]:
@@ -1166,11 +1169,19 @@ def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict
 
 
 async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict[str, Any]]:
-    """One page of the list (`page`: for the HTML page), recorded first (`_record_list_read`)."""
+    """One page of the list (`page`: for the HTML page), recorded (`_record_list_read`): a
+    search before anything is read, as it reads message text; a list once its summaries are
+    read, naming whose they are, and before anything is shown (no record, no result)."""
     context = request.app[CONTEXT]
     filters = await _filters(request)
-    await _record_list_read(request, filters, **({"page": True} if page else {}))
+    detail: dict[str, Any] = {"page": True} if page else {}
+    if filters.text is not None:
+        await _record_list_read(request, filters, **detail)
     result = await list_conversations(context.store, filters)
+    if filters.text is None:
+        owners = [s.user_id for s in result.items if not is_shared_owner(s.user_id)]
+        subjects = list(dict.fromkeys(_audited_as(context, owner) for owner in owners if owner))
+        await _record_list_read(request, filters, subjects, **detail)
     body: dict[str, Any] = {
         "items": [
             summary_view(s, context.pseudonyms, filters.query.user_ids) for s in result.items
@@ -2205,10 +2216,11 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
 _DELETION_RESULT = "deletion"
 
 
-@requires(Role.ADMIN)
 async def deleted_page(request: web.Request) -> web.StreamResponse:
-    """A user's deletion's result, from the address its form's post redirected to. One not
-    made by this app for this person (or older than a session) shows the list instead."""
+    """A user's deletion's result, from the address its form's post redirected to: sealed
+    for the admin who deleted (a pseudonym and counts; no role beyond a reviewer's is asked,
+    so one demoted since still sees what they did). One not made by this app for this person
+    (or older than a session) shows the list instead."""
     try:
         opened = request.app[CONTEXT].sealer.unseal(request.query.get(SEALED_PARAM, ""))
         if opened.get(_SEALED_FOR) != principal_of(request).id:
@@ -2371,9 +2383,11 @@ AUDIT_FILTERS = ("action", "actor", "target", "user", "since", "until")
 # The most records a page of the audit log (`limit`) holds.
 MAX_AUDIT_LIMIT = 200
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# Reads of the audit log itself: listed only when asked for (`action=read_audit`), or each
-# page would start with the reader's own read of it.
+# Reads of the audit log itself, and views of the conversation list: listed only when asked
+# for (`action=read_audit`, `action=list_conversations`), or each page would start with the
+# reader's own reads and the list they came from.
 AUDIT_READ = "read_audit"
+LIST_READ = "list_conversations"
 
 
 @dataclass(frozen=True)
@@ -2449,7 +2463,7 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
                 recorded = {**echo, "target": looked_for}
     query = AuditQuery(
         action=action,
-        except_actions=[] if action else [AUDIT_READ],
+        except_actions=[] if action else [AUDIT_READ, LIST_READ],
         actor=echo.get("actor"),
         targets=targets,
         since=since,

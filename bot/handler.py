@@ -43,6 +43,7 @@ from bot.webchat_shapes import (
 from chat.service import SHUTDOWN_INTERRUPTED, ChatService, Reply, TurnInput, arrival_time
 from chat.telemetry import new_reference
 from chat.texts import localize
+from chat.written import without_controls
 from dialogs.gate import ConversationGate
 from storage.base import Store, StoreError
 from storage.ids import safe_id
@@ -168,7 +169,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity: Activity = turn_context.activity
         raw: dict[str, Any] = turn_context.turn_state.get(RAW_ACTIVITY_KEY) or {}
-        text = activity.text or ""
+        text = without_controls(activity.text or "")
         if is_teams(activity):
             text, mentioned = remove_bot_mentions(text, raw)
             if is_teams_shared(activity) and not mentioned:
@@ -266,7 +267,7 @@ class AssistantBot(ActivityHandler):  # type: ignore[misc]
         revision = TurnInput(
             conversation_key=key,
             activity_id=activity.id or "",
-            text=text,
+            text=without_controls(text),
             user_id=user_key(activity, raw),
             channel_id=activity.channel_id or "",
             shared=is_teams_shared(activity),

@@ -18,11 +18,19 @@ _BLANK = f"[\\s{INVISIBLE}]"
 _LEADING = re.compile(f"{_BLANK}*")
 _BLANK_LINE = re.compile(f"{_BLANK}*\\Z")
 _NO_INVISIBLE = str.maketrans(dict.fromkeys(INVISIBLE))
-# Control characters that are neither whitespace nor line breaks (NUL, backspace, escape,
-# delete, the C1 controls but NEL): no keyboard types them and no chat shows them, but a paste
-# or a script can send them, and the review pages would print them raw. They carry nothing.
-_CONTROLS = [*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F, *range(0x80, 0x85), *range(0x86, 0xA0)]
+# The control characters but tab, line feed and carriage return (NUL, escape, form feed, the
+# separators, delete, the C1 controls): no keyboard types them into a chat and no chat shows
+# them, but a paste or a script can send them. They carry nothing, and the review pages name
+# the same set where stored text has them (admin/texts.py).
+_CONTROLS = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)]
 _NO_CONTROLS = str.maketrans(dict.fromkeys(_CONTROLS))
+
+
+def without_controls(text: str) -> str:
+    """`text` as a message is taken: without control characters (`_CONTROLS`), so that the
+    commands, the consent answers and the chat all read the same words."""
+    return text.translate(_NO_CONTROLS)
+
 
 # The characters of Japanese words: the iteration mark 々, hiragana, katakana (with ー and ・),
 # CJK ideographs (extension A, unified, compatibility) and half-width katakana.
@@ -43,7 +51,7 @@ def as_written(text: str) -> str:
     first line's indentation. Leading blank lines, trailing whitespace and invisible characters
     at either edge carry nothing, nor do control characters anywhere; a blank message is
     empty."""
-    text = text.translate(_NO_CONTROLS)
+    text = without_controls(text)
     lines = text[: _start_of_trailing(text)].splitlines(keepends=True)
     while lines and _BLANK_LINE.match(lines[0]):
         lines.pop(0)

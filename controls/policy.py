@@ -83,7 +83,8 @@ class TenantPolicies(BaseModel):
 def _version(value: Any) -> Any:
     # YAML has already turned an unquoted `1.10` into the number 1.1 (and `2026-11-01` into a
     # date, `yes` into true): users would be shown another version than the file's, and going
-    # from 1.1 to 1.10 would ask no one again. Whole numbers keep their digits.
+    # from 1.1 to 1.10 would ask no one again. A whole number is taken as YAML reads it (`2`;
+    # `010` would be 8, an octal: the README says to quote anything but plain digits).
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):

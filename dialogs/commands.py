@@ -265,7 +265,9 @@ class Commands:
             recent = await self._messages.recent_messages(conversation_id, FEEDBACK_SEARCH_DEPTH)
         except StoreError:
             # A store that refused the answer's write most likely refuses this read too; the
-            # kept answer is newer than anything it holds, so it is the last one all the same.
+            # kept answer is the last this instance knows of (another instance could have
+            # stored a newer one meanwhile: the comment then goes on this one, as the user's
+            # most likely meaning, rather than being refused).
             if not any(m.role is Role.ASSISTANT for m in kept):
                 raise
             recent = []

@@ -92,6 +92,8 @@ async def test_the_audit_page_shows_each_records_detail_as_written_with_bidi_con
         ("2026-11-25", "2026-11-24"),
         ("2026-11-25", "2026-11-01"),
         ("2026-11-25T00:00", "2026-11-24"),
+        # To is exclusive: a range from a moment to the same moment holds nothing.
+        ("2026-11-24T10:00", "2026-11-24T10:00"),
     ],
 )
 async def test_a_date_range_reversed_as_typed_is_refused_by_the_list_and_the_audit_log(

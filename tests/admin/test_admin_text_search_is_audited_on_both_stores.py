@@ -116,9 +116,10 @@ async def test_no_search_reads_a_message_without_its_audit_record(
     assert refused.status == 503
     assert "conv-feedback" not in await refused.text()
     assert store.calls["recent_messages"] == 0, "no message is read without the record"
+    # A list is recorded once read (naming whose conversations it holds): without the
+    # record, nothing of it is shown.
     listed = await client.get(API, headers=REVIEWER)
     assert listed.status == 503 and "conv-feedback" not in await listed.text()
-    assert store.calls["list_summaries"] == 0, "no title is read without the record"
     store.clear()
     assert (await client.get(API, headers=REVIEWER)).status == 200
 
@@ -126,16 +127,21 @@ async def test_no_search_reads_a_message_without_its_audit_record(
 async def test_a_list_without_a_search_is_recorded_with_its_filters_each_page(
     client: TestClient[Any, Any],
 ) -> None:
-    """Titles are first lines of messages: each list request, page or API, is on the log."""
-    await _list(client)
+    """Titles are first lines of messages: each list request, page or API, is on the log,
+    naming whose conversations it showed, so that their data export finds it. The log shows
+    them when asked for (`action=list_conversations`), as it does its own reads."""
+    everything = await _list(client)
     found = await _list(client, channel="directline")
     bob = next(item["user"] for item in found["items"] if item["id"] == "conv-feedback")
     page = await client.get("/admin/", params={"user": bob, "limit": "1"}, headers=REVIEWER)
     assert page.status == 200
 
-    response = await client.get("/admin/api/audit", headers=ADMIN)
-    items = (await response.json())["items"]
-    listed = [item for item in reversed(items) if item["action"] == "list_conversations"]
+    default = (await (await client.get("/admin/api/audit", headers=ADMIN)).json())["items"]
+    assert "list_conversations" not in {item["action"] for item in default}
+    response = await client.get(
+        "/admin/api/audit", params={"action": "list_conversations"}, headers=ADMIN
+    )
+    listed = list(reversed((await response.json())["items"]))
     assert [(item["target"], item["detail"]["filters"]) for item in listed] == [
         ("", {}),
         ("", {"channel": "directline"}),
@@ -143,6 +149,9 @@ async def test_a_list_without_a_search_is_recorded_with_its_filters_each_page(
     ]
     assert all(item["actor"] == "oid-rita" for item in listed)
     assert listed[2]["detail"]["page"] is True and "page" not in listed[0]["detail"]
+    shown = {item["user"] for item in everything["items"] if item["user"].startswith("p-")}
+    assert set(listed[0]["subjects"]) == shown and bob in shown
+    assert bob in listed[1]["subjects"]
     assert await _searches(client) == []
 
 

@@ -103,6 +103,8 @@ async def test_new_redelivered_after_a_restart_gets_no_second_reply(
             "Japanese aliases work too: /新規, /利用状況 or /使用量, /フィードバック, /ヘルプ",
         ),
         ("／ｈｅｌｐ", "ja-JP", "全角の ／ でも使えます"),
+        # Control characters carry nothing, before a command as anywhere (chat.written).
+        ("\x00/he\x1blp", "en-US", "**/usage**: your usage since the daily reset"),
     ],
 )
 async def test_help_lists_the_commands_in_the_users_language(

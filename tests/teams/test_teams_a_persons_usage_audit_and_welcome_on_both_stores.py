@@ -99,10 +99,12 @@ async def test_a_users_data_holds_their_usage_audit_records_and_welcome_and_eras
         ("usage", user_scope(USER_AAD), 1)
     ]
     assert exported["usage"][0]["tokens"] > 0
-    # Newest first, the request of this export among them; nothing about the conversation read.
+    # Newest first, the request of this export among them, and the list that showed their
+    # conversation's title (its subjects name them).
     assert [(a["action"], a["actor"], a["target"]) for a in exported["audit"]] == [
         ("export_user", "administrator", pseudonym),
         ("reveal_user", "administrator", pseudonym),
+        ("list_conversations", "administrator", ""),
         ("quota_exceeded", "system", pseudonym),
     ]
     assert exported["audit"][1]["detail"] == {"reason": "who asked"}
@@ -116,7 +118,7 @@ async def test_a_users_data_holds_their_usage_audit_records_and_welcome_and_eras
         "feedback": 0,
         "states": 1,
         "usage": 1,
-        "audit": 3,
+        "audit": 4,
     }
 
     deleted = await _post(

@@ -643,6 +643,8 @@ def test_an_endpoint_error_names_the_setting_once(name: str, value: str, problem
             "10.0.0.4,fd00::A:1,bot-connector,emulator_host",
             ["10.0.0.4", "fd00::a:1", "bot-connector", "emulator_host"],
         ),
+        # As urlsplit reads `http://[0:0:0:0:0:0:0:1]:3978`'s host.
+        ("0:0:0:0:0:0:0:1,FD00:0::A:1", ["::1", "fd00::a:1"]),
     ],
 )
 def test_anonymous_reply_hosts_are_kept_as_the_connector_compares_them(
@@ -663,6 +665,7 @@ def test_anonymous_reply_hosts_are_kept_as_the_connector_compares_them(
         ("contoso.com/bot", 1),
         ("-bad-.example", 1),
         ("user@localhost", 1),
+        ("::1,fe80::1%eth0", 2),
     ],
 )
 def test_an_anonymous_reply_host_that_is_no_host_is_refused_naming_its_place(

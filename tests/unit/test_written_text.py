@@ -35,11 +35,11 @@ def test_strip_edges_removes_whitespace_and_invisible_characters_at_both_ends_on
         ("\ufeff\n\u200b\n  \u200b  def f():\n    pass\n\u200b", "    def f():\n    pass"),
         ("  indented", "  indented"),
         ("a\u200bb", "a\u200bb"),
-        # Control characters carry nothing anywhere; tabs, line breaks and NEL stay.
+        # Control characters carry nothing anywhere; tabs and line breaks (LF, CR) stay.
         ("\x00", ""),
         ("\x00\x1b\x7f \x9f", ""),
         ("a\x00b\x08c\x1b[0m", "abc[0m"),
-        ("a\tb\r\nc\x0cd\x85e", "a\tb\r\nc\x0cd\x85e"),
+        ("a\tb\r\nc\x0cd\x85e\x1ff\x0bg", "a\tb\r\ncdefg"),
     ],
 )
 def test_as_written_drops_invisible_characters_at_the_edges_and_keeps_indentation(
