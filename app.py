@@ -792,6 +792,17 @@ def configure_logging(level: str) -> None:
     link.propagate = False
 
 
+EXPORTER_STORAGE_LOGGER = "azure.monitor.opentelemetry.exporter._storage"
+_VANISHED_FILE = "Path %s does not exist or is inaccessible."
+
+
+def _not_a_vanished_retry_file(record: logging.LogRecord) -> bool:
+    """The exporters (traces, logs, metrics) keep the batches they could not send in one
+    folder, and each measures the folder now and then: a file another one renamed or removed
+    between listing and measuring is logged as an ERROR, though nothing failed."""
+    return record.msg != _VANISHED_FILE
+
+
 def quiet_noisy_loggers() -> None:
     # The SDKs log request details (including URLs with ids) at INFO; keep them quiet. urllib3
     # and asyncio too: at DEBUG they describe the telemetry exporter's own HTTP requests, which
@@ -803,6 +814,7 @@ def quiet_noisy_loggers() -> None:
     # record re-enters that handler, which reports it in a plain-text line of its own.
     for pipeline in ("azure.monitor.opentelemetry.exporter", "opentelemetry"):
         logging.getLogger(pipeline).setLevel(logging.ERROR)
+    logging.getLogger(EXPORTER_STORAGE_LOGGER).addFilter(_not_a_vanished_retry_file)
     # msrest (botbuilder's models) warns of each unknown key or enum value of what a sender
     # posted, quoting it: text anyone can choose, once per request. Activities are read by
     # bot.wire, and what msrest refuses is a 400 of the app's own.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from app import EXPORTER_STORAGE_LOGGER, quiet_noisy_loggers
 from bench.processes import free_port
 from config import Settings
 from tests.app_process import launch_app_process, wait_until_healthy
@@ -436,3 +438,19 @@ async def test_a_hung_application_insights_does_not_hold_the_stop(
 
     assert running.process.returncode == 0, running.log()[-3000:]
     assert "still running after the grace period" not in running.log()
+
+
+def test_a_retry_file_another_exporter_moved_away_is_no_error_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The exporters share one folder of batches to send again; one measuring it may find a
+    file another has just renamed, which the SDK logs as an ERROR. Any other error of that
+    logger still reaches the log."""
+    quiet_noisy_loggers()
+    storage = logging.getLogger(EXPORTER_STORAGE_LOGGER)
+
+    with caplog.at_level(logging.ERROR, logger=EXPORTER_STORAGE_LOGGER):
+        storage.error("Path %s does not exist or is inaccessible.", "/tmp/x/2026.blob.tmp")
+        storage.error("Unable to create local storage: %s", "disk full")
+
+    assert [r.getMessage() for r in caplog.records] == ["Unable to create local storage: disk full"]

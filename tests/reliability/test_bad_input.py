@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from app import STORE
+from chat.written import without_controls
 from storage.ids import safe_id
 from storage.models import Role
 from tests.admin.helpers import appservice_header
@@ -221,7 +222,8 @@ async def test_hostile_bodies_on_the_messaging_endpoint_get_clean_4xx_or_a_polit
         stored = await store.conversation_messages(safe_id(f"{body['channelId']}:{conversation}"))
         if case.reply == "answer" and any(c is case for c, _ in accepted):
             assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT], case.name
-            assert stored[0].text == body["text"].strip(), case.name
+            # As it was sent, but for control characters, which carry nothing (chat.written).
+            assert stored[0].text == without_controls(body["text"]).strip(), case.name
         else:
             assert stored == [], case.name
     assert len(corpus) >= 40
@@ -355,7 +357,7 @@ async def test_hostile_bodies_on_direct_line_get_clean_4xx_or_a_polite_reply(
     assert got == expected_replies
     stored = await stored_messages(client, session.conversation_id)
     user_texts = [m.text for m in stored if m.role is Role.USER]
-    assert user_texts == ["hola", "who am i", "\x00\x1b]0;pwn\x07 hi".strip()]
+    assert user_texts == ["hola", "who am i", "]0;pwn hi"]
     assert {m.user_id for m in stored} == {session.user_id}, "the token decides the user"
 
 
