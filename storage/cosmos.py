@@ -2405,7 +2405,9 @@ class CosmosStore:
                     found.append(conversation_id)
         return found
 
-    async def _user_states(self, user_id: str, op: str) -> list[dict[str, Any]]:
+    async def _user_states(
+        self, user_id: str, op: str, page_size: int | None = None
+    ) -> list[dict[str, Any]]:
         """The state documents the user owns (one cross-partition query: keyed by id)."""
         found = [
             doc
@@ -2414,6 +2416,7 @@ class CosmosStore:
                 op,
                 "SELECT * FROM c WHERE c.owner = @uid",
                 [{"name": "@uid", "value": user_id}],
+                page_size=page_size,
             )
         ]
         return sorted(found, key=lambda doc: str(doc["id"]))
@@ -2570,16 +2573,7 @@ class CosmosStore:
         sorted here: a person owns a few (their dialog state, a waiting message, markers)."""
         op = "export_user"
         async with self._guard(op):
-            found = [
-                doc
-                async for doc in self._query(
-                    self._container("botstate"),
-                    op,
-                    "SELECT * FROM c WHERE c.owner = @uid",
-                    [{"name": "@uid", "value": user_id}],
-                    page_size=page_size,
-                )
-            ]
+            found = await self._user_states(user_id, op, page_size)
         for doc in sorted(found, key=lambda doc: str(doc.get("rawId") or doc["id"])):
             yield dict(doc.get("document") or {})
 
