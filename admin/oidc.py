@@ -16,7 +16,6 @@ import base64
 import hashlib
 import json
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -30,9 +29,38 @@ from jwt.algorithms import RSAAlgorithm
 
 from admin.auth import AuthError
 
-# An OAuth error code (RFC 6749 5.2: `invalid_grant`, ...): the only part of a token endpoint's
-# refusal that is logged; anything else in its `error` is not ours to put in a log.
-_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+# The error codes identity providers send: the authorization response's (RFC 6749 4.1.2.1,
+# OpenID Connect Core 3.1.2.6) and the token endpoint's (RFC 6749 5.2). Only these are logged:
+# anyone can put text in a callback's `error`, and a provider's own text is not ours to log.
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "invalid_request_uri",
+        "invalid_request_object",
+        "request_not_supported",
+        "request_uri_not_supported",
+        "registration_not_supported",
+        "invalid_client",
+        "invalid_grant",
+        "unsupported_grant_type",
+    }
+)
+
+
+def oauth_error_code(error: object) -> str:
+    """`error` as a log may name it: a known code, else "other"."""
+    return error if isinstance(error, str) and error in OAUTH_ERRORS else "other"
+
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +237,7 @@ class OidcClient:
                 body = await response.json(content_type=None)
                 if response.status != 200:
                     error = body.get("error") if isinstance(body, dict) else None
-                    code_name = (
-                        error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else None
-                    )
-                    raise AuthError(f"token endpoint refused the code: {code_name or 'other'}")
+                    raise AuthError(f"token endpoint refused the code: {oauth_error_code(error)}")
         except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
             raise AuthError("token endpoint unavailable") from exc
         id_token = body.get("id_token") if isinstance(body, dict) else None

@@ -47,7 +47,7 @@ from admin.auth import (
     roles_from,
 )
 from admin.erasures import OpenConversations, SecondPasses
-from admin.oidc import OidcClient
+from admin.oidc import OidcClient, oauth_error_code
 from admin.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from admin.pseudonyms import Pseudonyms, UnknownPseudonym
 from admin.queries import (
@@ -1813,34 +1813,10 @@ def _base_url(request: web.Request) -> str:
 
 # The error codes of OAuth 2.0 and OpenID Connect (RFC 6749 4.1.2.1, OIDC Core 3.1.2.6) that an
 # identity provider sends back to the callback; anyone can put anything else there.
-_PROVIDER_ERRORS = frozenset(
-    {
-        "invalid_request",
-        "unauthorized_client",
-        "access_denied",
-        "unsupported_response_type",
-        "invalid_scope",
-        "server_error",
-        "temporarily_unavailable",
-        "interaction_required",
-        "login_required",
-        "account_selection_required",
-        "consent_required",
-        "invalid_request_uri",
-        "invalid_request_object",
-        "request_not_supported",
-        "request_uri_not_supported",
-        "registration_not_supported",
-    }
-)
-
-
 def _provider_error(request: web.Request) -> str:
     """The callback's `error` for the log: a known code, else only that there was another."""
     error = request.query.get("error")
-    if error is None:
-        return "none"
-    return error if error in _PROVIDER_ERRORS else "other"
+    return "none" if error is None else oauth_error_code(error)
 
 
 def _reached_over_https(request: web.Request) -> bool:
