@@ -49,9 +49,8 @@ def strip_edges(text: str) -> str:
 def as_written(text: str) -> str:
     """A message as the user wrote it, from its first non-blank line on: pasted code keeps its
     first line's indentation. Leading blank lines, trailing whitespace and invisible characters
-    at either edge carry nothing, nor do control characters anywhere; a blank message is
-    empty."""
-    text = without_controls(text)
+    at either edge carry nothing; a blank message is empty. (Control characters are gone
+    before: `without_controls`, where a message is taken.)"""
     lines = text[: _start_of_trailing(text)].splitlines(keepends=True)
     while lines and _BLANK_LINE.match(lines[0]):
         lines.pop(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.written import as_hiragana, as_written, cut, strip_edges
+from chat.written import as_hiragana, as_written, cut, strip_edges, without_controls
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,6 @@ def test_strip_edges_removes_whitespace_and_invisible_characters_at_both_ends_on
         ("\ufeff\n\u200b\n  \u200b  def f():\n    pass\n\u200b", "    def f():\n    pass"),
         ("  indented", "  indented"),
         ("a\u200bb", "a\u200bb"),
-        # Control characters carry nothing anywhere; tabs and line breaks (LF, CR) stay.
-        ("\x00", ""),
-        ("\x00\x1b\x7f \x9f", ""),
-        ("a\x00b\x08c\x1b[0m", "abc[0m"),
-        ("a\tb\r\nc\x0cd\x85e\x1ff\x0bg", "a\tb\r\ncdefg"),
     ],
 )
 def test_as_written_drops_invisible_characters_at_the_edges_and_keeps_indentation(
@@ -82,3 +77,20 @@ def test_cut_keeps_text_that_fits_and_marks_a_cut_with_an_ellipsis() -> None:
 )
 def test_cut_falls_where_a_character_as_the_reader_sees_it_ends(text: str, expected: str) -> None:
     assert cut(text, 5) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\x00", ""),
+        ("\x00\x1b\x7f \x9f", " "),
+        ("a\x00b\x08c\x1b[0m", "abc[0m"),
+        # Tabs and line breaks (LF, CR) stay; the other controls, whitespace or not, go.
+        ("a\tb\r\nc\x0cd\x85e\x1ff\x0bg", "a\tb\r\ncdefg"),
+        ("👨\u200d👩 \u202eabc", "👨\u200d👩 \u202eabc"),
+    ],
+)
+def test_without_controls_drops_every_control_character_but_tab_and_line_breaks(
+    text: str, expected: str
+) -> None:
+    assert without_controls(text) == expected
