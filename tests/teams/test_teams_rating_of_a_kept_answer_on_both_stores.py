@@ -51,6 +51,26 @@ async def kept_answer(bot: App, teams: TeamsChannel, store: FaultyStore, text: s
     return rated
 
 
+async def feedback_command(bot: App, teams: TeamsChannel, comment: str) -> None:
+    """`/feedback <comment>` in the personal chat, thanked for."""
+    count = len(teams.messages())
+    await bot.post("/api/messages", json=personal_message(teams.url, f"/feedback {comment}"))
+    [*_, thanks] = await teams.wait_for_messages(count + 1)
+    await settle(bot)
+    assert "Thank" in thanks["text"], thanks["text"]
+
+
+async def written_and_rated(store: FaultyStore, count: int) -> list[Message]:
+    """The conversation's answers once `count` are stored and the last one carries a rating."""
+
+    async def written() -> bool:
+        stored = await answers(store)
+        return len(stored) == count and stored[-1].feedback is not None
+
+    assert await eventually(written), await answers(store)
+    return await answers(store)
+
+
 async def test_a_dislike_of_a_kept_answer_is_stored_on_it_once_it_is_written(
     make_faulty_app: FaultyAppFactory, teams: TeamsChannel
 ) -> None:
@@ -128,19 +148,10 @@ async def test_a_feedback_comment_goes_on_the_kept_last_answer_not_the_one_befor
     await settle(bot)
     rated = await kept_answer(bot, teams, store, "Second question")
 
-    count = len(teams.messages())
-    await bot.post("/api/messages", json=personal_message(teams.url, "/feedback Too long"))
-    [*_, thanks] = await teams.wait_for_messages(count + 1)
-    await settle(bot)
-    assert "Thank" in thanks["text"], thanks["text"]
+    await feedback_command(bot, teams, "Too long")
     store.clear()
 
-    async def written() -> bool:
-        stored = await answers(store)
-        return len(stored) == 2 and stored[1].feedback is not None
-
-    assert await eventually(written)
-    first, second = await answers(store)
+    first, second = await written_and_rated(store, 2)
     assert first.feedback is None
     assert second.activity_id == rated
     assert second.feedback is not None
@@ -156,19 +167,10 @@ async def test_a_feedback_comment_on_a_kept_answer_is_taken_while_the_store_refu
     rated = await kept_answer(bot, teams, store, "A question")
     store.fail("error", "recent_messages")
 
-    count = len(teams.messages())
-    await bot.post("/api/messages", json=personal_message(teams.url, "/feedback Too vague"))
-    [*_, thanks] = await teams.wait_for_messages(count + 1)
-    await settle(bot)
-    assert "Thank" in thanks["text"], thanks["text"]
+    await feedback_command(bot, teams, "Too vague")
     store.clear()
 
-    async def written() -> bool:
-        stored = await answers(store)
-        return len(stored) == 1 and stored[0].feedback is not None
-
-    assert await eventually(written)
-    [answer] = await answers(store)
+    [answer] = await written_and_rated(store, 1)
     assert answer.activity_id == rated
     assert answer.feedback is not None and answer.feedback.text == "Too vague"
 
@@ -190,12 +192,7 @@ async def test_a_rating_that_comes_while_its_answers_write_is_still_failing_wait
     await settle(bot)
     store.clear()
 
-    async def rated_on_it() -> bool:
-        stored = await answers(store)
-        return len(stored) == 1 and stored[0].feedback is not None
-
-    assert await eventually(rated_on_it), await answers(store)
-    [answer] = await answers(store)
+    [answer] = await written_and_rated(store, 1)
     assert answer.activity_id == rated and answer.feedback is not None
     assert (answer.feedback.reaction, answer.feedback.text) == ("dislike", "Wrong year")
 

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -273,35 +274,57 @@ def principal(oid: str) -> dict[str, str]:
     }
 
 
-async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_persons_chat(
+ALICE = principal("0000000a-0000-0000-0000-00000000000a")
+BOB = principal("0000000b-0000-0000-0000-00000000000b")
+
+
+@dataclass
+class SignedInTab:
+    server: TestServer
+    context: Any
+    page: Any
+    # Each token the page was granted, oldest first.
+    grants: list[dict[str, Any]]
+    errors: list[str]
+
+
+async def alices_tab(
     browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
-) -> None:
+) -> SignedInTab:
+    """A tab of the chat page behind App Service Authentication, Alice signed in, after one
+    answered question of hers."""
     server = await serve_signed_in(
         aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice")
     )
     context = await browser.new_context(locale="en-US", viewport={"width": 1000, "height": 800})
-    alice, bob = (
-        principal("0000000a-0000-0000-0000-00000000000a"),
-        principal("0000000b-0000-0000-0000-00000000000b"),
-    )
-    await sign_in(context, server, alice)
+    await sign_in(context, server, ALICE)
     page = await context.new_page()
-    grants: list[dict[str, Any]] = []
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    tab = SignedInTab(server, context, page, [], [])
+    page.on("pageerror", lambda error: tab.errors.append(str(error)))
 
     async def remember(response: Any) -> None:
         if response.url.endswith("/api/directline/token") and response.status == 200:
-            grants.append(await response.json())
+            # The page may reload right after a grant: its body may be gone by then.
+            with contextlib.suppress(PlaywrightError):
+                tab.grants.append(await response.json())
 
     page.on("response", remember)
     await page.goto(str(server.make_url("/")))
     await ready(page)
     await ask(page, "Confidential: the merger closes in May", 1)
+    return tab
+
+
+async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_persons_chat(
+    browser: Any, aiohttp_server: Any, make_settings: Callable[..., Settings]
+) -> None:
+    tab = await alices_tab(browser, aiohttp_server, make_settings)
+    server, context, page = tab.server, tab.context, tab.page
+    grants, errors = tab.grants, tab.errors
     alices = grants[-1]
 
     # Bob signs in in the same tab (App Service now vouches for him).
-    await sign_in(context, server, bob)
+    await sign_in(context, server, BOB)
     await reload(page)
     assert grants[-1]["resumed"] is False
     assert grants[-1]["userId"] == "dl_0000000b-0000-0000-0000-00000000000b"
@@ -317,7 +340,7 @@ async def test_a_changed_sign_in_in_the_same_tab_never_shows_the_previous_person
     await page.locator("#status").filter(has_text=SIGN_IN).wait_for()
     assert await kept(page) is None
     # Alice signs in again in that tab: a new conversation, not Bob's.
-    await sign_in(context, server, alice)
+    await sign_in(context, server, ALICE)
     await reload(page)
     assert grants[-1]["resumed"] is False
     assert grants[-1]["conversationId"] not in (
@@ -334,35 +357,11 @@ async def test_an_open_chat_refused_because_someone_else_signed_in_gives_them_a_
     """On a shared computer Bob signs in while Alice's chat is still open: her next message is
     refused (her token is not his). The chat that starts then is Bob's, and carries nothing of
     hers: not her transcript, not what she was typing."""
-    server = await serve_signed_in(
-        aiohttp_server, fast(make_settings, WEBCHAT_AUTH_MODE="appservice")
-    )
-    context = await browser.new_context(locale="en-US", viewport={"width": 1000, "height": 800})
-    alice, bob = (
-        principal("0000000a-0000-0000-0000-00000000000a"),
-        principal("0000000b-0000-0000-0000-00000000000b"),
-    )
-    await sign_in(context, server, alice)
-    page = await context.new_page()
-    grants: list[dict[str, Any]] = []
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    tab = await alices_tab(browser, aiohttp_server, make_settings)
+    server, context, page = tab.server, tab.context, tab.page
+    grants, errors = tab.grants, tab.errors
 
-    async def remember(response: Any) -> None:
-        if response.url.endswith("/api/directline/token") and response.status == 200:
-            grants.append(await response.json())
-
-    async def remember_unless_gone(response: Any) -> None:
-        # The page reloads right after the grant it got for Bob: its body may be gone by then.
-        with contextlib.suppress(PlaywrightError):
-            await remember(response)
-
-    page.on("response", remember_unless_gone)
-    await page.goto(str(server.make_url("/")))
-    await ready(page)
-    await ask(page, "Confidential: the merger closes in May", 1)
-
-    await sign_in(context, server, bob)
+    await sign_in(context, server, BOB)
     await send(page, "Draft: merger memo for the board")
 
     bobs = "dl_0000000b-0000-0000-0000-00000000000b"
