@@ -83,8 +83,8 @@ class TenantPolicies(BaseModel):
 def _version(value: Any) -> Any:
     # YAML has already turned an unquoted `1.10` into the number 1.1 (and `2026-11-01` into a
     # date, `yes` into true): users would be shown another version than the file's, and going
-    # from 1.1 to 1.10 would ask no one again. A whole number is taken as YAML reads it (`2`;
-    # `010` would be 8, an octal: the README says to quote anything but plain digits).
+    # from 1.1 to 1.10 would ask no one again. A whole number is text by now
+    # (`load_usage_policy` puts back what the file writes), unless it came from elsewhere.
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
@@ -142,10 +142,17 @@ class UsagePolicy(BaseModel):
 
 
 def _read_yaml(path: Path, setting: str) -> Any:
+    return _parse_yaml(_read_text(path, setting), path, setting)
+
+
+def _read_text(path: Path, setting: str) -> str:
     try:
-        raw = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyFileError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _parse_yaml(raw: str, path: Path, setting: str) -> Any:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -215,11 +222,28 @@ def load_usage_policy(path: Path | None) -> UsagePolicy | None:
     if path is None:
         return None
     setting = "USAGE_POLICY_FILE"
-    data = _read_yaml(path, setting)
+    raw = _read_text(path, setting)
+    data = _parse_yaml(raw, path, setting)
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool):
+        data["version"] = _version_as_written(raw)
     try:
         return UsagePolicy.model_validate(data)
     except ValidationError as exc:
         raise PolicyFileError(f"{setting}: {path} is invalid: {_explain(exc)}") from exc
+
+
+def _version_as_written(raw: str) -> str:
+    """The top-level `version` as the file writes it. YAML reads a whole number in other forms
+    than plain digits (`010` is 8, an octal; `1_000` is 1000): users would be shown, and consent
+    recorded for, a version the file does not name."""
+    document = yaml.compose(raw, Loader=yaml.SafeLoader)
+    written = ""
+    for key, value in document.value:
+        # The last one wins, as when YAML reads the file.
+        if isinstance(key, yaml.ScalarNode) and key.value == "version":
+            written = value.value
+    return written
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def test_a_usage_policy_version_yaml_reads_as_no_string_or_integer_must_be_quote
     assert 'quote it, e.g. version: "1.10"' in message and "Value error" not in message
 
 
-@pytest.mark.parametrize("version", ['"1.10"', "'2026-11-01'", "2"])
+@pytest.mark.parametrize("version", ['"1.10"', "'2026-11-01'", "2", "010", "0x1A", "1_000"])
 def test_a_quoted_or_whole_number_usage_policy_version_is_taken_as_written(
     tmp_path: Path, version: str
 ) -> None:
