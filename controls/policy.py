@@ -239,7 +239,7 @@ def _version_as_written(raw: str) -> str:
     recorded for, a version the file does not name."""
     document = yaml.compose(raw, Loader=yaml.SafeLoader)
     written = ""
-    for key, value in document.value:
+    for key, value in document.value if isinstance(document, yaml.MappingNode) else []:
         # The last one wins, as when YAML reads the file.
         if isinstance(key, yaml.ScalarNode) and key.value == "version":
             written = value.value
