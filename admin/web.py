@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import aiohttp
 import jinja2
@@ -1010,7 +1010,13 @@ _SEALED_FOR = "for"
 def _params(request: web.Request) -> dict[str, str]:
     """A page's parameters: its query (each name's first value), with what its sealed part
     holds. A sealed part that is not ours, too old, or made for someone else is a 400 that says
-    to filter again."""
+    to filter again. A value whose bytes are not UTF-8 is a 400 naming it: the query as aiohttp
+    reads it would search for, or filter by, U+FFFD in their place."""
+    raw = parse_qsl(
+        request.rel_url.raw_query_string, keep_blank_values=True, errors="surrogateescape"
+    )
+    for name, value in raw:
+        text_value(value, name)
     query = request.query
     params = {name: query[name] for name in query if name != SEALED_PARAM}
     sealed = query.get(SEALED_PARAM)

@@ -859,6 +859,24 @@ def test_a_lone_surrogate_in_a_filter_is_refused_before_it_reaches_the_store() -
             parse_filters({name: "\ud800"}, pseudonyms)
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        (API, "q=%ED%A0%80", "q"),  # an encoded lone surrogate
+        ("/admin/", "user=alice%FF", "user"),
+        ("/admin/api/export/conversations", "tenant=%C3", "tenant"),
+        ("/admin/api/audit", "actor=%80", "actor"),
+    ],
+)
+async def test_a_filter_whose_bytes_are_not_utf8_is_a_400_naming_it_not_a_search_for_u_fffd(
+    admin: TestClient[Any, Any], path: str, query: str, name: str
+) -> None:
+    refused = await admin.get(f"{path}?{query}")
+    assert refused.status == 400
+    assert f"{name} is not valid text" in (await refused.text()).lower()
+    assert (await (await admin.get("/admin/api/audit")).json())["items"] == []
+
+
 async def test_an_unexpected_error_is_a_generic_500_with_the_security_headers_and_a_log_line(
     faulty_admin: tuple[TestClient[Any, Any], FaultyStore], caplog: pytest.LogCaptureFixture
 ) -> None:
