@@ -581,6 +581,8 @@ async def _purge_periodically(store: Store) -> None:
 
 
 def _log_configuration(app: web.Application) -> None:
+    group = app.get(WORKER_GROUP)
+    level = logging.INFO if group is None or group.announces else logging.DEBUG
     settings = app[SETTINGS]
     model = (
         f"built-in Azure OpenAI simulator at {app[MODEL_ENDPOINT]} (no real model is called)"
@@ -604,20 +606,21 @@ def _log_configuration(app: web.Application) -> None:
         else "anonymous (no MicrosoftAppId: like the Bot Framework Emulator; replies only "
         f"to {', '.join(settings.anonymous_service_url_hosts)})"
     )
-    log.info("model: %s", model)
-    log.info("store: %s", store)
-    log.info("channel auth: %s", auth)
-    _log_controls(app)
+    log.log(level, "model: %s", model)
+    log.log(level, "store: %s", store)
+    log.log(level, "channel auth: %s", auth)
+    _log_controls(app, level)
 
 
-def _log_controls(app: web.Application) -> None:
+def _log_controls(app: web.Application, level: int) -> None:
     """What decides who may chat and what is kept, so that a mistake shows in the first lines
     of the log: never a secret, never message text. Tenant ids are counted here (a list of
     customers' tenants can be long); DEBUG names them."""
     settings = app[SETTINGS]
     tenants = settings.allowed_tenant_ids
     channels = settings.allowed_channels
-    log.info(
+    log.log(
+        level,
         "access: tenants %s; channels %s",
         f"{len(tenants)} allowed (ALLOWED_TENANT_IDS)"
         if tenants
@@ -627,14 +630,16 @@ def _log_controls(app: web.Application) -> None:
     if tenants:
         log.debug("access: allowed tenants %s", ", ".join(tenants))
     usage = app[POLICIES].usage
-    log.info(
+    log.log(
+        level,
         "usage policy: %s",
         f"version {usage.version!r}, accepted before the first question (USAGE_POLICY_FILE)"
         if usage is not None
         else "none, no consent step (USAGE_POLICY_FILE empty)",
     )
     overrides = len(app[POLICIES].tenants.tenants)
-    log.info(
+    log.log(
+        level,
         "quotas: per user %s messages a minute and %s tokens a day; per tenant %s tokens a day; %s",
         _limit(settings.quota_user_requests_per_minute),
         _limit(settings.quota_user_tokens_per_day),
@@ -643,7 +648,8 @@ def _log_controls(app: web.Application) -> None:
         if overrides
         else "no per-tenant overrides",
     )
-    log.info(
+    log.log(
+        level,
         "data: conversations %s; message text %s",
         f"deleted {settings.retention_days} days after their last write (RETENTION_DAYS)"
         if settings.retention_days
@@ -657,7 +663,8 @@ def _log_controls(app: web.Application) -> None:
         if settings.webchat_auth_mode is WebChatAuthMode.APPSERVICE
         else "local (one development user, for make run only)"
     )
-    log.info(
+    log.log(
+        level,
         "sign-in: web chat %s, through %s; admin %s",
         webchat,
         "Azure's Direct Line" if settings.uses_azure_direct_line else "the built-in Direct Line",
@@ -1162,6 +1169,8 @@ class Workers:
         self._failed = False
         self._configuration_problems: str | None = None
         self._startup_failure: str | None = None
+        # Set once a worker is replaced: the start-up block was written by the first worker.
+        self._replacing = False
 
     def run(self) -> None:
         try:
@@ -1228,6 +1237,7 @@ class Workers:
                 self._stop(signal.SIGTERM, None)
                 continue
             log.error("worker %d exited with code %d; starting a new one", number, code)
+            self._replacing = True
             self._start(number)
 
     def _start(self, number: int) -> None:
@@ -1244,7 +1254,8 @@ class Workers:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self.STOP_SIGNALS)
             configure_telemetry(self._settings)
-            group = WorkerGroup(self._sockets, number, self._settings.app_workers)
+            announces = number == 0 and not self._replacing
+            group = WorkerGroup(self._sockets, number, self._settings.app_workers, announces)
             _run(self._build(group), self._settings, worker=True)
         except StartupFailure as exc:
             code = STARTUP_FAILURE_EXIT_CODE

@@ -61,6 +61,10 @@ class WorkerGroup:
     directory: Path
     number: int
     count: int
+    # Whether this worker writes the start-up block (which model, store, controls) at INFO:
+    # the first worker's first start only, so that the log says it once, not once per worker
+    # and again for each replacement.
+    announces: bool = False
 
     def socket_path(self, number: int) -> Path:
         return self.directory / f"worker-{number}.sock"

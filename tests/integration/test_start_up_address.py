@@ -5,8 +5,10 @@ brackets, so the URL it prints can be opened as it is."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,3 +106,72 @@ async def test_an_ipv6_host_is_written_in_brackets(tmp_path: Path) -> None:
         assert re.fullmatch(r"http://\[::1\]:\d+", url), url
         link = ADMIN_LINK.search(log)
         assert link is not None and link.group(1) == url, log[-2000:]
+
+
+async def test_with_workers_the_start_up_block_is_written_once_even_after_a_worker_is_replaced(
+    tmp_path: Path,
+) -> None:
+    async with _started(tmp_path, HOST="127.0.0.1", **WORKERS) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        parent = await _pid_listening_parent(port)
+        workers = await asyncio.to_thread(_children_of, parent)
+        assert len(workers) == 2, workers
+        os.kill(workers[-1], signal.SIGKILL)
+        for _ in range(200):
+            replaced = await asyncio.to_thread(_children_of, parent)
+            listening = await asyncio.to_thread(_listening_sockets_on, port)
+            if len(replaced) == 2 and workers[-1] not in replaced and listening == 2:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        log = (tmp_path / "app.log").read_text(encoding="utf-8")
+    messages = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+    for start in ("model: ", "store: ", "channel auth: ", "access: ", "quotas: ", "sign-in: "):
+        said = [m for m in messages if m.startswith(start)]
+        assert len(said) == 1, (start, said)
+    assert any(re.match(r"worker \d exited with code -9", m) for m in messages), messages
+
+
+async def _pid_listening_parent(port: int) -> int:
+    """The app's parent process: the parent of a process holding a socket on the port."""
+    for _ in range(200):
+        workers = await asyncio.to_thread(_processes_listening_on, port)
+        if len(workers) == 2:
+            parents = {_parent_of(pid) for pid in workers}
+            assert len(parents) == 1, parents
+            return parents.pop()
+        await asyncio.sleep(0.1)
+    raise AssertionError("two workers did not listen")
+
+
+def _processes_listening_on(port: int) -> list[int]:
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+    inodes = {
+        line.split()[9] for line in lines if line.split()[1] == wanted and line.split()[3] == "0A"
+    }
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link in {f"socket:[{inode}]" for inode in inodes} for link in links):
+            found.append(int(proc.name))
+    return found
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children_of(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    children = []
+    for task in tasks.iterdir():
+        children += [int(c) for c in (task / "children").read_text(encoding="ascii").split()]
+    return sorted(children)
