@@ -1230,6 +1230,7 @@ _AUDIT_FORM = ("since", "until", "action", "actor", "target", "user", "reason")
 _FILTERS_AT_FAULT = {
     "error_reason_filter_by_id": ("reason",),
     "error_reason_audit_filter_by_id": ("reason",),
+    "error_reason_audit_target_by_id": ("reason",),
     "error_search_too_long": ("q",),
     "error_category_name": ("category",),
     "error_since_after_until": ("since", "until"),
@@ -2431,18 +2432,20 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         echo["user"] = looked_for if context.pseudonyms.enabled else named
     elif named:
         targets = [named]
-        if context.pseudonyms.enabled:
-            # A person's id typed as a target: what is recorded about them is under their
-            # pseudonyms, so those are looked for too, and the read is recorded under theirs (the
-            # log must not keep an id their erasure takes away everywhere else). An id that
-            # names a stored conversation is recorded as typed, as records about it name it;
-            # any other (a deleted conversation's, a tenant's) is recorded as a person's would
-            # be, as nothing tells them apart. Links keep what was typed.
+        if context.pseudonyms.enabled and not await _names_a_conversation(context, named):
+            # Perhaps a person's id: what is recorded about a person is under their pseudonyms,
+            # and finding it by the id would show which pseudonym is theirs. So it is the user
+            # filter's reveal, with a reason, recorded before anything is read, and the read is
+            # recorded under the pseudonym (the log must not keep an id their erasure takes
+            # away everywhere else). Links keep what was typed.
+            [reason] = _texts(params, "reason")
+            reason = _reason(reason, "error_reason_audit_target_by_id")
+            looked_for = _audited_as(context, named)
+            await _audit(
+                request, "reveal_user", looked_for, {"reason": reason, "by": "audit_filter"}
+            )
             targets += _audit_targets(context, named)
-            summary, unreadable = await transcript_summary(context.store, named)
-            if summary is None and not unreadable:
-                looked_for = _audited_as(context, named)
-                recorded = {**echo, "target": looked_for}
+            recorded = {**echo, "target": looked_for}
     query = AuditQuery(
         action=action,
         except_actions=[] if action else [AUDIT_READ, LIST_READ],
@@ -2452,6 +2455,17 @@ async def _audit_filters(request: web.Request) -> AuditFilters:
         until=until,
     )
     return AuditFilters(query, echo, looked_for, recorded)
+
+
+async def _names_a_conversation(context: AdminContext, target: str) -> bool:
+    """Whether an audit log target names a conversation: a stored one (or one whose summary
+    cannot be read), or one the log names as a target as typed (a deleted one: a person is
+    only ever named by pseudonym)."""
+    summary, unreadable = await transcript_summary(context.store, target)
+    if summary is not None or unreadable:
+        return True
+    named, _ = await context.store.list_audit(1, query=AuditQuery(targets=[target]))
+    return bool(named)
 
 
 async def _audit_records(

@@ -1,9 +1,9 @@
 """What the audit log says of one person when pseudonyms are on: a text search or a list export
 filtered by that person is recorded about them (so the log's user filter and their data export
 find it); their data export never names an administrator, not even one typed into an audit log
-filter; and a person's id typed into the log's target filter finds what is recorded about them,
-while the read itself is recorded under their pseudonym, not the id. Over real HTTP on both
-stores (tests/stores.py)."""
+filter; and a person's id typed into the log's target filter is a reveal, asked with a reason,
+that finds what is recorded about them, the read recorded under their pseudonym, not the id.
+Over real HTTP on both stores (tests/stores.py)."""
 
 from __future__ import annotations
 
@@ -71,28 +71,59 @@ async def test_a_persons_export_never_names_the_administrator_an_audit_filter_na
     assert "oid-bea" not in json.dumps(audit) and "oid-ada" not in json.dumps(audit)
 
 
-async def test_a_persons_id_as_the_audit_target_finds_their_records_and_is_recorded_by_pseudonym(
+async def test_a_persons_id_as_the_audit_target_is_a_reveal_asked_with_a_reason_and_recorded(
     client: TestClient[Any, Any],
 ) -> None:
+    """Finding a person's records by their id shows which pseudonym is theirs: as with the
+    user filter, that needs a reason, and is recorded as a reveal before anything is read."""
     alice = await alices_pseudonym(client)
     revealed = await client.post(
         "/admin/api/reveal", json={"user": alice, "reason": "audit check"}, headers=ADMIN
     )
     assert (await revealed.json())["userId"] == ALICE
 
-    response = await client.get(
+    refused = await client.get(
         "/admin/api/audit", params={"target": ALICE, "action": "reveal_user"}, headers=ADMIN
+    )
+    assert refused.status == 400
+    assert "to look for a user id, give a reason" in (await refused.json())["message"]
+    response = await client.get(
+        "/admin/api/audit",
+        params={"target": ALICE, "action": "reveal_user", "reason": "ticket 7"},
+        headers=ADMIN,
     )
 
     assert response.status == 200
     body = await response.json()
-    assert [r["target"] for r in body["items"]] == [alice]
+    assert [r["target"] for r in body["items"]] == [alice, alice]
+    assert [r["detail"].get("by") for r in body["items"]] == ["audit_filter", None]
+    assert body["items"][0]["detail"]["reason"] == "ticket 7"
     reads = await client.get("/admin/api/audit", params={"action": "read_audit"}, headers=ADMIN)
     text = await reads.text()
     assert ALICE not in text
     [read] = [r for r in (await reads.json())["items"] if "target" in r["detail"]["filters"]]
     assert read["target"] == alice
     assert read["detail"]["filters"]["target"] == alice
+
+
+async def test_a_deleted_conversations_id_as_the_audit_target_needs_no_reason(
+    client: TestClient[Any, Any],
+) -> None:
+    deleted = await client.post(
+        f"{API}/conv-flagged/delete",
+        json={"confirm": "conv-flagged", "reason": "retention request"},
+        headers=ADMIN,
+    )
+    assert deleted.status == 200, await deleted.text()
+
+    response = await client.get(
+        "/admin/api/audit", params={"target": "conv-flagged"}, headers=ADMIN
+    )
+
+    assert response.status == 200
+    assert "delete_conversation" in [r["action"] for r in (await response.json())["items"]]
+    reveals = await client.get("/admin/api/audit", params={"action": "reveal_user"}, headers=ADMIN)
+    assert (await reveals.json())["items"] == []
 
 
 async def test_a_conversations_id_as_the_audit_target_is_recorded_as_typed(
