@@ -325,6 +325,13 @@ var effectiveWebchatAuthMode = ((toLower(webchatAuthMode) == 'local') || empty(a
 var inboundCidrs = union(allowedInboundCidrs, empty(trim(allowedInboundCidrList)) ? [] : split(replace(allowedInboundCidrList, ' ', ''), ','))
 // deployerCidrs plus the comma-separated deployerCidrList, the same way.
 var deployerRanges = union(deployerCidrs, empty(trim(deployerCidrList)) ? [] : split(replace(deployerCidrList, ' ', ''), ','))
+// The gateway certificate's secret id, https://<vault>.<vault DNS suffix>/secrets/<name>[/<version>]:
+// the vault is the host's first label, the secret the path's second segment. The parentheses are
+// for pycep (checkov's parser), which reads `a > b ? c : d` as `a > (b ? c : d)`.
+var certificateIdParts = split(trim(appGatewayCertificateSecretId), '/')
+var certificateVaultName = (length(certificateIdParts) > 4) ? toLower(first(split(certificateIdParts[2], '.'))) : ''
+var certificateSecretName = (length(certificateIdParts) > 4) ? certificateIdParts[4] : ''
+var certificateInAppVault = enableAppGateway && (certificateVaultName == 'kv-${resourceToken}') && !empty(certificateSecretName)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -438,15 +445,25 @@ module keyVault 'modules/keyvault.bicep' = {
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     appPrincipalId: appIdentity.outputs.principalId
-    extraSecretReaderPrincipalIds: enableAppGateway ? [
-      gatewayIdentity.outputs.principalId
-    ] : []
     adminSessionSecretName: adminSessionSecretName
     adminSessionSecret: adminSessionSecret
     adminPseudonymKeyName: adminPseudonymKeyName
     adminPseudonymKey: adminPseudonymKey
     adminPseudonymPreviousKeysName: adminPseudonymPreviousKeysName
     adminPseudonymPreviousKeys: adminPseudonymPreviousKeys
+  }
+}
+
+// The gateway's identity reads its certificate and nothing else: Key Vault Secrets User on that
+// one secret when it is in this deployment's vault, since the vault also holds the Direct Line
+// secret and the admin keys. In another vault the grant is its owner's (docs/deploy.md).
+module gatewayCertificateReader 'modules/keyvault-secret-reader.bicep' = if (certificateInAppVault) {
+  name: 'keyvault-gateway-certificate'
+  scope: rg
+  params: {
+    vaultName: keyVault.outputs.name
+    secretName: certificateSecretName
+    principalId: gatewayIdentity.outputs.principalId
   }
 }
 
@@ -561,6 +578,7 @@ module appGateway 'modules/appgateway.bicep' = if (enableAppGateway) {
   }
   dependsOn: [
     keyVault
+    gatewayCertificateReader
   ]
 }
 

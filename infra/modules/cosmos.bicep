@@ -1,6 +1,7 @@
 // Cosmos DB for NoSQL: private only, Entra ID only, continuous backup, the containers the app uses.
-// Data-plane access for the app's identity goes through a Cosmos SQL role assignment (Built-in
-// Data Contributor); there is no management-plane role and no key anywhere.
+// Data-plane access for the app's identity goes through Cosmos SQL role assignments, each on one
+// container (Built-in Data Contributor; on audit, a role that can only add and read records), plus
+// metadata reads on the database; there is no management-plane role and no key anywhere.
 
 param location string
 param tags object
@@ -12,6 +13,17 @@ param privateEndpointSubnetId string
 param appPrincipalId string
 
 param databaseName string = 'chat'
+
+// The admin audit log: the app adds records and reads them, and nothing may change or remove one.
+var auditContainerName = 'audit'
+// The containers the app reads and writes in full (storage/cosmos.py: the retention purge, a
+// user's erasure and the counters replace, patch and delete items there).
+var dataContainerNames = [
+  'messages'
+  'conversations'
+  'botstate'
+  'usage'
+]
 
 @allowed([
   'Serverless'
@@ -84,7 +96,7 @@ var containers = [
     compositeIndexes: []
   }
   {
-    name: 'audit'
+    name: auditContainerName
     partitionKey: '/day'
     defaultTtl: null
     excludedPaths: []
@@ -191,15 +203,109 @@ resource sqlContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/conta
 
 // 00000000-0000-0000-0000-000000000002 is the Cosmos DB Built-in Data Contributor (data plane).
 var dataContributorRoleId = '00000000-0000-0000-0000-000000000002'
+var databaseScope = '${account.id}/dbs/${databaseName}'
+var auditScope = '${account.id}/dbs/${databaseName}/colls/${auditContainerName}'
 
-resource appDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+// What storage/cosmos.py does on the audit container: create_item, read_item (after a create
+// conflict) and queries (the SDK needs executeQuery and readChangeFeed for those). No replace,
+// upsert or delete: a record, once written, stays as it is.
+var auditAppendActions = [
+  'Microsoft.DocumentDB/databaseAccounts/readMetadata'
+  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create'
+  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read'
+  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery'
+  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed'
+]
+
+// Cosmos DB takes an exclusive lock on the account for each role definition or assignment write,
+// and a write that meets another one (or a container or private endpoint connection being
+// created) fails with 412. So every one of them waits for the containers and the private
+// endpoint, and for the one before it: the chain below, one write at a time.
+resource auditAppendRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
   parent: account
-  name: guid(account.id, appPrincipalId, dataContributorRoleId)
+  name: guid(account.id, 'chat-audit-append')
+  properties: {
+    roleName: 'Chat audit log append and read'
+    type: 'CustomRole'
+    assignableScopes: [
+      auditScope
+    ]
+    permissions: [
+      {
+        dataActions: auditAppendActions
+      }
+    ]
+  }
+  dependsOn: [
+    sqlContainers
+    cosmosEndpoint
+  ]
+}
+
+// The readiness check reads the database itself (storage/cosmos.py ping), which readMetadata
+// allows only on the database scope; it reads no item.
+resource metadataReaderRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
+  parent: account
+  name: guid(account.id, 'chat-database-metadata')
+  properties: {
+    roleName: 'Chat database metadata reader'
+    type: 'CustomRole'
+    assignableScopes: [
+      databaseScope
+    ]
+    permissions: [
+      {
+        dataActions: [
+          'Microsoft.DocumentDB/databaseAccounts/readMetadata'
+        ]
+      }
+    ]
+  }
+  dependsOn: [
+    auditAppendRole
+  ]
+}
+
+@batchSize(1)
+resource appDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = [for containerName in dataContainerNames: {
+  parent: account
+  name: guid(account.id, appPrincipalId, dataContributorRoleId, containerName)
   properties: {
     roleDefinitionId: '${account.id}/sqlRoleDefinitions/${dataContributorRoleId}'
     principalId: appPrincipalId
-    scope: '${account.id}/dbs/${databaseName}'
+    scope: '${account.id}/dbs/${databaseName}/colls/${containerName}'
   }
+  dependsOn: [
+    sqlContainers
+    cosmosEndpoint
+    metadataReaderRole
+  ]
+}]
+
+resource appAuditAppender 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, appPrincipalId, auditAppendRole.id)
+  properties: {
+    roleDefinitionId: auditAppendRole.id
+    principalId: appPrincipalId
+    scope: auditScope
+  }
+  dependsOn: [
+    appDataContributor
+  ]
+}
+
+resource appMetadataReader 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, appPrincipalId, metadataReaderRole.id)
+  properties: {
+    roleDefinitionId: metadataReaderRole.id
+    principalId: appPrincipalId
+    scope: databaseScope
+  }
+  dependsOn: [
+    appAuditAppender
+  ]
 }
 
 module cosmosEndpoint 'private-endpoint.bicep' = {

@@ -13,9 +13,6 @@ param privateEndpointSubnetId string
 @description('Principal id of the app\'s user-assigned identity.')
 param appPrincipalId string
 
-@description('Principal ids (besides the app) that may read secrets, e.g. the Application Gateway identity for its TLS certificate.')
-param extraSecretReaderPrincipalIds array = []
-
 @description('Name of the secret that holds ADMIN_SESSION_SECRET.')
 param adminSessionSecretName string
 @secure()
@@ -106,16 +103,6 @@ resource appSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalType: 'ServicePrincipal'
   }
 }
-
-resource extraSecretsUsers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for p in extraSecretReaderPrincipalIds: {
-  name: guid(vault.id, p, secretsUserRoleId)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUserRoleId)
-    principalId: p
-    principalType: 'ServicePrincipal'
-  }
-}]
 
 module vaultEndpoint 'private-endpoint.bicep' = {
   name: 'pe-keyvault'

@@ -188,7 +188,11 @@ class _Evaluator:
                 return _INTERPOLATION.sub(lambda m: self._interpolate(m.group(1), env), expr)
             if expr in env:
                 return env[expr]
-            if self.bindings is not None and expr in self.parameters and expr in self.bindings:
+            if (
+                self.bindings is not None
+                and expr in self.bindings
+                and (expr in self.parameters or expr in self.variables)
+            ):
                 return self.bindings[expr]
             if expr in self.variables:
                 return self.eval(self.variables[expr], env)
@@ -216,6 +220,10 @@ class _Evaluator:
             decided = len(args) == 1 and isinstance(args[0], str | list)
             if self.bindings is not None and kind == "empty" and decided:
                 return not args[0]
+            if self.bindings is not None:
+                done, value = _decided_function(kind, args)
+                if done:
+                    return value
             if kind == "concat" and all(isinstance(a, list) for a in args):
                 return [x for a in args for x in a]
             if kind == "flatten" and len(args) == 1 and isinstance(args[0], list):
@@ -238,6 +246,11 @@ class _Evaluator:
                 value = [self.eval(v, env) for v in operands.values()]
                 if len(value) == 1 and isinstance(value[0], bool):
                     return not value[0]
+            if self.bindings is not None and operator.get("type") in _DECIDED_OPERATORS:
+                values = [self.eval(v, env) for v in operands.values()]
+                done, value = _decided_operator(operator["type"], values)
+                if done:
+                    return value
             if operator.get("type") == "conditional":
                 if self.bindings is not None:
                     condition = self.eval(operands.get("condition"), env)
@@ -260,6 +273,55 @@ class _Evaluator:
                 "operands": [self.eval(v, env) for v in operands.values()],
             }
         return {k: self.eval(v, env) for k, v in expr.items()}
+
+
+# With bindings, these functions and operators are decided when their arguments are known
+# values (the expressions that pick a gateway certificate's vault and secret, for example).
+_SCALAR = str | int | bool
+
+
+def _decided_function(kind: Any, args: list[Any]) -> tuple[bool, Any]:
+    """(True, the value) when `kind(*args)` can be computed here, else (False, None)."""
+    if kind in ("trim", "to_lower", "to_upper") and len(args) == 1 and isinstance(args[0], str):
+        return True, {"trim": str.strip, "to_lower": str.lower, "to_upper": str.upper}[kind](
+            args[0]
+        )
+    if kind == "split" and len(args) == 2 and all(isinstance(a, str) for a in args):
+        return True, args[0].split(args[1])
+    if kind == "length" and len(args) == 1 and isinstance(args[0], str | list):
+        return True, len(args[0])
+    if kind == "first" and len(args) == 1 and isinstance(args[0], str | list) and args[0]:
+        return True, args[0][0]
+    return False, None
+
+
+_DECIDED_OPERATORS = {
+    "equals",
+    "not_equals",
+    "and",
+    "or",
+    "greater_than",
+    "less_than",
+    "index_accessor",
+}
+
+
+def _decided_operator(kind: str, values: list[Any]) -> tuple[bool, Any]:
+    """(True, the value) when the operator applied to values can be computed here."""
+    if len(values) != 2:
+        return False, None
+    a, b = values
+    if kind == "index_accessor":
+        if isinstance(a, list) and isinstance(b, int) and 0 <= b < len(a):
+            return True, a[b]
+        return False, None
+    if kind in ("equals", "not_equals") and isinstance(a, _SCALAR) and isinstance(b, _SCALAR):
+        return True, (a == b) == (kind == "equals")
+    if kind in ("and", "or") and isinstance(a, bool) and isinstance(b, bool):
+        return True, (a and b) if kind == "and" else (a or b)
+    if kind in ("greater_than", "less_than") and isinstance(a, int) and isinstance(b, int):
+        return True, a > b if kind == "greater_than" else a < b
+    return False, None
 
 
 def _dotted(expr: Any) -> str:
@@ -493,23 +555,8 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
             f"expected {sorted(ALLOWED_ROLES)}"
         )
 
-    cosmos_roles: set[str] = set()
-    for template, res in resources_of(
-        model, "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
-    ):
-        role = json.dumps(
-            template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str
-        )
-        guids = set(GUID.findall(role))
-        if guids != {COSMOS_DATA_CONTRIBUTOR}:
-            problems.append(
-                f"{template.file}:{res.symbol} Cosmos data role is {sorted(guids)}, "
-                "expected Built-in Data Contributor"
-            )
-        if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
-            cosmos_roles.update(guids)
-    if COSMOS_DATA_CONTRIBUTOR not in cosmos_roles:
-        problems.append("app identity has no Cosmos DB Built-in Data Contributor assignment")
+    problems.extend(check_cosmos_data_roles(model))
+    problems.extend(check_key_vault_grants(model))
 
     # In main.bicep the parameter appPrincipalId must always be the app identity, and the app
     # identity must not be handed to any other principal parameter.
@@ -526,6 +573,240 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
                 value, default=str
             ) + str(ref):
                 problems.append(f"main.bicep module {name}: app identity principal passed as {key}")
+    return problems
+
+
+# Cosmos DB data-plane actions (Azure Cosmos DB for NoSQL data plane security reference).
+COSMOS_READ_METADATA = "Microsoft.DocumentDB/databaseAccounts/readMetadata"
+COSMOS_CONTAINER_ACTIONS = "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
+COSMOS_DATA_CONTRIBUTOR_ACTIONS = {
+    COSMOS_READ_METADATA,
+    f"{COSMOS_CONTAINER_ACTIONS}/*",
+    f"{COSMOS_CONTAINER_ACTIONS}/items/*",
+}
+# The audit log is append-only: storage/cosmos.py creates records, reads one back after a create
+# conflict and queries them (the SDK needs executeQuery and readChangeFeed for a query).
+AUDIT_CONTAINER = "audit"
+AUDIT_ACTIONS = {
+    COSMOS_READ_METADATA,
+    f"{COSMOS_CONTAINER_ACTIONS}/items/create",
+    f"{COSMOS_CONTAINER_ACTIONS}/items/read",
+    f"{COSMOS_CONTAINER_ACTIONS}/executeQuery",
+    f"{COSMOS_CONTAINER_ACTIONS}/readChangeFeed",
+}
+_COSMOS_SCOPE = re.compile(r"^\$\{account\.id\}(?:/dbs/(?P<db>[^/]+)(?:/colls/(?P<coll>[^/]+))?)?$")
+_SYMBOL_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expanded(template: Template, res: Resource) -> list[Any]:
+    """The bodies a resource declares: one, or one per item of its loop."""
+    raw = (template.raw.get("resources") or {}).get(res.symbol, {}).get("config") or {}
+    if isinstance(raw, dict) and "loop_type" in raw:
+        bodies = template.evaluate(raw)
+        return bodies if isinstance(bodies, list) else []
+    return [res.body]
+
+
+def _dependencies(template: Template) -> dict[str, set[str]]:
+    """symbol -> the resources and modules of the template it waits for, directly or not:
+    `dependsOn`, `parent` and every reference to another symbol in its body."""
+    raw_resources = template.raw.get("resources") or {}
+    symbols = set(raw_resources) | set(template.modules)
+    direct: dict[str, set[str]] = {}
+    for symbol in symbols:
+        raw = raw_resources.get(symbol) or template.modules.get(symbol) or {}
+        body, _ = _unwrap(raw.get("config") or {})
+        found: set[str] = set()
+        for value in _walk(body):
+            if isinstance(value, str):
+                found.update(t for t in _SYMBOL_TOKEN.findall(value) if t in symbols)
+        direct[symbol] = found - {symbol}
+    closure: dict[str, set[str]] = {}
+    for symbol in symbols:
+        seen: set[str] = set()
+        todo = list(direct[symbol])
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(direct.get(current, ()))
+        closure[symbol] = seen
+    return closure
+
+
+def check_cosmos_data_roles(model: Mapping[str, Template]) -> list[str]:
+    """The app identity's Cosmos DB data roles: none broader than one container (except a role
+    that only reads metadata), every container covered, Built-in Data Contributor on all but the
+    audit log, whose role can only create, read and query records. Role definition and
+    assignment writes wait for the containers and the private endpoint and for each other, one
+    at a time: Cosmos DB locks the account for each, and a parallel write fails with 412."""
+    problems: list[str] = []
+    covered: dict[str, list[set[str]]] = {}
+    for template in model.values():
+        assignments = [
+            r
+            for r in template.resources
+            if r.type == "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+        ]
+        if not assignments:
+            continue
+        definitions = {
+            r.symbol: r
+            for r in template.resources
+            if r.type == "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions"
+        }
+        for symbol, definition in definitions.items():
+            where = f"{template.file}:{symbol}"
+            if template.evaluate(_get(definition.body, "properties/type")) != "CustomRole":
+                problems.append(f"{where} is not a CustomRole")
+        for res in assignments:
+            where = f"{template.file}:{res.symbol}"
+            for body in _expanded(template, res):
+                if template.evaluate(_get(body, "properties/principalId")) != Param(
+                    "appPrincipalId"
+                ):
+                    problems.append(f"{where} assigns a Cosmos data role to another principal")
+                role = template.evaluate(_get(body, "properties/roleDefinitionId"))
+                text = json.dumps(role, default=str)
+                actions: set[str] | None = None
+                if isinstance(role, Ref) and role.path.split(".")[0] in definitions:
+                    definition = definitions[role.path.split(".")[0]]
+                    permissions = template.evaluate(_get(definition.body, "properties/permissions"))
+                    actions = {
+                        a
+                        for p in (permissions if isinstance(permissions, list) else [])
+                        if isinstance(p, dict)
+                        for a in (p.get("dataActions") or [])
+                        if isinstance(a, str)
+                    }
+                elif set(GUID.findall(text)) == {COSMOS_DATA_CONTRIBUTOR}:
+                    actions = set(COSMOS_DATA_CONTRIBUTOR_ACTIONS)
+                if actions is None:
+                    problems.append(
+                        f"{where} Cosmos data role is {text}, expected Built-in Data "
+                        "Contributor or a role defined in the template"
+                    )
+                    continue
+                scope = template.evaluate(_get(body, "properties/scope"))
+                match = _COSMOS_SCOPE.match(scope) if isinstance(scope, str) else None
+                if match is None:
+                    problems.append(
+                        f"{where} Cosmos data role scope {scope!r} is not the account's"
+                    )
+                    continue
+                if match["coll"] is None:
+                    if actions != {COSMOS_READ_METADATA}:
+                        problems.append(
+                            f"{where} grants {sorted(actions)} on {scope}: broader than a "
+                            "container (only readMetadata may be granted there)"
+                        )
+                    continue
+                covered.setdefault(match["coll"], []).append(actions)
+        problems.extend(_check_role_writes_serialized(template))
+        problems.extend(_check_containers_covered(template, covered))
+    if not covered:
+        problems.append("app identity has no Cosmos DB data role on any container")
+    return problems
+
+
+def _check_containers_covered(
+    template: Template, covered: Mapping[str, list[set[str]]]
+) -> list[str]:
+    problems: list[str] = []
+    names: list[Any] = []
+    for res in template.resources:
+        if res.type == "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers":
+            names += [template.evaluate(body.get("name")) for body in _expanded(template, res)]
+    for name in names:
+        granted = covered.get(name) if isinstance(name, str) else None
+        if not granted:
+            problems.append(f"{template.file}: the app has no data role on container {name!r}")
+            continue
+        if name == AUDIT_CONTAINER:
+            allowed = set().union(*granted)
+            if not allowed <= AUDIT_ACTIONS:
+                problems.append(
+                    f"{template.file}: the audit log is not append-only, the app may "
+                    f"{sorted(allowed - AUDIT_ACTIONS)} there"
+                )
+            if not allowed >= AUDIT_ACTIONS:
+                problems.append(
+                    f"{template.file}: the app cannot {sorted(AUDIT_ACTIONS - allowed)} "
+                    "on the audit log"
+                )
+        elif COSMOS_DATA_CONTRIBUTOR_ACTIONS not in granted:
+            problems.append(
+                f"{template.file}: container {name!r} lacks Built-in Data Contributor "
+                "(the app replaces, patches and deletes items there)"
+            )
+    if AUDIT_CONTAINER not in names:
+        problems.append(f"{template.file}: no {AUDIT_CONTAINER} container is declared")
+    return problems
+
+
+def _check_role_writes_serialized(template: Template) -> list[str]:
+    problems: list[str] = []
+    role_types = {
+        "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments",
+        "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions",
+    }
+    writes = [r for r in template.resources if r.type in role_types]
+    waits = _dependencies(template)
+    containers = {
+        r.symbol
+        for r in template.resources
+        if r.type == "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
+    }
+    endpoints = {
+        name
+        for name, module in template.modules.items()
+        if module["detail"]["path"].endswith("private-endpoint.bicep")
+    }
+    raw_resources = template.raw.get("resources") or {}
+    for res in writes:
+        where = f"{template.file}:{res.symbol}"
+        if not containers <= waits[res.symbol]:
+            problems.append(f"{where} does not wait for the containers (dependsOn)")
+        if not endpoints <= waits[res.symbol]:
+            problems.append(f"{where} does not wait for the private endpoint (dependsOn)")
+        raw = raw_resources[res.symbol]
+        if "loop_type" in (raw.get("config") or {}) and {
+            "type": "batchSize",
+            "argument": 1,
+        } not in (raw.get("decorators") or []):
+            problems.append(f"{where} writes its role assignments in parallel (@batchSize(1))")
+    for i, a in enumerate(writes):
+        for b in writes[i + 1 :]:
+            if a.symbol not in waits[b.symbol] and b.symbol not in waits[a.symbol]:
+                problems.append(
+                    f"{template.file}: {a.symbol} and {b.symbol} may be written at the same time "
+                    "(neither depends on the other)"
+                )
+    return problems
+
+
+def check_key_vault_grants(model: Mapping[str, Template]) -> list[str]:
+    """Only the app identity reads the app's vault as a whole; anyone else who gets Key Vault
+    Secrets User gets it on one secret (an `existing` vaults/secrets resource)."""
+    problems: list[str] = []
+    for template, res in resources_of(model, "Microsoft.Authorization/roleAssignments"):
+        where = f"{template.file}:{res.symbol}"
+        role = json.dumps(
+            template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str
+        )
+        if KEY_VAULT_SECRETS_USER not in GUID.findall(role):
+            continue
+        if template.evaluate(_get(res.body, "properties/principalId")) == Param("appPrincipalId"):
+            continue
+        scope = _dotted(res.body.get("scope")).split(".")[0]
+        target = next((r for r in template.resources if r.symbol == scope), None)
+        if target is None or target.type != "Microsoft.KeyVault/vaults/secrets":
+            problems.append(
+                f"{where} grants Key Vault Secrets User on {scope!r} to a principal other than "
+                "the app: only one secret may be granted (scope: an existing vaults/secrets)"
+            )
+        elif not target.existing:
+            problems.append(f"{where}: the secret it is scoped to must be an existing one")
     return problems
 
 
@@ -1593,6 +1874,80 @@ def check_operator_settings(
             problems.append(
                 f"main.parameters.json sets {param} to {actual!r}, expected {from_environment!r}"
             )
+    return problems
+
+
+# A gateway certificate's secret id -> whether main.bicep grants the gateway its secret in the
+# app's vault (kv-<resourceToken>), and which secret.
+CERTIFICATE_TOKEN = "abc123xyz"
+CERTIFICATE_CASES: dict[tuple[bool, str], tuple[bool, str | None]] = {
+    (True, f"https://kv-{CERTIFICATE_TOKEN}.vault.azure.net/secrets/agw-cert"): (True, "agw-cert"),
+    (True, f"https://kv-{CERTIFICATE_TOKEN}.vault.azure.net/secrets/agw-cert/0123abcd"): (
+        True,
+        "agw-cert",
+    ),
+    (True, f"https://KV-{CERTIFICATE_TOKEN.upper()}.vault.azure.cn/secrets/agw-cert"): (
+        True,
+        "agw-cert",
+    ),
+    (True, "https://kv-corp-certs.vault.azure.net/secrets/agw-cert"): (False, None),
+    (True, f"https://kv-{CERTIFICATE_TOKEN}0.vault.azure.net/secrets/agw-cert"): (False, None),
+    (False, f"https://kv-{CERTIFICATE_TOKEN}.vault.azure.net/secrets/agw-cert"): (False, None),
+    (False, ""): (False, None),
+}
+
+
+def check_gateway_certificate_grant(model: Mapping[str, Template]) -> list[str]:
+    """The gateway's identity reads its certificate's secret, and only that one: granted here when
+    the secret id names the app's vault, not at all when it names another vault (its owner
+    grants it there); and the gateway waits for the grant."""
+    problems: list[str] = []
+    main, vault = model.get("main.bicep"), model.get("modules/keyvault.bicep")
+    if main is None or vault is None:
+        return ["main.bicep or modules/keyvault.bicep is missing"]
+    vaults = [r for r in vault.resources if r.type == "Microsoft.KeyVault/vaults"]
+    names = [
+        vault.evaluate(r.body.get("name"), bindings={"resourceToken": CERTIFICATE_TOKEN})
+        for r in vaults
+    ]
+    if names != [f"kv-{CERTIFICATE_TOKEN}"]:
+        problems.append(f"keyvault.bicep's vault is named {names!r}, main.bicep expects kv-<token>")
+    readers = [
+        (symbol, module)
+        for symbol, module in main.modules.items()
+        if module["detail"]["path"].endswith("keyvault-secret-reader.bicep")
+    ]
+    if len(readers) != 1:
+        return [*problems, "main.bicep must grant the gateway its certificate in one module"]
+    symbol, module = readers[0]
+    config, _ = _unwrap(module["config"])
+    condition = module["config"].get("condition")
+    params = config.get("params") or {}
+    if main.evaluate(params.get("vaultName")) != Ref("keyVault.outputs.name"):
+        problems.append(f"main.bicep {symbol} is not about the app's vault")
+    if main.evaluate(params.get("principalId")) != Ref("gatewayIdentity.outputs.principalId"):
+        problems.append(f"main.bicep {symbol} does not grant the gateway's identity")
+    for (gateway, secret_id), (granted, secret) in CERTIFICATE_CASES.items():
+        bindings = {
+            "enableAppGateway": gateway,
+            "appGatewayCertificateSecretId": secret_id,
+            "resourceToken": CERTIFICATE_TOKEN,
+        }
+        decided = True if condition is None else main.evaluate(condition, bindings=bindings)
+        if decided is not granted:
+            problems.append(
+                f"with the gateway {'on' if gateway else 'off'} and {secret_id!r}, the grant "
+                f"is {decided!r}, expected {granted!r}"
+            )
+        elif granted and main.evaluate(params.get("secretName"), bindings=bindings) != secret:
+            problems.append(f"{secret_id!r} grants the secret {params.get('secretName')!r}")
+    gateway = next(
+        (m for m in main.modules.values() if m["detail"]["path"].endswith("appgateway.bicep")),
+        None,
+    )
+    depends = (_unwrap(gateway["config"])[0].get("dependsOn") or []) if gateway else []
+    if symbol not in depends:
+        problems.append("the Application Gateway does not wait for its certificate's grant")
     return problems
 
 

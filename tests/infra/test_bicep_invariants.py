@@ -124,6 +124,9 @@ def test_the_app_service_package_leaves_out_local_secrets_and_data_but_not_the_c
         im.check_web_app_hardening,
         im.check_cosmos_containers,
         im.check_gateway_waf_passes_chat_messages,
+        im.check_cosmos_data_roles,
+        im.check_key_vault_grants,
+        im.check_gateway_certificate_grant,
     ],
 )
 def test_invariant_holds(model: dict[str, im.Template], check: MainCheck) -> None:
@@ -397,10 +400,13 @@ def test_role_check_catches_the_app_identity_given_to_another_parameter(
     broken = mutate(
         texts,
         "main.bicep",
-        "extraSecretReaderPrincipalIds: enableAppGateway ? [\n      gatewayIdentity.outputs",
-        "extraSecretReaderPrincipalIds: enableAppGateway ? [\n      appIdentity.outputs",
+        "principalId: gatewayIdentity.outputs.principalId",
+        "principalId: appIdentity.outputs.principalId",
     )
-    assert any("extraSecretReaderPrincipalIds" in p for p in im.check_roles(broken))
+    assert any(
+        "gatewayCertificateReader: app identity principal passed as principalId" in p
+        for p in im.check_roles(broken)
+    )
 
 
 @pytest.mark.parametrize(
@@ -1501,3 +1507,250 @@ def test_egress_firewall_ip_sends_the_apps_outbound_traffic_to_it_and_only_when_
         "nextHopType": "VirtualAppliance",
         "nextHopIpAddress": "egressFirewallIp",
     }
+
+
+# --- Cosmos DB data roles: per container, an append-only audit log, one role write at a time ---
+
+_AUDIT_ACTIONS_END = (
+    "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed'\n]"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            _AUDIT_ACTIONS_END,
+            "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed'\n"
+            "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/delete'\n]",
+            "the audit log is not append-only",
+        ),
+        (
+            _AUDIT_ACTIONS_END,
+            "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed'\n"
+            "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*'\n]",
+            "the audit log is not append-only",
+        ),
+        (
+            "  'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create'\n",
+            "",
+            "the app cannot",
+        ),
+        ("  'usage'\n]", "  'usage'\n  'audit'\n]", "the audit log is not append-only"),
+        ("  'messages'\n  'conversations'", "  'conversations'", "no data role on container"),
+        (
+            "    scope: '${account.id}/dbs/${databaseName}/colls/${containerName}'",
+            "    scope: databaseScope",
+            "broader than a container",
+        ),
+        (
+            f"        dataActions: [\n          '{im.COSMOS_READ_METADATA}'\n",
+            f"        dataActions: [\n          '{im.COSMOS_READ_METADATA}'\n"
+            f"          '{im.COSMOS_CONTAINER_ACTIONS}/items/read'\n",
+            "broader than a container",
+        ),
+        ("@batchSize(1)\n", "", "in parallel (@batchSize(1))"),
+        (
+            "    sqlContainers\n    cosmosEndpoint\n  ]\n}\n\n// The readiness",
+            "    sqlContainers\n  ]\n}\n\n// The readiness",
+            "does not wait for the private endpoint",
+        ),
+        (
+            "  dependsOn: [\n    appDataContributor\n  ]\n",
+            "",
+            "may be written at the same time",
+        ),
+        ("    type: 'CustomRole'\n", "    type: 'BuiltInRole'\n", "is not a CustomRole"),
+    ],
+)
+def test_cosmos_data_role_check_catches(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_cosmos_data_roles(mutate(texts, "modules/cosmos.bicep", old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_cosmos_data_role_check_catches_the_database_wide_contributor(
+    texts: dict[str, str],
+) -> None:
+    """The assignment the templates made before: Built-in Data Contributor on the database."""
+    changed = dict(texts)
+    changed["modules/cosmos.bicep"] = texts["modules/cosmos.bicep"] + (
+        "\nresource wide 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+        "@2024-11-15' = {\n"
+        "  parent: account\n"
+        "  name: guid(account.id, appPrincipalId, dataContributorRoleId)\n"
+        "  properties: {\n"
+        "    roleDefinitionId: '${account.id}/sqlRoleDefinitions/${dataContributorRoleId}'\n"
+        "    principalId: appPrincipalId\n"
+        "    scope: '${account.id}/dbs/${databaseName}'\n"
+        "  }\n"
+        "}\n"
+    )
+    problems = im.check_cosmos_data_roles(im.parse_texts(changed))
+    assert any("wide grants" in p and "broader than a container" in p for p in problems)
+    assert any("wide does not wait for the containers" in p for p in problems)
+
+
+# --- Key Vault: the gateway reads its certificate's secret, not the vault ----------------------
+
+
+def test_key_vault_grant_check_catches_a_vault_wide_grant(texts: dict[str, str]) -> None:
+    broken = mutate(
+        texts,
+        "modules/keyvault-secret-reader.bicep",
+        "  scope: secret\n",
+        "  scope: vault\n",
+    )
+    problems = im.check_key_vault_grants(broken)
+    assert any("Key Vault Secrets User on 'vault'" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            " && (certificateVaultName == 'kv-${resourceToken}')",
+            "",
+            "kv-corp-certs.vault.azure.net/secrets/agw-cert', the grant is True",
+        ),
+        (
+            "var certificateInAppVault = enableAppGateway && ",
+            "var certificateInAppVault = ",
+            "with the gateway off",
+        ),
+        (
+            "(length(certificateIdParts) > 4) ? certificateIdParts[4] : ''",
+            "(length(certificateIdParts) > 4) ? certificateIdParts[3] : ''",
+            "grants the secret",
+        ),
+        (
+            "    keyVault\n    gatewayCertificateReader\n",
+            "    keyVault\n",
+            "does not wait for its certificate's grant",
+        ),
+        (
+            "    principalId: gatewayIdentity.outputs.principalId\n",
+            "    principalId: keyVault.outputs.name\n",
+            "does not grant the gateway's identity",
+        ),
+    ],
+)
+def test_gateway_certificate_grant_check_catches(
+    old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_gateway_certificate_grant(mutate(texts, "main.bicep", old, new))
+    assert any(expected in p for p in problems), problems
+
+
+# --- docs/deploy.md says what the templates need, where an operator needs it ------------------
+
+
+def deploy_doc() -> str:
+    return (im.INFRA_DIR.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+
+
+def doc_section(title: str) -> str:
+    """The text under a heading of docs/deploy.md, up to the next heading of its level."""
+    doc = deploy_doc()
+    level = "#" * len(title.split(" ", 1)[0])
+    start = doc.index(f"\n{title}\n")
+    end = doc.find(f"\n{level} ", start + 1)
+    return doc[start : end if end != -1 else len(doc)]
+
+
+def prose(text: str) -> str:
+    """text with each run of whitespace (line breaks included) as one space."""
+    return " ".join(text.split())
+
+
+def test_the_first_deploy_sets_the_address_lists_before_azd_up(texts: dict[str, str]) -> None:
+    """The SCM site admits DEPLOYER_CIDRS only and the site ALLOWED_INBOUND_CIDRS only (besides
+    Bot Service): a first `azd up` without them fails its deploy step with 403, and its pages
+    open for nobody. So the first commands of "Deploy" set them, after `azd env new`."""
+    deploy = doc_section("## Deploy")
+    block = deploy[deploy.index("```bash") : deploy.index("```", deploy.index("```bash") + 3)]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()[1:]]
+    order = [
+        next(i for i, c in enumerate(commands) if c.startswith(prefix))
+        for prefix in (
+            "azd env new",
+            "azd env set DEPLOYER_CIDRS",
+            "azd env set ALLOWED_INBOUND_CIDRS",
+            "azd env set COSMOS_CAPACITY_MODE",
+            "azd up",
+        )
+    ]
+    assert order == sorted(order), commands
+    parameters = im.read_parameters_file()
+    assert parameters["deployerCidrList"]["value"] == "${DEPLOYER_CIDRS=}"
+    assert parameters["allowedInboundCidrList"]["value"] == "${ALLOWED_INBOUND_CIDRS=}"
+    assert "ipSecurityRestrictionsDefaultAction: 'Deny'" in texts["modules/appservice.bicep"]
+    assert "scmIpSecurityRestrictionsDefaultAction: 'Deny'" in texts["modules/appservice.bicep"]
+
+
+def test_the_deploy_doc_says_the_capacity_mode_is_fixed_at_creation(
+    model: dict[str, im.Template],
+) -> None:
+    """Serverless is an account capability chosen at creation (EnableServerless)."""
+    account = next(r for r in model["modules/cosmos.bicep"].resources if r.symbol == "account")
+    assert "EnableServerless" in json.dumps(account.body["properties"]["capabilities"])
+    row = deploy_doc_variables()["COSMOS_CAPACITY_MODE"]
+    assert "**Choose before the first provision**" in row
+    assert "cannot be switched" in row
+
+
+def test_the_deploy_doc_gives_the_federated_credential_the_templates_rely_on(
+    model: dict[str, im.Template],
+) -> None:
+    auth = next(
+        r
+        for r in model["modules/appservice.bicep"].resources
+        if r.type == "Microsoft.Web/sites/config" and r.body.get("name") == "authsettingsV2"
+    )
+    provider = auth.body["properties"]["identityProviders"]["azureActiveDirectory"]
+    assert (
+        provider["registration"]["clientSecretSettingName"]
+        == "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"
+    )
+    sign_in = prose(doc_section("### Sign-in: `AUTH_CLIENT_ID` for anything beyond a smoke test"))
+    for needed in (
+        "`https://login.microsoftonline.com/<tenant-id>/v2.0`",
+        "**Object (principal) ID**",
+        "`api://AzureADTokenExchange`",
+        "`OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID`",
+    ):
+        assert needed in sign_in, needed
+    for audience in provider["validation"]["allowedAudiences"]:
+        assert audience.replace("${authClientId}", "<AUTH_CLIENT_ID>") in sign_in, audience
+
+
+# Soft-deleted resource types -> what the teardown must tell an operator to run.
+SOFT_DELETED = {
+    "Microsoft.KeyVault/vaults": "az keyvault recover",
+    "Microsoft.CognitiveServices/accounts": "azd down --purge",
+    "Microsoft.ApiManagement/service": "az apim deletedservice purge",
+}
+
+
+def test_the_teardown_names_every_soft_deleted_resource(model: dict[str, im.Template]) -> None:
+    teardown = prose(doc_section("## Tear down"))
+    declared = {
+        r.type
+        for t in model.values()
+        for r in t.resources
+        if not r.existing and r.type in SOFT_DELETED
+    }
+    assert declared == set(SOFT_DELETED)
+    for rtype in declared:
+        assert SOFT_DELETED[rtype] in teardown, rtype
+    assert "`apim-<token>`" in teardown
+    apim = next(r for r in model["modules/apim.bicep"].resources if r.symbol == "apim")
+    assert apim.body["name"] == "apim-${resourceToken}"
+
+
+def test_the_deploy_doc_says_where_the_gateway_certificate_is_granted() -> None:
+    public = prose(doc_section("## What is public, and why"))
+    assert "Key Vault Secrets User on that one secret" in public
+    assert "the templates grant nothing on it" in public
+    assert '--scope "<vault resource id>/secrets/<name>"' in public
