@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -1317,9 +1319,9 @@ class ChatService:
     @staticmethod
     def _citation_text(verdict: Verdict, locale: str) -> str:
         lines = [
-            localize("protected_code_citation", locale, url=c.url, license=c.license)
+            localize("protected_code_citation", locale, url=url, license=_shown_license(c.license))
             for c in verdict.citations()
-            if c.url
+            if (url := _shown_url(c.url))
         ]
         return "".join(f"\n\n{line}" for line in lines)
 
@@ -1694,3 +1696,41 @@ def _title(text: str) -> str:
     emoji without its skin tone would show as something else."""
     first_line = text.splitlines()[0].strip() if text else ""
     return cut(first_line, _TITLE_CHARS)
+
+
+# A citation's URL and license come from the service's answer and go into our own sentence,
+# which both channels render as Markdown: they must not become Markdown of their own (a link
+# that reads as ours, bold text) or a link to anything but a web page.
+_URL_MARKDOWN = str.maketrans({c: f"%{ord(c):02X}" for c in "*[]()!<>`~|\\"})
+# An underscore between letters or digits starts no emphasis (`my_repo`): only others are
+# encoded, so that most addresses read as they are.
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_MAX_LICENSE_CHARS = 100
+
+
+def _shown_url(url: str) -> str:
+    """A citation's URL as the user is shown it: an http(s) address with a host, the characters
+    Markdown reads percent-encoded after the host (the address stays the same page); "" for
+    anything else (`javascript:`, a relative path, text with spaces), which only reviewers see."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return ""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return ""
+    head = len(parts.scheme) + len("://") + len(parts.netloc)
+    if not url[:head].endswith(parts.netloc) or not re.fullmatch(r"[\w.:@%\-\[\]]+", parts.netloc):
+        return ""
+    rest = _EMPHASIS_UNDERSCORE.sub("%5F", url[head:].translate(_URL_MARKDOWN))
+    return url[:head] + rest
+
+
+def _shown_license(license_name: str) -> str:
+    """A citation's license as the user is shown it: a code span, which both channels show as
+    written, whatever Markdown it holds; one line, without backticks, cut if long."""
+    name = " ".join(license_name.replace("`", "'").split())
+    return f"`{cut(name, _MAX_LICENSE_CHARS)}`" if name else "?"

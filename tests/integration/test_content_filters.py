@@ -218,7 +218,7 @@ async def test_protected_code_answer_carries_its_citation(
 ) -> None:
     reply, stored = await turn(bot, connector, "show me a sorting function [cf:protected-code]")
 
-    assert "license: MIT" in reply["text"]
+    assert "license: `MIT`" in reply["text"]
     assert "https://github.com/" in reply["text"]
     # A note to the user, kept for reviewers in the verdict: not the model's own words, which
     # go back to it as context.
@@ -233,7 +233,7 @@ async def test_protected_code_citation_in_japanese(
     bot: TestClient[Any, Any], connector: RecordingConnector
 ) -> None:
     reply, _ = await turn(bot, connector, "コードを見せて [cf:protected-code]", locale="ja-JP")
-    assert "ライセンス: MIT" in reply["text"]
+    assert "ライセンス: `MIT`" in reply["text"]
 
 
 # --- the filter itself failed ("The contents are not filtered")

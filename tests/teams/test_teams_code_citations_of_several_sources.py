@@ -37,8 +37,8 @@ async def test_code_matching_two_sources_cites_both_to_the_user_and_the_reviewer
     await settle(client)
 
     shown = final["text"]
-    assert f"{MIT_URL} (license: MIT)" in shown
-    assert f"{GPL_URL} (license: GPL-3.0)" in shown
+    assert f"{MIT_URL} (license: `MIT`)" in shown
+    assert f"{GPL_URL} (license: `GPL-3.0`)" in shown
     assert shown.index(MIT_URL) < shown.index(GPL_URL), "cited in the order they came"
 
     _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)

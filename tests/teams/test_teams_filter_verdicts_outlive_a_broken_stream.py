@@ -385,7 +385,7 @@ async def test_a_deadline_cut_answer_keeps_its_verdict_and_shows_its_code_citati
     shown = streamed_texts(teams)
     assert shown and final["text"].startswith(shown[-1])
     assert "it reached the time limit" in final["text"]
-    assert "https://github.com/" in final["text"] and "(license: MIT)" in final["text"]
+    assert "https://github.com/" in final["text"] and "(license: `MIT`)" in final["text"]
     assert (answer.status, answer.finish_reason) == (MessageStatus.PARTIAL, "model_deadline")
     assert "license" not in answer.text, "the citation is a note, not the model's words"
     assert answer.filter is not None
@@ -416,7 +416,7 @@ async def test_a_code_citation_is_shown_but_not_stored_as_the_models_words(
     final, answer = await one_turn(client, teams, "show me a sorting function [cf:protected-code]")
 
     assert final["text"].startswith(answer.text) and answer.text
-    assert "(license: MIT)" in final["text"] and "license" not in answer.text
+    assert "(license: `MIT`)" in final["text"] and "license" not in answer.text
     assert answer.usage is not None and answer.tokens == answer.usage.completion
     assert answer.filter is not None
     [code] = [r for r in answer.filter["results"] if r["category"] == "protected_material_code"]

@@ -16,6 +16,7 @@ from chat.filters import (
     parse_results,
     stream_judgement,
 )
+from chat.service import ChatService
 
 SAFE = {
     "hate": {"filtered": False, "severity": "safe"},
@@ -351,3 +352,35 @@ def test_a_long_stream_of_alike_judgements_gives_the_verdict_of_merging_each_one
     assert [c.url for c in verdict.citations()] == ["https://example.com/a"]
     assert len(verdict.errors) == 1
     assert [o.end_offset for o in verdict.offsets] == list(range(1, len(judgements) + 1))
+
+
+def _citation_sentence(url: str, license_name: str, locale: str = "en-US") -> str:
+    code = {"filtered": False, "detected": True, "citation": {"URL": url, "license": license_name}}
+    verdict = parse_results({"protected_material_code": code}, "output")
+    return ChatService._citation_text(verdict, locale)
+
+
+def test_a_citations_license_cannot_become_markdown_of_our_sentence() -> None:
+    """The license goes into our own sentence, which both channels render as Markdown: bold
+    text and a link of its own there would read as the assistant's."""
+    sentence = _citation_sentence(
+        "https://github.com/example/repo",
+        "MIT). **Session expired: [sign in again](https://evil.example/login)** (x",
+    )
+    assert "`MIT). **Session expired: [sign in again](https://evil.example/login)** (x`" in sentence
+    assert _citation_sentence("https://github.com/example/repo", "MIT").endswith(
+        "(license: `MIT`)."
+    )
+    assert "`a'b c`" in _citation_sentence("https://github.com/example/repo", "a`b\nc")
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(document.cookie)", "//evil.example/x", "https://a.example/x y", ""]
+)
+def test_a_citation_whose_url_is_no_web_address_is_not_shown_to_the_user(url: str) -> None:
+    assert _citation_sentence(url, "MIT") == ""
+
+
+def test_a_citation_urls_markdown_characters_are_percent_encoded_after_the_host() -> None:
+    sentence = _citation_sentence("https://github.com/a/my_repo/blob/x/(y)*z*", "MIT", "ja-JP")
+    assert "https://github.com/a/my_repo/blob/x/%28y%29%2Az%2A （ライセンス: `MIT`）" in sentence
