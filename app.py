@@ -651,7 +651,8 @@ def _log_controls(app: web.Application, level: int) -> None:
     log.log(
         level,
         "data: conversations %s; message text %s",
-        f"deleted {settings.retention_days} days after their last write (RETENTION_DAYS)"
+        f"deleted {settings.retention_days} day{'s' if settings.retention_days != 1 else ''}"
+        " after their last write (RETENTION_DAYS)"
         if settings.retention_days
         else "kept forever (RETENTION_DAYS=0)",
         "written to the log (LOG_MESSAGE_TEXT=true)"

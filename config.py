@@ -594,7 +594,15 @@ class Settings(BaseSettings):
     @field_validator("allowed_tenant_ids", "allowed_channels", mode="before")
     @classmethod
     def _split_allow_lists(cls, value: object) -> object:
-        return _csv(value)
+        entries = _csv(value)
+        if isinstance(value, str) and value.strip() and not entries:
+            # `,` (a template's variables left empty, say) would read as an empty list, which
+            # allows everyone: the opposite of what setting an allow-list is for.
+            raise ValueError(
+                "names no entry (only commas or spaces): an empty list allows all, so leave it"
+                " empty for that, or list what is allowed"
+            )
+        return entries
 
     @field_validator("allowed_channels")
     @classmethod

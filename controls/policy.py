@@ -57,9 +57,10 @@ _TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tokens_per_day: int | None = Field(None, ge=0)
-    user_tokens_per_day: int | None = Field(None, ge=0)
-    user_requests_per_minute: int | None = Field(None, ge=0)
+    # Strict: YAML's `true` would otherwise be taken as 1 (a limit of one message a minute).
+    tokens_per_day: int | None = Field(None, ge=0, strict=True)
+    user_tokens_per_day: int | None = Field(None, ge=0, strict=True)
+    user_requests_per_minute: int | None = Field(None, ge=0, strict=True)
     system_prompt_file: Path | None = None
 
 
@@ -105,6 +106,13 @@ def _yaml_kind(value: Any) -> str:
 
 
 _LANGUAGES = {"en": "English", "ja": "Japanese"}
+# Zero-width characters, which `str.strip` keeps: a text of only these shows nothing.
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def _blank(value: str) -> bool:
+    """Whether a text shows nothing: only spaces (full-width ones too) and zero-width characters."""
+    return not value.strip().strip(_INVISIBLE).strip()
 
 
 class PolicyText(BaseModel):
@@ -118,7 +126,7 @@ class PolicyText(BaseModel):
     def _not_blank(cls, value: str, info: ValidationInfo) -> str:
         # Users would be asked to accept a policy that says nothing. (str.strip also takes the
         # full-width space of Japanese text.)
-        if not value.strip():
+        if _blank(value):
             language = _LANGUAGES[info.field_name or ""]
             raise ValueError(f"the {language} text is blank (only spaces)")
         return value
@@ -133,8 +141,11 @@ class UsagePolicy(BaseModel):
     @field_validator("version")
     @classmethod
     def _version_not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if _blank(value):
             raise ValueError("the version is blank (only spaces)")
+        if not value.isprintable():
+            # It is shown to users and recorded with each acceptance, on one line.
+            raise ValueError("the version holds a line break or another control character")
         return value
 
     def text_for(self, language: str) -> str:

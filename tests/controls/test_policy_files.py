@@ -202,6 +202,8 @@ def test_a_quoted_or_whole_number_usage_policy_version_is_taken_as_written(
         ('version: "1"\ntext: {en: a, ja: "\u3000\u3000"}\n', "text.ja", "Japanese"),
         ('version: "1"\ntext: {en: " \\t\\n", ja: い}\n', "text.en", "English"),
         ('version: "  "\ntext: {en: a, ja: い}\n', "version", ""),
+        ('version: "1"\ntext: {en: a, ja: "\u200b"}\n', "text.ja", "Japanese"),
+        ('version: "\u200b\u3000"\ntext: {en: a, ja: い}\n', "version", ""),
     ],
 )
 def test_a_blank_usage_policy_text_or_version_is_refused_naming_it(
@@ -214,3 +216,15 @@ def test_a_blank_usage_policy_text_or_version_is_refused_naming_it(
     message = str(raised.value)
     assert message.startswith(f"USAGE_POLICY_FILE: {path} is invalid: {field}: "), message
     assert "blank" in message and language in message, message
+
+
+def test_a_usage_policy_version_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.yaml", 'version: "2026-11\\nsecond line"\ntext: {en: a, ja: い}\n')
+    with pytest.raises(PolicyFileError, match="version: the version holds a line break"):
+        load_usage_policy(path)
+
+
+def test_a_tenant_limit_of_true_is_refused_not_taken_as_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.yaml", f"tenants:\n  {T1}:\n    user_requests_per_minute: true\n")
+    with pytest.raises(PolicyFileError, match="user_requests_per_minute"):
+        load_tenant_policies(path)

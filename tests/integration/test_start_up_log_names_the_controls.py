@@ -94,3 +94,16 @@ async def test_the_start_up_log_says_when_nothing_is_restricted(
         "sign-in: web chat local (one development user, for make run only), through the built-in "
         "Direct Line; admin local (a one-time link in this log)"
     ) in info
+
+
+async def test_the_start_up_log_says_one_day_of_retention_in_the_singular(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app")
+
+    await make_app(RETENTION_DAYS=1)
+
+    assert (
+        "data: conversations deleted 1 day after their last write (RETENTION_DAYS); "
+        "message text never logged"
+    ) in start_up_lines(caplog)

@@ -442,6 +442,18 @@ def test_an_allowed_tenant_that_is_not_a_tenant_id_is_refused_naming_the_entry(
     assert problem.startswith("ALLOWED_TENANT_IDS: ") and says in problem, problem
 
 
+@pytest.mark.parametrize("name", ["ALLOWED_TENANT_IDS", "ALLOWED_CHANNELS"])
+@pytest.mark.parametrize("value", [",", " , ,", ", "])
+def test_an_allow_list_of_only_commas_is_refused_not_read_as_allowing_all(
+    name: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        settings(**{name: value})
+    [problem] = explain_validation_error(raised.value)
+    assert problem.startswith(f"{name}: names no entry (only commas or spaces)"), problem
+    assert settings(**{name: " "}).model_dump()[name.lower()] == []
+
+
 def test_allowed_tenant_ids_are_guids_in_any_case_once_each() -> None:
     allowed = settings(
         ALLOWED_TENANT_IDS="72F988BF-86F1-41AF-91AB-2D7CD011DB47, "
