@@ -284,6 +284,8 @@ class StreamingReplyChannel:
         )
         try:
             await self._send(activity)
+        except StreamStopped:
+            await self._stopped_by_channel()
         except DeliveryFailed as refused:
             # One lost update (throttled, a network blip) is not fatal: the next update or the
             # final message carries the whole text. Only a 403 (stopped) ends the stream.
@@ -327,7 +329,10 @@ class StreamingReplyChannel:
                 raise
             # Teams' Stop came after the last update, so Teams ended the stream with what it
             # showed, which this notice was to replace (a filtered answer's text, say): the
+            # message Teams kept is edited into the notice, or, when that is refused, the
             # notice follows it as a message of its own rather than not at all.
+            if await self._replace_kept_message(whole):
+                return self._stream_id
             log.info(
                 "the stream was stopped before its notice: the notice goes out on its own",
                 extra={"event": "stopped_stream_notice"},
@@ -394,6 +399,47 @@ class StreamingReplyChannel:
         except (DeliveryFailed, StreamStopped):
             log.info("the final message of a stopped stream was refused")
         raise StreamStopped(shown)
+
+    async def _stopped_by_channel(self) -> NoReturn:
+        """Teams' Stop (a 403 on an update): Teams keeps what the stream showed as a message of
+        its own. Text the asynchronous content filter had not judged yet must not stay there as
+        an answer: the message is edited to what the filter cleared (the stored partial answer),
+        or, when that is nothing, to the notice that the unchecked text was removed, as the chat
+        page's Stop ends its stream (`_end_stopped`). When Teams refuses the edit, the text stays
+        on screen, and the turn keeps it for reviewers only, as text nobody judged."""
+        shown = self._shown
+        kept = self._cleared(shown).rstrip()
+        if kept != shown.rstrip():
+            if kept:
+                replacement = Reply(kept, ai_generated=True)
+            else:
+                replacement = Reply(
+                    localize("answer_stopped_unchecked", self._locale), is_notice=True
+                )
+            if await self._replace_kept_message(replacement):
+                shown = kept or shown
+        raise StreamStopped(shown)
+
+    async def _replace_kept_message(self, reply: Reply) -> bool:
+        """Edits the message Teams kept of a stopped stream (its id is the stream's) into
+        `reply`. Whether the channel took the edit."""
+        if self._stream_id is None or self._web_chat:
+            return False
+        activity = reply_activity(reply)
+        activity.channel_data = None  # a stopped answer gets no thumbs (Teams shows none)
+        activity.id = self._stream_id
+        try:
+            await self._context.update_activity(activity)
+        except ConnectorError as exc:
+            log.info(
+                "the message of a stopped stream could not be edited",
+                extra={"event": "stopped_stream_not_edited", "status": exc.status},
+            )
+            return False
+        log.info(
+            "the message of a stopped stream was edited", extra={"event": "stopped_stream_edited"}
+        )
+        return True
 
     async def _end_refused(self, refused: Reply) -> None:
         """The channel refused the final message (too large, throttled past the retries, a bad

@@ -67,6 +67,9 @@ class TeamsChannel:
     refuse_final_with: int | None = None
     # Set: the stream's first update is throttled (429) with this Retry-After, in seconds.
     throttle_first_update: int | None = None
+    # Edits of sent messages (PUT .../activities/{id}), answered 200, or 403 when refused.
+    edits: list[Call] = field(default_factory=list)
+    refuse_edits: bool = False
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,7 +79,25 @@ class TeamsChannel:
         base = "/v3/conversations/{conversation}/activities"
         app.router.add_post(base, self._post)
         app.router.add_post(base + "/{activity}", self._post)
+        app.router.add_put(base + "/{activity}", self._put)
         return app
+
+    async def _put(self, request: web.Request) -> web.Response:
+        call = Call(
+            conversation_id=request.match_info["conversation"],
+            reply_to=request.match_info["activity"],
+            body=await request.json(),
+            at=time.monotonic(),
+        )
+        self.edits.append(call)
+        response = (
+            _forbidden("Forbidden", "the message cannot be edited")
+            if self.refuse_edits
+            else web.json_response({"id": call.reply_to}, status=200)
+        )
+        call.status = response.status
+        self._changed.set()
+        return response
 
     async def _post(self, request: web.Request) -> web.Response:
         call = Call(

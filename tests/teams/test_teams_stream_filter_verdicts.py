@@ -136,12 +136,17 @@ async def test_stop_after_the_asynchronous_filter_judged_the_shown_text_keeps_it
     shown, answer = await stopped_turn(client, teams, "Write a lot [sim:long] [cf:async-pass]")
     assert (answer.status, answer.error, answer.text) == (MessageStatus.PARTIAL, None, shown)
     assert answer.withheld_text is None
+    assert teams.edits == [], "what Teams kept was judged: it stays as it is"
 
 
+@pytest.mark.parametrize("edit_refused", [False, True], ids=["edited", "edit_refused"])
 async def test_stop_before_the_asynchronous_filter_judged_the_text_keeps_it_for_reviewers_only(
-    make_app: Any, teams: TeamsChannel, paced_simulator_url: str
+    make_app: Any, teams: TeamsChannel, paced_simulator_url: str, edit_refused: bool
 ) -> None:
+    """Teams keeps what a stopped stream showed: text nobody judged is edited out of that
+    message (the notice the chat page shows in its place), and kept for reviewers only."""
     client = await make_app(AZURE_OPENAI_ENDPOINT=paced_simulator_url)
+    teams.refuse_edits = edit_refused
     # The filter far behind: its verdicts come only after all the text.
     shown, answer = await stopped_turn(client, teams, "Write a lot [sim:long] [cf:async-late-pass]")
     assert (answer.status, answer.error, answer.text) == (
@@ -150,6 +155,11 @@ async def test_stop_before_the_asynchronous_filter_judged_the_text_keeps_it_for_
         "",
     )
     assert answer.withheld_text == shown
+    [edit] = teams.edits
+    stream_id = teams.stream_calls("informative")[0].response_id
+    assert edit.reply_to == stream_id and edit.body["type"] == "message"
+    assert "before the content filter had checked" in edit.body["text"]
+    assert shown not in edit.body["text"]
 
 
 @pytest.mark.parametrize(
@@ -223,13 +233,34 @@ async def test_a_turn_deadline_mid_stream_charges_the_prompt_and_the_text_stream
     assert summary.prompt_tokens + summary.completion_tokens == await charged_tokens(client)
 
 
-async def test_a_filter_notice_refused_by_a_stream_the_user_stopped_goes_out_as_its_own_message(
+async def test_a_filter_notice_refused_by_a_stream_the_user_stopped_replaces_what_teams_kept(
     make_app: Any, teams: TeamsChannel
 ) -> None:
     client = await make_app()
     # The user pressed Stop after the last update: Teams keeps what the stream showed, which
     # the asynchronous filter then blocked, and refuses the final notice on that stream.
     teams.stop_on_final = True
+    response = await client.post(
+        "/api/messages", json=personal_message(teams.url, "story [cf:async-cut:hate]")
+    )
+    assert response.status == 202
+    await teams.wait_for(lambda: bool(teams.edits))
+    await settle(client)
+
+    [edit] = teams.edits
+    assert edit.reply_to == teams.stream_calls("informative")[0].response_id
+    assert "withheld" in edit.body["text"] and "hate" in edit.body["text"]
+    assert [m for m in teams.messages() if streaminfo(m) is None] == [], "no second message"
+    _, answer = await client.server.app[STORE].conversation_messages(CONVERSATION_ID)
+    assert answer.status is MessageStatus.FILTERED and answer.text == ""
+
+
+async def test_a_filter_notice_goes_out_as_its_own_message_when_teams_refuses_the_edit(
+    make_app: Any, teams: TeamsChannel
+) -> None:
+    client = await make_app()
+    teams.stop_on_final = True
+    teams.refuse_edits = True
     response = await client.post(
         "/api/messages", json=personal_message(teams.url, "story [cf:async-cut:hate]")
     )
