@@ -447,6 +447,10 @@ class DeploymentClient:
         # (with the asynchronous filter the verdict comes after the text it judged, so some of
         # it was already on screen).
         blocked = False
+        # FILTER_ERROR_POLICY=withhold and the filter failed: no more of the answer would be
+        # shown, so the stream is closed at once (Azure stops generating, and billing, when the
+        # client goes) and the turn gives its notice now, not after the whole answer.
+        withheld = False
         try:
             async for event in stream:
                 chunk = _typed(event, dict, {})
@@ -497,6 +501,9 @@ class DeploymentClient:
                         length += len(content)
                         if not blocked:
                             await on_text("".join(parts))
+                if blocked and not filtered and watch.withhold_on_error:
+                    withheld = True
+                    break
         except (openai.APITimeoutError, openai.APIConnectionError, OSError, ValueError) as exc:
             # (Before APIError, of which the first two are kinds.) ValueError: an event whose
             # JSON is broken (the SDK parses each one with json.loads). A verdict that blocked
@@ -522,8 +529,10 @@ class DeploymentClient:
                 ) from exc
         finally:
             await stream.close()
-        if not filtered and (
-            finish_reason is None or (self._usage_promised and not usage_reported)
+        if (
+            not filtered
+            and not withheld
+            and (finish_reason is None or (self._usage_promised and not usage_reported))
         ):
             # Azure ends every stream with a chunk that carries finish_reason and, as asked with
             # include_usage, then one with the usage (after the asynchronous filter's last
