@@ -110,7 +110,15 @@ CSRF_FIELD = "csrf"
 # Where a sign-in may return to (`_return_target`): pages, read with GET. A list's filters and
 # continuation token fit well within this; a longer address returns to the list instead.
 RETURN_ROUTES = frozenset(
-    {"list", "transcript", "delete_conversation_confirm", "delete_confirm", "audit", "deleted"}
+    {
+        "list",
+        "transcript",
+        "delete_conversation_confirm",
+        "delete_confirm",
+        "audit",
+        "deleted",
+        "revealed",
+    }
 )
 RETURN_MAX_CHARS = 2048
 _NOT_RETURN_TARGETS = (
@@ -328,6 +336,7 @@ def create_admin_app(
     )
     r.add_post("/conversations/{id}/delete", delete_conversation_page, name="delete_conversation")
     r.add_post("/reveal", reveal_page, name="reveal")
+    r.add_get("/revealed", revealed_page, name="revealed")
     r.add_get("/users/delete", delete_confirm_page, name="delete_confirm")
     r.add_post("/users/delete", delete_page, name="delete")
     r.add_get("/users/deleted", deleted_page, name="deleted")
@@ -754,10 +763,11 @@ async def _sign_in(request: web.Request, handler: Handler) -> web.StreamResponse
 ATTEMPTED_ACTIONS = {
     "reveal_page": "reveal_user",
     "api_reveal": "reveal_user",
+    "revealed_page": "reveal_user",
     "delete_confirm_page": "view_user_counts",
     "delete_page": "delete_user",
     "api_delete_user": "delete_user",
-    "delete_conversation_confirm_page": "delete_conversation",
+    "delete_conversation_confirm_page": "view_conversation_summary",
     "delete_conversation_page": "delete_conversation",
     "api_delete_conversation": "delete_conversation",
     "export_user_page": "export_user",
@@ -1146,22 +1156,30 @@ def _transcript_head(
 
 async def _record_list_read(
     request: web.Request,
+    action: str,
     filters: Filters,
     subjects: list[str] | None = None,
     **detail: Any,
 ) -> None:
     """A list shows each conversation's title, its first message's first line, and a text
     search reads message text, so both are audited as a transcript view is: each request, as
-    `search_conversations` with a search and `list_conversations` without, with its filters as
-    recorded (`_audited_filters`: the user by pseudonym) and whether it goes on from an earlier
-    page; `subjects`: whose conversations it shows. Every page is recorded: the continuation
-    token is the store's, so a later page is no proof that its first one was recorded."""
+    `search_conversations` (the search, before it reads) or `list_conversations` (what was
+    shown), with its filters as recorded (`_audited_filters`: the user by pseudonym) and
+    whether it goes on from an earlier page; `subjects`: whose conversations it shows. Every
+    page is recorded: the continuation token is the store's, so a later page is no proof that
+    its first one was recorded."""
     audited = _audited_filters(request.app[CONTEXT], filters)
     recorded: dict[str, Any] = {"filters": audited, **detail}
     if filters.continuation:
         recorded["continued"] = True
-    action = LIST_READ if filters.text is None else "search_conversations"
     await _audit(request, action, _list_target(audited), recorded, subjects)
+
+
+def _owners(context: AdminContext, summaries: Sequence[ConversationSummary]) -> list[str]:
+    """Whose conversations a list or its export holds, as `_audited_as` names them: a shared
+    conversation's owner is no person (its authors are not read here)."""
+    owners = [s.user_id for s in summaries if s.user_id and not is_shared_owner(s.user_id)]
+    return list(dict.fromkeys(_audited_as(context, owner) for owner in owners))
 
 
 def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict[str, Any]:
@@ -1176,18 +1194,19 @@ def _search_done(filters: Filters, scanned: int, max_conversations: int) -> dict
 
 async def _list(request: web.Request, page: bool = False) -> tuple[Filters, dict[str, Any]]:
     """One page of the list (`page`: for the HTML page), recorded (`_record_list_read`): a
-    search before anything is read, as it reads message text; a list once its summaries are
-    read, naming whose they are, and before anything is shown (no record, no result)."""
+    search before anything is read, as it reads message text; the list (a search's result too)
+    once its summaries are read, naming whose they are, and before anything is shown (no
+    record, no result)."""
     context = request.app[CONTEXT]
     filters = await _filters(request)
     detail: dict[str, Any] = {"page": True} if page else {}
     if filters.text is not None:
-        await _record_list_read(request, filters, **detail)
+        await _record_list_read(request, "search_conversations", filters, **detail)
     result = await list_conversations(context.store, filters)
-    if filters.text is None:
-        owners = [s.user_id for s in result.items if not is_shared_owner(s.user_id)]
-        subjects = list(dict.fromkeys(_audited_as(context, owner) for owner in owners if owner))
-        await _record_list_read(request, filters, subjects, **detail)
+    # A search's result is a list too: the search record could not name whose conversations
+    # it found, so this one does, and their data export finds it.
+    subjects = _owners(context, result.items)
+    await _record_list_read(request, LIST_READ, filters, subjects, **detail)
     body: dict[str, Any] = {
         "items": [
             summary_view(s, context.pseudonyms, filters.query.user_ids) for s in result.items
@@ -2033,6 +2052,7 @@ async def list_page(request: web.Request) -> web.StreamResponse:
             next_link=None,
             export_query="",
             deleted=None,
+            filtered=False,
             error=error.text,
             invalid=invalid,
         )
@@ -2060,6 +2080,7 @@ async def list_page(request: web.Request) -> web.StreamResponse:
         next_link=next_link,
         export_query=_sealed_query(request, echo),
         deleted=deleted,
+        filtered=any(name in echo for name in LIST_FILTERS),
         error=None,
         invalid=(),
     )
@@ -2074,29 +2095,45 @@ async def transcript_page(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def reveal_page(request: web.Request) -> web.StreamResponse:
     reference, reason, back = _texts(await request.post(), "user", "reason", "conversation")
-    # Switching the language leads back to the conversation: the reveal is not repeated.
-    language_next = _return_target(f"/admin/conversations/{quote(back, safe='')}") if back else None
     try:
         user_id, pseudonym = await _reveal(request, reference, reason)
     except BadRequest as exc:
-        # The reason (checked first): the form again, with the reason as typed.
+        # The reason (checked first): the form again, with the reason as typed. Switching the
+        # language leads back to the conversation: a page a post answered cannot be read again.
         return _render(
             request,
             "reveal.html",
             status=400,
-            language_next=language_next,
+            language_next=_return_target(f"/admin/conversations/{quote(back, safe='')}")
+            if back
+            else None,
             reference=reference,
             reason=_as_typed(reason),
             back=back,
             error=exc.text,
         )
+    # Shown by the page this redirects to, so that reloading it does not reveal (and record)
+    # again. Sealed, as the person it names must not be in an address (`SEALED_FIELDS`).
+    result = {"reference": pseudonym, "userId": user_id, "conversation": back}
+    return _redirect(_result_address(request, "/admin/revealed", _REVEAL_RESULT, result))
+
+
+_REVEAL_RESULT = "reveal"
+
+
+@requires(Role.ADMIN)
+async def revealed_page(request: web.Request) -> web.StreamResponse:
+    """A reveal's result, from the address its form's post redirected to (`_opened_result`).
+    Only for an Admin still: it shows a user id, which one demoted since may no longer see."""
+    result = _opened_result(request, _REVEAL_RESULT)
+    if result is None:
+        return _redirect("/admin/")
     return _render(
         request,
         "reveal.html",
-        language_next=language_next,
-        reference=pseudonym,
-        user_id=user_id,
-        back=back,
+        reference=result["reference"],
+        user_id=result["userId"],
+        back=result["conversation"],
         error=None,
     )
 
@@ -2190,13 +2227,33 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
         "counts": deletion.counts,
         "secondPassDue": _iso(deletion.second_pass_due) if deletion.second_pass_due else None,
     }
-    sealed = request.app[CONTEXT].sealer.seal(
-        {_DELETION_RESULT: json.dumps(result), _SEALED_FOR: principal_of(request).id}
-    )
-    return _redirect("/admin/users/deleted?" + urlencode({SEALED_PARAM: sealed}))
+    return _redirect(_result_address(request, "/admin/users/deleted", _DELETION_RESULT, result))
 
 
 _DELETION_RESULT = "deletion"
+
+
+def _result_address(request: web.Request, path: str, kind: str, result: dict[str, Any]) -> str:
+    """The address of the page (`path`) that shows the `result` of a form's post (`kind`),
+    sealed for the admin who posted it (`_opened_result`)."""
+    sealed = request.app[CONTEXT].sealer.seal(
+        {kind: json.dumps(result), _SEALED_FOR: principal_of(request).id}
+    )
+    return f"{path}?" + urlencode({SEALED_PARAM: sealed})
+
+
+def _opened_result(request: web.Request, kind: str) -> dict[str, Any] | None:
+    """The result of a form's post (`kind`) that this page's address carries
+    (`_result_address`); None for one not made by this app for this person, of another kind,
+    or older than a session."""
+    try:
+        opened = request.app[CONTEXT].sealer.unseal(request.query.get(SEALED_PARAM, ""))
+        if opened.get(_SEALED_FOR) != principal_of(request).id:
+            raise AuthError("sealed for someone else")
+        result = json.loads(opened[kind])
+    except (AuthError, KeyError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 async def deleted_page(request: web.Request) -> web.StreamResponse:
@@ -2204,12 +2261,8 @@ async def deleted_page(request: web.Request) -> web.StreamResponse:
     for the admin who deleted (a pseudonym and counts; no role beyond a reviewer's is asked,
     so one demoted since still sees what they did). One not made by this app for this person
     (or older than a session) shows the list instead."""
-    try:
-        opened = request.app[CONTEXT].sealer.unseal(request.query.get(SEALED_PARAM, ""))
-        if opened.get(_SEALED_FOR) != principal_of(request).id:
-            raise AuthError("sealed for someone else")
-        result = json.loads(opened[_DELETION_RESULT])
-    except (AuthError, KeyError, ValueError):
+    result = _opened_result(request, _DELETION_RESULT)
+    if result is None:
         return _redirect("/admin/")
     due = result.get("secondPassDue")
     return _render(
@@ -2229,8 +2282,18 @@ def _second_pass_minutes(request: web.Request) -> int:
 
 @requires(Role.ADMIN)
 async def delete_conversation_confirm_page(request: web.Request) -> web.StreamResponse:
+    """The page shows the conversation's title (its first message's first line) and owner, a
+    read of people's data: recorded as the user deletion page's count is
+    (`view_conversation_summary`, `by: delete_confirm`), naming whom the conversation concerns
+    (`_subjects`, read first, as its deletion reads them), before anything is shown (no record,
+    no page)."""
+    context = request.app[CONTEXT]
     conversation_id = request.match_info["id"]
     summary, unreadable = await _existing_conversation(request, conversation_id)
+    people = await _conversation_people(context, conversation_id)
+    subjects = _subjects(context, summary, people)
+    detail = {"by": "delete_confirm"}
+    await _audit(request, "view_conversation_summary", conversation_id, detail, subjects)
     return _render_conversation_confirm(request, conversation_id, summary, unreadable)
 
 
@@ -2241,13 +2304,16 @@ async def delete_conversation_page(request: web.Request) -> web.StreamResponse:
     try:
         deletion = await _delete_conversation(request, conversation_id, confirm, reason)
     except BadRequest as exc:
-        summary, unreadable = await _existing_conversation(request, conversation_id)
+        # Still a 404 for a conversation the store does not hold.
+        await _existing_conversation(request, conversation_id)
         # The confirmation is checked first: when it matches, the reason was at fault.
         invalid = "confirm" if confirm.strip() != conversation_id else "reason"
         # What was typed comes back, the field at fault marked, so only it is typed again.
         typed = {"reason": _as_typed(reason), "confirm": _as_typed(confirm)}
+        # Without the conversation's summary, as the user deletion form comes back without the
+        # count: showing it again would be a read, and a rejected form records nothing.
         return _render_conversation_confirm(
-            request, conversation_id, summary, unreadable, 400, exc.text, invalid, typed
+            request, conversation_id, None, False, 400, exc.text, invalid, typed
         )
     result: dict[str, Any] = {"conversation": conversation_id, "counts": deletion.counts}
     if deletion.second_pass_due is not None:
@@ -2611,12 +2677,13 @@ async def api_export_conversation(request: web.Request) -> web.StreamResponse:
 async def api_export_list(request: web.Request) -> web.StreamResponse:
     """The filtered list as a download, up to EXPORT_MAX_CONVERSATIONS. With a text search it
     reads message text, so the search is recorded first, as a page's is (`search_conversations`,
-    no record, no export); the export itself is recorded with what it holds."""
+    no record, no export); the export itself is recorded with what it holds, naming whose
+    conversations those are (`_owners`), before anything is sent."""
     context = request.app[CONTEXT]
     fmt = _export_format(request)
     filters = await _filters(request)
     if filters.text is not None:
-        await _record_list_read(request, filters, export=fmt)
+        await _record_list_read(request, "search_conversations", filters, export=fmt)
     exported = await conversations_to_export(context.store, filters, EXPORT_MAX_CONVERSATIONS)
     items = [summary_view(s, context.pseudonyms, filters.query.user_ids) for s in exported.items]
     audited = _audited_filters(context, filters)
@@ -2630,6 +2697,7 @@ async def api_export_list(request: web.Request) -> web.StreamResponse:
             "count": len(items),
             "complete": exported.complete,
         },
+        _owners(context, exported.items),
     )
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     if fmt == "csv":

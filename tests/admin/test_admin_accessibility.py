@@ -60,9 +60,9 @@ async def test_japanese_titles_and_messages_carry_their_language(
     assert 'lang="ja">出張規程について</a>' in listing
     assert 'lang="ja">Travel policy' not in listing
     transcript = await (await admin.get("/admin/conversations/conv-ja")).text()
-    assert re.search(r'<h1><span lang="ja">出張規程について</span></h1>', transcript)
-    assert re.search(r'data-testid="message-text" lang="ja-JP">出張の承認は', transcript)
-    assert re.search(r'data-testid="message-text" lang="en-US">Managers', transcript)
+    assert re.search(r'<h1><span dir="auto" lang="ja">出張規程について</span></h1>', transcript)
+    assert re.search(r'data-testid="message-text" dir="auto" lang="ja-JP">出張の承認は', transcript)
+    assert re.search(r'data-testid="message-text" dir="auto" lang="en-US">Managers', transcript)
 
 
 async def test_every_transcript_has_its_own_title_and_errors_say_what_they_are(
