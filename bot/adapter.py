@@ -19,7 +19,7 @@ from botbuilder.schema import Activity, ActivityTypes, ConversationReference, Re
 from bot.connector import CONNECTOR_KEY, ConnectorClient, ConnectorError
 from bot.handler import RAW_ACTIVITY_KEY
 from bot.replies import reply_activity
-from bot.teams import activity_locale
+from bot.teams import activity_locale, address_to_sender
 from bot.wire import activity_to_wire
 from chat.service import Reply
 from chat.telemetry import new_reference
@@ -108,6 +108,7 @@ class ChannelAdapter(BotAdapter):  # type: ignore[misc]
                 context.turn_state[INVOKE_RESPONSE_KEY] = activity
                 responses.append(ResourceResponse(id=""))
                 continue
+            address_to_sender(activity, context.activity)
             body = activity_to_wire(activity)
             result = await self._connector.send(
                 activity.service_url,

@@ -54,3 +54,19 @@ class StreamInfo(Entity):  # type: ignore[misc]
         self.stream_type = stream_type
         self.stream_id = stream_id
         self.stream_sequence = stream_sequence
+
+
+class Mention(Entity):  # type: ignore[misc]
+    """Teams' @mention of a person in a message the bot sends: the text holds `<at>name</at>`
+    and this entity says whom it names."""
+
+    _attribute_map: ClassVar[dict[str, dict[str, str]]] = {
+        "type": {"key": "type", "type": "str"},
+        "text": {"key": "text", "type": "str"},
+        "mentioned": {"key": "mentioned", "type": "object"},
+    }
+
+    def __init__(self, text: str, user_id: str, name: str, **kwargs: Any) -> None:
+        super().__init__(type="mention", **kwargs)
+        self.text = text
+        self.mentioned = {"id": user_id, "name": name}

@@ -15,6 +15,7 @@ from typing import Any
 
 from botbuilder.schema import Activity, ChannelAccount
 
+from bot.entities import Mention
 from chat.texts import time_zone
 from chat.written import JAPANESE_LETTERS
 
@@ -71,6 +72,33 @@ def is_teams_personal(activity: Activity) -> bool:
 def is_teams_shared(activity: Activity) -> bool:
     """A group chat or a channel thread: the bot answers only when @mentioned."""
     return is_teams(activity) and conversation_type(activity) != PERSONAL
+
+
+def address_to_sender(outgoing: Activity, incoming: Activity) -> None:
+    """In a Teams group chat everyone sees every message, in no thread: a notice the bot sends
+    in answer to someone (the usage-policy question, a limit, an error) starts by @mentioning
+    them, so that they know it is theirs and the others that it is not. Answers (labelled as
+    AI-generated) follow the question they answer and are left as they are; channels thread
+    the bot's replies under the message they answer."""
+    sender = incoming.from_property
+    if (
+        not is_teams(incoming)
+        or conversation_type(incoming) != "groupChat"
+        or incoming.type != "message"
+        or outgoing.type != "message"
+        or not outgoing.text
+        or sender is None
+        or not sender.id
+        or any(
+            getattr(entity, "type", None) in ("mention", "https://schema.org/Message")
+            for entity in outgoing.entities or []
+        )
+    ):
+        return
+    name = (sender.name or "").strip() or sender.id
+    tag = f"<at>{html.escape(name, quote=False)}</at>"
+    outgoing.text = f"{tag} {outgoing.text}"
+    outgoing.entities = [*(outgoing.entities or []), Mention(tag, sender.id, name)]
 
 
 def _mention_entities(raw: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from tests.teams.activities import (
     BOT_NAME,
     CHANNEL_ID,
     GROUP_CHAT,
+    USER_ID,
     channel_message,
     group_message,
     mention,
@@ -71,9 +72,17 @@ async def test_group_chat_question_says_to_mention_the_bot_and_a_mentioned_accep
     assert len(teams.messages()) == 1
 
     await post(consenting_bot, group_message(teams.url, mentioned("I accept"), [mention()]))
-    _question, thanks, answer = teams.messages()
+    question, thanks, answer = teams.messages()
     assert "Here is the answer to the message you sent before" in thanks["text"]
     assert "capital of France" in answer["text"]
+    # Everyone in a group chat sees the bot's notices: each @mentions whom it answers. The
+    # answer follows the question it answers, as it is.
+    for notice in (question, thanks):
+        assert notice["text"].startswith("<at>Aiko Tanaka</at> ")
+        assert {"id": USER_ID, "name": "Aiko Tanaka"} in [
+            e.get("mentioned") for e in notice["entities"]
+        ]
+    assert "<at>" not in answer["text"]
 
 
 async def test_channel_question_in_japanese_says_to_mention_the_bot_and_accepts_in_japanese(
@@ -110,7 +119,8 @@ async def test_without_the_bots_name_the_texts_say_to_mention_the_assistant(
     question, retry, declined = (m["text"] for m in teams.messages())
     assert "so @mention the assistant and reply **I accept** or **I decline**." in question
     assert retry == (
-        "Please @mention the assistant and reply **I accept** or **I decline** to the usage policy."
+        "<at>Aiko Tanaka</at> Please @mention the assistant and reply **I accept** or "
+        "**I decline** to the usage policy."
     )
     assert (
         "If you change your mind, @mention the assistant with any message, then @mention the "
@@ -182,7 +192,9 @@ async def test_crlf_wrapped_answers_and_commands_after_a_mention_and_comma_are_u
 
     _question, thanks, answer, help_text = teams.messages()
     locale = "en-US" if kind == "group" else "ja-JP"
-    assert thanks["text"] == localize("consent_accepted_pending", locale)
+    # In a group chat a notice @mentions whom it answers; a channel threads it under their post.
+    addressed = "<at>Aiko Tanaka</at> " if kind == "group" else ""
+    assert thanks["text"] == addressed + localize("consent_accepted_pending", locale)
     assert question in answer["text"]
     assert "/new" in help_text["text"] and "/usage" in help_text["text"]
     conversation = GROUP_CHAT if kind == "group" else f"{CHANNEL_ID};messageid=1763719100000"
@@ -213,7 +225,10 @@ async def test_a_member_who_accepts_someone_elses_question_is_shown_the_policy_a
     await post(consenting_bot, from_bob("I accept"))
 
     *_, thanks = teams.messages()
-    assert thanks["text"] == localize("consent_accepted", "en-US")
+    assert thanks["text"] == "<at>Bob</at> " + localize("consent_accepted", "en-US")
+    assert thanks["entities"] == [
+        {"type": "mention", "text": "<at>Bob</at>", "mentioned": {"id": "29:bob", "name": "Bob"}}
+    ]
     assert len(teams.messages()) == 3
     assert await model_calls(simulator_url) == calls
     stored = await consenting_bot.server.app[STORE].conversation_messages(
