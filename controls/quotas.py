@@ -450,6 +450,19 @@ class Quotas:
         if result.refused == "below_zero":
             self._dropped(False, held.scope, held.window, -held.amount, _NOT_HELD)
 
+    def admits_any_estimate(self, turn: Hashable, tenant_id: str) -> bool:
+        """Whether `reserve_tokens` cannot refuse `turn`, counted by `count_request`: the user's
+        tokens are not limited or its upfront reservation is whole (it holds any estimate, so
+        nothing is written), and the organization has no daily limit (its counter is written,
+        and may refuse, on every turn). The gate promises an answer only then."""
+        limits = self.limits_for(tenant_id)
+        if limits.tenant_tokens_per_day:
+            return False
+        if not limits.user_tokens_per_day:
+            return True
+        held = self._held.get(turn) or []
+        return bool(held) and 0 < self._upfront_tokens <= held[0].amount
+
     async def reserve_tokens(
         self, user_id: str, tenant_id: str, amount: int, turn: Hashable | None = None
     ) -> TokenReservation | QuotaExceeded:

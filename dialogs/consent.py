@@ -7,8 +7,9 @@ receives messages that @mention it and Teams shows no suggested actions, so ther
 the user to @mention the bot with their answer, and no buttons are offered. Acceptance is stored
 in user state with its time and policy version; a new version asks again. The message that
 triggered the question is kept in the dialog and answered right after acceptance, so nothing has
-to be typed twice; one that was itself an answer ("I accept" before seeing the policy) is not
-kept, and is not taken as the answer either.
+to be typed twice; the thanks for that acceptance comes from the gate, which knows by then
+whether a limit refuses the message. One that was itself an answer ("I accept" before seeing the
+policy) is not kept, and is not taken as the answer either.
 
 The question keeps the version it shows (`version`, in its options): an answer is to that
 version. When the policy's version changes while a question is open, the answer to it is no
@@ -109,11 +110,37 @@ def consent_answer(text: str | None) -> bool | None:
     でも…"), words that say both ("はい、同意しません"), and a negation glued to a word of
     acceptance that is not known as a whole ("承諾できない" is "承諾" and the unknown
     "できない")."""
+    phrases = _answer_phrases(text)
+    if not phrases:
+        return None
+    meanings = {meaning for _, meaning in phrases}
+    return meanings.pop() if len(meanings) == 1 else None
+
+
+# Accepting words that answer anything else too ("yes" to the assistant's own question): an
+# acceptance of only these, just after the user accepted, is a message for the assistant, not
+# the acceptance sent again (`says_it_accepts`).
+_ALSO_ORDINARY = {"yes", "y", "ok", "はい", "承知しました", "承知いたしました", "承知致しました"}
+
+
+def says_it_accepts(text: str | None) -> bool:
+    """Whether `text` accepts the policy in words that say so (`I accept`, 同意します), not only
+    with a yes or an ok."""
+    phrases = _answer_phrases(text)
+    return (
+        consent_answer(text) is True
+        and phrases is not None
+        and any(phrase not in _ALSO_ORDINARY for phrase, _ in phrases)
+    )
+
+
+def _answer_phrases(text: str | None) -> list[tuple[str, bool]] | None:
+    """The known answer words `text` is made of, in order; None when it is anything else."""
     normalized = unicodedata.normalize("NFKC", strip_edges(text or ""))
     normalized = as_hiragana(normalized).lower().replace("\u2019", "'")
     if len(normalized) > _MAX_ANSWER_CHARS or "?" in normalized:
         return None
-    meanings: set[bool] = set()
+    phrases: list[tuple[str, bool]] = []
     at = 0
     while True:
         while at < len(normalized) and normalized[at] in _SEPARATORS:
@@ -130,9 +157,9 @@ def consent_answer(text: str | None) -> bool | None:
         )
         if found is None:
             return None
-        meanings.add(found[1])
+        phrases.append(found)
         at += len(found[0])
-    return meanings.pop() if len(meanings) == 1 else None
+    return phrases
 
 
 def _word_ends(text: str, at: int) -> bool:
@@ -266,10 +293,7 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
                 context,
                 {"version": self._policy.version, "accepted_at": self._clock().isoformat()},
             )
-        if accepted:
-            key = "consent_accepted_pending" if pending else "consent_accepted"
-            await context.send_activity(_markdown(localize(key, locale)))
-        else:
+        if not accepted:
             accept, _ = _labels(locale)
             if _is_shared(step):
                 declined = localize(
@@ -281,6 +305,11 @@ class ConsentDialog(ComponentDialog):  # type: ignore[misc]
             else:
                 declined = localize("consent_declined", locale, accept=accept)
             await context.send_activity(_markdown(declined))
+        elif not pending:
+            await context.send_activity(_markdown(localize("consent_accepted", locale)))
+        # With a message waiting, the gate thanks once the limits have decided whether it is
+        # answered now (dialogs.gate `_thank`): thanks promising its answer here could be
+        # followed by a refusal.
         result = {"accepted": accepted, "pending": pending if accepted else None}
         return await step.end_dialog(result)
 

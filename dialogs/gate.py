@@ -2,9 +2,16 @@
 
 `ConversationGate.before_turn` either handles the message itself (a refusal, a command, the
 consent question) and returns None, or returns the `TurnInput` the chat service should answer:
-the message itself, or, right after consent, the message that was waiting for it. The token
-quota runs later, inside the chat turn (`dialogs.guard.QuotaGuard`), where the prompt size is
-known.
+the message itself, or, right after consent, the message that was waiting for it
+(`dialogs.guard.AfterConsent`). The token quota runs later, inside the chat turn
+(`dialogs.guard.QuotaGuard`), where the prompt size is known.
+
+The thanks for an acceptance that a message waited for is sent once the request count has
+decided on that message: it promises the answer only where no limit can refuse it any more;
+refused, the user is told which message was not answered, why, and to send it again.
+
+An acceptance repeated right after the same person accepted the same version (a double tap on
+the button, an "I accept" sent twice) is dropped: it is no question for the assistant.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from botbuilder.core import MessageFactory, TurnContext
@@ -23,7 +31,7 @@ from botbuilder.schema import Activity, ResourceResponse
 from chat.kept import KeptWrites
 from chat.service import TurnInput
 from chat.texts import localize
-from chat.written import as_written, cut
+from chat.written import as_written
 from controls.audit import RefusalLog
 from controls.clock import Clock, utc_now
 from controls.policy import AccessPolicy, UsagePolicy
@@ -34,9 +42,10 @@ from dialogs.consent import (
     ConsentDialog,
     accepted_version,
     consent_answer,
+    says_it_accepts,
     stands_over,
 )
-from dialogs.guard import refusal_text
+from dialogs.guard import AfterConsent, excerpt, not_answered_text, refusal_text
 from dialogs.state import DialogStates, StateRace
 from storage.base import Store, StoreError
 from storage.botstate import EXPIRES_FROM_PROPERTY
@@ -53,8 +62,10 @@ _ASKED_BY = "consent_asked_by"
 # What a turn changes together when it asks the question (or keeps it open): when two turns
 # changed the dialog at once, these follow the turn whose dialog stands (`_merge_dialogs`).
 _QUESTION = (_DIALOG_STATE, _ASKED_BY, EXPIRES_FROM_PROPERTY)
-# How much of a message a notice quotes (`_excerpt`): enough for the user to know which one.
-_EXCERPT_CHARS = 60
+# An acceptance this soon after the same person's acceptance of the same version is taken for
+# a repeat of it (`_repeated_acceptance`): a double tap, or a second "I accept" sent before the
+# thanks arrived.
+_REPEAT_WITHIN = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class ConversationGate:
         self._quotas = quotas
         self._erasures = erasures
         self._refusals = refusals
+        self._clock = clock
         self._access = config.access
         self._policy = config.usage_policy
         self._max_chars = config.max_message_chars
@@ -150,6 +162,7 @@ class ConversationGate:
         if self._refused_by_chat(turn):
             # The chat service answers it with a notice and never calls the model: it uses
             # none of the user's requests or tokens.
+            await self._thank(context, turn, answered=False)
             return turn
         try:
             # The same write reserves the turn's tokens upfront (claimed by dialogs.guard). A
@@ -171,12 +184,35 @@ class ConversationGate:
                 "a redelivered message was dropped",
                 extra={"event": "message_redelivered", "reason": "already_stored"},
             )
+            await self._thank(context, turn, answered=False)
             return None
         if exceeded is not None:
             # Every refused message is told (its audit record is once a minute: the quota's).
-            await _say(context, refusal_text(exceeded, turn.locale, turn.time_zone))
+            notice = refusal_text(exceeded, turn.locale, turn.time_zone)
+            if isinstance(turn, AfterConsent):
+                # It waited for the acceptance, which is this turn's message: the notice names
+                # it, and says it is gone (it was never stored, and the question that held it
+                # is closed).
+                await self._thank(context, turn, answered=False)
+                await _say(context, not_answered_text(turn, notice), text_format="plain")
+            else:
+                await _say(context, notice)
             return None
+        answered = self._quotas.admits_any_estimate(turn, turn.tenant_id)
+        await self._thank(context, turn, answered=answered)
         return turn
+
+    async def _thank(self, context: TurnContext, turn: TurnInput, *, answered: bool) -> None:
+        """Thanks for the acceptance that `turn`, the message that waited for it, is answered
+        in (nothing for any other turn: the consent dialog thanked, or there was nothing to
+        thank for). It promises the answer only when `answered`: the request is counted and
+        the model call's token reservation cannot be refused. Otherwise the answer, or a
+        notice naming the message, follows thanks that promise nothing."""
+        if not isinstance(turn, AfterConsent):
+            return
+        key = "consent_accepted_pending" if answered else "consent_accepted_before_answer"
+        # The acceptance's locale, as the consent dialog's other replies (`_consent`).
+        await _say(context, localize(key, context.activity.locale or turn.locale))
 
     async def revise_waiting(self, context: TurnContext, revision: TurnInput) -> bool:
         """The user deleted (no `revision.text`) or edited the message that waits for their
@@ -303,6 +339,19 @@ class ConversationGate:
         dialog_context = await self._dialogs.create_context(context)
         record = await self._acceptance.get(context)
         accepted = accepted_version(record) == self._policy.version
+        if (
+            accepted
+            and dialog_context.active_dialog is None
+            and self._repeated_acceptance(turn, record)
+        ):
+            # No reply: the thanks for the acceptance it repeats has gone out or is on its
+            # way, and a reply per tap of a double-tapped button would bury it. Not a question
+            # for the assistant either, so not stored, sent to the model or counted.
+            log.info(
+                "a repeated acceptance of the usage policy was dropped",
+                extra={"event": "consent_answer_repeated"},
+            )
+            return None, False
         if not accepted and await self.handled_already(turn.conversation_key, turn.activity_id):
             # A message answered under the version accepted before, sent again by the channel
             # after a restart (or to another instance) that brought a new version: it was
@@ -379,6 +428,20 @@ class ConversationGate:
         await self._asked_at.set(context, utc_now().isoformat())
         return None, pending is not None
 
+    def _repeated_acceptance(self, turn: TurnInput, record: Any) -> bool:
+        """Whether `turn` accepts the policy in words that say so (`I accept`, 同意します: a "yes"
+        or an "ok" may answer the assistant's own question) within `_REPEAT_WITHIN` of the
+        acceptance `record` (of the current version, the caller checked): a repeat of it."""
+        if not says_it_accepts(turn.text) or not isinstance(record, dict):
+            return False
+        try:
+            accepted_at = datetime.fromisoformat(str(record.get("accepted_at")))
+        except ValueError:
+            return False
+        if accepted_at.tzinfo is None:
+            accepted_at = accepted_at.replace(tzinfo=self._clock().tzinfo)
+        return self._clock() - accepted_at < _REPEAT_WITHIN
+
     async def _ask_again(
         self, context: TurnContext, dialog_context: DialogContext, turn: TurnInput
     ) -> None:
@@ -408,14 +471,13 @@ class ConversationGate:
             "a message that asked for consent at the same moment as another was not kept",
             extra={"event": "consent_message_not_kept"},
         )
-        excerpt = _excerpt(turn.text)
-        if excerpt:
-            text = localize("consent_message_not_kept", turn.locale, excerpt=excerpt)
+        quoted = excerpt(turn.text)
+        if quoted:
+            text = localize("consent_message_not_kept", turn.locale, excerpt=quoted)
         else:
             text = localize("consent_attachment_not_kept", turn.locale)
-        activity = MessageFactory.text(text)
-        activity.text_format = "plain"  # it quotes the user's own words, as they wrote them
-        await context.send_activity(activity)
+        # Plain: it quotes the user's own words, as they wrote them.
+        await _say(context, text, text_format="plain")
 
     async def _save_states(self, context: TurnContext, turn: TurnInput, since: float) -> bool:
         """Writes the bot state `turn` changed, unless its user or conversation was erased
@@ -489,12 +551,6 @@ def _arrived(turn: TurnInput) -> float:
     return turn.received_at if turn.received_at is not None else time.monotonic()
 
 
-def _excerpt(text: str) -> str:
-    """How a notice quotes a message: its words on one line, cut to `_EXCERPT_CHARS` where a
-    character ends (an emoji with its skin tone stays whole or goes whole)."""
-    return cut(" ".join(text.split()), _EXCERPT_CHARS)
-
-
 def _pending(turn: TurnInput) -> dict[str, Any]:
     return {
         "text": turn.text,
@@ -504,10 +560,11 @@ def _pending(turn: TurnInput) -> dict[str, Any]:
     }
 
 
-def _pending_turn(turn: TurnInput, pending: dict[str, Any]) -> TurnInput:
+def _pending_turn(turn: TurnInput, pending: dict[str, Any]) -> AfterConsent:
     """The message that waited for consent, answered in the current turn."""
+    fields = {field.name: getattr(turn, field.name) for field in dataclasses.fields(turn)}
     return dataclasses.replace(
-        turn,
+        AfterConsent(**fields),
         text=str(pending.get("text") or ""),
         activity_id=str(pending.get("activity_id") or turn.activity_id),
         locale=str(pending.get("locale") or turn.locale),
@@ -515,7 +572,7 @@ def _pending_turn(turn: TurnInput, pending: dict[str, Any]) -> TurnInput:
     )
 
 
-async def _say(context: TurnContext, text: str) -> None:
+async def _say(context: TurnContext, text: str, text_format: str = "markdown") -> None:
     activity = MessageFactory.text(text)
-    activity.text_format = "markdown"
+    activity.text_format = text_format
     await context.send_activity(activity)

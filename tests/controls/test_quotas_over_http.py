@@ -75,15 +75,22 @@ async def test_daily_token_quota_refuses_without_a_model_call_and_resets_the_nex
 
 
 async def test_a_message_too_big_for_what_is_left_is_not_sent_later_as_context(
-    controlled_app: ControlledApp, connector: RecordingConnector, simulator_url: str
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    clock: FakeClock,
 ) -> None:
-    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300)
+    client = await controlled_app(QUOTA_USER_TOKENS_PER_DAY=5000, MAX_OUTPUT_TOKENS=300)
     chat = Chat(client, connector)
+    # 1,000 left: the message below fits the whole limit, not what is left of it.
+    day = day_window(clock())
+    spent = UsageChange(minute=0, ttl_seconds=day.ttl_seconds, tokens=4000)
+    await chat.store.add_usage(user_scope("user-1"), day.key, spent)
 
     refused = await chat.send("Please read this. " + "word " * 800)
     # The conversation's first message: no earlier conversation, so no /new advice.
     assert refused["text"].startswith("Your message needs about")
-    assert "your daily limit (1,000 tokens) until it resets" in refused["text"]
+    assert "your daily limit (5,000 tokens) until it resets" in refused["text"]
     [prompt] = await chat.store.conversation_messages(conversation(chat))
     assert prompt.status is MessageStatus.ERROR and prompt.error == "quota_exceeded"
 

@@ -20,17 +20,20 @@ async def test_a_tenant_limit_with_some_left_refuses_a_message_that_needs_more_a
     controlled_app: ControlledApp, connector: RecordingConnector, clock: FakeClock
 ) -> None:
     client = await controlled_app(
-        **NO_USER_LIMITS, QUOTA_TENANT_TOKENS_PER_DAY=1000, MAX_OUTPUT_TOKENS=300
+        **NO_USER_LIMITS, QUOTA_TENANT_TOKENS_PER_DAY=2000, MAX_OUTPUT_TOKENS=300
     )
     chat = Chat(client, connector, **TENANT)
     day = day_window(clock())
+    # Half of it used already: the message below fits the whole limit, not what is left.
+    scope = tenant_scope("bbbb-2222") or ""
+    await chat.store.add_to_counter(scope, day.key, 1000, 0, day.ttl_seconds)
 
     await chat.send("Hello")
     refused = await chat.send("Please read this: " + "with many words " * 200)
     await chat.quotas.flush()
     used = await chat.store.read_counter(tenant_scope("bbbb-2222") or "", day.key)
 
-    assert 0 < used < 1000, used
+    assert 1000 < used < 2000, used
     assert refused["text"].startswith("Your message and the earlier conversation together need")
     assert "more than is left of your organization's daily limit" in refused["text"]
     assert "reached" not in refused["text"]
@@ -42,14 +45,14 @@ async def test_a_tenant_limit_with_some_left_refuses_a_message_that_needs_more_a
     end = day.resets_at
     assert usage.endswith(
         "Your organization has a daily limit for the assistant, shared by all its users: about "
-        f"{used * 100 // 1000}% of it has been used since the last reset (next reset at 00:00 UTC "
+        f"{used * 100 // 2000}% of it has been used since the last reset (next reset at 00:00 UTC "
         f"on {MONTHS[end.month - 1]} {end.day})."
     )
 
     in_japanese = Chat(client, connector, conversation_id="ja", locale="ja-JP", **TENANT)
     usage = (await in_japanese.send("/利用状況"))["text"]
     assert usage.endswith(
-        f"組織全体で共有する1日の上限があります。前回のリセット以降、その約{used * 100 // 1000}%を"
+        f"組織全体で共有する1日の上限があります。前回のリセット以降、その約{used * 100 // 2000}%を"
         f"使用済みです（次回のリセット: 協定世界時（UTC）{end.month}月{end.day}日 0:00）。"
     )
 

@@ -4,7 +4,8 @@ reader sees it ends: an emoji with its skin tone, a flag, stay whole or go whole
 from __future__ import annotations
 
 from chat.speakers import MAX_NAME_CHARS, speaker_name
-from dialogs.gate import _EXCERPT_CHARS, _excerpt
+from dialogs.guard import _EXCERPT_CHARS
+from dialogs.guard import excerpt as _excerpt
 
 THUMBS_UP_MEDIUM = "\U0001f44d\U0001f3fd"  # 👍🏽
 JAPAN = "\U0001f1ef\U0001f1f5"  # 🇯🇵
