@@ -73,6 +73,7 @@ from controls.policy import (
     AccessPolicy,
     PolicyFileError,
     PolicyFiles,
+    TenantPolicies,
     load_tenant_policies,
     load_usage_policy,
 )
@@ -444,6 +445,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         kept=kept,
     )
     _check_history_budget(settings, chat.largest_system_prompt())
+    _check_daily_token_limits(settings, app[POLICIES].tenants, chat.smallest_turn)
     tokens: TokenSource
     authenticator: ChannelAuthenticator | None = None
     signing_keys: SigningKeys | None = None
@@ -842,6 +844,36 @@ def _check_history_budget(settings: Settings, largest_system_prompt: int) -> Non
             f" for a message beside the system prompt ({largest_system_prompt} tokens at most,"
             f" of SYSTEM_PROMPT_FILE or a tenant's template): set it to at least {needed}"
         )
+
+
+def _check_daily_token_limits(
+    settings: Settings, policies: TenantPolicies, smallest_turn: Callable[[str], int]
+) -> None:
+    """A daily token limit that is not 0 (no limit) must admit the smallest turn, of the
+    default system prompt or of a tenant's own template: with less, every message would be
+    refused, for good. (config.py checks the part it can know: more than MAX_OUTPUT_TOKENS.)"""
+    where = {
+        "user_tokens_per_day": "QUOTA_USER_TOKENS_PER_DAY",
+        "tokens_per_day": "QUOTA_TENANT_TOKENS_PER_DAY",
+    }
+    defaults = {
+        "user_tokens_per_day": settings.quota_user_tokens_per_day,
+        "tokens_per_day": settings.quota_tenant_tokens_per_day,
+    }
+    for tenant, policy in [("", None), *policies.tenants.items()]:
+        needed = smallest_turn(tenant)
+        for field, setting in where.items():
+            own = getattr(policy, field) if policy is not None else None
+            limit = defaults[field] if own is None else own
+            if not limit or limit >= needed:
+                continue
+            named = setting if own is None else f"TENANT_POLICY_FILE: tenants.{tenant}.{field}"
+            of = f" for tenant {tenant}" if tenant and own is None else ""
+            raise ConfigurationError(
+                f"{named}: {limit:,} tokens a day admit no message{of}: the smallest takes"
+                f" {needed:,} (MAX_OUTPUT_TOKENS, the system prompt and the message itself);"
+                f" set it to 0 (no limit) or at least {needed:,}"
+            )
 
 
 def _prompts(settings: Settings, tenant_templates: dict[str, Path]) -> PromptBuilder:

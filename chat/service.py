@@ -1602,6 +1602,19 @@ class ChatService:
             for shared in (False, True)
         )
 
+    def smallest_turn(self, tenant_id: str = "") -> int:
+        """The fewest tokens a turn of `tenant_id` (its template, or the default's for "")
+        reserves: MAX_OUTPUT_TOKENS and the smallest prompt, its system prompt in English or
+        Japanese, one-to-one or shared, and a one-token message. A daily limit below it admits
+        no message at all."""
+        return self._max_output_tokens + min(
+            self._counter.family.reply_priming
+            + self._counter.message_tokens(self._system_prompt(locale, tenant_id, shared)[1])
+            + self._counter.message_tokens(1)
+            for locale in ("en-US", "ja-JP")
+            for shared in (False, True)
+        )
+
     def _system_prompt(
         self, locale: str, tenant_id: str = "", shared: bool = False
     ) -> tuple[str, int]:

@@ -297,6 +297,37 @@ def test_a_history_budget_that_leaves_no_room_beside_a_tenants_prompt_stops_the_
     assert needed > 1200
 
 
+def test_a_daily_token_limit_that_admits_no_message_stops_the_start(tmp_path: Path) -> None:
+    """More than MAX_OUTPUT_TOKENS (1,000 by default), but every message also reserves its
+    system prompt: with 1,100 even "hi" would be refused, for good."""
+    code, output = run_app(tmp_path, QUOTA_USER_TOKENS_PER_DAY="1100")
+
+    assert_configuration_error(code, output, "QUOTA_USER_TOKENS_PER_DAY", "admit no message")
+    needed = int(output.rsplit("at least ", 1)[1].split()[0].replace(",", ""))
+    assert needed > 1100
+
+
+def test_a_tenants_daily_token_limit_is_checked_against_its_own_template(tmp_path: Path) -> None:
+    template = tmp_path / "long.md.j2"
+    template.write_text("You are {{ assistant_name }}. " + "Be careful. " * 300, encoding="utf-8")
+    policy = tmp_path / "tenants.yaml"
+    policy.write_text(
+        'tenants:\n  "72f988bf-86f1-41af-91ab-2d7cd011db47":\n'
+        f"    system_prompt_file: {template}\n"
+        "    user_tokens_per_day: 1500\n",
+        encoding="utf-8",
+    )
+
+    code, output = run_app(tmp_path, TENANT_POLICY_FILE=str(policy))
+
+    # 1,500 would admit a message under the default prompt, not under this tenant's.
+    assert_configuration_error(
+        code,
+        output,
+        "TENANT_POLICY_FILE: tenants.72f988bf-86f1-41af-91ab-2d7cd011db47.user_tokens_per_day",
+    )
+
+
 def test_a_trusted_origin_that_is_not_an_origin_is_refused_unquoted(tmp_path: Path) -> None:
     code, output = run_app(
         tmp_path,
