@@ -348,6 +348,9 @@ module monitoring 'modules/monitoring.bicep' = {
     resourceToken: resourceToken
     retentionInDays: logRetentionInDays
     enableMonitorPrivateLink: enableMonitorPrivateLink
+    // API Management's logger sends with the instrumentation key: local auth stays on with it.
+    enableApim: enableApim
+    appPrincipalId: appIdentity.outputs.principalId
   }
 }
 

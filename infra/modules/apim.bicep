@@ -207,7 +207,10 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = 
   }
 }
 
-// Token metrics need an Application Insights logger with custom metrics enabled.
+// Token metrics need an Application Insights logger with custom metrics enabled. It sends with the
+// connection string's instrumentation key (no managed identity credentials are configured for it),
+// so monitoring.bicep keeps the component's local authentication on while API Management is
+// deployed; without API Management, ingestion is Entra ID only.
 resource logger 'Microsoft.ApiManagement/service/loggers@2024-05-01' = {
   parent: apim
   name: 'app-insights'

@@ -508,6 +508,13 @@ var appSettings = [
     value: appInsights.properties.ConnectionString
   }
   {
+    // Read by the Azure Monitor exporter, not config.py: it sends telemetry with Entra ID tokens
+    // of this managed identity (Monitoring Metrics Publisher on the component, monitoring.bicep),
+    // which the component requires unless API Management is deployed.
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'Authorization=AAD;ClientId=${identityClientId}'
+  }
+  {
     name: 'ADMIN_AUTH_MODE'
     value: adminAuthMode
   }

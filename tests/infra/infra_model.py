@@ -22,6 +22,8 @@ INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
 OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"  # Cognitive Services OpenAI User
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"  # Cosmos DB data plane
+# Monitoring Metrics Publisher: Entra ID authenticated ingestion into Application Insights.
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 FORBIDDEN_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
     "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
@@ -36,7 +38,12 @@ FORBIDDEN_ROLES = {
     "00000000-0000-0000-0000-000000000001": "Cosmos DB Built-in Data Reader",
 }
 # Every management-plane role assignment in the templates must be one of these.
-ALLOWED_ROLES = {OPENAI_USER, KEY_VAULT_SECRETS_USER}
+ALLOWED_ROLES = {OPENAI_USER, KEY_VAULT_SECRETS_USER, MONITORING_METRICS_PUBLISHER}
+# Roles that may only be assigned to the app's identity on one kind of resource:
+# role -> (its name, the resource type its scope must be).
+SCOPED_APP_ROLES = {
+    MONITORING_METRICS_PUBLISHER: ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
+}
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -557,6 +564,7 @@ def check_roles(model: Mapping[str, Template]) -> list[str]:
 
     problems.extend(check_cosmos_data_roles(model))
     problems.extend(check_key_vault_grants(model))
+    problems.extend(check_scoped_app_roles(model))
 
     # In main.bicep the parameter appPrincipalId must always be the app identity, and the app
     # identity must not be handed to any other principal parameter.
@@ -810,6 +818,117 @@ def check_key_vault_grants(model: Mapping[str, Template]) -> list[str]:
     return problems
 
 
+def check_scoped_app_roles(model: Mapping[str, Template]) -> list[str]:
+    """Each role of SCOPED_APP_ROLES goes to the app's identity (a service principal) only, on a
+    resource of its type declared in the same template: Monitoring Metrics Publisher on the
+    Application Insights component, not on its resource group or anything else."""
+    problems: list[str] = []
+    granted: set[str] = set()
+    for template, res in resources_of(model, "Microsoft.Authorization/roleAssignments"):
+        where = f"{template.file}:{res.symbol}"
+        role = json.dumps(
+            template.evaluate(_get(res.body, "properties/roleDefinitionId")), default=str
+        )
+        for guid in set(GUID.findall(role)) & SCOPED_APP_ROLES.keys():
+            name, scope_type = SCOPED_APP_ROLES[guid]
+            count = len(problems)
+            if template.evaluate(_get(res.body, "properties/principalId")) != Param(
+                "appPrincipalId"
+            ):
+                problems.append(f"{where} grants {name} to a principal other than the app")
+            if _get(res.body, "properties/principalType") != "ServicePrincipal":
+                problems.append(f"{where} grants {name} without principalType ServicePrincipal")
+            scope = _dotted(res.body.get("scope")).split(".")[0]
+            target = next((r for r in template.resources if r.symbol == scope), None)
+            if target is None or target.type.lower() != scope_type.lower():
+                problems.append(
+                    f"{where} grants {name} on {scope!r}: only on a {scope_type} resource"
+                )
+            if len(problems) == count:
+                granted.add(guid)
+    for guid in sorted(SCOPED_APP_ROLES.keys() - granted):
+        name, scope_type = SCOPED_APP_ROLES[guid]
+        problems.append(f"the app identity does not hold {name} on a {scope_type} resource")
+    return problems
+
+
+# The app setting by which the Azure Monitor exporter authenticates the app's telemetry with
+# Entra ID: ManagedIdentityCredential(client_id) of the app's user-assigned identity
+# (azure.monitor.opentelemetry.exporter, _get_authentication_credential).
+TELEMETRY_AUTHENTICATION_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+TELEMETRY_AUTHENTICATION = "Authorization=AAD;ClientId=${identityClientId}"
+
+
+def check_keyless_telemetry(model: Mapping[str, Template]) -> list[str]:
+    """The app sends telemetry as its own identity (Entra ID), and the Application Insights
+    component refuses the instrumentation key, except while API Management is deployed: its
+    logger sends with the key, so local authentication must then stay on."""
+    problems: list[str] = []
+    settings = app_settings(model, guaranteed=True)
+    value = settings.get(TELEMETRY_AUTHENTICATION_SETTING)
+    if value != TELEMETRY_AUTHENTICATION:
+        problems.append(
+            f"app setting {TELEMETRY_AUTHENTICATION_SETTING} must be "
+            f"{TELEMETRY_AUTHENTICATION!r} in every variant, not {value!r}"
+        )
+    main = model.get("main.bicep")
+    if main is None:
+        return [*problems, "main.bicep is missing"]
+    app = _module(main, "modules/appservice.bicep") or {}
+    if main.evaluate(app.get("identityClientId")) != Ref("appIdentity.outputs.clientId"):
+        problems.append("main.bicep: the app module's identityClientId is not the app identity's")
+    if main.evaluate(app.get("identityId")) != Ref("appIdentity.outputs.id"):
+        problems.append("main.bicep: the app module's identityId is not the app identity")
+
+    components = [
+        (t, r) for t, r in resources_of(model, "Microsoft.Insights/components") if not r.existing
+    ]
+    if not components:
+        problems.append("no Application Insights component is declared")
+    apim = next(
+        (m for m in main.modules.values() if m["detail"]["path"].endswith("modules/apim.bicep")),
+        None,
+    )
+    for enable_apim in (False, True):
+        bindings = {"enableApim": enable_apim}
+        if apim is None:
+            apim_deployed: Any = False
+        else:
+            condition = apim["config"].get("condition")
+            apim_deployed = (
+                True if condition is None else main.evaluate(condition, bindings=bindings)
+            )
+        for template, res in components:
+            where = f"{template.file}:{res.symbol} (enableApim={str(enable_apim).lower()})"
+            module_bindings = (
+                dict(bindings)
+                if template is main
+                else _module_bindings(main, template.file, bindings)
+            )
+            for name, param in template.parameters.items():
+                if name not in module_bindings and isinstance(param.get("default"), bool):
+                    module_bindings[name] = param["default"]
+            disabled = template.evaluate(
+                _get(res.body, "properties/DisableLocalAuth"), bindings=module_bindings
+            )
+            if not isinstance(apim_deployed, bool) or not isinstance(disabled, bool):
+                problems.append(
+                    f"{where}: DisableLocalAuth ({disabled!r}) or whether API Management is "
+                    f"deployed ({apim_deployed!r}) is not decided by enableApim"
+                )
+            elif apim_deployed and disabled:
+                problems.append(
+                    f"{where}: DisableLocalAuth is true while API Management, whose logger sends "
+                    "with the instrumentation key, is deployed"
+                )
+            elif not apim_deployed and not disabled:
+                problems.append(
+                    f"{where}: DisableLocalAuth must be true without API Management "
+                    "(Entra ID only ingestion)"
+                )
+    return problems
+
+
 SECRET_NAME = re.compile(
     r"secret|password|passwd|connection_?string|token|credential|key(?![-_]?vault)", re.I
 )
@@ -844,6 +963,7 @@ PLATFORM_SETTINGS = {
     "WEBSITES_PORT",
     "WEBSITES_CONTAINER_STOP_TIME_LIMIT",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # the Azure Monitor exporter reads it
     "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
 }
 
@@ -902,6 +1022,7 @@ REQUIRED_APP_SETTINGS = {
     "RETENTION_DAYS",
     "DIRECT_LINE_SECRET",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "ADMIN_AUTH_MODE",
     "WEBCHAT_AUTH_MODE",
     "ADMIN_SESSION_SECRET",

@@ -127,6 +127,8 @@ def test_the_app_service_package_leaves_out_local_secrets_and_data_but_not_the_c
         im.check_cosmos_data_roles,
         im.check_key_vault_grants,
         im.check_gateway_certificate_grant,
+        im.check_scoped_app_roles,
+        im.check_keyless_telemetry,
     ],
 )
 def test_invariant_holds(model: dict[str, im.Template], check: MainCheck) -> None:
@@ -407,6 +409,150 @@ def test_role_check_catches_the_app_identity_given_to_another_parameter(
         "gatewayCertificateReader: app identity principal passed as principalId" in p
         for p in im.check_roles(broken)
     )
+
+
+METRICS_PUBLISHER_SCOPE = (
+    "  scope: appInsights\n  properties: {\n    roleDefinitionId: subscriptionResourceId("
+    "'Microsoft.Authorization/roleDefinitions', metricsPublisherRoleId)"
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (  # on the workspace instead of the component
+            "modules/monitoring.bicep",
+            METRICS_PUBLISHER_SCOPE,
+            METRICS_PUBLISHER_SCOPE.replace("scope: appInsights", "scope: workspace"),
+            "grants Monitoring Metrics Publisher on 'workspace'",
+        ),
+        (  # no scope: the whole resource group
+            "modules/monitoring.bicep",
+            METRICS_PUBLISHER_SCOPE,
+            METRICS_PUBLISHER_SCOPE.replace("  scope: appInsights\n", ""),
+            "only on a Microsoft.Insights/components resource",
+        ),
+        (  # on the Azure OpenAI account
+            "modules/openai.bicep",
+            "var openAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'",
+            "var openAiUserRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'",
+            "modules/openai.bicep:appOpenAiUser grants Monitoring Metrics Publisher on 'account'",
+        ),
+        (  # to API Management's identity
+            "modules/apim.bicep",
+            "var openAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'",
+            "var openAiUserRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'",
+            "gatewayOpenAiUser grants Monitoring Metrics Publisher to a principal other than",
+        ),
+        (
+            "modules/monitoring.bicep",
+            "    principalId: appPrincipalId\n    principalType: 'ServicePrincipal'\n",
+            "    principalId: appPrincipalId\n",
+            "grants Monitoring Metrics Publisher without principalType ServicePrincipal",
+        ),
+        (  # another role on the component: the app no longer holds the publisher role
+            "modules/monitoring.bicep",
+            "var metricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'",
+            "var metricsPublisherRoleId = '4633458b-17de-408a-b874-0445c86b69e6'",
+            "the app identity does not hold Monitoring Metrics Publisher",
+        ),
+    ],
+)
+def test_metrics_publisher_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_scoped_app_roles(mutate(texts, file, old, new))
+    assert any(expected in p for p in problems), problems
+    assert any(expected in p for p in im.check_roles(mutate(texts, file, old, new))), problems
+
+
+AUTHENTICATION_SETTING = (
+    "    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'\n"
+    "    value: 'Authorization=AAD;ClientId=${identityClientId}'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "modules/appservice.bicep",
+            AUTHENTICATION_SETTING,
+            AUTHENTICATION_SETTING.replace("${identityClientId}", "${tenantId}"),
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING must be",
+        ),
+        (  # no authentication string: the exporter would send with the instrumentation key
+            "modules/appservice.bicep",
+            AUTHENTICATION_SETTING,
+            AUTHENTICATION_SETTING.replace(
+                "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "APPINSIGHTS_AUTHENTICATION_STRING"
+            ),
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING must be",
+        ),
+        (  # only in one variant
+            "modules/appservice.bicep",
+            "    value: 'Authorization=AAD;ClientId=${identityClientId}'\n",
+            "    value: behindAppGateway ? 'Authorization=AAD;ClientId=${identityClientId}' : ''\n",
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING must be",
+        ),
+        (  # the app module gets another identity's client id
+            "main.bicep",
+            "identityClientId: appIdentity.outputs.clientId",
+            "identityClientId: gatewayIdentity.outputs.clientId",
+            "identityClientId is not the app identity's",
+        ),
+        (
+            "modules/monitoring.bicep",
+            "DisableLocalAuth: !enableApim",
+            "DisableLocalAuth: false",
+            "(enableApim=false): DisableLocalAuth must be true",
+        ),
+        (  # API Management's logger would be refused
+            "modules/monitoring.bicep",
+            "DisableLocalAuth: !enableApim",
+            "DisableLocalAuth: true",
+            "(enableApim=true): DisableLocalAuth is true while API Management",
+        ),
+        (  # main.bicep does not tell the monitoring module whether API Management is deployed
+            "main.bicep",
+            "    enableApim: enableApim\n    appPrincipalId: appIdentity.outputs.principalId\n",
+            "    enableApim: false\n    appPrincipalId: appIdentity.outputs.principalId\n",
+            "(enableApim=true): DisableLocalAuth is true while API Management",
+        ),
+        (  # API Management deployed whatever ENABLE_APIM says
+            "main.bicep",
+            "module apim 'modules/apim.bicep' = if (enableApim) {",
+            "module apim 'modules/apim.bicep' = {",
+            "(enableApim=false): DisableLocalAuth is true while API Management",
+        ),
+    ],
+)
+def test_keyless_telemetry_check_catches(
+    file: str, old: str, new: str, expected: str, texts: dict[str, str]
+) -> None:
+    problems = im.check_keyless_telemetry(mutate(texts, file, old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_exporter_sends_telemetry_as_the_apps_identity(model: dict[str, im.Template]) -> None:
+    """The app setting's value, with the identity's client id in it, is what the installed Azure
+    Monitor exporter turns into ManagedIdentityCredential(client_id=that id)."""
+    from azure.monitor.opentelemetry.exporter import _constants
+    from azure.monitor.opentelemetry.exporter.export import _base
+
+    name = im.TELEMETRY_AUTHENTICATION_SETTING
+    assert name == _constants._APPLICATIONINSIGHTS_AUTHENTICATION_STRING
+    client_id = "0b3c2a1d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    value = im.app_settings(model, guaranteed=True)[name]
+    assert isinstance(value, str) and "${identityClientId}" in value
+    environment = {name: value.replace("${identityClientId}", client_id)}
+    with (
+        mock.patch.dict(os.environ, environment),
+        mock.patch.object(_base, "ManagedIdentityCredential") as credential_class,
+    ):
+        credential = _base._get_authentication_credential()
+    credential_class.assert_called_once_with(client_id=client_id)
+    assert credential is credential_class.return_value
 
 
 @pytest.mark.parametrize(
@@ -1754,3 +1900,14 @@ def test_the_deploy_doc_says_where_the_gateway_certificate_is_granted() -> None:
     assert "Key Vault Secrets User on that one secret" in public
     assert "the templates grant nothing on it" in public
     assert '--scope "<vault resource id>/secrets/<name>"' in public
+
+
+def test_the_deploy_doc_says_telemetry_is_keyless_except_with_api_management() -> None:
+    deploy = prose(doc_section("## Deploy"))
+    assert "**Monitoring Metrics Publisher** on the Application Insights resource only" in deploy
+    assert "`APPLICATIONINSIGHTS_AUTHENTICATION_STRING`" in deploy
+    assert "`Authorization=AAD;ClientId=<the identity's client id>`" in deploy
+    assert "**Except with API Management** (`ENABLE_APIM=true`)" in deploy
+    stays_on = "local authentication stays enabled on the resource while API Management is deployed"
+    assert stays_on in deploy
+    assert "Entra ID only (no instrumentation key) except with API Management" in deploy
