@@ -306,6 +306,12 @@ def create_admin_app(
     templates.filters["utc_time"] = utc_time
     templates.filters["readable_json"] = _readable_json
     templates.globals["at_fault"] = _at_fault
+    # What the list's export can hold, said beside its links (a CSV file has no place to say
+    # that it stopped there).
+    templates.globals["export_limits"] = {
+        "max": EXPORT_MAX_CONVERSATIONS,
+        "searched": EXPORT_SEARCH_MAX_CONVERSATIONS,
+    }
     app[CONTEXT] = AdminContext(
         settings=settings,
         store_provider=store_provider,

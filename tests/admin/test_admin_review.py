@@ -904,3 +904,14 @@ async def test_an_unexpected_error_is_a_generic_500_with_the_security_headers_an
     assert "find_summary" in logged[0].__dict__["trace"]
     # The type and where, never the exception's text (it can quote what was sent or stored).
     assert all("a bug in find_summary" not in str(vars(record)) for record in caplog.records)
+
+
+async def test_the_list_says_how_much_its_export_holds_beside_the_links(
+    admin: TestClient[Any, Any],
+) -> None:
+    """A CSV file cannot say that more matched than it holds: the page says so beforehand."""
+    page = await (await admin.get("/admin/")).text()
+    assert "at most 5,000 conversations, newest first" in page
+    assert "the matches among the newest 1,000" in page
+    japanese = await (await admin.get("/admin/", headers={"Accept-Language": "ja"})).text()
+    assert "最大5,000件の会話" in japanese
