@@ -266,8 +266,10 @@ class ConversationGate:
 
     def _may_wait(self, turn: TurnInput) -> bool:
         """Whether `turn`'s message may wait for the answer to the usage policy: a question for
-        the assistant, not an answer to the policy nor one the chat would refuse."""
-        return consent_answer(turn.text) is None and not self._refused_by_chat(turn)
+        the assistant, not an answer to the policy nor a blank one (attachments only, a bare
+        @mention). One too long waits too: once the user accepts, the chat tells them it is too
+        long, rather than the question taking it in silence."""
+        return consent_answer(turn.text) is None and bool(as_written(turn.text))
 
     def _refused_by_chat(self, turn: TurnInput) -> bool:
         """Blank (attachments only, too) or too long: the chat service's own rules

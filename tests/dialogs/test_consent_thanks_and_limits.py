@@ -162,3 +162,22 @@ async def test_a_double_tapped_acceptance_in_japanese_is_answered_once(
     assert await model_calls(simulator_url) == calls + 1
     stored = await chat.store.conversation_messages(conversation(chat))
     assert [m.text for m in stored if m.text == "同意する"] == []
+
+
+async def test_a_first_message_too_long_waits_and_is_told_so_once_the_user_accepts(
+    controlled_app: ControlledApp,
+    connector: RecordingConnector,
+    simulator_url: str,
+    policy_2026: Path,
+) -> None:
+    """Not lost in silence behind the question: the chat's too-long notice follows the thanks."""
+    client = await controlled_app(USAGE_POLICY_FILE=str(policy_2026), MAX_MESSAGE_CHARS=100)
+    chat = Chat(client, connector)
+    assert "usage policy" in (await chat.send("x" * 101))["text"]
+    calls = await model_calls(simulator_url)
+
+    thanks, notice = await chat.send_expecting("I accept", 2)
+
+    assert thanks["text"] == THANKS_ONLY
+    assert notice["text"].startswith("Your message is too long for the assistant (101 characters")
+    assert await model_calls(simulator_url) == calls
