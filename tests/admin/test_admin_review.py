@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -915,3 +916,38 @@ async def test_the_list_says_how_much_its_export_holds_beside_the_links(
     assert "the matches among the newest 1,000" in page
     japanese = await (await admin.get("/admin/", headers={"Accept-Language": "ja"})).text()
     assert "最大5,000件の会話" in japanese
+
+
+async def test_a_search_page_with_no_match_says_next_page_searches_older_ones(
+    admin: TestClient[Any, Any],
+) -> None:
+    """A search reads 200 conversations a page: an empty page is no end of the search while
+    older conversations are still to be read."""
+    store = admin.server.app[STORE]
+    await _conversation(
+        store,
+        "conv-oldest",
+        "alice@contoso.com",
+        tenant="tenant-a",
+        channel="msteams",
+        title="Expenses",
+        at=T0,
+        messages=[_msg(Role.USER, "where is the vpn guide")],
+    )
+    for number in range(200):
+        await _conversation(
+            store,
+            f"conv-{number:03}",
+            "bob@contoso.com",
+            tenant="tenant-b",
+            channel="msteams",
+            title=f"Question {number}",
+            at=T0 + timedelta(minutes=1 + number),
+            messages=[_msg(Role.USER, f"question {number}")],
+        )
+
+    first = await (await admin.get("/admin/", params={"q": "vpn"})).text()
+
+    assert "None of the 200 conversations searched on this page match." in first
+    assert "“Next page” searches older ones." in first and 'rel="next"' in first
+    assert "No conversations match." not in first
