@@ -1032,7 +1032,9 @@ def _params(request: web.Request) -> dict[str, str]:
         request.rel_url.raw_query_string, keep_blank_values=True, errors="surrogateescape"
     )
     for name, value in raw:
-        text_value(value, name)
+        # A name that is not UTF-8 either is named as the address writes it (`%FF`).
+        text_value(value, quote(name, errors="surrogateescape"))
+        text_value(name, quote(name, errors="surrogateescape"))
     query = request.query
     params = {name: query[name] for name in query if name != SEALED_PARAM}
     sealed = query.get(SEALED_PARAM)

@@ -227,7 +227,8 @@ async def send_rest(context: TurnContext, rest: list[Reply]) -> None:
 
 
 def reply_activity(reply: Reply) -> Activity:
-    activity = Activity(type=ActivityTypes.message, text=reply.text, text_format="markdown")
+    text_format = "plain" if reply.plain else "markdown"
+    activity = Activity(type=ActivityTypes.message, text=reply.text, text_format=text_format)
     if reply.ai_generated:
         activity.entities = [AIGeneratedLabel()]
         activity.channel_data = {"feedbackLoopEnabled": True}

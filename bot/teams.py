@@ -87,15 +87,19 @@ def address_to_sender(outgoing: Activity, incoming: Activity) -> None:
         or incoming.type != "message"
         or outgoing.type != "message"
         or not outgoing.text
+        # A plain-text notice quotes the user's words: no markup of ours goes in front.
+        or outgoing.text_format == "plain"
         or sender is None
         or not sender.id
+        # Without a name the mention would show the sender's raw channel id to everyone.
+        or not (sender.name or "").strip()
         or any(
             getattr(entity, "type", None) in ("mention", "https://schema.org/Message")
             for entity in outgoing.entities or []
         )
     ):
         return
-    name = (sender.name or "").strip() or sender.id
+    name = str(sender.name).strip()
     tag = f"<at>{html.escape(name, quote=False)}</at>"
     outgoing.text = f"{tag} {outgoing.text}"
     outgoing.entities = [*(outgoing.entities or []), Mention(tag, sender.id, name)]

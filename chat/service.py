@@ -122,6 +122,9 @@ class Reply:
     # Model output gets the "AI generated" label and feedback buttons; notices do not.
     ai_generated: bool = False
     is_notice: bool = False
+    # Plain text, not Markdown: a notice that quotes the user's own words, which must not turn
+    # into links or formatting of the bot's.
+    plain: bool = False
 
 
 class DeliveryFailed(Exception):
@@ -198,6 +201,8 @@ class Admission:
 
     # Set: a localized notice shown instead of calling the model.
     refusal: str | None = None
+    # The refusal quotes the user's own words: it goes out as plain text (`Reply.plain`).
+    plain: bool = False
     # Called once when the turn ends, with the tokens it used (None: keep the reservation).
     settle: Callable[[int | None], Awaitable[None]] | None = None
 
@@ -781,7 +786,7 @@ class ChatService:
             admission = await self._guard.admit(turn, estimate, with_earlier=with_earlier)
             if admission.refusal is not None:
                 outcome.status = "quota_exceeded"
-                await _notify(channel, admission.refusal, outcome)
+                await _notify(channel, admission.refusal, outcome, plain=admission.plain)
                 await self._mark_not_sent(user_message, "quota_exceeded", outcome)
                 return
             outcome.settle = admission.settle
@@ -1664,9 +1669,11 @@ def _attachments_note(turn: TurnInput) -> str:
     return f"\n\n{localize('attachments_not_sent', turn.locale)}" if turn.has_attachments else ""
 
 
-async def _notify(channel: ReplyChannel, text: str, outcome: TurnOutcome) -> None:
+async def _notify(
+    channel: ReplyChannel, text: str, outcome: TurnOutcome, *, plain: bool = False
+) -> None:
     try:
-        await channel.final(Reply(text, is_notice=True))
+        await channel.final(Reply(text, is_notice=True, plain=plain))
         outcome.replied = True
     except DeliveryUnknown as unknown:
         # Most likely shown: no second notice goes out after it.

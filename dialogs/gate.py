@@ -160,9 +160,18 @@ class ConversationGate:
             await _say(context, localize(notice, turn.locale, ref=ref))
             return None
         if self._refused_by_chat(turn):
+            if isinstance(turn, AfterConsent):
+                # The message that waited is too long (a blank one never waits): the user's
+                # last message was "I accept", so the notice names the one it is about.
+                text = as_written(turn.text)
+                notice = localize(
+                    "message_too_long", turn.locale, length=len(text), limit=self._max_chars
+                )
+                await self._thank(context, turn, answered=False)
+                await _say(context, not_answered_text(turn, notice), text_format="plain")
+                return None
             # The chat service answers it with a notice and never calls the model: it uses
             # none of the user's requests or tokens.
-            await self._thank(context, turn, answered=False)
             return turn
         try:
             # The same write reserves the turn's tokens upfront (claimed by dialogs.guard). A
@@ -231,8 +240,8 @@ class ConversationGate:
         waiting = self._question.waiting(question)
         if waiting is None or waiting.get("activity_id") != revision.activity_id:
             return False
-        written = as_written(revision.text)
-        kept = bool(written) and len(written) <= self._max_chars
+        # Edited too long, it still waits, as a first message too long does (`_may_wait`).
+        kept = bool(as_written(revision.text))
         self._question.hold(question, {**waiting, "text": revision.text} if kept else None)
         log.info(
             "a user deleted or edited the message that waits for their consent",

@@ -139,7 +139,8 @@ class QuotaGuard:
         if isinstance(result, QuotaExceeded):
             refusal = refusal_text(result, turn.locale, turn.time_zone, with_earlier=with_earlier)
             if isinstance(turn, AfterConsent):
-                refusal = not_answered_text(turn, refusal)
+                # It quotes the user's words: plain text, as the gate sends it.
+                return Admission(refusal=not_answered_text(turn, refusal), plain=True)
             return Admission(refusal=refusal)
         return Admission(settle=self._settler(result))
 

@@ -867,6 +867,8 @@ def test_a_lone_surrogate_in_a_filter_is_refused_before_it_reaches_the_store() -
         ("/admin/", "user=alice%FF", "user"),
         ("/admin/api/export/conversations", "tenant=%C3", "tenant"),
         ("/admin/api/audit", "actor=%80", "actor"),
+        ("/admin/", "%FF=%FF", "%ff"),  # the name too: named as the address writes it
+        ("/admin/audit", "%FF=x", "%ff"),
     ],
 )
 async def test_a_filter_whose_bytes_are_not_utf8_is_a_400_naming_it_not_a_search_for_u_fffd(

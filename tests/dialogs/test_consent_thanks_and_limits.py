@@ -80,6 +80,7 @@ async def test_a_waiting_message_refused_by_the_token_limit_is_not_promised_an_a
         "同意の前に送信されたメッセージには回答できませんでした:「次の文章を要約してください。経費"
     )
     assert "このメッセージには約" in refused["text"]
+    assert refused["textFormat"] == "plain"  # it quotes the user's own words
     assert refused["text"].endswith(
         "このメッセージは保留されないため、質問するにはもう一度送信してください。"
     )
@@ -179,5 +180,9 @@ async def test_a_first_message_too_long_waits_and_is_told_so_once_the_user_accep
     thanks, notice = await chat.send_expecting("I accept", 2)
 
     assert thanks["text"] == THANKS_ONLY
-    assert notice["text"].startswith("Your message is too long for the assistant (101 characters")
+    assert notice["text"].startswith(
+        f'The message you sent before accepting was not answered: "{"x" * 59}…"\n\n'
+        "Your message is too long for the assistant (101 characters; the limit is 100)."
+    )
+    assert notice["textFormat"] == "plain"
     assert await model_calls(simulator_url) == calls

@@ -81,7 +81,7 @@ async def test_an_edited_waiting_message_is_answered_with_its_new_text_after_acc
     assert prompt.id == message_id(conversation_id, waiting["id"], "user")
 
 
-@pytest.mark.parametrize("change", ["deleted", "edited to nothing", "edited past the limit"])
+@pytest.mark.parametrize("change", ["deleted", "edited to nothing"])
 async def test_a_waiting_message_deleted_or_edited_away_is_not_answered_after_acceptance(
     consenting_bot: TestClient[Any, Any],
     teams: TeamsChannel,
@@ -95,16 +95,35 @@ async def test_a_waiting_message_deleted_or_edited_away_is_not_answered_after_ac
 
     if change == "deleted":
         await post(consenting_bot, message_deleted(waiting))
-    elif change == "edited to nothing":
-        await post(consenting_bot, message_edited(waiting, "  \n"))
     else:
-        await post(consenting_bot, message_edited(waiting, "x" * 201))
+        await post(consenting_bot, message_edited(waiting, "  \n"))
 
     assert len(teams.messages()) == 1
     assert not any(SECRET in doc for doc in stored_dialog_states(tmp_path))
     await post(consenting_bot, personal_message(teams.url, "I accept"))
     _question, thanks = teams.messages()
     assert thanks["text"] == localize("consent_accepted", "en-US")
+    assert await model_calls(simulator_url) == calls
+
+
+async def test_a_waiting_message_edited_past_the_limit_still_waits_and_is_named_as_too_long(
+    consenting_bot: TestClient[Any, Any], teams: TeamsChannel, tmp_path: Path, simulator_url: str
+) -> None:
+    """As a first message too long does: once the user accepts, they are told which message
+    was not answered and why, rather than it being dropped in silence."""
+    waiting = personal_message(teams.url, f"my password is {SECRET}, fix this script")
+    await post(consenting_bot, waiting)
+    calls = await model_calls(simulator_url)
+
+    await post(consenting_bot, message_edited(waiting, "x" * 201))
+
+    assert len(teams.messages()) == 1
+    assert not any(SECRET in doc for doc in stored_dialog_states(tmp_path))
+    await post(consenting_bot, personal_message(teams.url, "I accept"))
+    _question, thanks, notice = teams.messages()
+    assert thanks["text"] == localize("consent_accepted_before_answer", "en-US")
+    assert notice["text"].startswith("The message you sent before accepting was not answered")
+    assert "too long for the assistant (201 characters" in notice["text"]
     assert await model_calls(simulator_url) == calls
 
 
