@@ -11,38 +11,25 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from app import STORE
-from storage.models import AuditRecord
 from tests.admin.conftest import seeded
-from tests.admin.helpers import appservice_header
+from tests.admin.test_admin_addresses_show_no_search_user_or_reason import csrf
+from tests.admin.test_admin_deletion_page_count_is_an_audited_read import (
+    ADMIN,
+    audit,
+    pseudonym_of_alice,
+)
+from tests.admin.test_admin_reads_nothing_another_site_asks_for import LINK
 from tests.conftest import AppFactory, FaultyAppFactory
 from tests.faults import FaultKind
 
-ADMIN = {"X-MS-CLIENT-PRINCIPAL": appservice_header(["Admin"], oid="oid-ada", name="Ada Admin")}
 PAGE = "/admin/conversations/conv-flagged/delete"
 TITLE = "Violent request"  # conv-flagged's title, Alice's words
-LINK_FROM_ANOTHER_SITE = {
-    "Sec-Fetch-Site": "cross-site",
-    "Sec-Fetch-Mode": "navigate",
-    "Sec-Fetch-Dest": "document",
-    "Sec-Fetch-User": "?1",
-}
-
-
-async def audit(client: TestClient[Any, Any]) -> list[AuditRecord]:
-    records, _ = await client.server.app[STORE].list_audit(200)
-    return records
-
-
-async def pseudonym_of_alice(client: TestClient[Any, Any]) -> str:
-    transcript = await client.get("/admin/api/conversations/conv-flagged", headers=ADMIN)
-    pseudonym: str = (await transcript.json())["conversation"]["user"]
-    return pseudonym
+# A link followed from another site (Teams, Outlook): the browser's fetch metadata.
+LINK_FROM_ANOTHER_SITE = {"Sec-Fetch-Site": "cross-site", **LINK}
 
 
 async def csrf_of(client: TestClient[Any, Any]) -> str:
-    token: str = (await (await client.get("/admin/api/me", headers=ADMIN)).json())["csrfToken"]
-    return token
+    return await csrf(client, ADMIN)
 
 
 async def test_the_conversation_deletion_page_records_that_it_showed_the_conversation(
