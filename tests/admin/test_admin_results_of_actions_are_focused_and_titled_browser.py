@@ -17,7 +17,12 @@ pytestmark = pytest.mark.browser
 
 
 async def focused(page: Any) -> str | None:
-    """The `data-testid` of the element that has focus (None: one without, such as <body>)."""
+    """The `data-testid` of the element that has focus, once the page's `autofocus` has been
+    applied: the browser applies it at a later rendering step, after the load event a URL wait
+    returns on (a loaded machine shows it); focus that never leaves <body> times out."""
+    await page.wait_for_function(
+        "document.activeElement && document.activeElement.dataset.testid", timeout=5000
+    )
     found: str | None = await page.evaluate("document.activeElement.dataset.testid ?? null")
     return found
 
